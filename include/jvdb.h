@@ -1,0 +1,160 @@
+/*
+ * jvdb.h — the public C API of libjvdb, JadeVectorDB's embeddable storage and search library.
+ *
+ * Shape: two opaque handles.  A jvdb_env is an open data directory (one process at a time holds it,
+ * enforced with flock on <data>/LOCK).  A jvdb_db is one database (collection) inside it: a fixed
+ * dimension, a metric and a durability mode.  Database handles belong to their environment: they stay
+ * valid until jvdb_db_drop() of that database or jvdb_env_close(), and are safe to share between
+ * threads (any number of readers, writers serialised internally).
+ *
+ * Every call that can fail returns an int status: JVDB_OK (0) or a negative JVDB_E* code.
+ * jvdb_strerror(code) names the code; jvdb_errmsg() returns this thread's detail message for the
+ * most recent failure ("vector has 3 values but database 'docs' has dimension 4").  A failed call
+ * changes nothing.
+ *
+ * Durability: with sync "always" (the default) a write call returns only after its records are on
+ * stable storage (concurrent writers share one fdatasync).  A write is visible to readers as soon as
+ * its records are in the file, which may be a moment before the call returns.
+ */
+#ifndef JVDB_H
+#define JVDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define JVDB_VERSION "0.1.0"
+
+/* Status codes. */
+#define JVDB_OK          0
+#define JVDB_EINVAL    (-1)  /* bad argument: dimension, NaN, id, metadata, name, option */
+#define JVDB_ENOTFOUND (-2)  /* no such database or vector */
+#define JVDB_EEXISTS   (-3)  /* database already exists */
+#define JVDB_ELOCKED   (-4)  /* data directory held by another process */
+#define JVDB_EIO       (-5)  /* the operating system reported an I/O error */
+#define JVDB_ENOSPC    (-6)  /* no space left on the device */
+#define JVDB_ECORRUPT  (-7)  /* on-disk data failed a checksum or format check */
+#define JVDB_ENOMEM    (-8)  /* out of memory */
+#define JVDB_EBUSY     (-9)  /* operation conflicts with one in progress */
+#define JVDB_EFAILED   (-10) /* database refuses writes after an earlier I/O failure; reopen it */
+
+const char *jvdb_strerror(int code);
+/* Detail message of this thread's last failed call; "" if none.  Valid until the thread's next call. */
+const char *jvdb_errmsg(void);
+
+typedef struct jvdb_env jvdb_env;
+typedef struct jvdb_db jvdb_db;
+
+typedef enum { JVDB_METRIC_L2 = 0, JVDB_METRIC_COSINE = 1, JVDB_METRIC_DOT = 2 } jvdb_metric;
+typedef enum { JVDB_SYNC_ALWAYS = 0, JVDB_SYNC_INTERVAL = 1, JVDB_SYNC_NEVER = 2 } jvdb_sync_mode;
+
+#define JVDB_MAX_DIM      65536
+#define JVDB_MAX_ID_LEN   1024
+#define JVDB_MAX_META_LEN (16u * 1024 * 1024)
+#define JVDB_MAX_NAME_LEN 64
+
+/* ---- environment (data directory) ---- */
+
+/* Opens (creating if needed) the data directory `path`.  Fails with JVDB_ELOCKED, message
+ * "data directory ... is locked by pid N", when another process has it open. */
+int jvdb_env_open(const char *path, jvdb_env **out);
+/* Closes every database (final fdatasync) and releases the lock.  NULL is allowed. */
+void jvdb_env_close(jvdb_env *env);
+const char *jvdb_env_path(const jvdb_env *env);
+
+/* ---- databases ---- */
+
+typedef struct jvdb_db_options {
+    uint32_t dim;                /* 1..JVDB_MAX_DIM, required */
+    jvdb_metric metric;          /* default L2 */
+    jvdb_sync_mode sync;         /* default ALWAYS */
+    uint32_t sync_interval_ms;   /* for JVDB_SYNC_INTERVAL; default 1000 */
+    uint64_t segment_max_bytes;  /* seal the active segment past this size; 0 = default (1 GiB) */
+} jvdb_db_options;
+
+/* Fills defaults (everything but dim). */
+void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim);
+
+/* Parses "l2" | "euclidean" | "cosine" | "dot" / "always" | "never" | "interval:<ms>". */
+int jvdb_metric_parse(const char *s, jvdb_metric *out);
+const char *jvdb_metric_name(jvdb_metric m);
+int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms);
+
+/* Database names match [A-Za-z0-9_-]{1,64}. */
+int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out);
+int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out);
+/* Removes the database and its files; its handle becomes invalid. */
+int jvdb_db_drop(jvdb_env *env, const char *name);
+/* Names of all databases, sorted; free with jvdb_free_names. */
+int jvdb_db_list(jvdb_env *env, char ***names, size_t *count);
+void jvdb_free_names(char **names, size_t count);
+
+const char *jvdb_db_name(const jvdb_db *db);
+uint32_t jvdb_db_dim(const jvdb_db *db);
+jvdb_metric jvdb_db_metric(const jvdb_db *db);
+/* Changes the durability mode (persisted). */
+int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms);
+void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
+
+/* ---- vectors ---- */
+
+/* Inserts or replaces vector `id` (1..JVDB_MAX_ID_LEN bytes, no NUL).  `vector` has dim finite
+ * floats (cosine databases store it normalised).  `meta_json` is NULL or a JSON object.  On success
+ * *lsn_out (if not NULL) receives the write's log sequence number. */
+int jvdb_put(jvdb_db *db, const char *id, const float *vector, const char *meta_json, uint64_t *lsn_out);
+
+typedef struct jvdb_record {
+    const char *id;
+    const float *vector;
+    const char *meta_json;       /* NULL for none */
+} jvdb_record;
+
+/* All or nothing: either every record is stored, or (after a bad record or a failure) none is.
+ * A validation error names the index of the first bad record. */
+int jvdb_put_batch(jvdb_db *db, const jvdb_record *records, size_t count, uint64_t *last_lsn_out);
+
+/* Copies the vector into `vector_out` (dim floats; may be NULL) and, if meta_out is not NULL, a
+ * malloc'd NUL-terminated JSON string (NULL when the vector has no metadata) to free with jvdb_free.
+ * JVDB_ENOTFOUND when the id is absent or deleted. */
+int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out);
+
+/* Deletes `id`; JVDB_ENOTFOUND if it is not live (nothing written then). */
+int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out);
+
+/* Number of live vectors. */
+uint64_t jvdb_count(jvdb_db *db);
+
+/* Calls fn for every live vector, in no particular order, on a consistent snapshot.  The pointers
+ * are valid only during the call; `meta_json` is not NUL-terminated (length meta_len, 0 = none).
+ * A non-zero return from fn stops the iteration and is returned. */
+typedef int (*jvdb_iter_fn)(void *arg, const char *id, size_t id_len, const float *vector,
+                            const char *meta_json, size_t meta_len, uint64_t lsn);
+int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg);
+
+typedef struct jvdb_stats {
+    uint64_t live_records;
+    uint64_t dead_records;       /* overwritten puts, deletes and their tombstones */
+    uint64_t tombstones;         /* tombstones still kept in the keydir */
+    uint64_t file_bytes;         /* all segment files */
+    uint64_t live_bytes;
+    uint64_t dead_bytes;
+    double dead_ratio;           /* dead_bytes / file_bytes */
+    uint32_t segments;
+    uint64_t last_lsn;
+    uint64_t backup_horizon;     /* 0 = no backup yet */
+} jvdb_stats;
+
+int jvdb_stats_get(jvdb_db *db, jvdb_stats *out);
+
+/* Forces everything written so far to stable storage (useful with sync never / interval). */
+int jvdb_sync(jvdb_db *db);
+
+void jvdb_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
