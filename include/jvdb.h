@@ -101,14 +101,17 @@ void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
 
 /* ---- vectors ---- */
 
-/* Inserts or replaces vector `id` (1..JVDB_MAX_ID_LEN bytes, no NUL).  `vector` has dim finite
- * floats (cosine databases store it normalised).  `meta_json` is NULL or a JSON object.  On success
- * *lsn_out (if not NULL) receives the write's log sequence number. */
-int jvdb_put(jvdb_db *db, const char *id, const float *vector, const char *meta_json, uint64_t *lsn_out);
+/* Inserts or replaces vector `id` (1..JVDB_MAX_ID_LEN bytes, no NUL).  `vector` has `dim` finite
+ * floats, which must equal the database's dimension (cosine databases store it normalised).
+ * `meta_json` is NULL or a JSON object.  On success *lsn_out (if not NULL) receives the write's log
+ * sequence number. */
+int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,
+             uint64_t *lsn_out);
 
 typedef struct jvdb_record {
     const char *id;
     const float *vector;
+    uint32_t dim;                /* number of floats in vector */
     const char *meta_json;       /* NULL for none */
 } jvdb_record;
 

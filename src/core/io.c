@@ -1,0 +1,212 @@
+/*
+ * io.c — the one place where the library touches files for writing (DESIGN.md 3, "src/core/io").
+ *
+ * Like SQLite's os layer, it exists so that tests can make the file system misbehave: a fault armed
+ * here makes the next write/sync/rename fail exactly as the kernel would, and a crash point kills the
+ * process at a commit point.  In production both checks cost one relaxed atomic load.
+ */
+#include "core/io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct io_fault {
+    atomic_int armed;          /* 0 = none, 1 = armed */
+    atomic_int op;
+    atomic_int remaining;      /* successful calls still allowed before failing */
+    atomic_int errnum;
+    atomic_int short_write;
+    atomic_int sticky;
+};
+
+static struct io_fault fault;
+static atomic_int env_checked;
+
+static int io_errno_from_name(const char *s)
+{
+    if (!strcmp(s, "ENOSPC")) return ENOSPC;
+    if (!strcmp(s, "EIO")) return EIO;
+    if (!strcmp(s, "EDQUOT")) return EDQUOT;
+    return EIO;
+}
+
+static void io_fault_from_env(void)
+{
+    if (atomic_exchange(&env_checked, 1)) return;
+    const char *spec = getenv("JVDB_FAULT");
+    if (!spec || !*spec) return;
+    static const char *ops[] = {"open", "write", "sync", "rename", "truncate", "unlink"};
+    char buf[128];
+    strncpy(buf, spec, sizeof buf - 1);
+    buf[sizeof buf - 1] = '\0';
+    char *save = NULL;
+    char *op = strtok_r(buf, ":", &save);
+    char *en = strtok_r(NULL, ":", &save);
+    char *skip = strtok_r(NULL, ":", &save);
+    if (!op || !en) return;
+    for (int i = 0; i < IO_OP_COUNT; i++) {
+        if (!strcmp(op, ops[i])) {
+            io_fault_arm((enum io_op)i, skip ? (unsigned)atoi(skip) : 0, io_errno_from_name(en), false, true);
+        }
+    }
+}
+
+void io_fault_arm(enum io_op op, unsigned skip, int errnum, bool short_write, bool sticky)
+{
+    atomic_store(&fault.armed, 0);
+    atomic_store(&fault.op, (int)op);
+    atomic_store(&fault.remaining, (int)skip);
+    atomic_store(&fault.errnum, errnum);
+    atomic_store(&fault.short_write, short_write);
+    atomic_store(&fault.sticky, sticky);
+    atomic_store(&fault.armed, 1);
+}
+
+void io_fault_clear(void) { atomic_store(&fault.armed, 0); }
+
+/* Returns the errno to fail with, or 0 to proceed. */
+static int io_fault_check(enum io_op op, int *short_write)
+{
+    if (!atomic_load_explicit(&env_checked, memory_order_relaxed)) io_fault_from_env();
+    if (!atomic_load_explicit(&fault.armed, memory_order_relaxed)) return 0;
+    if (atomic_load(&fault.op) != (int)op) return 0;
+    if (atomic_fetch_sub(&fault.remaining, 1) > 0) return 0;
+    if (!atomic_load(&fault.sticky)) atomic_store(&fault.armed, 0);
+    if (short_write) *short_write = atomic_load(&fault.short_write);
+    return atomic_load(&fault.errnum);
+}
+
+int io_open(const char *path, int flags, mode_t mode)
+{
+    int e = io_fault_check(IO_OP_OPEN, NULL);
+    if (e) { errno = e; return -1; }
+    int fd;
+    do fd = open(path, flags | O_CLOEXEC, mode); while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+int io_pwrite_all(int fd, const void *buf, size_t len, off_t off)
+{
+    int short_write = 0;
+    int e = io_fault_check(IO_OP_WRITE, &short_write);
+    if (e) {
+        /* A real ENOSPC usually arrives after part of the data went in: imitate that. */
+        if (short_write && len > 1) {
+            ssize_t n = pwrite(fd, buf, len / 2, off);
+            (void)n;
+        }
+        errno = e;
+        return -1;
+    }
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (n == 0) { errno = EIO; return -1; }
+        p += n;
+        len -= (size_t)n;
+        off += n;
+    }
+    return 0;
+}
+
+int io_write_all(int fd, const void *buf, size_t len)
+{
+    int short_write = 0;
+    int e = io_fault_check(IO_OP_WRITE, &short_write);
+    if (e) { errno = e; return -1; }
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int io_fdatasync(int fd)
+{
+    int e = io_fault_check(IO_OP_SYNC, NULL);
+    if (e) { errno = e; return -1; }
+    return fdatasync(fd);
+}
+
+int io_fsync(int fd)
+{
+    int e = io_fault_check(IO_OP_SYNC, NULL);
+    if (e) { errno = e; return -1; }
+    return fsync(fd);
+}
+
+int io_rename(const char *from, const char *to)
+{
+    int e = io_fault_check(IO_OP_RENAME, NULL);
+    if (e) { errno = e; return -1; }
+    return rename(from, to);
+}
+
+int io_ftruncate(int fd, off_t len)
+{
+    int e = io_fault_check(IO_OP_TRUNCATE, NULL);
+    if (e) { errno = e; return -1; }
+    return ftruncate(fd, len);
+}
+
+int io_unlink(const char *path)
+{
+    int e = io_fault_check(IO_OP_UNLINK, NULL);
+    if (e) { errno = e; return -1; }
+    return unlink(path);
+}
+
+int io_close(int fd) { return close(fd); }
+
+int io_fsync_dir(const char *dir)
+{
+    int fd = io_open(dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0) return -1;
+    int rc = io_fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Crash points are parsed once; the common case (none armed) is a single load. */
+static char crash_name[128];
+static atomic_int crash_nth;
+static atomic_int crash_state;   /* 0 unparsed, 1 none, 2 armed */
+
+void io_crash_point(const char *name)
+{
+    int st = atomic_load_explicit(&crash_state, memory_order_acquire);
+    if (st == 0) {
+        const char *spec = getenv("JVDB_CRASH_AT");
+        if (spec && *spec) {
+            strncpy(crash_name, spec, sizeof crash_name - 1);
+            char *colon = strchr(crash_name, ':');
+            int nth = 1;
+            if (colon) { *colon = '\0'; nth = atoi(colon + 1); }
+            atomic_store(&crash_nth, nth > 0 ? nth : 1);
+            st = 2;
+        } else {
+            st = 1;
+        }
+        atomic_store_explicit(&crash_state, st, memory_order_release);
+    }
+    if (st != 2 || strcmp(name, crash_name) != 0) return;
+    if (atomic_fetch_sub(&crash_nth, 1) == 1) raise(SIGKILL);
+}

@@ -1,0 +1,820 @@
+/*
+ * db.c — one database: recovery at open, the write path with group commit, and reads.
+ *
+ * Write path (db_write): validate and encode outside every lock; under write_mu assign LSNs, seal
+ * the active segment if the batch does not fit, pwrite the whole batch at the tail in one call, then
+ * apply it to the keydir under the rwlock (a pointer swap: the bytes are already in the page cache).
+ * Durability comes after: with sync=always the caller waits in db_sync_upto until an fdatasync that
+ * started after its pwrite has finished.  Whoever finds no sync running becomes the leader and syncs
+ * everything written so far, so N concurrent writers share one fdatasync (group commit).
+ *
+ * Why a batch is atomic: it is one pwrite whose records all carry the "more follow" flag but the last;
+ * recovery drops a trailing run of flagged records, so a batch cut by a crash disappears whole.
+ *
+ * Failure rule: if a pwrite fails we truncate the tail back and report the error (nothing was
+ * applied).  If an fdatasync fails, or the truncate does, the kernel may have dropped dirty pages and
+ * we cannot know what the file holds: the database refuses further writes (JVDB_EFAILED) until it is
+ * reopened, when recovery re-reads the truth from disk.  That is the lesson of PostgreSQL's fsyncgate.
+ */
+#include "store/db.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "store/record.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DB_DEFAULT_SEGMENT_MAX (1ull << 30)
+
+/* ---------------------------------------------------------------- options and names */
+
+void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim)
+{
+    memset(opts, 0, sizeof *opts);
+    opts->dim = dim;
+    opts->metric = JVDB_METRIC_L2;
+    opts->sync = JVDB_SYNC_ALWAYS;
+    opts->sync_interval_ms = 1000;
+    opts->segment_max_bytes = DB_DEFAULT_SEGMENT_MAX;
+}
+
+int jvdb_metric_parse(const char *s, jvdb_metric *out)
+{
+    if (!s) return err_set(JVDB_EINVAL, "metric is missing");
+    if (!strcmp(s, "l2") || !strcmp(s, "euclidean")) *out = JVDB_METRIC_L2;
+    else if (!strcmp(s, "cosine")) *out = JVDB_METRIC_COSINE;
+    else if (!strcmp(s, "dot")) *out = JVDB_METRIC_DOT;
+    else return err_set(JVDB_EINVAL, "unknown metric '%s' (expected l2, cosine or dot)", s);
+    return JVDB_OK;
+}
+
+const char *jvdb_metric_name(jvdb_metric m)
+{
+    switch (m) {
+    case JVDB_METRIC_COSINE: return "cosine";
+    case JVDB_METRIC_DOT: return "dot";
+    default: return "l2";
+    }
+}
+
+int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms)
+{
+    if (!s) return err_set(JVDB_EINVAL, "sync mode is missing");
+    if (!strcmp(s, "always")) {
+        *mode = JVDB_SYNC_ALWAYS;
+    } else if (!strcmp(s, "never")) {
+        *mode = JVDB_SYNC_NEVER;
+    } else if (!strncmp(s, "interval:", 9)) {
+        char *end;
+        errno = 0;
+        unsigned long ms = strtoul(s + 9, &end, 10);
+        if (errno || end == s + 9 || *end || ms == 0 || ms > 3600000 || !isdigit((unsigned char)s[9]))
+            return err_set(JVDB_EINVAL, "bad sync interval in '%s' (expected interval:<1..3600000 ms>)", s);
+        *mode = JVDB_SYNC_INTERVAL;
+        if (interval_ms) *interval_ms = (uint32_t)ms;
+    } else {
+        return err_set(JVDB_EINVAL, "unknown sync mode '%s' (expected always, never or interval:<ms>)", s);
+    }
+    return JVDB_OK;
+}
+
+int db_name_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > JVDB_MAX_NAME_LEN) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_' && name[i] != '-') return 0;
+    return 1;
+}
+
+const char *jvdb_db_name(const jvdb_db *db) { return db->m.name; }
+uint32_t jvdb_db_dim(const jvdb_db *db) { return db->m.dim; }
+jvdb_metric jvdb_db_metric(const jvdb_db *db) { return db->m.metric; }
+
+void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out)
+{
+    jvdb_db *mdb = (jvdb_db *)db;
+    pthread_mutex_lock(&mdb->write_mu);
+    out->dim = db->m.dim;
+    out->metric = db->m.metric;
+    out->sync = db->m.sync;
+    out->sync_interval_ms = db->m.sync_interval_ms;
+    out->segment_max_bytes = db->m.segment_max_bytes;
+    pthread_mutex_unlock(&mdb->write_mu);
+}
+
+static int db_check_options(const jvdb_db_options *o)
+{
+    if (o->dim < 1 || o->dim > JVDB_MAX_DIM)
+        return err_set(JVDB_EINVAL, "dimension %u is out of range (1..%d)", o->dim, JVDB_MAX_DIM);
+    if (o->metric > JVDB_METRIC_DOT) return err_set(JVDB_EINVAL, "unknown metric %d", (int)o->metric);
+    if (o->sync > JVDB_SYNC_NEVER) return err_set(JVDB_EINVAL, "unknown sync mode %d", (int)o->sync);
+    if (o->sync == JVDB_SYNC_INTERVAL && (o->sync_interval_ms == 0 || o->sync_interval_ms > 3600000))
+        return err_set(JVDB_EINVAL, "sync interval %u ms is out of range (1..3600000)", o->sync_interval_ms);
+    if (o->segment_max_bytes && o->segment_max_bytes < 4096)
+        return err_set(JVDB_EINVAL, "segment_max_bytes %" PRIu64 " is below the minimum of 4096", o->segment_max_bytes);
+    return JVDB_OK;
+}
+
+/* ---------------------------------------------------------------- creation */
+
+int db_create_dir(const char *databases_dir, const char *name, const jvdb_db_options *opts)
+{
+    int rc = db_check_options(opts);
+    if (rc) return rc;
+    char tmpname[128];
+    snprintf(tmpname, sizeof tmpname, ".tmp-%s-%d", name, (int)getpid());
+    char *tmp = fs_join(databases_dir, tmpname);
+    char *final = fs_join(databases_dir, name);
+    if (!tmp || !final) {
+        free(tmp);
+        free(final);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    struct manifest m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.name, sizeof m.name, "%s", name);
+    m.dim = opts->dim;
+    m.metric = opts->metric;
+    m.sync = opts->sync;
+    m.sync_interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : 1000;
+    m.segment_max_bytes = opts->segment_max_bytes ? opts->segment_max_bytes : DB_DEFAULT_SEGMENT_MAX;
+    m.created_ns = clock_wall_ns();
+    uint64_t first = 1;
+    m.segments = &first;
+    m.nsegments = 1;
+    m.next_segment = 2;
+    struct segment *seg = NULL;
+    fs_remove_tree(tmp);
+    if ((rc = fs_mkdir(tmp))) goto out;
+    if ((rc = seg_create(tmp, 1, m.dim, 4096, &seg))) goto out;
+    seg_unref(seg);
+    if ((rc = manifest_store(tmp, &m))) goto out;
+    io_crash_point("create.before_rename");
+    /* The rename publishes the complete directory; a crash before it leaves a .tmp-* directory that
+     * the next open of the environment removes. */
+    if (io_rename(tmp, final) < 0) {
+        rc = errno == ENOTEMPTY || errno == EEXIST ? err_set(JVDB_EEXISTS, "database '%s' already exists", name)
+                                                    : err_errno(errno, "cannot rename %s to %s", tmp, final);
+        goto out;
+    }
+    if (io_fsync_dir(databases_dir) < 0) rc = err_errno(errno, "cannot fsync %s", databases_dir);
+out:
+    if (rc) fs_remove_tree(tmp);
+    free(tmp);
+    free(final);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+static int db_segs_push(jvdb_db *db, struct segment *s)
+{
+    if (db->nsegs == db->segs_cap) {
+        size_t ncap = db->segs_cap ? db->segs_cap * 2 : 8;
+        struct segment **n = realloc(db->segs, ncap * sizeof *n);
+        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+        db->segs = n;
+        db->segs_cap = ncap;
+    }
+    db->segs[db->nsegs++] = s;
+    return JVDB_OK;
+}
+
+static uint64_t db_reserve(const jvdb_db *db, uint64_t min)
+{
+    uint64_t r = db->m.segment_max_bytes + SEG_HEADER_SIZE;
+    return r > min ? r : min;
+}
+
+/* Removes every file in the directory that the MANIFEST does not name: outputs of an interrupted
+ * compaction, inputs that a committed compaction had not unlinked yet, half-written temporaries. */
+static int db_remove_orphans(jvdb_db *db)
+{
+    DIR *d = opendir(db->dir);
+    if (!d) return err_errno(errno, "cannot list %s", db->dir);
+    struct dirent *e;
+    int removed = 0;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "MANIFEST")) continue;
+        int keep = 0;
+        unsigned long long no;
+        char tail[8];
+        if (sscanf(n, "%llu.%7s", &no, tail) == 2 && !strcmp(tail, "seg") && strlen(n) == 14) {
+            for (size_t i = 0; i < db->m.nsegments; i++) keep |= db->m.segments[i] == no;
+        }
+        if (!strncmp(n, "ext.", 4)) keep = 1;   /* files owned by upper layers, which clean them */
+        if (keep) continue;
+        char *p = fs_join(db->dir, n);
+        if (!p) {
+            closedir(d);
+            return err_set(JVDB_ENOMEM, "out of memory");
+        }
+        log_info("removing orphan file %s", p);
+        int rc = fs_remove_tree(p);
+        free(p);
+        if (rc) {
+            closedir(d);
+            return rc;
+        }
+        removed++;
+    }
+    closedir(d);
+    if (removed && io_fsync_dir(db->dir) < 0) return err_errno(errno, "cannot fsync %s", db->dir);
+    return JVDB_OK;
+}
+
+/* Applies the records of one segment.  In the active segment a bad or short record is a torn
+ * tail: everything from it, and the incomplete batch it belongs to, is truncated away.  In a
+ * sealed segment it is corruption. */
+static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
+{
+    uint64_t off = SEG_HEADER_SIZE;
+    uint64_t batch_start = off;       /* first record of the batch being read (active segment) */
+    uint32_t dim = db->m.dim;
+    int rc;
+    while (off < s->size) {
+        const char *why = "record cut short";
+        enum rec_check c = rec_check(s->map + off, s->size - off, dim, &why);
+        if (c != REC_OK) {
+            if (s->sealed)
+                return err_set(JVDB_ECORRUPT, "corrupt record in %s at offset %" PRIu64 ": %s", s->path, off, why);
+            break;
+        }
+        const struct rec_header *h = (const struct rec_header *)(s->map + off);
+        if (h->lsn > *max_lsn) *max_lsn = h->lsn;
+        uint64_t next = off + h->total_len;
+        if (s->sealed) {
+            if ((rc = keydir_apply(&db->kd, s, off, dim))) return rc;
+        } else if (!(h->flags & REC_FLAG_MORE)) {
+            /* The batch is complete: apply all of it. */
+            for (uint64_t p = batch_start; p < next;) {
+                if ((rc = keydir_apply(&db->kd, s, p, dim))) return rc;
+                p += ((const struct rec_header *)(s->map + p))->total_len;
+            }
+            batch_start = next;
+        }
+        off = next;
+    }
+    if (!s->sealed && batch_start < s->size) {
+        uint64_t dropped = s->size - batch_start;
+        log_warn("%s: dropping a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (an unacknowledged write cut by a crash)",
+                 s->path, dropped, batch_start);
+        if (io_ftruncate(s->fd, (off_t)batch_start) < 0 || io_fdatasync(s->fd) < 0)
+            return err_errno(errno, "cannot truncate the torn tail of %s", s->path);
+        s->size = batch_start;
+    }
+    return JVDB_OK;
+}
+
+static void *db_flusher_main(void *arg);
+
+static void db_free(jvdb_db *db)
+{
+    if (db->ext && db->ext_free) db->ext_free(db->ext);
+    keydir_free(&db->kd);
+    for (size_t i = 0; i < db->nsegs; i++) seg_unref(db->segs[i]);
+    free(db->segs);
+    manifest_free(&db->m);
+    pthread_mutex_destroy(&db->write_mu);
+    pthread_rwlock_destroy(&db->lock);
+    pthread_mutex_destroy(&db->sync_mu);
+    pthread_cond_destroy(&db->sync_cv);
+    free(db->dir);
+    free(db);
+}
+
+static int db_start_flusher(jvdb_db *db)
+{
+    if (db->m.sync != JVDB_SYNC_INTERVAL || db->flusher_started) return JVDB_OK;
+    if (pthread_create(&db->flusher, NULL, db_flusher_main, db) != 0)
+        return err_set(JVDB_ENOMEM, "cannot start the sync thread of '%s'", db->m.name);
+    db->flusher_started = true;
+    return JVDB_OK;
+}
+
+int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
+{
+    jvdb_db *db = calloc(1, sizeof *db);
+    if (!db) return err_set(JVDB_ENOMEM, "out of memory");
+    db->env = env;
+    pthread_mutex_init(&db->write_mu, NULL);
+    pthread_rwlock_init(&db->lock, NULL);
+    pthread_mutex_init(&db->sync_mu, NULL);
+    pthread_cond_init(&db->sync_cv, NULL);
+    int rc;
+    db->dir = strdup(dir);
+    if (!db->dir) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = keydir_init(&db->kd))) goto fail;
+    if ((rc = manifest_load(dir, &db->m))) goto fail;
+    if ((rc = db_remove_orphans(db))) goto fail;
+    uint64_t max_lsn = 0;
+    for (size_t i = 0; i < db->m.nsegments; i++) {
+        int active = i + 1 == db->m.nsegments;
+        struct segment *s;
+        if ((rc = seg_open(dir, db->m.segments[i], db->m.dim, active ? db_reserve(db, 0) : 0, &s))) goto fail;
+        s->sealed = !active;
+        if ((rc = db_segs_push(db, s))) {
+            seg_unref(s);
+            goto fail;
+        }
+        if ((rc = db_scan_segment(db, s, &max_lsn))) goto fail;
+    }
+    db->last_lsn = max_lsn > db->m.lsn_floor ? max_lsn : db->m.lsn_floor;
+    struct segment *active = db->segs[db->nsegs - 1];
+    db->synced_seg = active->no;
+    db->synced_off = active->size;
+    if ((rc = db_start_flusher(db))) goto fail;
+    *out = db;
+    return JVDB_OK;
+fail:
+    db_free(db);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- durability */
+
+static int db_fail(jvdb_db *db, int rc)
+{
+    if (!atomic_exchange(&db->failed, true)) {
+        snprintf(db->failed_msg, sizeof db->failed_msg, "%s", jvdb_errmsg());
+        log_error("database '%s' stops accepting writes after an I/O failure: %s", db->m.name, db->failed_msg);
+    }
+    return rc;
+}
+
+static int db_failed_error(jvdb_db *db)
+{
+    return err_set(JVDB_EFAILED, "database '%s' refuses writes after an earlier I/O failure (%s); reopen it",
+                   db->m.name, db->failed_msg);
+}
+
+/* Waits until (seg_no, off) is durable, leading an fdatasync when none is running. */
+static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
+{
+    pthread_mutex_lock(&db->sync_mu);
+    for (;;) {
+        if (db->synced_seg > seg_no || (db->synced_seg == seg_no && db->synced_off >= off)) {
+            pthread_mutex_unlock(&db->sync_mu);
+            return JVDB_OK;
+        }
+        if (atomic_load(&db->failed)) {
+            pthread_mutex_unlock(&db->sync_mu);
+            return db_failed_error(db);
+        }
+        if (!db->sync_running) break;
+        pthread_cond_wait(&db->sync_cv, &db->sync_mu);
+    }
+    db->sync_running = true;
+    pthread_mutex_unlock(&db->sync_mu);
+
+    /* Everything written before this point is covered by the sync below. */
+    pthread_mutex_lock(&db->write_mu);
+    struct segment *s = db->segs[db->nsegs - 1];
+    seg_ref(s);
+    uint64_t target_no = s->no, target_off = s->size;
+    pthread_mutex_unlock(&db->write_mu);
+
+    int rc = JVDB_OK;
+    if (io_fdatasync(s->fd) < 0) rc = db_fail(db, err_errno(errno, "fdatasync of %s failed", s->path));
+    seg_unref(s);
+
+    pthread_mutex_lock(&db->sync_mu);
+    db->sync_running = false;
+    if (rc == JVDB_OK && (target_no > db->synced_seg || (target_no == db->synced_seg && target_off > db->synced_off))) {
+        db->synced_seg = target_no;
+        db->synced_off = target_off;
+    }
+    pthread_cond_broadcast(&db->sync_cv);
+    pthread_mutex_unlock(&db->sync_mu);
+    if (rc) return rc;
+    /* The target may not reach our write if another writer sealed meanwhile; loop to be sure. */
+    return db_sync_upto(db, seg_no, off);
+}
+
+int db_sync_all(jvdb_db *db)
+{
+    pthread_mutex_lock(&db->write_mu);
+    struct segment *s = db->segs[db->nsegs - 1];
+    uint64_t no = s->no, off = s->size;
+    pthread_mutex_unlock(&db->write_mu);
+    return db_sync_upto(db, no, off);
+}
+
+int jvdb_sync(jvdb_db *db) { return db_sync_all(db); }
+
+static void *db_flusher_main(void *arg)
+{
+    jvdb_db *db = arg;
+    pthread_mutex_lock(&db->sync_mu);
+    while (!db->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ms = db->m.sync_interval_ms ? db->m.sync_interval_ms : 1000;
+        ts.tv_sec += (time_t)(ms / 1000);
+        ts.tv_nsec += (long)(ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &ts);
+        if (db->stopping) break;
+        pthread_mutex_unlock(&db->sync_mu);
+        if (!atomic_load(&db->failed)) db_sync_all(db);
+        pthread_mutex_lock(&db->sync_mu);
+    }
+    pthread_mutex_unlock(&db->sync_mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- sealing */
+
+int db_store_manifest_locked(jvdb_db *db)
+{
+    db->m.lsn_floor = db->last_lsn;
+    return manifest_store(db->dir, &db->m);
+}
+
+int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
+{
+    struct segment *old = db->segs[db->nsegs - 1];
+    /* The sealed segment must be entirely durable before anything lands in its successor, so that
+     * "synced up to (segment, offset)" also covers every older segment. */
+    if (io_fdatasync(old->fd) < 0) return db_fail(db, err_errno(errno, "fdatasync of %s failed", old->path));
+    struct segment *s;
+    uint64_t no = db->m.next_segment;
+    int rc = seg_create(db->dir, no, db->m.dim, db_reserve(db, min_reserve + SEG_HEADER_SIZE), &s);
+    if (rc) return rc;
+    io_crash_point("seal.before_manifest");
+    uint64_t *segs = realloc(db->m.segments, (db->m.nsegments + 1) * sizeof *segs);
+    if (!segs) {
+        unlink(s->path);
+        seg_unref(s);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    db->m.segments = segs;
+    db->m.segments[db->m.nsegments++] = no;
+    db->m.next_segment = no + 1;
+    /* Commit point: once the MANIFEST names the new segment it is the active one. */
+    if ((rc = db_store_manifest_locked(db))) {
+        db->m.nsegments--;
+        db->m.next_segment = no;
+        unlink(s->path);
+        seg_unref(s);
+        return rc;
+    }
+    io_crash_point("seal.after_manifest");
+    pthread_rwlock_wrlock(&db->lock);
+    rc = db_segs_push(db, s);
+    if (rc == JVDB_OK) old->sealed = true;
+    pthread_rwlock_unlock(&db->lock);
+    if (rc) {
+        seg_unref(s);
+        return db_fail(db, rc);
+    }
+    pthread_mutex_lock(&db->sync_mu);
+    if (db->synced_seg < old->no || (db->synced_seg == old->no && db->synced_off < old->size)) {
+        db->synced_seg = old->no;
+        db->synced_off = old->size;
+    }
+    pthread_mutex_unlock(&db->sync_mu);
+    return JVDB_OK;
+}
+
+/* ---------------------------------------------------------------- the write path */
+
+int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
+{
+    if (n == 0) return err_set(JVDB_EINVAL, "empty batch");
+    uint32_t dim = db->m.dim;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += rec_size(dim, ops[i].kind, ops[i].id_len, ops[i].meta_len);
+    if (total > UINT32_MAX) return err_set(JVDB_EINVAL, "batch of %zu bytes is too large (limit 4 GiB)", total);
+    char *buf = aligned_alloc(REC_ALIGN, total);
+    if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
+    int64_t now = clock_wall_ns();
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        rec_encode(buf + off, dim, ops[i].kind, ops[i].id, ops[i].id_len, ops[i].vector, ops[i].meta,
+                   ops[i].meta_len, now);
+        off += ((struct rec_header *)(buf + off))->total_len;
+    }
+
+    int rc = JVDB_OK;
+    pthread_mutex_lock(&db->write_mu);
+    if (atomic_load(&db->failed)) {
+        rc = db_failed_error(db);
+        goto unlock;
+    }
+    /* Deletes must name live vectors: checked here because only writers change liveness. */
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i].kind != REC_KIND_DELETE) continue;
+        int live = 0;
+        pthread_rwlock_rdlock(&db->lock);
+        struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
+        live = e && e->kind == REC_KIND_PUT;
+        pthread_rwlock_unlock(&db->lock);
+        /* Earlier ops of the same batch may create or delete the id. */
+        for (size_t j = 0; j < i; j++)
+            if (ops[j].id_len == ops[i].id_len && !memcmp(ops[j].id, ops[i].id, ops[i].id_len))
+                live = ops[j].kind == REC_KIND_PUT;
+        if (!live) {
+            rc = err_set(JVDB_ENOTFOUND, "vector '%.*s' not found in database '%s'", (int)ops[i].id_len,
+                         ops[i].id, db->m.name);
+            goto unlock;
+        }
+    }
+    struct segment *s = db->segs[db->nsegs - 1];
+    if (s->size > SEG_HEADER_SIZE && s->size + total > db->m.segment_max_bytes) {
+        if ((rc = db_roll_locked(db, total))) goto unlock;
+        s = db->segs[db->nsegs - 1];
+    } else if (s->size + total > s->map_len) {
+        /* A single batch larger than the segment size gets a fresh segment big enough for it. */
+        if ((rc = db_roll_locked(db, total))) goto unlock;
+        s = db->segs[db->nsegs - 1];
+    }
+    uint64_t lsn = db->last_lsn;
+    off = 0;
+    for (size_t i = 0; i < n; i++) {
+        rec_seal(buf + off, ++lsn, i + 1 < n ? REC_FLAG_MORE : 0);
+        off += ((struct rec_header *)(buf + off))->total_len;
+    }
+    uint64_t start = s->size;
+    io_crash_point("write.before_append");
+    if (io_pwrite_all(s->fd, buf, total, (off_t)start) < 0) {
+        rc = err_errno(errno, "cannot append %zu bytes to %s", total, s->path);
+        /* Take back whatever part of the batch reached the file so the tail stays clean. */
+        int saved_rc = rc;
+        char saved_msg[1024];
+        snprintf(saved_msg, sizeof saved_msg, "%s", jvdb_errmsg());
+        if (io_ftruncate(s->fd, (off_t)start) < 0) {
+            db_fail(db, err_errno(errno, "cannot truncate %s after a failed write", s->path));
+        }
+        rc = err_set(saved_rc, "%s", saved_msg);
+        goto unlock;
+    }
+    io_crash_point("write.after_append");
+    pthread_rwlock_wrlock(&db->lock);
+    s->size = start + total;
+    for (uint64_t p = start; p < s->size;) {
+        if ((rc = keydir_apply(&db->kd, s, p, dim))) break;
+        p += ((const struct rec_header *)(s->map + p))->total_len;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    if (rc) {
+        /* The bytes are in the file but the index could not take them: state unknown. */
+        db_fail(db, rc);
+        goto unlock;
+    }
+    __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
+    uint64_t seg_no = s->no, end = s->size;
+    pthread_mutex_unlock(&db->write_mu);
+    free(buf);
+    if (db->m.sync == JVDB_SYNC_ALWAYS && (rc = db_sync_upto(db, seg_no, end))) return rc;
+    if (last_lsn) *last_lsn = lsn;
+    return JVDB_OK;
+unlock:
+    pthread_mutex_unlock(&db->write_mu);
+    free(buf);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- validation and public writes */
+
+static int db_check_id(const char *id, const char *where)
+{
+    if (!id) return err_set(JVDB_EINVAL, "%sid is missing", where);
+    size_t n = strlen(id);
+    if (n == 0) return err_set(JVDB_EINVAL, "%sid is empty", where);
+    if (n > JVDB_MAX_ID_LEN) return err_set(JVDB_EINVAL, "%sid is %zu bytes long; the limit is %d", where, n, JVDB_MAX_ID_LEN);
+    return JVDB_OK;
+}
+
+static int db_check_meta(const char *meta, const char *where)
+{
+    if (!meta) return JVDB_OK;
+    size_t n = strlen(meta);
+    if (n > JVDB_MAX_META_LEN) return err_set(JVDB_EINVAL, "%smetadata is %zu bytes; the limit is %u", where, n, JVDB_MAX_META_LEN);
+    json_error_t jerr;
+    json_t *doc = json_loadb(meta, n, 0, &jerr);
+    if (!doc)
+        return err_set(JVDB_EINVAL, "%smetadata is not valid JSON (line %d, column %d): %s", where, jerr.line, jerr.column, jerr.text);
+    int is_obj = json_is_object(doc);
+    json_decref(doc);
+    if (!is_obj) return err_set(JVDB_EINVAL, "%smetadata must be a JSON object", where);
+    return JVDB_OK;
+}
+
+/* Checks a vector and, for cosine, writes its normalised copy into `norm` (dim floats). */
+static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, float *norm, const char *where)
+{
+    if (!v) return err_set(JVDB_EINVAL, "%svector is missing", where);
+    if (dim != db->m.dim)
+        return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name, db->m.dim);
+    double sum = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        if (isnan(v[i])) return err_set(JVDB_EINVAL, "%svector value %u is NaN", where, i);
+        if (isinf(v[i])) return err_set(JVDB_EINVAL, "%svector value %u is infinite", where, i);
+        sum += (double)v[i] * v[i];
+    }
+    if (db->m.metric == JVDB_METRIC_COSINE) {
+        if (!(sum > 0) || !isfinite(sum))
+            return err_set(JVDB_EINVAL, "%sa zero vector cannot be normalised for cosine database '%s'", where, db->m.name);
+        double inv = 1.0 / sqrt(sum);
+        for (uint32_t i = 0; i < dim; i++) norm[i] = (float)(v[i] * inv);
+    }
+    return JVDB_OK;
+}
+
+int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json, uint64_t *lsn_out)
+{
+    jvdb_record r = {id, vector, dim, meta_json};
+    return jvdb_put_batch(db, &r, 1, lsn_out);
+}
+
+int jvdb_put_batch(jvdb_db *db, const jvdb_record *records, size_t count, uint64_t *last_lsn_out)
+{
+    err_clear();
+    if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
+    if (count == 0 || !records) return err_set(JVDB_EINVAL, "batch is empty");
+    struct db_op *ops = calloc(count, sizeof *ops);
+    float *norm = NULL;
+    if (db->m.metric == JVDB_METRIC_COSINE) norm = malloc(count * (size_t)db->m.dim * sizeof(float));
+    if (!ops || (db->m.metric == JVDB_METRIC_COSINE && !norm)) {
+        free(ops);
+        free(norm);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    int rc = JVDB_OK;
+    for (size_t i = 0; i < count; i++) {
+        char where[48] = "";
+        if (count > 1) snprintf(where, sizeof where, "record %zu: ", i);
+        float *nv = norm ? norm + i * db->m.dim : NULL;
+        if ((rc = db_check_id(records[i].id, where)) ||
+            (rc = db_check_vector(db, records[i].vector, records[i].dim, nv, where)) ||
+            (rc = db_check_meta(records[i].meta_json, where)))
+            goto out;
+        ops[i].kind = REC_KIND_PUT;
+        ops[i].id = records[i].id;
+        ops[i].id_len = strlen(records[i].id);
+        ops[i].vector = nv ? nv : records[i].vector;
+        ops[i].meta = records[i].meta_json;
+        ops[i].meta_len = records[i].meta_json ? strlen(records[i].meta_json) : 0;
+    }
+    rc = db_write(db, ops, count, last_lsn_out);
+out:
+    free(ops);
+    free(norm);
+    return rc;
+}
+
+int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out)
+{
+    err_clear();
+    if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
+    int rc = db_check_id(id, "");
+    if (rc) return rc;
+    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0};
+    return db_write(db, &op, 1, lsn_out);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out)
+{
+    err_clear();
+    if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
+    int rc = db_check_id(id, "");
+    if (rc) return rc;
+    if (meta_out) *meta_out = NULL;
+    pthread_rwlock_rdlock(&db->lock);
+    struct kd_entry *e = keydir_find(&db->kd, id, strlen(id));
+    if (!e || e->kind != REC_KIND_PUT) {
+        pthread_rwlock_unlock(&db->lock);
+        return err_set(JVDB_ENOTFOUND, "vector '%s' not found in database '%s'", id, db->m.name);
+    }
+    __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
+    const struct rec_header *h = keydir_record(e);
+    if (vector_out) memcpy(vector_out, rec_vector(h), (size_t)db->m.dim * sizeof(float));
+    if (meta_out && h->meta_len) {
+        char *m = malloc(h->meta_len + 1);
+        if (!m) {
+            pthread_rwlock_unlock(&db->lock);
+            return err_set(JVDB_ENOMEM, "out of memory");
+        }
+        memcpy(m, rec_meta(h, db->m.dim), h->meta_len);
+        m[h->meta_len] = '\0';
+        *meta_out = m;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    return JVDB_OK;
+}
+
+uint64_t jvdb_count(jvdb_db *db)
+{
+    pthread_rwlock_rdlock(&db->lock);
+    uint64_t n = db->kd.live;
+    pthread_rwlock_unlock(&db->lock);
+    return n;
+}
+
+int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
+{
+    err_clear();
+    if (!db || !fn) return err_set(JVDB_EINVAL, "database handle or callback is NULL");
+    int rc = JVDB_OK;
+    pthread_rwlock_rdlock(&db->lock);
+    for (uint32_t s = 0; s < db->kd.nslots && rc == 0; s++) {
+        struct kd_entry *e = db->kd.slot_owner[s];
+        if (!e) continue;
+        const struct rec_header *h = keydir_record(e);
+        rc = fn(arg, e->id, e->id_len, rec_vector(h), h->meta_len ? rec_meta(h, db->m.dim) : NULL, h->meta_len, e->lsn);
+    }
+    pthread_rwlock_unlock(&db->lock);
+    return rc;
+}
+
+int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
+{
+    err_clear();
+    if (!db || !out) return err_set(JVDB_EINVAL, "database handle or output is NULL");
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&db->lock);
+    uint64_t records = 0;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        const struct segment *s = db->segs[i];
+        out->file_bytes += s->size;
+        out->live_bytes += s->live_bytes;
+        records += s->records;
+    }
+    out->segments = (uint32_t)db->nsegs;
+    out->live_records = db->kd.live;
+    out->tombstones = db->kd.tombstones;
+    out->dead_records = records - db->kd.live;
+    pthread_rwlock_unlock(&db->lock);
+    out->dead_bytes = out->file_bytes - out->live_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
+    out->dead_ratio = out->file_bytes ? (double)out->dead_bytes / (double)out->file_bytes : 0.0;
+    out->last_lsn = __atomic_load_n(&db->last_lsn, __ATOMIC_ACQUIRE);
+    pthread_mutex_lock(&db->write_mu);
+    out->backup_horizon = db->m.backup_horizon;
+    pthread_mutex_unlock(&db->write_mu);
+    return JVDB_OK;
+}
+
+int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
+{
+    err_clear();
+    jvdb_db_options o;
+    jvdb_db_get_options(db, &o);
+    o.sync = mode;
+    if (mode == JVDB_SYNC_INTERVAL) o.sync_interval_ms = interval_ms;
+    int rc = db_check_options(&o);
+    if (rc) return rc;
+    pthread_mutex_lock(&db->write_mu);
+    jvdb_sync_mode old_mode = db->m.sync;
+    uint32_t old_ms = db->m.sync_interval_ms;
+    db->m.sync = mode;
+    db->m.sync_interval_ms = o.sync_interval_ms;
+    rc = db_store_manifest_locked(db);
+    if (rc) {
+        db->m.sync = old_mode;
+        db->m.sync_interval_ms = old_ms;
+    } else {
+        rc = db_start_flusher(db);
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    /* Leaving a lazy mode: make what was written under it durable now. */
+    if (rc == JVDB_OK && mode == JVDB_SYNC_ALWAYS) rc = db_sync_all(db);
+    return rc;
+}
+
+void db_close(jvdb_db *db)
+{
+    if (!db) return;
+    if (db->flusher_started) {
+        pthread_mutex_lock(&db->sync_mu);
+        db->stopping = true;
+        pthread_cond_broadcast(&db->sync_cv);
+        pthread_mutex_unlock(&db->sync_mu);
+        pthread_join(db->flusher, NULL);
+    }
+    if (!atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
+        log_error("final sync of database '%s' failed: %s", db->m.name, jvdb_errmsg());
+    db_free(db);
+}

@@ -1,0 +1,77 @@
+#ifndef JVDB_STORE_DB_H
+#define JVDB_STORE_DB_H
+/*
+ * The database object shared by the store and the layers above it (search, compact, backup).
+ *
+ * Locking, outermost first:
+ *   write_mu  one writer at a time: LSN assignment, appends, seals, MANIFEST changes.
+ *   lock      rwlock over the keydir, the segment list and segment sizes.  Readers hold it shared
+ *             while they touch mapped records; writers hold it exclusively only to apply records
+ *             that are already in the file (a pointer swap, not I/O).
+ *   sync_mu   group-commit state.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "jvdb.h"
+#include "store/keydir.h"
+#include "store/manifest.h"
+#include "store/segment.h"
+
+struct jvdb_db {
+    jvdb_env *env;
+    char *dir;
+    struct manifest m;                  /* guarded by write_mu */
+    pthread_mutex_t write_mu;
+    pthread_rwlock_t lock;
+    struct keydir kd;
+    struct segment **segs;              /* ascending by number; the last is the active segment */
+    size_t nsegs, segs_cap;
+    uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
+
+    pthread_mutex_t sync_mu;
+    pthread_cond_t sync_cv;
+    bool sync_running;
+    uint64_t synced_seg, synced_off;    /* everything up to here is on stable storage */
+
+    pthread_t flusher;                  /* sync=interval background fdatasync */
+    bool flusher_started;
+    bool stopping;                      /* guarded by sync_mu */
+
+    atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
+    char failed_msg[512];
+
+    /* Upper layers attach per-database state here (the search index), freed through the hook. */
+    void *ext;
+    void (*ext_free)(void *ext);
+};
+
+/* One write of a batch, already validated (vector normalised for cosine). */
+struct db_op {
+    unsigned kind;                      /* REC_KIND_PUT or REC_KIND_DELETE */
+    const char *id;
+    size_t id_len;
+    const float *vector;
+    const char *meta;
+    size_t meta_len;
+};
+
+/* Appends ops as one all-or-nothing batch and waits for durability as the sync mode says.
+ * Deletes of ids that are not live fail with JVDB_ENOTFOUND (checked under the writer lock). */
+int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn);
+
+/* Opens (recovers) a database directory / closes it. */
+int db_load(jvdb_env *env, const char *dir, jvdb_db **out);
+void db_close(jvdb_db *db);
+/* Creates a new database directory atomically under <databases>/<name>. */
+int db_create_dir(const char *databases_dir, const char *name, const jvdb_db_options *opts);
+/* Makes everything appended so far durable. */
+int db_sync_all(jvdb_db *db);
+/* Seals the active segment and starts a new one; write_mu must be held. */
+int db_roll_locked(jvdb_db *db, uint64_t min_reserve);
+/* Writes db->m after setting lsn_floor; write_mu must be held. */
+int db_store_manifest_locked(jvdb_db *db);
+
+int db_name_valid(const char *name);
+#endif

@@ -1,0 +1,162 @@
+/*
+ * segment.c — segment files: creation, header check, mapping and lifetime (DESIGN.md 4).
+ *
+ * Writes go to the file with pwrite (by the database's writer); reads go through the read-only
+ * MAP_SHARED mapping, which the kernel keeps coherent with those writes.  The mapping reserves more
+ * address space than the file holds so that it never has to move while the file grows: a pointer
+ * handed to a reader or to the slot table stays valid until the segment's last reference goes.
+ * A segment replaced by compaction is "retired": it disappears (munmap, close, unlink) only when
+ * the last pin on it is released, so a reader that started before the swap finishes safely.
+ */
+#include "store/segment.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/io.h"
+#include "core/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+char *seg_path(const char *dir, uint64_t no)
+{
+    char name[32];
+    snprintf(name, sizeof name, "%010llu.seg", (unsigned long long)no);
+    return fs_join(dir, name);
+}
+
+static uint64_t seg_round_reserve(uint64_t want)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    if (want < page) want = page;
+    return (want + page - 1) / page * page;
+}
+
+static int seg_map(struct segment *s, uint64_t reserve)
+{
+    s->map_len = seg_round_reserve(reserve > s->size ? reserve : s->size);
+    void *m = mmap(NULL, s->map_len, PROT_READ, MAP_SHARED, s->fd, 0);
+    if (m == MAP_FAILED) return err_errno(errno, "cannot map %s (%llu bytes)", s->path, (unsigned long long)s->map_len);
+    s->map = m;
+    return JVDB_OK;
+}
+
+static struct segment *seg_alloc(const char *dir, uint64_t no)
+{
+    struct segment *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->path = seg_path(dir, no);
+    if (!s->path) {
+        free(s);
+        return NULL;
+    }
+    s->no = no;
+    s->fd = -1;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->retired, false);
+    return s;
+}
+
+static void seg_free(struct segment *s)
+{
+    if (s->map) munmap((void *)s->map, s->map_len);
+    if (s->fd >= 0) close(s->fd);
+    free(s->path);
+    free(s);
+}
+
+int seg_create(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
+{
+    struct segment *s = seg_alloc(dir, no);
+    if (!s) return err_set(JVDB_ENOMEM, "out of memory");
+    s->fd = io_open(s->path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    if (s->fd < 0) {
+        int rc = err_errno(errno, "cannot create segment %s", s->path);
+        seg_free(s);
+        return rc;
+    }
+    struct seg_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, SEG_MAGIC, 8);
+    h.version = SEG_FORMAT_VERSION;
+    h.dim = dim;
+    h.seg_no = no;
+    h.created_ns = clock_wall_ns();
+    h.checksum = XXH3_64bits(&h, offsetof(struct seg_header, checksum));
+    if (io_pwrite_all(s->fd, &h, sizeof h, 0) < 0 || io_fdatasync(s->fd) < 0 || io_fsync_dir(dir) < 0) {
+        int rc = err_errno(errno, "cannot write segment %s", s->path);
+        unlink(s->path);
+        seg_free(s);
+        return rc;
+    }
+    s->size = SEG_HEADER_SIZE;
+    int rc = seg_map(s, reserve);
+    if (rc) {
+        unlink(s->path);
+        seg_free(s);
+        return rc;
+    }
+    *out = s;
+    return JVDB_OK;
+}
+
+int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
+{
+    struct segment *s = seg_alloc(dir, no);
+    if (!s) return err_set(JVDB_ENOMEM, "out of memory");
+    s->fd = io_open(s->path, O_RDWR, 0);
+    if (s->fd < 0) {
+        int rc = errno == ENOENT ? err_set(JVDB_ECORRUPT, "segment %s named in the MANIFEST is missing", s->path)
+                                 : err_errno(errno, "cannot open segment %s", s->path);
+        seg_free(s);
+        return rc;
+    }
+    struct stat st;
+    if (fstat(s->fd, &st) < 0) {
+        int rc = err_errno(errno, "cannot stat %s", s->path);
+        seg_free(s);
+        return rc;
+    }
+    struct seg_header h;
+    ssize_t n = pread(s->fd, &h, sizeof h, 0);
+    const char *why = NULL;
+    if (n != (ssize_t)sizeof h) why = "file shorter than its 64-byte header";
+    else if (memcmp(h.magic, SEG_MAGIC, 8) != 0) why = "bad magic";
+    else if (h.checksum != XXH3_64bits(&h, offsetof(struct seg_header, checksum))) why = "header checksum mismatch";
+    else if (h.version != SEG_FORMAT_VERSION) why = "unsupported format version";
+    else if (h.dim != dim) why = "dimension differs from the MANIFEST";
+    else if (h.seg_no != no) why = "segment number differs from its file name";
+    if (why) {
+        int rc = err_set(JVDB_ECORRUPT, "corrupt segment %s at offset 0: %s", s->path, why);
+        seg_free(s);
+        return rc;
+    }
+    s->size = (uint64_t)st.st_size;
+    int rc = seg_map(s, reserve);
+    if (rc) {
+        seg_free(s);
+        return rc;
+    }
+    *out = s;
+    return JVDB_OK;
+}
+
+void seg_ref(struct segment *s) { atomic_fetch_add(&s->refs, 1); }
+
+void seg_unref(struct segment *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    if (atomic_load(&s->retired)) {
+        if (io_unlink(s->path) < 0 && errno != ENOENT)
+            log_warn("cannot remove retired segment %s: %s (it is deleted at next open)", s->path, strerror(errno));
+    }
+    seg_free(s);
+}
