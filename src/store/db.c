@@ -612,7 +612,7 @@ static int db_check_meta(const char *meta, const char *where)
     size_t n = strlen(meta);
     if (n > JVDB_MAX_META_LEN) return err_set(JVDB_EINVAL, "%smetadata is %zu bytes; the limit is %u", where, n, JVDB_MAX_META_LEN);
     json_error_t jerr;
-    json_t *doc = json_loadb(meta, n, 0, &jerr);
+    json_t *doc = json_loadb(meta, n, JSON_DECODE_ANY, &jerr);
     if (!doc)
         return err_set(JVDB_EINVAL, "%smetadata is not valid JSON (line %d, column %d): %s", where, jerr.line, jerr.column, jerr.text);
     int is_obj = json_is_object(doc);
