@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Crash suite for the storage engine (issue 2, DESIGN.md 9).
+
+Runs tests/crash/crash_writer, kills it with SIGKILL at random moments (JVDB_CRASH_KILLS times,
+default 200) and at every named crash point, and after each death runs the checker: every
+acknowledged write must be there with the right bytes, nothing else, and never half a batch.
+The state carries over from one kill to the next, so recovery runs on the result of recoveries.
+Prints the seed so a failure can be replayed: JVDB_CRASH_SEED=<seed>.
+"""
+import os
+import random
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+WRITER = sys.argv[1]
+KILLS = int(os.environ.get("JVDB_CRASH_KILLS", "200"))
+SEED = int(os.environ.get("JVDB_CRASH_SEED", str(random.randrange(1, 2**31))))
+rng = random.Random(SEED)
+passed = failed = 0
+
+
+def run_writer(data, seed, start, sync, kill_after=None, crash_at=None):
+    """Runs the writer until killed (after kill_after seconds) or until it kills itself at a crash
+    point; returns (acknowledged op count, how it ended)."""
+    env = dict(os.environ)
+    env.pop("JVDB_CRASH_AT", None)
+    if crash_at:
+        env["JVDB_CRASH_AT"] = crash_at
+    p = subprocess.Popen([WRITER, "run", data, str(seed), str(start), sync],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    acked = start
+    buf = b""
+    deadline = time.monotonic() + (kill_after if kill_after is not None else 60)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([p.stdout], [], [], left)
+        if not r:
+            continue
+        chunk = os.read(p.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        buf += chunk
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    rest, err = p.communicate()
+    buf += rest
+    for line in buf.split(b"\n"):
+        if line.startswith(b"ack ") and line[4:].isdigit():
+            acked = max(acked, int(line[4:]))
+    return acked, p.returncode, err.decode(errors="replace")
+
+
+def check(data, seed, acked, what):
+    global passed, failed
+    out = subprocess.run([WRITER, "check", data, str(seed), str(acked)], capture_output=True, text=True)
+    line = (out.stdout.strip().splitlines() or ["(no output)"])[-1]
+    if out.returncode == 0 and line.startswith("ok "):
+        passed += 1
+        return int(line.split()[1])
+    failed += 1
+    print(f"FAIL {what}: {line} {out.stderr.strip()[-2000:]}", flush=True)
+    return None
+
+
+def segment_count(data):
+    d = os.path.join(data, "databases", "crash")
+    return len([f for f in os.listdir(d) if f.endswith(".seg")]) if os.path.isdir(d) else 0
+
+
+def random_kills(data, sync, count):
+    global failed
+    start = 0
+    seed = rng.randrange(1, 2**31)
+    for i in range(count):
+        delay = rng.uniform(0.002, 0.25)
+        acked, rc, err = run_writer(data, seed, start, sync, kill_after=delay)
+        if rc not in (-signal.SIGKILL,):
+            failed += 1
+            print(f"FAIL writer exited with {rc} instead of being killed: {err[-2000:]}", flush=True)
+            return
+        n = check(data, seed, acked, f"kill #{i} ({sync}, {delay*1000:.0f} ms, {acked} acked)")
+        if n is None:
+            return
+        start = n
+    print(f"{count} kills with sync={sync}: {start} ops durable, {segment_count(data)} segment files", flush=True)
+
+
+def crash_points(data):
+    """Each named commit point, reached for real: the writer must die there by its own SIGKILL."""
+    global failed
+    points = ["write.before_append:30", "write.after_append:30", "seal.before_manifest:2",
+              "seal.after_manifest:2", "manifest.before_rename:2", "manifest.after_rename:2"]
+    seed = rng.randrange(1, 2**31)
+    start = 0
+    for point in points:
+        acked, rc, err = run_writer(data, seed, start, "always", crash_at=point)
+        if rc != -signal.SIGKILL:
+            failed += 1
+            print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
+            continue
+        n = check(data, seed, acked, f"crash point {point}")
+        if n is not None:
+            start = n
+            print(f"crash point {point}: ok ({n} ops durable)", flush=True)
+    # Creation of the database itself.
+    fresh = os.path.join(os.path.dirname(data), "create")
+    acked, rc, _ = run_writer(fresh, seed, 0, "always", crash_at="create.before_rename")
+    if rc != -signal.SIGKILL:
+        failed += 1
+        print("FAIL crash point create.before_rename was not reached", flush=True)
+    elif check(fresh, seed, 0, "crash point create.before_rename") is not None:
+        # The half-created directory must not stop a new creation.
+        acked, rc, _ = run_writer(fresh, seed, 0, "always", kill_after=0.3)
+        if check(fresh, seed, acked, "create after a crashed create") is not None:
+            print("crash point create.before_rename: ok", flush=True)
+
+
+def main():
+    print(f"crash suite: seed {SEED}, {KILLS} random kills", flush=True)
+    top = tempfile.mkdtemp(prefix="jvdb-crash-")
+    try:
+        always = os.path.join(top, "always")
+        never = os.path.join(top, "never")
+        random_kills(always, "always", KILLS * 3 // 4)
+        random_kills(never, "never", KILLS - KILLS * 3 // 4)
+        if segment_count(always) < 3:
+            global failed
+            failed += 1
+            print("FAIL the workload never sealed a segment", flush=True)
+        crash_points(os.path.join(top, "points"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+main()
