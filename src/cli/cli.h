@@ -1,0 +1,120 @@
+/*
+ * cli.h — what the jvdb command-line files share: the run context, option parsing, error reporting
+ * and number/JSON formatting.  The CLI talks to the library only through the public header jvdb.h,
+ * so it exercises exactly the contract an embedding program sees.
+ *
+ * Exit codes are part of the interface scripts rely on: 0 success, 1 the operation failed (library
+ * error, bad input file), 2 the command line itself was wrong.
+ */
+#ifndef JVDB_CLI_H
+#define JVDB_CLI_H
+
+#include "jvdb.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+
+/* cli_parse() result when --help was asked for and printed: the command ends with exit 0. */
+#define CLI_HELP_SHOWN (-1)
+
+typedef struct cli_ctx {
+    const char *data_dir;
+    bool json;          /* --json: machine-readable output on stdout */
+    jvdb_env *env;      /* opened on first use, closed by main */
+} cli_ctx;
+
+/* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag
+ * that was given; it stays NULL when the option is absent. */
+typedef struct cli_opt {
+    const char *name;   /* without the leading "--" */
+    bool has_arg;
+    const char *value;
+} cli_opt;
+
+typedef struct cli_cmd {
+    const char *name;   /* as the user types it: "db create" */
+    const char *usage;  /* the full --help text */
+    int min_pos;        /* positional arguments accepted */
+    int max_pos;        /* -1: no upper bound */
+} cli_cmd;
+
+/* Parses argv (argv[0] is the command word) into options and positionals; `opts` ends with a
+ * {NULL} entry, `pos` must have room for argc pointers.  --json and --help are understood for every
+ * command.  Returns 0, CLI_HELP_SHOWN, or CLI_EXIT_USAGE after printing why. */
+int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
+              int *npos);
+
+/* cli_parse, then cli_open_db on the first positional (the database name): the start of every
+ * command that works on one database. */
+int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
+                 int *npos, jvdb_db **db);
+
+/* Error reporting; each prints one line on stderr and returns the exit code to use. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_lib_error(int rc);
+
+/* Opens the data directory (once per run) / a database in it; on failure reports and returns the
+ * exit code, so callers write `if ((rc = cli_open_db(...))) return rc;`. */
+int cli_open_env(cli_ctx *ctx);
+int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out);
+
+/* Strict number parsing of a whole string: no sign for unsigned, no trailing junk, range checked.
+ * cli_parse_size also takes a K/M/G/T suffix (powers of 1024). */
+bool cli_parse_u64(const char *s, uint64_t *out);
+bool cli_parse_size(const char *s, uint64_t *out);
+/* Parses s[0..len) as one finite float32; false when it is not a number or not finite as a float. */
+bool cli_parse_float(const char *s, size_t len, float *out);
+
+/* Shortest of "%.6g" / "%.9g" that reads back as the same float bits; buf needs 32 bytes. */
+const char *cli_format_float(float f, char *buf);
+void cli_write_floats(FILE *f, const float *v, uint32_t dim, char sep);
+
+/* Writes bytes as a JSON string literal (quotes included).  Bytes >= 0x80 pass through unchanged so
+ * UTF-8 ids keep their form. */
+void cli_write_json_string(FILE *f, const char *s, size_t len);
+/* A json string for an id; invalid UTF-8 bytes become U+FFFD so the document still dumps. */
+json_t *cli_json_id(const char *s, size_t len);
+/* A JSON array of the values, each printed as its shortest exact decimal by cli_print_json. */
+json_t *cli_json_floats(const float *v, uint32_t dim);
+/* Dumps `doc` (reference stolen) compactly to stdout with a newline; returns the exit code. */
+int cli_print_json(json_t *doc);
+
+/* Progress bar on stderr, drawn only when stderr is a terminal. `total` is the work in the unit fed
+ * to cli_progress_update (0 = unknown, then only count and rate are shown). */
+typedef struct cli_progress {
+    bool enabled;
+    const char *what;       /* "imported", "exported" */
+    uint64_t total;
+    int64_t start_ns;
+    int64_t last_draw_ns;
+} cli_progress;
+
+void cli_progress_start(cli_progress *p, const char *what, uint64_t total);
+void cli_progress_update(cli_progress *p, uint64_t done, uint64_t items);
+void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items);
+
+/* The subcommand groups; argv[0] is the group or command word. */
+int cli_db_main(cli_ctx *ctx, int argc, char **argv);
+int cli_import_main(cli_ctx *ctx, int argc, char **argv);
+int cli_export_main(cli_ctx *ctx, int argc, char **argv);
+int cli_put_main(cli_ctx *ctx, int argc, char **argv);
+int cli_get_main(cli_ctx *ctx, int argc, char **argv);
+int cli_delete_main(cli_ctx *ctx, int argc, char **argv);
+int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
+
+/* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
+extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,
+    cli_cmd_stats, cli_cmd_db;
+
+/* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`. */
+json_t *cli_stats_json(const jvdb_stats *st);
+void cli_stats_print(const jvdb_stats *st);
+
+#endif

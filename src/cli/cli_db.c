@@ -1,0 +1,199 @@
+/*
+ * cli_db.c — the `jvdb db` group: create, list, info and drop databases in the data directory.
+ *
+ * Option values the library parses (metric, sync mode) go through its own parsers so the CLI and the
+ * REST server accept the same spellings; a value that does not parse is a usage error (exit 2),
+ * while a well-formed request the library refuses (dimension out of range, name taken) exits 1.
+ */
+#include "cli/cli.h"
+
+#include <string.h>
+
+const cli_cmd cli_cmd_db = {
+    "db",
+    "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
+    "\n"
+    "  db create NAME --dim D [--metric l2|cosine|dot] [--sync always|never|interval:MS]\n"
+    "                 [--segment-max-bytes N]\n"
+    "  db list\n"
+    "  db info NAME\n"
+    "  db drop NAME\n"
+    "\n"
+    "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
+    1, -1};
+
+static const cli_cmd cli_cmd_db_create = {
+    "db create",
+    "Usage: jvdb [--data DIR] db create NAME --dim D [options] [--json]\n"
+    "\n"
+    "Creates database NAME ([A-Za-z0-9_-], 1 to 64 characters) of dimension D.\n"
+    "\n"
+    "  --dim D                  number of values per vector, 1..65536 (required)\n"
+    "  --metric l2|cosine|dot   distance metric (default l2; cosine stores vectors normalised)\n"
+    "  --sync MODE              always (default: every write is on disk before it returns),\n"
+    "                           never, or interval:MS (flush every MS milliseconds)\n"
+    "  --segment-max-bytes N    seal segment files past N bytes (K/M/G suffixes; default 1G)\n"
+    "  --json                   print the new database's options as JSON\n",
+    1, 1};
+
+static const cli_cmd cli_cmd_db_list = {
+    "db list",
+    "Usage: jvdb [--data DIR] db list [--json]\n"
+    "\n"
+    "Prints the names of all databases, sorted, one per line (--json: {\"databases\": [...]}).\n",
+    0, 0};
+
+static const cli_cmd cli_cmd_db_info = {
+    "db info",
+    "Usage: jvdb [--data DIR] db info NAME [--json]\n"
+    "\n"
+    "Prints the options of database NAME (dimension, metric, sync, segment size), its vector count\n"
+    "and its storage statistics.\n",
+    1, 1};
+
+static const cli_cmd cli_cmd_db_drop = {
+    "db drop",
+    "Usage: jvdb [--data DIR] db drop NAME [--json]\n"
+    "\n"
+    "Deletes database NAME and all its files.  There is no confirmation and no undo.\n",
+    1, 1};
+
+static const char *cli_sync_string(const jvdb_db_options *o, char *buf, size_t size)
+{
+    switch (o->sync) {
+    case JVDB_SYNC_ALWAYS: return "always";
+    case JVDB_SYNC_NEVER: return "never";
+    case JVDB_SYNC_INTERVAL: snprintf(buf, size, "interval:%u", o->sync_interval_ms); return buf;
+    }
+    return "unknown";
+}
+
+static json_t *cli_db_json(jvdb_db *db)
+{
+    jvdb_db_options o;
+    char sync[32];
+    jvdb_db_get_options(db, &o);
+    return json_pack("{sssIsssssI}", "name", jvdb_db_name(db), "dim", (json_int_t)o.dim, "metric",
+                     jvdb_metric_name(o.metric), "sync", cli_sync_string(&o, sync, sizeof sync),
+                     "segment_max_bytes", (json_int_t)o.segment_max_bytes);
+}
+
+static void cli_db_print(jvdb_db *db)
+{
+    jvdb_db_options o;
+    char sync[32];
+    jvdb_db_get_options(db, &o);
+    printf("name:              %s\n", jvdb_db_name(db));
+    printf("dim:               %u\n", o.dim);
+    printf("metric:            %s\n", jvdb_metric_name(o.metric));
+    printf("sync:              %s\n", cli_sync_string(&o, sync, sizeof sync));
+    printf("segment_max_bytes: %llu\n", (unsigned long long)o.segment_max_bytes);
+}
+
+static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
+{
+    const cli_cmd *cmd = &cli_cmd_db_create;
+    cli_opt opts[] = {{"dim", true, NULL}, {"metric", true, NULL}, {"sync", true, NULL},
+                      {"segment-max-bytes", true, NULL}, {NULL, false, NULL}};
+    enum { DIM, METRIC, SYNC, SEGMAX };
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
+    if (rc) return rc;
+
+    uint64_t dim, segmax;
+    if (!opts[DIM].value) return cli_usage_error(cmd->name, "--dim is required");
+    if (!cli_parse_u64(opts[DIM].value, &dim) || dim > UINT32_MAX)
+        return cli_usage_error(cmd->name, "--dim '%s' is not a positive whole number", opts[DIM].value);
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, (uint32_t)dim);
+    if (opts[METRIC].value && jvdb_metric_parse(opts[METRIC].value, &o.metric))
+        return cli_usage_error(cmd->name, "--metric '%s' is not one of l2, cosine, dot", opts[METRIC].value);
+    if (opts[SYNC].value && jvdb_sync_parse(opts[SYNC].value, &o.sync, &o.sync_interval_ms))
+        return cli_usage_error(cmd->name, "--sync '%s' is not always, never or interval:MS",
+                               opts[SYNC].value);
+    if (opts[SEGMAX].value) {
+        if (!cli_parse_size(opts[SEGMAX].value, &segmax))
+            return cli_usage_error(cmd->name, "--segment-max-bytes '%s' is not a size (e.g. 64M)",
+                                   opts[SEGMAX].value);
+        o.segment_max_bytes = segmax;
+    }
+
+    if ((rc = cli_open_env(ctx))) return rc;
+    jvdb_db *db;
+    if ((rc = jvdb_db_create(ctx->env, pos[0], &o, &db))) return cli_lib_error(rc);
+    if (ctx->json) return cli_print_json(cli_db_json(db));
+    printf("created database '%s'\n", jvdb_db_name(db));
+    cli_db_print(db);
+    return CLI_EXIT_OK;
+}
+
+static int cli_db_list(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, &cli_cmd_db_list, argc, argv, NULL, pos, &npos);
+    if (rc) return rc;
+    if ((rc = cli_open_env(ctx))) return rc;
+    char **names;
+    size_t count;
+    if ((rc = jvdb_db_list(ctx->env, &names, &count))) return cli_lib_error(rc);
+    if (ctx->json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < count; i++) json_array_append_new(arr, json_string(names[i]));
+        jvdb_free_names(names, count);
+        return cli_print_json(json_pack("{so}", "databases", arr));
+    }
+    for (size_t i = 0; i < count; i++) puts(names[i]);
+    jvdb_free_names(names, count);
+    return CLI_EXIT_OK;
+}
+
+static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    jvdb_db *db;
+    int npos, rc = cli_parse_db(ctx, &cli_cmd_db_info, argc, argv, NULL, pos, &npos, &db);
+    if (rc) return rc;
+    jvdb_stats st;
+    if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
+    uint64_t count = jvdb_count(db);
+    if (ctx->json) {
+        json_t *doc = cli_db_json(db);
+        json_object_set_new(doc, "count", json_integer((json_int_t)count));
+        json_object_set_new(doc, "stats", cli_stats_json(&st));
+        return cli_print_json(doc);
+    }
+    cli_db_print(db);
+    printf("count:             %llu\n", (unsigned long long)count);
+    printf("\n");
+    cli_stats_print(&st);
+    return CLI_EXIT_OK;
+}
+
+static int cli_db_drop(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, &cli_cmd_db_drop, argc, argv, NULL, pos, &npos);
+    if (rc) return rc;
+    if ((rc = cli_open_env(ctx))) return rc;
+    if ((rc = jvdb_db_drop(ctx->env, pos[0]))) return cli_lib_error(rc);
+    if (ctx->json) return cli_print_json(json_pack("{ss}", "dropped", pos[0]));
+    printf("dropped database '%s'\n", pos[0]);
+    return CLI_EXIT_OK;
+}
+
+int cli_db_main(cli_ctx *ctx, int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(cli_ctx *, int, char **);
+    } subs[] = {{"create", cli_db_create}, {"list", cli_db_list}, {"info", cli_db_info}, {"drop", cli_db_drop}};
+
+    if (argc < 2) return cli_usage_error("db", "missing subcommand (create, list, info, drop)");
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(cli_cmd_db.usage, stdout);
+        return CLI_HELP_SHOWN;
+    }
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
+        if (!strcmp(argv[1], subs[i].name)) return subs[i].fn(ctx, argc - 1, argv + 1);
+    return cli_usage_error("db", "unknown subcommand '%s' (create, list, info, drop)", argv[1]);
+}

@@ -1,0 +1,199 @@
+/*
+ * cli_export.c — `jvdb export`: writes every live vector of a database, from one jvdb_iterate
+ * snapshot, as jsonl, fvecs or csv, to a file or to stdout.
+ *
+ * The text formats print each float as its shortest decimal that reads back to the same bits, so
+ * export followed by import reproduces the stored vectors exactly.  A file is written under a
+ * temporary name and renamed at the end, so a failed export never leaves a truncated file where a
+ * good one was.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const cli_cmd cli_cmd_export = {
+    "export",
+    "Usage: jvdb [--data DIR] export NAME FILE [--format jsonl|fvecs|csv] [--json]\n"
+    "\n"
+    "Writes every vector of database NAME to FILE ('-' for standard output), in no particular order.\n"
+    "The format comes from the extension (.jsonl, .fvecs, .csv), else jsonl.\n"
+    "\n"
+    "  jsonl  {\"id\": ..., \"values\": [...], \"metadata\": {...}} per line (metadata only when set)\n"
+    "  fvecs  int32 dim + float32 values per row; ids and metadata are not kept\n"
+    "  csv    header id,v1,...,vD,metadata then one row per vector; the metadata column holds\n"
+    "         the JSON object (quoted) or is empty\n",
+    2, 2};
+
+enum cli_out_format { CLI_OUT_JSONL, CLI_OUT_FVECS, CLI_OUT_CSV };
+
+typedef struct cli_export {
+    FILE *f;
+    enum cli_out_format fmt;
+    uint32_t dim;
+    uint64_t written;
+    cli_progress prog;
+} cli_export;
+
+/* Metadata text is valid JSON, where a raw line break can only be whitespace between tokens, so
+ * turning it into a space keeps the document equal and the output one line per vector. */
+static void cli_write_meta(FILE *f, const char *s, size_t len, bool csv_quoted)
+{
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '\n' || c == '\r') c = ' ';
+        if (csv_quoted && c == '"') putc('"', f);
+        putc(c, f);
+    }
+}
+
+static bool cli_csv_needs_quotes(const char *s, size_t len)
+{
+    if (len == 0) return true; /* an unquoted empty id would read back as a missing one */
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == ',' || s[i] == '"' || s[i] == '\n' || s[i] == '\r') return true;
+    return s[0] == ' ' || s[0] == '\t' || s[len - 1] == ' ' || s[len - 1] == '\t';
+}
+
+static int cli_export_row(void *arg, const char *id, size_t id_len, const float *vector, const char *meta,
+                          size_t meta_len, uint64_t lsn)
+{
+    (void)lsn;
+    cli_export *e = arg;
+    FILE *f = e->f;
+    switch (e->fmt) {
+    case CLI_OUT_JSONL:
+        fputs("{\"id\":", f);
+        cli_write_json_string(f, id, id_len);
+        fputs(",\"values\":[", f);
+        cli_write_floats(f, vector, e->dim, ',');
+        putc(']', f);
+        if (meta_len) {
+            fputs(",\"metadata\":", f);
+            cli_write_meta(f, meta, meta_len, false);
+        }
+        fputs("}\n", f);
+        break;
+    case CLI_OUT_FVECS: {
+        int32_t d = (int32_t)e->dim;
+        fwrite(&d, sizeof d, 1, f);
+        fwrite(vector, sizeof *vector, e->dim, f);
+        break;
+    }
+    case CLI_OUT_CSV:
+        if (cli_csv_needs_quotes(id, id_len)) {
+            putc('"', f);
+            cli_write_meta(f, id, id_len, true); /* ids keep their line breaks: quoted fields allow them */
+            putc('"', f);
+        } else {
+            fwrite(id, 1, id_len, f);
+        }
+        putc(',', f);
+        cli_write_floats(f, vector, e->dim, ',');
+        putc(',', f);
+        if (meta_len) {
+            putc('"', f);
+            cli_write_meta(f, meta, meta_len, true);
+            putc('"', f);
+        }
+        putc('\n', f);
+        break;
+    }
+    e->written++;
+    cli_progress_update(&e->prog, e->written, e->written);
+    /* Stop at the first write error instead of formatting the rest of the database for nothing. */
+    return ferror(f) ? 1 : 0;
+}
+
+static void cli_write_csv_header(FILE *f, uint32_t dim)
+{
+    fputs("id", f);
+    for (uint32_t i = 1; i <= dim; i++) fprintf(f, ",v%u", i);
+    fputs(",metadata\n", f);
+}
+
+int cli_export_main(cli_ctx *ctx, int argc, char **argv)
+{
+    const cli_cmd *cmd = &cli_cmd_export;
+    cli_opt opts[] = {{"format", true, NULL}, {NULL, false, NULL}};
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
+    if (rc) return rc;
+    const char *name = pos[0], *path = pos[1];
+    bool to_stdout = !strcmp(path, "-");
+
+    const char *fmt_name = opts[0].value;
+    if (!fmt_name) {
+        const char *dot = strrchr(path, '.');
+        fmt_name = dot && !strchr(dot, '/') ? dot + 1 : "jsonl";
+        if (strcmp(fmt_name, "fvecs") && strcmp(fmt_name, "csv")) fmt_name = "jsonl";
+    }
+    cli_export e = {0};
+    if (!strcmp(fmt_name, "jsonl") || !strcmp(fmt_name, "ndjson"))
+        e.fmt = CLI_OUT_JSONL;
+    else if (!strcmp(fmt_name, "fvecs"))
+        e.fmt = CLI_OUT_FVECS;
+    else if (!strcmp(fmt_name, "csv"))
+        e.fmt = CLI_OUT_CSV;
+    else
+        return cli_usage_error(cmd->name, "--format '%s' is not one of jsonl, fvecs, csv", fmt_name);
+
+    jvdb_db *db;
+    if ((rc = cli_open_db(ctx, name, &db))) return rc;
+    e.dim = jvdb_db_dim(db);
+
+    /* Devices and pipes (/dev/null, a fifo) are written in place; a rename would replace them. */
+    struct stat st;
+    bool in_place = to_stdout || (stat(path, &st) == 0 && !S_ISREG(st.st_mode));
+    char *tmp = NULL;
+    if (to_stdout) {
+        e.f = stdout;
+    } else {
+        const char *target = path;
+        if (!in_place) {
+            size_t n = strlen(path) + 32;
+            if (!(tmp = malloc(n))) return cli_fail("out of memory");
+            snprintf(tmp, n, "%s.tmp-%ld", path, (long)getpid());
+            target = tmp;
+        }
+        if (!(e.f = fopen(target, "wb"))) {
+            rc = cli_fail("cannot create '%s': %s", target, strerror(errno));
+            free(tmp);
+            return rc;
+        }
+    }
+
+    if (e.fmt == CLI_OUT_CSV) cli_write_csv_header(e.f, e.dim);
+    cli_progress_start(&e.prog, "exported", jvdb_count(db));
+    int irc = jvdb_iterate(db, cli_export_row, &e);
+    cli_progress_finish(&e.prog, e.written, e.written);
+    int saved_errno = errno;
+    bool write_failed = ferror(e.f) || fflush(e.f) != 0;
+    if (!write_failed && !to_stdout && !in_place && fsync(fileno(e.f)) != 0) write_failed = true;
+    if (write_failed) saved_errno = errno;
+    if (!to_stdout && fclose(e.f) != 0 && !write_failed) {
+        write_failed = true;
+        saved_errno = errno;
+    }
+
+    if (irc < 0) {
+        rc = cli_lib_error(irc);
+    } else if (write_failed) {
+        rc = cli_fail("writing '%s' failed: %s", to_stdout ? "<stdout>" : path, strerror(saved_errno));
+    } else if (tmp && rename(tmp, path) != 0) {
+        rc = cli_fail("cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+    }
+    if (rc && tmp) unlink(tmp);
+    free(tmp);
+    if (rc) return rc;
+
+    /* With '-' stdout carries the data, so a summary there would corrupt it. */
+    if (to_stdout) return CLI_EXIT_OK;
+    if (ctx->json)
+        return cli_print_json(json_pack("{sIssss}", "exported", (json_int_t)e.written, "database", name, "file", path));
+    printf("exported %llu vectors from '%s' to %s\n", (unsigned long long)e.written, name, path);
+    return CLI_EXIT_OK;
+}

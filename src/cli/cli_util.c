@@ -1,0 +1,294 @@
+/*
+ * cli_util.c — the pieces every jvdb subcommand shares: option parsing, the three kinds of error
+ * report (usage / plain failure / library failure), opening the data directory, and the number and
+ * JSON formatting that import and export must agree on for values to round-trip bit for bit.
+ *
+ * Option parsing is hand-written rather than getopt_long because each subcommand has its own table,
+ * --json/--help must work everywhere, and a value like `--vector -1,2` must not be taken for a flag.
+ */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (cmd)
+        fprintf(stderr, "jvdb %s: ", cmd);
+    else
+        fputs("jvdb: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "\nTry 'jvdb %s --help' for usage.\n", cmd);
+    else
+        fprintf(stderr, "\nTry 'jvdb --help' for usage.\n");
+    return CLI_EXIT_USAGE;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("jvdb: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_lib_error(int rc)
+{
+    const char *msg = jvdb_errmsg();
+    /* The detail message is the useful part; the code name is only a fallback for calls that
+     * failed without setting one. */
+    return cli_fail("%s", msg && *msg ? msg : jvdb_strerror(rc));
+}
+
+static cli_opt *cli_find_opt(cli_opt *opts, const char *name, size_t len)
+{
+    for (cli_opt *o = opts; o && o->name; o++)
+        if (strlen(o->name) == len && !strncmp(o->name, name, len)) return o;
+    return NULL;
+}
+
+int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
+              int *npos)
+{
+    bool only_positional = false;
+    *npos = 0;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (only_positional || a[0] != '-' || !strcmp(a, "-")) {
+            pos[(*npos)++] = a;
+            continue;
+        }
+        if (!strcmp(a, "--")) {
+            only_positional = true;
+            continue;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(cmd->usage, stdout);
+            return CLI_HELP_SHOWN;
+        }
+        if (a[1] != '-')
+            return cli_usage_error(cmd->name,
+                                   "unknown option '%s' (put '--' before arguments that start with '-')", a);
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if (len == 4 && !strncmp(name, "json", 4) && !eq) {
+            ctx->json = true;
+            continue;
+        }
+        cli_opt *o = cli_find_opt(opts, name, len);
+        if (!o) return cli_usage_error(cmd->name, "unknown option '--%.*s'", (int)len, name);
+        if (!o->has_arg) {
+            if (eq) return cli_usage_error(cmd->name, "option '--%s' takes no value", o->name);
+            o->value = "";
+        } else if (eq) {
+            o->value = eq + 1;
+        } else if (i + 1 < argc) {
+            o->value = argv[++i];
+        } else {
+            return cli_usage_error(cmd->name, "option '--%s' needs a value", o->name);
+        }
+    }
+    if (*npos < cmd->min_pos)
+        return cli_usage_error(cmd->name, "missing argument%s", cmd->min_pos - *npos > 1 ? "s" : "");
+    if (cmd->max_pos >= 0 && *npos > cmd->max_pos)
+        return cli_usage_error(cmd->name, "unexpected argument '%s'", pos[cmd->max_pos]);
+    return 0;
+}
+
+int cli_open_env(cli_ctx *ctx)
+{
+    if (ctx->env) return 0;
+    int rc = jvdb_env_open(ctx->data_dir, &ctx->env);
+    if (rc) {
+        ctx->env = NULL;
+        return cli_lib_error(rc);
+    }
+    return 0;
+}
+
+int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
+{
+    int rc = cli_open_env(ctx);
+    if (rc) return rc;
+    rc = jvdb_db_open(ctx->env, name, out);
+    return rc ? cli_lib_error(rc) : 0;
+}
+
+int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
+                 int *npos, jvdb_db **db)
+{
+    int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
+    return rc ? rc : cli_open_db(ctx, pos[0], db);
+}
+
+bool cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return false; /* strtoull would accept "-1" and " 1" */
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_size(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return false;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: break;
+    }
+    if (*end || (shift && v > (UINT64_MAX >> shift))) return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+bool cli_parse_float(const char *s, size_t len, float *out)
+{
+    while (len && (*s == ' ' || *s == '\t')) s++, len--;
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    char buf[128];
+    if (len == 0 || len >= sizeof buf) return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    char *end;
+    float v = strtof(buf, &end);
+    /* Underflow to a denormal or zero is a faithful conversion; overflow and NaN are not values a
+     * database accepts, so they fail here where the caller can still say which field it was. */
+    if (*end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+const char *cli_format_float(float f, char *buf)
+{
+    /* Six digits covers the values people type (0.1, 2.5); nine always reads back exactly. */
+    snprintf(buf, 32, "%.6g", (double)f);
+    float back = strtof(buf, NULL);
+    if (memcmp(&back, &f, sizeof f) != 0) snprintf(buf, 32, "%.9g", (double)f);
+    return buf;
+}
+
+void cli_write_floats(FILE *f, const float *v, uint32_t dim, char sep)
+{
+    char buf[32];
+    for (uint32_t i = 0; i < dim; i++) {
+        if (i) putc(sep, f);
+        fputs(cli_format_float(v[i], buf), f);
+    }
+}
+
+void cli_write_json_string(FILE *f, const char *s, size_t len)
+{
+    putc('"', f);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (c < 0x20)
+                fprintf(f, "\\u%04x", c);
+            else
+                putc(c, f);
+        }
+    }
+    putc('"', f);
+}
+
+json_t *cli_json_id(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    if (j) return j;
+    /* Not UTF-8: jansson refuses it, and a lossy display beats failing the whole command. */
+    char *copy = malloc(len * 3 + 1);
+    if (!copy) return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)s[i] < 0x80) {
+            copy[n++] = s[i];
+        } else {
+            memcpy(copy + n, "\xef\xbf\xbd", 3);
+            n += 3;
+        }
+    }
+    j = json_stringn(copy, n);
+    free(copy);
+    return j;
+}
+
+json_t *cli_json_floats(const float *v, uint32_t dim)
+{
+    json_t *arr = json_array();
+    char buf[32];
+    for (uint32_t i = 0; arr && i < dim; i++)
+        /* Going through the shortest decimal makes 0.1f print as 0.1, not 0.100000001. */
+        if (json_array_append_new(arr, json_real(strtod(cli_format_float(v[i], buf), NULL)))) {
+            json_decref(arr);
+            return NULL;
+        }
+    return arr;
+}
+
+int cli_print_json(json_t *doc)
+{
+    if (!doc) return cli_fail("out of memory");
+    /* Precision 9 prints every float32 so it reads back exactly (values are stored as float). */
+    int rc = json_dumpf(doc, stdout, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    json_decref(doc);
+    if (rc) return cli_fail("cannot write JSON output");
+    putchar('\n');
+    return CLI_EXIT_OK;
+}
+
+json_t *cli_stats_json(const jvdb_stats *st)
+{
+    return json_pack("{sIsIsIsIsIsIsfsIsIsI}",
+                     "live_records", (json_int_t)st->live_records,
+                     "dead_records", (json_int_t)st->dead_records,
+                     "tombstones", (json_int_t)st->tombstones,
+                     "file_bytes", (json_int_t)st->file_bytes,
+                     "live_bytes", (json_int_t)st->live_bytes,
+                     "dead_bytes", (json_int_t)st->dead_bytes,
+                     "dead_ratio", st->dead_ratio,
+                     "segments", (json_int_t)st->segments,
+                     "last_lsn", (json_int_t)st->last_lsn,
+                     "backup_horizon", (json_int_t)st->backup_horizon);
+}
+
+void cli_stats_print(const jvdb_stats *st)
+{
+    printf("live_records:    %llu\n", (unsigned long long)st->live_records);
+    printf("dead_records:    %llu\n", (unsigned long long)st->dead_records);
+    printf("tombstones:      %llu\n", (unsigned long long)st->tombstones);
+    printf("file_bytes:      %llu\n", (unsigned long long)st->file_bytes);
+    printf("live_bytes:      %llu\n", (unsigned long long)st->live_bytes);
+    printf("dead_bytes:      %llu\n", (unsigned long long)st->dead_bytes);
+    printf("dead_ratio:      %.4f\n", st->dead_ratio);
+    printf("segments:        %u\n", st->segments);
+    printf("last_lsn:        %llu\n", (unsigned long long)st->last_lsn);
+    printf("backup_horizon:  %llu\n", (unsigned long long)st->backup_horizon);
+}

@@ -1,0 +1,199 @@
+/*
+ * cli_vector.c — single-vector commands and per-database statistics: put, get, delete, stats.
+ *
+ * These are the commands people type by hand: input is parsed leniently (spaces, brackets) and the
+ * library's own checks (dimension, NaN, metadata) supply the messages.  `delete` with several ids
+ * checks them all first, so a typo in one id deletes nothing.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const cli_cmd cli_cmd_put = {
+    "put",
+    "Usage: jvdb [--data DIR] put NAME ID --vector V1,V2,... [--meta JSON] [--json]\n"
+    "\n"
+    "Inserts vector ID into database NAME, replacing any vector with the same id.\n"
+    "\n"
+    "  --vector LIST   exactly dim numbers separated by commas (spaces and [ ] are allowed)\n"
+    "  --meta JSON     metadata, a JSON object such as '{\"title\": \"x\"}'\n"
+    "  --json          print {\"id\", \"lsn\"}\n",
+    2, 2};
+
+const cli_cmd cli_cmd_get = {
+    "get",
+    "Usage: jvdb [--data DIR] get NAME ID [--json]\n"
+    "\n"
+    "Prints vector ID of database NAME with its metadata\n"
+    "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
+    2, 2};
+
+const cli_cmd cli_cmd_delete = {
+    "delete",
+    "Usage: jvdb [--data DIR] delete NAME ID... [--json]\n"
+    "\n"
+    "Deletes the given vectors.  Every id must exist; if one does not, nothing is deleted.\n",
+    2, -1};
+
+const cli_cmd cli_cmd_stats = {
+    "stats",
+    "Usage: jvdb [--data DIR] stats NAME [--json]\n"
+    "\n"
+    "Prints the storage statistics of database NAME: live and dead records, tombstones, file,\n"
+    "live and dead bytes, dead ratio, segment count, last LSN and backup horizon.\n",
+    1, 1};
+
+/* Parses "1,2,3", "1 2 3" or "[1, 2, 3]" into a malloc'd array. */
+static int cli_parse_vector(const char *s, float **out, size_t *n)
+{
+    size_t cap = 16, len = 0;
+    float *v = malloc(cap * sizeof *v);
+    if (!v) return cli_fail("out of memory");
+    const char *p = s;
+    while (*p == ' ' || *p == '\t') p++;
+    bool bracket = *p == '[';
+    if (bracket) p++;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n') p++;
+        if (!*p || (bracket && *p == ']')) break;
+        size_t tok = strcspn(p, ", \t\n]");
+        if (len == cap) {
+            float *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return cli_fail("out of memory");
+            }
+            v = nv;
+        }
+        if (tok == 0 || !cli_parse_float(p, tok, &v[len])) {
+            free(v);
+            return cli_usage_error("put", "--vector: value %zu ('%.*s') is not a finite number", len + 1,
+                                   (int)(tok ? tok : 1), p);
+        }
+        len++;
+        p += tok;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == ',') p++;
+    }
+    if (bracket && *p == ']') p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n') p++;
+    if (*p || len == 0) {
+        free(v);
+        return cli_usage_error("put", "--vector '%s' is not a list of numbers like 1,2,3", s);
+    }
+    *out = v;
+    *n = len;
+    return 0;
+}
+
+/* Checked here, not left to the library, so the message can say what the user typed. */
+static int cli_check_meta(const char *meta)
+{
+    json_error_t err;
+    json_t *j = json_loads(meta, JSON_REJECT_DUPLICATES, &err);
+    if (!j) return cli_fail("--meta is not valid JSON: %s (column %d)", err.text, err.column);
+    bool obj = json_is_object(j);
+    json_decref(j);
+    return obj ? 0 : cli_fail("--meta must be a JSON object, like '{\"key\": \"value\"}'");
+}
+
+int cli_put_main(cli_ctx *ctx, int argc, char **argv)
+{
+    cli_opt opts[] = {{"vector", true, NULL}, {"meta", true, NULL}, {NULL, false, NULL}};
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, &cli_cmd_put, argc, argv, opts, pos, &npos);
+    if (rc) return rc;
+    if (!opts[0].value) return cli_usage_error("put", "--vector is required");
+    float *v;
+    size_t n;
+    if ((rc = cli_parse_vector(opts[0].value, &v, &n))) return rc;
+    if (opts[1].value && (rc = cli_check_meta(opts[1].value))) goto out;
+
+    jvdb_db *db;
+    if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
+    uint64_t lsn;
+    if ((rc = jvdb_put(db, pos[1], v, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n, opts[1].value, &lsn))) {
+        rc = cli_lib_error(rc);
+        goto out;
+    }
+    if (ctx->json)
+        rc = cli_print_json(json_pack("{sosI}", "id", cli_json_id(pos[1], strlen(pos[1])), "lsn", (json_int_t)lsn));
+    else
+        printf("stored '%s' in '%s' (lsn %llu)\n", pos[1], pos[0], (unsigned long long)lsn);
+out:
+    free(v);
+    return rc;
+}
+
+int cli_get_main(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    jvdb_db *db;
+    int npos, rc = cli_parse_db(ctx, &cli_cmd_get, argc, argv, NULL, pos, &npos, &db);
+    if (rc) return rc;
+    uint32_t dim = jvdb_db_dim(db);
+    float *v = malloc(dim * sizeof *v);
+    if (!v) return cli_fail("out of memory");
+    char *meta = NULL;
+    if ((rc = jvdb_get(db, pos[1], v, &meta))) {
+        free(v);
+        return cli_lib_error(rc);
+    }
+    if (ctx->json) {
+        json_t *m = meta ? json_loads(meta, 0, NULL) : json_null();
+        if (!m) m = json_string(meta); /* stored text that is not JSON: still show it */
+        rc = cli_print_json(json_pack("{sososo}", "id", cli_json_id(pos[1], strlen(pos[1])), "values",
+                                      cli_json_floats(v, dim), "metadata", m));
+    } else {
+        printf("id:       %s\n", pos[1]);
+        printf("vector:   ");
+        cli_write_floats(stdout, v, dim, ',');
+        printf("\nmetadata: %s\n", meta ? meta : "(none)");
+    }
+    jvdb_free(meta);
+    free(v);
+    return rc;
+}
+
+int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    jvdb_db *db;
+    int npos, rc = cli_parse_db(ctx, &cli_cmd_delete, argc, argv, NULL, pos, &npos, &db);
+    if (rc) return rc;
+    /* The library has no multi-delete, so all-or-nothing comes from checking first; this process
+     * holds the directory lock, so nothing can delete an id between the check and the delete. */
+    for (int i = 1; i < npos; i++)
+        if ((rc = jvdb_get(db, pos[i], NULL, NULL))) {
+            cli_lib_error(rc);
+            return cli_fail("nothing deleted");
+        }
+    uint64_t deleted = 0;
+    for (int i = 1; i < npos; i++) {
+        bool repeat = false;
+        for (int j = 1; j < i && !repeat; j++) repeat = !strcmp(pos[i], pos[j]);
+        if (repeat) continue;
+        if ((rc = jvdb_delete(db, pos[i], NULL))) {
+            cli_lib_error(rc);
+            return cli_fail("%llu of the vectors were deleted before this error", (unsigned long long)deleted);
+        }
+        deleted++;
+    }
+    if (ctx->json) return cli_print_json(json_pack("{sI}", "deleted", (json_int_t)deleted));
+    printf("deleted %llu vector%s from '%s'\n", (unsigned long long)deleted, deleted == 1 ? "" : "s", pos[0]);
+    return CLI_EXIT_OK;
+}
+
+int cli_stats_main(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    jvdb_db *db;
+    int npos, rc = cli_parse_db(ctx, &cli_cmd_stats, argc, argv, NULL, pos, &npos, &db);
+    if (rc) return rc;
+    jvdb_stats st;
+    if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
+    if (ctx->json) return cli_print_json(cli_stats_json(&st));
+    cli_stats_print(&st);
+    return CLI_EXIT_OK;
+}

@@ -1,0 +1,151 @@
+/*
+ * main.c — entry point of the jvdb program: global flags (--data, --json, --help, --version), the
+ * command table, and handing `serve` to the server when this build has one.
+ *
+ * Every command except `serve` opens the data directory itself through the library, does one thing
+ * and exits, so the directory lock is held only for the length of the command.  The environment is
+ * closed here, once, whatever the command did, so a final fdatasync always happens.
+ */
+#include "cli/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__has_include)
+#if __has_include("server/server.h")
+#include "server/server.h"
+#define CLI_HAVE_SERVER 1
+#endif
+#endif
+
+typedef int (*cli_main_fn)(cli_ctx *ctx, int argc, char **argv);
+
+typedef struct cli_command {
+    const char *name;
+    cli_main_fn fn;
+    const cli_cmd *help;
+    const char *summary;
+} cli_command;
+
+static const cli_command cli_commands[] = {
+    {"db", cli_db_main, &cli_cmd_db, "create, list, inspect and drop databases"},
+    {"import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv"},
+    {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
+    {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
+    {"get", cli_get_main, &cli_cmd_get, "print one vector and its metadata"},
+    {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id"},
+    {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
+};
+
+static void cli_print_help(void)
+{
+    printf("Usage: jvdb [--data DIR] COMMAND [ARGS...] [--json]\n"
+           "\n"
+           "JadeVectorDB command-line tool: works on a data directory through the library.\n"
+           "\n"
+           "Commands:\n");
+    for (size_t i = 0; i < sizeof cli_commands / sizeof cli_commands[0]; i++)
+        printf("  %-8s %s\n", cli_commands[i].name, cli_commands[i].summary);
+    printf("  %-8s %s\n", "serve", "run the REST server on the data directory");
+    printf("  %-8s %s\n", "help", "help on a command: jvdb help import");
+    printf("\n"
+           "Global options (before COMMAND):\n"
+           "  --data DIR     data directory (default: $JVDB_DATA, else ./jvdb-data)\n"
+           "  --json         machine-readable output (also accepted after COMMAND)\n"
+           "  --help, -h     this help\n"
+           "  --version, -V  print the version\n"
+           "\n"
+           "Exit status: 0 success, 1 the operation failed, 2 the command line was wrong.\n"
+           "Run 'jvdb COMMAND --help' for the options of a command.\n");
+}
+
+static const cli_command *cli_find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof cli_commands / sizeof cli_commands[0]; i++)
+        if (!strcmp(cli_commands[i].name, name)) return &cli_commands[i];
+    return NULL;
+}
+
+static int cli_serve(int argc, char **argv, const char *data_dir)
+{
+#ifdef CLI_HAVE_SERVER
+    return server_main(argc, argv, data_dir);
+#else
+    (void)argc;
+    (void)argv;
+    (void)data_dir;
+    fprintf(stderr, "jvdb serve: this build has no server\n");
+    return CLI_EXIT_FAIL;
+#endif
+}
+
+/* `jvdb help db create` is `jvdb db create --help`: one place prints each text. */
+static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
+{
+    if (argc < 2) {
+        cli_print_help();
+        return CLI_EXIT_OK;
+    }
+    const cli_command *c = cli_find_command(argv[1]);
+    if (!c) {
+        if (!strcmp(argv[1], "serve")) return cli_serve(2, (char *[]){"serve", "--help", NULL}, ctx->data_dir);
+        return cli_usage_error(NULL, "unknown command '%s'", argv[1]);
+    }
+    char *sub[4] = {argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL};
+    return c->fn(ctx, argc > 2 ? 3 : 2, sub);
+}
+
+int main(int argc, char **argv)
+{
+    cli_ctx ctx = {0};
+    ctx.data_dir = getenv("JVDB_DATA");
+    if (!ctx.data_dir || !*ctx.data_dir) ctx.data_dir = "./jvdb-data";
+
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cli_print_help();
+            return CLI_EXIT_OK;
+        }
+        if (!strcmp(a, "--version") || !strcmp(a, "-V")) {
+            printf("jvdb %s\n", JVDB_VERSION);
+            return CLI_EXIT_OK;
+        }
+        if (!strcmp(a, "--json")) {
+            ctx.json = true;
+        } else if (!strncmp(a, "--data=", 7)) {
+            ctx.data_dir = a + 7;
+        } else if (!strcmp(a, "--data")) {
+            if (i + 1 >= argc) return cli_usage_error(NULL, "option '--data' needs a directory");
+            ctx.data_dir = argv[++i];
+        } else {
+            return cli_usage_error(NULL, "unknown option '%s'", a);
+        }
+    }
+    if (!*ctx.data_dir) return cli_usage_error(NULL, "the data directory name is empty");
+    if (i >= argc) {
+        cli_usage_error(NULL, "no command given");
+        return CLI_EXIT_USAGE;
+    }
+
+    const char *name = argv[i];
+    if (!strcmp(name, "serve")) return cli_serve(argc - i, argv + i, ctx.data_dir);
+
+    int rc;
+    const cli_command *c = cli_find_command(name);
+    if (!strcmp(name, "help"))
+        rc = cli_help_command(&ctx, argc - i, argv + i);
+    else if (c)
+        rc = c->fn(&ctx, argc - i, argv + i);
+    else
+        return cli_usage_error(NULL, "unknown command '%s'", name);
+    if (rc == CLI_HELP_SHOWN) rc = CLI_EXIT_OK;
+
+    jvdb_env_close(ctx.env);
+    /* Output that never reached its destination (full disk, closed pipe) is a failure too. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (rc == CLI_EXIT_OK) rc = cli_fail("cannot write to standard output");
+    }
+    return rc;
+}
