@@ -155,6 +155,7 @@ int db_create_dir(const char *databases_dir, const char *name, const jvdb_db_opt
     uint64_t first = 1;
     m.segments = &first;
     m.nsegments = 1;
+    m.active = 1;
     m.next_segment = 2;
     struct segment *seg = NULL;
     fs_remove_tree(tmp);
@@ -326,7 +327,7 @@ int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
     if ((rc = db_remove_orphans(db))) goto fail;
     uint64_t max_lsn = 0;
     for (size_t i = 0; i < db->m.nsegments; i++) {
-        int active = i + 1 == db->m.nsegments;
+        int active = db->m.segments[i] == db->m.active;
         struct segment *s;
         if ((rc = seg_open(dir, db->m.segments[i], db->m.dim, active ? db_reserve(db, 0) : 0, &s))) goto fail;
         s->sealed = !active;
@@ -334,12 +335,12 @@ int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
             seg_unref(s);
             goto fail;
         }
+        if (active) db->active = s;
         if ((rc = db_scan_segment(db, s, &max_lsn))) goto fail;
     }
     db->last_lsn = max_lsn > db->m.lsn_floor ? max_lsn : db->m.lsn_floor;
-    struct segment *active = db->segs[db->nsegs - 1];
-    db->synced_seg = active->no;
-    db->synced_off = active->size;
+    db->synced_seg = db->active->no;
+    db->synced_off = db->active->size;
     if ((rc = db_start_flusher(db))) goto fail;
     *out = db;
     return JVDB_OK;
@@ -386,7 +387,7 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
 
     /* Everything written before this point is covered by the sync below. */
     pthread_mutex_lock(&db->write_mu);
-    struct segment *s = db->segs[db->nsegs - 1];
+    struct segment *s = db->active;
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
     pthread_mutex_unlock(&db->write_mu);
@@ -411,7 +412,7 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
 int db_sync_all(jvdb_db *db)
 {
     pthread_mutex_lock(&db->write_mu);
-    struct segment *s = db->segs[db->nsegs - 1];
+    struct segment *s = db->active;
     uint64_t no = s->no, off = s->size;
     pthread_mutex_unlock(&db->write_mu);
     return db_sync_upto(db, no, off);
@@ -453,7 +454,7 @@ int db_store_manifest_locked(jvdb_db *db)
 
 int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
 {
-    struct segment *old = db->segs[db->nsegs - 1];
+    struct segment *old = db->active;
     /* The sealed segment must be entirely durable before anything lands in its successor, so that
      * "synced up to (segment, offset)" also covers every older segment. */
     if (io_fdatasync(old->fd) < 0) return db_fail(db, err_errno(errno, "fdatasync of %s failed", old->path));
@@ -471,10 +472,12 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
     db->m.segments = segs;
     db->m.segments[db->m.nsegments++] = no;
     db->m.next_segment = no + 1;
+    db->m.active = no;
     /* Commit point: once the MANIFEST names the new segment it is the active one. */
     if ((rc = db_store_manifest_locked(db))) {
         db->m.nsegments--;
         db->m.next_segment = no;
+        db->m.active = old->no;
         unlink(s->path);
         seg_unref(s);
         return rc;
@@ -482,7 +485,10 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
     io_crash_point("seal.after_manifest");
     pthread_rwlock_wrlock(&db->lock);
     rc = db_segs_push(db, s);
-    if (rc == JVDB_OK) old->sealed = true;
+    if (rc == JVDB_OK) {
+        old->sealed = true;
+        db->active = s;
+    }
     pthread_rwlock_unlock(&db->lock);
     if (rc) {
         seg_unref(s);
@@ -540,14 +546,14 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
             goto unlock;
         }
     }
-    struct segment *s = db->segs[db->nsegs - 1];
+    struct segment *s = db->active;
     if (s->size > SEG_HEADER_SIZE && s->size + total > db->m.segment_max_bytes) {
         if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->segs[db->nsegs - 1];
+        s = db->active;
     } else if (s->size + total > s->map_len) {
         /* A single batch larger than the segment size gets a fresh segment big enough for it. */
         if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->segs[db->nsegs - 1];
+        s = db->active;
     }
     uint64_t lsn = db->last_lsn;
     off = 0;

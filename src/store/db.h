@@ -26,8 +26,9 @@ struct jvdb_db {
     pthread_mutex_t write_mu;
     pthread_rwlock_t lock;
     struct keydir kd;
-    struct segment **segs;              /* ascending by number; the last is the active segment */
+    struct segment **segs;              /* every segment, ascending by number */
     size_t nsegs, segs_cap;
+    struct segment *active;             /* the one appended to (write_mu to change, lock to read) */
     uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
 
     pthread_mutex_t sync_mu;

@@ -139,6 +139,8 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
     const struct rec_header *h = (const struct rec_header *)(seg->map + offset);
     const char *id = rec_id(h, dim);
     seg->records++;
+    if (seg->min_lsn == 0 || h->lsn < seg->min_lsn) seg->min_lsn = h->lsn;
+    if (h->lsn > seg->max_lsn) seg->max_lsn = h->lsn;
     if ((kd->count + 1) * 10 > kd->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
     size_t pos = kd_probe(kd, id, h->id_len);
     struct kd_entry *e = kd->table[pos];

@@ -20,7 +20,7 @@
 
 static const char *const manifest_known_keys[] = {
     "format", "name", "dim", "metric", "sync", "sync_interval_ms", "segment_max_bytes", "created_ns",
-    "segments", "next_segment", "lsn_floor", "backup_horizon", "last_compaction_ns", NULL};
+    "segments", "active", "next_segment", "lsn_floor", "backup_horizon", "last_compaction_ns", NULL};
 
 void manifest_free(struct manifest *m)
 {
@@ -95,6 +95,7 @@ int manifest_parse(const char *data, size_t len, const char *what, struct manife
         (rc = manifest_u64(doc, "segment_max_bytes", what, &out->segment_max_bytes, 1)) ||
         (rc = manifest_u64(doc, "created_ns", what, &created, 0)) ||
         (rc = manifest_u64(doc, "next_segment", what, &out->next_segment, 1)) ||
+        (rc = manifest_u64(doc, "active", what, &out->active, 1)) ||
         (rc = manifest_u64(doc, "lsn_floor", what, &out->lsn_floor, 0)) ||
         (rc = manifest_u64(doc, "backup_horizon", what, &out->backup_horizon, 0)) ||
         (rc = manifest_u64(doc, "last_compaction_ns", what, &last_compaction, 0)))
@@ -136,6 +137,12 @@ int manifest_parse(const char *data, size_t len, const char *what, struct manife
         err_set(rc, "%s: \"next_segment\" is not above every segment", what);
         goto fail;
     }
+    int active_listed = 0;
+    for (size_t i = 0; i < out->nsegments; i++) active_listed |= out->segments[i] == out->active;
+    if (!active_listed) {
+        err_set(rc, "%s: the active segment is not in \"segments\"", what);
+        goto fail;
+    }
     out->extra = json_object();
     if (!out->extra) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -173,12 +180,12 @@ int manifest_serialize(const struct manifest *m, char **data, size_t *len)
     if (!doc || !segs) goto oom;
     for (size_t i = 0; i < m->nsegments; i++)
         if (json_array_append_new(segs, json_integer((json_int_t)m->segments[i]))) goto oom;
-    json_t *known = json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I}",
+    json_t *known = json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I}",
         "format", MANIFEST_FORMAT_VERSION, "name", m->name, "dim", (json_int_t)m->dim,
         "metric", jvdb_metric_name(m->metric), "sync", manifest_sync_name(m, syncbuf, sizeof syncbuf),
         "sync_interval_ms", (json_int_t)m->sync_interval_ms,
         "segment_max_bytes", (json_int_t)m->segment_max_bytes, "created_ns", (json_int_t)m->created_ns,
-        "segments", segs, "next_segment", (json_int_t)m->next_segment, "lsn_floor", (json_int_t)m->lsn_floor,
+        "segments", segs, "active", (json_int_t)m->active, "next_segment", (json_int_t)m->next_segment, "lsn_floor", (json_int_t)m->lsn_floor,
         "backup_horizon", (json_int_t)m->backup_horizon, "last_compaction_ns", (json_int_t)m->last_compaction_ns);
     segs = NULL;
     if (!known || json_object_update(doc, known)) {

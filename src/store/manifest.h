@@ -20,8 +20,9 @@ struct manifest {
     uint32_t sync_interval_ms;
     uint64_t segment_max_bytes;
     int64_t created_ns;
-    uint64_t *segments;        /* ascending; the last one is the active segment */
+    uint64_t *segments;        /* ascending */
     size_t nsegments;
+    uint64_t active;           /* the one segment that is appended to (any of the list) */
     uint64_t next_segment;
     uint64_t lsn_floor;        /* every LSN ever issued is <= max(lsn_floor, LSNs in segments) */
     uint64_t backup_horizon;   /* LSN of the newest full backup; 0 = none */

@@ -33,6 +33,7 @@ struct segment {
     bool sealed;
     /* Accounting kept by the keydir: records in the file, and bytes/records the keydir points at. */
     uint64_t records;
+    uint64_t min_lsn, max_lsn;  /* range of LSNs of every record in the file (0,0 when empty) */
     uint64_t live_records;
     uint64_t live_bytes;
     atomic_int refs;           /* the database's own reference plus pins by readers and jobs */

@@ -20,6 +20,7 @@ static void test_round_trip(void **state)
     m.segments = segs;
     m.nsegments = 3;
     m.next_segment = 10;
+    m.active = 7;
     m.lsn_floor = 12345;
     m.backup_horizon = 99;
     m.extra = json_pack("{s:i}", "future_field", 5);
@@ -36,6 +37,7 @@ static void test_round_trip(void **state)
     assert_int_equal(back.sync_interval_ms, 200);
     assert_int_equal(back.nsegments, 3);
     assert_int_equal(back.segments[2], 9);
+    assert_int_equal(back.active, 7);
     assert_int_equal(back.lsn_floor, 12345);
     assert_int_equal(back.backup_horizon, 99);
     assert_int_equal(json_integer_value(json_object_get(back.extra, "future_field")), 5);
