@@ -11,7 +11,6 @@
 #include "cli/cli.h"
 
 #include <errno.h>
-#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -296,8 +295,9 @@ static int cli_jsonl_values(cli_reader *r, json_t *values, float *vec)
         json_t *x = json_array_get(values, i);
         if (!json_is_number(x)) return cli_reader_fail(r, "'values' item %u is not a number", i + 1);
         double d = json_number_value(x);
-        /* Checked before the conversion: a double beyond float range has no float value. */
-        if (d > FLT_MAX || d < -FLT_MAX)
+        /* Checked before the conversion, which is undefined for a double no float rounds to; the
+         * bound is the midpoint above FLT_MAX, so "3.40282347e+38" (an exported FLT_MAX) passes. */
+        if (!(fabs(d) < 0x1.ffffffp+127))
             return cli_reader_fail(r, "'values' item %u (%g) is outside the float32 range", i + 1, d);
         vec[i] = (float)d;
     }

@@ -182,6 +182,8 @@ bool cli_parse_float(const char *s, size_t len, float *out)
 
 const char *cli_format_float(float f, char *buf)
 {
+    /* JSON readers (jansson, Python) take "-0" for the integer 0 and drop the sign. */
+    if (f == 0 && signbit(f)) return strcpy(buf, "-0.0");
     /* Six digits covers the values people type (0.1, 2.5); nine always reads back exactly. */
     snprintf(buf, 32, "%.6g", (double)f);
     float back = strtof(buf, NULL);
