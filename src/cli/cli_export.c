@@ -145,9 +145,10 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     if ((rc = cli_open_db(ctx, name, &db))) return rc;
     e.dim = jvdb_db_dim(db);
 
-    /* Devices and pipes (/dev/null, a fifo) are written in place; a rename would replace them. */
+    /* Devices, pipes and symlinks (/dev/null, a fifo) are written in place: a rename would replace
+     * them instead of writing through them. */
     struct stat st;
-    bool in_place = to_stdout || (stat(path, &st) == 0 && !S_ISREG(st.st_mode));
+    bool in_place = to_stdout || (lstat(path, &st) == 0 && !S_ISREG(st.st_mode));
     char *tmp = NULL;
     if (to_stdout) {
         e.f = stdout;
