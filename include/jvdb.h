@@ -157,6 +157,101 @@ int jvdb_sync(jvdb_db *db);
 
 void jvdb_free(void *p);
 
+/* ---- compaction (DESIGN.md 5) ---- */
+
+typedef struct jvdb_compact_policy {
+    double dead_ratio;           /* compact when dead bytes / file bytes >= this (0.30) */
+    uint64_t large_bytes;        /* ... or when file bytes >= this (100 MiB) */
+    double large_min_dead_ratio; /*     with at least this dead ratio (0.05) */
+    int64_t max_age_s;           /* ... or when the last compaction is this old (7 days) and any byte is dead */
+    uint64_t min_records;        /* never bother below this many records in the files (1000) */
+    double max_seconds;          /* stop cleanly (leaving no trace) after this long; 0 = no limit */
+    double segment_dead_ratio;   /* partial compaction takes sealed segments at least this dead (0.30) */
+} jvdb_compact_policy;
+
+void jvdb_compact_policy_init(jvdb_compact_policy *p);
+
+typedef enum {
+    JVDB_TRIGGER_NONE = 0,
+    JVDB_TRIGGER_FORCED,
+    JVDB_TRIGGER_DEAD_RATIO,
+    JVDB_TRIGGER_LARGE_FILE,
+    JVDB_TRIGGER_AGE,
+} jvdb_compact_trigger;
+const char *jvdb_compact_trigger_name(jvdb_compact_trigger t);
+
+/* Whether the policy (NULL = the database's own, else defaults) says the database needs
+ * compaction: returns 1 and sets *why, or 0 with *why = JVDB_TRIGGER_NONE.  `reason` (optional,
+ * cap bytes) receives a sentence such as "dead ratio 0.41 >= 0.30". */
+int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *policy, jvdb_compact_trigger *why,
+                          char *reason, size_t cap);
+
+/* The database's own policy (persisted in its MANIFEST; the defaults until set). */
+int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *policy);
+void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out);
+
+typedef struct jvdb_compact_stats {
+    jvdb_compact_trigger trigger;
+    int full;                    /* every sealed segment was an input */
+    uint32_t segments_in, segments_out;
+    uint64_t bytes_before;       /* all segment files, before */
+    uint64_t bytes_after;
+    uint64_t bytes_reclaimed;    /* input bytes minus output bytes */
+    uint64_t records_copied;
+    uint64_t records_dropped;    /* dead records and tombstones left behind */
+    uint64_t tombstones_dropped;
+    double seconds;
+    int64_t finished_ns;         /* wall clock */
+} jvdb_compact_stats;
+
+typedef struct jvdb_compact_options {
+    int full;                    /* all sealed segments, not only those past the policy */
+    int force;                   /* run even when the policy does not ask for it */
+    const jvdb_compact_policy *policy;   /* NULL = the database's own */
+    const volatile int *cancel;  /* optional: non-zero abandons the run cleanly (JVDB_EBUSY) */
+} jvdb_compact_options;
+
+/* Compacts one database while reads and writes go on.  Returns JVDB_OK with stats (trigger NONE and
+ * nothing done when not needed and not forced), JVDB_EBUSY if another compaction of it is running
+ * or it was cancelled / timed out (nothing changed). */
+int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out);
+
+/* The background compactor service. */
+typedef struct jvdb_compactor jvdb_compactor;
+
+typedef enum { JVDB_COMPACT_START = 1, JVDB_COMPACT_FINISH = 2, JVDB_COMPACT_FAIL = 3 } jvdb_compact_event;
+/* Called from a compactor thread: stats are set on FINISH, status and message on FAIL. */
+typedef void (*jvdb_compact_event_fn)(void *arg, const char *db_name, jvdb_compact_event ev,
+                                      const jvdb_compact_stats *stats, int status, const char *message);
+
+typedef struct jvdb_compactor_options {
+    uint32_t threads;            /* databases compacted in parallel (1) */
+    uint32_t check_interval_ms;  /* how often to look (60000) */
+    jvdb_compact_policy policy;  /* used for databases that have no policy of their own */
+} jvdb_compactor_options;
+
+void jvdb_compactor_options_init(jvdb_compactor_options *o);
+int jvdb_compactor_start(jvdb_env *env, const jvdb_compactor_options *opts, jvdb_compactor **out);
+/* Registers a callback (at most 8). */
+int jvdb_compactor_on_event(jvdb_compactor *c, jvdb_compact_event_fn fn, void *arg);
+/* Queues a compaction of one database now, whatever the policy says. */
+int jvdb_compactor_force(jvdb_compactor *c, const char *db_name, int full);
+/* Wakes the service to check every database now. */
+void jvdb_compactor_poke(jvdb_compactor *c);
+
+typedef struct jvdb_compactor_totals {
+    uint64_t compactions, failures;
+    uint64_t bytes_before, bytes_after, bytes_reclaimed;
+    uint64_t records_copied, records_dropped;
+    double seconds;
+    int running;                 /* compactions in progress now */
+} jvdb_compactor_totals;
+/* Totals for one database (name) or all (NULL); *last (optional) gets that database's last run. */
+int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals,
+                         jvdb_compact_stats *last);
+/* Stops promptly: an in-flight compaction is abandoned cleanly (its temporary file removed). */
+void jvdb_compactor_stop(jvdb_compactor *c);
+
 #ifdef __cplusplus
 }
 #endif

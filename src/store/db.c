@@ -810,6 +810,17 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     return rc;
 }
 
+int db_set_backup_horizon(jvdb_db *db, uint64_t lsn)
+{
+    pthread_mutex_lock(&db->write_mu);
+    uint64_t old = db->m.backup_horizon;
+    db->m.backup_horizon = lsn;
+    int rc = db_store_manifest_locked(db);
+    if (rc) db->m.backup_horizon = old;
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
 void db_close(jvdb_db *db)
 {
     if (!db) return;

@@ -40,6 +40,7 @@ struct jvdb_db {
     bool flusher_started;
     bool stopping;                      /* guarded by sync_mu */
 
+    atomic_bool compacting;             /* one compaction per database at a time (src/compact) */
     atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
     char failed_msg[512];
 
@@ -75,4 +76,6 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve);
 int db_store_manifest_locked(jvdb_db *db);
 
 int db_name_valid(const char *name);
+/* Persists the backup horizon (LSN of the newest full backup; compaction keeps tombstones above). */
+int db_set_backup_horizon(jvdb_db *db, uint64_t lsn);
 #endif

@@ -234,6 +234,12 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
         rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
         goto out;
     }
+    for (size_t i = 0; i < env->ndbs; i++) {
+        if (!strcmp(jvdb_db_name(env->dbs[i]), name) && atomic_load(&env->dbs[i]->compacting)) {
+            rc = err_set(JVDB_EBUSY, "database '%s' is being compacted; try again when it finishes", name);
+            goto out;
+        }
+    }
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);

@@ -1,0 +1,270 @@
+/*
+ * compact.c — compaction of one database (DESIGN.md 5, steps 1 to 6), reads and writes going on.
+ *
+ *   1. seal the active segment (db_seal), so every record that exists now is in a sealed file;
+ *   2. choose the inputs (all sealed segments, or those past the policy) and pin them;
+ *   3. list the records the keydir points at in them, order them hottest first then in file order,
+ *      and copy them as raw bytes (checksums stay valid) into new segment files "<N>.seg.tmp";
+ *   4. fsync, rename to "<N>.seg", fsync the directory (segw_finish);
+ *   5. db_swap: the MANIFEST naming the outputs instead of the inputs is the commit point; then the
+ *      keydir follows the records that nobody overwrote or deleted meanwhile;
+ *   6. unpin: the inputs disappear when the last reader lets go.
+ *
+ * Tombstones.  A tombstone may be left behind only when no record it shadows can survive anywhere:
+ * every sealed segment outside the inputs holds only records newer than it (their smallest LSN is
+ * above the tombstone's; positions mean nothing since compaction outputs carry old LSNs), and it is
+ * at or below the backup horizon so incremental backups still find their deletes.  With no backup
+ * ever taken, the horizon does not hold tombstones back.
+ *
+ * A cancelled or timed-out run removes its temporary and finished-but-uncommitted files and changes
+ * nothing; a crash at any point is covered by the orphan rule of recovery.
+ */
+#include "compact/compact.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "store/db.h"
+#include "store/swap.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+struct choose_ctx {
+    const jvdb_compact_policy *policy;
+    uint64_t segment_max;
+    int full;
+    int small_count;
+};
+
+static int compact_choose(void *arg, const struct segment *s)
+{
+    struct choose_ctx *c = arg;
+    return c->full || compact_segment_wanted(c->policy, c->segment_max, s, c->small_count);
+}
+
+static int compact_order(const void *a, const void *b)
+{
+    const struct db_live_rec *x = a, *y = b;
+    if (x->hits != y->hits) return x->hits > y->hits ? -1 : 1;
+    if (x->seg->no != y->seg->no) return x->seg->no < y->seg->no ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+struct outputs {
+    struct segment **segs;
+    size_t n, cap;
+};
+
+static void outputs_discard(struct outputs *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        atomic_store(&o->segs[i]->retired, true);
+        seg_unref(o->segs[i]);
+    }
+    free(o->segs);
+    memset(o, 0, sizeof *o);
+}
+
+static int outputs_push(struct outputs *o, struct segment *s)
+{
+    if (o->n == o->cap) {
+        size_t ncap = o->cap ? o->cap * 2 : 4;
+        struct segment **n = realloc(o->segs, ncap * sizeof *n);
+        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+        o->segs = n;
+        o->cap = ncap;
+    }
+    o->segs[o->n++] = s;
+    return JVDB_OK;
+}
+
+static uint64_t compact_file_bytes(jvdb_db *db)
+{
+    jvdb_stats st;
+    jvdb_stats_get(db, &st);
+    return st.file_bytes;
+}
+
+/* JVDB_EBUSY (with the message) when the run must stop: cancelled, or past its time limit. */
+static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0)
+{
+    if (opts->cancel && *opts->cancel) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
+    if (policy->max_seconds > 0 && (double)(clock_mono_ns() - t0) / 1e9 > policy->max_seconds)
+        return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", db->m.name, policy->max_seconds);
+    return JVDB_OK;
+}
+
+static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy,
+                       jvdb_compact_stats *st, int64_t t0)
+{
+    int rc = db_seal(db);
+    if (rc) return rc;
+    io_crash_point("compact.after_seal");
+
+    struct choose_ctx cc = {policy, db->m.segment_max_bytes, opts->full, 0};
+    pthread_rwlock_rdlock(&db->lock);
+    size_t sealed = 0;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        if (db->segs[i] == db->active) continue;
+        sealed++;
+        if (db->segs[i]->size < db->m.segment_max_bytes / 4) cc.small_count++;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    struct db_pinned in = {0};
+    if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
+    if (in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
+        /* A trigger fired for the whole database but no single segment passes: take them all. */
+        db_unpin(&in);
+        cc.full = 1;
+        if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
+    }
+    st->full = in.n == sealed;
+    st->segments_in = (uint32_t)in.n;
+    if (in.n == 0) {
+        db_unpin(&in);
+        return JVDB_OK;
+    }
+
+    pthread_mutex_lock(&db->write_mu);
+    uint64_t horizon = db->m.backup_horizon;
+    pthread_mutex_unlock(&db->write_mu);
+    struct db_live_rec *recs = NULL;
+    size_t nrecs = 0;
+    uint64_t min_outside;
+    if ((rc = db_live_records(db, &in, &recs, &nrecs, &min_outside))) {
+        db_unpin(&in);
+        return rc;
+    }
+    qsort(recs, nrecs, sizeof *recs, compact_order);
+    db_decay_hits(db);
+
+    uint64_t input_bytes = 0, input_records = 0;
+    for (size_t i = 0; i < in.n; i++) {
+        input_bytes += in.segs[i]->size;
+        input_records += in.segs[i]->records;
+    }
+    struct db_move *moves = malloc((nrecs ? nrecs : 1) * sizeof *moves);
+    struct db_live_rec *drops = malloc((nrecs ? nrecs : 1) * sizeof *drops);
+    struct outputs out = {0};
+    struct segw w;
+    int writing = 0;
+    size_t nmoves = 0, ndrops = 0;
+    uint64_t hot_bytes = 0;
+    if (!moves || !drops) {
+        rc = err_set(JVDB_ENOMEM, "out of memory planning a compaction of %zu records", nrecs);
+        goto fail;
+    }
+    for (size_t i = 0; i < nrecs; i++) {
+        const struct db_live_rec *r = &recs[i];
+        if (r->kind == 2 /* delete */ && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
+            drops[ndrops++] = *r;
+            continue;
+        }
+        if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) goto fail;
+        if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > db->m.segment_max_bytes) {
+            struct segment *s;
+            writing = 0;
+            if ((rc = segw_finish(&w, &s))) {
+                segw_abort(&w);
+                goto fail;
+            }
+            if ((rc = outputs_push(&out, s))) {
+                atomic_store(&s->retired, true);
+                seg_unref(s);
+                goto fail;
+            }
+        }
+        if (!writing) {
+            if ((rc = segw_begin(db, &w))) {
+                segw_abort(&w);
+                goto fail;
+            }
+            writing = 1;
+        }
+        uint64_t off;
+        if ((rc = segw_append(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) goto fail;
+        if (r->hits > 0 && out.n == 0) hot_bytes = off + r->len;
+        /* The output segment is not known yet: fill in `to` once it is finished. */
+        moves[nmoves++] = (struct db_move){r->seg, r->offset, (struct segment *)(uintptr_t)(out.n + 1), off};
+    }
+    if (writing) {
+        struct segment *s;
+        writing = 0;
+        if ((rc = segw_finish(&w, &s))) {
+            segw_abort(&w);
+            goto fail;
+        }
+        if ((rc = outputs_push(&out, s))) {
+            atomic_store(&s->retired, true);
+            seg_unref(s);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < nmoves; i++) moves[i].to = out.segs[(uintptr_t)moves[i].to - 1];
+    if ((rc = compact_should_stop(db, opts, policy, t0))) goto fail;
+    io_crash_point("compact.before_swap");
+    if ((rc = db_swap(db, &in, out.segs, out.n, moves, nmoves, drops, ndrops))) goto fail;
+    io_crash_point("compact.after_swap");
+
+    uint64_t output_bytes = 0;
+    for (size_t i = 0; i < out.n; i++) output_bytes += out.segs[i]->size;
+    /* The hottest records lead the first output: ask the kernel to have them in memory. */
+    if (hot_bytes && out.n) madvise((void *)out.segs[0]->map, hot_bytes, MADV_WILLNEED);
+    st->segments_out = (uint32_t)out.n;
+    st->records_copied = nmoves;
+    st->records_dropped = input_records - nmoves;
+    st->tombstones_dropped = ndrops;
+    st->bytes_reclaimed = input_bytes > output_bytes ? input_bytes - output_bytes : 0;
+    free(out.segs);   /* the database holds the outputs now */
+    free(moves);
+    free(drops);
+    free(recs);
+    db_unpin(&in);
+    return JVDB_OK;
+fail:
+    if (writing) segw_abort(&w);
+    outputs_discard(&out);
+    free(moves);
+    free(drops);
+    free(recs);
+    db_unpin(&in);
+    return rc;
+}
+
+int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
+{
+    err_clear();
+    jvdb_compact_options none = {0};
+    if (!opts) opts = &none;
+    jvdb_compact_stats st;
+    memset(&st, 0, sizeof st);
+    jvdb_compact_policy policy;
+    compact_resolve_policy(db, opts->policy, &policy);
+    if (atomic_exchange(&db->compacting, true))
+        return err_set(JVDB_EBUSY, "a compaction of '%s' is already running", db->m.name);
+    int64_t t0 = clock_mono_ns();
+    jvdb_compact_trigger why;
+    char reason[160];
+    if (!jvdb_needs_compaction(db, &policy, &why, reason, sizeof reason) && !opts->force) {
+        atomic_store(&db->compacting, false);
+        if (out) *out = st;
+        return JVDB_OK;
+    }
+    st.trigger = why != JVDB_TRIGGER_NONE ? why : JVDB_TRIGGER_FORCED;
+    st.bytes_before = compact_file_bytes(db);
+    int rc = compact_run(db, opts, &policy, &st, t0);
+    atomic_store(&db->compacting, false);
+    if (rc) return rc;
+    st.bytes_after = compact_file_bytes(db);
+    st.seconds = (double)(clock_mono_ns() - t0) / 1e9;
+    st.finished_ns = clock_wall_ns();
+    log_info("compacted '%s' (%s): %u -> %u segments, %llu records copied, %llu dropped, %llu bytes reclaimed in %.3f s",
+             db->m.name, jvdb_compact_trigger_name(st.trigger), st.segments_in, st.segments_out,
+             (unsigned long long)st.records_copied, (unsigned long long)st.records_dropped,
+             (unsigned long long)st.bytes_reclaimed, st.seconds);
+    if (out) *out = st;
+    return JVDB_OK;
+}

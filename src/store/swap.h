@@ -1,0 +1,72 @@
+#ifndef JVDB_STORE_SWAP_H
+#define JVDB_STORE_SWAP_H
+/*
+ * What the store offers the jobs that work on whole segments (compaction, backups): sealing on
+ * demand, pinning sealed segments, listing the records the keydir points at, writing new sealed
+ * segment files, and swapping segments in the MANIFEST as one commit.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/db.h"
+
+struct db_pinned {
+    struct segment **segs;
+    size_t n;
+};
+
+/* Seals the active segment if it holds any record (DESIGN.md 5, step 1). */
+int db_seal(jvdb_db *db);
+/* Pins the sealed segments for which choose() returns non-zero (all of them if choose is NULL). */
+int db_pin_sealed(jvdb_db *db, int (*choose)(void *ctx, const struct segment *s), void *ctx, struct db_pinned *out);
+void db_unpin(struct db_pinned *p);
+
+struct db_live_rec {
+    struct segment *seg;
+    uint64_t offset;
+    uint64_t lsn;
+    uint32_t len;
+    uint32_t hits;
+    uint8_t kind;
+};
+/* The records of the pinned segments the keydir points at (live puts and kept tombstones), and the
+ * smallest LSN of any record in a sealed segment that is not pinned (UINT64_MAX if none). */
+int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n,
+                    uint64_t *min_lsn_outside);
+/* Halves every access count, so "hot" means recently hot. */
+void db_decay_hits(jvdb_db *db);
+
+/* A new sealed segment file written outside the database's locks: "<N>.seg.tmp", then published
+ * as "<N>.seg" by segw_finish (fsync, rename, fsync dir).  Unreferenced by the MANIFEST until
+ * db_swap, so a crash before that leaves an orphan that the next open deletes. */
+struct segw {
+    jvdb_db *db;
+    uint64_t no;
+    int fd;
+    char *tmp_path;
+    uint64_t size;
+    uint64_t records, min_lsn, max_lsn;
+    char *buf;
+    size_t buf_len;
+};
+int segw_begin(jvdb_db *db, struct segw *w);
+/* Appends one record verbatim (its checksum stays valid); *offset receives its place. */
+int segw_append(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uint64_t *offset);
+/* Publishes the file and opens it as a sealed segment. */
+int segw_finish(struct segw *w, struct segment **out);
+/* Removes the temporary file (abandoned job). */
+void segw_abort(struct segw *w);
+
+struct db_move {
+    struct segment *from;
+    uint64_t from_off;
+    struct segment *to;
+    uint64_t to_off;
+};
+/* The commit (DESIGN.md 5, step 5): a MANIFEST naming `outs` instead of `ins` replaces the old one;
+ * then keydir entries still pointing at a moved record follow it, tombstones in `drops` that are
+ * still current are forgotten, and the inputs are retired (unlinked when their last pin goes).
+ * On failure nothing changed. */
+int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
+            const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops);
+#endif
