@@ -24,14 +24,15 @@ rng = random.Random(SEED)
 passed = failed = 0
 
 
-def run_writer(data, seed, start, sync, kill_after=None, crash_at=None):
+def run_writer(data, seed, start, sync, kill_after=None, crash_at=None, compact=False):
     """Runs the writer until killed (after kill_after seconds) or until it kills itself at a crash
     point; returns (acknowledged op count, how it ended)."""
     env = dict(os.environ)
     env.pop("JVDB_CRASH_AT", None)
     if crash_at:
         env["JVDB_CRASH_AT"] = crash_at
-    p = subprocess.Popen([WRITER, "run", data, str(seed), str(start), sync],
+    args = [WRITER, "run", data, str(seed), str(start), sync] + (["compact"] if compact else [])
+    p = subprocess.Popen(args,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     acked = start
     buf = b""
@@ -74,13 +75,13 @@ def segment_count(data):
     return len([f for f in os.listdir(d) if f.endswith(".seg")]) if os.path.isdir(d) else 0
 
 
-def random_kills(data, sync, count):
+def random_kills(data, sync, count, compact=False):
     global failed
     start = 0
     seed = rng.randrange(1, 2**31)
     for i in range(count):
         delay = rng.uniform(0.002, 0.25)
-        acked, rc, err = run_writer(data, seed, start, sync, kill_after=delay)
+        acked, rc, err = run_writer(data, seed, start, sync, kill_after=delay, compact=compact)
         if rc not in (-signal.SIGKILL,):
             failed += 1
             print(f"FAIL writer exited with {rc} instead of being killed: {err[-2000:]}", flush=True)
@@ -89,7 +90,8 @@ def random_kills(data, sync, count):
         if n is None:
             return
         start = n
-    print(f"{count} kills with sync={sync}: {start} ops durable, {segment_count(data)} segment files", flush=True)
+    what = " during compactions" if compact else ""
+    print(f"{count} kills{what} with sync={sync}: {start} ops durable, {segment_count(data)} segment files", flush=True)
 
 
 def crash_points(data):
@@ -101,6 +103,18 @@ def crash_points(data):
     start = 0
     for point in points:
         acked, rc, err = run_writer(data, seed, start, "always", crash_at=point)
+        if rc != -signal.SIGKILL:
+            failed += 1
+            print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
+            continue
+        n = check(data, seed, acked, f"crash point {point}")
+        if n is not None:
+            start = n
+            print(f"crash point {point}: ok ({n} ops durable)", flush=True)
+    # Each step of compaction (DESIGN.md 5), with a compacting thread running beside the writer.
+    for point in ["compact.after_seal:3", "segw.before_rename:3", "compact.before_swap:3", "swap.before_manifest:3",
+                  "swap.after_manifest:3", "compact.after_swap:3"]:
+        acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact=True)
         if rc != -signal.SIGKILL:
             failed += 1
             print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
@@ -130,6 +144,7 @@ def main():
         never = os.path.join(top, "never")
         random_kills(always, "always", KILLS * 3 // 4)
         random_kills(never, "never", KILLS - KILLS * 3 // 4)
+        random_kills(os.path.join(top, "compact"), "always", KILLS, compact=True)
         if segment_count(always) < 3:
             global failed
             failed += 1

@@ -1,8 +1,11 @@
 /*
  * crash_writer.c — the workload of the crash suite (tests/crash/crash_test.py drives it).
  *
- *   crash_writer run   DIR SEED START [SYNC]   perform ops START, START+1, ... forever, printing
- *                                              "ack N" after op N-1 returned (N ops acknowledged)
+ *   crash_writer run   DIR SEED START [SYNC [compact]]
+ *                                              perform ops START, START+1, ... forever, printing
+ *                                              "ack N" after op N-1 returned (N ops acknowledged);
+ *                                              with "compact", a second thread compacts the database
+ *                                              over and over (full and partial in turn) meanwhile
  *   crash_writer check DIR SEED ACKED          after a kill: the database must equal the model after
  *                                              ACKED ops, or after ACKED+1 (the op in flight may or
  *                                              may not have landed, but never half of it); prints
@@ -12,7 +15,12 @@
  * reading anything the writer said besides the count.  Ops are single puts, deletes of live ids and
  * batches of 2..24 puts (all or nothing), over a pool of ids so overwrites are frequent.  Segments
  * are small (16 KiB) so that sealing, and its commit point, happen every few dozen ops.
+ * The checker also verifies that after recovery no orphan or temporary file is left in the database
+ * directory: every file there is named by the MANIFEST.
  */
+#include <dirent.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +184,55 @@ static int model_matches(jvdb_db *db, const struct model *m, char *why, size_t c
     return 0;
 }
 
+/* Files in the database directory other than the MANIFEST and the segments it names. */
+static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t cap)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/databases/crash", dir);
+    DIR *d = opendir(path);
+    if (!d) return 0;
+    struct dirent *e;
+    uint32_t segs = 0;
+    int stray = 0;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "MANIFEST")) continue;
+        if (l == 14 && !strcmp(e->d_name + 10, ".seg")) {
+            segs++;
+            continue;
+        }
+        snprintf(why, cap, "stray file %s after recovery", e->d_name);
+        stray = 1;
+    }
+    closedir(d);
+    if (!stray && segs != st->segments) {
+        snprintf(why, cap, "%u segment files but the MANIFEST names %u", segs, st->segments);
+        stray = 1;
+    }
+    return stray;
+}
+
+static volatile int compactor_stop;
+
+static void *compactor_main(void *arg)
+{
+    jvdb_db *db = arg;
+    jvdb_compact_policy p;
+    jvdb_compact_policy_init(&p);
+    p.min_records = 1;
+    p.segment_dead_ratio = 0.2;
+    for (int round = 0; !compactor_stop; round++) {
+        jvdb_compact_options o = {.full = round % 2, .force = 1, .policy = &p};
+        jvdb_compact_stats st;
+        if (jvdb_compact(db, &o, &st) != JVDB_OK) {
+            fprintf(stderr, "crash_writer: compaction failed: %s\n", jvdb_errmsg());
+            exit(5);
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -204,6 +261,12 @@ int main(int argc, char **argv)
             return 1;
         }
         model_replay(seed, n, &m);
+        jvdb_stats st;
+        jvdb_stats_get(db, &st);
+        if (stray_files(dir, &st, why_k, sizeof why_k)) {
+            printf("FAIL: %s\n", why_k);
+            return 1;
+        }
         if (model_matches(db, &m, why_k, sizeof why_k) == 0) {
             printf("ok %llu\n", (unsigned long long)n);
             jvdb_env_close(env);
@@ -222,6 +285,8 @@ int main(int argc, char **argv)
     const char *sync = argc > 5 ? argv[5] : "always";
     jvdb_db *db = open_db(env, sync, 1);
     model_replay(seed, n, &m);
+    pthread_t compactor;
+    if (argc > 6 && !strcmp(argv[6], "compact")) pthread_create(&compactor, NULL, compactor_main, db);
     struct op op;
     for (uint64_t i = n;; i++) {
         op_choose(seed, i, &m, &op);
