@@ -130,14 +130,14 @@ static int db_check_options(const jvdb_db_options *o)
 
 /* ---------------------------------------------------------------- creation */
 
-int db_create_dir(const char *databases_dir, const char *name, const jvdb_db_options *opts)
+int db_create_dir(const char *databases_dir, const char *dirname, const char *name, const jvdb_db_options *opts)
 {
     int rc = db_check_options(opts);
     if (rc) return rc;
-    char tmpname[128];
+    char tmpname[160];
     snprintf(tmpname, sizeof tmpname, ".tmp-%s-%d", name, (int)getpid());
     char *tmp = fs_join(databases_dir, tmpname);
-    char *final = fs_join(databases_dir, name);
+    char *final = fs_join(databases_dir, dirname);
     if (!tmp || !final) {
         free(tmp);
         free(final);
@@ -597,6 +597,66 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     return JVDB_OK;
 unlock:
     pthread_mutex_unlock(&db->write_mu);
+    free(buf);
+    return rc;
+}
+
+int db_append_raw(jvdb_db *db, const void *recs, size_t len)
+{
+    if (len == 0) return JVDB_OK;
+    if (len > UINT32_MAX) return err_set(JVDB_EINVAL, "raw batch of %zu bytes is too large", len);
+    char *buf = aligned_alloc(REC_ALIGN, rec_align(len));
+    if (!buf) return err_set(JVDB_ENOMEM, "out of memory");
+    memcpy(buf, recs, len);
+    uint64_t max_lsn = 0;
+    int rc = JVDB_OK;
+    for (size_t off = 0; off < len;) {
+        const char *why = "record cut short";
+        if (rec_check(buf + off, len - off, db->m.dim, &why) != REC_OK) {
+            rc = err_set(JVDB_ECORRUPT, "record at offset %zu of the batch is bad: %s", off, why);
+            goto out;
+        }
+        struct rec_header *h = (struct rec_header *)(buf + off);
+        size_t next = off + h->total_len;
+        rec_seal(h, h->lsn, next < len ? REC_FLAG_MORE : 0);
+        if (h->lsn > max_lsn) max_lsn = h->lsn;
+        off = next;
+    }
+    pthread_mutex_lock(&db->write_mu);
+    if (atomic_load(&db->failed)) {
+        rc = db_failed_error(db);
+        goto unlock;
+    }
+    struct segment *s = db->active;
+    if ((s->size > SEG_HEADER_SIZE && s->size + len > db->m.segment_max_bytes) || s->size + len > s->map_len) {
+        if ((rc = db_roll_locked(db, len))) goto unlock;
+        s = db->active;
+    }
+    uint64_t start = s->size;
+    if (io_pwrite_all(s->fd, buf, len, (off_t)start) < 0) {
+        rc = err_errno(errno, "cannot append %zu bytes to %s", len, s->path);
+        if (io_ftruncate(s->fd, (off_t)start) < 0) db_fail(db, JVDB_EIO);
+        goto unlock;
+    }
+    pthread_rwlock_wrlock(&db->lock);
+    s->size = start + len;
+    for (uint64_t p = start; p < s->size && rc == JVDB_OK;) {
+        rc = keydir_apply(&db->kd, s, p, db->m.dim);
+        p += ((const struct rec_header *)(s->map + p))->total_len;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    if (rc) {
+        db_fail(db, rc);
+        goto unlock;
+    }
+    if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
+    uint64_t seg_no = s->no, end = s->size;
+    pthread_mutex_unlock(&db->write_mu);
+    free(buf);
+    return db_sync_upto(db, seg_no, end);
+unlock:
+    pthread_mutex_unlock(&db->write_mu);
+out:
     free(buf);
     return rc;
 }

@@ -63,11 +63,26 @@ struct db_op {
  * Deletes of ids that are not live fail with JVDB_ENOTFOUND (checked under the writer lock). */
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn);
 
+/* Appends records that were written elsewhere (a backup being restored), keeping their LSNs and
+ * contents: each is validated (rec_check against this database's dimension), its batch flag is
+ * rewritten so the whole call is one all-or-nothing batch, and the LSN counter moves past the
+ * largest.  `recs` is a sequence of whole records, 64-byte aligned in total. */
+int db_append_raw(jvdb_db *db, const void *recs, size_t len);
+
 /* Opens (recovers) a database directory / closes it. */
 int db_load(jvdb_env *env, const char *dir, jvdb_db **out);
 void db_close(jvdb_db *db);
-/* Creates a new database directory atomically under <databases>/<name>. */
-int db_create_dir(const char *databases_dir, const char *name, const jvdb_db_options *opts);
+/* Creates a new database directory atomically as <databases>/<dirname>, for database `name`. */
+int db_create_dir(const char *databases_dir, const char *dirname, const char *name, const jvdb_db_options *opts);
+
+/* Building a database out of sight (restore): it lives in <databases>/.build-<name>-<pid>-<n>
+ * (deleted at open if left over) until env_build_publish makes it `name` with one rename, or, when
+ * `replace` is set and `name` exists, one renameat2(RENAME_EXCHANGE) that swaps the two directories
+ * atomically; the old one is then removed.  The built handle is closed by publish and abort; the
+ * published database is opened anew (*out). Handles to a replaced database become invalid. */
+int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built);
+int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out);
+void env_build_abort(jvdb_env *env, jvdb_db *built);
 /* Makes everything appended so far durable. */
 int db_sync_all(jvdb_db *db);
 /* Seals the active segment and starts a new one; write_mu must be held. */

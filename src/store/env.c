@@ -77,7 +77,7 @@ static int env_clean(jvdb_env *env)
     struct dirent *e;
     int rc = JVDB_OK;
     while ((e = readdir(d)) != NULL && rc == JVDB_OK) {
-        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".drop-", 6)) continue;
+        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".drop-", 6) && strncmp(e->d_name, ".build-", 7)) continue;
         char *p = fs_join(env->dbdir, e->d_name);
         if (!p) {
             rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -202,7 +202,7 @@ int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts,
         rc = err_set(JVDB_ENOMEM, "out of memory");
     } else if (fs_exists(dir)) {
         rc = err_set(JVDB_EEXISTS, "database '%s' already exists", name);
-    } else if ((rc = db_create_dir(env->dbdir, name, opts)) == JVDB_OK) {
+    } else if ((rc = db_create_dir(env->dbdir, name, name, opts)) == JVDB_OK) {
         jvdb_db *db;
         rc = env_open_locked(env, name, &db);
         if (rc == JVDB_OK && out) *out = db;
@@ -317,3 +317,96 @@ void jvdb_free_names(char **names, size_t count)
 }
 
 void jvdb_free(void *p) { free(p); }
+
+/* ---------------------------------------------------------------- building out of sight */
+
+static unsigned env_build_seq;
+
+int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built)
+{
+    err_clear();
+    int rc = env_check_name(name);
+    if (rc) return rc;
+    char dirname[160];
+    pthread_mutex_lock(&env->mu);
+    snprintf(dirname, sizeof dirname, ".build-%s-%d-%u", name, (int)getpid(), env_build_seq++);
+    pthread_mutex_unlock(&env->mu);
+    if ((rc = db_create_dir(env->dbdir, dirname, name, opts))) return rc;
+    char *dir = fs_join(env->dbdir, dirname);
+    if (!dir) return err_set(JVDB_ENOMEM, "out of memory");
+    rc = db_load(env, dir, built);
+    if (rc) fs_remove_tree(dir);
+    free(dir);
+    return rc;
+}
+
+void env_build_abort(jvdb_env *env, jvdb_db *built)
+{
+    (void)env;
+    char *dir = strdup(built->dir);
+    db_close(built);
+    if (dir) fs_remove_tree(dir);
+    free(dir);
+}
+
+int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out)
+{
+    err_clear();
+    int rc = JVDB_OK;
+    char *from = strdup(built->dir);
+    char *to = fs_join(env->dbdir, name);
+    if (!from || !to) {
+        free(from);
+        free(to);
+        env_build_abort(env, built);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    /* Everything of the new database is durable before it becomes visible. */
+    db_close(built);
+    pthread_mutex_lock(&env->mu);
+    char *mf = fs_join(to, "MANIFEST");
+    int exists = mf && fs_exists(mf);
+    free(mf);
+    if (exists && !replace) {
+        rc = err_set(JVDB_EEXISTS, "database '%s' already exists (replace it explicitly)", name);
+        goto fail;
+    }
+    jvdb_db *old = env_find_open(env, name);
+    if (old && atomic_load(&old->compacting)) {
+        rc = err_set(JVDB_EBUSY, "database '%s' is being compacted; try again when it finishes", name);
+        goto fail;
+    }
+    io_crash_point("publish.before_rename");
+    if (exists) {
+        /* The commit point of a replace: both directories trade places in one step. */
+        if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE) < 0) {
+            rc = err_errno(errno, "cannot swap %s and %s", from, to);
+            goto fail;
+        }
+    } else if (io_rename(from, to) < 0) {
+        rc = err_errno(errno, "cannot rename %s to %s", from, to);
+        goto fail;
+    }
+    io_fsync_dir(env->dbdir);
+    io_crash_point("publish.after_rename");
+    if (old) {
+        for (size_t i = 0; i < env->ndbs; i++) {
+            if (env->dbs[i] != old) continue;
+            db_close(old);
+            env->dbs[i] = env->dbs[--env->ndbs];
+            break;
+        }
+    }
+    if (exists) fs_remove_tree(from);   /* the old database, now under the build name */
+    rc = env_open_locked(env, name, out);
+    pthread_mutex_unlock(&env->mu);
+    free(from);
+    free(to);
+    return rc;
+fail:
+    pthread_mutex_unlock(&env->mu);
+    fs_remove_tree(from);
+    free(from);
+    free(to);
+    return rc;
+}

@@ -103,6 +103,46 @@ int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec *
     return JVDB_OK;
 }
 
+int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
+{
+    memset(out, 0, sizeof *out);
+    out->dim = db->m.dim;
+    /* write_mu: no writer is between its append and its keydir update, so the keydir is exactly
+     * the state at last_lsn. */
+    pthread_mutex_lock(&db->write_mu);
+    pthread_rwlock_rdlock(&db->lock);
+    out->lsn = db->last_lsn;
+    size_t cap = db->kd.count ? db->kd.count : 1;
+    out->recs = malloc(cap * sizeof *out->recs);
+    out->pins.segs = malloc((db->nsegs ? db->nsegs : 1) * sizeof *out->pins.segs);
+    int rc = JVDB_OK;
+    if (!out->recs || !out->pins.segs) {
+        rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot of %zu records", cap);
+    } else {
+        for (size_t i = 0; i < db->nsegs; i++) {
+            seg_ref(db->segs[i]);
+            out->pins.segs[out->pins.n++] = db->segs[i];
+        }
+        for (size_t i = 0; i < db->kd.cap; i++) {
+            const struct kd_entry *e = db->kd.table[i];
+            if (!e || e->lsn <= from_lsn) continue;
+            out->recs[out->n++] = (struct db_live_rec){e->seg, e->offset, e->lsn, e->rec_len, 0, e->kind};
+        }
+    }
+    pthread_rwlock_unlock(&db->lock);
+    pthread_mutex_unlock(&db->write_mu);
+    if (rc) db_snapshot_free(out);
+    return rc;
+}
+
+void db_snapshot_free(struct db_snapshot *s)
+{
+    db_unpin(&s->pins);
+    free(s->recs);
+    s->recs = NULL;
+    s->n = 0;
+}
+
 void db_decay_hits(jvdb_db *db)
 {
     pthread_rwlock_rdlock(&db->lock);

@@ -33,6 +33,20 @@ struct db_live_rec {
  * smallest LSN of any record in a sealed segment that is not pinned (UINT64_MAX if none). */
 int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n,
                     uint64_t *min_lsn_outside);
+/* A consistent view at one LSN, taken without blocking writers for more than a keydir walk: the
+ * records (live puts and kept tombstones) with LSN > from_lsn that are current at `lsn`, and pins
+ * on every segment (the active one included: records below its size at snapshot time never change).
+ * Records are listed in hash order; sort them if order matters. */
+struct db_snapshot {
+    uint64_t lsn;
+    struct db_pinned pins;
+    struct db_live_rec *recs;
+    size_t n;
+    uint32_t dim;
+};
+int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out);
+void db_snapshot_free(struct db_snapshot *s);
+
 /* Halves every access count, so "hot" means recently hot. */
 void db_decay_hits(jvdb_db *db);
 
