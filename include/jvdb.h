@@ -157,6 +157,57 @@ int jvdb_sync(jvdb_db *db);
 
 void jvdb_free(void *p);
 
+/* ---- search (DESIGN.md 7) ---- */
+
+typedef enum { JVDB_INDEX_HNSW = 0, JVDB_INDEX_FLAT = 1 } jvdb_index_type;
+
+typedef struct jvdb_index_options {
+    jvdb_index_type type;        /* HNSW (default) or FLAT (exact scan only) */
+    uint32_t m;                  /* HNSW links per node (16) */
+    uint32_t ef_construction;    /* (200) */
+    uint32_t ef_search;          /* default ef of a query (64) */
+} jvdb_index_options;
+
+void jvdb_index_options_init(jvdb_index_options *o);
+/* The database's index settings (persisted; changing them rebuilds the index). */
+int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
+void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
+
+/* A metadata filter: a JSON object of conditions on top-level fields, all of which must hold:
+ *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null)
+ *   {"genre": {"$in": ["jazz", "blues"]}}   membership;  {"$ne": v} inequality
+ *   {"year": {"$gte": 1990, "$lt": 2000}}   numeric ranges ($gt, $gte, $lt, $lte) */
+typedef struct jvdb_filter jvdb_filter;
+int jvdb_filter_parse(const char *json, jvdb_filter **out);
+void jvdb_filter_free(jvdb_filter *f);
+
+typedef struct jvdb_search_params {
+    uint32_t k;                  /* results wanted (10) */
+    uint32_t ef;                 /* HNSW ef for this query; 0 = the database's */
+    int exact;                   /* scan every vector instead of using the index */
+    int has_threshold;           /* only results at least as good as `threshold` */
+    float threshold;
+    const jvdb_filter *filter;   /* NULL = all */
+    uint32_t threads;            /* exact scan threads; 0 = one per core */
+    int include_vectors;
+    int include_metadata;
+} jvdb_search_params;
+
+void jvdb_search_params_init(jvdb_search_params *p);
+
+/* Scores: l2 = squared Euclidean distance (smaller is better); cosine = cosine similarity and
+ * dot = inner product (larger is better).  Results are best first. */
+typedef struct jvdb_result {
+    char *id;
+    float score;
+    float *vector;               /* dim floats when include_vectors, else NULL */
+    char *meta_json;             /* when include_metadata and the vector has metadata, else NULL */
+} jvdb_result;
+
+int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search_params *params,
+                jvdb_result **results, size_t *count);
+void jvdb_results_free(jvdb_result *results, size_t count);
+
 /* ---- compaction (DESIGN.md 5) ---- */
 
 typedef struct jvdb_compact_policy {
