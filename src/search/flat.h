@@ -1,0 +1,39 @@
+/*
+ * flat.h — exact search: scan every slot of the store's slot table, keep the k best.
+ *
+ * The slot table is the store's array of vector pointers (NULL = empty slot); the scan never copies
+ * vectors.  Scores follow distance.h: l2 = squared distance (smaller is better), cosine = similarity,
+ * dot = inner product (larger is better).
+ */
+#ifndef JVDB_SEARCH_FLAT_H
+#define JVDB_SEARCH_FLAT_H
+
+#include <stdint.h>
+
+#include "jvdb.h"
+#include "search/topk.h"
+
+typedef struct flat_params {
+    jvdb_metric metric;
+    uint32_t k;
+    uint32_t threads;          /* 0 = number of online cores; small tables use fewer */
+    topk_accept_fn accept;     /* NULL = every non-empty slot; called from several threads */
+    void *accept_ctx;
+    int use_threshold;         /* if set, only results whose score is at least as good as threshold */
+    float threshold;           /* l2: score <= threshold; cosine/dot: score >= threshold */
+} flat_params;
+
+/* Fills defaults: L2, k 10, threads 0, no filter, no threshold. */
+void flat_params_init(flat_params *p);
+
+/* Searches slots[0..nslots) for the p->k best matches of `query` (dim floats; for cosine it is
+ * normalised on a private copy, so it need not be unit length but must not be zero).  Writes up to
+ * k slots and scores, best first (ties: lower slot first), to out_slots/out_scores (either may be
+ * NULL) and their number to *out_n.  JVDB_EINVAL on bad arguments, JVDB_ENOMEM. */
+int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query,
+                const flat_params *p, uint32_t *out_slots, float *out_scores, uint32_t *out_n);
+
+/* How many threads flat_search would use for this table (for benchmarks and stats). */
+uint32_t flat_threads_for(uint32_t nslots, uint32_t dim, uint32_t threads);
+
+#endif
