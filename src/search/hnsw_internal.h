@@ -1,0 +1,120 @@
+/*
+ * hnsw_internal.h — the HNSW graph layout and the helpers shared by hnsw.c (lifecycle, deletion,
+ * scratch pool), hnsw_build.c (insert, neighbour selection, rebuild) and hnsw_search.c (layer search,
+ * queries).  Not for use outside src/search.
+ *
+ * Layout.  Level 0, where every node lives and searches spend nearly all their time, is one array of
+ * fixed-stride link lists indexed by slot: l0[slot * l0_stride] is the count, followed by up to
+ * M0 = 2M neighbour slots, so expanding a node touches one or two cache lines and no pointer.  Levels
+ * above 0 hold about 1/M of the nodes and are allocated per node (upper[slot], level-1 .. level-1
+ * lists of stride M+1).  level[slot] is HNSW_ABSENT for slots that are not nodes.
+ */
+#ifndef JVDB_SEARCH_HNSW_INTERNAL_H
+#define JVDB_SEARCH_HNSW_INTERNAL_H
+
+#include <stdint.h>
+
+#include "search/distance.h"
+#include "search/hnsw.h"
+#include "search/topk.h"
+
+#define HNSW_ABSENT 0xFFu
+#define HNSW_MAX_LEVEL 32
+#define HNSW_NONE UINT32_MAX
+
+struct hnsw {
+    uint32_t dim;
+    jvdb_metric metric;
+    hnsw_params p;
+    uint32_t M0;                 /* level-0 link capacity, 2M */
+    uint32_t l0_stride;          /* M0 + 1 */
+    uint32_t up_stride;          /* M + 1 */
+    double level_mult;           /* 1 / ln(M): level = floor(-ln(U) * level_mult) */
+    uint64_t rng;
+
+    uint32_t cap;                /* slots [0, cap) have room in the arrays below */
+    uint32_t *l0;
+    uint32_t **upper;
+    uint8_t *level;
+    uint8_t *deleted;
+
+    uint32_t entry;              /* HNSW_NONE when empty */
+    int max_level;               /* -1 when empty */
+    uint32_t nodes;
+    uint32_t ndeleted;
+};
+
+static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
+{
+    if (level == 0)
+        return h->l0 + (size_t)slot * h->l0_stride;
+    return h->upper[slot] + (size_t)(level - 1) * h->up_stride;
+}
+
+static inline const float *hnsw_vec(const float *const *slots, uint32_t nslots, uint32_t slot)
+{
+    return slot < nslots ? slots[slot] : NULL;
+}
+
+/* Per-search working memory, pooled so concurrent searches never share it and the index stays
+ * read-only under the caller's read lock. */
+typedef struct hnsw_scratch {
+    uint16_t *tags;              /* visited marks: tags[slot] == epoch */
+    uint32_t ntags;
+    uint16_t epoch;
+    topk_queue cand;             /* candidates to expand, closest first */
+    topk nav;                    /* the ef nearest seen: decides when a layer search stops */
+    topk res;                    /* accepted live results (queries only) */
+    float *query;                /* prepared copy of the query */
+    uint32_t query_cap;
+    const float **gvec;          /* gathered neighbour vectors of one expansion ... */
+    uint32_t *gid;               /* ... their slots ... */
+    float *gdist;                /* ... and distances */
+    uint32_t gcap;
+    uint64_t ndist;              /* distance evaluations since the scratch was taken */
+    struct hnsw_scratch *next;   /* pool free list */
+} hnsw_scratch;
+
+/* A scratch sized for h (visited marks for h->cap slots, a dim-float query buffer, gather buffers
+ * for M0 links); NULL with JVDB_ENOMEM set. */
+hnsw_scratch *hnsw_scratch_take(const hnsw *h);
+void hnsw_scratch_give(hnsw_scratch *sc);
+
+/* Starts a fresh visited set. */
+void hnsw_scratch_new_epoch(hnsw_scratch *sc);
+
+/* 1 the first time `slot` is seen in this epoch. */
+static inline int hnsw_visit(hnsw_scratch *sc, uint32_t slot)
+{
+    if (sc->tags[slot] == sc->epoch)
+        return 0;
+    sc->tags[slot] = sc->epoch;
+    return 1;
+}
+
+/* What a layer search does besides finding the ef nearest nodes. */
+typedef struct hnsw_layer_opts {
+    int level;
+    uint32_t ef;
+    uint32_t exclude;            /* never enters sc->nav (the node being re-linked) or HNSW_NONE */
+    int collect;                 /* offer live, accepted nodes to sc->res */
+    topk_accept_fn accept;
+    void *accept_ctx;
+} hnsw_layer_opts;
+
+/* Best-first search of one level from entry point `ep` (distance `ep_dist`) for `query`; leaves the
+ * ef nearest in sc->nav (unsorted).  JVDB_ENOMEM. */
+int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
+                      hnsw_scratch *sc, const float *query, uint32_t ep, float ep_dist,
+                      const hnsw_layer_opts *o);
+
+/* Greedy walk down from the top level to level `stop` + 1, returning the closest node found (and its
+ * distance in *dist).  `exclude` is walked through but never chosen. */
+uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
+                      hnsw_scratch *sc, const float *query, int stop, uint32_t exclude, float *dist);
+
+/* A node to start searches from: the entry point, or when its vector is gone the highest node that
+ * still has one.  HNSW_NONE if no node has a vector. */
+uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots);
+
+#endif
