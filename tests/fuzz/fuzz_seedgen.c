@@ -1,0 +1,57 @@
+/*
+ * fuzz_seedgen.c — writes seed inputs for the fuzz targets, made by the library itself so they are
+ * valid by construction: a segment body with puts, deletes and a batch (for fuzz_record, prefixed by
+ * a dimension byte, and fuzz_recovery), and a MANIFEST (for fuzz_manifest).
+ *   fuzz_seedgen OUTDIR
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/fs.h"
+#include "jvdb.h"
+
+static void write_file(const char *dir, const char *name, const void *p, size_t n, int dim_prefix)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (!f) exit(2);
+    if (dim_prefix >= 0) fputc(dim_prefix, f);
+    fwrite(p, 1, n, f);
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) return 2;
+    char root[1024];
+    snprintf(root, sizeof root, "%s/seed-db", argv[1]);
+    fs_remove_tree(root);
+    jvdb_env *env;
+    jvdb_db *db;
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, 4);
+    if (jvdb_env_open(root, &env) || jvdb_db_create(env, "s", &o, &db)) return 1;
+    float v[4] = {1, -2, 3.5f, 0};
+    jvdb_put(db, "a", v, 4, "{\"k\":\"v\",\"n\":[1,2]}", NULL);
+    jvdb_put(db, "bb", v, 4, NULL, NULL);
+    jvdb_record b[3] = {{"c", v, 4, NULL}, {"d", v, 4, "{}"}, {"e", v, 4, NULL}};
+    jvdb_put_batch(db, b, 3, NULL);
+    jvdb_delete(db, "bb", NULL);
+    jvdb_env_close(env);
+    char path[1200];
+    char *data;
+    size_t len;
+    snprintf(path, sizeof path, "%s/databases/s/0000000001.seg", root);
+    if (fs_read_file(path, &data, &len) || len < 64) return 1;
+    write_file(argv[1], "record.seed", data + 64, len - 64, 3 /* dim 4 */);
+    write_file(argv[1], "recovery.seed", data + 64, len - 64, -1);
+    free(data);
+    snprintf(path, sizeof path, "%s/databases/s/MANIFEST", root);
+    if (fs_read_file(path, &data, &len)) return 1;
+    write_file(argv[1], "manifest.seed", data, len, -1);
+    free(data);
+    fs_remove_tree(root);
+    return 0;
+}
