@@ -303,6 +303,119 @@ int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_
 /* Stops promptly: an in-flight compaction is abandoned cleanly (its temporary file removed). */
 void jvdb_compactor_stop(jvdb_compactor *c);
 
+/* ==== backups (DESIGN.md 6) ============================================================== */
+/*
+ * Exact, logical backups of one database: records, not files.  A full backup holds every live
+ * vector at one LSN; an incremental one the changes (puts live at its LSN, and deletes) since the
+ * previous backup of its chain; a differential one the changes since the chain's full backup.
+ * Backups live in a repository: a directory, or S3-compatible storage ("s3://bucket/prefix").
+ * Backup ids sort by time: "YYYYMMDDTHHMMSSZ-<type>-<n>"; where two databases of one repository
+ * share an id, write "DATABASE/ID".  Every failure message names the backup and what is wrong.
+ */
+typedef struct jvdb_repo jvdb_repo;
+
+typedef struct jvdb_repo_options {
+    /* S3 only; NULL = from the environment: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION or
+     * AWS_DEFAULT_REGION (else us-east-1), AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+     * AWS_SESSION_TOKEN.  Without an endpoint, https://s3.<region>.amazonaws.com is used. */
+    const char *endpoint;
+    const char *region;
+    const char *access_key;
+    const char *secret_key;
+    const char *session_token;
+    uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
+} jvdb_repo_options;
+
+/* Opens "DIR" (created if missing) or "s3://bucket/prefix"; opts may be NULL. */
+int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
+void jvdb_repo_close(jvdb_repo *repo);
+
+typedef enum {
+    JVDB_BACKUP_FULL = 1,
+    JVDB_BACKUP_INCREMENTAL = 2,
+    JVDB_BACKUP_DIFFERENTIAL = 3,
+} jvdb_backup_type;
+
+#define JVDB_BACKUP_ID_MAX 64
+#define JVDB_BACKUP_DESC_MAX 1024
+
+typedef struct jvdb_backup_info {
+    char id[JVDB_BACKUP_ID_MAX];
+    char database[JVDB_MAX_NAME_LEN + 1];
+    jvdb_backup_type type;
+    char parent[JVDB_BACKUP_ID_MAX];     /* "" for a full backup */
+    uint64_t lsn_from;                   /* changes after this LSN (0 for full) ... */
+    uint64_t lsn_to;                     /* ... up to and including this one */
+    int64_t created_ns;                  /* wall clock, ns since the epoch */
+    uint64_t put_count, delete_count;    /* records in the archive */
+    uint64_t raw_bytes, stored_bytes;    /* record stream / compressed archive */
+    char sha256[65];                     /* of the stored archive */
+    uint32_t dim;
+    jvdb_metric metric;
+    int compression_level;               /* zstd */
+    uint32_t format_version;
+    char description[JVDB_BACKUP_DESC_MAX + 1];
+    uint32_t chain_length;               /* backups a restore of this one applies (1 for full) */
+    int restorable;                      /* list/show: its metadata and every parent are present */
+    char status[256];                    /* "ok" or why it cannot be restored */
+    char note[256];                      /* create: e.g. why a full backup was made instead */
+} jvdb_backup_info;
+
+/* Progress of a long operation: `phase` ("backup", "verify", "restore"), bytes done of total
+ * (total 0 = unknown) and records so far.  Called from the calling thread. */
+typedef void (*jvdb_backup_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total,
+                                        uint64_t records);
+
+typedef struct jvdb_backup_options {
+    jvdb_backup_type type;       /* default FULL */
+    const char *description;     /* optional, at most JVDB_BACKUP_DESC_MAX bytes of UTF-8 */
+    int level;                   /* zstd level 1..19 (default 1) */
+    uint32_t threads;            /* zstd worker threads; 0 = compress in the calling thread */
+    jvdb_backup_progress_fn progress;
+    void *progress_arg;
+} jvdb_backup_options;
+
+void jvdb_backup_options_init(jvdb_backup_options *o);
+const char *jvdb_backup_type_name(jvdb_backup_type t);
+int jvdb_backup_type_parse(const char *s, jvdb_backup_type *out);
+
+/* Backs up `db` without blocking its writers.  An incremental or differential backup whose parent
+ * is no longer usable (none, deleted, unreadable, older than the backup horizon, or of an earlier
+ * database of the same name) becomes a full one, and info->note says why.  The backup is visible
+ * only once complete; a full one then moves the database's backup horizon. */
+int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info);
+
+/* Backups of one database (NULL = all), oldest first per database; free with jvdb_free. */
+int jvdb_backup_list(jvdb_repo *repo, const char *db_name, jvdb_backup_info **out, size_t *count);
+int jvdb_backup_show(jvdb_repo *repo, const char *id, jvdb_backup_info *info);
+
+/* Checks the backup and its whole chain: metadata, every parent link, the SHA-256 of every
+ * archive, every record's checksum.  JVDB_ECORRUPT (or ENOTFOUND) names the first bad backup. */
+int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn progress, void *arg);
+
+typedef struct jvdb_restore_options {
+    const char *as_name;         /* NULL = the backed-up database's name */
+    int force;                   /* replace an existing database (atomically) */
+    jvdb_backup_progress_fn progress;
+    void *progress_arg;
+} jvdb_restore_options;
+
+/* Verifies the chain, then applies it in order into a new database built out of sight, which then
+ * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
+ * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
+int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
+                        jvdb_db **out);
+
+/* Deletes a backup; JVDB_EBUSY if others depend on it, unless cascade (then they go first).
+ * *deleted (optional, free with jvdb_free) lists what was removed. */
+int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count);
+
+/* Keeps the newest `keep` restorable backups of a database and every backup they depend on;
+ * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
+int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
+                      size_t *count);
+/* ==== end of backups ====================================================================== */
+
 #ifdef __cplusplus
 }
 #endif
