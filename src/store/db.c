@@ -313,7 +313,13 @@ int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
     if (!db) return err_set(JVDB_ENOMEM, "out of memory");
     db->env = env;
     pthread_mutex_init(&db->write_mu, NULL);
-    pthread_rwlock_init(&db->lock, NULL);
+    /* Writers first: with glibc's default reader preference a steady stream of searches would
+     * starve the short exclusive sections of writes and compaction swaps. */
+    pthread_rwlockattr_t rwattr;
+    pthread_rwlockattr_init(&rwattr);
+    pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&db->lock, &rwattr);
+    pthread_rwlockattr_destroy(&rwattr);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
     int rc;
