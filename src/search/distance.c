@@ -332,7 +332,7 @@ static void dist_choose(void)
     }
     const char *env = getenv("JVDB_SIMD");
     if (env && *env) {
-        dist_simd want;
+        dist_simd want = DIST_SIMD_SCALAR;
         if (dist_simd_parse(env, &want) != JVDB_OK)
             log_warn("JVDB_SIMD=%s is not scalar, avx2 or avx512; using the CPU's best", env);
         else if ((int)want > best)
