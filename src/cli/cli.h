@@ -100,6 +100,10 @@ void cli_progress_start(cli_progress *p, const char *what, uint64_t total);
 void cli_progress_update(cli_progress *p, uint64_t done, uint64_t items);
 void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items);
 
+/* `jvdb backup ...` (cli_backup.c). */
+int cli_backup_main(cli_ctx *ctx, int argc, char **argv);
+extern const cli_cmd cli_cmd_backup;
+
 /* The subcommand groups; argv[0] is the group or command word. */
 int cli_db_main(cli_ctx *ctx, int argc, char **argv);
 int cli_import_main(cli_ctx *ctx, int argc, char **argv);
@@ -108,13 +112,19 @@ int cli_put_main(cli_ctx *ctx, int argc, char **argv);
 int cli_get_main(cli_ctx *ctx, int argc, char **argv);
 int cli_delete_main(cli_ctx *ctx, int argc, char **argv);
 int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
+int cli_compact_main(cli_ctx *ctx, int argc, char **argv);
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
 extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,
-    cli_cmd_stats, cli_cmd_db;
+    cli_cmd_stats, cli_cmd_db, cli_cmd_compact;
 
-/* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`. */
-json_t *cli_stats_json(const jvdb_stats *st);
-void cli_stats_print(const jvdb_stats *st);
+/* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`.  Both end
+ * with the compaction policy's verdict on `db` (cli_compaction_*). */
+json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st);
+void cli_stats_print(jvdb_db *db, const jvdb_stats *st);
+/* Whether and why compaction is due (jvdb_needs_compaction with the database's own policy):
+ * {"due", "trigger", "reason"} / one "compaction: ..." line. */
+json_t *cli_compaction_json(jvdb_db *db);
+void cli_compaction_print(jvdb_db *db);
 
 #endif

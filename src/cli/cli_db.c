@@ -159,13 +159,13 @@ static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
     if (ctx->json) {
         json_t *doc = cli_db_json(db);
         json_object_set_new(doc, "count", json_integer((json_int_t)count));
-        json_object_set_new(doc, "stats", cli_stats_json(&st));
+        json_object_set_new(doc, "stats", cli_stats_json(db, &st));
         return cli_print_json(doc);
     }
     cli_db_print(db);
     printf("count:             %llu\n", (unsigned long long)count);
     printf("\n");
-    cli_stats_print(&st);
+    cli_stats_print(db, &st);
     return CLI_EXIT_OK;
 }
 

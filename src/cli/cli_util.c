@@ -266,9 +266,9 @@ int cli_print_json(json_t *doc)
     return CLI_EXIT_OK;
 }
 
-json_t *cli_stats_json(const jvdb_stats *st)
+json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st)
 {
-    return json_pack("{sIsIsIsIsIsIsfsIsIsI}",
+    return json_pack("{sIsIsIsIsIsIsfsIsIsIso}",
                      "live_records", (json_int_t)st->live_records,
                      "dead_records", (json_int_t)st->dead_records,
                      "tombstones", (json_int_t)st->tombstones,
@@ -278,10 +278,11 @@ json_t *cli_stats_json(const jvdb_stats *st)
                      "dead_ratio", st->dead_ratio,
                      "segments", (json_int_t)st->segments,
                      "last_lsn", (json_int_t)st->last_lsn,
-                     "backup_horizon", (json_int_t)st->backup_horizon);
+                     "backup_horizon", (json_int_t)st->backup_horizon,
+                     "compaction", cli_compaction_json(db));
 }
 
-void cli_stats_print(const jvdb_stats *st)
+void cli_stats_print(jvdb_db *db, const jvdb_stats *st)
 {
     printf("live_records:    %llu\n", (unsigned long long)st->live_records);
     printf("dead_records:    %llu\n", (unsigned long long)st->dead_records);
@@ -293,4 +294,5 @@ void cli_stats_print(const jvdb_stats *st)
     printf("segments:        %u\n", st->segments);
     printf("last_lsn:        %llu\n", (unsigned long long)st->last_lsn);
     printf("backup_horizon:  %llu\n", (unsigned long long)st->backup_horizon);
+    cli_compaction_print(db);
 }

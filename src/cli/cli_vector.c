@@ -41,7 +41,8 @@ const cli_cmd cli_cmd_stats = {
     "Usage: jvdb [--data DIR] stats NAME [--json]\n"
     "\n"
     "Prints the storage statistics of database NAME: live and dead records, tombstones, file,\n"
-    "live and dead bytes, dead ratio, segment count, last LSN and backup horizon.\n",
+    "live and dead bytes, dead ratio, segment count, last LSN and backup horizon, and whether\n"
+    "compaction is due by the database's policy, and why (run it with 'jvdb compact NAME').\n",
     1, 1};
 
 /* Parses "1,2,3", "1 2 3" or "[1, 2, 3]" into a malloc'd array. */
@@ -193,7 +194,7 @@ int cli_stats_main(cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     jvdb_stats st;
     if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
-    if (ctx->json) return cli_print_json(cli_stats_json(&st));
-    cli_stats_print(&st);
+    if (ctx->json) return cli_print_json(cli_stats_json(db, &st));
+    cli_stats_print(db, &st);
     return CLI_EXIT_OK;
 }

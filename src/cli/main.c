@@ -29,12 +29,14 @@ typedef struct cli_command {
 
 static const cli_command cli_commands[] = {
     {"db", cli_db_main, &cli_cmd_db, "create, list, inspect and drop databases"},
+    {"backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups"},
     {"import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv"},
     {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
     {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
     {"get", cli_get_main, &cli_cmd_get, "print one vector and its metadata"},
     {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id"},
     {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
+    {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},
 };
 
 static void cli_print_help(void)
