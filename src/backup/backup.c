@@ -1,0 +1,975 @@
+/*
+ * backup.c — the backup operations of jvdb.h (DESIGN.md 6): chains, create, list, show, verify,
+ * restore, delete and prune, on top of a repository (repo_*.c), the archive format (archive.c) and
+ * the store's snapshot / raw-append / hidden-build primitives.
+ *
+ * Chains.  Every backup names its parent; a chain runs from a full backup through incrementals
+ * (each based on the previous backup) or one differential (based on the full).  A backup is
+ * restorable when its metadata is intact, its data object has the recorded size, and its parent is
+ * restorable and links up exactly (same database incarnation, dimension and metric; lsn_from equal
+ * to the parent's lsn_to).  Listing reports that status without reading archives; verify reads
+ * every archive of the chain.
+ *
+ * Exactness of incrementals rests on the backup horizon H, the LSN of the newest full backup,
+ * which compaction honours by keeping every tombstone above it.  A parent at P >= H therefore
+ * still finds every delete in (P, L].  H is read after the snapshot is taken: any compaction that
+ * could have dropped a tombstone above P must have started with a horizon above P, which we would
+ * then see, and fall back to a full backup.  A database that was dropped and re-created, or
+ * restored, has a new incarnation (its MANIFEST creation time) and a horizon of 0, so it never
+ * continues a chain that is not its own.
+ *
+ * Restore verifies the whole chain first (nothing is written if any byte is wrong), then applies
+ * it oldest first with db_append_raw into a hidden database that env_build_publish renames into
+ * place (or swaps in atomically with force).  For chains longer than one, the verify pass notes
+ * the newest LSN of every id, so the apply pass writes only the records that survive: the restored
+ * database holds no dead versions and no tombstones.
+ */
+#include "backup/backup.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "store/db.h"
+#include "store/record.h"
+#include "store/swap.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#define BACKUP_APPLY_BATCH (8u << 20)
+#define BACKUP_CLEANUP_AGE_S 3600
+
+void jvdb_backup_options_init(jvdb_backup_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->type = JVDB_BACKUP_FULL;
+    o->level = 1;
+}
+
+const char *jvdb_backup_type_name(jvdb_backup_type t) { return backup_type_name(t); }
+
+int jvdb_backup_type_parse(const char *s, jvdb_backup_type *out)
+{
+    err_clear();
+    return backup_type_parse(s, out);
+}
+
+/* ------------------------------------------------------------------ catalog of one database */
+
+struct cat_item {
+    char id[BACKUP_ID_MAX];
+    struct backup_meta m;
+    int meta_ok;
+    int64_t data_size;
+    int parent;                 /* index, -1 if none or missing */
+    int restorable;             /* -1 = not yet computed */
+    uint32_t chain_len;
+    char status[256];
+};
+
+struct catalog {
+    char db[JVDB_MAX_NAME_LEN + 1];
+    struct cat_item *v;
+    size_t n;
+};
+
+static void catalog_free(struct catalog *c)
+{
+    free(c->v);
+    c->v = NULL;
+    c->n = 0;
+}
+
+/* The <n> of "...-<type>-<n>". */
+static uint64_t backup_id_seq(const char *id)
+{
+    const char *d = strrchr(id, '-');
+    return d ? strtoull(d + 1, NULL, 10) : 0;
+}
+
+/* Creation order: the id's time, then its sequence number. */
+static int cat_cmp(const void *a, const void *b)
+{
+    const struct cat_item *x = a, *y = b;
+    int t = strncmp(x->id, y->id, 16);
+    if (t) return t;
+    uint64_t p = backup_id_seq(x->id), q = backup_id_seq(y->id);
+    return p < q ? -1 : p > q;
+}
+
+static int cat_find(const struct catalog *c, const char *id)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (!strcmp(c->v[i].id, id)) return (int)i;
+    return -1;
+}
+
+static void cat_resolve(struct catalog *c, int i, int depth)
+{
+    struct cat_item *it = &c->v[i];
+    if (it->restorable >= 0) return;
+    it->restorable = 0;
+    it->chain_len = 0;
+    if (!it->meta_ok) return;   /* status already says why */
+    if (it->data_size < 0) {
+        snprintf(it->status, sizeof it->status, "%s is missing", BACKUP_DATA_NAME);
+        return;
+    }
+    if ((uint64_t)it->data_size != it->m.stored_bytes) {
+        snprintf(it->status, sizeof it->status, "%s has %lld bytes, backup.json says %llu", BACKUP_DATA_NAME,
+                 (long long)it->data_size, (unsigned long long)it->m.stored_bytes);
+        return;
+    }
+    if (it->m.type == JVDB_BACKUP_FULL) {
+        it->restorable = 1;
+        it->chain_len = 1;
+        snprintf(it->status, sizeof it->status, "ok");
+        return;
+    }
+    int p = cat_find(c, it->m.parent);
+    it->parent = p;
+    if (p < 0) {
+        snprintf(it->status, sizeof it->status, "parent %s is missing", it->m.parent);
+        return;
+    }
+    if (depth > 100000) {
+        snprintf(it->status, sizeof it->status, "parent chain loops");
+        return;
+    }
+    cat_resolve(c, p, depth + 1);
+    const struct cat_item *pa = &c->v[p];
+    const char *bad = NULL;
+    if (!pa->restorable) bad = "cannot be restored";
+    else if (strcmp(pa->m.database, it->m.database) || pa->m.incarnation != it->m.incarnation) bad = "is of another database";
+    else if (pa->m.dim != it->m.dim || pa->m.metric != it->m.metric) bad = "has another dimension or metric";
+    else if (pa->m.lsn_to != it->m.lsn_from) bad = "does not end at this backup's lsn_from";
+    else if (it->m.type == JVDB_BACKUP_DIFFERENTIAL && pa->m.type != JVDB_BACKUP_FULL) bad = "is not a full backup";
+    else if (cat_cmp(pa, it) >= 0) bad = "is not older than this backup";
+    if (bad) {
+        snprintf(it->status, sizeof it->status, "parent %s %s", pa->id, bad);
+        return;
+    }
+    it->restorable = 1;
+    it->chain_len = pa->chain_len + 1;
+    snprintf(it->status, sizeof it->status, "ok");
+}
+
+static int catalog_load(jvdb_repo *repo, const char *db, struct catalog *c)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->db, sizeof c->db, "%s", db);
+    struct repo_entry *e;
+    size_t n;
+    int rc = repo->ops->list_backups(repo, db, &e, &n);
+    if (rc) return rc;
+    c->v = calloc(n ? n : 1, sizeof *c->v);
+    if (!c->v) {
+        free(e);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct cat_item *it = &c->v[c->n++];
+        snprintf(it->id, sizeof it->id, "%s", e[i].id);
+        it->data_size = e[i].data_size;
+        it->parent = -1;
+        it->restorable = -1;
+        char *buf = NULL;
+        size_t len = 0;
+        char what[160];
+        snprintf(what, sizeof what, "backup %s of '%s'", it->id, db);
+        rc = repo->ops->read_meta(repo, db, it->id, &buf, &len);
+        if (!rc) rc = meta_parse(buf, len, what, &it->m);
+        free(buf);
+        if (!rc && (strcmp(it->m.id, it->id) || strcmp(it->m.database, db))) {
+            rc = err_set(JVDB_ECORRUPT, "%s: backup.json names %s/%s", what, it->m.database, it->m.id);
+        }
+        if (rc == JVDB_ENOMEM) {
+            free(e);
+            catalog_free(c);
+            return rc;
+        }
+        it->meta_ok = rc == JVDB_OK;
+        if (rc) {
+            /* Strip our own "backup X of 'db': " prefix; the list shows the id beside the status. */
+            const char *msg = jvdb_errmsg(), *colon = strncmp(msg, what, strlen(what)) ? NULL : msg + strlen(what);
+            snprintf(it->status, sizeof it->status, "%s", colon && colon[0] == ':' ? colon + 2 : msg);
+        }
+        rc = JVDB_OK;
+    }
+    free(e);
+    if (c->n) qsort(c->v, c->n, sizeof *c->v, cat_cmp);
+    for (size_t i = 0; i < c->n; i++) cat_resolve(c, (int)i, 0);
+    err_clear();
+    return JVDB_OK;
+}
+
+static void cat_info(const struct cat_item *it, const char *db, jvdb_backup_info *info)
+{
+    if (it->meta_ok) {
+        meta_to_info(&it->m, info);
+    } else {
+        memset(info, 0, sizeof *info);
+        snprintf(info->id, sizeof info->id, "%s", it->id);
+        snprintf(info->database, sizeof info->database, "%s", db);
+        char t[16] = "";
+        sscanf(it->id + 17, "%15[a-z]", t);
+        backup_type_parse(t, &info->type);
+    }
+    info->restorable = it->restorable == 1;
+    info->chain_length = it->chain_len;
+    snprintf(info->status, sizeof info->status, "%s", it->status);
+}
+
+/* Splits "DB/ID" or finds which database holds ID. */
+static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAME_LEN + 1], char id[BACKUP_ID_MAX])
+{
+    if (!spec || !*spec) return err_set(JVDB_EINVAL, "no backup id given");
+    const char *slash = strchr(spec, '/');
+    if (slash) {
+        size_t dl = (size_t)(slash - spec);
+        if (dl > JVDB_MAX_NAME_LEN) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
+        snprintf(db, JVDB_MAX_NAME_LEN + 1, "%.*s", (int)dl, spec);
+        snprintf(id, BACKUP_ID_MAX, "%s", slash + 1);
+        if (!db_name_valid(db) || !backup_id_valid(id)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (DATABASE/YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
+        return JVDB_OK;
+    }
+    if (!backup_id_valid(spec)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
+    snprintf(id, BACKUP_ID_MAX, "%s", spec);
+    char **names;
+    size_t n;
+    int rc = repo->ops->list_databases(repo, &names, &n);
+    if (rc) return rc;
+    int found = 0;
+    for (size_t i = 0; i < n && rc == JVDB_OK; i++) {
+        struct repo_entry *e;
+        size_t ne;
+        if ((rc = repo->ops->list_backups(repo, names[i], &e, &ne))) break;
+        for (size_t j = 0; j < ne; j++)
+            if (!strcmp(e[j].id, id)) {
+                if (found++ == 0) snprintf(db, JVDB_MAX_NAME_LEN + 1, "%s", names[i]);
+                else rc = err_set(JVDB_EINVAL, "backup %s exists for databases '%s' and '%s'; write DATABASE/%s", id, db, names[i], id);
+                break;
+            }
+        free(e);
+    }
+    jvdb_free_names(names, n);
+    if (!rc && !found) rc = err_set(JVDB_ENOTFOUND, "backup %s not found in repository %s", id, repo->spec);
+    return rc;
+}
+
+static int catalog_for(jvdb_repo *repo, const char *spec, struct catalog *c, int *idx)
+{
+    char db[JVDB_MAX_NAME_LEN + 1], id[BACKUP_ID_MAX];
+    int rc = backup_locate(repo, spec, db, id);
+    if (rc) return rc;
+    if ((rc = catalog_load(repo, db, c))) return rc;
+    *idx = cat_find(c, id);
+    if (*idx < 0) {
+        catalog_free(c);
+        return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s", id, db, repo->spec);
+    }
+    return JVDB_OK;
+}
+
+/* ------------------------------------------------------------------ list / show */
+
+int jvdb_backup_list(jvdb_repo *repo, const char *db_name, jvdb_backup_info **out, size_t *count)
+{
+    err_clear();
+    *out = NULL;
+    *count = 0;
+    char **names = NULL;
+    size_t n = 0;
+    int rc;
+    if (db_name) {
+        if (!db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name);
+        names = malloc(sizeof *names);
+        if (!names || !(names[0] = strdup(db_name))) {
+            free(names);
+            return err_set(JVDB_ENOMEM, "out of memory");
+        }
+        n = 1;
+    } else if ((rc = repo->ops->list_databases(repo, &names, &n))) {
+        return rc;
+    }
+    jvdb_backup_info *v = NULL;
+    size_t k = 0;
+    rc = JVDB_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct catalog c;
+        if ((rc = catalog_load(repo, names[i], &c))) break;
+        jvdb_backup_info *nv = realloc(v, (k + c.n + 1) * sizeof *nv);
+        if (!nv) rc = err_set(JVDB_ENOMEM, "out of memory");
+        else {
+            v = nv;
+            for (size_t j = 0; j < c.n; j++) cat_info(&c.v[j], c.db, &v[k++]);
+        }
+        catalog_free(&c);
+    }
+    jvdb_free_names(names, n);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *count = k;
+    return JVDB_OK;
+}
+
+int jvdb_backup_show(jvdb_repo *repo, const char *id, jvdb_backup_info *info)
+{
+    err_clear();
+    struct catalog c;
+    int i, rc = catalog_for(repo, id, &c, &i);
+    if (rc) return rc;
+    cat_info(&c.v[i], c.db, info);
+    catalog_free(&c);
+    return JVDB_OK;
+}
+
+/* ------------------------------------------------------------------ chains and verification */
+
+/* The chain of item i, full backup first.  Fails (naming the backup) when it is not restorable. */
+static int chain_of(const struct catalog *c, int i, int **chain, size_t *n)
+{
+    const struct cat_item *it = &c->v[i];
+    if (!it->restorable) {
+        /* Name the first bad backup of the chain, not only the one asked for. */
+        int bad = i;
+        while (c->v[bad].meta_ok && c->v[bad].parent >= 0 && !c->v[c->v[bad].parent].restorable) bad = c->v[bad].parent;
+        if (bad != i)
+            return err_set(JVDB_ECORRUPT, "backup %s of '%s' cannot be restored: it depends on backup %s, which is broken: %s",
+                           it->id, c->db, c->v[bad].id, c->v[bad].status);
+        return err_set(JVDB_ECORRUPT, "backup %s of '%s' cannot be restored: %s", it->id, c->db, it->status);
+    }
+    *n = it->chain_len;
+    *chain = malloc(*n * sizeof **chain);
+    if (!*chain) return err_set(JVDB_ENOMEM, "out of memory");
+    for (size_t k = *n; k-- > 0; i = c->v[i].parent) (*chain)[k] = i;
+    return JVDB_OK;
+}
+
+/* Newest LSN per id over a chain (open addressing; ids live in an arena). */
+struct winners {
+    struct w_slot { uint64_t hash, lsn; uint64_t off; uint32_t len; } *t;
+    size_t cap, n;
+    char *arena;
+    size_t arena_len, arena_cap;
+};
+
+static void winners_free(struct winners *w)
+{
+    free(w->t);
+    free(w->arena);
+    memset(w, 0, sizeof *w);
+}
+
+static struct w_slot *winners_slot(struct winners *w, const char *id, uint32_t len, uint64_t h)
+{
+    for (size_t i = h & (w->cap - 1);; i = (i + 1) & (w->cap - 1)) {
+        struct w_slot *s = &w->t[i];
+        if (!s->len || (s->hash == h && s->len == len && !memcmp(w->arena + s->off, id, len))) return s;
+    }
+}
+
+static int winners_grow(struct winners *w)
+{
+    size_t ncap = w->cap ? w->cap * 2 : 1024;
+    struct w_slot *old = w->t;
+    size_t ocap = w->cap;
+    w->t = calloc(ncap, sizeof *w->t);
+    if (!w->t) {
+        w->t = old;
+        return err_set(JVDB_ENOMEM, "out of memory indexing the ids of a backup chain");
+    }
+    w->cap = ncap;
+    for (size_t i = 0; i < ocap; i++)
+        if (old[i].len) *winners_slot(w, w->arena + old[i].off, old[i].len, old[i].hash) = old[i];
+    free(old);
+    return JVDB_OK;
+}
+
+static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_t lsn)
+{
+    if ((w->n + 1) * 10 > w->cap * 7 && winners_grow(w)) return JVDB_ENOMEM;
+    uint64_t h = XXH3_64bits(id, len);
+    struct w_slot *s = winners_slot(w, id, len, h);
+    if (s->len) {
+        if (lsn > s->lsn) s->lsn = lsn;
+        return JVDB_OK;
+    }
+    if (w->arena_len + len > w->arena_cap) {
+        size_t nc = w->arena_cap ? w->arena_cap * 2 : 1u << 20;
+        while (nc < w->arena_len + len) nc *= 2;
+        char *na = realloc(w->arena, nc);
+        if (!na) return err_set(JVDB_ENOMEM, "out of memory indexing the ids of a backup chain");
+        w->arena = na;
+        w->arena_cap = nc;
+    }
+    memcpy(w->arena + w->arena_len, id, len);
+    *s = (struct w_slot){h, lsn, w->arena_len, len};
+    w->arena_len += len;
+    w->n++;
+    return JVDB_OK;
+}
+
+static uint64_t winners_lsn(struct winners *w, const char *id, uint32_t len)
+{
+    struct w_slot *s = winners_slot(w, id, len, XXH3_64bits(id, len));
+    return s->len ? s->lsn : 0;
+}
+
+struct note_ctx {
+    struct winners *w;
+    uint32_t dim;
+};
+
+static int note_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    struct note_ctx *n = arg;
+    (void)nrecs;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        int rc = winners_note(n->w, rec_id(h, n->dim), h->id_len, h->lsn);
+        if (rc) return rc;
+        off += h->total_len;
+    }
+    return 0;
+}
+
+static uint64_t chain_bytes(const struct catalog *c, const int *chain, size_t n)
+{
+    uint64_t t = 0;
+    for (size_t k = 0; k < n; k++) t += c->v[chain[k]].m.stored_bytes;
+    return t;
+}
+
+/* Reads every archive of the chain with all checks; optionally notes the winners. */
+static int chain_verify(jvdb_repo *repo, const struct catalog *c, const int *chain, size_t n, struct winners *w,
+                        jvdb_backup_progress_fn progress, void *arg)
+{
+    struct archive_progress pr = {progress, arg, "verify", 0, chain_bytes(c, chain, n), 0};
+    for (size_t k = 0; k < n; k++) {
+        const struct cat_item *it = &c->v[chain[k]];
+        struct repo_reader *rd;
+        int rc = repo->ops->open_data(repo, c->db, it->id, &rd);
+        if (rc) return rc;
+        struct note_ctx nc = {w, it->m.dim};
+        struct archive_read_result res;
+        rc = archive_read(rd, &it->m, w ? note_chunk : NULL, &nc, &pr, &res);
+        rd->close(rd);
+        if (rc) return rc;
+        pr.base += res.stored_bytes;
+        pr.records += res.puts + res.deletes;
+    }
+    return JVDB_OK;
+}
+
+/* Prefixes the current message with what was being done, keeping the code. */
+static int backup_context(int rc, const char *fmt, const char *a, const char *b)
+{
+    char msg[1024], pre[256];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    snprintf(pre, sizeof pre, fmt, a, b);
+    return err_set(rc, "%s: %s", pre, msg);
+}
+
+int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn progress, void *arg)
+{
+    err_clear();
+    struct catalog c;
+    int i, rc = catalog_for(repo, id, &c, &i);
+    if (rc) return rc;
+    int *chain = NULL;
+    size_t n = 0;
+    if (!(rc = chain_of(&c, i, &chain, &n))) rc = chain_verify(repo, &c, chain, n, NULL, progress, arg);
+    free(chain);
+    catalog_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ create */
+
+static int rec_lsn_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct db_live_rec *)a)->lsn, y = ((const struct db_live_rec *)b)->lsn;
+    return x < y ? -1 : x > y;
+}
+
+/* Next free <n> across the whole repository, so ids are unique in it in practice. */
+static int backup_next_seq(jvdb_repo *repo, uint64_t *seq)
+{
+    char **names;
+    size_t n;
+    int rc = repo->ops->list_databases(repo, &names, &n);
+    if (rc) return rc;
+    uint64_t max = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        struct repo_entry *e;
+        size_t ne;
+        if ((rc = repo->ops->list_backups(repo, names[i], &e, &ne))) break;
+        for (size_t j = 0; j < ne; j++)
+            if (backup_id_seq(e[j].id) > max) max = backup_id_seq(e[j].id);
+        free(e);
+    }
+    jvdb_free_names(names, n);
+    *seq = max + 1;
+    return rc;
+}
+
+static void backup_make_id(char *id, int64_t ns, jvdb_backup_type t, uint64_t seq)
+{
+    time_t s = (time_t)(ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(id, BACKUP_ID_MAX, "%04d%02d%02dT%02d%02d%02dZ-%s-%llu", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, backup_type_name(t), (unsigned long long)seq);
+}
+
+static uint64_t db_horizon(jvdb_db *db)
+{
+    pthread_mutex_lock(&db->write_mu);
+    uint64_t h = db->m.backup_horizon;
+    pthread_mutex_unlock(&db->write_mu);
+    return h;
+}
+
+/* Picks the parent of a wanted incremental/differential, or explains why there is none. */
+static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t incarnation, char *note, size_t cap)
+{
+    if (!c->n) {
+        snprintf(note, cap, "no earlier backup of '%s' in the repository; made a full backup", c->db);
+        return -1;
+    }
+    int last = (int)c->n - 1;
+    const struct cat_item *it = &c->v[last];
+    if (!it->restorable) {
+        snprintf(note, cap, "the newest backup %s cannot be used as a parent (%s); made a full backup", it->id, it->status);
+        return -1;
+    }
+    if (it->m.incarnation != incarnation) {
+        snprintf(note, cap, "the newest backup %s is of an earlier database named '%s' (dropped, re-created or restored "
+                 "since); made a full backup", it->id, c->db);
+        return -1;
+    }
+    if (type == JVDB_BACKUP_DIFFERENTIAL)
+        while (c->v[last].m.type != JVDB_BACKUP_FULL) last = c->v[last].parent;
+    return last;
+}
+
+static void backup_progress(const jvdb_backup_options *o, uint64_t done, uint64_t total, uint64_t recs)
+{
+    if (o->progress) o->progress(o->progress_arg, "backup", done, total, recs);
+}
+
+int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info)
+{
+    err_clear();
+    jvdb_backup_options o;
+    if (opts) o = *opts;
+    else jvdb_backup_options_init(&o);
+    if (!o.level) o.level = 1;
+    if (o.type < JVDB_BACKUP_FULL || o.type > JVDB_BACKUP_DIFFERENTIAL) return err_set(JVDB_EINVAL, "unknown backup type %d", (int)o.type);
+    if (o.level < 1 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o.level);
+    if (o.threads > 64) return err_set(JVDB_EINVAL, "%u compression threads is too many (at most 64)", o.threads);
+    const char *desc = o.description ? o.description : "";
+    if (strlen(desc) > JVDB_BACKUP_DESC_MAX) return err_set(JVDB_EINVAL, "the description has %zu bytes; the limit is %d", strlen(desc), JVDB_BACKUP_DESC_MAX);
+    json_t *probe = json_string(desc);
+    if (!probe) return err_set(JVDB_EINVAL, "the description is not valid UTF-8");
+    json_decref(probe);
+
+    const char *name = db->m.name;
+    struct backup_meta m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.database, sizeof m.database, "%s", name);
+    m.dim = db->m.dim;
+    m.metric = db->m.metric;
+    m.incarnation = db->m.created_ns;
+    m.level = o.level;
+    m.format_version = BACKUP_FORMAT_VERSION;
+    snprintf(m.description, sizeof m.description, "%s", desc);
+    char note[256] = "";
+
+    struct catalog c;
+    int rc = catalog_load(repo, name, &c);
+    if (rc) return rc;
+    repo->ops->cleanup(repo, name, BACKUP_CLEANUP_AGE_S);
+    int parent = o.type == JVDB_BACKUP_FULL ? -1 : choose_parent(&c, o.type, m.incarnation, note, sizeof note);
+    struct db_snapshot snap;
+    if ((rc = db_snapshot(db, parent >= 0 ? c.v[parent].m.lsn_to : 0, &snap))) {
+        catalog_free(&c);
+        return rc;
+    }
+    uint64_t horizon = db_horizon(db);
+    if (parent >= 0) {
+        uint64_t p = c.v[parent].m.lsn_to;
+        const char *why = NULL;
+        char buf[256];
+        if (horizon == 0) {
+            why = "the database has no backup horizon (no full backup was recorded since it was created or restored), so "
+                  "its deletes may have been compacted away";
+        } else if (p < horizon) {
+            snprintf(buf, sizeof buf, "parent %s (LSN %llu) is older than the backup horizon (LSN %llu), so deletes after "
+                     "it may have been compacted away", c.v[parent].id, (unsigned long long)p, (unsigned long long)horizon);
+            why = buf;
+        } else if (p > snap.lsn) {
+            snprintf(buf, sizeof buf, "parent %s (LSN %llu) is newer than the database (LSN %llu)", c.v[parent].id,
+                     (unsigned long long)p, (unsigned long long)snap.lsn);
+            why = buf;
+        }
+        if (why) {
+            snprintf(note, sizeof note, "%.230s; made a full backup", why);
+            parent = -1;
+            db_snapshot_free(&snap);
+            if ((rc = db_snapshot(db, 0, &snap))) {
+                catalog_free(&c);
+                return rc;
+            }
+        }
+    }
+    m.type = parent < 0 ? JVDB_BACKUP_FULL : o.type;
+    if (parent >= 0) {
+        snprintf(m.parent, sizeof m.parent, "%s", c.v[parent].id);
+        m.lsn_from = c.v[parent].m.lsn_to;
+    }
+    m.lsn_to = snap.lsn;
+
+    /* A full backup holds live vectors only; changes carry their tombstones. */
+    size_t k = 0;
+    uint64_t record_bytes = 0;
+    for (size_t i = 0; i < snap.n; i++) {
+        if (m.type == JVDB_BACKUP_FULL && snap.recs[i].kind != REC_KIND_PUT) continue;
+        snap.recs[k++] = snap.recs[i];
+        record_bytes += snap.recs[i].len;
+    }
+    snap.n = k;
+    qsort(snap.recs, snap.n, sizeof *snap.recs, rec_lsn_cmp);
+
+    uint64_t seq = 0;
+    if ((rc = backup_next_seq(repo, &seq))) goto out;
+    m.created_ns = clock_wall_ns();
+    m.created_ns -= m.created_ns % 1000000;   /* backup.json keeps milliseconds */
+    backup_make_id(m.id, m.created_ns, m.type, seq);
+    char what[160];
+    snprintf(what, sizeof what, "backup %s of '%s'", m.id, name);
+
+    struct repo_stage *stage = NULL;
+    struct archive_writer *w = NULL;
+    if ((rc = repo->ops->stage_begin(repo, name, m.id, &stage))) goto out;
+    struct archive_header ah = {m.dim, m.metric, m.type, m.lsn_from, m.lsn_to, snap.n, record_bytes};
+    if ((rc = archive_writer_open(stage, &ah, o.level, o.threads, what, &w))) goto fail;
+    uint64_t done = 0, next_report = 0;
+    for (size_t i = 0; i < snap.n; i++) {
+        const struct db_live_rec *r = &snap.recs[i];
+        const char *p = (const char *)r->seg->map + r->offset;
+        const char *why = "cut short";
+        /* Never back up a damaged record: better no backup than one that restores wrong data. */
+        if (rec_check(p, r->len, m.dim, &why) != REC_OK || ((const struct rec_header *)p)->lsn != r->lsn) {
+            rc = err_set(JVDB_ECORRUPT, "%s: database record in %s at offset %llu is bad (%s); no backup made", what,
+                         r->seg->path, (unsigned long long)r->offset, why);
+            goto fail;
+        }
+        if (((const struct rec_header *)p)->kind == REC_KIND_PUT) m.put_count++;
+        else m.delete_count++;
+        if ((rc = archive_writer_add(w, p, r->len))) goto fail;
+        done += r->len;
+        if (done >= next_report) {
+            backup_progress(&o, done, record_bytes, i + 1);
+            next_report = done + (4u << 20);
+            io_crash_point("backup.write");
+        }
+    }
+    if ((rc = archive_writer_finish(w, &m.raw_bytes, &m.stored_bytes, m.sha256))) goto fail;
+    backup_progress(&o, record_bytes, record_bytes, snap.n);
+    char *meta;
+    size_t meta_len;
+    if ((rc = meta_serialize(&m, &meta, &meta_len))) goto fail;
+    rc = stage->commit(stage, meta, meta_len);
+    free(meta);
+    if (rc) goto fail;
+    archive_writer_free(w);
+    stage->abort(stage);   /* frees the committed stage */
+    w = NULL;
+    stage = NULL;
+
+    if (m.type == JVDB_BACKUP_FULL) {
+        uint64_t h = db_horizon(db);
+        if (m.lsn_to > h && db_set_backup_horizon(db, m.lsn_to) != JVDB_OK) {
+            /* The backup is good; only the next incremental falls back to full. */
+            log_warn("%s: cannot move the backup horizon: %s", what, jvdb_errmsg());
+            snprintf(note, sizeof note, "the backup horizon could not be moved (%s); the next incremental will be full", jvdb_errmsg());
+        }
+    }
+    if (info) {
+        meta_to_info(&m, info);
+        info->restorable = 1;
+        info->chain_length = parent >= 0 ? c.v[parent].chain_len + 1 : 1;
+        snprintf(info->status, sizeof info->status, "ok");
+        snprintf(info->note, sizeof info->note, "%s", note);
+    }
+    if (note[0]) log_info("backup of '%s': %s", name, note);
+    err_clear();
+    goto out;
+fail:
+    archive_writer_free(w);
+    if (stage) stage->abort(stage);
+out:
+    db_snapshot_free(&snap);
+    catalog_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ restore */
+
+struct apply_ctx {
+    jvdb_db *db;
+    struct winners *w;          /* NULL: keep every record */
+    uint32_t dim;
+    char *batch;
+    size_t len;
+    uint64_t written;
+};
+
+static int apply_flush(struct apply_ctx *a)
+{
+    if (!a->len) return JVDB_OK;
+    int rc = db_append_raw(a->db, a->batch, a->len);
+    a->len = 0;
+    return rc;
+}
+
+static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    struct apply_ctx *a = arg;
+    (void)nrecs;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        off += h->total_len;
+        if (a->w) {
+            /* Only what survives at the end of the chain: no dead versions, no tombstones. */
+            if (h->kind != REC_KIND_PUT || winners_lsn(a->w, rec_id(h, a->dim), h->id_len) != h->lsn) continue;
+        }
+        if (a->len + h->total_len > BACKUP_APPLY_BATCH) {
+            int rc = apply_flush(a);
+            if (rc) return rc;
+        }
+        if (h->total_len > BACKUP_APPLY_BATCH) {
+            int rc = db_append_raw(a->db, h, h->total_len);
+            if (rc) return rc;
+        } else {
+            memcpy(a->batch + a->len, h, h->total_len);
+            a->len += h->total_len;
+        }
+        a->written++;
+    }
+    return apply_flush(a);
+}
+
+static int env_has_db(jvdb_env *env, const char *name, int *exists)
+{
+    char **names;
+    size_t n;
+    int rc = jvdb_db_list(env, &names, &n);
+    if (rc) return rc;
+    *exists = 0;
+    for (size_t i = 0; i < n; i++) *exists |= !strcmp(names[i], name);
+    jvdb_free_names(names, n);
+    return JVDB_OK;
+}
+
+int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
+                        jvdb_db **out)
+{
+    err_clear();
+    jvdb_restore_options ro = {0};
+    if (opts) ro = *opts;
+    if (out) *out = NULL;
+    struct catalog c;
+    int i, rc = catalog_for(repo, id, &c, &i);
+    if (rc) return rc;
+    const struct cat_item *it = &c.v[i];
+    const char *name = ro.as_name && *ro.as_name ? ro.as_name : it->m.database;
+    int *chain = NULL;
+    size_t n = 0;
+    struct winners w;
+    memset(&w, 0, sizeof w);
+    jvdb_db *built = NULL;
+    char *batch = NULL;
+    if (!db_name_valid(name)) {
+        rc = err_set(JVDB_EINVAL, "invalid database name '%s'", name);
+        goto out;
+    }
+    if ((rc = chain_of(&c, i, &chain, &n))) goto out;
+    int exists;
+    if ((rc = env_has_db(env, name, &exists))) goto out;
+    if (exists && !ro.force) {
+        rc = err_set(JVDB_EEXISTS, "database '%s' already exists; restoring backup %s would replace it (use force, or "
+                     "restore under another name)", name, it->id);
+        goto out;
+    }
+    /* Verify everything before writing anything. */
+    if ((rc = chain_verify(repo, &c, chain, n, n > 1 ? &w : NULL, ro.progress, ro.progress_arg))) {
+        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
+        goto out;
+    }
+    jvdb_db_options dbo;
+    jvdb_db_options_init(&dbo, it->m.dim);
+    dbo.metric = it->m.metric;
+    if (exists) {
+        jvdb_db *old;
+        if (jvdb_db_open(env, name, &old) == JVDB_OK) {
+            jvdb_db_options oo;
+            jvdb_db_get_options(old, &oo);
+            dbo.sync = oo.sync;
+            dbo.sync_interval_ms = oo.sync_interval_ms;
+            dbo.segment_max_bytes = oo.segment_max_bytes;
+        }
+    }
+    jvdb_db_options build = dbo;
+    build.sync = JVDB_SYNC_NEVER;   /* one sync at the end instead of one per batch */
+    if ((rc = env_build_begin(env, name, &build, &built))) goto out;
+    batch = malloc(BACKUP_APPLY_BATCH);
+    if (!batch) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        goto out;
+    }
+    struct apply_ctx a = {built, n > 1 ? &w : NULL, it->m.dim, batch, 0, 0};
+    struct archive_progress pr = {ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0};
+    for (size_t k = 0; k < n && !rc; k++) {
+        const struct cat_item *ck = &c.v[chain[k]];
+        struct repo_reader *rd;
+        if ((rc = repo->ops->open_data(repo, c.db, ck->id, &rd))) break;
+        struct archive_read_result res;
+        rc = archive_read(rd, &ck->m, apply_chunk, &a, &pr, &res);
+        rd->close(rd);
+        pr.base += res.stored_bytes;
+        pr.records += res.puts + res.deletes;
+        io_crash_point("restore.applied");
+    }
+    if (rc) {
+        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "while applying");
+        goto out;
+    }
+    /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
+     * the newest change it covers was a delete that is not in the data. */
+    pthread_mutex_lock(&built->write_mu);
+    if (built->last_lsn < it->m.lsn_to) built->last_lsn = it->m.lsn_to;
+    rc = db_store_manifest_locked(built);
+    pthread_mutex_unlock(&built->write_mu);
+    if (!rc) rc = db_sync_all(built);
+    if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
+    if (rc) goto out;
+    io_crash_point("restore.before_publish");
+    jvdb_db *done = NULL;
+    rc = env_build_publish(env, built, name, exists, &done);
+    built = NULL;   /* publish closed it, whatever happened */
+    if (rc) goto out;
+    if (out) *out = done;
+    log_info("restored backup %s of '%s' as '%s': %llu vectors", it->id, c.db, name, (unsigned long long)a.written);
+out:
+    if (built) env_build_abort(env, built);
+    free(batch);
+    winners_free(&w);
+    free(chain);
+    catalog_free(&c);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ delete and prune */
+
+static int is_descendant(const struct catalog *c, int i, int of)
+{
+    for (int p = c->v[i].parent, guard = 0; p >= 0 && guard < 100000; p = c->v[p].parent, guard++)
+        if (p == of) return 1;
+    /* A broken child still names its parent by id even when the link did not resolve. */
+    return c->v[i].meta_ok && c->v[i].m.parent[0] && !strcmp(c->v[i].m.parent, c->v[of].id);
+}
+
+/* Removes the marked items, newest first, so a dependant always goes before what it depends on. */
+static int remove_marked(jvdb_repo *repo, const struct catalog *c, const char *mark, jvdb_backup_info **deleted, size_t *count)
+{
+    jvdb_backup_info *v = NULL;
+    size_t k = 0;
+    int rc = JVDB_OK;
+    size_t want = 0;
+    for (size_t i = 0; i < c->n; i++) want += mark[i] != 0;
+    if (deleted && want && !(v = malloc(want * sizeof *v))) return err_set(JVDB_ENOMEM, "out of memory");
+    for (size_t i = c->n; i-- > 0 && !rc;) {
+        if (!mark[i]) continue;
+        if ((rc = repo->ops->remove(repo, c->db, c->v[i].id))) {
+            rc = backup_context(rc, "deleting backup %s of '%s'", c->v[i].id, c->db);
+            break;
+        }
+        if (v) cat_info(&c->v[i], c->db, &v[k]);
+        k++;
+    }
+    if (deleted) *deleted = v;
+    else free(v);
+    if (count) *count = k;
+    return rc;
+}
+
+int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count)
+{
+    err_clear();
+    if (deleted) *deleted = NULL;
+    if (count) *count = 0;
+    struct catalog c;
+    int i, rc = catalog_for(repo, id, &c, &i);
+    if (rc) return rc;
+    char *mark = calloc(c.n, 1);
+    if (!mark) {
+        catalog_free(&c);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    mark[i] = 1;
+    size_t deps = 0;
+    char first[BACKUP_ID_MAX] = "";
+    for (size_t j = 0; j < c.n; j++)
+        if ((int)j != i && is_descendant(&c, (int)j, i)) {
+            mark[j] = 1;
+            if (!deps++) snprintf(first, sizeof first, "%s", c.v[j].id);
+        }
+    if (deps && !cascade)
+        rc = err_set(JVDB_EBUSY, "backup %s of '%s' has %zu dependant backup%s (%s%s); delete %s first or cascade",
+                     c.v[i].id, c.db, deps, deps == 1 ? "" : "s", first, deps > 1 ? ", ..." : "", deps == 1 ? "it" : "them");
+    else
+        rc = remove_marked(repo, &c, mark, deleted, count);
+    free(mark);
+    catalog_free(&c);
+    return rc;
+}
+
+int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
+{
+    err_clear();
+    if (deleted) *deleted = NULL;
+    if (count) *count = 0;
+    if (!db_name || !db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
+    if (keep == 0) return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
+    struct catalog c;
+    int rc = catalog_load(repo, db_name, &c);
+    if (rc) return rc;
+    repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
+    char *mark = malloc(c.n ? c.n : 1);
+    if (!mark) {
+        catalog_free(&c);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    memset(mark, 1, c.n);
+    uint32_t kept = 0;
+    for (size_t i = c.n; i-- > 0 && kept < keep;) {
+        if (!c.v[i].restorable) continue;
+        kept++;
+        for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
+    }
+    rc = remove_marked(repo, &c, mark, deleted, count);
+    free(mark);
+    catalog_free(&c);
+    return rc;
+}

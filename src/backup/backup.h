@@ -1,0 +1,155 @@
+#ifndef JVDB_BACKUP_BACKUP_H
+#define JVDB_BACKUP_BACKUP_H
+/*
+ * Internal interfaces of src/backup (DESIGN.md 6), shared by its files:
+ *
+ *   repo.c / repo_fs.c / repo_s3.c   where backups live: a directory or S3-compatible storage
+ *   archive.c                        the record stream inside data.jvb.zst: write and read/check
+ *   meta.c                           backup.json: build, serialise, parse (untrusted input)
+ *   backup.c                         the operations of jvdb.h: chains, create, verify, restore,
+ *                                    delete, prune
+ *
+ * Layering: backup uses store (snapshots, raw append, hidden build + publish) and core; nothing
+ * below it knows backups exist, except the backup horizon the store persists for it.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jvdb.h"
+
+#define BACKUP_FORMAT_VERSION 1
+#define BACKUP_ID_MAX 64
+#define BACKUP_DATA_NAME "data.jvb.zst"
+#define BACKUP_META_NAME "backup.json"
+
+/* ------------------------------------------------------------------ repository */
+
+/* One committed backup as the repository lists it: its id and the size of its data object
+ * (-1 when the object is missing, which makes the backup unrestorable). */
+struct repo_entry {
+    char id[BACKUP_ID_MAX];
+    int64_t data_size;
+};
+
+/* A sequential reader of one data object. */
+struct repo_reader {
+    /* Reads up to cap bytes; *got == 0 means the end.  Sets the error message on failure. */
+    int (*read)(struct repo_reader *r, void *buf, size_t cap, size_t *got);
+    void (*close)(struct repo_reader *r);
+};
+
+/* A backup being written: the data object is streamed in, then commit writes backup.json and makes
+ * the backup visible as one step (the filesystem renames a staging directory; S3 writes the
+ * metadata object last, and listing only shows backups that have one). */
+struct repo_stage {
+    int (*write)(struct repo_stage *s, const void *buf, size_t len);
+    int (*commit)(struct repo_stage *s, const char *meta, size_t len);
+    void (*abort)(struct repo_stage *s);   /* also frees a committed stage */
+};
+
+struct repo_ops {
+    const char *kind;   /* "filesystem" or "s3" */
+    /* Database folders in the repository (sorted, malloc'd; free with jvdb_free_names). */
+    int (*list_databases)(jvdb_repo *r, char ***names, size_t *n);
+    /* Committed backups of one database, in no particular order (malloc'd). */
+    int (*list_backups)(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n);
+    int (*read_meta)(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len);
+    int (*open_data)(jvdb_repo *r, const char *db, const char *id, struct repo_reader **out);
+    int (*stage_begin)(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out);
+    /* Makes the backup invisible first (so it is never listed half-deleted), then removes it. */
+    int (*remove)(jvdb_repo *r, const char *db, const char *id);
+    /* Removes leftovers of interrupted creates and deletes older than max_age_s seconds. */
+    void (*cleanup)(jvdb_repo *r, const char *db, int64_t max_age_s);
+    void (*close)(jvdb_repo *r);
+};
+
+struct jvdb_repo {
+    const struct repo_ops *ops;
+    char *spec;          /* as given, for messages */
+};
+
+int repo_fs_open(const char *dir, jvdb_repo **out);
+int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out);
+
+/* ------------------------------------------------------------------ backup.json */
+
+struct backup_meta {
+    char id[BACKUP_ID_MAX];
+    char database[JVDB_MAX_NAME_LEN + 1];
+    jvdb_backup_type type;
+    char parent[BACKUP_ID_MAX];          /* "" for a full backup */
+    uint64_t lsn_from, lsn_to;
+    int64_t created_ns;
+    uint64_t put_count, delete_count;
+    uint64_t raw_bytes, stored_bytes;
+    char sha256[65];                     /* of the stored (compressed) data, lowercase hex */
+    uint32_t dim;
+    jvdb_metric metric;
+    int level;                           /* zstd level */
+    uint32_t format_version;
+    int64_t incarnation;                 /* the database's MANIFEST created_ns */
+    char description[JVDB_BACKUP_DESC_MAX + 1];
+};
+
+/* Canonical serialisation (compact, sorted keys, "meta_sha256" over the rest, newline). */
+int meta_serialize(const struct backup_meta *m, char **out, size_t *len);
+/* Parses and checks backup.json bytes: the file must be exactly its canonical form and its
+ * meta_sha256 must match, so any changed byte is caught.  `what` prefixes error messages. */
+int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta *out);
+const char *backup_type_name(jvdb_backup_type t);
+int backup_type_parse(const char *s, jvdb_backup_type *out);
+void meta_to_info(const struct backup_meta *m, jvdb_backup_info *info);
+/* Whether a string has the shape of a backup id (so it can never carry a path). */
+int backup_id_valid(const char *id);
+
+/* ------------------------------------------------------------------ archive */
+
+/* SHA-256 helper over libcrypto's EVP interface. */
+struct sha256_ctx;
+struct sha256_ctx *sha256_new(void);
+void sha256_update(struct sha256_ctx *c, const void *p, size_t n);
+void sha256_final_hex(struct sha256_ctx *c, char hex[65]);   /* also frees */
+void sha256_free(struct sha256_ctx *c);
+void sha256_hex(const void *p, size_t n, char hex[65]);
+
+/* The uncompressed stream header fields. */
+struct archive_header {
+    uint32_t dim;
+    jvdb_metric metric;
+    jvdb_backup_type type;
+    uint64_t lsn_from, lsn_to;
+    uint64_t records, record_bytes;
+};
+
+/* Writer: header, records, trailer -> zstd -> SHA-256 -> stage. */
+struct archive_writer;
+int archive_writer_open(struct repo_stage *stage, const struct archive_header *h, int level, uint32_t threads,
+                        const char *what, struct archive_writer **out);
+/* Appends one record (already validated by the caller). */
+int archive_writer_add(struct archive_writer *w, const void *rec, uint32_t len);
+/* Writes the trailer and flushes; fills raw/stored sizes and the SHA-256 of the stored bytes. */
+int archive_writer_finish(struct archive_writer *w, uint64_t *raw, uint64_t *stored, char sha[65]);
+void archive_writer_free(struct archive_writer *w);
+
+/* Reader callbacks: whole records, back to back, 64-byte aligned, already checked (rec_check, LSN
+ * range and order).  Return non-zero to stop (that value is returned). */
+typedef int (*archive_chunk_fn)(void *arg, const void *recs, size_t len, size_t nrecs);
+
+struct archive_read_result {
+    uint64_t raw_bytes, stored_bytes;
+    uint64_t puts, deletes;
+    char sha256[65];
+};
+/* Reads one archive completely, checking everything that can be checked from its bytes: SHA-256
+ * of the stored bytes against expect->sha256 (when non-empty), zstd framing, header fields
+ * against expect, every record's checksum and LSN, the trailer's counts and stream checksum. */
+struct archive_progress {
+    jvdb_backup_progress_fn fn;
+    void *arg;
+    const char *phase;
+    uint64_t base, total, records;   /* a chain reports bytes over all its archives */
+};
+int archive_read(struct repo_reader *rd, const struct backup_meta *expect, archive_chunk_fn fn, void *arg,
+                 const struct archive_progress *progress, struct archive_read_result *res);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * repo.c — opening a backup repository from the string an operator types: "s3://bucket/prefix"
+ * selects the S3 implementation (repo_s3.c), anything else is a directory (repo_fs.c).  Both sit
+ * behind struct repo_ops (backup.h), so the chain logic in backup.c never knows which it talks to.
+ */
+#include "backup/backup.h"
+
+#include "core/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out)
+{
+    err_clear();
+    *out = NULL;
+    if (!spec || !*spec) return err_set(JVDB_EINVAL, "no backup repository given (a directory or s3://bucket/prefix)");
+    if (!strncmp(spec, "s3://", 5)) {
+        const char *b = spec + 5, *slash = strchr(b, '/');
+        size_t bl = slash ? (size_t)(slash - b) : strlen(b);
+        char *bucket = strndup(b, bl);
+        char *prefix = strdup(slash ? slash + 1 : "");
+        if (!bucket || !prefix) {
+            free(bucket);
+            free(prefix);
+            return err_set(JVDB_ENOMEM, "out of memory");
+        }
+        /* No empty path segments: "s3://b/x/" and "s3://b/x" name the same place. */
+        size_t pl = strlen(prefix);
+        while (pl && prefix[pl - 1] == '/') prefix[--pl] = '\0';
+        int rc = strstr(prefix, "//") || prefix[0] == '/'
+                     ? err_set(JVDB_EINVAL, "S3 repository %s: the prefix has an empty path segment", spec)
+                     : repo_s3_open(bucket, prefix, opts, out);
+        free(bucket);
+        free(prefix);
+        return rc;
+    }
+    if (!strncmp(spec, "file://", 7)) spec += 7;
+    return repo_fs_open(spec, out);
+}
+
+void jvdb_repo_close(jvdb_repo *repo)
+{
+    if (repo) repo->ops->close(repo);
+}

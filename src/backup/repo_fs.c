@@ -1,0 +1,361 @@
+/*
+ * repo_fs.c — a backup repository in a local (or mounted) directory.
+ *
+ *   <dir>/<database>/<backup-id>/backup.json
+ *   <dir>/<database>/<backup-id>/data.jvb.zst
+ *   <dir>/<database>/.tmp-<backup-id>-<pid>/    a backup being written
+ *   <dir>/<database>/.del-<backup-id>-<pid>/    a backup being deleted
+ *
+ * Visibility is one rename each way.  A backup is written completely into its .tmp directory (data
+ * fdatasynced, backup.json fsynced, directory fsynced) and then renamed to its id, so a crash at
+ * any moment leaves either no backup or a whole one; the .tmp leftover is invisible and removed by
+ * a later cleanup.  Deletion renames the backup away first, so a half-deleted backup is never
+ * listed.  All writes go through core/io so the crash tests can stop the process at each step.
+ */
+#include "backup/backup.h"
+
+#include "core/err.h"
+#include "core/fs.h"
+#include "core/io.h"
+#include "store/db.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct repo_fs {
+    struct jvdb_repo base;
+    char *dir;
+};
+
+static char *fs_path3(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + (c ? strlen(c) : 0) + 3;
+    char *p = malloc(n);
+    if (!p) return NULL;
+    if (c) snprintf(p, n, "%s/%s/%s", a, b, c);
+    else snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+static int repo_fs_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(f->dir);
+    if (!d) return err_errno(errno, "cannot read repository %s", f->dir);
+    size_t cap = 0;
+    int rc = JVDB_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!db_name_valid(e->d_name)) continue;
+        if (*n == cap) {
+            char **nn = realloc(*names, (cap = cap ? cap * 2 : 16) * sizeof *nn);
+            if (!nn) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+            *names = nn;
+        }
+        if (!((*names)[*n] = strdup(e->d_name))) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+        (*n)++;
+    }
+    closedir(d);
+    if (rc) {
+        jvdb_free_names(*names, *n);
+        *names = NULL;
+        *n = 0;
+        return rc;
+    }
+    if (*n) qsort(*names, *n, sizeof **names, repo_fs_cmp_names);
+    return JVDB_OK;
+}
+
+static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    *out = NULL;
+    *n = 0;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
+    DIR *d = opendir(dbdir);
+    if (!d) {
+        int e = errno;
+        free(dbdir);
+        return e == ENOENT ? JVDB_OK : err_errno(e, "cannot read repository %s/%s", f->dir, db);
+    }
+    size_t cap = 0;
+    int rc = JVDB_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!backup_id_valid(e->d_name)) continue;
+        char *meta = fs_path3(dbdir, e->d_name, BACKUP_META_NAME), *data = fs_path3(dbdir, e->d_name, BACKUP_DATA_NAME);
+        struct stat st;
+        int has_meta = meta && stat(meta, &st) == 0;
+        int64_t size = data && stat(data, &st) == 0 ? (int64_t)st.st_size : -1;
+        free(meta);
+        free(data);
+        if (!has_meta) continue;
+        if (*n == cap) {
+            struct repo_entry *ne = realloc(*out, (cap = cap ? cap * 2 : 16) * sizeof *ne);
+            if (!ne) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+            *out = ne;
+        }
+        snprintf((*out)[*n].id, sizeof (*out)[*n].id, "%.63s", e->d_name);
+        (*out)[*n].data_size = size;
+        (*n)++;
+    }
+    closedir(d);
+    free(dbdir);
+    if (rc) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+static int repo_fs_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_path3(dbdir, id, BACKUP_META_NAME) : NULL;
+    free(dbdir);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = fs_read_file(p, buf, len);
+    free(p);
+    return rc;
+}
+
+struct repo_fs_reader {
+    struct repo_reader base;
+    int fd;
+    char *path;
+};
+
+static int repo_fs_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got)
+{
+    struct repo_fs_reader *r = (struct repo_fs_reader *)rr;
+    for (;;) {
+        ssize_t n = read(r->fd, buf, cap);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return err_errno(errno, "cannot read %s", r->path);
+        *got = (size_t)n;
+        return JVDB_OK;
+    }
+}
+
+static void repo_fs_reader_close(struct repo_reader *rr)
+{
+    struct repo_fs_reader *r = (struct repo_fs_reader *)rr;
+    close(r->fd);
+    free(r->path);
+    free(r);
+}
+
+static int repo_fs_open_data(jvdb_repo *rp, const char *db, const char *id, struct repo_reader **out)
+{
+    struct repo_fs *f = (struct repo_fs *)rp;
+    struct repo_fs_reader *r = calloc(1, sizeof *r);
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    if (r && dbdir) r->path = fs_path3(dbdir, id, BACKUP_DATA_NAME);
+    free(dbdir);
+    if (!r || !r->path) {
+        if (r) free(r->path);
+        free(r);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
+        int rc = err_errno(errno, "backup %s of '%s': cannot open %s", id, db, r->path);
+        free(r->path);
+        free(r);
+        return rc;
+    }
+    posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    r->base.read = repo_fs_read;
+    r->base.close = repo_fs_reader_close;
+    *out = &r->base;
+    return JVDB_OK;
+}
+
+struct repo_fs_stage {
+    struct repo_stage base;
+    char *dbdir, *tmp, *final, *data;
+    int fd;
+};
+
+static int repo_fs_stage_write(struct repo_stage *s, const void *buf, size_t len)
+{
+    struct repo_fs_stage *st = (struct repo_fs_stage *)s;
+    if (io_write_all(st->fd, buf, len) < 0) return err_errno(errno, "cannot write %s", st->data);
+    return JVDB_OK;
+}
+
+static int repo_fs_stage_commit(struct repo_stage *s, const char *meta, size_t len)
+{
+    struct repo_fs_stage *st = (struct repo_fs_stage *)s;
+    if (io_fdatasync(st->fd) < 0) return err_errno(errno, "cannot sync %s", st->data);
+    io_close(st->fd);
+    st->fd = -1;
+    char *mp = fs_join(st->tmp, BACKUP_META_NAME);
+    if (!mp) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = io_open(mp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int rc = JVDB_OK;
+    if (fd < 0 || io_write_all(fd, meta, len) < 0 || io_fsync(fd) < 0) rc = err_errno(errno, "cannot write %s", mp);
+    if (fd >= 0) io_close(fd);
+    free(mp);
+    if (rc) return rc;
+    if (io_fsync_dir(st->tmp) < 0) return err_errno(errno, "cannot sync directory %s", st->tmp);
+    io_crash_point("backup.before_publish");
+    /* The commit point: the backup appears whole under its id. */
+    if (renameat2(AT_FDCWD, st->tmp, AT_FDCWD, st->final, RENAME_NOREPLACE) < 0)
+        return err_errno(errno, "cannot rename %s to %s", st->tmp, st->final);
+    free(st->tmp);
+    st->tmp = NULL;
+    if (io_fsync_dir(st->dbdir) < 0) return err_errno(errno, "cannot sync directory %s", st->dbdir);
+    io_crash_point("backup.after_publish");
+    return JVDB_OK;
+}
+
+static void repo_fs_stage_abort(struct repo_stage *s)
+{
+    struct repo_fs_stage *st = (struct repo_fs_stage *)s;
+    if (st->fd >= 0) io_close(st->fd);
+    if (st->tmp) fs_remove_tree(st->tmp);
+    free(st->dbdir);
+    free(st->tmp);
+    free(st->final);
+    free(st->data);
+    free(st);
+}
+
+static int repo_fs_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    struct repo_fs_stage *st = calloc(1, sizeof *st);
+    if (!st) return err_set(JVDB_ENOMEM, "out of memory");
+    st->fd = -1;
+    st->base.write = repo_fs_stage_write;
+    st->base.commit = repo_fs_stage_commit;
+    st->base.abort = repo_fs_stage_abort;
+    char tmpname[BACKUP_ID_MAX + 32];
+    snprintf(tmpname, sizeof tmpname, ".tmp-%s-%d", id, (int)getpid());
+    st->dbdir = fs_path3(f->dir, db, NULL);
+    if (st->dbdir) {
+        st->tmp = fs_join(st->dbdir, tmpname);
+        st->final = fs_join(st->dbdir, id);
+    }
+    if (st->tmp) st->data = fs_join(st->tmp, BACKUP_DATA_NAME);
+    int rc = JVDB_OK;
+    if (!st->data || !st->final) rc = err_set(JVDB_ENOMEM, "out of memory");
+    int created = !rc && !fs_exists(st->dbdir);
+    if (!rc) rc = fs_mkdir(st->dbdir);
+    if (!rc && created && io_fsync_dir(f->dir) < 0) rc = err_errno(errno, "cannot sync directory %s", f->dir);
+    if (!rc) fs_remove_tree(st->tmp);
+    if (!rc) rc = fs_mkdir(st->tmp);
+    if (!rc && (st->fd = io_open(st->data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        rc = err_errno(errno, "cannot create %s", st->data);
+    if (rc) {
+        repo_fs_stage_abort(&st->base);
+        return rc;
+    }
+    *out = &st->base;
+    return JVDB_OK;
+}
+
+static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    char gone[BACKUP_ID_MAX + 32];
+    snprintf(gone, sizeof gone, ".del-%s-%d", id, (int)getpid());
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *from = dbdir ? fs_join(dbdir, id) : NULL, *to = dbdir ? fs_join(dbdir, gone) : NULL;
+    int rc = JVDB_OK;
+    if (!from || !to) rc = err_set(JVDB_ENOMEM, "out of memory");
+    else if (io_rename(from, to) < 0) rc = err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
+    else if (io_fsync_dir(dbdir) < 0) rc = err_errno(errno, "cannot sync directory %s", dbdir);
+    else rc = fs_remove_tree(to);
+    free(dbdir);
+    free(from);
+    free(to);
+    return rc;
+}
+
+static void repo_fs_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    DIR *d = dbdir ? opendir(dbdir) : NULL;
+    if (!d) {
+        free(dbdir);
+        return;
+    }
+    struct dirent *e;
+    time_t now = time(NULL);
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".del-", 5)) continue;
+        char *p = fs_join(dbdir, e->d_name);
+        struct stat st;
+        if (p && stat(p, &st) == 0 && now - st.st_mtime >= max_age_s) fs_remove_tree(p);
+        free(p);
+    }
+    closedir(d);
+    free(dbdir);
+}
+
+static void repo_fs_close(jvdb_repo *r)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    free(f->dir);
+    free(f->base.spec);
+    free(f);
+}
+
+static const struct repo_ops repo_fs_ops = {
+    "filesystem",  repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
+    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close,
+};
+
+/* mkdir -p, so `--repo /backups/jvdb` works on a fresh disk. */
+static int repo_fs_mkdirs(const char *dir)
+{
+    char *p = strdup(dir);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = JVDB_OK;
+    for (char *s = p + 1; *s && !rc; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) rc = err_errno(errno, "cannot create repository directory %s", p);
+        *s = '/';
+    }
+    if (!rc && mkdir(p, 0755) < 0 && errno != EEXIST) rc = err_errno(errno, "cannot create repository directory %s", p);
+    free(p);
+    return rc;
+}
+
+int repo_fs_open(const char *dir, jvdb_repo **out)
+{
+    if (!*dir) return err_set(JVDB_EINVAL, "the repository path is empty");
+    int rc = repo_fs_mkdirs(dir);
+    if (rc) return rc;
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) return err_set(JVDB_EINVAL, "repository %s is not a directory", dir);
+    struct repo_fs *f = calloc(1, sizeof *f);
+    if (!f || !(f->dir = strdup(dir)) || !(f->base.spec = strdup(dir))) {
+        if (f) free(f->dir);
+        free(f);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    size_t n = strlen(f->dir);
+    while (n > 1 && f->dir[n - 1] == '/') f->dir[--n] = '\0';
+    f->base.ops = &repo_fs_ops;
+    *out = &f->base;
+    return JVDB_OK;
+}
