@@ -149,7 +149,6 @@ static void cat_resolve(struct catalog *c, int i, int depth)
     else if (pa->m.dim != it->m.dim || pa->m.metric != it->m.metric) bad = "has another dimension or metric";
     else if (pa->m.lsn_to != it->m.lsn_from) bad = "does not end at this backup's lsn_from";
     else if (it->m.type == JVDB_BACKUP_DIFFERENTIAL && pa->m.type != JVDB_BACKUP_FULL) bad = "is not a full backup";
-    else if (cat_cmp(pa, it) >= 0) bad = "is not older than this backup";
     if (bad) {
         snprintf(it->status, sizeof it->status, "parent %s %s", pa->id, bad);
         return;

@@ -360,16 +360,21 @@ struct s3_names {
     size_t skip;     /* length of the listed prefix */
 };
 
+/* Database names are the first path segment of every key below the prefix.  A delimiter listing
+ * would be cheaper, but some S3 implementations (s3rver among them) report common prefixes only one
+ * level above objects, so this lists keys and dedupes. */
 static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     (void)mtime;
+    (void)size;
     struct s3_names *a = arg;
-    if (size != -1 || strlen(key) <= a->skip) return 0;
-    char name[JVDB_MAX_NAME_LEN + 2];
-    snprintf(name, sizeof name, "%.*s", (int)(strlen(key) - a->skip), key + a->skip);
-    size_t l = strlen(name);
-    if (l && name[l - 1] == '/') name[l - 1] = '\0';
+    if (strlen(key) <= a->skip) return 0;
+    const char *rest = key + a->skip, *slash = strchr(rest, '/');
+    if (!slash || slash - rest > JVDB_MAX_NAME_LEN) return 0;
+    char name[JVDB_MAX_NAME_LEN + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
     if (!db_name_valid(name)) return 0;
+    if (a->n && !strcmp(a->v[a->n - 1], name)) return 0;   /* keys come sorted: runs of one name */
     if (a->n == a->cap) {
         char **nv = realloc(a->v, (a->cap = a->cap ? a->cap * 2 : 16) * sizeof *nv);
         if (!nv) return err_set(JVDB_ENOMEM, "out of memory");
@@ -388,13 +393,20 @@ static int repo_s3_list_databases(jvdb_repo *r, char ***names, size_t *n)
     char *pre = s3_key(s, NULL, NULL, "");
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     struct s3_names a = {.skip = strlen(pre)};
-    int rc = s3_list(s, pre, 1, s3_collect_db, &a);
+    int rc = s3_list(s, pre, 0, s3_collect_db, &a);
     free(pre);
     if (rc) {
         jvdb_free_names(a.v, a.n);
         return rc;
     }
     if (a.n) qsort(a.v, a.n, sizeof *a.v, s3_cmp_names);
+    /* Sorted keys make names contiguous, but be safe against a store that does not sort. */
+    size_t k = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        if (k && !strcmp(a.v[k - 1], a.v[i])) free(a.v[i]);
+        else a.v[k++] = a.v[i];
+    }
+    a.n = k;
     *names = a.v;
     *n = a.n;
     return JVDB_OK;

@@ -1,0 +1,709 @@
+/*
+ * test_backup.c — backups of issue 5 through the public API (plus the archive reader, to look
+ * inside an archive): the seed's manual checklist, deletes travelling through chains (with and
+ * without compaction in between), differential backups, fallbacks to full, consistency under
+ * concurrent writers, corruption of any byte, delete/prune never leaving a broken backup listed.
+ *
+ * The repository is a temporary directory, or, when JVDB_TEST_REPO is set (test_backup_s3.py
+ * sets it to an s3rver bucket), S3: the tests that need to reach into files directly are skipped
+ * there.  Every restored database is compared with an in-memory model: vectors byte for byte,
+ * metadata string for string, and the live count.
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup/backup.h"
+#include "store/record.h"
+#include "test_util.h"
+
+#define DIM 16
+#define NIDS 240
+
+/* ------------------------------------------------------------------ model */
+
+struct model {
+    int ver[NIDS];       /* 0 = absent */
+};
+
+static void vec_for(float *v, int id, int ver)
+{
+    tu_vector(v, DIM, (uint64_t)id, (uint64_t)ver);
+    v[0] = (float)id;
+}
+
+/* Every third version has no metadata, so "none" round-trips too. */
+static const char *meta_for(char *buf, size_t cap, int id, int ver)
+{
+    if (ver % 3 == 0) return NULL;
+    snprintf(buf, cap, "{\"id\":%d,\"ver\":%d,\"s\":\"caf\\u00e9 %d\"}", id, ver, id * ver);
+    return buf;
+}
+
+static void key_for(char *k, size_t cap, int id) { snprintf(k, cap, "vec-%d", id); }
+
+static uint64_t m_put(jvdb_db *db, struct model *m, int id, int ver)
+{
+    float v[DIM];
+    char k[32], mb[128];
+    vec_for(v, id, ver);
+    key_for(k, sizeof k, id);
+    uint64_t lsn;
+    assert_ok(jvdb_put(db, k, v, DIM, meta_for(mb, sizeof mb, id, ver), &lsn));
+    if (m) m->ver[id] = ver;
+    return lsn;
+}
+
+static uint64_t m_del(jvdb_db *db, struct model *m, int id)
+{
+    char k[32];
+    key_for(k, sizeof k, id);
+    uint64_t lsn;
+    assert_ok(jvdb_delete(db, k, &lsn));
+    if (m) m->ver[id] = 0;
+    return lsn;
+}
+
+static void check_model(jvdb_db *db, const struct model *m, const char *what)
+{
+    uint64_t live = 0;
+    for (int id = 0; id < NIDS; id++) {
+        char k[32], mb[128];
+        float got[DIM], want[DIM];
+        char *meta = NULL;
+        key_for(k, sizeof k, id);
+        int rc = jvdb_get(db, k, got, &meta);
+        if (!m->ver[id]) {
+            if (rc != JVDB_ENOTFOUND) fail_msg("%s: %s should be absent (rc %d)", what, k, rc);
+            continue;
+        }
+        live++;
+        if (rc) fail_msg("%s: %s missing: %s", what, k, jvdb_errmsg());
+        vec_for(want, id, m->ver[id]);
+        if (memcmp(got, want, sizeof want)) fail_msg("%s: %s vector differs (version %d)", what, k, m->ver[id]);
+        const char *wm = meta_for(mb, sizeof mb, id, m->ver[id]);
+        if ((wm == NULL) != (meta == NULL) || (wm && strcmp(wm, meta)))
+            fail_msg("%s: %s metadata '%s', want '%s'", what, k, meta ? meta : "(none)", wm ? wm : "(none)");
+        jvdb_free(meta);
+    }
+    if (jvdb_count(db) != live) fail_msg("%s: count %llu, want %llu", what, (unsigned long long)jvdb_count(db), (unsigned long long)live);
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state % n);
+}
+
+/* ------------------------------------------------------------------ fixture */
+
+struct fx {
+    char *dir;
+    char data[512];
+    char repo_spec[640];
+    int s3;
+    jvdb_env *env;
+    jvdb_repo *repo;
+};
+
+static int fx_setup(void **state)
+{
+    static int seq;
+    struct fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tempdir();
+    snprintf(f->data, sizeof f->data, "%s/data", f->dir);
+    const char *base = getenv("JVDB_TEST_REPO");
+    if (base && *base) {
+        /* A fresh prefix per test, so tests never see each other's backups. */
+        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/%s-%d", base, strrchr(f->dir, '-') + 1, seq++);
+        f->s3 = !strncmp(base, "s3://", 5);
+    } else {
+        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/repo", f->dir);
+    }
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &f->repo));
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+    jvdb_repo_close(f->repo);
+    jvdb_env_close(f->env);
+    tu_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static jvdb_db *mkdb(struct fx *f, const char *name, uint64_t seg_max)
+{
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, DIM);
+    o.sync = JVDB_SYNC_NEVER;
+    if (seg_max) o.segment_max_bytes = seg_max;
+    jvdb_db *db;
+    assert_ok(jvdb_db_create(f->env, name, &o, &db));
+    return db;
+}
+
+static jvdb_backup_info backup(struct fx *f, jvdb_db *db, jvdb_backup_type type, jvdb_backup_type expect)
+{
+    jvdb_backup_options o;
+    jvdb_backup_options_init(&o);
+    o.type = type;
+    jvdb_backup_info info;
+    assert_ok(jvdb_backup_create(db, f->repo, &o, &info));
+    if (info.type != expect)
+        fail_msg("asked for a %s backup, expected %s, got %s (note: %s)", jvdb_backup_type_name(type),
+                 jvdb_backup_type_name(expect), jvdb_backup_type_name(info.type), info.note);
+    return info;
+}
+
+/* Restores under a scratch name, compares with the model, drops it again. */
+static void restore_check(struct fx *f, const char *id, const struct model *m, const char *what)
+{
+    jvdb_restore_options ro = {"scratch", 0, NULL, NULL};
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, id, &ro, &r));
+    check_model(r, m, what);
+    assert_ok(jvdb_db_drop(f->env, "scratch"));
+}
+
+/* Ids and kinds inside an archive, via the archive reader. */
+struct idset {
+    char ids[NIDS * 2][32];
+    int kinds[NIDS * 2];
+    size_t n;
+};
+
+static int collect_ids(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    struct idset *s = arg;
+    (void)nrecs;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const void *)((const char *)recs + off);
+        assert_true(s->n < NIDS * 2);
+        snprintf(s->ids[s->n], sizeof s->ids[s->n], "%.*s", (int)h->id_len, rec_id(h, DIM));
+        s->kinds[s->n++] = h->kind;
+        off += h->total_len;
+    }
+    return 0;
+}
+
+static void archive_ids(struct fx *f, const char *db, const char *id, struct idset *s)
+{
+    memset(s, 0, sizeof *s);
+    char *buf;
+    size_t len;
+    struct backup_meta m;
+    assert_ok(f->repo->ops->read_meta(f->repo, db, id, &buf, &len));
+    assert_ok(meta_parse(buf, len, "test", &m));
+    free(buf);
+    struct repo_reader *rd;
+    assert_ok(f->repo->ops->open_data(f->repo, db, id, &rd));
+    struct archive_read_result res;
+    assert_ok(archive_read(rd, &m, collect_ids, s, NULL, &res));
+    rd->close(rd);
+}
+
+static int idset_has(const struct idset *s, const char *id, int kind)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->ids[i], id) && s->kinds[i] == kind) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the seed's checklist */
+
+static void test_checklist(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "docs", 0);
+    for (int i = 0; i < 100; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    assert_int_equal(full.put_count, 100);
+    assert_int_equal(full.delete_count, 0);
+    struct model at_full = m;
+
+    /* The backup file and its metadata exist. */
+    if (!f->s3) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/docs/%s/backup.json", f->repo_spec, full.id);
+        assert_true(tu_file_size(p) > 0);
+        snprintf(p, sizeof p, "%s/docs/%s/data.jvb.zst", f->repo_spec, full.id);
+        assert_int_equal(tu_file_size(p), (long long)full.stored_bytes);
+    }
+    jvdb_backup_info shown;
+    assert_ok(jvdb_backup_show(f->repo, full.id, &shown));
+    assert_string_equal(shown.sha256, full.sha256);
+    assert_true(shown.restorable);
+    assert_int_equal(shown.dim, DIM);
+
+    /* Add and modify; the incremental holds exactly those changes. */
+    for (int i = 100; i < 110; i++) m_put(db, &m, i, 1);
+    for (int i = 0; i < 5; i++) m_put(db, &m, i, 2);
+    jvdb_backup_info inc = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
+    assert_string_equal(inc.parent, full.id);
+    assert_int_equal(inc.lsn_from, full.lsn_to);
+    assert_int_equal(inc.put_count, 15);
+    assert_int_equal(inc.delete_count, 0);
+    struct idset s;
+    archive_ids(f, "docs", inc.id, &s);
+    assert_int_equal(s.n, 15);
+    for (int i = 0; i < 110; i++) {
+        char k[32];
+        key_for(k, sizeof k, i);
+        assert_int_equal(idset_has(&s, k, 1), i < 5 || i >= 100);
+    }
+
+    /* Delete everything, then restore over it. */
+    for (int i = 0; i < 110; i++) m_del(db, NULL, i);
+    assert_int_equal(jvdb_count(db), 0);
+    jvdb_restore_options ro = {NULL, 0, NULL, NULL};
+    jvdb_db *r;
+    assert_err(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_EEXISTS, "already exists");
+    ro.force = 1;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r));
+    check_model(r, &m, "restored incremental");
+    restore_check(f, full.id, &at_full, "restored full");
+
+    /* History in order. */
+    jvdb_backup_info *list;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, "docs", &list, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, full.id);
+    assert_string_equal(list[1].id, inc.id);
+    assert_string_equal(list[1].parent, full.id);
+    assert_true(list[0].created_ns <= list[1].created_ns);
+    assert_true(list[0].restorable && list[1].restorable);
+    assert_int_equal(list[1].chain_length, 2);
+    jvdb_free(list);
+    assert_ok(jvdb_backup_verify(f->repo, inc.id, NULL, NULL));
+}
+
+/* ------------------------------------------------------------------ chains */
+
+static void chain_run(struct fx *f, int compact)
+{
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "chain", 16 * 1024);
+    for (int i = 0; i < NIDS / 2; i++) m_put(db, &m, i, 1);
+    enum { POINTS = 7 };
+    struct model snap[POINTS];
+    jvdb_backup_info pts[POINTS];
+    pts[0] = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    snap[0] = m;
+    int victim = 3;   /* present at point 1, deleted before point 2 */
+    for (int p = 1; p < POINTS; p++) {
+        for (int k = 0; k < 60; k++) {
+            int id = (int)rnd(NIDS), op = (int)rnd(10);
+            if (p == 2 && k == 0 && m.ver[victim]) m_del(db, &m, victim);
+            if (id == victim) continue;
+            if (op < 3 && m.ver[id]) m_del(db, &m, id);
+            else m_put(db, &m, id, m.ver[id] + 1 + (int)rnd(3));
+        }
+        if (p == 1 && !m.ver[victim]) m_put(db, &m, victim, 5);
+        if (compact) {
+            jvdb_compact_options co = {1, 1, NULL, NULL};
+            jvdb_compact_stats cs;
+            assert_ok(jvdb_compact(db, &co, &cs));
+        }
+        jvdb_backup_type t = p == POINTS - 1 ? JVDB_BACKUP_DIFFERENTIAL : JVDB_BACKUP_INCREMENTAL;
+        pts[p] = backup(f, db, t, t);
+        snap[p] = m;
+        if (t == JVDB_BACKUP_DIFFERENTIAL) assert_string_equal(pts[p].parent, pts[0].id);
+        else assert_string_equal(pts[p].parent, pts[p - 1].id);
+    }
+    assert_true(snap[1].ver[victim] != 0);
+    assert_true(snap[2].ver[victim] == 0);
+    for (int p = 0; p < POINTS; p++) {
+        char what[64];
+        snprintf(what, sizeof what, "point %d%s", p, compact ? " (compacted)" : "");
+        restore_check(f, pts[p].id, &snap[p], what);
+    }
+    /* The victim's delete travelled in the incremental that followed it. */
+    struct idset s;
+    archive_ids(f, "chain", pts[2].id, &s);
+    char vk[32];
+    key_for(vk, sizeof vk, victim);
+    if (!snap[2].ver[victim]) assert_true(idset_has(&s, vk, 2));
+}
+
+static void test_chain(void **state) { chain_run(*state, 0); }
+static void test_chain_with_compaction(void **state) { chain_run(*state, 1); }
+
+/* ------------------------------------------------------------------ fallbacks */
+
+static void test_fallback_to_full(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "fb", 0);
+    for (int i = 0; i < 20; i++) m_put(db, &m, i, 1);
+    jvdb_backup_options o;
+    jvdb_backup_options_init(&o);
+    o.type = JVDB_BACKUP_INCREMENTAL;
+    jvdb_backup_info a;
+    assert_ok(jvdb_backup_create(db, f->repo, &o, &a));
+    assert_int_equal(a.type, JVDB_BACKUP_FULL);
+    assert_non_null(strstr(a.note, "no earlier backup"));
+
+    /* A full backup elsewhere moves the horizon past this repository's chain. */
+    char other[700];
+    snprintf(other, sizeof other, "%s-other", f->repo_spec);
+    jvdb_repo *r2;
+    assert_ok(jvdb_repo_open(other, NULL, &r2));
+    m_put(db, &m, 1, 2);
+    m_del(db, &m, 2);
+    jvdb_backup_info b;
+    jvdb_backup_options full;
+    jvdb_backup_options_init(&full);
+    assert_ok(jvdb_backup_create(db, r2, &full, &b));
+    jvdb_stats st;
+    assert_ok(jvdb_stats_get(db, &st));
+    assert_int_equal(st.backup_horizon, b.lsn_to);
+    m_put(db, &m, 3, 2);
+    assert_ok(jvdb_backup_create(db, f->repo, &o, &a));
+    assert_int_equal(a.type, JVDB_BACKUP_FULL);
+    assert_non_null(strstr(a.note, "backup horizon"));
+    restore_check(f, a.id, &m, "fallback full");
+    /* ... and an incremental on top of that works again. */
+    m_del(db, &m, 4);
+    jvdb_backup_info c = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
+    restore_check(f, c.id, &m, "incremental after fallback");
+    jvdb_repo_close(r2);
+
+    /* A restored database is a new one: it never continues the old chain. */
+    jvdb_restore_options ro = {"fb", 1, NULL, NULL};
+    assert_ok(jvdb_backup_restore(f->env, f->repo, c.id, &ro, &db));
+    check_model(db, &m, "restored in place");
+    m_put(db, &m, 5, 9);
+    assert_ok(jvdb_backup_create(db, f->repo, &o, &a));
+    assert_int_equal(a.type, JVDB_BACKUP_FULL);
+    assert_true(a.note[0] != '\0');
+    restore_check(f, a.id, &m, "after restore");
+    /* LSNs continue past the restored backup. */
+    assert_ok(jvdb_stats_get(db, &st));
+    assert_true(st.last_lsn > c.lsn_to);
+
+    /* The parent became unreadable: full again. */
+    if (!f->s3) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/fb/%s/data.jvb.zst", f->repo_spec, a.id);
+        assert_int_equal(truncate(p, 10), 0);
+        m_put(db, &m, 6, 9);
+        jvdb_backup_info d;
+        assert_ok(jvdb_backup_create(db, f->repo, &o, &d));
+        assert_int_equal(d.type, JVDB_BACKUP_FULL);
+        assert_non_null(strstr(d.note, "cannot be used as a parent"));
+    }
+}
+
+/* ------------------------------------------------------------------ consistency under load */
+
+#define WRITERS 2
+#define OPS_PER_WRITER 1500
+
+struct wlog {
+    uint64_t lsn;
+    int id, ver;        /* ver 0 = delete */
+};
+
+struct writer {
+    jvdb_db *db;
+    int no;
+    struct wlog log[OPS_PER_WRITER];
+    int n;
+    atomic_int *stop;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    int ver[NIDS] = {0};
+    uint64_t x = 12345 + (uint64_t)w->no;
+    for (int i = 0; i < OPS_PER_WRITER; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        /* Each writer owns the ids congruent to its number, so its log alone decides them. */
+        int id = (int)((x >> 33) % (NIDS / WRITERS)) * WRITERS + w->no;
+        struct wlog *l = &w->log[w->n];
+        if (ver[id] && (x >> 20) % 4 == 0) {
+            l->lsn = m_del(w->db, NULL, id);
+            l->ver = ver[id] = 0;
+        } else {
+            ver[id]++;
+            l->lsn = m_put(w->db, NULL, id, ver[id]);
+            l->ver = ver[id];
+        }
+        l->id = id;
+        w->n++;
+    }
+    return NULL;
+}
+
+static void model_at(struct writer *ws, uint64_t lsn, struct model *m)
+{
+    memset(m, 0, sizeof *m);
+    for (int t = 0; t < WRITERS; t++)
+        for (int i = 0; i < ws[t].n; i++)   /* each writer's log is in LSN order */
+            if (ws[t].log[i].lsn <= lsn) m->ver[ws[t].log[i].id] = ws[t].log[i].ver;
+}
+
+static void test_consistent_under_load(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "load", 32 * 1024);
+    static struct writer ws[WRITERS];
+    pthread_t th[WRITERS];
+    for (int t = 0; t < WRITERS; t++) {
+        memset(&ws[t], 0, sizeof ws[t]);
+        ws[t].db = db;
+        ws[t].no = t;
+        pthread_create(&th[t], NULL, writer_main, &ws[t]);
+    }
+    jvdb_backup_info pts[4];
+    int np = 0;
+    while (np < 4) {
+        usleep(20000);
+        jvdb_backup_type t = np == 0 ? JVDB_BACKUP_FULL : JVDB_BACKUP_INCREMENTAL;
+        pts[np++] = backup(f, db, t, t);
+    }
+    for (int t = 0; t < WRITERS; t++) pthread_join(th[t], NULL);
+    int mid = 0;
+    for (int p = 0; p < np; p++) {
+        struct model m;
+        model_at(ws, pts[p].lsn_to, &m);
+        int ops_before = 0;
+        for (int t = 0; t < WRITERS; t++)
+            for (int i = 0; i < ws[t].n; i++) ops_before += ws[t].log[i].lsn <= pts[p].lsn_to;
+        mid += ops_before > 0 && ops_before < WRITERS * OPS_PER_WRITER;
+        char what[64];
+        snprintf(what, sizeof what, "backup %d at lsn %llu", p, (unsigned long long)pts[p].lsn_to);
+        restore_check(f, pts[p].id, &m, what);
+    }
+    /* At least one backup really ran in the middle of the writes. */
+    assert_true(mid > 0);
+}
+
+/* ------------------------------------------------------------------ corruption */
+
+static void list_dir(const char *path, char *out, size_t cap)
+{
+    out[0] = '\0';
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        strncat(out, e->d_name, cap - strlen(out) - 2);
+        strncat(out, "|", cap - strlen(out) - 1);
+    }
+    closedir(d);
+}
+
+static void flip(const char *path, long off)
+{
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fseek(fp, off, SEEK_SET);
+    int c = fgetc(fp);
+    fseek(fp, off, SEEK_SET);
+    fputc(c ^ 0x20, fp);
+    fclose(fp);
+}
+
+static void test_corruption(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "docs", 0);
+    for (int i = 0; i < 60; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    for (int i = 0; i < 10; i++) m_put(db, &m, i, 2);
+    m_del(db, &m, 30);
+    jvdb_backup_info inc = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
+    char dbdir[600], before[4096], after[4096];
+    snprintf(dbdir, sizeof dbdir, "%s/databases", f->data);
+    list_dir(dbdir, before, sizeof before);
+
+    const jvdb_backup_info *bs[2] = {&full, &inc};
+    const char *files[2] = {"data.jvb.zst", "backup.json"};
+    int cases = 0;
+    for (int b = 0; b < 2; b++)
+        for (int fi = 0; fi < 2; fi++) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/docs/%s/%s", f->repo_spec, bs[b]->id, files[fi]);
+            long len = tu_file_size(p);
+            assert_true(len > 0);
+            long offs[] = {0, 1, 9, len / 3, len / 2, len - 2, len - 1, (long)rnd((uint32_t)len), (long)rnd((uint32_t)len)};
+            for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
+                flip(p, offs[k]);
+                cases++;
+                int rc = jvdb_backup_verify(f->repo, inc.id, NULL, NULL);
+                if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of %s flipped", offs[k], p);
+                if (!strstr(jvdb_errmsg(), bs[b]->id))
+                    fail_msg("verify message does not name %s: %s", bs[b]->id, jvdb_errmsg());
+                jvdb_restore_options ro = {"fresh", 0, NULL, NULL};
+                jvdb_db *r;
+                rc = jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r);
+                if (rc == JVDB_OK) fail_msg("restore passed with byte %ld of %s flipped", offs[k], p);
+                if (!strstr(jvdb_errmsg(), bs[b]->id))
+                    fail_msg("restore message does not name %s: %s", bs[b]->id, jvdb_errmsg());
+                ro.as_name = NULL;
+                ro.force = 1;
+                assert_int_not_equal(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_OK);
+                /* Nothing written: no new database, no leftovers, the old one as it was. */
+                list_dir(dbdir, after, sizeof after);
+                assert_string_equal(before, after);
+                check_model(db, &m, "database after a refused restore");
+                flip(p, offs[k]);
+            }
+        }
+    assert_int_equal(cases, 36);
+    assert_ok(jvdb_backup_verify(f->repo, inc.id, NULL, NULL));
+    restore_check(f, inc.id, &m, "after undoing the flips");
+}
+
+/* ------------------------------------------------------------------ delete and prune */
+
+static void assert_all_listed_restorable(struct fx *f, const char *db, size_t want)
+{
+    jvdb_backup_info *v;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, db, &v, &n));
+    if (want != (size_t)-1) assert_int_equal(n, want);
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].restorable) fail_msg("backup %s is listed but not restorable: %s", v[i].id, v[i].status);
+        assert_ok(jvdb_backup_verify(f->repo, v[i].id, NULL, NULL));
+    }
+    jvdb_free(v);
+}
+
+static void test_delete_and_prune(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "ret", 0);
+    /* F0 I1 I2 F3 I4 D5 I6 */
+    jvdb_backup_type plan[] = {JVDB_BACKUP_FULL, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_FULL,
+                               JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_DIFFERENTIAL, JVDB_BACKUP_INCREMENTAL};
+    jvdb_backup_info b[7];
+    struct model snap[7];
+    for (int i = 0; i < 7; i++) {
+        for (int k = 0; k < 10; k++) m_put(db, &m, (int)rnd(NIDS), i + 1);
+        b[i] = backup(f, db, plan[i], plan[i]);
+        snap[i] = m;
+    }
+    assert_string_equal(b[5].parent, b[3].id);
+    assert_string_equal(b[6].parent, b[5].id);
+
+    jvdb_backup_info *del;
+    size_t n;
+    assert_err(jvdb_backup_delete(f->repo, b[1].id, 0, &del, &n), JVDB_EBUSY, b[2].id);
+    assert_all_listed_restorable(f, "ret", 7);
+    assert_ok(jvdb_backup_delete(f->repo, b[1].id, 1, &del, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(del[0].id, b[2].id);   /* the dependant first */
+    assert_string_equal(del[1].id, b[1].id);
+    jvdb_free(del);
+    assert_all_listed_restorable(f, "ret", 5);
+    assert_ok(jvdb_backup_delete(f->repo, b[4].id, 0, &del, &n));
+    jvdb_free(del);
+    assert_all_listed_restorable(f, "ret", 4);   /* F0 F3 D5 I6 */
+
+    /* Keep the two newest points: I6 and D5, and F3 they depend on. */
+    assert_ok(jvdb_backup_prune(f->repo, "ret", 2, &del, &n));
+    assert_int_equal(n, 1);
+    assert_string_equal(del[0].id, b[0].id);
+    jvdb_free(del);
+    assert_all_listed_restorable(f, "ret", 3);
+    restore_check(f, b[6].id, &snap[6], "I6 after prune");
+    restore_check(f, b[5].id, &snap[5], "D5 after prune");
+
+    /* A broken backup is listed as such, and pruning removes it and what hangs on it. */
+    if (!f->s3) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/ret/%s/data.jvb.zst", f->repo_spec, b[5].id);
+        assert_int_equal(unlink(p), 0);
+        jvdb_backup_info info;
+        assert_ok(jvdb_backup_show(f->repo, b[6].id, &info));
+        assert_false(info.restorable);
+        assert_non_null(strstr(info.status, b[5].id));
+        assert_ok(jvdb_backup_prune(f->repo, "ret", 1, &del, &n));
+        assert_int_equal(n, 2);
+        jvdb_free(del);
+        assert_all_listed_restorable(f, "ret", 1);
+    }
+    assert_err(jvdb_backup_prune(f->repo, "ret", 0, &del, &n), JVDB_EINVAL, "at least one");
+    assert_err(jvdb_backup_delete(f->repo, "20990101T000000Z-full-1", 0, &del, &n), JVDB_ENOTFOUND, "not found");
+}
+
+/* ------------------------------------------------------------------ S3 multipart */
+
+static void test_large_archive(void **state)
+{
+    struct fx *f = *state;
+    /* Random floats hardly compress: about 12 MiB of archive, more than two 5 MiB parts. */
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, 1024);
+    o.sync = JVDB_SYNC_NEVER;
+    jvdb_db *db;
+    assert_ok(jvdb_db_create(f->env, "big", &o, &db));
+    static float v[1024];
+    for (int i = 0; i < 3000; i++) {
+        char k[32];
+        tu_vector(v, 1024, (uint64_t)i, 7);
+        snprintf(k, sizeof k, "b%d", i);
+        assert_ok(jvdb_put(db, k, v, 1024, NULL, NULL));
+    }
+    jvdb_repo_options ro = {0};
+    ro.part_size = 5u << 20;
+    jvdb_repo *repo;
+    assert_ok(jvdb_repo_open(f->repo_spec, &ro, &repo));
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.threads = 2;
+    jvdb_backup_info info;
+    assert_ok(jvdb_backup_create(db, repo, &bo, &info));
+    assert_true(info.stored_bytes > (10u << 20));
+    assert_ok(jvdb_backup_verify(repo, info.id, NULL, NULL));
+    jvdb_restore_options rs = {"big2", 0, NULL, NULL};
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(f->env, repo, info.id, &rs, &r));
+    assert_int_equal(jvdb_count(r), 3000);
+    static float got[1024];
+    for (int i = 0; i < 3000; i += 499) {
+        char k[32];
+        tu_vector(v, 1024, (uint64_t)i, 7);
+        snprintf(k, sizeof k, "b%d", i);
+        assert_ok(jvdb_get(r, k, got, NULL));
+        assert_memory_equal(got, v, sizeof v);
+    }
+    jvdb_repo_close(repo);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_checklist, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_chain, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_chain_with_compaction, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_fallback_to_full, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_consistent_under_load, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_corruption, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_delete_and_prune, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_large_archive, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
