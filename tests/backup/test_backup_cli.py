@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Backups through the jvdb program (issue 5): the seed's checklist as an operator types it,
+corruption reported by verify/restore with the backup named and nothing written, and crashes:
+SIGKILL during a backup (at its crash points and at random moments) never leaves a visible partial
+backup, and during a restore never touches the previous database.
+
+usage: test_backup_cli.py JVDB_BINARY          (python3 standard library only)
+
+The Env class and the checks here are reused by test_backup_s3.py against an S3 repository.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+passed = failed = 0
+
+
+def test(fn):
+    global passed, failed
+    t0 = time.monotonic()
+    try:
+        fn()
+        passed += 1
+        print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
+    except Exception as e:  # noqa: BLE001 - report every failure and go on
+        failed += 1
+        print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}", flush=True)
+
+
+class Env:
+    """A data directory and a repository, driven through the jvdb binary."""
+
+    def __init__(self, jvdb, repo=None, extra_env=None):
+        self.jvdb = jvdb
+        self.root = tempfile.mkdtemp(prefix="jvdb-backup-")
+        self.data = os.path.join(self.root, "data")
+        self.repo = repo or os.path.join(self.root, "repo")
+        self.env = dict(os.environ)
+        self.env.pop("JVDB_CRASH_AT", None)
+        self.env.update(extra_env or {})
+
+    def run(self, *args, expect=0, crash_at=None, timeout=120):
+        env = dict(self.env)
+        if crash_at:
+            env["JVDB_CRASH_AT"] = crash_at
+        p = subprocess.run([self.jvdb, "--data", self.data] + [str(a) for a in args], capture_output=True,
+                           text=True, env=env, timeout=timeout)
+        if expect is not None and p.returncode != expect:
+            raise AssertionError(f"{args}: exit {p.returncode}, expected {expect}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return p
+
+    def bk(self, *args, **kw):
+        return self.run("backup", *args, "--repo", self.repo, **kw)
+
+    def bk_json(self, *args):
+        return json.loads(self.bk(*args, "--json").stdout)
+
+    def listing(self, name=None):
+        return self.bk_json("list", *([name] if name else []))["backups"]
+
+    def contents(self, name):
+        out = self.run("export", name, "-").stdout
+        rows = {}
+        for line in out.splitlines():
+            r = json.loads(line)
+            rows[r["id"]] = (struct.pack(f"<{len(r['values'])}f", *r["values"]), json.dumps(r.get("metadata"), sort_keys=True))
+        return rows
+
+    def import_rows(self, name, rows):
+        """rows: {id: (values, metadata or None)}"""
+        path = os.path.join(self.root, "rows.jsonl")
+        with open(path, "w") as f:
+            for i, (v, m) in rows.items():
+                rec = {"id": i, "values": v}
+                if m is not None:
+                    rec["metadata"] = m
+                f.write(json.dumps(rec) + "\n")
+        self.run("import", name, path, "--batch", "2000")
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def rows_for(ids, dim, version, seed=7):
+    rnd = random.Random(seed * 1000003 + version)
+    out = {}
+    for i in ids:
+        vals = [struct.unpack("<f", struct.pack("<f", rnd.uniform(-1, 1)))[0] for _ in range(dim)]
+        meta = None if i % 4 == 0 else {"n": i, "v": version, "tag": f"t{i % 5}", "note": "naïve ✓"}
+        out[f"id{i}"] = (vals, meta)
+    return out
+
+
+def expected(rows):
+    return {k: (struct.pack(f"<{len(v)}f", *v), json.dumps(m, sort_keys=True)) for k, (v, m) in rows.items()}
+
+
+# ---------------------------------------------------------------- the checklist, over the CLI
+
+def checklist(e):
+    e.run("db", "create", "docs", "--dim", 8)
+    first = rows_for(range(50), 8, 1)
+    e.import_rows("docs", first)
+    full = e.bk_json("create", "docs", "--description", "before the change")
+    assert full["type"] == "full" and full["put_count"] == 50 and full["delete_count"] == 0, full
+    assert full["description"] == "before the change"
+    if "://" not in e.repo:
+        d = os.path.join(e.repo, "docs", full["id"])
+        assert os.path.getsize(os.path.join(d, "backup.json")) > 0
+        assert os.path.getsize(os.path.join(d, "data.jvb.zst")) == full["bytes"]["stored"]
+    change = rows_for(range(45, 60), 8, 2)   # 5 modified, 10 added
+    e.import_rows("docs", change)
+    inc = e.bk_json("create", "docs", "--type", "incremental")
+    assert inc["type"] == "incremental" and inc["parent"] == full["id"], inc
+    assert inc["put_count"] == 15 and inc["delete_count"] == 0, inc
+    state = dict(first)
+    state.update(change)
+    ids = list(e.contents("docs"))
+    e.run("delete", "docs", *ids)
+    assert e.contents("docs") == {}
+    err = e.bk("restore", inc["id"], expect=1).stderr
+    assert "already exists" in err, err
+    out = e.bk("restore", inc["id"], "--force").stdout
+    assert "restored" in out, out
+    assert e.contents("docs") == expected(state), "restored vectors or metadata differ"
+    e.bk("restore", full["id"], "--as", "docs_at_full")
+    assert e.contents("docs_at_full") == expected(first)
+    hist = e.listing("docs")
+    assert [b["id"] for b in hist] == [full["id"], inc["id"]], hist
+    assert all(b["status"] == "ok" and b["restorable"] for b in hist), hist
+    text = e.bk("list", "docs").stdout.splitlines()
+    assert text[0].split()[:3] == ["DATABASE", "ID", "TYPE"] and full["id"] in text[1] and inc["id"] in text[2], text
+    shown = e.bk_json("show", inc["id"])
+    assert shown["sha256"] == inc["sha256"] and shown["chain_length"] == 2
+    assert "intact" in e.bk("verify", inc["id"]).stdout
+    return full, inc
+
+
+def test_checklist():
+    e = Env(JVDB)
+    try:
+        checklist(e)
+    finally:
+        e.close()
+
+
+def test_delete_prune_cli():
+    e = Env(JVDB)
+    try:
+        e.run("db", "create", "r", "--dim", 4)
+        ids = []
+        for k in range(4):
+            e.import_rows("r", rows_for(range(k * 5, k * 5 + 8), 4, k + 1))
+            ids.append(e.bk_json("create", "r", "--type", "incremental")["id"])
+        err = e.bk("delete", ids[1], expect=1).stderr
+        assert "dependant" in err and ids[2] in err, err
+        out = e.bk_json("delete", ids[2], "--cascade")
+        assert out["deleted"] == [ids[3], ids[2]], out
+        out = e.bk_json("prune", "r", "--keep", "1")
+        assert out["deleted"] == [], out          # the newest point needs both that are left
+        e.bk("create", "r")
+        out = e.bk_json("prune", "r", "--keep", "1")
+        assert out["deleted"] == [ids[1], ids[0]], out
+        left = e.listing("r")
+        assert len(left) == 1 and left[0]["restorable"], left
+        assert e.bk("prune", "r", expect=2).returncode == 2
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------- corruption over the CLI
+
+def flip_byte(path, off):
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def test_corruption_cli():
+    e = Env(JVDB)
+    try:
+        full, inc = checklist(e)
+        before_db = e.contents("docs")
+        before_dir = sorted(os.listdir(os.path.join(e.data, "databases")))
+        for b in (full, inc):
+            for name in ("data.jvb.zst", "backup.json"):
+                path = os.path.join(e.repo, "docs", b["id"], name)
+                size = os.path.getsize(path)
+                for off in sorted({0, size // 2, size - 1, random.randrange(size)}):
+                    flip_byte(path, off)
+                    err = e.bk("verify", inc["id"], expect=1).stderr
+                    assert b["id"] in err, f"verify does not name {b['id']}: {err}"
+                    err = e.bk("restore", inc["id"], "--as", "fresh", expect=1).stderr
+                    assert b["id"] in err and "nothing was written" in err or b["id"] in err, err
+                    e.bk("restore", inc["id"], "--force", expect=1)
+                    flip_byte(path, off)
+                    assert sorted(os.listdir(os.path.join(e.data, "databases"))) == before_dir
+        assert e.contents("docs") == before_db
+        e.bk("verify", inc["id"])
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------- crashes
+
+def visible_backups_all_verify(e, name):
+    for b in e.listing(name):
+        assert b["restorable"], b
+        e.bk("verify", b["id"])
+
+
+def big_env():
+    e = Env(JVDB)
+    e.run("db", "create", "big", "--dim", 128, "--sync", "never")
+    rows = rows_for(range(12000), 128, 1)
+    e.import_rows("big", rows)
+    return e, rows
+
+
+def test_crash_during_backup():
+    e, rows = big_env()
+    try:
+        # At the crash points: mid-stream, just before and just after the commit rename.
+        for point, visible in (("backup.write:2", 0), ("backup.before_publish", 0), ("backup.after_publish", 1)):
+            n0 = len(e.listing("big"))
+            p = e.bk("create", "big", crash_at=point, expect=None)
+            assert p.returncode == -signal.SIGKILL, (point, p.returncode, p.stderr)
+            assert len(e.listing("big")) == n0 + visible, (point, e.listing("big"))
+            visible_backups_all_verify(e, "big")
+        # At random moments.
+        t0 = time.monotonic()
+        e.bk("create", "big", "--type", "incremental")
+        full_time = max(time.monotonic() - t0, 0.05)
+        e.run("put", "big", "id1", "--vector", ",".join(["0.5"] * 128))
+        rnd = random.Random(int(os.environ.get("JVDB_CRASH_SEED", "5")))
+        for _ in range(6):
+            env = dict(e.env)
+            proc = subprocess.Popen([e.jvdb, "--data", e.data, "backup", "create", "big", "--repo", e.repo],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            time.sleep(rnd.uniform(0, full_time * 1.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            visible_backups_all_verify(e, "big")
+        # The database itself went on undisturbed.
+        e.bk("create", "big", "--type", "incremental")
+        last = e.listing("big")[-1]
+        e.bk("restore", last["id"], "--as", "check")
+        want = expected(rows)
+        want["id1"] = (struct.pack("<128f", *([0.5] * 128)), json.dumps(None))
+        assert e.contents("check") == want
+    finally:
+        e.close()
+
+
+def test_crash_during_restore():
+    e = Env(JVDB)
+    try:
+        e.run("db", "create", "s", "--dim", 8)
+        e.import_rows("s", rows_for(range(300), 8, 1))
+        e.bk("create", "s")
+        e.import_rows("s", rows_for(range(200, 400), 8, 2))
+        e.run("delete", "s", "id3", "id4")
+        e.bk("create", "s", "--type", "incremental")
+        target = e.listing("s")[-1]["id"]
+        e.import_rows("s", rows_for(range(0, 50), 8, 3))   # the live database differs from the backup
+        before = e.contents("s")
+        e.bk("restore", target, "--as", "ref")
+        restored = e.contents("ref")
+        assert restored != before
+        for point in ("restore.applied", "restore.applied:2", "restore.before_publish", "publish.before_rename"):
+            p = e.bk("restore", target, "--force", crash_at=point, expect=None)
+            assert p.returncode == -signal.SIGKILL, (point, p.returncode, p.stderr)
+            assert e.contents("s") == before, f"database changed after a crash at {point}"
+            left = [d for d in os.listdir(os.path.join(e.data, "databases")) if d.startswith(".")]
+            assert left == [], f"leftovers after recovery from {point}: {left}"
+        p = e.bk("restore", target, "--force", crash_at="publish.after_rename", expect=None)
+        assert p.returncode == -signal.SIGKILL
+        assert e.contents("s") == restored, "a restore that passed its commit point must be whole"
+        e.run("db", "drop", "s")
+        e.bk("restore", target, "--as", "s")
+        # Random moments: the database is either exactly the old one or exactly the restored one.
+        e.import_rows("s", rows_for(range(0, 50), 8, 3))
+        before = e.contents("s")
+        rnd = random.Random(11)
+        for _ in range(6):
+            proc = subprocess.Popen([e.jvdb, "--data", e.data, "backup", "restore", target, "--force", "--repo", e.repo],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e.env)
+            time.sleep(rnd.uniform(0, 0.4))
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate()
+            now = e.contents("s")
+            assert now in (before, restored), "restore left a database that is neither the old nor the restored one"
+            if now == restored:
+                e.import_rows("s", rows_for(range(0, 50), 8, 3))
+                assert e.contents("s") == before
+    finally:
+        e.close()
+
+
+def test_fallback_message_cli():
+    e = Env(JVDB)
+    try:
+        e.run("db", "create", "f", "--dim", 4)
+        e.import_rows("f", rows_for(range(10), 4, 1))
+        p = e.bk("create", "f", "--type", "differential")
+        assert "created full backup" in p.stdout and "note:" in p.stderr and "full" in p.stderr, (p.stdout, p.stderr)
+        p = e.bk("create", "f", "--type", "bogus", expect=2)
+        assert "--type" in p.stderr
+        assert e.run("backup", "list", expect=2).returncode == 2   # no --repo
+        assert "not found" in e.bk("show", "20990101T000000Z-full-9", expect=1).stderr
+    finally:
+        e.close()
+
+
+if __name__ == "__main__":
+    JVDB = os.path.abspath(sys.argv[1])
+    for t in (test_checklist, test_delete_prune_cli, test_corruption_cli, test_fallback_message_cli,
+              test_crash_during_backup, test_crash_during_restore):
+        test(t)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
