@@ -448,7 +448,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
     /* Drain what zstd still holds back (its output buffer may have been full). */
     while (zleft != 0) {
         ZSTD_inBuffer ib = {in, 0, 0};
-        size_t produced;
+        size_t produced = 0;
         if ((rc = ar_step(&r, d, &ib, &zleft, &produced))) goto out;
         if (!produced) break;
     }
