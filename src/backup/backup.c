@@ -548,7 +548,7 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
     int last = (int)c->n - 1;
     const struct cat_item *it = &c->v[last];
     if (!it->restorable) {
-        snprintf(note, cap, "the newest backup %s cannot be used as a parent (%s); made a full backup", it->id, it->status);
+        snprintf(note, cap, "the newest backup %s cannot be used as a parent (%.120s); made a full backup", it->id, it->status);
         return -1;
     }
     if (it->m.incarnation != incarnation) {

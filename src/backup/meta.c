@@ -44,8 +44,9 @@ static void meta_format_time(int64_t ns, char *buf, size_t cap)
     time_t secs = (time_t)(ns / 1000000000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-             tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ns % 1000000000 / 1000000));
+    char day[64];
+    strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, cap, "%.24s.%03dZ", day, (int)(ns % 1000000000 / 1000000));
 }
 
 static int meta_parse_time(const char *s, int64_t *ns)

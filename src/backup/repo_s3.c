@@ -122,7 +122,7 @@ static size_t s3_on_header(char *p, size_t sz, size_t n, void *arg)
     if (!strncasecmp(line, "etag:", 5)) {
         const char *v = line + 5;
         while (*v == ' ') v++;
-        snprintf(r->etag, sizeof r->etag, "%s", v);
+        snprintf(r->etag, sizeof r->etag, "%.127s", v);
     } else if (!strncasecmp(line, "content-length:", 15)) {
         r->length = strtoll(line + 15, NULL, 10);
     }
