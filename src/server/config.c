@@ -1,0 +1,319 @@
+/*
+ * config.c — `jvdb serve` settings: defaults, an optional JSON config file (--config FILE) and the
+ * command-line flags, in that order of precedence (flags win), plus JVDB_API_KEY.
+ *
+ * The config file is one JSON object whose keys are the flag names without the dashes
+ * ({"listen": "127.0.0.1:9000", "threads": 8, "compaction-interval": "30s"}); values may be strings
+ * or numbers.  An unknown key is an error, so a typo never silently leaves a default in place.
+ */
+#include "server/srv.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:8080"
+
+static const char config_usage[] =
+    "Usage: jvdb [--data DIR] serve [OPTIONS]\n"
+    "\n"
+    "Runs the REST server (JadeVectorDB v1 API, admin API, Prometheus /metrics) on the data directory.\n"
+    "\n"
+    "Options:\n"
+    "  --data DIR                 data directory (default: the global --data, $JVDB_DATA, ./jvdb-data)\n"
+    "  --listen HOST:PORT         address to bind (default " CONFIG_DEFAULT_LISTEN "; port 0 = any free port)\n"
+    "  --threads N                HTTP worker threads (default: 2 per core, at least 4)\n"
+    "  --api-key KEY              require X-API-Key: KEY or Authorization: Bearer KEY on every route\n"
+    "                             but /health (default: $JVDB_API_KEY; none when unset)\n"
+    "  --max-body SIZE            largest request body, e.g. 64MiB (default); larger ones get 413\n"
+    "  --max-json-depth N         deepest JSON nesting accepted in a request body (default 32)\n"
+    "  --compaction-interval D    how often the compactor checks every database, e.g. 30s (default 60s)\n"
+    "  --compaction-threads N     databases compacted in parallel (default 1)\n"
+    "  --shutdown-timeout D       how long a stop waits for in-flight requests (default 30s)\n"
+    "  --log-level LEVEL          debug, info (default, or $JVDB_LOG), warn or error\n"
+    "  --config FILE              JSON object of the same keys without dashes; flags win over it\n"
+    "  --help                     this help\n"
+    "\n"
+    "Durations: 250ms, 30s, 5m, 2h, 1d (plain numbers are seconds).  Sizes: 1048576, 512KiB, 64MiB, 1GiB.\n"
+    "Stops gracefully on SIGTERM, SIGINT or POST /v1/admin/shutdown.\n";
+
+int config_parse_duration(const char *s, uint64_t *ms)
+{
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v >= 0)) return -1;
+    double mult;
+    if (!*end || !strcmp(end, "s")) mult = 1000;
+    else if (!strcmp(end, "ms")) mult = 1;
+    else if (!strcmp(end, "m")) mult = 60e3;
+    else if (!strcmp(end, "h")) mult = 3600e3;
+    else if (!strcmp(end, "d")) mult = 86400e3;
+    else return -1;
+    double r = v * mult;
+    if (r > 1e15) return -1;
+    *ms = (uint64_t)(r + 0.5);
+    return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+    if (!s || !*s || *s == '-') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s) return -1;
+    uint64_t mult;
+    if (!*end || !strcmp(end, "B")) mult = 1;
+    else if (!strcmp(end, "K") || !strcmp(end, "KB") || !strcmp(end, "KiB")) mult = 1ull << 10;
+    else if (!strcmp(end, "M") || !strcmp(end, "MB") || !strcmp(end, "MiB")) mult = 1ull << 20;
+    else if (!strcmp(end, "G") || !strcmp(end, "GB") || !strcmp(end, "GiB")) mult = 1ull << 30;
+    else return -1;
+    if (v > UINT64_MAX / mult) return -1;
+    *bytes = v * mult;
+    return 0;
+}
+
+/* A plain decimal count (no size suffixes). */
+static int config_parse_count(const char *s, uint64_t *n)
+{
+    if (!s || *s < '0' || *s > '9') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *n = v;
+    return 0;
+}
+
+static int config_error(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "jvdb serve: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\nRun 'jvdb serve --help' for the options.\n");
+    return 2;
+}
+
+static int config_set_str(char **dst, const char *v)
+{
+    char *n = strdup(v);
+    if (!n) return -1;
+    free(*dst);
+    *dst = n;
+    return 0;
+}
+
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces is never implied: ":PORT" means loopback). */
+static int config_split_listen(server_config *c)
+{
+    const char *s = c->listen;
+    const char *colon;
+    size_t hlen;
+    const char *hstart = s;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':') return -1;
+        hstart = s + 1;
+        hlen = (size_t)(close - hstart);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon) return -1;
+        hlen = (size_t)(colon - s);
+    }
+    if (hlen >= sizeof c->host) return -1;
+    if (hlen == 0) {
+        strcpy(c->host, "127.0.0.1");
+    } else {
+        memcpy(c->host, hstart, hlen);
+        c->host[hlen] = 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p > 65535) return -1;
+    c->port = (uint16_t)p;
+    return 0;
+}
+
+/* One setting by its flag name (without dashes); used for flags and config-file keys alike. */
+static int config_apply(server_config *c, const char *key, const char *v)
+{
+    uint64_t n;
+    if (!strcmp(key, "data")) {
+        if (!*v) return config_error("the data directory name is empty%s%s", "", "");
+        return config_set_str(&c->data_dir, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "listen")) {
+        if (config_set_str(&c->listen, v)) return 2;
+        if (config_split_listen(c)) return config_error("bad --listen '%s'%s (expected HOST:PORT)", v, "");
+        return 0;
+    }
+    if (!strcmp(key, "threads")) {
+        if (config_parse_count(v, &n) || n < 1 || n > 1024)
+            return config_error("bad --threads '%s'%s (expected 1..1024)", v, "");
+        c->threads = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "api-key")) {
+        if (!*v) return config_error("the API key is empty%s%s", "", "");
+        return config_set_str(&c->api_key, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "max-body")) {
+        if (config_parse_size(v, &n) || n < 1)
+            return config_error("bad --max-body '%s'%s (expected a size such as 64MiB)", v, "");
+        c->max_body = n;
+        return 0;
+    }
+    if (!strcmp(key, "max-json-depth")) {
+        if (config_parse_count(v, &n) || n < 2 || n > 1000)
+            return config_error("bad --max-json-depth '%s'%s (expected 2..1000)", v, "");
+        c->max_depth = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "compaction-interval")) {
+        if (config_parse_duration(v, &n) || n < 10 || n > UINT32_MAX)
+            return config_error("bad --compaction-interval '%s'%s (expected a duration such as 30s)", v, "");
+        c->compaction_interval_ms = n;
+        return 0;
+    }
+    if (!strcmp(key, "compaction-threads")) {
+        if (config_parse_count(v, &n) || n < 1 || n > 64)
+            return config_error("bad --compaction-threads '%s'%s (expected 1..64)", v, "");
+        c->compaction_threads = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "shutdown-timeout")) {
+        if (config_parse_duration(v, &n)) return config_error("bad --shutdown-timeout '%s'%s", v, "");
+        c->shutdown_timeout_s = (double)n / 1000.0;
+        return 0;
+    }
+    if (!strcmp(key, "log-level")) {
+        if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warn") && strcmp(v, "error"))
+            return config_error("bad --log-level '%s'%s (expected debug, info, warn or error)", v, "");
+        return config_set_str(&c->log_level, v) ? 2 : 0;
+    }
+    return config_error("unknown option '%s'%s", key, "");
+}
+
+static int config_load_file(server_config *c, const char *path)
+{
+    json_error_t je;
+    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s (line %d, column %d)", je.text, je.line, je.column);
+        return config_error("cannot read config file '%s': %s", path, msg);
+    }
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return config_error("config file '%s' must hold a JSON object%s", path, "");
+    }
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(doc, key, v) {
+        char buf[64];
+        const char *text;
+        if (json_is_string(v)) {
+            text = json_string_value(v);
+        } else if (json_is_integer(v)) {
+            snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            text = buf;
+        } else if (json_is_real(v)) {
+            snprintf(buf, sizeof buf, "%g", json_real_value(v));
+            text = buf;
+        } else {
+            rc = config_error("config file key '%s' must be a string or a number%s", key, "");
+            break;
+        }
+        if (!strcmp(key, "config")) {
+            rc = config_error("a config file cannot name another config file ('%s')%s", path, "");
+            break;
+        }
+        if ((rc = config_apply(c, key, text))) break;
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static unsigned config_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Requests block in fdatasync (group commit shares it), so more threads than cores pays. */
+    long t = n > 0 ? 2 * n : 4;
+    if (t < 4) t = 4;
+    if (t > 64) t = 64;
+    return (unsigned)t;
+}
+
+int config_load(server_config *c, int argc, char **argv, const char *data_dir)
+{
+    memset(c, 0, sizeof *c);
+    c->threads = config_default_threads();
+    c->max_body = 64ull << 20;
+    c->max_depth = 32;
+    c->compaction_interval_ms = 60000;
+    c->compaction_threads = 1;
+    c->shutdown_timeout_s = 30;
+    if (config_set_str(&c->data_dir, data_dir ? data_dir : "./jvdb-data") ||
+        config_set_str(&c->listen, CONFIG_DEFAULT_LISTEN))
+        return 2;
+    config_split_listen(c);
+    const char *env_key = getenv("JVDB_API_KEY");
+    if (env_key && *env_key && config_set_str(&c->api_key, env_key)) return 2;
+
+    /* The config file first, wherever --config appears, so that flags override it. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(config_usage, stdout);
+            return 1;
+        }
+        const char *file = NULL;
+        if (!strcmp(a, "--config")) {
+            if (i + 1 >= argc) return config_error("option '--config' needs a file%s%s", "", "");
+            file = argv[++i];
+        } else if (!strncmp(a, "--config=", 9)) {
+            file = a + 9;
+        }
+        if (file) {
+            int rc = config_load_file(c, file);
+            if (rc) return rc;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) return config_error("unexpected argument '%s'%s", a, "");
+        char key[64];
+        const char *val;
+        const char *eq = strchr(a + 2, '=');
+        size_t klen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (klen >= sizeof key) return config_error("unknown option '%s'%s", a, "");
+        memcpy(key, a + 2, klen);
+        key[klen] = 0;
+        if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) return config_error("option '%s' needs a value%s", a, "");
+            val = argv[++i];
+        }
+        if (!strcmp(key, "config")) continue;
+        int rc = config_apply(c, key, val);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+void config_free(server_config *c)
+{
+    free(c->data_dir);
+    free(c->listen);
+    free(c->api_key);
+    free(c->log_level);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,75 @@
+/*
+ * jsonio.h — JSON in and out for the REST server.
+ *
+ * Out: a small append-only writer (jw_*) instead of building jansson trees, for two reasons: the
+ * library hands back metadata as JSON text that can be copied into a response as is (no reparse),
+ * and float32 values are printed in their shortest round-trip form (0.1, not 0.10000000149011612).
+ * In: jansson parses request bodies (strict, with line/column errors); jr_* helpers pull typed
+ * fields out with messages that name the field.
+ */
+#ifndef JVDB_SERVER_JSONIO_H
+#define JVDB_SERVER_JSONIO_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- writer ---- */
+
+typedef struct jw {
+    char *buf;
+    size_t len, cap;
+    int comma;      /* a value was just completed: the next key or value needs a ',' first */
+    int oom;        /* an allocation failed; the text is incomplete */
+} jw;
+
+void jw_init(jw *w);
+void jw_free(jw *w);
+/* Hands the malloc'd, NUL-terminated text to the caller (NULL after an allocation failure). */
+char *jw_take(jw *w, size_t *len);
+
+void jw_obj(jw *w);
+void jw_obj_end(jw *w);
+void jw_arr(jw *w);
+void jw_arr_end(jw *w);
+void jw_key(jw *w, const char *key);
+void jw_str(jw *w, const char *s);
+void jw_strn(jw *w, const char *s, size_t n);
+void jw_int(jw *w, int64_t v);
+void jw_uint(jw *w, uint64_t v);
+void jw_double(jw *w, double v);        /* non-finite values become null */
+void jw_float(jw *w, float v);          /* shortest text that reads back as the same float32 */
+void jw_floats(jw *w, const float *v, size_t n);   /* an array of floats */
+void jw_bool(jw *w, int v);
+void jw_null(jw *w);
+/* Already-encoded JSON (trusted: library metadata); n == 0 writes null. */
+void jw_raw(jw *w, const char *json, size_t n);
+/* Writes an ISO 8601 UTC time ("2025-11-26T01:59:26Z") from wall-clock nanoseconds. */
+void jw_time(jw *w, int64_t wall_ns);
+void jw_time_fmt(int64_t wall_ns, char out[32]);
+
+/* key + value shorthands */
+#define jw_kstr(w, k, v) (jw_key((w), (k)), jw_str((w), (v)))
+#define jw_kint(w, k, v) (jw_key((w), (k)), jw_int((w), (v)))
+#define jw_kuint(w, k, v) (jw_key((w), (k)), jw_uint((w), (v)))
+#define jw_kdouble(w, k, v) (jw_key((w), (k)), jw_double((w), (v)))
+#define jw_kbool(w, k, v) (jw_key((w), (k)), jw_bool((w), (v)))
+
+/* ---- reader helpers ----
+ * Each returns 0 when the field is absent (leaving *out alone), 1 when present and valid, and -1
+ * with a message in err (cap bytes) naming the field when present but of the wrong type. */
+
+/* Parses a request body that must be one JSON object nested at most max_depth deep.
+ * Returns NULL with err set ("request body is not valid JSON: ... at line 1, column 7"). */
+json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap);
+
+int jr_string(json_t *obj, const char *key, const char **out, char *err, size_t cap);
+int jr_bool(json_t *obj, const char *key, int *out, char *err, size_t cap);
+int jr_uint(json_t *obj, const char *key, uint64_t min, uint64_t max, uint64_t *out, char *err, size_t cap);
+int jr_number(json_t *obj, const char *key, double *out, char *err, size_t cap);
+
+/* Reads a JSON array of numbers into a malloc'd float array.  `what` names it in messages
+ * ("values", "record 3: values").  At most max_len numbers; each must fit a float32. */
+int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint32_t *n, char *err, size_t cap);
+
+#endif

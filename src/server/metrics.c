@@ -1,0 +1,239 @@
+/*
+ * metrics.c — GET /metrics in the Prometheus text format (version 0.0.4).
+ *
+ * Request metrics are counted on the hot path with relaxed atomics only (no lock): a counter per
+ * (route, status) and a latency histogram per route, both indexed by the route table's position
+ * (routes.c), plus one slot for requests no route matched.  Everything else — per-database sizes
+ * and LSNs, compaction totals — is read from the library when the endpoint is scraped, so it costs
+ * nothing between scrapes and can never drift from the truth.
+ */
+#include "server/srv.h"
+
+#include "core/clock.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const int metrics_statuses[] = {200, 201, 202, 400, 401, 404, 405, 409, 413, 500, 503};
+#define METRICS_NSTATUS ((int)(sizeof metrics_statuses / sizeof metrics_statuses[0]) + 1)   /* + other */
+
+/* Upper bounds in microseconds (rendered in seconds). */
+static const uint64_t metrics_buckets_us[] = {100,   250,    500,    1000,   2500,    5000,    10000,  25000,
+                                              50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
+#define METRICS_NBUCKET ((int)(sizeof metrics_buckets_us / sizeof metrics_buckets_us[0]) + 1)   /* + +Inf */
+
+struct metrics_route {
+    atomic_uint_fast64_t by_status[METRICS_NSTATUS];
+    atomic_uint_fast64_t bucket[METRICS_NBUCKET];
+    atomic_uint_fast64_t sum_us;
+    atomic_uint_fast64_t count;
+};
+
+struct metrics {
+    int nroutes;                     /* route_count() + 1 (unmatched) */
+    struct metrics_route *routes;
+};
+
+int metrics_init(server *s)
+{
+    metrics *m = calloc(1, sizeof *m);
+    if (!m) return -1;
+    m->nroutes = route_count() + 1;
+    m->routes = calloc((size_t)m->nroutes, sizeof *m->routes);
+    if (!m->routes) {
+        free(m);
+        return -1;
+    }
+    s->metrics = m;
+    return 0;
+}
+
+void metrics_free(server *s)
+{
+    if (!s->metrics) return;
+    free(s->metrics->routes);
+    free(s->metrics);
+    s->metrics = NULL;
+}
+
+void metrics_observe(server *s, int route, int status, uint64_t us)
+{
+    metrics *m = s->metrics;
+    if (!m) return;
+    if (route < 0 || route >= m->nroutes) route = m->nroutes - 1;
+    struct metrics_route *r = &m->routes[route];
+    int si = METRICS_NSTATUS - 1;
+    for (int i = 0; i < METRICS_NSTATUS - 1; i++)
+        if (metrics_statuses[i] == status) si = i;
+    int b = 0;
+    while (b < METRICS_NBUCKET - 1 && us > metrics_buckets_us[b]) b++;
+    atomic_fetch_add_explicit(&r->by_status[si], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->sum_us, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->count, 1, memory_order_relaxed);
+}
+
+/* ---------------------------------------------------------------- rendering */
+
+typedef struct mbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} mbuf;
+
+__attribute__((format(printf, 2, 3))) static void mb_printf(mbuf *b, const char *fmt, ...)
+{
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if ((size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap * 2 + (size_t)n + 1;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+static void mb_head(mbuf *b, const char *name, const char *type, const char *help)
+{
+    mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metrics_render_requests(server *s, mbuf *b)
+{
+    metrics *m = s->metrics;
+    mb_head(b, "jvdb_http_requests_total", "counter", "HTTP requests answered, by route, method and status.");
+    for (int r = 0; r < m->nroutes; r++) {
+        for (int i = 0; i < METRICS_NSTATUS; i++) {
+            uint64_t v = atomic_load_explicit(&m->routes[r].by_status[i], memory_order_relaxed);
+            if (!v) continue;
+            char st[8];
+            if (i < METRICS_NSTATUS - 1) snprintf(st, sizeof st, "%d", metrics_statuses[i]);
+            else snprintf(st, sizeof st, "other");
+            mb_printf(b, "jvdb_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %" PRIu64 "\n",
+                      route_label(r), route_method(r), st, v);
+        }
+    }
+    mb_head(b, "jvdb_http_request_duration_seconds", "histogram",
+            "Time from request headers to the end of the answer, by route.");
+    for (int r = 0; r < m->nroutes; r++) {
+        struct metrics_route *mr = &m->routes[r];
+        uint64_t count = atomic_load_explicit(&mr->count, memory_order_relaxed);
+        if (!count) continue;
+        uint64_t cum = 0;
+        for (int i = 0; i < METRICS_NBUCKET; i++) {
+            cum += atomic_load_explicit(&mr->bucket[i], memory_order_relaxed);
+            if (i < METRICS_NBUCKET - 1)
+                mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                          route_label(r), route_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
+            else
+                mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                          route_label(r), route_method(r), cum);
+        }
+        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", route_label(r),
+                  route_method(r), (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
+        mb_printf(b, "jvdb_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %" PRIu64 "\n",
+                  route_label(r), route_method(r), cum);
+    }
+}
+
+static void metrics_render_databases(server *s, mbuf *b)
+{
+    pthread_rwlock_rdlock(&s->catalog);
+    char **names = NULL;
+    size_t n = 0;
+    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) {
+        pthread_rwlock_unlock(&s->catalog);
+        return;
+    }
+    jvdb_stats *st = calloc(n ? n : 1, sizeof *st);
+    if (!st) {
+        b->oom = 1;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            jvdb_db *db;
+            if (jvdb_db_open(s->env, names[i], &db) == JVDB_OK) jvdb_stats_get(db, &st[i]);
+        }
+    }
+    pthread_rwlock_unlock(&s->catalog);
+    if (st) {
+        static const struct {
+            const char *name, *help;
+        } g[] = {
+            {"jvdb_database_vectors", "Live vectors in the database."},
+            {"jvdb_database_dead_ratio", "Dead bytes over file bytes (what compaction can reclaim)."},
+            {"jvdb_database_file_bytes", "Bytes of all segment files."},
+            {"jvdb_database_dead_bytes", "Bytes of overwritten and deleted records."},
+            {"jvdb_database_segments", "Segment files."},
+            {"jvdb_database_last_lsn", "Log sequence number of the newest write."},
+        };
+        for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+            mb_head(b, g[k].name, "gauge", g[k].help);
+            for (size_t i = 0; i < n; i++) {
+                double v = k == 0 ? (double)st[i].live_records
+                         : k == 1 ? st[i].dead_ratio
+                         : k == 2 ? (double)st[i].file_bytes
+                         : k == 3 ? (double)st[i].dead_bytes
+                         : k == 4 ? (double)st[i].segments
+                                  : (double)st[i].last_lsn;
+                mb_printf(b, "%s{database=\"%s\"} %.17g\n", g[k].name, names[i], v);
+            }
+        }
+    }
+    free(st);
+    jvdb_free_names(names, n);
+}
+
+static void metrics_render_compaction(server *s, mbuf *b)
+{
+    jvdb_compactor_totals t;
+    compact_log_totals(s, NULL, &t, NULL);
+    mb_head(b, "jvdb_compactions_total", "counter", "Compactions finished (background and API).");
+    mb_printf(b, "jvdb_compactions_total %" PRIu64 "\n", t.compactions);
+    mb_head(b, "jvdb_compaction_failures_total", "counter", "Compactions that failed.");
+    mb_printf(b, "jvdb_compaction_failures_total %" PRIu64 "\n", t.failures);
+    mb_head(b, "jvdb_compaction_bytes_reclaimed_total", "counter", "Bytes given back by compaction.");
+    mb_printf(b, "jvdb_compaction_bytes_reclaimed_total %" PRIu64 "\n", t.bytes_reclaimed);
+    mb_head(b, "jvdb_compaction_records_copied_total", "counter", "Live records copied by compaction.");
+    mb_printf(b, "jvdb_compaction_records_copied_total %" PRIu64 "\n", t.records_copied);
+    mb_head(b, "jvdb_compaction_seconds_total", "counter", "Time spent compacting.");
+    mb_printf(b, "jvdb_compaction_seconds_total %.6f\n", t.seconds);
+    mb_head(b, "jvdb_compactions_running", "gauge", "Background compactions in progress.");
+    mb_printf(b, "jvdb_compactions_running %d\n", t.running);
+}
+
+char *metrics_render(server *s, size_t *len)
+{
+    mbuf b = {malloc(16384), 0, 16384, 0};
+    if (!b.p) return NULL;
+    b.p[0] = 0;
+    mb_head(&b, "jvdb_build_info", "gauge", "Version of the running server.");
+    mb_printf(&b, "jvdb_build_info{version=\"%s\"} 1\n", JVDB_VERSION);
+    mb_head(&b, "jvdb_uptime_seconds", "gauge", "Seconds since the server started.");
+    mb_printf(&b, "jvdb_uptime_seconds %.3f\n", (double)(clock_mono_ns() - s->started_mono_ns) / 1e9);
+    metrics_render_requests(s, &b);
+    metrics_render_databases(s, &b);
+    metrics_render_compaction(s, &b);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}

@@ -1,0 +1,405 @@
+/*
+ * routes_admin.c — health, status, shutdown, /metrics, and the persistence admin API for
+ * compaction: per-database storage statistics, compaction on request, and the compaction service's
+ * state.
+ *
+ * Compactions asked for over HTTP run on the request's thread through jvdb_compact() (the caller
+ * gets the result when it is done) with the server's cancel flag, so a stop abandons them cleanly.
+ * The background service keeps its own totals; this file keeps the same totals for API runs
+ * (compact_log) and every report adds the two.  The library logs each finished compaction.
+ */
+#include "server/srv.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- API-run compaction records */
+
+struct compact_rec {
+    char name[JVDB_MAX_NAME_LEN + 1];
+    jvdb_compactor_totals totals;
+    jvdb_compact_stats last;
+};
+
+struct compact_log {
+    pthread_mutex_t mu;
+    jvdb_compactor_totals all;
+    struct compact_rec *recs;
+    size_t n, cap;
+};
+
+int compact_log_init(server *s)
+{
+    compact_log *l = calloc(1, sizeof *l);
+    if (!l) return -1;
+    pthread_mutex_init(&l->mu, NULL);
+    s->compactions = l;
+    return 0;
+}
+
+void compact_log_free(server *s)
+{
+    compact_log *l = s->compactions;
+    if (!l) return;
+    pthread_mutex_destroy(&l->mu);
+    free(l->recs);
+    free(l);
+    s->compactions = NULL;
+}
+
+static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
+{
+    t->compactions++;
+    t->bytes_before += st->bytes_before;
+    t->bytes_after += st->bytes_after;
+    t->bytes_reclaimed += st->bytes_reclaimed;
+    t->records_copied += st->records_copied;
+    t->records_dropped += st->records_dropped;
+    t->seconds += st->seconds;
+}
+
+static void compact_log_record(server *s, const char *name, const jvdb_compact_stats *st, int failed)
+{
+    compact_log *l = s->compactions;
+    pthread_mutex_lock(&l->mu);
+    struct compact_rec *r = NULL;
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->recs[i].name, name)) r = &l->recs[i];
+    if (!r && l->n == l->cap) {
+        size_t ncap = l->cap ? 2 * l->cap : 8;
+        struct compact_rec *nr = realloc(l->recs, ncap * sizeof *nr);
+        if (nr) {
+            l->recs = nr;
+            l->cap = ncap;
+        }
+    }
+    if (!r && l->n < l->cap) {
+        r = &l->recs[l->n++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "%s", name);
+    }
+    if (failed) {
+        l->all.failures++;
+        if (r) r->totals.failures++;
+    } else {
+        compact_add(&l->all, st);
+        if (r) {
+            compact_add(&r->totals, st);
+            r->last = *st;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b)
+{
+    a->compactions += b->compactions;
+    a->failures += b->failures;
+    a->bytes_before += b->bytes_before;
+    a->bytes_after += b->bytes_after;
+    a->bytes_reclaimed += b->bytes_reclaimed;
+    a->records_copied += b->records_copied;
+    a->records_dropped += b->records_dropped;
+    a->seconds += b->seconds;
+    a->running += b->running;
+}
+
+void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last)
+{
+    jvdb_compactor_totals svc = {0};
+    jvdb_compact_stats svc_last = {0};
+    if (s->compactor) jvdb_compactor_stats(s->compactor, name, &svc, &svc_last);
+    compact_log *l = s->compactions;
+    memset(t, 0, sizeof *t);
+    jvdb_compact_stats api_last = {0};
+    pthread_mutex_lock(&l->mu);
+    if (!name) {
+        *t = l->all;
+    } else {
+        for (size_t i = 0; i < l->n; i++) {
+            if (strcmp(l->recs[i].name, name)) continue;
+            *t = l->recs[i].totals;
+            api_last = l->recs[i].last;
+        }
+    }
+    pthread_mutex_unlock(&l->mu);
+    compact_sum(t, &svc);
+    if (last) *last = api_last.finished_ns >= svc_last.finished_ns ? api_last : svc_last;
+}
+
+void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status,
+                       const char *message)
+{
+    (void)arg;
+    (void)st;
+    (void)status;
+    (void)message;
+    /* The library already logs every finished and failed compaction (with its numbers); the
+     * start of a background run is the one event nobody else reports. */
+    if (ev == JVDB_COMPACT_START) log_info("background compaction of '%s' started", db_name);
+}
+
+/* ---------------------------------------------------------------- JSON pieces */
+
+static void route_write_compact_stats(jw *w, const jvdb_compact_stats *st)
+{
+    jw_obj(w);
+    jw_kstr(w, "trigger", jvdb_compact_trigger_name(st->trigger));
+    jw_kbool(w, "full", st->full);
+    jw_kuint(w, "segmentsIn", st->segments_in);
+    jw_kuint(w, "segmentsOut", st->segments_out);
+    jw_kuint(w, "bytesBefore", st->bytes_before);
+    jw_kuint(w, "bytesAfter", st->bytes_after);
+    jw_kuint(w, "bytesReclaimed", st->bytes_reclaimed);
+    jw_kuint(w, "recordsCopied", st->records_copied);
+    jw_kuint(w, "recordsDropped", st->records_dropped);
+    jw_kuint(w, "tombstonesDropped", st->tombstones_dropped);
+    jw_kdouble(w, "seconds", st->seconds);
+    jw_key(w, "finishedAt");
+    if (st->finished_ns) jw_time(w, st->finished_ns);
+    else jw_null(w);
+    jw_obj_end(w);
+}
+
+static void route_write_totals(jw *w, const jvdb_compactor_totals *t)
+{
+    jw_obj(w);
+    jw_kuint(w, "compactions", t->compactions);
+    jw_kuint(w, "failures", t->failures);
+    jw_kuint(w, "bytesBefore", t->bytes_before);
+    jw_kuint(w, "bytesAfter", t->bytes_after);
+    jw_kuint(w, "bytesReclaimed", t->bytes_reclaimed);
+    jw_kuint(w, "recordsCopied", t->records_copied);
+    jw_kuint(w, "recordsDropped", t->records_dropped);
+    jw_kdouble(w, "seconds", t->seconds);
+    jw_obj_end(w);
+}
+
+/* {"due", "trigger", "reason", "totals", "lastRun"} for one database. */
+static void route_write_compaction_state(server *s, jw *w, jvdb_db *db)
+{
+    jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
+    char reason[256] = "";
+    int due = jvdb_needs_compaction(db, NULL, &why, reason, sizeof reason);
+    jvdb_compactor_totals t;
+    jvdb_compact_stats last;
+    compact_log_totals(s, jvdb_db_name(db), &t, &last);
+    jw_obj(w);
+    jw_kbool(w, "due", due == 1);
+    jw_kstr(w, "trigger", jvdb_compact_trigger_name(why));
+    jw_kstr(w, "reason", reason);
+    jw_key(w, "totals");
+    route_write_totals(w, &t);
+    jw_key(w, "lastRun");
+    if (last.finished_ns) route_write_compact_stats(w, &last);
+    else jw_null(w);
+    jw_obj_end(w);
+}
+
+/* ---------------------------------------------------------------- routes */
+
+void route_health(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "status", atomic_load(&s->stopping) ? "stopping" : "ok");
+    jw_kstr(&w, "version", JVDB_VERSION);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_status(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    jvdb_stats sum = {0};
+    size_t n = 0;
+    pthread_rwlock_rdlock(&s->catalog);
+    char **names = NULL;
+    if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
+        for (size_t i = 0; i < n; i++) {
+            jvdb_db *db;
+            jvdb_stats st;
+            if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK || jvdb_stats_get(db, &st) != JVDB_OK) continue;
+            sum.live_records += st.live_records;
+            sum.file_bytes += st.file_bytes;
+            sum.live_bytes += st.live_bytes;
+            sum.dead_bytes += st.dead_bytes;
+            sum.segments += st.segments;
+        }
+        jvdb_free_names(names, n);
+    }
+    pthread_rwlock_unlock(&s->catalog);
+    jvdb_compactor_totals ct;
+    compact_log_totals(s, NULL, &ct, NULL);
+
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "status", atomic_load(&s->stopping) ? "stopping" : "ok");
+    jw_kstr(&w, "version", JVDB_VERSION);
+    jw_kdouble(&w, "uptimeSeconds", (double)(clock_mono_ns() - s->started_mono_ns) / 1e9);
+    jw_key(&w, "startedAt");
+    jw_time(&w, s->started_wall_ns);
+    jw_kstr(&w, "dataDirectory", s->cfg.data_dir);
+    jw_kbool(&w, "authentication", s->cfg.api_key != NULL);
+    jw_kuint(&w, "databases", n);
+    jw_key(&w, "totals");
+    jw_obj(&w);
+    jw_kuint(&w, "vectors", sum.live_records);
+    jw_kuint(&w, "fileBytes", sum.file_bytes);
+    jw_kuint(&w, "liveBytes", sum.live_bytes);
+    jw_kuint(&w, "deadBytes", sum.dead_bytes);
+    jw_kuint(&w, "segments", sum.segments);
+    jw_obj_end(&w);
+    jw_key(&w, "compaction");
+    jw_obj(&w);
+    jw_kuint(&w, "running", (uint64_t)ct.running);
+    jw_kuint(&w, "compactions", ct.compactions);
+    jw_kuint(&w, "bytesReclaimed", ct.bytes_reclaimed);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_shutdown(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "status", "stopping");
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+    /* The main thread stops accepting and then waits for in-flight requests, this one included, so
+     * the answer still goes out. */
+    log_info("shutdown requested over HTTP");
+    server_request_stop(s);
+}
+
+void route_metrics(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    size_t len = 0;
+    char *text = metrics_render(s, &len);
+    if (!text) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory rendering metrics");
+        return;
+    }
+    http_reply_text(rs, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+void route_db_stats(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", jvdb_db_name(db));
+    route_write_stats(&w, db);
+    jw_key(&w, "compaction");
+    route_write_compaction_state(s, &w, db);
+    jw_obj_end(&w);
+    route_db_release(s);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_db_compact(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body_opt(s, rq, rs);
+    if (!body) return;
+    char err[256];
+    jvdb_compact_options o = {0};
+    if (jr_bool(body, "force", &o.force, err, sizeof err) < 0 || jr_bool(body, "full", &o.full, err, sizeof err) < 0) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    o.cancel = &s->cancel;
+    jvdb_compact_stats st;
+    memset(&st, 0, sizeof st);
+    char reason[256] = "";
+    jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
+    jvdb_needs_compaction(db, NULL, &why, reason, sizeof reason);
+    int rc = jvdb_compact(db, &o, &st);
+    const char *name = jvdb_db_name(db);
+    if (rc == JVDB_OK && st.trigger != JVDB_TRIGGER_NONE) {
+        compact_log_record(s, name, &st, 0);
+    } else if (rc != JVDB_OK && rc != JVDB_EBUSY) {
+        compact_log_record(s, name, &st, 1);
+        log_warn("compaction of '%s' requested over HTTP failed: %s", name, jvdb_errmsg());
+    }
+    if (rc == JVDB_EBUSY && s->cancel) {
+        route_db_release(s);
+        http_error(rs, 503, "SHUTTING_DOWN", "compaction of '%s' abandoned: the server is shutting down", rq->params[0]);
+        return;
+    }
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        route_db_release(s);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", name);
+    jw_kbool(&w, "compacted", st.trigger != JVDB_TRIGGER_NONE);
+    if (st.trigger == JVDB_TRIGGER_NONE)
+        jw_kstr(&w, "reason", *reason ? reason : "the compaction policy does not ask for it (send {\"force\": true})");
+    jw_key(&w, "result");
+    route_write_compact_stats(&w, &st);
+    jw_key(&w, "stats");
+    jw_obj(&w);
+    route_write_stats(&w, db);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    route_db_release(s);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_compaction(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    jvdb_compactor_totals t;
+    compact_log_totals(s, NULL, &t, NULL);
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "state", s->compactor ? (atomic_load(&s->stopping) ? "stopping" : "running") : "stopped");
+    jw_kuint(&w, "threads", s->cfg.compaction_threads);
+    jw_kuint(&w, "checkIntervalMs", s->cfg.compaction_interval_ms);
+    jw_kuint(&w, "running", (uint64_t)t.running);
+    jw_key(&w, "totals");
+    route_write_totals(&w, &t);
+    jw_key(&w, "databases");
+    jw_arr(&w);
+    pthread_rwlock_rdlock(&s->catalog);
+    char **names = NULL;
+    size_t n = 0;
+    if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
+        for (size_t i = 0; i < n; i++) {
+            jvdb_db *db;
+            if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK) continue;
+            jw_obj(&w);
+            jw_kstr(&w, "databaseId", names[i]);
+            jw_key(&w, "compaction");
+            route_write_compaction_state(s, &w, db);
+            jw_obj_end(&w);
+        }
+        jvdb_free_names(names, n);
+    }
+    pthread_rwlock_unlock(&s->catalog);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}

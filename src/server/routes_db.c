@@ -1,0 +1,389 @@
+/*
+ * routes_db.c — /v1/databases: create, list, show, update, drop (JadeVectorDB v1 field names).
+ *
+ * The database id is its name (DESIGN.md 4).  What the object shows comes from two owners: the
+ * library (dimension, metric, durability, compaction policy, statistics) and the server's metadata
+ * file (description, created_at, updated_at; dbmeta.c).  Settings are validated completely before
+ * any is applied, so a rejected update changes nothing.
+ */
+#include "server/srv.h"
+
+#include "core/clock.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *route_metric_name(jvdb_metric m)
+{
+    /* The v1 API says "euclidean" for what the library calls l2. */
+    switch (m) {
+    case JVDB_METRIC_COSINE: return "cosine";
+    case JVDB_METRIC_DOT: return "dot";
+    default: return "euclidean";
+    }
+}
+
+static void route_sync_name(const jvdb_db_options *o, char *buf, size_t cap)
+{
+    if (o->sync == JVDB_SYNC_NEVER) snprintf(buf, cap, "never");
+    else if (o->sync == JVDB_SYNC_INTERVAL) snprintf(buf, cap, "interval:%u", o->sync_interval_ms);
+    else snprintf(buf, cap, "always");
+}
+
+void route_write_stats(jw *w, jvdb_db *db)
+{
+    jvdb_stats st;
+    if (jvdb_stats_get(db, &st) != JVDB_OK) memset(&st, 0, sizeof st);
+    jw_kuint(w, "vectorCount", st.live_records);
+    jw_kuint(w, "liveRecords", st.live_records);
+    jw_kuint(w, "deadRecords", st.dead_records);
+    jw_kuint(w, "tombstones", st.tombstones);
+    jw_kuint(w, "fileBytes", st.file_bytes);
+    jw_kuint(w, "liveBytes", st.live_bytes);
+    jw_kuint(w, "deadBytes", st.dead_bytes);
+    jw_kdouble(w, "deadRatio", st.dead_ratio);
+    jw_kuint(w, "segments", st.segments);
+    jw_kuint(w, "lastLsn", st.last_lsn);
+    jw_kuint(w, "backupHorizon", st.backup_horizon);
+}
+
+static void route_write_policy(jw *w, const jvdb_compact_policy *p)
+{
+    jw_obj(w);
+    jw_kdouble(w, "deadRatio", p->dead_ratio);
+    jw_kuint(w, "largeBytes", p->large_bytes);
+    jw_kdouble(w, "largeMinDeadRatio", p->large_min_dead_ratio);
+    jw_kint(w, "maxAgeSeconds", p->max_age_s);
+    jw_kuint(w, "minRecords", p->min_records);
+    jw_kdouble(w, "maxSeconds", p->max_seconds);
+    jw_kdouble(w, "segmentDeadRatio", p->segment_dead_ratio);
+    jw_obj_end(w);
+}
+
+/* The database object of GET /v1/databases/{id}, also returned by create and update. */
+static void route_write_db(server *s, jw *w, jvdb_db *db)
+{
+    const char *name = jvdb_db_name(db);
+    dbmeta m;
+    dbmeta_load(s, name, &m);
+    jvdb_db_options o;
+    jvdb_db_get_options(db, &o);
+    char sync[32];
+    route_sync_name(&o, sync, sizeof sync);
+    jvdb_compact_policy pol;
+    jvdb_db_get_compact_policy(db, &pol);
+
+    jw_obj(w);
+    jw_kstr(w, "databaseId", name);
+    jw_kstr(w, "name", name);
+    jw_kstr(w, "description", m.description);
+    jw_kuint(w, "vectorDimension", o.dim);
+    jw_kstr(w, "distanceMetric", route_metric_name(o.metric));
+    jw_kstr(w, "sync", sync);
+    jw_key(w, "compactionPolicy");
+    route_write_policy(w, &pol);
+    jw_key(w, "created_at");
+    jw_time(w, m.created_ns);
+    jw_key(w, "updated_at");
+    jw_time(w, m.updated_ns);
+    jw_key(w, "stats");
+    jw_obj(w);
+    route_write_stats(w, db);
+    jw_obj_end(w);
+    jw_obj_end(w);
+    dbmeta_free(&m);
+}
+
+/* The answer of create and update: the database object, or the error that stopped them. */
+static void route_reply_db(server *s, http_resp *rs, jvdb_db *db, int rc, int status)
+{
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    route_write_db(s, &w, db);
+    http_reply_json(rs, status, &w);
+}
+
+/* ---------------------------------------------------------------- settings shared by create and update */
+
+typedef struct db_settings {
+    const char *description;         /* NULL = unchanged */
+    int has_sync;
+    jvdb_sync_mode sync;
+    uint32_t sync_ms;
+    int has_policy;
+    jvdb_compact_policy policy;
+} db_settings;
+
+/* Fields of compactionPolicy, each optional: it amends `p`. */
+static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, size_t cap)
+{
+    if (!json_is_object(obj)) {
+        snprintf(err, cap, "field 'compactionPolicy' must be an object");
+        return -1;
+    }
+    double d;
+    uint64_t u;
+    int r;
+    static const char *known[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
+                                  "minRecords", "maxSeconds", "segmentDeadRatio"};
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        size_t i = 0;
+        while (i < sizeof known / sizeof known[0] && strcmp(known[i], key)) i++;
+        if (i == sizeof known / sizeof known[0]) {
+            snprintf(err, cap, "compactionPolicy has no field '%s'", key);
+            return -1;
+        }
+    }
+    struct {
+        const char *k;
+        double *dst;
+        double lo, hi;
+    } ratios[] = {{"deadRatio", &p->dead_ratio, 0, 1},
+                  {"largeMinDeadRatio", &p->large_min_dead_ratio, 0, 1},
+                  {"segmentDeadRatio", &p->segment_dead_ratio, 0, 1},
+                  {"maxSeconds", &p->max_seconds, 0, 1e9}};
+    for (size_t i = 0; i < sizeof ratios / sizeof ratios[0]; i++) {
+        if ((r = jr_number(obj, ratios[i].k, &d, err, cap)) < 0) return -1;
+        if (r == 0) continue;
+        if (!(d >= ratios[i].lo && d <= ratios[i].hi)) {
+            snprintf(err, cap, "compactionPolicy.%s is %g; it must be from %g to %g", ratios[i].k, d, ratios[i].lo,
+                     ratios[i].hi);
+            return -1;
+        }
+        *ratios[i].dst = d;
+    }
+    if ((r = jr_uint(obj, "largeBytes", 0, UINT64_MAX >> 1, &u, err, cap)) < 0) return -1;
+    if (r) p->large_bytes = u;
+    if ((r = jr_uint(obj, "minRecords", 0, UINT64_MAX >> 1, &u, err, cap)) < 0) return -1;
+    if (r) p->min_records = u;
+    if ((r = jr_uint(obj, "maxAgeSeconds", 0, INT64_MAX >> 1, &u, err, cap)) < 0) return -1;
+    if (r) p->max_age_s = (int64_t)u;
+    return 0;
+}
+
+static int route_parse_settings(json_t *body, jvdb_db *db, db_settings *st, char *err, size_t cap)
+{
+    memset(st, 0, sizeof *st);
+    if (jr_string(body, "description", &st->description, err, cap) < 0) return -1;
+    if (st->description && strlen(st->description) > 65536) {
+        snprintf(err, cap, "description is %zu bytes; the limit is 65536", strlen(st->description));
+        return -1;
+    }
+    const char *sync = NULL;
+    int r = jr_string(body, "sync", &sync, err, cap);
+    if (r < 0) return -1;
+    if (r) {
+        if (jvdb_sync_parse(sync, &st->sync, &st->sync_ms) != JVDB_OK) {
+            snprintf(err, cap, "%s", jvdb_errmsg());
+            return -1;
+        }
+        st->has_sync = 1;
+    }
+    json_t *pol = json_object_get(body, "compactionPolicy");
+    if (pol) {
+        if (db) jvdb_db_get_compact_policy(db, &st->policy);
+        else jvdb_compact_policy_init(&st->policy);
+        if (route_parse_policy(pol, &st->policy, err, cap)) return -1;
+        st->has_policy = 1;
+    }
+    return 0;
+}
+
+/* Applies what the library keeps.  Errors come with jvdb_errmsg(). */
+static int route_apply_settings(jvdb_db *db, const db_settings *st)
+{
+    int rc = JVDB_OK;
+    if (st->has_sync && (rc = jvdb_db_set_sync(db, st->sync, st->sync_ms))) return rc;
+    if (st->has_policy && (rc = jvdb_db_set_compact_policy(db, &st->policy))) return rc;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- routes */
+
+void route_db_create(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body(s, rq, rs);
+    if (!body) return;
+    char err[512] = "";
+    const char *name = NULL, *metric_s = NULL;
+    uint64_t dim = 0;
+    db_settings st;
+    int r;
+    if ((r = jr_string(body, "name", &name, err, sizeof err)) <= 0) {
+        if (r == 0) snprintf(err, sizeof err, "field 'name' is required");
+        goto bad;
+    }
+    if ((r = jr_uint(body, "vectorDimension", 1, JVDB_MAX_DIM, &dim, err, sizeof err)) <= 0) {
+        if (r == 0) snprintf(err, sizeof err, "field 'vectorDimension' is required");
+        goto bad;
+    }
+    if (jr_string(body, "distanceMetric", &metric_s, err, sizeof err) < 0) goto bad;
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, (uint32_t)dim);
+    /* JadeVectorDB's default metric is cosine (the library's is l2). */
+    o.metric = JVDB_METRIC_COSINE;
+    if (metric_s && jvdb_metric_parse(metric_s, &o.metric) != JVDB_OK) {
+        snprintf(err, sizeof err, "distanceMetric '%s' is not one of cosine, euclidean, dot", metric_s);
+        goto bad;
+    }
+    if (route_parse_settings(body, NULL, &st, err, sizeof err)) goto bad;
+    if (st.has_sync) {
+        o.sync = st.sync;
+        o.sync_interval_ms = st.sync_ms;
+    }
+
+    pthread_rwlock_rdlock(&s->catalog);
+    jvdb_db *db = NULL;
+    int rc = jvdb_db_create(s->env, name, &o, &db);
+    if (rc == JVDB_OK && st.has_policy) rc = jvdb_db_set_compact_policy(db, &st.policy);
+    if (rc == JVDB_OK) {
+        dbmeta m = {0};
+        m.description = (char *)(st.description ? st.description : "");
+        m.created_ns = m.updated_ns = clock_wall_ns();
+        pthread_mutex_lock(&s->meta_mu);
+        rc = dbmeta_save(s, name, &m);
+        pthread_mutex_unlock(&s->meta_mu);
+    }
+    route_reply_db(s, rs, db, rc, 201);
+    pthread_rwlock_unlock(&s->catalog);
+    json_decref(body);
+    return;
+bad:
+    http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+    json_decref(body);
+}
+
+void route_db_list(server *s, http_req *rq, http_resp *rs)
+{
+    uint64_t offset = 0, limit = UINT64_MAX;
+    if (route_query_uint(rq, rs, "offset", &offset) < 0 || route_query_uint(rq, rs, "limit", &limit) < 0) return;
+    pthread_rwlock_rdlock(&s->catalog);
+    char **names = NULL;
+    size_t n = 0;
+    int rc = jvdb_db_list(s->env, &names, &n);
+    if (rc != JVDB_OK) {
+        pthread_rwlock_unlock(&s->catalog);
+        http_lib_error(rs, rc);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kuint(&w, "total", n);
+    jw_key(&w, "databases");
+    jw_arr(&w);
+    for (size_t i = offset; i < n && i - offset < limit; i++) {
+        jvdb_db *db;
+        if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK) continue;
+        route_write_db(s, &w, db);
+    }
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    pthread_rwlock_unlock(&s->catalog);
+    jvdb_free_names(names, n);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_db_get(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    jw w;
+    jw_init(&w);
+    route_write_db(s, &w, db);
+    route_db_release(s);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_db_update(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body(s, rq, rs);
+    if (!body) return;
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) {
+        json_decref(body);
+        return;
+    }
+    char err[512] = "";
+    db_settings st;
+    const char *str;
+    uint64_t u;
+    int r;
+    /* Fields that cannot change are accepted when they repeat the current value, so a client can
+     * send back the object it read. */
+    if ((r = jr_string(body, "name", &str, err, sizeof err)) < 0) goto bad;
+    if (r && strcmp(str, jvdb_db_name(db))) {
+        snprintf(err, sizeof err, "a database cannot be renamed ('%s' to '%s')", jvdb_db_name(db), str);
+        goto bad;
+    }
+    if ((r = jr_uint(body, "vectorDimension", 1, JVDB_MAX_DIM, &u, err, sizeof err)) < 0) goto bad;
+    if (r && u != jvdb_db_dim(db)) {
+        snprintf(err, sizeof err, "vectorDimension cannot change (database '%s' has dimension %u)", jvdb_db_name(db),
+                 jvdb_db_dim(db));
+        goto bad;
+    }
+    if ((r = jr_string(body, "distanceMetric", &str, err, sizeof err)) < 0) goto bad;
+    if (r) {
+        jvdb_metric m;
+        if (jvdb_metric_parse(str, &m) != JVDB_OK) {
+            snprintf(err, sizeof err, "distanceMetric '%s' is not one of cosine, euclidean, dot", str);
+            goto bad;
+        }
+        if (m != jvdb_db_metric(db)) {
+            snprintf(err, sizeof err, "distanceMetric cannot change (database '%s' uses %s)", jvdb_db_name(db),
+                     route_metric_name(jvdb_db_metric(db)));
+            goto bad;
+        }
+    }
+    if (route_parse_settings(body, db, &st, err, sizeof err)) goto bad;
+    int rc = route_apply_settings(db, &st);
+    if (rc == JVDB_OK) {
+        pthread_mutex_lock(&s->meta_mu);
+        dbmeta m;
+        dbmeta_load(s, rq->params[0], &m);
+        if (st.description) {
+            free(m.description);
+            m.description = strdup(st.description);
+        }
+        m.updated_ns = clock_wall_ns();
+        rc = dbmeta_save(s, rq->params[0], &m);
+        dbmeta_free(&m);
+        pthread_mutex_unlock(&s->meta_mu);
+    }
+    route_reply_db(s, rs, db, rc, 200);
+    route_db_release(s);
+    json_decref(body);
+    return;
+bad:
+    route_db_release(s);
+    http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+    json_decref(body);
+}
+
+void route_db_delete(server *s, http_req *rq, http_resp *rs)
+{
+    /* Exclusive: the drop frees the handle other requests might be using. */
+    pthread_rwlock_wrlock(&s->catalog);
+    int rc = jvdb_db_drop(s->env, rq->params[0]);
+    if (rc == JVDB_OK) dbmeta_remove(s, rq->params[0]);
+    pthread_rwlock_unlock(&s->catalog);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", rq->params[0]);
+    jw_kbool(&w, "deleted", 1);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}

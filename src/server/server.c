@@ -1,0 +1,138 @@
+/*
+ * server.c — `jvdb serve`: start-up and the graceful stop.
+ *
+ * Start: settings (config.c), the data directory (its flock makes this the only process using it),
+ * server metadata, metrics, the background compactor, then the HTTP daemon; the bound address is
+ * printed on stdout ("listening on http://HOST:PORT") for scripts and tests that asked for port 0.
+ *
+ * Stop: SIGTERM and SIGINT are blocked in every thread (they inherit the mask from here) and taken
+ * synchronously by the main thread with sigwait(); POST /v1/admin/shutdown sends SIGTERM to the main
+ * thread, so there is exactly one way to stop.  The order is the one that loses nothing: stop
+ * accepting and refuse new requests (503), let in-flight requests finish and answer (API
+ * compactions are cancelled cleanly), stop the compactor, then jvdb_env_close() does the final
+ * fdatasync and releases the lock.
+ */
+#include "server/server.h"
+#include "server/srv.h"
+
+#include "core/clock.h"
+#include "core/log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
+
+static void server_set_log_level(const server_config *c)
+{
+    if (!c->log_level) {
+        /* No --log-level: JVDB_LOG decides if set, else info (a server should say what it does). */
+        if (!getenv("JVDB_LOG")) log_set_level(LOG_INFO);
+        return;
+    }
+    enum log_level l = LOG_INFO;
+    if (!strcmp(c->log_level, "debug")) l = LOG_DEBUG;
+    else if (!strcmp(c->log_level, "warn")) l = LOG_WARN;
+    else if (!strcmp(c->log_level, "error")) l = LOG_ERROR;
+    log_set_level(l);
+}
+
+static int server_start_compactor(server *s)
+{
+    jvdb_compactor_options o;
+    jvdb_compactor_options_init(&o);
+    o.threads = s->cfg.compaction_threads;
+    o.check_interval_ms = (uint32_t)s->cfg.compaction_interval_ms;
+    int rc = jvdb_compactor_start(s->env, &o, &s->compactor);
+    if (rc != JVDB_OK) {
+        log_error("cannot start the compactor: %s", jvdb_errmsg());
+        return -1;
+    }
+    jvdb_compactor_on_event(s->compactor, compact_log_event, s);
+    return 0;
+}
+
+static void server_cleanup(server *s)
+{
+    if (s->compactor) jvdb_compactor_stop(s->compactor);
+    s->compactor = NULL;
+    jvdb_env_close(s->env);
+    s->env = NULL;
+    compact_log_free(s);
+    metrics_free(s);
+    free(s->meta_dir);
+    pthread_rwlock_destroy(&s->catalog);
+    pthread_mutex_destroy(&s->meta_mu);
+    config_free(&s->cfg);
+}
+
+int server_main(int argc, char **argv, const char *data_dir)
+{
+    static server srv;   /* one per process; static so nothing on this stack outlives it */
+    server *s = &srv;
+    memset(s, 0, sizeof *s);
+    int rc = config_load(&s->cfg, argc, argv, data_dir);
+    if (rc) {
+        config_free(&s->cfg);
+        return rc == 1 ? 0 : 2;
+    }
+    server_set_log_level(&s->cfg);
+    s->main_thread = pthread_self();
+    s->started_wall_ns = clock_wall_ns();
+    s->started_mono_ns = clock_mono_ns();
+
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->catalog, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&s->meta_mu, NULL);
+
+    /* Before any thread exists, so that all of them inherit the mask. */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stopset;
+    sigemptyset(&stopset);
+    sigaddset(&stopset, SIGTERM);
+    sigaddset(&stopset, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stopset, NULL);
+
+    rc = jvdb_env_open(s->cfg.data_dir, &s->env);
+    if (rc != JVDB_OK) {
+        fprintf(stderr, "jvdb serve: cannot open data directory '%s': %s\n", s->cfg.data_dir, jvdb_errmsg());
+        server_cleanup(s);
+        return 1;
+    }
+    if (dbmeta_init(s) || metrics_init(s) || compact_log_init(s)) {
+        fprintf(stderr, "jvdb serve: cannot prepare '%s/server': %s\n", s->cfg.data_dir, jvdb_errmsg());
+        server_cleanup(s);
+        return 1;
+    }
+    dbmeta_prune(s);
+    if (server_start_compactor(s) || http_start(s)) {
+        http_stop(s);
+        fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
+        server_cleanup(s);
+        return 1;
+    }
+    uint16_t port = http_port(s);
+    const char *fmt = strchr(s->cfg.host, ':') ? "listening on http://[%s]:%u\n" : "listening on http://%s:%u\n";
+    printf(fmt, s->cfg.host, (unsigned)port);
+    fflush(stdout);
+    log_info("jvdb %s serving '%s' on %s:%u: %u HTTP threads, authentication %s, compaction check every %.1f s",
+             JVDB_VERSION, s->cfg.data_dir, s->cfg.host, (unsigned)port, s->cfg.threads, s->cfg.api_key ? "on" : "off",
+             (double)s->cfg.compaction_interval_ms / 1000.0);
+
+    int sig = 0;
+    while (sigwait(&stopset, &sig) != 0) {
+    }
+    log_info("stopping (%s): no new connections, finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    atomic_store(&s->stopping, 1);
+    s->cancel = 1;
+    http_stop(s);
+    log_info("stopping the compactor");
+    server_cleanup(s);
+    log_info("stopped; data directory closed");
+    return 0;
+}

@@ -1,0 +1,222 @@
+/*
+ * srv.h — what the server's files share: configuration, the server object, the request/response
+ * pair every route works on, and the prototypes of each part (http, routes, auth, metrics,
+ * per-database server metadata).
+ *
+ * Layering inside src/server: http.c owns the sockets and hands each complete request to
+ * route_dispatch() (routes.c), which finds the route, checks the API key (auth.c) and calls a
+ * route_* function in routes_db.c / routes_vectors.c / routes_search.c / routes_admin.c.  Routes
+ * talk to the library only through jvdb.h, write their answers with jsonio.h, and never touch MHD.
+ */
+#ifndef JVDB_SERVER_SRV_H
+#define JVDB_SERVER_SRV_H
+
+#include "jvdb.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "server/jsonio.h"
+
+/* ---- configuration (config.c) ---- */
+
+typedef struct server_config {
+    char *data_dir;
+    char *listen;                    /* "HOST:PORT" as given */
+    char host[256];
+    uint16_t port;                   /* 0 = any free port (the log line says which) */
+    unsigned threads;                /* HTTP worker threads */
+    char *api_key;                   /* NULL = no authentication */
+    uint64_t max_body;               /* bytes; larger bodies get 413 */
+    unsigned max_depth;              /* JSON nesting limit of request bodies */
+    uint64_t compaction_interval_ms; /* how often the compactor looks at every database */
+    unsigned compaction_threads;
+    double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
+    char *log_level;
+} server_config;
+
+/* Fills defaults, reads --config FILE (if given) and then the flags, which win over the file.
+ * Returns 0, 1 when --help was printed, or 2 after printing a usage error. */
+int config_load(server_config *c, int argc, char **argv, const char *data_dir);
+void config_free(server_config *c);
+/* "250ms", "30s", "5m", "2h", "1d", or plain seconds -> milliseconds. */
+int config_parse_duration(const char *s, uint64_t *ms);
+/* "1048576", "512KiB", "64MiB", "1GiB" (also K/M/G, KB/MB/GB as powers of 1024). */
+int config_parse_size(const char *s, uint64_t *bytes);
+
+/* ---- the server object (server.c) ---- */
+
+typedef struct metrics metrics;
+typedef struct http_server http_server;
+typedef struct compact_log compact_log;
+
+typedef struct server {
+    server_config cfg;
+    jvdb_env *env;
+    jvdb_compactor *compactor;
+    /* Readers: every request that holds a jvdb_db handle.  Writer: dropping a database, which
+     * frees its handle.  Writer-preferring so a stream of requests cannot starve a drop. */
+    pthread_rwlock_t catalog;
+    pthread_mutex_t meta_mu;         /* serialises read-modify-write of server metadata files */
+    metrics *metrics;
+    http_server *http;
+    compact_log *compactions;        /* compactions run through the API (routes_admin.c) */
+    char *meta_dir;                  /* <data>/server */
+    int64_t started_wall_ns, started_mono_ns;
+    atomic_int stopping;             /* set once a stop has begun */
+    volatile int cancel;             /* handed to jvdb_compact so a stop abandons API compactions */
+    pthread_t main_thread;
+} server;
+
+/* Asks the main thread to stop gracefully (from a request thread). */
+void server_request_stop(server *s);
+
+/* ---- requests and responses ---- */
+
+#define HTTP_MAX_PARAMS 4
+
+typedef struct http_req {
+    const char *method;
+    const char *path;                /* as received (percent-escaped) */
+    const char *body;
+    size_t body_len;
+    void *conn;                      /* the MHD connection, for headers and query arguments */
+    char *params[HTTP_MAX_PARAMS];   /* decoded {id} / {vid} segments of the matched route */
+    int nparams;
+} http_req;
+
+typedef struct http_resp {
+    int status;                      /* 0 until a route answers */
+    char *body;                      /* malloc'd */
+    size_t len;
+    const char *content_type;        /* default application/json */
+    const char *allow;               /* Allow header for 405 */
+    int close;                       /* ask the client to close the connection */
+    int auth_challenge;              /* add WWW-Authenticate */
+} http_resp;
+
+/* Header or query-argument lookups on the request (http.c).  Query values are percent-decoded
+ * into buf; returns NULL when absent. */
+const char *http_header(const http_req *rq, const char *name);
+const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap);
+/* Percent-decodes in place; returns the new length, or -1 for a bad escape. */
+long http_unescape(char *s, int plus_is_space);
+
+/* Response helpers (routes.c). */
+void http_reply_json(http_resp *rs, int status, jw *w);
+void http_reply_text(http_resp *rs, int status, const char *content_type, char *text, size_t len);
+void http_error(http_resp *rs, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Maps a library status code and jvdb_errmsg() to an error response. */
+void http_lib_error(http_resp *rs, int rc);
+
+/* ---- routing (routes.c) ---- */
+
+typedef void (*route_fn)(server *s, http_req *rq, http_resp *rs);
+
+/* Finds the route for method + path and runs it (the API key was checked by http.c before the
+ * body was read).  Returns the route's index for metrics (route_count() when nothing matched). */
+int route_dispatch(server *s, http_req *rq, http_resp *rs);
+int route_count(void);
+const char *route_label(int i);      /* "/v1/databases/{id}/vectors" */
+const char *route_method(int i);
+/* The route that would serve method + path, without running it (metrics for early answers). */
+int route_find(const char *method, const char *path);
+
+/* Database handles for the length of one request: takes the catalog read lock and opens the
+ * database; on failure writes the error response and returns NULL (no lock held). */
+jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs);
+void route_db_release(server *s);
+
+/* Databases (routes_db.c) */
+void route_db_create(server *s, http_req *rq, http_resp *rs);
+void route_db_list(server *s, http_req *rq, http_resp *rs);
+void route_db_get(server *s, http_req *rq, http_resp *rs);
+void route_db_update(server *s, http_req *rq, http_resp *rs);
+void route_db_delete(server *s, http_req *rq, http_resp *rs);
+/* Vectors (routes_vectors.c) */
+void route_vec_put(server *s, http_req *rq, http_resp *rs);
+void route_vec_batch(server *s, http_req *rq, http_resp *rs);
+void route_vec_batch_get(server *s, http_req *rq, http_resp *rs);
+void route_vec_get(server *s, http_req *rq, http_resp *rs);
+void route_vec_update(server *s, http_req *rq, http_resp *rs);
+void route_vec_delete(server *s, http_req *rq, http_resp *rs);
+/* Search (routes_search.c) */
+void route_search(server *s, http_req *rq, http_resp *rs);
+/* Administration (routes_admin.c) */
+void route_health(server *s, http_req *rq, http_resp *rs);
+void route_status(server *s, http_req *rq, http_resp *rs);
+void route_shutdown(server *s, http_req *rq, http_resp *rs);
+void route_db_stats(server *s, http_req *rq, http_resp *rs);
+void route_db_compact(server *s, http_req *rq, http_resp *rs);
+void route_compaction(server *s, http_req *rq, http_resp *rs);
+void route_metrics(server *s, http_req *rq, http_resp *rs);
+
+/* The request body as a JSON object, or NULL after answering 400.  route_body_opt accepts an
+ * empty body as {}. */
+json_t *route_body(server *s, http_req *rq, http_resp *rs);
+json_t *route_body_opt(server *s, http_req *rq, http_resp *rs);
+
+/* Query arguments: 1 present and valid, 0 absent, -1 after answering 400. */
+int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out);
+int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out);
+
+/* Writes the storage statistics object of one database (shared by stats, compact and the
+ * database object). */
+void route_write_stats(jw *w, jvdb_db *db);
+
+/* ---- compactions run through the API (routes_admin.c) ---- */
+
+int compact_log_init(server *s);
+void compact_log_free(server *s);
+/* Totals over API-run compactions: one database or all (name NULL). */
+void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last);
+/* Logs a compactor event (registered with jvdb_compactor_on_event). */
+void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st,
+                       int status, const char *message);
+
+/* ---- authentication (auth.c) ---- */
+
+/* 1 when the request carries the configured key (or no key is configured). */
+int auth_ok(const server *s, const http_req *rq);
+/* The 401 answer, naming what was missing or wrong. */
+void auth_reject(const server *s, const http_req *rq, http_resp *rs);
+
+/* ---- metrics (metrics.c) ---- */
+
+int metrics_init(server *s);
+void metrics_free(server *s);
+/* One finished request: route index (route_count() = unmatched), status, microseconds. */
+void metrics_observe(server *s, int route, int status, uint64_t us);
+/* Prometheus text exposition of everything (malloc'd). */
+char *metrics_render(server *s, size_t *len);
+
+/* ---- per-database server metadata (dbmeta.c) ---- */
+
+typedef struct dbmeta {
+    char *description;               /* malloc'd, never NULL after dbmeta_load */
+    int64_t created_ns, updated_ns;
+} dbmeta;
+
+int dbmeta_init(server *s);
+/* Reads <data>/server/<name>.json; a missing file gives defaults (times from the database
+ * directory).  Returns 0 or -1 (message in err). */
+int dbmeta_load(server *s, const char *name, dbmeta *out);
+/* Atomic replace: tmp file, fsync, rename, fsync dir.  Returns a JVDB status code. */
+int dbmeta_save(server *s, const char *name, const dbmeta *m);
+void dbmeta_remove(server *s, const char *name);
+void dbmeta_free(dbmeta *m);
+/* Drops metadata files of databases that no longer exist (dropped while the server was down). */
+void dbmeta_prune(server *s);
+
+/* ---- HTTP glue (http.c) ---- */
+
+int http_start(server *s);
+/* Stops accepting, waits (bounded) for in-flight requests, closes every connection. */
+void http_stop(server *s);
+uint16_t http_port(server *s);
+
+#endif
