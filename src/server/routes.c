@@ -38,6 +38,7 @@ static const route_def route_table[] = {
     {"DELETE", "/v1/databases/{id}", route_db_delete},
     {"GET", "/v1/databases/{id}/stats", route_db_stats},
     {"POST", "/v1/databases/{id}/compact", route_db_compact},
+    {"POST", "/v1/databases/{id}/search", route_search},
     {"POST", "/v1/databases/{id}/vectors", route_vec_put},
     {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch},
     {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get},
@@ -184,9 +185,10 @@ void http_error(http_resp *rs, int status, const char *code, const char *fmt, ..
     rs->content_type = "application/json";
 }
 
-void http_lib_error(http_resp *rs, int rc)
+void http_lib_error(http_resp *rs, int rc) { http_lib_error_msg(rs, rc, jvdb_errmsg()); }
+
+void http_lib_error_msg(http_resp *rs, int rc, const char *msg)
 {
-    const char *msg = jvdb_errmsg();
     if (!msg || !*msg) msg = jvdb_strerror(rc);
     switch (rc) {
     case JVDB_EINVAL: http_error(rs, 400, "INVALID_ARGUMENT", "%s", msg); break;

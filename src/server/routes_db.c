@@ -74,6 +74,8 @@ static void route_write_db(server *s, jw *w, jvdb_db *db)
     route_sync_name(&o, sync, sizeof sync);
     jvdb_compact_policy pol;
     jvdb_db_get_compact_policy(db, &pol);
+    jvdb_index_options ix;
+    jvdb_db_get_index(db, &ix);
 
     jw_obj(w);
     jw_kstr(w, "databaseId", name);
@@ -81,6 +83,13 @@ static void route_write_db(server *s, jw *w, jvdb_db *db)
     jw_kstr(w, "description", m.description);
     jw_kuint(w, "vectorDimension", o.dim);
     jw_kstr(w, "distanceMetric", route_metric_name(o.metric));
+    jw_kstr(w, "indexType", ix.type == JVDB_INDEX_FLAT ? "FLAT" : "HNSW");
+    jw_key(w, "indexParameters");
+    jw_obj(w);
+    jw_kuint(w, "m", ix.m);
+    jw_kuint(w, "efConstruction", ix.ef_construction);
+    jw_kuint(w, "efSearch", ix.ef_search);
+    jw_obj_end(w);
     jw_kstr(w, "sync", sync);
     jw_key(w, "compactionPolicy");
     route_write_policy(w, &pol);
@@ -118,7 +127,49 @@ typedef struct db_settings {
     uint32_t sync_ms;
     int has_policy;
     jvdb_compact_policy policy;
+    int has_index;
+    jvdb_index_options index;
 } db_settings;
+
+/* indexType and indexParameters amend `o`; sets *given when either is present. */
+static int route_parse_index(json_t *body, jvdb_index_options *o, int *given, char *err, size_t cap)
+{
+    const char *type = NULL;
+    int r = jr_string(body, "indexType", &type, err, cap);
+    if (r < 0) return -1;
+    if (r) {
+        if (!strcasecmp(type, "HNSW")) o->type = JVDB_INDEX_HNSW;
+        else if (!strcasecmp(type, "FLAT")) o->type = JVDB_INDEX_FLAT;
+        else {
+            snprintf(err, cap, "indexType '%s' is not one of HNSW, FLAT", type);
+            return -1;
+        }
+        *given = 1;
+    }
+    json_t *p = json_object_get(body, "indexParameters");
+    if (!p) return 0;
+    if (!json_is_object(p)) {
+        snprintf(err, cap, "field 'indexParameters' must be an object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(p, key, v) {
+        if (strcmp(key, "m") && strcmp(key, "efConstruction") && strcmp(key, "efSearch")) {
+            snprintf(err, cap, "indexParameters has no field '%s' (m, efConstruction, efSearch)", key);
+            return -1;
+        }
+    }
+    uint64_t u;
+    if ((r = jr_uint(p, "m", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->m = (uint32_t)u;
+    if ((r = jr_uint(p, "efConstruction", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->ef_construction = (uint32_t)u;
+    if ((r = jr_uint(p, "efSearch", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->ef_search = (uint32_t)u;
+    *given = 1;
+    return 0;
+}
 
 /* Fields of compactionPolicy, each optional: it amends `p`. */
 static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, size_t cap)
@@ -194,7 +245,9 @@ static int route_parse_settings(json_t *body, jvdb_db *db, db_settings *st, char
         if (route_parse_policy(pol, &st->policy, err, cap)) return -1;
         st->has_policy = 1;
     }
-    return 0;
+    if (db) jvdb_db_get_index(db, &st->index);
+    else jvdb_index_options_init(&st->index);
+    return route_parse_index(body, &st->index, &st->has_index, err, cap);
 }
 
 /* Applies what the library keeps.  Errors come with jvdb_errmsg(). */
@@ -203,6 +256,14 @@ static int route_apply_settings(jvdb_db *db, const db_settings *st)
     int rc = JVDB_OK;
     if (st->has_sync && (rc = jvdb_db_set_sync(db, st->sync, st->sync_ms))) return rc;
     if (st->has_policy && (rc = jvdb_db_set_compact_policy(db, &st->policy))) return rc;
+    if (st->has_index) {
+        /* Changing index settings rebuilds the index: skip it when nothing changes. */
+        jvdb_index_options cur;
+        jvdb_db_get_index(db, &cur);
+        if (cur.type != st->index.type || cur.m != st->index.m || cur.ef_construction != st->index.ef_construction ||
+            cur.ef_search != st->index.ef_search)
+            rc = jvdb_db_set_index(db, &st->index);
+    }
     return rc;
 }
 
@@ -240,17 +301,32 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
         o.sync_interval_ms = st.sync_ms;
     }
 
-    pthread_rwlock_rdlock(&s->catalog);
+    /* Exclusive, so that a database whose settings fail can be dropped again before anyone used
+     * it: a create either succeeds whole or leaves nothing. */
+    pthread_rwlock_wrlock(&s->catalog);
     jvdb_db *db = NULL;
     int rc = jvdb_db_create(s->env, name, &o, &db);
-    if (rc == JVDB_OK && st.has_policy) rc = jvdb_db_set_compact_policy(db, &st.policy);
     if (rc == JVDB_OK) {
-        dbmeta m = {0};
-        m.description = (char *)(st.description ? st.description : "");
-        m.created_ns = m.updated_ns = clock_wall_ns();
-        pthread_mutex_lock(&s->meta_mu);
-        rc = dbmeta_save(s, name, &m);
-        pthread_mutex_unlock(&s->meta_mu);
+        st.has_sync = 0;   /* given to the create already */
+        rc = route_apply_settings(db, &st);
+        if (rc == JVDB_OK) {
+            dbmeta m = {0};
+            m.description = (char *)(st.description ? st.description : "");
+            m.created_ns = m.updated_ns = clock_wall_ns();
+            pthread_mutex_lock(&s->meta_mu);
+            rc = dbmeta_save(s, name, &m);
+            pthread_mutex_unlock(&s->meta_mu);
+        }
+        if (rc != JVDB_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+            jvdb_db_drop(s->env, name);
+            dbmeta_remove(s, name);
+            http_lib_error_msg(rs, rc, msg);
+            pthread_rwlock_unlock(&s->catalog);
+            json_decref(body);
+            return;
+        }
     }
     route_reply_db(s, rs, db, rc, 201);
     pthread_rwlock_unlock(&s->catalog);

@@ -112,6 +112,8 @@ void http_error(http_resp *rs, int status, const char *code, const char *fmt, ..
     __attribute__((format(printf, 4, 5)));
 /* Maps a library status code and jvdb_errmsg() to an error response. */
 void http_lib_error(http_resp *rs, int rc);
+/* The same with a message saved earlier (when other library calls came in between). */
+void http_lib_error_msg(http_resp *rs, int rc, const char *msg);
 
 /* ---- routing (routes.c) ---- */
 

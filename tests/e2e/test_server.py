@@ -345,6 +345,143 @@ def batch_with_one_bad_vector_stores_nothing():
         assert expect(c.get("/v1/databases/docs/vectors/keep"), 200)["values"] == [1, 2, 3]
 
 
+# ---------------------------------------------------------------- search
+
+
+def brute_force(vectors, q, metric, k, keep=lambda vid: True):
+    def score(v):
+        if metric == "euclidean":
+            return sum((f32(a) - f32(b)) ** 2 for a, b in zip(v, q))
+        if metric == "dot":
+            return sum(f32(a) * f32(b) for a, b in zip(v, q))
+        na = sum(a * a for a in v) ** 0.5
+        nb = sum(b * b for b in q) ** 0.5
+        return sum(a * b for a, b in zip(v, q)) / (na * nb)
+    scored = [(score(v), vid) for vid, v in vectors.items() if keep(vid)]
+    scored.sort(key=lambda t: t[0], reverse=metric != "euclidean")
+    return scored[:k]
+
+
+@test
+def search_route():
+    with Server() as s:
+        c = s.client()
+        rnd = random.Random(5)
+        dim = 8
+        for metric in ("euclidean", "cosine", "dot"):
+            name = "s_" + metric
+            mkdb(c, name, dim, metric)
+            vectors = {}
+            batch = []
+            for i in range(300):
+                v = [f32(rnd.gauss(0, 1)) for _ in range(dim)]
+                vectors["v%d" % i] = v
+                batch.append({"id": "v%d" % i, "values": v,
+                              "metadata": {"i": i, "color": ["red", "green", "blue"][i % 3], "even": i % 2 == 0}})
+            expect(c.post("/v1/databases/%s/vectors/batch" % name, {"vectors": batch}), 201)
+            p = "/v1/databases/%s/search" % name
+            for _ in range(5):
+                q = [rnd.gauss(0, 1) for _ in range(dim)]
+                want = brute_force(vectors, q, metric, 10)
+                r = expect(c.post(p, {"queryVector": q, "topK": 10, "exact": True}), 200)
+                assert r["count"] == 10 and len(r["results"]) == 10
+                assert [x["vectorId"] for x in r["results"]] == [vid for _, vid in want], (metric, r.json, want)
+                for x, (sc, _) in zip(r["results"], want):
+                    assert abs(x["score"] - sc) <= 1e-4 * max(1, abs(sc)), (x, sc)
+                    assert set(x) == {"vectorId", "score"}
+                # The index (HNSW by default) finds nearly the same on this small set.
+                r = expect(c.post(p, {"queryVector": q, "topK": 10, "ef": 200}), 200)
+                got = {x["vectorId"] for x in r["results"]}
+                assert len(got & {vid for _, vid in want}) >= 8, (got, want)
+            # Filters, threshold and the include flags.
+            q = [rnd.gauss(0, 1) for _ in range(dim)]
+            r = expect(c.post(p, {"queryVector": q, "topK": 5, "exact": True, "filters": {"color": "red"},
+                                  "includeMetadata": True, "includeVectorData": True}), 200)
+            want = brute_force(vectors, q, metric, 5, lambda vid: int(vid[1:]) % 3 == 0)
+            assert [x["vectorId"] for x in r["results"]] == [vid for _, vid in want]
+            for x in r["results"]:
+                assert x["vector"]["id"] == x["vectorId"] and x["vector"]["metadata"]["color"] == "red"
+                stored = expect(c.get("/v1/databases/%s/vectors/%s" % (name, x["vectorId"])), 200)["values"]
+                assert f32_bits(x["vector"]["values"]) == f32_bits(stored)
+            r = expect(c.post(p, {"queryVector": q, "topK": 300, "exact": True,
+                                  "filters": {"i": {"$gte": 10, "$lt": 20}, "color": {"$in": ["green", "blue"]}},
+                                  "includeMetadata": True}), 200)
+            ids = sorted(int(x["vectorId"][1:]) for x in r["results"])
+            assert ids == [i for i in range(10, 20) if i % 3 != 0], ids
+            assert all("values" not in x["vector"] for x in r["results"])
+            full = expect(c.post(p, {"queryVector": q, "topK": 300, "exact": True}), 200)["results"]
+            cut = full[40]["score"]
+            r = expect(c.post(p, {"queryVector": q, "topK": 300, "exact": True, "threshold": cut}), 200)
+            better = (lambda a: a <= cut) if metric == "euclidean" else (lambda a: a >= cut)
+            assert r["count"] == sum(1 for x in full if better(x["score"])) and r["count"] >= 41, (r["count"], metric)
+            r = expect(c.post(p, {"queryVector": q, "filters": {"color": "purple"}}), 200)
+            assert r["count"] == 0 and r["results"] == []
+            r = expect(c.post(p, {"queryVector": q}), 200)
+            assert r["count"] == 10    # default topK
+            # Deleted vectors are never found.
+            top = r["results"][0]["vectorId"]
+            expect(c.delete("/v1/databases/%s/vectors/%s" % (name, top)), 200)
+            for exact in (True, False):
+                r = expect(c.post(p, {"queryVector": q, "topK": 20, "exact": exact}), 200)
+                assert top not in [x["vectorId"] for x in r["results"]]
+
+        p = "/v1/databases/s_euclidean/search"
+        q = [0.0] * dim
+        cases = [
+            ({}, "field 'queryVector' is required"),
+            ({"queryVector": "x"}, "queryVector must be an array of numbers"),
+            ({"queryVector": [1, 2]}, "query has 2 values but database 's_euclidean' has dimension 8"),
+            ({"queryVector": q, "topK": 0}, "field 'topK' is 0; it must be from 1 to 10000"),
+            ({"queryVector": q, "topK": 10001}, "it must be from 1 to 10000"),
+            ({"queryVector": q, "topK": "5"}, "field 'topK' must be an integer"),
+            ({"queryVector": q, "threshold": "high"}, "field 'threshold' must be a number"),
+            ({"queryVector": q, "exact": 1}, "field 'exact' must be true or false"),
+            ({"queryVector": q, "includeMetadata": "yes"}, "field 'includeMetadata' must be true or false"),
+            ({"queryVector": q, "filters": [1]}, "field 'filters' must be a JSON object"),
+            ({"queryVector": q, "filters": {"i": {"$near": 3}}}, "$near"),
+        ]
+        for body, msg in cases:
+            expect(c.post(p, body), 400, "INVALID_ARGUMENT", msg)
+        expect(c.post("/v1/databases/none/search", {"queryVector": q}), 404, "NOT_FOUND", "database 'none' does not exist")
+        expect(c.post(p, raw=b"{"), 400, "INVALID_JSON")
+
+
+@test
+def index_settings():
+    with Server() as s:
+        c = s.client()
+        r = mkdb(c, "h", 4)
+        assert r["indexType"] == "HNSW" and r["indexParameters"] == {"m": 16, "efConstruction": 200, "efSearch": 64}, r
+        r = mkdb(c, "f", 4, indexType="FLAT")
+        assert r["indexType"] == "FLAT"
+        r = mkdb(c, "p", 4, indexType="hnsw", indexParameters={"m": 8, "efConstruction": 50, "efSearch": 32})
+        assert r["indexType"] == "HNSW" and r["indexParameters"] == {"m": 8, "efConstruction": 50, "efSearch": 32}
+        # A create whose index settings fail leaves nothing behind.
+        expect(c.post("/v1/databases", {"name": "bad", "vectorDimension": 4, "indexParameters": {"m": 1}}), 400,
+               "INVALID_ARGUMENT", "HNSW M 1 is out of range")
+        expect(c.get("/v1/databases/bad"), 404)
+        assert not os.path.exists(os.path.join(s.data, "server", "bad.json"))
+        expect(c.post("/v1/databases", {"name": "bad", "vectorDimension": 4, "indexType": "IVF"}), 400,
+               "INVALID_ARGUMENT", "indexType 'IVF' is not one of HNSW, FLAT")
+        expect(c.post("/v1/databases", {"name": "bad", "vectorDimension": 4, "indexParameters": {"M": 3}}), 400,
+               "INVALID_ARGUMENT", "indexParameters has no field 'M'")
+        expect(c.post("/v1/databases/h/vectors/batch",
+                      {"vectors": [{"id": "v%d" % i, "values": [i, 1, 2, 3]} for i in range(50)]}), 201)
+        r = expect(c.put("/v1/databases/h", {"indexType": "FLAT"}), 200)
+        assert r["indexType"] == "FLAT"
+        r = expect(c.post("/v1/databases/h/search", {"queryVector": [10, 1, 2, 3], "topK": 1}), 200)
+        assert r["results"][0]["vectorId"] == "v10" and r["results"][0]["score"] == 0
+        r = expect(c.put("/v1/databases/h", {"indexType": "HNSW", "indexParameters": {"efSearch": 100}}), 200)
+        assert r["indexType"] == "HNSW" and r["indexParameters"]["efSearch"] == 100
+        r = expect(c.post("/v1/databases/h/search", {"queryVector": [10, 1, 2, 3], "topK": 1}), 200)
+        assert r["results"][0]["vectorId"] == "v10"
+        expect(c.put("/v1/databases/h", {"indexParameters": {"efSearch": 0}}), 400, "INVALID_ARGUMENT", "ef_search 0")
+        s.stop()
+        s.start()
+        r = expect(s.client().get("/v1/databases/h"), 200)
+        assert r["indexType"] == "HNSW" and r["indexParameters"]["efSearch"] == 100
+
+
 # ---------------------------------------------------------------- limits and authentication
 
 
