@@ -169,6 +169,20 @@ typedef struct jvdb_index_options {
 } jvdb_index_options;
 
 void jvdb_index_options_init(jvdb_index_options *o);
+
+/* The HNSW graph is maintained by a background thread per database, started by the first search
+ * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
+ * are "pending" and searched exactly, so results are complete either way. */
+typedef struct jvdb_index_status {
+    jvdb_index_type type;
+    uint64_t nodes;              /* graph nodes, deleted ones included */
+    uint64_t deleted_nodes;
+    uint64_t pending;            /* written vectors not yet in the graph */
+    uint64_t memory_bytes;       /* graph memory (vectors excluded) */
+} jvdb_index_status;
+int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
+/* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
+int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);

@@ -1,0 +1,654 @@
+/*
+ * search.c — a database's search index and jvdb_search (DESIGN.md 7): ties the store's slot table to
+ * the HNSW graph (hnsw*.c) and the exact scan (flat.c).
+ *
+ * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write lock)
+ * whenever a slot gains, changes or loses its vector; the hook only marks the slot "pending" and
+ * queues it.  A background thread per database takes pending slots a few at a time and reconciles
+ * the graph with the slot table (insert, re-link, or mark deleted).  A search answers from the graph
+ * for settled slots and scans the pending ones exactly, then merges: results are always complete,
+ * and ingest runs at storage speed while the graph catches up behind it.
+ *
+ * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database
+ * rwlock, then the pending mutex (a leaf).  The pending bits are written by the hook (database write
+ * lock held) and cleared by the index thread (index write lock and database read lock held), so a
+ * search holding both read locks sees them stable.
+ *
+ * The graph reads its own copies of the vectors (nav), not the store's slot table: a deleted vector
+ * vanishes from the slot table at once, but its node must stay navigable until the next rebuild, or
+ * the graph falls apart around deletions.  The copies are contiguous per block of slots, which also
+ * helps the graph's cache behaviour; they cost one more float per dimension and vector.
+ *
+ * The graph is rebuilt when its deleted share passes REBUILD_SHARE: a fresh empty graph replaces it
+ * and every live slot becomes pending, so neither searches nor writers ever wait for a rebuild.
+ * After a reopen the graph is rebuilt the same way, in the background, from the live slots.
+ */
+#include "search/distance.h"
+#include "search/filter.h"
+#include "search/flat.h"
+#include "search/hnsw.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "store/db.h"
+#include "store/record.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define INDEX_CHUNK 16
+#define REBUILD_SHARE 0.30
+#define REBUILD_MIN_NODES 1000
+#define MAX_K 100000
+#define SELECTIVE_SAMPLE 256
+#define NAV_BLOCK 4096
+
+struct search_index {
+    jvdb_db *db;
+    pthread_rwlock_t lock;
+    hnsw *graph;                  /* NULL for FLAT */
+    const float **nav;            /* slot -> the graph's copy of its vector (NULL: not a node) */
+    uint32_t nav_cap;
+    float **nav_blocks;           /* NAV_BLOCK vectors each */
+    uint32_t nav_nblocks;
+    jvdb_index_options opts;
+    pthread_mutex_t pend_mu;
+    pthread_cond_t pend_cv;       /* work for the thread, or pending drained (waiters) */
+    uint8_t *pending_bit;         /* per slot */
+    uint32_t bits_cap;
+    uint32_t *pending;            /* queue of slots whose bit is set */
+    uint32_t npending, cap;
+    pthread_t thread;
+    int thread_started;
+    int stop;
+};
+
+static pthread_mutex_t search_attach_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void jvdb_index_options_init(jvdb_index_options *o)
+{
+    o->type = JVDB_INDEX_HNSW;
+    o->m = HNSW_DEFAULT_M;
+    o->ef_construction = HNSW_DEFAULT_EF_CONSTRUCTION;
+    o->ef_search = HNSW_DEFAULT_EF_SEARCH;
+}
+
+void jvdb_search_params_init(jvdb_search_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->k = 10;
+}
+
+static int index_check_options(const jvdb_index_options *o)
+{
+    if (o->type != JVDB_INDEX_HNSW && o->type != JVDB_INDEX_FLAT) return err_set(JVDB_EINVAL, "unknown index type %d", (int)o->type);
+    if (o->type == JVDB_INDEX_HNSW) {
+        if (o->m < 2 || o->m > HNSW_MAX_M) return err_set(JVDB_EINVAL, "HNSW M %u is out of range (2..%d)", o->m, HNSW_MAX_M);
+        if (o->ef_construction < 1 || o->ef_construction > 100000)
+            return err_set(JVDB_EINVAL, "HNSW ef_construction %u is out of range (1..100000)", o->ef_construction);
+        if (o->ef_search < 1 || o->ef_search > HNSW_MAX_EF)
+            return err_set(JVDB_EINVAL, "HNSW ef_search %u is out of range (1..%d)", o->ef_search, HNSW_MAX_EF);
+    }
+    return JVDB_OK;
+}
+
+/* The settings kept in the MANIFEST under "index"; write_mu held. */
+static void index_options_from_manifest(jvdb_db *db, jvdb_index_options *o)
+{
+    jvdb_index_options_init(o);
+    json_t *x = db->m.extra ? json_object_get(db->m.extra, "index") : NULL;
+    if (!json_is_object(x)) return;
+    json_t *v;
+    if ((v = json_object_get(x, "type")) && json_is_string(v)) o->type = strcmp(json_string_value(v), "flat") ? JVDB_INDEX_HNSW : JVDB_INDEX_FLAT;
+    if ((v = json_object_get(x, "m")) && json_is_integer(v)) o->m = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(x, "ef_construction")) && json_is_integer(v)) o->ef_construction = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(x, "ef_search")) && json_is_integer(v)) o->ef_search = (uint32_t)json_integer_value(v);
+    if (index_check_options(o) != JVDB_OK) jvdb_index_options_init(o);
+}
+
+void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out)
+{
+    pthread_mutex_lock(&db->write_mu);
+    index_options_from_manifest(db, out);
+    pthread_mutex_unlock(&db->write_mu);
+}
+
+/* ---------------------------------------------------------------- pending slots */
+
+/* Keydir hook: database write lock held.  Only queues; the index thread does the work. */
+static void index_slot_hook(void *ctx, uint32_t slot, int added)
+{
+    (void)added;
+    struct search_index *ix = ctx;
+    pthread_mutex_lock(&ix->pend_mu);
+    if (slot >= ix->bits_cap) {
+        uint32_t ncap = ix->bits_cap ? ix->bits_cap : 1024;
+        while (ncap <= slot) ncap *= 2;
+        uint8_t *nb = realloc(ix->pending_bit, ncap);
+        if (!nb) goto oom;
+        memset(nb + ix->bits_cap, 0, ncap - ix->bits_cap);
+        ix->pending_bit = nb;
+        ix->bits_cap = ncap;
+    }
+    if (!ix->pending_bit[slot]) {
+        if (ix->npending == ix->cap) {
+            uint32_t ncap = ix->cap ? ix->cap * 2 : 1024;
+            uint32_t *np = realloc(ix->pending, ncap * sizeof *np);
+            if (!np) goto oom;
+            ix->pending = np;
+            ix->cap = ncap;
+        }
+        ix->pending_bit[slot] = 1;
+        ix->pending[ix->npending++] = slot;
+        pthread_cond_broadcast(&ix->pend_cv);
+    }
+    pthread_mutex_unlock(&ix->pend_mu);
+    return;
+oom:
+    /* Without memory to queue the slot the graph would silently miss it: fall back to exact search
+     * for this database until the next rebuild. */
+    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", ix->db->m.name, slot);
+    ix->opts.type = JVDB_INDEX_FLAT;
+    pthread_mutex_unlock(&ix->pend_mu);
+}
+
+/* Queues every live slot (a fresh graph); database write lock held. */
+static void index_queue_all(struct search_index *ix)
+{
+    const struct keydir *kd = &ix->db->kd;
+    for (uint32_t s = 0; s < kd->nslots; s++)
+        if (kd->slot_vec[s]) index_slot_hook(ix, s, 1);
+}
+
+/* Gives `slot` a place for the graph's copy of its vector. */
+static float *index_nav_slot(struct search_index *ix, uint32_t slot)
+{
+    uint32_t dim = ix->db->m.dim;
+    if (slot >= ix->nav_cap) {
+        uint32_t ncap = ix->nav_cap ? ix->nav_cap : NAV_BLOCK;
+        while (ncap <= slot) ncap *= 2;
+        const float **n = realloc(ix->nav, ncap * sizeof *n);
+        if (!n) return NULL;
+        memset(n + ix->nav_cap, 0, (ncap - ix->nav_cap) * sizeof *n);
+        ix->nav = n;
+        ix->nav_cap = ncap;
+    }
+    uint32_t b = slot / NAV_BLOCK;
+    if (b >= ix->nav_nblocks) {
+        float **nb = realloc(ix->nav_blocks, (b + 1) * sizeof *nb);
+        if (!nb) return NULL;
+        memset(nb + ix->nav_nblocks, 0, (b + 1 - ix->nav_nblocks) * sizeof *nb);
+        ix->nav_blocks = nb;
+        ix->nav_nblocks = b + 1;
+    }
+    if (!ix->nav_blocks[b] && !(ix->nav_blocks[b] = aligned_alloc(64, (size_t)NAV_BLOCK * dim * sizeof(float) + 64)))
+        return NULL;
+    return ix->nav_blocks[b] + (size_t)(slot % NAV_BLOCK) * dim;
+}
+
+static void index_reconcile(struct search_index *ix, uint32_t slot)
+{
+    const struct keydir *kd = &ix->db->kd;
+    const float *v = slot < kd->nslots ? kd->slot_vec[slot] : NULL;
+    ix->pending_bit[slot] = 0;
+    if (!v) {
+        /* The node keeps its copy, so searches can still walk through it. */
+        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
+        return;
+    }
+    float *copy = index_nav_slot(ix, slot);
+    if (!copy) {
+        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", ix->db->m.name, slot);
+        return;
+    }
+    memcpy(copy, v, (size_t)ix->db->m.dim * sizeof(float));
+    ix->nav[slot] = copy;
+    if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
+        log_error("search index of '%s': cannot insert slot %u: %s", ix->db->m.name, slot, jvdb_errmsg());
+}
+
+/* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild. */
+static int index_reset_graph(struct search_index *ix)
+{
+    hnsw *fresh = NULL;
+    if (ix->opts.type == JVDB_INDEX_HNSW) {
+        hnsw_params p;
+        hnsw_params_init(&p);
+        p.M = ix->opts.m;
+        p.ef_construction = ix->opts.ef_construction;
+        p.ef_search = ix->opts.ef_search;
+        int rc = hnsw_create(ix->db->m.dim, ix->db->m.metric, &p, &fresh);
+        if (rc) return rc;
+    }
+    hnsw_free(ix->graph);
+    ix->graph = fresh;
+    if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
+    pthread_mutex_lock(&ix->pend_mu);
+    for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
+    ix->npending = 0;
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (fresh) index_queue_all(ix);
+    return JVDB_OK;
+}
+
+static void *index_thread_main(void *arg)
+{
+    struct search_index *ix = arg;
+    jvdb_db *db = ix->db;
+    uint32_t chunk[INDEX_CHUNK];
+    pthread_mutex_lock(&ix->pend_mu);
+    for (;;) {
+        while (!ix->stop && ix->npending == 0) pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
+        if (ix->stop) break;
+        pthread_mutex_unlock(&ix->pend_mu);
+
+        pthread_rwlock_wrlock(&ix->lock);
+        pthread_rwlock_rdlock(&db->lock);
+        pthread_mutex_lock(&ix->pend_mu);
+        uint32_t n = 0;
+        while (n < INDEX_CHUNK && ix->npending > 0) chunk[n++] = ix->pending[--ix->npending];
+        pthread_mutex_unlock(&ix->pend_mu);
+        if (ix->graph)
+            for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
+        int rebuild = ix->graph && hnsw_node_count(ix->graph) >= REBUILD_MIN_NODES &&
+                      hnsw_deleted_share(ix->graph) > REBUILD_SHARE;
+        pthread_rwlock_unlock(&db->lock);
+        if (rebuild) {
+            /* Queuing needs the database write lock (the hook's contract). */
+            pthread_rwlock_wrlock(&db->lock);
+            log_info("search index of '%s': %.0f%% of the graph is deleted; rebuilding in the background",
+                     db->m.name, 100 * hnsw_deleted_share(ix->graph));
+            if (index_reset_graph(ix) != JVDB_OK)
+                log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
+            pthread_rwlock_unlock(&db->lock);
+        }
+        pthread_rwlock_unlock(&ix->lock);
+        pthread_mutex_lock(&ix->pend_mu);
+        if (ix->npending == 0) pthread_cond_broadcast(&ix->pend_cv);
+    }
+    pthread_mutex_unlock(&ix->pend_mu);
+    return NULL;
+}
+
+static void index_free(void *arg)
+{
+    struct search_index *ix = arg;
+    if (ix->thread_started) {
+        pthread_mutex_lock(&ix->pend_mu);
+        ix->stop = 1;
+        pthread_cond_broadcast(&ix->pend_cv);
+        pthread_mutex_unlock(&ix->pend_mu);
+        pthread_join(ix->thread, NULL);
+    }
+    pthread_rwlock_wrlock(&ix->db->lock);
+    if (ix->db->kd.hook_ctx == ix) {
+        ix->db->kd.hook = NULL;
+        ix->db->kd.hook_ctx = NULL;
+    }
+    pthread_rwlock_unlock(&ix->db->lock);
+    hnsw_free(ix->graph);
+    for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
+    free(ix->nav_blocks);
+    free(ix->nav);
+    free(ix->pending_bit);
+    free(ix->pending);
+    pthread_rwlock_destroy(&ix->lock);
+    pthread_mutex_destroy(&ix->pend_mu);
+    pthread_cond_destroy(&ix->pend_cv);
+    free(ix);
+}
+
+/* The database's index, created on first use: hooked into the keydir and filled in the background. */
+static int index_get(jvdb_db *db, struct search_index **out)
+{
+    pthread_mutex_lock(&search_attach_mu);
+    if (db->ext) {
+        *out = db->ext;
+        pthread_mutex_unlock(&search_attach_mu);
+        return JVDB_OK;
+    }
+    struct search_index *ix = calloc(1, sizeof *ix);
+    if (!ix) {
+        pthread_mutex_unlock(&search_attach_mu);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    ix->db = db;
+    pthread_rwlock_init(&ix->lock, NULL);
+    pthread_mutex_init(&ix->pend_mu, NULL);
+    pthread_cond_init(&ix->pend_cv, NULL);
+    jvdb_db_get_index(db, &ix->opts);
+    pthread_rwlock_wrlock(&db->lock);
+    int rc = index_reset_graph(ix);
+    if (rc == JVDB_OK) {
+        db->kd.hook = index_slot_hook;
+        db->kd.hook_ctx = ix;
+    }
+    pthread_rwlock_unlock(&db->lock);
+    if (rc == JVDB_OK && pthread_create(&ix->thread, NULL, index_thread_main, ix) != 0)
+        rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", db->m.name);
+    if (rc) {
+        index_free(ix);
+        pthread_mutex_unlock(&search_attach_mu);
+        return rc;
+    }
+    ix->thread_started = 1;
+    db->ext = ix;
+    db->ext_free = index_free;
+    pthread_mutex_unlock(&search_attach_mu);
+    *out = ix;
+    return JVDB_OK;
+}
+
+int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
+{
+    err_clear();
+    int rc = index_check_options(o);
+    if (rc) return rc;
+    json_t *x = json_pack("{s:s, s:i, s:i, s:i}", "type", o->type == JVDB_INDEX_FLAT ? "flat" : "hnsw", "m", (int)o->m,
+                          "ef_construction", (int)o->ef_construction, "ef_search", (int)o->ef_search);
+    if (!x) return err_set(JVDB_ENOMEM, "out of memory");
+    pthread_mutex_lock(&db->write_mu);
+    if (!db->m.extra) db->m.extra = json_object();
+    json_t *old = json_object_get(db->m.extra, "index");
+    if (old) json_incref(old);
+    json_object_set_new(db->m.extra, "index", x);
+    rc = db_store_manifest_locked(db);
+    if (rc) {
+        if (old) json_object_set(db->m.extra, "index", old);
+        else json_object_del(db->m.extra, "index");
+    }
+    if (old) json_decref(old);
+    pthread_mutex_unlock(&db->write_mu);
+    if (rc) return rc;
+    struct search_index *ix;
+    if ((rc = index_get(db, &ix))) return rc;
+    pthread_rwlock_wrlock(&ix->lock);
+    int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
+    ix->opts = *o;
+    if (graph_changes) {
+        pthread_rwlock_wrlock(&db->lock);
+        rc = index_reset_graph(ix);
+        pthread_rwlock_unlock(&db->lock);
+    } else if (ix->graph) {
+        rc = hnsw_set_ef_search(ix->graph, o->ef_search);
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
+{
+    err_clear();
+    struct search_index *ix;
+    int rc = index_get(db, &ix);
+    if (rc) return rc;
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&ix->lock);
+    out->type = ix->opts.type;
+    if (ix->graph) {
+        out->nodes = hnsw_node_count(ix->graph);
+        out->deleted_nodes = out->nodes - hnsw_live_count(ix->graph);
+        out->memory_bytes = hnsw_memory_bytes(ix->graph);
+    }
+    pthread_mutex_lock(&ix->pend_mu);
+    out->pending = ix->npending;
+    pthread_mutex_unlock(&ix->pend_mu);
+    pthread_rwlock_unlock(&ix->lock);
+    return JVDB_OK;
+}
+
+int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
+{
+    err_clear();
+    struct search_index *ix;
+    int rc = index_get(db, &ix);
+    if (rc) return rc;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&ix->pend_mu);
+    while (ix->npending > 0 && rc == JVDB_OK)
+        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && ix->npending > 0)
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in", db->m.name, ix->npending);
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (rc) return rc;
+    /* The last chunk is taken off the queue before it is in the graph: wait for the thread to let go. */
+    pthread_rwlock_rdlock(&ix->lock);
+    pthread_rwlock_unlock(&ix->lock);
+    return JVDB_OK;
+}
+
+/* ---------------------------------------------------------------- queries */
+
+struct accept_ctx {
+    const jvdb_db *db;
+    const jvdb_filter *filter;
+    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale) */
+    uint32_t bits_cap;
+    const uint32_t *map;           /* pending scan: index in the packed array -> slot */
+};
+
+static int accept_slot(const struct accept_ctx *c, uint32_t slot)
+{
+    if (c->pending_bit && slot < c->bits_cap && c->pending_bit[slot]) return 0;
+    if (slot >= c->db->kd.nslots || !c->db->kd.slot_owner[slot]) return 0;
+    if (!c->filter) return 1;
+    const struct kd_entry *e = c->db->kd.slot_owner[slot];
+    if (!e) return 0;
+    const struct rec_header *h = keydir_record(e);
+    return filter_match(c->filter, h->meta_len ? rec_meta(h, c->db->m.dim) : NULL, h->meta_len);
+}
+
+static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
+
+static int accept_mapped(void *ctx, uint32_t i)
+{
+    const struct accept_ctx *c = ctx;
+    return accept_slot(c, c->map[i]);
+}
+
+/* Share of live slots the filter accepts, estimated on an evenly spread sample. */
+static double filter_selectivity(const jvdb_db *db, const jvdb_filter *f)
+{
+    const struct keydir *kd = &db->kd;
+    uint32_t seen = 0, hit = 0;
+    uint32_t step = kd->nslots / SELECTIVE_SAMPLE + 1;
+    struct accept_ctx c = {db, f, NULL, 0, NULL};
+    for (uint32_t s = 0; s < kd->nslots && seen < SELECTIVE_SAMPLE; s += step) {
+        if (!kd->slot_vec[s]) continue;
+        seen++;
+        hit += (uint32_t)accept_slot(&c, s);
+    }
+    return seen ? (double)hit / seen : 1.0;
+}
+
+static int better(jvdb_metric m, float a, float b) { return m == JVDB_METRIC_L2 ? a < b : a > b; }
+
+/* Merges two best-first lists into `out` (at most k). */
+static uint32_t merge_results(jvdb_metric m, uint32_t k, const uint32_t *as, const float *ad, uint32_t an,
+                              const uint32_t *bs, const float *bd, uint32_t bn, uint32_t *os, float *od)
+{
+    uint32_t i = 0, j = 0, n = 0;
+    while (n < k && (i < an || j < bn)) {
+        if (j >= bn || (i < an && !better(m, bd[j], ad[i]))) {
+            os[n] = as[i];
+            od[n++] = ad[i++];
+        } else {
+            os[n] = bs[j];
+            od[n++] = bd[j++];
+        }
+    }
+    return n;
+}
+
+void jvdb_results_free(jvdb_result *r, size_t n)
+{
+    if (!r) return;
+    for (size_t i = 0; i < n; i++) {
+        free(r[i].id);
+        free(r[i].vector);
+        free(r[i].meta_json);
+    }
+    free(r);
+}
+
+static int results_build(const jvdb_db *db, const jvdb_search_params *p, const uint32_t *slots, const float *scores,
+                         uint32_t n, jvdb_result **out)
+{
+    jvdb_result *r = calloc(n ? n : 1, sizeof *r);
+    if (!r) return err_set(JVDB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        struct kd_entry *e = db->kd.slot_owner[slots[i]];
+        const struct rec_header *h = keydir_record(e);
+        __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
+        r[i].score = scores[i];
+        r[i].id = malloc((size_t)e->id_len + 1);
+        if (!r[i].id) goto oom;
+        memcpy(r[i].id, e->id, e->id_len);
+        r[i].id[e->id_len] = '\0';
+        if (p->include_vectors) {
+            r[i].vector = malloc((size_t)db->m.dim * sizeof(float));
+            if (!r[i].vector) goto oom;
+            memcpy(r[i].vector, rec_vector(h), (size_t)db->m.dim * sizeof(float));
+        }
+        if (p->include_metadata && h->meta_len) {
+            r[i].meta_json = malloc((size_t)h->meta_len + 1);
+            if (!r[i].meta_json) goto oom;
+            memcpy(r[i].meta_json, rec_meta(h, db->m.dim), h->meta_len);
+            r[i].meta_json[h->meta_len] = '\0';
+        }
+    }
+    *out = r;
+    return JVDB_OK;
+oom:
+    jvdb_results_free(r, n);
+    return err_set(JVDB_ENOMEM, "out of memory");
+}
+
+/* Exact scan of the pending slots only (packed into a small pointer array). */
+static int search_pending(const jvdb_db *db, const struct search_index *ix, const float *q, const flat_params *base,
+                          struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
+{
+    *n = 0;
+    if (ix->npending == 0) return JVDB_OK;
+    const float **vecs = malloc(ix->npending * sizeof *vecs);
+    uint32_t *map = malloc(ix->npending * sizeof *map);
+    if (!vecs || !map) {
+        free(vecs);
+        free(map);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    for (uint32_t i = 0; i < ix->npending; i++) {
+        uint32_t s = ix->pending[i];
+        map[i] = s;
+        vecs[i] = s < db->kd.nslots ? db->kd.slot_vec[s] : NULL;
+    }
+    struct accept_ctx pc = *ac;
+    pc.pending_bit = NULL;
+    pc.map = map;
+    flat_params fp = *base;
+    fp.accept = pc.filter ? accept_mapped : NULL;
+    fp.accept_ctx = &pc;
+    int rc = flat_search(vecs, ix->npending, db->m.dim, q, &fp, slots, scores, n);
+    for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = map[slots[i]];
+    free(vecs);
+    free(map);
+    return rc;
+}
+
+int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search_params *params, jvdb_result **results,
+                size_t *count)
+{
+    err_clear();
+    if (!db || !query || !results || !count) return err_set(JVDB_EINVAL, "database, query or output is NULL");
+    *results = NULL;
+    *count = 0;
+    jvdb_search_params p;
+    if (params) p = *params;
+    else jvdb_search_params_init(&p);
+    if (dim != db->m.dim)
+        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, db->m.name, db->m.dim);
+    if (p.k == 0 || p.k > MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, MAX_K);
+    if (p.ef > HNSW_MAX_EF) return err_set(JVDB_EINVAL, "ef %u is out of range (1..%d)", p.ef, HNSW_MAX_EF);
+    float *q = malloc((size_t)dim * sizeof *q);
+    uint32_t *slots = malloc(3 * (size_t)p.k * sizeof *slots);
+    float *scores = malloc(3 * (size_t)p.k * sizeof *scores);
+    if (!q || !slots || !scores) {
+        free(q);
+        free(slots);
+        free(scores);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    int rc = dist_query_prepare(db->m.metric, query, dim, q);
+    struct search_index *ix = NULL;
+    if (rc == JVDB_OK) rc = index_get(db, &ix);
+    if (rc) goto out;
+
+    pthread_rwlock_rdlock(&ix->lock);
+    pthread_rwlock_rdlock(&db->lock);
+    const float *const *table = db->kd.slot_vec;
+    uint32_t nslots = db->kd.nslots;
+    flat_params fp;
+    flat_params_init(&fp);
+    fp.metric = db->m.metric;
+    fp.k = p.k;
+    fp.threads = p.threads;
+    fp.use_threshold = p.has_threshold;
+    fp.threshold = p.threshold;
+    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL};
+    uint32_t n = 0;
+    int exact = p.exact || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
+    /* A very selective filter would make the graph search widen and give up: scan instead. */
+    if (!exact && p.filter && filter_selectivity(db, p.filter) < 0.02) exact = 1;
+    if (!exact) {
+        ac.pending_bit = ix->pending_bit;
+        ac.bits_cap = ix->bits_cap;
+        hnsw_query hq;
+        hnsw_query_init(&hq);
+        hq.k = p.k;
+        hq.ef = p.ef;
+        hq.accept = (p.filter || ix->npending) ? accept_graph : NULL;
+        hq.accept_ctx = &ac;
+        hq.use_threshold = p.has_threshold;
+        hq.threshold = p.threshold;
+        hnsw_search_info info;
+        uint32_t gn = 0, pn = 0;
+        rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, q, &hq, slots, scores, &gn, &info);
+        if (rc == JVDB_OK && !info.complete) {
+            exact = 1;   /* filters or deletions hid too much of the graph */
+        } else if (rc == JVDB_OK) {
+            rc = search_pending(db, ix, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
+            if (rc == JVDB_OK)
+                n = merge_results(db->m.metric, p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
+                                  scores + 2 * p.k);
+            memmove(slots, slots + 2 * p.k, n * sizeof *slots);
+            memmove(scores, scores + 2 * p.k, n * sizeof *scores);
+        }
+    }
+    if (rc == JVDB_OK && exact) {
+        ac.pending_bit = NULL;
+        fp.accept = p.filter ? accept_graph : NULL;
+        fp.accept_ctx = &ac;
+        rc = flat_search(table, nslots, dim, q, &fp, slots, scores, &n);
+    }
+    jvdb_result *r = NULL;
+    if (rc == JVDB_OK) rc = results_build(db, &p, slots, scores, n, &r);
+    pthread_rwlock_unlock(&db->lock);
+    pthread_rwlock_unlock(&ix->lock);
+    if (rc == JVDB_OK) {
+        *results = r;
+        *count = n;
+    }
+out:
+    free(q);
+    free(slots);
+    free(scores);
+    return rc;
+}
