@@ -494,10 +494,29 @@ int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn 
 
 /* ------------------------------------------------------------------ create */
 
-static int rec_lsn_cmp(const void *a, const void *b)
+/* Archives hold records in LSN order (so a reader can check the order and restore applies them in
+ * the order they were written).  LSD radix sort on the LSN's significant bytes: a full backup of a
+ * million records sorts in tens of milliseconds, where qsort took a noticeable share of the run. */
+static int sort_by_lsn(struct db_live_rec *v, size_t n)
 {
-    uint64_t x = ((const struct db_live_rec *)a)->lsn, y = ((const struct db_live_rec *)b)->lsn;
-    return x < y ? -1 : x > y;
+    uint64_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].lsn > max) max = v[i].lsn;
+    if (n < 2) return JVDB_OK;
+    struct db_live_rec *tmp = malloc(n * sizeof *tmp), *src = v, *dst = tmp;
+    if (!tmp) return err_set(JVDB_ENOMEM, "out of memory sorting %zu records", n);
+    for (unsigned shift = 0; shift < 64 && (max >> shift); shift += 8) {
+        size_t count[257] = {0};
+        for (size_t i = 0; i < n; i++) count[((src[i].lsn >> shift) & 255) + 1]++;
+        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (size_t i = 0; i < n; i++) dst[count[(src[i].lsn >> shift) & 255]++] = src[i];
+        struct db_live_rec *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != v) memcpy(v, src, n * sizeof *v);
+    free(tmp);
+    return JVDB_OK;
 }
 
 /* Next free <n> across the whole repository, so ids are unique in it in practice. */
@@ -599,6 +618,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (rc) return rc;
     repo->ops->cleanup(repo, name, BACKUP_CLEANUP_AGE_S);
     int parent = o.type == JVDB_BACKUP_FULL ? -1 : choose_parent(&c, o.type, m.incarnation, note, sizeof note);
+    int64_t t_start = clock_mono_ns();
     struct db_snapshot snap;
     if ((rc = db_snapshot(db, parent >= 0 ? c.v[parent].m.lsn_to : 0, &snap))) {
         catalog_free(&c);
@@ -647,7 +667,8 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
         record_bytes += snap.recs[i].len;
     }
     snap.n = k;
-    qsort(snap.recs, snap.n, sizeof *snap.recs, rec_lsn_cmp);
+    if ((rc = sort_by_lsn(snap.recs, snap.n))) goto out;
+    int64_t t_sorted = clock_mono_ns();
 
     uint64_t seq = 0;
     if ((rc = backup_next_seq(repo, &seq))) goto out;
@@ -683,6 +704,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
             io_crash_point("backup.write");
         }
     }
+    int64_t t_streamed = clock_mono_ns();
     if ((rc = archive_writer_finish(w, &m.raw_bytes, &m.stored_bytes, m.sha256))) goto fail;
     backup_progress(&o, record_bytes, record_bytes, snap.n);
     char *meta;
@@ -693,6 +715,9 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (rc) goto fail;
     archive_writer_free(w);
     stage->abort(stage);   /* frees the committed stage */
+    log_debug("%s: snapshot and sort %.3f s, stream %.3f s, finish and commit %.3f s", what,
+              (double)(t_sorted - t_start) / 1e9, (double)(t_streamed - t_sorted) / 1e9,
+              (double)(clock_mono_ns() - t_streamed) / 1e9);
     w = NULL;
     stage = NULL;
 
