@@ -200,14 +200,16 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
     if (ep == HNSW_NONE)
         goto out;
 
+    /* More results than live nodes cannot exist; sizing heaps by them keeps a huge k cheap. */
+    uint32_t k = q->k < h->nodes - h->ndeleted ? q->k : h->nodes - h->ndeleted;
     uint32_t ef = q->ef ? q->ef : h->p.ef_search;
-    if (ef < q->k)
-        ef = q->k;
+    if (ef < k)
+        ef = k;
     uint32_t ef_max = q->ef_max ? q->ef_max : (ef <= HNSW_MAX_EF / 32 ? 32 * ef : HNSW_MAX_EF);
     if (ef_max < ef)
         ef_max = ef;
-    if (topk_reset(&sc->res, q->k)) {
-        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", q->k);
+    if (topk_reset(&sc->res, k)) {
+        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", k);
         goto out;
     }
     hnsw_layer_opts o = {
@@ -217,7 +219,7 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
     /* Accepted nodes wanted inside the ef window: an unfiltered search has ef of them; asking a
      * filtered one for min(ef, 2k) keeps its k-th result well inside the window, where the graph
      * search is accurate, without paying ef/selectivity. */
-    uint32_t need = ef < 2 * q->k ? ef : 2 * q->k;
+    uint32_t need = (uint64_t)ef < 2 * (uint64_t)k ? ef : 2 * k;
     for (;;) {
         topk_clear(&sc->res);
         rc = hnsw_search_layer(h, &sp, slots, nslots, sc, sc->query, ep, ep_dist, &o);

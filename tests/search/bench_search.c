@@ -5,6 +5,8 @@
  * benchmarks against FAISS and hnswlib live in bench/.
  *
  * usage: bench_search [n] [dim] [queries] [M] [ef_construction] [metric] [flat_threads] [simd]
+ * environment: BENCH_SIGMA (cluster spread, default 0.35; larger overlaps clusters and makes the
+ * set harder), BENCH_DUMP=file (write base and queries as raw float32 for the peers).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,7 @@ static void bench_hnsw_curve(const char *label, const hnsw *h, const tu_data *d,
         q.k = K;
         q.ef = efs[e];
         uint64_t hits = 0, dists = 0;
-        double t0 = tu_now();
+        double t0 = tu_now(), c0 = tu_cpu_now();
         for (uint32_t i = 0; i < nq; i++) {
             uint32_t got[K], n;
             hnsw_search_info info;
@@ -35,9 +37,9 @@ static void bench_hnsw_curve(const char *label, const hnsw *h, const tu_data *d,
             hits += tu_overlap(got, n, truth + (size_t)i * K, K);
             dists += info.distances;
         }
-        double dt = tu_now() - t0;
-        printf("%-10s ef=%-4u recall@10=%.4f  qps=%9.0f  dist/query=%llu\n", label, efs[e],
-               (double)hits / ((double)nq * K), nq / dt, (unsigned long long)(dists / nq));
+        double dt = tu_now() - t0, ct = tu_cpu_now() - c0;
+        printf("%-10s ef=%-4u recall@10=%.4f  qps=%9.0f  cpu-qps=%9.0f  dist/query=%llu\n", label,
+               efs[e], (double)hits / ((double)nq * K), nq / dt, nq / ct, (unsigned long long)(dists / nq));
     }
 }
 
@@ -49,15 +51,15 @@ static void bench_truth(const tu_data *d, jvdb_metric metric, const float *queri
     fp.metric = metric;
     fp.k = K;
     fp.threads = threads;
-    double t0 = tu_now();
+    double t0 = tu_now(), c0 = tu_cpu_now();
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t n;
         flat_search(d->slots, d->n, d->dim, queries + (size_t)i * d->dim, &fp, truth + (size_t)i * K,
                     NULL, &n);
     }
-    double dt = tu_now() - t0;
-    printf("exact      threads=%u qps=%.1f (%.3f ms/query)\n", flat_threads_for(d->n, d->dim, threads),
-           nq / dt, dt * 1e3 / nq);
+    double dt = tu_now() - t0, ct = tu_cpu_now() - c0;
+    printf("exact      threads=%u qps=%.1f (%.3f ms/query)  cpu-qps=%.1f (calling thread)\n",
+           flat_threads_for(d->n, d->dim, threads), nq / dt, dt * 1e3 / nq, nq / ct);
 }
 
 int main(int argc, char **argv)
@@ -84,11 +86,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    printf("n=%u dim=%u queries=%u M=%u ef_construction=%u metric=%s kernels=%s\n", n, dim, nq, hp.M,
-           hp.ef_construction, argc > 6 ? argv[6] : "l2", dist_active()->name);
+    double sigma = getenv("BENCH_SIGMA") ? atof(getenv("BENCH_SIGMA")) : 0.35;
+    printf("n=%u dim=%u sigma=%.2f queries=%u M=%u ef_construction=%u metric=%s kernels=%s\n", n, dim,
+           sigma, nq, hp.M, hp.ef_construction, argc > 6 ? argv[6] : "l2", dist_active()->name);
 
     tu_data d;
-    tu_data_make(&d, n, dim, n / 100 + 1, 0.35, 42, metric);
+    tu_data_make(&d, n, dim, n / 100 + 1, sigma, 42, metric);
     float *queries = malloc((size_t)nq * dim * sizeof *queries);
     tu_rng r = { 7 };
     for (uint32_t i = 0; i < nq; i++)
@@ -108,10 +111,10 @@ int main(int argc, char **argv)
 
     hnsw *h;
     hnsw_create(dim, metric, &hp, &h);
-    double t0 = tu_now();
+    double t0 = tu_now(), c0 = tu_cpu_now();
     for (uint32_t s = 0; s < n; s++)
         hnsw_insert(h, d.slots, n, s);
-    printf("build      %.2f s (%.0f inserts/s), graph %.1f MiB\n", tu_now() - t0, n / (tu_now() - t0),
+    printf("build      %.2f s wall, %.2f s cpu, graph %.1f MiB\n", tu_now() - t0, tu_cpu_now() - c0,
            hnsw_memory_bytes(h) / 1048576.0);
     bench_hnsw_curve("hnsw", h, &d, queries, nq, truth);
 
@@ -129,8 +132,10 @@ int main(int argc, char **argv)
     bench_truth(&ld, metric, queries, nq, threads, truth);
     bench_hnsw_curve("deleted30", h, &d, queries, nq, truth);
     t0 = tu_now();
+    c0 = tu_cpu_now();
     hnsw_rebuild(h, d.slots, n);
-    printf("rebuild    %.2f s (%u live)\n", tu_now() - t0, hnsw_live_count(h));
+    printf("rebuild    %.2f s wall, %.2f s cpu (%u live)\n", tu_now() - t0, tu_cpu_now() - c0,
+           hnsw_live_count(h));
     bench_hnsw_curve("rebuilt", h, &ld, queries, nq, truth);
 
     hnsw_free(h);

@@ -399,6 +399,11 @@ static void test_edges_and_errors(void **state)
     assert_true(info.complete);
     assert_int_equal(got[0], 0);
 
+    hq.k = 4000000000u; /* far more than exist: everything, without a k-sized allocation */
+    assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
+    assert_int_equal(n, 5);
+    hq.k = 5;
+
     /* Deleted nodes vanish from results; all deleted gives nothing. */
     assert_int_equal(hnsw_mark_deleted(h, 0), 0);
     assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
