@@ -106,8 +106,8 @@ int cli_put_main(cli_ctx *ctx, int argc, char **argv)
     int npos, rc = cli_parse(ctx, &cli_cmd_put, argc, argv, opts, pos, &npos);
     if (rc) return rc;
     if (!opts[0].value) return cli_usage_error("put", "--vector is required");
-    float *v;
-    size_t n;
+    float *v = NULL;
+    size_t n = 0;
     if ((rc = cli_parse_vector(opts[0].value, &v, &n))) return rc;
     if (opts[1].value && (rc = cli_check_meta(opts[1].value))) goto out;
 
