@@ -19,8 +19,9 @@ build: deps
 run: build
 	$(BUILD)/jvdb --data $(DATA) serve --listen $(LISTEN)
 
-# Sanitized build (ASan + UBSan) and the whole CTest suite.
-test: deps
+# The optimised build (what `make run` uses, so -O3-only warnings fail here too), then the sanitized
+# build (ASan + UBSan) and the whole CTest suite.
+test: build
 	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 	cd $(BUILD_TEST) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
