@@ -104,10 +104,6 @@ void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items);
 int cli_backup_main(cli_ctx *ctx, int argc, char **argv);
 extern const cli_cmd cli_cmd_backup;
 
-/* `jvdb backup ...` (cli_backup.c). */
-int cli_backup_main(cli_ctx *ctx, int argc, char **argv);
-extern const cli_cmd cli_cmd_backup;
-
 /* The subcommand groups; argv[0] is the group or command word. */
 int cli_db_main(cli_ctx *ctx, int argc, char **argv);
 int cli_import_main(cli_ctx *ctx, int argc, char **argv);

@@ -30,7 +30,6 @@ typedef struct cli_command {
 static const cli_command cli_commands[] = {
     {"db", cli_db_main, &cli_cmd_db, "create, list, inspect and drop databases"},
     {"backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups"},
-    {"backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups"},
     {"import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv"},
     {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
     {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
