@@ -33,6 +33,12 @@ static const char config_usage[] =
     "  --compaction-interval D    how often the compactor checks every database, e.g. 30s (default 60s)\n"
     "  --compaction-threads N     databases compacted in parallel (default 1)\n"
     "  --shutdown-timeout D       how long a stop waits for in-flight requests (default 30s)\n"
+    "  --backup-repo R            backup repository: a directory or s3://bucket/prefix (enables the\n"
+    "                             backup routes; S3 credentials from the AWS_* environment)\n"
+    "  --backup-full-every D      scheduled full backup of every database, e.g. 1d (default: none)\n"
+    "  --backup-incremental-every D  scheduled incremental backups in between, e.g. 1h (default: none)\n"
+    "  --backup-keep N            after each scheduled backup keep the newest N restorable points\n"
+    "                             (and what they depend on); 0 = keep all (default)\n"
     "  --log-level LEVEL          debug, info (default, or $JVDB_LOG), warn or error\n"
     "  --config FILE              JSON object of the same keys without dashes; flags win over it\n"
     "  --help                     this help\n"
@@ -197,6 +203,22 @@ static int config_apply(server_config *c, const char *key, const char *v)
             return config_error("bad --log-level '%s'%s (expected debug, info, warn or error)", v, "");
         return config_set_str(&c->log_level, v) ? 2 : 0;
     }
+    if (!strcmp(key, "backup-repo")) {
+        if (!*v) return config_error("the backup repository is empty%s%s", "", "");
+        return config_set_str(&c->backup_repo, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "backup-full-every") || !strcmp(key, "backup-incremental-every")) {
+        if (config_parse_duration(v, &n) || n < 100)
+            return config_error("bad --%s '%s' (expected a duration of at least 100ms, such as 1h)", key, v);
+        if (!strcmp(key, "backup-full-every")) c->backup_full_every_ms = n;
+        else c->backup_incr_every_ms = n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-keep")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --backup-keep '%s'%s", v, "");
+        c->backup_keep = (unsigned)n;
+        return 0;
+    }
     return config_error("unknown option '%s'%s", key, "");
 }
 
@@ -306,6 +328,8 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
         int rc = config_apply(c, key, val);
         if (rc) return rc;
     }
+    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep) && !c->backup_repo)
+        return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }
 
@@ -315,5 +339,6 @@ void config_free(server_config *c)
     free(c->listen);
     free(c->api_key);
     free(c->log_level);
+    free(c->backup_repo);
     memset(c, 0, sizeof *c);
 }

@@ -1,6 +1,8 @@
 /*
  * metrics.c — GET /metrics in the Prometheus text format (version 0.0.4).
  *
+ * Backups are counted by backup_run() (routes_backup.c) and read here.
+ *
  * Request metrics are counted on the hot path with relaxed atomics only (no lock): a counter per
  * (route, status) and a latency histogram per route, both indexed by the route table's position
  * (routes.c), plus one slot for requests no route matched.  Everything else — per-database sizes
@@ -218,6 +220,38 @@ static void metrics_render_compaction(server *s, mbuf *b)
     mb_printf(b, "jvdb_compactions_running %d\n", t.running);
 }
 
+static void metrics_render_backups(server *s, mbuf *b)
+{
+    backup_totals t[4][2];
+    backup_log_totals(s, t);
+    static const char *result[2] = {"ok", "failed"};
+    mb_head(b, "jvdb_backups_total", "counter", "Backups taken, by type and result.");
+    for (int ty = 1; ty <= 3; ty++)
+        for (int r = 0; r < 2; r++)
+            mb_printf(b, "jvdb_backups_total{type=\"%s\",result=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
+                      result[r], t[ty][r].count);
+    mb_head(b, "jvdb_backup_seconds_total", "counter", "Time spent taking backups, by type and result.");
+    for (int ty = 1; ty <= 3; ty++)
+        for (int r = 0; r < 2; r++)
+            mb_printf(b, "jvdb_backup_seconds_total{type=\"%s\",result=\"%s\"} %.6f\n",
+                      jvdb_backup_type_name((jvdb_backup_type)ty), result[r], t[ty][r].seconds);
+    mb_head(b, "jvdb_backup_raw_bytes_total", "counter", "Record bytes written to backups, by type.");
+    for (int ty = 1; ty <= 3; ty++)
+        mb_printf(b, "jvdb_backup_raw_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
+                  t[ty][0].raw_bytes);
+    mb_head(b, "jvdb_backup_stored_bytes_total", "counter", "Compressed bytes stored in the repository, by type.");
+    for (int ty = 1; ty <= 3; ty++)
+        mb_printf(b, "jvdb_backup_stored_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
+                  t[ty][0].stored_bytes);
+    char names[256][JVDB_MAX_NAME_LEN + 1];
+    int64_t times[256];
+    size_t n = backup_log_last(s, names, times, 256);
+    mb_head(b, "jvdb_backup_last_success_timestamp_seconds", "gauge",
+            "Unix time of the newest successful backup taken by this server, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_last_success_timestamp_seconds{database=\"%s\"} %.3f\n", names[i], (double)times[i] / 1e9);
+}
+
 char *metrics_render(server *s, size_t *len)
 {
     mbuf b = {malloc(16384), 0, 16384, 0};
@@ -230,6 +264,7 @@ char *metrics_render(server *s, size_t *len)
     metrics_render_requests(s, &b);
     metrics_render_databases(s, &b);
     metrics_render_compaction(s, &b);
+    metrics_render_backups(s, &b);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -9,8 +9,9 @@
  * synchronously by the main thread with sigwait(); POST /v1/admin/shutdown sends SIGTERM to the main
  * thread, so there is exactly one way to stop.  The order is the one that loses nothing: stop
  * accepting and refuse new requests (503), let in-flight requests finish and answer (API
- * compactions are cancelled cleanly), stop the compactor, then jvdb_env_close() does the final
- * fdatasync and releases the lock.
+ * compactions are cancelled cleanly), stop the backup scheduler (a backup it is taking finishes)
+ * and the compactor (a compaction in progress is abandoned cleanly), then jvdb_env_close() does
+ * the final fdatasync and releases the lock.
  */
 #include "server/server.h"
 #include "server/srv.h"
@@ -56,11 +57,13 @@ static int server_start_compactor(server *s)
 
 static void server_cleanup(server *s)
 {
+    sched_stop(s);
     if (s->compactor) jvdb_compactor_stop(s->compactor);
     s->compactor = NULL;
     jvdb_env_close(s->env);
     s->env = NULL;
     compact_log_free(s);
+    backup_free(s);
     metrics_free(s);
     free(s->meta_dir);
     pthread_rwlock_destroy(&s->catalog);
@@ -110,7 +113,7 @@ int server_main(int argc, char **argv, const char *data_dir)
         return 1;
     }
     dbmeta_prune(s);
-    if (server_start_compactor(s) || http_start(s)) {
+    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || http_start(s)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);
@@ -131,7 +134,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     atomic_store(&s->stopping, 1);
     s->cancel = 1;
     http_stop(s);
-    log_info("stopping the compactor");
+    log_info("stopping the backup scheduler and the compactor");
     server_cleanup(s);
     log_info("stopped; data directory closed");
     return 0;

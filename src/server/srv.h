@@ -36,6 +36,10 @@ typedef struct server_config {
     unsigned compaction_threads;
     double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
     char *log_level;
+    char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
+    uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
+    uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
+    unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
 } server_config;
 
 /* Fills defaults, reads --config FILE (if given) and then the flags, which win over the file.
@@ -52,6 +56,8 @@ int config_parse_size(const char *s, uint64_t *bytes);
 typedef struct metrics metrics;
 typedef struct http_server http_server;
 typedef struct compact_log compact_log;
+typedef struct backup_log backup_log;
+typedef struct backup_sched backup_sched;
 
 typedef struct server {
     server_config cfg;
@@ -64,6 +70,8 @@ typedef struct server {
     metrics *metrics;
     http_server *http;
     compact_log *compactions;        /* compactions run through the API (routes_admin.c) */
+    backup_log *backups;             /* backup repository access and statistics (routes_backup.c) */
+    backup_sched *sched;             /* scheduled backups (backup_sched.c) */
     char *meta_dir;                  /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
     atomic_int stopping;             /* set once a stop has begun */
@@ -179,6 +187,42 @@ void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, j
 /* Logs a compactor event (registered with jvdb_compactor_on_event). */
 void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st,
                        int status, const char *message);
+
+/* ---- backups (routes_backup.c, backup_sched.c) ---- */
+
+void route_backup_create(server *s, http_req *rq, http_resp *rs);
+void route_backup_list(server *s, http_req *rq, http_resp *rs);
+void route_backup_show(server *s, http_req *rq, http_resp *rs);
+void route_backup_delete(server *s, http_req *rq, http_resp *rs);
+void route_backup_verify(server *s, http_req *rq, http_resp *rs);
+void route_backup_restore(server *s, http_req *rq, http_resp *rs);
+
+/* Opens the configured repository once to check it (start-up fails on a bad one). */
+int backup_init(server *s);
+void backup_free(server *s);
+/* One backup of `db`: serialised with every other change to the repository, logged, counted for
+ * /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB status (message
+ * in jvdb_errmsg()). */
+int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
+/* Keeps the newest `keep` restorable backups of a database (serialised like backup_run). */
+int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted);
+/* The newest backup of every database in the repository: fn(arg, info) once per database. */
+int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
+                  void *arg);
+
+typedef struct backup_totals {
+    uint64_t count;
+    double seconds;
+    uint64_t raw_bytes, stored_bytes;
+} backup_totals;
+/* Indexed [jvdb_backup_type][0 = succeeded, 1 = failed]. */
+void backup_log_totals(server *s, backup_totals out[4][2]);
+/* Last successful backup time per database (up to cap); returns how many. */
+size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap);
+
+int sched_start(server *s);
+/* Stops the scheduler; a backup it is taking finishes first. */
+void sched_stop(server *s);
 
 /* ---- authentication (auth.c) ---- */
 

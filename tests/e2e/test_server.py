@@ -855,7 +855,7 @@ def requests_after_stop_are_refused():
         mkdb(c, "big", 64, "euclidean", sync="never")
         rnd = random.Random(3)
         body = json.dumps({"vectors": [{"id": "x%d" % i, "values": [rnd.random() for _ in range(64)]}
-                                       for i in range(20000)]}).encode()
+                                       for i in range(8000)]}).encode()
         result = {}
         other = s.client()
         expect(other.get("/health"), 200)   # an open keep-alive connection
@@ -886,12 +886,12 @@ def requests_after_stop_are_refused():
             pass   # the server may already have closed the idle connection
         th.join(60)
         assert s.wait_exit() == 0
-        # The request that was on its way got an answer: done (201) or refused (503), never cut off.
+        # The request that was in flight when the stop began was finished and answered.
         r = result.get("r")
-        assert r is not None and r.status in (201, 503), result
+        assert r is not None and r.status == 201, result
         if r.status == 201:
             s.start()
-            assert expect(s.client().get("/v1/databases/big"), 200)["stats"]["vectorCount"] == 20000
+            assert expect(s.client().get("/v1/databases/big"), 200)["stats"]["vectorCount"] == 8000
             s.stop()
     finally:
         s.cleanup()

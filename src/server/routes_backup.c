@@ -1,0 +1,474 @@
+/*
+ * routes_backup.c — the backup half of the admin API (create, list, show, delete, verify, restore)
+ * and the one path every backup takes, whether asked for over HTTP or by the scheduler
+ * (backup_sched.c): backup_run(), which logs it and counts it for /metrics.
+ *
+ * Repository handles are opened per operation, since the library allows one thread per handle,
+ * and every operation that reads a whole chain or changes the repository (create, delete, prune,
+ * verify, restore) runs under one mutex: chains are computed from what is in the repository, so
+ * two of them at once could pick the same parent or delete what the other is reading.  Listing and
+ * showing only read metadata that appears by an atomic rename, so they do not wait.
+ *
+ * A restore that replaces a database invalidates its handle, so it holds the catalog lock for
+ * writing, like a drop (routes.c); a restore into a new name only needs it for reading.
+ */
+#include "server/srv.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct backup_last {
+    char name[JVDB_MAX_NAME_LEN + 1];
+    int64_t t;
+};
+
+struct backup_log {
+    pthread_mutex_t repo_mu;         /* one chain-reading or repository-changing operation at a time */
+    pthread_mutex_t mu;              /* the statistics below */
+    backup_totals totals[4][2];
+    struct backup_last *last;
+    size_t nlast, caplast;
+};
+
+int backup_init(server *s)
+{
+    backup_log *l = calloc(1, sizeof *l);
+    if (!l) return -1;
+    pthread_mutex_init(&l->repo_mu, NULL);
+    pthread_mutex_init(&l->mu, NULL);
+    s->backups = l;
+    if (!s->cfg.backup_repo) return 0;
+    jvdb_repo *repo;
+    if (jvdb_repo_open(s->cfg.backup_repo, NULL, &repo) != JVDB_OK) {
+        log_error("cannot open backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
+        return -1;
+    }
+    jvdb_repo_close(repo);
+    return 0;
+}
+
+void backup_free(server *s)
+{
+    backup_log *l = s->backups;
+    if (!l) return;
+    pthread_mutex_destroy(&l->repo_mu);
+    pthread_mutex_destroy(&l->mu);
+    free(l->last);
+    free(l);
+    s->backups = NULL;
+}
+
+/* The repository for one operation, or NULL after answering (409 when none is configured). */
+static jvdb_repo *backup_open(server *s, http_resp *rs)
+{
+    if (!s->cfg.backup_repo) {
+        http_error(rs, 409, "NO_BACKUP_REPOSITORY", "no backup repository is configured (start the server with --backup-repo DIR)");
+        return NULL;
+    }
+    jvdb_repo *repo = NULL;
+    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return NULL;
+    }
+    return repo;
+}
+
+static void backup_count(server *s, const char *name, jvdb_backup_type type, int failed, double secs,
+                         const jvdb_backup_info *info)
+{
+    backup_log *l = s->backups;
+    if ((int)type < 1 || (int)type > 3) type = JVDB_BACKUP_FULL;
+    pthread_mutex_lock(&l->mu);
+    backup_totals *t = &l->totals[type][failed ? 1 : 0];
+    t->count++;
+    t->seconds += secs;
+    if (!failed) {
+        t->raw_bytes += info->raw_bytes;
+        t->stored_bytes += info->stored_bytes;
+        struct backup_last *e = NULL;
+        for (size_t i = 0; i < l->nlast; i++)
+            if (!strcmp(l->last[i].name, name)) e = &l->last[i];
+        if (!e && l->nlast == l->caplast) {
+            size_t ncap = l->caplast ? 2 * l->caplast : 8;
+            struct backup_last *n = realloc(l->last, ncap * sizeof *n);
+            if (n) {
+                l->last = n;
+                l->caplast = ncap;
+            }
+        }
+        if (!e && l->nlast < l->caplast) {
+            e = &l->last[l->nlast++];
+            snprintf(e->name, sizeof e->name, "%s", name);
+        }
+        if (e) e->t = info->created_ns;
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void backup_log_totals(server *s, backup_totals out[4][2])
+{
+    backup_log *l = s->backups;
+    pthread_mutex_lock(&l->mu);
+    memcpy(out, l->totals, sizeof l->totals);
+    pthread_mutex_unlock(&l->mu);
+}
+
+size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap)
+{
+    backup_log *l = s->backups;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->nlast < cap ? l->nlast : cap;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(names[i], l->last[i].name, sizeof names[i]);
+        times[i] = l->last[i].t;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin)
+{
+    const char *name = jvdb_db_name(db);
+    memset(info, 0, sizeof *info);
+    pthread_mutex_lock(&s->backups->repo_mu);
+    int64_t t0 = clock_mono_ns();
+    jvdb_repo *repo = NULL;
+    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    if (rc == JVDB_OK) rc = jvdb_backup_create(db, repo, o, info);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    jvdb_repo_close(repo);
+    double secs = (double)(clock_mono_ns() - t0) / 1e9;
+    pthread_mutex_unlock(&s->backups->repo_mu);
+    if (rc == JVDB_OK) {
+        backup_count(s, name, info->type, 0, secs, info);
+        log_info("backup %s of '%s' (%s, %s): %" PRIu64 " puts, %" PRIu64 " deletes, LSN %" PRIu64 "..%" PRIu64
+                 ", %" PRIu64 " bytes stored, %.3f s%s%s",
+                 info->id, name, jvdb_backup_type_name(info->type), origin, info->put_count, info->delete_count,
+                 info->lsn_from, info->lsn_to, info->stored_bytes, secs, *info->note ? "; " : "", info->note);
+    } else {
+        backup_count(s, name, o->type, 1, secs, info);
+        log_warn("%s backup of '%s' (%s) failed: %s", jvdb_backup_type_name(o->type), name, origin, msg);
+    }
+    /* The caller reads the message through jvdb_errmsg(); closing the repository may have
+     * replaced it. */
+    if (rc != JVDB_OK) err_set(rc, "%s", msg);
+    return rc;
+}
+
+int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted)
+{
+    *deleted = 0;
+    pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_repo *repo = NULL;
+    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    jvdb_backup_info *gone = NULL;
+    size_t n = 0;
+    if (rc == JVDB_OK) rc = jvdb_backup_prune(repo, db_name, keep, &gone, &n);
+    if (rc == JVDB_OK) {
+        for (size_t i = 0; i < n; i++) log_info("pruned backup %s of '%s'", gone[i].id, db_name);
+        *deleted = n;
+    } else {
+        log_warn("pruning the backups of '%s' failed: %s", db_name, jvdb_errmsg());
+    }
+    jvdb_free(gone);
+    jvdb_repo_close(repo);
+    pthread_mutex_unlock(&s->backups->repo_mu);
+    return rc;
+}
+
+int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
+                  void *arg)
+{
+    jvdb_repo *repo = NULL;
+    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    jvdb_backup_info *all = NULL;
+    size_t n = 0;
+    if (rc == JVDB_OK) rc = jvdb_backup_list(repo, NULL, &all, &n);
+    jvdb_repo_close(repo);
+    if (rc != JVDB_OK) return rc;
+    /* Oldest first per database: the last of a run of one database is its newest. */
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && !strcmp(all[i + 1].database, all[i].database)) continue;
+        const jvdb_backup_info *full = NULL;
+        for (size_t k = 0; k <= i; k++)
+            if (!strcmp(all[k].database, all[i].database) && all[k].type == JVDB_BACKUP_FULL) full = &all[k];
+        fn(arg, &all[i], full);
+    }
+    jvdb_free(all);
+    return JVDB_OK;
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static void route_write_backup(jw *w, const jvdb_backup_info *b)
+{
+    jw_obj(w);
+    jw_kstr(w, "backupId", b->id);
+    jw_kstr(w, "databaseId", b->database);
+    jw_kstr(w, "type", jvdb_backup_type_name(b->type));
+    jw_key(w, "parent");
+    if (*b->parent) jw_str(w, b->parent);
+    else jw_null(w);
+    jw_kuint(w, "lsnFrom", b->lsn_from);
+    jw_kuint(w, "lsnTo", b->lsn_to);
+    jw_key(w, "created_at");
+    jw_time(w, b->created_ns);
+    jw_kuint(w, "putCount", b->put_count);
+    jw_kuint(w, "deleteCount", b->delete_count);
+    jw_kuint(w, "rawBytes", b->raw_bytes);
+    jw_kuint(w, "storedBytes", b->stored_bytes);
+    jw_kstr(w, "sha256", b->sha256);
+    jw_kuint(w, "vectorDimension", b->dim);
+    jw_kstr(w, "distanceMetric", b->metric == JVDB_METRIC_COSINE ? "cosine" : b->metric == JVDB_METRIC_DOT ? "dot" : "euclidean");
+    jw_kint(w, "compressionLevel", b->compression_level);
+    jw_kuint(w, "formatVersion", b->format_version);
+    jw_kstr(w, "description", b->description);
+    jw_kuint(w, "chainLength", b->chain_length);
+    jw_kbool(w, "restorable", b->restorable);
+    jw_kstr(w, "status", b->status);
+    if (*b->note) jw_kstr(w, "note", b->note);
+    jw_obj_end(w);
+}
+
+static void route_reply_backup(http_resp *rs, int status, const jvdb_backup_info *b)
+{
+    jw w;
+    jw_init(&w);
+    route_write_backup(&w, b);
+    http_reply_json(rs, status, &w);
+}
+
+/* ---------------------------------------------------------------- routes */
+
+/* Whether a database of that name exists (without loading it). */
+static int route_db_exists(server *s, const char *name)
+{
+    char **names = NULL;
+    size_t n = 0;
+    int found = 0;
+    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return 0;
+    for (size_t i = 0; i < n && !found; i++) found = !strcmp(names[i], name);
+    jvdb_free_names(names, n);
+    return found;
+}
+
+void route_backup_create(server *s, http_req *rq, http_resp *rs)
+{
+    if (!s->cfg.backup_repo) {
+        backup_open(s, rs);
+        return;
+    }
+    json_t *body = route_body_opt(s, rq, rs);
+    if (!body) return;
+    char err[512];
+    jvdb_backup_options o;
+    jvdb_backup_options_init(&o);
+    const char *type = NULL, *desc = NULL;
+    uint64_t level = 0;
+    int r;
+    if (jr_string(body, "type", &type, err, sizeof err) < 0 || jr_string(body, "description", &desc, err, sizeof err) < 0 ||
+        (r = jr_uint(body, "compressionLevel", 1, 19, &level, err, sizeof err)) < 0) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(body);
+        return;
+    }
+    if (type && jvdb_backup_type_parse(type, &o.type) != JVDB_OK) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "type '%s' is not one of full, incremental, differential", type);
+        json_decref(body);
+        return;
+    }
+    if (level) o.level = (int)level;
+    o.description = desc;
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (db) {
+        jvdb_backup_info info;
+        int rc = backup_run(s, db, &o, &info, "api");
+        route_db_release(s);
+        if (rc != JVDB_OK) http_lib_error(rs, rc);
+        else route_reply_backup(rs, 201, &info);
+    }
+    json_decref(body);
+}
+
+void route_backup_list(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) return;
+    jvdb_backup_info *all = NULL;
+    size_t n = 0;
+    int rc = jvdb_backup_list(repo, rq->params[0], &all, &n);
+    jvdb_repo_close(repo);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", rq->params[0]);
+    jw_kuint(&w, "total", n);
+    jw_key(&w, "backups");
+    jw_arr(&w);
+    for (size_t i = 0; i < n; i++) route_write_backup(&w, &all[i]);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    jvdb_free(all);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_backup_show(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) return;
+    jvdb_backup_info info;
+    int rc = jvdb_backup_show(repo, rq->params[0], &info);
+    if (rc != JVDB_OK) http_lib_error(rs, rc);
+    else route_reply_backup(rs, 200, &info);
+    jvdb_repo_close(repo);
+}
+
+void route_backup_delete(server *s, http_req *rq, http_resp *rs)
+{
+    int cascade = 0;
+    if (route_query_bool(rq, rs, "cascade", &cascade) < 0) return;
+    pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) {
+        pthread_mutex_unlock(&s->backups->repo_mu);
+        return;
+    }
+    jvdb_backup_info *gone = NULL;
+    size_t n = 0;
+    int rc = jvdb_backup_delete(repo, rq->params[0], cascade, &gone, &n);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+    } else {
+        jw w;
+        jw_init(&w);
+        jw_obj(&w);
+        jw_kuint(&w, "count", n);
+        jw_key(&w, "deleted");
+        jw_arr(&w);
+        for (size_t i = 0; i < n; i++) {
+            log_info("deleted backup %s of '%s' (api%s)", gone[i].id, gone[i].database, cascade ? ", cascade" : "");
+            jw_str(&w, gone[i].id);
+        }
+        jw_arr_end(&w);
+        jw_obj_end(&w);
+        http_reply_json(rs, 200, &w);
+    }
+    jvdb_free(gone);
+    jvdb_repo_close(repo);
+    pthread_mutex_unlock(&s->backups->repo_mu);
+}
+
+void route_backup_verify(server *s, http_req *rq, http_resp *rs)
+{
+    pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) {
+        pthread_mutex_unlock(&s->backups->repo_mu);
+        return;
+    }
+    int64_t t0 = clock_mono_ns();
+    int rc = jvdb_backup_verify(repo, rq->params[0], NULL, NULL);
+    double secs = (double)(clock_mono_ns() - t0) / 1e9;
+    jvdb_backup_info info;
+    memset(&info, 0, sizeof info);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    if (rc == JVDB_OK || rc == JVDB_ECORRUPT) jvdb_backup_show(repo, rq->params[0], &info);
+    jvdb_repo_close(repo);
+    pthread_mutex_unlock(&s->backups->repo_mu);
+    if (rc != JVDB_OK && rc != JVDB_ECORRUPT) {
+        http_lib_error_msg(rs, rc, msg);
+        return;
+    }
+    /* A corrupt backup is a successful verification with a bad result: 200, valid false. */
+    if (rc == JVDB_OK) log_info("verified backup %s: chain of %u, %.3f s", rq->params[0], info.chain_length, secs);
+    else log_warn("backup %s failed verification: %s", rq->params[0], msg);
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "backupId", rq->params[0]);
+    jw_kbool(&w, "valid", rc == JVDB_OK);
+    if (rc == JVDB_OK) jw_kuint(&w, "chainLength", info.chain_length);
+    else jw_kstr(&w, "message", msg);
+    jw_kdouble(&w, "seconds", secs);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_backup_restore(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body_opt(s, rq, rs);
+    if (!body) return;
+    char err[512];
+    const char *target = NULL;
+    int force = 0;
+    if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 || jr_bool(body, "force", &force, err, sizeof err) < 0) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(body);
+        return;
+    }
+    /* Exclusive when an existing database may be replaced (its handle dies). */
+    if (force) pthread_rwlock_wrlock(&s->catalog);
+    else pthread_rwlock_rdlock(&s->catalog);
+    pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) goto out;
+    jvdb_backup_info info;
+    int rc = jvdb_backup_show(repo, rq->params[0], &info);
+    char name[JVDB_MAX_NAME_LEN + 1];
+    snprintf(name, sizeof name, "%s", target ? target : info.database);
+    jvdb_db *db = NULL;
+    int existed = 0;
+    if (rc == JVDB_OK) {
+        existed = route_db_exists(s, name);
+        jvdb_restore_options ro = {.as_name = name, .force = force};
+        int64_t t0 = clock_mono_ns();
+        rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, &db);
+        if (rc == JVDB_OK)
+            log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", info.id, info.chain_length, name,
+                     existed ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
+    }
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+    } else {
+        pthread_mutex_lock(&s->meta_mu);
+        dbmeta m;
+        dbmeta_load(s, name, &m);
+        m.updated_ns = clock_wall_ns();
+        if (!existed) m.created_ns = m.updated_ns;
+        dbmeta_save(s, name, &m);
+        dbmeta_free(&m);
+        pthread_mutex_unlock(&s->meta_mu);
+        jw w;
+        jw_init(&w);
+        jw_obj(&w);
+        jw_kstr(&w, "databaseId", name);
+        jw_kstr(&w, "backupId", info.id);
+        jw_kuint(&w, "chainLength", info.chain_length);
+        jw_kuint(&w, "lsn", info.lsn_to);
+        jw_kbool(&w, "replaced", existed);
+        jw_key(&w, "stats");
+        jw_obj(&w);
+        route_write_stats(&w, db);
+        jw_obj_end(&w);
+        jw_obj_end(&w);
+        http_reply_json(rs, existed ? 200 : 201, &w);
+    }
+    jvdb_repo_close(repo);
+out:
+    pthread_mutex_unlock(&s->backups->repo_mu);
+    pthread_rwlock_unlock(&s->catalog);
+    json_decref(body);
+}
