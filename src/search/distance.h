@@ -17,7 +17,8 @@
  *
  * Kernels come as a table per instruction set.  dist_active() is the table chosen at start-up: the best
  * the CPU supports, unless the environment variable JVDB_SIMD=scalar|avx2|avx512 asks for a lower one
- * (tests and benchmarks).  Hot loops fetch dist_space_get() once and call through its pointers.
+ * (tests and benchmarks).  Hot loops fill a dist_space once (dist_space_init) and call through its
+ * pointers.
  */
 #ifndef JVDB_SEARCH_DISTANCE_H
 #define JVDB_SEARCH_DISTANCE_H

@@ -6,7 +6,8 @@
  *
  * usage: bench_search [n] [dim] [queries] [M] [ef_construction] [metric] [flat_threads] [simd]
  * environment: BENCH_SIGMA (cluster spread, default 0.35; larger overlaps clusters and makes the
- * set harder), BENCH_DUMP=file (write base and queries as raw float32 for the peers).
+ * set harder), BENCH_DUMP=file (write base and queries as raw float32 for the peers), BENCH_EXACT_ONLY=1
+ * (stop after the exact scan).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,13 @@ int main(int argc, char **argv)
     }
     uint32_t *truth = malloc((size_t)nq * K * sizeof *truth);
     bench_truth(&d, metric, queries, nq, threads, truth);
+
+    if (getenv("BENCH_EXACT_ONLY")) {
+        free(truth);
+        free(queries);
+        tu_data_free(&d);
+        return 0;
+    }
 
     hnsw *h;
     hnsw_create(dim, metric, &hp, &h);

@@ -42,6 +42,7 @@ uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, 
 uint32_t tu_overlap(const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb);
 
 double tu_now(void);                 /* monotonic seconds */
-double tu_cpu_now(void);             /* this thread's CPU seconds: steadier than wall time on a busy machine */
+/* This thread's CPU seconds: steadier than wall time on a busy machine. */
+double tu_cpu_now(void);
 
 #endif

@@ -327,7 +327,8 @@ static void test_concurrent_searches(void **state)
         hnsw_query hq;
         hnsw_query_init(&hq);
         uint32_t n;
-        assert_int_equal(hnsw_search(h, d.slots, N, queries + i * DIM, &hq, expect + i * K, NULL, &n, NULL), 0);
+        assert_int_equal(
+            hnsw_search(h, d.slots, N, queries + i * DIM, &hq, expect + i * K, NULL, &n, NULL), 0);
         assert_int_equal(n, K);
     }
     pthread_t tid[T];
@@ -364,7 +365,9 @@ static void test_edges_and_errors(void **state)
     assert_int_equal(hnsw_create(0, JVDB_METRIC_L2, &p, &h), JVDB_EINVAL);
     assert_int_equal(hnsw_create(4, JVDB_METRIC_L2, &p, &h), 0);
 
-    float v[6][4] = { { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 }, { 1, 1, 0, 0 }, { 0, 0, 0, 0 } };
+    float v[6][4] = {
+        { 1, 0, 0, 0 }, { 0, 1, 0, 0 }, { 0, 0, 1, 0 }, { 0, 0, 0, 1 }, { 1, 1, 0, 0 }, { 0, 0, 0, 0 },
+    };
     const float *slots[8] = { v[0], v[1], NULL, v[3], v[4], NULL, NULL, v[2] };
     uint32_t got[K], n = 99;
     hnsw_query hq;
