@@ -306,6 +306,19 @@ void route_db_stats(server *s, http_req *rq, http_resp *rs)
     route_write_stats(&w, db);
     jw_key(&w, "compaction");
     route_write_compaction_state(s, &w, db);
+    /* The HNSW graph is built by a background thread: how far it has got (pending vectors are
+     * searched exactly meanwhile, so results are complete, only slower). */
+    jvdb_index_status ix;
+    if (jvdb_db_index_status(db, &ix) == JVDB_OK) {
+        jw_key(&w, "index");
+        jw_obj(&w);
+        jw_kstr(&w, "type", ix.type == JVDB_INDEX_FLAT ? "FLAT" : "HNSW");
+        jw_kuint(&w, "nodes", ix.nodes);
+        jw_kuint(&w, "deletedNodes", ix.deleted_nodes);
+        jw_kuint(&w, "pending", ix.pending);
+        jw_kuint(&w, "memoryBytes", ix.memory_bytes);
+        jw_obj_end(&w);
+    }
     jw_obj_end(&w);
     route_db_release(s);
     http_reply_json(rs, 200, &w);

@@ -467,6 +467,13 @@ def index_settings():
                "INVALID_ARGUMENT", "indexParameters has no field 'M'")
         expect(c.post("/v1/databases/h/vectors/batch",
                       {"vectors": [{"id": "v%d" % i, "values": [i, 1, 2, 3]} for i in range(50)]}), 201)
+        deadline = time.time() + 20
+        while True:
+            ix = expect(c.get("/v1/databases/h/stats"), 200)["index"]
+            if ix["pending"] == 0 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert ix["type"] == "HNSW" and ix["pending"] == 0 and ix["nodes"] == 50 and ix["memoryBytes"] > 0, ix
         r = expect(c.put("/v1/databases/h", {"indexType": "FLAT"}), 200)
         assert r["indexType"] == "FLAT"
         r = expect(c.post("/v1/databases/h/search", {"queryVector": [10, 1, 2, 3], "topK": 1}), 200)
