@@ -584,9 +584,10 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     io_crash_point("write.after_append");
     pthread_rwlock_wrlock(&db->lock);
     s->size = start + total;
-    for (uint64_t p = start; p < s->size;) {
-        if ((rc = keydir_apply(&db->kd, s, p, dim))) break;
-        p += ((const struct rec_header *)(s->map + p))->total_len;
+    for (size_t p = 0; p < total;) {
+        const struct rec_header *h = (const struct rec_header *)(buf + p);
+        if ((rc = keydir_apply_copy(&db->kd, s, start + p, h, dim))) break;
+        p += h->total_len;
     }
     pthread_rwlock_unlock(&db->lock);
     if (rc) {

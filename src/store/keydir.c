@@ -136,7 +136,11 @@ static void kd_account(struct keydir *kd, struct kd_entry *e)
 
 int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32_t dim)
 {
-    const struct rec_header *h = (const struct rec_header *)(seg->map + offset);
+    return keydir_apply_copy(kd, seg, offset, (const struct rec_header *)(seg->map + offset), dim);
+}
+
+int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim)
+{
     const char *id = rec_id(h, dim);
     seg->records++;
     if (seg->min_lsn == 0 || h->lsn < seg->min_lsn) seg->min_lsn = h->lsn;
@@ -166,7 +170,7 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
     kd_account(kd, e);
     if (h->kind == REC_KIND_PUT) {
         if (e->slot == KD_NO_SLOT && kd_slot_alloc(kd, &e->slot)) return JVDB_ENOMEM;
-        kd->slot_vec[e->slot] = rec_vector(h);
+        kd->slot_vec[e->slot] = (const float *)(seg->map + offset + REC_HEADER_SIZE);
         kd->slot_owner[e->slot] = e;
         if (kd->hook) kd->hook(kd->hook_ctx, e->slot, 1);
     } else if (e->slot != KD_NO_SLOT) {

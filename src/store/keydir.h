@@ -48,6 +48,10 @@ struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_
 /* Makes the record at (seg, offset) known: newest LSN wins, whatever the order of application.
  * Updates the segments' live accounting.  Returns JVDB_OK or JVDB_ENOMEM. */
 int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32_t dim);
+/* The same, reading the record's fields from `h`, an identical copy the writer still holds, so that
+ * the write path never touches the mapping: pages a process never mapped need no write-protection
+ * round when the kernel writes them back, which an fdatasync per batch otherwise pays for. */
+int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim);
 /* Points an entry at an identical copy of its record elsewhere (compaction). */
 void keydir_move(struct keydir *kd, struct kd_entry *e, struct segment *seg, uint64_t offset, uint32_t dim);
 /* Forgets a tombstone entirely (compaction dropped it). */
