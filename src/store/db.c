@@ -511,6 +511,48 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
 
 /* ---------------------------------------------------------------- the write path */
 
+/* Each writing thread keeps its encode buffer between batches: a batch of a thousand 128-d vectors
+ * is 640 KB, and allocating that afresh means an mmap, page faults and an munmap per batch.  Buffers
+ * above DB_KEEP_BUF go back at once so one huge batch does not pin memory for the thread's life. */
+#define DB_KEEP_BUF (8u << 20)
+static pthread_key_t db_buf_key;
+static pthread_once_t db_buf_once = PTHREAD_ONCE_INIT;
+struct db_buf {
+    char *p;
+    size_t cap;
+};
+
+static void db_buf_free(void *arg)
+{
+    struct db_buf *b = arg;
+    free(b->p);
+    free(b);
+}
+
+static void db_buf_init(void) { pthread_key_create(&db_buf_key, db_buf_free); }
+
+static char *db_buf_get(size_t len)
+{
+    pthread_once(&db_buf_once, db_buf_init);
+    if (len > DB_KEEP_BUF) return aligned_alloc(REC_ALIGN, rec_align(len));
+    struct db_buf *b = pthread_getspecific(db_buf_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(db_buf_key, b);
+    }
+    if (b->cap < len) {
+        free(b->p);
+        b->cap = rec_align(len);
+        if (!(b->p = aligned_alloc(REC_ALIGN, b->cap))) b->cap = 0;
+    }
+    return b->p;
+}
+
+static void db_buf_put(char *p, size_t len)
+{
+    if (len > DB_KEEP_BUF) free(p);
+}
+
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
 {
     if (n == 0) return err_set(JVDB_EINVAL, "empty batch");
@@ -518,7 +560,7 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += rec_size(dim, ops[i].kind, ops[i].id_len, ops[i].meta_len);
     if (total > UINT32_MAX) return err_set(JVDB_EINVAL, "batch of %zu bytes is too large (limit 4 GiB)", total);
-    char *buf = aligned_alloc(REC_ALIGN, total);
+    char *buf = db_buf_get(total);
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
     int64_t now = clock_wall_ns();
     size_t off = 0;
@@ -598,13 +640,13 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
     pthread_mutex_unlock(&db->write_mu);
-    free(buf);
+    db_buf_put(buf, total);
     if (db->m.sync == JVDB_SYNC_ALWAYS && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
     return JVDB_OK;
 unlock:
     pthread_mutex_unlock(&db->write_mu);
-    free(buf);
+    db_buf_put(buf, total);
     return rc;
 }
 
