@@ -221,7 +221,7 @@ def visible_backups_all_verify(e, name):
 def big_env():
     e = Env(JVDB)
     e.run("db", "create", "big", "--dim", 128, "--sync", "never")
-    rows = rows_for(range(12000), 128, 1)
+    rows = rows_for(range(9000), 128, 1)   # > 4 MiB: two progress steps, so backup.write:2 is reached
     e.import_rows("big", rows)
     return e, rows
 
@@ -242,7 +242,7 @@ def test_crash_during_backup():
         full_time = max(time.monotonic() - t0, 0.05)
         e.run("put", "big", "id1", "--vector", ",".join(["0.5"] * 128))
         rnd = random.Random(int(os.environ.get("JVDB_CRASH_SEED", "5")))
-        for _ in range(6):
+        for _ in range(4):
             env = dict(e.env)
             proc = subprocess.Popen([e.jvdb, "--data", e.data, "backup", "create", "big", "--repo", e.repo],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
