@@ -52,6 +52,31 @@ int main(int argc, char **argv)
     if (fs_read_file(path, &data, &len)) return 1;
     write_file(argv[1], "manifest.seed", data, len, -1);
     free(data);
+
+    /* A full backup of the same database: its backup.json and its archive. */
+    char repo_dir[1100];
+    snprintf(repo_dir, sizeof repo_dir, "%s/seed-repo", argv[1]);
+    fs_remove_tree(repo_dir);
+    jvdb_repo *repo;
+    jvdb_backup_info info;
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    if (jvdb_env_open(root, &env) || jvdb_db_open(env, "s", &db) || jvdb_repo_open(repo_dir, NULL, &repo) ||
+        jvdb_backup_create(db, repo, &bo, &info)) {
+        fprintf(stderr, "fuzz_seedgen: backup: %s\n", jvdb_errmsg());
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/s/%s/backup.json", repo_dir, info.id);
+    if (fs_read_file(path, &data, &len)) return 1;
+    write_file(argv[1], "backup_meta.seed", data, len, -1);
+    free(data);
+    snprintf(path, sizeof path, "%s/s/%s/data.jvb.zst", repo_dir, info.id);
+    if (fs_read_file(path, &data, &len)) return 1;
+    write_file(argv[1], "backup_archive.seed", data, len, -1);
+    free(data);
+    jvdb_repo_close(repo);
+    jvdb_env_close(env);
+    fs_remove_tree(repo_dir);
     fs_remove_tree(root);
     return 0;
 }
