@@ -81,6 +81,22 @@ static int outputs_push(struct outputs *o, struct segment *s)
     return JVDB_OK;
 }
 
+/* Publishes the output being written and adds it to the list; on failure nothing of it remains. */
+static int outputs_finish(struct outputs *o, struct segw *w)
+{
+    struct segment *s;
+    int rc = segw_finish(w, &s);
+    if (rc) {
+        segw_abort(w);
+        return rc;
+    }
+    if ((rc = outputs_push(o, s))) {
+        atomic_store(&s->retired, true);
+        seg_unref(s);
+    }
+    return rc;
+}
+
 static uint64_t compact_file_bytes(jvdb_db *db)
 {
     jvdb_stats st;
@@ -147,13 +163,14 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         input_records += in.segs[i]->records;
     }
     struct db_move *moves = malloc((nrecs ? nrecs : 1) * sizeof *moves);
+    uint32_t *move_out = malloc((nrecs ? nrecs : 1) * sizeof *move_out);   /* output index of each move */
     struct db_live_rec *drops = malloc((nrecs ? nrecs : 1) * sizeof *drops);
     struct outputs out = {0};
     struct segw w;
     int writing = 0;
     size_t nmoves = 0, ndrops = 0;
     uint64_t hot_bytes = 0;
-    if (!moves || !drops) {
+    if (!moves || !drops || !move_out) {
         rc = err_set(JVDB_ENOMEM, "out of memory planning a compaction of %zu records", nrecs);
         goto fail;
     }
@@ -165,17 +182,8 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         }
         if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) goto fail;
         if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > db->m.segment_max_bytes) {
-            struct segment *s;
             writing = 0;
-            if ((rc = segw_finish(&w, &s))) {
-                segw_abort(&w);
-                goto fail;
-            }
-            if ((rc = outputs_push(&out, s))) {
-                atomic_store(&s->retired, true);
-                seg_unref(s);
-                goto fail;
-            }
+            if ((rc = outputs_finish(&out, &w))) goto fail;
         }
         if (!writing) {
             if ((rc = segw_begin(db, &w))) {
@@ -187,23 +195,15 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         uint64_t off;
         if ((rc = segw_append(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) goto fail;
         if (r->hits > 0 && out.n == 0) hot_bytes = off + r->len;
-        /* The output segment is not known yet: fill in `to` once it is finished. */
-        moves[nmoves++] = (struct db_move){r->seg, r->offset, (struct segment *)(uintptr_t)(out.n + 1), off};
+        /* The output's segment exists only once it is finished: `to` is filled in below. */
+        move_out[nmoves] = (uint32_t)out.n;
+        moves[nmoves++] = (struct db_move){r->seg, r->offset, NULL, off};
     }
     if (writing) {
-        struct segment *s;
         writing = 0;
-        if ((rc = segw_finish(&w, &s))) {
-            segw_abort(&w);
-            goto fail;
-        }
-        if ((rc = outputs_push(&out, s))) {
-            atomic_store(&s->retired, true);
-            seg_unref(s);
-            goto fail;
-        }
+        if ((rc = outputs_finish(&out, &w))) goto fail;
     }
-    for (size_t i = 0; i < nmoves; i++) moves[i].to = out.segs[(uintptr_t)moves[i].to - 1];
+    for (size_t i = 0; i < nmoves; i++) moves[i].to = out.segs[move_out[i]];
     if ((rc = compact_should_stop(db, opts, policy, t0))) goto fail;
     io_crash_point("compact.before_swap");
     if ((rc = db_swap(db, &in, out.segs, out.n, moves, nmoves, drops, ndrops))) goto fail;
@@ -220,6 +220,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     st->bytes_reclaimed = input_bytes > output_bytes ? input_bytes - output_bytes : 0;
     free(out.segs);   /* the database holds the outputs now */
     free(moves);
+    free(move_out);
     free(drops);
     free(recs);
     db_unpin(&in);
@@ -228,6 +229,7 @@ fail:
     if (writing) segw_abort(&w);
     outputs_discard(&out);
     free(moves);
+    free(move_out);
     free(drops);
     free(recs);
     db_unpin(&in);

@@ -90,19 +90,7 @@ int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *p)
                           "max_age_s", (json_int_t)p->max_age_s, "min_records", (json_int_t)p->min_records,
                           "max_seconds", p->max_seconds, "segment_dead_ratio", p->segment_dead_ratio);
     if (!o) return err_set(JVDB_ENOMEM, "out of memory");
-    pthread_mutex_lock(&db->write_mu);
-    if (!db->m.extra) db->m.extra = json_object();
-    json_t *old = json_object_get(db->m.extra, "compaction");
-    if (old) json_incref(old);
-    json_object_set_new(db->m.extra, "compaction", o);
-    rc = db_store_manifest_locked(db);
-    if (rc) {
-        if (old) json_object_set(db->m.extra, "compaction", old);
-        else json_object_del(db->m.extra, "compaction");
-    }
-    if (old) json_decref(old);
-    pthread_mutex_unlock(&db->write_mu);
-    return rc;
+    return db_set_manifest_extra(db, "compaction", o);
 }
 
 void compact_resolve_policy(jvdb_db *db, const jvdb_compact_policy *given, jvdb_compact_policy *out)

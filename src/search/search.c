@@ -341,6 +341,15 @@ static int index_get(jvdb_db *db, struct search_index **out)
     return JVDB_OK;
 }
 
+/* The database's index if one is attached already, else NULL; never starts one. */
+static struct search_index *index_attached(jvdb_db *db)
+{
+    pthread_mutex_lock(&search_attach_mu);
+    struct search_index *ix = db->ext;
+    pthread_mutex_unlock(&search_attach_mu);
+    return ix;
+}
+
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
 {
     err_clear();
@@ -349,19 +358,7 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     json_t *x = json_pack("{s:s, s:i, s:i, s:i}", "type", o->type == JVDB_INDEX_FLAT ? "flat" : "hnsw", "m", (int)o->m,
                           "ef_construction", (int)o->ef_construction, "ef_search", (int)o->ef_search);
     if (!x) return err_set(JVDB_ENOMEM, "out of memory");
-    pthread_mutex_lock(&db->write_mu);
-    if (!db->m.extra) db->m.extra = json_object();
-    json_t *old = json_object_get(db->m.extra, "index");
-    if (old) json_incref(old);
-    json_object_set_new(db->m.extra, "index", x);
-    rc = db_store_manifest_locked(db);
-    if (rc) {
-        if (old) json_object_set(db->m.extra, "index", old);
-        else json_object_del(db->m.extra, "index");
-    }
-    if (old) json_decref(old);
-    pthread_mutex_unlock(&db->write_mu);
-    if (rc) return rc;
+    if ((rc = db_set_manifest_extra(db, "index", x))) return rc;
     struct search_index *ix;
     if ((rc = index_get(db, &ix))) return rc;
     pthread_rwlock_wrlock(&ix->lock);
@@ -588,10 +585,14 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     }
     int rc = dist_query_prepare(db->m.metric, query, dim, q);
     struct search_index *ix = NULL;
-    if (rc == JVDB_OK) rc = index_get(db, &ix);
+    /* An exact search needs no graph, and attaching the index starts a thread that builds one from
+     * every vector: a process that only asks for exact answers (a one-shot `jvdb search`, the exact
+     * benchmark) would give a core to a graph it never uses.  So it scans without attaching one. */
+    if (rc == JVDB_OK && p.exact) ix = index_attached(db);
+    else if (rc == JVDB_OK) rc = index_get(db, &ix);
     if (rc) goto out;
 
-    pthread_rwlock_rdlock(&ix->lock);
+    if (ix) pthread_rwlock_rdlock(&ix->lock);
     pthread_rwlock_rdlock(&db->lock);
     const float *const *table = db->kd.slot_vec;
     uint32_t nslots = db->kd.nslots;
@@ -604,7 +605,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     fp.threshold = p.threshold;
     struct accept_ctx ac = {db, p.filter, NULL, 0, NULL};
     uint32_t n = 0;
-    int exact = p.exact || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
+    int exact = p.exact || !ix || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
     /* A very selective filter would make the graph search widen and give up: scan instead. */
     if (!exact && p.filter && filter_selectivity(db, p.filter) < 0.02) exact = 1;
     if (!exact) {
@@ -641,7 +642,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     jvdb_result *r = NULL;
     if (rc == JVDB_OK) rc = results_build(db, &p, slots, scores, n, &r);
     pthread_rwlock_unlock(&db->lock);
-    pthread_rwlock_unlock(&ix->lock);
+    if (ix) pthread_rwlock_unlock(&ix->lock);
     if (rc == JVDB_OK) {
         *results = r;
         *count = n;

@@ -919,6 +919,28 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     return rc;
 }
 
+int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
+{
+    pthread_mutex_lock(&db->write_mu);
+    if (!db->m.extra && !(db->m.extra = json_object())) {
+        pthread_mutex_unlock(&db->write_mu);
+        json_decref(value);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    json_t *old = json_object_get(db->m.extra, key);
+    if (old) json_incref(old);
+    if (value) json_object_set_new(db->m.extra, key, value);
+    else json_object_del(db->m.extra, key);
+    int rc = db_store_manifest_locked(db);
+    if (rc) {
+        if (old) json_object_set(db->m.extra, key, old);
+        else json_object_del(db->m.extra, key);
+    }
+    if (old) json_decref(old);
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
+}
+
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn)
 {
     pthread_mutex_lock(&db->write_mu);

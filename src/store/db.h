@@ -91,6 +91,10 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve);
 int db_store_manifest_locked(jvdb_db *db);
 
 int db_name_valid(const char *name);
+/* Sets (value non-NULL, reference stolen) or removes one key of the MANIFEST that upper layers own
+ * ("compaction", "index"), persisting it; on failure the old value stays. */
+int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value);
+
 /* Persists the backup horizon (LSN of the newest full backup; compaction keeps tombstones above). */
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn);
 #endif
