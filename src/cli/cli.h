@@ -86,6 +86,48 @@ json_t *cli_json_floats(const float *v, uint32_t dim);
 /* Dumps `doc` (reference stolen) compactly to stdout with a newline; returns the exit code. */
 int cli_print_json(json_t *doc);
 
+/* Parses a vector typed on the command line, "1,2,3", "1 2 3" or "[1, 2, 3]", into a malloc'd
+ * array; on a bad value reports a usage error naming `cmd` and `opt` and returns its exit code. */
+int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **out, size_t *n);
+
+/* ---- vector files (cli_read.c), read by `import` and by `search --query-file` ---- */
+
+enum cli_format { CLI_FMT_NONE, CLI_FMT_FVECS, CLI_FMT_NPY, CLI_FMT_JSONL, CLI_FMT_CSV };
+
+/* "fvecs", "npy", "jsonl" (or "ndjson"), "csv" / a path's extension; CLI_FMT_NONE otherwise. */
+enum cli_format cli_format_parse(const char *s);
+enum cli_format cli_format_from_name(const char *path);
+
+/* A reader of one file.  The caller fills f, path, dbname, dim (and prefix, query), then calls
+ * cli_reader_start and r->next until it returns 0; on -1, r->err says what and where. */
+typedef struct cli_reader cli_reader;
+struct cli_reader {
+    FILE *f;
+    const char *path;
+    const char *dbname;
+    uint32_t dim;
+    const char *prefix;     /* prepended to ids */
+    size_t prefix_len;
+    bool query;             /* queries: jsonl lines may be bare arrays, ids are optional (NULL) */
+    bool text;              /* locations are lines (text) or rows from 0 (binary) */
+    bool in_header;
+    uint64_t row;           /* rows returned so far: the caller counts them */
+    uint64_t line;          /* text: line the current row ends on */
+    uint64_t rows_total;    /* npy: from the header */
+    char *buf;              /* text: the current line or csv record */
+    size_t cap;
+    char **fields;          /* csv: fields of the current record */
+    size_t fcap;
+    bool csv_started;
+    char err[1024];
+    /* Fills vec (dim floats) and malloc'd *id / *meta (NULL for none); 1 = a row, 0 = end, -1 = error. */
+    int (*next)(cli_reader *r, float *vec, char **id, char **meta);
+};
+
+/* Sets the row function for `fmt` and reads the npy header; 0, or -1 with r->err. */
+int cli_reader_start(cli_reader *r, enum cli_format fmt);
+void cli_reader_free(cli_reader *r);
+
 /* Progress bar on stderr, drawn only when stderr is a terminal. `total` is the work in the unit fed
  * to cli_progress_update (0 = unknown, then only count and rate are shown). */
 typedef struct cli_progress {
@@ -113,10 +155,11 @@ int cli_get_main(cli_ctx *ctx, int argc, char **argv);
 int cli_delete_main(cli_ctx *ctx, int argc, char **argv);
 int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
 int cli_compact_main(cli_ctx *ctx, int argc, char **argv);
+int cli_search_main(cli_ctx *ctx, int argc, char **argv);
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
 extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,
-    cli_cmd_stats, cli_cmd_db, cli_cmd_compact;
+    cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
 
 /* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`.  Both end
  * with the compaction policy's verdict on `db` (cli_compaction_*). */

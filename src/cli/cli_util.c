@@ -180,6 +180,48 @@ bool cli_parse_float(const char *s, size_t len, float *out)
     return true;
 }
 
+int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **out, size_t *n)
+{
+    size_t cap = 16, len = 0;
+    float *v = malloc(cap * sizeof *v);
+    if (!v) return cli_fail("out of memory");
+    const char *p = s;
+    while (*p == ' ' || *p == '\t') p++;
+    bool bracket = *p == '[';
+    if (bracket) p++;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n') p++;
+        if (!*p || (bracket && *p == ']')) break;
+        size_t tok = strcspn(p, ", \t\n]");
+        if (len == cap) {
+            float *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return cli_fail("out of memory");
+            }
+            v = nv;
+        }
+        if (tok == 0 || !cli_parse_float(p, tok, &v[len])) {
+            free(v);
+            return cli_usage_error(cmd, "%s: value %zu ('%.*s') is not a finite number", opt, len + 1,
+                                   (int)(tok ? tok : 1), p);
+        }
+        len++;
+        p += tok;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == ',') p++;
+    }
+    if (bracket && *p == ']') p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n') p++;
+    if (*p || len == 0) {
+        free(v);
+        return cli_usage_error(cmd, "%s '%s' is not a list of numbers like 1,2,3", opt, s);
+    }
+    *out = v;
+    *n = len;
+    return 0;
+}
+
 const char *cli_format_float(float f, char *buf)
 {
     /* JSON readers (jansson, Python) take "-0" for the integer 0 and drop the sign. */

@@ -45,49 +45,6 @@ const cli_cmd cli_cmd_stats = {
     "compaction is due by the database's policy, and why (run it with 'jvdb compact NAME').\n",
     1, 1};
 
-/* Parses "1,2,3", "1 2 3" or "[1, 2, 3]" into a malloc'd array. */
-static int cli_parse_vector(const char *s, float **out, size_t *n)
-{
-    size_t cap = 16, len = 0;
-    float *v = malloc(cap * sizeof *v);
-    if (!v) return cli_fail("out of memory");
-    const char *p = s;
-    while (*p == ' ' || *p == '\t') p++;
-    bool bracket = *p == '[';
-    if (bracket) p++;
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n') p++;
-        if (!*p || (bracket && *p == ']')) break;
-        size_t tok = strcspn(p, ", \t\n]");
-        if (len == cap) {
-            float *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return cli_fail("out of memory");
-            }
-            v = nv;
-        }
-        if (tok == 0 || !cli_parse_float(p, tok, &v[len])) {
-            free(v);
-            return cli_usage_error("put", "--vector: value %zu ('%.*s') is not a finite number", len + 1,
-                                   (int)(tok ? tok : 1), p);
-        }
-        len++;
-        p += tok;
-        while (*p == ' ' || *p == '\t') p++;
-        if (*p == ',') p++;
-    }
-    if (bracket && *p == ']') p++;
-    while (*p == ' ' || *p == '\t' || *p == '\n') p++;
-    if (*p || len == 0) {
-        free(v);
-        return cli_usage_error("put", "--vector '%s' is not a list of numbers like 1,2,3", s);
-    }
-    *out = v;
-    *n = len;
-    return 0;
-}
-
 /* Checked here, not left to the library, so the message can say what the user typed. */
 static int cli_check_meta(const char *meta)
 {
@@ -108,7 +65,7 @@ int cli_put_main(cli_ctx *ctx, int argc, char **argv)
     if (!opts[0].value) return cli_usage_error("put", "--vector is required");
     float *v = NULL;
     size_t n = 0;
-    if ((rc = cli_parse_vector(opts[0].value, &v, &n))) return rc;
+    if ((rc = cli_parse_vector("put", "--vector", opts[0].value, &v, &n))) return rc;
     if (opts[1].value && (rc = cli_check_meta(opts[1].value))) goto out;
 
     jvdb_db *db;

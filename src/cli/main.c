@@ -34,6 +34,7 @@ static const cli_command cli_commands[] = {
     {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
     {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
     {"get", cli_get_main, &cli_cmd_get, "print one vector and its metadata"},
+    {"search", cli_search_main, &cli_cmd_search, "nearest neighbours of a query vector or file"},
     {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id"},
     {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
     {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},

@@ -8,6 +8,9 @@
  */
 #include "server/jsonio.h"
 
+#include "jvdb.h"
+
+#include <errno.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -187,6 +190,8 @@ void jw_double(jw *w, double v)
 /* Shortest of %.6g .. %.9g that reads back as the same float32 (9 digits always does). */
 static int jw_format_float(char *b, size_t cap, float v)
 {
+    /* "-0" reads back as the integer 0 in many JSON parsers (Python's among them): keep the sign. */
+    if (v == 0 && signbit(v)) return snprintf(b, cap, "-0.0");
     int n = 0;
     for (int p = 6; p <= 9; p++) {
         n = snprintf(b, cap, "%.*g", p, (double)v);
@@ -359,6 +364,10 @@ int jr_number(json_t *obj, const char *key, double *out, char *err, size_t cap)
     return 1;
 }
 
+/* Bounds of a float32: anything below the midpoint between FLT_MAX and 2^128 rounds to a finite
+ * float (so an exported FLT_MAX printed with 9 digits reads back). */
+static int jr_fits_float(double d) { return fabs(d) < ldexp(2.0 - ldexp(1.0, -24), 127); }
+
 int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint32_t *n, char *err, size_t cap)
 {
     if (!json_is_array(arr)) {
@@ -387,9 +396,7 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
             return -1;
         }
         double d = json_number_value(x);
-        /* Anything below the midpoint between FLT_MAX and 2^128 rounds to a finite float
-         * (so an exported FLT_MAX printed with 9 digits reads back). */
-        if (!(fabs(d) < ldexp(2.0 - ldexp(1.0, -24), 127))) {
+        if (!jr_fits_float(d)) {
             snprintf(err, cap, "%s[%zu] = %g does not fit a 32-bit float", what, i, d);
             free(v);
             return -1;
@@ -399,4 +406,251 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
     *out = v;
     *n = (uint32_t)len;
     return 1;
+}
+
+/* ---------------------------------------------------------------- fast path for batches */
+
+#define JVDB_FAST_MAX_FLOATS JVDB_MAX_DIM
+
+typedef struct jf {
+    const char *p, *end;
+} jf;
+
+static void jf_ws(jf *f)
+{
+    while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r')) f->p++;
+}
+
+static int jf_char(jf *f, char c)
+{
+    jf_ws(f);
+    if (f->p >= f->end || *f->p != c) return -1;
+    f->p++;
+    return 0;
+}
+
+/* A string of printable ASCII without escapes (anything else: the general path). */
+static int jf_plain_string(jf *f, const char **s, size_t *n)
+{
+    if (jf_char(f, '"')) return -1;
+    const char *b = f->p;
+    while (f->p < f->end && *f->p != '"') {
+        unsigned char c = (unsigned char)*f->p;
+        if (c < 0x20 || c > 0x7e || c == '\\') return -1;
+        f->p++;
+    }
+    if (f->p >= f->end) return -1;
+    *s = b;
+    *n = (size_t)(f->p - b);
+    f->p++;
+    return 0;
+}
+
+static int jf_key_is(const char *s, size_t n, const char *want) { return strlen(want) == n && !memcmp(s, want, n); }
+
+/* One JSON number, converted as jansson would: integers (no fraction, no exponent) through a
+ * 64-bit integer, so "-0" is 0; reals through strtod. */
+static int jf_number(jf *f, double *out)
+{
+    jf_ws(f);
+    const char *b = f->p, *q = b;
+    if (q < f->end && *q == '-') q++;
+    if (q >= f->end || *q < '0' || *q > '9') return -1;
+    if (*q == '0') q++;
+    else
+        while (q < f->end && *q >= '0' && *q <= '9') q++;
+    int real = 0;
+    if (q < f->end && *q == '.') {
+        real = 1;
+        q++;
+        if (q >= f->end || *q < '0' || *q > '9') return -1;
+        while (q < f->end && *q >= '0' && *q <= '9') q++;
+    }
+    if (q < f->end && (*q == 'e' || *q == 'E')) {
+        real = 1;
+        q++;
+        if (q < f->end && (*q == '+' || *q == '-')) q++;
+        if (q >= f->end || *q < '0' || *q > '9') return -1;
+        while (q < f->end && *q >= '0' && *q <= '9') q++;
+    }
+    char *e;
+    errno = 0;
+    if (real) {
+        *out = strtod(b, &e);
+    } else {
+        if (q - b > 18) return -1;   /* near the 64-bit limit: let jansson decide */
+        *out = (double)strtoll(b, &e, 10);
+    }
+    if (e != q || errno) return -1;
+    f->p = q;
+    return 0;
+}
+
+static int jf_floats(jf *f, float **out, uint32_t *count)
+{
+    if (jf_char(f, '[')) return -1;
+    size_t n = 0, cap = 128;
+    float *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    jf_ws(f);
+    if (f->p < f->end && *f->p == ']') goto bad;   /* empty: the general path says so */
+    for (;;) {
+        double d;
+        if (jf_number(f, &d) || !jr_fits_float(d) || n == JVDB_FAST_MAX_FLOATS) goto bad;
+        if (n == cap) {
+            float *nv = realloc(v, 2 * cap * sizeof *nv);
+            if (!nv) goto bad;
+            v = nv;
+            cap *= 2;
+        }
+        v[n++] = (float)d;
+        jf_ws(f);
+        if (f->p < f->end && *f->p == ',') {
+            f->p++;
+            continue;
+        }
+        if (jf_char(f, ']')) goto bad;
+        break;
+    }
+    *out = v;
+    *count = (uint32_t)n;
+    return 0;
+bad:
+    free(v);
+    return -1;
+}
+
+/* The span of one object value (strings and nesting respected); jansson validates it afterwards. */
+static int jf_object_span(jf *f, const char **b, size_t *n)
+{
+    jf_ws(f);
+    if (f->p >= f->end || *f->p != '{') return -1;
+    const char *start = f->p;
+    unsigned depth = 0;
+    int in_str = 0;
+    for (; f->p < f->end; f->p++) {
+        char c = *f->p;
+        if (in_str) {
+            if (c == '\\') f->p++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                f->p++;
+                *b = start;
+                *n = (size_t)(f->p - start);
+                return 0;
+            }
+        }
+    }
+    return -1;
+}
+
+/* metadata: null, or an object that jansson (with the general path's flags) accepts. */
+static int jf_meta(jf *f, char **meta)
+{
+    jf_ws(f);
+    if (f->end - f->p >= 4 && !memcmp(f->p, "null", 4)) {
+        f->p += 4;
+        *meta = NULL;
+        return 0;
+    }
+    const char *b;
+    size_t n;
+    if (jf_object_span(f, &b, &n)) return -1;
+    json_t *m = json_loadb(b, n, JSON_REJECT_DUPLICATES, NULL);
+    if (!m || !json_is_object(m)) {
+        json_decref(m);
+        return -1;
+    }
+    *meta = json_dumps(m, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(m);
+    return *meta ? 0 : -1;
+}
+
+static int jf_vector_obj(jf *f, jf_vector *v)
+{
+    memset(v, 0, sizeof *v);
+    if (jf_char(f, '{')) return -1;
+    int have_id = 0, have_values = 0, have_meta = 0;
+    for (;;) {
+        const char *k, *id;
+        size_t kn, idn;
+        if (jf_plain_string(f, &k, &kn) || jf_char(f, ':')) return -1;
+        if (jf_key_is(k, kn, "id") && !have_id) {
+            if (jf_plain_string(f, &id, &idn) || !(v->id = strndup(id, idn))) return -1;
+            have_id = 1;
+        } else if (jf_key_is(k, kn, "values") && !have_values) {
+            if (jf_floats(f, &v->values, &v->n)) return -1;
+            have_values = 1;
+        } else if (jf_key_is(k, kn, "metadata") && !have_meta) {
+            if (jf_meta(f, &v->meta)) return -1;
+            have_meta = 1;
+        } else {
+            return -1;   /* another key, or a duplicate */
+        }
+        jf_ws(f);
+        if (f->p < f->end && *f->p == ',') {
+            f->p++;
+            continue;
+        }
+        if (jf_char(f, '}')) return -1;
+        return have_id && have_values ? 0 : -1;
+    }
+}
+
+void jf_batch_free(jf_vector *v, size_t count)
+{
+    if (!v) return;
+    for (size_t i = 0; i < count; i++) {
+        free(v[i].id);
+        free(v[i].values);
+        free(v[i].meta);
+    }
+    free(v);
+}
+
+int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count)
+{
+    if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
+    jf f = {body, body + len};
+    const char *k;
+    size_t kn, n = 0, cap = 64;
+    jf_vector *v = NULL;
+    if (jf_char(&f, '{') || jf_plain_string(&f, &k, &kn) || !jf_key_is(k, kn, "vectors") || jf_char(&f, ':') ||
+        jf_char(&f, '['))
+        return 0;
+    jf_ws(&f);
+    if (f.p < f.end && *f.p == ']') return 0;
+    if (!(v = calloc(cap, sizeof *v))) return 0;
+    for (;;) {
+        if (n == cap) {
+            jf_vector *nv = realloc(v, 2 * cap * sizeof *nv);
+            if (!nv) goto fallback;
+            v = nv;
+            cap *= 2;
+        }
+        int bad = jf_vector_obj(&f, &v[n]);
+        n++;   /* freed below either way */
+        if (bad) goto fallback;
+        jf_ws(&f);
+        if (f.p < f.end && *f.p == ',') {
+            f.p++;
+            continue;
+        }
+        if (jf_char(&f, ']')) goto fallback;
+        break;
+    }
+    if (jf_char(&f, '}')) goto fallback;
+    jf_ws(&f);
+    if (f.p != f.end) goto fallback;
+    *out = v;
+    *count = n;
+    return 1;
+fallback:
+    jf_batch_free(v, n);
+    return 0;
 }

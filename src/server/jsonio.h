@@ -72,4 +72,23 @@ int jr_number(json_t *obj, const char *key, double *out, char *err, size_t cap);
  * ("values", "record 3: values").  At most max_len numbers; each must fit a float32. */
 int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint32_t *n, char *err, size_t cap);
 
+/* ---- fast path for vector batches ----
+ * jansson builds a tree with one allocation per number, which makes it most of the cost of a batch
+ * request (about 70 ms for 1,000 vectors of 128 floats).  jf_batch reads the common shape
+ * {"vectors": [{"id": "...", "values": [numbers], "metadata": {...} | null}, ...]} straight into
+ * floats.  It is deliberately narrow: anything else (other keys, escapes or non-ASCII in ids, a
+ * number that is not plainly in range, any syntax error) returns 0 and the request takes the
+ * general jansson path, which then also gives the error message — so the fast path can only ever
+ * accept what the general path accepts, with the same result.  `body` must be NUL-terminated. */
+typedef struct jf_vector {
+    char *id;
+    float *values;
+    uint32_t n;
+    char *meta;                      /* compact JSON, as the general path writes it; NULL for none */
+} jf_vector;
+
+/* 1 = handled (*out holds count vectors), 0 = use the general path (nothing allocated). */
+int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count);
+void jf_batch_free(jf_vector *v, size_t count);
+
 #endif

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jvdbtest  # noqa: E402
@@ -343,6 +344,62 @@ def batch_with_one_bad_vector_stores_nothing():
         r = expect(c.post("/v1/databases/docs/vectors/batch-get", {"ids": [v["id"] for v in good] + ["keep"]}), 200)
         assert r["count"] == 1 and len(r["notFound"]) == 50
         assert expect(c.get("/v1/databases/docs/vectors/keep"), 200)["values"] == [1, 2, 3]
+
+
+@test
+def batch_bodies_fast_and_general_paths_agree():
+    """Batch bodies go through a fast decoder when they have the common shape and through jansson
+    otherwise; the sanitizer build decodes every fast-path body both ways and aborts on any
+    difference.  These bodies sit on and around the border between the two."""
+    with Server() as s:
+        c = s.client()
+        mkdb(c, "fp", 3)
+        p = "/v1/databases/fp/vectors/batch"
+        ok = [
+            (b'{"vectors":[{"id":"a","values":[1,2,3]}]}', {"a": ([1, 2, 3], None)}),
+            (b' \n{ "vectors" :\t[ { "id" : "b" , "values" : [ -0 , 0.5 , 1E+2 ] , "metadata" : null } ] }\r\n',
+             {"b": ([0.0, 0.5, 100.0], None)}),
+            (b'{"vectors":[{"metadata":{"k":[1,{"x":"}]"}],"s":"\\"q\\u00e9"},"values":[-0.0,1e-45,3.40282347e38],"id":"c"}]}',
+             {"c": ([-0.0, 1e-45, 3.4028234663852886e38], {"k": [1, {"x": "}]"}], "s": "\"q\u00e9"})}),
+            (b'{"vectors":[{"id":"d","values":[123456789012345678,-1,2.5e-3]},{"id":"e","values":[1,1,1],"metadata":{}}]}',
+             {"d": ([123456789012345678, -1, 2.5e-3], None), "e": ([1, 1, 1], {})}),
+            # Shapes the fast decoder leaves to jansson, which accepts them:
+            (b'{"vectors":[{"id":"f","values":[1234567890123456789,0,0]}]}', {"f": ([1234567890123456789, 0, 0], None)}),
+            (b'{"vectors":[{"id":"\\u0067","values":[1,2,3]}]}', {"g": ([1, 2, 3], None)}),
+            (b'{"vectors":[{"id":"h","values":[1,2,3],"extra":true}],"other":1}', {"h": ([1, 2, 3], None)}),
+            ('{"vectors":[{"id":"\u00fcber","values":[1,2,3]}]}'.encode(), {"\u00fcber": ([1, 2, 3], None)}),
+            (b'{"vectors":[{"id":"i","values":[1e-400,0,0]}]}', {"i": ([0.0, 0, 0], None)}),
+        ]
+        for body, want in ok:
+            r = c.post(p, raw=body)
+            assert r.status == 201, (body, r)
+            for vid, (vals, meta) in want.items():
+                got = expect(c.get("/v1/databases/fp/vectors/" + urllib.parse.quote(vid, safe="")), 200).json
+                assert f32_bits(got["values"]) == f32_bits(vals) and got["metadata"] == meta, (body, got)
+        bad = [
+            (b'{"vectors":[{"id":"x","id":"y","values":[1,2,3]}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3]}]} x', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3],}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[01,2,3]}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1.,2,3]}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3],"metadata":{"a":1,"a":2}}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3],"metadata":{"a":}}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3e999]}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,99999999999999999999]}]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x","values":[1,2,1e39]}]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[{"id":"x","values":[]}]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[{"id":"x","values":[1,2]}]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3],"metadata":[1]}]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[{"id":"x"}]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[]}', "INVALID_ARGUMENT"),
+            (b'{"vectors":[{"id":"x","values":[1,2,3]}', "INVALID_JSON"),
+            (b'{"vectors":[{"id":"x\xff","values":[1,2,3]}]}', "INVALID_JSON"),
+        ]
+        for body, code in bad:
+            r = c.post(p, raw=body)
+            assert r.status == 400 and r.json["error"] == code, (body, r)
+        assert expect(c.get("/v1/databases/fp"), 200)["stats"]["vectorCount"] == 10
+        assert "fast batch parse" not in s.log()
 
 
 # ---------------------------------------------------------------- search

@@ -1,0 +1,511 @@
+/*
+ * bench_http.c — owns issue 6's measurement: what the REST server costs beside calling the library
+ * in-process, for the same work on the same generated data.
+ *
+ *   ingest: the data set in batches, one writer, jvdb_put_batch in-process beside
+ *           POST /v1/databases/{id}/vectors/batch over one keep-alive loopback connection;
+ *   search: the same queries (top-k, the HNSW index fully built on both sides), from C threads
+ *           in-process beside C keep-alive HTTP clients, per-query latency and total QPS.
+ *
+ * The server is the real `jvdb serve` (--jvdb PATH), started on port 0 in a data directory of its
+ * own, so everything a client pays is in the numbers: JSON encoding of the request is done before
+ * the clock starts (a client has its data ready), decoding the answer is not (only the status and
+ * the count are looked at, as a cheap client would).  The two sides run one after the other, never
+ * at once, and the in-process side's index is complete before the server starts so its background
+ * thread steals nothing from the HTTP side.
+ *
+ * The HTTP client is a minimal HTTP/1.1 one written here (request with Content-Length, answer read
+ * by Content-Length), enough for a server that always sends Content-Length.
+ *
+ * Output: one JSON object on stdout, which bench/run-http parses.
+ */
+#include "bench_util.h"
+#include "jvdb.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- a tiny keep-alive client */
+
+typedef struct bh_conn {
+    int fd;
+    uint16_t port;
+    char *buf;
+    size_t cap;
+} bh_conn;
+
+static void bh_connect(bh_conn *c, uint16_t port)
+{
+    c->port = port;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0) bench_die(errno, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) bench_die(errno, "connect to 127.0.0.1:%u", port);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (!c->buf) {
+        c->cap = 1 << 16;
+        c->buf = malloc(c->cap);
+        if (!c->buf) bench_die(ENOMEM, "client buffer");
+    }
+}
+
+static void bh_close(bh_conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+}
+
+static void bh_send_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            bench_die(errno, "send to the server");
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+}
+
+/* One request; returns the status and leaves the body (NUL-terminated) at *body. */
+static int bh_request(bh_conn *c, const char *method, const char *path, const char *body, size_t len, const char **out)
+{
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                      method, path, len);
+    struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, len}};
+    bh_send_all(c->fd, iov, len ? 2 : 1);
+    size_t have = 0, need = 0, hdr = 0;
+    for (;;) {
+        if (have + 1 >= c->cap) {
+            c->cap *= 2;
+            c->buf = realloc(c->buf, c->cap);
+            if (!c->buf) bench_die(ENOMEM, "client buffer");
+        }
+        ssize_t r = read(c->fd, c->buf + have, c->cap - have - 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) bench_die(r < 0 ? errno : 0, "the server closed the connection");
+        have += (size_t)r;
+        c->buf[have] = 0;
+        if (!hdr) {
+            char *e = strstr(c->buf, "\r\n\r\n");
+            if (!e) continue;
+            hdr = (size_t)(e - c->buf) + 4;
+            const char *cl = strcasestr(c->buf, "\r\nContent-Length:");
+            if (!cl || cl > e) bench_die(0, "an answer without Content-Length");
+            need = hdr + strtoull(cl + 17, NULL, 10);
+        }
+        if (have >= need) break;
+    }
+    *out = c->buf + hdr;
+    return atoi(c->buf + 9);
+}
+
+/* ---------------------------------------------------------------- the server */
+
+typedef struct bh_server {
+    pid_t pid;
+    uint16_t port;
+} bh_server;
+
+static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, const char *threads)
+{
+    int out[2];
+    if (pipe(out) < 0) bench_die(errno, "pipe");
+    char logpath[4200];
+    snprintf(logpath, sizeof logpath, "%s.log", dir);
+    s->pid = fork();
+    if (s->pid < 0) bench_die(errno, "fork");
+    if (s->pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        close(out[1]);
+        FILE *log = fopen(logpath, "w");
+        if (log) dup2(fileno(log), 2);
+        char *argv[] = {(char *)jvdb, "--data", (char *)dir, "serve", "--listen", "127.0.0.1:0", "--threads",
+                        (char *)threads, NULL};
+        execv(jvdb, argv);
+        _exit(127);
+    }
+    close(out[1]);
+    char line[256];
+    size_t n = 0;
+    while (n + 1 < sizeof line) {
+        ssize_t r = read(out[0], line + n, 1);
+        if (r <= 0) bench_die(0, "the server did not start (see %s)", logpath);
+        if (line[n++] == '\n') break;
+    }
+    line[n] = 0;
+    close(out[0]);
+    const char *colon = strrchr(line, ':');
+    if (strncmp(line, "listening on http://", 20) || !colon) bench_die(0, "unexpected server output: %s", line);
+    s->port = (uint16_t)atoi(colon + 1);
+}
+
+static void bh_server_stop(bh_server *s)
+{
+    bh_conn c = {.fd = -1};
+    bh_connect(&c, s->port);
+    const char *body;
+    bh_request(&c, "POST", "/v1/admin/shutdown", "", 0, &body);
+    bh_close(&c);
+    int st;
+    waitpid(s->pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) bench_die(0, "the server did not stop cleanly (status %d)", st);
+}
+
+/* ---------------------------------------------------------------- JSON encoding (before the clock) */
+
+typedef struct bh_text {
+    char *p;
+    size_t len, cap;
+} bh_text;
+
+static void bh_put(bh_text *t, const char *s, size_t n)
+{
+    if (t->len + n + 1 > t->cap) {
+        t->cap = (t->len + n + 1) * 2;
+        t->p = realloc(t->p, t->cap);
+        if (!t->p) bench_die(ENOMEM, "request bodies");
+    }
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = 0;
+}
+
+static void bh_puts(bh_text *t, const char *s) { bh_put(t, s, strlen(s)); }
+
+static void bh_floats(bh_text *t, const float *v, uint32_t dim)
+{
+    char num[32];
+    bh_puts(t, "[");
+    for (uint32_t k = 0; k < dim; k++) {
+        int n = snprintf(num, sizeof num, k ? ",%.9g" : "%.9g", (double)v[k]);
+        bh_put(t, num, (size_t)n);
+    }
+    bh_puts(t, "]");
+}
+
+/* ---------------------------------------------------------------- ingest */
+
+static double bh_ingest_inproc(jvdb_db *db, const bench_data *d, uint32_t batch)
+{
+    jvdb_record *recs = malloc(batch * sizeof *recs);
+    if (!recs) bench_die(ENOMEM, "records");
+    double t0 = bench_now();
+    for (uint64_t first = 0; first < d->n; first += batch) {
+        size_t cnt = first + batch <= d->n ? batch : (size_t)(d->n - first);
+        for (size_t i = 0; i < cnt; i++)
+            recs[i] = (jvdb_record){d->ids[first + i], d->vectors + (first + i) * d->dim, d->dim,
+                                    d->metas ? d->metas[first + i] : NULL};
+        int rc = jvdb_put_batch(db, recs, cnt, NULL);
+        if (rc) bench_die(0, "put_batch: %s", jvdb_errmsg());
+    }
+    double secs = bench_now() - t0;
+    free(recs);
+    return secs;
+}
+
+static double bh_ingest_http(uint16_t port, const bench_data *d, uint32_t batch)
+{
+    uint64_t nb = (d->n + batch - 1) / batch;
+    bh_text *bodies = calloc(nb, sizeof *bodies);
+    if (!bodies) bench_die(ENOMEM, "bodies");
+    for (uint64_t b = 0; b < nb; b++) {
+        bh_puts(&bodies[b], "{\"vectors\":[");
+        for (uint64_t r = b * batch; r < d->n && r < (b + 1) * batch; r++) {
+            bh_puts(&bodies[b], r > b * batch ? ",{\"id\":\"" : "{\"id\":\"");
+            bh_puts(&bodies[b], d->ids[r]);
+            bh_puts(&bodies[b], "\",\"values\":");
+            bh_floats(&bodies[b], d->vectors + r * d->dim, d->dim);
+            if (d->metas) {
+                bh_puts(&bodies[b], ",\"metadata\":");
+                bh_puts(&bodies[b], d->metas[r]);
+            }
+            bh_puts(&bodies[b], "}");
+        }
+        bh_puts(&bodies[b], "]}");
+    }
+    bh_conn c = {.fd = -1};
+    bh_connect(&c, port);
+    const char *resp;
+    double t0 = bench_now();
+    for (uint64_t b = 0; b < nb; b++) {
+        int st = bh_request(&c, "POST", "/v1/databases/bench/vectors/batch", bodies[b].p, bodies[b].len, &resp);
+        if (st != 201) bench_die(0, "batch %llu: HTTP %d %s", (unsigned long long)b, st, resp);
+    }
+    double secs = bench_now() - t0;
+    bh_close(&c);
+    for (uint64_t b = 0; b < nb; b++) free(bodies[b].p);
+    free(bodies);
+    return secs;
+}
+
+/* ---------------------------------------------------------------- search */
+
+typedef struct bh_search {
+    jvdb_db *db;                     /* in-process, or NULL for HTTP */
+    uint16_t port;
+    const float *queries;
+    char **bodies;                   /* HTTP request bodies, one per query */
+    uint32_t dim, k, nq, nthreads;
+    double *lat;                     /* seconds, per query */
+} bh_search;
+
+typedef struct bh_worker {
+    bh_search *s;
+    uint32_t t;
+} bh_worker;
+
+static void *bh_search_main(void *arg)
+{
+    bh_worker *w = arg;
+    bh_search *s = w->s;
+    jvdb_search_params p;
+    jvdb_search_params_init(&p);
+    p.k = s->k;   /* everything else as the server leaves it: the same search on both sides */
+    bh_conn c = {.fd = -1};
+    if (!s->db) bh_connect(&c, s->port);
+    char want[32];
+    snprintf(want, sizeof want, "\"count\":%u", s->k);
+    for (uint32_t i = w->t; i < s->nq; i += s->nthreads) {
+        double t0 = bench_now();
+        if (s->db) {
+            jvdb_result *res;
+            size_t n;
+            if (jvdb_search(s->db, s->queries + (size_t)i * s->dim, s->dim, &p, &res, &n)) bench_die(0, "search: %s", jvdb_errmsg());
+            if (n != s->k) bench_die(0, "search gave %zu results", n);
+            jvdb_results_free(res, n);
+        } else {
+            const char *resp;
+            int st = bh_request(&c, "POST", "/v1/databases/bench/search", s->bodies[i], strlen(s->bodies[i]), &resp);
+            if (st != 200 || !strstr(resp, want)) bench_die(0, "search %u: HTTP %d %.200s", i, st, resp);
+        }
+        s->lat[i] = bench_now() - t0;
+    }
+    if (!s->db) bh_close(&c);
+    return NULL;
+}
+
+/* Runs every query from nthreads threads; returns QPS and fills p50/p99 (ms). */
+static double bh_search_run(bh_search *s, double *p50, double *p99)
+{
+    pthread_t tid[256];
+    bh_worker w[256];
+    double t0 = bench_now();
+    for (uint32_t t = 0; t < s->nthreads; t++) {
+        w[t] = (bh_worker){s, t};
+        if (pthread_create(&tid[t], NULL, bh_search_main, &w[t])) bench_die(errno, "pthread_create");
+    }
+    for (uint32_t t = 0; t < s->nthreads; t++) pthread_join(tid[t], NULL);
+    double secs = bench_now() - t0;
+    double *copy = malloc(s->nq * sizeof *copy);
+    if (!copy) bench_die(ENOMEM, "latencies");
+    memcpy(copy, s->lat, s->nq * sizeof *copy);
+    *p50 = bench_percentile(copy, s->nq, 50) * 1e3;
+    *p99 = bench_percentile(copy, s->nq, 99) * 1e3;
+    free(copy);
+    return s->nq / secs;
+}
+
+static void bh_wait_index_http(uint16_t port)
+{
+    bh_conn c = {.fd = -1};
+    bh_connect(&c, port);
+    double t0 = bench_now();
+    for (;;) {
+        const char *resp;
+        int st = bh_request(&c, "GET", "/v1/databases/bench/stats", "", 0, &resp);
+        if (st != 200) bench_die(0, "stats: HTTP %d %s", st, resp);
+        if (strstr(resp, "\"pending\":0,")) break;
+        if (bench_now() - t0 > 3600) bench_die(0, "the server's index was not built within an hour");
+        usleep(100000);
+    }
+    bh_close(&c);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void bh_usage(void)
+{
+    printf("usage: bench_http --jvdb PATH --dir DIR [options]\n"
+           "  --jvdb PATH       the jvdb program (its `serve` is measured)\n"
+           "%s"
+           "  --queries Q       search queries per run (default 2000)\n"
+           "  --k K             results per query (default 10)\n"
+           "  --clients LIST    concurrent searchers, comma-separated (default 1,4)\n"
+           "  --server-threads N  HTTP worker threads of the server (default 8)\n"
+           "  --index hnsw|flat index of both databases (default hnsw)\n",
+           bench_common_usage());
+}
+
+int main(int argc, char **argv)
+{
+    bench_opts o;
+    bench_opts_default(&o);
+    o.data.n = 100000;
+    const char *jvdb = NULL, *clients = "1,4", *server_threads = "8", *index = "HNSW";
+    uint32_t nq = 2000, k = 10;
+    for (int i = 1; i < argc; i++) {
+        if (bench_parse_common(argc, argv, &i, &o)) continue;
+        const char *a = argv[i];
+        if (!strcmp(a, "--help")) {
+            bh_usage();
+            return 0;
+        }
+        if (i + 1 >= argc) bench_die(0, "unknown option or missing value: %s", a);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--jvdb")) jvdb = v;
+        else if (!strcmp(a, "--queries")) nq = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--k")) k = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(a, "--clients")) clients = v;
+        else if (!strcmp(a, "--server-threads")) server_threads = v;
+        else if (!strcmp(a, "--index")) index = !strcasecmp(v, "flat") ? "FLAT" : "HNSW";
+        else bench_die(0, "unknown option %s", a);
+    }
+    if (!jvdb || !o.dir || !nq || !k) {
+        bh_usage();
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    bench_make_dir(o.dir);
+    char inproc_dir[4096], http_dir[4096];
+    snprintf(inproc_dir, sizeof inproc_dir, "%s/inproc", o.dir);
+    snprintf(http_dir, sizeof http_dir, "%s/http", o.dir);
+
+    bench_data d;
+    bench_data_make(&o, &d);
+    dg_gen *g;
+    if (dg_open(&o.data, &g)) bench_die(errno, "datagen");
+    float *queries = malloc((size_t)nq * d.dim * sizeof *queries);
+    char **bodies = malloc(nq * sizeof *bodies);
+    if (!queries || !bodies) bench_die(ENOMEM, "queries");
+    for (uint32_t i = 0; i < nq; i++) {
+        dg_query(g, i, queries + (size_t)i * d.dim);
+        bh_text t = {0};
+        bh_puts(&t, "{\"queryVector\":");
+        bh_floats(&t, queries + (size_t)i * d.dim, d.dim);
+        char tail[64];
+        snprintf(tail, sizeof tail, ",\"topK\":%u}", k);
+        bh_puts(&t, tail);
+        bodies[i] = t.p;
+    }
+    dg_close(g);
+
+    /* In-process: ingest, then the complete index. */
+    jvdb_env *env;
+    jvdb_db *db;
+    jvdb_db_options dopt;
+    jvdb_db_options_init(&dopt, d.dim);
+    if (jvdb_env_open(inproc_dir, &env) || jvdb_db_create(env, "bench", &dopt, &db)) bench_die(0, "%s", jvdb_errmsg());
+    /* The server's index thread starts when the database is created (its answer reads the index
+     * settings); start this one too, so that both sides build the graph while ingesting. */
+    jvdb_index_options ixo;
+    jvdb_index_options_init(&ixo);
+    if (!strcmp(index, "FLAT")) ixo.type = JVDB_INDEX_FLAT;
+    if (jvdb_db_set_index(db, &ixo)) bench_die(0, "set_index: %s", jvdb_errmsg());
+    jvdb_index_status ixs;
+    jvdb_db_index_status(db, &ixs);
+    double ingest_in = bh_ingest_inproc(db, &d, o.batch);
+    double t0 = bench_now();
+    if (jvdb_db_index_wait(db, 3600000)) bench_die(0, "index: %s", jvdb_errmsg());
+    double index_in = bench_now() - t0;
+
+    /* The server: the same. */
+    bh_server srv;
+    bh_server_start(&srv, jvdb, http_dir, server_threads);
+    {
+        bh_conn c = {.fd = -1};
+        bh_connect(&c, srv.port);
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"name\":\"bench\",\"vectorDimension\":%u,\"distanceMetric\":\"euclidean\",\"indexType\":\"%s\"}", d.dim,
+                 index);
+        const char *resp;
+        int st = bh_request(&c, "POST", "/v1/databases", body, strlen(body), &resp);
+        if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
+        bh_close(&c);
+    }
+    double ingest_http = bh_ingest_http(srv.port, &d, o.batch);
+    t0 = bench_now();
+    bh_wait_index_http(srv.port);
+    double index_http = bench_now() - t0;
+
+    bench_json_begin();
+    bench_json_common(&o, &d);
+    bench_json_int("queries", nq);
+    bench_json_int("k", k);
+    bench_json_str("server_threads", server_threads);
+    bench_json_str("index", index);
+    bench_json_num("ingest_inproc_s", ingest_in);
+    bench_json_num("ingest_http_s", ingest_http);
+    bench_json_num("ingest_inproc_vps", (double)d.n / ingest_in);
+    bench_json_num("ingest_http_vps", (double)d.n / ingest_http);
+    bench_json_num("index_inproc_s", index_in);
+    bench_json_num("index_http_wait_s", index_http);
+
+    /* Searches, alternating sides for each client count. */
+    double *lat = malloc(nq * sizeof *lat);
+    if (!lat) bench_die(ENOMEM, "latencies");
+    char list[256];
+    snprintf(list, sizeof list, "%s", clients);
+    for (char *save, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t nt = (uint32_t)atoi(tok);
+        if (nt < 1 || nt > 256) bench_die(0, "bad client count %s", tok);
+        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat};
+        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat};
+        double p50, p99, key_qps;
+        char key[64];
+        bh_search_run(&in, &p50, &p99);   /* warm-up: page cache, CPU frequency */
+        key_qps = bh_search_run(&in, &p50, &p99);
+        snprintf(key, sizeof key, "search_inproc_c%u_qps", nt);
+        bench_json_num(key, key_qps);
+        snprintf(key, sizeof key, "search_inproc_c%u_p50_ms", nt);
+        bench_json_num(key, p50);
+        snprintf(key, sizeof key, "search_inproc_c%u_p99_ms", nt);
+        bench_json_num(key, p99);
+        bh_search_run(&ht, &p50, &p99);
+        key_qps = bh_search_run(&ht, &p50, &p99);
+        snprintf(key, sizeof key, "search_http_c%u_qps", nt);
+        bench_json_num(key, key_qps);
+        snprintf(key, sizeof key, "search_http_c%u_p50_ms", nt);
+        bench_json_num(key, p50);
+        snprintf(key, sizeof key, "search_http_c%u_p99_ms", nt);
+        bench_json_num(key, p99);
+    }
+    bench_json_end();
+
+    bh_server_stop(&srv);
+    jvdb_env_close(env);
+    for (uint32_t i = 0; i < nq; i++) free(bodies[i]);
+    free(bodies);
+    free(queries);
+    free(lat);
+    bench_data_free(&d);
+    return 0;
+}
