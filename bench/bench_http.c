@@ -479,24 +479,20 @@ int main(int argc, char **argv)
         if (nt < 1 || nt > 256) bench_die(0, "bad client count %s", tok);
         bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat};
         bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat};
-        double p50, p99, key_qps;
-        char key[64];
-        bh_search_run(&in, &p50, &p99);   /* warm-up: page cache, CPU frequency */
-        key_qps = bh_search_run(&in, &p50, &p99);
-        snprintf(key, sizeof key, "search_inproc_c%u_qps", nt);
-        bench_json_num(key, key_qps);
-        snprintf(key, sizeof key, "search_inproc_c%u_p50_ms", nt);
-        bench_json_num(key, p50);
-        snprintf(key, sizeof key, "search_inproc_c%u_p99_ms", nt);
-        bench_json_num(key, p99);
-        bh_search_run(&ht, &p50, &p99);
-        key_qps = bh_search_run(&ht, &p50, &p99);
-        snprintf(key, sizeof key, "search_http_c%u_qps", nt);
-        bench_json_num(key, key_qps);
-        snprintf(key, sizeof key, "search_http_c%u_p50_ms", nt);
-        bench_json_num(key, p50);
-        snprintf(key, sizeof key, "search_http_c%u_p99_ms", nt);
-        bench_json_num(key, p99);
+        bh_search *sides[2] = {&in, &ht};
+        static const char *names[2] = {"inproc", "http"};
+        for (int k2 = 0; k2 < 2; k2++) {
+            double p50, p99;
+            bh_search_run(sides[k2], &p50, &p99);   /* warm-up: page cache, CPU frequency, connections */
+            double qps = bh_search_run(sides[k2], &p50, &p99);
+            char key[64];
+            snprintf(key, sizeof key, "search_%s_c%u_qps", names[k2], nt);
+            bench_json_num(key, qps);
+            snprintf(key, sizeof key, "search_%s_c%u_p50_ms", names[k2], nt);
+            bench_json_num(key, p50);
+            snprintf(key, sizeof key, "search_%s_c%u_p99_ms", names[k2], nt);
+            bench_json_num(key, p99);
+        }
     }
     bench_json_end();
 
