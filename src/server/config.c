@@ -25,12 +25,13 @@ static const char config_usage[] =
     "Options:\n"
     "  --data DIR                 data directory (default: the global --data, $JVDB_DATA, ./jvdb-data)\n"
     "  --listen HOST:PORT         address to bind (default " CONFIG_DEFAULT_LISTEN "; port 0 = any free port)\n"
-    "  --threads N                HTTP worker threads (default: 2 per core, at least 4)\n"
+    "  --threads N                HTTP worker threads (default: 4 per core, at least 8)\n"
     "  --api-key KEY              require X-API-Key: KEY or Authorization: Bearer KEY on every route\n"
     "                             but /health (default: $JVDB_API_KEY; none when unset)\n"
     "  --max-body SIZE            largest request body, e.g. 64MiB (default); larger ones get 413\n"
     "  --max-json-depth N         deepest JSON nesting accepted in a request body (default 32)\n"
-    "  --compaction-interval D    how often the compactor checks every database, e.g. 30s (default 60s)\n"
+    "  --compaction-interval D    how often the compactor checks every database, e.g. 30s (default 60s);\n"
+    "                             0 = no background compaction (POST .../compact still works)\n"
     "  --compaction-threads N     databases compacted in parallel (default 1)\n"
     "  --shutdown-timeout D       how long a stop waits for in-flight requests (default 30s)\n"
     "  --backup-repo R            backup repository: a directory or s3://bucket/prefix (enables the\n"
@@ -182,8 +183,8 @@ static int config_apply(server_config *c, const char *key, const char *v)
         return 0;
     }
     if (!strcmp(key, "compaction-interval")) {
-        if (config_parse_duration(v, &n) || n < 10 || n > UINT32_MAX)
-            return config_error("bad --compaction-interval '%s'%s (expected a duration such as 30s)", v, "");
+        if (config_parse_duration(v, &n) || (n > 0 && n < 10) || n > UINT32_MAX)
+            return config_error("bad --compaction-interval '%s'%s (expected a duration such as 30s, or 0 for none)", v, "");
         c->compaction_interval_ms = n;
         return 0;
     }
@@ -266,9 +267,15 @@ static int config_load_file(server_config *c, const char *path)
 static unsigned config_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    /* Requests block in fdatasync (group commit shares it), so more threads than cores pays. */
-    long t = n > 0 ? 2 * n : 4;
-    if (t < 4) t = 4;
+    /* Routes run on MHD's pool threads and block there (a write waits for fdatasync, shared by
+     * group commit; a compaction or a backup asked for over HTTP runs to its end), and while one
+     * blocks, the other connections MHD gave that thread wait too.  So: many more threads than
+     * cores.  (Handing blocking routes to separate workers with MHD_suspend_connection /
+     * MHD_resume_connection was tried: with libmicrohttpd 0.9.75 a resume that comes before MHD
+     * has finished suspending leaves the connection parked for good — a hung client, and a panic
+     * in MHD_stop_daemon.) */
+    long t = n > 0 ? 4 * n : 8;
+    if (t < 8) t = 8;
     if (t > 64) t = 64;
     return (unsigned)t;
 }

@@ -388,7 +388,7 @@ void route_compaction(server *s, http_req *rq, http_resp *rs)
     jw w;
     jw_init(&w);
     jw_obj(&w);
-    jw_kstr(&w, "state", s->compactor ? (atomic_load(&s->stopping) ? "stopping" : "running") : "stopped");
+    jw_kstr(&w, "state", !s->compactor ? "off" : atomic_load(&s->stopping) ? "stopping" : "running");
     jw_kuint(&w, "threads", s->cfg.compaction_threads);
     jw_kuint(&w, "checkIntervalMs", s->cfg.compaction_interval_ms);
     jw_kuint(&w, "running", (uint64_t)t.running);

@@ -42,6 +42,10 @@ static void server_set_log_level(const server_config *c)
 
 static int server_start_compactor(server *s)
 {
+    if (!s->cfg.compaction_interval_ms) {
+        log_info("background compaction is off (--compaction-interval 0)");
+        return 0;
+    }
     jvdb_compactor_options o;
     jvdb_compactor_options_init(&o);
     o.threads = s->cfg.compaction_threads;
