@@ -303,6 +303,12 @@ static void index_free(void *arg)
 /* The database's index, created on first use: hooked into the keydir and filled in the background. */
 static int index_get(jvdb_db *db, struct search_index **out)
 {
+    /* Every query comes through here: once attached, no lock. */
+    struct search_index *have = __atomic_load_n((struct search_index **)&db->ext, __ATOMIC_ACQUIRE);
+    if (have) {
+        *out = have;
+        return JVDB_OK;
+    }
     pthread_mutex_lock(&search_attach_mu);
     if (db->ext) {
         *out = db->ext;
@@ -334,8 +340,8 @@ static int index_get(jvdb_db *db, struct search_index **out)
         return rc;
     }
     ix->thread_started = 1;
-    db->ext = ix;
     db->ext_free = index_free;
+    __atomic_store_n((struct search_index **)&db->ext, ix, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&search_attach_mu);
     *out = ix;
     return JVDB_OK;
