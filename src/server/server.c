@@ -123,6 +123,9 @@ int server_main(int argc, char **argv, const char *data_dir)
         server_cleanup(s);
         return 1;
     }
+    if (!s->cfg.api_key && strncmp(s->cfg.host, "127.", 4) && strcmp(s->cfg.host, "::1") && strcmp(s->cfg.host, "localhost"))
+        log_warn("listening on %s without an API key: anyone who can reach it can read, change and drop every "
+                 "database (set --api-key or JVDB_API_KEY)", s->cfg.host);
     uint16_t port = http_port(s);
     const char *fmt = strchr(s->cfg.host, ':') ? "listening on http://[%s]:%u\n" : "listening on http://%s:%u\n";
     printf(fmt, s->cfg.host, (unsigned)port);

@@ -32,7 +32,7 @@ typedef struct server_config {
     char *api_key;                   /* NULL = no authentication */
     uint64_t max_body;               /* bytes; larger bodies get 413 */
     unsigned max_depth;              /* JSON nesting limit of request bodies */
-    uint64_t compaction_interval_ms; /* how often the compactor looks at every database */
+    uint64_t compaction_interval_ms; /* how often the compactor looks at every database; 0 = no compactor */
     unsigned compaction_threads;
     double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
     char *log_level;
