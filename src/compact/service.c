@@ -113,6 +113,8 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
     return JVDB_OK;
 }
 
+static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db);
+
 static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st,
                          int status, const char *msg)
 {
@@ -139,7 +141,7 @@ static void service_scan(jvdb_compactor *c, int full_check)
     }
     for (size_t i = 0; i < n; i++) {
         jvdb_db *db;
-        if (jvdb_db_open(c->env, names[i], &db) != JVDB_OK) continue;
+        if (env_db_acquire(c->env, names[i], &db) != JVDB_OK) continue;
         jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
         int due;
         if (full_check) {
@@ -151,6 +153,7 @@ static void service_scan(jvdb_compactor *c, int full_check)
             due = jvdb_stats_get(db, &st) == JVDB_OK && st.dead_ratio >= p.dead_ratio &&
                   jvdb_needs_compaction(db, &p, &why, NULL, 0);
         }
+        env_db_release(c->env, db);
         if (due) {
             pthread_mutex_lock(&c->mu);
             service_enqueue(c, names[i], 0, 0);
@@ -164,7 +167,14 @@ static void service_scan(jvdb_compactor *c, int full_check)
 static void service_run_job(jvdb_compactor *c, const struct job *job)
 {
     jvdb_db *db;
-    if (jvdb_db_open(c->env, job->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
+    if (env_db_acquire(c->env, job->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
+    service_compact(c, job, db);
+    env_db_release(c->env, db);
+}
+
+static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db)
+{
+    if (atomic_load(&db->dropping)) return;
     jvdb_compact_options o = {job->full, job->forced, service_policy(c, db), &c->cancel};
     jvdb_compact_trigger why;
     if (!job->forced && !jvdb_needs_compaction(db, o.policy, &why, NULL, 0)) return;

@@ -41,6 +41,8 @@ struct jvdb_db {
     bool stopping;                      /* guarded by sync_mu */
 
     atomic_bool compacting;             /* one compaction per database at a time (src/compact) */
+    int env_refs;                       /* env_db_acquire holders (the env's mutex guards it) */
+    atomic_bool dropping;               /* being dropped or replaced: background jobs keep off */
     atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
     char failed_msg[512];
 
@@ -74,6 +76,12 @@ int db_load(jvdb_env *env, const char *dir, jvdb_db **out);
 void db_close(jvdb_db *db);
 /* Creates a new database directory atomically as <databases>/<dirname>, for database `name`. */
 int db_create_dir(const char *databases_dir, const char *dirname, const char *name, const jvdb_db_options *opts);
+
+/* Background jobs (the compactor) hold a database through these, so that a drop or a replace
+ * waits for them to let go instead of freeing the handle under them.  Acquire fails with
+ * JVDB_ENOTFOUND for a database being dropped. */
+int env_db_acquire(jvdb_env *env, const char *name, jvdb_db **out);
+void env_db_release(jvdb_env *env, jvdb_db *db);
 
 /* Building a database out of sight (restore): it lives in <databases>/.build-<name>-<pid>-<n>
  * (deleted at open if left over) until env_build_publish makes it `name` with one rename, or, when

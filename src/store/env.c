@@ -32,6 +32,7 @@ struct jvdb_env {
     char *dbdir;
     int lock_fd;
     pthread_mutex_t mu;
+    pthread_cond_t released;            /* an env_db_acquire holder let go */
     jvdb_db **dbs;
     size_t ndbs, cap;
 };
@@ -99,6 +100,7 @@ int jvdb_env_open(const char *path, jvdb_env **out)
     if (!env) return err_set(JVDB_ENOMEM, "out of memory");
     env->lock_fd = -1;
     pthread_mutex_init(&env->mu, NULL);
+    pthread_cond_init(&env->released, NULL);
     int rc;
     env->path = strdup(path);
     env->dbdir = fs_join(path, "databases");
@@ -114,6 +116,7 @@ fail:
     free(env->path);
     free(env->dbdir);
     pthread_mutex_destroy(&env->mu);
+    pthread_cond_destroy(&env->released);
     free(env);
     return rc;
 }
@@ -127,6 +130,7 @@ void jvdb_env_close(jvdb_env *env)
     free(env->path);
     free(env->dbdir);
     pthread_mutex_destroy(&env->mu);
+    pthread_cond_destroy(&env->released);
     free(env);
 }
 
@@ -190,6 +194,39 @@ int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out)
     return rc;
 }
 
+int env_db_acquire(jvdb_env *env, const char *name, jvdb_db **out)
+{
+    pthread_mutex_lock(&env->mu);
+    int rc = env_open_locked(env, name, out);
+    if (rc == JVDB_OK && atomic_load(&(*out)->dropping)) rc = err_set(JVDB_ENOTFOUND, "database '%s' is being dropped", name);
+    if (rc == JVDB_OK) (*out)->env_refs++;
+    pthread_mutex_unlock(&env->mu);
+    return rc;
+}
+
+void env_db_release(jvdb_env *env, jvdb_db *db)
+{
+    pthread_mutex_lock(&env->mu);
+    db->env_refs--;
+    pthread_cond_broadcast(&env->released);
+    pthread_mutex_unlock(&env->mu);
+}
+
+/* Marks an open database as going away and waits until no background job holds it; env->mu held.
+ * A running compaction is not waited for (it can take minutes): the caller gets JVDB_EBUSY. */
+static int env_retire_locked(jvdb_env *env, jvdb_db *db, const char *name)
+{
+    atomic_store(&db->dropping, true);
+    while (db->env_refs > 0) {
+        if (atomic_load(&db->compacting)) {
+            atomic_store(&db->dropping, false);
+            return err_set(JVDB_EBUSY, "database '%s' is being compacted; try again when it finishes", name);
+        }
+        pthread_cond_wait(&env->released, &env->mu);
+    }
+    return JVDB_OK;
+}
+
 int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out)
 {
     err_clear();
@@ -234,15 +271,12 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
         rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
         goto out;
     }
-    for (size_t i = 0; i < env->ndbs; i++) {
-        if (!strcmp(jvdb_db_name(env->dbs[i]), name) && atomic_load(&env->dbs[i]->compacting)) {
-            rc = err_set(JVDB_EBUSY, "database '%s' is being compacted; try again when it finishes", name);
-            goto out;
-        }
-    }
+    jvdb_db *open_db = env_find_open(env, name);
+    if (open_db && (rc = env_retire_locked(env, open_db, name))) goto out;
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
+        if (open_db) atomic_store(&open_db->dropping, false);
         goto out;
     }
     io_fsync_dir(env->dbdir);
@@ -372,10 +406,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
         goto fail;
     }
     jvdb_db *old = env_find_open(env, name);
-    if (old && atomic_load(&old->compacting)) {
-        rc = err_set(JVDB_EBUSY, "database '%s' is being compacted; try again when it finishes", name);
-        goto fail;
-    }
+    if (old && (rc = env_retire_locked(env, old, name))) goto fail;
     io_crash_point("publish.before_rename");
     if (exists) {
         /* The commit point of a replace: both directories trade places in one step. */
@@ -404,6 +435,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     free(to);
     return rc;
 fail:
+    if (old) atomic_store(&old->dropping, false);
     pthread_mutex_unlock(&env->mu);
     fs_remove_tree(from);
     free(from);
