@@ -27,8 +27,10 @@ test: build
 	cd $(BUILD_TEST) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
 
-bench: build
+# The peers' packages first: the configure step must see SQLite to build the bench programs.
+bench:
 	@scripts/install-deps --bench
+	@$(MAKE) --no-print-directory build
 	bench/run-all $(BUILD)
 
 fuzz: deps
