@@ -31,7 +31,7 @@ int keydir_init(struct keydir *kd)
 void keydir_free(struct keydir *kd)
 {
     if (kd->table)
-        for (size_t i = 0; i < kd->cap; i++) free(kd->table[i]);
+        for (size_t i = 0; i < kd->cap; i++) free(kd->table[i].e);
     free(kd->table);
     free(kd->slot_vec);
     free(kd->slot_owner);
@@ -39,35 +39,34 @@ void keydir_free(struct keydir *kd)
     memset(kd, 0, sizeof *kd);
 }
 
-static size_t kd_hash(const char *id, size_t len) { return (size_t)XXH3_64bits(id, len); }
+static uint64_t kd_hash(const char *id, size_t len) { return XXH3_64bits(id, len); }
 
-static size_t kd_probe(const struct keydir *kd, const char *id, size_t id_len)
+static size_t kd_probe(const struct keydir *kd, const char *id, size_t id_len, uint64_t hash)
 {
     size_t mask = kd->cap - 1;
-    size_t i = kd_hash(id, id_len) & mask;
+    size_t i = (size_t)hash & mask;
     for (;;) {
-        struct kd_entry *e = kd->table[i];
-        if (!e || (e->id_len == id_len && memcmp(e->id, id, id_len) == 0)) return i;
+        const struct kd_bucket *b = &kd->table[i];
+        if (!b->e || (b->hash == hash && b->e->id_len == id_len && memcmp(b->e->id, id, id_len) == 0)) return i;
         i = (i + 1) & mask;
     }
 }
 
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
 {
-    return kd->table[kd_probe(kd, id, id_len)];
+    return kd->table[kd_probe(kd, id, id_len, kd_hash(id, id_len))].e;
 }
 
 static int kd_grow(struct keydir *kd)
 {
     size_t ncap = kd->cap * 2;
-    struct kd_entry **nt = calloc(ncap, sizeof *nt);
+    struct kd_bucket *nt = calloc(ncap, sizeof *nt);
     if (!nt) return err_set(JVDB_ENOMEM, "out of memory growing the keydir");
     for (size_t i = 0; i < kd->cap; i++) {
-        struct kd_entry *e = kd->table[i];
-        if (!e) continue;
-        size_t j = kd_hash(e->id, e->id_len) & (ncap - 1);
-        while (nt[j]) j = (j + 1) & (ncap - 1);
-        nt[j] = e;
+        if (!kd->table[i].e) continue;
+        size_t j = (size_t)kd->table[i].hash & (ncap - 1);
+        while (nt[j].e) j = (j + 1) & (ncap - 1);
+        nt[j] = kd->table[i];
     }
     free(kd->table);
     kd->table = nt;
@@ -146,8 +145,9 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     if (seg->min_lsn == 0 || h->lsn < seg->min_lsn) seg->min_lsn = h->lsn;
     if (h->lsn > seg->max_lsn) seg->max_lsn = h->lsn;
     if ((kd->count + 1) * 10 > kd->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
-    size_t pos = kd_probe(kd, id, h->id_len);
-    struct kd_entry *e = kd->table[pos];
+    uint64_t hash = kd_hash(id, h->id_len);
+    size_t pos = kd_probe(kd, id, h->id_len, hash);
+    struct kd_entry *e = kd->table[pos].e;
     if (e && e->lsn >= h->lsn) return JVDB_OK;   /* an equal or newer version is already known */
     if (!e) {
         e = malloc(sizeof *e + h->id_len);
@@ -157,7 +157,7 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
         e->slot = KD_NO_SLOT;
         e->hits = 0;
         e->kind = 0;
-        kd->table[pos] = e;
+        kd->table[pos] = (struct kd_bucket){hash, e};
         kd->count++;
     } else {
         kd_unaccount(kd, e);
@@ -194,25 +194,24 @@ void keydir_move(struct keydir *kd, struct kd_entry *e, struct segment *seg, uin
 void keydir_remove(struct keydir *kd, struct kd_entry *e)
 {
     size_t mask = kd->cap - 1;
-    size_t i = kd_probe(kd, e->id, e->id_len);
-    if (kd->table[i] != e) return;
+    size_t i = kd_probe(kd, e->id, e->id_len, kd_hash(e->id, e->id_len));
+    if (kd->table[i].e != e) return;
     kd_unaccount(kd, e);
     if (e->slot != KD_NO_SLOT) kd_slot_release(kd, e->slot);
     free(e);
-    kd->table[i] = NULL;
+    kd->table[i].e = NULL;
     kd->count--;
     /* Backward-shift deletion keeps every probe chain unbroken without tombstone markers. */
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        struct kd_entry *x = kd->table[j];
-        if (!x) break;
-        size_t home = kd_hash(x->id, x->id_len) & mask;
-        /* x may move to the hole at i if its home is not in the cyclic range (i, j]. */
+        if (!kd->table[j].e) break;
+        size_t home = (size_t)kd->table[j].hash & mask;
+        /* The entry at j may move to the hole at i if its home is not in the cyclic range (i, j]. */
         int between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!between) {
-            kd->table[i] = x;
-            kd->table[j] = NULL;
+            kd->table[i] = kd->table[j];
+            kd->table[j].e = NULL;
             i = j;
         }
     }

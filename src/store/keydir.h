@@ -27,8 +27,15 @@ struct kd_entry {
 /* Called when a slot gains a vector (added=1: new or replaced) or loses it (added=0). */
 typedef void (*kd_slot_hook)(void *ctx, uint32_t slot, int added);
 
+/* A hash table bucket keeps the id's hash beside the entry, so probing past other ids and growing
+ * the table never touch the entries themselves (each a cache miss) nor hash ids again. */
+struct kd_bucket {
+    uint64_t hash;
+    struct kd_entry *e;
+};
+
 struct keydir {
-    struct kd_entry **table;
+    struct kd_bucket *table;
     size_t cap;                /* power of two */
     size_t count;              /* entries, tombstones included */
     size_t tombstones;

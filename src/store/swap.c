@@ -93,7 +93,7 @@ int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec *
     size_t k = 0;
     const struct keydir *kd = &db->kd;
     for (size_t i = 0; i < kd->cap && k < want; i++) {
-        const struct kd_entry *e = kd->table[i];
+        const struct kd_entry *e = kd->table[i].e;
         if (!e || !pinned_has(p, e->seg)) continue;
         v[k++] = (struct db_live_rec){e->seg, e->offset, e->lsn, e->rec_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), e->kind};
     }
@@ -124,7 +124,7 @@ int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
             out->pins.segs[out->pins.n++] = db->segs[i];
         }
         for (size_t i = 0; i < db->kd.cap; i++) {
-            const struct kd_entry *e = db->kd.table[i];
+            const struct kd_entry *e = db->kd.table[i].e;
             if (!e || e->lsn <= from_lsn) continue;
             out->recs[out->n++] = (struct db_live_rec){e->seg, e->offset, e->lsn, e->rec_len, 0, e->kind};
         }
@@ -147,7 +147,7 @@ void db_decay_hits(jvdb_db *db)
 {
     pthread_rwlock_rdlock(&db->lock);
     for (size_t i = 0; i < db->kd.cap; i++) {
-        struct kd_entry *e = db->kd.table[i];
+        struct kd_entry *e = db->kd.table[i].e;
         if (e) __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
     }
     pthread_rwlock_unlock(&db->lock);
