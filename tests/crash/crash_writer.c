@@ -201,7 +201,7 @@ static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t 
             segs++;
             continue;
         }
-        snprintf(why, cap, "stray file %s after recovery", e->d_name);
+        snprintf(why, cap, "stray file %.200s after recovery", e->d_name);
         stray = 1;
     }
     closedir(d);
