@@ -273,6 +273,41 @@ static int cmp_seg(const void *a, const void *b)
     return x->no < y->no ? -1 : x->no > y->no;
 }
 
+/* Adds the outputs to the segment list (they hold records from now on); lock held exclusively. */
+static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
+{
+    struct segment **n = malloc((db->nsegs + nouts) * sizeof *n);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    memcpy(n, db->segs, db->nsegs * sizeof *n);
+    memcpy(n + db->nsegs, outs, nouts * sizeof *n);
+    qsort(n, db->nsegs + nouts, sizeof *n, cmp_seg);
+    free(db->segs);
+    db->segs = n;
+    db->nsegs += nouts;
+    db->segs_cap = db->nsegs;
+    return JVDB_OK;
+}
+
+/* Takes the inputs out of the segment list and retires them; lock held exclusively. */
+static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        struct segment *s = db->segs[i];
+        if (!pinned_has(ins, s)) {
+            db->segs[n++] = s;
+            continue;
+        }
+        if (s->live_records)
+            log_error("swap: %s still holds %llu live records after the swap", s->path, (unsigned long long)s->live_records);
+        atomic_store(&s->retired, true);
+        seg_unref(s);   /* the database's reference; the caller's pin still holds it */
+    }
+    db->nsegs = n;
+}
+
+#define SWAP_CHUNK 4096
+
 int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
             const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
 {
@@ -282,10 +317,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     if (rc) goto unlock;
     size_t k = 0;
     uint64_t *segs = malloc((db->m.nsegments + nouts) * sizeof *segs);
-    struct segment **nsegs = malloc((db->nsegs + nouts) * sizeof *nsegs);
-    if (!segs || !nsegs) {
-        free(segs);
-        free(nsegs);
+    if (!segs) {
         manifest_free(&next);
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto unlock;
@@ -304,49 +336,62 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     next.last_compaction_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    pthread_rwlock_wrlock(&db->lock);
+    rc = swap_add_outputs(db, outs, nouts);
+    pthread_rwlock_unlock(&db->lock);
+    if (rc) {
+        manifest_free(&next);
+        goto unlock;
+    }
     io_crash_point("swap.before_manifest");
     /* The commit point. */
     if ((rc = manifest_store(db->dir, &next))) {
         manifest_free(&next);
-        free(nsegs);
+        pthread_rwlock_wrlock(&db->lock);
+        size_t n = 0;
+        for (size_t i = 0; i < db->nsegs; i++) {
+            int is_output = 0;
+            for (size_t j = 0; j < nouts; j++) is_output |= db->segs[i] == outs[j];
+            if (!is_output) db->segs[n++] = db->segs[i];
+        }
+        db->nsegs = n;
+        pthread_rwlock_unlock(&db->lock);
         goto unlock;
     }
     io_crash_point("swap.after_manifest");
     manifest_free(&db->m);
     db->m = next;
+    pthread_mutex_unlock(&db->write_mu);
 
-    pthread_rwlock_wrlock(&db->lock);
+    /* After the commit the keydir follows the copies, a chunk at a time, so that neither readers
+     * nor writers wait for a whole database's worth of lookups.  In between, some entries point at
+     * the inputs and some at the outputs: both hold the same bytes and both stay mapped until the
+     * inputs are retired below, and an entry a writer moved meanwhile no longer matches its old
+     * place, so it is left alone. */
     uint32_t dim = db->m.dim;
-    for (size_t i = 0; i < nmoves; i++) {
-        const struct rec_header *h = (const struct rec_header *)(moves[i].from->map + moves[i].from_off);
-        struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
-        if (e && e->seg == moves[i].from && e->offset == moves[i].from_off)
-            keydir_move(&db->kd, e, moves[i].to, moves[i].to_off, dim);
-    }
-    for (size_t i = 0; i < ndrops; i++) {
-        const struct rec_header *h = (const struct rec_header *)(drops[i].seg->map + drops[i].offset);
-        struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
-        if (e && e->seg == drops[i].seg && e->offset == drops[i].offset) keydir_remove(&db->kd, e);
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        struct segment *s = db->segs[i];
-        if (pinned_has(ins, s)) {
-            if (s->live_records)
-                log_error("swap: %s still holds %llu live records after the swap", s->path, (unsigned long long)s->live_records);
-            atomic_store(&s->retired, true);
-            seg_unref(s);   /* the database's reference; the caller's pin still holds it */
-        } else {
-            nsegs[n++] = s;
+    for (size_t base = 0; base < nmoves; base += SWAP_CHUNK) {
+        pthread_rwlock_wrlock(&db->lock);
+        for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++) {
+            const struct rec_header *h = (const struct rec_header *)(moves[i].from->map + moves[i].from_off);
+            struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
+            if (e && e->seg == moves[i].from && e->offset == moves[i].from_off)
+                keydir_move(&db->kd, e, moves[i].to, moves[i].to_off, dim);
         }
+        pthread_rwlock_unlock(&db->lock);
     }
-    for (size_t j = 0; j < nouts; j++) nsegs[n++] = outs[j];
-    qsort(nsegs, n, sizeof *nsegs, cmp_seg);
-    free(db->segs);
-    db->segs = nsegs;
-    db->nsegs = n;
-    db->segs_cap = n;
+    for (size_t base = 0; base < ndrops; base += SWAP_CHUNK) {
+        pthread_rwlock_wrlock(&db->lock);
+        for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++) {
+            const struct rec_header *h = (const struct rec_header *)(drops[i].seg->map + drops[i].offset);
+            struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
+            if (e && e->seg == drops[i].seg && e->offset == drops[i].offset) keydir_remove(&db->kd, e);
+        }
+        pthread_rwlock_unlock(&db->lock);
+    }
+    pthread_rwlock_wrlock(&db->lock);
+    swap_retire_inputs(db, ins);
     pthread_rwlock_unlock(&db->lock);
+    return JVDB_OK;
 unlock:
     pthread_mutex_unlock(&db->write_mu);
     return rc;
