@@ -154,6 +154,25 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         db_unpin(&in);
         return rc;
     }
+    /* A partial run whose tombstones are pinned by older segments left outside would rewrite them
+     * and reclaim nothing, again at every check: take every sealed segment instead, so they go. */
+    if (!cc.full) {
+        int blocked = 0;
+        for (size_t i = 0; i < nrecs && !blocked; i++)
+            blocked = recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+        if (blocked) {
+            free(recs);
+            db_unpin(&in);
+            cc.full = 1;
+            if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
+            st->full = 1;
+            st->segments_in = (uint32_t)in.n;
+            if ((rc = db_live_records(db, &in, &recs, &nrecs, &min_outside))) {
+                db_unpin(&in);
+                return rc;
+            }
+        }
+    }
     qsort(recs, nrecs, sizeof *recs, compact_order);
     db_decay_hits(db);
 
