@@ -154,13 +154,19 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         db_unpin(&in);
         return rc;
     }
-    /* A partial run whose tombstones are pinned by older segments left outside would rewrite them
-     * and reclaim nothing, again at every check: take every sealed segment instead, so they go. */
+    /* A partial run that would mostly rewrite tombstones pinned by older segments left outside
+     * reclaims (almost) nothing, and the policy would ask for it again at every check: take every
+     * sealed segment instead, so those tombstones can go. */
     if (!cc.full) {
+        uint64_t in_bytes = 0, keep_bytes = 0;
         int blocked = 0;
-        for (size_t i = 0; i < nrecs && !blocked; i++)
-            blocked = recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
-        if (blocked) {
+        for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
+        for (size_t i = 0; i < nrecs; i++) {
+            int droppable = recs[i].kind == 2 && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            if (!droppable) keep_bytes += recs[i].len;
+            blocked |= recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+        }
+        if (blocked && (in_bytes - keep_bytes) * 20 < in_bytes) {
             free(recs);
             db_unpin(&in);
             cc.full = 1;

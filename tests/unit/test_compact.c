@@ -216,18 +216,18 @@ static void test_tombstone_rules(void **state)
     jvdb_compact_stats st;
     jvdb_compact_options o = {.force = 1, .policy = &p};
     assert_ok(jvdb_compact(db, &o, &st));
-    /* The dead later segments hold tombstones that the live first segment pins (id-0's put is
-     * there): a partial run would keep them and reclaim nothing, so it widens to every segment. */
-    assert_true(st.full);
-    assert_true(st.tombstones_dropped >= 1);
+    assert_false(st.full);
     assert_true(st.bytes_reclaimed > 0);
     jvdb_stats s;
     assert_ok(jvdb_stats_get(db, &s));
+    assert_true(s.tombstones >= 1);   /* the live first segments pin the tombstones (id-0's put is there) */
+    /* What is left of the dead segments is those tombstones: another partial run would rewrite them
+     * for nothing, again and again, so it widens to every sealed segment and they go. */
+    assert_ok(jvdb_compact(db, &o, &st));
+    assert_true(st.full);
+    assert_true(st.tombstones_dropped >= 1);
+    assert_ok(jvdb_stats_get(db, &s));
     assert_int_equal(s.tombstones, 0);
-    /* Running again finds nothing left to reclaim. */
-    jvdb_compact_options again = {.policy = &p};
-    assert_ok(jvdb_compact(db, &again, &st));
-    assert_int_equal(st.trigger, JVDB_TRIGGER_NONE);
     jvdb_env_close(env);
     assert_ok(jvdb_env_open(dir, &env));
     assert_ok(jvdb_db_open(env, "t", &db));
