@@ -6,8 +6,9 @@
  * Exact by default.  The library keeps its HNSW graph in memory only: every process that opens a
  * database builds it again, in a background thread, and meanwhile answers the vectors the graph has
  * not taken in with an exact scan.  A one-shot command therefore never has a graph worth using; it
- * would only pay for a build it throws away at exit (measured in docs/CLI.md: about a minute for
- * 100,000 vectors of dimension 128, against 10-20 ms per exact query).  So the CLI scans, which is
+ * would only pay for a build it throws away at exit (measured in docs/CLI.md and
+ * bench/results/search.md: 20-35 s for 100,000 vectors of dimension 128 and about 4 minutes for
+ * 1,000,000, against 3-8 ms and 33 ms per exact query).  So the CLI scans, which is
  * also always complete, and `--index` (or `--ef`) asks for the graph explicitly: build it, wait for
  * it, then search it — worth it only for query files of several thousand queries.
  *
@@ -52,9 +53,10 @@ const cli_cmd cli_cmd_search = {
     "                      with --query-file a JSON array holding one such object per query\n"
     "\n"
     "The search is exact unless --index is given: the index is held in memory only, so each jvdb\n"
-    "process builds it anew, which takes far longer than exact scans for a few queries (about a\n"
-    "minute per 100,000 vectors of dimension 128).  --index pays for the build once, then answers\n"
-    "each query in well under a millisecond; it pays off for query files of thousands of queries.\n"
+    "process builds it anew, which takes far longer than exact scans for a few queries (20-35 s per\n"
+    "100,000 vectors of dimension 128 on 2 cores, 4 minutes for 1,000,000).  --index pays for the\n"
+    "build once, then answers each query in well under a millisecond; it pays off for query files\n"
+    "of thousands of queries.\n"
     "'jvdb serve' keeps the index between requests.\n",
     1, 1};
 
