@@ -262,10 +262,13 @@ def vector_errors():
         expect(c.post(p, {"id": "a\u0000b", "values": [1, 2, 3]}), 400, "INVALID_JSON", "\\u0000 is not allowed")
         expect(c.post("/v1/databases/cos/vectors", {"id": "z", "values": [0, 0, 0]}), 400, "INVALID_ARGUMENT",
                "a zero vector cannot be normalised")
-        # The largest float32 (as exported with 9 digits) is accepted.
-        expect(c.post(p, {"id": "big", "values": [3.40282347e38, -3.40282347e38, 1e-45]}), 201)
+        # The largest float32 is refused: its square overflows every score (issue 9 item 10).  Values
+        # just inside the magnitude bound are stored exactly.
+        expect(c.post(p, {"id": "big", "values": [3.40282347e38, 0, 1e-45]}), 400, "INVALID_ARGUMENT",
+               "vector has magnitude 3.4e+38; the largest allowed is 6.52e+18")
+        expect(c.post(p, {"id": "big", "values": [4.5e18, -4.5e18, 1e-45]}), 201)
         r = expect(c.get(p + "/big"), 200)
-        assert f32_bits(r["values"]) == f32_bits([3.4028234663852886e38, -3.4028234663852886e38, 1e-45])
+        assert f32_bits(r["values"]) == f32_bits([4.5e18, -4.5e18, 1e-45])
         assert expect(c.get("/v1/databases/docs"), 200)["stats"]["vectorCount"] == 1
         # Cosine databases store the normalised vector.
         expect(c.post("/v1/databases/cos/vectors", {"id": "n", "values": [3, 0, 4]}), 201)
@@ -281,7 +284,7 @@ def float32_round_trip():
         rnd = random.Random(7)
         vecs = {}
         for i in range(50):
-            v = [f32(rnd.uniform(-1, 1) * 10 ** rnd.randint(-30, 30)) for _ in range(16)]
+            v = [f32(rnd.uniform(-1, 1) * 10 ** rnd.randint(-30, 18)) for _ in range(16)]
             vecs["v%d" % i] = v
         expect(c.post("/v1/databases/f/vectors/batch",
                       {"vectors": [{"id": k, "values": v} for k, v in vecs.items()]}), 201)
@@ -359,8 +362,8 @@ def batch_bodies_fast_and_general_paths_agree():
             (b'{"vectors":[{"id":"a","values":[1,2,3]}]}', {"a": ([1, 2, 3], None)}),
             (b' \n{ "vectors" :\t[ { "id" : "b" , "values" : [ -0 , 0.5 , 1E+2 ] , "metadata" : null } ] }\r\n',
              {"b": ([0.0, 0.5, 100.0], None)}),
-            (b'{"vectors":[{"metadata":{"k":[1,{"x":"}]"}],"s":"\\"q\\u00e9"},"values":[-0.0,1e-45,3.40282347e38],"id":"c"}]}',
-             {"c": ([-0.0, 1e-45, 3.4028234663852886e38], {"k": [1, {"x": "}]"}], "s": "\"q\u00e9"})}),
+            (b'{"vectors":[{"metadata":{"k":[1,{"x":"}]"}],"s":"\\"q\\u00e9"},"values":[-0.0,1e-45,6.4e18],"id":"c"}]}',
+             {"c": ([-0.0, 1e-45, 6.4e18], {"k": [1, {"x": "}]"}], "s": "\"q\u00e9"})}),
             (b'{"vectors":[{"id":"d","values":[123456789012345678,-1,2.5e-3]},{"id":"e","values":[1,1,1],"metadata":{}}]}',
              {"d": ([123456789012345678, -1, 2.5e-3], None), "e": ([1, 1, 1], {})}),
             # Shapes the fast decoder leaves to jansson, which accepts them:
