@@ -94,7 +94,8 @@ typedef void (*jvdb_repair_fn)(void *arg, const char *file, uint64_t offset, uin
  * checksum verifies is kept (the newest LSN of each id wins, as at open), each damaged range is
  * copied aside and reported through on_drop (may be NULL), and the repaired state replaces the old
  * one with a single MANIFEST rename (a crash leaves either state).  The database must not be in
- * use (JVDB_EBUSY); a missing MANIFEST cannot be repaired (JVDB_ECORRUPT).  Open it again after. */
+ * use (JVDB_EBUSY).  A missing or damaged MANIFEST, or a damaged segment header, is reported
+ * (JVDB_ECORRUPT), not repaired.  Open the database again afterwards. */
 int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
 
 /* ---- databases ---- */
