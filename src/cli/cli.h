@@ -27,6 +27,7 @@ typedef struct cli_ctx {
     const char *data_dir;
     bool json;          /* --json: machine-readable output on stdout */
     jvdb_env *env;      /* opened on first use, closed by main */
+    bool readonly;      /* the command only reads: the environment opens read-only (changes nothing) */
 } cli_ctx;
 
 /* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag

@@ -109,7 +109,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
 int cli_open_env(cli_ctx *ctx)
 {
     if (ctx->env) return 0;
-    int rc = jvdb_env_open(ctx->data_dir, &ctx->env);
+    int rc = ctx->readonly ? jvdb_env_open_readonly(ctx->data_dir, &ctx->env) : jvdb_env_open(ctx->data_dir, &ctx->env);
     if (rc) {
         ctx->env = NULL;
         return cli_lib_error(rc);
@@ -122,6 +122,11 @@ int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
     int rc = cli_open_env(ctx);
     if (rc) return rc;
     rc = jvdb_db_open(ctx->env, name, out);
+    if (rc == JVDB_ECORRUPT && strstr(jvdb_errmsg(), "corrupt record")) {
+        cli_lib_error(rc);
+        fprintf(stderr, "jvdb: nothing was changed; 'jvdb db repair %s' salvages every record that verifies\n", name);
+        return CLI_EXIT_FAIL;
+    }
     return rc ? cli_lib_error(rc) : 0;
 }
 
