@@ -190,6 +190,9 @@ static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r
         xml_get(r->body.p, &f, "Message", msg, sizeof msg);
     }
     int rc = r->status == 404 ? JVDB_ENOTFOUND : JVDB_EIO;
+    if (!strcmp(code, "NoSuchBucket"))
+        return err_set(JVDB_ENOTFOUND, "repository %s does not exist (S3 %s %s: HTTP %ld NoSuchBucket)", s->base.spec,
+                       q->method, s->bucket, r->status);
     return err_set(rc, "S3 %s %s/%s: HTTP %ld%s%s%s%s", q->method, s->bucket, q->key ? q->key : "", r->status,
                    code[0] ? " " : "", code, msg[0] ? ": " : "", msg);
 }
@@ -799,8 +802,15 @@ static void repo_s3_close(jvdb_repo *r)
     free(s);
 }
 
+/* Buckets are made by their owner, never by us; a prefix needs no creating. */
+static int repo_s3_init(jvdb_repo *r)
+{
+    (void)r;
+    return JVDB_OK;
+}
+
 static const struct repo_ops repo_s3_ops = {
-    "s3", repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
+    "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
     repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close,
 };
 

@@ -171,7 +171,7 @@ static jvdb_backup_info backup(struct fx *f, jvdb_db *db, jvdb_backup_type type,
 /* Restores under a scratch name, compares with the model, drops it again. */
 static void restore_check(struct fx *f, const char *id, const struct model *m, const char *what)
 {
-    jvdb_restore_options ro = {"scratch", 0, NULL, NULL};
+    jvdb_restore_options ro = {"scratch", 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, f->repo, id, &ro, &r));
     check_model(r, m, what);
@@ -206,7 +206,7 @@ static void archive_ids(struct fx *f, const char *db, const char *id, struct ids
     size_t len;
     struct backup_meta m;
     assert_ok(f->repo->ops->read_meta(f->repo, db, id, &buf, &len));
-    assert_ok(meta_parse(buf, len, "test", &m));
+    assert_ok(meta_parse(buf, len, "test", &m, NULL, NULL));
     free(buf);
     struct repo_reader *rd;
     assert_ok(f->repo->ops->open_data(f->repo, db, id, &rd));
@@ -269,7 +269,7 @@ static void test_checklist(void **state)
     /* Delete everything, then restore over it. */
     for (int i = 0; i < 110; i++) m_del(db, NULL, i);
     assert_int_equal(jvdb_count(db), 0);
-    jvdb_restore_options ro = {NULL, 0, NULL, NULL};
+    jvdb_restore_options ro = {NULL, 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_err(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_EEXISTS, "already exists");
     ro.force = 1;
@@ -385,7 +385,7 @@ static void test_fallback_to_full(void **state)
     jvdb_repo_close(r2);
 
     /* A restored database is a new one: it never continues the old chain. */
-    jvdb_restore_options ro = {"fb", 1, NULL, NULL};
+    jvdb_restore_options ro = {"fb", 1, NULL, NULL, NULL};
     assert_ok(jvdb_backup_restore(f->env, f->repo, c.id, &ro, &db));
     check_model(db, &m, "restored in place");
     m_put(db, &m, 5, 9);
@@ -554,7 +554,7 @@ static void test_corruption(void **state)
                 if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of %s flipped", offs[k], p);
                 if (!strstr(jvdb_errmsg(), bs[b]->id))
                     fail_msg("verify message does not name %s: %s", bs[b]->id, jvdb_errmsg());
-                jvdb_restore_options ro = {"fresh", 0, NULL, NULL};
+                jvdb_restore_options ro = {"fresh", 0, NULL, NULL, NULL};
                 jvdb_db *r;
                 rc = jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r);
                 if (rc == JVDB_OK) fail_msg("restore passed with byte %ld of %s flipped", offs[k], p);
@@ -678,7 +678,7 @@ static void test_large_archive(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &info));
     assert_true(info.stored_bytes > (10u << 20));
     assert_ok(jvdb_backup_verify(repo, info.id, NULL, NULL));
-    jvdb_restore_options rs = {"big2", 0, NULL, NULL};
+    jvdb_restore_options rs = {"big2", 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, repo, info.id, &rs, &r));
     assert_int_equal(jvdb_count(r), 3000);
