@@ -17,16 +17,15 @@
  *
  * Checksums only prove that nobody changed the bytes by accident: anyone who knows this format can
  * recompute every one of them.  So reading also checks every record's contents against the rules
- * `put` enforces (id, metadata, vector; archive_check_record), and a record that `put` would have
+ * `put` enforces (store/validate.h, plus cosine normalisation; archive_check_record), and a record that `put` would have
  * refused makes the whole archive bad, in verify as in restore, before anything is written.
  */
 #include "backup/backup.h"
 
 #include "core/err.h"
 #include "store/record.h"
+#include "store/validate.h"
 
-#include <float.h>
-#include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -286,42 +285,6 @@ int archive_writer_finish(struct archive_writer *w, uint64_t *raw, uint64_t *sto
 
 /* ------------------------------------------------------------------ record contents */
 
-/* Whether the n bytes at s are valid UTF-8 (shortest form, no surrogates, at most U+10FFFF) with
- * no control character (C0 or DEL): the id alphabet, so ids round-trip through JSON and CSV. */
-static int arc_id_ok(const unsigned char *s, size_t n, const char **why)
-{
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        if (c < 0x20 || c == 0x7f) {
-            *why = c ? "holds a control character" : "holds a NUL byte";
-            return 0;
-        }
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-        if (!len || c > 0xf4 || i + len > n) {
-            *why = "is not valid UTF-8";
-            return 0;
-        }
-        uint32_t cp = c & (0x7fu >> len);
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                *why = "is not valid UTF-8";
-                return 0;
-            }
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
-            *why = "is not valid UTF-8";
-            return 0;
-        }
-        i += len;
-    }
-    return 1;
-}
-
 /* The id as a message can show it: printable ASCII kept, anything else as \xNN, cut at 48 bytes. */
 static void arc_id_show(const unsigned char *s, size_t n, char *out, size_t cap)
 {
@@ -334,50 +297,31 @@ static void arc_id_show(const unsigned char *s, size_t n, char *out, size_t cap)
     out[o] = '\0';
 }
 
-int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, char *why, size_t cap)
+int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno)
 {
     const struct rec_header *h = rec;
-    const unsigned char *id = (const unsigned char *)rec_id(h, dim);
-    const char *bad = NULL;
-    char detail[160] = "";
-    if (h->id_len > JVDB_MAX_ID_LEN) {
-        snprintf(detail, sizeof detail, "its id is %u bytes long; the limit is %d", (unsigned)h->id_len, JVDB_MAX_ID_LEN);
-    } else if (!arc_id_ok(id, h->id_len, &bad)) {
-        snprintf(detail, sizeof detail, "its id %s", bad);
-    } else if (h->kind == REC_KIND_DELETE && h->meta_len) {
-        snprintf(detail, sizeof detail, "a tombstone carries metadata");
-    } else if (h->kind == REC_KIND_PUT) {
-        const float *v = rec_vector(h);
-        double sum = 0;
-        for (uint32_t i = 0; i < dim && !detail[0]; i++) {
-            float x;
-            memcpy(&x, &v[i], sizeof x);
-            if (isnan(x)) snprintf(detail, sizeof detail, "vector value %u is NaN", i);
-            else if (isinf(x)) snprintf(detail, sizeof detail, "vector value %u is infinite", i);
-            sum += (double)x * x;
+    const char *id = rec_id(h, dim);
+    char shown[256], where[600];
+    arc_id_show((const unsigned char *)id, h->id_len, shown, sizeof shown);
+    snprintf(where, sizeof where, "%s: record %llu (LSN %llu, id \"%s\") is invalid: ", what, (unsigned long long)recno,
+             (unsigned long long)h->lsn, shown);
+    int rc = rec_check_id(id, h->id_len, where);
+    if (!rc && h->kind == REC_KIND_DELETE && h->meta_len) rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
+    if (!rc && h->kind == REC_KIND_PUT) {
+        rc = rec_check_values(rec_vector(h), dim, "vector", where);
+        if (!rc && metric == JVDB_METRIC_COSINE) {
+            /* put stores cosine vectors normalised; search relies on it. */
+            double sum = 0;
+            for (uint32_t i = 0; i < dim; i++) sum += (double)rec_vector(h)[i] * rec_vector(h)[i];
+            if (!(fabs(sum - 1.0) < 1e-3))
+                rc = err_set(JVDB_EINVAL, "%sthe vector of a cosine database is not normalised (squared norm %g)", where, sum);
         }
-        if (!detail[0] && sum > FLT_MAX)
-            snprintf(detail, sizeof detail, "the vector's squared norm overflows a float (%g)", sum);
-        else if (!detail[0] && metric == JVDB_METRIC_COSINE && !(fabs(sum - 1.0) < 1e-3))
-            snprintf(detail, sizeof detail, "the vector of a cosine database is not normalised (squared norm %g)", sum);
-        if (!detail[0] && h->meta_len) {
-            const char *meta = rec_meta(h, dim);
-            json_error_t jerr;
-            json_t *doc = h->meta_len > JVDB_MAX_META_LEN ? NULL : json_loadb(meta, h->meta_len, JSON_DECODE_ANY, &jerr);
-            if (h->meta_len > JVDB_MAX_META_LEN)
-                snprintf(detail, sizeof detail, "its metadata is %u bytes; the limit is %u", h->meta_len, JVDB_MAX_META_LEN);
-            else if (!doc)
-                snprintf(detail, sizeof detail, "its metadata is not valid JSON (column %d): %.80s", jerr.column, jerr.text);
-            else if (!json_is_object(doc))
-                snprintf(detail, sizeof detail, "its metadata is not a JSON object");
-            json_decref(doc);
-        }
+        if (!rc && h->meta_len) rc = rec_check_meta(rec_meta(h, dim), h->meta_len, where);
     }
-    if (!detail[0]) return 0;
-    char shown[256];
-    arc_id_show(id, h->id_len, shown, sizeof shown);
-    snprintf(why, cap, "id \"%s\": %s", shown, detail);
-    return -1;
+    if (!rc) return JVDB_OK;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    return err_set(JVDB_ECORRUPT, "%s", msg);
 }
 
 /* ------------------------------------------------------------------ reader */
@@ -457,10 +401,7 @@ static int ar_consume(struct arc_reader *r)
             }
             if (rh->kind == REC_KIND_DELETE && r->m->type == JVDB_BACKUP_FULL)
                 return ar_bad(r, "%s", "a full backup holds a tombstone");
-            char why_bad[320];
-            if (archive_check_record(rh, r->h.dim, r->m->metric, why_bad, sizeof why_bad))
-                return err_set(JVDB_ECORRUPT, "%s: record %llu (LSN %llu) is invalid: %s", r->what,
-                               (unsigned long long)r->records + 1, (unsigned long long)rh->lsn, why_bad);
+            if ((rc = archive_check_record(rh, r->h.dim, r->m->metric, r->what, r->records + 1))) return rc;
             r->last_lsn = rh->lsn;
             if (rh->kind == REC_KIND_PUT) r->puts++;
             else r->deletes++;
