@@ -764,8 +764,18 @@ static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, str
 static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
+    /* S3 deletes succeed on absent keys, so a delete that lost a race would report success: look
+     * first.  (Within one server the backup mutex serialises deletes; across processes S3 offers
+     * no atomic delete-if-present, so two may still both succeed there.) */
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = repo_s3_read_meta(r, db, id, &buf, &len);
+    free(buf);
+    if (rc == JVDB_ENOTFOUND && !strstr(jvdb_errmsg(), "does not exist"))
+        return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, s->base.spec);
+    if (rc) return rc;
     char *mk = s3_key(s, db, id, BACKUP_META_NAME), *dk = s3_key(s, db, id, BACKUP_DATA_NAME);
-    int rc = !mk || !dk ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
+    rc = !mk || !dk ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
     if (!rc) rc = s3_delete_key(s, dk);
     free(mk);
     free(dk);
