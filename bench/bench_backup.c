@@ -169,7 +169,7 @@ static void step_restore(const bench_opts *o, const char *repo_spec, const char 
     jvdb_repo *repo;
     int rc = jvdb_repo_open(repo_spec, NULL, &repo);
     if (rc) die_lib("open repository", rc);
-    jvdb_restore_options ro = {"restored", 1, NULL, NULL};
+    jvdb_restore_options ro = {"restored", 1, NULL, NULL, NULL};
     jvdb_db *db;
     double t0 = bench_now();
     if ((rc = jvdb_backup_restore(env, repo, bid, &ro, &db))) die_lib("restore", rc);

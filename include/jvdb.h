@@ -376,7 +376,9 @@ typedef struct jvdb_repo_options {
     uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
 } jvdb_repo_options;
 
-/* Opens "DIR" (created if missing) or "s3://bucket/prefix"; opts may be NULL. */
+/* Opens "DIR" or "s3://bucket/prefix"; opts may be NULL.  Nothing is created: jvdb_backup_create
+ * creates a missing repository directory, and every other operation on a repository that does not
+ * exist fails with JVDB_ENOTFOUND "repository <path> does not exist". */
 int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
 void jvdb_repo_close(jvdb_repo *repo);
 
@@ -419,6 +421,9 @@ typedef void (*jvdb_backup_progress_fn)(void *arg, const char *phase, uint64_t d
 typedef struct jvdb_backup_options {
     jvdb_backup_type type;       /* default FULL */
     const char *description;     /* optional, at most JVDB_BACKUP_DESC_MAX bytes of UTF-8 */
+    /* The application's description of the database (the server's "description"), carried with
+     * the database's own settings and handed back by restore; optional, at most 65536 bytes. */
+    const char *database_description;
     int level;                   /* zstd level 1..19 (default 1) */
     uint32_t threads;            /* zstd worker threads; 0 = compress in the calling thread */
     jvdb_backup_progress_fn progress;
@@ -443,14 +448,27 @@ int jvdb_backup_show(jvdb_repo *repo, const char *id, jvdb_backup_info *info);
  * archive, every record's checksum.  JVDB_ECORRUPT (or ENOTFOUND) names the first bad backup. */
 int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn progress, void *arg);
 
+/* What a restore did (filled on success). */
+typedef struct jvdb_restore_result {
+    char database[JVDB_MAX_NAME_LEN + 1];   /* the database restored into */
+    int replaced;                           /* it replaced an existing database of that name */
+    jvdb_backup_info backup;                /* the backup restored (the newest of its chain) */
+    uint64_t vectors;                       /* live vectors written */
+    int has_settings;                       /* the backup carried the database's settings (format 2) */
+    char *database_description;             /* carried description, or NULL; free with jvdb_free */
+} jvdb_restore_result;
+
 typedef struct jvdb_restore_options {
-    const char *as_name;         /* NULL = the backed-up database's name */
+    const char *as_name;         /* NULL = the backed-up database's name; "" or a bad name: EINVAL */
     int force;                   /* replace an existing database (atomically) */
     jvdb_backup_progress_fn progress;
     void *progress_arg;
+    jvdb_restore_result *result; /* optional */
 } jvdb_restore_options;
 
-/* Verifies the chain, then applies it in order into a new database built out of sight, which then
+/* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
+ * finite vector) -- then applies it in order into a new database built out of sight, with the
+ * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
 int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,

@@ -14,13 +14,21 @@
  * handed to the repository stage.  Reading is the mirror image, and checks everything the bytes
  * alone can tell: SHA-256, frame integrity, header fields against backup.json, every record's
  * checksum, LSN range and order, no tombstone in a full backup, and the trailer's totals.
+ *
+ * Checksums only prove that nobody changed the bytes by accident: anyone who knows this format can
+ * recompute every one of them.  So reading also checks every record's contents against the rules
+ * `put` enforces (store/validate.h, plus cosine normalisation; archive_check_record), and a record that `put` would have
+ * refused makes the whole archive bad, in verify as in restore, before anything is written.
  */
 #include "backup/backup.h"
 
 #include "core/err.h"
 #include "store/record.h"
+#include "store/validate.h"
 
+#include <math.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -275,6 +283,47 @@ int archive_writer_finish(struct archive_writer *w, uint64_t *raw, uint64_t *sto
     return JVDB_OK;
 }
 
+/* ------------------------------------------------------------------ record contents */
+
+/* The id as a message can show it: printable ASCII kept, anything else as \xNN, cut at 48 bytes. */
+static void arc_id_show(const unsigned char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 48 && o + 5 < cap; i++) {
+        if (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\' && s[i] != '"') out[o++] = (char)s[i];
+        else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", s[i]);
+    }
+    if (n > 48 && o + 4 < cap) o += (size_t)snprintf(out + o, cap - o, "...");
+    out[o] = '\0';
+}
+
+int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno)
+{
+    const struct rec_header *h = rec;
+    const char *id = rec_id(h, dim);
+    char shown[256], where[600];
+    arc_id_show((const unsigned char *)id, h->id_len, shown, sizeof shown);
+    snprintf(where, sizeof where, "%s: record %llu (LSN %llu, id \"%s\") is invalid: ", what, (unsigned long long)recno,
+             (unsigned long long)h->lsn, shown);
+    int rc = rec_check_id(id, h->id_len, where);
+    if (!rc && h->kind == REC_KIND_DELETE && h->meta_len) rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
+    if (!rc && h->kind == REC_KIND_PUT) {
+        rc = rec_check_values(rec_vector(h), dim, "vector", where);
+        if (!rc && metric == JVDB_METRIC_COSINE) {
+            /* put stores cosine vectors normalised; search relies on it. */
+            double sum = 0;
+            for (uint32_t i = 0; i < dim; i++) sum += (double)rec_vector(h)[i] * rec_vector(h)[i];
+            if (!(fabs(sum - 1.0) < 1e-3))
+                rc = err_set(JVDB_EINVAL, "%sthe vector of a cosine database is not normalised (squared norm %g)", where, sum);
+        }
+        if (!rc && h->meta_len) rc = rec_check_meta(rec_meta(h, dim), h->meta_len, where);
+    }
+    if (!rc) return JVDB_OK;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    return err_set(JVDB_ECORRUPT, "%s", msg);
+}
+
 /* ------------------------------------------------------------------ reader */
 
 struct arc_reader {
@@ -352,6 +401,7 @@ static int ar_consume(struct arc_reader *r)
             }
             if (rh->kind == REC_KIND_DELETE && r->m->type == JVDB_BACKUP_FULL)
                 return ar_bad(r, "%s", "a full backup holds a tombstone");
+            if ((rc = archive_check_record(rh, r->h.dim, r->m->metric, r->what, r->records + 1))) return rc;
             r->last_lsn = rh->lsn;
             if (rh->kind == REC_KIND_PUT) r->puts++;
             else r->deletes++;

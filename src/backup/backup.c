@@ -182,7 +182,7 @@ static int catalog_load(jvdb_repo *repo, const char *db, struct catalog *c)
         char what[160];
         snprintf(what, sizeof what, "backup %s of '%s'", it->id, db);
         rc = repo->ops->read_meta(repo, db, it->id, &buf, &len);
-        if (!rc) rc = meta_parse(buf, len, what, &it->m);
+        if (!rc) rc = meta_parse(buf, len, what, &it->m, NULL, NULL);
         free(buf);
         if (!rc && (strcmp(it->m.id, it->id) || strcmp(it->m.database, db))) {
             rc = err_set(JVDB_ECORRUPT, "%s: backup.json names %s/%s", what, it->m.database, it->m.id);
@@ -580,6 +580,25 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
     return last;
 }
 
+/* The settings of `db` a backup carries: the MANIFEST's durability and segment settings and every
+ * key other modules keep in it (index, compaction policy, ...), plus the caller's description. */
+static int backup_capture_settings(jvdb_db *db, const char *description, struct backup_settings *st)
+{
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&db->write_mu);
+    st->sync = db->m.sync;
+    st->sync_interval_ms = db->m.sync_interval_ms;
+    st->segment_max_bytes = db->m.segment_max_bytes;
+    st->manifest = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
+    pthread_mutex_unlock(&db->write_mu);
+    st->description = strdup(description);
+    if (!st->manifest || !st->description) {
+        backup_settings_free(st);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    return JVDB_OK;
+}
+
 static void backup_progress(const jvdb_backup_options *o, uint64_t done, uint64_t total, uint64_t recs)
 {
     if (o->progress) o->progress(o->progress_arg, "backup", done, total, recs);
@@ -600,6 +619,11 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     json_t *probe = json_string(desc);
     if (!probe) return err_set(JVDB_EINVAL, "the description is not valid UTF-8");
     json_decref(probe);
+    const char *dbdesc = o.database_description ? o.database_description : "";
+    if (strlen(dbdesc) > BACKUP_DB_DESC_MAX)
+        return err_set(JVDB_EINVAL, "the database description has %zu bytes; the limit is %d", strlen(dbdesc), BACKUP_DB_DESC_MAX);
+    if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
+    json_decref(probe);
 
     const char *name = db->m.name;
     struct backup_meta m;
@@ -613,15 +637,23 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     snprintf(m.description, sizeof m.description, "%s", desc);
     char note[256] = "";
 
-    struct catalog c;
-    int rc = catalog_load(repo, name, &c);
+    /* The only operation that may create a repository. */
+    int rc = repo->ops->init(repo);
     if (rc) return rc;
+    struct backup_settings settings;
+    if ((rc = backup_capture_settings(db, dbdesc, &settings))) return rc;
+    struct catalog c;
+    if ((rc = catalog_load(repo, name, &c))) {
+        backup_settings_free(&settings);
+        return rc;
+    }
     repo->ops->cleanup(repo, name, BACKUP_CLEANUP_AGE_S);
     int parent = o.type == JVDB_BACKUP_FULL ? -1 : choose_parent(&c, o.type, m.incarnation, note, sizeof note);
     int64_t t_start = clock_mono_ns();
     struct db_snapshot snap;
     if ((rc = db_snapshot(db, parent >= 0 ? c.v[parent].m.lsn_to : 0, &snap))) {
         catalog_free(&c);
+        backup_settings_free(&settings);
         return rc;
     }
     uint64_t horizon = db_horizon(db);
@@ -647,6 +679,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
             db_snapshot_free(&snap);
             if ((rc = db_snapshot(db, 0, &snap))) {
                 catalog_free(&c);
+                backup_settings_free(&settings);
                 return rc;
             }
         }
@@ -709,7 +742,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     backup_progress(&o, record_bytes, record_bytes, snap.n);
     char *meta;
     size_t meta_len;
-    if ((rc = meta_serialize(&m, &meta, &meta_len))) goto fail;
+    if ((rc = meta_serialize(&m, &settings, &meta, &meta_len))) goto fail;
     rc = stage->commit(stage, meta, meta_len);
     free(meta);
     if (rc) goto fail;
@@ -745,6 +778,7 @@ fail:
 out:
     db_snapshot_free(&snap);
     catalog_free(&c);
+    backup_settings_free(&settings);
     return rc;
 }
 
@@ -806,6 +840,26 @@ static int env_has_db(jvdb_env *env, const char *name, int *exists)
     return JVDB_OK;
 }
 
+/* Re-reads the settings of the backup a restore ends at (the catalog keeps only the fixed fields),
+ * insisting it is still the backup that was verified. */
+static int restore_settings(jvdb_repo *repo, const struct catalog *c, const struct cat_item *it,
+                            struct backup_settings *st, int *has)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    char what[160];
+    snprintf(what, sizeof what, "backup %s of '%s'", it->id, c->db);
+    struct backup_meta m;
+    int rc = repo->ops->read_meta(repo, c->db, it->id, &buf, &len);
+    if (!rc) rc = meta_parse(buf, len, what, &m, st, has);
+    free(buf);
+    if (!rc && strcmp(m.sha256, it->m.sha256)) {
+        backup_settings_free(st);
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json changed during the restore", what);
+    }
+    return rc;
+}
+
 int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
                         jvdb_db **out)
 {
@@ -813,21 +867,25 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     jvdb_restore_options ro = {0};
     if (opts) ro = *opts;
     if (out) *out = NULL;
+    if (ro.result) memset(ro.result, 0, sizeof *ro.result);
+    /* A name that is given is used as given: never truncated, never "" for "the default". */
+    if (ro.as_name && !db_name_valid(ro.as_name))
+        return err_set(JVDB_EINVAL, "invalid database name '%.100s%s' (1 to %d of A-Z a-z 0-9 _ -)", ro.as_name,
+                       strlen(ro.as_name) > 100 ? "..." : "", JVDB_MAX_NAME_LEN);
     struct catalog c;
     int i, rc = catalog_for(repo, id, &c, &i);
     if (rc) return rc;
     const struct cat_item *it = &c.v[i];
-    const char *name = ro.as_name && *ro.as_name ? ro.as_name : it->m.database;
+    const char *name = ro.as_name ? ro.as_name : it->m.database;
     int *chain = NULL;
     size_t n = 0;
     struct winners w;
     memset(&w, 0, sizeof w);
+    struct backup_settings st;
+    memset(&st, 0, sizeof st);
+    int has_settings = 0;
     jvdb_db *built = NULL;
     char *batch = NULL;
-    if (!db_name_valid(name)) {
-        rc = err_set(JVDB_EINVAL, "invalid database name '%s'", name);
-        goto out;
-    }
     if ((rc = chain_of(&c, i, &chain, &n))) goto out;
     int exists;
     if ((rc = env_has_db(env, name, &exists))) goto out;
@@ -836,15 +894,22 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
                      "restore under another name)", name, it->id);
         goto out;
     }
-    /* Verify everything before writing anything. */
-    if ((rc = chain_verify(repo, &c, chain, n, n > 1 ? &w : NULL, ro.progress, ro.progress_arg))) {
+    /* Verify everything before writing anything: checksums, and every record's contents. */
+    if ((rc = restore_settings(repo, &c, it, &st, &has_settings)) ||
+        (rc = chain_verify(repo, &c, chain, n, n > 1 ? &w : NULL, ro.progress, ro.progress_arg))) {
         rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
         goto out;
     }
     jvdb_db_options dbo;
     jvdb_db_options_init(&dbo, it->m.dim);
     dbo.metric = it->m.metric;
-    if (exists) {
+    if (has_settings) {
+        /* The database comes back as it was backed up, settings included. */
+        dbo.sync = st.sync;
+        dbo.sync_interval_ms = st.sync_interval_ms;
+        dbo.segment_max_bytes = st.segment_max_bytes;
+    } else if (exists) {
+        /* A format 1 backup has no settings: keep those of the database it replaces. */
         jvdb_db *old;
         if (jvdb_db_open(env, name, &old) == JVDB_OK) {
             jvdb_db_options oo;
@@ -853,6 +918,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
             dbo.sync_interval_ms = oo.sync_interval_ms;
             dbo.segment_max_bytes = oo.segment_max_bytes;
         }
+        err_clear();
     }
     jvdb_db_options build = dbo;
     build.sync = JVDB_SYNC_NEVER;   /* one sync at the end instead of one per batch */
@@ -883,24 +949,44 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
      * the newest change it covers was a delete that is not in the data. */
     pthread_mutex_lock(&built->write_mu);
     if (built->last_lsn < it->m.lsn_to) built->last_lsn = it->m.lsn_to;
-    rc = db_store_manifest_locked(built);
+    if (has_settings && json_object_size(st.manifest)) {
+        if (!built->m.extra) built->m.extra = json_object();
+        rc = !built->m.extra || json_object_update(built->m.extra, st.manifest) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
+    }
+    if (!rc) rc = db_store_manifest_locked(built);
     pthread_mutex_unlock(&built->write_mu);
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;
     io_crash_point("restore.before_publish");
+    /* What the publish will do: it replaces only what exists now (and refuses without force). */
+    if ((rc = env_has_db(env, name, &exists))) goto out;
     jvdb_db *done = NULL;
-    rc = env_build_publish(env, built, name, exists, &done);
+    rc = env_build_publish(env, built, name, ro.force, &done);
     built = NULL;   /* publish closed it, whatever happened */
     if (rc) goto out;
     if (out) *out = done;
-    log_info("restored backup %s of '%s' as '%s': %llu vectors", it->id, c.db, name, (unsigned long long)a.written);
+    if (ro.result) {
+        jvdb_restore_result *r = ro.result;
+        snprintf(r->database, sizeof r->database, "%s", name);
+        r->replaced = exists;
+        cat_info(it, c.db, &r->backup);
+        r->vectors = a.written;
+        r->has_settings = has_settings;
+        if (has_settings) {
+            r->database_description = st.description;
+            st.description = NULL;
+        }
+    }
+    log_info("restored backup %s of '%s' as '%s'%s: %llu vectors", it->id, c.db, name, exists ? " (replacing it)" : "",
+             (unsigned long long)a.written);
 out:
     if (built) env_build_abort(env, built);
     free(batch);
     winners_free(&w);
     free(chain);
     catalog_free(&c);
+    backup_settings_free(&st);
     return rc;
 }
 

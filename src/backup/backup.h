@@ -12,12 +12,15 @@
  * Layering: backup uses store (snapshots, raw append, hidden build + publish) and core; nothing
  * below it knows backups exist, except the backup horizon the store persists for it.
  */
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "jvdb.h"
 
-#define BACKUP_FORMAT_VERSION 1
+/* 2 adds "settings" (the database's settings, applied by restore); 1 is still read. */
+#define BACKUP_FORMAT_VERSION 2
+#define BACKUP_DB_DESC_MAX 65536
 #define BACKUP_ID_MAX 64
 #define BACKUP_DATA_NAME "data.jvb.zst"
 #define BACKUP_META_NAME "backup.json"
@@ -49,6 +52,9 @@ struct repo_stage {
 
 struct repo_ops {
     const char *kind;   /* "filesystem" or "s3" */
+    /* Creates the repository if it does not exist; only backup create calls it.  Every other
+     * operation on a missing repository fails with JVDB_ENOTFOUND "repository ... does not exist". */
+    int (*init)(jvdb_repo *r);
     /* Database folders in the repository (sorted, malloc'd; free with jvdb_free_names). */
     int (*list_databases)(jvdb_repo *r, char ***names, size_t *n);
     /* Committed backups of one database, in no particular order (malloc'd). */
@@ -91,11 +97,26 @@ struct backup_meta {
     char description[JVDB_BACKUP_DESC_MAX + 1];
 };
 
-/* Canonical serialisation (compact, sorted keys, "meta_sha256" over the rest, newline). */
-int meta_serialize(const struct backup_meta *m, char **out, size_t *len);
+/* The database's settings a backup carries (backup.json "settings", format_version 2) and a restore
+ * applies.  A version 1 backup has none: restore then uses the defaults. */
+struct backup_settings {
+    jvdb_sync_mode sync;
+    uint32_t sync_interval_ms;
+    uint64_t segment_max_bytes;
+    json_t *manifest;          /* the MANIFEST's other keys ("index", "compaction", ...); owned */
+    char *description;         /* the server's description of the database; owned, never NULL */
+};
+void backup_settings_free(struct backup_settings *s);
+
+/* Canonical serialisation (compact, sorted keys, "meta_sha256" over the rest, newline).  `settings`
+ * is written when m->format_version >= 2 (and must then be given). */
+int meta_serialize(const struct backup_meta *m, const struct backup_settings *settings, char **out, size_t *len);
 /* Parses and checks backup.json bytes: the file must be exactly its canonical form and its
- * meta_sha256 must match, so any changed byte is caught.  `what` prefixes error messages. */
-int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta *out);
+ * meta_sha256 must match, so any changed byte is caught.  `what` prefixes error messages.  The
+ * settings are always checked; they are returned in *settings (when not NULL; zeroed for a version
+ * 1 backup, whose *has_settings is 0) for the caller to free. */
+int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta *out, struct backup_settings *settings,
+               int *has_settings);
 const char *backup_type_name(jvdb_backup_type t);
 int backup_type_parse(const char *s, jvdb_backup_type *out);
 void meta_to_info(const struct backup_meta *m, jvdb_backup_info *info);
@@ -149,6 +170,10 @@ struct archive_progress {
     const char *phase;
     uint64_t base, total, records;   /* a chain reports bytes over all its archives */
 };
+/* Checks one record's contents against what put accepts (store/validate.h: id alphabet and length,
+ * metadata a JSON object, a finite vector of bounded norm; normalised for cosine).  JVDB_ECORRUPT
+ * names `what`, record number `recno`, its LSN and id, and the reason. */
+int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno);
 int archive_read(struct repo_reader *rd, const struct backup_meta *expect, archive_chunk_fn fn, void *arg,
                  const struct archive_progress *progress, struct archive_read_result *res);
 

@@ -8,12 +8,14 @@
  * digit of a count, a space for a newline): a backup whose metadata lies must never be restored.
  *
  * This parser reads untrusted bytes (a repository anyone may have touched) and is fuzzed; every
- * field is range-checked before anything else looks at it.
+ * field is range-checked before anything else looks at it.  That includes "settings" (format 2),
+ * which a restore writes into the new database's MANIFEST: the same rules as the store's own.
  */
 #include "backup/backup.h"
 
 #include "core/err.h"
 #include "store/db.h"
+#include "store/manifest.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -85,10 +87,46 @@ static json_t *meta_body(const struct backup_meta *m)
 
 #define META_DUMP_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
 
-int meta_serialize(const struct backup_meta *m, char **out, size_t *len)
+void backup_settings_free(struct backup_settings *s)
+{
+    json_decref(s->manifest);
+    free(s->description);
+    memset(s, 0, sizeof *s);
+}
+
+/* "always", "never" or "interval:<ms>", as jvdb_sync_parse reads it. */
+static void meta_sync_name(jvdb_sync_mode m, uint32_t ms, char *buf, size_t cap)
+{
+    if (m == JVDB_SYNC_INTERVAL) snprintf(buf, cap, "interval:%u", ms);
+    else snprintf(buf, cap, "%s", m == JVDB_SYNC_NEVER ? "never" : "always");
+}
+
+static json_t *meta_settings_json(const struct backup_settings *st)
+{
+    char sync[32];
+    meta_sync_name(st->sync, st->sync_interval_ms, sync, sizeof sync);
+    json_t *man = st->manifest ? json_deep_copy(st->manifest) : json_object();
+    json_t *desc = json_string(st->description ? st->description : "");
+    if (!man || !desc) {
+        json_decref(man);
+        json_decref(desc);
+        return NULL;
+    }
+    return json_pack("{s:o, s:o, s:I, s:s, s:I}", "database_description", desc, "manifest", man, "segment_max_bytes",
+                     (json_int_t)st->segment_max_bytes, "sync", sync, "sync_interval_ms", (json_int_t)st->sync_interval_ms);
+}
+
+int meta_serialize(const struct backup_meta *m, const struct backup_settings *settings, char **out, size_t *len)
 {
     json_t *doc = meta_body(m);
     if (!doc) return err_set(JVDB_EINVAL, "backup %s: description is not valid UTF-8", m->id);
+    if (m->format_version >= 2) {
+        json_t *st = settings ? meta_settings_json(settings) : NULL;
+        if (!st || json_object_set_new(doc, "settings", st)) {
+            json_decref(doc);
+            return err_set(JVDB_EINVAL, "backup %s: the database's settings cannot be written (description not UTF-8?)", m->id);
+        }
+    }
     char *body = json_dumps(doc, META_DUMP_FLAGS);
     char hex[65];
     if (body) sha256_hex(body, strlen(body), hex);
@@ -111,6 +149,49 @@ int meta_serialize(const struct backup_meta *m, char **out, size_t *len)
     *out = buf;
     *len = n + 1;
     return JVDB_OK;
+}
+
+/* Checks "settings" with the store's own rules; fills *out (owned) when given.  Returns the name of
+ * the first bad field, or NULL. */
+static const char *meta_settings_parse(json_t *st, struct backup_settings *out)
+{
+    json_error_t jerr;
+    const char *sync, *desc;
+    json_int_t seg = 0, ms = 0;
+    json_t *man;
+    if (!json_is_object(st) ||
+        json_unpack_ex(st, &jerr, JSON_STRICT, "{s:s, s:o, s:I, s:s, s:I}", "database_description", &desc, "manifest",
+                       &man, "segment_max_bytes", &seg, "sync", &sync, "sync_interval_ms", &ms))
+        return "settings";
+    jvdb_sync_mode mode;
+    uint32_t interval = 0;
+    if (jvdb_sync_parse(sync, &mode, &interval)) {
+        err_clear();
+        return "settings.sync";
+    }
+    if (ms < 0 || ms > 3600000 || (mode == JVDB_SYNC_INTERVAL && (json_int_t)interval != ms)) return "settings.sync_interval_ms";
+    if (seg < 4096) return "settings.segment_max_bytes";
+    if (strlen(desc) > BACKUP_DB_DESC_MAX) return "settings.database_description";
+    if (!json_is_object(man)) return "settings.manifest";
+    const char *key;
+    json_t *val;
+    json_object_foreach(man, key, val) {
+        /* The store's own keys come from the backup's other fields, never from here; the keys other
+         * modules keep there are objects. */
+        if (manifest_key_known(key)) return "settings.manifest";
+        if ((!strcmp(key, "index") || !strcmp(key, "compaction")) && !json_is_object(val)) return "settings.manifest";
+    }
+    if (!out) return NULL;
+    out->sync = mode;
+    out->sync_interval_ms = (uint32_t)ms;
+    out->segment_max_bytes = (uint64_t)seg;
+    out->manifest = json_deep_copy(man);
+    out->description = strdup(desc);
+    if (!out->manifest || !out->description) {
+        backup_settings_free(out);
+        return "settings (out of memory)";
+    }
+    return NULL;
 }
 
 static int meta_is_hex(const char *s, size_t n)
@@ -145,9 +226,13 @@ static int meta_id_valid(const char *id, jvdb_backup_type *type)
 
 int backup_id_valid(const char *id) { return meta_id_valid(id, NULL); }
 
-int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta *out)
+int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta *out, struct backup_settings *settings,
+               int *has_settings)
 {
     memset(out, 0, sizeof *out);
+    if (settings) memset(settings, 0, sizeof *settings);
+    if (has_settings) *has_settings = 0;
+    json_t *st = NULL;
     json_error_t jerr;
     json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!doc) return err_set(JVDB_ECORRUPT, "%s: backup.json is not valid JSON (line %d, column %d): %s", what, jerr.line, jerr.column, jerr.text);
@@ -190,6 +275,11 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
         goto out;
     }
 
+    /* "settings" is checked on its own below; the strict unpack covers the rest. */
+    if ((st = json_object_get(doc, "settings"))) {
+        json_incref(st);
+        json_object_del(doc, "settings");
+    }
     json_int_t fv = 0, from = 0, to = 0, puts = 0, dels = 0, raw = 0, stored = 0, dim = 0, inc = 0;
     int level = 0;
     const char *id, *dbn, *type, *when, *sha, *metric, *alg, *desc;
@@ -204,8 +294,12 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
         goto out;
     }
     const char *bad = NULL;
-    if (fv != BACKUP_FORMAT_VERSION) {
-        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has format_version %lld; this version reads %d", what, (long long)fv, BACKUP_FORMAT_VERSION);
+    if (fv < 1 || fv > BACKUP_FORMAT_VERSION) {
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has format_version %lld; this version reads 1 to %d", what, (long long)fv, BACKUP_FORMAT_VERSION);
+        goto out;
+    }
+    if ((fv >= 2) != (st != NULL)) {
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json %s", what, st ? "of format 1 has settings" : "has no settings");
         goto out;
     }
     if (backup_type_parse(type, &out->type)) bad = "type";
@@ -222,10 +316,12 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     else if (out->type == JVDB_BACKUP_FULL ? !json_is_null(parent) || from != 0 || dels != 0
                                            : !json_is_string(parent) || !meta_id_valid(json_string_value(parent), NULL))
         bad = "parent";
+    if (!bad && st) bad = meta_settings_parse(st, settings);
     if (bad) {
         rc = err_set(JVDB_ECORRUPT, "%s: backup.json has an invalid %s", what, bad);
         goto out;
     }
+    if (has_settings) *has_settings = st != NULL;
     jvdb_backup_type id_type;
     meta_id_valid(id, &id_type);
     if (id_type != out->type) {
@@ -248,6 +344,8 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     out->incarnation = inc;
     snprintf(out->description, sizeof out->description, "%s", desc);
 out:
+    if (rc && settings) backup_settings_free(settings);
+    json_decref(st);
     json_decref(doc);
     return rc;
 }

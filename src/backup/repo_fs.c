@@ -10,7 +10,13 @@
  * fdatasynced, backup.json fsynced, directory fsynced) and then renamed to its id, so a crash at
  * any moment leaves either no backup or a whole one; the .tmp leftover is invisible and removed by
  * a later cleanup.  Deletion renames the backup away first, so a half-deleted backup is never
- * listed.  All writes go through core/io so the crash tests can stop the process at each step.
+ * listed, and it is also what makes two concurrent deletes of one backup safe: only one rename of
+ * <id> can succeed, the other finds it gone and reports the backup not found.  All writes go
+ * through core/io so the crash tests can stop the process at each step.
+ *
+ * Only a backup being written creates directories (the repository itself, mkdir -p, then the
+ * database's folder).  Every other operation on a repository directory that does not exist fails
+ * with "repository <dir> does not exist": a mistyped path must never be created by a read.
  */
 #include "backup/backup.h"
 
@@ -44,6 +50,18 @@ static char *fs_path3(const char *a, const char *b, const char *c)
     return p;
 }
 
+/* JVDB_OK when the repository directory exists; never creates it. */
+static int repo_fs_present(const struct repo_fs *f)
+{
+    struct stat st;
+    if (stat(f->dir, &st) < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) return err_set(JVDB_ENOTFOUND, "repository %s does not exist", f->dir);
+        return err_errno(errno, "cannot read repository %s", f->dir);
+    }
+    if (!S_ISDIR(st.st_mode)) return err_set(JVDB_EINVAL, "repository %s is not a directory", f->dir);
+    return JVDB_OK;
+}
+
 static int repo_fs_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
@@ -51,6 +69,8 @@ static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
     struct repo_fs *f = (struct repo_fs *)r;
     *names = NULL;
     *n = 0;
+    int prc = repo_fs_present(f);
+    if (prc) return prc;
     DIR *d = opendir(f->dir);
     if (!d) return err_errno(errno, "cannot read repository %s", f->dir);
     size_t cap = 0;
@@ -82,6 +102,8 @@ static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
     struct repo_fs *f = (struct repo_fs *)r;
     *out = NULL;
     *n = 0;
+    int prc = repo_fs_present(f);
+    if (prc) return prc;
     char *dbdir = fs_path3(f->dir, db, NULL);
     if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
     DIR *d = opendir(dbdir);
@@ -124,6 +146,8 @@ static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
 static int repo_fs_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
 {
     struct repo_fs *f = (struct repo_fs *)r;
+    int prc = repo_fs_present(f);
+    if (prc) return prc;
     char *dbdir = fs_path3(f->dir, db, NULL);
     char *p = dbdir ? fs_path3(dbdir, id, BACKUP_META_NAME) : NULL;
     free(dbdir);
@@ -162,6 +186,8 @@ static void repo_fs_reader_close(struct repo_reader *rr)
 static int repo_fs_open_data(jvdb_repo *rp, const char *db, const char *id, struct repo_reader **out)
 {
     struct repo_fs *f = (struct repo_fs *)rp;
+    int prc = repo_fs_present(f);
+    if (prc) return prc;
     struct repo_fs_reader *r = calloc(1, sizeof *r);
     char *dbdir = fs_path3(f->dir, db, NULL);
     if (r && dbdir) r->path = fs_path3(dbdir, id, BACKUP_DATA_NAME);
@@ -282,14 +308,19 @@ static int repo_fs_stage_begin(jvdb_repo *r, const char *db, const char *id, str
 
 static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
 {
+    static _Atomic unsigned seq;
     struct repo_fs *f = (struct repo_fs *)r;
-    char gone[BACKUP_ID_MAX + 32];
-    snprintf(gone, sizeof gone, ".del-%s-%d", id, (int)getpid());
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char gone[BACKUP_ID_MAX + 48];
+    snprintf(gone, sizeof gone, ".del-%s-%d-%u", id, (int)getpid(), seq++);
     char *dbdir = fs_path3(f->dir, db, NULL);
     char *from = dbdir ? fs_join(dbdir, id) : NULL, *to = dbdir ? fs_join(dbdir, gone) : NULL;
-    int rc = JVDB_OK;
     if (!from || !to) rc = err_set(JVDB_ENOMEM, "out of memory");
-    else if (io_rename(from, to) < 0) rc = err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
+    /* The one step that decides who deletes it: of two concurrent deletes, one rename fails. */
+    else if (io_rename(from, to) < 0)
+        rc = errno == ENOENT ? err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, f->dir)
+                             : err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
     else if (io_fsync_dir(dbdir) < 0) rc = err_errno(errno, "cannot sync directory %s", dbdir);
     else rc = fs_remove_tree(to);
     free(dbdir);
@@ -328,11 +359,6 @@ static void repo_fs_close(jvdb_repo *r)
     free(f);
 }
 
-static const struct repo_ops repo_fs_ops = {
-    "filesystem",  repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
-    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close,
-};
-
 /* mkdir -p, so `--repo /backups/jvdb` works on a fresh disk. */
 static int repo_fs_mkdirs(const char *dir)
 {
@@ -350,13 +376,29 @@ static int repo_fs_mkdirs(const char *dir)
     return rc;
 }
 
+/* Creates the repository directory if it is missing (backup create only). */
+static int repo_fs_init(jvdb_repo *r)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    int rc = repo_fs_present(f);
+    if (rc != JVDB_ENOTFOUND) return rc;
+    err_clear();
+    if ((rc = repo_fs_mkdirs(f->dir))) return rc;
+    return repo_fs_present(f);
+}
+
+static const struct repo_ops repo_fs_ops = {
+    "filesystem",  repo_fs_init, repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
+    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close,
+};
+
 int repo_fs_open(const char *dir, jvdb_repo **out)
 {
     if (!*dir) return err_set(JVDB_EINVAL, "the repository path is empty");
-    int rc = repo_fs_mkdirs(dir);
-    if (rc) return rc;
+    /* Nothing is created here: a missing directory is reported by the first operation that reads
+     * it, and created by the first backup. */
     struct stat st;
-    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) return err_set(JVDB_EINVAL, "repository %s is not a directory", dir);
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) return err_set(JVDB_EINVAL, "repository %s is not a directory", dir);
     struct repo_fs *f = calloc(1, sizeof *f);
     if (!f || !(f->dir = strdup(dir)) || !(f->base.spec = strdup(dir))) {
         if (f) free(f->dir);

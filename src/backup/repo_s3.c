@@ -190,6 +190,9 @@ static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r
         xml_get(r->body.p, &f, "Message", msg, sizeof msg);
     }
     int rc = r->status == 404 ? JVDB_ENOTFOUND : JVDB_EIO;
+    if (!strcmp(code, "NoSuchBucket"))
+        return err_set(JVDB_ENOTFOUND, "repository %s does not exist (S3 %s %s: HTTP %ld NoSuchBucket)", s->base.spec,
+                       q->method, s->bucket, r->status);
     return err_set(rc, "S3 %s %s/%s: HTTP %ld%s%s%s%s", q->method, s->bucket, q->key ? q->key : "", r->status,
                    code[0] ? " " : "", code, msg[0] ? ": " : "", msg);
 }
@@ -761,8 +764,18 @@ static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, str
 static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
+    /* S3 deletes succeed on absent keys, so a delete that lost a race would report success: look
+     * first.  (Within one server the backup mutex serialises deletes; across processes S3 offers
+     * no atomic delete-if-present, so two may still both succeed there.) */
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = repo_s3_read_meta(r, db, id, &buf, &len);
+    free(buf);
+    if (rc == JVDB_ENOTFOUND && !strstr(jvdb_errmsg(), "does not exist"))
+        return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, s->base.spec);
+    if (rc) return rc;
     char *mk = s3_key(s, db, id, BACKUP_META_NAME), *dk = s3_key(s, db, id, BACKUP_DATA_NAME);
-    int rc = !mk || !dk ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
+    rc = !mk || !dk ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
     if (!rc) rc = s3_delete_key(s, dk);
     free(mk);
     free(dk);
@@ -799,8 +812,15 @@ static void repo_s3_close(jvdb_repo *r)
     free(s);
 }
 
+/* Buckets are made by their owner, never by us; a prefix needs no creating. */
+static int repo_s3_init(jvdb_repo *r)
+{
+    (void)r;
+    return JVDB_OK;
+}
+
 static const struct repo_ops repo_s3_ops = {
-    "s3", repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
+    "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
     repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close,
 };
 

@@ -356,16 +356,20 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
         return rc;
     }
     cli_bk_progress pr = {0};
-    jvdb_restore_options ro = {opts[AS].value, opts[FORCE].value != NULL, cli_bk_on_progress, &pr};
+    jvdb_restore_result res;
+    jvdb_restore_options ro = {opts[AS].value, opts[FORCE].value != NULL, cli_bk_on_progress, &pr, &res};
     jvdb_db *db = NULL;
     rc = jvdb_backup_restore(ctx->env, repo, pos[0], &ro, &db);
     cli_bk_progress_end(&pr);
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
-    uint64_t count = jvdb_count(db);
+    jvdb_free(res.database_description);
+    /* Said from what the library did, not from what was asked. */
     if (ctx->json)
-        return cli_print_json(json_pack("{sssssI}", "backup", pos[0], "database", jvdb_db_name(db), "count", (json_int_t)count));
-    printf("restored backup %s as database '%s' (%llu vectors)\n", pos[0], jvdb_db_name(db), (unsigned long long)count);
+        return cli_print_json(json_pack("{sssssIsbsI}", "backup", res.backup.id, "database", res.database, "count",
+                                        (json_int_t)res.vectors, "replaced", res.replaced, "lsn", (json_int_t)res.backup.lsn_to));
+    printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
+           (unsigned long long)res.vectors, res.replaced ? ", replacing the database of that name" : "");
     return CLI_EXIT_OK;
 }
 

@@ -10,7 +10,12 @@
  * showing only read metadata that appears by an atomic rename, so they do not wait.
  *
  * A restore that replaces a database invalidates its handle, so it holds the catalog lock for
- * writing, like a drop (routes.c); a restore into a new name only needs it for reading.
+ * writing, like a drop (routes.c); a restore into a new name only needs it for reading.  Names and
+ * ids from the request go to the library as given (it applies the create rule, so nothing is ever
+ * truncated or defaulted), and every answer is built from what the library reports it did.
+ *
+ * The configured repository is not created at start-up: until the first backup creates it, the
+ * read-only routes answer 404 "repository ... does not exist", like the CLI.
  */
 #include "server/srv.h"
 
@@ -133,10 +138,18 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
     return n;
 }
 
-int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin)
+int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *opts, jvdb_backup_info *info, const char *origin)
 {
     const char *name = jvdb_db_name(db);
     memset(info, 0, sizeof *info);
+    /* The backup carries the database's description with its settings, so a restore brings it back. */
+    jvdb_backup_options bo = *opts;
+    const jvdb_backup_options *o = &bo;
+    dbmeta dm;
+    pthread_mutex_lock(&s->meta_mu);
+    dbmeta_load(s, name, &dm);
+    pthread_mutex_unlock(&s->meta_mu);
+    bo.database_description = dm.description;
     pthread_mutex_lock(&s->backups->repo_mu);
     int64_t t0 = clock_mono_ns();
     jvdb_repo *repo = NULL;
@@ -147,6 +160,7 @@ int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup
     jvdb_repo_close(repo);
     double secs = (double)(clock_mono_ns() - t0) / 1e9;
     pthread_mutex_unlock(&s->backups->repo_mu);
+    dbmeta_free(&dm);
     if (rc == JVDB_OK) {
         backup_count(s, name, info->type, 0, secs, info);
         log_info("backup %s of '%s' (%s, %s): %" PRIu64 " puts, %" PRIu64 " deletes, LSN %" PRIu64 "..%" PRIu64
@@ -193,6 +207,8 @@ int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newes
     size_t n = 0;
     if (rc == JVDB_OK) rc = jvdb_backup_list(repo, NULL, &all, &n);
     jvdb_repo_close(repo);
+    /* A repository that does not exist yet has no backups; the first one creates it. */
+    if (rc == JVDB_ENOTFOUND) return JVDB_OK;
     if (rc != JVDB_OK) return rc;
     /* Oldest first per database: the last of a run of one database is its newest. */
     for (size_t i = 0; i < n; i++) {
@@ -247,18 +263,6 @@ static void route_reply_backup(http_resp *rs, int status, const jvdb_backup_info
 }
 
 /* ---------------------------------------------------------------- routes */
-
-/* Whether a database of that name exists (without loading it). */
-static int route_db_exists(server *s, const char *name)
-{
-    char **names = NULL;
-    size_t n = 0;
-    int found = 0;
-    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return 0;
-    for (size_t i = 0; i < n && !found; i++) found = !strcmp(names[i], name);
-    jvdb_free_names(names, n);
-    return found;
-}
 
 void route_backup_create(server *s, http_req *rq, http_resp *rs)
 {
@@ -407,6 +411,54 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
+/* The restore itself, catalog and repository locks held.  The answer is built from what the library
+ * did (jvdb_restore_result), never from what the request asked for. */
+static void route_backup_restore_run(server *s, http_req *rq, http_resp *rs, jvdb_repo *repo, const char *target, int force)
+{
+    jvdb_restore_result res;
+    jvdb_restore_options ro = {.as_name = target, .force = force, .result = &res};
+    jvdb_db *db = NULL;
+    int64_t t0 = clock_mono_ns();
+    int rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, &db);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", res.backup.id, res.backup.chain_length,
+             res.database, res.replaced ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
+    pthread_mutex_lock(&s->meta_mu);
+    dbmeta m;
+    dbmeta_load(s, res.database, &m);
+    m.updated_ns = clock_wall_ns();
+    if (!res.replaced) m.created_ns = m.updated_ns;
+    if (res.database_description) {
+        /* The description travels with the backup (format 2); older backups keep the current one. */
+        free(m.description);
+        m.description = res.database_description;
+        res.database_description = NULL;
+    } else if (!res.replaced && m.description) {
+        m.description[0] = '\0';
+    }
+    dbmeta_save(s, res.database, &m);
+    dbmeta_free(&m);
+    pthread_mutex_unlock(&s->meta_mu);
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", res.database);
+    jw_kstr(&w, "backupId", res.backup.id);
+    jw_kuint(&w, "chainLength", res.backup.chain_length);
+    jw_kuint(&w, "lsn", res.backup.lsn_to);
+    jw_kbool(&w, "replaced", res.replaced);
+    jw_kbool(&w, "settingsRestored", res.has_settings);
+    jw_key(&w, "stats");
+    jw_obj(&w);
+    route_write_stats(&w, db);
+    jw_obj_end(&w);
+    jw_obj_end(&w);
+    http_reply_json(rs, res.replaced ? 200 : 201, &w);
+}
+
 void route_backup_restore(server *s, http_req *rq, http_resp *rs)
 {
     json_t *body = route_body_opt(s, rq, rs);
@@ -425,47 +477,7 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) goto out;
-    jvdb_backup_info info;
-    int rc = jvdb_backup_show(repo, rq->params[0], &info);
-    char name[JVDB_MAX_NAME_LEN + 1];
-    snprintf(name, sizeof name, "%s", target ? target : info.database);
-    jvdb_db *db = NULL;
-    int existed = 0;
-    if (rc == JVDB_OK) {
-        existed = route_db_exists(s, name);
-        jvdb_restore_options ro = {.as_name = name, .force = force};
-        int64_t t0 = clock_mono_ns();
-        rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, &db);
-        if (rc == JVDB_OK)
-            log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", info.id, info.chain_length, name,
-                     existed ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
-    }
-    if (rc != JVDB_OK) {
-        http_lib_error(rs, rc);
-    } else {
-        pthread_mutex_lock(&s->meta_mu);
-        dbmeta m;
-        dbmeta_load(s, name, &m);
-        m.updated_ns = clock_wall_ns();
-        if (!existed) m.created_ns = m.updated_ns;
-        dbmeta_save(s, name, &m);
-        dbmeta_free(&m);
-        pthread_mutex_unlock(&s->meta_mu);
-        jw w;
-        jw_init(&w);
-        jw_obj(&w);
-        jw_kstr(&w, "databaseId", name);
-        jw_kstr(&w, "backupId", info.id);
-        jw_kuint(&w, "chainLength", info.chain_length);
-        jw_kuint(&w, "lsn", info.lsn_to);
-        jw_kbool(&w, "replaced", existed);
-        jw_key(&w, "stats");
-        jw_obj(&w);
-        route_write_stats(&w, db);
-        jw_obj_end(&w);
-        jw_obj_end(&w);
-        http_reply_json(rs, existed ? 200 : 201, &w);
-    }
+    route_backup_restore_run(s, rq, rs, repo, target, force);
     jvdb_repo_close(repo);
 out:
     pthread_mutex_unlock(&s->backups->repo_mu);

@@ -22,6 +22,13 @@ static const char *const manifest_known_keys[] = {
     "format", "name", "dim", "metric", "sync", "sync_interval_ms", "segment_max_bytes", "created_ns",
     "segments", "active", "next_segment", "lsn_floor", "backup_horizon", "last_compaction_ns", NULL};
 
+int manifest_key_known(const char *key)
+{
+    for (int i = 0; manifest_known_keys[i]; i++)
+        if (!strcmp(key, manifest_known_keys[i])) return 1;
+    return 0;
+}
+
 void manifest_free(struct manifest *m)
 {
     free(m->segments);

@@ -30,6 +30,8 @@ struct manifest {
     json_t *extra;             /* keys this version does not know, kept as they are */
 };
 
+/* Whether `key` is one of the MANIFEST's own keys (the rest are kept in `extra`). */
+int manifest_key_known(const char *key);
 /* Parses MANIFEST bytes (untrusted: fuzzed).  `what` names the file in error messages. */
 int manifest_parse(const char *data, size_t len, const char *what, struct manifest *out);
 /* Serialises; the caller frees *data. */

@@ -22,6 +22,9 @@
 #include "store/record.h"
 #include "test_util.h"
 
+#include <errno.h>
+#include <math.h>
+
 #define DIM 16
 #define NIDS 240
 
@@ -171,7 +174,7 @@ static jvdb_backup_info backup(struct fx *f, jvdb_db *db, jvdb_backup_type type,
 /* Restores under a scratch name, compares with the model, drops it again. */
 static void restore_check(struct fx *f, const char *id, const struct model *m, const char *what)
 {
-    jvdb_restore_options ro = {"scratch", 0, NULL, NULL};
+    jvdb_restore_options ro = {"scratch", 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, f->repo, id, &ro, &r));
     check_model(r, m, what);
@@ -206,7 +209,7 @@ static void archive_ids(struct fx *f, const char *db, const char *id, struct ids
     size_t len;
     struct backup_meta m;
     assert_ok(f->repo->ops->read_meta(f->repo, db, id, &buf, &len));
-    assert_ok(meta_parse(buf, len, "test", &m));
+    assert_ok(meta_parse(buf, len, "test", &m, NULL, NULL));
     free(buf);
     struct repo_reader *rd;
     assert_ok(f->repo->ops->open_data(f->repo, db, id, &rd));
@@ -269,7 +272,7 @@ static void test_checklist(void **state)
     /* Delete everything, then restore over it. */
     for (int i = 0; i < 110; i++) m_del(db, NULL, i);
     assert_int_equal(jvdb_count(db), 0);
-    jvdb_restore_options ro = {NULL, 0, NULL, NULL};
+    jvdb_restore_options ro = {NULL, 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_err(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_EEXISTS, "already exists");
     ro.force = 1;
@@ -385,7 +388,7 @@ static void test_fallback_to_full(void **state)
     jvdb_repo_close(r2);
 
     /* A restored database is a new one: it never continues the old chain. */
-    jvdb_restore_options ro = {"fb", 1, NULL, NULL};
+    jvdb_restore_options ro = {"fb", 1, NULL, NULL, NULL};
     assert_ok(jvdb_backup_restore(f->env, f->repo, c.id, &ro, &db));
     check_model(db, &m, "restored in place");
     m_put(db, &m, 5, 9);
@@ -554,7 +557,7 @@ static void test_corruption(void **state)
                 if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of %s flipped", offs[k], p);
                 if (!strstr(jvdb_errmsg(), bs[b]->id))
                     fail_msg("verify message does not name %s: %s", bs[b]->id, jvdb_errmsg());
-                jvdb_restore_options ro = {"fresh", 0, NULL, NULL};
+                jvdb_restore_options ro = {"fresh", 0, NULL, NULL, NULL};
                 jvdb_db *r;
                 rc = jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r);
                 if (rc == JVDB_OK) fail_msg("restore passed with byte %ld of %s flipped", offs[k], p);
@@ -678,7 +681,7 @@ static void test_large_archive(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &info));
     assert_true(info.stored_bytes > (10u << 20));
     assert_ok(jvdb_backup_verify(repo, info.id, NULL, NULL));
-    jvdb_restore_options rs = {"big2", 0, NULL, NULL};
+    jvdb_restore_options rs = {"big2", 0, NULL, NULL, NULL};
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, repo, info.id, &rs, &r));
     assert_int_equal(jvdb_count(r), 3000);
@@ -693,6 +696,405 @@ static void test_large_archive(void **state)
     jvdb_repo_close(repo);
 }
 
+
+/* ------------------------------------------------------------------ issue 9: forged archives */
+
+/* One record a forger put into an archive. */
+struct forged {
+    const char *id;
+    size_t id_len;
+    float vec[DIM];
+    const char *meta;    /* NULL = none */
+    size_t meta_len;
+};
+
+/* Writes full backup `id` of database `db` holding `n` records, recomputing every checksum the
+ * format has -- each record's XXH3 (rec_seal), the stream XXH3 and the trailer's, the zstd frame
+ * checksum, the SHA-256 of the data in backup.json, backup.json's meta_sha256 -- as a forger who
+ * knows docs/FORMAT.md would.  Only checks of the records' contents can tell it from a real one. */
+static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metric metric, int64_t incarnation,
+                         const struct forged *recs, size_t n)
+{
+    struct backup_meta m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.id, sizeof m.id, "%s", id);
+    snprintf(m.database, sizeof m.database, "%s", db);
+    m.type = JVDB_BACKUP_FULL;
+    m.lsn_to = n;
+    m.created_ns = 1893456000000000000ll;   /* 2030-01-01 */
+    m.put_count = n;
+    m.dim = DIM;
+    m.metric = metric;
+    m.level = 1;
+    m.format_version = BACKUP_FORMAT_VERSION;
+    m.incarnation = incarnation;
+    snprintf(m.description, sizeof m.description, "forged");
+    struct backup_settings st = {JVDB_SYNC_ALWAYS, 1000, 1u << 30, json_object(), strdup("")};
+    char *bufs[8];
+    uint32_t lens[8];
+    uint64_t bytes = 0;
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        lens[i] = (uint32_t)rec_size(DIM, REC_KIND_PUT, recs[i].id_len, recs[i].meta_len);
+        bufs[i] = calloc(1, lens[i]);
+        rec_encode(bufs[i], DIM, REC_KIND_PUT, recs[i].id, recs[i].id_len, recs[i].vec, recs[i].meta, recs[i].meta_len, 1);
+        rec_seal(bufs[i], i + 1, 0);
+        bytes += lens[i];
+    }
+    assert_ok(f->repo->ops->init(f->repo));
+    struct repo_stage *stage;
+    assert_ok(f->repo->ops->stage_begin(f->repo, db, id, &stage));
+    struct archive_header ah = {DIM, metric, JVDB_BACKUP_FULL, 0, n, n, bytes};
+    struct archive_writer *w;
+    assert_ok(archive_writer_open(stage, &ah, 1, 0, "forge", &w));
+    for (size_t i = 0; i < n; i++) assert_ok(archive_writer_add(w, bufs[i], lens[i]));
+    assert_ok(archive_writer_finish(w, &m.raw_bytes, &m.stored_bytes, m.sha256));
+    char *meta;
+    size_t meta_len;
+    assert_ok(meta_serialize(&m, &st, &meta, &meta_len));
+    assert_ok(stage->commit(stage, meta, meta_len));
+    free(meta);
+    archive_writer_free(w);
+    stage->abort(stage);
+    backup_settings_free(&st);
+    for (size_t i = 0; i < n; i++) free(bufs[i]);
+}
+
+static void forged_vec(float *v, float x)
+{
+    for (int i = 0; i < DIM; i++) v[i] = x;
+}
+
+/* Restore must enforce every invariant put enforces, whatever the checksums say (issue 9 item 3). */
+static void test_forged_records(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "docs", 0);
+    for (int i = 0; i < 20; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info real = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    char dbdir[600], before[4096], after[4096];
+    snprintf(dbdir, sizeof dbdir, "%s/databases", f->data);
+    list_dir(dbdir, before, sizeof before);
+
+    static char long_id[2001];
+    memset(long_id, 'x', 2000);
+    static const char nul_meta[] = "{\"a\":\"x\0y\"}";
+    struct {
+        const char *id;
+        size_t id_len;
+        float x;            /* every vector value */
+        const char *meta;
+        size_t meta_len;
+        const char *want;   /* in the message */
+    } cases[] = {
+        {"m1", 2, 0.5f, "{not json", 9, "metadata is not valid JSON"},
+        {"m2", 2, 0.5f, "[1,2]", 5, "metadata must be a JSON object"},
+        {"m3", 2, 0.5f, "\"str\"", 5, "metadata must be a JSON object"},
+        {"m4", 2, 0.5f, nul_meta, sizeof nul_meta - 1, "NUL"},
+        {"v1", 2, NAN, NULL, 0, "NaN"},
+        {"v2", 2, INFINITY, NULL, 0, "infinite"},
+        {"v3", 2, 1e30f, NULL, 0, "vector"},
+        {"a\0b", 3, 0.5f, NULL, 0, "id"},
+        {"\xff\xfe", 2, 0.5f, NULL, 0, "UTF-8"},
+        {"line\nbreak", 10, 0.5f, NULL, 0, "control"},
+        {long_id, 2000, 0.5f, NULL, 0, "2000 bytes"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct forged r[2] = {{"fine", 4, {0}, "{\"ok\":1}", 8}, {cases[k].id, cases[k].id_len, {0}, cases[k].meta, cases[k].meta_len}};
+        forged_vec(r[0].vec, 0.25f);
+        forged_vec(r[1].vec, cases[k].x);
+        char id[64];
+        snprintf(id, sizeof id, "20300101T000000Z-full-%zu", 900 + k);
+        forge_backup(f, "docs", id, JVDB_METRIC_L2, 1, r, 2);
+        /* The catalog sees nothing wrong: every checksum is right. */
+        jvdb_backup_info info;
+        assert_ok(jvdb_backup_show(f->repo, id, &info));
+        assert_true(info.restorable);
+        int rc = jvdb_backup_verify(f->repo, id, NULL, NULL);
+        if (rc != JVDB_ECORRUPT) fail_msg("case %zu: verify of a forged record returned %d: %s", k, rc, jvdb_errmsg());
+        const char *msg = jvdb_errmsg();
+        if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want))
+            fail_msg("case %zu: verify message lacks the backup, the record or '%s': %s", k, cases[k].want, msg);
+        jvdb_restore_options ro = {"victim", 0, NULL, NULL, NULL};
+        jvdb_db *r2;
+        rc = jvdb_backup_restore(f->env, f->repo, id, &ro, &r2);
+        if (rc == JVDB_OK) fail_msg("case %zu: restore accepted a forged record", k);
+        msg = jvdb_errmsg();
+        if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want) || !strstr(msg, "nothing was written"))
+            fail_msg("case %zu: restore message lacks the backup, the record or the reason: %s", k, msg);
+        ro.as_name = NULL;
+        ro.force = 1;
+        assert_int_equal(jvdb_backup_restore(f->env, f->repo, id, &ro, &r2), JVDB_ECORRUPT);
+        list_dir(dbdir, after, sizeof after);
+        assert_string_equal(before, after);
+        check_model(db, &m, "database after refusing a forged backup");
+    }
+    /* A cosine database's vectors are stored normalised: a forged unnormalised one is refused. */
+    /* (no database "cos" needs to exist: a full backup stands alone) */
+    struct forged c1 = {"c", 1, {0}, NULL, 0};
+    forged_vec(c1.vec, 3.0f);
+    forge_backup(f, "cos", "20300101T000000Z-full-950", JVDB_METRIC_COSINE, 1, &c1, 1);
+    assert_int_equal(jvdb_backup_verify(f->repo, "20300101T000000Z-full-950", NULL, NULL), JVDB_ECORRUPT);
+    assert_non_null(strstr(jvdb_errmsg(), "not normalised"));
+    /* The harness itself is right: the same forgery with valid contents verifies and restores. */
+    struct forged ok[2] = {{"fine", 4, {0}, "{\"ok\":1}", 8}, {"caf\xc3\xa9", 5, {0}, NULL, 0}};
+    forged_vec(ok[0].vec, 0.25f);
+    forged_vec(ok[1].vec, -2.0f);
+    forge_backup(f, "docs", "20300101T000000Z-full-999", JVDB_METRIC_L2, 1, ok, 2);
+    assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-999", NULL, NULL));
+    jvdb_restore_options ro = {"good", 0, NULL, NULL, NULL};
+    jvdb_db *g;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-999", &ro, &g));
+    assert_int_equal(jvdb_count(g), 2);
+    char *meta = NULL;
+    float v[DIM];
+    assert_ok(jvdb_get(g, "fine", v, &meta));
+    assert_string_equal(meta, "{\"ok\":1}");
+    jvdb_free(meta);
+    assert_ok(jvdb_backup_verify(f->repo, real.id, NULL, NULL));
+}
+
+/* ------------------------------------------------------------------ issue 9: settings travel */
+
+static void test_settings_restored(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, DIM);
+    o.metric = JVDB_METRIC_DOT;
+    o.sync = JVDB_SYNC_INTERVAL;
+    o.sync_interval_ms = 250;
+    o.segment_max_bytes = 1u << 20;
+    jvdb_db *db;
+    assert_ok(jvdb_db_create(f->env, "conf", &o, &db));
+    jvdb_index_options ix;
+    jvdb_index_options_init(&ix);
+    ix.m = 24;
+    ix.ef_construction = 150;
+    ix.ef_search = 77;
+    assert_ok(jvdb_db_set_index(db, &ix));
+    jvdb_compact_policy pol;
+    jvdb_compact_policy_init(&pol);
+    pol.dead_ratio = 0.55;
+    pol.min_records = 7;
+    assert_ok(jvdb_db_set_compact_policy(db, &pol));
+    for (int i = 0; i < 30; i++) m_put(db, &m, i, 1);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.database_description = "the configured one \xc3\xa9";
+    jvdb_backup_info info;
+    assert_ok(jvdb_backup_create(db, f->repo, &bo, &info));
+
+    /* Into a new name, and over an existing database with other settings: the backup's win. */
+    jvdb_db *other = mkdb(f, "plain", 0);
+    (void)other;
+    const char *targets[] = {"copy", "plain"};
+    for (int t = 0; t < 2; t++) {
+        jvdb_restore_result res;
+        jvdb_restore_options ro = {targets[t], 1, NULL, NULL, &res};
+        jvdb_db *r;
+        assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
+        assert_string_equal(res.database, targets[t]);
+        assert_int_equal(res.replaced, t == 1);
+        assert_int_equal(res.has_settings, 1);
+        assert_int_equal(res.vectors, 30);
+        assert_string_equal(res.backup.id, info.id);
+        assert_string_equal(res.database_description, "the configured one \xc3\xa9");
+        jvdb_free(res.database_description);
+        jvdb_db_options got;
+        jvdb_db_get_options(r, &got);
+        assert_int_equal(got.metric, JVDB_METRIC_DOT);
+        assert_int_equal(got.sync, JVDB_SYNC_INTERVAL);
+        assert_int_equal(got.sync_interval_ms, 250);
+        assert_int_equal(got.segment_max_bytes, 1u << 20);
+        jvdb_index_options gi;
+        jvdb_db_get_index(r, &gi);
+        assert_int_equal(gi.type, JVDB_INDEX_HNSW);
+        assert_int_equal(gi.m, 24);
+        assert_int_equal(gi.ef_construction, 150);
+        assert_int_equal(gi.ef_search, 77);
+        jvdb_compact_policy gp;
+        jvdb_db_get_compact_policy(r, &gp);
+        assert_true(gp.dead_ratio == 0.55 && gp.min_records == 7);
+        check_model(r, &m, "restored with settings");
+    }
+    /* They survive a reopen (they are in the MANIFEST, not only in memory). */
+    jvdb_env_close(f->env);
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    jvdb_db *r;
+    assert_ok(jvdb_db_open(f->env, "copy", &r));
+    jvdb_index_options gi;
+    jvdb_db_get_index(r, &gi);
+    assert_int_equal(gi.ef_search, 77);
+    jvdb_db_options got;
+    jvdb_db_get_options(r, &got);
+    assert_int_equal(got.sync_interval_ms, 250);
+
+    if (f->s3) return;
+    /* A format 1 backup (no settings) is still listed, verified and restored, with defaults. */
+    char p[1024], *buf;
+    size_t len;
+    snprintf(p, sizeof p, "%s/conf/%s/backup.json", f->repo_spec, info.id);
+    assert_ok(f->repo->ops->read_meta(f->repo, "conf", info.id, &buf, &len));
+    struct backup_meta bm;
+    assert_ok(meta_parse(buf, len, "test", &bm, NULL, NULL));
+    free(buf);
+    bm.format_version = 1;
+    assert_ok(meta_serialize(&bm, NULL, &buf, &len));
+    FILE *fp = fopen(p, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, len, fp), len);
+    fclose(fp);
+    assert_null(strstr(buf, "settings"));
+    free(buf);
+    assert_ok(jvdb_backup_verify(f->repo, info.id, NULL, NULL));
+    jvdb_restore_result res;
+    jvdb_restore_options ro = {"old", 0, NULL, NULL, &res};
+    assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
+    assert_int_equal(res.has_settings, 0);
+    assert_null(res.database_description);
+    jvdb_db_get_options(r, &got);
+    assert_int_equal(got.sync, JVDB_SYNC_ALWAYS);
+    jvdb_db_get_index(r, &gi);
+    assert_int_equal(gi.m, 16);
+    check_model(r, &m, "restored from format 1");
+}
+
+/* ------------------------------------------------------------------ issue 9: names, repositories, deletes */
+
+static void test_restore_names(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "orig", 0);
+    for (int i = 0; i < 10; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info info = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    char longname[80];
+    memset(longname, 'a', 70);
+    longname[70] = '\0';
+    /* An existing database named by the first 64 characters must not be the one replaced. */
+    longname[64] = '\0';
+    jvdb_db *victim = mkdb(f, longname, 0);
+    m_put(victim, NULL, 1, 5);
+    longname[64] = 'a';
+    const char *bad[] = {"", longname, "bad name", "../x", "a/b"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        jvdb_restore_result res;
+        jvdb_restore_options ro = {bad[k], 1, NULL, NULL, &res};
+        jvdb_db *r;
+        assert_int_equal(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r), JVDB_EINVAL);
+        assert_non_null(strstr(jvdb_errmsg(), "invalid database name"));
+    }
+    /* Nothing was replaced: neither the original nor the 64-character one. */
+    check_model(db, &m, "original after refused restores");
+    longname[64] = '\0';
+    jvdb_db *v2;
+    assert_ok(jvdb_db_open(f->env, longname, &v2));
+    assert_int_equal(jvdb_count(v2), 1);
+}
+
+static void test_repo_not_created_by_reads(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    char where[700];
+    snprintf(where, sizeof where, "%s/no/such/repo", f->dir);
+    jvdb_repo *repo;
+    assert_ok(jvdb_repo_open(where, NULL, &repo));
+    jvdb_backup_info *v = NULL, info;
+    size_t n;
+    char want[800];
+    snprintf(want, sizeof want, "repository %s does not exist", where);
+#define EXPECT_MISSING(call)                                                                          \
+    do {                                                                                              \
+        assert_int_equal((call), JVDB_ENOTFOUND);                                                     \
+        if (!strstr(jvdb_errmsg(), want)) fail_msg("%s: message '%s'", #call, jvdb_errmsg());        \
+    } while (0)
+    EXPECT_MISSING(jvdb_backup_list(repo, NULL, &v, &n));
+    EXPECT_MISSING(jvdb_backup_list(repo, "docs", &v, &n));
+    EXPECT_MISSING(jvdb_backup_show(repo, "20250101T000000Z-full-1", &info));
+    EXPECT_MISSING(jvdb_backup_show(repo, "docs/20250101T000000Z-full-1", &info));
+    EXPECT_MISSING(jvdb_backup_verify(repo, "docs/20250101T000000Z-full-1", NULL, NULL));
+    EXPECT_MISSING(jvdb_backup_delete(repo, "docs/20250101T000000Z-full-1", 1, NULL, NULL));
+    EXPECT_MISSING(jvdb_backup_prune(repo, "docs", 1, NULL, NULL));
+    jvdb_restore_options ro = {"x", 0, NULL, NULL, NULL};
+    jvdb_db *r;
+    EXPECT_MISSING(jvdb_backup_restore(f->env, repo, "docs/20250101T000000Z-full-1", &ro, &r));
+#undef EXPECT_MISSING
+    char parent[700];
+    snprintf(parent, sizeof parent, "%s/no", f->dir);
+    struct stat st;
+    assert_int_equal(stat(parent, &st), -1);
+    /* Only a backup creates the repository. */
+    jvdb_db *db = mkdb(f, "docs", 0);
+    m_put(db, NULL, 1, 1);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    assert_ok(jvdb_backup_create(db, repo, &bo, &info));
+    assert_ok(jvdb_backup_list(repo, NULL, &v, &n));
+    assert_int_equal(n, 1);
+    jvdb_free(v);
+    jvdb_repo_close(repo);
+}
+
+#define DELETERS 4
+
+struct deleter {
+    struct fx *f;
+    const char *id;
+    pthread_barrier_t *go;
+    int rc;
+};
+
+static void *deleter_main(void *arg)
+{
+    struct deleter *d = arg;
+    jvdb_repo *repo;
+    if (jvdb_repo_open(d->f->repo_spec, NULL, &repo)) {
+        d->rc = -1;
+        return NULL;
+    }
+    pthread_barrier_wait(d->go);
+    d->rc = jvdb_backup_delete(repo, d->id, 0, NULL, NULL);
+    jvdb_repo_close(repo);
+    return NULL;
+}
+
+/* Concurrent deletes of one backup: exactly one succeeds, the others find it gone. */
+static void test_concurrent_delete(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();   /* S3 deletes are idempotent; the server serialises its own */
+    jvdb_db *db = mkdb(f, "del", 0);
+    for (int round = 0; round < 20; round++) {
+        m_put(db, NULL, round, 1);
+        jvdb_backup_info info = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, DELETERS);
+        struct deleter d[DELETERS];
+        pthread_t t[DELETERS];
+        for (int i = 0; i < DELETERS; i++) {
+            d[i] = (struct deleter){f, info.id, &go, 0};
+            pthread_create(&t[i], NULL, deleter_main, &d[i]);
+        }
+        int ok = 0;
+        for (int i = 0; i < DELETERS; i++) {
+            pthread_join(t[i], NULL);
+            if (d[i].rc == JVDB_OK) ok++;
+            else if (d[i].rc != JVDB_ENOTFOUND) fail_msg("round %d: a concurrent delete returned %d", round, d[i].rc);
+        }
+        pthread_barrier_destroy(&go);
+        if (ok != 1) fail_msg("round %d: %d concurrent deletes of %s succeeded", round, ok, info.id);
+        jvdb_backup_info *v;
+        size_t n;
+        assert_ok(jvdb_backup_list(f->repo, "del", &v, &n));
+        assert_int_equal(n, 0);
+        jvdb_free(v);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -704,6 +1106,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corruption, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_delete_and_prune, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_large_archive, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_forged_records, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_settings_restored, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_names, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_repo_not_created_by_reads, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_delete, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -231,7 +231,8 @@ def test_crash_during_backup():
     try:
         # At the crash points: mid-stream, just before and just after the commit rename.
         for point, visible in (("backup.write:2", 0), ("backup.before_publish", 0), ("backup.after_publish", 1)):
-            n0 = len(e.listing("big"))
+            # The first create makes the repository; until then there is nothing to list.
+            n0 = len(e.listing("big")) if os.path.isdir(e.repo) else 0
             p = e.bk("create", "big", crash_at=point, expect=None)
             assert p.returncode == -signal.SIGKILL, (point, p.returncode, p.stderr)
             assert len(e.listing("big")) == n0 + visible, (point, e.listing("big"))
@@ -321,10 +322,56 @@ def test_fallback_message_cli():
         e.close()
 
 
+def test_missing_repository_cli():
+    """issue 9 item 12: read-only commands on a mistyped repository say so and create nothing."""
+    e = Env(JVDB)
+    e.repo = os.path.join(e.root, "typo", "repo")
+    try:
+        e.run("db", "create", "f", "--dim", 4)
+        e.import_rows("f", rows_for(range(5), 4, 1))
+        bid = "20250101T000000Z-full-1"
+        for args in (("list",), ("list", "f"), ("show", bid), ("show", "f/" + bid), ("verify", bid),
+                     ("delete", bid), ("prune", "f", "--keep", 1), ("restore", bid, "--as", "g")):
+            p = e.bk(*args, expect=1)
+            assert f"repository {e.repo} does not exist" in p.stderr, (args, p.stderr)
+            assert not os.path.exists(os.path.join(e.root, "typo")), args
+        # Only create makes a repository.
+        e.bk("create", "f")
+        assert len(e.listing("f")) == 1
+    finally:
+        e.close()
+
+
+def test_restore_names_cli():
+    """issue 9 item 2: --as is checked like a created name: never "" for the default, never cut short;
+    the output says what was done."""
+    e = Env(JVDB)
+    try:
+        e.run("db", "create", "orig", "--dim", 4)
+        e.import_rows("orig", rows_for(range(5), 4, 1))
+        bid = e.bk_json("create", "orig")["id"]
+        e.import_rows("orig", rows_for(range(5, 9), 4, 1))
+        long64 = "a" * 64
+        e.run("db", "create", long64, "--dim", 4)
+        e.import_rows(long64, rows_for(range(2), 4, 1))
+        before = (e.contents("orig"), e.contents(long64))
+        for name in ("", "a" * 65, "bad name"):
+            for force in ((), ("--force",)):
+                p = e.bk("restore", bid, "--as", name, *force, expect=None)
+                assert p.returncode != 0 and "invalid database name" in p.stderr, (name, p.returncode, p.stderr)
+        assert (e.contents("orig"), e.contents(long64)) == before
+        r = e.bk_json("restore", bid, "--as", "copy")
+        assert r["database"] == "copy" and r["replaced"] is False and r["count"] == 5, r
+        r = e.bk_json("restore", bid, "--force")
+        assert r["database"] == "orig" and r["replaced"] is True and r["count"] == 5, r
+    finally:
+        e.close()
+
+
 if __name__ == "__main__":
     JVDB = os.path.abspath(sys.argv[1])
     for t in (test_checklist, test_delete_prune_cli, test_corruption_cli, test_fallback_message_cli,
-              test_crash_during_backup, test_crash_during_restore):
+              test_missing_repository_cli, test_restore_names_cli, test_crash_during_backup, test_crash_during_restore):
         test(t)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

@@ -116,7 +116,18 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, cli_checklist, cli_delete_prune):
+        def cli_missing_bucket():
+            # issue 9 item 12: a mistyped bucket is reported as a repository that does not exist.
+            e = cli.Env(jvdb, repo="s3://no-such-bucket-jvdb/x", extra_env=s3env)
+            try:
+                for args in (("list",), ("show", "20250101T000000Z-full-1"), ("verify", "20250101T000000Z-full-1"),
+                             ("delete", "r/20250101T000000Z-full-1")):
+                    err = e.bk(*args, expect=1).stderr
+                    assert "repository s3://no-such-bucket-jvdb/x does not exist" in err, (args, err)
+            finally:
+                e.close()
+
+        for t in (library_suite, cli_checklist, cli_delete_prune, cli_missing_bucket):
             cli.test(t)
     finally:
         proc.terminate()

@@ -156,7 +156,8 @@ def backup_route_errors():
                   c.post("/v1/backups/20250101T000000Z-full-1/verify"), c.post("/v1/backups/20250101T000000Z-full-1/restore")):
             expect(r, 409, "NO_BACKUP_REPOSITORY", "--backup-repo")
     s = Server()
-    s.args = ["--backup-repo", os.path.join(s.root, "repo")]
+    repo = os.path.join(s.root, "repo")
+    s.args = ["--backup-repo", repo]
     try:
         s.start()
         c = s.client()
@@ -179,10 +180,13 @@ def backup_route_errors():
         expect(c.post("/v1/backups/%s/restore" % missing), 404, "NOT_FOUND")
         expect(c.delete("/v1/backups/" + missing), 404, "NOT_FOUND")
         expect(c.get("/v1/databases/..x/backups"), 400, "INVALID_ARGUMENT")
-        assert expect(c.get("/v1/databases/nope/backups"), 200)["total"] == 0
+        # The configured repository is created by the first backup, not by a read.
+        expect(c.get("/v1/databases/nope/backups"), 404, "NOT_FOUND", "repository %s does not exist" % repo)
+        assert not os.path.exists(repo)
         # An incremental with no full backup to build on becomes a full one and says so.
         b = expect(c.post("/v1/databases/a/backups", {"type": "incremental"}), 201).json
         assert b["type"] == "full" and b["note"], b
+        assert expect(c.get("/v1/databases/nope/backups"), 200)["total"] == 0
         b2 = expect(c.post("/v1/databases/a/backups", {"type": "differential"}), 201).json
         assert b2["type"] == "differential" and b2["parent"] == b["backupId"]
         expect(c.post("/v1/backups/%s/restore" % b2["backupId"], {"targetDatabase": "bad name"}), 400, "INVALID_ARGUMENT")

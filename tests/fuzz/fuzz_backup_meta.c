@@ -13,10 +13,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct backup_meta m;
-    if (meta_parse((const char *)data, size, "fuzz", &m) != JVDB_OK) return 0;
+    struct backup_settings st;
+    int has = 0;
+    if (meta_parse((const char *)data, size, "fuzz", &m, &st, &has) != JVDB_OK) return 0;
     char *out;
     size_t len;
-    if (meta_serialize(&m, &out, &len) != JVDB_OK) abort();
+    if (meta_serialize(&m, has ? &st : NULL, &out, &len) != JVDB_OK) abort();
+    backup_settings_free(&st);
     if (len != size || memcmp(out, data, size) != 0) abort();
     free(out);
     return 0;
