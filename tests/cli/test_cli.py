@@ -504,7 +504,11 @@ def import_binary_errors(e):
     e.fail(1, "import", "v", e.path("w.npy"), contains=("4 values", "dimension 3"))
     write_npy(e.path("short.npy"), rows, shape=(10, 3))
     e.fail(1, "import", "v", e.path("short.npy"), "--id-prefix", "s", "--batch", "3",
-           contains=("row 6", "ends early", "6 vectors imported"))
+           contains=("(10, 3) needs 120 bytes", "has 72", "nothing imported"))
+    # through a pipe the size is unknown until the rows run out
+    _, _, err = e.run("import", "v", "-", "--format", "npy", "--id-prefix", "s", "--batch", "3",
+                      stdin=open(e.path("short.npy"), "rb").read(), expect=1)
+    assert "row 6" in err and "ends early" in err and "6 vectors imported" in err, err
     write_text(e.path("junk.npy"), "not numpy at all")
     e.fail(1, "import", "v", e.path("junk.npy"), contains="not an npy file")
     assert e.contents() == {**before, **{f"s{i}": (f32bits(rows[i]), None) for i in range(6)}}
