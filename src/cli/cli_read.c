@@ -208,9 +208,13 @@ static int cli_npy_open(cli_reader *r)
             if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) overflow = true;
             v = v * 10 + (uint64_t)(*p - '0');
         }
-        if (p == d || ndims == 3 || overflow) {
+        if (p == d || ndims == 3) {
             rc = cli_reader_fail(r, "npy shape %.*s is not supported; expected 2-D (rows, %u) with "
                                  "non-negative sizes", shape_len, shape, r->dim);
+            goto out;
+        }
+        if (overflow) {
+            rc = cli_reader_fail(r, "npy shape %.*s is impossible: a size above 2**64", shape_len, shape);
             goto out;
         }
         dims[ndims++] = v;
