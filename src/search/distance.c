@@ -24,6 +24,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "store/validate.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define DIST_X86 1
@@ -401,11 +402,10 @@ int dist_normalize(float *v, uint32_t dim)
 
 int dist_query_prepare(jvdb_metric metric, const float *query, uint32_t dim, float *out)
 {
-    for (uint32_t i = 0; i < dim; i++) {
-        if (!isfinite(query[i]))
-            return err_set(JVDB_EINVAL, "query value %u is not a finite number", i);
-        out[i] = query[i];
-    }
+    /* The same bound as stored vectors (validate.h), so a score never overflows float32. */
+    int rc = rec_check_values(query, dim, "query", "");
+    if (rc) return rc;
+    memcpy(out, query, (size_t)dim * sizeof *out);
     if (metric == JVDB_METRIC_COSINE)
         return dist_normalize(out, dim);
     return JVDB_OK;

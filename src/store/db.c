@@ -17,6 +17,7 @@
  * reopened, when recovery re-reads the truth from disk.  That is the lesson of PostgreSQL's fsyncgate.
  */
 #include "store/db.h"
+#include "store/validate.h"
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -712,28 +713,10 @@ out:
 
 /* ---------------------------------------------------------------- validation and public writes */
 
+/* Ids reach here as C strings: the length is where the first NUL is. */
 static int db_check_id(const char *id, const char *where)
 {
-    if (!id) return err_set(JVDB_EINVAL, "%sid is missing", where);
-    size_t n = strlen(id);
-    if (n == 0) return err_set(JVDB_EINVAL, "%sid is empty", where);
-    if (n > JVDB_MAX_ID_LEN) return err_set(JVDB_EINVAL, "%sid is %zu bytes long; the limit is %d", where, n, JVDB_MAX_ID_LEN);
-    return JVDB_OK;
-}
-
-static int db_check_meta(const char *meta, const char *where)
-{
-    if (!meta) return JVDB_OK;
-    size_t n = strlen(meta);
-    if (n > JVDB_MAX_META_LEN) return err_set(JVDB_EINVAL, "%smetadata is %zu bytes; the limit is %u", where, n, JVDB_MAX_META_LEN);
-    json_error_t jerr;
-    json_t *doc = json_loadb(meta, n, JSON_DECODE_ANY, &jerr);
-    if (!doc)
-        return err_set(JVDB_EINVAL, "%smetadata is not valid JSON (line %d, column %d): %s", where, jerr.line, jerr.column, jerr.text);
-    int is_obj = json_is_object(doc);
-    json_decref(doc);
-    if (!is_obj) return err_set(JVDB_EINVAL, "%smetadata must be a JSON object", where);
-    return JVDB_OK;
+    return rec_check_id(id, id ? strlen(id) : 0, where);
 }
 
 /* Checks a vector and, for cosine, writes its normalised copy into `norm` (dim floats). */
@@ -742,19 +725,8 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, floa
     if (!v) return err_set(JVDB_EINVAL, "%svector is missing", where);
     if (dim != db->m.dim)
         return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name, db->m.dim);
-    /* An all-ones exponent means NaN or infinity; OR-ing that test over the integer bits is a loop
-     * the compiler vectorises, where isnan/isinf per value is not.  The slow loop only names the
-     * culprit. */
-    uint32_t nonfinite = 0;
-    for (uint32_t i = 0; i < dim; i++) {
-        uint32_t bits;
-        memcpy(&bits, &v[i], sizeof bits);
-        nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
-    }
-    for (uint32_t i = 0; nonfinite && i < dim; i++) {
-        if (isnan(v[i])) return err_set(JVDB_EINVAL, "%svector value %u is NaN", where, i);
-        if (isinf(v[i])) return err_set(JVDB_EINVAL, "%svector value %u is infinite", where, i);
-    }
+    int rc = rec_check_values(v, dim, "vector", where);
+    if (rc) return rc;
     if (db->m.metric == JVDB_METRIC_COSINE) {
         double sum = 0;
         for (uint32_t i = 0; i < dim; i++) sum += (double)v[i] * v[i];
@@ -770,7 +742,7 @@ static int db_check_record(const jvdb_db *db, const jvdb_record *r, float *norm,
 {
     int rc;
     if ((rc = db_check_id(r->id, where)) || (rc = db_check_vector(db, r->vector, r->dim, norm, where)) ||
-        (rc = db_check_meta(r->meta_json, where)))
+        (rc = rec_check_meta(r->meta_json, r->meta_json ? strlen(r->meta_json) : 0, where)))
         return rc;
     return JVDB_OK;
 }

@@ -288,7 +288,7 @@ static void test_filters(void **state)
     float bad[DIM];
     memcpy(bad, data, sizeof bad);
     bad[5] = NAN;
-    assert_err(jvdb_search(db, bad, DIM, &p, &r, &n), JVDB_EINVAL, "value 5 is not a finite number");
+    assert_err(jvdb_search(db, bad, DIM, &p, &r, &n), JVDB_EINVAL, "query value 5 is NaN");
     p.k = 0;
     assert_err(jvdb_search(db, data, DIM, &p, &r, &n), JVDB_EINVAL, "out of range");
     /* Threshold: only results at least that good. */
