@@ -72,6 +72,8 @@ static int cli_batch_commit(jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *
          * that back into a line or row is what lets the user find it in the file. */
         if (b->n > 1 && sscanf(msg, "record %zu: %n", &idx, &skip) == 1 && skip > 0 && idx < b->n)
             cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[idx], msg + skip);
+        else if (b->n == 1)
+            cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[0], msg);
         else
             cli_fail("%s: %ss %llu-%llu: %s", r->path, unit, (unsigned long long)b->where[0],
                      (unsigned long long)b->where[b->n - 1], msg);

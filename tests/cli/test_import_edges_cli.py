@@ -168,6 +168,18 @@ def csv_keeps_line_breaks_inside_quoted_fields(e):
 
 
 @test
+def ids_outside_the_alphabet_refused_at_their_line(e):
+    # ids are UTF-8 without control characters (the library's rule): what export can always write
+    e.create("v", 2)
+    e.run("put", "v", "keep", "--vector", "9,9")
+    write_text(e.path("t.jsonl"), '{"id": "ok", "values": [1, 2]}\n{"id": "a\\tb", "values": [1, 2]}\n')
+    refused(e, "v", "import", "v", e.path("t.jsonl"), contains=("line 2", "control character"))
+    with open(e.path("u.csv"), "wb") as f:
+        f.write(b"ok,1,2\nbad\xff,1,2\n")
+    refused(e, "v", "import", "v", e.path("u.csv"), contains=("u.csv: line 2: id is not valid UTF-8",))
+
+
+@test
 def fvecs_export_says_ids_are_not_kept(e):
     e.create("v", 2)
     e.run("put", "v", "named", "--vector", "1,2")
