@@ -2,8 +2,10 @@
  * cli_export.c — `jvdb export`: writes every live vector of a database, from one jvdb_iterate
  * snapshot, as jsonl, fvecs or csv, to a file or to stdout.
  *
- * The text formats print each float as its shortest decimal that reads back to the same bits, so
- * export followed by import reproduces the stored vectors exactly.  A file is written under a
+ * The text formats print each float as its shortest decimal that reads back to the same bits, and
+ * ids and metadata as stored (escaped only as JSON or CSV require), so export followed by import
+ * reproduces every record byte for byte (jsonl alone must turn a raw line break in metadata, which
+ * JSON allows only between tokens, into a space).  A file is written under a
  * temporary name and renamed at the end, so a failed export never leaves a truncated file where a
  * good one was.
  */
@@ -23,9 +25,12 @@ const cli_cmd cli_cmd_export = {
     "The format comes from the extension (.jsonl, .fvecs, .csv), else jsonl.\n"
     "\n"
     "  jsonl  {\"id\": ..., \"values\": [...], \"metadata\": {...}} per line (metadata only when set)\n"
-    "  fvecs  int32 dim + float32 values per row; ids and metadata are not kept\n"
+    "  fvecs  int32 dim + float32 values per row; ids and metadata are not kept (a note says so)\n"
     "  csv    header id,v1,...,vD,metadata then one row per vector; the metadata column holds\n"
-    "         the JSON object (quoted) or is empty\n",
+    "         the JSON object (quoted, line breaks kept) or is empty\n"
+    "\n"
+    "Importing a jsonl or csv export gives back every id and value exactly and the metadata byte for\n"
+    "byte (jsonl alone turns line breaks between JSON tokens into spaces).\n",
     2, 2};
 
 enum cli_out_format { CLI_OUT_JSONL, CLI_OUT_FVECS, CLI_OUT_CSV };

@@ -4,7 +4,11 @@
  *
  * A reader fills one row (id, values, metadata) per call, so memory stays at one row whatever the
  * file size.  Every row is checked here (dimension, finite values, id length, metadata is an object)
- * because only the reader knows the line or row to name in a message.  In query mode (r->query) a
+ * because only the reader knows the line or row to name in a message.  Nothing is dropped or
+ * rewritten silently: text numbers go through the CLI's one decimal parser (cli_float_problem), a
+ * CSV first line is skipped as a header only when it is clearly names and the skip is said, metadata
+ * is kept as the file spells it (so export -> import is byte-identical), and an npy header must
+ * describe exactly the bytes the file holds before a row is read.  In query mode (r->query) a
  * jsonl line may also be a bare array of numbers, and an object's id is optional: a query needs only
  * its values, and a file exported from another database can be used as queries as it is.
  */

@@ -1,7 +1,9 @@
 /*
  * cli_util.c — the pieces every jvdb subcommand shares: option parsing, the three kinds of error
  * report (usage / plain failure / library failure), opening the data directory, and the number and
- * JSON formatting that import and export must agree on for values to round-trip bit for bit.
+ * JSON formatting that import and export must agree on for values to round-trip bit for bit.  Every
+ * number the user gives as text is read by cli_float_problem, which takes decimal notation only, so
+ * no command takes "0x10", "inf" or "nan" where another refuses it.
  *
  * Option parsing is hand-written rather than getopt_long because each subcommand has its own table,
  * --json/--help must work everywhere, and a value like `--vector -1,2` must not be taken for a flag.
