@@ -89,8 +89,10 @@ def hex_and_nonfinite_numbers_refused_everywhere(e):
     # csv goes through the same parser
     write_text(e.path("x.csv"), "a,1,2\nb,1,0x1A\n")
     refused(e, "v", "import", "v", e.path("x.csv"), contains=("line 2: column 3 (value 2): '0x1A' is a hexadecimal",))
-    # search takes its query vector the same way
+    # search takes its query vector the same way, and other numeric options too
     e.fail(2, "search", "v", "--vector", "0x1,2", contains="hexadecimal")
+    e.fail(2, "search", "v", "--vector", "1,2", "--threshold", "0x1", contains="--threshold '0x1'")
+    e.fail(2, "compact", "v", "--max-seconds", "0x10", contains="--max-seconds '0x10'")
     # jsonl numbers are read by jansson, which refuses hex and an overflowing exponent
     write_text(e.path("h.jsonl"), '{"id": "a", "values": [0x10, 1]}\n')
     refused(e, "v", "import", "v", e.path("h.jsonl"), contains=("line 1", "invalid JSON"))
