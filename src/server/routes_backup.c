@@ -9,8 +9,8 @@
  * two of them at once could pick the same parent or delete what the other is reading.  Listing and
  * showing only read metadata that appears by an atomic rename, so they do not wait.
  *
- * A restore that replaces a database invalidates its handle, so it holds the catalog lock for
- * writing, like a drop (routes.c); a restore into a new name only needs it for reading.
+ * A restore that replaces a database goes through the library's replace path, which marks that
+ * one database and waits for the requests holding it (routes.c); no server-wide lock is taken.
  */
 #include "server/srv.h"
 
@@ -266,7 +266,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
         backup_open(s, rs);
         return;
     }
-    json_t *body = route_body_opt(s, rq, rs);
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"type", "description", "compressionLevel", NULL});
     if (!body) return;
     char err[512];
     jvdb_backup_options o;
@@ -291,7 +291,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
     if (db) {
         jvdb_backup_info info;
         int rc = backup_run(s, db, &o, &info, "api");
-        route_db_release(s);
+        route_db_release(s, db);
         if (rc != JVDB_OK) http_lib_error(rs, rc);
         else route_reply_backup(rs, 201, &info);
     }
@@ -409,7 +409,7 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
 
 void route_backup_restore(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs);
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"targetDatabase", "force", NULL});
     if (!body) return;
     char err[512];
     const char *target = NULL;
@@ -419,9 +419,7 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
         json_decref(body);
         return;
     }
-    /* Exclusive when an existing database may be replaced (its handle dies). */
-    if (force) pthread_rwlock_wrlock(&s->catalog);
-    else pthread_rwlock_rdlock(&s->catalog);
+    jvdb_db *db = NULL;   /* held (srv_db_hold) once the restore succeeded */
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) goto out;
@@ -429,13 +427,14 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
     int rc = jvdb_backup_show(repo, rq->params[0], &info);
     char name[JVDB_MAX_NAME_LEN + 1];
     snprintf(name, sizeof name, "%s", target ? target : info.database);
-    jvdb_db *db = NULL;
     int existed = 0;
     if (rc == JVDB_OK) {
         existed = route_db_exists(s, name);
         jvdb_restore_options ro = {.as_name = name, .force = force};
         int64_t t0 = clock_mono_ns();
-        rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, &db);
+        rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, NULL);
+        /* The restored database is held by name for the answer, so a drop meanwhile waits. */
+        if (rc == JVDB_OK) rc = srv_db_hold(s, name, &db);
         if (rc == JVDB_OK)
             log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", info.id, info.chain_length, name,
                      existed ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
@@ -469,6 +468,6 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
     jvdb_repo_close(repo);
 out:
     pthread_mutex_unlock(&s->backups->repo_mu);
-    pthread_rwlock_unlock(&s->catalog);
+    srv_db_unhold(s, db);
     json_decref(body);
 }
