@@ -30,34 +30,35 @@ typedef struct route_def {
     const char *method;
     const char *pattern;
     route_fn fn;
+    int body;                        /* 1: the route reads its body (and checks its fields) */
 } route_def;
 
 static const route_def route_table[] = {
-    {"GET", "/health", route_health},
-    {"GET", "/status", route_status},
-    {"GET", "/metrics", route_metrics},
-    {"POST", "/v1/admin/shutdown", route_shutdown},
-    {"GET", "/v1/compaction", route_compaction},
-    {"POST", "/v1/databases", route_db_create},
-    {"GET", "/v1/databases", route_db_list},
-    {"GET", "/v1/databases/{id}", route_db_get},
-    {"PUT", "/v1/databases/{id}", route_db_update},
-    {"DELETE", "/v1/databases/{id}", route_db_delete},
-    {"GET", "/v1/databases/{id}/stats", route_db_stats},
-    {"POST", "/v1/databases/{id}/compact", route_db_compact},
-    {"POST", "/v1/databases/{id}/search", route_search},
-    {"POST", "/v1/databases/{id}/backups", route_backup_create},
-    {"GET", "/v1/databases/{id}/backups", route_backup_list},
-    {"GET", "/v1/backups/{bid}", route_backup_show},
-    {"DELETE", "/v1/backups/{bid}", route_backup_delete},
-    {"POST", "/v1/backups/{bid}/verify", route_backup_verify},
-    {"POST", "/v1/backups/{bid}/restore", route_backup_restore},
-    {"POST", "/v1/databases/{id}/vectors", route_vec_put},
-    {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch},
-    {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get},
-    {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get},
-    {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update},
-    {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete},
+    {"GET", "/health", route_health, 0},
+    {"GET", "/status", route_status, 0},
+    {"GET", "/metrics", route_metrics, 0},
+    {"POST", "/v1/admin/shutdown", route_shutdown, 0},
+    {"GET", "/v1/compaction", route_compaction, 0},
+    {"POST", "/v1/databases", route_db_create, 1},
+    {"GET", "/v1/databases", route_db_list, 0},
+    {"GET", "/v1/databases/{id}", route_db_get, 0},
+    {"PUT", "/v1/databases/{id}", route_db_update, 1},
+    {"DELETE", "/v1/databases/{id}", route_db_delete, 0},
+    {"GET", "/v1/databases/{id}/stats", route_db_stats, 0},
+    {"POST", "/v1/databases/{id}/compact", route_db_compact, 1},
+    {"POST", "/v1/databases/{id}/search", route_search, 1},
+    {"POST", "/v1/databases/{id}/backups", route_backup_create, 1},
+    {"GET", "/v1/databases/{id}/backups", route_backup_list, 0},
+    {"GET", "/v1/backups/{bid}", route_backup_show, 0},
+    {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
+    {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},
+    {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
+    {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
+    {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1},
+    {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1},
+    {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0},
+    {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
+    {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
 };
 
 #define ROUTE_N ((int)(sizeof route_table / sizeof route_table[0]))
@@ -107,16 +108,14 @@ int route_find(const char *method, const char *path)
     return ROUTE_N;
 }
 
-/* Routes that read a body; every other route accepts only an empty one (or "{}"). */
-static int route_takes_body(const char *method) { return !strcmp(method, "POST") || !strcmp(method, "PUT"); }
-
 /* What every route may rely on before it runs: a valid database name in {id} and, when the route
- * takes no body, no body.  Returns 0, or -1 after answering 400. */
-static int route_check_request(server *s, http_req *rq, http_resp *rs, const char *pattern)
+ * takes no body, an empty one (or "{}").  Returns 0, or -1 after answering 400. */
+static int route_check_request(server *s, http_req *rq, http_resp *rs, const route_def *r)
 {
-    if (!strncmp(pattern, "/v1/databases/{id}", 18) && rq->nparams > 0 && route_name_check(rs, "database", rq->params[0]))
+    if (!strncmp(r->pattern, "/v1/databases/{id}", 18) && rq->nparams > 0 &&
+        route_name_check(rs, "database", rq->params[0]))
         return -1;
-    if (!route_takes_body(rq->method)) {
+    if (!r->body) {
         static const char *const none[] = {NULL};
         json_t *b = route_body_opt(s, rq, rs, none);
         if (!b) return -1;
@@ -165,7 +164,7 @@ int route_dispatch(server *s, http_req *rq, http_resp *rs)
                 return i;
             }
         }
-        if (route_check_request(s, rq, rs, route_table[i].pattern)) return i;
+        if (route_check_request(s, rq, rs, &route_table[i])) return i;
         route_table[i].fn(s, rq, rs);
         return i;
     }

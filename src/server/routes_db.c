@@ -174,14 +174,8 @@ static int route_parse_index(json_t *body, jvdb_index_options *o, int *given, ch
         snprintf(err, cap, "field 'indexParameters' must be an object");
         return -1;
     }
-    const char *key;
-    json_t *v;
-    json_object_foreach(p, key, v) {
-        if (strcmp(key, "m") && strcmp(key, "efConstruction") && strcmp(key, "efSearch")) {
-            snprintf(err, cap, "indexParameters has no field '%s' (m, efConstruction, efSearch)", key);
-            return -1;
-        }
-    }
+    static const char *const fields[] = {"m", "efConstruction", "efSearch", NULL};
+    if (jr_only(p, "indexParameters: ", fields, err, cap)) return -1;
     uint64_t u;
     if ((r = jr_uint(p, "m", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
     if (r) o->m = (uint32_t)u;
@@ -203,18 +197,9 @@ static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, si
     double d;
     uint64_t u;
     int r;
-    static const char *known[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
-                                  "minRecords", "maxSeconds", "segmentDeadRatio"};
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        size_t i = 0;
-        while (i < sizeof known / sizeof known[0] && strcmp(known[i], key)) i++;
-        if (i == sizeof known / sizeof known[0]) {
-            snprintf(err, cap, "compactionPolicy has no field '%s'", key);
-            return -1;
-        }
-    }
+    static const char *const fields[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
+                                         "minRecords", "maxSeconds", "segmentDeadRatio", NULL};
+    if (jr_only(obj, "compactionPolicy: ", fields, err, cap)) return -1;
     struct {
         const char *k;
         double *dst;

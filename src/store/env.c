@@ -286,7 +286,13 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
         env->dbs[i] = env->dbs[--env->ndbs];
         break;
     }
+    /* The files go after the mutex is let go: removing a large tree must not stall every other
+     * database's open and acquire (the renamed directory is invisible already). */
+    pthread_mutex_unlock(&env->mu);
     rc = fs_remove_tree(gone);
+    free(dir);
+    free(gone);
+    return rc;
 out:
     free(dir);
     free(gone);
@@ -428,9 +434,10 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
             break;
         }
     }
-    if (exists) fs_remove_tree(from);   /* the old database, now under the build name */
     rc = env_open_locked(env, name, out);
     pthread_mutex_unlock(&env->mu);
+    /* The old database, now under the build name, is removed outside the mutex (as by a drop). */
+    if (exists) fs_remove_tree(from);
     free(from);
     free(to);
     return rc;
