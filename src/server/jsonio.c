@@ -101,6 +101,31 @@ void jw_arr_end(jw *w)
     w->comma = 1;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0 when the bytes there are not one. */
+static size_t jw_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k < len; k++)
+        if (s[k] < 0x80 || s[k] > 0xBF) return 0;
+    return len;
+}
+
 static void jw_escaped(jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -108,6 +133,20 @@ static void jw_escaped(jw *w, const char *s, size_t n)
     size_t run = 0;   /* bytes that need no escaping are copied in runs */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            /* An answer is always valid UTF-8: a byte that does not start a well-formed sequence
+             * (an id stored by an older version, a client's bad key echoed in a message) becomes
+             * U+FFFD instead of making the whole answer unreadable. */
+            size_t k = jw_utf8_len((const unsigned char *)s + i, n - i);
+            if (k) {
+                i += k - 1;
+                continue;
+            }
+            jw_put(w, s + run, i - run);
+            run = i + 1;
+            jw_put(w, "\\ufffd", 6);
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         jw_put(w, s + run, i - run);
         run = i + 1;
