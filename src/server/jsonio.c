@@ -4,7 +4,12 @@
  *
  * The writer keeps one flag instead of a stack: after any complete value the next key or value
  * needs a comma, after an opening bracket or a key it does not.  Allocation failures are sticky
- * (jw->oom) so callers write a whole response and check once.
+ * (jw->oom) so callers write a whole response and check once.  Invariants of what it writes: the
+ * text is valid JSON and valid UTF-8 whatever bytes it is given (strings are escaped, bytes that are
+ * not well-formed UTF-8 become U+FFFD, stored metadata is re-encoded by jansson, never copied).
+ *
+ * The readers refuse every field a route does not know; the batch decoders (general and fast)
+ * accept exactly the same bodies with the same values (tests/fuzz/fuzz_http_body.c).
  */
 #include "server/jsonio.h"
 

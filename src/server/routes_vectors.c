@@ -2,15 +2,17 @@
  * routes_vectors.c — /v1/databases/{id}/vectors: put one, put a batch (all or nothing), get many,
  * get / update / delete one.
  *
- * Request vectors are turned into jvdb_record values here (JSON numbers to float32, metadata
- * objects back to compact JSON text) and validated by the library, whose messages already name the
- * field and, for batches, the record ("record 3: vector has 3 values but database 'docs' has
- * dimension 4").  The server's own shape checks use the same "record N: " wording, and a batch
- * error carries the index as a number too ({"error", "message", "index"}).
+ * Request vectors are decoded by jsonio.c (jr_vector, jr_batch: JSON numbers to float32, metadata
+ * objects back to compact JSON text, unknown fields refused by name) and validated by the library,
+ * whose messages already name the field and, for batches, the record ("record 3: vector has 3
+ * values but database 'docs' has dimension 4").  The server's own shape checks use the same
+ * "record N: " wording, and a batch error carries the index as a number too ({"error", "message",
+ * "index"}).  Stored metadata goes back out through jw_json, never as raw text.
  *
  * Batches of the common shape are decoded by jf_batch (jsonio.c) without building a jansson tree,
  * which halves the cost of a large batch; anything else takes the general path.  Debug builds run
- * both on every fast-path batch and abort if they disagree.
+ * both on every fast-path batch and abort if they disagree (and fuzz_http_body holds them to it).
+ * A database is held (route_db_acquire) only around the library calls, not while bodies are parsed.
  */
 #include "server/srv.h"
 
