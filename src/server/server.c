@@ -70,7 +70,6 @@ static void server_cleanup(server *s)
     backup_free(s);
     metrics_free(s);
     free(s->meta_dir);
-    pthread_rwlock_destroy(&s->catalog);
     pthread_mutex_destroy(&s->meta_mu);
     config_free(&s->cfg);
 }
@@ -90,11 +89,6 @@ int server_main(int argc, char **argv, const char *data_dir)
     s->started_wall_ns = clock_wall_ns();
     s->started_mono_ns = clock_mono_ns();
 
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->catalog, &ra);
-    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->meta_mu, NULL);
 
     /* Before any thread exists, so that all of them inherit the mask. */

@@ -558,6 +558,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     /* Everything of the new database is durable before it becomes visible. */
     db_close(built);
+    jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
@@ -566,7 +567,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
         rc = err_set(JVDB_EEXISTS, "database '%s' already exists (replace it explicitly)", name);
         goto fail;
     }
-    jvdb_db *old = env_find_open(env, name);
+    old = env_find_open(env, name);
     if (old && (rc = env_retire_locked(env, old, name))) goto fail;
     io_crash_point("publish.before_rename");
     if (exists) {
@@ -589,9 +590,10 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
             break;
         }
     }
-    if (exists) fs_remove_tree(from);   /* the old database, now under the build name */
     rc = env_open_locked(env, name, out);
     pthread_mutex_unlock(&env->mu);
+    /* The old database, now under the build name, is removed outside the mutex (as by a drop). */
+    if (exists) fs_remove_tree(from);
     free(from);
     free(to);
     return rc;
