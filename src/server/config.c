@@ -31,8 +31,8 @@ static const char config_usage[] =
     "  --api-key KEY              require X-API-Key: KEY or Authorization: Bearer KEY on every route\n"
     "                             but /health (default: $JVDB_API_KEY; none when unset)\n"
     "  --max-body SIZE            largest request body (default 32MiB); larger ones get 413\n"
-    "  --max-buffered SIZE        request bodies held in memory over all connections (default\n"
-    "                             256MiB, at least --max-body); a body beyond it gets 503\n"
+    "  --max-buffered SIZE        memory for request bodies and their decoding, over all connections\n"
+    "                             (default 512MiB, at least --max-body); a body beyond it gets 503\n"
     "  --max-connections N        open client connections (default 4096; the open-file limit is\n"
     "                             raised to fit)\n"
     "  --max-connections-per-ip N open connections from one client address (default 256; 0 = no\n"
@@ -204,7 +204,7 @@ static int config_apply(server_config *c, const char *key, const char *v)
     }
     if (!strcmp(key, "max-buffered")) {
         if (config_parse_size(v, &n) || n < 1)
-            return config_error("bad --max-buffered '%s'%s (expected a size such as 256MiB)", v, "");
+            return config_error("bad --max-buffered '%s'%s (expected a size such as 512MiB)", v, "");
         c->max_buffered = n;
         return 0;
     }
@@ -342,7 +342,7 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
     memset(c, 0, sizeof *c);
     c->threads = config_default_threads();
     c->max_body = 32ull << 20;
-    c->max_buffered = 256ull << 20;
+    c->max_buffered = 512ull << 20;
     c->max_connections = 4096;
     c->max_conn_per_ip = 256;
     c->header_timeout_ms = 10000;

@@ -21,8 +21,10 @@
  *      being accepted (or within --idle-timeout of its previous answer, when kept alive) is shut
  *      down, however slowly it trickles bytes: MHD's own timeout only measures inactivity.
  *  (3) Request bodies held in memory, over all connections, never exceed --max-buffered; a body
- *      that would pass it is dropped and answered 503.  Bytes are charged as they arrive and stay
- *      charged until the request has been answered, so they also bound what routes parse at once.
+ *      that would pass it is dropped and answered 503.  Bytes are charged as they arrive; before a
+ *      route runs, an estimate of what decoding the body may allocate is charged too (413 when it
+ *      could never fit), and both stay charged until the request has been answered: so the budget
+ *      bounds the memory of bodies and of the trees routes decode from them, not only bytes.
  *  (4) Every error answer is the documented JSON, including the ones MHD builds itself (see
  *      "MHD's own error answers" below).
  */
@@ -496,6 +498,61 @@ static int http_take_body(server *s, struct http_call *call, const char *data, s
     return 0;
 }
 
+/* What decoding the body as JSON may cost in memory, from one pass over its bytes: a jansson tree
+ * takes about 42 bytes per number or literal, 90 + twice the length per string (the lexer's buffer
+ * and the copy), 230 per object and 140 per
+ * array (measured with libjansson 2.14; the weights below round up).  A 32 MiB body of "{}," would
+ * otherwise decode into 2.5 GB; this is what lets the budget bound decoded trees, not only bytes. */
+static uint64_t http_decode_cost(const char *b, size_t n)
+{
+    uint64_t cost = 0;
+    int in_str = 0, in_tok = 0;
+    size_t slen = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = b[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') {
+                in_str = 0;
+                cost += 96 + 2 * (uint64_t)slen;   /* the lexer's buffer, then the string's copy */
+            }
+            slen++;
+            continue;
+        }
+        switch (ch) {
+        case '"': in_str = 1, slen = 0, in_tok = 0; break;
+        case '{': cost += 240, in_tok = 0; break;
+        case '[': cost += 144, in_tok = 0; break;
+        case ',': case ':': case ']': case '}': case ' ': case '\t': case '\r': case '\n': in_tok = 0; break;
+        default:
+            if (!in_tok) cost += 48;
+            in_tok = 1;
+        }
+    }
+    return cost;
+}
+
+/* Charges the decoding estimate before a route runs: 0, or 1 after writing 413 (it could never fit)
+ * or 503 (it does not fit now). */
+static int http_charge_decode(server *s, struct http_call *call, http_resp *rs)
+{
+    if (!call->len) return 0;
+    uint64_t cost = http_decode_cost(call->body, call->len);
+    if (cost + call->charged > s->cfg.max_buffered) {
+        rs->close = 1;
+        http_error(rs, 413, "PAYLOAD_TOO_LARGE",
+                   "decoding this body of %zu bytes would take about %" PRIu64 " MiB of memory; the limit "
+                   "(--max-buffered) is %" PRIu64 " MiB",
+                   call->len, (cost + call->charged + (1 << 20) - 1) >> 20, s->cfg.max_buffered >> 20);
+        return 1;
+    }
+    if (http_charge(s, call, cost)) {
+        http_busy(s, rs);
+        return 1;
+    }
+    return 0;
+}
+
 /* Answers given on the first call, before any body is read. */
 static int http_early_answer(server *s, struct MHD_Connection *conn, struct http_call *call, const char *url,
                              const char *version, http_resp *rs)
@@ -571,6 +628,8 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         http_error(&rs, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the limit of %" PRIu64 " bytes", s->cfg.max_body);
     } else if (call->over_budget) {
         http_busy(s, &rs);
+    } else if (http_charge_decode(s, call, &rs)) {
+        /* answered */
     } else {
         http_req rq = {.method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn};
         call->route = route_dispatch(s, &rq, &rs);

@@ -248,6 +248,11 @@ def body_budget_and_default_cap():
         time.sleep(0.3)
         expect(mk.post("/v1/databases/d/search", {"queryVector": [1, 2], "topK": 1}), 200)
         assert doc
+        # What a body costs to decode counts too: 1 MiB of "{}," would be ~80 MiB of JSON objects
+        # (a 64 MiB body of them reached gigabytes); refused before any route decodes it.
+        bomb = b'{"queryVector": [1, 2], "topK": 1, "junk": [' + b"{}," * 349000 + b"{}]}"
+        expect(mk.post("/v1/databases/d/search", raw=bomb), 413, "PAYLOAD_TOO_LARGE", ["decoding", "--max-buffered"])
+        expect(mk.post("/v1/databases/d/search", {"queryVector": [1, 2], "topK": 1}), 200)
 
 
 # ---------------------------------------------------------------- item 9: request smuggling, library errors
