@@ -277,14 +277,14 @@ json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const
 
 int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out)
 {
-    char buf[64];
+    char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
     if (!q) return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(q, &end, 10);
     if (*q < '0' || *q > '9' || *end || errno) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%s'", name, q);
+        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%.100s'", name, q);
         return -1;
     }
     *out = v;
@@ -293,13 +293,13 @@ int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *ou
 
 int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
 {
-    char buf[16];
+    char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
     if (!q) return 0;
     if (!strcmp(q, "true") || !strcmp(q, "1") || !*q) *out = 1;
     else if (!strcmp(q, "false") || !strcmp(q, "0")) *out = 0;
     else {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be true or false, not '%s'", name, q);
+        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be true or false, not '%.100s'", name, q);
         return -1;
     }
     return 1;

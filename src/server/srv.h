@@ -31,6 +31,12 @@ typedef struct server_config {
     unsigned threads;                /* HTTP worker threads */
     char *api_key;                   /* NULL = no authentication */
     uint64_t max_body;               /* bytes; larger bodies get 413 */
+    uint64_t max_buffered;           /* request body bytes held over all connections; beyond: 503 */
+    unsigned max_connections;        /* open client connections (RLIMIT_NOFILE is raised to fit) */
+    int max_connections_set;         /* given explicitly: failing to fit it is an error, not a warning */
+    unsigned max_conn_per_ip;        /* 0 = no per-address limit */
+    uint64_t header_timeout_ms;      /* a new connection's request head must be complete by then */
+    unsigned idle_timeout_s;         /* inactivity limit; also the wait for the next request head */
     unsigned max_depth;              /* JSON nesting limit of request bodies */
     uint64_t compaction_interval_ms; /* how often the compactor looks at every database; 0 = no compactor */
     unsigned compaction_threads;
@@ -101,10 +107,16 @@ typedef struct http_resp {
     const char *allow;               /* Allow header for 405 */
     int close;                       /* ask the client to close the connection */
     int auth_challenge;              /* add WWW-Authenticate */
+    int retry_after_s;               /* add Retry-After (0 = none) */
 } http_resp;
 
+/* Longest query-argument value accepted (decoded bytes); longer ones get 400 before any route runs. */
+#define HTTP_QUERY_MAX 1024
+
 /* Header or query-argument lookups on the request (http.c).  Query values are percent-decoded
- * into buf; returns NULL when absent. */
+ * into buf; returns NULL when absent.  http.c has already answered 400 to a request with an
+ * argument that is badly escaped, holds a NUL, is repeated or is longer than HTTP_QUERY_MAX, so
+ * with a buffer of HTTP_QUERY_MAX + 1 bytes NULL means absent. */
 const char *http_header(const http_req *rq, const char *name);
 const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap);
 /* Percent-decodes in place; returns the new length, or -1 for a bad escape. */
