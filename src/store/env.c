@@ -398,6 +398,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     /* Everything of the new database is durable before it becomes visible. */
     db_close(built);
     pthread_mutex_lock(&env->mu);
+    jvdb_db *old = NULL;   /* set before any `goto fail`: the fail path reads it */
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
     free(mf);
@@ -405,7 +406,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
         rc = err_set(JVDB_EEXISTS, "database '%s' already exists (replace it explicitly)", name);
         goto fail;
     }
-    jvdb_db *old = env_find_open(env, name);
+    old = env_find_open(env, name);
     if (old && (rc = env_retire_locked(env, old, name))) goto fail;
     io_crash_point("publish.before_rename");
     if (exists) {
