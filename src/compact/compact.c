@@ -107,7 +107,8 @@ static uint64_t compact_file_bytes(jvdb_db *db)
 /* JVDB_EBUSY (with the message) when the run must stop: cancelled, or past its time limit. */
 static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0)
 {
-    if (opts->cancel && *opts->cancel) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
+    /* Set by another thread (a compactor or server stopping) with an atomic store. */
+    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED)) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
     if (policy->max_seconds > 0 && (double)(clock_mono_ns() - t0) / 1e9 > policy->max_seconds)
         return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", db->m.name, policy->max_seconds);
     return JVDB_OK;

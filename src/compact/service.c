@@ -215,7 +215,7 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     pthread_mutex_unlock(&c->mu);
     if (rc == JVDB_OK) {
         if (st.trigger != JVDB_TRIGGER_NONE) service_emit(c, job->name, JVDB_COMPACT_FINISH, &st, JVDB_OK, "");
-    } else if (rc == JVDB_EBUSY && c->cancel) {
+    } else if (rc == JVDB_EBUSY && __atomic_load_n(&c->cancel, __ATOMIC_RELAXED)) {
         log_info("compaction of '%s' abandoned: the compactor is stopping", job->name);
     } else {
         log_warn("compaction of '%s' failed: %s", job->name, msg);
@@ -374,7 +374,7 @@ void jvdb_compactor_stop(jvdb_compactor *c)
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     c->stopping = 1;
-    c->cancel = 1;
+    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions without mu */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     for (uint32_t i = 0; i < c->nthreads; i++) pthread_join(c->threads[i], NULL);

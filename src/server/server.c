@@ -176,7 +176,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     }
     log_info("stopping (%s): no new connections, finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s->stopping, 1);
-    s->cancel = 1;
+    __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions */
     http_stop(s);
     log_info("stopping the backup scheduler and the compactor");
     server_cleanup(s);

@@ -586,7 +586,9 @@ static void *db_flusher_main(void *arg)
     while (!db->stopping) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ms = db->m.sync_interval_ms ? db->m.sync_interval_ms : 1000;
+        /* jvdb_db_set_sync changes the interval under write_mu, which this thread does not hold. */
+        uint32_t ms = __atomic_load_n(&db->m.sync_interval_ms, __ATOMIC_RELAXED);
+        if (!ms) ms = 1000;
         ts.tv_sec += (time_t)(ms / 1000);
         ts.tv_nsec += (long)(ms % 1000) * 1000000;
         if (ts.tv_nsec >= 1000000000) {
@@ -795,9 +797,10 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     }
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
+    bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
     pthread_mutex_unlock(&db->write_mu);
     db_buf_put(buf, total);
-    if (db->m.sync == JVDB_SYNC_ALWAYS && (rc = db_sync_upto(db, seg_no, end))) return rc;
+    if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
     return JVDB_OK;
 unlock:
@@ -1052,12 +1055,12 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     pthread_mutex_lock(&db->write_mu);
     jvdb_sync_mode old_mode = db->m.sync;
     uint32_t old_ms = db->m.sync_interval_ms;
-    db->m.sync = mode;
-    db->m.sync_interval_ms = o.sync_interval_ms;
+    __atomic_store_n(&db->m.sync, mode, __ATOMIC_RELAXED);
+    __atomic_store_n(&db->m.sync_interval_ms, o.sync_interval_ms, __ATOMIC_RELAXED);
     rc = db_store_manifest_locked(db);
     if (rc) {
-        db->m.sync = old_mode;
-        db->m.sync_interval_ms = old_ms;
+        __atomic_store_n(&db->m.sync, old_mode, __ATOMIC_RELAXED);
+        __atomic_store_n(&db->m.sync_interval_ms, old_ms, __ATOMIC_RELAXED);
     } else {
         rc = db_start_flusher(db);
     }

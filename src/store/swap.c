@@ -362,8 +362,15 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
         goto unlock;
     }
     io_crash_point("swap.after_manifest");
+    /* Only the fields the swap changed: a whole-struct copy would also rewrite name and dim, which
+     * readers use without any lock (jvdb_get's messages, jvdb_db_dim), and the sync interval, which
+     * the flusher reads with atomics; same bytes, but a data race all the same. */
     manifest_free(&db->m);
-    db->m = next;
+    db->m.segments = next.segments;
+    db->m.nsegments = next.nsegments;
+    db->m.lsn_floor = next.lsn_floor;
+    db->m.last_compaction_ns = next.last_compaction_ns;
+    db->m.extra = next.extra;
     pthread_mutex_unlock(&db->write_mu);
 
     /* After the commit the keydir follows the copies, a chunk at a time, so that neither readers
