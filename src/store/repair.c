@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Orders records by LSN, the order they were written in. */
 static int repair_cmp_lsn(const void *a, const void *b)
 {
     const struct db_live_rec *x = a, *y = b;
