@@ -113,6 +113,7 @@ static int env_clean(jvdb_env *env)
     return rc;
 }
 
+/* Opens the data directory for writing (creating it) or read-only (changing nothing). */
 static int env_open(const char *path, bool readonly, jvdb_env **out)
 {
     err_clear();
@@ -165,6 +166,7 @@ void jvdb_env_close(jvdb_env *env)
     free(env);
 }
 
+/* JVDB_EREADONLY for calls that would change a read-only environment. */
 static int env_check_writable(const jvdb_env *env)
 {
     if (!env->readonly) return JVDB_OK;
@@ -201,6 +203,7 @@ static int env_is_damaged(const char *dir)
     return missing;
 }
 
+/* Whether `name` is being repaired; env->mu held. */
 static int env_is_busy_locked(const jvdb_env *env, const char *name)
 {
     for (size_t i = 0; i < env->nbusy; i++)
