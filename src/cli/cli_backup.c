@@ -38,7 +38,9 @@ const cli_cmd cli_cmd_backup = {
     "R is a directory or s3://bucket/prefix (default: $JVDB_BACKUP_REPO).  For S3 also:\n"
     "  --endpoint URL --region REGION --access-key KEY --secret-key SECRET\n"
     "(default: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).\n"
-    "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n",
+    "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n"
+    "Only create makes a repository; on a missing one the others say \"repository R does not\n"
+    "exist\" and create nothing.\n",
     1, -1};
 
 #define CLI_REPO_OPTS                                                                                     \
@@ -80,7 +82,8 @@ static const cli_cmd cli_cmd_backup_verify = {
     "Usage: jvdb backup verify ID --repo R [--json]\n"
     "\n"
     "Checks backup ID and every backup it depends on: metadata, parent links, the SHA-256 of\n"
-    "every archive and the checksum of every record.  Exit status 1 names the first bad backup.\n",
+    "every archive, the checksum of every record, and every record's contents against the rules\n"
+    "of put (id, metadata, finite vector).  Exit status 1 names the first bad backup.\n",
     1, 1};
 
 static const cli_cmd cli_cmd_backup_restore = {
@@ -88,9 +91,11 @@ static const cli_cmd cli_cmd_backup_restore = {
     "Usage: jvdb [--data DIR] backup restore ID --repo R [--as NEWNAME] [--force] [--json]\n"
     "\n"
     "Verifies the chain of backup ID, then rebuilds the database from it beside the live ones and\n"
-    "makes it appear in one step.  Nothing is written if verification fails.\n"
+    "makes it appear in one step, with the settings the backup carries (metric, sync mode, index\n"
+    "and compaction settings, description).  Nothing is written if verification fails.\n"
     "\n"
-    "  --as NAME   restore under another name (default: the backed-up database's name)\n"
+    "  --as NAME   restore under another name, [A-Za-z0-9_-]{1,64} (default: the backed-up\n"
+    "              database's name)\n"
     "  --force     replace an existing database of that name (atomically)\n",
     1, 1};
 
