@@ -1,11 +1,12 @@
 # The two commands of the README: `make run` and `make test`.  Everything else is a convenience.
 BUILD      ?= build
 BUILD_TEST ?= build-test
+BUILD_TSAN ?= build-tsan
 DATA       ?= ./jvdb-data
 LISTEN     ?= 127.0.0.1:8080
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test bench fuzz install clean
+.PHONY: all deps build run test tsan bench fuzz install clean
 
 all: build
 
@@ -19,13 +20,30 @@ build: deps
 run: build
 	$(BUILD)/jvdb --data $(DATA) serve --listen $(LISTEN)
 
+# ThreadSanitizer: stop at the first race (exit 66, the report in the test's output or the server's
+# log); tests/tsan.supp holds only third-party false positives, each with its reason.
+TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp"
+# What the tsan-smoke tests run (CTest label tsan-smoke): only these are built with TSan in `make test`.
+TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_backup test_search_flat test_search_hnsw
+
 # The optimised build (what `make run` uses, so -O3-only warnings fail here too), then the sanitized
-# build (ASan + UBSan) and the whole CTest suite.
+# build (ASan + UBSan) and the whole CTest suite, then a bounded ThreadSanitizer smoke set (label
+# tsan-smoke: writers + readers + compaction, concurrent searches, backups under load, the server
+# under concurrent clients); `make tsan` runs the whole TSan set.
 test: build
 	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 	cd $(BUILD_TEST) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON >/dev/null
+	@cmake --build $(BUILD_TSAN) -j $(JOBS) --target $(TSAN_SMOKE_TARGETS)
+	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L tsan-smoke --output-on-failure -j $(JOBS) --timeout 300
+
+# The ThreadSanitizer build of the unit, concurrency and e2e tests (CTest label tsan).
+tsan: deps
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON >/dev/null
+	@cmake --build $(BUILD_TSAN) -j $(JOBS)
+	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L '^tsan$$' --output-on-failure -j $(JOBS) --timeout 900
 
 # The peers' packages first: the configure step must see SQLite to build the bench programs.
 bench:
@@ -40,4 +58,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(BUILD_TEST) build-fuzz
+	rm -rf $(BUILD) $(BUILD_TEST) $(BUILD_TSAN) build-fuzz

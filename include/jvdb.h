@@ -40,6 +40,7 @@ extern "C" {
 #define JVDB_ENOMEM    (-8)  /* out of memory */
 #define JVDB_EBUSY     (-9)  /* operation conflicts with one in progress */
 #define JVDB_EFAILED   (-10) /* database refuses writes after an earlier I/O failure; reopen it */
+#define JVDB_EREADONLY (-11) /* the environment was opened read-only (jvdb_env_open_readonly) */
 
 const char *jvdb_strerror(int code);
 /* Detail message of this thread's last failed call; "" if none.  Valid until the thread's next call. */
@@ -64,6 +65,38 @@ int jvdb_env_open(const char *path, jvdb_env **out);
 /* Closes every database (final fdatasync) and releases the lock.  NULL is allowed. */
 void jvdb_env_close(jvdb_env *env);
 const char *jvdb_env_path(const jvdb_env *env);
+/* Opens an existing data directory without changing anything in it: no file is created, removed,
+ * truncated or written (not even <data>/LOCK, which is held with a shared flock, so read-only opens
+ * coexist with each other but not with a writer).  Databases open as recovery finds them, except
+ * that a torn tail is ignored in memory instead of being cut; every call that would write fails
+ * with JVDB_EREADONLY.  JVDB_ENOTFOUND when the directory does not exist. */
+int jvdb_env_open_readonly(const char *path, jvdb_env **out);
+
+/* ---- damage (docs/FORMAT.md, "Recovery at open") ---- */
+
+/* Names of database directories that cannot be opened because their MANIFEST is missing (sorted;
+ * free with jvdb_free_names).  jvdb_db_open of one fails with JVDB_ECORRUPT naming what the
+ * directory holds; jvdb_db_drop removes it. */
+int jvdb_db_list_damaged(jvdb_env *env, char ***names, size_t *count);
+
+typedef struct jvdb_repair_result {
+    uint64_t records_kept;       /* records that verified and are current (live puts, tombstones) */
+    uint64_t records_read;       /* every record that verified, superseded ones included */
+    uint64_t ranges_dropped;     /* damaged byte ranges set aside */
+    uint64_t bytes_dropped;
+    int changed;                 /* 0: nothing was damaged and nothing changed */
+} jvdb_repair_result;
+/* Called once per damaged range: the segment file, the range and what was wrong with it; `kept`
+ * is the file the bytes were copied to before being dropped (<segment>.bad-<offset>). */
+typedef void (*jvdb_repair_fn)(void *arg, const char *file, uint64_t offset, uint64_t length, const char *why,
+                               const char *kept);
+/* Salvages database `name` when recovery refuses to open it: every record of every segment whose
+ * checksum verifies is kept (the newest LSN of each id wins, as at open), each damaged range is
+ * copied aside and reported through on_drop (may be NULL), and the repaired state replaces the old
+ * one with a single MANIFEST rename (a crash leaves either state).  The database must not be in
+ * use (JVDB_EBUSY).  A missing or damaged MANIFEST, or a damaged segment header, is reported
+ * (JVDB_ECORRUPT), not repaired.  Open the database again afterwards. */
+int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
 
 /* ---- databases ---- */
 

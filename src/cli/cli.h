@@ -27,6 +27,7 @@ typedef struct cli_ctx {
     const char *data_dir;
     bool json;          /* --json: machine-readable output on stdout */
     jvdb_env *env;      /* opened on first use, closed by main */
+    bool readonly;      /* the command only reads: the environment opens read-only (changes nothing) */
 } cli_ctx;
 
 /* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag
@@ -69,7 +70,12 @@ int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out);
  * cli_parse_size also takes a K/M/G/T suffix (powers of 1024). */
 bool cli_parse_u64(const char *s, uint64_t *out);
 bool cli_parse_size(const char *s, uint64_t *out);
-/* Parses s[0..len) as one finite float32; false when it is not a number or not finite as a float. */
+/* The one number parser of the CLI: s[0..len), spaces and tabs around it ignored, must be a decimal
+ * number ([+-]digits[.digits][e[+-]digits]) that is finite as a float32.  Returns NULL after storing
+ * it in *out, else why not, as a phrase to follow the quoted value ("is a hexadecimal number; ...").
+ * strtof alone would also take hex, "inf", "nan" and "infinity". */
+const char *cli_float_problem(const char *s, size_t len, float *out);
+/* cli_float_problem(...) == NULL. */
 bool cli_parse_float(const char *s, size_t len, float *out);
 
 /* Shortest of "%.6g" / "%.9g" that reads back as the same float bits; buf needs 32 bytes. */

@@ -132,9 +132,10 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     double max_seconds = 0;
     if (opts[MAXSEC].value) {
-        char *end;
-        max_seconds = strtod(opts[MAXSEC].value, &end);
-        if (end == opts[MAXSEC].value || *end || !isfinite(max_seconds) || max_seconds <= 0)
+        float secs = 0;
+        cli_float_problem(opts[MAXSEC].value, strlen(opts[MAXSEC].value), &secs); /* decimal only, like every number */
+        max_seconds = secs;
+        if (!(max_seconds > 0))
             return cli_usage_error(cmd->name, "--max-seconds '%s' is not a positive number of seconds",
                                    opts[MAXSEC].value);
     }

@@ -1,5 +1,10 @@
 /*
- * cli_db.c — the `jvdb db` group: create, list, info and drop databases in the data directory.
+ * cli_db.c — the `jvdb db` group: create, list, info, repair and drop databases in the data directory.
+ *
+ * `list` and `info` only read: they open the data directory read-only, so they never change a file
+ * (not even to cut a torn tail).  A database directory whose MANIFEST is missing is "damaged": list
+ * reports it on stderr (exit 1), info and create say so, drop removes it.  `repair` is the way out
+ * of "corrupt record in FILE at offset N": it prints every damaged range it set aside.
  *
  * Option values the library parses (metric, sync mode) go through its own parsers so the CLI and the
  * REST server accept the same spellings; a value that does not parse is a usage error (exit 2),
@@ -17,6 +22,7 @@ const cli_cmd cli_cmd_db = {
     "                 [--segment-max-bytes N]\n"
     "  db list\n"
     "  db info NAME\n"
+    "  db repair NAME\n"
     "  db drop NAME\n"
     "\n"
     "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
@@ -40,7 +46,10 @@ static const cli_cmd cli_cmd_db_list = {
     "db list",
     "Usage: jvdb [--data DIR] db list [--json]\n"
     "\n"
-    "Prints the names of all databases, sorted, one per line (--json: {\"databases\": [...]}).\n",
+    "Prints the names of all databases, sorted, one per line (--json: {\"databases\": [...]}).\n"
+    "A database directory whose MANIFEST is missing is damaged: it is not listed but reported on\n"
+    "stderr with what the directory holds (--json: \"damaged\": [{\"name\", \"error\"}]), and the exit\n"
+    "status is 1.  'jvdb db drop NAME' removes such a directory.  Changes nothing on disk.\n",
     0, 0};
 
 static const cli_cmd cli_cmd_db_info = {
@@ -48,7 +57,19 @@ static const cli_cmd cli_cmd_db_info = {
     "Usage: jvdb [--data DIR] db info NAME [--json]\n"
     "\n"
     "Prints the options of database NAME (dimension, metric, sync, segment size), its vector count\n"
-    "and its storage statistics.\n",
+    "and its storage statistics.  Changes nothing on disk (the data directory is opened read-only).\n",
+    1, 1};
+
+static const cli_cmd cli_cmd_db_repair = {
+    "db repair",
+    "Usage: jvdb [--data DIR] db repair NAME [--json]\n"
+    "\n"
+    "Salvages database NAME when opening it fails with 'corrupt record in FILE at offset N'.  Every\n"
+    "record whose checksum verifies is kept (the newest version of each id wins, as at open); each\n"
+    "damaged byte range is copied to FILE.bad-OFFSET and listed (file, offsets, reason), and the\n"
+    "repaired database replaces the old one in one step, so an interruption leaves one or the other.\n"
+    "A database without damage is left unchanged.  Nothing may use the database meanwhile (stop the\n"
+    "server).  A version of a vector that was in a damaged range is lost: an older one may show.\n",
     1, 1};
 
 static const cli_cmd cli_cmd_db_drop = {
@@ -132,25 +153,45 @@ static int cli_db_list(cli_ctx *ctx, int argc, char **argv)
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_list, argc, argv, NULL, pos, &npos);
     if (rc) return rc;
+    ctx->readonly = true;
     if ((rc = cli_open_env(ctx))) return rc;
-    char **names;
-    size_t count;
+    char **names, **damaged;
+    size_t count, ndamaged;
     if ((rc = jvdb_db_list(ctx->env, &names, &count))) return cli_lib_error(rc);
+    if ((rc = jvdb_db_list_damaged(ctx->env, &damaged, &ndamaged))) {
+        jvdb_free_names(names, count);
+        return cli_lib_error(rc);
+    }
+    /* Opening a damaged database fails at once with the sentence that says what it holds. */
+    json_t *bad = json_array();
+    for (size_t i = 0; i < ndamaged; i++) {
+        jvdb_db *db;
+        const char *msg = jvdb_db_open(ctx->env, damaged[i], &db) ? jvdb_errmsg() : "damaged";
+        json_array_append_new(bad, json_pack("{ssss}", "name", damaged[i], "error", msg));
+        if (!ctx->json) fprintf(stderr, "jvdb: %s\n", msg);
+    }
+    jvdb_free_names(damaged, ndamaged);
     if (ctx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < count; i++) json_array_append_new(arr, json_string(names[i]));
         jvdb_free_names(names, count);
-        return cli_print_json(json_pack("{so}", "databases", arr));
+        json_t *doc = json_pack("{so}", "databases", arr);
+        if (ndamaged) json_object_set(doc, "damaged", bad);
+        json_decref(bad);
+        rc = cli_print_json(doc);
+        return rc ? rc : ndamaged ? CLI_EXIT_FAIL : CLI_EXIT_OK;
     }
+    json_decref(bad);
     for (size_t i = 0; i < count; i++) puts(names[i]);
     jvdb_free_names(names, count);
-    return CLI_EXIT_OK;
+    return ndamaged ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
 static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     jvdb_db *db;
+    ctx->readonly = true;
     int npos, rc = cli_parse_db(ctx, &cli_cmd_db_info, argc, argv, NULL, pos, &npos, &db);
     if (rc) return rc;
     jvdb_stats st;
@@ -181,19 +222,65 @@ static int cli_db_drop(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+struct cli_repair_out {
+    cli_ctx *ctx;
+    json_t *dropped;
+};
+
+static void cli_repair_on_drop(void *arg, const char *file, uint64_t offset, uint64_t length, const char *why,
+                               const char *kept)
+{
+    struct cli_repair_out *r = arg;
+    json_array_append_new(r->dropped, json_pack("{sssIsIssss}", "file", file, "offset", (json_int_t)offset, "length",
+                                                (json_int_t)length, "reason", why, "kept", kept));
+    if (!r->ctx->json)
+        printf("dropped bytes %llu..%llu of %s (%llu bytes: %s); kept in %s\n", (unsigned long long)offset,
+               (unsigned long long)(offset + length - 1), file, (unsigned long long)length, why, kept);
+}
+
+static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
+{
+    char *pos[argc];
+    int npos, rc = cli_parse(ctx, &cli_cmd_db_repair, argc, argv, NULL, pos, &npos);
+    if (rc) return rc;
+    if ((rc = cli_open_env(ctx))) return rc;
+    struct cli_repair_out out = {ctx, json_array()};
+    jvdb_repair_result res;
+    if ((rc = jvdb_db_repair(ctx->env, pos[0], cli_repair_on_drop, &out, &res))) {
+        json_decref(out.dropped);
+        return cli_lib_error(rc);
+    }
+    if (ctx->json)
+        return cli_print_json(json_pack("{sssbsIsIsIsIso}", "database", pos[0], "changed", res.changed, "records_kept",
+                                        (json_int_t)res.records_kept, "records_read", (json_int_t)res.records_read,
+                                        "ranges_dropped", (json_int_t)res.ranges_dropped, "bytes_dropped",
+                                        (json_int_t)res.bytes_dropped, "dropped", out.dropped));
+    json_decref(out.dropped);
+    if (!res.changed)
+        printf("database '%s' has no damaged record; nothing changed (%llu records)\n", pos[0],
+               (unsigned long long)res.records_kept);
+    else
+        printf("repaired database '%s': kept %llu records (%llu read), dropped %llu damaged range%s (%llu bytes)\n",
+               pos[0], (unsigned long long)res.records_kept, (unsigned long long)res.records_read,
+               (unsigned long long)res.ranges_dropped, res.ranges_dropped == 1 ? "" : "s",
+               (unsigned long long)res.bytes_dropped);
+    return CLI_EXIT_OK;
+}
+
 int cli_db_main(cli_ctx *ctx, int argc, char **argv)
 {
     static const struct {
         const char *name;
         int (*fn)(cli_ctx *, int, char **);
-    } subs[] = {{"create", cli_db_create}, {"list", cli_db_list}, {"info", cli_db_info}, {"drop", cli_db_drop}};
+    } subs[] = {{"create", cli_db_create}, {"list", cli_db_list}, {"info", cli_db_info},
+                {"repair", cli_db_repair}, {"drop", cli_db_drop}};
 
-    if (argc < 2) return cli_usage_error("db", "missing subcommand (create, list, info, drop)");
+    if (argc < 2) return cli_usage_error("db", "missing subcommand (create, list, info, repair, drop)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         fputs(cli_cmd_db.usage, stdout);
         return CLI_HELP_SHOWN;
     }
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(argv[1], subs[i].name)) return subs[i].fn(ctx, argc - 1, argv + 1);
-    return cli_usage_error("db", "unknown subcommand '%s' (create, list, info, drop)", argv[1]);
+    return cli_usage_error("db", "unknown subcommand '%s' (create, list, info, repair, drop)", argv[1]);
 }

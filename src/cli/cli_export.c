@@ -2,8 +2,10 @@
  * cli_export.c — `jvdb export`: writes every live vector of a database, from one jvdb_iterate
  * snapshot, as jsonl, fvecs or csv, to a file or to stdout.
  *
- * The text formats print each float as its shortest decimal that reads back to the same bits, so
- * export followed by import reproduces the stored vectors exactly.  A file is written under a
+ * The text formats print each float as its shortest decimal that reads back to the same bits, and
+ * ids and metadata as stored (escaped only as JSON or CSV require), so export followed by import
+ * reproduces every record byte for byte (jsonl alone must turn a raw line break in metadata, which
+ * JSON allows only between tokens, into a space).  A file is written under a
  * temporary name and renamed at the end, so a failed export never leaves a truncated file where a
  * good one was.
  */
@@ -23,9 +25,12 @@ const cli_cmd cli_cmd_export = {
     "The format comes from the extension (.jsonl, .fvecs, .csv), else jsonl.\n"
     "\n"
     "  jsonl  {\"id\": ..., \"values\": [...], \"metadata\": {...}} per line (metadata only when set)\n"
-    "  fvecs  int32 dim + float32 values per row; ids and metadata are not kept\n"
+    "  fvecs  int32 dim + float32 values per row; ids and metadata are not kept (a note says so)\n"
     "  csv    header id,v1,...,vD,metadata then one row per vector; the metadata column holds\n"
-    "         the JSON object (quoted) or is empty\n",
+    "         the JSON object (quoted, line breaks kept) or is empty\n"
+    "\n"
+    "Importing a jsonl or csv export gives back every id and value exactly and the metadata byte for\n"
+    "byte (jsonl alone turns line breaks between JSON tokens into spaces).\n",
     2, 2};
 
 enum cli_out_format { CLI_OUT_JSONL, CLI_OUT_FVECS, CLI_OUT_CSV };
@@ -35,19 +40,38 @@ typedef struct cli_export {
     enum cli_out_format fmt;
     uint32_t dim;
     uint64_t written;
+    char *bad_id;           /* the vector whose stored metadata is not a JSON object */
     cli_progress prog;
 } cli_export;
 
-/* Metadata text is valid JSON, where a raw line break can only be whitespace between tokens, so
- * turning it into a space keeps the document equal and the output one line per vector. */
-static void cli_write_meta(FILE *f, const char *s, size_t len, bool csv_quoted)
+/* Writes bytes as the inside of a quoted CSV field: quotes doubled, everything else (line breaks
+ * included) as it is, which RFC 4180 allows and the import reader keeps. */
+static void cli_write_csv_quoted(FILE *f, const char *s, size_t len)
 {
+    putc('"', f);
     for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '\n' || c == '\r') c = ' ';
-        if (csv_quoted && c == '"') putc('"', f);
-        putc(c, f);
+        if (s[i] == '"') putc('"', f);
+        putc(s[i], f);
     }
+    putc('"', f);
+}
+
+/* Metadata text is valid JSON, where a raw line break can only be whitespace between tokens (one
+ * inside a string is written \n), so turning it into a space keeps the document equal and the
+ * jsonl output one line per vector.  Nothing else changes: import stores the text as written. */
+static void cli_write_meta_line(FILE *f, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) putc(s[i] == '\n' || s[i] == '\r' ? ' ' : s[i], f);
+}
+
+/* Metadata is written as stored, so it must be what the library promises, a JSON object: anything
+ * else would corrupt the file around it or fail the import. */
+static bool cli_meta_is_object(const char *meta, size_t len)
+{
+    json_t *j = json_loadb(meta, len, JSON_REJECT_DUPLICATES, NULL);
+    bool ok = json_is_object(j);
+    json_decref(j);
+    return ok;
 }
 
 static bool cli_csv_needs_quotes(const char *s, size_t len)
@@ -64,6 +88,10 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
     (void)lsn;
     cli_export *e = arg;
     FILE *f = e->f;
+    if (meta_len && e->fmt != CLI_OUT_FVECS && !cli_meta_is_object(meta, meta_len)) {
+        e->bad_id = strndup(id, id_len);
+        return 1;
+    }
     switch (e->fmt) {
     case CLI_OUT_JSONL:
         fputs("{\"id\":", f);
@@ -73,7 +101,7 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
         putc(']', f);
         if (meta_len) {
             fputs(",\"metadata\":", f);
-            cli_write_meta(f, meta, meta_len, false);
+            cli_write_meta_line(f, meta, meta_len);
         }
         fputs("}\n", f);
         break;
@@ -84,21 +112,14 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
         break;
     }
     case CLI_OUT_CSV:
-        if (cli_csv_needs_quotes(id, id_len)) {
-            putc('"', f);
-            cli_write_meta(f, id, id_len, true); /* ids keep their line breaks: quoted fields allow them */
-            putc('"', f);
-        } else {
+        if (cli_csv_needs_quotes(id, id_len))
+            cli_write_csv_quoted(f, id, id_len);
+        else
             fwrite(id, 1, id_len, f);
-        }
         putc(',', f);
         cli_write_floats(f, vector, e->dim, ',');
         putc(',', f);
-        if (meta_len) {
-            putc('"', f);
-            cli_write_meta(f, meta, meta_len, true);
-            putc('"', f);
-        }
+        if (meta_len) cli_write_csv_quoted(f, meta, meta_len);
         putc('\n', f);
         break;
     }
@@ -168,6 +189,9 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     }
 
     if (e.fmt == CLI_OUT_CSV) cli_write_csv_header(e.f, e.dim);
+    if (e.fmt == CLI_OUT_FVECS)
+        fputs("jvdb: note: fvecs holds only the vectors; ids and metadata are not written (jsonl and csv "
+              "keep them)\n", stderr);
     cli_progress_start(&e.prog, "exported", jvdb_count(db));
     int irc = jvdb_iterate(db, cli_export_row, &e);
     cli_progress_finish(&e.prog, e.written, e.written);
@@ -182,6 +206,9 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
 
     if (irc < 0) {
         rc = cli_lib_error(irc);
+    } else if (e.bad_id) {
+        rc = cli_fail("vector '%s' has stored metadata that is not a JSON object; nothing exported "
+                      "(run 'jvdb get %s' on it)", e.bad_id, name);
     } else if (write_failed) {
         rc = cli_fail("writing '%s' failed: %s", to_stdout ? "<stdout>" : path, strerror(saved_errno));
     } else if (tmp && rename(tmp, path) != 0) {
@@ -189,6 +216,7 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     }
     if (rc && tmp) unlink(tmp);
     free(tmp);
+    free(e.bad_id);
     if (rc) return rc;
 
     /* With '-' stdout carries the data, so a summary there would corrupt it. */

@@ -33,8 +33,13 @@ const cli_cmd cli_cmd_import = {
     "  npy    2-D float32 array ('<f4', C order), npy format version 1, 2 or 3\n"
     "  jsonl  one object per line: {\"id\": \"a\", \"values\": [1, 2], \"metadata\": {...}}\n"
     "  csv    id,v1,...,vD[,metadata] per line; metadata is an optional last column holding a\n"
-    "         JSON object (quote it: \"{\"\"k\"\": 1}\"); a first line whose second field is not a\n"
-    "         number is a header and is skipped\n"
+    "         JSON object (quote it: \"{\"\"k\"\": 1}\"); a first line is a header, skipped with a\n"
+    "         note on stderr, only when every field after the id is a name (starts with a letter\n"
+    "         or '_' and is not nan/inf): anything else is data and must be valid\n"
+    "\n"
+    "Numbers are decimal ([+-]digits[.digits][e[+-]digits]); hex, nan and inf are refused, as are\n"
+    "values beyond float32.  npy shapes must match the file's size exactly.  Metadata is stored as\n"
+    "the file spells it.\n"
     "\n"
     "A bad row stops the import with its line (text) or row (binary, counted from 0); the batches\n"
     "before it stay imported and the message says how many vectors that was.\n",
@@ -72,6 +77,8 @@ static int cli_batch_commit(jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *
          * that back into a line or row is what lets the user find it in the file. */
         if (b->n > 1 && sscanf(msg, "record %zu: %n", &idx, &skip) == 1 && skip > 0 && idx < b->n)
             cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[idx], msg + skip);
+        else if (b->n == 1)
+            cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[0], msg);
         else
             cli_fail("%s: %ss %llu-%llu: %s", r->path, unit, (unsigned long long)b->where[0],
                      (unsigned long long)b->where[b->n - 1], msg);

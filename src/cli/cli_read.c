@@ -4,7 +4,11 @@
  *
  * A reader fills one row (id, values, metadata) per call, so memory stays at one row whatever the
  * file size.  Every row is checked here (dimension, finite values, id length, metadata is an object)
- * because only the reader knows the line or row to name in a message.  In query mode (r->query) a
+ * because only the reader knows the line or row to name in a message.  Nothing is dropped or
+ * rewritten silently: text numbers go through the CLI's one decimal parser (cli_float_problem), a
+ * CSV first line is skipped as a header only when it is clearly names and the skip is said, metadata
+ * is kept as the file spells it (so export -> import is byte-identical), and an npy header must
+ * describe exactly the bytes the file holds before a row is read.  In query mode (r->query) a
  * jsonl line may also be a bare array of numbers, and an object's id is optional: a query needs only
  * its values, and a file exported from another database can be used as queries as it is.
  */
@@ -15,6 +19,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "fvecs and npy readers assume a little-endian host"
@@ -189,6 +195,7 @@ static int cli_npy_open(cli_reader *r)
     }
     uint64_t dims[3];
     int ndims = 0;
+    int shape_len = (int)strcspn(shape, ")") + 1;
     const char *p = shape;
     if (*p++ != '(') {
         rc = cli_reader_fail(r, "the npy shape is not a tuple");
@@ -197,23 +204,50 @@ static int cli_npy_open(cli_reader *r)
     for (;;) {
         while (*p == ' ' || *p == ',') p++;
         if (*p == ')') break;
-        char *end;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || ndims == 3) {
-            rc = cli_reader_fail(r, "npy arrays of shape %.*s are not supported; expected 2-D (rows, %u)",
-                                 (int)strcspn(shape, ")") + 1, shape, r->dim);
+        /* Digits only: strtoull would wrap "-1" to 2**64-1 and saturate an overflow silently. */
+        uint64_t v = 0;
+        const char *d = p;
+        bool overflow = false;
+        for (; *p >= '0' && *p <= '9'; p++) {
+            if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) overflow = true;
+            v = v * 10 + (uint64_t)(*p - '0');
+        }
+        if (p == d || ndims == 3) {
+            rc = cli_reader_fail(r, "npy shape %.*s is not supported; expected 2-D (rows, %u) with "
+                                 "non-negative sizes", shape_len, shape, r->dim);
+            goto out;
+        }
+        if (overflow) {
+            rc = cli_reader_fail(r, "npy shape %.*s is impossible: a size above 2**64", shape_len, shape);
             goto out;
         }
         dims[ndims++] = v;
-        p = end;
     }
     if (ndims != 2) {
         rc = cli_reader_fail(r, "npy arrays of shape %.*s are not supported; expected 2-D (rows, %u)",
-                             (int)strcspn(shape, ")") + 1, shape, r->dim);
+                             shape_len, shape, r->dim);
         goto out;
     }
     if (dims[1] != r->dim) {
         rc = cli_dim_mismatch(r, dims[1], "npy rows have");
+        goto out;
+    }
+    /* The size the header promises is checked against the file before anything is read, so an
+     * absurd or lying shape stops the import with nothing written. */
+    if (dims[0] > (uint64_t)INT64_MAX / 4 / (dims[1] ? dims[1] : 1)) {
+        rc = cli_reader_fail(r, "npy shape %.*s is impossible: %llu rows of %llu float32 is more than "
+                             "2**63 bytes", shape_len, shape, (unsigned long long)dims[0],
+                             (unsigned long long)dims[1]);
+        goto out;
+    }
+    struct stat st;
+    off_t data_at = ftello(r->f);
+    uint64_t want = dims[0] * dims[1] * 4;
+    if (data_at >= 0 && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size - (uint64_t)data_at != want) {
+        rc = cli_reader_fail(r, "npy shape %.*s needs %llu bytes of data but the file has %llu after its "
+                             "header", shape_len, shape, (unsigned long long)want,
+                             (unsigned long long)((uint64_t)st.st_size - (uint64_t)data_at));
         goto out;
     }
     r->rows_total = dims[0];
@@ -225,7 +259,13 @@ out:
 
 static int cli_npy_next(cli_reader *r, float *vec, char **id, char **meta)
 {
-    if (r->row == r->rows_total) return 0;
+    if (r->row == r->rows_total) {
+        /* Regular files were measured against the header; this catches a pipe that goes on. */
+        if (getc(r->f) != EOF)
+            return cli_reader_fail(r, "the file goes on after the %llu rows its header promises",
+                                   (unsigned long long)r->rows_total);
+        return ferror(r->f) ? cli_reader_read_error(r) : 0;
+    }
     if (fread(vec, sizeof *vec, r->dim, r->f) != r->dim)
         return ferror(r->f) ? cli_reader_read_error(r)
                             : cli_reader_fail(r, "the file ends early; its header promises %llu rows",
@@ -236,6 +276,61 @@ static int cli_npy_next(cli_reader *r, float *vec, char **id, char **meta)
 }
 
 /* ---- jsonl ---- */
+
+/* End of the JSON value starting at p (already validated by jansson), before any whitespace. */
+static const char *cli_json_skip_value(const char *start, const char *end)
+{
+    const char *p = start;
+    int depth = 0;
+    for (; p < end; p++) {
+        char c = *p;
+        if (c == '"') {
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\') p++;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth-- == 0) break;
+        } else if (c == ',' && depth == 0) {
+            break;
+        }
+    }
+    while (p > start && (p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n' || p[-1] == '\r')) p--;
+    return p;
+}
+
+/* The text of member `key` of the object in s[0..len), as written in the line; false when the
+ * key is spelled with escapes (then the caller serialises the parsed value instead). */
+static bool cli_json_member_text(const char *s, size_t len, const char *key, const char **vstart, size_t *vlen)
+{
+    const char *p = s, *end = s + len;
+    size_t klen = strlen(key);
+#define CLI_WS(q) while ((q) < end && (*(q) == ' ' || *(q) == '\t' || *(q) == '\n' || *(q) == '\r')) (q)++
+    CLI_WS(p);
+    if (p == end || *p++ != '{') return false;
+    for (;;) {
+        CLI_WS(p);
+        if (p == end || *p != '"') return false;
+        const char *k = ++p;
+        while (p < end && *p != '"') p += *p == '\\' ? 2 : 1;
+        if (p >= end) return false;
+        bool match = (size_t)(p - k) == klen && !memcmp(k, key, klen);
+        p++;
+        CLI_WS(p);
+        if (p == end || *p++ != ':') return false;
+        CLI_WS(p);
+        const char *v = p;
+        p = cli_json_skip_value(p, end);
+        if (match) {
+            *vstart = v;
+            *vlen = (size_t)(p - v);
+            return true;
+        }
+        CLI_WS(p);
+        if (p == end || *p++ != ',') return false;
+    }
+#undef CLI_WS
+}
 
 /* `what` names the array in messages: "'values'", or "the array" for a bare query array. */
 static int cli_jsonl_values(cli_reader *r, json_t *values, float *vec, const char *what)
@@ -297,7 +392,18 @@ static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
     if (rc == 0 && !json_object_get(j, "values")) rc = cli_reader_fail(r, "the object has no 'values'");
     if (rc == 0) rc = cli_jsonl_values(r, json_object_get(j, "values"), vec, "'values'");
     /* A query's metadata means nothing (an exported file is still usable as queries): ignored. */
-    if (rc == 0 && !r->query) rc = cli_meta_text(r, json_object_get(j, "metadata"), meta);
+    if (rc == 0 && !r->query) {
+        json_t *m = json_object_get(j, "metadata");
+        const char *text;
+        size_t tlen;
+        /* An object is stored as the line spells it, so export then import gives back the same
+         * bytes (jansson would reprint 0.1 as 0.10000000000000001). */
+        if (json_is_object(m) && cli_json_member_text(r->buf, len, "metadata", &text, &tlen)) {
+            if (!(*meta = strndup(text, tlen))) rc = cli_reader_fail(r, "out of memory");
+        } else {
+            rc = cli_meta_text(r, m, meta);
+        }
+    }
     json_decref(j);
     if (rc == 0) return 1;
     free(*id);
@@ -307,46 +413,86 @@ static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
 
 /* ---- csv ---- */
 
-static size_t cli_count_quotes(const char *s)
+/* Where a scan of CSV text stands: a record ends at a line break only outside a quoted field. */
+enum cli_csv_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
+
+static enum cli_csv_state cli_csv_scan(enum cli_csv_state st, const char *s, size_t len)
 {
-    size_t n = 0;
-    for (; (s = strchr(s, '"')); s++) n++;
-    return n;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        switch (st) {
+        case CSV_FIELD_START: st = c == '"' ? CSV_QUOTED : c == ',' ? CSV_FIELD_START : CSV_UNQUOTED; break;
+        case CSV_UNQUOTED: if (c == ',') st = CSV_FIELD_START; break;
+        case CSV_QUOTED: if (c == '"') st = CSV_QUOTE_SEEN; break;
+        case CSV_QUOTE_SEEN: st = c == '"' ? CSV_QUOTED : c == ',' ? CSV_FIELD_START : CSV_UNQUOTED; break;
+        }
+    }
+    return st;
 }
 
-/* Reads one record (a quoted field may span lines) and splits it into r->fields, unquoting in
- * place (RFC 4180: "" inside quotes is one quote).  Returns the field count, 0 at the end. */
+/* A record larger than this is a quote that was never closed, not data: the biggest legal row is
+ * an id, dim numbers and the metadata, far below it. */
+#define CLI_CSV_MAX_RECORD ((size_t)JVDB_MAX_META_LEN * 2 + (size_t)JVDB_MAX_DIM * 64 + 4 * JVDB_MAX_ID_LEN)
+
+/* Reads one record into r->buf: a line, continued over the following lines while a quoted field
+ * is open.  Line breaks inside a quoted field are kept as they are in the file (they are data);
+ * the record's own line ending is removed.  Blank lines between records are skipped. */
+static int cli_csv_read_record(cli_reader *r, size_t *out_len)
+{
+    ssize_t n;
+    for (;;) {
+        errno = 0;
+        if ((n = getline(&r->buf, &r->cap, r->f)) < 0) return ferror(r->f) ? cli_reader_read_error(r) : 0;
+        r->line++;
+        if (strspn(r->buf, " \t\r\n") < (size_t)n) break;
+    }
+    uint64_t first_line = r->line;
+    size_t len = (size_t)n;
+    enum cli_csv_state st = cli_csv_scan(CSV_FIELD_START, r->buf, len);
+    char *more = NULL;
+    size_t mcap = 0;
+    while (st == CSV_QUOTED) {
+        errno = 0;
+        if ((n = getline(&more, &mcap, r->f)) < 0) {
+            free(more);
+            if (ferror(r->f)) return cli_reader_read_error(r);
+            r->line = first_line;
+            return cli_reader_fail(r, "a quoted field is never closed");
+        }
+        r->line++;
+        if (len + (size_t)n > CLI_CSV_MAX_RECORD) {
+            free(more);
+            r->line = first_line;
+            return cli_reader_fail(r, "the record is longer than %zu bytes: is a quote never closed?",
+                                   CLI_CSV_MAX_RECORD);
+        }
+        if (len + (size_t)n + 1 > r->cap) {
+            char *nb = realloc(r->buf, len + (size_t)n + 1);
+            if (!nb) {
+                free(more);
+                return cli_reader_fail(r, "out of memory");
+            }
+            r->buf = nb;
+            r->cap = len + (size_t)n + 1;
+        }
+        memcpy(r->buf + len, more, (size_t)n + 1);
+        st = cli_csv_scan(st, r->buf + len, (size_t)n);
+        len += (size_t)n;
+    }
+    free(more);
+    if (memchr(r->buf, '\0', len)) return cli_reader_fail(r, "the record contains a NUL byte");
+    while (len > 0 && (r->buf[len - 1] == '\n' || r->buf[len - 1] == '\r')) r->buf[--len] = '\0';
+    *out_len = len;
+    return 1;
+}
+
+/* Reads one record and splits it into r->fields, unquoting in place (RFC 4180: "" inside quotes is
+ * one quote).  Returns 1 with the field count, 0 at the end, -1 on error. */
 static int cli_csv_record(cli_reader *r, size_t *nfields)
 {
     size_t len;
-    int rc = cli_next_line(r, &len);
+    int rc = cli_csv_read_record(r, &len);
     if (rc <= 0) return rc;
-    uint64_t first_line = r->line;
-    /* An odd number of quotes means a quoted field is still open: it continues on the next line. */
-    while (cli_count_quotes(r->buf) % 2) {
-        char *more = NULL;
-        size_t mcap = 0;
-        ssize_t n = getline(&more, &mcap, r->f);
-        if (n < 0) {
-            free(more);
-            r->line = first_line;
-            return ferror(r->f) ? cli_reader_read_error(r) : cli_reader_fail(r, "a quoted field is never closed");
-        }
-        r->line++;
-        while (n > 0 && (more[n - 1] == '\n' || more[n - 1] == '\r')) more[--n] = '\0';
-        char *nb = realloc(r->buf, len + 1 + (size_t)n + 1);
-        if (!nb) {
-            free(more);
-            return cli_reader_fail(r, "out of memory");
-        }
-        r->buf = nb;
-        r->cap = len + 1 + (size_t)n + 1;
-        r->buf[len++] = '\n';
-        memcpy(r->buf + len, more, (size_t)n + 1);
-        len += (size_t)n;
-        free(more);
-    }
-
     size_t nf = 0;
     char *p = r->buf, *w = r->buf;
     for (;;) {
@@ -385,16 +531,44 @@ static int cli_csv_record(cli_reader *r, size_t *nfields)
     return 1;
 }
 
+/* A header cell: a name such as "x", "v1" or "metadata", never something that could be a value
+ * (a number, nan/inf, a hex number or an empty cell), so a first row of data is never dropped. */
+static bool cli_csv_is_name(const char *s)
+{
+    while (*s == ' ' || *s == '\t') s++;
+    size_t len = strlen(s);
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    unsigned char c = (unsigned char)*s;
+    /* A leading letter rules out numbers, hex and empty cells; only these words remain. */
+    if (!((c | 0x20) >= 'a' && (c | 0x20) <= 'z') && c != '_' && c < 0x80) return false;
+    if ((len == 3 && (!strncasecmp(s, "nan", 3) || !strncasecmp(s, "inf", 3))) ||
+        (len == 8 && !strncasecmp(s, "infinity", 8)))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    return true;
+}
+
+/* The first record is a header when every field after the id is a name; the caller skips it and
+ * says so. */
+static bool cli_csv_is_header(cli_reader *r, size_t nf)
+{
+    if (nf < 2) return false;
+    for (size_t i = 1; i < nf; i++)
+        if (!cli_csv_is_name(r->fields[i])) return false;
+    return true;
+}
+
 static int cli_csv_next(cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t nf;
     int rc = cli_csv_record(r, &nf);
     if (rc <= 0) return rc;
-    float probe;
     if (!r->csv_started) {
         r->csv_started = true;
-        if (nf >= 2 && !cli_parse_float(r->fields[1], strlen(r->fields[1]), &probe)) {
-            rc = cli_csv_record(r, &nf); /* a header line: names, not values */
+        if (cli_csv_is_header(r, nf)) {
+            fprintf(stderr, "jvdb: %s: skipped header line %llu\n", r->path, (unsigned long long)r->line);
+            rc = cli_csv_record(r, &nf);
             if (rc <= 0) return rc;
         }
     }
@@ -406,17 +580,21 @@ static int cli_csv_next(cli_reader *r, float *vec, char **id, char **meta)
     }
     for (uint32_t i = 0; i < r->dim; i++) {
         const char *s = r->fields[i + 1];
-        if (!cli_parse_float(s, strlen(s), &vec[i]))
-            return cli_reader_fail(r, "value %u ('%.40s') is not a finite number", i + 1, s);
+        const char *why = cli_float_problem(s, strlen(s), &vec[i]);
+        if (why) return cli_reader_fail(r, "column %u (value %u): '%.40s' %s", i + 2, i + 1, s, why);
     }
     *meta = NULL;
-    if (has_meta && r->fields[nf - 1][0]) {
+    const char *mtext = has_meta ? r->fields[nf - 1] : "";
+    if (*mtext) {
         json_error_t jerr;
-        json_t *m = json_loads(r->fields[nf - 1], JSON_REJECT_DUPLICATES, &jerr);
+        json_t *m = json_loads(mtext, JSON_REJECT_DUPLICATES, &jerr);
         if (!m) return cli_reader_fail(r, "the metadata column is not valid JSON: %s", jerr.text);
-        rc = json_is_null(m) ? cli_reader_fail(r, "the metadata must be a JSON object") : cli_meta_text(r, m, meta);
+        bool obj = json_is_object(m);
         json_decref(m);
-        if (rc) return -1;
+        if (!obj) return cli_reader_fail(r, "the metadata must be a JSON object");
+        /* Stored as written, not re-serialised, so export then import gives back the same bytes
+         * (jansson would print 0.1 as 0.10000000000000001). */
+        if (!(*meta = strdup(mtext))) return cli_reader_fail(r, "out of memory");
     }
     if (cli_make_id(r, r->fields[0], strlen(r->fields[0]), id)) {
         free(*meta);

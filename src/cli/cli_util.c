@@ -1,7 +1,9 @@
 /*
  * cli_util.c — the pieces every jvdb subcommand shares: option parsing, the three kinds of error
  * report (usage / plain failure / library failure), opening the data directory, and the number and
- * JSON formatting that import and export must agree on for values to round-trip bit for bit.
+ * JSON formatting that import and export must agree on for values to round-trip bit for bit.  Every
+ * number the user gives as text is read by cli_float_problem, which takes decimal notation only, so
+ * no command takes "0x10", "inf" or "nan" where another refuses it.
  *
  * Option parsing is hand-written rather than getopt_long because each subcommand has its own table,
  * --json/--help must work everywhere, and a value like `--vector -1,2` must not be taken for a flag.
@@ -109,7 +111,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
 int cli_open_env(cli_ctx *ctx)
 {
     if (ctx->env) return 0;
-    int rc = jvdb_env_open(ctx->data_dir, &ctx->env);
+    int rc = ctx->readonly ? jvdb_env_open_readonly(ctx->data_dir, &ctx->env) : jvdb_env_open(ctx->data_dir, &ctx->env);
     if (rc) {
         ctx->env = NULL;
         return cli_lib_error(rc);
@@ -122,6 +124,11 @@ int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
     int rc = cli_open_env(ctx);
     if (rc) return rc;
     rc = jvdb_db_open(ctx->env, name, out);
+    if (rc == JVDB_ECORRUPT && strstr(jvdb_errmsg(), "corrupt record")) {
+        cli_lib_error(rc);
+        fprintf(stderr, "jvdb: nothing was changed; 'jvdb db repair %s' salvages every record that verifies\n", name);
+        return CLI_EXIT_FAIL;
+    }
     return rc ? cli_lib_error(rc) : 0;
 }
 
@@ -163,21 +170,66 @@ bool cli_parse_size(const char *s, uint64_t *out)
     return true;
 }
 
-bool cli_parse_float(const char *s, size_t len, float *out)
+/* True when s[0..len) spells `word` in any case: the non-numbers strtof would take. */
+static bool cli_spells(const char *s, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+    if (len != n) return false;
+    for (size_t i = 0; i < n; i++)
+        if ((s[i] | 0x20) != word[i]) return false;
+    return true;
+}
+
+/* Length of the decimal number at the start of s[0..len): [+-] digits [. digits] [e [+-] digits],
+ * with digits on at least one side of the point.  Anything else strtof would take (hex, inf, nan)
+ * is not a decimal number, so it gets no length. */
+static size_t cli_decimal_len(const char *s, size_t len)
+{
+    size_t i = 0, digits = 0;
+    if (i < len && (s[i] == '+' || s[i] == '-')) i++;
+    while (i < len && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    if (i < len && s[i] == '.') {
+        i++;
+        while (i < len && s[i] >= '0' && s[i] <= '9') i++, digits++;
+    }
+    if (digits == 0) return 0;
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        size_t j = i + 1, exp = 0;
+        if (j < len && (s[j] == '+' || s[j] == '-')) j++;
+        while (j < len && s[j] >= '0' && s[j] <= '9') j++, exp++;
+        if (exp == 0) return 0;
+        i = j;
+    }
+    return i;
+}
+
+const char *cli_float_problem(const char *s, size_t len, float *out)
 {
     while (len && (*s == ' ' || *s == '\t')) s++, len--;
     while (len && (s[len - 1] == ' ' || s[len - 1] == '\t')) len--;
+    if (len == 0) return "is empty";
+    const char *u = s + (*s == '+' || *s == '-');
+    size_t ulen = len - (size_t)(u - s);
+    if (ulen >= 2 && u[0] == '0' && (u[1] | 0x20) == 'x')
+        return "is a hexadecimal number; only decimal numbers are accepted";
+    if (cli_spells(u, ulen, "nan") || cli_spells(u, ulen, "inf") || cli_spells(u, ulen, "infinity"))
+        return "is not a finite number; NaN and infinities cannot be stored";
+    if (cli_decimal_len(s, len) != len) return "is not a decimal number";
     char buf[128];
-    if (len == 0 || len >= sizeof buf) return false;
+    if (len >= sizeof buf) return "is longer than 127 characters";
     memcpy(buf, s, len);
     buf[len] = '\0';
-    char *end;
-    float v = strtof(buf, &end);
-    /* Underflow to a denormal or zero is a faithful conversion; overflow and NaN are not values a
-     * database accepts, so they fail here where the caller can still say which field it was. */
-    if (*end || !isfinite(v)) return false;
+    float v = strtof(buf, NULL);
+    /* Underflow to a denormal or zero is a faithful conversion; overflow is not a value a database
+     * accepts, so it fails here where the caller can still say which field it was. */
+    if (!isfinite(v)) return "is outside the float32 range (magnitude above 3.4028235e38)";
     *out = v;
-    return true;
+    return NULL;
+}
+
+bool cli_parse_float(const char *s, size_t len, float *out)
+{
+    return cli_float_problem(s, len, out) == NULL;
 }
 
 int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **out, size_t *n)
@@ -201,10 +253,10 @@ int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **ou
             }
             v = nv;
         }
-        if (tok == 0 || !cli_parse_float(p, tok, &v[len])) {
+        const char *why = tok ? cli_float_problem(p, tok, &v[len]) : "is not a number";
+        if (why) {
             free(v);
-            return cli_usage_error(cmd, "%s: value %zu ('%.*s') is not a finite number", opt, len + 1,
-                                   (int)(tok ? tok : 1), p);
+            return cli_usage_error(cmd, "%s: value %zu ('%.*s') %s", opt, len + 1, (int)(tok ? tok : 1), p, why);
         }
         len++;
         p += tok;

@@ -28,7 +28,7 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command cli_commands[] = {
-    {"db", cli_db_main, &cli_cmd_db, "create, list, inspect and drop databases"},
+    {"db", cli_db_main, &cli_cmd_db, "create, list, inspect, repair and drop databases"},
     {"backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups"},
     {"import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv"},
     {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
@@ -134,6 +134,12 @@ int main(int argc, char **argv)
 
     const char *name = argv[i];
     if (!strcmp(name, "serve")) return cli_serve(argc - i, argv + i, ctx.data_dir);
+
+    /* Commands that only read open the data directory read-only: they never change a file, not
+     * even to cut a torn tail (`db list` and `db info` say so in cli_db.c). */
+    static const char *const readonly_cmds[] = {"get", "search", "export", "stats"};
+    for (size_t k = 0; k < sizeof readonly_cmds / sizeof readonly_cmds[0]; k++)
+        if (!strcmp(name, readonly_cmds[k])) ctx.readonly = true;
 
     int rc;
     const cli_command *c = cli_find_command(name);

@@ -107,7 +107,8 @@ static uint64_t compact_file_bytes(jvdb_db *db)
 /* JVDB_EBUSY (with the message) when the run must stop: cancelled, or past its time limit. */
 static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0)
 {
-    if (opts->cancel && *opts->cancel) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
+    /* Set by another thread (a compactor or server stopping) with an atomic store. */
+    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED)) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
     if (policy->max_seconds > 0 && (double)(clock_mono_ns() - t0) / 1e9 > policy->max_seconds)
         return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", db->m.name, policy->max_seconds);
     return JVDB_OK;
@@ -261,17 +262,16 @@ fail:
     return rc;
 }
 
-int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
+int compact_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, true); }
+
+int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
 {
-    err_clear();
     jvdb_compact_options none = {0};
     if (!opts) opts = &none;
     jvdb_compact_stats st;
     memset(&st, 0, sizeof st);
     jvdb_compact_policy policy;
     compact_resolve_policy(db, opts->policy, &policy);
-    if (atomic_exchange(&db->compacting, true))
-        return err_set(JVDB_EBUSY, "a compaction of '%s' is already running", db->m.name);
     int64_t t0 = clock_mono_ns();
     jvdb_compact_trigger why;
     char reason[160];
@@ -294,4 +294,11 @@ int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_sta
              (unsigned long long)st.bytes_reclaimed, st.seconds);
     if (out) *out = st;
     return JVDB_OK;
+}
+
+int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
+{
+    err_clear();
+    if (!compact_claim(db)) return err_set(JVDB_EBUSY, "a compaction of '%s' is already running", db->m.name);
+    return compact_claimed(db, opts, out);
 }

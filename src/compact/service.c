@@ -5,8 +5,9 @@
  *
  * Scheduling is one queue of database names under one mutex.  A thread that finds the check time
  * passed scans the databases and queues those that need work; every thread takes names off the
- * queue.  jvdb_compact itself refuses a second concurrent run on one database, and the queue never
- * holds a name twice, so no database is compacted twice at once.  Between full checks the service
+ * queue.  The queue never holds a name twice, and a job first claims its database (compact_claim):
+ * a database already being compacted by someone else (a forced REST or CLI compaction) is skipped
+ * quietly, because the work is being done — it is neither an event nor a failure.  Between full checks the service
  * glances at each open database's dead ratio every second (a few additions per database), so a
  * database that crosses the ratio is handled within a second rather than a whole interval.
  *
@@ -178,12 +179,17 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     jvdb_compact_options o = {job->full, job->forced, service_policy(c, db), &c->cancel};
     jvdb_compact_trigger why;
     if (!job->forced && !jvdb_needs_compaction(db, o.policy, &why, NULL, 0)) return;
+    if (!compact_claim(db)) {
+        log_info("compaction of '%s' skipped: another compaction of it is running", job->name);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->totals.running++;
     pthread_mutex_unlock(&c->mu);
     service_emit(c, job->name, JVDB_COMPACT_START, NULL, JVDB_OK, "");
     jvdb_compact_stats st;
-    int rc = jvdb_compact(db, &o, &st);
+    err_clear();
+    int rc = compact_claimed(db, &o, &st);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? jvdb_errmsg() : "");
     pthread_mutex_lock(&c->mu);
@@ -209,7 +215,7 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     pthread_mutex_unlock(&c->mu);
     if (rc == JVDB_OK) {
         if (st.trigger != JVDB_TRIGGER_NONE) service_emit(c, job->name, JVDB_COMPACT_FINISH, &st, JVDB_OK, "");
-    } else if (rc == JVDB_EBUSY && c->cancel) {
+    } else if (rc == JVDB_EBUSY && __atomic_load_n(&c->cancel, __ATOMIC_RELAXED)) {
         log_info("compaction of '%s' abandoned: the compactor is stopping", job->name);
     } else {
         log_warn("compaction of '%s' failed: %s", job->name, msg);
@@ -368,7 +374,7 @@ void jvdb_compactor_stop(jvdb_compactor *c)
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     c->stopping = 1;
-    c->cancel = 1;
+    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions without mu */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     for (uint32_t i = 0; i < c->nthreads; i++) pthread_join(c->threads[i], NULL);

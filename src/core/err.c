@@ -28,6 +28,7 @@ const char *jvdb_strerror(int code)
     case JVDB_ENOMEM: return "out of memory";
     case JVDB_EBUSY: return "busy";
     case JVDB_EFAILED: return "database failed after an I/O error";
+    case JVDB_EREADONLY: return "opened read-only";
     default: return "unknown error";
     }
 }

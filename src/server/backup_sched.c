@@ -82,15 +82,12 @@ static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int
 
 static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int64_t now)
 {
-    pthread_rwlock_rdlock(&s->catalog);
     jvdb_db *db;
-    if (jvdb_db_open(s->env, e->name, &db) != JVDB_OK) {
-        pthread_rwlock_unlock(&s->catalog);
-        return;   /* dropped meanwhile */
-    }
+    /* Held like a request holds it: a drop of this database waits for the backup, no other does. */
+    if (srv_db_hold(s, e->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
     jvdb_stats st;
     if (jvdb_stats_get(db, &st) == JVDB_OK && e->known && st.last_lsn == e->last_lsn) {
-        pthread_rwlock_unlock(&s->catalog);
+        srv_db_unhold(s, db);
         log_debug("scheduled %s backup of '%s' skipped: nothing changed since LSN %llu", jvdb_backup_type_name(type),
                   e->name, (unsigned long long)e->last_lsn);
         e->last_any_ns = now;
@@ -103,7 +100,7 @@ static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int6
     o.description = "scheduled";
     jvdb_backup_info info;
     int rc = backup_run(s, db, &o, &info, "scheduler");
-    pthread_rwlock_unlock(&s->catalog);
+    srv_db_unhold(s, db);
     if (rc != JVDB_OK) {
         e->next_try_ns = now + SCHED_RETRY_NS;
         return;

@@ -5,6 +5,8 @@
  * The config file is one JSON object whose keys are the flag names without the dashes
  * ({"listen": "127.0.0.1:9000", "threads": 8, "compaction-interval": "30s"}); values may be strings
  * or numbers.  An unknown key is an error, so a typo never silently leaves a default in place.
+ * An API key that could never be sent (empty, surrounding blanks, control characters) is refused
+ * from every source, JVDB_API_KEY included: a server that was meant to be protected never starts open.
  */
 #include "server/srv.h"
 
@@ -28,7 +30,17 @@ static const char config_usage[] =
     "  --threads N                HTTP worker threads (default: 4 per core, at least 8)\n"
     "  --api-key KEY              require X-API-Key: KEY or Authorization: Bearer KEY on every route\n"
     "                             but /health (default: $JVDB_API_KEY; none when unset)\n"
-    "  --max-body SIZE            largest request body, e.g. 64MiB (default); larger ones get 413\n"
+    "  --max-body SIZE            largest request body (default 32MiB); larger ones get 413\n"
+    "  --max-buffered SIZE        memory for request bodies and their decoding, over all connections\n"
+    "                             (default 512MiB, at least --max-body); a body beyond it gets 503\n"
+    "  --max-connections N        open client connections (default 4096; the open-file limit is\n"
+    "                             raised to fit)\n"
+    "  --max-connections-per-ip N open connections from one client address (default 256; 0 = no\n"
+    "                             limit; behind a reverse proxy every client is the proxy's address)\n"
+    "  --header-timeout D         a new connection must send a complete request head within D\n"
+    "                             (default 10s), or it is closed\n"
+    "  --idle-timeout D           a connection idle this long is closed, and a kept-alive one must\n"
+    "                             send its next request head within it (default 60s)\n"
     "  --max-json-depth N         deepest JSON nesting accepted in a request body (default 32)\n"
     "  --compaction-interval D    how often the compactor checks every database, e.g. 30s (default 60s);\n"
     "                             0 = no background compaction (POST .../compact still works)\n"
@@ -105,6 +117,19 @@ static int config_error(const char *fmt, const char *a, const char *b)
     return 2;
 }
 
+/* Why `key` cannot be an API key, or NULL: an empty key would mean "no authentication" by
+ * accident, and a header value never keeps surrounding blanks or control characters, so such a
+ * key could never be matched. */
+static const char *config_key_problem(const char *key)
+{
+    size_t n = strlen(key);
+    if (!n) return "is empty (unset it for no authentication)";
+    if (key[0] == ' ' || key[0] == '\t' || key[n - 1] == ' ' || key[n - 1] == '\t') return "starts or ends with a blank";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) return "contains a control character";
+    return NULL;
+}
+
 static int config_set_str(char **dst, const char *v)
 {
     char *n = strdup(v);
@@ -167,13 +192,45 @@ static int config_apply(server_config *c, const char *key, const char *v)
         return 0;
     }
     if (!strcmp(key, "api-key")) {
-        if (!*v) return config_error("the API key is empty%s%s", "", "");
+        const char *why = config_key_problem(v);
+        if (why) return config_error("the API key from --api-key %s%s", why, "");
         return config_set_str(&c->api_key, v) ? 2 : 0;
     }
     if (!strcmp(key, "max-body")) {
         if (config_parse_size(v, &n) || n < 1)
-            return config_error("bad --max-body '%s'%s (expected a size such as 64MiB)", v, "");
+            return config_error("bad --max-body '%s'%s (expected a size such as 32MiB)", v, "");
         c->max_body = n;
+        return 0;
+    }
+    if (!strcmp(key, "max-buffered")) {
+        if (config_parse_size(v, &n) || n < 1)
+            return config_error("bad --max-buffered '%s'%s (expected a size such as 512MiB)", v, "");
+        c->max_buffered = n;
+        return 0;
+    }
+    if (!strcmp(key, "max-connections")) {
+        if (config_parse_count(v, &n) || n < 16 || n > 1000000)
+            return config_error("bad --max-connections '%s'%s (expected 16..1000000)", v, "");
+        c->max_connections = (unsigned)n;
+        c->max_connections_set = 1;
+        return 0;
+    }
+    if (!strcmp(key, "max-connections-per-ip")) {
+        if (config_parse_count(v, &n) || n > 1000000)
+            return config_error("bad --max-connections-per-ip '%s'%s (expected 0..1000000, 0 = no limit)", v, "");
+        c->max_conn_per_ip = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "header-timeout")) {
+        if (config_parse_duration(v, &n) || n < 100 || n > 3600000)
+            return config_error("bad --header-timeout '%s'%s (expected a duration from 100ms to 1h, such as 10s)", v, "");
+        c->header_timeout_ms = n;
+        return 0;
+    }
+    if (!strcmp(key, "idle-timeout")) {
+        if (config_parse_duration(v, &n) || n < 1000 || n > 86400000)
+            return config_error("bad --idle-timeout '%s'%s (expected a duration from 1s to 1d, such as 60s)", v, "");
+        c->idle_timeout_s = (unsigned)((n + 999) / 1000);   /* MHD counts whole seconds */
         return 0;
     }
     if (!strcmp(key, "max-json-depth")) {
@@ -284,7 +341,12 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
 {
     memset(c, 0, sizeof *c);
     c->threads = config_default_threads();
-    c->max_body = 64ull << 20;
+    c->max_body = 32ull << 20;
+    c->max_buffered = 512ull << 20;
+    c->max_connections = 4096;
+    c->max_conn_per_ip = 256;
+    c->header_timeout_ms = 10000;
+    c->idle_timeout_s = 60;
     c->max_depth = 32;
     c->compaction_interval_ms = 60000;
     c->compaction_threads = 1;
@@ -294,7 +356,8 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
         return 2;
     config_split_listen(c);
     const char *env_key = getenv("JVDB_API_KEY");
-    if (env_key && *env_key && config_set_str(&c->api_key, env_key)) return 2;
+    const char *env_why = env_key ? config_key_problem(env_key) : NULL;
+    if (env_key && !env_why && config_set_str(&c->api_key, env_key)) return 2;
 
     /* The config file first, wherever --config appears, so that flags override it. */
     for (int i = 1; i < argc; i++) {
@@ -315,6 +378,7 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
             if (rc) return rc;
         }
     }
+    if (env_why) return config_error("the API key from JVDB_API_KEY %s%s", env_why, "");
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) return config_error("unexpected argument '%s'%s", a, "");
@@ -335,6 +399,9 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
         int rc = config_apply(c, key, val);
         if (rc) return rc;
     }
+    if (c->max_buffered < c->max_body)
+        return config_error("--max-buffered must be at least --max-body, or no body of the largest size could "
+                            "ever be read%s%s", "", "");
     if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep) && !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;

@@ -12,6 +12,21 @@
  *
  * URLs are split and percent-decoded here, per path segment, rather than by MHD: MHD's own decoding
  * would turn an id containing "%2F" into a '/' and change the route.
+ *
+ * What this file guarantees against hostile clients (docs/API.md, "Limits"):
+ *  (1) Framing is never ambiguous: a request with Content-Length and Transfer-Encoding together,
+ *      Content-Length values that disagree, or a transfer coding other than a single "chunked" is
+ *      answered 400/501 with Connection: close before any body is read (RFC 9112 6.1, 6.3).
+ *  (2) A connection that has not delivered a complete request head within --header-timeout of
+ *      being accepted (or within --idle-timeout of its previous answer, when kept alive) is shut
+ *      down, however slowly it trickles bytes: MHD's own timeout only measures inactivity.
+ *  (3) Request bodies held in memory, over all connections, never exceed --max-buffered; a body
+ *      that would pass it is dropped and answered 503.  Bytes are charged as they arrive; before a
+ *      route runs, an estimate of what decoding the body may allocate is charged too (413 when it
+ *      could never fit), and both stay charged until the request has been answered: so the budget
+ *      bounds the memory of bodies and of the trees routes decode from them, not only bytes.
+ *  (4) Every error answer is the documented JSON, including the ones MHD builds itself (see
+ *      "MHD's own error answers" below).
  */
 #include "server/srv.h"
 
@@ -19,6 +34,7 @@
 #include "core/log.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <microhttpd.h>
@@ -26,15 +42,42 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define HTTP_LOG_PATH_MAX 512
+#define HTTP_REAP_TICK_MS 100        /* how late past its deadline a stalled connection may be closed */
+
+/* A connection waiting for a complete request head, on one of the two deadline lists. */
+typedef struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    int list;                        /* HTTP_WAIT_NEW, HTTP_WAIT_NEXT, or -1 while a request is in */
+    int64_t deadline_ns;             /* monotonic */
+} http_conn;
+
+enum { HTTP_WAIT_NEW, HTTP_WAIT_NEXT, HTTP_WAIT_LISTS };
 
 struct http_server {
     struct MHD_Daemon *daemon;
     atomic_long inflight;            /* requests whose headers arrived and that have not completed */
     pthread_mutex_t mu;
     pthread_cond_t idle;             /* signalled when inflight drops to zero while stopping */
+    atomic_uint_fast64_t buffered;   /* request body bytes held, over all connections (invariant 3) */
+    /* Invariant 2.  Each list is ordered by deadline because every entry of a list gets the same
+     * delay from "now"; the reaper only ever looks at the heads.  conn_mu is also what makes the
+     * reaper's shutdown() safe: MHD reports a connection closed (which takes conn_mu) before it
+     * closes the socket, so a descriptor found on a list under conn_mu is still that connection's. */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t conn_cv;
+    http_conn *head[HTTP_WAIT_LISTS], *tail[HTTP_WAIT_LISTS];
+    int64_t wait_ns[HTTP_WAIT_LISTS];
+    int reaper_stop;
+    int reaper_started;
+    pthread_t reaper;
+    atomic_uint_fast64_t reaped;     /* connections shut down for a late request head */
 };
 
 /* Per-request state: MHD's con_cls. */
@@ -44,7 +87,10 @@ struct http_call {
     char *path;                      /* copy for the log line, which is written after MHD frees the URL */
     char *body;
     size_t len, cap;
+    uint64_t charged;                /* bytes counted in http_server.buffered for this request */
     int too_large;                   /* the body passed the limit: it is discarded, the answer is 413 */
+    int over_budget;                 /* the body would pass --max-buffered: discarded, the answer is 503 */
+    uint64_t expect;                 /* the Content-Length, 0 when none (chunked) */
     int status;                      /* the answer's status, 0 while none */
     int route;
 };
@@ -94,12 +140,220 @@ const char *http_query(const http_req *rq, const char *name, char *buf, size_t c
     return buf;
 }
 
+/* ---------------------------------------------------------------- query arguments */
+
+#define HTTP_QUERY_ARGS_MAX 32
+#define HTTP_QUERY_KEY_MAX 64
+
+typedef struct http_args_check {
+    char keys[HTTP_QUERY_ARGS_MAX][HTTP_QUERY_KEY_MAX + 1];
+    int n;
+    http_resp *rs;                   /* set to the 400 answer by the first bad argument */
+} http_args_check;
+
+/* Decodes one key or value into buf; 0, or -1 after writing the 400 that names the argument. */
+static int http_arg_decode(http_args_check *st, const char *key_shown, const char *what, const char *raw, char *buf,
+                           size_t max)
+{
+    size_t rl = strlen(raw);
+    char tmp[HTTP_QUERY_MAX * 3 + 1];
+    if (rl >= sizeof tmp) {
+        http_error(st->rs, 400, "INVALID_ARGUMENT", "query argument '%.64s' has a %s of %zu bytes; the limit is %d",
+                   key_shown, what, rl, (int)max);
+        return -1;
+    }
+    memcpy(tmp, raw, rl + 1);
+    long n = http_unescape(tmp, 1);
+    if (n < 0) {
+        http_error(st->rs, 400, "INVALID_ARGUMENT", "query argument '%.64s' has a bad percent-escape in its %s",
+                   key_shown, what);
+        return -1;
+    }
+    if ((size_t)n != strlen(tmp)) {
+        http_error(st->rs, 400, "INVALID_ARGUMENT", "query argument '%.64s' has a NUL byte (%%00) in its %s", key_shown,
+                   what);
+        return -1;
+    }
+    if ((size_t)n > max) {
+        http_error(st->rs, 400, "INVALID_ARGUMENT", "query argument '%.64s' has a %s of %ld bytes; the limit is %d",
+                   key_shown, what, n, (int)max);
+        return -1;
+    }
+    if (buf) memcpy(buf, tmp, (size_t)n + 1);
+    return 0;
+}
+
+/* MHD_get_connection_values callback: every argument decodes cleanly, fits, and comes once. */
+static enum MHD_Result http_arg_check(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    http_args_check *st = cls;
+    if (st->n >= HTTP_QUERY_ARGS_MAX) {
+        http_error(st->rs, 400, "INVALID_ARGUMENT", "more than %d query arguments", HTTP_QUERY_ARGS_MAX);
+        return MHD_NO;
+    }
+    char *k = st->keys[st->n];
+    if (http_arg_decode(st, key, "name", key, k, HTTP_QUERY_KEY_MAX)) return MHD_NO;
+    for (int i = 0; i < st->n; i++) {
+        if (!strcmp(st->keys[i], k)) {
+            http_error(st->rs, 400, "INVALID_ARGUMENT", "query argument '%s' is given more than once", k);
+            return MHD_NO;
+        }
+    }
+    if (value && http_arg_decode(st, k, "value", value, NULL, HTTP_QUERY_MAX)) return MHD_NO;
+    st->n++;
+    return MHD_YES;
+}
+
+/* 1 after writing a 400 for a query argument that is badly escaped, holds a NUL, is too long or
+ * is repeated: routes then only ever see arguments http_query() can return whole. */
+static int http_bad_args(struct MHD_Connection *conn, http_resp *rs)
+{
+    http_args_check *st = calloc(1, sizeof *st);
+    if (!st) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        return 1;
+    }
+    st->rs = rs;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_arg_check, st);
+    free(st);
+    return rs->status != 0;
+}
+
 /* MHD would decode the URL before we see it; keep it as sent (see the file comment). */
 static size_t http_keep_escaped(void *cls, struct MHD_Connection *c, char *s)
 {
     (void)cls;
     (void)c;
     return strlen(s);
+}
+
+/* ---------------------------------------------------------------- MHD's own error answers */
+
+/* MHD answers some malformed requests itself, before the access handler runs or in the middle of a
+ * body: a bad request line (400), a request line or headers larger than its 32 KiB buffer (414,
+ * 431), a bad Content-Length (400, 413), bad chunked framing (400, 413), an unsupported HTTP
+ * version (505).  libmicrohttpd 0.9.75 has no option to change those answers: they are
+ * compile-time HTML pages, queued through the library's own exported MHD_create_response_from_buffer
+ * and MHD_queue_response.  Those calls go through the library's PLT, so the definitions below,
+ * being in the executable, are the ones it calls (ELF symbol interposition, as malloc replacements
+ * work).  They pass everything through to the library, except a response made from one of MHD's
+ * HTML pages: that one is swapped, when queued, for the documented {"error","message"} JSON of the
+ * same status.  If a later libmicrohttpd stopped calling through its PLT the pages would simply be
+ * HTML again; the e2e test test_adversarial_http.py notices. */
+
+typedef struct MHD_Response *(*http_create_fn)(size_t, void *, enum MHD_ResponseMemoryMode);
+typedef enum MHD_Result (*http_queue_fn)(struct MHD_Connection *, unsigned int, struct MHD_Response *);
+
+static http_create_fn http_real_create;
+static http_queue_fn http_real_queue;
+static pthread_once_t http_real_once = PTHREAD_ONCE_INIT;
+/* The HTML response MHD just made on this thread, and its text, until MHD queues it. */
+static _Thread_local struct MHD_Response *http_mhd_page;
+static _Thread_local const char *http_mhd_page_text;
+
+static void http_resolve_real(void)
+{
+    /* dlsym hands back an object pointer; POSIX guarantees it converts to a function pointer. */
+    void *c = dlsym(RTLD_NEXT, "MHD_create_response_from_buffer");
+    void *q = dlsym(RTLD_NEXT, "MHD_queue_response");
+    memcpy(&http_real_create, &c, sizeof c);
+    memcpy(&http_real_queue, &q, sizeof q);
+}
+
+struct MHD_Response *MHD_create_response_from_buffer(size_t size, void *buffer, enum MHD_ResponseMemoryMode mode)
+{
+    pthread_once(&http_real_once, http_resolve_real);
+    if (!http_real_create) return NULL;
+    struct MHD_Response *r = http_real_create(size, buffer, mode);
+    if (r && mode == MHD_RESPMEM_PERSISTENT && buffer && size >= 6 && !memcmp(buffer, "<html>", 6)) {
+        http_mhd_page = r;
+        http_mhd_page_text = buffer;
+    }
+    return r;
+}
+
+/* The error code and message of MHD's answer with this status and page text. */
+static void http_mhd_error(http_resp *rs, unsigned status, const char *page)
+{
+    switch (status) {
+    case 400:
+        if (strstr(page, "chunked"))
+            http_error(rs, 400, "BAD_REQUEST", "the chunked body is malformed (bad chunk size or chunk framing)");
+        else if (strstr(page, "Content-Length"))
+            http_error(rs, 400, "BAD_REQUEST", "the Content-Length header is not a decimal number");
+        else if (strstr(page, "Host"))
+            http_error(rs, 400, "BAD_REQUEST", "an HTTP/1.1 request needs a Host header");
+        else
+            http_error(rs, 400, "BAD_REQUEST", "the request line or a header line is malformed");
+        break;
+    case 413:
+        if (strstr(page, "chunk size"))
+            http_error(rs, 413, "PAYLOAD_TOO_LARGE", "a chunk of the chunked body is larger than the server accepts");
+        else
+            http_error(rs, 413, "PAYLOAD_TOO_LARGE", "the Content-Length is larger than the server accepts");
+        break;
+    case 414:
+        http_error(rs, 414, "URI_TOO_LONG", "the request line is longer than the server's request-head buffer (32 KiB)");
+        break;
+    case 431:
+        http_error(rs, 431, "HEADERS_TOO_LARGE", "the request headers are larger than the server's request-head buffer "
+                                                 "(32 KiB)");
+        break;
+    case 505:
+        http_error(rs, 505, "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.0 and HTTP/1.1 are served");
+        break;
+    default:
+        http_error(rs, (int)status, "INTERNAL", "the HTTP layer failed to process the request");
+        break;
+    }
+}
+
+/* libmicrohttpd 0.9.75 sends the status line and headers of its answer to a bad Content-Length
+ * twice (after queueing it, its state machine goes on as if no answer were queued), which leaves
+ * the client a garbled answer.  For that one case the JSON answer is written to the socket here,
+ * whole (a few hundred bytes into the empty send buffer of a connection that has not been answered
+ * yet), and MHD_NO makes MHD close the connection instead of sending anything itself. */
+static enum MHD_Result http_answer_and_close(struct MHD_Connection *connection, http_resp *rs)
+{
+    const union MHD_ConnectionInfo *i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char head[256];
+    int hn = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\n\r\n",
+                      rs->status, rs->status == 413 ? "Content Too Large" : "Bad Request", rs->len);
+    if (i && rs->body && hn > 0 && (size_t)hn < sizeof head) {
+        struct iovec iov[2] = {{head, (size_t)hn}, {rs->body, rs->len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+        if (sendmsg(i->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) log_debug("http: cannot answer: %s", strerror(errno));
+    }
+    free(rs->body);
+    return MHD_NO;
+}
+
+enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned int status_code,
+                                   struct MHD_Response *response)
+{
+    pthread_once(&http_real_once, http_resolve_real);
+    if (!http_real_queue) return MHD_NO;
+    if (!response || response != http_mhd_page) return http_real_queue(connection, status_code, response);
+    const char *page = http_mhd_page_text;
+    http_mhd_page = NULL;
+    http_mhd_page_text = NULL;
+    http_resp rs = {0};
+    http_mhd_error(&rs, status_code, page);
+    if (strstr(page, "Content-Length")) return http_answer_and_close(connection, &rs);
+    struct MHD_Response *json = rs.body ? http_real_create(rs.len, rs.body, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!json) {
+        free(rs.body);
+        return http_real_queue(connection, status_code, response);   /* the HTML page, then */
+    }
+    MHD_add_response_header(json, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(json, MHD_HTTP_HEADER_CONNECTION, "close");
+    /* MHD destroys its own page after this returns; the queued JSON holds its own reference. */
+    enum MHD_Result ret = http_real_queue(connection, status_code, json);
+    MHD_destroy_response(json);
+    return ret;
 }
 
 /* ---------------------------------------------------------------- answering */
@@ -124,17 +378,187 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *
     if (rs->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
     if (rs->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (rs->auth_challenge) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"jvdb\"");
+    if (rs->retry_after_s) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", rs->retry_after_s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     call->status = rs->status;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rs->status, r);
     MHD_destroy_response(r);
     return ret;
 }
 
+/* ---------------------------------------------------------------- framing (invariant 1) */
+
+typedef struct http_framing {
+    int n_cl, n_te;
+    int cl_differ;
+    char cl[32];                     /* the first Content-Length, as sent (truncated) */
+    char te[64];                     /* the first Transfer-Encoding */
+} http_framing;
+
+static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    http_framing *f = cls;
+    if (!value) value = "";
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        if (f->n_cl++ == 0) snprintf(f->cl, sizeof f->cl, "%s", value);
+        else if (strcmp(f->cl, value) != 0) f->cl_differ = 1;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        if (f->n_te++ == 0) snprintf(f->te, sizeof f->te, "%s", value);
+    }
+    return MHD_YES;
+}
+
+/* 1 after writing the answer to a request whose body length is ambiguous (RFC 9112 6.1, 6.3):
+ * MHD 0.9.75 would take the first Content-Length, or let Transfer-Encoding silently win over it,
+ * where a proxy in front may have read the other — the root of request smuggling. */
+static int http_bad_framing(struct MHD_Connection *conn, const char *version, http_resp *rs)
+{
+    http_framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, http_framing_header, &f);
+    if (f.n_te && f.n_cl)
+        http_error(rs, 400, "BAD_REQUEST", "the request has both Content-Length and Transfer-Encoding; send one");
+    else if (f.cl_differ)
+        http_error(rs, 400, "BAD_REQUEST", "the request has Content-Length headers that disagree");
+    else if (f.n_te > 1 || (f.n_te && strcasecmp(f.te, "chunked") != 0))
+        http_error(rs, 501, "NOT_IMPLEMENTED", "Transfer-Encoding '%s' is not supported; only 'chunked' is",
+                   f.n_te > 1 ? "(several headers)" : f.te);
+    else if (f.n_te && !strcmp(version, MHD_HTTP_VERSION_1_0))
+        http_error(rs, 400, "BAD_REQUEST", "Transfer-Encoding is not allowed in an HTTP/1.0 request");
+    else
+        return 0;
+    rs->close = 1;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- body memory (invariant 3) */
+
+/* Charges n more bytes to the global budget; 0, or -1 when they do not fit. */
+static int http_charge(server *s, struct http_call *call, uint64_t n)
+{
+    atomic_uint_fast64_t *b = &s->http->buffered;
+    uint64_t cur = atomic_load(b);
+    do {
+        if (cur + n > s->cfg.max_buffered) return -1;
+    } while (!atomic_compare_exchange_weak(b, &cur, cur + n));
+    call->charged += n;
+    return 0;
+}
+
+static void http_uncharge(server *s, struct http_call *call)
+{
+    if (call->charged) atomic_fetch_sub(&s->http->buffered, call->charged);
+    call->charged = 0;
+}
+
+static void http_busy(server *s, http_resp *rs)
+{
+    rs->close = 1;
+    rs->retry_after_s = 1;
+    http_error(rs, 503, "SERVER_BUSY",
+               "the memory for request bodies (--max-buffered, %" PRIu64 " bytes) is in use; try again shortly",
+               s->cfg.max_buffered);
+}
+
+/* Takes one piece of body: keeps it, or drops the whole body once it passes a limit. */
+static int http_take_body(server *s, struct http_call *call, const char *data, size_t n)
+{
+    if (call->too_large || call->over_budget) return 0;
+    if (call->len + n > s->cfg.max_body) {
+        /* A chunked body with no Content-Length: read and drop the rest, answer 413 at the end. */
+        call->too_large = 1;
+    } else if (http_charge(s, call, n)) {
+        call->over_budget = 1;
+    } else {
+        if (call->len + n + 1 > call->cap) {
+            /* A Content-Length body is allocated once at its full size (untouched pages cost no
+             * memory until data arrives); a chunked one grows by doubling. */
+            size_t ncap = call->expect > call->len + n ? (size_t)call->expect + 1 : 0;
+            if (!ncap) {
+                ncap = call->cap ? call->cap : 4096;
+                while (ncap < call->len + n + 1) ncap *= 2;
+            }
+            char *nb = realloc(call->body, ncap);
+            if (!nb) return -1;
+            call->body = nb;
+            call->cap = ncap;
+        }
+        memcpy(call->body + call->len, data, n);
+        call->len += n;
+        call->body[call->len] = 0;
+        return 0;
+    }
+    free(call->body);
+    call->body = NULL;
+    call->cap = 0;
+    http_uncharge(s, call);
+    return 0;
+}
+
+/* What decoding the body as JSON may cost in memory, from one pass over its bytes: a jansson tree
+ * takes about 42 bytes per number or literal, 90 + twice the length per string (the lexer's buffer
+ * and the copy), 230 per object and 140 per
+ * array (measured with libjansson 2.14; the weights below round up).  A 32 MiB body of "{}," would
+ * otherwise decode into 2.5 GB; this is what lets the budget bound decoded trees, not only bytes. */
+static uint64_t http_decode_cost(const char *b, size_t n)
+{
+    uint64_t cost = 0;
+    int in_str = 0, in_tok = 0;
+    size_t slen = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = b[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') {
+                in_str = 0;
+                cost += 96 + 2 * (uint64_t)slen;   /* the lexer's buffer, then the string's copy */
+            }
+            slen++;
+            continue;
+        }
+        switch (ch) {
+        case '"': in_str = 1, slen = 0, in_tok = 0; break;
+        case '{': cost += 240, in_tok = 0; break;
+        case '[': cost += 144, in_tok = 0; break;
+        case ',': case ':': case ']': case '}': case ' ': case '\t': case '\r': case '\n': in_tok = 0; break;
+        default:
+            if (!in_tok) cost += 48;
+            in_tok = 1;
+        }
+    }
+    return cost;
+}
+
+/* Charges the decoding estimate before a route runs: 0, or 1 after writing 413 (it could never fit)
+ * or 503 (it does not fit now). */
+static int http_charge_decode(server *s, struct http_call *call, http_resp *rs)
+{
+    if (!call->len) return 0;
+    uint64_t cost = http_decode_cost(call->body, call->len);
+    if (cost + call->charged > s->cfg.max_buffered) {
+        rs->close = 1;
+        http_error(rs, 413, "PAYLOAD_TOO_LARGE",
+                   "decoding this body of %zu bytes would take about %" PRIu64 " MiB of memory; the limit "
+                   "(--max-buffered) is %" PRIu64 " MiB",
+                   call->len, (cost + call->charged + (1 << 20) - 1) >> 20, s->cfg.max_buffered >> 20);
+        return 1;
+    }
+    if (http_charge(s, call, cost)) {
+        http_busy(s, rs);
+        return 1;
+    }
+    return 0;
+}
+
 /* Answers given on the first call, before any body is read. */
 static int http_early_answer(server *s, struct MHD_Connection *conn, struct http_call *call, const char *url,
-                             http_resp *rs)
+                             const char *version, http_resp *rs)
 {
     http_req rq = {.method = call->method, .path = url, .conn = conn};
+    if (http_bad_framing(conn, version, rs)) return 1;
     if (atomic_load(&s->stopping)) {
         rs->close = 1;
         http_error(rs, 503, "SHUTTING_DOWN", "the server is shutting down");
@@ -143,6 +567,10 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
     if (strcmp(url, "/health") != 0 && !auth_ok(s, &rq)) {
         auth_reject(s, &rq, rs);
         rs->close = 1;   /* the body, if any, is not read */
+        return 1;
+    }
+    if (http_bad_args(conn, rs)) {
+        rs->close = 1;
         return 1;
     }
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -156,18 +584,26 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
                        cl, s->cfg.max_body);
             return 1;
         }
+        /* Refuse now rather than after reading it, when the body cannot fit in the budget as it stands. */
+        if (atomic_load(&s->http->buffered) + n > s->cfg.max_buffered) {
+            http_busy(s, rs);
+            return 1;
+        }
+        call->expect = n;
     }
     return 0;
 }
+
+static void http_head_done(server *s, struct MHD_Connection *conn);
 
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                     const char *version, const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
-    (void)version;
     server *s = cls;
     struct http_call *call = *con_cls;
     if (!call) {
+        http_head_done(s, conn);
         call = calloc(1, sizeof *call);
         if (!call) return MHD_NO;
         call->start_ns = clock_mono_ns();
@@ -178,38 +614,22 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
         http_resp rs = {0};
-        if (http_early_answer(s, conn, call, url, &rs)) return http_send(conn, call, &rs);
+        if (http_early_answer(s, conn, call, url, version, &rs)) return http_send(conn, call, &rs);
         return MHD_YES;
     }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (call->too_large) return MHD_YES;
-        if (call->len + n > s->cfg.max_body) {
-            /* A chunked body with no Content-Length: read and drop the rest, answer 413 at the end. */
-            call->too_large = 1;
-            free(call->body);
-            call->body = NULL;
-            call->len += n;
-            return MHD_YES;
-        }
-        if (call->len + n + 1 > call->cap) {
-            size_t ncap = call->cap ? call->cap : 4096;
-            while (ncap < call->len + n + 1) ncap *= 2;
-            char *nb = realloc(call->body, ncap);
-            if (!nb) return MHD_NO;
-            call->body = nb;
-            call->cap = ncap;
-        }
-        memcpy(call->body + call->len, upload_data, n);
-        call->len += n;
-        call->body[call->len] = 0;
-        return MHD_YES;
+        return http_take_body(s, call, upload_data, n) ? MHD_NO : MHD_YES;
     }
     http_resp rs = {0};
     if (call->too_large) {
         rs.close = 1;
         http_error(&rs, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the limit of %" PRIu64 " bytes", s->cfg.max_body);
+    } else if (call->over_budget) {
+        http_busy(s, &rs);
+    } else if (http_charge_decode(s, call, &rs)) {
+        /* answered */
     } else {
         http_req rq = {.method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn};
         call->route = route_dispatch(s, &rq, &rs);
@@ -218,13 +638,115 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
     return http_send(conn, call, &rs);
 }
 
+/* ---------------------------------------------------------------- request-head deadlines (invariant 2) */
+
+static void http_conn_unlist(http_server *h, http_conn *c)
+{
+    if (c->list < 0) return;
+    if (c->prev) c->prev->next = c->next;
+    else h->head[c->list] = c->next;
+    if (c->next) c->next->prev = c->prev;
+    else h->tail[c->list] = c->prev;
+    c->prev = c->next = NULL;
+    c->list = -1;
+}
+
+/* Puts the connection at the end of a list: its request head is due wait_ns[list] from now. */
+static void http_conn_list(http_server *h, http_conn *c, int list)
+{
+    pthread_mutex_lock(&h->conn_mu);
+    http_conn_unlist(h, c);
+    c->list = list;
+    c->deadline_ns = clock_mono_ns() + h->wait_ns[list];
+    c->prev = h->tail[list];
+    if (c->prev) c->prev->next = c;
+    else h->head[list] = c;
+    h->tail[list] = c;
+    pthread_mutex_unlock(&h->conn_mu);
+}
+
+static http_conn *http_conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return i ? i->socket_context : NULL;
+}
+
+/* The access handler's first call: the request head is complete, its deadline no longer applies. */
+static void http_head_done(server *s, struct MHD_Connection *conn)
+{
+    http_conn *c = http_conn_of(conn);
+    if (!c) return;
+    pthread_mutex_lock(&s->http->conn_mu);
+    http_conn_unlist(s->http, c);
+    pthread_mutex_unlock(&s->http->conn_mu);
+}
+
+static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+                             enum MHD_ConnectionNotificationCode code)
+{
+    server *s = cls;
+    http_server *h = s->http;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        http_conn *c = calloc(1, sizeof *c);
+        if (!c || !i) {
+            free(c);   /* no deadline for this one; MHD's idle timeout still applies */
+            return;
+        }
+        c->fd = i->connect_fd;
+        c->list = -1;
+        *socket_context = c;
+        http_conn_list(h, c, HTTP_WAIT_NEW);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        http_conn *c = *socket_context;
+        if (!c) return;
+        *socket_context = NULL;
+        pthread_mutex_lock(&h->conn_mu);
+        http_conn_unlist(h, c);
+        pthread_mutex_unlock(&h->conn_mu);
+        free(c);
+    }
+}
+
+/* Shuts down every connection whose request head is overdue; MHD then sees the end of the stream
+ * and closes it in its own thread.  shutdown() under conn_mu: see struct http_server. */
+static void *http_reaper(void *arg)
+{
+    http_server *h = arg;
+    pthread_mutex_lock(&h->conn_mu);
+    while (!h->reaper_stop) {
+        int64_t now = clock_mono_ns();
+        for (int l = 0; l < HTTP_WAIT_LISTS; l++) {
+            while (h->head[l] && h->head[l]->deadline_ns <= now) {
+                http_conn *c = h->head[l];
+                http_conn_unlist(h, c);
+                shutdown(c->fd, SHUT_RDWR);
+                atomic_fetch_add(&h->reaped, 1);
+            }
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + HTTP_REAP_TICK_MS * 1000000ll;
+        ts.tv_sec = (time_t)(t / 1000000000);
+        ts.tv_nsec = (long)(t % 1000000000);
+        pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
+    }
+    pthread_mutex_unlock(&h->conn_mu);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- completion */
+
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     server *s = cls;
     struct http_call *call = *con_cls;
     if (!call) return;
     *con_cls = NULL;
+    /* A kept-alive connection now waits for its next request head (closed ones leave the list at
+     * once, in http_notify_conn). */
+    http_conn *c = http_conn_of(conn);
+    if (c) http_conn_list(s->http, c, HTTP_WAIT_NEXT);
     uint64_t us = (uint64_t)((clock_mono_ns() - call->start_ns) / 1000);
     const char *path = call->path ? call->path : "?";
     if (call->status) {
@@ -234,6 +756,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
         /* The client went away (or the server stopped) before an answer was ready. */
         log_info("%s %s aborted(%d) %" PRIu64 "us", call->method, path, (int)toe, us);
     }
+    http_uncharge(s, call);
     free(call->path);
     free(call->body);
     free(call);
@@ -259,11 +782,29 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 
 int http_start(server *s)
 {
+    pthread_once(&http_real_once, http_resolve_real);
+    if (!http_real_create || !http_real_queue) {
+        log_error("cannot find libmicrohttpd's response functions: %s", dlerror());
+        return -1;
+    }
     http_server *h = calloc(1, sizeof *h);
     if (!h) return -1;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
+    pthread_mutex_init(&h->conn_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->conn_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    h->wait_ns[HTTP_WAIT_NEW] = (int64_t)s->cfg.header_timeout_ms * 1000000;
+    h->wait_ns[HTTP_WAIT_NEXT] = (int64_t)s->cfg.idle_timeout_s * 1000000000;
     s->http = h;
+    if (pthread_create(&h->reaper, NULL, http_reaper, h)) {
+        log_error("cannot start the connection reaper thread");
+        return -1;
+    }
+    h->reaper_started = 1;
 
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -277,12 +818,14 @@ int http_start(server *s)
     }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* MHD splits the connection limit evenly over the pool's threads; the per-IP limit is global. */
     h->daemon = MHD_start_daemon(
         flags, s->cfg.port, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads, MHD_OPTION_NOTIFY_COMPLETED, http_completed, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_END);
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads,
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed)", s->cfg.listen);
@@ -322,6 +865,18 @@ void http_stop(server *s)
         MHD_stop_daemon(h->daemon);
         h->daemon = NULL;
     }
+    if (h->reaper_started) {
+        pthread_mutex_lock(&h->conn_mu);
+        h->reaper_stop = 1;
+        pthread_cond_signal(&h->conn_cv);
+        pthread_mutex_unlock(&h->conn_mu);
+        pthread_join(h->reaper, NULL);
+    }
+    if (atomic_load(&h->reaped))
+        log_info("%" PRIu64 " connections were closed for not sending a complete request head in time",
+                 (uint64_t)atomic_load(&h->reaped));
+    pthread_cond_destroy(&h->conn_cv);
+    pthread_mutex_destroy(&h->conn_mu);
     pthread_cond_destroy(&h->idle);
     pthread_mutex_destroy(&h->mu);
     free(h);

@@ -4,7 +4,12 @@
  *
  * The writer keeps one flag instead of a stack: after any complete value the next key or value
  * needs a comma, after an opening bracket or a key it does not.  Allocation failures are sticky
- * (jw->oom) so callers write a whole response and check once.
+ * (jw->oom) so callers write a whole response and check once.  Invariants of what it writes: the
+ * text is valid JSON and valid UTF-8 whatever bytes it is given (strings are escaped, bytes that are
+ * not well-formed UTF-8 become U+FFFD, stored metadata is re-encoded by jansson, never copied).
+ *
+ * The readers refuse every field a route does not know; the batch decoders (general and fast)
+ * accept exactly the same bodies with the same values (tests/fuzz/fuzz_http_body.c).
  */
 #include "server/jsonio.h"
 
@@ -101,6 +106,31 @@ void jw_arr_end(jw *w)
     w->comma = 1;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates, at most
+ * U+10FFFF), or 0 when the bytes there are not one. */
+static size_t jw_utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi) return 0;
+    for (size_t k = 2; k < len; k++)
+        if (s[k] < 0x80 || s[k] > 0xBF) return 0;
+    return len;
+}
+
 static void jw_escaped(jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -108,6 +138,20 @@ static void jw_escaped(jw *w, const char *s, size_t n)
     size_t run = 0;   /* bytes that need no escaping are copied in runs */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            /* An answer is always valid UTF-8: a byte that does not start a well-formed sequence
+             * (an id stored by an older version, a client's bad key echoed in a message) becomes
+             * U+FFFD instead of making the whole answer unreadable. */
+            size_t k = jw_utf8_len((const unsigned char *)s + i, n - i);
+            if (k) {
+                i += k - 1;
+                continue;
+            }
+            jw_put(w, s + run, i - run);
+            run = i + 1;
+            jw_put(w, "\\ufffd", 6);
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         jw_put(w, s + run, i - run);
         run = i + 1;
@@ -232,14 +276,29 @@ void jw_null(jw *w)
     jw_put(w, "null", 4);
 }
 
-void jw_raw(jw *w, const char *json, size_t n)
+int jw_json(jw *w, const char *json)
 {
-    if (!json || n == 0) {
+    if (!json) {
         jw_null(w);
-        return;
+        return 0;
+    }
+    /* Parsed and encoded again, never copied: what comes out is JSON whatever was stored. */
+    json_t *doc = json_loads(json, 0, NULL);
+    if (!doc || !json_is_object(doc)) {
+        json_decref(doc);
+        jw_null(w);
+        return -1;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!text) {
+        w->oom = 1;
+        return 0;
     }
     jw_value(w);
-    jw_put(w, json, n);
+    jw_put(w, text, strlen(text));
+    free(text);
+    return 0;
 }
 
 void jw_time_fmt(int64_t wall_ns, char out[32])
@@ -305,12 +364,116 @@ json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *
     return doc;
 }
 
+/* Writes "<where>unknown field 'k' (known fields: a, b)" into err; both decoders of a batch use it,
+ * so their messages are the same.  Long keys are cut in the message (only there). */
+static void jr_unknown_msg(const char *where, const char *key, size_t klen, const char *const *allowed, char *err,
+                           size_t cap)
+{
+    char known[512] = "";
+    size_t used = 0;
+    for (size_t i = 0; allowed[i] && used < sizeof known; i++)
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", allowed[i]);
+    snprintf(err, cap, "%sunknown field '%.*s%s' (%s%s)", where, klen > 64 ? 64 : (int)klen, key,
+             klen > 64 ? "..." : "", allowed[0] ? "known fields: " : "this request takes no body", known);
+}
+
+static int jr_allowed(const char *key, size_t klen, const char *const *allowed)
+{
+    for (size_t i = 0; allowed[i]; i++)
+        if (strlen(allowed[i]) == klen && !memcmp(allowed[i], key, klen)) return 1;
+    return 0;
+}
+
+int jr_only(json_t *obj, const char *where, const char *const *allowed, char *err, size_t cap)
+{
+    const char *key;
+    json_t *v;
+    /* jansson keeps insertion order, so this names the first unknown key of the text. */
+    json_object_foreach(obj, key, v) {
+        if (!jr_allowed(key, strlen(key), allowed)) {
+            jr_unknown_msg(where, key, strlen(key), allowed, err, cap);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Skips whitespace in [*p, e). */
+static const char *jr_skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* Skips one JSON value without checking it (the parse does): strings and nesting are respected.
+ * Returns the position after it, or NULL when the text ends first. */
+static const char *jr_skip_value(const char *p, const char *e)
+{
+    unsigned depth = 0;
+    int in_str = 0;
+    for (; p < e; p++) {
+        char c = *p;
+        if (in_str) {
+            if (c == '\\') p++;
+            else if (c == '"') {
+                in_str = 0;
+                if (depth == 0) return p + 1;
+            }
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) return p;   /* the end of the enclosing object: a scalar ended here */
+            if (--depth == 0) return p + 1;
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+int jr_prescan_keys(const char *body, size_t len, const char *const *allowed, char *err, size_t cap)
+{
+    const char *p = body, *e = body + len;
+    if (!body) return 0;
+    p = jr_skip_ws(p, e);
+    if (p >= e || *p != '{') return 0;
+    p = jr_skip_ws(p + 1, e);
+    while (p < e && *p == '"') {
+        const char *k = ++p;
+        while (p < e && *p != '"') {
+            if (*p == '\\') return 0;   /* an escaped key: the parse decides */
+            p++;
+        }
+        if (p >= e) return 0;
+        size_t kn = (size_t)(p - k);
+        if (memchr(k, 0, kn)) return 0;
+        if (!jr_allowed(k, kn, allowed)) {
+            jr_unknown_msg("", k, kn, allowed, err, cap);
+            return -1;
+        }
+        p = jr_skip_ws(p + 1, e);
+        if (p >= e || *p != ':') return 0;
+        p = jr_skip_value(jr_skip_ws(p + 1, e), e);
+        if (!p) return 0;
+        p = jr_skip_ws(p, e);
+        if (p >= e || *p != ',') return 0;
+        p = jr_skip_ws(p + 1, e);
+    }
+    return 0;
+}
+
 int jr_string(json_t *obj, const char *key, const char **out, char *err, size_t cap)
 {
     json_t *v = json_object_get(obj, key);
     if (!v) return 0;
     if (!json_is_string(v)) {
         snprintf(err, cap, "field '%s' must be a string", key);
+        return -1;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(err, cap, "field '%s' contains a NUL character", key);
         return -1;
     }
     *out = json_string_value(v);
@@ -406,6 +569,98 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
     *out = v;
     *n = (uint32_t)len;
     return 1;
+}
+
+/* ---------------------------------------------------------------- vectors (general path) */
+
+const char *const jr_vector_fields[] = {"id", "values", "metadata", NULL};
+const char *const jr_batch_fields[] = {"vectors", NULL};
+
+void jf_vector_free(jf_vector *v)
+{
+    free(v->id);
+    free(v->values);
+    free(v->meta);
+    memset(v, 0, sizeof *v);
+}
+
+/* metadata: absent or null = none; otherwise an object, kept as compact JSON text. */
+static int jr_meta(json_t *o, const char *where, char **meta, char *err, size_t cap)
+{
+    json_t *m = json_object_get(o, "metadata");
+    *meta = NULL;
+    if (!m || json_is_null(m)) return 0;
+    if (!json_is_object(m)) {
+        snprintf(err, cap, "%sfield 'metadata' must be a JSON object", where);
+        return -1;
+    }
+    *meta = json_dumps(m, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!*meta) {
+        snprintf(err, cap, "%sout of memory encoding metadata", where);
+        return -1;
+    }
+    return 0;
+}
+
+int jr_vector(json_t *o, const char *where, jf_vector *v, char *err, size_t cap)
+{
+    memset(v, 0, sizeof *v);
+    if (!json_is_object(o)) {
+        snprintf(err, cap, "%sa vector must be a JSON object", where);
+        return -1;
+    }
+    if (jr_only(o, where, jr_vector_fields, err, cap)) return -1;
+    json_t *id = json_object_get(o, "id");
+    if (!id || !json_is_string(id)) {
+        snprintf(err, cap, "%sfield 'id' %s", where, id ? "must be a string" : "is required");
+        return -1;
+    }
+    json_t *vals = json_object_get(o, "values");
+    if (!vals) {
+        snprintf(err, cap, "%sfield 'values' is required", where);
+        return -1;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%svalues", where);
+    if (!(v->id = strdup(json_string_value(id)))) {
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
+    if (jr_floats(vals, what, JVDB_MAX_DIM, &v->values, &v->n, err, cap) < 0 || jr_meta(o, where, &v->meta, err, cap)) {
+        jf_vector_free(v);
+        return -1;
+    }
+    return 0;
+}
+
+int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *err, size_t cap)
+{
+    *index = -1;
+    if (jr_only(body, "", jr_batch_fields, err, cap)) return -1;
+    json_t *arr = json_object_get(body, "vectors");
+    size_t n = json_array_size(arr);
+    if (!json_is_array(arr) || n == 0) {
+        snprintf(err, cap, "%s", arr && json_is_array(arr) ? "field 'vectors' is empty"
+                                                           : "field 'vectors' must be an array of vectors");
+        return -1;
+    }
+    jf_vector *v = calloc(n, sizeof *v);
+    if (!v) {
+        snprintf(err, cap, "out of memory for a batch of %zu vectors", n);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char where[48];
+        snprintf(where, sizeof where, "record %zu: ", i);
+        if (jr_vector(json_array_get(arr, i), where, &v[i], err, cap)) {
+            *index = (long)i;
+            jf_batch_free(v, i);
+            return -1;
+        }
+    }
+    *out = v;
+    *count = n;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- fast path for batches */
@@ -571,7 +826,8 @@ static int jf_meta(jf *f, char **meta)
     return *meta ? 0 : -1;
 }
 
-static int jf_vector_obj(jf *f, jf_vector *v)
+/* One vector object: 0 = decoded, -1 = use the general path, -2 = an unknown field (err set). */
+static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t cap)
 {
     memset(v, 0, sizeof *v);
     if (jf_char(f, '{')) return -1;
@@ -589,8 +845,14 @@ static int jf_vector_obj(jf *f, jf_vector *v)
         } else if (jf_key_is(k, kn, "metadata") && !have_meta) {
             if (jf_meta(f, &v->meta)) return -1;
             have_meta = 1;
+        } else if (!jr_allowed(k, kn, jr_vector_fields)) {
+            /* Refused as the general path would refuse it, without reading the value. */
+            char where[48];
+            snprintf(where, sizeof where, "record %zu: ", index);
+            jr_unknown_msg(where, k, kn, jr_vector_fields, err, cap);
+            return -2;
         } else {
-            return -1;   /* another key, or a duplicate */
+            return -1;   /* a duplicate */
         }
         jf_ws(f);
         if (f->p < f->end && *f->p == ',') {
@@ -613,28 +875,34 @@ void jf_batch_free(jf_vector *v, size_t count)
     free(v);
 }
 
-int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count)
+int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
+             size_t cap)
 {
     if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
     jf f = {body, body + len};
     const char *k;
-    size_t kn, n = 0, cap = 64;
+    size_t kn, n = 0, vcap = 64;
     jf_vector *v = NULL;
     if (jf_char(&f, '{') || jf_plain_string(&f, &k, &kn) || !jf_key_is(k, kn, "vectors") || jf_char(&f, ':') ||
         jf_char(&f, '['))
         return 0;
     jf_ws(&f);
     if (f.p < f.end && *f.p == ']') return 0;
-    if (!(v = calloc(cap, sizeof *v))) return 0;
+    if (!(v = calloc(vcap, sizeof *v))) return 0;
     for (;;) {
-        if (n == cap) {
-            jf_vector *nv = realloc(v, 2 * cap * sizeof *nv);
+        if (n == vcap) {
+            jf_vector *nv = realloc(v, 2 * vcap * sizeof *nv);
             if (!nv) goto fallback;
             v = nv;
-            cap *= 2;
+            vcap *= 2;
         }
-        int bad = jf_vector_obj(&f, &v[n]);
+        int bad = jf_vector_obj(&f, &v[n], n, err, cap);
         n++;   /* freed below either way */
+        if (bad == -2) {
+            jf_batch_free(v, n);
+            *index = (long)(n - 1);
+            return -1;
+        }
         if (bad) goto fallback;
         jf_ws(&f);
         if (f.p < f.end && *f.p == ',') {

@@ -1,11 +1,14 @@
 /*
  * jsonio.h — JSON in and out for the REST server.
  *
- * Out: a small append-only writer (jw_*) instead of building jansson trees, for two reasons: the
- * library hands back metadata as JSON text that can be copied into a response as is (no reparse),
- * and float32 values are printed in their shortest round-trip form (0.1, not 0.10000000149011612).
+ * Out: a small append-only writer (jw_*) instead of building jansson trees, so that float32 values
+ * are printed in their shortest round-trip form (0.1, not 0.10000000149011612).  Stored metadata
+ * is never copied into an answer as it is: jw_json re-encodes it through jansson, so text that is
+ * not a JSON object (a damaged or forged record) cannot inject anything into the response.
  * In: jansson parses request bodies (strict, with line/column errors); jr_* helpers pull typed
- * fields out with messages that name the field.
+ * fields out with messages that name the field.  Every body is checked against the fields its
+ * route knows: an unknown field is refused with a message naming it (jr_only), and top-level keys
+ * are checked before the parse (jr_prescan_keys), so a large unknown field never builds a tree.
  */
 #ifndef JVDB_SERVER_JSONIO_H
 #define JVDB_SERVER_JSONIO_H
@@ -42,8 +45,10 @@ void jw_float(jw *w, float v);          /* shortest text that reads back as the 
 void jw_floats(jw *w, const float *v, size_t n);   /* an array of floats */
 void jw_bool(jw *w, int v);
 void jw_null(jw *w);
-/* Already-encoded JSON (trusted: library metadata); n == 0 writes null. */
-void jw_raw(jw *w, const char *json, size_t n);
+/* Stored metadata text, parsed and written again through jansson: a JSON object comes out as
+ * compact JSON, NULL or anything else (not JSON, not an object) as null.  Returns 0, or -1 when
+ * the text was there but not a JSON object (the caller may log it). */
+int jw_json(jw *w, const char *json);
 /* Writes an ISO 8601 UTC time ("2025-11-26T01:59:26Z") from wall-clock nanoseconds. */
 void jw_time(jw *w, int64_t wall_ns);
 void jw_time_fmt(int64_t wall_ns, char out[32]);
@@ -63,6 +68,15 @@ void jw_time_fmt(int64_t wall_ns, char out[32]);
  * Returns NULL with err set ("request body is not valid JSON: ... at line 1, column 7"). */
 json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap);
 
+/* Refuses any key of obj that is not in `allowed` (NULL-terminated): -1 with "<where>unknown field
+ * 'filter' (known fields: ...)" in err.  `where` is "" or a prefix such as "record 3: ". */
+int jr_only(json_t *obj, const char *where, const char *const *allowed, char *err, size_t cap);
+/* The same on the raw text of a body, before any parse: scans the top-level keys of the object
+ * (skipping values without building anything) and returns -1 naming the first unknown one, 0 when
+ * none was found or the text is not simple enough to tell (the parse decides then). */
+int jr_prescan_keys(const char *body, size_t len, const char *const *allowed, char *err, size_t cap);
+
+/* A string field; strings holding a NUL character are refused (they would be cut short). */
 int jr_string(json_t *obj, const char *key, const char **out, char *err, size_t cap);
 int jr_bool(json_t *obj, const char *key, int *out, char *err, size_t cap);
 int jr_uint(json_t *obj, const char *key, uint64_t min, uint64_t max, uint64_t *out, char *err, size_t cap);
@@ -72,14 +86,9 @@ int jr_number(json_t *obj, const char *key, double *out, char *err, size_t cap);
  * ("values", "record 3: values").  At most max_len numbers; each must fit a float32. */
 int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint32_t *n, char *err, size_t cap);
 
-/* ---- fast path for vector batches ----
- * jansson builds a tree with one allocation per number, which makes it most of the cost of a batch
- * request (about 70 ms for 1,000 vectors of 128 floats).  jf_batch reads the common shape
- * {"vectors": [{"id": "...", "values": [numbers], "metadata": {...} | null}, ...]} straight into
- * floats.  It is deliberately narrow: anything else (other keys, escapes or non-ASCII in ids, a
- * number that is not plainly in range, any syntax error) returns 0 and the request takes the
- * general jansson path, which then also gives the error message — so the fast path can only ever
- * accept what the general path accepts, with the same result.  `body` must be NUL-terminated. */
+/* ---- vectors in request bodies ---- */
+
+/* One decoded request vector; every pointer is malloc'd and owned by it. */
 typedef struct jf_vector {
     char *id;
     float *values;
@@ -87,8 +96,32 @@ typedef struct jf_vector {
     char *meta;                      /* compact JSON, as the general path writes it; NULL for none */
 } jf_vector;
 
-/* 1 = handled (*out holds count vectors), 0 = use the general path (nothing allocated). */
-int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count);
+extern const char *const jr_vector_fields[];   /* id, values, metadata */
+extern const char *const jr_batch_fields[];    /* vectors */
+
+/* The general decoders (on a parsed body).  jr_vector reads {"id", "values", "metadata"}; `where`
+ * ("" or "record N: ") prefixes messages.  jr_batch reads {"vectors": [...]} and on error sets
+ * *index to the bad record (-1 when the error is not about one record).  Both return 0 or -1. */
+int jr_vector(json_t *o, const char *where, jf_vector *v, char *err, size_t cap);
+int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *err, size_t cap);
+void jf_vector_free(jf_vector *v);
+
+/* ---- fast path for vector batches ----
+ * jansson builds a tree with one allocation per number, which makes it most of the cost of a batch
+ * request (about 70 ms for 1,000 vectors of 128 floats).  jf_batch reads the common shape
+ * {"vectors": [{"id": "...", "values": [numbers], "metadata": {...} | null}, ...]} straight into
+ * floats.  It is deliberately narrow: anything else (escapes or non-ASCII in ids, a number that is
+ * not plainly in range, any syntax error) returns 0 and the request takes the general jansson path,
+ * which then also gives the error message — so the fast path can only ever accept what the general
+ * path accepts, with the same result.  The one thing it refuses itself is an unknown field in a
+ * vector, which the general path refuses too (with the same message when the body is otherwise
+ * valid JSON): its value is never read, so a large one costs no tree.  tests/fuzz/fuzz_http_body.c
+ * holds the two paths to this.  `body` must be NUL-terminated. */
+
+/* 1 = handled (*out holds count vectors); 0 = use the general path (nothing allocated);
+ * -1 = refused: message in err, the record in *index. */
+int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
+             size_t cap);
 void jf_batch_free(jf_vector *v, size_t count);
 
 #endif

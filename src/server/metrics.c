@@ -157,23 +157,20 @@ static void metrics_render_requests(server *s, mbuf *b)
 
 static void metrics_render_databases(server *s, mbuf *b)
 {
-    pthread_rwlock_rdlock(&s->catalog);
     char **names = NULL;
     size_t n = 0;
-    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) {
-        pthread_rwlock_unlock(&s->catalog);
-        return;
-    }
+    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return;
     jvdb_stats *st = calloc(n ? n : 1, sizeof *st);
     if (!st) {
         b->oom = 1;
     } else {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
-            if (jvdb_db_open(s->env, names[i], &db) == JVDB_OK) jvdb_stats_get(db, &st[i]);
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile: zeros */
+            jvdb_stats_get(db, &st[i]);
+            srv_db_unhold(s, db);
         }
     }
-    pthread_rwlock_unlock(&s->catalog);
     if (st) {
         static const struct {
             const char *name, *help;

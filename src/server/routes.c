@@ -8,11 +8,18 @@
  * (".../vectors/{vid}") — but only for their own methods: GET .../vectors/batch still reads the
  * vector whose id is "batch".
  *
- * Handles: jvdb_db_drop() frees a database's handle, so a request that holds one must not overlap
- * a drop.  Every route that uses a handle holds the catalog lock for reading; DELETE of a database
- * takes it for writing (routes_db.c).
+ * Handles: a request holds its database through the library's reference count (env_db_acquire),
+ * never through a server-wide lock.  A drop or a replacing restore marks that one database, refuses
+ * new holders (404 "being dropped") and waits for the holders it has; requests on every other
+ * database, and /health, go on as if nothing happened.
+ *
+ * Names and bodies: every {id} under /v1/databases is checked with the library's rule for names
+ * before the route runs (400, never cut short), and every body is checked against the fields its
+ * route knows (400 naming an unknown field); routes that take no body accept only an empty one.
  */
 #include "server/srv.h"
+
+#include "store/db.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,34 +30,35 @@ typedef struct route_def {
     const char *method;
     const char *pattern;
     route_fn fn;
+    int body;                        /* 1: the route reads its body (and checks its fields) */
 } route_def;
 
 static const route_def route_table[] = {
-    {"GET", "/health", route_health},
-    {"GET", "/status", route_status},
-    {"GET", "/metrics", route_metrics},
-    {"POST", "/v1/admin/shutdown", route_shutdown},
-    {"GET", "/v1/compaction", route_compaction},
-    {"POST", "/v1/databases", route_db_create},
-    {"GET", "/v1/databases", route_db_list},
-    {"GET", "/v1/databases/{id}", route_db_get},
-    {"PUT", "/v1/databases/{id}", route_db_update},
-    {"DELETE", "/v1/databases/{id}", route_db_delete},
-    {"GET", "/v1/databases/{id}/stats", route_db_stats},
-    {"POST", "/v1/databases/{id}/compact", route_db_compact},
-    {"POST", "/v1/databases/{id}/search", route_search},
-    {"POST", "/v1/databases/{id}/backups", route_backup_create},
-    {"GET", "/v1/databases/{id}/backups", route_backup_list},
-    {"GET", "/v1/backups/{bid}", route_backup_show},
-    {"DELETE", "/v1/backups/{bid}", route_backup_delete},
-    {"POST", "/v1/backups/{bid}/verify", route_backup_verify},
-    {"POST", "/v1/backups/{bid}/restore", route_backup_restore},
-    {"POST", "/v1/databases/{id}/vectors", route_vec_put},
-    {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch},
-    {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get},
-    {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get},
-    {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update},
-    {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete},
+    {"GET", "/health", route_health, 0},
+    {"GET", "/status", route_status, 0},
+    {"GET", "/metrics", route_metrics, 0},
+    {"POST", "/v1/admin/shutdown", route_shutdown, 0},
+    {"GET", "/v1/compaction", route_compaction, 0},
+    {"POST", "/v1/databases", route_db_create, 1},
+    {"GET", "/v1/databases", route_db_list, 0},
+    {"GET", "/v1/databases/{id}", route_db_get, 0},
+    {"PUT", "/v1/databases/{id}", route_db_update, 1},
+    {"DELETE", "/v1/databases/{id}", route_db_delete, 0},
+    {"GET", "/v1/databases/{id}/stats", route_db_stats, 0},
+    {"POST", "/v1/databases/{id}/compact", route_db_compact, 1},
+    {"POST", "/v1/databases/{id}/search", route_search, 1},
+    {"POST", "/v1/databases/{id}/backups", route_backup_create, 1},
+    {"GET", "/v1/databases/{id}/backups", route_backup_list, 0},
+    {"GET", "/v1/backups/{bid}", route_backup_show, 0},
+    {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
+    {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},
+    {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
+    {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
+    {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1},
+    {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1},
+    {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0},
+    {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
+    {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
 };
 
 #define ROUTE_N ((int)(sizeof route_table / sizeof route_table[0]))
@@ -100,6 +108,31 @@ int route_find(const char *method, const char *path)
     return ROUTE_N;
 }
 
+/* What every route may rely on before it runs: a valid database name in {id} and, when the route
+ * takes no body, an empty one (or "{}").  Returns 0, or -1 after answering 400. */
+static int route_check_request(server *s, http_req *rq, http_resp *rs, const route_def *r)
+{
+    if (!strncmp(r->pattern, "/v1/databases/{id}", 18) && rq->nparams > 0 &&
+        route_name_check(rs, "database", rq->params[0]))
+        return -1;
+    if (!r->body) {
+        static const char *const none[] = {NULL};
+        json_t *b = route_body_opt(s, rq, rs, none);
+        if (!b) return -1;
+        json_decref(b);
+    }
+    return 0;
+}
+
+int route_name_check(http_resp *rs, const char *what, const char *name)
+{
+    if (db_name_valid(name)) return 0;
+    size_t n = strlen(name);
+    http_error(rs, 400, "INVALID_ARGUMENT", "%s name '%.*s%s' is not allowed (use 1 to %d characters of A-Z a-z 0-9 _ -)",
+               what, n > 80 ? 80 : (int)n, name, n > 80 ? "..." : "", JVDB_MAX_NAME_LEN);
+    return -1;
+}
+
 int route_dispatch(server *s, http_req *rq, http_resp *rs)
 {
     const char *caps[HTTP_MAX_PARAMS];
@@ -131,6 +164,7 @@ int route_dispatch(server *s, http_req *rq, http_resp *rs)
                 return i;
             }
         }
+        if (route_check_request(s, rq, rs, &route_table[i])) return i;
         route_table[i].fn(s, rq, rs);
         return i;
     }
@@ -211,33 +245,46 @@ void http_lib_error_msg(http_resp *rs, int rc, const char *msg)
     }
 }
 
-json_t *route_body(server *s, http_req *rq, http_resp *rs)
+json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields)
 {
     char err[512];
+    /* Unknown top-level fields are refused before the parse, so their values never build a tree. */
+    if (jr_prescan_keys(rq->body, rq->body_len, fields, err, sizeof err)) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        return NULL;
+    }
     json_t *doc = jr_parse_object(rq->body, rq->body_len, s->cfg.max_depth, err, sizeof err);
-    if (!doc) http_error(rs, 400, "INVALID_JSON", "%s", err);
+    if (!doc) {
+        http_error(rs, 400, "INVALID_JSON", "%s", err);
+        return NULL;
+    }
+    if (jr_only(doc, "", fields, err, sizeof err)) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(doc);
+        return NULL;
+    }
     return doc;
 }
 
-json_t *route_body_opt(server *s, http_req *rq, http_resp *rs)
+json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields)
 {
     size_t i = 0;
     while (i < rq->body_len && (rq->body[i] == ' ' || rq->body[i] == '\n' || rq->body[i] == '\r' || rq->body[i] == '\t'))
         i++;
     if (i == rq->body_len) return json_object();
-    return route_body(s, rq, rs);
+    return route_body(s, rq, rs, fields);
 }
 
 int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out)
 {
-    char buf[64];
+    char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
     if (!q) return 0;
     char *end;
     errno = 0;
     unsigned long long v = strtoull(q, &end, 10);
     if (*q < '0' || *q > '9' || *end || errno) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%s'", name, q);
+        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%.100s'", name, q);
         return -1;
     }
     *out = v;
@@ -246,13 +293,13 @@ int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *ou
 
 int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
 {
-    char buf[16];
+    char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
     if (!q) return 0;
     if (!strcmp(q, "true") || !strcmp(q, "1") || !*q) *out = 1;
     else if (!strcmp(q, "false") || !strcmp(q, "0")) *out = 0;
     else {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be true or false, not '%s'", name, q);
+        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be true or false, not '%.100s'", name, q);
         return -1;
     }
     return 1;
@@ -260,17 +307,28 @@ int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
 
 /* ---------------------------------------------------------------- handles */
 
+int srv_db_hold(server *s, const char *name, jvdb_db **out)
+{
+    if (!db_name_valid(name))
+        return jvdb_db_open(s->env, name, out);   /* the library's own message for a bad name */
+    return env_db_acquire(s->env, name, out);
+}
+
+void srv_db_unhold(server *s, jvdb_db *db)
+{
+    if (db) env_db_release(s->env, db);
+}
+
 jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs)
 {
-    pthread_rwlock_rdlock(&s->catalog);
+    if (route_name_check(rs, "database", name)) return NULL;
     jvdb_db *db = NULL;
-    int rc = jvdb_db_open(s->env, name, &db);
+    int rc = srv_db_hold(s, name, &db);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
-        pthread_rwlock_unlock(&s->catalog);
         return NULL;
     }
     return db;
 }
 
-void route_db_release(server *s) { pthread_rwlock_unlock(&s->catalog); }
+void route_db_release(server *s, jvdb_db *db) { srv_db_unhold(s, db); }

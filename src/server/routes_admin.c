@@ -220,13 +220,15 @@ void route_status(server *s, http_req *rq, http_resp *rs)
     (void)rq;
     jvdb_stats sum = {0};
     size_t n = 0;
-    pthread_rwlock_rdlock(&s->catalog);
     char **names = NULL;
     if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
             jvdb_stats st;
-            if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK || jvdb_stats_get(db, &st) != JVDB_OK) continue;
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
+            int rc = jvdb_stats_get(db, &st);
+            srv_db_unhold(s, db);
+            if (rc != JVDB_OK) continue;
             sum.live_records += st.live_records;
             sum.file_bytes += st.file_bytes;
             sum.live_bytes += st.live_bytes;
@@ -235,7 +237,6 @@ void route_status(server *s, http_req *rq, http_resp *rs)
         }
         jvdb_free_names(names, n);
     }
-    pthread_rwlock_unlock(&s->catalog);
     jvdb_compactor_totals ct;
     compact_log_totals(s, NULL, &ct, NULL);
 
@@ -320,13 +321,14 @@ void route_db_stats(server *s, http_req *rq, http_resp *rs)
         jw_obj_end(&w);
     }
     jw_obj_end(&w);
-    route_db_release(s);
+    route_db_release(s, db);
     http_reply_json(rs, 200, &w);
 }
 
 void route_db_compact(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs);
+    static const char *const fields[] = {"force", "full", NULL};
+    json_t *body = route_body_opt(s, rq, rs, fields);
     if (!body) return;
     char err[256];
     jvdb_compact_options o = {0};
@@ -353,13 +355,13 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
         log_warn("compaction of '%s' requested over HTTP failed: %s", name, jvdb_errmsg());
     }
     if (rc == JVDB_EBUSY && s->cancel) {
-        route_db_release(s);
+        route_db_release(s, db);
         http_error(rs, 503, "SHUTTING_DOWN", "compaction of '%s' abandoned: the server is shutting down", rq->params[0]);
         return;
     }
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
-        route_db_release(s);
+        route_db_release(s, db);
         return;
     }
     jw w;
@@ -376,7 +378,7 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
     route_write_stats(&w, db);
     jw_obj_end(&w);
     jw_obj_end(&w);
-    route_db_release(s);
+    route_db_release(s, db);
     http_reply_json(rs, 200, &w);
 }
 
@@ -396,22 +398,21 @@ void route_compaction(server *s, http_req *rq, http_resp *rs)
     route_write_totals(&w, &t);
     jw_key(&w, "databases");
     jw_arr(&w);
-    pthread_rwlock_rdlock(&s->catalog);
     char **names = NULL;
     size_t n = 0;
     if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
-            if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK) continue;
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
             jw_obj(&w);
             jw_kstr(&w, "databaseId", names[i]);
             jw_key(&w, "compaction");
             route_write_compaction_state(s, &w, db);
             jw_obj_end(&w);
+            srv_db_unhold(s, db);
         }
         jvdb_free_names(names, n);
     }
-    pthread_rwlock_unlock(&s->catalog);
     jw_arr_end(&w);
     jw_obj_end(&w);
     http_reply_json(rs, 200, &w);

@@ -9,11 +9,11 @@
  * two of them at once could pick the same parent or delete what the other is reading.  Listing and
  * showing only read metadata that appears by an atomic rename, so they do not wait.
  *
- * A restore that replaces a database invalidates its handle, so it holds the catalog lock for
- * writing, like a drop (routes.c); a restore into a new name only needs it for reading.  Names and
- * ids from the request go to the library as given (it applies the create rule, so nothing is ever
- * truncated or defaulted), and every answer is built from what the library reports it did.
+ * A restore that replaces a database goes through the library's replace path, which marks that
+ * one database and waits for the requests holding it (routes.c); no server-wide lock is taken.
  *
+ * Names and ids from the request go to the library as given (it applies the create rule, so nothing
+ * is ever truncated or defaulted), and every answer is built from what the library reports it did.
  * The configured repository is not created at start-up: until the first backup creates it, the
  * read-only routes answer 404 "repository ... does not exist", like the CLI.
  */
@@ -270,7 +270,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
         backup_open(s, rs);
         return;
     }
-    json_t *body = route_body_opt(s, rq, rs);
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"type", "description", "compressionLevel", NULL});
     if (!body) return;
     char err[512];
     jvdb_backup_options o;
@@ -295,7 +295,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
     if (db) {
         jvdb_backup_info info;
         int rc = backup_run(s, db, &o, &info, "api");
-        route_db_release(s);
+        route_db_release(s, db);
         if (rc != JVDB_OK) http_lib_error(rs, rc);
         else route_reply_backup(rs, 201, &info);
     }
@@ -411,16 +411,22 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-/* The restore itself, catalog and repository locks held.  The answer is built from what the library
- * did (jvdb_restore_result), never from what the request asked for. */
+/* The restore itself, repository lock held.  The answer is built from what the library did
+ * (jvdb_restore_result), never from what the request asked for; the restored database is held by
+ * name for the answer, so a drop meanwhile waits for it. */
 static void route_backup_restore_run(server *s, http_req *rq, http_resp *rs, jvdb_repo *repo, const char *target, int force)
 {
     jvdb_restore_result res;
     jvdb_restore_options ro = {.as_name = target, .force = force, .result = &res};
     jvdb_db *db = NULL;
     int64_t t0 = clock_mono_ns();
-    int rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, &db);
+    int rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, NULL);
     if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    if ((rc = srv_db_hold(s, res.database, &db)) != JVDB_OK) {   /* dropped already */
+        jvdb_free(res.database_description);
         http_lib_error(rs, rc);
         return;
     }
@@ -457,11 +463,12 @@ static void route_backup_restore_run(server *s, http_req *rq, http_resp *rs, jvd
     jw_obj_end(&w);
     jw_obj_end(&w);
     http_reply_json(rs, res.replaced ? 200 : 201, &w);
+    srv_db_unhold(s, db);
 }
 
 void route_backup_restore(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs);
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"targetDatabase", "force", NULL});
     if (!body) return;
     char err[512];
     const char *target = NULL;
@@ -471,9 +478,6 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
         json_decref(body);
         return;
     }
-    /* Exclusive when an existing database may be replaced (its handle dies). */
-    if (force) pthread_rwlock_wrlock(&s->catalog);
-    else pthread_rwlock_rdlock(&s->catalog);
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) goto out;
@@ -481,6 +485,5 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs)
     jvdb_repo_close(repo);
 out:
     pthread_mutex_unlock(&s->backups->repo_mu);
-    pthread_rwlock_unlock(&s->catalog);
     json_decref(body);
 }

@@ -120,6 +120,28 @@ static void route_reply_db(server *s, http_resp *rs, jvdb_db *db, int rc, int st
 
 /* ---------------------------------------------------------------- settings shared by create and update */
 
+/* The fields each route knows.  dimension and metric are the original JadeVectorDB's spellings of
+ * vectorDimension and distanceMetric (its user guide uses them); update also takes back the
+ * read-only fields of the object GET returns, so a client can send back what it read. */
+static const char *const db_create_fields[] = {"name", "description", "vectorDimension", "dimension", "distanceMetric",
+                                               "metric", "indexType", "indexParameters", "sync", "compactionPolicy",
+                                               NULL};
+static const char *const db_update_fields[] = {"name", "description", "vectorDimension", "dimension", "distanceMetric",
+                                               "metric", "indexType", "indexParameters", "sync", "compactionPolicy",
+                                               "databaseId", "created_at", "updated_at", "stats", NULL};
+
+/* Which spelling of a field the body uses: `primary`, `alias` or NULL; -1 (err set) for both. */
+static int route_alias(json_t *body, const char *primary, const char *alias, const char **key, char *err, size_t cap)
+{
+    int p = json_object_get(body, primary) != NULL, a = json_object_get(body, alias) != NULL;
+    if (p && a) {
+        snprintf(err, cap, "give '%s' or its alias '%s', not both", primary, alias);
+        return -1;
+    }
+    *key = a ? alias : primary;
+    return 0;
+}
+
 typedef struct db_settings {
     const char *description;         /* NULL = unchanged */
     int has_sync;
@@ -152,14 +174,8 @@ static int route_parse_index(json_t *body, jvdb_index_options *o, int *given, ch
         snprintf(err, cap, "field 'indexParameters' must be an object");
         return -1;
     }
-    const char *key;
-    json_t *v;
-    json_object_foreach(p, key, v) {
-        if (strcmp(key, "m") && strcmp(key, "efConstruction") && strcmp(key, "efSearch")) {
-            snprintf(err, cap, "indexParameters has no field '%s' (m, efConstruction, efSearch)", key);
-            return -1;
-        }
-    }
+    static const char *const fields[] = {"m", "efConstruction", "efSearch", NULL};
+    if (jr_only(p, "indexParameters: ", fields, err, cap)) return -1;
     uint64_t u;
     if ((r = jr_uint(p, "m", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
     if (r) o->m = (uint32_t)u;
@@ -181,18 +197,9 @@ static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, si
     double d;
     uint64_t u;
     int r;
-    static const char *known[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
-                                  "minRecords", "maxSeconds", "segmentDeadRatio"};
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        size_t i = 0;
-        while (i < sizeof known / sizeof known[0] && strcmp(known[i], key)) i++;
-        if (i == sizeof known / sizeof known[0]) {
-            snprintf(err, cap, "compactionPolicy has no field '%s'", key);
-            return -1;
-        }
-    }
+    static const char *const fields[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
+                                         "minRecords", "maxSeconds", "segmentDeadRatio", NULL};
+    if (jr_only(obj, "compactionPolicy: ", fields, err, cap)) return -1;
     struct {
         const char *k;
         double *dst;
@@ -269,12 +276,23 @@ static int route_apply_settings(jvdb_db *db, const db_settings *st)
 
 /* ---------------------------------------------------------------- routes */
 
+/* Removes the server metadata of a dropped database, unless a create of the same name came in
+ * between (its file is then the new database's).  meta_mu orders this against that create's save. */
+static void route_dbmeta_forget(server *s, const char *name)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    jvdb_db *db;
+    if (srv_db_hold(s, name, &db) == JVDB_OK) srv_db_unhold(s, db);
+    else dbmeta_remove(s, name);
+    pthread_mutex_unlock(&s->meta_mu);
+}
+
 void route_db_create(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, db_create_fields);
     if (!body) return;
     char err[512] = "";
-    const char *name = NULL, *metric_s = NULL;
+    const char *name = NULL, *metric_s = NULL, *dim_key, *metric_key;
     uint64_t dim = 0;
     db_settings st;
     int r;
@@ -282,17 +300,24 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
         if (r == 0) snprintf(err, sizeof err, "field 'name' is required");
         goto bad;
     }
-    if ((r = jr_uint(body, "vectorDimension", 1, JVDB_MAX_DIM, &dim, err, sizeof err)) <= 0) {
+    if (route_name_check(rs, "database", name)) {
+        json_decref(body);
+        return;
+    }
+    if (route_alias(body, "vectorDimension", "dimension", &dim_key, err, sizeof err) ||
+        route_alias(body, "distanceMetric", "metric", &metric_key, err, sizeof err))
+        goto bad;
+    if ((r = jr_uint(body, dim_key, 1, JVDB_MAX_DIM, &dim, err, sizeof err)) <= 0) {
         if (r == 0) snprintf(err, sizeof err, "field 'vectorDimension' is required");
         goto bad;
     }
-    if (jr_string(body, "distanceMetric", &metric_s, err, sizeof err) < 0) goto bad;
+    if (jr_string(body, metric_key, &metric_s, err, sizeof err) < 0) goto bad;
     jvdb_db_options o;
     jvdb_db_options_init(&o, (uint32_t)dim);
     /* JadeVectorDB's default metric is cosine (the library's is l2). */
     o.metric = JVDB_METRIC_COSINE;
     if (metric_s && jvdb_metric_parse(metric_s, &o.metric) != JVDB_OK) {
-        snprintf(err, sizeof err, "distanceMetric '%s' is not one of cosine, euclidean, dot", metric_s);
+        snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot", metric_key, metric_s);
         goto bad;
     }
     if (route_parse_settings(body, NULL, &st, err, sizeof err)) goto bad;
@@ -301,11 +326,11 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
         o.sync_interval_ms = st.sync_ms;
     }
 
-    /* Exclusive, so that a database whose settings fail can be dropped again before anyone used
-     * it: a create either succeeds whole or leaves nothing. */
-    pthread_rwlock_wrlock(&s->catalog);
+    /* A create either succeeds whole or leaves nothing: when the settings fail, the new database
+     * is dropped again (the drop waits for any request that found it meanwhile). */
+    int rc = jvdb_db_create(s->env, name, &o, NULL);
     jvdb_db *db = NULL;
-    int rc = jvdb_db_create(s->env, name, &o, &db);
+    if (rc == JVDB_OK) rc = srv_db_hold(s, name, &db);
     if (rc == JVDB_OK) {
         st.has_sync = 0;   /* given to the create already */
         rc = route_apply_settings(db, &st);
@@ -320,16 +345,16 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
         if (rc != JVDB_OK) {
             char msg[1024];
             snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+            srv_db_unhold(s, db);
             jvdb_db_drop(s->env, name);
-            dbmeta_remove(s, name);
+            route_dbmeta_forget(s, name);
             http_lib_error_msg(rs, rc, msg);
-            pthread_rwlock_unlock(&s->catalog);
             json_decref(body);
             return;
         }
     }
     route_reply_db(s, rs, db, rc, 201);
-    pthread_rwlock_unlock(&s->catalog);
+    srv_db_unhold(s, db);
     json_decref(body);
     return;
 bad:
@@ -341,12 +366,10 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
 {
     uint64_t offset = 0, limit = UINT64_MAX;
     if (route_query_uint(rq, rs, "offset", &offset) < 0 || route_query_uint(rq, rs, "limit", &limit) < 0) return;
-    pthread_rwlock_rdlock(&s->catalog);
     char **names = NULL;
     size_t n = 0;
     int rc = jvdb_db_list(s->env, &names, &n);
     if (rc != JVDB_OK) {
-        pthread_rwlock_unlock(&s->catalog);
         http_lib_error(rs, rc);
         return;
     }
@@ -358,12 +381,12 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
     jw_arr(&w);
     for (size_t i = offset; i < n && i - offset < limit; i++) {
         jvdb_db *db;
-        if (jvdb_db_open(s->env, names[i], &db) != JVDB_OK) continue;
+        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
         route_write_db(s, &w, db);
+        srv_db_unhold(s, db);
     }
     jw_arr_end(&w);
     jw_obj_end(&w);
-    pthread_rwlock_unlock(&s->catalog);
     jvdb_free_names(names, n);
     http_reply_json(rs, 200, &w);
 }
@@ -375,13 +398,13 @@ void route_db_get(server *s, http_req *rq, http_resp *rs)
     jw w;
     jw_init(&w);
     route_write_db(s, &w, db);
-    route_db_release(s);
+    route_db_release(s, db);
     http_reply_json(rs, 200, &w);
 }
 
 void route_db_update(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, db_update_fields);
     if (!body) return;
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) {
@@ -395,22 +418,29 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
     int r;
     /* Fields that cannot change are accepted when they repeat the current value, so a client can
      * send back the object it read. */
-    if ((r = jr_string(body, "name", &str, err, sizeof err)) < 0) goto bad;
-    if (r && strcmp(str, jvdb_db_name(db))) {
-        snprintf(err, sizeof err, "a database cannot be renamed ('%s' to '%s')", jvdb_db_name(db), str);
-        goto bad;
+    const char *dim_key, *metric_key;
+    static const char *const same_name[] = {"name", "databaseId"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((r = jr_string(body, same_name[i], &str, err, sizeof err)) < 0) goto bad;
+        if (r && strcmp(str, jvdb_db_name(db))) {
+            snprintf(err, sizeof err, "a database cannot be renamed ('%s' to '%s')", jvdb_db_name(db), str);
+            goto bad;
+        }
     }
-    if ((r = jr_uint(body, "vectorDimension", 1, JVDB_MAX_DIM, &u, err, sizeof err)) < 0) goto bad;
+    if (route_alias(body, "vectorDimension", "dimension", &dim_key, err, sizeof err) ||
+        route_alias(body, "distanceMetric", "metric", &metric_key, err, sizeof err))
+        goto bad;
+    if ((r = jr_uint(body, dim_key, 1, JVDB_MAX_DIM, &u, err, sizeof err)) < 0) goto bad;
     if (r && u != jvdb_db_dim(db)) {
         snprintf(err, sizeof err, "vectorDimension cannot change (database '%s' has dimension %u)", jvdb_db_name(db),
                  jvdb_db_dim(db));
         goto bad;
     }
-    if ((r = jr_string(body, "distanceMetric", &str, err, sizeof err)) < 0) goto bad;
+    if ((r = jr_string(body, metric_key, &str, err, sizeof err)) < 0) goto bad;
     if (r) {
         jvdb_metric m;
         if (jvdb_metric_parse(str, &m) != JVDB_OK) {
-            snprintf(err, sizeof err, "distanceMetric '%s' is not one of cosine, euclidean, dot", str);
+            snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot", metric_key, str);
             goto bad;
         }
         if (m != jvdb_db_metric(db)) {
@@ -435,26 +465,25 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
         pthread_mutex_unlock(&s->meta_mu);
     }
     route_reply_db(s, rs, db, rc, 200);
-    route_db_release(s);
+    route_db_release(s, db);
     json_decref(body);
     return;
 bad:
-    route_db_release(s);
+    route_db_release(s, db);
     http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
     json_decref(body);
 }
 
 void route_db_delete(server *s, http_req *rq, http_resp *rs)
 {
-    /* Exclusive: the drop frees the handle other requests might be using. */
-    pthread_rwlock_wrlock(&s->catalog);
+    /* The library marks the database, refuses new holders and waits for the requests that hold it
+     * (only those: no server-wide lock is taken, so every other database goes on being served). */
     int rc = jvdb_db_drop(s->env, rq->params[0]);
-    if (rc == JVDB_OK) dbmeta_remove(s, rq->params[0]);
-    pthread_rwlock_unlock(&s->catalog);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return;
     }
+    route_dbmeta_forget(s, rq->params[0]);
     jw w;
     jw_init(&w);
     jw_obj(&w);

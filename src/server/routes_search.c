@@ -10,11 +10,17 @@
  */
 #include "server/srv.h"
 
+#include "core/log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SEARCH_MAX_K 10000
+
+/* Everything else is refused by name: a misspelt "filter" must never run an unfiltered search. */
+static const char *const search_fields[] = {"queryVector", "topK", "ef", "threshold", "exact", "includeMetadata",
+                                            "includeVectorData", "filters", NULL};
 
 typedef struct search_req {
     float *query;
@@ -106,7 +112,8 @@ static void route_write_results(jw *w, const jvdb_result *res, size_t n, uint32_
             }
             if (p->include_metadata) {
                 jw_key(w, "metadata");
-                jw_raw(w, res[i].meta_json, res[i].meta_json ? strlen(res[i].meta_json) : 0);
+                if (jw_json(w, res[i].meta_json))
+                    log_warn("search result '%s' has stored metadata that is not a JSON object; answered null", res[i].id);
             }
             jw_obj_end(w);
         }
@@ -118,7 +125,7 @@ static void route_write_results(jw *w, const jvdb_result *res, size_t n, uint32_
 
 void route_search(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, search_fields);
     if (!body) return;
     search_req q;
     int bad = route_parse_search(body, &q, rs);
@@ -133,7 +140,7 @@ void route_search(server *s, http_req *rq, http_resp *rs)
     size_t n = 0;
     int rc = jvdb_search(db, q.query, q.dim, &q.p, &res, &n);
     uint32_t dim = jvdb_db_dim(db);
-    route_db_release(s);
+    route_db_release(s, db);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
     } else {

@@ -2,15 +2,17 @@
  * routes_vectors.c — /v1/databases/{id}/vectors: put one, put a batch (all or nothing), get many,
  * get / update / delete one.
  *
- * Request vectors are turned into jvdb_record values here (JSON numbers to float32, metadata
- * objects back to compact JSON text) and validated by the library, whose messages already name the
- * field and, for batches, the record ("record 3: vector has 3 values but database 'docs' has
- * dimension 4").  The server's own shape checks use the same "record N: " wording, and a batch
- * error carries the index as a number too ({"error", "message", "index"}).
+ * Request vectors are decoded by jsonio.c (jr_vector, jr_batch: JSON numbers to float32, metadata
+ * objects back to compact JSON text, unknown fields refused by name) and validated by the library,
+ * whose messages already name the field and, for batches, the record ("record 3: vector has 3
+ * values but database 'docs' has dimension 4").  The server's own shape checks use the same
+ * "record N: " wording, and a batch error carries the index as a number too ({"error", "message",
+ * "index"}).  Stored metadata goes back out through jw_json, never as raw text.
  *
  * Batches of the common shape are decoded by jf_batch (jsonio.c) without building a jansson tree,
  * which halves the cost of a large batch; anything else takes the general path.  Debug builds run
- * both on every fast-path batch and abort if they disagree.
+ * both on every fast-path batch and abort if they disagree (and fuzz_http_body holds them to it).
+ * A database is held (route_db_acquire) only around the library calls, not while bodies are parsed.
  */
 #include "server/srv.h"
 
@@ -20,81 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One decoded request vector; the strings it points at belong to it. */
-typedef struct vec_in {
-    const char *id;
-    float *values;
-    uint32_t n;
-    char *meta;                      /* compact JSON text, NULL for none */
-} vec_in;
-
-static void vec_in_free(vec_in *v)
-{
-    free(v->values);
-    free(v->meta);
-    memset(v, 0, sizeof *v);
-}
-
-/* `where` is "" for a single vector, "record N: " inside a batch. */
-static int route_parse_id(json_t *o, const char *key, const char *where, const char **id, char *err, size_t cap)
-{
-    json_t *j = json_object_get(o, key);
-    if (!j) {
-        snprintf(err, cap, "%sfield '%s' is required", where, key);
-        return -1;
-    }
-    if (!json_is_string(j)) {
-        snprintf(err, cap, "%sfield '%s' must be a string", where, key);
-        return -1;
-    }
-    *id = json_string_value(j);
-    return 0;
-}
-
-/* metadata: absent or null = none; otherwise an object. */
-static int route_parse_meta(json_t *o, const char *where, char **meta, char *err, size_t cap)
-{
-    json_t *m = json_object_get(o, "metadata");
-    *meta = NULL;
-    if (!m || json_is_null(m)) return 0;
-    if (!json_is_object(m)) {
-        snprintf(err, cap, "%sfield 'metadata' must be a JSON object", where);
-        return -1;
-    }
-    *meta = json_dumps(m, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!*meta) {
-        snprintf(err, cap, "%sout of memory encoding metadata", where);
-        return -1;
-    }
-    return 0;
-}
-
-static int route_parse_values(json_t *o, const char *where, vec_in *v, char *err, size_t cap)
-{
-    json_t *vals = json_object_get(o, "values");
-    if (!vals) {
-        snprintf(err, cap, "%sfield 'values' is required", where);
-        return -1;
-    }
-    char what[64];
-    snprintf(what, sizeof what, "%svalues", where);
-    return jr_floats(vals, what, JVDB_MAX_DIM, &v->values, &v->n, err, cap) < 0 ? -1 : 0;
-}
-
-static int route_parse_vector(json_t *o, const char *where, vec_in *v, char *err, size_t cap)
-{
-    memset(v, 0, sizeof *v);
-    if (!json_is_object(o)) {
-        snprintf(err, cap, "%sa vector must be a JSON object", where);
-        return -1;
-    }
-    if (route_parse_id(o, "id", where, &v->id, err, cap) || route_parse_values(o, where, v, err, cap) ||
-        route_parse_meta(o, where, &v->meta, err, cap)) {
-        vec_in_free(v);
-        return -1;
-    }
-    return 0;
-}
+static const char *const vec_update_fields[] = {"id", "values", "metadata", NULL};
+static const char *const vec_ids_fields[] = {"ids", "vectorIds", NULL};   /* vectorIds: JadeVectorDB's name */
 
 /* 400 with the batch index as a number beside the message. */
 static void route_batch_error(http_resp *rs, long index, const char *msg)
@@ -122,25 +51,25 @@ static void route_write_lsn_reply(http_resp *rs, int status, const char *id, uin
 
 void route_vec_put(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, jr_vector_fields);
     if (!body) return;
     char err[512];
-    vec_in v;
-    if (route_parse_vector(body, "", &v, err, sizeof err)) {
+    jf_vector v;
+    if (jr_vector(body, "", &v, err, sizeof err)) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
         json_decref(body);
         return;
     }
+    json_decref(body);
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (db) {
         uint64_t lsn = 0;
         int rc = jvdb_put(db, v.id, v.values, v.n, v.meta, &lsn);
-        route_db_release(s);
+        route_db_release(s, db);
         if (rc != JVDB_OK) http_lib_error(rs, rc);
         else route_write_lsn_reply(rs, 201, v.id, lsn);
     }
-    vec_in_free(&v);
-    json_decref(body);
+    jf_vector_free(&v);
 }
 
 /* Stores a decoded batch; answers 201 or the error naming the record. */
@@ -150,7 +79,7 @@ static void route_store_batch(server *s, http_req *rq, http_resp *rs, const jvdb
     if (!db) return;
     uint64_t lsn = 0;
     int rc = jvdb_put_batch(db, recs, n, &lsn);
-    route_db_release(s);
+    route_db_release(s, db);
     if (rc == JVDB_EINVAL) {
         /* The library names the record as "record N: ..."; repeat N as a number. */
         const char *msg = jvdb_errmsg();
@@ -170,120 +99,84 @@ static void route_store_batch(server *s, http_req *rq, http_resp *rs, const jvdb
     }
 }
 
-/* The general path: jansson, with a message naming the record for every shape error.  On success
- * recs[i] point into vs[i]. */
-static int route_parse_batch(server *s, http_req *rq, http_resp *rs, vec_in **vs_out, jvdb_record **recs_out, size_t *count)
+/* The general path: jansson, with a message naming the record for every shape error. */
+static int route_parse_batch(server *s, http_req *rq, http_resp *rs, jf_vector **out, size_t *count)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, jr_batch_fields);
     if (!body) return -1;
-    json_t *arr = json_object_get(body, "vectors");
-    size_t n = json_array_size(arr);
-    vec_in *vs = NULL;
-    jvdb_record *recs = NULL;
-    if (!json_is_array(arr) || n == 0) {
-        http_error(rs, 400, "INVALID_ARGUMENT", arr && json_is_array(arr) ? "field 'vectors' is empty"
-                                                                          : "field 'vectors' must be an array of vectors");
-        goto fail;
-    }
-    vs = calloc(n, sizeof *vs);
-    recs = calloc(n, sizeof *recs);
-    if (!vs || !recs) {
-        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory for a batch of %zu vectors", n);
-        goto fail;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char where[48], err[512];
-        snprintf(where, sizeof where, "record %zu: ", i);
-        if (route_parse_vector(json_array_get(arr, i), where, &vs[i], err, sizeof err)) {
-            route_batch_error(rs, (long)i, err);
-            goto fail;
-        }
-        /* The id points into the jansson tree: keep a copy, the tree goes below. */
-        vs[i].id = strdup(vs[i].id);
-        if (!vs[i].id) {
-            http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
-            goto fail;
-        }
-        recs[i] = (jvdb_record){vs[i].id, vs[i].values, vs[i].n, vs[i].meta};
-    }
+    char err[512];
+    long index;
+    int rc = jr_batch(body, out, count, &index, err, sizeof err);
     json_decref(body);
-    *vs_out = vs;
-    *recs_out = recs;
-    *count = n;
-    return 0;
-fail:
-    if (vs)
-        for (size_t i = 0; i < n; i++) {
-            free((char *)vs[i].id);
-            vec_in_free(&vs[i]);
-        }
-    free(vs);
-    free(recs);
-    json_decref(body);
-    return -1;
-}
-
-static void route_free_batch(vec_in *vs, jvdb_record *recs, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free((char *)vs[i].id);
-        vec_in_free(&vs[i]);
-    }
-    free(vs);
-    free(recs);
+    if (rc) route_batch_error(rs, index, err);
+    return rc;
 }
 
 #ifndef NDEBUG
 /* Debug builds (the sanitizer test runs) decode every fast-path batch the general way too and stop
- * hard on any difference, so the e2e suites prove the two paths agree. */
+ * hard on any difference, so the e2e suites prove the two paths agree (tests/fuzz/fuzz_http_body.c
+ * does the same on generated bodies). */
 static void route_check_fast(server *s, http_req *rq, const jf_vector *fv, size_t n)
 {
     http_resp tmp = {0};
-    vec_in *vs;
-    jvdb_record *recs;
+    jf_vector *gv;
     size_t m;
-    if (route_parse_batch(s, rq, &tmp, &vs, &recs, &m)) {
+    if (route_parse_batch(s, rq, &tmp, &gv, &m)) {
         log_error("fast batch parse accepted a body the general path refuses: %.*s", (int)tmp.len, tmp.body);
         abort();
     }
     free(tmp.body);
     int same = m == n;
     for (size_t i = 0; same && i < n; i++) {
-        same = !strcmp(fv[i].id, recs[i].id) && fv[i].n == recs[i].dim &&
-               !memcmp(fv[i].values, recs[i].vector, fv[i].n * sizeof(float)) &&
-               (fv[i].meta ? recs[i].meta_json && !strcmp(fv[i].meta, recs[i].meta_json) : !recs[i].meta_json);
+        same = !strcmp(fv[i].id, gv[i].id) && fv[i].n == gv[i].n &&
+               !memcmp(fv[i].values, gv[i].values, fv[i].n * sizeof(float)) &&
+               (fv[i].meta ? gv[i].meta && !strcmp(fv[i].meta, gv[i].meta) : !gv[i].meta);
         if (!same) log_error("fast batch parse differs from the general path at record %zu", i);
     }
-    route_free_batch(vs, recs, m);
+    jf_batch_free(gv, m);
     if (!same) abort();
 }
 #endif
+
+/* Stores decoded vectors (the fast and the general path meet here). */
+static void route_store_vectors(server *s, http_req *rq, http_resp *rs, const jf_vector *v, size_t n)
+{
+    jvdb_record *recs = calloc(n, sizeof *recs);
+    if (!recs) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory for a batch of %zu vectors", n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) recs[i] = (jvdb_record){v[i].id, v[i].values, v[i].n, v[i].meta};
+    route_store_batch(s, rq, rs, recs, n);
+    free(recs);
+}
 
 void route_vec_batch(server *s, http_req *rq, http_resp *rs)
 {
     jf_vector *fv = NULL;
     size_t n = 0;
-    if (jf_batch(rq->body, rq->body_len, s->cfg.max_depth, &fv, &n)) {
+    char err[512];
+    long index = -1;
+    /* Unknown top-level fields are refused before either decoder looks at the body. */
+    if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, err, sizeof err)) {
+        route_batch_error(rs, -1, err);
+        return;
+    }
+    int fast = jf_batch(rq->body, rq->body_len, s->cfg.max_depth, &fv, &n, &index, err, sizeof err);
+    if (fast < 0) {
+        route_batch_error(rs, index, err);
+        return;
+    }
+    if (fast) {
         log_debug("batch of %zu vectors decoded on the fast path", n);
 #ifndef NDEBUG
         route_check_fast(s, rq, fv, n);
 #endif
-        jvdb_record *recs = calloc(n, sizeof *recs);
-        if (!recs) {
-            http_error(rs, 500, "OUT_OF_MEMORY", "out of memory for a batch of %zu vectors", n);
-        } else {
-            for (size_t i = 0; i < n; i++) recs[i] = (jvdb_record){fv[i].id, fv[i].values, fv[i].n, fv[i].meta};
-            route_store_batch(s, rq, rs, recs, n);
-        }
-        free(recs);
-        jf_batch_free(fv, n);
+    } else if (route_parse_batch(s, rq, rs, &fv, &n)) {
         return;
     }
-    vec_in *vs;
-    jvdb_record *recs;
-    if (route_parse_batch(s, rq, rs, &vs, &recs, &n)) return;
-    route_store_batch(s, rq, rs, recs, n);
-    route_free_batch(vs, recs, n);
+    route_store_vectors(s, rq, rs, fv, n);
+    jf_batch_free(fv, n);
 }
 
 /* Writes {"id", "values", "metadata"} of one stored vector, or returns the library status. */
@@ -297,7 +190,8 @@ static int route_write_vector(jw *w, jvdb_db *db, const char *id, float *buf)
     jw_key(w, "values");
     jw_floats(w, buf, jvdb_db_dim(db));
     jw_key(w, "metadata");
-    jw_raw(w, meta, meta ? strlen(meta) : 0);
+    if (jw_json(w, meta)) log_warn("vector '%s' of '%s' has stored metadata that is not a JSON object; answered null", id,
+                                   jvdb_db_name(db));
     jw_obj_end(w);
     jvdb_free(meta);
     return JVDB_OK;
@@ -311,7 +205,7 @@ void route_vec_get(server *s, http_req *rq, http_resp *rs)
     jw w;
     jw_init(&w);
     int rc = buf ? route_write_vector(&w, db, rq->params[1], buf) : JVDB_ENOMEM;
-    route_db_release(s);
+    route_db_release(s, db);
     free(buf);
     if (rc != JVDB_OK) {
         jw_free(&w);
@@ -323,18 +217,25 @@ void route_vec_get(server *s, http_req *rq, http_resp *rs)
 
 void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, vec_ids_fields);
     if (!body) return;
     json_t *ids = json_object_get(body, "ids");
+    const char *field = "ids";
+    if (ids && json_object_get(body, "vectorIds")) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "give 'ids' or its alias 'vectorIds', not both");
+        json_decref(body);
+        return;
+    }
+    if (!ids && (ids = json_object_get(body, "vectorIds"))) field = "vectorIds";
     if (!json_is_array(ids)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "field 'ids' must be an array of strings");
+        http_error(rs, 400, "INVALID_ARGUMENT", "field '%s' %s", field, ids ? "must be an array of strings" : "is required");
         json_decref(body);
         return;
     }
     for (size_t i = 0; i < json_array_size(ids); i++) {
         json_t *id = json_array_get(ids, i);
         if (!json_is_string(id)) {
-            http_error(rs, 400, "INVALID_ARGUMENT", "ids[%zu] must be a string", i);
+            http_error(rs, 400, "INVALID_ARGUMENT", "%s[%zu] must be a string", field, i);
             json_decref(body);
             return;
         }
@@ -360,7 +261,7 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
         else if (r == JVDB_ENOTFOUND || r == JVDB_EINVAL) json_array_append(missing, json_array_get(ids, i));
         else rc = r;
     }
-    route_db_release(s);
+    route_db_release(s, db);
     free(buf);
     if (rc != JVDB_OK) {
         jw_free(&w);
@@ -381,15 +282,15 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 
 void route_vec_update(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs);
+    json_t *body = route_body(s, rq, rs, vec_update_fields);
     if (!body) return;
     const char *vid = rq->params[1];
     char err[512];
-    vec_in v = {.id = vid};
+    jf_vector v = {0};
     const char *body_id = NULL;
     json_t *vals = json_object_get(body, "values");
     json_t *meta = json_object_get(body, "metadata");
-    if (json_object_get(body, "id") && route_parse_id(body, "id", "", &body_id, err, sizeof err)) goto bad;
+    if (jr_string(body, "id", &body_id, err, sizeof err) < 0) goto bad;
     if (body_id && strcmp(body_id, vid)) {
         snprintf(err, sizeof err, "the body's id '%s' differs from the id in the path '%s'", body_id, vid);
         goto bad;
@@ -398,8 +299,17 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
         snprintf(err, sizeof err, "nothing to update: give 'values', 'metadata' or both");
         goto bad;
     }
-    if (vals && route_parse_values(body, "", &v, err, sizeof err)) goto bad;
-    if (meta && route_parse_meta(body, "", &v.meta, err, sizeof err)) goto bad;
+    if (vals && jr_floats(vals, "values", JVDB_MAX_DIM, &v.values, &v.n, err, sizeof err) < 0) goto bad;
+    if (meta && !json_is_null(meta)) {
+        if (!json_is_object(meta)) {
+            snprintf(err, sizeof err, "field 'metadata' must be a JSON object");
+            goto bad;
+        }
+        if (!(v.meta = json_dumps(meta, JSON_COMPACT | JSON_ENCODE_ANY))) {
+            snprintf(err, sizeof err, "out of memory encoding metadata");
+            goto bad;
+        }
+    }
 
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) goto out;
@@ -414,7 +324,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
         uint32_t nn = vals ? v.n : jvdb_db_dim(db);
         rc = jvdb_put(db, vid, nv, nn, meta ? v.meta : cur_meta, &lsn);
     }
-    route_db_release(s);
+    route_db_release(s, db);
     free(cur);
     jvdb_free(cur_meta);
     if (rc != JVDB_OK) http_lib_error(rs, rc);
@@ -423,7 +333,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
 bad:
     http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
 out:
-    vec_in_free(&v);
+    jf_vector_free(&v);
     json_decref(body);
 }
 
@@ -433,7 +343,7 @@ void route_vec_delete(server *s, http_req *rq, http_resp *rs)
     if (!db) return;
     uint64_t lsn = 0;
     int rc = jvdb_delete(db, rq->params[1], &lsn);
-    route_db_release(s);
+    route_db_release(s, db);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return;

@@ -1,7 +1,9 @@
 /*
  * server.c — `jvdb serve`: start-up and the graceful stop.
  *
- * Start: settings (config.c), the data directory (its flock makes this the only process using it),
+ * Start: settings (config.c), the open-file limit raised to fit the connection limit with room to
+ * spare for the databases' own files (a flood of connections must never leave a database unable to
+ * open a segment), the data directory (its flock makes this the only process using it),
  * server metadata, metrics, the background compactor, then the HTTP daemon; the bound address is
  * printed on stdout ("listening on http://HOST:PORT") for scripts and tests that asked for port 0.
  *
@@ -19,10 +21,15 @@
 #include "core/clock.h"
 #include "core/log.h"
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+
+/* Descriptors kept free of connections: segments, manifests, backups, logs. */
+#define SERVER_FD_RESERVE 1024
 
 void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
@@ -38,6 +45,34 @@ static void server_set_log_level(const server_config *c)
     else if (!strcmp(c->log_level, "warn")) l = LOG_WARN;
     else if (!strcmp(c->log_level, "error")) l = LOG_ERROR;
     log_set_level(l);
+}
+
+/* Raises RLIMIT_NOFILE's soft limit to what --max-connections needs; when the hard limit is lower,
+ * an explicit --max-connections is an error and the default shrinks to fit (with a warning). */
+static int server_fit_nofile(server *s)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return 0;
+    rlim_t need = (rlim_t)s->cfg.max_connections + SERVER_FD_RESERVE;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        struct rlimit nr = {want, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &nr) == 0) rl.rlim_cur = want;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return 0;
+    if (s->cfg.max_connections_set) {
+        fprintf(stderr,
+                "jvdb serve: --max-connections %u needs %llu open files, but the limit is %llu (hard %llu); raise it "
+                "(ulimit -n, systemd LimitNOFILE=) or lower --max-connections\n",
+                s->cfg.max_connections, (unsigned long long)need, (unsigned long long)rl.rlim_cur,
+                (unsigned long long)rl.rlim_max);
+        return -1;
+    }
+    unsigned fit = rl.rlim_cur > SERVER_FD_RESERVE + 16 ? (unsigned)(rl.rlim_cur - SERVER_FD_RESERVE) : 16;
+    log_warn("the open-file limit is %llu: serving at most %u connections instead of %u (raise it with ulimit -n "
+             "or systemd LimitNOFILE=)", (unsigned long long)rl.rlim_cur, fit, s->cfg.max_connections);
+    s->cfg.max_connections = fit;
+    return 0;
 }
 
 static int server_start_compactor(server *s)
@@ -70,7 +105,6 @@ static void server_cleanup(server *s)
     backup_free(s);
     metrics_free(s);
     free(s->meta_dir);
-    pthread_rwlock_destroy(&s->catalog);
     pthread_mutex_destroy(&s->meta_mu);
     config_free(&s->cfg);
 }
@@ -86,15 +120,14 @@ int server_main(int argc, char **argv, const char *data_dir)
         return rc == 1 ? 0 : 2;
     }
     server_set_log_level(&s->cfg);
+    if (server_fit_nofile(s)) {
+        config_free(&s->cfg);
+        return 1;
+    }
     s->main_thread = pthread_self();
     s->started_wall_ns = clock_wall_ns();
     s->started_mono_ns = clock_mono_ns();
 
-    pthread_rwlockattr_t ra;
-    pthread_rwlockattr_init(&ra);
-    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&s->catalog, &ra);
-    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->meta_mu, NULL);
 
     /* Before any thread exists, so that all of them inherit the mask. */
@@ -133,13 +166,17 @@ int server_main(int argc, char **argv, const char *data_dir)
     log_info("jvdb %s serving '%s' on %s:%u: %u HTTP threads, authentication %s, compaction check every %.1f s",
              JVDB_VERSION, s->cfg.data_dir, s->cfg.host, (unsigned)port, s->cfg.threads, s->cfg.api_key ? "on" : "off",
              (double)s->cfg.compaction_interval_ms / 1000.0);
+    log_info("limits: %u connections (%u per address), request head within %.1f s, idle %u s, body %" PRIu64
+             " bytes, %" PRIu64 " bytes of bodies held at once",
+             s->cfg.max_connections, s->cfg.max_conn_per_ip, (double)s->cfg.header_timeout_ms / 1000.0,
+             s->cfg.idle_timeout_s, s->cfg.max_body, s->cfg.max_buffered);
 
     int sig = 0;
     while (sigwait(&stopset, &sig) != 0) {
     }
     log_info("stopping (%s): no new connections, finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s->stopping, 1);
-    s->cancel = 1;
+    __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions */
     http_stop(s);
     log_info("stopping the backup scheduler and the compactor");
     server_cleanup(s);

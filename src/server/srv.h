@@ -31,6 +31,12 @@ typedef struct server_config {
     unsigned threads;                /* HTTP worker threads */
     char *api_key;                   /* NULL = no authentication */
     uint64_t max_body;               /* bytes; larger bodies get 413 */
+    uint64_t max_buffered;           /* request body bytes held over all connections; beyond: 503 */
+    unsigned max_connections;        /* open client connections (RLIMIT_NOFILE is raised to fit) */
+    int max_connections_set;         /* given explicitly: failing to fit it is an error, not a warning */
+    unsigned max_conn_per_ip;        /* 0 = no per-address limit */
+    uint64_t header_timeout_ms;      /* a new connection's request head must be complete by then */
+    unsigned idle_timeout_s;         /* inactivity limit; also the wait for the next request head */
     unsigned max_depth;              /* JSON nesting limit of request bodies */
     uint64_t compaction_interval_ms; /* how often the compactor looks at every database; 0 = no compactor */
     unsigned compaction_threads;
@@ -63,9 +69,6 @@ typedef struct server {
     server_config cfg;
     jvdb_env *env;
     jvdb_compactor *compactor;
-    /* Readers: every request that holds a jvdb_db handle.  Writer: dropping a database, which
-     * frees its handle.  Writer-preferring so a stream of requests cannot starve a drop. */
-    pthread_rwlock_t catalog;
     pthread_mutex_t meta_mu;         /* serialises read-modify-write of server metadata files */
     metrics *metrics;
     http_server *http;
@@ -104,10 +107,16 @@ typedef struct http_resp {
     const char *allow;               /* Allow header for 405 */
     int close;                       /* ask the client to close the connection */
     int auth_challenge;              /* add WWW-Authenticate */
+    int retry_after_s;               /* add Retry-After (0 = none) */
 } http_resp;
 
+/* Longest query-argument value accepted (decoded bytes); longer ones get 400 before any route runs. */
+#define HTTP_QUERY_MAX 1024
+
 /* Header or query-argument lookups on the request (http.c).  Query values are percent-decoded
- * into buf; returns NULL when absent. */
+ * into buf; returns NULL when absent.  http.c has already answered 400 to a request with an
+ * argument that is badly escaped, holds a NUL, is repeated or is longer than HTTP_QUERY_MAX, so
+ * with a buffer of HTTP_QUERY_MAX + 1 bytes NULL means absent. */
 const char *http_header(const http_req *rq, const char *name);
 const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap);
 /* Percent-decodes in place; returns the new length, or -1 for a bad escape. */
@@ -136,10 +145,17 @@ const char *route_method(int i);
 /* The route that would serve method + path, without running it (metrics for early answers). */
 int route_find(const char *method, const char *path);
 
-/* Database handles for the length of one request: takes the catalog read lock and opens the
- * database; on failure writes the error response and returns NULL (no lock held). */
+/* Database handles for the length of one request: checks the name (400), then holds the database
+ * through the library's reference count, so a drop of it waits for this request and a drop of any
+ * other database does not touch it.  On failure writes the error response and returns NULL. */
 jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs);
-void route_db_release(server *s);
+void route_db_release(server *s, jvdb_db *db);
+/* The same without a response (metrics, status, the scheduler): a JVDB status. */
+int srv_db_hold(server *s, const char *name, jvdb_db **out);
+void srv_db_unhold(server *s, jvdb_db *db);
+/* 0 when `name` is a valid database name, else -1 after answering 400 ("<what> name '...' is not
+ * allowed ..."): the same rule as create, checked before anything is cut or looked up. */
+int route_name_check(http_resp *rs, const char *what, const char *name);
 
 /* Databases (routes_db.c) */
 void route_db_create(server *s, http_req *rq, http_resp *rs);
@@ -165,10 +181,10 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs);
 void route_compaction(server *s, http_req *rq, http_resp *rs);
 void route_metrics(server *s, http_req *rq, http_resp *rs);
 
-/* The request body as a JSON object, or NULL after answering 400.  route_body_opt accepts an
- * empty body as {}. */
-json_t *route_body(server *s, http_req *rq, http_resp *rs);
-json_t *route_body_opt(server *s, http_req *rq, http_resp *rs);
+/* The request body as a JSON object whose keys are all in `fields` (NULL-terminated), or NULL
+ * after answering 400 (an unknown field is named).  route_body_opt accepts an empty body as {}. */
+json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields);
+json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields);
 
 /* Query arguments: 1 present and valid, 0 absent, -1 after answering 400. */
 int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out);

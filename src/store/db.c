@@ -201,6 +201,18 @@ static uint64_t db_reserve(const jvdb_db *db, uint64_t min)
     return r > min ? r : min;
 }
 
+/* Whether `n` is bytes recovery or repair set aside: "<10 digits>.seg.torn-<offset>[.<k>]" or
+ * "<10 digits>.seg.bad-<offset>[.<k>]".  They are the operator's, never orphans. */
+static int db_is_set_aside(const char *n)
+{
+    if (strlen(n) < 15 || strspn(n, "0123456789") != 10 || strncmp(n + 10, ".seg.", 5) != 0) return 0;
+    const char *t = n + 15;
+    if (!strncmp(t, "torn-", 5)) t += 5;
+    else if (!strncmp(t, "bad-", 4)) t += 4;
+    else return 0;
+    return *t && strspn(t, "0123456789.") == strlen(t) && t[strlen(t) - 1] != '.';
+}
+
 /* Removes every file in the directory that the MANIFEST does not name: outputs of an interrupted
  * compaction, inputs that a committed compaction had not unlinked yet, half-written temporaries. */
 static int db_remove_orphans(jvdb_db *db)
@@ -219,6 +231,7 @@ static int db_remove_orphans(jvdb_db *db)
             for (size_t i = 0; i < db->m.nsegments; i++) keep |= db->m.segments[i] == no;
         }
         if (!strncmp(n, "ext.", 4)) keep = 1;   /* files owned by upper layers, which clean them */
+        if (db_is_set_aside(n)) keep = 1;
         if (keep) continue;
         char *p = fs_join(db->dir, n);
         if (!p) {
@@ -239,21 +252,157 @@ static int db_remove_orphans(jvdb_db *db)
     return JVDB_OK;
 }
 
-/* Applies the records of one segment.  In the active segment a bad or short record is a torn
- * tail: everything from it, and the incomplete batch it belongs to, is truncated away.  In a
- * sealed segment it is corruption. */
+/* The first offset at or after `from`, in 64-byte steps (every record starts on one), where a
+ * whole record verifies; 0 when none does. */
+static uint64_t db_next_valid(const struct segment *s, uint64_t from, uint32_t dim)
+{
+    for (uint64_t p = from; p + REC_HEADER_SIZE <= s->size; p += REC_ALIGN) {
+        const char *why;
+        if (rec_check(s->map + p, s->size - p, dim, &why) == REC_OK) return p;
+    }
+    return 0;
+}
+
+/* With sync=always a batch is acknowledged only once it is on disk, so only the batch being written
+ * when the process died can be torn.  A bad record whose header is intact (only its checksum
+ * fails) says where it ends and whether its batch goes on: if the batch ended there and the file
+ * goes on, the damage is not in the final batch. */
+static int db_bad_before_final_batch(const struct segment *s, uint64_t off, const char *why)
+{
+    if (strcmp(why, "checksum mismatch") != 0) return 0;
+    const struct rec_header *h = (const struct rec_header *)(s->map + off);
+    return !(h->flags & REC_FLAG_MORE) && off + h->total_len < s->size;
+}
+
+static int db_apply_range(jvdb_db *db, struct segment *s, uint64_t from, uint64_t to)
+{
+    for (uint64_t p = from; p < to;) {
+        int rc = keydir_apply(&db->kd, s, p, db->m.dim);
+        if (rc) return rc;
+        p += ((const struct rec_header *)(s->map + p))->total_len;
+    }
+    return JVDB_OK;
+}
+
+static int db_note_bad(jvdb_db *db, struct segment *s, uint64_t off, uint64_t len, const char *why)
+{
+    struct db_bad *n = realloc(db->bad, (db->nbad + 1) * sizeof *n);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    db->bad = n;
+    n[db->nbad].seg = s;
+    n[db->nbad].off = off;
+    n[db->nbad].len = len;
+    snprintf(n[db->nbad].why, sizeof n[db->nbad].why, "%s", why);
+    db->nbad++;
+    return JVDB_OK;
+}
+
+/* Copies bytes [off, off+len) of segment s to "<seg>.<kind>-<off>", durably (file and directory),
+ * and returns that path in *saved.  A file of that name already holding the same bytes is a copy
+ * whose follow-up a crash prevented and is reused; one holding other bytes gets a numbered sibling. */
+int db_set_aside(const struct segment *s, uint64_t off, uint64_t len, const char *kind, char **saved)
+{
+    size_t cap = strlen(s->path) + 64;
+    char *path = malloc(cap);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    for (unsigned k = 0;; k++) {
+        if (k == 0) snprintf(path, cap, "%s.%s-%" PRIu64, s->path, kind, off);
+        else snprintf(path, cap, "%s.%s-%" PRIu64 ".%u", s->path, kind, off, k);
+        char *have;
+        size_t have_len;
+        if (!fs_exists(path)) break;
+        if (fs_read_file(path, &have, &have_len) == JVDB_OK) {
+            int same = have_len == len && !memcmp(have, s->map + off, len);
+            free(have);
+            if (same) {
+                *saved = path;
+                return JVDB_OK;
+            }
+        }
+    }
+    int rc = fs_replace_file(path, s->map + off, len, "setaside");
+    if (rc) {
+        free(path);
+        return rc;
+    }
+    *saved = path;
+    return JVDB_OK;
+}
+
+/* The end of the active segment from `start` on is an incomplete batch (a write cut by a crash). */
+static int db_torn_tail(jvdb_db *db, struct segment *s, uint64_t start, const char *why)
+{
+    uint64_t len = s->size - start;
+    if (db->mode == DB_MODE_SALVAGE) {
+        char what[96];
+        snprintf(what, sizeof what, "torn tail (an incomplete last batch: %s)", why);
+        int rc = db_note_bad(db, s, start, len, what);
+        if (rc == JVDB_OK) s->size = start;
+        return rc;
+    }
+    if (db->mode == DB_MODE_READONLY) {
+        log_warn("%s: ignoring a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (read-only open: the file is left as it is)",
+                 s->path, len, start);
+        s->size = start;
+        return JVDB_OK;
+    }
+    /* The bytes are kept before they are cut: should the guess "torn write" be wrong, nothing is
+     * destroyed.  A crash between the two leaves the tail in place, and the next open saves the
+     * same bytes under the same name again. */
+    char *saved;
+    int rc = db_set_aside(s, start, len, "torn", &saved);
+    if (rc) return rc;
+    io_crash_point("recovery.before_truncate");
+    if (io_ftruncate(s->fd, (off_t)start) < 0 || io_fdatasync(s->fd) < 0) {
+        rc = err_errno(errno, "cannot truncate the torn tail of %s", s->path);
+        free(saved);
+        return rc;
+    }
+    log_warn("%s: cut a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (an unacknowledged write cut by a crash: %s); the bytes are kept in %s",
+             s->path, len, start, why, saved);
+    free(saved);
+    s->size = start;
+    return JVDB_OK;
+}
+
+/* Applies the records of one segment (docs/FORMAT.md, "Recovery at open").  In the active segment
+ * a bad or short record followed by nothing that verifies is a torn tail: the incomplete batch it
+ * belongs to is dropped.  A bad record anything valid follows, or any bad record in a sealed
+ * segment, is damage: the open fails naming file and offset (salvage mode notes it and goes on). */
 static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
 {
     uint64_t off = SEG_HEADER_SIZE;
     uint64_t batch_start = off;       /* first record of the batch being read (active segment) */
     uint32_t dim = db->m.dim;
+    const char *tail_why = "the last batch has no final record";
     int rc;
     while (off < s->size) {
         const char *why = "record cut short";
         enum rec_check c = rec_check(s->map + off, s->size - off, dim, &why);
         if (c != REC_OK) {
+            uint64_t next = db_next_valid(s, off + REC_ALIGN, dim);
+            if (db->mode == DB_MODE_SALVAGE) {
+                if (!next && !s->sealed) {
+                    tail_why = why;
+                    break;
+                }
+                if (!s->sealed && (rc = db_apply_range(db, s, batch_start, off))) return rc;
+                uint64_t end = next ? next : s->size;
+                if ((rc = db_note_bad(db, s, off, end - off, why))) return rc;
+                off = batch_start = end;
+                continue;
+            }
             if (s->sealed)
                 return err_set(JVDB_ECORRUPT, "corrupt record in %s at offset %" PRIu64 ": %s", s->path, off, why);
+            if (next)
+                return err_set(JVDB_ECORRUPT,
+                               "corrupt record in %s at offset %" PRIu64 ": %s (a valid record follows at offset %" PRIu64
+                               ": this is damage, not a write cut by a crash)", s->path, off, why, next);
+            if (db->m.sync == JVDB_SYNC_ALWAYS && db_bad_before_final_batch(s, off, why))
+                return err_set(JVDB_ECORRUPT,
+                               "corrupt record in %s at offset %" PRIu64 ": %s (its batch ended before the end of the file, "
+                               "and with sync=always only the last batch can be torn)", s->path, off, why);
+            tail_why = why;
             break;
         }
         const struct rec_header *h = (const struct rec_header *)(s->map + off);
@@ -263,22 +412,12 @@ static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
             if ((rc = keydir_apply(&db->kd, s, off, dim))) return rc;
         } else if (!(h->flags & REC_FLAG_MORE)) {
             /* The batch is complete: apply all of it. */
-            for (uint64_t p = batch_start; p < next;) {
-                if ((rc = keydir_apply(&db->kd, s, p, dim))) return rc;
-                p += ((const struct rec_header *)(s->map + p))->total_len;
-            }
+            if ((rc = db_apply_range(db, s, batch_start, next))) return rc;
             batch_start = next;
         }
         off = next;
     }
-    if (!s->sealed && batch_start < s->size) {
-        uint64_t dropped = s->size - batch_start;
-        log_warn("%s: dropping a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (an unacknowledged write cut by a crash)",
-                 s->path, dropped, batch_start);
-        if (io_ftruncate(s->fd, (off_t)batch_start) < 0 || io_fdatasync(s->fd) < 0)
-            return err_errno(errno, "cannot truncate the torn tail of %s", s->path);
-        s->size = batch_start;
-    }
+    if (!s->sealed && batch_start < s->size) return db_torn_tail(db, s, batch_start, tail_why);
     return JVDB_OK;
 }
 
@@ -290,6 +429,7 @@ static void db_free(jvdb_db *db)
     keydir_free(&db->kd);
     for (size_t i = 0; i < db->nsegs; i++) seg_unref(db->segs[i]);
     free(db->segs);
+    free(db->bad);
     manifest_free(&db->m);
     pthread_mutex_destroy(&db->write_mu);
     pthread_rwlock_destroy(&db->lock);
@@ -301,6 +441,7 @@ static void db_free(jvdb_db *db)
 
 static int db_start_flusher(jvdb_db *db)
 {
+    if (db->mode != DB_MODE_WRITE) return JVDB_OK;
     if (db->m.sync != JVDB_SYNC_INTERVAL || db->flusher_started) return JVDB_OK;
     if (pthread_create(&db->flusher, NULL, db_flusher_main, db) != 0)
         return err_set(JVDB_ENOMEM, "cannot start the sync thread of '%s'", db->m.name);
@@ -308,11 +449,18 @@ static int db_start_flusher(jvdb_db *db)
     return JVDB_OK;
 }
 
-int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
+int db_check_writable(const jvdb_db *db)
+{
+    if (db->mode == DB_MODE_WRITE) return JVDB_OK;
+    return err_set(JVDB_EREADONLY, "database '%s' was opened read-only; nothing can be written to it", db->m.name);
+}
+
+int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
 {
     jvdb_db *db = calloc(1, sizeof *db);
     if (!db) return err_set(JVDB_ENOMEM, "out of memory");
     db->env = env;
+    db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
     /* Writers first: with glibc's default reader preference a steady stream of searches would
      * starve the short exclusive sections of writes and compaction swaps. */
@@ -331,12 +479,16 @@ int db_load(jvdb_env *env, const char *dir, jvdb_db **out)
     }
     if ((rc = keydir_init(&db->kd))) goto fail;
     if ((rc = manifest_load(dir, &db->m))) goto fail;
-    if ((rc = db_remove_orphans(db))) goto fail;
+    /* A read-only open only ignores orphans: it reads nothing but what the MANIFEST names. */
+    if (mode != DB_MODE_READONLY && (rc = db_remove_orphans(db))) goto fail;
     uint64_t max_lsn = 0;
     for (size_t i = 0; i < db->m.nsegments; i++) {
         int active = db->m.segments[i] == db->m.active;
         struct segment *s;
-        if ((rc = seg_open(dir, db->m.segments[i], db->m.dim, active ? db_reserve(db, 0) : 0, &s))) goto fail;
+        uint64_t reserve = active ? db_reserve(db, 0) : 0;
+        rc = mode == DB_MODE_WRITE ? seg_open(dir, db->m.segments[i], db->m.dim, reserve, &s)
+                                   : seg_open_readonly(dir, db->m.segments[i], db->m.dim, reserve, &s);
+        if (rc) goto fail;
         s->sealed = !active;
         if ((rc = db_segs_push(db, s))) {
             seg_unref(s);
@@ -434,7 +586,9 @@ static void *db_flusher_main(void *arg)
     while (!db->stopping) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ms = db->m.sync_interval_ms ? db->m.sync_interval_ms : 1000;
+        /* jvdb_db_set_sync changes the interval under write_mu, which this thread does not hold. */
+        uint32_t ms = __atomic_load_n(&db->m.sync_interval_ms, __ATOMIC_RELAXED);
+        if (!ms) ms = 1000;
         ts.tv_sec += (time_t)(ms / 1000);
         ts.tv_nsec += (long)(ms % 1000) * 1000000;
         if (ts.tv_nsec >= 1000000000) {
@@ -455,6 +609,8 @@ static void *db_flusher_main(void *arg)
 
 int db_store_manifest_locked(jvdb_db *db)
 {
+    int rc = db_check_writable(db);
+    if (rc) return rc;
     db->m.lsn_floor = db->last_lsn;
     return manifest_store(db->dir, &db->m);
 }
@@ -571,8 +727,9 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
         off += ((struct rec_header *)(buf + off))->total_len;
     }
 
-    int rc = JVDB_OK;
+    int rc = db_check_writable(db);
     pthread_mutex_lock(&db->write_mu);
+    if (rc) goto unlock;
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;
@@ -640,9 +797,10 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     }
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
+    bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
     pthread_mutex_unlock(&db->write_mu);
     db_buf_put(buf, total);
-    if (db->m.sync == JVDB_SYNC_ALWAYS && (rc = db_sync_upto(db, seg_no, end))) return rc;
+    if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
     return JVDB_OK;
 unlock:
@@ -654,6 +812,8 @@ unlock:
 int db_append_raw(jvdb_db *db, const void *recs, size_t len)
 {
     if (len == 0) return JVDB_OK;
+    int wrc = db_check_writable(db);
+    if (wrc) return wrc;
     if (len > UINT32_MAX) return err_set(JVDB_EINVAL, "raw batch of %zu bytes is too large", len);
     char *buf = aligned_alloc(REC_ALIGN, rec_align(len));
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory");
@@ -895,12 +1055,12 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     pthread_mutex_lock(&db->write_mu);
     jvdb_sync_mode old_mode = db->m.sync;
     uint32_t old_ms = db->m.sync_interval_ms;
-    db->m.sync = mode;
-    db->m.sync_interval_ms = o.sync_interval_ms;
+    __atomic_store_n(&db->m.sync, mode, __ATOMIC_RELAXED);
+    __atomic_store_n(&db->m.sync_interval_ms, o.sync_interval_ms, __ATOMIC_RELAXED);
     rc = db_store_manifest_locked(db);
     if (rc) {
-        db->m.sync = old_mode;
-        db->m.sync_interval_ms = old_ms;
+        __atomic_store_n(&db->m.sync, old_mode, __ATOMIC_RELAXED);
+        __atomic_store_n(&db->m.sync_interval_ms, old_ms, __ATOMIC_RELAXED);
     } else {
         rc = db_start_flusher(db);
     }
@@ -953,7 +1113,7 @@ void db_close(jvdb_db *db)
         pthread_mutex_unlock(&db->sync_mu);
         pthread_join(db->flusher, NULL);
     }
-    if (!atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
+    if (db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
         log_error("final sync of database '%s' failed: %s", db->m.name, jvdb_errmsg());
     db_free(db);
 }

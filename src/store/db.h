@@ -19,6 +19,22 @@
 #include "store/manifest.h"
 #include "store/segment.h"
 
+/* How db_load treats the files (docs/FORMAT.md, "Recovery at open"):
+ *   WRITE     the normal open: orphans are removed and a torn tail is cut (its bytes kept aside in
+ *             <seg>.torn-<offset>); damage anywhere else refuses the open.
+ *   READONLY  nothing on disk changes: orphans stay, a torn tail is only ignored in memory, and
+ *             every write, seal and MANIFEST change fails with JVDB_EREADONLY.
+ *   SALVAGE   for repair: read-only too, but a bad record never refuses the open; it is recorded in
+ *             db->bad and the scan resumes at the next record that verifies. */
+enum db_mode { DB_MODE_WRITE = 0, DB_MODE_READONLY, DB_MODE_SALVAGE };
+
+/* A byte range of a segment that recovery could not use (SALVAGE mode). */
+struct db_bad {
+    struct segment *seg;
+    uint64_t off, len;
+    char why[96];
+};
+
 struct jvdb_db {
     jvdb_env *env;
     char *dir;
@@ -45,6 +61,9 @@ struct jvdb_db {
     atomic_bool dropping;               /* being dropped or replaced: background jobs keep off */
     atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
     char failed_msg[512];
+    enum db_mode mode;                  /* fixed at load */
+    struct db_bad *bad;                 /* SALVAGE: what the scan skipped, in file order */
+    size_t nbad;
 
     /* Upper layers attach per-database state here (the search index), freed through the hook. */
     void *ext;
@@ -71,11 +90,20 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
  * largest.  `recs` is a sequence of whole records, 64-byte aligned in total. */
 int db_append_raw(jvdb_db *db, const void *recs, size_t len);
 
-/* Opens (recovers) a database directory / closes it. */
-int db_load(jvdb_env *env, const char *dir, jvdb_db **out);
+/* Opens (recovers) a database directory in `mode` / closes it. */
+int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out);
+/* JVDB_EREADONLY with a message when db was not opened for writing (callers that change files). */
+int db_check_writable(const jvdb_db *db);
+/* Copies bytes [off, off+len) of s durably to "<segment>.<kind>-<off>" (kind "torn" or "bad"; a
+ * file of that name with the same bytes is reused, one with other bytes gets a ".<k>" suffix) and
+ * returns the malloc'd path.  Such files are never treated as orphans. */
+int db_set_aside(const struct segment *s, uint64_t off, uint64_t len, const char *kind, char **saved);
 void db_close(jvdb_db *db);
 /* Creates a new database directory atomically as <databases>/<dirname>, for database `name`. */
 int db_create_dir(const char *databases_dir, const char *dirname, const char *name, const jvdb_db_options *opts);
+
+/* The work of jvdb_db_repair on one database directory nobody has open (repair.c). */
+int db_repair_dir(jvdb_env *env, const char *dir, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
 
 /* Background jobs (the compactor) hold a database through these, so that a drop or a replace
  * waits for them to let go instead of freeing the handle under them.  Acquire fails with

@@ -8,6 +8,14 @@
  * Create and drop are each one rename inside <data>/databases: create builds ".tmp-<name>-<pid>"
  * completely and renames it into place; drop renames the directory to ".drop-..." before removing
  * it.  Leftovers of either, after a crash, are removed at the next open.
+ *
+ * A database directory is "damaged" when its MANIFEST is missing: it is not listed as a database
+ * but by jvdb_db_list_damaged, opening it says what the directory holds, creating the name says it
+ * exists, and drop removes it.  A read-only environment (jvdb_env_open_readonly) changes nothing on
+ * disk: shared flock, no clean-up, databases loaded in DB_MODE_READONLY.
+ *
+ * env->mu guards the handle list and the names being repaired; it is never held across the
+ * recursive removal of a dropped directory or a repair, so other databases open meanwhile.
  */
 #include "jvdb.h"
 
@@ -21,10 +29,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct jvdb_env {
@@ -35,34 +45,45 @@ struct jvdb_env {
     pthread_cond_t released;            /* an env_db_acquire holder let go */
     jvdb_db **dbs;
     size_t ndbs, cap;
+    bool readonly;
+    char **busy;                        /* names under repair: opens fail with JVDB_EBUSY */
+    size_t nbusy;
 };
 
 const char *jvdb_env_path(const jvdb_env *env) { return env->path; }
 
+/* Exclusive for a writer (which records its pid in LOCK), shared for read-only opens, which write
+ * nothing; a read-only open of a directory without LOCK (never opened by a writer) locks nothing. */
 static int env_lock(jvdb_env *env)
 {
     char *lock = fs_join(env->path, "LOCK");
     if (!lock) return err_set(JVDB_ENOMEM, "out of memory");
-    env->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    env->lock_fd = env->readonly ? open(lock, O_RDONLY | O_CLOEXEC) : open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (env->lock_fd < 0) {
-        int rc = err_errno(errno, "cannot open %s", lock);
+        int rc = env->readonly && errno == ENOENT ? JVDB_OK : err_errno(errno, "cannot open %s", lock);
         free(lock);
         return rc;
     }
-    if (flock(env->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    if (flock(env->lock_fd, (env->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
         int e = errno;
         char pid[32] = "";
         ssize_t n = pread(env->lock_fd, pid, sizeof pid - 1, 0);
         if (n > 0) pid[n] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        int rc = (e == EWOULDBLOCK)
-                     ? err_set(JVDB_ELOCKED, "data directory %s is locked by pid %s (another jvdb process has it open)",
-                               env->path, *pid ? pid : "unknown")
-                     : err_errno(e, "cannot lock %s", lock);
+        int rc;
+        if (e != EWOULDBLOCK) rc = err_errno(e, "cannot lock %s", lock);
+        else if (!env->readonly && flock(env->lock_fd, LOCK_SH | LOCK_NB) == 0) {
+            flock(env->lock_fd, LOCK_UN);
+            rc = err_set(JVDB_ELOCKED, "data directory %s is open read-only by another jvdb process (a read-only command); try again when it finishes",
+                         env->path);
+        } else
+            rc = err_set(JVDB_ELOCKED, "data directory %s is locked by pid %s (another jvdb process has it open)",
+                         env->path, *pid ? pid : "unknown");
         free(lock);
         return rc;
     }
     free(lock);
+    if (env->readonly) return JVDB_OK;
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
     if (ftruncate(env->lock_fd, 0) < 0 || pwrite(env->lock_fd, pid, (size_t)n, 0) != n)
@@ -92,13 +113,15 @@ static int env_clean(jvdb_env *env)
     return rc;
 }
 
-int jvdb_env_open(const char *path, jvdb_env **out)
+static int env_open(const char *path, bool readonly, jvdb_env **out)
 {
     err_clear();
     if (!path || !*path) return err_set(JVDB_EINVAL, "data directory path is empty");
+    if (readonly && !fs_exists(path)) return err_set(JVDB_ENOTFOUND, "data directory %s does not exist", path);
     jvdb_env *env = calloc(1, sizeof *env);
     if (!env) return err_set(JVDB_ENOMEM, "out of memory");
     env->lock_fd = -1;
+    env->readonly = readonly;
     pthread_mutex_init(&env->mu, NULL);
     pthread_cond_init(&env->released, NULL);
     int rc;
@@ -108,7 +131,11 @@ int jvdb_env_open(const char *path, jvdb_env **out)
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = fs_mkdir(path)) || (rc = env_lock(env)) || (rc = fs_mkdir(env->dbdir)) || (rc = env_clean(env))) goto fail;
+    if (readonly) {
+        if ((rc = env_lock(env))) goto fail;
+    } else if ((rc = fs_mkdir(path)) || (rc = env_lock(env)) || (rc = fs_mkdir(env->dbdir)) || (rc = env_clean(env))) {
+        goto fail;
+    }
     *out = env;
     return JVDB_OK;
 fail:
@@ -121,6 +148,9 @@ fail:
     return rc;
 }
 
+int jvdb_env_open(const char *path, jvdb_env **out) { return env_open(path, false, out); }
+int jvdb_env_open_readonly(const char *path, jvdb_env **out) { return env_open(path, true, out); }
+
 void jvdb_env_close(jvdb_env *env)
 {
     if (!env) return;
@@ -129,9 +159,53 @@ void jvdb_env_close(jvdb_env *env)
     if (env->lock_fd >= 0) close(env->lock_fd);   /* releases the flock */
     free(env->path);
     free(env->dbdir);
+    free(env->busy);
     pthread_mutex_destroy(&env->mu);
     pthread_cond_destroy(&env->released);
     free(env);
+}
+
+static int env_check_writable(const jvdb_env *env)
+{
+    if (!env->readonly) return JVDB_OK;
+    return err_set(JVDB_EREADONLY, "data directory %s was opened read-only", env->path);
+}
+
+/* What a database directory without MANIFEST holds, for the messages that call it damaged. */
+static void env_describe_damage(const char *dir, char *buf, size_t cap)
+{
+    size_t n = (size_t)snprintf(buf, cap, "its MANIFEST is missing");
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    int count = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (count < 8 && n < cap)
+            n += (size_t)snprintf(buf + n, cap - n, "%s%s", count ? ", " : "; the directory holds ", e->d_name);
+        count++;
+    }
+    closedir(d);
+    if (count == 0 && n < cap) snprintf(buf + n, cap - n, "; the directory is empty");
+    else if (count > 8 && n < cap) snprintf(buf + n, cap - n, " and %d more", count - 8);
+}
+
+/* 1 when <databases>/<name> is a directory without MANIFEST. */
+static int env_is_damaged(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) return 0;
+    char *mf = fs_join(dir, "MANIFEST");
+    int missing = mf && !fs_exists(mf);
+    free(mf);
+    return missing;
+}
+
+static int env_is_busy_locked(const jvdb_env *env, const char *name)
+{
+    for (size_t i = 0; i < env->nbusy; i++)
+        if (!strcmp(env->busy[i], name)) return 1;
+    return 0;
 }
 
 static int env_check_name(const char *name)
@@ -156,14 +230,23 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
         *out = db;
         return JVDB_OK;
     }
+    if (env_is_busy_locked(env, name)) return err_set(JVDB_EBUSY, "database '%s' is being repaired", name);
     char *dir = fs_join(env->dbdir, name);
     if (!dir) return err_set(JVDB_ENOMEM, "out of memory");
     char *mf = fs_join(dir, "MANIFEST");
     int exists = mf && fs_exists(mf);
     free(mf);
     if (!exists) {
+        int rc;
+        if (env_is_damaged(dir)) {
+            char what[768];
+            env_describe_damage(dir, what, sizeof what);
+            rc = err_set(JVDB_ECORRUPT, "database '%s' is damaged: %s (drop it, or put its MANIFEST back)", name, what);
+        } else {
+            rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
+        }
         free(dir);
-        return err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
+        return rc;
     }
     if (env->ndbs == env->cap) {
         size_t ncap = env->cap ? env->cap * 2 : 8;
@@ -175,7 +258,7 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
         env->dbs = n;
         env->cap = ncap;
     }
-    int rc = db_load(env, dir, &db);
+    int rc = db_load(env, dir, env->readonly ? DB_MODE_READONLY : DB_MODE_WRITE, &db);
     free(dir);
     if (rc) return rc;
     env->dbs[env->ndbs++] = db;
@@ -233,10 +316,15 @@ int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts,
     int rc = env_check_name(name);
     if (rc) return rc;
     if (!opts) return err_set(JVDB_EINVAL, "options are missing");
+    if ((rc = env_check_writable(env))) return rc;
     pthread_mutex_lock(&env->mu);
     char *dir = fs_join(env->dbdir, name);
     if (!dir) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
+    } else if (env_is_damaged(dir)) {
+        char what[768];
+        env_describe_damage(dir, what, sizeof what);
+        rc = err_set(JVDB_EEXISTS, "database '%s' exists but is damaged: %s (drop it first)", name, what);
     } else if (fs_exists(dir)) {
         rc = err_set(JVDB_EEXISTS, "database '%s' already exists", name);
     } else if ((rc = db_create_dir(env->dbdir, name, name, opts)) == JVDB_OK) {
@@ -254,43 +342,110 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     err_clear();
     int rc = env_check_name(name);
     if (rc) return rc;
-    pthread_mutex_lock(&env->mu);
+    if ((rc = env_check_writable(env))) return rc;
     char *dir = fs_join(env->dbdir, name);
+    char *gone = NULL;
+    jvdb_db *closing = NULL;
+    pthread_mutex_lock(&env->mu);
     char dropname[160];
     static unsigned drop_seq;
     snprintf(dropname, sizeof dropname, ".drop-%s-%d-%u", name, (int)getpid(), drop_seq++);
-    char *gone = fs_join(env->dbdir, dropname);
+    if (dir) gone = fs_join(env->dbdir, dropname);
     if (!dir || !gone) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
-        goto out;
+        goto unlock;
+    }
+    if (env_is_busy_locked(env, name)) {
+        rc = err_set(JVDB_EBUSY, "database '%s' is being repaired", name);
+        goto unlock;
     }
     char *mf = fs_join(dir, "MANIFEST");
-    int exists = mf && fs_exists(mf);
+    int exists = (mf && fs_exists(mf)) || env_is_damaged(dir);
     free(mf);
     if (!exists) {
         rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
-        goto out;
+        goto unlock;
     }
     jvdb_db *open_db = env_find_open(env, name);
-    if (open_db && (rc = env_retire_locked(env, open_db, name))) goto out;
+    if (open_db && (rc = env_retire_locked(env, open_db, name))) goto unlock;
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
         if (open_db) atomic_store(&open_db->dropping, false);
-        goto out;
+        goto unlock;
     }
-    io_fsync_dir(env->dbdir);
     for (size_t i = 0; i < env->ndbs; i++) {
-        if (strcmp(jvdb_db_name(env->dbs[i]), name) != 0) continue;
-        db_close(env->dbs[i]);
+        if (env->dbs[i] != open_db) continue;
+        closing = open_db;
         env->dbs[i] = env->dbs[--env->ndbs];
         break;
     }
-    rc = fs_remove_tree(gone);
-out:
+unlock:
+    pthread_mutex_unlock(&env->mu);
+    /* Out of the mutex: nobody can reach the handle or the directory any more, and removing a big
+     * database must not hold up opening the others. */
+    if (rc == JVDB_OK) {
+        io_fsync_dir(env->dbdir);
+        if (closing) db_close(closing);
+        rc = fs_remove_tree(gone);
+    }
     free(dir);
     free(gone);
+    return rc;
+}
+
+int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out)
+{
+    err_clear();
+    jvdb_repair_result none;
+    if (!out) out = &none;
+    memset(out, 0, sizeof *out);
+    int rc = env_check_name(name);
+    if (rc) return rc;
+    if ((rc = env_check_writable(env))) return rc;
+    char *dir = fs_join(env->dbdir, name);
+    char *claim = strdup(name);
+    char **nb = NULL;
+    if (!dir || !claim) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        goto out;
+    }
+    pthread_mutex_lock(&env->mu);
+    /* A handle in use may point into the very segments repair replaces. */
+    if (env_find_open(env, name) || env_is_busy_locked(env, name)) {
+        rc = err_set(JVDB_EBUSY, "database '%s' is open or being repaired; repair it when nothing uses it", name);
+    } else if (!(nb = realloc(env->busy, (env->nbusy + 1) * sizeof *nb))) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+    } else {
+        env->busy = nb;
+        env->busy[env->nbusy++] = claim;
+        claim = NULL;
+    }
     pthread_mutex_unlock(&env->mu);
+    if (rc) goto out;
+    char *mf = fs_join(dir, "MANIFEST");
+    int exists = mf && fs_exists(mf);
+    free(mf);
+    if (!exists && env_is_damaged(dir)) {
+        char what[768];
+        env_describe_damage(dir, what, sizeof what);
+        rc = err_set(JVDB_ECORRUPT, "database '%s' cannot be repaired: %s (drop it, or put its MANIFEST back)", name, what);
+    } else if (!exists) {
+        rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
+    } else {
+        rc = db_repair_dir(env, dir, on_drop, arg, out);
+    }
+    pthread_mutex_lock(&env->mu);
+    for (size_t i = 0; i < env->nbusy; i++) {
+        if (strcmp(env->busy[i], name) != 0) continue;
+        free(env->busy[i]);
+        env->busy[i] = env->busy[--env->nbusy];
+        break;
+    }
+    pthread_mutex_unlock(&env->mu);
+out:
+    free(dir);
+    free(claim);
     return rc;
 }
 
@@ -299,12 +454,14 @@ static int env_cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int jvdb_db_list(jvdb_env *env, char ***names, size_t *count)
+/* Database directories with (damaged = 0) or without (damaged = 1) a MANIFEST. */
+static int env_list(jvdb_env *env, int damaged, char ***names, size_t *count)
 {
     err_clear();
     *names = NULL;
     *count = 0;
     DIR *d = opendir(env->dbdir);
+    if (!d && errno == ENOENT && env->readonly) return JVDB_OK;   /* never opened for writing */
     if (!d) return err_errno(errno, "cannot list %s", env->dbdir);
     char **v = NULL;
     size_t n = 0, cap = 0;
@@ -314,7 +471,7 @@ int jvdb_db_list(jvdb_env *env, char ***names, size_t *count)
         if (!db_name_valid(e->d_name)) continue;
         char *dir = fs_join(env->dbdir, e->d_name);
         char *mf = dir ? fs_join(dir, "MANIFEST") : NULL;
-        int ok = mf && fs_exists(mf);
+        int ok = damaged ? dir && env_is_damaged(dir) : mf && fs_exists(mf);
         free(dir);
         free(mf);
         if (!ok) continue;
@@ -344,6 +501,9 @@ int jvdb_db_list(jvdb_env *env, char ***names, size_t *count)
     return JVDB_OK;
 }
 
+int jvdb_db_list(jvdb_env *env, char ***names, size_t *count) { return env_list(env, 0, names, count); }
+int jvdb_db_list_damaged(jvdb_env *env, char ***names, size_t *count) { return env_list(env, 1, names, count); }
+
 void jvdb_free_names(char **names, size_t count)
 {
     for (size_t i = 0; i < count; i++) free(names[i]);
@@ -361,6 +521,7 @@ int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts
     err_clear();
     int rc = env_check_name(name);
     if (rc) return rc;
+    if ((rc = env_check_writable(env))) return rc;
     char dirname[160];
     pthread_mutex_lock(&env->mu);
     snprintf(dirname, sizeof dirname, ".build-%s-%d-%u", name, (int)getpid(), env_build_seq++);
@@ -368,7 +529,7 @@ int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts
     if ((rc = db_create_dir(env->dbdir, dirname, name, opts))) return rc;
     char *dir = fs_join(env->dbdir, dirname);
     if (!dir) return err_set(JVDB_ENOMEM, "out of memory");
-    rc = db_load(env, dir, built);
+    rc = db_load(env, dir, DB_MODE_WRITE, built);
     if (rc) fs_remove_tree(dir);
     free(dir);
     return rc;
@@ -397,6 +558,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     /* Everything of the new database is durable before it becomes visible. */
     db_close(built);
+    jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
@@ -405,7 +567,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
         rc = err_set(JVDB_EEXISTS, "database '%s' already exists (replace it explicitly)", name);
         goto fail;
     }
-    jvdb_db *old = env_find_open(env, name);
+    old = env_find_open(env, name);
     if (old && (rc = env_retire_locked(env, old, name))) goto fail;
     io_crash_point("publish.before_rename");
     if (exists) {
@@ -428,9 +590,10 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
             break;
         }
     }
-    if (exists) fs_remove_tree(from);   /* the old database, now under the build name */
     rc = env_open_locked(env, name, out);
     pthread_mutex_unlock(&env->mu);
+    /* The old database, now under the build name, is removed outside the mutex (as by a drop). */
+    if (exists) fs_remove_tree(from);
     free(from);
     free(to);
     return rc;

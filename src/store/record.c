@@ -81,6 +81,36 @@ enum rec_check rec_check(const void *p, size_t avail, uint32_t dim, const char *
         *why = "checksum mismatch";
         return REC_BAD;
     }
+    return rec_check_content(h, dim, why);
+}
+
+enum rec_check rec_check_content(const struct rec_header *h, uint32_t dim, const char **why)
+{
+    /* A checksum proves only that the bytes are what some writer produced; these are the invariants
+     * put has enforced since the first format, so no legitimate file breaks them.  The newer, stricter
+     * rules (the id alphabet, the magnitude bound) are enforced where records come in from outside:
+     * put and restore (validate.c). */
+    if (memchr(rec_id(h, dim), '\0', h->id_len)) {
+        *why = "id holds a NUL byte";
+        return REC_BAD;
+    }
+    if (h->kind == REC_KIND_PUT) {
+        const unsigned char *v = (const unsigned char *)h + REC_HEADER_SIZE;
+        uint32_t nonfinite = 0;
+        for (uint32_t i = 0; i < dim; i++) {
+            uint32_t bits;
+            memcpy(&bits, v + (size_t)i * 4, sizeof bits);
+            nonfinite |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        if (nonfinite) {
+            *why = "vector holds a NaN or infinite value";
+            return REC_BAD;
+        }
+    }
+    if (h->meta_len && memchr(rec_meta(h, dim), '\0', h->meta_len)) {
+        *why = "metadata holds a NUL byte";
+        return REC_BAD;
+    }
     return REC_OK;
 }
 

@@ -45,6 +45,9 @@ enum rec_check {
 };
 /* Validates the record at p with `avail` bytes available; on REC_BAD, *why says what failed. */
 enum rec_check rec_check(const void *p, size_t avail, uint32_t dim, const char **why);
+/* The content invariants every stored record has always kept (no NUL in its id or metadata, finite
+ * vector values), for a record whose structure and checksum rec_check has already accepted. */
+enum rec_check rec_check_content(const struct rec_header *h, uint32_t dim, const char **why);
 
 static inline const float *rec_vector(const struct rec_header *h)
 {

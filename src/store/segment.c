@@ -108,11 +108,11 @@ int seg_create(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, str
     return JVDB_OK;
 }
 
-int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
+static int seg_open_flags(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, int flags, struct segment **out)
 {
     struct segment *s = seg_alloc(dir, no);
     if (!s) return err_set(JVDB_ENOMEM, "out of memory");
-    s->fd = io_open(s->path, O_RDWR, 0);
+    s->fd = io_open(s->path, flags, 0);
     if (s->fd < 0) {
         int rc = errno == ENOENT ? err_set(JVDB_ECORRUPT, "segment %s named in the MANIFEST is missing", s->path)
                                  : err_errno(errno, "cannot open segment %s", s->path);
@@ -147,6 +147,16 @@ int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struc
     }
     *out = s;
     return JVDB_OK;
+}
+
+int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
+{
+    return seg_open_flags(dir, no, dim, reserve, O_RDWR, out);
+}
+
+int seg_open_readonly(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
+{
+    return seg_open_flags(dir, no, dim, reserve, O_RDONLY, out);
 }
 
 void seg_ref(struct segment *s) { atomic_fetch_add(&s->refs, 1); }

@@ -46,6 +46,8 @@ char *seg_path(const char *dir, uint64_t no);
 int seg_create(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out);
 /* Opens an existing segment, checks its header, maps it with at least `reserve` bytes of room. */
 int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out);
+/* The same with a read-only descriptor (read-only and salvage opens never write a segment). */
+int seg_open_readonly(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out);
 /* Reference counting: the last seg_unref unmaps, closes and (if retired) unlinks. */
 void seg_ref(struct segment *s);
 void seg_unref(struct segment *s);

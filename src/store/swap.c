@@ -31,9 +31,9 @@
 int db_seal(jvdb_db *db)
 {
     pthread_mutex_lock(&db->write_mu);
-    int rc = JVDB_OK;
-    if (atomic_load(&db->failed)) rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
-    else if (db->active->size > SEG_HEADER_SIZE) rc = db_roll_locked(db, 0);
+    int rc = db_check_writable(db);
+    if (rc == JVDB_OK && atomic_load(&db->failed)) rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
+    else if (rc == JVDB_OK && db->active->size > SEG_HEADER_SIZE) rc = db_roll_locked(db, 0);
     pthread_mutex_unlock(&db->write_mu);
     return rc;
 }
@@ -160,6 +160,7 @@ int segw_begin(jvdb_db *db, struct segw *w)
     memset(w, 0, sizeof *w);
     w->db = db;
     w->fd = -1;
+    if (db->mode == DB_MODE_READONLY) return db_check_writable(db);   /* salvage writes repairs */
     pthread_mutex_lock(&db->write_mu);
     w->no = db->m.next_segment++;   /* persisted by the next MANIFEST write; orphans cover a crash */
     pthread_mutex_unlock(&db->write_mu);
@@ -311,6 +312,8 @@ static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
 int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
             const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
 {
+    int wrc = db_check_writable(db);
+    if (wrc) return wrc;
     pthread_mutex_lock(&db->write_mu);
     struct manifest next;
     int rc = manifest_copy(&db->m, &next);
@@ -359,8 +362,15 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
         goto unlock;
     }
     io_crash_point("swap.after_manifest");
+    /* Only the fields the swap changed: a whole-struct copy would also rewrite name and dim, which
+     * readers use without any lock (jvdb_get's messages, jvdb_db_dim), and the sync interval, which
+     * the flusher reads with atomics; same bytes, but a data race all the same. */
     manifest_free(&db->m);
-    db->m = next;
+    db->m.segments = next.segments;
+    db->m.nsegments = next.nsegments;
+    db->m.lsn_floor = next.lsn_floor;
+    db->m.last_compaction_ns = next.last_compaction_ns;
+    db->m.extra = next.extra;
     pthread_mutex_unlock(&db->write_mu);
 
     /* After the commit the keydir follows the copies, a chunk at a time, so that neither readers

@@ -19,7 +19,8 @@ import tempfile
 import time
 import traceback
 
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer",
+                     "ThreadSanitizer")
 
 JVDB = None
 TESTS = []

@@ -481,9 +481,49 @@ static void test_service(void **state)
     tu_rmdir(dir);
 }
 
+/* A background compaction that finds another compaction of the database running (one forced through
+ * REST or the CLI) skips it: no failure counted, no event (issue 9, item 13). */
+static void test_service_meets_running_compaction(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "busy", DIM, JVDB_METRIC_L2, 16384);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    for (int i = 0; i < 200; i++) put_v(db, i, 0);
+    for (int i = 0; i < 200; i += 2) del_v(db, i);
+    jvdb_compactor_options co;
+    jvdb_compactor_options_init(&co);
+    co.check_interval_ms = 100;
+    co.policy.min_records = 10;
+    jvdb_compactor *c;
+    atomic_store(&db->compacting, true);   /* what a running jvdb_compact holds */
+    assert_ok(jvdb_compactor_start(env, &co, &c));
+    static struct events ev;
+    memset(&ev, 0, sizeof ev);
+    assert_ok(jvdb_compactor_on_event(c, on_event, &ev));
+    assert_ok(jvdb_compactor_force(c, "busy", 1));
+    usleep(600 * 1000);
+    jvdb_compactor_totals tot;
+    assert_ok(jvdb_compactor_stats(c, NULL, &tot, NULL));
+    assert_int_equal(tot.failures, 0);
+    assert_int_equal(atomic_load(&ev.fail), 0);
+    assert_int_equal(atomic_load(&ev.start), 0);
+    /* Once the other run is over, the service compacts as usual. */
+    atomic_store(&db->compacting, false);
+    assert_ok(jvdb_compactor_force(c, "busy", 1));
+    for (int i = 0; i < 100 && atomic_load(&ev.finish) == 0; i++) usleep(50 * 1000);
+    assert_int_equal(atomic_load(&ev.finish), 1);
+    jvdb_compactor_stop(c);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_service_meets_running_compaction),
         cmocka_unit_test(test_checklist),
         cmocka_unit_test(test_policy_triggers),
         cmocka_unit_test(test_tombstone_rules),

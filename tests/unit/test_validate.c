@@ -2,6 +2,7 @@
  * magnitude bound that keeps float32 scores finite, and metadata that is a JSON object. */
 #include "test_util.h"
 
+#include "store/record.h"
 #include "store/validate.h"
 
 #include <math.h>
@@ -105,6 +106,32 @@ static void test_magnitude_bound_keeps_scores_finite(void **state)
     tu_rmdir(dir);
 }
 
+/* Issue 9 item 3: a record whose checksum a forger recomputed is still refused when its content
+ * breaks what put always enforced (segment load, compaction input and backup archives share this). */
+static void test_checksummed_record_with_bad_content_is_refused(void **state)
+{
+    (void)state;
+    _Alignas(64) char buf[256];
+    float v[4] = {1, 2, 3, 4};
+    const char *why = NULL;
+    rec_encode(buf, 4, REC_KIND_PUT, "good", 4, v, "{}", 2, 0);
+    rec_seal(buf, 1, 0);
+    assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_OK);
+    float nan_v[4] = {1, NAN, 3, 4};
+    rec_encode(buf, 4, REC_KIND_PUT, "nan", 3, nan_v, NULL, 0, 0);
+    rec_seal(buf, 2, 0);
+    assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_BAD);
+    assert_string_equal(why, "vector holds a NaN or infinite value");
+    rec_encode(buf, 4, REC_KIND_PUT, "a\0b", 3, v, NULL, 0, 0);
+    rec_seal(buf, 3, 0);
+    assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_BAD);
+    assert_string_equal(why, "id holds a NUL byte");
+    rec_encode(buf, 4, REC_KIND_DELETE, "x", 1, NULL, "{\0}", 3, 0);
+    rec_seal(buf, 4, 0);
+    assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_BAD);
+    assert_string_equal(why, "metadata holds a NUL byte");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +139,7 @@ int main(void)
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_put_refuses_bad_ids),
         cmocka_unit_test(test_magnitude_bound_keeps_scores_finite),
+        cmocka_unit_test(test_checksummed_record_with_bad_content_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
