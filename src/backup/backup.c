@@ -24,9 +24,9 @@
  * carries (backup.json "settings": sync, segment size, the MANIFEST's index and compaction keys),
  * that env_build_publish renames into place (or swaps in atomically with force).  Only create may
  * create a repository (repo_ops.init); a name given for the restored database is used exactly as
- * given or refused, and what restore did is reported in jvdb_restore_result.  For chains longer than one, the verify pass notes
- * the newest LSN of every id, so the apply pass writes only the records that survive: the restored
- * database holds no dead versions and no tombstones.
+ * given or refused, and what restore did is reported in jvdb_restore_result.  For chains longer
+ * than one, the verify pass notes the newest LSN of every id, so the apply pass writes only the
+ * records that survive: the restored database holds no dead versions and no tombstones.
  */
 #include "backup/backup.h"
 
