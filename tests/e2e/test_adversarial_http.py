@@ -11,6 +11,7 @@ being ignored.  Smuggling and slowloris cases speak raw HTTP over sockets.  Conn
 to the server on loopback; the slowloris cases use source addresses 127.0.0.2-127.0.0.9 (all of
 127/8 is loopback on Linux) so that the per-address limit does not hide what is being tested.
 """
+import errno
 import json
 import os
 import resource
@@ -109,12 +110,13 @@ def open_idle(port, n, sources):
 
 
 def closed_by_peer(s):
+    """True once the server has closed the connection (a socket still connecting is not closed)."""
     try:
         return s.recv(1) == b""
-    except BlockingIOError:
+    except (BlockingIOError, InterruptedError):
         return False
-    except (ConnectionResetError, OSError):
-        return True
+    except OSError as e:
+        return e.errno != errno.ENOTCONN
 
 
 # ---------------------------------------------------------------- item 6: slowloris
