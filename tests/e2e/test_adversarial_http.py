@@ -342,6 +342,18 @@ def empty_api_key_environment_is_refused():
 
 
 @test
+def limit_flags_are_checked():
+    data = os.path.join(tempfile.mkdtemp(prefix="jvdb-e2e-"), "data")
+    for bad, says in ((["--max-buffered", "1MiB"], "at least --max-body"), (["--header-timeout", "10ms"], "header-timeout"),
+                      (["--idle-timeout", "0"], "idle-timeout"), (["--max-connections", "5"], "max-connections"),
+                      (["--max-connections-per-ip", "x"], "max-connections-per-ip")):
+        p = subprocess.run([jvdbtest.JVDB, "--data", data, "serve", "--listen", "127.0.0.1:0"] + bad,
+                           capture_output=True, timeout=10)
+        assert p.returncode == 2 and says.encode() in p.stderr, (bad, p.returncode, p.stderr[-300:])
+    shutil.rmtree(os.path.dirname(data), ignore_errors=True)
+
+
+@test
 def bad_query_arguments_are_400():
     with Server() as s:
         c = s.client()
