@@ -27,14 +27,21 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+/* A database being loaded by one thread; the node lives on that thread's stack. */
+struct env_loading {
+    const char *name;
+    struct env_loading *next;
+};
+
 struct jvdb_env {
     char *path;
     char *dbdir;
     int lock_fd;
     pthread_mutex_t mu;
-    pthread_cond_t released;            /* an env_db_acquire holder let go */
+    pthread_cond_t released;            /* an env_db_acquire holder let go, or a load finished */
     jvdb_db **dbs;
     size_t ndbs, cap;
+    struct env_loading *loading;        /* databases loaded right now, without the mutex */
 };
 
 const char *jvdb_env_path(const jvdb_env *env) { return env->path; }
@@ -149,8 +156,23 @@ static jvdb_db *env_find_open(jvdb_env *env, const char *name)
     return NULL;
 }
 
+static int env_is_loading(const jvdb_env *env, const char *name)
+{
+    for (const struct env_loading *l = env->loading; l; l = l->next)
+        if (!strcmp(l->name, name)) return 1;
+    return 0;
+}
+
+/* Waits (env->mu held) until no thread is loading `name`: opens, drops, creates and replaces of a
+ * database never overlap its load. */
+static void env_wait_loading(jvdb_env *env, const char *name)
+{
+    while (env_is_loading(env, name)) pthread_cond_wait(&env->released, &env->mu);
+}
+
 static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
 {
+    env_wait_loading(env, name);
     jvdb_db *db = env_find_open(env, name);
     if (db) {
         *out = db;
@@ -165,19 +187,32 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
         free(dir);
         return err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
     }
+    /* Loading reads every segment (seconds for a large database), so it runs without the mutex:
+     * opening one database never stalls the handles of the others.  Whoever wants this one
+     * meanwhile waits in env_wait_loading. */
+    struct env_loading me = {name, env->loading};
+    env->loading = &me;
+    pthread_mutex_unlock(&env->mu);
+    int rc = db_load(env, dir, &db);
+    free(dir);
+    pthread_mutex_lock(&env->mu);
+    for (struct env_loading **pp = &env->loading; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    pthread_cond_broadcast(&env->released);
+    if (rc) return rc;
     if (env->ndbs == env->cap) {
         size_t ncap = env->cap ? env->cap * 2 : 8;
         jvdb_db **n = realloc(env->dbs, ncap * sizeof *n);
         if (!n) {
-            free(dir);
+            db_close(db);
             return err_set(JVDB_ENOMEM, "out of memory");
         }
         env->dbs = n;
         env->cap = ncap;
     }
-    int rc = db_load(env, dir, &db);
-    free(dir);
-    if (rc) return rc;
     env->dbs[env->ndbs++] = db;
     *out = db;
     return JVDB_OK;
@@ -234,6 +269,7 @@ int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts,
     if (rc) return rc;
     if (!opts) return err_set(JVDB_EINVAL, "options are missing");
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char *dir = fs_join(env->dbdir, name);
     if (!dir) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -255,6 +291,7 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     int rc = env_check_name(name);
     if (rc) return rc;
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char *dir = fs_join(env->dbdir, name);
     char dropname[160];
     static unsigned drop_seq;
@@ -405,6 +442,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     db_close(built);
     jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
     free(mf);
