@@ -252,7 +252,8 @@ def probe_while(s, busy):
     layer matter, src/server/http.c)."""
     worst = 0.0
     cb = s.client()
-    while busy.is_alive():
+    deadline = time.time() + 60   # bounded, whatever happens to the long request
+    while busy.is_alive() and time.time() < deadline:
         for method, path, body in (("GET", "/health", None), ("GET", "/v1/databases/b/vectors/x", None),
                                    ("POST", "/v1/databases/b/vectors", {"id": "y", "values": [4, 3, 2, 1]}),
                                    ("GET", "/v1/databases", None), ("GET", "/metrics", None),
@@ -350,16 +351,35 @@ def forced_restore_does_not_freeze_other_databases():
 
         def restore():
             t0 = time.time()
-            done["r"] = s.client().post("/v1/backups/%s/restore" % bid, {"force": True})
+            try:
+                done["r"] = s.client().post("/v1/backups/%s/restore" % bid, {"force": True})
+            except OSError as e:   # a client timeout: the server never answered
+                done["r"] = e
             done["s"] = time.time() - t0
+
+        def backup_during_restore():
+            time.sleep(0.15)
+            try:
+                done["b"] = s.client().post("/v1/databases/a/backups", {"type": "full"})
+            except OSError as e:
+                done["b"] = e
 
         t = threading.Thread(target=restore)
         t.start()
+        # A backup of the database being replaced, asked for meanwhile: it waits for the restore (the
+        # repository mutex comes before the database, so it never holds what the restore waits for).
+        tb = threading.Thread(target=backup_during_restore)
+        tb.start()
         time.sleep(0.3)
         start = time.time()
         worst = probe_while(s, t)
         window = time.time() - start
-        t.join()
+        t.join(timeout=60)
+        tb.join(timeout=60)
+        assert not t.is_alive() and not tb.is_alive(), "the restore and a backup of its database deadlocked"
+        assert not isinstance(done["r"], OSError) and not isinstance(done["b"], OSError), (
+            "the restore and a backup of its database deadlocked: %r" % done)
+        assert expect(done["b"], 201)["databaseId"] == "a"
         r = expect(done["r"], 200)
         assert r["replaced"] is True and r["databaseId"] == "a" and r["stats"]["vectorCount"] == n, r
         print("     %d vectors: restore %.2f s, probed for %.2f s, worst request %.3f s" % (n, done["s"], window, worst))
