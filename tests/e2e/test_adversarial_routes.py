@@ -421,10 +421,13 @@ def large_unknown_field_builds_no_tree():
         base = peak_rss_kib(s.proc.pid)
         for path, body, word in bodies:
             expect(c.post(path, raw=body), 400, "INVALID_ARGUMENT", word)
+        # A body that is not an object at all is refused before it is parsed too.
+        expect(c.post("/v1/databases/d/search", raw=junk), 400, "INVALID_JSON", "must be a JSON object")
+        expect(c.request("DELETE", "/v1/databases/d/vectors/a", raw=junk), 400, "INVALID_JSON", "must be a JSON object")
         grew = (peak_rss_kib(s.proc.pid) - base) / 1024
         # A jansson tree of 8.4 million numbers is over 380 MiB; the body itself is 16 MiB.
         assert grew < 150, "peak RSS grew by %.0f MiB" % grew
-        print("     peak RSS grew by %.0f MiB for three 16 MiB bodies" % grew)
+        print("     peak RSS grew by %.0f MiB for five 16 MiB bodies" % grew)
         assert state(c, "d")[0] == 0
 
 
