@@ -139,9 +139,13 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *o, jvdb_b
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_db *db = NULL;
     int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
+    if (rc != JVDB_OK) {                   /* no such database (or being dropped): not a failed backup */
+        pthread_mutex_unlock(&s->backups->repo_mu);
+        return rc;
+    }
     int64_t t0 = clock_mono_ns();
     jvdb_repo *repo = NULL;
-    if (rc == JVDB_OK) rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
     if (rc == JVDB_OK) rc = jvdb_backup_create(db, repo, o, info);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
