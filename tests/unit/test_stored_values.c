@@ -3,11 +3,13 @@
  * same bits; cosine search scores equal a double-precision reference for the exact scan and the HNSW
  * graph, whatever the vectors' lengths (down to 1e-30 and up to 1e15); and a database written by the
  * earlier version (cosine vectors stored normalised, MANIFEST format 1) opens, searches right, stays
- * format 1 while only read, and becomes format 2 at its first put. */
+ * format 1 while only read, and becomes format 2 at its first put: both imitated here and as that
+ * version really wrote it (fixtures/cosine-format1). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store/manifest.h"
 #include "test_util.h"
@@ -303,12 +305,90 @@ static void test_old_format_database(void **state)
     tu_rmdir(repo_dir);
 }
 
+/* Copies fixture file `rel` (under JVDB_FIXTURES) to dir/rel. */
+static void copy_fixture(const char *dir, const char *rel)
+{
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/%s", JVDB_FIXTURES, rel);
+    snprintf(to, sizeof to, "%s/%s", dir, rel);
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    if (!in || !out) fail_msg("cannot copy %s to %s", from, to);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* A data directory the earlier version really wrote (fixtures/cosine-format1/README.md): its
+ * vectors are the unit vectors that version computed, it searches by the original directions, and
+ * the first put stores as given and moves it to format 2. */
+static void test_format1_fixture(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/databases", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/databases/old", dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    copy_fixture(dir, "databases/old/MANIFEST");
+    copy_fixture(dir, "databases/old/0000000001.seg");
+    assert_int_equal(manifest_format_of(dir, "old"), 1);
+
+    float orig[5][4] = {{1, 2, 3, 4}, {-3, 0.5f, 1e-30f, 7}, {1e15f, 2e15f, -1e15f, 0}, {0.001f, 0, 0, 0.002f}, {4, 3, 2, 1}};
+    float unit[5][4];
+    for (int i = 0; i < 5; i++) old_normalise(orig[i], unit[i], 4);
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db;
+    assert_ok(jvdb_db_open(env, "old", &db));
+    assert_int_equal(jvdb_count(db), 5);
+    float got[4];
+    char *meta = NULL;
+    static const char *const ids[5] = {"a", "b", "c", "d", "e"};
+    for (int i = 0; i < 5; i++) {
+        assert_ok(jvdb_get(db, ids[i], got, i == 0 ? &meta : NULL));
+        assert_memory_equal(got, unit[i], sizeof got);
+    }
+    assert_string_equal(meta, "{\"k\":1}");
+    jvdb_free(meta);
+    /* Scores are the cosines of the original vectors, exact and through the graph. */
+    float q[4] = {2, 1, 0.5f, 3};
+    for (int exact = 1; exact >= 0; exact--) {
+        if (!exact) assert_ok(jvdb_db_index_wait(db, 60000));
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        p.exact = exact;
+        jvdb_result *r;
+        size_t cnt;
+        assert_ok(jvdb_search(db, q, 4, &p, &r, &cnt));
+        assert_int_equal(cnt, 5);
+        for (size_t i = 0; i < cnt; i++) {
+            int idx = r[i].id[0] - 'a';
+            double want = ref_score(JVDB_METRIC_COSINE, q, orig[idx], 4);
+            if (fabs(r[i].score - want) > SCORE_TOL) fail_msg("%s: score %.9g, cosine %.9g", r[i].id, r[i].score, want);
+            if (i > 0) assert_true(r[i].score <= r[i - 1].score);
+        }
+        jvdb_results_free(r, cnt);
+    }
+    assert_int_equal(manifest_format_of(dir, "old"), 1);
+    float f[4] = {5, 6, 7, 8};
+    assert_ok(jvdb_put(db, "f", f, 4, NULL, NULL));
+    assert_int_equal(manifest_format_of(dir, "old"), 2);
+    assert_ok(jvdb_get(db, "f", got, NULL));
+    assert_memory_equal(got, f, sizeof got);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_every_metric),
         cmocka_unit_test(test_cosine_scores_match_reference),
         cmocka_unit_test(test_old_format_database),
+        cmocka_unit_test(test_format1_fixture),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
