@@ -910,7 +910,9 @@ static int db_check_record(const jvdb_db *db, const jvdb_record *r, const char *
 
 /* A cosine database written by a version that stored vectors normalised (MANIFEST format 1) is
  * marked format 2 before its first as-given vector, so that such a version refuses it from then on
- * instead of searching it as if every vector were unit length (docs/FORMAT.md). */
+ * instead of searching it as if every vector were unit length (docs/FORMAT.md).  Writers check the
+ * format without the lock, so 2 is published only once the MANIFEST saying so is durable: a writer
+ * that sees 2 can never put an as-given vector into a database whose file still says 1. */
 static int db_mark_as_given(jvdb_db *db)
 {
     if (db->m.metric != JVDB_METRIC_COSINE ||
@@ -918,11 +920,15 @@ static int db_mark_as_given(jvdb_db *db)
         return JVDB_OK;
     pthread_mutex_lock(&db->write_mu);
     int rc = JVDB_OK;
-    uint32_t old = db->m.format;
-    if (old < MANIFEST_FORMAT_AS_GIVEN) {
-        db->m.format = MANIFEST_FORMAT_AS_GIVEN;
-        rc = db_store_manifest_locked(db);
-        __atomic_store_n(&db->m.format, rc ? old : (uint32_t)MANIFEST_FORMAT_AS_GIVEN, __ATOMIC_RELEASE);
+    if (db->m.format < MANIFEST_FORMAT_AS_GIVEN && (rc = db_check_writable(db)) == JVDB_OK) {
+        struct manifest next;
+        db->m.lsn_floor = db->last_lsn;
+        if ((rc = manifest_copy(&db->m, &next)) == JVDB_OK) {
+            next.format = MANIFEST_FORMAT_AS_GIVEN;
+            rc = manifest_store(db->dir, &next);
+            manifest_free(&next);
+        }
+        if (rc == JVDB_OK) __atomic_store_n(&db->m.format, (uint32_t)MANIFEST_FORMAT_AS_GIVEN, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&db->write_mu);
     return rc;
