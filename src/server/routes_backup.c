@@ -154,6 +154,7 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvd
     int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
     if (rc != JVDB_OK) {                   /* no such database (or being dropped): not a failed backup */
         pthread_mutex_unlock(&s->backups->repo_mu);
+        dbmeta_free(&dm);
         return rc;
     }
     int64_t t0 = clock_mono_ns();
