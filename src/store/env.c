@@ -599,6 +599,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     /* Everything of the new database is durable before it becomes visible. */
     db_close(built);
+    jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
     env_wait_loading(env, name);
     char *mf = fs_join(to, "MANIFEST");
