@@ -122,14 +122,19 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     io_crash_point("compact.after_seal");
 
     struct choose_ctx cc = {policy, db->m.segment_max_bytes, opts->full, 0};
-    pthread_rwlock_rdlock(&db->lock);
+    rp_enter();
     size_t sealed = 0;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        if (db->segs[i] == db->active) continue;
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->segs[i] == l->active) continue;
         sealed++;
-        if (db->segs[i]->size < db->m.segment_max_bytes / 4) cc.small_count++;
+        if (__atomic_load_n(&l->segs[i]->size, __ATOMIC_ACQUIRE) < db->m.segment_max_bytes / 4) cc.small_count++;
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
+    /* Versions superseded before the seal are unlinked once no reader needs them: wait briefly for
+     * that, so tombstones in the inputs stand alone and may be dropped (a reader holding on past
+     * the wait only means those tombstones are copied this time). */
+    db_settle(db, 2000);
     struct db_pinned in = {0};
     if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
     if (in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
@@ -163,7 +168,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         int blocked = 0;
         for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
         for (size_t i = 0; i < nrecs; i++) {
-            int droppable = recs[i].kind == 2 && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            int droppable = recs[i].kind == 2 && !recs[i].keep && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
             if (!droppable) keep_bytes += recs[i].len;
             blocked |= recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
         }
@@ -202,7 +207,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     }
     for (size_t i = 0; i < nrecs; i++) {
         const struct db_live_rec *r = &recs[i];
-        if (r->kind == 2 /* delete */ && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
+        if (r->kind == 2 /* delete */ && !r->keep && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
             drops[ndrops++] = *r;
             continue;
         }

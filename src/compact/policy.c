@@ -148,9 +148,12 @@ int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_co
 
 int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s, int small_count)
 {
-    if (s->size <= SEG_HEADER_SIZE) return 1;   /* empty: nothing to copy, the file just goes */
-    double dead = (double)(s->size - SEG_HEADER_SIZE - s->live_bytes) / (double)s->size;
+    /* Sealed, so the size is fixed; live_bytes falls while writers overwrite (atomics). */
+    uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE), live = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+    if (size <= SEG_HEADER_SIZE) return 1;   /* empty: nothing to copy, the file just goes */
+    if (live > size - SEG_HEADER_SIZE) live = size - SEG_HEADER_SIZE;
+    double dead = (double)(size - SEG_HEADER_SIZE - live) / (double)size;
     if (dead >= p->segment_dead_ratio) return 1;
     /* Small neighbours are merged so that many small files do not accumulate. */
-    return small_count >= 2 && s->size < segment_max / 4;
+    return small_count >= 2 && size < segment_max / 4;
 }

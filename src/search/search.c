@@ -2,17 +2,18 @@
  * search.c — a database's search index and jvdb_search (DESIGN.md 7): ties the store's slot table to
  * the HNSW graph (hnsw*.c) and the exact scan (flat.c).
  *
- * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write lock)
+ * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write_mu)
  * whenever a slot gains, changes or loses its vector; the hook only marks the slot "pending" and
  * queues it.  A background thread per database takes pending slots a few at a time and reconciles
  * the graph with the slot table (insert, re-link, or mark deleted).  A search answers from the graph
  * for settled slots and scans the pending ones exactly, then merges: results are always complete,
  * and ingest runs at storage speed while the graph catches up behind it.
  *
- * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database
- * rwlock, then the pending mutex (a leaf).  The pending bits are written by the hook (database write
- * lock held) and cleared by the index thread (index write lock and database read lock held), so a
- * search holding both read locks sees them stable.
+ * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database's
+ * write_mu (only to attach the hook and to queue every slot for a fresh graph), then the pending
+ * mutex (a leaf).  The store itself is read without locks, in a read section at one snapshot LSN
+ * (store/readpath.h): a search copies the pending set under the pending mutex when it starts, and
+ * every slot it returns is resolved to the version its snapshot sees.
  *
  * The graph reads its own copies of the vectors (nav), not the store's slot table: a deleted vector
  * vanishes from the slot table at once, but its node must stay navigable until the next rebuild, or
@@ -117,7 +118,7 @@ void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out)
 
 /* ---------------------------------------------------------------- pending slots */
 
-/* Keydir hook: database write lock held.  Only queues; the index thread does the work. */
+/* Keydir hook: write_mu held.  Only queues; the index thread does the work. */
 static void index_slot_hook(void *ctx, uint32_t slot, int added)
 {
     (void)added;
@@ -154,12 +155,13 @@ oom:
     pthread_mutex_unlock(&ix->pend_mu);
 }
 
-/* Queues every live slot (a fresh graph); database write lock held. */
+/* Queues every live slot (a fresh graph); write_mu held, so no slot changes meanwhile. */
 static void index_queue_all(struct search_index *ix)
 {
-    const struct keydir *kd = &ix->db->kd;
-    for (uint32_t s = 0; s < kd->nslots; s++)
-        if (kd->slot_vec[s]) index_slot_hook(ix, s, 1);
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(&ix->db->kd, &n);
+    for (uint32_t s = 0; s < n; s++)
+        if (__atomic_load_n(&sl->vec[s], __ATOMIC_ACQUIRE)) index_slot_hook(ix, s, 1);
 }
 
 /* Gives `slot` a place for the graph's copy of its vector. */
@@ -188,10 +190,13 @@ static float *index_nav_slot(struct search_index *ix, uint32_t slot)
     return ix->nav_blocks[b] + (size_t)(slot % NAV_BLOCK) * dim;
 }
 
+/* In a read section: the newest vector of the slot (the graph follows the writers, published or
+ * not; searches resolve every answer at their own snapshot). */
 static void index_reconcile(struct search_index *ix, uint32_t slot)
 {
-    const struct keydir *kd = &ix->db->kd;
-    const float *v = slot < kd->nslots ? kd->slot_vec[slot] : NULL;
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(&ix->db->kd, &n);
+    const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
     ix->pending_bit[slot] = 0;
     if (!v) {
         /* The node keeps its copy, so searches can still walk through it. */
@@ -245,7 +250,7 @@ static void *index_thread_main(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
 
         pthread_rwlock_wrlock(&ix->lock);
-        pthread_rwlock_rdlock(&db->lock);
+        rp_enter();
         pthread_mutex_lock(&ix->pend_mu);
         uint32_t n = 0;
         while (n < INDEX_CHUNK && ix->npending > 0) chunk[n++] = ix->pending[--ix->npending];
@@ -254,15 +259,15 @@ static void *index_thread_main(void *arg)
             for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
         int rebuild = ix->graph && hnsw_node_count(ix->graph) >= REBUILD_MIN_NODES &&
                       hnsw_deleted_share(ix->graph) > REBUILD_SHARE;
-        pthread_rwlock_unlock(&db->lock);
+        rp_exit();
         if (rebuild) {
-            /* Queuing needs the database write lock (the hook's contract). */
-            pthread_rwlock_wrlock(&db->lock);
+            /* Queuing every slot runs under write_mu, as the hook does. */
+            pthread_mutex_lock(&db->write_mu);
             log_info("search index of '%s': %.0f%% of the graph is deleted; rebuilding in the background",
                      db->m.name, 100 * hnsw_deleted_share(ix->graph));
             if (index_reset_graph(ix) != JVDB_OK)
                 log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
-            pthread_rwlock_unlock(&db->lock);
+            pthread_mutex_unlock(&db->write_mu);
         }
         pthread_rwlock_unlock(&ix->lock);
         pthread_mutex_lock(&ix->pend_mu);
@@ -282,12 +287,12 @@ static void index_free(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         pthread_join(ix->thread, NULL);
     }
-    pthread_rwlock_wrlock(&ix->db->lock);
+    pthread_mutex_lock(&ix->db->write_mu);
     if (ix->db->kd.hook_ctx == ix) {
         ix->db->kd.hook = NULL;
         ix->db->kd.hook_ctx = NULL;
     }
-    pthread_rwlock_unlock(&ix->db->lock);
+    pthread_mutex_unlock(&ix->db->write_mu);
     hnsw_free(ix->graph);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
@@ -325,13 +330,13 @@ static int index_get(jvdb_db *db, struct search_index **out)
     pthread_mutex_init(&ix->pend_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
-    pthread_rwlock_wrlock(&db->lock);
+    pthread_mutex_lock(&db->write_mu);
     int rc = index_reset_graph(ix);
     if (rc == JVDB_OK) {
         db->kd.hook = index_slot_hook;
         db->kd.hook_ctx = ix;
     }
-    pthread_rwlock_unlock(&db->lock);
+    pthread_mutex_unlock(&db->write_mu);
     if (rc == JVDB_OK && pthread_create(&ix->thread, NULL, index_thread_main, ix) != 0)
         rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", db->m.name);
     if (rc) {
@@ -371,9 +376,9 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
     ix->opts = *o;
     if (graph_changes) {
-        pthread_rwlock_wrlock(&db->lock);
+        pthread_mutex_lock(&db->write_mu);
         rc = index_reset_graph(ix);
-        pthread_rwlock_unlock(&db->lock);
+        pthread_mutex_unlock(&db->write_mu);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
     }
@@ -433,20 +438,37 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
 struct accept_ctx {
     const jvdb_db *db;
     const jvdb_filter *filter;
-    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale) */
+    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale): a
+                                    * private copy, one bit per slot */
     uint32_t bits_cap;
     const uint32_t *map;           /* pending scan: index in the packed array -> slot */
+    const struct kd_slots *sl;     /* the slot table and snapshot the search reads at */
+    uint32_t nslots;
+    uint64_t snap;
 };
+
+/* The version of slot's vector the search's snapshot sees (NULL: none). */
+static const struct kd_entry *slot_entry(const struct accept_ctx *c, uint32_t slot)
+{
+    const struct kd_entry *e = NULL;
+    if (slot >= c->nslots || !keydir_slot_vector(c->sl, slot, c->snap, c->db->m.dim, &e)) return NULL;
+    return e;
+}
 
 static int accept_slot(const struct accept_ctx *c, uint32_t slot)
 {
-    if (c->pending_bit && slot < c->bits_cap && c->pending_bit[slot]) return 0;
-    if (slot >= c->db->kd.nslots || !c->db->kd.slot_owner[slot]) return 0;
-    if (!c->filter) return 1;
-    const struct kd_entry *e = c->db->kd.slot_owner[slot];
+    if (c->pending_bit && slot < c->bits_cap && (c->pending_bit[slot / 8] >> (slot % 8) & 1)) return 0;
+    const struct kd_entry *e = slot_entry(c, slot);
     if (!e) return 0;
+    if (!c->filter) return 1;
     const struct rec_header *h = keydir_record(e);
     return filter_match(c->filter, h->meta_len ? rec_meta(h, c->db->m.dim) : NULL, h->meta_len);
+}
+
+static const float *resolve_slot(void *ctx, uint32_t slot)
+{
+    const struct accept_ctx *c = ctx;
+    return slot < c->nslots ? keydir_slot_vector(c->sl, slot, c->snap, c->db->m.dim, NULL) : NULL;
 }
 
 static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
@@ -458,14 +480,15 @@ static int accept_mapped(void *ctx, uint32_t i)
 }
 
 /* Share of live slots the filter accepts, estimated on an evenly spread sample. */
-static double filter_selectivity(const jvdb_db *db, const jvdb_filter *f)
+static double filter_selectivity(const struct accept_ctx *base, const jvdb_filter *f)
 {
-    const struct keydir *kd = &db->kd;
     uint32_t seen = 0, hit = 0;
-    uint32_t step = kd->nslots / SELECTIVE_SAMPLE + 1;
-    struct accept_ctx c = {db, f, NULL, 0, NULL};
-    for (uint32_t s = 0; s < kd->nslots && seen < SELECTIVE_SAMPLE; s += step) {
-        if (!kd->slot_vec[s]) continue;
+    uint32_t step = base->nslots / SELECTIVE_SAMPLE + 1;
+    struct accept_ctx c = *base;
+    c.filter = f;
+    c.pending_bit = NULL;
+    for (uint32_t s = 0; s < c.nslots && seen < SELECTIVE_SAMPLE; s += step) {
+        if (!slot_entry(&c, s)) continue;
         seen++;
         hit += (uint32_t)accept_slot(&c, s);
     }
@@ -502,16 +525,21 @@ void jvdb_results_free(jvdb_result *r, size_t n)
     free(r);
 }
 
-static int results_build(const jvdb_db *db, const jvdb_search_params *p, const uint32_t *slots, const float *scores,
-                         uint32_t n, jvdb_result **out)
+/* Builds the answers for the slots found, each as the search's snapshot sees it; *count may end
+ * below n when a slot has no version there (a graph answer that was never accepted). */
+static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p, const uint32_t *slots,
+                         const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
 {
     jvdb_result *r = calloc(n ? n : 1, sizeof *r);
     if (!r) return err_set(JVDB_ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < n; i++) {
-        struct kd_entry *e = db->kd.slot_owner[slots[i]];
+    uint32_t i = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        const struct kd_entry *e = slot_entry(ac, slots[j]);
+        if (!e) continue;
         const struct rec_header *h = keydir_record(e);
-        __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
-        r[i].score = scores[i];
+        __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
+        float score = scores[j];
+        r[i].score = score;
         r[i].id = malloc((size_t)e->id_len + 1);
         if (!r[i].id) goto oom;
         memcpy(r[i].id, e->id, e->id_len);
@@ -527,42 +555,65 @@ static int results_build(const jvdb_db *db, const jvdb_search_params *p, const u
             memcpy(r[i].meta_json, rec_meta(h, db->m.dim), h->meta_len);
             r[i].meta_json[h->meta_len] = '\0';
         }
+        i++;
     }
     *out = r;
+    *count = i;
     return JVDB_OK;
 oom:
     jvdb_results_free(r, n);
     return err_set(JVDB_ENOMEM, "out of memory");
 }
 
-/* Exact scan of the pending slots only (packed into a small pointer array). */
-static int search_pending(const jvdb_db *db, const struct search_index *ix, const float *q, const flat_params *base,
+/* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
+ * small pointer array of the vectors the snapshot sees). */
+static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q, const flat_params *base,
                           struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
 {
     *n = 0;
-    if (ix->npending == 0) return JVDB_OK;
-    const float **vecs = malloc(ix->npending * sizeof *vecs);
-    uint32_t *map = malloc(ix->npending * sizeof *map);
-    if (!vecs || !map) {
-        free(vecs);
-        free(map);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
-    for (uint32_t i = 0; i < ix->npending; i++) {
-        uint32_t s = ix->pending[i];
-        map[i] = s;
-        vecs[i] = s < db->kd.nslots ? db->kd.slot_vec[s] : NULL;
-    }
+    if (npend == 0) return JVDB_OK;
+    const float **vecs = malloc(npend * sizeof *vecs);
+    if (!vecs) return err_set(JVDB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < npend; i++) vecs[i] = resolve_slot(ac, pend[i]);
     struct accept_ctx pc = *ac;
     pc.pending_bit = NULL;
-    pc.map = map;
+    pc.map = pend;
     flat_params fp = *base;
     fp.accept = pc.filter ? accept_mapped : NULL;
     fp.accept_ctx = &pc;
-    int rc = flat_search(vecs, ix->npending, db->m.dim, q, &fp, slots, scores, n);
-    for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = map[slots[i]];
+    int rc = flat_search(vecs, npend, db->m.dim, q, &fp, slots, scores, n);
+    for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = pend[slots[i]];
     free(vecs);
-    free(map);
+    return rc;
+}
+
+/* The pending set as the search starts: the queue and a bitmap of it (private copies: the hook
+ * changes both under the pending mutex while searches run). */
+static int pending_copy(struct search_index *ix, uint32_t nslots, uint32_t **pend, uint32_t *npend, uint8_t **bits)
+{
+    *pend = NULL;
+    *bits = NULL;
+    pthread_mutex_lock(&ix->pend_mu);
+    *npend = ix->npending;
+    int rc = JVDB_OK;
+    if (*npend) {
+        *pend = malloc(*npend * sizeof **pend);
+        *bits = calloc((size_t)nslots / 8 + 1, 1);
+        if (!*pend || !*bits) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+        } else {
+            memcpy(*pend, ix->pending, *npend * sizeof **pend);
+            for (uint32_t i = 0; i < *npend; i++)
+                if ((*pend)[i] < nslots) (*bits)[(*pend)[i] / 8] |= (uint8_t)(1u << ((*pend)[i] % 8));
+        }
+    }
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (rc) {
+        free(*pend);
+        free(*bits);
+        *pend = NULL;
+        *bits = NULL;
+    }
     return rc;
 }
 
@@ -599,9 +650,14 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     if (rc) goto out;
 
     if (ix) pthread_rwlock_rdlock(&ix->lock);
-    pthread_rwlock_rdlock(&db->lock);
-    const float *const *table = db->kd.slot_vec;
-    uint32_t nslots = db->kd.nslots;
+    /* One read section, one snapshot: no lock a writer waits for, and every answer as of the
+     * same published batch. */
+    rp_enter();
+    uint32_t nslots;
+    const struct kd_slots *sl = keydir_slots(&db->kd, &nslots);
+    uint64_t snap = db_snapshot_lsn(db);
+    uint32_t *pend = NULL, npend = 0;
+    uint8_t *pbits = NULL;
     flat_params fp;
     flat_params_init(&fp);
     fp.metric = db->m.metric;
@@ -609,19 +665,21 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     fp.threads = p.threads;
     fp.use_threshold = p.has_threshold;
     fp.threshold = p.threshold;
-    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL};
+    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL, sl, nslots, snap};
     uint32_t n = 0;
     int exact = p.exact || !ix || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
     /* A very selective filter would make the graph search widen and give up: scan instead. */
-    if (!exact && p.filter && filter_selectivity(db, p.filter) < 0.02) exact = 1;
+    if (!exact && p.filter && filter_selectivity(&ac, p.filter) < 0.02) exact = 1;
+    if (!exact && (rc = pending_copy(ix, nslots, &pend, &npend, &pbits))) goto unlock;
     if (!exact) {
-        ac.pending_bit = ix->pending_bit;
-        ac.bits_cap = ix->bits_cap;
+        ac.pending_bit = pbits;
+        ac.bits_cap = pbits ? nslots : 0;
         hnsw_query hq;
         hnsw_query_init(&hq);
         hq.k = p.k;
         hq.ef = p.ef;
-        hq.accept = (p.filter || ix->npending) ? accept_graph : NULL;
+        /* Always: a node's slot may hold nothing at this snapshot (deleted, or not yet visible). */
+        hq.accept = accept_graph;
         hq.accept_ctx = &ac;
         hq.use_threshold = p.has_threshold;
         hq.threshold = p.threshold;
@@ -631,7 +689,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         if (rc == JVDB_OK && !info.complete) {
             exact = 1;   /* filters or deletions hid too much of the graph */
         } else if (rc == JVDB_OK) {
-            rc = search_pending(db, ix, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
+            rc = search_pending(db, pend, npend, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
             if (rc == JVDB_OK)
                 n = merge_results(db->m.metric, p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
                                   scores + 2 * p.k);
@@ -643,11 +701,18 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         ac.pending_bit = NULL;
         fp.accept = p.filter ? accept_graph : NULL;
         fp.accept_ctx = &ac;
-        rc = flat_search(table, nslots, dim, q, &fp, slots, scores, &n);
+        fp.slot_lsn = sl->lsn;
+        fp.snap = snap;
+        fp.resolve = resolve_slot;
+        fp.resolve_ctx = &ac;
+        rc = flat_search(sl->vec, nslots, dim, q, &fp, slots, scores, &n);
     }
     jvdb_result *r = NULL;
-    if (rc == JVDB_OK) rc = results_build(db, &p, slots, scores, n, &r);
-    pthread_rwlock_unlock(&db->lock);
+    if (rc == JVDB_OK) rc = results_build(db, &ac, &p, slots, scores, n, &r, &n);
+unlock:
+    rp_exit();
+    free(pend);
+    free(pbits);
     if (ix) pthread_rwlock_unlock(&ix->lock);
     if (rc == JVDB_OK) {
         *results = r;

@@ -3,10 +3,18 @@
  *
  * Write path (db_write): validate and encode outside every lock; under write_mu assign LSNs, seal
  * the active segment if the batch does not fit, pwrite the whole batch at the tail in one call, then
- * apply it to the keydir under the rwlock (a pointer swap: the bytes are already in the page cache).
- * Durability comes after: with sync=always the caller waits in db_sync_upto until an fdatasync that
- * started after its pwrite has finished.  Whoever finds no sync running becomes the leader and syncs
+ * apply it to the keydir (new versions, invisible to readers: they read at `visible`).  Durability
+ * comes after: with sync=always the caller waits in db_sync_upto until an fdatasync that started
+ * after its pwrite has finished.  Whoever finds no sync running becomes the leader and syncs
  * everything written so far, so N concurrent writers share one fdatasync (group commit).
+ *
+ * Publishing (readers see only durable writes).  Readers read at the LSN `visible`.  With
+ * sync=always it moves only after an fdatasync: the sync leader notes the last applied LSN (under
+ * write_mu, with the end of the file it syncs) and, once the sync returns, raises `visible` to it
+ * with one release store, so a batch becomes visible whole, and only once a power cut cannot take
+ * it back (PostgreSQL's rule: a commit is visible after its WAL flush).  It costs the writer nothing:
+ * it waits for that sync anyway.  With sync=interval and sync=never a batch is published as soon as
+ * it is applied: readers may see a write that a power cut then loses, as the modes promise.
  *
  * Why a batch is atomic: it is one pwrite whose records all carry the "more follow" flag but the last;
  * recovery drops a trailing run of flagged records, so a batch cut by a crash disappears whole.
@@ -423,16 +431,63 @@ static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
 
 static void *db_flusher_main(void *arg);
 
+/* Publishes segs/active as the readers' segment list; the old list goes after a grace period. */
+int db_publish_segs(jvdb_db *db)
+{
+    struct db_seglist *l = malloc(sizeof *l + (db->nsegs ? db->nsegs : 1) * sizeof l->segs[0]);
+    if (!l) return err_set(JVDB_ENOMEM, "out of memory");
+    l->n = db->nsegs;
+    l->active = db->active;
+    memcpy(l->segs, db->segs, db->nsegs * sizeof l->segs[0]);
+    struct db_seglist *old = db->segl;
+    __atomic_store_n(&db->segl, l, __ATOMIC_RELEASE);
+    if (old) rp_defer(&db->gc, rp_free_fn, NULL, old);
+    return JVDB_OK;
+}
+
+/* Raises `visible` to lsn (it never goes back). */
+static void db_publish(jvdb_db *db, uint64_t lsn)
+{
+    uint64_t cur = __atomic_load_n(&db->visible, __ATOMIC_RELAXED);
+    while (cur < lsn && !__atomic_compare_exchange_n(&db->visible, &cur, lsn, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+    }
+}
+
+void db_gc_locked(jvdb_db *db)
+{
+    keydir_trim(&db->kd, db_snapshot_lsn(db));
+    rp_poll(&db->gc);
+}
+
+void db_settle(jvdb_db *db, unsigned timeout_ms)
+{
+    pthread_mutex_lock(&db->write_mu);
+    db_gc_locked(db);
+    uint64_t target = db->kd.trim_deferred_upto;
+    pthread_mutex_unlock(&db->write_mu);
+    for (unsigned waited = 0;; waited++) {
+        pthread_mutex_lock(&db->write_mu);
+        rp_poll(&db->gc);
+        int done = db->kd.trim_done_upto >= target;
+        pthread_mutex_unlock(&db->write_mu);
+        if (done || waited >= timeout_ms) return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void db_free(jvdb_db *db)
 {
     if (db->ext && db->ext_free) db->ext_free(db->ext);
+    /* No reader is left: everything deferred can go now (trims first: they reach the keydir). */
+    rp_drain(&db->gc);
     keydir_free(&db->kd);
     for (size_t i = 0; i < db->nsegs; i++) seg_unref(db->segs[i]);
     free(db->segs);
+    free(db->segl);
     free(db->bad);
     manifest_free(&db->m);
     pthread_mutex_destroy(&db->write_mu);
-    pthread_rwlock_destroy(&db->lock);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_cond_destroy(&db->sync_cv);
     free(db->dir);
@@ -462,13 +517,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     db->env = env;
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
-    /* Writers first: with glibc's default reader preference a steady stream of searches would
-     * starve the short exclusive sections of writes and compaction swaps. */
-    pthread_rwlockattr_t rwattr;
-    pthread_rwlockattr_init(&rwattr);
-    pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&db->lock, &rwattr);
-    pthread_rwlockattr_destroy(&rwattr);
+    rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
     int rc;
@@ -477,7 +526,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = keydir_init(&db->kd))) goto fail;
+    if ((rc = keydir_init(&db->kd, &db->gc))) goto fail;
     if ((rc = manifest_load(dir, &db->m))) goto fail;
     /* A read-only open only ignores orphans: it reads nothing but what the MANIFEST names. */
     if (mode != DB_MODE_READONLY && (rc = db_remove_orphans(db))) goto fail;
@@ -498,6 +547,10 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
         if ((rc = db_scan_segment(db, s, &max_lsn))) goto fail;
     }
     db->last_lsn = max_lsn > db->m.lsn_floor ? max_lsn : db->m.lsn_floor;
+    /* Loading kept no history (no reader could need it); from now on readers may come. */
+    db->kd.history = true;
+    db->visible = db->last_lsn;
+    if ((rc = db_publish_segs(db))) goto fail;
     db->synced_seg = db->active->no;
     db->synced_off = db->active->size;
     if ((rc = db_start_flusher(db))) goto fail;
@@ -549,11 +602,14 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
     struct segment *s = db->active;
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
+    uint64_t target_lsn = db->last_lsn;   /* every batch up to it is in the file below target_off */
     pthread_mutex_unlock(&db->write_mu);
 
     int rc = JVDB_OK;
     if (io_fdatasync(s->fd) < 0) rc = db_fail(db, err_errno(errno, "fdatasync of %s failed", s->path));
     seg_unref(s);
+    /* Durable: readers may see it now (before anyone is told it is synced). */
+    if (rc == JVDB_OK) db_publish(db, target_lsn);
 
     pthread_mutex_lock(&db->sync_mu);
     db->sync_running = false;
@@ -646,13 +702,14 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
         return rc;
     }
     io_crash_point("seal.after_manifest");
-    pthread_rwlock_wrlock(&db->lock);
+    /* Everything applied so far is in the old segment, which is durable now. */
+    db_publish(db, db->last_lsn);
     rc = db_segs_push(db, s);
     if (rc == JVDB_OK) {
         old->sealed = true;
         db->active = s;
+        if ((rc = db_publish_segs(db))) db->active = old;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         seg_unref(s);
         return db_fail(db, rc);
@@ -737,11 +794,9 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     /* Deletes must name live vectors: checked here because only writers change liveness. */
     for (size_t i = 0; i < n; i++) {
         if (ops[i].kind != REC_KIND_DELETE) continue;
-        int live = 0;
-        pthread_rwlock_rdlock(&db->lock);
+        /* The newest version, published or not: only writers change it, and we are the writer. */
         struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
-        live = e && e->kind == REC_KIND_PUT;
-        pthread_rwlock_unlock(&db->lock);
+        int live = e && e->kind == REC_KIND_PUT;
         /* Earlier ops of the same batch may create or delete the id. */
         for (size_t j = 0; j < i; j++)
             if (ops[j].id_len == ops[i].id_len && !memcmp(ops[j].id, ops[i].id, ops[i].id_len))
@@ -782,14 +837,12 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
         goto unlock;
     }
     io_crash_point("write.after_append");
-    pthread_rwlock_wrlock(&db->lock);
-    s->size = start + total;
+    __atomic_store_n(&s->size, start + total, __ATOMIC_RELEASE);
     for (size_t p = 0; p < total;) {
         const struct rec_header *h = (const struct rec_header *)(buf + p);
         if ((rc = keydir_apply_copy(&db->kd, s, start + p, h, dim))) break;
         p += h->total_len;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         /* The bytes are in the file but the index could not take them: state unknown. */
         db_fail(db, rc);
@@ -798,6 +851,9 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
     bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
+    /* Lazy modes publish at once; sync=always publishes after the sync (db_sync_upto). */
+    if (!wait_sync) db_publish(db, lsn);
+    db_gc_locked(db);
     pthread_mutex_unlock(&db->write_mu);
     db_buf_put(buf, total);
     if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
@@ -848,22 +904,23 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         if (io_ftruncate(s->fd, (off_t)start) < 0) db_fail(db, JVDB_EIO);
         goto unlock;
     }
-    pthread_rwlock_wrlock(&db->lock);
-    s->size = start + len;
-    for (uint64_t p = start; p < s->size && rc == JVDB_OK;) {
+    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
+    for (uint64_t p = start; p < start + len && rc == JVDB_OK;) {
         rc = keydir_apply(&db->kd, s, p, db->m.dim);
         p += ((const struct rec_header *)(s->map + p))->total_len;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         db_fail(db, rc);
         goto unlock;
     }
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
-    uint64_t seg_no = s->no, end = s->size;
+    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn;
     pthread_mutex_unlock(&db->write_mu);
     free(buf);
-    return db_sync_upto(db, seg_no, end);
+    /* Always synced (a restore acknowledges nothing it could lose), then published. */
+    rc = db_sync_upto(db, seg_no, end);
+    if (rc == JVDB_OK) db_publish(db, publish);
+    return rc;
 unlock:
     pthread_mutex_unlock(&db->write_mu);
 out:
@@ -969,35 +1026,32 @@ int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out)
     int rc = db_check_id(id, "");
     if (rc) return rc;
     if (meta_out) *meta_out = NULL;
-    pthread_rwlock_rdlock(&db->lock);
-    struct kd_entry *e = keydir_find(&db->kd, id, strlen(id));
+    rp_enter();
+    const struct kd_entry *e = keydir_visible(keydir_find(&db->kd, id, strlen(id)), db_snapshot_lsn(db));
     if (!e || e->kind != REC_KIND_PUT) {
-        pthread_rwlock_unlock(&db->lock);
+        rp_exit();
         return err_set(JVDB_ENOTFOUND, "vector '%s' not found in database '%s'", id, db->m.name);
     }
-    __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
     const struct rec_header *h = keydir_record(e);
     if (vector_out) memcpy(vector_out, rec_vector(h), (size_t)db->m.dim * sizeof(float));
     if (meta_out && h->meta_len) {
         char *m = malloc(h->meta_len + 1);
         if (!m) {
-            pthread_rwlock_unlock(&db->lock);
+            rp_exit();
             return err_set(JVDB_ENOMEM, "out of memory");
         }
         memcpy(m, rec_meta(h, db->m.dim), h->meta_len);
         m[h->meta_len] = '\0';
         *meta_out = m;
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
     return JVDB_OK;
 }
 
 uint64_t jvdb_count(jvdb_db *db)
 {
-    pthread_rwlock_rdlock(&db->lock);
-    uint64_t n = db->kd.live;
-    pthread_rwlock_unlock(&db->lock);
-    return n;
+    return __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED);
 }
 
 int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
@@ -1005,14 +1059,18 @@ int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
     err_clear();
     if (!db || !fn) return err_set(JVDB_EINVAL, "database handle or callback is NULL");
     int rc = JVDB_OK;
-    pthread_rwlock_rdlock(&db->lock);
-    for (uint32_t s = 0; s < db->kd.nslots && rc == 0; s++) {
-        struct kd_entry *e = db->kd.slot_owner[s];
-        if (!e) continue;
+    /* One snapshot for the whole walk: every vector as of one published batch. */
+    rp_enter();
+    uint64_t snap = db_snapshot_lsn(db);
+    uint32_t nslots;
+    const struct kd_slots *sl = keydir_slots(&db->kd, &nslots);
+    for (uint32_t s = 0; s < nslots && rc == 0; s++) {
+        const struct kd_entry *e = NULL;
+        if (!keydir_slot_vector(sl, s, snap, db->m.dim, &e) || !e) continue;
         const struct rec_header *h = keydir_record(e);
         rc = fn(arg, e->id, e->id_len, rec_vector(h), h->meta_len ? rec_meta(h, db->m.dim) : NULL, h->meta_len, e->lsn);
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
     return rc;
 }
 
@@ -1021,19 +1079,22 @@ int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
     err_clear();
     if (!db || !out) return err_set(JVDB_EINVAL, "database handle or output is NULL");
     memset(out, 0, sizeof *out);
-    pthread_rwlock_rdlock(&db->lock);
+    rp_enter();
     uint64_t records = 0;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        const struct segment *s = db->segs[i];
-        out->file_bytes += s->size;
-        out->live_bytes += s->live_bytes;
-        records += s->records;
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct segment *s = l->segs[i];
+        out->file_bytes += __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
+        out->live_bytes += __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+        records += __atomic_load_n(&s->records, __ATOMIC_RELAXED);
     }
-    out->segments = (uint32_t)db->nsegs;
-    out->live_records = db->kd.live;
-    out->tombstones = db->kd.tombstones;
-    out->dead_records = records - db->kd.live;
-    pthread_rwlock_unlock(&db->lock);
+    out->segments = (uint32_t)l->n;
+    out->live_records = __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED);
+    out->tombstones = __atomic_load_n(&db->kd.tombstones, __ATOMIC_RELAXED);
+    out->dead_records = records > out->live_records ? records - out->live_records : 0;
+    rp_exit();
+    if (out->live_bytes + out->segments * (uint64_t)SEG_HEADER_SIZE > out->file_bytes)
+        out->live_bytes = out->file_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_bytes = out->file_bytes - out->live_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_ratio = out->file_bytes ? (double)out->dead_bytes / (double)out->file_bytes : 0.0;
     out->last_lsn = __atomic_load_n(&db->last_lsn, __ATOMIC_ACQUIRE);

@@ -4,11 +4,12 @@
  * The database object shared by the store and the layers above it (search, compact, backup).
  *
  * Locking, outermost first:
- *   write_mu  one writer at a time: LSN assignment, appends, seals, MANIFEST changes.
- *   lock      rwlock over the keydir, the segment list and segment sizes.  Readers hold it shared
- *             while they touch mapped records; writers hold it exclusively only to apply records
- *             that are already in the file (a pointer swap, not I/O).
+ *   write_mu  one writer at a time: LSN assignment, appends, seals, MANIFEST changes, applying
+ *             records to the keydir, publishing segment lists, running deferred frees (gc).
  *   sync_mu   group-commit state.
+ * Readers take no lock: inside a read section (store/readpath.h) they read the published segment
+ * list (segl), the keydir and mapped records as of their snapshot LSN, db_snapshot_lsn(), which is
+ * `visible` when they enter.  Nothing they can reach is freed or unmapped before they leave.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,6 +17,7 @@
 
 #include "jvdb.h"
 #include "store/keydir.h"
+#include "store/readpath.h"
 #include "store/manifest.h"
 #include "store/segment.h"
 
@@ -35,17 +37,26 @@ struct db_bad {
     char why[96];
 };
 
+/* An immutable list of the segments (ascending by number), replaced whole under write_mu. */
+struct db_seglist {
+    size_t n;
+    struct segment *active;
+    struct segment *segs[];
+};
+
 struct jvdb_db {
     jvdb_env *env;
     char *dir;
     struct manifest m;                  /* guarded by write_mu */
     pthread_mutex_t write_mu;
-    pthread_rwlock_t lock;
     struct keydir kd;
-    struct segment **segs;              /* every segment, ascending by number */
+    struct rp_domain gc;                /* deferred frees (write_mu) */
+    struct segment **segs;              /* write_mu: every segment, ascending by number */
     size_t nsegs, segs_cap;
-    struct segment *active;             /* the one appended to (write_mu to change, lock to read) */
+    struct segment *active;             /* write_mu: the one appended to */
+    struct db_seglist *segl;            /* atomic: what readers see of segs/active */
     uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
+    uint64_t visible;                   /* atomic: readers see records up to this LSN (see db.c) */
 
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
@@ -119,6 +130,16 @@ void env_db_release(jvdb_env *env, jvdb_db *db);
 int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built);
 int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out);
 void env_build_abort(jvdb_env *env, jvdb_db *built);
+/* Readers: the snapshot LSN to read at (inside a read section) and the segment list. */
+static inline uint64_t db_snapshot_lsn(const jvdb_db *db) { return __atomic_load_n(&db->visible, __ATOMIC_ACQUIRE); }
+static inline const struct db_seglist *db_segments(const jvdb_db *db) { return __atomic_load_n(&db->segl, __ATOMIC_ACQUIRE); }
+/* Publishes segs/active as the readers' segment list (write_mu held); the old one is deferred. */
+int db_publish_segs(jvdb_db *db);
+/* Runs the deferred work that is due (trims of superseded versions, frees); write_mu held. */
+void db_gc_locked(jvdb_db *db);
+/* Waits (up to timeout_ms) until every version superseded at or below the visible LSN has been
+ * unlinked, so that tombstones in sealed segments stand alone (compaction, before listing). */
+void db_settle(jvdb_db *db, unsigned timeout_ms);
 /* Makes everything appended so far durable. */
 int db_sync_all(jvdb_db *db);
 /* Seals the active segment and starts a new one; write_mu must be held. */
