@@ -445,13 +445,20 @@ int db_publish_segs(jvdb_db *db)
     return JVDB_OK;
 }
 
-/* Raises `visible` to lsn (it never goes back). */
-static void db_publish(jvdb_db *db, uint64_t lsn)
+/* Raises `visible` to lsn (it never goes back), with the live count at lsn (read under write_mu
+ * together with lsn).  pub_mu orders publishers (the sync leader, a seal, a lazy writer), never
+ * readers. */
+static void db_publish(jvdb_db *db, uint64_t lsn, uint64_t live)
 {
-    uint64_t cur = __atomic_load_n(&db->visible, __ATOMIC_RELAXED);
-    while (cur < lsn && !__atomic_compare_exchange_n(&db->visible, &cur, lsn, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+    pthread_mutex_lock(&db->pub_mu);
+    if (lsn > __atomic_load_n(&db->visible, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&db->visible_live, live, __ATOMIC_RELAXED);
+        __atomic_store_n(&db->visible, lsn, __ATOMIC_RELEASE);
     }
+    pthread_mutex_unlock(&db->pub_mu);
 }
+
+static uint64_t db_live_now(const jvdb_db *db) { return __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED); }
 
 void db_gc_locked(jvdb_db *db)
 {
@@ -488,6 +495,7 @@ static void db_free(jvdb_db *db)
     free(db->bad);
     manifest_free(&db->m);
     pthread_mutex_destroy(&db->write_mu);
+    pthread_mutex_destroy(&db->pub_mu);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_cond_destroy(&db->sync_cv);
     free(db->dir);
@@ -517,6 +525,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     db->env = env;
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
+    pthread_mutex_init(&db->pub_mu, NULL);
     rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
@@ -550,6 +559,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     /* Loading kept no history (no reader could need it); from now on readers may come. */
     db->kd.history = true;
     db->visible = db->last_lsn;
+    db->visible_live = db->kd.live;
     if ((rc = db_publish_segs(db))) goto fail;
     db->synced_seg = db->active->no;
     db->synced_off = db->active->size;
@@ -603,13 +613,14 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
     uint64_t target_lsn = db->last_lsn;   /* every batch up to it is in the file below target_off */
+    uint64_t target_live = db_live_now(db);
     pthread_mutex_unlock(&db->write_mu);
 
     int rc = JVDB_OK;
     if (io_fdatasync(s->fd) < 0) rc = db_fail(db, err_errno(errno, "fdatasync of %s failed", s->path));
     seg_unref(s);
     /* Durable: readers may see it now (before anyone is told it is synced). */
-    if (rc == JVDB_OK) db_publish(db, target_lsn);
+    if (rc == JVDB_OK) db_publish(db, target_lsn, target_live);
 
     pthread_mutex_lock(&db->sync_mu);
     db->sync_running = false;
@@ -703,7 +714,7 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
     }
     io_crash_point("seal.after_manifest");
     /* Everything applied so far is in the old segment, which is durable now. */
-    db_publish(db, db->last_lsn);
+    db_publish(db, db->last_lsn, db_live_now(db));
     rc = db_segs_push(db, s);
     if (rc == JVDB_OK) {
         old->sealed = true;
@@ -852,7 +863,7 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     uint64_t seg_no = s->no, end = s->size;
     bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
     /* Lazy modes publish at once; sync=always publishes after the sync (db_sync_upto). */
-    if (!wait_sync) db_publish(db, lsn);
+    if (!wait_sync) db_publish(db, lsn, db_live_now(db));
     db_gc_locked(db);
     pthread_mutex_unlock(&db->write_mu);
     db_buf_put(buf, total);
@@ -914,12 +925,12 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         goto unlock;
     }
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
-    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn;
+    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
     pthread_mutex_unlock(&db->write_mu);
     free(buf);
     /* Always synced (a restore acknowledges nothing it could lose), then published. */
     rc = db_sync_upto(db, seg_no, end);
-    if (rc == JVDB_OK) db_publish(db, publish);
+    if (rc == JVDB_OK) db_publish(db, publish, publish_live);
     return rc;
 unlock:
     pthread_mutex_unlock(&db->write_mu);
@@ -1051,7 +1062,8 @@ int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out)
 
 uint64_t jvdb_count(jvdb_db *db)
 {
-    return __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED);
+    /* As readers see it: the count at the visible LSN. */
+    return __atomic_load_n(&db->visible_live, __ATOMIC_RELAXED);
 }
 
 int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
@@ -1089,7 +1101,7 @@ int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
         records += __atomic_load_n(&s->records, __ATOMIC_RELAXED);
     }
     out->segments = (uint32_t)l->n;
-    out->live_records = __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED);
+    out->live_records = __atomic_load_n(&db->visible_live, __ATOMIC_RELAXED);
     out->tombstones = __atomic_load_n(&db->kd.tombstones, __ATOMIC_RELAXED);
     out->dead_records = records > out->live_records ? records - out->live_records : 0;
     rp_exit();

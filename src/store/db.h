@@ -57,6 +57,8 @@ struct jvdb_db {
     struct db_seglist *segl;            /* atomic: what readers see of segs/active */
     uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
     uint64_t visible;                   /* atomic: readers see records up to this LSN (see db.c) */
+    uint64_t visible_live;              /* atomic: live vectors at `visible` (jvdb_count) */
+    pthread_mutex_t pub_mu;             /* orders publishers of visible (a leaf; readers never take it) */
 
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
