@@ -18,11 +18,15 @@
  * restored, has a new incarnation (its MANIFEST creation time) and a horizon of 0, so it never
  * continues a chain that is not its own.
  *
- * Restore verifies the whole chain first (nothing is written if any byte is wrong), then applies
- * it oldest first with db_append_raw into a hidden database that env_build_publish renames into
- * place (or swaps in atomically with force).  For chains longer than one, the verify pass notes
- * the newest LSN of every id, so the apply pass writes only the records that survive: the restored
- * database holds no dead versions and no tombstones.
+ * Restore verifies the whole chain first (nothing is written if any byte is wrong, or if any record
+ * holds what put would refuse: checksums can be forged, the rules cannot), then applies it oldest
+ * first with db_append_raw into a hidden database, created with the settings the newest backup
+ * carries (backup.json "settings": sync, segment size, the MANIFEST's index and compaction keys),
+ * that env_build_publish renames into place (or swaps in atomically with force).  Only create may
+ * create a repository (repo_ops.init); a name given for the restored database is used exactly as
+ * given or refused, and what restore did is reported in jvdb_restore_result.  For chains longer
+ * than one, the verify pass notes the newest LSN of every id, so the apply pass writes only the
+ * records that survive: the restored database holds no dead versions and no tombstones.
  */
 #include "backup/backup.h"
 
@@ -231,7 +235,8 @@ static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAM
     const char *slash = strchr(spec, '/');
     if (slash) {
         size_t dl = (size_t)(slash - spec);
-        if (dl > JVDB_MAX_NAME_LEN) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
+        /* Checked before copying: a cut-short id could name another backup. */
+        if (dl > JVDB_MAX_NAME_LEN || strlen(slash + 1) >= BACKUP_ID_MAX) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
         snprintf(db, JVDB_MAX_NAME_LEN + 1, "%.*s", (int)dl, spec);
         snprintf(id, BACKUP_ID_MAX, "%s", slash + 1);
         if (!db_name_valid(db) || !backup_id_valid(id)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (DATABASE/YYYYMMDDTHHMMSSZ-TYPE-N)", spec);

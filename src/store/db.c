@@ -23,6 +23,11 @@
  * applied).  If an fdatasync fails, or the truncate does, the kernel may have dropped dirty pages and
  * we cannot know what the file holds: the database refuses further writes (JVDB_EFAILED) until it is
  * reopened, when recovery re-reads the truth from disk.  That is the lesson of PostgreSQL's fsyncgate.
+ *
+ * Recovery rule (docs/FORMAT.md): only the last, incomplete batch of the active segment may be cut,
+ * and its bytes are copied to <seg>.torn-<offset> first; a bad record that anything valid follows
+ * (or, with sync=always, that is not in the final batch) is damage and refuses the open, changing
+ * nothing.  Read-only and salvage loads (enum db_mode) never write a byte of the database.
  */
 #include "store/db.h"
 #include "store/validate.h"
@@ -282,6 +287,7 @@ static int db_bad_before_final_batch(const struct segment *s, uint64_t off, cons
     return !(h->flags & REC_FLAG_MORE) && off + h->total_len < s->size;
 }
 
+/* Applies the whole records in [from, to) of s to the keydir. */
 static int db_apply_range(jvdb_db *db, struct segment *s, uint64_t from, uint64_t to)
 {
     for (uint64_t p = from; p < to;) {
@@ -292,6 +298,7 @@ static int db_apply_range(jvdb_db *db, struct segment *s, uint64_t from, uint64_
     return JVDB_OK;
 }
 
+/* Records a range the salvage scan skipped. */
 static int db_note_bad(jvdb_db *db, struct segment *s, uint64_t off, uint64_t len, const char *why)
 {
     struct db_bad *n = realloc(db->bad, (db->nbad + 1) * sizeof *n);

@@ -368,7 +368,7 @@ static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
     struct segment **n = malloc((db->nsegs + nouts) * sizeof *n);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(n, db->segs, db->nsegs * sizeof *n);
-    memcpy(n + db->nsegs, outs, nouts * sizeof *n);
+    if (nouts) memcpy(n + db->nsegs, outs, nouts * sizeof *n);   /* a compaction may keep nothing: outs NULL */
     qsort(n, db->nsegs + nouts, sizeof *n, cmp_seg);
     struct segment **old = db->segs;
     size_t old_n = db->nsegs, old_cap = db->segs_cap;
