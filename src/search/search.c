@@ -95,25 +95,27 @@ static int index_check_options(const jvdb_index_options *o)
     return JVDB_OK;
 }
 
-/* The settings kept in the MANIFEST under "index"; write_mu held. */
+/* The settings kept in the MANIFEST under "index". */
 static void index_options_from_manifest(jvdb_db *db, jvdb_index_options *o)
 {
     jvdb_index_options_init(o);
-    json_t *x = db->m.extra ? json_object_get(db->m.extra, "index") : NULL;
-    if (!json_is_object(x)) return;
+    json_t *x = db_manifest_extra(db, "index");
+    if (!json_is_object(x)) {
+        json_decref(x);
+        return;
+    }
     json_t *v;
     if ((v = json_object_get(x, "type")) && json_is_string(v)) o->type = strcmp(json_string_value(v), "flat") ? JVDB_INDEX_HNSW : JVDB_INDEX_FLAT;
     if ((v = json_object_get(x, "m")) && json_is_integer(v)) o->m = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(x, "ef_construction")) && json_is_integer(v)) o->ef_construction = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(x, "ef_search")) && json_is_integer(v)) o->ef_search = (uint32_t)json_integer_value(v);
+    json_decref(x);
     if (index_check_options(o) != JVDB_OK) jvdb_index_options_init(o);
 }
 
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out)
 {
-    pthread_mutex_lock(&db->write_mu);
     index_options_from_manifest(db, out);
-    pthread_mutex_unlock(&db->write_mu);
 }
 
 /* ---------------------------------------------------------------- pending slots */
@@ -150,7 +152,7 @@ static void index_slot_hook(void *ctx, uint32_t slot, int added)
 oom:
     /* Without memory to queue the slot the graph would silently miss it: fall back to exact search
      * for this database until the next rebuild. */
-    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", ix->db->m.name, slot);
+    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", jvdb_db_name(ix->db), slot);
     ix->opts.type = JVDB_INDEX_FLAT;
     pthread_mutex_unlock(&ix->pend_mu);
 }
@@ -159,7 +161,7 @@ oom:
 static void index_queue_all(struct search_index *ix)
 {
     uint32_t n;
-    const struct kd_slots *sl = keydir_slots(&ix->db->kd, &n);
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
     for (uint32_t s = 0; s < n; s++)
         if (__atomic_load_n(&sl->vec[s], __ATOMIC_ACQUIRE)) index_slot_hook(ix, s, 1);
 }
@@ -167,7 +169,7 @@ static void index_queue_all(struct search_index *ix)
 /* Gives `slot` a place for the graph's copy of its vector. */
 static float *index_nav_slot(struct search_index *ix, uint32_t slot)
 {
-    uint32_t dim = ix->db->m.dim;
+    uint32_t dim = jvdb_db_dim(ix->db);
     if (slot >= ix->nav_cap) {
         uint32_t ncap = ix->nav_cap ? ix->nav_cap : NAV_BLOCK;
         while (ncap <= slot) ncap *= 2;
@@ -195,7 +197,7 @@ static float *index_nav_slot(struct search_index *ix, uint32_t slot)
 static void index_reconcile(struct search_index *ix, uint32_t slot)
 {
     uint32_t n;
-    const struct kd_slots *sl = keydir_slots(&ix->db->kd, &n);
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
     const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
     ix->pending_bit[slot] = 0;
     if (!v) {
@@ -205,13 +207,13 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     }
     float *copy = index_nav_slot(ix, slot);
     if (!copy) {
-        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", ix->db->m.name, slot);
+        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
         return;
     }
-    memcpy(copy, v, (size_t)ix->db->m.dim * sizeof(float));
+    memcpy(copy, v, (size_t)jvdb_db_dim(ix->db) * sizeof(float));
     ix->nav[slot] = copy;
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
-        log_error("search index of '%s': cannot insert slot %u: %s", ix->db->m.name, slot, jvdb_errmsg());
+        log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());
 }
 
 /* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild. */
@@ -224,7 +226,7 @@ static int index_reset_graph(struct search_index *ix)
         p.M = ix->opts.m;
         p.ef_construction = ix->opts.ef_construction;
         p.ef_search = ix->opts.ef_search;
-        int rc = hnsw_create(ix->db->m.dim, ix->db->m.metric, &p, &fresh);
+        int rc = hnsw_create(jvdb_db_dim(ix->db), jvdb_db_metric(ix->db), &p, &fresh);
         if (rc) return rc;
     }
     hnsw_free(ix->graph);
@@ -236,6 +238,17 @@ static int index_reset_graph(struct search_index *ix)
     pthread_mutex_unlock(&ix->pend_mu);
     if (fresh) index_queue_all(ix);
     return JVDB_OK;
+}
+
+static int index_reset_graph_cb(void *ix) { return index_reset_graph(ix); }
+
+/* As the writer: a fresh graph with every slot queued, and the hook set, with no write between. */
+static int index_attach_cb(void *arg)
+{
+    struct search_index *ix = arg;
+    int rc = index_reset_graph(ix);
+    if (rc == JVDB_OK) db_set_slot_hook(ix->db, index_slot_hook, ix, 1);
+    return rc;
 }
 
 static void *index_thread_main(void *arg)
@@ -261,13 +274,11 @@ static void *index_thread_main(void *arg)
                       hnsw_deleted_share(ix->graph) > REBUILD_SHARE;
         rp_exit();
         if (rebuild) {
-            /* Queuing every slot runs under write_mu, as the hook does. */
-            pthread_mutex_lock(&db->write_mu);
+            /* Queuing every slot runs as the writer, as the hook does. */
             log_info("search index of '%s': %.0f%% of the graph is deleted; rebuilding in the background",
-                     db->m.name, 100 * hnsw_deleted_share(ix->graph));
-            if (index_reset_graph(ix) != JVDB_OK)
-                log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
-            pthread_mutex_unlock(&db->write_mu);
+                     jvdb_db_name(db), 100 * hnsw_deleted_share(ix->graph));
+            if (db_as_writer(db, index_reset_graph_cb, ix) != JVDB_OK)
+                log_error("search index of '%s': rebuild failed: %s", jvdb_db_name(db), jvdb_errmsg());
         }
         pthread_rwlock_unlock(&ix->lock);
         pthread_mutex_lock(&ix->pend_mu);
@@ -287,12 +298,7 @@ static void index_free(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         pthread_join(ix->thread, NULL);
     }
-    pthread_mutex_lock(&ix->db->write_mu);
-    if (ix->db->kd.hook_ctx == ix) {
-        ix->db->kd.hook = NULL;
-        ix->db->kd.hook_ctx = NULL;
-    }
-    pthread_mutex_unlock(&ix->db->write_mu);
+    db_set_slot_hook(ix->db, NULL, ix, 0);
     hnsw_free(ix->graph);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
@@ -309,14 +315,14 @@ static void index_free(void *arg)
 static int index_get(jvdb_db *db, struct search_index **out)
 {
     /* Every query comes through here: once attached, no lock. */
-    struct search_index *have = __atomic_load_n((struct search_index **)&db->ext, __ATOMIC_ACQUIRE);
+    struct search_index *have = db_ext(db);
     if (have) {
         *out = have;
         return JVDB_OK;
     }
     pthread_mutex_lock(&search_attach_mu);
-    if (db->ext) {
-        *out = db->ext;
+    if (db_ext(db)) {
+        *out = db_ext(db);
         pthread_mutex_unlock(&search_attach_mu);
         return JVDB_OK;
     }
@@ -330,23 +336,16 @@ static int index_get(jvdb_db *db, struct search_index **out)
     pthread_mutex_init(&ix->pend_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
-    pthread_mutex_lock(&db->write_mu);
-    int rc = index_reset_graph(ix);
-    if (rc == JVDB_OK) {
-        db->kd.hook = index_slot_hook;
-        db->kd.hook_ctx = ix;
-    }
-    pthread_mutex_unlock(&db->write_mu);
+    int rc = db_as_writer(db, index_attach_cb, ix);
     if (rc == JVDB_OK && pthread_create(&ix->thread, NULL, index_thread_main, ix) != 0)
-        rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", db->m.name);
+        rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", jvdb_db_name(db));
     if (rc) {
         index_free(ix);
         pthread_mutex_unlock(&search_attach_mu);
         return rc;
     }
     ix->thread_started = 1;
-    db->ext_free = index_free;
-    __atomic_store_n((struct search_index **)&db->ext, ix, __ATOMIC_RELEASE);
+    db_set_ext(db, ix, index_free);
     pthread_mutex_unlock(&search_attach_mu);
     *out = ix;
     return JVDB_OK;
@@ -356,7 +355,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
 static struct search_index *index_attached(jvdb_db *db)
 {
     pthread_mutex_lock(&search_attach_mu);
-    struct search_index *ix = db->ext;
+    struct search_index *ix = db_ext(db);
     pthread_mutex_unlock(&search_attach_mu);
     return ix;
 }
@@ -376,9 +375,7 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
     ix->opts = *o;
     if (graph_changes) {
-        pthread_mutex_lock(&db->write_mu);
-        rc = index_reset_graph(ix);
-        pthread_mutex_unlock(&db->write_mu);
+        rc = db_as_writer(db, index_reset_graph_cb, ix);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
     }
@@ -424,7 +421,7 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
     pthread_mutex_lock(&ix->pend_mu);
     while (ix->npending > 0 && rc == JVDB_OK)
         if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && ix->npending > 0)
-            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in", db->m.name, ix->npending);
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in", jvdb_db_name(db), ix->npending);
     pthread_mutex_unlock(&ix->pend_mu);
     if (rc) return rc;
     /* The last chunk is taken off the queue before it is in the graph: wait for the thread to let go. */
@@ -451,7 +448,7 @@ struct accept_ctx {
 static const struct kd_entry *slot_entry(const struct accept_ctx *c, uint32_t slot)
 {
     const struct kd_entry *e = NULL;
-    if (slot >= c->nslots || !keydir_slot_vector(c->sl, slot, c->snap, c->db->m.dim, &e)) return NULL;
+    if (slot >= c->nslots || !keydir_slot_vector(c->sl, slot, c->snap, jvdb_db_dim(c->db), &e)) return NULL;
     return e;
 }
 
@@ -462,13 +459,13 @@ static int accept_slot(const struct accept_ctx *c, uint32_t slot)
     if (!e) return 0;
     if (!c->filter) return 1;
     const struct rec_header *h = keydir_record(e);
-    return filter_match(c->filter, h->meta_len ? rec_meta(h, c->db->m.dim) : NULL, h->meta_len);
+    return filter_match(c->filter, h->meta_len ? rec_meta(h, jvdb_db_dim(c->db)) : NULL, h->meta_len);
 }
 
 static const float *resolve_slot(void *ctx, uint32_t slot)
 {
     const struct accept_ctx *c = ctx;
-    return slot < c->nslots ? keydir_slot_vector(c->sl, slot, c->snap, c->db->m.dim, NULL) : NULL;
+    return slot < c->nslots ? keydir_slot_vector(c->sl, slot, c->snap, jvdb_db_dim(c->db), NULL) : NULL;
 }
 
 static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
@@ -545,14 +542,14 @@ static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const j
         memcpy(r[i].id, e->id, e->id_len);
         r[i].id[e->id_len] = '\0';
         if (p->include_vectors) {
-            r[i].vector = malloc((size_t)db->m.dim * sizeof(float));
+            r[i].vector = malloc((size_t)jvdb_db_dim(db) * sizeof(float));
             if (!r[i].vector) goto oom;
-            memcpy(r[i].vector, rec_vector(h), (size_t)db->m.dim * sizeof(float));
+            memcpy(r[i].vector, rec_vector(h), (size_t)jvdb_db_dim(db) * sizeof(float));
         }
         if (p->include_metadata && h->meta_len) {
             r[i].meta_json = malloc((size_t)h->meta_len + 1);
             if (!r[i].meta_json) goto oom;
-            memcpy(r[i].meta_json, rec_meta(h, db->m.dim), h->meta_len);
+            memcpy(r[i].meta_json, rec_meta(h, jvdb_db_dim(db)), h->meta_len);
             r[i].meta_json[h->meta_len] = '\0';
         }
         i++;
@@ -581,7 +578,7 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
     flat_params fp = *base;
     fp.accept = pc.filter ? accept_mapped : NULL;
     fp.accept_ctx = &pc;
-    int rc = flat_search(vecs, npend, db->m.dim, q, &fp, slots, scores, n);
+    int rc = flat_search(vecs, npend, jvdb_db_dim(db), q, &fp, slots, scores, n);
     for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = pend[slots[i]];
     free(vecs);
     return rc;
@@ -627,8 +624,8 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     jvdb_search_params p;
     if (params) p = *params;
     else jvdb_search_params_init(&p);
-    if (dim != db->m.dim)
-        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, db->m.name, db->m.dim);
+    if (dim != jvdb_db_dim(db))
+        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, jvdb_db_name(db), jvdb_db_dim(db));
     if (p.k == 0 || p.k > MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, MAX_K);
     if (p.ef > HNSW_MAX_EF) return err_set(JVDB_EINVAL, "ef %u is out of range (1..%d)", p.ef, HNSW_MAX_EF);
     float *q = malloc((size_t)dim * sizeof *q);
@@ -640,7 +637,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         free(scores);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    int rc = dist_query_prepare(db->m.metric, query, dim, q);
+    int rc = dist_query_prepare(jvdb_db_metric(db), query, dim, q);
     struct search_index *ix = NULL;
     /* An exact search needs no graph, and attaching the index starts a thread that builds one from
      * every vector: a process that only asks for exact answers (a one-shot `jvdb search`, the exact
@@ -654,13 +651,13 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
      * same published batch. */
     rp_enter();
     uint32_t nslots;
-    const struct kd_slots *sl = keydir_slots(&db->kd, &nslots);
+    const struct kd_slots *sl = keydir_slots(db_keydir(db), &nslots);
     uint64_t snap = db_snapshot_lsn(db);
     uint32_t *pend = NULL, npend = 0;
     uint8_t *pbits = NULL;
     flat_params fp;
     flat_params_init(&fp);
-    fp.metric = db->m.metric;
+    fp.metric = jvdb_db_metric(db);
     fp.k = p.k;
     fp.threads = p.threads;
     fp.use_threshold = p.has_threshold;
@@ -691,7 +688,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         } else if (rc == JVDB_OK) {
             rc = search_pending(db, pend, npend, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
             if (rc == JVDB_OK)
-                n = merge_results(db->m.metric, p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
+                n = merge_results(jvdb_db_metric(db), p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
                                   scores + 2 * p.k);
             memmove(slots, slots + 2 * p.k, n * sizeof *slots);
             memmove(scores, scores + 2 * p.k, n * sizeof *scores);

@@ -29,7 +29,7 @@
  * (or, with sync=always, that is not in the final batch) is damage and refuses the open, changing
  * nothing.  Read-only and salvage loads (enum db_mode) never write a byte of the database.
  */
-#include "store/db.h"
+#include "store/db_impl.h"
 #include "store/validate.h"
 
 #include "core/clock.h"
@@ -120,13 +120,13 @@ jvdb_metric jvdb_db_metric(const jvdb_db *db) { return db->m.metric; }
 void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out)
 {
     jvdb_db *mdb = (jvdb_db *)db;
-    pthread_mutex_lock(&mdb->write_mu);
+    db_write_lock(mdb);
     out->dim = db->m.dim;
     out->metric = db->m.metric;
     out->sync = db->m.sync;
     out->sync_interval_ms = db->m.sync_interval_ms;
     out->segment_max_bytes = db->m.segment_max_bytes;
-    pthread_mutex_unlock(&mdb->write_mu);
+    db_write_unlock(mdb);
 }
 
 static int db_check_options(const jvdb_db_options *o)
@@ -441,6 +441,7 @@ static void *db_flusher_main(void *arg);
 /* Publishes segs/active as the readers' segment list; the old list goes after a grace period. */
 int db_publish_segs(jvdb_db *db)
 {
+    assert(db_writer_held(db) || !db->segl);   /* at load nobody else has the handle yet */
     struct db_seglist *l = malloc(sizeof *l + (db->nsegs ? db->nsegs : 1) * sizeof l->segs[0]);
     if (!l) return err_set(JVDB_ENOMEM, "out of memory");
     l->n = db->nsegs;
@@ -469,25 +470,125 @@ static uint64_t db_live_now(const jvdb_db *db) { return __atomic_load_n(&db->kd.
 
 void db_gc_locked(jvdb_db *db)
 {
+    assert(db_writer_held(db));
     keydir_trim(&db->kd, db_snapshot_lsn(db));
     rp_poll(&db->gc);
 }
 
 void db_settle(jvdb_db *db, unsigned timeout_ms)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     db_gc_locked(db);
     uint64_t target = db->kd.trim_deferred_upto;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     for (unsigned waited = 0;; waited++) {
-        pthread_mutex_lock(&db->write_mu);
+        db_write_lock(db);
         rp_poll(&db->gc);
         int done = db->kd.trim_done_upto >= target;
-        pthread_mutex_unlock(&db->write_mu);
+        db_write_unlock(db);
         if (done || waited >= timeout_ms) return;
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* ---------------------------------------------------------------- what the layers above use */
+
+uint64_t db_snapshot_lsn(const jvdb_db *db)
+{
+    assert(rp_inside() || db_writer_held(db));
+    return __atomic_load_n(&db->visible, __ATOMIC_ACQUIRE);
+}
+
+const struct db_seglist *db_segments(const jvdb_db *db)
+{
+    assert(rp_inside() || db_writer_held(db));
+    return __atomic_load_n(&db->segl, __ATOMIC_ACQUIRE);
+}
+
+const struct keydir *db_keydir(const jvdb_db *db) { return &db->kd; }
+
+uint64_t db_segment_max(jvdb_db *db)
+{
+    db_write_lock(db);
+    uint64_t v = db->m.segment_max_bytes;
+    db_write_unlock(db);
+    return v;
+}
+
+uint64_t db_backup_horizon(jvdb_db *db)
+{
+    db_write_lock(db);
+    uint64_t v = db->m.backup_horizon;
+    db_write_unlock(db);
+    return v;
+}
+
+int64_t db_created_ns(const jvdb_db *db) { return db->m.created_ns; }
+
+int64_t db_last_compaction_ns(jvdb_db *db)
+{
+    db_write_lock(db);
+    int64_t v = db->m.last_compaction_ns ? db->m.last_compaction_ns : db->m.created_ns;
+    db_write_unlock(db);
+    return v;
+}
+
+json_t *db_manifest_extra(jvdb_db *db, const char *key)
+{
+    db_write_lock(db);
+    json_t *v;
+    if (!key) v = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
+    else v = db->m.extra && json_object_get(db->m.extra, key) ? json_deep_copy(json_object_get(db->m.extra, key)) : NULL;
+    db_write_unlock(db);
+    return v;
+}
+
+int db_compaction_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, true); }
+void db_compaction_release(jvdb_db *db) { atomic_store(&db->compacting, false); }
+int db_is_dropping(const jvdb_db *db) { return atomic_load(&((jvdb_db *)db)->dropping); }
+void *db_ext(const jvdb_db *db) { return __atomic_load_n(&((jvdb_db *)db)->ext, __ATOMIC_ACQUIRE); }
+
+void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext))
+{
+    db->ext_free = ext_free;
+    __atomic_store_n(&db->ext, ext, __ATOMIC_RELEASE);
+}
+
+int db_as_writer(jvdb_db *db, int (*fn)(void *ctx), void *ctx)
+{
+    db_write_lock(db);
+    int rc = fn(ctx);
+    db_write_unlock(db);
+    return rc;
+}
+
+void db_set_slot_hook(jvdb_db *db, kd_slot_hook hook, void *ctx, int locked)
+{
+    if (!locked) db_write_lock(db);
+    assert(db_writer_held(db));
+    if (hook) {
+        db->kd.hook = hook;
+        db->kd.hook_ctx = ctx;
+    } else if (db->kd.hook_ctx == ctx) {
+        db->kd.hook = NULL;
+        db->kd.hook_ctx = NULL;
+    }
+    if (!locked) db_write_unlock(db);
+}
+
+int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
+{
+    int rc = JVDB_OK;
+    db_write_lock(built);
+    if (built->last_lsn < lsn_to) built->last_lsn = lsn_to;
+    if (extra && json_object_size(extra)) {
+        if (!built->m.extra) built->m.extra = json_object();
+        rc = !built->m.extra || json_object_update(built->m.extra, extra) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
+    }
+    if (!rc) rc = db_store_manifest_locked(built);
+    db_write_unlock(built);
+    return rc;
 }
 
 static void db_free(jvdb_db *db)
@@ -615,13 +716,13 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
     pthread_mutex_unlock(&db->sync_mu);
 
     /* Everything written before this point is covered by the sync below. */
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct segment *s = db->active;
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
     uint64_t target_lsn = db->last_lsn;   /* every batch up to it is in the file below target_off */
     uint64_t target_live = db_live_now(db);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
 
     int rc = JVDB_OK;
     if (io_fdatasync(s->fd) < 0) rc = db_fail(db, err_errno(errno, "fdatasync of %s failed", s->path));
@@ -644,10 +745,10 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
 
 int db_sync_all(jvdb_db *db)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct segment *s = db->active;
     uint64_t no = s->no, off = s->size;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return db_sync_upto(db, no, off);
 }
 
@@ -683,6 +784,7 @@ static void *db_flusher_main(void *arg)
 
 int db_store_manifest_locked(jvdb_db *db)
 {
+    assert(db_writer_held(db));
     int rc = db_check_writable(db);
     if (rc) return rc;
     db->m.lsn_floor = db->last_lsn;
@@ -691,6 +793,7 @@ int db_store_manifest_locked(jvdb_db *db)
 
 int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
 {
+    assert(db_writer_held(db));
     struct segment *old = db->active;
     /* The sealed segment must be entirely durable before anything lands in its successor, so that
      * "synced up to (segment, offset)" also covers every older segment. */
@@ -803,7 +906,7 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     }
 
     int rc = db_check_writable(db);
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (rc) goto unlock;
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
@@ -872,13 +975,13 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     /* Lazy modes publish at once; sync=always publishes after the sync (db_sync_upto). */
     if (!wait_sync) db_publish(db, lsn, db_live_now(db));
     db_gc_locked(db);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     db_buf_put(buf, total);
     if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
     return JVDB_OK;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     db_buf_put(buf, total);
     return rc;
 }
@@ -906,7 +1009,7 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         if (h->lsn > max_lsn) max_lsn = h->lsn;
         off = next;
     }
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;
@@ -933,14 +1036,14 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
     }
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     free(buf);
     /* Always synced (a restore acknowledges nothing it could lose), then published. */
     rc = db_sync_upto(db, seg_no, end);
     if (rc == JVDB_OK) db_publish(db, publish, publish_live);
     return rc;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
 out:
     free(buf);
     return rc;
@@ -1117,9 +1220,9 @@ int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
     out->dead_bytes = out->file_bytes - out->live_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_ratio = out->file_bytes ? (double)out->dead_bytes / (double)out->file_bytes : 0.0;
     out->last_lsn = __atomic_load_n(&db->last_lsn, __ATOMIC_ACQUIRE);
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     out->backup_horizon = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return JVDB_OK;
 }
 
@@ -1132,7 +1235,7 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     if (mode == JVDB_SYNC_INTERVAL) o.sync_interval_ms = interval_ms;
     int rc = db_check_options(&o);
     if (rc) return rc;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     jvdb_sync_mode old_mode = db->m.sync;
     uint32_t old_ms = db->m.sync_interval_ms;
     __atomic_store_n(&db->m.sync, mode, __ATOMIC_RELAXED);
@@ -1144,7 +1247,7 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     } else {
         rc = db_start_flusher(db);
     }
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     /* Leaving a lazy mode: make what was written under it durable now. */
     if (rc == JVDB_OK && mode == JVDB_SYNC_ALWAYS) rc = db_sync_all(db);
     return rc;
@@ -1152,9 +1255,9 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
 
 int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (!db->m.extra && !(db->m.extra = json_object())) {
-        pthread_mutex_unlock(&db->write_mu);
+        db_write_unlock(db);
         json_decref(value);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
@@ -1168,18 +1271,18 @@ int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
         else json_object_del(db->m.extra, key);
     }
     if (old) json_decref(old);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     uint64_t old = db->m.backup_horizon;
     db->m.backup_horizon = lsn;
     int rc = db_store_manifest_locked(db);
     if (rc) db->m.backup_horizon = old;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 

@@ -32,12 +32,13 @@
  *   - it is not installed on the build machines (a new dependency for ~150 lines).
  *
  * The scheme (classic epoch-based reclamation, Fraser 2004).  A global epoch G only grows.  A
- * reader's slot holds the G it saw when it entered (0 = outside); entering is a relaxed store and
- * a seq_cst fence, leaving a release store: no read-modify-write on shared lines, no waiting.
- * rp_defer tags an object with t = G++ after it was unpublished; rp_poll frees it once every
- * active slot holds an epoch > t.  A reader with epoch > t read G after the increment, so it
- * cannot have loaded the old pointer; a reader that polling saw as outside entered after the
- * poll's fence, so it too sees the replacement (store-buffering with fences on both sides).
+ * reader's slot holds the G it saw when it entered (0 = outside); entering is a seq_cst exchange
+ * on the reader's own cache line and one more load of G, leaving a release store: nothing
+ * shared is written, nothing waits.  (No standalone fences: ThreadSanitizer does not model them.)
+ * rp_defer tags an object with t = G++ (seq_cst) after it was unpublished; rp_poll frees it once
+ * every active slot holds an epoch > t (seq_cst loads).  If the reader's second load of G sees a
+ * value past t, it synchronises with that increment and so sees the unpublishing; if not, its
+ * exchange precedes the increment in the single total order, so the poll sees its slot (<= t).
  * A stalled reader holds memory back, never a writer.
  *
  * Slots: one per thread, claimed on first use and given back at thread exit (pthread key
@@ -112,8 +113,10 @@ void rp_enter(void)
     struct rp_slot *s = rp_self ? rp_self : rp_claim();
     if (s->nest++) return;
     uint64_t e = atomic_load_explicit(&rp_global, memory_order_acquire);
-    atomic_store_explicit(&s->epoch, e, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
+    atomic_exchange_explicit(&s->epoch, e, memory_order_seq_cst);
+    /* Read again after announcing: a value past e synchronises with the rp_defer that moved it
+     * (so the unpublishing is visible to us); an unchanged one means any later poll sees us. */
+    (void)atomic_load_explicit(&rp_global, memory_order_seq_cst);
 }
 
 void rp_exit(void)
@@ -127,11 +130,10 @@ int rp_inside(void) { return rp_self && rp_self->nest > 0; }
 /* The smallest epoch of any reader inside a read section (UINT64_MAX when none is). */
 static uint64_t rp_min_active(void)
 {
-    atomic_thread_fence(memory_order_seq_cst);
     uint64_t min = UINT64_MAX;
     unsigned high = atomic_load(&rp_high);
     for (unsigned i = 0; i < high; i++) {
-        uint64_t e = atomic_load_explicit(&rp_slots[i].epoch, memory_order_acquire);
+        uint64_t e = atomic_load_explicit(&rp_slots[i].epoch, memory_order_seq_cst);
         if (e && e < min) min = e;
     }
     return min;

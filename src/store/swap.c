@@ -11,6 +11,7 @@
  * and "newest LSN wins" makes any record present in both harmless.
  */
 #include "store/swap.h"
+#include "store/db_impl.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -30,11 +31,11 @@
 
 int db_seal(jvdb_db *db)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     int rc = db_check_writable(db);
     if (rc == JVDB_OK && atomic_load(&db->failed)) rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
     else if (rc == JVDB_OK && db->active->size > SEG_HEADER_SIZE) rc = db_roll_locked(db, 0);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
@@ -249,9 +250,9 @@ int segw_begin(jvdb_db *db, struct segw *w)
     w->db = db;
     w->fd = -1;
     if (db->mode == DB_MODE_READONLY) return db_check_writable(db);   /* salvage writes repairs */
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     w->no = db->m.next_segment++;   /* persisted by the next MANIFEST write; orphans cover a crash */
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     char *final = seg_path(db->dir, w->no);
     if (!final) return err_set(JVDB_ENOMEM, "out of memory");
     w->tmp_path = malloc(strlen(final) + 5);
@@ -365,6 +366,7 @@ static int cmp_seg(const void *a, const void *b)
 /* Adds the outputs to the segment list (they hold records from now on); write_mu held. */
 static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
 {
+    assert(db_writer_held(db));
     struct segment **n = malloc((db->nsegs + nouts) * sizeof *n);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(n, db->segs, db->nsegs * sizeof *n);
@@ -398,6 +400,7 @@ static void swap_unref_fn(void *ctx, void *arg)
  * entry it loaded before the repointing) reads valid memory; the file goes with the last pin. */
 static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
 {
+    assert(db_writer_held(db));
     size_t n = 0, nret = 0;
     struct segment **ret = malloc((ins->n ? ins->n : 1) * sizeof *ret);
     for (size_t i = 0; i < db->nsegs; i++) {
@@ -426,7 +429,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
 {
     int wrc = db_check_writable(db);
     if (wrc) return wrc;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct manifest next;
     int rc = manifest_copy(&db->m, &next);
     if (rc) goto unlock;
@@ -480,7 +483,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     db->m.lsn_floor = next.lsn_floor;
     db->m.last_compaction_ns = next.last_compaction_ns;
     db->m.extra = next.extra;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
 
     /* After the commit the keydir follows the copies, a chunk at a time under write_mu: readers
      * never wait (each repointing is one release store of an identical record's address), and
@@ -489,23 +492,23 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
      * below; a version a writer superseded meanwhile is still found through its successor. */
     uint32_t dim = db->m.dim;
     for (size_t base = 0; base < nmoves; base += SWAP_CHUNK) {
-        pthread_mutex_lock(&db->write_mu);
+        db_write_lock(db);
         for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++)
             keydir_repoint(&db->kd, moves[i].from->map + moves[i].from_off, moves[i].to, moves[i].to_off, dim);
-        pthread_mutex_unlock(&db->write_mu);
+        db_write_unlock(db);
     }
     for (size_t base = 0; base < ndrops; base += SWAP_CHUNK) {
-        pthread_mutex_lock(&db->write_mu);
+        db_write_lock(db);
         for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++)
             keydir_drop_tombstone(&db->kd, drops[i].seg->map + drops[i].offset, dim);
-        pthread_mutex_unlock(&db->write_mu);
+        db_write_unlock(db);
     }
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     swap_retire_inputs(db, ins);
     db_gc_locked(db);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return JVDB_OK;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
