@@ -655,6 +655,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     uint64_t snap = db_snapshot_lsn(db);
     uint32_t *pend = NULL, npend = 0;
     uint8_t *pbits = NULL;
+    jvdb_result *r = NULL;
     flat_params fp;
     flat_params_init(&fp);
     fp.metric = jvdb_db_metric(db);
@@ -704,7 +705,6 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         fp.resolve_ctx = &ac;
         rc = flat_search(sl->vec, nslots, dim, q, &fp, slots, scores, &n);
     }
-    jvdb_result *r = NULL;
     if (rc == JVDB_OK) rc = results_build(db, &ac, &p, slots, scores, n, &r, &n);
 unlock:
     rp_exit();
