@@ -285,6 +285,9 @@ static int segw_flush(struct segw *w)
 {
     if (!w->buf_len) return JVDB_OK;
     if (io_write_all(w->fd, w->buf, w->buf_len) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+    /* Start writeback of what was just written (asynchronous), so dirty data stays bounded and the
+     * final fdatasync, which the writers' own fdatasyncs queue behind, has little left to do. */
+    sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     w->buf_len = 0;
     return JVDB_OK;
 }
@@ -389,20 +392,35 @@ static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
     return JVDB_OK;
 }
 
-static void swap_unref_fn(void *ctx, void *arg)
+/* The inputs taken out of the list, whose database references go once no reader can hold a
+ * pointer into them.  Guarded by write_mu (the deferred callback runs under it too). */
+struct swap_retired {
+    int passed, abandoned;
+    size_t n;
+    struct segment *segs[];
+};
+
+static void swap_retired_fn(void *ctx, void *arg)
 {
     (void)ctx;
-    seg_unref(arg);
+    struct swap_retired *r = arg;
+    r->passed = 1;
+    if (!r->abandoned) return;
+    /* The swap stopped waiting (a reader held on too long): drop the references here. */
+    for (size_t i = 0; i < r->n; i++) seg_unref(r->segs[i]);
+    free(r);
 }
 
 /* Takes the inputs out of the segment list and retires them; write_mu held.  The database's
  * reference goes after a grace period, so a reader still holding a pointer into an input (an
- * entry it loaded before the repointing) reads valid memory; the file goes with the last pin. */
-static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
+ * entry it loaded before the repointing) reads valid memory; the file goes with the last pin.
+ * Returns the set to release (swap_release_inputs), NULL if there is none. */
+static struct swap_retired *swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
 {
     assert(db_writer_held(db));
     size_t n = 0, nret = 0;
-    struct segment **ret = malloc((ins->n ? ins->n : 1) * sizeof *ret);
+    struct swap_retired *r = malloc(sizeof *r + (ins->n ? ins->n : 1) * sizeof r->segs[0]);
+    struct segment **ret = r ? r->segs : NULL;
     for (size_t i = 0; i < db->nsegs; i++) {
         struct segment *s = db->segs[i];
         if (!pinned_has(ins, s)) {
@@ -418,11 +436,46 @@ static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
     }
     db->nsegs = n;
     if (db_publish_segs(db)) log_error("swap: out of memory publishing the segment list; readers see the old one");
-    for (size_t i = 0; i < nret; i++) rp_defer(&db->gc, swap_unref_fn, NULL, ret[i]);
-    free(ret);
+    if (!r) return NULL;
+    r->passed = r->abandoned = 0;
+    r->n = nret;
+    rp_defer(&db->gc, swap_retired_fn, NULL, r);
+    return r;
+}
+
+/* Waits (outside every lock but for brief polls) until no reader can hold a pointer into the
+ * retired inputs, then drops the database's references, so that unmapping, truncating and
+ * unlinking them happens in the compaction's thread when its pins go, never under write_mu. */
+static void swap_release_inputs(jvdb_db *db, struct swap_retired *r)
+{
+    if (!r) return;
+    for (unsigned waited = 0;; waited++) {
+        db_write_lock(db);
+        rp_poll(&db->gc);
+        int passed = r->passed;
+        if (!passed && waited >= 10000) r->abandoned = 1;   /* 10 s: let the callback do it */
+        db_write_unlock(db);
+        if (passed) break;
+        if (waited >= 10000) {
+            log_warn("swap: a reader held on for 10 s; the replaced segments go when it leaves");
+            return;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < r->n; i++) seg_unref(r->segs[i]);
+    free(r);
 }
 
 #define SWAP_CHUNK 1024
+
+/* A mutex is not fair: re-taking write_mu at once after a chunk would let the swap starve the
+ * writers that queued meanwhile (bench/results/compaction.md, prototype (a)). */
+static void swap_pause(void)
+{
+    const struct timespec pause = {0, 20000};
+    nanosleep(&pause, NULL);
+}
 
 int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
             const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
@@ -496,17 +549,20 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
         for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++)
             keydir_repoint(&db->kd, moves[i].from->map + moves[i].from_off, moves[i].to, moves[i].to_off, dim);
         db_write_unlock(db);
+        swap_pause();
     }
     for (size_t base = 0; base < ndrops; base += SWAP_CHUNK) {
         db_write_lock(db);
         for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++)
             keydir_drop_tombstone(&db->kd, drops[i].seg->map + drops[i].offset, dim);
         db_write_unlock(db);
+        swap_pause();
     }
     db_write_lock(db);
-    swap_retire_inputs(db, ins);
+    struct swap_retired *r = swap_retire_inputs(db, ins);
     db_gc_locked(db);
     db_write_unlock(db);
+    swap_release_inputs(db, r);
     return JVDB_OK;
 unlock:
     db_write_unlock(db);
