@@ -199,7 +199,6 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     uint32_t n;
     const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
     const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
-    ix->pending_bit[slot] = 0;
     if (!v) {
         /* The node keeps its copy, so searches can still walk through it. */
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
@@ -266,7 +265,12 @@ static void *index_thread_main(void *arg)
         rp_enter();
         pthread_mutex_lock(&ix->pend_mu);
         uint32_t n = 0;
-        while (n < INDEX_CHUNK && ix->npending > 0) chunk[n++] = ix->pending[--ix->npending];
+        /* The bit goes as the slot leaves the queue (pending mutex held): a write after this
+         * queues the slot again, so the graph never keeps a vector older than the slot's. */
+        while (n < INDEX_CHUNK && ix->npending > 0) {
+            chunk[n] = ix->pending[--ix->npending];
+            ix->pending_bit[chunk[n++]] = 0;
+        }
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph)
             for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
