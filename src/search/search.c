@@ -654,9 +654,11 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     /* One read section, one snapshot: no lock a writer waits for, and every answer as of the
      * same published batch. */
     rp_enter();
+    /* The snapshot first, then the table: a table replaced after the snapshot (grown) holds every
+     * batch the snapshot covers, one replaced before it might not. */
+    uint64_t snap = db_snapshot_lsn(db);
     uint32_t nslots;
     const struct kd_slots *sl = keydir_slots(db_keydir(db), &nslots);
-    uint64_t snap = db_snapshot_lsn(db);
     uint32_t *pend = NULL, npend = 0;
     uint8_t *pbits = NULL;
     jvdb_result *r = NULL;

@@ -1148,7 +1148,9 @@ int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out)
     if (rc) return rc;
     if (meta_out) *meta_out = NULL;
     rp_enter();
-    const struct kd_entry *e = keydir_visible(keydir_find(&db->kd, id, strlen(id)), db_snapshot_lsn(db));
+    /* The snapshot before the table (see jvdb_search): C leaves argument order open. */
+    uint64_t snap = db_snapshot_lsn(db);
+    const struct kd_entry *e = keydir_visible(keydir_find(&db->kd, id, strlen(id)), snap);
     if (!e || e->kind != REC_KIND_PUT) {
         rp_exit();
         return err_set(JVDB_ENOTFOUND, "vector '%s' not found in database '%s'", id, db->m.name);

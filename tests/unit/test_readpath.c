@@ -33,6 +33,7 @@
 #define GROUP_SIZE 4
 #define SOLOS 8
 #define NIDS (GROUPS * GROUP_SIZE + SOLOS)
+#define FILLERS 2   /* new ids per group put batch, ignored by the model */
 
 enum { K_NONE = 0, K_PUT, K_DEL };
 
@@ -86,7 +87,7 @@ static void model_vector(float *v, unsigned u, unsigned m, unsigned gen)
 static void *writer_main(void *arg)
 {
     struct model *md = arg;
-    unsigned seed = 12345, gen = 0;
+    unsigned seed = 12345, gen = 0, fillers = 0;
     int deleted[GROUPS] = {0}, present[GROUPS] = {0};
     for (unsigned it = 0; it < md->batches && !atomic_load(&md->failures); it++) {
         seed = seed * 1103515245u + 12345u;
@@ -119,13 +120,21 @@ static void *writer_main(void *arg)
             assert_ok(db_write(md->db, ops, GROUP_SIZE, NULL));
             deleted[g] = 1;
         } else {
-            float v[GROUP_SIZE][DIM];
-            jvdb_record recs[GROUP_SIZE];
+            /* New filler ids between the members make the keydir and the slot table grow in the
+             * middle of batches while readers read. */
+            float v[GROUP_SIZE][DIM], fv[DIM] = {0, 0, 0, 1};
+            char fids[FILLERS][32];
+            jvdb_record recs[GROUP_SIZE + FILLERS];
+            size_t k = 0;
             for (unsigned m = 0; m < GROUP_SIZE; m++) {
                 model_vector(v[m], g, m, gen);
-                recs[m] = (jvdb_record){ids[m], v[m], DIM, NULL};
+                recs[k++] = (jvdb_record){ids[m], v[m], DIM, NULL};
+                if (m < FILLERS) {
+                    snprintf(fids[m], sizeof fids[m], "f%u", fillers++);
+                    recs[k++] = (jvdb_record){fids[m], fv, DIM, NULL};
+                }
             }
-            assert_ok(jvdb_put_batch(md->db, recs, GROUP_SIZE, NULL));
+            assert_ok(jvdb_put_batch(md->db, recs, k, NULL));
             deleted[g] = 0;
             present[g] = 1;
         }
@@ -144,6 +153,7 @@ struct view {
 static int view_put(struct view *w, const char *id, size_t id_len, const float *v, uint64_t lsn)
 {
     char buf[40];
+    if (id_len && id[0] == 'f') return 0;   /* a filler */
     snprintf(buf, sizeof buf, "%.*s", (int)id_len, id);
     unsigned u, m;
     if (sscanf(buf, "g%u-m%u", &u, &m) == 2 && u < GROUPS && m < GROUP_SIZE) {
@@ -185,7 +195,7 @@ static void view_check(struct model *md, const struct view *w, const unsigned *c
         /* One batch's records carry consecutive LSNs. */
         if (w->gen[u][0] && members > 1)
             for (unsigned m = 1; m < members; m++)
-                if (w->lsn[u][m] && w->lsn[u][0] && w->lsn[u][m] != w->lsn[u][0] + m) {
+                if (w->lsn[u][m] && w->lsn[u][0] && w->lsn[u][m] != w->lsn[u][0] + m + (m < FILLERS ? m : FILLERS)) {
                     model_fail(md, "group %u member %u: LSN not of the same batch (generation %u)", u, m, w->gen[u][0]);
                     return;
                 }
@@ -214,7 +224,7 @@ static void *scan_reader_main(void *arg)
             how = it % 3 == 1 ? "exact search" : "hnsw search";
             jvdb_search_params p;
             jvdb_search_params_init(&p);
-            p.k = NIDS;
+            p.k = 20000;   /* everything: model ids and fillers */
             p.exact = it % 3 == 1;
             p.ef = 200;
             p.threads = 1;
