@@ -18,7 +18,9 @@
  * The graph reads its own copies of the vectors (nav), not the store's slot table: a deleted vector
  * vanishes from the slot table at once, but its node must stay navigable until the next rebuild, or
  * the graph falls apart around deletions.  The copies are contiguous per block of slots, which also
- * helps the graph's cache behaviour; they cost one more float per dimension and vector.
+ * helps the graph's cache behaviour; they cost one more float per dimension and vector.  For cosine
+ * the copies are normalised (the store keeps vectors as given), so the graph compares by inner product
+ * as before; exact scans (flat.c) read the stored vectors and divide by their norms.
  *
  * The graph is rebuilt when its deleted share passes REBUILD_SHARE: a fresh empty graph replaces it
  * and every live slot becomes pending, so neither searches nor writers ever wait for a rebuild.
@@ -210,6 +212,12 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
         return;
     }
     memcpy(copy, v, (size_t)jvdb_db_dim(ix->db) * sizeof(float));
+    /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
+    if (jvdb_db_metric(ix->db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(ix->db)) != JVDB_OK) {
+        log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot, jvdb_errmsg());
+        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
+        return;
+    }
     ix->nav[slot] = copy;
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
         log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());

@@ -37,7 +37,7 @@ struct db_seglist {
     struct segment *segs[];
 };
 
-/* One write of a batch, already validated (vector normalised for cosine). */
+/* One write of a batch, already validated (the vector is stored as given, for every metric). */
 struct db_op {
     unsigned kind;                      /* REC_KIND_PUT or REC_KIND_DELETE */
     const char *id;

@@ -24,7 +24,10 @@ struct db_bad {
 struct jvdb_db {
     jvdb_env *env;
     char *dir;
-    struct manifest m;                  /* guarded by write_mu */
+    struct manifest m;                  /* guarded by write_mu, except: name, dim and metric never
+                                         * change after open and are read without a lock (so never
+                                         * assign the whole struct); sync and sync_interval_ms are
+                                         * also written with atomics for the flusher */
     pthread_mutex_t write_mu;
     unsigned long write_owner;          /* debug builds: pthread_self() of write_mu's holder, else 0 */
     struct keydir kd;
