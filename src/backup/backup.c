@@ -554,13 +554,7 @@ static void backup_make_id(char *id, int64_t ns, jvdb_backup_type t, uint64_t se
              tm.tm_hour, tm.tm_min, tm.tm_sec, backup_type_name(t), (unsigned long long)seq);
 }
 
-static uint64_t db_horizon(jvdb_db *db)
-{
-    pthread_mutex_lock(&db->write_mu);
-    uint64_t h = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
-    return h;
-}
+static uint64_t db_horizon(jvdb_db *db) { return db_backup_horizon(db); }
 
 /* Picks the parent of a wanted incremental/differential, or explains why there is none. */
 static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t incarnation, char *note, size_t cap)
@@ -590,12 +584,12 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
 static int backup_capture_settings(jvdb_db *db, const char *description, struct backup_settings *st)
 {
     memset(st, 0, sizeof *st);
-    pthread_mutex_lock(&db->write_mu);
-    st->sync = db->m.sync;
-    st->sync_interval_ms = db->m.sync_interval_ms;
-    st->segment_max_bytes = db->m.segment_max_bytes;
-    st->manifest = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
-    pthread_mutex_unlock(&db->write_mu);
+    jvdb_db_options o;
+    jvdb_db_get_options(db, &o);
+    st->sync = o.sync;
+    st->sync_interval_ms = o.sync_interval_ms;
+    st->segment_max_bytes = o.segment_max_bytes;
+    st->manifest = db_manifest_extra(db, NULL);
     st->description = strdup(description);
     if (!st->manifest || !st->description) {
         backup_settings_free(st);
@@ -630,13 +624,13 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
     json_decref(probe);
 
-    const char *name = db->m.name;
+    const char *name = jvdb_db_name(db);
     struct backup_meta m;
     memset(&m, 0, sizeof m);
     snprintf(m.database, sizeof m.database, "%s", name);
-    m.dim = db->m.dim;
-    m.metric = db->m.metric;
-    m.incarnation = db->m.created_ns;
+    m.dim = jvdb_db_dim(db);
+    m.metric = jvdb_db_metric(db);
+    m.incarnation = db_created_ns(db);
     m.level = o.level;
     m.format_version = BACKUP_FORMAT_VERSION;
     snprintf(m.description, sizeof m.description, "%s", desc);
@@ -952,14 +946,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     }
     /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
      * the newest change it covers was a delete that is not in the data. */
-    pthread_mutex_lock(&built->write_mu);
-    if (built->last_lsn < it->m.lsn_to) built->last_lsn = it->m.lsn_to;
-    if (has_settings && json_object_size(st.manifest)) {
-        if (!built->m.extra) built->m.extra = json_object();
-        rc = !built->m.extra || json_object_update(built->m.extra, st.manifest) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
-    }
-    if (!rc) rc = db_store_manifest_locked(built);
-    pthread_mutex_unlock(&built->write_mu);
+    rc = db_restore_finish(built, it->m.lsn_to, has_settings ? st.manifest : NULL);
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;
