@@ -38,6 +38,9 @@ const cli_cmd cli_cmd_backup = {
     "R is a directory or s3://bucket/prefix (default: $JVDB_BACKUP_REPO).  For S3 also:\n"
     "  --endpoint URL --region REGION --access-key KEY --secret-key SECRET\n"
     "(default: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).\n"
+    "--repo-key-file F (default: $JVDB_REPO_KEY_FILE): the repository's key; with it, archives are\n"
+    "encrypted (AES-256-GCM) and metadata signed.  An encrypted repository needs it for every\n"
+    "subcommand; a plain one that holds backups refuses it.\n"
     "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n"
     "Only create makes a repository; on a missing one the others say \"repository R does not\n"
     "exist\" and create nothing.\n",
@@ -45,8 +48,8 @@ const cli_cmd cli_cmd_backup = {
 
 #define CLI_REPO_OPTS                                                                                     \
     {"repo", true, NULL}, {"endpoint", true, NULL}, {"region", true, NULL}, {"access-key", true, NULL}, \
-        {"secret-key", true, NULL}
-enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_FIRST_OWN };
+        {"secret-key", true, NULL}, {"repo-key-file", true, NULL}
+enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_KEYFILE, O_FIRST_OWN };
 
 static const cli_cmd cli_cmd_backup_create = {
     "backup create",
@@ -127,6 +130,7 @@ static int cli_repo_open(const cli_cmd *cmd, cli_opt *opts, jvdb_repo **repo)
     ro.region = opts[O_REGION].value;
     ro.access_key = opts[O_ACCESS].value;
     ro.secret_key = opts[O_SECRET].value;
+    ro.key_file = opts[O_KEYFILE].value;
     int rc = jvdb_repo_open(spec, &ro, repo);
     return rc ? cli_lib_error(rc) : 0;
 }

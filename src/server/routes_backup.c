@@ -41,6 +41,14 @@ struct backup_log {
     size_t nlast, caplast;
 };
 
+/* The configured repository, with its key file when one was given. */
+static int backup_repo_open(server *s, jvdb_repo **out)
+{
+    jvdb_repo_options o = {0};
+    o.key_file = s->cfg.backup_repo_key_file;
+    return jvdb_repo_open(s->cfg.backup_repo, &o, out);
+}
+
 int backup_init(server *s)
 {
     backup_log *l = calloc(1, sizeof *l);
@@ -50,7 +58,7 @@ int backup_init(server *s)
     s->backups = l;
     if (!s->cfg.backup_repo) return 0;
     jvdb_repo *repo;
-    if (jvdb_repo_open(s->cfg.backup_repo, NULL, &repo) != JVDB_OK) {
+    if (backup_repo_open(s, &repo) != JVDB_OK) {
         log_error("cannot open backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
         return -1;
     }
@@ -77,7 +85,7 @@ static jvdb_repo *backup_open(server *s, http_resp *rs)
         return NULL;
     }
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return NULL;
@@ -153,7 +161,7 @@ int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *opts, jvdb_bac
     pthread_mutex_lock(&s->backups->repo_mu);
     int64_t t0 = clock_mono_ns();
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     if (rc == JVDB_OK) rc = jvdb_backup_create(db, repo, o, info);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
@@ -182,7 +190,7 @@ int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted)
     *deleted = 0;
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     jvdb_backup_info *gone = NULL;
     size_t n = 0;
     if (rc == JVDB_OK) rc = jvdb_backup_prune(repo, db_name, keep, &gone, &n);
@@ -202,7 +210,7 @@ int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newes
                   void *arg)
 {
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     jvdb_backup_info *all = NULL;
     size_t n = 0;
     if (rc == JVDB_OK) rc = jvdb_backup_list(repo, NULL, &all, &n);

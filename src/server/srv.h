@@ -43,6 +43,7 @@ typedef struct server_config {
     double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
     char *log_level;
     char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
+    char *backup_repo_key_file;      /* --repo-key-file; NULL = $JVDB_REPO_KEY_FILE, else plain */
     uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
     uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
     unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */

@@ -111,7 +111,7 @@ def checklist(e):
     full = e.bk_json("create", "docs", "--description", "before the change")
     assert full["type"] == "full" and full["put_count"] == 50 and full["delete_count"] == 0, full
     assert full["description"] == "before the change"
-    if "://" not in e.repo:
+    if "://" not in e.repo and "JVDB_REPO_KEY_FILE" not in e.env:
         d = os.path.join(e.repo, "docs", full["id"])
         assert os.path.getsize(os.path.join(d, "backup.json")) > 0
         assert os.path.getsize(os.path.join(d, "data.jvb.zst")) == full["bytes"]["stored"]
@@ -206,6 +206,74 @@ def test_corruption_cli():
                     assert sorted(os.listdir(os.path.join(e.data, "databases"))) == before_dir
         assert e.contents("docs") == before_db
         e.bk("verify", inc["id"])
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------- encrypted repositories (issue 13)
+
+def key_file(e, name, seed):
+    path = os.path.join(e.root, name)
+    with open(path, "w") as f:
+        f.write("".join(random.Random(seed).choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(48)) + "\n")
+    return path
+
+
+def encrypted_checks(e, obj_path=None):
+    """The checklist through an encrypted repository (key from JVDB_REPO_KEY_FILE), then every wrong
+    way of opening it; obj_path(backup_id, name) gives an object's file to damage, if reachable."""
+    key = key_file(e, "repo.key", 1)
+    e.env["JVDB_REPO_KEY_FILE"] = key
+    full, inc = checklist(e)
+    del e.env["JVDB_REPO_KEY_FILE"]
+    # --repo-key-file does the same as the variable.
+    assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
+    for args in (("list",), ("show", inc["id"]), ("verify", inc["id"]), ("restore", inc["id"], "--as", "x"),
+                 ("create", "docs"), ("prune", "docs", "--keep", 1), ("delete", inc["id"])):
+        err = e.bk(*args, expect=1).stderr
+        assert "is encrypted: give its key file" in err, (args, err)
+        err = e.bk(*args, "--repo-key-file", key_file(e, "other.key", 2), expect=1).stderr
+        assert "does not open repository" in err, (args, err)
+    assert "x" not in e.run("db", "list").stdout.split()
+    assert len(e.bk_json("list", "--repo-key-file", key)["backups"]) == 2
+    if obj_path:
+        # Flip one byte anywhere in any object: verify fails and names the backup.
+        for b in (full, inc):
+            for name in ("data.jvb.zst", "backup.json"):
+                path = obj_path(b["id"], name)
+                size = os.path.getsize(path)
+                for off in sorted({0, 20, size // 2, size - 2, random.randrange(size)}):
+                    flip_byte(path, off)
+                    err = e.bk("verify", inc["id"], "--repo-key-file", key, expect=1).stderr
+                    assert b["id"] in err, f"byte {off} of {path}: {err}"
+                    flip_byte(path, off)
+        assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
+    return key, full, inc
+
+
+def test_encrypted_cli():
+    e = Env(JVDB)
+    try:
+        key, _, _ = encrypted_checks(e, lambda bid, name: os.path.join(e.repo, "docs", bid, name))
+        # The archive holds no readable record: an id of the database is nowhere in the repository.
+        for dirpath, _, files in os.walk(e.repo):
+            for f in files:
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    assert b"id45" not in fh.read(), f
+        # A key on a plain repository that holds backups is refused; a short key file too.
+        plain = Env(JVDB)
+        try:
+            plain.run("db", "create", "p", "--dim", 4)
+            plain.bk("create", "p")
+            err = plain.bk("list", "--repo-key-file", key, expect=1).stderr
+            assert "is not encrypted" in err, err
+            short = os.path.join(plain.root, "short.key")
+            with open(short, "w") as f:
+                f.write("tooshort\n")
+            err = plain.bk("list", "--repo-key-file", short, expect=1).stderr
+            assert "at least 32" in err, err
+        finally:
+            plain.close()
     finally:
         e.close()
 
@@ -372,7 +440,8 @@ def test_restore_names_cli():
 if __name__ == "__main__":
     JVDB = os.path.abspath(sys.argv[1])
     for t in (test_checklist, test_delete_prune_cli, test_corruption_cli, test_fallback_message_cli,
-              test_missing_repository_cli, test_restore_names_cli, test_crash_during_backup, test_crash_during_restore):
+              test_missing_repository_cli, test_restore_names_cli, test_encrypted_cli, test_crash_during_backup,
+              test_crash_during_restore):
         test(t)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
