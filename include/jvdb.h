@@ -487,6 +487,19 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
 int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
                       size_t *count);
+
+/* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
+ * keep_last; the newest of each of the keep_daily most recent UTC days that have one; the newest of
+ * each of the keep_weekly most recent ISO weeks (Monday to Sunday, UTC) that have one.  One backup
+ * may satisfy several rules.  Every backup a kept one depends on is kept too; the rest (including
+ * broken ones) go.  At least one rule must be non-zero.  dry_run: *deleted lists what would go,
+ * and nothing is changed (not even leftovers of interrupted backups). */
+typedef struct jvdb_prune_options {
+    uint32_t keep_last, keep_daily, keep_weekly;
+    int dry_run;
+} jvdb_prune_options;
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

@@ -1060,31 +1060,82 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
     return rc;
 }
 
-int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
+/* The calendar bucket of a backup for retention: its UTC day, or its ISO week (year * 100 + week). */
+static int64_t prune_bucket(int64_t created_ns, int weekly)
+{
+    time_t t = (time_t)(created_ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!weekly) return (int64_t)(tm.tm_year + 1900) * 1000 + tm.tm_yday;
+    char buf[16];
+    strftime(buf, sizeof buf, "%G%V", &tm);
+    return strtoll(buf, NULL, 10);
+}
+
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count)
 {
     err_clear();
     if (deleted) *deleted = NULL;
     if (count) *count = 0;
     if (!db_name || !db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
-    if (keep == 0) return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
+    if (!o || (!o->keep_last && !o->keep_daily && !o->keep_weekly))
+        return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
     struct catalog c;
     int rc = catalog_load(repo, db_name, &c);
     if (rc) return rc;
-    repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
+    if (!o->dry_run) repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
     char *mark = malloc(c.n ? c.n : 1);
     if (!mark) {
         catalog_free(&c);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     memset(mark, 1, c.n);
-    uint32_t kept = 0;
-    for (size_t i = c.n; i-- > 0 && kept < keep;) {
+    uint32_t last = o->keep_last, daily = o->keep_daily, weekly = o->keep_weekly;
+    int64_t last_day = -1, last_week = -1;
+    for (size_t i = c.n; i-- > 0;) {
         if (!c.v[i].restorable) continue;
-        kept++;
-        for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
+        int keep = 0;
+        if (last) {
+            last--;
+            keep = 1;
+        }
+        int64_t day = prune_bucket(c.v[i].m.created_ns, 0), week = prune_bucket(c.v[i].m.created_ns, 1);
+        /* Newest first, so the first backup met in a bucket is that bucket's newest. */
+        if (daily && day != last_day) {
+            daily--;
+            keep = 1;
+        }
+        last_day = day;
+        if (weekly && week != last_week) {
+            weekly--;
+            keep = 1;
+        }
+        last_week = week;
+        if (keep)
+            for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
     }
-    rc = remove_marked(repo, &c, mark, deleted, count);
+    if (o->dry_run) {
+        /* The same list, in the same order, that a real prune would delete. */
+        size_t want = 0, k = 0;
+        for (size_t i = 0; i < c.n; i++) want += mark[i] != 0;
+        jvdb_backup_info *v = want ? malloc(want * sizeof *v) : NULL;
+        if (want && !v) rc = err_set(JVDB_ENOMEM, "out of memory");
+        for (size_t i = c.n; !rc && i-- > 0;)
+            if (mark[i]) cat_info(&c.v[i], c.db, &v[k++]);
+        if (!rc && deleted) *deleted = v;
+        else free(v);
+        if (!rc && count) *count = k;
+    } else {
+        rc = remove_marked(repo, &c, mark, deleted, count);
+    }
     free(mark);
     catalog_free(&c);
     return rc;
+}
+
+int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
+{
+    jvdb_prune_options o = {keep, 0, 0, 0};
+    return jvdb_backup_prune_ex(repo, db_name, &o, deleted, count);
 }

@@ -699,6 +699,9 @@ static void test_large_archive(void **state)
 
 /* ------------------------------------------------------------------ issue 9: forged archives */
 
+/* When set, the creation time forge_backup writes (retention tests). */
+static int64_t forge_created_ns;
+
 /* One record a forger put into an archive. */
 struct forged {
     const char *id;
@@ -721,7 +724,7 @@ static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metr
     snprintf(m.database, sizeof m.database, "%s", db);
     m.type = JVDB_BACKUP_FULL;
     m.lsn_to = n;
-    m.created_ns = 1893456000000000000ll;   /* 2030-01-01 */
+    m.created_ns = forge_created_ns ? forge_created_ns : 1893456000000000000ll;   /* 2030-01-01 */
     m.put_count = n;
     m.dim = DIM;
     m.metric = metric;
@@ -1379,6 +1382,73 @@ static void test_encrypted_chunks(void **state)
     free(buf);
 }
 
+/* ------------------------------------------------------------------ issue 13: calendar retention */
+
+static void prune_expect(struct fx *f, jvdb_prune_options o, const char *want)
+{
+    jvdb_backup_info *v = NULL;
+    size_t n = 0;
+    o.dry_run = 1;
+    assert_ok(jvdb_backup_prune_ex(f->repo, "cal", &o, &v, &n));
+    char got[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        char t[8];
+        snprintf(t, sizeof t, "%s%c", i ? " " : "", v[i].id[strlen(v[i].id) - 1]);
+        strcat(got, t);
+    }
+    jvdb_free(v);
+    if (strcmp(got, want))
+        fail_msg("prune last %u daily %u weekly %u would delete [%s], expected [%s]", o.keep_last, o.keep_daily,
+                 o.keep_weekly, got, want);
+}
+
+/* restic's semantics: the newest backup of each of the last N days / ISO weeks that have one. */
+static void test_prune_calendar(void **state)
+{
+    struct fx *f = *state;
+    /* 2030-01-01 is a Tuesday: backups 0-2 fall in ISO week 1, 3-4 in week 2. */
+    static const struct {
+        const char *id;
+        int64_t s;
+    } bs[] = {
+        {"20300101T100000Z-full-0", 1893492000}, {"20300101T120000Z-full-1", 1893499200},
+        {"20300102T090000Z-full-2", 1893574800}, {"20300107T090000Z-full-3", 1894006800},
+        {"20300108T090000Z-full-4", 1894093200},
+    };
+    struct forged r[1] = {{"fine", 4, {0}, "{\"ok\":1}", 8}};
+    forged_vec(r[0].vec, 0.25f);
+    for (size_t i = 0; i < 5; i++) {
+        forge_created_ns = bs[i].s * 1000000000ll;
+        forge_backup(f, "cal", bs[i].id, JVDB_METRIC_L2, 1, r, 1);
+    }
+    forge_created_ns = 0;
+    prune_expect(f, (jvdb_prune_options){1, 0, 0, 0}, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 2, 0, 0}, "2 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 3, 0, 0}, "1 0");
+    prune_expect(f, (jvdb_prune_options){0, 4, 0, 0}, "0");
+    prune_expect(f, (jvdb_prune_options){0, 0, 2, 0}, "3 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 0, 1, 0}, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){2, 0, 2, 0}, "1 0");
+    prune_expect(f, (jvdb_prune_options){0, 1, 2, 0}, "3 1 0");
+    /* Nothing was deleted by the dry runs; a real run deletes exactly what the dry run named. */
+    jvdb_backup_info *v;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, "cal", &v, &n));
+    assert_int_equal(n, 5);
+    jvdb_free(v);
+    jvdb_prune_options o = {0, 0, 2, 0};
+    assert_ok(jvdb_backup_prune_ex(f->repo, "cal", &o, &v, &n));
+    assert_int_equal(n, 3);
+    jvdb_free(v);
+    assert_ok(jvdb_backup_list(f->repo, "cal", &v, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].id, bs[2].id);
+    assert_string_equal(v[1].id, bs[4].id);
+    jvdb_free(v);
+    o = (jvdb_prune_options){0, 0, 0, 0};
+    assert_int_equal(jvdb_backup_prune_ex(f->repo, "cal", &o, NULL, NULL), JVDB_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1398,6 +1468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_encrypted_repo, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted_tamper, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted_chunks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

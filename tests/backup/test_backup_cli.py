@@ -278,6 +278,65 @@ def test_encrypted_cli():
         e.close()
 
 
+# ---------------------------------------------------------------- operations (issue 13)
+
+def test_operations_cli():
+    """verify --all, restore --latest / --all, a repository-wide list, prune --dry-run and calendar
+    retention, as an operator uses them after a disaster."""
+    e = Env(JVDB)
+    try:
+        tips = {}
+        for name in ("alpha", "beta"):
+            e.run("db", "create", name, "--dim", 4)
+            e.import_rows(name, rows_for(range(6), 4, 1))
+            e.bk("create", name)
+            e.import_rows(name, rows_for(range(4, 9), 4, 2))
+            tips[name] = e.bk_json("create", name, "--type", "incremental")["id"]
+        everything = e.listing()
+        assert sorted({b["database"] for b in everything}) == ["alpha", "beta"] and len(everything) == 4, everything
+        out = e.bk_json("verify", "--all")
+        assert out["checked"] == 4 and out["bad"] == 0, out
+        want = {n: e.contents(n) for n in ("alpha", "beta")}
+        # A disaster: a fresh data directory; one command brings every database back at its newest point.
+        e.data = os.path.join(e.root, "data2")
+        out = e.bk_json("restore", "--all")
+        assert out["failed"] == 0 and sorted(r["database"] for r in out["restored"]) == ["alpha", "beta"], out
+        assert {r["database"]: r["backup"] for r in out["restored"]} == tips, out
+        assert {n: e.contents(n) for n in ("alpha", "beta")} == want
+        # Again: they exist now, so without --force each one fails and the command says so.
+        p = e.bk("restore", "--all", expect=1)
+        assert "already exists" in p.stderr and "0 databases restored, 2 failed" in p.stdout, (p.stdout, p.stderr)
+        r = e.bk_json("restore", "--latest", "--database", "beta", "--as", "beta2")
+        assert r["backup"] == tips["beta"] and r["database"] == "beta2" and r["count"] == 9, r
+        assert "no restorable backup of 'gamma'" in e.bk("restore", "--latest", "--database", "gamma", expect=1).stderr
+        for bad in (("restore",), ("restore", tips["beta"], "--latest", "--database", "beta"), ("restore", "--latest"),
+                    ("restore", "--all", "--as", "x"), ("verify",), ("verify", tips["beta"], "--all"),
+                    ("prune", "alpha"), ("prune", "alpha", "--keep-daily", "0")):
+            assert e.bk(*bad, expect=2).returncode == 2, bad
+        # prune --dry-run names what a prune would delete and deletes nothing.
+        e.bk("create", "alpha")
+        before = e.listing("alpha")
+        out = e.bk_json("prune", "alpha", "--keep", 1, "--dry-run")
+        assert out["dry_run"] and out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        assert e.listing("alpha") == before
+        assert "would delete" in e.bk("prune", "alpha", "--keep", 1, "--dry-run").stdout
+        # Calendar retention: every backup here is from today, so --keep-daily 1 keeps only the newest
+        # (and what it needs), as --keep 1 would; --keep-weekly 1 likewise.
+        out = e.bk_json("prune", "alpha", "--keep-daily", 1, "--dry-run")
+        assert out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        out = e.bk_json("prune", "alpha", "--keep-weekly", 1)
+        assert out["deleted"] == [before[1]["id"], before[0]["id"]], out
+        assert [b["id"] for b in e.listing("alpha")] == [before[2]["id"]]
+        # A corrupt archive: verify --all reports it (and what depends on it) and fails.
+        full_beta = [b for b in e.listing("beta") if b["type"] == "full"][0]
+        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        p = e.bk("verify", "--all", expect=1)
+        assert f"BAD  beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   alpha/{before[2]['id']}" in p.stdout and "2 bad" in p.stdout, p.stdout
+    finally:
+        e.close()
+
+
 # ---------------------------------------------------------------- crashes
 
 def visible_backups_all_verify(e, name):
@@ -440,7 +499,7 @@ def test_restore_names_cli():
 if __name__ == "__main__":
     JVDB = os.path.abspath(sys.argv[1])
     for t in (test_checklist, test_delete_prune_cli, test_corruption_cli, test_fallback_message_cli,
-              test_missing_repository_cli, test_restore_names_cli, test_encrypted_cli, test_crash_during_backup,
+              test_missing_repository_cli, test_restore_names_cli, test_encrypted_cli, test_operations_cli, test_crash_during_backup,
               test_crash_during_restore):
         test(t)
     print(f"{passed} passed, {failed} failed")
