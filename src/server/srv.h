@@ -238,6 +238,12 @@ void backup_log_totals(server *s, backup_totals out[4][2]);
 size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap);
 
 int sched_start(server *s);
+/* A backup was taken (by anyone): the schedule follows the repository's state. */
+void sched_note(server *s, const jvdb_backup_info *info);
+/* GET /v1/backups/schedule: next due time per database and kind. */
+void route_backup_schedule(server *s, http_req *rq, http_resp *rs);
+/* GET /v1/backups: every backup in the repository. */
+void route_backup_list_all(server *s, http_req *rq, http_resp *rs);
 /* Stops the scheduler; a backup it is taking finishes first. */
 void sched_stop(server *s);
 
