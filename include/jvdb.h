@@ -472,7 +472,8 @@ typedef struct jvdb_restore_options {
 } jvdb_restore_options;
 
 /* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
- * finite vector) -- then applies it in order into a new database built out of sight, with the
+ * finite vector) -- and applies it in order (the full backup verified as it is applied, in one pass)
+ * into a new database built out of sight and discarded on any failure, with the
  * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */

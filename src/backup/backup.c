@@ -424,6 +424,7 @@ static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_
 
 static uint64_t winners_lsn(struct winners *w, const char *id, uint32_t len)
 {
+    if (!w->cap) return 0;
     struct w_slot *s = winners_slot(w, id, len, XXH3_64bits(id, len));
     return s->len ? s->lsn : 0;
 }
@@ -791,7 +792,8 @@ out:
 
 struct apply_ctx {
     jvdb_db *db;
-    struct winners *w;          /* NULL: keep every record */
+    struct winners *w;          /* the ids the later backups of the chain touch; NULL: keep every record */
+    int full;                   /* applying the full backup: keep what the later ones never touch */
     uint32_t dim;
     char *batch;
     size_t len;
@@ -814,8 +816,10 @@ static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
         const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
         off += h->total_len;
         if (a->w) {
-            /* Only what survives at the end of the chain: no dead versions, no tombstones. */
-            if (h->kind != REC_KIND_PUT || winners_lsn(a->w, rec_id(h, a->dim), h->id_len) != h->lsn) continue;
+            /* Only what survives at the end of the chain: no dead versions, no tombstones.  The
+             * winners know only the later backups (the full one holds each id once). */
+            uint64_t win = winners_lsn(a->w, rec_id(h, a->dim), h->id_len);
+            if (a->full ? win != 0 : h->kind != REC_KIND_PUT || win != h->lsn) continue;
         }
         if (a->len + h->total_len > BACKUP_APPLY_BATCH) {
             int rc = apply_flush(a);
@@ -899,9 +903,12 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
                      "restore under another name)", name, it->id);
         goto out;
     }
-    /* Verify everything before writing anything: checksums, and every record's contents. */
+    /* The later backups of the chain (small) are verified first, noting the newest LSN of every id
+     * they touch; the full backup is then verified as it is applied, in one pass, into a database
+     * built out of sight that is discarded on any failure -- so nothing is written either way,
+     * and the largest archive is decompressed once. */
     if ((rc = restore_settings(repo, &c, it, &st, &has_settings)) ||
-        (rc = chain_verify(repo, &c, chain, n, n > 1 ? &w : NULL, ro.progress, ro.progress_arg))) {
+        (n > 1 && (rc = chain_verify(repo, &c, chain + 1, n - 1, &w, ro.progress, ro.progress_arg)))) {
         rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
         goto out;
     }
@@ -933,11 +940,12 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
-    struct apply_ctx a = {built, n > 1 ? &w : NULL, it->m.dim, batch, 0, 0};
+    struct apply_ctx a = {built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0};
     struct archive_progress pr = {ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0};
     for (size_t k = 0; k < n && !rc; k++) {
         const struct cat_item *ck = &c.v[chain[k]];
         struct repo_reader *rd;
+        a.full = k == 0;
         if ((rc = repo->ops->open_data(repo, c.db, ck->id, &rd))) break;
         struct archive_read_result res;
         rc = archive_read(rd, &ck->m, apply_chunk, &a, &pr, &res);
@@ -947,7 +955,8 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         io_crash_point("restore.applied");
     }
     if (rc) {
-        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "while applying");
+        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id,
+                            rc == JVDB_ECORRUPT ? "verification failed" : "while applying");
         goto out;
     }
     /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
