@@ -16,7 +16,8 @@
  *     given none, or one given another key, fails with a message saying which (never garbage).
  *
  * The check of the marker happens at the first operation (so opening stays free of I/O, as it is
- * for a plain repository) and is cached under a mutex; an S3 repository pays one GET for it.
+ * for a plain repository) and is cached in the handle, which, like every repository handle, serves
+ * one thread at a time (so no lock is held across that I/O); an S3 repository pays one GET for it.
  * Without a key the layer only checks that the repository is not encrypted and passes through.
  */
 #include "backup/backup.h"
@@ -30,7 +31,6 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +55,6 @@ struct repo_crypt {
     char *key_file;                       /* NULL: no key given */
     unsigned char ikm[CRYPT_KEY_MAX];
     size_t ikm_len;
-    pthread_mutex_t mu;
     enum crypt_state state;
     unsigned char enc[32], mac[32];
     struct repo_ops ops;                  /* ours, with the inner repository's kind */
@@ -205,7 +204,6 @@ static int crypt_marker_load(struct repo_crypt *c, const char *buf, size_t len)
 /* Decides, once, what the repository is; see the state machine in the header comment. */
 static int crypt_ready(struct repo_crypt *c)
 {
-    pthread_mutex_lock(&c->mu);
     int rc = JVDB_OK;
     if (c->state != CRYPT_UNKNOWN) goto out;
     char *buf = NULL;
@@ -243,7 +241,6 @@ static int crypt_ready(struct repo_crypt *c)
     }
     c->state = CRYPT_PENDING;
 out:
-    pthread_mutex_unlock(&c->mu);
     return rc;
 }
 
@@ -489,7 +486,6 @@ static int crypt_init(jvdb_repo *rp)
     int rc = c->inner->ops->init(c->inner);
     if (!rc) rc = crypt_ready(c);
     if (rc) return rc;
-    pthread_mutex_lock(&c->mu);
     if (c->state == CRYPT_PENDING) {
         /* The first backup into an empty repository with a key makes it encrypted. */
         unsigned char salt[16];
@@ -504,7 +500,6 @@ static int crypt_init(jvdb_repo *rp)
         }
         if (!rc) c->state = CRYPT_ON;
     }
-    pthread_mutex_unlock(&c->mu);
     return rc;
 }
 
@@ -693,7 +688,6 @@ static void crypt_close(jvdb_repo *rp)
     OPENSSL_cleanse(c->ikm, sizeof c->ikm);
     OPENSSL_cleanse(c->enc, sizeof c->enc);
     OPENSSL_cleanse(c->mac, sizeof c->mac);
-    pthread_mutex_destroy(&c->mu);
     free(c->key_file);
     free(c);
 }
@@ -727,7 +721,6 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
     };
     c->inner = inner;
     c->base.spec = inner->spec;
-    pthread_mutex_init(&c->mu, NULL);
     int rc = key_file ? crypt_read_key(c) : JVDB_OK;
     if (rc) {
         c->inner = NULL;
