@@ -36,8 +36,10 @@
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
+#include "store/segment.h"
 #include "store/swap.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,8 @@
 #include <xxhash.h>
 
 #define BACKUP_APPLY_BATCH (8u << 20)
+/* A restore starts the write-back of what it appended every this many bytes. */
+#define BACKUP_APPLY_KICK (32u << 20)
 #define BACKUP_CLEANUP_AGE_S 3600
 
 void jvdb_backup_options_init(jvdb_backup_options *o)
@@ -798,13 +802,38 @@ struct apply_ctx {
     char *batch;
     size_t len;
     uint64_t written;
+    uint64_t unkicked;          /* bytes appended since the last write-back kick */
+    uint64_t kick_seg, kick_off;
 };
+
+/* The build is written with sync off and made durable by one fdatasync at the end; without a kick
+ * the kernel would hold the whole database dirty until then (it is far below the background
+ * write-back threshold), so that fdatasync would write it all while the restore waits.  Starting
+ * the write-back as the restore goes (as repo_fs.c does for archives) overlaps it with decoding.
+ * The segment's fd and size are read under write_mu; the kick itself runs outside it. */
+static void apply_kick(struct apply_ctx *a)
+{
+    pthread_mutex_lock(&a->db->write_mu);
+    struct segment *s = a->db->active;
+    uint64_t no = s->no, size = s->size;
+    int fd = s->fd;
+    pthread_mutex_unlock(&a->db->write_mu);
+    if (no != a->kick_seg) {
+        a->kick_seg = no;
+        a->kick_off = 0;
+    }
+    if (size > a->kick_off) sync_file_range(fd, (off_t)a->kick_off, (off_t)(size - a->kick_off), SYNC_FILE_RANGE_WRITE);
+    a->kick_off = size;
+    a->unkicked = 0;
+}
 
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
     int rc = db_append_raw(a->db, a->batch, a->len);
+    a->unkicked += a->len;
     a->len = 0;
+    if (!rc && a->unkicked >= BACKUP_APPLY_KICK) apply_kick(a);
     return rc;
 }
 
@@ -940,7 +969,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
-    struct apply_ctx a = {built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0};
+    struct apply_ctx a = {built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0};
     struct archive_progress pr = {ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0};
     for (size_t k = 0; k < n && !rc; k++) {
         const struct cat_item *ck = &c.v[chain[k]];
