@@ -430,26 +430,34 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
         snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
         int vr = jvdb_backup_verify(repo, spec, cli_bk_on_progress, &pr);
         cli_bk_progress_end(&pr);
-        /* Walk the chain: every member is intact, or the tip is bad (and the message names the
-         * first bad member, which is marked bad by name). */
-        for (size_t k = i, guard = 0; guard <= n; guard++) {
-            if (vr == JVDB_OK) state[k] = state[k] == -1 ? -1 : 1;
-            else if (strstr(jvdb_errmsg(), v[k].id) || k == i) {
-                state[k] = -1;
-                snprintf(why[k], sizeof why[k], "%s", jvdb_errmsg());
-            }
-            if (!v[k].parent[0]) break;
+        /* The chain, tip first.  Verify reads it from the full backup up and stops at the first bad
+         * archive, which its message names: the members below that one were read without fault,
+         * that one and every member above it (which depend on it) are bad. */
+        size_t chain[n], len = 0;
+        for (size_t k = i; len < n;) {
+            chain[len++] = k;
             size_t p = n;
-            for (size_t j = 0; j < n; j++)
+            for (size_t j = 0; j < n && v[k].parent[0]; j++)
                 if (!strcmp(v[j].database, v[k].database) && !strcmp(v[j].id, v[k].parent)) p = j;
             if (p == n) break;
             k = p;
+        }
+        size_t named = 0;   /* index in chain of the bad member (the tip when none is named) */
+        for (size_t c = 0; vr != JVDB_OK && c < len; c++)
+            if (strstr(jvdb_errmsg(), v[chain[c]].id)) named = c;
+        for (size_t c = 0; c < len; c++) {
+            size_t k = chain[c];
+            if (vr == JVDB_OK || c > named) {
+                if (state[k] == 0) state[k] = 1;
+            } else if (state[k] != -1) {
+                state[k] = -1;
+                snprintf(why[k], sizeof why[k], "%s", jvdb_errmsg());
+            }
         }
     }
     size_t bad = 0;
     json_t *arr = ctx->json ? json_array() : NULL;
     for (size_t i = 0; i < n; i++) {
-        /* A member whose every chain failed at a later backup was read without fault. */
         int ok = state[i] >= 0;
         if (!ok) bad++;
         if (arr)

@@ -333,6 +333,12 @@ def test_operations_cli():
         p = e.bk("verify", "--all", expect=1)
         assert f"BAD  beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
         assert f"ok   alpha/{before[2]['id']}" in p.stdout and "2 bad" in p.stdout, p.stdout
+        # The incremental damaged instead: the full backup under it was read without fault.
+        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        flip_byte(os.path.join(e.repo, "beta", tips["beta"], "data.jvb.zst"), 5)
+        p = e.bk("verify", "--all", expect=1)
+        assert f"ok   beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert "1 bad" in p.stdout, p.stdout
     finally:
         e.close()
 
