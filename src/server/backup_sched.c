@@ -1,7 +1,8 @@
 /*
  * backup_sched.c — scheduled backups: a full backup of every database every F
  * (--backup-full-every), incremental ones every I in between (--backup-incremental-every), and
- * after each, pruning to the newest N restorable points (--backup-keep); GET /v1/backups/schedule.
+ * after each, pruning by the retention rules (--backup-keep, --backup-keep-daily, --backup-keep-weekly);
+ * GET /v1/backups/schedule.
  *
  * The schedule is a function of the repository's state, so it is predictable: a full backup is
  * due F after the newest full backup in the repository (at once when there is none), an
@@ -163,10 +164,8 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
         pthread_mutex_unlock(&b->mu);
         return;
     }
-    if (s->cfg.backup_keep) {
-        size_t deleted;
-        backup_prune(s, name, s->cfg.backup_keep, &deleted);
-    }
+    size_t deleted;
+    backup_prune(s, name, &deleted);
 }
 
 static void sched_tick(server *s)
@@ -215,6 +214,8 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
     if (s->cfg.backup_incr_every_ms) jw_double(&w, (double)s->cfg.backup_incr_every_ms / 1000);
     else jw_null(&w);
     jw_kuint(&w, "keep", s->cfg.backup_keep);
+    jw_kuint(&w, "keepDaily", s->cfg.backup_keep_daily);
+    jw_kuint(&w, "keepWeekly", s->cfg.backup_keep_weekly);
     jw_key(&w, "databases");
     jw_arr(&w);
     for (size_t i = 0; b && i < n; i++) {
@@ -296,8 +297,10 @@ int sched_start(server *s)
         return -1;
     }
     b->started = 1;
-    log_info("backup scheduler: full every %.1f s, incremental every %.1f s, keep %u (0 = all), repository %s",
+    log_info("backup scheduler: full every %.1f s, incremental every %.1f s, keep %u (0 = all), daily %u, weekly %u, "
+             "repository %s",
              (double)s->cfg.backup_full_every_ms / 1000, (double)s->cfg.backup_incr_every_ms / 1000, s->cfg.backup_keep,
+             s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly,
              s->cfg.backup_repo);
     return 0;
 }

@@ -54,6 +54,8 @@ static const char config_usage[] =
     "  --backup-incremental-every D  scheduled incremental backups in between, e.g. 1h (default: none)\n"
     "  --backup-keep N            after each scheduled backup keep the newest N restorable points\n"
     "                             (and what they depend on); 0 = keep all (default)\n"
+    "  --backup-keep-daily N      also keep the newest point of each of the last N days (UTC)\n"
+    "  --backup-keep-weekly N     also keep the newest point of each of the last N ISO weeks\n"
     "  --log-level LEVEL          debug, info (default, or $JVDB_LOG), warn or error\n"
     "  --config FILE              JSON object of the same keys without dashes; flags win over it\n"
     "  --help                     this help\n"
@@ -283,6 +285,12 @@ static int config_apply(server_config *c, const char *key, const char *v)
         c->backup_keep = (unsigned)n;
         return 0;
     }
+    if (!strcmp(key, "backup-keep-daily") || !strcmp(key, "backup-keep-weekly")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --%s '%s'", key, v);
+        if (!strcmp(key, "backup-keep-daily")) c->backup_keep_daily = (unsigned)n;
+        else c->backup_keep_weekly = (unsigned)n;
+        return 0;
+    }
     return config_error("unknown option '%s'%s", key, "");
 }
 
@@ -410,7 +418,8 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
                             "ever be read%s%s", "", "");
     if (c->backup_repo_key_file && !c->backup_repo)
         return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
-    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep) && !c->backup_repo)
+    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
+         c->backup_keep_weekly) && !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }

@@ -221,15 +221,17 @@ int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *opts, jvdb_bac
     return rc;
 }
 
-int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted)
+int backup_prune(server *s, const char *db_name, size_t *deleted)
 {
     *deleted = 0;
+    jvdb_prune_options po = {s->cfg.backup_keep, s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, 0};
+    if (!po.keep_last && !po.keep_daily && !po.keep_weekly) return JVDB_OK;
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = NULL;
     int rc = backup_repo_open(s, &repo);
     jvdb_backup_info *gone = NULL;
     size_t n = 0;
-    if (rc == JVDB_OK) rc = jvdb_backup_prune(repo, db_name, keep, &gone, &n);
+    if (rc == JVDB_OK) rc = jvdb_backup_prune_ex(repo, db_name, &po, &gone, &n);
     if (rc == JVDB_OK) {
         for (size_t i = 0; i < n; i++) log_info("pruned backup %s of '%s'", gone[i].id, db_name);
         *deleted = n;

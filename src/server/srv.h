@@ -47,6 +47,8 @@ typedef struct server_config {
     uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
     uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
     unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
+    unsigned backup_keep_daily;      /* scheduler: also keep the newest point of each of the last N days */
+    unsigned backup_keep_weekly;     /* scheduler: ... and of each of the last N ISO weeks */
 } server_config;
 
 /* Fills defaults, reads --config FILE (if given) and then the flags, which win over the file.
@@ -221,8 +223,9 @@ void backup_free(server *s);
  * /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB status (message
  * in jvdb_errmsg()). */
 int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
-/* Keeps the newest `keep` restorable backups of a database (serialised like backup_run). */
-int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted);
+/* Prunes a database's backups by the configured retention (--backup-keep, --backup-keep-daily,
+ * --backup-keep-weekly; serialised like backup_run).  Nothing to do when none is set. */
+int backup_prune(server *s, const char *db_name, size_t *deleted);
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
 int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
                   void *arg);

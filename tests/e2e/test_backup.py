@@ -353,6 +353,32 @@ def backup_schedule_from_repository():
 
 
 @test
+def backup_scheduler_calendar_retention():
+    """issue 13: --backup-keep-daily on the server: every backup of today but the newest is pruned."""
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args = ["--backup-repo", repo, "--backup-full-every", "1s", "--backup-keep-daily", "1"]
+    try:
+        s.start()
+        c = s.client()
+        mkdb(c, "cal", 4, sync="never")
+        rnd = random.Random(5)
+        for i in range(20):
+            put_many(c, "cal", {}, [("c%d" % i, (rand_vec(rnd, 4), None))])
+            time.sleep(0.2)
+        # The last change is backed up within a second, then everything older is pruned.
+        lsn = expect(c.get("/v1/databases/cal/stats"), 200)["lastLsn"]
+        listed = wait_for(lambda: (lambda b: b if len(b) == 1 and b[0]["lsnTo"] == lsn else None)(
+            expect(c.get("/v1/databases/cal/backups"), 200).json["backups"]), 8, "one backup at the last LSN")
+        assert listed[0]["restorable"] and "pruned backup" in s.log(), listed
+        sched = expect(c.get("/v1/backups/schedule"), 200).json
+        assert sched["keepDaily"] == 1 and sched["keepWeekly"] == 0, sched
+        s.stop()
+    finally:
+        s.cleanup()
+
+
+@test
 def backup_encrypted_repository_over_http():
     """issue 13: `serve --repo-key-file` encrypts and signs; a server given no key (or another) for an
     encrypted repository refuses to start and says why."""
