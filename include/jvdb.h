@@ -382,6 +382,11 @@ typedef struct jvdb_repo_options {
     const char *secret_key;
     const char *session_token;
     uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
+    /* Both kinds: a file holding the repository key (at least 32 bytes; trailing whitespace is
+     * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives are encrypted with
+     * AES-256-GCM and every backup.json is signed (HMAC-SHA-256), docs/FORMAT.md.  A plain
+     * repository given a key, or an encrypted one given none or another key, fails with EINVAL. */
+    const char *key_file;
 } jvdb_repo_options;
 
 /* Opens "DIR" or "s3://bucket/prefix"; opts may be NULL.  Nothing is created: jvdb_backup_create
@@ -475,7 +480,8 @@ typedef struct jvdb_restore_options {
 } jvdb_restore_options;
 
 /* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
- * finite vector) -- then applies it in order into a new database built out of sight, with the
+ * finite vector) -- and applies it in order (the full backup verified as it is applied, in one pass)
+ * into a new database built out of sight and discarded on any failure, with the
  * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
@@ -490,6 +496,19 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
 int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
                       size_t *count);
+
+/* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
+ * keep_last; the newest of each of the keep_daily most recent UTC days that have one; the newest of
+ * each of the keep_weekly most recent ISO weeks (Monday to Sunday, UTC) that have one.  One backup
+ * may satisfy several rules.  Every backup a kept one depends on is kept too; the rest (including
+ * broken ones) go.  At least one rule must be non-zero.  dry_run: *deleted lists what would go,
+ * and nothing is changed (not even leftovers of interrupted backups). */
+typedef struct jvdb_prune_options {
+    uint32_t keep_last, keep_daily, keep_weekly;
+    int dry_run;
+} jvdb_prune_options;
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

@@ -52,6 +52,8 @@ static const route_def route_table[] = {
     {"POST", "/v1/databases/{id}/search", route_search, 1},
     {"POST", "/v1/databases/{id}/backups", route_backup_create, 1},
     {"GET", "/v1/databases/{id}/backups", route_backup_list, 0},
+    {"GET", "/v1/backups", route_backup_list_all, 0},
+    {"GET", "/v1/backups/schedule", route_backup_schedule, 0},   /* before {bid}: first match wins */
     {"GET", "/v1/backups/{bid}", route_backup_show, 0},
     {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
     {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},

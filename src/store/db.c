@@ -42,6 +42,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -1321,4 +1322,19 @@ void db_close(jvdb_db *db)
     if (db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
         log_error("final sync of database '%s' failed: %s", db->m.name, jvdb_errmsg());
     db_free(db);
+}
+
+void db_start_writeback(jvdb_db *db, uint64_t *seg_no, uint64_t *from)
+{
+    db_write_lock(db);
+    struct segment *s = db->active;
+    uint64_t no = s->no, size = s->size;
+    int fd = s->fd;
+    db_write_unlock(db);
+    if (no != *seg_no) {
+        *seg_no = no;
+        *from = 0;
+    }
+    if (size > *from) sync_file_range(fd, (off_t)*from, (off_t)(size - *from), SYNC_FILE_RANGE_WRITE);
+    *from = size;
 }

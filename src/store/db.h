@@ -57,6 +57,12 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
  * largest.  `recs` is a sequence of whole records, 64-byte aligned in total. */
 int db_append_raw(jvdb_db *db, const void *recs, size_t len);
 
+/* Starts the kernel's write-back of the active segment's bytes appended since (*seg_no, *from) and
+ * moves that mark to the end (a restore's build is written with sync off and made durable by one
+ * fdatasync at the end; kicking as it goes overlaps the writing with decoding).  The segment is read
+ * under write_mu; the kick runs outside it. */
+void db_start_writeback(jvdb_db *db, uint64_t *seg_no, uint64_t *from);
+
 /* Opens (recovers) a database directory in `mode` / closes it. */
 int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out);
 /* JVDB_EREADONLY with a message when db was not opened for writing (callers that change files). */
