@@ -108,6 +108,9 @@ def errors_are_the_clients():
         expect_error(jvdb.NotFoundError, "NOT_FOUND", e.count, "missing")
         expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.create_database, "bad name!", 4)
         expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.create_database, "m", 4, metric="manhattan")
+        expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.create_database, "m", 4, sync="sometimes")
+        expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.create_database, "m", 4, compactionPolicy={})
+        assert e.create_database("m", 4, sync="interval:50")["name"] == "m"
         bad = list(items(1503, dim=4)) + [("bad", [1, 2])]
         err = expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.upsert, "e", bad)
         assert err.index == 1503, err.index

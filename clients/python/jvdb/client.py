@@ -110,7 +110,10 @@ class Client:
         target = self._prefix + path
         if query:
             target += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-        data = None if body is None else json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        try:
+            data = None if body is None else json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+        except ValueError as e:   # NaN or an infinity: JSON has no spelling for them
+            raise make_error("INVALID_ARGUMENT", "%s %s: %s" % (method, path, e)) from None
         headers = {"Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"

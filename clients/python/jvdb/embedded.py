@@ -72,6 +72,8 @@ def _load(library: Optional[str]) -> ctypes.CDLL:
         "jvdb_db_open": ([P, ctypes.c_char_p, PP], I), "jvdb_db_drop": ([P, ctypes.c_char_p], I),
         "jvdb_db_list": ([P, ctypes.POINTER(ctypes.POINTER(ctypes.c_char_p)), ctypes.POINTER(S)], I),
         "jvdb_free_names": ([ctypes.POINTER(ctypes.c_char_p), S], None),
+        "jvdb_sync_parse": ([ctypes.c_char_p, ctypes.POINTER(I), ctypes.POINTER(U32)], I),
+        "jvdb_db_index_wait": ([P, U32], I),
         "jvdb_db_dim": ([P], U32), "jvdb_db_metric": ([P], I),
         "jvdb_index_options_init": ([ctypes.POINTER(_IndexOptions)], None),
         "jvdb_db_set_index": ([P, ctypes.POINTER(_IndexOptions)], I),
@@ -183,13 +185,19 @@ class Embedded:
             raise make_error("INVALID_ARGUMENT", "distanceMetric '%s' is not one of cosine, euclidean, l2, dot" % metric)
         if index_type is not None and index_type not in _INDEX:
             raise make_error("INVALID_ARGUMENT", "indexType '%s' is not HNSW or FLAT" % index_type)
+        sync = options.pop("sync", None)
         if description is not None or options:
-            raise make_error("INVALID_ARGUMENT", "embedded mode supports name, dimension, metric and index_type only")
+            raise make_error("INVALID_ARGUMENT", "embedded mode supports name, dimension, metric, index_type and sync "
+                             "only, not %s" % ", ".join(sorted(options) or ["description"]))
         if self._env is None:
             raise make_error("INVALID_ARGUMENT", "the data directory is closed")
         opts = _DbOptions()
         self._lib.jvdb_db_options_init(ctypes.byref(opts), dimension)
         opts.metric = _METRICS[metric]
+        if sync is not None:
+            mode, ms = ctypes.c_int(), ctypes.c_uint32()
+            self._check(self._lib.jvdb_sync_parse(str(sync).encode(), ctypes.byref(mode), ctypes.byref(ms)))
+            opts.sync, opts.sync_interval_ms = mode.value, (ms.value or opts.sync_interval_ms)
         h = ctypes.c_void_p()
         with self._lock:
             self._check(self._lib.jvdb_db_create(self._env, name.encode(), ctypes.byref(opts), ctypes.byref(h)))

@@ -18,8 +18,9 @@ class JvdbError(Exception):
         self.index = index
 
 
-class InvalidArgumentError(JvdbError):
-    """400: a field is missing, unknown, of the wrong type or out of range (INVALID_ARGUMENT, INVALID_JSON)."""
+class InvalidArgumentError(JvdbError, ValueError):
+    """400: a field is missing, unknown, of the wrong type or out of range (INVALID_ARGUMENT, INVALID_JSON);
+    also raised before sending what JSON cannot carry (NaN, infinities)."""
 
 
 class UnauthorizedError(JvdbError):
