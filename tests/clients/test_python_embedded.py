@@ -119,6 +119,14 @@ def errors_are_the_clients():
         err = expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.search, "e", [1, 2, 3])
         err = expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.count, "e", {"x": {"$bad": 1}})
         assert "$bad" in err.message
+        # scroll evaluates filters here with the base rules only: anything beyond them is refused
+        # (by the library's parser, or as unsupported), never evaluated with other rules
+        for f in ({"x": {"$exists": True}}, {"$or": [{"x": 1}]}, {"a.b": 1}):
+            try:
+                list(e.scroll("e", filters=f))
+                raise AssertionError("scroll accepted %r" % f)
+            except (jvdb.InvalidArgumentError, jvdb.UnsupportedError):
+                pass
         # the data directory is locked while open
         err = expect_error(jvdb.JvdbError, "LOCKED", jvdb.open, d, LIB)
     expect_error(jvdb.InvalidArgumentError, "INVALID_ARGUMENT", e.count, "e")   # closed

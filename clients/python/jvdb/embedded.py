@@ -4,8 +4,12 @@ jvdb.open(path) opens (creating if needed) a data directory; while it is open no
 process can open it (the library's lock).  The library is found from `library=`, else $JVDB_LIBRARY,
 else the system's (ctypes.util.find_library("jvdb")).  Errors are the HTTP client's classes with the
 server's codes (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, ...) and the library's message.
-Filters on search go to the library; on count, scroll and delete they are checked by the library
-(jvdb_filter_parse) and evaluated here with the same rules, over one consistent snapshot.
+Filters on search go to the library, and so do count and delete by filter when the library has
+issue 12's bulk calls (jvdb_count_filtered, jvdb_delete_filtered, jvdb_delete_ids).  Otherwise (an
+older library, and scroll, which the library has no call for) the filter is checked by the library
+(jvdb_filter_parse) and evaluated here over one consistent snapshot, with the base rules only
+(equality, $eq $ne $in $nin, ranges on numbers); a filter using more ($and, $or, $not, $exists,
+$contains, dotted paths) raises UnsupportedError there rather than being evaluated differently.
 """
 import ctypes
 import ctypes.util
@@ -15,7 +19,7 @@ import threading
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from .client import DEFAULT_BATCH, Filters, Vector, VectorLike, normalize_item
-from .errors import JvdbError, make_error
+from .errors import JvdbError, UnsupportedError, make_error
 
 _CODES = {-1: "INVALID_ARGUMENT", -2: "NOT_FOUND", -3: "ALREADY_EXISTS", -4: "LOCKED", -5: "IO_ERROR",
           -6: "NO_SPACE", -7: "CORRUPT", -8: "OUT_OF_MEMORY", -9: "BUSY", -10: "DATABASE_FAILED",
@@ -91,6 +95,19 @@ def _load(library: Optional[str]) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.argtypes = args
         fn.restype = res
+    # issue 12's bulk calls, used when the library has them
+    optional = {
+        "jvdb_delete_ids": ([P, ctypes.POINTER(ctypes.c_char_p), S, ctypes.POINTER(U64), ctypes.POINTER(U64)], I),
+        "jvdb_count_filtered": ([P, P, ctypes.POINTER(U64)], I),
+        "jvdb_delete_filtered": ([P, P, ctypes.POINTER(U64)], I),
+    }
+    for name, (args, res) in optional.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            continue
+        fn.argtypes = args
+        fn.restype = res
     return lib
 
 
@@ -122,6 +139,18 @@ def _filter_holds(cond: Any, present: bool, value: Any) -> bool:
         if not ok:
             return False
     return True
+
+
+_BASE_OPS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"}
+
+
+def _check_base(filters: Filters) -> None:
+    for field, cond in filters.items():
+        ops = set(cond) if isinstance(cond, dict) else set()
+        if field.startswith("$") or "." in field or not ops <= _BASE_OPS:
+            raise UnsupportedError("UNSUPPORTED", "embedded mode evaluates only equality, $eq $ne $in $nin and ranges "
+                                   "here (not '%s'); count and delete by filter take every rule with a library "
+                                   "that has jvdb_count_filtered" % field)
 
 
 def _matches(filters: Filters, meta: Optional[Dict[str, Any]]) -> bool:
@@ -299,12 +328,20 @@ class Embedded:
     def get_many(self, db: str, ids: Sequence[str]) -> List[Vector]:
         return [v for v in (self.get(db, i) for i in ids) if v is not None]
 
+    def _filter(self, filters: Filters) -> ctypes.c_void_p:
+        """The library's compiled filter (a bad one gets the library's message); free with jvdb_filter_free."""
+        f = ctypes.c_void_p()
+        self._check(self._lib.jvdb_filter_parse(json.dumps(filters).encode(), ctypes.byref(f)))
+        return f
+
+    def _has(self, name: str) -> bool:
+        return hasattr(self._lib, name)
+
     def _snapshot(self, db: str, filters: Optional[Filters], values: bool = True) -> List[Vector]:
         h = self._db(db)
         if filters is not None:
-            f = ctypes.c_void_p()   # the library checks the filter, so a bad one gets its message
-            self._check(self._lib.jvdb_filter_parse(json.dumps(filters).encode(), ctypes.byref(f)))
-            self._lib.jvdb_filter_free(f)
+            self._lib.jvdb_filter_free(self._filter(filters))
+            _check_base(filters)
         dim = self._lib.jvdb_db_dim(h)
         out: List[Vector] = []
 
@@ -328,8 +365,21 @@ class Embedded:
         if (ids is None) == (filters is None):
             raise ValueError("give exactly one of ids and filters")
         h = self._db(db)
+        if ids is None and self._has("jvdb_delete_filtered"):
+            f = self._filter(filters)
+            out = ctypes.c_uint64()
+            try:
+                self._check(self._lib.jvdb_delete_filtered(h, f, ctypes.byref(out)))
+            finally:
+                self._lib.jvdb_filter_free(f)
+            return int(out.value)
         if ids is None:
             ids = [v["id"] for v in self._snapshot(db, filters, values=False)]
+        elif self._has("jvdb_delete_ids"):
+            arr = (ctypes.c_char_p * max(len(ids), 1))(*[i.encode() for i in ids])
+            out, lsn = ctypes.c_uint64(), ctypes.c_uint64()
+            self._check(self._lib.jvdb_delete_ids(h, arr, len(ids), ctypes.byref(out), ctypes.byref(lsn)))
+            return int(out.value)
         n = 0
         for i in ids:
             rc = self._lib.jvdb_delete(h, i.encode(), None)
@@ -341,6 +391,15 @@ class Embedded:
     def count(self, db: str, filters: Optional[Filters] = None) -> int:
         if filters is None:
             return int(self._lib.jvdb_count(self._db(db)))
+        if self._has("jvdb_count_filtered"):
+            h = self._db(db)
+            f = self._filter(filters)
+            out = ctypes.c_uint64()
+            try:
+                self._check(self._lib.jvdb_count_filtered(h, f, ctypes.byref(out)))
+            finally:
+                self._lib.jvdb_filter_free(f)
+            return int(out.value)
         return len(self._snapshot(db, filters, values=False))
 
     def scroll(self, db: str, filters: Optional[Filters] = None, batch_size: int = 1000,
