@@ -72,6 +72,8 @@ export class Client {
   request<T = any>(method: string, path: string, body?: unknown, query?: Record<string, unknown>): Promise<T>;
   health(): Promise<{ status: string; version: string }>;
   status(): Promise<Record<string, any>>;
+  /** true once the server is ready (GET /readyz 200), false while it answers 503. */
+  ready(): Promise<boolean>;
 
   createDatabase(name: string, dimension: number, options?: CreateDatabaseOptions): Promise<Record<string, any>>;
   getDatabase(name: string): Promise<Record<string, any>>;

@@ -112,6 +112,16 @@ export class Client {
 
   health() { return this.request("GET", "/health"); }
   status() { return this.request("GET", "/status"); }
+  /** true once every database is open and its index usable (GET /readyz 200), false while it is 503. */
+  async ready() {
+    try {
+      await this.request("GET", "/readyz");
+      return true;
+    } catch (e) {
+      if (e instanceof JvdbError && e.status === 503 && e.code !== "SHUTTING_DOWN") return false;
+      throw e;
+    }
+  }
 
   // ---- databases ----
 

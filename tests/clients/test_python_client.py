@@ -57,7 +57,7 @@ def need_route(fn, *a, **kw):
     try:
         return fn(*a, **kw)
     except jvdb.UnsupportedError as e:
-        raise Skip("server has no route yet (issue 12): %s" % e.message)
+        raise Skip("server has no such route yet (issue 12 or 14 adds it): %s" % e.message)
 
 
 @test
@@ -253,6 +253,12 @@ def backup_helpers():
             raise AssertionError("no error")
         except jvdb.ConflictError as e:
             assert e.code == "NO_BACKUP_REPOSITORY"
+
+
+@test
+def readiness():
+    with Server(env=server_env()) as s:
+        assert need_route(jvdb.Client(url(s)).ready) is True
 
 
 @test

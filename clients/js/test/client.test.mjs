@@ -116,6 +116,12 @@ test("backup helpers", async () => {
   await rejects(new Client(server.url).backup("t"), "NO_BACKUP_REPOSITORY", 409);
 });
 
+test("readiness", async (t) => {
+  const ready = await needRoute(t, () => new Client(server.url).ready());
+  if (ready === undefined) return;
+  assert.equal(ready, true);
+});
+
 test("count with filters", async (t) => {
   const c = new Client(server.url);
   await c.createDatabase("c", 8);

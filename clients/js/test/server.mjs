@@ -54,7 +54,7 @@ export async function needRoute(t, fn) {
     return await fn();
   } catch (e) {
     if (e instanceof UnsupportedError) {
-      t.skip(`server has no route yet (issue 12): ${e.serverMessage}`);
+      t.skip(`server has no such route yet (issue 12 or 14 adds it): ${e.serverMessage}`);
       return undefined;
     }
     throw e;

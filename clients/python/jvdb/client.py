@@ -167,6 +167,17 @@ class Client:
     def status(self) -> Dict[str, Any]:
         return self.request("GET", "/status")
 
+    def ready(self) -> bool:
+        """True once every database is open and its index usable (GET /readyz 200), False while it is
+        503; UnsupportedError from a server without /readyz."""
+        try:
+            self.request("GET", "/readyz")
+            return True
+        except JvdbError as e:
+            if e.status == 503 and e.code != "SHUTTING_DOWN":
+                return False
+            raise
+
     # ---- databases ----
 
     def create_database(self, name: str, dimension: int, metric: str = "cosine", index_type: Optional[str] = None,
