@@ -7,6 +7,7 @@ Every method is driven over HTTP and checked against what the server stored; the
 examples are run as written.  Count/scroll/delete by filter need issue 12's routes: without them
 those tests are skipped with the reason (and pass once the routes exist).
 """
+import array
 import os
 import random
 import struct
@@ -92,7 +93,7 @@ def crud_and_search():
         assert all(len(h["values"]) == 8 and "metadata" not in h for h in hits)
         assert c.search("t", want["values"], k=10, threshold=0.0)[0]["id"] == "v01234"
         # tuples, replace, metadata removed by a replace without it
-        assert c.upsert("t", [("v01234", [0.0] * 8), ("x/y z", [1.0] * 8, {"k": "ü"})]) == 2
+        assert c.upsert("t", [("v01234", [0.0] * 8), ("x/y z", array.array("f", [1.0] * 8), {"k": "ü"})]) == 2
         assert c.get("t", "v01234") == {"id": "v01234", "values": [0.0] * 8, "metadata": None}
         assert c.get("t", "x/y z")["metadata"] == {"k": "ü"}                 # ids are escaped in paths
         assert c.delete("t", ids=["x/y z", "v00000", "never"]) == 2
@@ -139,6 +140,11 @@ def errors_carry_code_and_message():
             raise AssertionError("no error")
         except jvdb.InvalidArgumentError as e:
             assert "unknown field" in e.message
+        try:
+            c.upsert("e", [("a", ["x", 1, 2, 3])])
+            raise AssertionError("no error")
+        except jvdb.InvalidArgumentError as e:
+            assert "must be numbers" in e.message
         try:
             c.search("e", [float("nan")] * 4)
             raise AssertionError("no error")

@@ -26,6 +26,14 @@ def _q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
+def _floats(values: Sequence[float]) -> List[float]:
+    """Plain floats (numpy or array.array values included), which is what JSON can carry."""
+    try:
+        return list(map(float, values))
+    except (TypeError, ValueError):
+        raise InvalidItem("vector values must be numbers") from None
+
+
 def normalize_item(item: VectorLike) -> Vector:
     """A vector as the API wants it, from a dict or an (id, values[, metadata]) tuple."""
     if isinstance(item, dict):
@@ -34,12 +42,12 @@ def normalize_item(item: VectorLike) -> Vector:
             raise InvalidItem("vector has unknown field(s) %s (known: id, values, metadata)" % sorted(unknown))
         if "id" not in item or "values" not in item:
             raise InvalidItem("vector needs 'id' and 'values'")
-        out = {"id": item["id"], "values": list(item["values"])}
+        out = {"id": item["id"], "values": _floats(item["values"])}
         if item.get("metadata") is not None:
             out["metadata"] = item["metadata"]
         return out
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
-        out = {"id": item[0], "values": list(item[1])}
+        out = {"id": item[0], "values": _floats(item[1])}
         if len(item) == 3 and item[2] is not None:
             out["metadata"] = item[2]
         return out
@@ -305,7 +313,7 @@ class Client:
                include_metadata: bool = True, include_values: bool = False, threshold: Optional[float] = None,
                ef: Optional[int] = None, exact: bool = False) -> List[Dict[str, Any]]:
         """The k nearest vectors, best first: [{"id", "score", "metadata"?, "values"?}]."""
-        body: Dict[str, Any] = {"queryVector": list(vector), "topK": k, "includeMetadata": include_metadata,
+        body: Dict[str, Any] = {"queryVector": _floats(vector), "topK": k, "includeMetadata": include_metadata,
                                 "includeVectorData": include_values}
         if filters is not None:
             body["filters"] = filters
