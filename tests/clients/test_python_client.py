@@ -10,6 +10,10 @@ those tests are skipped with the reason (and pass once the routes exist).
 import array
 import os
 import random
+import re
+import signal
+import ssl
+import subprocess
 import struct
 import sys
 import tempfile
@@ -265,6 +269,73 @@ def backup_helpers():
 def readiness():
     with Server(env=server_env()) as s:
         assert need_route(jvdb.Client(url(s)).ready) is True
+
+
+def start_raw(args, root):
+    """A server started without jvdbtest's Server (which expects plain http): (proc, url, log path);
+    Skip when the server does not know an option (exit status 2: a server before issue 14)."""
+    log = os.path.join(root, "server.log")
+    proc = subprocess.Popen([jvdbtest.JVDB, "--data", os.path.join(root, "data"), "serve", "--listen", "127.0.0.1:0"]
+                            + args, stdout=subprocess.PIPE, stderr=open(log, "wb"), env=server_env())
+    line = proc.stdout.readline().decode()
+    if not line:
+        rc = proc.wait()
+        text = open(log).read()
+        if rc == 2:
+            raise Skip("server has no %s yet (issue 14): %s" % (args[0], text.strip().splitlines()[0] if text else rc))
+        raise AssertionError("server exited %s: %s" % (rc, text))
+    m = re.match(r"listening on (https?://127\.0\.0\.1:\d+)", line)
+    assert m, line
+    return proc, m.group(1), log
+
+
+def stop_raw(proc, log):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, open(log).read()[-4000:]
+    text = open(log).read()
+    for marker in jvdbtest.SANITIZER_MARKERS:
+        assert marker not in text, text[-8000:]
+
+
+@test
+def https_with_a_private_certificate():
+    root = tempfile.mkdtemp(prefix="jvdb-client-tls-")
+    crt, key = os.path.join(root, "server.crt"), os.path.join(root, "server.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    proc, base, log = start_raw(["--tls-cert", crt, "--tls-key", key], root)
+    try:
+        assert base.startswith("https://"), base
+        c = jvdb.Client(base, ssl_context=ssl.create_default_context(cafile=crt))
+        c.create_database("tls", dimension=2, metric="euclidean")
+        assert c.upsert("tls", [("a", [1, 2])]) == 1
+        got = c.get("tls", "a")
+        assert got["values"] == [1.0, 2.0], got
+        try:
+            jvdb.Client(base, timeout=10).health()          # the system does not trust this certificate
+            raise AssertionError("an untrusted certificate was accepted")
+        except jvdb.TransportError as e:
+            assert "CERTIFICATE_VERIFY_FAILED" in e.message, e.message
+    finally:
+        stop_raw(proc, log)
+
+
+@test
+def scoped_keys_are_forbidden_errors():
+    with Server(args=["--api-key", "admin-key"], env=server_env()) as s:
+        admin = jvdb.Client(url(s), api_key="admin-key")
+        admin.create_database("docs", dimension=2)
+        admin.upsert("docs", [("a", [1, 2])])
+        made = need_route(admin.request, "POST", "/v1/api-keys", {"role": "read", "databases": ["docs"]})
+        reader = jvdb.Client(url(s), api_key=made["api_key"])
+        assert reader.search("docs", [1, 2], k=1)[0]["id"] == "a"
+        try:
+            reader.upsert("docs", [("b", [1, 2])])
+            raise AssertionError("a read key wrote")
+        except jvdb.ForbiddenError as e:
+            assert e.status == 403 and e.code == "FORBIDDEN" and e.message, e
+        assert admin.count("docs") == 1
 
 
 @test
