@@ -97,4 +97,20 @@ export class Client {
   verifyBackup(id: string): Promise<{ backupId: string; valid: boolean; [k: string]: unknown }>;
   restore(id: string, options?: { target?: string; force?: boolean }): Promise<Record<string, any>>;
   deleteBackup(id: string, options?: { cascade?: boolean }): Promise<{ count: number; deleted: string[] }>;
+
+  jobs(): Promise<Job[]>;
+  getJob(id: string): Promise<Job>;
+  cancelJob(id: string): Promise<Job>;
+  waitJob(id: string, options?: { timeout?: number; poll?: number }): Promise<Job>;
+}
+
+export interface Job {
+  jobId: string;
+  kind: string;
+  database?: string;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  progress?: number;
+  result?: unknown;
+  error?: unknown;
+  [k: string]: unknown;
 }

@@ -267,4 +267,28 @@ export class Client {
   deleteBackup(id, { cascade = false } = {}) {
     return this.request("DELETE", `/v1/backups/${enc(id)}`, undefined, { cascade: cascade ? "true" : undefined });
   }
+
+  // ---- jobs (issue 12: long operations run with "async": true answer 202 {jobId}) ----
+
+  async jobs() {
+    const doc = await this.request("GET", "/v1/jobs");
+    return Array.isArray(doc) ? doc : doc.jobs;
+  }
+  getJob(id) { return this.request("GET", `/v1/jobs/${enc(id)}`); }
+  cancelJob(id) { return this.request("DELETE", `/v1/jobs/${enc(id)}`); }
+  /** Polls until the job ends: its record when it succeeded, a JvdbError when it failed or was cancelled. */
+  async waitJob(id, { timeout, poll = 200 } = {}) {
+    const deadline = timeout === undefined ? Infinity : Date.now() + timeout;
+    for (;;) {
+      const job = await this.getJob(id);
+      if (job.status === "succeeded") return job;
+      if (job.status === "failed" || job.status === "cancelled") {
+        const e = job.error;
+        if (e && typeof e === "object") throw new JvdbError(e.error ?? e.code ?? "JOB_FAILED", e.message ?? "");
+        throw new JvdbError(`JOB_${job.status.toUpperCase()}`, `job ${id} ${job.status}: ${e ?? ""}`);
+      }
+      if (Date.now() >= deadline) throw new JvdbError("TIMEOUT", `job ${id} still ${job.status} after ${timeout} ms`);
+      await new Promise((r) => setTimeout(r, poll));
+    }
+  }
 }

@@ -339,6 +339,25 @@ def scoped_keys_are_forbidden_errors():
 
 
 @test
+def jobs_helpers():
+    repo = tempfile.mkdtemp(prefix="jvdb-client-repo-")
+    with Server(args=["--backup-repo", os.path.join(repo, "r")], env=server_env()) as s:
+        c = jvdb.Client(url(s))
+        need_route(c.jobs)
+        c.create_database("j", dimension=8)
+        c.upsert("j", items(50))
+        started = c.request("POST", "/v1/databases/j/backups", {"type": "full", "async": True})
+        job = c.wait_job(started["jobId"], timeout=120)
+        assert job["status"] == "succeeded" and job["jobId"] == started["jobId"], job
+        assert any(j["jobId"] == started["jobId"] for j in c.jobs())
+        try:
+            c.get_job("no-such-job")
+            raise AssertionError("no error")
+        except jvdb.NotFoundError:
+            pass
+
+
+@test
 def count_with_filters():
     with Server(env=server_env()) as s:
         c = jvdb.Client(url(s))

@@ -122,6 +122,18 @@ test("readiness", async (t) => {
   assert.equal(ready, true);
 });
 
+test("jobs helpers", async (t) => {
+  const c = new Client(backupServer.url);
+  if ((await needRoute(t, () => c.jobs())) === undefined) return;
+  await c.createDatabase("j", 8);
+  await c.upsert("j", items(50));
+  const started = await c.request("POST", "/v1/databases/j/backups", { type: "full", async: true });
+  const job = await c.waitJob(started.jobId, { timeout: 120000 });
+  assert.equal(job.status, "succeeded");
+  assert.ok((await c.jobs()).some((j) => j.jobId === started.jobId));
+  await rejects(c.getJob("no-such-job"), "NOT_FOUND", 404);
+});
+
 test("count with filters", async (t) => {
   const c = new Client(server.url);
   await c.createDatabase("c", 8);

@@ -392,3 +392,34 @@ class Client:
 
     def delete_backup(self, backup_id: str, cascade: bool = False) -> Dict[str, Any]:
         return self.request("DELETE", "/v1/backups/" + _q(backup_id), query={"cascade": "true" if cascade else None})
+
+    # ---- jobs (issue 12: long operations run with "async": true answer 202 {"jobId"}) ----
+
+    def jobs(self) -> List[Dict[str, Any]]:
+        """Recent jobs (GET /v1/jobs); UnsupportedError from a server without jobs."""
+        doc = self.request("GET", "/v1/jobs")
+        return doc["jobs"] if isinstance(doc, dict) else doc
+
+    def get_job(self, job_id: str) -> Dict[str, Any]:
+        return self.request("GET", "/v1/jobs/" + _q(job_id))
+
+    def cancel_job(self, job_id: str) -> Dict[str, Any]:
+        return self.request("DELETE", "/v1/jobs/" + _q(job_id))
+
+    def wait_job(self, job_id: str, timeout: Optional[float] = None, poll: float = 0.2) -> Dict[str, Any]:
+        """Polls a job until it ends: its record when it succeeded; a JvdbError with the job's error
+        when it failed or was cancelled; TransportError("TIMEOUT") after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            status = job.get("status")
+            if status == "succeeded":
+                return job
+            if status in ("failed", "cancelled"):
+                err = job.get("error")
+                if isinstance(err, dict):
+                    raise make_error(str(err.get("error", err.get("code", "JOB_FAILED"))), str(err.get("message", "")))
+                raise make_error("JOB_" + status.upper(), "job %s %s: %s" % (job_id, status, err or ""))
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TransportError("TIMEOUT", "job %s still %s after %ss" % (job_id, status, timeout))
+            time.sleep(poll)
