@@ -560,7 +560,6 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     db_close(built);
     jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
-    jvdb_db *old = NULL;   /* set before any `goto fail`: the fail path reads it */
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
     free(mf);
