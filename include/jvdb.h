@@ -12,9 +12,15 @@
  * most recent failure ("vector has 3 values but database 'docs' has dimension 4").  A failed call
  * changes nothing.
  *
- * Durability: with sync "always" (the default) a write call returns only after its records are on
- * stable storage (concurrent writers share one fdatasync).  A write is visible to readers as soon as
- * its records are in the file, which may be a moment before the call returns.
+ * Durability and visibility: with sync "always" (the default) a write call returns only after its
+ * records are on stable storage (concurrent writers share one fdatasync), and readers see a batch
+ * only once that fdatasync has returned: nothing a reader saw can be lost by a power cut.  With
+ * "interval" and "never" a batch is visible as soon as it is written to the file (before any sync):
+ * a power cut may lose up to the last interval (or everything not yet written back by the kernel),
+ * including writes readers have seen.  In every mode a reader sees whole batches only (never part
+ * of one), and each read (a get, a search, an iteration) sees one consistent state as of the latest
+ * published batch when it started.  Reads never wait for writes, compactions or backups, and
+ * writes never wait for reads.
  */
 #ifndef JVDB_H
 #define JVDB_H

@@ -18,11 +18,15 @@
  * restored, has a new incarnation (its MANIFEST creation time) and a horizon of 0, so it never
  * continues a chain that is not its own.
  *
- * Restore verifies the whole chain first (nothing is written if any byte is wrong), then applies
- * it oldest first with db_append_raw into a hidden database that env_build_publish renames into
- * place (or swaps in atomically with force).  For chains longer than one, the verify pass notes
- * the newest LSN of every id, so the apply pass writes only the records that survive: the restored
- * database holds no dead versions and no tombstones.
+ * Restore verifies the whole chain first (nothing is written if any byte is wrong, or if any record
+ * holds what put would refuse: checksums can be forged, the rules cannot), then applies it oldest
+ * first with db_append_raw into a hidden database, created with the settings the newest backup
+ * carries (backup.json "settings": sync, segment size, the MANIFEST's index and compaction keys),
+ * that env_build_publish renames into place (or swaps in atomically with force).  Only create may
+ * create a repository (repo_ops.init); a name given for the restored database is used exactly as
+ * given or refused, and what restore did is reported in jvdb_restore_result.  For chains longer
+ * than one, the verify pass notes the newest LSN of every id, so the apply pass writes only the
+ * records that survive: the restored database holds no dead versions and no tombstones.
  */
 #include "backup/backup.h"
 
@@ -231,7 +235,8 @@ static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAM
     const char *slash = strchr(spec, '/');
     if (slash) {
         size_t dl = (size_t)(slash - spec);
-        if (dl > JVDB_MAX_NAME_LEN) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
+        /* Checked before copying: a cut-short id could name another backup. */
+        if (dl > JVDB_MAX_NAME_LEN || strlen(slash + 1) >= BACKUP_ID_MAX) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
         snprintf(db, JVDB_MAX_NAME_LEN + 1, "%.*s", (int)dl, spec);
         snprintf(id, BACKUP_ID_MAX, "%s", slash + 1);
         if (!db_name_valid(db) || !backup_id_valid(id)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (DATABASE/YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
@@ -549,13 +554,7 @@ static void backup_make_id(char *id, int64_t ns, jvdb_backup_type t, uint64_t se
              tm.tm_hour, tm.tm_min, tm.tm_sec, backup_type_name(t), (unsigned long long)seq);
 }
 
-static uint64_t db_horizon(jvdb_db *db)
-{
-    pthread_mutex_lock(&db->write_mu);
-    uint64_t h = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
-    return h;
-}
+static uint64_t db_horizon(jvdb_db *db) { return db_backup_horizon(db); }
 
 /* Picks the parent of a wanted incremental/differential, or explains why there is none. */
 static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t incarnation, char *note, size_t cap)
@@ -585,12 +584,12 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
 static int backup_capture_settings(jvdb_db *db, const char *description, struct backup_settings *st)
 {
     memset(st, 0, sizeof *st);
-    pthread_mutex_lock(&db->write_mu);
-    st->sync = db->m.sync;
-    st->sync_interval_ms = db->m.sync_interval_ms;
-    st->segment_max_bytes = db->m.segment_max_bytes;
-    st->manifest = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
-    pthread_mutex_unlock(&db->write_mu);
+    jvdb_db_options o;
+    jvdb_db_get_options(db, &o);
+    st->sync = o.sync;
+    st->sync_interval_ms = o.sync_interval_ms;
+    st->segment_max_bytes = o.segment_max_bytes;
+    st->manifest = db_manifest_extra(db, NULL);
     st->description = strdup(description);
     if (!st->manifest || !st->description) {
         backup_settings_free(st);
@@ -625,13 +624,13 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
     json_decref(probe);
 
-    const char *name = db->m.name;
+    const char *name = jvdb_db_name(db);
     struct backup_meta m;
     memset(&m, 0, sizeof m);
     snprintf(m.database, sizeof m.database, "%s", name);
-    m.dim = db->m.dim;
-    m.metric = db->m.metric;
-    m.incarnation = db->m.created_ns;
+    m.dim = jvdb_db_dim(db);
+    m.metric = jvdb_db_metric(db);
+    m.incarnation = db_created_ns(db);
     m.level = o.level;
     m.format_version = BACKUP_FORMAT_VERSION;
     snprintf(m.description, sizeof m.description, "%s", desc);
@@ -947,14 +946,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     }
     /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
      * the newest change it covers was a delete that is not in the data. */
-    pthread_mutex_lock(&built->write_mu);
-    if (built->last_lsn < it->m.lsn_to) built->last_lsn = it->m.lsn_to;
-    if (has_settings && json_object_size(st.manifest)) {
-        if (!built->m.extra) built->m.extra = json_object();
-        rc = !built->m.extra || json_object_update(built->m.extra, st.manifest) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
-    }
-    if (!rc) rc = db_store_manifest_locked(built);
-    pthread_mutex_unlock(&built->write_mu);
+    rc = db_restore_finish(built, it->m.lsn_to, has_settings ? st.manifest : NULL);
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;

@@ -101,6 +101,7 @@ static void meta_sync_name(jvdb_sync_mode m, uint32_t ms, char *buf, size_t cap)
     else snprintf(buf, cap, "%s", m == JVDB_SYNC_NEVER ? "never" : "always");
 }
 
+/* backup.json "settings" from the captured settings (NULL on out of memory or non-UTF-8 text). */
 static json_t *meta_settings_json(const struct backup_settings *st)
 {
     char sync[32];

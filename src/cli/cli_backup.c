@@ -7,8 +7,16 @@
  * environment variables inside the library.  Only create and restore open the data directory, so
  * list/show/verify/delete/prune work on a repository from any machine, even while a server holds
  * the data directory.  Long operations draw a progress bar when stderr is a terminal.
+ *
+ * A backup carries the database's settings, including the description the server keeps for it in
+ * <data>/server/<name>.json (src/server/dbmeta.c), so create reads that file and restore writes it
+ * back (atomically, like the server; the server is not running, since the CLI holds the data
+ * directory's lock).
  */
 #include "cli/cli.h"
+
+#include "core/clock.h"
+#include "core/fs.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +38,9 @@ const cli_cmd cli_cmd_backup = {
     "R is a directory or s3://bucket/prefix (default: $JVDB_BACKUP_REPO).  For S3 also:\n"
     "  --endpoint URL --region REGION --access-key KEY --secret-key SECRET\n"
     "(default: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).\n"
-    "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n",
+    "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n"
+    "Only create makes a repository; on a missing one the others say \"repository R does not\n"
+    "exist\" and create nothing.\n",
     1, -1};
 
 #define CLI_REPO_OPTS                                                                                     \
@@ -72,7 +82,8 @@ static const cli_cmd cli_cmd_backup_verify = {
     "Usage: jvdb backup verify ID --repo R [--json]\n"
     "\n"
     "Checks backup ID and every backup it depends on: metadata, parent links, the SHA-256 of\n"
-    "every archive and the checksum of every record.  Exit status 1 names the first bad backup.\n",
+    "every archive, the checksum of every record, and every record's contents against the rules\n"
+    "of put (id, metadata, finite vector).  Exit status 1 names the first bad backup.\n",
     1, 1};
 
 static const cli_cmd cli_cmd_backup_restore = {
@@ -80,9 +91,11 @@ static const cli_cmd cli_cmd_backup_restore = {
     "Usage: jvdb [--data DIR] backup restore ID --repo R [--as NEWNAME] [--force] [--json]\n"
     "\n"
     "Verifies the chain of backup ID, then rebuilds the database from it beside the live ones and\n"
-    "makes it appear in one step.  Nothing is written if verification fails.\n"
+    "makes it appear in one step, with the settings the backup carries (metric, sync mode, index\n"
+    "and compaction settings, description).  Nothing is written if verification fails.\n"
     "\n"
-    "  --as NAME   restore under another name (default: the backed-up database's name)\n"
+    "  --as NAME   restore under another name, [A-Za-z0-9_-]{1,64} (default: the backed-up\n"
+    "              database's name)\n"
     "  --force     replace an existing database of that name (atomically)\n",
     1, 1};
 
@@ -217,6 +230,51 @@ static int cli_bk_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv,
     return cli_repo_open(cmd, opts, repo);
 }
 
+/* <data>/server/<name>.json, the server's metadata of a database (NULL on out of memory). */
+static char *cli_bk_dbmeta_path(const cli_ctx *ctx, const char *name)
+{
+    char rel[JVDB_MAX_NAME_LEN + 16];
+    snprintf(rel, sizeof rel, "server/%s.json", name);
+    return fs_join(ctx->data_dir, rel);
+}
+
+/* The server's metadata of a database, or an empty object when there is none. */
+static json_t *cli_bk_dbmeta_load(const cli_ctx *ctx, const char *name)
+{
+    char *path = cli_bk_dbmeta_path(ctx, name);
+    json_t *doc = path && fs_exists(path) ? json_load_file(path, 0, NULL) : NULL;
+    free(path);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        doc = json_object();
+    }
+    return doc;
+}
+
+/* Writes the description a backup carried into the server's metadata, as the server does after
+ * a restore; a failure is a warning (the database itself was restored). */
+static void cli_bk_dbmeta_restore(const cli_ctx *ctx, const jvdb_restore_result *res)
+{
+    if (!res->database_description) return;
+    json_t *doc = cli_bk_dbmeta_load(ctx, res->database);
+    int64_t now = clock_wall_ns();
+    char *dir = fs_join(ctx->data_dir, "server"), *path = cli_bk_dbmeta_path(ctx, res->database), *text = NULL;
+    if (doc) {
+        json_object_set_new(doc, "description", json_string(res->database_description));
+        json_object_set_new(doc, "updated_ns", json_integer(now));
+        if (!res->replaced || !json_is_integer(json_object_get(doc, "created_ns")))
+            json_object_set_new(doc, "created_ns", json_integer(now));
+        text = json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+    }
+    if (!text || !dir || !path || fs_mkdir(dir) || fs_replace_file(path, text, strlen(text), "cli.dbmeta"))
+        fprintf(stderr, "jvdb: warning: the database's description could not be written to %s: %s\n",
+                path ? path : "<data>/server", jvdb_errmsg());
+    free(text);
+    free(dir);
+    free(path);
+    json_decref(doc);
+}
+
 /* ------------------------------------------------------------------ subcommands */
 
 static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
@@ -254,8 +312,11 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
     cli_bk_progress pr = {0};
     bo.progress = cli_bk_on_progress;
     bo.progress_arg = &pr;
+    json_t *dbmeta = cli_bk_dbmeta_load(ctx, jvdb_db_name(db));
+    bo.database_description = json_string_value(json_object_get(dbmeta, "description"));
     jvdb_backup_info info;
     rc = jvdb_backup_create(db, repo, &bo, &info);
+    json_decref(dbmeta);
     cli_bk_progress_end(&pr);
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
@@ -363,6 +424,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
     cli_bk_progress_end(&pr);
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
+    cli_bk_dbmeta_restore(ctx, &res);
     jvdb_free(res.database_description);
     /* Said from what the library did, not from what was asked. */
     if (ctx->json)

@@ -257,7 +257,7 @@ static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
                                         (json_int_t)res.bytes_dropped, "dropped", out.dropped));
     json_decref(out.dropped);
     if (!res.changed)
-        printf("database '%s' has no damaged record; nothing changed (%llu records)\n", pos[0],
+        printf("database '%s' has no damaged record; nothing to repair (%llu records)\n", pos[0],
                (unsigned long long)res.records_kept);
     else
         printf("repaired database '%s': kept %llu records (%llu read), dropped %llu damaged range%s (%llu bytes)\n",

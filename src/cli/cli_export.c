@@ -5,7 +5,9 @@
  * The text formats print each float as its shortest decimal that reads back to the same bits, and
  * ids and metadata as stored (escaped only as JSON or CSV require), so export followed by import
  * reproduces every record byte for byte (jsonl alone must turn a raw line break in metadata, which
- * JSON allows only between tokens, into a space).  A file is written under a
+ * JSON allows only between tokens, into a space).  Writing them unchecked relies on the library's
+ * record invariant (src/store/validate.c): every stored id is UTF-8 without control characters and
+ * every metadata text one JSON object, whichever way it came in.  A file is written under a
  * temporary name and renamed at the end, so a failed export never leaves a truncated file where a
  * good one was.
  */
@@ -40,7 +42,6 @@ typedef struct cli_export {
     enum cli_out_format fmt;
     uint32_t dim;
     uint64_t written;
-    char *bad_id;           /* the vector whose stored metadata is not a JSON object */
     cli_progress prog;
 } cli_export;
 
@@ -64,16 +65,6 @@ static void cli_write_meta_line(FILE *f, const char *s, size_t len)
     for (size_t i = 0; i < len; i++) putc(s[i] == '\n' || s[i] == '\r' ? ' ' : s[i], f);
 }
 
-/* Metadata is written as stored, so it must be what the library promises, a JSON object: anything
- * else would corrupt the file around it or fail the import. */
-static bool cli_meta_is_object(const char *meta, size_t len)
-{
-    json_t *j = json_loadb(meta, len, JSON_REJECT_DUPLICATES, NULL);
-    bool ok = json_is_object(j);
-    json_decref(j);
-    return ok;
-}
-
 static bool cli_csv_needs_quotes(const char *s, size_t len)
 {
     if (len == 0) return true; /* an unquoted empty id would read back as a missing one */
@@ -88,10 +79,6 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
     (void)lsn;
     cli_export *e = arg;
     FILE *f = e->f;
-    if (meta_len && e->fmt != CLI_OUT_FVECS && !cli_meta_is_object(meta, meta_len)) {
-        e->bad_id = strndup(id, id_len);
-        return 1;
-    }
     switch (e->fmt) {
     case CLI_OUT_JSONL:
         fputs("{\"id\":", f);
@@ -206,9 +193,6 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
 
     if (irc < 0) {
         rc = cli_lib_error(irc);
-    } else if (e.bad_id) {
-        rc = cli_fail("vector '%s' has stored metadata that is not a JSON object; nothing exported "
-                      "(run 'jvdb get %s' on it)", e.bad_id, name);
     } else if (write_failed) {
         rc = cli_fail("writing '%s' failed: %s", to_stdout ? "<stdout>" : path, strerror(saved_errno));
     } else if (tmp && rename(tmp, path) != 0) {
@@ -216,7 +200,6 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     }
     if (rc && tmp) unlink(tmp);
     free(tmp);
-    free(e.bad_id);
     if (rc) return rc;
 
     /* With '-' stdout carries the data, so a summary there would corrupt it. */

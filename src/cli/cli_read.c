@@ -416,6 +416,7 @@ static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
 /* Where a scan of CSV text stands: a record ends at a line break only outside a quoted field. */
 enum cli_csv_state { CSV_FIELD_START, CSV_UNQUOTED, CSV_QUOTED, CSV_QUOTE_SEEN };
 
+/* The state after scanning s[0..len) from `st`. */
 static enum cli_csv_state cli_csv_scan(enum cli_csv_state st, const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++) {

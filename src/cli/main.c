@@ -4,7 +4,8 @@
  *
  * Every command except `serve` opens the data directory itself through the library, does one thing
  * and exits, so the directory lock is held only for the length of the command.  The environment is
- * closed here, once, whatever the command did, so a final fdatasync always happens.
+ * closed here, once, whatever the command did, so a final fdatasync always happens.  A command that
+ * only reads opens it read-only (cli_ctx.readonly): it changes no file, whatever it finds there.
  */
 #include "cli/cli.h"
 

@@ -1,7 +1,8 @@
 /*
  * http.c — the libmicrohttpd glue: the daemon (internal thread pool), per-request state, body
- * accumulation with the size limit, answers that can be given before the body arrives (401, 413,
- * 503 while stopping), one log line and one metrics observation per finished request, and the
+ * accumulation with the size and memory limits, answers that can be given before the body arrives
+ * (400 for ambiguous framing or query arguments, 401, 413, 503 while stopping or out of budget),
+ * request-head deadlines, one log line and one metrics observation per finished request, and the
  * graceful stop (stop accepting, wait for in-flight requests, close).
  *
  * MHD calls the access handler several times per request: once when the headers are in, once per

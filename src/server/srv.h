@@ -31,7 +31,7 @@ typedef struct server_config {
     unsigned threads;                /* HTTP worker threads */
     char *api_key;                   /* NULL = no authentication */
     uint64_t max_body;               /* bytes; larger bodies get 413 */
-    uint64_t max_buffered;           /* request body bytes held over all connections; beyond: 503 */
+    uint64_t max_buffered;           /* bytes of bodies + their decoding estimate, all connections */
     unsigned max_connections;        /* open client connections (RLIMIT_NOFILE is raised to fit) */
     int max_connections_set;         /* given explicitly: failing to fit it is an error, not a warning */
     unsigned max_conn_per_ip;        /* 0 = no per-address limit */

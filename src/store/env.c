@@ -23,7 +23,7 @@
 #include "core/fs.h"
 #include "core/io.h"
 #include "core/log.h"
-#include "store/db.h"
+#include "store/db_impl.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -37,17 +37,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* A database being loaded by one thread; the node lives on that thread's stack. */
+struct env_loading {
+    const char *name;
+    struct env_loading *next;
+};
+
 struct jvdb_env {
     char *path;
     char *dbdir;
     int lock_fd;
     pthread_mutex_t mu;
-    pthread_cond_t released;            /* an env_db_acquire holder let go */
+    pthread_cond_t released;            /* an env_db_acquire holder let go, or a load finished */
     jvdb_db **dbs;
     size_t ndbs, cap;
     bool readonly;
     char **busy;                        /* names under repair: opens fail with JVDB_EBUSY */
     size_t nbusy;
+    struct env_loading *loading;        /* databases loaded right now, without the mutex */
 };
 
 const char *jvdb_env_path(const jvdb_env *env) { return env->path; }
@@ -113,6 +120,7 @@ static int env_clean(jvdb_env *env)
     return rc;
 }
 
+/* Opens the data directory for writing (creating it) or read-only (changing nothing). */
 static int env_open(const char *path, bool readonly, jvdb_env **out)
 {
     err_clear();
@@ -165,6 +173,7 @@ void jvdb_env_close(jvdb_env *env)
     free(env);
 }
 
+/* JVDB_EREADONLY for calls that would change a read-only environment. */
 static int env_check_writable(const jvdb_env *env)
 {
     if (!env->readonly) return JVDB_OK;
@@ -201,6 +210,7 @@ static int env_is_damaged(const char *dir)
     return missing;
 }
 
+/* Whether `name` is being repaired; env->mu held. */
 static int env_is_busy_locked(const jvdb_env *env, const char *name)
 {
     for (size_t i = 0; i < env->nbusy; i++)
@@ -223,8 +233,23 @@ static jvdb_db *env_find_open(jvdb_env *env, const char *name)
     return NULL;
 }
 
+static int env_is_loading(const jvdb_env *env, const char *name)
+{
+    for (const struct env_loading *l = env->loading; l; l = l->next)
+        if (!strcmp(l->name, name)) return 1;
+    return 0;
+}
+
+/* Waits (env->mu held) until no thread is loading `name`: opens, drops, creates and replaces of a
+ * database never overlap its load. */
+static void env_wait_loading(jvdb_env *env, const char *name)
+{
+    while (env_is_loading(env, name)) pthread_cond_wait(&env->released, &env->mu);
+}
+
 static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
 {
+    env_wait_loading(env, name);
     jvdb_db *db = env_find_open(env, name);
     if (db) {
         *out = db;
@@ -248,19 +273,32 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
         free(dir);
         return rc;
     }
+    /* Loading reads every segment (seconds for a large database), so it runs without the mutex:
+     * opening one database never stalls the handles of the others.  Whoever wants this one
+     * meanwhile waits in env_wait_loading. */
+    struct env_loading me = {name, env->loading};
+    env->loading = &me;
+    pthread_mutex_unlock(&env->mu);
+    int rc = db_load(env, dir, env->readonly ? DB_MODE_READONLY : DB_MODE_WRITE, &db);
+    free(dir);
+    pthread_mutex_lock(&env->mu);
+    for (struct env_loading **pp = &env->loading; *pp; pp = &(*pp)->next)
+        if (*pp == &me) {
+            *pp = me.next;
+            break;
+        }
+    pthread_cond_broadcast(&env->released);
+    if (rc) return rc;
     if (env->ndbs == env->cap) {
         size_t ncap = env->cap ? env->cap * 2 : 8;
         jvdb_db **n = realloc(env->dbs, ncap * sizeof *n);
         if (!n) {
-            free(dir);
+            db_close(db);
             return err_set(JVDB_ENOMEM, "out of memory");
         }
         env->dbs = n;
         env->cap = ncap;
     }
-    int rc = db_load(env, dir, env->readonly ? DB_MODE_READONLY : DB_MODE_WRITE, &db);
-    free(dir);
-    if (rc) return rc;
     env->dbs[env->ndbs++] = db;
     *out = db;
     return JVDB_OK;
@@ -318,6 +356,7 @@ int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts,
     if (!opts) return err_set(JVDB_EINVAL, "options are missing");
     if ((rc = env_check_writable(env))) return rc;
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char *dir = fs_join(env->dbdir, name);
     if (!dir) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -347,6 +386,7 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     char *gone = NULL;
     jvdb_db *closing = NULL;
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char dropname[160];
     static unsigned drop_seq;
     snprintf(dropname, sizeof dropname, ".drop-%s-%d-%u", name, (int)getpid(), drop_seq++);
@@ -411,6 +451,7 @@ int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void
         goto out;
     }
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     /* A handle in use may point into the very segments repair replaces. */
     if (env_find_open(env, name) || env_is_busy_locked(env, name)) {
         rc = err_set(JVDB_EBUSY, "database '%s' is open or being repaired; repair it when nothing uses it", name);
@@ -560,6 +601,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     db_close(built);
     jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
+    env_wait_loading(env, name);
     char *mf = fs_join(to, "MANIFEST");
     int exists = mf && fs_exists(mf);
     free(mf);

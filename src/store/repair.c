@@ -16,7 +16,7 @@
  * by an empty active segment.  An incomplete batch at the very end of the active segment is the
  * torn tail a normal open would cut: it is set aside too.
  */
-#include "store/db.h"
+#include "store/db_impl.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Orders records by LSN, the order they were written in. */
 static int repair_cmp_lsn(const void *a, const void *b)
 {
     const struct db_live_rec *x = a, *y = b;
@@ -114,7 +115,9 @@ static int repair_commit(jvdb_db *db, uint64_t *nos, size_t n)
     next.nsegments = n;
     next.active = act_no;
     next.next_segment = db->m.next_segment;
+    /* LSNs never go back, not even below a damaged record a backup may already hold. */
     if (db->last_lsn > next.lsn_floor) next.lsn_floor = db->last_lsn;
+    if (next.backup_horizon > next.lsn_floor) next.lsn_floor = next.backup_horizon;
     io_crash_point("repair.before_manifest");
     rc = manifest_store(db->dir, &next);
     next.segments = NULL;   /* still owned by the caller */

@@ -987,6 +987,12 @@ static void test_restore_names(void **state)
         assert_int_equal(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r), JVDB_EINVAL);
         assert_non_null(strstr(jvdb_errmsg(), "invalid database name"));
     }
+    /* Backup ids are not cut short either: "DB/" + a 70-character id is not an id. */
+    char spec[160];
+    snprintf(spec, sizeof spec, "orig/%s%s", info.id, "111111111111111111111111111111111111111111111111111111");
+    jvdb_backup_info shown;
+    assert_int_equal(jvdb_backup_show(f->repo, spec, &shown), JVDB_EINVAL);
+    assert_non_null(strstr(jvdb_errmsg(), "is not a backup id"));
     /* Nothing was replaced: neither the original nor the 64-character one. */
     check_model(db, &m, "original after refused restores");
     longname[64] = '\0';

@@ -15,7 +15,9 @@ Forged archives (checksums recomputed) are covered by tests/backup/test_backup.c
 forging needs XXH3 and zstd, which the Python standard library does not have.
 The last line printed is "N passed, N failed".
 """
+import json
 import os
+import subprocess
 import sys
 import threading
 
@@ -121,6 +123,40 @@ def restore_brings_back_settings():
         got = expect(c.get("/v1/databases/conf"), 200).json
         for k in keys:
             assert got[k] == want[k], ("conf after restart", k, got[k], want[k])
+        s.stop()
+    finally:
+        s.cleanup()
+
+
+@test
+def cli_backups_carry_the_description():
+    """A backup made with the CLI carries the description the server keeps; a CLI restore writes it back."""
+    s = repo_server()
+    try:
+        s.start()
+        c = s.client()
+        mkdb(c, "cli", description="made over HTTP", indexType="FLAT")
+        put(c, "cli", 3)
+        s.stop()
+
+        def jvdb(*args):
+            p = subprocess.run([jvdbtest.JVDB, "--data", s.data] + list(args) + ["--repo", s.repo, "--json"],
+                               capture_output=True, text=True, env=s.env, timeout=120)
+            assert p.returncode == 0, (args, p.stdout, p.stderr)
+            return json.loads(p.stdout)
+
+        bid = jvdb("backup", "create", "cli")["id"]
+        r = jvdb("backup", "restore", bid, "--as", "cli2")
+        assert r["database"] == "cli2" and r["replaced"] is False, r
+        s.start()
+        c = s.client()
+        for name in ("cli", "cli2"):
+            got = expect(c.get("/v1/databases/" + name), 200).json
+            assert got["description"] == "made over HTTP" and got["indexType"] == "FLAT", got
+        # And the server restores the CLI's backup with it too.
+        expect(c.delete("/v1/databases/cli"), 200)
+        expect(c.post("/v1/backups/%s/restore" % bid, {}), 201)
+        assert expect(c.get("/v1/databases/cli"), 200).json["description"] == "made over HTTP"
         s.stop()
     finally:
         s.cleanup()

@@ -11,6 +11,7 @@ being ignored.  Smuggling and slowloris cases speak raw HTTP over sockets.  Conn
 to the server on loopback; the slowloris cases use source addresses 127.0.0.2-127.0.0.9 (all of
 127/8 is loopback on Linux) so that the per-address limit does not hide what is being tested.
 """
+import errno
 import json
 import os
 import resource
@@ -109,12 +110,13 @@ def open_idle(port, n, sources):
 
 
 def closed_by_peer(s):
+    """True once the server has closed the connection (a socket still connecting is not closed)."""
     try:
         return s.recv(1) == b""
-    except BlockingIOError:
+    except (BlockingIOError, InterruptedError):
         return False
-    except (ConnectionResetError, OSError):
-        return True
+    except OSError as e:
+        return e.errno != errno.ENOTCONN
 
 
 # ---------------------------------------------------------------- item 6: slowloris
@@ -336,6 +338,18 @@ def empty_api_key_environment_is_refused():
     p = subprocess.run([jvdbtest.JVDB, "serve", "--help"], capture_output=True, env=dict(os.environ, JVDB_API_KEY=""),
                        timeout=30)
     assert p.returncode == 0 and b"--header-timeout" in p.stdout and b"--max-buffered" in p.stdout
+    shutil.rmtree(os.path.dirname(data), ignore_errors=True)
+
+
+@test
+def limit_flags_are_checked():
+    data = os.path.join(tempfile.mkdtemp(prefix="jvdb-e2e-"), "data")
+    for bad, says in ((["--max-buffered", "1MiB"], "at least --max-body"), (["--header-timeout", "10ms"], "header-timeout"),
+                      (["--idle-timeout", "0"], "idle-timeout"), (["--max-connections", "5"], "max-connections"),
+                      (["--max-connections-per-ip", "x"], "max-connections-per-ip")):
+        p = subprocess.run([jvdbtest.JVDB, "--data", data, "serve", "--listen", "127.0.0.1:0"] + bad,
+                           capture_output=True, timeout=10)
+        assert p.returncode == 2 and says.encode() in p.stderr, (bad, p.returncode, p.stderr[-300:])
     shutil.rmtree(os.path.dirname(data), ignore_errors=True)
 
 

@@ -1,11 +1,13 @@
 /* test_store.c — round trips of every public storage call and every input error (issue 2). */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "store/db.h"
 #include "test_util.h"
 
 static void test_env_lock(void **state)
@@ -342,6 +344,52 @@ static void test_group_commit(void **state)
     tu_rmdir(dir);
 }
 
+struct drop_job {
+    jvdb_env *env;
+    int rc;
+    atomic_int done;
+};
+
+static void *drop_main(void *arg)
+{
+    struct drop_job *j = arg;
+    j->rc = jvdb_db_drop(j->env, "held");
+    atomic_store(&j->done, 1);
+    return NULL;
+}
+
+/* The contract per-request handles rely on: a drop waits for env_db_acquire holders, acquire fails
+ * while the drop is pending, and other databases open and are created meanwhile (the drop does not
+ * sit on the environment's mutex). */
+static void test_drop_waits_for_holders(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    tu_create(env, "held", 4, JVDB_METRIC_L2, 0);
+    tu_create(env, "other", 4, JVDB_METRIC_L2, 0);
+    jvdb_db *h, *o;
+    assert_ok(env_db_acquire(env, "held", &h));
+    struct drop_job j = {env, 1, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, drop_main, &j), 0);
+    usleep(150 * 1000);
+    assert_int_equal(atomic_load(&j.done), 0);
+    assert_err(env_db_acquire(env, "held", &o), JVDB_ENOTFOUND, "being dropped");
+    assert_ok(jvdb_db_open(env, "other", &o));
+    tu_create(env, "third", 4, JVDB_METRIC_L2, 0);
+    env_db_release(env, h);
+    pthread_join(t, NULL);
+    assert_ok(j.rc);
+    assert_err(jvdb_db_open(env, "held", &o), JVDB_ENOTFOUND, "does not exist");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/databases/held", dir);
+    assert_int_equal(tu_file_size(p), -1);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -352,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_changes_nothing),
         cmocka_unit_test(test_segments_seal),
         cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_drop_waits_for_holders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
