@@ -22,7 +22,7 @@ const cli_cmd cli_cmd_delete = {
     "does not, nothing is deleted.  With --ids-file (one id per line, '-' for stdin) ids that do not\n"
     "exist are skipped and counted; with --filter every vector whose metadata matches is deleted\n"
     "(the filter language of 'jvdb search --filter'; an empty filter is refused).\n"
-    "--json prints {\"deleted\": N, \"skipped\": M} (ids not found or repeated).\n",
+    "--json prints {\"deleted\": N}, with --ids-file also \"skipped\": M (ids not found or repeated).\n",
     1, -1};
 
 const cli_cmd cli_cmd_count = {
@@ -85,9 +85,10 @@ static int cli_read_ids(const char *path, char **text, const char ***ids, size_t
     return 0;
 }
 
-/* Prints the outcome of a delete. */
-static int cli_delete_report(cli_ctx *ctx, const char *name, uint64_t deleted, uint64_t skipped)
+/* Prints the outcome of a delete; `skipped` is reported for an ids file only (with_skipped). */
+static int cli_delete_report(cli_ctx *ctx, const char *name, uint64_t deleted, int with_skipped, uint64_t skipped)
 {
+    if (ctx->json && !with_skipped) return cli_print_json(json_pack("{sI}", "deleted", (json_int_t)deleted));
     if (ctx->json)
         return cli_print_json(json_pack("{sIsI}", "deleted", (json_int_t)deleted, "skipped", (json_int_t)skipped));
     printf("deleted %llu vector%s from '%s'", (unsigned long long)deleted, deleted == 1 ? "" : "s", name);
@@ -110,7 +111,7 @@ static int cli_delete_args(cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
         cli_lib_error(rc);
         return cli_fail("nothing deleted");
     }
-    return cli_delete_report(ctx, pos[0], deleted, 0);
+    return cli_delete_report(ctx, pos[0], deleted, 0, 0);
 }
 
 int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
@@ -150,7 +151,7 @@ int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
         rc = cli_fail("nothing deleted");
         goto out;
     }
-    rc = cli_delete_report(ctx, pos[0], deleted, filter ? 0 : n - deleted);
+    rc = cli_delete_report(ctx, pos[0], deleted, !filter, filter ? 0 : n - deleted);
 out:
     jvdb_filter_free(filter);
     free(ids);
