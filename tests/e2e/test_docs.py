@@ -37,6 +37,8 @@ ROUTES = {
     ("DELETE", "/v1/databases/{id}/vectors/{vid}"), ("POST", "/v1/databases/{id}/backups"),
     ("GET", "/v1/databases/{id}/backups"), ("GET", "/v1/backups/{bid}"), ("DELETE", "/v1/backups/{bid}"),
     ("POST", "/v1/backups/{bid}/verify"), ("POST", "/v1/backups/{bid}/restore"),
+    ("POST", "/v1/databases/{id}/vectors/delete"), ("POST", "/v1/databases/{id}/vectors/count"),
+    ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
 }
 
 
@@ -101,7 +103,7 @@ def route_of(cmd):
         prev = segs[n - 1] if n else ""
         if prev == "databases" and n == 3:
             seg = "{id}"
-        elif prev == "vectors" and seg not in ("batch", "batch-get"):
+        elif prev == "vectors" and seg not in ("batch", "batch-get", "delete", "count", "metadata"):
             seg = "{vid}"
         elif prev == "backups" and n == 3:
             seg = "{bid}"
@@ -175,7 +177,7 @@ def openapi_covers_every_route():
         if m:
             path = m.group(1)
             continue
-        m = re.match(r"^    (get|put|post|delete):\s*$", line)
+        m = re.match(r"^    (get|put|patch|post|delete):\s*$", line)
         if m and path:
             found.add((m.group(1).upper(), path))
     assert found == ROUTES, "openapi.yaml: missing %s, extra %s" % (sorted(ROUTES - found), sorted(found - ROUTES))
