@@ -258,6 +258,17 @@ int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, ui
 /* The same merge for every vector the filter accepts, in one batch (as jvdb_delete_filtered). */
 int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
 
+/* Reading a collection back page by page.  The ids of up to `limit` (1..JVDB_SCROLL_MAX) live
+ * vectors the filter accepts (NULL = all) whose ids sort after `after` (byte order, which is code
+ * point order; NULL = from the first), ascending; *more (optional) says whether more follow.
+ * Passing the last id of a page as the next `after` visits every vector that exists throughout
+ * exactly once, whatever is written meanwhile.  Each page scans the database (no ordered index).
+ * Free with jvdb_scroll_ids_free. */
+#define JVDB_SCROLL_MAX 100000u
+int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
+                    size_t *n, int *more);
+void jvdb_scroll_ids_free(char **ids, size_t n);
+
 typedef struct jvdb_search_params {
     uint32_t k;                  /* results wanted (10) */
     uint32_t ef;                 /* HNSW ef for this query; 0 = the database's */

@@ -753,6 +753,7 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
     char *buf = db_buf_get(total);
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
     size_t buf_len = total;   /* DB_WRITE_BULK may shrink total; the buffer's fate follows its size */
+    uint8_t *keep = NULL;     /* DB_WRITE_BULK: which ops still apply (before any goto unlock) */
     int64_t now = clock_wall_ns();
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
@@ -768,7 +769,6 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
         rc = db_failed_error(db);
         goto unlock;
     }
-    uint8_t *keep = NULL;
     size_t kept = n;
     if (flags & DB_WRITE_BULK) {
         /* Liveness and if_lsn are decided here because only writers change them. */

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Filters on real metadata and bulk operations over REST (issue 12, items 2-3).
+"""Filters on real metadata, bulk operations and scroll over REST (issue 12).
 
 Usage: test_adversarial_bulk.py PATH_TO_JVDB [TEST...]
 
 Metadata as the original JadeVectorDB client writes it (lists, nested objects, numbers as strings)
 is matched by search, count and delete with the documented filter rules; bulk deletes are one batch
-whose count says what happened; PATCH merges where PUT replaces; every new route refuses unknown
-fields and bad filters with 400 and changes nothing.
+whose count says what happened; PATCH merges where PUT replaces; scroll returns every vector that
+exists throughout exactly once while others are written; every new route refuses unknown fields and
+bad filters with 400 and changes nothing.
 The last line printed is "N passed, N failed".
 """
 import os
@@ -142,6 +143,57 @@ def patch_merges_put_replaces():
         # PUT still replaces.
         expect(c.put("/v1/databases/docs/vectors/v7", {"values": [1, 1, 1, 1], "metadata": {"only": 1}}), 200)
         assert expect(c.get("/v1/databases/docs/vectors/v7"), 200)["metadata"] == {"only": 1}
+
+
+@test
+def scroll_is_stable_under_writes():
+    """Every vector that exists throughout is returned once, in id order, while others come and go."""
+    with Server() as s:
+        c = s.client()
+        load(c)
+        seen, cursor, pages = [], None, 0
+        throughout = {"v%d" % i for i in range(N)}
+        while True:
+            body = {"limit": 37, "includeValues": pages == 0}
+            if cursor:
+                body["cursor"] = cursor
+            r = expect(c.post("/v1/databases/docs/vectors/scroll", body), 200)
+            ids = [v["id"] for v in r["vectors"]]
+            if pages == 0:
+                assert r["vectors"][0]["values"] == [0, 0, 0, 1] and r["vectors"][0]["metadata"] == meta(0), r.json
+            else:
+                assert "values" not in r["vectors"][0] and "metadata" in r["vectors"][0], r.json
+            seen += ids
+            cursor = r["nextCursor"]
+            pages += 1
+            # Writes between pages: new ids on both sides of the cursor, deletes ahead and behind.
+            k = pages * 7
+            expect(c.post("/v1/databases/docs/vectors/batch", {"vectors": [
+                {"id": "v%d_new" % k, "values": [1, 2, 3, 4]}, {"id": "a%d" % k, "values": [1, 2, 3, 4]}]}), 201)
+            gone = ["v%d" % (k * 3 % N), "v%d" % ((k * 3 + 150) % N)]
+            expect(c.post("/v1/databases/docs/vectors/delete", {"ids": gone}), 200)
+            throughout -= set(gone)
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)), "returned twice"
+        assert seen == sorted(seen, key=lambda x: x.encode()), "not in id order"
+        assert throughout <= set(seen), sorted(throughout - set(seen))[:5]
+        # A filter, and the end of the collection.
+        r = expect(c.post("/v1/databases/docs/vectors/scroll", {"limit": 1000, "filters": {"doc": "d1"}}), 200)
+        assert [v["id"] for v in r["vectors"]] == sorted("v%d" % i for i in range(10, 20) if "v%d" % i in throughout)
+        assert r["nextCursor"] is None
+        for body, words in [({"limit": 0}, "'limit' must be an integer"), ({"cursor": "zz"}, "'cursor'"),
+                            ({"cursor": "00"}, "'cursor'"), ({"includeValue": True}, "includeValue"),
+                            ({"filters": {"$or": 1}}, "$or needs")]:
+            expect(c.post("/v1/databases/docs/vectors/scroll", body), 400, "INVALID_ARGUMENT", words)
+        # The original's offset listing.
+        total = count(c)
+        r = expect(c.get("/v1/databases/docs/vectors?limit=5&offset=3"), 200)
+        assert r["total"] == total and r["limit"] == 5 and r["offset"] == 3, r.json
+        everything = expect(c.post("/v1/databases/docs/vectors/scroll", {"limit": 100000}), 200)["vectors"]
+        assert [v["id"] for v in r["vectors"]] == [v["id"] for v in everything[3:8]], r.json
+        assert "values" in r["vectors"][0] and "metadata" in r["vectors"][0]
+        expect(c.get("/v1/databases/docs/vectors?limit=0"), 400, "INVALID_ARGUMENT", "limit")
 
 
 if __name__ == "__main__":

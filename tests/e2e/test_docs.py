@@ -39,6 +39,7 @@ ROUTES = {
     ("POST", "/v1/backups/{bid}/verify"), ("POST", "/v1/backups/{bid}/restore"),
     ("POST", "/v1/databases/{id}/vectors/delete"), ("POST", "/v1/databases/{id}/vectors/count"),
     ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
+    ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
 }
 
 
@@ -103,7 +104,7 @@ def route_of(cmd):
         prev = segs[n - 1] if n else ""
         if prev == "databases" and n == 3:
             seg = "{id}"
-        elif prev == "vectors" and seg not in ("batch", "batch-get", "delete", "count", "metadata"):
+        elif prev == "vectors" and seg not in ("batch", "batch-get", "delete", "count", "metadata", "scroll"):
             seg = "{vid}"
         elif prev == "backups" and n == 3:
             seg = "{bid}"
