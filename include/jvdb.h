@@ -244,7 +244,8 @@ void jvdb_filter_free(jvdb_filter *f);
 
 /* Deletes every listed id that is live, as one all-or-nothing batch (one fsync); ids not live (or
  * listed twice) are no-ops, so *deleted (optional) may be below count.  Liveness is decided under
- * the writer lock.  A bad id fails the call before anything is written. */
+ * the writer lock.  A bad id fails the call before anything is written.  *last_lsn (optional) is
+ * the batch's last LSN, 0 when nothing was deleted. */
 int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t *deleted, uint64_t *last_lsn);
 /* Live vectors the filter accepts (NULL = all). */
 int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out);

@@ -31,6 +31,7 @@ int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t 
 {
     err_clear();
     if (deleted) *deleted = 0;
+    if (last_lsn) *last_lsn = 0;
     if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
     if (count == 0) return JVDB_OK;
     if (!ids) return err_set(JVDB_EINVAL, "ids is NULL");

@@ -1,7 +1,9 @@
 /* test_filter.c — metadata filters (issue 12): every documented rule (lists contain, dotted paths,
  * $and/$or/$not, $exists, $contains, numeric strings in ranges, strict equality) checked by exact
- * and HNSW search against a brute-force reference over the same data, and the compile errors. */
+ * and HNSW search against a brute-force reference over the same data, and the compile errors; the
+ * bulk writes (counts, merges that lose no concurrent update) and scroll order. */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,10 +195,133 @@ static void test_filter_errors(void **state)
     jvdb_filter_free(f);
 }
 
+/* Bulk writes: counts, duplicates, bad input changing nothing, merges. */
+static void test_bulk_library(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "b", 4, JVDB_METRIC_L2, 0);
+    float v[4] = {1, 2, 3, 4};
+    char id[16], meta[64];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof id, "v%d", i);
+        snprintf(meta, sizeof meta, "{\"g\":%d,\"tags\":[\"t%d\"]}", i % 4, i % 2);
+        assert_ok(jvdb_put(db, id, v, 4, meta, NULL));
+    }
+    const char *ids[] = {"v1", "v2", "v2", "zz", "v3"};
+    uint64_t n, lsn;
+    assert_ok(jvdb_delete_ids(db, ids, 5, &n, &lsn));
+    assert_int_equal(n, 3);
+    assert_true(lsn > 0);
+    assert_int_equal(jvdb_count(db), 17);
+    assert_ok(jvdb_delete_ids(db, ids, 5, &n, &lsn));
+    assert_int_equal(n, 0);
+    assert_int_equal(lsn, 0);
+    const char *bad[] = {"v4", ""};
+    assert_err(jvdb_delete_ids(db, bad, 2, &n, NULL), JVDB_EINVAL, "id 1: ");
+    assert_int_equal(jvdb_count(db), 17);
+    /* Filtered delete and count. */
+    jvdb_filter *f;
+    assert_ok(jvdb_filter_parse("{\"g\": 0}", &f));
+    assert_ok(jvdb_count_filtered(db, f, &n));
+    assert_int_equal(n, 5);
+    assert_ok(jvdb_delete_filtered(db, f, &n));
+    assert_int_equal(n, 5);
+    assert_ok(jvdb_count_filtered(db, f, &n));
+    assert_int_equal(n, 0);
+    jvdb_filter_free(f);
+    /* Merge: keys replace, objects merge, null removes; the vector stays. */
+    assert_ok(jvdb_update_metadata(db, "v5", "{\"g\": null, \"m\": {\"a\": 1}, \"x\": \"y\"}", &lsn));
+    assert_ok(jvdb_update_metadata(db, "v5", "{\"m\": {\"b\": 2}}", NULL));
+    char *got;
+    float back[4];
+    assert_ok(jvdb_get(db, "v5", back, &got));
+    assert_string_equal(got, "{\"tags\":[\"t1\"],\"m\":{\"a\":1,\"b\":2},\"x\":\"y\"}");
+    assert_memory_equal(back, v, sizeof v);
+    jvdb_free(got);
+    assert_err(jvdb_update_metadata(db, "nope", "{}", NULL), JVDB_ENOTFOUND, "not found");
+    assert_err(jvdb_update_metadata(db, "v5", "[1]", NULL), JVDB_EINVAL, "must be a JSON object");
+    assert_ok(jvdb_filter_parse("{\"tags\": \"t1\"}", &f));
+    assert_ok(jvdb_update_metadata_filtered(db, f, "{\"odd\": true}", &n));
+    assert_int_equal(n, 8);   /* v5 v7 v9 v11 v13 v15 v17 v19 (v1 v3 deleted) */
+    jvdb_filter_free(f);
+    assert_ok(jvdb_filter_parse("{\"odd\": true}", &f));
+    assert_ok(jvdb_count_filtered(db, f, &n));
+    assert_int_equal(n, 8);
+    jvdb_filter_free(f);
+    /* Scroll: id order, cursor = last id, the end says so. */
+    char **page;
+    size_t np;
+    int more;
+    assert_ok(jvdb_scroll_ids(db, NULL, NULL, 5, &page, &np, &more));
+    assert_int_equal(np, 5);
+    assert_true(more);
+    assert_string_equal(page[0], "v10");
+    assert_string_equal(page[4], "v15");   /* v12 went with g == 0 */
+    jvdb_scroll_ids_free(page, np);
+    assert_ok(jvdb_scroll_ids(db, NULL, "v6", 5, &page, &np, &more));
+    assert_int_equal(np, 2);
+    assert_false(more);
+    assert_string_equal(page[0], "v7");
+    assert_string_equal(page[1], "v9");   /* v8 went with g == 0 */
+    jvdb_scroll_ids_free(page, np);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
+struct merger {
+    jvdb_db *db;
+    const char *key;
+    int last;
+};
+
+static void *merge_thread(void *arg)
+{
+    struct merger *m = arg;
+    char patch[64];
+    for (int i = 1; i <= 200; i++) {
+        snprintf(patch, sizeof patch, "{\"%s\": %d}", m->key, i);
+        if (jvdb_update_metadata(m->db, "x", patch, NULL) != JVDB_OK) return NULL;
+        m->last = i;
+    }
+    return NULL;
+}
+
+/* Two writers merging different keys into one vector: neither loses the other's update. */
+static void test_merge_concurrent(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "m", 4, JVDB_METRIC_L2, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    float v[4] = {1, 2, 3, 4};
+    assert_ok(jvdb_put(db, "x", v, 4, "{}", NULL));
+    struct merger a = {db, "a", 0}, b = {db, "b", 0};
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, merge_thread, &a);
+    pthread_create(&tb, NULL, merge_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.last, 200);
+    assert_int_equal(b.last, 200);
+    char *got;
+    assert_ok(jvdb_get(db, "x", NULL, &got));
+    assert_true(strstr(got, "\"a\":200") && strstr(got, "\"b\":200"));
+    jvdb_free(got);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_filter_errors),
+        cmocka_unit_test(test_bulk_library),
+        cmocka_unit_test(test_merge_concurrent),
         cmocka_unit_test(test_filter_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
