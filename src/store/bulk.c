@@ -173,7 +173,7 @@ int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, ui
     for (int attempt = 0;; attempt++) {
         char *meta, *merged;
         size_t meta_len;
-        uint64_t lsn;
+        uint64_t lsn = 0;
         if ((rc = bulk_read(db, id, vec, &meta, &meta_len, &lsn))) break;
         rc = bulk_merge_meta(meta, meta_len, patch, &merged);
         free(meta);
