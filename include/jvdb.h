@@ -231,13 +231,50 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
 
-/* A metadata filter: a JSON object of conditions on top-level fields, all of which must hold:
- *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null)
- *   {"genre": {"$in": ["jazz", "blues"]}}   membership;  {"$ne": v} inequality
- *   {"year": {"$gte": 1990, "$lt": 2000}}   numeric ranges ($gt, $gte, $lt, $lte) */
+/* A metadata filter: a JSON object whose keys all must hold (docs/API.md "Filters" has every rule):
+ *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null; exact in type)
+ *   {"tags": "legal"}                       on a list: the list contains "legal" (so does $in)
+ *   {"m.lang": "en"}                        dotted paths into nested objects and lists of objects
+ *   {"genre": {"$in": ["jazz", "blues"]}}   any of; $nin none of; {"$ne": v} not equal
+ *   {"year": {"$gte": 1990, "$lt": 2000}}   ranges $gt $gte $lt $lte; "1995" (a string holding a JSON
+ *                                           number) compares as 1995, other non-numbers never match
+ *   {"f": {"$exists": true}}                present (null counts); {"$exists": false} absent
+ *   {"title": {"$contains": "tax"}}         substring of a string, or element of a list
+ *   {"$and": [..]} {"$or": [..]} {"$not": {..}}   combine filters
+ * A compiled filter is immutable: any number of threads may use one at once. */
 typedef struct jvdb_filter jvdb_filter;
 int jvdb_filter_parse(const char *json, jvdb_filter **out);
 void jvdb_filter_free(jvdb_filter *f);
+
+/* ---- bulk and filtered operations (issue 12) ---- */
+
+/* Deletes every listed id that is live, as one all-or-nothing batch (one fsync); ids not live (or
+ * listed twice) are no-ops, so *deleted (optional) may be below count.  Liveness is decided under
+ * the writer lock.  A bad id fails the call before anything is written.  *last_lsn (optional) is
+ * the batch's last LSN, 0 when nothing was deleted. */
+int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t *deleted, uint64_t *last_lsn);
+/* Live vectors the filter accepts (NULL = all). */
+int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out);
+/* Deletes, in one batch, the vectors the filter accepts on a snapshot; one rewritten by another
+ * writer after the snapshot is left alone.  *deleted (optional) receives how many were deleted. */
+int jvdb_delete_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *deleted);
+/* Merges `patch_json` (a JSON object, RFC 7396: keys replace, objects merge, null removes a key)
+ * into the metadata of `id`, keeping its vector.  JVDB_ENOTFOUND when not live.  A concurrent
+ * writer's change is never lost: the merge is redone on the newer record. */
+int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, uint64_t *lsn_out);
+/* The same merge for every vector the filter accepts, in one batch (as jvdb_delete_filtered). */
+int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
+
+/* Reading a collection back page by page.  The ids of up to `limit` (1..JVDB_SCROLL_MAX) live
+ * vectors the filter accepts (NULL = all) whose ids sort after `after` (byte order, which is code
+ * point order; NULL = from the first), ascending; *more (optional) says whether more follow.
+ * Passing the last id of a page as the next `after` visits every vector that exists throughout
+ * exactly once, whatever is written meanwhile.  Each page scans the database (no ordered index).
+ * Free with jvdb_scroll_ids_free. */
+#define JVDB_SCROLL_MAX 100000u
+int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
+                    size_t *n, int *more);
+void jvdb_scroll_ids_free(char **ids, size_t n);
 
 typedef struct jvdb_search_params {
     uint32_t k;                  /* results wanted (10) */

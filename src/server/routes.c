@@ -59,10 +59,16 @@ static const route_def route_table[] = {
     {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},
     {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
     {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
+    {"GET", "/v1/databases/{id}/vectors", route_vec_list, 0},
     {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1},
     {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1},
+    {"POST", "/v1/databases/{id}/vectors/delete", route_vec_delete_many, 1},
+    {"POST", "/v1/databases/{id}/vectors/count", route_vec_count, 1},
+    {"POST", "/v1/databases/{id}/vectors/metadata", route_vec_set_metadata, 1},
+    {"POST", "/v1/databases/{id}/vectors/scroll", route_vec_scroll, 1},
     {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0},
     {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
+    {"PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1},
     {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
 };
 

@@ -173,6 +173,13 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs);
 void route_vec_get(server *s, http_req *rq, http_resp *rs);
 void route_vec_update(server *s, http_req *rq, http_resp *rs);
 void route_vec_delete(server *s, http_req *rq, http_resp *rs);
+/* routes_bulk.c */
+void route_vec_delete_many(server *s, http_req *rq, http_resp *rs);
+void route_vec_count(server *s, http_req *rq, http_resp *rs);
+void route_vec_patch(server *s, http_req *rq, http_resp *rs);
+void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs);
+void route_vec_scroll(server *s, http_req *rq, http_resp *rs);
+void route_vec_list(server *s, http_req *rq, http_resp *rs);
 /* Search (routes_search.c) */
 void route_search(server *s, http_req *rq, http_resp *rs);
 /* Administration (routes_admin.c) */

@@ -890,8 +890,32 @@ static void db_buf_put(char *p, size_t len)
     if (len > DB_KEEP_BUF) free(p);
 }
 
+/* DB_WRITE_BULK: which ops still apply (keep[i]), under write_mu; *total shrinks by the dropped. */
+static void db_bulk_keep_locked(jvdb_db *db, const struct db_op *ops, size_t n, const char *buf, uint8_t *keep,
+                                size_t *total, size_t *kept)
+{
+    *kept = 0;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = ((const struct rec_header *)(buf + off))->total_len;
+        off += len;
+        /* The newest version, published or not: only writers change it, and we are the writer. */
+        struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
+        int live = e && e->kind == REC_KIND_PUT;
+        keep[i] = (ops[i].kind == REC_KIND_PUT || live) && (!ops[i].if_lsn || (live && e->lsn == ops[i].if_lsn));
+        if (keep[i]) (*kept)++;
+        else *total -= len;
+    }
+}
+
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
 {
+    return db_write_ops(db, ops, n, 0, last_lsn, NULL);
+}
+
+int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied)
+{
+    if (applied) *applied = 0;
     if (n == 0) return err_set(JVDB_EINVAL, "empty batch");
     uint32_t dim = db->m.dim;
     size_t total = 0;
@@ -899,6 +923,8 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     if (total > UINT32_MAX) return err_set(JVDB_EINVAL, "batch of %zu bytes is too large (limit 4 GiB)", total);
     char *buf = db_buf_get(total);
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
+    size_t buf_len = total;   /* DB_WRITE_BULK may shrink total; the buffer's fate follows its size */
+    uint8_t *keep = NULL;     /* DB_WRITE_BULK: which ops still apply (before any goto unlock) */
     int64_t now = clock_wall_ns();
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
@@ -914,8 +940,30 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
         rc = db_failed_error(db);
         goto unlock;
     }
+    size_t kept = n;
+    if (flags & DB_WRITE_BULK) {
+        /* Liveness and if_lsn are decided here because only writers change them. */
+        if (!(keep = malloc(n))) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            goto unlock;
+        }
+        db_bulk_keep_locked(db, ops, n, buf, keep, &total, &kept);
+        if (kept == 0) goto unlock;
+        if (kept < n) {
+            size_t src = 0, dst = 0;
+            for (size_t i = 0; i < n; i++) {
+                uint32_t len = ((struct rec_header *)(buf + src))->total_len;
+                if (keep[i]) {
+                    memmove(buf + dst, buf + src, len);
+                    dst += len;
+                }
+                src += len;
+            }
+        }
+        n = kept;
+    }
     /* Deletes must name live vectors: checked here because only writers change liveness. */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !keep; i++) {
         if (ops[i].kind != REC_KIND_DELETE) continue;
         /* The newest version, published or not: only writers change it, and we are the writer. */
         struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
@@ -978,13 +1026,16 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     if (!wait_sync) db_publish(db, lsn, db_live_now(db));
     db_gc_locked(db);
     db_write_unlock(db);
-    db_buf_put(buf, total);
+    db_buf_put(buf, buf_len);
+    free(keep);
     if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
+    if (applied) *applied = n;
     return JVDB_OK;
 unlock:
     db_write_unlock(db);
-    db_buf_put(buf, total);
+    db_buf_put(buf, buf_len);
+    free(keep);
     return rc;
 }
 
@@ -1155,7 +1206,7 @@ int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out)
     if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
     int rc = db_check_id(id, "");
     if (rc) return rc;
-    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0};
+    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0, 0};
     return db_write(db, &op, 1, lsn_out);
 }
 

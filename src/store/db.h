@@ -45,11 +45,17 @@ struct db_op {
     const float *vector;
     const char *meta;
     size_t meta_len;
+    uint64_t if_lsn;                    /* DB_WRITE_BULK: apply only if the id's newest LSN is this (0 = any) */
 };
 
 /* Appends ops as one all-or-nothing batch and waits for durability as the sync mode says.
  * Deletes of ids that are not live fail with JVDB_ENOTFOUND (checked under the writer lock). */
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn);
+/* The same with flags.  DB_WRITE_BULK (the ids of ops are distinct): a delete of an id that is not
+ * live, and an op whose if_lsn is not the id's newest LSN, are dropped from the batch instead of
+ * failing it; *applied (optional) receives how many ops were written (0: nothing written, JVDB_OK). */
+#define DB_WRITE_BULK 1u
+int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied);
 
 /* Appends records that were written elsewhere (a backup being restored), keeping their LSNs and
  * contents: each is validated (rec_check against this database's dimension), its batch flag is

@@ -38,6 +38,9 @@ ROUTES = {
     ("GET", "/v1/databases/{id}/backups"), ("GET", "/v1/backups/{bid}"), ("DELETE", "/v1/backups/{bid}"),
     ("GET", "/v1/backups"), ("GET", "/v1/backups/schedule"),
     ("POST", "/v1/backups/{bid}/verify"), ("POST", "/v1/backups/{bid}/restore"),
+    ("POST", "/v1/databases/{id}/vectors/delete"), ("POST", "/v1/databases/{id}/vectors/count"),
+    ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
+    ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
 }
 
 
@@ -102,7 +105,7 @@ def route_of(cmd):
         prev = segs[n - 1] if n else ""
         if prev == "databases" and n == 3:
             seg = "{id}"
-        elif prev == "vectors" and seg not in ("batch", "batch-get"):
+        elif prev == "vectors" and seg not in ("batch", "batch-get", "delete", "count", "metadata", "scroll"):
             seg = "{vid}"
         elif prev == "backups" and n == 3 and seg != "schedule":
             seg = "{bid}"
@@ -176,7 +179,7 @@ def openapi_covers_every_route():
         if m:
             path = m.group(1)
             continue
-        m = re.match(r"^    (get|put|post|delete):\s*$", line)
+        m = re.match(r"^    (get|put|patch|post|delete):\s*$", line)
         if m and path:
             found.add((m.group(1).upper(), path))
     assert found == ROUTES, "openapi.yaml: missing %s, extra %s" % (sorted(ROUTES - found), sorted(found - ROUTES))

@@ -116,7 +116,7 @@ static void *writer_main(void *arg)
         if (del) {
             struct db_op ops[GROUP_SIZE];
             for (unsigned m = 0; m < GROUP_SIZE; m++)
-                ops[m] = (struct db_op){REC_KIND_DELETE, ids[m], strlen(ids[m]), NULL, NULL, 0};
+                ops[m] = (struct db_op){.kind = REC_KIND_DELETE, .id = ids[m], .id_len = strlen(ids[m])};
             assert_ok(db_write(md->db, ops, GROUP_SIZE, NULL));
             deleted[g] = 1;
         } else {
