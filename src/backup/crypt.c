@@ -191,7 +191,8 @@ static int crypt_marker_load(struct repo_crypt *c, const char *buf, size_t len)
         char want[65];
         char doc[512];
         /* The marker must be exactly what crypt_init wrote: no field can be changed unnoticed. */
-        if (!(rc = crypt_derive(c, salt, want)) && CRYPTO_memcmp(want, check, 65))
+        /* key_check is untrusted: its length is checked before 65 bytes of it are compared. */
+        if (!(rc = crypt_derive(c, salt, want)) && (strlen(check) != 64 || CRYPTO_memcmp(want, check, 65)))
             rc = err_set(JVDB_EINVAL, "the key in %s does not open repository %s (another key, or a damaged %s)",
                          c->key_file, c->base.spec, CRYPT_MARKER);
         else if (!rc && ((size_t)crypt_marker_text(check, salt_hex, doc, sizeof doc) != len || memcmp(doc, buf, len)))
