@@ -191,7 +191,8 @@ static int crypt_marker_load(struct repo_crypt *c, const char *buf, size_t len)
         char want[65];
         char doc[512];
         /* The marker must be exactly what crypt_init wrote: no field can be changed unnoticed. */
-        if (!(rc = crypt_derive(c, salt, want)) && CRYPTO_memcmp(want, check, 65))
+        /* key_check is untrusted: its length is checked before 65 bytes of it are compared. */
+        if (!(rc = crypt_derive(c, salt, want)) && (strlen(check) != 64 || CRYPTO_memcmp(want, check, 65)))
             rc = err_set(JVDB_EINVAL, "the key in %s does not open repository %s (another key, or a damaged %s)",
                          c->key_file, c->base.spec, CRYPT_MARKER);
         else if (!rc && ((size_t)crypt_marker_text(check, salt_hex, doc, sizeof doc) != len || memcmp(doc, buf, len)))
@@ -390,7 +391,7 @@ struct crypt_reader {
     struct repo_crypt *c;
     char what[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 32];
     struct crypt_aead a;
-    int started, done;
+    int started, done, failed;           /* failed: sticky, so a retry cannot skip a bad chunk */
     unsigned char *ct, *pt;
     size_t pt_len, pt_pos;
 };
@@ -411,6 +412,7 @@ static int crypt_fill(struct repo_reader *in, unsigned char *buf, size_t cap, si
 
 static int crypt_bad(struct crypt_reader *r, const char *why)
 {
+    r->failed = 1;
     return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted: %s", r->what, BACKUP_DATA_NAME, why);
 }
 
@@ -436,9 +438,11 @@ static int crypt_next_chunk(struct crypt_reader *r)
         return crypt_bad(r, why);
     }
     uint64_t idx = r->a.idx;
-    r->pt_len = got - CRYPT_TAG;
-    r->pt_pos = 0;
-    if (crypt_chunk(&r->a, r->c->enc, 0, final, r->ct, r->pt_len, r->pt, r->ct + r->pt_len)) {
+    size_t n = got - CRYPT_TAG;
+    /* pt_len grows only once the tag checks: a caller that reads again after an error must get
+     * nothing of a chunk that failed authentication. */
+    r->pt_len = r->pt_pos = 0;
+    if (crypt_chunk(&r->a, r->c->enc, 0, final, r->ct, n, r->pt, r->ct + n)) {
         snprintf(why, sizeof why, "chunk %llu fails authentication (altered, truncated, reordered, moved from another "
                                   "backup, or sealed with another key)", (unsigned long long)idx);
         return crypt_bad(r, why);
@@ -449,6 +453,7 @@ static int crypt_next_chunk(struct crypt_reader *r)
         if (got) return crypt_bad(r, "bytes after the final chunk");
         r->done = 1;
     }
+    r->pt_len = n;
     return JVDB_OK;
 }
 
@@ -456,6 +461,7 @@ static int crypt_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got
 {
     struct crypt_reader *r = (struct crypt_reader *)rr;
     *got = 0;
+    if (r->failed) return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted (failed earlier)", r->what, BACKUP_DATA_NAME);
     while (r->pt_pos == r->pt_len) {
         if (r->done) return JVDB_OK;
         int rc = crypt_next_chunk(r);

@@ -1320,6 +1320,29 @@ static void test_encrypted_tamper(void **state)
     assert_true(cases > 1000);
 }
 
+/* A marker whose key_check is shorter than a digest (an attacker's, on a shared bucket): a clear
+ * error, not a read past the string (the key check was compared over 65 bytes unconditionally). */
+static void test_encrypted_marker_short_check(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    char key[600];
+    unsetenv("JVDB_REPO_KEY_FILE");
+    fx_encrypt(f, key, sizeof key);
+    jvdb_db *db = mkdb(f, "docs", 0);
+    struct model m = {0};
+    m_put(db, &m, 1, 1);
+    (void)backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    char mk[700];
+    snprintf(mk, sizeof mk, "%s/jvdb-repo.json", f->repo_spec);
+    FILE *fp = fopen(mk, "wb");
+    assert_non_null(fp);
+    fputs("{\"chunk_size\":1048576,\"cipher\":\"aes-256-gcm\",\"format\":1,\"kdf\":\"hkdf-sha256\","
+          "\"key_check\":\"ab\",\"mac\":\"hmac-sha256\",\"salt\":\"000102030405060708090a0b0c0d0e0f\"}\n", fp);
+    fclose(fp);
+    expect_open_error(f->repo_spec, key, JVDB_EINVAL, "does not open repository");
+}
+
 /* An archive of several chunks: cut at a chunk boundary, a chunk dropped, two swapped, bytes
  * appended -- each fails authentication, though every chunk on its own is genuine. */
 static void test_encrypted_chunks(void **state)
@@ -1478,6 +1501,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_encrypted_repo, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted_tamper, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted_chunks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted_marker_short_check, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
