@@ -39,6 +39,7 @@ static const cli_command cli_commands[] = {
     {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id"},
     {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
     {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},
+    {"keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys"},
 };
 
 static void cli_print_help(void)
