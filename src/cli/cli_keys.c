@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const cli_cmd cli_cmd_keys = {
     "keys",
@@ -145,6 +146,7 @@ static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     key_set ks;
     char err[700];
+    if (access(ctx->data_dir, F_OK) != 0) return cli_fail("data directory '%s' does not exist", ctx->data_dir);
     if (keys_load(ctx->data_dir, &ks, err, sizeof err)) return cli_fail("%s", err);
     int64_t now = (int64_t)time(NULL);
     if (ctx->json) {
