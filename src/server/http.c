@@ -816,11 +816,11 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     uint64_t us = (uint64_t)((clock_mono_ns() - call->start_ns) / 1000);
     const char *path = call->path ? call->path : "?";
     if (call->status) {
-        log_info("%s %s %d %" PRIu64 "us key=%s", call->method, path, call->status, us, call->who);
+        log_info("%s %s %d key=%s %" PRIu64 "us", call->method, path, call->status, call->who, us);
         metrics_observe(s, call->route, call->status, us);
     } else {
         /* The client went away (or the server stopped) before an answer was ready. */
-        log_info("%s %s aborted(%d) %" PRIu64 "us key=%s", call->method, path, (int)toe, us, call->who);
+        log_info("%s %s aborted(%d) key=%s %" PRIu64 "us", call->method, path, (int)toe, call->who, us);
     }
     http_uncharge(s, call);
     free(call->path);
