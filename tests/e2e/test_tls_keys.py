@@ -110,6 +110,20 @@ def tls_handshake_and_requests():
         assert st == 200 and json.loads(body)["vectorDimension"] == 2, body
         assert conn.sock.version() in ("TLSv1.2", "TLSv1.3"), conn.sock.version()
         conn.close()
+        # An answer the server writes itself for a bad Content-Length (http.c) must not go out as
+        # plain text on a TLS connection: the connection is closed cleanly instead.
+        ctx = ssl.create_default_context(cafile=s._cafile)
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+                t.sendall(b"POST /v1/databases HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+                got = b""
+                while True:
+                    b = t.recv(4096)   # an SSLError here would mean plain bytes on the TLS stream
+                    if not b:
+                        break
+                    got += b
+        assert got == b"" or got.startswith(b"HTTP/1.1 400"), got[:200]
+        assert tls_get(s.tls_conn(s._cafile), "/health")[0] == 200
         s.stop()
     finally:
         s.cleanup()
