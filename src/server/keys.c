@@ -242,6 +242,8 @@ static int keys_parse(const char *text, size_t len, key_set *out, char *err, siz
     int rc = -1;
     if (!json_is_integer(fmt) || json_integer_value(fmt) != KEYS_FORMAT)
         snprintf(err, cap, "\"format\" must be %d", KEYS_FORMAT);
+    else if (json_object_size(doc) != 2)
+        snprintf(err, cap, "only \"format\" and \"keys\" may be at the top level");
     else if (!json_is_array(keys) || json_array_size(keys) > KEY_MAX_KEYS)
         snprintf(err, cap, "\"keys\" must be an array of at most %d keys", KEY_MAX_KEYS);
     else if (json_array_size(keys) && !(out->v = calloc(json_array_size(keys), sizeof *out->v)))
