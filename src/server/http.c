@@ -817,7 +817,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     const char *path = call->path ? call->path : "?";
     if (call->status) {
         log_info("%s %s %d key=%s %" PRIu64 "us", call->method, path, call->status, call->who, us);
-        metrics_observe(s, call->route, call->status, us);
+        metrics_observe(s, call->route, call->method, call->status, us);
     } else {
         /* The client went away (or the server stopped) before an answer was ready. */
         log_info("%s %s aborted(%d) key=%s %" PRIu64 "us", call->method, path, (int)toe, call->who, us);
@@ -1029,6 +1029,8 @@ int http_start(server *s)
     }
     return 0;
 }
+
+long http_inflight(server *s) { return s->http ? atomic_load(&s->http->inflight) : 0; }
 
 uint16_t http_port(server *s)
 {

@@ -287,8 +287,9 @@ void route_readyz(server *s, http_req *rq, http_resp *rs);
 
 int metrics_init(server *s);
 void metrics_free(server *s);
-/* One finished request: route index (route_count() = unmatched), status, microseconds. */
-void metrics_observe(server *s, int route, int status, uint64_t us);
+/* One finished request: route index (route_count() = unmatched, then counted by method), status,
+ * microseconds. */
+void metrics_observe(server *s, int route, const char *method, int status, uint64_t us);
 /* Prometheus text exposition of everything (malloc'd). */
 char *metrics_render(server *s, size_t *len);
 
@@ -316,6 +317,8 @@ int http_start(server *s);
 /* Stops accepting, waits (bounded) for in-flight requests, closes every connection. */
 void http_stop(server *s);
 uint16_t http_port(server *s);
+/* Requests whose headers have arrived and that have not completed (the /metrics gauge). */
+long http_inflight(server *s);
 /* Reads --tls-cert / --tls-key again (SIGHUP); new handshakes use them, live connections keep
  * theirs.  0, or -1 (logged) with the previous certificate still in use. */
 int http_tls_reload(server *s);

@@ -571,6 +571,40 @@ def cors_preflight_and_headers():
         assert p.returncode == 2 and "--cors-origin" in p.stderr, (bad, p.stderr)
 
 
+# ---------------------------------------------------------------- observability
+
+@test
+def metrics_process_index_inflight_unmatched():
+    with Server() as s:
+        c = s.client()
+        mkdb(c, "m", 4)
+        expect(put(c, "m", "a"), 201)
+        expect(search(c, "m"), 200)
+        expect(c.put("/nowhere"), 404)
+        expect(c.request("PATCH", "/v1/databases"), 405)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            text = c.get("/metrics").raw.decode()
+            if 'jvdb_index_info{database="m",type="hnsw",state="ready"} 1' in text:
+                break
+            time.sleep(0.1)
+        lines = text.splitlines()
+        for want in ('jvdb_http_requests_total{route="unmatched",method="PUT",status="404"} 1',
+                     'jvdb_http_requests_total{route="unmatched",method="PATCH",status="405"} 1',
+                     'jvdb_http_requests_in_flight 1',          # the scrape itself
+                     'jvdb_index_pending_vectors{database="m"} 0',
+                     'jvdb_index_nodes{database="m"} 1',
+                     'jvdb_index_info{database="m",type="hnsw",state="ready"} 1'):
+            assert want in lines, "%s not in metrics:\n%s" % (want, text)
+        val = {l.split()[0]: float(l.split()[1]) for l in lines if l.startswith("process_")}
+        assert val["process_resident_memory_bytes"] > 1e6, val
+        assert val["process_virtual_memory_bytes"] >= val["process_resident_memory_bytes"], val
+        assert 3 < val["process_open_fds"] <= val["process_max_fds"], val
+        assert val["process_cpu_seconds_total"] > 0, val
+        assert abs(val["process_start_time_seconds"] - time.time()) < 120, val
+        assert any(l.startswith('jvdb_index_memory_bytes{database="m"} ') for l in lines)
+
+
 if __name__ == "__main__":
     rc = jvdbtest.run_tests(sys.argv)
     import shutil
