@@ -59,6 +59,9 @@ static const char config_usage[] =
     "  --cors-origin ORIGIN       allow browser requests from ORIGIN (https://app.example.com, or *);\n"
     "                             repeatable; preflight (OPTIONS) requests are answered\n"
     "  --log-level LEVEL          debug, info (default, or $JVDB_LOG), warn or error\n"
+    "  --log-format text|json     one text line per event (default), or one JSON object per line\n"
+    "                             (ts, level, msg; requests also request_id, method, path, status,\n"
+    "                             duration_us, key)\n"
     "  --config FILE              JSON object of the same keys without dashes; flags win over it\n"
     "  --help                     this help\n"
     "\n"
@@ -283,6 +286,12 @@ static int config_apply(server_config *c, const char *key, const char *v)
         if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warn") && strcmp(v, "error"))
             return config_error("bad --log-level '%s'%s (expected debug, info, warn or error)", v, "");
         return config_set_str(&c->log_level, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "log-format")) {
+        if (strcmp(v, "text") && strcmp(v, "json"))
+            return config_error("bad --log-format '%s'%s (expected text or json)", v, "");
+        c->log_json = !strcmp(v, "json");
+        return 0;
     }
     if (!strcmp(key, "backup-repo")) {
         if (!*v) return config_error("the backup repository is empty%s%s", "", "");

@@ -34,6 +34,9 @@
  *      a handshake keeps the credentials it was given (old ones are freed only at stop).
  *  (6) The key check (auth.c) and CORS preflights are answered on the request head, before any
  *      body is read; the access log names the key id that made each request, never the key.
+ *  (7) Every request has an id: the client's X-Request-Id when it is a short token
+ *      ([A-Za-z0-9._:-]{1,64}), else one made here (unique across restarts); it is echoed in the
+ *      X-Request-Id answer header and written in the access log line (a field with --log-format json).
  */
 #include "server/srv.h"
 
@@ -52,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -88,6 +92,8 @@ struct http_server {
     pthread_t reaper;
     atomic_uint_fast64_t reaped;     /* connections shut down for a late request head */
     int tls;                         /* the port speaks TLS (invariant 5) */
+    uint64_t reqid_base;             /* random at start: request ids differ across restarts */
+    atomic_uint_fast64_t reqid_next;
 };
 
 /* Per-request state: MHD's con_cls. */
@@ -105,6 +111,7 @@ struct http_call {
     int route;
     char who[17];                    /* the key id (or "-", "bootstrap") for the access log */
     const char *cors;                /* the allowed Origin to echo in the answer, or NULL */
+    char reqid[65];                  /* invariant 7 */
 };
 
 /* ---------------------------------------------------------------- request accessors */
@@ -447,6 +454,7 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *
         snprintf(ra, sizeof ra, "%d", rs->retry_after_s);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    MHD_add_response_header(r, "X-Request-Id", call->reqid);
     call->status = rs->status;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rs->status, r);
     MHD_destroy_response(r);
@@ -660,6 +668,19 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
 
 static void http_head_done(server *s, struct MHD_Connection *conn);
 
+/* Invariant 7: the client's id when it is a short token, else a fresh one. */
+static void http_request_id(server *s, struct MHD_Connection *conn, struct http_call *call)
+{
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    if (n && n < sizeof call->reqid && strspn(given, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n) {
+        memcpy(call->reqid, given, n + 1);
+        return;
+    }
+    uint64_t id = s->http->reqid_base + atomic_fetch_add(&s->http->reqid_next, 1);
+    snprintf(call->reqid, sizeof call->reqid, "%016" PRIx64, id);
+}
+
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                     const char *version, const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
@@ -676,6 +697,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         call->path = strndup(url, ulen);
         call->route = route_find(method, url);
         call->cors = http_cors_match(s, conn);
+        http_request_id(s, conn, call);
         snprintf(call->who, sizeof call->who, "-");
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
@@ -815,12 +837,24 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (c) http_conn_list(s->http, c, HTTP_WAIT_NEXT);
     uint64_t us = (uint64_t)((clock_mono_ns() - call->start_ns) / 1000);
     const char *path = call->path ? call->path : "?";
+    char fields[HTTP_LOG_PATH_MAX * 6 + 256] = "";
+    if (log_is_json()) {
+        char epath[HTTP_LOG_PATH_MAX * 6 + 1], emethod[100];
+        log_json_escape(epath, sizeof epath, path);
+        log_json_escape(emethod, sizeof emethod, call->method);
+        snprintf(fields, sizeof fields,
+                 "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"duration_us\":%" PRIu64
+                 ",\"key\":\"%s\"",
+                 call->reqid, emethod, epath, call->status, us, call->who);
+    }
     if (call->status) {
-        log_info("%s %s %d key=%s %" PRIu64 "us", call->method, path, call->status, call->who, us);
+        log_fields(LOG_INFO, fields, "%s %s %d key=%s req=%s %" PRIu64 "us", call->method, path, call->status,
+                   call->who, call->reqid, us);
         metrics_observe(s, call->route, call->method, call->status, us);
     } else {
         /* The client went away (or the server stopped) before an answer was ready. */
-        log_info("%s %s aborted(%d) key=%s %" PRIu64 "us", call->method, path, (int)toe, call->who, us);
+        log_fields(LOG_INFO, fields, "%s %s aborted(%d) key=%s req=%s %" PRIu64 "us", call->method, path, (int)toe,
+                   call->who, call->reqid, us);
     }
     http_uncharge(s, call);
     free(call->path);
@@ -978,6 +1012,8 @@ int http_start(server *s)
     pthread_cond_init(&h->conn_cv, &ca);
     pthread_condattr_destroy(&ca);
     h->wait_ns[HTTP_WAIT_NEW] = (int64_t)s->cfg.header_timeout_ms * 1000000;
+    if (getrandom(&h->reqid_base, sizeof h->reqid_base, GRND_NONBLOCK) != sizeof h->reqid_base)
+        h->reqid_base = (uint64_t)clock_wall_ns();
     h->wait_ns[HTTP_WAIT_NEXT] = (int64_t)s->cfg.idle_timeout_s * 1000000000;
     s->http = h;
     if (pthread_create(&h->reaper, NULL, http_reaper, h)) {

@@ -38,6 +38,7 @@ void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
 static void server_set_log_level(const server_config *c)
 {
+    log_set_json(c->log_json);
     if (!c->log_level) {
         /* No --log-level: JVDB_LOG decides if set, else info (a server should say what it does). */
         if (!getenv("JVDB_LOG")) log_set_level(LOG_INFO);

@@ -42,6 +42,7 @@ typedef struct server_config {
     unsigned compaction_threads;
     double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
     char *log_level;
+    int log_json;                    /* --log-format json */
     char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
     uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
     uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */

@@ -605,6 +605,38 @@ def metrics_process_index_inflight_unmatched():
         assert any(l.startswith('jvdb_index_memory_bytes{database="m"} ') for l in lines)
 
 
+@test
+def json_log_with_request_ids():
+    with Server(args=["--log-format", "json", "--api-key", BOOT]) as s:
+        c = s.client(BOOT)
+        r = expect(c.get("/v1/databases", headers={"X-Request-Id": "abc-123.x"}), 200)
+        assert r.headers.get("X-Request-Id") == "abc-123.x", r.headers
+        r1 = expect(c.get("/v1/databases"), 200)
+        r2 = expect(c.get("/v1/databases/q%22%0ax"), 400)
+        # Raw bytes a client may put in a path (a quote, a byte beyond ASCII) still give valid JSON.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw:
+            raw.sendall(b'GET /v1/x\xe9"y HTTP/1.1\r\nHost: x\r\nX-API-Key: ' + BOOT.encode() + b"\r\n\r\n")
+            raw.recv(4096)
+        a, b = r1.headers.get("X-Request-Id"), r2.headers.get("X-Request-Id")
+        assert a and b and a != b and len(a) == 16, (a, b)
+        # A header that is not a short token is replaced, not echoed.
+        r3 = expect(c.get("/health", headers={"X-Request-Id": "x" * 65}), 200)
+        assert r3.headers.get("X-Request-Id") != "x" * 65
+        time.sleep(0.2)
+        recs = [json.loads(line) for line in s.log().splitlines() if line.strip()]   # every line is JSON
+        reqs = [x for x in recs if "request_id" in x]
+        mine = [x for x in reqs if x["request_id"] == "abc-123.x"]
+        assert len(mine) == 1 and mine[0]["status"] == 200 and mine[0]["path"] == "/v1/databases", mine
+        assert mine[0]["key"] == "bootstrap" and mine[0]["method"] == "GET" and mine[0]["level"] == "info", mine
+        assert isinstance(mine[0]["duration_us"], int) and mine[0]["ts"].endswith("Z"), mine
+        assert any(x["request_id"] == b and x["status"] == 400 for x in reqs), reqs
+        assert any(x["path"] == "/v1/x\u00e9\"y" for x in reqs), [x["path"] for x in reqs]
+        assert any("serving" in x["msg"] for x in recs), recs[:5]
+    p = subprocess.run([jvdbtest.JVDB, "--data", "/nonexistent/jvdb", "serve", "--log-format", "xml"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--log-format" in p.stderr, p.stderr
+
+
 if __name__ == "__main__":
     rc = jvdbtest.run_tests(sys.argv)
     import shutil
