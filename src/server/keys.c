@@ -25,6 +25,7 @@
 #include "server/srv.h"
 
 #include "core/fs.h"
+#include "core/log.h"
 #include "store/db.h"
 
 #include <errno.h>
@@ -284,6 +285,19 @@ int keys_load(const char *data_dir, key_set *out, char *err, size_t cap)
     return rc;
 }
 
+/* Run as root (an operator's `sudo jvdb keys ...`), a new file would belong to root and a server
+ * running as its own user could no longer read it: files made here take the owner of
+ * <data>/server, which the server made. */
+static void keys_chown_like_dir(const char *data_dir, const char *path)
+{
+    if (geteuid() != 0) return;
+    char *dir = fs_join(data_dir, "server");
+    struct stat st;
+    if (dir && stat(dir, &st) == 0 && (st.st_uid != 0 || st.st_gid != 0) && chown(path, st.st_uid, st.st_gid) != 0)
+        log_warn("cannot give %s to uid %u: %s", path, (unsigned)st.st_uid, strerror(errno));
+    free(dir);
+}
+
 /* Writes the set over the file (invariant 2); 0, or -1 with a message. */
 static int keys_save(const char *data_dir, const key_set *ks, char *err, size_t cap)
 {
@@ -300,6 +314,7 @@ static int keys_save(const char *data_dir, const key_set *ks, char *err, size_t 
         snprintf(err, cap, "%s", jvdb_errmsg());
     } else {
         chmod(path, 0600);   /* hashes only, but nobody else needs to read them */
+        keys_chown_like_dir(data_dir, path);
         rc = 0;
     }
     free(text);
@@ -320,6 +335,7 @@ static int keys_lock(const char *data_dir, char *err, size_t cap)
     char *lock = fs_mkdir(dir) == JVDB_OK ? fs_join(dir, "api-keys.lock") : NULL;
     free(dir);
     int fd = lock ? open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
+    if (fd >= 0) keys_chown_like_dir(data_dir, lock);
     if (fd < 0) snprintf(err, cap, "cannot open the key lock file in '%s/server': %s", data_dir, strerror(errno));
     else if (flock(fd, LOCK_EX) != 0) {
         snprintf(err, cap, "cannot lock the key file: %s", strerror(errno));

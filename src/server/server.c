@@ -157,7 +157,8 @@ int server_main(int argc, char **argv, const char *data_dir)
         return 1;
     }
     dbmeta_prune(s);
-    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || http_start(s) || ready_start(s)) {
+    /* The readiness state exists before any HTTP thread can ask for it. */
+    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || http_start(s)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);
