@@ -603,6 +603,12 @@ def metrics_process_index_inflight_unmatched():
         assert val["process_cpu_seconds_total"] > 0, val
         assert abs(val["process_start_time_seconds"] - time.time()) < 120, val
         assert any(l.startswith('jvdb_index_memory_bytes{database="m"} ') for l in lines)
+        expect(put(c, "m", "b"), 201)
+        expect(c.delete("/v1/databases/m/vectors/a"), 200)
+        assert expect(c.post("/v1/databases/m/compact", {"force": True}), 200)["compacted"] is True
+        lines = c.get("/metrics").raw.decode().splitlines()
+        assert 'jvdb_database_compactions_total{database="m"} 1' in lines, [l for l in lines if "compaction" in l]
+        assert any(l.startswith('jvdb_database_compaction_seconds_total{database="m"} ') for l in lines)
 
 
 @test
