@@ -99,10 +99,14 @@ static const char *auth_route_db(int route, const char *path, char *buf, size_t 
     if (route >= route_count() || strncmp(route_label(route), "/v1/databases/{id}", 18)) return NULL;
     const char *seg = path + 14;   /* after "/v1/databases/" */
     size_t n = strcspn(seg, "/");
-    if (n >= cap) n = cap - 1;     /* longer than any name: cannot match a key's list */
+    /* Decoded whole, never cut: a prefix of a longer name could be a name the key may use. */
+    if (n >= cap) {
+        snprintf(buf, cap, "%s", "/");   /* no database is named that: matches no key's list */
+        return buf;
+    }
     memcpy(buf, seg, n);
     buf[n] = 0;
-    if (http_unescape(buf, 0) < 0) buf[0] = 0;
+    if (http_unescape(buf, 0) < 0) snprintf(buf, cap, "%s", "/");
     return buf;
 }
 
@@ -238,7 +242,7 @@ static int auth_key_allows(const key_entry *e, const http_req *rq, int route, ke
                    key_role_name(e->role), rq->method, route_label(route), key_role_name(need));
         return -1;
     }
-    char name[JVDB_MAX_NAME_LEN + 2];
+    char name[3 * JVDB_MAX_NAME_LEN + 1];   /* the longest escaped form of a valid name */
     const char *db = auth_route_db(route, rq->path, name, sizeof name);
     int lists = route < route_count() && !strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET");
     if (!lists && !keys_allows_db(e, db)) {

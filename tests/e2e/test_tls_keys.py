@@ -319,6 +319,14 @@ def keys_limited_to_databases():
         expect(put(c, "b", "x"), 403, "FORBIDDEN", "limited to other databases than 'b'")
         expect(c.get("/v1/databases/b"), 403, "FORBIDDEN")
         expect(c.get("/v1/databases/b/stats"), 403, "FORBIDDEN")
+        # The name is decoded whole before it is compared: an escaped "a" is "a", and a longer
+        # name that starts with an allowed one is another database.
+        expect(c.get("/v1/databases/%61"), 200)
+        short = "p" * 21 + "qq"
+        mkdb(boot, short + "q" * 40)
+        lk, _ = mkkey(boot, "read", databases=[short])
+        expect(s.client(lk).get("/v1/databases/" + "%70" * 21 + "qq" + "q" * 40), 403, "FORBIDDEN")
+        expect(s.client(lk).get("/v1/databases/" + short + "q" * 40), 403, "FORBIDDEN")
         # The list shows only the key's databases; routes over every database are refused.
         r = expect(c.get("/v1/databases"), 200)
         assert [d["databaseId"] if "databaseId" in d else d.get("name") for d in r["databases"]] == ["a", "c"], r.json
