@@ -244,8 +244,9 @@ static int auth_key_allows(const key_entry *e, const http_req *rq, int route, ke
     }
     char name[3 * JVDB_MAX_NAME_LEN + 1];   /* the longest escaped form of a valid name */
     const char *db = auth_route_db(route, rq->path, name, sizeof name);
-    int lists = route < route_count() && !strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET");
-    if (!lists && !keys_allows_db(e, db)) {
+    /* No route (404/405 follows) or the database list (filtered): no database to check. */
+    int nodb = route >= route_count() || (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET"));
+    if (!nodb && !keys_allows_db(e, db)) {
         if (db)
             http_error(rs, 403, "FORBIDDEN", "API key %s is limited to other databases than '%s'", e->id, db);
         else

@@ -332,6 +332,7 @@ def keys_limited_to_databases():
         assert [d["databaseId"] if "databaseId" in d else d.get("name") for d in r["databases"]] == ["a", "c"], r.json
         assert r["total"] == 2, r.json
         expect(c.get("/status"), 403, "FORBIDDEN", "spans every database")
+        expect(c.get("/v1/nowhere"), 404, "NOT_FOUND")   # a valid key on no route: the route's answer
         expect(c.get("/metrics"), 403, "FORBIDDEN")
         # A limited admin manages its own databases, not the server.
         ak, _ = mkkey(boot, "admin", databases=["b"])
