@@ -230,9 +230,8 @@ def tls_bad_configuration_is_refused():
             (["--tls-cert", cert, "--tls-key", other_key], 1, "cannot use certificate"),
             (["--tls-cert", cert + ".missing", "--tls-key", key], 1, "cannot read --tls-cert"),
     ):
-        s = Server(args=args)
+        s = Server(args=args)   # only for its temporary data directory
         try:
-            s.logf = open(os.path.join(s.root, "log"), "wb")
             p = subprocess.run([jvdbtest.JVDB, "--data", s.data, "serve", "--listen", "127.0.0.1:0"] + args,
                                capture_output=True, text=True, timeout=30)
             assert p.returncode == code, (args, p.returncode, p.stderr)
