@@ -881,6 +881,9 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 /* ---------------------------------------------------------------- TLS (invariant 5) */
 
 #define HTTP_TLS_MAX_CHAIN 16
+/* GnuTLS's defaults without TLS 1.0 and 1.1 (RFC 8996 deprecates them; every client of this API
+ * speaks 1.2 or 1.3). */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 /* One loaded certificate chain and key.  Never freed before the daemon stops: GnuTLS keeps the
  * pointers the callback hands it for the length of a session. */
@@ -1057,7 +1060,8 @@ int http_start(server *s)
         MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip,
-        h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, cert_cb, MHD_OPTION_END);
+        h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, cert_cb, MHD_OPTION_HTTPS_PRIORITIES,
+        HTTP_TLS_PRIORITIES, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed)", s->cfg.listen);

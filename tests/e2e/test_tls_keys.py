@@ -110,6 +110,21 @@ def tls_handshake_and_requests():
         assert st == 200 and json.loads(body)["vectorDimension"] == 2, body
         assert conn.sock.version() in ("TLSv1.2", "TLSv1.3"), conn.sock.version()
         conn.close()
+        # TLS 1.0 and 1.1 are refused (RFC 8996), whatever the client would accept.
+        for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_verify_locations(s._cafile)
+            try:
+                ctx.set_ciphers("ALL:@SECLEVEL=0")
+                ctx.minimum_version = ctx.maximum_version = old
+            except (ValueError, ssl.SSLError):
+                continue   # this OpenSSL cannot even offer it
+            try:
+                with socket.create_connection(("127.0.0.1", s.port), timeout=10) as raw:
+                    with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+                        raise AssertionError("the server accepted %s" % t.version())
+            except (ssl.SSLError, ConnectionResetError):
+                pass
         # An answer the server writes itself for a bad Content-Length (http.c) must not go out as
         # plain text on a TLS connection: the connection is closed cleanly instead.
         ctx = ssl.create_default_context(cafile=s._cafile)
