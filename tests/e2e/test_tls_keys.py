@@ -161,9 +161,18 @@ def tls_server(name="a", args=()):
 
 @test
 def tls_port_refuses_plain_http():
-    s = tls_server()
+    s = tls_server(args=["--header-timeout", "500ms"])
     try:
         s.start()
+        # A client stalled before its handshake is closed by the request-head deadline.
+        with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
+            c.sendall(b"\x16\x03\x01")   # the start of a ClientHello, then nothing
+            t0 = time.time()
+            try:
+                assert c.recv(100) == b""
+            except ConnectionResetError:
+                pass
+            assert time.time() - t0 < 5, "a stalled TLS handshake was not closed by --header-timeout"
         with socket.create_connection(("127.0.0.1", s.port), timeout=10) as c:
             c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             got = b""
