@@ -233,6 +233,23 @@ static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, con
     s->port = (uint16_t)atoi(colon + 1);
 }
 
+/* CPU seconds (user + system) the server process has used: what a request costs the server,
+ * which contention on a shared machine distorts far less than wall-clock throughput does. */
+static double bh_server_cpu(const bh_server *s)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');   /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static void bh_server_stop(bh_server *s)
 {
     bh_conn c = {.fd = -1};
@@ -523,7 +540,9 @@ int main(int argc, char **argv)
         if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
         bh_close(&c);
     }
+    double cpu0 = bh_server_cpu(&srv);
     double ingest_http = bh_ingest_http(srv.port, &d, o.batch);
+    double ingest_cpu = bh_server_cpu(&srv) - cpu0;
     t0 = bench_now();
     bh_wait_index_http(srv.port);
     double index_http = bench_now() - t0;
@@ -539,6 +558,7 @@ int main(int argc, char **argv)
     bench_json_num("ingest_http_s", ingest_http);
     bench_json_num("ingest_inproc_vps", (double)d.n / ingest_in);
     bench_json_num("ingest_http_vps", (double)d.n / ingest_http);
+    bench_json_num("ingest_http_server_cpu_s", ingest_cpu);
     bench_json_num("index_inproc_s", index_in);
     bench_json_num("index_http_wait_s", index_http);
 
@@ -557,8 +577,13 @@ int main(int argc, char **argv)
         for (int k2 = 0; k2 < 2; k2++) {
             double p50, p99;
             bh_search_run(sides[k2], &p50, &p99);   /* warm-up: page cache, CPU frequency, connections */
+            double c0 = k2 ? bh_server_cpu(&srv) : 0;
             double qps = bh_search_run(sides[k2], &p50, &p99);
             char key[64];
+            if (k2) {
+                snprintf(key, sizeof key, "search_http_c%u_server_cpu_us_per_query", nt);
+                bench_json_num(key, (bh_server_cpu(&srv) - c0) * 1e6 / nq);
+            }
             snprintf(key, sizeof key, "search_%s_c%u_qps", names[k2], nt);
             bench_json_num(key, qps);
             snprintf(key, sizeof key, "search_%s_c%u_p50_ms", names[k2], nt);
