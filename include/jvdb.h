@@ -12,9 +12,15 @@
  * most recent failure ("vector has 3 values but database 'docs' has dimension 4").  A failed call
  * changes nothing.
  *
- * Durability: with sync "always" (the default) a write call returns only after its records are on
- * stable storage (concurrent writers share one fdatasync).  A write is visible to readers as soon as
- * its records are in the file, which may be a moment before the call returns.
+ * Durability and visibility: with sync "always" (the default) a write call returns only after its
+ * records are on stable storage (concurrent writers share one fdatasync), and readers see a batch
+ * only once that fdatasync has returned: nothing a reader saw can be lost by a power cut.  With
+ * "interval" and "never" a batch is visible as soon as it is written to the file (before any sync):
+ * a power cut may lose up to the last interval (or everything not yet written back by the kernel),
+ * including writes readers have seen.  In every mode a reader sees whole batches only (never part
+ * of one), and each read (a get, a search, an iteration) sees one consistent state as of the latest
+ * published batch when it started.  Reads never wait for writes, compactions or backups, and
+ * writes never wait for reads.
  */
 #ifndef JVDB_H
 #define JVDB_H
@@ -136,9 +142,11 @@ void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
 
 /* Inserts or replaces vector `id` (1..JVDB_MAX_ID_LEN bytes of valid UTF-8 with no control character,
  * U+0000-U+001F and U+007F-U+009F: what other vector databases accept, and what every export format
- * round-trips).  `vector` has `dim` finite floats, which must equal the database's dimension (cosine
- * databases store it normalised), and a magnitude (Euclidean norm) of at most about 6.5e18, so that no
- * distance or inner product between two vectors overflows float32; queries obey the same bound.
+ * round-trips).  `vector` has `dim` finite floats, which must equal the database's dimension, and a
+ * magnitude (Euclidean norm) of at most about 6.5e18, so that no distance or inner product between
+ * two vectors overflows float32; queries obey the same bound.  It is stored exactly as given, for
+ * every metric (get, search and backups return the same bits); a cosine database refuses the zero
+ * vector, which has no direction, and scores by the vectors' directions whatever their lengths.
  * `meta_json` is NULL or a JSON object.  On success *lsn_out (if not NULL) receives the write's log
  * sequence number. */
 int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,
@@ -374,6 +382,11 @@ typedef struct jvdb_repo_options {
     const char *secret_key;
     const char *session_token;
     uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
+    /* Both kinds: a file holding the repository key (at least 32 bytes; trailing whitespace is
+     * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives are encrypted with
+     * AES-256-GCM and every backup.json is signed (HMAC-SHA-256), docs/FORMAT.md.  A plain
+     * repository given a key, or an encrypted one given none or another key, fails with EINVAL. */
+    const char *key_file;
 } jvdb_repo_options;
 
 /* Opens "DIR" or "s3://bucket/prefix"; opts may be NULL.  Nothing is created: jvdb_backup_create
@@ -467,7 +480,8 @@ typedef struct jvdb_restore_options {
 } jvdb_restore_options;
 
 /* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
- * finite vector) -- then applies it in order into a new database built out of sight, with the
+ * finite vector) -- and applies it in order (the full backup verified as it is applied, in one pass)
+ * into a new database built out of sight and discarded on any failure, with the
  * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
@@ -482,6 +496,19 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
 int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
                       size_t *count);
+
+/* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
+ * keep_last; the newest of each of the keep_daily most recent UTC days that have one; the newest of
+ * each of the keep_weekly most recent ISO weeks (Monday to Sunday, UTC) that have one.  One backup
+ * may satisfy several rules.  Every backup a kept one depends on is kept too; the rest (including
+ * broken ones) go.  At least one rule must be non-zero.  dry_run: *deleted lists what would go,
+ * and nothing is changed (not even leftovers of interrupted backups). */
+typedef struct jvdb_prune_options {
+    uint32_t keep_last, keep_daily, keep_weekly;
+    int dry_run;
+} jvdb_prune_options;
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

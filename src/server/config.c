@@ -49,10 +49,14 @@ static const char config_usage[] =
     "  --shutdown-timeout D       how long a stop waits for in-flight requests (default 30s)\n"
     "  --backup-repo R            backup repository: a directory or s3://bucket/prefix (enables the\n"
     "                             backup routes; S3 credentials from the AWS_* environment)\n"
+    "  --repo-key-file F          the backup repository's key: archives encrypted (AES-256-GCM),\n"
+    "                             metadata signed (default: $JVDB_REPO_KEY_FILE; none = plain)\n"
     "  --backup-full-every D      scheduled full backup of every database, e.g. 1d (default: none)\n"
     "  --backup-incremental-every D  scheduled incremental backups in between, e.g. 1h (default: none)\n"
     "  --backup-keep N            after each scheduled backup keep the newest N restorable points\n"
     "                             (and what they depend on); 0 = keep all (default)\n"
+    "  --backup-keep-daily N      also keep the newest point of each of the last N days (UTC)\n"
+    "  --backup-keep-weekly N     also keep the newest point of each of the last N ISO weeks\n"
     "  --tls-cert FILE            serve HTTPS with this PEM certificate (chain); needs --tls-key;\n"
     "                             both are read again on SIGHUP\n"
     "  --tls-key FILE             the certificate's PEM private key (unencrypted)\n"
@@ -297,6 +301,10 @@ static int config_apply(server_config *c, const char *key, const char *v)
         if (!*v) return config_error("the backup repository is empty%s%s", "", "");
         return config_set_str(&c->backup_repo, v) ? 2 : 0;
     }
+    if (!strcmp(key, "repo-key-file")) {
+        if (!*v) return config_error("the repository key file is empty%s%s", "", "");
+        return config_set_str(&c->backup_repo_key_file, v) ? 2 : 0;
+    }
     if (!strcmp(key, "backup-full-every") || !strcmp(key, "backup-incremental-every")) {
         if (config_parse_duration(v, &n) || n < 100)
             return config_error("bad --%s '%s' (expected a duration of at least 100ms, such as 1h)", key, v);
@@ -312,6 +320,12 @@ static int config_apply(server_config *c, const char *key, const char *v)
     if (!strcmp(key, "backup-keep")) {
         if (config_parse_count(v, &n) || n > 100000) return config_error("bad --backup-keep '%s'%s", v, "");
         c->backup_keep = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-keep-daily") || !strcmp(key, "backup-keep-weekly")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --%s '%s'", key, v);
+        if (!strcmp(key, "backup-keep-daily")) c->backup_keep_daily = (unsigned)n;
+        else c->backup_keep_weekly = (unsigned)n;
         return 0;
     }
     return config_error("unknown option '%s'%s", key, "");
@@ -454,7 +468,10 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
                             "ever be read%s%s", "", "");
     if (!c->tls_cert != !c->tls_key)
         return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
-    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep) && !c->backup_repo)
+    if (c->backup_repo_key_file && !c->backup_repo)
+        return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
+    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
+         c->backup_keep_weekly) && !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }
@@ -466,6 +483,7 @@ void config_free(server_config *c)
     free(c->api_key);
     free(c->log_level);
     free(c->backup_repo);
+    free(c->backup_repo_key_file);
     free(c->tls_cert);
     free(c->tls_key);
     for (size_t i = 0; i < c->ncors; i++) free(c->cors_origins[i]);

@@ -44,9 +44,12 @@ typedef struct server_config {
     char *log_level;
     int log_json;                    /* --log-format json */
     char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
+    char *backup_repo_key_file;      /* --repo-key-file; NULL = $JVDB_REPO_KEY_FILE, else plain */
     uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
     uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
     unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
+    unsigned backup_keep_daily;      /* scheduler: also keep the newest point of each of the last N days */
+    unsigned backup_keep_weekly;     /* scheduler: ... and of each of the last N ISO weeks */
     char *tls_cert;                  /* PEM certificate chain; NULL = plain HTTP */
     char *tls_key;                   /* PEM private key (both or neither) */
     char **cors_origins;             /* --cors-origin, repeatable; "*" = any origin */
@@ -226,12 +229,15 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs);
 /* Opens the configured repository once to check it (start-up fails on a bad one). */
 int backup_init(server *s);
 void backup_free(server *s);
-/* One backup of `db`: serialised with every other change to the repository, logged, counted for
- * /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB status (message
- * in jvdb_errmsg()). */
-int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
-/* Keeps the newest `keep` restorable backups of a database (serialised like backup_run). */
-int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted);
+/* One backup of database `name`: serialised with every other change to the repository, logged,
+ * counted for /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB
+ * status (message in jvdb_errmsg()).  Lock order: the repository mutex first, then the database
+ * (held here, not by the caller) — a restore holds the mutex while it waits for the holders of
+ * the database it replaces, so a holder must never wait for the mutex. */
+int backup_run(server *s, const char *name, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
+/* Prunes a database's backups by the configured retention (--backup-keep, --backup-keep-daily,
+ * --backup-keep-weekly; serialised like backup_run).  Nothing to do when none is set. */
+int backup_prune(server *s, const char *db_name, size_t *deleted);
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
 int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
                   void *arg);
@@ -247,6 +253,12 @@ void backup_log_totals(server *s, backup_totals out[4][2]);
 size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap);
 
 int sched_start(server *s);
+/* A backup was taken (by anyone): the schedule follows the repository's state. */
+void sched_note(server *s, const jvdb_backup_info *info);
+/* GET /v1/backups/schedule: next due time per database and kind. */
+void route_backup_schedule(server *s, http_req *rq, http_resp *rs);
+/* GET /v1/backups: every backup in the repository. */
+void route_backup_list_all(server *s, http_req *rq, http_resp *rs);
 /* Stops the scheduler; a backup it is taking finishes first. */
 void sched_stop(server *s);
 

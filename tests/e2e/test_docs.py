@@ -36,6 +36,7 @@ ROUTES = {
     ("GET", "/v1/databases/{id}/vectors/{vid}"), ("PUT", "/v1/databases/{id}/vectors/{vid}"),
     ("DELETE", "/v1/databases/{id}/vectors/{vid}"), ("POST", "/v1/databases/{id}/backups"),
     ("GET", "/v1/databases/{id}/backups"), ("GET", "/v1/backups/{bid}"), ("DELETE", "/v1/backups/{bid}"),
+    ("GET", "/v1/backups"), ("GET", "/v1/backups/schedule"),
     ("POST", "/v1/backups/{bid}/verify"), ("POST", "/v1/backups/{bid}/restore"),
     ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
 }
@@ -104,7 +105,7 @@ def route_of(cmd):
             seg = "{id}"
         elif prev == "vectors" and seg not in ("batch", "batch-get"):
             seg = "{vid}"
-        elif prev == "backups" and n == 3:
+        elif prev == "backups" and n == 3 and seg != "schedule":
             seg = "{bid}"
         elif prev == "api-keys":
             seg = "{key_id}"
