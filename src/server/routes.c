@@ -38,6 +38,7 @@ typedef struct route_def {
 
 static const route_def route_table[] = {
     {"GET", "/health", route_health, 0},
+    {"GET", "/readyz", route_readyz, 0},
     {"GET", "/status", route_status, 0},
     {"GET", "/metrics", route_metrics, 0},
     {"POST", "/v1/admin/shutdown", route_shutdown, 0},
@@ -70,6 +71,9 @@ static const route_def route_table[] = {
     {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
     {"PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1},
     {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
+    {"POST", "/v1/api-keys", route_keys_create, 1},
+    {"GET", "/v1/api-keys", route_keys_list, 0},
+    {"DELETE", "/v1/api-keys/{key_id}", route_keys_delete, 0},
 };
 
 #define ROUTE_N ((int)(sizeof route_table / sizeof route_table[0]))
