@@ -70,6 +70,13 @@ static const auth_role_def auth_roles[] = {
     {"POST", "/v1/databases/{id}/vectors/batch", KEY_ROLE_WRITE},
     {"PUT", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
     {"DELETE", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
+    /* issue 12's data routes: reading and counting are reads, every change a write */
+    {"GET", "/v1/databases/{id}/vectors", KEY_ROLE_READ},
+    {"POST", "/v1/databases/{id}/vectors/count", KEY_ROLE_READ},
+    {"POST", "/v1/databases/{id}/vectors/scroll", KEY_ROLE_READ},
+    {"POST", "/v1/databases/{id}/vectors/delete", KEY_ROLE_WRITE},
+    {"POST", "/v1/databases/{id}/vectors/metadata", KEY_ROLE_WRITE},
+    {"PATCH", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
 };
 
 /* The role route `route` needs; unmatched paths (404/405) need any valid key. */

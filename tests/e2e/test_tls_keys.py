@@ -301,11 +301,22 @@ def roles_allow_and_refuse():
         expect(read.post("/v1/databases", {"name": "c", "vectorDimension": 2}), 403, "FORBIDDEN", "needs the admin role")
         expect(read.get("/v1/api-keys"), 403, "FORBIDDEN")
         expect(read.post("/v1/admin/shutdown"), 403, "FORBIDDEN")
+        # issue 12's data routes: counting and reading back are reads, bulk changes are writes.
+        expect(read.post("/v1/databases/a/vectors/count", {}), 200)
+        expect(read.post("/v1/databases/a/vectors/scroll", {"limit": 10}), 200)
+        expect(read.get("/v1/databases/a/vectors?limit=10"), 200)
+        expect(read.post("/v1/databases/a/vectors/delete", {"ids": ["v1"]}), 403, "FORBIDDEN", "needs the write role")
+        expect(read.post("/v1/databases/a/vectors/metadata", {"filters": {"x": 1}, "metadata": {"y": 2}}), 403,
+               "FORBIDDEN", "needs the write role")
+        expect(read.request("PATCH", "/v1/databases/a/vectors/v1", {"metadata": {"y": 2}}), 403, "FORBIDDEN",
+               "needs the write role")
         # write: read + vector writes and deletes; no database or key administration.
         expect(search(write, "a"), 200)
         expect(put(write, "a", "v2"), 201)
         expect(write.post("/v1/databases/a/vectors/batch", {"vectors": [{"id": "v3", "values": [1, 2, 3, 4]}]}), 201)
         expect(write.delete("/v1/databases/a/vectors/v2"), 200)
+        expect(write.request("PATCH", "/v1/databases/a/vectors/v3", {"metadata": {"y": 2}}), 200)
+        expect(write.post("/v1/databases/a/vectors/delete", {"ids": ["v3"]}), 200)
         expect(write.delete("/v1/databases/b"), 403, "FORBIDDEN", "needs the admin role")
         expect(write.post("/v1/databases/a/compact"), 403, "FORBIDDEN")
         expect(write.post("/v1/api-keys", {"role": "admin"}), 403, "FORBIDDEN")
