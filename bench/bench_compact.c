@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ typedef struct bench_copts {
     double scan_s;           /* length of the window with back-to-back exact scans (0: none) */
     double scaling_s;        /* per thread count, exact-scan throughput alone (0: not measured) */
     const char *timeline;    /* file for every operation of the compaction window, or NULL */
+    const char *scan_timeline;   /* the same for the scan window, with each scan's start and end */
     uint32_t ef_construction;   /* HNSW build effort; 0 = the database's default */
 } bench_copts;
 
@@ -76,6 +78,7 @@ static void bench_usage(void)
             "  --scaling-seconds S  latency phase: exact-scan queries per second with 1 and 2\n"
             "                    scanning threads, S seconds each, nothing else running (default 0)\n"
             "  --timeline FILE   latency phase: write every operation of the compaction window\n"
+            "  --scan-timeline FILE  the same for the scan window (\"scan\" lines: each scan)\n"
             "  --ef-construction N  latency phase, --search hnsw: the graph's build effort (default:\n"
             "                    the database's, 200); a smaller one builds a 600,000-node graph in a\n"
             "                    fraction of the time, and a search's cost depends on ef, not on it\n",
@@ -106,6 +109,7 @@ static void bench_parse(int argc, char **argv, bench_copts *o)
     o->scan_s = 0;
     o->scaling_s = 0;
     o->timeline = NULL;
+    o->scan_timeline = NULL;
     o->ef_construction = 0;
     for (int i = 1; i < argc; i++) {
         if (bench_parse_common(argc, argv, &i, &o->b)) continue;
@@ -123,6 +127,7 @@ static void bench_parse(int argc, char **argv, bench_copts *o)
         else if (!strcmp(a, "--scan-seconds")) o->scan_s = bench_parse_pos(a, v);
         else if (!strcmp(a, "--scaling-seconds")) o->scaling_s = bench_parse_pos(a, v);
         else if (!strcmp(a, "--timeline")) o->timeline = v;
+        else if (!strcmp(a, "--scan-timeline")) o->scan_timeline = v;
         else if (!strcmp(a, "--ef-construction")) o->ef_construction = (uint32_t)bench_parse_pos(a, v);
         else bench_usage();
     }
@@ -367,6 +372,10 @@ typedef struct bench_worker {
     /* Per operation: when it was due, how long the call took (service time) and how long after it
      * was due it finished (response time). */
     double *t_due, *service, *response;
+    /* Whether the call slept (a voluntary context switch: a lock, a futex, I/O) as opposed to being
+     * merely preempted: on a machine whose CPUs are oversubscribed this tells a wait in the library
+     * from a thread that was not running. */
+    unsigned char *blocked;
     size_t n, cap;
     uint64_t missing, wrong, errors;
 } bench_worker;
@@ -400,6 +409,8 @@ static void *bench_worker_main(void *arg)
     for (uint64_t k = 0; !atomic_load(w->stop); k++) {
         double due = start + (double)k * interval;
         bench_sleep_until(due);
+        struct rusage ru0, ru1;
+        getrusage(RUSAGE_THREAD, &ru0);
         double t0 = bench_now();
         int rc;
         if (w->kind == BENCH_GET) {
@@ -431,7 +442,9 @@ static void *bench_worker_main(void *arg)
             if (rc) w->errors++;
         }
         double t1 = bench_now();
+        getrusage(RUSAGE_THREAD, &ru1);
         if (w->n < w->cap) {
+            w->blocked[w->n] = ru1.ru_nvcsw > ru0.ru_nvcsw;
             w->t_due[w->n] = due;
             w->service[w->n] = t1 - t0;
             w->response[w->n++] = t1 - due;
@@ -471,7 +484,8 @@ static void bench_load_start(bench_load *l, const bench_copts *o, const bench_da
         w->t_due = malloc(w->cap * sizeof *w->t_due);
         w->service = malloc(w->cap * sizeof *w->service);
         w->response = malloc(w->cap * sizeof *w->response);
-        if (!w->t_due || !w->service || !w->response) bench_die(ENOMEM, "out of memory");
+        w->blocked = malloc(w->cap);
+        if (!w->t_due || !w->service || !w->response || !w->blocked) bench_die(ENOMEM, "out of memory");
         if (w->rate > 0 && pthread_create(&l->tid[i], NULL, bench_worker_main, w) != 0)
             bench_die(errno, "pthread_create");
     }
@@ -489,12 +503,17 @@ static void bench_load_stop(bench_load *l)
 static void bench_json_pcts(const char *prefix, const bench_worker *w, const double *lat, double from, double to)
 {
     double *sel = malloc((w->n ? w->n : 1) * sizeof *sel);
-    size_t k = 0, slow = 0;
+    size_t k = 0, slow = 0, blocked = 0, blocked_slow = 0;
     for (size_t i = 0; i < w->n; i++)
         if (w->t_due[i] >= from && w->t_due[i] <= to) {
             sel[k++] = lat[i];
             slow += lat[i] > 0.010;
+            blocked += w->blocked[i];
+            blocked_slow += w->blocked[i] && w->service[i] > 0.010;
         }
+    /* Calls that slept, and those of them whose call took over 10 ms. */
+    bench_json_pint(prefix, "blocked", (long long)blocked);
+    bench_json_pint(prefix, "blocked_over_10ms", (long long)blocked_slow);
     bench_json_pint(prefix, "ops", (long long)k);
     static const struct {
         const char *name;
@@ -529,6 +548,7 @@ static void bench_load_free(bench_load *l)
         free(l->w[i].t_due);
         free(l->w[i].service);
         free(l->w[i].response);
+        free(l->w[i].blocked);
     }
 }
 
@@ -545,6 +565,7 @@ typedef struct bench_scanner {
     uint64_t rng;
     uint64_t done, errors, missing;
     double busy_s;           /* the scans' times added up */
+    double t_start[4096], t_end[4096];   /* the first scans' start and end, for the timeline */
     pthread_t tid;
 } bench_scanner;
 
@@ -564,7 +585,12 @@ static void *bench_scanner_main(void *arg)
         size_t cnt;
         double t0 = bench_now();
         int rc = jvdb_search(s->db, v, s->d->dim, &sp, &res, &cnt);
-        s->busy_s += bench_now() - t0;
+        double t1 = bench_now();
+        s->busy_s += t1 - t0;
+        if (s->done < 4096) {
+            s->t_start[s->done] = t0;
+            s->t_end[s->done] = t1;
+        }
         if (rc) s->errors++;
         else {
             if (cnt != sp.k) s->missing++;
@@ -603,7 +629,7 @@ typedef struct bench_scaling {
 static bench_scaling bench_scan_throughput(jvdb_db *db, const bench_data *d, const dg_gen *queries, size_t clients,
                                            uint32_t threads, double secs)
 {
-    bench_scanner s[2];
+    static bench_scanner s[2];
     atomic_int stop;
     double t0 = bench_now();
     bench_scanners_start(s, clients, threads, db, d, queries, &stop);
@@ -621,11 +647,15 @@ static bench_scaling bench_scan_throughput(jvdb_db *db, const bench_data *d, con
 
 /* Every operation of the compaction window's load, for the latency-over-time chart: seconds since
  * the load started (when it was due), service and response time in ms. */
-static void bench_write_timeline(const char *path, const bench_load *l, double t0, double c0, double c1)
+static void bench_write_timeline(const char *path, const bench_load *l, double t0, double c0, double c1,
+                                 const bench_scanner *sc)
 {
     FILE *f = fopen(path, "w");
     if (!f) bench_die(errno, "cannot write %s", path);
     fprintf(f, "# compact_start %.6f compact_end %.6f\n# kind due_s service_ms response_ms\n", c0 - t0, c1 - t0);
+    for (uint64_t k = 0; sc && k < sc->done && k < 4096; k++)
+        fprintf(f, "scan %.6f %.4f %.4f\n", sc->t_start[k] - t0, 1e3 * (sc->t_end[k] - sc->t_start[k]),
+                1e3 * (sc->t_end[k] - sc->t_start[k]));
     for (int i = 0; i < BENCH_NKINDS; i++) {
         const bench_worker *w = &l->w[i];
         for (size_t k = 0; k < w->n; k++)
@@ -707,7 +737,8 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
     double c1 = bench_now();
     bench_sleep_until(c1 + 1.0);
     bench_load_stop(&during);
-    if (o->timeline) bench_write_timeline(o->timeline, &during, t_during, c0, c1);
+    if (o->timeline) bench_write_timeline(o->timeline, &during, t_during, c0, c1, NULL);
+    if (o->scan_timeline && o->scan_s > 0) bench_write_timeline(o->scan_timeline, &scan, s0, s0, s1, &scanner);
 
     int ok = 1;
     for (int i = 0; i < BENCH_NKINDS; i++) {
