@@ -209,12 +209,22 @@ void jvdb_index_options_init(jvdb_index_options *o);
 /* The HNSW graph is maintained by a background thread per database, started by the first search
  * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
  * are "pending" and searched exactly, so results are complete either way. */
+/* The graph's readiness: LOADING the saved graph (searches are exact meanwhile), CATCHING_UP with the
+ * `pending` vectors written after it, REBUILDING from every vector (`reason` says why), READY. */
+typedef enum {
+    JVDB_INDEX_READY = 0, JVDB_INDEX_LOADING = 1, JVDB_INDEX_CATCHING_UP = 2, JVDB_INDEX_REBUILDING = 3
+} jvdb_index_state;
+const char *jvdb_index_state_name(jvdb_index_state s);   /* "ready", "loading", "catching_up", "rebuilding" */
 typedef struct jvdb_index_status {
     jvdb_index_type type;
     uint64_t nodes;              /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
     uint64_t pending;            /* written vectors not yet in the graph */
     uint64_t memory_bytes;       /* graph memory (vectors excluded) */
+    jvdb_index_state state;
+    uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */
+    uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
+    char reason[160];            /* why the graph was last rebuilt rather than loaded ("" when loaded) */
 } jvdb_index_status;
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */

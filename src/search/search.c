@@ -19,28 +19,48 @@
  * the graph falls apart around deletions.  The copies are contiguous per block of slots, which also
  * helps the graph's cache behaviour; they cost one more float per dimension and vector.
  *
- * The graph is rebuilt when its deleted share passes REBUILD_SHARE: a fresh empty graph replaces it
- * and every live slot becomes pending, so neither searches nor writers ever wait for a rebuild.
- * After a reopen the graph is rebuilt the same way, in the background, from the live slots.
+ * Deleted nodes are removed by a vacuum (hnsw_persist.c) when their share passes VACUUM_SHARE: the
+ * lists that pointed at them are refilled from theirs, at a cost bounded by the nodes next to
+ * deleted ones, so recall holds over any number of delete/insert/compact rounds without rebuilds.
+ *
+ * The graph is durable (DESIGN.md 10): the index thread checkpoints it to ext.hnsw (hnsw_persist.c
+ * says why checkpoints plus catch-up suffice) when it is idle after SAVE_CHANGES changes or
+ * SAVE_SECONDS, and at close.  On attach the thread loads that file in the background (searches are
+ * exact meanwhile), keeps the nodes whose record is still the keydir's newest for its id, and queues
+ * every other live slot: the catch-up.  A missing, damaged or other-format file means a rebuild from
+ * every live slot, with the reason logged and shown in the index status.  Saving holds the index
+ * lock shared (searches go on) and the database lock only while one block's ids are copied, so
+ * writers never wait for the file.
  */
 #include "search/distance.h"
 #include "search/filter.h"
 #include "search/flat.h"
 #include "search/hnsw.h"
+#include "search/hnsw_persist.h"
 
 #include "core/err.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
 #define INDEX_CHUNK 16
-#define REBUILD_SHARE 0.30
-#define REBUILD_MIN_NODES 1000
+#define VACUUM_SHARE 0.10
+#define VACUUM_MIN_NODES 1000
+#define SAVE_CHANGES 50000
+#define SAVE_SECONDS 30
+#define LOAD_CHUNK 4096
 #define MAX_K 100000
 #define SELECTIVE_SAMPLE 256
 #define NAV_BLOCK 4096
@@ -63,6 +83,16 @@ struct search_index {
     pthread_t thread;
     int thread_started;
     int stop;
+
+    /* Durability (ix->lock guards these unless noted). */
+    int loading;                  /* the thread has yet to load the saved graph (pend_mu too) */
+    int rebuilding;               /* the graph was started empty; pending drains it (pend_mu too) */
+    char why[160];                /* reason of the rebuild */
+    uint64_t gen;                 /* bumped by every reset, so a load in progress knows it is stale */
+    uint64_t dirty;               /* graph changes since the last save */
+    time_t last_save;
+    uint64_t saved_lsn;
+    uint64_t loaded_nodes;
 };
 
 static pthread_mutex_t search_attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -195,7 +225,10 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     ix->pending_bit[slot] = 0;
     if (!v) {
         /* The node keeps its copy, so searches can still walk through it. */
-        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
+        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) {
+            hnsw_mark_deleted(ix->graph, slot);
+            __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
+        }
         return;
     }
     float *copy = index_nav_slot(ix, slot);
@@ -205,12 +238,14 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     }
     memcpy(copy, v, (size_t)ix->db->m.dim * sizeof(float));
     ix->nav[slot] = copy;
+    __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
         log_error("search index of '%s': cannot insert slot %u: %s", ix->db->m.name, slot, jvdb_errmsg());
 }
 
-/* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild. */
-static int index_reset_graph(struct search_index *ix)
+/* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild.
+ * Index write lock and database write lock held; `why` is shown in the status until it is done. */
+static int index_reset_graph(struct search_index *ix, const char *why)
 {
     hnsw *fresh = NULL;
     if (ix->opts.type == JVDB_INDEX_HNSW) {
@@ -224,13 +259,225 @@ static int index_reset_graph(struct search_index *ix)
     }
     hnsw_free(ix->graph);
     ix->graph = fresh;
+    ix->gen++;
+    __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
+    ix->loaded_nodes = 0;
+    snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
+    ix->rebuilding = fresh != NULL;
     pthread_mutex_unlock(&ix->pend_mu);
     if (fresh) index_queue_all(ix);
+    /* Only now: a waiter must not see "not loading, nothing pending" before the queue is filled. */
+    pthread_mutex_lock(&ix->pend_mu);
+    ix->loading = 0;
+    pthread_cond_broadcast(&ix->pend_cv);
+    pthread_mutex_unlock(&ix->pend_mu);
     return JVDB_OK;
+}
+
+/* ---------------------------------------------------------------- the graph file */
+
+static int index_writable(const jvdb_db *db)
+{
+    return db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && !atomic_load(&db->dropping);
+}
+
+struct save_ctx {
+    struct search_index *ix;
+};
+
+static void save_lock(void *ctx, int lock)
+{
+    struct search_index *ix = ((struct save_ctx *)ctx)->ix;
+    if (lock) pthread_rwlock_rdlock(&ix->db->lock);
+    else pthread_rwlock_unlock(&ix->db->lock);
+}
+
+/* Database read lock held (save_lock): the node stands for the slot's record only when the slot is
+ * settled, i.e. the graph has taken in the slot's current vector. */
+static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_len, uint64_t *lsn)
+{
+    struct search_index *ix = ((struct save_ctx *)ctx)->ix;
+    const struct keydir *kd = &ix->db->kd;
+    if (slot >= kd->nslots || !kd->slot_owner[slot]) return 0;
+    pthread_mutex_lock(&ix->pend_mu);
+    int pending = slot < ix->bits_cap && ix->pending_bit[slot];
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (pending) return 0;
+    const struct kd_entry *e = kd->slot_owner[slot];
+    *id = e->id;
+    *id_len = e->id_len;
+    *lsn = e->lsn;
+    return 1;
+}
+
+/* Writes the graph file; index lock held (shared or exclusive), so the graph does not change. */
+static int index_save_locked(struct search_index *ix)
+{
+    jvdb_db *db = ix->db;
+    if (!ix->graph || !index_writable(db)) return JVDB_OK;
+    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    /* Every record up to this LSN that is live and settled is in the graph; later ones are caught up
+     * at open whatever this says, since nodes are matched record by record. */
+    pthread_mutex_lock(&ix->pend_mu);
+    uint64_t lsn = ix->npending ? 0 : __atomic_load_n(&db->last_lsn, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&ix->pend_mu);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t dirty = ix->dirty, bytes = 0;
+    struct save_ctx sc = {ix};
+    int rc = hnsw_save(ix->graph, path, lsn, save_ident, save_lock, &sc, &bytes);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    free(path);
+    if (rc) {
+        log_error("search index of '%s': cannot save the graph: %s", db->m.name, jvdb_errmsg());
+        return rc;
+    }
+    __atomic_fetch_sub(&ix->dirty, dirty, __ATOMIC_RELAXED);
+    ix->last_save = time(NULL);
+    if (lsn) ix->saved_lsn = lsn;
+    log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", db->m.name,
+              hnsw_node_count(ix->graph), (unsigned long long)bytes,
+              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    return JVDB_OK;
+}
+
+/* Maps the saved graph's nodes to slots (database read lock, a chunk at a time, so writers get in
+ * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
+ * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
+static int index_load_graph(struct search_index *ix, hnsw **g, uint64_t gen, char *why, size_t whylen)
+{
+    jvdb_db *db = ix->db;
+    *g = NULL;
+    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(why, whylen, e == ENOENT ? "no saved graph" : "cannot open the saved graph: %s", strerror(e));
+        free(path);
+        return e == ENOENT ? JVDB_ENOTFOUND : JVDB_EIO;
+    }
+    free(path);
+    struct stat st;
+    void *map = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(why, whylen, "cannot read the saved graph");
+        return JVDB_EIO;
+    }
+    madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
+    hnsw_file f;
+    uint32_t *slot_of = NULL;
+    int rc = hnsw_file_parse(map, (size_t)st.st_size, &f);
+    if (rc) {
+        snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
+        munmap(map, (size_t)st.st_size);
+        return rc;
+    }
+    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != ix->opts.m ||
+        f.p.ef_construction != ix->opts.ef_construction) {
+        snprintf(why, whylen, "saved graph was built with other settings (dim %u, M %u, ef_construction %u)", f.dim,
+                 f.p.M, f.p.ef_construction);
+        rc = JVDB_EINVAL;
+        goto out;
+    }
+    f.p.ef_search = ix->opts.ef_search;
+    if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        snprintf(why, whylen, "out of memory loading the saved graph");
+        goto out;
+    }
+    for (uint32_t i = 0; i < f.nnodes && rc == JVDB_OK;) {
+        pthread_rwlock_wrlock(&ix->lock);
+        pthread_rwlock_rdlock(&db->lock);
+        if (ix->gen != gen) rc = JVDB_EBUSY;
+        for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
+            const hnsw_file_node *nd = &f.nodes[i];
+            slot_of[i] = HNSW_FILE_NONE;
+            if (nd->dead) continue;
+            const struct kd_entry *e = keydir_find(&db->kd, nd->id, nd->id_len);
+            if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || !db->kd.slot_vec[e->slot]) continue;
+            float *copy = index_nav_slot(ix, e->slot);
+            if (!copy) {
+                rc = JVDB_ENOMEM;
+                snprintf(why, whylen, "out of memory loading the saved graph");
+                break;
+            }
+            memcpy(copy, db->kd.slot_vec[e->slot], (size_t)db->m.dim * sizeof(float));
+            ix->nav[e->slot] = copy;
+            slot_of[i] = e->slot;
+        }
+        pthread_rwlock_unlock(&db->lock);
+        pthread_rwlock_unlock(&ix->lock);
+    }
+    if (rc == JVDB_EBUSY) snprintf(why, whylen, "settings changed while loading");
+    if (rc == JVDB_OK) {
+        pthread_rwlock_rdlock(&ix->lock);
+        rc = hnsw_from_file(&f, slot_of, ix->nav, ix->nav_cap, g);
+        pthread_rwlock_unlock(&ix->lock);
+        if (rc) snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
+    }
+    if (rc == JVDB_OK) ix->saved_lsn = f.lsn;
+out:
+    free(slot_of);
+    hnsw_file_free(&f);
+    munmap(map, (size_t)st.st_size);
+    return rc;
+}
+
+/* The thread's first job: the saved graph plus catch-up, or a rebuild saying why. */
+static void index_load(struct search_index *ix)
+{
+    jvdb_db *db = ix->db;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_rwlock_rdlock(&ix->lock);
+    uint64_t gen = ix->gen;
+    pthread_rwlock_unlock(&ix->lock);
+    char why[160] = "";
+    hnsw *g = NULL;
+    int rc = index_load_graph(ix, &g, gen, why, sizeof why);
+    pthread_rwlock_wrlock(&ix->lock);
+    if (ix->gen != gen) {
+        /* set_index reset the graph meanwhile: that one stands. */
+        hnsw_free(g);
+        pthread_rwlock_unlock(&ix->lock);
+        return;
+    }
+    pthread_rwlock_wrlock(&db->lock);
+    if (rc == JVDB_OK) {
+        hnsw_free(ix->graph);
+        ix->graph = g;
+        ix->loaded_nodes = hnsw_node_count(g);
+        ix->why[0] = '\0';
+        /* Catch-up: every live slot the graph does not hold (written after the save, replaced, or
+         * not settled when it was saved).  Slots the hook queued during the load stay queued. */
+        const struct keydir *kd = &db->kd;
+        for (uint32_t s = 0; s < kd->nslots; s++)
+            if (kd->slot_vec[s] && !hnsw_contains(g, s)) index_slot_hook(ix, s, 1);
+        pthread_mutex_lock(&ix->pend_mu);
+        ix->loading = 0;
+        uint32_t catchup = ix->npending;
+        pthread_cond_broadcast(&ix->pend_cv);
+        pthread_mutex_unlock(&ix->pend_mu);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        log_info("search index of '%s': loaded the saved graph (%u nodes) in %.3f s; %u vectors to catch up",
+                 db->m.name, hnsw_node_count(g),
+                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, catchup);
+    } else {
+        if (db->kd.live > 0 || rc != JVDB_ENOTFOUND)
+            log_info("search index of '%s': %s; rebuilding it in the background", db->m.name, why);
+        if (index_reset_graph(ix, why) != JVDB_OK)
+            log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
+    }
+    pthread_rwlock_unlock(&db->lock);
+    pthread_rwlock_unlock(&ix->lock);
 }
 
 static void *index_thread_main(void *arg)
@@ -239,8 +486,33 @@ static void *index_thread_main(void *arg)
     jvdb_db *db = ix->db;
     uint32_t chunk[INDEX_CHUNK];
     pthread_mutex_lock(&ix->pend_mu);
+    int loading = ix->loading;
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (loading) index_load(ix);
+    pthread_mutex_lock(&ix->pend_mu);
     for (;;) {
-        while (!ix->stop && ix->npending == 0) pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
+        while (!ix->stop && ix->npending == 0) {
+            ix->rebuilding = 0;
+            if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && ix->graph) {
+                /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
+                uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
+                time_t now = time(NULL);
+                if (dirty >= SAVE_CHANGES || now - ix->last_save >= SAVE_SECONDS) {
+                    pthread_mutex_unlock(&ix->pend_mu);
+                    pthread_rwlock_rdlock(&ix->lock);
+                    if (index_save_locked(ix) != JVDB_OK) ix->last_save = time(NULL);   /* retry later, not in a loop */
+                    pthread_rwlock_unlock(&ix->lock);
+                    pthread_mutex_lock(&ix->pend_mu);
+                    continue;
+                }
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += ix->last_save + SAVE_SECONDS - now;
+                pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &until);
+                continue;
+            }
+            pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
+        }
         if (ix->stop) break;
         pthread_mutex_unlock(&ix->pend_mu);
 
@@ -252,17 +524,16 @@ static void *index_thread_main(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph)
             for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
-        int rebuild = ix->graph && hnsw_node_count(ix->graph) >= REBUILD_MIN_NODES &&
-                      hnsw_deleted_share(ix->graph) > REBUILD_SHARE;
+        int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
+                     hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
         pthread_rwlock_unlock(&db->lock);
-        if (rebuild) {
-            /* Queuing needs the database write lock (the hook's contract). */
-            pthread_rwlock_wrlock(&db->lock);
-            log_info("search index of '%s': %.0f%% of the graph is deleted; rebuilding in the background",
-                     db->m.name, 100 * hnsw_deleted_share(ix->graph));
-            if (index_reset_graph(ix) != JVDB_OK)
-                log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
-            pthread_rwlock_unlock(&db->lock);
+        if (vacuum) {
+            /* Only the graph and its own vector copies are read: the database stays open to all. */
+            uint32_t removed = 0;
+            if (hnsw_vacuum(ix->graph, ix->nav, ix->nav_cap, &removed) != JVDB_OK)
+                log_error("search index of '%s': vacuum failed: %s", db->m.name, jvdb_errmsg());
+            else
+                __atomic_fetch_add(&ix->dirty, removed, __ATOMIC_RELAXED);
         }
         pthread_rwlock_unlock(&ix->lock);
         pthread_mutex_lock(&ix->pend_mu);
@@ -282,6 +553,8 @@ static void index_free(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         pthread_join(ix->thread, NULL);
     }
+    /* Clean close: checkpoint whatever changed, so the next open only loads. */
+    if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && !ix->loading) index_save_locked(ix);
     pthread_rwlock_wrlock(&ix->db->lock);
     if (ix->db->kd.hook_ctx == ix) {
         ix->db->kd.hook = NULL;
@@ -321,12 +594,17 @@ static int index_get(jvdb_db *db, struct search_index **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     ix->db = db;
+    ix->last_save = time(NULL);
     pthread_rwlock_init(&ix->lock, NULL);
     pthread_mutex_init(&ix->pend_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
     pthread_rwlock_wrlock(&db->lock);
-    int rc = index_reset_graph(ix);
+    int rc = JVDB_OK;
+    /* HNSW: the thread loads the saved graph first; until then searches are exact and the hook queues
+     * what changes meanwhile.  FLAT: no graph. */
+    if (ix->opts.type == JVDB_INDEX_HNSW) ix->loading = 1;
+    else rc = index_reset_graph(ix, "");
     if (rc == JVDB_OK) {
         db->kd.hook = index_slot_hook;
         db->kd.hook_ctx = ix;
@@ -372,13 +650,24 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     ix->opts = *o;
     if (graph_changes) {
         pthread_rwlock_wrlock(&db->lock);
-        rc = index_reset_graph(ix);
+        rc = index_reset_graph(ix, "index settings changed");
         pthread_rwlock_unlock(&db->lock);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
     }
     pthread_rwlock_unlock(&ix->lock);
     return rc;
+}
+
+const char *jvdb_index_state_name(jvdb_index_state s)
+{
+    switch (s) {
+    case JVDB_INDEX_READY: return "ready";
+    case JVDB_INDEX_LOADING: return "loading";
+    case JVDB_INDEX_CATCHING_UP: return "catching_up";
+    case JVDB_INDEX_REBUILDING: return "rebuilding";
+    }
+    return "unknown";
 }
 
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
@@ -395,8 +684,15 @@ int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
         out->deleted_nodes = out->nodes - hnsw_live_count(ix->graph);
         out->memory_bytes = hnsw_memory_bytes(ix->graph);
     }
+    out->loaded_nodes = ix->loaded_nodes;
+    out->saved_lsn = ix->saved_lsn;
     pthread_mutex_lock(&ix->pend_mu);
     out->pending = ix->npending;
+    if (ix->loading) out->state = JVDB_INDEX_LOADING;
+    else if (ix->rebuilding && ix->npending) out->state = JVDB_INDEX_REBUILDING;
+    else if (ix->npending) out->state = JVDB_INDEX_CATCHING_UP;
+    else out->state = JVDB_INDEX_READY;
+    snprintf(out->reason, sizeof out->reason, "%s", ix->why);
     pthread_mutex_unlock(&ix->pend_mu);
     pthread_rwlock_unlock(&ix->lock);
     return JVDB_OK;
@@ -417,9 +713,10 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
         deadline.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&ix->pend_mu);
-    while (ix->npending > 0 && rc == JVDB_OK)
-        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && ix->npending > 0)
-            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in", db->m.name, ix->npending);
+    while ((ix->npending > 0 || ix->loading) && rc == JVDB_OK)
+        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && (ix->npending > 0 || ix->loading))
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", db->m.name, ix->npending,
+                         ix->loading ? " (loading the saved graph)" : "");
     pthread_mutex_unlock(&ix->pend_mu);
     if (rc) return rc;
     /* The last chunk is taken off the queue before it is in the graph: wait for the thread to let go. */
