@@ -229,6 +229,10 @@ typedef struct jvdb_index_status {
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
+/* Checkpoints the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file").  The
+ * index thread does this by itself when idle and at close; this is for tools, backups and tests.
+ * JVDB_OK without writing when the graph is still loading or the database is read-only. */
+int jvdb_db_index_save(jvdb_db *db);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);

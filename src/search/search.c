@@ -89,6 +89,7 @@ struct search_index {
     int rebuilding;               /* the graph was started empty; pending drains it (pend_mu too) */
     char why[160];                /* reason of the rebuild */
     uint64_t gen;                 /* bumped by every reset, so a load in progress knows it is stale */
+    pthread_mutex_t save_mu;      /* one save at a time (they share the .tmp name) */
     uint64_t dirty;               /* graph changes since the last save */
     time_t last_save;
     uint64_t saved_lsn;
@@ -328,18 +329,21 @@ static int index_save_locked(struct search_index *ix)
     pthread_mutex_unlock(&ix->pend_mu);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    uint64_t dirty = ix->dirty, bytes = 0;
+    pthread_mutex_lock(&ix->save_mu);
+    uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = {ix};
     int rc = hnsw_save(ix->graph, path, lsn, save_ident, save_lock, &sc, &bytes);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     free(path);
     if (rc) {
+        pthread_mutex_unlock(&ix->save_mu);
         log_error("search index of '%s': cannot save the graph: %s", db->m.name, jvdb_errmsg());
         return rc;
     }
     __atomic_fetch_sub(&ix->dirty, dirty, __ATOMIC_RELAXED);
-    ix->last_save = time(NULL);
-    if (lsn) ix->saved_lsn = lsn;
+    __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);
+    if (lsn) __atomic_store_n(&ix->saved_lsn, lsn, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&ix->save_mu);
     log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", db->m.name,
               hnsw_node_count(ix->graph), (unsigned long long)bytes,
               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -423,7 +427,7 @@ static int index_load_graph(struct search_index *ix, hnsw **g, uint64_t gen, cha
         pthread_rwlock_unlock(&ix->lock);
         if (rc) snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
     }
-    if (rc == JVDB_OK) ix->saved_lsn = f.lsn;
+    if (rc == JVDB_OK) __atomic_store_n(&ix->saved_lsn, f.lsn, __ATOMIC_RELAXED);
 out:
     free(slot_of);
     hnsw_file_free(&f);
@@ -496,18 +500,18 @@ static void *index_thread_main(void *arg)
             if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && ix->graph) {
                 /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
                 uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
-                time_t now = time(NULL);
-                if (dirty >= SAVE_CHANGES || now - ix->last_save >= SAVE_SECONDS) {
+                time_t now = time(NULL), last = __atomic_load_n(&ix->last_save, __ATOMIC_RELAXED);
+                if (dirty >= SAVE_CHANGES || now - last >= SAVE_SECONDS) {
                     pthread_mutex_unlock(&ix->pend_mu);
                     pthread_rwlock_rdlock(&ix->lock);
-                    if (index_save_locked(ix) != JVDB_OK) ix->last_save = time(NULL);   /* retry later, not in a loop */
+                    if (index_save_locked(ix) != JVDB_OK) __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);   /* retry later, not in a loop */
                     pthread_rwlock_unlock(&ix->lock);
                     pthread_mutex_lock(&ix->pend_mu);
                     continue;
                 }
                 struct timespec until;
                 clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_sec += ix->last_save + SAVE_SECONDS - now;
+                until.tv_sec += last + SAVE_SECONDS - now;
                 pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &until);
                 continue;
             }
@@ -569,6 +573,7 @@ static void index_free(void *arg)
     free(ix->pending);
     pthread_rwlock_destroy(&ix->lock);
     pthread_mutex_destroy(&ix->pend_mu);
+    pthread_mutex_destroy(&ix->save_mu);
     pthread_cond_destroy(&ix->pend_cv);
     free(ix);
 }
@@ -597,6 +602,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
     ix->last_save = time(NULL);
     pthread_rwlock_init(&ix->lock, NULL);
     pthread_mutex_init(&ix->pend_mu, NULL);
+    pthread_mutex_init(&ix->save_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
     pthread_rwlock_wrlock(&db->lock);
@@ -604,6 +610,12 @@ static int index_get(jvdb_db *db, struct search_index **out)
     /* HNSW: the thread loads the saved graph first; until then searches are exact and the hook queues
      * what changes meanwhile.  FLAT: no graph. */
     if (ix->opts.type == JVDB_INDEX_HNSW) ix->loading = 1;
+    if (index_writable(db)) {
+        /* A save cut short by a crash leaves its temporary file; the saved graph is intact. */
+        char *tmp = fs_join(db->dir, HNSW_FILE_NAME ".tmp");
+        if (tmp) unlink(tmp);
+        free(tmp);
+    }
     else rc = index_reset_graph(ix, "");
     if (rc == JVDB_OK) {
         db->kd.hook = index_slot_hook;
@@ -659,6 +671,18 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     return rc;
 }
 
+int jvdb_db_index_save(jvdb_db *db)
+{
+    err_clear();
+    struct search_index *ix;
+    int rc = index_get(db, &ix);
+    if (rc) return rc;
+    pthread_rwlock_rdlock(&ix->lock);
+    rc = index_save_locked(ix);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
 const char *jvdb_index_state_name(jvdb_index_state s)
 {
     switch (s) {
@@ -685,7 +709,7 @@ int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
         out->memory_bytes = hnsw_memory_bytes(ix->graph);
     }
     out->loaded_nodes = ix->loaded_nodes;
-    out->saved_lsn = ix->saved_lsn;
+    out->saved_lsn = __atomic_load_n(&ix->saved_lsn, __ATOMIC_RELAXED);
     pthread_mutex_lock(&ix->pend_mu);
     out->pending = ix->npending;
     if (ix->loading) out->state = JVDB_INDEX_LOADING;
