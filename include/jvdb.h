@@ -227,6 +227,20 @@ typedef struct jvdb_index_status {
     char reason[160];            /* why the graph was last rebuilt rather than loaded ("" when loaded) */
 } jvdb_index_status;
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
+/* The same without starting the index: JVDB_ENOTFOUND when no search has attached it yet. */
+int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out);
+
+/* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
+ * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
+typedef struct jvdb_index_saved {
+    int present;                 /* 0: no saved graph, the index would be built from every vector */
+    uint64_t nodes;              /* nodes in the file, dead ones included */
+    uint64_t lsn;                /* the LSN it is complete up to */
+    uint64_t file_bytes;
+    uint64_t behind;             /* live vectors written after that LSN (what a load catches up) */
+    char problem[160];           /* why it would not be loaded (header damaged, other settings); "" */
+} jvdb_index_saved;
+int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
 /* Checkpoints the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file").  The

@@ -206,7 +206,22 @@ void hnsw_file_free(hnsw_file *f)
     f->nodes = NULL;
 }
 
+static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t M0, uint32_t done, uint32_t nblocks,
+                          size_t off, size_t end);
+
 int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out)
+{
+    int rc = hnsw_file_parse_header(buf, len, out);
+    if (rc) return rc;
+    const uint8_t *b = buf;
+    if (out->nnodes && !(out->nodes = calloc(out->nnodes, sizeof *out->nodes)))
+        return err_set(JVDB_ENOMEM, "out of memory reading the HNSW graph file");
+    uint32_t M0 = 2 * out->p.M, done = 0, nblocks = 0;
+    size_t off = HF_HEADER_SIZE, end = len - HF_TRAILER_SIZE;
+    return hf_parse_nodes(b, len, out, M0, done, nblocks, off, end);
+}
+
+int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
 {
     memset(out, 0, sizeof *out);
     const uint8_t *b = buf;
@@ -240,11 +255,13 @@ int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out)
     if (out->nnodes == 0 ? (out->entry != HNSW_FILE_NONE || out->max_level != -1)
                          : (out->entry >= out->nnodes || out->max_level < 0 || out->max_level >= HNSW_MAX_LEVEL))
         return hf_bad("bad entry point", 40);
+    return JVDB_OK;
+}
 
-    if (out->nnodes && !(out->nodes = calloc(out->nnodes, sizeof *out->nodes)))
-        return err_set(JVDB_ENOMEM, "out of memory reading the HNSW graph file");
-    uint32_t M0 = 2 * out->p.M, done = 0, nblocks = 0;
-    size_t off = HF_HEADER_SIZE, end = len - HF_TRAILER_SIZE;
+static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t M0, uint32_t done, uint32_t nblocks,
+                          size_t off, size_t end)
+{
+    (void)len;
     int rc = JVDB_OK;
     while (done < out->nnodes) {
         if (end - off < HF_BLOCK_HEAD + 8) { rc = hf_bad("truncated block", off); break; }

@@ -44,6 +44,9 @@ typedef struct hnsw_file {
  * JVDB_ECORRUPT with the reason (bad magic, version, checksum, bounds), JVDB_ENOMEM. */
 int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out);
 void hnsw_file_free(hnsw_file *f);
+/* Verifies the header alone (magic, version, checksum, ranges): fills f's scalar fields, no nodes.
+ * `len` is the whole file's size. */
+int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out);
 
 /* Builds a graph from a parsed file: node i becomes slot map[i] (HNSW_FILE_NONE drops it).  A node that
  * loses links to dropped nodes gets its list refilled from theirs (as pgvector's vacuum does), with

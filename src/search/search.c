@@ -694,12 +694,67 @@ const char *jvdb_index_state_name(jvdb_index_state s)
     return "unknown";
 }
 
+static void index_status_of(struct search_index *ix, jvdb_index_status *out);
+
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
 {
     err_clear();
     struct search_index *ix;
     int rc = index_get(db, &ix);
     if (rc) return rc;
+    index_status_of(ix, out);
+    return JVDB_OK;
+}
+
+int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out)
+{
+    err_clear();
+    struct search_index *ix = index_attached(db);
+    if (!ix) return err_set(JVDB_ENOTFOUND, "the index of '%s' is not loaded in this process", db->m.name);
+    index_status_of(ix, out);
+    return JVDB_OK;
+}
+
+int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
+{
+    err_clear();
+    memset(out, 0, sizeof *out);
+    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) {
+        if (errno != ENOENT) snprintf(out->problem, sizeof out->problem, "cannot open the saved graph: %s", strerror(errno));
+        return JVDB_OK;
+    }
+    out->present = 1;
+    uint8_t head[80];
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 ? pread(fd, head, sizeof head, 0) : -1;
+    close(fd);
+    hnsw_file f;
+    if (got != (ssize_t)sizeof head || hnsw_file_parse_header(head, (size_t)st.st_size, &f) != JVDB_OK) {
+        snprintf(out->problem, sizeof out->problem, "%s", got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
+        return JVDB_OK;
+    }
+    out->nodes = f.nnodes;
+    out->lsn = f.lsn;
+    out->file_bytes = (uint64_t)st.st_size;
+    jvdb_index_options o;
+    jvdb_db_get_index(db, &o);
+    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != o.m || f.p.ef_construction != o.ef_construction)
+        snprintf(out->problem, sizeof out->problem, "built with other settings (M %u, ef_construction %u)", f.p.M,
+                 f.p.ef_construction);
+    pthread_rwlock_rdlock(&db->lock);
+    const struct keydir *kd = &db->kd;
+    for (uint32_t s = 0; s < kd->nslots; s++)
+        if (kd->slot_owner[s] && kd->slot_owner[s]->lsn > f.lsn) out->behind++;
+    pthread_rwlock_unlock(&db->lock);
+    return JVDB_OK;
+}
+
+static void index_status_of(struct search_index *ix, jvdb_index_status *out)
+{
     memset(out, 0, sizeof *out);
     pthread_rwlock_rdlock(&ix->lock);
     out->type = ix->opts.type;
@@ -719,7 +774,6 @@ int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
     snprintf(out->reason, sizeof out->reason, "%s", ix->why);
     pthread_mutex_unlock(&ix->pend_mu);
     pthread_rwlock_unlock(&ix->lock);
-    return JVDB_OK;
 }
 
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)

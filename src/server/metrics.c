@@ -195,6 +195,33 @@ static void metrics_render_databases(server *s, mbuf *b)
             }
         }
     }
+    /* Index readiness of the databases whose index is loaded (a scrape never loads one). */
+    jvdb_index_status *ix = calloc(n ? n : 1, sizeof *ix);
+    int *have = calloc(n ? n : 1, sizeof *have);
+    if (!ix || !have) b->oom = 1;
+    for (size_t i = 0; ix && have && i < n; i++) {
+        jvdb_db *db;
+        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;
+        have[i] = jvdb_db_index_status_if_attached(db, &ix[i]) == JVDB_OK;
+        srv_db_unhold(s, db);
+    }
+    static const struct {
+        const char *name, *help;
+    } gi[] = {
+        {"jvdb_index_state", "HNSW index state: 0 ready, 1 loading the saved graph, 2 catching up, 3 rebuilding."},
+        {"jvdb_index_pending", "Vectors written but not yet in the HNSW graph (searched exactly meanwhile)."},
+        {"jvdb_index_nodes", "Nodes of the HNSW graph, deleted ones included."},
+    };
+    for (size_t k = 0; ix && have && k < sizeof gi / sizeof gi[0]; k++) {
+        mb_head(b, gi[k].name, "gauge", gi[k].help);
+        for (size_t i = 0; i < n; i++) {
+            if (!have[i]) continue;
+            unsigned long long v = k == 0 ? (unsigned long long)ix[i].state : k == 1 ? ix[i].pending : ix[i].nodes;
+            mb_printf(b, "%s{database=\"%s\"} %llu\n", gi[k].name, names[i], v);
+        }
+    }
+    free(ix);
+    free(have);
     free(st);
     jvdb_free_names(names, n);
 }
