@@ -319,7 +319,14 @@ static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_le
 static int index_save_locked(struct search_index *ix)
 {
     jvdb_db *db = ix->db;
-    if (!ix->graph || !index_writable(db)) return JVDB_OK;
+    if (!index_writable(db)) return JVDB_OK;
+    if (!ix->graph) {
+        /* FLAT, or still loading: nothing to save, and nothing to retry until the graph changes. */
+        pthread_mutex_lock(&ix->pend_mu);
+        if (!ix->loading) __atomic_store_n(&ix->dirty, 0, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&ix->pend_mu);
+        return JVDB_OK;
+    }
     char *path = fs_join(db->dir, HNSW_FILE_NAME);
     if (!path) return err_set(JVDB_ENOMEM, "out of memory");
     /* Every record up to this LSN that is live and settled is in the graph; later ones are caught up
@@ -497,7 +504,7 @@ static void *index_thread_main(void *arg)
     for (;;) {
         while (!ix->stop && ix->npending == 0) {
             ix->rebuilding = 0;
-            if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && ix->graph) {
+            if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && index_writable(db)) {
                 /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
                 uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
                 time_t now = time(NULL), last = __atomic_load_n(&ix->last_save, __ATOMIC_RELAXED);
