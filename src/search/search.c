@@ -662,7 +662,7 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
                           "ef_construction", (int)o->ef_construction, "ef_search", (int)o->ef_search);
     if (!x) return err_set(JVDB_ENOMEM, "out of memory");
     if ((rc = db_set_manifest_extra(db, "index", x))) return rc;
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     if ((rc = index_get(db, &ix))) return rc;
     pthread_rwlock_wrlock(&ix->lock);
     int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
@@ -681,7 +681,7 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
 int jvdb_db_index_save(jvdb_db *db)
 {
     err_clear();
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
     pthread_rwlock_rdlock(&ix->lock);
@@ -706,7 +706,7 @@ static void index_status_of(struct search_index *ix, jvdb_index_status *out);
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
 {
     err_clear();
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
     index_status_of(ix, out);
@@ -786,7 +786,7 @@ static void index_status_of(struct search_index *ix, jvdb_index_status *out)
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
 {
     err_clear();
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
     struct timespec deadline;
