@@ -219,7 +219,7 @@ typedef struct jvdb_index_status {
     jvdb_index_type type;
     uint64_t nodes;              /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
-    uint64_t pending;            /* written vectors not yet in the graph */
+    uint64_t pending;            /* written vectors not yet in the graph (every live one while LOADING) */
     uint64_t memory_bytes;       /* graph memory (vectors excluded) */
     jvdb_index_state state;
     uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */

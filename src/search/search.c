@@ -772,8 +772,13 @@ static void index_status_of(struct search_index *ix, jvdb_index_status *out)
     }
     out->loaded_nodes = ix->loaded_nodes;
     out->saved_lsn = __atomic_load_n(&ix->saved_lsn, __ATOMIC_RELAXED);
+    /* While the saved graph loads nothing is in a graph yet: every live vector counts as pending, so
+     * "pending 0" keeps meaning "the graph answers for everything". */
+    pthread_rwlock_rdlock(&ix->db->lock);
+    uint64_t live = ix->db->kd.live;
+    pthread_rwlock_unlock(&ix->db->lock);
     pthread_mutex_lock(&ix->pend_mu);
-    out->pending = ix->npending;
+    out->pending = ix->loading ? (live > ix->npending ? live : ix->npending) : ix->npending;
     if (ix->loading) out->state = JVDB_INDEX_LOADING;
     else if (ix->rebuilding && ix->npending) out->state = JVDB_INDEX_REBUILDING;
     else if (ix->npending) out->state = JVDB_INDEX_CATCHING_UP;
