@@ -356,7 +356,7 @@ static int cli_jsonl_values(cli_reader *r, json_t *values, float *vec, const cha
 
 static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
 {
-    size_t len;
+    size_t len = 0;
     int rc = cli_next_line(r, &len);
     if (rc <= 0) return rc;
     json_error_t jerr;
