@@ -23,6 +23,10 @@ run: build
 # ThreadSanitizer: stop at the first race (exit 66, the report in the test's output or the server's
 # log); tests/tsan.supp holds only third-party false positives, each with its reason.
 TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp"
+# gcc 12's TSan runtime dies with "unexpected memory mapping" on kernels that randomise mmap with
+# 32 bits (vm.mmap_rnd_bits, newer distributions' default): run the tests without ASLR where the
+# kernel lets us (a container may not), which is harmless for them.
+TSAN_ENV += $(shell setarch $$(uname -m) -R true >/dev/null 2>&1 && echo setarch $$(uname -m) -R)
 # What the tsan-smoke tests run (CTest label tsan-smoke): only these are built with TSan in `make test`.
 TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_backup test_search_flat test_search_hnsw
 

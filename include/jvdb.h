@@ -136,9 +136,11 @@ void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
 
 /* Inserts or replaces vector `id` (1..JVDB_MAX_ID_LEN bytes of valid UTF-8 with no control character,
  * U+0000-U+001F and U+007F-U+009F: what other vector databases accept, and what every export format
- * round-trips).  `vector` has `dim` finite floats, which must equal the database's dimension (cosine
- * databases store it normalised), and a magnitude (Euclidean norm) of at most about 6.5e18, so that no
- * distance or inner product between two vectors overflows float32; queries obey the same bound.
+ * round-trips).  `vector` has `dim` finite floats, which must equal the database's dimension, and a
+ * magnitude (Euclidean norm) of at most about 6.5e18, so that no distance or inner product between
+ * two vectors overflows float32; queries obey the same bound.  It is stored exactly as given, for
+ * every metric (get, search and backups return the same bits); a cosine database refuses the zero
+ * vector, which has no direction, and scores by the vectors' directions whatever their lengths.
  * `meta_json` is NULL or a JSON object.  On success *lsn_out (if not NULL) receives the write's log
  * sequence number. */
 int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,

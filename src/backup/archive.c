@@ -17,7 +17,7 @@
  *
  * Checksums only prove that nobody changed the bytes by accident: anyone who knows this format can
  * recompute every one of them.  So reading also checks every record's contents against the rules
- * `put` enforces (store/validate.h, plus cosine normalisation; archive_check_record), and a record that `put` would have
+ * `put` enforces (store/validate.h, plus cosine's non-zero vectors; archive_check_record), and a record that `put` would have
  * refused makes the whole archive bad, in verify as in restore, before anything is written.
  */
 #include "backup/backup.h"
@@ -310,11 +310,12 @@ int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, cons
     if (!rc && h->kind == REC_KIND_PUT) {
         rc = rec_check_values(rec_vector(h), dim, "vector", where);
         if (!rc && metric == JVDB_METRIC_COSINE) {
-            /* put stores cosine vectors normalised; search relies on it. */
+            /* Vectors are stored as given (older versions stored them normalised: both restore the
+             * same way), but put refuses the zero vector for cosine, and so does restore. */
             double sum = 0;
             for (uint32_t i = 0; i < dim; i++) sum += (double)rec_vector(h)[i] * rec_vector(h)[i];
-            if (!(fabs(sum - 1.0) < 1e-3))
-                rc = err_set(JVDB_EINVAL, "%sthe vector of a cosine database is not normalised (squared norm %g)", where, sum);
+            if (!(sum > 0))
+                rc = err_set(JVDB_EINVAL, "%sthe vector of a cosine database is zero (it has no direction)", where);
         }
         if (!rc && h->meta_len) rc = rec_check_meta(rec_meta(h, dim), h->meta_len, where);
     }

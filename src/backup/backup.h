@@ -171,7 +171,7 @@ struct archive_progress {
     uint64_t base, total, records;   /* a chain reports bytes over all its archives */
 };
 /* Checks one record's contents against what put accepts (store/validate.h: id alphabet and length,
- * metadata a JSON object, a finite vector of bounded norm; normalised for cosine).  JVDB_ECORRUPT
+ * metadata a JSON object, a finite vector of bounded norm; not zero for cosine).  JVDB_ECORRUPT
  * names `what`, record number `recno`, its LSN and id, and the reason. */
 int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno);
 int archive_read(struct repo_reader *rd, const struct backup_meta *expect, archive_chunk_fn fn, void *arg,

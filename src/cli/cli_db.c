@@ -35,7 +35,7 @@ static const cli_cmd cli_cmd_db_create = {
     "Creates database NAME ([A-Za-z0-9_-], 1 to 64 characters) of dimension D.\n"
     "\n"
     "  --dim D                  number of values per vector, 1..65536 (required)\n"
-    "  --metric l2|cosine|dot   distance metric (default l2; cosine stores vectors normalised)\n"
+    "  --metric l2|cosine|dot   distance metric (default l2; vectors are stored as given)\n"
     "  --sync MODE              always (default: every write is on disk before it returns),\n"
     "                           never, or interval:MS (flush every MS milliseconds)\n"
     "  --segment-max-bytes N    seal segment files past N bytes (K/M/G suffixes; default 1G)\n"

@@ -6,8 +6,12 @@
  *   - Internally a search always MINIMISES a "distance" d:
  *         l2      d = squared Euclidean distance  sum (a_i - b_i)^2
  *         dot     d = - sum a_i b_i
- *         cosine  d = - sum a_i b_i   of vectors normalised to unit length (dist_normalize); the store
- *                     normalises at write time, searches normalise the query.
+ *         cosine  d = - (q . v) / |v|  for the query q normalised to unit length (dist_query_prepare)
+ *                     and a vector v of any non-zero length: the store keeps vectors exactly as given.
+ *                     Two spaces compute it: the "stored" space (dist_space_init_stored: the exact
+ *                     scan over the store's vectors) sums |v|^2 beside q . v in the same pass; the
+ *                     plain space (dist_space_init: the HNSW graph, whose own copies of the vectors
+ *                     are normalised when they are made) is the bare inner product, d = - q . v.
  *   - What callers see is a SCORE:
  *         l2      score = d                (squared distance; smaller is better, >= 0)
  *         dot     score = -d               (inner product; larger is better)
@@ -41,8 +45,10 @@ typedef struct dist_kernels {
     const char *name;            /* "scalar", "avx2", "avx512" */
     dist_pair_fn l2sq;           /* sum (a_i - b_i)^2 */
     dist_pair_fn nip;            /* - sum a_i b_i (negated so that smaller is better) */
+    dist_pair_fn ncos;           /* - (a . b) / |b| for a unit a; |b| summed alongside (distance.c) */
     dist_batch_fn l2sq_batch;
     dist_batch_fn nip_batch;
+    dist_batch_fn ncos_batch;
 } dist_kernels;
 
 /* The kernels of one instruction set, or NULL when this CPU cannot run them. */
@@ -63,8 +69,12 @@ typedef struct dist_space {
     dist_batch_fn batch;
 } dist_space;
 
-/* JVDB_EINVAL for an unknown metric or dim 0. */
+/* The space over vectors that are unit length for cosine (the HNSW graph's normalised copies).
+ * JVDB_EINVAL for an unknown metric or dim 0. */
 int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim);
+/* The space over vectors as the store keeps them (any non-zero length for cosine): what exact scans
+ * use.  Identical to dist_space_init for l2 and dot.  Queries are prepared (dist_query_prepare). */
+int dist_space_init_stored(dist_space *sp, jvdb_metric metric, uint32_t dim);
 
 static inline float dist_score(jvdb_metric metric, float d)
 {
@@ -81,7 +91,7 @@ static inline float dist_from_score(jvdb_metric metric, float score)
 int dist_normalize(float *v, uint32_t dim);
 
 /* Copies a caller's query into `out` (dim floats), refusing NaN/infinite components and, for cosine,
- * normalising it, so that searches compare like with like.  JVDB_EINVAL with a message. */
+ * normalising it (in double), which both cosine spaces above expect.  JVDB_EINVAL with a message. */
 int dist_query_prepare(jvdb_metric metric, const float *query, uint32_t dim, float *out);
 
 /* Hint the cache to fetch the first `lines` cache lines of v (at most the whole vector). */

@@ -8,6 +8,10 @@
  * chunk are gathered first, so rejected vectors are never read.  Threads are started per call: a scan
  * big enough to be split costs far more than starting them, and smaller scans run on the caller's
  * thread alone.
+ *
+ * The table holds vectors exactly as stored, so cosine is scored in the "stored" space (distance.h):
+ * each vector's norm is summed in the same pass as its inner product with the unit query, which keeps
+ * the scan one read per vector and needs no per-slot state that the store would have to keep in step.
  */
 #include "search/flat.h"
 
@@ -114,7 +118,7 @@ int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const 
         return err_set(JVDB_EINVAL, "search threshold must be a finite number");
 
     dist_space sp;
-    int rc = dist_space_init(&sp, p->metric, dim);
+    int rc = dist_space_init_stored(&sp, p->metric, dim);
     if (rc)
         return rc;
     float *q = malloc((size_t)dim * sizeof *q);

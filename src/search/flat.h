@@ -2,8 +2,9 @@
  * flat.h — exact search: scan every slot of the store's slot table, keep the k best.
  *
  * The slot table is the store's array of vector pointers (NULL = empty slot); the scan never copies
- * vectors.  Scores follow distance.h: l2 = squared distance (smaller is better), cosine = similarity,
- * dot = inner product (larger is better).
+ * vectors, and they are read as stored: for cosine they may have any non-zero length.  Scores follow
+ * distance.h: l2 = squared distance (smaller is better), cosine = similarity, dot = inner product
+ * (larger is better).
  */
 #ifndef JVDB_SEARCH_FLAT_H
 #define JVDB_SEARCH_FLAT_H

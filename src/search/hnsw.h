@@ -3,7 +3,8 @@
  *
  * The index holds only the graph: nodes are slot numbers, and vectors are read through the slot table
  * (`const float *const *slots`, NULL = empty) that the caller passes to every call, because the store
- * may grow or move that table between calls.  Vectors are never copied.  Scores follow distance.h
+ * may grow or move that table between calls.  Vectors are never copied; for cosine they must be unit
+ * length (the graph compares them by inner product: search.c hands it normalised copies).  Scores follow distance.h
  * (l2: squared distance, smaller is better; cosine/dot: similarity / inner product, larger is better).
  *
  * Locking contract: the caller serialises hnsw_insert / hnsw_mark_deleted / hnsw_rebuild /

@@ -17,7 +17,9 @@
  * The graph reads its own copies of the vectors (nav), not the store's slot table: a deleted vector
  * vanishes from the slot table at once, but its node must stay navigable until the next rebuild, or
  * the graph falls apart around deletions.  The copies are contiguous per block of slots, which also
- * helps the graph's cache behaviour; they cost one more float per dimension and vector.
+ * helps the graph's cache behaviour; they cost one more float per dimension and vector.  For cosine
+ * the copies are normalised (the store keeps vectors as given), so the graph compares by inner product
+ * as before; exact scans (flat.c) read the stored vectors and divide by their norms.
  *
  * Deleted nodes are removed by a vacuum (hnsw_persist.c) when their share passes VACUUM_SHARE: the
  * lists that pointed at them are refilled from theirs, at a cost bounded by the nodes next to
@@ -238,6 +240,12 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
         return;
     }
     memcpy(copy, v, (size_t)ix->db->m.dim * sizeof(float));
+    /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
+    if (ix->db->m.metric == JVDB_METRIC_COSINE && dist_normalize(copy, ix->db->m.dim) != JVDB_OK) {
+        log_error("search index of '%s': slot %u: %s; it is left out of the graph", ix->db->m.name, slot, jvdb_errmsg());
+        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
+        return;
+    }
     ix->nav[slot] = copy;
     __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)

@@ -83,11 +83,13 @@ static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int
 static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int64_t now)
 {
     jvdb_db *db;
-    /* Held like a request holds it: a drop of this database waits for the backup, no other does. */
+    /* Held like a request holds it, and let go before backup_run, which holds it again after the
+     * repository mutex (the lock order in srv.h). */
     if (srv_db_hold(s, e->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
     jvdb_stats st;
-    if (jvdb_stats_get(db, &st) == JVDB_OK && e->known && st.last_lsn == e->last_lsn) {
-        srv_db_unhold(s, db);
+    int unchanged = jvdb_stats_get(db, &st) == JVDB_OK && e->known && st.last_lsn == e->last_lsn;
+    srv_db_unhold(s, db);
+    if (unchanged) {
         log_debug("scheduled %s backup of '%s' skipped: nothing changed since LSN %llu", jvdb_backup_type_name(type),
                   e->name, (unsigned long long)e->last_lsn);
         e->last_any_ns = now;
@@ -99,8 +101,7 @@ static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int6
     o.type = type;
     o.description = "scheduled";
     jvdb_backup_info info;
-    int rc = backup_run(s, db, &o, &info, "scheduler");
-    srv_db_unhold(s, db);
+    int rc = backup_run(s, e->name, &o, &info, "scheduler");
     if (rc != JVDB_OK) {
         e->next_try_ns = now + SCHED_RETRY_NS;
         return;

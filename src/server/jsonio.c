@@ -318,6 +318,13 @@ void jw_time(jw *w, int64_t wall_ns)
 
 /* ---------------------------------------------------------------- reader */
 
+/* Skips JSON whitespace in [p, e). */
+static const char *jr_skip_ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
 /* jansson's own depth limit is a compile-time 2048; a request may nest far less.  This scan counts
  * brackets outside strings before the parse, so a deeply nested body costs one pass, not a tree. */
 static int jr_depth_ok(const char *s, size_t n, unsigned max_depth)
@@ -348,6 +355,12 @@ json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *
     }
     if (!jr_depth_ok(body, len, max_depth)) {
         snprintf(err, cap, "request body nests JSON deeper than %u levels", max_depth);
+        return NULL;
+    }
+    /* Anything but an object is refused before jansson builds a tree of it (a 64 MiB array). */
+    const char *p = jr_skip_ws(body, body + len);
+    if (p < body + len && *p != '{') {
+        snprintf(err, cap, "request body must be a JSON object");
         return NULL;
     }
     json_error_t je;
@@ -396,13 +409,6 @@ int jr_only(json_t *obj, const char *where, const char *const *allowed, char *er
         }
     }
     return 0;
-}
-
-/* Skips whitespace in [*p, e). */
-static const char *jr_skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-    return p;
 }
 
 /* Skips one JSON value without checking it (the parse does): strings and nesting are respected.

@@ -11,7 +11,10 @@
  * Handles: a request holds its database through the library's reference count (env_db_acquire),
  * never through a server-wide lock.  A drop or a replacing restore marks that one database, refuses
  * new holders (404 "being dropped") and waits for the holders it has; requests on every other
- * database, and /health, go on as if nothing happened.
+ * database, and /health, go on as if nothing happened.  Lock order, so that no two waits form a
+ * cycle: the backup repository mutex, then a database hold, then meta_mu; a request holding a
+ * database never waits for the repository mutex (a replacing restore holds it while it waits for
+ * that database's holders).
  *
  * Names and bodies: every {id} under /v1/databases is checked with the library's rule for names
  * before the route runs (400, never cut short), and every body is checked against the fields its

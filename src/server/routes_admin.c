@@ -359,7 +359,7 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
         compact_log_record(s, name, &st, 1);
         log_warn("compaction of '%s' requested over HTTP failed: %s", name, jvdb_errmsg());
     }
-    if (rc == JVDB_EBUSY && s->cancel) {
+    if (rc == JVDB_EBUSY && __atomic_load_n(&s->cancel, __ATOMIC_RELAXED)) {
         route_db_release(s, db);
         http_error(rs, 503, "SHUTTING_DOWN", "compaction of '%s' abandoned: the server is shutting down", rq->params[0]);
         return;

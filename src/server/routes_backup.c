@@ -138,9 +138,8 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
     return n;
 }
 
-int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *opts, jvdb_backup_info *info, const char *origin)
+int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info, const char *origin)
 {
-    const char *name = jvdb_db_name(db);
     memset(info, 0, sizeof *info);
     /* The backup carries the database's description with its settings, so a restore brings it back. */
     jvdb_backup_options bo = *opts;
@@ -151,13 +150,21 @@ int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *opts, jvdb_bac
     pthread_mutex_unlock(&s->meta_mu);
     bo.database_description = dm.description;
     pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_db *db = NULL;
+    int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
+    if (rc != JVDB_OK) {                   /* no such database (or being dropped): not a failed backup */
+        pthread_mutex_unlock(&s->backups->repo_mu);
+        dbmeta_free(&dm);
+        return rc;
+    }
     int64_t t0 = clock_mono_ns();
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
     if (rc == JVDB_OK) rc = jvdb_backup_create(db, repo, o, info);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
     jvdb_repo_close(repo);
+    srv_db_unhold(s, db);
     double secs = (double)(clock_mono_ns() - t0) / 1e9;
     pthread_mutex_unlock(&s->backups->repo_mu);
     dbmeta_free(&dm);
@@ -291,14 +298,10 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
     }
     if (level) o.level = (int)level;
     o.description = desc;
-    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
-    if (db) {
-        jvdb_backup_info info;
-        int rc = backup_run(s, db, &o, &info, "api");
-        route_db_release(s, db);
-        if (rc != JVDB_OK) http_lib_error(rs, rc);
-        else route_reply_backup(rs, 201, &info);
-    }
+    jvdb_backup_info info;
+    int rc = backup_run(s, rq->params[0], &o, &info, "api");   /* holds the database itself */
+    if (rc != JVDB_OK) http_lib_error(rs, rc);
+    else route_reply_backup(rs, 201, &info);
     json_decref(body);
 }
 

@@ -216,10 +216,12 @@ void route_backup_restore(server *s, http_req *rq, http_resp *rs);
 /* Opens the configured repository once to check it (start-up fails on a bad one). */
 int backup_init(server *s);
 void backup_free(server *s);
-/* One backup of `db`: serialised with every other change to the repository, logged, counted for
- * /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB status (message
- * in jvdb_errmsg()). */
-int backup_run(server *s, jvdb_db *db, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
+/* One backup of database `name`: serialised with every other change to the repository, logged,
+ * counted for /metrics.  `origin` ("api", "scheduler") goes into the log line.  Returns a JVDB
+ * status (message in jvdb_errmsg()).  Lock order: the repository mutex first, then the database
+ * (held here, not by the caller) — a restore holds the mutex while it waits for the holders of
+ * the database it replaces, so a holder must never wait for the mutex. */
+int backup_run(server *s, const char *name, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
 /* Keeps the newest `keep` restorable backups of a database (serialised like backup_run). */
 int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted);
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */

@@ -154,6 +154,7 @@ int db_create_dir(const char *databases_dir, const char *dirname, const char *na
     snprintf(m.name, sizeof m.name, "%s", name);
     m.dim = opts->dim;
     m.metric = opts->metric;
+    m.format = manifest_format_for(opts->metric);
     m.sync = opts->sync;
     m.sync_interval_ms = opts->sync_interval_ms ? opts->sync_interval_ms : 1000;
     m.segment_max_bytes = opts->segment_max_bytes ? opts->segment_max_bytes : DB_DEFAULT_SEGMENT_MAX;
@@ -886,8 +887,10 @@ static int db_check_id(const char *id, const char *where)
     return rec_check_id(id, id ? strlen(id) : 0, where);
 }
 
-/* Checks a vector and, for cosine, writes its normalised copy into `norm` (dim floats). */
-static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, float *norm, const char *where)
+/* Checks a vector, which is then stored exactly as given (for every metric).  Cosine refuses the
+ * zero vector: it has no direction, so no similarity to anything.  The norm is summed in double,
+ * so a vector of tiny but non-zero values is accepted (search copes with it, distance.c). */
+static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, const char *where)
 {
     if (!v) return err_set(JVDB_EINVAL, "%svector is missing", where);
     if (dim != db->m.dim)
@@ -897,21 +900,45 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, floa
     if (db->m.metric == JVDB_METRIC_COSINE) {
         double sum = 0;
         for (uint32_t i = 0; i < dim; i++) sum += (double)v[i] * v[i];
-        if (!(sum > 0) || !isfinite(sum))
-            return err_set(JVDB_EINVAL, "%sa zero vector cannot be normalised for cosine database '%s'", where, db->m.name);
-        double inv = 1.0 / sqrt(sum);
-        for (uint32_t i = 0; i < dim; i++) norm[i] = (float)(v[i] * inv);
+        if (!(sum > 0))
+            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it", where, db->m.name);
     }
     return JVDB_OK;
 }
 
-static int db_check_record(const jvdb_db *db, const jvdb_record *r, float *norm, const char *where)
+static int db_check_record(const jvdb_db *db, const jvdb_record *r, const char *where)
 {
     int rc;
-    if ((rc = db_check_id(r->id, where)) || (rc = db_check_vector(db, r->vector, r->dim, norm, where)) ||
+    if ((rc = db_check_id(r->id, where)) || (rc = db_check_vector(db, r->vector, r->dim, where)) ||
         (rc = rec_check_meta(r->meta_json, r->meta_json ? strlen(r->meta_json) : 0, where)))
         return rc;
     return JVDB_OK;
+}
+
+/* A cosine database written by a version that stored vectors normalised (MANIFEST format 1) is
+ * marked format 2 before its first as-given vector, so that such a version refuses it from then on
+ * instead of searching it as if every vector were unit length (docs/FORMAT.md).  Writers check the
+ * format without the lock, so 2 is published only once the MANIFEST saying so is durable: a writer
+ * that sees 2 can never put an as-given vector into a database whose file still says 1. */
+static int db_mark_as_given(jvdb_db *db)
+{
+    if (db->m.metric != JVDB_METRIC_COSINE ||
+        __atomic_load_n(&db->m.format, __ATOMIC_ACQUIRE) >= MANIFEST_FORMAT_AS_GIVEN)
+        return JVDB_OK;
+    pthread_mutex_lock(&db->write_mu);
+    int rc = JVDB_OK;
+    if (db->m.format < MANIFEST_FORMAT_AS_GIVEN && (rc = db_check_writable(db)) == JVDB_OK) {
+        struct manifest next;
+        db->m.lsn_floor = db->last_lsn;
+        if ((rc = manifest_copy(&db->m, &next)) == JVDB_OK) {
+            next.format = MANIFEST_FORMAT_AS_GIVEN;
+            rc = manifest_store(db->dir, &next);
+            manifest_free(&next);
+        }
+        if (rc == JVDB_OK) __atomic_store_n(&db->m.format, (uint32_t)MANIFEST_FORMAT_AS_GIVEN, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&db->write_mu);
+    return rc;
 }
 
 int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json, uint64_t *lsn_out)
@@ -926,34 +953,27 @@ int jvdb_put_batch(jvdb_db *db, const jvdb_record *records, size_t count, uint64
     if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
     if (count == 0 || !records) return err_set(JVDB_EINVAL, "batch is empty");
     struct db_op *ops = calloc(count, sizeof *ops);
-    float *norm = NULL;
-    if (db->m.metric == JVDB_METRIC_COSINE) norm = malloc(count * (size_t)db->m.dim * sizeof(float));
-    if (!ops || (db->m.metric == JVDB_METRIC_COSINE && !norm)) {
-        free(ops);
-        free(norm);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
+    if (!ops) return err_set(JVDB_ENOMEM, "out of memory");
     int rc = JVDB_OK;
     for (size_t i = 0; i < count; i++) {
-        float *nv = norm ? norm + i * db->m.dim : NULL;
-        if ((rc = db_check_record(db, &records[i], nv, ""))) {
+        if ((rc = db_check_record(db, &records[i], ""))) {
             /* Only a failure pays for naming the record. */
             char where[48];
             snprintf(where, sizeof where, "record %zu: ", i);
-            if (count > 1) rc = db_check_record(db, &records[i], nv, where);
+            if (count > 1) rc = db_check_record(db, &records[i], where);
             goto out;
         }
         ops[i].kind = REC_KIND_PUT;
         ops[i].id = records[i].id;
         ops[i].id_len = strlen(records[i].id);
-        ops[i].vector = nv ? nv : records[i].vector;
+        ops[i].vector = records[i].vector;
         ops[i].meta = records[i].meta_json;
         ops[i].meta_len = records[i].meta_json ? strlen(records[i].meta_json) : 0;
     }
+    if ((rc = db_mark_as_given(db))) goto out;
     rc = db_write(db, ops, count, last_lsn_out);
 out:
     free(ops);
-    free(norm);
     return rc;
 }
 

@@ -38,7 +38,10 @@ struct db_bad {
 struct jvdb_db {
     jvdb_env *env;
     char *dir;
-    struct manifest m;                  /* guarded by write_mu */
+    struct manifest m;                  /* guarded by write_mu, except: name, dim and metric never
+                                         * change after open and are read without a lock (so never
+                                         * assign the whole struct); sync and sync_interval_ms are
+                                         * also written with atomics for the flusher */
     pthread_mutex_t write_mu;
     pthread_rwlock_t lock;
     struct keydir kd;
@@ -70,7 +73,7 @@ struct jvdb_db {
     void (*ext_free)(void *ext);
 };
 
-/* One write of a batch, already validated (vector normalised for cosine). */
+/* One write of a batch, already validated (the vector is stored as given, for every metric). */
 struct db_op {
     unsigned kind;                      /* REC_KIND_PUT or REC_KIND_DELETE */
     const char *id;

@@ -22,6 +22,11 @@ static const char *const manifest_known_keys[] = {
     "format", "name", "dim", "metric", "sync", "sync_interval_ms", "segment_max_bytes", "created_ns",
     "segments", "active", "next_segment", "lsn_floor", "backup_horizon", "last_compaction_ns", NULL};
 
+uint32_t manifest_format_for(jvdb_metric metric)
+{
+    return metric == JVDB_METRIC_COSINE ? MANIFEST_FORMAT_AS_GIVEN : MANIFEST_FORMAT_MIN;
+}
+
 int manifest_key_known(const char *key)
 {
     for (int i = 0; manifest_known_keys[i]; i++)
@@ -76,10 +81,12 @@ int manifest_parse(const char *data, size_t len, const char *what, struct manife
     uint64_t created = 0, last_compaction = 0;
     if ((rc = manifest_u64(doc, "format", what, &format, 1))) goto fail;
     rc = JVDB_ECORRUPT;
-    if (format != MANIFEST_FORMAT_VERSION) {
-        err_set(rc, "%s: unsupported format %" PRIu64, what, format);
+    if (format < MANIFEST_FORMAT_MIN || format > MANIFEST_FORMAT_VERSION) {
+        err_set(rc, "%s: unsupported format %" PRIu64 " (this version reads %d to %d)", what, format,
+                MANIFEST_FORMAT_MIN, MANIFEST_FORMAT_VERSION);
         goto fail;
     }
+    out->format = (uint32_t)format;
     json_t *name = json_object_get(doc, "name");
     if (!json_is_string(name) || json_string_length(name) == 0 || json_string_length(name) > JVDB_MAX_NAME_LEN) {
         err_set(rc, "%s: bad \"name\"", what);
@@ -188,7 +195,7 @@ int manifest_serialize(const struct manifest *m, char **data, size_t *len)
     for (size_t i = 0; i < m->nsegments; i++)
         if (json_array_append_new(segs, json_integer((json_int_t)m->segments[i]))) goto oom;
     json_t *known = json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I}",
-        "format", MANIFEST_FORMAT_VERSION, "name", m->name, "dim", (json_int_t)m->dim,
+        "format", (int)(m->format ? m->format : manifest_format_for(m->metric)), "name", m->name, "dim", (json_int_t)m->dim,
         "metric", jvdb_metric_name(m->metric), "sync", manifest_sync_name(m, syncbuf, sizeof syncbuf),
         "sync_interval_ms", (json_int_t)m->sync_interval_ms,
         "segment_max_bytes", (json_int_t)m->segment_max_bytes, "created_ns", (json_int_t)m->created_ns,

@@ -10,9 +10,16 @@
 
 #include "jvdb.h"
 
-#define MANIFEST_FORMAT_VERSION 1
+/* Format 1: every version reads it.  Format 2 (cosine databases only) says the vectors are stored
+ * as given, not normalised: a version that read format 1 only would search them wrongly, so it must
+ * refuse the database.  l2 and dot databases stay format 1 (nothing changed for them); a format-1
+ * cosine database written by an older version becomes format 2 at its first put (db.c). */
+#define MANIFEST_FORMAT_MIN 1
+#define MANIFEST_FORMAT_VERSION 2
+#define MANIFEST_FORMAT_AS_GIVEN 2
 
 struct manifest {
+    uint32_t format;           /* 0 = not set: written as manifest_format_for(metric) */
     char name[JVDB_MAX_NAME_LEN + 1];
     uint32_t dim;
     jvdb_metric metric;
@@ -30,6 +37,8 @@ struct manifest {
     json_t *extra;             /* keys this version does not know, kept as they are */
 };
 
+/* The format a new database of this metric is created with. */
+uint32_t manifest_format_for(jvdb_metric metric);
 /* Whether `key` is one of the MANIFEST's own keys (the rest are kept in `extra`). */
 int manifest_key_known(const char *key);
 /* Parses MANIFEST bytes (untrusted: fuzzed).  `what` names the file in error messages. */

@@ -830,13 +830,23 @@ static void test_forged_records(void **state)
         assert_string_equal(before, after);
         check_model(db, &m, "database after refusing a forged backup");
     }
-    /* A cosine database's vectors are stored normalised: a forged unnormalised one is refused. */
+    /* A cosine database refuses the zero vector (no direction): so does restore.  Its vectors are
+     * otherwise stored as given, of any length, and a backup holding one restores it bit for bit. */
     /* (no database "cos" needs to exist: a full backup stands alone) */
     struct forged c1 = {"c", 1, {0}, NULL, 0};
-    forged_vec(c1.vec, 3.0f);
+    forged_vec(c1.vec, 0.0f);
     forge_backup(f, "cos", "20300101T000000Z-full-950", JVDB_METRIC_COSINE, 1, &c1, 1);
     assert_int_equal(jvdb_backup_verify(f->repo, "20300101T000000Z-full-950", NULL, NULL), JVDB_ECORRUPT);
-    assert_non_null(strstr(jvdb_errmsg(), "not normalised"));
+    assert_non_null(strstr(jvdb_errmsg(), "the vector of a cosine database is zero"));
+    forged_vec(c1.vec, 3.0f);
+    forge_backup(f, "cos", "20300101T000000Z-full-951", JVDB_METRIC_COSINE, 1, &c1, 1);
+    assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-951", NULL, NULL));
+    jvdb_restore_options cro = {"cos3", 0, NULL, NULL, NULL};
+    jvdb_db *c3;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-951", &cro, &c3));
+    float c3v[DIM];
+    assert_ok(jvdb_get(c3, "c", c3v, NULL));
+    assert_memory_equal(c3v, c1.vec, sizeof c3v);
     /* The harness itself is right: the same forgery with valid contents verifies and restores. */
     struct forged ok[2] = {{"fine", 4, {0}, "{\"ok\":1}", 8}, {"caf\xc3\xa9", 5, {0}, NULL, 0}};
     forged_vec(ok[0].vec, 0.25f);

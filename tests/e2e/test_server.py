@@ -266,7 +266,7 @@ def vector_errors():
         # JSON strings with NUL never reach the library (ids and metadata are C strings there).
         expect(c.post(p, {"id": "a\u0000b", "values": [1, 2, 3]}), 400, "INVALID_JSON", "\\u0000 is not allowed")
         expect(c.post("/v1/databases/cos/vectors", {"id": "z", "values": [0, 0, 0]}), 400, "INVALID_ARGUMENT",
-               "a zero vector cannot be normalised")
+               "a zero vector has no direction, so cosine database 'cos' cannot store it")
         # The largest float32 is refused: its square overflows every score (issue 9 item 10).  Values
         # just inside the magnitude bound are stored exactly.
         expect(c.post(p, {"id": "big", "values": [3.40282347e38, 0, 1e-45]}), 400, "INVALID_ARGUMENT",
@@ -275,10 +275,11 @@ def vector_errors():
         r = expect(c.get(p + "/big"), 200)
         assert f32_bits(r["values"]) == f32_bits([4.5e18, -4.5e18, 1e-45])
         assert expect(c.get("/v1/databases/docs"), 200)["stats"]["vectorCount"] == 1
-        # Cosine databases store the normalised vector.
+        # Cosine databases store the vector as given (issue 12): GET returns what was stored, and
+        # search scores by direction whatever the length.
         expect(c.post("/v1/databases/cos/vectors", {"id": "n", "values": [3, 0, 4]}), 201)
         r = expect(c.get("/v1/databases/cos/vectors/n"), 200)
-        assert f32_bits(r["values"]) == f32_bits([0.6, 0, 0.8]), r
+        assert f32_bits(r["values"]) == f32_bits([3, 0, 4]), r
 
 
 @test

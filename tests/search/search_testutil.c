@@ -102,7 +102,7 @@ uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, 
     for (uint32_t s = 0; s < nslots; s++) {
         if (!slots[s] || (accept && !accept(ctx, s)))
             continue;
-        double acc = 0;
+        double acc = 0, vv = 0;
         for (uint32_t j = 0; j < dim; j++) {
             if (metric == JVDB_METRIC_L2) {
                 double t = (double)slots[s][j] - q[j];
@@ -110,7 +110,11 @@ uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, 
             } else {
                 acc += (double)slots[s][j] * q[j];
             }
+            vv += (double)slots[s][j] * slots[s][j];
         }
+        /* The store keeps cosine vectors as given: divide by their length (0 for a zero one). */
+        if (metric == JVDB_METRIC_COSINE)
+            acc = vv > 0 ? acc / sqrt(vv) : 0;
         double score = acc, dist = metric == JVDB_METRIC_L2 ? acc : -acc;
         if (use_threshold && (metric == JVDB_METRIC_L2 ? score > threshold : score < threshold))
             continue;

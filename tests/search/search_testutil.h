@@ -19,7 +19,8 @@ double tu_uniform(tu_rng *r);        /* [0, 1) */
 double tu_gauss(tu_rng *r);          /* standard normal */
 
 /* n vectors of dimension dim around `clusters` random centres (spread 1, noise sigma), in one block;
- * slots[i] points at vector i.  For cosine the vectors are normalised, as the store would. */
+ * slots[i] points at vector i.  For cosine the vectors are normalised, as the HNSW graph needs (the
+ * store keeps them as given; search.c normalises the graph's copies). */
 typedef struct tu_data {
     uint32_t n, dim;
     float *block;
@@ -33,7 +34,7 @@ void tu_data_free(tu_data *d);
 void tu_query(const tu_data *d, tu_rng *r, double sigma, float *q);
 
 /* Reference exact top-k over slots (NULL skipped, accept filter, optional score threshold); writes
- * slots and scores best first, returns the count.  Query normalised here for cosine. */
+ * slots and scores best first, returns the count.  Cosine is the true cosine (vectors of any length). */
 uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, jvdb_metric metric,
                       const float *query, uint32_t k, int (*accept)(void *, uint32_t), void *ctx,
                       int use_threshold, float threshold, uint32_t *out_slots, double *out_scores);

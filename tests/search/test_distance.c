@@ -2,7 +2,8 @@
  * test_distance.c — the distance kernels: every instruction set this CPU runs agrees with a double
  * precision reference and with the others on dims 1..300 (odd ones and tails included), batch kernels
  * agree with pair kernels and report empty slots as +inf, the start-up choice honours JVDB_SIMD, and
- * normalisation refuses what cannot be normalised.
+ * normalisation refuses what cannot be normalised.  The cosine kernels of stored vectors (any length,
+ * from denormal components to the magnitude bound) equal the double cosine.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -151,10 +152,11 @@ static void test_tail_stops_at_vector_end(void **state)
             const dist_kernels *k = dist_kernels_get((dist_simd)lv);
             if (!k)
                 continue;
-            float d = k->l2sq(a, b, dim) + k->nip(a, b, dim) + k->l2sq(b, a, dim);
+            float d = k->l2sq(a, b, dim) + k->nip(a, b, dim) + k->l2sq(b, a, dim) + k->ncos(a, b, dim);
             assert_false(isnan(d));
             k->l2sq_batch(a, vecs, 5, dim, out);
             k->nip_batch(a, vecs, 5, dim, out);
+            k->ncos_batch(a, vecs, 5, dim, out);
         }
     }
     munmap(map, 2 * len);
@@ -244,9 +246,82 @@ static void test_normalize(void **state)
     assert_int_equal(dist_query_prepare(JVDB_METRIC_COSINE, zero, 4, out), JVDB_EINVAL);
 }
 
+/* Double cosine of a (any length) and b (any non-zero length). */
+static double ref_cos(const float *a, const float *b, uint32_t dim)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / (sqrt(aa) * sqrt(bb));
+}
+
+/* The store keeps cosine vectors as given: the ncos kernels divide by the stored vector's norm,
+ * which they sum in the same pass, and fall back to double for vectors too small for float sums.
+ * Every level, pair and batch, for lengths from 1e-44 (denormal components) to 1e18. */
+static void test_cosine_of_stored_vectors(void **state)
+{
+    (void)state;
+    tu_rng r = { 4 };
+    enum { NV = 9 };
+    static const double scales[] = { 1e-44, 1e-40, 1e-30, 1e-20, 1e-15, 1e-3, 1, 1e3, 1e15, 1e17 };
+    for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
+        const dist_kernels *k = dist_kernels_get((dist_simd)lv);
+        if (!k)
+            continue;
+        for (uint32_t dim = 1; dim <= MAX_DIM; dim += (dim < 40 ? 1 : 11)) {
+            float *q = malloc(dim * sizeof *q);
+            float *store[NV];
+            const float *vecs[NV];
+            fill(&r, q, dim);
+            assert_int_equal(dist_query_prepare(JVDB_METRIC_COSINE, q, dim, q), JVDB_OK);
+            for (int i = 0; i < NV; i++) {
+                store[i] = malloc(dim * sizeof(float));
+                double sc = scales[(dim + (uint32_t)i) % (sizeof scales / sizeof *scales)];
+                int nonzero = 0;
+                for (uint32_t j = 0; j < dim; j++) {
+                    store[i][j] = (float)((4.0 * tu_uniform(&r) - 2.0) * sc);
+                    nonzero |= store[i][j] != 0.f;
+                }
+                if (!nonzero)
+                    store[i][0] = 0x1p-149f; /* the store refuses zero vectors for cosine */
+                vecs[i] = i == 6 ? NULL : store[i];
+            }
+            float out[NV];
+            k->ncos_batch(q, vecs, NV, dim, out);
+            for (int i = 0; i < NV; i++) {
+                if (!vecs[i]) {
+                    assert_true(isinf(out[i]) && out[i] > 0);
+                    continue;
+                }
+                double want = ref_cos(q, store[i], dim);
+                float pair = k->ncos(q, store[i], dim);
+                if (fabs(-out[i] - want) > 1e-5 || fabs(-pair - want) > 1e-5)
+                    fail_msg("%s dim %u vector %d (|v| ~ %g): cosine %.9g (batch) %.9g (pair), reference %.9g",
+                             k->name, dim, i, fabs(store[i][0]), -out[i], -pair, want);
+            }
+            for (int i = 0; i < NV; i++)
+                free(store[i]);
+            free(q);
+        }
+    }
+    /* The spaces: stored vectors for exact scans, unit vectors (bare inner product) for the graph. */
+    float a[2] = { 0.6f, 0.8f }, b[2] = { 30, 40 };
+    dist_space sp;
+    assert_int_equal(dist_space_init_stored(&sp, JVDB_METRIC_COSINE, 2), JVDB_OK);
+    assert_float_equal(sp.dist(a, b, 2), -1.f, 1e-6);
+    assert_int_equal(dist_space_init(&sp, JVDB_METRIC_COSINE, 2), JVDB_OK);
+    assert_float_equal(sp.dist(a, b, 2), -50.f, 1e-4);
+    assert_int_equal(dist_space_init_stored(&sp, JVDB_METRIC_DOT, 2), JVDB_OK);
+    assert_float_equal(sp.dist(a, b, 2), -50.f, 1e-4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cosine_of_stored_vectors),
         cmocka_unit_test(test_pair_kernels_agree),
         cmocka_unit_test(test_batch_kernels_agree),
         cmocka_unit_test(test_tail_stops_at_vector_end),

@@ -110,15 +110,18 @@ static void test_topk_queue_order(void **state)
 
 static double true_score(const float *v, const float *query, uint32_t dim, jvdb_metric m)
 {
-    double qn = 0, acc = 0;
-    for (uint32_t i = 0; i < dim; i++)
+    double qn = 0, vn = 0, acc = 0;
+    for (uint32_t i = 0; i < dim; i++) {
         qn += (double)query[i] * query[i];
+        vn += (double)v[i] * v[i];
+    }
     qn = m == JVDB_METRIC_COSINE ? sqrt(qn) : 1.0;
     for (uint32_t i = 0; i < dim; i++) {
         double q = query[i] / qn;
         acc += m == JVDB_METRIC_L2 ? (v[i] - q) * (v[i] - q) : v[i] * q;
     }
-    return acc;
+    /* Cosine vectors are stored as given, of any length. */
+    return m == JVDB_METRIC_COSINE ? acc / sqrt(vn) : acc;
 }
 
 /* Asserts that (got, n) is the true top-k: same count, same ids rank by rank except at near-ties of
@@ -181,6 +184,16 @@ static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, 
     /* Empty slots, as deletions leave them. */
     for (uint32_t s = 0; s < n; s += 9)
         d.slots[s] = NULL;
+    /* The store keeps cosine vectors as given: spread their lengths from 1e-30 to 1e15 (the scan
+     * must score directions only, and fall back to double sums for the tiny ones). */
+    if (m == JVDB_METRIC_COSINE) {
+        tu_rng sr = { seed + 2 };
+        for (uint32_t s = 0; s < n; s++) {
+            float sc = (float)pow(10.0, -30.0 + 45.0 * tu_uniform(&sr));
+            for (uint32_t j = 0; j < dim; j++)
+                d.block[(size_t)s * dim + j] *= sc;
+        }
+    }
     tu_rng r = { seed + 1 };
     float *q = malloc(dim * sizeof *q);
     uint32_t *got = malloc((k + 1) * sizeof *got);

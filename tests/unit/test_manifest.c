@@ -62,11 +62,61 @@ static void test_rejects_nonsense(void **state)
     assert_err(manifest_parse(buf, strlen(buf), "M", &m), JVDB_ECORRUPT, "checksum mismatch");
 }
 
+/* Serialises a one-segment manifest of `metric` written as `format` (0 = the default) and parses it. */
+static int format_round_trip(jvdb_metric metric, uint32_t format, struct manifest *back, char **text)
+{
+    struct manifest m;
+    memset(&m, 0, sizeof m);
+    strcpy(m.name, "f");
+    m.dim = 4;
+    m.metric = metric;
+    m.format = format;
+    m.segment_max_bytes = 1 << 20;
+    uint64_t seg = 1;
+    m.segments = &seg;
+    m.nsegments = 1;
+    m.active = 1;
+    m.next_segment = 2;
+    size_t len;
+    assert_ok(manifest_serialize(&m, text, &len));
+    return manifest_parse(*text, len, "M", back);
+}
+
+/* Format 2 marks cosine databases whose vectors are stored as given; l2 and dot stay format 1, which
+ * every version reads; a format-1 cosine database (normalised vectors) keeps its number until the
+ * store marks it; a format this version does not know is refused with the range it reads. */
+static void test_format_versions(void **state)
+{
+    (void)state;
+    struct manifest back;
+    char *text;
+    assert_ok(format_round_trip(JVDB_METRIC_COSINE, 0, &back, &text));
+    assert_non_null(strstr(text, "\"format\":2,"));
+    assert_int_equal(back.format, 2);
+    manifest_free(&back);
+    free(text);
+    assert_ok(format_round_trip(JVDB_METRIC_DOT, 0, &back, &text));
+    assert_non_null(strstr(text, "\"format\":1,"));
+    assert_int_equal(back.format, 1);
+    manifest_free(&back);
+    free(text);
+    assert_ok(format_round_trip(JVDB_METRIC_COSINE, 1, &back, &text));
+    assert_int_equal(back.format, 1);
+    assert_int_equal(back.metric, JVDB_METRIC_COSINE);
+    manifest_free(&back);
+    free(text);
+    assert_int_equal(manifest_format_for(JVDB_METRIC_COSINE), 2);
+    assert_int_equal(manifest_format_for(JVDB_METRIC_L2), 1);
+    assert_err(format_round_trip(JVDB_METRIC_L2, 3, &back, &text), JVDB_ECORRUPT, "M: unsupported format 3 (this version reads 1 to 2)");
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_rejects_nonsense),
+        cmocka_unit_test(test_format_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
