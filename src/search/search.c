@@ -429,6 +429,8 @@ static int index_load_graph(struct search_index *ix, hnsw **g, uint64_t gen, cha
                 break;
             }
             memcpy(copy, db->kd.slot_vec[e->slot], (size_t)db->m.dim * sizeof(float));
+            /* The graph navigates on normalised copies for cosine, as index_reconcile makes them. */
+            if (db->m.metric == JVDB_METRIC_COSINE && dist_normalize(copy, db->m.dim) != JVDB_OK) continue;
             ix->nav[e->slot] = copy;
             slot_of[i] = e->slot;
         }

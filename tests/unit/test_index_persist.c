@@ -322,12 +322,61 @@ static void test_compaction_rounds(void **state)
     tu_rmdir(dir);
 }
 
+/* Cosine: vectors are stored as given and the graph navigates on normalised copies; the loaded graph
+ * must make the same copies, so it answers exactly as the graph that was saved. */
+static void test_cosine_reload(void **state)
+{
+    (void)state;
+    enum { N = 2000, Q = 20 };
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_COSINE, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    put_range(db, 0, N, 0);
+    jvdb_index_status st;
+    wait_ready(db, &st);
+    char ids[Q][10][16];
+    float scores[Q][10];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) {
+            db = reopen(&env, dir);
+            wait_ready(db, &st);
+            assert_int_equal(st.loaded_nodes, N);
+        }
+        for (int qi = 0; qi < Q; qi++) {
+            float q[DIM];
+            vec_of(q, qi * 37, 3);
+            jvdb_search_params p;
+            jvdb_search_params_init(&p);
+            p.ef = 16;
+            jvdb_result *r;
+            size_t cnt;
+            assert_ok(jvdb_search(db, q, DIM, &p, &r, &cnt));
+            assert_int_equal(cnt, 10);
+            for (int j = 0; j < 10; j++) {
+                if (!pass) {
+                    snprintf(ids[qi][j], sizeof ids[qi][j], "%s", r[j].id);
+                    scores[qi][j] = r[j].score;
+                } else {
+                    assert_string_equal(ids[qi][j], r[j].id);
+                    assert_true(scores[qi][j] == r[j].score);
+                }
+            }
+            jvdb_results_free(r, cnt);
+        }
+    }
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reopen_loads),
         cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_compaction_rounds),
+        cmocka_unit_test(test_cosine_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
