@@ -47,7 +47,7 @@ const cli_cmd cli_cmd_search = {
     "  --threads N         threads of the exact scan (default: one per core)\n"
     "  --exact             scan every vector (the default of this command; see below)\n"
     "  --index             search the HNSW index (approximate): load the saved graph, or build it\n"
-    "                      when there is none, and wait for it; the graph is saved for next time\n"
+    "                      (and wait) when there is none; the graph is saved for next time\n"
     "  --ef N              HNSW search breadth (implies --index; default: the database's ef_search)\n"
     "  --json              {\"results\": [{\"vectorId\", \"score\", \"values\"?, \"metadata\"?}]};\n"
     "                      with --query-file a JSON array holding one such object per query\n"
@@ -126,21 +126,26 @@ out:
     return rc;
 }
 
-/* Builds the graph of every vector and waits for it, with a progress bar on a terminal. */
+/* Waits until the graph can answer: the saved graph is loaded, or, without one, built from every
+ * vector (with a progress bar on a terminal).  A catch-up with vectors written after the graph was
+ * saved is not waited for: those vectors are scanned exactly, so answers are complete and come at
+ * once, and whatever the catch-up did before exit is saved for the next run. */
 static int cli_search_wait_index(jvdb_db *db)
 {
     cli_progress prog;
     uint64_t total = jvdb_count(db);
     cli_progress_start(&prog, "indexed", total);
     for (;;) {
-        int rc = jvdb_db_index_wait(db, 200);
+        jvdb_index_status st;
+        int rc = jvdb_db_index_status(db, &st);
+        if (rc) return cli_lib_error(rc);
+        if (st.state == JVDB_INDEX_READY || st.state == JVDB_INDEX_CATCHING_UP) break;
+        rc = jvdb_db_index_wait(db, 200);
         if (rc == JVDB_OK) break;
         if (rc != JVDB_EBUSY) {
             cli_progress_finish(&prog, 0, 0);
             return cli_lib_error(rc);
         }
-        jvdb_index_status st;
-        if ((rc = jvdb_db_index_status(db, &st))) return cli_lib_error(rc);
         uint64_t done = st.pending < total ? total - st.pending : 0;
         cli_progress_update(&prog, done, done);
     }
