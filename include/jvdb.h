@@ -210,7 +210,9 @@ void jvdb_index_options_init(jvdb_index_options *o);
 
 /* The HNSW graph is maintained by a background thread per database, started by the first search
  * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
- * are "pending" and searched exactly, so results are complete either way. */
+ * are "pending" and searched exactly, so results are complete either way.  The graph is saved
+ * beside the database (ext.hnsw, docs/FORMAT.md) when the thread is idle and at close, and the next
+ * process loads it and takes in only what was written after it, instead of building it again. */
 /* The graph's readiness: LOADING the saved graph (searches are exact meanwhile), CATCHING_UP with the
  * `pending` vectors written after it, REBUILDING from every vector (`reason` says why), READY. */
 typedef enum {
