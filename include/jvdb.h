@@ -460,6 +460,9 @@ typedef struct jvdb_backup_options {
     uint32_t threads;            /* zstd worker threads; 0 = compress in the calling thread */
     jvdb_backup_progress_fn progress;
     void *progress_arg;
+    /* Leave the HNSW graph out (it is carried by default, as the object index.hnsw beside the data,
+     * by filesystem repositories; restore installs it so the database answers without a rebuild). */
+    int no_index;
 } jvdb_backup_options;
 
 void jvdb_backup_options_init(jvdb_backup_options *o);
@@ -488,6 +491,7 @@ typedef struct jvdb_restore_result {
     uint64_t vectors;                       /* live vectors written */
     int has_settings;                       /* the backup carried the database's settings (format 2) */
     char *database_description;             /* carried description, or NULL; free with jvdb_free */
+    int index_installed;                    /* the backup's HNSW graph was installed (no rebuild needed) */
 } jvdb_restore_result;
 
 typedef struct jvdb_restore_options {

@@ -370,6 +370,59 @@ static void test_cosine_reload(void **state)
     tu_rmdir(dir);
 }
 
+/* Backups carry the graph; a restore installs it, so the restored database loads instead of
+ * rebuilding.  --no-index (no_index) leaves it out, and that restore rebuilds. */
+static void test_backup_carries_graph(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    char *dir = tu_tempdir();
+    char repo_dir[4200];
+    snprintf(repo_dir, sizeof repo_dir, "%s/repo", dir);
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    put_range(db, 0, N, 0);
+    struct model m = {N, calloc(N, sizeof(int))};
+    jvdb_index_status st;
+    wait_ready(db, &st);
+    for (int i = 0; i < N; i += 9) { del(db, i); m.ver[i] = -1; }   /* after the last checkpoint */
+    jvdb_repo *repo;
+    assert_ok(jvdb_repo_open(repo_dir, NULL, &repo));
+    jvdb_backup_info with, without;
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    assert_ok(jvdb_backup_create(db, repo, &bo, &with));
+    bo.no_index = 1;
+    assert_ok(jvdb_backup_create(db, repo, &bo, &without));
+    const char *names[2] = {"r1", "r2"};
+    const char *ids[2] = {with.id, without.id};
+    for (int k = 0; k < 2; k++) {
+        jvdb_restore_result res;
+        memset(&res, 0, sizeof res);
+        jvdb_restore_options ro = {.as_name = names[k], .result = &res};
+        jvdb_db *r;
+        assert_ok(jvdb_backup_restore(env, repo, ids[k], &ro, &r));
+        jvdb_free(res.database_description);
+        assert_int_equal(res.index_installed, k == 0);
+        wait_ready(r, &st);
+        if (k == 0) {
+            /* The graph was checkpointed by the backup after the deletes: every node is live. */
+            assert_int_equal(st.loaded_nodes, N - (N + 8) / 9);
+            assert_string_equal(st.reason, "");
+        } else {
+            assert_int_equal(st.loaded_nodes, 0);
+            assert_non_null(strstr(st.reason, "no saved graph"));
+        }
+        assert_true(check_search(r, &m) >= 0.95);
+    }
+    jvdb_repo_close(repo);
+    free(m.ver);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_compaction_rounds),
         cmocka_unit_test(test_cosine_reload),
+        cmocka_unit_test(test_backup_carries_graph),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
