@@ -140,7 +140,8 @@ static int cli_search_wait_index(jvdb_db *db)
         int rc = jvdb_db_index_status(db, &st);
         if (rc) return cli_lib_error(rc);
         if (st.state == JVDB_INDEX_READY || st.state == JVDB_INDEX_CATCHING_UP) break;
-        rc = jvdb_db_index_wait(db, 200);
+        /* Short: the end of a load with a catch-up left is only seen by asking again. */
+        rc = jvdb_db_index_wait(db, st.state == JVDB_INDEX_LOADING ? 20 : 200);
         if (rc == JVDB_OK) break;
         if (rc != JVDB_EBUSY) {
             cli_progress_finish(&prog, 0, 0);
