@@ -368,7 +368,8 @@ static int index_save_locked(struct search_index *ix)
 /* Maps the saved graph's nodes to slots (database read lock, a chunk at a time, so writers get in
  * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
  * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
-static int index_load_graph(struct search_index *ix, hnsw **g, uint64_t gen, char *why, size_t whylen)
+static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, hnsw **g, uint64_t gen, char *why,
+                            size_t whylen)
 {
     jvdb_db *db = ix->db;
     *g = NULL;
@@ -399,14 +400,13 @@ static int index_load_graph(struct search_index *ix, hnsw **g, uint64_t gen, cha
         munmap(map, (size_t)st.st_size);
         return rc;
     }
-    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != ix->opts.m ||
-        f.p.ef_construction != ix->opts.ef_construction) {
+    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != opts->m || f.p.ef_construction != opts->ef_construction) {
         snprintf(why, whylen, "saved graph was built with other settings (dim %u, M %u, ef_construction %u)", f.dim,
                  f.p.M, f.p.ef_construction);
         rc = JVDB_EINVAL;
         goto out;
     }
-    f.p.ef_search = ix->opts.ef_search;
+    f.p.ef_search = opts->ef_search;
     if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         snprintf(why, whylen, "out of memory loading the saved graph");
@@ -460,10 +460,11 @@ static void index_load(struct search_index *ix)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_rwlock_rdlock(&ix->lock);
     uint64_t gen = ix->gen;
+    jvdb_index_options opts = ix->opts;   /* set_index changes them under the write lock (and gen) */
     pthread_rwlock_unlock(&ix->lock);
     char why[160] = "";
     hnsw *g = NULL;
-    int rc = index_load_graph(ix, &g, gen, why, sizeof why);
+    int rc = index_load_graph(ix, &opts, &g, gen, why, sizeof why);
     pthread_rwlock_wrlock(&ix->lock);
     if (ix->gen != gen) {
         /* set_index reset the graph meanwhile: that one stands. */
@@ -475,6 +476,7 @@ static void index_load(struct search_index *ix)
     if (rc == JVDB_OK) {
         hnsw_free(ix->graph);
         ix->graph = g;
+        hnsw_set_ef_search(g, ix->opts.ef_search);   /* set_index may have changed only ef meanwhile */
         ix->loaded_nodes = hnsw_node_count(g);
         ix->why[0] = '\0';
         /* Catch-up: every live slot the graph does not hold (written after the save, replaced, or
