@@ -6,9 +6,13 @@
  *   --phase time     compaction alone: its time, the bytes reclaimed, and the output file that
  *                    bench/run-compact copies with `cp` + `sync` as the yardstick; then every row is
  *                    read back (live ones byte-identical, deleted ones absent).
- *   --phase latency  get, put and search latency with no compaction running (the idle window),
- *                    then the same load while a compaction runs; only operations due between the
- *                    compaction's start and end count as "during".
+ *   --phase latency  get, put and search latency with no compaction running (the idle window);
+ *                    optionally the same load while exact scans run back to back on one thread
+ *                    (the scan window, --scan-seconds) and exact-scan throughput with one and two
+ *                    scanning threads and nothing else (--scaling-seconds); then the same load while
+ *                    a compaction runs: only operations due between the compaction's start and end
+ *                    count as "during".  --timeline writes every operation of the compaction window
+ *                    (with a second before and after it) for bench/run-compact's latency chart.
  *
  * The load is paced (--get-rate, --put-rate, --search-rate per second, one thread each) rather than
  * flat out: on a two-core machine an unpaced reader would take a whole core from the compaction and
@@ -49,6 +53,10 @@ typedef struct bench_copts {
     const char *sync;        /* the database's sync mode while latency is measured */
     const char *search;      /* "exact", "hnsw" or "none" */
     double search_rate;
+    double scan_s;           /* length of the window with back-to-back exact scans (0: none) */
+    double scaling_s;        /* per thread count, exact-scan throughput alone (0: not measured) */
+    const char *timeline;    /* file for every operation of the compaction window, or NULL */
+    uint32_t ef_construction;   /* HNSW build effort; 0 = the database's default */
 } bench_copts;
 
 static void bench_usage(void)
@@ -62,7 +70,15 @@ static void bench_usage(void)
             "  --put-rate R      latency phase: puts per second (default 100)\n"
             "  --sync MODE       latency phase: the database's sync mode for the puts (default always)\n"
             "  --search KIND     latency phase: exact, hnsw or none (default exact)\n"
-            "  --search-rate R   latency phase: searches per second (default 4)\n",
+            "  --search-rate R   latency phase: searches per second (default 4)\n"
+            "  --scan-seconds S  latency phase: a window of the same load with exact scans back to\n"
+            "                    back on one thread (default 0: none)\n"
+            "  --scaling-seconds S  latency phase: exact-scan queries per second with 1 and 2\n"
+            "                    scanning threads, S seconds each, nothing else running (default 0)\n"
+            "  --timeline FILE   latency phase: write every operation of the compaction window\n"
+            "  --ef-construction N  latency phase, --search hnsw: the graph's build effort (default:\n"
+            "                    the database's, 200); a smaller one builds a 600,000-node graph in a\n"
+            "                    fraction of the time, and a search's cost depends on ef, not on it\n",
             bench_common_usage());
     exit(2);
 }
@@ -87,6 +103,10 @@ static void bench_parse(int argc, char **argv, bench_copts *o)
     o->sync = "always";
     o->search = "exact";
     o->search_rate = 4;
+    o->scan_s = 0;
+    o->scaling_s = 0;
+    o->timeline = NULL;
+    o->ef_construction = 0;
     for (int i = 1; i < argc; i++) {
         if (bench_parse_common(argc, argv, &i, &o->b)) continue;
         const char *a = argv[i];
@@ -100,6 +120,10 @@ static void bench_parse(int argc, char **argv, bench_copts *o)
         else if (!strcmp(a, "--sync")) o->sync = v;
         else if (!strcmp(a, "--search")) o->search = v;
         else if (!strcmp(a, "--search-rate")) o->search_rate = bench_parse_pos(a, v);
+        else if (!strcmp(a, "--scan-seconds")) o->scan_s = bench_parse_pos(a, v);
+        else if (!strcmp(a, "--scaling-seconds")) o->scaling_s = bench_parse_pos(a, v);
+        else if (!strcmp(a, "--timeline")) o->timeline = v;
+        else if (!strcmp(a, "--ef-construction")) o->ef_construction = (uint32_t)bench_parse_pos(a, v);
         else bench_usage();
     }
     if (!o->b.dir || !o->phase || (strcmp(o->phase, "time") && strcmp(o->phase, "latency"))) bench_usage();
@@ -508,6 +532,109 @@ static void bench_load_free(bench_load *l)
     }
 }
 
+/* ---------------------------------------------------------------- back-to-back exact scans */
+
+/* One thread issuing exact searches (k = 10) one after another, as fast as they complete: the
+ * heaviest reader there is, which holds whatever a scan holds for as long as it can. */
+typedef struct bench_scanner {
+    jvdb_db *db;
+    const bench_data *d;
+    const dg_gen *queries;
+    atomic_int *stop;
+    uint32_t threads;        /* the scan's own threads (jvdb_search_params.threads) */
+    uint64_t rng;
+    uint64_t done, errors, missing;
+    double busy_s;           /* the scans' times added up */
+    pthread_t tid;
+} bench_scanner;
+
+static void *bench_scanner_main(void *arg)
+{
+    bench_scanner *s = arg;
+    float *v = malloc(s->d->dim * sizeof *v);
+    if (!v) bench_die(ENOMEM, "out of memory");
+    while (!atomic_load(s->stop)) {
+        dg_query(s->queries, bench_rand(&s->rng) % 10000, v);
+        jvdb_search_params sp;
+        jvdb_search_params_init(&sp);
+        sp.k = 10;
+        sp.exact = 1;
+        sp.threads = s->threads;
+        jvdb_result *res;
+        size_t cnt;
+        double t0 = bench_now();
+        int rc = jvdb_search(s->db, v, s->d->dim, &sp, &res, &cnt);
+        s->busy_s += bench_now() - t0;
+        if (rc) s->errors++;
+        else {
+            if (cnt != sp.k) s->missing++;
+            jvdb_results_free(res, cnt);
+        }
+        s->done++;
+    }
+    free(v);
+    return NULL;
+}
+
+static void bench_scanners_start(bench_scanner *s, size_t n, uint32_t threads, jvdb_db *db, const bench_data *d,
+                                 const dg_gen *queries, atomic_int *stop)
+{
+    atomic_store(stop, 0);
+    for (size_t i = 0; i < n; i++) {
+        s[i] = (bench_scanner){.db = db, .d = d, .queries = queries, .stop = stop, .threads = threads,
+                               .rng = 0x5ca40000ull + i};
+        if (pthread_create(&s[i].tid, NULL, bench_scanner_main, &s[i]) != 0) bench_die(errno, "pthread_create");
+    }
+}
+
+static void bench_scanners_stop(bench_scanner *s, size_t n, atomic_int *stop)
+{
+    atomic_store(stop, 1);
+    for (size_t i = 0; i < n; i++) pthread_join(s[i].tid, NULL);
+}
+
+/* Exact-scan throughput with nothing else running: `clients` threads each scanning with `threads`
+ * scan threads, for about `secs`; queries per second over the whole time, the last scans included. */
+typedef struct bench_scaling {
+    double qps;
+    uint64_t scans, bad;
+} bench_scaling;
+
+static bench_scaling bench_scan_throughput(jvdb_db *db, const bench_data *d, const dg_gen *queries, size_t clients,
+                                           uint32_t threads, double secs)
+{
+    bench_scanner s[2];
+    atomic_int stop;
+    double t0 = bench_now();
+    bench_scanners_start(s, clients, threads, db, d, queries, &stop);
+    bench_sleep_until(t0 + secs);
+    bench_scanners_stop(s, clients, &stop);
+    double t1 = bench_now();
+    bench_scaling r = {0};
+    for (size_t i = 0; i < clients; i++) {
+        r.scans += s[i].done;
+        r.bad += s[i].errors + s[i].missing;
+    }
+    r.qps = (double)r.scans / (t1 - t0);
+    return r;
+}
+
+/* Every operation of the compaction window's load, for the latency-over-time chart: seconds since
+ * the load started (when it was due), service and response time in ms. */
+static void bench_write_timeline(const char *path, const bench_load *l, double t0, double c0, double c1)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) bench_die(errno, "cannot write %s", path);
+    fprintf(f, "# compact_start %.6f compact_end %.6f\n# kind due_s service_ms response_ms\n", c0 - t0, c1 - t0);
+    for (int i = 0; i < BENCH_NKINDS; i++) {
+        const bench_worker *w = &l->w[i];
+        for (size_t k = 0; k < w->n; k++)
+            fprintf(f, "%s %.6f %.4f %.4f\n", bench_kind_name[i], w->t_due[k] - t0, 1e3 * w->service[k],
+                    1e3 * w->response[k]);
+    }
+    if (fclose(f) != 0) bench_die(errno, "cannot write %s", path);
+}
+
 static int bench_phase_latency(const bench_copts *o, const bench_data *d)
 {
     bench_built b;
@@ -523,6 +650,12 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
     double index_s = 0;
     if (!strcmp(o->search, "hnsw")) {
         double t = bench_now();
+        if (o->ef_construction) {
+            jvdb_index_options io;
+            jvdb_db_get_index(b.db, &io);
+            io.ef_construction = o->ef_construction;
+            bench_check(jvdb_db_set_index(b.db, &io), "set the HNSW build effort");
+        }
         bench_check(jvdb_db_index_wait(b.db, UINT32_MAX), "build the HNSW graph");
         index_s = bench_now() - t;
     }
@@ -535,24 +668,57 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
     double i1 = bench_now();
     bench_load_stop(&idle);
 
-    /* During: the load settles for half a second, then the compaction runs under it. */
+    /* Scan window: the same load while one thread runs exact scans back to back (started first,
+     * so the window opens with a scan already under way). */
+    bench_load scan;
+    bench_scanner scanner;
+    atomic_int scan_stop;
+    double s0 = 0, s1 = 0;
+    if (o->scan_s > 0) {
+        bench_scanners_start(&scanner, 1, 1, b.db, d, queries, &scan_stop);
+        bench_sleep_until(bench_now() + 0.2);
+        bench_load_start(&scan, o, d, &b, queries, "scan", o->scan_s + 5);
+        s0 = bench_now();
+        bench_sleep_until(s0 + o->scan_s);
+        s1 = bench_now();
+        bench_load_stop(&scan);
+        bench_scanners_stop(&scanner, 1, &scan_stop);
+    }
+
+    /* Exact-scan throughput alone: does a second scanning thread double it (memory bandwidth and
+     * cores permitting), or do scans hold each other up? */
+    bench_scaling sc1 = {0}, sc2c = {0}, sc2t = {0};
+    if (o->scaling_s > 0) {
+        sc1 = bench_scan_throughput(b.db, d, queries, 1, 1, o->scaling_s);
+        sc2c = bench_scan_throughput(b.db, d, queries, 2, 1, o->scaling_s);
+        sc2t = bench_scan_throughput(b.db, d, queries, 1, 2, o->scaling_s);
+    }
+
+    /* During: the load runs a second alone, then the compaction runs under it, then a second more
+     * (for the chart; only the operations due while the compaction ran count as "during"). */
     bench_load during;
     bench_load_start(&during, o, d, &b, queries, "during", 600);
-    bench_sleep_until(bench_now() + 0.5);
+    double t_during = bench_now();
+    bench_sleep_until(t_during + 1.0);
     jvdb_compact_stats cs;
     double wall;
     double c0 = bench_now();
     bench_compact_once(b.db, &cs, &wall);
     double c1 = bench_now();
+    bench_sleep_until(c1 + 1.0);
     bench_load_stop(&during);
+    if (o->timeline) bench_write_timeline(o->timeline, &during, t_during, c0, c1);
 
     int ok = 1;
     for (int i = 0; i < BENCH_NKINDS; i++) {
         ok &= idle.w[i].missing + idle.w[i].wrong + idle.w[i].errors == 0;
         ok &= during.w[i].missing + during.w[i].wrong + during.w[i].errors == 0;
+        if (o->scan_s > 0) ok &= scan.w[i].missing + scan.w[i].wrong + scan.w[i].errors == 0;
     }
-    /* Every put of both windows must be there after the compaction. */
-    uint64_t want = b.nlive + idle.w[1].next_new + during.w[1].next_new;
+    if (o->scan_s > 0) ok &= scanner.errors + scanner.missing == 0;
+    ok &= sc1.bad + sc2c.bad + sc2t.bad == 0;
+    /* Every put of every window must be there after the compaction. */
+    uint64_t want = b.nlive + idle.w[1].next_new + during.w[1].next_new + (o->scan_s > 0 ? scan.w[1].next_new : 0);
     ok &= jvdb_count(b.db) == want;
 
     bench_json_begin();
@@ -562,6 +728,13 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
     bench_json_num("delete_frac", o->delete_frac);
     bench_json_str("search", o->search);
     bench_json_num("index_build_s", index_s);
+    if (!strcmp(o->search, "hnsw")) {
+        jvdb_index_options io;
+        jvdb_db_get_index(b.db, &io);
+        bench_json_int("hnsw_m", io.m);
+        bench_json_int("hnsw_ef_construction", io.ef_construction);
+        bench_json_int("hnsw_ef_search", io.ef_search);
+    }
     bench_json_str("sync", o->sync);
     bench_json_num("get_rate", o->get_rate);
     bench_json_num("put_rate", o->put_rate);
@@ -576,11 +749,29 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
         snprintf(p, sizeof p, "during_%s", bench_kind_name[i]);
         bench_json_window(p, &during.w[i], c0, c1);
         bench_json_worker_errors(p, &during.w[i]);
+        if (o->scan_s > 0) {
+            snprintf(p, sizeof p, "scan_%s", bench_kind_name[i]);
+            bench_json_window(p, &scan.w[i], s0, s1);
+            bench_json_worker_errors(p, &scan.w[i]);
+        }
+    }
+    bench_json_num("scan_s", s1 - s0);
+    if (o->scan_s > 0) {
+        bench_json_int("scan_scans", (long long)scanner.done);
+        bench_json_num("scan_scan_mean_ms", scanner.done ? 1e3 * scanner.busy_s / (double)scanner.done : 0);
+    }
+    bench_json_num("scaling_s", o->scaling_s);
+    if (o->scaling_s > 0) {
+        bench_json_num("scaling_qps_1", sc1.qps);
+        bench_json_num("scaling_qps_2clients", sc2c.qps);
+        bench_json_num("scaling_qps_2threads", sc2t.qps);
+        bench_json_int("scaling_scans", (long long)(sc1.scans + sc2c.scans + sc2t.scans));
     }
     bench_json_str("verify", ok ? "ok" : "FAILED");
     bench_json_end();
     bench_load_free(&idle);
     bench_load_free(&during);
+    if (o->scan_s > 0) bench_load_free(&scan);
     dg_close(queries);
     bench_built_close(&b);
     return ok ? 0 : 1;

@@ -17,6 +17,10 @@
  * The HTTP client is a minimal HTTP/1.1 one written here (request with Content-Length, answer read
  * by Content-Length), enough for a server that always sends Content-Length.
  *
+ * With --tls-cert/--tls-key (issue 14) the server is started with them and every client connection
+ * is TLS (OpenSSL, the certificate checked as the trust anchor), handshake done when the connection
+ * is opened, before any clock starts: keep-alive clients pay the per-record cost, not handshakes.
+ *
  * Output: one JSON object on stdout, which bench/run-http parses.
  */
 #include "bench_util.h"
@@ -24,6 +28,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -44,7 +50,44 @@ typedef struct bh_conn {
     uint16_t port;
     char *buf;
     size_t cap;
+    SSL *ssl;                        /* NULL: plain HTTP */
 } bh_conn;
+
+static SSL_CTX *bh_tls;              /* set by --tls-cert: every connection speaks TLS */
+
+static void bh_tls_init(const char *cafile)
+{
+    bh_tls = SSL_CTX_new(TLS_client_method());
+    if (!bh_tls || SSL_CTX_load_verify_locations(bh_tls, cafile, NULL) != 1) bench_die(0, "TLS client: cannot load %s", cafile);
+    SSL_CTX_set_verify(bh_tls, SSL_VERIFY_PEER, NULL);
+}
+
+static void bh_tls_connect(bh_conn *c)
+{
+    c->ssl = SSL_new(bh_tls);
+    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) bench_die(0, "TLS client: SSL_new");
+    SSL_set_tlsext_host_name(c->ssl, "localhost");
+    if (SSL_connect(c->ssl) != 1) {
+        char e[256];
+        ERR_error_string_n(ERR_get_error(), e, sizeof e);
+        bench_die(0, "TLS handshake with 127.0.0.1:%u failed: %s", c->port, e);
+    }
+}
+
+/* write/read through TLS when the connection has it. */
+static ssize_t bh_io_write(bh_conn *c, const void *p, size_t n)
+{
+    if (!c->ssl) return write(c->fd, p, n);
+    int w = SSL_write(c->ssl, p, (int)n);
+    return w > 0 ? w : -1;
+}
+
+static ssize_t bh_io_read(bh_conn *c, void *p, size_t n)
+{
+    if (!c->ssl) return read(c->fd, p, n);
+    int r = SSL_read(c->ssl, p, (int)n);
+    return r > 0 ? r : (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1);
+}
 
 static void bh_connect(bh_conn *c, uint16_t port)
 {
@@ -56,6 +99,7 @@ static void bh_connect(bh_conn *c, uint16_t port)
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) bench_die(errno, "connect to 127.0.0.1:%u", port);
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (bh_tls) bh_tls_connect(c);
     if (!c->buf) {
         c->cap = 1 << 16;
         c->buf = malloc(c->cap);
@@ -65,14 +109,29 @@ static void bh_connect(bh_conn *c, uint16_t port)
 
 static void bh_close(bh_conn *c)
 {
+    if (c->ssl) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     free(c->buf);
     c->buf = NULL;
 }
 
-static void bh_send_all(int fd, struct iovec *iov, int n)
+static void bh_send_all(bh_conn *c, struct iovec *iov, int n)
 {
+    if (c->ssl) {
+        for (int i = 0; i < n; i++)
+            for (size_t off = 0; off < iov[i].iov_len;) {
+                ssize_t w = bh_io_write(c, (char *)iov[i].iov_base + off, iov[i].iov_len - off);
+                if (w <= 0) bench_die(0, "TLS send to the server failed");
+                off += (size_t)w;
+            }
+        return;
+    }
+    int fd = c->fd;
     while (n > 0) {
         ssize_t w = writev(fd, iov, n);
         if (w < 0) {
@@ -99,7 +158,7 @@ static int bh_request(bh_conn *c, const char *method, const char *path, const ch
                       "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
                       method, path, len);
     struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, len}};
-    bh_send_all(c->fd, iov, len ? 2 : 1);
+    bh_send_all(c, iov, len ? 2 : 1);
     size_t have = 0, need = 0, hdr = 0;
     for (;;) {
         if (have + 1 >= c->cap) {
@@ -107,7 +166,7 @@ static int bh_request(bh_conn *c, const char *method, const char *path, const ch
             c->buf = realloc(c->buf, c->cap);
             if (!c->buf) bench_die(ENOMEM, "client buffer");
         }
-        ssize_t r = read(c->fd, c->buf + have, c->cap - have - 1);
+        ssize_t r = bh_io_read(c, c->buf + have, c->cap - have - 1);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) bench_die(r < 0 ? errno : 0, "the server closed the connection");
         have += (size_t)r;
@@ -133,6 +192,8 @@ typedef struct bh_server {
     uint16_t port;
 } bh_server;
 
+static const char *bh_tls_cert, *bh_tls_key;
+
 static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, const char *threads)
 {
     int out[2];
@@ -148,7 +209,11 @@ static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, con
         FILE *log = fopen(logpath, "w");
         if (log) dup2(fileno(log), 2);
         char *argv[] = {(char *)jvdb, "--data", (char *)dir, "serve", "--listen", "127.0.0.1:0", "--threads",
-                        (char *)threads, NULL};
+                        (char *)threads, NULL, NULL, NULL, NULL, NULL};
+        if (bh_tls_cert) {
+            argv[8] = "--tls-cert", argv[9] = (char *)bh_tls_cert;
+            argv[10] = "--tls-key", argv[11] = (char *)bh_tls_key;
+        }
         execv(jvdb, argv);
         _exit(127);
     }
@@ -163,8 +228,26 @@ static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, con
     line[n] = 0;
     close(out[0]);
     const char *colon = strrchr(line, ':');
-    if (strncmp(line, "listening on http://", 20) || !colon) bench_die(0, "unexpected server output: %s", line);
+    const char *want = bh_tls_cert ? "listening on https://" : "listening on http://";
+    if (strncmp(line, want, strlen(want)) || !colon) bench_die(0, "unexpected server output: %s", line);
     s->port = (uint16_t)atoi(colon + 1);
+}
+
+/* CPU seconds (user + system) the server process has used: what a request costs the server,
+ * which contention on a shared machine distorts far less than wall-clock throughput does. */
+static double bh_server_cpu(const bh_server *s)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)s->pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');   /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void bh_server_stop(bh_server *s)
@@ -360,7 +443,8 @@ static void bh_usage(void)
            "  --k K             results per query (default 10)\n"
            "  --clients LIST    concurrent searchers, comma-separated (default 1,4)\n"
            "  --server-threads N  HTTP worker threads of the server (default 8)\n"
-           "  --index hnsw|flat index of both databases (default hnsw)\n",
+           "  --index hnsw|flat index of both databases (default hnsw)\n"
+           "  --tls-cert FILE --tls-key FILE  serve HTTPS with these; clients use TLS (FILE is their CA)\n",
            bench_common_usage());
 }
 
@@ -386,12 +470,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--clients")) clients = v;
         else if (!strcmp(a, "--server-threads")) server_threads = v;
         else if (!strcmp(a, "--index")) index = !strcasecmp(v, "flat") ? "FLAT" : "HNSW";
+        else if (!strcmp(a, "--tls-cert")) bh_tls_cert = v;
+        else if (!strcmp(a, "--tls-key")) bh_tls_key = v;
         else bench_die(0, "unknown option %s", a);
     }
     if (!jvdb || !o.dir || !nq || !k) {
         bh_usage();
         return 2;
     }
+    if (!bh_tls_cert != !bh_tls_key) bench_die(0, "--tls-cert and --tls-key go together");
+    if (bh_tls_cert) bh_tls_init(bh_tls_cert);
     signal(SIGPIPE, SIG_IGN);
     bench_make_dir(o.dir);
     char inproc_dir[4096], http_dir[4096];
@@ -452,7 +540,9 @@ int main(int argc, char **argv)
         if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
         bh_close(&c);
     }
+    double cpu0 = bh_server_cpu(&srv);
     double ingest_http = bh_ingest_http(srv.port, &d, o.batch);
+    double ingest_cpu = bh_server_cpu(&srv) - cpu0;
     t0 = bench_now();
     bh_wait_index_http(srv.port);
     double index_http = bench_now() - t0;
@@ -463,10 +553,12 @@ int main(int argc, char **argv)
     bench_json_int("k", k);
     bench_json_str("server_threads", server_threads);
     bench_json_str("index", index);
+    bench_json_int("tls", bh_tls_cert != NULL);
     bench_json_num("ingest_inproc_s", ingest_in);
     bench_json_num("ingest_http_s", ingest_http);
     bench_json_num("ingest_inproc_vps", (double)d.n / ingest_in);
     bench_json_num("ingest_http_vps", (double)d.n / ingest_http);
+    bench_json_num("ingest_http_server_cpu_s", ingest_cpu);
     bench_json_num("index_inproc_s", index_in);
     bench_json_num("index_http_wait_s", index_http);
 
@@ -485,8 +577,13 @@ int main(int argc, char **argv)
         for (int k2 = 0; k2 < 2; k2++) {
             double p50, p99;
             bh_search_run(sides[k2], &p50, &p99);   /* warm-up: page cache, CPU frequency, connections */
+            double c0 = k2 ? bh_server_cpu(&srv) : 0;
             double qps = bh_search_run(sides[k2], &p50, &p99);
             char key[64];
+            if (k2) {
+                snprintf(key, sizeof key, "search_http_c%u_server_cpu_us_per_query", nt);
+                bench_json_num(key, (bh_server_cpu(&srv) - c0) * 1e6 / nq);
+            }
             snprintf(key, sizeof key, "search_%s_c%u_qps", names[k2], nt);
             bench_json_num(key, qps);
             snprintf(key, sizeof key, "search_%s_c%u_p50_ms", names[k2], nt);
@@ -504,5 +601,6 @@ int main(int argc, char **argv)
     free(queries);
     free(lat);
     bench_data_free(&d);
+    if (bh_tls) SSL_CTX_free(bh_tls);
     return 0;
 }

@@ -12,9 +12,15 @@
  * most recent failure ("vector has 3 values but database 'docs' has dimension 4").  A failed call
  * changes nothing.
  *
- * Durability: with sync "always" (the default) a write call returns only after its records are on
- * stable storage (concurrent writers share one fdatasync).  A write is visible to readers as soon as
- * its records are in the file, which may be a moment before the call returns.
+ * Durability and visibility: with sync "always" (the default) a write call returns only after its
+ * records are on stable storage (concurrent writers share one fdatasync), and readers see a batch
+ * only once that fdatasync has returned: nothing a reader saw can be lost by a power cut.  With
+ * "interval" and "never" a batch is visible as soon as it is written to the file (before any sync):
+ * a power cut may lose up to the last interval (or everything not yet written back by the kernel),
+ * including writes readers have seen.  In every mode a reader sees whole batches only (never part
+ * of one), and each read (a get, a search, an iteration) sees one consistent state as of the latest
+ * published batch when it started.  Reads never wait for writes, compactions or backups, and
+ * writes never wait for reads.
  */
 #ifndef JVDB_H
 #define JVDB_H
@@ -255,13 +261,50 @@ int jvdb_db_index_save(jvdb_db *db);
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
 
-/* A metadata filter: a JSON object of conditions on top-level fields, all of which must hold:
- *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null)
- *   {"genre": {"$in": ["jazz", "blues"]}}   membership;  {"$ne": v} inequality
- *   {"year": {"$gte": 1990, "$lt": 2000}}   numeric ranges ($gt, $gte, $lt, $lte) */
+/* A metadata filter: a JSON object whose keys all must hold (docs/API.md "Filters" has every rule):
+ *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null; exact in type)
+ *   {"tags": "legal"}                       on a list: the list contains "legal" (so does $in)
+ *   {"m.lang": "en"}                        dotted paths into nested objects and lists of objects
+ *   {"genre": {"$in": ["jazz", "blues"]}}   any of; $nin none of; {"$ne": v} not equal
+ *   {"year": {"$gte": 1990, "$lt": 2000}}   ranges $gt $gte $lt $lte; "1995" (a string holding a JSON
+ *                                           number) compares as 1995, other non-numbers never match
+ *   {"f": {"$exists": true}}                present (null counts); {"$exists": false} absent
+ *   {"title": {"$contains": "tax"}}         substring of a string, or element of a list
+ *   {"$and": [..]} {"$or": [..]} {"$not": {..}}   combine filters
+ * A compiled filter is immutable: any number of threads may use one at once. */
 typedef struct jvdb_filter jvdb_filter;
 int jvdb_filter_parse(const char *json, jvdb_filter **out);
 void jvdb_filter_free(jvdb_filter *f);
+
+/* ---- bulk and filtered operations (issue 12) ---- */
+
+/* Deletes every listed id that is live, as one all-or-nothing batch (one fsync); ids not live (or
+ * listed twice) are no-ops, so *deleted (optional) may be below count.  Liveness is decided under
+ * the writer lock.  A bad id fails the call before anything is written.  *last_lsn (optional) is
+ * the batch's last LSN, 0 when nothing was deleted. */
+int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t *deleted, uint64_t *last_lsn);
+/* Live vectors the filter accepts (NULL = all). */
+int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out);
+/* Deletes, in one batch, the vectors the filter accepts on a snapshot; one rewritten by another
+ * writer after the snapshot is left alone.  *deleted (optional) receives how many were deleted. */
+int jvdb_delete_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *deleted);
+/* Merges `patch_json` (a JSON object, RFC 7396: keys replace, objects merge, null removes a key)
+ * into the metadata of `id`, keeping its vector.  JVDB_ENOTFOUND when not live.  A concurrent
+ * writer's change is never lost: the merge is redone on the newer record. */
+int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, uint64_t *lsn_out);
+/* The same merge for every vector the filter accepts, in one batch (as jvdb_delete_filtered). */
+int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
+
+/* Reading a collection back page by page.  The ids of up to `limit` (1..JVDB_SCROLL_MAX) live
+ * vectors the filter accepts (NULL = all) whose ids sort after `after` (byte order, which is code
+ * point order; NULL = from the first), ascending; *more (optional) says whether more follow.
+ * Passing the last id of a page as the next `after` visits every vector that exists throughout
+ * exactly once, whatever is written meanwhile.  Each page scans the database (no ordered index).
+ * Free with jvdb_scroll_ids_free. */
+#define JVDB_SCROLL_MAX 100000u
+int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
+                    size_t *n, int *more);
+void jvdb_scroll_ids_free(char **ids, size_t n);
 
 typedef struct jvdb_search_params {
     uint32_t k;                  /* results wanted (10) */
@@ -406,6 +449,11 @@ typedef struct jvdb_repo_options {
     const char *secret_key;
     const char *session_token;
     uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
+    /* Both kinds: a file holding the repository key (at least 32 bytes; trailing whitespace is
+     * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives are encrypted with
+     * AES-256-GCM and every backup.json is signed (HMAC-SHA-256), docs/FORMAT.md.  A plain
+     * repository given a key, or an encrypted one given none or another key, fails with EINVAL. */
+    const char *key_file;
 } jvdb_repo_options;
 
 /* Opens "DIR" or "s3://bucket/prefix"; opts may be NULL.  Nothing is created: jvdb_backup_create
@@ -503,7 +551,8 @@ typedef struct jvdb_restore_options {
 } jvdb_restore_options;
 
 /* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
- * finite vector) -- then applies it in order into a new database built out of sight, with the
+ * finite vector) -- and applies it in order (the full backup verified as it is applied, in one pass)
+ * into a new database built out of sight and discarded on any failure, with the
  * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
@@ -518,6 +567,19 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
 int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
                       size_t *count);
+
+/* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
+ * keep_last; the newest of each of the keep_daily most recent UTC days that have one; the newest of
+ * each of the keep_weekly most recent ISO weeks (Monday to Sunday, UTC) that have one.  One backup
+ * may satisfy several rules.  Every backup a kept one depends on is kept too; the rest (including
+ * broken ones) go.  At least one rule must be non-zero.  dry_run: *deleted lists what would go,
+ * and nothing is changed (not even leftovers of interrupted backups). */
+typedef struct jvdb_prune_options {
+    uint32_t keep_last, keep_daily, keep_weekly;
+    int dry_run;
+} jvdb_prune_options;
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

@@ -37,8 +37,10 @@
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
+#include "store/segment.h"
 #include "store/swap.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +49,8 @@
 #include <xxhash.h>
 
 #define BACKUP_APPLY_BATCH (8u << 20)
+/* A restore starts the write-back of what it appended every this many bytes. */
+#define BACKUP_APPLY_KICK (32u << 20)
 #define BACKUP_CLEANUP_AGE_S 3600
 
 void jvdb_backup_options_init(jvdb_backup_options *o)
@@ -425,6 +429,7 @@ static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_
 
 static uint64_t winners_lsn(struct winners *w, const char *id, uint32_t len)
 {
+    if (!w->cap) return 0;
     struct w_slot *s = winners_slot(w, id, len, XXH3_64bits(id, len));
     return s->len ? s->lsn : 0;
 }
@@ -555,13 +560,7 @@ static void backup_make_id(char *id, int64_t ns, jvdb_backup_type t, uint64_t se
              tm.tm_hour, tm.tm_min, tm.tm_sec, backup_type_name(t), (unsigned long long)seq);
 }
 
-static uint64_t db_horizon(jvdb_db *db)
-{
-    pthread_mutex_lock(&db->write_mu);
-    uint64_t h = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
-    return h;
-}
+static uint64_t db_horizon(jvdb_db *db) { return db_backup_horizon(db); }
 
 /* Picks the parent of a wanted incremental/differential, or explains why there is none. */
 static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t incarnation, char *note, size_t cap)
@@ -591,12 +590,12 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
 static int backup_capture_settings(jvdb_db *db, const char *description, struct backup_settings *st)
 {
     memset(st, 0, sizeof *st);
-    pthread_mutex_lock(&db->write_mu);
-    st->sync = db->m.sync;
-    st->sync_interval_ms = db->m.sync_interval_ms;
-    st->segment_max_bytes = db->m.segment_max_bytes;
-    st->manifest = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
-    pthread_mutex_unlock(&db->write_mu);
+    jvdb_db_options o;
+    jvdb_db_get_options(db, &o);
+    st->sync = o.sync;
+    st->sync_interval_ms = o.sync_interval_ms;
+    st->segment_max_bytes = o.segment_max_bytes;
+    st->manifest = db_manifest_extra(db, NULL);
     st->description = strdup(description);
     if (!st->manifest || !st->description) {
         backup_settings_free(st);
@@ -621,7 +620,7 @@ static int backup_put_index(jvdb_db *db, struct repo_stage *stage, const char *w
     jvdb_index_status ix;
     if (jvdb_db_index_status_if_attached(db, &ix) == JVDB_OK && jvdb_db_index_save(db) != JVDB_OK)
         log_warn("%s: cannot checkpoint the HNSW graph (%s); the saved one is carried", what, jvdb_errmsg());
-    char *path = fs_join(db->dir, "ext.hnsw"), *buf = NULL;
+    char *path = fs_join(db_dir(db), "ext.hnsw"), *buf = NULL;
     size_t len = 0;
     if (!path) return err_set(JVDB_ENOMEM, "out of memory");
     int rc = fs_exists(path) ? fs_read_file(path, &buf, &len) : JVDB_OK;
@@ -653,9 +652,9 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
         memcpy(&dim, buf + 16, 4);
         memcpy(&metric, buf + 20, 4);
     }
-    int ok = len >= 80 && !memcmp(buf, "JVDBHNSW", 8) && ver == 1 && dim == built->m.dim && metric == (uint32_t)built->m.metric;
+    int ok = len >= 80 && !memcmp(buf, "JVDBHNSW", 8) && ver == 1 && dim == jvdb_db_dim(built) && metric == (uint32_t)jvdb_db_metric(built);
     if (!ok) log_info("restore of backup %s: its HNSW graph does not fit this build; it will be rebuilt", id);
-    char *path = ok ? fs_join(built->dir, "ext.hnsw") : NULL;
+    char *path = ok ? fs_join(db_dir(built), "ext.hnsw") : NULL;
     if (ok && (!path || fs_replace_file(path, buf, len, "restore.index") != JVDB_OK)) {
         log_warn("restore of backup %s: cannot install its HNSW graph (%s); it will be rebuilt", id, jvdb_errmsg());
         ok = 0;
@@ -687,13 +686,13 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
     json_decref(probe);
 
-    const char *name = db->m.name;
+    const char *name = jvdb_db_name(db);
     struct backup_meta m;
     memset(&m, 0, sizeof m);
     snprintf(m.database, sizeof m.database, "%s", name);
-    m.dim = db->m.dim;
-    m.metric = db->m.metric;
-    m.incarnation = db->m.created_ns;
+    m.dim = jvdb_db_dim(db);
+    m.metric = jvdb_db_metric(db);
+    m.incarnation = db_created_ns(db);
     m.level = o.level;
     m.format_version = BACKUP_FORMAT_VERSION;
     snprintf(m.description, sizeof m.description, "%s", desc);
@@ -849,18 +848,33 @@ out:
 
 struct apply_ctx {
     jvdb_db *db;
-    struct winners *w;          /* NULL: keep every record */
+    struct winners *w;          /* the ids the later backups of the chain touch; NULL: keep every record */
+    int full;                   /* applying the full backup: keep what the later ones never touch */
     uint32_t dim;
     char *batch;
     size_t len;
     uint64_t written;
+    uint64_t unkicked;          /* bytes appended since the last write-back kick */
+    uint64_t kick_seg, kick_off;
 };
+
+/* The build is written with sync off and made durable by one fdatasync at the end; without a kick
+ * the kernel would hold the whole database dirty until then (it is far below the background
+ * write-back threshold), so that fdatasync would write it all while the restore waits.  Starting
+ * the write-back as the restore goes (as repo_fs.c does for archives) overlaps it with decoding. */
+static void apply_kick(struct apply_ctx *a)
+{
+    db_start_writeback(a->db, &a->kick_seg, &a->kick_off);
+    a->unkicked = 0;
+}
 
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
     int rc = db_append_raw(a->db, a->batch, a->len);
+    a->unkicked += a->len;
     a->len = 0;
+    if (!rc && a->unkicked >= BACKUP_APPLY_KICK) apply_kick(a);
     return rc;
 }
 
@@ -872,8 +886,10 @@ static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
         const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
         off += h->total_len;
         if (a->w) {
-            /* Only what survives at the end of the chain: no dead versions, no tombstones. */
-            if (h->kind != REC_KIND_PUT || winners_lsn(a->w, rec_id(h, a->dim), h->id_len) != h->lsn) continue;
+            /* Only what survives at the end of the chain: no dead versions, no tombstones.  The
+             * winners know only the later backups (the full one holds each id once). */
+            uint64_t win = winners_lsn(a->w, rec_id(h, a->dim), h->id_len);
+            if (a->full ? win != 0 : h->kind != REC_KIND_PUT || win != h->lsn) continue;
         }
         if (a->len + h->total_len > BACKUP_APPLY_BATCH) {
             int rc = apply_flush(a);
@@ -957,9 +973,12 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
                      "restore under another name)", name, it->id);
         goto out;
     }
-    /* Verify everything before writing anything: checksums, and every record's contents. */
+    /* The later backups of the chain (small) are verified first, noting the newest LSN of every id
+     * they touch; the full backup is then verified as it is applied, in one pass, into a database
+     * built out of sight that is discarded on any failure -- so nothing is written either way,
+     * and the largest archive is decompressed once. */
     if ((rc = restore_settings(repo, &c, it, &st, &has_settings)) ||
-        (rc = chain_verify(repo, &c, chain, n, n > 1 ? &w : NULL, ro.progress, ro.progress_arg))) {
+        (n > 1 && (rc = chain_verify(repo, &c, chain + 1, n - 1, &w, ro.progress, ro.progress_arg)))) {
         rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
         goto out;
     }
@@ -991,11 +1010,12 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
-    struct apply_ctx a = {built, n > 1 ? &w : NULL, it->m.dim, batch, 0, 0};
+    struct apply_ctx a = {built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0};
     struct archive_progress pr = {ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0};
     for (size_t k = 0; k < n && !rc; k++) {
         const struct cat_item *ck = &c.v[chain[k]];
         struct repo_reader *rd;
+        a.full = k == 0;
         if ((rc = repo->ops->open_data(repo, c.db, ck->id, &rd))) break;
         struct archive_read_result res;
         rc = archive_read(rd, &ck->m, apply_chunk, &a, &pr, &res);
@@ -1005,19 +1025,13 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         io_crash_point("restore.applied");
     }
     if (rc) {
-        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "while applying");
+        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id,
+                            rc == JVDB_ECORRUPT ? "verification failed" : "while applying");
         goto out;
     }
     /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
      * the newest change it covers was a delete that is not in the data. */
-    pthread_mutex_lock(&built->write_mu);
-    if (built->last_lsn < it->m.lsn_to) built->last_lsn = it->m.lsn_to;
-    if (has_settings && json_object_size(st.manifest)) {
-        if (!built->m.extra) built->m.extra = json_object();
-        rc = !built->m.extra || json_object_update(built->m.extra, st.manifest) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
-    }
-    if (!rc) rc = db_store_manifest_locked(built);
-    pthread_mutex_unlock(&built->write_mu);
+    rc = db_restore_finish(built, it->m.lsn_to, has_settings ? st.manifest : NULL);
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;
@@ -1120,31 +1134,82 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
     return rc;
 }
 
-int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
+/* The calendar bucket of a backup for retention: its UTC day, or its ISO week (year * 100 + week). */
+static int64_t prune_bucket(int64_t created_ns, int weekly)
+{
+    time_t t = (time_t)(created_ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!weekly) return (int64_t)(tm.tm_year + 1900) * 1000 + tm.tm_yday;
+    char buf[16];
+    strftime(buf, sizeof buf, "%G%V", &tm);
+    return strtoll(buf, NULL, 10);
+}
+
+int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+                         size_t *count)
 {
     err_clear();
     if (deleted) *deleted = NULL;
     if (count) *count = 0;
     if (!db_name || !db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
-    if (keep == 0) return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
+    if (!o || (!o->keep_last && !o->keep_daily && !o->keep_weekly))
+        return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
     struct catalog c;
     int rc = catalog_load(repo, db_name, &c);
     if (rc) return rc;
-    repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
+    if (!o->dry_run) repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
     char *mark = malloc(c.n ? c.n : 1);
     if (!mark) {
         catalog_free(&c);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     memset(mark, 1, c.n);
-    uint32_t kept = 0;
-    for (size_t i = c.n; i-- > 0 && kept < keep;) {
+    uint32_t last = o->keep_last, daily = o->keep_daily, weekly = o->keep_weekly;
+    int64_t last_day = -1, last_week = -1;
+    for (size_t i = c.n; i-- > 0;) {
         if (!c.v[i].restorable) continue;
-        kept++;
-        for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
+        int keep = 0;
+        if (last) {
+            last--;
+            keep = 1;
+        }
+        int64_t day = prune_bucket(c.v[i].m.created_ns, 0), week = prune_bucket(c.v[i].m.created_ns, 1);
+        /* Newest first, so the first backup met in a bucket is that bucket's newest. */
+        if (daily && day != last_day) {
+            daily--;
+            keep = 1;
+        }
+        last_day = day;
+        if (weekly && week != last_week) {
+            weekly--;
+            keep = 1;
+        }
+        last_week = week;
+        if (keep)
+            for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
     }
-    rc = remove_marked(repo, &c, mark, deleted, count);
+    if (o->dry_run) {
+        /* The same list, in the same order, that a real prune would delete. */
+        size_t want = 0, k = 0;
+        for (size_t i = 0; i < c.n; i++) want += mark[i] != 0;
+        jvdb_backup_info *v = want ? malloc(want * sizeof *v) : NULL;
+        if (want && !v) rc = err_set(JVDB_ENOMEM, "out of memory");
+        for (size_t i = c.n; !rc && i-- > 0;)
+            if (mark[i]) cat_info(&c.v[i], c.db, &v[k++]);
+        if (!rc && deleted) *deleted = v;
+        else free(v);
+        if (!rc && count) *count = k;
+    } else {
+        rc = remove_marked(repo, &c, mark, deleted, count);
+    }
     free(mark);
     catalog_free(&c);
     return rc;
+}
+
+int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
+{
+    jvdb_prune_options o = {keep, 0, 0, 0};
+    return jvdb_backup_prune_ex(repo, db_name, &o, deleted, count);
 }

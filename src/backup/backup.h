@@ -72,6 +72,10 @@ struct repo_ops {
     /* Removes leftovers of interrupted creates and deletes older than max_age_s seconds. */
     void (*cleanup)(jvdb_repo *r, const char *db, int64_t max_age_s);
     void (*close)(jvdb_repo *r);
+    /* A repository-wide object beside the database folders (JVDB_ENOTFOUND when absent), written
+     * whole and atomically; crypt.c keeps the encryption marker there. */
+    int (*read_object)(jvdb_repo *r, const char *name, char **buf, size_t *len);
+    int (*write_object)(jvdb_repo *r, const char *name, const void *buf, size_t len);
     /* Optional: reads an extra object of a committed backup whole; JVDB_ENOTFOUND when it has none. */
     int (*read_extra)(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len);
 };
@@ -83,6 +87,11 @@ struct jvdb_repo {
 
 int repo_fs_open(const char *dir, jvdb_repo **out);
 int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out);
+/* Wraps an opened repository in the encryption layer (crypt.c), which takes ownership of it.
+ * key_file NULL: a plain repository, and a clear error on an encrypted one. */
+int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out);
+/* The repository under the layer (tests: a forger without the key writes there). */
+jvdb_repo *repo_crypt_inner(jvdb_repo *r);
 
 /* ------------------------------------------------------------------ backup.json */
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out)
+static int repo_open_kind(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out)
 {
     err_clear();
     *out = NULL;
@@ -42,4 +42,15 @@ int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **
 void jvdb_repo_close(jvdb_repo *repo)
 {
     if (repo) repo->ops->close(repo);
+}
+
+/* Every repository goes through the encryption layer (crypt.c): with a key it encrypts and signs,
+ * without one it refuses an encrypted repository with a clear message. */
+int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out)
+{
+    jvdb_repo *inner = NULL;
+    int rc = repo_open_kind(spec, opts, &inner);
+    if (rc) return rc;
+    const char *key = opts && opts->key_file && *opts->key_file ? opts->key_file : getenv("JVDB_REPO_KEY_FILE");
+    return repo_crypt_wrap(inner, key && *key ? key : NULL, out);
 }

@@ -5,6 +5,7 @@
  *   <dir>/<database>/<backup-id>/data.jvb.zst
  *   <dir>/<database>/.tmp-<backup-id>-<pid>/    a backup being written
  *   <dir>/<database>/.del-<backup-id>-<pid>/    a backup being deleted
+ *   <dir>/jvdb-repo.json                        an encrypted repository's marker (crypt.c)
  *
  * Visibility is one rename each way.  A backup is written completely into its .tmp directory (data
  * fdatasynced, backup.json fsynced, directory fsynced) and then renamed to its id, so a crash at
@@ -415,9 +416,35 @@ static int repo_fs_init(jvdb_repo *r)
     return repo_fs_present(f);
 }
 
+/* <dir>/<name>: a repository-wide object (the encryption marker, crypt.c). */
+static int repo_fs_read_object(jvdb_repo *r, const char *name, char **buf, size_t *len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *p = fs_path3(f->dir, name, NULL);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    rc = fs_read_file(p, buf, len);
+    free(p);
+    return rc;
+}
+
+static int repo_fs_write_object(jvdb_repo *r, const char *name, const void *buf, size_t len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *p = fs_path3(f->dir, name, NULL);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    rc = fs_replace_file(p, buf, len, "backup.repo_object");
+    free(p);
+    return rc;
+}
+
 static const struct repo_ops repo_fs_ops = {
     "filesystem",  repo_fs_init, repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
-    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close, repo_fs_read_extra,
+    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close, repo_fs_read_object, repo_fs_write_object,
+    repo_fs_read_extra,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)

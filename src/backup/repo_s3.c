@@ -819,9 +819,38 @@ static int repo_s3_init(jvdb_repo *r)
     return JVDB_OK;
 }
 
+/* <prefix>/<name>: a repository-wide object (the encryption marker, crypt.c).  Listing never
+ * mistakes it for a database: database names are the segment before a '/'. */
+static int repo_s3_read_object(jvdb_repo *r, const char *name, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, NULL, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    struct s3_req q = {.method = "GET", .key = key, .limit = S3_MAX_META};
+    struct s3_resp resp;
+    int rc = s3_do(s, &q, &resp);
+    free(key);
+    if (rc) return rc;
+    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
+    *buf = resp.body.p;
+    *len = resp.body.len;
+    return JVDB_OK;
+}
+
+static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf, size_t len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, NULL, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = s3_put_small(s, key, buf, len);
+    free(key);
+    return rc;
+}
+
 static const struct repo_ops repo_s3_ops = {
     "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
-    repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close, NULL /* extras: not yet */,
+    repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close, repo_s3_read_object, repo_s3_write_object,
+    NULL /* extras: not yet */,
 };
 
 static char *s3_pick(const char *given, const char *env1, const char *env2)

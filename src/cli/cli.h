@@ -151,6 +151,7 @@ void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items);
 /* `jvdb backup ...` (cli_backup.c). */
 int cli_backup_main(cli_ctx *ctx, int argc, char **argv);
 extern const cli_cmd cli_cmd_backup;
+extern const cli_cmd cli_cmd_keys;
 
 /* The subcommand groups; argv[0] is the group or command word. */
 int cli_db_main(cli_ctx *ctx, int argc, char **argv);
@@ -159,13 +160,15 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv);
 int cli_put_main(cli_ctx *ctx, int argc, char **argv);
 int cli_get_main(cli_ctx *ctx, int argc, char **argv);
 int cli_delete_main(cli_ctx *ctx, int argc, char **argv);
+int cli_count_main(cli_ctx *ctx, int argc, char **argv);
 int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
 int cli_compact_main(cli_ctx *ctx, int argc, char **argv);
 int cli_search_main(cli_ctx *ctx, int argc, char **argv);
+int cli_keys_main(cli_ctx *ctx, int argc, char **argv);
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
 extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,
-    cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
+    cli_cmd_count, cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
 
 /* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`.  Both end
  * with the compaction policy's verdict on `db` (cli_compaction_*). */

@@ -30,14 +30,17 @@ const cli_cmd cli_cmd_backup = {
     "                [--level N] [--threads N] [--no-index]\n"
     "  backup list [NAME] --repo R\n"
     "  backup show ID --repo R\n"
-    "  backup verify ID --repo R\n"
-    "  backup restore ID --repo R [--as NEWNAME] [--force]\n"
+    "  backup verify (ID | --all) --repo R\n"
+    "  backup restore (ID | --latest --database NAME | --all) --repo R [--as NEWNAME] [--force]\n"
     "  backup delete ID --repo R [--cascade]\n"
-    "  backup prune NAME --repo R --keep N\n"
+    "  backup prune NAME --repo R [--keep N] [--keep-daily N] [--keep-weekly N] [--dry-run]\n"
     "\n"
     "R is a directory or s3://bucket/prefix (default: $JVDB_BACKUP_REPO).  For S3 also:\n"
     "  --endpoint URL --region REGION --access-key KEY --secret-key SECRET\n"
     "(default: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).\n"
+    "--repo-key-file F (default: $JVDB_REPO_KEY_FILE): the repository's key; with it, archives are\n"
+    "encrypted (AES-256-GCM) and metadata signed.  An encrypted repository needs it for every\n"
+    "subcommand; a plain one that holds backups refuses it.\n"
     "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n"
     "Only create makes a repository; on a missing one the others say \"repository R does not\n"
     "exist\" and create nothing.\n",
@@ -45,8 +48,8 @@ const cli_cmd cli_cmd_backup = {
 
 #define CLI_REPO_OPTS                                                                                     \
     {"repo", true, NULL}, {"endpoint", true, NULL}, {"region", true, NULL}, {"access-key", true, NULL}, \
-        {"secret-key", true, NULL}
-enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_FIRST_OWN };
+        {"secret-key", true, NULL}, {"repo-key-file", true, NULL}
+enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_KEYFILE, O_FIRST_OWN };
 
 static const cli_cmd cli_cmd_backup_create = {
     "backup create",
@@ -81,16 +84,21 @@ static const cli_cmd cli_cmd_backup_show = {
 
 static const cli_cmd cli_cmd_backup_verify = {
     "backup verify",
-    "Usage: jvdb backup verify ID --repo R [--json]\n"
+    "Usage: jvdb backup verify (ID | --all) --repo R [--json]\n"
     "\n"
     "Checks backup ID and every backup it depends on: metadata, parent links, the SHA-256 of\n"
     "every archive, the checksum of every record, and every record's contents against the rules\n"
-    "of put (id, metadata, finite vector).  Exit status 1 names the first bad backup.\n",
-    1, 1};
+    "of put (id, metadata, finite vector).  Exit status 1 names the first bad backup.\n"
+    "\n"
+    "  --all   every backup of every database in the repository (each archive is read once per\n"
+    "          chain that needs it); prints one line per backup, exit status 1 if any is bad\n",
+    0, 1};
 
 static const cli_cmd cli_cmd_backup_restore = {
     "backup restore",
     "Usage: jvdb [--data DIR] backup restore ID --repo R [--as NEWNAME] [--force] [--json]\n"
+    "       jvdb [--data DIR] backup restore --latest --database NAME --repo R [--as NEWNAME] [--force]\n"
+    "       jvdb [--data DIR] backup restore --all --repo R [--force]\n"
     "\n"
     "Verifies the chain of backup ID, then rebuilds the database from it beside the live ones and\n"
     "makes it appear in one step, with the settings the backup carries (metric, sync mode, index\n"
@@ -98,8 +106,11 @@ static const cli_cmd cli_cmd_backup_restore = {
     "\n"
     "  --as NAME   restore under another name, [A-Za-z0-9_-]{1,64} (default: the backed-up\n"
     "              database's name)\n"
-    "  --force     replace an existing database of that name (atomically)\n",
-    1, 1};
+    "  --force     replace an existing database of that name (atomically)\n"
+    "  --latest    the newest restorable backup of database --database NAME\n"
+    "  --all       every database in the repository at its newest restorable backup (after a\n"
+    "              disaster): goes on past a failure, reports each, exit status 1 if any failed\n",
+    0, 1};
 
 static const cli_cmd cli_cmd_backup_delete = {
     "backup delete",
@@ -111,10 +122,16 @@ static const cli_cmd cli_cmd_backup_delete = {
 
 static const cli_cmd cli_cmd_backup_prune = {
     "backup prune",
-    "Usage: jvdb backup prune NAME --repo R --keep N [--json]\n"
+    "Usage: jvdb backup prune NAME --repo R [--keep N] [--keep-daily N] [--keep-weekly N] [--dry-run]\n"
+    "                         [--json]\n"
     "\n"
-    "Keeps the newest N restorable backups of database NAME and every backup they depend on, and\n"
-    "deletes the others (including broken ones).\n",
+    "Keeps restorable backups of database NAME by the rules given (at least one; as restic's\n"
+    "forget), and every backup they depend on, and deletes the others (including broken ones):\n"
+    "\n"
+    "  --keep N          the newest N\n"
+    "  --keep-daily N    the newest of each of the last N days (UTC) that have a backup\n"
+    "  --keep-weekly N   the newest of each of the last N ISO weeks (UTC) that have a backup\n"
+    "  --dry-run         print what would be deleted; change nothing\n",
     1, 1};
 
 /* ------------------------------------------------------------------ shared pieces */
@@ -129,6 +146,7 @@ static int cli_repo_open(const cli_cmd *cmd, cli_opt *opts, jvdb_repo **repo)
     ro.region = opts[O_REGION].value;
     ro.access_key = opts[O_ACCESS].value;
     ro.secret_key = opts[O_SECRET].value;
+    ro.key_file = opts[O_KEYFILE].value;
     int rc = jvdb_repo_open(spec, &ro, repo);
     return rc ? cli_lib_error(rc) : 0;
 }
@@ -384,13 +402,97 @@ static int cli_backup_show(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* verify --all: every chain tip (a backup no other names as parent) is verified, which reads every
+ * archive of its chain; a backup is intact when some verified chain through it passed. */
+static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
+{
+    jvdb_backup_info *v;
+    size_t n;
+    int rc = jvdb_backup_list(repo, NULL, &v, &n);
+    if (rc) return cli_lib_error(rc);
+    char (*why)[512] = calloc(n ? n : 1, sizeof *why);
+    int *state = calloc(n ? n : 1, sizeof *state);   /* 0 unknown, 1 intact, -1 bad */
+    if (!why || !state) {
+        free(why);
+        free(state);
+        jvdb_free(v);
+        return cli_lib_error(JVDB_ENOMEM);
+    }
+    cli_bk_progress pr = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (!v[i].restorable) {
+            state[i] = -1;
+            snprintf(why[i], sizeof why[i], "%s", v[i].status);
+            continue;
+        }
+        int tip = 1;
+        for (size_t j = 0; j < n && tip; j++)
+            if (j != i && !strcmp(v[j].database, v[i].database) && !strcmp(v[j].parent, v[i].id) && v[j].restorable) tip = 0;
+        if (!tip) continue;
+        char spec[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2];
+        snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
+        int vr = jvdb_backup_verify(repo, spec, cli_bk_on_progress, &pr);
+        cli_bk_progress_end(&pr);
+        /* The chain, tip first.  Verify reads it from the full backup up and stops at the first bad
+         * archive, which its message names: the members below that one were read without fault,
+         * that one and every member above it (which depend on it) are bad. */
+        size_t chain[n], len = 0;
+        for (size_t k = i; len < n;) {
+            chain[len++] = k;
+            size_t p = n;
+            for (size_t j = 0; j < n && v[k].parent[0]; j++)
+                if (!strcmp(v[j].database, v[k].database) && !strcmp(v[j].id, v[k].parent)) p = j;
+            if (p == n) break;
+            k = p;
+        }
+        size_t named = 0;   /* index in chain of the bad member (the tip when none is named) */
+        for (size_t c = 0; vr != JVDB_OK && c < len; c++)
+            if (strstr(jvdb_errmsg(), v[chain[c]].id)) named = c;
+        for (size_t c = 0; c < len; c++) {
+            size_t k = chain[c];
+            if (vr == JVDB_OK || c > named) {
+                if (state[k] == 0) state[k] = 1;
+            } else if (state[k] != -1) {
+                state[k] = -1;
+                snprintf(why[k], sizeof why[k], "%s", jvdb_errmsg());
+            }
+        }
+    }
+    size_t bad = 0;
+    json_t *arr = ctx->json ? json_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        int ok = state[i] >= 0;
+        if (!ok) bad++;
+        if (arr)
+            json_array_append_new(arr, json_pack("{sssssbss}", "id", v[i].id, "database", v[i].database, "ok", ok,
+                                                 "message", ok ? "" : why[i]));
+        else if (ok) printf("ok   %s/%s\n", v[i].database, v[i].id);
+        else printf("BAD  %s/%s: %s\n", v[i].database, v[i].id, why[i]);
+    }
+    if (arr) cli_print_json(json_pack("{sosIsI}", "backups", arr, "checked", (json_int_t)n, "bad", (json_int_t)bad));
+    else printf("%zu backup%s checked, %zu bad\n", n, n == 1 ? "" : "s", bad);
+    free(why);
+    free(state);
+    jvdb_free(v);
+    return bad ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+}
+
 static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {CLI_REPO_OPTS, {NULL, false, NULL}};
+    const cli_cmd *cmd = &cli_cmd_backup_verify;
+    cli_opt opts[] = {CLI_REPO_OPTS, {"all", false, NULL}, {NULL, false, NULL}};
     char *pos[argc];
     jvdb_repo *repo;
-    int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_verify, argc, argv, opts, pos, &npos, &repo);
+    int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
+    int all = opts[O_FIRST_OWN].value != NULL;
+    if (all == (npos == 1)) return cli_usage_error(cmd->name, "give a backup ID or --all (not both)");
+    if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
+    if (all) {
+        rc = cli_backup_verify_all(ctx, repo);
+        jvdb_repo_close(repo);
+        return rc;
+    }
     cli_bk_progress pr = {0};
     rc = jvdb_backup_verify(repo, pos[0], cli_bk_on_progress, &pr);
     cli_bk_progress_end(&pr);
@@ -406,36 +508,127 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
+/* The newest restorable backup of each database (db_name NULL = every database), as "DB/ID"
+ * specs; *n may be 0. */
+static int cli_bk_newest(jvdb_repo *repo, const char *db_name, char (**specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2],
+                         size_t *n)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_restore;
-    cli_opt opts[] = {CLI_REPO_OPTS, {"as", true, NULL}, {"force", false, NULL}, {NULL, false, NULL}};
-    enum { AS = O_FIRST_OWN, FORCE };
-    char *pos[argc];
-    jvdb_repo *repo;
-    int npos, rc = cli_bk_parse(ctx, cmd, argc, argv, opts, pos, &npos, &repo);
+    jvdb_backup_info *v;
+    size_t nv;
+    *specs = NULL;
+    *n = 0;
+    int rc = jvdb_backup_list(repo, db_name, &v, &nv);
     if (rc) return rc;
-    if ((rc = cli_open_env(ctx))) {
-        jvdb_repo_close(repo);
-        return rc;
+    *specs = calloc(nv ? nv : 1, sizeof **specs);
+    if (!*specs) {
+        jvdb_free(v);
+        return JVDB_ENOMEM;
     }
+    /* Oldest first per database: the last restorable one of each run is the newest. */
+    for (size_t i = 0; i < nv; i++) {
+        if (!v[i].restorable) continue;
+        int newer = 0;
+        for (size_t j = i + 1; j < nv && !strcmp(v[j].database, v[i].database); j++)
+            if (v[j].restorable) newer = 1;
+        if (!newer) snprintf((*specs)[(*n)++], sizeof **specs, "%s/%s", v[i].database, v[i].id);
+    }
+    jvdb_free(v);
+    return JVDB_OK;
+}
+
+static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
+                                  json_t *arr)
+{
     cli_bk_progress pr = {0};
     jvdb_restore_result res;
-    jvdb_restore_options ro = {opts[AS].value, opts[FORCE].value != NULL, cli_bk_on_progress, &pr, &res};
+    jvdb_restore_options ro = {as, force, cli_bk_on_progress, &pr, &res};
     jvdb_db *db = NULL;
-    rc = jvdb_backup_restore(ctx->env, repo, pos[0], &ro, &db);
+    int rc = jvdb_backup_restore(ctx->env, repo, spec, &ro, &db);
     cli_bk_progress_end(&pr);
-    jvdb_repo_close(repo);
-    if (rc) return cli_lib_error(rc);
+    if (rc) {
+        if (arr) json_array_append_new(arr, json_pack("{sssbss}", "backup", spec, "ok", 0, "message", jvdb_errmsg()));
+        return rc;
+    }
     cli_bk_dbmeta_restore(ctx, &res);
     jvdb_free(res.database_description);
     /* Said from what the library did, not from what was asked. */
-    if (ctx->json)
-        return cli_print_json(json_pack("{sssssIsbsI}", "backup", res.backup.id, "database", res.database, "count",
-                                        (json_int_t)res.vectors, "replaced", res.replaced, "lsn", (json_int_t)res.backup.lsn_to));
-    printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
-           (unsigned long long)res.vectors, res.replaced ? ", replacing the database of that name" : "");
-    return CLI_EXIT_OK;
+    if (arr)
+        json_array_append_new(arr, json_pack("{sssssIsbsIsb}", "backup", res.backup.id, "database", res.database, "count",
+                                             (json_int_t)res.vectors, "replaced", res.replaced, "lsn",
+                                             (json_int_t)res.backup.lsn_to, "ok", 1));
+    else
+        printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
+               (unsigned long long)res.vectors, res.replaced ? ", replacing the database of that name" : "");
+    return JVDB_OK;
+}
+
+static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
+{
+    const cli_cmd *cmd = &cli_cmd_backup_restore;
+    cli_opt opts[] = {CLI_REPO_OPTS,          {"as", true, NULL},  {"force", false, NULL}, {"latest", false, NULL},
+                      {"database", true, NULL}, {"all", false, NULL}, {NULL, false, NULL}};
+    enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
+    char *pos[argc];
+    jvdb_repo *repo;
+    int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
+    if (rc) return rc;
+    int latest = opts[LATEST].value != NULL, all = opts[ALL].value != NULL, force = opts[FORCE].value != NULL;
+    if (npos + latest + all != 1) return cli_usage_error(cmd->name, "give exactly one of a backup ID, --latest or --all");
+    if (latest && !opts[DATABASE].value) return cli_usage_error(cmd->name, "--latest needs --database NAME");
+    if (!latest && opts[DATABASE].value) return cli_usage_error(cmd->name, "--database goes with --latest");
+    if (all && opts[AS].value) return cli_usage_error(cmd->name, "--as cannot rename every database (--all)");
+    if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
+    char(*specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2] = NULL;
+    size_t n = 0;
+    const char *spec = opts[O_REPO].value ? opts[O_REPO].value : getenv("JVDB_BACKUP_REPO");
+    if (npos) {
+        rc = (specs = calloc(1, sizeof *specs)) ? JVDB_OK : JVDB_ENOMEM;
+        if (!rc) snprintf(specs[n++], sizeof *specs, "%s", pos[0]);
+    } else {
+        rc = cli_bk_newest(repo, latest ? opts[DATABASE].value : NULL, &specs, &n);
+    }
+    if (rc || n == 0) {
+        free(specs);
+        jvdb_repo_close(repo);
+        if (rc) return cli_lib_error(rc);
+        if (latest) return cli_fail("no restorable backup of '%s' in repository %s", opts[DATABASE].value, spec);
+        return cli_fail("no restorable backup in repository %s", spec);
+    }
+    if ((rc = cli_open_env(ctx))) {
+        free(specs);
+        jvdb_repo_close(repo);
+        return rc;
+    }
+    json_t *arr = ctx->json ? json_array() : NULL;
+    size_t failed = 0;
+    int last_rc = JVDB_OK;
+    for (size_t i = 0; i < n; i++) {
+        int r = cli_backup_restore_one(ctx, repo, specs[i], opts[AS].value, force, arr);
+        if (r) {
+            failed++;
+            last_rc = r;
+            if (!all) break;
+            fprintf(stderr, "jvdb: restoring %s failed: %s\n", specs[i], jvdb_errmsg());
+        }
+    }
+    free(specs);
+    jvdb_repo_close(repo);
+    if (!all) {
+        if (last_rc) {
+            json_decref(arr);
+            return cli_lib_error(last_rc);
+        }
+        if (arr) {
+            json_t *one = json_incref(json_array_get(arr, 0));
+            json_object_del(one, "ok");
+            json_decref(arr);
+            return cli_print_json(one);
+        }
+        return CLI_EXIT_OK;
+    }
+    if (arr) cli_print_json(json_pack("{sosIsI}", "restored", arr, "databases", (json_int_t)n, "failed", (json_int_t)failed));
+    else printf("%zu database%s restored, %zu failed\n", n - failed, n - failed == 1 ? "" : "s", failed);
+    return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
 static int cli_print_deleted(cli_ctx *ctx, jvdb_backup_info *v, size_t n, const char *extra_key, json_t *extra)
@@ -476,25 +669,48 @@ static int cli_backup_delete(cli_ctx *ctx, int argc, char **argv)
 static int cli_backup_prune(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_prune;
-    cli_opt opts[] = {CLI_REPO_OPTS, {"keep", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = {CLI_REPO_OPTS,           {"keep", true, NULL},     {"keep-daily", true, NULL},
+                      {"keep-weekly", true, NULL}, {"dry-run", false, NULL}, {NULL, false, NULL}};
+    enum { KEEP = O_FIRST_OWN, DAILY, WEEKLY, DRY };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
-    uint64_t keep;
-    if (!opts[O_FIRST_OWN].value) return cli_usage_error(cmd->name, "--keep is required");
-    if (!cli_parse_u64(opts[O_FIRST_OWN].value, &keep) || keep < 1 || keep > UINT32_MAX)
-        return cli_usage_error(cmd->name, "--keep '%s' is not a positive whole number", opts[O_FIRST_OWN].value);
+    jvdb_prune_options po = {0, 0, 0, opts[DRY].value != NULL};
+    uint32_t *dst[3] = {&po.keep_last, &po.keep_daily, &po.keep_weekly};
+    for (int k = 0; k < 3; k++) {
+        const char *v = opts[KEEP + k].value;
+        uint64_t x;
+        if (!v) continue;
+        if (!cli_parse_u64(v, &x) || x < 1 || x > UINT32_MAX)
+            return cli_usage_error(cmd->name, "--%s '%s' is not a positive whole number", opts[KEEP + k].name, v);
+        *dst[k] = (uint32_t)x;
+    }
+    if (!po.keep_last && !po.keep_daily && !po.keep_weekly)
+        return cli_usage_error(cmd->name, "--keep, --keep-daily or --keep-weekly is required");
     jvdb_repo *repo;
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     jvdb_backup_info *v = NULL;
     size_t n = 0;
-    rc = jvdb_backup_prune(repo, pos[0], (uint32_t)keep, &v, &n);
+    rc = jvdb_backup_prune_ex(repo, pos[0], &po, &v, &n);
     jvdb_repo_close(repo);
     if (rc) {
         jvdb_free(v);
         return cli_lib_error(rc);
     }
-    return cli_print_deleted(ctx, v, n, "kept", json_integer((json_int_t)keep));
+    if (po.dry_run) {
+        if (ctx->json) {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(v[i].id));
+            jvdb_free(v);
+            return cli_print_json(json_pack("{sosb}", "would_delete", arr, "dry_run", 1));
+        }
+        for (size_t i = 0; i < n; i++)
+            printf("would delete %s backup %s of '%s'\n", jvdb_backup_type_name(v[i].type), v[i].id, v[i].database);
+        if (n == 0) printf("nothing to delete\n");
+        jvdb_free(v);
+        return CLI_EXIT_OK;
+    }
+    return cli_print_deleted(ctx, v, n, "kept", json_integer((json_int_t)po.keep_last));
 }
 
 int cli_backup_main(cli_ctx *ctx, int argc, char **argv)

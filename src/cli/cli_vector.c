@@ -1,9 +1,9 @@
 /*
- * cli_vector.c — single-vector commands and per-database statistics: put, get, delete, stats.
+ * cli_vector.c — single-vector commands and per-database statistics: put, get, stats (delete and
+ * count, which work on many vectors, are in cli_bulk.c).
  *
  * These are the commands people type by hand: input is parsed leniently (spaces, brackets) and the
- * library's own checks (dimension, NaN, metadata) supply the messages.  `delete` with several ids
- * checks them all first, so a typo in one id deletes nothing.
+ * library's own checks (dimension, NaN, metadata) supply the messages.
  */
 #include "cli/cli.h"
 
@@ -28,13 +28,6 @@ const cli_cmd cli_cmd_get = {
     "Prints vector ID of database NAME with its metadata\n"
     "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
     2, 2};
-
-const cli_cmd cli_cmd_delete = {
-    "delete",
-    "Usage: jvdb [--data DIR] delete NAME ID... [--json]\n"
-    "\n"
-    "Deletes the given vectors.  Every id must exist; if one does not, nothing is deleted.\n",
-    2, -1};
 
 const cli_cmd cli_cmd_stats = {
     "stats",
@@ -112,35 +105,6 @@ int cli_get_main(cli_ctx *ctx, int argc, char **argv)
     jvdb_free(meta);
     free(v);
     return rc;
-}
-
-int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
-{
-    char *pos[argc];
-    jvdb_db *db;
-    int npos, rc = cli_parse_db(ctx, &cli_cmd_delete, argc, argv, NULL, pos, &npos, &db);
-    if (rc) return rc;
-    /* The library has no multi-delete, so all-or-nothing comes from checking first; this process
-     * holds the directory lock, so nothing can delete an id between the check and the delete. */
-    for (int i = 1; i < npos; i++)
-        if ((rc = jvdb_get(db, pos[i], NULL, NULL))) {
-            cli_lib_error(rc);
-            return cli_fail("nothing deleted");
-        }
-    uint64_t deleted = 0;
-    for (int i = 1; i < npos; i++) {
-        bool repeat = false;
-        for (int j = 1; j < i && !repeat; j++) repeat = !strcmp(pos[i], pos[j]);
-        if (repeat) continue;
-        if ((rc = jvdb_delete(db, pos[i], NULL))) {
-            cli_lib_error(rc);
-            return cli_fail("%llu of the vectors were deleted before this error", (unsigned long long)deleted);
-        }
-        deleted++;
-    }
-    if (ctx->json) return cli_print_json(json_pack("{sI}", "deleted", (json_int_t)deleted));
-    printf("deleted %llu vector%s from '%s'\n", (unsigned long long)deleted, deleted == 1 ? "" : "s", pos[0]);
-    return CLI_EXIT_OK;
 }
 
 int cli_stats_main(cli_ctx *ctx, int argc, char **argv)

@@ -36,9 +36,11 @@ static const cli_command cli_commands[] = {
     {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
     {"get", cli_get_main, &cli_cmd_get, "print one vector and its metadata"},
     {"search", cli_search_main, &cli_cmd_search, "nearest neighbours of a query vector or file"},
-    {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id"},
+    {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id, ids file or filter"},
+    {"count", cli_count_main, &cli_cmd_count, "count vectors, or those matching a filter"},
     {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
     {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},
+    {"keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys"},
 };
 
 static void cli_print_help(void)

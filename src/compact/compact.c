@@ -108,9 +108,9 @@ static uint64_t compact_file_bytes(jvdb_db *db)
 static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0)
 {
     /* Set by another thread (a compactor or server stopping) with an atomic store. */
-    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED)) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", db->m.name);
+    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED)) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", jvdb_db_name(db));
     if (policy->max_seconds > 0 && (double)(clock_mono_ns() - t0) / 1e9 > policy->max_seconds)
-        return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", db->m.name, policy->max_seconds);
+        return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", jvdb_db_name(db), policy->max_seconds);
     return JVDB_OK;
 }
 
@@ -121,15 +121,21 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     if (rc) return rc;
     io_crash_point("compact.after_seal");
 
-    struct choose_ctx cc = {policy, db->m.segment_max_bytes, opts->full, 0};
-    pthread_rwlock_rdlock(&db->lock);
+    uint64_t segment_max = db_segment_max(db);
+    struct choose_ctx cc = {policy, segment_max, opts->full, 0};
+    rp_enter();
     size_t sealed = 0;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        if (db->segs[i] == db->active) continue;
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++) {
+        if (l->segs[i] == l->active) continue;
         sealed++;
-        if (db->segs[i]->size < db->m.segment_max_bytes / 4) cc.small_count++;
+        if (__atomic_load_n(&l->segs[i]->size, __ATOMIC_ACQUIRE) < segment_max / 4) cc.small_count++;
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
+    /* Versions superseded before the seal are unlinked once no reader needs them: wait briefly for
+     * that, so tombstones in the inputs stand alone and may be dropped (a reader holding on past
+     * the wait only means those tombstones are copied this time). */
+    db_settle(db, 2000);
     struct db_pinned in = {0};
     if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
     if (in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
@@ -145,9 +151,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         return JVDB_OK;
     }
 
-    pthread_mutex_lock(&db->write_mu);
-    uint64_t horizon = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
+    uint64_t horizon = db_backup_horizon(db);
     struct db_live_rec *recs = NULL;
     size_t nrecs = 0;
     uint64_t min_outside;
@@ -163,7 +167,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         int blocked = 0;
         for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
         for (size_t i = 0; i < nrecs; i++) {
-            int droppable = recs[i].kind == 2 && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            int droppable = recs[i].kind == 2 && !recs[i].keep && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
             if (!droppable) keep_bytes += recs[i].len;
             blocked |= recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
         }
@@ -202,12 +206,12 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     }
     for (size_t i = 0; i < nrecs; i++) {
         const struct db_live_rec *r = &recs[i];
-        if (r->kind == 2 /* delete */ && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
+        if (r->kind == 2 /* delete */ && !r->keep && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
             drops[ndrops++] = *r;
             continue;
         }
         if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) goto fail;
-        if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > db->m.segment_max_bytes) {
+        if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > segment_max) {
             writing = 0;
             if ((rc = outputs_finish(&out, &w))) goto fail;
         }
@@ -262,7 +266,7 @@ fail:
     return rc;
 }
 
-int compact_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, true); }
+int compact_claim(jvdb_db *db) { return db_compaction_claim(db); }
 
 int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
 {
@@ -276,20 +280,20 @@ int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_
     jvdb_compact_trigger why;
     char reason[160];
     if (!jvdb_needs_compaction(db, &policy, &why, reason, sizeof reason) && !opts->force) {
-        atomic_store(&db->compacting, false);
+        db_compaction_release(db);
         if (out) *out = st;
         return JVDB_OK;
     }
     st.trigger = why != JVDB_TRIGGER_NONE ? why : JVDB_TRIGGER_FORCED;
     st.bytes_before = compact_file_bytes(db);
     int rc = compact_run(db, opts, &policy, &st, t0);
-    atomic_store(&db->compacting, false);
+    db_compaction_release(db);
     if (rc) return rc;
     st.bytes_after = compact_file_bytes(db);
     st.seconds = (double)(clock_mono_ns() - t0) / 1e9;
     st.finished_ns = clock_wall_ns();
     log_info("compacted '%s' (%s): %u -> %u segments, %llu records copied, %llu dropped, %llu bytes reclaimed in %.3f s",
-             db->m.name, jvdb_compact_trigger_name(st.trigger), st.segments_in, st.segments_out,
+             jvdb_db_name(db), jvdb_compact_trigger_name(st.trigger), st.segments_in, st.segments_out,
              (unsigned long long)st.records_copied, (unsigned long long)st.records_dropped,
              (unsigned long long)st.bytes_reclaimed, st.seconds);
     if (out) *out = st;
@@ -299,6 +303,6 @@ int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_
 int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
 {
     err_clear();
-    if (!compact_claim(db)) return err_set(JVDB_EBUSY, "a compaction of '%s' is already running", db->m.name);
+    if (!compact_claim(db)) return err_set(JVDB_EBUSY, "a compaction of '%s' is already running", jvdb_db_name(db));
     return compact_claimed(db, opts, out);
 }

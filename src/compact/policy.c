@@ -50,12 +50,15 @@ static int policy_check(const jvdb_compact_policy *p)
     return JVDB_OK;
 }
 
-/* Reads the database's policy from its MANIFEST extras; write_mu held. */
-static void policy_from_manifest(const jvdb_db *db, jvdb_compact_policy *p)
+/* Reads the database's policy from its MANIFEST extras. */
+static void policy_from_manifest(jvdb_db *db, jvdb_compact_policy *p)
 {
     jvdb_compact_policy_init(p);
-    json_t *o = db->m.extra ? json_object_get(db->m.extra, "compaction") : NULL;
-    if (!json_is_object(o)) return;
+    json_t *o = db_manifest_extra(db, "compaction");
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return;
+    }
     json_t *v;
     if ((v = json_object_get(o, "dead_ratio")) && json_is_number(v)) p->dead_ratio = json_number_value(v);
     if ((v = json_object_get(o, "large_bytes")) && json_is_integer(v)) p->large_bytes = (uint64_t)json_integer_value(v);
@@ -64,21 +67,20 @@ static void policy_from_manifest(const jvdb_db *db, jvdb_compact_policy *p)
     if ((v = json_object_get(o, "min_records")) && json_is_integer(v)) p->min_records = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(o, "max_seconds")) && json_is_number(v)) p->max_seconds = json_number_value(v);
     if ((v = json_object_get(o, "segment_dead_ratio")) && json_is_number(v)) p->segment_dead_ratio = json_number_value(v);
+    json_decref(o);
 }
 
 int compact_db_has_policy(jvdb_db *db)
 {
-    pthread_mutex_lock(&db->write_mu);
-    int has = db->m.extra && json_is_object(json_object_get(db->m.extra, "compaction"));
-    pthread_mutex_unlock(&db->write_mu);
+    json_t *o = db_manifest_extra(db, "compaction");
+    int has = json_is_object(o);
+    json_decref(o);
     return has;
 }
 
 void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out)
 {
-    pthread_mutex_lock(&db->write_mu);
     policy_from_manifest(db, out);
-    pthread_mutex_unlock(&db->write_mu);
 }
 
 int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *p)
@@ -133,9 +135,7 @@ int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_co
                  (unsigned long long)p.large_bytes, st.dead_ratio, p.large_min_dead_ratio);
         return 1;
     }
-    pthread_mutex_lock(&db->write_mu);
-    int64_t last = db->m.last_compaction_ns ? db->m.last_compaction_ns : db->m.created_ns;
-    pthread_mutex_unlock(&db->write_mu);
+    int64_t last = db_last_compaction_ns(db);
     double age = (double)(clock_wall_ns() - last) / 1e9;
     if (p.max_age_s > 0 && age >= (double)p.max_age_s) {
         *why = JVDB_TRIGGER_AGE;
@@ -148,9 +148,12 @@ int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_co
 
 int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s, int small_count)
 {
-    if (s->size <= SEG_HEADER_SIZE) return 1;   /* empty: nothing to copy, the file just goes */
-    double dead = (double)(s->size - SEG_HEADER_SIZE - s->live_bytes) / (double)s->size;
+    /* Sealed, so the size is fixed; live_bytes falls while writers overwrite (atomics). */
+    uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE), live = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+    if (size <= SEG_HEADER_SIZE) return 1;   /* empty: nothing to copy, the file just goes */
+    if (live > size - SEG_HEADER_SIZE) live = size - SEG_HEADER_SIZE;
+    double dead = (double)(size - SEG_HEADER_SIZE - live) / (double)size;
     if (dead >= p->segment_dead_ratio) return 1;
     /* Small neighbours are merged so that many small files do not accumulate. */
-    return small_count >= 2 && s->size < segment_max / 4;
+    return small_count >= 2 && size < segment_max / 4;
 }

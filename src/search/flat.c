@@ -47,6 +47,10 @@ void flat_params_init(flat_params *p)
     p->threads = 0;
     p->accept = NULL;
     p->accept_ctx = NULL;
+    p->slot_lsn = NULL;
+    p->snap = 0;
+    p->resolve = NULL;
+    p->resolve_ctx = NULL;
     p->use_threshold = 0;
     p->threshold = 0.f;
 }
@@ -75,20 +79,21 @@ static void flat_scan(flat_job *j)
 
     for (uint32_t s = j->begin; s < j->end; s += FLAT_CHUNK) {
         uint32_t m = j->end - s < FLAT_CHUNK ? j->end - s : FLAT_CHUNK;
-        const float *const *vecs = j->slots + s;
-        const uint32_t *idmap = NULL;
-        if (p->accept) {
-            uint32_t cnt = 0;
-            for (uint32_t i = 0; i < m; i++) {
-                if (vecs[i] && p->accept(p->accept_ctx, s + i)) {
-                    gathered[cnt] = vecs[i];
-                    ids[cnt++] = s + i;
-                }
+        /* Gathered always: the table's pointers are loaded once each, atomically (writers store
+         * them concurrently), and slots changed after the snapshot are resolved to its version. */
+        const float *const *vecs = gathered;
+        const uint32_t *idmap = ids;
+        uint32_t cnt = 0;
+        for (uint32_t i = 0; i < m; i++) {
+            const float *v = __atomic_load_n(&j->slots[s + i], __ATOMIC_ACQUIRE);
+            if (p->slot_lsn && __atomic_load_n(&p->slot_lsn[s + i], __ATOMIC_ACQUIRE) > p->snap)
+                v = p->resolve(p->resolve_ctx, s + i);
+            if (v && (!p->accept || p->accept(p->accept_ctx, s + i))) {
+                gathered[cnt] = v;
+                ids[cnt++] = s + i;
             }
-            vecs = gathered;
-            idmap = ids;
-            m = cnt;
         }
+        m = cnt;
         if (m == 0)
             continue;
         j->sp->batch(j->query, vecs, m, dim, d);

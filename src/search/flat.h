@@ -22,6 +22,13 @@ typedef struct flat_params {
     void *accept_ctx;
     int use_threshold;         /* if set, only results whose score is at least as good as threshold */
     float threshold;           /* l2: score <= threshold; cosine/dot: score >= threshold */
+    /* Snapshot reads of a table writers change meanwhile (the store's slot table): slot s is read
+     * as slots[s] when slot_lsn[s] <= snap, else as resolve(resolve_ctx, s).  NULL slot_lsn: the
+     * table is private to the caller.  The table is always read with atomic loads. */
+    const uint64_t *slot_lsn;
+    uint64_t snap;
+    const float *(*resolve)(void *ctx, uint32_t slot);
+    void *resolve_ctx;
 } flat_params;
 
 /* Fills defaults: L2, k 10, threads 0, no filter, no threshold. */

@@ -2,17 +2,19 @@
  * search.c — a database's search index and jvdb_search (DESIGN.md 7): ties the store's slot table to
  * the HNSW graph (hnsw*.c) and the exact scan (flat.c).
  *
- * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write lock)
+ * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write_mu)
  * whenever a slot gains, changes or loses its vector; the hook only marks the slot "pending" and
  * queues it.  A background thread per database takes pending slots a few at a time and reconciles
  * the graph with the slot table (insert, re-link, or mark deleted).  A search answers from the graph
  * for settled slots and scans the pending ones exactly, then merges: results are always complete,
  * and ingest runs at storage speed while the graph catches up behind it.
  *
- * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database
- * rwlock, then the pending mutex (a leaf).  The pending bits are written by the hook (database write
- * lock held) and cleared by the index thread (index write lock and database read lock held), so a
- * search holding both read locks sees them stable.
+ * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database's
+ * write_mu (to attach the hook, to queue every slot for a fresh graph, and for the saved graph one
+ * block of nodes at a time, in memory only: naming them at a save, matching them at a load, then
+ * the catch-up), then the pending mutex (a leaf).  The store itself is read without locks, in a read section at one snapshot LSN
+ * (store/readpath.h): a search copies the pending set under the pending mutex when it starts, and
+ * every slot it returns is resolved to the version its snapshot sees.
  *
  * The graph reads its own copies of the vectors (nav), not the store's slot table: a deleted vector
  * vanishes from the slot table at once, but its node must stay navigable until the next rebuild, or
@@ -31,8 +33,9 @@
  * exact meanwhile), keeps the nodes whose record is still the keydir's newest for its id, and queues
  * every other live slot: the catch-up.  A missing, damaged or other-format file means a rebuild from
  * every live slot, with the reason logged and shown in the index status.  Saving holds the index
- * lock shared (searches go on) and the database lock only while one block's ids are copied, so
- * writers never wait for the file.
+ * lock shared (searches go on) and the database's write_mu only while one block's ids are copied
+ * (the keydir changes a slot before its hook queues it, so only the writer lock makes "not pending"
+ * mean "the node holds the owner's vector"), so writers never wait for the file.
  */
 #include "search/distance.h"
 #include "search/filter.h"
@@ -127,30 +130,32 @@ static int index_check_options(const jvdb_index_options *o)
     return JVDB_OK;
 }
 
-/* The settings kept in the MANIFEST under "index"; write_mu held. */
+/* The settings kept in the MANIFEST under "index". */
 static void index_options_from_manifest(jvdb_db *db, jvdb_index_options *o)
 {
     jvdb_index_options_init(o);
-    json_t *x = db->m.extra ? json_object_get(db->m.extra, "index") : NULL;
-    if (!json_is_object(x)) return;
+    json_t *x = db_manifest_extra(db, "index");
+    if (!json_is_object(x)) {
+        json_decref(x);
+        return;
+    }
     json_t *v;
     if ((v = json_object_get(x, "type")) && json_is_string(v)) o->type = strcmp(json_string_value(v), "flat") ? JVDB_INDEX_HNSW : JVDB_INDEX_FLAT;
     if ((v = json_object_get(x, "m")) && json_is_integer(v)) o->m = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(x, "ef_construction")) && json_is_integer(v)) o->ef_construction = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(x, "ef_search")) && json_is_integer(v)) o->ef_search = (uint32_t)json_integer_value(v);
+    json_decref(x);
     if (index_check_options(o) != JVDB_OK) jvdb_index_options_init(o);
 }
 
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out)
 {
-    pthread_mutex_lock(&db->write_mu);
     index_options_from_manifest(db, out);
-    pthread_mutex_unlock(&db->write_mu);
 }
 
 /* ---------------------------------------------------------------- pending slots */
 
-/* Keydir hook: database write lock held.  Only queues; the index thread does the work. */
+/* Keydir hook: write_mu held.  Only queues; the index thread does the work. */
 static void index_slot_hook(void *ctx, uint32_t slot, int added)
 {
     (void)added;
@@ -182,23 +187,24 @@ static void index_slot_hook(void *ctx, uint32_t slot, int added)
 oom:
     /* Without memory to queue the slot the graph would silently miss it: fall back to exact search
      * for this database until the next rebuild. */
-    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", ix->db->m.name, slot);
+    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", jvdb_db_name(ix->db), slot);
     ix->opts.type = JVDB_INDEX_FLAT;
     pthread_mutex_unlock(&ix->pend_mu);
 }
 
-/* Queues every live slot (a fresh graph); database write lock held. */
+/* Queues every live slot (a fresh graph); write_mu held, so no slot changes meanwhile. */
 static void index_queue_all(struct search_index *ix)
 {
-    const struct keydir *kd = &ix->db->kd;
-    for (uint32_t s = 0; s < kd->nslots; s++)
-        if (kd->slot_vec[s]) index_slot_hook(ix, s, 1);
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
+    for (uint32_t s = 0; s < n; s++)
+        if (__atomic_load_n(&sl->vec[s], __ATOMIC_ACQUIRE)) index_slot_hook(ix, s, 1);
 }
 
 /* Gives `slot` a place for the graph's copy of its vector. */
 static float *index_nav_slot(struct search_index *ix, uint32_t slot)
 {
-    uint32_t dim = ix->db->m.dim;
+    uint32_t dim = jvdb_db_dim(ix->db);
     if (slot >= ix->nav_cap) {
         uint32_t ncap = ix->nav_cap ? ix->nav_cap : NAV_BLOCK;
         while (ncap <= slot) ncap *= 2;
@@ -221,11 +227,13 @@ static float *index_nav_slot(struct search_index *ix, uint32_t slot)
     return ix->nav_blocks[b] + (size_t)(slot % NAV_BLOCK) * dim;
 }
 
+/* In a read section: the newest vector of the slot (the graph follows the writers, published or
+ * not; searches resolve every answer at their own snapshot). */
 static void index_reconcile(struct search_index *ix, uint32_t slot)
 {
-    const struct keydir *kd = &ix->db->kd;
-    const float *v = slot < kd->nslots ? kd->slot_vec[slot] : NULL;
-    ix->pending_bit[slot] = 0;
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
+    const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
     if (!v) {
         /* The node keeps its copy, so searches can still walk through it. */
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) {
@@ -236,20 +244,20 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     }
     float *copy = index_nav_slot(ix, slot);
     if (!copy) {
-        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", ix->db->m.name, slot);
+        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
         return;
     }
-    memcpy(copy, v, (size_t)ix->db->m.dim * sizeof(float));
+    memcpy(copy, v, (size_t)jvdb_db_dim(ix->db) * sizeof(float));
     /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
-    if (ix->db->m.metric == JVDB_METRIC_COSINE && dist_normalize(copy, ix->db->m.dim) != JVDB_OK) {
-        log_error("search index of '%s': slot %u: %s; it is left out of the graph", ix->db->m.name, slot, jvdb_errmsg());
+    if (jvdb_db_metric(ix->db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(ix->db)) != JVDB_OK) {
+        log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot, jvdb_errmsg());
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
         return;
     }
     ix->nav[slot] = copy;
     __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
-        log_error("search index of '%s': cannot insert slot %u: %s", ix->db->m.name, slot, jvdb_errmsg());
+        log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());
 }
 
 /* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild.
@@ -263,7 +271,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
         p.M = ix->opts.m;
         p.ef_construction = ix->opts.ef_construction;
         p.ef_search = ix->opts.ef_search;
-        int rc = hnsw_create(ix->db->m.dim, ix->db->m.metric, &p, &fresh);
+        int rc = hnsw_create(jvdb_db_dim(ix->db), jvdb_db_metric(ix->db), &p, &fresh);
         if (rc) return rc;
     }
     hnsw_free(ix->graph);
@@ -291,7 +299,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
 
 static int index_writable(const jvdb_db *db)
 {
-    return db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && !atomic_load(&db->dropping);
+    return db_writable(db);
 }
 
 struct save_ctx {
@@ -301,22 +309,25 @@ struct save_ctx {
 static void save_lock(void *ctx, int lock)
 {
     struct search_index *ix = ((struct save_ctx *)ctx)->ix;
-    if (lock) pthread_rwlock_rdlock(&ix->db->lock);
-    else pthread_rwlock_unlock(&ix->db->lock);
+    if (lock) db_writer_enter(ix->db);
+    else db_writer_exit(ix->db);
 }
 
-/* Database read lock held (save_lock): the node stands for the slot's record only when the slot is
- * settled, i.e. the graph has taken in the slot's current vector. */
+/* Writer lock held (save_lock, one block of nodes at a time, no I/O): the node stands for the slot's
+ * record only when the slot is settled, i.e. the graph has taken in the slot's current vector.  The
+ * keydir changes a slot before its hook queues it, so only the writer lock makes "not pending" mean
+ * "the graph's copy is the owner's vector"; a read section would not. */
 static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_len, uint64_t *lsn)
 {
     struct search_index *ix = ((struct save_ctx *)ctx)->ix;
-    const struct keydir *kd = &ix->db->kd;
-    if (slot >= kd->nslots || !kd->slot_owner[slot]) return 0;
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
+    if (slot >= n || !sl->vec[slot] || !sl->owner[slot]) return 0;
     pthread_mutex_lock(&ix->pend_mu);
     int pending = slot < ix->bits_cap && ix->pending_bit[slot];
     pthread_mutex_unlock(&ix->pend_mu);
     if (pending) return 0;
-    const struct kd_entry *e = kd->slot_owner[slot];
+    const struct kd_entry *e = sl->owner[slot];
     *id = e->id;
     *id_len = e->id_len;
     *lsn = e->lsn;
@@ -335,13 +346,15 @@ static int index_save_locked(struct search_index *ix)
         pthread_mutex_unlock(&ix->pend_mu);
         return JVDB_OK;
     }
-    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
     if (!path) return err_set(JVDB_ENOMEM, "out of memory");
     /* Every record up to this LSN that is live and settled is in the graph; later ones are caught up
      * at open whatever this says, since nodes are matched record by record. */
+    rp_enter();
     pthread_mutex_lock(&ix->pend_mu);
-    uint64_t lsn = ix->npending ? 0 : __atomic_load_n(&db->last_lsn, __ATOMIC_RELAXED);
+    uint64_t lsn = ix->npending ? 0 : db_snapshot_lsn(db);
     pthread_mutex_unlock(&ix->pend_mu);
+    rp_exit();
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&ix->save_mu);
@@ -352,20 +365,20 @@ static int index_save_locked(struct search_index *ix)
     free(path);
     if (rc) {
         pthread_mutex_unlock(&ix->save_mu);
-        log_error("search index of '%s': cannot save the graph: %s", db->m.name, jvdb_errmsg());
+        log_error("search index of '%s': cannot save the graph: %s", jvdb_db_name(db), jvdb_errmsg());
         return rc;
     }
     __atomic_fetch_sub(&ix->dirty, dirty, __ATOMIC_RELAXED);
     __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);
     if (lsn) __atomic_store_n(&ix->saved_lsn, lsn, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&ix->save_mu);
-    log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", db->m.name,
+    log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", jvdb_db_name(db),
               hnsw_node_count(ix->graph), (unsigned long long)bytes,
               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     return JVDB_OK;
 }
 
-/* Maps the saved graph's nodes to slots (database read lock, a chunk at a time, so writers get in
+/* Maps the saved graph's nodes to slots (writer lock, a chunk at a time, so writers get in
  * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
  * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
 static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, hnsw **g, uint64_t gen, char *why,
@@ -373,7 +386,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
 {
     jvdb_db *db = ix->db;
     *g = NULL;
-    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
     if (!path) return err_set(JVDB_ENOMEM, "out of memory");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -400,7 +413,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         munmap(map, (size_t)st.st_size);
         return rc;
     }
-    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != opts->m || f.p.ef_construction != opts->ef_construction) {
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != opts->m || f.p.ef_construction != opts->ef_construction) {
         snprintf(why, whylen, "saved graph was built with other settings (dim %u, M %u, ef_construction %u)", f.dim,
                  f.p.M, f.p.ef_construction);
         rc = JVDB_EINVAL;
@@ -414,27 +427,35 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     }
     for (uint32_t i = 0; i < f.nnodes && rc == JVDB_OK;) {
         pthread_rwlock_wrlock(&ix->lock);
-        pthread_rwlock_rdlock(&db->lock);
+        /* As the writer: a node's slot (a writer field) and the slot's vector cannot change under us,
+         * and a write after this chunk queues the slot through the hook. */
+        db_writer_enter(db);
+        uint32_t nsl;
+        const struct keydir *kd = db_keydir(db);
+        const struct kd_slots *sl = keydir_slots(kd, &nsl);
         if (ix->gen != gen) rc = JVDB_EBUSY;
         for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
             const hnsw_file_node *nd = &f.nodes[i];
             slot_of[i] = HNSW_FILE_NONE;
             if (nd->dead) continue;
-            const struct kd_entry *e = keydir_find(&db->kd, nd->id, nd->id_len);
-            if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || !db->kd.slot_vec[e->slot]) continue;
+            /* A graph can only miss, never invent: the node is kept only for the id's newest record. */
+            const struct kd_entry *e = keydir_find(kd, nd->id, nd->id_len);
+            if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || e->slot >= nsl || !sl->vec[e->slot] ||
+                sl->owner[e->slot] != e)
+                continue;
             float *copy = index_nav_slot(ix, e->slot);
             if (!copy) {
                 rc = JVDB_ENOMEM;
                 snprintf(why, whylen, "out of memory loading the saved graph");
                 break;
             }
-            memcpy(copy, db->kd.slot_vec[e->slot], (size_t)db->m.dim * sizeof(float));
+            memcpy(copy, sl->vec[e->slot], (size_t)jvdb_db_dim(db) * sizeof(float));
             /* The graph navigates on normalised copies for cosine, as index_reconcile makes them. */
-            if (db->m.metric == JVDB_METRIC_COSINE && dist_normalize(copy, db->m.dim) != JVDB_OK) continue;
+            if (jvdb_db_metric(db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(db)) != JVDB_OK) continue;
             ix->nav[e->slot] = copy;
             slot_of[i] = e->slot;
         }
-        pthread_rwlock_unlock(&db->lock);
+        db_writer_exit(db);
         pthread_rwlock_unlock(&ix->lock);
     }
     if (rc == JVDB_EBUSY) snprintf(why, whylen, "settings changed while loading");
@@ -472,7 +493,7 @@ static void index_load(struct search_index *ix)
         pthread_rwlock_unlock(&ix->lock);
         return;
     }
-    pthread_rwlock_wrlock(&db->lock);
+    db_writer_enter(db);
     if (rc == JVDB_OK) {
         hnsw_free(ix->graph);
         ix->graph = g;
@@ -481,9 +502,10 @@ static void index_load(struct search_index *ix)
         ix->why[0] = '\0';
         /* Catch-up: every live slot the graph does not hold (written after the save, replaced, or
          * not settled when it was saved).  Slots the hook queued during the load stay queued. */
-        const struct keydir *kd = &db->kd;
-        for (uint32_t s = 0; s < kd->nslots; s++)
-            if (kd->slot_vec[s] && !hnsw_contains(g, s)) index_slot_hook(ix, s, 1);
+        uint32_t nsl;
+        const struct kd_slots *sl = keydir_slots(db_keydir(db), &nsl);
+        for (uint32_t s = 0; s < nsl; s++)
+            if (sl->vec[s] && !hnsw_contains(g, s)) index_slot_hook(ix, s, 1);
         pthread_mutex_lock(&ix->pend_mu);
         ix->loading = 0;
         uint32_t catchup = ix->npending;
@@ -491,16 +513,37 @@ static void index_load(struct search_index *ix)
         pthread_mutex_unlock(&ix->pend_mu);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         log_info("search index of '%s': loaded the saved graph (%u nodes) in %.3f s; %u vectors to catch up",
-                 db->m.name, hnsw_node_count(g),
+                 jvdb_db_name(db), hnsw_node_count(g),
                  (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, catchup);
     } else {
-        if (db->kd.live > 0 || rc != JVDB_ENOTFOUND)
-            log_info("search index of '%s': %s; rebuilding it in the background", db->m.name, why);
+        if (__atomic_load_n(&db_keydir(db)->live, __ATOMIC_RELAXED) > 0 || rc != JVDB_ENOTFOUND)
+            log_info("search index of '%s': %s; rebuilding it in the background", jvdb_db_name(db), why);
         if (index_reset_graph(ix, why) != JVDB_OK)
-            log_error("search index of '%s': rebuild failed: %s", db->m.name, jvdb_errmsg());
+            log_error("search index of '%s': rebuild failed: %s", jvdb_db_name(db), jvdb_errmsg());
     }
-    pthread_rwlock_unlock(&db->lock);
+    db_writer_exit(db);
     pthread_rwlock_unlock(&ix->lock);
+}
+
+struct reset_arg {
+    struct search_index *ix;
+    const char *why;
+};
+
+static int index_reset_graph_cb(void *arg)
+{
+    struct reset_arg *a = arg;
+    return index_reset_graph(a->ix, a->why);
+}
+
+/* As the writer: the hook set (and, when the saved graph cannot be used, a fresh graph with every slot
+ * queued), with no write between. */
+static int index_attach_cb(void *arg)
+{
+    struct search_index *ix = arg;
+    int rc = index_writable(ix->db) ? JVDB_OK : index_reset_graph(ix, "");
+    if (rc == JVDB_OK) db_set_slot_hook(ix->db, index_slot_hook, ix, 1);
+    return rc;
 }
 
 static void *index_thread_main(void *arg)
@@ -540,21 +583,26 @@ static void *index_thread_main(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
 
         pthread_rwlock_wrlock(&ix->lock);
-        pthread_rwlock_rdlock(&db->lock);
+        rp_enter();
         pthread_mutex_lock(&ix->pend_mu);
         uint32_t n = 0;
-        while (n < INDEX_CHUNK && ix->npending > 0) chunk[n++] = ix->pending[--ix->npending];
+        /* The bit goes as the slot leaves the queue (pending mutex held): a write after this
+         * queues the slot again, so the graph never keeps a vector older than the slot's. */
+        while (n < INDEX_CHUNK && ix->npending > 0) {
+            chunk[n] = ix->pending[--ix->npending];
+            ix->pending_bit[chunk[n++]] = 0;
+        }
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph)
             for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
         int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
                      hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
-        pthread_rwlock_unlock(&db->lock);
+        rp_exit();
         if (vacuum) {
             /* Only the graph and its own vector copies are read: the database stays open to all. */
             uint32_t removed = 0;
             if (hnsw_vacuum(ix->graph, ix->nav, ix->nav_cap, &removed) != JVDB_OK)
-                log_error("search index of '%s': vacuum failed: %s", db->m.name, jvdb_errmsg());
+                log_error("search index of '%s': vacuum failed: %s", jvdb_db_name(db), jvdb_errmsg());
             else
                 __atomic_fetch_add(&ix->dirty, removed, __ATOMIC_RELAXED);
         }
@@ -578,12 +626,7 @@ static void index_free(void *arg)
     }
     /* Clean close: checkpoint whatever changed, so the next open only loads. */
     if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && !ix->loading) index_save_locked(ix);
-    pthread_rwlock_wrlock(&ix->db->lock);
-    if (ix->db->kd.hook_ctx == ix) {
-        ix->db->kd.hook = NULL;
-        ix->db->kd.hook_ctx = NULL;
-    }
-    pthread_rwlock_unlock(&ix->db->lock);
+    db_set_slot_hook(ix->db, NULL, ix, 0);
     hnsw_free(ix->graph);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
@@ -601,14 +644,14 @@ static void index_free(void *arg)
 static int index_get(jvdb_db *db, struct search_index **out)
 {
     /* Every query comes through here: once attached, no lock. */
-    struct search_index *have = __atomic_load_n((struct search_index **)&db->ext, __ATOMIC_ACQUIRE);
+    struct search_index *have = db_ext(db);
     if (have) {
         *out = have;
         return JVDB_OK;
     }
     pthread_mutex_lock(&search_attach_mu);
-    if (db->ext) {
-        *out = db->ext;
+    if (db_ext(db)) {
+        *out = db_ext(db);
         pthread_mutex_unlock(&search_attach_mu);
         return JVDB_OK;
     }
@@ -624,33 +667,25 @@ static int index_get(jvdb_db *db, struct search_index **out)
     pthread_mutex_init(&ix->save_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
-    pthread_rwlock_wrlock(&db->lock);
-    int rc = JVDB_OK;
     /* HNSW: the thread loads the saved graph first; until then searches are exact and the hook queues
      * what changes meanwhile.  FLAT: no graph. */
     if (ix->opts.type == JVDB_INDEX_HNSW) ix->loading = 1;
     if (index_writable(db)) {
         /* A save cut short by a crash leaves its temporary file; the saved graph is intact. */
-        char *tmp = fs_join(db->dir, HNSW_FILE_NAME ".tmp");
+        char *tmp = fs_join(db_dir(db), HNSW_FILE_NAME ".tmp");
         if (tmp) unlink(tmp);
         free(tmp);
     }
-    else rc = index_reset_graph(ix, "");
-    if (rc == JVDB_OK) {
-        db->kd.hook = index_slot_hook;
-        db->kd.hook_ctx = ix;
-    }
-    pthread_rwlock_unlock(&db->lock);
+    int rc = db_as_writer(db, index_attach_cb, ix);
     if (rc == JVDB_OK && pthread_create(&ix->thread, NULL, index_thread_main, ix) != 0)
-        rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", db->m.name);
+        rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", jvdb_db_name(db));
     if (rc) {
         index_free(ix);
         pthread_mutex_unlock(&search_attach_mu);
         return rc;
     }
     ix->thread_started = 1;
-    db->ext_free = index_free;
-    __atomic_store_n((struct search_index **)&db->ext, ix, __ATOMIC_RELEASE);
+    db_set_ext(db, ix, index_free);
     pthread_mutex_unlock(&search_attach_mu);
     *out = ix;
     return JVDB_OK;
@@ -660,7 +695,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
 static struct search_index *index_attached(jvdb_db *db)
 {
     pthread_mutex_lock(&search_attach_mu);
-    struct search_index *ix = db->ext;
+    struct search_index *ix = db_ext(db);
     pthread_mutex_unlock(&search_attach_mu);
     return ix;
 }
@@ -680,9 +715,8 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
     ix->opts = *o;
     if (graph_changes) {
-        pthread_rwlock_wrlock(&db->lock);
-        rc = index_reset_graph(ix, "index settings changed");
-        pthread_rwlock_unlock(&db->lock);
+        struct reset_arg ra = {ix, "index settings changed"};
+        rc = db_as_writer(db, index_reset_graph_cb, &ra);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
     }
@@ -729,7 +763,7 @@ int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out)
 {
     err_clear();
     struct search_index *ix = index_attached(db);
-    if (!ix) return err_set(JVDB_ENOTFOUND, "the index of '%s' is not loaded in this process", db->m.name);
+    if (!ix) return err_set(JVDB_ENOTFOUND, "the index of '%s' is not loaded in this process", jvdb_db_name(db));
     index_status_of(ix, out);
     return JVDB_OK;
 }
@@ -738,7 +772,7 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
 {
     err_clear();
     memset(out, 0, sizeof *out);
-    char *path = fs_join(db->dir, HNSW_FILE_NAME);
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
     if (!path) return err_set(JVDB_ENOMEM, "out of memory");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
@@ -761,14 +795,16 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     out->file_bytes = (uint64_t)st.st_size;
     jvdb_index_options o;
     jvdb_db_get_index(db, &o);
-    if (f.dim != db->m.dim || f.metric != db->m.metric || f.p.M != o.m || f.p.ef_construction != o.ef_construction)
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m || f.p.ef_construction != o.ef_construction)
         snprintf(out->problem, sizeof out->problem, "built with other settings (M %u, ef_construction %u)", f.p.M,
                  f.p.ef_construction);
-    pthread_rwlock_rdlock(&db->lock);
-    const struct keydir *kd = &db->kd;
-    for (uint32_t s = 0; s < kd->nslots; s++)
-        if (kd->slot_owner[s] && kd->slot_owner[s]->lsn > f.lsn) out->behind++;
-    pthread_rwlock_unlock(&db->lock);
+    rp_enter();
+    uint32_t nsl;
+    const struct kd_slots *sl = keydir_slots(db_keydir(db), &nsl);
+    for (uint32_t s = 0; s < nsl; s++)
+        if (__atomic_load_n(&sl->owner[s], __ATOMIC_ACQUIRE) && __atomic_load_n(&sl->lsn[s], __ATOMIC_ACQUIRE) > f.lsn)
+            out->behind++;
+    rp_exit();
     return JVDB_OK;
 }
 
@@ -786,9 +822,7 @@ static void index_status_of(struct search_index *ix, jvdb_index_status *out)
     out->saved_lsn = __atomic_load_n(&ix->saved_lsn, __ATOMIC_RELAXED);
     /* While the saved graph loads nothing is in a graph yet: every live vector counts as pending, so
      * "pending 0" keeps meaning "the graph answers for everything". */
-    pthread_rwlock_rdlock(&ix->db->lock);
-    uint64_t live = ix->db->kd.live;
-    pthread_rwlock_unlock(&ix->db->lock);
+    uint64_t live = __atomic_load_n(&db_keydir(ix->db)->live, __ATOMIC_RELAXED);
     pthread_mutex_lock(&ix->pend_mu);
     out->pending = ix->loading ? (live > ix->npending ? live : ix->npending) : ix->npending;
     if (ix->loading) out->state = JVDB_INDEX_LOADING;
@@ -817,7 +851,7 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
     pthread_mutex_lock(&ix->pend_mu);
     while ((ix->npending > 0 || ix->loading) && rc == JVDB_OK)
         if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && (ix->npending > 0 || ix->loading))
-            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", db->m.name, ix->npending,
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", jvdb_db_name(db), ix->npending,
                          ix->loading ? " (loading the saved graph)" : "");
     pthread_mutex_unlock(&ix->pend_mu);
     if (rc) return rc;
@@ -832,20 +866,37 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
 struct accept_ctx {
     const jvdb_db *db;
     const jvdb_filter *filter;
-    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale) */
+    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale): a
+                                    * private copy, one bit per slot */
     uint32_t bits_cap;
     const uint32_t *map;           /* pending scan: index in the packed array -> slot */
+    const struct kd_slots *sl;     /* the slot table and snapshot the search reads at */
+    uint32_t nslots;
+    uint64_t snap;
 };
+
+/* The version of slot's vector the search's snapshot sees (NULL: none). */
+static const struct kd_entry *slot_entry(const struct accept_ctx *c, uint32_t slot)
+{
+    const struct kd_entry *e = NULL;
+    if (slot >= c->nslots || !keydir_slot_vector(c->sl, slot, c->snap, jvdb_db_dim(c->db), &e)) return NULL;
+    return e;
+}
 
 static int accept_slot(const struct accept_ctx *c, uint32_t slot)
 {
-    if (c->pending_bit && slot < c->bits_cap && c->pending_bit[slot]) return 0;
-    if (slot >= c->db->kd.nslots || !c->db->kd.slot_owner[slot]) return 0;
-    if (!c->filter) return 1;
-    const struct kd_entry *e = c->db->kd.slot_owner[slot];
+    if (c->pending_bit && slot < c->bits_cap && (c->pending_bit[slot / 8] >> (slot % 8) & 1)) return 0;
+    const struct kd_entry *e = slot_entry(c, slot);
     if (!e) return 0;
+    if (!c->filter) return 1;
     const struct rec_header *h = keydir_record(e);
-    return filter_match(c->filter, h->meta_len ? rec_meta(h, c->db->m.dim) : NULL, h->meta_len);
+    return filter_match(c->filter, h->meta_len ? rec_meta(h, jvdb_db_dim(c->db)) : NULL, h->meta_len);
+}
+
+static const float *resolve_slot(void *ctx, uint32_t slot)
+{
+    const struct accept_ctx *c = ctx;
+    return slot < c->nslots ? keydir_slot_vector(c->sl, slot, c->snap, jvdb_db_dim(c->db), NULL) : NULL;
 }
 
 static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
@@ -857,14 +908,15 @@ static int accept_mapped(void *ctx, uint32_t i)
 }
 
 /* Share of live slots the filter accepts, estimated on an evenly spread sample. */
-static double filter_selectivity(const jvdb_db *db, const jvdb_filter *f)
+static double filter_selectivity(const struct accept_ctx *base, const jvdb_filter *f)
 {
-    const struct keydir *kd = &db->kd;
     uint32_t seen = 0, hit = 0;
-    uint32_t step = kd->nslots / SELECTIVE_SAMPLE + 1;
-    struct accept_ctx c = {db, f, NULL, 0, NULL};
-    for (uint32_t s = 0; s < kd->nslots && seen < SELECTIVE_SAMPLE; s += step) {
-        if (!kd->slot_vec[s]) continue;
+    uint32_t step = base->nslots / SELECTIVE_SAMPLE + 1;
+    struct accept_ctx c = *base;
+    c.filter = f;
+    c.pending_bit = NULL;
+    for (uint32_t s = 0; s < c.nslots && seen < SELECTIVE_SAMPLE; s += step) {
+        if (!slot_entry(&c, s)) continue;
         seen++;
         hit += (uint32_t)accept_slot(&c, s);
     }
@@ -901,67 +953,95 @@ void jvdb_results_free(jvdb_result *r, size_t n)
     free(r);
 }
 
-static int results_build(const jvdb_db *db, const jvdb_search_params *p, const uint32_t *slots, const float *scores,
-                         uint32_t n, jvdb_result **out)
+/* Builds the answers for the slots found, each as the search's snapshot sees it; *count may end
+ * below n when a slot has no version there (a graph answer that was never accepted). */
+static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p, const uint32_t *slots,
+                         const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
 {
     jvdb_result *r = calloc(n ? n : 1, sizeof *r);
     if (!r) return err_set(JVDB_ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < n; i++) {
-        struct kd_entry *e = db->kd.slot_owner[slots[i]];
+    uint32_t i = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        const struct kd_entry *e = slot_entry(ac, slots[j]);
+        if (!e) continue;
         const struct rec_header *h = keydir_record(e);
-        __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
-        r[i].score = scores[i];
+        __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
+        float score = scores[j];
+        r[i].score = score;
         r[i].id = malloc((size_t)e->id_len + 1);
         if (!r[i].id) goto oom;
         memcpy(r[i].id, e->id, e->id_len);
         r[i].id[e->id_len] = '\0';
         if (p->include_vectors) {
-            r[i].vector = malloc((size_t)db->m.dim * sizeof(float));
+            r[i].vector = malloc((size_t)jvdb_db_dim(db) * sizeof(float));
             if (!r[i].vector) goto oom;
-            memcpy(r[i].vector, rec_vector(h), (size_t)db->m.dim * sizeof(float));
+            memcpy(r[i].vector, rec_vector(h), (size_t)jvdb_db_dim(db) * sizeof(float));
         }
         if (p->include_metadata && h->meta_len) {
             r[i].meta_json = malloc((size_t)h->meta_len + 1);
             if (!r[i].meta_json) goto oom;
-            memcpy(r[i].meta_json, rec_meta(h, db->m.dim), h->meta_len);
+            memcpy(r[i].meta_json, rec_meta(h, jvdb_db_dim(db)), h->meta_len);
             r[i].meta_json[h->meta_len] = '\0';
         }
+        i++;
     }
     *out = r;
+    *count = i;
     return JVDB_OK;
 oom:
     jvdb_results_free(r, n);
     return err_set(JVDB_ENOMEM, "out of memory");
 }
 
-/* Exact scan of the pending slots only (packed into a small pointer array). */
-static int search_pending(const jvdb_db *db, const struct search_index *ix, const float *q, const flat_params *base,
+/* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
+ * small pointer array of the vectors the snapshot sees). */
+static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q, const flat_params *base,
                           struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
 {
     *n = 0;
-    if (ix->npending == 0) return JVDB_OK;
-    const float **vecs = malloc(ix->npending * sizeof *vecs);
-    uint32_t *map = malloc(ix->npending * sizeof *map);
-    if (!vecs || !map) {
-        free(vecs);
-        free(map);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
-    for (uint32_t i = 0; i < ix->npending; i++) {
-        uint32_t s = ix->pending[i];
-        map[i] = s;
-        vecs[i] = s < db->kd.nslots ? db->kd.slot_vec[s] : NULL;
-    }
+    if (npend == 0) return JVDB_OK;
+    const float **vecs = malloc(npend * sizeof *vecs);
+    if (!vecs) return err_set(JVDB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < npend; i++) vecs[i] = resolve_slot(ac, pend[i]);
     struct accept_ctx pc = *ac;
     pc.pending_bit = NULL;
-    pc.map = map;
+    pc.map = pend;
     flat_params fp = *base;
     fp.accept = pc.filter ? accept_mapped : NULL;
     fp.accept_ctx = &pc;
-    int rc = flat_search(vecs, ix->npending, db->m.dim, q, &fp, slots, scores, n);
-    for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = map[slots[i]];
+    int rc = flat_search(vecs, npend, jvdb_db_dim(db), q, &fp, slots, scores, n);
+    for (uint32_t i = 0; rc == JVDB_OK && i < *n; i++) slots[i] = pend[slots[i]];
     free(vecs);
-    free(map);
+    return rc;
+}
+
+/* The pending set as the search starts: the queue and a bitmap of it (private copies: the hook
+ * changes both under the pending mutex while searches run). */
+static int pending_copy(struct search_index *ix, uint32_t nslots, uint32_t **pend, uint32_t *npend, uint8_t **bits)
+{
+    *pend = NULL;
+    *bits = NULL;
+    pthread_mutex_lock(&ix->pend_mu);
+    *npend = ix->npending;
+    int rc = JVDB_OK;
+    if (*npend) {
+        *pend = malloc(*npend * sizeof **pend);
+        *bits = calloc((size_t)nslots / 8 + 1, 1);
+        if (!*pend || !*bits) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+        } else {
+            memcpy(*pend, ix->pending, *npend * sizeof **pend);
+            for (uint32_t i = 0; i < *npend; i++)
+                if ((*pend)[i] < nslots) (*bits)[(*pend)[i] / 8] |= (uint8_t)(1u << ((*pend)[i] % 8));
+        }
+    }
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (rc) {
+        free(*pend);
+        free(*bits);
+        *pend = NULL;
+        *bits = NULL;
+    }
     return rc;
 }
 
@@ -975,8 +1055,8 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     jvdb_search_params p;
     if (params) p = *params;
     else jvdb_search_params_init(&p);
-    if (dim != db->m.dim)
-        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, db->m.name, db->m.dim);
+    if (dim != jvdb_db_dim(db))
+        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, jvdb_db_name(db), jvdb_db_dim(db));
     if (p.k == 0 || p.k > MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, MAX_K);
     if (p.ef > HNSW_MAX_EF) return err_set(JVDB_EINVAL, "ef %u is out of range (1..%d)", p.ef, HNSW_MAX_EF);
     float *q = malloc((size_t)dim * sizeof *q);
@@ -988,7 +1068,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         free(scores);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    int rc = dist_query_prepare(db->m.metric, query, dim, q);
+    int rc = dist_query_prepare(jvdb_db_metric(db), query, dim, q);
     struct search_index *ix = NULL;
     /* An exact search needs no graph, and attaching the index starts a thread that builds one from
      * every vector: a process that only asks for exact answers (a one-shot `jvdb search`, the exact
@@ -998,29 +1078,39 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     if (rc) goto out;
 
     if (ix) pthread_rwlock_rdlock(&ix->lock);
-    pthread_rwlock_rdlock(&db->lock);
-    const float *const *table = db->kd.slot_vec;
-    uint32_t nslots = db->kd.nslots;
+    /* One read section, one snapshot: no lock a writer waits for, and every answer as of the
+     * same published batch. */
+    rp_enter();
+    /* The snapshot first, then the table: a table replaced after the snapshot (grown) holds every
+     * batch the snapshot covers, one replaced before it might not. */
+    uint64_t snap = db_snapshot_lsn(db);
+    uint32_t nslots;
+    const struct kd_slots *sl = keydir_slots(db_keydir(db), &nslots);
+    uint32_t *pend = NULL, npend = 0;
+    uint8_t *pbits = NULL;
+    jvdb_result *r = NULL;
     flat_params fp;
     flat_params_init(&fp);
-    fp.metric = db->m.metric;
+    fp.metric = jvdb_db_metric(db);
     fp.k = p.k;
     fp.threads = p.threads;
     fp.use_threshold = p.has_threshold;
     fp.threshold = p.threshold;
-    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL};
+    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL, sl, nslots, snap};
     uint32_t n = 0;
     int exact = p.exact || !ix || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
     /* A very selective filter would make the graph search widen and give up: scan instead. */
-    if (!exact && p.filter && filter_selectivity(db, p.filter) < 0.02) exact = 1;
+    if (!exact && p.filter && filter_selectivity(&ac, p.filter) < 0.02) exact = 1;
+    if (!exact && (rc = pending_copy(ix, nslots, &pend, &npend, &pbits))) goto unlock;
     if (!exact) {
-        ac.pending_bit = ix->pending_bit;
-        ac.bits_cap = ix->bits_cap;
+        ac.pending_bit = pbits;
+        ac.bits_cap = pbits ? nslots : 0;
         hnsw_query hq;
         hnsw_query_init(&hq);
         hq.k = p.k;
         hq.ef = p.ef;
-        hq.accept = (p.filter || ix->npending) ? accept_graph : NULL;
+        /* Always: a node's slot may hold nothing at this snapshot (deleted, or not yet visible). */
+        hq.accept = accept_graph;
         hq.accept_ctx = &ac;
         hq.use_threshold = p.has_threshold;
         hq.threshold = p.threshold;
@@ -1030,9 +1120,9 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         if (rc == JVDB_OK && !info.complete) {
             exact = 1;   /* filters or deletions hid too much of the graph */
         } else if (rc == JVDB_OK) {
-            rc = search_pending(db, ix, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
+            rc = search_pending(db, pend, npend, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
             if (rc == JVDB_OK)
-                n = merge_results(db->m.metric, p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
+                n = merge_results(jvdb_db_metric(db), p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
                                   scores + 2 * p.k);
             memmove(slots, slots + 2 * p.k, n * sizeof *slots);
             memmove(scores, scores + 2 * p.k, n * sizeof *scores);
@@ -1042,11 +1132,17 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         ac.pending_bit = NULL;
         fp.accept = p.filter ? accept_graph : NULL;
         fp.accept_ctx = &ac;
-        rc = flat_search(table, nslots, dim, q, &fp, slots, scores, &n);
+        fp.slot_lsn = sl->lsn;
+        fp.snap = snap;
+        fp.resolve = resolve_slot;
+        fp.resolve_ctx = &ac;
+        rc = flat_search(sl->vec, nslots, dim, q, &fp, slots, scores, &n);
     }
-    jvdb_result *r = NULL;
-    if (rc == JVDB_OK) rc = results_build(db, &p, slots, scores, n, &r);
-    pthread_rwlock_unlock(&db->lock);
+    if (rc == JVDB_OK) rc = results_build(db, &ac, &p, slots, scores, n, &r, &n);
+unlock:
+    rp_exit();
+    free(pend);
+    free(pbits);
     if (ix) pthread_rwlock_unlock(&ix->lock);
     if (rc == JVDB_OK) {
         *results = r;

@@ -1,15 +1,21 @@
 /*
  * backup_sched.c — scheduled backups: a full backup of every database every F
  * (--backup-full-every), incremental ones every I in between (--backup-incremental-every), and
- * after each, pruning to the newest N restorable points (--backup-keep).
+ * after each, pruning by the retention rules (--backup-keep, --backup-keep-daily, --backup-keep-weekly);
+ * GET /v1/backups/schedule.
  *
- * One thread looks at every database twice a second.  Times are start-to-start and survive
- * restarts: at start-up they are read from the repository (the newest backup and the newest full
- * backup of each database), so a restart neither repeats a backup that was just taken nor forgets
- * one that is due.  A database whose newest LSN is the one its last backup ended at is skipped (an
- * empty backup protects nothing), and a failed backup is retried after a pause rather than in a
- * tight loop.  Every backup goes through backup_run() (routes_backup.c), so it is logged, counted
- * in /metrics and serialised with backups asked for over HTTP.
+ * The schedule is a function of the repository's state, so it is predictable: a full backup is
+ * due F after the newest full backup in the repository (at once when there is none), an
+ * incremental one I after the newest backup of any kind.  The state is read from the repository
+ * at start-up and follows every backup the server takes, whoever asked for it (backup_run calls
+ * sched_note), so an API backup counts and restarts neither repeat nor forget anything.  A due
+ * backup of a database whose newest LSN is the one its last backup ended at is skipped (an empty
+ * backup protects nothing) without moving the clock: it stays due and is taken at the first
+ * change, so a full backup is never postponed by idleness into an ever-growing chain.  Every skip
+ * is logged at info, once per due backup.  A failed backup is retried after a pause.
+ *
+ * One thread looks at every database twice a second; the per-database state is guarded by `mu`,
+ * which is never held across a backup or any I/O.
  */
 #include "server/srv.h"
 
@@ -26,11 +32,13 @@
 
 struct sched_db {
     char name[JVDB_MAX_NAME_LEN + 1];
-    int64_t last_full_ns;            /* start of the newest full backup (0 = none) */
-    int64_t last_any_ns;             /* start of the newest backup of any type */
+    int64_t last_full_ns;            /* creation time of the newest full backup (0 = none) */
+    int64_t last_any_ns;             /* creation time of the newest backup of any type */
     int64_t next_try_ns;             /* after a failure: not before this */
+    int64_t skip_logged_ns;          /* the due time whose skip was last logged */
     uint64_t last_lsn;               /* LSN the newest backup ends at */
     int known;                       /* last_lsn is meaningful */
+    int waiting;                     /* due, but nothing changed since the newest backup */
 };
 
 struct backup_sched {
@@ -39,10 +47,11 @@ struct backup_sched {
     pthread_cond_t cv;
     int stopping;
     int started;                     /* the thread exists (to join) */
-    struct sched_db *dbs;            /* used by the scheduler thread only (and start-up before it) */
+    struct sched_db *dbs;            /* guarded by mu */
     size_t n, cap;
 };
 
+/* Called with mu held. */
 static struct sched_db *sched_entry(backup_sched *b, const char *name)
 {
     for (size_t i = 0; i < b->n; i++)
@@ -62,38 +71,84 @@ static struct sched_db *sched_entry(backup_sched *b, const char *name)
 
 static void sched_learn(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
 {
-    struct sched_db *e = sched_entry(arg, newest->database);
-    if (!e) return;
-    e->last_any_ns = newest->created_ns;
-    e->last_full_ns = newest_full ? newest_full->created_ns : 0;
-    e->last_lsn = newest->lsn_to;
-    e->known = 1;
+    backup_sched *b = arg;
+    pthread_mutex_lock(&b->mu);
+    struct sched_db *e = sched_entry(b, newest->database);
+    if (e) {
+        e->last_any_ns = newest->created_ns;
+        e->last_full_ns = newest_full ? newest_full->created_ns : 0;
+        e->last_lsn = newest->lsn_to;
+        e->known = 1;
+    }
+    pthread_mutex_unlock(&b->mu);
 }
 
-/* The backup due for one database now, or 0. */
-static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int64_t now)
+void sched_note(server *s, const jvdb_backup_info *info)
+{
+    backup_sched *b = s->sched;
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    struct sched_db *e = sched_entry(b, info->database);
+    if (e && info->created_ns >= e->last_any_ns) {
+        e->last_any_ns = info->created_ns;
+        if (info->type == JVDB_BACKUP_FULL) e->last_full_ns = info->created_ns;   /* also a fallback to full */
+        e->last_lsn = info->lsn_to;
+        e->known = 1;
+        e->waiting = 0;
+        e->next_try_ns = 0;
+    }
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* When each kind is next due for a database in state e (0 = that kind is not scheduled). */
+static void sched_next(const server *s, const struct sched_db *e, int64_t *full_at, int64_t *incr_at)
 {
     int64_t full = (int64_t)s->cfg.backup_full_every_ms * 1000000, incr = (int64_t)s->cfg.backup_incr_every_ms * 1000000;
+    *full_at = !full ? 0 : e->last_full_ns ? e->last_full_ns + full : 1;
+    /* Before any backup, the first one is a full one (an incremental would fall back to full). */
+    *incr_at = !incr ? 0 : e->last_any_ns ? e->last_any_ns + incr : 1;
+}
+
+/* The backup due for one database now, or 0; *due_ns is when it became due. */
+static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int64_t now, int64_t *due_ns)
+{
+    int64_t full_at, incr_at;
+    sched_next(s, e, &full_at, &incr_at);
     if (now < e->next_try_ns) return 0;
-    if (full && (!e->last_full_ns || now - e->last_full_ns >= full)) return JVDB_BACKUP_FULL;
-    if (incr && now - e->last_any_ns >= incr) return JVDB_BACKUP_INCREMENTAL;
+    if (full_at && now >= full_at) {
+        *due_ns = full_at;
+        return JVDB_BACKUP_FULL;
+    }
+    if (incr_at && now >= incr_at) {
+        *due_ns = incr_at;
+        return JVDB_BACKUP_INCREMENTAL;
+    }
     return 0;
 }
 
-static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int64_t now)
+static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_t due_ns)
 {
+    backup_sched *b = s->sched;
     jvdb_db *db;
-    /* Held like a request holds it, and let go before backup_run, which holds it again after the
-     * repository mutex (the lock order in srv.h). */
-    if (srv_db_hold(s, e->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
+    /* Held like a request holds it: a drop of this database waits for the backup, no other does. */
+    if (srv_db_hold(s, name, &db) != JVDB_OK) return;   /* dropped meanwhile */
     jvdb_stats st;
-    int unchanged = jvdb_stats_get(db, &st) == JVDB_OK && e->known && st.last_lsn == e->last_lsn;
-    srv_db_unhold(s, db);
-    if (unchanged) {
-        log_debug("scheduled %s backup of '%s' skipped: nothing changed since LSN %llu", jvdb_backup_type_name(type),
-                  e->name, (unsigned long long)e->last_lsn);
-        e->last_any_ns = now;
-        if (type == JVDB_BACKUP_FULL) e->last_full_ns = now;
+    int have = jvdb_stats_get(db, &st) == JVDB_OK;
+    pthread_mutex_lock(&b->mu);
+    struct sched_db *e = sched_entry(b, name);
+    int idle = e && have && e->known && st.last_lsn == e->last_lsn;
+    int log_it = idle && e->skip_logged_ns != due_ns;
+    uint64_t lsn = e ? e->last_lsn : 0;
+    if (e) {
+        e->waiting = idle;
+        if (log_it) e->skip_logged_ns = due_ns;
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (idle) {
+        srv_db_unhold(s, db);
+        if (log_it)
+            log_info("scheduled %s backup of '%s' skipped: nothing changed since LSN %llu (its newest backup); it stays "
+                     "due and is taken at the next change", jvdb_backup_type_name(type), name, (unsigned long long)lsn);
         return;
     }
     jvdb_backup_options o;
@@ -101,19 +156,16 @@ static void sched_one(server *s, struct sched_db *e, jvdb_backup_type type, int6
     o.type = type;
     o.description = "scheduled";
     jvdb_backup_info info;
-    int rc = backup_run(s, e->name, &o, &info, "scheduler");
+    srv_db_unhold(s, db);   /* backup_run holds it again after the repository mutex (lock order in srv.h) */
+    int rc = backup_run(s, name, &o, &info, "scheduler");   /* success updates the state via sched_note */
     if (rc != JVDB_OK) {
-        e->next_try_ns = now + SCHED_RETRY_NS;
+        pthread_mutex_lock(&b->mu);
+        if ((e = sched_entry(b, name))) e->next_try_ns = clock_wall_ns() + SCHED_RETRY_NS;
+        pthread_mutex_unlock(&b->mu);
         return;
     }
-    e->last_any_ns = now;
-    if (info.type == JVDB_BACKUP_FULL) e->last_full_ns = now;   /* also when an incremental fell back to full */
-    e->last_lsn = info.lsn_to;
-    e->known = 1;
-    if (s->cfg.backup_keep) {
-        size_t deleted;
-        backup_prune(s, e->name, s->cfg.backup_keep, &deleted);
-    }
+    size_t deleted;
+    backup_prune(s, name, &deleted);
 }
 
 static void sched_tick(server *s)
@@ -125,15 +177,82 @@ static void sched_tick(server *s)
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&b->mu);
         int stop = b->stopping;
+        struct sched_db *e = stop ? NULL : sched_entry(b, names[i]);
+        int64_t due_ns = 0;
+        jvdb_backup_type type = e ? sched_due(s, e, clock_wall_ns(), &due_ns) : 0;
         pthread_mutex_unlock(&b->mu);
-        if (stop) break;
-        struct sched_db *e = sched_entry(b, names[i]);
-        if (!e) break;
-        int64_t now = clock_wall_ns();
-        jvdb_backup_type type = sched_due(s, e, now);
-        if (type) sched_one(s, e, type, now);
+        if (stop || !e) break;
+        if (type) sched_one(s, names[i], type, due_ns);
     }
     jvdb_free_names(names, n);
+}
+
+void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    if (!s->cfg.backup_repo) {
+        http_error(rs, 409, "NO_BACKUP_REPOSITORY", "no backup repository is configured (start the server with --backup-repo DIR)");
+        return;
+    }
+    backup_sched *b = s->sched;
+    char **names = NULL;
+    size_t n = 0;
+    int rc = jvdb_db_list(s->env, &names, &n);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    int64_t now = clock_wall_ns();
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kbool(&w, "enabled", b != NULL);
+    jw_key(&w, "fullEverySeconds");
+    if (s->cfg.backup_full_every_ms) jw_double(&w, (double)s->cfg.backup_full_every_ms / 1000);
+    else jw_null(&w);
+    jw_key(&w, "incrementalEverySeconds");
+    if (s->cfg.backup_incr_every_ms) jw_double(&w, (double)s->cfg.backup_incr_every_ms / 1000);
+    else jw_null(&w);
+    jw_kuint(&w, "keep", s->cfg.backup_keep);
+    jw_kuint(&w, "keepDaily", s->cfg.backup_keep_daily);
+    jw_kuint(&w, "keepWeekly", s->cfg.backup_keep_weekly);
+    jw_key(&w, "databases");
+    jw_arr(&w);
+    for (size_t i = 0; b && i < n; i++) {
+        struct sched_db e;
+        memset(&e, 0, sizeof e);
+        pthread_mutex_lock(&b->mu);
+        struct sched_db *p = sched_entry(b, names[i]);
+        if (p) e = *p;
+        pthread_mutex_unlock(&b->mu);
+        int64_t full_at, incr_at;
+        sched_next(s, &e, &full_at, &incr_at);
+        /* "Due at once" is shown as now, and a retry pause postpones both. */
+        if (full_at == 1) full_at = now;
+        if (incr_at == 1) incr_at = now;
+        if (full_at && full_at < e.next_try_ns) full_at = e.next_try_ns;
+        if (incr_at && incr_at < e.next_try_ns) incr_at = e.next_try_ns;
+        jw_obj(&w);
+        jw_kstr(&w, "databaseId", names[i]);
+        jw_key(&w, "lastBackup");
+        if (e.last_any_ns) jw_time(&w, e.last_any_ns);
+        else jw_null(&w);
+        jw_key(&w, "lastFullBackup");
+        if (e.last_full_ns) jw_time(&w, e.last_full_ns);
+        else jw_null(&w);
+        jw_key(&w, "nextFull");
+        if (full_at) jw_time(&w, full_at);
+        else jw_null(&w);
+        jw_key(&w, "nextIncremental");
+        if (incr_at) jw_time(&w, incr_at);
+        else jw_null(&w);
+        jw_kbool(&w, "waitingForChanges", e.waiting);
+        jw_obj_end(&w);
+    }
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    jvdb_free_names(names, n);
+    http_reply_json(rs, 200, &w);
 }
 
 static void *sched_main(void *arg)
@@ -178,8 +297,10 @@ int sched_start(server *s)
         return -1;
     }
     b->started = 1;
-    log_info("backup scheduler: full every %.1f s, incremental every %.1f s, keep %u (0 = all), repository %s",
+    log_info("backup scheduler: full every %.1f s, incremental every %.1f s, keep %u (0 = all), daily %u, weekly %u, "
+             "repository %s",
              (double)s->cfg.backup_full_every_ms / 1000, (double)s->cfg.backup_incr_every_ms / 1000, s->cfg.backup_keep,
+             s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly,
              s->cfg.backup_repo);
     return 0;
 }

@@ -28,8 +28,9 @@ static const char config_usage[] =
     "  --data DIR                 data directory (default: the global --data, $JVDB_DATA, ./jvdb-data)\n"
     "  --listen HOST:PORT         address to bind (default " CONFIG_DEFAULT_LISTEN "; port 0 = any free port)\n"
     "  --threads N                HTTP worker threads (default: 4 per core, at least 8)\n"
-    "  --api-key KEY              require X-API-Key: KEY or Authorization: Bearer KEY on every route\n"
-    "                             but /health (default: $JVDB_API_KEY; none when unset)\n"
+    "  --api-key KEY              bootstrap admin key: X-API-Key: KEY or Authorization: Bearer KEY\n"
+    "                             (default: $JVDB_API_KEY); scoped keys: 'jvdb keys'.  With any\n"
+    "                             key, every route but /health and /readyz needs one\n"
     "  --max-body SIZE            largest request body (default 32MiB); larger ones get 413\n"
     "  --max-buffered SIZE        memory for request bodies and their decoding, over all connections\n"
     "                             (default 512MiB, at least --max-body); a body beyond it gets 503\n"
@@ -48,16 +49,29 @@ static const char config_usage[] =
     "  --shutdown-timeout D       how long a stop waits for in-flight requests (default 30s)\n"
     "  --backup-repo R            backup repository: a directory or s3://bucket/prefix (enables the\n"
     "                             backup routes; S3 credentials from the AWS_* environment)\n"
+    "  --repo-key-file F          the backup repository's key: archives encrypted (AES-256-GCM),\n"
+    "                             metadata signed (default: $JVDB_REPO_KEY_FILE; none = plain)\n"
     "  --backup-full-every D      scheduled full backup of every database, e.g. 1d (default: none)\n"
     "  --backup-incremental-every D  scheduled incremental backups in between, e.g. 1h (default: none)\n"
     "  --backup-keep N            after each scheduled backup keep the newest N restorable points\n"
     "                             (and what they depend on); 0 = keep all (default)\n"
+    "  --backup-keep-daily N      also keep the newest point of each of the last N days (UTC)\n"
+    "  --backup-keep-weekly N     also keep the newest point of each of the last N ISO weeks\n"
+    "  --tls-cert FILE            serve HTTPS with this PEM certificate (chain); needs --tls-key;\n"
+    "                             both are read again on SIGHUP\n"
+    "  --tls-key FILE             the certificate's PEM private key (unencrypted)\n"
+    "  --cors-origin ORIGIN       allow browser requests from ORIGIN (https://app.example.com, or *);\n"
+    "                             repeatable; preflight (OPTIONS) requests are answered\n"
     "  --log-level LEVEL          debug, info (default, or $JVDB_LOG), warn or error\n"
+    "  --log-format text|json     one text line per event (default), or one JSON object per line\n"
+    "                             (ts, level, msg; requests also request_id, method, path, status,\n"
+    "                             duration_us, key)\n"
     "  --config FILE              JSON object of the same keys without dashes; flags win over it\n"
     "  --help                     this help\n"
     "\n"
     "Durations: 250ms, 30s, 5m, 2h, 1d (plain numbers are seconds).  Sizes: 1048576, 512KiB, 64MiB, 1GiB.\n"
-    "Stops gracefully on SIGTERM, SIGINT or POST /v1/admin/shutdown.\n";
+    "Stops gracefully on SIGTERM, SIGINT or POST /v1/admin/shutdown; SIGHUP reloads the TLS\n"
+    "certificate and the API key file.\n";
 
 int config_parse_duration(const char *s, uint64_t *ms)
 {
@@ -172,6 +186,22 @@ static int config_split_listen(server_config *c)
     return 0;
 }
 
+/* "*" or "scheme://host[:port]" as a browser sends it in Origin (no path, no trailing slash). */
+static int config_add_origin(server_config *c, const char *v)
+{
+    const char *host = !strncmp(v, "https://", 8) ? v + 8 : !strncmp(v, "http://", 7) ? v + 7 : NULL;
+    int ok = !strcmp(v, "*") || (host && *host && !strpbrk(host, "/ \t?#"));
+    if (!ok)
+        return config_error("bad --cors-origin '%s'%s (expected * or scheme://host[:port], e.g. https://app.example.com)",
+                            v, "");
+    char **n = realloc(c->cors_origins, (c->ncors + 1) * sizeof *n);
+    if (!n) return 2;
+    c->cors_origins = n;
+    if (!(n[c->ncors] = strdup(v))) return 2;
+    c->ncors++;
+    return 0;
+}
+
 /* One setting by its flag name (without dashes); used for flags and config-file keys alike. */
 static int config_apply(server_config *c, const char *key, const char *v)
 {
@@ -261,9 +291,19 @@ static int config_apply(server_config *c, const char *key, const char *v)
             return config_error("bad --log-level '%s'%s (expected debug, info, warn or error)", v, "");
         return config_set_str(&c->log_level, v) ? 2 : 0;
     }
+    if (!strcmp(key, "log-format")) {
+        if (strcmp(v, "text") && strcmp(v, "json"))
+            return config_error("bad --log-format '%s'%s (expected text or json)", v, "");
+        c->log_json = !strcmp(v, "json");
+        return 0;
+    }
     if (!strcmp(key, "backup-repo")) {
         if (!*v) return config_error("the backup repository is empty%s%s", "", "");
         return config_set_str(&c->backup_repo, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "repo-key-file")) {
+        if (!*v) return config_error("the repository key file is empty%s%s", "", "");
+        return config_set_str(&c->backup_repo_key_file, v) ? 2 : 0;
     }
     if (!strcmp(key, "backup-full-every") || !strcmp(key, "backup-incremental-every")) {
         if (config_parse_duration(v, &n) || n < 100)
@@ -272,9 +312,20 @@ static int config_apply(server_config *c, const char *key, const char *v)
         else c->backup_incr_every_ms = n;
         return 0;
     }
+    if (!strcmp(key, "tls-cert") || !strcmp(key, "tls-key")) {
+        if (!*v) return config_error("the file name of --%s is empty%s", key, "");
+        return config_set_str(!strcmp(key, "tls-cert") ? &c->tls_cert : &c->tls_key, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "cors-origin")) return config_add_origin(c, v);
     if (!strcmp(key, "backup-keep")) {
         if (config_parse_count(v, &n) || n > 100000) return config_error("bad --backup-keep '%s'%s", v, "");
         c->backup_keep = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-keep-daily") || !strcmp(key, "backup-keep-weekly")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --%s '%s'", key, v);
+        if (!strcmp(key, "backup-keep-daily")) c->backup_keep_daily = (unsigned)n;
+        else c->backup_keep_weekly = (unsigned)n;
         return 0;
     }
     return config_error("unknown option '%s'%s", key, "");
@@ -299,6 +350,19 @@ static int config_load_file(server_config *c, const char *path)
     json_object_foreach(doc, key, v) {
         char buf[64];
         const char *text;
+        if (!strcmp(key, "cors-origin") && json_is_array(v)) {
+            size_t i;
+            json_t *o;
+            json_array_foreach(v, i, o) {
+                if (!json_is_string(o)) {
+                    rc = config_error("config file key '%s' must hold strings%s", key, "");
+                    break;
+                }
+                if ((rc = config_apply(c, key, json_string_value(o)))) break;
+            }
+            if (rc) break;
+            continue;
+        }
         if (json_is_string(v)) {
             text = json_string_value(v);
         } else if (json_is_integer(v)) {
@@ -402,7 +466,12 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
     if (c->max_buffered < c->max_body)
         return config_error("--max-buffered must be at least --max-body, or no body of the largest size could "
                             "ever be read%s%s", "", "");
-    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep) && !c->backup_repo)
+    if (!c->tls_cert != !c->tls_key)
+        return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
+    if (c->backup_repo_key_file && !c->backup_repo)
+        return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
+    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
+         c->backup_keep_weekly) && !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }
@@ -414,5 +483,10 @@ void config_free(server_config *c)
     free(c->api_key);
     free(c->log_level);
     free(c->backup_repo);
+    free(c->backup_repo_key_file);
+    free(c->tls_cert);
+    free(c->tls_key);
+    for (size_t i = 0; i < c->ncors; i++) free(c->cors_origins[i]);
+    free(c->cors_origins);
     memset(c, 0, sizeof *c);
 }

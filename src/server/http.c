@@ -28,6 +28,15 @@
  *      bounds the memory of bodies and of the trees routes decode from them, not only bytes.
  *  (4) Every error answer is the documented JSON, including the ones MHD builds itself (see
  *      "MHD's own error answers" below).
+ *  (5) With --tls-cert/--tls-key the port speaks only TLS (MHD over GnuTLS): a plain-HTTP client
+ *      gets no answer, its handshake fails and the connection is closed.  The certificate is handed
+ *      to GnuTLS per handshake by a callback, so SIGHUP can swap in a renewed one without a restart;
+ *      a handshake keeps the credentials it was given (old ones are freed only at stop).
+ *  (6) The key check (auth.c) and CORS preflights are answered on the request head, before any
+ *      body is read; the access log names the key id that made each request, never the key.
+ *  (7) Every request has an id: the client's X-Request-Id when it is a short token
+ *      ([A-Za-z0-9._:-]{1,64}), else one made here (unique across restarts); it is echoed in the
+ *      X-Request-Id answer header and written in the access log line (a field with --log-format json).
  */
 #include "server/srv.h"
 
@@ -37,6 +46,8 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -44,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -79,6 +91,9 @@ struct http_server {
     int reaper_started;
     pthread_t reaper;
     atomic_uint_fast64_t reaped;     /* connections shut down for a late request head */
+    int tls;                         /* the port speaks TLS (invariant 5) */
+    uint64_t reqid_base;             /* random at start: request ids differ across restarts */
+    atomic_uint_fast64_t reqid_next;
 };
 
 /* Per-request state: MHD's con_cls. */
@@ -94,6 +109,9 @@ struct http_call {
     uint64_t expect;                 /* the Content-Length, 0 when none (chunked) */
     int status;                      /* the answer's status, 0 while none */
     int route;
+    char who[17];                    /* the key id (or "-", "bootstrap") for the access log */
+    const char *cors;                /* the allowed Origin to echo in the answer, or NULL */
+    char reqid[65];                  /* invariant 7 */
 };
 
 /* ---------------------------------------------------------------- request accessors */
@@ -323,6 +341,9 @@ static enum MHD_Result http_answer_and_close(struct MHD_Connection *connection, 
                       "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
                       "Content-Length: %zu\r\n\r\n",
                       rs->status, rs->status == 413 ? "Content Too Large" : "Bad Request", rs->len);
+    /* Over TLS the socket carries records, not text: close without an answer. */
+    const union MHD_ConnectionInfo *tls = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (tls && tls->tls_session) i = NULL;
     if (i && rs->body && hn > 0 && (size_t)hn < sizeof head) {
         struct iovec iov[2] = {{head, (size_t)hn}, {rs->body, rs->len}};
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
@@ -357,6 +378,54 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
     return ret;
 }
 
+/* ---------------------------------------------------------------- CORS */
+
+/* The configured origin that admits this request's Origin header, or NULL. */
+static const char *http_cors_match(server *s, struct MHD_Connection *conn)
+{
+    if (!s->cfg.ncors) return NULL;
+    const char *o = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    if (!o) return NULL;
+    for (size_t i = 0; i < s->cfg.ncors; i++) {
+        if (!strcmp(s->cfg.cors_origins[i], "*")) return "*";
+        if (!strcasecmp(s->cfg.cors_origins[i], o)) return s->cfg.cors_origins[i];
+    }
+    return NULL;
+}
+
+/* Answers a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method): 204 with the
+ * permissions for an allowed origin, 403 for another one.  Preflights carry no credentials, so they
+ * are answered before the key check.  Returns 0 when the request is not a preflight. */
+static int http_preflight(server *s, struct MHD_Connection *conn, struct http_call *call, http_resp *rs)
+{
+    if (strcmp(call->method, "OPTIONS") != 0 || !s->cfg.ncors) return 0;
+    const char *o = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+    const char *m = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    if (!o || !m) return 0;
+    if (!call->cors) {
+        http_error(rs, 403, "FORBIDDEN", "origin '%.200s' is not allowed (--cors-origin)", o);
+        return 1;
+    }
+    http_reply_text(rs, 204, "text/plain", strdup(""), 0);
+    rs->preflight = 1;
+    return 1;
+}
+
+/* Adds the CORS headers of an answer to an allowed origin. */
+static void http_cors_headers(struct MHD_Response *r, struct http_call *call, const http_resp *rs)
+{
+    if (!call->cors) return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", call->cors);
+    if (strcmp(call->cors, "*") != 0) MHD_add_response_header(r, "Vary", "Origin");
+    if (rs->preflight) {
+        MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type, X-API-Key");
+        MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    } else {
+        MHD_add_response_header(r, "Access-Control-Expose-Headers", "Retry-After, WWW-Authenticate");
+    }
+}
+
 /* ---------------------------------------------------------------- answering */
 
 static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, http_resp *rs)
@@ -379,11 +448,13 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *
     if (rs->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
     if (rs->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     if (rs->auth_challenge) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"jvdb\"");
+    http_cors_headers(r, call, rs);
     if (rs->retry_after_s) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", rs->retry_after_s);
         MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
+    MHD_add_response_header(r, "X-Request-Id", call->reqid);
     call->status = rs->status;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)rs->status, r);
     MHD_destroy_response(r);
@@ -565,8 +636,8 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
         http_error(rs, 503, "SHUTTING_DOWN", "the server is shutting down");
         return 1;
     }
-    if (strcmp(url, "/health") != 0 && !auth_ok(s, &rq)) {
-        auth_reject(s, &rq, rs);
+    if (http_preflight(s, conn, call, rs)) return 1;
+    if (auth_check(s, &rq, call->route, rs, call->who)) {
         rs->close = 1;   /* the body, if any, is not read */
         return 1;
     }
@@ -597,6 +668,19 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
 
 static void http_head_done(server *s, struct MHD_Connection *conn);
 
+/* Invariant 7: the client's id when it is a short token, else a fresh one. */
+static void http_request_id(server *s, struct MHD_Connection *conn, struct http_call *call)
+{
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    if (n && n < sizeof call->reqid && strspn(given, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n) {
+        memcpy(call->reqid, given, n + 1);
+        return;
+    }
+    uint64_t id = s->http->reqid_base + atomic_fetch_add(&s->http->reqid_next, 1);
+    snprintf(call->reqid, sizeof call->reqid, "%016" PRIx64, id);
+}
+
 static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                     const char *version, const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
@@ -612,6 +696,9 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         size_t ulen = strnlen(url, HTTP_LOG_PATH_MAX);
         call->path = strndup(url, ulen);
         call->route = route_find(method, url);
+        call->cors = http_cors_match(s, conn);
+        http_request_id(s, conn, call);
+        snprintf(call->who, sizeof call->who, "-");
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
         http_resp rs = {0};
@@ -750,12 +837,24 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (c) http_conn_list(s->http, c, HTTP_WAIT_NEXT);
     uint64_t us = (uint64_t)((clock_mono_ns() - call->start_ns) / 1000);
     const char *path = call->path ? call->path : "?";
+    char fields[HTTP_LOG_PATH_MAX * 6 + 256] = "";
+    if (log_is_json()) {
+        char epath[HTTP_LOG_PATH_MAX * 6 + 1], emethod[100];
+        log_json_escape(epath, sizeof epath, path);
+        log_json_escape(emethod, sizeof emethod, call->method);
+        snprintf(fields, sizeof fields,
+                 "\"request_id\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"duration_us\":%" PRIu64
+                 ",\"key\":\"%s\"",
+                 call->reqid, emethod, epath, call->status, us, call->who);
+    }
     if (call->status) {
-        log_info("%s %s %d %" PRIu64 "us", call->method, path, call->status, us);
-        metrics_observe(s, call->route, call->status, us);
+        log_fields(LOG_INFO, fields, "%s %s %d key=%s req=%s %" PRIu64 "us", call->method, path, call->status,
+                   call->who, call->reqid, us);
+        metrics_observe(s, call->route, call->method, call->status, us);
     } else {
         /* The client went away (or the server stopped) before an answer was ready. */
-        log_info("%s %s aborted(%d) %" PRIu64 "us", call->method, path, (int)toe, us);
+        log_fields(LOG_INFO, fields, "%s %s aborted(%d) key=%s req=%s %" PRIu64 "us", call->method, path, (int)toe,
+                   call->who, call->reqid, us);
     }
     http_uncharge(s, call);
     free(call->path);
@@ -779,6 +878,123 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", msg);
 }
 
+/* ---------------------------------------------------------------- TLS (invariant 5) */
+
+#define HTTP_TLS_MAX_CHAIN 16
+/* GnuTLS's defaults without TLS 1.0 and 1.1 (RFC 8996 deprecates them; every client of this API
+ * speaks 1.2 or 1.3). */
+#define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+
+/* One loaded certificate chain and key.  Never freed before the daemon stops: GnuTLS keeps the
+ * pointers the callback hands it for the length of a session. */
+typedef struct http_tls_cred {
+    struct http_tls_cred *older;
+    gnutls_pcert_st pcert[HTTP_TLS_MAX_CHAIN];
+    unsigned npcert;
+    gnutls_privkey_t key;
+} http_tls_cred;
+
+/* The callback has no user pointer; there is one daemon per process. */
+static _Atomic(http_tls_cred *) http_tls_current;
+static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER;   /* serialises loads and the list */
+
+static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca_dn, int nreqs,
+                             const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
+                             unsigned int *pcert_length, gnutls_privkey_t *privkey)
+{
+    (void)sess, (void)req_ca_dn, (void)nreqs, (void)pk_algos, (void)pk_algos_length;
+    http_tls_cred *c = atomic_load(&http_tls_current);
+    if (!c) return -1;
+    *pcert = c->pcert;
+    *pcert_length = c->npcert;
+    *privkey = c->key;
+    return 0;
+}
+
+static void http_tls_cred_free(http_tls_cred *c)
+{
+    for (unsigned i = 0; i < c->npcert; i++) gnutls_pcert_deinit(&c->pcert[i]);
+    if (c->key) gnutls_privkey_deinit(c->key);
+    free(c);
+}
+
+/* Reads the certificate chain and its key; NULL after writing why into err. */
+static http_tls_cred *http_tls_load(const char *cert, const char *key, char *err, size_t cap)
+{
+    for (int i = 0; i < 2; i++) {
+        const char *f = i ? key : cert;
+        if (access(f, R_OK) != 0) {
+            snprintf(err, cap, "cannot read %s '%s': %s", i ? "--tls-key" : "--tls-cert", f, strerror(errno));
+            return NULL;
+        }
+    }
+    /* GnuTLS's own pairing check says plainly when the key is not the certificate's. */
+    gnutls_certificate_credentials_t cc;
+    if (gnutls_certificate_allocate_credentials(&cc) < 0) return snprintf(err, cap, "out of memory"), NULL;
+    int r = gnutls_certificate_set_x509_key_file(cc, cert, key, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(cc);
+    if (r < 0) {
+        snprintf(err, cap, "cannot use certificate '%s' with key '%s': %s", cert, key, gnutls_strerror(r));
+        return NULL;
+    }
+    http_tls_cred *c = calloc(1, sizeof *c);
+    if (!c) return snprintf(err, cap, "out of memory"), NULL;
+    c->npcert = HTTP_TLS_MAX_CHAIN;
+    gnutls_datum_t kd = {NULL, 0};
+    r = gnutls_pcert_list_import_x509_file(c->pcert, &c->npcert, cert, GNUTLS_X509_FMT_PEM, NULL, NULL, 0);
+    if (r < 0) c->npcert = 0;
+    if (r >= 0) r = gnutls_load_file(key, &kd);
+    if (r >= 0) r = gnutls_privkey_init(&c->key);
+    if (r >= 0) r = gnutls_privkey_import_x509_raw(c->key, &kd, GNUTLS_X509_FMT_PEM, NULL, 0);
+    gnutls_free(kd.data);
+    if (r < 0) {
+        snprintf(err, cap, "cannot load certificate '%s' and key '%s': %s", cert, key, gnutls_strerror(r));
+        http_tls_cred_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Loads the configured files and makes them the ones new handshakes get. */
+static int http_tls_install(server *s)
+{
+    char err[600];
+    http_tls_cred *c = http_tls_load(s->cfg.tls_cert, s->cfg.tls_key, err, sizeof err);
+    if (!c) {
+        log_error("TLS: %s", err);
+        return -1;
+    }
+    pthread_mutex_lock(&http_tls_mu);
+    c->older = atomic_load(&http_tls_current);
+    atomic_store(&http_tls_current, c);
+    pthread_mutex_unlock(&http_tls_mu);
+    return 0;
+}
+
+int http_tls_reload(server *s)
+{
+    if (!s->cfg.tls_cert) return 0;
+    if (http_tls_install(s)) {
+        log_error("TLS: keeping the certificate loaded before");
+        return -1;
+    }
+    log_info("TLS: certificate '%s' reloaded", s->cfg.tls_cert);
+    return 0;
+}
+
+/* After the daemon has stopped: no session can use any of them any more. */
+static void http_tls_free_all(void)
+{
+    pthread_mutex_lock(&http_tls_mu);
+    http_tls_cred *c = atomic_exchange(&http_tls_current, NULL);
+    pthread_mutex_unlock(&http_tls_mu);
+    while (c) {
+        http_tls_cred *o = c->older;
+        http_tls_cred_free(c);
+        c = o;
+    }
+}
+
 /* ---------------------------------------------------------------- start / stop */
 
 int http_start(server *s)
@@ -799,6 +1015,8 @@ int http_start(server *s)
     pthread_cond_init(&h->conn_cv, &ca);
     pthread_condattr_destroy(&ca);
     h->wait_ns[HTTP_WAIT_NEW] = (int64_t)s->cfg.header_timeout_ms * 1000000;
+    if (getrandom(&h->reqid_base, sizeof h->reqid_base, GRND_NONBLOCK) != sizeof h->reqid_base)
+        h->reqid_base = (uint64_t)clock_wall_ns();
     h->wait_ns[HTTP_WAIT_NEXT] = (int64_t)s->cfg.idle_timeout_s * 1000000000;
     s->http = h;
     if (pthread_create(&h->reaper, NULL, http_reaper, h)) {
@@ -819,6 +1037,21 @@ int http_start(server *s)
     }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (s->cfg.tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            log_error("this libmicrohttpd was built without TLS support: --tls-cert cannot be used");
+            freeaddrinfo(ai);
+            return -1;
+        }
+        if (http_tls_install(s)) {
+            freeaddrinfo(ai);
+            return -1;
+        }
+        flags |= MHD_USE_TLS;
+        h->tls = 1;
+    }
+    /* The certificate callback only counts with MHD_USE_TLS; without it MHD ignores the option. */
+    gnutls_certificate_retrieve_function2 *cert_cb = h->tls ? http_tls_retrieve : NULL;
     /* MHD splits the connection limit evenly over the pool's threads; the per-IP limit is global. */
     h->daemon = MHD_start_daemon(
         flags, s->cfg.port, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
@@ -826,7 +1059,9 @@ int http_start(server *s)
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn, s,
         MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip, MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip,
+        h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, cert_cb, MHD_OPTION_HTTPS_PRIORITIES,
+        HTTP_TLS_PRIORITIES, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed)", s->cfg.listen);
@@ -834,6 +1069,8 @@ int http_start(server *s)
     }
     return 0;
 }
+
+long http_inflight(server *s) { return s->http ? atomic_load(&s->http->inflight) : 0; }
 
 uint16_t http_port(server *s)
 {
@@ -876,6 +1113,7 @@ void http_stop(server *s)
     if (atomic_load(&h->reaped))
         log_info("%" PRIu64 " connections were closed for not sending a complete request head in time",
                  (uint64_t)atomic_load(&h->reaped));
+    http_tls_free_all();
     pthread_cond_destroy(&h->conn_cv);
     pthread_mutex_destroy(&h->conn_mu);
     pthread_cond_destroy(&h->idle);

@@ -5,18 +5,26 @@
  *
  * Request metrics are counted on the hot path with relaxed atomics only (no lock): a counter per
  * (route, status) and a latency histogram per route, both indexed by the route table's position
- * (routes.c), plus one slot for requests no route matched.  Everything else — per-database sizes
- * and LSNs, compaction totals — is read from the library when the endpoint is scraped, so it costs
- * nothing between scrapes and can never drift from the truth.
+ * (routes.c), plus one slot per method for requests no route matched (so a scan of PUTs and a
+ * scan of GETs are told apart).  Everything else — per-database sizes, LSNs and index state,
+ * compaction totals, the process's memory, descriptors and CPU (/proc/self) — is read when the
+ * endpoint is scraped, so it costs nothing between scrapes and can never drift from the truth.
  */
 #include "server/srv.h"
 
 #include "core/clock.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+/* Methods of unmatched requests get their own slots; anything else is "other". */
+static const char *const metrics_methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"};
+#define METRICS_NMETHOD ((int)(sizeof metrics_methods / sizeof metrics_methods[0]))
 
 static const int metrics_statuses[] = {200, 201, 202, 400, 401, 404, 405, 409, 413, 500, 503};
 #define METRICS_NSTATUS ((int)(sizeof metrics_statuses / sizeof metrics_statuses[0]) + 1)   /* + other */
@@ -34,7 +42,7 @@ struct metrics_route {
 };
 
 struct metrics {
-    int nroutes;                     /* route_count() + 1 (unmatched) */
+    int nroutes;                     /* route_count() + METRICS_NMETHOD (unmatched, by method) */
     struct metrics_route *routes;
 };
 
@@ -42,7 +50,7 @@ int metrics_init(server *s)
 {
     metrics *m = calloc(1, sizeof *m);
     if (!m) return -1;
-    m->nroutes = route_count() + 1;
+    m->nroutes = route_count() + METRICS_NMETHOD;
     m->routes = calloc((size_t)m->nroutes, sizeof *m->routes);
     if (!m->routes) {
         free(m);
@@ -60,11 +68,23 @@ void metrics_free(server *s)
     s->metrics = NULL;
 }
 
-void metrics_observe(server *s, int route, int status, uint64_t us)
+/* The route label and method of slot r. */
+static const char *metrics_slot_route(int r) { return r < route_count() ? route_label(r) : "unmatched"; }
+static const char *metrics_slot_method(int r)
+{
+    return r < route_count() ? route_method(r) : metrics_methods[r - route_count()];
+}
+
+void metrics_observe(server *s, int route, const char *method, int status, uint64_t us)
 {
     metrics *m = s->metrics;
     if (!m) return;
-    if (route < 0 || route >= m->nroutes) route = m->nroutes - 1;
+    if (route < 0 || route >= route_count()) {
+        int mi = METRICS_NMETHOD - 1;
+        for (int i = 0; i < METRICS_NMETHOD - 1; i++)
+            if (method && !strcmp(method, metrics_methods[i])) mi = i;
+        route = route_count() + mi;
+    }
     struct metrics_route *r = &m->routes[route];
     int si = METRICS_NSTATUS - 1;
     for (int i = 0; i < METRICS_NSTATUS - 1; i++)
@@ -129,7 +149,7 @@ static void metrics_render_requests(server *s, mbuf *b)
             if (i < METRICS_NSTATUS - 1) snprintf(st, sizeof st, "%d", metrics_statuses[i]);
             else snprintf(st, sizeof st, "other");
             mb_printf(b, "jvdb_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %" PRIu64 "\n",
-                      route_label(r), route_method(r), st, v);
+                      metrics_slot_route(r), metrics_slot_method(r), st, v);
         }
     }
     mb_head(b, "jvdb_http_request_duration_seconds", "histogram",
@@ -143,16 +163,69 @@ static void metrics_render_requests(server *s, mbuf *b)
             cum += atomic_load_explicit(&mr->bucket[i], memory_order_relaxed);
             if (i < METRICS_NBUCKET - 1)
                 mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
-                          route_label(r), route_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
+                          metrics_slot_route(r), metrics_slot_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
             else
                 mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
-                          route_label(r), route_method(r), cum);
+                          metrics_slot_route(r), metrics_slot_method(r), cum);
         }
-        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", route_label(r),
-                  route_method(r), (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
+        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n",
+                  metrics_slot_route(r), metrics_slot_method(r),
+                  (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
         mb_printf(b, "jvdb_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %" PRIu64 "\n",
-                  route_label(r), route_method(r), cum);
+                  metrics_slot_route(r), metrics_slot_method(r), cum);
     }
+    mb_head(b, "jvdb_http_requests_in_flight", "gauge", "Requests whose headers have arrived and that are not answered yet.");
+    mb_printf(b, "jvdb_http_requests_in_flight %ld\n", http_inflight(s));
+}
+
+/* Per-database index state: graph size, memory, and how far it lags the stored vectors. */
+static void metrics_render_indexes(mbuf *b, char **names, const jvdb_index_status *ix, size_t n)
+{
+    static const struct {
+        const char *name, *help;
+    } g[] = {
+        {"jvdb_index_nodes", "Nodes of the HNSW graph, deleted ones included (0 for FLAT)."},
+        {"jvdb_index_deleted_nodes", "Graph nodes of deleted vectors, not yet rebuilt away."},
+        {"jvdb_index_pending_vectors", "Stored vectors not yet in the graph (searched exactly meanwhile)."},
+        {"jvdb_index_memory_bytes", "Memory of the graph (vectors excluded)."},
+    };
+    for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
+        mb_head(b, g[k].name, "gauge", g[k].help);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v = k == 0 ? ix[i].nodes : k == 1 ? ix[i].deleted_nodes : k == 2 ? ix[i].pending : ix[i].memory_bytes;
+            mb_printf(b, "%s{database=\"%s\"} %" PRIu64 "\n", g[k].name, names[i], v);
+        }
+    }
+    mb_head(b, "jvdb_index_info", "gauge", "The index type of each database and whether it has caught up (state).");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_index_info{database=\"%s\",type=\"%s\",state=\"%s\"} 1\n", names[i],
+                  ix[i].type == JVDB_INDEX_FLAT ? "flat" : "hnsw", ix[i].pending ? "catching_up" : "ready");
+}
+
+/* Compaction totals (background and API) with a database label; the unlabelled series below
+ * stay the sums, as before. */
+static void metrics_render_db_compaction(server *s, mbuf *b, char **names, size_t n)
+{
+    jvdb_compactor_totals *t = calloc(n ? n : 1, sizeof *t);
+    if (!t) {
+        b->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) compact_log_totals(s, names[i], &t[i], NULL);
+    mb_head(b, "jvdb_database_compactions_total", "counter", "Compactions finished, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_database_compactions_total{database=\"%s\"} %" PRIu64 "\n", names[i], t[i].compactions);
+    mb_head(b, "jvdb_database_compaction_failures_total", "counter", "Compactions that failed, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_database_compaction_failures_total{database=\"%s\"} %" PRIu64 "\n", names[i], t[i].failures);
+    mb_head(b, "jvdb_database_compaction_bytes_reclaimed_total", "counter", "Bytes given back by compaction, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_database_compaction_bytes_reclaimed_total{database=\"%s\"} %" PRIu64 "\n", names[i],
+                  t[i].bytes_reclaimed);
+    mb_head(b, "jvdb_database_compaction_seconds_total", "counter", "Time spent compacting, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_database_compaction_seconds_total{database=\"%s\"} %.6f\n", names[i], t[i].seconds);
+    free(t);
 }
 
 static void metrics_render_databases(server *s, mbuf *b)
@@ -161,13 +234,17 @@ static void metrics_render_databases(server *s, mbuf *b)
     size_t n = 0;
     if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return;
     jvdb_stats *st = calloc(n ? n : 1, sizeof *st);
-    if (!st) {
+    jvdb_index_status *ix = calloc(n ? n : 1, sizeof *ix);
+    if (!st || !ix) {
         b->oom = 1;
+        free(st);
+        st = NULL;
     } else {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
             if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile: zeros */
             jvdb_stats_get(db, &st[i]);
+            jvdb_db_index_status(db, &ix[i]);
             srv_db_unhold(s, db);
         }
     }
@@ -194,35 +271,25 @@ static void metrics_render_databases(server *s, mbuf *b)
                 mb_printf(b, "%s{database=\"%s\"} %.17g\n", g[k].name, names[i], v);
             }
         }
+        metrics_render_indexes(b, names, ix, n);
+        metrics_render_db_compaction(s, b, names, n);
     }
-    /* Index readiness of the databases whose index is loaded (a scrape never loads one). */
-    jvdb_index_status *ix = calloc(n ? n : 1, sizeof *ix);
-    int *have = calloc(n ? n : 1, sizeof *have);
-    if (!ix || !have) b->oom = 1;
-    for (size_t i = 0; ix && have && i < n; i++) {
-        jvdb_db *db;
-        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;
-        have[i] = jvdb_db_index_status_if_attached(db, &ix[i]) == JVDB_OK;
-        srv_db_unhold(s, db);
-    }
+    /* Index readiness, from the statuses read above (zeros for a database dropped meanwhile). */
     static const struct {
         const char *name, *help;
     } gi[] = {
         {"jvdb_index_state", "HNSW index state: 0 ready, 1 loading the saved graph, 2 catching up, 3 rebuilding."},
         {"jvdb_index_pending", "Vectors written but not yet in the HNSW graph (searched exactly meanwhile)."},
-        {"jvdb_index_nodes", "Nodes of the HNSW graph, deleted ones included."},
     };
-    for (size_t k = 0; ix && have && k < sizeof gi / sizeof gi[0]; k++) {
+    for (size_t k = 0; st && k < sizeof gi / sizeof gi[0]; k++) {
         mb_head(b, gi[k].name, "gauge", gi[k].help);
         for (size_t i = 0; i < n; i++) {
-            if (!have[i]) continue;
-            unsigned long long v = k == 0 ? (unsigned long long)ix[i].state : k == 1 ? ix[i].pending : ix[i].nodes;
+            unsigned long long v = k == 0 ? (unsigned long long)ix[i].state : ix[i].pending;
             mb_printf(b, "%s{database=\"%s\"} %llu\n", gi[k].name, names[i], v);
         }
     }
-    free(ix);
-    free(have);
     free(st);
+    free(ix);
     jvdb_free_names(names, n);
 }
 
@@ -276,6 +343,40 @@ static void metrics_render_backups(server *s, mbuf *b)
         mb_printf(b, "jvdb_backup_last_success_timestamp_seconds{database=\"%s\"} %.3f\n", names[i], (double)times[i] / 1e9);
 }
 
+/* The process_* family of the Prometheus client libraries, from /proc/self and getrusage. */
+static void metrics_render_process(server *s, mbuf *b)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned long long vsz = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &vsz, &rss) != 2) vsz = rss = 0;
+        fclose(f);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') fds++;
+    if (d) closedir(d), fds--;   /* the descriptor of the listing itself */
+    struct rlimit rl;
+    double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (double)rl.rlim_cur : -1;
+    mb_head(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
+    mb_printf(b, "process_cpu_seconds_total %.6f\n", cpu);
+    mb_head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    mb_printf(b, "process_resident_memory_bytes %llu\n", rss * (unsigned long long)page);
+    mb_head(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+    mb_printf(b, "process_virtual_memory_bytes %llu\n", vsz * (unsigned long long)page);
+    mb_head(b, "process_open_fds", "gauge", "Open file descriptors.");
+    mb_printf(b, "process_open_fds %ld\n", fds);
+    mb_head(b, "process_max_fds", "gauge", "The open-file limit (RLIMIT_NOFILE soft limit).");
+    mb_printf(b, "process_max_fds %.0f\n", maxfds);
+    mb_head(b, "process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.");
+    mb_printf(b, "process_start_time_seconds %.3f\n", (double)s->started_wall_ns / 1e9);
+}
+
 char *metrics_render(server *s, size_t *len)
 {
     mbuf b = {malloc(16384), 0, 16384, 0};
@@ -289,6 +390,7 @@ char *metrics_render(server *s, size_t *len)
     metrics_render_databases(s, &b);
     metrics_render_compaction(s, &b);
     metrics_render_backups(s, &b);
+    metrics_render_process(s, &b);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -38,6 +38,7 @@ typedef struct route_def {
 
 static const route_def route_table[] = {
     {"GET", "/health", route_health, 0},
+    {"GET", "/readyz", route_readyz, 0},
     {"GET", "/status", route_status, 0},
     {"GET", "/metrics", route_metrics, 0},
     {"POST", "/v1/admin/shutdown", route_shutdown, 0},
@@ -52,16 +53,27 @@ static const route_def route_table[] = {
     {"POST", "/v1/databases/{id}/search", route_search, 1},
     {"POST", "/v1/databases/{id}/backups", route_backup_create, 1},
     {"GET", "/v1/databases/{id}/backups", route_backup_list, 0},
+    {"GET", "/v1/backups", route_backup_list_all, 0},
+    {"GET", "/v1/backups/schedule", route_backup_schedule, 0},   /* before {bid}: first match wins */
     {"GET", "/v1/backups/{bid}", route_backup_show, 0},
     {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
     {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},
     {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
     {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
+    {"GET", "/v1/databases/{id}/vectors", route_vec_list, 0},
     {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1},
     {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1},
+    {"POST", "/v1/databases/{id}/vectors/delete", route_vec_delete_many, 1},
+    {"POST", "/v1/databases/{id}/vectors/count", route_vec_count, 1},
+    {"POST", "/v1/databases/{id}/vectors/metadata", route_vec_set_metadata, 1},
+    {"POST", "/v1/databases/{id}/vectors/scroll", route_vec_scroll, 1},
     {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0},
     {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
+    {"PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1},
     {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
+    {"POST", "/v1/api-keys", route_keys_create, 1},
+    {"GET", "/v1/api-keys", route_keys_list, 0},
+    {"DELETE", "/v1/api-keys/{key_id}", route_keys_delete, 0},
 };
 
 #define ROUTE_N ((int)(sizeof route_table / sizeof route_table[0]))

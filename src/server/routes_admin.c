@@ -249,7 +249,7 @@ void route_status(server *s, http_req *rq, http_resp *rs)
     jw_key(&w, "startedAt");
     jw_time(&w, s->started_wall_ns);
     jw_kstr(&w, "dataDirectory", s->cfg.data_dir);
-    jw_kbool(&w, "authentication", s->cfg.api_key != NULL);
+    jw_kbool(&w, "authentication", auth_enabled(s));
     jw_kuint(&w, "databases", n);
     jw_key(&w, "totals");
     jw_obj(&w);

@@ -41,6 +41,39 @@ struct backup_log {
     size_t nlast, caplast;
 };
 
+/* The configured repository, with its key file when one was given. */
+static int backup_repo_open(server *s, jvdb_repo **out)
+{
+    jvdb_repo_options o = {0};
+    o.key_file = s->cfg.backup_repo_key_file;
+    return jvdb_repo_open(s->cfg.backup_repo, &o, out);
+}
+
+static void backup_seed(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
+{
+    (void)newest_full;
+    server *s = arg;
+    backup_log *l = s->backups;
+    pthread_mutex_lock(&l->mu);
+    struct backup_last *e = NULL;
+    for (size_t i = 0; i < l->nlast; i++)
+        if (!strcmp(l->last[i].name, newest->database)) e = &l->last[i];
+    if (!e && l->nlast == l->caplast) {
+        size_t ncap = l->caplast ? 2 * l->caplast : 8;
+        struct backup_last *n = realloc(l->last, ncap * sizeof *n);
+        if (n) {
+            l->last = n;
+            l->caplast = ncap;
+        }
+    }
+    if (!e && l->nlast < l->caplast) {
+        e = &l->last[l->nlast++];
+        snprintf(e->name, sizeof e->name, "%s", newest->database);
+    }
+    if (e && newest->created_ns > e->t) e->t = newest->created_ns;
+    pthread_mutex_unlock(&l->mu);
+}
+
 int backup_init(server *s)
 {
     backup_log *l = calloc(1, sizeof *l);
@@ -50,11 +83,21 @@ int backup_init(server *s)
     s->backups = l;
     if (!s->cfg.backup_repo) return 0;
     jvdb_repo *repo;
-    if (jvdb_repo_open(s->cfg.backup_repo, NULL, &repo) != JVDB_OK) {
+    if (backup_repo_open(s, &repo) != JVDB_OK) {
         log_error("cannot open backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
         return -1;
     }
     jvdb_repo_close(repo);
+    /* jvdb_backup_last_success_timestamp_seconds starts from the repository, so an alert on "no
+     * backup for 25 h" is not blind after a restart.  This also checks the key: a wrong one (or a
+     * key on a plain repository, or none on an encrypted one) stops the start; an unreachable
+     * repository only warns, as the backup routes will report it. */
+    int rc = backup_newest(s, backup_seed, s);
+    if (rc == JVDB_EINVAL || rc == JVDB_ECORRUPT) {
+        log_error("backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
+        return -1;
+    }
+    if (rc != JVDB_OK) log_warn("cannot read backup repository '%s' at start-up: %s", s->cfg.backup_repo, jvdb_errmsg());
     return 0;
 }
 
@@ -77,7 +120,7 @@ static jvdb_repo *backup_open(server *s, http_resp *rs)
         return NULL;
     }
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return NULL;
@@ -159,7 +202,7 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvd
     }
     int64_t t0 = clock_mono_ns();
     jvdb_repo *repo = NULL;
-    rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    rc = backup_repo_open(s, &repo);
     if (rc == JVDB_OK) rc = jvdb_backup_create(db, repo, o, info);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
@@ -170,6 +213,7 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvd
     dbmeta_free(&dm);
     if (rc == JVDB_OK) {
         backup_count(s, name, info->type, 0, secs, info);
+        sched_note(s, info);
         log_info("backup %s of '%s' (%s, %s): %" PRIu64 " puts, %" PRIu64 " deletes, LSN %" PRIu64 "..%" PRIu64
                  ", %" PRIu64 " bytes stored, %.3f s%s%s",
                  info->id, name, jvdb_backup_type_name(info->type), origin, info->put_count, info->delete_count,
@@ -184,15 +228,17 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvd
     return rc;
 }
 
-int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted)
+int backup_prune(server *s, const char *db_name, size_t *deleted)
 {
     *deleted = 0;
+    jvdb_prune_options po = {s->cfg.backup_keep, s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, 0};
+    if (!po.keep_last && !po.keep_daily && !po.keep_weekly) return JVDB_OK;
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     jvdb_backup_info *gone = NULL;
     size_t n = 0;
-    if (rc == JVDB_OK) rc = jvdb_backup_prune(repo, db_name, keep, &gone, &n);
+    if (rc == JVDB_OK) rc = jvdb_backup_prune_ex(repo, db_name, &po, &gone, &n);
     if (rc == JVDB_OK) {
         for (size_t i = 0; i < n; i++) log_info("pruned backup %s of '%s'", gone[i].id, db_name);
         *deleted = n;
@@ -209,7 +255,7 @@ int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newes
                   void *arg)
 {
     jvdb_repo *repo = NULL;
-    int rc = jvdb_repo_open(s->cfg.backup_repo, NULL, &repo);
+    int rc = backup_repo_open(s, &repo);
     jvdb_backup_info *all = NULL;
     size_t n = 0;
     if (rc == JVDB_OK) rc = jvdb_backup_list(repo, NULL, &all, &n);
@@ -305,13 +351,13 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
     json_decref(body);
 }
 
-void route_backup_list(server *s, http_req *rq, http_resp *rs)
+static void backup_list_reply(server *s, const char *db_name, http_resp *rs)
 {
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) return;
     jvdb_backup_info *all = NULL;
     size_t n = 0;
-    int rc = jvdb_backup_list(repo, rq->params[0], &all, &n);
+    int rc = jvdb_backup_list(repo, db_name, &all, &n);
     jvdb_repo_close(repo);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
@@ -320,7 +366,7 @@ void route_backup_list(server *s, http_req *rq, http_resp *rs)
     jw w;
     jw_init(&w);
     jw_obj(&w);
-    jw_kstr(&w, "databaseId", rq->params[0]);
+    if (db_name) jw_kstr(&w, "databaseId", db_name);
     jw_kuint(&w, "total", n);
     jw_key(&w, "backups");
     jw_arr(&w);
@@ -329,6 +375,14 @@ void route_backup_list(server *s, http_req *rq, http_resp *rs)
     jw_obj_end(&w);
     jvdb_free(all);
     http_reply_json(rs, 200, &w);
+}
+
+void route_backup_list(server *s, http_req *rq, http_resp *rs) { backup_list_reply(s, rq->params[0], rs); }
+
+void route_backup_list_all(server *s, http_req *rq, http_resp *rs)
+{
+    (void)rq;
+    backup_list_reply(s, NULL, rs);
 }
 
 void route_backup_show(server *s, http_req *rq, http_resp *rs)

@@ -373,6 +373,7 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
+    auth_filter_dbs(s, rq, names, &n);   /* a key limited to databases sees only those */
     jw w;
     jw_init(&w);
     jw_obj(&w);

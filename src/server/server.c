@@ -14,6 +14,9 @@
  * compactions are cancelled cleanly), stop the backup scheduler (a backup it is taking finishes)
  * and the compactor (a compaction in progress is abandoned cleanly), then jvdb_env_close() does
  * the final fdatasync and releases the lock.
+ *
+ * SIGHUP is taken the same way and reloads what an operator rotates without a restart: the TLS
+ * certificate and the API key file.  /readyz answers 503 until ready.c has opened every database.
  */
 #include "server/server.h"
 #include "server/srv.h"
@@ -35,6 +38,7 @@ void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
 static void server_set_log_level(const server_config *c)
 {
+    log_set_json(c->log_json);
     if (!c->log_level) {
         /* No --log-level: JVDB_LOG decides if set, else info (a server should say what it does). */
         if (!getenv("JVDB_LOG")) log_set_level(LOG_INFO);
@@ -96,6 +100,7 @@ static int server_start_compactor(server *s)
 
 static void server_cleanup(server *s)
 {
+    ready_stop(s);
     sched_stop(s);
     if (s->compactor) jvdb_compactor_stop(s->compactor);
     s->compactor = NULL;
@@ -104,6 +109,7 @@ static void server_cleanup(server *s)
     compact_log_free(s);
     backup_free(s);
     metrics_free(s);
+    auth_free(s);
     free(s->meta_dir);
     pthread_mutex_destroy(&s->meta_mu);
     config_free(&s->cfg);
@@ -136,6 +142,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     sigemptyset(&stopset);
     sigaddset(&stopset, SIGTERM);
     sigaddset(&stopset, SIGINT);
+    sigaddset(&stopset, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stopset, NULL);
 
     rc = jvdb_env_open(s->cfg.data_dir, &s->env);
@@ -144,27 +151,29 @@ int server_main(int argc, char **argv, const char *data_dir)
         server_cleanup(s);
         return 1;
     }
-    if (dbmeta_init(s) || metrics_init(s) || compact_log_init(s)) {
+    if (dbmeta_init(s) || metrics_init(s) || compact_log_init(s) || auth_init(s)) {
         fprintf(stderr, "jvdb serve: cannot prepare '%s/server': %s\n", s->cfg.data_dir, jvdb_errmsg());
         server_cleanup(s);
         return 1;
     }
     dbmeta_prune(s);
-    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || http_start(s)) {
+    /* The readiness state exists before any HTTP thread can ask for it. */
+    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || http_start(s)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);
         return 1;
     }
-    if (!s->cfg.api_key && strncmp(s->cfg.host, "127.", 4) && strcmp(s->cfg.host, "::1") && strcmp(s->cfg.host, "localhost"))
+    if (!auth_enabled(s) && strncmp(s->cfg.host, "127.", 4) && strcmp(s->cfg.host, "::1") && strcmp(s->cfg.host, "localhost"))
         log_warn("listening on %s without an API key: anyone who can reach it can read, change and drop every "
-                 "database (set --api-key or JVDB_API_KEY)", s->cfg.host);
+                 "database (set --api-key or JVDB_API_KEY, or create keys with 'jvdb keys create')", s->cfg.host);
     uint16_t port = http_port(s);
-    const char *fmt = strchr(s->cfg.host, ':') ? "listening on http://[%s]:%u\n" : "listening on http://%s:%u\n";
-    printf(fmt, s->cfg.host, (unsigned)port);
+    const char *scheme = s->cfg.tls_cert ? "https" : "http";
+    const char *fmt = strchr(s->cfg.host, ':') ? "listening on %s://[%s]:%u\n" : "listening on %s://%s:%u\n";
+    printf(fmt, scheme, s->cfg.host, (unsigned)port);
     fflush(stdout);
     log_info("jvdb %s serving '%s' on %s:%u: %u HTTP threads, authentication %s, compaction check every %.1f s",
-             JVDB_VERSION, s->cfg.data_dir, s->cfg.host, (unsigned)port, s->cfg.threads, s->cfg.api_key ? "on" : "off",
+             JVDB_VERSION, s->cfg.data_dir, s->cfg.host, (unsigned)port, s->cfg.threads, auth_enabled(s) ? "on" : "off",
              (double)s->cfg.compaction_interval_ms / 1000.0);
     log_info("limits: %u connections (%u per address), request head within %.1f s, idle %u s, body %" PRIu64
              " bytes, %" PRIu64 " bytes of bodies held at once",
@@ -172,7 +181,12 @@ int server_main(int argc, char **argv, const char *data_dir)
              s->cfg.idle_timeout_s, s->cfg.max_body, s->cfg.max_buffered);
 
     int sig = 0;
-    while (sigwait(&stopset, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&stopset, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
+        log_info("SIGHUP: reloading the TLS certificate and the API key file");
+        http_tls_reload(s);
+        auth_reload(s, 1);
     }
     log_info("stopping (%s): no new connections, finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s->stopping, 1);

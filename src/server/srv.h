@@ -42,10 +42,18 @@ typedef struct server_config {
     unsigned compaction_threads;
     double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
     char *log_level;
+    int log_json;                    /* --log-format json */
     char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
+    char *backup_repo_key_file;      /* --repo-key-file; NULL = $JVDB_REPO_KEY_FILE, else plain */
     uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
     uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
     unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
+    unsigned backup_keep_daily;      /* scheduler: also keep the newest point of each of the last N days */
+    unsigned backup_keep_weekly;     /* scheduler: ... and of each of the last N ISO weeks */
+    char *tls_cert;                  /* PEM certificate chain; NULL = plain HTTP */
+    char *tls_key;                   /* PEM private key (both or neither) */
+    char **cors_origins;             /* --cors-origin, repeatable; "*" = any origin */
+    size_t ncors;
 } server_config;
 
 /* Fills defaults, reads --config FILE (if given) and then the flags, which win over the file.
@@ -64,6 +72,8 @@ typedef struct http_server http_server;
 typedef struct compact_log compact_log;
 typedef struct backup_log backup_log;
 typedef struct backup_sched backup_sched;
+typedef struct auth_state auth_state;
+typedef struct ready_state ready_state;
 
 typedef struct server {
     server_config cfg;
@@ -75,6 +85,8 @@ typedef struct server {
     compact_log *compactions;        /* compactions run through the API (routes_admin.c) */
     backup_log *backups;             /* backup repository access and statistics (routes_backup.c) */
     backup_sched *sched;             /* scheduled backups (backup_sched.c) */
+    auth_state *auth;                /* API keys (auth.c) */
+    ready_state *ready;              /* readiness: databases opened, indexes caught up (ready.c) */
     char *meta_dir;                  /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
     atomic_int stopping;             /* set once a stop has begun */
@@ -108,6 +120,7 @@ typedef struct http_resp {
     int close;                       /* ask the client to close the connection */
     int auth_challenge;              /* add WWW-Authenticate */
     int retry_after_s;               /* add Retry-After (0 = none) */
+    int preflight;                   /* a CORS preflight answer: add the Allow-* headers */
 } http_resp;
 
 /* Longest query-argument value accepted (decoded bytes); longer ones get 400 before any route runs. */
@@ -170,6 +183,13 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs);
 void route_vec_get(server *s, http_req *rq, http_resp *rs);
 void route_vec_update(server *s, http_req *rq, http_resp *rs);
 void route_vec_delete(server *s, http_req *rq, http_resp *rs);
+/* routes_bulk.c */
+void route_vec_delete_many(server *s, http_req *rq, http_resp *rs);
+void route_vec_count(server *s, http_req *rq, http_resp *rs);
+void route_vec_patch(server *s, http_req *rq, http_resp *rs);
+void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs);
+void route_vec_scroll(server *s, http_req *rq, http_resp *rs);
+void route_vec_list(server *s, http_req *rq, http_resp *rs);
 /* Search (routes_search.c) */
 void route_search(server *s, http_req *rq, http_resp *rs);
 /* Administration (routes_admin.c) */
@@ -222,8 +242,9 @@ void backup_free(server *s);
  * (held here, not by the caller) — a restore holds the mutex while it waits for the holders of
  * the database it replaces, so a holder must never wait for the mutex. */
 int backup_run(server *s, const char *name, const jvdb_backup_options *o, jvdb_backup_info *info, const char *origin);
-/* Keeps the newest `keep` restorable backups of a database (serialised like backup_run). */
-int backup_prune(server *s, const char *db_name, uint32_t keep, size_t *deleted);
+/* Prunes a database's backups by the configured retention (--backup-keep, --backup-keep-daily,
+ * --backup-keep-weekly; serialised like backup_run).  Nothing to do when none is set. */
+int backup_prune(server *s, const char *db_name, size_t *deleted);
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
 int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
                   void *arg);
@@ -239,22 +260,56 @@ void backup_log_totals(server *s, backup_totals out[4][2]);
 size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap);
 
 int sched_start(server *s);
+/* A backup was taken (by anyone): the schedule follows the repository's state. */
+void sched_note(server *s, const jvdb_backup_info *info);
+/* GET /v1/backups/schedule: next due time per database and kind. */
+void route_backup_schedule(server *s, http_req *rq, http_resp *rs);
+/* GET /v1/backups: every backup in the repository. */
+void route_backup_list_all(server *s, http_req *rq, http_resp *rs);
 /* Stops the scheduler; a backup it is taking finishes first. */
 void sched_stop(server *s);
 
 /* ---- authentication (auth.c) ---- */
 
-/* 1 when the request carries the configured key (or no key is configured). */
-int auth_ok(const server *s, const http_req *rq);
-/* The 401 answer, naming what was missing or wrong. */
-void auth_reject(const server *s, const http_req *rq, http_resp *rs);
+/* Loads the bootstrap key and the key file; -1 (after a message) when the file cannot be read. */
+int auth_init(server *s);
+void auth_free(server *s);
+/* Re-reads the key file (force: even when its stat is unchanged).  0, or -1 when it cannot be
+ * read (the keys loaded before stay in force). */
+int auth_reload(server *s, int force);
+/* 1 when any key exists (bootstrap or file): every route but /health and /readyz needs one. */
+int auth_enabled(server *s);
+/* 1 when method + path needs no key (/health, /readyz). */
+int auth_route_public(const char *method, const char *path);
+/* Whether the request's key may use route `route` (route_find's index): 0, or -1 after writing
+ * the 401 or 403 answer.  `who` receives what the access log shows: "-" (no key needed or none
+ * configured), "bootstrap", or the key id; never the key. */
+int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who[17]);
+/* Drops (and frees) the names the request's key may not see, keeping the order: the database
+ * list of a key limited to databases. */
+void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n);
+
+/* ---- API keys over REST (routes_keys.c) ---- */
+
+void route_keys_create(server *s, http_req *rq, http_resp *rs);
+void route_keys_list(server *s, http_req *rq, http_resp *rs);
+void route_keys_delete(server *s, http_req *rq, http_resp *rs);
+
+/* ---- readiness (ready.c) ---- */
+
+/* Starts the thread that opens every database and waits for its index to catch up. */
+int ready_start(server *s);
+/* Stops it (promptly: waits are bounded) and frees the state. */
+void ready_stop(server *s);
+void route_readyz(server *s, http_req *rq, http_resp *rs);
 
 /* ---- metrics (metrics.c) ---- */
 
 int metrics_init(server *s);
 void metrics_free(server *s);
-/* One finished request: route index (route_count() = unmatched), status, microseconds. */
-void metrics_observe(server *s, int route, int status, uint64_t us);
+/* One finished request: route index (route_count() = unmatched, then counted by method), status,
+ * microseconds. */
+void metrics_observe(server *s, int route, const char *method, int status, uint64_t us);
 /* Prometheus text exposition of everything (malloc'd). */
 char *metrics_render(server *s, size_t *len);
 
@@ -282,5 +337,10 @@ int http_start(server *s);
 /* Stops accepting, waits (bounded) for in-flight requests, closes every connection. */
 void http_stop(server *s);
 uint16_t http_port(server *s);
+/* Requests whose headers have arrived and that have not completed (the /metrics gauge). */
+long http_inflight(server *s);
+/* Reads --tls-cert / --tls-key again (SIGHUP); new handshakes use them, live connections keep
+ * theirs.  0, or -1 (logged) with the previous certificate still in use. */
+int http_tls_reload(server *s);
 
 #endif

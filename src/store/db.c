@@ -3,10 +3,18 @@
  *
  * Write path (db_write): validate and encode outside every lock; under write_mu assign LSNs, seal
  * the active segment if the batch does not fit, pwrite the whole batch at the tail in one call, then
- * apply it to the keydir under the rwlock (a pointer swap: the bytes are already in the page cache).
- * Durability comes after: with sync=always the caller waits in db_sync_upto until an fdatasync that
- * started after its pwrite has finished.  Whoever finds no sync running becomes the leader and syncs
+ * apply it to the keydir (new versions, invisible to readers: they read at `visible`).  Durability
+ * comes after: with sync=always the caller waits in db_sync_upto until an fdatasync that started
+ * after its pwrite has finished.  Whoever finds no sync running becomes the leader and syncs
  * everything written so far, so N concurrent writers share one fdatasync (group commit).
+ *
+ * Publishing (readers see only durable writes).  Readers read at the LSN `visible`.  With
+ * sync=always it moves only after an fdatasync: the sync leader notes the last applied LSN (under
+ * write_mu, with the end of the file it syncs) and, once the sync returns, raises `visible` to it
+ * with one release store, so a batch becomes visible whole, and only once a power cut cannot take
+ * it back (PostgreSQL's rule: a commit is visible after its WAL flush).  It costs the writer nothing:
+ * it waits for that sync anyway.  With sync=interval and sync=never a batch is published as soon as
+ * it is applied: readers may see a write that a power cut then loses, as the modes promise.
  *
  * Why a batch is atomic: it is one pwrite whose records all carry the "more follow" flag but the last;
  * recovery drops a trailing run of flagged records, so a batch cut by a crash disappears whole.
@@ -21,7 +29,7 @@
  * (or, with sync=always, that is not in the final batch) is damage and refuses the open, changing
  * nothing.  Read-only and salvage loads (enum db_mode) never write a byte of the database.
  */
-#include "store/db.h"
+#include "store/db_impl.h"
 #include "store/validate.h"
 
 #include "core/clock.h"
@@ -34,6 +42,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -112,13 +121,13 @@ jvdb_metric jvdb_db_metric(const jvdb_db *db) { return db->m.metric; }
 void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out)
 {
     jvdb_db *mdb = (jvdb_db *)db;
-    pthread_mutex_lock(&mdb->write_mu);
+    db_write_lock(mdb);
     out->dim = db->m.dim;
     out->metric = db->m.metric;
     out->sync = db->m.sync;
     out->sync_interval_ms = db->m.sync_interval_ms;
     out->segment_max_bytes = db->m.segment_max_bytes;
-    pthread_mutex_unlock(&mdb->write_mu);
+    db_write_unlock(mdb);
 }
 
 static int db_check_options(const jvdb_db_options *o)
@@ -431,16 +440,179 @@ static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
 
 static void *db_flusher_main(void *arg);
 
+/* Publishes segs/active as the readers' segment list; the old list goes after a grace period. */
+int db_publish_segs(jvdb_db *db)
+{
+    assert(db_writer_held(db) || !db->segl);   /* at load nobody else has the handle yet */
+    struct db_seglist *l = malloc(sizeof *l + (db->nsegs ? db->nsegs : 1) * sizeof l->segs[0]);
+    if (!l) return err_set(JVDB_ENOMEM, "out of memory");
+    l->n = db->nsegs;
+    l->active = db->active;
+    memcpy(l->segs, db->segs, db->nsegs * sizeof l->segs[0]);
+    struct db_seglist *old = db->segl;
+    __atomic_store_n(&db->segl, l, __ATOMIC_RELEASE);
+    if (old) rp_defer(&db->gc, rp_free_fn, NULL, old);
+    return JVDB_OK;
+}
+
+/* Raises `visible` to lsn (it never goes back), with the live count at lsn (read under write_mu
+ * together with lsn).  pub_mu orders publishers (the sync leader, a seal, a lazy writer), never
+ * readers. */
+static void db_publish(jvdb_db *db, uint64_t lsn, uint64_t live)
+{
+    pthread_mutex_lock(&db->pub_mu);
+    if (lsn > __atomic_load_n(&db->visible, __ATOMIC_RELAXED)) {
+        __atomic_store_n(&db->visible_live, live, __ATOMIC_RELAXED);
+        __atomic_store_n(&db->visible, lsn, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&db->pub_mu);
+}
+
+static uint64_t db_live_now(const jvdb_db *db) { return __atomic_load_n(&db->kd.live, __ATOMIC_RELAXED); }
+
+void db_gc_locked(jvdb_db *db)
+{
+    assert(db_writer_held(db));
+    keydir_trim(&db->kd, db_snapshot_lsn(db));
+    rp_poll(&db->gc);
+}
+
+void db_settle(jvdb_db *db, unsigned timeout_ms)
+{
+    db_write_lock(db);
+    db_gc_locked(db);
+    uint64_t target = db->kd.trim_deferred_upto;
+    db_write_unlock(db);
+    for (unsigned waited = 0;; waited++) {
+        db_write_lock(db);
+        rp_poll(&db->gc);
+        int done = db->kd.trim_done_upto >= target;
+        db_write_unlock(db);
+        if (done || waited >= timeout_ms) return;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- what the layers above use */
+
+uint64_t db_snapshot_lsn(const jvdb_db *db)
+{
+    assert(rp_inside() || db_writer_held(db));
+    return __atomic_load_n(&db->visible, __ATOMIC_ACQUIRE);
+}
+
+const struct db_seglist *db_segments(const jvdb_db *db)
+{
+    assert(rp_inside() || db_writer_held(db));
+    return __atomic_load_n(&db->segl, __ATOMIC_ACQUIRE);
+}
+
+const struct keydir *db_keydir(const jvdb_db *db) { return &db->kd; }
+
+uint64_t db_segment_max(jvdb_db *db)
+{
+    db_write_lock(db);
+    uint64_t v = db->m.segment_max_bytes;
+    db_write_unlock(db);
+    return v;
+}
+
+uint64_t db_backup_horizon(jvdb_db *db)
+{
+    db_write_lock(db);
+    uint64_t v = db->m.backup_horizon;
+    db_write_unlock(db);
+    return v;
+}
+
+int64_t db_created_ns(const jvdb_db *db) { return db->m.created_ns; }
+
+int64_t db_last_compaction_ns(jvdb_db *db)
+{
+    db_write_lock(db);
+    int64_t v = db->m.last_compaction_ns ? db->m.last_compaction_ns : db->m.created_ns;
+    db_write_unlock(db);
+    return v;
+}
+
+json_t *db_manifest_extra(jvdb_db *db, const char *key)
+{
+    db_write_lock(db);
+    json_t *v;
+    if (!key) v = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
+    else v = db->m.extra && json_object_get(db->m.extra, key) ? json_deep_copy(json_object_get(db->m.extra, key)) : NULL;
+    db_write_unlock(db);
+    return v;
+}
+
+int db_compaction_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, true); }
+void db_compaction_release(jvdb_db *db) { atomic_store(&db->compacting, false); }
+int db_is_dropping(const jvdb_db *db) { return atomic_load(&((jvdb_db *)db)->dropping); }
+const char *db_dir(const jvdb_db *db) { return db->dir; }
+int db_writable(const jvdb_db *db)
+{
+    return db->mode == DB_MODE_WRITE && !atomic_load(&((jvdb_db *)db)->failed) && !db_is_dropping(db);
+}
+void db_writer_enter(jvdb_db *db) { db_write_lock(db); }
+void db_writer_exit(jvdb_db *db) { db_write_unlock(db); }
+void *db_ext(const jvdb_db *db) { return __atomic_load_n(&((jvdb_db *)db)->ext, __ATOMIC_ACQUIRE); }
+
+void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext))
+{
+    db->ext_free = ext_free;
+    __atomic_store_n(&db->ext, ext, __ATOMIC_RELEASE);
+}
+
+int db_as_writer(jvdb_db *db, int (*fn)(void *ctx), void *ctx)
+{
+    db_write_lock(db);
+    int rc = fn(ctx);
+    db_write_unlock(db);
+    return rc;
+}
+
+void db_set_slot_hook(jvdb_db *db, kd_slot_hook hook, void *ctx, int locked)
+{
+    if (!locked) db_write_lock(db);
+    assert(db_writer_held(db));
+    if (hook) {
+        db->kd.hook = hook;
+        db->kd.hook_ctx = ctx;
+    } else if (db->kd.hook_ctx == ctx) {
+        db->kd.hook = NULL;
+        db->kd.hook_ctx = NULL;
+    }
+    if (!locked) db_write_unlock(db);
+}
+
+int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
+{
+    int rc = JVDB_OK;
+    db_write_lock(built);
+    if (built->last_lsn < lsn_to) built->last_lsn = lsn_to;
+    if (extra && json_object_size(extra)) {
+        if (!built->m.extra) built->m.extra = json_object();
+        rc = !built->m.extra || json_object_update(built->m.extra, extra) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
+    }
+    if (!rc) rc = db_store_manifest_locked(built);
+    db_write_unlock(built);
+    return rc;
+}
+
 static void db_free(jvdb_db *db)
 {
     if (db->ext && db->ext_free) db->ext_free(db->ext);
+    /* No reader is left: everything deferred can go now (trims first: they reach the keydir). */
+    rp_drain(&db->gc);
     keydir_free(&db->kd);
     for (size_t i = 0; i < db->nsegs; i++) seg_unref(db->segs[i]);
     free(db->segs);
+    free(db->segl);
     free(db->bad);
     manifest_free(&db->m);
     pthread_mutex_destroy(&db->write_mu);
-    pthread_rwlock_destroy(&db->lock);
+    pthread_mutex_destroy(&db->pub_mu);
     pthread_mutex_destroy(&db->sync_mu);
     pthread_cond_destroy(&db->sync_cv);
     free(db->dir);
@@ -470,13 +642,8 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     db->env = env;
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
-    /* Writers first: with glibc's default reader preference a steady stream of searches would
-     * starve the short exclusive sections of writes and compaction swaps. */
-    pthread_rwlockattr_t rwattr;
-    pthread_rwlockattr_init(&rwattr);
-    pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&db->lock, &rwattr);
-    pthread_rwlockattr_destroy(&rwattr);
+    pthread_mutex_init(&db->pub_mu, NULL);
+    rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
     pthread_cond_init(&db->sync_cv, NULL);
     int rc;
@@ -485,7 +652,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = keydir_init(&db->kd))) goto fail;
+    if ((rc = keydir_init(&db->kd, &db->gc))) goto fail;
     if ((rc = manifest_load(dir, &db->m))) goto fail;
     /* A read-only open only ignores orphans: it reads nothing but what the MANIFEST names. */
     if (mode != DB_MODE_READONLY && (rc = db_remove_orphans(db))) goto fail;
@@ -506,6 +673,11 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
         if ((rc = db_scan_segment(db, s, &max_lsn))) goto fail;
     }
     db->last_lsn = max_lsn > db->m.lsn_floor ? max_lsn : db->m.lsn_floor;
+    /* Loading kept no history (no reader could need it); from now on readers may come. */
+    db->kd.history = true;
+    db->visible = db->last_lsn;
+    db->visible_live = db->kd.live;
+    if ((rc = db_publish_segs(db))) goto fail;
     db->synced_seg = db->active->no;
     db->synced_off = db->active->size;
     if ((rc = db_start_flusher(db))) goto fail;
@@ -553,15 +725,19 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
     pthread_mutex_unlock(&db->sync_mu);
 
     /* Everything written before this point is covered by the sync below. */
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct segment *s = db->active;
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
-    pthread_mutex_unlock(&db->write_mu);
+    uint64_t target_lsn = db->last_lsn;   /* every batch up to it is in the file below target_off */
+    uint64_t target_live = db_live_now(db);
+    db_write_unlock(db);
 
     int rc = JVDB_OK;
     if (io_fdatasync(s->fd) < 0) rc = db_fail(db, err_errno(errno, "fdatasync of %s failed", s->path));
     seg_unref(s);
+    /* Durable: readers may see it now (before anyone is told it is synced). */
+    if (rc == JVDB_OK) db_publish(db, target_lsn, target_live);
 
     pthread_mutex_lock(&db->sync_mu);
     db->sync_running = false;
@@ -578,10 +754,10 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
 
 int db_sync_all(jvdb_db *db)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct segment *s = db->active;
     uint64_t no = s->no, off = s->size;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return db_sync_upto(db, no, off);
 }
 
@@ -617,6 +793,7 @@ static void *db_flusher_main(void *arg)
 
 int db_store_manifest_locked(jvdb_db *db)
 {
+    assert(db_writer_held(db));
     int rc = db_check_writable(db);
     if (rc) return rc;
     db->m.lsn_floor = db->last_lsn;
@@ -625,6 +802,7 @@ int db_store_manifest_locked(jvdb_db *db)
 
 int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
 {
+    assert(db_writer_held(db));
     struct segment *old = db->active;
     /* The sealed segment must be entirely durable before anything lands in its successor, so that
      * "synced up to (segment, offset)" also covers every older segment. */
@@ -654,13 +832,14 @@ int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
         return rc;
     }
     io_crash_point("seal.after_manifest");
-    pthread_rwlock_wrlock(&db->lock);
+    /* Everything applied so far is in the old segment, which is durable now. */
+    db_publish(db, db->last_lsn, db_live_now(db));
     rc = db_segs_push(db, s);
     if (rc == JVDB_OK) {
         old->sealed = true;
         db->active = s;
+        if ((rc = db_publish_segs(db))) db->active = old;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         seg_unref(s);
         return db_fail(db, rc);
@@ -718,8 +897,32 @@ static void db_buf_put(char *p, size_t len)
     if (len > DB_KEEP_BUF) free(p);
 }
 
+/* DB_WRITE_BULK: which ops still apply (keep[i]), under write_mu; *total shrinks by the dropped. */
+static void db_bulk_keep_locked(jvdb_db *db, const struct db_op *ops, size_t n, const char *buf, uint8_t *keep,
+                                size_t *total, size_t *kept)
+{
+    *kept = 0;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len = ((const struct rec_header *)(buf + off))->total_len;
+        off += len;
+        /* The newest version, published or not: only writers change it, and we are the writer. */
+        struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
+        int live = e && e->kind == REC_KIND_PUT;
+        keep[i] = (ops[i].kind == REC_KIND_PUT || live) && (!ops[i].if_lsn || (live && e->lsn == ops[i].if_lsn));
+        if (keep[i]) (*kept)++;
+        else *total -= len;
+    }
+}
+
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
 {
+    return db_write_ops(db, ops, n, 0, last_lsn, NULL);
+}
+
+int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied)
+{
+    if (applied) *applied = 0;
     if (n == 0) return err_set(JVDB_EINVAL, "empty batch");
     uint32_t dim = db->m.dim;
     size_t total = 0;
@@ -727,6 +930,8 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     if (total > UINT32_MAX) return err_set(JVDB_EINVAL, "batch of %zu bytes is too large (limit 4 GiB)", total);
     char *buf = db_buf_get(total);
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
+    size_t buf_len = total;   /* DB_WRITE_BULK may shrink total; the buffer's fate follows its size */
+    uint8_t *keep = NULL;     /* DB_WRITE_BULK: which ops still apply (before any goto unlock) */
     int64_t now = clock_wall_ns();
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
@@ -736,20 +941,40 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     }
 
     int rc = db_check_writable(db);
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (rc) goto unlock;
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;
     }
+    size_t kept = n;
+    if (flags & DB_WRITE_BULK) {
+        /* Liveness and if_lsn are decided here because only writers change them. */
+        if (!(keep = malloc(n))) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            goto unlock;
+        }
+        db_bulk_keep_locked(db, ops, n, buf, keep, &total, &kept);
+        if (kept == 0) goto unlock;
+        if (kept < n) {
+            size_t src = 0, dst = 0;
+            for (size_t i = 0; i < n; i++) {
+                uint32_t len = ((struct rec_header *)(buf + src))->total_len;
+                if (keep[i]) {
+                    memmove(buf + dst, buf + src, len);
+                    dst += len;
+                }
+                src += len;
+            }
+        }
+        n = kept;
+    }
     /* Deletes must name live vectors: checked here because only writers change liveness. */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && !keep; i++) {
         if (ops[i].kind != REC_KIND_DELETE) continue;
-        int live = 0;
-        pthread_rwlock_rdlock(&db->lock);
+        /* The newest version, published or not: only writers change it, and we are the writer. */
         struct kd_entry *e = keydir_find(&db->kd, ops[i].id, ops[i].id_len);
-        live = e && e->kind == REC_KIND_PUT;
-        pthread_rwlock_unlock(&db->lock);
+        int live = e && e->kind == REC_KIND_PUT;
         /* Earlier ops of the same batch may create or delete the id. */
         for (size_t j = 0; j < i; j++)
             if (ops[j].id_len == ops[i].id_len && !memcmp(ops[j].id, ops[i].id, ops[i].id_len))
@@ -790,14 +1015,12 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
         goto unlock;
     }
     io_crash_point("write.after_append");
-    pthread_rwlock_wrlock(&db->lock);
-    s->size = start + total;
+    __atomic_store_n(&s->size, start + total, __ATOMIC_RELEASE);
     for (size_t p = 0; p < total;) {
         const struct rec_header *h = (const struct rec_header *)(buf + p);
         if ((rc = keydir_apply_copy(&db->kd, s, start + p, h, dim))) break;
         p += h->total_len;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         /* The bytes are in the file but the index could not take them: state unknown. */
         db_fail(db, rc);
@@ -806,14 +1029,20 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
     bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
-    pthread_mutex_unlock(&db->write_mu);
-    db_buf_put(buf, total);
+    /* Lazy modes publish at once; sync=always publishes after the sync (db_sync_upto). */
+    if (!wait_sync) db_publish(db, lsn, db_live_now(db));
+    db_gc_locked(db);
+    db_write_unlock(db);
+    db_buf_put(buf, buf_len);
+    free(keep);
     if (wait_sync && (rc = db_sync_upto(db, seg_no, end))) return rc;
     if (last_lsn) *last_lsn = lsn;
+    if (applied) *applied = n;
     return JVDB_OK;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
-    db_buf_put(buf, total);
+    db_write_unlock(db);
+    db_buf_put(buf, buf_len);
+    free(keep);
     return rc;
 }
 
@@ -840,7 +1069,7 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         if (h->lsn > max_lsn) max_lsn = h->lsn;
         off = next;
     }
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;
@@ -856,24 +1085,25 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         if (io_ftruncate(s->fd, (off_t)start) < 0) db_fail(db, JVDB_EIO);
         goto unlock;
     }
-    pthread_rwlock_wrlock(&db->lock);
-    s->size = start + len;
-    for (uint64_t p = start; p < s->size && rc == JVDB_OK;) {
+    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
+    for (uint64_t p = start; p < start + len && rc == JVDB_OK;) {
         rc = keydir_apply(&db->kd, s, p, db->m.dim);
         p += ((const struct rec_header *)(s->map + p))->total_len;
     }
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         db_fail(db, rc);
         goto unlock;
     }
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
-    uint64_t seg_no = s->no, end = s->size;
-    pthread_mutex_unlock(&db->write_mu);
+    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
+    db_write_unlock(db);
     free(buf);
-    return db_sync_upto(db, seg_no, end);
+    /* Always synced (a restore acknowledges nothing it could lose), then published. */
+    rc = db_sync_upto(db, seg_no, end);
+    if (rc == JVDB_OK) db_publish(db, publish, publish_live);
+    return rc;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
 out:
     free(buf);
     return rc;
@@ -983,7 +1213,7 @@ int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out)
     if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
     int rc = db_check_id(id, "");
     if (rc) return rc;
-    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0};
+    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0, 0};
     return db_write(db, &op, 1, lsn_out);
 }
 
@@ -996,35 +1226,35 @@ int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out)
     int rc = db_check_id(id, "");
     if (rc) return rc;
     if (meta_out) *meta_out = NULL;
-    pthread_rwlock_rdlock(&db->lock);
-    struct kd_entry *e = keydir_find(&db->kd, id, strlen(id));
+    rp_enter();
+    /* The snapshot before the table (see jvdb_search): C leaves argument order open. */
+    uint64_t snap = db_snapshot_lsn(db);
+    const struct kd_entry *e = keydir_visible(keydir_find(&db->kd, id, strlen(id)), snap);
     if (!e || e->kind != REC_KIND_PUT) {
-        pthread_rwlock_unlock(&db->lock);
+        rp_exit();
         return err_set(JVDB_ENOTFOUND, "vector '%s' not found in database '%s'", id, db->m.name);
     }
-    __atomic_fetch_add(&e->hits, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
     const struct rec_header *h = keydir_record(e);
     if (vector_out) memcpy(vector_out, rec_vector(h), (size_t)db->m.dim * sizeof(float));
     if (meta_out && h->meta_len) {
         char *m = malloc(h->meta_len + 1);
         if (!m) {
-            pthread_rwlock_unlock(&db->lock);
+            rp_exit();
             return err_set(JVDB_ENOMEM, "out of memory");
         }
         memcpy(m, rec_meta(h, db->m.dim), h->meta_len);
         m[h->meta_len] = '\0';
         *meta_out = m;
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
     return JVDB_OK;
 }
 
 uint64_t jvdb_count(jvdb_db *db)
 {
-    pthread_rwlock_rdlock(&db->lock);
-    uint64_t n = db->kd.live;
-    pthread_rwlock_unlock(&db->lock);
-    return n;
+    /* As readers see it: the count at the visible LSN. */
+    return __atomic_load_n(&db->visible_live, __ATOMIC_RELAXED);
 }
 
 int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
@@ -1032,14 +1262,18 @@ int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg)
     err_clear();
     if (!db || !fn) return err_set(JVDB_EINVAL, "database handle or callback is NULL");
     int rc = JVDB_OK;
-    pthread_rwlock_rdlock(&db->lock);
-    for (uint32_t s = 0; s < db->kd.nslots && rc == 0; s++) {
-        struct kd_entry *e = db->kd.slot_owner[s];
-        if (!e) continue;
+    /* One snapshot for the whole walk: every vector as of one published batch. */
+    rp_enter();
+    uint64_t snap = db_snapshot_lsn(db);
+    uint32_t nslots;
+    const struct kd_slots *sl = keydir_slots(&db->kd, &nslots);
+    for (uint32_t s = 0; s < nslots && rc == 0; s++) {
+        const struct kd_entry *e = NULL;
+        if (!keydir_slot_vector(sl, s, snap, db->m.dim, &e) || !e) continue;
         const struct rec_header *h = keydir_record(e);
         rc = fn(arg, e->id, e->id_len, rec_vector(h), h->meta_len ? rec_meta(h, db->m.dim) : NULL, h->meta_len, e->lsn);
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
     return rc;
 }
 
@@ -1048,25 +1282,28 @@ int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
     err_clear();
     if (!db || !out) return err_set(JVDB_EINVAL, "database handle or output is NULL");
     memset(out, 0, sizeof *out);
-    pthread_rwlock_rdlock(&db->lock);
+    rp_enter();
     uint64_t records = 0;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        const struct segment *s = db->segs[i];
-        out->file_bytes += s->size;
-        out->live_bytes += s->live_bytes;
-        records += s->records;
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++) {
+        const struct segment *s = l->segs[i];
+        out->file_bytes += __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
+        out->live_bytes += __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+        records += __atomic_load_n(&s->records, __ATOMIC_RELAXED);
     }
-    out->segments = (uint32_t)db->nsegs;
-    out->live_records = db->kd.live;
-    out->tombstones = db->kd.tombstones;
-    out->dead_records = records - db->kd.live;
-    pthread_rwlock_unlock(&db->lock);
+    out->segments = (uint32_t)l->n;
+    out->live_records = __atomic_load_n(&db->visible_live, __ATOMIC_RELAXED);
+    out->tombstones = __atomic_load_n(&db->kd.tombstones, __ATOMIC_RELAXED);
+    out->dead_records = records > out->live_records ? records - out->live_records : 0;
+    rp_exit();
+    if (out->live_bytes + out->segments * (uint64_t)SEG_HEADER_SIZE > out->file_bytes)
+        out->live_bytes = out->file_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_bytes = out->file_bytes - out->live_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_ratio = out->file_bytes ? (double)out->dead_bytes / (double)out->file_bytes : 0.0;
     out->last_lsn = __atomic_load_n(&db->last_lsn, __ATOMIC_ACQUIRE);
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     out->backup_horizon = db->m.backup_horizon;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return JVDB_OK;
 }
 
@@ -1079,7 +1316,7 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     if (mode == JVDB_SYNC_INTERVAL) o.sync_interval_ms = interval_ms;
     int rc = db_check_options(&o);
     if (rc) return rc;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     jvdb_sync_mode old_mode = db->m.sync;
     uint32_t old_ms = db->m.sync_interval_ms;
     __atomic_store_n(&db->m.sync, mode, __ATOMIC_RELAXED);
@@ -1091,7 +1328,7 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     } else {
         rc = db_start_flusher(db);
     }
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     /* Leaving a lazy mode: make what was written under it durable now. */
     if (rc == JVDB_OK && mode == JVDB_SYNC_ALWAYS) rc = db_sync_all(db);
     return rc;
@@ -1099,9 +1336,9 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
 
 int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     if (!db->m.extra && !(db->m.extra = json_object())) {
-        pthread_mutex_unlock(&db->write_mu);
+        db_write_unlock(db);
         json_decref(value);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
@@ -1115,18 +1352,18 @@ int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
         else json_object_del(db->m.extra, key);
     }
     if (old) json_decref(old);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     uint64_t old = db->m.backup_horizon;
     db->m.backup_horizon = lsn;
     int rc = db_store_manifest_locked(db);
     if (rc) db->m.backup_horizon = old;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
@@ -1143,4 +1380,19 @@ void db_close(jvdb_db *db)
     if (db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
         log_error("final sync of database '%s' failed: %s", db->m.name, jvdb_errmsg());
     db_free(db);
+}
+
+void db_start_writeback(jvdb_db *db, uint64_t *seg_no, uint64_t *from)
+{
+    db_write_lock(db);
+    struct segment *s = db->active;
+    uint64_t no = s->no, size = s->size;
+    int fd = s->fd;
+    db_write_unlock(db);
+    if (no != *seg_no) {
+        *seg_no = no;
+        *from = 0;
+    }
+    if (size > *from) sync_file_range(fd, (off_t)*from, (off_t)(size - *from), SYNC_FILE_RANGE_WRITE);
+    *from = size;
 }

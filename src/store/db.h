@@ -1,21 +1,23 @@
 #ifndef JVDB_STORE_DB_H
 #define JVDB_STORE_DB_H
 /*
- * The database object shared by the store and the layers above it (search, compact, backup).
+ * What the store offers the layers above it (search, compact, backup) about one database.  The
+ * object itself (struct jvdb_db) is opaque outside src/store (store/db_impl.h): those layers go
+ * through the functions below, so the locking rules live in one place.
  *
- * Locking, outermost first:
- *   write_mu  one writer at a time: LSN assignment, appends, seals, MANIFEST changes.
- *   lock      rwlock over the keydir, the segment list and segment sizes.  Readers hold it shared
- *             while they touch mapped records; writers hold it exclusively only to apply records
- *             that are already in the file (a pointer swap, not I/O).
- *   sync_mu   group-commit state.
+ * Readers take no lock: inside a read section (store/readpath.h) they read the published segment
+ * list, the keydir and mapped records as of their snapshot LSN, db_snapshot_lsn(), taken when they
+ * start.  Nothing they can reach is freed or unmapped before they leave.  Writers serialise among
+ * themselves only (store/db_impl.h has the lock order).
  */
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
 #include "jvdb.h"
 #include "store/keydir.h"
+#include "store/readpath.h"
 #include "store/manifest.h"
 #include "store/segment.h"
 
@@ -28,49 +30,11 @@
  *             db->bad and the scan resumes at the next record that verifies. */
 enum db_mode { DB_MODE_WRITE = 0, DB_MODE_READONLY, DB_MODE_SALVAGE };
 
-/* A byte range of a segment that recovery could not use (SALVAGE mode). */
-struct db_bad {
-    struct segment *seg;
-    uint64_t off, len;
-    char why[96];
-};
-
-struct jvdb_db {
-    jvdb_env *env;
-    char *dir;
-    struct manifest m;                  /* guarded by write_mu, except: name, dim and metric never
-                                         * change after open and are read without a lock (so never
-                                         * assign the whole struct); sync and sync_interval_ms are
-                                         * also written with atomics for the flusher */
-    pthread_mutex_t write_mu;
-    pthread_rwlock_t lock;
-    struct keydir kd;
-    struct segment **segs;              /* every segment, ascending by number */
-    size_t nsegs, segs_cap;
-    struct segment *active;             /* the one appended to (write_mu to change, lock to read) */
-    uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
-
-    pthread_mutex_t sync_mu;
-    pthread_cond_t sync_cv;
-    bool sync_running;
-    uint64_t synced_seg, synced_off;    /* everything up to here is on stable storage */
-
-    pthread_t flusher;                  /* sync=interval background fdatasync */
-    bool flusher_started;
-    bool stopping;                      /* guarded by sync_mu */
-
-    atomic_bool compacting;             /* one compaction per database at a time (src/compact) */
-    int env_refs;                       /* env_db_acquire holders (the env's mutex guards it) */
-    atomic_bool dropping;               /* being dropped or replaced: background jobs keep off */
-    atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
-    char failed_msg[512];
-    enum db_mode mode;                  /* fixed at load */
-    struct db_bad *bad;                 /* SALVAGE: what the scan skipped, in file order */
-    size_t nbad;
-
-    /* Upper layers attach per-database state here (the search index), freed through the hook. */
-    void *ext;
-    void (*ext_free)(void *ext);
+/* An immutable list of the segments (ascending by number), replaced whole under write_mu. */
+struct db_seglist {
+    size_t n;
+    struct segment *active;
+    struct segment *segs[];
 };
 
 /* One write of a batch, already validated (the vector is stored as given, for every metric). */
@@ -81,17 +45,29 @@ struct db_op {
     const float *vector;
     const char *meta;
     size_t meta_len;
+    uint64_t if_lsn;                    /* DB_WRITE_BULK: apply only if the id's newest LSN is this (0 = any) */
 };
 
 /* Appends ops as one all-or-nothing batch and waits for durability as the sync mode says.
  * Deletes of ids that are not live fail with JVDB_ENOTFOUND (checked under the writer lock). */
 int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn);
+/* The same with flags.  DB_WRITE_BULK (the ids of ops are distinct): a delete of an id that is not
+ * live, and an op whose if_lsn is not the id's newest LSN, are dropped from the batch instead of
+ * failing it; *applied (optional) receives how many ops were written (0: nothing written, JVDB_OK). */
+#define DB_WRITE_BULK 1u
+int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied);
 
 /* Appends records that were written elsewhere (a backup being restored), keeping their LSNs and
  * contents: each is validated (rec_check against this database's dimension), its batch flag is
  * rewritten so the whole call is one all-or-nothing batch, and the LSN counter moves past the
  * largest.  `recs` is a sequence of whole records, 64-byte aligned in total. */
 int db_append_raw(jvdb_db *db, const void *recs, size_t len);
+
+/* Starts the kernel's write-back of the active segment's bytes appended since (*seg_no, *from) and
+ * moves that mark to the end (a restore's build is written with sync off and made durable by one
+ * fdatasync at the end; kicking as it goes overlaps the writing with decoding).  The segment is read
+ * under write_mu; the kick runs outside it. */
+void db_start_writeback(jvdb_db *db, uint64_t *seg_no, uint64_t *from);
 
 /* Opens (recovers) a database directory in `mode` / closes it. */
 int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out);
@@ -122,6 +98,55 @@ void env_db_release(jvdb_env *env, jvdb_db *db);
 int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built);
 int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out);
 void env_build_abort(jvdb_env *env, jvdb_db *built);
+/* ---- readers (inside a read section, store/readpath.h) */
+/* The LSN to read at: every batch up to it is published (and, with sync=always, durable). */
+uint64_t db_snapshot_lsn(const jvdb_db *db);
+/* The published segment list; valid until the read section ends. */
+const struct db_seglist *db_segments(const jvdb_db *db);
+/* The keydir, for keydir_find / keydir_slots / keydir_visible (never its writer functions). */
+const struct keydir *db_keydir(const jvdb_db *db);
+
+/* ---- settings and state for the layers above (each call takes what lock it needs) */
+uint64_t db_segment_max(jvdb_db *db);
+uint64_t db_backup_horizon(jvdb_db *db);
+int64_t db_created_ns(const jvdb_db *db);
+/* When it was last compacted (its creation time if never). */
+int64_t db_last_compaction_ns(jvdb_db *db);
+/* A deep copy of MANIFEST extra `key` (the whole extra object when key is NULL; an empty object
+ * if there is none), or NULL when the key is absent.  The caller owns the reference. */
+json_t *db_manifest_extra(jvdb_db *db, const char *key);
+/* One compaction per database: claim returns 0 when one is running already. */
+int db_compaction_claim(jvdb_db *db);
+void db_compaction_release(jvdb_db *db);
+int db_is_dropping(const jvdb_db *db);
+/* The database's directory (fixed at load). */
+const char *db_dir(const jvdb_db *db);
+/* Whether its files may be changed now: opened for writing, not failed, not being dropped
+ * (a check without an error message, for layers that only skip optional files). */
+int db_writable(const jvdb_db *db);
+/* Takes / releases the writer lock (write_mu) around a short in-memory step that must see no write
+ * meanwhile and cannot be one call (db_as_writer); never across I/O. */
+void db_writer_enter(jvdb_db *db);
+void db_writer_exit(jvdb_db *db);
+/* Per-database state of an upper layer (the search index), freed by ext_free when the database
+ * closes.  db_ext is an acquire load; db_set_ext publishes (release). */
+void *db_ext(const jvdb_db *db);
+void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext));
+/* Runs fn(ctx) as the writer (write_mu held): keydir hooks see no write meanwhile. */
+int db_as_writer(jvdb_db *db, int (*fn)(void *ctx), void *ctx);
+/* Sets the keydir's slot hook (NULL hook: removes it if ctx is the current one); write_mu held
+ * by the caller through db_as_writer, or taken here when `locked` is 0. */
+void db_set_slot_hook(jvdb_db *db, kd_slot_hook hook, void *ctx, int locked);
+/* Restore's last step on a database being built: the LSN counter moves to at least lsn_to and
+ * `extra` (may be NULL) is merged into the MANIFEST extras, persisted. */
+int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra);
+/* Publishes segs/active as the readers' segment list (write_mu held); the old one is deferred. */
+int db_publish_segs(jvdb_db *db);
+/* Runs the deferred work that is due (trims of superseded versions, frees); write_mu held. */
+void db_gc_locked(jvdb_db *db);
+/* Waits (up to timeout_ms) until every version superseded at or below the visible LSN has been
+ * unlinked, so that tombstones in sealed segments stand alone (compaction, before listing). */
+void db_settle(jvdb_db *db, unsigned timeout_ms);
 /* Makes everything appended so far durable. */
 int db_sync_all(jvdb_db *db);
 /* Seals the active segment and starts a new one; write_mu must be held. */

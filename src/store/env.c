@@ -23,7 +23,7 @@
 #include "core/fs.h"
 #include "core/io.h"
 #include "core/log.h"
-#include "store/db.h"
+#include "store/db_impl.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,15 +1,27 @@
 /*
- * keydir.c — the in-memory index from vector id to its newest record (DESIGN.md 4, "Keydir").
+ * keydir.c — the in-memory index from vector id to its newest record (DESIGN.md 4, "Keydir"), read
+ * without locks (store/readpath.c has the design notes).
  *
- * An open-addressing hash table of entry pointers (linear probing, backward-shift deletion) and a
- * slot table that packs the live vectors' pointers densely so that a search scans an array instead
- * of chasing the hash table.  Slots are stable while a vector lives (the HNSW index refers to them)
- * and are reused after deletion.  It is rebuilt at open by applying every record; "newest LSN wins"
- * makes the result independent of application order, which is what makes compaction's duplicate
- * copies and recovery after a crash harmless.
+ * An open-addressing hash table of entry pointers (linear probing; removed entries leave a KD_DEAD
+ * marker so that a reader probing concurrently never loses the chain, and growing drops them) and
+ * a slot table that packs the live vectors' pointers densely so that a search scans an array
+ * instead of chasing the hash table.  Slots are stable while a vector lives (the HNSW index refers
+ * to them) and are reused after deletion, once no reader can still look for the deleted vector.
+ * It is rebuilt at open by applying every record; "newest LSN wins" makes the result independent
+ * of application order, which is what makes compaction's duplicate copies and recovery after a
+ * crash harmless.
+ *
+ * Versions.  An entry is immutable once published (but for `rec`, which compaction repoints to an
+ * identical copy, and `prev`, which trimming cuts).  A write publishes a new entry whose prev is
+ * the one it supersedes; a reader at snapshot S walks prev to the newest version with LSN <= S.
+ * The superseded version stays linked until `visible` has passed its successor and a grace period
+ * has gone by (so no reader can still have S below it): then prev is cut, and after one more grace
+ * period the old version is freed.  A deleted vector keeps its slot (owned by the tombstone) until
+ * then, so that a scan at an older snapshot still finds it.
  *
  * Accounting: each segment knows how many of its records and bytes the keydir points at as live
- * puts; everything else in the file is dead, which is what compaction reclaims.
+ * puts (newest versions only); everything else in the file is dead, which is what compaction
+ * reclaims.
  */
 #include "store/keydir.h"
 
@@ -19,58 +31,155 @@
 #include <string.h>
 #include <xxhash.h>
 
-int keydir_init(struct keydir *kd)
+#define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#define SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
+
+static struct kd_table *kd_table_new(size_t cap)
+{
+    struct kd_table *t = calloc(1, sizeof *t + cap * sizeof t->b[0]);
+    if (t) t->cap = cap;
+    return t;
+}
+
+static struct kd_slots *kd_slots_new(uint32_t cap)
+{
+    struct kd_slots *s = calloc(1, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
+    if (!s) return NULL;
+    s->cap = cap;
+    s->lsn = (uint64_t *)(s + 1);
+    s->vec = (const float **)(s->lsn + cap);
+    s->owner = (struct kd_entry **)(s->vec + cap);
+    return s;
+}
+
+int keydir_init(struct keydir *kd, struct rp_domain *gc)
 {
     memset(kd, 0, sizeof *kd);
-    kd->cap = 1024;
-    kd->table = calloc(kd->cap, sizeof *kd->table);
-    if (!kd->table) return err_set(JVDB_ENOMEM, "out of memory");
+    kd->gc = gc;
+    kd->table = kd_table_new(1024);
+    kd->slots = kd_slots_new(1024);
+    if (!kd->table || !kd->slots) {
+        free(kd->table);
+        free(kd->slots);
+        kd->table = NULL;
+        kd->slots = NULL;
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
     return JVDB_OK;
+}
+
+static void kd_free_chain(struct kd_entry *e)
+{
+    while (e) {
+        struct kd_entry *p = e->prev;
+        free(e);
+        e = p;
+    }
 }
 
 void keydir_free(struct keydir *kd)
 {
     if (kd->table)
-        for (size_t i = 0; i < kd->cap; i++) free(kd->table[i].e);
+        for (size_t i = 0; i < kd->table->cap; i++)
+            if (kd->table->b[i].e && kd->table->b[i].e != KD_DEAD) kd_free_chain(kd->table->b[i].e);
     free(kd->table);
-    free(kd->slot_vec);
-    free(kd->slot_owner);
+    free(kd->slots);
     free(kd->free_slots);
+    free(kd->trims);
     memset(kd, 0, sizeof *kd);
+}
+
+/* Unpublished memory: freed at once while there can be no reader (loading), else after a grace period. */
+static void kd_retire(struct keydir *kd, void *p)
+{
+    if (!kd->history || !kd->gc) free(p);
+    else rp_defer(kd->gc, rp_free_fn, NULL, p);
 }
 
 static uint64_t kd_hash(const char *id, size_t len) { return XXH3_64bits(id, len); }
 
-static size_t kd_probe(const struct keydir *kd, const char *id, size_t id_len, uint64_t hash)
+static int kd_same(const struct kd_bucket *b, const struct kd_entry *e, uint64_t hash, const char *id, size_t id_len)
 {
-    size_t mask = kd->cap - 1;
-    size_t i = (size_t)hash & mask;
-    for (;;) {
-        const struct kd_bucket *b = &kd->table[i];
-        if (!b->e || (b->hash == hash && b->e->id_len == id_len && memcmp(b->e->id, id, id_len) == 0)) return i;
-        i = (i + 1) & mask;
-    }
+    return e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash && e->id_len == id_len &&
+           memcmp(e->id, id, id_len) == 0;
 }
 
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
 {
-    return kd->table[kd_probe(kd, id, id_len, kd_hash(id, id_len))].e;
+    const struct kd_table *t = LD(&kd->table);
+    uint64_t hash = kd_hash(id, id_len);
+    size_t mask = t->cap - 1;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        struct kd_entry *e = LD(&t->b[i].e);
+        if (!e) return NULL;
+        if (kd_same(&t->b[i], e, hash, id, id_len)) return e;
+    }
+}
+
+const struct kd_entry *keydir_visible(const struct kd_entry *e, uint64_t snap)
+{
+    while (e && e->lsn > snap) e = LD(&e->prev);
+    return e;
+}
+
+const float *keydir_slot_vector(const struct kd_slots *sl, uint32_t s, uint64_t snap, uint32_t dim,
+                                const struct kd_entry **owner)
+{
+    (void)dim;
+    const float *v = LD(&sl->vec[s]);
+    if (LD(&sl->lsn[s]) <= snap) {
+        if (owner) *owner = v ? keydir_visible(LD(&sl->owner[s]), snap) : NULL;
+        if (owner && v && (!*owner || (*owner)->kind != REC_KIND_PUT)) return NULL;
+        return v;
+    }
+    /* Changed after the snapshot: the version the snapshot saw, if it saw one. */
+    const struct kd_entry *e = keydir_visible(LD(&sl->owner[s]), snap);
+    if (!e || e->kind != REC_KIND_PUT) return NULL;
+    if (owner) *owner = e;
+    return rec_vector(keydir_record(e));
+}
+
+/* Writer probe: the bucket of `id`, or where to insert it (the first KD_DEAD on the way, else the
+ * empty bucket ending the chain); *found says which. */
+static size_t kd_probe(const struct kd_table *t, const char *id, size_t id_len, uint64_t hash, int *found)
+{
+    size_t mask = t->cap - 1, dead = SIZE_MAX;
+    for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
+        struct kd_entry *e = t->b[i].e;
+        if (!e) {
+            *found = 0;
+            return dead != SIZE_MAX ? dead : i;
+        }
+        if (e == KD_DEAD) {
+            if (dead == SIZE_MAX) dead = i;
+            continue;
+        }
+        if (t->b[i].hash == hash && e->id_len == id_len && memcmp(e->id, id, id_len) == 0) {
+            *found = 1;
+            return i;
+        }
+    }
 }
 
 static int kd_grow(struct keydir *kd)
 {
-    size_t ncap = kd->cap * 2;
-    struct kd_bucket *nt = calloc(ncap, sizeof *nt);
+    struct kd_table *old = kd->table;
+    /* Only entries count: a table full of KD_DEAD markers is rebuilt at the same size. */
+    size_t ncap = (kd->count + 1) * 10 > old->cap * 5 ? old->cap * 2 : old->cap;
+    struct kd_table *nt = kd_table_new(ncap);
     if (!nt) return err_set(JVDB_ENOMEM, "out of memory growing the keydir");
-    for (size_t i = 0; i < kd->cap; i++) {
-        if (!kd->table[i].e) continue;
-        size_t j = (size_t)kd->table[i].hash & (ncap - 1);
-        while (nt[j].e) j = (j + 1) & (ncap - 1);
-        nt[j] = kd->table[i];
+    for (size_t i = 0; i < old->cap; i++) {
+        struct kd_entry *e = old->b[i].e;
+        if (!e || e == KD_DEAD) continue;
+        size_t j = (size_t)old->b[i].hash & (ncap - 1);
+        while (nt->b[j].e) j = (j + 1) & (ncap - 1);
+        nt->b[j] = old->b[i];
     }
-    free(kd->table);
-    kd->table = nt;
-    kd->cap = ncap;
+    ST(&kd->table, nt);
+    kd->used = kd->count;
+    kd_retire(kd, old);
     return JVDB_OK;
 }
 
@@ -80,18 +189,28 @@ static int kd_slot_alloc(struct keydir *kd, uint32_t *slot)
         *slot = kd->free_slots[--kd->nfree];
         return JVDB_OK;
     }
-    if (kd->nslots == kd->slot_cap) {
-        uint32_t ncap = kd->slot_cap ? kd->slot_cap * 2 : 1024;
-        const float **nv = realloc(kd->slot_vec, ncap * sizeof *nv);
-        if (!nv) return err_set(JVDB_ENOMEM, "out of memory growing the slot table");
-        kd->slot_vec = nv;
-        struct kd_entry **no = realloc(kd->slot_owner, ncap * sizeof *no);
-        if (!no) return err_set(JVDB_ENOMEM, "out of memory growing the slot table");
-        kd->slot_owner = no;
-        kd->slot_cap = ncap;
+    struct kd_slots *sl = kd->slots;
+    if (kd->nslots == sl->cap) {
+        struct kd_slots *n = kd_slots_new(sl->cap * 2);
+        if (!n) return err_set(JVDB_ENOMEM, "out of memory growing the slot table");
+        memcpy(n->lsn, sl->lsn, sl->cap * sizeof *n->lsn);
+        memcpy(n->vec, sl->vec, sl->cap * sizeof *n->vec);
+        memcpy(n->owner, sl->owner, sl->cap * sizeof *n->owner);
+        ST(&kd->slots, n);
+        kd_retire(kd, sl);
     }
-    *slot = kd->nslots++;
+    *slot = kd->nslots;
+    ST(&kd->nslots, kd->nslots + 1);
     return JVDB_OK;
+}
+
+/* Publishes what slot s holds: the LSN first, so a reader that sees the new vector sees it too. */
+static void kd_slot_set(struct keydir *kd, uint32_t s, uint64_t lsn, struct kd_entry *owner, const float *vec)
+{
+    struct kd_slots *sl = kd->slots;
+    ST(&sl->lsn[s], lsn);
+    ST(&sl->owner[s], owner);
+    ST(&sl->vec[s], vec);
 }
 
 static int kd_slot_release(struct keydir *kd, uint32_t slot)
@@ -103,10 +222,8 @@ static int kd_slot_release(struct keydir *kd, uint32_t slot)
         kd->free_slots = nf;
         kd->free_cap = ncap;
     }
-    kd->slot_vec[slot] = NULL;
-    kd->slot_owner[slot] = NULL;
+    kd_slot_set(kd, slot, 0, NULL, NULL);
     kd->free_slots[kd->nfree++] = slot;
-    if (kd->hook) kd->hook(kd->hook_ctx, slot, 0);
     return JVDB_OK;
 }
 
@@ -114,23 +231,41 @@ static int kd_slot_release(struct keydir *kd, uint32_t slot)
 static void kd_unaccount(struct keydir *kd, struct kd_entry *e)
 {
     if (e->kind == REC_KIND_PUT) {
-        e->seg->live_records--;
-        e->seg->live_bytes -= e->rec_len;
-        kd->live--;
+        SUB(&e->seg->live_records, 1);
+        SUB(&e->seg->live_bytes, e->rec_len);
+        SUB(&kd->live, 1);
     } else {
-        kd->tombstones--;
+        SUB(&kd->tombstones, 1);
     }
 }
 
 static void kd_account(struct keydir *kd, struct kd_entry *e)
 {
     if (e->kind == REC_KIND_PUT) {
-        e->seg->live_records++;
-        e->seg->live_bytes += e->rec_len;
-        kd->live++;
+        ADD(&e->seg->live_records, 1);
+        ADD(&e->seg->live_bytes, e->rec_len);
+        ADD(&kd->live, 1);
     } else {
-        kd->tombstones++;
+        ADD(&kd->tombstones, 1);
     }
+}
+
+static int kd_trim_push(struct keydir *kd, struct kd_entry *e)
+{
+    if (kd->trim_head + kd->trim_n == kd->trim_cap) {
+        if (kd->trim_head > kd->trim_cap / 2) {
+            memmove(kd->trims, kd->trims + kd->trim_head, kd->trim_n * sizeof *kd->trims);
+            kd->trim_head = 0;
+        } else {
+            size_t ncap = kd->trim_cap ? kd->trim_cap * 2 : 1024;
+            struct kd_entry **n = realloc(kd->trims, ncap * sizeof *n);
+            if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+            kd->trims = n;
+            kd->trim_cap = ncap;
+        }
+    }
+    kd->trims[kd->trim_head + kd->trim_n++] = e;
+    return JVDB_OK;
 }
 
 int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32_t dim)
@@ -141,78 +276,142 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
 int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim)
 {
     const char *id = rec_id(h, dim);
-    seg->records++;
-    if (seg->min_lsn == 0 || h->lsn < seg->min_lsn) seg->min_lsn = h->lsn;
-    if (h->lsn > seg->max_lsn) seg->max_lsn = h->lsn;
-    if ((kd->count + 1) * 10 > kd->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    ADD(&seg->records, 1);
+    uint64_t mn = __atomic_load_n(&seg->min_lsn, __ATOMIC_RELAXED);
+    if (mn == 0 || h->lsn < mn) __atomic_store_n(&seg->min_lsn, h->lsn, __ATOMIC_RELAXED);
+    if (h->lsn > __atomic_load_n(&seg->max_lsn, __ATOMIC_RELAXED)) __atomic_store_n(&seg->max_lsn, h->lsn, __ATOMIC_RELAXED);
+    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    struct kd_table *t = kd->table;
     uint64_t hash = kd_hash(id, h->id_len);
-    size_t pos = kd_probe(kd, id, h->id_len, hash);
-    struct kd_entry *e = kd->table[pos].e;
+    int found;
+    size_t pos = kd_probe(t, id, h->id_len, hash, &found);
+    struct kd_entry *e = found ? t->b[pos].e : NULL;
     if (e && e->lsn >= h->lsn) return JVDB_OK;   /* an equal or newer version is already known */
-    if (!e) {
-        e = malloc(sizeof *e + h->id_len);
-        if (!e) return err_set(JVDB_ENOMEM, "out of memory");
-        memcpy(e->id, id, h->id_len);
-        e->id_len = h->id_len;
-        e->slot = KD_NO_SLOT;
-        e->hits = 0;
-        e->kind = 0;
-        kd->table[pos] = (struct kd_bucket){hash, e};
-        kd->count++;
-    } else {
-        kd_unaccount(kd, e);
+    struct kd_entry *n = malloc(sizeof *n + h->id_len);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    if (e && kd->history && kd_trim_push(kd, n)) {
+        free(n);
+        return JVDB_ENOMEM;
     }
-    e->seg = seg;
-    e->offset = offset;
-    e->lsn = h->lsn;
-    e->rec_len = h->total_len;
-    e->kind = h->kind;
-    kd_account(kd, e);
+    memcpy(n->id, id, h->id_len);
+    n->id_len = h->id_len;
+    n->rec = seg->map + offset;
+    n->prev = kd->history ? e : NULL;
+    n->seg = seg;
+    n->lsn = h->lsn;
+    n->rec_len = h->total_len;
+    n->kind = h->kind;
+    n->hits = e ? __atomic_load_n(&e->hits, __ATOMIC_RELAXED) : 0;
+    n->slot = e ? e->slot : KD_NO_SLOT;
+    if (e) kd_unaccount(kd, e);
+    kd_account(kd, n);
+    int rc = JVDB_OK;
     if (h->kind == REC_KIND_PUT) {
-        if (e->slot == KD_NO_SLOT && kd_slot_alloc(kd, &e->slot)) return JVDB_ENOMEM;
-        kd->slot_vec[e->slot] = (const float *)(seg->map + offset + REC_HEADER_SIZE);
-        kd->slot_owner[e->slot] = e;
-        if (kd->hook) kd->hook(kd->hook_ctx, e->slot, 1);
-    } else if (e->slot != KD_NO_SLOT) {
-        uint32_t slot = e->slot;
-        e->slot = KD_NO_SLOT;
-        if (kd_slot_release(kd, slot)) return JVDB_ENOMEM;
+        if (n->slot == KD_NO_SLOT) rc = kd_slot_alloc(kd, &n->slot);
+        if (rc == JVDB_OK) {
+            kd_slot_set(kd, n->slot, n->lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
+            if (kd->hook) kd->hook(kd->hook_ctx, n->slot, 1);
+        }
+    } else if (n->slot != KD_NO_SLOT) {
+        uint32_t slot = n->slot;
+        if (kd->history) {
+            /* The tombstone keeps the slot until no reader can look for the vector (kd_trim_cb). */
+            kd_slot_set(kd, slot, n->lsn, n, NULL);
+        } else {
+            n->slot = KD_NO_SLOT;
+            rc = kd_slot_release(kd, slot);
+        }
+        if (kd->hook) kd->hook(kd->hook_ctx, slot, 0);
     }
-    return JVDB_OK;
+    /* Published even after a failure above: the bucket must name the entry the accounting counts. */
+    if (e) {
+        ST(&t->b[pos].e, n);
+        if (!kd->history) free(e);
+    } else {
+        if (t->b[pos].e == NULL) kd->used++;
+        __atomic_store_n(&t->b[pos].hash, hash, __ATOMIC_RELAXED);
+        ST(&t->b[pos].e, n);
+        kd->count++;
+    }
+    return rc;
 }
 
-void keydir_move(struct keydir *kd, struct kd_entry *e, struct segment *seg, uint64_t offset, uint32_t dim)
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim)
 {
-    (void)dim;
-    kd_unaccount(kd, e);
-    e->seg = seg;
-    e->offset = offset;
-    kd_account(kd, e);
-    if (e->slot != KD_NO_SLOT) kd->slot_vec[e->slot] = rec_vector(keydir_record(e));
-}
-
-void keydir_remove(struct keydir *kd, struct kd_entry *e)
-{
-    size_t mask = kd->cap - 1;
-    size_t i = kd_probe(kd, e->id, e->id_len, kd_hash(e->id, e->id_len));
-    if (kd->table[i].e != e) return;
-    kd_unaccount(kd, e);
-    if (e->slot != KD_NO_SLOT) kd_slot_release(kd, e->slot);
-    free(e);
-    kd->table[i].e = NULL;
-    kd->count--;
-    /* Backward-shift deletion keeps every probe chain unbroken without tombstone markers. */
-    size_t j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        if (!kd->table[j].e) break;
-        size_t home = (size_t)kd->table[j].hash & mask;
-        /* The entry at j may move to the hole at i if its home is not in the cyclic range (i, j]. */
-        int between = i <= j ? (home > i && home <= j) : (home > i || home <= j);
-        if (!between) {
-            kd->table[i] = kd->table[j];
-            kd->table[j].e = NULL;
-            i = j;
+    const struct rec_header *h = (const struct rec_header *)from;
+    struct kd_entry *head = keydir_find(kd, rec_id(h, dim), h->id_len);
+    int moved_head = 0;
+    for (struct kd_entry *v = head; v; v = v->prev) {
+        if (v->rec != from) continue;
+        if (v == head) kd_unaccount(kd, v);
+        v->seg = to;
+        ST(&v->rec, to->map + to_off);
+        if (v == head) {
+            kd_account(kd, v);
+            moved_head = 1;
+            if (v->kind == REC_KIND_PUT && v->slot != KD_NO_SLOT && kd->slots->owner[v->slot] == v)
+                ST(&kd->slots->vec[v->slot], rec_vector((const struct rec_header *)(to->map + to_off)));
         }
     }
+    return moved_head;
 }
+
+int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim)
+{
+    const struct rec_header *h = (const struct rec_header *)rec;
+    const char *id = rec_id(h, dim);
+    struct kd_table *t = kd->table;
+    int found;
+    size_t pos = kd_probe(t, id, h->id_len, kd_hash(id, h->id_len), &found);
+    struct kd_entry *head = found ? t->b[pos].e : NULL;
+    if (!head) return 0;
+    if (head->rec != rec) {
+        /* Superseded since it was listed (a put of the same id): readers at an older snapshot may
+         * still reach it, and for them "no version" means what the tombstone meant. */
+        struct kd_entry *p = head;
+        while (p && p->prev && p->prev->rec != rec) p = p->prev;
+        struct kd_entry *e = p ? p->prev : NULL;
+        if (!e || e->kind != REC_KIND_DELETE || e->prev) return 0;
+        ST(&p->prev, NULL);
+        kd_retire(kd, e);
+        return 1;
+    }
+    struct kd_entry *e = head;
+    if (e->kind != REC_KIND_DELETE || e->prev) return 0;
+    kd_unaccount(kd, e);
+    if (e->slot != KD_NO_SLOT && kd->slots->owner[e->slot] == e) kd_slot_release(kd, e->slot);
+    ST(&t->b[pos].e, KD_DEAD);
+    kd->count--;
+    kd_retire(kd, e);
+    return 1;
+}
+
+/* Deferred: the grace period after `visible` passed e is over, so no reader needs e->prev. */
+static void kd_trim_cb(void *ctx, void *arg)
+{
+    struct keydir *kd = ctx;
+    struct kd_entry *e = arg;
+    struct kd_entry *v = e->prev;
+    ST(&e->prev, NULL);
+    if (v) kd_retire(kd, v);
+    if (e->kind == REC_KIND_DELETE && e->slot != KD_NO_SLOT) {
+        if (kd->slots->owner[e->slot] == e) kd_slot_release(kd, e->slot);
+        e->slot = KD_NO_SLOT;
+    }
+    kd->trim_n_inflight--;
+    if (e->lsn > kd->trim_done_upto) kd->trim_done_upto = e->lsn;
+}
+
+void keydir_trim(struct keydir *kd, uint64_t visible)
+{
+    while (kd->trim_n && kd->trims[kd->trim_head]->lsn <= visible) {
+        struct kd_entry *e = kd->trims[kd->trim_head++];
+        kd->trim_n--;
+        kd->trim_n_inflight++;
+        if (e->lsn > kd->trim_deferred_upto) kd->trim_deferred_upto = e->lsn;
+        rp_defer(kd->gc, kd_trim_cb, kd, e);
+    }
+    if (!kd->trim_n) kd->trim_head = 0;
+}
+
+size_t keydir_trims_pending(const struct keydir *kd) { return kd->trim_n + kd->trim_n_inflight; }

@@ -2,56 +2,103 @@
 #define JVDB_STORE_KEYDIR_H
 /*
  * The keydir: id -> newest record location, plus the dense slot table of live vectors.
- * Not thread-safe by itself: the database's rwlock guards it (writers exclusive, readers shared).
+ *
+ * One writer at a time (the database's write_mu) changes it; readers read it without any lock
+ * inside a read section (store/readpath.h) and see, per id, the newest version whose LSN is at
+ * most their snapshot LSN (keydir_visible).  Fields marked "writer" are the writer's own.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/readpath.h"
 #include "store/record.h"
 #include "store/segment.h"
 
 #define KD_NO_SLOT UINT32_MAX
 
 struct kd_entry {
-    struct segment *seg;
-    uint64_t offset;
+    const uint8_t *rec;        /* atomic: the record in a mapping (compaction repoints it) */
+    struct kd_entry *prev;     /* atomic: the version this one superseded, while a reader may need it */
+    struct segment *seg;       /* writer: the segment holding rec */
     uint64_t lsn;
     uint32_t rec_len;
-    uint32_t slot;             /* KD_NO_SLOT for tombstones */
+    uint32_t slot;             /* writer: the id's slot (KD_NO_SLOT: none) */
     uint32_t hits;             /* read count, bumped with relaxed atomics by readers */
     uint16_t id_len;
     uint8_t kind;
     char id[];
 };
 
-/* Called when a slot gains a vector (added=1: new or replaced) or loses it (added=0). */
+/* Called (write_mu held) when a slot gains a vector (added=1: new or replaced) or loses it (0). */
 typedef void (*kd_slot_hook)(void *ctx, uint32_t slot, int added);
 
-/* A hash table bucket keeps the id's hash beside the entry, so probing past other ids and growing
- * the table never touch the entries themselves (each a cache miss) nor hash ids again. */
+/* A bucket keeps the id's hash beside the entry, so probing past other ids and growing the table
+ * never touch the entries themselves (each a cache miss) nor hash ids again.  Both fields are
+ * accessed atomically: e is stored (release) after hash, so a reader that sees e sees its hash. */
 struct kd_bucket {
     uint64_t hash;
-    struct kd_entry *e;
+    struct kd_entry *e;        /* NULL: never used; KD_DEAD: a removed entry (probing goes on) */
+};
+#define KD_DEAD ((struct kd_entry *)(uintptr_t)1)
+
+struct kd_table {
+    size_t cap;                /* power of two */
+    struct kd_bucket b[];
+};
+
+/* The slot table, replaced whole when it grows.  lsn[s] is the LSN of owner[s] (stored before
+ * vec[s] and owner[s]): a scan at snapshot S uses vec[s] when lsn[s] <= S, else resolves the
+ * owner's version chain (keydir_slot_vector). */
+struct kd_slots {
+    uint32_t cap;
+    const float **vec;         /* slot -> vector in a mapping, NULL when free or deleted */
+    uint64_t *lsn;
+    struct kd_entry **owner;
 };
 
 struct keydir {
-    struct kd_bucket *table;
-    size_t cap;                /* power of two */
-    size_t count;              /* entries, tombstones included */
-    size_t tombstones;
-    const float **slot_vec;    /* slot -> vector in a mapping, NULL when free */
-    struct kd_entry **slot_owner;
-    uint32_t nslots, slot_cap;
-    uint32_t *free_slots;
+    struct kd_table *table;    /* atomic */
+    struct kd_slots *slots;    /* atomic */
+    uint32_t nslots;           /* atomic: slots in use or ever used, below slots->cap */
+    size_t used;               /* writer: buckets holding an entry or KD_DEAD */
+    size_t count;              /* writer: entries, tombstones included */
+    uint64_t live, tombstones; /* atomic (statistics) */
+    uint32_t *free_slots;      /* writer */
     uint32_t nfree, free_cap;
-    uint64_t live;
-    kd_slot_hook hook;
+    kd_slot_hook hook;         /* writer */
     void *hook_ctx;
+    /* History: versions superseded while readers may need them (false while loading: no readers). */
+    bool history;
+    struct rp_domain *gc;      /* where unpublished memory goes (the database's domain) */
+    struct kd_entry **trims;   /* writer: FIFO, ascending LSN, of versions with a prev to cut */
+    size_t trim_head, trim_n, trim_cap;
+    size_t trim_n_inflight;    /* writer: handed to the grace-period machinery, not yet cut */
+    uint64_t trim_deferred_upto, trim_done_upto;   /* writer: largest LSN deferred / cut */
 };
 
-int keydir_init(struct keydir *kd);
+int keydir_init(struct keydir *kd, struct rp_domain *gc);
 void keydir_free(struct keydir *kd);
+
+/* ---- readers (inside a read section) */
+/* The newest version of `id` (NULL: unknown). */
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len);
+/* The version of a chain visible at snapshot `snap` (NULL: none: the id did not exist yet). */
+const struct kd_entry *keydir_visible(const struct kd_entry *e, uint64_t snap);
+/* The vector of slot `s` at snapshot `snap` (NULL: none), and its entry (may be NULL). */
+const float *keydir_slot_vector(const struct kd_slots *sl, uint32_t s, uint64_t snap, uint32_t dim,
+                                const struct kd_entry **owner);
+static inline const struct rec_header *keydir_record(const struct kd_entry *e)
+{
+    return (const struct rec_header *)__atomic_load_n(&e->rec, __ATOMIC_ACQUIRE);
+}
+static inline const struct kd_slots *keydir_slots(const struct keydir *kd, uint32_t *nslots)
+{
+    *nslots = __atomic_load_n(&kd->nslots, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&kd->slots, __ATOMIC_ACQUIRE);
+}
+
+/* ---- the writer (write_mu held) */
 /* Makes the record at (seg, offset) known: newest LSN wins, whatever the order of application.
  * Updates the segments' live accounting.  Returns JVDB_OK or JVDB_ENOMEM. */
 int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32_t dim);
@@ -59,12 +106,14 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
  * the write path never touches the mapping: pages a process never mapped need no write-protection
  * round when the kernel writes them back, which an fdatasync per batch otherwise pays for. */
 int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim);
-/* Points an entry at an identical copy of its record elsewhere (compaction). */
-void keydir_move(struct keydir *kd, struct kd_entry *e, struct segment *seg, uint64_t offset, uint32_t dim);
-/* Forgets a tombstone entirely (compaction dropped it). */
-void keydir_remove(struct keydir *kd, struct kd_entry *e);
-static inline const struct rec_header *keydir_record(const struct kd_entry *e)
-{
-    return (const struct rec_header *)(e->seg->map + e->offset);
-}
+/* Points every version of the id of the record at `from` that refers to it at the identical copy
+ * at (to, to_off) (compaction); returns whether the newest version was one of them. */
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim);
+/* Forgets the tombstone at record `rec` if it is still the newest version of its id and no older
+ * version hangs from it (compaction dropped the record).  Returns whether it did. */
+int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim);
+/* Hands the versions superseded at or below `visible` to the grace-period machinery. */
+void keydir_trim(struct keydir *kd, uint64_t visible);
+/* Versions still waiting to be trimmed (queued or deferred). */
+size_t keydir_trims_pending(const struct keydir *kd);
 #endif

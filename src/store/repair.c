@@ -16,7 +16,7 @@
  * by an empty active segment.  An incomplete batch at the very end of the active segment is the
  * torn tail a normal open would cut: it is set aside too.
  */
-#include "store/db.h"
+#include "store/db_impl.h"
 
 #include "core/err.h"
 #include "core/fs.h"

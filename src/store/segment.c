@@ -26,6 +26,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#define SEG_TRUNCATE_STEP ((off_t)32 << 20)
+
 char *seg_path(const char *dir, uint64_t no)
 {
     char name[32];
@@ -165,6 +167,17 @@ void seg_unref(struct segment *s)
 {
     if (atomic_fetch_sub(&s->refs, 1) != 1) return;
     if (atomic_load(&s->retired)) {
+        /* Freeing a large file's blocks in one journal commit holds up every fdatasync on the
+         * filesystem, the writers' too: give them back in steps first (the file is an orphan
+         * already, so a crash meanwhile only leaves a shorter orphan, removed at open). */
+        if (s->map) munmap((void *)s->map, s->map_len);
+        s->map = NULL;
+        if (s->fd >= 0) {
+            struct stat st;
+            if (fstat(s->fd, &st) == 0)
+                for (off_t len = st.st_size - SEG_TRUNCATE_STEP; len > 0; len -= SEG_TRUNCATE_STEP)
+                    if (ftruncate(s->fd, len) < 0) break;
+        }
         if (io_unlink(s->path) < 0 && errno != ENOENT)
             log_warn("cannot remove retired segment %s: %s (it is deleted at next open)", s->path, strerror(errno));
     }

@@ -11,6 +11,7 @@
  * and "newest LSN wins" makes any record present in both harmless.
  */
 #include "store/swap.h"
+#include "store/db_impl.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -30,30 +31,33 @@
 
 int db_seal(jvdb_db *db)
 {
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     int rc = db_check_writable(db);
     if (rc == JVDB_OK && atomic_load(&db->failed)) rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
     else if (rc == JVDB_OK && db->active->size > SEG_HEADER_SIZE) rc = db_roll_locked(db, 0);
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
 int db_pin_sealed(jvdb_db *db, int (*choose)(void *ctx, const struct segment *s), void *ctx, struct db_pinned *out)
 {
     out->n = 0;
-    pthread_rwlock_rdlock(&db->lock);
-    out->segs = malloc((db->nsegs ? db->nsegs : 1) * sizeof *out->segs);
+    /* Lock-free: inside a read section the database's own reference on every listed segment
+     * cannot go (it is dropped after a grace period), so taking ours is safe. */
+    rp_enter();
+    const struct db_seglist *l = db_segments(db);
+    out->segs = malloc((l->n ? l->n : 1) * sizeof *out->segs);
     if (!out->segs) {
-        pthread_rwlock_unlock(&db->lock);
+        rp_exit();
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    for (size_t i = 0; i < db->nsegs; i++) {
-        struct segment *s = db->segs[i];
-        if (s == db->active || (choose && !choose(ctx, s))) continue;
+    for (size_t i = 0; i < l->n; i++) {
+        struct segment *s = l->segs[i];
+        if (s == l->active || (choose && !choose(ctx, s))) continue;
         seg_ref(s);
         out->segs[out->n++] = s;
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
     return JVDB_OK;
 }
 
@@ -72,65 +76,149 @@ static int pinned_has(const struct db_pinned *p, const struct segment *s)
     return 0;
 }
 
+static int live_push(struct db_live_rec **v, size_t *n, size_t *cap, const struct db_live_rec *r)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4096;
+        struct db_live_rec *nv = realloc(*v, ncap * sizeof *nv);
+        if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing %zu records", ncap);
+        *v = nv;
+        *cap = ncap;
+    }
+    (*v)[(*n)++] = *r;
+    return JVDB_OK;
+}
+
+#define LIST_SECTION 4096   /* records per read section while listing */
+
 int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n, uint64_t *min_lsn_outside)
 {
     *out = NULL;
     *n = 0;
-    pthread_rwlock_rdlock(&db->lock);
-    uint64_t want = 0;
-    for (size_t i = 0; i < p->n; i++) want += p->segs[i]->live_records + p->segs[i]->records;  /* upper bound */
     *min_lsn_outside = UINT64_MAX;
-    for (size_t i = 0; i < db->nsegs; i++) {
-        struct segment *s = db->segs[i];
-        if (s == db->active || pinned_has(p, s) || s->records == 0) continue;
-        if (s->min_lsn < *min_lsn_outside) *min_lsn_outside = s->min_lsn;
+    rp_enter();
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++) {
+        struct segment *s = l->segs[i];
+        if (s == l->active || pinned_has(p, s) || __atomic_load_n(&s->records, __ATOMIC_RELAXED) == 0) continue;
+        uint64_t mn = __atomic_load_n(&s->min_lsn, __ATOMIC_RELAXED);
+        if (mn < *min_lsn_outside) *min_lsn_outside = mn;
     }
-    struct db_live_rec *v = malloc((want ? want : 1) * sizeof *v);
-    if (!v) {
-        pthread_rwlock_unlock(&db->lock);
-        return err_set(JVDB_ENOMEM, "out of memory listing %llu records", (unsigned long long)want);
+    rp_exit();
+    /* No database-wide lock: the inputs are sealed and pinned, so their bytes never change; walk
+     * them in file order and keep each record some version of its id still points at.  Versions
+     * only ever get added for records in the active segment, so one pass sees all that matter. */
+    struct db_live_rec *v = NULL;
+    size_t k = 0, cap = 0;
+    uint32_t dim = db->m.dim;
+    int rc = JVDB_OK;
+    for (size_t i = 0; i < p->n && rc == JVDB_OK; i++) {
+        struct segment *s = p->segs[i];
+        uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
+        unsigned in_section = 0;
+        rp_enter();
+        for (uint64_t off = SEG_HEADER_SIZE; off + REC_HEADER_SIZE <= size && rc == JVDB_OK;) {
+            const uint8_t *rec = s->map + off;
+            const struct rec_header *h = (const struct rec_header *)rec;
+            if (h->total_len < REC_HEADER_SIZE || off + h->total_len > size) break;   /* salvage leftovers */
+            const struct kd_entry *head = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
+            const struct kd_entry *e = head;
+            while (e && keydir_record(e) != h) e = __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE);
+            if (e) {
+                /* keep: an older version readers may still reach, or a tombstone older versions
+                 * still hang from: copied whatever the tombstone rule says. */
+                int keep = e != head || __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE) != NULL;
+                struct db_live_rec r = {s, off, h->lsn, h->total_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), h->kind, (uint8_t)keep};
+                rc = live_push(&v, &k, &cap, &r);
+            }
+            off += h->total_len;
+            if (++in_section == LIST_SECTION) {
+                /* Let reclamation move on between sections. */
+                rp_exit();
+                rp_enter();
+                in_section = 0;
+            }
+        }
+        rp_exit();
     }
-    size_t k = 0;
-    const struct keydir *kd = &db->kd;
-    for (size_t i = 0; i < kd->cap && k < want; i++) {
-        const struct kd_entry *e = kd->table[i].e;
-        if (!e || !pinned_has(p, e->seg)) continue;
-        v[k++] = (struct db_live_rec){e->seg, e->offset, e->lsn, e->rec_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), e->kind};
+    if (rc) {
+        free(v);
+        return rc;
     }
-    pthread_rwlock_unlock(&db->lock);
     *out = v;
     *n = k;
     return JVDB_OK;
+}
+
+/* The pinned segment whose mapping holds `p` (NULL: none). */
+static struct segment *pins_find(const struct db_pinned *pins, const void *p)
+{
+    for (size_t i = 0; i < pins->n; i++) {
+        const struct segment *s = pins->segs[i];
+        if ((const uint8_t *)p >= s->map && (const uint8_t *)p < s->map + s->map_len) return pins->segs[i];
+    }
+    return NULL;
 }
 
 int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
 {
     memset(out, 0, sizeof *out);
     out->dim = db->m.dim;
-    /* write_mu: no writer is between its append and its keydir update, so the keydir is exactly
-     * the state at last_lsn. */
-    pthread_mutex_lock(&db->write_mu);
-    pthread_rwlock_rdlock(&db->lock);
-    out->lsn = db->last_lsn;
-    size_t cap = db->kd.count ? db->kd.count : 1;
+    /* One read section: the state as of the visible LSN, writers going on meanwhile. */
+    rp_enter();
+    out->lsn = db_snapshot_lsn(db);
+    const struct db_seglist *l = db_segments(db);
+    size_t cap = 1024, pcap = l->n + 4;
     out->recs = malloc(cap * sizeof *out->recs);
-    out->pins.segs = malloc((db->nsegs ? db->nsegs : 1) * sizeof *out->pins.segs);
+    out->pins.segs = malloc(pcap * sizeof *out->pins.segs);
     int rc = JVDB_OK;
     if (!out->recs || !out->pins.segs) {
-        rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot of %zu records", cap);
-    } else {
-        for (size_t i = 0; i < db->nsegs; i++) {
-            seg_ref(db->segs[i]);
-            out->pins.segs[out->pins.n++] = db->segs[i];
-        }
-        for (size_t i = 0; i < db->kd.cap; i++) {
-            const struct kd_entry *e = db->kd.table[i].e;
-            if (!e || e->lsn <= from_lsn) continue;
-            out->recs[out->n++] = (struct db_live_rec){e->seg, e->offset, e->lsn, e->rec_len, 0, e->kind};
-        }
+        rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot");
+        goto done;
     }
-    pthread_rwlock_unlock(&db->lock);
-    pthread_mutex_unlock(&db->write_mu);
+    for (size_t i = 0; i < l->n; i++) {
+        seg_ref(l->segs[i]);
+        out->pins.segs[out->pins.n++] = l->segs[i];
+    }
+    const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < t->cap; i++) {
+        const struct kd_entry *head = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
+        if (!head || head == KD_DEAD) continue;
+        const struct kd_entry *e = keydir_visible(head, out->lsn);
+        if (!e || e->lsn <= from_lsn) continue;
+        const uint8_t *rec = (const uint8_t *)keydir_record(e);
+        struct segment *s = pins_find(&out->pins, rec);
+        if (!s) {
+            /* Repointed by a compaction that committed after we listed the segments: its output is
+             * in the current list (and mapped: we are in a read section). */
+            const struct db_seglist *now = db_segments(db);
+            for (size_t j = 0; j < now->n && !s; j++)
+                if (rec >= now->segs[j]->map && rec < now->segs[j]->map + now->segs[j]->map_len) s = now->segs[j];
+            if (!s) continue;
+            if (out->pins.n == pcap) {
+                struct segment **np = realloc(out->pins.segs, (pcap *= 2) * sizeof *np);
+                if (!np) {
+                    rc = err_set(JVDB_ENOMEM, "out of memory");
+                    goto done;
+                }
+                out->pins.segs = np;
+            }
+            seg_ref(s);
+            out->pins.segs[out->pins.n++] = s;
+        }
+        struct db_live_rec r = {s, (uint64_t)(rec - s->map), e->lsn, e->rec_len, 0, e->kind, 0};
+        if (out->n == cap) {
+            struct db_live_rec *nr = realloc(out->recs, (cap *= 2) * sizeof *nr);
+            if (!nr) {
+                rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot of %zu records", cap);
+                goto done;
+            }
+            out->recs = nr;
+        }
+        out->recs[out->n++] = r;
+    }
+done:
+    rp_exit();
     if (rc) db_snapshot_free(out);
     return rc;
 }
@@ -145,12 +233,13 @@ void db_snapshot_free(struct db_snapshot *s)
 
 void db_decay_hits(jvdb_db *db)
 {
-    pthread_rwlock_rdlock(&db->lock);
-    for (size_t i = 0; i < db->kd.cap; i++) {
-        struct kd_entry *e = db->kd.table[i].e;
-        if (e) __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
+    rp_enter();
+    const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
+    for (size_t i = 0; i < t->cap; i++) {
+        struct kd_entry *e = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
+        if (e && e != KD_DEAD) __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
     }
-    pthread_rwlock_unlock(&db->lock);
+    rp_exit();
 }
 
 /* ---------------------------------------------------------------- new segment files */
@@ -161,9 +250,9 @@ int segw_begin(jvdb_db *db, struct segw *w)
     w->db = db;
     w->fd = -1;
     if (db->mode == DB_MODE_READONLY) return db_check_writable(db);   /* salvage writes repairs */
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     w->no = db->m.next_segment++;   /* persisted by the next MANIFEST write; orphans cover a crash */
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     char *final = seg_path(db->dir, w->no);
     if (!final) return err_set(JVDB_ENOMEM, "out of memory");
     w->tmp_path = malloc(strlen(final) + 5);
@@ -196,6 +285,9 @@ static int segw_flush(struct segw *w)
 {
     if (!w->buf_len) return JVDB_OK;
     if (io_write_all(w->fd, w->buf, w->buf_len) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+    /* Start writeback of what was just written (asynchronous), so dirty data stays bounded and the
+     * final fdatasync, which the writers' own fdatasyncs queue behind, has little left to do. */
+    sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     w->buf_len = 0;
     return JVDB_OK;
 }
@@ -274,47 +366,123 @@ static int cmp_seg(const void *a, const void *b)
     return x->no < y->no ? -1 : x->no > y->no;
 }
 
-/* Adds the outputs to the segment list (they hold records from now on); lock held exclusively. */
+/* Adds the outputs to the segment list (they hold records from now on); write_mu held. */
 static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
 {
+    assert(db_writer_held(db));
     struct segment **n = malloc((db->nsegs + nouts) * sizeof *n);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(n, db->segs, db->nsegs * sizeof *n);
     if (nouts) memcpy(n + db->nsegs, outs, nouts * sizeof *n);   /* a compaction may keep nothing: outs NULL */
     qsort(n, db->nsegs + nouts, sizeof *n, cmp_seg);
-    free(db->segs);
+    struct segment **old = db->segs;
+    size_t old_n = db->nsegs, old_cap = db->segs_cap;
     db->segs = n;
     db->nsegs += nouts;
     db->segs_cap = db->nsegs;
+    int rc = db_publish_segs(db);
+    if (rc) {
+        free(n);
+        db->segs = old;
+        db->nsegs = old_n;
+        db->segs_cap = old_cap;
+        return rc;
+    }
+    free(old);
     return JVDB_OK;
 }
 
-/* Takes the inputs out of the segment list and retires them; lock held exclusively. */
-static void swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
+/* The inputs taken out of the list, whose database references go once no reader can hold a
+ * pointer into them.  Guarded by write_mu (the deferred callback runs under it too). */
+struct swap_retired {
+    int passed, abandoned;
+    size_t n;
+    struct segment *segs[];
+};
+
+static void swap_retired_fn(void *ctx, void *arg)
 {
-    size_t n = 0;
+    (void)ctx;
+    struct swap_retired *r = arg;
+    r->passed = 1;
+    if (!r->abandoned) return;
+    /* The swap stopped waiting (a reader held on too long): drop the references here. */
+    for (size_t i = 0; i < r->n; i++) seg_unref(r->segs[i]);
+    free(r);
+}
+
+/* Takes the inputs out of the segment list and retires them; write_mu held.  The database's
+ * reference goes after a grace period, so a reader still holding a pointer into an input (an
+ * entry it loaded before the repointing) reads valid memory; the file goes with the last pin.
+ * Returns the set to release (swap_release_inputs), NULL if there is none. */
+static struct swap_retired *swap_retire_inputs(jvdb_db *db, const struct db_pinned *ins)
+{
+    assert(db_writer_held(db));
+    size_t n = 0, nret = 0;
+    struct swap_retired *r = malloc(sizeof *r + (ins->n ? ins->n : 1) * sizeof r->segs[0]);
+    struct segment **ret = r ? r->segs : NULL;
     for (size_t i = 0; i < db->nsegs; i++) {
         struct segment *s = db->segs[i];
         if (!pinned_has(ins, s)) {
             db->segs[n++] = s;
             continue;
         }
-        if (s->live_records)
-            log_error("swap: %s still holds %llu live records after the swap", s->path, (unsigned long long)s->live_records);
+        if (__atomic_load_n(&s->live_records, __ATOMIC_RELAXED))
+            log_error("swap: %s still holds %llu live records after the swap", s->path,
+                      (unsigned long long)__atomic_load_n(&s->live_records, __ATOMIC_RELAXED));
         atomic_store(&s->retired, true);
-        seg_unref(s);   /* the database's reference; the caller's pin still holds it */
+        if (ret) ret[nret++] = s;
+        else log_error("swap: out of memory: %s stays mapped until close", s->path);
     }
     db->nsegs = n;
+    if (db_publish_segs(db)) log_error("swap: out of memory publishing the segment list; readers see the old one");
+    if (!r) return NULL;
+    r->passed = r->abandoned = 0;
+    r->n = nret;
+    rp_defer(&db->gc, swap_retired_fn, NULL, r);
+    return r;
 }
 
-#define SWAP_CHUNK 4096
+/* Waits (outside every lock but for brief polls) until no reader can hold a pointer into the
+ * retired inputs, then drops the database's references, so that unmapping, truncating and
+ * unlinking them happens in the compaction's thread when its pins go, never under write_mu. */
+static void swap_release_inputs(jvdb_db *db, struct swap_retired *r)
+{
+    if (!r) return;
+    for (unsigned waited = 0;; waited++) {
+        db_write_lock(db);
+        rp_poll(&db->gc);
+        int passed = r->passed;
+        if (!passed && waited >= 10000) r->abandoned = 1;   /* 10 s: let the callback do it */
+        db_write_unlock(db);
+        if (passed) break;
+        if (waited >= 10000) {
+            log_warn("swap: a reader held on for 10 s; the replaced segments go when it leaves");
+            return;
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (size_t i = 0; i < r->n; i++) seg_unref(r->segs[i]);
+    free(r);
+}
+
+#define SWAP_CHUNK 1024
+
+/* A mutex is not fair: re-taking write_mu at once after a chunk would let the swap starve the
+ * writers that queued meanwhile (bench/results/compaction.md, prototype (a)). */
+static void swap_pause(void)
+{
+    const struct timespec pause = {0, 20000};
+    nanosleep(&pause, NULL);
+}
 
 int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
             const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
 {
     int wrc = db_check_writable(db);
     if (wrc) return wrc;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     struct manifest next;
     int rc = manifest_copy(&db->m, &next);
     if (rc) goto unlock;
@@ -339,9 +507,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     next.last_compaction_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    pthread_rwlock_wrlock(&db->lock);
     rc = swap_add_outputs(db, outs, nouts);
-    pthread_rwlock_unlock(&db->lock);
     if (rc) {
         manifest_free(&next);
         goto unlock;
@@ -350,7 +516,6 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     /* The commit point. */
     if ((rc = manifest_store(db->dir, &next))) {
         manifest_free(&next);
-        pthread_rwlock_wrlock(&db->lock);
         size_t n = 0;
         for (size_t i = 0; i < db->nsegs; i++) {
             int is_output = 0;
@@ -358,7 +523,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
             if (!is_output) db->segs[n++] = db->segs[i];
         }
         db->nsegs = n;
-        pthread_rwlock_unlock(&db->lock);
+        if (db_publish_segs(db)) log_error("swap: out of memory publishing the segment list");
         goto unlock;
     }
     io_crash_point("swap.after_manifest");
@@ -371,38 +536,35 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     db->m.lsn_floor = next.lsn_floor;
     db->m.last_compaction_ns = next.last_compaction_ns;
     db->m.extra = next.extra;
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
 
-    /* After the commit the keydir follows the copies, a chunk at a time, so that neither readers
-     * nor writers wait for a whole database's worth of lookups.  In between, some entries point at
-     * the inputs and some at the outputs: both hold the same bytes and both stay mapped until the
-     * inputs are retired below, and an entry a writer moved meanwhile no longer matches its old
-     * place, so it is left alone. */
+    /* After the commit the keydir follows the copies, a chunk at a time under write_mu: readers
+     * never wait (each repointing is one release store of an identical record's address), and
+     * writers wait at most one chunk.  In between, some versions point at the inputs and some at
+     * the outputs: both hold the same bytes and both stay mapped until the inputs are retired
+     * below; a version a writer superseded meanwhile is still found through its successor. */
     uint32_t dim = db->m.dim;
     for (size_t base = 0; base < nmoves; base += SWAP_CHUNK) {
-        pthread_rwlock_wrlock(&db->lock);
-        for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++) {
-            const struct rec_header *h = (const struct rec_header *)(moves[i].from->map + moves[i].from_off);
-            struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
-            if (e && e->seg == moves[i].from && e->offset == moves[i].from_off)
-                keydir_move(&db->kd, e, moves[i].to, moves[i].to_off, dim);
-        }
-        pthread_rwlock_unlock(&db->lock);
+        db_write_lock(db);
+        for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++)
+            keydir_repoint(&db->kd, moves[i].from->map + moves[i].from_off, moves[i].to, moves[i].to_off, dim);
+        db_write_unlock(db);
+        swap_pause();
     }
     for (size_t base = 0; base < ndrops; base += SWAP_CHUNK) {
-        pthread_rwlock_wrlock(&db->lock);
-        for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++) {
-            const struct rec_header *h = (const struct rec_header *)(drops[i].seg->map + drops[i].offset);
-            struct kd_entry *e = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
-            if (e && e->seg == drops[i].seg && e->offset == drops[i].offset) keydir_remove(&db->kd, e);
-        }
-        pthread_rwlock_unlock(&db->lock);
+        db_write_lock(db);
+        for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++)
+            keydir_drop_tombstone(&db->kd, drops[i].seg->map + drops[i].offset, dim);
+        db_write_unlock(db);
+        swap_pause();
     }
-    pthread_rwlock_wrlock(&db->lock);
-    swap_retire_inputs(db, ins);
-    pthread_rwlock_unlock(&db->lock);
+    db_write_lock(db);
+    struct swap_retired *r = swap_retire_inputs(db, ins);
+    db_gc_locked(db);
+    db_write_unlock(db);
+    swap_release_inputs(db, r);
     return JVDB_OK;
 unlock:
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }

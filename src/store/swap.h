@@ -28,14 +28,16 @@ struct db_live_rec {
     uint32_t len;
     uint32_t hits;
     uint8_t kind;
+    uint8_t keep;      /* must be copied whatever the tombstone rule says: an older version readers
+                        * may still reach, or a tombstone older versions still hang from */
 };
-/* The records of the pinned segments the keydir points at (live puts and kept tombstones), and the
- * smallest LSN of any record in a sealed segment that is not pinned (UINT64_MAX if none). */
+/* The records of the pinned segments some version in the keydir points at (live puts and kept
+ * tombstones, in file order; listed without a lock, writers going on), and the smallest LSN of any record in a sealed segment that is not pinned (UINT64_MAX if none). */
 int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n,
                     uint64_t *min_lsn_outside);
-/* A consistent view at one LSN, taken without blocking writers for more than a keydir walk: the
- * records (live puts and kept tombstones) with LSN > from_lsn that are current at `lsn`, and pins
- * on every segment (the active one included: records below its size at snapshot time never change).
+/* A consistent view at one LSN (the visible one), taken without any lock: the records (live puts
+ * and kept tombstones) with LSN > from_lsn that are current at `lsn`, and pins on every segment
+ * they are in (the active one included: records below its size at snapshot time never change).
  * Records are listed in hash order; sort them if order matters. */
 struct db_snapshot {
     uint64_t lsn;

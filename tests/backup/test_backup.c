@@ -699,6 +699,9 @@ static void test_large_archive(void **state)
 
 /* ------------------------------------------------------------------ issue 9: forged archives */
 
+/* When set, the creation time forge_backup writes (retention tests). */
+static int64_t forge_created_ns;
+
 /* One record a forger put into an archive. */
 struct forged {
     const char *id;
@@ -721,7 +724,7 @@ static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metr
     snprintf(m.database, sizeof m.database, "%s", db);
     m.type = JVDB_BACKUP_FULL;
     m.lsn_to = n;
-    m.created_ns = 1893456000000000000ll;   /* 2030-01-01 */
+    m.created_ns = forge_created_ns ? forge_created_ns : 1893456000000000000ll;   /* 2030-01-01 */
     m.put_count = n;
     m.dim = DIM;
     m.metric = metric;
@@ -1111,6 +1114,374 @@ static void test_concurrent_delete(void **state)
     }
 }
 
+/* ------------------------------------------------------------------ issue 13: encrypted repositories */
+
+/* A key file of `n` characters derived from `seed`. */
+static void key_file(const struct fx *f, const char *name, char seed, size_t n, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", f->dir, name);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    for (size_t i = 0; i < n; i++) fputc('A' + (seed + (int)i * 7) % 26, fp);
+    fputc('\n', fp);
+    fclose(fp);
+}
+
+static int repo_open_key(const char *spec, const char *key, jvdb_repo **out)
+{
+    jvdb_repo_options o = {0};
+    o.key_file = key;
+    return jvdb_repo_open(spec, &o, out);
+}
+
+/* Reopens the fixture's (still empty) repository with a key: every helper then goes through it. */
+static void fx_encrypt(struct fx *f, char *key, size_t cap)
+{
+    key_file(f, "repo.key", 1, 48, key, cap);
+    jvdb_repo_close(f->repo);
+    assert_ok(repo_open_key(f->repo_spec, key, &f->repo));
+}
+
+static void expect_open_error(const char *spec, const char *key, int want_rc, const char *want_msg)
+{
+    jvdb_repo *r;
+    int rc = repo_open_key(spec, key, &r);
+    if (!rc) {
+        jvdb_backup_info *v = NULL;
+        size_t n = 0;
+        rc = jvdb_backup_list(r, NULL, &v, &n);
+        jvdb_free(v);
+        jvdb_repo_close(r);
+    }
+    if (rc != want_rc || !strstr(jvdb_errmsg(), want_msg))
+        fail_msg("repository %s with key %s: want %d '%s', got %d: %s", spec, key ? key : "(none)", want_rc, want_msg, rc,
+                 jvdb_errmsg());
+}
+
+/* Round trip through an encrypted repository (directory or S3), and every way of opening it wrongly. */
+static void test_encrypted_repo(void **state)
+{
+    struct fx *f = *state;
+    char key[600], other[600], shortk[600];
+    unsetenv("JVDB_REPO_KEY_FILE");
+    fx_encrypt(f, key, sizeof key);
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "docs", 0);
+    for (int i = 0; i < 80; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    for (int i = 0; i < 20; i++) m_put(db, &m, i, 2);
+    m_del(db, &m, 50);
+    jvdb_backup_info inc = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
+    assert_ok(jvdb_backup_verify(f->repo, inc.id, NULL, NULL));
+    assert_all_listed_restorable(f, "docs", 2);
+    restore_check(f, inc.id, &m, "encrypted chain");
+    (void)full;
+
+    /* No key, another key, a short key: clear errors, never garbage. */
+    expect_open_error(f->repo_spec, NULL, JVDB_EINVAL, "is encrypted: give its key file");
+    key_file(f, "other.key", 5, 48, other, sizeof other);
+    expect_open_error(f->repo_spec, other, JVDB_EINVAL, "does not open repository");
+    key_file(f, "short.key", 5, 20, shortk, sizeof shortk);
+    expect_open_error(f->repo_spec, shortk, JVDB_EINVAL, "at least 32");
+    /* The environment variable is the default key file. */
+    setenv("JVDB_REPO_KEY_FILE", key, 1);
+    jvdb_repo *viaenv;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &viaenv));
+    assert_ok(jvdb_backup_verify(viaenv, inc.id, NULL, NULL));
+    jvdb_repo_close(viaenv);
+    unsetenv("JVDB_REPO_KEY_FILE");
+
+    /* A key on a plain repository that holds backups. */
+    char plain[700];
+    snprintf(plain, sizeof plain, "%s-plain", f->repo_spec);
+    jvdb_repo *pr;
+    assert_ok(jvdb_repo_open(plain, NULL, &pr));
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    jvdb_backup_info pi;
+    assert_ok(jvdb_backup_create(db, pr, &bo, &pi));
+    jvdb_repo_close(pr);
+    expect_open_error(plain, key, JVDB_EINVAL, "is not encrypted");
+
+    /* A forger without the key who recomputes every plain checksum (issue 9's attack) is caught:
+     * the backup is not signed. */
+    jvdb_repo *keyed = f->repo;
+    f->repo = repo_crypt_inner(keyed);
+    struct forged r[1] = {{"fine", 4, {0}, "{\"ok\":1}", 8}};
+    forged_vec(r[0].vec, 0.25f);
+    forge_backup(f, "docs", "20300101T000000Z-full-999", JVDB_METRIC_L2, 1, r, 1);
+    f->repo = keyed;
+    int rc = jvdb_backup_verify(f->repo, "docs/20300101T000000Z-full-999", NULL, NULL);
+    if (rc != JVDB_ECORRUPT || !strstr(jvdb_errmsg(), "not signed"))
+        fail_msg("verify of a keyless forgery: %d %s", rc, jvdb_errmsg());
+    jvdb_restore_options ro = {"forged", 0, NULL, NULL, NULL};
+    jvdb_db *out;
+    assert_int_equal(jvdb_backup_restore(f->env, f->repo, "docs/20300101T000000Z-full-999", &ro, &out), JVDB_ECORRUPT);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    char *buf;
+    size_t len;
+    FILE *fp = fopen(from, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    buf = malloc(len + 1);
+    assert_int_equal(fread(buf, 1, len, fp), len);
+    fclose(fp);
+    fp = fopen(to, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(buf, 1, len, fp), len);
+    fclose(fp);
+    free(buf);
+}
+
+/* Verify of `id` fails, naming backup `bad` (the one tampered with). */
+static void expect_bad(struct fx *f, const char *id, const char *bad, const char *what)
+{
+    int rc = jvdb_backup_verify(f->repo, id, NULL, NULL);
+    if (rc == JVDB_OK) fail_msg("verify passed with %s", what);
+    if (!strstr(jvdb_errmsg(), bad)) fail_msg("verify message does not name %s (%s): %s", bad, what, jvdb_errmsg());
+}
+
+/* Any byte of any object of an encrypted repository changed, chunks cut, dropped, reordered or
+ * swapped between backups: verify fails and names the backup. */
+static void test_encrypted_tamper(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    char key[600];
+    unsetenv("JVDB_REPO_KEY_FILE");
+    fx_encrypt(f, key, sizeof key);
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "docs", 0);
+    for (int i = 0; i < 12; i++) m_put(db, &m, i, 1);
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    m_put(db, &m, 3, 2);
+    jvdb_backup_info inc = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
+
+    /* Every byte of every backup object. */
+    const jvdb_backup_info *bs[2] = {&full, &inc};
+    const char *files[2] = {"data.jvb.zst", "backup.json"};
+    long cases = 0;
+    for (int b = 0; b < 2; b++)
+        for (int fi = 0; fi < 2; fi++) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/docs/%s/%s", f->repo_spec, bs[b]->id, files[fi]);
+            long len = tu_file_size(p);
+            assert_true(len > 0);
+            for (long off = 0; off < len; off++) {
+                flip(p, off);
+                char what[1200];
+                snprintf(what, sizeof what, "byte %ld of %s flipped", off, p);
+                expect_bad(f, inc.id, bs[b]->id, what);
+                flip(p, off);
+                cases++;
+            }
+        }
+    /* Every byte of the marker (read afresh by every new handle). */
+    char mk[700];
+    snprintf(mk, sizeof mk, "%s/jvdb-repo.json", f->repo_spec);
+    long mlen = tu_file_size(mk);
+    assert_true(mlen > 100);
+    for (long off = 0; off < mlen; off++) {
+        flip(mk, off);
+        jvdb_repo *r;
+        int rc = repo_open_key(f->repo_spec, key, &r);
+        if (!rc) {
+            rc = jvdb_backup_verify(r, inc.id, NULL, NULL);
+            jvdb_repo_close(r);
+        }
+        if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of the marker flipped", off);
+        flip(mk, off);
+        cases++;
+    }
+    assert_ok(jvdb_backup_verify(f->repo, inc.id, NULL, NULL));
+
+    /* One backup's archive or metadata put in place of another's: the first is not bound to its id. */
+    char a[1024], b2[1024], saved[1024];
+    snprintf(a, sizeof a, "%s/docs/%s/backup.json", f->repo_spec, full.id);
+    snprintf(b2, sizeof b2, "%s/docs/%s/backup.json", f->repo_spec, inc.id);
+    snprintf(saved, sizeof saved, "%s/saved", f->dir);
+    copy_file(b2, saved);
+    copy_file(a, b2);
+    expect_bad(f, inc.id, inc.id, "the full backup's backup.json in place of the incremental's");
+    copy_file(saved, b2);
+    snprintf(a, sizeof a, "%s/docs/%s/data.jvb.zst", f->repo_spec, full.id);
+    snprintf(b2, sizeof b2, "%s/docs/%s/data.jvb.zst", f->repo_spec, inc.id);
+    copy_file(b2, saved);
+    copy_file(a, b2);
+    expect_bad(f, inc.id, inc.id, "the full backup's archive in place of the incremental's");
+    copy_file(saved, b2);
+    assert_ok(jvdb_backup_verify(f->repo, inc.id, NULL, NULL));
+    restore_check(f, inc.id, &m, "after undoing the tampering");
+    assert_true(cases > 1000);
+}
+
+/* A marker whose key_check is shorter than a digest (an attacker's, on a shared bucket): a clear
+ * error, not a read past the string (the key check was compared over 65 bytes unconditionally). */
+static void test_encrypted_marker_short_check(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    char key[600];
+    unsetenv("JVDB_REPO_KEY_FILE");
+    fx_encrypt(f, key, sizeof key);
+    jvdb_db *db = mkdb(f, "docs", 0);
+    struct model m = {0};
+    m_put(db, &m, 1, 1);
+    (void)backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    char mk[700];
+    snprintf(mk, sizeof mk, "%s/jvdb-repo.json", f->repo_spec);
+    FILE *fp = fopen(mk, "wb");
+    assert_non_null(fp);
+    fputs("{\"chunk_size\":1048576,\"cipher\":\"aes-256-gcm\",\"format\":1,\"kdf\":\"hkdf-sha256\","
+          "\"key_check\":\"ab\",\"mac\":\"hmac-sha256\",\"salt\":\"000102030405060708090a0b0c0d0e0f\"}\n", fp);
+    fclose(fp);
+    expect_open_error(f->repo_spec, key, JVDB_EINVAL, "does not open repository");
+}
+
+/* An archive of several chunks: cut at a chunk boundary, a chunk dropped, two swapped, bytes
+ * appended -- each fails authentication, though every chunk on its own is genuine. */
+static void test_encrypted_chunks(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    char key[600];
+    unsetenv("JVDB_REPO_KEY_FILE");
+    fx_encrypt(f, key, sizeof key);
+    jvdb_db *db = mkdb(f, "big", 0);
+    for (int i = 0; i < 48000; i++) {
+        float v[DIM];
+        char k[32];
+        tu_vector(v, DIM, (uint64_t)i, 7);
+        snprintf(k, sizeof k, "big-%d", i);
+        assert_ok(jvdb_put(db, k, v, DIM, NULL, NULL));
+    }
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    assert_ok(jvdb_backup_verify(f->repo, full.id, NULL, NULL));
+    char p[1024], orig[1024];
+    snprintf(p, sizeof p, "%s/big/%s/data.jvb.zst", f->repo_spec, full.id);
+    snprintf(orig, sizeof orig, "%s/orig", f->dir);
+    copy_file(p, orig);
+    FILE *fp = fopen(orig, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    char *buf = malloc((size_t)len);
+    assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    const long hdr = 32, ch = (1l << 20) + 16;
+    if (len < hdr + 2 * ch + 17) {
+        free(buf);
+        fail_msg("the archive (%ld bytes) has fewer than 3 chunks", len);
+    }
+    struct {
+        const char *what;
+        long cut;          /* keep bytes [0, cut) ... */
+        long skip_from, skip_to;   /* ... minus this range */
+        int swap;          /* swap chunks 0 and 1 */
+        int append;
+    } cases[] = {
+        {"cut after chunk 0", hdr + ch, 0, 0, 0, 0},
+        {"cut after chunk 1", hdr + 2 * ch, 0, 0, 0, 0},
+        {"chunk 1 dropped", len, hdr + ch, hdr + 2 * ch, 0, 0},
+        {"chunks 0 and 1 swapped", len, 0, 0, 1, 0},
+        {"a byte appended", len, 0, 0, 0, 1},
+        {"the last byte cut", len - 1, 0, 0, 0, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        fp = fopen(p, "wb");
+        assert_non_null(fp);
+        if (cases[k].swap) {
+            fwrite(buf, 1, (size_t)hdr, fp);
+            fwrite(buf + hdr + ch, 1, (size_t)ch, fp);
+            fwrite(buf + hdr, 1, (size_t)ch, fp);
+            fwrite(buf + hdr + 2 * ch, 1, (size_t)(len - hdr - 2 * ch), fp);
+        } else {
+            long s0 = cases[k].skip_to ? cases[k].skip_from : cases[k].cut;
+            fwrite(buf, 1, (size_t)s0, fp);
+            if (cases[k].skip_to) fwrite(buf + cases[k].skip_to, 1, (size_t)(cases[k].cut - cases[k].skip_to), fp);
+            if (cases[k].append) fputc(0, fp);
+        }
+        fclose(fp);
+        expect_bad(f, full.id, full.id, cases[k].what);
+    }
+    copy_file(orig, p);
+    assert_ok(jvdb_backup_verify(f->repo, full.id, NULL, NULL));
+    free(buf);
+}
+
+/* ------------------------------------------------------------------ issue 13: calendar retention */
+
+static void prune_expect(struct fx *f, jvdb_prune_options o, const char *want)
+{
+    jvdb_backup_info *v = NULL;
+    size_t n = 0;
+    o.dry_run = 1;
+    assert_ok(jvdb_backup_prune_ex(f->repo, "cal", &o, &v, &n));
+    char got[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        char t[8];
+        snprintf(t, sizeof t, "%s%c", i ? " " : "", v[i].id[strlen(v[i].id) - 1]);
+        strcat(got, t);
+    }
+    jvdb_free(v);
+    if (strcmp(got, want))
+        fail_msg("prune last %u daily %u weekly %u would delete [%s], expected [%s]", o.keep_last, o.keep_daily,
+                 o.keep_weekly, got, want);
+}
+
+/* restic's semantics: the newest backup of each of the last N days / ISO weeks that have one. */
+static void test_prune_calendar(void **state)
+{
+    struct fx *f = *state;
+    /* 2030-01-01 is a Tuesday: backups 0-2 fall in ISO week 1, 3-4 in week 2. */
+    static const struct {
+        const char *id;
+        int64_t s;
+    } bs[] = {
+        {"20300101T100000Z-full-0", 1893492000}, {"20300101T120000Z-full-1", 1893499200},
+        {"20300102T090000Z-full-2", 1893574800}, {"20300107T090000Z-full-3", 1894006800},
+        {"20300108T090000Z-full-4", 1894093200},
+    };
+    struct forged r[1] = {{"fine", 4, {0}, "{\"ok\":1}", 8}};
+    forged_vec(r[0].vec, 0.25f);
+    for (size_t i = 0; i < 5; i++) {
+        forge_created_ns = bs[i].s * 1000000000ll;
+        forge_backup(f, "cal", bs[i].id, JVDB_METRIC_L2, 1, r, 1);
+    }
+    forge_created_ns = 0;
+    prune_expect(f, (jvdb_prune_options){1, 0, 0, 0}, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 2, 0, 0}, "2 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 3, 0, 0}, "1 0");
+    prune_expect(f, (jvdb_prune_options){0, 4, 0, 0}, "0");
+    prune_expect(f, (jvdb_prune_options){0, 0, 2, 0}, "3 1 0");
+    prune_expect(f, (jvdb_prune_options){0, 0, 1, 0}, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){2, 0, 2, 0}, "1 0");
+    prune_expect(f, (jvdb_prune_options){0, 1, 2, 0}, "3 1 0");
+    /* Nothing was deleted by the dry runs; a real run deletes exactly what the dry run named. */
+    jvdb_backup_info *v;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, "cal", &v, &n));
+    assert_int_equal(n, 5);
+    jvdb_free(v);
+    jvdb_prune_options o = {0, 0, 2, 0};
+    assert_ok(jvdb_backup_prune_ex(f->repo, "cal", &o, &v, &n));
+    assert_int_equal(n, 3);
+    jvdb_free(v);
+    assert_ok(jvdb_backup_list(f->repo, "cal", &v, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].id, bs[2].id);
+    assert_string_equal(v[1].id, bs[4].id);
+    jvdb_free(v);
+    o = (jvdb_prune_options){0, 0, 0, 0};
+    assert_int_equal(jvdb_backup_prune_ex(f->repo, "cal", &o, NULL, NULL), JVDB_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1127,6 +1498,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_names, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_repo_not_created_by_reads, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_delete, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted_repo, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted_tamper, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted_chunks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted_marker_short_check, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,7 +111,7 @@ def checklist(e):
     full = e.bk_json("create", "docs", "--description", "before the change")
     assert full["type"] == "full" and full["put_count"] == 50 and full["delete_count"] == 0, full
     assert full["description"] == "before the change"
-    if "://" not in e.repo:
+    if "://" not in e.repo and "JVDB_REPO_KEY_FILE" not in e.env:
         d = os.path.join(e.repo, "docs", full["id"])
         assert os.path.getsize(os.path.join(d, "backup.json")) > 0
         assert os.path.getsize(os.path.join(d, "data.jvb.zst")) == full["bytes"]["stored"]
@@ -206,6 +206,139 @@ def test_corruption_cli():
                     assert sorted(os.listdir(os.path.join(e.data, "databases"))) == before_dir
         assert e.contents("docs") == before_db
         e.bk("verify", inc["id"])
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------- encrypted repositories (issue 13)
+
+def key_file(e, name, seed):
+    path = os.path.join(e.root, name)
+    with open(path, "w") as f:
+        f.write("".join(random.Random(seed).choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(48)) + "\n")
+    return path
+
+
+def encrypted_checks(e, obj_path=None):
+    """The checklist through an encrypted repository (key from JVDB_REPO_KEY_FILE), then every wrong
+    way of opening it; obj_path(backup_id, name) gives an object's file to damage, if reachable."""
+    key = key_file(e, "repo.key", 1)
+    e.env["JVDB_REPO_KEY_FILE"] = key
+    full, inc = checklist(e)
+    del e.env["JVDB_REPO_KEY_FILE"]
+    # --repo-key-file does the same as the variable.
+    assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
+    for args in (("list",), ("show", inc["id"]), ("verify", inc["id"]), ("restore", inc["id"], "--as", "x"),
+                 ("create", "docs"), ("prune", "docs", "--keep", 1), ("delete", inc["id"])):
+        err = e.bk(*args, expect=1).stderr
+        assert "is encrypted: give its key file" in err, (args, err)
+        err = e.bk(*args, "--repo-key-file", key_file(e, "other.key", 2), expect=1).stderr
+        assert "does not open repository" in err, (args, err)
+    assert "x" not in e.run("db", "list").stdout.split()
+    assert len(e.bk_json("list", "--repo-key-file", key)["backups"]) == 2
+    if obj_path:
+        # Flip one byte anywhere in any object: verify fails and names the backup.
+        for b in (full, inc):
+            for name in ("data.jvb.zst", "backup.json"):
+                path = obj_path(b["id"], name)
+                size = os.path.getsize(path)
+                for off in sorted({0, 20, size // 2, size - 2, random.randrange(size)}):
+                    flip_byte(path, off)
+                    err = e.bk("verify", inc["id"], "--repo-key-file", key, expect=1).stderr
+                    assert b["id"] in err, f"byte {off} of {path}: {err}"
+                    flip_byte(path, off)
+        assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
+    return key, full, inc
+
+
+def test_encrypted_cli():
+    e = Env(JVDB)
+    try:
+        key, _, _ = encrypted_checks(e, lambda bid, name: os.path.join(e.repo, "docs", bid, name))
+        # The archive holds no readable record: an id of the database is nowhere in the repository.
+        for dirpath, _, files in os.walk(e.repo):
+            for f in files:
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    assert b"id45" not in fh.read(), f
+        # A key on a plain repository that holds backups is refused; a short key file too.
+        plain = Env(JVDB)
+        try:
+            plain.run("db", "create", "p", "--dim", 4)
+            plain.bk("create", "p")
+            err = plain.bk("list", "--repo-key-file", key, expect=1).stderr
+            assert "is not encrypted" in err, err
+            short = os.path.join(plain.root, "short.key")
+            with open(short, "w") as f:
+                f.write("tooshort\n")
+            err = plain.bk("list", "--repo-key-file", short, expect=1).stderr
+            assert "at least 32" in err, err
+        finally:
+            plain.close()
+    finally:
+        e.close()
+
+
+# ---------------------------------------------------------------- operations (issue 13)
+
+def test_operations_cli():
+    """verify --all, restore --latest / --all, a repository-wide list, prune --dry-run and calendar
+    retention, as an operator uses them after a disaster."""
+    e = Env(JVDB)
+    try:
+        tips = {}
+        for name in ("alpha", "beta"):
+            e.run("db", "create", name, "--dim", 4)
+            e.import_rows(name, rows_for(range(6), 4, 1))
+            e.bk("create", name)
+            e.import_rows(name, rows_for(range(4, 9), 4, 2))
+            tips[name] = e.bk_json("create", name, "--type", "incremental")["id"]
+        everything = e.listing()
+        assert sorted({b["database"] for b in everything}) == ["alpha", "beta"] and len(everything) == 4, everything
+        out = e.bk_json("verify", "--all")
+        assert out["checked"] == 4 and out["bad"] == 0, out
+        want = {n: e.contents(n) for n in ("alpha", "beta")}
+        # A disaster: a fresh data directory; one command brings every database back at its newest point.
+        e.data = os.path.join(e.root, "data2")
+        out = e.bk_json("restore", "--all")
+        assert out["failed"] == 0 and sorted(r["database"] for r in out["restored"]) == ["alpha", "beta"], out
+        assert {r["database"]: r["backup"] for r in out["restored"]} == tips, out
+        assert {n: e.contents(n) for n in ("alpha", "beta")} == want
+        # Again: they exist now, so without --force each one fails and the command says so.
+        p = e.bk("restore", "--all", expect=1)
+        assert "already exists" in p.stderr and "0 databases restored, 2 failed" in p.stdout, (p.stdout, p.stderr)
+        r = e.bk_json("restore", "--latest", "--database", "beta", "--as", "beta2")
+        assert r["backup"] == tips["beta"] and r["database"] == "beta2" and r["count"] == 9, r
+        assert "no restorable backup of 'gamma'" in e.bk("restore", "--latest", "--database", "gamma", expect=1).stderr
+        for bad in (("restore",), ("restore", tips["beta"], "--latest", "--database", "beta"), ("restore", "--latest"),
+                    ("restore", "--all", "--as", "x"), ("verify",), ("verify", tips["beta"], "--all"),
+                    ("prune", "alpha"), ("prune", "alpha", "--keep-daily", "0")):
+            assert e.bk(*bad, expect=2).returncode == 2, bad
+        # prune --dry-run names what a prune would delete and deletes nothing.
+        e.bk("create", "alpha")
+        before = e.listing("alpha")
+        out = e.bk_json("prune", "alpha", "--keep", 1, "--dry-run")
+        assert out["dry_run"] and out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        assert e.listing("alpha") == before
+        assert "would delete" in e.bk("prune", "alpha", "--keep", 1, "--dry-run").stdout
+        # Calendar retention: every backup here is from today, so --keep-daily 1 keeps only the newest
+        # (and what it needs), as --keep 1 would; --keep-weekly 1 likewise.
+        out = e.bk_json("prune", "alpha", "--keep-daily", 1, "--dry-run")
+        assert out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        out = e.bk_json("prune", "alpha", "--keep-weekly", 1)
+        assert out["deleted"] == [before[1]["id"], before[0]["id"]], out
+        assert [b["id"] for b in e.listing("alpha")] == [before[2]["id"]]
+        # A corrupt archive: verify --all reports it (and what depends on it) and fails.
+        full_beta = [b for b in e.listing("beta") if b["type"] == "full"][0]
+        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        p = e.bk("verify", "--all", expect=1)
+        assert f"BAD  beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   alpha/{before[2]['id']}" in p.stdout and "2 bad" in p.stdout, p.stdout
+        # The incremental damaged instead: the full backup under it was read without fault.
+        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        flip_byte(os.path.join(e.repo, "beta", tips["beta"], "data.jvb.zst"), 5)
+        p = e.bk("verify", "--all", expect=1)
+        assert f"ok   beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert "1 bad" in p.stdout, p.stdout
     finally:
         e.close()
 
@@ -372,7 +505,8 @@ def test_restore_names_cli():
 if __name__ == "__main__":
     JVDB = os.path.abspath(sys.argv[1])
     for t in (test_checklist, test_delete_prune_cli, test_corruption_cli, test_fallback_message_cli,
-              test_missing_repository_cli, test_restore_names_cli, test_crash_during_backup, test_crash_during_restore):
+              test_missing_repository_cli, test_restore_names_cli, test_encrypted_cli, test_operations_cli, test_crash_during_backup,
+              test_crash_during_restore):
         test(t)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)

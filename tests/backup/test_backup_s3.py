@@ -5,7 +5,7 @@ stopped at the end.
 
   1. the library suite (test_backup) with JVDB_TEST_REPO=s3://bucket/prefix: checklist, chains
      with and without compaction, fallbacks, consistency under load, delete/prune, multipart;
-  2. the CLI checklist, delete/prune and a flipped byte in an S3 object (s3rver keeps objects as
+  2. the CLI checklist, delete/prune, an encrypted repository (issue 13) and flipped bytes in S3 objects (s3rver keeps objects as
      plain files, so the test can damage one the way a bad disk would).
 
 usage: test_backup_s3.py TEST_BACKUP_BINARY JVDB_BINARY
@@ -127,7 +127,17 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, cli_checklist, cli_delete_prune, cli_missing_bucket):
+        def cli_encrypted():
+            # issue 13: an encrypted repository on S3; s3rver's object files are damaged byte by byte.
+            e = cli.Env(jvdb, repo=f"s3://{BUCKET}/enc", extra_env=s3env)
+            try:
+                cli.encrypted_checks(e, lambda bid, name: os.path.join(store, BUCKET, "enc", "docs", bid,
+                                                                       name + "._S3rver_object"))
+                assert os.path.exists(os.path.join(store, BUCKET, "enc", "jvdb-repo.json._S3rver_object"))
+            finally:
+                e.close()
+
+        for t in (library_suite, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
             cli.test(t)
     finally:
         proc.terminate()

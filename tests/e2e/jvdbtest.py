@@ -72,7 +72,7 @@ class Server:
                 raise AssertionError("server exited with %s before listening; log:\n%s" % (self.proc.returncode, self.log()))
             line += ch
         text = line.decode()
-        assert text.startswith("listening on http://127.0.0.1:"), text
+        assert text.startswith(("listening on http://127.0.0.1:", "listening on https://127.0.0.1:")), text
         self.port = int(text.rsplit(":", 1)[1])
         return self
 

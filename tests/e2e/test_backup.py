@@ -282,5 +282,136 @@ def backup_scheduler():
         s.cleanup()
 
 
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for " + what)
+
+
+@test
+def backup_schedule_from_repository():
+    """issue 13: the schedule follows the repository (an API backup counts), an idle database keeps its
+    due full backup due instead of resetting the clock, every skip is logged at info once, GET
+    /v1/backups/schedule shows it, GET /v1/backups lists everything, and the last-success metric is
+    seeded from the repository at start-up."""
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args = ["--backup-repo", repo, "--backup-full-every", "5s", "--backup-incremental-every", "2s"]
+    try:
+        s.start()
+        c = s.client()
+        mkdb(c, "a", 4, sync="never")
+        rnd = random.Random(9)
+        put_many(c, "a", {}, [("v%d" % i, (rand_vec(rnd, 4), {"i": i})) for i in range(10)])
+        # The scheduler takes the first (full) backup at once; wait for it so the API one comes after.
+        wait_for(lambda: (lambda r: r.status == 200 and r.json["backups"])(c.get("/v1/databases/a/backups")), 5,
+                 "the first scheduled backup")
+        api = expect(c.post("/v1/databases/a/backups", {"type": "full"}), 201).json
+        sched = expect(c.get("/v1/backups/schedule"), 200).json
+        assert sched["enabled"] is True and sched["fullEverySeconds"] == 5 and sched["incrementalEverySeconds"] == 2, sched
+        (a,) = [d for d in sched["databases"] if d["databaseId"] == "a"]
+        assert a["lastFullBackup"] == api["created_at"] and a["lastBackup"] == api["created_at"], (a, api)
+        assert a["nextFull"] > api["created_at"] and a["nextIncremental"] > api["created_at"], a
+        assert a["waitingForChanges"] is False, a
+        n0 = len(expect(c.get("/v1/databases/a/backups"), 200).json["backups"])
+        # Idle for more than the full interval: nothing is taken (no empty incremental after the API
+        # backup), the skips are logged once each, and the full backup stays due at the same time.
+        time.sleep(6.5)
+        assert len(expect(c.get("/v1/databases/a/backups"), 200).json["backups"]) == n0
+        log = s.log()
+        assert log.count("scheduled incremental backup of 'a' skipped") == 1, log[-3000:]
+        assert log.count("scheduled full backup of 'a' skipped") == 1, log[-3000:]
+        a2 = [d for d in expect(c.get("/v1/backups/schedule"), 200).json["databases"] if d["databaseId"] == "a"][0]
+        assert a2["waitingForChanges"] is True and a2["nextFull"] == a["nextFull"], (a, a2)
+        # The first change gets the full backup that was due (the clock was not reset by idleness).
+        put_many(c, "a", {}, [("v99", (rand_vec(rnd, 4), None))])
+        newest = wait_for(lambda: (lambda b: b[-1] if len(b) > n0 else None)(
+            expect(c.get("/v1/databases/a/backups"), 200).json["backups"]), 5, "a backup after the change")
+        assert newest["type"] == "full" and newest["description"] == "scheduled", newest
+        # A repository-wide listing.
+        mkdb(c, "b", 4)
+        expect(c.post("/v1/databases/b/backups", {}), 201)
+        everything = expect(c.get("/v1/backups"), 200).json
+        assert "databaseId" not in everything and everything["total"] == len(everything["backups"]), everything
+        assert {b["databaseId"] for b in everything["backups"]} == {"a", "b"}, everything
+        s.stop()
+        # After a restart, before any backup: the metric already knows the newest backup of each database.
+        s.args = ["--backup-repo", repo]
+        s.start()
+        m = s.client().get("/metrics").raw.decode()
+        assert re.search(r'jvdb_backup_last_success_timestamp_seconds\{database="a"\} \d', m), m
+        assert re.search(r'jvdb_backup_last_success_timestamp_seconds\{database="b"\} \d', m), m
+        sched = expect(s.client().get("/v1/backups/schedule"), 200).json
+        assert sched["enabled"] is False and sched["databases"] == [], sched
+        s.stop()
+    finally:
+        s.cleanup()
+
+
+@test
+def backup_scheduler_calendar_retention():
+    """issue 13: --backup-keep-daily on the server: every backup of today but the newest is pruned."""
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args = ["--backup-repo", repo, "--backup-full-every", "1s", "--backup-keep-daily", "1"]
+    try:
+        s.start()
+        c = s.client()
+        mkdb(c, "cal", 4, sync="never")
+        rnd = random.Random(5)
+        for i in range(20):
+            put_many(c, "cal", {}, [("c%d" % i, (rand_vec(rnd, 4), None))])
+            time.sleep(0.2)
+        # The last change is backed up within a second, then everything older is pruned.
+        lsn = expect(c.get("/v1/databases/cal/stats"), 200)["lastLsn"]
+        listed = wait_for(lambda: (lambda b: b if len(b) == 1 and b[0]["lsnTo"] == lsn else None)(
+            expect(c.get("/v1/databases/cal/backups"), 200).json["backups"]), 8, "one backup at the last LSN")
+        assert listed[0]["restorable"] and "pruned backup" in s.log(), listed
+        sched = expect(c.get("/v1/backups/schedule"), 200).json
+        assert sched["keepDaily"] == 1 and sched["keepWeekly"] == 0, sched
+        s.stop()
+    finally:
+        s.cleanup()
+
+
+@test
+def backup_encrypted_repository_over_http():
+    """issue 13: `serve --repo-key-file` encrypts and signs; a server given no key (or another) for an
+    encrypted repository refuses to start and says why."""
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    key = os.path.join(s.root, "repo.key")
+    with open(key, "w") as f:
+        f.write("k" * 20 + "0123456789abcdefghijklmnopqrstuv\n")
+    s.args = ["--backup-repo", repo, "--repo-key-file", key]
+    try:
+        s.start()
+        c = s.client()
+        mkdb(c, "enc", 4)
+        rnd = random.Random(3)
+        model = {}
+        put_many(c, "enc", model, [("e%d" % i, (rand_vec(rnd, 4), {"i": i})) for i in range(20)])
+        b = expect(c.post("/v1/databases/enc/backups", {}), 201).json
+        with open(os.path.join(repo, "enc", b["backupId"], "data.jvb.zst"), "rb") as f:
+            assert f.read(8) == b"JVDBENC1"
+        assert expect(c.post("/v1/backups/%s/verify" % b["backupId"], {}), 200).json["valid"] is True
+        expect(c.post("/v1/backups/%s/restore" % b["backupId"], {"targetDatabase": "enc2"}), 201)
+        assert contents(c, "enc2", model) == model_bits(model)
+        s.stop()
+        s.args = ["--backup-repo", repo]
+        try:
+            s.start()
+            raise AssertionError("a server without the key started on an encrypted repository")
+        except AssertionError as e:
+            assert "is encrypted: give its key file" in str(e), e
+        s.proc = None
+    finally:
+        s.cleanup()
+
+
 if __name__ == "__main__":
     sys.exit(jvdbtest.run_tests(sys.argv))

@@ -7,7 +7,7 @@ Every ```sh block of API.md is read in order: each `curl` command is run with ba
 the server's address) and its HTTP status compared with the `# NNN` line under it; a ```json block
 right after shows the answer, and its top-level keys (and "error" code) must be in the real answer.
 Examples from the "Authentication" section on run against a second server started with --api-key.
-$BACKUP_ID and $FULL_ID are set from the answers, as the text explains.  The test also checks that
+$BACKUP_ID and $FULL_ID (and $NEW_KEY, $KEY_ID) are set from the answers, as the text explains.  The test also checks that
 the examples and docs/openapi.yaml cover every route the server has.  The last line printed is
 "N passed, N failed".
 """
@@ -36,7 +36,12 @@ ROUTES = {
     ("GET", "/v1/databases/{id}/vectors/{vid}"), ("PUT", "/v1/databases/{id}/vectors/{vid}"),
     ("DELETE", "/v1/databases/{id}/vectors/{vid}"), ("POST", "/v1/databases/{id}/backups"),
     ("GET", "/v1/databases/{id}/backups"), ("GET", "/v1/backups/{bid}"), ("DELETE", "/v1/backups/{bid}"),
+    ("GET", "/v1/backups"), ("GET", "/v1/backups/schedule"),
     ("POST", "/v1/backups/{bid}/verify"), ("POST", "/v1/backups/{bid}/restore"),
+    ("POST", "/v1/databases/{id}/vectors/delete"), ("POST", "/v1/databases/{id}/vectors/count"),
+    ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
+    ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
+    ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
 }
 
 
@@ -101,10 +106,12 @@ def route_of(cmd):
         prev = segs[n - 1] if n else ""
         if prev == "databases" and n == 3:
             seg = "{id}"
-        elif prev == "vectors" and seg not in ("batch", "batch-get"):
+        elif prev == "vectors" and seg not in ("batch", "batch-get", "delete", "count", "metadata", "scroll"):
             seg = "{vid}"
-        elif prev == "backups" and n == 3:
+        elif prev == "backups" and n == 3 and seg != "schedule":
             seg = "{bid}"
+        elif prev == "api-keys":
+            seg = "{key_id}"
         norm.append(seg)
     return method, "/".join(norm)
 
@@ -148,6 +155,8 @@ def docs_examples_run():
             answer = None
             if body.startswith("{"):
                 answer = json.loads(body)
+                if "api_key" in answer and "key_id" in answer:   # a key made in the examples
+                    env["NEW_KEY"], env["KEY_ID"] = answer["api_key"], answer["key_id"]
                 if "backupId" in answer and "type" in answer:
                     env["BACKUP_ID"] = answer["backupId"]
                     if answer["type"] == "full":
@@ -175,7 +184,7 @@ def openapi_covers_every_route():
         if m:
             path = m.group(1)
             continue
-        m = re.match(r"^    (get|put|post|delete):\s*$", line)
+        m = re.match(r"^    (get|put|patch|post|delete):\s*$", line)
         if m and path:
             found.add((m.group(1).upper(), path))
     assert found == ROUTES, "openapi.yaml: missing %s, extra %s" % (sorted(ROUTES - found), sorted(found - ROUTES))

@@ -790,7 +790,7 @@ def metrics_endpoint():
             'jvdb_http_requests_total{route="/v1/databases/{id}/vectors",method="POST",status="201"} 2',
             'jvdb_http_requests_total{route="/v1/databases/{id}/vectors/{vid}",method="GET",status="404"} 1',
             'jvdb_http_requests_total{route="/v1/databases/{id}/vectors/{vid}",method="DELETE",status="200"} 1',
-            'jvdb_http_requests_total{route="unmatched",method="",status="404"} 1',
+            'jvdb_http_requests_total{route="unmatched",method="GET",status="404"} 1',
             'jvdb_http_request_duration_seconds_count{route="/v1/databases/{id}/vectors",method="POST"} 2',
             'jvdb_http_request_duration_seconds_bucket{route="/v1/databases/{id}/vectors",method="POST",le="+Inf"} 2',
             'jvdb_database_vectors{database="m1"} 1',

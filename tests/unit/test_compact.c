@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "compact/compact.h"
 #include "store/db.h"
 #include "test_util.h"
 
@@ -498,7 +499,7 @@ static void test_service_meets_running_compaction(void **state)
     co.check_interval_ms = 100;
     co.policy.min_records = 10;
     jvdb_compactor *c;
-    atomic_store(&db->compacting, true);   /* what a running jvdb_compact holds */
+    assert_true(compact_claim(db));   /* what a running jvdb_compact holds */
     assert_ok(jvdb_compactor_start(env, &co, &c));
     static struct events ev;
     memset(&ev, 0, sizeof ev);
@@ -511,7 +512,7 @@ static void test_service_meets_running_compaction(void **state)
     assert_int_equal(atomic_load(&ev.fail), 0);
     assert_int_equal(atomic_load(&ev.start), 0);
     /* Once the other run is over, the service compacts as usual. */
-    atomic_store(&db->compacting, false);
+    db_compaction_release(db);
     assert_ok(jvdb_compactor_force(c, "busy", 1));
     for (int i = 0; i < 100 && atomic_load(&ev.finish) == 0; i++) usleep(50 * 1000);
     assert_int_equal(atomic_load(&ev.finish), 1);
