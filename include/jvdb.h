@@ -216,17 +216,47 @@ void jvdb_index_options_init(jvdb_index_options *o);
 
 /* The HNSW graph is maintained by a background thread per database, started by the first search
  * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
- * are "pending" and searched exactly, so results are complete either way. */
+ * are "pending" and searched exactly, so results are complete either way.  The graph is saved
+ * beside the database (ext.hnsw, docs/FORMAT.md) when the thread is idle and at close, and the next
+ * process loads it and takes in only what was written after it, instead of building it again. */
+/* The graph's readiness: LOADING the saved graph (searches are exact meanwhile), CATCHING_UP with the
+ * `pending` vectors written after it, REBUILDING from every vector (`reason` says why), READY. */
+typedef enum {
+    JVDB_INDEX_READY = 0, JVDB_INDEX_LOADING = 1, JVDB_INDEX_CATCHING_UP = 2, JVDB_INDEX_REBUILDING = 3
+} jvdb_index_state;
+const char *jvdb_index_state_name(jvdb_index_state s);   /* "ready", "loading", "catching_up", "rebuilding" */
 typedef struct jvdb_index_status {
     jvdb_index_type type;
     uint64_t nodes;              /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
-    uint64_t pending;            /* written vectors not yet in the graph */
+    uint64_t pending;            /* written vectors not yet in the graph (every live one while LOADING) */
     uint64_t memory_bytes;       /* graph memory (vectors excluded) */
+    jvdb_index_state state;
+    uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */
+    uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
+    char reason[160];            /* why the graph was last rebuilt rather than loaded ("" when loaded) */
 } jvdb_index_status;
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
+/* The same without starting the index: JVDB_ENOTFOUND when no search has attached it yet. */
+int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out);
+
+/* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
+ * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
+typedef struct jvdb_index_saved {
+    int present;                 /* 0: no saved graph, the index would be built from every vector */
+    uint64_t nodes;              /* nodes in the file, dead ones included */
+    uint64_t lsn;                /* the LSN it is complete up to */
+    uint64_t file_bytes;
+    uint64_t behind;             /* live vectors written after that LSN (what a load catches up) */
+    char problem[160];           /* why it would not be loaded (header damaged, other settings); "" */
+} jvdb_index_saved;
+int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
+/* Checkpoints the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file").  The
+ * index thread does this by itself when idle and at close; this is for tools, backups and tests.
+ * JVDB_OK without writing when the graph is still loading or the database is read-only. */
+int jvdb_db_index_save(jvdb_db *db);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
@@ -478,6 +508,9 @@ typedef struct jvdb_backup_options {
     uint32_t threads;            /* zstd worker threads; 0 = compress in the calling thread */
     jvdb_backup_progress_fn progress;
     void *progress_arg;
+    /* Leave the HNSW graph out (it is carried by default, as the object index.hnsw beside the data,
+     * by filesystem repositories; restore installs it so the database answers without a rebuild). */
+    int no_index;
 } jvdb_backup_options;
 
 void jvdb_backup_options_init(jvdb_backup_options *o);
@@ -506,6 +539,7 @@ typedef struct jvdb_restore_result {
     uint64_t vectors;                       /* live vectors written */
     int has_settings;                       /* the backup carried the database's settings (format 2) */
     char *database_description;             /* carried description, or NULL; free with jvdb_free */
+    int index_installed;                    /* the backup's HNSW graph was installed (no rebuild needed) */
 } jvdb_restore_result;
 
 typedef struct jvdb_restore_options {

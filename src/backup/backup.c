@@ -32,6 +32,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/fs.h"
 #include "core/io.h"
 #include "core/log.h"
 #include "store/db.h"
@@ -608,6 +609,62 @@ static void backup_progress(const jvdb_backup_options *o, uint64_t done, uint64_
     if (o->progress) o->progress(o->progress_arg, "backup", done, total, recs);
 }
 
+/* The HNSW graph travels with the backup (docs/FORMAT.md "HNSW graph file"): its nodes name records
+ * by id and LSN, which restore keeps, so the graph fits the restored records as it fits these; nodes
+ * of records the backup does not hold are simply dropped when it is loaded.  A graph loaded in this
+ * process is checkpointed first, so the copy is current.  No graph, or a repository without extra
+ * objects (S3 for now): the backup goes without, and restore rebuilds. */
+static int backup_put_index(jvdb_db *db, struct repo_stage *stage, const char *what)
+{
+    if (!stage->put_extra) return JVDB_OK;
+    jvdb_index_status ix;
+    if (jvdb_db_index_status_if_attached(db, &ix) == JVDB_OK && jvdb_db_index_save(db) != JVDB_OK)
+        log_warn("%s: cannot checkpoint the HNSW graph (%s); the saved one is carried", what, jvdb_errmsg());
+    char *path = fs_join(db_dir(db), "ext.hnsw"), *buf = NULL;
+    size_t len = 0;
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = fs_exists(path) ? fs_read_file(path, &buf, &len) : JVDB_OK;
+    free(path);
+    if (rc) {
+        log_warn("%s: the HNSW graph is left out (%s); restore will rebuild it", what, jvdb_errmsg());
+        return JVDB_OK;
+    }
+    if (buf) rc = stage->put_extra(stage, BACKUP_INDEX_NAME, buf, len);
+    free(buf);
+    err_clear();
+    return rc;
+}
+
+/* Installs the graph the backup carries into the database being built, when its header says it fits
+ * (format, dimension, metric); the loader verifies the rest and rebuilds on any doubt. */
+static int restore_install_index(jvdb_repo *repo, const char *db, const char *id, jvdb_db *built)
+{
+    if (!repo->ops->read_extra) return 0;
+    char *buf = NULL;
+    size_t len = 0;
+    if (repo->ops->read_extra(repo, db, id, BACKUP_INDEX_NAME, &buf, &len) != JVDB_OK) {
+        err_clear();
+        return 0;
+    }
+    uint32_t ver = 0, dim = 0, metric = 0;
+    if (len >= 80) {
+        memcpy(&ver, buf + 8, 4);
+        memcpy(&dim, buf + 16, 4);
+        memcpy(&metric, buf + 20, 4);
+    }
+    int ok = len >= 80 && !memcmp(buf, "JVDBHNSW", 8) && ver == 1 && dim == jvdb_db_dim(built) && metric == (uint32_t)jvdb_db_metric(built);
+    if (!ok) log_info("restore of backup %s: its HNSW graph does not fit this build; it will be rebuilt", id);
+    char *path = ok ? fs_join(db_dir(built), "ext.hnsw") : NULL;
+    if (ok && (!path || fs_replace_file(path, buf, len, "restore.index") != JVDB_OK)) {
+        log_warn("restore of backup %s: cannot install its HNSW graph (%s); it will be rebuilt", id, jvdb_errmsg());
+        ok = 0;
+    }
+    free(path);
+    free(buf);
+    err_clear();
+    return ok;
+}
+
 int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info)
 {
     err_clear();
@@ -744,6 +801,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     int64_t t_streamed = clock_mono_ns();
     if ((rc = archive_writer_finish(w, &m.raw_bytes, &m.stored_bytes, m.sha256))) goto fail;
     backup_progress(&o, record_bytes, record_bytes, snap.n);
+    if (!o.no_index && (rc = backup_put_index(db, stage, what))) goto fail;
     char *meta;
     size_t meta_len;
     if ((rc = meta_serialize(&m, &settings, &meta, &meta_len))) goto fail;
@@ -977,6 +1035,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;
+    int index_installed = restore_install_index(repo, c.db, it->id, built);
     io_crash_point("restore.before_publish");
     /* What the publish will do: it replaces only what exists now (and refuses without force). */
     if ((rc = env_has_db(env, name, &exists))) goto out;
@@ -992,6 +1051,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         cat_info(it, c.db, &r->backup);
         r->vectors = a.written;
         r->has_settings = has_settings;
+        r->index_installed = index_installed;
         if (has_settings) {
             r->database_description = st.description;
             st.description = NULL;

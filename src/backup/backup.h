@@ -27,6 +27,8 @@
 
 /* ------------------------------------------------------------------ repository */
 
+#define BACKUP_INDEX_NAME "index.hnsw"   /* the HNSW graph carried beside the data (optional) */
+
 /* One committed backup as the repository lists it: its id and the size of its data object
  * (-1 when the object is missing, which makes the backup unrestorable). */
 struct repo_entry {
@@ -47,6 +49,9 @@ struct repo_reader {
 struct repo_stage {
     int (*write)(struct repo_stage *s, const void *buf, size_t len);
     int (*commit)(struct repo_stage *s, const char *meta, size_t len);
+    /* Optional (NULL when the repository cannot): stores a small extra object of the backup, such as
+     * the HNSW graph ("index.hnsw"), durable before commit. */
+    int (*put_extra)(struct repo_stage *s, const char *name, const void *buf, size_t len);
     void (*abort)(struct repo_stage *s);   /* also frees a committed stage */
 };
 
@@ -71,6 +76,8 @@ struct repo_ops {
      * whole and atomically; crypt.c keeps the encryption marker there. */
     int (*read_object)(jvdb_repo *r, const char *name, char **buf, size_t *len);
     int (*write_object)(jvdb_repo *r, const char *name, const void *buf, size_t len);
+    /* Optional: reads an extra object of a committed backup whole; JVDB_ENOTFOUND when it has none. */
+    int (*read_extra)(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len);
 };
 
 struct jvdb_repo {

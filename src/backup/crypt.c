@@ -710,6 +710,19 @@ static int crypt_write_object(jvdb_repo *rp, const char *name, const void *buf, 
     return c->inner->ops->write_object(c->inner, name, buf, len);
 }
 
+/* Extra objects (the HNSW graph) pass through only in a plain repository: an encrypted one's stages
+ * take no extras (so a graph, which holds what the vectors hold, never lands there in the clear) and
+ * its restores rebuild the graph. */
+static int crypt_read_extra(jvdb_repo *rp, const char *db, const char *id, const char *name, char **buf, size_t *len)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    if (rc) return rc;
+    if (c->state == CRYPT_ON || !c->inner->ops->read_extra)
+        return err_set(JVDB_ENOTFOUND, "backup %s/%s carries no %s", db, id, name);
+    return c->inner->ops->read_extra(c->inner, db, id, name, buf, len);
+}
+
 jvdb_repo *repo_crypt_inner(jvdb_repo *r) { return ((struct repo_crypt *)r)->inner; }
 
 int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
@@ -724,6 +737,7 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
     const struct repo_ops ops = {
         inner->ops->kind, crypt_init, crypt_list_databases, crypt_list_backups, crypt_read_meta, crypt_open_data,
         crypt_stage_begin, crypt_remove, crypt_cleanup, crypt_close, crypt_read_object, crypt_write_object,
+        crypt_read_extra,
     };
     c->inner = inner;
     c->base.spec = inner->spec;

@@ -261,6 +261,33 @@ static int repo_fs_stage_commit(struct repo_stage *s, const char *meta, size_t l
     return JVDB_OK;
 }
 
+/* An extra object is a file beside data.jvb.zst in the staging directory, fsynced now; the commit's
+ * directory fsync and rename publish it with the rest. */
+static int repo_fs_stage_put_extra(struct repo_stage *s, const char *name, const void *buf, size_t len)
+{
+    struct repo_fs_stage *st = (struct repo_fs_stage *)s;
+    char *p = fs_join(st->tmp, name);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = io_open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int rc = JVDB_OK;
+    if (fd < 0 || io_write_all(fd, buf, len) < 0 || io_fsync(fd) < 0) rc = err_errno(errno, "cannot write %s", p);
+    if (fd >= 0) io_close(fd);
+    free(p);
+    return rc;
+}
+
+static int repo_fs_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_path3(dbdir, id, name) : NULL;
+    free(dbdir);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = fs_exists(p) ? fs_read_file(p, buf, len) : err_set(JVDB_ENOTFOUND, "backup %s of '%s' has no %s", id, db, name);
+    free(p);
+    return rc;
+}
+
 static void repo_fs_stage_abort(struct repo_stage *s)
 {
     struct repo_fs_stage *st = (struct repo_fs_stage *)s;
@@ -282,6 +309,7 @@ static int repo_fs_stage_begin(jvdb_repo *r, const char *db, const char *id, str
     st->base.write = repo_fs_stage_write;
     st->base.commit = repo_fs_stage_commit;
     st->base.abort = repo_fs_stage_abort;
+    st->base.put_extra = repo_fs_stage_put_extra;
     char tmpname[BACKUP_ID_MAX + 32];
     snprintf(tmpname, sizeof tmpname, ".tmp-%s-%d", id, (int)getpid());
     st->dbdir = fs_path3(f->dir, db, NULL);
@@ -416,6 +444,7 @@ static int repo_fs_write_object(jvdb_repo *r, const char *name, const void *buf,
 static const struct repo_ops repo_fs_ops = {
     "filesystem",  repo_fs_init, repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
     repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close, repo_fs_read_object, repo_fs_write_object,
+    repo_fs_read_extra,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)

@@ -850,6 +850,7 @@ static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf,
 static const struct repo_ops repo_s3_ops = {
     "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
     repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close, repo_s3_read_object, repo_s3_write_object,
+    NULL /* extras: not yet */,
 };
 
 static char *s3_pick(const char *given, const char *env1, const char *env2)

@@ -27,7 +27,7 @@ const cli_cmd cli_cmd_backup = {
     "Usage: jvdb [--data DIR] backup SUBCOMMAND ... --repo R\n"
     "\n"
     "  backup create NAME --repo R [--type full|incremental|differential] [--description TEXT]\n"
-    "                [--level N] [--threads N]\n"
+    "                [--level N] [--threads N] [--no-index]\n"
     "  backup list [NAME] --repo R\n"
     "  backup show ID --repo R\n"
     "  backup verify (ID | --all) --repo R\n"
@@ -62,7 +62,9 @@ static const cli_cmd cli_cmd_backup_create = {
     "                    needs is gone or no longer exact, a full backup is made and says why.\n"
     "  --description S   free text stored with the backup\n"
     "  --level N         zstd level 1..19 (default 1)\n"
-    "  --threads N       zstd worker threads (default 0: compress in the main thread)\n",
+    "  --threads N       zstd worker threads (default 0: compress in the main thread)\n"
+    "  --no-index        leave the HNSW graph out (by default a filesystem repository keeps it, so a\n"
+    "                    restore answers HNSW searches at once instead of rebuilding the graph)\n",
     1, 1};
 
 static const cli_cmd cli_cmd_backup_list = {
@@ -299,8 +301,8 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_create;
     cli_opt opts[] = {CLI_REPO_OPTS, {"type", true, NULL}, {"description", true, NULL}, {"level", true, NULL},
-                      {"threads", true, NULL}, {NULL, false, NULL}};
-    enum { TYPE = O_FIRST_OWN, DESC, LEVEL, THREADS };
+                      {"threads", true, NULL}, {"no-index", false, NULL}, {NULL, false, NULL}};
+    enum { TYPE = O_FIRST_OWN, DESC, LEVEL, THREADS, NO_INDEX };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -320,6 +322,7 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
         bo.threads = (uint32_t)v;
     }
     bo.description = opts[DESC].value;
+    bo.no_index = opts[NO_INDEX].value != NULL;
     jvdb_repo *repo;
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     jvdb_db *db;

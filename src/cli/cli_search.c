@@ -3,14 +3,12 @@
  * in a file (--query-file: fvecs, npy or jsonl, read by the import readers of cli_read.c), printed
  * as a table or as JSON.
  *
- * Exact by default.  The library keeps its HNSW graph in memory only: every process that opens a
- * database builds it again, in a background thread, and meanwhile answers the vectors the graph has
- * not taken in with an exact scan.  A one-shot command therefore never has a graph worth using; it
- * would only pay for a build it throws away at exit (measured in docs/CLI.md and
- * bench/results/search.md: 20-35 s for 100,000 vectors of dimension 128 and about 4 minutes for
- * 1,000,000, against 3-8 ms and 33 ms per exact query).  So the CLI scans, which is
- * also always complete, and `--index` (or `--ef`) asks for the graph explicitly: build it, wait for
- * it, then search it — worth it only for query files of several thousand queries.
+ * Exact by default, and then read-only.  `--index` (or `--ef`) asks for the HNSW graph: the library
+ * loads the one saved beside the segments (ext.hnsw) and catches up with newer writes, or builds it
+ * when there is none (minutes at 1,000,000 vectors), waits for it, then searches it.  For that the
+ * data directory is opened for writing, so that a graph this process had to build or catch up is
+ * saved at exit and the next `--index` only loads it; the vectors are never changed.  When another
+ * process holds the directory the search falls back to a read-only open (nothing is saved).
  *
  * The queries are all read and checked before the first search, so a bad row in a query file fails
  * the command with nothing on stdout, and before the index build, which can take minutes.
@@ -19,6 +17,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #define CLI_SEARCH_MAX_K 100000
@@ -48,17 +47,18 @@ const cli_cmd cli_cmd_search = {
     "  --no-metadata       leave the metadata out\n"
     "  --threads N         threads of the exact scan (default: one per core)\n"
     "  --exact             scan every vector (the default of this command; see below)\n"
-    "  --index             search the HNSW index: build it first and wait for it (approximate)\n"
+    "  --index             search the HNSW index (approximate): load the saved graph, or build it\n"
+    "                      (and wait) when there is none; the graph is saved for next time\n"
     "  --ef N              HNSW search breadth (implies --index; default: the database's ef_search)\n"
     "  --json              {\"results\": [{\"vectorId\", \"score\", \"values\"?, \"metadata\"?}]};\n"
     "                      with --query-file a JSON array holding one such object per query\n"
     "\n"
-    "The search is exact unless --index is given: the index is held in memory only, so each jvdb\n"
-    "process builds it anew, which takes far longer than exact scans for a few queries (20-35 s per\n"
-    "100,000 vectors of dimension 128 on 2 cores, 4 minutes for 1,000,000).  --index pays for the\n"
-    "build once, then answers each query in well under a millisecond; it pays off for query files\n"
-    "of thousands of queries.\n"
-    "'jvdb serve' keeps the index between requests.\n",
+    "The search is exact unless --index is given.  The HNSW graph is kept beside the database\n"
+    "(ext.hnsw): --index loads it (about a second per million vectors) and takes in only the vectors\n"
+    "written since it was saved.  Without a saved graph the first --index builds one (20-35 s per\n"
+    "100,000 vectors of dimension 128 on 2 cores, 4 minutes for 1,000,000) and saves it at exit.\n"
+    "--index opens the data directory for writing to save the graph (never the vectors); when another\n"
+    "process holds it, it opens read-only and saves nothing.\n",
     1, 1};
 
 /* The queries of one command, all read before the first search. */
@@ -127,21 +127,27 @@ out:
     return rc;
 }
 
-/* Builds the graph of every vector and waits for it, with a progress bar on a terminal. */
+/* Waits until the graph can answer: the saved graph is loaded, or, without one, built from every
+ * vector (with a progress bar on a terminal).  A catch-up with vectors written after the graph was
+ * saved is not waited for: those vectors are scanned exactly, so answers are complete and come at
+ * once, and whatever the catch-up did before exit is saved for the next run. */
 static int cli_search_wait_index(jvdb_db *db)
 {
     cli_progress prog;
     uint64_t total = jvdb_count(db);
     cli_progress_start(&prog, "indexed", total);
     for (;;) {
-        int rc = jvdb_db_index_wait(db, 200);
+        jvdb_index_status st;
+        int rc = jvdb_db_index_status(db, &st);
+        if (rc) return cli_lib_error(rc);
+        if (st.state == JVDB_INDEX_READY || st.state == JVDB_INDEX_CATCHING_UP) break;
+        /* Short: the end of a load with a catch-up left is only seen by asking again. */
+        rc = jvdb_db_index_wait(db, st.state == JVDB_INDEX_LOADING ? 20 : 200);
         if (rc == JVDB_OK) break;
         if (rc != JVDB_EBUSY) {
             cli_progress_finish(&prog, 0, 0);
             return cli_lib_error(rc);
         }
-        jvdb_index_status st;
-        if ((rc = jvdb_db_index_status(db, &st))) return cli_lib_error(rc);
         uint64_t done = st.pending < total ? total - st.pending : 0;
         cli_progress_update(&prog, done, done);
     }
@@ -350,6 +356,16 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
         if (!f) {
             rc = cli_fail("cannot open '%s': %s", path, strerror(errno));
             goto out;
+        }
+    }
+    struct stat dst;
+    if (use_index && stat(ctx->data_dir, &dst) == 0) {
+        /* Writable, to keep the graph for the next run; read-only when another process has the
+         * directory (a server, another search): the search itself needs no more. */
+        ctx->readonly = false;
+        if (jvdb_env_open(ctx->data_dir, &ctx->env) != JVDB_OK) {
+            ctx->env = NULL;
+            ctx->readonly = true;
         }
     }
     if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;

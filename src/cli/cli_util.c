@@ -360,9 +360,55 @@ int cli_print_json(json_t *doc)
     return CLI_EXIT_OK;
 }
 
+/* The index's readiness: the live state when this process has the index attached, else what the
+ * next open would do with the saved graph (read from its header only: a stats command never loads
+ * or builds a graph). */
+static json_t *cli_index_json(jvdb_db *db)
+{
+    jvdb_index_status ix;
+    jvdb_index_saved sv;
+    json_t *j = json_object();
+    if (jvdb_db_index_status_if_attached(db, &ix) == JVDB_OK) {
+        json_object_set_new(j, "state", json_string(jvdb_index_state_name(ix.state)));
+        json_object_set_new(j, "nodes", json_integer((json_int_t)ix.nodes));
+        json_object_set_new(j, "pending", json_integer((json_int_t)ix.pending));
+        json_object_set_new(j, "reason", json_string(ix.reason));
+    }
+    if (jvdb_db_index_saved(db, &sv) == JVDB_OK) {
+        json_object_set_new(j, "saved", json_pack("{sbsIsIsIsIss}", "present", sv.present, "nodes", (json_int_t)sv.nodes,
+                                                  "lsn", (json_int_t)sv.lsn, "file_bytes", (json_int_t)sv.file_bytes,
+                                                  "behind", (json_int_t)sv.behind, "problem", sv.problem));
+        if (!json_object_get(j, "state")) {
+            const char *next = !sv.present ? "rebuild" : sv.problem[0] ? "rebuild" : sv.behind ? "load_and_catch_up" : "load";
+            json_object_set_new(j, "on_open", json_string(next));
+        }
+    }
+    return j;
+}
+
+static void cli_index_print(jvdb_db *db)
+{
+    jvdb_index_status ix;
+    jvdb_index_saved sv;
+    if (jvdb_db_index_status_if_attached(db, &ix) == JVDB_OK)
+        printf("index:           %s, %llu nodes, %llu pending%s%s\n", jvdb_index_state_name(ix.state),
+               (unsigned long long)ix.nodes, (unsigned long long)ix.pending, ix.reason[0] ? "; rebuilt because: " : "",
+               ix.reason);
+    if (jvdb_db_index_saved(db, &sv) != JVDB_OK) return;
+    if (!sv.present)
+        printf("saved_index:     none (the first HNSW search builds the graph from every vector)%s%s\n",
+               sv.problem[0] ? ": " : "", sv.problem);
+    else if (sv.problem[0])
+        printf("saved_index:     unusable (%s); the first HNSW search rebuilds it\n", sv.problem);
+    else
+        printf("saved_index:     %llu nodes up to LSN %llu (%llu bytes); %llu newer vectors to catch up at load\n",
+               (unsigned long long)sv.nodes, (unsigned long long)sv.lsn, (unsigned long long)sv.file_bytes,
+               (unsigned long long)sv.behind);
+}
+
 json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st)
 {
-    return json_pack("{sIsIsIsIsIsIsfsIsIsIso}",
+    return json_pack("{sIsIsIsIsIsIsfsIsIsIsoso}",
                      "live_records", (json_int_t)st->live_records,
                      "dead_records", (json_int_t)st->dead_records,
                      "tombstones", (json_int_t)st->tombstones,
@@ -373,7 +419,8 @@ json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st)
                      "segments", (json_int_t)st->segments,
                      "last_lsn", (json_int_t)st->last_lsn,
                      "backup_horizon", (json_int_t)st->backup_horizon,
-                     "compaction", cli_compaction_json(db));
+                     "compaction", cli_compaction_json(db),
+                     "index", cli_index_json(db));
 }
 
 void cli_stats_print(jvdb_db *db, const jvdb_stats *st)
@@ -389,4 +436,5 @@ void cli_stats_print(jvdb_db *db, const jvdb_stats *st)
     printf("last_lsn:        %llu\n", (unsigned long long)st->last_lsn);
     printf("backup_horizon:  %llu\n", (unsigned long long)st->backup_horizon);
     cli_compaction_print(db);
+    cli_index_print(db);
 }

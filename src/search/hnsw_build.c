@@ -37,7 +37,7 @@ static int hnsw_random_level(hnsw *h)
     return l >= HNSW_MAX_LEVEL - 1 ? HNSW_MAX_LEVEL - 1 : (int)l;
 }
 
-static int hnsw_reserve(hnsw *h, uint32_t need)
+int hnsw_reserve(hnsw *h, uint32_t need)
 {
     if (need <= h->cap)
         return JVDB_OK;
@@ -82,7 +82,7 @@ nomem:
 
 /* Heuristic selection: `cand` is sorted closest first (distance to the node being linked); the kept
  * ones are moved to the front.  Returns how many were kept (at most max). */
-static uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots,
+uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots,
                             uint32_t nslots, topk_item *cand, uint32_t n, uint32_t max)
 {
     if (n <= max)

@@ -117,4 +117,12 @@ uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *s
  * still has one.  HNSW_NONE if no node has a vector. */
 uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots);
 
+/* Heuristic neighbour selection (hnsw_build.c): `cand` sorted closest first; the kept ones (at most
+ * max) are moved to the front and counted.  Also used by the loader's and vacuum's repairs. */
+uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
+                     topk_item *cand, uint32_t n, uint32_t max);
+
+/* Grows the arrays to hold slots [0, need).  JVDB_EINVAL, JVDB_ENOMEM. */
+int hnsw_reserve(hnsw *h, uint32_t need);
+
 #endif

@@ -10,8 +10,9 @@
  * and ingest runs at storage speed while the graph catches up behind it.
  *
  * Locks, in order: the index rwlock (graph changes exclusive, searches shared), then the database's
- * write_mu (only to attach the hook and to queue every slot for a fresh graph), then the pending
- * mutex (a leaf).  The store itself is read without locks, in a read section at one snapshot LSN
+ * write_mu (to attach the hook, to queue every slot for a fresh graph, and for the saved graph one
+ * block of nodes at a time, in memory only: naming them at a save, matching them at a load, then
+ * the catch-up), then the pending mutex (a leaf).  The store itself is read without locks, in a read section at one snapshot LSN
  * (store/readpath.h): a search copies the pending set under the pending mutex when it starts, and
  * every slot it returns is resolved to the version its snapshot sees.
  *
@@ -22,28 +23,49 @@
  * the copies are normalised (the store keeps vectors as given), so the graph compares by inner product
  * as before; exact scans (flat.c) read the stored vectors and divide by their norms.
  *
- * The graph is rebuilt when its deleted share passes REBUILD_SHARE: a fresh empty graph replaces it
- * and every live slot becomes pending, so neither searches nor writers ever wait for a rebuild.
- * After a reopen the graph is rebuilt the same way, in the background, from the live slots.
+ * Deleted nodes are removed by a vacuum (hnsw_persist.c) when their share passes VACUUM_SHARE: the
+ * lists that pointed at them are refilled from theirs, at a cost bounded by the nodes next to
+ * deleted ones, so recall holds over any number of delete/insert/compact rounds without rebuilds.
+ *
+ * The graph is durable (DESIGN.md 10): the index thread checkpoints it to ext.hnsw (hnsw_persist.c
+ * says why checkpoints plus catch-up suffice) when it is idle after SAVE_CHANGES changes or
+ * SAVE_SECONDS, and at close.  On attach the thread loads that file in the background (searches are
+ * exact meanwhile), keeps the nodes whose record is still the keydir's newest for its id, and queues
+ * every other live slot: the catch-up.  A missing, damaged or other-format file means a rebuild from
+ * every live slot, with the reason logged and shown in the index status.  Saving holds the index
+ * lock shared (searches go on) and the database's write_mu only while one block's ids are copied
+ * (the keydir changes a slot before its hook queues it, so only the writer lock makes "not pending"
+ * mean "the node holds the owner's vector"), so writers never wait for the file.
  */
 #include "search/distance.h"
 #include "search/filter.h"
 #include "search/flat.h"
 #include "search/hnsw.h"
+#include "search/hnsw_persist.h"
 
 #include "core/err.h"
+#include "core/fs.h"
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
 #define INDEX_CHUNK 16
-#define REBUILD_SHARE 0.30
-#define REBUILD_MIN_NODES 1000
+#define VACUUM_SHARE 0.10
+#define VACUUM_MIN_NODES 1000
+#define SAVE_CHANGES 50000
+#define SAVE_SECONDS 30
+#define LOAD_CHUNK 4096
 #define MAX_K 100000
 #define SELECTIVE_SAMPLE 256
 #define NAV_BLOCK 4096
@@ -66,6 +88,17 @@ struct search_index {
     pthread_t thread;
     int thread_started;
     int stop;
+
+    /* Durability (ix->lock guards these unless noted). */
+    int loading;                  /* the thread has yet to load the saved graph (pend_mu too) */
+    int rebuilding;               /* the graph was started empty; pending drains it (pend_mu too) */
+    char why[160];                /* reason of the rebuild */
+    uint64_t gen;                 /* bumped by every reset, so a load in progress knows it is stale */
+    pthread_mutex_t save_mu;      /* one save at a time (they share the .tmp name) */
+    uint64_t dirty;               /* graph changes since the last save */
+    time_t last_save;
+    uint64_t saved_lsn;
+    uint64_t loaded_nodes;
 };
 
 static pthread_mutex_t search_attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -203,7 +236,10 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
     const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
     if (!v) {
         /* The node keeps its copy, so searches can still walk through it. */
-        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
+        if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) {
+            hnsw_mark_deleted(ix->graph, slot);
+            __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
+        }
         return;
     }
     float *copy = index_nav_slot(ix, slot);
@@ -219,12 +255,14 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
         return;
     }
     ix->nav[slot] = copy;
+    __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
     if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
         log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());
 }
 
-/* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild. */
-static int index_reset_graph(struct search_index *ix)
+/* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild.
+ * Index write lock and database write lock held; `why` is shown in the status until it is done. */
+static int index_reset_graph(struct search_index *ix, const char *why)
 {
     hnsw *fresh = NULL;
     if (ix->opts.type == JVDB_INDEX_HNSW) {
@@ -238,22 +276,272 @@ static int index_reset_graph(struct search_index *ix)
     }
     hnsw_free(ix->graph);
     ix->graph = fresh;
+    ix->gen++;
+    __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
+    ix->loaded_nodes = 0;
+    snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
+    ix->rebuilding = fresh != NULL;
     pthread_mutex_unlock(&ix->pend_mu);
     if (fresh) index_queue_all(ix);
+    /* Only now: a waiter must not see "not loading, nothing pending" before the queue is filled. */
+    pthread_mutex_lock(&ix->pend_mu);
+    ix->loading = 0;
+    pthread_cond_broadcast(&ix->pend_cv);
+    pthread_mutex_unlock(&ix->pend_mu);
     return JVDB_OK;
 }
 
-static int index_reset_graph_cb(void *ix) { return index_reset_graph(ix); }
+/* ---------------------------------------------------------------- the graph file */
 
-/* As the writer: a fresh graph with every slot queued, and the hook set, with no write between. */
+static int index_writable(const jvdb_db *db)
+{
+    return db_writable(db);
+}
+
+struct save_ctx {
+    struct search_index *ix;
+};
+
+static void save_lock(void *ctx, int lock)
+{
+    struct search_index *ix = ((struct save_ctx *)ctx)->ix;
+    if (lock) db_writer_enter(ix->db);
+    else db_writer_exit(ix->db);
+}
+
+/* Writer lock held (save_lock, one block of nodes at a time, no I/O): the node stands for the slot's
+ * record only when the slot is settled, i.e. the graph has taken in the slot's current vector.  The
+ * keydir changes a slot before its hook queues it, so only the writer lock makes "not pending" mean
+ * "the graph's copy is the owner's vector"; a read section would not. */
+static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_len, uint64_t *lsn)
+{
+    struct search_index *ix = ((struct save_ctx *)ctx)->ix;
+    uint32_t n;
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
+    if (slot >= n || !sl->vec[slot] || !sl->owner[slot]) return 0;
+    pthread_mutex_lock(&ix->pend_mu);
+    int pending = slot < ix->bits_cap && ix->pending_bit[slot];
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (pending) return 0;
+    const struct kd_entry *e = sl->owner[slot];
+    *id = e->id;
+    *id_len = e->id_len;
+    *lsn = e->lsn;
+    return 1;
+}
+
+/* Writes the graph file; index lock held (shared or exclusive), so the graph does not change. */
+static int index_save_locked(struct search_index *ix)
+{
+    jvdb_db *db = ix->db;
+    if (!index_writable(db)) return JVDB_OK;
+    if (!ix->graph) {
+        /* FLAT, or still loading: nothing to save, and nothing to retry until the graph changes. */
+        pthread_mutex_lock(&ix->pend_mu);
+        if (!ix->loading) __atomic_store_n(&ix->dirty, 0, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&ix->pend_mu);
+        return JVDB_OK;
+    }
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    /* Every record up to this LSN that is live and settled is in the graph; later ones are caught up
+     * at open whatever this says, since nodes are matched record by record. */
+    rp_enter();
+    pthread_mutex_lock(&ix->pend_mu);
+    uint64_t lsn = ix->npending ? 0 : db_snapshot_lsn(db);
+    pthread_mutex_unlock(&ix->pend_mu);
+    rp_exit();
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_mutex_lock(&ix->save_mu);
+    uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
+    struct save_ctx sc = {ix};
+    int rc = hnsw_save(ix->graph, path, lsn, save_ident, save_lock, &sc, &bytes);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    free(path);
+    if (rc) {
+        pthread_mutex_unlock(&ix->save_mu);
+        log_error("search index of '%s': cannot save the graph: %s", jvdb_db_name(db), jvdb_errmsg());
+        return rc;
+    }
+    __atomic_fetch_sub(&ix->dirty, dirty, __ATOMIC_RELAXED);
+    __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);
+    if (lsn) __atomic_store_n(&ix->saved_lsn, lsn, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&ix->save_mu);
+    log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", jvdb_db_name(db),
+              hnsw_node_count(ix->graph), (unsigned long long)bytes,
+              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    return JVDB_OK;
+}
+
+/* Maps the saved graph's nodes to slots (writer lock, a chunk at a time, so writers get in
+ * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
+ * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
+static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, hnsw **g, uint64_t gen, char *why,
+                            size_t whylen)
+{
+    jvdb_db *db = ix->db;
+    *g = NULL;
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(why, whylen, e == ENOENT ? "no saved graph" : "cannot open the saved graph: %s", strerror(e));
+        free(path);
+        return e == ENOENT ? JVDB_ENOTFOUND : JVDB_EIO;
+    }
+    free(path);
+    struct stat st;
+    void *map = MAP_FAILED;
+    if (fstat(fd, &st) == 0 && st.st_size > 0) map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(why, whylen, "cannot read the saved graph");
+        return JVDB_EIO;
+    }
+    madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
+    hnsw_file f;
+    uint32_t *slot_of = NULL;
+    int rc = hnsw_file_parse(map, (size_t)st.st_size, &f);
+    if (rc) {
+        snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
+        munmap(map, (size_t)st.st_size);
+        return rc;
+    }
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != opts->m || f.p.ef_construction != opts->ef_construction) {
+        snprintf(why, whylen, "saved graph was built with other settings (dim %u, M %u, ef_construction %u)", f.dim,
+                 f.p.M, f.p.ef_construction);
+        rc = JVDB_EINVAL;
+        goto out;
+    }
+    f.p.ef_search = opts->ef_search;
+    if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        snprintf(why, whylen, "out of memory loading the saved graph");
+        goto out;
+    }
+    for (uint32_t i = 0; i < f.nnodes && rc == JVDB_OK;) {
+        pthread_rwlock_wrlock(&ix->lock);
+        /* As the writer: a node's slot (a writer field) and the slot's vector cannot change under us,
+         * and a write after this chunk queues the slot through the hook. */
+        db_writer_enter(db);
+        uint32_t nsl;
+        const struct keydir *kd = db_keydir(db);
+        const struct kd_slots *sl = keydir_slots(kd, &nsl);
+        if (ix->gen != gen) rc = JVDB_EBUSY;
+        for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
+            const hnsw_file_node *nd = &f.nodes[i];
+            slot_of[i] = HNSW_FILE_NONE;
+            if (nd->dead) continue;
+            /* A graph can only miss, never invent: the node is kept only for the id's newest record. */
+            const struct kd_entry *e = keydir_find(kd, nd->id, nd->id_len);
+            if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || e->slot >= nsl || !sl->vec[e->slot] ||
+                sl->owner[e->slot] != e)
+                continue;
+            float *copy = index_nav_slot(ix, e->slot);
+            if (!copy) {
+                rc = JVDB_ENOMEM;
+                snprintf(why, whylen, "out of memory loading the saved graph");
+                break;
+            }
+            memcpy(copy, sl->vec[e->slot], (size_t)jvdb_db_dim(db) * sizeof(float));
+            /* The graph navigates on normalised copies for cosine, as index_reconcile makes them. */
+            if (jvdb_db_metric(db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(db)) != JVDB_OK) continue;
+            ix->nav[e->slot] = copy;
+            slot_of[i] = e->slot;
+        }
+        db_writer_exit(db);
+        pthread_rwlock_unlock(&ix->lock);
+    }
+    if (rc == JVDB_EBUSY) snprintf(why, whylen, "settings changed while loading");
+    if (rc == JVDB_OK) {
+        pthread_rwlock_rdlock(&ix->lock);
+        rc = hnsw_from_file(&f, slot_of, ix->nav, ix->nav_cap, g);
+        pthread_rwlock_unlock(&ix->lock);
+        if (rc) snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
+    }
+    if (rc == JVDB_OK) __atomic_store_n(&ix->saved_lsn, f.lsn, __ATOMIC_RELAXED);
+out:
+    free(slot_of);
+    hnsw_file_free(&f);
+    munmap(map, (size_t)st.st_size);
+    return rc;
+}
+
+/* The thread's first job: the saved graph plus catch-up, or a rebuild saying why. */
+static void index_load(struct search_index *ix)
+{
+    jvdb_db *db = ix->db;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_rwlock_rdlock(&ix->lock);
+    uint64_t gen = ix->gen;
+    jvdb_index_options opts = ix->opts;   /* set_index changes them under the write lock (and gen) */
+    pthread_rwlock_unlock(&ix->lock);
+    char why[160] = "";
+    hnsw *g = NULL;
+    int rc = index_load_graph(ix, &opts, &g, gen, why, sizeof why);
+    pthread_rwlock_wrlock(&ix->lock);
+    if (ix->gen != gen) {
+        /* set_index reset the graph meanwhile: that one stands. */
+        hnsw_free(g);
+        pthread_rwlock_unlock(&ix->lock);
+        return;
+    }
+    db_writer_enter(db);
+    if (rc == JVDB_OK) {
+        hnsw_free(ix->graph);
+        ix->graph = g;
+        hnsw_set_ef_search(g, ix->opts.ef_search);   /* set_index may have changed only ef meanwhile */
+        ix->loaded_nodes = hnsw_node_count(g);
+        ix->why[0] = '\0';
+        /* Catch-up: every live slot the graph does not hold (written after the save, replaced, or
+         * not settled when it was saved).  Slots the hook queued during the load stay queued. */
+        uint32_t nsl;
+        const struct kd_slots *sl = keydir_slots(db_keydir(db), &nsl);
+        for (uint32_t s = 0; s < nsl; s++)
+            if (sl->vec[s] && !hnsw_contains(g, s)) index_slot_hook(ix, s, 1);
+        pthread_mutex_lock(&ix->pend_mu);
+        ix->loading = 0;
+        uint32_t catchup = ix->npending;
+        pthread_cond_broadcast(&ix->pend_cv);
+        pthread_mutex_unlock(&ix->pend_mu);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        log_info("search index of '%s': loaded the saved graph (%u nodes) in %.3f s; %u vectors to catch up",
+                 jvdb_db_name(db), hnsw_node_count(g),
+                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, catchup);
+    } else {
+        if (__atomic_load_n(&db_keydir(db)->live, __ATOMIC_RELAXED) > 0 || rc != JVDB_ENOTFOUND)
+            log_info("search index of '%s': %s; rebuilding it in the background", jvdb_db_name(db), why);
+        if (index_reset_graph(ix, why) != JVDB_OK)
+            log_error("search index of '%s': rebuild failed: %s", jvdb_db_name(db), jvdb_errmsg());
+    }
+    db_writer_exit(db);
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+struct reset_arg {
+    struct search_index *ix;
+    const char *why;
+};
+
+static int index_reset_graph_cb(void *arg)
+{
+    struct reset_arg *a = arg;
+    return index_reset_graph(a->ix, a->why);
+}
+
+/* As the writer: the hook set (and, when the saved graph cannot be used, a fresh graph with every slot
+ * queued), with no write between. */
 static int index_attach_cb(void *arg)
 {
     struct search_index *ix = arg;
-    int rc = index_reset_graph(ix);
+    int rc = index_writable(ix->db) ? JVDB_OK : index_reset_graph(ix, "");
     if (rc == JVDB_OK) db_set_slot_hook(ix->db, index_slot_hook, ix, 1);
     return rc;
 }
@@ -264,8 +552,33 @@ static void *index_thread_main(void *arg)
     jvdb_db *db = ix->db;
     uint32_t chunk[INDEX_CHUNK];
     pthread_mutex_lock(&ix->pend_mu);
+    int loading = ix->loading;
+    pthread_mutex_unlock(&ix->pend_mu);
+    if (loading) index_load(ix);
+    pthread_mutex_lock(&ix->pend_mu);
     for (;;) {
-        while (!ix->stop && ix->npending == 0) pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
+        while (!ix->stop && ix->npending == 0) {
+            ix->rebuilding = 0;
+            if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && index_writable(db)) {
+                /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
+                uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
+                time_t now = time(NULL), last = __atomic_load_n(&ix->last_save, __ATOMIC_RELAXED);
+                if (dirty >= SAVE_CHANGES || now - last >= SAVE_SECONDS) {
+                    pthread_mutex_unlock(&ix->pend_mu);
+                    pthread_rwlock_rdlock(&ix->lock);
+                    if (index_save_locked(ix) != JVDB_OK) __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);   /* retry later, not in a loop */
+                    pthread_rwlock_unlock(&ix->lock);
+                    pthread_mutex_lock(&ix->pend_mu);
+                    continue;
+                }
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += last + SAVE_SECONDS - now;
+                pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &until);
+                continue;
+            }
+            pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
+        }
         if (ix->stop) break;
         pthread_mutex_unlock(&ix->pend_mu);
 
@@ -282,15 +595,16 @@ static void *index_thread_main(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph)
             for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
-        int rebuild = ix->graph && hnsw_node_count(ix->graph) >= REBUILD_MIN_NODES &&
-                      hnsw_deleted_share(ix->graph) > REBUILD_SHARE;
+        int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
+                     hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
         rp_exit();
-        if (rebuild) {
-            /* Queuing every slot runs as the writer, as the hook does. */
-            log_info("search index of '%s': %.0f%% of the graph is deleted; rebuilding in the background",
-                     jvdb_db_name(db), 100 * hnsw_deleted_share(ix->graph));
-            if (db_as_writer(db, index_reset_graph_cb, ix) != JVDB_OK)
-                log_error("search index of '%s': rebuild failed: %s", jvdb_db_name(db), jvdb_errmsg());
+        if (vacuum) {
+            /* Only the graph and its own vector copies are read: the database stays open to all. */
+            uint32_t removed = 0;
+            if (hnsw_vacuum(ix->graph, ix->nav, ix->nav_cap, &removed) != JVDB_OK)
+                log_error("search index of '%s': vacuum failed: %s", jvdb_db_name(db), jvdb_errmsg());
+            else
+                __atomic_fetch_add(&ix->dirty, removed, __ATOMIC_RELAXED);
         }
         pthread_rwlock_unlock(&ix->lock);
         pthread_mutex_lock(&ix->pend_mu);
@@ -310,6 +624,8 @@ static void index_free(void *arg)
         pthread_mutex_unlock(&ix->pend_mu);
         pthread_join(ix->thread, NULL);
     }
+    /* Clean close: checkpoint whatever changed, so the next open only loads. */
+    if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && !ix->loading) index_save_locked(ix);
     db_set_slot_hook(ix->db, NULL, ix, 0);
     hnsw_free(ix->graph);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
@@ -319,6 +635,7 @@ static void index_free(void *arg)
     free(ix->pending);
     pthread_rwlock_destroy(&ix->lock);
     pthread_mutex_destroy(&ix->pend_mu);
+    pthread_mutex_destroy(&ix->save_mu);
     pthread_cond_destroy(&ix->pend_cv);
     free(ix);
 }
@@ -344,10 +661,21 @@ static int index_get(jvdb_db *db, struct search_index **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     ix->db = db;
+    ix->last_save = time(NULL);
     pthread_rwlock_init(&ix->lock, NULL);
     pthread_mutex_init(&ix->pend_mu, NULL);
+    pthread_mutex_init(&ix->save_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
+    /* HNSW: the thread loads the saved graph first; until then searches are exact and the hook queues
+     * what changes meanwhile.  FLAT: no graph. */
+    if (ix->opts.type == JVDB_INDEX_HNSW) ix->loading = 1;
+    if (index_writable(db)) {
+        /* A save cut short by a crash leaves its temporary file; the saved graph is intact. */
+        char *tmp = fs_join(db_dir(db), HNSW_FILE_NAME ".tmp");
+        if (tmp) unlink(tmp);
+        free(tmp);
+    }
     int rc = db_as_writer(db, index_attach_cb, ix);
     if (rc == JVDB_OK && pthread_create(&ix->thread, NULL, index_thread_main, ix) != 0)
         rc = err_set(JVDB_ENOMEM, "cannot start the index thread of '%s'", jvdb_db_name(db));
@@ -381,13 +709,14 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
                           "ef_construction", (int)o->ef_construction, "ef_search", (int)o->ef_search);
     if (!x) return err_set(JVDB_ENOMEM, "out of memory");
     if ((rc = db_set_manifest_extra(db, "index", x))) return rc;
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     if ((rc = index_get(db, &ix))) return rc;
     pthread_rwlock_wrlock(&ix->lock);
     int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
     ix->opts = *o;
     if (graph_changes) {
-        rc = db_as_writer(db, index_reset_graph_cb, ix);
+        struct reset_arg ra = {ix, "index settings changed"};
+        rc = db_as_writer(db, index_reset_graph_cb, &ra);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
     }
@@ -395,12 +724,92 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     return rc;
 }
 
+int jvdb_db_index_save(jvdb_db *db)
+{
+    err_clear();
+    struct search_index *ix = NULL;
+    int rc = index_get(db, &ix);
+    if (rc) return rc;
+    pthread_rwlock_rdlock(&ix->lock);
+    rc = index_save_locked(ix);
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+const char *jvdb_index_state_name(jvdb_index_state s)
+{
+    switch (s) {
+    case JVDB_INDEX_READY: return "ready";
+    case JVDB_INDEX_LOADING: return "loading";
+    case JVDB_INDEX_CATCHING_UP: return "catching_up";
+    case JVDB_INDEX_REBUILDING: return "rebuilding";
+    }
+    return "unknown";
+}
+
+static void index_status_of(struct search_index *ix, jvdb_index_status *out);
+
 int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
 {
     err_clear();
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
+    index_status_of(ix, out);
+    return JVDB_OK;
+}
+
+int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out)
+{
+    err_clear();
+    struct search_index *ix = index_attached(db);
+    if (!ix) return err_set(JVDB_ENOTFOUND, "the index of '%s' is not loaded in this process", jvdb_db_name(db));
+    index_status_of(ix, out);
+    return JVDB_OK;
+}
+
+int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
+{
+    err_clear();
+    memset(out, 0, sizeof *out);
+    char *path = fs_join(db_dir(db), HNSW_FILE_NAME);
+    if (!path) return err_set(JVDB_ENOMEM, "out of memory");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    free(path);
+    if (fd < 0) {
+        if (errno != ENOENT) snprintf(out->problem, sizeof out->problem, "cannot open the saved graph: %s", strerror(errno));
+        return JVDB_OK;
+    }
+    out->present = 1;
+    uint8_t head[80];
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 ? pread(fd, head, sizeof head, 0) : -1;
+    close(fd);
+    hnsw_file f;
+    if (got != (ssize_t)sizeof head || hnsw_file_parse_header(head, (size_t)st.st_size, &f) != JVDB_OK) {
+        snprintf(out->problem, sizeof out->problem, "%s", got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
+        return JVDB_OK;
+    }
+    out->nodes = f.nnodes;
+    out->lsn = f.lsn;
+    out->file_bytes = (uint64_t)st.st_size;
+    jvdb_index_options o;
+    jvdb_db_get_index(db, &o);
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m || f.p.ef_construction != o.ef_construction)
+        snprintf(out->problem, sizeof out->problem, "built with other settings (M %u, ef_construction %u)", f.p.M,
+                 f.p.ef_construction);
+    rp_enter();
+    uint32_t nsl;
+    const struct kd_slots *sl = keydir_slots(db_keydir(db), &nsl);
+    for (uint32_t s = 0; s < nsl; s++)
+        if (__atomic_load_n(&sl->owner[s], __ATOMIC_ACQUIRE) && __atomic_load_n(&sl->lsn[s], __ATOMIC_ACQUIRE) > f.lsn)
+            out->behind++;
+    rp_exit();
+    return JVDB_OK;
+}
+
+static void index_status_of(struct search_index *ix, jvdb_index_status *out)
+{
     memset(out, 0, sizeof *out);
     pthread_rwlock_rdlock(&ix->lock);
     out->type = ix->opts.type;
@@ -409,17 +818,26 @@ int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out)
         out->deleted_nodes = out->nodes - hnsw_live_count(ix->graph);
         out->memory_bytes = hnsw_memory_bytes(ix->graph);
     }
+    out->loaded_nodes = ix->loaded_nodes;
+    out->saved_lsn = __atomic_load_n(&ix->saved_lsn, __ATOMIC_RELAXED);
+    /* While the saved graph loads nothing is in a graph yet: every live vector counts as pending, so
+     * "pending 0" keeps meaning "the graph answers for everything". */
+    uint64_t live = __atomic_load_n(&db_keydir(ix->db)->live, __ATOMIC_RELAXED);
     pthread_mutex_lock(&ix->pend_mu);
-    out->pending = ix->npending;
+    out->pending = ix->loading ? (live > ix->npending ? live : ix->npending) : ix->npending;
+    if (ix->loading) out->state = JVDB_INDEX_LOADING;
+    else if (ix->rebuilding && ix->npending) out->state = JVDB_INDEX_REBUILDING;
+    else if (ix->npending) out->state = JVDB_INDEX_CATCHING_UP;
+    else out->state = JVDB_INDEX_READY;
+    snprintf(out->reason, sizeof out->reason, "%s", ix->why);
     pthread_mutex_unlock(&ix->pend_mu);
     pthread_rwlock_unlock(&ix->lock);
-    return JVDB_OK;
 }
 
 int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
 {
     err_clear();
-    struct search_index *ix;
+    struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
     struct timespec deadline;
@@ -431,9 +849,10 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
         deadline.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&ix->pend_mu);
-    while (ix->npending > 0 && rc == JVDB_OK)
-        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && ix->npending > 0)
-            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in", jvdb_db_name(db), ix->npending);
+    while ((ix->npending > 0 || ix->loading) && rc == JVDB_OK)
+        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && (ix->npending > 0 || ix->loading))
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", jvdb_db_name(db), ix->npending,
+                         ix->loading ? " (loading the saved graph)" : "");
     pthread_mutex_unlock(&ix->pend_mu);
     if (rc) return rc;
     /* The last chunk is taken off the queue before it is in the graph: wait for the thread to let go. */

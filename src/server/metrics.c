@@ -274,6 +274,20 @@ static void metrics_render_databases(server *s, mbuf *b)
         metrics_render_indexes(b, names, ix, n);
         metrics_render_db_compaction(s, b, names, n);
     }
+    /* Index readiness, from the statuses read above (zeros for a database dropped meanwhile). */
+    static const struct {
+        const char *name, *help;
+    } gi[] = {
+        {"jvdb_index_state", "HNSW index state: 0 ready, 1 loading the saved graph, 2 catching up, 3 rebuilding."},
+        {"jvdb_index_pending", "Vectors written but not yet in the HNSW graph (searched exactly meanwhile)."},
+    };
+    for (size_t k = 0; st && k < sizeof gi / sizeof gi[0]; k++) {
+        mb_head(b, gi[k].name, "gauge", gi[k].help);
+        for (size_t i = 0; i < n; i++) {
+            unsigned long long v = k == 0 ? (unsigned long long)ix[i].state : ix[i].pending;
+            mb_printf(b, "%s{database=\"%s\"} %llu\n", gi[k].name, names[i], v);
+        }
+    }
     free(st);
     free(ix);
     jvdb_free_names(names, n);

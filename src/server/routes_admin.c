@@ -318,6 +318,11 @@ void route_db_stats(server *s, http_req *rq, http_resp *rs)
         jw_kuint(&w, "deletedNodes", ix.deleted_nodes);
         jw_kuint(&w, "pending", ix.pending);
         jw_kuint(&w, "memoryBytes", ix.memory_bytes);
+        /* Readiness (issue 11): loading the saved graph, catching up, rebuilding (and why), ready. */
+        jw_kstr(&w, "state", jvdb_index_state_name(ix.state));
+        jw_kuint(&w, "loadedNodes", ix.loaded_nodes);
+        jw_kuint(&w, "savedLsn", ix.saved_lsn);
+        jw_kstr(&w, "reason", ix.reason);
         jw_obj_end(&w);
     }
     jw_obj_end(&w);

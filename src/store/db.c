@@ -549,6 +549,13 @@ json_t *db_manifest_extra(jvdb_db *db, const char *key)
 int db_compaction_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, true); }
 void db_compaction_release(jvdb_db *db) { atomic_store(&db->compacting, false); }
 int db_is_dropping(const jvdb_db *db) { return atomic_load(&((jvdb_db *)db)->dropping); }
+const char *db_dir(const jvdb_db *db) { return db->dir; }
+int db_writable(const jvdb_db *db)
+{
+    return db->mode == DB_MODE_WRITE && !atomic_load(&((jvdb_db *)db)->failed) && !db_is_dropping(db);
+}
+void db_writer_enter(jvdb_db *db) { db_write_lock(db); }
+void db_writer_exit(jvdb_db *db) { db_write_unlock(db); }
 void *db_ext(const jvdb_db *db) { return __atomic_load_n(&((jvdb_db *)db)->ext, __ATOMIC_ACQUIRE); }
 
 void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext))

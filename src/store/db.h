@@ -119,6 +119,15 @@ json_t *db_manifest_extra(jvdb_db *db, const char *key);
 int db_compaction_claim(jvdb_db *db);
 void db_compaction_release(jvdb_db *db);
 int db_is_dropping(const jvdb_db *db);
+/* The database's directory (fixed at load). */
+const char *db_dir(const jvdb_db *db);
+/* Whether its files may be changed now: opened for writing, not failed, not being dropped
+ * (a check without an error message, for layers that only skip optional files). */
+int db_writable(const jvdb_db *db);
+/* Takes / releases the writer lock (write_mu) around a short in-memory step that must see no write
+ * meanwhile and cannot be one call (db_as_writer); never across I/O. */
+void db_writer_enter(jvdb_db *db);
+void db_writer_exit(jvdb_db *db);
 /* Per-database state of an upper layer (the search index), freed by ext_free when the database
  * closes.  db_ext is an acquire load; db_set_ext publishes (release). */
 void *db_ext(const jvdb_db *db);

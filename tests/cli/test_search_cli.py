@@ -402,12 +402,56 @@ def search_changes_nothing_on_disk(e):
 
     def snapshot():
         return {n: (os.path.getsize(os.path.join(d, n)), open(os.path.join(d, n), "rb").read())
-                for n in sorted(os.listdir(d))}
+                for n in sorted(os.listdir(d)) if n != "ext.hnsw"}
     before = snapshot()
     q = queries(1, 8, seed=20)[0]
     e.run("search", "v", "--vector", vec_arg(q))
+    assert not os.path.exists(os.path.join(d, "ext.hnsw")), "an exact search saved a graph"
+    # --index may keep the graph it built (ext.hnsw, a derived file), never touch anything else.
     e.run("search", "v", "--vector", vec_arg(q), "--index")
     assert snapshot() == before
+
+
+@test
+def index_saved_between_runs(e):
+    """`search --index` twice: the first builds and saves the graph, the second only loads it."""
+    db = load(e, "l2", n=1200, dim=16, seed=21)
+    st = e.json("stats", "v")["index"]
+    assert st["saved"]["present"] is False and st["on_open"] == "rebuild", st
+    qs = queries(20, 16, seed=22)
+    write_fvecs(e.path("q.fvecs"), qs)
+    os.environ["JVDB_LOG"] = "info"
+    try:
+        _, out1, err1 = e.run("search", "v", "--query-file", e.path("q.fvecs"), "--index", "--json")
+        assert "no saved graph; rebuilding" in err1, err1
+        st = e.json("stats", "v")["index"]
+        assert st["saved"]["present"] is True and st["saved"]["nodes"] == 1200, st
+        assert st["saved"]["behind"] == 0 and st["on_open"] == "load", st
+        _, out2, err2 = e.run("search", "v", "--query-file", e.path("q.fvecs"), "--index", "--json")
+        assert "loaded the saved graph (1200 nodes)" in err2 and "rebuilding" not in err2, err2
+        assert out1 == out2, "the loaded graph answers as the one built"
+        # Newer writes are caught up, not rebuilt; a deleted vector is never answered.
+        e.run("delete", "v", "r5")
+        db.pop("r5")
+        st = e.json("stats", "v")["index"]
+        assert st["on_open"] == "load", st
+        _, out3, err3 = e.run("search", "v", "--vector", vec_arg(qs[0]), "--index", "--json")
+        assert "loaded the saved graph (1199 nodes)" in err3 and "rebuilding" not in err3, err3
+        # A damaged graph file is rebuilt, and the log says why.
+        path = os.path.join(e.data, "databases", "v", "ext.hnsw")
+        with open(path, "r+b") as f:
+            f.seek(300)
+            b = f.read(1)
+            f.seek(300)
+            f.write(bytes([b[0] ^ 0xFF]))
+        st = e.json("stats", "v")["index"]
+        assert st["on_open"] == "load", "the header is intact: stats cannot tell"
+        _, out4, err4 = e.run("search", "v", "--vector", vec_arg(qs[0]), "--index", "--json")
+        assert "saved graph is damaged" in err4 and "checksum" in err4, err4
+    finally:
+        del os.environ["JVDB_LOG"]
+    for per in (json.loads(out3), json.loads(out4)):
+        assert all(g["vectorId"] in db for g in per["results"])
 
 
 # ---------------------------------------------------------------- errors

@@ -32,7 +32,8 @@ def run_writer(data, seed, start, sync, kill_after=None, crash_at=None, compact=
     env.pop("JVDB_CRASH_AT", None)
     if crash_at:
         env["JVDB_CRASH_AT"] = crash_at
-    args = [WRITER, "run", data, str(seed), str(start), sync] + (["compact"] if compact else [])
+    extra = [compact] if isinstance(compact, str) else (["compact"] if compact else [])
+    args = [WRITER, "run", data, str(seed), str(start), sync] + extra
     p = subprocess.Popen(args,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     acked = start
@@ -116,6 +117,20 @@ def crash_points(data):
     for point in ["compact.after_seal:3", "segw.before_rename:3", "compact.before_swap:3", "swap.before_manifest:3",
                   "swap.after_manifest:3", "compact.after_swap:3"]:
         acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact=True)
+        if rc != -signal.SIGKILL:
+            failed += 1
+            print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
+            continue
+        n = check(data, seed, acked, f"crash point {point}")
+        if n is not None:
+            start = n
+            print(f"crash point {point}: ok ({n} ops durable)", flush=True)
+    # Each step of a graph checkpoint (ext.hnsw, docs/FORMAT.md): a thread searches and saves beside
+    # the writer (and a compactor); the checker then requires HNSW answers to name only live ids with
+    # their current vectors, whether the graph was loaded and caught up or rebuilt.
+    for point in ["hnsw.save.before_rename:3", "hnsw.save.after_rename:3", "hnsw.save.before_rename:9",
+                  "hnsw.save.after_rename:9"]:
+        acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact="compact+index")
         if rc != -signal.SIGKILL:
             failed += 1
             print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
@@ -267,6 +282,7 @@ def main():
         random_kills(always, "always", KILLS * 3 // 4)
         random_kills(never, "never", KILLS - KILLS * 3 // 4)
         random_kills(os.path.join(top, "compact"), "always", KILLS, compact=True)
+        random_kills(os.path.join(top, "index"), "always", max(KILLS // 5, 10), compact="compact+index")
         if segment_count(always) < 3:
             global failed
             failed += 1

@@ -1,17 +1,22 @@
 /*
  * crash_writer.c — the workload of the crash suite (tests/crash/crash_test.py drives it).
  *
- *   crash_writer run   DIR SEED START [SYNC [compact]]
+ *   crash_writer run   DIR SEED START [SYNC [compact|index|compact+index]]
  *                                              perform ops START, START+1, ... forever, printing
  *                                              "ack N" after op N-1 returned (N ops acknowledged);
  *                                              with "compact", a second thread compacts the database
- *                                              over and over (full and partial in turn) meanwhile
+ *                                              over and over (full and partial in turn) meanwhile;
+ *                                              with "index", another thread runs HNSW searches and
+ *                                              checkpoints the graph (ext.hnsw) over and over
  *   crash_writer repair DIR SEED ACKED         jvdb_db_repair of the database (the suite damages it
  *                                              first and arms crash points inside the repair)
  *   crash_writer check DIR SEED ACKED          after a kill: the database must equal the model after
  *                                              ACKED ops, or after ACKED+1 (the op in flight may or
  *                                              may not have landed, but never half of it); prints
- *                                              "ok N" with the number of ops found durable
+ *                                              "ok N" with the number of ops found durable; then
+ *                                              the HNSW index (loaded from ext.hnsw plus catch-up,
+ *                                              or rebuilt) must answer only live ids, each with the
+ *                                              score of its current vector
  *
  * The op sequence is a pure function of SEED and the model state, so the checker replays it without
  * reading anything the writer said besides the count.  Ops are single puts, deletes of live ids and
@@ -200,6 +205,7 @@ static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t 
     while ((e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "MANIFEST")) continue;
+        if (!strcmp(e->d_name, "ext.hnsw")) continue;   /* the saved HNSW graph (its .tmp is removed at attach) */
         if (l == 14 && !strcmp(e->d_name + 10, ".seg")) {
             segs++;
             continue;
@@ -216,6 +222,49 @@ static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t 
         stray = 1;
     }
     return stray;
+}
+
+/* 0 when every HNSW answer names a live id of the model and scores its current vector: a graph
+ * left by a crash may miss vectors but never invent or resurrect one. */
+static int index_matches(jvdb_db *db, const struct model *m, char *why, size_t cap)
+{
+    if (jvdb_db_index_wait(db, 120000) != JVDB_OK) {
+        snprintf(why, cap, "index never became ready: %s", jvdb_errmsg());
+        return 1;
+    }
+    for (int qi = 0; qi < 40; qi++) {
+        int base = (qi * 37) % POOL;
+        float q[DIM], v[DIM];
+        vector_for(q, base, m->version[base]);   /* live or deleted: deleted ones must stay away */
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        p.k = 10;
+        jvdb_result *r;
+        size_t cnt;
+        if (jvdb_search(db, q, DIM, &p, &r, &cnt) != JVDB_OK) {
+            snprintf(why, cap, "search failed: %s", jvdb_errmsg());
+            return 1;
+        }
+        for (size_t j = 0; j < cnt; j++) {
+            int id = atoi(r[j].id + 4);
+            if (id < 0 || id >= POOL || !m->live[id]) {
+                snprintf(why, cap, "HNSW search returned %s, which is not live", r[j].id);
+                jvdb_results_free(r, cnt);
+                return 1;
+            }
+            vector_for(v, id, m->version[id]);
+            float d = 0;
+            for (int i = 0; i < DIM; i++) d += (q[i] - v[i]) * (q[i] - v[i]);
+            if (d - r[j].score > 1e-4f || r[j].score - d > 1e-4f) {
+                snprintf(why, cap, "HNSW search scored %s %g, its current vector is at %g (stale node)", r[j].id,
+                         r[j].score, d);
+                jvdb_results_free(r, cnt);
+                return 1;
+            }
+        }
+        jvdb_results_free(r, cnt);
+    }
+    return 0;
 }
 
 static volatile int compactor_stop;
@@ -235,6 +284,26 @@ static void *compactor_main(void *arg)
             exit(5);
         }
         usleep(2000);
+    }
+    return NULL;
+}
+
+static void *indexer_main(void *arg)
+{
+    jvdb_db *db = arg;
+    float q[DIM];
+    for (int round = 0;; round++) {
+        vector_for(q, round % POOL, (uint64_t)round);
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        jvdb_result *r;
+        size_t cnt;
+        if (jvdb_search(db, q, DIM, &p, &r, &cnt) != JVDB_OK || jvdb_db_index_save(db) != JVDB_OK) {
+            fprintf(stderr, "crash_writer: index: %s\n", jvdb_errmsg());
+            exit(6);
+        }
+        jvdb_results_free(r, cnt);
+        usleep(3000);
     }
     return NULL;
 }
@@ -280,6 +349,12 @@ int main(int argc, char **argv)
         model_replay(seed, n, &m);
         jvdb_stats st;
         jvdb_stats_get(db, &st);
+        if (model_matches(db, &m, why_k, sizeof why_k) != 0) model_replay(seed, n + 1, &m);
+        if (model_matches(db, &m, why_k, sizeof why_k) == 0 && index_matches(db, &m, why_k, sizeof why_k) != 0) {
+            printf("FAIL: %s\n", why_k);
+            return 1;
+        }
+        model_replay(seed, n, &m);
         if (stray_files(dir, &st, why_k, sizeof why_k)) {
             printf("FAIL: %s\n", why_k);
             return 1;
@@ -303,7 +378,9 @@ int main(int argc, char **argv)
     jvdb_db *db = open_db(env, sync, 1);
     model_replay(seed, n, &m);
     pthread_t compactor;
-    if (argc > 6 && !strcmp(argv[6], "compact")) pthread_create(&compactor, NULL, compactor_main, db);
+    if (argc > 6 && strstr(argv[6], "compact")) pthread_create(&compactor, NULL, compactor_main, db);
+    pthread_t indexer;
+    if (argc > 6 && strstr(argv[6], "index")) pthread_create(&indexer, NULL, indexer_main, db);
     struct op op;
     for (uint64_t i = n;; i++) {
         op_choose(seed, i, &m, &op);

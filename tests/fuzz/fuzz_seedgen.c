@@ -1,7 +1,8 @@
 /*
  * fuzz_seedgen.c — writes seed inputs for the fuzz targets, made by the library itself so they are
  * valid by construction: a segment body with puts, deletes and a batch (for fuzz_record, prefixed by
- * a dimension byte, and fuzz_recovery), and a MANIFEST (for fuzz_manifest).
+ * a dimension byte, and fuzz_recovery), a MANIFEST (for fuzz_manifest), backup files, and a saved
+ * HNSW graph (for fuzz_hnsw_file).
  *   fuzz_seedgen OUTDIR
  */
 #include <stdio.h>
@@ -77,6 +78,31 @@ int main(int argc, char **argv)
     jvdb_repo_close(repo);
     jvdb_env_close(env);
     fs_remove_tree(repo_dir);
+
+    /* A saved HNSW graph (ext.hnsw) of 80 vectors, a few deleted, for fuzz_hnsw_file. */
+    jvdb_db_options_init(&o, 4);
+    if (jvdb_env_open(root, &env) || jvdb_db_create(env, "g", &o, &db)) return 1;
+    for (int i = 0; i < 80; i++) {
+        char id[16];
+        float w[4] = {(float)(i % 7), (float)(i % 5) - 2, (float)i / 10, (float)(i % 3)};
+        snprintf(id, sizeof id, "g%d", i);
+        jvdb_put(db, id, w, 4, NULL, NULL);
+    }
+    jvdb_result *res;
+    size_t nres;
+    if (jvdb_search(db, v, 4, NULL, &res, &nres) || jvdb_db_index_wait(db, 60000)) return 1;
+    jvdb_results_free(res, nres);
+    jvdb_delete(db, "g3", NULL);
+    jvdb_delete(db, "g40", NULL);
+    if (jvdb_db_index_wait(db, 60000) || jvdb_db_index_save(db)) {
+        fprintf(stderr, "fuzz_seedgen: index: %s\n", jvdb_errmsg());
+        return 1;
+    }
+    jvdb_env_close(env);
+    snprintf(path, sizeof path, "%s/databases/g/ext.hnsw", root);
+    if (fs_read_file(path, &data, &len)) return 1;
+    write_file(argv[1], "hnsw_file.seed", data, len, -1);
+    free(data);
     fs_remove_tree(root);
     return 0;
 }

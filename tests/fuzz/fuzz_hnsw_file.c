@@ -1,0 +1,85 @@
+/*
+ * fuzz_hnsw_file.c — libFuzzer target for the saved HNSW graph reader (src/search/hnsw_persist.c):
+ * hnsw_file_parse, then, for a file it accepts, hnsw_from_file with a third of the nodes dropped (the
+ * repair path), a search and a vacuum over the result.  Checksums would stop most mutations at the
+ * door, so every input is also tried re-signed: the header, each block and the trailer get correct
+ * XXH3 values wherever the input's own lengths place them.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "search/hnsw_persist.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+
+static void resign(uint8_t *b, size_t len)
+{
+    if (len < 80 + 24) return;
+    put64(b + 72, XXH3_64bits(b, 72));
+    size_t off = 80, end = len - 24;
+    while (end - off >= 24) {
+        uint32_t plen = get32(b + off + 12);
+        if (plen > end - off - 24) break;
+        put64(b + off + 16 + plen, XXH3_64bits(b + off, 16 + (size_t)plen));
+        off += 24 + (size_t)plen;
+    }
+    put64(b + end + 16, XXH3_64bits(b + end, 16));
+}
+
+static void exercise(const uint8_t *b, size_t len)
+{
+    hnsw_file f;
+    if (hnsw_file_parse(b, len, &f) != JVDB_OK) return;
+    /* Vectors for at most 4096 nodes of a small dimension; bigger files stop at parsing. */
+    if (f.nnodes > 4096 || f.dim > 64) {
+        hnsw_file_free(&f);
+        return;
+    }
+    uint32_t *map = malloc(((size_t)f.nnodes + 1) * sizeof *map);
+    float *store = malloc(((size_t)f.nnodes + 1) * f.dim * sizeof *store);
+    const float **slots = malloc(((size_t)f.nnodes + 1) * sizeof *slots);
+    if (!map || !store || !slots) abort();
+    for (uint32_t i = 0; i < f.nnodes; i++) {
+        map[i] = i % 3 == 1 ? HNSW_FILE_NONE : f.nnodes - 1 - i;   /* reversed: slots are not file order */
+        for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
+        slots[i] = store + (size_t)i * f.dim;
+    }
+    hnsw *h;
+    if (hnsw_from_file(&f, map, slots, f.nnodes, &h) == JVDB_OK) {
+        hnsw_query q;
+        hnsw_query_init(&q);
+        uint32_t out[10], n;
+        float sc[10];
+        if (hnsw_search(h, slots, f.nnodes, store, &q, out, sc, &n, NULL) == JVDB_OK)
+            for (uint32_t i = 0; i < n; i++)
+                if (out[i] >= f.nnodes || !hnsw_contains(h, out[i])) abort();
+        for (uint32_t s = 0; s < f.nnodes; s += 5)
+            if (hnsw_contains(h, s)) hnsw_mark_deleted(h, s);
+        uint32_t removed;
+        if (hnsw_vacuum(h, slots, f.nnodes, &removed) == JVDB_OK && hnsw_search(h, slots, f.nnodes, store, &q, out, sc, &n, NULL) == JVDB_OK)
+            for (uint32_t i = 0; i < n; i++)
+                if (hnsw_is_deleted(h, out[i]) || !hnsw_contains(h, out[i])) abort();
+        hnsw_free(h);
+    }
+    free(map);
+    free(store);
+    free(slots);
+    hnsw_file_free(&f);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    exercise(data, size);
+    uint8_t *copy = malloc(size ? size : 1);
+    if (!copy) return 0;
+    memcpy(copy, data, size);
+    resign(copy, size);
+    exercise(copy, size);
+    free(copy);
+    return 0;
+}
