@@ -24,6 +24,11 @@ int main(int argc, char **argv)
 {
     int iterations = getenv("JVDB_FUZZ_SMOKE") ? atoi(getenv("JVDB_FUZZ_SMOKE")) : 2000;
     int runs = 0;
+    if (argc < 2) {
+        /* A smoke run without seeds would pass having tested nothing. */
+        fprintf(stderr, "usage: %s SEED...: no seed files given\n", argv[0]);
+        return 1;
+    }
     for (int a = 1; a < argc; a++) {
         FILE *f = fopen(argv[a], "rb");
         if (!f) {
