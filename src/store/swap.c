@@ -194,7 +194,13 @@ int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
             const struct db_seglist *now = db_segments(db);
             for (size_t j = 0; j < now->n && !s; j++)
                 if (rec >= now->segs[j]->map && rec < now->segs[j]->map + now->segs[j]->map_len) s = now->segs[j];
-            if (!s) continue;
+            if (!s) {
+                /* Impossible while the read section holds every mapping; skipping the record would make
+                 * a backup silently miss a vector, so the snapshot fails instead. */
+                rc = err_set(JVDB_ECORRUPT, "snapshot of '%s': the record with LSN %llu is in no mapped segment",
+                             jvdb_db_name(db), (unsigned long long)e->lsn);
+                goto done;
+            }
             if (out->pins.n == pcap) {
                 struct segment **np = realloc(out->pins.segs, (pcap *= 2) * sizeof *np);
                 if (!np) {
