@@ -45,7 +45,9 @@ class Env:
         return os.path.join(self.root, name)
 
     def run(self, *args, stdin=None, expect=0, data=True):
-        cmd = [JVDB] + (["--data", self.data] if data else []) + [str(a) for a in args]
+        # data: True = this test's data directory, False = no --data, a string = that directory.
+        where = data if isinstance(data, str) else self.data
+        cmd = [JVDB] + (["--data", where] if data else []) + [str(a) for a in args]
         p = subprocess.run(cmd, input=stdin, capture_output=True, timeout=120)
         out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
         for m in SANITIZER_MARKERS:

@@ -12,54 +12,25 @@ except the damaged one.  The last line printed is "N passed, N failed".
 import hashlib
 import json
 import os
-import shutil
 import struct
-import subprocess
 import sys
-import tempfile
-import time
-import traceback
 
-JVDB = None
-TESTS = []
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_cli  # noqa: E402  (the harness: Env, the test runner)
+from test_cli import test  # noqa: E402
+
+test_cli.TESTS.clear()  # run only the cases below
 DIM = 8
 N = 3000
 
 
-def test(fn):
-    TESTS.append(fn)
-    return fn
+def seg_path(e, db, no=1):
+    return os.path.join(e.data, "databases", db, f"{no:010d}.seg")
 
 
-class Env:
-    def __init__(self):
-        self.root = tempfile.mkdtemp(prefix="jvdb-repair-")
-        self.data = os.path.join(self.root, "data")
-
-    def path(self, name):
-        return os.path.join(self.root, name)
-
-    def run(self, *args, expect=0, data=None):
-        cmd = [JVDB, "--data", data or self.data] + [str(a) for a in args]
-        p = subprocess.run(cmd, capture_output=True, timeout=300)
-        out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
-        for m in SANITIZER_MARKERS:
-            assert m not in err, f"sanitizer report from {cmd}:\n{err}"
-        if expect is not None:
-            assert p.returncode == expect, (
-                f"{' '.join(cmd[1:])}: exit {p.returncode}, expected {expect}\nstdout: {out}\nstderr: {err}")
-        return p.returncode, out, err
-
-    def seg(self, db, no=1):
-        return os.path.join(self.data, "databases", db, f"{no:010d}.seg")
-
-    def export(self, db):
-        _, out, _ = self.run("export", db, "-")
-        return {r["id"]: r["values"] for r in map(json.loads, out.splitlines())}
-
-    def close(self):
-        shutil.rmtree(self.root, ignore_errors=True)
+def export(e, db):
+    _, out, _ = e.run("export", db, "-")
+    return {r["id"]: r["values"] for r in map(json.loads, out.splitlines())}
 
 
 def snapshot(root):
@@ -98,14 +69,14 @@ def load_3000(e, name="v"):
         for i in range(N):
             f.write(json.dumps({"id": f"id{i}", "values": [float(i) + j / 8 for j in range(DIM)]}) + "\n")
     e.run("import", name, src)
-    return e.export(name)
+    return export(e, name)
 
 
 @test
 def flipped_byte_refused_then_repaired(e):
     before = load_3000(e)
     assert len(before) == N
-    seg = e.seg("v")
+    seg = seg_path(e, "v")
     bad = record_offset(seg, N // 2)
     flip(seg, bad + 64 + 5)        # inside the vector of the middle record
     files = snapshot(e.data)
@@ -127,7 +98,7 @@ def flipped_byte_refused_then_repaired(e):
     assert f"dropped bytes {bad}.." in out and seg in out and "checksum mismatch" in out, out
     assert f"kept {N - 1} records" in out, out
     assert os.path.exists(f"{seg}.bad-{bad}"), os.listdir(os.path.dirname(seg))
-    after = e.export("v")
+    after = export(e, "v")
     lost = f"id{N // 2}"
     assert set(after) == set(before) - {lost}, set(before) ^ set(after)
     assert all(after[k] == before[k] for k in after)
@@ -140,7 +111,7 @@ def flipped_byte_refused_then_repaired(e):
 @test
 def repair_json_lists_what_was_dropped(e):
     load_3000(e)
-    seg = e.seg("v")
+    seg = seg_path(e, "v")
     bad = record_offset(seg, 10)
     flip(seg, bad + 64)
     doc = json.loads(e.run("db", "repair", "v", "--json")[1])
@@ -156,7 +127,7 @@ def torn_tail_read_only_then_cut_and_kept(e):
     e.run("db", "create", "t", "--dim", DIM)
     for i in range(5):
         e.run("put", "t", f"k{i}", "--vector", ",".join([str(i)] * DIM))
-    seg = e.seg("t")
+    seg = seg_path(e, "t")
     good = os.path.getsize(seg)
     with open(seg, "ab") as f:
         f.write(b"\xab" * 100)    # a write cut by a crash
@@ -169,7 +140,7 @@ def torn_tail_read_only_then_cut_and_kept(e):
     torn = f"{seg}.torn-{good}"
     with open(torn, "rb") as f:
         assert f.read() == b"\xab" * 100
-    assert len(e.export("t")) == 6
+    assert len(export(e, "t")) == 6
 
 
 @test
@@ -205,32 +176,5 @@ def missing_manifest_is_damaged(e):
     e.run("db", "create", "lost", "--dim", DIM)
 
 
-def main():
-    global JVDB
-    if len(sys.argv) != 2:
-        print(__doc__)
-        return 2
-    JVDB = os.path.abspath(sys.argv[1])
-    only = os.environ.get("JVDB_CLI_TEST")
-    passed = failed = 0
-    for fn in TESTS:
-        if only and fn.__name__ != only:
-            continue
-        e = Env()
-        t0 = time.time()
-        try:
-            fn(e)
-            passed += 1
-            print(f"ok   {fn.__name__} ({time.time() - t0:.1f}s)", flush=True)
-        except Exception:
-            failed += 1
-            print(f"FAIL {fn.__name__}", flush=True)
-            traceback.print_exc()
-        finally:
-            e.close()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(test_cli.main())
