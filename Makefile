@@ -5,16 +5,23 @@ BUILD_TSAN ?= build-tsan
 DATA       ?= ./jvdb-data
 LISTEN     ?= 127.0.0.1:8080
 JOBS       ?= $(shell nproc)
+# Warnings are errors in the test and CI builds (`make test`, `make tsan`), not in a user's build:
+# a newer compiler's new warning must not stop someone from building a release.
+WERROR     ?= OFF
 
-.PHONY: all deps build run test tsan bench fuzz install clean
+.PHONY: all deps test-deps build run test tsan bench fuzz install deb clean
 
 all: build
 
+# Build packages only: `make build` / `make run` never install test tooling (node, npm, s3rver).
 deps:
 	@scripts/install-deps
 
+test-deps:
+	@scripts/install-deps --test
+
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DJVDB_WERROR=$(WERROR) -DJVDB_TESTS=OFF >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
@@ -34,18 +41,19 @@ TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_backup test_search_flat t
 # build (ASan + UBSan) and the whole CTest suite, then a bounded ThreadSanitizer smoke set (label
 # tsan-smoke: writers + readers + compaction, concurrent searches, backups under load, the server
 # under concurrent clients); `make tsan` runs the whole TSan set.
-test: build
-	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON >/dev/null
+test: test-deps
+	@$(MAKE) --no-print-directory build WERROR=ON
+	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON -DJVDB_WERROR=ON >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 	cd $(BUILD_TEST) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
-	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON >/dev/null
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON >/dev/null
 	@cmake --build $(BUILD_TSAN) -j $(JOBS) --target $(TSAN_SMOKE_TARGETS)
 	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L tsan-smoke --output-on-failure -j $(JOBS) --timeout 300
 
 # The ThreadSanitizer build of the unit, concurrency and e2e tests (CTest label tsan).
-tsan: deps
-	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON >/dev/null
+tsan: test-deps
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON >/dev/null
 	@cmake --build $(BUILD_TSAN) -j $(JOBS)
 	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L '^tsan$$' --output-on-failure -j $(JOBS) --timeout 900
 
@@ -55,11 +63,18 @@ bench:
 	@$(MAKE) --no-print-directory build
 	bench/run-all $(BUILD)
 
-fuzz: deps
+fuzz: test-deps
 	@scripts/fuzz
 
+# The program, libjvdb, its header and jvdb.pc, the systemd unit (jvdb.service, user jvdb, data in
+# /var/lib/jvdb), a sample /etc/jvdb/jvdb.json (never overwritten) and the docs: see docs/DEPLOY.md.
 install: build
 	cmake --install $(BUILD)
+
+# A Debian package of the Release build, in $(BUILD)/deb (packaging/build-deb; tested by
+# tests/packaging).
+deb: build
+	packaging/build-deb $(BUILD) $(BUILD)/deb
 
 clean:
 	rm -rf $(BUILD) $(BUILD_TEST) $(BUILD_TSAN) build-fuzz

@@ -12,12 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__has_include)
-#if __has_include("server/server.h")
 #include "server/server.h"
-#define CLI_HAVE_SERVER 1
-#endif
-#endif
 
 typedef int (*cli_main_fn)(cli_ctx *ctx, int argc, char **argv);
 
@@ -74,15 +69,7 @@ static const cli_command *cli_find_command(const char *name)
 
 static int cli_serve(int argc, char **argv, const char *data_dir)
 {
-#ifdef CLI_HAVE_SERVER
     return server_main(argc, argv, data_dir);
-#else
-    (void)argc;
-    (void)argv;
-    (void)data_dir;
-    fprintf(stderr, "jvdb serve: this build has no server\n");
-    return CLI_EXIT_FAIL;
-#endif
 }
 
 /* `jvdb help db create` is `jvdb db create --help`: one place prints each text. */

@@ -311,6 +311,45 @@ static void metrics_render_compaction(server *s, mbuf *b)
     mb_printf(b, "jvdb_compactions_running %d\n", t.running);
 }
 
+/* Backup totals with a database label (databases this server backed up since it started); the
+ * series without it stay the sums over every database. */
+static void metrics_render_db_backups(server *s, mbuf *b)
+{
+    enum { cap = 256 };
+    char(*names)[JVDB_MAX_NAME_LEN + 1] = malloc(cap * sizeof *names);
+    backup_totals(*t)[4][2] = malloc(cap * sizeof *t);
+    if (!names || !t) {
+        free(names);
+        free(t);
+        b->oom = 1;
+        return;
+    }
+    size_t n = backup_log_databases(s, names, t, cap);
+    static const char *result[2] = {"ok", "failed"};
+    mb_head(b, "jvdb_database_backups_total", "counter", "Backups taken, by database, type and result.");
+    for (size_t i = 0; i < n; i++)
+        for (int ty = 1; ty <= 3; ty++)
+            for (int r = 0; r < 2; r++)
+                mb_printf(b, "jvdb_database_backups_total{database=\"%s\",type=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                          names[i], jvdb_backup_type_name((jvdb_backup_type)ty), result[r], t[i][ty][r].count);
+    mb_head(b, "jvdb_database_backup_seconds_total", "counter", "Time spent taking backups, by database and result.");
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < 2; r++) {
+            double secs = 0;
+            for (int ty = 1; ty <= 3; ty++) secs += t[i][ty][r].seconds;
+            mb_printf(b, "jvdb_database_backup_seconds_total{database=\"%s\",result=\"%s\"} %.6f\n", names[i], result[r], secs);
+        }
+    mb_head(b, "jvdb_database_backup_stored_bytes_total", "counter",
+            "Compressed bytes stored in the repository, by database.");
+    for (size_t i = 0; i < n; i++) {
+        uint64_t bytes = 0;
+        for (int ty = 1; ty <= 3; ty++) bytes += t[i][ty][0].stored_bytes;
+        mb_printf(b, "jvdb_database_backup_stored_bytes_total{database=\"%s\"} %" PRIu64 "\n", names[i], bytes);
+    }
+    free(names);
+    free(t);
+}
+
 static void metrics_render_backups(server *s, mbuf *b)
 {
     backup_totals t[4][2];
@@ -334,6 +373,7 @@ static void metrics_render_backups(server *s, mbuf *b)
     for (int ty = 1; ty <= 3; ty++)
         mb_printf(b, "jvdb_backup_stored_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
                   t[ty][0].stored_bytes);
+    metrics_render_db_backups(s, b);
     char names[256][JVDB_MAX_NAME_LEN + 1];
     int64_t times[256];
     size_t n = backup_log_last(s, names, times, 256);

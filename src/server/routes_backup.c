@@ -28,17 +28,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct backup_last {
+/* What this server knows of one database's backups: its counters and newest success. */
+struct backup_db {
     char name[JVDB_MAX_NAME_LEN + 1];
-    int64_t t;
+    int64_t last_ns;                 /* newest successful backup, seeded from the repository */
+    backup_totals totals[4][2];
 };
 
 struct backup_log {
     pthread_mutex_t repo_mu;         /* one chain-reading or repository-changing operation at a time */
     pthread_mutex_t mu;              /* the statistics below */
     backup_totals totals[4][2];
-    struct backup_last *last;
-    size_t nlast, caplast;
+    struct backup_db *dbs;
+    size_t ndbs, capdbs;
 };
 
 /* The configured repository, with its key file when one was given. */
@@ -49,28 +51,33 @@ static int backup_repo_open(server *s, jvdb_repo **out)
     return jvdb_repo_open(s->cfg.backup_repo, &o, out);
 }
 
+/* The entry of database `name`, appended when new; NULL when out of memory.  Caller holds l->mu. */
+static struct backup_db *backup_db_entry(backup_log *l, const char *name)
+{
+    for (size_t i = 0; i < l->ndbs; i++)
+        if (!strcmp(l->dbs[i].name, name)) return &l->dbs[i];
+    if (l->ndbs == l->capdbs) {
+        size_t ncap = l->capdbs ? 2 * l->capdbs : 8;
+        struct backup_db *n = realloc(l->dbs, ncap * sizeof *n);
+        if (!n) return NULL;
+        l->dbs = n;
+        l->capdbs = ncap;
+    }
+    struct backup_db *e = &l->dbs[l->ndbs++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+/* backup_newest callback: seeds a database's newest success from the repository. */
 static void backup_seed(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
 {
     (void)newest_full;
     server *s = arg;
     backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
-    struct backup_last *e = NULL;
-    for (size_t i = 0; i < l->nlast; i++)
-        if (!strcmp(l->last[i].name, newest->database)) e = &l->last[i];
-    if (!e && l->nlast == l->caplast) {
-        size_t ncap = l->caplast ? 2 * l->caplast : 8;
-        struct backup_last *n = realloc(l->last, ncap * sizeof *n);
-        if (n) {
-            l->last = n;
-            l->caplast = ncap;
-        }
-    }
-    if (!e && l->nlast < l->caplast) {
-        e = &l->last[l->nlast++];
-        snprintf(e->name, sizeof e->name, "%s", newest->database);
-    }
-    if (e && newest->created_ns > e->t) e->t = newest->created_ns;
+    struct backup_db *e = backup_db_entry(l, newest->database);
+    if (e && newest->created_ns > e->last_ns) e->last_ns = newest->created_ns;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -107,7 +114,7 @@ void backup_free(server *s)
     if (!l) return;
     pthread_mutex_destroy(&l->repo_mu);
     pthread_mutex_destroy(&l->mu);
-    free(l->last);
+    free(l->dbs);
     free(l);
     s->backups = NULL;
 }
@@ -128,35 +135,24 @@ static jvdb_repo *backup_open(server *s, http_resp *rs)
     return repo;
 }
 
+/* Counts one finished backup, in the server's totals and in its database's. */
 static void backup_count(server *s, const char *name, jvdb_backup_type type, int failed, double secs,
                          const jvdb_backup_info *info)
 {
     backup_log *l = s->backups;
     if ((int)type < 1 || (int)type > 3) type = JVDB_BACKUP_FULL;
     pthread_mutex_lock(&l->mu);
-    backup_totals *t = &l->totals[type][failed ? 1 : 0];
-    t->count++;
-    t->seconds += secs;
-    if (!failed) {
-        t->raw_bytes += info->raw_bytes;
-        t->stored_bytes += info->stored_bytes;
-        struct backup_last *e = NULL;
-        for (size_t i = 0; i < l->nlast; i++)
-            if (!strcmp(l->last[i].name, name)) e = &l->last[i];
-        if (!e && l->nlast == l->caplast) {
-            size_t ncap = l->caplast ? 2 * l->caplast : 8;
-            struct backup_last *n = realloc(l->last, ncap * sizeof *n);
-            if (n) {
-                l->last = n;
-                l->caplast = ncap;
-            }
+    struct backup_db *e = backup_db_entry(l, name);
+    backup_totals *sums[2] = {&l->totals[type][failed ? 1 : 0], e ? &e->totals[type][failed ? 1 : 0] : NULL};
+    for (int k = 0; k < 2 && sums[k]; k++) {
+        sums[k]->count++;
+        sums[k]->seconds += secs;
+        if (!failed) {
+            sums[k]->raw_bytes += info->raw_bytes;
+            sums[k]->stored_bytes += info->stored_bytes;
         }
-        if (!e && l->nlast < l->caplast) {
-            e = &l->last[l->nlast++];
-            snprintf(e->name, sizeof e->name, "%s", name);
-        }
-        if (e) e->t = info->created_ns;
     }
+    if (e && !failed) e->last_ns = info->created_ns;
     pthread_mutex_unlock(&l->mu);
 }
 
@@ -172,10 +168,24 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
 {
     backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
-    size_t n = l->nlast < cap ? l->nlast : cap;
+    size_t n = 0;
+    for (size_t i = 0; i < l->ndbs && n < cap; i++) {
+        if (!l->dbs[i].last_ns) continue;
+        memcpy(names[n], l->dbs[i].name, sizeof names[n]);
+        times[n++] = l->dbs[i].last_ns;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return n;
+}
+
+size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], backup_totals (*totals)[4][2], size_t cap)
+{
+    backup_log *l = s->backups;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->ndbs < cap ? l->ndbs : cap;
     for (size_t i = 0; i < n; i++) {
-        memcpy(names[i], l->last[i].name, sizeof names[i]);
-        times[i] = l->last[i].t;
+        memcpy(names[i], l->dbs[i].name, sizeof names[i]);
+        memcpy(totals[i], l->dbs[i].totals, sizeof totals[i]);
     }
     pthread_mutex_unlock(&l->mu);
     return n;

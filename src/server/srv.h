@@ -258,6 +258,8 @@ typedef struct backup_totals {
 void backup_log_totals(server *s, backup_totals out[4][2]);
 /* Last successful backup time per database (up to cap); returns how many. */
 size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap);
+/* Backup totals per database this server has backed up (up to cap); returns how many. */
+size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], backup_totals (*totals)[4][2], size_t cap);
 
 int sched_start(server *s);
 /* A backup was taken (by anyone): the schedule follows the repository's state. */

@@ -139,6 +139,9 @@ def backup_checklist_over_http():
         m = c.get("/metrics").raw.decode()
         assert 'jvdb_backups_total{type="full",result="ok"} 1' in m and 'jvdb_backups_total{type="incremental",result="ok"} 1' in m
         assert 'jvdb_backup_last_success_timestamp_seconds{database="docs"} ' in m
+        assert 'jvdb_database_backups_total{database="docs",type="full",result="ok"} 1' in m, m
+        assert 'jvdb_database_backups_total{database="docs",type="incremental",result="ok"} 1' in m, m
+        assert re.search(r'jvdb_database_backup_stored_bytes_total\{database="docs"\} [1-9]', m), m
         log = s.log()
         assert "backup %s of 'docs' (full, api)" % full["backupId"] in log, log[-3000:]
         s.stop()
