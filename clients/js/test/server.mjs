@@ -25,7 +25,7 @@ export async function startServer(args = []) {
       const nl = buf.indexOf("\n");
       if (nl >= 0) {
         clearTimeout(timer);
-        const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(buf.slice(0, nl));
+        const m = /listening on (https?:\/\/127\.0\.0\.1:\d+)/.exec(buf.slice(0, nl));
         m ? resolve(m[1]) : reject(new Error("unexpected first line: " + buf));
       }
     });
