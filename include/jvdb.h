@@ -559,6 +559,52 @@ typedef struct jvdb_restore_options {
 int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
                         jvdb_db **out);
 
+/* ---- restore drills ---- */
+
+typedef struct jvdb_drill_options {
+    const char *backup_id;       /* NULL = the database's newest restorable backup */
+    const char *scratch_dir;     /* where the scratch environment is made (NULL = $TMPDIR or /tmp) */
+    uint32_t queries;            /* sampled searches, 0..1000 (20) */
+    jvdb_backup_progress_fn progress;   /* of the restore */
+    void *progress_arg;
+} jvdb_drill_options;
+
+typedef struct jvdb_drill_report {
+    char backup_id[JVDB_BACKUP_ID_MAX];
+    uint64_t backup_lsn;         /* the point restored */
+    int64_t backup_created_ns;
+    double restore_seconds, check_seconds;
+    uint64_t restored_vectors;   /* live vectors in the restored database */
+    int source_unchanged;        /* the source's last LSN is the backup's: every check is strict */
+    uint64_t checked_records;    /* source records at or before the backup LSN restored identically */
+    uint64_t changed_since;      /* source records written after the backup (not comparable) */
+    uint64_t missing;            /* source records at or before the backup LSN not restored */
+    uint64_t differing;          /* ... restored with another LSN, other vector bits or metadata */
+    uint64_t not_in_source;      /* restored records the source no longer has (deleted since the
+                                    backup; a failure when the source is unchanged) */
+    int settings_match;
+    char settings_diff[256];
+    uint32_t queries;            /* sampled searches run on the restored database */
+    uint32_t queries_compared;   /* ... also run on the source (only when it is unchanged) */
+    uint32_t queries_equal;      /* ... with the same answer */
+    double index_recall;         /* restored index top-10 against the restored exact scan */
+    int passed;
+    char failure[512];           /* why it did not pass */
+} jvdb_drill_report;
+
+void jvdb_drill_options_init(jvdb_drill_options *o);
+
+/* Restore drill: restores a backup of database `db_name` (by default its newest restorable one) into
+ * a scratch environment of its own, then checks it -- the count the restore reported, the settings,
+ * every record against `source` (optional: the live database; records written after the backup are
+ * counted, not compared), sampled exact searches against the source when it has not changed since
+ * the backup, and the restored index's recall -- and fills *report (passed, or why not).  Returns
+ * JVDB_OK when the drill ran, whatever its verdict; an error when it could not run (no backup, the
+ * restore failed: a failed restore is a failed drill too).  Never writes to the source or the
+ * repository; the scratch environment is removed before returning. */
+int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, const jvdb_drill_options *opts,
+                      jvdb_drill_report *report);
+
 /* Deletes a backup; JVDB_EBUSY if others depend on it, unless cascade (then they go first).
  * *deleted (optional, free with jvdb_free) lists what was removed. */
 int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count);
