@@ -588,6 +588,7 @@ typedef struct jvdb_drill_report {
     uint32_t queries_compared;   /* ... also run on the source (only when it is unchanged) */
     uint32_t queries_equal;      /* ... with the same answer */
     double index_recall;         /* restored index top-10 against the restored exact scan */
+    int restore_failed;          /* the restore itself failed (failure says why): nothing was checked */
     int passed;
     char failure[512];           /* why it did not pass */
 } jvdb_drill_report;
@@ -599,8 +600,9 @@ void jvdb_drill_options_init(jvdb_drill_options *o);
  * every record against `source` (optional: the live database; records written after the backup are
  * counted, not compared), sampled exact searches against the source when it has not changed since
  * the backup, and the restored index's recall -- and fills *report (passed, or why not).  Returns
- * JVDB_OK when the drill ran, whatever its verdict; an error when it could not run (no backup, the
- * restore failed: a failed restore is a failed drill too).  Never writes to the source or the
+ * JVDB_OK when the drill ran, whatever its verdict (a restore that fails is a failed drill:
+ * report->restore_failed); an error only when it could not run (no backup of that database, bad
+ * options, no scratch directory).  Never writes to the source or the
  * repository; the scratch environment is removed before returning. */
 int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, const jvdb_drill_options *opts,
                       jvdb_drill_report *report);

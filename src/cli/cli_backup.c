@@ -567,14 +567,14 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
     if (ctx->json) {
-        json_t *j = json_pack("{sssssIsIsfsfsIsbsIsIsIsIsIsbsisisisfsbss}", "database", name, "backup_id", r.backup_id,
+        json_t *j = json_pack("{sssssIsIsfsfsIsbsIsIsIsIsIsbsbsisisisfsbss}", "database", name, "backup_id", r.backup_id,
                               "backup_lsn", (json_int_t)r.backup_lsn, "backup_created_ns",
                               (json_int_t)r.backup_created_ns, "restore_seconds", r.restore_seconds, "check_seconds",
                               r.check_seconds, "restored_vectors", (json_int_t)r.restored_vectors, "source_unchanged",
                               source ? r.source_unchanged : 0, "checked_records", (json_int_t)r.checked_records,
                               "changed_since", (json_int_t)r.changed_since, "missing", (json_int_t)r.missing,
                               "differing", (json_int_t)r.differing, "not_in_source", (json_int_t)r.not_in_source,
-                              "settings_match", r.settings_match, "queries", (int)r.queries, "queries_compared",
+                              "settings_match", r.settings_match, "restore_failed", r.restore_failed, "queries", (int)r.queries, "queries_compared",
                               (int)r.queries_compared, "queries_equal", (int)r.queries_equal, "index_recall",
                               r.index_recall, "passed", r.passed, "failure", r.failure);
         if (j && !source) json_object_set_new(j, "source", json_string("not compared (--no-source)"));
@@ -582,6 +582,10 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
         return prc ? prc : r.passed ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     }
     printf("drill of '%s': %s\n", name, r.passed ? "PASS" : "FAIL");
+    if (r.restore_failed) {
+        printf("  backup %s (LSN %llu): %s\n", r.backup_id, (unsigned long long)r.backup_lsn, r.failure);
+        return CLI_EXIT_FAIL;
+    }
     printf("  backup %s (LSN %llu), restored in %.2f s, checked in %.2f s: %llu vectors\n", r.backup_id,
            (unsigned long long)r.backup_lsn, r.restore_seconds, r.check_seconds, (unsigned long long)r.restored_vectors);
     if (source)

@@ -14,6 +14,12 @@
  * change, so a full backup is never postponed by idleness into an ever-growing chain.  Every skip
  * is logged at info, once per due backup.  A failed backup is retried after a pause.
  *
+ * Restore drills (--backup-drill-every D): every database with a backup is drilled at start-up
+ * and then every D (jvdb_backup_drill: its newest backup restored into $TMPDIR and checked against
+ * the live database), one at a time, holding the repository like a backup so a prune cannot delete
+ * the chain under it; the last result of each is kept for /metrics and the schedule route.  A
+ * failed drill is logged at error with why; one that could not run (no backup yet) is not a result.
+ *
  * One thread looks at every database twice a second; the per-database state is guarded by `mu`,
  * which is never held across a backup or any I/O.
  */
@@ -39,6 +45,8 @@ struct sched_db {
     uint64_t last_lsn;               /* LSN the newest backup ends at */
     int known;                       /* last_lsn is meaningful */
     int waiting;                     /* due, but nothing changed since the newest backup */
+    int64_t drill_at_ns;             /* when the last drill ran (0 = none yet) */
+    jvdb_drill_report drill;         /* its result, when drill_at_ns */
 };
 
 struct backup_sched {
@@ -168,6 +176,57 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
     backup_prune(s, name, &deleted);
 }
 
+/* Whether a restore drill of this database is due now. */
+static int sched_drill_due(const server *s, const struct sched_db *e, int64_t now)
+{
+    uint64_t every = s->cfg.backup_drill_every_ms;
+    if (!every || !e->known || now < e->next_try_ns) return 0;
+    return !e->drill_at_ns || now >= e->drill_at_ns + (int64_t)every * 1000000;
+}
+
+/* Runs one restore drill of `name` and keeps its result; logs a failure at error. */
+static void sched_drill(server *s, const char *name)
+{
+    backup_sched *b = s->sched;
+    jvdb_drill_report r;
+    int rc = backup_drill_run(s, name, &r);
+    int64_t now = clock_wall_ns();
+    pthread_mutex_lock(&b->mu);
+    struct sched_db *e = sched_entry(b, name);
+    if (e && rc == JVDB_OK) {
+        e->drill_at_ns = now;
+        e->drill = r;
+    } else if (e) {
+        e->next_try_ns = now + SCHED_RETRY_NS;
+    }
+    pthread_mutex_unlock(&b->mu);
+    if (rc != JVDB_OK)
+        log_error("restore drill of '%s' could not run: %s", name, jvdb_errmsg());
+    else if (!r.passed)
+        log_error("restore drill of '%s' FAILED (backup %s): %s", name, r.backup_id, r.failure);
+    else
+        log_info("restore drill of '%s' passed: backup %s (LSN %llu) restored in %.2f s, %llu records identical, "
+                 "%llu changed since", name, r.backup_id, (unsigned long long)r.backup_lsn, r.restore_seconds,
+                 (unsigned long long)r.checked_records, (unsigned long long)r.changed_since);
+}
+
+size_t sched_drill_results(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *at_ns, jvdb_drill_report *out,
+                           size_t cap)
+{
+    backup_sched *b = s->sched;
+    if (!b) return 0;
+    size_t n = 0;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n && n < cap; i++) {
+        if (!b->dbs[i].drill_at_ns) continue;
+        memcpy(names[n], b->dbs[i].name, sizeof names[n]);
+        at_ns[n] = b->dbs[i].drill_at_ns;
+        out[n++] = b->dbs[i].drill;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
 static void sched_tick(server *s)
 {
     backup_sched *b = s->sched;
@@ -180,9 +239,11 @@ static void sched_tick(server *s)
         struct sched_db *e = stop ? NULL : sched_entry(b, names[i]);
         int64_t due_ns = 0;
         jvdb_backup_type type = e ? sched_due(s, e, clock_wall_ns(), &due_ns) : 0;
+        int drill = e && !type && sched_drill_due(s, e, clock_wall_ns());
         pthread_mutex_unlock(&b->mu);
         if (stop || !e) break;
         if (type) sched_one(s, names[i], type, due_ns);
+        else if (drill) sched_drill(s, names[i]);
     }
     jvdb_free_names(names, n);
 }
@@ -216,6 +277,9 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
     jw_kuint(&w, "keep", s->cfg.backup_keep);
     jw_kuint(&w, "keepDaily", s->cfg.backup_keep_daily);
     jw_kuint(&w, "keepWeekly", s->cfg.backup_keep_weekly);
+    jw_key(&w, "drillEverySeconds");
+    if (s->cfg.backup_drill_every_ms) jw_double(&w, (double)s->cfg.backup_drill_every_ms / 1000);
+    else jw_null(&w);
     jw_key(&w, "databases");
     jw_arr(&w);
     for (size_t i = 0; b && i < n; i++) {
@@ -247,6 +311,22 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
         if (incr_at) jw_time(&w, incr_at);
         else jw_null(&w);
         jw_kbool(&w, "waitingForChanges", e.waiting);
+        jw_key(&w, "nextDrill");
+        if (s->cfg.backup_drill_every_ms && e.known)
+            jw_time(&w, e.drill_at_ns ? e.drill_at_ns + (int64_t)s->cfg.backup_drill_every_ms * 1000000 : now);
+        else jw_null(&w);
+        jw_key(&w, "lastDrill");
+        if (e.drill_at_ns) {
+            jw_obj(&w);
+            jw_key(&w, "at");
+            jw_time(&w, e.drill_at_ns);
+            jw_kstr(&w, "backupId", e.drill.backup_id);
+            jw_kbool(&w, "passed", e.drill.passed);
+            jw_kstr(&w, "failure", e.drill.failure);
+            jw_obj_end(&w);
+        } else {
+            jw_null(&w);
+        }
         jw_obj_end(&w);
     }
     jw_arr_end(&w);
@@ -280,7 +360,9 @@ static void *sched_main(void *arg)
 
 int sched_start(server *s)
 {
-    if (!s->cfg.backup_repo || (!s->cfg.backup_full_every_ms && !s->cfg.backup_incr_every_ms)) return 0;
+    if (!s->cfg.backup_repo ||
+        (!s->cfg.backup_full_every_ms && !s->cfg.backup_incr_every_ms && !s->cfg.backup_drill_every_ms))
+        return 0;
     backup_sched *b = calloc(1, sizeof *b);
     if (!b) return -1;
     pthread_mutex_init(&b->mu, NULL);
@@ -298,9 +380,9 @@ int sched_start(server *s)
     }
     b->started = 1;
     log_info("backup scheduler: full every %.1f s, incremental every %.1f s, keep %u (0 = all), daily %u, weekly %u, "
-             "repository %s",
+             "restore drill every %.1f s, repository %s",
              (double)s->cfg.backup_full_every_ms / 1000, (double)s->cfg.backup_incr_every_ms / 1000, s->cfg.backup_keep,
-             s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly,
+             s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, (double)s->cfg.backup_drill_every_ms / 1000,
              s->cfg.backup_repo);
     return 0;
 }

@@ -57,6 +57,9 @@ static const char config_usage[] =
     "                             (and what they depend on); 0 = keep all (default)\n"
     "  --backup-keep-daily N      also keep the newest point of each of the last N days (UTC)\n"
     "  --backup-keep-weekly N     also keep the newest point of each of the last N ISO weeks\n"
+    "  --backup-drill-every D     restore drill of every database with a backup, e.g. 1d: its newest\n"
+    "                             backup restored into $TMPDIR and checked against the live database\n"
+    "                             ('jvdb backup drill'); the first at start-up; results in /metrics\n"
     "  --tls-cert FILE            serve HTTPS with this PEM certificate (chain); needs --tls-key;\n"
     "                             both are read again on SIGHUP\n"
     "  --tls-key FILE             the certificate's PEM private key (unencrypted)\n"
@@ -305,10 +308,12 @@ static int config_apply(server_config *c, const char *key, const char *v)
         if (!*v) return config_error("the repository key file is empty%s%s", "", "");
         return config_set_str(&c->backup_repo_key_file, v) ? 2 : 0;
     }
-    if (!strcmp(key, "backup-full-every") || !strcmp(key, "backup-incremental-every")) {
+    if (!strcmp(key, "backup-full-every") || !strcmp(key, "backup-incremental-every") ||
+        !strcmp(key, "backup-drill-every")) {
         if (config_parse_duration(v, &n) || n < 100)
             return config_error("bad --%s '%s' (expected a duration of at least 100ms, such as 1h)", key, v);
         if (!strcmp(key, "backup-full-every")) c->backup_full_every_ms = n;
+        else if (!strcmp(key, "backup-drill-every")) c->backup_drill_every_ms = n;
         else c->backup_incr_every_ms = n;
         return 0;
     }
@@ -471,7 +476,7 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
     if (c->backup_repo_key_file && !c->backup_repo)
         return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
     if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
-         c->backup_keep_weekly) && !c->backup_repo)
+         c->backup_keep_weekly || c->backup_drill_every_ms) && !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }

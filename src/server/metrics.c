@@ -350,6 +350,33 @@ static void metrics_render_db_backups(server *s, mbuf *b)
     free(t);
 }
 
+/* The last restore drill of each database (--backup-drill-every). */
+static void metrics_render_drills(server *s, mbuf *b)
+{
+    enum { cap = 256 };
+    char(*names)[JVDB_MAX_NAME_LEN + 1] = malloc(cap * sizeof *names);
+    int64_t *at = malloc(cap * sizeof *at);
+    jvdb_drill_report *r = malloc(cap * sizeof *r);
+    size_t n = names && at && r ? sched_drill_results(s, names, at, r, cap) : 0;
+    if (!names || !at || !r) b->oom = 1;
+    mb_head(b, "jvdb_backup_drill_timestamp_seconds", "gauge", "Unix time of the last restore drill, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_drill_timestamp_seconds{database=\"%s\"} %.3f\n", names[i], (double)at[i] / 1e9);
+    mb_head(b, "jvdb_backup_drill_passed", "gauge", "1 if the last restore drill passed, 0 if it failed, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_drill_passed{database=\"%s\"} %d\n", names[i], r[i].passed ? 1 : 0);
+    mb_head(b, "jvdb_backup_drill_restore_seconds", "gauge", "Restore time of the last restore drill, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_drill_restore_seconds{database=\"%s\"} %.6f\n", names[i], r[i].restore_seconds);
+    mb_head(b, "jvdb_backup_drill_records_checked", "gauge",
+            "Records the last restore drill found identical to the live database, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_drill_records_checked{database=\"%s\"} %" PRIu64 "\n", names[i], r[i].checked_records);
+    free(names);
+    free(at);
+    free(r);
+}
+
 static void metrics_render_backups(server *s, mbuf *b)
 {
     backup_totals t[4][2];
@@ -374,6 +401,7 @@ static void metrics_render_backups(server *s, mbuf *b)
         mb_printf(b, "jvdb_backup_stored_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
                   t[ty][0].stored_bytes);
     metrics_render_db_backups(s, b);
+    metrics_render_drills(s, b);
     char names[256][JVDB_MAX_NAME_LEN + 1];
     int64_t times[256];
     size_t n = backup_log_last(s, names, times, 256);

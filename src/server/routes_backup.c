@@ -554,3 +554,24 @@ out:
     pthread_mutex_unlock(&s->backups->repo_mu);
     json_decref(body);
 }
+
+int backup_drill_run(server *s, const char *name, jvdb_drill_report *out)
+{
+    pthread_mutex_lock(&s->backups->repo_mu);
+    jvdb_db *db = NULL;
+    int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
+    if (rc != JVDB_OK) {
+        pthread_mutex_unlock(&s->backups->repo_mu);
+        return rc;
+    }
+    jvdb_repo *repo = NULL;
+    rc = backup_repo_open(s, &repo);
+    if (rc == JVDB_OK) rc = jvdb_backup_drill(repo, name, db, NULL, out);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    jvdb_repo_close(repo);
+    srv_db_unhold(s, db);
+    pthread_mutex_unlock(&s->backups->repo_mu);
+    if (rc != JVDB_OK) err_set(rc, "%s", msg);   /* closing the repository may have replaced it */
+    return rc;
+}

@@ -50,6 +50,7 @@ typedef struct server_config {
     unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
     unsigned backup_keep_daily;      /* scheduler: also keep the newest point of each of the last N days */
     unsigned backup_keep_weekly;     /* scheduler: ... and of each of the last N ISO weeks */
+    uint64_t backup_drill_every_ms;  /* scheduler: restore drill of every database; 0 = none */
     char *tls_cert;                  /* PEM certificate chain; NULL = plain HTTP */
     char *tls_key;                   /* PEM private key (both or neither) */
     char **cors_origins;             /* --cors-origin, repeatable; "*" = any origin */
@@ -261,7 +262,14 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
 /* Backup totals per database this server has backed up (up to cap); returns how many. */
 size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], backup_totals (*totals)[4][2], size_t cap);
 
+/* One restore drill of database `name` on the configured repository (held like a backup, so a
+ * prune waits), with the live database as the source (routes_backup.c). */
+int backup_drill_run(server *s, const char *name, jvdb_drill_report *out);
+
 int sched_start(server *s);
+/* The last restore drill of each database that had one (up to cap); returns how many. */
+size_t sched_drill_results(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *at_ns, jvdb_drill_report *out,
+                           size_t cap);
 /* A backup was taken (by anyone): the schedule follows the repository's state. */
 void sched_note(server *s, const jvdb_backup_info *info);
 /* GET /v1/backups/schedule: next due time per database and kind. */

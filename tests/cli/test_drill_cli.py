@@ -112,7 +112,11 @@ def fails_on_a_damaged_archive(e):
         b = f.read(1)
         f.seek(-1, 1)
         f.write(bytes([b[0] ^ 0x40]))
-    e.fail(1, "backup", "drill", "--database", "docs", "--repo", repo, contains=("drill of 'docs'",))
+    _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, expect=1)
+    assert out.startswith("drill of 'docs': FAIL") and "the restore failed" in out, out
+    _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, "--json", expect=1)
+    r = json.loads(out)
+    assert r["restore_failed"] and not r["passed"] and r["restored_vectors"] == 0, r
 
 
 @test
