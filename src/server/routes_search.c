@@ -10,9 +10,9 @@
  * Answers are shaped for retrieval: metadata comes with every hit unless includeMetadata is false,
  * as {"vectorId", "score", "vector": {"metadata", "values"?}} — the original's "vector" object
  * without its copy of the id.  groupBy keeps the first `groupSize` hits of each distinct value of
- * a metadata field (dotted paths reach nested objects; a list value puts the hit in the group of
- * each element, as Qdrant's search groups do); a hit whose field is missing or null belongs to no
- * group and is left out.  Grouping widens the search until every group it answers is full or the
+ * a metadata field (dotted paths reach nested objects, dots always separate as in filters; a list
+ * value puts the hit in the group of each element, as Qdrant's search groups do); a hit whose
+ * field is missing or null belongs to no group and is left out.  Grouping widens the search until every group it answers is full or the
  * candidates run out, so the groups are those of the best hits the search could find.
  *
  * Filters arrive as a JSON object and are handed to the library's filter parser as text, so the
@@ -195,26 +195,22 @@ static void search_groups_free(search_groups *gs)
     memset(gs, 0, sizeof *gs);
 }
 
-/* The value at dotted `path` in a metadata object, or NULL. */
+/* The value at dotted `path` in a metadata object, or NULL.  Dots always separate, as in filters. */
 static json_t *route_meta_path(json_t *meta, const char *path)
 {
     json_t *cur = meta;
     const char *p = path;
-    while (cur && json_is_object(cur)) {
-        /* A key with a literal dot wins over the nested reading of the same text. */
-        json_t *whole = json_object_get(cur, p);
-        if (whole) return whole;
+    for (;;) {
         const char *dot = strchr(p, '.');
-        if (!dot) return NULL;
+        size_t l = dot ? (size_t)(dot - p) : strlen(p);
         char seg[1025];
-        size_t l = (size_t)(dot - p);
-        if (l >= sizeof seg) return NULL;
+        if (!json_is_object(cur) || l >= sizeof seg) return NULL;
         memcpy(seg, p, l);
         seg[l] = 0;
         cur = json_object_get(cur, seg);
+        if (!dot || !cur) return cur;
         p = dot + 1;
     }
-    return NULL;
 }
 
 /* Adds hit `i` to the group of `value` (creating it while fewer than `max_groups` exist).
