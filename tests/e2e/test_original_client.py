@@ -387,5 +387,23 @@ def group_by_a_metadata_field():
         assert r["count"] == 0 and r["groups"] == [], r
 
 
+@test
+def camel_case_names_beside_the_deprecated_ones():
+    """One naming convention: camelCase everywhere, the old snake_case names kept beside (deprecated)."""
+    with Server(args=["--api-key", "boot"]) as s:
+        c = s.client(key="boot")
+        r = expect(c.post("/v1/api-keys", {"role": "read", "expiresIn": "30d"}), 201).json
+        assert r["apiKey"] == r["api_key"] and r["keyId"] == r["key_id"], r
+        assert r["createdAt"] == r["created_at"] and r["expiresAt"] == r["expires_at"] and r["expiresAt"], r
+        expect(c.post("/v1/api-keys", {"role": "read", "expiresAt": "2099-01-01"}), 201)
+        expect(c.post("/v1/api-keys", {"role": "read", "expires_at": "2099-01-01", "expiresAt": "2099-01-01"}), 400,
+               "INVALID_ARGUMENT", "not both")
+        expect(c.post("/v1/api-keys", {"role": "read", "expiresAt": "soon"}), 400, "INVALID_ARGUMENT", "'expiresAt'")
+        lst = expect(c.get("/v1/api-keys"), 200).json
+        assert lst["apiKeys"] == lst["api_keys"] and len(lst["apiKeys"]) == 2, lst
+        d = expect(c.delete("/v1/api-keys/" + r["keyId"]), 200).json
+        assert d["keyId"] == d["key_id"] == r["keyId"] and d["revoked"] is True, d
+
+
 if __name__ == "__main__":
     sys.exit(jvdbtest.run_tests(sys.argv))
