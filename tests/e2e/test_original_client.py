@@ -403,6 +403,19 @@ def camel_case_names_beside_the_deprecated_ones():
         assert lst["apiKeys"] == lst["api_keys"] and len(lst["apiKeys"]) == 2, lst
         d = expect(c.delete("/v1/api-keys/" + r["keyId"]), 200).json
         assert d["keyId"] == d["key_id"] == r["keyId"] and d["revoked"] is True, d
+        # roles: searching and listing the index are reads, changing the index is admin
+        expect(c.post("/v1/databases", {"name": "d", "vectorDimension": 2}), 201)
+        rk = expect(c.post("/v1/api-keys", {"role": "write"}), 201)["apiKey"]
+        w = s.client(key=rk)
+        q = {"queryVector": [1, 0]}
+        expect(w.post("/v1/databases/d/search/advanced", q), 200)
+        expect(w.post("/v1/databases/d/search/batch", {"queries": [q]}), 200)
+        expect(w.get("/v1/databases/d/indexes"), 200)
+        expect(w.get("/v1/databases/d/indexes/primary"), 200)
+        expect(w.post("/v1/databases/d/indexes", {"type": "FLAT"}), 403, "FORBIDDEN")
+        expect(w.put("/v1/databases/d/indexes/primary", {"type": "FLAT"}), 403, "FORBIDDEN")
+        expect(w.delete("/v1/databases/d/indexes/primary"), 403, "FORBIDDEN")
+        assert expect(c.get("/v1/databases/d/indexes"), 200)["indexes"][0]["type"] == "HNSW"
 
 
 if __name__ == "__main__":
