@@ -62,6 +62,8 @@ typedef enum { JVDB_SYNC_ALWAYS = 0, JVDB_SYNC_INTERVAL = 1, JVDB_SYNC_NEVER = 2
 #define JVDB_MAX_ID_LEN   1024
 #define JVDB_MAX_META_LEN (16u * 1024 * 1024)
 #define JVDB_MAX_NAME_LEN 64
+/* The most results one search returns (k, REST topK, CLI --k): one limit for every interface. */
+#define JVDB_MAX_K        100000
 
 /* ---- environment (data directory) ---- */
 
@@ -117,7 +119,7 @@ typedef struct jvdb_db_options {
 /* Fills defaults (everything but dim). */
 void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim);
 
-/* Parses "l2" | "euclidean" | "cosine" | "dot" / "always" | "never" | "interval:<ms>". */
+/* Parses "l2" | "euclidean" | "cosine" | "dot" (any case) / "always" | "never" | "interval:<ms>". */
 int jvdb_metric_parse(const char *s, jvdb_metric *out);
 const char *jvdb_metric_name(jvdb_metric m);
 int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms);

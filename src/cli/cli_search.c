@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <string.h>
 
-#define CLI_SEARCH_MAX_K 100000
+#define CLI_SEARCH_MAX_K JVDB_MAX_K   /* the one limit REST shares */
 #define CLI_SEARCH_MAX_THREADS 1024
 
 const cli_cmd cli_cmd_search = {

@@ -66,7 +66,6 @@
 #define SAVE_CHANGES 50000
 #define SAVE_SECONDS 30
 #define LOAD_CHUNK 4096
-#define MAX_K 100000
 #define SELECTIVE_SAMPLE 256
 #define NAV_BLOCK 4096
 
@@ -1057,7 +1056,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     else jvdb_search_params_init(&p);
     if (dim != jvdb_db_dim(db))
         return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, jvdb_db_name(db), jvdb_db_dim(db));
-    if (p.k == 0 || p.k > MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, MAX_K);
+    if (p.k == 0 || p.k > JVDB_MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, JVDB_MAX_K);
     if (p.ef > HNSW_MAX_EF) return err_set(JVDB_EINVAL, "ef %u is out of range (1..%d)", p.ef, HNSW_MAX_EF);
     float *q = malloc((size_t)dim * sizeof *q);
     uint32_t *slots = malloc(3 * (size_t)p.k * sizeof *slots);

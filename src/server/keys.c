@@ -226,10 +226,19 @@ json_t *keys_entry_json(const key_entry *e, int64_t now_s)
     if (e->expires_s) keys_time_text(e->expires_s, exp);
     json_t *dbs = json_array();
     for (size_t i = 0; i < e->ndb; i++) json_array_append_new(dbs, json_string(e->databases[i]));
-    return json_pack("{s:s, s:s, s:o, s:s, s:o, s:b, s:s}", "key_id", e->id, "role", key_role_name(e->role),
-                     "databases", dbs, "created_at", created, "expires_at",
-                     e->expires_s ? json_string(exp) : json_null(), "expired", e->expires_s && e->expires_s <= now_s,
-                     "description", e->description);
+    /* camelCase (keyId, createdAt, expiresAt) like the rest of the API; the snake_case names stay
+     * beside them, deprecated, for the clients and scripts written before (docs/API.md). */
+    json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:b, s:s}", "key_id", e->id, "role", key_role_name(e->role),
+                          "databases", dbs, "created_at", created, "expires_at",
+                          e->expires_s ? json_string(exp) : json_null(), "expired", e->expires_s && e->expires_s <= now_s,
+                          "description", e->description);
+    if (o && (json_object_set_new(o, "keyId", json_string(e->id)) ||
+              json_object_set_new(o, "createdAt", json_string(created)) ||
+              json_object_set_new(o, "expiresAt", e->expires_s ? json_string(exp) : json_null()))) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* Parses the file's text into a set; 0, or -1 with a message. */

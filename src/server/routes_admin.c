@@ -208,9 +208,19 @@ void route_health(server *s, http_req *rq, http_resp *rs)
     (void)rq;
     jw w;
     jw_init(&w);
+    /* The original JadeVectorDB's fields: status "healthy", timestamp (ms since the epoch) and
+     * checks.  The checks say only what holds while this answers: the data directory is open
+     * (held by this process) and HTTP is served; readiness of each database is /readyz's. */
+    int stopping = atomic_load(&s->stopping);
     jw_obj(&w);
-    jw_kstr(&w, "status", atomic_load(&s->stopping) ? "stopping" : "ok");
+    jw_kstr(&w, "status", stopping ? "stopping" : "healthy");
     jw_kstr(&w, "version", JVDB_VERSION);
+    jw_kint(&w, "timestamp", clock_wall_ns() / 1000000);
+    jw_key(&w, "checks");
+    jw_obj(&w);
+    jw_kstr(&w, "database", "ok");
+    jw_kstr(&w, "network", stopping ? "stopping" : "ok");
+    jw_obj_end(&w);
     jw_obj_end(&w);
     http_reply_json(rs, 200, &w);
 }

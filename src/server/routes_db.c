@@ -93,6 +93,12 @@ static void route_write_db(server *s, jw *w, jvdb_db *db)
     jw_kstr(w, "sync", sync);
     jw_key(w, "compactionPolicy");
     route_write_policy(w, &pol);
+    /* camelCase like every other field; created_at / updated_at stay (deprecated, docs/API.md)
+     * because clients written against earlier releases read them. */
+    jw_key(w, "createdAt");
+    jw_time(w, m.created_ns);
+    jw_key(w, "updatedAt");
+    jw_time(w, m.updated_ns);
     jw_key(w, "created_at");
     jw_time(w, m.created_ns);
     jw_key(w, "updated_at");
@@ -128,7 +134,8 @@ static const char *const db_create_fields[] = {"name", "description", "vectorDim
                                                NULL};
 static const char *const db_update_fields[] = {"name", "description", "vectorDimension", "dimension", "distanceMetric",
                                                "metric", "indexType", "indexParameters", "sync", "compactionPolicy",
-                                               "databaseId", "created_at", "updated_at", "stats", NULL};
+                                               "databaseId", "createdAt", "updatedAt", "created_at", "updated_at", "stats",
+                                               NULL};
 
 /* Which spelling of a field the body uses: `primary`, `alias` or NULL; -1 (err set) for both. */
 static int route_alias(json_t *body, const char *primary, const char *alias, const char **key, char *err, size_t cap)
@@ -317,7 +324,7 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
     /* JadeVectorDB's default metric is cosine (the library's is l2). */
     o.metric = JVDB_METRIC_COSINE;
     if (metric_s && jvdb_metric_parse(metric_s, &o.metric) != JVDB_OK) {
-        snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot", metric_key, metric_s);
+        snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)", metric_key, metric_s);
         goto bad;
     }
     if (route_parse_settings(body, NULL, &st, err, sizeof err)) goto bad;
@@ -441,7 +448,7 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
     if (r) {
         jvdb_metric m;
         if (jvdb_metric_parse(str, &m) != JVDB_OK) {
-            snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot", metric_key, str);
+            snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)", metric_key, str);
             goto bad;
         }
         if (m != jvdb_db_metric(db)) {
@@ -492,4 +499,208 @@ void route_db_delete(server *s, http_req *rq, http_resp *rs)
     jw_kbool(&w, "deleted", 1);
     jw_obj_end(&w);
     http_reply_json(rs, 200, &w);
+}
+
+/* ---------------------------------------------------------------- /indexes (the original's index routes) */
+
+/* A database has exactly one index, so the original JadeVectorDB's index routes are mapped onto
+ * it: the list shows it under the fixed id "primary", create and update change its type and
+ * parameters (a rebuild, as PUT /v1/databases/{id} with indexType does), delete falls back to
+ * FLAT (exact search).  The original's "name" is accepted and not kept; "M" is its spelling of m. */
+#define ROUTE_INDEX_ID "primary"
+
+static const char *const index_create_fields[] = {"type", "indexType", "name", "parameters", NULL};
+static const char *const index_update_fields[] = {"type", "indexType", "parameters", NULL};
+
+/* The index object of the /indexes routes. */
+static void route_write_index(jw *w, jvdb_db *db, const char *status)
+{
+    jvdb_index_options ix;
+    jvdb_db_get_index(db, &ix);
+    jw_obj(w);
+    jw_kstr(w, "indexId", ROUTE_INDEX_ID);
+    jw_kstr(w, "databaseId", jvdb_db_name(db));
+    jw_kstr(w, "type", ix.type == JVDB_INDEX_FLAT ? "FLAT" : "HNSW");
+    if (status) {
+        jw_kstr(w, "status", status);
+    } else if (ix.type == JVDB_INDEX_FLAT) {
+        jw_kstr(w, "status", "ready");
+    } else {
+        /* Only reported, never started: listing must not build a graph. */
+        jvdb_index_status st;
+        int rc = jvdb_db_index_status_if_attached(db, &st);
+        jw_kstr(w, "status", rc == JVDB_OK ? jvdb_index_state_name(st.state) : "not_loaded");
+    }
+    jw_key(w, "parameters");
+    jw_obj(w);
+    if (ix.type == JVDB_INDEX_HNSW) {
+        jw_kuint(w, "M", ix.m);
+        jw_kuint(w, "efConstruction", ix.ef_construction);
+        jw_kuint(w, "efSearch", ix.ef_search);
+    }
+    jw_obj_end(w);
+    jw_obj_end(w);
+}
+
+/* The index settings a create or update body asks for, amending `o`; -1 with err set. */
+static int route_parse_index_body(json_t *body, jvdb_index_options *o, int need_type, char *err, size_t cap)
+{
+    const char *key, *type = NULL;
+    if (route_alias(body, "type", "indexType", &key, err, cap)) return -1;
+    int r = jr_string(body, key, &type, err, cap);
+    if (r < 0) return -1;
+    if (!r && need_type) {
+        snprintf(err, cap, "field 'type' is required (HNSW or FLAT)");
+        return -1;
+    }
+    if (r) {
+        if (!strcasecmp(type, "HNSW")) o->type = JVDB_INDEX_HNSW;
+        else if (!strcasecmp(type, "FLAT")) o->type = JVDB_INDEX_FLAT;
+        else {
+            snprintf(err, cap, "index type '%s' is not supported (HNSW or FLAT; a database has one index)", type);
+            return -1;
+        }
+    }
+    const char *name = NULL;
+    if (jr_string(body, "name", &name, err, cap) < 0) return -1;
+    json_t *p = json_object_get(body, "parameters");
+    if (!p || json_is_null(p)) return 0;
+    if (!json_is_object(p)) {
+        snprintf(err, cap, "field 'parameters' must be an object");
+        return -1;
+    }
+    static const char *const fields[] = {"M", "m", "efConstruction", "efSearch", NULL};
+    if (jr_only(p, "parameters: ", fields, err, cap)) return -1;
+    /* Ranges are the library's (jvdb_db_set_index names the bad one). */
+    if (o->type == JVDB_INDEX_FLAT && json_object_size(p) > 0) {
+        snprintf(err, cap, "a FLAT index takes no parameters (M, efConstruction and efSearch are HNSW's)");
+        return -1;
+    }
+    const char *mkey;
+    if (route_alias(p, "M", "m", &mkey, err, cap)) return -1;
+    uint64_t u;
+    if ((r = jr_uint(p, mkey, 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->m = (uint32_t)u;
+    if ((r = jr_uint(p, "efConstruction", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->ef_construction = (uint32_t)u;
+    if ((r = jr_uint(p, "efSearch", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
+    if (r) o->ef_search = (uint32_t)u;
+    return 0;
+}
+
+/* Records a settings change in the database's updated time (as PUT /v1/databases/{id} does). */
+static int route_touch_meta(server *s, const char *name)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    dbmeta m;
+    dbmeta_load(s, name, &m);
+    m.updated_ns = clock_wall_ns();
+    int rc = dbmeta_save(s, name, &m);
+    dbmeta_free(&m);
+    pthread_mutex_unlock(&s->meta_mu);
+    return rc;
+}
+
+/* Applies index settings (a rebuild only when they change) and answers the index object. */
+static void route_index_apply(server *s, http_resp *rs, jvdb_db *db, const jvdb_index_options *o, int status,
+                              const char *word)
+{
+    db_settings st = {0};
+    st.has_index = 1;
+    st.index = *o;
+    int rc = route_apply_settings(db, &st);
+    if (rc == JVDB_OK) rc = route_touch_meta(s, jvdb_db_name(db));
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        return;
+    }
+    jw w;
+    jw_init(&w);
+    route_write_index(&w, db, word);
+    http_reply_json(rs, status, &w);
+}
+
+/* 404 unless {indexId} is the database's one index; returns 0 when it is. */
+static int route_index_id_check(http_resp *rs, jvdb_db *db, const char *id)
+{
+    if (!strcmp(id, ROUTE_INDEX_ID)) return 0;
+    http_error(rs, 404, "NOT_FOUND", "index '%.200s' not found: database '%s' has one index, '%s'", id,
+               jvdb_db_name(db), ROUTE_INDEX_ID);
+    return -1;
+}
+
+void route_index_list(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kuint(&w, "count", 1);
+    jw_key(&w, "indexes");
+    jw_arr(&w);
+    route_write_index(&w, db, NULL);
+    jw_arr_end(&w);
+    jw_obj_end(&w);
+    route_db_release(s, db);
+    http_reply_json(rs, 200, &w);
+}
+
+void route_index_get(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    if (!route_index_id_check(rs, db, rq->params[1])) {
+        jw w;
+        jw_init(&w);
+        route_write_index(&w, db, NULL);
+        http_reply_json(rs, 200, &w);
+    }
+    route_db_release(s, db);
+}
+
+void route_index_create(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body(s, rq, rs, index_create_fields);
+    if (!body) return;
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (db) {
+        char err[512];
+        jvdb_index_options o;
+        /* Parameters not given take the library's defaults, as a new index would. */
+        jvdb_index_options_init(&o);
+        if (route_parse_index_body(body, &o, 1, err, sizeof err)) http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        else route_index_apply(s, rs, db, &o, 201, NULL);
+        route_db_release(s, db);
+    }
+    json_decref(body);
+}
+
+void route_index_update(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body(s, rq, rs, index_update_fields);
+    if (!body) return;
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (db && !route_index_id_check(rs, db, rq->params[1])) {
+        char err[512];
+        jvdb_index_options o;
+        jvdb_db_get_index(db, &o);   /* an update amends what is there */
+        if (route_parse_index_body(body, &o, 0, err, sizeof err)) http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        else route_index_apply(s, rs, db, &o, 200, NULL);
+    }
+    route_db_release(s, db);
+    json_decref(body);
+}
+
+void route_index_delete(server *s, http_req *rq, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    if (!db) return;
+    if (!route_index_id_check(rs, db, rq->params[1])) {
+        jvdb_index_options o;
+        jvdb_db_get_index(db, &o);
+        o.type = JVDB_INDEX_FLAT;   /* no index left: every search is an exact scan */
+        route_index_apply(s, rs, db, &o, 200, "deleted");
+    }
+    route_db_release(s, db);
 }

@@ -56,7 +56,16 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
 {
     memset(sp, 0, sizeof *sp);
     json_t *role = json_object_get(b, "role"), *desc = json_object_get(b, "description");
-    json_t *at = json_object_get(b, "expires_at"), *in = json_object_get(b, "expires_in");
+    /* expiresAt / expiresIn: the camelCase names; expires_at / expires_in (deprecated) also work. */
+    const char *at_name = json_object_get(b, "expiresAt") ? "expiresAt" : "expires_at";
+    const char *in_name = json_object_get(b, "expiresIn") ? "expiresIn" : "expires_in";
+    if ((json_object_get(b, "expiresAt") && json_object_get(b, "expires_at")) ||
+        (json_object_get(b, "expiresIn") && json_object_get(b, "expires_in"))) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "give '%s' or its old name, not both",
+                   json_object_get(b, "expires_at") && json_object_get(b, "expiresAt") ? "expiresAt" : "expiresIn");
+        return -1;
+    }
+    json_t *at = json_object_get(b, at_name), *in = json_object_get(b, in_name);
     if (!json_is_string(role) || !(sp->role = key_role_parse(json_string_value(role)))) {
         http_error(rs, 400, "INVALID_ARGUMENT", "'role' is required: \"read\", \"write\" or \"admin\"");
         return -1;
@@ -70,13 +79,13 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
     sp->databases = names;
     int64_t now = (int64_t)time(NULL);
     if (at && in && !json_is_null(at) && !json_is_null(in)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "give 'expires_at' or 'expires_in', not both");
+        http_error(rs, 400, "INVALID_ARGUMENT", "give '%s' or '%s', not both", at_name, in_name);
         return -1;
     }
     json_t *e = at && !json_is_null(at) ? at : in && !json_is_null(in) ? in : NULL;
     if (e && (!json_is_string(e) || keys_parse_expiry(json_string_value(e), now, &sp->expires_s))) {
         http_error(rs, 400, "INVALID_ARGUMENT",
-                   "'%s' must be %s", e == at ? "expires_at" : "expires_in",
+                   "'%s' must be %s", e == at ? at_name : in_name,
                    e == at ? "a UTC time such as \"2027-01-31\" or \"2027-01-31T12:00:00Z\""
                            : "a duration such as \"30d\" or \"12h\"");
         return -1;
@@ -86,7 +95,8 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
 
 void route_keys_create(server *s, http_req *rq, http_resp *rs)
 {
-    static const char *const fields[] = {"role", "databases", "expires_at", "expires_in", "description", NULL};
+    static const char *const fields[] = {"role", "databases", "expiresAt", "expiresIn", "expires_at", "expires_in",
+                                         "description", NULL};
     json_t *b = route_body(s, rq, rs, fields);
     if (!b) return;
     key_spec sp;
@@ -102,7 +112,8 @@ void route_keys_create(server *s, http_req *rq, http_resp *rs)
             auth_reload(s, 1);
             log_info("API key %s created (role %s, %zu databases)", e.id, key_role_name(e.role), e.ndb);
             json_t *doc = keys_entry_json(&e, (int64_t)time(NULL));
-            json_object_set_new(doc, "api_key", json_string(text));
+            json_object_set_new(doc, "apiKey", json_string(text));
+            json_object_set_new(doc, "api_key", json_string(text));   /* deprecated name */
             OPENSSL_cleanse(text, sizeof text);
             keys_entry_free(&e);
             keys_reply(rs, 201, doc);
@@ -124,7 +135,8 @@ void route_keys_list(server *s, http_req *rq, http_resp *rs)
     json_t *arr = json_array();
     for (size_t i = 0; i < ks.n; i++) json_array_append_new(arr, keys_entry_json(&ks.v[i], now));
     keys_free(&ks);
-    keys_reply(rs, 200, json_pack("{s:o}", "api_keys", arr));
+    /* apiKeys, and api_keys (deprecated) for the clients written before: the same list. */
+    keys_reply(rs, 200, json_pack("{s:O, s:o}", "apiKeys", arr, "api_keys", arr));
 }
 
 void route_keys_delete(server *s, http_req *rq, http_resp *rs)
@@ -142,5 +154,5 @@ void route_keys_delete(server *s, http_req *rq, http_resp *rs)
     }
     auth_reload(s, 1);
     log_info("API key %s revoked", id);
-    keys_reply(rs, 200, json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
+    keys_reply(rs, 200, json_pack("{s:s, s:s, s:b}", "keyId", id, "key_id", id, "revoked", 1));
 }

@@ -13,6 +13,7 @@
  * which halves the cost of a large batch; anything else takes the general path.  Debug builds run
  * both on every fast-path batch and abort if they disagree (and fuzz_http_body holds them to it).
  * A database is held (route_db_acquire) only around the library calls, not while bodies are parsed.
+ * PUT of an absent vector creates it when the body has values (the original's behaviour).
  */
 #include "server/srv.h"
 
@@ -23,7 +24,10 @@
 #include <string.h>
 
 static const char *const vec_update_fields[] = {"id", "values", "metadata", NULL};
-static const char *const vec_ids_fields[] = {"ids", "vectorIds", NULL};   /* vectorIds: JadeVectorDB's name */
+/* vectorIds and vector_ids: the original JadeVectorDB's names for ids (its server reads all three);
+ * includeValues / includeVectorData (aliases) and includeMetadata choose what each vector shows. */
+static const char *const vec_ids_fields[] = {"ids", "vectorIds", "vector_ids", "includeValues", "includeVectorData",
+                                             "includeMetadata", NULL};
 
 /* 400 with the batch index as a number beside the message. */
 static void route_batch_error(http_resp *rs, long index, const char *msg)
@@ -179,22 +183,33 @@ void route_vec_batch(server *s, http_req *rq, http_resp *rs)
     jf_batch_free(fv, n);
 }
 
-/* Writes {"id", "values", "metadata"} of one stored vector, or returns the library status. */
-static int route_write_vector(jw *w, jvdb_db *db, const char *id, float *buf)
+/* Writes {"id", "values"?, "metadata"?} of one stored vector, or returns the library status. */
+static int route_write_vector_parts(jw *w, jvdb_db *db, const char *id, float *buf, int values, int metadata)
 {
     char *meta = NULL;
-    int rc = jvdb_get(db, id, buf, &meta);
+    int rc = jvdb_get(db, id, buf, metadata ? &meta : NULL);
     if (rc != JVDB_OK) return rc;
     jw_obj(w);
     jw_kstr(w, "id", id);
-    jw_key(w, "values");
-    jw_floats(w, buf, jvdb_db_dim(db));
-    jw_key(w, "metadata");
-    if (jw_json(w, meta)) log_warn("vector '%s' of '%s' has stored metadata that is not a JSON object; answered null", id,
-                                   jvdb_db_name(db));
+    if (values) {
+        jw_key(w, "values");
+        jw_floats(w, buf, jvdb_db_dim(db));
+    }
+    if (metadata) {
+        jw_key(w, "metadata");
+        if (jw_json(w, meta))
+            log_warn("vector '%s' of '%s' has stored metadata that is not a JSON object; answered null", id,
+                     jvdb_db_name(db));
+    }
     jw_obj_end(w);
     jvdb_free(meta);
     return JVDB_OK;
+}
+
+/* The whole vector: {"id", "values", "metadata"}. */
+static int route_write_vector(jw *w, jvdb_db *db, const char *id, float *buf)
+{
+    return route_write_vector_parts(w, db, id, buf, 1, 1);
 }
 
 void route_vec_get(server *s, http_req *rq, http_resp *rs)
@@ -219,19 +234,43 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, vec_ids_fields);
     if (!body) return;
-    json_t *ids = json_object_get(body, "ids");
+    static const char *const id_keys[] = {"ids", "vectorIds", "vector_ids"};
+    json_t *ids = NULL;
     const char *field = "ids";
-    if (ids && json_object_get(body, "vectorIds")) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "give 'ids' or its alias 'vectorIds', not both");
-        json_decref(body);
-        return;
+    char err[512];
+    for (size_t k = 0; k < 3; k++) {
+        json_t *v = json_object_get(body, id_keys[k]);
+        if (!v) continue;
+        if (ids) {
+            http_error(rs, 400, "INVALID_ARGUMENT", "give one of 'ids', 'vectorIds', 'vector_ids', not both '%s' and '%s'",
+                       field, id_keys[k]);
+            json_decref(body);
+            return;
+        }
+        ids = v;
+        field = id_keys[k];
     }
-    if (!ids && (ids = json_object_get(body, "vectorIds"))) field = "vectorIds";
     if (!json_is_array(ids)) {
         http_error(rs, 400, "INVALID_ARGUMENT", "field '%s' %s", field, ids ? "must be an array of strings" : "is required");
         json_decref(body);
         return;
     }
+    /* Values and metadata by default; includeValues false gives metadata only (retrieval). */
+    int want_values = 1, want_meta = 1, vd = -1, iv = -1;
+    if (jr_bool(body, "includeVectorData", &vd, err, sizeof err) < 0 ||
+        jr_bool(body, "includeValues", &iv, err, sizeof err) < 0 ||
+        jr_bool(body, "includeMetadata", &want_meta, err, sizeof err) < 0) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(body);
+        return;
+    }
+    if (vd >= 0 && iv >= 0 && vd != iv) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "'includeVectorData' and its alias 'includeValues' disagree; give one");
+        json_decref(body);
+        return;
+    }
+    if (vd >= 0) want_values = vd;
+    else if (iv >= 0) want_values = iv;
     for (size_t i = 0; i < json_array_size(ids); i++) {
         json_t *id = json_array_get(ids, i);
         if (!json_is_string(id)) {
@@ -256,7 +295,7 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
     int rc = buf && missing ? JVDB_OK : JVDB_ENOMEM;
     for (size_t i = 0; rc == JVDB_OK && i < json_array_size(ids); i++) {
         const char *id = json_string_value(json_array_get(ids, i));
-        int r = route_write_vector(&w, db, id, buf);
+        int r = route_write_vector_parts(&w, db, id, buf, want_values, want_meta);
         if (r == JVDB_OK) found++;
         else if (r == JVDB_ENOTFOUND || r == JVDB_EINVAL) json_array_append(missing, json_array_get(ids, i));
         else rc = r;
@@ -313,13 +352,19 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
 
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) goto out;
-    /* An update of one part keeps the other: read the current vector first (404 when absent).
-     * Two concurrent partial updates of one id are last-writer-wins. */
+    /* An update of one part keeps the other: read the current vector first.  An absent vector is
+     * created when the body has its values, as the original JadeVectorDB does (its client expects
+     * 200 either way; "created" tells them apart); without values it is 404.  Two concurrent
+     * partial updates of one id are last-writer-wins. */
     float *cur = malloc(jvdb_db_dim(db) * sizeof *cur);
     char *cur_meta = NULL;
     int rc = cur ? jvdb_get(db, vid, cur, meta ? NULL : &cur_meta) : JVDB_ENOMEM;
+    int created = 0;
     uint64_t lsn = 0;
-    if (rc == JVDB_OK) {
+    if (rc == JVDB_ENOTFOUND && vals) {
+        created = 1;
+        rc = jvdb_put(db, vid, v.values, v.n, v.meta, &lsn);
+    } else if (rc == JVDB_OK) {
         const float *nv = vals ? v.values : cur;
         uint32_t nn = vals ? v.n : jvdb_db_dim(db);
         rc = jvdb_put(db, vid, nv, nn, meta ? v.meta : cur_meta, &lsn);
@@ -327,8 +372,18 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
     route_db_release(s, db);
     free(cur);
     jvdb_free(cur_meta);
-    if (rc != JVDB_OK) http_lib_error(rs, rc);
-    else route_write_lsn_reply(rs, 200, vid, lsn);
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+    } else {
+        jw w;
+        jw_init(&w);
+        jw_obj(&w);
+        jw_kstr(&w, "id", vid);
+        jw_kuint(&w, "lsn", lsn);
+        jw_kbool(&w, "created", created);
+        jw_obj_end(&w);
+        http_reply_json(rs, 200, &w);
+    }
     goto out;
 bad:
     http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);

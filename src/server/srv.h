@@ -192,7 +192,14 @@ void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs);
 void route_vec_scroll(server *s, http_req *rq, http_resp *rs);
 void route_vec_list(server *s, http_req *rq, http_resp *rs);
 /* Search (routes_search.c) */
-void route_search(server *s, http_req *rq, http_resp *rs);
+void route_search(server *s, http_req *rq, http_resp *rs);       /* also .../search/advanced */
+void route_search_batch(server *s, http_req *rq, http_resp *rs);
+/* The original's index routes, mapped onto the database's one index (routes_db.c) */
+void route_index_list(server *s, http_req *rq, http_resp *rs);
+void route_index_get(server *s, http_req *rq, http_resp *rs);
+void route_index_create(server *s, http_req *rq, http_resp *rs);
+void route_index_update(server *s, http_req *rq, http_resp *rs);
+void route_index_delete(server *s, http_req *rq, http_resp *rs);
 /* Administration (routes_admin.c) */
 void route_health(server *s, http_req *rq, http_resp *rs);
 void route_status(server *s, http_req *rq, http_resp *rs);

@@ -48,6 +48,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -68,10 +69,11 @@ void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim)
 int jvdb_metric_parse(const char *s, jvdb_metric *out)
 {
     if (!s) return err_set(JVDB_EINVAL, "metric is missing");
-    if (!strcmp(s, "l2") || !strcmp(s, "euclidean")) *out = JVDB_METRIC_L2;
-    else if (!strcmp(s, "cosine")) *out = JVDB_METRIC_COSINE;
-    else if (!strcmp(s, "dot")) *out = JVDB_METRIC_DOT;
-    else return err_set(JVDB_EINVAL, "unknown metric '%s' (expected l2, cosine or dot)", s);
+    /* Case-insensitive: "COSINE" and "L2" are what users of other databases type. */
+    if (!strcasecmp(s, "l2") || !strcasecmp(s, "euclidean")) *out = JVDB_METRIC_L2;
+    else if (!strcasecmp(s, "cosine")) *out = JVDB_METRIC_COSINE;
+    else if (!strcasecmp(s, "dot")) *out = JVDB_METRIC_DOT;
+    else return err_set(JVDB_EINVAL, "unknown metric '%s' (expected l2 (also euclidean), cosine or dot)", s);
     return JVDB_OK;
 }
 

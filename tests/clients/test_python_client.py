@@ -185,7 +185,7 @@ def api_key():
         except jvdb.UnauthorizedError:
             pass
         assert jvdb.Client(url(s), api_key="s3cret").list_databases() == []
-        assert jvdb.Client(url(s)).health()["status"] == "ok"
+        assert jvdb.Client(url(s)).health()["status"] == "healthy"
 
 
 @test

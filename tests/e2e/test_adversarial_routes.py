@@ -77,7 +77,7 @@ def unknown_fields_are_refused_on_every_route():
                                                          "upsert": False}, "upsert"),
             ("POST", "/v1/databases/docs/vectors/batch", {"vectors": [{"id": "n", "values": [1, 2, 3, 4],
                                                                       "namespace": "t"}]}, "record 0: unknown field 'namespace'"),
-            ("POST", "/v1/databases/docs/vectors/batch-get", {"ids": ["en"], "includeValues": False}, "includeValues"),
+            ("POST", "/v1/databases/docs/vectors/batch-get", {"ids": ["en"], "include_values": False}, "include_values"),   # includeValues is known (issue 12)
             ("PUT", "/v1/databases/docs/vectors/en", {"values": [2, 2, 2, 2], "metdata": {}}, "metdata"),
             ("POST", "/v1/databases/docs/compact", {"force": True, "dryRun": True}, "dryRun"),
             ("POST", "/v1/databases/docs/search", {"queryVector": [1, 0, 0, 0], "top_k": 1}, "top_k"),

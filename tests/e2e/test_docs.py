@@ -43,6 +43,13 @@ ROUTES = {
     ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
     ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
 }
+# issue 12: the original's routes and batch search
+ROUTES |= {
+    ("POST", "/v1/databases/{id}/search/advanced"), ("POST", "/v1/databases/{id}/search/batch"),
+    ("GET", "/v1/databases/{id}/indexes"), ("POST", "/v1/databases/{id}/indexes"),
+    ("GET", "/v1/databases/{id}/indexes/{iid}"), ("PUT", "/v1/databases/{id}/indexes/{iid}"),
+    ("DELETE", "/v1/databases/{id}/indexes/{iid}"),
+}
 
 
 def examples(path):
@@ -112,6 +119,8 @@ def route_of(cmd):
             seg = "{bid}"
         elif prev == "api-keys":
             seg = "{key_id}"
+        elif prev == "indexes":
+            seg = "{iid}"
         norm.append(seg)
     return method, "/".join(norm)
 

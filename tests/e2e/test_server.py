@@ -43,7 +43,8 @@ def health_status_and_unknown_routes():
     with Server() as s:
         c = s.client()
         r = expect(c.get("/health"), 200)
-        assert r["status"] == "ok" and r["version"]
+        assert r["status"] == "healthy" and r["version"]  # the original JadeVectorDB's word (issue 12; was "ok")
+        assert r["checks"] == {"database": "ok", "network": "ok"} and isinstance(r["timestamp"], int)
         r = expect(c.get("/status"), 200)
         for k in ("version", "uptimeSeconds", "startedAt", "databases", "totals"):
             assert k in r.json, k
@@ -223,8 +224,13 @@ def vector_routes():
         expect(c.put("/v1/databases/docs/vectors/p", {"id": "q", "values": [0, 0, 0, 1]}), 400, "INVALID_ARGUMENT",
                "the body's id 'q' differs from the id in the path 'p'")
         expect(c.put("/v1/databases/docs/vectors/p", {}), 400, "INVALID_ARGUMENT", "nothing to update")
-        expect(c.put("/v1/databases/docs/vectors/missing", {"values": [1, 2, 3, 4]}), 404, "NOT_FOUND",
+        # PUT of an absent vector creates it when it has values (the original's behaviour, issue 12);
+        # metadata alone has nothing to create a vector from.
+        expect(c.put("/v1/databases/docs/vectors/missing", {"metadata": {"a": 1}}), 404, "NOT_FOUND",
                "vector 'missing' not found in database 'docs'")
+        assert expect(c.put("/v1/databases/docs/vectors/missing", {"values": [1, 2, 3, 4]}), 200)["created"] is True
+        assert expect(c.put("/v1/databases/docs/vectors/missing", {"values": [1, 2, 3, 5]}), 200)["created"] is False
+        expect(c.delete("/v1/databases/docs/vectors/missing"), 200)
         expect(c.put("/v1/databases/docs/vectors/p", {"values": [1, 2]}), 400, "INVALID_ARGUMENT",
                "vector has 2 values but database 'docs' has dimension 4")
         # DELETE
@@ -452,7 +458,7 @@ def search_route():
             for _ in range(5):
                 q = [rnd.gauss(0, 1) for _ in range(dim)]
                 want = brute_force(vectors, q, metric, 10)
-                r = expect(c.post(p, {"queryVector": q, "topK": 10, "exact": True}), 200)
+                r = expect(c.post(p, {"queryVector": q, "topK": 10, "exact": True, "includeMetadata": False}), 200)
                 assert r["count"] == 10 and len(r["results"]) == 10
                 assert [x["vectorId"] for x in r["results"]] == [vid for _, vid in want], (metric, r.json, want)
                 for x, (sc, _) in zip(r["results"], want):
@@ -469,7 +475,7 @@ def search_route():
             want = brute_force(vectors, q, metric, 5, lambda vid: int(vid[1:]) % 3 == 0)
             assert [x["vectorId"] for x in r["results"]] == [vid for _, vid in want]
             for x in r["results"]:
-                assert x["vector"]["id"] == x["vectorId"] and x["vector"]["metadata"]["color"] == "red"
+                assert "id" not in x["vector"] and x["vector"]["metadata"]["color"] == "red"   # no repeated id
                 stored = expect(c.get("/v1/databases/%s/vectors/%s" % (name, x["vectorId"])), 200)["values"]
                 assert f32_bits(x["vector"]["values"]) == f32_bits(stored)
             r = expect(c.post(p, {"queryVector": q, "topK": 300, "exact": True,
@@ -500,8 +506,8 @@ def search_route():
             ({}, "field 'queryVector' is required"),
             ({"queryVector": "x"}, "queryVector must be an array of numbers"),
             ({"queryVector": [1, 2]}, "query has 2 values but database 's_euclidean' has dimension 8"),
-            ({"queryVector": q, "topK": 0}, "field 'topK' is 0; it must be from 1 to 10000"),
-            ({"queryVector": q, "topK": 10001}, "it must be from 1 to 10000"),
+            ({"queryVector": q, "topK": 0}, "field 'topK' is 0; it must be from 1 to 100000"),
+            ({"queryVector": q, "topK": 100001}, "it must be from 1 to 100000"),   # JVDB_MAX_K, as the CLI
             ({"queryVector": q, "topK": "5"}, "field 'topK' must be an integer"),
             ({"queryVector": q, "threshold": "high"}, "field 'threshold' must be a number"),
             ({"queryVector": q, "exact": 1}, "field 'exact' must be true or false"),

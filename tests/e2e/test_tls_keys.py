@@ -108,7 +108,7 @@ def tls_handshake_and_requests():
         s.start()
         conn = s.tls_conn(s._cafile)
         st, body = tls_get(conn, "/health")
-        assert st == 200 and json.loads(body)["status"] == "ok", body
+        assert st == 200 and json.loads(body)["status"] == "healthy", body
         conn.request("POST", "/v1/databases", body=json.dumps({"name": "t", "vectorDimension": 2}),
                      headers={"Content-Type": "application/json"})
         r = conn.getresponse()
@@ -567,7 +567,7 @@ def readyz_waits_for_databases_and_indexes():
         assert any("'big'" in m for m in seen_503), seen_503
         assert any("pending" in m or "opening" in m for m in seen_503), seen_503
         st = expect(anon.get("/health"), 200)
-        assert st["status"] == "ok"
+        assert st["status"] == "healthy"
         assert "ready: 2 databases opened and indexed" in s.log()
         s.stop()
     finally:

@@ -90,7 +90,7 @@ test("API key", async () => {
     await rejects(new Client(s.url).listDatabases(), "UNAUTHORIZED", 401);
     await rejects(new Client(s.url, { apiKey: "wrong" }).listDatabases(), "UNAUTHORIZED", 401);
     assert.deepEqual(await new Client(s.url, { apiKey: "s3cret" }).listDatabases(), []);
-    assert.equal((await new Client(s.url).health()).status, "ok");
+    assert.equal((await new Client(s.url).health()).status, "healthy");
   } finally { await s.stop(); }
 });
 
