@@ -47,9 +47,10 @@ def normalize_item(item: VectorLike) -> Vector:
             out["metadata"] = item["metadata"]
         return out
     if isinstance(item, (tuple, list)) and len(item) in (2, 3):
-        out = {"id": item[0], "values": _floats(item[1])}
-        if len(item) == 3 and item[2] is not None:
-            out["metadata"] = item[2]
+        seq: Sequence[Any] = item
+        out = {"id": seq[0], "values": _floats(seq[1])}
+        if len(seq) == 3 and seq[2] is not None:
+            out["metadata"] = seq[2]
         return out
     raise InvalidItem("a vector is a dict {'id', 'values', 'metadata'} or a tuple (id, values[, metadata])")
 
@@ -58,19 +59,21 @@ def InvalidItem(message: str) -> JvdbError:  # noqa: N802 (reads as the exceptio
     return make_error("INVALID_ARGUMENT", message)
 
 
-class _OneSend:
+class _OneSend(http.client.HTTPConnection):
     """Sends a request's head and body in one write.  http.client writes them apart, so the server
     wakes up for the head, then again for the body: measurably slower per request on loopback
     (bench/results/clients.md)."""
 
-    def _send_output(self, message_body=None, encode_chunked=False):  # noqa: ANN001 (http.client's signature)
+    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
+        # http.client's private state, which typeshed does not declare.
+        buffer: List[bytes] = getattr(self, "_buffer")
         if isinstance(message_body, bytes) and not encode_chunked:
-            self._buffer.extend((b"", b""))
-            msg = b"\r\n".join(self._buffer) + message_body
-            del self._buffer[:]
+            buffer.extend((b"", b""))
+            msg = b"\r\n".join(buffer) + message_body
+            del buffer[:]
             self.send(msg)
             return
-        super()._send_output(message_body, encode_chunked)
+        getattr(super(), "_send_output")(message_body, encode_chunked)
 
 
 class _HTTPConnection(_OneSend, http.client.HTTPConnection):
@@ -168,7 +171,8 @@ class Client:
                 raise make_error(str(doc["error"]), str(doc.get("message", "")), status, doc.get("index"))
             raise make_error("HTTP_%d" % status, "%s %s answered %d" % (method, path, status), status)
 
-    def _send(self, method: str, target: str, data: Optional[bytes], headers: Dict[str, str]):
+    def _send(self, method: str, target: str, data: Optional[bytes],
+              headers: Dict[str, str]) -> Tuple[int, Optional[str], bytes]:
         for fresh in (False, True):
             conn = self._conn(fresh)
             reused = getattr(conn, "sock", None) is not None

@@ -345,7 +345,7 @@ class Embedded:
         dim = self._lib.jvdb_db_dim(h)
         out: List[Vector] = []
 
-        def each(arg, idp, idlen, vec, meta, metalen, lsn):  # noqa: ANN001
+        def each(arg: Any, idp: Any, idlen: int, vec: Any, meta: Any, metalen: int, lsn: int) -> int:
             try:
                 m = json.loads(ctypes.string_at(meta, metalen)) if metalen else None
                 if filters is None or _matches(filters, m):
@@ -366,6 +366,7 @@ class Embedded:
             raise ValueError("give exactly one of ids and filters")
         h = self._db(db)
         if ids is None and self._has("jvdb_delete_filtered"):
+            assert filters is not None
             f = self._filter(filters)
             out = ctypes.c_uint64()
             try:

@@ -4,7 +4,7 @@ Every server error is `{"error": CODE, "message": TEXT}`; JvdbError carries both
 and, for a rejected batch, the position of the first bad vector.  The embedded mode raises the same
 classes with the same codes, so code written against one works against the other.
 """
-from typing import Optional
+from typing import Dict, Optional, Type
 
 
 class JvdbError(Exception):
@@ -56,7 +56,7 @@ class TransportError(JvdbError):
     """The server could not be reached, or its answer was not the API's (connection refused, reset, timeout)."""
 
 
-_BY_CODE = {
+_BY_CODE: Dict[str, Type[JvdbError]] = {
     "INVALID_ARGUMENT": InvalidArgumentError, "INVALID_JSON": InvalidArgumentError,
     "BAD_REQUEST": InvalidArgumentError, "PAYLOAD_TOO_LARGE": InvalidArgumentError,
     "UNAUTHORIZED": UnauthorizedError, "FORBIDDEN": ForbiddenError,
@@ -64,12 +64,14 @@ _BY_CODE = {
     "BUSY": ConflictError, "NO_BACKUP_REPOSITORY": ConflictError,
     "SERVER_BUSY": ServerBusyError, "SHUTTING_DOWN": ServerBusyError,
 }
-_BY_STATUS = {400: InvalidArgumentError, 401: UnauthorizedError, 403: ForbiddenError, 404: NotFoundError,
+_BY_STATUS: Dict[int, Type[JvdbError]] = {400: InvalidArgumentError, 401: UnauthorizedError, 403: ForbiddenError, 404: NotFoundError,
               409: ConflictError, 503: ServerBusyError}
 
 
 def make_error(code: str, message: str, status: Optional[int] = None, index: Optional[int] = None) -> JvdbError:
     if (status == 404 and code == "NOT_FOUND" and message.startswith("no route for ")) or status == 405:
         return UnsupportedError(code, message, status, index)
-    cls = _BY_CODE.get(code) or _BY_STATUS.get(status or 0, JvdbError)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        cls = _BY_STATUS.get(status or 0, JvdbError)
     return cls(code, message, status, index)
