@@ -246,7 +246,7 @@ JVDB_API int jvdb_sync(jvdb_db *db);
 
 JVDB_API void jvdb_free(void *p);
 
-/* ---- search (DESIGN.md 7) ---- */
+/* ---- search (docs/ARCHITECTURE.md 4, 7) ---- */
 
 typedef enum { JVDB_INDEX_HNSW = 0, JVDB_INDEX_FLAT = 1 } jvdb_index_type;
 
@@ -378,7 +378,7 @@ JVDB_API int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jv
                 jvdb_result **results, size_t *count);
 JVDB_API void jvdb_results_free(jvdb_result *results, size_t count);
 
-/* ---- compaction (DESIGN.md 5) ---- */
+/* ---- compaction (docs/ARCHITECTURE.md 7) ---- */
 
 typedef struct jvdb_compact_policy {
     double dead_ratio;           /* compact when dead bytes / file bytes >= this (0.30) */
@@ -473,7 +473,7 @@ JVDB_API int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_c
 /* Stops promptly: an in-flight compaction is abandoned cleanly (its temporary file removed). */
 JVDB_API void jvdb_compactor_stop(jvdb_compactor *c);
 
-/* ==== backups (DESIGN.md 6) ============================================================== */
+/* ==== backups (docs/ARCHITECTURE.md 7) ============================================================== */
 /*
  * Exact, logical backups of one database: records, not files.  A full backup holds every live
  * vector at one LSN; an incremental one the changes (puts live at its LSN, and deletes) since the

@@ -1,5 +1,5 @@
 /*
- * io.c — the one place where the library touches files for writing (DESIGN.md 3, "src/core/io").
+ * io.c — the one place where the library touches files for writing (docs/ARCHITECTURE.md 2, "core").
  *
  * Like SQLite's os layer, it exists so that tests can make the file system misbehave: a fault armed
  * here makes the next write/sync/rename fail exactly as the kernel would, and a crash point kills the
