@@ -76,8 +76,9 @@ typedef void (*jvdb_log_fn)(void *user, jvdb_log_level level, const char *messag
 /* Installs fn (with its `user` pointer) for every later line; NULL restores the stderr default.
  * When it returns, no thread is still inside the previous callback, so its `user` may be freed. */
 JVDB_API void jvdb_set_log_callback(jvdb_log_fn fn, void *user);
-/* Lines below `level` are dropped (overrides JVDB_LOG). */
-JVDB_API void jvdb_set_log_level(jvdb_log_level level);
+/* Lines below `level` are dropped (overrides JVDB_LOG).  JVDB_EINVAL for a value that is not a
+ * jvdb_log_level (the threshold is then unchanged). */
+JVDB_API int jvdb_set_log_level(jvdb_log_level level);
 
 /* Status codes. */
 #define JVDB_OK          0

@@ -14,6 +14,7 @@
  */
 #include "core/log.h"
 
+#include "core/err.h"
 #include "jvdb.h"
 
 #include <pthread.h>
@@ -43,10 +44,13 @@ static int log_level_from_env(void)
 
 void log_set_level(enum log_level level) { atomic_store(&log_threshold, (int)level); }
 
-void jvdb_set_log_level(jvdb_log_level level)
+int jvdb_set_log_level(jvdb_log_level level)
 {
-    if ((int)level < LOG_DEBUG || (int)level > LOG_ERROR) return;
+    err_clear();
+    if ((int)level < LOG_DEBUG || (int)level > LOG_ERROR)
+        return err_set(JVDB_EINVAL, "log level %d is not one of JVDB_LOG_DEBUG (0) .. JVDB_LOG_ERROR (3)", (int)level);
     log_set_level((enum log_level)level);
+    return JVDB_OK;
 }
 
 void jvdb_set_log_callback(jvdb_log_fn fn, void *user)

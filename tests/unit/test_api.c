@@ -92,12 +92,14 @@ static void test_log_callback_receives_lines(void **state)
     remove_data(dir);
 }
 
-/* Lines below the threshold never reach the callback. */
+/* Lines below the threshold never reach the callback; a level that is not one is refused. */
 static void test_log_level_filters(void **state)
 {
     (void)state;
     struct captured c = {0};
-    jvdb_set_log_level(JVDB_LOG_WARN);
+    assert_int_equal(jvdb_set_log_level((jvdb_log_level)7), JVDB_EINVAL);
+    assert_non_null(strstr(jvdb_errmsg(), "log level 7"));
+    assert_int_equal(jvdb_set_log_level(JVDB_LOG_WARN), JVDB_OK);
     jvdb_set_log_callback(capture, &c);
     char *dir = data_with_leftover();
     jvdb_env *env;
