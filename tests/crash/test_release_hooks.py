@@ -44,7 +44,8 @@ def main():
         return 77
     cache = os.path.join(release_dir, "CMakeCache.txt")
     with open(cache) as f:
-        assert "JVDB_TEST_HOOKS:BOOL=OFF" in f.read(), f"{release_dir} was configured with JVDB_TEST_HOOKS=ON"
+        assert "JVDB_TEST_HOOKS:BOOL=OFF" in f.read(), (
+            f"{release_dir} is not configured with JVDB_TEST_HOOKS=OFF (rebuild it with `make build`)")
     root = tempfile.mkdtemp(prefix="jvdb-hooks-")
     try:
         # Control: the test build obeys both variables.
