@@ -20,8 +20,9 @@ deps:
 test-deps:
 	@scripts/install-deps --test
 
+# Release: no test hooks (JVDB_FAULT / JVDB_CRASH_AT are not even read) and no tests.
 build: deps
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DJVDB_WERROR=$(WERROR) -DJVDB_TESTS=OFF >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DJVDB_WERROR=$(WERROR) -DJVDB_TESTS=OFF -DJVDB_TEST_HOOKS=OFF >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
@@ -41,19 +42,21 @@ TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_backup test_search_flat t
 # build (ASan + UBSan) and the whole CTest suite, then a bounded ThreadSanitizer smoke set (label
 # tsan-smoke: writers + readers + compaction, concurrent searches, backups under load, the server
 # under concurrent clients); `make tsan` runs the whole TSan set.
+# The test builds have the test hooks; crash.release_ignores_hooks checks the Release build in $(BUILD).
 test: test-deps
 	@$(MAKE) --no-print-directory build WERROR=ON
-	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON -DJVDB_WERROR=ON >/dev/null
+	@cmake -S . -B $(BUILD_TEST) -DCMAKE_BUILD_TYPE=Debug -DJVDB_SANITIZE=ON -DJVDB_WERROR=ON -DJVDB_TEST_HOOKS=ON \
+	  -DJVDB_RELEASE_DIR=$(abspath $(BUILD)) >/dev/null
 	@cmake --build $(BUILD_TEST) -j $(JOBS)
 	cd $(BUILD_TEST) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
-	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON >/dev/null
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON -DJVDB_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(BUILD_TSAN) -j $(JOBS) --target $(TSAN_SMOKE_TARGETS)
 	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L tsan-smoke --output-on-failure -j $(JOBS) --timeout 300
 
 # The ThreadSanitizer build of the unit, concurrency and e2e tests (CTest label tsan).
 tsan: test-deps
-	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON >/dev/null
+	@cmake -S . -B $(BUILD_TSAN) -DCMAKE_BUILD_TYPE=Debug -DJVDB_TSAN=ON -DJVDB_WERROR=ON -DJVDB_TEST_HOOKS=ON >/dev/null
 	@cmake --build $(BUILD_TSAN) -j $(JOBS)
 	cd $(BUILD_TSAN) && $(TSAN_ENV) ctest -L '^tsan$$' --output-on-failure -j $(JOBS) --timeout 900
 

@@ -32,7 +32,53 @@
 extern "C" {
 #endif
 
-#define JVDB_VERSION "0.1.0"
+/* Exported functions.  libjvdb.so is built with hidden visibility: only what carries JVDB_API is
+ * visible to a program that loads it (`nm -D --defined-only libjvdb.so` lists only jvdb_*), so the
+ * library's internal names cannot collide with an application's.  Every function declared here
+ * must carry it (tests/unit/check_exports.py fails otherwise). */
+#if defined(__GNUC__) || defined(__clang__)
+#define JVDB_API __attribute__((visibility("default")))
+#else
+#define JVDB_API
+#endif
+
+/* ---- version ---- */
+
+/* The version of this header.  The library's own version is jvdb_version() / jvdb_version_number();
+ * a program that loads libjvdb.so at run time compares JVDB_VERSION_NUMBER with
+ * jvdb_version_number() to detect a mismatch.  CMakeLists.txt reads the three numbers from here. */
+#define JVDB_VERSION_MAJOR 0
+#define JVDB_VERSION_MINOR 1
+#define JVDB_VERSION_PATCH 0
+#define JVDB_VERSION_NUMBER (JVDB_VERSION_MAJOR * 1000000 + JVDB_VERSION_MINOR * 1000 + JVDB_VERSION_PATCH)
+#define JVDB_STRINGIFY_(x) #x
+#define JVDB_STRINGIFY(x) JVDB_STRINGIFY_(x)
+#define JVDB_VERSION \
+    JVDB_STRINGIFY(JVDB_VERSION_MAJOR) "." JVDB_STRINGIFY(JVDB_VERSION_MINOR) "." JVDB_STRINGIFY(JVDB_VERSION_PATCH)
+
+/* The library's version as "MAJOR.MINOR.PATCH" (static storage, never NULL). */
+JVDB_API const char *jvdb_version(void);
+/* The library's version as MAJOR * 1000000 + MINOR * 1000 + PATCH (SQLite's number form). */
+JVDB_API int jvdb_version_number(void);
+
+/* ---- logging ---- */
+
+/* The library logs what it does on its own (a torn tail cut at open, leftovers removed, compaction
+ * and index progress) as one line per event.  By default a line goes to stderr with a UTC timestamp
+ * and its level; the threshold is JVDB_LOG=debug|info|warn|error from the environment (default
+ * warn) or jvdb_set_log_level().  An embedding application owns logging by installing a callback:
+ * it then receives every line at or above the threshold, and nothing is written to stderr. */
+typedef enum { JVDB_LOG_DEBUG = 0, JVDB_LOG_INFO = 1, JVDB_LOG_WARN = 2, JVDB_LOG_ERROR = 3 } jvdb_log_level;
+/* `message` is one line (no timestamp, no newline), valid only during the call.  The callback may
+ * run on any thread, several at once (a library worker, or the caller of any jvdb_* function), so
+ * it must be thread-safe; it must not call libjvdb. */
+typedef void (*jvdb_log_fn)(void *user, jvdb_log_level level, const char *message);
+/* Installs fn (with its `user` pointer) for every later line; NULL restores the stderr default.
+ * When it returns, no thread is still inside the previous callback, so its `user` may be freed. */
+JVDB_API void jvdb_set_log_callback(jvdb_log_fn fn, void *user);
+/* Lines below `level` are dropped (overrides JVDB_LOG).  JVDB_EINVAL for a value that is not a
+ * jvdb_log_level (the threshold is then unchanged). */
+JVDB_API int jvdb_set_log_level(jvdb_log_level level);
 
 /* Status codes. */
 #define JVDB_OK          0
@@ -48,9 +94,9 @@ extern "C" {
 #define JVDB_EFAILED   (-10) /* database refuses writes after an earlier I/O failure; reopen it */
 #define JVDB_EREADONLY (-11) /* the environment was opened read-only (jvdb_env_open_readonly) */
 
-const char *jvdb_strerror(int code);
+JVDB_API const char *jvdb_strerror(int code);
 /* Detail message of this thread's last failed call; "" if none.  Valid until the thread's next call. */
-const char *jvdb_errmsg(void);
+JVDB_API const char *jvdb_errmsg(void);
 
 typedef struct jvdb_env jvdb_env;
 typedef struct jvdb_db jvdb_db;
@@ -69,23 +115,23 @@ typedef enum { JVDB_SYNC_ALWAYS = 0, JVDB_SYNC_INTERVAL = 1, JVDB_SYNC_NEVER = 2
 
 /* Opens (creating if needed) the data directory `path`.  Fails with JVDB_ELOCKED, message
  * "data directory ... is locked by pid N", when another process has it open. */
-int jvdb_env_open(const char *path, jvdb_env **out);
+JVDB_API int jvdb_env_open(const char *path, jvdb_env **out);
 /* Closes every database (final fdatasync) and releases the lock.  NULL is allowed. */
-void jvdb_env_close(jvdb_env *env);
-const char *jvdb_env_path(const jvdb_env *env);
+JVDB_API void jvdb_env_close(jvdb_env *env);
+JVDB_API const char *jvdb_env_path(const jvdb_env *env);
 /* Opens an existing data directory without changing anything in it: no file is created, removed,
  * truncated or written (not even <data>/LOCK, which is held with a shared flock, so read-only opens
  * coexist with each other but not with a writer).  Databases open as recovery finds them, except
  * that a torn tail is ignored in memory instead of being cut; every call that would write fails
  * with JVDB_EREADONLY.  JVDB_ENOTFOUND when the directory does not exist. */
-int jvdb_env_open_readonly(const char *path, jvdb_env **out);
+JVDB_API int jvdb_env_open_readonly(const char *path, jvdb_env **out);
 
 /* ---- damage (docs/FORMAT.md, "Recovery at open") ---- */
 
 /* Names of database directories that cannot be opened because their MANIFEST is missing (sorted;
  * free with jvdb_free_names).  jvdb_db_open of one fails with JVDB_ECORRUPT naming what the
  * directory holds; jvdb_db_drop removes it. */
-int jvdb_db_list_damaged(jvdb_env *env, char ***names, size_t *count);
+JVDB_API int jvdb_db_list_damaged(jvdb_env *env, char ***names, size_t *count);
 
 typedef struct jvdb_repair_result {
     uint64_t records_kept;       /* records that verified and are current (live puts, tombstones) */
@@ -104,7 +150,7 @@ typedef void (*jvdb_repair_fn)(void *arg, const char *file, uint64_t offset, uin
  * one with a single MANIFEST rename (a crash leaves either state).  The database must not be in
  * use (JVDB_EBUSY).  A missing or damaged MANIFEST, or a damaged segment header, is reported
  * (JVDB_ECORRUPT), not repaired.  Open the database again afterwards. */
-int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
+JVDB_API int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
 
 /* ---- databases ---- */
 
@@ -117,28 +163,28 @@ typedef struct jvdb_db_options {
 } jvdb_db_options;
 
 /* Fills defaults (everything but dim). */
-void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim);
+JVDB_API void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim);
 
 /* Parses "l2" | "euclidean" | "cosine" | "dot" (any case) / "always" | "never" | "interval:<ms>". */
-int jvdb_metric_parse(const char *s, jvdb_metric *out);
-const char *jvdb_metric_name(jvdb_metric m);
-int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms);
+JVDB_API int jvdb_metric_parse(const char *s, jvdb_metric *out);
+JVDB_API const char *jvdb_metric_name(jvdb_metric m);
+JVDB_API int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms);
 
 /* Database names match [A-Za-z0-9_-]{1,64}. */
-int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out);
-int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out);
+JVDB_API int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out);
+JVDB_API int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out);
 /* Removes the database and its files; its handle becomes invalid. */
-int jvdb_db_drop(jvdb_env *env, const char *name);
+JVDB_API int jvdb_db_drop(jvdb_env *env, const char *name);
 /* Names of all databases, sorted; free with jvdb_free_names. */
-int jvdb_db_list(jvdb_env *env, char ***names, size_t *count);
-void jvdb_free_names(char **names, size_t count);
+JVDB_API int jvdb_db_list(jvdb_env *env, char ***names, size_t *count);
+JVDB_API void jvdb_free_names(char **names, size_t count);
 
-const char *jvdb_db_name(const jvdb_db *db);
-uint32_t jvdb_db_dim(const jvdb_db *db);
-jvdb_metric jvdb_db_metric(const jvdb_db *db);
+JVDB_API const char *jvdb_db_name(const jvdb_db *db);
+JVDB_API uint32_t jvdb_db_dim(const jvdb_db *db);
+JVDB_API jvdb_metric jvdb_db_metric(const jvdb_db *db);
 /* Changes the durability mode (persisted). */
-int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms);
-void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
+JVDB_API int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms);
+JVDB_API void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
 
 /* ---- vectors ---- */
 
@@ -151,7 +197,7 @@ void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
  * vector, which has no direction, and scores by the vectors' directions whatever their lengths.
  * `meta_json` is NULL or a JSON object.  On success *lsn_out (if not NULL) receives the write's log
  * sequence number. */
-int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,
+JVDB_API int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,
              uint64_t *lsn_out);
 
 typedef struct jvdb_record {
@@ -163,25 +209,25 @@ typedef struct jvdb_record {
 
 /* All or nothing: either every record is stored, or (after a bad record or a failure) none is.
  * A validation error names the index of the first bad record. */
-int jvdb_put_batch(jvdb_db *db, const jvdb_record *records, size_t count, uint64_t *last_lsn_out);
+JVDB_API int jvdb_put_batch(jvdb_db *db, const jvdb_record *records, size_t count, uint64_t *last_lsn_out);
 
 /* Copies the vector into `vector_out` (dim floats; may be NULL) and, if meta_out is not NULL, a
  * malloc'd NUL-terminated JSON string (NULL when the vector has no metadata) to free with jvdb_free.
  * JVDB_ENOTFOUND when the id is absent or deleted. */
-int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out);
+JVDB_API int jvdb_get(jvdb_db *db, const char *id, float *vector_out, char **meta_out);
 
 /* Deletes `id`; JVDB_ENOTFOUND if it is not live (nothing written then). */
-int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out);
+JVDB_API int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out);
 
 /* Number of live vectors. */
-uint64_t jvdb_count(jvdb_db *db);
+JVDB_API uint64_t jvdb_count(jvdb_db *db);
 
 /* Calls fn for every live vector, in no particular order, on a consistent snapshot.  The pointers
  * are valid only during the call; `meta_json` is not NUL-terminated (length meta_len, 0 = none).
  * A non-zero return from fn stops the iteration and is returned. */
 typedef int (*jvdb_iter_fn)(void *arg, const char *id, size_t id_len, const float *vector,
                             const char *meta_json, size_t meta_len, uint64_t lsn);
-int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg);
+JVDB_API int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg);
 
 typedef struct jvdb_stats {
     uint64_t live_records;
@@ -196,14 +242,14 @@ typedef struct jvdb_stats {
     uint64_t backup_horizon;     /* 0 = no backup yet */
 } jvdb_stats;
 
-int jvdb_stats_get(jvdb_db *db, jvdb_stats *out);
+JVDB_API int jvdb_stats_get(jvdb_db *db, jvdb_stats *out);
 
 /* Forces everything written so far to stable storage (useful with sync never / interval). */
-int jvdb_sync(jvdb_db *db);
+JVDB_API int jvdb_sync(jvdb_db *db);
 
-void jvdb_free(void *p);
+JVDB_API void jvdb_free(void *p);
 
-/* ---- search (DESIGN.md 7) ---- */
+/* ---- search (docs/ARCHITECTURE.md 4, 7) ---- */
 
 typedef enum { JVDB_INDEX_HNSW = 0, JVDB_INDEX_FLAT = 1 } jvdb_index_type;
 
@@ -214,7 +260,7 @@ typedef struct jvdb_index_options {
     uint32_t ef_search;          /* default ef of a query (64) */
 } jvdb_index_options;
 
-void jvdb_index_options_init(jvdb_index_options *o);
+JVDB_API void jvdb_index_options_init(jvdb_index_options *o);
 
 /* The HNSW graph is maintained by a background thread per database, started by the first search
  * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
@@ -226,7 +272,7 @@ void jvdb_index_options_init(jvdb_index_options *o);
 typedef enum {
     JVDB_INDEX_READY = 0, JVDB_INDEX_LOADING = 1, JVDB_INDEX_CATCHING_UP = 2, JVDB_INDEX_REBUILDING = 3
 } jvdb_index_state;
-const char *jvdb_index_state_name(jvdb_index_state s);   /* "ready", "loading", "catching_up", "rebuilding" */
+JVDB_API const char *jvdb_index_state_name(jvdb_index_state s);   /* "ready", "loading", "catching_up", "rebuilding" */
 typedef struct jvdb_index_status {
     jvdb_index_type type;
     uint64_t nodes;              /* graph nodes, deleted ones included */
@@ -238,9 +284,9 @@ typedef struct jvdb_index_status {
     uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
     char reason[160];            /* why the graph was last rebuilt rather than loaded ("" when loaded) */
 } jvdb_index_status;
-int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
+JVDB_API int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
 /* The same without starting the index: JVDB_ENOTFOUND when no search has attached it yet. */
-int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out);
+JVDB_API int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *out);
 
 /* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
  * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
@@ -252,16 +298,16 @@ typedef struct jvdb_index_saved {
     uint64_t behind;             /* live vectors written after that LSN (what a load catches up) */
     char problem[160];           /* why it would not be loaded (header damaged, other settings); "" */
 } jvdb_index_saved;
-int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
+JVDB_API int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
-int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
+JVDB_API int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
 /* Checkpoints the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file").  The
  * index thread does this by itself when idle and at close; this is for tools, backups and tests.
  * JVDB_OK without writing when the graph is still loading or the database is read-only. */
-int jvdb_db_index_save(jvdb_db *db);
+JVDB_API int jvdb_db_index_save(jvdb_db *db);
 /* The database's index settings (persisted; changing them rebuilds the index). */
-int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
-void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
+JVDB_API int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
+JVDB_API void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
 
 /* A metadata filter: a JSON object whose keys all must hold (docs/API.md "Filters" has every rule):
  *   {"genre": "jazz"}                       equality (strings, numbers, booleans, null; exact in type)
@@ -275,8 +321,8 @@ void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
  *   {"$and": [..]} {"$or": [..]} {"$not": {..}}   combine filters
  * A compiled filter is immutable: any number of threads may use one at once. */
 typedef struct jvdb_filter jvdb_filter;
-int jvdb_filter_parse(const char *json, jvdb_filter **out);
-void jvdb_filter_free(jvdb_filter *f);
+JVDB_API int jvdb_filter_parse(const char *json, jvdb_filter **out);
+JVDB_API void jvdb_filter_free(jvdb_filter *f);
 
 /* ---- bulk and filtered operations (issue 12) ---- */
 
@@ -284,18 +330,18 @@ void jvdb_filter_free(jvdb_filter *f);
  * listed twice) are no-ops, so *deleted (optional) may be below count.  Liveness is decided under
  * the writer lock.  A bad id fails the call before anything is written.  *last_lsn (optional) is
  * the batch's last LSN, 0 when nothing was deleted. */
-int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t *deleted, uint64_t *last_lsn);
+JVDB_API int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t *deleted, uint64_t *last_lsn);
 /* Live vectors the filter accepts (NULL = all). */
-int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out);
+JVDB_API int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out);
 /* Deletes, in one batch, the vectors the filter accepts on a snapshot; one rewritten by another
  * writer after the snapshot is left alone.  *deleted (optional) receives how many were deleted. */
-int jvdb_delete_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *deleted);
+JVDB_API int jvdb_delete_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *deleted);
 /* Merges `patch_json` (a JSON object, RFC 7396: keys replace, objects merge, null removes a key)
  * into the metadata of `id`, keeping its vector.  JVDB_ENOTFOUND when not live.  A concurrent
  * writer's change is never lost: the merge is redone on the newer record. */
-int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, uint64_t *lsn_out);
+JVDB_API int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, uint64_t *lsn_out);
 /* The same merge for every vector the filter accepts, in one batch (as jvdb_delete_filtered). */
-int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
+JVDB_API int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
 
 /* Reading a collection back page by page.  The ids of up to `limit` (1..JVDB_SCROLL_MAX) live
  * vectors the filter accepts (NULL = all) whose ids sort after `after` (byte order, which is code
@@ -304,9 +350,9 @@ int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const 
  * exactly once, whatever is written meanwhile.  Each page scans the database (no ordered index).
  * Free with jvdb_scroll_ids_free. */
 #define JVDB_SCROLL_MAX 100000u
-int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
+JVDB_API int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
                     size_t *n, int *more);
-void jvdb_scroll_ids_free(char **ids, size_t n);
+JVDB_API void jvdb_scroll_ids_free(char **ids, size_t n);
 
 typedef struct jvdb_search_params {
     uint32_t k;                  /* results wanted (10) */
@@ -320,7 +366,7 @@ typedef struct jvdb_search_params {
     int include_metadata;
 } jvdb_search_params;
 
-void jvdb_search_params_init(jvdb_search_params *p);
+JVDB_API void jvdb_search_params_init(jvdb_search_params *p);
 
 /* Scores: l2 = squared Euclidean distance (smaller is better); cosine = cosine similarity and
  * dot = inner product (larger is better).  Results are best first. */
@@ -331,11 +377,11 @@ typedef struct jvdb_result {
     char *meta_json;             /* when include_metadata and the vector has metadata, else NULL */
 } jvdb_result;
 
-int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search_params *params,
+JVDB_API int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search_params *params,
                 jvdb_result **results, size_t *count);
-void jvdb_results_free(jvdb_result *results, size_t count);
+JVDB_API void jvdb_results_free(jvdb_result *results, size_t count);
 
-/* ---- compaction (DESIGN.md 5) ---- */
+/* ---- compaction (docs/ARCHITECTURE.md 7) ---- */
 
 typedef struct jvdb_compact_policy {
     double dead_ratio;           /* compact when dead bytes / file bytes >= this (0.30) */
@@ -347,7 +393,7 @@ typedef struct jvdb_compact_policy {
     double segment_dead_ratio;   /* partial compaction takes sealed segments at least this dead (0.30) */
 } jvdb_compact_policy;
 
-void jvdb_compact_policy_init(jvdb_compact_policy *p);
+JVDB_API void jvdb_compact_policy_init(jvdb_compact_policy *p);
 
 typedef enum {
     JVDB_TRIGGER_NONE = 0,
@@ -356,17 +402,17 @@ typedef enum {
     JVDB_TRIGGER_LARGE_FILE,
     JVDB_TRIGGER_AGE,
 } jvdb_compact_trigger;
-const char *jvdb_compact_trigger_name(jvdb_compact_trigger t);
+JVDB_API const char *jvdb_compact_trigger_name(jvdb_compact_trigger t);
 
 /* Whether the policy (NULL = the database's own, else defaults) says the database needs
  * compaction: returns 1 and sets *why, or 0 with *why = JVDB_TRIGGER_NONE.  `reason` (optional,
  * cap bytes) receives a sentence such as "dead ratio 0.41 >= 0.30". */
-int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *policy, jvdb_compact_trigger *why,
+JVDB_API int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *policy, jvdb_compact_trigger *why,
                           char *reason, size_t cap);
 
 /* The database's own policy (persisted in its MANIFEST; the defaults until set). */
-int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *policy);
-void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out);
+JVDB_API int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *policy);
+JVDB_API void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out);
 
 typedef struct jvdb_compact_stats {
     jvdb_compact_trigger trigger;
@@ -392,7 +438,7 @@ typedef struct jvdb_compact_options {
 /* Compacts one database while reads and writes go on.  Returns JVDB_OK with stats (trigger NONE and
  * nothing done when not needed and not forced), JVDB_EBUSY if another compaction of it is running
  * or it was cancelled / timed out (nothing changed). */
-int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out);
+JVDB_API int jvdb_compact(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out);
 
 /* The background compactor service. */
 typedef struct jvdb_compactor jvdb_compactor;
@@ -408,14 +454,14 @@ typedef struct jvdb_compactor_options {
     jvdb_compact_policy policy;  /* used for databases that have no policy of their own */
 } jvdb_compactor_options;
 
-void jvdb_compactor_options_init(jvdb_compactor_options *o);
-int jvdb_compactor_start(jvdb_env *env, const jvdb_compactor_options *opts, jvdb_compactor **out);
+JVDB_API void jvdb_compactor_options_init(jvdb_compactor_options *o);
+JVDB_API int jvdb_compactor_start(jvdb_env *env, const jvdb_compactor_options *opts, jvdb_compactor **out);
 /* Registers a callback (at most 8). */
-int jvdb_compactor_on_event(jvdb_compactor *c, jvdb_compact_event_fn fn, void *arg);
+JVDB_API int jvdb_compactor_on_event(jvdb_compactor *c, jvdb_compact_event_fn fn, void *arg);
 /* Queues a compaction of one database now, whatever the policy says. */
-int jvdb_compactor_force(jvdb_compactor *c, const char *db_name, int full);
+JVDB_API int jvdb_compactor_force(jvdb_compactor *c, const char *db_name, int full);
 /* Wakes the service to check every database now. */
-void jvdb_compactor_poke(jvdb_compactor *c);
+JVDB_API void jvdb_compactor_poke(jvdb_compactor *c);
 
 typedef struct jvdb_compactor_totals {
     uint64_t compactions, failures;
@@ -425,12 +471,12 @@ typedef struct jvdb_compactor_totals {
     int running;                 /* compactions in progress now */
 } jvdb_compactor_totals;
 /* Totals for one database (name) or all (NULL); *last (optional) gets that database's last run. */
-int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals,
+JVDB_API int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals,
                          jvdb_compact_stats *last);
 /* Stops promptly: an in-flight compaction is abandoned cleanly (its temporary file removed). */
-void jvdb_compactor_stop(jvdb_compactor *c);
+JVDB_API void jvdb_compactor_stop(jvdb_compactor *c);
 
-/* ==== backups (DESIGN.md 6) ============================================================== */
+/* ==== backups (docs/ARCHITECTURE.md 7) ============================================================== */
 /*
  * Exact, logical backups of one database: records, not files.  A full backup holds every live
  * vector at one LSN; an incremental one the changes (puts live at its LSN, and deletes) since the
@@ -461,8 +507,8 @@ typedef struct jvdb_repo_options {
 /* Opens "DIR" or "s3://bucket/prefix"; opts may be NULL.  Nothing is created: jvdb_backup_create
  * creates a missing repository directory, and every other operation on a repository that does not
  * exist fails with JVDB_ENOTFOUND "repository <path> does not exist". */
-int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
-void jvdb_repo_close(jvdb_repo *repo);
+JVDB_API int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
+JVDB_API void jvdb_repo_close(jvdb_repo *repo);
 
 typedef enum {
     JVDB_BACKUP_FULL = 1,
@@ -515,23 +561,23 @@ typedef struct jvdb_backup_options {
     int no_index;
 } jvdb_backup_options;
 
-void jvdb_backup_options_init(jvdb_backup_options *o);
-const char *jvdb_backup_type_name(jvdb_backup_type t);
-int jvdb_backup_type_parse(const char *s, jvdb_backup_type *out);
+JVDB_API void jvdb_backup_options_init(jvdb_backup_options *o);
+JVDB_API const char *jvdb_backup_type_name(jvdb_backup_type t);
+JVDB_API int jvdb_backup_type_parse(const char *s, jvdb_backup_type *out);
 
 /* Backs up `db` without blocking its writers.  An incremental or differential backup whose parent
  * is no longer usable (none, deleted, unreadable, older than the backup horizon, or of an earlier
  * database of the same name) becomes a full one, and info->note says why.  The backup is visible
  * only once complete; a full one then moves the database's backup horizon. */
-int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info);
+JVDB_API int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info);
 
 /* Backups of one database (NULL = all), oldest first per database; free with jvdb_free. */
-int jvdb_backup_list(jvdb_repo *repo, const char *db_name, jvdb_backup_info **out, size_t *count);
-int jvdb_backup_show(jvdb_repo *repo, const char *id, jvdb_backup_info *info);
+JVDB_API int jvdb_backup_list(jvdb_repo *repo, const char *db_name, jvdb_backup_info **out, size_t *count);
+JVDB_API int jvdb_backup_show(jvdb_repo *repo, const char *id, jvdb_backup_info *info);
 
 /* Checks the backup and its whole chain: metadata, every parent link, the SHA-256 of every
  * archive, every record's checksum.  JVDB_ECORRUPT (or ENOTFOUND) names the first bad backup. */
-int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn progress, void *arg);
+JVDB_API int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_progress_fn progress, void *arg);
 
 /* What a restore did (filled on success). */
 typedef struct jvdb_restore_result {
@@ -558,7 +604,7 @@ typedef struct jvdb_restore_options {
  * settings the backup carries (sync mode, segment size, index and compaction settings), which then
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
-int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
+JVDB_API int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
                         jvdb_db **out);
 
 /* ---- restore drills ---- */
@@ -595,7 +641,7 @@ typedef struct jvdb_drill_report {
     char failure[512];           /* why it did not pass */
 } jvdb_drill_report;
 
-void jvdb_drill_options_init(jvdb_drill_options *o);
+JVDB_API void jvdb_drill_options_init(jvdb_drill_options *o);
 
 /* Restore drill: restores a backup of database `db_name` (by default its newest restorable one) into
  * a scratch environment of its own, then checks it -- the count the restore reported, the settings,
@@ -606,16 +652,16 @@ void jvdb_drill_options_init(jvdb_drill_options *o);
  * report->restore_failed); an error only when it could not run (no backup of that database, bad
  * options, no scratch directory).  Never writes to the source or the
  * repository; the scratch environment is removed before returning. */
-int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, const jvdb_drill_options *opts,
+JVDB_API int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, const jvdb_drill_options *opts,
                       jvdb_drill_report *report);
 
 /* Deletes a backup; JVDB_EBUSY if others depend on it, unless cascade (then they go first).
  * *deleted (optional, free with jvdb_free) lists what was removed. */
-int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count);
+JVDB_API int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count);
 
 /* Keeps the newest `keep` restorable backups of a database and every backup they depend on;
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
-int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
+JVDB_API int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
                       size_t *count);
 
 /* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
@@ -628,7 +674,7 @@ typedef struct jvdb_prune_options {
     uint32_t keep_last, keep_daily, keep_weekly;
     int dry_run;
 } jvdb_prune_options;
-int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
+JVDB_API int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
                          size_t *count);
 /* ==== end of backups ====================================================================== */
 

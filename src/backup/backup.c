@@ -1,5 +1,5 @@
 /*
- * backup.c — the backup operations of jvdb.h (DESIGN.md 6): chains, create, list, show, verify,
+ * backup.c — the backup operations of jvdb.h (docs/ARCHITECTURE.md 7): chains, create, list, show, verify,
  * restore, delete and prune, on top of a repository (repo_*.c), the archive format (archive.c) and
  * the store's snapshot / raw-append / hidden-build primitives.
  *

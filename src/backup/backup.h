@@ -1,7 +1,7 @@
 #ifndef JVDB_BACKUP_BACKUP_H
 #define JVDB_BACKUP_BACKUP_H
 /*
- * Internal interfaces of src/backup (DESIGN.md 6), shared by its files:
+ * Internal interfaces of src/backup (docs/ARCHITECTURE.md 7), shared by its files:
  *
  *   repo.c / repo_fs.c / repo_s3.c   where backups live: a directory or S3-compatible storage
  *   archive.c                        the record stream inside data.jvb.zst: write and read/check

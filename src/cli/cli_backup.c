@@ -1,6 +1,6 @@
 /*
  * cli_backup.c — the `jvdb backup` group: create, list, show, verify, restore, delete, prune
- * (DESIGN.md 6, issue 5), a thin layer over the backups section of jvdb.h.
+ * (docs/ARCHITECTURE.md 7, issue 5), a thin layer over the backups section of jvdb.h.
  *
  * Every subcommand takes --repo (a directory or s3://bucket/prefix; default $JVDB_BACKUP_REPO)
  * and, for S3, --endpoint/--region/--access-key/--secret-key, which fall back to the standard AWS_*

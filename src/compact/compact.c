@@ -1,5 +1,5 @@
 /*
- * compact.c — compaction of one database (DESIGN.md 5, steps 1 to 6), reads and writes going on.
+ * compact.c — compaction of one database (docs/ARCHITECTURE.md 7, steps 1 to 6), reads and writes going on.
  *
  *   1. seal the active segment (db_seal), so every record that exists now is in a sealed file;
  *   2. choose the inputs (all sealed segments, or those past the policy) and pin them;

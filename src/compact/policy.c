@@ -1,5 +1,5 @@
 /*
- * policy.c — when a database deserves compaction (DESIGN.md 5, "Policy"), and which segments a
+ * policy.c — when a database deserves compaction (docs/ARCHITECTURE.md 7), and which segments a
  * partial compaction takes.
  *
  * Triggers, checked in this order: dead ratio, large file with some dead space, age.  Every trigger

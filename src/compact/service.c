@@ -1,5 +1,5 @@
 /*
- * service.c — the background compactor (DESIGN.md 5): a small pool of threads that looks at every
+ * service.c — the background compactor (docs/ARCHITECTURE.md 7): a small pool of threads that looks at every
  * database of an environment every check interval, compacts those the policy picks, runs forced
  * requests at once, and keeps statistics and event callbacks.
  *

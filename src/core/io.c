@@ -1,9 +1,10 @@
 /*
- * io.c — the one place where the library touches files for writing (DESIGN.md 3, "src/core/io").
+ * io.c — the one place where the library touches files for writing (docs/ARCHITECTURE.md 2, "core").
  *
  * Like SQLite's os layer, it exists so that tests can make the file system misbehave: a fault armed
  * here makes the next write/sync/rename fail exactly as the kernel would, and a crash point kills the
- * process at a commit point.  In production both checks cost one relaxed atomic load.
+ * process at a commit point.  Both exist only in test builds (JVDB_TEST_HOOKS): a Release build
+ * has no fault state, reads neither JVDB_FAULT nor JVDB_CRASH_AT, and its checks compile away.
  */
 #include "core/io.h"
 
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef JVDB_TEST_HOOKS
 struct io_fault {
     atomic_int armed;          /* 0 = none, 1 = armed */
     atomic_int op;
@@ -81,6 +83,15 @@ static int io_fault_check(enum io_op op, int *short_write)
     if (short_write) *short_write = atomic_load(&fault.short_write);
     return atomic_load(&fault.errnum);
 }
+#else
+/* Without test hooks nothing is ever armed. */
+static inline int io_fault_check(enum io_op op, int *short_write)
+{
+    (void)op;
+    (void)short_write;
+    return 0;
+}
+#endif
 
 int io_open(const char *path, int flags, mode_t mode)
 {
@@ -185,6 +196,7 @@ int io_fsync_dir(const char *dir)
     return rc;
 }
 
+#ifdef JVDB_TEST_HOOKS
 /* Crash points are parsed once; the common case (none armed) is a single load. */
 static char crash_name[128];
 static atomic_int crash_nth;
@@ -210,3 +222,4 @@ void io_crash_point(const char *name)
     if (st != 2 || strcmp(name, crash_name) != 0) return;
     if (atomic_fetch_sub(&crash_nth, 1) == 1) raise(SIGKILL);
 }
+#endif

@@ -24,6 +24,10 @@ int io_close(int fd);
 /* fsync of a directory, so that creations, renames and unlinks in it are durable. */
 int io_fsync_dir(const char *dir);
 
+/* Test hooks, compiled only with JVDB_TEST_HOOKS (CMake option; ON in the test builds, OFF in
+ * Release) as SQLite's SQLITE_TEST: without it io_fault_arm/io_fault_clear do not exist, crash
+ * points compile to nothing and neither environment variable is read. */
+#ifdef JVDB_TEST_HOOKS
 /* Fault injection (tests).  The call of `op` that comes after `skip` more successful calls fails
  * with `errnum`; with `short_write`, a write first writes half its bytes.  `sticky` keeps failing
  * every later call too, until io_fault_clear().  The environment variable JVDB_FAULT=op:ERRNO:skip
@@ -34,4 +38,7 @@ void io_fault_clear(void);
 /* Crash points: with JVDB_CRASH_AT=name (or name:N for the N-th time it is reached) the process kills
  * itself with SIGKILL there, which is what a power cut looks like to the files of this process. */
 void io_crash_point(const char *name);
+#else
+static inline void io_crash_point(const char *name) { (void)name; }
+#endif
 #endif

@@ -6,16 +6,31 @@
  * from different threads whole.  `jvdb serve --log-format json` switches to one JSON object per line
  * ({"ts", "level", "msg", and the caller's fields}) for log shippers; every byte is escaped so a
  * line is valid JSON whatever a client sent.
+ *
+ * An embedding application owns logging through jvdb_set_log_callback(): with a callback installed,
+ * each line above the threshold goes to it (level + message) instead of stderr.  The callback is
+ * called under a read lock that jvdb_set_log_callback() takes for writing, so once that returns no
+ * thread is still inside the old callback; only that rare call ever waits on it.
  */
 #include "core/log.h"
 
+#include "core/err.h"
+#include "jvdb.h"
+
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static int log_threshold = -1;
+_Static_assert(JVDB_LOG_DEBUG == (int)LOG_DEBUG && JVDB_LOG_ERROR == (int)LOG_ERROR, "public and internal log levels must agree");
+
+static atomic_int log_threshold = -1;
+static pthread_rwlock_t log_cb_lock = PTHREAD_RWLOCK_INITIALIZER;
+static jvdb_log_fn log_cb;        /* under log_cb_lock */
+static void *log_cb_user;
 
 static int log_level_from_env(void)
 {
@@ -27,7 +42,34 @@ static int log_level_from_env(void)
     return LOG_WARN;
 }
 
-void log_set_level(enum log_level level) { log_threshold = (int)level; }
+void log_set_level(enum log_level level) { atomic_store(&log_threshold, (int)level); }
+
+int jvdb_set_log_level(jvdb_log_level level)
+{
+    err_clear();
+    if ((int)level < LOG_DEBUG || (int)level > LOG_ERROR)
+        return err_set(JVDB_EINVAL, "log level %d is not one of JVDB_LOG_DEBUG (0) .. JVDB_LOG_ERROR (3)", (int)level);
+    log_set_level((enum log_level)level);
+    return JVDB_OK;
+}
+
+void jvdb_set_log_callback(jvdb_log_fn fn, void *user)
+{
+    pthread_rwlock_wrlock(&log_cb_lock);
+    log_cb = fn;
+    log_cb_user = user;
+    pthread_rwlock_unlock(&log_cb_lock);
+}
+
+/* Hands the line to the application's callback; returns 0 when none is installed. */
+static int log_to_callback(enum log_level level, const char *text)
+{
+    pthread_rwlock_rdlock(&log_cb_lock);
+    int taken = log_cb != NULL;
+    if (taken) log_cb(log_cb_user, (jvdb_log_level)level, text);
+    pthread_rwlock_unlock(&log_cb_lock);
+    return taken;
+}
 
 static int log_json;
 
@@ -57,10 +99,17 @@ size_t log_json_escape(char *out, size_t cap, const char *s)
 static void log_emit(enum log_level level, const char *fields, const char *fmt, va_list ap)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
-    if (log_threshold < 0) log_threshold = log_level_from_env();
-    if ((int)level < log_threshold) return;
+    int threshold = atomic_load_explicit(&log_threshold, memory_order_relaxed);
+    if (threshold < 0) {
+        /* Racing first loggers compute the same value; one that log_set_level() stored wins. */
+        int unset = -1;
+        threshold = log_level_from_env();
+        if (!atomic_compare_exchange_strong(&log_threshold, &unset, threshold)) threshold = unset;
+    }
+    if ((int)level < threshold) return;
     char text[2048];
     vsnprintf(text, sizeof text, fmt, ap);
+    if (log_to_callback(level, text)) return;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

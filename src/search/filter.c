@@ -1,5 +1,5 @@
 /*
- * filter.c — metadata filters (DESIGN.md 7; the rules users read are in docs/API.md "Filters").
+ * filter.c — metadata filters (docs/ARCHITECTURE.md 4; the rules users read are in docs/API.md "Filters").
  *
  * A filter is a JSON object; its keys are ANDed.  A key is a field path or a logical operator:
  *

@@ -1,5 +1,5 @@
 /*
- * search.c — a database's search index and jvdb_search (DESIGN.md 7): ties the store's slot table to
+ * search.c — a database's search index and jvdb_search (docs/ARCHITECTURE.md 4, 7): ties the store's slot table to
  * the HNSW graph (hnsw*.c) and the exact scan (flat.c).
  *
  * Writes never wait for the graph.  The keydir calls our slot hook (under the database's write_mu)
@@ -27,7 +27,7 @@
  * lists that pointed at them are refilled from theirs, at a cost bounded by the nodes next to
  * deleted ones, so recall holds over any number of delete/insert/compact rounds without rebuilds.
  *
- * The graph is durable (DESIGN.md 10): the index thread checkpoints it to ext.hnsw (hnsw_persist.c
+ * The graph is durable (docs/ARCHITECTURE.md 7): the index thread checkpoints it to ext.hnsw (hnsw_persist.c
  * says why checkpoints plus catch-up suffice) when it is idle after SAVE_CHANGES changes or
  * SAVE_SECONDS, and at close.  On attach the thread loads that file in the background (searches are
  * exact meanwhile), keeps the nodes whose record is still the keydir's newest for its id, and queues

@@ -1,7 +1,7 @@
 /*
  * routes_db.c — /v1/databases: create, list, show, update, drop (JadeVectorDB v1 field names).
  *
- * The database id is its name (DESIGN.md 4).  What the object shows comes from two owners: the
+ * The database id is its name (docs/FORMAT.md, "Data directory").  What the object shows comes from two owners: the
  * library (dimension, metric, durability, compaction policy, statistics) and the server's metadata
  * file (description, created_at, updated_at; dbmeta.c).  Settings are validated completely before
  * any is applied, so a rejected update changes nothing.

@@ -1,5 +1,5 @@
 /*
- * keydir.c — the in-memory index from vector id to its newest record (DESIGN.md 4, "Keydir"), read
+ * keydir.c — the in-memory index from vector id to its newest record (docs/ARCHITECTURE.md 4 and 6), read
  * without locks (store/readpath.c has the design notes).
  *
  * An open-addressing hash table of entry pointers (linear probing; removed entries leave a KD_DEAD

@@ -16,7 +16,7 @@
  * grace period after `visible` passed their successor (keydir.c, "trims").
  *
  * Why our own epochs rather than liburcu.  liburcu (userspace RCU: urcu-memb, QSBR, cds_lfht) was
- * the candidate of DESIGN.md's table.  We did not take it because:
+ * the candidate the original design named.  We did not take it because:
  *   - it gives grace periods and a hash table, but the hard part here is snapshot reads of a
  *     batch (versions + a visible LSN), which cds_lfht does not give: we would still write the
  *     versioning, and lose the open-addressing table with the hash beside the entry;

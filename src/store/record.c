@@ -1,5 +1,5 @@
 /*
- * record.c — encoding and validation of single records (DESIGN.md 4).
+ * record.c — encoding and validation of single records (docs/FORMAT.md, "Record").
  *
  * The checksum covers everything after itself, LSN included, so a record is either entirely the
  * bytes its writer produced or detectably not.  Validation never trusts a length field before

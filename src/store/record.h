@@ -1,7 +1,7 @@
 #ifndef JVDB_STORE_RECORD_H
 #define JVDB_STORE_RECORD_H
 /*
- * The record format of DESIGN.md 4 (and docs/FORMAT.md): a 64-byte header, then for puts the
+ * The record format of docs/FORMAT.md ("Record"): a 64-byte header, then for puts the
  * float32 vector (64-byte aligned in the mapping), then the id bytes, then the metadata bytes, then
  * zero padding to a multiple of 64.  Integers are little-endian (the only byte order we build for).
  */

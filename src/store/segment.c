@@ -1,5 +1,5 @@
 /*
- * segment.c — segment files: creation, header check, mapping and lifetime (DESIGN.md 4).
+ * segment.c — segment files: creation, header check, mapping and lifetime (docs/FORMAT.md, "Segment file").
  *
  * Writes go to the file with pwrite (by the database's writer); reads go through the read-only
  * MAP_SHARED mapping, which the kernel keeps coherent with those writes.  The mapping reserves more

@@ -1,5 +1,5 @@
 /*
- * swap.c — the primitives segment-level jobs build on (DESIGN.md 3: "store knows nothing of
+ * swap.c — the primitives segment-level jobs build on (docs/ARCHITECTURE.md 2: "store knows nothing of
  * search, compaction policy or backups; it offers snapshots, pinned segments, record iteration,
  * atomic manifest swap").
  *

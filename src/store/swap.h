@@ -15,7 +15,7 @@ struct db_pinned {
     size_t n;
 };
 
-/* Seals the active segment if it holds any record (DESIGN.md 5, step 1). */
+/* Seals the active segment if it holds any record (docs/ARCHITECTURE.md 7, compaction step 1). */
 int db_seal(jvdb_db *db);
 /* Pins the sealed segments for which choose() returns non-zero (all of them if choose is NULL). */
 int db_pin_sealed(jvdb_db *db, int (*choose)(void *ctx, const struct segment *s), void *ctx, struct db_pinned *out);
@@ -79,7 +79,7 @@ struct db_move {
     struct segment *to;
     uint64_t to_off;
 };
-/* The commit (DESIGN.md 5, step 5): a MANIFEST naming `outs` instead of `ins` replaces the old one;
+/* The commit (docs/ARCHITECTURE.md 7, compaction step 5): a MANIFEST naming `outs` instead of `ins` replaces the old one;
  * then keydir entries still pointing at a moved record follow it, tombstones in `drops` that are
  * still current are forgotten, and the inputs are retired (unlinked when their last pin goes).
  * On failure nothing changed. */

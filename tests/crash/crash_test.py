@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Crash suite for the storage engine (issue 2, DESIGN.md 9).
+"""Crash suite for the storage engine (issue 2; docs/ARCHITECTURE.md 5).
 
 Runs tests/crash/crash_writer, kills it with SIGKILL at random moments (JVDB_CRASH_KILLS times,
 default 200) and at every named crash point, and after each death runs the checker: every
@@ -113,7 +113,7 @@ def crash_points(data):
         if n is not None:
             start = n
             print(f"crash point {point}: ok ({n} ops durable)", flush=True)
-    # Each step of compaction (DESIGN.md 5), with a compacting thread running beside the writer.
+    # Each step of compaction (docs/ARCHITECTURE.md 7), with a compacting thread running beside the writer.
     for point in ["compact.after_seal:3", "segw.before_rename:3", "compact.before_swap:3", "swap.before_manifest:3",
                   "swap.after_manifest:3", "compact.after_swap:3"]:
         acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact=True)
