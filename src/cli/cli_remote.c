@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -35,6 +36,14 @@ struct cli_remote {
 static const char *const rem_supported[] = {
     "stats", "put", "get", "delete", "count", "search", "compact", "import", "export",
     "db create", "db list", "db info", "db drop",
+    "backup create", "backup restore", "backup list", "backup show", "backup verify",
+    "keys create", "keys list", "keys revoke",
+};
+
+/* Beside a server on the data directory these still run here: they never open the data directory
+ * (keys edit the key file the server watches; these backup commands read only the repository). */
+static const char *const rem_local_ok[] = {
+    "keys create", "keys list", "keys revoke", "backup list", "backup show", "backup verify", "backup delete", "backup prune",
 };
 
 /* Whether a server answers on the unix socket `path`: connect() alone, nothing is sent. */
@@ -72,23 +81,23 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
     if (url && !*url) url = NULL;
     if (!api_key) api_key = getenv("JVDB_API_KEY");
     if (api_key && !*api_key) api_key = NULL;
+    char what[64];
+    bool group = argc > 1 && (!strcmp(argv[0], "db") || !strcmp(argv[0], "backup") || !strcmp(argv[0], "keys"));
+    snprintf(what, sizeof what, "%.20s%s%.20s", argv[0], group ? " " : "", group ? argv[1] : "");
     char sock[200] = "";
     if (!url) {
-        /* `keys` edits the key file itself, which a running server watches: no need to go through it. */
-        if (!strcmp(argv[0], "keys")) return 0;
+        for (size_t i = 0; i < sizeof rem_local_ok / sizeof rem_local_ok[0]; i++)
+            if (!strcmp(rem_local_ok[i], what)) return 0;
         int n = snprintf(sock, sizeof sock, "%s/jvdb.sock", ctx->data_dir);
         if (n < 0 || (size_t)n >= sizeof sock || !rem_probe(sock)) return 0; /* too long: the server made none */
     }
-    char what[64];
-    snprintf(what, sizeof what, "%s%s%s", argv[0], argc > 1 && !strcmp(argv[0], "db") ? " " : "",
-             argc > 1 && !strcmp(argv[0], "db") ? argv[1] : "");
     bool ok = false;
     for (size_t i = 0; i < sizeof rem_supported / sizeof rem_supported[0]; i++)
         if (!strcmp(rem_supported[i], what)) ok = true;
     if (!ok) {
         if (url)
-            return cli_fail("'%s' cannot work through a server (--server %s): it needs the data directory itself; "
-                            "run it on the server's machine with the server stopped", what, url);
+            return cli_fail("'%s' cannot work through a server (--server %s): the REST API has no route for it; "
+                            "run it on the server's machine", what, url);
         return cli_fail("'%s' cannot work through the server running on %s: it needs the data directory to itself; "
                         "stop the server first", what, ctx->data_dir);
     }
@@ -706,4 +715,213 @@ int cli_remote_iterate(cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *ar
     free(cursor);
     free(v);
     return rc;
+}
+
+/* ---------------------------------------------------------------- backups (the server's repository) */
+
+/* Seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ", as ns; 0 when it is not that. */
+static int64_t rem_time_ns(const char *s)
+{
+    struct tm tm = {0};
+    const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+    return end && !*end ? (int64_t)timegm(&tm) * 1000000000 : 0;
+}
+
+/* A backup's metadata as the library gives it, from the server's JSON object. */
+static void rem_backup_info(json_t *o, jvdb_backup_info *b)
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->id, sizeof b->id, "%s", rem_str(o, "backupId", ""));
+    snprintf(b->database, sizeof b->database, "%s", rem_str(o, "databaseId", ""));
+    jvdb_backup_type_parse(rem_str(o, "type", "full"), &b->type);
+    snprintf(b->parent, sizeof b->parent, "%s", rem_str(o, "parent", ""));
+    b->lsn_from = rem_u64(o, "lsnFrom");
+    b->lsn_to = rem_u64(o, "lsnTo");
+    b->created_ns = rem_time_ns(rem_str(o, "created_at", NULL));
+    b->put_count = rem_u64(o, "putCount");
+    b->delete_count = rem_u64(o, "deleteCount");
+    b->raw_bytes = rem_u64(o, "rawBytes");
+    b->stored_bytes = rem_u64(o, "storedBytes");
+    snprintf(b->sha256, sizeof b->sha256, "%s", rem_str(o, "sha256", ""));
+    b->dim = (uint32_t)rem_u64(o, "vectorDimension");
+    jvdb_metric_parse(rem_str(o, "distanceMetric", "l2"), &b->metric);
+    b->compression_level = (int)rem_u64(o, "compressionLevel");
+    b->format_version = (uint32_t)rem_u64(o, "formatVersion");
+    snprintf(b->description, sizeof b->description, "%s", rem_str(o, "description", ""));
+    b->chain_length = (uint32_t)rem_u64(o, "chainLength");
+    b->restorable = json_is_true(json_object_get(o, "restorable"));
+    snprintf(b->status, sizeof b->status, "%s", rem_str(o, "status", ""));
+    snprintf(b->note, sizeof b->note, "%s", rem_str(o, "note", ""));
+}
+
+/* "/v1/backups/ID" + suffix, ID escaped ("DB/ID" becomes "DB%2FID"). */
+static char *rem_backup_path(cli_ctx *ctx, const char *id, const char *suffix)
+{
+    char *e = curl_easy_escape(ctx->remote->curl, id, 0);
+    if (!e) return NULL;
+    size_t n = strlen(e) + strlen(suffix) + 16;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "/v1/backups/%s%s", e, suffix);
+    curl_free(e);
+    return p;
+}
+
+int cli_remote_backup_create(cli_ctx *ctx, const char *name, const char *type, const char *description, int level,
+                             jvdb_backup_info *out)
+{
+    json_t *body = json_object();
+    if (type) json_object_set_new(body, "type", json_string(type));
+    if (description) json_object_set_new(body, "description", json_string(description));
+    if (level) json_object_set_new(body, "compressionLevel", json_integer(level));
+    json_t *a;
+    int rc = rem_db_call(ctx, "POST", name, "/backups", body, &a);
+    if (rc) return rc;
+    rem_backup_info(a, out);
+    json_decref(a);
+    return 0;
+}
+
+int cli_remote_backup_list(cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n)
+{
+    json_t *a;
+    int rc = name ? rem_db_call(ctx, "GET", name, "/backups", NULL, &a) : rem_call(ctx, "GET", "/v1/backups", NULL, &a);
+    if (rc) return rc;
+    json_t *arr = json_object_get(a, "backups"), *o;
+    size_t i;
+    *n = json_array_size(arr);
+    *v = calloc(*n ? *n : 1, sizeof **v);
+    if (!*v) {
+        json_decref(a);
+        return cli_fail("out of memory");
+    }
+    json_array_foreach(arr, i, o) {
+        rem_backup_info(o, &(*v)[i]);
+        /* GET /v1/databases/{id}/backups leaves the database out of each entry. */
+        if (!(*v)[i].database[0] && name) snprintf((*v)[i].database, sizeof (*v)[i].database, "%s", name);
+    }
+    json_decref(a);
+    return 0;
+}
+
+int cli_remote_backup_show(cli_ctx *ctx, const char *id, jvdb_backup_info *out)
+{
+    char *p = rem_backup_path(ctx, id, "");
+    if (!p) return cli_fail("out of memory");
+    json_t *a;
+    int rc = rem_call(ctx, "GET", p, NULL, &a);
+    free(p);
+    if (rc) return rc;
+    rem_backup_info(a, out);
+    json_decref(a);
+    return 0;
+}
+
+int cli_remote_backup_verify(cli_ctx *ctx, const char *id)
+{
+    char *p = rem_backup_path(ctx, id, "/verify");
+    if (!p) return cli_fail("out of memory");
+    json_t *a;
+    int rc = rem_call(ctx, "POST", p, NULL, &a);
+    free(p);
+    if (rc) return rc;
+    /* A bad backup is a successful check with a bad result: the message names what is wrong. */
+    if (!json_is_true(json_object_get(a, "valid"))) rc = cli_fail("%s", rem_str(a, "message", "the backup is damaged"));
+    json_decref(a);
+    return rc;
+}
+
+int cli_remote_backup_restore(cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer)
+{
+    json_t *body = json_object();
+    if (as) json_object_set_new(body, "targetDatabase", json_string(as));
+    if (force) json_object_set_new(body, "force", json_true());
+    char *p = rem_backup_path(ctx, id, "/restore");
+    if (!p) {
+        json_decref(body);
+        return cli_fail("out of memory");
+    }
+    int rc = rem_call(ctx, "POST", p, body, answer);
+    free(p);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- API keys (--server only) */
+
+int cli_remote_keys_create(cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,
+                           const char *description)
+{
+    json_t *body = json_pack("{ss}", "role", role);
+    if (ndb) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < ndb; i++) json_array_append_new(arr, json_string(dbs[i]));
+        json_object_set_new(body, "databases", arr);
+    }
+    if (expires_s) {
+        char t[32];
+        time_t e = (time_t)expires_s;
+        struct tm tm;
+        gmtime_r(&e, &tm);
+        strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(body, "expires_at", json_string(t));
+    }
+    if (description) json_object_set_new(body, "description", json_string(description));
+    json_t *a;
+    int rc = rem_call(ctx, "POST", "/v1/api-keys", body, &a);
+    if (rc) return rc;
+    const char *key = rem_str(a, "api_key", "");
+    if (ctx->json) {
+        /* The key last, as the local command prints it. */
+        json_t *k = json_incref(json_object_get(a, "api_key"));
+        json_object_del(a, "api_key");
+        json_object_set_new(a, "api_key", k ? k : json_string(""));
+        return cli_print_json(a);
+    }
+    printf("%s\n", key);
+    fprintf(stderr, "API key %s created (role %s); it is shown only this once.\n", rem_str(a, "key_id", ""),
+            rem_str(a, "role", ""));
+    json_decref(a);
+    return CLI_EXIT_OK;
+}
+
+int cli_remote_keys_list(cli_ctx *ctx)
+{
+    json_t *a;
+    int rc = rem_call(ctx, "GET", "/v1/api-keys", NULL, &a);
+    if (rc) return rc;
+    if (ctx->json) return cli_print_json(a);
+    json_t *arr = json_object_get(a, "api_keys"), *k;
+    size_t i;
+    if (!json_array_size(arr)) printf("no API keys\n");
+    /* The lines of cli_keys_print. */
+    json_array_foreach(arr, i, k) {
+        printf("%s  %-5s  ", rem_str(k, "key_id", ""), rem_str(k, "role", ""));
+        json_t *dbs = json_object_get(k, "databases"), *d;
+        size_t j;
+        if (!json_array_size(dbs)) printf("all databases");
+        json_array_foreach(dbs, j, d) printf("%s%s", j ? "," : "", json_string_value(d));
+        printf("  created %s  expires %s%s", rem_str(k, "created_at", ""), rem_str(k, "expires_at", "never"),
+               json_is_true(json_object_get(k, "expired")) ? " (expired)" : "");
+        const char *desc = rem_str(k, "description", "");
+        if (*desc) printf("  \"%s\"", desc);
+        putchar('\n');
+    }
+    json_decref(a);
+    return CLI_EXIT_OK;
+}
+
+int cli_remote_keys_revoke(cli_ctx *ctx, const char *id)
+{
+    char *e = curl_easy_escape(ctx->remote->curl, id, 0);
+    if (!e) return cli_fail("out of memory");
+    size_t n = strlen(e) + 32;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "/v1/api-keys/%s", e);
+    curl_free(e);
+    if (!p) return cli_fail("out of memory");
+    int rc = rem_call(ctx, "DELETE", p, NULL, NULL);
+    free(p);
+    if (rc) return rc;
+    if (ctx->json) return cli_print_json(json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
+    printf("API key %s revoked\n", id);
+    return CLI_EXIT_OK;
 }

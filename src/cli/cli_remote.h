@@ -57,4 +57,21 @@ int cli_remote_compact(cli_ctx *ctx, const char *name, bool force, bool full, jv
  * scroll, 1000 a page.  A non-zero return from fn stops it and is returned; -1 after printing. */
 int cli_remote_iterate(cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *arg);
 
+/* Backups through a server go to its repository (serve --backup-repo); *out as the library fills it. */
+int cli_remote_backup_create(cli_ctx *ctx, const char *name, const char *type, const char *description, int level,
+                             jvdb_backup_info *out);
+/* name NULL: every backup of the repository.  *v is malloc'd. */
+int cli_remote_backup_list(cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n);
+int cli_remote_backup_show(cli_ctx *ctx, const char *id, jvdb_backup_info *out);
+/* 0 when the chain is intact; else prints what the server found wrong. */
+int cli_remote_backup_verify(cli_ctx *ctx, const char *id);
+/* *answer: the server's restore answer (databaseId, backupId, lsn, replaced, stats.vectorCount). */
+int cli_remote_backup_restore(cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer);
+
+/* `keys create|list|revoke` with --server: /v1/api-keys (admin), printed as the local command. */
+int cli_remote_keys_create(cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,
+                           const char *description);
+int cli_remote_keys_list(cli_ctx *ctx);
+int cli_remote_keys_revoke(cli_ctx *ctx, const char *id);
+
 #endif
