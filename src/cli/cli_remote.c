@@ -41,7 +41,9 @@ static const char *const rem_supported[] = {
 };
 
 /* Beside a server on the data directory these still run here: they never open the data directory
- * (keys edit the key file the server watches; these backup commands read only the repository). */
+ * (keys edit the key file the server watches; these backup commands use only the repository).
+ * Backup list/show/verify without a repository (no --repo, no $JVDB_BACKUP_REPO) ask the server
+ * about its own. */
 static const char *const rem_local_ok[] = {
     "keys create", "keys list", "keys revoke", "backup list", "backup show", "backup verify", "backup delete", "backup prune",
 };
@@ -86,8 +88,13 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
     snprintf(what, sizeof what, "%.20s%s%.20s", argv[0], group ? " " : "", group ? argv[1] : "");
     char sock[200] = "";
     if (!url) {
+        bool repo = getenv("JVDB_BACKUP_REPO") && *getenv("JVDB_BACKUP_REPO");
+        for (int i = 1; i < argc; i++)
+            if (!strcmp(argv[i], "--repo") || !strncmp(argv[i], "--repo=", 7)) repo = true;
+        bool server_repo = !repo && (!strcmp(what, "backup list") || !strcmp(what, "backup show") ||
+                                     !strcmp(what, "backup verify"));
         for (size_t i = 0; i < sizeof rem_local_ok / sizeof rem_local_ok[0]; i++)
-            if (!strcmp(rem_local_ok[i], what)) return 0;
+            if (!strcmp(rem_local_ok[i], what) && !server_repo) return 0;
         int n = snprintf(sock, sizeof sock, "%s/jvdb.sock", ctx->data_dir);
         if (n < 0 || (size_t)n >= sizeof sock || !rem_probe(sock)) return 0; /* too long: the server made none */
     }

@@ -244,7 +244,9 @@ def refused_remotely_with_a_reason(e):
         before = sorted(os.listdir(os.path.join(e.data, "databases")))
         e.fail(1, "db", "repair", "c", contains=["'db repair' cannot work through the server", "stop the server"])
         e.fail(1, "--server", s.url, "db", "repair", "c", contains="'db repair' cannot work through a server")
-        e.fail(1, "backup", "list", "--repo", e.path("repo"), contains="'backup' cannot work through")
+        e.fail(1, "--server", s.url, "backup", "prune", "c", "--keep", "1", contains="'backup prune' cannot work through a server")
+        e.fail(1, "backup", "create", "c", "--repo", e.path("repo"), contains="server's repository")
+        e.fail(1, "backup", "restore", "--all", contains="--all cannot work through a server")
         e.fail(1, "db", "create", "s", "--dim", "2", "--segment-max-bytes", "1M", contains="--segment-max-bytes")
         e.fail(1, "compact", "c", "--max-seconds", "5", contains="--max-seconds")
         assert sorted(os.listdir(os.path.join(e.data, "databases"))) == before
@@ -317,6 +319,88 @@ def data_directory_typo(e):
     s = Server(fresh)
     log = s.stop()
     assert f"data directory '{fresh}' does not exist: creating it" in log, log
+
+
+def backup_lines(out):
+    """Backup listings and reports without what two runs cannot share: ids, times, hashes, sizes."""
+    out = re.sub(r"\d{8}T\d{6}Z-(full|incremental|differential)-\d+", "ID", out)
+    out = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", out)
+    out = re.sub(r'"sha256":"[0-9a-f]+"|sha256: +[0-9a-f]+', "SHA", out)
+    # compressed sizes: the server's archive also carries the settings it keeps (index, description)
+    out = re.sub(r'"stored":\d+', '"stored":N', out)
+    return re.sub(r"\d+(\.\d)? (B|KiB|MiB)( stored)?\b", "SIZE", out)
+
+
+@test
+def backups_through_the_server(e):
+    """backup create/list/show/verify/restore: same outputs as with the server stopped (the server
+    writes to its own --backup-repo; --repo names the same repository when stopped)."""
+    populate(e, e.data)
+    other = e.path("data2")
+    shutil.copytree(e.data, other)
+    repo1, repo2 = e.path("repo1"), e.path("repo2")
+    local, remote = [], []
+
+    def steps(data, repo, out, through):
+        r = [] if through else ["--repo", repo]
+        for c in (["backup", "create", "c", "--description", "first"], ["put", "c", "n", "--vector", "1,1,1"],
+                  ["backup", "create", "c", "--type", "incremental", "--level", "3"], ["backup", "list", "c"],
+                  ["backup", "list"], ["backup", "restore", "--latest", "--database", "c", "--as", "c2"],
+                  ["backup", "restore", "--latest", "--database", "c", "--as", "c2"],    # exists: 1
+                  ["backup", "restore", "--latest", "--database", "zz"], ["count", "c2"], ["db", "list"]):
+            for j in ([], ["--json"]):
+                rc, o, err = e.run(*c, *(r if c[0] == "backup" else []), *j, data=data, expect=None)
+                out.append((c + j, rc, backup_lines(o), err.strip()))
+        # show and verify of the newest backup, by its id
+        bid = json.loads(e.run("backup", "list", "c", "--json", *r, data=data)[1])["backups"][-1]["id"]
+        for c in (["backup", "show", bid], ["backup", "verify", bid]):
+            rc, o, err = e.run(*c, *r, data=data, expect=None)
+            out.append((c, rc, backup_lines(o), err.strip()))
+
+    steps(e.data, repo1, local, False)
+    s = Server(other, "--backup-repo", repo2)
+    try:
+        steps(other, repo2, remote, True)
+        # beside the server, list/show/verify of a repository still run here, on --repo
+        _, o, _ = e.run("backup", "list", "c", "--repo", repo2, data=other)
+        assert o.count("\n") == 5, o   # a header and 4 backups (each create ran twice: text, --json)
+        # through --server too
+        _, o, _ = e.run("--server", s.url, "backup", "list", "c", data=e.path("nowhere"))
+        assert o.count("\n") == 5, o   # a header and 4 backups (each create ran twice: text, --json)
+    finally:
+        s.stop()
+    compare(local, remote)
+    assert e.count("c2") == 4
+
+
+@test
+def keys_through_server_url(e):
+    e.create("v", 2)
+    _, out, _ = e.run("keys", "create", "--role", "read", "--database", "v", "--expires", "30d",
+                      "--description", "front end")
+    kid = out.split("_")[1]
+    _, local_text, _ = e.run("keys", "list")
+    local_json = e.json("keys", "list")
+    s = Server(e.data, "--api-key", "boot-" + "1" * 20)
+    try:
+        remote = ["--server", s.url, "--api-key", "boot-" + "1" * 20]
+        nowhere = e.path("nowhere")
+        _, out, _ = e.run(*remote, "keys", "list", data=nowhere)
+        assert out == local_text, (out, local_text)
+        assert json.loads(e.run(*remote, "keys", "list", "--json", data=nowhere)[1]) == local_json
+        doc = json.loads(e.run(*remote, "keys", "create", "--role", "write", "--json", data=nowhere)[1])
+        assert doc["role"] == "write" and doc["api_key"].startswith("jvdb_") and list(doc)[-1] == "api_key", doc
+        # the new key works, and is revoked through the server
+        e.run("--server", s.url, "--api-key", doc["api_key"], "put", "v", "x", "--vector", "1,2", data=nowhere)
+        _, out, _ = e.run(*remote, "keys", "revoke", kid, data=nowhere)
+        assert out == f"API key {kid} revoked\n", out
+        _, _, err = e.run(*remote, "keys", "revoke", kid, data=nowhere, expect=1)
+        assert kid in err, err
+        _, _, err = e.run("--server", s.url, "--api-key", doc["api_key"], "keys", "list", data=nowhere, expect=1)
+        assert "admin" in err, err
+        assert not os.path.exists(nowhere)
+    finally:
+        s.stop()
 
 
 if __name__ == "__main__":
