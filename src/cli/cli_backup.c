@@ -673,6 +673,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
         if (latest) return cli_fail("no restorable backup of '%s' in repository %s", opts[DATABASE].value, spec);
         return cli_fail("no restorable backup in repository %s", spec);
     }
+    ctx->create = true;   /* like db create, a restore makes databases: onto a new host after a disaster */
     if ((rc = cli_open_env(ctx))) {
         free(specs);
         jvdb_repo_close(repo);

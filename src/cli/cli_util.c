@@ -116,8 +116,8 @@ int cli_open_env(cli_ctx *ctx)
     /* A typo in --data must not leave a new empty data directory behind. */
     if (stat(ctx->data_dir, &st) != 0 && errno == ENOENT) {
         if (!ctx->create)
-            return cli_fail("data directory %s does not exist ('jvdb db create' or 'jvdb --create' makes it)",
-                            ctx->data_dir);
+            return cli_fail("data directory %s does not exist ('jvdb db create', 'jvdb backup restore' or "
+                            "'jvdb --create' makes it)", ctx->data_dir);
         if (ctx->readonly) {
             /* --create with a command that only reads: make the directory, then read it as usual. */
             jvdb_env *made;
