@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -164,22 +165,14 @@ static size_t rem_write(char *data, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
-/* One request.  `body` (stolen, may be NULL) is sent as JSON; a 2xx answer is parsed into *out
- * (when out is not NULL).  Any failure leaves its message in r->err and, unless `quiet`, prints it:
- * returns 0 or CLI_EXIT_FAIL. */
-static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out, bool quiet)
+/* One request with `text` (taken and freed, may be NULL) as its JSON body; a 2xx answer is parsed
+ * into *out (when out is not NULL).  Any failure leaves its message in r->err and, unless `quiet`,
+ * prints it: returns 0 or CLI_EXIT_FAIL. */
+static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *text, size_t text_len, json_t **out,
+                    bool quiet)
 {
     cli_remote *r = ctx->remote;
     if (out) *out = NULL;
-    char *text = NULL;
-    if (body) {
-        text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9));
-        json_decref(body);
-        if (!text) {
-            snprintf(r->err, sizeof r->err, "out of memory");
-            return quiet ? CLI_EXIT_FAIL : cli_fail("%s", r->err);
-        }
-    }
     size_t ulen = strlen(r->base) + strlen(path) + 1;
     char *url = malloc(ulen);
     if (!url) {
@@ -200,7 +193,7 @@ static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     if (text) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(text));
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)text_len);
     } else if (!strcmp(method, "GET")) {
         curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
     }
@@ -240,6 +233,22 @@ static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t
     free(b.p);
     if (rc && !quiet) cli_fail("%s", r->err);
     return rc;
+}
+
+/* rem_send with `body` (stolen, may be NULL) dumped as its JSON. */
+static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out, bool quiet)
+{
+    char *text = NULL;
+    if (body) {
+        text = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        json_decref(body);
+        if (!text) {
+            if (out) *out = NULL;
+            snprintf(ctx->remote->err, sizeof ctx->remote->err, "out of memory");
+            return quiet ? CLI_EXIT_FAIL : cli_fail("%s", ctx->remote->err);
+        }
+    }
+    return rem_send(ctx, method, path, text, text ? strlen(text) : 0, out, quiet);
 }
 
 /* rem_call_q that prints its failure. */
@@ -307,6 +316,48 @@ static const char *rem_str(json_t *o, const char *key, const char *dflt)
 static json_t *rem_filter(const char *filter_json)
 {
     return filter_json ? json_loads(filter_json, JSON_REJECT_DUPLICATES, NULL) : NULL;
+}
+
+/* Writes `j` as compact JSON with each real in its shortest exact form (jansson writes 17 digits:
+ * 0.1 would come back as 0.10000000000000001).  Strings and integers as jansson writes them. */
+static void rem_dump(json_t *j, FILE *f)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_real(j)) {
+        double d = json_real_value(j);
+        char buf[40];
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, d);
+            if (strtod(buf, NULL) == d) break;
+        }
+        /* A real stays a real when read back ("1e+300" and "2.5" do; "3" would not). */
+        fputs(buf, f);
+        if (!strpbrk(buf, ".eEni")) fputs(".0", f);
+    } else if (json_is_object(j)) {
+        bool first = true;
+        putc('{', f);
+        json_object_foreach(j, k, v) {
+            if (!first) putc(',', f);
+            first = false;
+            json_t *key = json_string(k);
+            json_dumpf(key, f, JSON_ENCODE_ANY);
+            json_decref(key);
+            putc(':', f);
+            rem_dump(v, f);
+        }
+        putc('}', f);
+    } else if (json_is_array(j)) {
+        putc('[', f);
+        json_array_foreach(j, i, v) {
+            if (i) putc(',', f);
+            rem_dump(v, f);
+        }
+        putc(']', f);
+    } else {
+        json_dumpf(j, f, JSON_ENCODE_ANY | JSON_COMPACT);
+    }
 }
 
 /* ---------------------------------------------------------------- stats and databases */
@@ -503,27 +554,65 @@ int cli_remote_put(cli_ctx *ctx, const char *name, const char *id, const float *
     return 0;
 }
 
+/* Values for the server to read back: "%.9g" always gives the same float32, in one formatting
+ * (cli_write_floats looks for the shortest text, which costs three conversions a value). */
+static void rem_write_floats(FILE *f, const float *v, uint32_t dim)
+{
+    char buf[32];
+    for (uint32_t i = 0; i < dim; i++) {
+        if (i) putc(',', f);
+        if (v[i] == 0 && signbit(v[i])) {
+            fputs("-0.0", f);   /* "-0" reads back as the integer 0, without its sign */
+            continue;
+        }
+        int n = snprintf(buf, sizeof buf, "%.9g", (double)v[i]);
+        fwrite(buf, 1, (size_t)n, f);
+    }
+}
+
 int cli_remote_put_batch(cli_ctx *ctx, const char *name, const jvdb_record *recs, size_t n)
 {
     cli_remote *r = ctx->remote;
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = json_pack("{soso}", "id", cli_json_id(recs[i].id, strlen(recs[i].id)), "values",
-                              rem_vector(recs[i].vector, recs[i].dim));
-        if (recs[i].meta_json) {
-            json_t *m = json_loads(recs[i].meta_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
-            /* Not JSON: sent as a string, so the server refuses it with its own message. */
-            json_object_set_new(o, "metadata", m ? m : json_string(recs[i].meta_json));
-        }
-        json_array_append_new(arr, o);
-    }
-    char *p = rem_db_path(ctx, name, "/vectors/batch");
-    if (!p) {
-        json_decref(arr);
+    /* Written as text, not built as a tree: the values are most of an import's time otherwise. */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
         snprintf(r->err, sizeof r->err, "out of memory");
         return -1;
     }
-    int rc = rem_call_q(ctx, "POST", p, json_pack("{so}", "vectors", arr), NULL, true);
+    fputs("{\"vectors\":[", f);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ",{\"id\":" : "{\"id\":", f);
+        json_t *id = cli_json_id(recs[i].id, strlen(recs[i].id));
+        json_dumpf(id, f, JSON_ENCODE_ANY);
+        json_decref(id);
+        fputs(",\"values\":[", f);
+        rem_write_floats(f, recs[i].vector, recs[i].dim);
+        putc(']', f);
+        if (recs[i].meta_json) {
+            /* Not JSON: sent as a string, so the server refuses the record with its own message. */
+            json_t *m = json_loads(recs[i].meta_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+            if (!m) m = json_string(recs[i].meta_json);
+            fputs(",\"metadata\":", f);
+            rem_dump(m, f);
+            json_decref(m);
+        }
+        putc('}', f);
+    }
+    fputs("]}", f);
+    if (fclose(f) != 0 || !text) {
+        free(text);
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return -1;
+    }
+    char *p = rem_db_path(ctx, name, "/vectors/batch");
+    if (!p) {
+        free(text);
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return -1;
+    }
+    int rc = rem_send(ctx, "POST", p, text, len, NULL, true);
     free(p);
     return rc ? -1 : 0;
 }
@@ -543,7 +632,17 @@ static bool rem_floats(json_t *a, float *v, uint32_t dim)
 /* Metadata as compact JSON text (what the library stores), NULL for none. */
 static char *rem_meta_text(json_t *m)
 {
-    return m && !json_is_null(m) ? json_dumps(m, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+    if (!m || json_is_null(m)) return NULL;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    rem_dump(m, f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
 }
 
 int cli_remote_get(cli_ctx *ctx, const char *name, const char *id, float **v, uint32_t *dim, char **meta)

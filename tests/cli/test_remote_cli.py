@@ -321,6 +321,28 @@ def data_directory_typo(e):
     assert f"data directory '{fresh}' does not exist: creating it" in log, log
 
 
+@test
+def values_exact_through_the_server(e):
+    """Values sent by import/put through the server are the float32 bits given (-0.0, the smallest
+    denormal, a value near the largest allowed, 0.1), and metadata numbers print in their shortest form."""
+    e.run("db", "create", "x", "--dim", 4, "--metric", "l2")
+    rows = [[-0.0, 1e-45, 6.0e18, 0.1], [0.3, -2.5, 1.0000001, 16777217.0]]
+    write_jsonl(e.path("v.jsonl"), [{"id": f"r{i}", "values": r, "metadata": {"x": 0.1, "n": [1, 2.5]}}
+                                   for i, r in enumerate(rows)])
+    s = Server(e.data)
+    try:
+        e.run("import", "x", e.path("v.jsonl"))
+        e.run("put", "x", "p", "--vector", "-0.0,1e-45,0.1,7")
+        _, out, _ = e.run("get", "x", "r0")
+        assert out.endswith('metadata: {"x":0.1,"n":[1,2.5]}\n'), out
+    finally:
+        s.stop()
+    got = e.contents("x")
+    for i, r in enumerate(rows):
+        assert got[f"r{i}"][0] == test_cli.f32bits([test_cli.f32(v) for v in r]), (i, got[f"r{i}"])
+    assert got["p"][0] == test_cli.f32bits([-0.0, 1e-45, 0.1, 7]), got["p"]
+
+
 def backup_lines(out):
     """Backup listings and reports without what two runs cannot share: ids, times, hashes, sizes."""
     out = re.sub(r"\d{8}T\d{6}Z-(full|incremental|differential)-\d+", "ID", out)
