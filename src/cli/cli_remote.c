@@ -300,12 +300,14 @@ static int rem_db_call(cli_ctx *ctx, const char *method, const char *name, const
     return rc;
 }
 
+/* o[key] as an unsigned count; 0 when absent or not one. */
 static uint64_t rem_u64(json_t *o, const char *key)
 {
     json_t *v = json_object_get(o, key);
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
+/* o[key] as a string; dflt when absent or not one. */
 static const char *rem_str(json_t *o, const char *key, const char *dflt)
 {
     const char *s = json_string_value(json_object_get(o, key));
