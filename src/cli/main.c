@@ -3,8 +3,9 @@
  * command table, and handing `serve` to the server when this build has one.
  *
  * Every command except `serve` opens the data directory itself through the library, does one thing
- * and exits, so the directory lock is held only for the length of the command.  The environment is
- * closed here, once, whatever the command did, so a final fdatasync always happens.  A command that
+ * and exits, so the directory lock is held only for the length of the command; while `jvdb serve`
+ * holds it, or with --server, the command goes to the server instead (cli_remote.c).  The
+ * environment is closed here, once, whatever the command did, so a final fdatasync always happens.  A command that
  * only reads opens it read-only (cli_ctx.readonly): it changes no file, whatever it finds there.
  */
 #include "cli/cli.h"
@@ -58,7 +59,7 @@ static void cli_print_help(void)
     printf("\n"
            "Global options (before COMMAND):\n"
            "  --data DIR     data directory (default: $JVDB_DATA, else ./jvdb-data); it must exist,\n"
-           "                 except for 'db create' and with --create\n"
+           "                 except for 'db create', 'backup restore' and with --create\n"
            "  --create       make the data directory if it does not exist\n"
            "  --server URL   send the command to the server at URL (default: $JVDB_SERVER); without\n"
            "                 it, a server running on the data directory is used through its socket\n"
