@@ -28,6 +28,8 @@ typedef struct cli_ctx {
     bool json;          /* --json: machine-readable output on stdout */
     jvdb_env *env;      /* opened on first use, closed by main */
     bool readonly;      /* the command only reads: the environment opens read-only (changes nothing) */
+    bool create;        /* the data directory may be created (db create, --create); else it must exist */
+    struct cli_remote *remote; /* non-NULL: commands go to a server (cli_remote.h), not the library */
 } cli_ctx;
 
 /* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag
@@ -52,7 +54,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
               int *npos);
 
 /* cli_parse, then cli_open_db on the first positional (the database name): the start of every
- * command that works on one database. */
+ * command that works on one database. Through a server (ctx->remote) it only parses: *db is NULL. */
 int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
                  int *npos, jvdb_db **db);
 

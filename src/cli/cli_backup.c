@@ -14,6 +14,7 @@
  * directory's lock).
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include "core/clock.h"
 #include "core/fs.h"
@@ -262,12 +263,26 @@ static void cli_backup_print(const jvdb_backup_info *b)
     printf("status:        %s\n", b->status);
 }
 
+/* Through a server the repository is the server's (serve --backup-repo): one named here could be
+ * another, so it is refused rather than silently replaced.  0, or the exit code after saying so. */
+static int cli_bk_remote_repo(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *opts)
+{
+    for (int k = O_REPO; k < O_FIRST_OWN; k++)
+        if (opts[k].value)
+            return cli_fail("%s: through a server, backups use the server's repository (jvdb serve --backup-repo); "
+                            "leave out --%s (to use repository options, stop the server)", cmd->name, opts[k].name);
+    (void)ctx;
+    return 0;
+}
+
 /* Parses argv with the repository options in front of the command's own. */
 static int cli_bk_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
                         jvdb_repo **repo)
 {
     int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
     if (rc) return rc;
+    *repo = NULL;
+    if (ctx->remote) return cli_bk_remote_repo(ctx, cmd, opts);
     return cli_repo_open(cmd, opts, repo);
 }
 
@@ -344,24 +359,34 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
     }
     bo.description = opts[DESC].value;
     bo.no_index = opts[NO_INDEX].value != NULL;
-    jvdb_repo *repo;
-    if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
-    jvdb_db *db;
-    if ((rc = cli_open_db(ctx, pos[0], &db))) {
-        jvdb_repo_close(repo);
-        return rc;
-    }
-    cli_bk_progress pr = {0};
-    bo.progress = cli_bk_on_progress;
-    bo.progress_arg = &pr;
-    json_t *dbmeta = cli_bk_dbmeta_load(ctx, jvdb_db_name(db));
-    bo.database_description = json_string_value(json_object_get(dbmeta, "description"));
     jvdb_backup_info info;
-    rc = jvdb_backup_create(db, repo, &bo, &info);
-    json_decref(dbmeta);
-    cli_bk_progress_end(&pr);
-    jvdb_repo_close(repo);
-    if (rc) return cli_lib_error(rc);
+    if (ctx->remote) {
+        if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
+        if (opts[THREADS].value || opts[NO_INDEX].value)
+            return cli_fail("backup create: --threads and --no-index cannot be given through a server (its REST API "
+                            "does not take them)");
+        if ((rc = cli_remote_backup_create(ctx, pos[0], opts[TYPE].value, bo.description,
+                                           opts[LEVEL].value ? bo.level : 0, &info)))
+            return rc;
+    } else {
+        jvdb_repo *repo;
+        if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
+        jvdb_db *db;
+        if ((rc = cli_open_db(ctx, pos[0], &db))) {
+            jvdb_repo_close(repo);
+            return rc;
+        }
+        cli_bk_progress pr = {0};
+        bo.progress = cli_bk_on_progress;
+        bo.progress_arg = &pr;
+        json_t *dbmeta = cli_bk_dbmeta_load(ctx, jvdb_db_name(db));
+        bo.database_description = json_string_value(json_object_get(dbmeta, "description"));
+        rc = jvdb_backup_create(db, repo, &bo, &info);
+        json_decref(dbmeta);
+        cli_bk_progress_end(&pr);
+        jvdb_repo_close(repo);
+        if (rc) return cli_lib_error(rc);
+    }
     if (info.note[0]) fprintf(stderr, "jvdb: note: %s\n", info.note);
     if (ctx->json) return cli_print_json(cli_backup_json(&info));
     char stored[32];
@@ -382,9 +407,13 @@ static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     jvdb_backup_info *v;
     size_t n;
-    rc = jvdb_backup_list(repo, npos ? pos[0] : NULL, &v, &n);
-    jvdb_repo_close(repo);
-    if (rc) return cli_lib_error(rc);
+    if (ctx->remote) {
+        if ((rc = cli_remote_backup_list(ctx, npos ? pos[0] : NULL, &v, &n))) return rc;
+    } else {
+        rc = jvdb_backup_list(repo, npos ? pos[0] : NULL, &v, &n);
+        jvdb_repo_close(repo);
+        if (rc) return cli_lib_error(rc);
+    }
     if (ctx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++) json_array_append_new(arr, cli_backup_json(&v[i]));
@@ -415,9 +444,13 @@ static int cli_backup_show(cli_ctx *ctx, int argc, char **argv)
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_show, argc, argv, opts, pos, &npos, &repo);
     if (rc) return rc;
     jvdb_backup_info info;
-    rc = jvdb_backup_show(repo, pos[0], &info);
-    jvdb_repo_close(repo);
-    if (rc) return cli_lib_error(rc);
+    if (ctx->remote) {
+        if ((rc = cli_remote_backup_show(ctx, pos[0], &info))) return rc;
+    } else {
+        rc = jvdb_backup_show(repo, pos[0], &info);
+        jvdb_repo_close(repo);
+        if (rc) return cli_lib_error(rc);
+    }
     if (ctx->json) return cli_print_json(cli_backup_json(&info));
     cli_backup_print(&info);
     return CLI_EXIT_OK;
@@ -508,6 +541,13 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     int all = opts[O_FIRST_OWN].value != NULL;
     if (all == (npos == 1)) return cli_usage_error(cmd->name, "give a backup ID or --all (not both)");
+    jvdb_backup_info info;
+    if (ctx->remote) {
+        if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
+        if (all) return cli_fail("backup verify --all cannot work through a server: verify each backup by its ID");
+        if ((rc = cli_remote_backup_verify(ctx, pos[0])) || (rc = cli_remote_backup_show(ctx, pos[0], &info))) return rc;
+        goto print;
+    }
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     if (all) {
         rc = cli_backup_verify_all(ctx, repo);
@@ -517,10 +557,10 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     cli_bk_progress pr = {0};
     rc = jvdb_backup_verify(repo, pos[0], cli_bk_on_progress, &pr);
     cli_bk_progress_end(&pr);
-    jvdb_backup_info info;
     if (!rc) rc = jvdb_backup_show(repo, pos[0], &info);
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
+print:
     if (ctx->json)
         return cli_print_json(json_pack("{sssssbsI}", "id", info.id, "database", info.database, "ok", 1,
                                         "chain_length", (json_int_t)info.chain_length));
@@ -658,6 +698,44 @@ static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spe
     return JVDB_OK;
 }
 
+/* backup restore through a server: ID or --latest (the newest restorable backup the server lists). */
+static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *opts, const char *id)
+{
+    enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
+    int rc;
+    if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
+    if (opts[ALL].value)
+        return cli_fail("backup restore --all cannot work through a server: restore each database by its backup ID");
+    char spec[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2];
+    if (!id) {
+        jvdb_backup_info *v;
+        size_t n;
+        if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n))) return rc;
+        spec[0] = 0;
+        for (size_t i = 0; i < n; i++)   /* oldest first: the last restorable one is the newest */
+            if (v[i].restorable) snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
+        free(v);
+        if (!spec[0]) return cli_fail("no restorable backup of '%s' in the server's repository", opts[DATABASE].value);
+        id = spec;
+    }
+    json_t *a;
+    if ((rc = cli_remote_backup_restore(ctx, id, opts[AS].value, opts[FORCE].value != NULL, &a))) return rc;
+    const char *bid = json_string_value(json_object_get(a, "backupId")), *db = json_string_value(json_object_get(a, "databaseId"));
+    json_t *cnt = json_object_get(json_object_get(a, "stats"), "vectorCount");
+    bool replaced = json_is_true(json_object_get(a, "replaced"));
+    if (ctx->json) {
+        json_t *doc = json_pack("{sssssIsbsI}", "backup", bid ? bid : "", "database", db ? db : "", "count",
+                                (json_int_t)json_integer_value(cnt), "replaced", replaced, "lsn",
+                                (json_int_t)json_integer_value(json_object_get(a, "lsn")));
+        json_decref(a);
+        return cli_print_json(doc);
+    }
+    printf("restored backup %s as database '%s' (%llu vectors)%s\n", bid ? bid : "", db ? db : "",
+           (unsigned long long)json_integer_value(cnt), replaced ? ", replacing the database of that name" : "");
+    json_decref(a);
+    return CLI_EXIT_OK;
+}
+
 static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_restore;
@@ -673,6 +751,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
     if (latest && !opts[DATABASE].value) return cli_usage_error(cmd->name, "--latest needs --database NAME");
     if (!latest && opts[DATABASE].value) return cli_usage_error(cmd->name, "--database goes with --latest");
     if (all && opts[AS].value) return cli_usage_error(cmd->name, "--as cannot rename every database (--all)");
+    if (ctx->remote) return cli_bk_restore_remote(ctx, cmd, opts, npos ? pos[0] : NULL);
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     char(*specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2] = NULL;
     size_t n = 0;
@@ -690,6 +769,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
         if (latest) return cli_fail("no restorable backup of '%s' in repository %s", opts[DATABASE].value, spec);
         return cli_fail("no restorable backup in repository %s", spec);
     }
+    ctx->create = true;   /* like db create, a restore makes databases: onto a new host after a disaster */
     if ((rc = cli_open_env(ctx))) {
         free(specs);
         jvdb_repo_close(repo);

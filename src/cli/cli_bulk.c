@@ -7,6 +7,7 @@
  * ids from a file or a filter are a set to remove, where absent ones are no-ops and are counted.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -97,6 +98,25 @@ static int cli_delete_report(cli_ctx *ctx, const char *name, uint64_t deleted, i
     return CLI_EXIT_OK;
 }
 
+/* cli_delete_args through a server: each id is read first, then all are deleted in one request. */
+static int cli_remote_delete_args(cli_ctx *ctx, char **pos, int npos)
+{
+    int rc;
+    for (int i = 1; i < npos; i++) {
+        float *v = NULL;
+        char *meta = NULL;
+        uint32_t dim;
+        rc = cli_remote_get(ctx, pos[0], pos[i], &v, &dim, &meta);
+        free(v);
+        free(meta);
+        if (rc) return cli_fail("nothing deleted");
+    }
+    uint64_t deleted = 0;
+    if (cli_remote_delete(ctx, pos[0], (const char *const *)pos + 1, (size_t)npos - 1, NULL, &deleted))
+        return cli_fail("nothing deleted");
+    return cli_delete_report(ctx, pos[0], deleted, 0, 0);
+}
+
 /* Ids typed as arguments: all must exist (checked first; this process holds the directory). */
 static int cli_delete_args(cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
 {
@@ -139,12 +159,25 @@ int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
     size_t n = 0;
     if (opts[0].value && (rc = cli_read_ids(opts[0].value, &text, &ids, &n))) goto out;
     jvdb_db *db;
+    uint64_t deleted = 0;
+    if (ctx->remote) {
+        if (npos > 1) {
+            rc = cli_remote_delete_args(ctx, pos, npos);
+            goto out;
+        }
+        rc = cli_remote_delete(ctx, pos[0], ids, n, opts[1].value, &deleted);
+        if (rc) {
+            rc = cli_fail("nothing deleted");
+            goto out;
+        }
+        rc = cli_delete_report(ctx, pos[0], deleted, !filter, filter ? 0 : n - deleted);
+        goto out;
+    }
     if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
     if (npos > 1) {
         rc = cli_delete_args(ctx, db, pos, npos);
         goto out;
     }
-    uint64_t deleted = 0;
     rc = filter ? jvdb_delete_filtered(db, filter, &deleted) : jvdb_delete_ids(db, ids, n, &deleted, NULL);
     if (rc) {
         cli_lib_error(rc);
@@ -170,8 +203,11 @@ int cli_count_main(cli_ctx *ctx, int argc, char **argv)
         return cli_usage_error("count", "--filter: %s", jvdb_errmsg());
     jvdb_db *db;
     uint64_t n = 0;
-    if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
-    if ((rc = jvdb_count_filtered(db, filter, &n))) {
+    if (ctx->remote) {
+        if ((rc = cli_remote_count(ctx, pos[0], opts[0].value, &n))) goto out;
+    } else if ((rc = cli_open_db(ctx, pos[0], &db))) {
+        goto out;
+    } else if ((rc = jvdb_count_filtered(db, filter, &n))) {
         rc = cli_lib_error(rc);
         goto out;
     }

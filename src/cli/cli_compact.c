@@ -9,6 +9,7 @@
  * and has changed nothing: the library removes its temporary files.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <math.h>
 #include <signal.h>
@@ -138,6 +139,21 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
         if (!(max_seconds > 0))
             return cli_usage_error(cmd->name, "--max-seconds '%s' is not a positive number of seconds",
                                    opts[MAXSEC].value);
+    }
+    if (ctx->remote) {
+        if (opts[MAXSEC].value)
+            return cli_fail("--max-seconds cannot be given through a server (its REST API does not take it)");
+        jvdb_compact_stats rst;
+        char rreason[600];
+        if ((rc = cli_remote_compact(ctx, pos[0], opts[FORCE].value, opts[FULL].value, &rst, rreason, sizeof rreason)))
+            return rc;
+        int done = rst.trigger != JVDB_TRIGGER_NONE;
+        if (ctx->json) return cli_print_json(cli_compact_json(pos[0], &rst, done, rreason));
+        if (!done)
+            printf("compaction of '%s' not needed: %s (--force compacts anyway)\n", pos[0], rreason);
+        else
+            cli_compact_print(pos[0], &rst, rreason);
+        return CLI_EXIT_OK;
     }
     jvdb_db *db;
     if ((rc = cli_open_db(ctx, pos[0], &db))) return rc;

@@ -11,6 +11,7 @@
  * while a well-formed request the library refuses (dimension out of range, name taken) exits 1.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <string.h>
 
@@ -18,7 +19,7 @@ const cli_cmd cli_cmd_db = {
     "db",
     "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
     "\n"
-    "  db create NAME --dim D [--metric l2|cosine|dot] [--sync always|never|interval:MS]\n"
+    "  db create NAME --dim D [--metric cosine|l2|dot] [--sync always|never|interval:MS]\n"
     "                 [--segment-max-bytes N]\n"
     "  db list\n"
     "  db info NAME\n"
@@ -35,7 +36,8 @@ static const cli_cmd cli_cmd_db_create = {
     "Creates database NAME ([A-Za-z0-9_-], 1 to 64 characters) of dimension D.\n"
     "\n"
     "  --dim D                  number of values per vector, 1..65536 (required)\n"
-    "  --metric l2|cosine|dot   distance metric (default l2; vectors are stored as given)\n"
+    "  --metric cosine|l2|dot   distance metric (default cosine, as the REST API; earlier versions\n"
+    "                           of the CLI defaulted to l2).  Vectors are stored as given\n"
     "  --sync MODE              always (default: every write is on disk before it returns),\n"
     "                           never, or interval:MS (flush every MS milliseconds)\n"
     "  --segment-max-bytes N    seal segment files past N bytes (K/M/G suffixes; default 1G)\n"
@@ -127,6 +129,7 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
         return cli_usage_error(cmd->name, "--dim '%s' is not a positive whole number", opts[DIM].value);
     jvdb_db_options o;
     jvdb_db_options_init(&o, (uint32_t)dim);
+    o.metric = JVDB_METRIC_COSINE;   /* one default for the CLI and REST (docs/CLI.md) */
     if (opts[METRIC].value && jvdb_metric_parse(opts[METRIC].value, &o.metric))
         return cli_usage_error(cmd->name, "--metric '%s' is not one of l2, cosine, dot", opts[METRIC].value);
     if (opts[SYNC].value && jvdb_sync_parse(opts[SYNC].value, &o.sync, &o.sync_interval_ms))
@@ -139,6 +142,13 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
         o.segment_max_bytes = segmax;
     }
 
+    if (ctx->remote) {
+        if (opts[SEGMAX].value)
+            return cli_fail("--segment-max-bytes cannot be set through a server (its REST API does not take it); "
+                            "create the database with the server stopped");
+        return cli_remote_db_create(ctx, pos[0], o.dim, o.metric, opts[SYNC].value);
+    }
+    ctx->create = true;   /* the one command that may make the data directory */
     if ((rc = cli_open_env(ctx))) return rc;
     jvdb_db *db;
     if ((rc = jvdb_db_create(ctx->env, pos[0], &o, &db))) return cli_lib_error(rc);
@@ -153,6 +163,7 @@ static int cli_db_list(cli_ctx *ctx, int argc, char **argv)
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_list, argc, argv, NULL, pos, &npos);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_db_list(ctx);
     ctx->readonly = true;
     if ((rc = cli_open_env(ctx))) return rc;
     char **names, **damaged;
@@ -194,6 +205,7 @@ static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
     ctx->readonly = true;
     int npos, rc = cli_parse_db(ctx, &cli_cmd_db_info, argc, argv, NULL, pos, &npos, &db);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_db_info(ctx, pos[0]);
     jvdb_stats st;
     if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
     uint64_t count = jvdb_count(db);
@@ -215,6 +227,7 @@ static int cli_db_drop(cli_ctx *ctx, int argc, char **argv)
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_drop, argc, argv, NULL, pos, &npos);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_db_drop(ctx, pos[0]);
     if ((rc = cli_open_env(ctx))) return rc;
     if ((rc = jvdb_db_drop(ctx->env, pos[0]))) return cli_lib_error(rc);
     if (ctx->json) return cli_print_json(json_pack("{ss}", "dropped", pos[0]));

@@ -12,6 +12,7 @@
  * good one was.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -149,9 +150,15 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     else
         return cli_usage_error(cmd->name, "--format '%s' is not one of jsonl, fvecs, csv", fmt_name);
 
-    jvdb_db *db;
-    if ((rc = cli_open_db(ctx, name, &db))) return rc;
-    e.dim = jvdb_db_dim(db);
+    jvdb_db *db = NULL;
+    uint64_t total = 0;
+    if (ctx->remote) {
+        if ((rc = cli_remote_dim(ctx, name, &e.dim)) || (rc = cli_remote_count(ctx, name, NULL, &total))) return rc;
+    } else {
+        if ((rc = cli_open_db(ctx, name, &db))) return rc;
+        e.dim = jvdb_db_dim(db);
+        total = jvdb_count(db);
+    }
 
     /* Devices, pipes and symlinks (/dev/null, a fifo) are written in place: a rename would replace
      * them instead of writing through them. */
@@ -179,8 +186,8 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     if (e.fmt == CLI_OUT_FVECS)
         fputs("jvdb: note: fvecs holds only the vectors; ids and metadata are not written (jsonl and csv "
               "keep them)\n", stderr);
-    cli_progress_start(&e.prog, "exported", jvdb_count(db));
-    int irc = jvdb_iterate(db, cli_export_row, &e);
+    cli_progress_start(&e.prog, "exported", total);
+    int irc = ctx->remote ? cli_remote_iterate(ctx, name, cli_export_row, &e) : jvdb_iterate(db, cli_export_row, &e);
     cli_progress_finish(&e.prog, e.written, e.written);
     int saved_errno = errno;
     bool write_failed = ferror(e.f) || fflush(e.f) != 0;
@@ -192,7 +199,7 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     }
 
     if (irc < 0) {
-        rc = cli_lib_error(irc);
+        rc = ctx->remote ? CLI_EXIT_FAIL : cli_lib_error(irc);   /* the remote failure is already reported */
     } else if (write_failed) {
         rc = cli_fail("writing '%s' failed: %s", to_stdout ? "<stdout>" : path, strerror(saved_errno));
     } else if (tmp && rename(tmp, path) != 0) {

@@ -10,6 +10,7 @@
  * database never holds half a batch).
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -64,12 +65,13 @@ static void cli_batch_clear(cli_batch *b)
 }
 
 /* Writes the batch; on failure reports the library's reason with the lines or rows it covered. */
-static int cli_batch_commit(jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *imported)
+static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *imported)
 {
     if (b->n == 0) return 0;
-    int rc = jvdb_put_batch(db, b->recs, b->n, NULL);
+    int rc = ctx->remote ? cli_remote_put_batch(ctx, r->dbname, b->recs, b->n) : jvdb_put_batch(db, b->recs, b->n, NULL);
     if (rc) {
-        const char *msg = *jvdb_errmsg() ? jvdb_errmsg() : jvdb_strerror(rc);
+        /* The server words a bad record as the library does ("record 3: ..."). */
+        const char *msg = ctx->remote ? cli_remote_errmsg(ctx) : *jvdb_errmsg() ? jvdb_errmsg() : jvdb_strerror(rc);
         const char *unit = r->text ? "line" : "row";
         size_t idx;
         int skip = 0;
@@ -128,11 +130,11 @@ static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch
         b.where[b.n++] = r->text ? r->line : r->row;
         r->row++;
         if (b.n == b.cap) {
-            if ((rc = cli_batch_commit(db, r, &b, &imported))) break;
+            if ((rc = cli_batch_commit(ctx, db, r, &b, &imported))) break;
             cli_progress_update(&prog, file_size ? (uint64_t)ftello(r->f) : 0, imported);
         }
     }
-    if (rc == 0) rc = cli_batch_commit(db, r, &b, &imported);
+    if (rc == 0) rc = cli_batch_commit(ctx, db, r, &b, &imported);
     if (rc == 0) cli_progress_finish(&prog, file_size, imported);
     cli_batch_clear(&b);
     free(b.recs), free(b.vecs), free(b.where);
@@ -185,8 +187,10 @@ int cli_import_main(cli_ctx *ctx, int argc, char **argv)
     if (!from_stdin && fstat(fileno(f), &stt) == 0 && S_ISREG(stt.st_mode)) file_size = (uint64_t)stt.st_size;
 
     jvdb_db *db;
-    if ((rc = cli_open_db(ctx, name, &db))) goto out;
-    cli_reader r = {.f = f, .path = from_stdin ? "<stdin>" : path, .dbname = name, .dim = jvdb_db_dim(db),
+    uint32_t dim = 0;
+    db = NULL;
+    if (ctx->remote ? (rc = cli_remote_dim(ctx, name, &dim)) != 0 : (rc = cli_open_db(ctx, name, &db)) != 0) goto out;
+    cli_reader r = {.f = f, .path = from_stdin ? "<stdin>" : path, .dbname = name, .dim = db ? jvdb_db_dim(db) : dim,
                     .prefix = prefix, .prefix_len = strlen(prefix)};
     if (cli_reader_start(&r, fmt))
         rc = cli_fail("%s; nothing imported", r.err);

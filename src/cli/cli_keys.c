@@ -8,6 +8,7 @@
  * `create` prints the key once; only its hash is stored.  `list` only reads.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include "server/keys.h"
 
@@ -123,6 +124,8 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
     sp.description = opts[DESC].value;
     char err[700], text[KEY_TEXT_LEN + 1];
     if (keys_spec_check(&sp, now, err, sizeof err)) return cli_usage_error(cmd->name, "%s", err);
+    if (ctx->remote)
+        return cli_remote_keys_create(ctx, key_role_name(sp.role), dbs, sp.ndb, sp.expires_s, sp.description);
     key_entry e;
     if (keys_create(ctx->data_dir, &sp, text, &e, err, sizeof err)) return cli_fail("%s", err);
     if (ctx->json) {
@@ -144,6 +147,7 @@ static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(ctx, &cli_cmd_keys_list, argc, argv, (cli_opt[]){{NULL, false, NULL}}, pos, &npos);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_keys_list(ctx);
     key_set ks;
     char err[700];
     if (access(ctx->data_dir, F_OK) != 0) return cli_fail("data directory '%s' does not exist", ctx->data_dir);
@@ -167,6 +171,7 @@ static int cli_keys_revoke(cli_ctx *ctx, int argc, char **argv)
     char *pos[argc + 1];
     int npos, rc = cli_parse(ctx, &cli_cmd_keys_revoke, argc, argv, (cli_opt[]){{NULL, false, NULL}}, pos, &npos);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_keys_revoke(ctx, pos[0]);
     char err[700];
     rc = keys_revoke(ctx->data_dir, pos[0], err, sizeof err);
     if (rc < 0) return cli_fail("%s", err);

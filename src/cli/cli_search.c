@@ -14,6 +14,7 @@
  * the command with nothing on stdout, and before the index build, which can take minutes.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -229,17 +230,19 @@ static void cli_search_table(const jvdb_result *res, size_t n, uint32_t dim, con
 
 /* Runs every query and prints as it goes: the queries are already valid, so only the library can
  * still fail, and it fails the same way for every query (memory), most likely on the first. */
-static int cli_search_run(cli_ctx *ctx, jvdb_db *db, const cli_queries *q, const jvdb_search_params *p)
+static int cli_search_run(cli_ctx *ctx, jvdb_db *db, const char *name, const char *filter_json, const cli_queries *q,
+                          const jvdb_search_params *p)
 {
     if (ctx->json && q->from_file) putchar('[');
     for (size_t i = 0; i < q->n; i++) {
         jvdb_result *res = NULL;
         size_t n = 0;
-        int rc = jvdb_search(db, q->vecs + i * q->dim, q->dim, p, &res, &n);
+        int rc = ctx->remote ? cli_remote_search(ctx, name, q->vecs + i * q->dim, q->dim, p, filter_json, &res, &n)
+                             : jvdb_search(db, q->vecs + i * q->dim, q->dim, p, &res, &n);
         if (rc) {
             /* A half-written JSON array is worse than none: end it so the output still parses. */
             if (ctx->json && q->from_file) puts("]");
-            return cli_lib_error(rc);
+            return ctx->remote ? rc : cli_lib_error(rc);
         }
         if (ctx->json) {
             json_t *doc = cli_search_json(q->labels[i], res, n, q->dim, p);
@@ -359,7 +362,10 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
         }
     }
     struct stat dst;
-    if (use_index && stat(ctx->data_dir, &dst) == 0) {
+    if (ctx->remote) {
+        db = NULL;
+        if ((rc = cli_remote_dim(ctx, pos[0], &q.dim))) goto out;
+    } else if (use_index && stat(ctx->data_dir, &dst) == 0) {
         /* Writable, to keep the graph for the next run; read-only when another process has the
          * directory (a server, another search): the search itself needs no more. */
         ctx->readonly = false;
@@ -368,8 +374,10 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
             ctx->readonly = true;
         }
     }
-    if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
-    q.dim = jvdb_db_dim(db);
+    if (!ctx->remote) {
+        if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
+        q.dim = jvdb_db_dim(db);
+    }
     if (path) {
         q.from_file = true;
         if ((rc = cli_queries_read(&q, f, from_stdin ? "<stdin>" : path, pos[0], fmt))) goto out;
@@ -387,8 +395,9 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
         }
         q.n = q.cap = 1;
     }
-    if (use_index && (rc = cli_search_wait_index(db))) goto out;
-    rc = cli_search_run(ctx, db, &q, &p);
+    /* A server's index answers complete results in every state: nothing to wait for. */
+    if (!ctx->remote && use_index && (rc = cli_search_wait_index(db))) goto out;
+    rc = cli_search_run(ctx, db, pos[0], opts[OPT_FILTER].value, &q, &p);
 out:
     if (f && !from_stdin) fclose(f);
     cli_queries_free(&q);

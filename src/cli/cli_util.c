@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -111,6 +112,20 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
 int cli_open_env(cli_ctx *ctx)
 {
     if (ctx->env) return 0;
+    struct stat st;
+    /* A typo in --data must not leave a new empty data directory behind. */
+    if (stat(ctx->data_dir, &st) != 0 && errno == ENOENT) {
+        if (!ctx->create)
+            return cli_fail("data directory %s does not exist ('jvdb db create', 'jvdb backup restore' or "
+                            "'jvdb --create' makes it)", ctx->data_dir);
+        if (ctx->readonly) {
+            /* --create with a command that only reads: make the directory, then read it as usual. */
+            jvdb_env *made;
+            int mrc = jvdb_env_open(ctx->data_dir, &made);
+            if (mrc) return cli_lib_error(mrc);
+            jvdb_env_close(made);
+        }
+    }
     int rc = ctx->readonly ? jvdb_env_open_readonly(ctx->data_dir, &ctx->env) : jvdb_env_open(ctx->data_dir, &ctx->env);
     if (rc) {
         ctx->env = NULL;
@@ -136,7 +151,9 @@ int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_op
                  int *npos, jvdb_db **db)
 {
     int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
-    return rc ? rc : cli_open_db(ctx, pos[0], db);
+    *db = NULL;
+    /* Through a server there is no handle: the caller asks cli_remote.c instead. */
+    return rc ? rc : ctx->remote ? 0 : cli_open_db(ctx, pos[0], db);
 }
 
 bool cli_parse_u64(const char *s, uint64_t *out)

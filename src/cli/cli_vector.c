@@ -6,6 +6,7 @@
  * library's own checks (dimension, NaN, metadata) supply the messages.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -62,9 +63,12 @@ int cli_put_main(cli_ctx *ctx, int argc, char **argv)
     if (opts[1].value && (rc = cli_check_meta(opts[1].value))) goto out;
 
     jvdb_db *db;
-    if ((rc = cli_open_db(ctx, pos[0], &db))) goto out;
     uint64_t lsn;
-    if ((rc = jvdb_put(db, pos[1], v, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n, opts[1].value, &lsn))) {
+    if (ctx->remote) {
+        if ((rc = cli_remote_put(ctx, pos[0], pos[1], v, n, opts[1].value, &lsn))) goto out;
+    } else if ((rc = cli_open_db(ctx, pos[0], &db))) {
+        goto out;
+    } else if ((rc = jvdb_put(db, pos[1], v, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n, opts[1].value, &lsn))) {
         rc = cli_lib_error(rc);
         goto out;
     }
@@ -83,11 +87,16 @@ int cli_get_main(cli_ctx *ctx, int argc, char **argv)
     jvdb_db *db;
     int npos, rc = cli_parse_db(ctx, &cli_cmd_get, argc, argv, NULL, pos, &npos, &db);
     if (rc) return rc;
-    uint32_t dim = jvdb_db_dim(db);
-    float *v = malloc(dim * sizeof *v);
-    if (!v) return cli_fail("out of memory");
+    uint32_t dim;
+    float *v;
     char *meta = NULL;
-    if ((rc = jvdb_get(db, pos[1], v, &meta))) {
+    if (ctx->remote) {
+        if ((rc = cli_remote_get(ctx, pos[0], pos[1], &v, &dim, &meta))) return rc;
+    } else {
+        dim = jvdb_db_dim(db);
+        if (!(v = malloc(dim * sizeof *v))) return cli_fail("out of memory");
+    }
+    if (!ctx->remote && (rc = jvdb_get(db, pos[1], v, &meta))) {
         free(v);
         return cli_lib_error(rc);
     }
@@ -113,6 +122,7 @@ int cli_stats_main(cli_ctx *ctx, int argc, char **argv)
     jvdb_db *db;
     int npos, rc = cli_parse_db(ctx, &cli_cmd_stats, argc, argv, NULL, pos, &npos, &db);
     if (rc) return rc;
+    if (ctx->remote) return cli_remote_stats(ctx, pos[0]);
     jvdb_stats st;
     if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
     if (ctx->json) return cli_print_json(cli_stats_json(db, &st));

@@ -3,11 +3,13 @@
  * command table, and handing `serve` to the server when this build has one.
  *
  * Every command except `serve` opens the data directory itself through the library, does one thing
- * and exits, so the directory lock is held only for the length of the command.  The environment is
- * closed here, once, whatever the command did, so a final fdatasync always happens.  A command that
+ * and exits, so the directory lock is held only for the length of the command; while `jvdb serve`
+ * holds it, or with --server, the command goes to the server instead (cli_remote.c).  The
+ * environment is closed here, once, whatever the command did, so a final fdatasync always happens.  A command that
  * only reads opens it read-only (cli_ctx.readonly): it changes no file, whatever it finds there.
  */
 #include "cli/cli.h"
+#include "cli/cli_remote.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +53,12 @@ static void cli_print_help(void)
     printf("  %-8s %s\n", "help", "help on a command: jvdb help import");
     printf("\n"
            "Global options (before COMMAND):\n"
-           "  --data DIR     data directory (default: $JVDB_DATA, else ./jvdb-data)\n"
+           "  --data DIR     data directory (default: $JVDB_DATA, else ./jvdb-data); it must exist,\n"
+           "                 except for 'db create', 'backup restore' and with --create\n"
+           "  --create       make the data directory if it does not exist\n"
+           "  --server URL   send the command to the server at URL (default: $JVDB_SERVER); without\n"
+           "                 it, a server running on the data directory is used through its socket\n"
+           "  --api-key KEY  the key for --server (default: $JVDB_API_KEY)\n"
            "  --json         machine-readable output (also accepted after COMMAND)\n"
            "  --help, -h     this help\n"
            "  --version, -V  print the version\n"
@@ -91,6 +98,7 @@ static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
 int main(int argc, char **argv)
 {
     cli_ctx ctx = {0};
+    const char *server = NULL, *api_key = NULL;
     ctx.data_dir = getenv("JVDB_DATA");
     if (!ctx.data_dir || !*ctx.data_dir) ctx.data_dir = "./jvdb-data";
 
@@ -107,6 +115,17 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--json")) {
             ctx.json = true;
+        } else if (!strcmp(a, "--create")) {
+            ctx.create = true;
+        } else if (!strncmp(a, "--server=", 9) || !strcmp(a, "--server")) {
+            if (a[8] == '=') server = a + 9;
+            else if (i + 1 >= argc) return cli_usage_error(NULL, "option '--server' needs a URL");
+            else server = argv[++i];
+            if (!*server) return cli_usage_error(NULL, "--server is empty");
+        } else if (!strncmp(a, "--api-key=", 10) || !strcmp(a, "--api-key")) {
+            if (a[9] == '=') api_key = a + 10;
+            else if (i + 1 >= argc) return cli_usage_error(NULL, "option '--api-key' needs a key");
+            else api_key = argv[++i];
         } else if (!strncmp(a, "--data=", 7)) {
             ctx.data_dir = a + 7;
         } else if (!strcmp(a, "--data")) {
@@ -133,6 +152,11 @@ int main(int argc, char **argv)
 
     int rc;
     const cli_command *c = cli_find_command(name);
+    /* Beside a running server (or with --server) the command goes to the server (cli_remote.c). */
+    if (c && (rc = cli_remote_setup(&ctx, server, api_key, argc - i, argv + i))) {
+        cli_remote_free(&ctx);
+        return rc;
+    }
     if (!strcmp(name, "help"))
         rc = cli_help_command(&ctx, argc - i, argv + i);
     else if (c)
@@ -142,6 +166,7 @@ int main(int argc, char **argv)
     if (rc == CLI_HELP_SHOWN) rc = CLI_EXIT_OK;
 
     jvdb_env_close(ctx.env);
+    cli_remote_free(&ctx);
     /* Output that never reached its destination (full disk, closed pipe) is a failure too. */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         if (rc == CLI_EXIT_OK) rc = cli_fail("cannot write to standard output");

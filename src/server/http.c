@@ -37,6 +37,11 @@
  *  (7) Every request has an id: the client's X-Request-Id when it is a short token
  *      ([A-Za-z0-9._:-]{1,64}), else one made here (unique across restarts); it is echoed in the
  *      X-Request-Id answer header and written in the access log line (a field with --log-format json).
+ *  (8) A second daemon serves the same routes on the unix socket <data>/jvdb.sock (mode 0600, the
+ *      server's user only), so the jvdb CLI can work while the server holds the data directory.
+ *      Whoever can open that socket could open the data directory's files: requests on it are
+ *      admin without a key (docs/CLI.md).  A stale socket left by a crash is replaced at start;
+ *      the socket is removed at a clean stop, before the directory is released.
  */
 #include "server/srv.h"
 
@@ -57,7 +62,9 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define HTTP_LOG_PATH_MAX 512
@@ -75,6 +82,8 @@ enum { HTTP_WAIT_NEW, HTTP_WAIT_NEXT, HTTP_WAIT_LISTS };
 
 struct http_server {
     struct MHD_Daemon *daemon;
+    struct MHD_Daemon *local;        /* the unix-socket daemon (invariant 8), NULL when none */
+    char local_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     atomic_long inflight;            /* requests whose headers arrived and that have not completed */
     pthread_mutex_t mu;
     pthread_cond_t idle;             /* signalled when inflight drops to zero while stopping */
@@ -637,7 +646,10 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
         return 1;
     }
     if (http_preflight(s, conn, call, rs)) return 1;
-    if (auth_check(s, &rq, call->route, rs, call->who)) {
+    const union MHD_ConnectionInfo *d = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+    if (d && s->http->local && d->daemon == s->http->local) {
+        snprintf(call->who, sizeof call->who, "local");   /* invariant 8: the socket's mode is the check */
+    } else if (auth_check(s, &rq, call->route, rs, call->who)) {
         rs->close = 1;   /* the body, if any, is not read */
         return 1;
     }
@@ -997,6 +1009,62 @@ static void http_tls_free_all(void)
 
 /* ---------------------------------------------------------------- start / stop */
 
+/* Invariant 8: binds <data>/jvdb.sock (0600) and serves it with its own daemon, a thread per
+ * connection (a CLI compaction must not hold a pool thread of the TCP port).  A socket that cannot
+ * be made is logged and skipped: the TCP port still serves, and the CLI says to use --server. */
+static void http_start_local(server *s)
+{
+    http_server *h = s->http;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/jvdb.sock", s->cfg.data_dir);
+    if (n < 0 || (size_t)n >= sizeof sa.sun_path) {
+        log_warn("no local socket: '%s/jvdb.sock' is longer than %zu bytes; the CLI needs --server while this "
+                 "server runs", s->cfg.data_dir, sizeof sa.sun_path - 1);
+        return;
+    }
+    struct stat st;
+    if (lstat(sa.sun_path, &st) == 0) {
+        /* We hold the data directory's lock, so a socket here is a dead server's. */
+        if (!S_ISSOCK(st.st_mode)) {
+            log_warn("no local socket: '%s' exists and is not a socket", sa.sun_path);
+            return;
+        }
+        if (unlink(sa.sun_path)) {
+            log_warn("no local socket: cannot remove the stale '%s': %s", sa.sun_path, strerror(errno));
+            return;
+        }
+        log_info("replaced the stale local socket '%s'", sa.sun_path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_warn("no local socket: %s", strerror(errno));
+        return;
+    }
+    /* Linux gives the socket file the mode of the socket's inode (less the umask): 0600 from its
+     * first instant, with no window where another user could connect. */
+    if (fchmod(fd, 0600) || bind(fd, (struct sockaddr *)&sa, sizeof sa) || chmod(sa.sun_path, 0600) ||
+        listen(fd, 64)) {
+        log_warn("no local socket at '%s': %s", sa.sun_path, strerror(errno));
+        close(fd);
+        unlink(sa.sun_path);
+        return;
+    }
+    h->local = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
+        NULL, http_handler, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);
+    if (!h->local) {
+        log_warn("no local socket: libmicrohttpd cannot serve '%s'", sa.sun_path);
+        close(fd);
+        unlink(sa.sun_path);
+        return;
+    }
+    memcpy(h->local_path, sa.sun_path, sizeof sa.sun_path);
+    log_info("local socket %s (admin for the user who can open it; used by the jvdb CLI)", h->local_path);
+}
+
 int http_start(server *s)
 {
     pthread_once(&http_real_once, http_resolve_real);
@@ -1067,6 +1135,7 @@ int http_start(server *s)
         log_error("cannot listen on %s (address in use, or not allowed)", s->cfg.listen);
         return -1;
     }
+    http_start_local(s);
     return 0;
 }
 
@@ -1086,6 +1155,12 @@ void http_stop(server *s)
         /* No new connections; requests already on open connections still run (new ones get 503). */
         MHD_socket ls = MHD_quiesce_daemon(h->daemon);
         if (ls != MHD_INVALID_SOCKET) close(ls);
+        if (h->local) {
+            /* Gone before the lock is released: a CLI started now opens the directory itself. */
+            ls = MHD_quiesce_daemon(h->local);
+            if (ls != MHD_INVALID_SOCKET) close(ls);
+            unlink(h->local_path);
+        }
         struct timespec dl;
         clock_gettime(CLOCK_REALTIME, &dl);
         int64_t end_ns = (int64_t)dl.tv_sec * 1000000000 + dl.tv_nsec + (int64_t)(s->cfg.shutdown_timeout_s * 1e9);
@@ -1102,6 +1177,8 @@ void http_stop(server *s)
         pthread_mutex_unlock(&h->mu);
         MHD_stop_daemon(h->daemon);
         h->daemon = NULL;
+        if (h->local) MHD_stop_daemon(h->local);
+        h->local = NULL;
     }
     if (h->reaper_started) {
         pthread_mutex_lock(&h->conn_mu);

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <errno.h>
 
 /* Descriptors kept free of connections: segments, manifests, backups, logs. */
 #define SERVER_FD_RESERVE 1024
@@ -145,6 +147,10 @@ int server_main(int argc, char **argv, const char *data_dir)
     sigaddset(&stopset, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stopset, NULL);
 
+    struct stat dst;
+    /* Kept from before the CLI refused to create one: a first start on a new host makes it. */
+    if (stat(s->cfg.data_dir, &dst) != 0 && errno == ENOENT)
+        log_info("data directory '%s' does not exist: creating it", s->cfg.data_dir);
     rc = jvdb_env_open(s->cfg.data_dir, &s->env);
     if (rc != JVDB_OK) {
         fprintf(stderr, "jvdb serve: cannot open data directory '%s': %s\n", s->cfg.data_dir, jvdb_errmsg());

@@ -354,6 +354,9 @@ def help_and_usage(e):
     for bad in ("abc", "0", "-1", "inf", "nan", "1s"):
         e.fail(2, "compact", "v", "--max-seconds", bad, contains=f"--max-seconds '{bad}'")
     assert not os.path.exists(e.data), "a usage error must not create the data directory"
+    e.fail(1, "compact", "nosuch", contains="does not exist")
+    assert not os.path.exists(e.data), "a missing data directory must not be created"
+    e.create("v", 2)
     e.fail(1, "compact", "nosuch", contains="nosuch")
 
 

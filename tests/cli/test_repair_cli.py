@@ -124,7 +124,7 @@ def repair_json_lists_what_was_dropped(e):
 
 @test
 def torn_tail_read_only_then_cut_and_kept(e):
-    e.run("db", "create", "t", "--dim", DIM)
+    e.run("db", "create", "t", "--dim", DIM, "--metric", "l2")   # k0 is the zero vector
     for i in range(5):
         e.run("put", "t", f"k{i}", "--vector", ",".join([str(i)] * DIM))
     seg = seg_path(e, "t")
