@@ -996,6 +996,8 @@ int cli_remote_keys_list(cli_ctx *ctx)
     json_t *a;
     int rc = rem_call(ctx, "GET", "/v1/api-keys", NULL, &a);
     if (rc) return rc;
+    /* The REST answer also carries the list under the original's name; the CLI prints its own shape. */
+    json_object_del(a, "apiKeys");
     if (ctx->json) return cli_print_json(a);
     json_t *arr = json_object_get(a, "api_keys"), *k;
     size_t i;

@@ -46,7 +46,7 @@ def tree_digest(root):
 
 @test
 def passes_on_a_good_backup(e):
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e)
     repo = e.path("repo")
     e.run("backup", "create", "docs", "--repo", repo)
@@ -68,7 +68,7 @@ def passes_on_a_good_backup(e):
 
 @test
 def later_writes_are_not_failures(e):
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e)
     repo = e.path("repo")
     e.run("backup", "create", "docs", "--repo", repo)
@@ -83,13 +83,13 @@ def later_writes_are_not_failures(e):
 
 @test
 def fails_when_contents_differ(e):
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e)
     repo = e.path("repo")
     e.run("backup", "create", "docs", "--repo", repo)
     # Same name, same LSNs, other values: what a drill exists to catch.
     e.run("db", "drop", "docs")
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e, seed=3)
     rc, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, "--json", expect=1)
     r = json.loads(out)
@@ -101,7 +101,7 @@ def fails_when_contents_differ(e):
 
 @test
 def fails_on_a_damaged_archive(e):
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e)
     repo = e.path("repo")
     e.run("backup", "create", "docs", "--repo", repo)
@@ -121,7 +121,7 @@ def fails_on_a_damaged_archive(e):
 
 @test
 def errors(e):
-    e.create("docs", DIM)
+    e.create("docs", DIM, "--metric", "l2")
     fill(e, n=20)
     repo = e.path("repo")
     e.run("backup", "create", "docs", "--repo", repo)
