@@ -257,6 +257,10 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
  * index thread does this by itself when idle and at close; this is for tools, backups and tests.
  * JVDB_OK without writing when the graph is still loading or the database is read-only. */
 int jvdb_db_index_save(jvdb_db *db);
+/* Throws the HNSW graph away and builds it again from every live vector, in the background (the
+ * state is REBUILDING until done; searches stay complete, exact meanwhile).  Returns once the rebuild
+ * has begun: jvdb_db_index_wait / jvdb_db_index_status follow it.  Nothing to do for FLAT. */
+int jvdb_db_index_rebuild(jvdb_db *db);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
