@@ -389,6 +389,10 @@ typedef struct jvdb_compact_options {
     int force;                   /* run even when the policy does not ask for it */
     const jvdb_compact_policy *policy;   /* NULL = the database's own */
     const volatile int *cancel;  /* optional: non-zero abandons the run cleanly (JVDB_EBUSY) */
+    /* optional: called from the compacting thread every 1024 records copied, with the records
+     * looked at so far and the live records of the inputs (the server's job progress) */
+    void (*progress)(void *arg, uint64_t done, uint64_t total);
+    void *progress_arg;
 } jvdb_compact_options;
 
 /* Compacts one database while reads and writes go on.  Returns JVDB_OK with stats (trigger NONE and

@@ -1,9 +1,9 @@
 /*
  * jobs.c — the server's background jobs (issue 12): a bounded queue, JOBS_WORKERS job threads, a
- * bounded history, the /v1/jobs routes, and the durable record <data>/server/jobs.json.
+ * bounded history, the /v1/jobs routes, and the durable record <data>/server/jobs.state.
  *
  * Invariants:
- *  (1) Every job the server answered 202 for is in jobs.json before the answer goes out (the file
+ *  (1) Every job the server answered 202 for is in jobs.state before the answer goes out (the file
  *      is replaced whole through fs_replace_file, crash points "server.jobs.before_rename" and
  *      "server.jobs.after_rename"); a job becomes runnable only once its record is durable.  A
  *      job found queued or running at start-up was cut by a restart: it is marked failed with
@@ -146,7 +146,7 @@ static double job_progress_value(const job *j)
 
 /* ---------------------------------------------------------------- the file (invariant 1) */
 
-/* jobs.json as text, from the table (mu held); NULL when out of memory. */
+/* jobs.state as text, from the table (mu held); NULL when out of memory. */
 static char *jobs_dump_locked(jobs_state *js)
 {
     json_t *doc = json_object(), *arr = json_array();
@@ -194,7 +194,7 @@ static char *jobs_dump_locked(jobs_state *js)
     return out;
 }
 
-/* Writes the table to jobs.json (invariant 2).  Returns a JVDB status. */
+/* Writes the table to jobs.state (invariant 2).  Returns a JVDB status. */
 static int jobs_persist(jobs_state *js)
 {
     pthread_mutex_lock(&js->mu);
@@ -225,7 +225,7 @@ static int jobs_name_index(const char *const *names, int n, const char *name)
     return -1;
 }
 
-/* Reads jobs.json; marks the jobs a restart cut (invariant 1).  Returns how many it marked, -1
+/* Reads jobs.state; marks the jobs a restart cut (invariant 1).  Returns how many it marked, -1
  * when the file is unreadable (then set aside, logged). */
 static int jobs_load(jobs_state *js)
 {
@@ -395,7 +395,8 @@ int jobs_init(server *s)
     pthread_mutex_init(&js->file_mu, NULL);
     pthread_cond_init(&js->cv, NULL);
     js->next_seq = 1;
-    js->path = fs_join(s->meta_dir, "jobs.json");
+    /* Not "*.json": those are per-database files (dbmeta_prune drops any whose database is gone). */
+    js->path = fs_join(s->meta_dir, "jobs.state");
     s->jobs = js;
     if (!js->path) return -1;
     int marked = jobs_load(js);
@@ -454,6 +455,8 @@ void job_backup_progress(void *arg, const char *phase, uint64_t done, uint64_t t
     (void)records;
     job_progress(arg, done, total);
 }
+
+void job_compact_progress(void *arg, uint64_t done, uint64_t total) { job_progress(arg, done, total); }
 
 const volatile int *job_cancel_flag(job *j) { return &j->cancel; }
 

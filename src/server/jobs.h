@@ -23,7 +23,7 @@ typedef void (*job_fn)(server *s, job *j, void *arg, http_resp *rs);
 #define JOBS_QUEUE_MAX 16
 #define JOBS_HISTORY 100
 
-/* Loads <data>/server/jobs.json (a job queued or running when the server last stopped is marked
+/* Loads <data>/server/jobs.state (a job queued or running when the server last stopped is marked
  * failed, "interrupted by a restart") and starts the job threads.  0, or -1 after logging. */
 int jobs_init(server *s);
 /* Asks running jobs that can stop to stop, and waits for the job threads (a backup being taken
@@ -48,6 +48,8 @@ const volatile int *job_cancel_flag(job *j);
 void job_set_cancellable(job *j, int yes);
 /* A jvdb_backup_progress_fn reporting into the job given as arg. */
 void job_backup_progress(void *arg, const char *phase, uint64_t done, uint64_t total, uint64_t records);
+/* The compaction's progress hook (jvdb_compact_options.progress) reporting into the job `arg`. */
+void job_compact_progress(void *arg, uint64_t done, uint64_t total);
 
 /* GET /v1/jobs, GET /v1/jobs/{jobId}, DELETE /v1/jobs/{jobId}. */
 void route_jobs_list(server *s, http_req *rq, http_resp *rs);

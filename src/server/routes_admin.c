@@ -346,6 +346,10 @@ static void compact_exec(server *s, const char *name_in, jvdb_compact_options o,
     jvdb_db *db = route_db_acquire(s, name_in, rs);
     if (!db) return;
     o.cancel = j ? job_cancel_flag(j) : &s->cancel;
+    if (j) {
+        o.progress = job_compact_progress;
+        o.progress_arg = j;
+    }
     jvdb_compact_stats st;
     memset(&st, 0, sizeof st);
     char reason[256] = "";

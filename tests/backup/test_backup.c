@@ -318,7 +318,7 @@ static void chain_run(struct fx *f, int compact)
         }
         if (p == 1 && !m.ver[victim]) m_put(db, &m, victim, 5);
         if (compact) {
-            jvdb_compact_options co = {1, 1, NULL, NULL};
+            jvdb_compact_options co = {.full = 1, .force = 1};
             jvdb_compact_stats cs;
             assert_ok(jvdb_compact(db, &co, &cs));
         }
