@@ -334,32 +334,46 @@ def restart_marks_cut_jobs():
 
 @test
 def crash_points_of_the_job_file():
-    """A crash before the rename loses only a job nobody was told about; after it, the job is there."""
-    for point, kept in (("server.jobs.before_rename", False), ("server.jobs.after_rename", True)):
+    """The server dies at each write of jobs.state (queued, running, ended): after a restart every job
+    it answered 202 for is listed, none is left queued or running, and a cut one says so."""
+    points = ["server.jobs.before_rename", "server.jobs.after_rename", "server.jobs.before_rename:2",
+              "server.jobs.after_rename:2", "server.jobs.before_rename:3", "server.jobs.after_rename:3"]
+    for point in points:
         s = Server(env=dict(os.environ, JVDB_CRASH_AT=point))
         try:
             s.start()
             c = s.client()
             mkdb(c, "a", dim=4)
+            expect(c.post("/v1/databases/a/vectors", {"id": "x", "values": [1, 2, 3, 4]}), 201)
+            acked = None
             try:
-                r = c.post("/v1/databases/a/compact", {"async": True}, retry=False)
-                raise AssertionError("the server answered %r past the crash point %s" % (r, point))
-            except (ConnectionError, OSError, Exception) as e:   # the connection died with the process
-                if isinstance(e, AssertionError):
-                    raise
-            s.proc.wait(30)
+                r = c.post("/v1/databases/a/compact", {"async": True, "force": True}, retry=False)
+                acked = expect(r, 202)["jobId"]
+            except (ConnectionError, OSError):
+                pass   # the connection died with the process
+            try:
+                s.proc.wait(30)
+            except Exception:
+                raise AssertionError("%s: the server did not reach its crash point; log:\n%s" % (point, s.log()[-3000:]))
             s.stop(expect=None)
             s.env.pop("JVDB_CRASH_AT")
             s.start()
             c = s.client()
             jobs = expect(c.get("/v1/jobs"), 200)["jobs"]
-            if kept:
-                assert len(jobs) == 1 and jobs[0]["status"] == "failed", jobs
-                assert jobs[0]["error"]["code"] == "INTERRUPTED" and "before it started" in jobs[0]["error"]["message"]
-            else:
-                assert jobs == [], jobs
+            if acked:
+                assert [j["jobId"] for j in jobs] == [acked], (point, acked, jobs)
+            assert len(jobs) <= 1, (point, jobs)
+            if point == "server.jobs.before_rename":
+                assert jobs == [] and acked is None, (point, jobs)   # nobody was told of a job
+            for j in jobs:
+                if point.endswith(":3") and point.startswith("server.jobs.after"):
+                    assert j["status"] == "succeeded", (point, j)
+                elif j["status"] != "succeeded":
+                    assert j["status"] == "failed" and j["error"]["code"] == "INTERRUPTED", (point, j)
+                    assert "interrupted by a restart" in j["error"]["message"], (point, j)
+            assert expect(c.get("/v1/databases/a/vectors/x"), 200)["values"] == [1, 2, 3, 4]
             nxt = submit(c, "/v1/databases/a/compact")
-            assert wait_job(c, nxt)["status"] == "succeeded"
+            assert nxt not in [j["jobId"] for j in jobs] and wait_job(c, nxt)["status"] == "succeeded"
             s.stop()
         finally:
             s.cleanup()
