@@ -128,6 +128,7 @@ static int jobs_append(jobs_state *js, job *j)
     return 0;
 }
 
+/* The job with this id (mu held), or NULL. */
 static job *jobs_find(jobs_state *js, const char *id)
 {
     for (size_t i = 0; i < js->n; i++)

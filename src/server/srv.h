@@ -7,6 +7,7 @@
  * route_dispatch() (routes.c), which finds the route, checks the API key (auth.c) and calls a
  * route_* function in routes_db.c / routes_vectors.c / routes_search.c / routes_admin.c.  Routes
  * talk to the library only through jvdb.h, write their answers with jsonio.h, and never touch MHD.
+ * Long operations asked for with {"async": true} run the same route code on a job thread (jobs.c).
  */
 #ifndef JVDB_SERVER_SRV_H
 #define JVDB_SERVER_SRV_H
