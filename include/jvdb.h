@@ -519,6 +519,9 @@ typedef struct jvdb_backup_options {
     /* Leave the HNSW graph out (it is carried by default, as the object index.hnsw beside the data,
      * by filesystem repositories; restore installs it so the database answers without a rebuild). */
     int no_index;
+    /* optional: non-zero stops the backup cleanly (JVDB_EBUSY "... was cancelled"): what was staged is
+     * removed and the repository is as it was; polled at every record and before the commit */
+    const volatile int *cancel;
 } jvdb_backup_options;
 
 void jvdb_backup_options_init(jvdb_backup_options *o);

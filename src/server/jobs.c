@@ -14,7 +14,8 @@
  *  (3) Jobs that use the backup repository run one at a time, and so do jobs on one database; the
  *      job threads pick the oldest queued job that conflicts with no running one.
  *  (4) A running job is cancelled only through the flag its operation polls, and only while it
- *      said it can stop cleanly (compaction); anything else answers 409 and runs to its end.
+ *      said it can stop cleanly (compaction, backup create); anything else answers 409 and runs to
+ *      its end.
  */
 #include "server/jobs.h"
 
@@ -337,7 +338,7 @@ static void jobs_finish_locked(job *j, http_resp *rs)
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) {
         if (j->cancel_user) {
             j->status = JOB_CANCELLED;
-            job_set_error(j, "CANCELLED", "cancelled by DELETE /v1/jobs; nothing was changed", 409);
+            job_set_error(j, "CANCELLED", "cancelled by DELETE /v1/jobs while it ran; it stopped cleanly and nothing was changed", 409);
         } else {
             j->status = JOB_FAILED;
             job_set_error(j, "INTERRUPTED", "interrupted by a restart of the server (the server stopped while it ran; "

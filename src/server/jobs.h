@@ -42,7 +42,7 @@ void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, 
 /* From the job's own thread. */
 /* Progress: done of total (ignored when total is 0); shown as 0..1, 1 only once finished. */
 void job_progress(job *j, uint64_t done, uint64_t total);
-/* The flag a cancellable operation polls (compaction): set by DELETE /v1/jobs/ID or a stop. */
+/* The flag a cancellable operation polls (compaction, backup): set by DELETE /v1/jobs/ID or a stop. */
 const volatile int *job_cancel_flag(job *j);
 /* Marks whether DELETE may stop the job now (it polls job_cancel_flag). */
 void job_set_cancellable(job *j, int yes);

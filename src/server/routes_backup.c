@@ -378,9 +378,12 @@ static void backup_create_exec(server *s, struct backup_req *b, job *j, http_res
     if (j) {
         o.progress = job_backup_progress;
         o.progress_arg = j;
+        o.cancel = job_cancel_flag(j);
+        job_set_cancellable(j, 1);   /* the library stops cleanly: nothing reaches the repository */
     }
     jvdb_backup_info info;
     int rc = backup_run_mode(s, b->name, &o, &info, j ? "job" : "api", j != NULL);   /* holds the database itself */
+    if (j) job_set_cancellable(j, 0);
     if (rc == BACKUP_REPO_BUSY) backup_busy(rs);
     else if (rc != JVDB_OK) http_lib_error(rs, rc);
     else route_reply_backup(rs, 201, &info);
