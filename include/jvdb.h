@@ -305,6 +305,10 @@ JVDB_API int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
  * index thread does this by itself when idle and at close; this is for tools, backups and tests.
  * JVDB_OK without writing when the graph is still loading or the database is read-only. */
 JVDB_API int jvdb_db_index_save(jvdb_db *db);
+/* Throws the HNSW graph away and builds it again from every live vector, in the background (the
+ * state is REBUILDING until done; searches stay complete, exact meanwhile).  Returns once the rebuild
+ * has begun: jvdb_db_index_wait / jvdb_db_index_status follow it.  Nothing to do for FLAT. */
+JVDB_API int jvdb_db_index_rebuild(jvdb_db *db);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 JVDB_API int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 JVDB_API void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);
@@ -433,6 +437,10 @@ typedef struct jvdb_compact_options {
     int force;                   /* run even when the policy does not ask for it */
     const jvdb_compact_policy *policy;   /* NULL = the database's own */
     const volatile int *cancel;  /* optional: non-zero abandons the run cleanly (JVDB_EBUSY) */
+    /* optional: called from the compacting thread every 1024 records copied, with the records
+     * looked at so far and the live records of the inputs (the server's job progress) */
+    void (*progress)(void *arg, uint64_t done, uint64_t total);
+    void *progress_arg;
 } jvdb_compact_options;
 
 /* Compacts one database while reads and writes go on.  Returns JVDB_OK with stats (trigger NONE and
@@ -559,6 +567,9 @@ typedef struct jvdb_backup_options {
     /* Leave the HNSW graph out (it is carried by default, as the object index.hnsw beside the data,
      * by filesystem repositories; restore installs it so the database answers without a rebuild). */
     int no_index;
+    /* optional: non-zero stops the backup cleanly (JVDB_EBUSY "... was cancelled"): what was staged is
+     * removed and the repository is as it was; polled at every record and before the commit */
+    const volatile int *cancel;
 } jvdb_backup_options;
 
 JVDB_API void jvdb_backup_options_init(jvdb_backup_options *o);

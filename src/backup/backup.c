@@ -788,6 +788,10 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
                          r->seg->path, (unsigned long long)r->offset, why);
             goto fail;
         }
+        if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) {
+            rc = err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", what);
+            goto fail;
+        }
         if (((const struct rec_header *)p)->kind == REC_KIND_PUT) m.put_count++;
         else m.delete_count++;
         if ((rc = archive_writer_add(w, p, r->len))) goto fail;
@@ -805,6 +809,11 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     char *meta;
     size_t meta_len;
     if ((rc = meta_serialize(&m, &settings, &meta, &meta_len))) goto fail;
+    if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) {   /* the last moment it can stop */
+        free(meta);
+        rc = err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", what);
+        goto fail;
+    }
     rc = stage->commit(stage, meta, meta_len);
     free(meta);
     if (rc) goto fail;

@@ -211,6 +211,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
             continue;
         }
         if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) goto fail;
+        if ((i & 1023) == 0 && opts->progress) opts->progress(opts->progress_arg, i, nrecs);
         if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > segment_max) {
             writing = 0;
             if ((rc = outputs_finish(&out, &w))) goto fail;

@@ -176,7 +176,7 @@ static void service_run_job(jvdb_compactor *c, const struct job *job)
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db)
 {
     if (db_is_dropping(db)) return;
-    jvdb_compact_options o = {job->full, job->forced, service_policy(c, db), &c->cancel};
+    jvdb_compact_options o = {.full = job->full, .force = job->forced, .policy = service_policy(c, db), .cancel = &c->cancel};
     jvdb_compact_trigger why;
     if (!job->forced && !jvdb_needs_compaction(db, o.policy, &why, NULL, 0)) return;
     if (!compact_claim(db)) {

@@ -723,6 +723,21 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     return rc;
 }
 
+int jvdb_db_index_rebuild(jvdb_db *db)
+{
+    err_clear();
+    struct search_index *ix = NULL;
+    int rc = index_get(db, &ix);
+    if (rc) return rc;
+    pthread_rwlock_wrlock(&ix->lock);
+    if (ix->opts.type == JVDB_INDEX_HNSW) {
+        struct reset_arg ra = {ix, "rebuild requested"};
+        rc = db_as_writer(db, index_reset_graph_cb, &ra);
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
 int jvdb_db_index_save(jvdb_db *db)
 {
     err_clear();

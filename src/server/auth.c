@@ -12,6 +12,7 @@
  *      route missing from it needs admin, so a route added later is closed until someone decides.
  *  (3) A key limited to databases may only use routes on one of them (/v1/databases/{id}/...);
  *      routes over every database (lists, /status, /metrics, keys, shutdown) need an unlimited key.
+ *      The database list and the job routes are open to it, filtered to its databases.
  *  (4) The key set a request is checked against is a snapshot swapped under a write lock that is
  *      never held across I/O: the file is read first, then swapped in.  It is re-read when a REST
  *      route changes it, on SIGHUP, and when its stat (inode, size, mtime) changes, looked at most
@@ -256,7 +257,9 @@ static int auth_key_allows(const key_entry *e, const http_req *rq, int route, ke
     char name[3 * JVDB_MAX_NAME_LEN + 1];   /* the longest escaped form of a valid name */
     const char *db = auth_route_db(route, rq->path, name, sizeof name);
     /* No route (404/405 follows) or the database list (filtered): no database to check. */
-    int nodb = route >= route_count() || (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET"));
+    /* The job routes filter too (jobs.c): a limited key sees its own databases' jobs. */
+    int nodb = route >= route_count() || (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET")) ||
+               !strncmp(route_label(route), "/v1/jobs", 8);
     if (!nodb && !keys_allows_db(e, db)) {
         if (db)
             http_error(rs, 403, "FORBIDDEN", "API key %s is limited to other databases than '%s'", e->id, db);

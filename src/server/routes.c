@@ -20,6 +20,7 @@
  * before the route runs (400, never cut short), and every body is checked against the fields its
  * route knows (400 naming an unknown field); routes that take no body accept only an empty one.
  */
+#include "server/jobs.h"
 #include "server/srv.h"
 
 #include "store/db.h"
@@ -50,6 +51,7 @@ static const route_def route_table[] = {
     {"DELETE", "/v1/databases/{id}", route_db_delete, 0},
     {"GET", "/v1/databases/{id}/stats", route_db_stats, 0},
     {"POST", "/v1/databases/{id}/compact", route_db_compact, 1},
+    {"POST", "/v1/databases/{id}/index/rebuild", route_index_rebuild, 1},
     {"POST", "/v1/databases/{id}/search", route_search, 1},
     {"POST", "/v1/databases/{id}/search/advanced", route_search, 1},
     {"POST", "/v1/databases/{id}/search/batch", route_search_batch, 1},
@@ -64,7 +66,7 @@ static const route_def route_table[] = {
     {"GET", "/v1/backups/schedule", route_backup_schedule, 0},   /* before {bid}: first match wins */
     {"GET", "/v1/backups/{bid}", route_backup_show, 0},
     {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
-    {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 0},
+    {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 1},
     {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
     {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
     {"GET", "/v1/databases/{id}/vectors", route_vec_list, 0},
@@ -78,6 +80,9 @@ static const route_def route_table[] = {
     {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
     {"PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1},
     {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
+    {"GET", "/v1/jobs", route_jobs_list, 0},
+    {"GET", "/v1/jobs/{jid}", route_job_get, 0},
+    {"DELETE", "/v1/jobs/{jid}", route_job_cancel, 0},
     {"POST", "/v1/api-keys", route_keys_create, 1},
     {"GET", "/v1/api-keys", route_keys_list, 0},
     {"DELETE", "/v1/api-keys/{key_id}", route_keys_delete, 0},

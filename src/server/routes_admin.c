@@ -4,10 +4,13 @@
  * state.
  *
  * Compactions asked for over HTTP run on the request's thread through jvdb_compact() (the caller
- * gets the result when it is done) with the server's cancel flag, so a stop abandons them cleanly.
+ * gets the result when it is done) with the server's cancel flag, so a stop abandons them cleanly;
+ * with {"async": true} the same code runs as a job (jobs.c) with the job's cancel flag.  Index
+ * rebuilds (POST .../index/rebuild) work the same way.
  * The background service keeps its own totals; this file keeps the same totals for API runs
  * (compact_log) and every report adds the two.  The library logs each finished compaction.
  */
+#include "server/jobs.h"
 #include "server/srv.h"
 
 #include "core/clock.h"
@@ -340,28 +343,31 @@ void route_db_stats(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_db_compact(server *s, http_req *rq, http_resp *rs)
+/* What one compaction needs, asked for now or as a job. */
+struct compact_req {
+    char name[JVDB_MAX_NAME_LEN + 1];
+    jvdb_compact_options o;
+};
+
+/* Compacts database `name` and writes the answer; j is the job running it (NULL: the request's
+ * own thread, cancelled by a stop). */
+static void compact_exec(server *s, const char *name_in, jvdb_compact_options o, job *j, http_resp *rs)
 {
-    static const char *const fields[] = {"force", "full", NULL};
-    json_t *body = route_body_opt(s, rq, rs, fields);
-    if (!body) return;
-    char err[256];
-    jvdb_compact_options o = {0};
-    if (jr_bool(body, "force", &o.force, err, sizeof err) < 0 || jr_bool(body, "full", &o.full, err, sizeof err) < 0) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(body);
-        return;
-    }
-    json_decref(body);
-    jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
+    jvdb_db *db = route_db_acquire(s, name_in, rs);
     if (!db) return;
-    o.cancel = &s->cancel;
+    o.cancel = j ? job_cancel_flag(j) : &s->cancel;
+    if (j) {
+        o.progress = job_compact_progress;
+        o.progress_arg = j;
+    }
     jvdb_compact_stats st;
     memset(&st, 0, sizeof st);
     char reason[256] = "";
     jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
     jvdb_needs_compaction(db, NULL, &why, reason, sizeof reason);
+    if (j) job_set_cancellable(j, 1);   /* jvdb_compact polls the flag and stops cleanly */
     int rc = jvdb_compact(db, &o, &st);
+    if (j) job_set_cancellable(j, 0);
     const char *name = jvdb_db_name(db);
     if (rc == JVDB_OK && st.trigger != JVDB_TRIGGER_NONE) {
         compact_log_record(s, name, &st, 0);
@@ -369,9 +375,10 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
         compact_log_record(s, name, &st, 1);
         log_warn("compaction of '%s' requested over HTTP failed: %s", name, jvdb_errmsg());
     }
-    if (rc == JVDB_EBUSY && __atomic_load_n(&s->cancel, __ATOMIC_RELAXED)) {
+    if (rc == JVDB_EBUSY && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) {
         route_db_release(s, db);
-        http_error(rs, 503, "SHUTTING_DOWN", "compaction of '%s' abandoned: the server is shutting down", rq->params[0]);
+        if (j) http_error(rs, 409, "CANCELLED", "compaction of '%s' cancelled; nothing was changed", name_in);
+        else http_error(rs, 503, "SHUTTING_DOWN", "compaction of '%s' abandoned: the server is shutting down", name_in);
         return;
     }
     if (rc != JVDB_OK) {
@@ -395,6 +402,127 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
     jw_obj_end(&w);
     route_db_release(s, db);
     http_reply_json(rs, 200, &w);
+}
+
+/* A compaction job's work. */
+static void compact_job(server *s, job *j, void *arg, http_resp *rs)
+{
+    struct compact_req *c = arg;
+    compact_exec(s, c->name, c->o, j, rs);
+}
+
+/* 0 when database `name` exists now (a job for it may be queued), else -1 after answering. */
+static int route_db_exists(server *s, const char *name, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, name, rs);
+    if (!db) return -1;
+    route_db_release(s, db);
+    return 0;
+}
+
+void route_db_compact(server *s, http_req *rq, http_resp *rs)
+{
+    static const char *const fields[] = {"force", "full", "async", NULL};
+    json_t *body = route_body_opt(s, rq, rs, fields);
+    if (!body) return;
+    char err[256];
+    jvdb_compact_options o = {0};
+    int async = 0;
+    if (jr_bool(body, "force", &o.force, err, sizeof err) < 0 || jr_bool(body, "full", &o.full, err, sizeof err) < 0 ||
+        jr_bool(body, "async", &async, err, sizeof err) < 0) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        json_decref(body);
+        return;
+    }
+    json_decref(body);
+    if (!async) {
+        compact_exec(s, rq->params[0], o, NULL, rs);
+        return;
+    }
+    if (route_db_exists(s, rq->params[0], rs)) return;
+    struct compact_req *c = calloc(1, sizeof *c);
+    if (!c) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        return;
+    }
+    snprintf(c->name, sizeof c->name, "%s", rq->params[0]);
+    c->o = o;
+    jobs_submit(s, rs, JOB_COMPACT, c->name, 0, compact_job, c, free);
+}
+
+/* Rebuilds the HNSW graph of `name` and waits for it; j is the job running it (NULL: the request's
+ * thread).  A stop ends the wait (the rebuild itself belongs to the database and goes on). */
+static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
+{
+    jvdb_db *db = route_db_acquire(s, name, rs);
+    if (!db) return;
+    int64_t t0 = clock_mono_ns();
+    jvdb_index_options io;
+    jvdb_db_get_index(db, &io);
+    int rc = jvdb_db_index_rebuild(db);
+    while (rc == JVDB_OK) {
+        rc = jvdb_db_index_wait(db, 200);
+        if (rc != JVDB_EBUSY) break;
+        rc = JVDB_OK;
+        jvdb_index_status ix;
+        if (j && jvdb_db_index_status(db, &ix) == JVDB_OK) job_progress(j, ix.nodes, ix.nodes + ix.pending);
+        if (atomic_load(&s->stopping)) {
+            route_db_release(s, db);
+            http_error(rs, 503, "INTERRUPTED",
+                       "interrupted by a restart of the server: the index of '%s' is rebuilt again when it opens", name);
+            return;
+        }
+    }
+    if (rc != JVDB_OK) {
+        http_lib_error(rs, rc);
+        route_db_release(s, db);
+        return;
+    }
+    jvdb_index_status ix;
+    memset(&ix, 0, sizeof ix);
+    jvdb_db_index_status(db, &ix);
+    jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "databaseId", jvdb_db_name(db));
+    jw_kstr(&w, "type", io.type == JVDB_INDEX_FLAT ? "FLAT" : "HNSW");
+    jw_kbool(&w, "rebuilt", io.type == JVDB_INDEX_HNSW);
+    if (io.type != JVDB_INDEX_HNSW) jw_kstr(&w, "reason", "the index is FLAT (exact scan): there is no graph to rebuild");
+    jw_kuint(&w, "nodes", ix.nodes);
+    jw_kstr(&w, "state", jvdb_index_state_name(ix.state));
+    jw_kdouble(&w, "seconds", (double)(clock_mono_ns() - t0) / 1e9);
+    jw_obj_end(&w);
+    route_db_release(s, db);
+    http_reply_json(rs, 200, &w);
+}
+
+/* An index rebuild job's work (arg: the database name). */
+static void rebuild_job(server *s, job *j, void *arg, http_resp *rs) { rebuild_exec(s, arg, j, rs); }
+
+void route_index_rebuild(server *s, http_req *rq, http_resp *rs)
+{
+    static const char *const fields[] = {"async", NULL};
+    json_t *body = route_body_opt(s, rq, rs, fields);
+    if (!body) return;
+    char err[256];
+    int async = 0;
+    int bad = jr_bool(body, "async", &async, err, sizeof err) < 0;
+    json_decref(body);
+    if (bad) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        return;
+    }
+    if (!async) {
+        rebuild_exec(s, rq->params[0], NULL, rs);
+        return;
+    }
+    if (route_db_exists(s, rq->params[0], rs)) return;
+    char *name = strdup(rq->params[0]);
+    if (!name) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        return;
+    }
+    jobs_submit(s, rs, JOB_REBUILD, name, 0, rebuild_job, name, free);
 }
 
 void route_compaction(server *s, http_req *rq, http_resp *rs)

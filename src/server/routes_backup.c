@@ -7,7 +7,10 @@
  * and every operation that reads a whole chain or changes the repository (create, delete, prune,
  * verify, restore) runs under one mutex: chains are computed from what is in the repository, so
  * two of them at once could pick the same parent or delete what the other is reading.  Listing and
- * showing only read metadata that appears by an atomic rename, so they do not wait.
+ * showing only read metadata that appears by an atomic rename, so they do not wait.  A request
+ * never waits for that mutex behind another operation's I/O: it answers 409 REPOSITORY_BUSY at
+ * once; with {"async": true} the operation becomes a job (jobs.c) whose thread waits instead, and
+ * jobs on the repository run one at a time.
  *
  * A restore that replaces a database goes through the library's replace path, which marks that
  * one database and waits for the requests holding it (routes.c); no server-wide lock is taken.
@@ -17,6 +20,7 @@
  * The configured repository is not created at start-up: until the first backup creates it, the
  * read-only routes answer 404 "repository ... does not exist", like the CLI.
  */
+#include "server/jobs.h"
 #include "server/srv.h"
 
 #include "core/clock.h"
@@ -191,7 +195,36 @@ size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], bac
     return n;
 }
 
+/* backup_run's answer when the repository is busy and the caller would not wait (not a JVDB code). */
+#define BACKUP_REPO_BUSY 1
+
+/* Takes the repository mutex: waits when `wait`, else returns -1 at once when someone holds it. */
+static int backup_repo_lock(server *s, int wait)
+{
+    if (wait) return pthread_mutex_lock(&s->backups->repo_mu) ? -1 : 0;
+    return pthread_mutex_trylock(&s->backups->repo_mu) ? -1 : 0;
+}
+
+/* The 409 a request gets instead of waiting behind another repository operation. */
+static void backup_busy(http_resp *rs)
+{
+    rs->retry_after_s = 1;
+    http_error(rs, 409, "REPOSITORY_BUSY",
+               "the backup repository is busy with another backup, verify, restore or delete; try again when it is "
+               "done, or send {\"async\": true} to queue this one as a job");
+}
+
+/* backup_run, waiting for the repository or not (BACKUP_REPO_BUSY). */
+static int backup_run_mode(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
+                           const char *origin, int wait);
+
 int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info, const char *origin)
+{
+    return backup_run_mode(s, name, opts, info, origin, 1);
+}
+
+static int backup_run_mode(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
+                           const char *origin, int wait)
 {
     memset(info, 0, sizeof *info);
     /* The backup carries the database's description with its settings, so a restore brings it back. */
@@ -202,7 +235,10 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvd
     dbmeta_load(s, name, &dm);
     pthread_mutex_unlock(&s->meta_mu);
     bo.database_description = dm.description;
-    pthread_mutex_lock(&s->backups->repo_mu);
+    if (backup_repo_lock(s, wait)) {
+        dbmeta_free(&dm);
+        return BACKUP_REPO_BUSY;
+    }
     jvdb_db *db = NULL;
     int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
     if (rc != JVDB_OK) {                   /* no such database (or being dropped): not a failed backup */
@@ -327,37 +363,92 @@ static void route_reply_backup(http_resp *rs, int status, const jvdb_backup_info
 
 /* ---------------------------------------------------------------- routes */
 
+/* What one backup needs, asked for now or as a job (the strings are copies). */
+struct backup_req {
+    char name[JVDB_MAX_NAME_LEN + 1];
+    jvdb_backup_options o;
+    char *description;
+};
+
+/* Frees a backup_req. */
+static void backup_req_free(void *arg)
+{
+    struct backup_req *b = arg;
+    if (!b) return;
+    free(b->description);
+    free(b);
+}
+
+/* Takes one backup and writes the answer; j is the job running it (NULL: the request's thread,
+ * which answers REPOSITORY_BUSY rather than wait). */
+static void backup_create_exec(server *s, struct backup_req *b, job *j, http_resp *rs)
+{
+    jvdb_backup_options o = b->o;
+    o.description = b->description;
+    if (j) {
+        o.progress = job_backup_progress;
+        o.progress_arg = j;
+        o.cancel = job_cancel_flag(j);
+        job_set_cancellable(j, 1);   /* the library stops cleanly: nothing reaches the repository */
+    }
+    jvdb_backup_info info;
+    int rc = backup_run_mode(s, b->name, &o, &info, j ? "job" : "api", j != NULL);   /* holds the database itself */
+    if (j) job_set_cancellable(j, 0);
+    if (rc == BACKUP_REPO_BUSY) backup_busy(rs);
+    else if (rc != JVDB_OK) http_lib_error(rs, rc);
+    else route_reply_backup(rs, 201, &info);
+}
+
+/* A backup job's work. */
+static void backup_create_job(server *s, job *j, void *arg, http_resp *rs) { backup_create_exec(s, arg, j, rs); }
+
 void route_backup_create(server *s, http_req *rq, http_resp *rs)
 {
     if (!s->cfg.backup_repo) {
         backup_open(s, rs);
         return;
     }
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"type", "description", "compressionLevel", NULL});
+    json_t *body =
+        route_body_opt(s, rq, rs, (const char *const[]){"type", "description", "compressionLevel", "async", NULL});
     if (!body) return;
     char err[512];
-    jvdb_backup_options o;
-    jvdb_backup_options_init(&o);
+    struct backup_req *b = calloc(1, sizeof *b);
+    if (!b) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        json_decref(body);
+        return;
+    }
+    jvdb_backup_options_init(&b->o);
     const char *type = NULL, *desc = NULL;
     uint64_t level = 0;
-    int r;
+    int r, async = 0;
     if (jr_string(body, "type", &type, err, sizeof err) < 0 || jr_string(body, "description", &desc, err, sizeof err) < 0 ||
-        (r = jr_uint(body, "compressionLevel", 1, 19, &level, err, sizeof err)) < 0) {
+        (r = jr_uint(body, "compressionLevel", 1, 19, &level, err, sizeof err)) < 0 ||
+        jr_bool(body, "async", &async, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(body);
-        return;
+        goto out;
     }
-    if (type && jvdb_backup_type_parse(type, &o.type) != JVDB_OK) {
+    if (type && jvdb_backup_type_parse(type, &b->o.type) != JVDB_OK) {
         http_error(rs, 400, "INVALID_ARGUMENT", "type '%s' is not one of full, incremental, differential", type);
-        json_decref(body);
-        return;
+        goto out;
     }
-    if (level) o.level = (int)level;
-    o.description = desc;
-    jvdb_backup_info info;
-    int rc = backup_run(s, rq->params[0], &o, &info, "api");   /* holds the database itself */
-    if (rc != JVDB_OK) http_lib_error(rs, rc);
-    else route_reply_backup(rs, 201, &info);
+    if (level) b->o.level = (int)level;
+    snprintf(b->name, sizeof b->name, "%s", rq->params[0]);
+    if (desc && !(b->description = strdup(desc))) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        goto out;
+    }
+    if (!async) {
+        backup_create_exec(s, b, NULL, rs);
+        goto out;
+    }
+    jvdb_db *db = route_db_acquire(s, b->name, rs);   /* 404 now rather than a failed job */
+    if (!db) goto out;
+    route_db_release(s, db);
+    jobs_submit(s, rs, JOB_BACKUP, b->name, 1, backup_create_job, b, backup_req_free);
+    b = NULL;
+out:
+    backup_req_free(b);
     json_decref(body);
 }
 
@@ -410,7 +501,10 @@ void route_backup_delete(server *s, http_req *rq, http_resp *rs)
 {
     int cascade = 0;
     if (route_query_bool(rq, rs, "cascade", &cascade) < 0) return;
-    pthread_mutex_lock(&s->backups->repo_mu);
+    if (backup_repo_lock(s, 0)) {
+        backup_busy(rs);
+        return;
+    }
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) {
         pthread_mutex_unlock(&s->backups->repo_mu);
@@ -441,22 +535,27 @@ void route_backup_delete(server *s, http_req *rq, http_resp *rs)
     pthread_mutex_unlock(&s->backups->repo_mu);
 }
 
-void route_backup_verify(server *s, http_req *rq, http_resp *rs)
+/* Verifies backup `id` and writes the answer; j is the job running it (NULL: the request's thread,
+ * which answers REPOSITORY_BUSY rather than wait). */
+static void verify_exec(server *s, const char *id, job *j, http_resp *rs)
 {
-    pthread_mutex_lock(&s->backups->repo_mu);
+    if (backup_repo_lock(s, j != NULL)) {
+        backup_busy(rs);
+        return;
+    }
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) {
         pthread_mutex_unlock(&s->backups->repo_mu);
         return;
     }
     int64_t t0 = clock_mono_ns();
-    int rc = jvdb_backup_verify(repo, rq->params[0], NULL, NULL);
+    int rc = jvdb_backup_verify(repo, id, j ? job_backup_progress : NULL, j);
     double secs = (double)(clock_mono_ns() - t0) / 1e9;
     jvdb_backup_info info;
     memset(&info, 0, sizeof info);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
-    if (rc == JVDB_OK || rc == JVDB_ECORRUPT) jvdb_backup_show(repo, rq->params[0], &info);
+    if (rc == JVDB_OK || rc == JVDB_ECORRUPT) jvdb_backup_show(repo, id, &info);
     jvdb_repo_close(repo);
     pthread_mutex_unlock(&s->backups->repo_mu);
     if (rc != JVDB_OK && rc != JVDB_ECORRUPT) {
@@ -464,12 +563,12 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
         return;
     }
     /* A corrupt backup is a successful verification with a bad result: 200, valid false. */
-    if (rc == JVDB_OK) log_info("verified backup %s: chain of %u, %.3f s", rq->params[0], info.chain_length, secs);
-    else log_warn("backup %s failed verification: %s", rq->params[0], msg);
+    if (rc == JVDB_OK) log_info("verified backup %s: chain of %u, %.3f s", id, info.chain_length, secs);
+    else log_warn("backup %s failed verification: %s", id, msg);
     jw w;
     jw_init(&w);
     jw_obj(&w);
-    jw_kstr(&w, "backupId", rq->params[0]);
+    jw_kstr(&w, "backupId", id);
     jw_kbool(&w, "valid", rc == JVDB_OK);
     if (rc == JVDB_OK) jw_kuint(&w, "chainLength", info.chain_length);
     else jw_kstr(&w, "message", msg);
@@ -478,16 +577,62 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
+/* A verify job's work (arg: the backup id). */
+static void verify_job(server *s, job *j, void *arg, http_resp *rs) { verify_exec(s, arg, j, rs); }
+
+/* The backup `id` as the repository lists it (the database a job on it is about), or -1 after
+ * answering (no repository, no such backup). */
+static int backup_lookup(server *s, const char *id, jvdb_backup_info *info, http_resp *rs)
+{
+    jvdb_repo *repo = backup_open(s, rs);
+    if (!repo) return -1;
+    int rc = jvdb_backup_show(repo, id, info);
+    if (rc != JVDB_OK) http_lib_error(rs, rc);
+    jvdb_repo_close(repo);
+    return rc == JVDB_OK ? 0 : -1;
+}
+
+void route_backup_verify(server *s, http_req *rq, http_resp *rs)
+{
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"async", NULL});
+    if (!body) return;
+    char err[512];
+    int async = 0;
+    int bad = jr_bool(body, "async", &async, err, sizeof err) < 0;
+    json_decref(body);
+    if (bad) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        return;
+    }
+    if (!async) {
+        verify_exec(s, rq->params[0], NULL, rs);
+        return;
+    }
+    jvdb_backup_info info;
+    if (backup_lookup(s, rq->params[0], &info, rs)) return;
+    char *id = strdup(rq->params[0]);
+    if (!id) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        return;
+    }
+    jobs_submit(s, rs, JOB_VERIFY, info.database, 1, verify_job, id, free);
+}
+
 /* The restore itself, repository lock held.  The answer is built from what the library did
  * (jvdb_restore_result), never from what the request asked for; the restored database is held by
  * name for the answer, so a drop meanwhile waits for it. */
-static void route_backup_restore_run(server *s, http_req *rq, http_resp *rs, jvdb_repo *repo, const char *target, int force)
+static void route_backup_restore_run(server *s, const char *id, http_resp *rs, jvdb_repo *repo, const char *target,
+                                     int force, job *j)
 {
     jvdb_restore_result res;
     jvdb_restore_options ro = {.as_name = target, .force = force, .result = &res};
+    if (j) {
+        ro.progress = job_backup_progress;
+        ro.progress_arg = j;
+    }
     jvdb_db *db = NULL;
     int64_t t0 = clock_mono_ns();
-    int rc = jvdb_backup_restore(s->env, repo, rq->params[0], &ro, NULL);
+    int rc = jvdb_backup_restore(s->env, repo, id, &ro, NULL);
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return;
@@ -533,25 +678,75 @@ static void route_backup_restore_run(server *s, http_req *rq, http_resp *rs, jvd
     srv_db_unhold(s, db);
 }
 
+/* What one restore needs, asked for now or as a job (copies). */
+struct restore_req {
+    char id[JVDB_BACKUP_ID_MAX + JVDB_MAX_NAME_LEN + 2];
+    char *target;
+    int force;
+};
+
+/* Frees a restore_req. */
+static void restore_req_free(void *arg)
+{
+    struct restore_req *r = arg;
+    if (!r) return;
+    free(r->target);
+    free(r);
+}
+
+/* Restores and writes the answer; j is the job running it (NULL: the request's thread, which
+ * answers REPOSITORY_BUSY rather than wait). */
+static void restore_exec(server *s, const struct restore_req *r, job *j, http_resp *rs)
+{
+    if (backup_repo_lock(s, j != NULL)) {
+        backup_busy(rs);
+        return;
+    }
+    jvdb_repo *repo = backup_open(s, rs);
+    if (repo) {
+        route_backup_restore_run(s, r->id, rs, repo, r->target, r->force, j);
+        jvdb_repo_close(repo);
+    }
+    pthread_mutex_unlock(&s->backups->repo_mu);
+}
+
+/* A restore job's work. */
+static void restore_job(server *s, job *j, void *arg, http_resp *rs) { restore_exec(s, arg, j, rs); }
+
 void route_backup_restore(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"targetDatabase", "force", NULL});
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"targetDatabase", "force", "async", NULL});
     if (!body) return;
     char err[512];
     const char *target = NULL;
-    int force = 0;
-    if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 || jr_bool(body, "force", &force, err, sizeof err) < 0) {
+    int force = 0, async = 0;
+    struct restore_req *r = NULL;
+    if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 || jr_bool(body, "force", &force, err, sizeof err) < 0 ||
+        jr_bool(body, "async", &async, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(body);
-        return;
+        goto out;
     }
-    pthread_mutex_lock(&s->backups->repo_mu);
-    jvdb_repo *repo = backup_open(s, rs);
-    if (!repo) goto out;
-    route_backup_restore_run(s, rq, rs, repo, target, force);
-    jvdb_repo_close(repo);
+    if (strlen(rq->params[0]) >= sizeof r->id) {
+        http_error(rs, 404, "NOT_FOUND", "backup '%.100s...' does not exist (the id is too long)", rq->params[0]);
+        goto out;
+    }
+    if (!(r = calloc(1, sizeof *r)) || (target && !(r->target = strdup(target)))) {
+        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
+        goto out;
+    }
+    snprintf(r->id, sizeof r->id, "%s", rq->params[0]);
+    r->force = force;
+    if (!async) {
+        restore_exec(s, r, NULL, rs);
+        goto out;
+    }
+    jvdb_backup_info info;
+    if (backup_lookup(s, r->id, &info, rs)) goto out;
+    if (target && route_name_check(rs, "target database", target)) goto out;
+    jobs_submit(s, rs, JOB_RESTORE, target ? target : info.database, 1, restore_job, r, restore_req_free);
+    r = NULL;
 out:
-    pthread_mutex_unlock(&s->backups->repo_mu);
+    restore_req_free(r);
     json_decref(body);
 }
 

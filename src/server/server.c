@@ -11,7 +11,9 @@
  * synchronously by the main thread with sigwait(); POST /v1/admin/shutdown sends SIGTERM to the main
  * thread, so there is exactly one way to stop.  The order is the one that loses nothing: stop
  * accepting and refuse new requests (503), let in-flight requests finish and answer (API
- * compactions are cancelled cleanly), stop the backup scheduler (a backup it is taking finishes)
+ * compactions are cancelled cleanly), stop the job threads (a job compaction is cancelled
+ * cleanly, a backup job finishes; queued jobs stay on record and the next start marks them
+ * interrupted), stop the backup scheduler (a backup it is taking finishes)
  * and the compactor (a compaction in progress is abandoned cleanly), then jvdb_env_close() does
  * the final fdatasync and releases the lock.
  *
@@ -19,6 +21,7 @@
  * certificate and the API key file.  /readyz answers 503 until ready.c has opened every database.
  */
 #include "server/server.h"
+#include "server/jobs.h"
 #include "server/srv.h"
 
 #include "core/clock.h"
@@ -102,6 +105,7 @@ static int server_start_compactor(server *s)
 
 static void server_cleanup(server *s)
 {
+    jobs_free(s);   /* first: jobs hold databases and the repository */
     ready_stop(s);
     sched_stop(s);
     if (s->compactor) jvdb_compactor_stop(s->compactor);
@@ -164,7 +168,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     }
     dbmeta_prune(s);
     /* The readiness state exists before any HTTP thread can ask for it. */
-    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || http_start(s)) {
+    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || jobs_init(s) || http_start(s)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);
@@ -198,7 +202,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     atomic_store(&s->stopping, 1);
     __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions */
     http_stop(s);
-    log_info("stopping the backup scheduler and the compactor");
+    log_info("stopping the jobs, the backup scheduler and the compactor");
     server_cleanup(s);
     log_info("stopped; data directory closed");
     return 0;

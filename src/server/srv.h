@@ -7,6 +7,7 @@
  * route_dispatch() (routes.c), which finds the route, checks the API key (auth.c) and calls a
  * route_* function in routes_db.c / routes_vectors.c / routes_search.c / routes_admin.c.  Routes
  * talk to the library only through jvdb.h, write their answers with jsonio.h, and never touch MHD.
+ * Long operations asked for with {"async": true} run the same route code on a job thread (jobs.c).
  */
 #ifndef JVDB_SERVER_SRV_H
 #define JVDB_SERVER_SRV_H
@@ -75,6 +76,7 @@ typedef struct backup_log backup_log;
 typedef struct backup_sched backup_sched;
 typedef struct auth_state auth_state;
 typedef struct ready_state ready_state;
+typedef struct jobs_state jobs_state;
 
 typedef struct server {
     server_config cfg;
@@ -88,6 +90,7 @@ typedef struct server {
     backup_sched *sched;             /* scheduled backups (backup_sched.c) */
     auth_state *auth;                /* API keys (auth.c) */
     ready_state *ready;              /* readiness: databases opened, indexes caught up (ready.c) */
+    jobs_state *jobs;                /* background jobs, /v1/jobs (jobs.c) */
     char *meta_dir;                  /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
     atomic_int stopping;             /* set once a stop has begun */
@@ -207,6 +210,8 @@ void route_shutdown(server *s, http_req *rq, http_resp *rs);
 void route_db_stats(server *s, http_req *rq, http_resp *rs);
 void route_db_compact(server *s, http_req *rq, http_resp *rs);
 void route_compaction(server *s, http_req *rq, http_resp *rs);
+/* POST /v1/databases/{id}/index/rebuild: builds the HNSW graph again (sync or {"async": true}). */
+void route_index_rebuild(server *s, http_req *rq, http_resp *rs);
 void route_metrics(server *s, http_req *rq, http_resp *rs);
 
 /* The request body as a JSON object whose keys are all in `fields` (NULL-terminated), or NULL

@@ -318,7 +318,7 @@ static void chain_run(struct fx *f, int compact)
         }
         if (p == 1 && !m.ver[victim]) m_put(db, &m, victim, 5);
         if (compact) {
-            jvdb_compact_options co = {1, 1, NULL, NULL};
+            jvdb_compact_options co = {.full = 1, .force = 1};
             jvdb_compact_stats cs;
             assert_ok(jvdb_compact(db, &co, &cs));
         }
@@ -1482,6 +1482,45 @@ static void test_prune_calendar(void **state)
     assert_int_equal(jvdb_backup_prune_ex(f->repo, "cal", &o, NULL, NULL), JVDB_EINVAL);
 }
 
+/* A progress callback that asks the backup to stop at its first report (arg: the cancel flag). */
+static void cancel_at_first_report(void *arg, const char *phase, uint64_t done, uint64_t total, uint64_t records)
+{
+    (void)phase, (void)done, (void)total, (void)records;
+    __atomic_store_n((int *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/* jvdb_backup_options.cancel: a backup cancelled before it starts or midway fails with EBUSY and
+ * leaves nothing in the repository; the next backup is whole. */
+static void test_cancelled_backup(void **state)
+{
+    struct fx *f = *state;
+    struct model m = {0};
+    jvdb_db *db = mkdb(f, "cancel", 0);
+    for (int i = 0; i < NIDS; i++) m_put(db, &m, i, 1);
+    for (int round = 0; round < 2; round++) {
+        volatile int cancel = round == 0;   /* round 0: already set; round 1: set by the first report */
+        jvdb_backup_options o;
+        jvdb_backup_options_init(&o);
+        o.cancel = &cancel;
+        if (round == 1) {
+            o.progress = cancel_at_first_report;
+            o.progress_arg = (void *)&cancel;
+        }
+        jvdb_backup_info info;
+        assert_err(jvdb_backup_create(db, f->repo, &o, &info), JVDB_EBUSY, "was cancelled");
+        jvdb_backup_info *all = NULL;
+        size_t n = 99;
+        int rc = jvdb_backup_list(f->repo, "cancel", &all, &n);
+        assert_true(rc == JVDB_OK || rc == JVDB_ENOTFOUND);
+        assert_int_equal(rc == JVDB_OK ? n : 0, 0);
+        jvdb_free(all);
+    }
+    jvdb_backup_info b = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    assert_int_equal(b.put_count, NIDS);
+    assert_ok(jvdb_backup_verify(f->repo, b.id, NULL, NULL));
+    restore_check(f, b.id, &m, "after two cancelled backups");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1503,6 +1542,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_encrypted_chunks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted_marker_short_check, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cancelled_backup, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,7 @@ Every ```sh block of API.md is read in order: each `curl` command is run with ba
 the server's address) and its HTTP status compared with the `# NNN` line under it; a ```json block
 right after shows the answer, and its top-level keys (and "error" code) must be in the real answer.
 Examples from the "Authentication" section on run against a second server started with --api-key.
-$BACKUP_ID and $FULL_ID (and $NEW_KEY, $KEY_ID) are set from the answers, as the text explains.  The test also checks that
+$BACKUP_ID and $FULL_ID (and $NEW_KEY, $KEY_ID, $JOB_ID) are set from the answers, as the text explains.  The test also checks that
 the examples and docs/openapi.yaml cover every route the server has.  The last line printed is
 "N passed, N failed".
 """
@@ -42,6 +42,8 @@ ROUTES = {
     ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
     ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
     ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
+    ("POST", "/v1/databases/{id}/index/rebuild"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{jobId}"),
+    ("DELETE", "/v1/jobs/{jobId}"),
 }
 # issue 12: the original's routes and batch search
 ROUTES |= {
@@ -121,6 +123,8 @@ def route_of(cmd):
             seg = "{key_id}"
         elif prev == "indexes":
             seg = "{iid}"
+        elif prev == "jobs" and n == 3:
+            seg = "{jobId}"
         norm.append(seg)
     return method, "/".join(norm)
 
@@ -166,6 +170,8 @@ def docs_examples_run():
                 answer = json.loads(body)
                 if "api_key" in answer and "key_id" in answer:   # a key made in the examples
                     env["NEW_KEY"], env["KEY_ID"] = answer["api_key"], answer["key_id"]
+                if "jobId" in answer:   # a job queued in the examples
+                    env["JOB_ID"] = answer["jobId"]
                 if "backupId" in answer and "type" in answer:
                     env["BACKUP_ID"] = answer["backupId"]
                     if answer["type"] == "full":
