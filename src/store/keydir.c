@@ -336,6 +336,81 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     return rc;
 }
 
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots)
+{
+    /* The same load factor as kd_grow keeps (at most 0.5 after growing, 0.7 before). */
+    size_t cap = 1024;
+    while ((count + 1) * 10 > cap * 5) cap *= 2;
+    uint32_t scap = 1024;
+    while (scap < nslots) {
+        if (scap > UINT32_MAX / 2) return err_set(JVDB_ECORRUPT, "slot count %u is too large", nslots);
+        scap *= 2;
+    }
+    struct kd_table *t = kd_table_new(cap);
+    struct kd_slots *sl = kd_slots_new(scap);
+    if (!t || !sl) {
+        free(t);
+        free(sl);
+        return err_set(JVDB_ENOMEM, "out of memory sizing the keydir for %zu entries", count);
+    }
+    free(kd->table);
+    free(kd->slots);
+    kd->table = t;
+    kd->slots = sl;
+    kd->nslots = nslots;
+    return JVDB_OK;
+}
+
+int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, const char *id, uint16_t id_len,
+                      uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot)
+{
+    if (kind == REC_KIND_PUT ? slot >= kd->nslots || kd->slots->owner[slot] : slot != KD_NO_SLOT)
+        return err_set(JVDB_ECORRUPT, "slot %u of '%.*s' is out of range or taken", slot, (int)id_len, id);
+    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    struct kd_table *t = kd->table;
+    uint64_t hash = kd_hash(id, id_len);
+    int found;
+    size_t pos = kd_probe(t, id, id_len, hash, &found);
+    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)id_len, id);
+    struct kd_entry *n = malloc(sizeof *n + id_len);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    memcpy(n->id, id, id_len);
+    n->id_len = id_len;
+    n->rec = seg->map + offset;
+    n->prev = NULL;
+    n->seg = seg;
+    n->lsn = lsn;
+    n->rec_len = rec_len;
+    n->kind = kind;
+    n->hits = 0;
+    n->slot = slot;
+    kd_account(kd, n);
+    /* The vector's address is computed, not read: the page is touched only when a search reads it. */
+    if (kind == REC_KIND_PUT) kd_slot_set(kd, slot, lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
+    if (t->b[pos].e == NULL) kd->used++;
+    t->b[pos].hash = hash;
+    t->b[pos].e = n;
+    kd->count++;
+    return JVDB_OK;
+}
+
+int keydir_load_end(struct keydir *kd)
+{
+    /* Pushed highest first so that the lowest free slot is reused first. */
+    for (uint32_t s = kd->nslots; s-- > 0;) {
+        if (kd->slots->owner[s]) continue;
+        if (kd->nfree == kd->free_cap) {
+            uint32_t ncap = kd->free_cap ? kd->free_cap * 2 : 256;
+            uint32_t *nf = realloc(kd->free_slots, ncap * sizeof *nf);
+            if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
+            kd->free_slots = nf;
+            kd->free_cap = ncap;
+        }
+        kd->free_slots[kd->nfree++] = s;
+    }
+    return JVDB_OK;
+}
+
 int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim)
 {
     const struct rec_header *h = (const struct rec_header *)from;
