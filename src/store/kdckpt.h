@@ -51,6 +51,8 @@ struct kdckpt_sink {
     void *ctx;
     int (*begin)(void *ctx, const struct kdckpt_header *h, const struct kdckpt_seg *segs);
     int (*entry)(void *ctx, const struct kdckpt_entry *e);
+    /* Optional: an entry that `entry` will get a few calls from now (cache prefetching). */
+    void (*ahead)(void *ctx, const struct kdckpt_entry *e);
 };
 
 /* Reads a checkpoint from fd (untrusted: fuzzed), checking every field against the header and the

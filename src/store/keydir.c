@@ -338,9 +338,11 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
 
 int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots)
 {
-    /* The same load factor as kd_grow keeps (at most 0.5 after growing, 0.7 before). */
+    /* The capacity growing from empty would have reached (the first power of two that holds count
+     * below kd_grow's 0.7 load): the checkpoint lists ids in the bucket order of such a table, so
+     * inserting them walks this one front to back instead of at random. */
     size_t cap = 1024;
-    while ((count + 1) * 10 > cap * 5) cap *= 2;
+    while ((count + 1) * 10 > cap * 7) cap *= 2;
     uint32_t scap = 1024;
     while (scap < nslots) {
         if (scap > UINT32_MAX / 2) return err_set(JVDB_ECORRUPT, "slot count %u is too large", nslots);
@@ -392,6 +394,17 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
     t->b[pos].e = n;
     kd->count++;
     return JVDB_OK;
+}
+
+void keydir_load_prefetch(const struct keydir *kd, const char *id, uint16_t id_len, uint32_t slot)
+{
+    const struct kd_table *t = kd->table;
+    __builtin_prefetch(&t->b[(size_t)kd_hash(id, id_len) & (t->cap - 1)], 1);
+    if (slot < kd->nslots) {
+        __builtin_prefetch(&kd->slots->owner[slot], 1);
+        __builtin_prefetch(&kd->slots->vec[slot], 1);
+        __builtin_prefetch(&kd->slots->lsn[slot], 1);
+    }
 }
 
 int keydir_load_end(struct keydir *kd)

@@ -121,6 +121,8 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots);
  * kept here.  JVDB_ECORRUPT for an id seen twice or a slot out of range or taken. */
 int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, const char *id, uint16_t id_len,
                       uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot);
+/* Hints that an entry for (id, slot) will be loaded soon (cache prefetches; changes nothing). */
+void keydir_load_prefetch(const struct keydir *kd, const char *id, uint16_t id_len, uint32_t slot);
 /* Puts the slots no loaded put holds on the free list. */
 int keydir_load_end(struct keydir *kd);
 /* Hands the versions superseded at or below `visible` to the grace-period machinery. */
