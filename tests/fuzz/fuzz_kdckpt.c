@@ -83,7 +83,7 @@ static void exercise(const uint8_t *b, size_t len)
     if (dim == 0 || dim > 4096) dim = 4;
     struct fz f = {0};
     if (keydir_init(&f.kd, NULL)) abort();
-    struct kdckpt_sink sink = {&f, fz_begin, fz_entry};
+    struct kdckpt_sink sink = {&f, fz_begin, fz_entry, NULL};
     if (kdckpt_read(fd, dim, &sink) == JVDB_OK && keydir_load_end(&f.kd) == JVDB_OK) {
         const struct kd_table *t = f.kd.table;
         for (size_t i = 0; i < t->cap; i++) {
