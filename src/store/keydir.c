@@ -29,6 +29,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -36,10 +37,22 @@
 #define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
 
+/* Asks for transparent huge pages on a big table: its accesses are random, and with 4 KiB pages
+ * nearly each one costs a TLB miss (and, the first time, a page fault). */
+static void kd_huge(void *p, size_t len)
+{
+    if (len < (8u << 20)) return;
+    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + len) & ~(uintptr_t)4095;
+    if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
+}
+
 static struct kd_table *kd_table_new(size_t cap)
 {
     struct kd_table *t = calloc(1, sizeof *t + cap * sizeof t->b[0]);
-    if (t) t->cap = cap;
+    if (t) {
+        t->cap = cap;
+        kd_huge(t, sizeof *t + cap * sizeof t->b[0]);
+    }
     return t;
 }
 
@@ -47,6 +60,7 @@ static struct kd_slots *kd_slots_new(uint32_t cap)
 {
     struct kd_slots *s = calloc(1, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
     if (!s) return NULL;
+    kd_huge(s, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
     s->cap = cap;
     s->lsn = (uint64_t *)(s + 1);
     s->vec = (const float **)(s->lsn + cap);
