@@ -4,11 +4,13 @@
  * read-only opens never write it. */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -294,6 +296,63 @@ static void test_readonly_never_writes(void **state)
     tu_rmdir(dir);
 }
 
+struct compactor {
+    jvdb_db *db;
+    volatile int stop;
+    int runs;
+};
+
+/* Compacts the database over and over until told to stop. */
+static void *compact_loop(void *arg)
+{
+    struct compactor *c = arg;
+    while (!c->stop) {
+        jvdb_compact_options o = {.full = c->runs % 2, .force = 1};
+        jvdb_compact_stats cs;
+        if (jvdb_compact(c->db, &o, &cs) == JVDB_OK) c->runs++;
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* Checkpoints taken in the background while writes and compactions go on: each reopen, from
+ * whatever checkpoint was last written plus the records after it, equals the model. */
+static void test_checkpoints_beside_writes_and_compactions(void **state)
+{
+    (void)state;
+    memset(version, 0, sizeof version);
+    char *dir = tu_tempdir();
+    char *kd = path_in(dir, "KEYDIR");
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "t", DIM, JVDB_METRIC_L2, 8192);
+    for (int round = 0; round < 3; round++) {
+        struct compactor c = {db, 0, 0};
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, compact_loop, &c), 0);
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (int k = 0;; k++) {
+            int i = (k * 7919 + round * 13) % N;
+            if (version[i] && k % 4 == 0) del(db, i);
+            else put(db, i, round * 100000 + k + 1);
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if (t.tv_sec - t0.tv_sec >= 2 && k > 500) break;
+        }
+        c.stop = 1;
+        pthread_join(th, NULL);
+        assert_true(c.runs > 0);
+        check(db, N);
+        jvdb_env_close(env);
+        assert_true(tu_file_size(kd) > 0);
+        db = reopen(dir, &env);
+        check(db, N);
+    }
+    jvdb_env_close(env);
+    free(kd);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     /* Every database here is tiny: checkpoint from the first byte. */
@@ -304,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_falls_back_when_unusable),
         cmocka_unit_test(test_stale_after_compaction),
         cmocka_unit_test(test_readonly_never_writes),
+        cmocka_unit_test(test_checkpoints_beside_writes_and_compactions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
