@@ -5,6 +5,7 @@
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,7 +299,7 @@ static void test_readonly_never_writes(void **state)
 
 struct compactor {
     jvdb_db *db;
-    volatile int stop;
+    atomic_int stop;
     int runs;
 };
 
@@ -306,7 +307,7 @@ struct compactor {
 static void *compact_loop(void *arg)
 {
     struct compactor *c = arg;
-    while (!c->stop) {
+    while (!atomic_load(&c->stop)) {
         /* Full runs only: a partial run whose inputs hold no live record reaches
          * qsort(NULL, 0, ...) in compact.c (UBSan; reported, not ours to change here). */
         jvdb_compact_options o = {.full = 1, .force = 1};
@@ -341,7 +342,7 @@ static void test_checkpoints_beside_writes_and_compactions(void **state)
             clock_gettime(CLOCK_MONOTONIC, &t);
             if (t.tv_sec - t0.tv_sec >= 2 && k > 500) break;
         }
-        c.stop = 1;
+        atomic_store(&c.stop, 1);
         pthread_join(th, NULL);
         assert_true(c.runs > 0);
         check(db, N);
