@@ -172,6 +172,11 @@ JVDB_API int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *inte
 
 /* Database names match [A-Za-z0-9_-]{1,64}. */
 JVDB_API int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out);
+/* Opens a database.  Recovery reads
+ * only the records written after the database's keydir checkpoint (KEYDIR, docs/FORMAT.md), or every
+ * record when there is no usable one (the log says why); a database opened for writing keeps the
+ * checkpoint current in the background and at close (environment JVDB_KDCKPT_BYTES: the segment
+ * bytes below which none is kept and the growth between two, default 64 MiB). */
 JVDB_API int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out);
 /* Removes the database and its files; its handle becomes invalid. */
 JVDB_API int jvdb_db_drop(jvdb_env *env, const char *name);

@@ -30,6 +30,7 @@
  * nothing.  Read-only and salvage loads (enum db_mode) never write a byte of the database.
  */
 #include "store/db_impl.h"
+#include "store/kdckpt.h"
 #include "store/validate.h"
 
 #include "core/clock.h"
@@ -240,7 +241,7 @@ static int db_remove_orphans(jvdb_db *db)
     int removed = 0;
     while ((e = readdir(d)) != NULL) {
         const char *n = e->d_name;
-        if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "MANIFEST")) continue;
+        if (!strcmp(n, ".") || !strcmp(n, "..") || !strcmp(n, "MANIFEST") || !strcmp(n, KDCKPT_FILE)) continue;
         int keep = 0;
         unsigned long long no;
         char tail[8];
@@ -388,9 +389,9 @@ static int db_torn_tail(jvdb_db *db, struct segment *s, uint64_t start, const ch
  * a bad or short record followed by nothing that verifies is a torn tail: the incomplete batch it
  * belongs to is dropped.  A bad record anything valid follows, or any bad record in a sealed
  * segment, is damage: the open fails naming file and offset (salvage mode notes it and goes on). */
-static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t *max_lsn)
+static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t from, uint64_t *max_lsn)
 {
-    uint64_t off = SEG_HEADER_SIZE;
+    uint64_t off = from;              /* past what the keydir checkpoint covers (kdckpt.c) */
     uint64_t batch_start = off;       /* first record of the batch being read (active segment) */
     uint32_t dim = db->m.dim;
     const char *tail_why = "the last batch has no final record";
@@ -605,6 +606,7 @@ int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
 static void db_free(jvdb_db *db)
 {
     if (db->ext && db->ext_free) db->ext_free(db->ext);
+    kdckpt_stop(db, 0);
     /* No reader is left: everything deferred can go now (trims first: they reach the keydir). */
     rp_drain(&db->gc);
     keydir_free(&db->kd);
@@ -641,6 +643,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
 {
     jvdb_db *db = calloc(1, sizeof *db);
     if (!db) return err_set(JVDB_ENOMEM, "out of memory");
+    uint64_t *from = NULL;            /* per segment: where reading its records starts */
     db->env = env;
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
@@ -658,7 +661,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     if ((rc = manifest_load(dir, &db->m))) goto fail;
     /* A read-only open only ignores orphans: it reads nothing but what the MANIFEST names. */
     if (mode != DB_MODE_READONLY && (rc = db_remove_orphans(db))) goto fail;
-    uint64_t max_lsn = 0;
+    uint64_t max_lsn = 0, scanned = 0;
     for (size_t i = 0; i < db->m.nsegments; i++) {
         int active = db->m.segments[i] == db->m.active;
         struct segment *s;
@@ -672,8 +675,22 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
             goto fail;
         }
         if (active) db->active = s;
-        if ((rc = db_scan_segment(db, s, &max_lsn))) goto fail;
     }
+    /* The keydir checkpoint, when valid, stands for every record below from[i]: only what lies past
+     * it is read (salvage reads everything: it is looking for damage). */
+    from = calloc(db->nsegs ? db->nsegs : 1, sizeof *from);
+    if (!from) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < db->nsegs; i++) from[i] = SEG_HEADER_SIZE;
+    if (mode != DB_MODE_SALVAGE && (rc = kdckpt_load(db, from, &max_lsn)) < 0) goto fail;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        scanned += db->segs[i]->size - from[i];
+        if ((rc = db_scan_segment(db, db->segs[i], from[i], &max_lsn))) goto fail;
+    }
+    free(from);
+    from = NULL;
     db->last_lsn = max_lsn > db->m.lsn_floor ? max_lsn : db->m.lsn_floor;
     /* Loading kept no history (no reader could need it); from now on readers may come. */
     db->kd.history = true;
@@ -683,9 +700,11 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     db->synced_seg = db->active->no;
     db->synced_off = db->active->size;
     if ((rc = db_start_flusher(db))) goto fail;
+    if ((rc = kdckpt_start(db, scanned))) goto fail;
     *out = db;
     return JVDB_OK;
 fail:
+    free(from);
     db_free(db);
     return rc;
 }
@@ -1381,6 +1400,7 @@ void db_close(jvdb_db *db)
     }
     if (db->mode == DB_MODE_WRITE && !atomic_load(&db->failed) && db_sync_all(db) != JVDB_OK)
         log_error("final sync of database '%s' failed: %s", db->m.name, jvdb_errmsg());
+    kdckpt_stop(db, 1);
     db_free(db);
 }
 

@@ -59,6 +59,8 @@ struct jvdb_db {
     struct db_bad *bad;                 /* SALVAGE: what the scan skipped, in file order */
     size_t nbad;
 
+    struct kdckpt *kc;                  /* the keydir checkpoint's state (store/kdckpt.c) */
+
     /* Upper layers attach per-database state here (the search index), freed through the hook. */
     void *ext;
     void (*ext_free)(void *ext);

@@ -29,6 +29,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 #define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -36,10 +37,22 @@
 #define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
 
+/* Asks for transparent huge pages on a big table: its accesses are random, and with 4 KiB pages
+ * nearly each one costs a TLB miss (and, the first time, a page fault). */
+static void kd_huge(void *p, size_t len)
+{
+    if (len < (8u << 20)) return;
+    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + len) & ~(uintptr_t)4095;
+    if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
+}
+
 static struct kd_table *kd_table_new(size_t cap)
 {
     struct kd_table *t = calloc(1, sizeof *t + cap * sizeof t->b[0]);
-    if (t) t->cap = cap;
+    if (t) {
+        t->cap = cap;
+        kd_huge(t, sizeof *t + cap * sizeof t->b[0]);
+    }
     return t;
 }
 
@@ -47,6 +60,7 @@ static struct kd_slots *kd_slots_new(uint32_t cap)
 {
     struct kd_slots *s = calloc(1, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
     if (!s) return NULL;
+    kd_huge(s, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
     s->cap = cap;
     s->lsn = (uint64_t *)(s + 1);
     s->vec = (const float **)(s->lsn + cap);
@@ -334,6 +348,94 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
         kd->count++;
     }
     return rc;
+}
+
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots)
+{
+    /* The capacity growing from empty would have reached (the first power of two that holds count
+     * below kd_grow's 0.7 load): the checkpoint lists ids in the bucket order of such a table, so
+     * inserting them walks this one front to back instead of at random. */
+    size_t cap = 1024;
+    while ((count + 1) * 10 > cap * 7) cap *= 2;
+    uint32_t scap = 1024;
+    while (scap < nslots) {
+        if (scap > UINT32_MAX / 2) return err_set(JVDB_ECORRUPT, "slot count %u is too large", nslots);
+        scap *= 2;
+    }
+    struct kd_table *t = kd_table_new(cap);
+    struct kd_slots *sl = kd_slots_new(scap);
+    if (!t || !sl) {
+        free(t);
+        free(sl);
+        return err_set(JVDB_ENOMEM, "out of memory sizing the keydir for %zu entries", count);
+    }
+    free(kd->table);
+    free(kd->slots);
+    kd->table = t;
+    kd->slots = sl;
+    kd->nslots = nslots;
+    return JVDB_OK;
+}
+
+int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, const char *id, uint16_t id_len,
+                      uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot)
+{
+    if (kind == REC_KIND_PUT ? slot >= kd->nslots || kd->slots->owner[slot] : slot != KD_NO_SLOT)
+        return err_set(JVDB_ECORRUPT, "slot %u of '%.*s' is out of range or taken", slot, (int)id_len, id);
+    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    struct kd_table *t = kd->table;
+    uint64_t hash = kd_hash(id, id_len);
+    int found;
+    size_t pos = kd_probe(t, id, id_len, hash, &found);
+    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)id_len, id);
+    struct kd_entry *n = malloc(sizeof *n + id_len);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    memcpy(n->id, id, id_len);
+    n->id_len = id_len;
+    n->rec = seg->map + offset;
+    n->prev = NULL;
+    n->seg = seg;
+    n->lsn = lsn;
+    n->rec_len = rec_len;
+    n->kind = kind;
+    n->hits = 0;
+    n->slot = slot;
+    kd_account(kd, n);
+    /* The vector's address is computed, not read: the page is touched only when a search reads it. */
+    if (kind == REC_KIND_PUT) kd_slot_set(kd, slot, lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
+    if (t->b[pos].e == NULL) kd->used++;
+    t->b[pos].hash = hash;
+    t->b[pos].e = n;
+    kd->count++;
+    return JVDB_OK;
+}
+
+void keydir_load_prefetch(const struct keydir *kd, const char *id, uint16_t id_len, uint32_t slot)
+{
+    const struct kd_table *t = kd->table;
+    __builtin_prefetch(&t->b[(size_t)kd_hash(id, id_len) & (t->cap - 1)], 1);
+    if (slot < kd->nslots) {
+        __builtin_prefetch(&kd->slots->owner[slot], 1);
+        __builtin_prefetch(&kd->slots->vec[slot], 1);
+        __builtin_prefetch(&kd->slots->lsn[slot], 1);
+    }
+}
+
+int keydir_load_end(struct keydir *kd)
+{
+    /* Pushed highest first so that the lowest free slot is reused first. */
+    for (uint32_t s = kd->nslots; s-- > 0;) {
+        if (kd->slots->owner[s]) continue;
+        if (kd->nfree == kd->free_cap) {
+            uint32_t ncap = kd->free_cap ? kd->free_cap * 2 : 256;
+            uint32_t *nf = realloc(kd->free_slots, ncap * sizeof *nf);
+            if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
+            kd->free_slots = nf;
+            kd->free_cap = ncap;
+        }
+        kd->free_slots[kd->nfree++] = s;
+    }
+    return JVDB_OK;
 }
 
 int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim)

@@ -112,6 +112,19 @@ int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, u
 /* Forgets the tombstone at record `rec` if it is still the newest version of its id and no older
  * version hangs from it (compaction dropped the record).  Returns whether it did. */
 int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim);
+/* ---- loading from a keydir checkpoint (store/kdckpt.c; write_mu held or no other user yet) */
+/* Sizes the hash and slot tables for `count` entries and `nslots` slots (nothing loaded yet). */
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots);
+/* Adds the newest version of an id as the checkpoint names it, without reading the record (the
+ * mapping is not touched): `slot` is the slot of a put (KD_NO_SLOT for a tombstone).  Segment
+ * record counts and LSN ranges are the caller's (they come from the checkpoint); live counts are
+ * kept here.  JVDB_ECORRUPT for an id seen twice or a slot out of range or taken. */
+int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, const char *id, uint16_t id_len,
+                      uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot);
+/* Hints that an entry for (id, slot) will be loaded soon (cache prefetches; changes nothing). */
+void keydir_load_prefetch(const struct keydir *kd, const char *id, uint16_t id_len, uint32_t slot);
+/* Puts the slots no loaded put holds on the free list. */
+int keydir_load_end(struct keydir *kd);
 /* Hands the versions superseded at or below `visible` to the grace-period machinery. */
 void keydir_trim(struct keydir *kd, uint64_t visible);
 /* Versions still waiting to be trimmed (queued or deferred). */

@@ -25,10 +25,14 @@ rng = random.Random(SEED)
 passed = failed = 0
 
 
-def run_writer(data, seed, start, sync, kill_after=None, crash_at=None, compact=False):
+# Keydir checkpoints (KEYDIR) every 4 KiB of new writes instead of every 64 MiB.
+KDCKPT = {"JVDB_KDCKPT_BYTES": "4096"}
+
+
+def run_writer(data, seed, start, sync, kill_after=None, crash_at=None, compact=False, extra_env=None):
     """Runs the writer until killed (after kill_after seconds) or until it kills itself at a crash
     point; returns (acknowledged op count, how it ended)."""
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env.pop("JVDB_CRASH_AT", None)
     if crash_at:
         env["JVDB_CRASH_AT"] = crash_at
@@ -60,9 +64,10 @@ def run_writer(data, seed, start, sync, kill_after=None, crash_at=None, compact=
     return acked, p.returncode, err.decode(errors="replace")
 
 
-def check(data, seed, acked, what):
+def check(data, seed, acked, what, extra_env=None):
     global passed, failed
-    out = subprocess.run([WRITER, "check", data, str(seed), str(acked)], capture_output=True, text=True)
+    out = subprocess.run([WRITER, "check", data, str(seed), str(acked)], capture_output=True, text=True,
+                         env=dict(os.environ, **(extra_env or {})))
     line = (out.stdout.strip().splitlines() or ["(no output)"])[-1]
     if out.returncode == 0 and line.startswith("ok "):
         passed += 1
@@ -77,22 +82,22 @@ def segment_count(data):
     return len([f for f in os.listdir(d) if f.endswith(".seg")]) if os.path.isdir(d) else 0
 
 
-def random_kills(data, sync, count, compact=False):
+def random_kills(data, sync, count, compact=False, extra_env=None, max_delay=0.25):
     global failed
     start = 0
     seed = rng.randrange(1, 2**31)
     for i in range(count):
-        delay = rng.uniform(0.002, 0.25)
-        acked, rc, err = run_writer(data, seed, start, sync, kill_after=delay, compact=compact)
+        delay = rng.uniform(0.002, max_delay)
+        acked, rc, err = run_writer(data, seed, start, sync, kill_after=delay, compact=compact, extra_env=extra_env)
         if rc not in (-signal.SIGKILL,):
             failed += 1
             print(f"FAIL writer exited with {rc} instead of being killed: {err[-2000:]}", flush=True)
             return
-        n = check(data, seed, acked, f"kill #{i} ({sync}, {delay*1000:.0f} ms, {acked} acked)")
+        n = check(data, seed, acked, f"kill #{i} ({sync}, {delay*1000:.0f} ms, {acked} acked)", extra_env)
         if n is None:
             return
         start = n
-    what = " during compactions" if compact else ""
+    what = (" during compactions" if compact else "") + (" with keydir checkpoints" if extra_env else "")
     print(f"{count} kills{what} with sync={sync}: {start} ops durable, {segment_count(data)} segment files", flush=True)
 
 
@@ -136,6 +141,19 @@ def crash_points(data):
             print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
             continue
         n = check(data, seed, acked, f"crash point {point}")
+        if n is not None:
+            start = n
+            print(f"crash point {point}: ok ({n} ops durable)", flush=True)
+    # Each step of a keydir checkpoint (KEYDIR, docs/FORMAT.md), taken by the background checkpointer
+    # while the writer and a compactor run; the next open loads the old or the new one and replays.
+    for point in ["kdckpt.before_rename:1", "kdckpt.after_rename:1", "kdckpt.before_rename:4",
+                  "kdckpt.after_rename:4"]:
+        acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact=True, extra_env=KDCKPT)
+        if rc != -signal.SIGKILL:
+            failed += 1
+            print(f"FAIL crash point {point} was not reached (exit {rc}): {err[-1000:]}", flush=True)
+            continue
+        n = check(data, seed, acked, f"crash point {point}", KDCKPT)
         if n is not None:
             start = n
             print(f"crash point {point}: ok ({n} ops durable)", flush=True)
@@ -283,6 +301,10 @@ def main():
         random_kills(never, "never", KILLS - KILLS * 3 // 4)
         random_kills(os.path.join(top, "compact"), "always", KILLS, compact=True)
         random_kills(os.path.join(top, "index"), "always", max(KILLS // 5, 10), compact="compact+index")
+        # Kills while keydir checkpoints are taken (and loaded at every open) beside compactions.
+        random_kills(os.path.join(top, "kdckpt"), "always", max(KILLS // 4, 10), compact=True, extra_env=KDCKPT,
+                     max_delay=0.6)
+        random_kills(os.path.join(top, "kdckpt-never"), "never", max(KILLS // 8, 10), extra_env=KDCKPT, max_delay=0.6)
         if segment_count(always) < 3:
             global failed
             failed += 1

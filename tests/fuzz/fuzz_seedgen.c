@@ -2,7 +2,7 @@
  * fuzz_seedgen.c — writes seed inputs for the fuzz targets, made by the library itself so they are
  * valid by construction: a segment body with puts, deletes and a batch (for fuzz_record, prefixed by
  * a dimension byte, and fuzz_recovery), a MANIFEST (for fuzz_manifest), backup files, and a saved
- * HNSW graph (for fuzz_hnsw_file).
+ * HNSW graph (for fuzz_hnsw_file), a keydir checkpoint (for fuzz_kdckpt).
  *   fuzz_seedgen OUTDIR
  */
 #include <stdio.h>
@@ -33,6 +33,7 @@ int main(int argc, char **argv)
     jvdb_db *db;
     jvdb_db_options o;
     jvdb_db_options_init(&o, 4);
+    setenv("JVDB_KDCKPT_BYTES", "1", 1);   /* this tiny database gets a KEYDIR at close */
     if (jvdb_env_open(root, &env) || jvdb_db_create(env, "s", &o, &db)) return 1;
     float v[4] = {1, -2, 3.5f, 0};
     jvdb_put(db, "a", v, 4, "{\"k\":\"v\",\"n\":[1,2]}", NULL);
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
     jvdb_put_batch(db, b, 3, NULL);
     jvdb_delete(db, "bb", NULL);
     jvdb_env_close(env);
+    unsetenv("JVDB_KDCKPT_BYTES");
     char path[1200];
     char *data;
     size_t len;
@@ -52,6 +54,10 @@ int main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/databases/s/MANIFEST", root);
     if (fs_read_file(path, &data, &len)) return 1;
     write_file(argv[1], "manifest.seed", data, len, -1);
+    free(data);
+    snprintf(path, sizeof path, "%s/databases/s/KEYDIR", root);
+    if (fs_read_file(path, &data, &len)) return 1;
+    write_file(argv[1], "kdckpt.seed", data, len, -1);
     free(data);
 
     /* A full backup of the same database: its backup.json and its archive. */
@@ -81,6 +87,7 @@ int main(int argc, char **argv)
 
     /* A saved HNSW graph (ext.hnsw) of 80 vectors, a few deleted, for fuzz_hnsw_file. */
     jvdb_db_options_init(&o, 4);
+    setenv("JVDB_KDCKPT_BYTES", "1", 1);   /* this tiny database gets a KEYDIR at close */
     if (jvdb_env_open(root, &env) || jvdb_db_create(env, "g", &o, &db)) return 1;
     for (int i = 0; i < 80; i++) {
         char id[16];
