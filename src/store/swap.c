@@ -9,6 +9,15 @@
  * is the single commit point: before it the inputs are the truth and the outputs are orphans; after
  * it the outputs are the truth and the inputs are orphans; both kinds of orphan are deleted at open,
  * and "newest LSN wins" makes any record present in both harmless.
+ *
+ * Repointing after the commit takes no lock that writers wait for.  Each version still pointing at
+ * an input record is switched to the identical copy with a compare-and-swap on its rec; a put's
+ * live count moves with a compare-and-swap on its seg, which a superseding writer takes with an
+ * exchange, so exactly one of the two moves it; a slot's vector with a compare-and-swap from the
+ * input's address (that record's alone), so a slot a writer changed or reused keeps the writer's
+ * value.  A slot table a writer grew meanwhile (it copies under write_mu) is caught under write_mu
+ * by its capacity, and the slots are repeated on it.  Only forgetting dropped tombstones (bucket
+ * table and slot free list: the writer's) takes write_mu, 256 at a time.
  */
 #include "store/swap.h"
 #include "store/db_impl.h"
