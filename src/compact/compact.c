@@ -53,6 +53,29 @@ static int compact_order(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
+/* Hot records (read since the last compaction) first, hottest first; the rest keep the listing's
+ * order, which is file order already: a full sort of a million records cost more than the
+ * copy saves.  Falls back to sorting everything when the hot ones cannot be set aside. */
+static void compact_sort(struct db_live_rec *recs, size_t n)
+{
+    size_t hot = 0;
+    for (size_t i = 0; i < n; i++) hot += recs[i].hits > 0;
+    if (hot == 0) return;
+    struct db_live_rec *h = malloc(hot * sizeof *h);
+    if (!h) {
+        qsort(recs, n, sizeof *recs, compact_order);
+        return;
+    }
+    size_t j = n, k = 0;
+    for (size_t i = n; i-- > 0;) {
+        if (recs[i].hits > 0) h[k++] = recs[i];
+        else recs[--j] = recs[i];
+    }
+    qsort(h, hot, sizeof *h, compact_order);
+    memcpy(recs, h, hot * sizeof *h);
+    free(h);
+}
+
 struct outputs {
     struct segment **segs;
     size_t n, cap;
@@ -184,7 +207,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
             }
         }
     }
-    qsort(recs, nrecs, sizeof *recs, compact_order);
+    compact_sort(recs, nrecs);
     db_decay_hits(db);
 
     uint64_t input_bytes = 0, input_records = 0;
@@ -224,7 +247,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
             writing = 1;
         }
         uint64_t off;
-        if ((rc = segw_append(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) goto fail;
+        if ((rc = segw_append_ref(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) goto fail;
         if (r->hits > 0 && out.n == 0) hot_bytes = off + r->len;
         /* The output's segment exists only once it is finished: `to` is filled in below. */
         move_out[nmoves] = (uint32_t)out.n;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifdef JVDB_TEST_HOOKS
@@ -126,6 +127,41 @@ int io_pwrite_all(int fd, const void *buf, size_t len, off_t off)
         p += n;
         len -= (size_t)n;
         off += n;
+    }
+    return 0;
+}
+
+int io_pwritev_all(int fd, struct iovec *iov, int n, off_t off)
+{
+    int short_write = 0;
+    int e = io_fault_check(IO_OP_WRITE, &short_write);
+    if (e) {
+        /* As io_pwrite_all: part of the data goes in before the failure. */
+        if (short_write && n > 1) {
+            ssize_t w = pwritev(fd, iov, n / 2, off);
+            (void)w;
+        }
+        errno = e;
+        return -1;
+    }
+    while (n > 0) {
+        ssize_t w = pwritev(fd, iov, n, off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) { errno = EIO; return -1; }
+        off += w;
+        /* Skip what went in; a buffer written in part is resumed where it stopped. */
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
     return 0;
 }

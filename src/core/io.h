@@ -15,6 +15,10 @@ int io_open(const char *path, int flags, mode_t mode);
 /* Writes all of buf at off (retrying partial writes); on failure some prefix may have been written. */
 int io_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 int io_write_all(int fd, const void *buf, size_t len);
+struct iovec;
+/* Writes all of the n buffers, in order, at off (retrying partial writes; the array is consumed:
+ * its entries may be changed); on failure some prefix may have been written. */
+int io_pwritev_all(int fd, struct iovec *iov, int n, off_t off);
 int io_fdatasync(int fd);
 int io_fsync(int fd);
 int io_rename(const char *from, const char *to);

@@ -30,6 +30,7 @@ struct jvdb_db {
                                          * also written with atomics for the flusher */
     pthread_mutex_t write_mu;
     unsigned long write_owner;          /* debug builds: pthread_self() of write_mu's holder, else 0 */
+    unsigned long write_locks;          /* debug builds: times write_mu was taken (tests count them) */
     struct keydir kd;
     struct rp_domain gc;                /* deferred frees (write_mu) */
     struct segment **segs;              /* write_mu: every segment, ascending by number */
@@ -74,6 +75,7 @@ static inline void db_write_lock(jvdb_db *db)
     pthread_mutex_lock(&db->write_mu);
 #ifndef NDEBUG
     __atomic_store_n(&db->write_owner, (unsigned long)pthread_self(), __ATOMIC_RELAXED);
+    __atomic_store_n(&db->write_locks, db->write_locks + 1, __ATOMIC_RELAXED);
 #endif
 }
 static inline void db_write_unlock(jvdb_db *db)

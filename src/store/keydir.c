@@ -120,10 +120,28 @@ static int kd_same(const struct kd_bucket *b, const struct kd_entry *e, uint64_t
            memcmp(e->id, id, id_len) == 0;
 }
 
-struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
+uint64_t keydir_hash(const char *id, size_t id_len) { return kd_hash(id, id_len); }
+
+void keydir_prefetch(const struct keydir *kd, uint64_t hash, int entry)
 {
     const struct kd_table *t = LD(&kd->table);
-    uint64_t hash = kd_hash(id, id_len);
+    const struct kd_bucket *b = &t->b[(size_t)hash & (t->cap - 1)];
+    if (!entry) {
+        __builtin_prefetch(b);
+        return;
+    }
+    const struct kd_entry *e = LD(&b->e);
+    if (e && e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash) __builtin_prefetch(e);
+}
+
+struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
+{
+    return keydir_find_hashed(kd, id, id_len, kd_hash(id, id_len));
+}
+
+struct kd_entry *keydir_find_hashed(const struct keydir *kd, const char *id, size_t id_len, uint64_t hash)
+{
+    const struct kd_table *t = LD(&kd->table);
     size_t mask = t->cap - 1;
     for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
         struct kd_entry *e = LD(&t->b[i].e);
@@ -208,7 +226,9 @@ static int kd_slot_alloc(struct keydir *kd, uint32_t *slot)
         struct kd_slots *n = kd_slots_new(sl->cap * 2);
         if (!n) return err_set(JVDB_ENOMEM, "out of memory growing the slot table");
         memcpy(n->lsn, sl->lsn, sl->cap * sizeof *n->lsn);
-        memcpy(n->vec, sl->vec, sl->cap * sizeof *n->vec);
+        /* vec[] one by one with atomic loads: compaction repoints entries without write_mu (and
+         * checks afterwards under it whether the table it changed is still the current one). */
+        for (uint32_t i = 0; i < sl->cap; i++) n->vec[i] = LD(&sl->vec[i]);
         memcpy(n->owner, sl->owner, sl->cap * sizeof *n->owner);
         ST(&kd->slots, n);
         kd_retire(kd, sl);
@@ -241,12 +261,17 @@ static int kd_slot_release(struct keydir *kd, uint32_t slot)
     return JVDB_OK;
 }
 
-/* Stops counting the entry's current record as live in its segment. */
+/* Stops counting the entry's current record as live in its segment.  A put's segment is taken
+ * with an exchange: compaction moves it (and the count) to the output with a compare-and-swap,
+ * without write_mu, so exactly one of the two moves the count. */
 static void kd_unaccount(struct keydir *kd, struct kd_entry *e)
 {
     if (e->kind == REC_KIND_PUT) {
-        SUB(&e->seg->live_records, 1);
-        SUB(&e->seg->live_bytes, e->rec_len);
+        struct segment *seg = __atomic_exchange_n(&e->seg, NULL, __ATOMIC_ACQ_REL);
+        if (seg) {
+            SUB(&seg->live_records, 1);
+            SUB(&seg->live_bytes, e->rec_len);
+        }
         SUB(&kd->live, 1);
     } else {
         SUB(&kd->tombstones, 1);
@@ -438,33 +463,48 @@ int keydir_load_end(struct keydir *kd)
     return JVDB_OK;
 }
 
-int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim)
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to, uint64_t to_off,
+                   uint32_t dim, uint64_t hash)
 {
     const struct rec_header *h = (const struct rec_header *)from;
-    struct kd_entry *head = keydir_find(kd, rec_id(h, dim), h->id_len);
-    int moved_head = 0;
-    for (struct kd_entry *v = head; v; v = v->prev) {
-        if (v->rec != from) continue;
-        if (v == head) kd_unaccount(kd, v);
-        v->seg = to;
-        ST(&v->rec, to->map + to_off);
-        if (v == head) {
-            kd_account(kd, v);
-            moved_head = 1;
-            if (v->kind == REC_KIND_PUT && v->slot != KD_NO_SLOT && kd->slots->owner[v->slot] == v)
-                ST(&kd->slots->vec[v->slot], rec_vector((const struct rec_header *)(to->map + to_off)));
+    const uint8_t *to_rec = to->map + to_off;
+    struct kd_slots *sl = LD(&kd->slots);
+    int moved = 0;
+    for (struct kd_entry *v = keydir_find_hashed(kd, rec_id(h, dim), h->id_len, hash); v; v = LD(&v->prev)) {
+        /* Only compaction changes rec, one at a time; the exchange guards against listing a record twice. */
+        const uint8_t *exp = from;
+        if (!__atomic_compare_exchange_n(&v->rec, &exp, to_rec, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) continue;
+        moved = 1;
+        if (v->kind != REC_KIND_PUT) continue;
+        /* Still counted (no writer superseded it yet): the count follows it to the output. */
+        struct segment *es = from_seg;
+        if (__atomic_compare_exchange_n(&v->seg, &es, to, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            SUB(&from_seg->live_records, 1);
+            SUB(&from_seg->live_bytes, v->rec_len);
+            ADD(&to->live_records, 1);
+            ADD(&to->live_bytes, v->rec_len);
         }
+        if (v->slot != KD_NO_SLOT) keydir_repoint_slot(sl, v->slot, from, to_rec);
     }
-    return moved_head;
+    return moved;
 }
 
-int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim)
+void keydir_repoint_slot(struct kd_slots *sl, uint32_t slot, const uint8_t *from, const uint8_t *to)
+{
+    /* The old vector's address is this record's alone: if the slot still holds it, nobody changed
+     * the slot since, and the identical copy replaces it; otherwise the writer's version stays. */
+    const float *exp = rec_vector((const struct rec_header *)from);
+    __atomic_compare_exchange_n(&sl->vec[slot], &exp, rec_vector((const struct rec_header *)to), 0, __ATOMIC_RELEASE,
+                                __ATOMIC_RELAXED);
+}
+
+int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, uint64_t hash)
 {
     const struct rec_header *h = (const struct rec_header *)rec;
     const char *id = rec_id(h, dim);
     struct kd_table *t = kd->table;
     int found;
-    size_t pos = kd_probe(t, id, h->id_len, kd_hash(id, h->id_len), &found);
+    size_t pos = kd_probe(t, id, h->id_len, hash, &found);
     struct kd_entry *head = found ? t->b[pos].e : NULL;
     if (!head) return 0;
     if (head->rec != rec) {

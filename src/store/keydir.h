@@ -20,7 +20,7 @@
 struct kd_entry {
     const uint8_t *rec;        /* atomic: the record in a mapping (compaction repoints it) */
     struct kd_entry *prev;     /* atomic: the version this one superseded, while a reader may need it */
-    struct segment *seg;       /* writer: the segment holding rec */
+    struct segment *seg;       /* atomic: the segment counting it live (NULL once superseded) */
     uint64_t lsn;
     uint32_t rec_len;
     uint32_t slot;             /* writer: the id's slot (KD_NO_SLOT: none) */
@@ -83,6 +83,11 @@ void keydir_free(struct keydir *kd);
 /* ---- readers (inside a read section) */
 /* The newest version of `id` (NULL: unknown). */
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len);
+/* keydir_find in steps, for walks over many records (compaction's listing): the id's hash, a hint
+ * to fetch its bucket (entry = 0) or, once that is in cache, its entry (entry = 1), and the find. */
+uint64_t keydir_hash(const char *id, size_t id_len);
+void keydir_prefetch(const struct keydir *kd, uint64_t hash, int entry);
+struct kd_entry *keydir_find_hashed(const struct keydir *kd, const char *id, size_t id_len, uint64_t hash);
 /* The version of a chain visible at snapshot `snap` (NULL: none: the id did not exist yet). */
 const struct kd_entry *keydir_visible(const struct kd_entry *e, uint64_t snap);
 /* The vector of slot `s` at snapshot `snap` (NULL: none), and its entry (may be NULL). */
@@ -106,12 +111,21 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
  * the write path never touches the mapping: pages a process never mapped need no write-protection
  * round when the kernel writes them back, which an fdatasync per batch otherwise pays for. */
 int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim);
-/* Points every version of the id of the record at `from` that refers to it at the identical copy
- * at (to, to_off) (compaction); returns whether the newest version was one of them. */
-int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *to, uint64_t to_off, uint32_t dim);
+/* Compaction, inside a read section and without write_mu: points every version of the id of the
+ * record at `from` (in from_seg) that still refers to it at the identical copy at (to, to_off), each
+ * with a compare-and-swap, so a version a writer made meanwhile keeps the writer's record; the live
+ * count follows the newest version unless a writer superseded it first.  The slot table changed is
+ * the one current at the call: the caller checks under write_mu that it was not replaced since
+ * (else repeats the slots with keydir_repoint_slot).  `hash` is keydir_hash of the id.  Returns
+ * whether any version pointed at `from`. */
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to, uint64_t to_off,
+                   uint32_t dim, uint64_t hash);
+/* Replaces the vector of `slot` in `sl`, if it is still the one of record `from`, by that of `to`. */
+void keydir_repoint_slot(struct kd_slots *sl, uint32_t slot, const uint8_t *from, const uint8_t *to);
 /* Forgets the tombstone at record `rec` if it is still the newest version of its id and no older
- * version hangs from it (compaction dropped the record).  Returns whether it did. */
-int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim);
+ * version hangs from it (compaction dropped the record); `hash` is keydir_hash of the id.  Returns
+ * whether it did. */
+int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, uint64_t hash);
 /* ---- loading from a keydir checkpoint (store/kdckpt.c; write_mu held or no other user yet) */
 /* Sizes the hash and slot tables for `count` entries and `nslots` slots (nothing loaded yet). */
 int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots);

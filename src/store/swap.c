@@ -9,6 +9,15 @@
  * is the single commit point: before it the inputs are the truth and the outputs are orphans; after
  * it the outputs are the truth and the inputs are orphans; both kinds of orphan are deleted at open,
  * and "newest LSN wins" makes any record present in both harmless.
+ *
+ * Repointing after the commit takes no lock that writers wait for.  Each version still pointing at
+ * an input record is switched to the identical copy with a compare-and-swap on its rec; a put's
+ * live count moves with a compare-and-swap on its seg, which a superseding writer takes with an
+ * exchange, so exactly one of the two moves it; a slot's vector with a compare-and-swap from the
+ * input's address (that record's alone), so a slot a writer changed or reused keeps the writer's
+ * value.  A slot table a writer grew meanwhile (it copies under write_mu) is caught under write_mu
+ * by its capacity, and the slots are repeated on it.  Only forgetting dropped tombstones (bucket
+ * table and slot free list: the writer's) takes write_mu, 256 at a time.
  */
 #include "store/swap.h"
 #include "store/db_impl.h"
@@ -28,6 +37,8 @@
 #include <xxhash.h>
 
 #define SEGW_BUF (1u << 20)
+#define SEGW_IOV 1024                   /* pieces per pwritev (IOV_MAX) */
+#define SEGW_WRITEBACK (4u << 20)       /* start writeback every this many bytes */
 
 int db_seal(jvdb_db *db)
 {
@@ -90,6 +101,7 @@ static int live_push(struct db_live_rec **v, size_t *n, size_t *cap, const struc
 }
 
 #define LIST_SECTION 4096   /* records per read section while listing */
+#define LIST_BATCH 32       /* records looked up together while listing */
 
 int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n, uint64_t *min_lsn_outside)
 {
@@ -108,31 +120,52 @@ int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec *
     /* No database-wide lock: the inputs are sealed and pinned, so their bytes never change; walk
      * them in file order and keep each record some version of its id still points at.  Versions
      * only ever get added for records in the active segment, so one pass sees all that matter. */
-    struct db_live_rec *v = NULL;
+    /* Sized once from the inputs' record counts (an upper bound: the inputs are sealed). */
     size_t k = 0, cap = 0;
+    for (size_t i = 0; i < p->n; i++) cap += __atomic_load_n(&p->segs[i]->records, __ATOMIC_RELAXED);
+    struct db_live_rec *v = malloc((cap ? cap : 1) * sizeof *v);
+    if (!v) return err_set(JVDB_ENOMEM, "out of memory listing %zu records", cap);
     uint32_t dim = db->m.dim;
     int rc = JVDB_OK;
     for (size_t i = 0; i < p->n && rc == JVDB_OK; i++) {
         struct segment *s = p->segs[i];
         uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE);
         unsigned in_section = 0;
+        int end = 0;
+        uint64_t off = SEG_HEADER_SIZE;
         rp_enter();
-        for (uint64_t off = SEG_HEADER_SIZE; off + REC_HEADER_SIZE <= size && rc == JVDB_OK;) {
-            const uint8_t *rec = s->map + off;
-            const struct rec_header *h = (const struct rec_header *)rec;
-            if (h->total_len < REC_HEADER_SIZE || off + h->total_len > size) break;   /* salvage leftovers */
-            const struct kd_entry *head = keydir_find(&db->kd, rec_id(h, dim), h->id_len);
-            const struct kd_entry *e = head;
-            while (e && keydir_record(e) != h) e = __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE);
-            if (e) {
+        while (!end && rc == JVDB_OK && off + REC_HEADER_SIZE <= size) {
+            /* A batch at a time: hash the ids and fetch their buckets, then their entries, then look
+             * them up, so the keydir's cache misses overlap instead of coming one after another. */
+            struct {
+                uint64_t off, hash;
+            } b[LIST_BATCH];
+            int nb = 0;
+            while (nb < LIST_BATCH && off + REC_HEADER_SIZE <= size) {
+                const struct rec_header *h = (const struct rec_header *)(s->map + off);
+                if (h->total_len < REC_HEADER_SIZE || off + h->total_len > size) {
+                    end = 1;   /* salvage leftovers */
+                    break;
+                }
+                b[nb].off = off;
+                b[nb].hash = keydir_hash(rec_id(h, dim), h->id_len);
+                keydir_prefetch(&db->kd, b[nb++].hash, 0);
+                off += h->total_len;
+            }
+            for (int j = 0; j < nb; j++) keydir_prefetch(&db->kd, b[j].hash, 1);
+            for (int j = 0; j < nb && rc == JVDB_OK; j++) {
+                const struct rec_header *h = (const struct rec_header *)(s->map + b[j].off);
+                const struct kd_entry *head = keydir_find_hashed(&db->kd, rec_id(h, dim), h->id_len, b[j].hash);
+                const struct kd_entry *e = head;
+                while (e && keydir_record(e) != h) e = __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE);
+                if (!e) continue;
                 /* keep: an older version readers may still reach, or a tombstone older versions
                  * still hang from: copied whatever the tombstone rule says. */
                 int keep = e != head || __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE) != NULL;
-                struct db_live_rec r = {s, off, h->lsn, h->total_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), h->kind, (uint8_t)keep};
+                struct db_live_rec r = {s, b[j].off, h->lsn, h->total_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), h->kind, (uint8_t)keep};
                 rc = live_push(&v, &k, &cap, &r);
             }
-            off += h->total_len;
-            if (++in_section == LIST_SECTION) {
+            if ((in_section += (unsigned)nb) >= LIST_SECTION) {
                 /* Let reclamation move on between sections. */
                 rp_exit();
                 rp_enter();
@@ -287,34 +320,81 @@ int segw_begin(jvdb_db *db, struct segw *w)
     return JVDB_OK;
 }
 
+/* Writes what is pending (the copy buffer, or the pieces appended by reference) at the end of the
+ * file, and starts writeback of every full step written so far. */
 static int segw_flush(struct segw *w)
 {
-    if (!w->buf_len) return JVDB_OK;
-    if (io_write_all(w->fd, w->buf, w->buf_len) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
-    /* Start writeback of what was just written (asynchronous), so dirty data stays bounded and the
-     * final fdatasync, which the writers' own fdatasyncs queue behind, has little left to do. */
-    sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-    w->buf_len = 0;
+    if (w->buf_len) {
+        if (io_pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        w->written += w->buf_len;
+        w->buf_len = 0;
+    }
+    if (w->iov_n) {
+        if (io_pwritev_all(w->fd, w->iov, w->iov_n, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        w->written += w->iov_bytes;
+        w->iov_n = 0;
+        w->iov_bytes = 0;
+    }
+    /* Start writeback of what was just written (asynchronous, and only the new range), so dirty
+     * data stays bounded and the final fdatasync, which the writers' own fdatasyncs queue behind,
+     * has little left to do. */
+    if (w->written - w->writeback_from >= SEGW_WRITEBACK) {
+        sync_file_range(w->fd, (off_t)w->writeback_from, (off_t)(w->written - w->writeback_from), SYNC_FILE_RANGE_WRITE);
+        w->writeback_from = w->written;
+    }
     return JVDB_OK;
+}
+
+/* Keeps the output's LSN range and counts for the segment opened at the end. */
+static void segw_note(struct segw *w, uint32_t len, uint64_t lsn)
+{
+    w->size += len;
+    w->records++;
+    if (w->min_lsn == 0 || lsn < w->min_lsn) w->min_lsn = lsn;
+    if (lsn > w->max_lsn) w->max_lsn = lsn;
 }
 
 int segw_append(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uint64_t *offset)
 {
-    if (w->buf_len + len > SEGW_BUF) {
+    if (w->iov_n || w->buf_len + len > SEGW_BUF) {
         int rc = segw_flush(w);
         if (rc) return rc;
     }
     *offset = w->size;
     if (len > SEGW_BUF) {
-        if (io_write_all(w->fd, rec, len) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        if (io_pwrite_all(w->fd, rec, len, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        w->written += len;
     } else {
         memcpy(w->buf + w->buf_len, rec, len);
         w->buf_len += len;
     }
-    w->size += len;
-    w->records++;
-    if (w->min_lsn == 0 || lsn < w->min_lsn) w->min_lsn = lsn;
-    if (lsn > w->max_lsn) w->max_lsn = lsn;
+    segw_note(w, len, lsn);
+    return JVDB_OK;
+}
+
+int segw_append_ref(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uint64_t *offset)
+{
+    if (w->buf_len || w->iov_bytes >= SEGW_BUF) {
+        int rc = segw_flush(w);
+        if (rc) return rc;
+    }
+    if (!w->iov) {
+        w->iov = malloc(SEGW_IOV * sizeof *w->iov);
+        if (!w->iov) return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    struct iovec *last = w->iov_n ? &w->iov[w->iov_n - 1] : NULL;
+    if (last && (const char *)last->iov_base + last->iov_len == (const char *)rec) {
+        last->iov_len += len;
+    } else {
+        if (w->iov_n == SEGW_IOV) {
+            int rc = segw_flush(w);
+            if (rc) return rc;
+        }
+        w->iov[w->iov_n++] = (struct iovec){(void *)rec, len};
+    }
+    w->iov_bytes += len;
+    *offset = w->size;
+    segw_note(w, len, lsn);
     return JVDB_OK;
 }
 
@@ -343,7 +423,9 @@ int segw_finish(struct segw *w, struct segment **out)
     s->max_lsn = w->max_lsn;
     free(w->buf);
     free(w->tmp_path);
+    free(w->iov);
     w->buf = w->tmp_path = NULL;
+    w->iov = NULL;
     *out = s;
     return JVDB_OK;
 }
@@ -354,6 +436,7 @@ void segw_abort(struct segw *w)
     if (w->tmp_path) unlink(w->tmp_path);
     free(w->buf);
     free(w->tmp_path);
+    free(w->iov);
     memset(w, 0, sizeof *w);
     w->fd = -1;
 }
@@ -473,7 +556,77 @@ static void swap_release_inputs(jvdb_db *db, struct swap_retired *r)
     free(r);
 }
 
-#define SWAP_CHUNK 1024
+#define SWAP_CHUNK 256          /* tombstones forgotten per hold of write_mu */
+#define SWAP_PAUSE_EVERY 64     /* chunks between two sleeps */
+#define SWAP_SECTION 4096   /* repointings per read section (a multiple of SWAP_BATCH) */
+#define SWAP_BATCH 32       /* ids hashed and fetched together */
+
+/* Hashes the ids of n moved (or dropped) records and has their keydir buckets, then entries,
+ * fetched into cache, so the look-ups that follow overlap their misses (inside a read section). */
+static void swap_prefetch(jvdb_db *db, uint64_t *hash, size_t n, const struct db_move *moves, const struct db_live_rec *drops,
+                          uint32_t dim)
+{
+    for (size_t j = 0; j < n; j++) {
+        const struct rec_header *h = (const struct rec_header *)(moves ? moves[j].from->map + moves[j].from_off
+                                                                       : drops[j].seg->map + drops[j].offset);
+        hash[j] = keydir_hash(rec_id(h, dim), h->id_len);
+        keydir_prefetch(&db->kd, hash[j], 0);
+    }
+    for (size_t j = 0; j < n; j++) keydir_prefetch(&db->kd, hash[j], 1);
+}
+
+/* Whether the slot table still has `cap` entries, i.e. no writer replaced it (it is replaced only
+ * to grow, under write_mu, copying what it holds then): the repointing pass that began with it
+ * changed the table that stays current. */
+static int swap_slots_current(jvdb_db *db, uint32_t cap)
+{
+    db_write_lock(db);
+    int same = db->kd.slots->cap == cap;
+    db_write_unlock(db);
+    return same;
+}
+
+/* The capacity of the current slot table (inside a read section). */
+static uint32_t swap_slots_cap(jvdb_db *db) { return __atomic_load_n(&db->kd.slots, __ATOMIC_ACQUIRE)->cap; }
+
+/* Repoints every move (keydir_repoint), in read sections, then makes sure no slot table a writer
+ * grew meanwhile kept a vector of an input: the slots are repeated on the newer table. */
+static void swap_repoint_all(jvdb_db *db, const struct db_move *moves, size_t nmoves, uint32_t dim)
+{
+    rp_enter();
+    uint32_t cap = swap_slots_cap(db);
+    uint64_t hash[SWAP_BATCH];
+    for (size_t base = 0; base < nmoves; base += SWAP_BATCH) {
+        size_t nb = nmoves - base < SWAP_BATCH ? nmoves - base : SWAP_BATCH;
+        if (base % SWAP_SECTION == 0 && base) {
+            rp_exit();   /* let reclamation move on */
+            rp_enter();
+        }
+        swap_prefetch(db, hash, nb, &moves[base], NULL, dim);
+        for (size_t j = 0; j < nb; j++) {
+            const struct db_move *m = &moves[base + j];
+            keydir_repoint(&db->kd, m->from->map + m->from_off, m->from, m->to, m->to_off, dim, hash[j]);
+        }
+    }
+    rp_exit();
+    while (!swap_slots_current(db, cap)) {
+        rp_enter();
+        cap = swap_slots_cap(db);
+        for (size_t i = 0; i < nmoves; i++) {
+            if (i % SWAP_SECTION == SWAP_SECTION - 1) {
+                rp_exit();
+                rp_enter();
+            }
+            struct kd_slots *sl = __atomic_load_n(&db->kd.slots, __ATOMIC_ACQUIRE);
+            const uint8_t *from = moves[i].from->map + moves[i].from_off, *to = moves[i].to->map + moves[i].to_off;
+            const struct rec_header *h = (const struct rec_header *)from;
+            for (struct kd_entry *v = keydir_find(&db->kd, rec_id(h, dim), h->id_len); v; v = __atomic_load_n(&v->prev, __ATOMIC_ACQUIRE))
+                if (v->kind == REC_KIND_PUT && v->slot != KD_NO_SLOT && keydir_record(v) == (const struct rec_header *)to)
+                    keydir_repoint_slot(sl, v->slot, from, to);
+        }
+        rp_exit();
+    }
+}
 
 /* A mutex is not fair: re-taking write_mu at once after a chunk would let the swap starve the
  * writers that queued meanwhile (bench/results/compaction.md, prototype (a)). */
@@ -544,25 +697,29 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     db->m.extra = next.extra;
     db_write_unlock(db);
 
-    /* After the commit the keydir follows the copies, a chunk at a time under write_mu: readers
-     * never wait (each repointing is one release store of an identical record's address), and
-     * writers wait at most one chunk.  In between, some versions point at the inputs and some at
-     * the outputs: both hold the same bytes and both stay mapped until the inputs are retired
-     * below; a version a writer superseded meanwhile is still found through its successor. */
+    /* After the commit the keydir follows the copies without write_mu: each version still pointing
+     * at a moved record is switched to the identical copy with a compare-and-swap (one a writer
+     * superseded meanwhile keeps the writer's version), so neither readers nor writers ever wait
+     * for this.  In between, some versions point at the inputs and some at the outputs: both hold
+     * the same bytes and both stay mapped until the inputs are retired below. */
     uint32_t dim = db->m.dim;
-    for (size_t base = 0; base < nmoves; base += SWAP_CHUNK) {
+    swap_repoint_all(db, moves, nmoves, dim);
+    /* Forgetting a tombstone changes the bucket table and the slots, which only write_mu's holder
+     * may: a chunk at a time, its ids hashed and fetched into cache before taking the lock, so a
+     * writer waits a few tens of microseconds at most. */
+    uint64_t hash[SWAP_CHUNK];
+    for (size_t base = 0, chunks = 0; base < ndrops; base += SWAP_CHUNK, chunks++) {
+        size_t nb = ndrops - base < SWAP_CHUNK ? ndrops - base : SWAP_CHUNK;
+        rp_enter();
+        swap_prefetch(db, hash, nb, NULL, &drops[base], dim);
+        rp_exit();
         db_write_lock(db);
-        for (size_t i = base; i < nmoves && i < base + SWAP_CHUNK; i++)
-            keydir_repoint(&db->kd, moves[i].from->map + moves[i].from_off, moves[i].to, moves[i].to_off, dim);
+        for (size_t j = 0; j < nb; j++)
+            keydir_drop_tombstone(&db->kd, drops[base + j].seg->map + drops[base + j].offset, dim, hash[j]);
         db_write_unlock(db);
-        swap_pause();
-    }
-    for (size_t base = 0; base < ndrops; base += SWAP_CHUNK) {
-        db_write_lock(db);
-        for (size_t i = base; i < ndrops && i < base + SWAP_CHUNK; i++)
-            keydir_drop_tombstone(&db->kd, drops[i].seg->map + drops[i].offset, dim);
-        db_write_unlock(db);
-        swap_pause();
+        /* The hashing between chunks leaves a woken writer its turn most times; a sleep now and
+         * then makes sure of it (each sleep costs a scheduler slice on a busy machine). */
+        if (chunks % SWAP_PAUSE_EVERY == SWAP_PAUSE_EVERY - 1) swap_pause();
     }
     db_write_lock(db);
     struct swap_retired *r = swap_retire_inputs(db, ins);

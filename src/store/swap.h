@@ -7,6 +7,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "store/db.h"
 
@@ -64,10 +65,20 @@ struct segw {
     uint64_t records, min_lsn, max_lsn;
     char *buf;
     size_t buf_len;
+    /* Records appended by reference (segw_append_ref): pieces of pinned mappings, written with one
+     * pwritev per batch; contiguous records share an entry. */
+    struct iovec *iov;
+    int iov_n;
+    size_t iov_bytes;
+    uint64_t written;          /* bytes in the file */
+    uint64_t writeback_from;   /* writeback started for the bytes before this */
 };
 int segw_begin(jvdb_db *db, struct segw *w);
 /* Appends one record verbatim (its checksum stays valid); *offset receives its place. */
 int segw_append(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uint64_t *offset);
+/* The same without copying: `rec` must stay valid (its segment pinned) until segw_finish or
+ * segw_abort; records lying back to back in memory go out in one piece. */
+int segw_append_ref(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uint64_t *offset);
 /* Publishes the file and opens it as a sealed segment. */
 int segw_finish(struct segw *w, struct segment **out);
 /* Removes the temporary file (abandoned job). */

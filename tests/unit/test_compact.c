@@ -10,6 +10,7 @@
 
 #include "compact/compact.h"
 #include "store/db.h"
+#include "store/db_impl.h"
 #include "test_util.h"
 
 #define DIM 32
@@ -521,6 +522,58 @@ static void test_service_meets_running_compaction(void **state)
     tu_rmdir(dir);
 }
 
+/* Repointing takes no write_mu: a compaction moving 60,000 records (no tombstones to forget)
+ * takes write_mu a handful of times (seal, settle, output, swap, retire), not once per chunk of
+ * repointings (the old code: one per 1,024, so at least 58 here).  Debug builds count the holds. */
+static void test_repoint_without_write_lock(void **state)
+{
+    (void)state;
+#ifdef NDEBUG
+    skip();
+#else
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "r", DIM, JVDB_METRIC_L2, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    enum { N = 60000, B = 1000 };
+    static float vecs[B][DIM];
+    static char keys[B][32];
+    jvdb_record recs[B];
+    for (int version = 0; version < 2; version++)
+        for (int base = 0; base < N; base += B) {
+            for (int i = 0; i < B; i++) {
+                vec_for(vecs[i], base + i, version);
+                snprintf(keys[i], sizeof keys[i], "id-%d", base + i);
+                recs[i] = (jvdb_record){keys[i], vecs[i], DIM, NULL};
+            }
+            assert_ok(jvdb_put_batch(db, recs, B, NULL));
+        }
+    unsigned long before = __atomic_load_n(&db->write_locks, __ATOMIC_RELAXED);
+    jvdb_compact_options o = {.full = 1, .force = 1};
+    jvdb_compact_stats st;
+    assert_ok(jvdb_compact(db, &o, &st));
+    unsigned long taken = __atomic_load_n(&db->write_locks, __ATOMIC_RELAXED) - before;
+    assert_int_equal(st.records_copied, N);
+    print_message("write_mu taken %lu times by a compaction of %d records\n", taken, N);
+    assert_true(taken < 30);
+    jvdb_stats after;
+    assert_ok(jvdb_stats_get(db, &after));
+    assert_int_equal(after.live_records, N);
+    assert_int_equal(after.dead_records, 0);
+    float v[DIM], want[DIM];
+    for (int id = 0; id < N; id += 997) {
+        char key[32];
+        snprintf(key, sizeof key, "id-%d", id);
+        assert_ok(jvdb_get(db, key, v, NULL));
+        vec_for(want, id, 1);
+        assert_memory_equal(v, want, sizeof v);
+    }
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_tombstone_rules),
         cmocka_unit_test(test_cancel_leaves_no_trace),
         cmocka_unit_test(test_concurrent_compaction),
+        cmocka_unit_test(test_repoint_without_write_lock),
         cmocka_unit_test(test_service),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
