@@ -42,6 +42,13 @@ static inline int payload_plan_test(const struct payload_plan *p, uint32_t slot)
     return (p->verify[slot / 64] >> (slot % 64) & 1) ? 2 : 1;
 }
 
+/* search.c's planner thresholds (search_plan_scan): a filtered search scans its candidates exactly
+ * when there are at most scan_min of them (or k * 8) or below scan_share of the live vectors, else it
+ * walks the graph.  Variables only so that tests and benchmarks can force either path (set them
+ * before searching; 0 and 0.0 force the graph). */
+extern uint32_t search_payload_scan_min;
+extern double search_payload_scan_share;
+
 /* search.c: the payload index of db's search index when one is attached, else NULL. */
 struct payload_index *search_payload_attached(jvdb_db *db);
 /* payload.c: re-reads the declarations from the MANIFEST into an attached index (create/drop). */

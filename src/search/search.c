@@ -1052,11 +1052,14 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
 /* Whether a filtered search should scan its payload candidates exactly rather than walk the graph:
  * a scan costs one distance per candidate, the graph about ef * M per query, more as the filter
  * rejects more of the nodes it meets (bench/results/payload-index.md measured where they cross). */
+uint32_t search_payload_scan_min = PAYLOAD_SCAN_MIN;
+double search_payload_scan_share = PAYLOAD_SCAN_SHARE;
+
 static int search_plan_scan(const struct payload_plan *plan, const jvdb_search_params *p)
 {
-    uint64_t limit = PAYLOAD_SCAN_MIN;
-    if ((uint64_t)p->k * 8 > limit) limit = (uint64_t)p->k * 8;
-    return plan->ncand <= limit || (double)plan->ncand < PAYLOAD_SCAN_SHARE * plan->nlive;
+    uint64_t limit = __atomic_load_n(&search_payload_scan_min, __ATOMIC_RELAXED);
+    if (limit && (uint64_t)p->k * 8 > limit) limit = (uint64_t)p->k * 8;
+    return plan->ncand <= limit || (double)plan->ncand < search_payload_scan_share * plan->nlive;
 }
 
 /* Exact scan of the payload plan's candidates, each resolved at the search's snapshot. */
