@@ -42,6 +42,8 @@ ROUTES = {
     ("POST", "/v1/databases/{id}/vectors/metadata"), ("PATCH", "/v1/databases/{id}/vectors/{vid}"),
     ("POST", "/v1/databases/{id}/vectors/scroll"), ("GET", "/v1/databases/{id}/vectors"),
     ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
+    ("GET", "/v1/databases/{id}/payload-indexes"), ("PUT", "/v1/databases/{id}/payload-indexes/{field}"),
+    ("DELETE", "/v1/databases/{id}/payload-indexes/{field}"),
 }
 
 
@@ -110,6 +112,8 @@ def route_of(cmd):
             seg = "{vid}"
         elif prev == "backups" and n == 3 and seg != "schedule":
             seg = "{bid}"
+        elif prev == "payload-indexes":
+            seg = "{field}"
         elif prev == "api-keys":
             seg = "{key_id}"
         norm.append(seg)
