@@ -23,10 +23,10 @@
  *  (1) Writers never wait for this index: the keydir hook (write_mu held) only queues the slot under
  *      pend_mu, a leaf held for O(1) steps.  Searches bring the index up to date themselves (the
  *      drain, under `lock` exclusive); plans read it under `lock` shared.
- *  (2) lsn[s] is the LSN of the version of slot s the cells describe, read from the slot's owner
+ *  (2) lsn[s] is the LSN of the version of slot s the columns describe, read from the slot's owner
  *      after its pending bit was cleared (the keydir changes a slot before its hook runs, so a later
  *      write queues the slot again).  A search drains after taking its snapshot S, so every version
- *      visible at S was queued before the drain: where lsn[s] <= S the cells are exactly the version
+ *      visible at S was queued before the drain: where lsn[s] <= S the columns are exactly the version
  *      S sees, and the slots with lsn[s] > S (written since) are candidates to verify.
  *  (3) A plan is a superset: conditions the index cannot answer (other operators, operand types,
  *      fields) count as "maybe" and their candidates are verified with filter_match, so answers are
@@ -56,19 +56,29 @@ struct pl_val {
     uint8_t genuine;           /* numeric: a JSON number (not a numeric string) */
 };
 
-struct pl_cell {
-    uint32_t n;                /* values */
-    uint8_t exists;            /* the path resolves (a null or an object counts, as for $exists) */
-    struct pl_val one;         /* n == 1 */
-    struct pl_val *many;       /* n > 1 */
+/* A slot's values past its first (most slots have one value or none). */
+struct pl_more {
+    uint32_t n;
+    struct pl_val v[];
 };
 
+/* Per-slot flags of a field. */
+#define PLF_EXISTS 1u          /* the path resolves (a null or an object counts, as for $exists) */
+#define PLF_FIRST 2u           /* kw[s] / num[s] hold a value */
+#define PLF_GENUINE 4u         /* numeric: that value is a JSON number, not a numeric string */
+#define PLF_MORE 8u            /* more[s] holds the other values */
+
+/* A field's columns, cap entries each: a condition is one pass over flags and kw (5 bytes a slot)
+ * or num (9), dense so that the pass runs at memory speed. */
 struct pl_field {
     char *path;
     char **segs;
     size_t nsegs;
     jvdb_payload_type type;
-    struct pl_cell *cells;     /* cap of them */
+    uint8_t *flags;
+    uint32_t *kw;              /* keyword fields */
+    double *num;               /* numeric fields */
+    struct pl_more **more;
 };
 
 struct pl_kw {
@@ -85,12 +95,14 @@ struct payload_index {
     uint32_t cap;              /* slots the per-slot arrays hold */
     uint64_t *lsn;             /* per slot, invariant (2) */
     uint64_t *live;            /* bitmap: the described version holds a vector */
+    uint64_t max_lsn;          /* the largest lsn[s]: no slot is unsure for a snapshot at or past it */
     struct pl_kw *kw;          /* interned keyword strings (open addressing, power-of-two size) */
     size_t kw_cap, kw_n;
     int broken;                /* invariant (4) */
 
     pthread_mutex_t pend_mu;   /* leaf: the queue of slots to re-read, and the counters below */
-    int active;                /* some field is declared (the hook queues only then) */
+    int active;                /* some field is declared (the hook queues only then); written with
+                                * both pend_mu and the database's write_mu held */
     uint64_t queued_seq;       /* pushes so far */
     uint64_t drained_seq;      /* queued_seq when the last drain took the queue */
     uint64_t need_seq;         /* queued_seq after the last queue_all: plans wait for a drain past it */
@@ -132,25 +144,52 @@ static int payload_check_path(const char *field)
 
 /* ---------------------------------------------------------------- fields */
 
-/* Frees a cell's overflow values and empties it. */
-static void cell_clear(struct pl_cell *c)
+/* Empties slot s of field f. */
+static void cell_clear(struct pl_field *f, uint32_t s)
 {
-    if (c->n > 1) free(c->many);
-    memset(c, 0, sizeof *c);
+    if (f->flags[s] & PLF_MORE) free(f->more[s]);
+    f->more[s] = NULL;
+    f->flags[s] = 0;
 }
 
-/* Frees one field and its cells (cap of them). */
+/* Sizes f's columns for ncap slots (new ones empty); JVDB_ENOMEM leaves the old sizes usable. */
+static int field_grow(struct pl_field *f, uint32_t cap, uint32_t ncap)
+{
+    uint8_t *nf = realloc(f->flags, ncap);
+    if (!nf) return JVDB_ENOMEM;
+    f->flags = nf;
+    memset(nf + cap, 0, ncap - cap);
+    struct pl_more **nm = realloc(f->more, ncap * sizeof *nm);
+    if (!nm) return JVDB_ENOMEM;
+    f->more = nm;
+    memset(nm + cap, 0, (ncap - cap) * sizeof *nm);
+    if (f->type == JVDB_PAYLOAD_KEYWORD) {
+        uint32_t *nk = realloc(f->kw, ncap * sizeof *nk);
+        if (!nk) return JVDB_ENOMEM;
+        f->kw = nk;
+    } else {
+        double *nn = realloc(f->num, ncap * sizeof *nn);
+        if (!nn) return JVDB_ENOMEM;
+        f->num = nn;
+    }
+    return JVDB_OK;
+}
+
+/* Frees one field and its columns (cap slots). */
 static void field_free(struct pl_field *f, uint32_t cap)
 {
-    if (f->cells)
-        for (uint32_t s = 0; s < cap; s++) cell_clear(&f->cells[s]);
-    free(f->cells);
+    if (f->flags)
+        for (uint32_t s = 0; s < cap; s++) cell_clear(f, s);
+    free(f->flags);
+    free(f->more);
+    free(f->kw);
+    free(f->num);
     for (size_t i = 0; i < f->nsegs; i++) free(f->segs[i]);
     free(f->segs);
     free(f->path);
 }
 
-/* Fills f for `path` with cap empty cells (path already checked). */
+/* Fills f for `path` with cap empty slots (path already checked). */
 static int field_init(struct pl_field *f, const char *path, jvdb_payload_type type, uint32_t cap)
 {
     memset(f, 0, sizeof *f);
@@ -163,8 +202,7 @@ static int field_init(struct pl_field *f, const char *path, jvdb_payload_type ty
         if (!dot) break;
         p = dot + 1;
     }
-    if (cap && !(f->cells = calloc(cap, sizeof *f->cells))) return JVDB_ENOMEM;
-    return JVDB_OK;
+    return cap ? field_grow(f, 0, cap) : JVDB_OK;
 }
 
 /* The declarations in the MANIFEST, as a JSON object (never NULL unless out of memory). */
@@ -199,7 +237,7 @@ static int payload_reload_locked(struct payload_index *pl)
             err_clear();
             continue;
         }
-        /* An unchanged field keeps its cells; a new or re-typed one starts empty (the caller queues all). */
+        /* An unchanged field keeps its columns; a new or re-typed one starts empty (the caller queues all). */
         size_t j = 0;
         while (j < pl->nfields && (!pl->fields[j].path || strcmp(pl->fields[j].path, path) || pl->fields[j].type != type)) j++;
         if (j < pl->nfields) {
@@ -207,7 +245,10 @@ static int payload_reload_locked(struct payload_index *pl)
             pl->fields[j].path = NULL;
             pl->fields[j].segs = NULL;
             pl->fields[j].nsegs = 0;
-            pl->fields[j].cells = NULL;
+            pl->fields[j].flags = NULL;
+            pl->fields[j].more = NULL;
+            pl->fields[j].kw = NULL;
+            pl->fields[j].num = NULL;
         } else if (field_init(&nf[k++], path, type, pl->cap) != JVDB_OK) {
             rc = err_set(JVDB_ENOMEM, "out of memory");
             break;
@@ -216,7 +257,7 @@ static int payload_reload_locked(struct payload_index *pl)
     if (rc) {
         for (size_t i = 0; i < k; i++) field_free(&nf[i], pl->cap);
         free(nf);
-        pl->broken = 1;
+        __atomic_store_n(&pl->broken, 1, __ATOMIC_RELAXED);
     } else {
         for (size_t i = 0; i < pl->nfields; i++) field_free(&pl->fields[i], pl->cap);
         free(pl->fields);
@@ -298,8 +339,10 @@ oom:
 
 void payload_slot_hook(struct payload_index *pl, uint32_t slot)
 {
+    /* `active` changes only in payload_queue_all, as the writer too: no pend_mu to read it here. */
+    if (!pl->active) return;
     pthread_mutex_lock(&pl->pend_mu);
-    if (pl->active) pending_push(pl, slot);
+    pending_push(pl, slot);
     pthread_mutex_unlock(&pl->pend_mu);
 }
 
@@ -432,17 +475,13 @@ static int payload_grow(struct payload_index *pl, uint32_t slot)
     if (!nv) return JVDB_ENOMEM;
     pl->live = nv;
     memset(nv + pl->cap / 64, 0, (ncap - pl->cap) / 64 * sizeof *nv);
-    for (size_t i = 0; i < pl->nfields; i++) {
-        struct pl_cell *nc = realloc(pl->fields[i].cells, ncap * sizeof *nc);
-        if (!nc) return JVDB_ENOMEM;
-        memset(nc + pl->cap, 0, (ncap - pl->cap) * sizeof *nc);
-        pl->fields[i].cells = nc;
-    }
+    for (size_t i = 0; i < pl->nfields; i++)
+        if (field_grow(&pl->fields[i], pl->cap, ncap)) return JVDB_ENOMEM;
     pl->cap = ncap;
     return JVDB_OK;
 }
 
-/* Re-reads one slot's newest version into the cells; `lock` exclusive, in a read section. */
+/* Re-reads one slot's newest version into the columns; `lock` exclusive, in a read section. */
 static int payload_refresh(struct payload_index *pl, uint32_t slot, struct pl_build *b)
 {
     if (payload_grow(pl, slot)) return JVDB_ENOMEM;
@@ -463,8 +502,7 @@ static int payload_refresh(struct payload_index *pl, uint32_t slot, struct pl_bu
     int rc = JVDB_OK;
     for (size_t i = 0; i < pl->nfields; i++) {
         struct pl_field *f = &pl->fields[i];
-        struct pl_cell *c = &f->cells[slot];
-        cell_clear(c);
+        cell_clear(f, slot);
         if (!doc) continue;
         b->n = 0;
         b->exists = 0;
@@ -474,21 +512,29 @@ static int payload_refresh(struct payload_index *pl, uint32_t slot, struct pl_bu
             rc = JVDB_ENOMEM;
             break;
         }
-        c->exists = (uint8_t)b->exists;
-        c->n = b->n;
-        if (b->n == 1) {
-            c->one = b->v[0];
-        } else if (b->n > 1) {
-            if (!(c->many = malloc(b->n * sizeof *c->many))) {
-                c->n = 0;
+        uint8_t fl = b->exists ? PLF_EXISTS : 0;
+        if (b->n) {
+            fl |= PLF_FIRST | (b->v[0].genuine ? PLF_GENUINE : 0);
+            if (f->type == JVDB_PAYLOAD_KEYWORD) f->kw[slot] = b->v[0].kw;
+            else f->num[slot] = b->v[0].num;
+        }
+        if (b->n > 1) {
+            struct pl_more *m = malloc(sizeof *m + (b->n - 1) * sizeof m->v[0]);
+            if (!m) {
+                f->flags[slot] = fl;
                 rc = JVDB_ENOMEM;
                 break;
             }
-            memcpy(c->many, b->v, b->n * sizeof *c->many);
+            m->n = b->n - 1;
+            memcpy(m->v, b->v + 1, m->n * sizeof m->v[0]);
+            f->more[slot] = m;
+            fl |= PLF_MORE;
         }
+        f->flags[slot] = fl;
     }
     json_decref(doc);
     pl->lsn[slot] = e ? e->lsn : 0;
+    if (pl->lsn[slot] > pl->max_lsn) pl->max_lsn = pl->lsn[slot];
     if (live) pl->live[slot / 64] |= 1ull << (slot % 64);
     else pl->live[slot / 64] &= ~(1ull << (slot % 64));
     return rc;
@@ -591,11 +637,16 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
     }
     uint32_t lim = nslots < pl->cap ? nslots : pl->cap;
     for (uint32_t s = 0; s < lim; s++) {
-        const struct pl_cell *cl = &f->cells[s];
-        if (!cl->exists) continue;
+        uint8_t fl = f->flags[s];
+        if (!(fl & PLF_EXISTS)) continue;
         int any = c->op == OP_EXISTS;
-        const struct pl_val *v = cl->n == 1 ? &cl->one : cl->many;
-        for (uint32_t k = 0; !any && k < cl->n; k++) any = val_holds(f, c, &v[k], ids, nids);
+        if (!any && (fl & PLF_FIRST)) {
+            struct pl_val first = {f->type == JVDB_PAYLOAD_NUMERIC ? f->num[s] : 0, f->type == JVDB_PAYLOAD_KEYWORD ? f->kw[s] : 0,
+                                   (uint8_t)((fl & PLF_GENUINE) != 0)};
+            any = val_holds(f, c, &first, ids, nids);
+        }
+        if (!any && (fl & PLF_MORE))
+            for (uint32_t k = 0; !any && k < f->more[s]->n; k++) any = val_holds(f, c, &f->more[s]->v[k], ids, nids);
         if (any) out[s / 64] |= 1ull << (s % 64);
     }
     int negated = c->op == OP_NE || c->op == OP_NIN || (c->op == OP_EXISTS && json_is_false(c->value));
@@ -682,11 +733,11 @@ int payload_plan_make(struct payload_index *pl, const jvdb_filter *f, uint64_t s
     if (used) {
         /* Invariant (2): slots written after the snapshot are described at a later version. */
         uint32_t lim = nslots < pl->cap ? nslots : pl->cap;
+        if (pl->max_lsn <= snap) lim = 0;   /* nothing written since: every slot is described at snap */
         for (size_t w = 0; w < nw; w++) {
             uint64_t unsure = 0;
             for (uint32_t s = (uint32_t)w * 64; s < lim && s < (uint32_t)w * 64 + 64; s++)
                 if (pl->lsn[s] > snap) unsure |= 1ull << (s % 64);
-            if (w * 64 >= lim) out->cand[w] = 0;
             out->cand[w] |= unsure;
             out->verify[w] = exact ? unsure : out->cand[w];
             out->ncand += (uint32_t)__builtin_popcountll(out->cand[w]);
