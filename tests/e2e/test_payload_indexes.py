@@ -12,8 +12,10 @@ The last line printed is "N passed, N failed".
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jvdbtest  # noqa: E402
@@ -135,6 +137,33 @@ def same_answers_with_indexes():
         s.start()
         c = s.client()
         check_same(indexed, answers(c))
+
+
+
+@test
+def restore_keeps_indexes():
+    """A backup carries the declarations; the restored database rebuilds the indexes from its records."""
+    repo = tempfile.mkdtemp(prefix="jvdb-e2e-repo-")
+    try:
+        with Server(args=["--backup-repo", repo]) as s:
+            c = s.client()
+            expect(c.post("/v1/databases", {"name": "docs", "vectorDimension": 4, "distanceMetric": "l2"}), 201)
+            vecs = [{"id": "v%d" % i, "values": [i, i % 7, i % 11, 1], "metadata": meta(i)} for i in range(N)]
+            expect(c.post("/v1/databases/docs/vectors/batch", {"vectors": vecs}), 201)
+            expect(c.put("/v1/databases/docs/payload-indexes/score", {"type": "numeric"}), 200)
+            want = answers(c)
+            bid = expect(c.post("/v1/databases/docs/backups", {}), 201)["backupId"]
+            expect(c.post("/v1/backups/%s/restore" % bid, {"targetDatabase": "copy"}), 201)
+            r = expect(c.get("/v1/databases/copy/payload-indexes"), 200)
+            assert r.json == {"payloadIndexes": [{"field": "score", "type": "numeric"}]}, r.json
+            # A graph search attaches the copy's index (and its payload indexes, built from the records).
+            expect(c.post("/v1/databases/copy/search", {"queryVector": [0, 0, 0, 1], "filters": {"score": 3}}), 200)
+            for f, w in zip(FILTERS, want):
+                ex = expect(c.post("/v1/databases/copy/search", {"queryVector": [0, 0, 0, 1], "topK": N, "filters": f,
+                                                                 "exact": True}), 200)
+                assert sorted(x["vectorId"] for x in ex["results"]) == w[0], f
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
 
 
 if __name__ == "__main__":
