@@ -613,6 +613,28 @@ static int val_holds(const struct pl_field *f, const struct filter_node *c, cons
     }
 }
 
+/* Whether a op b for the range operator op. */
+static inline int range_holds(enum filter_op op, double a, double b)
+{
+    return op == OP_GT ? a > b : op == OP_GTE ? a >= b : op == OP_LT ? a < b : a <= b;
+}
+
+/* The positive form of a range condition on a numeric field into out (zeroed): the hot loop of
+ * numeric filters, kept free of calls. */
+static void eval_range(const struct pl_field *f, const struct filter_node *c, uint32_t lim, uint64_t *out)
+{
+    double b = json_number_value(c->value);
+    enum filter_op op = c->op;
+    for (uint32_t s = 0; s < lim; s++) {
+        uint8_t fl = f->flags[s];
+        if (!(fl & PLF_FIRST)) continue;
+        int any = range_holds(op, f->num[s], b);
+        if (!any && (fl & PLF_MORE))
+            for (uint32_t k = 0; !any && k < f->more[s]->n; k++) any = range_holds(op, f->more[s]->v[k].num, b);
+        if (any) out[s / 64] |= 1ull << (s % 64);
+    }
+}
+
 /* Evaluates a condition on an indexed field into out (nw words over the index's view). */
 static int eval_cond(const struct payload_index *pl, const struct pl_field *f, const struct filter_node *c, uint32_t nslots,
                      uint64_t *out)
@@ -636,6 +658,10 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
         }
     }
     uint32_t lim = nslots < pl->cap ? nslots : pl->cap;
+    if (f->type == JVDB_PAYLOAD_NUMERIC && c->op >= OP_GT && c->op <= OP_LTE) {
+        eval_range(f, c, lim, out);
+        lim = 0;
+    }
     for (uint32_t s = 0; s < lim; s++) {
         uint8_t fl = f->flags[s];
         if (!(fl & PLF_EXISTS)) continue;

@@ -1062,6 +1062,17 @@ static int search_plan_scan(const struct payload_plan *plan, const jvdb_search_p
     return plan->ncand <= limit || (double)plan->ncand < search_payload_scan_share * plan->nlive;
 }
 
+/* The ef of a graph search whose filter the payload plan counted: wide enough that the ef nearest
+ * nodes hold about 1.5 k accepted ones, so hnsw_search need not find out by a first pass that fails. */
+static uint32_t search_plan_ef(const struct payload_plan *plan, const jvdb_search_params *p, uint32_t ef_default)
+{
+    uint32_t ef = p->ef ? p->ef : ef_default;
+    double share = plan->nlive ? (double)plan->ncand / plan->nlive : 1.0;
+    double want = share > 0 ? 1.5 * p->k / share : HNSW_MAX_EF;
+    if (want > HNSW_MAX_EF) want = HNSW_MAX_EF;
+    return want > ef ? (uint32_t)want : ef;
+}
+
 /* Exact scan of the payload plan's candidates, each resolved at the search's snapshot. */
 static int search_candidates(const jvdb_db *db, const struct payload_plan *plan, const float *q, const flat_params *base,
                              struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
@@ -1179,6 +1190,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         hnsw_query_init(&hq);
         hq.k = p.k;
         hq.ef = p.ef;
+        if (plan.used) hq.ef = search_plan_ef(&plan, &p, ix->opts.ef_search);
         /* Always: a node's slot may hold nothing at this snapshot (deleted, or not yet visible). */
         hq.accept = accept_graph;
         hq.accept_ctx = &ac;
