@@ -635,6 +635,29 @@ static void eval_range(const struct pl_field *f, const struct filter_node *c, ui
     }
 }
 
+/* Whether id is one of ids[0..n). */
+static inline int kw_in(uint32_t id, const uint32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return 1;
+    return 0;
+}
+
+/* The positive form of equality / $in on a keyword field into out (zeroed): some value's interned
+ * id is among ids (none when no slot ever held the operand). */
+static void eval_keyword(const struct pl_field *f, const uint32_t *ids, size_t nids, uint32_t lim, uint64_t *out)
+{
+    if (!nids) return;
+    for (uint32_t s = 0; s < lim; s++) {
+        uint8_t fl = f->flags[s];
+        if (!(fl & PLF_FIRST)) continue;
+        int any = kw_in(f->kw[s], ids, nids);
+        if (!any && (fl & PLF_MORE))
+            for (uint32_t k = 0; !any && k < f->more[s]->n; k++) any = kw_in(f->more[s]->v[k].kw, ids, nids);
+        if (any) out[s / 64] |= 1ull << (s % 64);
+    }
+}
+
 /* Evaluates a condition on an indexed field into out (nw words over the index's view). */
 static int eval_cond(const struct payload_index *pl, const struct pl_field *f, const struct filter_node *c, uint32_t nslots,
                      uint64_t *out)
@@ -660,6 +683,9 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
     uint32_t lim = nslots < pl->cap ? nslots : pl->cap;
     if (f->type == JVDB_PAYLOAD_NUMERIC && c->op >= OP_GT && c->op <= OP_LTE) {
         eval_range(f, c, lim, out);
+        lim = 0;
+    } else if (f->type == JVDB_PAYLOAD_KEYWORD && c->op != OP_EXISTS) {
+        eval_keyword(f, ids, nids, lim, out);
         lim = 0;
     }
     for (uint32_t s = 0; s < lim; s++) {
