@@ -5,6 +5,7 @@
  * when bad. */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,14 +329,14 @@ static void test_payload_model(void **state)
 
 struct race {
     jvdb_db *db;
-    volatile int stop;
+    atomic_int stop;
 };
 
 /* Rewrites metadata of the first 200 vectors without pause (cat flips between "a" and "b"). */
 static void *race_writer(void *arg)
 {
     struct race *ra = arg;
-    for (unsigned t = 0; !ra->stop; t++) {
+    for (unsigned t = 0; !atomic_load(&ra->stop); t++) {
         char id[16], meta[64];
         snprintf(id, sizeof id, "v%u", t % 200);
         snprintf(meta, sizeof meta, "{\"cat\": \"%s\", \"price\": %u}", t % 2 ? "a" : "b", t % 100);
@@ -363,6 +364,7 @@ static void test_payload_race(void **state)
     assert_ok(jvdb_db_payload_index_create(db, "cat", JVDB_PAYLOAD_KEYWORD));
     assert_ok(jvdb_db_payload_index_create(db, "price", JVDB_PAYLOAD_NUMERIC));
     struct race ra = {db, 0};
+    atomic_init(&ra.stop, 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, race_writer, &ra), 0);
     const char *fs[] = {"{\"cat\": \"a\"}", "{\"cat\": \"b\", \"price\": {\"$lt\": 50}}", "{\"cat\": {\"$ne\": \"c\"}}"};
@@ -386,7 +388,7 @@ static void test_payload_race(void **state)
         jvdb_results_free(r, n);
         jvdb_filter_free(f);
     }
-    ra.stop = 1;
+    atomic_store(&ra.stop, 1);
     pthread_join(th, NULL);
     jvdb_env_close(env);
     tu_rmdir(dir);
