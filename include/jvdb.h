@@ -333,6 +333,38 @@ typedef struct jvdb_filter jvdb_filter;
 JVDB_API int jvdb_filter_parse(const char *json, jvdb_filter **out);
 JVDB_API void jvdb_filter_free(jvdb_filter *f);
 
+/* ---- payload indexes (issue 12) ----
+ * A payload index is declared per metadata field (a dotted path, as in filters) and makes filtered
+ * searches on that field fast: the search counts the vectors the filter can accept from the index,
+ * then scans exactly the few candidates of a selective filter, or walks the HNSW graph with the
+ * index as the predicate.  Answers are identical with or without an index (filters keep the rules
+ * above, numeric strings included).
+ *   KEYWORD  string values: equality, $in, $ne, $nin (list fields: contains), $exists
+ *   NUMERIC  numbers, and strings holding a JSON number: $gt $gte $lt $lte (both), equality, $in,
+ *            $ne, $nin with number operands (genuine numbers only, as equality is exact in type),
+ *            $exists
+ * Conditions an index cannot answer (other operators, operand types or fields) are checked on the
+ * candidates' metadata.  The declarations are persisted in the MANIFEST (docs/FORMAT.md); the
+ * contents live in memory, built from the records by the first search after the open (or after
+ * the declaration) and kept current on every write.  Up to JVDB_PAYLOAD_MAX_INDEXES per database. */
+typedef enum { JVDB_PAYLOAD_KEYWORD = 0, JVDB_PAYLOAD_NUMERIC = 1 } jvdb_payload_type;
+#define JVDB_PAYLOAD_MAX_INDEXES 32
+#define JVDB_PAYLOAD_MAX_FIELD 255
+typedef struct jvdb_payload_index {
+    char field[JVDB_PAYLOAD_MAX_FIELD + 1];
+    jvdb_payload_type type;
+} jvdb_payload_index;
+/* "keyword" / "numeric"; parse accepts them in any case (JVDB_EINVAL naming both otherwise). */
+const char *jvdb_payload_type_name(jvdb_payload_type t);
+int jvdb_payload_type_parse(const char *s, jvdb_payload_type *out);
+/* Declares (or re-types) the index of `field`; declaring the same field and type again is a no-op.
+ * JVDB_EINVAL for a bad path or too many indexes; persisted before it returns. */
+int jvdb_db_payload_index_create(jvdb_db *db, const char *field, jvdb_payload_type type);
+/* Removes the index of `field` (JVDB_ENOTFOUND when there is none). */
+int jvdb_db_payload_index_drop(jvdb_db *db, const char *field);
+/* The declared indexes, sorted by field (free with jvdb_free). */
+int jvdb_db_payload_index_list(jvdb_db *db, jvdb_payload_index **out, size_t *n);
+
 /* ---- bulk and filtered operations (issue 12) ---- */
 
 /* Deletes every listed id that is live, as one all-or-nothing batch (one fsync); ids not live (or

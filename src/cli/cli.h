@@ -167,6 +167,9 @@ int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
 int cli_compact_main(cli_ctx *ctx, int argc, char **argv);
 int cli_search_main(cli_ctx *ctx, int argc, char **argv);
 int cli_keys_main(cli_ctx *ctx, int argc, char **argv);
+/* `jvdb index payload ...` (cli_index.c). */
+int cli_index_main(cli_ctx *ctx, int argc, char **argv);
+extern const cli_cmd cli_cmd_index;
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
 extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,

@@ -37,6 +37,7 @@ static const cli_command cli_commands[] = {
     {"count", cli_count_main, &cli_cmd_count, "count vectors, or those matching a filter"},
     {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
     {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},
+    {"index", cli_index_main, &cli_cmd_index, "declare, list and drop payload indexes"},
     {"keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys"},
 };
 

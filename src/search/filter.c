@@ -26,6 +26,7 @@
  *  (4) Compilation checks every operator and operand and says what is wrong; nothing partial escapes.
  */
 #include "search/filter.h"
+#include "search/filter_internal.h"
 
 #include "core/err.h"
 
@@ -33,30 +34,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Nesting bound: a filter is a user's request body, and matching recurses once per level. */
-#define FILTER_MAX_DEPTH 32
-/* Path segments: enough for any real document, small enough to live on the stack. */
-#define FILTER_MAX_SEGS 16
-
-enum filter_op { OP_EQ, OP_NE, OP_IN, OP_NIN, OP_GT, OP_GTE, OP_LT, OP_LTE, OP_EXISTS, OP_CONTAINS };
-enum node_kind { NODE_AND, NODE_OR, NODE_NOT, NODE_COND };
-
-struct filter_node {
-    enum node_kind kind;
-    struct filter_node **kids;  /* AND / OR: n kids; NOT: one */
-    size_t n;
-    /* NODE_COND */
-    char *path;                 /* as written, for messages */
-    char **segs;                /* path split at dots */
-    size_t nsegs;
-    enum filter_op op;
-    json_t *value;              /* operand; for $in/$nin an array */
-};
-
-struct jvdb_filter {
-    struct filter_node *root;   /* an AND node */
-};
 
 static const struct {
     const char *name;
@@ -302,8 +279,8 @@ static int filter_equal(const json_t *a, const json_t *b)
     return json_equal((json_t *)a, (json_t *)b);
 }
 
-/* Rule (3): the number a value stands for in a range comparison. */
-static int filter_numeric(const json_t *v, double *out)
+/* Rule (3): the number a value stands for in a range comparison (payload.c shares it). */
+int filter_numeric(const json_t *v, double *out)
 {
     if (json_is_number(v)) {
         *out = json_number_value(v);

@@ -42,6 +42,7 @@
 #include "search/flat.h"
 #include "search/hnsw.h"
 #include "search/hnsw_persist.h"
+#include "search/payload.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -68,6 +69,10 @@
 #define LOAD_CHUNK 4096
 #define SELECTIVE_SAMPLE 256
 #define NAV_BLOCK 4096
+/* Filtered searches scan their payload candidates exactly up to this many, or this share of the
+ * live vectors (search_plan_scan). */
+#define PAYLOAD_SCAN_MIN 4096
+#define PAYLOAD_SCAN_SHARE 0.03
 
 struct search_index {
     jvdb_db *db;
@@ -98,6 +103,7 @@ struct search_index {
     time_t last_save;
     uint64_t saved_lsn;
     uint64_t loaded_nodes;
+    struct payload_index *pl;     /* payload indexes (payload.c): fed by the keydir hook, used to plan */
 };
 
 static pthread_mutex_t search_attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -189,6 +195,14 @@ oom:
     log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", jvdb_db_name(ix->db), slot);
     ix->opts.type = JVDB_INDEX_FLAT;
     pthread_mutex_unlock(&ix->pend_mu);
+}
+
+/* The keydir's hook: payload indexes re-read the slot, the graph queues it. */
+static void index_keydir_hook(void *ctx, uint32_t slot, int added)
+{
+    struct search_index *ix = ctx;
+    if (ix->pl) payload_slot_hook(ix->pl, slot);
+    index_slot_hook(ctx, slot, added);
 }
 
 /* Queues every live slot (a fresh graph); write_mu held, so no slot changes meanwhile. */
@@ -541,7 +555,10 @@ static int index_attach_cb(void *arg)
 {
     struct search_index *ix = arg;
     int rc = index_writable(ix->db) ? JVDB_OK : index_reset_graph(ix, "");
-    if (rc == JVDB_OK) db_set_slot_hook(ix->db, index_slot_hook, ix, 1);
+    if (rc == JVDB_OK) {
+        if (ix->pl) payload_queue_all(ix->pl);
+        db_set_slot_hook(ix->db, index_keydir_hook, ix, 1);
+    }
     return rc;
 }
 
@@ -626,6 +643,7 @@ static void index_free(void *arg)
     /* Clean close: checkpoint whatever changed, so the next open only loads. */
     if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && !ix->loading) index_save_locked(ix);
     db_set_slot_hook(ix->db, NULL, ix, 0);
+    payload_free(ix->pl);
     hnsw_free(ix->graph);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
@@ -666,6 +684,11 @@ static int index_get(jvdb_db *db, struct search_index **out)
     pthread_mutex_init(&ix->save_mu, NULL);
     pthread_cond_init(&ix->pend_cv, NULL);
     jvdb_db_get_index(db, &ix->opts);
+    if (!(ix->pl = payload_new(db))) {
+        pthread_mutex_unlock(&search_attach_mu);
+        index_free(ix);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
     /* HNSW: the thread loads the saved graph first; until then searches are exact and the hook queues
      * what changes meanwhile.  FLAT: no graph. */
     if (ix->opts.type == JVDB_INDEX_HNSW) ix->loading = 1;
@@ -697,6 +720,12 @@ static struct search_index *index_attached(jvdb_db *db)
     struct search_index *ix = db_ext(db);
     pthread_mutex_unlock(&search_attach_mu);
     return ix;
+}
+
+struct payload_index *search_payload_attached(jvdb_db *db)
+{
+    struct search_index *ix = index_attached(db);
+    return ix ? ix->pl : NULL;
 }
 
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
@@ -887,6 +916,7 @@ struct accept_ctx {
     const struct kd_slots *sl;     /* the slot table and snapshot the search reads at */
     uint32_t nslots;
     uint64_t snap;
+    const struct payload_plan *plan;   /* the payload indexes' answer for the filter (NULL: none) */
 };
 
 /* The version of slot's vector the search's snapshot sees (NULL: none). */
@@ -903,6 +933,10 @@ static int accept_slot(const struct accept_ctx *c, uint32_t slot)
     const struct kd_entry *e = slot_entry(c, slot);
     if (!e) return 0;
     if (!c->filter) return 1;
+    if (c->plan) {
+        int t = payload_plan_test(c->plan, slot);
+        if (t != 2) return t;
+    }
     const struct rec_header *h = keydir_record(e);
     return filter_match(c->filter, h->meta_len ? rec_meta(h, jvdb_db_dim(c->db)) : NULL, h->meta_len);
 }
@@ -1029,6 +1063,47 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
     return rc;
 }
 
+/* Whether a filtered search should scan its payload candidates exactly rather than walk the graph:
+ * a scan costs one distance per candidate, the graph about ef * M per query, more as the filter
+ * rejects more of the nodes it meets (bench/results/payload-index.md measured where they cross). */
+uint32_t search_payload_scan_min = PAYLOAD_SCAN_MIN;
+double search_payload_scan_share = PAYLOAD_SCAN_SHARE;
+
+static int search_plan_scan(const struct payload_plan *plan, const jvdb_search_params *p)
+{
+    uint64_t limit = __atomic_load_n(&search_payload_scan_min, __ATOMIC_RELAXED);
+    if (limit && (uint64_t)p->k * 8 > limit) limit = (uint64_t)p->k * 8;
+    return plan->ncand <= limit || (double)plan->ncand < search_payload_scan_share * plan->nlive;
+}
+
+/* The ef of a graph search whose filter the payload plan counted: wide enough that the ef nearest
+ * nodes hold about 1.5 k accepted ones, so hnsw_search need not find out by a first pass that fails. */
+static uint32_t search_plan_ef(const struct payload_plan *plan, const jvdb_search_params *p, uint32_t ef_default)
+{
+    uint32_t ef = p->ef ? p->ef : ef_default;
+    double share = plan->nlive ? (double)plan->ncand / plan->nlive : 1.0;
+    double want = share > 0 ? 1.5 * p->k / share : HNSW_MAX_EF;
+    if (want > HNSW_MAX_EF) want = HNSW_MAX_EF;
+    return want > ef ? (uint32_t)want : ef;
+}
+
+/* Exact scan of the payload plan's candidates, each resolved at the search's snapshot. */
+static int search_candidates(const jvdb_db *db, const struct payload_plan *plan, const float *q, const flat_params *base,
+                             struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
+{
+    *n = 0;
+    uint32_t *cand = malloc((plan->ncand ? plan->ncand : 1) * sizeof *cand), nc = 0;
+    if (!cand) return err_set(JVDB_ENOMEM, "out of memory");
+    for (uint32_t w = 0; w < (plan->nslots + 63) / 64; w++)
+        for (uint64_t bits = plan->cand[w]; bits; bits &= bits - 1) {
+            uint32_t s = w * 64 + (uint32_t)__builtin_ctzll(bits);
+            if (s < plan->nslots && nc < plan->ncand) cand[nc++] = s;
+        }
+    int rc = search_pending(db, cand, nc, q, base, ac, slots, scores, n);
+    free(cand);
+    return rc;
+}
+
 /* The pending set as the search starts: the queue and a bitmap of it (private copies: the hook
  * changes both under the pending mutex while searches run). */
 static int pending_copy(struct search_index *ix, uint32_t nslots, uint32_t **pend, uint32_t *npend, uint8_t **bits)
@@ -1110,11 +1185,17 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     fp.threads = p.threads;
     fp.use_threshold = p.has_threshold;
     fp.threshold = p.threshold;
-    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL, sl, nslots, snap};
+    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL, sl, nslots, snap, NULL};
     uint32_t n = 0;
+    struct payload_plan plan;
+    memset(&plan, 0, sizeof plan);
+    if (p.filter && ix && ix->pl && (rc = payload_plan_make(ix->pl, p.filter, snap, nslots, &plan))) goto unlock;
+    if (plan.used) ac.plan = &plan;
     int exact = p.exact || !ix || !ix->graph || ix->opts.type == JVDB_INDEX_FLAT;
-    /* A very selective filter would make the graph search widen and give up: scan instead. */
-    if (!exact && p.filter && filter_selectivity(&ac, p.filter) < 0.02) exact = 1;
+    /* A very selective filter would make the graph search widen and give up: scan instead.  Payload
+     * indexes count the candidates (search_plan_scan); without them a sample estimates the share. */
+    if (!exact && plan.used) exact = search_plan_scan(&plan, &p);
+    else if (!exact && p.filter && filter_selectivity(&ac, p.filter) < 0.02) exact = 1;
     if (!exact && (rc = pending_copy(ix, nslots, &pend, &npend, &pbits))) goto unlock;
     if (!exact) {
         ac.pending_bit = pbits;
@@ -1123,6 +1204,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         hnsw_query_init(&hq);
         hq.k = p.k;
         hq.ef = p.ef;
+        if (plan.used) hq.ef = search_plan_ef(&plan, &p, ix->opts.ef_search);
         /* Always: a node's slot may hold nothing at this snapshot (deleted, or not yet visible). */
         hq.accept = accept_graph;
         hq.accept_ctx = &ac;
@@ -1142,7 +1224,11 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
             memmove(scores, scores + 2 * p.k, n * sizeof *scores);
         }
     }
-    if (rc == JVDB_OK && exact) {
+    if (rc == JVDB_OK && exact && plan.used) {
+        /* Only the candidates the payload indexes leave, packed (as the pending scan). */
+        ac.pending_bit = NULL;
+        rc = search_candidates(db, &plan, q, &fp, &ac, slots, scores, &n);
+    } else if (rc == JVDB_OK && exact) {
         ac.pending_bit = NULL;
         fp.accept = p.filter ? accept_graph : NULL;
         fp.accept_ctx = &ac;
@@ -1155,6 +1241,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     if (rc == JVDB_OK) rc = results_build(db, &ac, &p, slots, scores, n, &r, &n);
 unlock:
     rp_exit();
+    payload_plan_free(&plan);
     free(pend);
     free(pbits);
     if (ix) pthread_rwlock_unlock(&ix->lock);

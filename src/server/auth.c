@@ -82,6 +82,10 @@ static const auth_role_def auth_roles[] = {
     {"POST", "/v1/databases/{id}/vectors/delete", KEY_ROLE_WRITE},
     {"POST", "/v1/databases/{id}/vectors/metadata", KEY_ROLE_WRITE},
     {"PATCH", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
+    /* payload index declarations (routes_payload.c) */
+    {"GET", "/v1/databases/{id}/payload-indexes", KEY_ROLE_READ},
+    {"PUT", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE},
+    {"DELETE", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE},
 };
 
 /* The role route `route` needs; unmatched paths (404/405) need any valid key. */

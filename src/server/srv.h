@@ -194,6 +194,10 @@ void route_vec_patch(server *s, http_req *rq, http_resp *rs);
 void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs);
 void route_vec_scroll(server *s, http_req *rq, http_resp *rs);
 void route_vec_list(server *s, http_req *rq, http_resp *rs);
+/* Payload index declarations (routes_payload.c) */
+void route_payload_put(server *s, http_req *rq, http_resp *rs);
+void route_payload_list(server *s, http_req *rq, http_resp *rs);
+void route_payload_delete(server *s, http_req *rq, http_resp *rs);
 /* Search (routes_search.c) */
 void route_search(server *s, http_req *rq, http_resp *rs);       /* also .../search/advanced */
 void route_search_batch(server *s, http_req *rq, http_resp *rs);

@@ -614,6 +614,36 @@ def locked_by_flock_holder(e):
     assert e.count() == 0
 
 
+# ---------------------------------------------------------------- payload indexes (issue 12)
+
+@test
+def index_payload_cli(e):
+    """jvdb index payload create|list|drop: persisted declarations, exit codes, list changes nothing."""
+    e.create("p", 3)
+    _, out, _ = e.run("index", "payload", "create", "p", "m.lang", "--type", "keyword")
+    assert out == "payload index on 'm.lang' of 'p': keyword\n", out
+    _, out, _ = e.run("index", "payload", "create", "p", "year", "--type", "NUMERIC", "--json")
+    assert json.loads(out) == {"database": "p", "field": "year", "type": "numeric"}, out
+    _, out, _ = e.run("index", "payload", "list", "p")
+    assert out == "m.lang keyword\nyear numeric\n", out
+    _, out, _ = e.run("index", "payload", "list", "p", "--json")
+    assert json.loads(out) == {"database": "p", "payload_indexes": [{"field": "m.lang", "type": "keyword"},
+                                                                     {"field": "year", "type": "numeric"}]}, out
+    e.fail(2, "index", "payload", "create", "p", "x", "--type", "text", contains="use keyword or numeric")
+    e.fail(2, "index", "payload", "create", "p", "x", contains="--type keyword|numeric is required")
+    e.fail(1, "index", "payload", "create", "p", "a..b", "--type", "keyword", contains="has an empty part")
+    e.fail(1, "index", "payload", "drop", "p", "nope", contains="no payload index on 'nope'")
+    e.fail(1, "index", "payload", "list", "nodb", contains="nodb")
+    e.fail(2, "index", "frob", contains="unknown subcommand")
+    e.fail(2, "index", "payload", "rename", contains="unknown subcommand 'rename'")
+    _, out, _ = e.run("index", "payload", "drop", "p", "year")
+    assert out == "payload index on 'year' of 'p' dropped\n", out
+    _, out, _ = e.run("index", "payload", "list", "p")
+    assert out == "m.lang keyword\n", out
+    _, out, _ = e.run("index", "--help")
+    assert out.startswith("Usage: jvdb") and "index payload create" in out, out
+
+
 # ---------------------------------------------------------------- main
 
 def main():

@@ -51,6 +51,8 @@ ROUTES |= {
     ("GET", "/v1/databases/{id}/indexes"), ("POST", "/v1/databases/{id}/indexes"),
     ("GET", "/v1/databases/{id}/indexes/{iid}"), ("PUT", "/v1/databases/{id}/indexes/{iid}"),
     ("DELETE", "/v1/databases/{id}/indexes/{iid}"),
+    ("GET", "/v1/databases/{id}/payload-indexes"), ("PUT", "/v1/databases/{id}/payload-indexes/{field}"),
+    ("DELETE", "/v1/databases/{id}/payload-indexes/{field}"),
 }
 
 
@@ -119,6 +121,8 @@ def route_of(cmd):
             seg = "{vid}"
         elif prev == "backups" and n == 3 and seg != "schedule":
             seg = "{bid}"
+        elif prev == "payload-indexes":
+            seg = "{field}"
         elif prev == "api-keys":
             seg = "{key_id}"
         elif prev == "indexes":
