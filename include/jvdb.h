@@ -355,15 +355,15 @@ typedef struct jvdb_payload_index {
     jvdb_payload_type type;
 } jvdb_payload_index;
 /* "keyword" / "numeric"; parse accepts them in any case (JVDB_EINVAL naming both otherwise). */
-const char *jvdb_payload_type_name(jvdb_payload_type t);
-int jvdb_payload_type_parse(const char *s, jvdb_payload_type *out);
+JVDB_API const char *jvdb_payload_type_name(jvdb_payload_type t);
+JVDB_API int jvdb_payload_type_parse(const char *s, jvdb_payload_type *out);
 /* Declares (or re-types) the index of `field`; declaring the same field and type again is a no-op.
  * JVDB_EINVAL for a bad path or too many indexes; persisted before it returns. */
-int jvdb_db_payload_index_create(jvdb_db *db, const char *field, jvdb_payload_type type);
+JVDB_API int jvdb_db_payload_index_create(jvdb_db *db, const char *field, jvdb_payload_type type);
 /* Removes the index of `field` (JVDB_ENOTFOUND when there is none). */
-int jvdb_db_payload_index_drop(jvdb_db *db, const char *field);
+JVDB_API int jvdb_db_payload_index_drop(jvdb_db *db, const char *field);
 /* The declared indexes, sorted by field (free with jvdb_free). */
-int jvdb_db_payload_index_list(jvdb_db *db, jvdb_payload_index **out, size_t *n);
+JVDB_API int jvdb_db_payload_index_list(jvdb_db *db, jvdb_payload_index **out, size_t *n);
 
 /* ---- bulk and filtered operations (issue 12) ---- */
 
