@@ -169,6 +169,9 @@ JVDB_API void jvdb_db_options_init(jvdb_db_options *opts, uint32_t dim);
 JVDB_API int jvdb_metric_parse(const char *s, jvdb_metric *out);
 JVDB_API const char *jvdb_metric_name(jvdb_metric m);
 JVDB_API int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms);
+/* The text jvdb_sync_parse reads back: "always", "never" or "interval:<ms>", written into buf (at
+ * least 24 bytes for every value); returns buf. */
+JVDB_API const char *jvdb_sync_name(jvdb_sync_mode mode, uint32_t interval_ms, char *buf, size_t cap);
 
 /* Database names match [A-Za-z0-9_-]{1,64}. */
 JVDB_API int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out);

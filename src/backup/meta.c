@@ -94,18 +94,12 @@ void backup_settings_free(struct backup_settings *s)
     memset(s, 0, sizeof *s);
 }
 
-/* "always", "never" or "interval:<ms>", as jvdb_sync_parse reads it. */
-static void meta_sync_name(jvdb_sync_mode m, uint32_t ms, char *buf, size_t cap)
-{
-    if (m == JVDB_SYNC_INTERVAL) snprintf(buf, cap, "interval:%u", ms);
-    else snprintf(buf, cap, "%s", m == JVDB_SYNC_NEVER ? "never" : "always");
-}
 
 /* backup.json "settings" from the captured settings (NULL on out of memory or non-UTF-8 text). */
 static json_t *meta_settings_json(const struct backup_settings *st)
 {
     char sync[32];
-    meta_sync_name(st->sync, st->sync_interval_ms, sync, sizeof sync);
+    jvdb_sync_name(st->sync, st->sync_interval_ms, sync, sizeof sync);
     json_t *man = st->manifest ? json_deep_copy(st->manifest) : json_object();
     json_t *desc = json_string(st->description ? st->description : "");
     if (!man || !desc) {

@@ -81,15 +81,6 @@ static const cli_cmd cli_cmd_db_drop = {
     "Deletes database NAME and all its files.  There is no confirmation and no undo.\n",
     1, 1};
 
-static const char *cli_sync_string(const jvdb_db_options *o, char *buf, size_t size)
-{
-    switch (o->sync) {
-    case JVDB_SYNC_ALWAYS: return "always";
-    case JVDB_SYNC_NEVER: return "never";
-    case JVDB_SYNC_INTERVAL: snprintf(buf, size, "interval:%u", o->sync_interval_ms); return buf;
-    }
-    return "unknown";
-}
 
 static json_t *cli_db_json(jvdb_db *db)
 {
@@ -97,7 +88,7 @@ static json_t *cli_db_json(jvdb_db *db)
     char sync[32];
     jvdb_db_get_options(db, &o);
     return json_pack("{sssIsssssI}", "name", jvdb_db_name(db), "dim", (json_int_t)o.dim, "metric",
-                     jvdb_metric_name(o.metric), "sync", cli_sync_string(&o, sync, sizeof sync),
+                     jvdb_metric_name(o.metric), "sync", jvdb_sync_name(o.sync, o.sync_interval_ms, sync, sizeof sync),
                      "segment_max_bytes", (json_int_t)o.segment_max_bytes);
 }
 
@@ -109,7 +100,7 @@ static void cli_db_print(jvdb_db *db)
     printf("name:              %s\n", jvdb_db_name(db));
     printf("dim:               %u\n", o.dim);
     printf("metric:            %s\n", jvdb_metric_name(o.metric));
-    printf("sync:              %s\n", cli_sync_string(&o, sync, sizeof sync));
+    printf("sync:              %s\n", jvdb_sync_name(o.sync, o.sync_interval_ms, sync, sizeof sync));
     printf("segment_max_bytes: %llu\n", (unsigned long long)o.segment_max_bytes);
 }
 

@@ -26,6 +26,7 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "store/db.h"
+#include "store/record.h"
 #include "store/swap.h"
 
 #include <stdlib.h>
@@ -190,9 +191,9 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         int blocked = 0;
         for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
         for (size_t i = 0; i < nrecs; i++) {
-            int droppable = recs[i].kind == 2 && !recs[i].keep && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            int droppable = recs[i].kind == REC_KIND_DELETE && !recs[i].keep && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
             if (!droppable) keep_bytes += recs[i].len;
-            blocked |= recs[i].kind == 2 && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            blocked |= recs[i].kind == REC_KIND_DELETE && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
         }
         if (blocked && (in_bytes - keep_bytes) * 20 < in_bytes) {
             free(recs);
@@ -229,7 +230,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     }
     for (size_t i = 0; i < nrecs; i++) {
         const struct db_live_rec *r = &recs[i];
-        if (r->kind == 2 /* delete */ && !r->keep && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
+        if (r->kind == REC_KIND_DELETE && !r->keep && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
             drops[ndrops++] = *r;
             continue;
         }

@@ -25,13 +25,6 @@ static const char *route_metric_name(jvdb_metric m)
     }
 }
 
-static void route_sync_name(const jvdb_db_options *o, char *buf, size_t cap)
-{
-    if (o->sync == JVDB_SYNC_NEVER) snprintf(buf, cap, "never");
-    else if (o->sync == JVDB_SYNC_INTERVAL) snprintf(buf, cap, "interval:%u", o->sync_interval_ms);
-    else snprintf(buf, cap, "always");
-}
-
 void route_write_stats(jw *w, jvdb_db *db)
 {
     jvdb_stats st;
@@ -71,7 +64,7 @@ static void route_write_db(server *s, jw *w, jvdb_db *db)
     jvdb_db_options o;
     jvdb_db_get_options(db, &o);
     char sync[32];
-    route_sync_name(&o, sync, sizeof sync);
+    jvdb_sync_name(o.sync, o.sync_interval_ms, sync, sizeof sync);
     jvdb_compact_policy pol;
     jvdb_db_get_compact_policy(db, &pol);
     jvdb_index_options ix;

@@ -87,6 +87,13 @@ const char *jvdb_metric_name(jvdb_metric m)
     }
 }
 
+const char *jvdb_sync_name(jvdb_sync_mode mode, uint32_t interval_ms, char *buf, size_t cap)
+{
+    if (mode == JVDB_SYNC_INTERVAL) snprintf(buf, cap, "interval:%u", interval_ms);
+    else snprintf(buf, cap, "%s", mode == JVDB_SYNC_NEVER ? "never" : "always");
+    return buf;
+}
+
 int jvdb_sync_parse(const char *s, jvdb_sync_mode *mode, uint32_t *interval_ms)
 {
     if (!s) return err_set(JVDB_EINVAL, "sync mode is missing");

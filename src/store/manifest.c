@@ -177,14 +177,6 @@ fail:
     return rc;
 }
 
-static const char *manifest_sync_name(const struct manifest *m, char *buf, size_t cap)
-{
-    switch (m->sync) {
-    case JVDB_SYNC_NEVER: return "never";
-    case JVDB_SYNC_INTERVAL: snprintf(buf, cap, "interval:%u", m->sync_interval_ms); return buf;
-    default: return "always";
-    }
-}
 
 int manifest_serialize(const struct manifest *m, char **data, size_t *len)
 {
@@ -196,7 +188,7 @@ int manifest_serialize(const struct manifest *m, char **data, size_t *len)
         if (json_array_append_new(segs, json_integer((json_int_t)m->segments[i]))) goto oom;
     json_t *known = json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I}",
         "format", (int)(m->format ? m->format : manifest_format_for(m->metric)), "name", m->name, "dim", (json_int_t)m->dim,
-        "metric", jvdb_metric_name(m->metric), "sync", manifest_sync_name(m, syncbuf, sizeof syncbuf),
+        "metric", jvdb_metric_name(m->metric), "sync", jvdb_sync_name(m->sync, m->sync_interval_ms, syncbuf, sizeof syncbuf),
         "sync_interval_ms", (json_int_t)m->sync_interval_ms,
         "segment_max_bytes", (json_int_t)m->segment_max_bytes, "created_ns", (json_int_t)m->created_ns,
         "segments", segs, "active", (json_int_t)m->active, "next_segment", (json_int_t)m->next_segment, "lsn_floor", (json_int_t)m->lsn_floor,
