@@ -347,6 +347,8 @@ static int jr_depth_ok(const char *s, size_t n, unsigned max_depth)
     return 1;
 }
 
+int jr_nesting_ok(const char *s, size_t n, unsigned max_depth) { return jr_depth_ok(s, n, max_depth); }
+
 json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap)
 {
     if (!body || len == 0) {
@@ -709,40 +711,88 @@ static int jf_plain_string(jf *f, const char **s, size_t *n)
 
 static int jf_key_is(const char *s, size_t n, const char *want) { return strlen(want) == n && !memcmp(s, want, n); }
 
-/* One JSON number, converted as jansson would: integers (no fraction, no exponent) through a
- * 64-bit integer, so "-0" is 0; reals through strtod. */
+/* Exact powers of ten as doubles (10^22 is the largest that a double holds exactly). */
+static const double jf_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+const char *jf_number_text(const char *b, const char *end, double *out)
+{
+    const char *q = b;
+    int neg = 0, real = 0, many = 0, nd = 0;
+    uint64_t w = 0;   /* the first 19 significant digits */
+    long exp10 = 0;
+    if (q < end && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (q >= end || *q < '0' || *q > '9') return NULL;
+    if (*q == '0') {
+        q++;
+    } else {
+        for (; q < end && *q >= '0' && *q <= '9'; q++) {
+            if (nd < 19) {
+                w = w * 10 + (uint64_t)(*q - '0');
+                nd++;
+            } else {
+                many = 1;
+                exp10++;
+            }
+        }
+    }
+    if (q < end && *q == '.') {
+        real = 1;
+        q++;
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        for (; q < end && *q >= '0' && *q <= '9'; q++) {
+            if (nd < 19) {
+                w = w * 10 + (uint64_t)(*q - '0');
+                nd += w != 0;   /* leading zeros of 0.000123 are not significant */
+                exp10--;
+            } else {
+                many = 1;
+            }
+        }
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        real = 1;
+        q++;
+        int eneg = 0;
+        if (q < end && (*q == '+' || *q == '-')) eneg = *q++ == '-';
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        long ev = 0;
+        for (; q < end && *q >= '0' && *q <= '9'; q++)
+            if (ev < 100000) ev = ev * 10 + (*q - '0');
+        exp10 += eneg ? -ev : ev;
+    }
+    if (!real) {
+        if (q - b > 18) return NULL;   /* near the 64-bit limit: let jansson decide */
+        /* jansson reads integers as 64-bit integers, so "-0" is +0. */
+        *out = (double)(neg ? -(int64_t)w : (int64_t)w);
+        return q;
+    }
+#if FLT_EVAL_METHOD == 0
+    /* Clinger's fast path: both operands are exact doubles, so one IEEE multiply or divide rounds
+     * the exact decimal value once, to nearest — the correctly rounded result strtod gives. */
+    if (!many && w <= (UINT64_C(1) << 53) && exp10 >= -22 && exp10 <= 22) {
+        double d = (double)w;
+        d = exp10 < 0 ? d / jf_pow10[-exp10] : d * jf_pow10[exp10];
+        *out = neg ? -d : d;
+        return q;
+    }
+#endif
+    char *e;
+    errno = 0;
+    *out = strtod(b, &e);   /* everything else: many digits, large exponents, underflow */
+    if (e != q || errno) return NULL;
+    return q;
+}
+
+/* One JSON number, converted as jansson would (jf_number_text). */
 static int jf_number(jf *f, double *out)
 {
     jf_ws(f);
-    const char *b = f->p, *q = b;
-    if (q < f->end && *q == '-') q++;
-    if (q >= f->end || *q < '0' || *q > '9') return -1;
-    if (*q == '0') q++;
-    else
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    int real = 0;
-    if (q < f->end && *q == '.') {
-        real = 1;
-        q++;
-        if (q >= f->end || *q < '0' || *q > '9') return -1;
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    }
-    if (q < f->end && (*q == 'e' || *q == 'E')) {
-        real = 1;
-        q++;
-        if (q < f->end && (*q == '+' || *q == '-')) q++;
-        if (q >= f->end || *q < '0' || *q > '9') return -1;
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    }
-    char *e;
-    errno = 0;
-    if (real) {
-        *out = strtod(b, &e);
-    } else {
-        if (q - b > 18) return -1;   /* near the 64-bit limit: let jansson decide */
-        *out = (double)strtoll(b, &e, 10);
-    }
-    if (e != q || errno) return -1;
+    const char *q = jf_number_text(f->p, f->end, out);
+    if (!q) return -1;
     f->p = q;
     return 0;
 }
@@ -868,6 +918,21 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t ca
         if (jf_char(f, '}')) return -1;
         return have_id && have_values ? 0 : -1;
     }
+}
+
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v)
+{
+    char err[8];
+    memset(v, 0, sizeof *v);
+    if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
+    jf f = {body, body + len};
+    if (jf_vector_obj(&f, v, 0, err, sizeof err) == 0) {
+        jf_ws(&f);
+        if (f.p == f.end) return 1;
+    }
+    jf_vector_free(v);
+    memset(v, 0, sizeof *v);
+    return 0;
 }
 
 void jf_batch_free(jf_vector *v, size_t count)

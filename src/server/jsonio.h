@@ -68,6 +68,9 @@ void jw_time_fmt(int64_t wall_ns, char out[32]);
  * Returns NULL with err set ("request body is not valid JSON: ... at line 1, column 7"). */
 json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap);
 
+/* 1 when JSON text s[0..n) nests brackets at most max_depth deep (strings skipped), else 0. */
+int jr_nesting_ok(const char *s, size_t n, unsigned max_depth);
+
 /* Refuses any key of obj that is not in `allowed` (NULL-terminated): -1 with "<where>unknown field
  * 'filter' (known fields: ...)" in err.  `where` is "" or a prefix such as "record 3: ". */
 int jr_only(json_t *obj, const char *where, const char *const *allowed, char *err, size_t cap);
@@ -117,6 +120,20 @@ void jf_vector_free(jf_vector *v);
  * vector, which the general path refuses too (with the same message when the body is otherwise
  * valid JSON): its value is never read, so a large one costs no tree.  tests/fuzz/fuzz_http_body.c
  * holds the two paths to this.  `body` must be NUL-terminated. */
+
+/* Scans one JSON number starting at b (the text must not end inside a number before `end`, or be
+ * NUL-terminated there) and sets *out to the double jansson gives for it: integers of up to 18
+ * characters through a 64-bit integer ("-0" is +0), every other number correctly rounded as strtod
+ * rounds it.  The common shapes (at most 19 significant digits, a decimal exponent within +-22 once
+ * the point is moved: every "%.9g" float32) take Clinger's exact fast path (one IEEE multiply or
+ * divide of exact operands) instead of strtod, the rest strtod.  Returns the end of the number, or
+ * NULL when the text is not a JSON number or is out of double range (the general path decides). */
+const char *jf_number_text(const char *b, const char *end, double *out);
+
+/* The fast path for one vector body {"id", "values", "metadata"} (POST .../vectors): 1 = decoded
+ * into *v, 0 = use the general path (*v empty).  It never refuses: the general path gives every
+ * message.  Unknown top-level fields are the caller's (jr_prescan_keys) before this. */
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v);
 
 /* 1 = handled (*out holds count vectors); 0 = use the general path (nothing allocated);
  * -1 = refused: message in err, the record in *index. */

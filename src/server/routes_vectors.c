@@ -16,12 +16,14 @@
  * PUT of an absent vector creates it when the body has values (the original's behaviour).
  */
 #include "server/srv.h"
+#include "server/binbatch.h"
 
 #include "core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const vec_update_fields[] = {"id", "values", "metadata", NULL};
 /* vectorIds and vector_ids: the original JadeVectorDB's names for ids (its server reads all three);
@@ -53,18 +55,43 @@ static void route_write_lsn_reply(http_resp *rs, int status, const char *id, uin
     http_reply_json(rs, status, &w);
 }
 
-void route_vec_put(server *s, http_req *rq, http_resp *rs)
+/* The general path for one vector body: jansson, every message.  0 or -1 (answered). */
+static int route_parse_vector(server *s, http_req *rq, http_resp *rs, jf_vector *v)
 {
     json_t *body = route_body(s, rq, rs, jr_vector_fields);
-    if (!body) return;
+    if (!body) return -1;
+    char err[512];
+    int rc = jr_vector(body, "", v, err, sizeof err);
+    if (rc) http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+    json_decref(body);
+    return rc;
+}
+
+void route_vec_put(server *s, http_req *rq, http_resp *rs)
+{
     char err[512];
     jf_vector v;
-    if (jr_vector(body, "", &v, err, sizeof err)) {
+    /* Unknown fields first (as route_body does), then the fast decoder, else the general path. */
+    if (jr_prescan_keys(rq->body, rq->body_len, jr_vector_fields, err, sizeof err)) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(body);
         return;
     }
-    json_decref(body);
+    if (jf_vector_one(rq->body, rq->body_len, s->cfg.max_depth, &v)) {
+#ifndef NDEBUG
+        /* As for batches: debug builds decode it the general way too and stop on any difference. */
+        http_resp tmp = {0};
+        jf_vector g;
+        if (route_parse_vector(s, rq, &tmp, &g) || strcmp(g.id, v.id) || g.n != v.n ||
+            memcmp(g.values, v.values, v.n * sizeof(float)) || !g.meta != !v.meta || (g.meta && strcmp(g.meta, v.meta))) {
+            log_error("fast vector parse differs from the general path: %.*s", (int)tmp.len, tmp.body ? tmp.body : "");
+            abort();
+        }
+        jf_vector_free(&g);
+        free(tmp.body);
+#endif
+    } else if (route_parse_vector(s, rq, rs, &v)) {
+        return;
+    }
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (db) {
         uint64_t lsn = 0;
@@ -161,6 +188,19 @@ void route_vec_batch(server *s, http_req *rq, http_resp *rs)
     size_t n = 0;
     char err[512];
     long index = -1;
+    /* application/octet-stream: the binary layout of binbatch.h (no decimal numbers at all). */
+    const char *ctype = http_header(rq, "Content-Type");
+    if (ctype && !strncasecmp(ctype, "application/octet-stream", 24)) {
+        if (jb_decode((const unsigned char *)rq->body, rq->body_len, s->cfg.max_depth, &fv, &n, &index, err,
+                      sizeof err)) {
+            route_batch_error(rs, index, err);
+            return;
+        }
+        log_debug("binary batch of %zu vectors", n);
+        route_store_vectors(s, rq, rs, fv, n);
+        jf_batch_free(fv, n);
+        return;
+    }
     /* Unknown top-level fields are refused before either decoder looks at the body. */
     if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, err, sizeof err)) {
         route_batch_error(rs, -1, err);
