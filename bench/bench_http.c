@@ -150,13 +150,14 @@ static void bh_send_all(bh_conn *c, struct iovec *iov, int n)
     }
 }
 
-/* One request; returns the status and leaves the body (NUL-terminated) at *body. */
-static int bh_request(bh_conn *c, const char *method, const char *path, const char *body, size_t len, const char **out)
+/* One request with a body of the given type; returns the status and leaves the body (NUL-terminated) at *body. */
+static int bh_request_ct(bh_conn *c, const char *method, const char *path, const char *ctype, const char *body,
+                         size_t len, const char **out)
 {
     char head[512];
     int hl = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, len);
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                      method, path, ctype, len);
     struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, len}};
     bh_send_all(c, iov, len ? 2 : 1);
     size_t have = 0, need = 0, hdr = 0;
@@ -183,6 +184,12 @@ static int bh_request(bh_conn *c, const char *method, const char *path, const ch
     }
     *out = c->buf + hdr;
     return atoi(c->buf + 9);
+}
+
+/* One request with a JSON body. */
+static int bh_request(bh_conn *c, const char *method, const char *path, const char *body, size_t len, const char **out)
+{
+    return bh_request_ct(c, method, path, "application/json", body, len, out);
 }
 
 /* ---------------------------------------------------------------- the server */
@@ -341,6 +348,62 @@ static double bh_ingest_http(uint16_t port, const bench_data *d, uint32_t batch)
     for (uint64_t b = 0; b < nb; b++) {
         int st = bh_request(&c, "POST", "/v1/databases/bench/vectors/batch", bodies[b].p, bodies[b].len, &resp);
         if (st != 201) bench_die(0, "batch %llu: HTTP %d %s", (unsigned long long)b, st, resp);
+    }
+    double secs = bench_now() - t0;
+    bh_close(&c);
+    for (uint64_t b = 0; b < nb; b++) free(bodies[b].p);
+    free(bodies);
+    return secs;
+}
+
+/* Appends a little-endian u32 / u16. */
+static void bh_u32(bh_text *t, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    bh_put(t, (const char *)b, 4);
+}
+
+/* Ingest with binary bodies (Content-Type: application/octet-stream, src/server/binbatch.h) into
+ * database `name`: header, float32 values, length-prefixed ids, the metadata sidecar. */
+static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_data *d, uint32_t batch)
+{
+    uint64_t nb = (d->n + batch - 1) / batch;
+    bh_text *bodies = calloc(nb, sizeof *bodies);
+    if (!bodies) bench_die(ENOMEM, "bodies");
+    for (uint64_t b = 0; b < nb; b++) {
+        uint64_t first = b * batch, cnt = first + batch <= d->n ? batch : d->n - first;
+        bh_text meta = {0};
+        if (d->metas) {
+            bh_puts(&meta, "[");
+            for (uint64_t r = first; r < first + cnt; r++) {
+                if (r > first) bh_puts(&meta, ",");
+                bh_puts(&meta, d->metas[r]);
+            }
+            bh_puts(&meta, "]");
+        }
+        bh_put(&bodies[b], "JVB1", 4);
+        bh_u32(&bodies[b], (uint32_t)cnt);
+        bh_u32(&bodies[b], d->dim);
+        bh_u32(&bodies[b], (uint32_t)meta.len);
+        bh_put(&bodies[b], (const char *)(d->vectors + first * d->dim), cnt * d->dim * sizeof(float));   /* x86: LE */
+        for (uint64_t r = first; r < first + cnt; r++) {
+            size_t n = strlen(d->ids[r]);
+            unsigned char l[2] = {(unsigned char)n, (unsigned char)(n >> 8)};
+            bh_put(&bodies[b], (const char *)l, 2);
+            bh_put(&bodies[b], d->ids[r], n);
+        }
+        if (meta.len) bh_put(&bodies[b], meta.p, meta.len);
+        free(meta.p);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/v1/databases/%s/vectors/batch", name);
+    bh_conn c = {.fd = -1};
+    bh_connect(&c, port);
+    const char *resp;
+    double t0 = bench_now();
+    for (uint64_t b = 0; b < nb; b++) {
+        int st = bh_request_ct(&c, "POST", path, "application/octet-stream", bodies[b].p, bodies[b].len, &resp);
+        if (st != 201) bench_die(0, "binary batch %llu: HTTP %d %s", (unsigned long long)b, st, resp);
     }
     double secs = bench_now() - t0;
     bh_close(&c);
@@ -532,17 +595,23 @@ int main(int argc, char **argv)
         bh_conn c = {.fd = -1};
         bh_connect(&c, srv.port);
         char body[256];
-        snprintf(body, sizeof body,
-                 "{\"name\":\"bench\",\"vectorDimension\":%u,\"distanceMetric\":\"euclidean\",\"indexType\":\"%s\"}", d.dim,
-                 index);
         const char *resp;
-        int st = bh_request(&c, "POST", "/v1/databases", body, strlen(body), &resp);
-        if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
+        /* "bench" takes the JSON batches (and then the searches), "benchbin" the binary ones. */
+        for (int b = 0; b < 2; b++) {
+            snprintf(body, sizeof body,
+                     "{\"name\":\"%s\",\"vectorDimension\":%u,\"distanceMetric\":\"euclidean\",\"indexType\":\"%s\"}",
+                     b ? "benchbin" : "bench", d.dim, index);
+            int st = bh_request(&c, "POST", "/v1/databases", body, strlen(body), &resp);
+            if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
+        }
         bh_close(&c);
     }
     double cpu0 = bh_server_cpu(&srv);
     double ingest_http = bh_ingest_http(srv.port, &d, o.batch);
     double ingest_cpu = bh_server_cpu(&srv) - cpu0;
+    cpu0 = bh_server_cpu(&srv);
+    double ingest_bin = bh_ingest_http_bin(srv.port, "benchbin", &d, o.batch);
+    double ingest_bin_cpu = bh_server_cpu(&srv) - cpu0;
     t0 = bench_now();
     bh_wait_index_http(srv.port);
     double index_http = bench_now() - t0;
@@ -559,6 +628,9 @@ int main(int argc, char **argv)
     bench_json_num("ingest_inproc_vps", (double)d.n / ingest_in);
     bench_json_num("ingest_http_vps", (double)d.n / ingest_http);
     bench_json_num("ingest_http_server_cpu_s", ingest_cpu);
+    bench_json_num("ingest_http_bin_s", ingest_bin);
+    bench_json_num("ingest_http_bin_vps", (double)d.n / ingest_bin);
+    bench_json_num("ingest_http_bin_server_cpu_s", ingest_bin_cpu);
     bench_json_num("index_inproc_s", index_in);
     bench_json_num("index_http_wait_s", index_http);
 

@@ -101,12 +101,12 @@ int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vect
     if (dim == 0 || dim > JVDB_MAX_DIM)
         return jb_fail(index, -1, err, cap, "binary batch: dimension %u is out of range (1 to %d)", dim, JVDB_MAX_DIM);
     uint64_t rest = len - JB_HEADER_LEN, need = (uint64_t)n * dim * 4;
-    /* Each vector needs at least its values and a 3-byte id entry: refuse before allocating. */
-    if (need > rest || (uint64_t)n * 3 > rest - need || meta_len > rest - need - (uint64_t)n * 3)
+    /* Each vector needs at least its values and its id's 2-byte length: refuse before allocating. */
+    if (need > rest || (uint64_t)n * 2 > rest - need || meta_len > rest - need - (uint64_t)n * 2)
         return jb_fail(index, -1, err, cap,
                        "binary batch: %u vectors of dimension %u need %" PRIu64 " bytes of values, %u or more of ids "
                        "and %u of metadata, but the body has %" PRIu64 " after the header",
-                       n, dim, need, 3 * n, meta_len, rest);
+                       n, dim, need, 2 * n, meta_len, rest);
     jf_vector *v = calloc(n, sizeof *v);
     if (!v || jb_values(body + JB_HEADER_LEN, v, n, dim)) {
         jf_batch_free(v, n);

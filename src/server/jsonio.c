@@ -935,6 +935,41 @@ int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v
     return 0;
 }
 
+char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count)
+{
+    if (!body || !len) return NULL;
+    jf f = {body, body + len};
+    if (jf_char(&f, '{')) return NULL;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (jf_plain_string(&f, &k, &kn) || jf_char(&f, ':')) return NULL;
+        jf_ws(&f);
+        if (jf_key_is(k, kn, key)) {
+            const char *b = f.p;
+            if (jf_floats(&f, out, count)) return NULL;
+            char *copy = malloc(len + 1);
+            if (!copy) {
+                free(*out);
+                *out = NULL;
+                return NULL;
+            }
+            memcpy(copy, body, len);
+            copy[len] = 0;
+            /* Same length, so the parse's line/column of any later error do not move. */
+            memset(copy + (b - body), ' ', (size_t)(f.p - b));
+            memcpy(copy + (b - body), "[]", 2);
+            return copy;
+        }
+        const char *q = jr_skip_value(f.p, f.end);
+        if (!q || q == f.p) return NULL;
+        f.p = q;
+        jf_ws(&f);
+        if (f.p >= f.end || *f.p != ',') return NULL;
+        f.p++;
+    }
+}
+
 void jf_batch_free(jf_vector *v, size_t count)
 {
     if (!v) return;

@@ -135,6 +135,14 @@ const char *jf_number_text(const char *b, const char *end, double *out);
  * message.  Unknown top-level fields are the caller's (jr_prescan_keys) before this. */
 int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v);
 
+/* For bodies that carry one large numbers array beside small fields (a search's queryVector):
+ * when top-level `key` of the object text body[0..len) holds an array the fast decoder reads
+ * (numbers only, 1..JVDB_MAX_DIM of them), decodes it into *out / *count (malloc'd) and returns a
+ * malloc'd, NUL-terminated copy of the body with that array replaced by "[]" and spaces (same
+ * length, so parse errors elsewhere keep their line and column); the caller parses the copy with
+ * jansson for the other fields.  NULL otherwise (nothing allocated): parse the body as it is. */
+char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count);
+
 /* 1 = handled (*out holds count vectors); 0 = use the general path (nothing allocated);
  * -1 = refused: message in err, the record in *index. */
 int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
