@@ -231,10 +231,120 @@ void jw_double(jw *w, double v)
     jw_put(w, b, (size_t)n);
 }
 
-/* Shortest of %.6g .. %.9g that reads back as the same float32 (9 digits always does). */
+/* Exact powers of ten as doubles (10^22 is the largest a double holds exactly). */
+static const double jw_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Writes N (exactly p digits) x 10^(x-p+1), negative when neg, as printf's "%.{p}g" would. */
+static int jw_g_text(char *b, int neg, uint64_t n, int p, int x)
+{
+    char d[24];
+    for (int i = p - 1; i >= 0; i--, n /= 10) d[i] = (char)('0' + n % 10);
+    int nd = p;
+    while (nd > 1 && d[nd - 1] == '0') nd--;   /* %g drops trailing zeros */
+    char *o = b;
+    if (neg) *o++ = '-';
+    if (x < -4 || x >= p) {
+        *o++ = d[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        int ax = x < 0 ? -x : x;   /* printf's exponent: a sign and at least two digits */
+        *o++ = 'e';
+        *o++ = x < 0 ? '-' : '+';
+        if (ax >= 100) *o++ = (char)('0' + ax / 100);
+        *o++ = (char)('0' + ax / 10 % 10);
+        *o++ = (char)('0' + ax % 10);
+    } else if (x >= 0) {
+        for (int i = 0; i <= x; i++) *o++ = i < nd ? d[i] : '0';
+        if (nd > x + 1) {
+            *o++ = '.';
+            memcpy(o, d + x + 1, (size_t)(nd - x - 1));
+            o += nd - x - 1;
+        }
+    } else {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -x - 1; i++) *o++ = '0';
+        memcpy(o, d, (size_t)nd);
+        o += nd;
+    }
+    *o = 0;
+    return (int)(o - b);
+}
+
+/* The p-digit decimal nearest to |v| (p <= 9) as N x 10^(x-p+1), computed in double: 1 when N is
+ * certainly the correctly rounded one and reads back as v, 0 when it does not read back, -1 when
+ * double arithmetic cannot decide (a near tie, or a power of ten a double does not hold exactly). */
+static int jw_try_digits(float v, int p, uint64_t *n, int *x)
+{
+    double a = fabs((double)v);
+    int ex = (int)floor(log10(a));
+    for (int tries = 0; tries < 3; tries++) {
+        int k = ex - p + 1;   /* value = N x 10^k */
+        if (k < -22 || k > 22) return -1;
+        double scaled = k < 0 ? a * jw_pow10[-k] : a / jw_pow10[k];   /* relative error <= 2^-53 */
+        double fl = floor(scaled), frac = scaled - fl;
+        if (fabs(frac - 0.5) < 1e-6) return -1;   /* too near a tie to trust one rounding */
+        uint64_t nn = (uint64_t)fl + (frac > 0.5);
+        uint64_t lo = (uint64_t)jw_pow10[p - 1], hi = (uint64_t)jw_pow10[p];
+        if (nn >= hi) {
+            ex++;
+            continue;
+        }
+        if (nn < lo) {
+            ex--;
+            continue;
+        }
+        /* Read back as strtof would: one exact IEEE operation gives the correctly rounded double;
+         * rounding that to float32 is strtof's answer unless the double is a float32 midpoint. */
+        double back = k < 0 ? (double)nn / jw_pow10[-k] : (double)nn * jw_pow10[k];
+        float f = (float)back;
+        double lo32 = (double)f, other = (double)nextafterf(f, back > lo32 ? INFINITY : -INFINITY);
+        if (back != lo32 && back - lo32 == (other - lo32) / 2) return -1;
+        *n = nn;
+        *x = ex;
+        return f == (float)a;
+    }
+    return -1;
+}
+
+/* Shortest of %.6g .. %.9g that reads back as the same float32 (9 digits always does).  The digits
+ * come from double arithmetic when it is certainly exact (jw_try_digits), which is most floats,
+ * else from snprintf + strtof: printing floats was most of a search answer's cost. */
 static int jw_format_float(char *b, size_t cap, float v)
 {
     /* "-0" reads back as the integer 0 in many JSON parsers (Python's among them): keep the sign. */
+    if (v == 0 && signbit(v)) return snprintf(b, cap, "-0.0");
+    if (v != 0 && cap >= 32) {
+        int p;
+        for (p = 6; p <= 9; p++) {
+            uint64_t n;
+            int x, r = jw_try_digits(v, p, &n, &x);
+            if (r < 0) break;
+            if (r) return jw_g_text(b, v < 0, n, p, x);
+        }
+        if (p > 9) p = 9;
+        /* Undecided at p: printf from there on, as below. */
+        int n = 0;
+        for (; p <= 9; p++) {
+            n = snprintf(b, cap, "%.*g", p, (double)v);
+            if (strtof(b, NULL) == v) break;
+        }
+        return n;
+    }
+    int n = 0;
+    for (int p = 6; p <= 9; p++) {
+        n = snprintf(b, cap, "%.*g", p, (double)v);
+        if (strtof(b, NULL) == v) break;
+    }
+    return n;
+}
+
+int jw_format_float_ref(char *b, size_t cap, float v)
+{
     if (v == 0 && signbit(v)) return snprintf(b, cap, "-0.0");
     int n = 0;
     for (int p = 6; p <= 9; p++) {
@@ -243,6 +353,8 @@ static int jw_format_float(char *b, size_t cap, float v)
     }
     return n;
 }
+
+int jw_format_float_fast(char *b, size_t cap, float v) { return jw_format_float(b, cap, v); }
 
 void jw_float(jw *w, float v)
 {

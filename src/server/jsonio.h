@@ -43,6 +43,10 @@ void jw_uint(jw *w, uint64_t v);
 void jw_double(jw *w, double v);        /* non-finite values become null */
 void jw_float(jw *w, float v);          /* shortest text that reads back as the same float32 */
 void jw_floats(jw *w, const float *v, size_t n);   /* an array of floats */
+/* The text jw_float writes for v (at most 16 bytes; cap >= 32), and the reference it must equal:
+ * the shortest of printf's %.6g .. %.9g that strtof reads back as v.  For the unit tests. */
+int jw_format_float_fast(char *b, size_t cap, float v);
+int jw_format_float_ref(char *b, size_t cap, float v);
 void jw_bool(jw *w, int v);
 void jw_null(jw *w);
 /* Stored metadata text, parsed and written again through jansson: a JSON object comes out as

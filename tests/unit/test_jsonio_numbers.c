@@ -145,6 +145,36 @@ int main(void)
         snprintf(buf, sizeof buf, "%.16e", mid);
         check(buf);
     }
+    /* Float printing: the fast digits must give printf's text exactly, for every kind of float. */
+    long fmt_checked = 0;
+    for (long i = 0; i < 1500000; i++) {
+        uint32_t bits = (uint32_t)next();
+        if (i % 3 == 0) bits = (bits & 0x807fffffu) | ((uint32_t)(100 + next() % 60) << 23);   /* 1e-8 .. 1e10 */
+        if (i < 64) bits = (uint32_t)i << 23 | (uint32_t)(i & 1) << 31;
+        float f;
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f)) continue;
+        char a[64], b[64];
+        int na = jw_format_float_fast(a, sizeof a, f), nb = jw_format_float_ref(b, sizeof b, f);
+        fmt_checked++;
+        if (na != nb || strcmp(a, b)) {
+            printf("FAIL float %.9g (0x%08x): fast '%s' printf '%s'\n", f, bits, a, b);
+            failures++;
+        }
+    }
+    static const float fedge[] = {1.0f, -1.0f, 0.1f, 1e-5f, 1e-4f, 123456.0f, 1234567.0f, 999999.5f, 9999999.0f,
+                                  1e9f, 1e10f, 3.4028235e38f, 1.17549435e-38f, 1.4e-45f, 0.0f, -0.0f, 0.5f, 2.5f,
+                                  100000.0f, 1000000.0f, 1e-16f, 1e27f, 16777216.0f, 0.3f, 0.7f, 65504.0f};
+    for (size_t i = 0; i < sizeof fedge / sizeof fedge[0]; i++) {
+        char a[64], b[64];
+        jw_format_float_fast(a, sizeof a, fedge[i]);
+        jw_format_float_ref(b, sizeof b, fedge[i]);
+        if (strcmp(a, b)) {
+            printf("FAIL float edge %.9g: fast '%s' printf '%s'\n", fedge[i], a, b);
+            failures++;
+        }
+    }
+    printf("%ld floats printed as printf prints them\n", fmt_checked);
     printf("%ld numbers: %ld declined (strtod/jansson decide), %ld float32 differ from strtof "
            "(double rounding, as the general path), %ld failures\n",
            total, declined, strtof_diffs, failures);
