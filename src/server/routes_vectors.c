@@ -14,6 +14,8 @@
  * both on every fast-path batch and abort if they disagree (and fuzz_http_body holds them to it).
  * A database is held (route_db_acquire) only around the library calls, not while bodies are parsed.
  * PUT of an absent vector creates it when the body has values (the original's behaviour).
+ * Single POSTs (jf_vector_one) and the values of PUTs (jf_take_floats) take the same fast number
+ * decoder; application/octet-stream batches are decoded by binbatch.c.
  */
 #include "server/srv.h"
 #include "server/binbatch.h"
@@ -361,11 +363,21 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 
 void route_vec_update(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs, vec_update_fields);
-    if (!body) return;
+    /* The values' numbers skip jansson (jf_take_floats); the rest of a copy is parsed as before. */
+    float *pre = NULL;
+    uint32_t pre_n = 0;
+    char *copy = jf_take_floats(rq->body, rq->body_len, "values", &pre, &pre_n);
+    http_req rq2 = *rq;
+    if (copy) rq2.body = copy;
+    json_t *body = route_body(s, &rq2, rs, vec_update_fields);
+    free(copy);
+    if (!body) {
+        free(pre);
+        return;
+    }
     const char *vid = rq->params[1];
     char err[512];
-    jf_vector v = {0};
+    jf_vector v = {.values = pre, .n = pre_n};
     const char *body_id = NULL;
     json_t *vals = json_object_get(body, "values");
     json_t *meta = json_object_get(body, "metadata");
@@ -378,7 +390,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
         snprintf(err, sizeof err, "nothing to update: give 'values', 'metadata' or both");
         goto bad;
     }
-    if (vals && jr_floats(vals, "values", JVDB_MAX_DIM, &v.values, &v.n, err, sizeof err) < 0) goto bad;
+    if (vals && !pre && jr_floats(vals, "values", JVDB_MAX_DIM, &v.values, &v.n, err, sizeof err) < 0) goto bad;
     if (meta && !json_is_null(meta)) {
         if (!json_is_object(meta)) {
             snprintf(err, sizeof err, "field 'metadata' must be a JSON object");

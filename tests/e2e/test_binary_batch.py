@@ -148,6 +148,19 @@ def json_fast_paths_unchanged():
             want = [struct.unpack("<f", struct.pack("<f", float(x)))[0] for x in json.loads(text)["values"]]
             got = expect(c.get("/v1/databases/docs/vectors/s%d" % i), 200)["values"]
             assert f32_bits(got) == f32_bits(want), (text, got)
+            # PUT's values take the fast decoder too.
+            vals2 = [rnd.uniform(-1e5, 1e5) for _ in range(DIM)]
+            text = '{"values": [%s], "metadata": {"n": %d}}' % (", ".join("%.17g" % x for x in vals2), i)
+            expect(c.put("/v1/databases/docs/vectors/s%d" % i, raw=text.encode()), 200)
+            got = expect(c.get("/v1/databases/docs/vectors/s%d" % i), 200)
+            want = [struct.unpack("<f", struct.pack("<f", x))[0] for x in vals2]
+            assert f32_bits(got["values"]) == f32_bits(want) and got["metadata"] == {"n": i}, (text, got.json)
+        r = expect(c.put("/v1/databases/docs/vectors/s1", raw=b'{"values": [1, 2, 3, 4e39]}'), 400)
+        assert "values[3]" in r["message"] and "32-bit float" in r["message"], r.json
+        r = expect(c.put("/v1/databases/docs/vectors/s1", raw=b'{"values": [1, 2, 3, 4], "id": "other"}'), 400)
+        assert "differs" in r["message"], r.json
+        r = expect(c.put("/v1/databases/docs/vectors/s1", raw=b'{"values": [1, 2, 3, 4], "valuez": 1}'), 400)
+        assert "unknown field 'valuez'" in r["message"], r.json
         # Integer "-0" is jansson's integer 0 (+0), a real "-0.0" keeps its sign.
         expect(c.post("/v1/databases/docs/vectors", raw=b'{"id": "z", "values": [-0, -0.0, 0, 1]}'), 201)
         got = expect(c.get("/v1/databases/docs/vectors/z"), 200)["values"]
