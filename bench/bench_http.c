@@ -3,15 +3,18 @@
  * in-process, for the same work on the same generated data.
  *
  *   ingest: the data set in batches, one writer, jvdb_put_batch in-process beside
- *           POST /v1/databases/{id}/vectors/batch over one keep-alive loopback connection;
+ *           POST /v1/databases/{id}/vectors/batch over one keep-alive loopback connection, with
+ *           JSON bodies and (issue 12) again with binary ones (application/octet-stream);
  *   search: the same queries (top-k, the HNSW index fully built on both sides), from C threads
- *           in-process beside C keep-alive HTTP clients, per-query latency and total QPS.
+ *           in-process beside C keep-alive HTTP clients, per-query latency and total QPS; after a
+ *           warm-up of each side, the measured queries go in chunks of BH_CHUNK that alternate
+ *           between the sides, so a shared machine's changing load weighs on both alike.
  *
  * The server is the real `jvdb serve` (--jvdb PATH), started on port 0 in a data directory of its
  * own, so everything a client pays is in the numbers: JSON encoding of the request is done before
  * the clock starts (a client has its data ready), decoding the answer is not (only the status and
- * the count are looked at, as a cheap client would).  The two sides run one after the other, never
- * at once, and the in-process side's index is complete before the server starts so its background
+ * the count are looked at, as a cheap client would).  The two sides never run at once, and
+ * the in-process side's index is complete before the server starts so its background
  * thread steals nothing from the HTTP side.
  *
  * The HTTP client is a minimal HTTP/1.1 one written here (request with Content-Length, answer read
@@ -414,6 +417,8 @@ static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_da
 
 /* ---------------------------------------------------------------- search */
 
+#define BH_CHUNK 100                 /* queries per interleaved chunk */
+
 typedef struct bh_search {
     jvdb_db *db;                     /* in-process, or NULL for HTTP */
     uint16_t port;
@@ -421,6 +426,7 @@ typedef struct bh_search {
     char **bodies;                   /* HTTP request bodies, one per query */
     uint32_t dim, k, nq, nthreads;
     double *lat;                     /* seconds, per query */
+    uint32_t first, last;            /* the queries [first, last) of this run */
 } bh_search;
 
 typedef struct bh_worker {
@@ -439,7 +445,7 @@ static void *bh_search_main(void *arg)
     if (!s->db) bh_connect(&c, s->port);
     char want[32];
     snprintf(want, sizeof want, "\"count\":%u", s->k);
-    for (uint32_t i = w->t; i < s->nq; i += s->nthreads) {
+    for (uint32_t i = s->first + w->t; i < s->last; i += s->nthreads) {
         double t0 = bench_now();
         if (s->db) {
             jvdb_result *res;
@@ -458,11 +464,40 @@ static void *bh_search_main(void *arg)
     return NULL;
 }
 
+/* Runs queries [first, last) from nthreads threads; returns the seconds it took. */
+static double bh_search_span(bh_search *s, uint32_t first, uint32_t last)
+{
+    pthread_t tid[256];
+    bh_worker w[256];
+    s->first = first;
+    s->last = last;
+    double t0 = bench_now();
+    for (uint32_t t = 0; t < s->nthreads; t++) {
+        w[t] = (bh_worker){s, t};
+        if (pthread_create(&tid[t], NULL, bh_search_main, &w[t])) bench_die(errno, "pthread_create");
+    }
+    for (uint32_t t = 0; t < s->nthreads; t++) pthread_join(tid[t], NULL);
+    return bench_now() - t0;
+}
+
+/* p50 / p99 (ms) of a side's per-query latencies. */
+static void bh_search_pct(const bh_search *s, double *p50, double *p99)
+{
+    double *copy = malloc(s->nq * sizeof *copy);
+    if (!copy) bench_die(ENOMEM, "latencies");
+    memcpy(copy, s->lat, s->nq * sizeof *copy);
+    *p50 = bench_percentile(copy, s->nq, 50) * 1e3;
+    *p99 = bench_percentile(copy, s->nq, 99) * 1e3;
+    free(copy);
+}
+
 /* Runs every query from nthreads threads; returns QPS and fills p50/p99 (ms). */
 static double bh_search_run(bh_search *s, double *p50, double *p99)
 {
     pthread_t tid[256];
     bh_worker w[256];
+    s->first = 0;
+    s->last = s->nq;
     double t0 = bench_now();
     for (uint32_t t = 0; t < s->nthreads; t++) {
         w[t] = (bh_worker){s, t};
@@ -635,26 +670,37 @@ int main(int argc, char **argv)
     bench_json_num("index_http_wait_s", index_http);
 
     /* Searches, alternating sides for each client count. */
-    double *lat = malloc(nq * sizeof *lat);
-    if (!lat) bench_die(ENOMEM, "latencies");
+    double *lat = malloc(nq * sizeof *lat), *lat_http = malloc(nq * sizeof *lat_http);
+    if (!lat || !lat_http) bench_die(ENOMEM, "latencies");
     char list[256];
     snprintf(list, sizeof list, "%s", clients);
     for (char *save, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint32_t nt = (uint32_t)atoi(tok);
         if (nt < 1 || nt > 256) bench_die(0, "bad client count %s", tok);
-        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat};
-        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat};
+        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat, 0, 0};
+        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat_http, 0, 0};
         bh_search *sides[2] = {&in, &ht};
         static const char *names[2] = {"inproc", "http"};
+        double p50, p99;
+        for (int k2 = 0; k2 < 2; k2++) bh_search_run(sides[k2], &p50, &p99);   /* warm-up: caches, connections */
+        /* Measured interleaved (issue 12): chunks of queries alternate between the sides, the
+         * first side alternating too, so a shared machine's load moves both sides' numbers alike. */
+        double secs[2] = {0, 0}, c0 = bh_server_cpu(&srv);
+        for (uint32_t f = 0, j = 0; f < nq; f += BH_CHUNK, j++) {
+            uint32_t l = f + BH_CHUNK < nq ? f + BH_CHUNK : nq;
+            for (int h = 0; h < 2; h++) {
+                int k2 = (int)((j + (uint32_t)h) & 1);
+                secs[k2] += bh_search_span(sides[k2], f, l);
+            }
+        }
+        double server_cpu = bh_server_cpu(&srv) - c0;   /* only the HTTP chunks use the server */
         for (int k2 = 0; k2 < 2; k2++) {
-            double p50, p99;
-            bh_search_run(sides[k2], &p50, &p99);   /* warm-up: page cache, CPU frequency, connections */
-            double c0 = k2 ? bh_server_cpu(&srv) : 0;
-            double qps = bh_search_run(sides[k2], &p50, &p99);
+            double qps = nq / secs[k2];
+            bh_search_pct(sides[k2], &p50, &p99);
             char key[64];
             if (k2) {
                 snprintf(key, sizeof key, "search_http_c%u_server_cpu_us_per_query", nt);
-                bench_json_num(key, (bh_server_cpu(&srv) - c0) * 1e6 / nq);
+                bench_json_num(key, server_cpu * 1e6 / nq);
             }
             snprintf(key, sizeof key, "search_%s_c%u_qps", names[k2], nt);
             bench_json_num(key, qps);
@@ -672,6 +718,7 @@ int main(int argc, char **argv)
     free(bodies);
     free(queries);
     free(lat);
+    free(lat_http);
     bench_data_free(&d);
     if (bh_tls) SSL_CTX_free(bh_tls);
     return 0;
