@@ -10,6 +10,12 @@
  *
  * The readers refuse every field a route does not know; the batch decoders (general and fast)
  * accept exactly the same bodies with the same values (tests/fuzz/fuzz_http_body.c).
+ *
+ * Numbers (issue 12): the fast decoders convert decimal text to the same double jansson would
+ * (jf_number_text: Clinger's exact path, else strtod), and floats are printed with exactly the text
+ * of printf's shortest round-tripping %.6g..%.9g (jw_format_float: exact double arithmetic when it
+ * is certain, else printf) — so speed never changes a stored bit or an answer's text
+ * (tests/unit/test_jsonio_numbers.c).
  */
 #include "server/jsonio.h"
 
