@@ -949,8 +949,9 @@ bad:
     return -1;
 }
 
-/* The span of one object value (strings and nesting respected); jansson validates it afterwards. */
-static int jf_object_span(jf *f, const char **b, size_t *n)
+/* The span of one object value (strings and nesting respected, at most `limit` levels deep, the
+ * object itself being one); jansson validates it afterwards. */
+static int jf_object_span(jf *f, const char **b, size_t *n, unsigned limit)
 {
     jf_ws(f);
     if (f->p >= f->end || *f->p != '{') return -1;
@@ -965,7 +966,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n)
         } else if (c == '"') {
             in_str = 1;
         } else if (c == '{' || c == '[') {
-            depth++;
+            if (++depth > limit) return -1;   /* too deep: the general path says so */
         } else if (c == '}' || c == ']') {
             if (--depth == 0) {
                 f->p++;
@@ -979,7 +980,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n)
 }
 
 /* metadata: null, or an object that jansson (with the general path's flags) accepts. */
-static int jf_meta(jf *f, char **meta)
+static int jf_meta(jf *f, char **meta, unsigned limit)
 {
     jf_ws(f);
     if (f->end - f->p >= 4 && !memcmp(f->p, "null", 4)) {
@@ -989,7 +990,7 @@ static int jf_meta(jf *f, char **meta)
     }
     const char *b;
     size_t n;
-    if (jf_object_span(f, &b, &n)) return -1;
+    if (jf_object_span(f, &b, &n, limit)) return -1;
     json_t *m = json_loadb(b, n, JSON_REJECT_DUPLICATES, NULL);
     if (!m || !json_is_object(m)) {
         json_decref(m);
@@ -1001,7 +1002,7 @@ static int jf_meta(jf *f, char **meta)
 }
 
 /* One vector object: 0 = decoded, -1 = use the general path, -2 = an unknown field (err set). */
-static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t cap)
+static int jf_vector_obj(jf *f, jf_vector *v, size_t index, unsigned meta_limit, char *err, size_t cap)
 {
     memset(v, 0, sizeof *v);
     if (jf_char(f, '{')) return -1;
@@ -1017,7 +1018,7 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t ca
             if (jf_floats(f, &v->values, &v->n)) return -1;
             have_values = 1;
         } else if (jf_key_is(k, kn, "metadata") && !have_meta) {
-            if (jf_meta(f, &v->meta)) return -1;
+            if (jf_meta(f, &v->meta, meta_limit)) return -1;
             have_meta = 1;
         } else if (!jr_allowed(k, kn, jr_vector_fields)) {
             /* Refused as the general path would refuse it, without reading the value. */
@@ -1042,9 +1043,10 @@ int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v
 {
     char err[8];
     memset(v, 0, sizeof *v);
-    if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
+    /* Nesting: the vector object is level 1, its values level 2, its metadata 2 and below. */
+    if (!body || !len || max_depth < 2) return 0;
     jf f = {body, body + len};
-    if (jf_vector_obj(&f, v, 0, err, sizeof err) == 0) {
+    if (jf_vector_obj(&f, v, 0, max_depth - 1, err, sizeof err) == 0) {
         jf_ws(&f);
         if (f.p == f.end) return 1;
     }
@@ -1102,7 +1104,9 @@ void jf_batch_free(jf_vector *v, size_t count)
 int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
              size_t cap)
 {
-    if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
+    /* Nesting is checked as the decoder goes (no separate pass over the body): the body is level 1,
+     * the array 2, each vector 3, its values and metadata 4 and below. */
+    if (!body || !len || max_depth < 4) return 0;
     jf f = {body, body + len};
     const char *k;
     size_t kn, n = 0, vcap = 64;
@@ -1120,10 +1124,12 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, 
             v = nv;
             vcap *= 2;
         }
-        int bad = jf_vector_obj(&f, &v[n], n, err, cap);
+        int bad = jf_vector_obj(&f, &v[n], n, max_depth - 3, err, cap);
         n++;   /* freed below either way */
         if (bad == -2) {
             jf_batch_free(v, n);
+            /* A body nested too deep further on is refused for that, as the general path does. */
+            if (!jr_depth_ok(body, len, max_depth)) return 0;
             *index = (long)(n - 1);
             return -1;
         }

@@ -203,12 +203,17 @@ void route_vec_batch(server *s, http_req *rq, http_resp *rs)
         jf_batch_free(fv, n);
         return;
     }
-    /* Unknown top-level fields are refused before either decoder looks at the body. */
-    if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, err, sizeof err)) {
-        route_batch_error(rs, -1, err);
-        return;
-    }
+    /* Unknown top-level fields are refused before any other fault.  The fast decoder takes only
+     * bodies whose one top-level key is "vectors", so the prescan (a pass over the whole body) is
+     * needed only when it does not take the body. */
     int fast = jf_batch(rq->body, rq->body_len, s->cfg.max_depth, &fv, &n, &index, err, sizeof err);
+    if (fast <= 0) {
+        char perr[512];
+        if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, perr, sizeof perr)) {
+            route_batch_error(rs, -1, perr);
+            return;
+        }
+    }
     if (fast < 0) {
         route_batch_error(rs, index, err);
         return;

@@ -176,6 +176,17 @@ def json_fast_paths_unchanged():
         assert "queryVector[3]" in r["message"], r.json
         r = expect(c.post("/v1/databases/docs/search", raw=b'{"queryVector": [1, 0, 0, 0], "topK": 3, "topK": 4}'), 400)
         assert "duplicate" in r["message"], r.json
+        # Batch refusals keep their order: an unknown top-level field first, then nesting, then the
+        # vectors' own faults (the fast decoder checks nesting and top-level keys only when needed).
+        B = "/v1/databases/docs/vectors/batch"
+        r = expect(c.post(B, raw=b'{"vectors": [{"id": "a", "values": [1, 2, 3, 4], "x": 1}], "extra": 1}'), 400)
+        assert "unknown field 'extra'" in r["message"], r.json
+        deep = b'{"vectors": [{"id": "a", "values": [1, 2, 3, 4], "x": 1}, {"id": "b", "values": [1, 2, 3, 4], ' \
+               b'"metadata": ' + b'{"a": ' * 40 + b'1' + b'}' * 40 + b'}]}'
+        r = expect(c.post(B, raw=deep), 400)
+        assert "deeper" in r["message"], r.json
+        r = expect(c.post(B, raw=b'{"vectors": [{"id": "a", "values": [1, 2, 3, 4], "x": 1}]}'), 400)
+        assert "record 0: unknown field 'x'" in r["message"] and r["index"] == 0, r.json
         # A search decoded on the fast path answers as the general one would.
         r = expect(c.post("/v1/databases/docs/search",
                           raw=b'{"topK": 3, "queryVector": [0.5, 0.25, 1e-3, -2], "includeValues": true}'), 200)
