@@ -111,6 +111,7 @@ static void fuzz_batch_decoders(const char *body, size_t len)
 
 /* ---- 3. the binary batch decoder (binbatch.c): bounds, and what it accepts is well formed ---- */
 
+/* Decodes the bytes as a binary batch and checks what came out against the bytes. */
 static void fuzz_binary_decoder(const unsigned char *body, size_t len)
 {
     char err[512] = "";
