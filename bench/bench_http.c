@@ -3,15 +3,18 @@
  * in-process, for the same work on the same generated data.
  *
  *   ingest: the data set in batches, one writer, jvdb_put_batch in-process beside
- *           POST /v1/databases/{id}/vectors/batch over one keep-alive loopback connection;
+ *           POST /v1/databases/{id}/vectors/batch over one keep-alive loopback connection, with
+ *           JSON bodies and (issue 12) again with binary ones (application/octet-stream);
  *   search: the same queries (top-k, the HNSW index fully built on both sides), from C threads
- *           in-process beside C keep-alive HTTP clients, per-query latency and total QPS.
+ *           in-process beside C keep-alive HTTP clients, per-query latency and total QPS; after a
+ *           warm-up of each side, the measured queries go in chunks of BH_CHUNK that alternate
+ *           between the sides, so a shared machine's changing load weighs on both alike.
  *
  * The server is the real `jvdb serve` (--jvdb PATH), started on port 0 in a data directory of its
  * own, so everything a client pays is in the numbers: JSON encoding of the request is done before
  * the clock starts (a client has its data ready), decoding the answer is not (only the status and
- * the count are looked at, as a cheap client would).  The two sides run one after the other, never
- * at once, and the in-process side's index is complete before the server starts so its background
+ * the count are looked at, as a cheap client would).  The two sides never run at once, and
+ * the in-process side's index is complete before the server starts so its background
  * thread steals nothing from the HTTP side.
  *
  * The HTTP client is a minimal HTTP/1.1 one written here (request with Content-Length, answer read
@@ -150,13 +153,14 @@ static void bh_send_all(bh_conn *c, struct iovec *iov, int n)
     }
 }
 
-/* One request; returns the status and leaves the body (NUL-terminated) at *body. */
-static int bh_request(bh_conn *c, const char *method, const char *path, const char *body, size_t len, const char **out)
+/* One request with a body of the given type; returns the status and leaves the body (NUL-terminated) at *body. */
+static int bh_request_ct(bh_conn *c, const char *method, const char *path, const char *ctype, const char *body,
+                         size_t len, const char **out)
 {
     char head[512];
     int hl = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, len);
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                      method, path, ctype, len);
     struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, len}};
     bh_send_all(c, iov, len ? 2 : 1);
     size_t have = 0, need = 0, hdr = 0;
@@ -183,6 +187,12 @@ static int bh_request(bh_conn *c, const char *method, const char *path, const ch
     }
     *out = c->buf + hdr;
     return atoi(c->buf + 9);
+}
+
+/* One request with a JSON body. */
+static int bh_request(bh_conn *c, const char *method, const char *path, const char *body, size_t len, const char **out)
+{
+    return bh_request_ct(c, method, path, "application/json", body, len, out);
 }
 
 /* ---------------------------------------------------------------- the server */
@@ -349,7 +359,65 @@ static double bh_ingest_http(uint16_t port, const bench_data *d, uint32_t batch)
     return secs;
 }
 
+/* Appends a little-endian u32 / u16. */
+static void bh_u32(bh_text *t, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    bh_put(t, (const char *)b, 4);
+}
+
+/* Ingest with binary bodies (Content-Type: application/octet-stream, src/server/binbatch.h) into
+ * database `name`: header, float32 values, length-prefixed ids, the metadata sidecar. */
+static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_data *d, uint32_t batch)
+{
+    uint64_t nb = (d->n + batch - 1) / batch;
+    bh_text *bodies = calloc(nb, sizeof *bodies);
+    if (!bodies) bench_die(ENOMEM, "bodies");
+    for (uint64_t b = 0; b < nb; b++) {
+        uint64_t first = b * batch, cnt = first + batch <= d->n ? batch : d->n - first;
+        bh_text meta = {0};
+        if (d->metas) {
+            bh_puts(&meta, "[");
+            for (uint64_t r = first; r < first + cnt; r++) {
+                if (r > first) bh_puts(&meta, ",");
+                bh_puts(&meta, d->metas[r]);
+            }
+            bh_puts(&meta, "]");
+        }
+        bh_put(&bodies[b], "JVB1", 4);
+        bh_u32(&bodies[b], (uint32_t)cnt);
+        bh_u32(&bodies[b], d->dim);
+        bh_u32(&bodies[b], (uint32_t)meta.len);
+        bh_put(&bodies[b], (const char *)(d->vectors + first * d->dim), cnt * d->dim * sizeof(float));   /* x86: LE */
+        for (uint64_t r = first; r < first + cnt; r++) {
+            size_t n = strlen(d->ids[r]);
+            unsigned char l[2] = {(unsigned char)n, (unsigned char)(n >> 8)};
+            bh_put(&bodies[b], (const char *)l, 2);
+            bh_put(&bodies[b], d->ids[r], n);
+        }
+        if (meta.len) bh_put(&bodies[b], meta.p, meta.len);
+        free(meta.p);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "/v1/databases/%s/vectors/batch", name);
+    bh_conn c = {.fd = -1};
+    bh_connect(&c, port);
+    const char *resp;
+    double t0 = bench_now();
+    for (uint64_t b = 0; b < nb; b++) {
+        int st = bh_request_ct(&c, "POST", path, "application/octet-stream", bodies[b].p, bodies[b].len, &resp);
+        if (st != 201) bench_die(0, "binary batch %llu: HTTP %d %s", (unsigned long long)b, st, resp);
+    }
+    double secs = bench_now() - t0;
+    bh_close(&c);
+    for (uint64_t b = 0; b < nb; b++) free(bodies[b].p);
+    free(bodies);
+    return secs;
+}
+
 /* ---------------------------------------------------------------- search */
+
+#define BH_CHUNK 100                 /* queries per interleaved chunk */
 
 typedef struct bh_search {
     jvdb_db *db;                     /* in-process, or NULL for HTTP */
@@ -358,6 +426,7 @@ typedef struct bh_search {
     char **bodies;                   /* HTTP request bodies, one per query */
     uint32_t dim, k, nq, nthreads;
     double *lat;                     /* seconds, per query */
+    uint32_t first, last;            /* the queries [first, last) of this run */
 } bh_search;
 
 typedef struct bh_worker {
@@ -376,7 +445,7 @@ static void *bh_search_main(void *arg)
     if (!s->db) bh_connect(&c, s->port);
     char want[32];
     snprintf(want, sizeof want, "\"count\":%u", s->k);
-    for (uint32_t i = w->t; i < s->nq; i += s->nthreads) {
+    for (uint32_t i = s->first + w->t; i < s->last; i += s->nthreads) {
         double t0 = bench_now();
         if (s->db) {
             jvdb_result *res;
@@ -395,11 +464,40 @@ static void *bh_search_main(void *arg)
     return NULL;
 }
 
+/* Runs queries [first, last) from nthreads threads; returns the seconds it took. */
+static double bh_search_span(bh_search *s, uint32_t first, uint32_t last)
+{
+    pthread_t tid[256];
+    bh_worker w[256];
+    s->first = first;
+    s->last = last;
+    double t0 = bench_now();
+    for (uint32_t t = 0; t < s->nthreads; t++) {
+        w[t] = (bh_worker){s, t};
+        if (pthread_create(&tid[t], NULL, bh_search_main, &w[t])) bench_die(errno, "pthread_create");
+    }
+    for (uint32_t t = 0; t < s->nthreads; t++) pthread_join(tid[t], NULL);
+    return bench_now() - t0;
+}
+
+/* p50 / p99 (ms) of a side's per-query latencies. */
+static void bh_search_pct(const bh_search *s, double *p50, double *p99)
+{
+    double *copy = malloc(s->nq * sizeof *copy);
+    if (!copy) bench_die(ENOMEM, "latencies");
+    memcpy(copy, s->lat, s->nq * sizeof *copy);
+    *p50 = bench_percentile(copy, s->nq, 50) * 1e3;
+    *p99 = bench_percentile(copy, s->nq, 99) * 1e3;
+    free(copy);
+}
+
 /* Runs every query from nthreads threads; returns QPS and fills p50/p99 (ms). */
 static double bh_search_run(bh_search *s, double *p50, double *p99)
 {
     pthread_t tid[256];
     bh_worker w[256];
+    s->first = 0;
+    s->last = s->nq;
     double t0 = bench_now();
     for (uint32_t t = 0; t < s->nthreads; t++) {
         w[t] = (bh_worker){s, t};
@@ -532,17 +630,23 @@ int main(int argc, char **argv)
         bh_conn c = {.fd = -1};
         bh_connect(&c, srv.port);
         char body[256];
-        snprintf(body, sizeof body,
-                 "{\"name\":\"bench\",\"vectorDimension\":%u,\"distanceMetric\":\"euclidean\",\"indexType\":\"%s\"}", d.dim,
-                 index);
         const char *resp;
-        int st = bh_request(&c, "POST", "/v1/databases", body, strlen(body), &resp);
-        if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
+        /* "bench" takes the JSON batches (and then the searches), "benchbin" the binary ones. */
+        for (int b = 0; b < 2; b++) {
+            snprintf(body, sizeof body,
+                     "{\"name\":\"%s\",\"vectorDimension\":%u,\"distanceMetric\":\"euclidean\",\"indexType\":\"%s\"}",
+                     b ? "benchbin" : "bench", d.dim, index);
+            int st = bh_request(&c, "POST", "/v1/databases", body, strlen(body), &resp);
+            if (st != 201) bench_die(0, "create: HTTP %d %s", st, resp);
+        }
         bh_close(&c);
     }
     double cpu0 = bh_server_cpu(&srv);
     double ingest_http = bh_ingest_http(srv.port, &d, o.batch);
     double ingest_cpu = bh_server_cpu(&srv) - cpu0;
+    cpu0 = bh_server_cpu(&srv);
+    double ingest_bin = bh_ingest_http_bin(srv.port, "benchbin", &d, o.batch);
+    double ingest_bin_cpu = bh_server_cpu(&srv) - cpu0;
     t0 = bench_now();
     bh_wait_index_http(srv.port);
     double index_http = bench_now() - t0;
@@ -559,30 +663,44 @@ int main(int argc, char **argv)
     bench_json_num("ingest_inproc_vps", (double)d.n / ingest_in);
     bench_json_num("ingest_http_vps", (double)d.n / ingest_http);
     bench_json_num("ingest_http_server_cpu_s", ingest_cpu);
+    bench_json_num("ingest_http_bin_s", ingest_bin);
+    bench_json_num("ingest_http_bin_vps", (double)d.n / ingest_bin);
+    bench_json_num("ingest_http_bin_server_cpu_s", ingest_bin_cpu);
     bench_json_num("index_inproc_s", index_in);
     bench_json_num("index_http_wait_s", index_http);
 
     /* Searches, alternating sides for each client count. */
-    double *lat = malloc(nq * sizeof *lat);
-    if (!lat) bench_die(ENOMEM, "latencies");
+    double *lat = malloc(nq * sizeof *lat), *lat_http = malloc(nq * sizeof *lat_http);
+    if (!lat || !lat_http) bench_die(ENOMEM, "latencies");
     char list[256];
     snprintf(list, sizeof list, "%s", clients);
     for (char *save, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint32_t nt = (uint32_t)atoi(tok);
         if (nt < 1 || nt > 256) bench_die(0, "bad client count %s", tok);
-        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat};
-        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat};
+        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat, 0, 0};
+        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat_http, 0, 0};
         bh_search *sides[2] = {&in, &ht};
         static const char *names[2] = {"inproc", "http"};
+        double p50, p99;
+        for (int k2 = 0; k2 < 2; k2++) bh_search_run(sides[k2], &p50, &p99);   /* warm-up: caches, connections */
+        /* Measured interleaved (issue 12): chunks of queries alternate between the sides, the
+         * first side alternating too, so a shared machine's load moves both sides' numbers alike. */
+        double secs[2] = {0, 0}, c0 = bh_server_cpu(&srv);
+        for (uint32_t f = 0, j = 0; f < nq; f += BH_CHUNK, j++) {
+            uint32_t l = f + BH_CHUNK < nq ? f + BH_CHUNK : nq;
+            for (int h = 0; h < 2; h++) {
+                int k2 = (int)((j + (uint32_t)h) & 1);
+                secs[k2] += bh_search_span(sides[k2], f, l);
+            }
+        }
+        double server_cpu = bh_server_cpu(&srv) - c0;   /* only the HTTP chunks use the server */
         for (int k2 = 0; k2 < 2; k2++) {
-            double p50, p99;
-            bh_search_run(sides[k2], &p50, &p99);   /* warm-up: page cache, CPU frequency, connections */
-            double c0 = k2 ? bh_server_cpu(&srv) : 0;
-            double qps = bh_search_run(sides[k2], &p50, &p99);
+            double qps = nq / secs[k2];
+            bh_search_pct(sides[k2], &p50, &p99);
             char key[64];
             if (k2) {
                 snprintf(key, sizeof key, "search_http_c%u_server_cpu_us_per_query", nt);
-                bench_json_num(key, (bh_server_cpu(&srv) - c0) * 1e6 / nq);
+                bench_json_num(key, server_cpu * 1e6 / nq);
             }
             snprintf(key, sizeof key, "search_%s_c%u_qps", names[k2], nt);
             bench_json_num(key, qps);
@@ -600,6 +718,7 @@ int main(int argc, char **argv)
     free(bodies);
     free(queries);
     free(lat);
+    free(lat_http);
     bench_data_free(&d);
     if (bh_tls) SSL_CTX_free(bh_tls);
     return 0;

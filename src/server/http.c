@@ -56,6 +56,8 @@
 #include <inttypes.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -776,6 +778,12 @@ static void http_head_done(server *s, struct MHD_Connection *conn)
 {
     http_conn *c = http_conn_of(conn);
     if (!c) return;
+    /* ACK the head now.  A client that writes the head and the body in two sends (Nagle on) holds
+     * the body until the head is acknowledged, and on a kept-alive connection Linux delays that
+     * ACK up to 40 ms: every request with a body took 40-50 ms instead of 0.2 (issue 12).  Setting
+     * TCP_QUICKACK sends a pending ACK at once; it fails harmlessly on a unix socket. */
+    int one = 1;
+    (void)setsockopt(c->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one);
     pthread_mutex_lock(&s->http->conn_mu);
     http_conn_unlist(s->http, c);
     pthread_mutex_unlock(&s->http->conn_mu);

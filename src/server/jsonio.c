@@ -10,6 +10,12 @@
  *
  * The readers refuse every field a route does not know; the batch decoders (general and fast)
  * accept exactly the same bodies with the same values (tests/fuzz/fuzz_http_body.c).
+ *
+ * Numbers (issue 12): the fast decoders convert decimal text to the same double jansson would
+ * (jf_number_text: Clinger's exact path, else strtod), and floats are printed with exactly the text
+ * of printf's shortest round-tripping %.6g..%.9g (jw_format_float: exact double arithmetic when it
+ * is certain, else printf) — so speed never changes a stored bit or an answer's text
+ * (tests/unit/test_jsonio_numbers.c).
  */
 #include "server/jsonio.h"
 
@@ -231,10 +237,120 @@ void jw_double(jw *w, double v)
     jw_put(w, b, (size_t)n);
 }
 
-/* Shortest of %.6g .. %.9g that reads back as the same float32 (9 digits always does). */
+/* Exact powers of ten as doubles (10^22 is the largest a double holds exactly). */
+static const double jw_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Writes N (exactly p digits) x 10^(x-p+1), negative when neg, as printf's "%.{p}g" would. */
+static int jw_g_text(char *b, int neg, uint64_t n, int p, int x)
+{
+    char d[24];
+    for (int i = p - 1; i >= 0; i--, n /= 10) d[i] = (char)('0' + n % 10);
+    int nd = p;
+    while (nd > 1 && d[nd - 1] == '0') nd--;   /* %g drops trailing zeros */
+    char *o = b;
+    if (neg) *o++ = '-';
+    if (x < -4 || x >= p) {
+        *o++ = d[0];
+        if (nd > 1) {
+            *o++ = '.';
+            memcpy(o, d + 1, (size_t)nd - 1);
+            o += nd - 1;
+        }
+        int ax = x < 0 ? -x : x;   /* printf's exponent: a sign and at least two digits */
+        *o++ = 'e';
+        *o++ = x < 0 ? '-' : '+';
+        if (ax >= 100) *o++ = (char)('0' + ax / 100);
+        *o++ = (char)('0' + ax / 10 % 10);
+        *o++ = (char)('0' + ax % 10);
+    } else if (x >= 0) {
+        for (int i = 0; i <= x; i++) *o++ = i < nd ? d[i] : '0';
+        if (nd > x + 1) {
+            *o++ = '.';
+            memcpy(o, d + x + 1, (size_t)(nd - x - 1));
+            o += nd - x - 1;
+        }
+    } else {
+        *o++ = '0';
+        *o++ = '.';
+        for (int i = 0; i < -x - 1; i++) *o++ = '0';
+        memcpy(o, d, (size_t)nd);
+        o += nd;
+    }
+    *o = 0;
+    return (int)(o - b);
+}
+
+/* The p-digit decimal nearest to |v| (p <= 9) as N x 10^(x-p+1), computed in double: 1 when N is
+ * certainly the correctly rounded one and reads back as v, 0 when it does not read back, -1 when
+ * double arithmetic cannot decide (a near tie, or a power of ten a double does not hold exactly). */
+static int jw_try_digits(float v, int p, uint64_t *n, int *x)
+{
+    double a = fabs((double)v);
+    int ex = (int)floor(log10(a));
+    for (int tries = 0; tries < 3; tries++) {
+        int k = ex - p + 1;   /* value = N x 10^k */
+        if (k < -22 || k > 22) return -1;
+        double scaled = k < 0 ? a * jw_pow10[-k] : a / jw_pow10[k];   /* relative error <= 2^-53 */
+        double fl = floor(scaled), frac = scaled - fl;
+        if (fabs(frac - 0.5) < 1e-6) return -1;   /* too near a tie to trust one rounding */
+        uint64_t nn = (uint64_t)fl + (frac > 0.5);
+        uint64_t lo = (uint64_t)jw_pow10[p - 1], hi = (uint64_t)jw_pow10[p];
+        if (nn >= hi) {
+            ex++;
+            continue;
+        }
+        if (nn < lo) {
+            ex--;
+            continue;
+        }
+        /* Read back as strtof would: one exact IEEE operation gives the correctly rounded double;
+         * rounding that to float32 is strtof's answer unless the double is a float32 midpoint. */
+        double back = k < 0 ? (double)nn / jw_pow10[-k] : (double)nn * jw_pow10[k];
+        float f = (float)back;
+        double lo32 = (double)f, other = (double)nextafterf(f, back > lo32 ? INFINITY : -INFINITY);
+        if (back != lo32 && back - lo32 == (other - lo32) / 2) return -1;
+        *n = nn;
+        *x = ex;
+        return f == (float)a;
+    }
+    return -1;
+}
+
+/* Shortest of %.6g .. %.9g that reads back as the same float32 (9 digits always does).  The digits
+ * come from double arithmetic when it is certainly exact (jw_try_digits), which is most floats,
+ * else from snprintf + strtof: printing floats was most of a search answer's cost. */
 static int jw_format_float(char *b, size_t cap, float v)
 {
     /* "-0" reads back as the integer 0 in many JSON parsers (Python's among them): keep the sign. */
+    if (v == 0 && signbit(v)) return snprintf(b, cap, "-0.0");
+    if (v != 0 && cap >= 32) {
+        int p;
+        for (p = 6; p <= 9; p++) {
+            uint64_t n;
+            int x, r = jw_try_digits(v, p, &n, &x);
+            if (r < 0) break;
+            if (r) return jw_g_text(b, v < 0, n, p, x);
+        }
+        if (p > 9) p = 9;
+        /* Undecided at p: printf from there on, as below. */
+        int n = 0;
+        for (; p <= 9; p++) {
+            n = snprintf(b, cap, "%.*g", p, (double)v);
+            if (strtof(b, NULL) == v) break;
+        }
+        return n;
+    }
+    int n = 0;
+    for (int p = 6; p <= 9; p++) {
+        n = snprintf(b, cap, "%.*g", p, (double)v);
+        if (strtof(b, NULL) == v) break;
+    }
+    return n;
+}
+
+int jw_format_float_ref(char *b, size_t cap, float v)
+{
     if (v == 0 && signbit(v)) return snprintf(b, cap, "-0.0");
     int n = 0;
     for (int p = 6; p <= 9; p++) {
@@ -243,6 +359,8 @@ static int jw_format_float(char *b, size_t cap, float v)
     }
     return n;
 }
+
+int jw_format_float_fast(char *b, size_t cap, float v) { return jw_format_float(b, cap, v); }
 
 void jw_float(jw *w, float v)
 {
@@ -346,6 +464,8 @@ static int jr_depth_ok(const char *s, size_t n, unsigned max_depth)
     }
     return 1;
 }
+
+int jr_nesting_ok(const char *s, size_t n, unsigned max_depth) { return jr_depth_ok(s, n, max_depth); }
 
 json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap)
 {
@@ -709,40 +829,88 @@ static int jf_plain_string(jf *f, const char **s, size_t *n)
 
 static int jf_key_is(const char *s, size_t n, const char *want) { return strlen(want) == n && !memcmp(s, want, n); }
 
-/* One JSON number, converted as jansson would: integers (no fraction, no exponent) through a
- * 64-bit integer, so "-0" is 0; reals through strtod. */
+/* Exact powers of ten as doubles (10^22 is the largest that a double holds exactly). */
+static const double jf_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+const char *jf_number_text(const char *b, const char *end, double *out)
+{
+    const char *q = b;
+    int neg = 0, real = 0, many = 0, nd = 0;
+    uint64_t w = 0;   /* the first 19 significant digits */
+    long exp10 = 0;
+    if (q < end && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (q >= end || *q < '0' || *q > '9') return NULL;
+    if (*q == '0') {
+        q++;
+    } else {
+        for (; q < end && *q >= '0' && *q <= '9'; q++) {
+            if (nd < 19) {
+                w = w * 10 + (uint64_t)(*q - '0');
+                nd++;
+            } else {
+                many = 1;
+                exp10++;
+            }
+        }
+    }
+    if (q < end && *q == '.') {
+        real = 1;
+        q++;
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        for (; q < end && *q >= '0' && *q <= '9'; q++) {
+            if (nd < 19) {
+                w = w * 10 + (uint64_t)(*q - '0');
+                nd += w != 0;   /* leading zeros of 0.000123 are not significant */
+                exp10--;
+            } else {
+                many = 1;
+            }
+        }
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        real = 1;
+        q++;
+        int eneg = 0;
+        if (q < end && (*q == '+' || *q == '-')) eneg = *q++ == '-';
+        if (q >= end || *q < '0' || *q > '9') return NULL;
+        long ev = 0;
+        for (; q < end && *q >= '0' && *q <= '9'; q++)
+            if (ev < 100000) ev = ev * 10 + (*q - '0');
+        exp10 += eneg ? -ev : ev;
+    }
+    if (!real) {
+        if (q - b > 18) return NULL;   /* near the 64-bit limit: let jansson decide */
+        /* jansson reads integers as 64-bit integers, so "-0" is +0. */
+        *out = (double)(neg ? -(int64_t)w : (int64_t)w);
+        return q;
+    }
+#if FLT_EVAL_METHOD == 0
+    /* Clinger's fast path: both operands are exact doubles, so one IEEE multiply or divide rounds
+     * the exact decimal value once, to nearest — the correctly rounded result strtod gives. */
+    if (!many && w <= (UINT64_C(1) << 53) && exp10 >= -22 && exp10 <= 22) {
+        double d = (double)w;
+        d = exp10 < 0 ? d / jf_pow10[-exp10] : d * jf_pow10[exp10];
+        *out = neg ? -d : d;
+        return q;
+    }
+#endif
+    char *e;
+    errno = 0;
+    *out = strtod(b, &e);   /* everything else: many digits, large exponents, underflow */
+    if (e != q || errno) return NULL;
+    return q;
+}
+
+/* One JSON number, converted as jansson would (jf_number_text). */
 static int jf_number(jf *f, double *out)
 {
     jf_ws(f);
-    const char *b = f->p, *q = b;
-    if (q < f->end && *q == '-') q++;
-    if (q >= f->end || *q < '0' || *q > '9') return -1;
-    if (*q == '0') q++;
-    else
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    int real = 0;
-    if (q < f->end && *q == '.') {
-        real = 1;
-        q++;
-        if (q >= f->end || *q < '0' || *q > '9') return -1;
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    }
-    if (q < f->end && (*q == 'e' || *q == 'E')) {
-        real = 1;
-        q++;
-        if (q < f->end && (*q == '+' || *q == '-')) q++;
-        if (q >= f->end || *q < '0' || *q > '9') return -1;
-        while (q < f->end && *q >= '0' && *q <= '9') q++;
-    }
-    char *e;
-    errno = 0;
-    if (real) {
-        *out = strtod(b, &e);
-    } else {
-        if (q - b > 18) return -1;   /* near the 64-bit limit: let jansson decide */
-        *out = (double)strtoll(b, &e, 10);
-    }
-    if (e != q || errno) return -1;
+    const char *q = jf_number_text(f->p, f->end, out);
+    if (!q) return -1;
     f->p = q;
     return 0;
 }
@@ -781,8 +949,9 @@ bad:
     return -1;
 }
 
-/* The span of one object value (strings and nesting respected); jansson validates it afterwards. */
-static int jf_object_span(jf *f, const char **b, size_t *n)
+/* The span of one object value (strings and nesting respected, at most `limit` levels deep, the
+ * object itself being one); jansson validates it afterwards. */
+static int jf_object_span(jf *f, const char **b, size_t *n, unsigned limit)
 {
     jf_ws(f);
     if (f->p >= f->end || *f->p != '{') return -1;
@@ -797,7 +966,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n)
         } else if (c == '"') {
             in_str = 1;
         } else if (c == '{' || c == '[') {
-            depth++;
+            if (++depth > limit) return -1;   /* too deep: the general path says so */
         } else if (c == '}' || c == ']') {
             if (--depth == 0) {
                 f->p++;
@@ -811,7 +980,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n)
 }
 
 /* metadata: null, or an object that jansson (with the general path's flags) accepts. */
-static int jf_meta(jf *f, char **meta)
+static int jf_meta(jf *f, char **meta, unsigned limit)
 {
     jf_ws(f);
     if (f->end - f->p >= 4 && !memcmp(f->p, "null", 4)) {
@@ -821,7 +990,7 @@ static int jf_meta(jf *f, char **meta)
     }
     const char *b;
     size_t n;
-    if (jf_object_span(f, &b, &n)) return -1;
+    if (jf_object_span(f, &b, &n, limit)) return -1;
     json_t *m = json_loadb(b, n, JSON_REJECT_DUPLICATES, NULL);
     if (!m || !json_is_object(m)) {
         json_decref(m);
@@ -833,7 +1002,7 @@ static int jf_meta(jf *f, char **meta)
 }
 
 /* One vector object: 0 = decoded, -1 = use the general path, -2 = an unknown field (err set). */
-static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t cap)
+static int jf_vector_obj(jf *f, jf_vector *v, size_t index, unsigned meta_limit, char *err, size_t cap)
 {
     memset(v, 0, sizeof *v);
     if (jf_char(f, '{')) return -1;
@@ -849,7 +1018,7 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t ca
             if (jf_floats(f, &v->values, &v->n)) return -1;
             have_values = 1;
         } else if (jf_key_is(k, kn, "metadata") && !have_meta) {
-            if (jf_meta(f, &v->meta)) return -1;
+            if (jf_meta(f, &v->meta, meta_limit)) return -1;
             have_meta = 1;
         } else if (!jr_allowed(k, kn, jr_vector_fields)) {
             /* Refused as the general path would refuse it, without reading the value. */
@@ -870,6 +1039,57 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, char *err, size_t ca
     }
 }
 
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v)
+{
+    char err[8];
+    memset(v, 0, sizeof *v);
+    /* Nesting: the vector object is level 1, its values level 2, its metadata 2 and below. */
+    if (!body || !len || max_depth < 2) return 0;
+    jf f = {body, body + len};
+    if (jf_vector_obj(&f, v, 0, max_depth - 1, err, sizeof err) == 0) {
+        jf_ws(&f);
+        if (f.p == f.end) return 1;
+    }
+    jf_vector_free(v);
+    memset(v, 0, sizeof *v);
+    return 0;
+}
+
+char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count)
+{
+    if (!body || !len) return NULL;
+    jf f = {body, body + len};
+    if (jf_char(&f, '{')) return NULL;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (jf_plain_string(&f, &k, &kn) || jf_char(&f, ':')) return NULL;
+        jf_ws(&f);
+        if (jf_key_is(k, kn, key)) {
+            const char *b = f.p;
+            if (jf_floats(&f, out, count)) return NULL;
+            char *copy = malloc(len + 1);
+            if (!copy) {
+                free(*out);
+                *out = NULL;
+                return NULL;
+            }
+            memcpy(copy, body, len);
+            copy[len] = 0;
+            /* Same length, so the parse's line/column of any later error do not move. */
+            memset(copy + (b - body), ' ', (size_t)(f.p - b));
+            memcpy(copy + (b - body), "[]", 2);
+            return copy;
+        }
+        const char *q = jr_skip_value(f.p, f.end);
+        if (!q || q == f.p) return NULL;
+        f.p = q;
+        jf_ws(&f);
+        if (f.p >= f.end || *f.p != ',') return NULL;
+        f.p++;
+    }
+}
+
 void jf_batch_free(jf_vector *v, size_t count)
 {
     if (!v) return;
@@ -884,7 +1104,9 @@ void jf_batch_free(jf_vector *v, size_t count)
 int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
              size_t cap)
 {
-    if (!body || !len || !jr_depth_ok(body, len, max_depth)) return 0;
+    /* Nesting is checked as the decoder goes (no separate pass over the body): the body is level 1,
+     * the array 2, each vector 3, its values and metadata 4 and below. */
+    if (!body || !len || max_depth < 4) return 0;
     jf f = {body, body + len};
     const char *k;
     size_t kn, n = 0, vcap = 64;
@@ -902,10 +1124,12 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, 
             v = nv;
             vcap *= 2;
         }
-        int bad = jf_vector_obj(&f, &v[n], n, err, cap);
+        int bad = jf_vector_obj(&f, &v[n], n, max_depth - 3, err, cap);
         n++;   /* freed below either way */
         if (bad == -2) {
             jf_batch_free(v, n);
+            /* A body nested too deep further on is refused for that, as the general path does. */
+            if (!jr_depth_ok(body, len, max_depth)) return 0;
             *index = (long)(n - 1);
             return -1;
         }

@@ -43,6 +43,10 @@ void jw_uint(jw *w, uint64_t v);
 void jw_double(jw *w, double v);        /* non-finite values become null */
 void jw_float(jw *w, float v);          /* shortest text that reads back as the same float32 */
 void jw_floats(jw *w, const float *v, size_t n);   /* an array of floats */
+/* The text jw_float writes for v (at most 16 bytes; cap >= 32), and the reference it must equal:
+ * the shortest of printf's %.6g .. %.9g that strtof reads back as v.  For the unit tests. */
+int jw_format_float_fast(char *b, size_t cap, float v);
+int jw_format_float_ref(char *b, size_t cap, float v);
 void jw_bool(jw *w, int v);
 void jw_null(jw *w);
 /* Stored metadata text, parsed and written again through jansson: a JSON object comes out as
@@ -67,6 +71,9 @@ void jw_time_fmt(int64_t wall_ns, char out[32]);
 /* Parses a request body that must be one JSON object nested at most max_depth deep.
  * Returns NULL with err set ("request body is not valid JSON: ... at line 1, column 7"). */
 json_t *jr_parse_object(const char *body, size_t len, unsigned max_depth, char *err, size_t cap);
+
+/* 1 when JSON text s[0..n) nests brackets at most max_depth deep (strings skipped), else 0. */
+int jr_nesting_ok(const char *s, size_t n, unsigned max_depth);
 
 /* Refuses any key of obj that is not in `allowed` (NULL-terminated): -1 with "<where>unknown field
  * 'filter' (known fields: ...)" in err.  `where` is "" or a prefix such as "record 3: ". */
@@ -117,6 +124,28 @@ void jf_vector_free(jf_vector *v);
  * vector, which the general path refuses too (with the same message when the body is otherwise
  * valid JSON): its value is never read, so a large one costs no tree.  tests/fuzz/fuzz_http_body.c
  * holds the two paths to this.  `body` must be NUL-terminated. */
+
+/* Scans one JSON number starting at b (the text must not end inside a number before `end`, or be
+ * NUL-terminated there) and sets *out to the double jansson gives for it: integers of up to 18
+ * characters through a 64-bit integer ("-0" is +0), every other number correctly rounded as strtod
+ * rounds it.  The common shapes (at most 19 significant digits, a decimal exponent within +-22 once
+ * the point is moved: every "%.9g" float32) take Clinger's exact fast path (one IEEE multiply or
+ * divide of exact operands) instead of strtod, the rest strtod.  Returns the end of the number, or
+ * NULL when the text is not a JSON number or is out of double range (the general path decides). */
+const char *jf_number_text(const char *b, const char *end, double *out);
+
+/* The fast path for one vector body {"id", "values", "metadata"} (POST .../vectors): 1 = decoded
+ * into *v, 0 = use the general path (*v empty).  It never refuses: the general path gives every
+ * message.  Unknown top-level fields are the caller's (jr_prescan_keys) before this. */
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v);
+
+/* For bodies that carry one large numbers array beside small fields (a search's queryVector):
+ * when top-level `key` of the object text body[0..len) holds an array the fast decoder reads
+ * (numbers only, 1..JVDB_MAX_DIM of them), decodes it into *out / *count (malloc'd) and returns a
+ * malloc'd, NUL-terminated copy of the body with that array replaced by "[]" and spaces (same
+ * length, so parse errors elsewhere keep their line and column); the caller parses the copy with
+ * jansson for the other fields.  NULL otherwise (nothing allocated): parse the body as it is. */
+char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count);
 
 /* 1 = handled (*out holds count vectors); 0 = use the general path (nothing allocated);
  * -1 = refused: message in err, the record in *index. */

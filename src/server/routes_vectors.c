@@ -14,14 +14,18 @@
  * both on every fast-path batch and abort if they disagree (and fuzz_http_body holds them to it).
  * A database is held (route_db_acquire) only around the library calls, not while bodies are parsed.
  * PUT of an absent vector creates it when the body has values (the original's behaviour).
+ * Single POSTs (jf_vector_one) and the values of PUTs (jf_take_floats) take the same fast number
+ * decoder; application/octet-stream batches are decoded by binbatch.c.
  */
 #include "server/srv.h"
+#include "server/binbatch.h"
 
 #include "core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *const vec_update_fields[] = {"id", "values", "metadata", NULL};
 /* vectorIds and vector_ids: the original JadeVectorDB's names for ids (its server reads all three);
@@ -53,18 +57,43 @@ static void route_write_lsn_reply(http_resp *rs, int status, const char *id, uin
     http_reply_json(rs, status, &w);
 }
 
-void route_vec_put(server *s, http_req *rq, http_resp *rs)
+/* The general path for one vector body: jansson, every message.  0 or -1 (answered). */
+static int route_parse_vector(server *s, http_req *rq, http_resp *rs, jf_vector *v)
 {
     json_t *body = route_body(s, rq, rs, jr_vector_fields);
-    if (!body) return;
+    if (!body) return -1;
+    char err[512];
+    int rc = jr_vector(body, "", v, err, sizeof err);
+    if (rc) http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+    json_decref(body);
+    return rc;
+}
+
+void route_vec_put(server *s, http_req *rq, http_resp *rs)
+{
     char err[512];
     jf_vector v;
-    if (jr_vector(body, "", &v, err, sizeof err)) {
+    /* Unknown fields first (as route_body does), then the fast decoder, else the general path. */
+    if (jr_prescan_keys(rq->body, rq->body_len, jr_vector_fields, err, sizeof err)) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(body);
         return;
     }
-    json_decref(body);
+    if (jf_vector_one(rq->body, rq->body_len, s->cfg.max_depth, &v)) {
+#ifndef NDEBUG
+        /* As for batches: debug builds decode it the general way too and stop on any difference. */
+        http_resp tmp = {0};
+        jf_vector g;
+        if (route_parse_vector(s, rq, &tmp, &g) || strcmp(g.id, v.id) || g.n != v.n ||
+            memcmp(g.values, v.values, v.n * sizeof(float)) || !g.meta != !v.meta || (g.meta && strcmp(g.meta, v.meta))) {
+            log_error("fast vector parse differs from the general path: %.*s", (int)tmp.len, tmp.body ? tmp.body : "");
+            abort();
+        }
+        jf_vector_free(&g);
+        free(tmp.body);
+#endif
+    } else if (route_parse_vector(s, rq, rs, &v)) {
+        return;
+    }
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (db) {
         uint64_t lsn = 0;
@@ -161,12 +190,30 @@ void route_vec_batch(server *s, http_req *rq, http_resp *rs)
     size_t n = 0;
     char err[512];
     long index = -1;
-    /* Unknown top-level fields are refused before either decoder looks at the body. */
-    if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, err, sizeof err)) {
-        route_batch_error(rs, -1, err);
+    /* application/octet-stream: the binary layout of binbatch.h (no decimal numbers at all). */
+    const char *ctype = http_header(rq, "Content-Type");
+    if (ctype && !strncasecmp(ctype, "application/octet-stream", 24)) {
+        if (jb_decode((const unsigned char *)rq->body, rq->body_len, s->cfg.max_depth, &fv, &n, &index, err,
+                      sizeof err)) {
+            route_batch_error(rs, index, err);
+            return;
+        }
+        log_debug("binary batch of %zu vectors", n);
+        route_store_vectors(s, rq, rs, fv, n);
+        jf_batch_free(fv, n);
         return;
     }
+    /* Unknown top-level fields are refused before any other fault.  The fast decoder takes only
+     * bodies whose one top-level key is "vectors", so the prescan (a pass over the whole body) is
+     * needed only when it does not take the body. */
     int fast = jf_batch(rq->body, rq->body_len, s->cfg.max_depth, &fv, &n, &index, err, sizeof err);
+    if (fast <= 0) {
+        char perr[512];
+        if (jr_prescan_keys(rq->body, rq->body_len, jr_batch_fields, perr, sizeof perr)) {
+            route_batch_error(rs, -1, perr);
+            return;
+        }
+    }
     if (fast < 0) {
         route_batch_error(rs, index, err);
         return;
@@ -321,11 +368,21 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 
 void route_vec_update(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body(s, rq, rs, vec_update_fields);
-    if (!body) return;
+    /* The values' numbers skip jansson (jf_take_floats); the rest of a copy is parsed as before. */
+    float *pre = NULL;
+    uint32_t pre_n = 0;
+    char *copy = jf_take_floats(rq->body, rq->body_len, "values", &pre, &pre_n);
+    http_req rq2 = *rq;
+    if (copy) rq2.body = copy;
+    json_t *body = route_body(s, &rq2, rs, vec_update_fields);
+    free(copy);
+    if (!body) {
+        free(pre);
+        return;
+    }
     const char *vid = rq->params[1];
     char err[512];
-    jf_vector v = {0};
+    jf_vector v = {.values = pre, .n = pre_n};
     const char *body_id = NULL;
     json_t *vals = json_object_get(body, "values");
     json_t *meta = json_object_get(body, "metadata");
@@ -338,7 +395,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
         snprintf(err, sizeof err, "nothing to update: give 'values', 'metadata' or both");
         goto bad;
     }
-    if (vals && jr_floats(vals, "values", JVDB_MAX_DIM, &v.values, &v.n, err, sizeof err) < 0) goto bad;
+    if (vals && !pre && jr_floats(vals, "values", JVDB_MAX_DIM, &v.values, &v.n, err, sizeof err) < 0) goto bad;
     if (meta && !json_is_null(meta)) {
         if (!json_is_object(meta)) {
             snprintf(err, sizeof err, "field 'metadata' must be a JSON object");

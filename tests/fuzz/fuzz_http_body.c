@@ -13,26 +13,32 @@
  *      "message" strings when it is an error.  That covers the decoders of every route that reads a
  *      body (create and update of databases with their nested settings, vectors, batches, batch-get,
  *      search with filters, compaction, backups and restore).
+ *   3. The binary batch decoder (binbatch.c) on the same bytes: a refusal hands nothing out and has
+ *      a message; an accepted body decodes to vectors whose values are the body's bytes.  A body
+ *      that starts with its magic "JVB1" also goes to the batch route as application/octet-stream.
  * Databases a body created are dropped after each input, so inputs stay independent.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "server/binbatch.h"
 #include "server/srv.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- the parts of http.c and server.c that routes use, without a network ---- */
 
+static int fuzz_octet;   /* set while a body is sent as application/octet-stream */
+
 const char *http_header(const http_req *rq, const char *name)
 {
     (void)rq;
-    (void)name;
-    return NULL;
+    return fuzz_octet && !strcasecmp(name, "Content-Type") ? "application/octet-stream" : NULL;
 }
 
 const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap)
@@ -101,6 +107,31 @@ static void fuzz_batch_decoders(const char *body, size_t len)
     }
     jf_batch_free(fv, fn);
     jf_batch_free(gv, gn);
+}
+
+/* ---- 3. the binary batch decoder (binbatch.c): bounds, and what it accepts is well formed ---- */
+
+/* Decodes the bytes as a binary batch and checks what came out against the bytes. */
+static void fuzz_binary_decoder(const unsigned char *body, size_t len)
+{
+    char err[512] = "";
+    long index = -2;
+    jf_vector *v = NULL;
+    size_t n = 0;
+    if (jb_decode(body, len, 32, &v, &n, &index, err, sizeof err)) {
+        if (!err[0] || index < -1 || v || n) abort();   /* a message, and nothing handed out */
+        return;
+    }
+    uint32_t dim = n ? v[0].n : 0;
+    size_t bytes = JB_HEADER_LEN;
+    for (size_t i = 0; i < n; i++) {
+        size_t idn = strlen(v[i].id);
+        if (!idn || v[i].n != dim || !v[i].values) abort();
+        if (memcmp(v[i].values, body + JB_HEADER_LEN + i * (size_t)dim * 4, (size_t)dim * 4)) abort();
+        bytes += (size_t)dim * 4 + 2 + idn;
+    }
+    if (!n || bytes > len) abort();
+    jf_batch_free(v, n);
 }
 
 /* ---- 2. every route that reads a body ---- */
@@ -206,6 +237,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     body[size - 1] = 0;
     fuzz_batch_decoders(body, size - 1);
     fuzz_route(data[0] % FUZZ_NROUTES, body, size - 1);
+    /* A body that looks binary also goes to the batch route as application/octet-stream. */
+    fuzz_binary_decoder((const unsigned char *)body, size - 1);
+    if (size - 1 >= 4 && !memcmp(body, JB_MAGIC, 4)) {
+        fuzz_octet = 1;
+        fuzz_route(3, body, size - 1);
+        fuzz_octet = 0;
+    }
     free(body);
     return 0;
 }
