@@ -9,7 +9,7 @@ JOBS       ?= $(shell nproc)
 # a newer compiler's new warning must not stop someone from building a release.
 WERROR     ?= OFF
 
-.PHONY: all deps test-deps build run test tsan bench fuzz install deb clean
+.PHONY: all deps test-deps build run test tsan bench fuzz install deb format clean
 
 all: build
 
@@ -78,6 +78,10 @@ install: build
 # tests/packaging).
 deb: build
 	packaging/build-deb $(BUILD) $(BUILD)/deb
+
+# The house style (.clang-format) applied to every C file; `make test` checks it (test "style").
+format:
+	git ls-files 'src/*.[ch]' 'include/*.h' 'tests/*.[ch]' 'bench/*.[ch]' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD) $(BUILD_TEST) $(BUILD_TSAN) build-fuzz
