@@ -22,21 +22,19 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_backup load|backup|change|restore --dir DIR [options]\n%s"
-                    "  --repo R          backup repository (backup, restore)\n"
-                    "  --type T          full | incremental | differential (backup; default full)\n"
-                    "  --level L         zstd level (backup; default 1)\n"
-                    "  --threads N       zstd workers (backup; default 0)\n"
-                    "  --frac F          share of rows changed (change; default 0.01)\n"
-                    "  --id ID           backup to restore (restore)\n",
+    fprintf(stderr,
+            "usage: bench_backup load|backup|change|restore --dir DIR [options]\n%s"
+            "  --repo R          backup repository (backup, restore)\n"
+            "  --type T          full | incremental | differential (backup; default full)\n"
+            "  --level L         zstd level (backup; default 1)\n"
+            "  --threads N       zstd workers (backup; default 0)\n"
+            "  --frac F          share of rows changed (change; default 0.01)\n"
+            "  --id ID           backup to restore (restore)\n",
             bench_common_usage());
     exit(2);
 }
 
-static void die_lib(const char *what, int rc)
-{
-    bench_die(0, "%s: %s (%s)", what, jvdb_errmsg(), jvdb_strerror(rc));
-}
+static void die_lib(const char *what, int rc) { bench_die(0, "%s: %s (%s)", what, jvdb_errmsg(), jvdb_strerror(rc)); }
 
 static jvdb_env *open_env(const char *dir)
 {
@@ -65,7 +63,7 @@ static void step_load(const bench_opts *o)
     for (uint64_t i = 0; i < d.n; i += o->batch) {
         size_t k = 0;
         for (uint64_t r = i; r < d.n && k < o->batch; r++, k++)
-            batch[k] = (jvdb_record){d.ids[r], d.vectors + r * d.dim, d.dim, d.metas ? d.metas[r] : NULL};
+            batch[k] = (jvdb_record){ d.ids[r], d.vectors + r * d.dim, d.dim, d.metas ? d.metas[r] : NULL };
         if ((rc = jvdb_put_batch(db, batch, k, NULL))) die_lib("put batch", rc);
     }
     if ((rc = jvdb_sync(db))) die_lib("sync", rc);
@@ -131,7 +129,7 @@ static void step_change(const bench_opts *o, double frac)
     uint64_t raw = 0, puts = 0, dels = 0;
     double t0 = bench_now();
     for (uint64_t k = 0; k < changes; k++) {
-        uint64_t row = (k * 7919 + 13) % n;   /* 7919 is prime: distinct rows */
+        uint64_t row = (k * 7919 + 13) % n; /* 7919 is prime: distinct rows */
         snprintf(id, sizeof id, "v%llu", (unsigned long long)row);
         if (k % 2 == 0) {
             uint32_t cl = dg_row(g, n + row, v);
@@ -169,7 +167,7 @@ static void step_restore(const bench_opts *o, const char *repo_spec, const char 
     jvdb_repo *repo;
     int rc = jvdb_repo_open(repo_spec, NULL, &repo);
     if (rc) die_lib("open repository", rc);
-    jvdb_restore_options ro = {"restored", 1, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "restored", 1, NULL, NULL, NULL };
     jvdb_db *db;
     double t0 = bench_now();
     if ((rc = jvdb_backup_restore(env, repo, bid, &ro, &db))) die_lib("restore", rc);

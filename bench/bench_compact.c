@@ -48,17 +48,17 @@
 typedef struct bench_copts {
     bench_opts b;
     double delete_frac;
-    const char *phase;       /* "time" or "latency" */
-    double idle_s;           /* length of the idle latency window */
+    const char *phase; /* "time" or "latency" */
+    double idle_s;     /* length of the idle latency window */
     double get_rate, put_rate;
-    const char *sync;        /* the database's sync mode while latency is measured */
-    const char *search;      /* "exact", "hnsw" or "none" */
+    const char *sync;   /* the database's sync mode while latency is measured */
+    const char *search; /* "exact", "hnsw" or "none" */
     double search_rate;
-    double scan_s;           /* length of the window with back-to-back exact scans (0: none) */
-    double scaling_s;        /* per thread count, exact-scan throughput alone (0: not measured) */
-    const char *timeline;    /* file for every operation of the compaction window, or NULL */
-    const char *scan_timeline;   /* the same for the scan window, with each scan's start and end */
-    uint32_t ef_construction;   /* HNSW build effort; 0 = the database's default */
+    double scan_s;             /* length of the window with back-to-back exact scans (0: none) */
+    double scaling_s;          /* per thread count, exact-scan throughput alone (0: not measured) */
+    const char *timeline;      /* file for every operation of the compaction window, or NULL */
+    const char *scan_timeline; /* the same for the scan window, with each scan's start and end */
+    uint32_t ef_construction;  /* HNSW build effort; 0 = the database's default */
 } bench_copts;
 
 static void bench_usage(void)
@@ -148,7 +148,7 @@ static void bench_check(int rc, const char *what)
 typedef struct bench_built {
     jvdb_env *env;
     jvdb_db *db;
-    uint32_t *live_rows;     /* rows still present, for the readers and the check */
+    uint32_t *live_rows; /* rows still present, for the readers and the check */
     uint64_t nlive, ndeleted;
     double load_s, delete_s;
 } bench_built;
@@ -161,7 +161,7 @@ static void bench_build(const bench_copts *o, const bench_data *d, bench_built *
     char path[4096];
     snprintf(path, sizeof path, "%s/jvdb", o->b.dir);
     bench_check(jvdb_env_open(path, &b->env), "open the data directory");
-    jvdb_db_drop(b->env, "bench");   /* a leftover of an interrupted run */
+    jvdb_db_drop(b->env, "bench"); /* a leftover of an interrupted run */
     jvdb_db_options dbo;
     jvdb_db_options_init(&dbo, d->dim);
     dbo.sync = JVDB_SYNC_NEVER;
@@ -174,7 +174,7 @@ static void bench_build(const bench_copts *o, const bench_data *d, bench_built *
     for (uint64_t first = 0; first < d->n; first += o->b.batch) {
         uint64_t end = first + o->b.batch < d->n ? first + o->b.batch : d->n;
         for (uint64_t r = first; r < end; r++)
-            recs[r - first] = (jvdb_record){d->ids[r], d->vectors + r * d->dim, d->dim, NULL};
+            recs[r - first] = (jvdb_record){ d->ids[r], d->vectors + r * d->dim, d->dim, NULL };
         bench_check(jvdb_put_batch(b->db, recs, end - first, NULL), "put_batch");
     }
     bench_check(jvdb_sync(b->db), "sync");
@@ -213,10 +213,8 @@ static int bench_verify(const bench_copts *o, const bench_data *d, jvdb_db *db)
     uint64_t bad = 0;
     for (uint64_t r = 0; r < d->n; r++) {
         int rc = jvdb_get(db, d->ids[r], v, NULL);
-        if (bench_cd_deleted(o->b.data.seed, r, o->delete_frac))
-            bad += rc != JVDB_ENOTFOUND;
-        else
-            bad += rc != JVDB_OK || memcmp(v, d->vectors + r * d->dim, d->dim * sizeof *v) != 0;
+        if (bench_cd_deleted(o->b.data.seed, r, o->delete_frac)) bad += rc != JVDB_ENOTFOUND;
+        else bad += rc != JVDB_OK || memcmp(v, d->vectors + r * d->dim, d->dim * sizeof *v) != 0;
     }
     free(v);
     if (bad) fprintf(stderr, "bench: %llu rows read back wrong after compaction\n", (unsigned long long)bad);
@@ -281,10 +279,10 @@ static void bench_json_compact(const char *prefix, const jvdb_compact_stats *cs,
     const struct {
         const char *name;
         uint64_t v;
-    } f[] = {{"bytes_before", cs->bytes_before},       {"bytes_after", cs->bytes_after},
-             {"bytes_reclaimed", cs->bytes_reclaimed}, {"records_copied", cs->records_copied},
-             {"records_dropped", cs->records_dropped}, {"tombstones_dropped", cs->tombstones_dropped},
-             {"segments_in", cs->segments_in},         {"segments_out", cs->segments_out}};
+    } f[] = { { "bytes_before", cs->bytes_before },       { "bytes_after", cs->bytes_after },
+              { "bytes_reclaimed", cs->bytes_reclaimed }, { "records_copied", cs->records_copied },
+              { "records_dropped", cs->records_dropped }, { "tombstones_dropped", cs->tombstones_dropped },
+              { "segments_in", cs->segments_in },         { "segments_out", cs->segments_out } };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) bench_json_pint(prefix, f[i].name, (long long)f[i].v);
 }
 
@@ -304,7 +302,7 @@ static void bench_compact_once(jvdb_db *db, jvdb_compact_stats *cs, double *wall
 {
     /* full: every sealed segment, as an operator's `jvdb compact --full` would; the policy's own
      * trigger (dead ratio) fires, nothing is forced. */
-    jvdb_compact_options co = {.full = 1};
+    jvdb_compact_options co = { .full = 1 };
     double t0 = bench_now();
     bench_check(jvdb_compact(db, &co, cs), "compact");
     *wall = bench_now() - t0;
@@ -355,7 +353,7 @@ static int bench_phase_time(const bench_copts *o, const bench_data *d)
 /* ---------------------------------------------------------------- paced load */
 
 enum { BENCH_GET, BENCH_PUT, BENCH_SEARCH, BENCH_NKINDS };
-static const char *const bench_kind_name[BENCH_NKINDS] = {"get", "put", "search"};
+static const char *const bench_kind_name[BENCH_NKINDS] = { "get", "put", "search" };
 
 typedef struct bench_worker {
     int kind;
@@ -365,10 +363,10 @@ typedef struct bench_worker {
     const bench_built *b;
     atomic_int *stop;
     uint64_t rng;
-    uint64_t next_new;       /* puts: number of the next new id */
-    const char *tag;         /* puts: keeps ids of the two windows apart */
-    const dg_gen *queries;   /* searches: datagen's query stream */
-    int exact;               /* searches: scan instead of the graph */
+    uint64_t next_new;     /* puts: number of the next new id */
+    const char *tag;       /* puts: keeps ids of the two windows apart */
+    const dg_gen *queries; /* searches: datagen's query stream */
+    int exact;             /* searches: scan instead of the graph */
     /* Per operation: when it was due, how long the call took (service time) and how long after it
      * was due it finished (response time). */
     double *t_due, *service, *response;
@@ -425,7 +423,7 @@ static void *bench_worker_main(void *arg)
             jvdb_search_params_init(&sp);
             sp.k = 10;
             sp.exact = w->exact;
-            sp.threads = 1;   /* one core for the scan, one for the compaction */
+            sp.threads = 1; /* one core for the scan, one for the compaction */
             jvdb_result *res;
             size_t cnt;
             rc = jvdb_search(w->db, v, d->dim, &sp, &res, &cnt);
@@ -468,8 +466,8 @@ static void bench_load_start(bench_load *l, const bench_copts *o, const bench_da
         bench_worker *w = &l->w[i];
         memset(w, 0, sizeof *w);
         w->kind = i;
-        w->rate = i == BENCH_GET   ? o->get_rate
-                  : i == BENCH_PUT ? o->put_rate
+        w->rate = i == BENCH_GET              ? o->get_rate
+                  : i == BENCH_PUT            ? o->put_rate
                   : strcmp(o->search, "none") ? o->search_rate
                                               : 0;
         w->queries = queries;
@@ -518,7 +516,7 @@ static void bench_json_pcts(const char *prefix, const bench_worker *w, const dou
     static const struct {
         const char *name;
         double p;
-    } ps[] = {{"p50_ms", 50}, {"p99_ms", 99}, {"p999_ms", 99.9}, {"max_ms", 100}};
+    } ps[] = { { "p50_ms", 50 }, { "p99_ms", 99 }, { "p999_ms", 99.9 }, { "max_ms", 100 } };
     for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
         bench_json_pnum(prefix, ps[i].name, 1e3 * bench_percentile(sel, k, ps[i].p));
     bench_json_pint(prefix, "over_10ms", (long long)slow);
@@ -561,11 +559,11 @@ typedef struct bench_scanner {
     const bench_data *d;
     const dg_gen *queries;
     atomic_int *stop;
-    uint32_t threads;        /* the scan's own threads (jvdb_search_params.threads) */
+    uint32_t threads; /* the scan's own threads (jvdb_search_params.threads) */
     uint64_t rng;
     uint64_t done, errors, missing;
-    double busy_s;           /* the scans' times added up */
-    double t_start[4096], t_end[4096];   /* the first scans' start and end, for the timeline */
+    double busy_s;                     /* the scans' times added up */
+    double t_start[4096], t_end[4096]; /* the first scans' start and end, for the timeline */
     pthread_t tid;
 } bench_scanner;
 
@@ -607,8 +605,9 @@ static void bench_scanners_start(bench_scanner *s, size_t n, uint32_t threads, j
 {
     atomic_store(stop, 0);
     for (size_t i = 0; i < n; i++) {
-        s[i] = (bench_scanner){.db = db, .d = d, .queries = queries, .stop = stop, .threads = threads,
-                               .rng = 0x5ca40000ull + i};
+        s[i] = (bench_scanner){
+            .db = db, .d = d, .queries = queries, .stop = stop, .threads = threads, .rng = 0x5ca40000ull + i
+        };
         if (pthread_create(&s[i].tid, NULL, bench_scanner_main, &s[i]) != 0) bench_die(errno, "pthread_create");
     }
 }
@@ -636,7 +635,7 @@ static bench_scaling bench_scan_throughput(jvdb_db *db, const bench_data *d, con
     bench_sleep_until(t0 + secs);
     bench_scanners_stop(s, clients, &stop);
     double t1 = bench_now();
-    bench_scaling r = {0};
+    bench_scaling r = { 0 };
     for (size_t i = 0; i < clients; i++) {
         r.scans += s[i].done;
         r.bad += s[i].errors + s[i].missing;
@@ -717,7 +716,7 @@ static int bench_phase_latency(const bench_copts *o, const bench_data *d)
 
     /* Exact-scan throughput alone: does a second scanning thread double it (memory bandwidth and
      * cores permitting), or do scans hold each other up? */
-    bench_scaling sc1 = {0}, sc2c = {0}, sc2t = {0};
+    bench_scaling sc1 = { 0 }, sc2c = { 0 }, sc2t = { 0 };
     if (o->scaling_s > 0) {
         sc1 = bench_scan_throughput(b.db, d, queries, 1, 1, o->scaling_s);
         sc2c = bench_scan_throughput(b.db, d, queries, 2, 1, o->scaling_s);

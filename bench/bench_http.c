@@ -53,15 +53,16 @@ typedef struct bh_conn {
     uint16_t port;
     char *buf;
     size_t cap;
-    SSL *ssl;                        /* NULL: plain HTTP */
+    SSL *ssl; /* NULL: plain HTTP */
 } bh_conn;
 
-static SSL_CTX *bh_tls;              /* set by --tls-cert: every connection speaks TLS */
+static SSL_CTX *bh_tls; /* set by --tls-cert: every connection speaks TLS */
 
 static void bh_tls_init(const char *cafile)
 {
     bh_tls = SSL_CTX_new(TLS_client_method());
-    if (!bh_tls || SSL_CTX_load_verify_locations(bh_tls, cafile, NULL) != 1) bench_die(0, "TLS client: cannot load %s", cafile);
+    if (!bh_tls || SSL_CTX_load_verify_locations(bh_tls, cafile, NULL) != 1)
+        bench_die(0, "TLS client: cannot load %s", cafile);
     SSL_CTX_set_verify(bh_tls, SSL_VERIFY_PEER, NULL);
 }
 
@@ -97,7 +98,7 @@ static void bh_connect(bh_conn *c, uint16_t port)
     c->port = port;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0) bench_die(errno, "socket");
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) < 0) bench_die(errno, "connect to 127.0.0.1:%u", port);
     int one = 1;
@@ -159,9 +160,9 @@ static int bh_request_ct(bh_conn *c, const char *method, const char *path, const
 {
     char head[512];
     int hl = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-                      method, path, ctype, len);
-    struct iovec iov[2] = {{head, (size_t)hl}, {(void *)body, len}};
+                      "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", method,
+                      path, ctype, len);
+    struct iovec iov[2] = { { head, (size_t)hl }, { (void *)body, len } };
     bh_send_all(c, iov, len ? 2 : 1);
     size_t have = 0, need = 0, hdr = 0;
     for (;;) {
@@ -218,8 +219,8 @@ static void bh_server_start(bh_server *s, const char *jvdb, const char *dir, con
         close(out[1]);
         FILE *log = fopen(logpath, "w");
         if (log) dup2(fileno(log), 2);
-        char *argv[] = {(char *)jvdb, "--data", (char *)dir, "serve", "--listen", "127.0.0.1:0", "--threads",
-                        (char *)threads, NULL, NULL, NULL, NULL, NULL};
+        char *argv[] = { (char *)jvdb,    "--data", (char *)dir, "serve", "--listen", "127.0.0.1:0", "--threads",
+                         (char *)threads, NULL,     NULL,        NULL,    NULL,       NULL };
         if (bh_tls_cert) {
             argv[8] = "--tls-cert", argv[9] = (char *)bh_tls_cert;
             argv[10] = "--tls-key", argv[11] = (char *)bh_tls_key;
@@ -254,7 +255,7 @@ static double bh_server_cpu(const bh_server *s)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = 0;
-    const char *p = strrchr(buf, ')');   /* the command name may hold spaces */
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
     unsigned long long ut = 0, st = 0;
     if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return 0;
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -262,7 +263,7 @@ static double bh_server_cpu(const bh_server *s)
 
 static void bh_server_stop(bh_server *s)
 {
-    bh_conn c = {.fd = -1};
+    bh_conn c = { .fd = -1 };
     bh_connect(&c, s->port);
     const char *body;
     bh_request(&c, "POST", "/v1/admin/shutdown", "", 0, &body);
@@ -314,8 +315,8 @@ static double bh_ingest_inproc(jvdb_db *db, const bench_data *d, uint32_t batch)
     for (uint64_t first = 0; first < d->n; first += batch) {
         size_t cnt = first + batch <= d->n ? batch : (size_t)(d->n - first);
         for (size_t i = 0; i < cnt; i++)
-            recs[i] = (jvdb_record){d->ids[first + i], d->vectors + (first + i) * d->dim, d->dim,
-                                    d->metas ? d->metas[first + i] : NULL};
+            recs[i] = (jvdb_record){ d->ids[first + i], d->vectors + (first + i) * d->dim, d->dim,
+                                     d->metas ? d->metas[first + i] : NULL };
         int rc = jvdb_put_batch(db, recs, cnt, NULL);
         if (rc) bench_die(0, "put_batch: %s", jvdb_errmsg());
     }
@@ -344,7 +345,7 @@ static double bh_ingest_http(uint16_t port, const bench_data *d, uint32_t batch)
         }
         bh_puts(&bodies[b], "]}");
     }
-    bh_conn c = {.fd = -1};
+    bh_conn c = { .fd = -1 };
     bh_connect(&c, port);
     const char *resp;
     double t0 = bench_now();
@@ -362,7 +363,8 @@ static double bh_ingest_http(uint16_t port, const bench_data *d, uint32_t batch)
 /* Appends a little-endian u32 / u16. */
 static void bh_u32(bh_text *t, uint32_t v)
 {
-    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char b[4] = { (unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 24) };
     bh_put(t, (const char *)b, 4);
 }
 
@@ -375,7 +377,7 @@ static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_da
     if (!bodies) bench_die(ENOMEM, "bodies");
     for (uint64_t b = 0; b < nb; b++) {
         uint64_t first = b * batch, cnt = first + batch <= d->n ? batch : d->n - first;
-        bh_text meta = {0};
+        bh_text meta = { 0 };
         if (d->metas) {
             bh_puts(&meta, "[");
             for (uint64_t r = first; r < first + cnt; r++) {
@@ -388,10 +390,10 @@ static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_da
         bh_u32(&bodies[b], (uint32_t)cnt);
         bh_u32(&bodies[b], d->dim);
         bh_u32(&bodies[b], (uint32_t)meta.len);
-        bh_put(&bodies[b], (const char *)(d->vectors + first * d->dim), cnt * d->dim * sizeof(float));   /* x86: LE */
+        bh_put(&bodies[b], (const char *)(d->vectors + first * d->dim), cnt * d->dim * sizeof(float)); /* x86: LE */
         for (uint64_t r = first; r < first + cnt; r++) {
             size_t n = strlen(d->ids[r]);
-            unsigned char l[2] = {(unsigned char)n, (unsigned char)(n >> 8)};
+            unsigned char l[2] = { (unsigned char)n, (unsigned char)(n >> 8) };
             bh_put(&bodies[b], (const char *)l, 2);
             bh_put(&bodies[b], d->ids[r], n);
         }
@@ -400,7 +402,7 @@ static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_da
     }
     char path[128];
     snprintf(path, sizeof path, "/v1/databases/%s/vectors/batch", name);
-    bh_conn c = {.fd = -1};
+    bh_conn c = { .fd = -1 };
     bh_connect(&c, port);
     const char *resp;
     double t0 = bench_now();
@@ -417,16 +419,16 @@ static double bh_ingest_http_bin(uint16_t port, const char *name, const bench_da
 
 /* ---------------------------------------------------------------- search */
 
-#define BH_CHUNK 100                 /* queries per interleaved chunk */
+#define BH_CHUNK 100 /* queries per interleaved chunk */
 
 typedef struct bh_search {
-    jvdb_db *db;                     /* in-process, or NULL for HTTP */
+    jvdb_db *db; /* in-process, or NULL for HTTP */
     uint16_t port;
     const float *queries;
-    char **bodies;                   /* HTTP request bodies, one per query */
+    char **bodies; /* HTTP request bodies, one per query */
     uint32_t dim, k, nq, nthreads;
-    double *lat;                     /* seconds, per query */
-    uint32_t first, last;            /* the queries [first, last) of this run */
+    double *lat;          /* seconds, per query */
+    uint32_t first, last; /* the queries [first, last) of this run */
 } bh_search;
 
 typedef struct bh_worker {
@@ -440,8 +442,8 @@ static void *bh_search_main(void *arg)
     bh_search *s = w->s;
     jvdb_search_params p;
     jvdb_search_params_init(&p);
-    p.k = s->k;   /* everything else as the server leaves it: the same search on both sides */
-    bh_conn c = {.fd = -1};
+    p.k = s->k; /* everything else as the server leaves it: the same search on both sides */
+    bh_conn c = { .fd = -1 };
     if (!s->db) bh_connect(&c, s->port);
     char want[32];
     snprintf(want, sizeof want, "\"count\":%u", s->k);
@@ -450,7 +452,8 @@ static void *bh_search_main(void *arg)
         if (s->db) {
             jvdb_result *res;
             size_t n;
-            if (jvdb_search(s->db, s->queries + (size_t)i * s->dim, s->dim, &p, &res, &n)) bench_die(0, "search: %s", jvdb_errmsg());
+            if (jvdb_search(s->db, s->queries + (size_t)i * s->dim, s->dim, &p, &res, &n))
+                bench_die(0, "search: %s", jvdb_errmsg());
             if (n != s->k) bench_die(0, "search gave %zu results", n);
             jvdb_results_free(res, n);
         } else {
@@ -473,7 +476,7 @@ static double bh_search_span(bh_search *s, uint32_t first, uint32_t last)
     s->last = last;
     double t0 = bench_now();
     for (uint32_t t = 0; t < s->nthreads; t++) {
-        w[t] = (bh_worker){s, t};
+        w[t] = (bh_worker){ s, t };
         if (pthread_create(&tid[t], NULL, bh_search_main, &w[t])) bench_die(errno, "pthread_create");
     }
     for (uint32_t t = 0; t < s->nthreads; t++) pthread_join(tid[t], NULL);
@@ -500,7 +503,7 @@ static double bh_search_run(bh_search *s, double *p50, double *p99)
     s->last = s->nq;
     double t0 = bench_now();
     for (uint32_t t = 0; t < s->nthreads; t++) {
-        w[t] = (bh_worker){s, t};
+        w[t] = (bh_worker){ s, t };
         if (pthread_create(&tid[t], NULL, bh_search_main, &w[t])) bench_die(errno, "pthread_create");
     }
     for (uint32_t t = 0; t < s->nthreads; t++) pthread_join(tid[t], NULL);
@@ -516,7 +519,7 @@ static double bh_search_run(bh_search *s, double *p50, double *p99)
 
 static void bh_wait_index_http(uint16_t port)
 {
-    bh_conn c = {.fd = -1};
+    bh_conn c = { .fd = -1 };
     bh_connect(&c, port);
     double t0 = bench_now();
     for (;;) {
@@ -593,7 +596,7 @@ int main(int argc, char **argv)
     if (!queries || !bodies) bench_die(ENOMEM, "queries");
     for (uint32_t i = 0; i < nq; i++) {
         dg_query(g, i, queries + (size_t)i * d.dim);
-        bh_text t = {0};
+        bh_text t = { 0 };
         bh_puts(&t, "{\"queryVector\":");
         bh_floats(&t, queries + (size_t)i * d.dim, d.dim);
         char tail[64];
@@ -627,7 +630,7 @@ int main(int argc, char **argv)
     bh_server srv;
     bh_server_start(&srv, jvdb, http_dir, server_threads);
     {
-        bh_conn c = {.fd = -1};
+        bh_conn c = { .fd = -1 };
         bh_connect(&c, srv.port);
         char body[256];
         const char *resp;
@@ -677,15 +680,15 @@ int main(int argc, char **argv)
     for (char *save, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         uint32_t nt = (uint32_t)atoi(tok);
         if (nt < 1 || nt > 256) bench_die(0, "bad client count %s", tok);
-        bh_search in = {db, 0, queries, NULL, d.dim, k, nq, nt, lat, 0, 0};
-        bh_search ht = {NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat_http, 0, 0};
-        bh_search *sides[2] = {&in, &ht};
-        static const char *names[2] = {"inproc", "http"};
+        bh_search in = { db, 0, queries, NULL, d.dim, k, nq, nt, lat, 0, 0 };
+        bh_search ht = { NULL, srv.port, queries, bodies, d.dim, k, nq, nt, lat_http, 0, 0 };
+        bh_search *sides[2] = { &in, &ht };
+        static const char *names[2] = { "inproc", "http" };
         double p50, p99;
-        for (int k2 = 0; k2 < 2; k2++) bh_search_run(sides[k2], &p50, &p99);   /* warm-up: caches, connections */
+        for (int k2 = 0; k2 < 2; k2++) bh_search_run(sides[k2], &p50, &p99); /* warm-up: caches, connections */
         /* Measured interleaved (issue 12): chunks of queries alternate between the sides, the
          * first side alternating too, so a shared machine's load moves both sides' numbers alike. */
-        double secs[2] = {0, 0}, c0 = bh_server_cpu(&srv);
+        double secs[2] = { 0, 0 }, c0 = bh_server_cpu(&srv);
         for (uint32_t f = 0, j = 0; f < nq; f += BH_CHUNK, j++) {
             uint32_t l = f + BH_CHUNK < nq ? f + BH_CHUNK : nq;
             for (int h = 0; h < 2; h++) {
@@ -693,7 +696,7 @@ int main(int argc, char **argv)
                 secs[k2] += bh_search_span(sides[k2], f, l);
             }
         }
-        double server_cpu = bh_server_cpu(&srv) - c0;   /* only the HTTP chunks use the server */
+        double server_cpu = bh_server_cpu(&srv) - c0; /* only the HTTP chunks use the server */
         for (int k2 = 0; k2 < 2; k2++) {
             double qps = nq / secs[k2];
             bh_search_pct(sides[k2], &p50, &p99);

@@ -24,8 +24,8 @@ typedef struct ingest_ctx {
     const bench_data *data;
     uint32_t batch;
     uint64_t nbatches;
-    atomic_uint_fast64_t next;   /* next batch number to take */
-    double *latency;             /* seconds, per batch */
+    atomic_uint_fast64_t next; /* next batch number to take */
+    double *latency;           /* seconds, per batch */
     atomic_int failed;
 } ingest_ctx;
 
@@ -53,8 +53,8 @@ static void *ingest_worker(void *arg)
         int rc = jvdb_put_batch(c->db, recs, cnt, NULL);
         c->latency[b] = bench_now() - t0;
         if (rc) {
-            fprintf(stderr, "bench_ingest: put_batch %llu failed: %s: %s\n", (unsigned long long)b,
-                    jvdb_strerror(rc), jvdb_errmsg());
+            fprintf(stderr, "bench_ingest: put_batch %llu failed: %s: %s\n", (unsigned long long)b, jvdb_strerror(rc),
+                    jvdb_errmsg());
             atomic_store(&c->failed, 1);
         }
     }

@@ -32,14 +32,22 @@ extern uint32_t search_payload_scan_min;
 extern double search_payload_scan_share;
 
 enum { C_NONE, C_K10, C_N10, C_K1, C_N1, C_U10, C_UN10, C_U1, C_UN1, C_GRAPH10, C_SCAN10, NCASES };
-static const char *case_name[NCASES] = {"unfiltered", "keyword 10% indexed", "numeric 10% indexed", "keyword 1% indexed",
-                                        "numeric 1% indexed", "keyword 10% no index", "numeric 10% no index",
-                                        "keyword 1% no index", "numeric 1% no index", "keyword 10% forced graph",
-                                        "keyword 10% forced scan"};
-static const char *case_filter[NCASES] = {NULL, "{\"k10\": \"yes\"}", "{\"n\": {\"$lt\": 100}}", "{\"k1\": \"yes\"}",
-                                          "{\"n\": {\"$lt\": 10}}", "{\"u10\": \"yes\"}", "{\"un\": {\"$lt\": 100}}",
-                                          "{\"u1\": \"yes\"}", "{\"un\": {\"$lt\": 10}}", "{\"k10\": \"yes\"}",
-                                          "{\"k10\": \"yes\"}"};
+static const char *case_name[NCASES] = {
+    "unfiltered",          "keyword 10% indexed",      "numeric 10% indexed",    "keyword 1% indexed",
+    "numeric 1% indexed",  "keyword 10% no index",     "numeric 10% no index",   "keyword 1% no index",
+    "numeric 1% no index", "keyword 10% forced graph", "keyword 10% forced scan"
+};
+static const char *case_filter[NCASES] = { NULL,
+                                           "{\"k10\": \"yes\"}",
+                                           "{\"n\": {\"$lt\": 100}}",
+                                           "{\"k1\": \"yes\"}",
+                                           "{\"n\": {\"$lt\": 10}}",
+                                           "{\"u10\": \"yes\"}",
+                                           "{\"un\": {\"$lt\": 100}}",
+                                           "{\"u1\": \"yes\"}",
+                                           "{\"un\": {\"$lt\": 10}}",
+                                           "{\"k10\": \"yes\"}",
+                                           "{\"k10\": \"yes\"}" };
 
 /* Sorts doubles ascending (qsort). */
 static int cmp_dbl(const void *a, const void *b)
@@ -156,15 +164,16 @@ int main(int argc, char **argv)
             uint64_t i = first + j;
             const char *y10 = i % 10 == 0 ? "yes" : "no", *y1 = i % 100 == 0 ? "yes" : "no";
             snprintf(idb[j], sizeof idb[j], "v%llu", (unsigned long long)i);
-            snprintf(metab[j], sizeof metab[j], "{\"k10\":\"%s\",\"k1\":\"%s\",\"n\":%u,\"u10\":\"%s\",\"u1\":\"%s\",\"un\":%u}",
-                     y10, y1, (unsigned)(i % 1000), y10, y1, (unsigned)(i % 1000));
-            recs[j] = (jvdb_record){idb[j], vec + j * dim, dim, metab[j]};
+            snprintf(metab[j], sizeof metab[j],
+                     "{\"k10\":\"%s\",\"k1\":\"%s\",\"n\":%u,\"u10\":\"%s\",\"u1\":\"%s\",\"un\":%u}", y10, y1,
+                     (unsigned)(i % 1000), y10, y1, (unsigned)(i % 1000));
+            recs[j] = (jvdb_record){ idb[j], vec + j * dim, dim, metab[j] };
         }
         check(jvdb_put_batch(db, recs, cnt, NULL), "put");
     }
     check(jvdb_db_index_wait(db, 3600 * 1000), "index wait");
     double build = bench_now() - t0;
-    jvdb_filter *f[NCASES] = {0};
+    jvdb_filter *f[NCASES] = { 0 };
     for (int c = 1; c < NCASES; c++) check(jvdb_filter_parse(case_filter[c], &f[c]), "filter");
     float *qs = malloc((size_t)nq * dim * sizeof *qs);
     for (uint32_t i = 0; i < nq; i++) dg_query(g, i, qs + (size_t)i * dim);
@@ -182,7 +191,8 @@ int main(int argc, char **argv)
     for (uint32_t r = 0; r < rounds; r++) {
         for (uint32_t i = 0; i < nq; i++)
             for (int c = 0; c < NCASES; c++)
-                if (i < case_queries(c, nq)) all[(size_t)c * nq + i] = run_case(db, c, f, qs + (size_t)i * dim, dim, k, 0, NULL, NULL);
+                if (i < case_queries(c, nq))
+                    all[(size_t)c * nq + i] = run_case(db, c, f, qs + (size_t)i * dim, dim, k, 0, NULL, NULL);
         for (int c = 0; c < NCASES; c++) {
             memcpy(lat, all + (size_t)c * nq, case_queries(c, nq) * sizeof *lat);
             med[c][r] = median(lat, case_queries(c, nq));
@@ -190,8 +200,8 @@ int main(int argc, char **argv)
         for (int c = 0; c < NCASES; c++) ratio[c][r] = med[c][r] / med[C_NONE][r];
     }
     /* Recall@k of the indexed graph-path answers against the exact filtered answer. */
-    double recall[NCASES] = {0};
-    char (*a)[32] = malloc((size_t)k * 32), (*b)[32] = malloc((size_t)k * 32);
+    double recall[NCASES] = { 0 };
+    char(*a)[32] = malloc((size_t)k * 32), (*b)[32] = malloc((size_t)k * 32);
     for (int c = 0; c < NCASES; c++) {
         if (!f[c] || unindexed(c)) continue;
         uint64_t hit = 0, want = 0;
@@ -205,14 +215,19 @@ int main(int argc, char **argv)
         }
         recall[c] = want ? (double)hit / (double)want : 1.0;
     }
-    printf("{\"setup\": {\"n\": %llu, \"dim\": %u, \"k\": %u, \"queries\": %u, \"rounds\": %u, \"ingest_and_graph_s\": %.2f, "
+    printf("{\"setup\": {\"n\": %llu, \"dim\": %u, \"k\": %u, \"queries\": %u, \"rounds\": %u, \"ingest_and_graph_s\": "
+           "%.2f, "
            "\"first_filtered_search_s\": %.3f}}\n",
            (unsigned long long)n, dim, k, nq, rounds, build, warm);
     for (int c = 0; c < NCASES; c++) {
         double m = median(med[c], rounds), rt = median(ratio[c], rounds);
-        printf("{\"case\": \"%s\", \"filter\": %s, \"queries\": %u, \"median_ms\": %.4f, \"ratio_to_unfiltered\": %.3f, "
-               "\"recall\": %.4f, \"rounds_ms\": [",
-               case_name[c], f[c] ? case_filter[c] : "null", case_queries(c, nq), m * 1e3, rt, unindexed(c) ? -1.0 : c ? recall[c] : 1.0);
+        printf(
+            "{\"case\": \"%s\", \"filter\": %s, \"queries\": %u, \"median_ms\": %.4f, \"ratio_to_unfiltered\": %.3f, "
+            "\"recall\": %.4f, \"rounds_ms\": [",
+            case_name[c], f[c] ? case_filter[c] : "null", case_queries(c, nq), m * 1e3, rt,
+            unindexed(c) ? -1.0
+            : c          ? recall[c]
+                         : 1.0);
         for (uint32_t r = 0; r < rounds; r++) printf("%s%.4f", r ? ", " : "", med[c][r] * 1e3);
         printf("]}\n");
     }

@@ -20,7 +20,8 @@
 
 static void sq_check(sqlite3 *db, int rc, const char *what)
 {
-    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) bench_die(0, "sqlite %s: %s", what, sqlite3_errmsg(db));
+    if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        bench_die(0, "sqlite %s: %s", what, sqlite3_errmsg(db));
 }
 
 static void sq_exec(sqlite3 *db, const char *sql) { sq_check(db, sqlite3_exec(db, sql, NULL, NULL, NULL), sql); }

@@ -78,7 +78,7 @@ int main(int argc, char **argv)
 {
     bench_opts o;
     bench_opts_default(&o);
-    o.batch = 100000;   /* load transactions: big, the load is not measured */
+    o.batch = 100000; /* load transactions: big, the load is not measured */
     double frac = 0.4;
     for (int i = 1; i < argc; i++) {
         if (bench_parse_common(argc, argv, &i, &o)) continue;

@@ -63,7 +63,7 @@ const char *bench_common_usage(void)
 int bench_parse_common(int argc, char **argv, int *i, bench_opts *o)
 {
     const char *a = argv[*i];
-    static const char *const with_value[] = {"--dir", "--n", "--dim", "--clusters", "--seed", "--batch", "--meta"};
+    static const char *const with_value[] = { "--dir", "--n", "--dim", "--clusters", "--seed", "--batch", "--meta" };
     int known = 0;
     for (size_t k = 0; k < sizeof with_value / sizeof *with_value; k++) known |= !strcmp(a, with_value[k]);
     if (!known) return 0;
@@ -107,7 +107,7 @@ typedef struct gen_part {
     const dg_gen *g;
     bench_data *d;
     uint64_t first, end;
-    uint32_t *cluster;         /* per row, for the metadata */
+    uint32_t *cluster; /* per row, for the metadata */
 } gen_part;
 
 static void *gen_part_main(void *arg)
@@ -138,7 +138,7 @@ void bench_data_make(const bench_opts *o, bench_data *d)
     gen_part parts[16];
     pthread_t tids[16];
     for (size_t t = 0; t < nthreads; t++) {
-        parts[t] = (gen_part){g, d, d->n * t / nthreads, d->n * (t + 1) / nthreads, cluster};
+        parts[t] = (gen_part){ g, d, d->n * t / nthreads, d->n * (t + 1) / nthreads, cluster };
         if (t && pthread_create(&tids[t], NULL, gen_part_main, &parts[t]) != 0) bench_die(errno, "pthread_create");
     }
     gen_part_main(&parts[0]);

@@ -11,10 +11,10 @@
 #include "datagen.h"
 
 typedef struct bench_opts {
-    const char *dir;         /* working directory (created if missing) */
-    dg_spec data;            /* what to generate */
-    uint32_t batch;          /* rows per batch / transaction */
-    const char *meta;        /* "none" or "small" ({"cluster":N}) */
+    const char *dir;  /* working directory (created if missing) */
+    dg_spec data;     /* what to generate */
+    uint32_t batch;   /* rows per batch / transaction */
+    const char *meta; /* "none" or "small" ({"cluster":N}) */
 } bench_opts;
 
 void bench_opts_default(bench_opts *o);
@@ -30,11 +30,11 @@ void bench_make_dir(const char *dir);
 typedef struct bench_data {
     uint64_t n;
     uint32_t dim;
-    float *vectors;          /* n * dim */
-    char *id_buf;            /* "v<row>\0" strings back to back */
-    char **ids;              /* n pointers into id_buf */
+    float *vectors; /* n * dim */
+    char *id_buf;   /* "v<row>\0" strings back to back */
+    char **ids;     /* n pointers into id_buf */
     char *meta_buf;
-    char **metas;            /* NULL when meta is "none" */
+    char **metas; /* NULL when meta is "none" */
     double gen_seconds;
 } bench_data;
 
@@ -42,7 +42,7 @@ typedef struct bench_data {
 void bench_data_make(const bench_opts *o, bench_data *d);
 void bench_data_free(bench_data *d);
 
-double bench_now(void);                       /* CLOCK_MONOTONIC seconds */
+double bench_now(void); /* CLOCK_MONOTONIC seconds */
 /* CPU time this process has used so far. */
 void bench_cpu_times(double *user_s, double *sys_s);
 

@@ -23,7 +23,7 @@ enum { DG_STREAM_CENTRE = 1, DG_STREAM_ROW = 2, DG_STREAM_QUERY = 3 };
 
 struct dg_gen {
     dg_spec spec;
-    float *centres;      /* clusters * dim */
+    float *centres; /* clusters * dim */
 };
 
 /* splitmix64's output function: a bijective mix with full avalanche. */
@@ -34,12 +34,14 @@ static uint64_t dg_mix(uint64_t z)
     return z ^ (z >> 31);
 }
 
-typedef struct { uint64_t s; } dg_rng;
+typedef struct {
+    uint64_t s;
+} dg_rng;
 
 static dg_rng dg_stream(uint64_t seed, uint64_t stream, uint64_t index)
 {
     /* Mixing twice keeps nearby (stream, index) pairs from starting on overlapping sequences. */
-    dg_rng r = {dg_mix(dg_mix(seed ^ dg_mix(stream)) + index * DG_GOLDEN)};
+    dg_rng r = { dg_mix(dg_mix(seed ^ dg_mix(stream)) + index * DG_GOLDEN) };
     return r;
 }
 
@@ -191,7 +193,7 @@ int dg_read_fvecs(const char *path, float **vectors, uint64_t *n, uint32_t *dim)
             v = nv;
         }
         if (fread(v + rows * want, sizeof(float), want, f) != want) {
-            err = ferror(f) ? (errno ? errno : EIO) : EINVAL;   /* EOF inside a row: cut short */
+            err = ferror(f) ? (errno ? errno : EIO) : EINVAL; /* EOF inside a row: cut short */
             break;
         }
         rows++;

@@ -18,11 +18,11 @@
 #include <stdint.h>
 
 typedef struct dg_spec {
-    uint64_t n;          /* rows in the data set */
-    uint32_t dim;        /* coordinates per row */
-    uint32_t clusters;   /* number of gaussian clusters, >= 1 */
+    uint64_t n;        /* rows in the data set */
+    uint32_t dim;      /* coordinates per row */
+    uint32_t clusters; /* number of gaussian clusters, >= 1 */
     uint64_t seed;
-    float sigma;         /* per-coordinate standard deviation around the centre */
+    float sigma; /* per-coordinate standard deviation around the centre */
 } dg_spec;
 
 typedef struct dg_gen dg_gen;

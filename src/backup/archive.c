@@ -94,10 +94,10 @@ void sha256_hex(const void *p, size_t n, char hex[65])
 
 /* ------------------------------------------------------------------ stream framing */
 
-#define ARC_MAGIC "JVDBBAK1"
-#define ARC_END_MAGIC "JVDBEND1"
-#define ARC_VERSION 1u
-#define ARC_BUF (1u << 20)
+#define ARC_MAGIC      "JVDBBAK1"
+#define ARC_END_MAGIC  "JVDBEND1"
+#define ARC_VERSION    1u
+#define ARC_BUF        (1u << 20)
 /* The largest record a database can hold: header, vector, id, metadata, padding. */
 #define ARC_MAX_RECORD (64u + 4u * JVDB_MAX_DIM + JVDB_MAX_ID_LEN + JVDB_MAX_META_LEN + 64u)
 
@@ -109,7 +109,7 @@ struct arc_header {
     uint64_t records, record_bytes;
     uint8_t type, metric;
     uint8_t reserved[6];
-    uint64_t checksum;          /* XXH3-64 of bytes [0, 56) */
+    uint64_t checksum; /* XXH3-64 of bytes [0, 56) */
 };
 _Static_assert(sizeof(struct arc_header) == 64, "archive header is 64 bytes");
 
@@ -117,9 +117,9 @@ struct arc_trailer {
     char magic[8];
     uint64_t records, record_bytes;
     uint64_t puts, deletes;
-    uint64_t stream_xxh3;       /* XXH3-64 of the record region */
+    uint64_t stream_xxh3; /* XXH3-64 of the record region */
     uint8_t reserved[8];
-    uint64_t checksum;          /* XXH3-64 of bytes [0, 56) */
+    uint64_t checksum; /* XXH3-64 of bytes [0, 56) */
 };
 _Static_assert(sizeof(struct arc_trailer) == 64, "archive trailer is 64 bytes");
 
@@ -151,11 +151,12 @@ static int aw_emit(struct archive_writer *w)
 /* Feeds the input buffer to zstd; with `end` set, finishes the frame. */
 static int aw_compress(struct archive_writer *w, ZSTD_EndDirective end)
 {
-    ZSTD_inBuffer in = {w->in, w->in_len, 0};
+    ZSTD_inBuffer in = { w->in, w->in_len, 0 };
     for (;;) {
-        ZSTD_outBuffer out = {w->out, w->out_cap, w->out_len};
+        ZSTD_outBuffer out = { w->out, w->out_cap, w->out_len };
         size_t left = ZSTD_compressStream2(w->cctx, &out, &in, end);
-        if (ZSTD_isError(left)) return err_set(JVDB_EIO, "%s: compression failed: %s", w->what, ZSTD_getErrorName(left));
+        if (ZSTD_isError(left))
+            return err_set(JVDB_EIO, "%s: compression failed: %s", w->what, ZSTD_getErrorName(left));
         w->out_len = out.pos;
         if (w->out_len == w->out_cap || (end == ZSTD_e_end && left == 0)) {
             int rc = aw_emit(w);
@@ -220,7 +221,8 @@ int archive_writer_open(struct repo_stage *stage, const struct archive_header *h
     if (!ZSTD_isError(e)) e = ZSTD_CCtx_setPledgedSrcSize(w->cctx, 128 + h->record_bytes);
     if (ZSTD_isError(e)) {
         archive_writer_free(w);
-        return err_set(JVDB_EINVAL, "%s: zstd rejected level %d / %u threads: %s", what, level, threads, ZSTD_getErrorName(e));
+        return err_set(JVDB_EINVAL, "%s: zstd rejected level %d / %u threads: %s", what, level, threads,
+                       ZSTD_getErrorName(e));
     }
     w->want_records = h->records;
     w->want_bytes = h->record_bytes;
@@ -306,7 +308,8 @@ int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, cons
     snprintf(where, sizeof where, "%s: record %llu (LSN %llu, id \"%s\") is invalid: ", what, (unsigned long long)recno,
              (unsigned long long)h->lsn, shown);
     int rc = rec_check_id(id, h->id_len, where);
-    if (!rc && h->kind == REC_KIND_DELETE && h->meta_len) rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
+    if (!rc && h->kind == REC_KIND_DELETE && h->meta_len)
+        rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
     if (!rc && h->kind == REC_KIND_PUT) {
         rc = rec_check_values(rec_vector(h), dim, "vector", where);
         if (!rc && metric == JVDB_METRIC_COSINE) {
@@ -330,9 +333,9 @@ int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, cons
 struct arc_reader {
     const struct backup_meta *m;
     char what[160];
-    char *wb;                   /* decompressed bytes not yet consumed */
+    char *wb; /* decompressed bytes not yet consumed */
     size_t wb_len, wb_cap;
-    int stage;                  /* 0 header, 1 records, 2 trailer, 3 done */
+    int stage; /* 0 header, 1 records, 2 trailer, 3 done */
     uint64_t records, record_bytes, puts, deletes, last_lsn;
     struct arc_header h;
     XXH3_state_t *xxh;
@@ -377,19 +380,20 @@ static int ar_consume(struct arc_reader *r)
                 const struct rec_header *rh = (const struct rec_header *)p;
                 if (rh->total_len > left || rh->total_len > ARC_MAX_RECORD) {
                     char d[96];
-                    snprintf(d, sizeof d, "record %llu is longer than the rest of the stream", (unsigned long long)r->records + 1);
+                    snprintf(d, sizeof d, "record %llu is longer than the rest of the stream",
+                             (unsigned long long)r->records + 1);
                     return ar_bad(r, "%s", d);
                 }
             }
             enum rec_check c = rec_check(p, avail < left ? avail : (size_t)left, r->h.dim, &why);
             if (c == REC_SHORT) {
                 if (avail >= left) why = "cut short";
-                else break;   /* need more bytes */
+                else break; /* need more bytes */
             }
             if (c != REC_OK) {
                 char d[160];
-                snprintf(d, sizeof d, "record %llu (at byte %llu of the stream): %s", (unsigned long long)r->records + 1,
-                         (unsigned long long)(sizeof r->h + r->record_bytes), why);
+                snprintf(d, sizeof d, "record %llu (at byte %llu of the stream): %s",
+                         (unsigned long long)r->records + 1, (unsigned long long)(sizeof r->h + r->record_bytes), why);
                 return ar_bad(r, "%s", d);
             }
             const struct rec_header *rh = (const struct rec_header *)p;
@@ -442,13 +446,14 @@ static int ar_step(struct arc_reader *r, ZSTD_DCtx *d, ZSTD_inBuffer *ib, size_t
     if (r->wb_cap - r->wb_len < (1u << 20)) {
         /* Room for the largest record plus a decompression step. */
         size_t ncap = r->wb_cap * 2;
-        if (ncap > ARC_MAX_RECORD * 2 + (8u << 20)) return ar_bad(r, "%s", "a record larger than any database can hold");
+        if (ncap > ARC_MAX_RECORD * 2 + (8u << 20))
+            return ar_bad(r, "%s", "a record larger than any database can hold");
         char *nb = realloc(r->wb, ncap);
         if (!nb) return err_set(JVDB_ENOMEM, "out of memory");
         r->wb = nb;
         r->wb_cap = ncap;
     }
-    ZSTD_outBuffer ob = {r->wb, r->wb_cap, r->wb_len};
+    ZSTD_outBuffer ob = { r->wb, r->wb_cap, r->wb_len };
     *zleft = ZSTD_decompressStream(d, &ob, ib);
     if (ZSTD_isError(*zleft)) return ar_bad(r, "zstd: %s", ZSTD_getErrorName(*zleft));
     if (produced) *produced = ob.pos - r->wb_len;
@@ -478,7 +483,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
         goto out;
     }
     XXH3_64bits_reset(r.xxh);
-    size_t zleft = 1;   /* zstd's hint: 0 once a frame is complete */
+    size_t zleft = 1; /* zstd's hint: 0 once a frame is complete */
     uint64_t stored = 0;
     for (;;) {
         size_t got = 0;
@@ -486,7 +491,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
         if (got == 0) break;
         stored += got;
         sha256_update(sha, in, got);
-        ZSTD_inBuffer ib = {in, got, 0};
+        ZSTD_inBuffer ib = { in, got, 0 };
         while (ib.pos < ib.size) {
             if (zleft == 0) {
                 rc = ar_bad(&r, "%s", "data after the end of the zstd frame");
@@ -498,7 +503,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
     }
     /* Drain what zstd still holds back (its output buffer may have been full). */
     while (zleft != 0) {
-        ZSTD_inBuffer ib = {in, 0, 0};
+        ZSTD_inBuffer ib = { in, 0, 0 };
         size_t produced = 0;
         if ((rc = ar_step(&r, d, &ib, &zleft, &produced))) goto out;
         if (!produced) break;
@@ -513,7 +518,8 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
     }
     if (stored != m->stored_bytes) {
         char d2[96];
-        snprintf(d2, sizeof d2, "%llu bytes where backup.json says %llu", (unsigned long long)stored, (unsigned long long)m->stored_bytes);
+        snprintf(d2, sizeof d2, "%llu bytes where backup.json says %llu", (unsigned long long)stored,
+                 (unsigned long long)m->stored_bytes);
         rc = ar_bad(&r, "%s", d2);
         goto out;
     }

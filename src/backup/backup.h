@@ -20,14 +20,14 @@
 
 /* 2 adds "settings" (the database's settings, applied by restore); 1 is still read. */
 #define BACKUP_FORMAT_VERSION 2
-#define BACKUP_DB_DESC_MAX 65536
-#define BACKUP_ID_MAX 64
-#define BACKUP_DATA_NAME "data.jvb.zst"
-#define BACKUP_META_NAME "backup.json"
+#define BACKUP_DB_DESC_MAX    65536
+#define BACKUP_ID_MAX         64
+#define BACKUP_DATA_NAME      "data.jvb.zst"
+#define BACKUP_META_NAME      "backup.json"
 
 /* ------------------------------------------------------------------ repository */
 
-#define BACKUP_INDEX_NAME "index.hnsw"   /* the HNSW graph carried beside the data (optional) */
+#define BACKUP_INDEX_NAME "index.hnsw" /* the HNSW graph carried beside the data (optional) */
 
 /* One committed backup as the repository lists it: its id and the size of its data object
  * (-1 when the object is missing, which makes the backup unrestorable). */
@@ -52,11 +52,11 @@ struct repo_stage {
     /* Optional (NULL when the repository cannot): stores a small extra object of the backup, such as
      * the HNSW graph ("index.hnsw"), durable before commit. */
     int (*put_extra)(struct repo_stage *s, const char *name, const void *buf, size_t len);
-    void (*abort)(struct repo_stage *s);   /* also frees a committed stage */
+    void (*abort)(struct repo_stage *s); /* also frees a committed stage */
 };
 
 struct repo_ops {
-    const char *kind;   /* "filesystem" or "s3" */
+    const char *kind; /* "filesystem" or "s3" */
     /* Creates the repository if it does not exist; only backup create calls it.  Every other
      * operation on a missing repository fails with JVDB_ENOTFOUND "repository ... does not exist". */
     int (*init)(jvdb_repo *r);
@@ -82,7 +82,7 @@ struct repo_ops {
 
 struct jvdb_repo {
     const struct repo_ops *ops;
-    char *spec;          /* as given, for messages */
+    char *spec; /* as given, for messages */
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out);
@@ -99,17 +99,17 @@ struct backup_meta {
     char id[BACKUP_ID_MAX];
     char database[JVDB_MAX_NAME_LEN + 1];
     jvdb_backup_type type;
-    char parent[BACKUP_ID_MAX];          /* "" for a full backup */
+    char parent[BACKUP_ID_MAX]; /* "" for a full backup */
     uint64_t lsn_from, lsn_to;
     int64_t created_ns;
     uint64_t put_count, delete_count;
     uint64_t raw_bytes, stored_bytes;
-    char sha256[65];                     /* of the stored (compressed) data, lowercase hex */
+    char sha256[65]; /* of the stored (compressed) data, lowercase hex */
     uint32_t dim;
     jvdb_metric metric;
-    int level;                           /* zstd level */
+    int level; /* zstd level */
     uint32_t format_version;
-    int64_t incarnation;                 /* the database's MANIFEST created_ns */
+    int64_t incarnation; /* the database's MANIFEST created_ns */
     char description[JVDB_BACKUP_DESC_MAX + 1];
 };
 
@@ -119,8 +119,8 @@ struct backup_settings {
     jvdb_sync_mode sync;
     uint32_t sync_interval_ms;
     uint64_t segment_max_bytes;
-    json_t *manifest;          /* the MANIFEST's other keys ("index", "compaction", ...); owned */
-    char *description;         /* the server's description of the database; owned, never NULL */
+    json_t *manifest;  /* the MANIFEST's other keys ("index", "compaction", ...); owned */
+    char *description; /* the server's description of the database; owned, never NULL */
 };
 void backup_settings_free(struct backup_settings *s);
 
@@ -145,7 +145,7 @@ int backup_id_valid(const char *id);
 struct sha256_ctx;
 struct sha256_ctx *sha256_new(void);
 void sha256_update(struct sha256_ctx *c, const void *p, size_t n);
-void sha256_final_hex(struct sha256_ctx *c, char hex[65]);   /* also frees */
+void sha256_final_hex(struct sha256_ctx *c, char hex[65]); /* also frees */
 void sha256_free(struct sha256_ctx *c);
 void sha256_hex(const void *p, size_t n, char hex[65]);
 
@@ -184,7 +184,7 @@ struct archive_progress {
     jvdb_backup_progress_fn fn;
     void *arg;
     const char *phase;
-    uint64_t base, total, records;   /* a chain reports bytes over all its archives */
+    uint64_t base, total, records; /* a chain reports bytes over all its archives */
 };
 /* Checks one record's contents against what put accepts (store/validate.h: id alphabet and length,
  * metadata a JSON object, a finite vector of bounded norm; not zero for cosine).  JVDB_ECORRUPT

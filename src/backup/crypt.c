@@ -35,29 +35,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CRYPT_MARKER "jvdb-repo.json"
-#define CRYPT_MAGIC "JVDBENC1"
-#define CRYPT_VERSION 1u
-#define CRYPT_CHUNK (1u << 20)
-#define CRYPT_TAG 16u
-#define CRYPT_HDR 32u
-#define CRYPT_KEY_MIN 32u
-#define CRYPT_KEY_MAX 4096u
+#define CRYPT_MARKER     "jvdb-repo.json"
+#define CRYPT_MAGIC      "JVDBENC1"
+#define CRYPT_VERSION    1u
+#define CRYPT_CHUNK      (1u << 20)
+#define CRYPT_TAG        16u
+#define CRYPT_HDR        32u
+#define CRYPT_KEY_MIN    32u
+#define CRYPT_KEY_MAX    4096u
 /* The envelope of a signed backup.json: PREFIX <64 hex> MID <canonical json> "}\n". */
 #define CRYPT_ENV_PREFIX "{\"hmac_sha256\":\""
-#define CRYPT_ENV_MID "\",\"signed\":"
+#define CRYPT_ENV_MID    "\",\"signed\":"
 
 enum crypt_state { CRYPT_UNKNOWN, CRYPT_PLAIN, CRYPT_PENDING, CRYPT_ON };
 
 struct repo_crypt {
     struct jvdb_repo base;
     jvdb_repo *inner;
-    char *key_file;                       /* NULL: no key given */
+    char *key_file; /* NULL: no key given */
     unsigned char ikm[CRYPT_KEY_MAX];
     size_t ikm_len;
     enum crypt_state state;
     unsigned char enc[32], mac[32];
-    struct repo_ops ops;                  /* ours, with the inner repository's kind */
+    struct repo_ops ops; /* ours, with the inner repository's kind */
 };
 
 /* ------------------------------------------------------------------ primitives */
@@ -109,8 +109,8 @@ static int crypt_hmac(const unsigned char key[32], const void *const *parts, con
 {
     EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-                           OSSL_PARAM_construct_end()};
+    OSSL_PARAM params[] = { OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                            OSSL_PARAM_construct_end() };
     size_t outl = 0;
     int ok = c && EVP_MAC_init(c, key, 32, params) == 1;
     for (size_t i = 0; ok && i < n; i++) ok = EVP_MAC_update(c, parts[i], lens[i]) == 1;
@@ -130,12 +130,15 @@ static int crypt_read_key(struct repo_crypt *c)
     int more = fgetc(f) != EOF, bad = ferror(f);
     fclose(f);
     if (bad) return err_set(JVDB_EIO, "cannot read the repository key file %s", c->key_file);
-    if (more) return err_set(JVDB_EINVAL, "the repository key file %s is longer than %u bytes", c->key_file, CRYPT_KEY_MAX);
+    if (more)
+        return err_set(JVDB_EINVAL, "the repository key file %s is longer than %u bytes", c->key_file, CRYPT_KEY_MAX);
     /* An editor's trailing newline must not change the key. */
     while (n && (c->ikm[n - 1] == '\n' || c->ikm[n - 1] == '\r' || c->ikm[n - 1] == ' ' || c->ikm[n - 1] == '\t')) n--;
     if (n < CRYPT_KEY_MIN)
-        return err_set(JVDB_EINVAL, "the repository key file %s holds %zu bytes; at least %u are needed (make one with "
-                                    "`openssl rand -base64 48 > FILE`)", c->key_file, n, CRYPT_KEY_MIN);
+        return err_set(JVDB_EINVAL,
+                       "the repository key file %s holds %zu bytes; at least %u are needed (make one with "
+                       "`openssl rand -base64 48 > FILE`)",
+                       c->key_file, n, CRYPT_KEY_MIN);
     c->ikm_len = n;
     return JVDB_OK;
 }
@@ -149,8 +152,8 @@ static int crypt_derive(struct repo_crypt *c, const unsigned char salt[16], char
     crypt_hex(salt, 16, salt_hex);
     char msg[128];
     int ml = snprintf(msg, sizeof msg, "jvdb-repo-key-check v1 aes-256-gcm hkdf-sha256 %u %s", CRYPT_CHUNK, salt_hex);
-    const void *parts[] = {msg};
-    size_t lens[] = {(size_t)ml};
+    const void *parts[] = { msg };
+    size_t lens[] = { (size_t)ml };
     unsigned char d[32];
     if ((rc = crypt_hmac(c->mac, parts, lens, 1, d))) return rc;
     crypt_hex(d, 32, check_hex);
@@ -182,11 +185,14 @@ static int crypt_marker_load(struct repo_crypt *c, const char *buf, size_t len)
                      c->base.spec, CRYPT_MARKER);
     else if (json_integer_value(fmt) != 1 || strcmp(cipher, "aes-256-gcm") || strcmp(kdf, "hkdf-sha256") ||
              json_integer_value(chunk) != CRYPT_CHUNK)
-        rc = err_set(JVDB_EINVAL, "repository %s is encrypted in a way this version does not know (format %lld, %s, %s)",
-                     c->base.spec, (long long)json_integer_value(fmt), cipher, kdf);
+        rc =
+            err_set(JVDB_EINVAL, "repository %s is encrypted in a way this version does not know (format %lld, %s, %s)",
+                    c->base.spec, (long long)json_integer_value(fmt), cipher, kdf);
     else if (!c->key_file)
-        rc = err_set(JVDB_EINVAL, "repository %s is encrypted: give its key file with --repo-key-file FILE "
-                                  "(or JVDB_REPO_KEY_FILE)", c->base.spec);
+        rc = err_set(JVDB_EINVAL,
+                     "repository %s is encrypted: give its key file with --repo-key-file FILE "
+                     "(or JVDB_REPO_KEY_FILE)",
+                     c->base.spec);
     else {
         char want[65];
         char doc[512];
@@ -235,8 +241,9 @@ static int crypt_ready(struct repo_crypt *c)
     } else if (rc) {
         goto out;
     } else if (n) {
-        rc = err_set(JVDB_EINVAL, "repository %s is not encrypted (it holds backups made without a key); drop "
-                                  "--repo-key-file / JVDB_REPO_KEY_FILE for it, or use a new repository",
+        rc = err_set(JVDB_EINVAL,
+                     "repository %s is not encrypted (it holds backups made without a key); drop "
+                     "--repo-key-file / JVDB_REPO_KEY_FILE for it, or use a new repository",
                      c->base.spec);
         goto out;
     }
@@ -249,7 +256,7 @@ out:
 
 struct crypt_aead {
     unsigned char hdr[CRYPT_HDR];
-    char bind[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 2];   /* "<database>/<id>" */
+    char bind[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 2]; /* "<database>/<id>" */
     EVP_CIPHER_CTX *ctx;
     uint64_t idx;
 };
@@ -275,14 +282,16 @@ static int crypt_chunk(struct crypt_aead *a, const unsigned char key[32], int en
     int l = 0, ok;
     if (enc) {
         ok = EVP_EncryptInit_ex(a->ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-             EVP_EncryptUpdate(a->ctx, NULL, &l, a->hdr, CRYPT_HDR) == 1 && EVP_EncryptUpdate(a->ctx, NULL, &l, ctr, 9) == 1 &&
+             EVP_EncryptUpdate(a->ctx, NULL, &l, a->hdr, CRYPT_HDR) == 1 &&
+             EVP_EncryptUpdate(a->ctx, NULL, &l, ctr, 9) == 1 &&
              EVP_EncryptUpdate(a->ctx, NULL, &l, (const unsigned char *)a->bind, (int)strlen(a->bind)) == 1 &&
              (n == 0 || EVP_EncryptUpdate(a->ctx, out, &l, in, (int)n) == 1) &&
              EVP_EncryptFinal_ex(a->ctx, out + n, &l) == 1 &&
              EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_GET_TAG, CRYPT_TAG, tag) == 1;
     } else {
         ok = EVP_DecryptInit_ex(a->ctx, EVP_aes_256_gcm(), NULL, key, nonce) == 1 &&
-             EVP_DecryptUpdate(a->ctx, NULL, &l, a->hdr, CRYPT_HDR) == 1 && EVP_DecryptUpdate(a->ctx, NULL, &l, ctr, 9) == 1 &&
+             EVP_DecryptUpdate(a->ctx, NULL, &l, a->hdr, CRYPT_HDR) == 1 &&
+             EVP_DecryptUpdate(a->ctx, NULL, &l, ctr, 9) == 1 &&
              EVP_DecryptUpdate(a->ctx, NULL, &l, (const unsigned char *)a->bind, (int)strlen(a->bind)) == 1 &&
              (n == 0 || EVP_DecryptUpdate(a->ctx, out, &l, in, (int)n) == 1) &&
              EVP_CIPHER_CTX_ctrl(a->ctx, EVP_CTRL_GCM_SET_TAG, CRYPT_TAG, tag) == 1 &&
@@ -342,8 +351,8 @@ static int crypt_stage_write(struct repo_stage *rs, const void *buf, size_t len)
 static int crypt_sign_meta(struct repo_crypt *c, const char *db, const char *id, const char *meta, size_t len,
                            char **out, size_t *out_len)
 {
-    const void *parts[] = {"jvdb-backup-meta v1\n", db, "\n", id, "\n", meta};
-    size_t lens[] = {20, strlen(db), 1, strlen(id), 1, len};
+    const void *parts[] = { "jvdb-backup-meta v1\n", db, "\n", id, "\n", meta };
+    size_t lens[] = { 20, strlen(db), 1, strlen(id), 1, len };
     unsigned char d[32];
     int rc = crypt_hmac(c->mac, parts, lens, 6, d);
     if (rc) return rc;
@@ -391,7 +400,7 @@ struct crypt_reader {
     struct repo_crypt *c;
     char what[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 32];
     struct crypt_aead a;
-    int started, done, failed;           /* failed: sticky, so a retry cannot skip a bad chunk */
+    int started, done, failed; /* failed: sticky, so a retry cannot skip a bad chunk */
     unsigned char *ct, *pt;
     size_t pt_len, pt_pos;
 };
@@ -427,7 +436,8 @@ static int crypt_next_chunk(struct crypt_reader *r)
         memcpy(&chunk, r->a.hdr + 12, 4);
         if (got < CRYPT_HDR || memcmp(r->a.hdr, CRYPT_MAGIC, 8))
             return crypt_bad(r, "it is not an encrypted archive (no JVDBENC1 header)");
-        if (ver != CRYPT_VERSION || chunk != CRYPT_CHUNK) return crypt_bad(r, "unknown encryption version or chunk size");
+        if (ver != CRYPT_VERSION || chunk != CRYPT_CHUNK)
+            return crypt_bad(r, "unknown encryption version or chunk size");
         r->started = 1;
     }
     if ((rc = crypt_fill(r->inner, r->ct, CRYPT_CHUNK + CRYPT_TAG, &got))) return rc;
@@ -443,8 +453,10 @@ static int crypt_next_chunk(struct crypt_reader *r)
      * nothing of a chunk that failed authentication. */
     r->pt_len = r->pt_pos = 0;
     if (crypt_chunk(&r->a, r->c->enc, 0, final, r->ct, n, r->pt, r->ct + n)) {
-        snprintf(why, sizeof why, "chunk %llu fails authentication (altered, truncated, reordered, moved from another "
-                                  "backup, or sealed with another key)", (unsigned long long)idx);
+        snprintf(why, sizeof why,
+                 "chunk %llu fails authentication (altered, truncated, reordered, moved from another "
+                 "backup, or sealed with another key)",
+                 (unsigned long long)idx);
         return crypt_bad(r, why);
     }
     if (final) {
@@ -461,7 +473,8 @@ static int crypt_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got
 {
     struct crypt_reader *r = (struct crypt_reader *)rr;
     *got = 0;
-    if (r->failed) return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted (failed earlier)", r->what, BACKUP_DATA_NAME);
+    if (r->failed)
+        return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted (failed earlier)", r->what, BACKUP_DATA_NAME);
     while (r->pt_pos == r->pt_len) {
         if (r->done) return JVDB_OK;
         int rc = crypt_next_chunk(r);
@@ -554,8 +567,10 @@ static int crypt_read_meta(jvdb_repo *rp, const char *db, const char *id, char *
     if (c->state != CRYPT_ON) {
         if (signed_env) {
             free(b);
-            return err_set(JVDB_EINVAL, "backup %s of '%s' is from an encrypted repository whose marker %s is missing; "
-                                        "give its key file with --repo-key-file", id, db, CRYPT_MARKER);
+            return err_set(JVDB_EINVAL,
+                           "backup %s of '%s' is from an encrypted repository whose marker %s is missing; "
+                           "give its key file with --repo-key-file",
+                           id, db, CRYPT_MARKER);
         }
         *buf = b;
         *len = l;
@@ -574,16 +589,18 @@ static int crypt_read_meta(jvdb_repo *rp, const char *db, const char *id, char *
     memmove(b, b + start, body);
     b[body] = '\n';
     b[body + 1] = '\0';
-    const void *parts[] = {"jvdb-backup-meta v1\n", db, "\n", id, "\n", b};
-    size_t lens[] = {20, strlen(db), 1, strlen(id), 1, body + 1};
+    const void *parts[] = { "jvdb-backup-meta v1\n", db, "\n", id, "\n", b };
+    size_t lens[] = { 20, strlen(db), 1, strlen(id), 1, body + 1 };
     if ((rc = crypt_hmac(c->mac, parts, lens, 6, want))) {
         free(b);
         return rc;
     }
     if (CRYPTO_memcmp(want, got, 32)) {
         free(b);
-        return err_set(JVDB_ECORRUPT, "backup %s of '%s': %s fails its HMAC (altered, moved from another backup, or "
-                                      "signed with another key)", id, db, BACKUP_META_NAME);
+        return err_set(JVDB_ECORRUPT,
+                       "backup %s of '%s': %s fails its HMAC (altered, moved from another backup, or "
+                       "signed with another key)",
+                       id, db, BACKUP_META_NAME);
     }
     *buf = b;
     *len = body + 1;
@@ -735,9 +752,9 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     const struct repo_ops ops = {
-        inner->ops->kind, crypt_init, crypt_list_databases, crypt_list_backups, crypt_read_meta, crypt_open_data,
-        crypt_stage_begin, crypt_remove, crypt_cleanup, crypt_close, crypt_read_object, crypt_write_object,
-        crypt_read_extra,
+        inner->ops->kind,  crypt_init,         crypt_list_databases, crypt_list_backups, crypt_read_meta,
+        crypt_open_data,   crypt_stage_begin,  crypt_remove,         crypt_cleanup,      crypt_close,
+        crypt_read_object, crypt_write_object, crypt_read_extra,
     };
     c->inner = inner;
     c->base.spec = inner->spec;

@@ -27,22 +27,22 @@
 #include <xxhash.h>
 
 #define DRILL_QUERIES_DEFAULT 20
-#define DRILL_QUERIES_MAX 1000
-#define DRILL_TOPK 10
+#define DRILL_QUERIES_MAX     1000
+#define DRILL_TOPK            10
 
 /* One restored record: what the comparison with the source needs. */
 struct drill_rec {
     char *id;
     uint64_t lsn;
-    uint64_t digest;      /* of the vector's bits and the metadata's bytes */
-    int seen;             /* the source has this id */
+    uint64_t digest; /* of the vector's bits and the metadata's bytes */
+    int seen;        /* the source has this id */
 };
 
 struct drill_set {
     struct drill_rec *recs;
     size_t n, cap;
     uint32_t dim;
-    float *samples;       /* query vectors taken from the restored records */
+    float *samples; /* query vectors taken from the restored records */
     uint32_t nsamples, want_samples;
     uint64_t stride, visited;
 };
@@ -70,7 +70,7 @@ static int drill_collect(void *arg, const char *id, size_t id_len, const float *
     if (!copy) return err_set(JVDB_ENOMEM, "drill: out of memory listing the restored records");
     memcpy(copy, id, id_len);
     copy[id_len] = 0;
-    s->recs[s->n++] = (struct drill_rec){copy, lsn, drill_digest(vector, s->dim, meta, meta_len), 0};
+    s->recs[s->n++] = (struct drill_rec){ copy, lsn, drill_digest(vector, s->dim, meta, meta_len), 0 };
     if (s->nsamples < s->want_samples && s->visited++ % s->stride == 0)
         memcpy(s->samples + (size_t)s->nsamples++ * s->dim, vector, (size_t)s->dim * sizeof(float));
     return 0;
@@ -85,7 +85,7 @@ static int drill_rec_cmp(const void *a, const void *b)
 /* The restored record with this id, or NULL. */
 static struct drill_rec *drill_find(struct drill_set *s, const char *id)
 {
-    struct drill_rec key = {(char *)id, 0, 0, 0};
+    struct drill_rec key = { (char *)id, 0, 0, 0 };
     return bsearch(&key, s->recs, s->n, sizeof *s->recs, drill_rec_cmp);
 }
 
@@ -93,7 +93,7 @@ struct drill_compare {
     struct drill_set *set;
     uint64_t backup_lsn;
     jvdb_drill_report *r;
-    char first_bad[300];  /* the first difference found, its id cut to 200 bytes */
+    char first_bad[300]; /* the first difference found, its id cut to 200 bytes */
 };
 
 /* jvdb_iterate callback over the source: each record at or before the backup LSN must be restored
@@ -109,13 +109,14 @@ static int drill_compare_source(void *arg, const char *id, size_t id_len, const 
     if (lsn > c->backup_lsn) {
         c->r->changed_since++;
     } else if (!rec) {
-        if (!c->first_bad[0]) snprintf(c->first_bad, sizeof c->first_bad, "'%.200s' (LSN %llu) was not restored", key,
-                                       (unsigned long long)lsn);
+        if (!c->first_bad[0])
+            snprintf(c->first_bad, sizeof c->first_bad, "'%.200s' (LSN %llu) was not restored", key,
+                     (unsigned long long)lsn);
         c->r->missing++;
     } else if (rec->lsn != lsn || rec->digest != drill_digest(vector, c->set->dim, meta, meta_len)) {
         if (!c->first_bad[0])
-            snprintf(c->first_bad, sizeof c->first_bad, "'%.200s' came back different (LSN %llu, restored LSN %llu)", key,
-                     (unsigned long long)lsn, (unsigned long long)rec->lsn);
+            snprintf(c->first_bad, sizeof c->first_bad, "'%.200s' came back different (LSN %llu, restored LSN %llu)",
+                     key, (unsigned long long)lsn, (unsigned long long)rec->lsn);
         c->r->differing++;
     } else {
         c->r->checked_records++;
@@ -202,7 +203,8 @@ static int drill_pick(jvdb_repo *repo, const char *db_name, const char *backup_i
     if (best) *info = *best;
     jvdb_free(list);
     if (!best)
-        return err_set(JVDB_ENOTFOUND, "no restorable backup of database '%s' in the repository (%zu listed)", db_name, n);
+        return err_set(JVDB_ENOTFOUND, "no restorable backup of database '%s' in the repository (%zu listed)", db_name,
+                       n);
     return JVDB_OK;
 }
 
@@ -296,14 +298,14 @@ int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, con
     }
     jvdb_env *env = NULL;
     jvdb_db *restored = NULL;
-    struct drill_set set = {0};
-    struct drill_compare cmp = {&set, info.lsn_to, r, ""};
+    struct drill_set set = { 0 };
+    struct drill_compare cmp = { &set, info.lsn_to, r, "" };
     jvdb_restore_result res;
     memset(&res, 0, sizeof res);
     int64_t t0 = clock_mono_ns();
     rc = jvdb_env_open(scratch, &env);
     if (rc == JVDB_OK) {
-        jvdb_restore_options ro = {0};
+        jvdb_restore_options ro = { 0 };
         ro.progress = opts->progress;
         ro.progress_arg = opts->progress_arg;
         ro.result = &res;

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const type_names[] = {NULL, "full", "incremental", "differential"};
+static const char *const type_names[] = { NULL, "full", "incremental", "differential" };
 
 const char *backup_type_name(jvdb_backup_type t)
 {
@@ -53,10 +53,11 @@ static void meta_format_time(int64_t ns, char *buf, size_t cap)
 
 static int meta_parse_time(const char *s, int64_t *ns)
 {
-    struct tm tm = {0};
+    struct tm tm = { 0 };
     int ms, n = 0;
     if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-               &tm.tm_sec, &ms, &n) != 7 || n != 24 || s[n])
+               &tm.tm_sec, &ms, &n) != 7 ||
+        n != 24 || s[n])
         return -1;
     if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
         tm.tm_sec > 60 || ms < 0 || tm.tm_year < 1970 || tm.tm_year > 9999)
@@ -79,10 +80,10 @@ static json_t *meta_body(const struct backup_meta *m)
                      "format_version", (int)m->format_version, "id", m->id, "database", m->database, "type",
                      backup_type_name(m->type), "parent", m->parent[0] ? json_string(m->parent) : json_null(),
                      "lsn_from", (json_int_t)m->lsn_from, "lsn_to", (json_int_t)m->lsn_to, "created_at", when,
-                     "put_count", (json_int_t)m->put_count, "delete_count", (json_int_t)m->delete_count, "bytes",
-                     "raw", (json_int_t)m->raw_bytes, "stored", (json_int_t)m->stored_bytes, "sha256", m->sha256,
-                     "dimension", (int)m->dim, "metric", jvdb_metric_name(m->metric), "compression", "algorithm",
-                     "zstd", "level", m->level, "description", desc, "incarnation", (json_int_t)m->incarnation);
+                     "put_count", (json_int_t)m->put_count, "delete_count", (json_int_t)m->delete_count, "bytes", "raw",
+                     (json_int_t)m->raw_bytes, "stored", (json_int_t)m->stored_bytes, "sha256", m->sha256, "dimension",
+                     (int)m->dim, "metric", jvdb_metric_name(m->metric), "compression", "algorithm", "zstd", "level",
+                     m->level, "description", desc, "incarnation", (json_int_t)m->incarnation);
 }
 
 #define META_DUMP_FLAGS (JSON_COMPACT | JSON_SORT_KEYS)
@@ -93,7 +94,6 @@ void backup_settings_free(struct backup_settings *s)
     free(s->description);
     memset(s, 0, sizeof *s);
 }
-
 
 /* backup.json "settings" from the captured settings (NULL on out of memory or non-UTF-8 text). */
 static json_t *meta_settings_json(const struct backup_settings *st)
@@ -108,7 +108,8 @@ static json_t *meta_settings_json(const struct backup_settings *st)
         return NULL;
     }
     return json_pack("{s:o, s:o, s:I, s:s, s:I}", "database_description", desc, "manifest", man, "segment_max_bytes",
-                     (json_int_t)st->segment_max_bytes, "sync", sync, "sync_interval_ms", (json_int_t)st->sync_interval_ms);
+                     (json_int_t)st->segment_max_bytes, "sync", sync, "sync_interval_ms",
+                     (json_int_t)st->sync_interval_ms);
 }
 
 int meta_serialize(const struct backup_meta *m, const struct backup_settings *settings, char **out, size_t *len)
@@ -119,7 +120,8 @@ int meta_serialize(const struct backup_meta *m, const struct backup_settings *se
         json_t *st = settings ? meta_settings_json(settings) : NULL;
         if (!st || json_object_set_new(doc, "settings", st)) {
             json_decref(doc);
-            return err_set(JVDB_EINVAL, "backup %s: the database's settings cannot be written (description not UTF-8?)", m->id);
+            return err_set(JVDB_EINVAL, "backup %s: the database's settings cannot be written (description not UTF-8?)",
+                           m->id);
         }
     }
     char *body = json_dumps(doc, META_DUMP_FLAGS);
@@ -164,13 +166,15 @@ static const char *meta_settings_parse(json_t *st, struct backup_settings *out)
         err_clear();
         return "settings.sync";
     }
-    if (ms < 0 || ms > 3600000 || (mode == JVDB_SYNC_INTERVAL && (json_int_t)interval != ms)) return "settings.sync_interval_ms";
+    if (ms < 0 || ms > 3600000 || (mode == JVDB_SYNC_INTERVAL && (json_int_t)interval != ms))
+        return "settings.sync_interval_ms";
     if (seg < 4096) return "settings.segment_max_bytes";
     if (strlen(desc) > BACKUP_DB_DESC_MAX) return "settings.database_description";
     if (!json_is_object(man)) return "settings.manifest";
     const char *key;
     json_t *val;
-    json_object_foreach(man, key, val) {
+    json_object_foreach(man, key, val)
+    {
         /* The store's own keys come from the backup's other fields, never from here; the keys other
          * modules keep there are objects. */
         if (manifest_key_known(key)) return "settings.manifest";
@@ -230,7 +234,9 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     json_t *st = NULL;
     json_error_t jerr;
     json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc) return err_set(JVDB_ECORRUPT, "%s: backup.json is not valid JSON (line %d, column %d): %s", what, jerr.line, jerr.column, jerr.text);
+    if (!doc)
+        return err_set(JVDB_ECORRUPT, "%s: backup.json is not valid JSON (line %d, column %d): %s", what, jerr.line,
+                       jerr.column, jerr.text);
     int rc = JVDB_OK;
     if (!json_is_object(doc)) {
         rc = err_set(JVDB_ECORRUPT, "%s: backup.json is not a JSON object", what);
@@ -246,7 +252,8 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     int same = cn + 1 == len && !memcmp(canon, buf, cn) && buf[cn] == '\n';
     free(canon);
     if (!same) {
-        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has been altered (its bytes are not the form it was written in)", what);
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has been altered (its bytes are not the form it was written in)",
+                     what);
         goto out;
     }
     const char *stored_sum = json_string_value(json_object_get(doc, "meta_sha256"));
@@ -266,7 +273,8 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     sha256_hex(body, strlen(body), got);
     free(body);
     if (strcmp(got, want)) {
-        rc = err_set(JVDB_ECORRUPT, "%s: backup.json checksum mismatch (meta_sha256 %s, content hashes to %s)", what, want, got);
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json checksum mismatch (meta_sha256 %s, content hashes to %s)", what,
+                     want, got);
         goto out;
     }
 
@@ -279,18 +287,20 @@ int meta_parse(const char *buf, size_t len, const char *what, struct backup_meta
     int level = 0;
     const char *id, *dbn, *type, *when, *sha, *metric, *alg, *desc;
     json_t *parent;
-    if (json_unpack_ex(doc, &jerr, JSON_STRICT, "{s:I, s:s, s:s, s:s, s:o, s:I, s:I, s:s, s:I, s:I, s:{s:I, s:I}, s:s, s:I, s:s, s:{s:s, s:i}, s:s, s:I}",
-                       "format_version", &fv, "id", &id, "database", &dbn, "type", &type, "parent", &parent,
-                       "lsn_from", &from, "lsn_to", &to, "created_at", &when, "put_count", &puts, "delete_count",
-                       &dels, "bytes", "raw", &raw, "stored", &stored, "sha256", &sha, "dimension", &dim, "metric",
-                       &metric, "compression", "algorithm", &alg, "level", &level, "description", &desc,
-                       "incarnation", &inc)) {
+    if (json_unpack_ex(
+            doc, &jerr, JSON_STRICT,
+            "{s:I, s:s, s:s, s:s, s:o, s:I, s:I, s:s, s:I, s:I, s:{s:I, s:I}, s:s, s:I, s:s, s:{s:s, s:i}, s:s, s:I}",
+            "format_version", &fv, "id", &id, "database", &dbn, "type", &type, "parent", &parent, "lsn_from", &from,
+            "lsn_to", &to, "created_at", &when, "put_count", &puts, "delete_count", &dels, "bytes", "raw", &raw,
+            "stored", &stored, "sha256", &sha, "dimension", &dim, "metric", &metric, "compression", "algorithm", &alg,
+            "level", &level, "description", &desc, "incarnation", &inc)) {
         rc = err_set(JVDB_ECORRUPT, "%s: backup.json: %s", what, jerr.text);
         goto out;
     }
     const char *bad = NULL;
     if (fv < 1 || fv > BACKUP_FORMAT_VERSION) {
-        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has format_version %lld; this version reads 1 to %d", what, (long long)fv, BACKUP_FORMAT_VERSION);
+        rc = err_set(JVDB_ECORRUPT, "%s: backup.json has format_version %lld; this version reads 1 to %d", what,
+                     (long long)fv, BACKUP_FORMAT_VERSION);
         goto out;
     }
     if ((fv >= 2) != (st != NULL)) {

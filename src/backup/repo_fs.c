@@ -81,10 +81,16 @@ static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
         if (!db_name_valid(e->d_name)) continue;
         if (*n == cap) {
             char **nn = realloc(*names, (cap = cap ? cap * 2 : 16) * sizeof *nn);
-            if (!nn) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+            if (!nn) {
+                rc = err_set(JVDB_ENOMEM, "out of memory");
+                break;
+            }
             *names = nn;
         }
-        if (!((*names)[*n] = strdup(e->d_name))) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+        if (!((*names)[*n] = strdup(e->d_name))) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
+        }
         (*n)++;
     }
     closedir(d);
@@ -127,10 +133,13 @@ static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
         if (!has_meta) continue;
         if (*n == cap) {
             struct repo_entry *ne = realloc(*out, (cap = cap ? cap * 2 : 16) * sizeof *ne);
-            if (!ne) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+            if (!ne) {
+                rc = err_set(JVDB_ENOMEM, "out of memory");
+                break;
+            }
             *out = ne;
         }
-        snprintf((*out)[*n].id, sizeof (*out)[*n].id, "%.63s", e->d_name);
+        snprintf((*out)[*n].id, sizeof(*out)[*n].id, "%.63s", e->d_name);
         (*out)[*n].data_size = size;
         (*n)++;
     }
@@ -283,7 +292,8 @@ static int repo_fs_read_extra(jvdb_repo *r, const char *db, const char *id, cons
     char *p = dbdir ? fs_path3(dbdir, id, name) : NULL;
     free(dbdir);
     if (!p) return err_set(JVDB_ENOMEM, "out of memory");
-    int rc = fs_exists(p) ? fs_read_file(p, buf, len) : err_set(JVDB_ENOTFOUND, "backup %s of '%s' has no %s", id, db, name);
+    int rc =
+        fs_exists(p) ? fs_read_file(p, buf, len) : err_set(JVDB_ENOTFOUND, "backup %s of '%s' has no %s", id, db, name);
     free(p);
     return rc;
 }
@@ -348,8 +358,10 @@ static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
     if (!from || !to) rc = err_set(JVDB_ENOMEM, "out of memory");
     /* The one step that decides who deletes it: of two concurrent deletes, one rename fails. */
     else if (io_rename(from, to) < 0)
-        rc = errno == ENOENT ? err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, f->dir)
-                             : err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
+        rc = errno == ENOENT
+                 ? err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db,
+                           f->dir)
+                 : err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
     else if (io_fsync_dir(dbdir) < 0) rc = err_errno(errno, "cannot sync directory %s", dbdir);
     else rc = fs_remove_tree(to);
     free(dbdir);
@@ -442,9 +454,9 @@ static int repo_fs_write_object(jvdb_repo *r, const char *name, const void *buf,
 }
 
 static const struct repo_ops repo_fs_ops = {
-    "filesystem",  repo_fs_init, repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta, repo_fs_open_data,
-    repo_fs_stage_begin, repo_fs_remove, repo_fs_cleanup, repo_fs_close, repo_fs_read_object, repo_fs_write_object,
-    repo_fs_read_extra,
+    "filesystem",        repo_fs_init,         repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta,
+    repo_fs_open_data,   repo_fs_stage_begin,  repo_fs_remove,         repo_fs_cleanup,      repo_fs_close,
+    repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)
@@ -453,7 +465,8 @@ int repo_fs_open(const char *dir, jvdb_repo **out)
     /* Nothing is created here: a missing directory is reported by the first operation that reads
      * it, and created by the first backup. */
     struct stat st;
-    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) return err_set(JVDB_EINVAL, "repository %s is not a directory", dir);
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        return err_set(JVDB_EINVAL, "repository %s is not a directory", dir);
     struct repo_fs *f = calloc(1, sizeof *f);
     if (!f || !(f->dir = strdup(dir)) || !(f->base.spec = strdup(dir))) {
         if (f) free(f->dir);

@@ -25,38 +25,37 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 
 typedef struct cli_ctx {
     const char *data_dir;
-    bool json;          /* --json: machine-readable output on stdout */
-    jvdb_env *env;      /* opened on first use, closed by main */
-    bool readonly;      /* the command only reads: the environment opens read-only (changes nothing) */
-    bool create;        /* the data directory may be created (db create, --create); else it must exist */
+    bool json;                 /* --json: machine-readable output on stdout */
+    jvdb_env *env;             /* opened on first use, closed by main */
+    bool readonly;             /* the command only reads: the environment opens read-only (changes nothing) */
+    bool create;               /* the data directory may be created (db create, --create); else it must exist */
     struct cli_remote *remote; /* non-NULL: commands go to a server (cli_remote.h), not the library */
 } cli_ctx;
 
 /* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag
  * that was given; it stays NULL when the option is absent. */
 typedef struct cli_opt {
-    const char *name;   /* without the leading "--" */
+    const char *name; /* without the leading "--" */
     bool has_arg;
     const char *value;
 } cli_opt;
 
 typedef struct cli_cmd {
-    const char *name;   /* as the user types it: "db create" */
-    const char *usage;  /* the full --help text */
-    int min_pos;        /* positional arguments accepted */
-    int max_pos;        /* -1: no upper bound */
+    const char *name;  /* as the user types it: "db create" */
+    const char *usage; /* the full --help text */
+    int min_pos;       /* positional arguments accepted */
+    int max_pos;       /* -1: no upper bound */
 } cli_cmd;
 
 /* Parses argv (argv[0] is the command word) into options and positionals; `opts` ends with a
  * {NULL} entry, `pos` must have room for argc pointers.  --json and --help are understood for every
  * command.  Returns 0, CLI_HELP_SHOWN, or CLI_EXIT_USAGE after printing why. */
-int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
-              int *npos);
+int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos);
 
 /* cli_parse, then cli_open_db on the first positional (the database name): the start of every
  * command that works on one database. Through a server (ctx->remote) it only parses: *db is NULL. */
-int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
-                 int *npos, jvdb_db **db);
+int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
+                 jvdb_db **db);
 
 /* Error reporting; each prints one line on stderr and returns the exit code to use. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -114,17 +113,17 @@ struct cli_reader {
     const char *path;
     const char *dbname;
     uint32_t dim;
-    const char *prefix;     /* prepended to ids */
+    const char *prefix; /* prepended to ids */
     size_t prefix_len;
-    bool query;             /* queries: jsonl lines may be bare arrays, ids are optional (NULL) */
-    bool text;              /* locations are lines (text) or rows from 0 (binary) */
+    bool query; /* queries: jsonl lines may be bare arrays, ids are optional (NULL) */
+    bool text;  /* locations are lines (text) or rows from 0 (binary) */
     bool in_header;
-    uint64_t row;           /* rows returned so far: the caller counts them */
-    uint64_t line;          /* text: line the current row ends on */
-    uint64_t rows_total;    /* npy: from the header */
-    char *buf;              /* text: the current line or csv record */
+    uint64_t row;        /* rows returned so far: the caller counts them */
+    uint64_t line;       /* text: line the current row ends on */
+    uint64_t rows_total; /* npy: from the header */
+    char *buf;           /* text: the current line or csv record */
     size_t cap;
-    char **fields;          /* csv: fields of the current record */
+    char **fields; /* csv: fields of the current record */
     size_t fcap;
     bool csv_started;
     char err[1024];
@@ -140,7 +139,7 @@ void cli_reader_free(cli_reader *r);
  * to cli_progress_update (0 = unknown, then only count and rate are shown). */
 typedef struct cli_progress {
     bool enabled;
-    const char *what;       /* "imported", "exported" */
+    const char *what; /* "imported", "exported" */
     uint64_t total;
     int64_t start_ns;
     int64_t last_draw_ns;
@@ -172,8 +171,8 @@ int cli_index_main(cli_ctx *ctx, int argc, char **argv);
 extern const cli_cmd cli_cmd_index;
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
-extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete,
-    cli_cmd_count, cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
+extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete, cli_cmd_count,
+    cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
 
 /* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`.  Both end
  * with the compaction policy's verdict on `db` (cli_compaction_*). */

@@ -46,11 +46,15 @@ const cli_cmd cli_cmd_backup = {
     "ID is a backup id (YYYYMMDDTHHMMSSZ-TYPE-N) or DATABASE/ID.  Every subcommand takes --json.\n"
     "Only create makes a repository; on a missing one the others say \"repository R does not\n"
     "exist\" and create nothing.\n",
-    1, -1};
+    1, -1
+};
 
-#define CLI_REPO_OPTS                                                                                     \
-    {"repo", true, NULL}, {"endpoint", true, NULL}, {"region", true, NULL}, {"access-key", true, NULL}, \
-        {"secret-key", true, NULL}, {"repo-key-file", true, NULL}
+#define CLI_REPO_OPTS                                                                                           \
+    { "repo", true, NULL }, { "endpoint", true, NULL }, { "region", true, NULL }, { "access-key", true, NULL }, \
+        { "secret-key", true, NULL },                                                                           \
+    {                                                                                                           \
+        "repo-key-file", true, NULL                                                                             \
+    }
 enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_KEYFILE, O_FIRST_OWN };
 
 static const cli_cmd cli_cmd_backup_create = {
@@ -67,7 +71,8 @@ static const cli_cmd cli_cmd_backup_create = {
     "  --threads N       zstd worker threads (default 0: compress in the main thread)\n"
     "  --no-index        leave the HNSW graph out (by default a filesystem repository keeps it, so a\n"
     "                    restore answers HNSW searches at once instead of rebuilding the graph)\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_backup_list = {
     "backup list",
@@ -75,14 +80,16 @@ static const cli_cmd cli_cmd_backup_list = {
     "\n"
     "Lists the backups of database NAME (or of every database), oldest first: id, type, parent,\n"
     "time, records, stored bytes and status (\"ok\" or why it cannot be restored).\n",
-    0, 1};
+    0, 1
+};
 
 static const cli_cmd cli_cmd_backup_show = {
     "backup show",
     "Usage: jvdb backup show ID --repo R [--json]\n"
     "\n"
     "Prints everything backup.json records about backup ID, and whether it can be restored.\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_backup_verify = {
     "backup verify",
@@ -94,7 +101,8 @@ static const cli_cmd cli_cmd_backup_verify = {
     "\n"
     "  --all   every backup of every database in the repository (each archive is read once per\n"
     "          chain that needs it); prints one line per backup, exit status 1 if any is bad\n",
-    0, 1};
+    0, 1
+};
 
 static const cli_cmd cli_cmd_backup_restore = {
     "backup restore",
@@ -112,7 +120,8 @@ static const cli_cmd cli_cmd_backup_restore = {
     "  --latest    the newest restorable backup of database --database NAME\n"
     "  --all       every database in the repository at its newest restorable backup (after a\n"
     "              disaster): goes on past a failure, reports each, exit status 1 if any failed\n",
-    0, 1};
+    0, 1
+};
 
 static const cli_cmd cli_cmd_backup_delete = {
     "backup delete",
@@ -120,7 +129,8 @@ static const cli_cmd cli_cmd_backup_delete = {
     "\n"
     "Deletes backup ID.  Refuses when other backups depend on it, unless --cascade, which deletes\n"
     "those too (newest first, so no listed backup is ever left without its parent).\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_backup_prune = {
     "backup prune",
@@ -134,7 +144,8 @@ static const cli_cmd cli_cmd_backup_prune = {
     "  --keep-daily N    the newest of each of the last N days (UTC) that have a backup\n"
     "  --keep-weekly N   the newest of each of the last N ISO weeks (UTC) that have a backup\n"
     "  --dry-run         print what would be deleted; change nothing\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_backup_drill = {
     "backup drill",
@@ -154,7 +165,8 @@ static const cli_cmd cli_cmd_backup_drill = {
     "                  room for the restored database\n"
     "  --queries N     sampled searches (default 20, at most 1000)\n"
     "  --no-source     do not compare with a live database (e.g. on another machine)\n",
-    0, 0};
+    0, 0
+};
 
 /* ------------------------------------------------------------------ shared pieces */
 
@@ -163,7 +175,7 @@ static int cli_repo_open(const cli_cmd *cmd, cli_opt *opts, jvdb_repo **repo)
     const char *spec = opts[O_REPO].value;
     if (!spec || !*spec) spec = getenv("JVDB_BACKUP_REPO");
     if (!spec || !*spec) return cli_usage_error(cmd->name, "--repo is required (a directory or s3://bucket/prefix)");
-    jvdb_repo_options ro = {0};
+    jvdb_repo_options ro = { 0 };
     ro.endpoint = opts[O_ENDPOINT].value;
     ro.region = opts[O_REGION].value;
     ro.access_key = opts[O_ACCESS].value;
@@ -186,8 +198,11 @@ static void cli_bk_on_progress(void *arg, const char *phase, uint64_t done, uint
     if (!p->phase || strcmp(p->phase, phase)) {
         if (p->phase) cli_progress_finish(&p->bar, p->done, p->records);
         p->phase = phase;
-        cli_progress_start(&p->bar, !strcmp(phase, "verify") ? "records verified"
-                                    : !strcmp(phase, "restore") ? "records restored" : "records backed up", total);
+        cli_progress_start(&p->bar,
+                           !strcmp(phase, "verify")    ? "records verified"
+                           : !strcmp(phase, "restore") ? "records restored"
+                                                       : "records backed up",
+                           total);
     }
     p->done = done;
     p->records = records;
@@ -210,7 +225,7 @@ static void cli_format_time(int64_t ns, char *buf, size_t cap)
 
 static void cli_format_bytes(uint64_t b, char *buf, size_t cap)
 {
-    const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
     int i = 0;
     while (v >= 1024 && i < 4) {
@@ -225,16 +240,14 @@ static json_t *cli_backup_json(const jvdb_backup_info *b)
 {
     char when[40];
     cli_format_time(b->created_ns, when, sizeof when);
-    json_t *o = json_pack("{sssssssosIsIsssIsIs{sIsI}sssisss{sssi}sssIsbss}", "id", b->id, "database", b->database,
-                          "type", jvdb_backup_type_name(b->type), "parent",
-                          b->parent[0] ? json_string(b->parent) : json_null(), "lsn_from", (json_int_t)b->lsn_from,
-                          "lsn_to", (json_int_t)b->lsn_to, "created_at", when, "put_count",
-                          (json_int_t)b->put_count, "delete_count", (json_int_t)b->delete_count, "bytes", "raw",
-                          (json_int_t)b->raw_bytes, "stored", (json_int_t)b->stored_bytes, "sha256", b->sha256,
-                          "dimension", (int)b->dim, "metric", jvdb_metric_name(b->metric), "compression",
-                          "algorithm", "zstd", "level", b->compression_level, "description", b->description,
-                          "chain_length", (json_int_t)b->chain_length, "restorable", b->restorable, "status",
-                          b->status);
+    json_t *o = json_pack(
+        "{sssssssosIsIsssIsIs{sIsI}sssisss{sssi}sssIsbss}", "id", b->id, "database", b->database, "type",
+        jvdb_backup_type_name(b->type), "parent", b->parent[0] ? json_string(b->parent) : json_null(), "lsn_from",
+        (json_int_t)b->lsn_from, "lsn_to", (json_int_t)b->lsn_to, "created_at", when, "put_count",
+        (json_int_t)b->put_count, "delete_count", (json_int_t)b->delete_count, "bytes", "raw", (json_int_t)b->raw_bytes,
+        "stored", (json_int_t)b->stored_bytes, "sha256", b->sha256, "dimension", (int)b->dim, "metric",
+        jvdb_metric_name(b->metric), "compression", "algorithm", "zstd", "level", b->compression_level, "description",
+        b->description, "chain_length", (json_int_t)b->chain_length, "restorable", b->restorable, "status", b->status);
     if (o && b->note[0]) json_object_set_new(o, "note", json_string(b->note));
     return o;
 }
@@ -270,7 +283,8 @@ static int cli_bk_remote_repo(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *o
     for (int k = O_REPO; k < O_FIRST_OWN; k++)
         if (opts[k].value)
             return cli_fail("%s: through a server, backups use the server's repository (jvdb serve --backup-repo); "
-                            "leave out --%s (to use repository options, stop the server)", cmd->name, opts[k].name);
+                            "leave out --%s (to use repository options, stop the server)",
+                            cmd->name, opts[k].name);
     (void)ctx;
     return 0;
 }
@@ -336,8 +350,9 @@ static void cli_bk_dbmeta_restore(const cli_ctx *ctx, const jvdb_restore_result 
 static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_create;
-    cli_opt opts[] = {CLI_REPO_OPTS, {"type", true, NULL}, {"description", true, NULL}, {"level", true, NULL},
-                      {"threads", true, NULL}, {"no-index", false, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS,           { "type", true, NULL },    { "description", true, NULL },
+                       { "level", true, NULL }, { "threads", true, NULL }, { "no-index", false, NULL },
+                       { NULL, false, NULL } };
     enum { TYPE = O_FIRST_OWN, DESC, LEVEL, THREADS, NO_INDEX };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -376,7 +391,7 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
             jvdb_repo_close(repo);
             return rc;
         }
-        cli_bk_progress pr = {0};
+        cli_bk_progress pr = { 0 };
         bo.progress = cli_bk_on_progress;
         bo.progress_arg = &pr;
         json_t *dbmeta = cli_bk_dbmeta_load(ctx, jvdb_db_name(db));
@@ -400,7 +415,7 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
 
 static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {CLI_REPO_OPTS, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_list, argc, argv, opts, pos, &npos, &repo);
@@ -422,8 +437,8 @@ static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
     }
     if (n == 0) printf("no backups%s%s%s\n", npos ? " of '" : "", npos ? pos[0] : "", npos ? "'" : "");
     else
-        printf("%-16s %-34s %-12s %-34s %-20s %10s %10s  %s\n", "DATABASE", "ID", "TYPE", "PARENT", "TIME",
-               "RECORDS", "BYTES", "STATUS");
+        printf("%-16s %-34s %-12s %-34s %-20s %10s %10s  %s\n", "DATABASE", "ID", "TYPE", "PARENT", "TIME", "RECORDS",
+               "BYTES", "STATUS");
     for (size_t i = 0; i < n; i++) {
         char when[40], stored[32];
         cli_format_time(v[i].created_ns, when, sizeof when);
@@ -438,7 +453,7 @@ static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
 
 static int cli_backup_show(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {CLI_REPO_OPTS, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_show, argc, argv, opts, pos, &npos, &repo);
@@ -464,15 +479,15 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
     size_t n;
     int rc = jvdb_backup_list(repo, NULL, &v, &n);
     if (rc) return cli_lib_error(rc);
-    char (*why)[512] = calloc(n ? n : 1, sizeof *why);
-    int *state = calloc(n ? n : 1, sizeof *state);   /* 0 unknown, 1 intact, -1 bad */
+    char(*why)[512] = calloc(n ? n : 1, sizeof *why);
+    int *state = calloc(n ? n : 1, sizeof *state); /* 0 unknown, 1 intact, -1 bad */
     if (!why || !state) {
         free(why);
         free(state);
         jvdb_free(v);
         return cli_lib_error(JVDB_ENOMEM);
     }
-    cli_bk_progress pr = {0};
+    cli_bk_progress pr = { 0 };
     for (size_t i = 0; i < n; i++) {
         if (!v[i].restorable) {
             state[i] = -1;
@@ -481,7 +496,8 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
         }
         int tip = 1;
         for (size_t j = 0; j < n && tip; j++)
-            if (j != i && !strcmp(v[j].database, v[i].database) && !strcmp(v[j].parent, v[i].id) && v[j].restorable) tip = 0;
+            if (j != i && !strcmp(v[j].database, v[i].database) && !strcmp(v[j].parent, v[i].id) && v[j].restorable)
+                tip = 0;
         if (!tip) continue;
         char spec[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2];
         snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
@@ -499,7 +515,7 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
             if (p == n) break;
             k = p;
         }
-        size_t named = 0;   /* index in chain of the bad member (the tip when none is named) */
+        size_t named = 0; /* index in chain of the bad member (the tip when none is named) */
         for (size_t c = 0; vr != JVDB_OK && c < len; c++)
             if (strstr(jvdb_errmsg(), v[chain[c]].id)) named = c;
         for (size_t c = 0; c < len; c++) {
@@ -534,7 +550,7 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
 static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_verify;
-    cli_opt opts[] = {CLI_REPO_OPTS, {"all", false, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS, { "all", false, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -545,7 +561,8 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     if (ctx->remote) {
         if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
         if (all) return cli_fail("backup verify --all cannot work through a server: verify each backup by its ID");
-        if ((rc = cli_remote_backup_verify(ctx, pos[0])) || (rc = cli_remote_backup_show(ctx, pos[0], &info))) return rc;
+        if ((rc = cli_remote_backup_verify(ctx, pos[0])) || (rc = cli_remote_backup_show(ctx, pos[0], &info)))
+            return rc;
         goto print;
     }
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
@@ -554,7 +571,7 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
         jvdb_repo_close(repo);
         return rc;
     }
-    cli_bk_progress pr = {0};
+    cli_bk_progress pr = { 0 };
     rc = jvdb_backup_verify(repo, pos[0], cli_bk_on_progress, &pr);
     cli_bk_progress_end(&pr);
     if (!rc) rc = jvdb_backup_show(repo, pos[0], &info);
@@ -562,8 +579,8 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     if (rc) return cli_lib_error(rc);
 print:
     if (ctx->json)
-        return cli_print_json(json_pack("{sssssbsI}", "id", info.id, "database", info.database, "ok", 1,
-                                        "chain_length", (json_int_t)info.chain_length));
+        return cli_print_json(json_pack("{sssssbsI}", "id", info.id, "database", info.database, "ok", 1, "chain_length",
+                                        (json_int_t)info.chain_length));
     printf("backup %s of '%s' is intact (chain of %u backup%s checked)\n", info.id, info.database, info.chain_length,
            info.chain_length == 1 ? "" : "s");
     return CLI_EXIT_OK;
@@ -572,9 +589,13 @@ print:
 static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_drill;
-    cli_opt opts[] = {CLI_REPO_OPTS,          {"database", true, NULL}, {"backup", true, NULL},
-                      {"scratch", true, NULL}, {"queries", true, NULL},  {"no-source", false, NULL},
-                      {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS,
+                       { "database", true, NULL },
+                       { "backup", true, NULL },
+                       { "scratch", true, NULL },
+                       { "queries", true, NULL },
+                       { "no-source", false, NULL },
+                       { NULL, false, NULL } };
     enum { O_DATABASE = O_FIRST_OWN, O_BACKUP, O_SCRATCH, O_QUERIES, O_NO_SOURCE };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -593,12 +614,12 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
     }
     jvdb_db *source = NULL;
     if (!opts[O_NO_SOURCE].value) {
-        ctx->readonly = true;   /* the drill only reads the live database */
+        ctx->readonly = true; /* the drill only reads the live database */
         if ((rc = cli_open_db(ctx, name, &source))) return rc;
     }
     jvdb_repo *repo;
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
-    cli_bk_progress pr = {0};
+    cli_bk_progress pr = { 0 };
     o.progress = cli_bk_on_progress;
     o.progress_arg = &pr;
     jvdb_drill_report r;
@@ -607,16 +628,16 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
     if (ctx->json) {
-        json_t *j = json_pack("{sssssIsIsfsfsIsbsIsIsIsIsIsbsbsisisisfsbss}", "database", name, "backup_id", r.backup_id,
-                              "backup_lsn", (json_int_t)r.backup_lsn, "backup_created_ns",
-                              (json_int_t)r.backup_created_ns, "restore_seconds", r.restore_seconds, "check_seconds",
-                              r.check_seconds, "restored_vectors", (json_int_t)r.restored_vectors, "source_unchanged",
-                              source ? r.source_unchanged : 0, "checked_records", (json_int_t)r.checked_records,
-                              "changed_since", (json_int_t)r.changed_since, "missing", (json_int_t)r.missing,
-                              "differing", (json_int_t)r.differing, "not_in_source", (json_int_t)r.not_in_source,
-                              "settings_match", r.settings_match, "restore_failed", r.restore_failed, "queries", (int)r.queries, "queries_compared",
-                              (int)r.queries_compared, "queries_equal", (int)r.queries_equal, "index_recall",
-                              r.index_recall, "passed", r.passed, "failure", r.failure);
+        json_t *j = json_pack(
+            "{sssssIsIsfsfsIsbsIsIsIsIsIsbsbsisisisfsbss}", "database", name, "backup_id", r.backup_id, "backup_lsn",
+            (json_int_t)r.backup_lsn, "backup_created_ns", (json_int_t)r.backup_created_ns, "restore_seconds",
+            r.restore_seconds, "check_seconds", r.check_seconds, "restored_vectors", (json_int_t)r.restored_vectors,
+            "source_unchanged", source ? r.source_unchanged : 0, "checked_records", (json_int_t)r.checked_records,
+            "changed_since", (json_int_t)r.changed_since, "missing", (json_int_t)r.missing, "differing",
+            (json_int_t)r.differing, "not_in_source", (json_int_t)r.not_in_source, "settings_match", r.settings_match,
+            "restore_failed", r.restore_failed, "queries", (int)r.queries, "queries_compared", (int)r.queries_compared,
+            "queries_equal", (int)r.queries_equal, "index_recall", r.index_recall, "passed", r.passed, "failure",
+            r.failure);
         if (j && !source) json_object_set_new(j, "source", json_string("not compared (--no-source)"));
         int prc = cli_print_json(j);
         return prc ? prc : r.passed ? CLI_EXIT_OK : CLI_EXIT_FAIL;
@@ -627,27 +648,26 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     printf("  backup %s (LSN %llu), restored in %.2f s, checked in %.2f s: %llu vectors\n", r.backup_id,
-           (unsigned long long)r.backup_lsn, r.restore_seconds, r.check_seconds, (unsigned long long)r.restored_vectors);
+           (unsigned long long)r.backup_lsn, r.restore_seconds, r.check_seconds,
+           (unsigned long long)r.restored_vectors);
     if (source)
         printf("  records: %llu identical, %llu changed since the backup, %llu missing, %llu different, "
                "%llu no longer in the source\n",
                (unsigned long long)r.checked_records, (unsigned long long)r.changed_since,
                (unsigned long long)r.missing, (unsigned long long)r.differing, (unsigned long long)r.not_in_source);
-    else
-        printf("  records: not compared with a live database (--no-source)\n");
+    else printf("  records: not compared with a live database (--no-source)\n");
     printf("  settings: %s\n", r.settings_match ? "match" : r.settings_diff);
     printf("  searches: %u sampled, %u of %u compared with the source equal%s; index recall@10 %.3f\n", r.queries,
            r.queries_equal, r.queries_compared,
-           source && !r.source_unchanged ? " (the source changed since the backup: not compared)" : "",
-           r.index_recall);
+           source && !r.source_unchanged ? " (the source changed since the backup: not compared)" : "", r.index_recall);
     if (!r.passed) printf("  failure: %s\n", r.failure);
     return r.passed ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
 /* The newest restorable backup of each database (db_name NULL = every database), as "DB/ID"
  * specs; *n may be 0. */
-static int cli_bk_newest(jvdb_repo *repo, const char *db_name, char (**specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2],
-                         size_t *n)
+static int cli_bk_newest(jvdb_repo *repo, const char *db_name,
+                         char (**specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2], size_t *n)
 {
     jvdb_backup_info *v;
     size_t nv;
@@ -675,9 +695,9 @@ static int cli_bk_newest(jvdb_repo *repo, const char *db_name, char (**specs)[JV
 static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
                                   json_t *arr)
 {
-    cli_bk_progress pr = {0};
+    cli_bk_progress pr = { 0 };
     jvdb_restore_result res;
-    jvdb_restore_options ro = {as, force, cli_bk_on_progress, &pr, &res};
+    jvdb_restore_options ro = { as, force, cli_bk_on_progress, &pr, &res };
     jvdb_db *db = NULL;
     int rc = jvdb_backup_restore(ctx->env, repo, spec, &ro, &db);
     cli_bk_progress_end(&pr);
@@ -689,8 +709,8 @@ static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spe
     jvdb_free(res.database_description);
     /* Said from what the library did, not from what was asked. */
     if (arr)
-        json_array_append_new(arr, json_pack("{sssssIsbsIsb}", "backup", res.backup.id, "database", res.database, "count",
-                                             (json_int_t)res.vectors, "replaced", res.replaced, "lsn",
+        json_array_append_new(arr, json_pack("{sssssIsbsIsb}", "backup", res.backup.id, "database", res.database,
+                                             "count", (json_int_t)res.vectors, "replaced", res.replaced, "lsn",
                                              (json_int_t)res.backup.lsn_to, "ok", 1));
     else
         printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
@@ -712,7 +732,7 @@ static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt
         size_t n;
         if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n))) return rc;
         spec[0] = 0;
-        for (size_t i = 0; i < n; i++)   /* oldest first: the last restorable one is the newest */
+        for (size_t i = 0; i < n; i++) /* oldest first: the last restorable one is the newest */
             if (v[i].restorable) snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
         free(v);
         if (!spec[0]) return cli_fail("no restorable backup of '%s' in the server's repository", opts[DATABASE].value);
@@ -720,7 +740,8 @@ static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt
     }
     json_t *a;
     if ((rc = cli_remote_backup_restore(ctx, id, opts[AS].value, opts[FORCE].value != NULL, &a))) return rc;
-    const char *bid = json_string_value(json_object_get(a, "backupId")), *db = json_string_value(json_object_get(a, "databaseId"));
+    const char *bid = json_string_value(json_object_get(a, "backupId")),
+               *db = json_string_value(json_object_get(a, "databaseId"));
     json_t *cnt = json_object_get(json_object_get(a, "stats"), "vectorCount");
     bool replaced = json_is_true(json_object_get(a, "replaced"));
     if (ctx->json) {
@@ -739,15 +760,21 @@ static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt
 static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_restore;
-    cli_opt opts[] = {CLI_REPO_OPTS,          {"as", true, NULL},  {"force", false, NULL}, {"latest", false, NULL},
-                      {"database", true, NULL}, {"all", false, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS,
+                       { "as", true, NULL },
+                       { "force", false, NULL },
+                       { "latest", false, NULL },
+                       { "database", true, NULL },
+                       { "all", false, NULL },
+                       { NULL, false, NULL } };
     enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
     int latest = opts[LATEST].value != NULL, all = opts[ALL].value != NULL, force = opts[FORCE].value != NULL;
-    if (npos + latest + all != 1) return cli_usage_error(cmd->name, "give exactly one of a backup ID, --latest or --all");
+    if (npos + latest + all != 1)
+        return cli_usage_error(cmd->name, "give exactly one of a backup ID, --latest or --all");
     if (latest && !opts[DATABASE].value) return cli_usage_error(cmd->name, "--latest needs --database NAME");
     if (!latest && opts[DATABASE].value) return cli_usage_error(cmd->name, "--database goes with --latest");
     if (all && opts[AS].value) return cli_usage_error(cmd->name, "--as cannot rename every database (--all)");
@@ -769,7 +796,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
         if (latest) return cli_fail("no restorable backup of '%s' in repository %s", opts[DATABASE].value, spec);
         return cli_fail("no restorable backup in repository %s", spec);
     }
-    ctx->create = true;   /* like db create, a restore makes databases: onto a new host after a disaster */
+    ctx->create = true; /* like db create, a restore makes databases: onto a new host after a disaster */
     if ((rc = cli_open_env(ctx))) {
         free(specs);
         jvdb_repo_close(repo);
@@ -802,7 +829,9 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
         }
         return CLI_EXIT_OK;
     }
-    if (arr) cli_print_json(json_pack("{sosIsI}", "restored", arr, "databases", (json_int_t)n, "failed", (json_int_t)failed));
+    if (arr)
+        cli_print_json(
+            json_pack("{sosIsI}", "restored", arr, "databases", (json_int_t)n, "failed", (json_int_t)failed));
     else printf("%zu database%s restored, %zu failed\n", n - failed, n - failed == 1 ? "" : "s", failed);
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
@@ -817,7 +846,8 @@ static int cli_print_deleted(cli_ctx *ctx, jvdb_backup_info *v, size_t n, const 
         if (extra_key) json_object_set_new(doc, extra_key, extra);
         return cli_print_json(doc);
     }
-    for (size_t i = 0; i < n; i++) printf("deleted %s backup %s of '%s'\n", jvdb_backup_type_name(v[i].type), v[i].id, v[i].database);
+    for (size_t i = 0; i < n; i++)
+        printf("deleted %s backup %s of '%s'\n", jvdb_backup_type_name(v[i].type), v[i].id, v[i].database);
     if (n == 0) printf("nothing to delete\n");
     jvdb_free(v);
     json_decref(extra);
@@ -826,7 +856,7 @@ static int cli_print_deleted(cli_ctx *ctx, jvdb_backup_info *v, size_t n, const 
 
 static int cli_backup_delete(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {CLI_REPO_OPTS, {"cascade", false, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS, { "cascade", false, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_delete, argc, argv, opts, pos, &npos, &repo);
@@ -845,14 +875,18 @@ static int cli_backup_delete(cli_ctx *ctx, int argc, char **argv)
 static int cli_backup_prune(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_backup_prune;
-    cli_opt opts[] = {CLI_REPO_OPTS,           {"keep", true, NULL},     {"keep-daily", true, NULL},
-                      {"keep-weekly", true, NULL}, {"dry-run", false, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { CLI_REPO_OPTS,
+                       { "keep", true, NULL },
+                       { "keep-daily", true, NULL },
+                       { "keep-weekly", true, NULL },
+                       { "dry-run", false, NULL },
+                       { NULL, false, NULL } };
     enum { KEEP = O_FIRST_OWN, DAILY, WEEKLY, DRY };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
-    jvdb_prune_options po = {0, 0, 0, opts[DRY].value != NULL};
-    uint32_t *dst[3] = {&po.keep_last, &po.keep_daily, &po.keep_weekly};
+    jvdb_prune_options po = { 0, 0, 0, opts[DRY].value != NULL };
+    uint32_t *dst[3] = { &po.keep_last, &po.keep_daily, &po.keep_weekly };
     for (int k = 0; k < 3; k++) {
         const char *v = opts[KEEP + k].value;
         uint64_t x;
@@ -894,9 +928,9 @@ int cli_backup_main(cli_ctx *ctx, int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(cli_ctx *, int, char **);
-    } subs[] = {{"create", cli_backup_create}, {"list", cli_backup_list},       {"show", cli_backup_show},
-                {"verify", cli_backup_verify}, {"restore", cli_backup_restore}, {"delete", cli_backup_delete},
-                {"prune", cli_backup_prune}, {"drill", cli_backup_drill}};
+    } subs[] = { { "create", cli_backup_create }, { "list", cli_backup_list },       { "show", cli_backup_show },
+                 { "verify", cli_backup_verify }, { "restore", cli_backup_restore }, { "delete", cli_backup_delete },
+                 { "prune", cli_backup_prune },   { "drill", cli_backup_drill } };
     const char *names = "create, list, show, verify, restore, delete, prune, drill";
     if (argc < 2) return cli_usage_error("backup", "missing subcommand (%s)", names);
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -24,15 +24,15 @@ const cli_cmd cli_cmd_delete = {
     "exist are skipped and counted; with --filter every vector whose metadata matches is deleted\n"
     "(the filter language of 'jvdb search --filter'; an empty filter is refused).\n"
     "--json prints {\"deleted\": N}, with --ids-file also \"skipped\": M (ids not found or repeated).\n",
-    1, -1};
+    1, -1
+};
 
-const cli_cmd cli_cmd_count = {
-    "count",
-    "Usage: jvdb [--data DIR] count NAME [--filter JSON] [--json]\n"
-    "\n"
-    "Prints how many vectors database NAME holds, or how many match the filter\n"
-    "(--json: {\"count\": N}).\n",
-    1, 1};
+const cli_cmd cli_cmd_count = { "count",
+                                "Usage: jvdb [--data DIR] count NAME [--filter JSON] [--json]\n"
+                                "\n"
+                                "Prints how many vectors database NAME holds, or how many match the filter\n"
+                                "(--json: {\"count\": N}).\n",
+                                1, 1 };
 
 /* Reads one id per line (a trailing \r is dropped, empty lines skipped) into a malloc'd array of
  * pointers into the malloc'd *text. */
@@ -136,7 +136,7 @@ static int cli_delete_args(cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
 
 int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{"ids-file", true, NULL}, {"filter", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "ids-file", true, NULL }, { "filter", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_delete, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -194,7 +194,7 @@ out:
 
 int cli_count_main(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{"filter", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "filter", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_count, argc, argv, opts, pos, &npos);
     if (rc) return rc;

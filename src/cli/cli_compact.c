@@ -30,7 +30,8 @@ const cli_cmd cli_cmd_compact = {
     "\n"
     "Prints the trigger, segments in and out, bytes before/after/reclaimed, records copied and\n"
     "dropped, tombstones dropped and the time taken.  Ctrl-C abandons the run cleanly.\n",
-    1, 1};
+    1, 1
+};
 
 /* Set from the signal handler; the library polls it (opts.cancel) between records and before the
  * commit point.  sig_atomic_t is int on every platform this builds on, and the option is an int. */
@@ -66,26 +67,24 @@ void cli_compaction_print(jvdb_db *db)
 {
     cli_due d;
     cli_due_get(db, &d);
-    if (d.due)
-        printf("compaction:      due (%s: %s)\n", jvdb_compact_trigger_name(d.trigger), d.reason);
-    else
-        printf("compaction:      not due (%s)\n", d.reason);
+    if (d.due) printf("compaction:      due (%s: %s)\n", jvdb_compact_trigger_name(d.trigger), d.reason);
+    else printf("compaction:      not due (%s)\n", d.reason);
 }
 
 static json_t *cli_compact_json(const char *name, const jvdb_compact_stats *st, int compacted, const char *reason)
 {
     json_t *doc = json_pack("{sssbsssssbsIsI}", "database", name, "compacted", compacted, "trigger",
-                            jvdb_compact_trigger_name(st->trigger), "reason", reason, "full", st->full,
-                            "segments_in", (json_int_t)st->segments_in, "segments_out", (json_int_t)st->segments_out);
+                            jvdb_compact_trigger_name(st->trigger), "reason", reason, "full", st->full, "segments_in",
+                            (json_int_t)st->segments_in, "segments_out", (json_int_t)st->segments_out);
     if (!doc) return NULL;
     /* json_pack has no unsigned 64-bit format; byte counts of a real database fit in json_int_t. */
     const struct {
         const char *key;
         uint64_t v;
     } nums[] = {
-        {"bytes_before", st->bytes_before},       {"bytes_after", st->bytes_after},
-        {"bytes_reclaimed", st->bytes_reclaimed}, {"records_copied", st->records_copied},
-        {"records_dropped", st->records_dropped}, {"tombstones_dropped", st->tombstones_dropped},
+        { "bytes_before", st->bytes_before },       { "bytes_after", st->bytes_after },
+        { "bytes_reclaimed", st->bytes_reclaimed }, { "records_copied", st->records_copied },
+        { "records_dropped", st->records_dropped }, { "tombstones_dropped", st->tombstones_dropped },
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         json_object_set_new(doc, nums[i].key, json_integer((json_int_t)nums[i].v));
@@ -96,7 +95,7 @@ static json_t *cli_compact_json(const char *name, const jvdb_compact_stats *st, 
 /* "1.5 MiB" beside a byte count: operators read sizes, scripts read the --json integers. */
 static const char *cli_human_bytes(uint64_t b, char *buf, size_t size)
 {
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
     double v = (double)b;
     size_t u = 0;
     while (v >= 1024 && u + 1 < sizeof units / sizeof units[0]) v /= 1024, u++;
@@ -126,7 +125,9 @@ static void cli_compact_print(const char *name, const jvdb_compact_stats *st, co
 int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_compact;
-    cli_opt opts[] = {{"force", false, NULL}, {"full", false, NULL}, {"max-seconds", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = {
+        { "force", false, NULL }, { "full", false, NULL }, { "max-seconds", true, NULL }, { NULL, false, NULL }
+    };
     enum { FORCE, FULL, MAXSEC };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -149,10 +150,8 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
             return rc;
         int done = rst.trigger != JVDB_TRIGGER_NONE;
         if (ctx->json) return cli_print_json(cli_compact_json(pos[0], &rst, done, rreason));
-        if (!done)
-            printf("compaction of '%s' not needed: %s (--force compacts anyway)\n", pos[0], rreason);
-        else
-            cli_compact_print(pos[0], &rst, rreason);
+        if (!done) printf("compaction of '%s' not needed: %s (--force compacts anyway)\n", pos[0], rreason);
+        else cli_compact_print(pos[0], &rst, rreason);
         return CLI_EXIT_OK;
     }
     jvdb_db *db;
@@ -163,20 +162,20 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
     cli_due due;
     cli_due_get(db, &due);
     char reason[sizeof due.reason + 16];
-    if (!due.due && opts[FORCE].value)
-        snprintf(reason, sizeof reason, "forced; %s", due.reason);
-    else
-        snprintf(reason, sizeof reason, "%s", due.reason);
+    if (!due.due && opts[FORCE].value) snprintf(reason, sizeof reason, "forced; %s", due.reason);
+    else snprintf(reason, sizeof reason, "%s", due.reason);
 
     jvdb_compact_policy policy;
     jvdb_db_get_compact_policy(db, &policy);
     if (opts[MAXSEC].value) policy.max_seconds = max_seconds;
-    jvdb_compact_options co = {.full = opts[FULL].value != NULL, .force = opts[FORCE].value != NULL,
-                               .policy = &policy, .cancel = &cli_compact_cancel};
+    jvdb_compact_options co = { .full = opts[FULL].value != NULL,
+                                .force = opts[FORCE].value != NULL,
+                                .policy = &policy,
+                                .cancel = &cli_compact_cancel };
 
     /* Ctrl-C or a service manager's SIGTERM abandons the copy, so no temporary file is left until
      * the next open; SA_RESETHAND makes a second Ctrl-C kill at once, which recovery also survives. */
-    struct sigaction sa = {.sa_handler = cli_compact_on_signal, .sa_flags = SA_RESETHAND}, old_int, old_term;
+    struct sigaction sa = { .sa_handler = cli_compact_on_signal, .sa_flags = SA_RESETHAND }, old_int, old_term;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
@@ -188,9 +187,7 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
 
     int compacted = st.trigger != JVDB_TRIGGER_NONE;
     if (ctx->json) return cli_print_json(cli_compact_json(pos[0], &st, compacted, reason));
-    if (!compacted)
-        printf("compaction of '%s' not needed: %s (--force compacts anyway)\n", pos[0], reason);
-    else
-        cli_compact_print(pos[0], &st, reason);
+    if (!compacted) printf("compaction of '%s' not needed: %s (--force compacts anyway)\n", pos[0], reason);
+    else cli_compact_print(pos[0], &st, reason);
     return CLI_EXIT_OK;
 }

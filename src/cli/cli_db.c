@@ -15,19 +15,18 @@
 
 #include <string.h>
 
-const cli_cmd cli_cmd_db = {
-    "db",
-    "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
-    "\n"
-    "  db create NAME --dim D [--metric cosine|l2|dot] [--sync always|never|interval:MS]\n"
-    "                 [--segment-max-bytes N]\n"
-    "  db list\n"
-    "  db info NAME\n"
-    "  db repair NAME\n"
-    "  db drop NAME\n"
-    "\n"
-    "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
-    1, -1};
+const cli_cmd cli_cmd_db = { "db",
+                             "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
+                             "\n"
+                             "  db create NAME --dim D [--metric cosine|l2|dot] [--sync always|never|interval:MS]\n"
+                             "                 [--segment-max-bytes N]\n"
+                             "  db list\n"
+                             "  db info NAME\n"
+                             "  db repair NAME\n"
+                             "  db drop NAME\n"
+                             "\n"
+                             "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
+                             1, -1 };
 
 static const cli_cmd cli_cmd_db_create = {
     "db create",
@@ -42,7 +41,8 @@ static const cli_cmd cli_cmd_db_create = {
     "                           never, or interval:MS (flush every MS milliseconds)\n"
     "  --segment-max-bytes N    seal segment files past N bytes (K/M/G suffixes; default 1G)\n"
     "  --json                   print the new database's options as JSON\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_db_list = {
     "db list",
@@ -52,7 +52,8 @@ static const cli_cmd cli_cmd_db_list = {
     "A database directory whose MANIFEST is missing is damaged: it is not listed but reported on\n"
     "stderr with what the directory holds (--json: \"damaged\": [{\"name\", \"error\"}]), and the exit\n"
     "status is 1.  'jvdb db drop NAME' removes such a directory.  Changes nothing on disk.\n",
-    0, 0};
+    0, 0
+};
 
 static const cli_cmd cli_cmd_db_info = {
     "db info",
@@ -60,7 +61,8 @@ static const cli_cmd cli_cmd_db_info = {
     "\n"
     "Prints the options of database NAME (dimension, metric, sync, segment size), its vector count\n"
     "and its storage statistics.  Changes nothing on disk (the data directory is opened read-only).\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_db_repair = {
     "db repair",
@@ -72,15 +74,16 @@ static const cli_cmd cli_cmd_db_repair = {
     "repaired database replaces the old one in one step, so an interruption leaves one or the other.\n"
     "A database without damage is left unchanged.  Nothing may use the database meanwhile (stop the\n"
     "server).  A version of a vector that was in a damaged range is lost: an older one may show.\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_db_drop = {
     "db drop",
     "Usage: jvdb [--data DIR] db drop NAME [--json]\n"
     "\n"
     "Deletes database NAME and all its files.  There is no confirmation and no undo.\n",
-    1, 1};
-
+    1, 1
+};
 
 static json_t *cli_db_json(jvdb_db *db)
 {
@@ -107,8 +110,11 @@ static void cli_db_print(jvdb_db *db)
 static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_db_create;
-    cli_opt opts[] = {{"dim", true, NULL}, {"metric", true, NULL}, {"sync", true, NULL},
-                      {"segment-max-bytes", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "dim", true, NULL },
+                       { "metric", true, NULL },
+                       { "sync", true, NULL },
+                       { "segment-max-bytes", true, NULL },
+                       { NULL, false, NULL } };
     enum { DIM, METRIC, SYNC, SEGMAX };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -120,16 +126,14 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
         return cli_usage_error(cmd->name, "--dim '%s' is not a positive whole number", opts[DIM].value);
     jvdb_db_options o;
     jvdb_db_options_init(&o, (uint32_t)dim);
-    o.metric = JVDB_METRIC_COSINE;   /* one default for the CLI and REST (docs/CLI.md) */
+    o.metric = JVDB_METRIC_COSINE; /* one default for the CLI and REST (docs/CLI.md) */
     if (opts[METRIC].value && jvdb_metric_parse(opts[METRIC].value, &o.metric))
         return cli_usage_error(cmd->name, "--metric '%s' is not one of l2, cosine, dot", opts[METRIC].value);
     if (opts[SYNC].value && jvdb_sync_parse(opts[SYNC].value, &o.sync, &o.sync_interval_ms))
-        return cli_usage_error(cmd->name, "--sync '%s' is not always, never or interval:MS",
-                               opts[SYNC].value);
+        return cli_usage_error(cmd->name, "--sync '%s' is not always, never or interval:MS", opts[SYNC].value);
     if (opts[SEGMAX].value) {
         if (!cli_parse_size(opts[SEGMAX].value, &segmax))
-            return cli_usage_error(cmd->name, "--segment-max-bytes '%s' is not a size (e.g. 64M)",
-                                   opts[SEGMAX].value);
+            return cli_usage_error(cmd->name, "--segment-max-bytes '%s' is not a size (e.g. 64M)", opts[SEGMAX].value);
         o.segment_max_bytes = segmax;
     }
 
@@ -139,7 +143,7 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
                             "create the database with the server stopped");
         return cli_remote_db_create(ctx, pos[0], o.dim, o.metric, opts[SYNC].value);
     }
-    ctx->create = true;   /* the one command that may make the data directory */
+    ctx->create = true; /* the one command that may make the data directory */
     if ((rc = cli_open_env(ctx))) return rc;
     jvdb_db *db;
     if ((rc = jvdb_db_create(ctx->env, pos[0], &o, &db))) return cli_lib_error(rc);
@@ -248,7 +252,7 @@ static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
     int npos, rc = cli_parse(ctx, &cli_cmd_db_repair, argc, argv, NULL, pos, &npos);
     if (rc) return rc;
     if ((rc = cli_open_env(ctx))) return rc;
-    struct cli_repair_out out = {ctx, json_array()};
+    struct cli_repair_out out = { ctx, json_array() };
     jvdb_repair_result res;
     if ((rc = jvdb_db_repair(ctx->env, pos[0], cli_repair_on_drop, &out, &res))) {
         json_decref(out.dropped);
@@ -276,8 +280,11 @@ int cli_db_main(cli_ctx *ctx, int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(cli_ctx *, int, char **);
-    } subs[] = {{"create", cli_db_create}, {"list", cli_db_list}, {"info", cli_db_info},
-                {"repair", cli_db_repair}, {"drop", cli_db_drop}};
+    } subs[] = { { "create", cli_db_create },
+                 { "list", cli_db_list },
+                 { "info", cli_db_info },
+                 { "repair", cli_db_repair },
+                 { "drop", cli_db_drop } };
 
     if (argc < 2) return cli_usage_error("db", "missing subcommand (create, list, info, repair, drop)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -34,7 +34,8 @@ const cli_cmd cli_cmd_export = {
     "\n"
     "Importing a jsonl or csv export gives back every id and value exactly and the metadata byte for\n"
     "byte (jsonl alone turns line breaks between JSON tokens into spaces).\n",
-    2, 2};
+    2, 2
+};
 
 enum cli_out_format { CLI_OUT_JSONL, CLI_OUT_FVECS, CLI_OUT_CSV };
 
@@ -100,10 +101,8 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
         break;
     }
     case CLI_OUT_CSV:
-        if (cli_csv_needs_quotes(id, id_len))
-            cli_write_csv_quoted(f, id, id_len);
-        else
-            fwrite(id, 1, id_len, f);
+        if (cli_csv_needs_quotes(id, id_len)) cli_write_csv_quoted(f, id, id_len);
+        else fwrite(id, 1, id_len, f);
         putc(',', f);
         cli_write_floats(f, vector, e->dim, ',');
         putc(',', f);
@@ -127,7 +126,7 @@ static void cli_write_csv_header(FILE *f, uint32_t dim)
 int cli_export_main(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_export;
-    cli_opt opts[] = {{"format", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "format", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -140,15 +139,11 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
         fmt_name = dot && !strchr(dot, '/') ? dot + 1 : "jsonl";
         if (strcmp(fmt_name, "fvecs") && strcmp(fmt_name, "csv")) fmt_name = "jsonl";
     }
-    cli_export e = {0};
-    if (!strcmp(fmt_name, "jsonl") || !strcmp(fmt_name, "ndjson"))
-        e.fmt = CLI_OUT_JSONL;
-    else if (!strcmp(fmt_name, "fvecs"))
-        e.fmt = CLI_OUT_FVECS;
-    else if (!strcmp(fmt_name, "csv"))
-        e.fmt = CLI_OUT_CSV;
-    else
-        return cli_usage_error(cmd->name, "--format '%s' is not one of jsonl, fvecs, csv", fmt_name);
+    cli_export e = { 0 };
+    if (!strcmp(fmt_name, "jsonl") || !strcmp(fmt_name, "ndjson")) e.fmt = CLI_OUT_JSONL;
+    else if (!strcmp(fmt_name, "fvecs")) e.fmt = CLI_OUT_FVECS;
+    else if (!strcmp(fmt_name, "csv")) e.fmt = CLI_OUT_CSV;
+    else return cli_usage_error(cmd->name, "--format '%s' is not one of jsonl, fvecs, csv", fmt_name);
 
     jvdb_db *db = NULL;
     uint64_t total = 0;
@@ -185,7 +180,8 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     if (e.fmt == CLI_OUT_CSV) cli_write_csv_header(e.f, e.dim);
     if (e.fmt == CLI_OUT_FVECS)
         fputs("jvdb: note: fvecs holds only the vectors; ids and metadata are not written (jsonl and csv "
-              "keep them)\n", stderr);
+              "keep them)\n",
+              stderr);
     cli_progress_start(&e.prog, "exported", total);
     int irc = ctx->remote ? cli_remote_iterate(ctx, name, cli_export_row, &e) : jvdb_iterate(db, cli_export_row, &e);
     cli_progress_finish(&e.prog, e.written, e.written);
@@ -199,7 +195,7 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
     }
 
     if (irc < 0) {
-        rc = ctx->remote ? CLI_EXIT_FAIL : cli_lib_error(irc);   /* the remote failure is already reported */
+        rc = ctx->remote ? CLI_EXIT_FAIL : cli_lib_error(irc); /* the remote failure is already reported */
     } else if (write_failed) {
         rc = cli_fail("writing '%s' failed: %s", to_stdout ? "<stdout>" : path, strerror(saved_errno));
     } else if (tmp && rename(tmp, path) != 0) {

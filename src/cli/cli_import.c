@@ -44,14 +44,15 @@ const cli_cmd cli_cmd_import = {
     "\n"
     "A bad row stops the import with its line (text) or row (binary, counted from 0); the batches\n"
     "before it stay imported and the message says how many vectors that was.\n",
-    2, 2};
+    2, 2
+};
 
 /* ---- the batch and the import loop ---- */
 
 typedef struct cli_batch {
     jvdb_record *recs;
     float *vecs;
-    uint64_t *where;        /* line or row of each record, to name it if the library refuses it */
+    uint64_t *where; /* line or row of each record, to name it if the library refuses it */
     size_t n, cap;
 } cli_batch;
 
@@ -68,7 +69,8 @@ static void cli_batch_clear(cli_batch *b)
 static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *imported)
 {
     if (b->n == 0) return 0;
-    int rc = ctx->remote ? cli_remote_put_batch(ctx, r->dbname, b->recs, b->n) : jvdb_put_batch(db, b->recs, b->n, NULL);
+    int rc =
+        ctx->remote ? cli_remote_put_batch(ctx, r->dbname, b->recs, b->n) : jvdb_put_batch(db, b->recs, b->n, NULL);
     if (rc) {
         /* The server words a bad record as the library does ("record 3: ..."). */
         const char *msg = ctx->remote ? cli_remote_errmsg(ctx) : *jvdb_errmsg() ? jvdb_errmsg() : jvdb_strerror(rc);
@@ -79,13 +81,13 @@ static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch 
          * that back into a line or row is what lets the user find it in the file. */
         if (b->n > 1 && sscanf(msg, "record %zu: %n", &idx, &skip) == 1 && skip > 0 && idx < b->n)
             cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[idx], msg + skip);
-        else if (b->n == 1)
-            cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[0], msg);
+        else if (b->n == 1) cli_fail("%s: %s %llu: %s", r->path, unit, (unsigned long long)b->where[0], msg);
         else
             cli_fail("%s: %ss %llu-%llu: %s", r->path, unit, (unsigned long long)b->where[0],
                      (unsigned long long)b->where[b->n - 1], msg);
         cli_fail("import stopped: %llu vectors imported in the complete batches before this one; the "
-                 "rest was not imported", (unsigned long long)*imported);
+                 "rest was not imported",
+                 (unsigned long long)*imported);
         return CLI_EXIT_FAIL;
     }
     *imported += b->n;
@@ -95,7 +97,7 @@ static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch 
 
 static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch_size, uint64_t file_size)
 {
-    cli_batch b = {0};
+    cli_batch b = { 0 };
     b.cap = batch_size;
     b.recs = calloc(b.cap, sizeof *b.recs);
     b.vecs = malloc(b.cap * r->dim * sizeof *b.vecs);
@@ -126,7 +128,7 @@ static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch
             break;
         }
         if (got == 0) break;
-        b.recs[b.n] = (jvdb_record){id, b.vecs + b.n * r->dim, r->dim, meta};
+        b.recs[b.n] = (jvdb_record){ id, b.vecs + b.n * r->dim, r->dim, meta };
         b.where[b.n++] = r->text ? r->line : r->row;
         r->row++;
         if (b.n == b.cap) {
@@ -143,18 +145,19 @@ static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double secs = (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - t0) / 1e9;
     if (ctx->json)
-        return cli_print_json(json_pack("{sIsssssf}", "imported", (json_int_t)imported, "database", r->dbname,
-                                        "file", r->path, "seconds", secs));
-    printf("imported %llu vectors from %s into '%s' in %.2f s\n", (unsigned long long)imported, r->path,
-           r->dbname, secs);
+        return cli_print_json(json_pack("{sIsssssf}", "imported", (json_int_t)imported, "database", r->dbname, "file",
+                                        r->path, "seconds", secs));
+    printf("imported %llu vectors from %s into '%s' in %.2f s\n", (unsigned long long)imported, r->path, r->dbname,
+           secs);
     return CLI_EXIT_OK;
 }
 
 int cli_import_main(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_import;
-    cli_opt opts[] = {{"format", true, NULL}, {"id-prefix", true, NULL}, {"batch", true, NULL},
-                      {NULL, false, NULL}};
+    cli_opt opts[] = {
+        { "format", true, NULL }, { "id-prefix", true, NULL }, { "batch", true, NULL }, { NULL, false, NULL }
+    };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -190,12 +193,14 @@ int cli_import_main(cli_ctx *ctx, int argc, char **argv)
     uint32_t dim = 0;
     db = NULL;
     if (ctx->remote ? (rc = cli_remote_dim(ctx, name, &dim)) != 0 : (rc = cli_open_db(ctx, name, &db)) != 0) goto out;
-    cli_reader r = {.f = f, .path = from_stdin ? "<stdin>" : path, .dbname = name, .dim = db ? jvdb_db_dim(db) : dim,
-                    .prefix = prefix, .prefix_len = strlen(prefix)};
-    if (cli_reader_start(&r, fmt))
-        rc = cli_fail("%s; nothing imported", r.err);
-    else
-        rc = cli_import_run(ctx, db, &r, (size_t)batch, file_size);
+    cli_reader r = { .f = f,
+                     .path = from_stdin ? "<stdin>" : path,
+                     .dbname = name,
+                     .dim = db ? jvdb_db_dim(db) : dim,
+                     .prefix = prefix,
+                     .prefix_len = strlen(prefix) };
+    if (cli_reader_start(&r, fmt)) rc = cli_fail("%s; nothing imported", r.err);
+    else rc = cli_import_run(ctx, db, &r, (size_t)batch, file_size);
     cli_reader_free(&r);
 out:
     if (!from_stdin) fclose(f);

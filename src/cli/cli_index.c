@@ -25,7 +25,8 @@ const cli_cmd cli_cmd_index = {
     "it fast; answers are the same with or without one.  keyword: string equality, $in, $ne, $nin\n"
     "(list fields: contains), $exists.  numeric: $gt $gte $lt $lte (numeric strings count, as in\n"
     "filters), equality and $in on numbers, $exists.  Every subcommand takes --json.\n",
-    2, -1};
+    2, -1
+};
 
 static const cli_cmd cli_cmd_index_create = {
     "index payload create",
@@ -33,36 +34,42 @@ static const cli_cmd cli_cmd_index_create = {
     "\n"
     "Declares a payload index on FIELD of database NAME (declaring it again with another type\n"
     "replaces it; with the same type it is a no-op).\n",
-    2, 2};
+    2, 2
+};
 
 static const cli_cmd cli_cmd_index_list = {
     "index payload list",
     "Usage: jvdb [--data DIR] index payload list NAME [--json]\n"
     "\n"
     "Lists the payload indexes of database NAME, one \"FIELD TYPE\" line each, sorted by field.\n",
-    1, 1};
+    1, 1
+};
 
 static const cli_cmd cli_cmd_index_drop = {
     "index payload drop",
     "Usage: jvdb [--data DIR] index payload drop NAME FIELD [--json]\n"
     "\n"
     "Removes the payload index on FIELD of database NAME (exit 1 when there is none).\n",
-    2, 2};
+    2, 2
+};
 
 /* `index payload create NAME FIELD --type T` */
 static int cli_index_create(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{"type", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "type", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_create, argc, argv, opts, pos, &npos);
     if (rc) return rc;
     jvdb_payload_type type;
     if (!opts[0].value) return cli_usage_error("index payload create", "--type keyword|numeric is required");
-    if (jvdb_payload_type_parse(opts[0].value, &type) != JVDB_OK) return cli_usage_error("index payload create", "--type: %s", jvdb_errmsg());
+    if (jvdb_payload_type_parse(opts[0].value, &type) != JVDB_OK)
+        return cli_usage_error("index payload create", "--type: %s", jvdb_errmsg());
     jvdb_db *db;
     if ((rc = cli_open_db(ctx, pos[0], &db))) return rc;
     if ((rc = jvdb_db_payload_index_create(db, pos[1], type))) return cli_lib_error(rc);
-    if (ctx->json) return cli_print_json(json_pack("{ss ss ss}", "database", pos[0], "field", pos[1], "type", jvdb_payload_type_name(type)));
+    if (ctx->json)
+        return cli_print_json(
+            json_pack("{ss ss ss}", "database", pos[0], "field", pos[1], "type", jvdb_payload_type_name(type)));
     printf("payload index on '%s' of '%s': %s\n", pos[1], pos[0], jvdb_payload_type_name(type));
     return CLI_EXIT_OK;
 }
@@ -70,7 +77,7 @@ static int cli_index_create(cli_ctx *ctx, int argc, char **argv)
 /* `index payload list NAME` */
 static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{NULL, false, NULL}};
+    cli_opt opts[] = { { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_list, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -83,7 +90,8 @@ static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
     if (ctx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; arr && i < n; i++)
-            json_array_append_new(arr, json_pack("{ss ss}", "field", v[i].field, "type", jvdb_payload_type_name(v[i].type)));
+            json_array_append_new(arr,
+                                  json_pack("{ss ss}", "field", v[i].field, "type", jvdb_payload_type_name(v[i].type)));
         jvdb_free(v);
         return cli_print_json(json_pack("{ss so}", "database", pos[0], "payload_indexes", arr));
     }
@@ -95,7 +103,7 @@ static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
 /* `index payload drop NAME FIELD` */
 static int cli_index_drop(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{NULL, false, NULL}};
+    cli_opt opts[] = { { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_drop, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -112,7 +120,7 @@ int cli_index_main(cli_ctx *ctx, int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(cli_ctx *, int, char **);
-    } subs[] = {{"create", cli_index_create}, {"list", cli_index_list}, {"drop", cli_index_drop}};
+    } subs[] = { { "create", cli_index_create }, { "list", cli_index_list }, { "drop", cli_index_drop } };
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(cli_cmd_index.usage, stdout);

@@ -30,7 +30,8 @@ const cli_cmd cli_cmd_keys = {
     "API keys of 'jvdb serve' on this data directory (stored as hashes in DIR/server/api-keys).\n"
     "Works whether or not the server is running: a running server applies changes within a second.\n"
     "Every subcommand takes --json.  Run 'jvdb keys SUBCOMMAND --help' for details.\n",
-    1, -1};
+    1, -1
+};
 
 static const cli_cmd cli_cmd_keys_create = {
     "keys create",
@@ -46,7 +47,8 @@ static const cli_cmd cli_cmd_keys_create = {
     "                           2027-01-31T12:00:00Z); default: never\n"
     "  --description T          a note shown by 'keys list' (up to 256 bytes)\n"
     "  --json                   print {\"api_key\", \"key_id\", \"role\", ...}\n",
-    0, 0};
+    0, 0
+};
 
 static const cli_cmd cli_cmd_keys_list = {
     "keys list",
@@ -54,14 +56,16 @@ static const cli_cmd cli_cmd_keys_list = {
     "\n"
     "Lists the API keys (id, role, databases, creation, expiry, description; never the keys).\n"
     "Changes nothing.\n",
-    0, 0};
+    0, 0
+};
 
 static const cli_cmd cli_cmd_keys_revoke = {
     "keys revoke",
     "Usage: jvdb [--data DIR] keys revoke KEY_ID [--json]\n"
     "\n"
     "Deletes the API key with this id; a running server refuses it (401) within a second.\n",
-    1, 1};
+    1, 1
+};
 
 /* Takes every "--database NAME" / "--database=NAME" out of argv into dbs; returns the new argc, or
  * -1 after a usage error. */
@@ -104,10 +108,12 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
 {
     const cli_cmd *cmd = &cli_cmd_keys_create;
     const char *dbs[KEY_MAX_DATABASES];
-    key_spec sp = {0};
+    key_spec sp = { 0 };
     argc = cli_keys_take_dbs(argc, argv, dbs, &sp.ndb);
     if (argc < 0) return CLI_EXIT_USAGE;
-    cli_opt opts[] = {{"role", true, NULL}, {"expires", true, NULL}, {"description", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = {
+        { "role", true, NULL }, { "expires", true, NULL }, { "description", true, NULL }, { NULL, false, NULL }
+    };
     enum { ROLE, EXPIRES, DESC };
     char *pos[argc + 1];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -119,7 +125,8 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
     if (opts[EXPIRES].value && keys_parse_expiry(opts[EXPIRES].value, now, &sp.expires_s))
         return cli_usage_error(cmd->name,
                                "--expires '%s' is neither a duration (30d, 12h) nor a UTC date (2027-01-31, "
-                               "2027-01-31T12:00:00Z)", opts[EXPIRES].value);
+                               "2027-01-31T12:00:00Z)",
+                               opts[EXPIRES].value);
     sp.databases = dbs;
     sp.description = opts[DESC].value;
     char err[700], text[KEY_TEXT_LEN + 1];
@@ -145,7 +152,7 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
 static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];
-    int npos, rc = cli_parse(ctx, &cli_cmd_keys_list, argc, argv, (cli_opt[]){{NULL, false, NULL}}, pos, &npos);
+    int npos, rc = cli_parse(ctx, &cli_cmd_keys_list, argc, argv, (cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
     if (rc) return rc;
     if (ctx->remote) return cli_remote_keys_list(ctx);
     key_set ks;
@@ -169,7 +176,7 @@ static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
 static int cli_keys_revoke(cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];
-    int npos, rc = cli_parse(ctx, &cli_cmd_keys_revoke, argc, argv, (cli_opt[]){{NULL, false, NULL}}, pos, &npos);
+    int npos, rc = cli_parse(ctx, &cli_cmd_keys_revoke, argc, argv, (cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
     if (rc) return rc;
     if (ctx->remote) return cli_remote_keys_revoke(ctx, pos[0]);
     char err[700];
@@ -186,7 +193,7 @@ int cli_keys_main(cli_ctx *ctx, int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(cli_ctx *, int, char **);
-    } subs[] = {{"create", cli_keys_create}, {"list", cli_keys_list}, {"revoke", cli_keys_revoke}};
+    } subs[] = { { "create", cli_keys_create }, { "list", cli_keys_list }, { "revoke", cli_keys_revoke } };
 
     if (argc < 2) return cli_usage_error("keys", "missing subcommand (create, list, revoke)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #define CLI_PROGRESS_INTERVAL_NS 100000000LL
-#define CLI_PROGRESS_BAR 24
+#define CLI_PROGRESS_BAR         24
 
 static int64_t cli_now_ns(void)
 {
@@ -23,21 +23,16 @@ static int64_t cli_now_ns(void)
 
 static void cli_format_rate(double rate, char *buf, size_t size)
 {
-    if (rate >= 1e6)
-        snprintf(buf, size, "%.1fM/s", rate / 1e6);
-    else if (rate >= 1e4)
-        snprintf(buf, size, "%.1fk/s", rate / 1e3);
-    else
-        snprintf(buf, size, "%.0f/s", rate);
+    if (rate >= 1e6) snprintf(buf, size, "%.1fM/s", rate / 1e6);
+    else if (rate >= 1e4) snprintf(buf, size, "%.1fk/s", rate / 1e3);
+    else snprintf(buf, size, "%.0f/s", rate);
 }
 
 static void cli_format_eta(double seconds, char *buf, size_t size)
 {
     long s = seconds < 0 ? 0 : seconds > 359999 ? 359999 : (long)(seconds + 0.5);
-    if (s >= 3600)
-        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-    else
-        snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
+    if (s >= 3600) snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
 }
 
 static void cli_progress_draw(cli_progress *p, uint64_t done, uint64_t items, int64_t now)
@@ -51,12 +46,10 @@ static void cli_progress_draw(cli_progress *p, uint64_t done, uint64_t items, in
         int fill = (int)(frac * CLI_PROGRESS_BAR);
         for (int i = 0; i < CLI_PROGRESS_BAR; i++) bar[i] = i < fill ? '#' : '.';
         bar[CLI_PROGRESS_BAR] = '\0';
-        if (frac > 0)
-            cli_format_eta(elapsed / frac - elapsed, eta, sizeof eta);
-        else
-            snprintf(eta, sizeof eta, "?");
-        fprintf(stderr, "\r[%s] %3d%%  %llu %s  %s  ETA %s\033[K", bar, (int)(frac * 100),
-                (unsigned long long)items, p->what, rate, eta);
+        if (frac > 0) cli_format_eta(elapsed / frac - elapsed, eta, sizeof eta);
+        else snprintf(eta, sizeof eta, "?");
+        fprintf(stderr, "\r[%s] %3d%%  %llu %s  %s  ETA %s\033[K", bar, (int)(frac * 100), (unsigned long long)items,
+                p->what, rate, eta);
     } else {
         fprintf(stderr, "\r%llu %s  %s\033[K", (unsigned long long)items, p->what, rate);
     }

@@ -29,8 +29,7 @@
 __attribute__((format(printf, 2, 3))) static int cli_reader_fail(cli_reader *r, const char *fmt, ...)
 {
     int n;
-    if (r->in_header)
-        n = snprintf(r->err, sizeof r->err, "%s: ", r->path);
+    if (r->in_header) n = snprintf(r->err, sizeof r->err, "%s: ", r->path);
     else
         n = snprintf(r->err, sizeof r->err, "%s: %s %llu: ", r->path, r->text ? "line" : "row",
                      (unsigned long long)(r->text ? r->line : r->row));
@@ -41,10 +40,7 @@ __attribute__((format(printf, 2, 3))) static int cli_reader_fail(cli_reader *r, 
     return -1;
 }
 
-static int cli_reader_read_error(cli_reader *r)
-{
-    return cli_reader_fail(r, "read error: %s", strerror(errno));
-}
+static int cli_reader_read_error(cli_reader *r) { return cli_reader_fail(r, "read error: %s", strerror(errno)); }
 
 /* prefix + s as a malloc'd id, checked against the library's id rules so the row can be named. */
 static int cli_make_id(cli_reader *r, const char *s, size_t len, char **out)
@@ -52,8 +48,7 @@ static int cli_make_id(cli_reader *r, const char *s, size_t len, char **out)
     if (len == 0 && r->prefix_len == 0) return cli_reader_fail(r, "the id is empty");
     if (memchr(s, '\0', len)) return cli_reader_fail(r, "the id contains a NUL byte");
     if (r->prefix_len + len > JVDB_MAX_ID_LEN)
-        return cli_reader_fail(r, "the id is %zu bytes long; the limit is %d", r->prefix_len + len,
-                               JVDB_MAX_ID_LEN);
+        return cli_reader_fail(r, "the id is %zu bytes long; the limit is %d", r->prefix_len + len, JVDB_MAX_ID_LEN);
     char *id = malloc(r->prefix_len + len + 1);
     if (!id) return cli_reader_fail(r, "out of memory");
     memcpy(id, r->prefix, r->prefix_len);
@@ -72,8 +67,8 @@ static int cli_row_id(cli_reader *r, char **out)
 
 static int cli_dim_mismatch(cli_reader *r, uint64_t got, const char *what)
 {
-    return cli_reader_fail(r, "%s %llu values but database '%s' has dimension %u", what,
-                           (unsigned long long)got, r->dbname, r->dim);
+    return cli_reader_fail(r, "%s %llu values but database '%s' has dimension %u", what, (unsigned long long)got,
+                           r->dbname, r->dim);
 }
 
 /* Metadata as compact JSON text; null means none. */
@@ -184,13 +179,15 @@ static int cli_npy_open(cli_reader *r)
     }
     size_t dlen = strcspn(descr + 1, "'\"");
     if (dlen != 3 || strncmp(descr + 1, "<f4", 3)) {
-        rc = cli_reader_fail(r, "npy dtype '%.*s' is not supported: only float32 ('<f4') can be imported "
-                             "(convert with arr.astype('<f4'))", (int)(dlen > 32 ? 32 : dlen), descr + 1);
+        rc = cli_reader_fail(r,
+                             "npy dtype '%.*s' is not supported: only float32 ('<f4') can be imported "
+                             "(convert with arr.astype('<f4'))",
+                             (int)(dlen > 32 ? 32 : dlen), descr + 1);
         goto out;
     }
     if (strncmp(fortran, "False", 5)) {
         rc = cli_reader_fail(r, "the npy array is in Fortran order; save a C-order array "
-                             "(np.ascontiguousarray)");
+                                "(np.ascontiguousarray)");
         goto out;
     }
     uint64_t dims[3];
@@ -213,8 +210,10 @@ static int cli_npy_open(cli_reader *r)
             v = v * 10 + (uint64_t)(*p - '0');
         }
         if (p == d || ndims == 3) {
-            rc = cli_reader_fail(r, "npy shape %.*s is not supported; expected 2-D (rows, %u) with "
-                                 "non-negative sizes", shape_len, shape, r->dim);
+            rc = cli_reader_fail(r,
+                                 "npy shape %.*s is not supported; expected 2-D (rows, %u) with "
+                                 "non-negative sizes",
+                                 shape_len, shape, r->dim);
             goto out;
         }
         if (overflow) {
@@ -224,8 +223,8 @@ static int cli_npy_open(cli_reader *r)
         dims[ndims++] = v;
     }
     if (ndims != 2) {
-        rc = cli_reader_fail(r, "npy arrays of shape %.*s are not supported; expected 2-D (rows, %u)",
-                             shape_len, shape, r->dim);
+        rc = cli_reader_fail(r, "npy arrays of shape %.*s are not supported; expected 2-D (rows, %u)", shape_len, shape,
+                             r->dim);
         goto out;
     }
     if (dims[1] != r->dim) {
@@ -235,9 +234,10 @@ static int cli_npy_open(cli_reader *r)
     /* The size the header promises is checked against the file before anything is read, so an
      * absurd or lying shape stops the import with nothing written. */
     if (dims[0] > (uint64_t)INT64_MAX / 4 / (dims[1] ? dims[1] : 1)) {
-        rc = cli_reader_fail(r, "npy shape %.*s is impossible: %llu rows of %llu float32 is more than "
-                             "2**63 bytes", shape_len, shape, (unsigned long long)dims[0],
-                             (unsigned long long)dims[1]);
+        rc = cli_reader_fail(r,
+                             "npy shape %.*s is impossible: %llu rows of %llu float32 is more than "
+                             "2**63 bytes",
+                             shape_len, shape, (unsigned long long)dims[0], (unsigned long long)dims[1]);
         goto out;
     }
     struct stat st;
@@ -245,8 +245,10 @@ static int cli_npy_open(cli_reader *r)
     uint64_t want = dims[0] * dims[1] * 4;
     if (data_at >= 0 && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) &&
         (uint64_t)st.st_size - (uint64_t)data_at != want) {
-        rc = cli_reader_fail(r, "npy shape %.*s needs %llu bytes of data but the file has %llu after its "
-                             "header", shape_len, shape, (unsigned long long)want,
+        rc = cli_reader_fail(r,
+                             "npy shape %.*s needs %llu bytes of data but the file has %llu after its "
+                             "header",
+                             shape_len, shape, (unsigned long long)want,
                              (unsigned long long)((uint64_t)st.st_size - (uint64_t)data_at));
         goto out;
     }
@@ -305,7 +307,8 @@ static bool cli_json_member_text(const char *s, size_t len, const char *key, con
 {
     const char *p = s, *end = s + len;
     size_t klen = strlen(key);
-#define CLI_WS(q) while ((q) < end && (*(q) == ' ' || *(q) == '\t' || *(q) == '\n' || *(q) == '\r')) (q)++
+#define CLI_WS(q) \
+    while ((q) < end && (*(q) == ' ' || *(q) == '\t' || *(q) == '\n' || *(q) == '\r')) (q)++
     CLI_WS(p);
     if (p == end || *p++ != '{') return false;
     for (;;) {
@@ -376,10 +379,8 @@ static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
         cli_reader_fail(r, r->query ? "expected an array of numbers or an object {\"values\": [...]}"
                                     : "expected a JSON object {\"id\": ..., \"values\": [...]}");
     } else if (!jid) {
-        if (r->query)
-            rc = 0; /* a query's id is only a label */
-        else
-            cli_reader_fail(r, "the object has no 'id'");
+        if (r->query) rc = 0; /* a query's id is only a label */
+        else cli_reader_fail(r, "the object has no 'id'");
     } else if (json_is_integer(jid)) {
         /* Numeric ids are common in exported datasets; store their decimal text. */
         int n = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(jid));
@@ -423,8 +424,12 @@ static enum cli_csv_state cli_csv_scan(enum cli_csv_state st, const char *s, siz
         char c = s[i];
         switch (st) {
         case CSV_FIELD_START: st = c == '"' ? CSV_QUOTED : c == ',' ? CSV_FIELD_START : CSV_UNQUOTED; break;
-        case CSV_UNQUOTED: if (c == ',') st = CSV_FIELD_START; break;
-        case CSV_QUOTED: if (c == '"') st = CSV_QUOTE_SEEN; break;
+        case CSV_UNQUOTED:
+            if (c == ',') st = CSV_FIELD_START;
+            break;
+        case CSV_QUOTED:
+            if (c == '"') st = CSV_QUOTE_SEEN;
+            break;
         case CSV_QUOTE_SEEN: st = c == '"' ? CSV_QUOTED : c == ',' ? CSV_FIELD_START : CSV_UNQUOTED; break;
         }
     }
@@ -507,18 +512,13 @@ static int cli_csv_record(cli_reader *r, size_t *nfields)
         r->fields[nf++] = w;
         if (*p == '"') {
             for (p++;; p++) {
-                if (*p == '\0')
-                    return cli_reader_fail(r, "field %zu: a quoted field is never closed", nf);
-                if (*p == '"' && p[1] == '"')
-                    *w++ = *p++;
-                else if (*p == '"')
-                    break;
-                else
-                    *w++ = *p;
+                if (*p == '\0') return cli_reader_fail(r, "field %zu: a quoted field is never closed", nf);
+                if (*p == '"' && p[1] == '"') *w++ = *p++;
+                else if (*p == '"') break;
+                else *w++ = *p;
             }
             p++;
-            if (*p != ',' && *p != '\0')
-                return cli_reader_fail(r, "field %zu has text after its closing quote", nf);
+            if (*p != ',' && *p != '\0') return cli_reader_fail(r, "field %zu has text after its closing quote", nf);
         } else {
             while (*p != ',' && *p != '\0') *w++ = *p++;
         }
@@ -619,7 +619,6 @@ enum cli_format cli_format_from_name(const char *path)
     const char *dot = strrchr(path, '.');
     return dot && !strchr(dot, '/') ? cli_format_parse(dot + 1) : CLI_FMT_NONE;
 }
-
 
 int cli_reader_start(cli_reader *r, enum cli_format fmt)
 {

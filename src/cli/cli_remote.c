@@ -26,19 +26,18 @@
 
 struct cli_remote {
     CURL *curl;
-    char *base;                 /* "http://host:port" (no trailing '/'), "http://localhost" on the socket */
-    char *sock;                 /* the unix socket, or NULL */
+    char *base; /* "http://host:port" (no trailing '/'), "http://localhost" on the socket */
+    char *sock; /* the unix socket, or NULL */
     struct curl_slist *hdrs;
-    char where[1200];           /* "the server at URL" / "the server on SOCKET", for messages */
-    char err[4096];             /* the last failure's message */
+    char where[1200]; /* "the server at URL" / "the server on SOCKET", for messages */
+    char err[4096];   /* the last failure's message */
 };
 
 /* "cmd" or "cmd sub" pairs that work through a server. */
 static const char *const rem_supported[] = {
-    "stats", "put", "get", "delete", "count", "search", "compact", "import", "export",
-    "db create", "db list", "db info", "db drop",
-    "backup create", "backup restore", "backup list", "backup show", "backup verify",
-    "keys create", "keys list", "keys revoke",
+    "stats",          "put",         "get",         "delete",        "count",       "search",    "compact",
+    "import",         "export",      "db create",   "db list",       "db info",     "db drop",   "backup create",
+    "backup restore", "backup list", "backup show", "backup verify", "keys create", "keys list", "keys revoke",
 };
 
 /* Beside a server on the data directory these still run here: they never open the data directory
@@ -46,13 +45,14 @@ static const char *const rem_supported[] = {
  * Backup list/show/verify without a repository (no --repo, no $JVDB_BACKUP_REPO) ask the server
  * about its own. */
 static const char *const rem_local_ok[] = {
-    "keys create", "keys list", "keys revoke", "backup list", "backup show", "backup verify", "backup delete", "backup prune",
+    "keys create", "keys list",     "keys revoke",   "backup list",
+    "backup show", "backup verify", "backup delete", "backup prune",
 };
 
 /* Whether a server answers on the unix socket `path`: connect() alone, nothing is sent. */
 static bool rem_probe(const char *path)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
     if (strlen(path) >= sizeof sa.sun_path) return false;
     strcpy(sa.sun_path, path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -92,8 +92,8 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
         bool repo = getenv("JVDB_BACKUP_REPO") && *getenv("JVDB_BACKUP_REPO");
         for (int i = 1; i < argc; i++)
             if (!strcmp(argv[i], "--repo") || !strncmp(argv[i], "--repo=", 7)) repo = true;
-        bool server_repo = !repo && (!strcmp(what, "backup list") || !strcmp(what, "backup show") ||
-                                     !strcmp(what, "backup verify"));
+        bool server_repo =
+            !repo && (!strcmp(what, "backup list") || !strcmp(what, "backup show") || !strcmp(what, "backup verify"));
         for (size_t i = 0; i < sizeof rem_local_ok / sizeof rem_local_ok[0]; i++)
             if (!strcmp(rem_local_ok[i], what) && !server_repo) return 0;
         int n = snprintf(sock, sizeof sock, "%s/jvdb.sock", ctx->data_dir);
@@ -105,9 +105,11 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
     if (!ok) {
         if (url)
             return cli_fail("'%s' cannot work through a server (--server %s): the REST API has no route for it; "
-                            "run it on the server's machine", what, url);
+                            "run it on the server's machine",
+                            what, url);
         return cli_fail("'%s' cannot work through the server running on %s: it needs the data directory to itself; "
-                        "stop the server first", what, ctx->data_dir);
+                        "stop the server first",
+                        what, ctx->data_dir);
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT)) return cli_fail("cannot initialise libcurl");
     cli_remote *r = calloc(1, sizeof *r);
@@ -180,7 +182,7 @@ static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *te
         return cli_fail("out of memory");
     }
     snprintf(url, ulen, "%s%s", r->base, path);
-    rem_buf b = {0};
+    rem_buf b = { 0 };
     CURL *c = r->curl;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -219,13 +221,11 @@ static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *te
             }
         } else {
             const char *m = json_string_value(json_object_get(doc, "message"));
-            if (m)
-                snprintf(r->err, sizeof r->err, "%s", m);
-            else
-                snprintf(r->err, sizeof r->err, "%s answered HTTP %ld", r->where, status);
+            if (m) snprintf(r->err, sizeof r->err, "%s", m);
+            else snprintf(r->err, sizeof r->err, "%s answered HTTP %ld", r->where, status);
             if (status == 401 || status == 403)
-                snprintf(r->err + strlen(r->err), sizeof r->err - strlen(r->err), " (%s; give --api-key or JVDB_API_KEY)",
-                         r->where);
+                snprintf(r->err + strlen(r->err), sizeof r->err - strlen(r->err),
+                         " (%s; give --api-key or JVDB_API_KEY)", r->where);
             rc = CLI_EXIT_FAIL;
         }
         json_decref(doc);
@@ -340,7 +340,8 @@ static void rem_dump(json_t *j, FILE *f)
     } else if (json_is_object(j)) {
         bool first = true;
         putc('{', f);
-        json_object_foreach(j, k, v) {
+        json_object_foreach(j, k, v)
+        {
             if (!first) putc(',', f);
             first = false;
             json_t *key = json_string(k);
@@ -352,7 +353,8 @@ static void rem_dump(json_t *j, FILE *f)
         putc('}', f);
     } else if (json_is_array(j)) {
         putc('[', f);
-        json_array_foreach(j, i, v) {
+        json_array_foreach(j, i, v)
+        {
             if (i) putc(',', f);
             rem_dump(v, f);
         }
@@ -376,36 +378,32 @@ static json_t *rem_stats_json(json_t *s)
         json_object_set_new(idx, "reason", json_string(rem_str(ix, "reason", "")));
     }
     json_t *dr = json_object_get(s, "deadRatio");
-    return json_pack("{sIsIsIsIsIsIsfsIsIsIs{sbssss}so}", "live_records", (json_int_t)rem_u64(s, "liveRecords"),
-                     "dead_records", (json_int_t)rem_u64(s, "deadRecords"), "tombstones",
-                     (json_int_t)rem_u64(s, "tombstones"), "file_bytes", (json_int_t)rem_u64(s, "fileBytes"),
-                     "live_bytes", (json_int_t)rem_u64(s, "liveBytes"), "dead_bytes",
-                     (json_int_t)rem_u64(s, "deadBytes"), "dead_ratio", json_is_number(dr) ? json_number_value(dr) : 0.0,
-                     "segments", (json_int_t)rem_u64(s, "segments"), "last_lsn", (json_int_t)rem_u64(s, "lastLsn"),
-                     "backup_horizon", (json_int_t)rem_u64(s, "backupHorizon"), "compaction", "due",
-                     json_is_true(json_object_get(c, "due")), "trigger", rem_str(c, "trigger", "none"), "reason",
-                     rem_str(c, "reason", ""), "index", idx);
+    return json_pack(
+        "{sIsIsIsIsIsIsfsIsIsIs{sbssss}so}", "live_records", (json_int_t)rem_u64(s, "liveRecords"), "dead_records",
+        (json_int_t)rem_u64(s, "deadRecords"), "tombstones", (json_int_t)rem_u64(s, "tombstones"), "file_bytes",
+        (json_int_t)rem_u64(s, "fileBytes"), "live_bytes", (json_int_t)rem_u64(s, "liveBytes"), "dead_bytes",
+        (json_int_t)rem_u64(s, "deadBytes"), "dead_ratio", json_is_number(dr) ? json_number_value(dr) : 0.0, "segments",
+        (json_int_t)rem_u64(s, "segments"), "last_lsn", (json_int_t)rem_u64(s, "lastLsn"), "backup_horizon",
+        (json_int_t)rem_u64(s, "backupHorizon"), "compaction", "due", json_is_true(json_object_get(c, "due")),
+        "trigger", rem_str(c, "trigger", "none"), "reason", rem_str(c, "reason", ""), "index", idx);
 }
 
 /* The same lines as cli_stats_print; the saved graph's line is the server's business, not shown. */
 static void rem_stats_print(json_t *j)
 {
-    static const char *const keys[] = {"live_records", "dead_records", "tombstones", "file_bytes", "live_bytes",
-                                       "dead_bytes", "dead_ratio", "segments", "last_lsn", "backup_horizon"};
+    static const char *const keys[] = { "live_records", "dead_records", "tombstones", "file_bytes", "live_bytes",
+                                        "dead_bytes",   "dead_ratio",   "segments",   "last_lsn",   "backup_horizon" };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
         char label[32];
         snprintf(label, sizeof label, "%s:", keys[i]);
-        if (json_is_real(v))
-            printf("%-17s%.4f\n", label, json_real_value(v));
-        else
-            printf("%-17s%llu\n", label, (unsigned long long)json_integer_value(v));
+        if (json_is_real(v)) printf("%-17s%.4f\n", label, json_real_value(v));
+        else printf("%-17s%llu\n", label, (unsigned long long)json_integer_value(v));
     }
     json_t *c = json_object_get(j, "compaction");
     if (json_is_true(json_object_get(c, "due")))
         printf("compaction:      due (%s: %s)\n", rem_str(c, "trigger", ""), rem_str(c, "reason", ""));
-    else
-        printf("compaction:      not due (%s)\n", rem_str(c, "reason", ""));
+    else printf("compaction:      not due (%s)\n", rem_str(c, "reason", ""));
     json_t *ix = json_object_get(j, "index");
     const char *reason = rem_str(ix, "reason", "");
     if (json_object_get(ix, "state"))
@@ -564,7 +562,7 @@ static void rem_write_floats(FILE *f, const float *v, uint32_t dim)
     for (uint32_t i = 0; i < dim; i++) {
         if (i) putc(',', f);
         if (v[i] == 0 && signbit(v[i])) {
-            fputs("-0.0", f);   /* "-0" reads back as the integer 0, without its sign */
+            fputs("-0.0", f); /* "-0" reads back as the integer 0, without its sign */
             continue;
         }
         int n = snprintf(buf, sizeof buf, "%.9g", (double)v[i]);
@@ -705,9 +703,9 @@ int cli_remote_search(cli_ctx *ctx, const char *name, const float *q, uint32_t d
 {
     *res = NULL;
     *n = 0;
-    json_t *body = json_pack("{sosIsbsbsb}", "queryVector", rem_vector(q, dim), "topK", (json_int_t)p->k,
-                             "includeMetadata", (int)p->include_metadata, "includeVectorData",
-                             (int)p->include_vectors, "exact", (int)p->exact);
+    json_t *body =
+        json_pack("{sosIsbsbsb}", "queryVector", rem_vector(q, dim), "topK", (json_int_t)p->k, "includeMetadata",
+                  (int)p->include_metadata, "includeVectorData", (int)p->include_vectors, "exact", (int)p->exact);
     if (p->ef && !p->exact) json_object_set_new(body, "ef", json_integer((json_int_t)p->ef));
     if (p->has_threshold) {
         char buf[32];
@@ -765,7 +763,8 @@ int cli_remote_compact(cli_ctx *ctx, const char *name, bool force, bool full, jv
         return rc;
     json_t *r = json_object_get(a, "result");
     memset(st, 0, sizeof *st);
-    st->trigger = json_is_true(json_object_get(a, "compacted")) ? rem_trigger(rem_str(r, "trigger", "")) : JVDB_TRIGGER_NONE;
+    st->trigger =
+        json_is_true(json_object_get(a, "compacted")) ? rem_trigger(rem_str(r, "trigger", "")) : JVDB_TRIGGER_NONE;
     st->full = json_is_true(json_object_get(r, "full"));
     st->segments_in = (uint32_t)rem_u64(r, "segmentsIn");
     st->segments_out = (uint32_t)rem_u64(r, "segmentsOut");
@@ -801,7 +800,8 @@ int cli_remote_iterate(cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *ar
         }
         json_t *o;
         size_t i;
-        json_array_foreach(json_object_get(a, "vectors"), i, o) {
+        json_array_foreach(json_object_get(a, "vectors"), i, o)
+        {
             const char *id = rem_str(o, "id", "");
             if (!rem_floats(json_object_get(o, "values"), v, dim)) {
                 cli_fail("%s answered vector '%s' without %u values", ctx->remote->where, id, dim);
@@ -830,7 +830,7 @@ int cli_remote_iterate(cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *ar
 /* Seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ", as ns; 0 when it is not that. */
 static int64_t rem_time_ns(const char *s)
 {
-    struct tm tm = {0};
+    struct tm tm = { 0 };
     const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
     return end && !*end ? (int64_t)timegm(&tm) * 1000000000 : 0;
 }
@@ -902,10 +902,11 @@ int cli_remote_backup_list(cli_ctx *ctx, const char *name, jvdb_backup_info **v,
         json_decref(a);
         return cli_fail("out of memory");
     }
-    json_array_foreach(arr, i, o) {
+    json_array_foreach(arr, i, o)
+    {
         rem_backup_info(o, &(*v)[i]);
         /* GET /v1/databases/{id}/backups leaves the database out of each entry. */
-        if (!(*v)[i].database[0] && name) snprintf((*v)[i].database, sizeof (*v)[i].database, "%s", name);
+        if (!(*v)[i].database[0] && name) snprintf((*v)[i].database, sizeof(*v)[i].database, "%s", name);
     }
     json_decref(a);
     return 0;
@@ -1003,7 +1004,8 @@ int cli_remote_keys_list(cli_ctx *ctx)
     size_t i;
     if (!json_array_size(arr)) printf("no API keys\n");
     /* The lines of cli_keys_print. */
-    json_array_foreach(arr, i, k) {
+    json_array_foreach(arr, i, k)
+    {
         printf("%s  %-5s  ", rem_str(k, "key_id", ""), rem_str(k, "role", ""));
         json_t *dbs = json_object_get(k, "databases"), *d;
         size_t j;

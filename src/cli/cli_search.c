@@ -21,7 +21,7 @@
 #include <sys/stat.h>
 #include <string.h>
 
-#define CLI_SEARCH_MAX_K JVDB_MAX_K   /* the one limit REST shares */
+#define CLI_SEARCH_MAX_K       JVDB_MAX_K /* the one limit REST shares */
 #define CLI_SEARCH_MAX_THREADS 1024
 
 const cli_cmd cli_cmd_search = {
@@ -60,12 +60,13 @@ const cli_cmd cli_cmd_search = {
     "100,000 vectors of dimension 128 on 2 cores, 4 minutes for 1,000,000) and saves it at exit.\n"
     "--index opens the data directory for writing to save the graph (never the vectors); when another\n"
     "process holds it, it opens read-only and saves nothing.\n",
-    1, 1};
+    1, 1
+};
 
 /* The queries of one command, all read before the first search. */
 typedef struct cli_queries {
-    float *vecs;        /* n * dim */
-    char **labels;      /* jsonl ids, NULL where a query had none */
+    float *vecs;   /* n * dim */
+    char **labels; /* jsonl ids, NULL where a query had none */
     size_t n, cap;
     uint32_t dim;
     bool from_file;
@@ -95,7 +96,7 @@ static int cli_queries_grow(cli_queries *q)
 /* Reads every query of `path` (already opened as f) into q; returns 0 or the exit code. */
 static int cli_queries_read(cli_queries *q, FILE *f, const char *path, const char *dbname, enum cli_format fmt)
 {
-    cli_reader r = {.f = f, .path = path, .dbname = dbname, .dim = q->dim, .prefix = "", .query = true};
+    cli_reader r = { .f = f, .path = path, .dbname = dbname, .dim = q->dim, .prefix = "", .query = true };
     int rc = 0;
     if (cli_reader_start(&r, fmt)) {
         rc = cli_fail("%s", r.err);
@@ -258,10 +259,8 @@ static int cli_search_run(cli_ctx *ctx, jvdb_db *db, const char *name, const cha
         } else {
             if (q->from_file) {
                 if (i) putchar('\n');
-                if (q->labels[i])
-                    printf("query %zu (%s):\n", i, q->labels[i]);
-                else
-                    printf("query %zu:\n", i);
+                if (q->labels[i]) printf("query %zu (%s):\n", i, q->labels[i]);
+                else printf("query %zu:\n", i);
             }
             cli_search_table(res, n, q->dim, p);
         }
@@ -272,21 +271,38 @@ static int cli_search_run(cli_ctx *ctx, jvdb_db *db, const char *name, const cha
 }
 
 enum {
-    OPT_VECTOR, OPT_FILE, OPT_FORMAT, OPT_K, OPT_EF, OPT_EXACT, OPT_INDEX, OPT_FILTER, OPT_THRESHOLD,
-    OPT_VECTORS, OPT_NO_META, OPT_THREADS, OPT_END
+    OPT_VECTOR,
+    OPT_FILE,
+    OPT_FORMAT,
+    OPT_K,
+    OPT_EF,
+    OPT_EXACT,
+    OPT_INDEX,
+    OPT_FILTER,
+    OPT_THRESHOLD,
+    OPT_VECTORS,
+    OPT_NO_META,
+    OPT_THREADS,
+    OPT_END
 };
 
 int cli_search_main(cli_ctx *ctx, int argc, char **argv)
 {
     const char *cmd = cli_cmd_search.name;
     cli_opt opts[] = {
-        [OPT_VECTOR] = {"vector", true, NULL},        [OPT_FILE] = {"query-file", true, NULL},
-        [OPT_FORMAT] = {"format", true, NULL},        [OPT_K] = {"k", true, NULL},
-        [OPT_EF] = {"ef", true, NULL},                [OPT_EXACT] = {"exact", false, NULL},
-        [OPT_INDEX] = {"index", false, NULL},         [OPT_FILTER] = {"filter", true, NULL},
-        [OPT_THRESHOLD] = {"threshold", true, NULL},  [OPT_VECTORS] = {"include-vectors", false, NULL},
-        [OPT_NO_META] = {"no-metadata", false, NULL}, [OPT_THREADS] = {"threads", true, NULL},
-        [OPT_END] = {NULL, false, NULL},
+        [OPT_VECTOR] = { "vector", true, NULL },
+        [OPT_FILE] = { "query-file", true, NULL },
+        [OPT_FORMAT] = { "format", true, NULL },
+        [OPT_K] = { "k", true, NULL },
+        [OPT_EF] = { "ef", true, NULL },
+        [OPT_EXACT] = { "exact", false, NULL },
+        [OPT_INDEX] = { "index", false, NULL },
+        [OPT_FILTER] = { "filter", true, NULL },
+        [OPT_THRESHOLD] = { "threshold", true, NULL },
+        [OPT_VECTORS] = { "include-vectors", false, NULL },
+        [OPT_NO_META] = { "no-metadata", false, NULL },
+        [OPT_THREADS] = { "threads", true, NULL },
+        [OPT_END] = { NULL, false, NULL },
     };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_search, argc, argv, opts, pos, &npos);
@@ -330,10 +346,8 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
     enum cli_format fmt = CLI_FMT_NONE;
     bool from_stdin = path && !strcmp(path, "-");
     if (path) {
-        if (opts[OPT_FORMAT].value)
-            fmt = cli_format_parse(opts[OPT_FORMAT].value);
-        else if (from_stdin)
-            return cli_usage_error(cmd, "reading queries from standard input needs --format");
+        if (opts[OPT_FORMAT].value) fmt = cli_format_parse(opts[OPT_FORMAT].value);
+        else if (from_stdin) return cli_usage_error(cmd, "reading queries from standard input needs --format");
         else if ((fmt = cli_format_from_name(path)) == CLI_FMT_NONE)
             return cli_usage_error(cmd, "cannot tell the format of '%s' from its name; give --format", path);
         if (fmt != CLI_FMT_FVECS && fmt != CLI_FMT_NPY && fmt != CLI_FMT_JSONL)
@@ -351,7 +365,7 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
     p.filter = filter;
 
     FILE *f = NULL;
-    cli_queries q = {0};
+    cli_queries q = { 0 };
     jvdb_db *db;
     if (path) {
         /* Opened before the data directory, like import: a wrong path touches nothing there. */

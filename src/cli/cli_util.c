@@ -21,16 +21,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (cmd)
-        fprintf(stderr, "jvdb %s: ", cmd);
-    else
-        fputs("jvdb: ", stderr);
+    if (cmd) fprintf(stderr, "jvdb %s: ", cmd);
+    else fputs("jvdb: ", stderr);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    if (cmd)
-        fprintf(stderr, "\nTry 'jvdb %s --help' for usage.\n", cmd);
-    else
-        fprintf(stderr, "\nTry 'jvdb --help' for usage.\n");
+    if (cmd) fprintf(stderr, "\nTry 'jvdb %s --help' for usage.\n", cmd);
+    else fprintf(stderr, "\nTry 'jvdb --help' for usage.\n");
     return CLI_EXIT_USAGE;
 }
 
@@ -60,8 +56,7 @@ static cli_opt *cli_find_opt(cli_opt *opts, const char *name, size_t len)
     return NULL;
 }
 
-int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
-              int *npos)
+int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos)
 {
     bool only_positional = false;
     *npos = 0;
@@ -80,8 +75,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
             return CLI_HELP_SHOWN;
         }
         if (a[1] != '-')
-            return cli_usage_error(cmd->name,
-                                   "unknown option '%s' (put '--' before arguments that start with '-')", a);
+            return cli_usage_error(cmd->name, "unknown option '%s' (put '--' before arguments that start with '-')", a);
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
@@ -117,7 +111,8 @@ int cli_open_env(cli_ctx *ctx)
     if (stat(ctx->data_dir, &st) != 0 && errno == ENOENT) {
         if (!ctx->create)
             return cli_fail("data directory %s does not exist ('jvdb db create', 'jvdb backup restore' or "
-                            "'jvdb --create' makes it)", ctx->data_dir);
+                            "'jvdb --create' makes it)",
+                            ctx->data_dir);
         if (ctx->readonly) {
             /* --create with a command that only reads: make the directory, then read it as usual. */
             jvdb_env *made;
@@ -147,8 +142,8 @@ int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
     return rc ? cli_lib_error(rc) : 0;
 }
 
-int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos,
-                 int *npos, jvdb_db **db)
+int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
+                 jvdb_db **db)
 {
     int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
     *db = NULL;
@@ -176,10 +171,26 @@ bool cli_parse_size(const char *s, uint64_t *out)
     if (errno) return false;
     int shift = 0;
     switch (*end) {
-    case 'k': case 'K': shift = 10; end++; break;
-    case 'm': case 'M': shift = 20; end++; break;
-    case 'g': case 'G': shift = 30; end++; break;
-    case 't': case 'T': shift = 40; end++; break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        end++;
+        break;
     default: break;
     }
     if (*end || (shift && v > (UINT64_MAX >> shift))) return false;
@@ -244,10 +255,7 @@ const char *cli_float_problem(const char *s, size_t len, float *out)
     return NULL;
 }
 
-bool cli_parse_float(const char *s, size_t len, float *out)
-{
-    return cli_float_problem(s, len, out) == NULL;
-}
+bool cli_parse_float(const char *s, size_t len, float *out) { return cli_float_problem(s, len, out) == NULL; }
 
 int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **out, size_t *n)
 {
@@ -323,10 +331,8 @@ void cli_write_json_string(FILE *f, const char *s, size_t len)
         case '\r': fputs("\\r", f); break;
         case '\t': fputs("\\t", f); break;
         default:
-            if (c < 0x20)
-                fprintf(f, "\\u%04x", c);
-            else
-                putc(c, f);
+            if (c < 0x20) fprintf(f, "\\u%04x", c);
+            else putc(c, f);
         }
     }
     putc('"', f);
@@ -392,11 +398,15 @@ static json_t *cli_index_json(jvdb_db *db)
         json_object_set_new(j, "reason", json_string(ix.reason));
     }
     if (jvdb_db_index_saved(db, &sv) == JVDB_OK) {
-        json_object_set_new(j, "saved", json_pack("{sbsIsIsIsIss}", "present", sv.present, "nodes", (json_int_t)sv.nodes,
-                                                  "lsn", (json_int_t)sv.lsn, "file_bytes", (json_int_t)sv.file_bytes,
-                                                  "behind", (json_int_t)sv.behind, "problem", sv.problem));
+        json_object_set_new(j, "saved",
+                            json_pack("{sbsIsIsIsIss}", "present", sv.present, "nodes", (json_int_t)sv.nodes, "lsn",
+                                      (json_int_t)sv.lsn, "file_bytes", (json_int_t)sv.file_bytes, "behind",
+                                      (json_int_t)sv.behind, "problem", sv.problem));
         if (!json_object_get(j, "state")) {
-            const char *next = !sv.present ? "rebuild" : sv.problem[0] ? "rebuild" : sv.behind ? "load_and_catch_up" : "load";
+            const char *next = !sv.present     ? "rebuild"
+                               : sv.problem[0] ? "rebuild"
+                               : sv.behind     ? "load_and_catch_up"
+                                               : "load";
             json_object_set_new(j, "on_open", json_string(next));
         }
     }
@@ -415,8 +425,7 @@ static void cli_index_print(jvdb_db *db)
     if (!sv.present)
         printf("saved_index:     none (the first HNSW search builds the graph from every vector)%s%s\n",
                sv.problem[0] ? ": " : "", sv.problem);
-    else if (sv.problem[0])
-        printf("saved_index:     unusable (%s); the first HNSW search rebuilds it\n", sv.problem);
+    else if (sv.problem[0]) printf("saved_index:     unusable (%s); the first HNSW search rebuilds it\n", sv.problem);
     else
         printf("saved_index:     %llu nodes up to LSN %llu (%llu bytes); %llu newer vectors to catch up at load\n",
                (unsigned long long)sv.nodes, (unsigned long long)sv.lsn, (unsigned long long)sv.file_bytes,
@@ -425,19 +434,12 @@ static void cli_index_print(jvdb_db *db)
 
 json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st)
 {
-    return json_pack("{sIsIsIsIsIsIsfsIsIsIsoso}",
-                     "live_records", (json_int_t)st->live_records,
-                     "dead_records", (json_int_t)st->dead_records,
-                     "tombstones", (json_int_t)st->tombstones,
-                     "file_bytes", (json_int_t)st->file_bytes,
-                     "live_bytes", (json_int_t)st->live_bytes,
-                     "dead_bytes", (json_int_t)st->dead_bytes,
-                     "dead_ratio", st->dead_ratio,
-                     "segments", (json_int_t)st->segments,
-                     "last_lsn", (json_int_t)st->last_lsn,
-                     "backup_horizon", (json_int_t)st->backup_horizon,
-                     "compaction", cli_compaction_json(db),
-                     "index", cli_index_json(db));
+    return json_pack("{sIsIsIsIsIsIsfsIsIsIsoso}", "live_records", (json_int_t)st->live_records, "dead_records",
+                     (json_int_t)st->dead_records, "tombstones", (json_int_t)st->tombstones, "file_bytes",
+                     (json_int_t)st->file_bytes, "live_bytes", (json_int_t)st->live_bytes, "dead_bytes",
+                     (json_int_t)st->dead_bytes, "dead_ratio", st->dead_ratio, "segments", (json_int_t)st->segments,
+                     "last_lsn", (json_int_t)st->last_lsn, "backup_horizon", (json_int_t)st->backup_horizon,
+                     "compaction", cli_compaction_json(db), "index", cli_index_json(db));
 }
 
 void cli_stats_print(jvdb_db *db, const jvdb_stats *st)

@@ -11,24 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-const cli_cmd cli_cmd_put = {
-    "put",
-    "Usage: jvdb [--data DIR] put NAME ID --vector V1,V2,... [--meta JSON] [--json]\n"
-    "\n"
-    "Inserts vector ID into database NAME, replacing any vector with the same id.\n"
-    "\n"
-    "  --vector LIST   exactly dim numbers separated by commas (spaces and [ ] are allowed)\n"
-    "  --meta JSON     metadata, a JSON object such as '{\"title\": \"x\"}'\n"
-    "  --json          print {\"id\", \"lsn\"}\n",
-    2, 2};
+const cli_cmd cli_cmd_put = { "put",
+                              "Usage: jvdb [--data DIR] put NAME ID --vector V1,V2,... [--meta JSON] [--json]\n"
+                              "\n"
+                              "Inserts vector ID into database NAME, replacing any vector with the same id.\n"
+                              "\n"
+                              "  --vector LIST   exactly dim numbers separated by commas (spaces and [ ] are allowed)\n"
+                              "  --meta JSON     metadata, a JSON object such as '{\"title\": \"x\"}'\n"
+                              "  --json          print {\"id\", \"lsn\"}\n",
+                              2, 2 };
 
-const cli_cmd cli_cmd_get = {
-    "get",
-    "Usage: jvdb [--data DIR] get NAME ID [--json]\n"
-    "\n"
-    "Prints vector ID of database NAME with its metadata\n"
-    "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
-    2, 2};
+const cli_cmd cli_cmd_get = { "get",
+                              "Usage: jvdb [--data DIR] get NAME ID [--json]\n"
+                              "\n"
+                              "Prints vector ID of database NAME with its metadata\n"
+                              "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
+                              2, 2 };
 
 const cli_cmd cli_cmd_stats = {
     "stats",
@@ -37,7 +35,8 @@ const cli_cmd cli_cmd_stats = {
     "Prints the storage statistics of database NAME: live and dead records, tombstones, file,\n"
     "live and dead bytes, dead ratio, segment count, last LSN and backup horizon, and whether\n"
     "compaction is due by the database's policy, and why (run it with 'jvdb compact NAME').\n",
-    1, 1};
+    1, 1
+};
 
 /* Checked here, not left to the library, so the message can say what the user typed. */
 static int cli_check_meta(const char *meta)
@@ -52,7 +51,7 @@ static int cli_check_meta(const char *meta)
 
 int cli_put_main(cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = {{"vector", true, NULL}, {"meta", true, NULL}, {NULL, false, NULL}};
+    cli_opt opts[] = { { "vector", true, NULL }, { "meta", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_put, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -74,8 +73,7 @@ int cli_put_main(cli_ctx *ctx, int argc, char **argv)
     }
     if (ctx->json)
         rc = cli_print_json(json_pack("{sosI}", "id", cli_json_id(pos[1], strlen(pos[1])), "lsn", (json_int_t)lsn));
-    else
-        printf("stored '%s' in '%s' (lsn %llu)\n", pos[1], pos[0], (unsigned long long)lsn);
+    else printf("stored '%s' in '%s' (lsn %llu)\n", pos[1], pos[0], (unsigned long long)lsn);
 out:
     free(v);
     return rc;

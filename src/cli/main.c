@@ -26,19 +26,19 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command cli_commands[] = {
-    {"db", cli_db_main, &cli_cmd_db, "create, list, inspect, repair and drop databases"},
-    {"backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups"},
-    {"import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv"},
-    {"export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv"},
-    {"put", cli_put_main, &cli_cmd_put, "insert or replace one vector"},
-    {"get", cli_get_main, &cli_cmd_get, "print one vector and its metadata"},
-    {"search", cli_search_main, &cli_cmd_search, "nearest neighbours of a query vector or file"},
-    {"delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id, ids file or filter"},
-    {"count", cli_count_main, &cli_cmd_count, "count vectors, or those matching a filter"},
-    {"stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database"},
-    {"compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors"},
-    {"index", cli_index_main, &cli_cmd_index, "declare, list and drop payload indexes"},
-    {"keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys"},
+    { "db", cli_db_main, &cli_cmd_db, "create, list, inspect, repair and drop databases" },
+    { "backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups" },
+    { "import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv" },
+    { "export", cli_export_main, &cli_cmd_export, "write every vector to jsonl, fvecs or csv" },
+    { "put", cli_put_main, &cli_cmd_put, "insert or replace one vector" },
+    { "get", cli_get_main, &cli_cmd_get, "print one vector and its metadata" },
+    { "search", cli_search_main, &cli_cmd_search, "nearest neighbours of a query vector or file" },
+    { "delete", cli_delete_main, &cli_cmd_delete, "delete vectors by id, ids file or filter" },
+    { "count", cli_count_main, &cli_cmd_count, "count vectors, or those matching a filter" },
+    { "stats", cli_stats_main, &cli_cmd_stats, "storage statistics of a database" },
+    { "compact", cli_compact_main, &cli_cmd_compact, "reclaim the space of deleted vectors" },
+    { "index", cli_index_main, &cli_cmd_index, "declare, list and drop payload indexes" },
+    { "keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys" },
 };
 
 static void cli_print_help(void)
@@ -75,10 +75,7 @@ static const cli_command *cli_find_command(const char *name)
     return NULL;
 }
 
-static int cli_serve(int argc, char **argv, const char *data_dir)
-{
-    return server_main(argc, argv, data_dir);
-}
+static int cli_serve(int argc, char **argv, const char *data_dir) { return server_main(argc, argv, data_dir); }
 
 /* `jvdb help db create` is `jvdb db create --help`: one place prints each text. */
 static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
@@ -89,16 +86,16 @@ static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
     }
     const cli_command *c = cli_find_command(argv[1]);
     if (!c) {
-        if (!strcmp(argv[1], "serve")) return cli_serve(2, (char *[]){"serve", "--help", NULL}, ctx->data_dir);
+        if (!strcmp(argv[1], "serve")) return cli_serve(2, (char *[]){ "serve", "--help", NULL }, ctx->data_dir);
         return cli_usage_error(NULL, "unknown command '%s'", argv[1]);
     }
-    char *sub[4] = {argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL};
+    char *sub[4] = { argv[1], argc > 2 ? argv[2] : "--help", "--help", NULL };
     return c->fn(ctx, argc > 2 ? 3 : 2, sub);
 }
 
 int main(int argc, char **argv)
 {
-    cli_ctx ctx = {0};
+    cli_ctx ctx = { 0 };
     const char *server = NULL, *api_key = NULL;
     ctx.data_dir = getenv("JVDB_DATA");
     if (!ctx.data_dir || !*ctx.data_dir) ctx.data_dir = "./jvdb-data";
@@ -147,7 +144,7 @@ int main(int argc, char **argv)
 
     /* Commands that only read open the data directory read-only: they never change a file, not
      * even to cut a torn tail (`db list` and `db info` say so in cli_db.c). */
-    static const char *const readonly_cmds[] = {"get", "search", "export", "stats"};
+    static const char *const readonly_cmds[] = { "get", "search", "export", "stats" };
     for (size_t k = 0; k < sizeof readonly_cmds / sizeof readonly_cmds[0]; k++)
         if (!strcmp(name, readonly_cmds[k])) ctx.readonly = true;
 
@@ -158,12 +155,9 @@ int main(int argc, char **argv)
         cli_remote_free(&ctx);
         return rc;
     }
-    if (!strcmp(name, "help"))
-        rc = cli_help_command(&ctx, argc - i, argv + i);
-    else if (c)
-        rc = c->fn(&ctx, argc - i, argv + i);
-    else
-        return cli_usage_error(NULL, "unknown command '%s'", name);
+    if (!strcmp(name, "help")) rc = cli_help_command(&ctx, argc - i, argv + i);
+    else if (c) rc = c->fn(&ctx, argc - i, argv + i);
+    else return cli_usage_error(NULL, "unknown command '%s'", name);
     if (rc == CLI_HELP_SHOWN) rc = CLI_EXIT_OK;
 
     jvdb_env_close(ctx.env);

@@ -129,12 +129,15 @@ static uint64_t compact_file_bytes(jvdb_db *db)
 }
 
 /* JVDB_EBUSY (with the message) when the run must stop: cancelled, or past its time limit. */
-static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0)
+static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy,
+                               int64_t t0)
 {
     /* Set by another thread (a compactor or server stopping) with an atomic store. */
-    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED)) return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", jvdb_db_name(db));
+    if (opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED))
+        return err_set(JVDB_EBUSY, "compaction of '%s' was cancelled", jvdb_db_name(db));
     if (policy->max_seconds > 0 && (double)(clock_mono_ns() - t0) / 1e9 > policy->max_seconds)
-        return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", jvdb_db_name(db), policy->max_seconds);
+        return err_set(JVDB_EBUSY, "compaction of '%s' stopped after its limit of %.1f s", jvdb_db_name(db),
+                       policy->max_seconds);
     return JVDB_OK;
 }
 
@@ -146,7 +149,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     io_crash_point("compact.after_seal");
 
     uint64_t segment_max = db_segment_max(db);
-    struct choose_ctx cc = {policy, segment_max, opts->full, 0};
+    struct choose_ctx cc = { policy, segment_max, opts->full, 0 };
     rp_enter();
     size_t sealed = 0;
     const struct db_seglist *l = db_segments(db);
@@ -160,7 +163,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
      * that, so tombstones in the inputs stand alone and may be dropped (a reader holding on past
      * the wait only means those tombstones are copied this time). */
     db_settle(db, 2000);
-    struct db_pinned in = {0};
+    struct db_pinned in = { 0 };
     if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
     if (in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
         /* A trigger fired for the whole database but no single segment passes: take them all. */
@@ -191,9 +194,11 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         int blocked = 0;
         for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
         for (size_t i = 0; i < nrecs; i++) {
-            int droppable = recs[i].kind == REC_KIND_DELETE && !recs[i].keep && recs[i].lsn < min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            int droppable = recs[i].kind == REC_KIND_DELETE && !recs[i].keep && recs[i].lsn < min_outside &&
+                            (horizon == 0 || recs[i].lsn <= horizon);
             if (!droppable) keep_bytes += recs[i].len;
-            blocked |= recs[i].kind == REC_KIND_DELETE && recs[i].lsn >= min_outside && (horizon == 0 || recs[i].lsn <= horizon);
+            blocked |= recs[i].kind == REC_KIND_DELETE && recs[i].lsn >= min_outside &&
+                       (horizon == 0 || recs[i].lsn <= horizon);
         }
         if (blocked && (in_bytes - keep_bytes) * 20 < in_bytes) {
             free(recs);
@@ -217,9 +222,9 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         input_records += in.segs[i]->records;
     }
     struct db_move *moves = malloc((nrecs ? nrecs : 1) * sizeof *moves);
-    uint32_t *move_out = malloc((nrecs ? nrecs : 1) * sizeof *move_out);   /* output index of each move */
+    uint32_t *move_out = malloc((nrecs ? nrecs : 1) * sizeof *move_out); /* output index of each move */
     struct db_live_rec *drops = malloc((nrecs ? nrecs : 1) * sizeof *drops);
-    struct outputs out = {0};
+    struct outputs out = { 0 };
     struct segw w;
     int writing = 0;
     size_t nmoves = 0, ndrops = 0;
@@ -252,7 +257,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
         if (r->hits > 0 && out.n == 0) hot_bytes = off + r->len;
         /* The output's segment exists only once it is finished: `to` is filled in below. */
         move_out[nmoves] = (uint32_t)out.n;
-        moves[nmoves++] = (struct db_move){r->seg, r->offset, NULL, off};
+        moves[nmoves++] = (struct db_move){ r->seg, r->offset, NULL, off };
     }
     if (writing) {
         writing = 0;
@@ -273,7 +278,7 @@ static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb
     st->records_dropped = input_records - nmoves;
     st->tombstones_dropped = ndrops;
     st->bytes_reclaimed = input_bytes > output_bytes ? input_bytes - output_bytes : 0;
-    free(out.segs);   /* the database holds the outputs now */
+    free(out.segs); /* the database holds the outputs now */
     free(moves);
     free(move_out);
     free(drops);
@@ -295,7 +300,7 @@ int compact_claim(jvdb_db *db) { return db_compaction_claim(db); }
 
 int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_stats *out)
 {
-    jvdb_compact_options none = {0};
+    jvdb_compact_options none = { 0 };
     if (!opts) opts = &none;
     jvdb_compact_stats st;
     memset(&st, 0, sizeof st);
@@ -317,10 +322,11 @@ int compact_claimed(jvdb_db *db, const jvdb_compact_options *opts, jvdb_compact_
     st.bytes_after = compact_file_bytes(db);
     st.seconds = (double)(clock_mono_ns() - t0) / 1e9;
     st.finished_ns = clock_wall_ns();
-    log_info("compacted '%s' (%s): %u -> %u segments, %llu records copied, %llu dropped, %llu bytes reclaimed in %.3f s",
-             jvdb_db_name(db), jvdb_compact_trigger_name(st.trigger), st.segments_in, st.segments_out,
-             (unsigned long long)st.records_copied, (unsigned long long)st.records_dropped,
-             (unsigned long long)st.bytes_reclaimed, st.seconds);
+    log_info(
+        "compacted '%s' (%s): %u -> %u segments, %llu records copied, %llu dropped, %llu bytes reclaimed in %.3f s",
+        jvdb_db_name(db), jvdb_compact_trigger_name(st.trigger), st.segments_in, st.segments_out,
+        (unsigned long long)st.records_copied, (unsigned long long)st.records_dropped,
+        (unsigned long long)st.bytes_reclaimed, st.seconds);
     if (out) *out = st;
     return JVDB_OK;
 }

@@ -10,7 +10,8 @@
 void compact_resolve_policy(jvdb_db *db, const jvdb_compact_policy *given, jvdb_compact_policy *out);
 int compact_db_has_policy(jvdb_db *db);
 /* Whether partial compaction takes segment s (small_count: sealed segments under a quarter size). */
-int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s, int small_count);
+int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s,
+                           int small_count);
 /* Claims the database for one compaction run: 1 if claimed, 0 if another run holds it. */
 int compact_claim(jvdb_db *db);
 /* jvdb_compact on a database the caller has claimed; releases the claim in every case. */

@@ -62,11 +62,13 @@ static void policy_from_manifest(jvdb_db *db, jvdb_compact_policy *p)
     json_t *v;
     if ((v = json_object_get(o, "dead_ratio")) && json_is_number(v)) p->dead_ratio = json_number_value(v);
     if ((v = json_object_get(o, "large_bytes")) && json_is_integer(v)) p->large_bytes = (uint64_t)json_integer_value(v);
-    if ((v = json_object_get(o, "large_min_dead_ratio")) && json_is_number(v)) p->large_min_dead_ratio = json_number_value(v);
+    if ((v = json_object_get(o, "large_min_dead_ratio")) && json_is_number(v))
+        p->large_min_dead_ratio = json_number_value(v);
     if ((v = json_object_get(o, "max_age_s")) && json_is_integer(v)) p->max_age_s = json_integer_value(v);
     if ((v = json_object_get(o, "min_records")) && json_is_integer(v)) p->min_records = (uint64_t)json_integer_value(v);
     if ((v = json_object_get(o, "max_seconds")) && json_is_number(v)) p->max_seconds = json_number_value(v);
-    if ((v = json_object_get(o, "segment_dead_ratio")) && json_is_number(v)) p->segment_dead_ratio = json_number_value(v);
+    if ((v = json_object_get(o, "segment_dead_ratio")) && json_is_number(v))
+        p->segment_dead_ratio = json_number_value(v);
     json_decref(o);
 }
 
@@ -78,19 +80,16 @@ int compact_db_has_policy(jvdb_db *db)
     return has;
 }
 
-void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out)
-{
-    policy_from_manifest(db, out);
-}
+void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out) { policy_from_manifest(db, out); }
 
 int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *p)
 {
     int rc = policy_check(p);
     if (rc) return rc;
-    json_t *o = json_pack("{s:f, s:I, s:f, s:I, s:I, s:f, s:f}", "dead_ratio", p->dead_ratio,
-                          "large_bytes", (json_int_t)p->large_bytes, "large_min_dead_ratio", p->large_min_dead_ratio,
-                          "max_age_s", (json_int_t)p->max_age_s, "min_records", (json_int_t)p->min_records,
-                          "max_seconds", p->max_seconds, "segment_dead_ratio", p->segment_dead_ratio);
+    json_t *o = json_pack("{s:f, s:I, s:f, s:I, s:I, s:f, s:f}", "dead_ratio", p->dead_ratio, "large_bytes",
+                          (json_int_t)p->large_bytes, "large_min_dead_ratio", p->large_min_dead_ratio, "max_age_s",
+                          (json_int_t)p->max_age_s, "min_records", (json_int_t)p->min_records, "max_seconds",
+                          p->max_seconds, "segment_dead_ratio", p->segment_dead_ratio);
     if (!o) return err_set(JVDB_ENOMEM, "out of memory");
     return db_set_manifest_extra(db, "compaction", o);
 }
@@ -101,7 +100,8 @@ void compact_resolve_policy(jvdb_db *db, const jvdb_compact_policy *given, jvdb_
     else jvdb_db_get_compact_policy(db, out);
 }
 
-int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_compact_trigger *why, char *reason, size_t cap)
+int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_compact_trigger *why, char *reason,
+                          size_t cap)
 {
     jvdb_compact_policy p;
     compact_resolve_policy(db, given, &p);
@@ -121,7 +121,8 @@ int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_co
         return 0;
     }
     if (records < p.min_records) {
-        snprintf(reason, cap, "%llu records < min_records %llu", (unsigned long long)records, (unsigned long long)p.min_records);
+        snprintf(reason, cap, "%llu records < min_records %llu", (unsigned long long)records,
+                 (unsigned long long)p.min_records);
         return 0;
     }
     if (st.dead_ratio >= p.dead_ratio) {
@@ -149,8 +150,9 @@ int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *given, jvdb_co
 int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s, int small_count)
 {
     /* Sealed, so the size is fixed; live_bytes falls while writers overwrite (atomics). */
-    uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE), live = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
-    if (size <= SEG_HEADER_SIZE) return 1;   /* empty: nothing to copy, the file just goes */
+    uint64_t size = __atomic_load_n(&s->size, __ATOMIC_ACQUIRE),
+             live = __atomic_load_n(&s->live_bytes, __ATOMIC_RELAXED);
+    if (size <= SEG_HEADER_SIZE) return 1; /* empty: nothing to copy, the file just goes */
     if (live > size - SEG_HEADER_SIZE) live = size - SEG_HEADER_SIZE;
     double dead = (double)(size - SEG_HEADER_SIZE - live) / (double)size;
     if (dead >= p->segment_dead_ratio) return 1;

@@ -26,8 +26,8 @@
 #include <string.h>
 
 #define MAX_CALLBACKS 8
-#define MAX_THREADS 64
-#define GLANCE_MS 1000
+#define MAX_THREADS   64
+#define GLANCE_MS     1000
 
 struct job {
     char name[JVDB_MAX_NAME_LEN + 1];
@@ -54,7 +54,7 @@ struct jvdb_compactor {
     int64_t next_glance_ns;
     struct job *queue;
     size_t nqueue, capqueue;
-    char running[MAX_THREADS][JVDB_MAX_NAME_LEN + 1];   /* per thread: the database it compacts */
+    char running[MAX_THREADS][JVDB_MAX_NAME_LEN + 1]; /* per thread: the database it compacts */
     struct db_record *dbs;
     size_t ndbs, capdbs;
     jvdb_compactor_totals totals;
@@ -168,7 +168,7 @@ static void service_scan(jvdb_compactor *c, int full_check)
 static void service_run_job(jvdb_compactor *c, const struct job *job)
 {
     jvdb_db *db;
-    if (env_db_acquire(c->env, job->name, &db) != JVDB_OK) return;   /* dropped meanwhile */
+    if (env_db_acquire(c->env, job->name, &db) != JVDB_OK) return; /* dropped meanwhile */
     service_compact(c, job, db);
     env_db_release(c->env, db);
 }
@@ -176,7 +176,9 @@ static void service_run_job(jvdb_compactor *c, const struct job *job)
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db)
 {
     if (db_is_dropping(db)) return;
-    jvdb_compact_options o = {.full = job->full, .force = job->forced, .policy = service_policy(c, db), .cancel = &c->cancel};
+    jvdb_compact_options o = {
+        .full = job->full, .force = job->forced, .policy = service_policy(c, db), .cancel = &c->cancel
+    };
     jvdb_compact_trigger why;
     if (!job->forced && !jvdb_needs_compaction(db, o.policy, &why, NULL, 0)) return;
     if (!compact_claim(db)) {
@@ -196,7 +198,7 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     c->totals.running--;
     struct db_record *r = service_record(c, job->name);
     if (rc == JVDB_OK && st.trigger != JVDB_TRIGGER_NONE) {
-        jvdb_compactor_totals *t[2] = {&c->totals, r ? &r->totals : NULL};
+        jvdb_compactor_totals *t[2] = { &c->totals, r ? &r->totals : NULL };
         for (int i = 0; i < 2; i++) {
             if (!t[i]) continue;
             t[i]->compactions++;
@@ -344,7 +346,8 @@ void jvdb_compactor_poke(jvdb_compactor *c)
     pthread_mutex_unlock(&c->mu);
 }
 
-int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals, jvdb_compact_stats *last)
+int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals,
+                         jvdb_compact_stats *last)
 {
     err_clear();
     pthread_mutex_lock(&c->mu);
@@ -374,7 +377,7 @@ void jvdb_compactor_stop(jvdb_compactor *c)
     if (!c) return;
     pthread_mutex_lock(&c->mu);
     c->stopping = 1;
-    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions without mu */
+    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED); /* polled by running compactions without mu */
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     for (uint32_t i = 0; i < c->nthreads; i++) pthread_join(c->threads[i], NULL);

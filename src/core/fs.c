@@ -133,7 +133,10 @@ int fs_remove_tree(const char *path)
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *child = fs_join(path, e->d_name);
-        if (!child) { rc = err_set(JVDB_ENOMEM, "out of memory"); break; }
+        if (!child) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
+        }
         rc = fs_remove_tree(child);
         free(child);
         if (rc) break;

@@ -8,8 +8,8 @@
 int fs_replace_file(const char *path, const void *data, size_t len, const char *crash_label);
 /* Reads a whole file into a malloc'd NUL-terminated buffer. */
 int fs_read_file(const char *path, char **data, size_t *len);
-int fs_mkdir(const char *path);             /* ok if it exists */
-int fs_remove_tree(const char *path);       /* rm -rf */
+int fs_mkdir(const char *path);       /* ok if it exists */
+int fs_remove_tree(const char *path); /* rm -rf */
 int fs_exists(const char *path);
 /* Joins a directory and a name into a malloc'd path. */
 char *fs_join(const char *dir, const char *name);

@@ -20,9 +20,9 @@
 
 #ifdef JVDB_TEST_HOOKS
 struct io_fault {
-    atomic_int armed;          /* 0 = none, 1 = armed */
+    atomic_int armed; /* 0 = none, 1 = armed */
     atomic_int op;
-    atomic_int remaining;      /* successful calls still allowed before failing */
+    atomic_int remaining; /* successful calls still allowed before failing */
     atomic_int errnum;
     atomic_int short_write;
     atomic_int sticky;
@@ -44,7 +44,7 @@ static void io_fault_from_env(void)
     if (atomic_exchange(&env_checked, 1)) return;
     const char *spec = getenv("JVDB_FAULT");
     if (!spec || !*spec) return;
-    static const char *ops[] = {"open", "write", "sync", "rename", "truncate", "unlink"};
+    static const char *ops[] = { "open", "write", "sync", "rename", "truncate", "unlink" };
     char buf[128];
     strncpy(buf, spec, sizeof buf - 1);
     buf[sizeof buf - 1] = '\0';
@@ -97,9 +97,13 @@ static inline int io_fault_check(enum io_op op, int *short_write)
 int io_open(const char *path, int flags, mode_t mode)
 {
     int e = io_fault_check(IO_OP_OPEN, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     int fd;
-    do fd = open(path, flags | O_CLOEXEC, mode); while (fd < 0 && errno == EINTR);
+    do fd = open(path, flags | O_CLOEXEC, mode);
+    while (fd < 0 && errno == EINTR);
     return fd;
 }
 
@@ -123,7 +127,10 @@ int io_pwrite_all(int fd, const void *buf, size_t len, off_t off)
             if (errno == EINTR) continue;
             return -1;
         }
-        if (n == 0) { errno = EIO; return -1; }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
         p += n;
         len -= (size_t)n;
         off += n;
@@ -150,7 +157,10 @@ int io_pwritev_all(int fd, struct iovec *iov, int n, off_t off)
             if (errno == EINTR) continue;
             return -1;
         }
-        if (w == 0) { errno = EIO; return -1; }
+        if (w == 0) {
+            errno = EIO;
+            return -1;
+        }
         off += w;
         /* Skip what went in; a buffer written in part is resumed where it stopped. */
         while (n > 0 && (size_t)w >= iov->iov_len) {
@@ -170,7 +180,10 @@ int io_write_all(int fd, const void *buf, size_t len)
 {
     int short_write = 0;
     int e = io_fault_check(IO_OP_WRITE, &short_write);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     const char *p = buf;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
@@ -187,35 +200,50 @@ int io_write_all(int fd, const void *buf, size_t len)
 int io_fdatasync(int fd)
 {
     int e = io_fault_check(IO_OP_SYNC, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return fdatasync(fd);
 }
 
 int io_fsync(int fd)
 {
     int e = io_fault_check(IO_OP_SYNC, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return fsync(fd);
 }
 
 int io_rename(const char *from, const char *to)
 {
     int e = io_fault_check(IO_OP_RENAME, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return rename(from, to);
 }
 
 int io_ftruncate(int fd, off_t len)
 {
     int e = io_fault_check(IO_OP_TRUNCATE, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return ftruncate(fd, len);
 }
 
 int io_unlink(const char *path)
 {
     int e = io_fault_check(IO_OP_UNLINK, NULL);
-    if (e) { errno = e; return -1; }
+    if (e) {
+        errno = e;
+        return -1;
+    }
     return unlink(path);
 }
 
@@ -236,7 +264,7 @@ int io_fsync_dir(const char *dir)
 /* Crash points are parsed once; the common case (none armed) is a single load. */
 static char crash_name[128];
 static atomic_int crash_nth;
-static atomic_int crash_state;   /* 0 unparsed, 1 none, 2 armed */
+static atomic_int crash_state; /* 0 unparsed, 1 none, 2 armed */
 
 void io_crash_point(const char *name)
 {
@@ -247,7 +275,10 @@ void io_crash_point(const char *name)
             strncpy(crash_name, spec, sizeof crash_name - 1);
             char *colon = strchr(crash_name, ':');
             int nth = 1;
-            if (colon) { *colon = '\0'; nth = atoi(colon + 1); }
+            if (colon) {
+                *colon = '\0';
+                nth = atoi(colon + 1);
+            }
             atomic_store(&crash_nth, nth > 0 ? nth : 1);
             st = 2;
         } else {

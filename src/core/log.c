@@ -25,11 +25,12 @@
 #include <string.h>
 #include <time.h>
 
-_Static_assert(JVDB_LOG_DEBUG == (int)LOG_DEBUG && JVDB_LOG_ERROR == (int)LOG_ERROR, "public and internal log levels must agree");
+_Static_assert(JVDB_LOG_DEBUG == (int)LOG_DEBUG && JVDB_LOG_ERROR == (int)LOG_ERROR,
+               "public and internal log levels must agree");
 
 static atomic_int log_threshold = -1;
 static pthread_rwlock_t log_cb_lock = PTHREAD_RWLOCK_INITIALIZER;
-static jvdb_log_fn log_cb;        /* under log_cb_lock */
+static jvdb_log_fn log_cb; /* under log_cb_lock */
 static void *log_cb_user;
 
 static int log_level_from_env(void)
@@ -98,7 +99,7 @@ size_t log_json_escape(char *out, size_t cap, const char *s)
 
 static void log_emit(enum log_level level, const char *fields, const char *fmt, va_list ap)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
+    static const char *names[] = { "debug", "info", "warn", "error" };
     int threshold = atomic_load_explicit(&log_threshold, memory_order_relaxed);
     if (threshold < 0) {
         /* Racing first loggers compute the same value; one that log_set_level() stored wins. */

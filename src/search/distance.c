@@ -67,8 +67,7 @@ static __attribute__((noinline)) float dist_cos_exact(const float *q, const floa
 /* The cosine distance from the float sums, or from the double fallback when they are too small. */
 DIST_INLINE float dist_cos_finish(float dot, float vv, const float *q, const float *v, uint32_t dim)
 {
-    if (__builtin_expect(vv >= DIST_COS_MIN_SQ, 1))
-        return -dot / sqrtf(vv);
+    if (__builtin_expect(vv >= DIST_COS_MIN_SQ, 1)) return -dot / sqrtf(vv);
     return dist_cos_exact(q, v, dim);
 }
 
@@ -114,70 +113,70 @@ DIST_INLINE float dist_pair_scalar(const float *a, const float *b, uint32_t dim,
         s2 += a[i + 2] * b[i + 2];
         s3 += a[i + 3] * b[i + 3];
     }
-    for (; i < dim; i++)
-        s0 += a[i] * b[i];
+    for (; i < dim; i++) s0 += a[i] * b[i];
     return -((s0 + s1) + (s2 + s3));
 }
 
-DIST_INLINE void dist_four_scalar(const float *q, const float *const *p, uint32_t dim, float *out,
-                                  int mode)
+DIST_INLINE void dist_four_scalar(const float *q, const float *const *p, uint32_t dim, float *out, int mode)
 {
-    for (int j = 0; j < 4; j++)
-        out[j] = dist_pair_scalar(q, p[j], dim, mode);
+    for (int j = 0; j < 4; j++) out[j] = dist_pair_scalar(q, p[j], dim, mode);
 }
 
 /* The glue is the same for every instruction set: the batch driver, which scores groups of four
  * with the set's four-vector kernel while prefetching the next group, and the wrappers that fix the
  * `mode`.  One macro writes it for all three so they cannot drift apart; the arithmetic itself
  * stays spelled out per set above and below. */
-#define DIST_DEFINE_KERNELS(isa, TARGET, LEVEL)                                                        \
-    DIST_INLINE TARGET void dist_batch_##isa(const float *q, const float *const *vecs, uint32_t n,    \
-                                             uint32_t dim, float *out, int mode)                     \
-    {                                                                                                \
-        uint32_t i = 0;                                                                              \
-        for (; i + 4 <= n; i += 4) {                                                                 \
-            for (uint32_t j = i + 4; j < i + 8 && j < n; j++)                                        \
-                dist_prefetch(vecs[j], dim, 4);                                                      \
-            if (vecs[i] && vecs[i + 1] && vecs[i + 2] && vecs[i + 3]) {                              \
-                dist_four_##isa(q, vecs + i, dim, out + i, mode);                                    \
-                continue;                                                                            \
-            }                                                                                        \
-            for (uint32_t j = i; j < i + 4; j++)                                                     \
-                out[j] = vecs[j] ? dist_pair_##isa(q, vecs[j], dim, mode) : INFINITY;                \
-        }                                                                                            \
-        for (; i < n; i++)                                                                           \
-            out[i] = vecs[i] ? dist_pair_##isa(q, vecs[i], dim, mode) : INFINITY;                    \
-    }                                                                                                \
-    static TARGET float dist_l2sq_##isa(const float *a, const float *b, uint32_t dim)                \
-    {                                                                                                \
-        return dist_pair_##isa(a, b, dim, DIST_L2);                                                  \
-    }                                                                                                \
-    static TARGET float dist_nip_##isa(const float *a, const float *b, uint32_t dim)                 \
-    {                                                                                                \
-        return dist_pair_##isa(a, b, dim, DIST_NIP);                                                 \
-    }                                                                                                \
-    static TARGET float dist_ncos_##isa(const float *a, const float *b, uint32_t dim)                \
-    {                                                                                                \
-        return dist_pair_##isa(a, b, dim, DIST_COS);                                                 \
-    }                                                                                                \
-    static TARGET void dist_l2sq_batch_##isa(const float *q, const float *const *vecs, uint32_t n,   \
-                                             uint32_t dim, float *out)                               \
-    {                                                                                                \
-        dist_batch_##isa(q, vecs, n, dim, out, DIST_L2);                                             \
-    }                                                                                                \
-    static TARGET void dist_nip_batch_##isa(const float *q, const float *const *vecs, uint32_t n,    \
-                                            uint32_t dim, float *out)                                \
-    {                                                                                                \
-        dist_batch_##isa(q, vecs, n, dim, out, DIST_NIP);                                            \
-    }                                                                                                \
-    static TARGET void dist_ncos_batch_##isa(const float *q, const float *const *vecs, uint32_t n,   \
-                                             uint32_t dim, float *out)                               \
-    {                                                                                                \
-        dist_batch_##isa(q, vecs, n, dim, out, DIST_COS);                                            \
-    }                                                                                                \
-    static const dist_kernels dist_table_##isa = {                                                   \
-        LEVEL, #isa, dist_l2sq_##isa, dist_nip_##isa, dist_ncos_##isa,                               \
-        dist_l2sq_batch_##isa, dist_nip_batch_##isa, dist_ncos_batch_##isa,                          \
+#define DIST_DEFINE_KERNELS(isa, TARGET, LEVEL)                                                                        \
+    DIST_INLINE TARGET void dist_batch_##isa(const float *q, const float *const *vecs, uint32_t n, uint32_t dim,       \
+                                             float *out, int mode)                                                     \
+    {                                                                                                                  \
+        uint32_t i = 0;                                                                                                \
+        for (; i + 4 <= n; i += 4) {                                                                                   \
+            for (uint32_t j = i + 4; j < i + 8 && j < n; j++) dist_prefetch(vecs[j], dim, 4);                          \
+            if (vecs[i] && vecs[i + 1] && vecs[i + 2] && vecs[i + 3]) {                                                \
+                dist_four_##isa(q, vecs + i, dim, out + i, mode);                                                      \
+                continue;                                                                                              \
+            }                                                                                                          \
+            for (uint32_t j = i; j < i + 4; j++) out[j] = vecs[j] ? dist_pair_##isa(q, vecs[j], dim, mode) : INFINITY; \
+        }                                                                                                              \
+        for (; i < n; i++) out[i] = vecs[i] ? dist_pair_##isa(q, vecs[i], dim, mode) : INFINITY;                       \
+    }                                                                                                                  \
+    static TARGET float dist_l2sq_##isa(const float *a, const float *b, uint32_t dim)                                  \
+    {                                                                                                                  \
+        return dist_pair_##isa(a, b, dim, DIST_L2);                                                                    \
+    }                                                                                                                  \
+    static TARGET float dist_nip_##isa(const float *a, const float *b, uint32_t dim)                                   \
+    {                                                                                                                  \
+        return dist_pair_##isa(a, b, dim, DIST_NIP);                                                                   \
+    }                                                                                                                  \
+    static TARGET float dist_ncos_##isa(const float *a, const float *b, uint32_t dim)                                  \
+    {                                                                                                                  \
+        return dist_pair_##isa(a, b, dim, DIST_COS);                                                                   \
+    }                                                                                                                  \
+    static TARGET void dist_l2sq_batch_##isa(const float *q, const float *const *vecs, uint32_t n, uint32_t dim,       \
+                                             float *out)                                                               \
+    {                                                                                                                  \
+        dist_batch_##isa(q, vecs, n, dim, out, DIST_L2);                                                               \
+    }                                                                                                                  \
+    static TARGET void dist_nip_batch_##isa(const float *q, const float *const *vecs, uint32_t n, uint32_t dim,        \
+                                            float *out)                                                                \
+    {                                                                                                                  \
+        dist_batch_##isa(q, vecs, n, dim, out, DIST_NIP);                                                              \
+    }                                                                                                                  \
+    static TARGET void dist_ncos_batch_##isa(const float *q, const float *const *vecs, uint32_t n, uint32_t dim,       \
+                                             float *out)                                                               \
+    {                                                                                                                  \
+        dist_batch_##isa(q, vecs, n, dim, out, DIST_COS);                                                              \
+    }                                                                                                                  \
+    static const dist_kernels dist_table_##isa = {                                                                     \
+        LEVEL,                                                                                                         \
+        #isa,                                                                                                          \
+        dist_l2sq_##isa,                                                                                               \
+        dist_nip_##isa,                                                                                                \
+        dist_ncos_##isa,                                                                                               \
+        dist_l2sq_batch_##isa,                                                                                         \
+        dist_nip_batch_##isa,                                                                                          \
+        dist_ncos_batch_##isa,                                                                                         \
     };
 
 #define DIST_NO_TARGET
@@ -246,8 +245,7 @@ DIST_INLINE DIST_AVX2 float dist_cos_avx2(const float *a, const float *b, uint32
 
 DIST_INLINE DIST_AVX2 float dist_pair_avx2(const float *a, const float *b, uint32_t dim, int mode)
 {
-    if (mode == DIST_COS)
-        return dist_cos_avx2(a, b, dim);
+    if (mode == DIST_COS) return dist_cos_avx2(a, b, dim);
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     uint32_t i = 0;
@@ -257,8 +255,7 @@ DIST_INLINE DIST_AVX2 float dist_pair_avx2(const float *a, const float *b, uint3
         s2 = dist_acc256(s2, _mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), mode);
         s3 = dist_acc256(s3, _mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), mode);
     }
-    for (; i + 8 <= dim; i += 8)
-        s0 = dist_acc256(s0, _mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), mode);
+    for (; i + 8 <= dim; i += 8) s0 = dist_acc256(s0, _mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), mode);
     if (i < dim) {
         __m256i m = dist_tail256(dim - i);
         s1 = dist_acc256(s1, _mm256_maskload_ps(a + i, m), _mm256_maskload_ps(b + i, m), mode);
@@ -308,8 +305,7 @@ DIST_INLINE DIST_AVX2 void dist_four_cos_avx2(const float *q, const float *const
     out[3] = dist_cos_finish(dist_hsum256(s3), dist_hsum256(t3), q, p[3], dim);
 }
 
-DIST_INLINE DIST_AVX2 void dist_four_avx2(const float *q, const float *const *p, uint32_t dim,
-                                          float *out, int mode)
+DIST_INLINE DIST_AVX2 void dist_four_avx2(const float *q, const float *const *p, uint32_t dim, float *out, int mode)
 {
     if (mode == DIST_COS) {
         dist_four_cos_avx2(q, p, dim, out);
@@ -380,14 +376,13 @@ DIST_INLINE DIST_AVX512 float dist_cos_avx512(const float *a, const float *b, ui
         s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), b0, s1);
         t1 = _mm512_fmadd_ps(b0, b0, t1);
     }
-    return dist_cos_finish(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)),
-                           _mm512_reduce_add_ps(_mm512_add_ps(t0, t1)), a, b, dim);
+    return dist_cos_finish(_mm512_reduce_add_ps(_mm512_add_ps(s0, s1)), _mm512_reduce_add_ps(_mm512_add_ps(t0, t1)), a,
+                           b, dim);
 }
 
 DIST_INLINE DIST_AVX512 float dist_pair_avx512(const float *a, const float *b, uint32_t dim, int mode)
 {
-    if (mode == DIST_COS)
-        return dist_cos_avx512(a, b, dim);
+    if (mode == DIST_COS) return dist_cos_avx512(a, b, dim);
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     __m512 s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
     uint32_t i = 0;
@@ -397,8 +392,7 @@ DIST_INLINE DIST_AVX512 float dist_pair_avx512(const float *a, const float *b, u
         s2 = dist_acc512(s2, _mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), mode);
         s3 = dist_acc512(s3, _mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), mode);
     }
-    for (; i + 16 <= dim; i += 16)
-        s0 = dist_acc512(s0, _mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), mode);
+    for (; i + 16 <= dim; i += 16) s0 = dist_acc512(s0, _mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), mode);
     if (i < dim) {
         __mmask16 m = (__mmask16)((1u << (dim - i)) - 1u);
         s1 = dist_acc512(s1, _mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), mode);
@@ -435,8 +429,7 @@ DIST_INLINE DIST_AVX512 void dist_four_cos_avx512(const float *q, const float *c
     out[3] = dist_cos_finish(_mm512_reduce_add_ps(s3), _mm512_reduce_add_ps(t3), q, p[3], dim);
 }
 
-DIST_INLINE DIST_AVX512 void dist_four_avx512(const float *q, const float *const *p, uint32_t dim,
-                                              float *out, int mode)
+DIST_INLINE DIST_AVX512 void dist_four_avx512(const float *q, const float *const *p, uint32_t dim, float *out, int mode)
 {
     if (mode == DIST_COS) {
         dist_four_cos_avx512(q, p, dim, out);
@@ -490,8 +483,7 @@ static int dist_cpu_has(dist_simd level)
 
 const dist_kernels *dist_kernels_get(dist_simd level)
 {
-    if (!dist_cpu_has(level))
-        return NULL;
+    if (!dist_cpu_has(level)) return NULL;
     switch (level) {
     case DIST_SIMD_SCALAR: return &dist_table_scalar;
 #if DIST_X86
@@ -513,8 +505,7 @@ int dist_simd_parse(const char *s, dist_simd *out)
             return JVDB_OK;
         }
     }
-    return err_set(JVDB_EINVAL, "unknown SIMD level '%s' (expected scalar, avx2 or avx512)",
-                   s ? s : "");
+    return err_set(JVDB_EINVAL, "unknown SIMD level '%s' (expected scalar, avx2 or avx512)", s ? s : "");
 }
 
 static _Atomic(const dist_kernels *) dist_current;
@@ -537,8 +528,7 @@ static void dist_choose(void)
         else if ((int)want > best)
             log_warn("JVDB_SIMD=%s is not supported by this CPU; using %s", env,
                      dist_kernels_get((dist_simd)best)->name);
-        else
-            best = (int)want;
+        else best = (int)want;
     }
     atomic_store_explicit(&dist_current, dist_kernels_get((dist_simd)best), memory_order_release);
 }
@@ -562,8 +552,7 @@ int dist_set_active(dist_simd level)
 
 static int dist_space_fill(dist_space *sp, jvdb_metric metric, uint32_t dim, int stored)
 {
-    if (dim == 0)
-        return err_set(JVDB_EINVAL, "dimension must be at least 1");
+    if (dim == 0) return err_set(JVDB_EINVAL, "dimension must be at least 1");
     const dist_kernels *k = dist_active();
     sp->metric = metric;
     sp->dim = dim;
@@ -584,10 +573,7 @@ static int dist_space_fill(dist_space *sp, jvdb_metric metric, uint32_t dim, int
     return err_set(JVDB_EINVAL, "unknown metric %d", (int)metric);
 }
 
-int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim)
-{
-    return dist_space_fill(sp, metric, dim, 0);
-}
+int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim) { return dist_space_fill(sp, metric, dim, 0); }
 
 int dist_space_init_stored(dist_space *sp, jvdb_metric metric, uint32_t dim)
 {
@@ -599,15 +585,11 @@ int dist_normalize(float *v, uint32_t dim)
     /* Summed in double: float squares of large finite components could overflow to infinity and a
      * valid vector would be refused. */
     double ss = 0.0;
-    for (uint32_t i = 0; i < dim; i++)
-        ss += (double)v[i] * (double)v[i];
-    if (!isfinite(ss))
-        return err_set(JVDB_EINVAL, "vector has a NaN or infinite component and cannot be normalised");
-    if (ss == 0.0)
-        return err_set(JVDB_EINVAL, "vector has zero length and cannot be normalised for cosine");
+    for (uint32_t i = 0; i < dim; i++) ss += (double)v[i] * (double)v[i];
+    if (!isfinite(ss)) return err_set(JVDB_EINVAL, "vector has a NaN or infinite component and cannot be normalised");
+    if (ss == 0.0) return err_set(JVDB_EINVAL, "vector has zero length and cannot be normalised for cosine");
     double inv = 1.0 / sqrt(ss);
-    for (uint32_t i = 0; i < dim; i++)
-        v[i] = (float)((double)v[i] * inv);
+    for (uint32_t i = 0; i < dim; i++) v[i] = (float)((double)v[i] * inv);
     return JVDB_OK;
 }
 
@@ -617,7 +599,6 @@ int dist_query_prepare(jvdb_metric metric, const float *query, uint32_t dim, flo
     int rc = rec_check_values(query, dim, "query", "");
     if (rc) return rc;
     memcpy(out, query, (size_t)dim * sizeof *out);
-    if (metric == JVDB_METRIC_COSINE)
-        return dist_normalize(out, dim);
+    if (metric == JVDB_METRIC_COSINE) return dist_normalize(out, dim);
     return JVDB_OK;
 }

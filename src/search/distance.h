@@ -37,15 +37,14 @@ typedef enum { DIST_SIMD_SCALAR = 0, DIST_SIMD_AVX2 = 1, DIST_SIMD_AVX512 = 2 } 
 /* d = f(a, b) over dim floats. */
 typedef float (*dist_pair_fn)(const float *a, const float *b, uint32_t dim);
 /* out[i] = f(q, vecs[i]) for i < n; a NULL vecs[i] (empty slot) gives +INFINITY. */
-typedef void (*dist_batch_fn)(const float *q, const float *const *vecs, uint32_t n, uint32_t dim,
-                              float *out);
+typedef void (*dist_batch_fn)(const float *q, const float *const *vecs, uint32_t n, uint32_t dim, float *out);
 
 typedef struct dist_kernels {
     dist_simd level;
-    const char *name;            /* "scalar", "avx2", "avx512" */
-    dist_pair_fn l2sq;           /* sum (a_i - b_i)^2 */
-    dist_pair_fn nip;            /* - sum a_i b_i (negated so that smaller is better) */
-    dist_pair_fn ncos;           /* - (a . b) / |b| for a unit a; |b| summed alongside (distance.c) */
+    const char *name;  /* "scalar", "avx2", "avx512" */
+    dist_pair_fn l2sq; /* sum (a_i - b_i)^2 */
+    dist_pair_fn nip;  /* - sum a_i b_i (negated so that smaller is better) */
+    dist_pair_fn ncos; /* - (a . b) / |b| for a unit a; |b| summed alongside (distance.c) */
     dist_batch_fn l2sq_batch;
     dist_batch_fn nip_batch;
     dist_batch_fn ncos_batch;
@@ -76,10 +75,7 @@ int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim);
  * use.  Identical to dist_space_init for l2 and dot.  Queries are prepared (dist_query_prepare). */
 int dist_space_init_stored(dist_space *sp, jvdb_metric metric, uint32_t dim);
 
-static inline float dist_score(jvdb_metric metric, float d)
-{
-    return metric == JVDB_METRIC_L2 ? d : -d;
-}
+static inline float dist_score(jvdb_metric metric, float d) { return metric == JVDB_METRIC_L2 ? d : -d; }
 
 static inline float dist_from_score(jvdb_metric metric, float score)
 {
@@ -97,14 +93,11 @@ int dist_query_prepare(jvdb_metric metric, const float *query, uint32_t dim, flo
 /* Hint the cache to fetch the first `lines` cache lines of v (at most the whole vector). */
 static inline void dist_prefetch(const float *v, uint32_t dim, uint32_t lines)
 {
-    if (!v)
-        return;
+    if (!v) return;
     const char *p = (const char *)v;
     uint32_t have = (dim * (uint32_t)sizeof(float) + 63) / 64;
-    if (lines > have)
-        lines = have;
-    for (uint32_t i = 0; i < lines; i++)
-        __builtin_prefetch(p + 64 * (size_t)i, 0, 3);
+    if (lines > have) lines = have;
+    for (uint32_t i = 0; i < lines; i++) __builtin_prefetch(p + 64 * (size_t)i, 0, 3);
 }
 
 #endif

@@ -38,9 +38,10 @@
 static const struct {
     const char *name;
     enum filter_op op;
-} filter_ops[] = {{"$eq", OP_EQ},   {"$ne", OP_NE},         {"$in", OP_IN},        {"$nin", OP_NIN},
-                  {"$gt", OP_GT},   {"$gte", OP_GTE},       {"$lt", OP_LT},        {"$lte", OP_LTE},
-                  {"$exists", OP_EXISTS}, {"$contains", OP_CONTAINS}};
+} filter_ops[] = {
+    { "$eq", OP_EQ },   { "$ne", OP_NE }, { "$in", OP_IN },   { "$nin", OP_NIN },       { "$gt", OP_GT },
+    { "$gte", OP_GTE }, { "$lt", OP_LT }, { "$lte", OP_LTE }, { "$exists", OP_EXISTS }, { "$contains", OP_CONTAINS }
+};
 
 #define FILTER_OP_LIST "$eq $ne $in $nin $gt $gte $lt $lte $exists $contains"
 
@@ -84,7 +85,10 @@ static struct filter_node *node_new(enum node_kind kind)
     return n;
 }
 
-static int filter_scalar(const json_t *v) { return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v); }
+static int filter_scalar(const json_t *v)
+{
+    return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
+}
 
 /* Splits a dotted path; refuses empty segments ("a..b", ".a", "a."). */
 static int cond_set_path(struct filter_node *c, const char *path)
@@ -95,8 +99,11 @@ static int cond_set_path(struct filter_node *c, const char *path)
     for (;;) {
         const char *dot = strchr(p, '.');
         size_t len = dot ? (size_t)(dot - p) : strlen(p);
-        if (len == 0) return err_set(JVDB_EINVAL, "filter: field path '%s' has an empty part (dots separate nested fields)", path);
-        if (c->nsegs == FILTER_MAX_SEGS) return err_set(JVDB_EINVAL, "filter: field path '%s' is deeper than %d parts", path, FILTER_MAX_SEGS);
+        if (len == 0)
+            return err_set(JVDB_EINVAL, "filter: field path '%s' has an empty part (dots separate nested fields)",
+                           path);
+        if (c->nsegs == FILTER_MAX_SEGS)
+            return err_set(JVDB_EINVAL, "filter: field path '%s' is deeper than %d parts", path, FILTER_MAX_SEGS);
         char **s = realloc(c->segs, (c->nsegs + 1) * sizeof *s);
         if (!s) return err_set(JVDB_ENOMEM, "out of memory");
         c->segs = s;
@@ -116,8 +123,8 @@ static int cond_check(const char *field, enum filter_op op, const json_t *value,
         if (!json_is_array(value)) return err_set(JVDB_EINVAL, "filter on '%s': %s needs an array", field, opname);
         size_t i;
         json_t *x;
-        json_array_foreach(value, i, x) if (!filter_scalar(x))
-            return err_set(JVDB_EINVAL, "filter on '%s': %s values must be strings, numbers, booleans or null", field, opname);
+        json_array_foreach(value, i, x) if (!filter_scalar(x)) return err_set(
+            JVDB_EINVAL, "filter on '%s': %s values must be strings, numbers, booleans or null", field, opname);
         return JVDB_OK;
     }
     case OP_GT:
@@ -159,20 +166,27 @@ static int filter_field(struct filter_node *and, const char *field, json_t *cond
 {
     if (!json_is_object(cond)) {
         if (json_is_array(cond))
-            return err_set(JVDB_EINVAL, "filter on '%s': a list is not a value to match (use {\"$in\": [...]} for any of several)", field);
+            return err_set(JVDB_EINVAL,
+                           "filter on '%s': a list is not a value to match (use {\"$in\": [...]} for any of several)",
+                           field);
         return filter_add(and, field, OP_EQ, cond, "equality");
     }
     if (json_object_size(cond) == 0) return err_set(JVDB_EINVAL, "filter on '%s': empty condition object", field);
     const char *opname;
     json_t *operand;
-    json_object_foreach(cond, opname, operand) {
+    json_object_foreach(cond, opname, operand)
+    {
         if (opname[0] != '$')
-            return err_set(JVDB_EINVAL, "filter on '%s': '%s' is not an operator (a nested field is written \"%s.%s\")", field, opname, field, opname);
+            return err_set(JVDB_EINVAL, "filter on '%s': '%s' is not an operator (a nested field is written \"%s.%s\")",
+                           field, opname, field, opname);
         if (!strcmp(opname, "$and") || !strcmp(opname, "$or") || !strcmp(opname, "$not"))
-            return err_set(JVDB_EINVAL, "filter on '%s': %s goes at the level of fields, not inside one", field, opname);
+            return err_set(JVDB_EINVAL, "filter on '%s': %s goes at the level of fields, not inside one", field,
+                           opname);
         size_t k = 0, nops = sizeof filter_ops / sizeof filter_ops[0];
         while (k < nops && strcmp(filter_ops[k].name, opname) != 0) k++;
-        if (k == nops) return err_set(JVDB_EINVAL, "filter on '%s': unknown operator '%s' (use " FILTER_OP_LIST ")", field, opname);
+        if (k == nops)
+            return err_set(JVDB_EINVAL, "filter on '%s': unknown operator '%s' (use " FILTER_OP_LIST ")", field,
+                           opname);
         int rc = filter_add(and, field, filter_ops[k].op, operand, opname);
         if (rc) return rc;
     }
@@ -188,15 +202,15 @@ static int filter_logical(struct filter_node *and, const char *opname, json_t *a
         if (!json_is_object(arg)) return err_set(JVDB_EINVAL, "filter: $not needs a filter object");
         if ((rc = filter_compile(arg, depth + 1, &sub))) return rc;
         struct filter_node *not = node_new(NODE_NOT);
-        if (!not) {
+        if (!not ) {
             node_free(sub);
             return err_set(JVDB_ENOMEM, "out of memory");
         }
         if ((rc = node_push(not, sub))) {
-            node_free(not);
+            node_free(not );
             return rc;
         }
-        return node_push(and, not);
+        return node_push(and, not );
     }
     enum node_kind kind = !strcmp(opname, "$and") ? NODE_AND : NODE_OR;
     if (!json_is_array(arg) || json_array_size(arg) == 0)
@@ -205,7 +219,8 @@ static int filter_logical(struct filter_node *and, const char *opname, json_t *a
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     size_t i;
     json_t *x;
-    json_array_foreach(arg, i, x) {
+    json_array_foreach(arg, i, x)
+    {
         if (!json_is_object(x)) {
             node_free(n);
             return err_set(JVDB_EINVAL, "filter: %s item %zu is not a filter object", opname, i);
@@ -229,10 +244,15 @@ static int filter_compile(const json_t *doc, int depth, struct filter_node **out
     const char *key;
     json_t *val;
     int rc = JVDB_OK;
-    json_object_foreach((json_t *)doc, key, val) {
+    json_object_foreach((json_t *)doc, key, val)
+    {
         if (key[0] != '$') rc = filter_field(and, key, val);
-        else if (!strcmp(key, "$and") || !strcmp(key, "$or") || !strcmp(key, "$not")) rc = filter_logical(and, key, val, depth);
-        else rc = err_set(JVDB_EINVAL, "filter: '%s' is not a field or $and/$or/$not (field operators go inside a field's object)", key);
+        else if (!strcmp(key, "$and") || !strcmp(key, "$or") || !strcmp(key, "$not"))
+            rc = filter_logical(and, key, val, depth);
+        else
+            rc = err_set(JVDB_EINVAL,
+                         "filter: '%s' is not a field or $and/$or/$not (field operators go inside a field's object)",
+                         key);
         if (rc) break;
     }
     if (rc) {
@@ -265,7 +285,9 @@ int jvdb_filter_parse(const char *json, jvdb_filter **out)
     if (!json) return err_set(JVDB_EINVAL, "filter is missing");
     json_error_t jerr;
     json_t *doc = json_loads(json, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
-    if (!doc) return err_set(JVDB_EINVAL, "filter is not valid JSON (line %d, column %d): %s", jerr.line, jerr.column, jerr.text);
+    if (!doc)
+        return err_set(JVDB_EINVAL, "filter is not valid JSON (line %d, column %d): %s", jerr.line, jerr.column,
+                       jerr.text);
     int rc = filter_from_json(doc, out);
     json_decref(doc);
     return rc;
@@ -337,7 +359,8 @@ static int filter_path_any(const struct filter_node *c, const json_t *v, size_t 
             size_t k;
             json_t *x;
             /* A list holds its elements: equality and $in become "contains", as in Qdrant. */
-            json_array_foreach(v, k, x) {
+            json_array_foreach(v, k, x)
+            {
                 if (c->op == OP_CONTAINS) {
                     if (filter_equal(x, c->value)) return 1;
                 } else if (!json_is_array(x) && filter_value_holds(c, x)) {
@@ -363,10 +386,12 @@ static int node_holds(const struct filter_node *n, const json_t *doc)
 {
     switch (n->kind) {
     case NODE_AND:
-        for (size_t i = 0; i < n->n; i++) if (!node_holds(n->kids[i], doc)) return 0;
+        for (size_t i = 0; i < n->n; i++)
+            if (!node_holds(n->kids[i], doc)) return 0;
         return 1;
     case NODE_OR:
-        for (size_t i = 0; i < n->n; i++) if (node_holds(n->kids[i], doc)) return 1;
+        for (size_t i = 0; i < n->n; i++)
+            if (node_holds(n->kids[i], doc)) return 1;
         return 0;
     case NODE_NOT: return !node_holds(n->kids[0], doc);
     default: {

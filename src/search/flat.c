@@ -28,7 +28,7 @@ enum { FLAT_CHUNK = 256 };
 /* Below this many floats (about 1 MiB of vectors) per thread, another thread costs more than its
  * share of the scan. */
 #define FLAT_MIN_FLOATS_PER_THREAD (1u << 18)
-#define FLAT_MAX_THREADS 256u
+#define FLAT_MAX_THREADS           256u
 
 typedef struct flat_job {
     const float *const *slots;
@@ -36,7 +36,7 @@ typedef struct flat_job {
     const dist_space *sp;
     const float *query;
     const flat_params *p;
-    float limit;                 /* threshold as a distance; +inf without one */
+    float limit; /* threshold as a distance; +inf without one */
     topk heap;
 } flat_job;
 
@@ -61,11 +61,9 @@ uint32_t flat_threads_for(uint32_t nslots, uint32_t dim, uint32_t threads)
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cores > 0 ? (uint32_t)cores : 1u;
     }
-    if (threads > FLAT_MAX_THREADS)
-        threads = FLAT_MAX_THREADS;
+    if (threads > FLAT_MAX_THREADS) threads = FLAT_MAX_THREADS;
     uint64_t work = (uint64_t)nslots * dim / FLAT_MIN_FLOATS_PER_THREAD;
-    if (work < threads)
-        threads = work > 0 ? (uint32_t)work : 1u;
+    if (work < threads) threads = work > 0 ? (uint32_t)work : 1u;
     return threads;
 }
 
@@ -94,15 +92,12 @@ static void flat_scan(flat_job *j)
             }
         }
         m = cnt;
-        if (m == 0)
-            continue;
+        if (m == 0) continue;
         j->sp->batch(j->query, vecs, m, dim, d);
         float bound = fminf(topk_bound(&j->heap), j->limit);
         for (uint32_t i = 0; i < m; i++) {
-            if (d[i] > bound || !vecs[i])
-                continue;
-            if (topk_push(&j->heap, d[i], idmap ? idmap[i] : s + i))
-                bound = fminf(topk_bound(&j->heap), j->limit);
+            if (d[i] > bound || !vecs[i]) continue;
+            if (topk_push(&j->heap, d[i], idmap ? idmap[i] : s + i)) bound = fminf(topk_bound(&j->heap), j->limit);
         }
     }
 }
@@ -113,22 +108,19 @@ static void *flat_thread(void *arg)
     return NULL;
 }
 
-int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query,
-                const flat_params *p, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
+int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query, const flat_params *p,
+                uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
-    if (!query || (nslots > 0 && !slots))
-        return err_set(JVDB_EINVAL, "exact search needs a query and a slot table");
+    if (!query || (nslots > 0 && !slots)) return err_set(JVDB_EINVAL, "exact search needs a query and a slot table");
     if (p->use_threshold && !isfinite(p->threshold))
         return err_set(JVDB_EINVAL, "search threshold must be a finite number");
 
     dist_space sp;
     int rc = dist_space_init_stored(&sp, p->metric, dim);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     float *q = malloc((size_t)dim * sizeof *q);
-    if (!q)
-        return err_set(JVDB_ENOMEM, "out of memory for a query of dimension %u", dim);
+    if (!q) return err_set(JVDB_ENOMEM, "out of memory for a query of dimension %u", dim);
     rc = dist_query_prepare(p->metric, query, dim, q);
     if (rc || p->k == 0 || nslots == 0) {
         free(q);
@@ -154,34 +146,27 @@ int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const 
         jobs[t].p = p;
         jobs[t].limit = limit;
         rc = topk_init(&jobs[t].heap, cap);
-        if (rc)
-            goto out;
+        if (rc) goto out;
     }
     /* A thread that cannot be started is not an error: its range is scanned here instead. */
-    for (uint32_t t = 1; t < nthreads; t++)
-        started[t] = pthread_create(&tids[t], NULL, flat_thread, &jobs[t]) == 0;
+    for (uint32_t t = 1; t < nthreads; t++) started[t] = pthread_create(&tids[t], NULL, flat_thread, &jobs[t]) == 0;
     flat_scan(&jobs[0]);
     for (uint32_t t = 1; t < nthreads; t++) {
-        if (started[t])
-            pthread_join(tids[t], NULL);
-        else
-            flat_scan(&jobs[t]);
+        if (started[t]) pthread_join(tids[t], NULL);
+        else flat_scan(&jobs[t]);
         topk_merge(&jobs[0].heap, &jobs[t].heap);
     }
 
     uint32_t n = topk_sort(&jobs[0].heap);
     for (uint32_t i = 0; i < n; i++) {
-        if (out_slots)
-            out_slots[i] = jobs[0].heap.items[i].slot;
-        if (out_scores)
-            out_scores[i] = dist_score(p->metric, jobs[0].heap.items[i].dist);
+        if (out_slots) out_slots[i] = jobs[0].heap.items[i].slot;
+        if (out_scores) out_scores[i] = dist_score(p->metric, jobs[0].heap.items[i].dist);
     }
     *out_n = n;
 
 out:
     if (jobs) {
-        for (uint32_t t = 0; t < nthreads; t++)
-            topk_free(&jobs[t].heap);
+        for (uint32_t t = 0; t < nthreads; t++) topk_free(&jobs[t].heap);
     }
     free(jobs);
     free(tids);

@@ -51,9 +51,9 @@
 #define PAYLOAD_EXTRA "payload_indexes"
 
 struct pl_val {
-    double num;                /* numeric fields */
-    uint32_t kw;               /* keyword fields: interned string id */
-    uint8_t genuine;           /* numeric: a JSON number (not a numeric string) */
+    double num;      /* numeric fields */
+    uint32_t kw;     /* keyword fields: interned string id */
+    uint8_t genuine; /* numeric: a JSON number (not a numeric string) */
 };
 
 /* A slot's values past its first (most slots have one value or none). */
@@ -63,10 +63,10 @@ struct pl_more {
 };
 
 /* Per-slot flags of a field. */
-#define PLF_EXISTS 1u          /* the path resolves (a null or an object counts, as for $exists) */
-#define PLF_FIRST 2u           /* kw[s] / num[s] hold a value */
-#define PLF_GENUINE 4u         /* numeric: that value is a JSON number, not a numeric string */
-#define PLF_MORE 8u            /* more[s] holds the other values */
+#define PLF_EXISTS  1u /* the path resolves (a null or an object counts, as for $exists) */
+#define PLF_FIRST   2u /* kw[s] / num[s] hold a value */
+#define PLF_GENUINE 4u /* numeric: that value is a JSON number, not a numeric string */
+#define PLF_MORE    8u /* more[s] holds the other values */
 
 /* A field's columns, cap entries each: a condition is one pass over flags and kw (5 bytes a slot)
  * or num (9), dense so that the pass runs at memory speed. */
@@ -76,36 +76,36 @@ struct pl_field {
     size_t nsegs;
     jvdb_payload_type type;
     uint8_t *flags;
-    uint32_t *kw;              /* keyword fields */
-    double *num;               /* numeric fields */
+    uint32_t *kw; /* keyword fields */
+    double *num;  /* numeric fields */
     struct pl_more **more;
 };
 
 struct pl_kw {
-    char *s;                   /* NULL: empty bucket */
+    char *s; /* NULL: empty bucket */
     uint64_t hash;
     uint32_t id;
 };
 
 struct payload_index {
     jvdb_db *db;
-    pthread_rwlock_t lock;     /* exclusive: drains and declarations; shared: plans */
+    pthread_rwlock_t lock; /* exclusive: drains and declarations; shared: plans */
     struct pl_field *fields;
     size_t nfields;
-    uint32_t cap;              /* slots the per-slot arrays hold */
-    uint64_t *lsn;             /* per slot, invariant (2) */
-    uint64_t *live;            /* bitmap: the described version holds a vector */
-    uint64_t max_lsn;          /* the largest lsn[s]: no slot is unsure for a snapshot at or past it */
-    struct pl_kw *kw;          /* interned keyword strings (open addressing, power-of-two size) */
+    uint32_t cap;     /* slots the per-slot arrays hold */
+    uint64_t *lsn;    /* per slot, invariant (2) */
+    uint64_t *live;   /* bitmap: the described version holds a vector */
+    uint64_t max_lsn; /* the largest lsn[s]: no slot is unsure for a snapshot at or past it */
+    struct pl_kw *kw; /* interned keyword strings (open addressing, power-of-two size) */
     size_t kw_cap, kw_n;
-    int broken;                /* invariant (4) */
+    int broken; /* invariant (4) */
 
-    pthread_mutex_t pend_mu;   /* leaf: the queue of slots to re-read, and the counters below */
-    int active;                /* some field is declared (the hook queues only then); written with
+    pthread_mutex_t pend_mu; /* leaf: the queue of slots to re-read, and the counters below */
+    int active;              /* some field is declared (the hook queues only then); written with
                                 * both pend_mu and the database's write_mu held */
-    uint64_t queued_seq;       /* pushes so far */
-    uint64_t drained_seq;      /* queued_seq when the last drain took the queue */
-    uint64_t need_seq;         /* queued_seq after the last queue_all: plans wait for a drain past it */
+    uint64_t queued_seq;     /* pushes so far */
+    uint64_t drained_seq;    /* queued_seq when the last drain took the queue */
+    uint64_t need_seq;       /* queued_seq after the last queue_all: plans wait for a drain past it */
     uint8_t *pending_bit;
     uint32_t bits_cap;
     uint32_t *pending;
@@ -128,17 +128,24 @@ static int payload_check_path(const char *field)
 {
     if (!field || !field[0]) return err_set(JVDB_EINVAL, "payload index: the field name is empty");
     size_t len = strlen(field);
-    if (len > JVDB_PAYLOAD_MAX_FIELD) return err_set(JVDB_EINVAL, "payload index: field name is longer than %d bytes", JVDB_PAYLOAD_MAX_FIELD);
-    if (field[0] == '$') return err_set(JVDB_EINVAL, "payload index: field '%s' starts with '$' (filters read that as an operator)", field);
+    if (len > JVDB_PAYLOAD_MAX_FIELD)
+        return err_set(JVDB_EINVAL, "payload index: field name is longer than %d bytes", JVDB_PAYLOAD_MAX_FIELD);
+    if (field[0] == '$')
+        return err_set(JVDB_EINVAL, "payload index: field '%s' starts with '$' (filters read that as an operator)",
+                       field);
     size_t parts = 1;
     for (size_t i = 0; i < len; i++) {
         if (field[i] != '.') continue;
         parts++;
         if (i == 0 || i + 1 == len || field[i + 1] == '.')
-            return err_set(JVDB_EINVAL, "payload index: field path '%s' has an empty part (dots separate nested fields)", field);
+            return err_set(JVDB_EINVAL,
+                           "payload index: field path '%s' has an empty part (dots separate nested fields)", field);
     }
-    if (field[len - 1] == '.') return err_set(JVDB_EINVAL, "payload index: field path '%s' has an empty part (dots separate nested fields)", field);
-    if (parts > FILTER_MAX_SEGS) return err_set(JVDB_EINVAL, "payload index: field path '%s' is deeper than %d parts", field, FILTER_MAX_SEGS);
+    if (field[len - 1] == '.')
+        return err_set(JVDB_EINVAL, "payload index: field path '%s' has an empty part (dots separate nested fields)",
+                       field);
+    if (parts > FILTER_MAX_SEGS)
+        return err_set(JVDB_EINVAL, "payload index: field path '%s' is deeper than %d parts", field, FILTER_MAX_SEGS);
     return JVDB_OK;
 }
 
@@ -229,7 +236,8 @@ static int payload_reload_locked(struct payload_index *pl)
     const char *path;
     json_t *t;
     int rc = JVDB_OK;
-    json_object_foreach(d, path, t) {
+    json_object_foreach(d, path, t)
+    {
         jvdb_payload_type type;
         /* A declaration this build cannot read (edited by hand) is skipped, not fatal. */
         if (!json_is_string(t) || payload_check_path(path) || jvdb_payload_type_parse(json_string_value(t), &type)) {
@@ -239,7 +247,9 @@ static int payload_reload_locked(struct payload_index *pl)
         }
         /* An unchanged field keeps its columns; a new or re-typed one starts empty (the caller queues all). */
         size_t j = 0;
-        while (j < pl->nfields && (!pl->fields[j].path || strcmp(pl->fields[j].path, path) || pl->fields[j].type != type)) j++;
+        while (j < pl->nfields &&
+               (!pl->fields[j].path || strcmp(pl->fields[j].path, path) || pl->fields[j].type != type))
+            j++;
         if (j < pl->nfields) {
             nf[k++] = pl->fields[j];
             pl->fields[j].path = NULL;
@@ -334,7 +344,8 @@ static void pending_push(struct payload_index *pl, uint32_t slot)
     return;
 oom:
     __atomic_store_n(&pl->broken, 1, __ATOMIC_RELAXED);
-    log_error("payload indexes of '%s': out of memory queueing slot %u; filters are checked on metadata", jvdb_db_name(pl->db), slot);
+    log_error("payload indexes of '%s': out of memory queueing slot %u; filters are checked on metadata",
+              jvdb_db_name(pl->db), slot);
 }
 
 void payload_slot_hook(struct payload_index *pl, uint32_t slot)
@@ -412,7 +423,7 @@ struct pl_build {
 /* Adds the value a leaf (or a leaf list's element) stands for in field f, if any. */
 static void build_leaf(struct payload_index *pl, const struct pl_field *f, struct pl_build *b, const json_t *v)
 {
-    struct pl_val x = {0};
+    struct pl_val x = { 0 };
     if (f->type == JVDB_PAYLOAD_KEYWORD) {
         if (!json_is_string(v)) return;
         if ((x.kw = kw_intern(pl, json_string_value(v))) == UINT32_MAX) {
@@ -439,7 +450,8 @@ static void build_leaf(struct payload_index *pl, const struct pl_field *f, struc
 /* Collects the values at f's path from segment i on under v, as filter.c's filter_path_any visits
  * them: lists in the middle of a path are searched for objects, a leaf is a value and, when it is a
  * list, so is each of its elements that is not a list. */
-static void build_path(struct payload_index *pl, const struct pl_field *f, struct pl_build *b, const json_t *v, size_t i)
+static void build_path(struct payload_index *pl, const struct pl_field *f, struct pl_build *b, const json_t *v,
+                       size_t i)
 {
     if (i == f->nsegs) {
         b->exists = 1;
@@ -551,7 +563,7 @@ static void payload_drain(struct payload_index *pl)
     pl->npending = pl->pcap = 0;
     pl->drained_seq = pl->queued_seq;
     pthread_mutex_unlock(&pl->pend_mu);
-    struct pl_build b = {0};
+    struct pl_build b = { 0 };
     for (uint32_t i = 0; i < nq && !__atomic_load_n(&pl->broken, __ATOMIC_RELAXED); i++) {
         if (payload_refresh(pl, q[i], &b) != JVDB_OK) {
             __atomic_store_n(&pl->broken, 1, __ATOMIC_RELAXED);
@@ -592,7 +604,8 @@ static int val_holds(const struct pl_field *f, const struct filter_node *c, cons
                      size_t nids)
 {
     if (f->type == JVDB_PAYLOAD_KEYWORD) {
-        for (size_t i = 0; i < nids; i++) if (ids[i] == v->kw) return 1;
+        for (size_t i = 0; i < nids; i++)
+            if (ids[i] == v->kw) return 1;
         return 0;
     }
     switch (c->op) {
@@ -659,8 +672,8 @@ static void eval_keyword(const struct pl_field *f, const uint32_t *ids, size_t n
 }
 
 /* Evaluates a condition on an indexed field into out (nw words over the index's view). */
-static int eval_cond(const struct payload_index *pl, const struct pl_field *f, const struct filter_node *c, uint32_t nslots,
-                     uint64_t *out)
+static int eval_cond(const struct payload_index *pl, const struct pl_field *f, const struct filter_node *c,
+                     uint32_t nslots, uint64_t *out)
 {
     size_t nw = (nslots + 63) / 64;
     memset(out, 0, nw * sizeof *out);
@@ -670,8 +683,9 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
         if (c->op == OP_IN || c->op == OP_NIN) {
             size_t i;
             json_t *x;
-            if (json_array_size(c->value) > 64) return 0;   /* long lists: leave it to the metadata */
-            json_array_foreach(c->value, i, x) {
+            if (json_array_size(c->value) > 64) return 0; /* long lists: leave it to the metadata */
+            json_array_foreach(c->value, i, x)
+            {
                 uint32_t id = kw_find(pl, json_string_value(x));
                 if (id != UINT32_MAX) ids[nids++] = id;
             }
@@ -693,8 +707,9 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
         if (!(fl & PLF_EXISTS)) continue;
         int any = c->op == OP_EXISTS;
         if (!any && (fl & PLF_FIRST)) {
-            struct pl_val first = {f->type == JVDB_PAYLOAD_NUMERIC ? f->num[s] : 0, f->type == JVDB_PAYLOAD_KEYWORD ? f->kw[s] : 0,
-                                   (uint8_t)((fl & PLF_GENUINE) != 0)};
+            struct pl_val first = { f->type == JVDB_PAYLOAD_NUMERIC ? f->num[s] : 0,
+                                    f->type == JVDB_PAYLOAD_KEYWORD ? f->kw[s] : 0,
+                                    (uint8_t)((fl & PLF_GENUINE) != 0) };
             any = val_holds(f, c, &first, ids, nids);
         }
         if (!any && (fl & PLF_MORE))
@@ -709,7 +724,8 @@ static int eval_cond(const struct payload_index *pl, const struct pl_field *f, c
 
 /* Evaluates node into out (nw words): returns 0 when the index cannot bound it, else 1 with *exact
  * saying whether out is the node's answer (1) or a superset of it (0), over the index's view. */
-static int eval_node(const struct payload_index *pl, const struct filter_node *n, uint32_t nslots, uint64_t *out, int *exact)
+static int eval_node(const struct payload_index *pl, const struct filter_node *n, uint32_t nslots, uint64_t *out,
+                     int *exact)
 {
     size_t nw = (nslots + 63) / 64;
     *exact = 1;
@@ -733,7 +749,8 @@ static int eval_node(const struct payload_index *pl, const struct filter_node *n
                 continue;
             }
             if (!known) memcpy(out, tmp, nw * sizeof *out);
-            else for (size_t w = 0; w < nw; w++) out[w] &= tmp[w];
+            else
+                for (size_t w = 0; w < nw; w++) out[w] &= tmp[w];
             known = 1;
             *exact &= kx;
         }
@@ -750,7 +767,8 @@ static int eval_node(const struct payload_index *pl, const struct filter_node *n
     return known;
 }
 
-int payload_plan_make(struct payload_index *pl, const jvdb_filter *f, uint64_t snap, uint32_t nslots, struct payload_plan *out)
+int payload_plan_make(struct payload_index *pl, const jvdb_filter *f, uint64_t snap, uint32_t nslots,
+                      struct payload_plan *out)
 {
     memset(out, 0, sizeof *out);
     if (!f || !f->root || f->root->n == 0 || !nslots) return JVDB_OK;
@@ -785,7 +803,7 @@ int payload_plan_make(struct payload_index *pl, const jvdb_filter *f, uint64_t s
     if (used) {
         /* Invariant (2): slots written after the snapshot are described at a later version. */
         uint32_t lim = nslots < pl->cap ? nslots : pl->cap;
-        if (pl->max_lsn <= snap) lim = 0;   /* nothing written since: every slot is described at snap */
+        if (pl->max_lsn <= snap) lim = 0; /* nothing written since: every slot is described at snap */
         for (size_t w = 0; w < nw; w++) {
             uint64_t unsure = 0;
             for (uint32_t s = (uint32_t)w * 64; s < lim && s < (uint32_t)w * 64 + 64; s++)
@@ -847,7 +865,8 @@ int jvdb_db_payload_index_create(jvdb_db *db, const char *field, jvdb_payload_ty
     if (!db) return err_set(JVDB_EINVAL, "database is NULL");
     int rc = payload_check_path(field);
     if (rc) return rc;
-    if (type != JVDB_PAYLOAD_KEYWORD && type != JVDB_PAYLOAD_NUMERIC) return err_set(JVDB_EINVAL, "payload index type %d is unknown (use keyword or numeric)", (int)type);
+    if (type != JVDB_PAYLOAD_KEYWORD && type != JVDB_PAYLOAD_NUMERIC)
+        return err_set(JVDB_EINVAL, "payload index type %d is unknown (use keyword or numeric)", (int)type);
     if ((rc = db_check_writable(db))) return rc;
     pthread_mutex_lock(&payload_decl_mu);
     json_t *d = payload_decls(db);
@@ -856,11 +875,11 @@ int jvdb_db_payload_index_create(jvdb_db *db, const char *field, jvdb_payload_ty
     } else {
         json_t *have = json_object_get(d, field);
         if (have && json_is_string(have) && !strcmp(json_string_value(have), jvdb_payload_type_name(type))) {
-            json_decref(d);   /* already so */
+            json_decref(d); /* already so */
         } else if (!have && json_object_size(d) >= JVDB_PAYLOAD_MAX_INDEXES) {
             json_decref(d);
-            rc = err_set(JVDB_EINVAL, "database '%s' has %d payload indexes already (the most it may have)", jvdb_db_name(db),
-                         JVDB_PAYLOAD_MAX_INDEXES);
+            rc = err_set(JVDB_EINVAL, "database '%s' has %d payload indexes already (the most it may have)",
+                         jvdb_db_name(db), JVDB_PAYLOAD_MAX_INDEXES);
         } else if (json_object_set_new(d, field, json_string(jvdb_payload_type_name(type)))) {
             json_decref(d);
             rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -915,7 +934,8 @@ int jvdb_db_payload_index_list(jvdb_db *db, jvdb_payload_index **out, size_t *n)
     size_t k = 0;
     const char *path;
     json_t *t;
-    json_object_foreach(d, path, t) {
+    json_object_foreach(d, path, t)
+    {
         jvdb_payload_type type;
         if (!json_is_string(t) || payload_check_path(path) || jvdb_payload_type_parse(json_string_value(t), &type)) {
             err_clear();

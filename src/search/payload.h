@@ -23,11 +23,11 @@ void payload_queue_all(struct payload_index *pl);
  * `cand` holds every slot the filter may accept there (a superset), `verify` the candidates whose
  * answer the index cannot give (the filter is checked on their metadata). */
 struct payload_plan {
-    int used;                  /* 0: the index cannot help this filter (cand and verify are NULL) */
+    int used; /* 0: the index cannot help this filter (cand and verify are NULL) */
     uint32_t nslots;
     uint64_t *cand, *verify;
-    uint32_t ncand;            /* bits set in cand */
-    uint32_t nlive;            /* slots holding a vector in the index's view */
+    uint32_t ncand; /* bits set in cand */
+    uint32_t nlive; /* slots holding a vector in the index's view */
 };
 /* Inside a read section, snapshot taken before the call: brings the index up to date with the
  * slots written so far and evaluates the filter.  JVDB_OK with used = 0 when no condition of the

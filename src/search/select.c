@@ -24,7 +24,7 @@
 struct select_ctx {
     const jvdb_filter *filter;
     uint32_t dim;
-    const json_t *patch;         /* NULL: count or delete */
+    const json_t *patch; /* NULL: count or delete */
     uint64_t count;
     struct db_op *ops;
     size_t n, cap;
@@ -93,7 +93,7 @@ int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out)
         *out = jvdb_count(db);
         return JVDB_OK;
     }
-    struct select_ctx c = {.filter = filter};
+    struct select_ctx c = { .filter = filter };
     int rc = jvdb_iterate(db, select_visit, &c);
     if (rc) return rc;
     *out = c.count;
@@ -103,7 +103,7 @@ int jvdb_count_filtered(jvdb_db *db, const jvdb_filter *filter, uint64_t *out)
 /* Selects, then writes one batch; *done receives the ops written. */
 static int select_apply(jvdb_db *db, const jvdb_filter *filter, const json_t *patch, uint64_t *done)
 {
-    struct select_ctx c = {.filter = filter, .dim = jvdb_db_dim(db), .patch = patch, .collect = 1};
+    struct select_ctx c = { .filter = filter, .dim = jvdb_db_dim(db), .patch = patch, .collect = 1 };
     int rc = jvdb_iterate(db, select_visit, &c);
     if (rc == JVDB_OK && c.rc) rc = c.rc;
     size_t applied = 0;
@@ -145,7 +145,7 @@ struct scroll_ctx {
     const jvdb_filter *filter;
     const char *after;
     size_t after_len;
-    struct scroll_id *heap;      /* max-heap by id: the cap smallest ids seen so far */
+    struct scroll_id *heap; /* max-heap by id: the cap smallest ids seen so far */
     size_t n, cap;
     int rc;
 };
@@ -157,7 +157,10 @@ static int scroll_cmp(const char *a, size_t al, const char *b, size_t bl)
     return c ? c : (al > bl) - (al < bl);
 }
 
-static int scroll_less(const struct scroll_id *x, const struct scroll_id *y) { return scroll_cmp(x->id, x->len, y->id, y->len) < 0; }
+static int scroll_less(const struct scroll_id *x, const struct scroll_id *y)
+{
+    return scroll_cmp(x->id, x->len, y->id, y->len) < 0;
+}
 
 static void scroll_sift_down(struct scroll_id *h, size_t n, size_t i)
 {
@@ -186,12 +189,12 @@ static int scroll_visit(void *arg, const char *id, size_t id_len, const float *v
     if (!copy) return c->rc = err_set(JVDB_ENOMEM, "out of memory");
     if (c->n == c->cap) {
         free(c->heap[0].id);
-        c->heap[0] = (struct scroll_id){copy, id_len};
+        c->heap[0] = (struct scroll_id){ copy, id_len };
         scroll_sift_down(c->heap, c->n, 0);
         return 0;
     }
     size_t i = c->n++;
-    c->heap[i] = (struct scroll_id){copy, id_len};
+    c->heap[i] = (struct scroll_id){ copy, id_len };
     while (i && scroll_less(&c->heap[(i - 1) / 2], &c->heap[i])) {
         struct scroll_id t = c->heap[i];
         c->heap[i] = c->heap[(i - 1) / 2];
@@ -211,9 +214,12 @@ int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, s
     *ids_out = NULL;
     *n_out = 0;
     if (more) *more = 0;
-    if (limit == 0 || limit > JVDB_SCROLL_MAX) return err_set(JVDB_EINVAL, "limit %zu is out of range (1 to %u)", limit, JVDB_SCROLL_MAX);
+    if (limit == 0 || limit > JVDB_SCROLL_MAX)
+        return err_set(JVDB_EINVAL, "limit %zu is out of range (1 to %u)", limit, JVDB_SCROLL_MAX);
     /* One more than asked, to know whether another page exists. */
-    struct scroll_ctx c = {.filter = filter, .after = after, .after_len = after ? strlen(after) : 0, .cap = limit + 1};
+    struct scroll_ctx c = {
+        .filter = filter, .after = after, .after_len = after ? strlen(after) : 0, .cap = limit + 1
+    };
     if (!(c.heap = malloc(c.cap * sizeof *c.heap))) return err_set(JVDB_ENOMEM, "out of memory");
     int rc = jvdb_iterate(db, scroll_visit, &c);
     if (rc == JVDB_OK && c.rc) rc = c.rc;

@@ -16,8 +16,7 @@ int topk_init(topk *h, uint32_t cap)
     h->n = 0;
     h->cap = cap;
     h->items = malloc((cap ? cap : 1) * sizeof *h->items);
-    if (!h->items)
-        return err_set(JVDB_ENOMEM, "out of memory for a top-%u result heap", cap);
+    if (!h->items) return err_set(JVDB_ENOMEM, "out of memory for a top-%u result heap", cap);
     return JVDB_OK;
 }
 
@@ -26,8 +25,7 @@ int topk_reset(topk *h, uint32_t cap)
     h->n = 0;
     if (cap > h->cap || !h->items) {
         topk_item *p = realloc(h->items, (cap ? cap : 1) * sizeof *p);
-        if (!p)
-            return err_set(JVDB_ENOMEM, "out of memory for a top-%u result heap", cap);
+        if (!p) return err_set(JVDB_ENOMEM, "out of memory for a top-%u result heap", cap);
         h->items = p;
     }
     h->cap = cap;
@@ -43,8 +41,7 @@ void topk_free(topk *h)
 
 void topk_merge(topk *dst, const topk *src)
 {
-    for (uint32_t i = 0; i < src->n; i++)
-        topk_push(dst, src->items[i].dist, src->items[i].slot);
+    for (uint32_t i = 0; i < src->n; i++) topk_push(dst, src->items[i].dist, src->items[i].slot);
 }
 
 uint32_t topk_sort(topk *h)
@@ -84,8 +81,7 @@ int topk_queue_grow(topk_queue *q)
 {
     uint32_t cap = q->cap ? q->cap * 2 : 16;
     topk_item *p = realloc(q->items, (size_t)cap * sizeof *p);
-    if (!p)
-        return err_set(JVDB_ENOMEM, "out of memory for a search queue of %u", cap);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory for a search queue of %u", cap);
     q->items = p;
     q->cap = cap;
     return JVDB_OK;

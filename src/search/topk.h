@@ -41,33 +41,21 @@ int topk_init(topk *h, uint32_t cap);
 int topk_reset(topk *h, uint32_t cap);
 void topk_free(topk *h);
 
-static inline void topk_clear(topk *h)
-{
-    h->n = 0;
-}
+static inline void topk_clear(topk *h) { h->n = 0; }
 
-static inline int topk_full(const topk *h)
-{
-    return h->n >= h->cap;
-}
+static inline int topk_full(const topk *h) { return h->n >= h->cap; }
 
 /* Distance a candidate must beat (be <=, ties resolved by slot) to enter; +inf while not full. */
-static inline float topk_bound(const topk *h)
-{
-    return h->n < h->cap ? INFINITY : h->items[0].dist;
-}
+static inline float topk_bound(const topk *h) { return h->n < h->cap ? INFINITY : h->items[0].dist; }
 
 static inline void topk_sift_down_max(topk_item *a, uint32_t n, uint32_t i)
 {
     topk_item x = a[i];
     for (;;) {
         uint32_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && topk_less(a[c], a[c + 1]))
-            c++;
-        if (!topk_less(x, a[c]))
-            break;
+        if (c >= n) break;
+        if (c + 1 < n && topk_less(a[c], a[c + 1])) c++;
+        if (!topk_less(x, a[c])) break;
         a[i] = a[c];
         i = c;
     }
@@ -78,22 +66,19 @@ static inline void topk_sift_down_max(topk_item *a, uint32_t n, uint32_t i)
 static inline int topk_push(topk *h, float dist, uint32_t slot)
 {
     topk_item x = { dist, slot };
-    if (dist != dist)
-        return 0;
+    if (dist != dist) return 0;
     if (h->n < h->cap) {
         uint32_t i = h->n++;
         while (i > 0) {
             uint32_t p = (i - 1) / 2;
-            if (!topk_less(h->items[p], x))
-                break;
+            if (!topk_less(h->items[p], x)) break;
             h->items[i] = h->items[p];
             i = p;
         }
         h->items[i] = x;
         return 1;
     }
-    if (h->cap == 0 || !topk_less(x, h->items[0]))
-        return 0;
+    if (h->cap == 0 || !topk_less(x, h->items[0])) return 0;
     h->items[0] = x;
     topk_sift_down_max(h->items, h->n, 0);
     return 1;
@@ -102,11 +87,9 @@ static inline int topk_push(topk *h, float dist, uint32_t slot)
 /* Removes the worst item kept (the root). */
 static inline void topk_pop_worst(topk *h)
 {
-    if (h->n == 0)
-        return;
+    if (h->n == 0) return;
     h->items[0] = h->items[--h->n];
-    if (h->n > 0)
-        topk_sift_down_max(h->items, h->n, 0);
+    if (h->n > 0) topk_sift_down_max(h->items, h->n, 0);
 }
 
 /* Offers every item of src to dst. */
@@ -126,25 +109,20 @@ void topk_queue_free(topk_queue *q);
 /* Slow path of topk_queue_push: doubles the array.  JVDB_ENOMEM on failure. */
 int topk_queue_grow(topk_queue *q);
 
-static inline void topk_queue_clear(topk_queue *q)
-{
-    q->n = 0;
-}
+static inline void topk_queue_clear(topk_queue *q) { q->n = 0; }
 
 /* Returns 0 or JVDB_ENOMEM. */
 static inline int topk_queue_push(topk_queue *q, float dist, uint32_t slot)
 {
     if (q->n == q->cap) {
         int rc = topk_queue_grow(q);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     topk_item x = { dist, slot };
     uint32_t i = q->n++;
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
-        if (!topk_less(x, q->items[p]))
-            break;
+        if (!topk_less(x, q->items[p])) break;
         q->items[i] = q->items[p];
         i = p;
     }
@@ -153,26 +131,19 @@ static inline int topk_queue_push(topk_queue *q, float dist, uint32_t slot)
 }
 
 /* The closest item; q must not be empty. */
-static inline topk_item topk_queue_top(const topk_queue *q)
-{
-    return q->items[0];
-}
+static inline topk_item topk_queue_top(const topk_queue *q) { return q->items[0]; }
 
 static inline topk_item topk_queue_pop(topk_queue *q)
 {
     topk_item top = q->items[0];
     topk_item x = q->items[--q->n];
     uint32_t n = q->n, i = 0;
-    if (n == 0)
-        return top;
+    if (n == 0) return top;
     for (;;) {
         uint32_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && topk_less(q->items[c + 1], q->items[c]))
-            c++;
-        if (!topk_less(q->items[c], x))
-            break;
+        if (c >= n) break;
+        if (c + 1 < n && topk_less(q->items[c + 1], q->items[c])) c++;
+        if (!topk_less(q->items[c], x)) break;
         q->items[i] = q->items[c];
         i = c;
     }

@@ -38,14 +38,14 @@
 #define AUTH_RECHECK_NS 1000000000ll
 
 struct auth_state {
-    pthread_rwlock_t mu;             /* guards keys (invariant 4) */
+    pthread_rwlock_t mu; /* guards keys (invariant 4) */
     key_set keys;
     unsigned char boot_hash[32];
     int have_boot;
-    pthread_mutex_t reload_mu;       /* one reload at a time; never taken by requests that do not reload */
-    struct stat seen;                /* the key file as last loaded (st_ino 0: absent) */
+    pthread_mutex_t reload_mu; /* one reload at a time; never taken by requests that do not reload */
+    struct stat seen;          /* the key file as last loaded (st_ino 0: absent) */
     atomic_llong next_check_ns;
-    atomic_int nkeys;                /* keys.n, readable without the lock */
+    atomic_int nkeys; /* keys.n, readable without the lock */
 };
 
 /* ---------------------------------------------------------------- route roles (invariant 2) */
@@ -53,39 +53,39 @@ struct auth_state {
 typedef struct auth_role_def {
     const char *method;
     const char *pattern;
-    key_role role;                   /* KEY_ROLE_NONE: no key needed */
+    key_role role; /* KEY_ROLE_NONE: no key needed */
 } auth_role_def;
 
 static const auth_role_def auth_roles[] = {
-    {"GET", "/health", KEY_ROLE_NONE},
-    {"GET", "/readyz", KEY_ROLE_NONE},
-    {"GET", "/status", KEY_ROLE_READ},
-    {"GET", "/metrics", KEY_ROLE_READ},
-    {"GET", "/v1/databases", KEY_ROLE_READ},   /* filtered for limited keys: auth_filter_dbs */
-    {"GET", "/v1/databases/{id}", KEY_ROLE_READ},
-    {"GET", "/v1/databases/{id}/stats", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/search", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/search/advanced", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/search/batch", KEY_ROLE_READ},
-    {"GET", "/v1/databases/{id}/indexes", KEY_ROLE_READ},   /* changing the index is admin, as PUT of the db */
-    {"GET", "/v1/databases/{id}/indexes/{iid}", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/vectors/batch-get", KEY_ROLE_READ},
-    {"GET", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/vectors", KEY_ROLE_WRITE},
-    {"POST", "/v1/databases/{id}/vectors/batch", KEY_ROLE_WRITE},
-    {"PUT", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
-    {"DELETE", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
+    { "GET", "/health", KEY_ROLE_NONE },
+    { "GET", "/readyz", KEY_ROLE_NONE },
+    { "GET", "/status", KEY_ROLE_READ },
+    { "GET", "/metrics", KEY_ROLE_READ },
+    { "GET", "/v1/databases", KEY_ROLE_READ }, /* filtered for limited keys: auth_filter_dbs */
+    { "GET", "/v1/databases/{id}", KEY_ROLE_READ },
+    { "GET", "/v1/databases/{id}/stats", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/search", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/search/advanced", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/search/batch", KEY_ROLE_READ },
+    { "GET", "/v1/databases/{id}/indexes", KEY_ROLE_READ }, /* changing the index is admin, as PUT of the db */
+    { "GET", "/v1/databases/{id}/indexes/{iid}", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/vectors/batch-get", KEY_ROLE_READ },
+    { "GET", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/vectors", KEY_ROLE_WRITE },
+    { "POST", "/v1/databases/{id}/vectors/batch", KEY_ROLE_WRITE },
+    { "PUT", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE },
+    { "DELETE", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE },
     /* issue 12's data routes: reading and counting are reads, every change a write */
-    {"GET", "/v1/databases/{id}/vectors", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/vectors/count", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/vectors/scroll", KEY_ROLE_READ},
-    {"POST", "/v1/databases/{id}/vectors/delete", KEY_ROLE_WRITE},
-    {"POST", "/v1/databases/{id}/vectors/metadata", KEY_ROLE_WRITE},
-    {"PATCH", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE},
+    { "GET", "/v1/databases/{id}/vectors", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/vectors/count", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/vectors/scroll", KEY_ROLE_READ },
+    { "POST", "/v1/databases/{id}/vectors/delete", KEY_ROLE_WRITE },
+    { "POST", "/v1/databases/{id}/vectors/metadata", KEY_ROLE_WRITE },
+    { "PATCH", "/v1/databases/{id}/vectors/{vid}", KEY_ROLE_WRITE },
     /* payload index declarations (routes_payload.c) */
-    {"GET", "/v1/databases/{id}/payload-indexes", KEY_ROLE_READ},
-    {"PUT", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE},
-    {"DELETE", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE},
+    { "GET", "/v1/databases/{id}/payload-indexes", KEY_ROLE_READ },
+    { "PUT", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE },
+    { "DELETE", "/v1/databases/{id}/payload-indexes/{field}", KEY_ROLE_WRITE },
 };
 
 /* The role route `route` needs; unmatched paths (404/405) need any valid key. */
@@ -113,11 +113,11 @@ int auth_route_public(const char *method, const char *path)
 static const char *auth_route_db(int route, const char *path, char *buf, size_t cap)
 {
     if (route >= route_count() || strncmp(route_label(route), "/v1/databases/{id}", 18)) return NULL;
-    const char *seg = path + 14;   /* after "/v1/databases/" */
+    const char *seg = path + 14; /* after "/v1/databases/" */
     size_t n = strcspn(seg, "/");
     /* Decoded whole, never cut: a prefix of a longer name could be a name the key may use. */
     if (n >= cap) {
-        snprintf(buf, cap, "%s", "/");   /* no database is named that: matches no key's list */
+        snprintf(buf, cap, "%s", "/"); /* no database is named that: matches no key's list */
         return buf;
     }
     memcpy(buf, seg, n);
@@ -163,7 +163,7 @@ int auth_reload(server *s, int force)
             if (old.n != fresh.n || force) log_info("API keys: %zu loaded from the key file", fresh.n);
             keys_free(&old);
         }
-        a->seen = st;   /* a bad file is not retried every second; a new change or SIGHUP retries */
+        a->seen = st; /* a bad file is not retried every second; a new change or SIGHUP retries */
     }
     pthread_mutex_unlock(&a->reload_mu);
     return rc;
@@ -231,14 +231,13 @@ static const char *auth_offered(const http_req *rq)
 static void auth_unauthorized(const http_req *rq, http_resp *rs, const char *why)
 {
     rs->auth_challenge = 1;
-    if (why)
-        http_error(rs, 401, "UNAUTHORIZED", "%s", why);
-    else if (auth_offered(rq))
-        http_error(rs, 401, "UNAUTHORIZED", "the API key is not valid");
+    if (why) http_error(rs, 401, "UNAUTHORIZED", "%s", why);
+    else if (auth_offered(rq)) http_error(rs, 401, "UNAUTHORIZED", "the API key is not valid");
     else if (http_header(rq, "Authorization"))
         http_error(rs, 401, "UNAUTHORIZED", "the Authorization header must be 'Bearer KEY'");
     else
-        http_error(rs, 401, "UNAUTHORIZED", "an API key is required: send 'X-API-Key: KEY' or 'Authorization: Bearer KEY'");
+        http_error(rs, 401, "UNAUTHORIZED",
+                   "an API key is required: send 'X-API-Key: KEY' or 'Authorization: Bearer KEY'");
 }
 
 /* What a stored key may do on this request: 0, or 401/403 written. */
@@ -258,15 +257,15 @@ static int auth_key_allows(const key_entry *e, const http_req *rq, int route, ke
                    key_role_name(e->role), rq->method, route_label(route), key_role_name(need));
         return -1;
     }
-    char name[3 * JVDB_MAX_NAME_LEN + 1];   /* the longest escaped form of a valid name */
+    char name[3 * JVDB_MAX_NAME_LEN + 1]; /* the longest escaped form of a valid name */
     const char *db = auth_route_db(route, rq->path, name, sizeof name);
     /* No route (404/405 follows) or the database list (filtered): no database to check. */
     /* The job routes filter too (jobs.c): a limited key sees its own databases' jobs. */
-    int nodb = route >= route_count() || (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET")) ||
+    int nodb = route >= route_count() ||
+               (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET")) ||
                !strncmp(route_label(route), "/v1/jobs", 8);
     if (!nodb && !keys_allows_db(e, db)) {
-        if (db)
-            http_error(rs, 403, "FORBIDDEN", "API key %s is limited to other databases than '%s'", e->id, db);
+        if (db) http_error(rs, 403, "FORBIDDEN", "API key %s is limited to other databases than '%s'", e->id, db);
         else
             http_error(rs, 403, "FORBIDDEN", "API key %s is limited to %zu database(s); %s %s spans every database",
                        e->id, e->ndb, rq->method, route_label(route));
@@ -301,7 +300,8 @@ int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who
     const key_entry *e = keys_match(&a->keys, h);
     int rc = -1;
     if (!e) auth_unauthorized(rq, rs, NULL);
-    else if ((rc = auth_key_allows(e, rq, route, need, rs)) == 0 || rs->status == 403) snprintf(who, KEY_ID_LEN + 1, "%s", e->id);
+    else if ((rc = auth_key_allows(e, rq, route, need, rs)) == 0 || rs->status == 403)
+        snprintf(who, KEY_ID_LEN + 1, "%s", e->id);
     pthread_rwlock_unlock(&a->mu);
     return rc;
 }
@@ -310,7 +310,7 @@ void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n)
 {
     const char *k = auth_enabled(s) ? auth_offered(rq) : NULL;
     unsigned char h[32];
-    if (!k || keys_hash(k, h)) return;   /* no key needed, or the check already refused it */
+    if (!k || keys_hash(k, h)) return; /* no key needed, or the check already refused it */
     struct auth_state *a = s->auth;
     pthread_rwlock_rdlock(&a->mu);
     const key_entry *e = keys_match(&a->keys, h);

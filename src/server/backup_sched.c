@@ -33,20 +33,20 @@
 #include <string.h>
 #include <time.h>
 
-#define SCHED_TICK_MS 500
+#define SCHED_TICK_MS  500
 #define SCHED_RETRY_NS (5 * 1000000000LL)
 
 struct sched_db {
     char name[JVDB_MAX_NAME_LEN + 1];
-    int64_t last_full_ns;            /* creation time of the newest full backup (0 = none) */
-    int64_t last_any_ns;             /* creation time of the newest backup of any type */
-    int64_t next_try_ns;             /* after a failure: not before this */
-    int64_t skip_logged_ns;          /* the due time whose skip was last logged */
-    uint64_t last_lsn;               /* LSN the newest backup ends at */
-    int known;                       /* last_lsn is meaningful */
-    int waiting;                     /* due, but nothing changed since the newest backup */
-    int64_t drill_at_ns;             /* when the last drill ran (0 = none yet) */
-    jvdb_drill_report drill;         /* its result, when drill_at_ns */
+    int64_t last_full_ns;    /* creation time of the newest full backup (0 = none) */
+    int64_t last_any_ns;     /* creation time of the newest backup of any type */
+    int64_t next_try_ns;     /* after a failure: not before this */
+    int64_t skip_logged_ns;  /* the due time whose skip was last logged */
+    uint64_t last_lsn;       /* LSN the newest backup ends at */
+    int known;               /* last_lsn is meaningful */
+    int waiting;             /* due, but nothing changed since the newest backup */
+    int64_t drill_at_ns;     /* when the last drill ran (0 = none yet) */
+    jvdb_drill_report drill; /* its result, when drill_at_ns */
 };
 
 struct backup_sched {
@@ -54,8 +54,8 @@ struct backup_sched {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stopping;
-    int started;                     /* the thread exists (to join) */
-    struct sched_db *dbs;            /* guarded by mu */
+    int started;          /* the thread exists (to join) */
+    struct sched_db *dbs; /* guarded by mu */
     size_t n, cap;
 };
 
@@ -99,7 +99,7 @@ void sched_note(server *s, const jvdb_backup_info *info)
     struct sched_db *e = sched_entry(b, info->database);
     if (e && info->created_ns >= e->last_any_ns) {
         e->last_any_ns = info->created_ns;
-        if (info->type == JVDB_BACKUP_FULL) e->last_full_ns = info->created_ns;   /* also a fallback to full */
+        if (info->type == JVDB_BACKUP_FULL) e->last_full_ns = info->created_ns; /* also a fallback to full */
         e->last_lsn = info->lsn_to;
         e->known = 1;
         e->waiting = 0;
@@ -111,7 +111,8 @@ void sched_note(server *s, const jvdb_backup_info *info)
 /* When each kind is next due for a database in state e (0 = that kind is not scheduled). */
 static void sched_next(const server *s, const struct sched_db *e, int64_t *full_at, int64_t *incr_at)
 {
-    int64_t full = (int64_t)s->cfg.backup_full_every_ms * 1000000, incr = (int64_t)s->cfg.backup_incr_every_ms * 1000000;
+    int64_t full = (int64_t)s->cfg.backup_full_every_ms * 1000000,
+            incr = (int64_t)s->cfg.backup_incr_every_ms * 1000000;
     *full_at = !full ? 0 : e->last_full_ns ? e->last_full_ns + full : 1;
     /* Before any backup, the first one is a full one (an incremental would fall back to full). */
     *incr_at = !incr ? 0 : e->last_any_ns ? e->last_any_ns + incr : 1;
@@ -139,7 +140,7 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
     backup_sched *b = s->sched;
     jvdb_db *db;
     /* Held like a request holds it: a drop of this database waits for the backup, no other does. */
-    if (srv_db_hold(s, name, &db) != JVDB_OK) return;   /* dropped meanwhile */
+    if (srv_db_hold(s, name, &db) != JVDB_OK) return; /* dropped meanwhile */
     jvdb_stats st;
     int have = jvdb_stats_get(db, &st) == JVDB_OK;
     pthread_mutex_lock(&b->mu);
@@ -155,8 +156,10 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
     if (idle) {
         srv_db_unhold(s, db);
         if (log_it)
-            log_info("scheduled %s backup of '%s' skipped: nothing changed since LSN %llu (its newest backup); it stays "
-                     "due and is taken at the next change", jvdb_backup_type_name(type), name, (unsigned long long)lsn);
+            log_info(
+                "scheduled %s backup of '%s' skipped: nothing changed since LSN %llu (its newest backup); it stays "
+                "due and is taken at the next change",
+                jvdb_backup_type_name(type), name, (unsigned long long)lsn);
         return;
     }
     jvdb_backup_options o;
@@ -164,8 +167,8 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
     o.type = type;
     o.description = "scheduled";
     jvdb_backup_info info;
-    srv_db_unhold(s, db);   /* backup_run holds it again after the repository mutex (lock order in srv.h) */
-    int rc = backup_run(s, name, &o, &info, "scheduler");   /* success updates the state via sched_note */
+    srv_db_unhold(s, db); /* backup_run holds it again after the repository mutex (lock order in srv.h) */
+    int rc = backup_run(s, name, &o, &info, "scheduler"); /* success updates the state via sched_note */
     if (rc != JVDB_OK) {
         pthread_mutex_lock(&b->mu);
         if ((e = sched_entry(b, name))) e->next_try_ns = clock_wall_ns() + SCHED_RETRY_NS;
@@ -200,13 +203,12 @@ static void sched_drill(server *s, const char *name)
         e->next_try_ns = now + SCHED_RETRY_NS;
     }
     pthread_mutex_unlock(&b->mu);
-    if (rc != JVDB_OK)
-        log_error("restore drill of '%s' could not run: %s", name, jvdb_errmsg());
-    else if (!r.passed)
-        log_error("restore drill of '%s' FAILED (backup %s): %s", name, r.backup_id, r.failure);
+    if (rc != JVDB_OK) log_error("restore drill of '%s' could not run: %s", name, jvdb_errmsg());
+    else if (!r.passed) log_error("restore drill of '%s' FAILED (backup %s): %s", name, r.backup_id, r.failure);
     else
         log_info("restore drill of '%s' passed: backup %s (LSN %llu) restored in %.2f s, %llu records identical, "
-                 "%llu changed since", name, r.backup_id, (unsigned long long)r.backup_lsn, r.restore_seconds,
+                 "%llu changed since",
+                 name, r.backup_id, (unsigned long long)r.backup_lsn, r.restore_seconds,
                  (unsigned long long)r.checked_records, (unsigned long long)r.changed_since);
 }
 
@@ -252,7 +254,8 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
 {
     (void)rq;
     if (!s->cfg.backup_repo) {
-        http_error(rs, 409, "NO_BACKUP_REPOSITORY", "no backup repository is configured (start the server with --backup-repo DIR)");
+        http_error(rs, 409, "NO_BACKUP_REPOSITORY",
+                   "no backup repository is configured (start the server with --backup-repo DIR)");
         return;
     }
     backup_sched *b = s->sched;

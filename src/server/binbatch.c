@@ -21,13 +21,17 @@
 #include <string.h>
 
 /* Reads a little-endian u32. */
-static uint32_t jb_u32(const unsigned char *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t jb_u32(const unsigned char *p)
+{
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 /* Reads a little-endian u16. */
 static uint32_t jb_u16(const unsigned char *p) { return p[0] | (uint32_t)p[1] << 8; }
 
 /* Sets the error message and the record index; returns -1. */
-static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt, ...)
 {
     va_list ap;
@@ -62,12 +66,14 @@ static int jb_meta(const unsigned char *p, size_t n, unsigned max_depth, jf_vect
 {
     /* The array itself is one level above the objects a JSON batch nests at that depth. */
     if (!jr_nesting_ok((const char *)p, n, max_depth + 1))
-        return jb_fail(index, -1, err, cap, "binary batch: metadata sidecar nests JSON deeper than %u levels", max_depth);
+        return jb_fail(index, -1, err, cap, "binary batch: metadata sidecar nests JSON deeper than %u levels",
+                       max_depth);
     json_error_t je;
     json_t *arr = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES, &je);
     if (!arr)
-        return jb_fail(index, -1, err, cap, "binary batch: metadata sidecar is not valid JSON: %s at line %d, column %d",
-                       je.text, je.line, je.column);
+        return jb_fail(index, -1, err, cap,
+                       "binary batch: metadata sidecar is not valid JSON: %s at line %d, column %d", je.text, je.line,
+                       je.column);
     int rc = 0;
     if (!json_is_array(arr)) {
         rc = jb_fail(index, -1, err, cap, "binary batch: metadata sidecar must be a JSON array (one entry per vector)");
@@ -92,8 +98,10 @@ int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vect
               char *err, size_t cap)
 {
     if (!body || len < JB_HEADER_LEN)
-        return jb_fail(index, -1, err, cap, "binary batch is %zu bytes; its header alone is %d (magic \"%s\", count, "
-                       "dimension, metadata length)", body ? len : 0, JB_HEADER_LEN, JB_MAGIC);
+        return jb_fail(index, -1, err, cap,
+                       "binary batch is %zu bytes; its header alone is %d (magic \"%s\", count, "
+                       "dimension, metadata length)",
+                       body ? len : 0, JB_HEADER_LEN, JB_MAGIC);
     if (memcmp(body, JB_MAGIC, 4))
         return jb_fail(index, -1, err, cap, "binary batch must start with the magic \"%s\"", JB_MAGIC);
     uint32_t n = jb_u32(body + 4), dim = jb_u32(body + 8), meta_len = jb_u32(body + 12);
@@ -115,8 +123,8 @@ int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vect
     const unsigned char *p = body + JB_HEADER_LEN + need, *ids_end = body + len - meta_len;
     for (uint32_t i = 0; i < n; i++) {
         if (ids_end - p < 2) {
-            jb_fail(index, i, err, cap, "record %u: the id's length runs past the ids (before the %u bytes of metadata)",
-                    i, meta_len);
+            jb_fail(index, i, err, cap,
+                    "record %u: the id's length runs past the ids (before the %u bytes of metadata)", i, meta_len);
             goto bad;
         }
         uint32_t idn = jb_u16(p);
@@ -141,8 +149,10 @@ int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vect
         p += idn;
     }
     if (p != ids_end) {
-        jb_fail(index, -1, err, cap, "binary batch: %zu bytes between the last id and the metadata sidecar belong to "
-                "nothing (count, ids or metadata length is wrong)", (size_t)(ids_end - p));
+        jb_fail(index, -1, err, cap,
+                "binary batch: %zu bytes between the last id and the metadata sidecar belong to "
+                "nothing (count, ids or metadata length is wrong)",
+                (size_t)(ids_end - p));
         goto bad;
     }
     if (meta_len && jb_meta(ids_end, meta_len, max_depth, v, n, index, err, cap)) goto bad;

@@ -22,7 +22,7 @@
 
 #include "server/jsonio.h"
 
-#define JB_MAGIC "JVB1"
+#define JB_MAGIC      "JVB1"
 #define JB_HEADER_LEN 16
 
 /* Decodes a binary batch into *out (count vectors, freed with jf_batch_free).  Returns 0, or -1

@@ -141,7 +141,8 @@ static const char *config_key_problem(const char *key)
 {
     size_t n = strlen(key);
     if (!n) return "is empty (unset it for no authentication)";
-    if (key[0] == ' ' || key[0] == '\t' || key[n - 1] == ' ' || key[n - 1] == '\t') return "starts or ends with a blank";
+    if (key[0] == ' ' || key[0] == '\t' || key[n - 1] == ' ' || key[n - 1] == '\t')
+        return "starts or ends with a blank";
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f) return "contains a control character";
     return NULL;
@@ -195,8 +196,8 @@ static int config_add_origin(server_config *c, const char *v)
     const char *host = !strncmp(v, "https://", 8) ? v + 8 : !strncmp(v, "http://", 7) ? v + 7 : NULL;
     int ok = !strcmp(v, "*") || (host && *host && !strpbrk(host, "/ \t?#"));
     if (!ok)
-        return config_error("bad --cors-origin '%s'%s (expected * or scheme://host[:port], e.g. https://app.example.com)",
-                            v, "");
+        return config_error(
+            "bad --cors-origin '%s'%s (expected * or scheme://host[:port], e.g. https://app.example.com)", v, "");
     char **n = realloc(c->cors_origins, (c->ncors + 1) * sizeof *n);
     if (!n) return 2;
     c->cors_origins = n;
@@ -256,14 +257,15 @@ static int config_apply(server_config *c, const char *key, const char *v)
     }
     if (!strcmp(key, "header-timeout")) {
         if (config_parse_duration(v, &n) || n < 100 || n > 3600000)
-            return config_error("bad --header-timeout '%s'%s (expected a duration from 100ms to 1h, such as 10s)", v, "");
+            return config_error("bad --header-timeout '%s'%s (expected a duration from 100ms to 1h, such as 10s)", v,
+                                "");
         c->header_timeout_ms = n;
         return 0;
     }
     if (!strcmp(key, "idle-timeout")) {
         if (config_parse_duration(v, &n) || n < 1000 || n > 86400000)
             return config_error("bad --idle-timeout '%s'%s (expected a duration from 1s to 1d, such as 60s)", v, "");
-        c->idle_timeout_s = (unsigned)((n + 999) / 1000);   /* MHD counts whole seconds */
+        c->idle_timeout_s = (unsigned)((n + 999) / 1000); /* MHD counts whole seconds */
         return 0;
     }
     if (!strcmp(key, "max-json-depth")) {
@@ -274,7 +276,8 @@ static int config_apply(server_config *c, const char *key, const char *v)
     }
     if (!strcmp(key, "compaction-interval")) {
         if (config_parse_duration(v, &n) || (n > 0 && n < 10) || n > UINT32_MAX)
-            return config_error("bad --compaction-interval '%s'%s (expected a duration such as 30s, or 0 for none)", v, "");
+            return config_error("bad --compaction-interval '%s'%s (expected a duration such as 30s, or 0 for none)", v,
+                                "");
         c->compaction_interval_ms = n;
         return 0;
     }
@@ -352,13 +355,15 @@ static int config_load_file(server_config *c, const char *path)
     const char *key;
     json_t *v;
     int rc = 0;
-    json_object_foreach(doc, key, v) {
+    json_object_foreach(doc, key, v)
+    {
         char buf[64];
         const char *text;
         if (!strcmp(key, "cors-origin") && json_is_array(v)) {
             size_t i;
             json_t *o;
-            json_array_foreach(v, i, o) {
+            json_array_foreach(v, i, o)
+            {
                 if (!json_is_string(o)) {
                     rc = config_error("config file key '%s' must hold strings%s", key, "");
                     break;
@@ -470,13 +475,14 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
     }
     if (c->max_buffered < c->max_body)
         return config_error("--max-buffered must be at least --max-body, or no body of the largest size could "
-                            "ever be read%s%s", "", "");
-    if (!c->tls_cert != !c->tls_key)
-        return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
+                            "ever be read%s%s",
+                            "", "");
+    if (!c->tls_cert != !c->tls_key) return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
     if (c->backup_repo_key_file && !c->backup_repo)
         return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
     if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
-         c->backup_keep_weekly || c->backup_drill_every_ms) && !c->backup_repo)
+         c->backup_keep_weekly || c->backup_drill_every_ms) &&
+        !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
     return 0;
 }

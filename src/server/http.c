@@ -70,26 +70,26 @@
 #include <unistd.h>
 
 #define HTTP_LOG_PATH_MAX 512
-#define HTTP_REAP_TICK_MS 100        /* how late past its deadline a stalled connection may be closed */
+#define HTTP_REAP_TICK_MS 100 /* how late past its deadline a stalled connection may be closed */
 
 /* A connection waiting for a complete request head, on one of the two deadline lists. */
 typedef struct http_conn {
     struct http_conn *prev, *next;
     int fd;
-    int list;                        /* HTTP_WAIT_NEW, HTTP_WAIT_NEXT, or -1 while a request is in */
-    int64_t deadline_ns;             /* monotonic */
+    int list;            /* HTTP_WAIT_NEW, HTTP_WAIT_NEXT, or -1 while a request is in */
+    int64_t deadline_ns; /* monotonic */
 } http_conn;
 
 enum { HTTP_WAIT_NEW, HTTP_WAIT_NEXT, HTTP_WAIT_LISTS };
 
 struct http_server {
     struct MHD_Daemon *daemon;
-    struct MHD_Daemon *local;        /* the unix-socket daemon (invariant 8), NULL when none */
+    struct MHD_Daemon *local; /* the unix-socket daemon (invariant 8), NULL when none */
     char local_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    atomic_long inflight;            /* requests whose headers arrived and that have not completed */
+    atomic_long inflight; /* requests whose headers arrived and that have not completed */
     pthread_mutex_t mu;
-    pthread_cond_t idle;             /* signalled when inflight drops to zero while stopping */
-    atomic_uint_fast64_t buffered;   /* request body bytes held, over all connections (invariant 3) */
+    pthread_cond_t idle;           /* signalled when inflight drops to zero while stopping */
+    atomic_uint_fast64_t buffered; /* request body bytes held, over all connections (invariant 3) */
     /* Invariant 2.  Each list is ordered by deadline because every entry of a list gets the same
      * delay from "now"; the reaper only ever looks at the heads.  conn_mu is also what makes the
      * reaper's shutdown() safe: MHD reports a connection closed (which takes conn_mu) before it
@@ -101,9 +101,9 @@ struct http_server {
     int reaper_stop;
     int reaper_started;
     pthread_t reaper;
-    atomic_uint_fast64_t reaped;     /* connections shut down for a late request head */
-    int tls;                         /* the port speaks TLS (invariant 5) */
-    uint64_t reqid_base;             /* random at start: request ids differ across restarts */
+    atomic_uint_fast64_t reaped; /* connections shut down for a late request head */
+    int tls;                     /* the port speaks TLS (invariant 5) */
+    uint64_t reqid_base;         /* random at start: request ids differ across restarts */
     atomic_uint_fast64_t reqid_next;
 };
 
@@ -111,18 +111,18 @@ struct http_server {
 struct http_call {
     int64_t start_ns;
     char method[16];
-    char *path;                      /* copy for the log line, which is written after MHD frees the URL */
+    char *path; /* copy for the log line, which is written after MHD frees the URL */
     char *body;
     size_t len, cap;
-    uint64_t charged;                /* bytes counted in http_server.buffered for this request */
-    int too_large;                   /* the body passed the limit: it is discarded, the answer is 413 */
-    int over_budget;                 /* the body would pass --max-buffered: discarded, the answer is 503 */
-    uint64_t expect;                 /* the Content-Length, 0 when none (chunked) */
-    int status;                      /* the answer's status, 0 while none */
+    uint64_t charged; /* bytes counted in http_server.buffered for this request */
+    int too_large;    /* the body passed the limit: it is discarded, the answer is 413 */
+    int over_budget;  /* the body would pass --max-buffered: discarded, the answer is 503 */
+    uint64_t expect;  /* the Content-Length, 0 when none (chunked) */
+    int status;       /* the answer's status, 0 while none */
     int route;
-    char who[17];                    /* the key id (or "-", "bootstrap") for the access log */
-    const char *cors;                /* the allowed Origin to echo in the answer, or NULL */
-    char reqid[65];                  /* invariant 7 */
+    char who[17];     /* the key id (or "-", "bootstrap") for the access log */
+    const char *cors; /* the allowed Origin to echo in the answer, or NULL */
+    char reqid[65];   /* invariant 7 */
 };
 
 /* ---------------------------------------------------------------- request accessors */
@@ -166,19 +166,19 @@ const char *http_query(const http_req *rq, const char *name, char *buf, size_t c
     if (strlen(v) >= cap) return NULL;
     strcpy(buf, v);
     long n = http_unescape(buf, 1);
-    if (n < 0 || (size_t)n != strlen(buf)) return NULL;   /* a bad escape or an embedded NUL */
+    if (n < 0 || (size_t)n != strlen(buf)) return NULL; /* a bad escape or an embedded NUL */
     return buf;
 }
 
 /* ---------------------------------------------------------------- query arguments */
 
 #define HTTP_QUERY_ARGS_MAX 32
-#define HTTP_QUERY_KEY_MAX 64
+#define HTTP_QUERY_KEY_MAX  64
 
 typedef struct http_args_check {
     char keys[HTTP_QUERY_ARGS_MAX][HTTP_QUERY_KEY_MAX + 1];
     int n;
-    http_resp *rs;                   /* set to the 400 answer by the first bad argument */
+    http_resp *rs; /* set to the 400 answer by the first bad argument */
 } http_args_check;
 
 /* Decodes one key or value into buf; 0, or -1 after writing the 400 that names the argument. */
@@ -312,30 +312,25 @@ static void http_mhd_error(http_resp *rs, unsigned status, const char *page)
             http_error(rs, 400, "BAD_REQUEST", "the chunked body is malformed (bad chunk size or chunk framing)");
         else if (strstr(page, "Content-Length"))
             http_error(rs, 400, "BAD_REQUEST", "the Content-Length header is not a decimal number");
-        else if (strstr(page, "Host"))
-            http_error(rs, 400, "BAD_REQUEST", "an HTTP/1.1 request needs a Host header");
-        else
-            http_error(rs, 400, "BAD_REQUEST", "the request line or a header line is malformed");
+        else if (strstr(page, "Host")) http_error(rs, 400, "BAD_REQUEST", "an HTTP/1.1 request needs a Host header");
+        else http_error(rs, 400, "BAD_REQUEST", "the request line or a header line is malformed");
         break;
     case 413:
         if (strstr(page, "chunk size"))
             http_error(rs, 413, "PAYLOAD_TOO_LARGE", "a chunk of the chunked body is larger than the server accepts");
-        else
-            http_error(rs, 413, "PAYLOAD_TOO_LARGE", "the Content-Length is larger than the server accepts");
+        else http_error(rs, 413, "PAYLOAD_TOO_LARGE", "the Content-Length is larger than the server accepts");
         break;
     case 414:
-        http_error(rs, 414, "URI_TOO_LONG", "the request line is longer than the server's request-head buffer (32 KiB)");
+        http_error(rs, 414, "URI_TOO_LONG",
+                   "the request line is longer than the server's request-head buffer (32 KiB)");
         break;
     case 431:
-        http_error(rs, 431, "HEADERS_TOO_LARGE", "the request headers are larger than the server's request-head buffer "
-                                                 "(32 KiB)");
+        http_error(rs, 431, "HEADERS_TOO_LARGE",
+                   "the request headers are larger than the server's request-head buffer "
+                   "(32 KiB)");
         break;
-    case 505:
-        http_error(rs, 505, "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.0 and HTTP/1.1 are served");
-        break;
-    default:
-        http_error(rs, (int)status, "INTERNAL", "the HTTP layer failed to process the request");
-        break;
+    case 505: http_error(rs, 505, "HTTP_VERSION_NOT_SUPPORTED", "only HTTP/1.0 and HTTP/1.1 are served"); break;
+    default: http_error(rs, (int)status, "INTERNAL", "the HTTP layer failed to process the request"); break;
     }
 }
 
@@ -356,9 +351,10 @@ static enum MHD_Result http_answer_and_close(struct MHD_Connection *connection, 
     const union MHD_ConnectionInfo *tls = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     if (tls && tls->tls_session) i = NULL;
     if (i && rs->body && hn > 0 && (size_t)hn < sizeof head) {
-        struct iovec iov[2] = {{head, (size_t)hn}, {rs->body, rs->len}};
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
-        if (sendmsg(i->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) log_debug("http: cannot answer: %s", strerror(errno));
+        struct iovec iov[2] = { { head, (size_t)hn }, { rs->body, rs->len } };
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = 2 };
+        if (sendmsg(i->connect_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            log_debug("http: cannot answer: %s", strerror(errno));
     }
     free(rs->body);
     return MHD_NO;
@@ -373,13 +369,13 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
     const char *page = http_mhd_page_text;
     http_mhd_page = NULL;
     http_mhd_page_text = NULL;
-    http_resp rs = {0};
+    http_resp rs = { 0 };
     http_mhd_error(&rs, status_code, page);
     if (strstr(page, "Content-Length")) return http_answer_and_close(connection, &rs);
     struct MHD_Response *json = rs.body ? http_real_create(rs.len, rs.body, MHD_RESPMEM_MUST_FREE) : NULL;
     if (!json) {
         free(rs.body);
-        return http_real_queue(connection, status_code, response);   /* the HTML page, then */
+        return http_real_queue(connection, status_code, response); /* the HTML page, then */
     }
     MHD_add_response_header(json, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(json, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -477,8 +473,8 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *
 typedef struct http_framing {
     int n_cl, n_te;
     int cl_differ;
-    char cl[32];                     /* the first Content-Length, as sent (truncated) */
-    char te[64];                     /* the first Transfer-Encoding */
+    char cl[32]; /* the first Content-Length, as sent (truncated) */
+    char te[64]; /* the first Transfer-Encoding */
 } http_framing;
 
 static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
@@ -500,19 +496,17 @@ static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, c
  * where a proxy in front may have read the other — the root of request smuggling. */
 static int http_bad_framing(struct MHD_Connection *conn, const char *version, http_resp *rs)
 {
-    http_framing f = {0};
+    http_framing f = { 0 };
     MHD_get_connection_values(conn, MHD_HEADER_KIND, http_framing_header, &f);
     if (f.n_te && f.n_cl)
         http_error(rs, 400, "BAD_REQUEST", "the request has both Content-Length and Transfer-Encoding; send one");
-    else if (f.cl_differ)
-        http_error(rs, 400, "BAD_REQUEST", "the request has Content-Length headers that disagree");
+    else if (f.cl_differ) http_error(rs, 400, "BAD_REQUEST", "the request has Content-Length headers that disagree");
     else if (f.n_te > 1 || (f.n_te && strcasecmp(f.te, "chunked") != 0))
         http_error(rs, 501, "NOT_IMPLEMENTED", "Transfer-Encoding '%s' is not supported; only 'chunked' is",
                    f.n_te > 1 ? "(several headers)" : f.te);
     else if (f.n_te && !strcmp(version, MHD_HTTP_VERSION_1_0))
         http_error(rs, 400, "BAD_REQUEST", "Transfer-Encoding is not allowed in an HTTP/1.0 request");
-    else
-        return 0;
+    else return 0;
     rs->close = 1;
     return 1;
 }
@@ -597,7 +591,7 @@ static uint64_t http_decode_cost(const char *b, size_t n)
             if (ch == '\\') i++;
             else if (ch == '"') {
                 in_str = 0;
-                cost += 96 + 2 * (uint64_t)slen;   /* the lexer's buffer, then the string's copy */
+                cost += 96 + 2 * (uint64_t)slen; /* the lexer's buffer, then the string's copy */
             }
             slen++;
             continue;
@@ -606,7 +600,14 @@ static uint64_t http_decode_cost(const char *b, size_t n)
         case '"': in_str = 1, slen = 0, in_tok = 0; break;
         case '{': cost += 240, in_tok = 0; break;
         case '[': cost += 144, in_tok = 0; break;
-        case ',': case ':': case ']': case '}': case ' ': case '\t': case '\r': case '\n': in_tok = 0; break;
+        case ',':
+        case ':':
+        case ']':
+        case '}':
+        case ' ':
+        case '\t':
+        case '\r':
+        case '\n': in_tok = 0; break;
         default:
             if (!in_tok) cost += 48;
             in_tok = 1;
@@ -640,7 +641,7 @@ static int http_charge_decode(server *s, struct http_call *call, http_resp *rs)
 static int http_early_answer(server *s, struct MHD_Connection *conn, struct http_call *call, const char *url,
                              const char *version, http_resp *rs)
 {
-    http_req rq = {.method = call->method, .path = url, .conn = conn};
+    http_req rq = { .method = call->method, .path = url, .conn = conn };
     if (http_bad_framing(conn, version, rs)) return 1;
     if (atomic_load(&s->stopping)) {
         rs->close = 1;
@@ -650,9 +651,9 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
     if (http_preflight(s, conn, call, rs)) return 1;
     const union MHD_ConnectionInfo *d = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
     if (d && s->http->local && d->daemon == s->http->local) {
-        snprintf(call->who, sizeof call->who, "local");   /* invariant 8: the socket's mode is the check */
+        snprintf(call->who, sizeof call->who, "local"); /* invariant 8: the socket's mode is the check */
     } else if (auth_check(s, &rq, call->route, rs, call->who)) {
-        rs->close = 1;   /* the body, if any, is not read */
+        rs->close = 1; /* the body, if any, is not read */
         return 1;
     }
     if (http_bad_args(conn, rs)) {
@@ -687,7 +688,8 @@ static void http_request_id(server *s, struct MHD_Connection *conn, struct http_
 {
     const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     size_t n = given ? strlen(given) : 0;
-    if (n && n < sizeof call->reqid && strspn(given, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n) {
+    if (n && n < sizeof call->reqid &&
+        strspn(given, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-") == n) {
         memcpy(call->reqid, given, n + 1);
         return;
     }
@@ -715,7 +717,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         snprintf(call->who, sizeof call->who, "-");
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
-        http_resp rs = {0};
+        http_resp rs = { 0 };
         if (http_early_answer(s, conn, call, url, version, &rs)) return http_send(conn, call, &rs);
         return MHD_YES;
     }
@@ -724,16 +726,17 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         *upload_data_size = 0;
         return http_take_body(s, call, upload_data, n) ? MHD_NO : MHD_YES;
     }
-    http_resp rs = {0};
+    http_resp rs = { 0 };
     if (call->too_large) {
         rs.close = 1;
-        http_error(&rs, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the limit of %" PRIu64 " bytes", s->cfg.max_body);
+        http_error(&rs, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the limit of %" PRIu64 " bytes",
+                   s->cfg.max_body);
     } else if (call->over_budget) {
         http_busy(s, &rs);
     } else if (http_charge_decode(s, call, &rs)) {
         /* answered */
     } else {
-        http_req rq = {.method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn};
+        http_req rq = { .method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn };
         call->route = route_dispatch(s, &rq, &rs);
         for (int i = 0; i < rq.nparams; i++) free(rq.params[i]);
     }
@@ -798,7 +801,7 @@ static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **sock
         const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         http_conn *c = calloc(1, sizeof *c);
         if (!c || !i) {
-            free(c);   /* no deadline for this one; MHD's idle timeout still applies */
+            free(c); /* no deadline for this one; MHD's idle timeout still applies */
             return;
         }
         c->fd = i->connect_fd;
@@ -900,7 +903,7 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---------------------------------------------------------------- TLS (invariant 5) */
 
-#define HTTP_TLS_MAX_CHAIN 16
+#define HTTP_TLS_MAX_CHAIN  16
 /* GnuTLS's defaults without TLS 1.0 and 1.1 (RFC 8996 deprecates them; every client of this API
  * speaks 1.2 or 1.3). */
 #define HTTP_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -916,7 +919,7 @@ typedef struct http_tls_cred {
 
 /* The callback has no user pointer; there is one daemon per process. */
 static _Atomic(http_tls_cred *) http_tls_current;
-static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER;   /* serialises loads and the list */
+static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER; /* serialises loads and the list */
 
 static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca_dn, int nreqs,
                              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
@@ -960,7 +963,7 @@ static http_tls_cred *http_tls_load(const char *cert, const char *key, char *err
     http_tls_cred *c = calloc(1, sizeof *c);
     if (!c) return snprintf(err, cap, "out of memory"), NULL;
     c->npcert = HTTP_TLS_MAX_CHAIN;
-    gnutls_datum_t kd = {NULL, 0};
+    gnutls_datum_t kd = { NULL, 0 };
     r = gnutls_pcert_list_import_x509_file(c->pcert, &c->npcert, cert, GNUTLS_X509_FMT_PEM, NULL, NULL, 0);
     if (r < 0) c->npcert = 0;
     if (r >= 0) r = gnutls_load_file(key, &kd);
@@ -1023,11 +1026,12 @@ static void http_tls_free_all(void)
 static void http_start_local(server *s)
 {
     http_server *h = s->http;
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/jvdb.sock", s->cfg.data_dir);
     if (n < 0 || (size_t)n >= sizeof sa.sun_path) {
         log_warn("no local socket: '%s/jvdb.sock' is longer than %zu bytes; the CLI needs --server while this "
-                 "server runs", s->cfg.data_dir, sizeof sa.sun_path - 1);
+                 "server runs",
+                 s->cfg.data_dir, sizeof sa.sun_path - 1);
         return;
     }
     struct stat st;
@@ -1050,8 +1054,7 @@ static void http_start_local(server *s)
     }
     /* Linux gives the socket file the mode of the socket's inode (less the umask): 0600 from its
      * first instant, with no window where another user could connect. */
-    if (fchmod(fd, 0600) || bind(fd, (struct sockaddr *)&sa, sizeof sa) || chmod(sa.sun_path, 0600) ||
-        listen(fd, 64)) {
+    if (fchmod(fd, 0600) || bind(fd, (struct sockaddr *)&sa, sizeof sa) || chmod(sa.sun_path, 0600) || listen(fd, 64)) {
         log_warn("no local socket at '%s': %s", sa.sun_path, strerror(errno));
         close(fd);
         unlink(sa.sun_path);
@@ -1101,7 +1104,7 @@ int http_start(server *s)
     }
     h->reaper_started = 1;
 
-    struct addrinfo hints = {0}, *ai = NULL;
+    struct addrinfo hints = { 0 }, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     char port[8];
@@ -1129,15 +1132,15 @@ int http_start(server *s)
     /* The certificate callback only counts with MHD_USE_TLS; without it MHD ignores the option. */
     gnutls_certificate_retrieve_function2 *cert_cb = h->tls ? http_tls_retrieve : NULL;
     /* MHD splits the connection limit evenly over the pool's threads; the per-IP limit is global. */
-    h->daemon = MHD_start_daemon(
-        flags, s->cfg.port, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads,
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip,
-        h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, cert_cb, MHD_OPTION_HTTPS_PRIORITIES,
-        HTTP_TLS_PRIORITIES, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(flags, s->cfg.port, NULL, NULL, http_handler, s, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
+                         NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->cfg.threads,
+                         MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn,
+                         s, MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.max_conn_per_ip,
+                         h->tls ? MHD_OPTION_HTTPS_CERT_CALLBACK : MHD_OPTION_END, cert_cb, MHD_OPTION_HTTPS_PRIORITIES,
+                         HTTP_TLS_PRIORITIES, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!h->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed)", s->cfg.listen);

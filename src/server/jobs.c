@@ -30,24 +30,24 @@
 
 typedef enum { JOB_QUEUED = 0, JOB_RUNNING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED } job_status;
 
-static const char *const job_kind_names[] = {"compact", "backup", "verify", "restore", "rebuild"};
-static const char *const job_status_names[] = {"queued", "running", "succeeded", "failed", "cancelled"};
+static const char *const job_kind_names[] = { "compact", "backup", "verify", "restore", "rebuild" };
+static const char *const job_status_names[] = { "queued", "running", "succeeded", "failed", "cancelled" };
 
 struct job {
     char id[48];
     job_kind kind;
     char database[JVDB_MAX_NAME_LEN + 1];
     job_status status;
-    atomic_uint progress_ppm;        /* parts per million; written by the job's thread */
-    char *result;                    /* JSON object text of the answer (succeeded) */
-    char *err_code, *err_msg;        /* failed or cancelled */
+    atomic_uint progress_ppm; /* parts per million; written by the job's thread */
+    char *result;             /* JSON object text of the answer (succeeded) */
+    char *err_code, *err_msg; /* failed or cancelled */
     int err_http;
     int64_t created_ns, started_ns, finished_ns;
-    volatile int cancel;             /* polled by the operation (atomic accesses) */
-    int cancel_user;                 /* DELETE asked (else a stop did) */
+    volatile int cancel; /* polled by the operation (atomic accesses) */
+    int cancel_user;     /* DELETE asked (else a stop did) */
     int cancellable;
     int repo;
-    int durable;                     /* its queued record is in the file: runnable (invariant 1) */
+    int durable; /* its queued record is in the file: runnable (invariant 1) */
     job_fn fn;
     void *arg;
     void (*arg_free)(void *);
@@ -55,17 +55,17 @@ struct job {
 };
 
 typedef struct jobs_state {
-    pthread_mutex_t mu;              /* everything below but the file fields (invariant 2) */
-    pthread_cond_t cv;               /* a job became runnable, or a stop */
-    job **v;                         /* oldest first */
+    pthread_mutex_t mu; /* everything below but the file fields (invariant 2) */
+    pthread_cond_t cv;  /* a job became runnable, or a stop */
+    job **v;            /* oldest first */
     size_t n, cap;
     uint64_t next_seq;
-    uint64_t gen;                    /* snapshots taken */
+    uint64_t gen; /* snapshots taken */
     int stopping;
     pthread_t threads[JOBS_WORKERS];
     int nthreads;
-    pthread_mutex_t file_mu;         /* the file; held across its write, by writers only */
-    uint64_t gen_written;            /* under file_mu */
+    pthread_mutex_t file_mu; /* the file; held across its write, by writers only */
+    uint64_t gen_written;    /* under file_mu */
     char *path;
 } jobs_state;
 
@@ -173,8 +173,9 @@ static char *jobs_dump_locked(jobs_state *js)
             if (r) json_object_set_new(o, "result", r);
         }
         if (j->err_code) {
-            json_object_set_new(o, "error", json_pack("{s:s, s:s, s:i}", "code", j->err_code, "message",
-                                                      j->err_msg ? j->err_msg : "", "httpStatus", j->err_http));
+            json_object_set_new(o, "error",
+                                json_pack("{s:s, s:s, s:i}", "code", j->err_code, "message",
+                                          j->err_msg ? j->err_msg : "", "httpStatus", j->err_http));
         }
         json_object_set_new(o, "createdNs", json_integer(j->created_ns));
         json_object_set_new(o, "startedNs", json_integer(j->started_ns));
@@ -253,12 +254,13 @@ static int jobs_load(jobs_state *js)
     int64_t now = clock_wall_ns();
     size_t i;
     json_t *o;
-    json_array_foreach(arr, i, o) {
+    json_array_foreach(arr, i, o)
+    {
         const char *id = json_string_value(json_object_get(o, "jobId"));
         int kind = jobs_name_index(job_kind_names, 5, json_string_value(json_object_get(o, "kind")));
         int status = jobs_name_index(job_status_names, 5, json_string_value(json_object_get(o, "status")));
         const char *db = json_string_value(json_object_get(o, "database"));
-        if (!id || strlen(id) >= sizeof ((job *)0)->id || kind < 0 || status < 0) {
+        if (!id || strlen(id) >= sizeof((job *)0)->id || kind < 0 || status < 0) {
             log_warn("job record %zu of %s is not a job; skipped", i, js->path);
             continue;
         }
@@ -277,18 +279,21 @@ static int jobs_load(jobs_state *js)
         if (json_is_object(r)) j->result = json_dumps(r, JSON_COMPACT);
         json_t *e = json_object_get(o, "error");
         if (json_is_object(e))
-            job_set_error(j, json_string_value(json_object_get(e, "code")), json_string_value(json_object_get(e, "message")),
+            job_set_error(j, json_string_value(json_object_get(e, "code")),
+                          json_string_value(json_object_get(e, "message")),
                           (int)json_integer_value(json_object_get(e, "httpStatus")));
         if (j->status == JOB_QUEUED || j->status == JOB_RUNNING) {
             job_set_error(j, "INTERRUPTED",
-                          j->status == JOB_RUNNING ? "interrupted by a restart of the server while it was running; "
-                                                     "nothing of it was kept (run it again)"
-                                                   : "interrupted by a restart of the server before it started (run it again)",
+                          j->status == JOB_RUNNING
+                              ? "interrupted by a restart of the server while it was running; "
+                                "nothing of it was kept (run it again)"
+                              : "interrupted by a restart of the server before it started (run it again)",
                           503);
             j->status = JOB_FAILED;
             j->finished_ns = now;
             marked++;
-            log_warn("job %s (%s of '%s') was cut by a restart: marked failed", j->id, job_kind_names[j->kind], j->database);
+            log_warn("job %s (%s of '%s') was cut by a restart: marked failed", j->id, job_kind_names[j->kind],
+                     j->database);
         }
         if (jobs_append(js, j)) {
             job_free(j);
@@ -338,11 +343,14 @@ static void jobs_finish_locked(job *j, http_resp *rs)
     if (__atomic_load_n(&j->cancel, __ATOMIC_RELAXED)) {
         if (j->cancel_user) {
             j->status = JOB_CANCELLED;
-            job_set_error(j, "CANCELLED", "cancelled by DELETE /v1/jobs while it ran; it stopped cleanly and nothing was changed", 409);
+            job_set_error(j, "CANCELLED",
+                          "cancelled by DELETE /v1/jobs while it ran; it stopped cleanly and nothing was changed", 409);
         } else {
             j->status = JOB_FAILED;
-            job_set_error(j, "INTERRUPTED", "interrupted by a restart of the server (the server stopped while it ran; "
-                                            "nothing of it was kept)", 503);
+            job_set_error(j, "INTERRUPTED",
+                          "interrupted by a restart of the server (the server stopped while it ran; "
+                          "nothing of it was kept)",
+                          503);
         }
         return;
     }
@@ -350,7 +358,8 @@ static void jobs_finish_locked(job *j, http_resp *rs)
     json_t *e = rs->body ? json_loadb(rs->body, rs->len, 0, NULL) : NULL;
     const char *code = json_string_value(json_object_get(e, "error"));
     const char *msg = json_string_value(json_object_get(e, "message"));
-    job_set_error(j, code ? code : "INTERNAL", msg ? msg : "the job failed without a message", rs->status ? rs->status : 500);
+    job_set_error(j, code ? code : "INTERNAL", msg ? msg : "the job failed without a message",
+                  rs->status ? rs->status : 500);
     json_decref(e);
 }
 
@@ -380,7 +389,7 @@ static void *jobs_worker(void *arg)
         log_info("job %s %s (%s of '%s'%s%s)", j->id, job_status_names[j->status], job_kind_names[j->kind], j->database,
                  j->err_msg ? ": " : "", j->err_msg ? j->err_msg : "");
         jobs_trim(js);
-        pthread_cond_broadcast(&js->cv);   /* what conflicted with it may run now */
+        pthread_cond_broadcast(&js->cv); /* what conflicted with it may run now */
         pthread_mutex_unlock(&js->mu);
         jobs_persist(js);
         pthread_mutex_lock(&js->mu);
@@ -420,7 +429,8 @@ void jobs_stop(server *s)
     pthread_mutex_lock(&js->mu);
     js->stopping = 1;
     for (size_t i = 0; i < js->n; i++)
-        if (js->v[i]->status == JOB_RUNNING && js->v[i]->cancellable) __atomic_store_n(&js->v[i]->cancel, 1, __ATOMIC_RELAXED);
+        if (js->v[i]->status == JOB_RUNNING && js->v[i]->cancellable)
+            __atomic_store_n(&js->v[i]->cancel, 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&js->cv);
     pthread_mutex_unlock(&js->mu);
     for (int i = 0; i < js->nthreads; i++) pthread_join(js->threads[i], NULL);
@@ -540,8 +550,8 @@ void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, 
             http_error(rs, 503, "SHUTTING_DOWN", "the server is shutting down; no new jobs are taken");
         } else if (queued >= JOBS_QUEUE_MAX) {
             rs->retry_after_s = 5;
-            http_error(rs, 429, "TOO_MANY_JOBS", "%zu jobs are already queued (the limit); try again when some have run",
-                       queued);
+            http_error(rs, 429, "TOO_MANY_JOBS",
+                       "%zu jobs are already queued (the limit); try again when some have run", queued);
         } else {
             http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
         }
@@ -559,7 +569,7 @@ void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, 
     jobs_trim(js);
     pthread_mutex_unlock(&js->mu);
 
-    int rc = jobs_persist(js);   /* invariant 1: durable before the 202 */
+    int rc = jobs_persist(js); /* invariant 1: durable before the 202 */
     pthread_mutex_lock(&js->mu);
     if (rc != JVDB_OK) {
         for (size_t i = 0; i < js->n; i++)
@@ -615,11 +625,13 @@ void route_jobs_list(server *s, http_req *rq, http_resp *rs)
     int want_st = st ? jobs_name_index(job_status_names, 5, st) : -1;
     int want_kind = kind ? jobs_name_index(job_kind_names, 5, kind) : -1;
     if (st && want_st < 0) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "status '%.100s' is not one of queued, running, succeeded, failed, cancelled", st);
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "status '%.100s' is not one of queued, running, succeeded, failed, cancelled", st);
         return;
     }
     if (kind && want_kind < 0) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "kind '%.100s' is not one of compact, backup, verify, restore, rebuild", kind);
+        http_error(rs, 400, "INVALID_ARGUMENT", "kind '%.100s' is not one of compact, backup, verify, restore, rebuild",
+                   kind);
         return;
     }
     if (!js) {
@@ -640,7 +652,7 @@ void route_jobs_list(server *s, http_req *rq, http_resp *rs)
     jw_key(&w, "jobs");
     jw_arr(&w);
     size_t total = 0;
-    for (size_t i = js->n; i-- > 0;) {   /* newest first */
+    for (size_t i = js->n; i-- > 0;) { /* newest first */
         const job *j = js->v[i];
         if (!keep[i] || (db && strcmp(db, j->database)) || (want_st >= 0 && (int)j->status != want_st) ||
             (want_kind >= 0 && (int)j->kind != want_kind))
@@ -666,7 +678,7 @@ static job *jobs_lookup(server *s, jobs_state *js, http_req *rq, http_resp *rs)
         size_t n = one ? 1 : 0;
         if (one) auth_filter_dbs(s, rq, &one, &n);
         if (n) free(one);
-        if (!n) j = NULL;   /* another database's job: as if it did not exist */
+        if (!n) j = NULL; /* another database's job: as if it did not exist */
     }
     if (!j)
         http_error(rs, 404, "NOT_FOUND", "job '%.100s' does not exist (finished jobs are kept: the newest %d)",
@@ -715,7 +727,7 @@ void route_job_cancel(server *s, http_req *rq, http_resp *rs)
     } else if (j->status == JOB_RUNNING && j->cancellable) {
         j->cancel_user = 1;
         __atomic_store_n(&j->cancel, 1, __ATOMIC_RELAXED);
-        status = 202;   /* it stops at its next check; GET shows "cancelled" then */
+        status = 202; /* it stops at its next check; GET shows "cancelled" then */
         log_info("job %s: cancel requested", j->id);
     } else if (j->status == JOB_RUNNING) {
         http_error(rs, 409, "JOB_NOT_CANCELLABLE",

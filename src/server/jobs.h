@@ -19,9 +19,9 @@ typedef struct job job;
 typedef void (*job_fn)(server *s, job *j, void *arg, http_resp *rs);
 
 /* Job threads per server, queued jobs accepted at once, finished jobs remembered. */
-#define JOBS_WORKERS 2
+#define JOBS_WORKERS   2
 #define JOBS_QUEUE_MAX 16
-#define JOBS_HISTORY 100
+#define JOBS_HISTORY   100
 
 /* Loads <data>/server/jobs.state (a job queued or running when the server last stopped is marked
  * failed, "interrupted by a restart") and starts the job threads.  0, or -1 after logging. */

@@ -141,7 +141,7 @@ static void jw_escaped(jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     jw_putc(w, '"');
-    size_t run = 0;   /* bytes that need no escaping are copied in runs */
+    size_t run = 0; /* bytes that need no escaping are copied in runs */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x80) {
@@ -161,13 +161,28 @@ static void jw_escaped(jw *w, const char *s, size_t n)
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         jw_put(w, s + run, i - run);
         run = i + 1;
-        char e[6] = {'\\', 0};
+        char e[6] = { '\\', 0 };
         switch (c) {
-        case '"': e[1] = '"'; jw_put(w, e, 2); break;
-        case '\\': e[1] = '\\'; jw_put(w, e, 2); break;
-        case '\n': e[1] = 'n'; jw_put(w, e, 2); break;
-        case '\r': e[1] = 'r'; jw_put(w, e, 2); break;
-        case '\t': e[1] = 't'; jw_put(w, e, 2); break;
+        case '"':
+            e[1] = '"';
+            jw_put(w, e, 2);
+            break;
+        case '\\':
+            e[1] = '\\';
+            jw_put(w, e, 2);
+            break;
+        case '\n':
+            e[1] = 'n';
+            jw_put(w, e, 2);
+            break;
+        case '\r':
+            e[1] = 'r';
+            jw_put(w, e, 2);
+            break;
+        case '\t':
+            e[1] = 't';
+            jw_put(w, e, 2);
+            break;
         default:
             e[1] = 'u';
             e[2] = '0';
@@ -238,8 +253,8 @@ void jw_double(jw *w, double v)
 }
 
 /* Exact powers of ten as doubles (10^22 is the largest a double holds exactly). */
-static const double jw_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const double jw_pow10[23] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
 
 /* Writes N (exactly p digits) x 10^(x-p+1), negative when neg, as printf's "%.{p}g" would. */
 static int jw_g_text(char *b, int neg, uint64_t n, int p, int x)
@@ -247,7 +262,7 @@ static int jw_g_text(char *b, int neg, uint64_t n, int p, int x)
     char d[24];
     for (int i = p - 1; i >= 0; i--, n /= 10) d[i] = (char)('0' + n % 10);
     int nd = p;
-    while (nd > 1 && d[nd - 1] == '0') nd--;   /* %g drops trailing zeros */
+    while (nd > 1 && d[nd - 1] == '0') nd--; /* %g drops trailing zeros */
     char *o = b;
     if (neg) *o++ = '-';
     if (x < -4 || x >= p) {
@@ -257,7 +272,7 @@ static int jw_g_text(char *b, int neg, uint64_t n, int p, int x)
             memcpy(o, d + 1, (size_t)nd - 1);
             o += nd - 1;
         }
-        int ax = x < 0 ? -x : x;   /* printf's exponent: a sign and at least two digits */
+        int ax = x < 0 ? -x : x; /* printf's exponent: a sign and at least two digits */
         *o++ = 'e';
         *o++ = x < 0 ? '-' : '+';
         if (ax >= 100) *o++ = (char)('0' + ax / 100);
@@ -289,11 +304,11 @@ static int jw_try_digits(float v, int p, uint64_t *n, int *x)
     double a = fabs((double)v);
     int ex = (int)floor(log10(a));
     for (int tries = 0; tries < 3; tries++) {
-        int k = ex - p + 1;   /* value = N x 10^k */
+        int k = ex - p + 1; /* value = N x 10^k */
         if (k < -22 || k > 22) return -1;
-        double scaled = k < 0 ? a * jw_pow10[-k] : a / jw_pow10[k];   /* relative error <= 2^-53 */
+        double scaled = k < 0 ? a * jw_pow10[-k] : a / jw_pow10[k]; /* relative error <= 2^-53 */
         double fl = floor(scaled), frac = scaled - fl;
-        if (fabs(frac - 0.5) < 1e-6) return -1;   /* too near a tie to trust one rounding */
+        if (fabs(frac - 0.5) < 1e-6) return -1; /* too near a tie to trust one rounding */
         uint64_t nn = (uint64_t)fl + (frac > 0.5);
         uint64_t lo = (uint64_t)jw_pow10[p - 1], hi = (uint64_t)jw_pow10[p];
         if (nn >= hi) {
@@ -522,7 +537,8 @@ int jr_only(json_t *obj, const char *where, const char *const *allowed, char *er
     const char *key;
     json_t *v;
     /* jansson keeps insertion order, so this names the first unknown key of the text. */
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         if (!jr_allowed(key, strlen(key), allowed)) {
             jr_unknown_msg(where, key, strlen(key), allowed, err, cap);
             return -1;
@@ -550,7 +566,7 @@ static const char *jr_skip_value(const char *p, const char *e)
         } else if (c == '{' || c == '[') {
             depth++;
         } else if (c == '}' || c == ']') {
-            if (depth == 0) return p;   /* the end of the enclosing object: a scalar ended here */
+            if (depth == 0) return p; /* the end of the enclosing object: a scalar ended here */
             if (--depth == 0) return p + 1;
         } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
             return p;
@@ -569,7 +585,7 @@ int jr_prescan_keys(const char *body, size_t len, const char *const *allowed, ch
     while (p < e && *p == '"') {
         const char *k = ++p;
         while (p < e && *p != '"') {
-            if (*p == '\\') return 0;   /* an escaped key: the parse decides */
+            if (*p == '\\') return 0; /* an escaped key: the parse decides */
             p++;
         }
         if (p >= e) return 0;
@@ -625,9 +641,8 @@ int jr_uint(json_t *obj, const char *key, uint64_t min, uint64_t max, uint64_t *
     json_int_t i = 0;
     if (json_is_integer(v)) {
         i = json_integer_value(v);
-    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-               fabs(json_real_value(v)) < 9e15) {
-        i = (json_int_t)json_real_value(v);   /* 10.0 from clients that only have doubles */
+    } else if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) && fabs(json_real_value(v)) < 9e15) {
+        i = (json_int_t)json_real_value(v); /* 10.0 from clients that only have doubles */
     } else {
         snprintf(err, cap, "field '%s' must be an integer from %" PRIu64 " to %" PRIu64, key, min, max);
         return -1;
@@ -699,8 +714,8 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
 
 /* ---------------------------------------------------------------- vectors (general path) */
 
-const char *const jr_vector_fields[] = {"id", "values", "metadata", NULL};
-const char *const jr_batch_fields[] = {"vectors", NULL};
+const char *const jr_vector_fields[] = { "id", "values", "metadata", NULL };
+const char *const jr_batch_fields[] = { "vectors", NULL };
 
 void jf_vector_free(jf_vector *v)
 {
@@ -766,8 +781,9 @@ int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *er
     json_t *arr = json_object_get(body, "vectors");
     size_t n = json_array_size(arr);
     if (!json_is_array(arr) || n == 0) {
-        snprintf(err, cap, "%s", arr && json_is_array(arr) ? "field 'vectors' is empty"
-                                                           : "field 'vectors' must be an array of vectors");
+        snprintf(err, cap, "%s",
+                 arr && json_is_array(arr) ? "field 'vectors' is empty"
+                                           : "field 'vectors' must be an array of vectors");
         return -1;
     }
     jf_vector *v = calloc(n, sizeof *v);
@@ -830,14 +846,14 @@ static int jf_plain_string(jf *f, const char **s, size_t *n)
 static int jf_key_is(const char *s, size_t n, const char *want) { return strlen(want) == n && !memcmp(s, want, n); }
 
 /* Exact powers of ten as doubles (10^22 is the largest that a double holds exactly). */
-static const double jf_pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
-                                    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const double jf_pow10[23] = { 1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22 };
 
 const char *jf_number_text(const char *b, const char *end, double *out)
 {
     const char *q = b;
     int neg = 0, real = 0, many = 0, nd = 0;
-    uint64_t w = 0;   /* the first 19 significant digits */
+    uint64_t w = 0; /* the first 19 significant digits */
     long exp10 = 0;
     if (q < end && *q == '-') {
         neg = 1;
@@ -864,7 +880,7 @@ const char *jf_number_text(const char *b, const char *end, double *out)
         for (; q < end && *q >= '0' && *q <= '9'; q++) {
             if (nd < 19) {
                 w = w * 10 + (uint64_t)(*q - '0');
-                nd += w != 0;   /* leading zeros of 0.000123 are not significant */
+                nd += w != 0; /* leading zeros of 0.000123 are not significant */
                 exp10--;
             } else {
                 many = 1;
@@ -883,7 +899,7 @@ const char *jf_number_text(const char *b, const char *end, double *out)
         exp10 += eneg ? -ev : ev;
     }
     if (!real) {
-        if (q - b > 18) return NULL;   /* near the 64-bit limit: let jansson decide */
+        if (q - b > 18) return NULL; /* near the 64-bit limit: let jansson decide */
         /* jansson reads integers as 64-bit integers, so "-0" is +0. */
         *out = (double)(neg ? -(int64_t)w : (int64_t)w);
         return q;
@@ -900,7 +916,7 @@ const char *jf_number_text(const char *b, const char *end, double *out)
 #endif
     char *e;
     errno = 0;
-    *out = strtod(b, &e);   /* everything else: many digits, large exponents, underflow */
+    *out = strtod(b, &e); /* everything else: many digits, large exponents, underflow */
     if (e != q || errno) return NULL;
     return q;
 }
@@ -922,7 +938,7 @@ static int jf_floats(jf *f, float **out, uint32_t *count)
     float *v = malloc(cap * sizeof *v);
     if (!v) return -1;
     jf_ws(f);
-    if (f->p < f->end && *f->p == ']') goto bad;   /* empty: the general path says so */
+    if (f->p < f->end && *f->p == ']') goto bad; /* empty: the general path says so */
     for (;;) {
         double d;
         if (jf_number(f, &d) || !jr_fits_float(d) || n == JVDB_FAST_MAX_FLOATS) goto bad;
@@ -966,7 +982,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n, unsigned limit)
         } else if (c == '"') {
             in_str = 1;
         } else if (c == '{' || c == '[') {
-            if (++depth > limit) return -1;   /* too deep: the general path says so */
+            if (++depth > limit) return -1; /* too deep: the general path says so */
         } else if (c == '}' || c == ']') {
             if (--depth == 0) {
                 f->p++;
@@ -1027,7 +1043,7 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, unsigned meta_limit,
             jr_unknown_msg(where, k, kn, jr_vector_fields, err, cap);
             return -2;
         } else {
-            return -1;   /* a duplicate */
+            return -1; /* a duplicate */
         }
         jf_ws(f);
         if (f->p < f->end && *f->p == ',') {
@@ -1045,7 +1061,7 @@ int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v
     memset(v, 0, sizeof *v);
     /* Nesting: the vector object is level 1, its values level 2, its metadata 2 and below. */
     if (!body || !len || max_depth < 2) return 0;
-    jf f = {body, body + len};
+    jf f = { body, body + len };
     if (jf_vector_obj(&f, v, 0, max_depth - 1, err, sizeof err) == 0) {
         jf_ws(&f);
         if (f.p == f.end) return 1;
@@ -1058,7 +1074,7 @@ int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v
 char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count)
 {
     if (!body || !len) return NULL;
-    jf f = {body, body + len};
+    jf f = { body, body + len };
     if (jf_char(&f, '{')) return NULL;
     for (;;) {
         const char *k;
@@ -1107,7 +1123,7 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, 
     /* Nesting is checked as the decoder goes (no separate pass over the body): the body is level 1,
      * the array 2, each vector 3, its values and metadata 4 and below. */
     if (!body || !len || max_depth < 4) return 0;
-    jf f = {body, body + len};
+    jf f = { body, body + len };
     const char *k;
     size_t kn, n = 0, vcap = 64;
     jf_vector *v = NULL;
@@ -1125,7 +1141,7 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, 
             vcap *= 2;
         }
         int bad = jf_vector_obj(&f, &v[n], n, max_depth - 3, err, cap);
-        n++;   /* freed below either way */
+        n++; /* freed below either way */
         if (bad == -2) {
             jf_batch_free(v, n);
             /* A body nested too deep further on is refused for that, as the general path does. */

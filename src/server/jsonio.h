@@ -22,8 +22,8 @@
 typedef struct jw {
     char *buf;
     size_t len, cap;
-    int comma;      /* a value was just completed: the next key or value needs a ',' first */
-    int oom;        /* an allocation failed; the text is incomplete */
+    int comma; /* a value was just completed: the next key or value needs a ',' first */
+    int oom;   /* an allocation failed; the text is incomplete */
 } jw;
 
 void jw_init(jw *w);
@@ -40,9 +40,9 @@ void jw_str(jw *w, const char *s);
 void jw_strn(jw *w, const char *s, size_t n);
 void jw_int(jw *w, int64_t v);
 void jw_uint(jw *w, uint64_t v);
-void jw_double(jw *w, double v);        /* non-finite values become null */
-void jw_float(jw *w, float v);          /* shortest text that reads back as the same float32 */
-void jw_floats(jw *w, const float *v, size_t n);   /* an array of floats */
+void jw_double(jw *w, double v);                 /* non-finite values become null */
+void jw_float(jw *w, float v);                   /* shortest text that reads back as the same float32 */
+void jw_floats(jw *w, const float *v, size_t n); /* an array of floats */
 /* The text jw_float writes for v (at most 16 bytes; cap >= 32), and the reference it must equal:
  * the shortest of printf's %.6g .. %.9g that strtof reads back as v.  For the unit tests. */
 int jw_format_float_fast(char *b, size_t cap, float v);
@@ -58,11 +58,11 @@ void jw_time(jw *w, int64_t wall_ns);
 void jw_time_fmt(int64_t wall_ns, char out[32]);
 
 /* key + value shorthands */
-#define jw_kstr(w, k, v) (jw_key((w), (k)), jw_str((w), (v)))
-#define jw_kint(w, k, v) (jw_key((w), (k)), jw_int((w), (v)))
-#define jw_kuint(w, k, v) (jw_key((w), (k)), jw_uint((w), (v)))
+#define jw_kstr(w, k, v)    (jw_key((w), (k)), jw_str((w), (v)))
+#define jw_kint(w, k, v)    (jw_key((w), (k)), jw_int((w), (v)))
+#define jw_kuint(w, k, v)   (jw_key((w), (k)), jw_uint((w), (v)))
 #define jw_kdouble(w, k, v) (jw_key((w), (k)), jw_double((w), (v)))
-#define jw_kbool(w, k, v) (jw_key((w), (k)), jw_bool((w), (v)))
+#define jw_kbool(w, k, v)   (jw_key((w), (k)), jw_bool((w), (v)))
 
 /* ---- reader helpers ----
  * Each returns 0 when the field is absent (leaving *out alone), 1 when present and valid, and -1
@@ -100,11 +100,11 @@ typedef struct jf_vector {
     char *id;
     float *values;
     uint32_t n;
-    char *meta;                      /* compact JSON, as the general path writes it; NULL for none */
+    char *meta; /* compact JSON, as the general path writes it; NULL for none */
 } jf_vector;
 
-extern const char *const jr_vector_fields[];   /* id, values, metadata */
-extern const char *const jr_batch_fields[];    /* vectors */
+extern const char *const jr_vector_fields[]; /* id, values, metadata */
+extern const char *const jr_batch_fields[];  /* vectors */
 
 /* The general decoders (on a parsed body).  jr_vector reads {"id", "values", "metadata"}; `where`
  * ("" or "record N: ") prefixes messages.  jr_batch reads {"vectors": [...]} and on error sets

@@ -104,7 +104,7 @@ void keys_time_text(int64_t s, char out[32])
 /* "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SSZ" as UTC unix seconds; -1 when it is neither. */
 static int keys_parse_time(const char *s, int64_t *out)
 {
-    struct tm tm = {0};
+    struct tm tm = { 0 };
     const char *end = strptime(s, "%Y-%m-%d", &tm);
     if (!end) return -1;
     if (*end) {
@@ -196,7 +196,8 @@ static int keys_entry_from_json(json_t *o, key_entry *e, char *err, size_t cap)
     e->databases = json_array_size(dbs) ? calloc(json_array_size(dbs), sizeof *e->databases) : NULL;
     size_t i;
     json_t *d;
-    json_array_foreach(dbs, i, d) {
+    json_array_foreach(dbs, i, d)
+    {
         if (!json_is_string(d) || !db_name_valid(json_string_value(d)))
             return snprintf(err, cap, "key %s: databases[%zu] is not a database name", id, i), -1;
         if (!e->databases || !(e->databases[e->ndb] = strdup(json_string_value(d)))) break;
@@ -228,10 +229,10 @@ json_t *keys_entry_json(const key_entry *e, int64_t now_s)
     for (size_t i = 0; i < e->ndb; i++) json_array_append_new(dbs, json_string(e->databases[i]));
     /* camelCase (keyId, createdAt, expiresAt) like the rest of the API; the snake_case names stay
      * beside them, deprecated, for the clients and scripts written before (docs/API.md). */
-    json_t *o = json_pack("{s:s, s:s, s:o, s:s, s:o, s:b, s:s}", "key_id", e->id, "role", key_role_name(e->role),
-                          "databases", dbs, "created_at", created, "expires_at",
-                          e->expires_s ? json_string(exp) : json_null(), "expired", e->expires_s && e->expires_s <= now_s,
-                          "description", e->description);
+    json_t *o =
+        json_pack("{s:s, s:s, s:o, s:s, s:o, s:b, s:s}", "key_id", e->id, "role", key_role_name(e->role), "databases",
+                  dbs, "created_at", created, "expires_at", e->expires_s ? json_string(exp) : json_null(), "expired",
+                  e->expires_s && e->expires_s <= now_s, "description", e->description);
     if (o && (json_object_set_new(o, "keyId", json_string(e->id)) ||
               json_object_set_new(o, "createdAt", json_string(created)) ||
               json_object_set_new(o, "expiresAt", e->expires_s ? json_string(exp) : json_null()))) {
@@ -252,14 +253,12 @@ static int keys_parse(const char *text, size_t len, key_set *out, char *err, siz
     int rc = -1;
     if (!json_is_integer(fmt) || json_integer_value(fmt) != KEYS_FORMAT)
         snprintf(err, cap, "\"format\" must be %d", KEYS_FORMAT);
-    else if (json_object_size(doc) != 2)
-        snprintf(err, cap, "only \"format\" and \"keys\" may be at the top level");
+    else if (json_object_size(doc) != 2) snprintf(err, cap, "only \"format\" and \"keys\" may be at the top level");
     else if (!json_is_array(keys) || json_array_size(keys) > KEY_MAX_KEYS)
         snprintf(err, cap, "\"keys\" must be an array of at most %d keys", KEY_MAX_KEYS);
     else if (json_array_size(keys) && !(out->v = calloc(json_array_size(keys), sizeof *out->v)))
         snprintf(err, cap, "out of memory");
-    else
-        rc = 0;
+    else rc = 0;
     for (size_t i = 0; rc == 0 && i < json_array_size(keys); i++) {
         char why[256];
         rc = keys_entry_from_json(json_array_get(keys, i), &out->v[out->n++], why, sizeof why);
@@ -279,7 +278,7 @@ int keys_load(const char *data_dir, key_set *out, char *err, size_t cap)
     size_t len = 0;
     int rc = 0;
     if (access(path, F_OK) != 0 && errno == ENOENT) {
-        rc = 0;   /* no key file: no keys */
+        rc = 0; /* no key file: no keys */
     } else if (fs_read_file(path, &text, &len) != JVDB_OK) {
         snprintf(err, cap, "cannot read the key file %s: %s", path, jvdb_errmsg());
         rc = -1;
@@ -322,7 +321,7 @@ static int keys_save(const char *data_dir, const key_set *ks, char *err, size_t 
     } else if (fs_replace_file(path, text, strlen(text), "api_keys") != JVDB_OK) {
         snprintf(err, cap, "%s", jvdb_errmsg());
     } else {
-        chmod(path, 0600);   /* hashes only, but nobody else needs to read them */
+        chmod(path, 0600); /* hashes only, but nobody else needs to read them */
         keys_chown_like_dir(data_dir, path);
         rc = 0;
     }
@@ -337,7 +336,8 @@ static int keys_lock(const char *data_dir, char *err, size_t cap)
     char *dir = fs_join(data_dir, "server");
     if (!dir) return snprintf(err, cap, "out of memory"), -1;
     if (!fs_exists(data_dir)) {
-        snprintf(err, cap, "data directory '%s' does not exist (start 'jvdb serve' on it once, or create it)", data_dir);
+        snprintf(err, cap, "data directory '%s' does not exist (start 'jvdb serve' on it once, or create it)",
+                 data_dir);
         free(dir);
         return -1;
     }
@@ -367,12 +367,14 @@ int keys_spec_check(const key_spec *sp, int64_t now_s, char *err, size_t cap)
 {
     if (sp->role != KEY_ROLE_READ && sp->role != KEY_ROLE_WRITE && sp->role != KEY_ROLE_ADMIN)
         return snprintf(err, cap, "role must be read, write or admin"), -1;
-    if (sp->ndb > KEY_MAX_DATABASES) return snprintf(err, cap, "a key names at most %d databases", KEY_MAX_DATABASES), -1;
+    if (sp->ndb > KEY_MAX_DATABASES)
+        return snprintf(err, cap, "a key names at most %d databases", KEY_MAX_DATABASES), -1;
     for (size_t i = 0; i < sp->ndb; i++) {
         if (!db_name_valid(sp->databases[i]))
             return snprintf(err, cap,
                             "database name '%.80s' is not allowed (use 1 to %d characters of A-Z a-z 0-9 _ -)",
-                            sp->databases[i], JVDB_MAX_NAME_LEN), -1;
+                            sp->databases[i], JVDB_MAX_NAME_LEN),
+                   -1;
     }
     if (sp->expires_s && sp->expires_s <= now_s) return snprintf(err, cap, "the expiry is not in the future"), -1;
     const char *d = sp->description ? sp->description : "";

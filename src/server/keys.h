@@ -17,23 +17,23 @@
 /* Roles are ordered: each allows everything the ones below it do. */
 typedef enum { KEY_ROLE_NONE = 0, KEY_ROLE_READ = 1, KEY_ROLE_WRITE = 2, KEY_ROLE_ADMIN = 3 } key_role;
 
-#define KEY_ID_LEN 16                /* hex digits of the public key id */
-#define KEY_SECRET_LEN 64            /* hex digits of the secret part */
+#define KEY_ID_LEN          16 /* hex digits of the public key id */
+#define KEY_SECRET_LEN      64 /* hex digits of the secret part */
 /* "jvdb_" ID "_" SECRET */
-#define KEY_TEXT_LEN (5 + KEY_ID_LEN + 1 + KEY_SECRET_LEN)
-#define KEY_MAX_DATABASES 64
+#define KEY_TEXT_LEN        (5 + KEY_ID_LEN + 1 + KEY_SECRET_LEN)
+#define KEY_MAX_DATABASES   64
 #define KEY_MAX_DESCRIPTION 256
-#define KEY_MAX_KEYS 10000
+#define KEY_MAX_KEYS        10000
 
 typedef struct key_entry {
     char id[KEY_ID_LEN + 1];
-    unsigned char hash[32];          /* SHA-256 of the whole key text */
+    unsigned char hash[32]; /* SHA-256 of the whole key text */
     key_role role;
-    char **databases;                /* NULL (ndb 0) = every database */
+    char **databases; /* NULL (ndb 0) = every database */
     size_t ndb;
     int64_t created_s;
-    int64_t expires_s;               /* unix seconds; 0 = never */
-    char *description;               /* never NULL once loaded */
+    int64_t expires_s; /* unix seconds; 0 = never */
+    char *description; /* never NULL once loaded */
 } key_entry;
 
 typedef struct key_set {
@@ -46,8 +46,8 @@ typedef struct key_spec {
     key_role role;
     const char *const *databases;
     size_t ndb;
-    int64_t expires_s;               /* 0 = never */
-    const char *description;         /* NULL = "" */
+    int64_t expires_s;       /* 0 = never */
+    const char *description; /* NULL = "" */
 } key_spec;
 
 key_role key_role_parse(const char *s);

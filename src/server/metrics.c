@@ -23,16 +23,16 @@
 #include <unistd.h>
 
 /* Methods of unmatched requests get their own slots; anything else is "other". */
-static const char *const metrics_methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other"};
+static const char *const metrics_methods[] = { "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "other" };
 #define METRICS_NMETHOD ((int)(sizeof metrics_methods / sizeof metrics_methods[0]))
 
-static const int metrics_statuses[] = {200, 201, 202, 400, 401, 404, 405, 409, 413, 500, 503};
-#define METRICS_NSTATUS ((int)(sizeof metrics_statuses / sizeof metrics_statuses[0]) + 1)   /* + other */
+static const int metrics_statuses[] = { 200, 201, 202, 400, 401, 404, 405, 409, 413, 500, 503 };
+#define METRICS_NSTATUS ((int)(sizeof metrics_statuses / sizeof metrics_statuses[0]) + 1) /* + other */
 
 /* Upper bounds in microseconds (rendered in seconds). */
-static const uint64_t metrics_buckets_us[] = {100,   250,    500,    1000,   2500,    5000,    10000,  25000,
-                                              50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
-#define METRICS_NBUCKET ((int)(sizeof metrics_buckets_us / sizeof metrics_buckets_us[0]) + 1)   /* + +Inf */
+static const uint64_t metrics_buckets_us[] = { 100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+                                               50000, 100000, 250000, 500000, 1000000, 2500000, 10000000 };
+#define METRICS_NBUCKET ((int)(sizeof metrics_buckets_us / sizeof metrics_buckets_us[0]) + 1) /* + +Inf */
 
 struct metrics_route {
     atomic_uint_fast64_t by_status[METRICS_NSTATUS];
@@ -42,7 +42,7 @@ struct metrics_route {
 };
 
 struct metrics {
-    int nroutes;                     /* route_count() + METRICS_NMETHOD (unmatched, by method) */
+    int nroutes; /* route_count() + METRICS_NMETHOD (unmatched, by method) */
     struct metrics_route *routes;
 };
 
@@ -162,19 +162,22 @@ static void metrics_render_requests(server *s, mbuf *b)
         for (int i = 0; i < METRICS_NBUCKET; i++) {
             cum += atomic_load_explicit(&mr->bucket[i], memory_order_relaxed);
             if (i < METRICS_NBUCKET - 1)
-                mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
-                          metrics_slot_route(r), metrics_slot_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
+                mb_printf(
+                    b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                    metrics_slot_route(r), metrics_slot_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
             else
-                mb_printf(b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                mb_printf(b,
+                          "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %" PRIu64
+                          "\n",
                           metrics_slot_route(r), metrics_slot_method(r), cum);
         }
-        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n",
-                  metrics_slot_route(r), metrics_slot_method(r),
-                  (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
+        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", metrics_slot_route(r),
+                  metrics_slot_method(r), (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
         mb_printf(b, "jvdb_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %" PRIu64 "\n",
                   metrics_slot_route(r), metrics_slot_method(r), cum);
     }
-    mb_head(b, "jvdb_http_requests_in_flight", "gauge", "Requests whose headers have arrived and that are not answered yet.");
+    mb_head(b, "jvdb_http_requests_in_flight", "gauge",
+            "Requests whose headers have arrived and that are not answered yet.");
     mb_printf(b, "jvdb_http_requests_in_flight %ld\n", http_inflight(s));
 }
 
@@ -184,15 +187,18 @@ static void metrics_render_indexes(mbuf *b, char **names, const jvdb_index_statu
     static const struct {
         const char *name, *help;
     } g[] = {
-        {"jvdb_index_nodes", "Nodes of the HNSW graph, deleted ones included (0 for FLAT)."},
-        {"jvdb_index_deleted_nodes", "Graph nodes of deleted vectors, not yet rebuilt away."},
-        {"jvdb_index_pending_vectors", "Stored vectors not yet in the graph (searched exactly meanwhile)."},
-        {"jvdb_index_memory_bytes", "Memory of the graph (vectors excluded)."},
+        { "jvdb_index_nodes", "Nodes of the HNSW graph, deleted ones included (0 for FLAT)." },
+        { "jvdb_index_deleted_nodes", "Graph nodes of deleted vectors, not yet rebuilt away." },
+        { "jvdb_index_pending_vectors", "Stored vectors not yet in the graph (searched exactly meanwhile)." },
+        { "jvdb_index_memory_bytes", "Memory of the graph (vectors excluded)." },
     };
     for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
         mb_head(b, g[k].name, "gauge", g[k].help);
         for (size_t i = 0; i < n; i++) {
-            uint64_t v = k == 0 ? ix[i].nodes : k == 1 ? ix[i].deleted_nodes : k == 2 ? ix[i].pending : ix[i].memory_bytes;
+            uint64_t v = k == 0   ? ix[i].nodes
+                         : k == 1 ? ix[i].deleted_nodes
+                         : k == 2 ? ix[i].pending
+                                  : ix[i].memory_bytes;
             mb_printf(b, "%s{database=\"%s\"} %" PRIu64 "\n", g[k].name, names[i], v);
         }
     }
@@ -218,7 +224,8 @@ static void metrics_render_db_compaction(server *s, mbuf *b, char **names, size_
     mb_head(b, "jvdb_database_compaction_failures_total", "counter", "Compactions that failed, by database.");
     for (size_t i = 0; i < n; i++)
         mb_printf(b, "jvdb_database_compaction_failures_total{database=\"%s\"} %" PRIu64 "\n", names[i], t[i].failures);
-    mb_head(b, "jvdb_database_compaction_bytes_reclaimed_total", "counter", "Bytes given back by compaction, by database.");
+    mb_head(b, "jvdb_database_compaction_bytes_reclaimed_total", "counter",
+            "Bytes given back by compaction, by database.");
     for (size_t i = 0; i < n; i++)
         mb_printf(b, "jvdb_database_compaction_bytes_reclaimed_total{database=\"%s\"} %" PRIu64 "\n", names[i],
                   t[i].bytes_reclaimed);
@@ -242,7 +249,7 @@ static void metrics_render_databases(server *s, mbuf *b)
     } else {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
-            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile: zeros */
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue; /* dropped meanwhile: zeros */
             jvdb_stats_get(db, &st[i]);
             jvdb_db_index_status(db, &ix[i]);
             srv_db_unhold(s, db);
@@ -252,22 +259,22 @@ static void metrics_render_databases(server *s, mbuf *b)
         static const struct {
             const char *name, *help;
         } g[] = {
-            {"jvdb_database_vectors", "Live vectors in the database."},
-            {"jvdb_database_dead_ratio", "Dead bytes over file bytes (what compaction can reclaim)."},
-            {"jvdb_database_file_bytes", "Bytes of all segment files."},
-            {"jvdb_database_dead_bytes", "Bytes of overwritten and deleted records."},
-            {"jvdb_database_segments", "Segment files."},
-            {"jvdb_database_last_lsn", "Log sequence number of the newest write."},
+            { "jvdb_database_vectors", "Live vectors in the database." },
+            { "jvdb_database_dead_ratio", "Dead bytes over file bytes (what compaction can reclaim)." },
+            { "jvdb_database_file_bytes", "Bytes of all segment files." },
+            { "jvdb_database_dead_bytes", "Bytes of overwritten and deleted records." },
+            { "jvdb_database_segments", "Segment files." },
+            { "jvdb_database_last_lsn", "Log sequence number of the newest write." },
         };
         for (size_t k = 0; k < sizeof g / sizeof g[0]; k++) {
             mb_head(b, g[k].name, "gauge", g[k].help);
             for (size_t i = 0; i < n; i++) {
-                double v = k == 0 ? (double)st[i].live_records
-                         : k == 1 ? st[i].dead_ratio
-                         : k == 2 ? (double)st[i].file_bytes
-                         : k == 3 ? (double)st[i].dead_bytes
-                         : k == 4 ? (double)st[i].segments
-                                  : (double)st[i].last_lsn;
+                double v = k == 0   ? (double)st[i].live_records
+                           : k == 1 ? st[i].dead_ratio
+                           : k == 2 ? (double)st[i].file_bytes
+                           : k == 3 ? (double)st[i].dead_bytes
+                           : k == 4 ? (double)st[i].segments
+                                    : (double)st[i].last_lsn;
                 mb_printf(b, "%s{database=\"%s\"} %.17g\n", g[k].name, names[i], v);
             }
         }
@@ -278,8 +285,8 @@ static void metrics_render_databases(server *s, mbuf *b)
     static const struct {
         const char *name, *help;
     } gi[] = {
-        {"jvdb_index_state", "HNSW index state: 0 ready, 1 loading the saved graph, 2 catching up, 3 rebuilding."},
-        {"jvdb_index_pending", "Vectors written but not yet in the HNSW graph (searched exactly meanwhile)."},
+        { "jvdb_index_state", "HNSW index state: 0 ready, 1 loading the saved graph, 2 catching up, 3 rebuilding." },
+        { "jvdb_index_pending", "Vectors written but not yet in the HNSW graph (searched exactly meanwhile)." },
     };
     for (size_t k = 0; st && k < sizeof gi / sizeof gi[0]; k++) {
         mb_head(b, gi[k].name, "gauge", gi[k].help);
@@ -325,7 +332,7 @@ static void metrics_render_db_backups(server *s, mbuf *b)
         return;
     }
     size_t n = backup_log_databases(s, names, t, cap);
-    static const char *result[2] = {"ok", "failed"};
+    static const char *result[2] = { "ok", "failed" };
     mb_head(b, "jvdb_database_backups_total", "counter", "Backups taken, by database, type and result.");
     for (size_t i = 0; i < n; i++)
         for (int ty = 1; ty <= 3; ty++)
@@ -337,7 +344,8 @@ static void metrics_render_db_backups(server *s, mbuf *b)
         for (int r = 0; r < 2; r++) {
             double secs = 0;
             for (int ty = 1; ty <= 3; ty++) secs += t[i][ty][r].seconds;
-            mb_printf(b, "jvdb_database_backup_seconds_total{database=\"%s\",result=\"%s\"} %.6f\n", names[i], result[r], secs);
+            mb_printf(b, "jvdb_database_backup_seconds_total{database=\"%s\",result=\"%s\"} %.6f\n", names[i],
+                      result[r], secs);
         }
     mb_head(b, "jvdb_database_backup_stored_bytes_total", "counter",
             "Compressed bytes stored in the repository, by database.");
@@ -371,7 +379,8 @@ static void metrics_render_drills(server *s, mbuf *b)
     mb_head(b, "jvdb_backup_drill_records_checked", "gauge",
             "Records the last restore drill found identical to the live database, by database.");
     for (size_t i = 0; i < n; i++)
-        mb_printf(b, "jvdb_backup_drill_records_checked{database=\"%s\"} %" PRIu64 "\n", names[i], r[i].checked_records);
+        mb_printf(b, "jvdb_backup_drill_records_checked{database=\"%s\"} %" PRIu64 "\n", names[i],
+                  r[i].checked_records);
     free(names);
     free(at);
     free(r);
@@ -381,12 +390,12 @@ static void metrics_render_backups(server *s, mbuf *b)
 {
     backup_totals t[4][2];
     backup_log_totals(s, t);
-    static const char *result[2] = {"ok", "failed"};
+    static const char *result[2] = { "ok", "failed" };
     mb_head(b, "jvdb_backups_total", "counter", "Backups taken, by type and result.");
     for (int ty = 1; ty <= 3; ty++)
         for (int r = 0; r < 2; r++)
-            mb_printf(b, "jvdb_backups_total{type=\"%s\",result=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
-                      result[r], t[ty][r].count);
+            mb_printf(b, "jvdb_backups_total{type=\"%s\",result=\"%s\"} %" PRIu64 "\n",
+                      jvdb_backup_type_name((jvdb_backup_type)ty), result[r], t[ty][r].count);
     mb_head(b, "jvdb_backup_seconds_total", "counter", "Time spent taking backups, by type and result.");
     for (int ty = 1; ty <= 3; ty++)
         for (int r = 0; r < 2; r++)
@@ -394,12 +403,12 @@ static void metrics_render_backups(server *s, mbuf *b)
                       jvdb_backup_type_name((jvdb_backup_type)ty), result[r], t[ty][r].seconds);
     mb_head(b, "jvdb_backup_raw_bytes_total", "counter", "Record bytes written to backups, by type.");
     for (int ty = 1; ty <= 3; ty++)
-        mb_printf(b, "jvdb_backup_raw_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
-                  t[ty][0].raw_bytes);
+        mb_printf(b, "jvdb_backup_raw_bytes_total{type=\"%s\"} %" PRIu64 "\n",
+                  jvdb_backup_type_name((jvdb_backup_type)ty), t[ty][0].raw_bytes);
     mb_head(b, "jvdb_backup_stored_bytes_total", "counter", "Compressed bytes stored in the repository, by type.");
     for (int ty = 1; ty <= 3; ty++)
-        mb_printf(b, "jvdb_backup_stored_bytes_total{type=\"%s\"} %" PRIu64 "\n", jvdb_backup_type_name((jvdb_backup_type)ty),
-                  t[ty][0].stored_bytes);
+        mb_printf(b, "jvdb_backup_stored_bytes_total{type=\"%s\"} %" PRIu64 "\n",
+                  jvdb_backup_type_name((jvdb_backup_type)ty), t[ty][0].stored_bytes);
     metrics_render_db_backups(s, b);
     metrics_render_drills(s, b);
     char names[256][JVDB_MAX_NAME_LEN + 1];
@@ -408,7 +417,8 @@ static void metrics_render_backups(server *s, mbuf *b)
     mb_head(b, "jvdb_backup_last_success_timestamp_seconds", "gauge",
             "Unix time of the newest successful backup taken by this server, by database.");
     for (size_t i = 0; i < n; i++)
-        mb_printf(b, "jvdb_backup_last_success_timestamp_seconds{database=\"%s\"} %.3f\n", names[i], (double)times[i] / 1e9);
+        mb_printf(b, "jvdb_backup_last_success_timestamp_seconds{database=\"%s\"} %.3f\n", names[i],
+                  (double)times[i] / 1e9);
 }
 
 /* The process_* family of the Prometheus client libraries, from /proc/self and getrusage. */
@@ -423,12 +433,13 @@ static void metrics_render_process(server *s, mbuf *b)
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    double cpu =
+        (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
     long fds = 0;
     DIR *d = opendir("/proc/self/fd");
     for (struct dirent *e; d && (e = readdir(d));)
         if (e->d_name[0] != '.') fds++;
-    if (d) closedir(d), fds--;   /* the descriptor of the listing itself */
+    if (d) closedir(d), fds--; /* the descriptor of the listing itself */
     struct rlimit rl;
     double maxfds = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (double)rl.rlim_cur : -1;
     mb_head(b, "process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
@@ -447,7 +458,7 @@ static void metrics_render_process(server *s, mbuf *b)
 
 char *metrics_render(server *s, size_t *len)
 {
-    mbuf b = {malloc(16384), 0, 16384, 0};
+    mbuf b = { malloc(16384), 0, 16384, 0 };
     if (!b.p) return NULL;
     b.p[0] = 0;
     mb_head(&b, "jvdb_build_info", "gauge", "Version of the running server.");

@@ -27,19 +27,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READY_WAIT_MS 200
-#define READY_RETRY_NS (30 * 1000000000ll)
+#define READY_WAIT_MS    200
+#define READY_RETRY_NS   (30 * 1000000000ll)
 #define READY_REASON_MAX 600
 
 struct ready_state {
-    pthread_mutex_t mu;              /* guards everything below; never held across a library call */
+    pthread_mutex_t mu; /* guards everything below; never held across a library call */
     int stop;
-    int done;                        /* every database has been looked at once */
-    char reason[READY_REASON_MAX];   /* why not ready yet, while !done */
-    char **failed;                   /* databases that could not be opened, and why */
+    int done;                      /* every database has been looked at once */
+    char reason[READY_REASON_MAX]; /* why not ready yet, while !done */
+    char **failed;                 /* databases that could not be opened, and why */
     char **failed_why;
     size_t nfailed;
-    int64_t retry_after_ns;          /* monotonic: when /readyz may try the failed ones again */
+    int64_t retry_after_ns; /* monotonic: when /readyz may try the failed ones again */
     size_t total;
     pthread_t thread;
     int started;
@@ -85,14 +85,14 @@ static void ready_warm_one(server *s, ready_state *r, const char *name, size_t i
     for (;;) {
         jvdb_db *db = NULL;
         int rc = srv_db_hold(s, name, &db);
-        if (rc == JVDB_ENOTFOUND) return;   /* dropped meanwhile */
+        if (rc == JVDB_ENOTFOUND) return; /* dropped meanwhile */
         if (rc != JVDB_OK) {
             log_error("readiness: database '%s' cannot be opened: %s", name, jvdb_errmsg());
             ready_add_failed(r, name, jvdb_errmsg());
             return;
         }
         jvdb_index_status st;
-        rc = jvdb_db_index_status(db, &st);   /* starts the index thread */
+        rc = jvdb_db_index_status(db, &st); /* starts the index thread */
         if (rc == JVDB_OK && st.pending)
             ready_set_reason(r, "index of database '%s' is catching up: %llu vectors pending (%zu of %zu)", name,
                              (unsigned long long)st.pending, i + 1, n);
@@ -209,8 +209,9 @@ void route_readyz(server *s, http_req *rq, http_resp *rs)
     size_t total = r->total, nfailed = r->nfailed;
     char reason[READY_REASON_MAX + 200];
     if (!done) snprintf(reason, sizeof reason, "%s", r->reason);
-    else if (nfailed) snprintf(reason, sizeof reason, "database '%s' cannot be opened: %s%s", r->failed[0],
-                               r->failed_why[0], nfailed > 1 ? " (and others)" : "");
+    else if (nfailed)
+        snprintf(reason, sizeof reason, "database '%s' cannot be opened: %s%s", r->failed[0], r->failed_why[0],
+                 nfailed > 1 ? " (and others)" : "");
     pthread_mutex_unlock(&r->mu);
     if (!done || nfailed) {
         rs->retry_after_s = 1;

@@ -34,61 +34,61 @@ typedef struct route_def {
     const char *method;
     const char *pattern;
     route_fn fn;
-    int body;                        /* 1: the route reads its body (and checks its fields) */
+    int body; /* 1: the route reads its body (and checks its fields) */
 } route_def;
 
 static const route_def route_table[] = {
-    {"GET", "/health", route_health, 0},
-    {"GET", "/readyz", route_readyz, 0},
-    {"GET", "/status", route_status, 0},
-    {"GET", "/metrics", route_metrics, 0},
-    {"POST", "/v1/admin/shutdown", route_shutdown, 0},
-    {"GET", "/v1/compaction", route_compaction, 0},
-    {"POST", "/v1/databases", route_db_create, 1},
-    {"GET", "/v1/databases", route_db_list, 0},
-    {"GET", "/v1/databases/{id}", route_db_get, 0},
-    {"PUT", "/v1/databases/{id}", route_db_update, 1},
-    {"DELETE", "/v1/databases/{id}", route_db_delete, 0},
-    {"GET", "/v1/databases/{id}/stats", route_db_stats, 0},
-    {"POST", "/v1/databases/{id}/compact", route_db_compact, 1},
-    {"POST", "/v1/databases/{id}/index/rebuild", route_index_rebuild, 1},
-    {"POST", "/v1/databases/{id}/search", route_search, 1},
-    {"POST", "/v1/databases/{id}/search/advanced", route_search, 1},
-    {"POST", "/v1/databases/{id}/search/batch", route_search_batch, 1},
-    {"GET", "/v1/databases/{id}/indexes", route_index_list, 0},
-    {"POST", "/v1/databases/{id}/indexes", route_index_create, 1},
-    {"GET", "/v1/databases/{id}/indexes/{iid}", route_index_get, 0},
-    {"PUT", "/v1/databases/{id}/indexes/{iid}", route_index_update, 1},
-    {"DELETE", "/v1/databases/{id}/indexes/{iid}", route_index_delete, 0},
-    {"POST", "/v1/databases/{id}/backups", route_backup_create, 1},
-    {"GET", "/v1/databases/{id}/backups", route_backup_list, 0},
-    {"GET", "/v1/backups", route_backup_list_all, 0},
-    {"GET", "/v1/backups/schedule", route_backup_schedule, 0},   /* before {bid}: first match wins */
-    {"GET", "/v1/backups/{bid}", route_backup_show, 0},
-    {"DELETE", "/v1/backups/{bid}", route_backup_delete, 0},
-    {"POST", "/v1/backups/{bid}/verify", route_backup_verify, 1},
-    {"POST", "/v1/backups/{bid}/restore", route_backup_restore, 1},
-    {"POST", "/v1/databases/{id}/vectors", route_vec_put, 1},
-    {"GET", "/v1/databases/{id}/vectors", route_vec_list, 0},
-    {"POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1},
-    {"POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1},
-    {"POST", "/v1/databases/{id}/vectors/delete", route_vec_delete_many, 1},
-    {"POST", "/v1/databases/{id}/vectors/count", route_vec_count, 1},
-    {"POST", "/v1/databases/{id}/vectors/metadata", route_vec_set_metadata, 1},
-    {"POST", "/v1/databases/{id}/vectors/scroll", route_vec_scroll, 1},
-    {"GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0},
-    {"PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1},
-    {"PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1},
-    {"DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0},
-    {"GET", "/v1/jobs", route_jobs_list, 0},
-    {"GET", "/v1/jobs/{jid}", route_job_get, 0},
-    {"DELETE", "/v1/jobs/{jid}", route_job_cancel, 0},
-    {"GET", "/v1/databases/{id}/payload-indexes", route_payload_list, 0},
-    {"PUT", "/v1/databases/{id}/payload-indexes/{field}", route_payload_put, 1},
-    {"DELETE", "/v1/databases/{id}/payload-indexes/{field}", route_payload_delete, 0},
-    {"POST", "/v1/api-keys", route_keys_create, 1},
-    {"GET", "/v1/api-keys", route_keys_list, 0},
-    {"DELETE", "/v1/api-keys/{key_id}", route_keys_delete, 0},
+    { "GET", "/health", route_health, 0 },
+    { "GET", "/readyz", route_readyz, 0 },
+    { "GET", "/status", route_status, 0 },
+    { "GET", "/metrics", route_metrics, 0 },
+    { "POST", "/v1/admin/shutdown", route_shutdown, 0 },
+    { "GET", "/v1/compaction", route_compaction, 0 },
+    { "POST", "/v1/databases", route_db_create, 1 },
+    { "GET", "/v1/databases", route_db_list, 0 },
+    { "GET", "/v1/databases/{id}", route_db_get, 0 },
+    { "PUT", "/v1/databases/{id}", route_db_update, 1 },
+    { "DELETE", "/v1/databases/{id}", route_db_delete, 0 },
+    { "GET", "/v1/databases/{id}/stats", route_db_stats, 0 },
+    { "POST", "/v1/databases/{id}/compact", route_db_compact, 1 },
+    { "POST", "/v1/databases/{id}/index/rebuild", route_index_rebuild, 1 },
+    { "POST", "/v1/databases/{id}/search", route_search, 1 },
+    { "POST", "/v1/databases/{id}/search/advanced", route_search, 1 },
+    { "POST", "/v1/databases/{id}/search/batch", route_search_batch, 1 },
+    { "GET", "/v1/databases/{id}/indexes", route_index_list, 0 },
+    { "POST", "/v1/databases/{id}/indexes", route_index_create, 1 },
+    { "GET", "/v1/databases/{id}/indexes/{iid}", route_index_get, 0 },
+    { "PUT", "/v1/databases/{id}/indexes/{iid}", route_index_update, 1 },
+    { "DELETE", "/v1/databases/{id}/indexes/{iid}", route_index_delete, 0 },
+    { "POST", "/v1/databases/{id}/backups", route_backup_create, 1 },
+    { "GET", "/v1/databases/{id}/backups", route_backup_list, 0 },
+    { "GET", "/v1/backups", route_backup_list_all, 0 },
+    { "GET", "/v1/backups/schedule", route_backup_schedule, 0 }, /* before {bid}: first match wins */
+    { "GET", "/v1/backups/{bid}", route_backup_show, 0 },
+    { "DELETE", "/v1/backups/{bid}", route_backup_delete, 0 },
+    { "POST", "/v1/backups/{bid}/verify", route_backup_verify, 1 },
+    { "POST", "/v1/backups/{bid}/restore", route_backup_restore, 1 },
+    { "POST", "/v1/databases/{id}/vectors", route_vec_put, 1 },
+    { "GET", "/v1/databases/{id}/vectors", route_vec_list, 0 },
+    { "POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1 },
+    { "POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1 },
+    { "POST", "/v1/databases/{id}/vectors/delete", route_vec_delete_many, 1 },
+    { "POST", "/v1/databases/{id}/vectors/count", route_vec_count, 1 },
+    { "POST", "/v1/databases/{id}/vectors/metadata", route_vec_set_metadata, 1 },
+    { "POST", "/v1/databases/{id}/vectors/scroll", route_vec_scroll, 1 },
+    { "GET", "/v1/databases/{id}/vectors/{vid}", route_vec_get, 0 },
+    { "PUT", "/v1/databases/{id}/vectors/{vid}", route_vec_update, 1 },
+    { "PATCH", "/v1/databases/{id}/vectors/{vid}", route_vec_patch, 1 },
+    { "DELETE", "/v1/databases/{id}/vectors/{vid}", route_vec_delete, 0 },
+    { "GET", "/v1/jobs", route_jobs_list, 0 },
+    { "GET", "/v1/jobs/{jid}", route_job_get, 0 },
+    { "DELETE", "/v1/jobs/{jid}", route_job_cancel, 0 },
+    { "GET", "/v1/databases/{id}/payload-indexes", route_payload_list, 0 },
+    { "PUT", "/v1/databases/{id}/payload-indexes/{field}", route_payload_put, 1 },
+    { "DELETE", "/v1/databases/{id}/payload-indexes/{field}", route_payload_delete, 0 },
+    { "POST", "/v1/api-keys", route_keys_create, 1 },
+    { "GET", "/v1/api-keys", route_keys_list, 0 },
+    { "DELETE", "/v1/api-keys/{key_id}", route_keys_delete, 0 },
 };
 
 #define ROUTE_N ((int)(sizeof route_table / sizeof route_table[0]))
@@ -133,7 +133,8 @@ int route_find(const char *method, const char *path)
     size_t caplen[HTTP_MAX_PARAMS];
     int n;
     for (int i = 0; i < ROUTE_N; i++)
-        if (route_method_fits(route_table[i].method, method) && route_match(route_table[i].pattern, path, caps, caplen, &n))
+        if (route_method_fits(route_table[i].method, method) &&
+            route_match(route_table[i].pattern, path, caps, caplen, &n))
             return i;
     return ROUTE_N;
 }
@@ -146,7 +147,7 @@ static int route_check_request(server *s, http_req *rq, http_resp *rs, const rou
         route_name_check(rs, "database", rq->params[0]))
         return -1;
     if (!r->body) {
-        static const char *const none[] = {NULL};
+        static const char *const none[] = { NULL };
         json_t *b = route_body_opt(s, rq, rs, none);
         if (!b) return -1;
         json_decref(b);
@@ -158,8 +159,9 @@ int route_name_check(http_resp *rs, const char *what, const char *name)
 {
     if (db_name_valid(name)) return 0;
     size_t n = strlen(name);
-    http_error(rs, 400, "INVALID_ARGUMENT", "%s name '%.*s%s' is not allowed (use 1 to %d characters of A-Z a-z 0-9 _ -)",
-               what, n > 80 ? 80 : (int)n, name, n > 80 ? "..." : "", JVDB_MAX_NAME_LEN);
+    http_error(rs, 400, "INVALID_ARGUMENT",
+               "%s name '%.*s%s' is not allowed (use 1 to %d characters of A-Z a-z 0-9 _ -)", what,
+               n > 80 ? 80 : (int)n, name, n > 80 ? "..." : "", JVDB_MAX_NAME_LEN);
     return -1;
 }
 
@@ -204,7 +206,7 @@ int route_dispatch(server *s, http_req *rq, http_resp *rs)
         rs->allow = allow_hdr;
         http_error(rs, 405, "METHOD_NOT_ALLOWED", "method %s is not allowed on %s (allowed: %s)", rq->method, rq->path,
                    allow);
-        return ROUTE_N;   /* counted as unmatched: the table has no (method, route) pair for it */
+        return ROUTE_N; /* counted as unmatched: the table has no (method, route) pair for it */
     }
     http_error(rs, 404, "NOT_FOUND", "no route for %s %s", rq->method, rq->path);
     return ROUTE_N;
@@ -299,7 +301,8 @@ json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fi
 json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields)
 {
     size_t i = 0;
-    while (i < rq->body_len && (rq->body[i] == ' ' || rq->body[i] == '\n' || rq->body[i] == '\r' || rq->body[i] == '\t'))
+    while (i < rq->body_len &&
+           (rq->body[i] == ' ' || rq->body[i] == '\n' || rq->body[i] == '\r' || rq->body[i] == '\t'))
         i++;
     if (i == rq->body_len) return json_object();
     return route_body(s, rq, rs, fields);
@@ -314,7 +317,8 @@ int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *ou
     errno = 0;
     unsigned long long v = strtoull(q, &end, 10);
     if (*q < '0' || *q > '9' || *end || errno) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%.100s'", name, q);
+        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%.100s'",
+                   name, q);
         return -1;
     }
     *out = v;
@@ -339,8 +343,7 @@ int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
 
 int srv_db_hold(server *s, const char *name, jvdb_db **out)
 {
-    if (!db_name_valid(name))
-        return jvdb_db_open(s->env, name, out);   /* the library's own message for a bad name */
+    if (!db_name_valid(name)) return jvdb_db_open(s->env, name, out); /* the library's own message for a bad name */
     return env_db_acquire(s->env, name, out);
 }
 

@@ -114,12 +114,12 @@ static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b
 
 void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last)
 {
-    jvdb_compactor_totals svc = {0};
-    jvdb_compact_stats svc_last = {0};
+    jvdb_compactor_totals svc = { 0 };
+    jvdb_compact_stats svc_last = { 0 };
     if (s->compactor) jvdb_compactor_stats(s->compactor, name, &svc, &svc_last);
     compact_log *l = s->compactions;
     memset(t, 0, sizeof *t);
-    jvdb_compact_stats api_last = {0};
+    jvdb_compact_stats api_last = { 0 };
     pthread_mutex_lock(&l->mu);
     if (!name) {
         *t = l->all;
@@ -231,14 +231,14 @@ void route_health(server *s, http_req *rq, http_resp *rs)
 void route_status(server *s, http_req *rq, http_resp *rs)
 {
     (void)rq;
-    jvdb_stats sum = {0};
+    jvdb_stats sum = { 0 };
     size_t n = 0;
     char **names = NULL;
     if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
             jvdb_stats st;
-            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue; /* dropped meanwhile */
             int rc = jvdb_stats_get(db, &st);
             srv_db_unhold(s, db);
             if (rc != JVDB_OK) continue;
@@ -365,7 +365,7 @@ static void compact_exec(server *s, const char *name_in, jvdb_compact_options o,
     char reason[256] = "";
     jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
     jvdb_needs_compaction(db, NULL, &why, reason, sizeof reason);
-    if (j) job_set_cancellable(j, 1);   /* jvdb_compact polls the flag and stops cleanly */
+    if (j) job_set_cancellable(j, 1); /* jvdb_compact polls the flag and stops cleanly */
     int rc = jvdb_compact(db, &o, &st);
     if (j) job_set_cancellable(j, 0);
     const char *name = jvdb_db_name(db);
@@ -422,11 +422,11 @@ static int route_db_exists(server *s, const char *name, http_resp *rs)
 
 void route_db_compact(server *s, http_req *rq, http_resp *rs)
 {
-    static const char *const fields[] = {"force", "full", "async", NULL};
+    static const char *const fields[] = { "force", "full", "async", NULL };
     json_t *body = route_body_opt(s, rq, rs, fields);
     if (!body) return;
     char err[256];
-    jvdb_compact_options o = {0};
+    jvdb_compact_options o = { 0 };
     int async = 0;
     if (jr_bool(body, "force", &o.force, err, sizeof err) < 0 || jr_bool(body, "full", &o.full, err, sizeof err) < 0 ||
         jr_bool(body, "async", &async, err, sizeof err) < 0) {
@@ -469,7 +469,8 @@ static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
         if (atomic_load(&s->stopping)) {
             route_db_release(s, db);
             http_error(rs, 503, "INTERRUPTED",
-                       "interrupted by a restart of the server: the index of '%s' is rebuilt again when it opens", name);
+                       "interrupted by a restart of the server: the index of '%s' is rebuilt again when it opens",
+                       name);
             return;
         }
     }
@@ -487,7 +488,8 @@ static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
     jw_kstr(&w, "type", io.type == JVDB_INDEX_FLAT ? "FLAT" : "HNSW");
     jw_kbool(&w, "rebuilt", io.type == JVDB_INDEX_HNSW);
-    if (io.type != JVDB_INDEX_HNSW) jw_kstr(&w, "reason", "the index is FLAT (exact scan): there is no graph to rebuild");
+    if (io.type != JVDB_INDEX_HNSW)
+        jw_kstr(&w, "reason", "the index is FLAT (exact scan): there is no graph to rebuild");
     jw_kuint(&w, "nodes", ix.nodes);
     jw_kstr(&w, "state", jvdb_index_state_name(ix.state));
     jw_kdouble(&w, "seconds", (double)(clock_mono_ns() - t0) / 1e9);
@@ -501,7 +503,7 @@ static void rebuild_job(server *s, job *j, void *arg, http_resp *rs) { rebuild_e
 
 void route_index_rebuild(server *s, http_req *rq, http_resp *rs)
 {
-    static const char *const fields[] = {"async", NULL};
+    static const char *const fields[] = { "async", NULL };
     json_t *body = route_body_opt(s, rq, rs, fields);
     if (!body) return;
     char err[256];
@@ -546,7 +548,7 @@ void route_compaction(server *s, http_req *rq, http_resp *rs)
     if (jvdb_db_list(s->env, &names, &n) == JVDB_OK) {
         for (size_t i = 0; i < n; i++) {
             jvdb_db *db;
-            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
+            if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue; /* dropped meanwhile */
             jw_obj(&w);
             jw_kstr(&w, "databaseId", names[i]);
             jw_key(&w, "compaction");

@@ -35,13 +35,13 @@
 /* What this server knows of one database's backups: its counters and newest success. */
 struct backup_db {
     char name[JVDB_MAX_NAME_LEN + 1];
-    int64_t last_ns;                 /* newest successful backup, seeded from the repository */
+    int64_t last_ns; /* newest successful backup, seeded from the repository */
     backup_totals totals[4][2];
 };
 
 struct backup_log {
-    pthread_mutex_t repo_mu;         /* one chain-reading or repository-changing operation at a time */
-    pthread_mutex_t mu;              /* the statistics below */
+    pthread_mutex_t repo_mu; /* one chain-reading or repository-changing operation at a time */
+    pthread_mutex_t mu;      /* the statistics below */
     backup_totals totals[4][2];
     struct backup_db *dbs;
     size_t ndbs, capdbs;
@@ -50,7 +50,7 @@ struct backup_log {
 /* The configured repository, with its key file when one was given. */
 static int backup_repo_open(server *s, jvdb_repo **out)
 {
-    jvdb_repo_options o = {0};
+    jvdb_repo_options o = { 0 };
     o.key_file = s->cfg.backup_repo_key_file;
     return jvdb_repo_open(s->cfg.backup_repo, &o, out);
 }
@@ -108,7 +108,8 @@ int backup_init(server *s)
         log_error("backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
         return -1;
     }
-    if (rc != JVDB_OK) log_warn("cannot read backup repository '%s' at start-up: %s", s->cfg.backup_repo, jvdb_errmsg());
+    if (rc != JVDB_OK)
+        log_warn("cannot read backup repository '%s' at start-up: %s", s->cfg.backup_repo, jvdb_errmsg());
     return 0;
 }
 
@@ -127,7 +128,8 @@ void backup_free(server *s)
 static jvdb_repo *backup_open(server *s, http_resp *rs)
 {
     if (!s->cfg.backup_repo) {
-        http_error(rs, 409, "NO_BACKUP_REPOSITORY", "no backup repository is configured (start the server with --backup-repo DIR)");
+        http_error(rs, 409, "NO_BACKUP_REPOSITORY",
+                   "no backup repository is configured (start the server with --backup-repo DIR)");
         return NULL;
     }
     jvdb_repo *repo = NULL;
@@ -147,7 +149,7 @@ static void backup_count(server *s, const char *name, jvdb_backup_type type, int
     if ((int)type < 1 || (int)type > 3) type = JVDB_BACKUP_FULL;
     pthread_mutex_lock(&l->mu);
     struct backup_db *e = backup_db_entry(l, name);
-    backup_totals *sums[2] = {&l->totals[type][failed ? 1 : 0], e ? &e->totals[type][failed ? 1 : 0] : NULL};
+    backup_totals *sums[2] = { &l->totals[type][failed ? 1 : 0], e ? &e->totals[type][failed ? 1 : 0] : NULL };
     for (int k = 0; k < 2 && sums[k]; k++) {
         sums[k]->count++;
         sums[k]->seconds += secs;
@@ -240,8 +242,8 @@ static int backup_run_mode(server *s, const char *name, const jvdb_backup_option
         return BACKUP_REPO_BUSY;
     }
     jvdb_db *db = NULL;
-    int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
-    if (rc != JVDB_OK) {                   /* no such database (or being dropped): not a failed backup */
+    int rc = srv_db_hold(s, name, &db); /* after the mutex: see the lock order in srv.h */
+    if (rc != JVDB_OK) {                /* no such database (or being dropped): not a failed backup */
         pthread_mutex_unlock(&s->backups->repo_mu);
         dbmeta_free(&dm);
         return rc;
@@ -277,7 +279,7 @@ static int backup_run_mode(server *s, const char *name, const jvdb_backup_option
 int backup_prune(server *s, const char *db_name, size_t *deleted)
 {
     *deleted = 0;
-    jvdb_prune_options po = {s->cfg.backup_keep, s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, 0};
+    jvdb_prune_options po = { s->cfg.backup_keep, s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, 0 };
     if (!po.keep_last && !po.keep_daily && !po.keep_weekly) return JVDB_OK;
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_repo *repo = NULL;
@@ -342,7 +344,10 @@ static void route_write_backup(jw *w, const jvdb_backup_info *b)
     jw_kuint(w, "storedBytes", b->stored_bytes);
     jw_kstr(w, "sha256", b->sha256);
     jw_kuint(w, "vectorDimension", b->dim);
-    jw_kstr(w, "distanceMetric", b->metric == JVDB_METRIC_COSINE ? "cosine" : b->metric == JVDB_METRIC_DOT ? "dot" : "euclidean");
+    jw_kstr(w, "distanceMetric",
+            b->metric == JVDB_METRIC_COSINE ? "cosine"
+            : b->metric == JVDB_METRIC_DOT  ? "dot"
+                                            : "euclidean");
     jw_kint(w, "compressionLevel", b->compression_level);
     jw_kuint(w, "formatVersion", b->format_version);
     jw_kstr(w, "description", b->description);
@@ -389,10 +394,10 @@ static void backup_create_exec(server *s, struct backup_req *b, job *j, http_res
         o.progress = job_backup_progress;
         o.progress_arg = j;
         o.cancel = job_cancel_flag(j);
-        job_set_cancellable(j, 1);   /* the library stops cleanly: nothing reaches the repository */
+        job_set_cancellable(j, 1); /* the library stops cleanly: nothing reaches the repository */
     }
     jvdb_backup_info info;
-    int rc = backup_run_mode(s, b->name, &o, &info, j ? "job" : "api", j != NULL);   /* holds the database itself */
+    int rc = backup_run_mode(s, b->name, &o, &info, j ? "job" : "api", j != NULL); /* holds the database itself */
     if (j) job_set_cancellable(j, 0);
     if (rc == BACKUP_REPO_BUSY) backup_busy(rs);
     else if (rc != JVDB_OK) http_lib_error(rs, rc);
@@ -409,7 +414,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
         return;
     }
     json_t *body =
-        route_body_opt(s, rq, rs, (const char *const[]){"type", "description", "compressionLevel", "async", NULL});
+        route_body_opt(s, rq, rs, (const char *const[]){ "type", "description", "compressionLevel", "async", NULL });
     if (!body) return;
     char err[512];
     struct backup_req *b = calloc(1, sizeof *b);
@@ -422,7 +427,8 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
     const char *type = NULL, *desc = NULL;
     uint64_t level = 0;
     int r, async = 0;
-    if (jr_string(body, "type", &type, err, sizeof err) < 0 || jr_string(body, "description", &desc, err, sizeof err) < 0 ||
+    if (jr_string(body, "type", &type, err, sizeof err) < 0 ||
+        jr_string(body, "description", &desc, err, sizeof err) < 0 ||
         (r = jr_uint(body, "compressionLevel", 1, 19, &level, err, sizeof err)) < 0 ||
         jr_bool(body, "async", &async, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
@@ -442,7 +448,7 @@ void route_backup_create(server *s, http_req *rq, http_resp *rs)
         backup_create_exec(s, b, NULL, rs);
         goto out;
     }
-    jvdb_db *db = route_db_acquire(s, b->name, rs);   /* 404 now rather than a failed job */
+    jvdb_db *db = route_db_acquire(s, b->name, rs); /* 404 now rather than a failed job */
     if (!db) goto out;
     route_db_release(s, db);
     jobs_submit(s, rs, JOB_BACKUP, b->name, 1, backup_create_job, b, backup_req_free);
@@ -594,7 +600,7 @@ static int backup_lookup(server *s, const char *id, jvdb_backup_info *info, http
 
 void route_backup_verify(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"async", NULL});
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "async", NULL });
     if (!body) return;
     char err[512];
     int async = 0;
@@ -625,7 +631,7 @@ static void route_backup_restore_run(server *s, const char *id, http_resp *rs, j
                                      int force, job *j)
 {
     jvdb_restore_result res;
-    jvdb_restore_options ro = {.as_name = target, .force = force, .result = &res};
+    jvdb_restore_options ro = { .as_name = target, .force = force, .result = &res };
     if (j) {
         ro.progress = job_backup_progress;
         ro.progress_arg = j;
@@ -637,7 +643,7 @@ static void route_backup_restore_run(server *s, const char *id, http_resp *rs, j
         http_lib_error(rs, rc);
         return;
     }
-    if ((rc = srv_db_hold(s, res.database, &db)) != JVDB_OK) {   /* dropped already */
+    if ((rc = srv_db_hold(s, res.database, &db)) != JVDB_OK) { /* dropped already */
         jvdb_free(res.database_description);
         http_lib_error(rs, rc);
         return;
@@ -715,14 +721,14 @@ static void restore_job(server *s, job *j, void *arg, http_resp *rs) { restore_e
 
 void route_backup_restore(server *s, http_req *rq, http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){"targetDatabase", "force", "async", NULL});
+    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", NULL });
     if (!body) return;
     char err[512];
     const char *target = NULL;
     int force = 0, async = 0;
     struct restore_req *r = NULL;
-    if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 || jr_bool(body, "force", &force, err, sizeof err) < 0 ||
-        jr_bool(body, "async", &async, err, sizeof err) < 0) {
+    if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 ||
+        jr_bool(body, "force", &force, err, sizeof err) < 0 || jr_bool(body, "async", &async, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
         goto out;
     }
@@ -754,7 +760,7 @@ int backup_drill_run(server *s, const char *name, jvdb_drill_report *out)
 {
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_db *db = NULL;
-    int rc = srv_db_hold(s, name, &db);   /* after the mutex: see the lock order in srv.h */
+    int rc = srv_db_hold(s, name, &db); /* after the mutex: see the lock order in srv.h */
     if (rc != JVDB_OK) {
         pthread_mutex_unlock(&s->backups->repo_mu);
         return rc;
@@ -767,6 +773,6 @@ int backup_drill_run(server *s, const char *name, jvdb_drill_report *out)
     jvdb_repo_close(repo);
     srv_db_unhold(s, db);
     pthread_mutex_unlock(&s->backups->repo_mu);
-    if (rc != JVDB_OK) err_set(rc, "%s", msg);   /* closing the repository may have replaced it */
+    if (rc != JVDB_OK) err_set(rc, "%s", msg); /* closing the repository may have replaced it */
     return rc;
 }

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const bulk_delete_fields[] = {"ids", "filters", NULL};
-static const char *const bulk_count_fields[] = {"filters", NULL};
-static const char *const bulk_patch_fields[] = {"metadata", NULL};
-static const char *const bulk_setmeta_fields[] = {"filters", "metadata", NULL};
+static const char *const bulk_delete_fields[] = { "ids", "filters", NULL };
+static const char *const bulk_count_fields[] = { "filters", NULL };
+static const char *const bulk_patch_fields[] = { "metadata", NULL };
+static const char *const bulk_setmeta_fields[] = { "filters", "metadata", NULL };
 
 /* Compiles body's "filters" (NULL when absent or null).  required: an absent or empty one is 400.
  * Returns 0, or -1 after answering. */
@@ -39,7 +39,8 @@ static int bulk_filter(http_resp *rs, json_t *body, int required, jvdb_filter **
         return -1;
     }
     if (required && json_object_size(f) == 0) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "field 'filters' is empty: it would select every vector (delete the database to remove them all)");
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "field 'filters' is empty: it would select every vector (delete the database to remove them all)");
         return -1;
     }
     int rc = filter_from_json(f, out);
@@ -197,7 +198,9 @@ out:
 
 /* ---------------------------------------------------------------- reading a collection back */
 
-static const char *const bulk_scroll_fields[] = {"limit", "cursor", "filters", "includeValues", "includeMetadata", NULL};
+static const char *const bulk_scroll_fields[] = {
+    "limit", "cursor", "filters", "includeValues", "includeMetadata", NULL
+};
 
 /* The cursor is the hex of the last id returned: opaque to clients, any id fits a JSON string. */
 static char *bulk_cursor_encode(const char *id)
@@ -218,7 +221,8 @@ static char *bulk_cursor_decode(const char *c)
     if (!id) return NULL;
     for (size_t i = 0; i < n / 2; i++) {
         unsigned v;
-        if (sscanf(c + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdef", c[2 * i]) || !strchr("0123456789abcdef", c[2 * i + 1]) || v == 0) {
+        if (sscanf(c + 2 * i, "%2x", &v) != 1 || !strchr("0123456789abcdef", c[2 * i]) ||
+            !strchr("0123456789abcdef", c[2 * i + 1]) || v == 0) {
             free(id);
             return NULL;
         }
@@ -238,7 +242,7 @@ static int bulk_write_vectors(jw *w, jvdb_db *db, char **ids, size_t n, int valu
     for (size_t i = 0; i < n && rc == JVDB_OK; i++) {
         char *meta = NULL;
         int r = jvdb_get(db, ids[i], buf, metadata ? &meta : NULL);
-        if (r == JVDB_ENOTFOUND) continue;    /* deleted since the page was chosen */
+        if (r == JVDB_ENOTFOUND) continue; /* deleted since the page was chosen */
         if (r != JVDB_OK) {
             rc = r;
             break;
@@ -326,7 +330,8 @@ void route_vec_list(server *s, http_req *rq, http_resp *rs)
     uint64_t offset = 0, limit = 100;
     if (route_query_uint(rq, rs, "offset", &offset) < 0 || route_query_uint(rq, rs, "limit", &limit) < 0) return;
     if (limit < 1 || limit > JVDB_SCROLL_MAX || offset > JVDB_SCROLL_MAX - limit) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "limit must be 1 to %u and offset + limit at most %u (vectors/scroll reads any size)",
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "limit must be 1 to %u and offset + limit at most %u (vectors/scroll reads any size)",
                    JVDB_SCROLL_MAX, JVDB_SCROLL_MAX);
         return;
     }

@@ -122,13 +122,17 @@ static void route_reply_db(server *s, http_resp *rs, jvdb_db *db, int rc, int st
 /* The fields each route knows.  dimension and metric are the original JadeVectorDB's spellings of
  * vectorDimension and distanceMetric (its user guide uses them); update also takes back the
  * read-only fields of the object GET returns, so a client can send back what it read. */
-static const char *const db_create_fields[] = {"name", "description", "vectorDimension", "dimension", "distanceMetric",
-                                               "metric", "indexType", "indexParameters", "sync", "compactionPolicy",
-                                               NULL};
-static const char *const db_update_fields[] = {"name", "description", "vectorDimension", "dimension", "distanceMetric",
-                                               "metric", "indexType", "indexParameters", "sync", "compactionPolicy",
-                                               "databaseId", "createdAt", "updatedAt", "created_at", "updated_at", "stats",
-                                               NULL};
+static const char *const db_create_fields[] = {
+    "name",   "description", "vectorDimension", "dimension", "distanceMetric",
+    "metric", "indexType",   "indexParameters", "sync",      "compactionPolicy",
+    NULL
+};
+static const char *const db_update_fields[] = {
+    "name",       "description", "vectorDimension", "dimension",  "distanceMetric",
+    "metric",     "indexType",   "indexParameters", "sync",       "compactionPolicy",
+    "databaseId", "createdAt",   "updatedAt",       "created_at", "updated_at",
+    "stats",      NULL
+};
 
 /* Which spelling of a field the body uses: `primary`, `alias` or NULL; -1 (err set) for both. */
 static int route_alias(json_t *body, const char *primary, const char *alias, const char **key, char *err, size_t cap)
@@ -143,7 +147,7 @@ static int route_alias(json_t *body, const char *primary, const char *alias, con
 }
 
 typedef struct db_settings {
-    const char *description;         /* NULL = unchanged */
+    const char *description; /* NULL = unchanged */
     int has_sync;
     jvdb_sync_mode sync;
     uint32_t sync_ms;
@@ -174,7 +178,7 @@ static int route_parse_index(json_t *body, jvdb_index_options *o, int *given, ch
         snprintf(err, cap, "field 'indexParameters' must be an object");
         return -1;
     }
-    static const char *const fields[] = {"m", "efConstruction", "efSearch", NULL};
+    static const char *const fields[] = { "m", "efConstruction", "efSearch", NULL };
     if (jr_only(p, "indexParameters: ", fields, err, cap)) return -1;
     uint64_t u;
     if ((r = jr_uint(p, "m", 0, UINT32_MAX, &u, err, cap)) < 0) return -1;
@@ -197,17 +201,17 @@ static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, si
     double d;
     uint64_t u;
     int r;
-    static const char *const fields[] = {"deadRatio", "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
-                                         "minRecords", "maxSeconds", "segmentDeadRatio", NULL};
+    static const char *const fields[] = { "deadRatio",  "largeBytes", "largeMinDeadRatio", "maxAgeSeconds",
+                                          "minRecords", "maxSeconds", "segmentDeadRatio",  NULL };
     if (jr_only(obj, "compactionPolicy: ", fields, err, cap)) return -1;
     struct {
         const char *k;
         double *dst;
         double lo, hi;
-    } ratios[] = {{"deadRatio", &p->dead_ratio, 0, 1},
-                  {"largeMinDeadRatio", &p->large_min_dead_ratio, 0, 1},
-                  {"segmentDeadRatio", &p->segment_dead_ratio, 0, 1},
-                  {"maxSeconds", &p->max_seconds, 0, 1e9}};
+    } ratios[] = { { "deadRatio", &p->dead_ratio, 0, 1 },
+                   { "largeMinDeadRatio", &p->large_min_dead_ratio, 0, 1 },
+                   { "segmentDeadRatio", &p->segment_dead_ratio, 0, 1 },
+                   { "maxSeconds", &p->max_seconds, 0, 1e9 } };
     for (size_t i = 0; i < sizeof ratios / sizeof ratios[0]; i++) {
         if ((r = jr_number(obj, ratios[i].k, &d, err, cap)) < 0) return -1;
         if (r == 0) continue;
@@ -317,7 +321,8 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
     /* JadeVectorDB's default metric is cosine (the library's is l2). */
     o.metric = JVDB_METRIC_COSINE;
     if (metric_s && jvdb_metric_parse(metric_s, &o.metric) != JVDB_OK) {
-        snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)", metric_key, metric_s);
+        snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)",
+                 metric_key, metric_s);
         goto bad;
     }
     if (route_parse_settings(body, NULL, &st, err, sizeof err)) goto bad;
@@ -332,10 +337,10 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
     jvdb_db *db = NULL;
     if (rc == JVDB_OK) rc = srv_db_hold(s, name, &db);
     if (rc == JVDB_OK) {
-        st.has_sync = 0;   /* given to the create already */
+        st.has_sync = 0; /* given to the create already */
         rc = route_apply_settings(db, &st);
         if (rc == JVDB_OK) {
-            dbmeta m = {0};
+            dbmeta m = { 0 };
             m.description = (char *)(st.description ? st.description : "");
             m.created_ns = m.updated_ns = clock_wall_ns();
             pthread_mutex_lock(&s->meta_mu);
@@ -373,7 +378,7 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
-    auth_filter_dbs(s, rq, names, &n);   /* a key limited to databases sees only those */
+    auth_filter_dbs(s, rq, names, &n); /* a key limited to databases sees only those */
     jw w;
     jw_init(&w);
     jw_obj(&w);
@@ -382,7 +387,7 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
     jw_arr(&w);
     for (size_t i = offset; i < n && i - offset < limit; i++) {
         jvdb_db *db;
-        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;   /* dropped meanwhile */
+        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue; /* dropped meanwhile */
         route_write_db(s, &w, db);
         srv_db_unhold(s, db);
     }
@@ -420,7 +425,7 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
     /* Fields that cannot change are accepted when they repeat the current value, so a client can
      * send back the object it read. */
     const char *dim_key, *metric_key;
-    static const char *const same_name[] = {"name", "databaseId"};
+    static const char *const same_name[] = { "name", "databaseId" };
     for (size_t i = 0; i < 2; i++) {
         if ((r = jr_string(body, same_name[i], &str, err, sizeof err)) < 0) goto bad;
         if (r && strcmp(str, jvdb_db_name(db))) {
@@ -441,7 +446,8 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
     if (r) {
         jvdb_metric m;
         if (jvdb_metric_parse(str, &m) != JVDB_OK) {
-            snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)", metric_key, str);
+            snprintf(err, sizeof err, "%s '%s' is not one of cosine, euclidean, dot, l2 (any case; l2 = euclidean)",
+                     metric_key, str);
             goto bad;
         }
         if (m != jvdb_db_metric(db)) {
@@ -502,8 +508,8 @@ void route_db_delete(server *s, http_req *rq, http_resp *rs)
  * FLAT (exact search).  The original's "name" is accepted and not kept; "M" is its spelling of m. */
 #define ROUTE_INDEX_ID "primary"
 
-static const char *const index_create_fields[] = {"type", "indexType", "name", "parameters", NULL};
-static const char *const index_update_fields[] = {"type", "indexType", "parameters", NULL};
+static const char *const index_create_fields[] = { "type", "indexType", "name", "parameters", NULL };
+static const char *const index_update_fields[] = { "type", "indexType", "parameters", NULL };
 
 /* The index object of the /indexes routes. */
 static void route_write_index(jw *w, jvdb_db *db, const char *status)
@@ -562,7 +568,7 @@ static int route_parse_index_body(json_t *body, jvdb_index_options *o, int need_
         snprintf(err, cap, "field 'parameters' must be an object");
         return -1;
     }
-    static const char *const fields[] = {"M", "m", "efConstruction", "efSearch", NULL};
+    static const char *const fields[] = { "M", "m", "efConstruction", "efSearch", NULL };
     if (jr_only(p, "parameters: ", fields, err, cap)) return -1;
     /* Ranges are the library's (jvdb_db_set_index names the bad one). */
     if (o->type == JVDB_INDEX_FLAT && json_object_size(p) > 0) {
@@ -598,7 +604,7 @@ static int route_touch_meta(server *s, const char *name)
 static void route_index_apply(server *s, http_resp *rs, jvdb_db *db, const jvdb_index_options *o, int status,
                               const char *word)
 {
-    db_settings st = {0};
+    db_settings st = { 0 };
     st.has_index = 1;
     st.index = *o;
     int rc = route_apply_settings(db, &st);
@@ -677,7 +683,7 @@ void route_index_update(server *s, http_req *rq, http_resp *rs)
     if (db && !route_index_id_check(rs, db, rq->params[1])) {
         char err[512];
         jvdb_index_options o;
-        jvdb_db_get_index(db, &o);   /* an update amends what is there */
+        jvdb_db_get_index(db, &o); /* an update amends what is there */
         if (route_parse_index_body(body, &o, 0, err, sizeof err)) http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
         else route_index_apply(s, rs, db, &o, 200, NULL);
     }
@@ -692,7 +698,7 @@ void route_index_delete(server *s, http_req *rq, http_resp *rs)
     if (!route_index_id_check(rs, db, rq->params[1])) {
         jvdb_index_options o;
         jvdb_db_get_index(db, &o);
-        o.type = JVDB_INDEX_FLAT;   /* no index left: every search is an exact scan */
+        o.type = JVDB_INDEX_FLAT; /* no index left: every search is an exact scan */
         route_index_apply(s, rs, db, &o, 200, "deleted");
     }
     route_db_release(s, db);

@@ -41,7 +41,8 @@ static int keys_body_dbs(json_t *dbs, const char **names, size_t *n, http_resp *
     }
     size_t i;
     json_t *d;
-    json_array_foreach(dbs, i, d) {
+    json_array_foreach(dbs, i, d)
+    {
         if (!json_is_string(d)) {
             http_error(rs, 400, "INVALID_ARGUMENT", "'databases[%zu]' must be a string", i);
             return -1;
@@ -84,8 +85,7 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
     }
     json_t *e = at && !json_is_null(at) ? at : in && !json_is_null(in) ? in : NULL;
     if (e && (!json_is_string(e) || keys_parse_expiry(json_string_value(e), now, &sp->expires_s))) {
-        http_error(rs, 400, "INVALID_ARGUMENT",
-                   "'%s' must be %s", e == at ? at_name : in_name,
+        http_error(rs, 400, "INVALID_ARGUMENT", "'%s' must be %s", e == at ? at_name : in_name,
                    e == at ? "a UTC time such as \"2027-01-31\" or \"2027-01-31T12:00:00Z\""
                            : "a duration such as \"30d\" or \"12h\"");
         return -1;
@@ -95,8 +95,8 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
 
 void route_keys_create(server *s, http_req *rq, http_resp *rs)
 {
-    static const char *const fields[] = {"role", "databases", "expiresAt", "expiresIn", "expires_at", "expires_in",
-                                         "description", NULL};
+    static const char *const fields[] = { "role",       "databases",  "expiresAt",   "expiresIn",
+                                          "expires_at", "expires_in", "description", NULL };
     json_t *b = route_body(s, rq, rs, fields);
     if (!b) return;
     key_spec sp;
@@ -113,7 +113,7 @@ void route_keys_create(server *s, http_req *rq, http_resp *rs)
             log_info("API key %s created (role %s, %zu databases)", e.id, key_role_name(e.role), e.ndb);
             json_t *doc = keys_entry_json(&e, (int64_t)time(NULL));
             json_object_set_new(doc, "apiKey", json_string(text));
-            json_object_set_new(doc, "api_key", json_string(text));   /* deprecated name */
+            json_object_set_new(doc, "api_key", json_string(text)); /* deprecated name */
             OPENSSL_cleanse(text, sizeof text);
             keys_entry_free(&e);
             keys_reply(rs, 201, doc);

@@ -14,7 +14,7 @@
 
 #include <stdlib.h>
 
-static const char *const payload_put_fields[] = {"type", NULL};
+static const char *const payload_put_fields[] = { "type", NULL };
 
 /* Writes one declaration as {"field", "type"}. */
 static void payload_write(jw *w, const char *field, jvdb_payload_type type)
@@ -32,7 +32,8 @@ void route_payload_put(server *s, http_req *rq, http_resp *rs)
     json_t *t = json_object_get(body, "type");
     jvdb_payload_type type;
     if (!json_is_string(t)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "field 'type' %s (keyword or numeric)", t ? "must be a string" : "is required");
+        http_error(rs, 400, "INVALID_ARGUMENT", "field 'type' %s (keyword or numeric)",
+                   t ? "must be a string" : "is required");
     } else if (jvdb_payload_type_parse(json_string_value(t), &type) != JVDB_OK) {
         http_lib_error(rs, JVDB_EINVAL);
     } else {

@@ -28,23 +28,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SEARCH_MAX_GROUP 1000        /* groupSize */
-#define SEARCH_BATCH_MAX 1000        /* queries in one batch */
+#define SEARCH_MAX_GROUP      1000    /* groupSize */
+#define SEARCH_BATCH_MAX      1000    /* queries in one batch */
 #define SEARCH_BATCH_MAX_HITS 1000000 /* sum of topK x groupSize over a batch: bounds the answer */
 
 /* Everything else is refused by name: a misspelt "filter" must never run an unfiltered search. */
-static const char *const search_fields[] = {"queryVector", "topK", "ef", "threshold", "exact", "includeMetadata",
-                                            "includeVectorData", "includeValues", "filters", "groupBy", "groupSize",
-                                            NULL};
-static const char *const batch_fields[] = {"queries", NULL};
+static const char *const search_fields[] = { "queryVector",       "topK",          "ef",
+                                             "threshold",         "exact",         "includeMetadata",
+                                             "includeVectorData", "includeValues", "filters",
+                                             "groupBy",           "groupSize",     NULL };
+static const char *const batch_fields[] = { "queries", NULL };
 
 typedef struct search_req {
     float *query;
     uint32_t dim;
     jvdb_search_params p;
     jvdb_filter *filter;
-    int want_meta, want_values;       /* what the answer shows (p may fetch more for grouping) */
-    char *group_by;                   /* NULL: no grouping */
+    int want_meta, want_values; /* what the answer shows (p may fetch more for grouping) */
+    char *group_by;             /* NULL: no grouping */
     uint32_t group_size;
 } search_req;
 
@@ -64,7 +65,7 @@ static int route_parse_search(json_t *body, search_req *q, float *pre, uint32_t 
     int b, r;
     memset(q, 0, sizeof *q);
     jvdb_search_params_init(&q->p);
-    q->want_meta = 1;   /* retrieval needs the metadata: opt out with includeMetadata false */
+    q->want_meta = 1; /* retrieval needs the metadata: opt out with includeMetadata false */
     q->group_size = 1;
     json_t *qv = json_object_get(body, "queryVector");
     if (!qv) {
@@ -180,9 +181,9 @@ static void route_write_hit(jw *w, const jvdb_result *r, uint32_t dim, const sea
 /* ---------------------------------------------------------------- groups */
 
 typedef struct search_group {
-    char *key;                        /* the value as compact JSON: equal values, equal keys */
+    char *key; /* the value as compact JSON: equal values, equal keys */
     json_t *value;
-    size_t *hits;                     /* indexes into the results, best first */
+    size_t *hits; /* indexes into the results, best first */
     uint32_t n;
 } search_group;
 
@@ -241,7 +242,7 @@ static int route_group_add(search_groups *gs, json_t *value, size_t i, const sea
         }
         gs->g = ng;
         g = &gs->g[gs->n];
-        *g = (search_group){key, json_incref(value), calloc(q->group_size, sizeof(size_t)), 0};
+        *g = (search_group){ key, json_incref(value), calloc(q->group_size, sizeof(size_t)), 0 };
         if (!g->hits) {
             free(key);
             json_decref(value);
@@ -321,7 +322,7 @@ static int route_run_query(jvdb_db *db, const search_req *q, jw *w)
      * the limit is reached. */
     jvdb_search_params p = q->p;
     uint64_t want = (uint64_t)q->p.k * q->group_size * 4;
-    search_groups gs = {0};
+    search_groups gs = { 0 };
     for (;;) {
         p.k = (uint32_t)(want < JVDB_MAX_K ? want : JVDB_MAX_K);
         int rc = jvdb_search(db, q->query, q->dim, &p, &res, &n);
@@ -381,7 +382,8 @@ void route_search(server *s, http_req *rq, http_resp *rs)
         json_t *g = jr_parse_object(rq->body, rq->body_len, s->cfg.max_depth, err, sizeof err);
         float *gv = NULL;
         uint32_t gn = 0;
-        if (!g || jr_floats(json_object_get(g, "queryVector"), "queryVector", JVDB_MAX_DIM, &gv, &gn, err, sizeof err) < 0 ||
+        if (!g ||
+            jr_floats(json_object_get(g, "queryVector"), "queryVector", JVDB_MAX_DIM, &gv, &gn, err, sizeof err) < 0 ||
             gn != pre_n || memcmp(gv, pre, gn * sizeof(float))) {
             log_error("fast queryVector decode differs from the general path");
             abort();
@@ -424,9 +426,10 @@ void route_search_batch(server *s, http_req *rq, http_resp *rs)
     search_req *reqs = NULL;
     size_t parsed = 0;
     if (!json_is_array(qs) || nq == 0 || nq > SEARCH_BATCH_MAX) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "field 'queries' %s", !qs ? "is required"
+        http_error(rs, 400, "INVALID_ARGUMENT", "field 'queries' %s",
+                   !qs                  ? "is required"
                    : !json_is_array(qs) ? "must be an array of search objects"
-                   : "must hold 1 to 1000 searches");
+                                        : "must hold 1 to 1000 searches");
         goto out;
     }
     if (!(reqs = calloc(nq, sizeof *reqs))) {
@@ -442,15 +445,17 @@ void route_search_batch(server *s, http_req *rq, http_resp *rs)
             http_error(rs, 400, "INVALID_ARGUMENT", "queries[%zu] must be a search object", parsed);
             goto out;
         }
-        if (jr_only(o, where, search_fields, err, sizeof err) || route_parse_search(o, &reqs[parsed], NULL, 0, err, sizeof err)) {
+        if (jr_only(o, where, search_fields, err, sizeof err) ||
+            route_parse_search(o, &reqs[parsed], NULL, 0, err, sizeof err)) {
             http_error(rs, 400, "INVALID_ARGUMENT", "%s%s", strncmp(err, where, strlen(where)) ? where : "", err);
             goto out;
         }
         hits += (uint64_t)reqs[parsed].p.k * reqs[parsed].group_size;
     }
     if (hits > SEARCH_BATCH_MAX_HITS) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "the batch asks for %llu hits (topK x groupSize summed); the limit is %d",
-                   (unsigned long long)hits, SEARCH_BATCH_MAX_HITS);
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "the batch asks for %llu hits (topK x groupSize summed); the limit is %d", (unsigned long long)hits,
+                   SEARCH_BATCH_MAX_HITS);
         goto out;
     }
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);

@@ -27,11 +27,12 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const vec_update_fields[] = {"id", "values", "metadata", NULL};
+static const char *const vec_update_fields[] = { "id", "values", "metadata", NULL };
 /* vectorIds and vector_ids: the original JadeVectorDB's names for ids (its server reads all three);
  * includeValues / includeVectorData (aliases) and includeMetadata choose what each vector shows. */
-static const char *const vec_ids_fields[] = {"ids", "vectorIds", "vector_ids", "includeValues", "includeVectorData",
-                                             "includeMetadata", NULL};
+static const char *const vec_ids_fields[] = {
+    "ids", "vectorIds", "vector_ids", "includeValues", "includeVectorData", "includeMetadata", NULL
+};
 
 /* 400 with the batch index as a number beside the message. */
 static void route_batch_error(http_resp *rs, long index, const char *msg)
@@ -81,10 +82,11 @@ void route_vec_put(server *s, http_req *rq, http_resp *rs)
     if (jf_vector_one(rq->body, rq->body_len, s->cfg.max_depth, &v)) {
 #ifndef NDEBUG
         /* As for batches: debug builds decode it the general way too and stop on any difference. */
-        http_resp tmp = {0};
+        http_resp tmp = { 0 };
         jf_vector g;
         if (route_parse_vector(s, rq, &tmp, &g) || strcmp(g.id, v.id) || g.n != v.n ||
-            memcmp(g.values, v.values, v.n * sizeof(float)) || !g.meta != !v.meta || (g.meta && strcmp(g.meta, v.meta))) {
+            memcmp(g.values, v.values, v.n * sizeof(float)) || !g.meta != !v.meta ||
+            (g.meta && strcmp(g.meta, v.meta))) {
             log_error("fast vector parse differs from the general path: %.*s", (int)tmp.len, tmp.body ? tmp.body : "");
             abort();
         }
@@ -151,7 +153,7 @@ static int route_parse_batch(server *s, http_req *rq, http_resp *rs, jf_vector *
  * does the same on generated bodies). */
 static void route_check_fast(server *s, http_req *rq, const jf_vector *fv, size_t n)
 {
-    http_resp tmp = {0};
+    http_resp tmp = { 0 };
     jf_vector *gv;
     size_t m;
     if (route_parse_batch(s, rq, &tmp, &gv, &m)) {
@@ -179,7 +181,7 @@ static void route_store_vectors(server *s, http_req *rq, http_resp *rs, const jf
         http_error(rs, 500, "OUT_OF_MEMORY", "out of memory for a batch of %zu vectors", n);
         return;
     }
-    for (size_t i = 0; i < n; i++) recs[i] = (jvdb_record){v[i].id, v[i].values, v[i].n, v[i].meta};
+    for (size_t i = 0; i < n; i++) recs[i] = (jvdb_record){ v[i].id, v[i].values, v[i].n, v[i].meta };
     route_store_batch(s, rq, rs, recs, n);
     free(recs);
 }
@@ -281,7 +283,7 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, vec_ids_fields);
     if (!body) return;
-    static const char *const id_keys[] = {"ids", "vectorIds", "vector_ids"};
+    static const char *const id_keys[] = { "ids", "vectorIds", "vector_ids" };
     json_t *ids = NULL;
     const char *field = "ids";
     char err[512];
@@ -289,8 +291,8 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
         json_t *v = json_object_get(body, id_keys[k]);
         if (!v) continue;
         if (ids) {
-            http_error(rs, 400, "INVALID_ARGUMENT", "give one of 'ids', 'vectorIds', 'vector_ids', not both '%s' and '%s'",
-                       field, id_keys[k]);
+            http_error(rs, 400, "INVALID_ARGUMENT",
+                       "give one of 'ids', 'vectorIds', 'vector_ids', not both '%s' and '%s'", field, id_keys[k]);
             json_decref(body);
             return;
         }
@@ -298,7 +300,8 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
         field = id_keys[k];
     }
     if (!json_is_array(ids)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "field '%s' %s", field, ids ? "must be an array of strings" : "is required");
+        http_error(rs, 400, "INVALID_ARGUMENT", "field '%s' %s", field,
+                   ids ? "must be an array of strings" : "is required");
         json_decref(body);
         return;
     }
@@ -382,7 +385,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
     }
     const char *vid = rq->params[1];
     char err[512];
-    jf_vector v = {.values = pre, .n = pre_n};
+    jf_vector v = { .values = pre, .n = pre_n };
     const char *body_id = NULL;
     json_t *vals = json_object_get(body, "values");
     json_t *meta = json_object_get(body, "metadata");

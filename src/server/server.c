@@ -65,7 +65,7 @@ static int server_fit_nofile(server *s)
     rlim_t need = (rlim_t)s->cfg.max_connections + SERVER_FD_RESERVE;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
         rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
-        struct rlimit nr = {want, rl.rlim_max};
+        struct rlimit nr = { want, rl.rlim_max };
         if (setrlimit(RLIMIT_NOFILE, &nr) == 0) rl.rlim_cur = want;
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need) return 0;
@@ -79,7 +79,8 @@ static int server_fit_nofile(server *s)
     }
     unsigned fit = rl.rlim_cur > SERVER_FD_RESERVE + 16 ? (unsigned)(rl.rlim_cur - SERVER_FD_RESERVE) : 16;
     log_warn("the open-file limit is %llu: serving at most %u connections instead of %u (raise it with ulimit -n "
-             "or systemd LimitNOFILE=)", (unsigned long long)rl.rlim_cur, fit, s->cfg.max_connections);
+             "or systemd LimitNOFILE=)",
+             (unsigned long long)rl.rlim_cur, fit, s->cfg.max_connections);
     s->cfg.max_connections = fit;
     return 0;
 }
@@ -105,7 +106,7 @@ static int server_start_compactor(server *s)
 
 static void server_cleanup(server *s)
 {
-    jobs_free(s);   /* first: jobs hold databases and the repository */
+    jobs_free(s); /* first: jobs hold databases and the repository */
     ready_stop(s);
     sched_stop(s);
     if (s->compactor) jvdb_compactor_stop(s->compactor);
@@ -123,7 +124,7 @@ static void server_cleanup(server *s)
 
 int server_main(int argc, char **argv, const char *data_dir)
 {
-    static server srv;   /* one per process; static so nothing on this stack outlives it */
+    static server srv; /* one per process; static so nothing on this stack outlives it */
     server *s = &srv;
     memset(s, 0, sizeof *s);
     int rc = config_load(&s->cfg, argc, argv, data_dir);
@@ -168,15 +169,18 @@ int server_main(int argc, char **argv, const char *data_dir)
     }
     dbmeta_prune(s);
     /* The readiness state exists before any HTTP thread can ask for it. */
-    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || jobs_init(s) || http_start(s)) {
+    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || jobs_init(s) ||
+        http_start(s)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);
         return 1;
     }
-    if (!auth_enabled(s) && strncmp(s->cfg.host, "127.", 4) && strcmp(s->cfg.host, "::1") && strcmp(s->cfg.host, "localhost"))
+    if (!auth_enabled(s) && strncmp(s->cfg.host, "127.", 4) && strcmp(s->cfg.host, "::1") &&
+        strcmp(s->cfg.host, "localhost"))
         log_warn("listening on %s without an API key: anyone who can reach it can read, change and drop every "
-                 "database (set --api-key or JVDB_API_KEY, or create keys with 'jvdb keys create')", s->cfg.host);
+                 "database (set --api-key or JVDB_API_KEY, or create keys with 'jvdb keys create')",
+                 s->cfg.host);
     uint16_t port = http_port(s);
     const char *scheme = s->cfg.tls_cert ? "https" : "http";
     const char *fmt = strchr(s->cfg.host, ':') ? "listening on %s://[%s]:%u\n" : "listening on %s://%s:%u\n";
@@ -200,7 +204,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     }
     log_info("stopping (%s): no new connections, finishing requests in flight", sig == SIGINT ? "SIGINT" : "SIGTERM");
     atomic_store(&s->stopping, 1);
-    __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED);   /* polled by running compactions */
+    __atomic_store_n(&s->cancel, 1, __ATOMIC_RELAXED); /* polled by running compactions */
     http_stop(s);
     log_info("stopping the jobs, the backup scheduler and the compactor");
     server_cleanup(s);

@@ -26,7 +26,7 @@
 
 typedef struct server_config {
     char *data_dir;
-    char *listen;                    /* "HOST:PORT" as given */
+    char *listen; /* "HOST:PORT" as given */
     char host[256];
     uint16_t port;                   /* 0 = any free port (the log line says which) */
     unsigned threads;                /* HTTP worker threads */
@@ -41,20 +41,20 @@ typedef struct server_config {
     unsigned max_depth;              /* JSON nesting limit of request bodies */
     uint64_t compaction_interval_ms; /* how often the compactor looks at every database; 0 = no compactor */
     unsigned compaction_threads;
-    double shutdown_timeout_s;       /* how long a stop waits for in-flight requests */
+    double shutdown_timeout_s; /* how long a stop waits for in-flight requests */
     char *log_level;
-    int log_json;                    /* --log-format json */
-    char *backup_repo;               /* directory or s3://bucket/prefix; NULL = no backups */
-    char *backup_repo_key_file;      /* --repo-key-file; NULL = $JVDB_REPO_KEY_FILE, else plain */
-    uint64_t backup_full_every_ms;   /* scheduler: 0 = no scheduled full backups */
-    uint64_t backup_incr_every_ms;   /* scheduler: 0 = no scheduled incremental backups */
-    unsigned backup_keep;            /* scheduler: prune to this many restorable points (0 = keep all) */
-    unsigned backup_keep_daily;      /* scheduler: also keep the newest point of each of the last N days */
-    unsigned backup_keep_weekly;     /* scheduler: ... and of each of the last N ISO weeks */
-    uint64_t backup_drill_every_ms;  /* scheduler: restore drill of every database; 0 = none */
-    char *tls_cert;                  /* PEM certificate chain; NULL = plain HTTP */
-    char *tls_key;                   /* PEM private key (both or neither) */
-    char **cors_origins;             /* --cors-origin, repeatable; "*" = any origin */
+    int log_json;                   /* --log-format json */
+    char *backup_repo;              /* directory or s3://bucket/prefix; NULL = no backups */
+    char *backup_repo_key_file;     /* --repo-key-file; NULL = $JVDB_REPO_KEY_FILE, else plain */
+    uint64_t backup_full_every_ms;  /* scheduler: 0 = no scheduled full backups */
+    uint64_t backup_incr_every_ms;  /* scheduler: 0 = no scheduled incremental backups */
+    unsigned backup_keep;           /* scheduler: prune to this many restorable points (0 = keep all) */
+    unsigned backup_keep_daily;     /* scheduler: also keep the newest point of each of the last N days */
+    unsigned backup_keep_weekly;    /* scheduler: ... and of each of the last N ISO weeks */
+    uint64_t backup_drill_every_ms; /* scheduler: restore drill of every database; 0 = none */
+    char *tls_cert;                 /* PEM certificate chain; NULL = plain HTTP */
+    char *tls_key;                  /* PEM private key (both or neither) */
+    char **cors_origins;            /* --cors-origin, repeatable; "*" = any origin */
     size_t ncors;
 } server_config;
 
@@ -82,19 +82,19 @@ typedef struct server {
     server_config cfg;
     jvdb_env *env;
     jvdb_compactor *compactor;
-    pthread_mutex_t meta_mu;         /* serialises read-modify-write of server metadata files */
+    pthread_mutex_t meta_mu; /* serialises read-modify-write of server metadata files */
     metrics *metrics;
     http_server *http;
-    compact_log *compactions;        /* compactions run through the API (routes_admin.c) */
-    backup_log *backups;             /* backup repository access and statistics (routes_backup.c) */
-    backup_sched *sched;             /* scheduled backups (backup_sched.c) */
-    auth_state *auth;                /* API keys (auth.c) */
-    ready_state *ready;              /* readiness: databases opened, indexes caught up (ready.c) */
-    jobs_state *jobs;                /* background jobs, /v1/jobs (jobs.c) */
-    char *meta_dir;                  /* <data>/server */
+    compact_log *compactions; /* compactions run through the API (routes_admin.c) */
+    backup_log *backups;      /* backup repository access and statistics (routes_backup.c) */
+    backup_sched *sched;      /* scheduled backups (backup_sched.c) */
+    auth_state *auth;         /* API keys (auth.c) */
+    ready_state *ready;       /* readiness: databases opened, indexes caught up (ready.c) */
+    jobs_state *jobs;         /* background jobs, /v1/jobs (jobs.c) */
+    char *meta_dir;           /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
-    atomic_int stopping;             /* set once a stop has begun */
-    volatile int cancel;             /* handed to jvdb_compact so a stop abandons API compactions */
+    atomic_int stopping; /* set once a stop has begun */
+    volatile int cancel; /* handed to jvdb_compact so a stop abandons API compactions */
     pthread_t main_thread;
 } server;
 
@@ -107,24 +107,24 @@ void server_request_stop(server *s);
 
 typedef struct http_req {
     const char *method;
-    const char *path;                /* as received (percent-escaped) */
+    const char *path; /* as received (percent-escaped) */
     const char *body;
     size_t body_len;
-    void *conn;                      /* the MHD connection, for headers and query arguments */
-    char *params[HTTP_MAX_PARAMS];   /* decoded {id} / {vid} segments of the matched route */
+    void *conn;                    /* the MHD connection, for headers and query arguments */
+    char *params[HTTP_MAX_PARAMS]; /* decoded {id} / {vid} segments of the matched route */
     int nparams;
 } http_req;
 
 typedef struct http_resp {
-    int status;                      /* 0 until a route answers */
-    char *body;                      /* malloc'd */
+    int status; /* 0 until a route answers */
+    char *body; /* malloc'd */
     size_t len;
-    const char *content_type;        /* default application/json */
-    const char *allow;               /* Allow header for 405 */
-    int close;                       /* ask the client to close the connection */
-    int auth_challenge;              /* add WWW-Authenticate */
-    int retry_after_s;               /* add Retry-After (0 = none) */
-    int preflight;                   /* a CORS preflight answer: add the Allow-* headers */
+    const char *content_type; /* default application/json */
+    const char *allow;        /* Allow header for 405 */
+    int close;                /* ask the client to close the connection */
+    int auth_challenge;       /* add WWW-Authenticate */
+    int retry_after_s;        /* add Retry-After (0 = none) */
+    int preflight;            /* a CORS preflight answer: add the Allow-* headers */
 } http_resp;
 
 /* Longest query-argument value accepted (decoded bytes); longer ones get 400 before any route runs. */
@@ -157,7 +157,7 @@ typedef void (*route_fn)(server *s, http_req *rq, http_resp *rs);
  * body was read).  Returns the route's index for metrics (route_count() when nothing matched). */
 int route_dispatch(server *s, http_req *rq, http_resp *rs);
 int route_count(void);
-const char *route_label(int i);      /* "/v1/databases/{id}/vectors" */
+const char *route_label(int i); /* "/v1/databases/{id}/vectors" */
 const char *route_method(int i);
 /* The route that would serve method + path, without running it (metrics for early answers). */
 int route_find(const char *method, const char *path);
@@ -199,7 +199,7 @@ void route_payload_put(server *s, http_req *rq, http_resp *rs);
 void route_payload_list(server *s, http_req *rq, http_resp *rs);
 void route_payload_delete(server *s, http_req *rq, http_resp *rs);
 /* Search (routes_search.c) */
-void route_search(server *s, http_req *rq, http_resp *rs);       /* also .../search/advanced */
+void route_search(server *s, http_req *rq, http_resp *rs); /* also .../search/advanced */
 void route_search_batch(server *s, http_req *rq, http_resp *rs);
 /* The original's index routes, mapped onto the database's one index (routes_db.c) */
 void route_index_list(server *s, http_req *rq, http_resp *rs);
@@ -238,8 +238,8 @@ void compact_log_free(server *s);
 /* Totals over API-run compactions: one database or all (name NULL). */
 void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last);
 /* Logs a compactor event (registered with jvdb_compactor_on_event). */
-void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st,
-                       int status, const char *message);
+void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status,
+                       const char *message);
 
 /* ---- backups (routes_backup.c, backup_sched.c) ---- */
 
@@ -342,7 +342,7 @@ char *metrics_render(server *s, size_t *len);
 /* ---- per-database server metadata (dbmeta.c) ---- */
 
 typedef struct dbmeta {
-    char *description;               /* malloc'd, never NULL after dbmeta_load */
+    char *description; /* malloc'd, never NULL after dbmeta_load */
     int64_t created_ns, updated_ns;
 } dbmeta;
 

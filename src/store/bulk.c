@@ -55,7 +55,7 @@ int jvdb_delete_ids(jvdb_db *db, const char *const *ids, size_t count, uint64_t 
     size_t n = 0;
     for (size_t i = 0; i < count; i++) {
         if (i && !strcmp(sorted[i], sorted[i - 1])) continue;
-        ops[n++] = (struct db_op){.kind = REC_KIND_DELETE, .id = sorted[i], .id_len = strlen(sorted[i])};
+        ops[n++] = (struct db_op){ .kind = REC_KIND_DELETE, .id = sorted[i], .id_len = strlen(sorted[i]) };
     }
     size_t applied = 0;
     rc = db_write_ops(db, ops, n, DB_WRITE_BULK, last_lsn, &applied);
@@ -70,7 +70,8 @@ static int bulk_merge(json_t *target, const json_t *patch)
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)patch, k, v) {
+    json_object_foreach((json_t *)patch, k, v)
+    {
         if (json_is_null(v)) {
             json_object_del(target, k);
             continue;
@@ -124,7 +125,9 @@ int bulk_parse_patch(const char *patch_json, json_t **out)
     if (!patch_json) return err_set(JVDB_EINVAL, "metadata patch is missing");
     json_error_t jerr;
     json_t *p = json_loads(patch_json, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!p) return err_set(JVDB_EINVAL, "metadata patch is not valid JSON (line %d, column %d): %s", jerr.line, jerr.column, jerr.text);
+    if (!p)
+        return err_set(JVDB_EINVAL, "metadata patch is not valid JSON (line %d, column %d): %s", jerr.line, jerr.column,
+                       jerr.text);
     if (!json_is_object(p)) {
         json_decref(p);
         return err_set(JVDB_EINVAL, "metadata patch must be a JSON object");
@@ -185,8 +188,13 @@ int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, ui
         rc = bulk_merge_meta(meta, meta_len, patch, &merged);
         free(meta);
         if (rc) break;
-        struct db_op op = {.kind = REC_KIND_PUT, .id = id, .id_len = strlen(id), .vector = vec, .meta = merged,
-                           .meta_len = merged ? strlen(merged) : 0, .if_lsn = lsn};
+        struct db_op op = { .kind = REC_KIND_PUT,
+                            .id = id,
+                            .id_len = strlen(id),
+                            .vector = vec,
+                            .meta = merged,
+                            .meta_len = merged ? strlen(merged) : 0,
+                            .if_lsn = lsn };
         size_t applied = 0;
         rc = db_write_ops(db, &op, 1, DB_WRITE_BULK, lsn_out, &applied);
         free(merged);

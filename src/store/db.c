@@ -194,7 +194,7 @@ int db_create_dir(const char *databases_dir, const char *dirname, const char *na
      * the next open of the environment removes. */
     if (io_rename(tmp, final) < 0) {
         rc = errno == ENOTEMPTY || errno == EEXIST ? err_set(JVDB_EEXISTS, "database '%s' already exists", name)
-                                                    : err_errno(errno, "cannot rename %s to %s", tmp, final);
+                                                   : err_errno(errno, "cannot rename %s to %s", tmp, final);
         goto out;
     }
     if (io_fsync_dir(databases_dir) < 0) rc = err_errno(errno, "cannot fsync %s", databases_dir);
@@ -255,7 +255,7 @@ static int db_remove_orphans(jvdb_db *db)
         if (sscanf(n, "%llu.%7s", &no, tail) == 2 && !strcmp(tail, "seg") && strlen(n) == 14) {
             for (size_t i = 0; i < db->m.nsegments; i++) keep |= db->m.segments[i] == no;
         }
-        if (!strncmp(n, "ext.", 4)) keep = 1;   /* files owned by upper layers, which clean them */
+        if (!strncmp(n, "ext.", 4)) keep = 1; /* files owned by upper layers, which clean them */
         if (db_is_set_aside(n)) keep = 1;
         if (keep) continue;
         char *p = fs_join(db->dir, n);
@@ -368,7 +368,8 @@ static int db_torn_tail(jvdb_db *db, struct segment *s, uint64_t start, const ch
         return rc;
     }
     if (db->mode == DB_MODE_READONLY) {
-        log_warn("%s: ignoring a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (read-only open: the file is left as it is)",
+        log_warn("%s: ignoring a torn tail of %" PRIu64 " bytes at offset %" PRIu64
+                 " (read-only open: the file is left as it is)",
                  s->path, len, start);
         s->size = start;
         return JVDB_OK;
@@ -385,7 +386,8 @@ static int db_torn_tail(jvdb_db *db, struct segment *s, uint64_t start, const ch
         free(saved);
         return rc;
     }
-    log_warn("%s: cut a torn tail of %" PRIu64 " bytes at offset %" PRIu64 " (an unacknowledged write cut by a crash: %s); the bytes are kept in %s",
+    log_warn("%s: cut a torn tail of %" PRIu64 " bytes at offset %" PRIu64
+             " (an unacknowledged write cut by a crash: %s); the bytes are kept in %s",
              s->path, len, start, why, saved);
     free(saved);
     s->size = start;
@@ -398,8 +400,8 @@ static int db_torn_tail(jvdb_db *db, struct segment *s, uint64_t start, const ch
  * segment, is damage: the open fails naming file and offset (salvage mode notes it and goes on). */
 static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t from, uint64_t *max_lsn)
 {
-    uint64_t off = from;              /* past what the keydir checkpoint covers (kdckpt.c) */
-    uint64_t batch_start = off;       /* first record of the batch being read (active segment) */
+    uint64_t off = from;        /* past what the keydir checkpoint covers (kdckpt.c) */
+    uint64_t batch_start = off; /* first record of the batch being read (active segment) */
     uint32_t dim = db->m.dim;
     const char *tail_why = "the last batch has no final record";
     int rc;
@@ -423,12 +425,16 @@ static int db_scan_segment(jvdb_db *db, struct segment *s, uint64_t from, uint64
                 return err_set(JVDB_ECORRUPT, "corrupt record in %s at offset %" PRIu64 ": %s", s->path, off, why);
             if (next)
                 return err_set(JVDB_ECORRUPT,
-                               "corrupt record in %s at offset %" PRIu64 ": %s (a valid record follows at offset %" PRIu64
-                               ": this is damage, not a write cut by a crash)", s->path, off, why, next);
+                               "corrupt record in %s at offset %" PRIu64
+                               ": %s (a valid record follows at offset %" PRIu64
+                               ": this is damage, not a write cut by a crash)",
+                               s->path, off, why, next);
             if (db->m.sync == JVDB_SYNC_ALWAYS && db_bad_before_final_batch(s, off, why))
                 return err_set(JVDB_ECORRUPT,
-                               "corrupt record in %s at offset %" PRIu64 ": %s (its batch ended before the end of the file, "
-                               "and with sync=always only the last batch can be torn)", s->path, off, why);
+                               "corrupt record in %s at offset %" PRIu64
+                               ": %s (its batch ended before the end of the file, "
+                               "and with sync=always only the last batch can be torn)",
+                               s->path, off, why);
             tail_why = why;
             break;
         }
@@ -453,7 +459,7 @@ static void *db_flusher_main(void *arg);
 /* Publishes segs/active as the readers' segment list; the old list goes after a grace period. */
 int db_publish_segs(jvdb_db *db)
 {
-    assert(db_writer_held(db) || !db->segl);   /* at load nobody else has the handle yet */
+    assert(db_writer_held(db) || !db->segl); /* at load nobody else has the handle yet */
     struct db_seglist *l = malloc(sizeof *l + (db->nsegs ? db->nsegs : 1) * sizeof l->segs[0]);
     if (!l) return err_set(JVDB_ENOMEM, "out of memory");
     l->n = db->nsegs;
@@ -499,7 +505,7 @@ void db_settle(jvdb_db *db, unsigned timeout_ms)
         int done = db->kd.trim_done_upto >= target;
         db_write_unlock(db);
         if (done || waited >= timeout_ms) return;
-        struct timespec ts = {0, 1000000};
+        struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
 }
@@ -551,7 +557,8 @@ json_t *db_manifest_extra(jvdb_db *db, const char *key)
     db_write_lock(db);
     json_t *v;
     if (!key) v = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
-    else v = db->m.extra && json_object_get(db->m.extra, key) ? json_deep_copy(json_object_get(db->m.extra, key)) : NULL;
+    else
+        v = db->m.extra && json_object_get(db->m.extra, key) ? json_deep_copy(json_object_get(db->m.extra, key)) : NULL;
     db_write_unlock(db);
     return v;
 }
@@ -603,7 +610,8 @@ int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
     if (built->last_lsn < lsn_to) built->last_lsn = lsn_to;
     if (extra && json_object_size(extra)) {
         if (!built->m.extra) built->m.extra = json_object();
-        rc = !built->m.extra || json_object_update(built->m.extra, extra) ? err_set(JVDB_ENOMEM, "out of memory") : JVDB_OK;
+        rc = !built->m.extra || json_object_update(built->m.extra, extra) ? err_set(JVDB_ENOMEM, "out of memory")
+                                                                          : JVDB_OK;
     }
     if (!rc) rc = db_store_manifest_locked(built);
     db_write_unlock(built);
@@ -650,7 +658,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
 {
     jvdb_db *db = calloc(1, sizeof *db);
     if (!db) return err_set(JVDB_ENOMEM, "out of memory");
-    uint64_t *from = NULL;            /* per segment: where reading its records starts */
+    uint64_t *from = NULL; /* per segment: where reading its records starts */
     db->env = env;
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
@@ -757,7 +765,7 @@ static int db_sync_upto(jvdb_db *db, uint64_t seg_no, uint64_t off)
     struct segment *s = db->active;
     seg_ref(s);
     uint64_t target_no = s->no, target_off = s->size;
-    uint64_t target_lsn = db->last_lsn;   /* every batch up to it is in the file below target_off */
+    uint64_t target_lsn = db->last_lsn; /* every batch up to it is in the file below target_off */
     uint64_t target_live = db_live_now(db);
     db_write_unlock(db);
 
@@ -958,13 +966,13 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
     if (total > UINT32_MAX) return err_set(JVDB_EINVAL, "batch of %zu bytes is too large (limit 4 GiB)", total);
     char *buf = db_buf_get(total);
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory encoding a batch of %zu bytes", total);
-    size_t buf_len = total;   /* DB_WRITE_BULK may shrink total; the buffer's fate follows its size */
-    uint8_t *keep = NULL;     /* DB_WRITE_BULK: which ops still apply (before any goto unlock) */
+    size_t buf_len = total; /* DB_WRITE_BULK may shrink total; the buffer's fate follows its size */
+    uint8_t *keep = NULL;   /* DB_WRITE_BULK: which ops still apply (before any goto unlock) */
     int64_t now = clock_wall_ns();
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        rec_encode(buf + off, dim, ops[i].kind, ops[i].id, ops[i].id_len, ops[i].vector, ops[i].meta,
-                   ops[i].meta_len, now);
+        rec_encode(buf + off, dim, ops[i].kind, ops[i].id, ops[i].id_len, ops[i].vector, ops[i].meta, ops[i].meta_len,
+                   now);
         off += ((struct rec_header *)(buf + off))->total_len;
     }
 
@@ -1008,8 +1016,8 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
             if (ops[j].id_len == ops[i].id_len && !memcmp(ops[j].id, ops[i].id, ops[i].id_len))
                 live = ops[j].kind == REC_KIND_PUT;
         if (!live) {
-            rc = err_set(JVDB_ENOTFOUND, "vector '%.*s' not found in database '%s'", (int)ops[i].id_len,
-                         ops[i].id, db->m.name);
+            rc = err_set(JVDB_ENOTFOUND, "vector '%.*s' not found in database '%s'", (int)ops[i].id_len, ops[i].id,
+                         db->m.name);
             goto unlock;
         }
     }
@@ -1056,7 +1064,7 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
     }
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
-    bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS;   /* read under write_mu, which guards it */
+    bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS; /* read under write_mu, which guards it */
     /* Lazy modes publish at once; sync=always publishes after the sync (db_sync_upto). */
     if (!wait_sync) db_publish(db, lsn, db_live_now(db));
     db_gc_locked(db);
@@ -1140,10 +1148,7 @@ out:
 /* ---------------------------------------------------------------- validation and public writes */
 
 /* Ids reach here as C strings: the length is where the first NUL is. */
-static int db_check_id(const char *id, const char *where)
-{
-    return rec_check_id(id, id ? strlen(id) : 0, where);
-}
+static int db_check_id(const char *id, const char *where) { return rec_check_id(id, id ? strlen(id) : 0, where); }
 
 /* Checks a vector, which is then stored exactly as given (for every metric).  Cosine refuses the
  * zero vector: it has no direction, so no similarity to anything.  The norm is summed in double,
@@ -1152,14 +1157,16 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, cons
 {
     if (!v) return err_set(JVDB_EINVAL, "%svector is missing", where);
     if (dim != db->m.dim)
-        return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name, db->m.dim);
+        return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name,
+                       db->m.dim);
     int rc = rec_check_values(v, dim, "vector", where);
     if (rc) return rc;
     if (db->m.metric == JVDB_METRIC_COSINE) {
         double sum = 0;
         for (uint32_t i = 0; i < dim; i++) sum += (double)v[i] * v[i];
         if (!(sum > 0))
-            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it", where, db->m.name);
+            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it",
+                           where, db->m.name);
     }
     return JVDB_OK;
 }
@@ -1201,7 +1208,7 @@ static int db_mark_as_given(jvdb_db *db)
 
 int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json, uint64_t *lsn_out)
 {
-    jvdb_record r = {id, vector, dim, meta_json};
+    jvdb_record r = { id, vector, dim, meta_json };
     return jvdb_put_batch(db, &r, 1, lsn_out);
 }
 
@@ -1241,7 +1248,7 @@ int jvdb_delete(jvdb_db *db, const char *id, uint64_t *lsn_out)
     if (!db) return err_set(JVDB_EINVAL, "database handle is NULL");
     int rc = db_check_id(id, "");
     if (rc) return rc;
-    struct db_op op = {REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0, 0};
+    struct db_op op = { REC_KIND_DELETE, id, strlen(id), NULL, NULL, 0, 0 };
     return db_write(db, &op, 1, lsn_out);
 }
 

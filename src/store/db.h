@@ -39,13 +39,13 @@ struct db_seglist {
 
 /* One write of a batch, already validated (the vector is stored as given, for every metric). */
 struct db_op {
-    unsigned kind;                      /* REC_KIND_PUT or REC_KIND_DELETE */
+    unsigned kind; /* REC_KIND_PUT or REC_KIND_DELETE */
     const char *id;
     size_t id_len;
     const float *vector;
     const char *meta;
     size_t meta_len;
-    uint64_t if_lsn;                    /* DB_WRITE_BULK: apply only if the id's newest LSN is this (0 = any) */
+    uint64_t if_lsn; /* DB_WRITE_BULK: apply only if the id's newest LSN is this (0 = any) */
 };
 
 /* Appends ops as one all-or-nothing batch and waits for durability as the sync mode says.

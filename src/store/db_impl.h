@@ -24,49 +24,48 @@ struct db_bad {
 struct jvdb_db {
     jvdb_env *env;
     char *dir;
-    struct manifest m;                  /* guarded by write_mu, except: name, dim and metric never
+    struct manifest m; /* guarded by write_mu, except: name, dim and metric never
                                          * change after open and are read without a lock (so never
                                          * assign the whole struct); sync and sync_interval_ms are
                                          * also written with atomics for the flusher */
     pthread_mutex_t write_mu;
-    unsigned long write_owner;          /* debug builds: pthread_self() of write_mu's holder, else 0 */
-    unsigned long write_locks;          /* debug builds: times write_mu was taken (tests count them) */
+    unsigned long write_owner; /* debug builds: pthread_self() of write_mu's holder, else 0 */
+    unsigned long write_locks; /* debug builds: times write_mu was taken (tests count them) */
     struct keydir kd;
-    struct rp_domain gc;                /* deferred frees (write_mu) */
-    struct segment **segs;              /* write_mu: every segment, ascending by number */
+    struct rp_domain gc;   /* deferred frees (write_mu) */
+    struct segment **segs; /* write_mu: every segment, ascending by number */
     size_t nsegs, segs_cap;
-    struct segment *active;             /* write_mu: the one appended to */
-    struct db_seglist *segl;            /* atomic: what readers see of segs/active */
-    uint64_t last_lsn;                  /* guarded by write_mu; read with relaxed atomics */
-    uint64_t visible;                   /* atomic: readers see records up to this LSN (see db.c) */
-    uint64_t visible_live;              /* atomic: live vectors at `visible` (jvdb_count) */
-    pthread_mutex_t pub_mu;             /* orders publishers of visible (a leaf; readers never take it) */
+    struct segment *active;  /* write_mu: the one appended to */
+    struct db_seglist *segl; /* atomic: what readers see of segs/active */
+    uint64_t last_lsn;       /* guarded by write_mu; read with relaxed atomics */
+    uint64_t visible;        /* atomic: readers see records up to this LSN (see db.c) */
+    uint64_t visible_live;   /* atomic: live vectors at `visible` (jvdb_count) */
+    pthread_mutex_t pub_mu;  /* orders publishers of visible (a leaf; readers never take it) */
 
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
     bool sync_running;
-    uint64_t synced_seg, synced_off;    /* everything up to here is on stable storage */
+    uint64_t synced_seg, synced_off; /* everything up to here is on stable storage */
 
-    pthread_t flusher;                  /* sync=interval background fdatasync */
+    pthread_t flusher; /* sync=interval background fdatasync */
     bool flusher_started;
-    bool stopping;                      /* guarded by sync_mu */
+    bool stopping; /* guarded by sync_mu */
 
-    atomic_bool compacting;             /* one compaction per database at a time (src/compact) */
-    int env_refs;                       /* env_db_acquire holders (the env's mutex guards it) */
-    atomic_bool dropping;               /* being dropped or replaced: background jobs keep off */
-    atomic_bool failed;                 /* an I/O failure left the file state unknown: no more writes */
+    atomic_bool compacting; /* one compaction per database at a time (src/compact) */
+    int env_refs;           /* env_db_acquire holders (the env's mutex guards it) */
+    atomic_bool dropping;   /* being dropped or replaced: background jobs keep off */
+    atomic_bool failed;     /* an I/O failure left the file state unknown: no more writes */
     char failed_msg[512];
-    enum db_mode mode;                  /* fixed at load */
-    struct db_bad *bad;                 /* SALVAGE: what the scan skipped, in file order */
+    enum db_mode mode;  /* fixed at load */
+    struct db_bad *bad; /* SALVAGE: what the scan skipped, in file order */
     size_t nbad;
 
-    struct kdckpt *kc;                  /* the keydir checkpoint's state (store/kdckpt.c) */
+    struct kdckpt *kc; /* the keydir checkpoint's state (store/kdckpt.c) */
 
     /* Upper layers attach per-database state here (the search index), freed through the hook. */
     void *ext;
     void (*ext_free)(void *ext);
 };
-
 
 /* write_mu with its owner noted, so that functions that need it can assert they have it (debug
  * builds; the owner is an atomic so that a failed check is not itself a data race). */

@@ -48,13 +48,13 @@ struct jvdb_env {
     char *dbdir;
     int lock_fd;
     pthread_mutex_t mu;
-    pthread_cond_t released;            /* an env_db_acquire holder let go, or a load finished */
+    pthread_cond_t released; /* an env_db_acquire holder let go, or a load finished */
     jvdb_db **dbs;
     size_t ndbs, cap;
     bool readonly;
-    char **busy;                        /* names under repair: opens fail with JVDB_EBUSY */
+    char **busy; /* names under repair: opens fail with JVDB_EBUSY */
     size_t nbusy;
-    struct env_loading *loading;        /* databases loaded right now, without the mutex */
+    struct env_loading *loading; /* databases loaded right now, without the mutex */
 };
 
 const char *jvdb_env_path(const jvdb_env *env) { return env->path; }
@@ -81,7 +81,9 @@ static int env_lock(jvdb_env *env)
         if (e != EWOULDBLOCK) rc = err_errno(e, "cannot lock %s", lock);
         else if (!env->readonly && flock(env->lock_fd, LOCK_SH | LOCK_NB) == 0) {
             flock(env->lock_fd, LOCK_UN);
-            rc = err_set(JVDB_ELOCKED, "data directory %s is open read-only by another jvdb process (a read-only command); try again when it finishes",
+            rc = err_set(JVDB_ELOCKED,
+                         "data directory %s is open read-only by another jvdb process (a read-only command); try again "
+                         "when it finishes",
                          env->path);
         } else
             rc = err_set(JVDB_ELOCKED, "data directory %s is locked by pid %s (another jvdb process has it open)",
@@ -106,7 +108,8 @@ static int env_clean(jvdb_env *env)
     struct dirent *e;
     int rc = JVDB_OK;
     while ((e = readdir(d)) != NULL && rc == JVDB_OK) {
-        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".drop-", 6) && strncmp(e->d_name, ".build-", 7)) continue;
+        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".drop-", 6) && strncmp(e->d_name, ".build-", 7))
+            continue;
         char *p = fs_join(env->dbdir, e->d_name);
         if (!p) {
             rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -164,7 +167,7 @@ void jvdb_env_close(jvdb_env *env)
     if (!env) return;
     for (size_t i = 0; i < env->ndbs; i++) db_close(env->dbs[i]);
     free(env->dbs);
-    if (env->lock_fd >= 0) close(env->lock_fd);   /* releases the flock */
+    if (env->lock_fd >= 0) close(env->lock_fd); /* releases the flock */
     free(env->path);
     free(env->dbdir);
     free(env->busy);
@@ -276,7 +279,7 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
     /* Loading reads every segment (seconds for a large database), so it runs without the mutex:
      * opening one database never stalls the handles of the others.  Whoever wants this one
      * meanwhile waits in env_wait_loading. */
-    struct env_loading me = {name, env->loading};
+    struct env_loading me = { name, env->loading };
     env->loading = &me;
     pthread_mutex_unlock(&env->mu);
     int rc = db_load(env, dir, env->readonly ? DB_MODE_READONLY : DB_MODE_WRITE, &db);
@@ -319,7 +322,8 @@ int env_db_acquire(jvdb_env *env, const char *name, jvdb_db **out)
 {
     pthread_mutex_lock(&env->mu);
     int rc = env_open_locked(env, name, out);
-    if (rc == JVDB_OK && atomic_load(&(*out)->dropping)) rc = err_set(JVDB_ENOTFOUND, "database '%s' is being dropped", name);
+    if (rc == JVDB_OK && atomic_load(&(*out)->dropping))
+        rc = err_set(JVDB_ENOTFOUND, "database '%s' is being dropped", name);
     if (rc == JVDB_OK) (*out)->env_refs++;
     pthread_mutex_unlock(&env->mu);
     return rc;
@@ -470,7 +474,8 @@ int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void
     if (!exists && env_is_damaged(dir)) {
         char what[768];
         env_describe_damage(dir, what, sizeof what);
-        rc = err_set(JVDB_ECORRUPT, "database '%s' cannot be repaired: %s (drop it, or put its MANIFEST back)", name, what);
+        rc = err_set(JVDB_ECORRUPT, "database '%s' cannot be repaired: %s (drop it, or put its MANIFEST back)", name,
+                     what);
     } else if (!exists) {
         rc = err_set(JVDB_ENOTFOUND, "database '%s' does not exist", name);
     } else {
@@ -490,10 +495,7 @@ out:
     return rc;
 }
 
-static int env_cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int env_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Database directories with (damaged = 0) or without (damaged = 1) a MANIFEST. */
 static int env_list(jvdb_env *env, int damaged, char ***names, size_t *count)
@@ -502,7 +504,7 @@ static int env_list(jvdb_env *env, int damaged, char ***names, size_t *count)
     *names = NULL;
     *count = 0;
     DIR *d = opendir(env->dbdir);
-    if (!d && errno == ENOENT && env->readonly) return JVDB_OK;   /* never opened for writing */
+    if (!d && errno == ENOENT && env->readonly) return JVDB_OK; /* never opened for writing */
     if (!d) return err_errno(errno, "cannot list %s", env->dbdir);
     char **v = NULL;
     size_t n = 0, cap = 0;
@@ -599,7 +601,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     /* Everything of the new database is durable before it becomes visible. */
     db_close(built);
-    jvdb_db *old = NULL;   /* set before any `goto fail`, which reads it */
+    jvdb_db *old = NULL; /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
     env_wait_loading(env, name);
     char *mf = fs_join(to, "MANIFEST");

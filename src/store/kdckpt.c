@@ -38,24 +38,24 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define KC_BLOCK_TARGET (1u << 20)
+#define KC_BLOCK_TARGET  (1u << 20)
 #define KC_DEFAULT_BYTES (64ull << 20)
-#define KC_POLL_MS 200
-#define KC_AHEAD 12               /* entries of look-ahead for the loader's prefetches */
+#define KC_POLL_MS       200
+#define KC_AHEAD         12 /* entries of look-ahead for the loader's prefetches */
 
 struct kdckpt {
-    pthread_mutex_t mu;        /* one checkpoint at a time; guards the fields below */
+    pthread_mutex_t mu; /* one checkpoint at a time; guards the fields below */
     pthread_cond_t cv;
     pthread_t thread;
     bool started, stop;
-    uint64_t lsn;              /* of the checkpoint on disk (loaded or written); 0: none */
-    uint64_t *segs;            /* the segments it names */
+    uint64_t lsn;   /* of the checkpoint on disk (loaded or written); 0: none */
+    uint64_t *segs; /* the segments it names */
     size_t nsegs;
-    uint64_t bytes;            /* segment bytes when it was taken */
-    uint64_t file_bytes;       /* its own size */
-    uint64_t open_lsn;         /* last_lsn right after the open */
-    uint64_t scanned;          /* bytes the open read record by record */
-    uint64_t threshold;        /* JVDB_KDCKPT_BYTES */
+    uint64_t bytes;      /* segment bytes when it was taken */
+    uint64_t file_bytes; /* its own size */
+    uint64_t open_lsn;   /* last_lsn right after the open */
+    uint64_t scanned;    /* bytes the open read record by record */
+    uint64_t threshold;  /* JVDB_KDCKPT_BYTES */
 };
 
 /* The state, created on first use (at load: no other thread yet). */
@@ -80,9 +80,24 @@ static struct kdckpt *kc_get(jvdb_db *db)
 
 /* ---------------------------------------------------------------- little-endian fields */
 
-static uint64_t kc_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static uint32_t kc_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint16_t kc_u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static uint64_t kc_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static uint32_t kc_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint16_t kc_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
 static void kc_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static void kc_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void kc_put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
@@ -111,20 +126,23 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
     if (kc_read_exact(fd, hb, sizeof hb) != 1) return err_set(JVDB_ECORRUPT, "file too short for a header");
     if (memcmp(hb, KDCKPT_MAGIC, 8) != 0) return err_set(JVDB_ECORRUPT, "bad magic");
     if (kc_u64(hb + 56) != XXH3_64bits(hb, 56)) return err_set(JVDB_ECORRUPT, "header checksum mismatch");
-    struct kdckpt_header h = {kc_u32(hb + 8), kc_u32(hb + 12), kc_u64(hb + 16), kc_u64(hb + 24),
-                              kc_u32(hb + 32), kc_u32(hb + 36), (int64_t)kc_u64(hb + 40)};
+    struct kdckpt_header h = { kc_u32(hb + 8),  kc_u32(hb + 12), kc_u64(hb + 16),         kc_u64(hb + 24),
+                               kc_u32(hb + 32), kc_u32(hb + 36), (int64_t)kc_u64(hb + 40) };
     if (h.version != KDCKPT_VERSION)
         return err_set(JVDB_ECORRUPT, "format version %u (this build reads %u)", h.version, KDCKPT_VERSION);
     if (h.dim != dim) return err_set(JVDB_ECORRUPT, "dimension %u (the database has %u)", h.dim, dim);
-    if (h.nsegs == 0 || h.nsegs > KDCKPT_MAX_SEGS) return err_set(JVDB_ECORRUPT, "segment count %u is out of range", h.nsegs);
-    if (h.entries > file_size / KDCKPT_ENTRY_FIXED) return err_set(JVDB_ECORRUPT, "entry count %" PRIu64 " exceeds the file", h.entries);
-    if ((uint64_t)h.nslots > h.entries + (16u << 20)) return err_set(JVDB_ECORRUPT, "slot count %u is out of range", h.nslots);
+    if (h.nsegs == 0 || h.nsegs > KDCKPT_MAX_SEGS)
+        return err_set(JVDB_ECORRUPT, "segment count %u is out of range", h.nsegs);
+    if (h.entries > file_size / KDCKPT_ENTRY_FIXED)
+        return err_set(JVDB_ECORRUPT, "entry count %" PRIu64 " exceeds the file", h.entries);
+    if ((uint64_t)h.nslots > h.entries + (16u << 20))
+        return err_set(JVDB_ECORRUPT, "slot count %u is out of range", h.nslots);
     size_t tlen = (size_t)h.nsegs * KDCKPT_SEG_SIZE + 8;
     if (tlen > file_size) return err_set(JVDB_ECORRUPT, "segment table exceeds the file");
     uint8_t *tb = malloc(tlen);
     struct kdckpt_seg *segs = calloc(h.nsegs, sizeof *segs);
     uint8_t *buf = NULL;
-    struct kdckpt_entry *ents = NULL;   /* one block's, parsed */
+    struct kdckpt_entry *ents = NULL; /* one block's, parsed */
     int rc = JVDB_OK;
     if (!tb || !segs) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -141,7 +159,7 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
     for (uint32_t i = 0; i < h.nsegs; i++) {
         const uint8_t *p = tb + (size_t)i * KDCKPT_SEG_SIZE;
         struct kdckpt_seg *s = &segs[i];
-        *s = (struct kdckpt_seg){kc_u64(p), kc_u64(p + 8), kc_u64(p + 16), kc_u64(p + 24), kc_u64(p + 32)};
+        *s = (struct kdckpt_seg){ kc_u64(p), kc_u64(p + 8), kc_u64(p + 16), kc_u64(p + 24), kc_u64(p + 32) };
         if ((i > 0 && s->no <= segs[i - 1].no) || s->covered < SEG_HEADER_SIZE || s->min_lsn > s->max_lsn ||
             s->max_lsn > h.lsn || (s->records == 0) != (s->max_lsn == 0) || s->records > s->covered / REC_ALIGN)
             rc = err_set(JVDB_ECORRUPT, "segment table entry %u is inconsistent", i);
@@ -216,19 +234,23 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
                 rc = err_set(JVDB_ECORRUPT, "entry %" PRIu64 " is cut short", seen + k);
                 goto out;
             }
-            struct kdckpt_entry e = {kc_u64(p), kc_u64(p + 8), kc_u32(p + 16), kc_u32(p + 20), kc_u32(p + 24),
-                                     kc_u16(p + 28), p[30], (const char *)p + KDCKPT_ENTRY_FIXED};
+            struct kdckpt_entry e = { kc_u64(p),      kc_u64(p + 8),
+                                      kc_u32(p + 16), kc_u32(p + 20),
+                                      kc_u32(p + 24), kc_u16(p + 28),
+                                      p[30],          (const char *)p + KDCKPT_ENTRY_FIXED };
             const char *bad = NULL;
             if (p[31] != 0) bad = "reserved byte is set";
             else if ((size_t)(end - p) - KDCKPT_ENTRY_FIXED < e.id_len) bad = "id runs past its block";
             else if (e.kind != REC_KIND_PUT && e.kind != REC_KIND_DELETE) bad = "unknown kind";
             else if (e.seg >= h.nsegs) bad = "segment index out of range";
-            else if (e.lsn == 0 || e.lsn < segs[e.seg].min_lsn || e.lsn > segs[e.seg].max_lsn) bad = "LSN outside its segment's range";
+            else if (e.lsn == 0 || e.lsn < segs[e.seg].min_lsn || e.lsn > segs[e.seg].max_lsn)
+                bad = "LSN outside its segment's range";
             else if (e.offset < SEG_HEADER_SIZE || e.offset % REC_ALIGN || e.rec_len % REC_ALIGN ||
                      e.rec_len < rec_size(dim, e.kind, e.id_len, 0) || e.offset > segs[e.seg].covered ||
                      e.rec_len > segs[e.seg].covered - e.offset)
                 bad = "record location outside the covered part of its segment";
-            else if ((e.kind == REC_KIND_PUT) == (e.slot == UINT32_MAX) || (e.kind == REC_KIND_PUT && e.slot >= h.nslots))
+            else if ((e.kind == REC_KIND_PUT) == (e.slot == UINT32_MAX) ||
+                     (e.kind == REC_KIND_PUT && e.slot >= h.nslots))
                 bad = "slot out of range";
             else if (rec_check_id(e.id, e.id_len, "") != JVDB_OK) bad = "invalid id";
             if (bad) {
@@ -265,7 +287,7 @@ out:
 struct kc_load {
     jvdb_db *db;
     uint64_t *from;
-    struct segment **map;      /* checkpoint segment index -> the open segment */
+    struct segment **map; /* checkpoint segment index -> the open segment */
     uint64_t lsn;
     uint32_t nsegs;
 };
@@ -282,7 +304,8 @@ static int kc_load_begin(void *ctx, const struct kdckpt_header *h, const struct 
     for (uint32_t i = 0; i < h->nsegs; i++) {
         while (j < db->nsegs && db->segs[j]->no < segs[i].no) j++;
         if (j == db->nsegs || db->segs[j]->no != segs[i].no)
-            return err_set(JVDB_ECORRUPT, "stale: segment %" PRIu64 " it names is gone (compacted or repaired since)", segs[i].no);
+            return err_set(JVDB_ECORRUPT, "stale: segment %" PRIu64 " it names is gone (compacted or repaired since)",
+                           segs[i].no);
         struct segment *s = db->segs[j];
         if (segs[i].covered > s->size)
             return err_set(JVDB_ECORRUPT, "stale: it covers %" PRIu64 " bytes of %s, which has %" PRIu64,
@@ -339,8 +362,8 @@ int kdckpt_load(jvdb_db *db, uint64_t *from, uint64_t *lsn)
         return 0;
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    struct kc_load L = {db, from, NULL, 0, 0};
-    struct kdckpt_sink sink = {&L, kc_load_begin, kc_load_entry, kc_load_ahead};
+    struct kc_load L = { db, from, NULL, 0, 0 };
+    struct kdckpt_sink sink = { &L, kc_load_begin, kc_load_entry, kc_load_ahead };
     int64_t t0 = clock_mono_ns();
     int rc = kdckpt_read(fd, db->m.dim, &sink);
     if (rc == JVDB_OK) rc = keydir_load_end(&db->kd);
@@ -384,12 +407,12 @@ struct kc_seg {
     struct segment *s;
     const uint8_t *map;
     struct kdckpt_seg d;
-    uint32_t index;            /* in the segment table (ascending by number) */
+    uint32_t index; /* in the segment table (ascending by number) */
 };
 
 struct kc_out {
     int fd;
-    uint8_t *buf;              /* the block being filled (head reserved) */
+    uint8_t *buf; /* the block being filled (head reserved) */
     size_t len;
     uint32_t count;
     uint64_t entries;
@@ -453,9 +476,9 @@ static int kc_note(jvdb_db *db, struct kc_seg **pv, size_t *pn, uint64_t *L, uin
         v[i].s = s;
         v[i].map = s->map;
         v[i].index = (uint32_t)i;
-        v[i].d = (struct kdckpt_seg){s->no, s->size, __atomic_load_n(&s->records, __ATOMIC_RELAXED),
-                                     __atomic_load_n(&s->min_lsn, __ATOMIC_RELAXED),
-                                     __atomic_load_n(&s->max_lsn, __ATOMIC_RELAXED)};
+        v[i].d = (struct kdckpt_seg){ s->no, s->size, __atomic_load_n(&s->records, __ATOMIC_RELAXED),
+                                      __atomic_load_n(&s->min_lsn, __ATOMIC_RELAXED),
+                                      __atomic_load_n(&s->max_lsn, __ATOMIC_RELAXED) };
         *bytes += s->size;
     }
     *pn = db->nsegs;
@@ -470,7 +493,7 @@ static int kc_note(jvdb_db *db, struct kc_seg **pv, size_t *pn, uint64_t *L, uin
  * fd; the caller is inside a read section. */
 static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, size_t n, uint64_t L, uint32_t nslots)
 {
-    uint8_t hb[KDCKPT_HEADER_SIZE] = {0};
+    uint8_t hb[KDCKPT_HEADER_SIZE] = { 0 };
     if (io_write_all(fd, hb, sizeof hb) < 0) return err_errno(errno, "cannot write %s", tmp);
     size_t tlen = n * KDCKPT_SEG_SIZE + 8;
     uint8_t *tb = malloc(tlen);
@@ -488,7 +511,8 @@ static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, siz
     free(tb);
     if (rc) return rc;
     qsort(v, n, sizeof *v, kc_cmp_map);
-    struct kc_out o = {fd, malloc(KC_BLOCK_TARGET + KDCKPT_ENTRY_FIXED + JVDB_MAX_ID_LEN + 8), KDCKPT_BLOCK_HEAD, 0, 0};
+    struct kc_out o = { fd, malloc(KC_BLOCK_TARGET + KDCKPT_ENTRY_FIXED + JVDB_MAX_ID_LEN + 8), KDCKPT_BLOCK_HEAD, 0,
+                        0 };
     if (!o.buf) return err_set(JVDB_ENOMEM, "out of memory");
     /* Read after L was noted: this table holds every id that existed at L. */
     const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
@@ -622,7 +646,7 @@ static int kc_due(jvdb_db *db, struct kdckpt *kc, int final)
     }
     db_write_unlock(db);
     if (total < kc->threshold) return 0;
-    if (kc->lsn == 0 && kc->nsegs == 0) return 1;   /* none yet: the next open would read every record */
+    if (kc->lsn == 0 && kc->nsegs == 0) return 1; /* none yet: the next open would read every record */
     if (gone) return 1;
     if (final) return last != kc->lsn;
     uint64_t news = total > kc->bytes ? total - kc->bytes : 0;

@@ -10,17 +10,17 @@
 
 #include "jvdb.h"
 
-#define KDCKPT_FILE "KEYDIR"
-#define KDCKPT_MAGIC "JVDBKDC1"
-#define KDCKPT_END_MAGIC "JVDBKDCE"
-#define KDCKPT_VERSION 1u
+#define KDCKPT_FILE        "KEYDIR"
+#define KDCKPT_MAGIC       "JVDBKDC1"
+#define KDCKPT_END_MAGIC   "JVDBKDCE"
+#define KDCKPT_VERSION     1u
 #define KDCKPT_HEADER_SIZE 64u
-#define KDCKPT_SEG_SIZE 40u
-#define KDCKPT_BLOCK_HEAD 16u
+#define KDCKPT_SEG_SIZE    40u
+#define KDCKPT_BLOCK_HEAD  16u
 #define KDCKPT_ENTRY_FIXED 32u
-#define KDCKPT_BLOCK_TAG 0x4c42444bu   /* "KDBL" */
-#define KDCKPT_MAX_BLOCK (16u << 20)
-#define KDCKPT_MAX_SEGS 1000000u
+#define KDCKPT_BLOCK_TAG   0x4c42444bu /* "KDBL" */
+#define KDCKPT_MAX_BLOCK   (16u << 20)
+#define KDCKPT_MAX_SEGS    1000000u
 
 struct kdckpt_seg {
     uint64_t no;
@@ -31,7 +31,7 @@ struct kdckpt_seg {
 
 struct kdckpt_header {
     uint32_t version, dim;
-    uint64_t lsn;              /* complete up to this LSN */
+    uint64_t lsn; /* complete up to this LSN */
     uint64_t entries;
     uint32_t nsegs, nslots;
     int64_t created_ns;
@@ -39,7 +39,7 @@ struct kdckpt_header {
 
 struct kdckpt_entry {
     uint64_t lsn, offset;
-    uint32_t seg;              /* index into the segment table */
+    uint32_t seg; /* index into the segment table */
     uint32_t rec_len, slot;
     uint16_t id_len;
     uint8_t kind;

@@ -32,8 +32,8 @@
 #include <sys/mman.h>
 #include <xxhash.h>
 
-#define LD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
-#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define LD(p)     __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ST(p, v)  __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
 #define SUB(p, v) __atomic_fetch_sub((p), (v), __ATOMIC_RELAXED)
 
@@ -43,7 +43,7 @@ static void kd_huge(void *p, size_t len)
 {
     if (len < (8u << 20)) return;
     uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, e = ((uintptr_t)p + len) & ~(uintptr_t)4095;
-    if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE);   /* a hint: failure changes nothing */
+    if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE); /* a hint: failure changes nothing */
 }
 
 static struct kd_table *kd_table_new(size_t cap)
@@ -318,14 +318,15 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     ADD(&seg->records, 1);
     uint64_t mn = __atomic_load_n(&seg->min_lsn, __ATOMIC_RELAXED);
     if (mn == 0 || h->lsn < mn) __atomic_store_n(&seg->min_lsn, h->lsn, __ATOMIC_RELAXED);
-    if (h->lsn > __atomic_load_n(&seg->max_lsn, __ATOMIC_RELAXED)) __atomic_store_n(&seg->max_lsn, h->lsn, __ATOMIC_RELAXED);
+    if (h->lsn > __atomic_load_n(&seg->max_lsn, __ATOMIC_RELAXED))
+        __atomic_store_n(&seg->max_lsn, h->lsn, __ATOMIC_RELAXED);
     if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
     struct kd_table *t = kd->table;
     uint64_t hash = kd_hash(id, h->id_len);
     int found;
     size_t pos = kd_probe(t, id, h->id_len, hash, &found);
     struct kd_entry *e = found ? t->b[pos].e : NULL;
-    if (e && e->lsn >= h->lsn) return JVDB_OK;   /* an equal or newer version is already known */
+    if (e && e->lsn >= h->lsn) return JVDB_OK; /* an equal or newer version is already known */
     struct kd_entry *n = malloc(sizeof *n + h->id_len);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     if (e && kd->history && kd_trim_push(kd, n)) {
@@ -463,8 +464,8 @@ int keydir_load_end(struct keydir *kd)
     return JVDB_OK;
 }
 
-int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to, uint64_t to_off,
-                   uint32_t dim, uint64_t hash)
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to,
+                   uint64_t to_off, uint32_t dim, uint64_t hash)
 {
     const struct rec_header *h = (const struct rec_header *)from;
     const uint8_t *to_rec = to->map + to_off;

@@ -18,13 +18,13 @@
 #define KD_NO_SLOT UINT32_MAX
 
 struct kd_entry {
-    const uint8_t *rec;        /* atomic: the record in a mapping (compaction repoints it) */
-    struct kd_entry *prev;     /* atomic: the version this one superseded, while a reader may need it */
-    struct segment *seg;       /* atomic: the segment counting it live (NULL once superseded) */
+    const uint8_t *rec;    /* atomic: the record in a mapping (compaction repoints it) */
+    struct kd_entry *prev; /* atomic: the version this one superseded, while a reader may need it */
+    struct segment *seg;   /* atomic: the segment counting it live (NULL once superseded) */
     uint64_t lsn;
     uint32_t rec_len;
-    uint32_t slot;             /* writer: the id's slot (KD_NO_SLOT: none) */
-    uint32_t hits;             /* read count, bumped with relaxed atomics by readers */
+    uint32_t slot; /* writer: the id's slot (KD_NO_SLOT: none) */
+    uint32_t hits; /* read count, bumped with relaxed atomics by readers */
     uint16_t id_len;
     uint8_t kind;
     char id[];
@@ -38,12 +38,12 @@ typedef void (*kd_slot_hook)(void *ctx, uint32_t slot, int added);
  * accessed atomically: e is stored (release) after hash, so a reader that sees e sees its hash. */
 struct kd_bucket {
     uint64_t hash;
-    struct kd_entry *e;        /* NULL: never used; KD_DEAD: a removed entry (probing goes on) */
+    struct kd_entry *e; /* NULL: never used; KD_DEAD: a removed entry (probing goes on) */
 };
 #define KD_DEAD ((struct kd_entry *)(uintptr_t)1)
 
 struct kd_table {
-    size_t cap;                /* power of two */
+    size_t cap; /* power of two */
     struct kd_bucket b[];
 };
 
@@ -52,7 +52,7 @@ struct kd_table {
  * owner's version chain (keydir_slot_vector). */
 struct kd_slots {
     uint32_t cap;
-    const float **vec;         /* slot -> vector in a mapping, NULL when free or deleted */
+    const float **vec; /* slot -> vector in a mapping, NULL when free or deleted */
     uint64_t *lsn;
     struct kd_entry **owner;
 };
@@ -66,15 +66,15 @@ struct keydir {
     uint64_t live, tombstones; /* atomic (statistics) */
     uint32_t *free_slots;      /* writer */
     uint32_t nfree, free_cap;
-    kd_slot_hook hook;         /* writer */
+    kd_slot_hook hook; /* writer */
     void *hook_ctx;
     /* History: versions superseded while readers may need them (false while loading: no readers). */
     bool history;
-    struct rp_domain *gc;      /* where unpublished memory goes (the database's domain) */
-    struct kd_entry **trims;   /* writer: FIFO, ascending LSN, of versions with a prev to cut */
+    struct rp_domain *gc;    /* where unpublished memory goes (the database's domain) */
+    struct kd_entry **trims; /* writer: FIFO, ascending LSN, of versions with a prev to cut */
     size_t trim_head, trim_n, trim_cap;
-    size_t trim_n_inflight;    /* writer: handed to the grace-period machinery, not yet cut */
-    uint64_t trim_deferred_upto, trim_done_upto;   /* writer: largest LSN deferred / cut */
+    size_t trim_n_inflight;                      /* writer: handed to the grace-period machinery, not yet cut */
+    uint64_t trim_deferred_upto, trim_done_upto; /* writer: largest LSN deferred / cut */
 };
 
 int keydir_init(struct keydir *kd, struct rp_domain *gc);
@@ -110,7 +110,8 @@ int keydir_apply(struct keydir *kd, struct segment *seg, uint64_t offset, uint32
 /* The same, reading the record's fields from `h`, an identical copy the writer still holds, so that
  * the write path never touches the mapping: pages a process never mapped need no write-protection
  * round when the kernel writes them back, which an fdatasync per batch otherwise pays for. */
-int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h, uint32_t dim);
+int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, const struct rec_header *h,
+                      uint32_t dim);
 /* Compaction, inside a read section and without write_mu: points every version of the id of the
  * record at `from` (in from_seg) that still refers to it at the identical copy at (to, to_off), each
  * with a compare-and-swap, so a version a writer made meanwhile keeps the writer's record; the live
@@ -118,8 +119,8 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
  * the one current at the call: the caller checks under write_mu that it was not replaced since
  * (else repeats the slots with keydir_repoint_slot).  `hash` is keydir_hash of the id.  Returns
  * whether any version pointed at `from`. */
-int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to, uint64_t to_off,
-                   uint32_t dim, uint64_t hash);
+int keydir_repoint(struct keydir *kd, const uint8_t *from, struct segment *from_seg, struct segment *to,
+                   uint64_t to_off, uint32_t dim, uint64_t hash);
 /* Replaces the vector of `slot` in `sl`, if it is still the one of record `from`, by that of `to`. */
 void keydir_repoint_slot(struct kd_slots *sl, uint32_t slot, const uint8_t *from, const uint8_t *to);
 /* Forgets the tombstone at record `rec` if it is still the newest version of its id and no older

@@ -19,8 +19,10 @@
 #include <xxhash.h>
 
 static const char *const manifest_known_keys[] = {
-    "format", "name", "dim", "metric", "sync", "sync_interval_ms", "segment_max_bytes", "created_ns",
-    "segments", "active", "next_segment", "lsn_floor", "backup_horizon", "last_compaction_ns", NULL};
+    "format",     "name",     "dim",    "metric",       "sync",      "sync_interval_ms", "segment_max_bytes",
+    "created_ns", "segments", "active", "next_segment", "lsn_floor", "backup_horizon",   "last_compaction_ns",
+    NULL
+};
 
 uint32_t manifest_format_for(jvdb_metric metric)
 {
@@ -105,7 +107,8 @@ int manifest_parse(const char *data, size_t len, const char *what, struct manife
     }
     (void)metric;
     (void)sync;
-    if ((rc = manifest_u64(doc, "dim", what, &dim, 1)) || (rc = manifest_u64(doc, "sync_interval_ms", what, &interval, 1)) ||
+    if ((rc = manifest_u64(doc, "dim", what, &dim, 1)) ||
+        (rc = manifest_u64(doc, "sync_interval_ms", what, &interval, 1)) ||
         (rc = manifest_u64(doc, "segment_max_bytes", what, &out->segment_max_bytes, 1)) ||
         (rc = manifest_u64(doc, "created_ns", what, &created, 0)) ||
         (rc = manifest_u64(doc, "next_segment", what, &out->next_segment, 1)) ||
@@ -164,7 +167,8 @@ int manifest_parse(const char *data, size_t len, const char *what, struct manife
     }
     const char *key;
     json_t *val;
-    json_object_foreach(doc, key, val) {
+    json_object_foreach(doc, key, val)
+    {
         int known = 0;
         for (int i = 0; manifest_known_keys[i]; i++) known |= !strcmp(key, manifest_known_keys[i]);
         if (!known) json_object_set(out->extra, key, val);
@@ -177,7 +181,6 @@ fail:
     return rc;
 }
 
-
 int manifest_serialize(const struct manifest *m, char **data, size_t *len)
 {
     char syncbuf[32];
@@ -186,13 +189,15 @@ int manifest_serialize(const struct manifest *m, char **data, size_t *len)
     if (!doc || !segs) goto oom;
     for (size_t i = 0; i < m->nsegments; i++)
         if (json_array_append_new(segs, json_integer((json_int_t)m->segments[i]))) goto oom;
-    json_t *known = json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I}",
-        "format", (int)(m->format ? m->format : manifest_format_for(m->metric)), "name", m->name, "dim", (json_int_t)m->dim,
-        "metric", jvdb_metric_name(m->metric), "sync", jvdb_sync_name(m->sync, m->sync_interval_ms, syncbuf, sizeof syncbuf),
-        "sync_interval_ms", (json_int_t)m->sync_interval_ms,
-        "segment_max_bytes", (json_int_t)m->segment_max_bytes, "created_ns", (json_int_t)m->created_ns,
-        "segments", segs, "active", (json_int_t)m->active, "next_segment", (json_int_t)m->next_segment, "lsn_floor", (json_int_t)m->lsn_floor,
-        "backup_horizon", (json_int_t)m->backup_horizon, "last_compaction_ns", (json_int_t)m->last_compaction_ns);
+    json_t *known =
+        json_pack("{s:i, s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I}", "format",
+                  (int)(m->format ? m->format : manifest_format_for(m->metric)), "name", m->name, "dim",
+                  (json_int_t)m->dim, "metric", jvdb_metric_name(m->metric), "sync",
+                  jvdb_sync_name(m->sync, m->sync_interval_ms, syncbuf, sizeof syncbuf), "sync_interval_ms",
+                  (json_int_t)m->sync_interval_ms, "segment_max_bytes", (json_int_t)m->segment_max_bytes, "created_ns",
+                  (json_int_t)m->created_ns, "segments", segs, "active", (json_int_t)m->active, "next_segment",
+                  (json_int_t)m->next_segment, "lsn_floor", (json_int_t)m->lsn_floor, "backup_horizon",
+                  (json_int_t)m->backup_horizon, "last_compaction_ns", (json_int_t)m->last_compaction_ns);
     segs = NULL;
     if (!known || json_object_update(doc, known)) {
         json_decref(known);

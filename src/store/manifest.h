@@ -14,12 +14,12 @@
  * as given, not normalised: a version that read format 1 only would search them wrongly, so it must
  * refuse the database.  l2 and dot databases stay format 1 (nothing changed for them); a format-1
  * cosine database written by an older version becomes format 2 at its first put (db.c). */
-#define MANIFEST_FORMAT_MIN 1
-#define MANIFEST_FORMAT_VERSION 2
+#define MANIFEST_FORMAT_MIN      1
+#define MANIFEST_FORMAT_VERSION  2
 #define MANIFEST_FORMAT_AS_GIVEN 2
 
 struct manifest {
-    uint32_t format;           /* 0 = not set: written as manifest_format_for(metric) */
+    uint32_t format; /* 0 = not set: written as manifest_format_for(metric) */
     char name[JVDB_MAX_NAME_LEN + 1];
     uint32_t dim;
     jvdb_metric metric;
@@ -27,14 +27,14 @@ struct manifest {
     uint32_t sync_interval_ms;
     uint64_t segment_max_bytes;
     int64_t created_ns;
-    uint64_t *segments;        /* ascending */
+    uint64_t *segments; /* ascending */
     size_t nsegments;
-    uint64_t active;           /* the one segment that is appended to (any of the list) */
+    uint64_t active; /* the one segment that is appended to (any of the list) */
     uint64_t next_segment;
-    uint64_t lsn_floor;        /* every LSN ever issued is <= max(lsn_floor, LSNs in segments) */
-    uint64_t backup_horizon;   /* LSN of the newest full backup; 0 = none */
+    uint64_t lsn_floor;      /* every LSN ever issued is <= max(lsn_floor, LSNs in segments) */
+    uint64_t backup_horizon; /* LSN of the newest full backup; 0 = none */
     int64_t last_compaction_ns;
-    json_t *extra;             /* keys this version does not know, kept as they are */
+    json_t *extra; /* keys this version does not know, kept as they are */
 };
 
 /* The format a new database of this metric is created with. */

@@ -56,9 +56,9 @@
 #define RP_MAX_THREADS 4096
 
 struct rp_slot {
-    _Atomic uint64_t epoch;        /* 0: not in a read section */
+    _Atomic uint64_t epoch; /* 0: not in a read section */
     atomic_int used;
-    unsigned nest;                 /* the owning thread's only */
+    unsigned nest; /* the owning thread's only */
     char pad[64 - sizeof(uint64_t) - sizeof(int) - sizeof(unsigned)];
 };
 _Static_assert(sizeof(struct rp_slot) == 64, "one reader slot per cache line");
@@ -71,7 +71,7 @@ struct rp_item {
 };
 
 static struct rp_slot rp_slots[RP_MAX_THREADS];
-static atomic_uint rp_high;                     /* slots ever claimed: polls scan [0, rp_high) */
+static atomic_uint rp_high; /* slots ever claimed: polls scan [0, rp_high) */
 static _Atomic uint64_t rp_global = 1;
 static _Thread_local struct rp_slot *rp_self;
 static pthread_key_t rp_key;
@@ -104,7 +104,7 @@ static struct rp_slot *rp_claim(void)
             pthread_setspecific(rp_key, rp_self);
             return rp_self;
         }
-        sched_yield();   /* every slot taken: wait for a thread to exit */
+        sched_yield(); /* every slot taken: wait for a thread to exit */
     }
 }
 

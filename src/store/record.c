@@ -21,8 +21,8 @@ size_t rec_size(uint32_t dim, unsigned kind, size_t id_len, size_t meta_len)
     return rec_align(REC_HEADER_SIZE + rec_payload(dim, kind) + id_len + meta_len);
 }
 
-void rec_encode(void *buf, uint32_t dim, unsigned kind, const char *id, size_t id_len,
-                const float *vector, const char *meta, size_t meta_len, int64_t time_ns)
+void rec_encode(void *buf, uint32_t dim, unsigned kind, const char *id, size_t id_len, const float *vector,
+                const char *meta, size_t meta_len, int64_t time_ns)
 {
     size_t total = rec_size(dim, kind, id_len, meta_len);
     struct rec_header *h = buf;
@@ -119,7 +119,4 @@ const char *rec_id(const struct rec_header *h, uint32_t dim)
     return (const char *)h + REC_HEADER_SIZE + rec_payload(dim, h->kind);
 }
 
-const char *rec_meta(const struct rec_header *h, uint32_t dim)
-{
-    return rec_id(h, dim) + h->id_len;
-}
+const char *rec_meta(const struct rec_header *h, uint32_t dim) { return rec_id(h, dim) + h->id_len; }

@@ -9,13 +9,13 @@
 #include <stdint.h>
 
 #define REC_HEADER_SIZE 64u
-#define REC_ALIGN 64u
-#define REC_KIND_PUT 1u
+#define REC_ALIGN       64u
+#define REC_KIND_PUT    1u
 #define REC_KIND_DELETE 2u
-#define REC_FLAG_MORE 1u       /* more records of the same batch follow */
+#define REC_FLAG_MORE   1u /* more records of the same batch follow */
 
 struct rec_header {
-    uint64_t checksum;         /* XXH3-64 of bytes [8, total_len) */
+    uint64_t checksum; /* XXH3-64 of bytes [8, total_len) */
     uint64_t lsn;
     int64_t time_ns;
     uint32_t total_len;
@@ -34,14 +34,14 @@ size_t rec_size(uint32_t dim, unsigned kind, size_t id_len, size_t meta_len);
 
 /* Writes a record into buf (rec_size bytes, zeroed padding) with lsn 0 and no checksum yet: the
  * writer assigns LSNs under its lock and then calls rec_seal. */
-void rec_encode(void *buf, uint32_t dim, unsigned kind, const char *id, size_t id_len,
-                const float *vector, const char *meta, size_t meta_len, int64_t time_ns);
+void rec_encode(void *buf, uint32_t dim, unsigned kind, const char *id, size_t id_len, const float *vector,
+                const char *meta, size_t meta_len, int64_t time_ns);
 void rec_seal(void *buf, uint64_t lsn, unsigned flags);
 
 enum rec_check {
     REC_OK = 0,
-    REC_SHORT,       /* the bytes available end before the record does */
-    REC_BAD,         /* header fields impossible or checksum mismatch */
+    REC_SHORT, /* the bytes available end before the record does */
+    REC_BAD,   /* header fields impossible or checksum mismatch */
 };
 /* Validates the record at p with `avail` bytes available; on REC_BAD, *why says what failed. */
 enum rec_check rec_check(const void *p, size_t avail, uint32_t dim, const char **why);

@@ -120,7 +120,7 @@ static int repair_commit(jvdb_db *db, uint64_t *nos, size_t n)
     if (next.backup_horizon > next.lsn_floor) next.lsn_floor = next.backup_horizon;
     io_crash_point("repair.before_manifest");
     rc = manifest_store(db->dir, &next);
-    next.segments = NULL;   /* still owned by the caller */
+    next.segments = NULL; /* still owned by the caller */
     next.nsegments = 0;
     manifest_free(&next);
     if (rc) return rc;
@@ -153,7 +153,8 @@ int db_repair_dir(jvdb_env *env, const char *dir, jvdb_repair_fn on_drop, void *
     free(nos);
     if (rc == JVDB_OK) {
         out->changed = 1;
-        log_warn("repaired '%s': kept %" PRIu64 " current records (%" PRIu64 " read), dropped %" PRIu64 " damaged range(s) of %" PRIu64 " bytes",
+        log_warn("repaired '%s': kept %" PRIu64 " current records (%" PRIu64 " read), dropped %" PRIu64
+                 " damaged range(s) of %" PRIu64 " bytes",
                  db->m.name, out->records_kept, out->records_read, out->ranges_dropped, out->bytes_dropped);
     }
     db_close(db);

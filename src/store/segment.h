@@ -8,8 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SEG_HEADER_SIZE 64u
-#define SEG_MAGIC "JVDBSEG1"
+#define SEG_HEADER_SIZE    64u
+#define SEG_MAGIC          "JVDBSEG1"
 #define SEG_FORMAT_VERSION 1u
 
 struct seg_header {
@@ -19,7 +19,7 @@ struct seg_header {
     uint64_t seg_no;
     int64_t created_ns;
     uint8_t reserved[24];
-    uint64_t checksum;          /* XXH3-64 of bytes [0, 56) */
+    uint64_t checksum; /* XXH3-64 of bytes [0, 56) */
 };
 _Static_assert(sizeof(struct seg_header) == SEG_HEADER_SIZE, "segment header is 64 bytes");
 
@@ -28,16 +28,16 @@ struct segment {
     int fd;
     char *path;
     const uint8_t *map;
-    uint64_t map_len;          /* reserved address space */
-    uint64_t size;             /* bytes of the file in use (header included) */
+    uint64_t map_len; /* reserved address space */
+    uint64_t size;    /* bytes of the file in use (header included) */
     bool sealed;
     /* Accounting kept by the keydir: records in the file, and bytes/records the keydir points at. */
     uint64_t records;
-    uint64_t min_lsn, max_lsn;  /* range of LSNs of every record in the file (0,0 when empty) */
+    uint64_t min_lsn, max_lsn; /* range of LSNs of every record in the file (0,0 when empty) */
     uint64_t live_records;
     uint64_t live_bytes;
-    atomic_int refs;           /* the database's own reference plus pins by readers and jobs */
-    atomic_bool retired;       /* unlink the file when the last reference goes */
+    atomic_int refs;     /* the database's own reference plus pins by readers and jobs */
+    atomic_bool retired; /* unlink the file when the last reference goes */
 };
 
 /* "<dir>/<no>.seg" with the number zero-padded to 10 digits. */

@@ -36,15 +36,16 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define SEGW_BUF (1u << 20)
-#define SEGW_IOV 1024                   /* pieces per pwritev (IOV_MAX) */
-#define SEGW_WRITEBACK (4u << 20)       /* start writeback every this many bytes */
+#define SEGW_BUF       (1u << 20)
+#define SEGW_IOV       1024       /* pieces per pwritev (IOV_MAX) */
+#define SEGW_WRITEBACK (4u << 20) /* start writeback every this many bytes */
 
 int db_seal(jvdb_db *db)
 {
     db_write_lock(db);
     int rc = db_check_writable(db);
-    if (rc == JVDB_OK && atomic_load(&db->failed)) rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
+    if (rc == JVDB_OK && atomic_load(&db->failed))
+        rc = err_set(JVDB_EFAILED, "database '%s' refuses writes after an I/O failure; reopen it", db->m.name);
     else if (rc == JVDB_OK && db->active->size > SEG_HEADER_SIZE) rc = db_roll_locked(db, 0);
     db_write_unlock(db);
     return rc;
@@ -100,10 +101,11 @@ static int live_push(struct db_live_rec **v, size_t *n, size_t *cap, const struc
     return JVDB_OK;
 }
 
-#define LIST_SECTION 4096   /* records per read section while listing */
-#define LIST_BATCH 32       /* records looked up together while listing */
+#define LIST_SECTION 4096 /* records per read section while listing */
+#define LIST_BATCH   32   /* records looked up together while listing */
 
-int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n, uint64_t *min_lsn_outside)
+int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec **out, size_t *n,
+                    uint64_t *min_lsn_outside)
 {
     *out = NULL;
     *n = 0;
@@ -144,7 +146,7 @@ int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec *
             while (nb < LIST_BATCH && off + REC_HEADER_SIZE <= size) {
                 const struct rec_header *h = (const struct rec_header *)(s->map + off);
                 if (h->total_len < REC_HEADER_SIZE || off + h->total_len > size) {
-                    end = 1;   /* salvage leftovers */
+                    end = 1; /* salvage leftovers */
                     break;
                 }
                 b[nb].off = off;
@@ -162,7 +164,10 @@ int db_live_records(jvdb_db *db, const struct db_pinned *p, struct db_live_rec *
                 /* keep: an older version readers may still reach, or a tombstone older versions
                  * still hang from: copied whatever the tombstone rule says. */
                 int keep = e != head || __atomic_load_n(&e->prev, __ATOMIC_ACQUIRE) != NULL;
-                struct db_live_rec r = {s, b[j].off, h->lsn, h->total_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED), h->kind, (uint8_t)keep};
+                struct db_live_rec r = {
+                    s,       b[j].off,     h->lsn, h->total_len, __atomic_load_n(&e->hits, __ATOMIC_RELAXED),
+                    h->kind, (uint8_t)keep
+                };
                 rc = live_push(&v, &k, &cap, &r);
             }
             if ((in_section += (unsigned)nb) >= LIST_SECTION) {
@@ -245,7 +250,7 @@ int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
             seg_ref(s);
             out->pins.segs[out->pins.n++] = s;
         }
-        struct db_live_rec r = {s, (uint64_t)(rec - s->map), e->lsn, e->rec_len, 0, e->kind, 0};
+        struct db_live_rec r = { s, (uint64_t)(rec - s->map), e->lsn, e->rec_len, 0, e->kind, 0 };
         if (out->n == cap) {
             struct db_live_rec *nr = realloc(out->recs, (cap *= 2) * sizeof *nr);
             if (!nr) {
@@ -276,7 +281,8 @@ void db_decay_hits(jvdb_db *db)
     const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < t->cap; i++) {
         struct kd_entry *e = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
-        if (e && e != KD_DEAD) __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
+        if (e && e != KD_DEAD)
+            __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
     }
     rp_exit();
 }
@@ -288,9 +294,9 @@ int segw_begin(jvdb_db *db, struct segw *w)
     memset(w, 0, sizeof *w);
     w->db = db;
     w->fd = -1;
-    if (db->mode == DB_MODE_READONLY) return db_check_writable(db);   /* salvage writes repairs */
+    if (db->mode == DB_MODE_READONLY) return db_check_writable(db); /* salvage writes repairs */
     db_write_lock(db);
-    w->no = db->m.next_segment++;   /* persisted by the next MANIFEST write; orphans cover a crash */
+    w->no = db->m.next_segment++; /* persisted by the next MANIFEST write; orphans cover a crash */
     db_write_unlock(db);
     char *final = seg_path(db->dir, w->no);
     if (!final) return err_set(JVDB_ENOMEM, "out of memory");
@@ -325,12 +331,14 @@ int segw_begin(jvdb_db *db, struct segw *w)
 static int segw_flush(struct segw *w)
 {
     if (w->buf_len) {
-        if (io_pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        if (io_pwrite_all(w->fd, w->buf, w->buf_len, (off_t)w->written) < 0)
+            return err_errno(errno, "cannot write %s", w->tmp_path);
         w->written += w->buf_len;
         w->buf_len = 0;
     }
     if (w->iov_n) {
-        if (io_pwritev_all(w->fd, w->iov, w->iov_n, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        if (io_pwritev_all(w->fd, w->iov, w->iov_n, (off_t)w->written) < 0)
+            return err_errno(errno, "cannot write %s", w->tmp_path);
         w->written += w->iov_bytes;
         w->iov_n = 0;
         w->iov_bytes = 0;
@@ -339,7 +347,8 @@ static int segw_flush(struct segw *w)
      * data stays bounded and the final fdatasync, which the writers' own fdatasyncs queue behind,
      * has little left to do. */
     if (w->written - w->writeback_from >= SEGW_WRITEBACK) {
-        sync_file_range(w->fd, (off_t)w->writeback_from, (off_t)(w->written - w->writeback_from), SYNC_FILE_RANGE_WRITE);
+        sync_file_range(w->fd, (off_t)w->writeback_from, (off_t)(w->written - w->writeback_from),
+                        SYNC_FILE_RANGE_WRITE);
         w->writeback_from = w->written;
     }
     return JVDB_OK;
@@ -362,7 +371,8 @@ int segw_append(struct segw *w, const void *rec, uint32_t len, uint64_t lsn, uin
     }
     *offset = w->size;
     if (len > SEGW_BUF) {
-        if (io_pwrite_all(w->fd, rec, len, (off_t)w->written) < 0) return err_errno(errno, "cannot write %s", w->tmp_path);
+        if (io_pwrite_all(w->fd, rec, len, (off_t)w->written) < 0)
+            return err_errno(errno, "cannot write %s", w->tmp_path);
         w->written += len;
     } else {
         memcpy(w->buf + w->buf_len, rec, len);
@@ -390,7 +400,7 @@ int segw_append_ref(struct segw *w, const void *rec, uint32_t len, uint64_t lsn,
             int rc = segw_flush(w);
             if (rc) return rc;
         }
-        w->iov[w->iov_n++] = (struct iovec){(void *)rec, len};
+        w->iov[w->iov_n++] = (struct iovec){ (void *)rec, len };
     }
     w->iov_bytes += len;
     *offset = w->size;
@@ -462,7 +472,7 @@ static int swap_add_outputs(jvdb_db *db, struct segment **outs, size_t nouts)
     struct segment **n = malloc((db->nsegs + nouts) * sizeof *n);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(n, db->segs, db->nsegs * sizeof *n);
-    if (nouts) memcpy(n + db->nsegs, outs, nouts * sizeof *n);   /* a compaction may keep nothing: outs NULL */
+    if (nouts) memcpy(n + db->nsegs, outs, nouts * sizeof *n); /* a compaction may keep nothing: outs NULL */
     qsort(n, db->nsegs + nouts, sizeof *n, cmp_seg);
     struct segment **old = db->segs;
     size_t old_n = db->nsegs, old_cap = db->segs_cap;
@@ -542,29 +552,29 @@ static void swap_release_inputs(jvdb_db *db, struct swap_retired *r)
         db_write_lock(db);
         rp_poll(&db->gc);
         int passed = r->passed;
-        if (!passed && waited >= 10000) r->abandoned = 1;   /* 10 s: let the callback do it */
+        if (!passed && waited >= 10000) r->abandoned = 1; /* 10 s: let the callback do it */
         db_write_unlock(db);
         if (passed) break;
         if (waited >= 10000) {
             log_warn("swap: a reader held on for 10 s; the replaced segments go when it leaves");
             return;
         }
-        struct timespec ts = {0, 1000000};
+        struct timespec ts = { 0, 1000000 };
         nanosleep(&ts, NULL);
     }
     for (size_t i = 0; i < r->n; i++) seg_unref(r->segs[i]);
     free(r);
 }
 
-#define SWAP_CHUNK 256          /* tombstones forgotten per hold of write_mu */
-#define SWAP_PAUSE_EVERY 64     /* chunks between two sleeps */
-#define SWAP_SECTION 4096   /* repointings per read section (a multiple of SWAP_BATCH) */
-#define SWAP_BATCH 32       /* ids hashed and fetched together */
+#define SWAP_CHUNK       256  /* tombstones forgotten per hold of write_mu */
+#define SWAP_PAUSE_EVERY 64   /* chunks between two sleeps */
+#define SWAP_SECTION     4096 /* repointings per read section (a multiple of SWAP_BATCH) */
+#define SWAP_BATCH       32   /* ids hashed and fetched together */
 
 /* Hashes the ids of n moved (or dropped) records and has their keydir buckets, then entries,
  * fetched into cache, so the look-ups that follow overlap their misses (inside a read section). */
-static void swap_prefetch(jvdb_db *db, uint64_t *hash, size_t n, const struct db_move *moves, const struct db_live_rec *drops,
-                          uint32_t dim)
+static void swap_prefetch(jvdb_db *db, uint64_t *hash, size_t n, const struct db_move *moves,
+                          const struct db_live_rec *drops, uint32_t dim)
 {
     for (size_t j = 0; j < n; j++) {
         const struct rec_header *h = (const struct rec_header *)(moves ? moves[j].from->map + moves[j].from_off
@@ -599,7 +609,7 @@ static void swap_repoint_all(jvdb_db *db, const struct db_move *moves, size_t nm
     for (size_t base = 0; base < nmoves; base += SWAP_BATCH) {
         size_t nb = nmoves - base < SWAP_BATCH ? nmoves - base : SWAP_BATCH;
         if (base % SWAP_SECTION == 0 && base) {
-            rp_exit();   /* let reclamation move on */
+            rp_exit(); /* let reclamation move on */
             rp_enter();
         }
         swap_prefetch(db, hash, nb, &moves[base], NULL, dim);
@@ -620,8 +630,10 @@ static void swap_repoint_all(jvdb_db *db, const struct db_move *moves, size_t nm
             struct kd_slots *sl = __atomic_load_n(&db->kd.slots, __ATOMIC_ACQUIRE);
             const uint8_t *from = moves[i].from->map + moves[i].from_off, *to = moves[i].to->map + moves[i].to_off;
             const struct rec_header *h = (const struct rec_header *)from;
-            for (struct kd_entry *v = keydir_find(&db->kd, rec_id(h, dim), h->id_len); v; v = __atomic_load_n(&v->prev, __ATOMIC_ACQUIRE))
-                if (v->kind == REC_KIND_PUT && v->slot != KD_NO_SLOT && keydir_record(v) == (const struct rec_header *)to)
+            for (struct kd_entry *v = keydir_find(&db->kd, rec_id(h, dim), h->id_len); v;
+                 v = __atomic_load_n(&v->prev, __ATOMIC_ACQUIRE))
+                if (v->kind == REC_KIND_PUT && v->slot != KD_NO_SLOT &&
+                    keydir_record(v) == (const struct rec_header *)to)
                     keydir_repoint_slot(sl, v->slot, from, to);
         }
         rp_exit();
@@ -632,12 +644,12 @@ static void swap_repoint_all(jvdb_db *db, const struct db_move *moves, size_t nm
  * writers that queued meanwhile (bench/results/compaction.md, prototype (a)). */
 static void swap_pause(void)
 {
-    const struct timespec pause = {0, 20000};
+    const struct timespec pause = { 0, 20000 };
     nanosleep(&pause, NULL);
 }
 
-int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
-            const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
+int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts, const struct db_move *moves,
+            size_t nmoves, const struct db_live_rec *drops, size_t ndrops)
 {
     int wrc = db_check_writable(db);
     if (wrc) return wrc;

@@ -29,7 +29,7 @@ struct db_live_rec {
     uint32_t len;
     uint32_t hits;
     uint8_t kind;
-    uint8_t keep;      /* must be copied whatever the tombstone rule says: an older version readers
+    uint8_t keep; /* must be copied whatever the tombstone rule says: an older version readers
                         * may still reach, or a tombstone older versions still hang from */
 };
 /* The records of the pinned segments some version in the keydir points at (live puts and kept
@@ -70,8 +70,8 @@ struct segw {
     struct iovec *iov;
     int iov_n;
     size_t iov_bytes;
-    uint64_t written;          /* bytes in the file */
-    uint64_t writeback_from;   /* writeback started for the bytes before this */
+    uint64_t written;        /* bytes in the file */
+    uint64_t writeback_from; /* writeback started for the bytes before this */
 };
 int segw_begin(jvdb_db *db, struct segw *w);
 /* Appends one record verbatim (its checksum stays valid); *offset receives its place. */
@@ -94,6 +94,6 @@ struct db_move {
  * then keydir entries still pointing at a moved record follow it, tombstones in `drops` that are
  * still current are forgotten, and the inputs are retired (unlinked when their last pin goes).
  * On failure nothing changed. */
-int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts,
-            const struct db_move *moves, size_t nmoves, const struct db_live_rec *drops, size_t ndrops);
+int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, size_t nouts, const struct db_move *moves,
+            size_t nmoves, const struct db_live_rec *drops, size_t ndrops);
 #endif

@@ -25,13 +25,13 @@
 #include <errno.h>
 #include <math.h>
 
-#define DIM 16
+#define DIM  16
 #define NIDS 240
 
 /* ------------------------------------------------------------------ model */
 
 struct model {
-    int ver[NIDS];       /* 0 = absent */
+    int ver[NIDS]; /* 0 = absent */
 };
 
 static void vec_for(float *v, int id, int ver)
@@ -94,7 +94,8 @@ static void check_model(jvdb_db *db, const struct model *m, const char *what)
             fail_msg("%s: %s metadata '%s', want '%s'", what, k, meta ? meta : "(none)", wm ? wm : "(none)");
         jvdb_free(meta);
     }
-    if (jvdb_count(db) != live) fail_msg("%s: count %llu, want %llu", what, (unsigned long long)jvdb_count(db), (unsigned long long)live);
+    if (jvdb_count(db) != live)
+        fail_msg("%s: count %llu, want %llu", what, (unsigned long long)jvdb_count(db), (unsigned long long)live);
 }
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -174,7 +175,7 @@ static jvdb_backup_info backup(struct fx *f, jvdb_db *db, jvdb_backup_type type,
 /* Restores under a scratch name, compares with the model, drops it again. */
 static void restore_check(struct fx *f, const char *id, const struct model *m, const char *what)
 {
-    jvdb_restore_options ro = {"scratch", 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "scratch", 0, NULL, NULL, NULL };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, f->repo, id, &ro, &r));
     check_model(r, m, what);
@@ -230,7 +231,7 @@ static int idset_has(const struct idset *s, const char *id, int kind)
 static void test_checklist(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "docs", 0);
     for (int i = 0; i < 100; i++) m_put(db, &m, i, 1);
     jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -272,7 +273,7 @@ static void test_checklist(void **state)
     /* Delete everything, then restore over it. */
     for (int i = 0; i < 110; i++) m_del(db, NULL, i);
     assert_int_equal(jvdb_count(db), 0);
-    jvdb_restore_options ro = {NULL, 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { NULL, 0, NULL, NULL, NULL };
     jvdb_db *r;
     assert_err(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_EEXISTS, "already exists");
     ro.force = 1;
@@ -299,7 +300,7 @@ static void test_checklist(void **state)
 
 static void chain_run(struct fx *f, int compact)
 {
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "chain", 16 * 1024);
     for (int i = 0; i < NIDS / 2; i++) m_put(db, &m, i, 1);
     enum { POINTS = 7 };
@@ -307,7 +308,7 @@ static void chain_run(struct fx *f, int compact)
     jvdb_backup_info pts[POINTS];
     pts[0] = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
     snap[0] = m;
-    int victim = 3;   /* present at point 1, deleted before point 2 */
+    int victim = 3; /* present at point 1, deleted before point 2 */
     for (int p = 1; p < POINTS; p++) {
         for (int k = 0; k < 60; k++) {
             int id = (int)rnd(NIDS), op = (int)rnd(10);
@@ -318,7 +319,7 @@ static void chain_run(struct fx *f, int compact)
         }
         if (p == 1 && !m.ver[victim]) m_put(db, &m, victim, 5);
         if (compact) {
-            jvdb_compact_options co = {.full = 1, .force = 1};
+            jvdb_compact_options co = { .full = 1, .force = 1 };
             jvdb_compact_stats cs;
             assert_ok(jvdb_compact(db, &co, &cs));
         }
@@ -351,7 +352,7 @@ static void test_chain_with_compaction(void **state) { chain_run(*state, 1); }
 static void test_fallback_to_full(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "fb", 0);
     for (int i = 0; i < 20; i++) m_put(db, &m, i, 1);
     jvdb_backup_options o;
@@ -388,7 +389,7 @@ static void test_fallback_to_full(void **state)
     jvdb_repo_close(r2);
 
     /* A restored database is a new one: it never continues the old chain. */
-    jvdb_restore_options ro = {"fb", 1, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "fb", 1, NULL, NULL, NULL };
     assert_ok(jvdb_backup_restore(f->env, f->repo, c.id, &ro, &db));
     check_model(db, &m, "restored in place");
     m_put(db, &m, 5, 9);
@@ -415,12 +416,12 @@ static void test_fallback_to_full(void **state)
 
 /* ------------------------------------------------------------------ consistency under load */
 
-#define WRITERS 2
+#define WRITERS        2
 #define OPS_PER_WRITER 1500
 
 struct wlog {
     uint64_t lsn;
-    int id, ver;        /* ver 0 = delete */
+    int id, ver; /* ver 0 = delete */
 };
 
 struct writer {
@@ -434,7 +435,7 @@ struct writer {
 static void *writer_main(void *arg)
 {
     struct writer *w = arg;
-    int ver[NIDS] = {0};
+    int ver[NIDS] = { 0 };
     uint64_t x = 12345 + (uint64_t)w->no;
     for (int i = 0; i < OPS_PER_WRITER; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
@@ -459,7 +460,7 @@ static void model_at(struct writer *ws, uint64_t lsn, struct model *m)
 {
     memset(m, 0, sizeof *m);
     for (int t = 0; t < WRITERS; t++)
-        for (int i = 0; i < ws[t].n; i++)   /* each writer's log is in LSN order */
+        for (int i = 0; i < ws[t].n; i++) /* each writer's log is in LSN order */
             if (ws[t].log[i].lsn <= lsn) m->ver[ws[t].log[i].id] = ws[t].log[i].ver;
 }
 
@@ -529,7 +530,7 @@ static void test_corruption(void **state)
 {
     struct fx *f = *state;
     if (f->s3) skip();
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "docs", 0);
     for (int i = 0; i < 60; i++) m_put(db, &m, i, 1);
     jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -540,8 +541,8 @@ static void test_corruption(void **state)
     snprintf(dbdir, sizeof dbdir, "%s/databases", f->data);
     list_dir(dbdir, before, sizeof before);
 
-    const jvdb_backup_info *bs[2] = {&full, &inc};
-    const char *files[2] = {"data.jvb.zst", "backup.json"};
+    const jvdb_backup_info *bs[2] = { &full, &inc };
+    const char *files[2] = { "data.jvb.zst", "backup.json" };
     int cases = 0;
     for (int b = 0; b < 2; b++)
         for (int fi = 0; fi < 2; fi++) {
@@ -549,7 +550,9 @@ static void test_corruption(void **state)
             snprintf(p, sizeof p, "%s/docs/%s/%s", f->repo_spec, bs[b]->id, files[fi]);
             long len = tu_file_size(p);
             assert_true(len > 0);
-            long offs[] = {0, 1, 9, len / 3, len / 2, len - 2, len - 1, (long)rnd((uint32_t)len), (long)rnd((uint32_t)len)};
+            long offs[] = {
+                0, 1, 9, len / 3, len / 2, len - 2, len - 1, (long)rnd((uint32_t)len), (long)rnd((uint32_t)len)
+            };
             for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
                 flip(p, offs[k]);
                 cases++;
@@ -557,7 +560,7 @@ static void test_corruption(void **state)
                 if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of %s flipped", offs[k], p);
                 if (!strstr(jvdb_errmsg(), bs[b]->id))
                     fail_msg("verify message does not name %s: %s", bs[b]->id, jvdb_errmsg());
-                jvdb_restore_options ro = {"fresh", 0, NULL, NULL, NULL};
+                jvdb_restore_options ro = { "fresh", 0, NULL, NULL, NULL };
                 jvdb_db *r;
                 rc = jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r);
                 if (rc == JVDB_OK) fail_msg("restore passed with byte %ld of %s flipped", offs[k], p);
@@ -596,11 +599,12 @@ static void assert_all_listed_restorable(struct fx *f, const char *db, size_t wa
 static void test_delete_and_prune(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "ret", 0);
     /* F0 I1 I2 F3 I4 D5 I6 */
-    jvdb_backup_type plan[] = {JVDB_BACKUP_FULL, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_FULL,
-                               JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_DIFFERENTIAL, JVDB_BACKUP_INCREMENTAL};
+    jvdb_backup_type plan[] = { JVDB_BACKUP_FULL,       JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL,
+                                JVDB_BACKUP_FULL,       JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_DIFFERENTIAL,
+                                JVDB_BACKUP_INCREMENTAL };
     jvdb_backup_info b[7];
     struct model snap[7];
     for (int i = 0; i < 7; i++) {
@@ -617,13 +621,13 @@ static void test_delete_and_prune(void **state)
     assert_all_listed_restorable(f, "ret", 7);
     assert_ok(jvdb_backup_delete(f->repo, b[1].id, 1, &del, &n));
     assert_int_equal(n, 2);
-    assert_string_equal(del[0].id, b[2].id);   /* the dependant first */
+    assert_string_equal(del[0].id, b[2].id); /* the dependant first */
     assert_string_equal(del[1].id, b[1].id);
     jvdb_free(del);
     assert_all_listed_restorable(f, "ret", 5);
     assert_ok(jvdb_backup_delete(f->repo, b[4].id, 0, &del, &n));
     jvdb_free(del);
-    assert_all_listed_restorable(f, "ret", 4);   /* F0 F3 D5 I6 */
+    assert_all_listed_restorable(f, "ret", 4); /* F0 F3 D5 I6 */
 
     /* Keep the two newest points: I6 and D5, and F3 they depend on. */
     assert_ok(jvdb_backup_prune(f->repo, "ret", 2, &del, &n));
@@ -670,7 +674,7 @@ static void test_large_archive(void **state)
         snprintf(k, sizeof k, "b%d", i);
         assert_ok(jvdb_put(db, k, v, 1024, NULL, NULL));
     }
-    jvdb_repo_options ro = {0};
+    jvdb_repo_options ro = { 0 };
     ro.part_size = 5u << 20;
     jvdb_repo *repo;
     assert_ok(jvdb_repo_open(f->repo_spec, &ro, &repo));
@@ -681,7 +685,7 @@ static void test_large_archive(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &info));
     assert_true(info.stored_bytes > (10u << 20));
     assert_ok(jvdb_backup_verify(repo, info.id, NULL, NULL));
-    jvdb_restore_options rs = {"big2", 0, NULL, NULL, NULL};
+    jvdb_restore_options rs = { "big2", 0, NULL, NULL, NULL };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, repo, info.id, &rs, &r));
     assert_int_equal(jvdb_count(r), 3000);
@@ -696,7 +700,6 @@ static void test_large_archive(void **state)
     jvdb_repo_close(repo);
 }
 
-
 /* ------------------------------------------------------------------ issue 9: forged archives */
 
 /* When set, the creation time forge_backup writes (retention tests). */
@@ -707,7 +710,7 @@ struct forged {
     const char *id;
     size_t id_len;
     float vec[DIM];
-    const char *meta;    /* NULL = none */
+    const char *meta; /* NULL = none */
     size_t meta_len;
 };
 
@@ -724,7 +727,7 @@ static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metr
     snprintf(m.database, sizeof m.database, "%s", db);
     m.type = JVDB_BACKUP_FULL;
     m.lsn_to = n;
-    m.created_ns = forge_created_ns ? forge_created_ns : 1893456000000000000ll;   /* 2030-01-01 */
+    m.created_ns = forge_created_ns ? forge_created_ns : 1893456000000000000ll; /* 2030-01-01 */
     m.put_count = n;
     m.dim = DIM;
     m.metric = metric;
@@ -732,7 +735,7 @@ static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metr
     m.format_version = BACKUP_FORMAT_VERSION;
     m.incarnation = incarnation;
     snprintf(m.description, sizeof m.description, "forged");
-    struct backup_settings st = {JVDB_SYNC_ALWAYS, 1000, 1u << 30, json_object(), strdup("")};
+    struct backup_settings st = { JVDB_SYNC_ALWAYS, 1000, 1u << 30, json_object(), strdup("") };
     char *bufs[8];
     uint32_t lens[8];
     uint64_t bytes = 0;
@@ -740,14 +743,15 @@ static void forge_backup(struct fx *f, const char *db, const char *id, jvdb_metr
     for (size_t i = 0; i < n; i++) {
         lens[i] = (uint32_t)rec_size(DIM, REC_KIND_PUT, recs[i].id_len, recs[i].meta_len);
         bufs[i] = calloc(1, lens[i]);
-        rec_encode(bufs[i], DIM, REC_KIND_PUT, recs[i].id, recs[i].id_len, recs[i].vec, recs[i].meta, recs[i].meta_len, 1);
+        rec_encode(bufs[i], DIM, REC_KIND_PUT, recs[i].id, recs[i].id_len, recs[i].vec, recs[i].meta, recs[i].meta_len,
+                   1);
         rec_seal(bufs[i], i + 1, 0);
         bytes += lens[i];
     }
     assert_ok(f->repo->ops->init(f->repo));
     struct repo_stage *stage;
     assert_ok(f->repo->ops->stage_begin(f->repo, db, id, &stage));
-    struct archive_header ah = {DIM, metric, JVDB_BACKUP_FULL, 0, n, n, bytes};
+    struct archive_header ah = { DIM, metric, JVDB_BACKUP_FULL, 0, n, n, bytes };
     struct archive_writer *w;
     assert_ok(archive_writer_open(stage, &ah, 1, 0, "forge", &w));
     for (size_t i = 0; i < n; i++) assert_ok(archive_writer_add(w, bufs[i], lens[i]));
@@ -772,7 +776,7 @@ static void forged_vec(float *v, float x)
 static void test_forged_records(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "docs", 0);
     for (int i = 0; i < 20; i++) m_put(db, &m, i, 1);
     jvdb_backup_info real = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -786,25 +790,26 @@ static void test_forged_records(void **state)
     struct {
         const char *id;
         size_t id_len;
-        float x;            /* every vector value */
+        float x; /* every vector value */
         const char *meta;
         size_t meta_len;
-        const char *want;   /* in the message */
+        const char *want; /* in the message */
     } cases[] = {
-        {"m1", 2, 0.5f, "{not json", 9, "metadata is not valid JSON"},
-        {"m2", 2, 0.5f, "[1,2]", 5, "metadata must be a JSON object"},
-        {"m3", 2, 0.5f, "\"str\"", 5, "metadata must be a JSON object"},
-        {"m4", 2, 0.5f, nul_meta, sizeof nul_meta - 1, "NUL"},
-        {"v1", 2, NAN, NULL, 0, "NaN"},
-        {"v2", 2, INFINITY, NULL, 0, "infinite"},
-        {"v3", 2, 1e30f, NULL, 0, "vector"},
-        {"a\0b", 3, 0.5f, NULL, 0, "id"},
-        {"\xff\xfe", 2, 0.5f, NULL, 0, "UTF-8"},
-        {"line\nbreak", 10, 0.5f, NULL, 0, "control"},
-        {long_id, 2000, 0.5f, NULL, 0, "2000 bytes"},
+        { "m1", 2, 0.5f, "{not json", 9, "metadata is not valid JSON" },
+        { "m2", 2, 0.5f, "[1,2]", 5, "metadata must be a JSON object" },
+        { "m3", 2, 0.5f, "\"str\"", 5, "metadata must be a JSON object" },
+        { "m4", 2, 0.5f, nul_meta, sizeof nul_meta - 1, "NUL" },
+        { "v1", 2, NAN, NULL, 0, "NaN" },
+        { "v2", 2, INFINITY, NULL, 0, "infinite" },
+        { "v3", 2, 1e30f, NULL, 0, "vector" },
+        { "a\0b", 3, 0.5f, NULL, 0, "id" },
+        { "\xff\xfe", 2, 0.5f, NULL, 0, "UTF-8" },
+        { "line\nbreak", 10, 0.5f, NULL, 0, "control" },
+        { long_id, 2000, 0.5f, NULL, 0, "2000 bytes" },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        struct forged r[2] = {{"fine", 4, {0}, "{\"ok\":1}", 8}, {cases[k].id, cases[k].id_len, {0}, cases[k].meta, cases[k].meta_len}};
+        struct forged r[2] = { { "fine", 4, { 0 }, "{\"ok\":1}", 8 },
+                               { cases[k].id, cases[k].id_len, { 0 }, cases[k].meta, cases[k].meta_len } };
         forged_vec(r[0].vec, 0.25f);
         forged_vec(r[1].vec, cases[k].x);
         char id[64];
@@ -819,12 +824,13 @@ static void test_forged_records(void **state)
         const char *msg = jvdb_errmsg();
         if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want))
             fail_msg("case %zu: verify message lacks the backup, the record or '%s': %s", k, cases[k].want, msg);
-        jvdb_restore_options ro = {"victim", 0, NULL, NULL, NULL};
+        jvdb_restore_options ro = { "victim", 0, NULL, NULL, NULL };
         jvdb_db *r2;
         rc = jvdb_backup_restore(f->env, f->repo, id, &ro, &r2);
         if (rc == JVDB_OK) fail_msg("case %zu: restore accepted a forged record", k);
         msg = jvdb_errmsg();
-        if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want) || !strstr(msg, "nothing was written"))
+        if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want) ||
+            !strstr(msg, "nothing was written"))
             fail_msg("case %zu: restore message lacks the backup, the record or the reason: %s", k, msg);
         ro.as_name = NULL;
         ro.force = 1;
@@ -836,7 +842,7 @@ static void test_forged_records(void **state)
     /* A cosine database refuses the zero vector (no direction): so does restore.  Its vectors are
      * otherwise stored as given, of any length, and a backup holding one restores it bit for bit. */
     /* (no database "cos" needs to exist: a full backup stands alone) */
-    struct forged c1 = {"c", 1, {0}, NULL, 0};
+    struct forged c1 = { "c", 1, { 0 }, NULL, 0 };
     forged_vec(c1.vec, 0.0f);
     forge_backup(f, "cos", "20300101T000000Z-full-950", JVDB_METRIC_COSINE, 1, &c1, 1);
     assert_int_equal(jvdb_backup_verify(f->repo, "20300101T000000Z-full-950", NULL, NULL), JVDB_ECORRUPT);
@@ -844,19 +850,19 @@ static void test_forged_records(void **state)
     forged_vec(c1.vec, 3.0f);
     forge_backup(f, "cos", "20300101T000000Z-full-951", JVDB_METRIC_COSINE, 1, &c1, 1);
     assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-951", NULL, NULL));
-    jvdb_restore_options cro = {"cos3", 0, NULL, NULL, NULL};
+    jvdb_restore_options cro = { "cos3", 0, NULL, NULL, NULL };
     jvdb_db *c3;
     assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-951", &cro, &c3));
     float c3v[DIM];
     assert_ok(jvdb_get(c3, "c", c3v, NULL));
     assert_memory_equal(c3v, c1.vec, sizeof c3v);
     /* The harness itself is right: the same forgery with valid contents verifies and restores. */
-    struct forged ok[2] = {{"fine", 4, {0}, "{\"ok\":1}", 8}, {"caf\xc3\xa9", 5, {0}, NULL, 0}};
+    struct forged ok[2] = { { "fine", 4, { 0 }, "{\"ok\":1}", 8 }, { "caf\xc3\xa9", 5, { 0 }, NULL, 0 } };
     forged_vec(ok[0].vec, 0.25f);
     forged_vec(ok[1].vec, -2.0f);
     forge_backup(f, "docs", "20300101T000000Z-full-999", JVDB_METRIC_L2, 1, ok, 2);
     assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-999", NULL, NULL));
-    jvdb_restore_options ro = {"good", 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "good", 0, NULL, NULL, NULL };
     jvdb_db *g;
     assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-999", &ro, &g));
     assert_int_equal(jvdb_count(g), 2);
@@ -873,7 +879,7 @@ static void test_forged_records(void **state)
 static void test_settings_restored(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db_options o;
     jvdb_db_options_init(&o, DIM);
     o.metric = JVDB_METRIC_DOT;
@@ -903,10 +909,10 @@ static void test_settings_restored(void **state)
     /* Into a new name, and over an existing database with other settings: the backup's win. */
     jvdb_db *other = mkdb(f, "plain", 0);
     (void)other;
-    const char *targets[] = {"copy", "plain"};
+    const char *targets[] = { "copy", "plain" };
     for (int t = 0; t < 2; t++) {
         jvdb_restore_result res;
-        jvdb_restore_options ro = {targets[t], 1, NULL, NULL, &res};
+        jvdb_restore_options ro = { targets[t], 1, NULL, NULL, &res };
         jvdb_db *r;
         assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
         assert_string_equal(res.database, targets[t]);
@@ -964,7 +970,7 @@ static void test_settings_restored(void **state)
     free(buf);
     assert_ok(jvdb_backup_verify(f->repo, info.id, NULL, NULL));
     jvdb_restore_result res;
-    jvdb_restore_options ro = {"old", 0, NULL, NULL, &res};
+    jvdb_restore_options ro = { "old", 0, NULL, NULL, &res };
     assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
     assert_int_equal(res.has_settings, 0);
     assert_null(res.database_description);
@@ -980,7 +986,7 @@ static void test_settings_restored(void **state)
 static void test_restore_names(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "orig", 0);
     for (int i = 0; i < 10; i++) m_put(db, &m, i, 1);
     jvdb_backup_info info = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -992,10 +998,10 @@ static void test_restore_names(void **state)
     jvdb_db *victim = mkdb(f, longname, 0);
     m_put(victim, NULL, 1, 5);
     longname[64] = 'a';
-    const char *bad[] = {"", longname, "bad name", "../x", "a/b"};
+    const char *bad[] = { "", longname, "bad name", "../x", "a/b" };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         jvdb_restore_result res;
-        jvdb_restore_options ro = {bad[k], 1, NULL, NULL, &res};
+        jvdb_restore_options ro = { bad[k], 1, NULL, NULL, &res };
         jvdb_db *r;
         assert_int_equal(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r), JVDB_EINVAL);
         assert_non_null(strstr(jvdb_errmsg(), "invalid database name"));
@@ -1026,10 +1032,10 @@ static void test_repo_not_created_by_reads(void **state)
     size_t n;
     char want[800];
     snprintf(want, sizeof want, "repository %s does not exist", where);
-#define EXPECT_MISSING(call)                                                                          \
-    do {                                                                                              \
-        assert_int_equal((call), JVDB_ENOTFOUND);                                                     \
-        if (!strstr(jvdb_errmsg(), want)) fail_msg("%s: message '%s'", #call, jvdb_errmsg());        \
+#define EXPECT_MISSING(call)                                                                  \
+    do {                                                                                      \
+        assert_int_equal((call), JVDB_ENOTFOUND);                                             \
+        if (!strstr(jvdb_errmsg(), want)) fail_msg("%s: message '%s'", #call, jvdb_errmsg()); \
     } while (0)
     EXPECT_MISSING(jvdb_backup_list(repo, NULL, &v, &n));
     EXPECT_MISSING(jvdb_backup_list(repo, "docs", &v, &n));
@@ -1038,7 +1044,7 @@ static void test_repo_not_created_by_reads(void **state)
     EXPECT_MISSING(jvdb_backup_verify(repo, "docs/20250101T000000Z-full-1", NULL, NULL));
     EXPECT_MISSING(jvdb_backup_delete(repo, "docs/20250101T000000Z-full-1", 1, NULL, NULL));
     EXPECT_MISSING(jvdb_backup_prune(repo, "docs", 1, NULL, NULL));
-    jvdb_restore_options ro = {"x", 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "x", 0, NULL, NULL, NULL };
     jvdb_db *r;
     EXPECT_MISSING(jvdb_backup_restore(f->env, repo, "docs/20250101T000000Z-full-1", &ro, &r));
 #undef EXPECT_MISSING
@@ -1085,7 +1091,7 @@ static void *deleter_main(void *arg)
 static void test_concurrent_delete(void **state)
 {
     struct fx *f = *state;
-    if (f->s3) skip();   /* S3 deletes are idempotent; the server serialises its own */
+    if (f->s3) skip(); /* S3 deletes are idempotent; the server serialises its own */
     jvdb_db *db = mkdb(f, "del", 0);
     for (int round = 0; round < 20; round++) {
         m_put(db, NULL, round, 1);
@@ -1095,7 +1101,7 @@ static void test_concurrent_delete(void **state)
         struct deleter d[DELETERS];
         pthread_t t[DELETERS];
         for (int i = 0; i < DELETERS; i++) {
-            d[i] = (struct deleter){f, info.id, &go, 0};
+            d[i] = (struct deleter){ f, info.id, &go, 0 };
             pthread_create(&t[i], NULL, deleter_main, &d[i]);
         }
         int ok = 0;
@@ -1129,7 +1135,7 @@ static void key_file(const struct fx *f, const char *name, char seed, size_t n, 
 
 static int repo_open_key(const char *spec, const char *key, jvdb_repo **out)
 {
-    jvdb_repo_options o = {0};
+    jvdb_repo_options o = { 0 };
     o.key_file = key;
     return jvdb_repo_open(spec, &o, out);
 }
@@ -1154,8 +1160,8 @@ static void expect_open_error(const char *spec, const char *key, int want_rc, co
         jvdb_repo_close(r);
     }
     if (rc != want_rc || !strstr(jvdb_errmsg(), want_msg))
-        fail_msg("repository %s with key %s: want %d '%s', got %d: %s", spec, key ? key : "(none)", want_rc, want_msg, rc,
-                 jvdb_errmsg());
+        fail_msg("repository %s with key %s: want %d '%s', got %d: %s", spec, key ? key : "(none)", want_rc, want_msg,
+                 rc, jvdb_errmsg());
 }
 
 /* Round trip through an encrypted repository (directory or S3), and every way of opening it wrongly. */
@@ -1165,7 +1171,7 @@ static void test_encrypted_repo(void **state)
     char key[600], other[600], shortk[600];
     unsetenv("JVDB_REPO_KEY_FILE");
     fx_encrypt(f, key, sizeof key);
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "docs", 0);
     for (int i = 0; i < 80; i++) m_put(db, &m, i, 1);
     jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -1207,14 +1213,14 @@ static void test_encrypted_repo(void **state)
      * the backup is not signed. */
     jvdb_repo *keyed = f->repo;
     f->repo = repo_crypt_inner(keyed);
-    struct forged r[1] = {{"fine", 4, {0}, "{\"ok\":1}", 8}};
+    struct forged r[1] = { { "fine", 4, { 0 }, "{\"ok\":1}", 8 } };
     forged_vec(r[0].vec, 0.25f);
     forge_backup(f, "docs", "20300101T000000Z-full-999", JVDB_METRIC_L2, 1, r, 1);
     f->repo = keyed;
     int rc = jvdb_backup_verify(f->repo, "docs/20300101T000000Z-full-999", NULL, NULL);
     if (rc != JVDB_ECORRUPT || !strstr(jvdb_errmsg(), "not signed"))
         fail_msg("verify of a keyless forgery: %d %s", rc, jvdb_errmsg());
-    jvdb_restore_options ro = {"forged", 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "forged", 0, NULL, NULL, NULL };
     jvdb_db *out;
     assert_int_equal(jvdb_backup_restore(f->env, f->repo, "docs/20300101T000000Z-full-999", &ro, &out), JVDB_ECORRUPT);
 }
@@ -1255,7 +1261,7 @@ static void test_encrypted_tamper(void **state)
     char key[600];
     unsetenv("JVDB_REPO_KEY_FILE");
     fx_encrypt(f, key, sizeof key);
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "docs", 0);
     for (int i = 0; i < 12; i++) m_put(db, &m, i, 1);
     jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
@@ -1263,8 +1269,8 @@ static void test_encrypted_tamper(void **state)
     jvdb_backup_info inc = backup(f, db, JVDB_BACKUP_INCREMENTAL, JVDB_BACKUP_INCREMENTAL);
 
     /* Every byte of every backup object. */
-    const jvdb_backup_info *bs[2] = {&full, &inc};
-    const char *files[2] = {"data.jvb.zst", "backup.json"};
+    const jvdb_backup_info *bs[2] = { &full, &inc };
+    const char *files[2] = { "data.jvb.zst", "backup.json" };
     long cases = 0;
     for (int b = 0; b < 2; b++)
         for (int fi = 0; fi < 2; fi++) {
@@ -1330,7 +1336,7 @@ static void test_encrypted_marker_short_check(void **state)
     unsetenv("JVDB_REPO_KEY_FILE");
     fx_encrypt(f, key, sizeof key);
     jvdb_db *db = mkdb(f, "docs", 0);
-    struct model m = {0};
+    struct model m = { 0 };
     m_put(db, &m, 1, 1);
     (void)backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
     char mk[700];
@@ -1338,7 +1344,8 @@ static void test_encrypted_marker_short_check(void **state)
     FILE *fp = fopen(mk, "wb");
     assert_non_null(fp);
     fputs("{\"chunk_size\":1048576,\"cipher\":\"aes-256-gcm\",\"format\":1,\"kdf\":\"hkdf-sha256\","
-          "\"key_check\":\"ab\",\"mac\":\"hmac-sha256\",\"salt\":\"000102030405060708090a0b0c0d0e0f\"}\n", fp);
+          "\"key_check\":\"ab\",\"mac\":\"hmac-sha256\",\"salt\":\"000102030405060708090a0b0c0d0e0f\"}\n",
+          fp);
     fclose(fp);
     expect_open_error(f->repo_spec, key, JVDB_EINVAL, "does not open repository");
 }
@@ -1381,17 +1388,17 @@ static void test_encrypted_chunks(void **state)
     }
     struct {
         const char *what;
-        long cut;          /* keep bytes [0, cut) ... */
-        long skip_from, skip_to;   /* ... minus this range */
-        int swap;          /* swap chunks 0 and 1 */
+        long cut;                /* keep bytes [0, cut) ... */
+        long skip_from, skip_to; /* ... minus this range */
+        int swap;                /* swap chunks 0 and 1 */
         int append;
     } cases[] = {
-        {"cut after chunk 0", hdr + ch, 0, 0, 0, 0},
-        {"cut after chunk 1", hdr + 2 * ch, 0, 0, 0, 0},
-        {"chunk 1 dropped", len, hdr + ch, hdr + 2 * ch, 0, 0},
-        {"chunks 0 and 1 swapped", len, 0, 0, 1, 0},
-        {"a byte appended", len, 0, 0, 0, 1},
-        {"the last byte cut", len - 1, 0, 0, 0, 0},
+        { "cut after chunk 0", hdr + ch, 0, 0, 0, 0 },
+        { "cut after chunk 1", hdr + 2 * ch, 0, 0, 0, 0 },
+        { "chunk 1 dropped", len, hdr + ch, hdr + 2 * ch, 0, 0 },
+        { "chunks 0 and 1 swapped", len, 0, 0, 1, 0 },
+        { "a byte appended", len, 0, 0, 0, 1 },
+        { "the last byte cut", len - 1, 0, 0, 0, 0 },
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         fp = fopen(p, "wb");
@@ -1444,32 +1451,32 @@ static void test_prune_calendar(void **state)
         const char *id;
         int64_t s;
     } bs[] = {
-        {"20300101T100000Z-full-0", 1893492000}, {"20300101T120000Z-full-1", 1893499200},
-        {"20300102T090000Z-full-2", 1893574800}, {"20300107T090000Z-full-3", 1894006800},
-        {"20300108T090000Z-full-4", 1894093200},
+        { "20300101T100000Z-full-0", 1893492000 }, { "20300101T120000Z-full-1", 1893499200 },
+        { "20300102T090000Z-full-2", 1893574800 }, { "20300107T090000Z-full-3", 1894006800 },
+        { "20300108T090000Z-full-4", 1894093200 },
     };
-    struct forged r[1] = {{"fine", 4, {0}, "{\"ok\":1}", 8}};
+    struct forged r[1] = { { "fine", 4, { 0 }, "{\"ok\":1}", 8 } };
     forged_vec(r[0].vec, 0.25f);
     for (size_t i = 0; i < 5; i++) {
         forge_created_ns = bs[i].s * 1000000000ll;
         forge_backup(f, "cal", bs[i].id, JVDB_METRIC_L2, 1, r, 1);
     }
     forge_created_ns = 0;
-    prune_expect(f, (jvdb_prune_options){1, 0, 0, 0}, "3 2 1 0");
-    prune_expect(f, (jvdb_prune_options){0, 2, 0, 0}, "2 1 0");
-    prune_expect(f, (jvdb_prune_options){0, 3, 0, 0}, "1 0");
-    prune_expect(f, (jvdb_prune_options){0, 4, 0, 0}, "0");
-    prune_expect(f, (jvdb_prune_options){0, 0, 2, 0}, "3 1 0");
-    prune_expect(f, (jvdb_prune_options){0, 0, 1, 0}, "3 2 1 0");
-    prune_expect(f, (jvdb_prune_options){2, 0, 2, 0}, "1 0");
-    prune_expect(f, (jvdb_prune_options){0, 1, 2, 0}, "3 1 0");
+    prune_expect(f, (jvdb_prune_options){ 1, 0, 0, 0 }, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){ 0, 2, 0, 0 }, "2 1 0");
+    prune_expect(f, (jvdb_prune_options){ 0, 3, 0, 0 }, "1 0");
+    prune_expect(f, (jvdb_prune_options){ 0, 4, 0, 0 }, "0");
+    prune_expect(f, (jvdb_prune_options){ 0, 0, 2, 0 }, "3 1 0");
+    prune_expect(f, (jvdb_prune_options){ 0, 0, 1, 0 }, "3 2 1 0");
+    prune_expect(f, (jvdb_prune_options){ 2, 0, 2, 0 }, "1 0");
+    prune_expect(f, (jvdb_prune_options){ 0, 1, 2, 0 }, "3 1 0");
     /* Nothing was deleted by the dry runs; a real run deletes exactly what the dry run named. */
     jvdb_backup_info *v;
     size_t n;
     assert_ok(jvdb_backup_list(f->repo, "cal", &v, &n));
     assert_int_equal(n, 5);
     jvdb_free(v);
-    jvdb_prune_options o = {0, 0, 2, 0};
+    jvdb_prune_options o = { 0, 0, 2, 0 };
     assert_ok(jvdb_backup_prune_ex(f->repo, "cal", &o, &v, &n));
     assert_int_equal(n, 3);
     jvdb_free(v);
@@ -1478,7 +1485,7 @@ static void test_prune_calendar(void **state)
     assert_string_equal(v[0].id, bs[2].id);
     assert_string_equal(v[1].id, bs[4].id);
     jvdb_free(v);
-    o = (jvdb_prune_options){0, 0, 0, 0};
+    o = (jvdb_prune_options){ 0, 0, 0, 0 };
     assert_int_equal(jvdb_backup_prune_ex(f->repo, "cal", &o, NULL, NULL), JVDB_EINVAL);
 }
 
@@ -1494,11 +1501,11 @@ static void cancel_at_first_report(void *arg, const char *phase, uint64_t done, 
 static void test_cancelled_backup(void **state)
 {
     struct fx *f = *state;
-    struct model m = {0};
+    struct model m = { 0 };
     jvdb_db *db = mkdb(f, "cancel", 0);
     for (int i = 0; i < NIDS; i++) m_put(db, &m, i, 1);
     for (int round = 0; round < 2; round++) {
-        volatile int cancel = round == 0;   /* round 0: already set; round 1: set by the first report */
+        volatile int cancel = round == 0; /* round 0: already set; round 1: set by the first report */
         jvdb_backup_options o;
         jvdb_backup_options_init(&o);
         o.cancel = &cancel;

@@ -36,17 +36,17 @@
 
 #include "jvdb.h"
 
-#define DIM 8
-#define POOL 300
+#define DIM       8
+#define POOL      300
 #define MAX_BATCH 24
 
 struct model {
     int live[POOL];
-    uint64_t version[POOL];     /* op index that wrote the live value */
+    uint64_t version[POOL]; /* op index that wrote the live value */
 };
 
 struct op {
-    int kind;                   /* 0 put, 1 delete, 2 batch */
+    int kind; /* 0 put, 1 delete, 2 batch */
     int n;
     int ids[MAX_BATCH];
 };
@@ -121,7 +121,7 @@ static int op_execute(jvdb_db *db, const struct op *op, uint64_t i)
         id_for(ids[k], sizeof ids[k], op->ids[k]);
         vector_for(vecs[k], op->ids[k], i);
         meta_for(metas[k], sizeof metas[k], op->ids[k], i);
-        recs[k] = (jvdb_record){ids[k], vecs[k], DIM, metas[k]};
+        recs[k] = (jvdb_record){ ids[k], vecs[k], DIM, metas[k] };
     }
     if (op->kind == 1) return jvdb_delete(db, ids[0], NULL);
     return jvdb_put_batch(db, recs, (size_t)op->n, NULL);
@@ -208,14 +208,15 @@ static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t 
         if (!strcmp(e->d_name, "ext.hnsw")) continue;
         /* The keydir checkpoint, and the one the open database's checkpointer may be writing now
          * (a .tmp left by a crash is removed at the next open like any orphan). */
-        if (!strcmp(e->d_name, "KEYDIR") || !strcmp(e->d_name, "KEYDIR.tmp")) continue;   /* the saved HNSW graph (its .tmp is removed at attach) */
+        if (!strcmp(e->d_name, "KEYDIR") || !strcmp(e->d_name, "KEYDIR.tmp"))
+            continue; /* the saved HNSW graph (its .tmp is removed at attach) */
         if (l == 14 && !strcmp(e->d_name + 10, ".seg")) {
             segs++;
             continue;
         }
         if (l > 14 && (!strncmp(e->d_name + 10, ".seg.torn-", 10) || !strncmp(e->d_name + 10, ".seg.bad-", 9)) &&
             !strstr(e->d_name, ".tmp"))
-            continue;   /* set aside for the operator, never removed */
+            continue; /* set aside for the operator, never removed */
         snprintf(why, cap, "stray file %.200s after recovery", e->d_name);
         stray = 1;
     }
@@ -238,7 +239,7 @@ static int index_matches(jvdb_db *db, const struct model *m, char *why, size_t c
     for (int qi = 0; qi < 40; qi++) {
         int base = (qi * 37) % POOL;
         float q[DIM], v[DIM];
-        vector_for(q, base, m->version[base]);   /* live or deleted: deleted ones must stay away */
+        vector_for(q, base, m->version[base]); /* live or deleted: deleted ones must stay away */
         jvdb_search_params p;
         jvdb_search_params_init(&p);
         p.k = 10;
@@ -280,7 +281,7 @@ static void *compactor_main(void *arg)
     p.min_records = 1;
     p.segment_dead_ratio = 0.2;
     for (int round = 0; !compactor_stop; round++) {
-        jvdb_compact_options o = {.full = round % 2, .force = 1, .policy = &p};
+        jvdb_compact_options o = { .full = round % 2, .force = 1, .policy = &p };
         jvdb_compact_stats st;
         if (jvdb_compact(db, &o, &st) != JVDB_OK) {
             fprintf(stderr, "crash_writer: compaction failed: %s\n", jvdb_errmsg());
@@ -346,7 +347,8 @@ int main(int argc, char **argv)
                 printf("ok 0\n");
                 return 0;
             }
-            printf("FAIL: cannot open the database after %llu acknowledged ops: %s\n", (unsigned long long)n, jvdb_errmsg());
+            printf("FAIL: cannot open the database after %llu acknowledged ops: %s\n", (unsigned long long)n,
+                   jvdb_errmsg());
             return 1;
         }
         model_replay(seed, n, &m);

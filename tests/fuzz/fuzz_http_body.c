@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* ---- the parts of http.c and server.c that routes use, without a network ---- */
 
-static int fuzz_octet;   /* set while a body is sent as application/octet-stream */
+static int fuzz_octet; /* set while a body is sent as application/octet-stream */
 
 const char *http_header(const http_req *rq, const char *name)
 {
@@ -53,7 +53,7 @@ const char *http_query(const http_req *rq, const char *name, char *buf, size_t c
 long http_unescape(char *s, int plus_is_space)
 {
     (void)plus_is_space;
-    return (long)strlen(s);   /* the paths below have no escapes */
+    return (long)strlen(s); /* the paths below have no escapes */
 }
 
 void server_request_stop(server *s) { (void)s; }
@@ -62,9 +62,20 @@ void route_readyz(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (
 void route_keys_create(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
 void route_keys_list(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
 void route_keys_delete(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
-int auth_enabled(server *s) { (void)s; return 0; }
-long http_inflight(server *s) { (void)s; return 0; }
-void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n) { (void)s, (void)rq, (void)names, (void)n; }
+int auth_enabled(server *s)
+{
+    (void)s;
+    return 0;
+}
+long http_inflight(server *s)
+{
+    (void)s;
+    return 0;
+}
+void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n)
+{
+    (void)s, (void)rq, (void)names, (void)n;
+}
 
 /* ---- 1. the batch decoders against each other ---- */
 
@@ -80,7 +91,7 @@ static int fuzz_same(const jf_vector *a, const jf_vector *b, size_t n)
 
 static void fuzz_batch_decoders(const char *body, size_t len)
 {
-    static const char *const batch_fields[] = {"vectors", NULL};
+    static const char *const batch_fields[] = { "vectors", NULL };
     char ferr[512] = "", gerr[512] = "", perr[512] = "";
     long findex = -1, gindex = -1;
     jf_vector *fv = NULL, *gv = NULL;
@@ -92,15 +103,15 @@ static void fuzz_batch_decoders(const char *body, size_t len)
     if (doc) {
         char oerr[512];
         top_ok = !jr_only(doc, "", batch_fields, oerr, sizeof oerr);
-        if (pre && (top_ok || strcmp(perr, oerr))) abort();   /* the prescan may only refuse what jr_only does */
+        if (pre && (top_ok || strcmp(perr, oerr))) abort(); /* the prescan may only refuse what jr_only does */
         general = jr_batch(doc, &gv, &gn, &gindex, gerr, sizeof gerr);
         json_decref(doc);
     }
     if (fast == 1) {
-        if (pre) abort();   /* the fast path took a body with another top-level key */
+        if (pre) abort(); /* the fast path took a body with another top-level key */
         if (general != 0 || gn != fn || !fuzz_same(fv, gv, fn)) abort();
     } else if (fast < 0) {
-        if (general == 0) abort();   /* the fast path refused what the general path takes */
+        if (general == 0) abort(); /* the fast path refused what the general path takes */
         /* Same answer whenever the body is valid JSON whose only fault is in its vectors (the route
          * runs the prescan first, so a top-level field never reaches the fast path). */
         if (top_ok && (gindex != findex || strcmp(ferr, gerr))) abort();
@@ -119,7 +130,7 @@ static void fuzz_binary_decoder(const unsigned char *body, size_t len)
     jf_vector *v = NULL;
     size_t n = 0;
     if (jb_decode(body, len, 32, &v, &n, &index, err, sizeof err)) {
-        if (!err[0] || index < -1 || v || n) abort();   /* a message, and nothing handed out */
+        if (!err[0] || index < -1 || v || n) abort(); /* a message, and nothing handed out */
         return;
     }
     uint32_t dim = n ? v[0].n : 0;
@@ -139,18 +150,18 @@ static void fuzz_binary_decoder(const unsigned char *body, size_t len)
 static const struct {
     const char *method, *path;
 } fuzz_routes[] = {
-    {"POST", "/v1/databases"},
-    {"PUT", "/v1/databases/f"},
-    {"POST", "/v1/databases/f/vectors"},
-    {"POST", "/v1/databases/f/vectors/batch"},
-    {"POST", "/v1/databases/f/vectors/batch-get"},
-    {"PUT", "/v1/databases/f/vectors/v1"},
-    {"POST", "/v1/databases/f/search"},
-    {"POST", "/v1/databases/f/compact"},
-    {"POST", "/v1/databases/f/backups"},
-    {"POST", "/v1/backups/b1/restore"},
-    {"DELETE", "/v1/databases/f/vectors/v2"},   /* routes without a body must refuse one */
-    {"POST", "/v1/admin/shutdown"},
+    { "POST", "/v1/databases" },
+    { "PUT", "/v1/databases/f" },
+    { "POST", "/v1/databases/f/vectors" },
+    { "POST", "/v1/databases/f/vectors/batch" },
+    { "POST", "/v1/databases/f/vectors/batch-get" },
+    { "PUT", "/v1/databases/f/vectors/v1" },
+    { "POST", "/v1/databases/f/search" },
+    { "POST", "/v1/databases/f/compact" },
+    { "POST", "/v1/databases/f/backups" },
+    { "POST", "/v1/backups/b1/restore" },
+    { "DELETE", "/v1/databases/f/vectors/v2" }, /* routes without a body must refuse one */
+    { "POST", "/v1/admin/shutdown" },
 };
 #define FUZZ_NROUTES (sizeof fuzz_routes / sizeof fuzz_routes[0])
 
@@ -180,7 +191,7 @@ static int fuzz_init(void)
         fprintf(stderr, "fuzz_http_body: cannot set up %s: %s\n", fuzz_dir, jvdb_errmsg());
         abort();
     }
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     jvdb_db *db;
     if (jvdb_db_open(s->env, "f", &db) || jvdb_put(db, "v1", v, 4, "{\"lang\":\"en\"}", NULL)) abort();
     atexit(fuzz_cleanup);
@@ -203,8 +214,8 @@ static void fuzz_reset(void)
 
 static void fuzz_route(unsigned which, const char *body, size_t len)
 {
-    http_req rq = {0};
-    http_resp rs = {0};
+    http_req rq = { 0 };
+    http_resp rs = { 0 };
     rq.method = fuzz_routes[which].method;
     rq.path = fuzz_routes[which].path;
     rq.body = body;
@@ -217,8 +228,8 @@ static void fuzz_route(unsigned which, const char *body, size_t len)
     }
     json_t *ans = json_loadb(rs.body, rs.len, 0, NULL);
     if (!json_is_object(ans)) abort();
-    if (rs.status >= 400 && (!json_is_string(json_object_get(ans, "error")) ||
-                             !json_is_string(json_object_get(ans, "message"))))
+    if (rs.status >= 400 &&
+        (!json_is_string(json_object_get(ans, "error")) || !json_is_string(json_object_get(ans, "message"))))
         abort();
     json_decref(ans);
     free(rs.body);

@@ -21,7 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static uint8_t fz_map[FZ_MAP];
 
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 /* Rewrites every checksum where the input's own lengths place it. */
 static void resign(uint8_t *b, size_t len)
@@ -81,9 +86,9 @@ static void exercise(const uint8_t *b, size_t len)
     lseek(fd, 0, SEEK_SET);
     uint32_t dim = len >= 16 ? get32(b + 12) : 4;
     if (dim == 0 || dim > 4096) dim = 4;
-    struct fz f = {0};
+    struct fz f = { 0 };
     if (keydir_init(&f.kd, NULL)) abort();
-    struct kdckpt_sink sink = {&f, fz_begin, fz_entry, NULL};
+    struct kdckpt_sink sink = { &f, fz_begin, fz_entry, NULL };
     if (kdckpt_read(fd, dim, &sink) == JVDB_OK && keydir_load_end(&f.kd) == JVDB_OK) {
         const struct kd_table *t = f.kd.table;
         for (size_t i = 0; i < t->cap; i++) {

@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len;
         if (manifest_serialize(&m, &out, &len) == JVDB_OK) {
             struct manifest back;
-            if (manifest_parse(out, len, "fuzz-roundtrip", &back) != JVDB_OK) abort();   /* must round-trip */
+            if (manifest_parse(out, len, "fuzz-roundtrip", &back) != JVDB_OK) abort(); /* must round-trip */
             manifest_free(&back);
             free(out);
         }

@@ -44,7 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (jvdb_env_open_readonly(root, &env) != JVDB_OK) abort();
     if (jvdb_db_open(env, "f", &db) == JVDB_OK) jvdb_count(db);
     jvdb_env_close(env);
-    if (stat(seg, &after) != 0 || after.st_size != before.st_size || after.st_mtim.tv_nsec != before.st_mtim.tv_nsec) abort();
+    if (stat(seg, &after) != 0 || after.st_size != before.st_size || after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)
+        abort();
     if (size % 2) {
         /* Half the inputs go through repair first: afterwards the database must open. */
         if (jvdb_env_open(root, &env) != JVDB_OK) abort();
@@ -55,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (jvdb_db_open(env, "f", &db) == JVDB_OK) {
         jvdb_stats st;
         jvdb_stats_get(db, &st);
-        float v[4] = {1, 2, 3, 4};
+        float v[4] = { 1, 2, 3, 4 };
         if (jvdb_put(db, "after-recovery", v, 4, NULL, NULL) != JVDB_OK) abort();
         if (jvdb_get(db, "after-recovery", v, NULL) != JVDB_OK) abort();
     }

@@ -33,12 +33,12 @@ int main(int argc, char **argv)
     jvdb_db *db;
     jvdb_db_options o;
     jvdb_db_options_init(&o, 4);
-    setenv("JVDB_KDCKPT_BYTES", "1", 1);   /* this tiny database gets a KEYDIR at close */
+    setenv("JVDB_KDCKPT_BYTES", "1", 1); /* this tiny database gets a KEYDIR at close */
     if (jvdb_env_open(root, &env) || jvdb_db_create(env, "s", &o, &db)) return 1;
-    float v[4] = {1, -2, 3.5f, 0};
+    float v[4] = { 1, -2, 3.5f, 0 };
     jvdb_put(db, "a", v, 4, "{\"k\":\"v\",\"n\":[1,2]}", NULL);
     jvdb_put(db, "bb", v, 4, NULL, NULL);
-    jvdb_record b[3] = {{"c", v, 4, NULL}, {"d", v, 4, "{}"}, {"e", v, 4, NULL}};
+    jvdb_record b[3] = { { "c", v, 4, NULL }, { "d", v, 4, "{}" }, { "e", v, 4, NULL } };
     jvdb_put_batch(db, b, 3, NULL);
     jvdb_delete(db, "bb", NULL);
     jvdb_env_close(env);
@@ -87,11 +87,11 @@ int main(int argc, char **argv)
 
     /* A saved HNSW graph (ext.hnsw) of 80 vectors, a few deleted, for fuzz_hnsw_file. */
     jvdb_db_options_init(&o, 4);
-    setenv("JVDB_KDCKPT_BYTES", "1", 1);   /* this tiny database gets a KEYDIR at close */
+    setenv("JVDB_KDCKPT_BYTES", "1", 1); /* this tiny database gets a KEYDIR at close */
     if (jvdb_env_open(root, &env) || jvdb_db_create(env, "g", &o, &db)) return 1;
     for (int i = 0; i < 80; i++) {
         char id[16];
-        float w[4] = {(float)(i % 7), (float)(i % 5) - 2, (float)i / 10, (float)(i % 3)};
+        float w[4] = { (float)(i % 7), (float)(i % 5) - 2, (float)i / 10, (float)(i % 3) };
         snprintf(id, sizeof id, "g%d", i);
         jvdb_put(db, id, w, 4, NULL, NULL);
     }

@@ -18,10 +18,7 @@ uint64_t tu_next(tu_rng *r)
     return z ^ (z >> 31);
 }
 
-double tu_uniform(tu_rng *r)
-{
-    return (double)(tu_next(r) >> 11) * 0x1.0p-53;
-}
+double tu_uniform(tu_rng *r) { return (double)(tu_next(r) >> 11) * 0x1.0p-53; }
 
 double tu_gauss(tu_rng *r)
 {
@@ -32,11 +29,9 @@ double tu_gauss(tu_rng *r)
 static void tu_normalize(float *v, uint32_t dim)
 {
     double ss = 0;
-    for (uint32_t i = 0; i < dim; i++)
-        ss += (double)v[i] * v[i];
+    for (uint32_t i = 0; i < dim; i++) ss += (double)v[i] * v[i];
     double inv = ss > 0 ? 1.0 / sqrt(ss) : 1.0;
-    for (uint32_t i = 0; i < dim; i++)
-        v[i] = (float)(v[i] * inv);
+    for (uint32_t i = 0; i < dim; i++) v[i] = (float)(v[i] * inv);
 }
 
 void tu_data_make(tu_data *d, uint32_t n, uint32_t dim, uint32_t clusters, double sigma, uint64_t seed,
@@ -44,8 +39,7 @@ void tu_data_make(tu_data *d, uint32_t n, uint32_t dim, uint32_t clusters, doubl
 {
     tu_rng r = { seed };
     float *centres = malloc((size_t)clusters * dim * sizeof *centres);
-    for (size_t i = 0; i < (size_t)clusters * dim; i++)
-        centres[i] = (float)tu_gauss(&r);
+    for (size_t i = 0; i < (size_t)clusters * dim; i++) centres[i] = (float)tu_gauss(&r);
     d->n = n;
     d->dim = dim;
     d->block = malloc((size_t)n * dim * sizeof *d->block);
@@ -53,10 +47,8 @@ void tu_data_make(tu_data *d, uint32_t n, uint32_t dim, uint32_t clusters, doubl
     for (uint32_t i = 0; i < n; i++) {
         const float *c = centres + (size_t)(tu_next(&r) % clusters) * dim;
         float *v = d->block + (size_t)i * dim;
-        for (uint32_t j = 0; j < dim; j++)
-            v[j] = c[j] + (float)(sigma * tu_gauss(&r));
-        if (metric == JVDB_METRIC_COSINE)
-            tu_normalize(v, dim);
+        for (uint32_t j = 0; j < dim; j++) v[j] = c[j] + (float)(sigma * tu_gauss(&r));
+        if (metric == JVDB_METRIC_COSINE) tu_normalize(v, dim);
         d->slots[i] = v;
     }
     free(centres);
@@ -72,8 +64,7 @@ void tu_data_free(tu_data *d)
 void tu_query(const tu_data *d, tu_rng *r, double sigma, float *q)
 {
     const float *base = d->block + (size_t)(tu_next(r) % d->n) * d->dim;
-    for (uint32_t j = 0; j < d->dim; j++)
-        q[j] = base[j] + (float)(sigma * tu_gauss(r));
+    for (uint32_t j = 0; j < d->dim; j++) q[j] = base[j] + (float)(sigma * tu_gauss(r));
 }
 
 typedef struct tu_hit {
@@ -84,24 +75,21 @@ typedef struct tu_hit {
 static int tu_hit_cmp(const void *a, const void *b)
 {
     const tu_hit *x = a, *y = b;
-    if (x->dist != y->dist)
-        return x->dist < y->dist ? -1 : 1;
+    if (x->dist != y->dist) return x->dist < y->dist ? -1 : 1;
     return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
-uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, jvdb_metric metric,
-                      const float *query, uint32_t k, int (*accept)(void *, uint32_t), void *ctx,
-                      int use_threshold, float threshold, uint32_t *out_slots, double *out_scores)
+uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, jvdb_metric metric, const float *query,
+                      uint32_t k, int (*accept)(void *, uint32_t), void *ctx, int use_threshold, float threshold,
+                      uint32_t *out_slots, double *out_scores)
 {
     float *q = malloc(dim * sizeof *q);
     memcpy(q, query, dim * sizeof *q);
-    if (metric == JVDB_METRIC_COSINE)
-        tu_normalize(q, dim);
+    if (metric == JVDB_METRIC_COSINE) tu_normalize(q, dim);
     tu_hit *all = malloc((size_t)(nslots ? nslots : 1) * sizeof *all);
     uint32_t n = 0;
     for (uint32_t s = 0; s < nslots; s++) {
-        if (!slots[s] || (accept && !accept(ctx, s)))
-            continue;
+        if (!slots[s] || (accept && !accept(ctx, s))) continue;
         double acc = 0, vv = 0;
         for (uint32_t j = 0; j < dim; j++) {
             if (metric == JVDB_METRIC_L2) {
@@ -113,21 +101,17 @@ uint32_t tu_reference(const float *const *slots, uint32_t nslots, uint32_t dim, 
             vv += (double)slots[s][j] * slots[s][j];
         }
         /* The store keeps cosine vectors as given: divide by their length (0 for a zero one). */
-        if (metric == JVDB_METRIC_COSINE)
-            acc = vv > 0 ? acc / sqrt(vv) : 0;
+        if (metric == JVDB_METRIC_COSINE) acc = vv > 0 ? acc / sqrt(vv) : 0;
         double score = acc, dist = metric == JVDB_METRIC_L2 ? acc : -acc;
-        if (use_threshold && (metric == JVDB_METRIC_L2 ? score > threshold : score < threshold))
-            continue;
+        if (use_threshold && (metric == JVDB_METRIC_L2 ? score > threshold : score < threshold)) continue;
         all[n].dist = dist;
         all[n++].slot = s;
     }
     qsort(all, n, sizeof *all, tu_hit_cmp);
-    if (n > k)
-        n = k;
+    if (n > k) n = k;
     for (uint32_t i = 0; i < n; i++) {
         out_slots[i] = all[i].slot;
-        if (out_scores)
-            out_scores[i] = metric == JVDB_METRIC_L2 ? all[i].dist : -all[i].dist;
+        if (out_scores) out_scores[i] = metric == JVDB_METRIC_L2 ? all[i].dist : -all[i].dist;
     }
     free(all);
     free(q);

@@ -24,15 +24,11 @@ enum { MAX_DIM = 300 };
 
 /* float kernels sum in a different order from each other and from the reference; the error is
  * bounded by a few ulps of the sum of absolute terms. */
-static double tol_for(double abs_terms)
-{
-    return 1e-5 * abs_terms + 1e-6;
-}
+static double tol_for(double abs_terms) { return 1e-5 * abs_terms + 1e-6; }
 
 static void fill(tu_rng *r, float *v, uint32_t n)
 {
-    for (uint32_t i = 0; i < n; i++)
-        v[i] = (float)(4.0 * tu_uniform(r) - 2.0);
+    for (uint32_t i = 0; i < n; i++) v[i] = (float)(4.0 * tu_uniform(r) - 2.0);
 }
 
 static void reference(const float *a, const float *b, uint32_t dim, double *l2, double *ip, double *abs_l2,
@@ -55,8 +51,7 @@ static void test_pair_kernels_agree(void **state)
     int levels = 0;
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
         const dist_kernels *k = dist_kernels_get((dist_simd)lv);
-        if (!k)
-            continue;
+        if (!k) continue;
         levels++;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim++) {
             /* Exact-size heap blocks so ASan sees any full-width load past the end; offset 1 float
@@ -91,8 +86,7 @@ static void test_batch_kernels_agree(void **state)
     enum { NV = 13 };
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
         const dist_kernels *k = dist_kernels_get((dist_simd)lv);
-        if (!k)
-            continue;
+        if (!k) continue;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim += (dim < 40 ? 1 : 7)) {
             float *q = malloc(dim * sizeof *q);
             float *store[NV];
@@ -122,8 +116,7 @@ static void test_batch_kernels_agree(void **state)
                         fail_msg("%s batch dim %u n %u i %u", k->name, dim, n, i);
                 }
             }
-            for (int i = 0; i < NV; i++)
-                free(store[i]);
+            for (int i = 0; i < NV; i++) free(store[i]);
             free(q);
         }
     }
@@ -150,8 +143,7 @@ static void test_tail_stops_at_vector_end(void **state)
         float out[5];
         for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
             const dist_kernels *k = dist_kernels_get((dist_simd)lv);
-            if (!k)
-                continue;
+            if (!k) continue;
             float d = k->l2sq(a, b, dim) + k->nip(a, b, dim) + k->l2sq(b, a, dim) + k->ncos(a, b, dim);
             assert_false(isnan(d));
             k->l2sq_batch(a, vecs, 5, dim, out);
@@ -170,10 +162,8 @@ static void test_active_honours_env(void **state)
     const char *env = getenv("JVDB_SIMD");
     dist_simd want;
     if (env && dist_simd_parse(env, &want) == JVDB_OK) {
-        if (dist_kernels_get(want))
-            assert_int_equal(active->level, want);
-        else
-            assert_true(active->level < want); /* fell back to what the CPU has */
+        if (dist_kernels_get(want)) assert_int_equal(active->level, want);
+        else assert_true(active->level < want); /* fell back to what the CPU has */
     } else {
         /* No override: the best level the CPU supports. */
         for (int lv = DIST_SIMD_COUNT - 1; lv >= 0; lv--) {
@@ -190,8 +180,7 @@ static void test_active_honours_env(void **state)
     assert_int_equal(dist_set_active(DIST_SIMD_SCALAR), JVDB_OK);
     assert_int_equal(dist_active()->level, DIST_SIMD_SCALAR);
     assert_int_equal(dist_set_active(active->level), JVDB_OK);
-    if (!dist_kernels_get(DIST_SIMD_AVX512))
-        assert_int_equal(dist_set_active(DIST_SIMD_AVX512), JVDB_EINVAL);
+    if (!dist_kernels_get(DIST_SIMD_AVX512)) assert_int_equal(dist_set_active(DIST_SIMD_AVX512), JVDB_EINVAL);
 }
 
 static void test_space_and_scores(void **state)
@@ -269,8 +258,7 @@ static void test_cosine_of_stored_vectors(void **state)
     static const double scales[] = { 1e-44, 1e-40, 1e-30, 1e-20, 1e-15, 1e-3, 1, 1e3, 1e15, 1e17 };
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
         const dist_kernels *k = dist_kernels_get((dist_simd)lv);
-        if (!k)
-            continue;
+        if (!k) continue;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim += (dim < 40 ? 1 : 11)) {
             float *q = malloc(dim * sizeof *q);
             float *store[NV];
@@ -285,8 +273,7 @@ static void test_cosine_of_stored_vectors(void **state)
                     store[i][j] = (float)((4.0 * tu_uniform(&r) - 2.0) * sc);
                     nonzero |= store[i][j] != 0.f;
                 }
-                if (!nonzero)
-                    store[i][0] = 0x1p-149f; /* the store refuses zero vectors for cosine */
+                if (!nonzero) store[i][0] = 0x1p-149f; /* the store refuses zero vectors for cosine */
                 vecs[i] = i == 6 ? NULL : store[i];
             }
             float out[NV];
@@ -299,11 +286,10 @@ static void test_cosine_of_stored_vectors(void **state)
                 double want = ref_cos(q, store[i], dim);
                 float pair = k->ncos(q, store[i], dim);
                 if (fabs(-out[i] - want) > 1e-5 || fabs(-pair - want) > 1e-5)
-                    fail_msg("%s dim %u vector %d (|v| ~ %g): cosine %.9g (batch) %.9g (pair), reference %.9g",
-                             k->name, dim, i, fabs(store[i][0]), -out[i], -pair, want);
+                    fail_msg("%s dim %u vector %d (|v| ~ %g): cosine %.9g (batch) %.9g (pair), reference %.9g", k->name,
+                             dim, i, fabs(store[i][0]), -out[i], -pair, want);
             }
-            for (int i = 0; i < NV; i++)
-                free(store[i]);
+            for (int i = 0; i < NV; i++) free(store[i]);
             free(q);
         }
     }

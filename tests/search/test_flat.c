@@ -95,8 +95,7 @@ static void test_topk_queue_order(void **state)
     topk_queue q;
     assert_int_equal(topk_queue_init(&q, 1), 0);
     tu_rng r = { 12 };
-    for (uint32_t i = 0; i < 1000; i++)
-        assert_int_equal(topk_queue_push(&q, (float)(tu_next(&r) % 100), i), 0);
+    for (uint32_t i = 0; i < 1000; i++) assert_int_equal(topk_queue_push(&q, (float)(tu_next(&r) % 100), i), 0);
     topk_item prev = topk_queue_pop(&q);
     while (q.n > 0) {
         topk_item x = topk_queue_pop(&q);
@@ -126,9 +125,9 @@ static double true_score(const float *v, const float *query, uint32_t dim, jvdb_
 
 /* Asserts that (got, n) is the true top-k: same count, same ids rank by rank except at near-ties of
  * the reference (computed with k + 1 entries so a tie at rank k is seen), scores matching. */
-static void check_exact(const float *const *slots, uint32_t nslots, uint32_t dim, jvdb_metric m,
-                        const float *query, uint32_t k, int (*accept)(void *, uint32_t), void *ctx,
-                        int use_thr, float thr, const uint32_t *got, const float *scores, uint32_t n)
+static void check_exact(const float *const *slots, uint32_t nslots, uint32_t dim, jvdb_metric m, const float *query,
+                        uint32_t k, int (*accept)(void *, uint32_t), void *ctx, int use_thr, float thr,
+                        const uint32_t *got, const float *scores, uint32_t n)
 {
     uint32_t *ref = malloc((k + 2) * sizeof *ref);
     double *ref_s = malloc((k + 2) * sizeof *ref_s);
@@ -146,18 +145,15 @@ static void check_exact(const float *const *slots, uint32_t nslots, uint32_t dim
     }
     for (uint32_t i = 0; i < n; i++) {
         assert_non_null(slots[got[i]]);
-        if (accept)
-            assert_true(accept(ctx, got[i]));
+        if (accept) assert_true(accept(ctx, got[i]));
         double actual = true_score(slots[got[i]], query, dim, m);
         if (fabs(actual - ref_s[i]) > scale || fabs(scores[i] - ref_s[i]) > scale)
-            fail_msg("rank %u: slot %u score %g (true %g), reference slot %u score %g", i, got[i],
-                     scores[i], actual, ref[i], ref_s[i]);
+            fail_msg("rank %u: slot %u score %g (true %g), reference slot %u score %g", i, got[i], scores[i], actual,
+                     ref[i], ref_s[i]);
         if (got[i] != ref[i]) {
             int tie = (i > 0 && fabs(ref_s[i - 1] - ref_s[i]) <= scale) ||
                       (i + 1 < rn && fabs(ref_s[i + 1] - ref_s[i]) <= scale);
-            if (!tie)
-                fail_msg("rank %u: slot %u but reference has slot %u (score %g)", i, got[i], ref[i],
-                         ref_s[i]);
+            if (!tie) fail_msg("rank %u: slot %u but reference has slot %u (score %g)", i, got[i], ref[i], ref_s[i]);
         }
     }
     free(ref);
@@ -176,22 +172,19 @@ static int accept_set(void *ctx, uint32_t slot)
     return set[slot];
 }
 
-static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, uint32_t threads,
-                           uint64_t seed)
+static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, uint32_t threads, uint64_t seed)
 {
     tu_data d;
     tu_data_make(&d, n, dim, n / 50 + 1, 0.5, seed, m);
     /* Empty slots, as deletions leave them. */
-    for (uint32_t s = 0; s < n; s += 9)
-        d.slots[s] = NULL;
+    for (uint32_t s = 0; s < n; s += 9) d.slots[s] = NULL;
     /* The store keeps cosine vectors as given: spread their lengths from 1e-30 to 1e15 (the scan
      * must score directions only, and fall back to double sums for the tiny ones). */
     if (m == JVDB_METRIC_COSINE) {
         tu_rng sr = { seed + 2 };
         for (uint32_t s = 0; s < n; s++) {
             float sc = (float)pow(10.0, -30.0 + 45.0 * tu_uniform(&sr));
-            for (uint32_t j = 0; j < dim; j++)
-                d.block[(size_t)s * dim + j] *= sc;
+            for (uint32_t j = 0; j < dim; j++) d.block[(size_t)s * dim + j] *= sc;
         }
     }
     tu_rng r = { seed + 1 };
@@ -199,12 +192,9 @@ static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, 
     uint32_t *got = malloc((k + 1) * sizeof *got);
     float *scores = malloc((k + 1) * sizeof *scores);
     for (int round = 0; round < 4; round++) {
-        if (n)
-            tu_query(&d, &r, 0.3, q);
-        else
-            q[0] = 1.f;
-        if (m == JVDB_METRIC_COSINE)
-            q[0] += 3.f; /* not unit length: flat_search must normalise it */
+        if (n) tu_query(&d, &r, 0.3, q);
+        else q[0] = 1.f;
+        if (m == JVDB_METRIC_COSINE) q[0] += 3.f; /* not unit length: flat_search must normalise it */
         flat_params p;
         flat_params_init(&p);
         p.metric = m;
@@ -225,8 +215,7 @@ static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, 
             p.threshold = scores[cnt / 2];
             float thr = p.threshold;
             assert_int_equal(flat_search(d.slots, n, dim, q, &p, got, scores, &cnt), 0);
-            for (uint32_t i = 0; i < cnt; i++)
-                assert_true(m == JVDB_METRIC_L2 ? scores[i] <= thr : scores[i] >= thr);
+            for (uint32_t i = 0; i < cnt; i++) assert_true(m == JVDB_METRIC_L2 ? scores[i] <= thr : scores[i] >= thr);
             check_exact(d.slots, n, dim, m, q, k, NULL, NULL, 1, thr, got, scores, cnt);
         }
     }
@@ -273,8 +262,7 @@ static void test_exact_deterministic_with_duplicates(void **state)
     enum { N = 30000, DIM = 24, K = 50 };
     tu_data d;
     tu_data_make(&d, N, DIM, 10, 0.1, 77, JVDB_METRIC_L2);
-    for (uint32_t s = 0; s < N; s++)
-        d.slots[s] = d.block + (size_t)(s % 97) * DIM; /* every vector 300+ times */
+    for (uint32_t s = 0; s < N; s++) d.slots[s] = d.block + (size_t)(s % 97) * DIM; /* every vector 300+ times */
     float q[DIM];
     tu_rng r = { 78 };
     tu_query(&d, &r, 0.1, q);
@@ -285,8 +273,7 @@ static void test_exact_deterministic_with_duplicates(void **state)
     p.threads = 1;
     assert_int_equal(flat_search(d.slots, N, DIM, q, &p, base, NULL, &n1), 0);
     assert_int_equal(n1, K);
-    for (uint32_t i = 1; i < K; i++)
-        assert_true(base[i] > base[i - 1] || d.slots[base[i]] != d.slots[base[i - 1]]);
+    for (uint32_t i = 1; i < K; i++) assert_true(base[i] > base[i - 1] || d.slots[base[i]] != d.slots[base[i - 1]]);
     for (uint32_t t = 2; t <= 5; t++) {
         p.threads = t;
         assert_int_equal(flat_search(d.slots, N, DIM, q, &p, got, NULL, &n2), 0);
@@ -318,12 +305,10 @@ static void test_exact_filter_counts(void **state)
     set[4999] = set[0] = set[2500] = 1;
     assert_int_equal(flat_search(d.slots, N, DIM, q, &p, got, sc, &n), 0);
     assert_int_equal(n, 3);
-    for (uint32_t s = 0; s < N; s += 37)
-        set[s] = 1;
+    for (uint32_t s = 0; s < N; s += 37) set[s] = 1;
     assert_int_equal(flat_search(d.slots, N, DIM, q, &p, got, sc, &n), 0);
     assert_int_equal(n, 20);
-    for (uint32_t i = 0; i < n; i++)
-        assert_true(set[got[i]]);
+    for (uint32_t i = 0; i < n; i++) assert_true(set[got[i]]);
     check_exact(d.slots, N, DIM, JVDB_METRIC_DOT, q, 20, accept_set, set, 0, 0, got, sc, n);
     free(set);
     tu_data_free(&d);
@@ -360,14 +345,10 @@ static void test_exact_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_topk_matches_sort),
-        cmocka_unit_test(test_topk_merge_bound_nan),
-        cmocka_unit_test(test_topk_queue_order),
-        cmocka_unit_test(test_exact_small),
-        cmocka_unit_test(test_exact_threads),
-        cmocka_unit_test(test_exact_deterministic_with_duplicates),
-        cmocka_unit_test(test_exact_filter_counts),
-        cmocka_unit_test(test_exact_bad_input),
+        cmocka_unit_test(test_topk_matches_sort),   cmocka_unit_test(test_topk_merge_bound_nan),
+        cmocka_unit_test(test_topk_queue_order),    cmocka_unit_test(test_exact_small),
+        cmocka_unit_test(test_exact_threads),       cmocka_unit_test(test_exact_deterministic_with_duplicates),
+        cmocka_unit_test(test_exact_filter_counts), cmocka_unit_test(test_exact_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,7 +76,7 @@ static void test_version(void **state)
 static void test_log_callback_receives_lines(void **state)
 {
     (void)state;
-    struct captured c = {0};
+    struct captured c = { 0 };
     jvdb_set_log_level(JVDB_LOG_INFO);
     jvdb_set_log_callback(capture, &c);
     char *dir = data_with_leftover();
@@ -96,7 +96,7 @@ static void test_log_callback_receives_lines(void **state)
 static void test_log_level_filters(void **state)
 {
     (void)state;
-    struct captured c = {0};
+    struct captured c = { 0 };
     assert_int_equal(jvdb_set_log_level((jvdb_log_level)7), JVDB_EINVAL);
     assert_non_null(strstr(jvdb_errmsg(), "log level 7"));
     assert_int_equal(jvdb_set_log_level(JVDB_LOG_WARN), JVDB_OK);
@@ -115,7 +115,7 @@ static void test_log_level_filters(void **state)
 static void test_log_default_is_stderr(void **state)
 {
     (void)state;
-    struct captured c = {0};
+    struct captured c = { 0 };
     jvdb_set_log_callback(capture, &c);
     jvdb_set_log_callback(NULL, NULL);
     jvdb_set_log_level(JVDB_LOG_INFO);
@@ -136,7 +136,7 @@ static void test_log_default_is_stderr(void **state)
     assert_int_equal(rc, JVDB_OK);
     jvdb_env_close(env);
     assert_int_equal(c.lines, 0);
-    char text[1024] = {0};
+    char text[1024] = { 0 };
     FILE *f = fopen(errfile, "r");
     assert_non_null(f);
     size_t n = fread(text, 1, sizeof text - 1, f);

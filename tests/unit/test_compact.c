@@ -18,7 +18,7 @@
 static void vec_for(float *v, int id, int version)
 {
     tu_vector(v, DIM, (uint64_t)id, (uint64_t)version);
-    v[0] = (float)id;         /* lets a reader check that what it got belongs to the id it asked */
+    v[0] = (float)id; /* lets a reader check that what it got belongs to the id it asked */
     v[1] = (float)version;
 }
 
@@ -87,13 +87,13 @@ static void test_checklist(void **state)
     uint64_t deleted_bytes = 0;
     int deleted = 0;
     for (int i = 0; i < N; i++) {
-        if (i % 5 < 2) {   /* 40% */
+        if (i % 5 < 2) { /* 40% */
             del_v(db, i);
             deleted++;
         }
     }
     assert_ok(jvdb_stats_get(db, &mid));
-    deleted_bytes = before.live_bytes - mid.live_bytes;   /* the deleted puts */
+    deleted_bytes = before.live_bytes - mid.live_bytes; /* the deleted puts */
     assert_int_equal(mid.live_records, N - deleted);
     jvdb_compact_trigger why;
     char reason[160];
@@ -102,7 +102,7 @@ static void test_checklist(void **state)
     assert_non_null(strstr(reason, "dead ratio"));
 
     jvdb_compact_stats st;
-    jvdb_compact_options o = {.full = 1};
+    jvdb_compact_options o = { .full = 1 };
     assert_ok(jvdb_compact(db, &o, &st));
     assert_int_equal(st.trigger, JVDB_TRIGGER_DEAD_RATIO);
     assert_true(st.full);
@@ -179,7 +179,7 @@ static void test_policy_triggers(void **state)
     /* Not due and not forced: nothing happens. */
     p.max_age_s = 0;
     jvdb_compact_stats st;
-    jvdb_compact_options o = {.policy = &p};
+    jvdb_compact_options o = { .policy = &p };
     assert_ok(jvdb_compact(db, &o, &st));
     assert_int_equal(st.trigger, JVDB_TRIGGER_NONE);
     /* The database's own policy persists. */
@@ -207,22 +207,22 @@ static void test_tombstone_rules(void **state)
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "t", DIM, JVDB_METRIC_L2, 8192);
-    for (int i = 0; i < 60; i++) put_v(db, i, 0);      /* early segments: mostly live */
-    del_v(db, 0);                                       /* shadows a put in the first segment */
+    for (int i = 0; i < 60; i++) put_v(db, i, 0); /* early segments: mostly live */
+    del_v(db, 0);                                 /* shadows a put in the first segment */
     for (int i = 100; i < 200; i++) put_v(db, i, 0);
-    for (int i = 100; i < 200; i++) del_v(db, i);       /* later segments: dead */
+    for (int i = 100; i < 200; i++) del_v(db, i); /* later segments: dead */
     jvdb_compact_policy p;
     jvdb_compact_policy_init(&p);
     p.min_records = 1;
     p.segment_dead_ratio = 0.5;
     jvdb_compact_stats st;
-    jvdb_compact_options o = {.force = 1, .policy = &p};
+    jvdb_compact_options o = { .force = 1, .policy = &p };
     assert_ok(jvdb_compact(db, &o, &st));
     assert_false(st.full);
     assert_true(st.bytes_reclaimed > 0);
     jvdb_stats s;
     assert_ok(jvdb_stats_get(db, &s));
-    assert_true(s.tombstones >= 1);   /* the live first segments pin the tombstones (id-0's put is there) */
+    assert_true(s.tombstones >= 1); /* the live first segments pin the tombstones (id-0's put is there) */
     /* What is left of the dead segments is those tombstones: another partial run would rewrite them
      * for nothing, again and again, so it widens to every sealed segment and they go. */
     assert_ok(jvdb_compact(db, &o, &st));
@@ -245,7 +245,7 @@ static void test_tombstone_rules(void **state)
     assert_ok(jvdb_compact(db, &o, &st));
     assert_int_equal(st.tombstones_dropped, 0);
     assert_ok(jvdb_stats_get(db, &s));
-    assert_int_equal(s.tombstones, 101);   /* ids 100..199 and id-1 */
+    assert_int_equal(s.tombstones, 101); /* ids 100..199 and id-1 */
     /* ...and once the horizon passes them, they go. */
     assert_ok(db_set_backup_horizon(db, s.last_lsn));
     assert_ok(jvdb_compact(db, &o, &st));
@@ -276,7 +276,7 @@ static void test_cancel_leaves_no_trace(void **state)
     jvdb_stats before, after;
     assert_ok(jvdb_stats_get(db, &before));
     volatile int cancel = 1;
-    jvdb_compact_options o = {.full = 1, .force = 1, .cancel = &cancel};
+    jvdb_compact_options o = { .full = 1, .force = 1, .cancel = &cancel };
     assert_err(jvdb_compact(db, &o, NULL), JVDB_EBUSY, "cancelled");
     assert_ok(jvdb_stats_get(db, &after));
     assert_int_equal(after.live_records, before.live_records);
@@ -297,7 +297,7 @@ struct conc {
     atomic_int stop;
     atomic_int bad_reads;
     atomic_long reads;
-    int version[WRITERS][PER_WRITER];   /* final model, -1 = deleted */
+    int version[WRITERS][PER_WRITER]; /* final model, -1 = deleted */
 };
 
 struct warg {
@@ -363,7 +363,7 @@ static void test_concurrent_compaction(void **state)
     pthread_t w[WRITERS], r[2];
     struct warg args[WRITERS];
     for (int t = 0; t < WRITERS; t++) {
-        args[t] = (struct warg){&c, t};
+        args[t] = (struct warg){ &c, t };
         pthread_create(&w[t], NULL, conc_writer, &args[t]);
     }
     for (int t = 0; t < 2; t++) pthread_create(&r[t], NULL, conc_reader, &c);
@@ -371,7 +371,7 @@ static void test_concurrent_compaction(void **state)
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
-        jvdb_compact_options o = {.full = compactions % 2 == 0, .force = 1};
+        jvdb_compact_options o = { .full = compactions % 2 == 0, .force = 1 };
         jvdb_compact_stats st;
         assert_ok(jvdb_compact(db, &o, &st));
         compactions++;
@@ -407,7 +407,8 @@ struct events {
     atomic_int start, finish, fail;
 };
 
-static void on_event(void *arg, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status, const char *msg)
+static void on_event(void *arg, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status,
+                     const char *msg)
 {
     (void)name;
     (void)status;
@@ -443,8 +444,8 @@ static void test_service(void **state)
     memset(&ev, 0, sizeof ev);
     assert_ok(jvdb_compactor_on_event(c, on_event, &ev));
     usleep(700 * 1000);
-    assert_int_equal(atomic_load(&ev.finish), 0);   /* nothing dead yet: nothing to do */
-    for (int i = 0; i < 500; i += 2) del_v(db, i);  /* crosses 30% dead */
+    assert_int_equal(atomic_load(&ev.finish), 0);  /* nothing dead yet: nothing to do */
+    for (int i = 0; i < 500; i += 2) del_v(db, i); /* crosses 30% dead */
     for (int i = 0; i < 100 && atomic_load(&ev.finish) == 0; i++) usleep(50 * 1000);
     assert_true(atomic_load(&ev.start) >= 1);
     assert_true(atomic_load(&ev.finish) >= 1);
@@ -462,7 +463,7 @@ static void test_service(void **state)
 
     /* Stop during a long forced compaction: prompt, and no temporary file stays behind. */
     for (int i = 1000; i < 30000; i++) put_v(db, i, 0);
-    for (int i = 1000; i < 30000; i += 5) del_v(db, i);   /* 20%: only the forced run compacts */
+    for (int i = 1000; i < 30000; i += 5) del_v(db, i); /* 20%: only the forced run compacts */
     int started = atomic_load(&ev.start), finished = atomic_load(&ev.finish);
     assert_ok(jvdb_compactor_force(c, "bg", 1));
     while (atomic_load(&ev.start) == started) usleep(200);
@@ -473,7 +474,7 @@ static void test_service(void **state)
     double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     print_message("compactor stopped in %.3f s\n", secs);
     assert_true(secs < 2.0);
-    assert_int_equal(atomic_load(&ev.finish), finished);   /* it really was stopped mid-compaction */
+    assert_int_equal(atomic_load(&ev.finish), finished); /* it really was stopped mid-compaction */
     char p[1024];
     snprintf(p, sizeof p, "%s/databases/bg", dir);
     assert_int_equal(count_files(p, ".tmp"), 0);
@@ -500,7 +501,7 @@ static void test_service_meets_running_compaction(void **state)
     co.check_interval_ms = 100;
     co.policy.min_records = 10;
     jvdb_compactor *c;
-    assert_true(compact_claim(db));   /* what a running jvdb_compact holds */
+    assert_true(compact_claim(db)); /* what a running jvdb_compact holds */
     assert_ok(jvdb_compactor_start(env, &co, &c));
     static struct events ev;
     memset(&ev, 0, sizeof ev);
@@ -545,12 +546,12 @@ static void test_repoint_without_write_lock(void **state)
             for (int i = 0; i < B; i++) {
                 vec_for(vecs[i], base + i, version);
                 snprintf(keys[i], sizeof keys[i], "id-%d", base + i);
-                recs[i] = (jvdb_record){keys[i], vecs[i], DIM, NULL};
+                recs[i] = (jvdb_record){ keys[i], vecs[i], DIM, NULL };
             }
             assert_ok(jvdb_put_batch(db, recs, B, NULL));
         }
     unsigned long before = __atomic_load_n(&db->write_locks, __ATOMIC_RELAXED);
-    jvdb_compact_options o = {.full = 1, .force = 1};
+    jvdb_compact_options o = { .full = 1, .force = 1 };
     jvdb_compact_stats st;
     assert_ok(jvdb_compact(db, &o, &st));
     unsigned long taken = __atomic_load_n(&db->write_locks, __ATOMIC_RELAXED) - before;

@@ -9,7 +9,7 @@
 
 #define DIM 8
 
-static int acked;   /* ids k0..k(acked-1) were acknowledged */
+static int acked; /* ids k0..k(acked-1) were acknowledged */
 
 static int put_one(jvdb_db *db, int i)
 {
@@ -88,7 +88,7 @@ static void test_eio_on_sync(void **state)
 static void test_faults_while_sealing(void **state)
 {
     (void)state;
-    const enum io_op ops[] = {IO_OP_OPEN, IO_OP_RENAME, IO_OP_SYNC, IO_OP_WRITE};
+    const enum io_op ops[] = { IO_OP_OPEN, IO_OP_RENAME, IO_OP_SYNC, IO_OP_WRITE };
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         char *dir = tu_tempdir();
         jvdb_env *env;
@@ -104,7 +104,7 @@ static void test_faults_while_sealing(void **state)
             } else {
                 failures++;
                 assert_true(strlen(jvdb_errmsg()) > 10);
-                if (rc == JVDB_EFAILED || jvdb_put(db, "probe", (float[DIM]){0}, DIM, NULL, NULL) == JVDB_EFAILED) {
+                if (rc == JVDB_EFAILED || jvdb_put(db, "probe", (float[DIM]){ 0 }, DIM, NULL, NULL) == JVDB_EFAILED) {
                     io_fault_clear();
                     jvdb_env_close(env);
                     check_acked(dir, "r", 2);

@@ -11,8 +11,8 @@
 #include "test_util.h"
 
 #define DIM 16
-#define N 3000
-#define K 40
+#define N   3000
+#define K   40
 
 static float data[N * DIM];
 
@@ -112,7 +112,8 @@ static void check_case(jvdb_db *db, int c, const float *q)
     int want = nref < K ? nref : K;
     uint64_t counted;
     assert_ok(jvdb_count_filtered(db, f, &counted));
-    if ((int)counted != nref) fail_msg("filter %s: count %llu, reference %d", filters[c], (unsigned long long)counted, nref);
+    if ((int)counted != nref)
+        fail_msg("filter %s: count %llu, reference %d", filters[c], (unsigned long long)counted, nref);
     for (int exact = 0; exact < 2; exact++) {
         jvdb_search_params p;
         jvdb_search_params_init(&p);
@@ -128,7 +129,8 @@ static void check_case(jvdb_db *db, int c, const float *q)
             int i = id_num(r[j].id);
             if (!truth(c, i)) fail_msg("filter %s (exact %d): v%d does not satisfy it", filters[c], exact, i);
             for (int t = 0; t < want; t++) hits += (int)ref[t][1] == i;
-            if (exact && (int)ref[j][1] != i) fail_msg("filter %s: result %zu is v%d, reference v%d", filters[c], j, i, (int)ref[j][1]);
+            if (exact && (int)ref[j][1] != i)
+                fail_msg("filter %s: result %zu is v%d, reference v%d", filters[c], j, i, (int)ref[j][1]);
         }
         if (!exact && hits < want * 8 / 10) fail_msg("filter %s: HNSW recall %d/%d", filters[c], hits, want);
         jvdb_results_free(r, n);
@@ -151,7 +153,7 @@ static void test_filter_reference(void **state)
         tu_vector(data + i * DIM, DIM, (uint64_t)i, 7);
         snprintf(ids[i], sizeof ids[i], "v%d", i);
         meta_of(i, metas[i], sizeof metas[i]);
-        recs[i] = (jvdb_record){ids[i], data + i * DIM, DIM, metas[i]};
+        recs[i] = (jvdb_record){ ids[i], data + i * DIM, DIM, metas[i] };
     }
     assert_ok(jvdb_put_batch(db, recs, N, NULL));
     assert_ok(jvdb_db_index_wait(db, 600000));
@@ -176,11 +178,13 @@ static void test_filter_errors(void **state)
     assert_err(jvdb_filter_parse("{\"$not\": [1]}", &f), JVDB_EINVAL, "$not needs a filter object");
     assert_err(jvdb_filter_parse("{\"$nor\": []}", &f), JVDB_EINVAL, "'$nor' is not a field or $and/$or/$not");
     assert_err(jvdb_filter_parse("{\"a\": {\"$or\": []}}", &f), JVDB_EINVAL, "$or goes at the level of fields");
-    assert_err(jvdb_filter_parse("{\"m\": {\"lang\": \"en\"}}", &f), JVDB_EINVAL, "'lang' is not an operator (a nested field is written \"m.lang\")");
+    assert_err(jvdb_filter_parse("{\"m\": {\"lang\": \"en\"}}", &f), JVDB_EINVAL,
+               "'lang' is not an operator (a nested field is written \"m.lang\")");
     assert_err(jvdb_filter_parse("{\"a..b\": 1}", &f), JVDB_EINVAL, "field path 'a..b' has an empty part");
     assert_err(jvdb_filter_parse("{\"\": 1}", &f), JVDB_EINVAL, "a field name is empty");
     assert_err(jvdb_filter_parse("{\"a\": {\"$exists\": 1}}", &f), JVDB_EINVAL, "$exists needs true or false");
-    assert_err(jvdb_filter_parse("{\"a\": {\"$contains\": [1]}}", &f), JVDB_EINVAL, "$contains needs a string, number, boolean or null");
+    assert_err(jvdb_filter_parse("{\"a\": {\"$contains\": [1]}}", &f), JVDB_EINVAL,
+               "$contains needs a string, number, boolean or null");
     assert_err(jvdb_filter_parse("{\"a\": [1, 2]}", &f), JVDB_EINVAL, "a list is not a value to match");
     assert_err(jvdb_filter_parse("{\"a\": {\"$gt\": \"5\"}}", &f), JVDB_EINVAL, "$gt needs a number");
     assert_err(jvdb_filter_parse("{\"a\": {\"$regex\": \"x\"}}", &f), JVDB_EINVAL, "unknown operator '$regex'");
@@ -203,14 +207,14 @@ static void test_bulk_library(void **state)
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "b", 4, JVDB_METRIC_L2, 0);
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     char id[16], meta[64];
     for (int i = 0; i < 20; i++) {
         snprintf(id, sizeof id, "v%d", i);
         snprintf(meta, sizeof meta, "{\"g\":%d,\"tags\":[\"t%d\"]}", i % 4, i % 2);
         assert_ok(jvdb_put(db, id, v, 4, meta, NULL));
     }
-    const char *ids[] = {"v1", "v2", "v2", "zz", "v3"};
+    const char *ids[] = { "v1", "v2", "v2", "zz", "v3" };
     uint64_t n, lsn;
     assert_ok(jvdb_delete_ids(db, ids, 5, &n, &lsn));
     assert_int_equal(n, 3);
@@ -219,7 +223,7 @@ static void test_bulk_library(void **state)
     assert_ok(jvdb_delete_ids(db, ids, 5, &n, &lsn));
     assert_int_equal(n, 0);
     assert_int_equal(lsn, 0);
-    const char *bad[] = {"v4", ""};
+    const char *bad[] = { "v4", "" };
     assert_err(jvdb_delete_ids(db, bad, 2, &n, NULL), JVDB_EINVAL, "id 1: ");
     assert_int_equal(jvdb_count(db), 17);
     /* Filtered delete and count. */
@@ -245,7 +249,7 @@ static void test_bulk_library(void **state)
     assert_err(jvdb_update_metadata(db, "v5", "[1]", NULL), JVDB_EINVAL, "must be a JSON object");
     assert_ok(jvdb_filter_parse("{\"tags\": \"t1\"}", &f));
     assert_ok(jvdb_update_metadata_filtered(db, f, "{\"odd\": true}", &n));
-    assert_int_equal(n, 8);   /* v5 v7 v9 v11 v13 v15 v17 v19 (v1 v3 deleted) */
+    assert_int_equal(n, 8); /* v5 v7 v9 v11 v13 v15 v17 v19 (v1 v3 deleted) */
     jvdb_filter_free(f);
     assert_ok(jvdb_filter_parse("{\"odd\": true}", &f));
     assert_ok(jvdb_count_filtered(db, f, &n));
@@ -259,13 +263,13 @@ static void test_bulk_library(void **state)
     assert_int_equal(np, 5);
     assert_true(more);
     assert_string_equal(page[0], "v10");
-    assert_string_equal(page[4], "v15");   /* v12 went with g == 0 */
+    assert_string_equal(page[4], "v15"); /* v12 went with g == 0 */
     jvdb_scroll_ids_free(page, np);
     assert_ok(jvdb_scroll_ids(db, NULL, "v6", 5, &page, &np, &more));
     assert_int_equal(np, 2);
     assert_false(more);
     assert_string_equal(page[0], "v7");
-    assert_string_equal(page[1], "v9");   /* v8 went with g == 0 */
+    assert_string_equal(page[1], "v9"); /* v8 went with g == 0 */
     jvdb_scroll_ids_free(page, np);
     jvdb_env_close(env);
     tu_rmdir(dir);
@@ -298,9 +302,9 @@ static void test_merge_concurrent(void **state)
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "m", 4, JVDB_METRIC_L2, 0);
     assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     assert_ok(jvdb_put(db, "x", v, 4, "{}", NULL));
-    struct merger a = {db, "a", 0}, b = {db, "b", 0};
+    struct merger a = { db, "a", 0 }, b = { db, "b", 0 };
     pthread_t ta, tb;
     pthread_create(&ta, NULL, merge_thread, &a);
     pthread_create(&tb, NULL, merge_thread, &b);

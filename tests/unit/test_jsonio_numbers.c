@@ -68,9 +68,9 @@ static void check(const char *s)
         failures++;
         return;
     }
-    if (fabs(want) >= ldexp(2.0 - ldexp(1.0, -24), 127)) return;   /* refused as out of float32 range */
+    if (fabs(want) >= ldexp(2.0 - ldexp(1.0, -24), 127)) return; /* refused as out of float32 range */
     float f = (float)got, g = strtof(s, NULL);
-    if (!real && !strcmp(s, "-0")) g = 0.0f;   /* an integer: jansson's 0 */
+    if (!real && !strcmp(s, "-0")) g = 0.0f; /* an integer: jansson's 0 */
     if (memcmp(&f, &g, sizeof f)) {
         if (!is_float_midpoint(got)) {
             printf("FAIL %s: float %.9g but strtof %.9g, not a double-rounding case\n", s, f, g);
@@ -93,7 +93,7 @@ static void random_decimal(char *buf)
         if (i == point && i) *p++ = '.';
         if (i == 0 && lead_zero) *p++ = '.';
         int d = (int)(next() % 10);
-        if (i == 0 && !lead_zero && d == 0 && digits > 1) d = 1;   /* JSON forbids leading zeros */
+        if (i == 0 && !lead_zero && d == 0 && digits > 1) d = 1; /* JSON forbids leading zeros */
         *p++ = (char)('0' + d);
     }
     if (next() & 1) {
@@ -106,15 +106,58 @@ static void random_decimal(char *buf)
 
 int main(void)
 {
-    static const char *const edge[] = {
-        "0", "-0", "0.0", "-0.0", "0e0", "-0e-5", "1", "-1", "0.1", "1e-45", "1.4e-45", "7e-46", "7.1e-46",
-        "1.17549435e-38", "1.1754942e-38", "1.17549421e-38", "3.40282347e+38", "3.4028235e38", "3.40282357e38",
-        "3.4028236e38", "1e38", "1e39", "1e308", "1.7976931348623157e308", "1e309", "1e-308", "4.9e-324",
-        "2.4703282292062327e-324", "1e-400", "123456789012345678", "1234567890123456789", "-123456789012345678",
-        "9007199254740993", "9007199254740993.0", "0.000000000000000000000000000001", "1e22", "1e23", "1e-22",
-        "1e-23", "1.00000005960464477539062", "1.000000059604644775390625", "1.00000005960464477539063",
-        "0.3", "0.30000001192092896", "16777217", "16777217.0", "33554435e-1", "1.0000000000000000000000001",
-        "12345678901234567890e-10", "8.589973e9", "4.0000003e-38", NULL};
+    static const char *const edge[] = { "0",
+                                        "-0",
+                                        "0.0",
+                                        "-0.0",
+                                        "0e0",
+                                        "-0e-5",
+                                        "1",
+                                        "-1",
+                                        "0.1",
+                                        "1e-45",
+                                        "1.4e-45",
+                                        "7e-46",
+                                        "7.1e-46",
+                                        "1.17549435e-38",
+                                        "1.1754942e-38",
+                                        "1.17549421e-38",
+                                        "3.40282347e+38",
+                                        "3.4028235e38",
+                                        "3.40282357e38",
+                                        "3.4028236e38",
+                                        "1e38",
+                                        "1e39",
+                                        "1e308",
+                                        "1.7976931348623157e308",
+                                        "1e309",
+                                        "1e-308",
+                                        "4.9e-324",
+                                        "2.4703282292062327e-324",
+                                        "1e-400",
+                                        "123456789012345678",
+                                        "1234567890123456789",
+                                        "-123456789012345678",
+                                        "9007199254740993",
+                                        "9007199254740993.0",
+                                        "0.000000000000000000000000000001",
+                                        "1e22",
+                                        "1e23",
+                                        "1e-22",
+                                        "1e-23",
+                                        "1.00000005960464477539062",
+                                        "1.000000059604644775390625",
+                                        "1.00000005960464477539063",
+                                        "0.3",
+                                        "0.30000001192092896",
+                                        "16777217",
+                                        "16777217.0",
+                                        "33554435e-1",
+                                        "1.0000000000000000000000001",
+                                        "12345678901234567890e-10",
+                                        "8.589973e9",
+                                        "4.0000003e-38",
+                                        NULL };
     for (size_t i = 0; edge[i]; i++) check(edge[i]);
     /* Every float32 printed as the server prints it (%.9g), over a wide spread of bit patterns. */
     char buf[128];
@@ -149,7 +192,7 @@ int main(void)
     long fmt_checked = 0;
     for (long i = 0; i < 1500000; i++) {
         uint32_t bits = (uint32_t)next();
-        if (i % 3 == 0) bits = (bits & 0x807fffffu) | ((uint32_t)(100 + next() % 60) << 23);   /* 1e-8 .. 1e10 */
+        if (i % 3 == 0) bits = (bits & 0x807fffffu) | ((uint32_t)(100 + next() % 60) << 23); /* 1e-8 .. 1e10 */
         if (i < 64) bits = (uint32_t)i << 23 | (uint32_t)(i & 1) << 31;
         float f;
         memcpy(&f, &bits, 4);
@@ -162,9 +205,10 @@ int main(void)
             failures++;
         }
     }
-    static const float fedge[] = {1.0f, -1.0f, 0.1f, 1e-5f, 1e-4f, 123456.0f, 1234567.0f, 999999.5f, 9999999.0f,
-                                  1e9f, 1e10f, 3.4028235e38f, 1.17549435e-38f, 1.4e-45f, 0.0f, -0.0f, 0.5f, 2.5f,
-                                  100000.0f, 1000000.0f, 1e-16f, 1e27f, 16777216.0f, 0.3f, 0.7f, 65504.0f};
+    static const float fedge[] = { 1.0f,      -1.0f,       0.1f, 1e-5f, 1e-4f,         123456.0f,       1234567.0f,
+                                   999999.5f, 9999999.0f,  1e9f, 1e10f, 3.4028235e38f, 1.17549435e-38f, 1.4e-45f,
+                                   0.0f,      -0.0f,       0.5f, 2.5f,  100000.0f,     1000000.0f,      1e-16f,
+                                   1e27f,     16777216.0f, 0.3f, 0.7f,  65504.0f };
     for (size_t i = 0; i < sizeof fedge / sizeof fedge[0]; i++) {
         char a[64], b[64];
         jw_format_float_fast(a, sizeof a, fedge[i]);

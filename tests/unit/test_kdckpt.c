@@ -18,7 +18,7 @@
 #include "test_util.h"
 
 #define DIM 8
-#define N 400
+#define N   400
 
 static char *path_in(const char *dir, const char *name)
 {
@@ -139,7 +139,7 @@ static jvdb_db *reopen(const char *dir, jvdb_env **env)
 static long long dead_record_offset(const char *seg)
 {
     (void)seg;
-    return 64;   /* k0 version 1 is the database's first record */
+    return 64; /* k0 version 1 is the database's first record */
 }
 
 static void test_open_reads_no_covered_record(void **state)
@@ -225,10 +225,10 @@ static void test_falls_back_when_unusable(void **state)
         char *kd = path_in(dir, "KEYDIR");
         long long size = tu_file_size(kd);
         assert_true(size > 200);
-        if (round == 0) flip_byte(kd, size / 2);                 /* damaged block */
-        if (round == 1) assert_int_equal(truncate(kd, size - 30), 0);   /* cut short */
-        if (round == 2) set_version(kd, 99);                     /* another version */
-        if (round == 3) flip_byte(kd, 20);                       /* damaged header */
+        if (round == 0) flip_byte(kd, size / 2);                      /* damaged block */
+        if (round == 1) assert_int_equal(truncate(kd, size - 30), 0); /* cut short */
+        if (round == 2) set_version(kd, 99);                          /* another version */
+        if (round == 3) flip_byte(kd, 20);                            /* damaged header */
         jvdb_env *env;
         jvdb_db *db = reopen(dir, &env);
         check(db, N);
@@ -249,7 +249,7 @@ static void test_stale_after_compaction(void **state)
     copy_file(kd, old);
     jvdb_env *env;
     jvdb_db *db = reopen(dir, &env);
-    jvdb_compact_options o = {.full = 1, .force = 1};
+    jvdb_compact_options o = { .full = 1, .force = 1 };
     jvdb_compact_stats cs;
     assert_ok(jvdb_compact(db, &o, &cs));
     assert_true(cs.segments_in > 0);
@@ -310,7 +310,7 @@ static void *compact_loop(void *arg)
     while (!atomic_load(&c->stop)) {
         /* Full runs only: a partial run whose inputs hold no live record reaches
          * qsort(NULL, 0, ...) in compact.c (UBSan; reported, not ours to change here). */
-        jvdb_compact_options o = {.full = 1, .force = 1};
+        jvdb_compact_options o = { .full = 1, .force = 1 };
         jvdb_compact_stats cs;
         if (jvdb_compact(c->db, &o, &cs) == JVDB_OK) c->runs++;
         usleep(1000);
@@ -330,7 +330,7 @@ static void test_checkpoints_beside_writes_and_compactions(void **state)
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "t", DIM, JVDB_METRIC_L2, 8192);
     for (int round = 0; round < 3; round++) {
-        struct compactor c = {db, 0, 0};
+        struct compactor c = { db, 0, 0 };
         pthread_t th;
         assert_int_equal(pthread_create(&th, NULL, compact_loop, &c), 0);
         struct timespec t0, t;

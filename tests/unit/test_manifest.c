@@ -16,7 +16,7 @@ static void test_round_trip(void **state)
     m.sync = JVDB_SYNC_INTERVAL;
     m.sync_interval_ms = 200;
     m.segment_max_bytes = 1 << 20;
-    uint64_t segs[] = {3, 7, 9};
+    uint64_t segs[] = { 3, 7, 9 };
     m.segments = segs;
     m.nsegments = 3;
     m.next_segment = 10;
@@ -107,7 +107,8 @@ static void test_format_versions(void **state)
     free(text);
     assert_int_equal(manifest_format_for(JVDB_METRIC_COSINE), 2);
     assert_int_equal(manifest_format_for(JVDB_METRIC_L2), 1);
-    assert_err(format_round_trip(JVDB_METRIC_L2, 3, &back, &text), JVDB_ECORRUPT, "M: unsupported format 3 (this version reads 1 to 2)");
+    assert_err(format_round_trip(JVDB_METRIC_L2, 3, &back, &text), JVDB_ECORRUPT,
+               "M: unsupported format 3 (this version reads 1 to 2)");
     free(text);
 }
 

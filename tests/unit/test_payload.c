@@ -19,7 +19,7 @@ extern uint32_t search_payload_scan_min;
 extern double search_payload_scan_share;
 
 #define DIM 8
-#define N 2500
+#define N   2500
 
 static char metas[N][512];
 static int live[N];
@@ -33,7 +33,7 @@ static unsigned rnd(unsigned n)
     return (rng >> 8) % n;
 }
 
-static const char *kw[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+static const char *kw[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
 
 /* A value for a numeric-ish field: numbers, numeric strings, other strings, lists, null, booleans. */
 static void num_value(char *b, size_t cap)
@@ -93,7 +93,7 @@ static void make_meta(int i, char *out, size_t cap)
     snprintf(out, cap, "{%s}", o ? parts + 1 : "");
 }
 
-static const char *fields[] = {"cat", "tags", "price", "m.lang", "m.n", "rare", "other", "m"};
+static const char *fields[] = { "cat", "tags", "price", "m.lang", "m.n", "rare", "other", "m" };
 
 /* A random operand of any scalar type. */
 static void operand(char *b, size_t cap)
@@ -226,10 +226,20 @@ static void check_filter(jvdb_db *db, const char *js)
 static void check_many(jvdb_db *db, int rounds)
 {
     static const char *fixed[] = {
-        "{\"rare\": \"r\"}", "{\"cat\": \"a\"}", "{\"tags\": {\"$in\": [\"b\", \"c\"]}}", "{\"price\": {\"$gte\": 10, \"$lt\": 12}}",
-        "{\"price\": {\"$gt\": 5}}", "{\"price\": 7}", "{\"price\": \"7\"}", "{\"m.lang\": \"d\"}", "{\"m.n\": {\"$lte\": 3}}",
-        "{\"cat\": {\"$ne\": \"a\"}}", "{\"$not\": {\"rare\": {\"$exists\": true}}}", "{\"tags\": {\"$nin\": [\"a\"]}}",
-        "{\"$or\": [{\"rare\": \"r\"}, {\"price\": {\"$lt\": 1}}]}", "{\"cat\": \"a\", \"other\": \"b\"}",
+        "{\"rare\": \"r\"}",
+        "{\"cat\": \"a\"}",
+        "{\"tags\": {\"$in\": [\"b\", \"c\"]}}",
+        "{\"price\": {\"$gte\": 10, \"$lt\": 12}}",
+        "{\"price\": {\"$gt\": 5}}",
+        "{\"price\": 7}",
+        "{\"price\": \"7\"}",
+        "{\"m.lang\": \"d\"}",
+        "{\"m.n\": {\"$lte\": 3}}",
+        "{\"cat\": {\"$ne\": \"a\"}}",
+        "{\"$not\": {\"rare\": {\"$exists\": true}}}",
+        "{\"tags\": {\"$nin\": [\"a\"]}}",
+        "{\"$or\": [{\"rare\": \"r\"}, {\"price\": {\"$lt\": 1}}]}",
+        "{\"cat\": \"a\", \"other\": \"b\"}",
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_filter(db, fixed[i]);
     for (int r = 0; r < rounds; r++) {
@@ -304,7 +314,7 @@ static void test_payload_model(void **state)
     check_many(db, 20);
     assert_ok(jvdb_db_payload_index_create(db, "cat", JVDB_PAYLOAD_KEYWORD));
     /* Compaction moves records; the indexes stay right. */
-    jvdb_compact_options co = {.full = 1, .force = 1};
+    jvdb_compact_options co = { .full = 1, .force = 1 };
     jvdb_compact_stats cs;
     assert_ok(jvdb_compact(db, &co, &cs));
     assert_true(cs.records_copied > 0);
@@ -363,11 +373,12 @@ static void test_payload_race(void **state)
     }
     assert_ok(jvdb_db_payload_index_create(db, "cat", JVDB_PAYLOAD_KEYWORD));
     assert_ok(jvdb_db_payload_index_create(db, "price", JVDB_PAYLOAD_NUMERIC));
-    struct race ra = {db, 0};
+    struct race ra = { db, 0 };
     atomic_init(&ra.stop, 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, race_writer, &ra), 0);
-    const char *fs[] = {"{\"cat\": \"a\"}", "{\"cat\": \"b\", \"price\": {\"$lt\": 50}}", "{\"cat\": {\"$ne\": \"c\"}}"};
+    const char *fs[] = { "{\"cat\": \"a\"}", "{\"cat\": \"b\", \"price\": {\"$lt\": 50}}",
+                         "{\"cat\": {\"$ne\": \"c\"}}" };
     for (int t = 0; t < 300; t++) {
         jvdb_filter *f;
         assert_ok(jvdb_filter_parse(fs[t % 3], &f));
@@ -417,7 +428,7 @@ static void test_payload_errors(void **state)
         snprintf(f, sizeof f, "f%02d", i);
         assert_ok(jvdb_db_payload_index_create(db, f, JVDB_PAYLOAD_KEYWORD));
     }
-    assert_ok(jvdb_db_payload_index_create(db, "f00", JVDB_PAYLOAD_KEYWORD));   /* the same again: a no-op */
+    assert_ok(jvdb_db_payload_index_create(db, "f00", JVDB_PAYLOAD_KEYWORD)); /* the same again: a no-op */
     assert_err(jvdb_db_payload_index_create(db, "g", JVDB_PAYLOAD_KEYWORD), JVDB_EINVAL, "payload indexes already");
     jvdb_payload_index *ls;
     size_t n;

@@ -28,19 +28,19 @@
 #include "store/db.h"
 #include "store/record.h"
 
-#define DIM 4
-#define GROUPS 12
+#define DIM        4
+#define GROUPS     12
 #define GROUP_SIZE 4
-#define SOLOS 8
-#define NIDS (GROUPS * GROUP_SIZE + SOLOS)
-#define FILLERS 2   /* new ids per group put batch, ignored by the model */
+#define SOLOS      8
+#define NIDS       (GROUPS * GROUP_SIZE + SOLOS)
+#define FILLERS    2 /* new ids per group put batch, ignored by the model */
 
 enum { K_NONE = 0, K_PUT, K_DEL };
 
 struct model {
     jvdb_db *db;
     unsigned batches;
-    atomic_uint gen_kind[1 << 16];     /* generation -> K_PUT / K_DEL (set before the write) */
+    atomic_uint gen_kind[1 << 16]; /* generation -> K_PUT / K_DEL (set before the write) */
     atomic_uint gen_group[1 << 16];
     atomic_uint committed[GROUPS + SOLOS];
     atomic_uint inflight[GROUPS + SOLOS];
@@ -67,9 +67,10 @@ static void model_fail(struct model *md, const char *fmt, unsigned a, unsigned b
 static int model_allows(struct model *md, unsigned u, unsigned gen, unsigned c0, unsigned e1)
 {
     if (gen) {
-        return gen >= c0 && gen <= e1 && atomic_load(&md->gen_kind[gen]) == K_PUT && atomic_load(&md->gen_group[gen]) == u;
+        return gen >= c0 && gen <= e1 && atomic_load(&md->gen_kind[gen]) == K_PUT &&
+               atomic_load(&md->gen_group[gen]) == u;
     }
-    if (c0 == 0) return 1;   /* nothing acknowledged before the read: absent is the initial state */
+    if (c0 == 0) return 1; /* nothing acknowledged before the read: absent is the initial state */
     for (unsigned g = c0; g <= e1; g++)
         if (atomic_load(&md->gen_group[g]) == u && atomic_load(&md->gen_kind[g]) == K_DEL) return 1;
     return 0;
@@ -88,7 +89,7 @@ static void *writer_main(void *arg)
 {
     struct model *md = arg;
     unsigned seed = 12345, gen = 0, fillers = 0;
-    int deleted[GROUPS] = {0}, present[GROUPS] = {0};
+    int deleted[GROUPS] = { 0 }, present[GROUPS] = { 0 };
     for (unsigned it = 0; it < md->batches && !atomic_load(&md->failures); it++) {
         seed = seed * 1103515245u + 12345u;
         unsigned r = seed >> 8;
@@ -116,22 +117,22 @@ static void *writer_main(void *arg)
         if (del) {
             struct db_op ops[GROUP_SIZE];
             for (unsigned m = 0; m < GROUP_SIZE; m++)
-                ops[m] = (struct db_op){.kind = REC_KIND_DELETE, .id = ids[m], .id_len = strlen(ids[m])};
+                ops[m] = (struct db_op){ .kind = REC_KIND_DELETE, .id = ids[m], .id_len = strlen(ids[m]) };
             assert_ok(db_write(md->db, ops, GROUP_SIZE, NULL));
             deleted[g] = 1;
         } else {
             /* New filler ids between the members make the keydir and the slot table grow in the
              * middle of batches while readers read. */
-            float v[GROUP_SIZE][DIM], fv[DIM] = {0, 0, 0, 1};
+            float v[GROUP_SIZE][DIM], fv[DIM] = { 0, 0, 0, 1 };
             char fids[FILLERS][32];
             jvdb_record recs[GROUP_SIZE + FILLERS];
             size_t k = 0;
             for (unsigned m = 0; m < GROUP_SIZE; m++) {
                 model_vector(v[m], g, m, gen);
-                recs[k++] = (jvdb_record){ids[m], v[m], DIM, NULL};
+                recs[k++] = (jvdb_record){ ids[m], v[m], DIM, NULL };
                 if (m < FILLERS) {
                     snprintf(fids[m], sizeof fids[m], "f%u", fillers++);
-                    recs[k++] = (jvdb_record){fids[m], fv, DIM, NULL};
+                    recs[k++] = (jvdb_record){ fids[m], fv, DIM, NULL };
                 }
             }
             assert_ok(jvdb_put_batch(md->db, recs, k, NULL));
@@ -153,7 +154,7 @@ struct view {
 static int view_put(struct view *w, const char *id, size_t id_len, const float *v, uint64_t lsn)
 {
     char buf[40];
-    if (id_len && id[0] == 'f') return 0;   /* a filler */
+    if (id_len && id[0] == 'f') return 0; /* a filler */
     snprintf(buf, sizeof buf, "%.*s", (int)id_len, id);
     unsigned u, m;
     if (sscanf(buf, "g%u-m%u", &u, &m) == 2 && u < GROUPS && m < GROUP_SIZE) {
@@ -163,13 +164,14 @@ static int view_put(struct view *w, const char *id, size_t id_len, const float *
     } else {
         return -1;
     }
-    if ((unsigned)v[0] != u + 1 || (unsigned)v[1] != m + 1) return -1;   /* a vector under the wrong id */
+    if ((unsigned)v[0] != u + 1 || (unsigned)v[1] != m + 1) return -1; /* a vector under the wrong id */
     w->gen[u][m] = (unsigned)v[2];
     w->lsn[u][m] = lsn;
     return 0;
 }
 
-static int iter_cb(void *arg, const char *id, size_t id_len, const float *v, const char *meta, size_t meta_len, uint64_t lsn)
+static int iter_cb(void *arg, const char *id, size_t id_len, const float *v, const char *meta, size_t meta_len,
+                   uint64_t lsn)
 {
     (void)meta;
     (void)meta_len;
@@ -224,17 +226,18 @@ static void *scan_reader_main(void *arg)
             how = it % 3 == 1 ? "exact search" : "hnsw search";
             jvdb_search_params p;
             jvdb_search_params_init(&p);
-            p.k = 20000;   /* everything: model ids and fillers */
+            p.k = 20000; /* everything: model ids and fillers */
             p.exact = it % 3 == 1;
             p.ef = 200;
             p.threads = 1;
             p.include_vectors = 1;
-            float q[DIM] = {1, 1, 1, 1};
+            float q[DIM] = { 1, 1, 1, 1 };
             jvdb_result *r;
             size_t n;
             assert_ok(jvdb_search(md->db, q, DIM, &p, &r, &n));
             for (size_t i = 0; i < n; i++)
-                if (view_put(&w, r[i].id, strlen(r[i].id), r[i].vector, 0)) model_fail(md, "bad result %u", (unsigned)i, 0, 0);
+                if (view_put(&w, r[i].id, strlen(r[i].id), r[i].vector, 0))
+                    model_fail(md, "bad result %u", (unsigned)i, 0, 0);
             jvdb_results_free(r, n);
             if (!p.exact) {
                 /* An approximate search may miss vectors; check only what it returned. */
@@ -270,7 +273,8 @@ static void *get_reader_main(void *arg)
         unsigned e1 = atomic_load(&md->inflight[u]);
         unsigned gen = 0;
         if (rc == JVDB_OK) {
-            if ((unsigned)v[0] != u + 1 || (unsigned)v[1] != m + 1) model_fail(md, "get %u/%u: a vector of another id", u, m, 0);
+            if ((unsigned)v[0] != u + 1 || (unsigned)v[1] != m + 1)
+                model_fail(md, "get %u/%u: a vector of another id", u, m, 0);
             gen = (unsigned)v[2];
         } else if (rc != JVDB_ENOTFOUND) {
             model_fail(md, "get failed with %u", (unsigned)-rc, 0, 0);
@@ -285,7 +289,7 @@ static void *compactor_main(void *arg)
 {
     struct model *md = arg;
     while (!atomic_load(&md->done) && !atomic_load(&md->failures)) {
-        jvdb_compact_options o = {0};
+        jvdb_compact_options o = { 0 };
         o.full = 1;
         o.force = 1;
         jvdb_compact_stats st;
@@ -304,7 +308,7 @@ static void run_model(jvdb_sync_mode sync, unsigned batches)
     jvdb_db_options o;
     jvdb_db_options_init(&o, DIM);
     o.sync = sync;
-    o.segment_max_bytes = 16384;   /* a seal every few dozen batches */
+    o.segment_max_bytes = 16384; /* a seal every few dozen batches */
     struct model *md = calloc(1, sizeof *md);
     assert_non_null(md);
     pthread_mutex_init(&md->why_mu, NULL);
@@ -367,11 +371,11 @@ static void test_unsynced_batch_never_visible(void **state)
     jvdb_db_options_init(&o, DIM);
     jvdb_db *db;
     assert_ok(jvdb_db_create(env, "d", &o, &db));
-    float v[DIM] = {1, 2, 3, 4};
+    float v[DIM] = { 1, 2, 3, 4 };
     assert_ok(jvdb_put(db, "kept", v, DIM, NULL, NULL));
     io_fault_arm(IO_OP_SYNC, 0, EIO, false, true);
-    float w[DIM] = {5, 6, 7, 8};
-    jvdb_record recs[2] = {{"lost-a", w, DIM, NULL}, {"kept", w, DIM, NULL}};
+    float w[DIM] = { 5, 6, 7, 8 };
+    jvdb_record recs[2] = { { "lost-a", w, DIM, NULL }, { "kept", w, DIM, NULL } };
     assert_int_not_equal(jvdb_put_batch(db, recs, 2, NULL), JVDB_OK);
     io_fault_clear();
     float got[DIM];
@@ -405,7 +409,7 @@ struct scanner {
     jvdb_db *db;
     atomic_int stop;
     atomic_int scans;
-    double total;          /* seconds spent scanning (the scanner's own) */
+    double total; /* seconds spent scanning (the scanner's own) */
 };
 
 static void *scanner_main(void *arg)
@@ -452,18 +456,18 @@ static void test_scan_never_blocks(void **state)
     jvdb_db *db;
     assert_ok(jvdb_db_create(env, "big", &o, &db));
     float *vecs = malloc((size_t)B * 64 * sizeof *vecs);
-    char (*ids)[16] = malloc((size_t)B * sizeof *ids);
+    char(*ids)[16] = malloc((size_t)B * sizeof *ids);
     jvdb_record *recs = malloc(B * sizeof *recs);
     assert_true(vecs && ids && recs);
     for (uint32_t base = 0; base < N; base += B) {
         for (uint32_t i = 0; i < B; i++) {
             tu_vector(vecs + (size_t)i * 64, 64, base + i, 0);
             snprintf(ids[i], sizeof ids[i], "v%u", base + i);
-            recs[i] = (jvdb_record){ids[i], vecs + (size_t)i * 64, 64, NULL};
+            recs[i] = (jvdb_record){ ids[i], vecs + (size_t)i * 64, 64, NULL };
         }
         assert_ok(jvdb_put_batch(db, recs, B, NULL));
     }
-    struct scanner sc = {db, 0, 0, 0};
+    struct scanner sc = { db, 0, 0, 0 };
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, scanner_main, &sc), 0);
     while (atomic_load(&sc.scans) < 1) usleep(1000);
@@ -471,7 +475,7 @@ static void test_scan_never_blocks(void **state)
     double put_lat[PROBES], get_lat[PROBES];
     float v[64];
     for (int i = 0; i < PROBES; i++) {
-        usleep(7000);   /* land at different points of the scans */
+        usleep(7000); /* land at different points of the scans */
         tu_vector(v, 64, 1000000 + i, 1);
         char id[32];
         snprintf(id, sizeof id, "probe%d", i);
@@ -488,13 +492,15 @@ static void test_scan_never_blocks(void **state)
     double scan = sc.total / atomic_load(&sc.scans);
     qsort(put_lat, PROBES, sizeof put_lat[0], cmp_double);
     qsort(get_lat, PROBES, sizeof get_lat[0], cmp_double);
-    print_message("scan %.1f ms (%d scans); put median %.3f ms p90 %.3f ms; get median %.3f ms p90 %.3f ms\n", scan * 1e3,
-                  atomic_load(&sc.scans), put_lat[PROBES / 2] * 1e3, put_lat[PROBES * 9 / 10] * 1e3,
+    print_message("scan %.1f ms (%d scans); put median %.3f ms p90 %.3f ms; get median %.3f ms p90 %.3f ms\n",
+                  scan * 1e3, atomic_load(&sc.scans), put_lat[PROBES / 2] * 1e3, put_lat[PROBES * 9 / 10] * 1e3,
                   get_lat[PROBES / 2] * 1e3, get_lat[PROBES * 9 / 10] * 1e3);
     /* Generous: a waiting put would take half a scan on average; a free one takes microseconds.
      * The 90th percentile leaves room for a noisy shared machine. */
-    if (!(put_lat[PROBES * 9 / 10] < scan / 4)) fail_msg("puts waited for the scan: p90 %.3f ms vs scan %.3f ms", put_lat[PROBES * 9 / 10] * 1e3, scan * 1e3);
-    if (!(get_lat[PROBES * 9 / 10] < scan / 4)) fail_msg("gets waited for the scan: p90 %.3f ms vs scan %.3f ms", get_lat[PROBES * 9 / 10] * 1e3, scan * 1e3);
+    if (!(put_lat[PROBES * 9 / 10] < scan / 4))
+        fail_msg("puts waited for the scan: p90 %.3f ms vs scan %.3f ms", put_lat[PROBES * 9 / 10] * 1e3, scan * 1e3);
+    if (!(get_lat[PROBES * 9 / 10] < scan / 4))
+        fail_msg("gets waited for the scan: p90 %.3f ms vs scan %.3f ms", get_lat[PROBES * 9 / 10] * 1e3, scan * 1e3);
     free(vecs);
     free(ids);
     free(recs);

@@ -116,7 +116,7 @@ static void test_half_batch_dropped(void **state)
     for (int i = 0; i < 6; i++) {
         tu_vector(vs[i], 8, 100 + (uint64_t)i, 0);
         snprintf(ids[i], sizeof ids[i], "batch%d", i);
-        recs[i] = (jvdb_record){ids[i], vs[i], 8, NULL};
+        recs[i] = (jvdb_record){ ids[i], vs[i], 8, NULL };
     }
     assert_ok(jvdb_put_batch(db, recs, 6, NULL));
     jvdb_env_close(env);
@@ -179,7 +179,7 @@ static void test_orphans_and_leftovers_removed(void **state)
     fill(db, 0, 5, 8);
     jvdb_env_close(env);
     char p[1024];
-    const char *orphans[] = {"0000000099.seg", "0000000099.seg.tmp", "MANIFEST.tmp"};
+    const char *orphans[] = { "0000000099.seg", "0000000099.seg.tmp", "MANIFEST.tmp" };
     for (int i = 0; i < 3; i++) {
         snprintf(p, sizeof p, "%s/databases/o/%s", dir, orphans[i]);
         append_bytes(p, "x", 1);
@@ -243,7 +243,7 @@ static int digest_one(const char *path, const struct stat *st, int type, struct 
         while ((c = getc(f)) != EOF) h = (h ^ (unsigned char)c) * 1099511628211ull;
         fclose(f);
     }
-    digest_acc += h * 0x9e3779b97f4a7c15ull;   /* order-independent */
+    digest_acc += h * 0x9e3779b97f4a7c15ull; /* order-independent */
     return 0;
 }
 
@@ -355,14 +355,14 @@ static void test_readonly_changes_nothing(void **state)
     memset(junk, 0xAB, sizeof junk);
     append_bytes(seg, junk, sizeof junk);
     char p[1024];
-    snprintf(p, sizeof p, "%s/databases/r/0000000077.seg", dir);   /* an orphan stays too */
+    snprintf(p, sizeof p, "%s/databases/r/0000000077.seg", dir); /* an orphan stays too */
     append_bytes(p, "x", 1);
     uint64_t before = dir_digest(dir);
     assert_ok(jvdb_env_open_readonly(dir, &env));
     assert_ok(jvdb_db_open(env, "r", &db));
     assert_int_equal(jvdb_count(db), 30);
     check(db, 0, 30, 8);
-    float v[8] = {0};
+    float v[8] = { 0 };
     assert_err(jvdb_put(db, "new", v, 8, NULL, NULL), JVDB_EREADONLY, "read-only");
     assert_err(jvdb_delete(db, "k1", NULL), JVDB_EREADONLY, "read-only");
     assert_err(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0), JVDB_EREADONLY, "read-only");
@@ -429,7 +429,7 @@ static void test_repair_salvages(void **state)
     flip_byte(first, record_offset(first, 5) + 64 + 2);
     assert_ok(jvdb_env_open(dir, &env));
     assert_err(jvdb_db_open(env, "s", &db), JVDB_ECORRUPT, "corrupt record");
-    struct drops d = {0};
+    struct drops d = { 0 };
     jvdb_repair_result r;
     assert_ok(jvdb_db_repair(env, "s", on_drop, &d, &r));
     assert_int_equal(d.n, 2);
@@ -448,7 +448,7 @@ static void test_repair_salvages(void **state)
         if (jvdb_get(db, id, NULL, NULL) != JVDB_OK) missing++;
     }
     assert_int_equal(missing, 3);
-    fill(db, 300, 310, 8);   /* writable again */
+    fill(db, 300, 310, 8); /* writable again */
     jvdb_env_close(env);
     assert_ok(jvdb_env_open(dir, &env));
     assert_ok(jvdb_db_open(env, "s", &db));

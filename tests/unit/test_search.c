@@ -54,12 +54,13 @@ static int cmp_scored(const void *a, const void *b)
 }
 
 /* Indices of the true top k (and the k-th score, for tie tolerance). */
-static void reference_topk(jvdb_metric m, const float *data, int n, const int *alive, const float *q, int k, int *out, double *kth)
+static void reference_topk(jvdb_metric m, const float *data, int n, const int *alive, const float *q, int k, int *out,
+                           double *kth)
 {
     struct scored *all = malloc((size_t)n * sizeof *all);
     int live = 0;
     for (int i = 0; i < n; i++)
-        if (!alive || alive[i]) all[live++] = (struct scored){ref_score(m, q, data + (size_t)i * DIM, DIM), i};
+        if (!alive || alive[i]) all[live++] = (struct scored){ ref_score(m, q, data + (size_t)i * DIM, DIM), i };
     sort_metric = m;
     qsort(all, (size_t)live, sizeof *all, cmp_scored);
     for (int j = 0; j < k && j < live; j++) out[j] = all[j].i;
@@ -80,7 +81,7 @@ static jvdb_db *load(jvdb_env *env, const char *name, jvdb_metric m, const float
             snprintf(ids[j], sizeof ids[j], "v%d", i + j);
             snprintf(metas[j], sizeof metas[j], "{\"group\":%d,\"name\":\"n%d\",\"even\":%s}", (i + j) % 10, i + j,
                      (i + j) % 2 ? "false" : "true");
-            recs[j] = (jvdb_record){ids[j], data + (size_t)(i + j) * DIM, DIM, metas[j]};
+            recs[j] = (jvdb_record){ ids[j], data + (size_t)(i + j) * DIM, DIM, metas[j] };
         }
         assert_ok(jvdb_put_batch(db, recs, (size_t)cnt, NULL));
     }
@@ -97,8 +98,8 @@ static void test_exact_matches_reference(void **state)
     assert_ok(jvdb_env_open(dir, &env));
     enum { N = 3000, K = 10 };
     float *data = make_clustered(N, DIM, 1);
-    const jvdb_metric metrics[] = {JVDB_METRIC_L2, JVDB_METRIC_COSINE, JVDB_METRIC_DOT};
-    const char *names[] = {"l2", "cos", "dot"};
+    const jvdb_metric metrics[] = { JVDB_METRIC_L2, JVDB_METRIC_COSINE, JVDB_METRIC_DOT };
+    const char *names[] = { "l2", "cos", "dot" };
     for (int mi = 0; mi < 3; mi++) {
         jvdb_db *db = load(env, names[mi], metrics[mi], data, N);
         for (int qi = 0; qi < 20; qi++) {
@@ -127,7 +128,9 @@ static void test_exact_matches_reference(void **state)
                 if (!in) assert_true(fabs(s - kth) <= 1e-4 * (1 + fabs(kth)));
                 assert_non_null(r[j].vector);
                 assert_non_null(strstr(r[j].meta_json, "\"group\""));
-                if (j) assert_true(metrics[mi] == JVDB_METRIC_L2 ? r[j].score >= r[j - 1].score : r[j].score <= r[j - 1].score);
+                if (j)
+                    assert_true(metrics[mi] == JVDB_METRIC_L2 ? r[j].score >= r[j - 1].score
+                                                              : r[j].score <= r[j - 1].score);
             }
             jvdb_results_free(r, n);
         }
@@ -173,7 +176,7 @@ static void test_hnsw_recall(void **state)
     jvdb_index_options io;
     jvdb_index_options_init(&io);
     io.ef_construction = 100;
-    io.ef_search = 256;   /* a third of the queries fall where vectors were deleted: hard ones */
+    io.ef_search = 256; /* a third of the queries fall where vectors were deleted: hard ones */
     assert_ok(jvdb_db_set_index(db, &io));
     /* Before the graph has everything, answers are still complete (pending vectors are scanned). */
     assert_true(recall_at_10(db, data, N, NULL, 0) >= 0.95);
@@ -233,13 +236,13 @@ static void test_filters(void **state)
         int (*match)(int i);
         int expect_k;
     } cases[] = {
-        {"{\"group\": 3}", NULL, 10},
-        {"{\"group\": {\"$in\": [1, 2]}, \"even\": true}", NULL, 10},
-        {"{\"group\": {\"$gte\": 7, \"$lt\": 9}}", NULL, 10},
-        {"{\"group\": {\"$ne\": 0}}", NULL, 10},
-        {"{\"name\": \"n1234\"}", NULL, 1},
-        {"{\"name\": {\"$in\": [\"n5\", \"n77\", \"n3999\"]}}", NULL, 3},
-        {"{\"missing\": 1}", NULL, 0},
+        { "{\"group\": 3}", NULL, 10 },
+        { "{\"group\": {\"$in\": [1, 2]}, \"even\": true}", NULL, 10 },
+        { "{\"group\": {\"$gte\": 7, \"$lt\": 9}}", NULL, 10 },
+        { "{\"group\": {\"$ne\": 0}}", NULL, 10 },
+        { "{\"name\": \"n1234\"}", NULL, 1 },
+        { "{\"name\": {\"$in\": [\"n5\", \"n77\", \"n3999\"]}}", NULL, 3 },
+        { "{\"missing\": 1}", NULL, 0 },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         jvdb_filter *f;
@@ -253,11 +256,13 @@ static void test_filters(void **state)
             jvdb_result *r;
             size_t n;
             assert_ok(jvdb_search(db, data, DIM, &p, &r, &n));
-            if ((int)n != cases[c].expect_k) fail_msg("filter %s (exact %d): %zu results, want %d", cases[c].filter, exact, n, cases[c].expect_k);
+            if ((int)n != cases[c].expect_k)
+                fail_msg("filter %s (exact %d): %zu results, want %d", cases[c].filter, exact, n, cases[c].expect_k);
             for (size_t j = 0; j < n; j++) {
                 int i = id_num(r[j].id);
                 char meta[64];
-                snprintf(meta, sizeof meta, "{\"group\":%d,\"name\":\"n%d\",\"even\":%s}", i % 10, i, i % 2 ? "false" : "true");
+                snprintf(meta, sizeof meta, "{\"group\":%d,\"name\":\"n%d\",\"even\":%s}", i % 10, i,
+                         i % 2 ? "false" : "true");
                 assert_string_equal(r[j].meta_json, meta);
                 int g = i % 10;
                 switch (c) {
@@ -284,7 +289,8 @@ static void test_filters(void **state)
     jvdb_search_params_init(&p);
     jvdb_result *r;
     size_t n;
-    assert_err(jvdb_search(db, data, DIM - 1, &p, &r, &n), JVDB_EINVAL, "query has 23 values but database 'f' has dimension 24");
+    assert_err(jvdb_search(db, data, DIM - 1, &p, &r, &n), JVDB_EINVAL,
+               "query has 23 values but database 'f' has dimension 24");
     float bad[DIM];
     memcpy(bad, data, sizeof bad);
     bad[5] = NAN;

@@ -106,7 +106,8 @@ struct collect {
     int with_meta;
 };
 
-static int collect_fn(void *arg, const char *id, size_t id_len, const float *v, const char *meta, size_t meta_len, uint64_t lsn)
+static int collect_fn(void *arg, const char *id, size_t id_len, const float *v, const char *meta, size_t meta_len,
+                      uint64_t lsn)
 {
     (void)id;
     (void)v;
@@ -153,11 +154,11 @@ static void test_vectors_round_trip(void **state)
     for (int i = 0; i < 5; i++) {
         tu_vector(vs[i], 8, 10 + (uint64_t)i, 0);
         snprintf(ids[i], sizeof ids[i], "b%d", i);
-        recs[i] = (jvdb_record){ids[i], vs[i], 8, i % 2 ? "{\"odd\":true}" : NULL};
+        recs[i] = (jvdb_record){ ids[i], vs[i], 8, i % 2 ? "{\"odd\":true}" : NULL };
     }
     assert_ok(jvdb_put_batch(db, recs, 5, &lsn));
     assert_int_equal(jvdb_count(db), 6);
-    struct collect c = {0, 0};
+    struct collect c = { 0, 0 };
     assert_ok(jvdb_iterate(db, collect_fn, &c));
     assert_int_equal(c.n, 6);
     assert_int_equal(c.with_meta, 2);
@@ -170,7 +171,7 @@ static void test_vectors_round_trip(void **state)
     assert_ok(jvdb_stats_get(db, &st));
     assert_int_equal(st.live_records, 5);
     assert_int_equal(st.last_lsn, lsn);
-    assert_int_equal(st.dead_records, 3);   /* first version of a, b2's put, b2's tombstone */
+    assert_int_equal(st.dead_records, 3); /* first version of a, b2's put, b2's tombstone */
     assert_int_equal(st.tombstones, 1);
     assert_true(st.dead_bytes > 0 && st.dead_ratio > 0 && st.dead_ratio < 1);
     assert_int_equal(st.segments, 1);
@@ -202,15 +203,16 @@ static void test_bad_input_changes_nothing(void **state)
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "e", 4, JVDB_METRIC_L2, 0);
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     assert_ok(jvdb_put(db, "keep", v, 4, NULL, NULL));
     jvdb_stats before, after;
     assert_ok(jvdb_stats_get(db, &before));
 
-    assert_err(jvdb_put(db, "x", v, 3, NULL, NULL), JVDB_EINVAL, "vector has 3 values but database 'e' has dimension 4");
-    float nan_v[4] = {1, NAN, 3, 4};
+    assert_err(jvdb_put(db, "x", v, 3, NULL, NULL), JVDB_EINVAL,
+               "vector has 3 values but database 'e' has dimension 4");
+    float nan_v[4] = { 1, NAN, 3, 4 };
     assert_err(jvdb_put(db, "x", nan_v, 4, NULL, NULL), JVDB_EINVAL, "value 1 is NaN");
-    float inf_v[4] = {1, 2, INFINITY, 4};
+    float inf_v[4] = { 1, 2, INFINITY, 4 };
     assert_err(jvdb_put(db, "x", inf_v, 4, NULL, NULL), JVDB_EINVAL, "value 2 is infinite");
     assert_err(jvdb_put(db, "", v, 4, NULL, NULL), JVDB_EINVAL, "id is empty");
     assert_err(jvdb_put(db, NULL, v, 4, NULL, NULL), JVDB_EINVAL, "id is missing");
@@ -226,7 +228,9 @@ static void test_bad_input_changes_nothing(void **state)
     assert_err(jvdb_put_batch(db, NULL, 0, NULL), JVDB_EINVAL, "batch is empty");
 
     /* A batch with one bad record stores none of them, and names the bad one. */
-    jvdb_record recs[4] = {{"b0", v, 4, NULL}, {"b1", v, 4, NULL}, {"b2", v, 4, "{\"x\":1}"}, {"b3", nan_v, 4, NULL}};
+    jvdb_record recs[4] = {
+        { "b0", v, 4, NULL }, { "b1", v, 4, NULL }, { "b2", v, 4, "{\"x\":1}" }, { "b3", nan_v, 4, NULL }
+    };
     assert_err(jvdb_put_batch(db, recs, 4, NULL), JVDB_EINVAL, "record 3: vector value 1 is NaN");
     recs[3].vector = v;
     recs[2].meta_json = "42";
@@ -239,8 +243,9 @@ static void test_bad_input_changes_nothing(void **state)
 
     /* Cosine databases store the vector as given, and refuse the zero vector (no direction). */
     jvdb_db *cos = tu_create(env, "cos", 2, JVDB_METRIC_COSINE, 0);
-    float zero[2] = {0, 0}, three_four[2] = {3, 4}, out[2];
-    assert_err(jvdb_put(cos, "z", zero, 2, NULL, NULL), JVDB_EINVAL, "a zero vector has no direction, so cosine database 'cos' cannot store it");
+    float zero[2] = { 0, 0 }, three_four[2] = { 3, 4 }, out[2];
+    assert_err(jvdb_put(cos, "z", zero, 2, NULL, NULL), JVDB_EINVAL,
+               "a zero vector has no direction, so cosine database 'cos' cannot store it");
     assert_ok(jvdb_put(cos, "n", three_four, 2, NULL, NULL));
     assert_ok(jvdb_get(cos, "n", out, NULL));
     assert_memory_equal(out, three_four, sizeof out);
@@ -274,7 +279,7 @@ static void test_segments_seal(void **state)
     for (int i = 0; i < BIG; i++) {
         tu_vector(bv[i], 16, 1000 + (uint64_t)i, 0);
         snprintf(bid[i], sizeof bid[i], "big-%d", i);
-        recs[i] = (jvdb_record){bid[i], bv[i], 16, NULL};
+        recs[i] = (jvdb_record){ bid[i], bv[i], 16, NULL };
     }
     assert_ok(jvdb_put_batch(db, recs, BIG, NULL));
     jvdb_env_close(env);
@@ -323,7 +328,7 @@ static void test_group_commit(void **state)
     pthread_t th[4];
     struct writer_arg args[4];
     for (int t = 0; t < 4; t++) {
-        args[t] = (struct writer_arg){db, t};
+        args[t] = (struct writer_arg){ db, t };
         pthread_create(&th[t], NULL, writer_main, &args[t]);
     }
     for (int t = 0; t < 4; t++) {
@@ -370,7 +375,7 @@ static void test_drop_waits_for_holders(void **state)
     tu_create(env, "other", 4, JVDB_METRIC_L2, 0);
     jvdb_db *h, *o;
     assert_ok(env_db_acquire(env, "held", &h));
-    struct drop_job j = {env, 1, 0};
+    struct drop_job j = { env, 1, 0 };
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, drop_main, &j), 0);
     usleep(150 * 1000);

@@ -14,8 +14,8 @@
 #include "store/manifest.h"
 #include "test_util.h"
 
-#define DIM 24
-#define N 1500
+#define DIM       24
+#define N         1500
 /* float32 sums of 24 terms against the double reference, for scores in [-1, 1] */
 #define SCORE_TOL 5e-6
 
@@ -65,7 +65,7 @@ static void put_all(jvdb_db *db, const float *data, int n, uint32_t dim)
         int k = 0;
         for (; k < 64 && i < n; k++, i++) {
             snprintf(ids[k], sizeof ids[k], "v%d", i);
-            recs[k] = (jvdb_record){ids[k], data + (size_t)i * dim, dim, NULL};
+            recs[k] = (jvdb_record){ ids[k], data + (size_t)i * dim, dim, NULL };
         }
         assert_ok(jvdb_put_batch(db, recs, (size_t)k, NULL));
     }
@@ -80,7 +80,8 @@ static void check_bits(jvdb_db *db, const float *data, int n, uint32_t dim)
         snprintf(id, sizeof id, "v%d", i);
         assert_ok(jvdb_get(db, id, got, NULL));
         if (memcmp(got, data + (size_t)i * dim, dim * sizeof(float)) != 0)
-            fail_msg("%s: get returned other bits than were put (first value %a, put %a)", id, got[0], data[(size_t)i * dim]);
+            fail_msg("%s: get returned other bits than were put (first value %a, put %a)", id, got[0],
+                     data[(size_t)i * dim]);
     }
 }
 
@@ -126,11 +127,14 @@ static double check_search(jvdb_db *db, jvdb_metric m, const float *data, int n,
             int idx = atoi(r[i].id + 1);
             const float *v = data + (size_t)idx * dim;
             if (fabs(r[i].score - ref[idx]) > SCORE_TOL)
-                fail_msg("%s search, query %d, rank %zu (%s): score %.9g but the reference is %.9g", exact ? "exact" : "hnsw",
-                         qi, i, r[i].id, r[i].score, ref[idx]);
-            if (memcmp(r[i].vector, v, dim * sizeof(float)) != 0) fail_msg("%s: include_vectors returned other bits", r[i].id);
+                fail_msg("%s search, query %d, rank %zu (%s): score %.9g but the reference is %.9g",
+                         exact ? "exact" : "hnsw", qi, i, r[i].id, r[i].score, ref[idx]);
+            if (memcmp(r[i].vector, v, dim * sizeof(float)) != 0)
+                fail_msg("%s: include_vectors returned other bits", r[i].id);
             if (ref[idx] >= kth - SCORE_TOL) hits++;
-            else if (exact) fail_msg("exact search, query %d: %s (score %.9g) is not in the top 10 (10th %.9g)", qi, r[i].id, ref[idx], kth);
+            else if (exact)
+                fail_msg("exact search, query %d: %s (score %.9g) is not in the top 10 (10th %.9g)", qi, r[i].id,
+                         ref[idx], kth);
         }
         jvdb_results_free(r, cnt);
         free(ref);
@@ -145,8 +149,11 @@ static void test_round_trip_every_metric(void **state)
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     /* Awkward values: a plain integer vector, -0.0, denormals, the magnitude bound's neighbourhood. */
-    float awkward[4][4] = {{1, 2, 3, 4}, {-0.0f, 1e-45f, 0x1p-149f, 3.5f}, {4.5e18f, -4.5e18f, 1e-45f, 0}, {1e-30f, -2e-30f, 3e-30f, 0}};
-    jvdb_metric metrics[3] = {JVDB_METRIC_L2, JVDB_METRIC_COSINE, JVDB_METRIC_DOT};
+    float awkward[4][4] = { { 1, 2, 3, 4 },
+                            { -0.0f, 1e-45f, 0x1p-149f, 3.5f },
+                            { 4.5e18f, -4.5e18f, 1e-45f, 0 },
+                            { 1e-30f, -2e-30f, 3e-30f, 0 } };
+    jvdb_metric metrics[3] = { JVDB_METRIC_L2, JVDB_METRIC_COSINE, JVDB_METRIC_DOT };
     for (int mi = 0; mi < 3; mi++) {
         char name[16];
         snprintf(name, sizeof name, "m%d", mi);
@@ -272,7 +279,7 @@ static void test_old_format_database(void **state)
     jvdb_record recs[100];
     for (int i = 0; i < 100; i++) {
         snprintf(ids[i], sizeof ids[i], "v%d", OLD_N + i);
-        recs[i] = (jvdb_record){ids[i], stored + (size_t)(OLD_N + i) * DIM, DIM, NULL};
+        recs[i] = (jvdb_record){ ids[i], stored + (size_t)(OLD_N + i) * DIM, DIM, NULL };
     }
     assert_ok(jvdb_put_batch(db, recs, 100, NULL));
     assert_int_equal(manifest_format_of(dir, "old"), 2);
@@ -285,7 +292,7 @@ static void test_old_format_database(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &inc));
 
     /* Restores: the old full backup alone (unit vectors) and the chain (mixed), bit for bit. */
-    jvdb_restore_options ro = {"from_old", 0, NULL, NULL, NULL};
+    jvdb_restore_options ro = { "from_old", 0, NULL, NULL, NULL };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(env, repo, old_full.id, &ro, &r));
     assert_int_equal(jvdb_count(r), OLD_N);
@@ -336,7 +343,9 @@ static void test_format1_fixture(void **state)
     copy_fixture(dir, "databases/old/0000000001.seg");
     assert_int_equal(manifest_format_of(dir, "old"), 1);
 
-    float orig[5][4] = {{1, 2, 3, 4}, {-3, 0.5f, 1e-30f, 7}, {1e15f, 2e15f, -1e15f, 0}, {0.001f, 0, 0, 0.002f}, {4, 3, 2, 1}};
+    float orig[5][4] = {
+        { 1, 2, 3, 4 }, { -3, 0.5f, 1e-30f, 7 }, { 1e15f, 2e15f, -1e15f, 0 }, { 0.001f, 0, 0, 0.002f }, { 4, 3, 2, 1 }
+    };
     float unit[5][4];
     for (int i = 0; i < 5; i++) old_normalise(orig[i], unit[i], 4);
     jvdb_env *env;
@@ -346,7 +355,7 @@ static void test_format1_fixture(void **state)
     assert_int_equal(jvdb_count(db), 5);
     float got[4];
     char *meta = NULL;
-    static const char *const ids[5] = {"a", "b", "c", "d", "e"};
+    static const char *const ids[5] = { "a", "b", "c", "d", "e" };
     for (int i = 0; i < 5; i++) {
         assert_ok(jvdb_get(db, ids[i], got, i == 0 ? &meta : NULL));
         assert_memory_equal(got, unit[i], sizeof got);
@@ -354,7 +363,7 @@ static void test_format1_fixture(void **state)
     assert_string_equal(meta, "{\"k\":1}");
     jvdb_free(meta);
     /* Scores are the cosines of the original vectors, exact and through the graph. */
-    float q[4] = {2, 1, 0.5f, 3};
+    float q[4] = { 2, 1, 0.5f, 3 };
     for (int exact = 1; exact >= 0; exact--) {
         if (!exact) assert_ok(jvdb_db_index_wait(db, 60000));
         jvdb_search_params p;
@@ -373,7 +382,7 @@ static void test_format1_fixture(void **state)
         jvdb_results_free(r, cnt);
     }
     assert_int_equal(manifest_format_of(dir, "old"), 1);
-    float f[4] = {5, 6, 7, 8};
+    float f[4] = { 5, 6, 7, 8 };
     assert_ok(jvdb_put(db, "f", f, 4, NULL, NULL));
     assert_int_equal(manifest_format_of(dir, "old"), 2);
     assert_ok(jvdb_get(db, "f", got, NULL));

@@ -16,17 +16,17 @@ void tu_vector(float *v, uint32_t dim, uint64_t n, uint64_t version);
 /* Creates a database with small segments. */
 jvdb_db *tu_create(jvdb_env *env, const char *name, uint32_t dim, jvdb_metric metric, uint64_t seg_max);
 /* Asserts the status and that the message contains `needle`. */
-#define assert_err(call, code, needle)                                                      \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
+#define assert_err(call, code, needle)                                                                      \
+    do {                                                                                                    \
+        int rc_ = (call);                                                                                   \
         if (rc_ != (code)) fail_msg("%s returned %d (%s), expected %d", #call, rc_, jvdb_errmsg(), (code)); \
-        if (!strstr(jvdb_errmsg(), (needle)))                                               \
-            fail_msg("%s: message '%s' does not mention '%s'", #call, jvdb_errmsg(), (needle)); \
+        if (!strstr(jvdb_errmsg(), (needle)))                                                               \
+            fail_msg("%s: message '%s' does not mention '%s'", #call, jvdb_errmsg(), (needle));             \
     } while (0)
-#define assert_ok(call)                                                                     \
-    do {                                                                                    \
-        int rc_ = (call);                                                                   \
-        if (rc_ != JVDB_OK) fail_msg("%s failed: %d %s", #call, rc_, jvdb_errmsg());        \
+#define assert_ok(call)                                                              \
+    do {                                                                             \
+        int rc_ = (call);                                                            \
+        if (rc_ != JVDB_OK) fail_msg("%s failed: %d %s", #call, rc_, jvdb_errmsg()); \
     } while (0)
 /* Size of a file, or -1. */
 long long tu_file_size(const char *path);

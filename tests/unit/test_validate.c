@@ -20,12 +20,12 @@ static void test_id_alphabet(void **state)
     assert_err(rec_check_id("a\0b", 3, "record 2: "), JVDB_EINVAL, "record 2: id holds a NUL byte at byte 1");
     assert_err(rec_check_id("a\nb", 3, ""), JVDB_EINVAL, "id holds a control character at byte 1");
     assert_err(rec_check_id("a\x7f", 2, ""), JVDB_EINVAL, "control character");
-    assert_err(rec_check_id("\xc2\x85", 2, ""), JVDB_EINVAL, "control character");        /* U+0085 (C1) */
+    assert_err(rec_check_id("\xc2\x85", 2, ""), JVDB_EINVAL, "control character"); /* U+0085 (C1) */
     assert_err(rec_check_id("ab\xff", 3, ""), JVDB_EINVAL, "id is not valid UTF-8 at byte 2");
-    assert_err(rec_check_id("\xc0\xaf", 2, ""), JVDB_EINVAL, "not valid UTF-8");          /* overlong '/' */
-    assert_err(rec_check_id("\xed\xa0\x80", 3, ""), JVDB_EINVAL, "not valid UTF-8");      /* surrogate */
-    assert_err(rec_check_id("\xf4\x90\x80\x80", 4, ""), JVDB_EINVAL, "not valid UTF-8");  /* > U+10FFFF */
-    assert_err(rec_check_id("\xe2\x82", 2, ""), JVDB_EINVAL, "not valid UTF-8");          /* cut short */
+    assert_err(rec_check_id("\xc0\xaf", 2, ""), JVDB_EINVAL, "not valid UTF-8");         /* overlong '/' */
+    assert_err(rec_check_id("\xed\xa0\x80", 3, ""), JVDB_EINVAL, "not valid UTF-8");     /* surrogate */
+    assert_err(rec_check_id("\xf4\x90\x80\x80", 4, ""), JVDB_EINVAL, "not valid UTF-8"); /* > U+10FFFF */
+    assert_err(rec_check_id("\xe2\x82", 2, ""), JVDB_EINVAL, "not valid UTF-8");         /* cut short */
     char *long_id = malloc(2001);
     memset(long_id, 'a', 2000);
     long_id[2000] = '\0';
@@ -52,10 +52,10 @@ static void test_put_refuses_bad_ids(void **state)
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "ids", 4, JVDB_METRIC_L2, 0);
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     assert_err(jvdb_put(db, "tab\there", v, 4, NULL, NULL), JVDB_EINVAL, "control character at byte 3");
     assert_err(jvdb_put(db, "bad\xfe", v, 4, NULL, NULL), JVDB_EINVAL, "not valid UTF-8 at byte 3");
-    jvdb_record recs[2] = {{"ok", v, 4, NULL}, {"x\x1b[31m", v, 4, NULL}};
+    jvdb_record recs[2] = { { "ok", v, 4, NULL }, { "x\x1b[31m", v, 4, NULL } };
     assert_err(jvdb_put_batch(db, recs, 2, NULL), JVDB_EINVAL, "record 1: id holds a control character");
     assert_int_equal(jvdb_count(db), 0);
     assert_ok(jvdb_put(db, "\xe6\x97\xa5\xe6\x9c\xac", v, 4, "{\"k\":\"line\\nbreak\"}", NULL));
@@ -71,17 +71,17 @@ static void test_magnitude_bound_keeps_scores_finite(void **state)
     char *dir = tu_tempdir();
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
-    const jvdb_metric metrics[] = {JVDB_METRIC_L2, JVDB_METRIC_DOT, JVDB_METRIC_COSINE};
+    const jvdb_metric metrics[] = { JVDB_METRIC_L2, JVDB_METRIC_DOT, JVDB_METRIC_COSINE };
     const double limit = sqrt(REC_MAX_SQUARED_NORM);
     for (size_t m = 0; m < 3; m++) {
         char name[16];
         snprintf(name, sizeof name, "mag%zu", m);
         jvdb_db *db = tu_create(env, name, 4, metrics[m], 0);
-        float huge[4] = {2e19f, 0, 0, 0};
+        float huge[4] = { 2e19f, 0, 0, 0 };
         assert_err(jvdb_put(db, "huge", huge, 4, NULL, NULL), JVDB_EINVAL, "vector has magnitude 2e+19");
         /* Opposite vectors at 0.99 of the bound: the largest distance any two stored vectors can have. */
-        float a[4] = {(float)(limit * 0.99), 0, 0, 0}, b[4] = {(float)(-limit * 0.99), 0, 0, 0};
-        float c[4] = {0, (float)(limit * 0.5), (float)(limit * 0.5), 0}, d[4] = {1, 2, 3, 4};
+        float a[4] = { (float)(limit * 0.99), 0, 0, 0 }, b[4] = { (float)(-limit * 0.99), 0, 0, 0 };
+        float c[4] = { 0, (float)(limit * 0.5), (float)(limit * 0.5), 0 }, d[4] = { 1, 2, 3, 4 };
         assert_ok(jvdb_put(db, "a", a, 4, NULL, NULL));
         assert_ok(jvdb_put(db, "b", b, 4, NULL, NULL));
         assert_ok(jvdb_put(db, "c", c, 4, NULL, NULL));
@@ -93,7 +93,7 @@ static void test_magnitude_bound_keeps_scores_finite(void **state)
         jvdb_result *r;
         size_t n;
         assert_err(jvdb_search(db, huge, 4, &p, &r, &n), JVDB_EINVAL, "query has magnitude 2e+19");
-        const float *queries[] = {a, b, c, d};
+        const float *queries[] = { a, b, c, d };
         for (size_t q = 0; q < 4; q++) {
             assert_ok(jvdb_search(db, queries[q], 4, &p, &r, &n));
             assert_int_equal(n, 4);
@@ -112,12 +112,12 @@ static void test_checksummed_record_with_bad_content_is_refused(void **state)
 {
     (void)state;
     _Alignas(64) char buf[256];
-    float v[4] = {1, 2, 3, 4};
+    float v[4] = { 1, 2, 3, 4 };
     const char *why = NULL;
     rec_encode(buf, 4, REC_KIND_PUT, "good", 4, v, "{}", 2, 0);
     rec_seal(buf, 1, 0);
     assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_OK);
-    float nan_v[4] = {1, NAN, 3, 4};
+    float nan_v[4] = { 1, NAN, 3, 4 };
     rec_encode(buf, 4, REC_KIND_PUT, "nan", 3, nan_v, NULL, 0, 0);
     rec_seal(buf, 2, 0);
     assert_int_equal(rec_check(buf, sizeof buf, 4, &why), REC_BAD);
