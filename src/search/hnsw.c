@@ -22,6 +22,7 @@ void hnsw_params_init(hnsw_params *p)
     p->ef_construction = HNSW_DEFAULT_EF_CONSTRUCTION;
     p->ef_search = HNSW_DEFAULT_EF_SEARCH;
     p->seed = 0x6a766462686e7377ull;
+    p->sq8 = 0;
 }
 
 void hnsw_query_init(hnsw_query *q)
@@ -190,12 +191,14 @@ static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
         sc->tags = t;
         sc->ntags = h->cap;
     }
-    if (sc->query_cap < h->dim) {
-        float *q = realloc(sc->query, (size_t)h->dim * sizeof *q);
+    /* Room for a float query or a code row (sq8_row_bytes(dim) <= 4 * max(dim, 4) bytes). */
+    uint32_t qneed = h->dim < 4 ? 4 : h->dim;
+    if (sc->query_cap < qneed) {
+        float *q = realloc(sc->query, (size_t)qneed * sizeof *q);
         if (!q)
             return JVDB_ENOMEM;
         sc->query = q;
-        sc->query_cap = h->dim;
+        sc->query_cap = qneed;
     }
     if (sc->gcap < h->M0) {
         const float **v = realloc(sc->gvec, (size_t)h->M0 * sizeof *v);

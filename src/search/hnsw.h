@@ -47,6 +47,8 @@ typedef struct hnsw_params {
     uint32_t ef_construction;    /* candidate list size while inserting; >= 1 */
     uint32_t ef_search;          /* default candidate list size of a search; >= 1 */
     uint64_t seed;               /* level generator seed: the same inserts give the same graph */
+    int sq8;                     /* 1: the slot table holds sq8 code rows (sq8.h) cast to const float *,
+                                  * and queries come coded the same way; 0: float vectors */
 } hnsw_params;
 
 void hnsw_params_init(hnsw_params *p);
@@ -74,6 +76,8 @@ typedef struct hnsw_query {
     void *accept_ctx;
     int use_threshold;           /* only results whose score is at least as good as threshold */
     float threshold;
+    uint32_t candidates;         /* return up to this many (> k) best nodes, for the caller to re-rank
+                                  * with full vectors; 0 = k.  Widening still counts k. */
 } hnsw_query;
 
 /* k 10, index ef, default ef_max, no filter, no threshold. */
@@ -87,7 +91,8 @@ typedef struct hnsw_search_info {
                                   * reachable node was examined; 0: fall back to exact search */
 } hnsw_search_info;
 
-/* Approximate k nearest live, accepted nodes of `query` (cosine: normalised on a private copy).
+/* Approximate k nearest live, accepted nodes of `query` (cosine: normalised on a private copy; an sq8
+ * graph takes the query as a code row, coded by the caller, and scores in code units).
  * Writes up to k slots/scores best first (either array may be NULL), the count to *out_n, and
  * details to *info if not NULL.  JVDB_EINVAL, JVDB_ENOMEM. */
 int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const float *query,

@@ -173,7 +173,7 @@ int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t sl
     if (!hnsw_vec(slots, nslots, slot))
         return err_set(JVDB_EINVAL, "slot %u has no vector to index", slot);
     dist_space sp;
-    int rc = dist_space_init(&sp, h->metric, h->dim);
+    int rc = hnsw_space(h, &sp);
     if (rc)
         return rc;
     rc = hnsw_reserve(h, slot + 1);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "search/distance.h"
+#include "search/sq8.h"
 #include "search/hnsw.h"
 #include "search/topk.h"
 
@@ -54,6 +55,12 @@ static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
 static inline const float *hnsw_vec(const float *const *slots, uint32_t nslots, uint32_t slot)
 {
     return slot < nslots ? slots[slot] : NULL;
+}
+
+/* The distance space of h's rows: float vectors or sq8 code rows.  JVDB_EINVAL. */
+static inline int hnsw_space(const hnsw *h, dist_space *sp)
+{
+    return h->p.sq8 ? dist_space_init_sq8(sp, h->metric, h->dim) : dist_space_init(sp, h->metric, h->dim);
 }
 
 /* Per-search working memory, pooled so concurrent searches never share it and the index stays

@@ -185,13 +185,16 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
         return err_set(JVDB_EINVAL, "ef must be at most %d", HNSW_MAX_EF);
 
     dist_space sp;
-    int rc = dist_space_init(&sp, h->metric, h->dim);
+    int rc = hnsw_space(h, &sp);
     if (rc)
         return rc;
     hnsw_scratch *sc = hnsw_scratch_take(h);
     if (!sc)
         return JVDB_ENOMEM;
-    rc = dist_query_prepare(h->metric, query, h->dim, sc->query);
+    if (h->p.sq8)
+        memcpy(sc->query, query, sq8_row_bytes(h->dim));   /* coded by the caller */
+    else
+        rc = dist_query_prepare(h->metric, query, h->dim, sc->query);
     if (rc || q->k == 0 || h->nodes == h->ndeleted)
         goto out;
 
@@ -208,8 +211,11 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
     uint32_t ef_max = q->ef_max ? q->ef_max : (ef <= HNSW_MAX_EF / 32 ? 32 * ef : HNSW_MAX_EF);
     if (ef_max < ef)
         ef_max = ef;
-    if (topk_reset(&sc->res, k)) {
-        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", k);
+    uint32_t kout = q->candidates > k ? q->candidates : k;
+    if (kout > h->nodes - h->ndeleted)
+        kout = h->nodes - h->ndeleted;
+    if (topk_reset(&sc->res, kout)) {
+        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", kout);
         goto out;
     }
     hnsw_layer_opts o = {
@@ -236,7 +242,7 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
         if (o.ef >= h->nodes)
             break;
         if (o.ef >= ef_max) {
-            info->complete = topk_full(&sc->res);
+            info->complete = sc->res.n >= k;
             break;
         }
         /* Jump straight to the ef the observed selectivity calls for (with a margin), at least
