@@ -257,6 +257,12 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
  * index thread does this by itself when idle and at close; this is for tools, backups and tests.
  * JVDB_OK without writing when the graph is still loading or the database is read-only. */
 int jvdb_db_index_save(jvdb_db *db);
+/* Threads every index thread of this process may use to build its HNSW graph (a rebuild, a catch-up, a
+ * large ingest): 1..256, or 0 for every online core.  Process-wide; takes effect from the next batch
+ * of vectors.  Until it is called the environment variable JVDB_INDEX_THREADS (same values) decides,
+ * and without it 1.  Searches are not affected (each runs on its caller's thread).  JVDB_EINVAL
+ * above 256. */
+int jvdb_set_index_threads(uint32_t threads);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);

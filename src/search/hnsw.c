@@ -67,6 +67,7 @@ int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **o
     h->rng = p->seed;
     h->entry = HNSW_NONE;
     h->max_level = -1;
+    pthread_mutex_init(&h->emu, NULL);
     *out = h;
     return JVDB_OK;
 }
@@ -83,6 +84,8 @@ void hnsw_free(hnsw *h)
     free(h->l0);
     free(h->level);
     free(h->deleted);
+    free(h->lk);
+    pthread_mutex_destroy(&h->emu);
     free(h);
 }
 
@@ -148,8 +151,10 @@ size_t hnsw_memory_bytes(const hnsw *h)
 
 uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots)
 {
-    if (h->entry == HNSW_NONE || hnsw_vec(slots, nslots, h->entry))
-        return h->entry;
+    /* Atomic: a parallel batch moves the entry point (under emu) while other inserts start. */
+    uint32_t entry = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
+    if (entry == HNSW_NONE || hnsw_vec(slots, nslots, entry))
+        return entry;
     /* The entry point's vector is gone (the store freed a deleted record before a rebuild): any node
      * on the highest level that still has a vector serves, at the cost of one scan. */
     uint32_t best = HNSW_NONE;

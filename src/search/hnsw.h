@@ -61,6 +61,16 @@ void hnsw_free(hnsw *h);
  * (clearing a deletion mark).  JVDB_EINVAL, JVDB_ENOMEM; a failed insert leaves the index usable. */
 int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot);
 
+#define HNSW_MAX_THREADS 256
+
+/* hnsw_insert for each of list's n slots (distinct, each with a vector), linked by `threads` threads
+ * at once (the caller's and threads - 1 more; 1 = one by one, as hnsw_insert).  The levels are drawn
+ * in list order, so only the order in which links are made depends on the threads.  The caller holds
+ * the graph exclusively, as for hnsw_insert.  Returns the first failure (JVDB_EINVAL, JVDB_ENOMEM);
+ * the other slots are still inserted, and a slot whose linking failed is left marked deleted. */
+int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const uint32_t *list, uint32_t n,
+                      uint32_t threads);
+
 /* JVDB_ENOTFOUND if slot is not a node; marking twice is fine. */
 int hnsw_mark_deleted(hnsw *h, uint32_t slot);
 

@@ -37,7 +37,8 @@ static inline uint32_t hnsw_expand(const hnsw *h, const dist_space *sp, const fl
                                    uint32_t nslots, hnsw_scratch *sc, const float *query, uint32_t node,
                                    int level)
 {
-    const uint32_t *links = hnsw_links(h, node, level);
+    uint32_t buf[1 + 2 * HNSW_MAX_M];
+    const uint32_t *links = hnsw_links_read(h, node, level, buf);
     uint32_t cnt = links[0], m = 0;
     for (uint32_t i = 1; i <= cnt; i++) {
         __builtin_prefetch(&sc->tags[links[i]], 1, 3);
@@ -138,10 +139,11 @@ uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *s
     /* The node being re-linked starts infinitely far so the walk leaves it at once. */
     float curd = cur == exclude ? INFINITY : sp->dist(query, hnsw_vec(slots, nslots, cur), h->dim);
     sc->ndist++;
+    uint32_t buf[1 + 2 * HNSW_MAX_M];
     for (int level = h->level[cur]; level > stop; level--) {
         for (int moved = 1; moved;) {
             moved = 0;
-            const uint32_t *links = hnsw_links(h, cur, level);
+            const uint32_t *links = hnsw_links_read(h, cur, level, buf);
             uint32_t cnt = links[0], m = 0;
             for (uint32_t i = 1; i <= cnt; i++) {
                 const float *v = hnsw_vec(slots, nslots, links[i]);

@@ -63,6 +63,8 @@
 #include <time.h>
 
 #define INDEX_CHUNK 16
+#define INDEX_CHUNK_PER_THREAD 64   /* a parallel batch: enough per thread to pay for starting it, few
+                                     * enough that searches wait for the index lock only briefly */
 #define VACUUM_SHARE 0.10
 #define VACUUM_MIN_NODES 1000
 #define SAVE_CHANGES 50000
@@ -281,9 +283,38 @@ static int index_quant_fit(struct search_index *ix, const float *x, float min_sc
     return JVDB_OK;
 }
 
+/* Build threads (jvdb_set_index_threads): 0 = not set yet (JVDB_INDEX_THREADS decides at first use). */
+static uint32_t index_threads_setting;
+
+int jvdb_set_index_threads(uint32_t threads)
+{
+    err_clear();
+    if (threads > HNSW_MAX_THREADS) return err_set(JVDB_EINVAL, "%u index threads is too many (at most %d; 0 = every core)", threads, HNSW_MAX_THREADS);
+    uint32_t n = threads ? threads : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    __atomic_store_n(&index_threads_setting, n < 1 ? 1 : n > HNSW_MAX_THREADS ? HNSW_MAX_THREADS : n, __ATOMIC_RELAXED);
+    return JVDB_OK;
+}
+
+/* Threads for the next batch: the setting, else JVDB_INDEX_THREADS (a bad value is logged and means 1). */
+static uint32_t index_threads(void)
+{
+    uint32_t n = __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
+    if (n) return n;
+    const char *env = getenv("JVDB_INDEX_THREADS");
+    char *end = NULL;
+    unsigned long v = env && *env ? strtoul(env, &end, 10) : 1;
+    if (env && *env && (*end || v > HNSW_MAX_THREADS)) {
+        log_warn("JVDB_INDEX_THREADS=%s is not 0..%d; the index uses 1 thread", env, HNSW_MAX_THREADS);
+        v = 1;
+    }
+    jvdb_set_index_threads((uint32_t)v);
+    return __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
+}
+
 /* In a read section: the newest vector of the slot (the graph follows the writers, published or
- * not; searches resolve every answer at their own snapshot). */
-static void index_reconcile(struct search_index *ix, uint32_t slot)
+ * not; searches resolve every answer at their own snapshot).  A slot to (re-)insert gets its row
+ * and is returned 1, for the caller to insert with the rest of its batch. */
+static int index_reconcile(struct search_index *ix, uint32_t slot)
 {
     uint32_t n;
     const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
@@ -294,31 +325,30 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
             hnsw_mark_deleted(ix->graph, slot);
             __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
         }
-        return;
+        return 0;
     }
     /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
     if (!index_vector_of(ix, sl, n, slot, ix->vbuf)) {
         log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot, jvdb_errmsg());
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
-        return;
+        return 0;
     }
     /* The first row fits the quantiser; a vector well outside its range refits it (geometrically
      * wider each time, so at most a few times over a database's life). */
     if (ix->quant.scale <= 0.0f || sq8_reach(&ix->quant, ix->vbuf) > QUANT_SLACK) {
         if (index_quant_fit(ix, ix->vbuf, ix->quant.scale * QUANT_GROW) != JVDB_OK)
             log_error("search index of '%s': cannot fit the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
-        if (ix->quant.scale <= 0.0f) return;
+        if (ix->quant.scale <= 0.0f) return 0;
     }
     int8_t *row = index_nav_slot(ix, slot);
     if (!row) {
         log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
-        return;
+        return 0;
     }
     sq8_encode(&ix->quant, ix->vbuf, row);
     ix->nav[slot] = (const float *)row;
     __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
-    if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
-        log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());
+    return 1;
 }
 
 /* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild.
@@ -633,7 +663,11 @@ static void *index_thread_main(void *arg)
 {
     struct search_index *ix = arg;
     jvdb_db *db = ix->db;
-    uint32_t chunk[INDEX_CHUNK];
+    uint32_t *chunk = malloc((size_t)INDEX_CHUNK_PER_THREAD * HNSW_MAX_THREADS * sizeof *chunk);
+    if (!chunk) {
+        log_error("search index of '%s': out of memory starting the index thread", jvdb_db_name(db));
+        return NULL;
+    }
     pthread_mutex_lock(&ix->pend_mu);
     int loading = ix->loading;
     pthread_mutex_unlock(&ix->pend_mu);
@@ -668,16 +702,25 @@ static void *index_thread_main(void *arg)
         pthread_rwlock_wrlock(&ix->lock);
         rp_enter();
         pthread_mutex_lock(&ix->pend_mu);
-        uint32_t n = 0;
+        uint32_t n = 0, threads = index_threads();
+        uint32_t take = threads > 1 ? INDEX_CHUNK_PER_THREAD * threads : INDEX_CHUNK;
         /* The bit goes as the slot leaves the queue (pending mutex held): a write after this
          * queues the slot again, so the graph never keeps a vector older than the slot's. */
-        while (n < INDEX_CHUNK && ix->npending > 0) {
+        while (n < take && ix->npending > 0) {
             chunk[n] = ix->pending[--ix->npending];
             ix->pending_bit[chunk[n++]] = 0;
         }
         pthread_mutex_unlock(&ix->pend_mu);
-        if (ix->graph)
-            for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
+        if (ix->graph) {
+            /* Rows first (one thread: the quantiser may be refitted), then the links, in parallel
+             * when asked: the queue holds each slot once, so the batch's slots are distinct. */
+            uint32_t ins = 0;
+            for (uint32_t i = 0; i < n; i++)
+                if (index_reconcile(ix, chunk[i])) chunk[ins++] = chunk[i];
+            if (ins && hnsw_insert_batch(ix->graph, ix->nav, ix->nav_cap, chunk, ins, threads) != JVDB_OK)
+                log_error("search index of '%s': cannot insert %s: %s", jvdb_db_name(db), ins > 1 ? "some vectors" : "a vector",
+                          jvdb_errmsg());
+        }
         int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
                      hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
         rp_exit();
@@ -694,6 +737,7 @@ static void *index_thread_main(void *arg)
         if (ix->npending == 0) pthread_cond_broadcast(&ix->pend_cv);
     }
     pthread_mutex_unlock(&ix->pend_mu);
+    free(chunk);
     return NULL;
 }
 

@@ -150,6 +150,9 @@ static void test_reopen_loads(void **state)
 {
     (void)state;
     enum { N = 5000 };
+    /* This graph is built by 3 threads (parallel batches); the loaded one must still match it. */
+    assert_int_equal(jvdb_set_index_threads(257), JVDB_EINVAL);
+    assert_ok(jvdb_set_index_threads(3));
     char *dir = tu_tempdir();
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
@@ -159,6 +162,7 @@ static void test_reopen_loads(void **state)
     struct model m = {N, calloc(N, sizeof(int))};
     jvdb_index_status st;
     wait_ready(db, &st);
+    assert_ok(jvdb_set_index_threads(1));
     assert_int_equal(st.loaded_nodes, 0);
     assert_non_null(strstr(st.reason, "no saved graph"));
     assert_true(check_search(db, &m) >= 0.95);
