@@ -246,10 +246,10 @@ static int index_vector_of(struct search_index *ix, const struct kd_slots *sl, u
     return jvdb_db_metric(ix->db) != JVDB_METRIC_COSINE || dist_normalize(out, jvdb_db_dim(ix->db)) == JVDB_OK;
 }
 
-/* Fits the quantiser to an evenly spread sample of the live vectors and `x` (the vector that did not
- * fit, or the first one), at least `min_scale` wide, and re-codes every row made with the old one.
- * Index write lock held, in a read section.  Rows are re-coded from their codes, not their vectors:
- * deleted nodes have none left. */
+/* Fits the quantiser to an evenly spread sample of the live vectors and `x` (the first vector to
+ * code), at least `min_scale` wide, and re-codes every row made with the old one.  Index write lock
+ * held, in a read section.  Rows are re-coded from their codes, not their vectors: deleted nodes have
+ * none left. */
 static int index_quant_fit(struct search_index *ix, const float *x, float min_scale)
 {
     uint32_t dim = jvdb_db_dim(ix->db), n;
@@ -311,6 +311,21 @@ static uint32_t index_threads(void)
     return __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
 }
 
+/* Widens the quantiser to step `scale` (centres kept) and re-codes every row.  Index write lock held. */
+static int index_quant_widen(struct search_index *ix, float scale)
+{
+    sq8_quant nq;
+    int rc = sq8_copy(&nq, &ix->quant);
+    if (rc) return rc;
+    nq.scale = scale;
+    for (uint32_t s = 0; s < ix->nav_cap; s++)
+        if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
+    log_debug("search index of '%s': quantiser widened to step %g", jvdb_db_name(ix->db), (double)scale);
+    sq8_free(&ix->quant);
+    ix->quant = nq;
+    return JVDB_OK;
+}
+
 /* In a read section: the newest vector of the slot (the graph follows the writers, published or
  * not; searches resolve every answer at their own snapshot).  A slot to (re-)insert gets its row
  * and is returned 1, for the caller to insert with the rest of its batch. */
@@ -335,10 +350,16 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
     }
     /* The first row fits the quantiser; a vector well outside its range refits it (geometrically
      * wider each time, so at most a few times over a database's life). */
-    if (ix->quant.scale <= 0.0f || sq8_reach(&ix->quant, ix->vbuf) > QUANT_SLACK) {
-        if (index_quant_fit(ix, ix->vbuf, ix->quant.scale * QUANT_GROW) != JVDB_OK)
+    float reach = ix->quant.scale > 0.0f ? sq8_reach(&ix->quant, ix->vbuf) : 0.0f;
+    if (ix->quant.scale <= 0.0f) {
+        if (index_quant_fit(ix, ix->vbuf, 0.0f) != JVDB_OK)
             log_error("search index of '%s': cannot fit the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
         if (ix->quant.scale <= 0.0f) return 0;
+    } else if (reach > QUANT_SLACK) {
+        /* Wider only, same centres: no vector is read again (a sample would touch cold segment
+         * pages while searches wait for the index lock). */
+        if (index_quant_widen(ix, ix->quant.scale * fmaxf(QUANT_GROW, reach * QUANT_MARGIN)) != JVDB_OK)
+            log_error("search index of '%s': cannot widen the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
     }
     int8_t *row = index_nav_slot(ix, slot);
     if (!row) {
