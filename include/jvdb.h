@@ -230,7 +230,7 @@ typedef struct jvdb_index_status {
     uint64_t nodes;              /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
     uint64_t pending;            /* written vectors not yet in the graph (every live one while LOADING) */
-    uint64_t memory_bytes;       /* graph memory (vectors excluded) */
+    uint64_t memory_bytes;       /* graph memory: links and the 8-bit navigation rows (full vectors stay in the segments) */
     jvdb_index_state state;
     uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */
     uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
