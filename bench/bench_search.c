@@ -10,8 +10,13 @@
  *   curve    jvdb_search through the graph for each ef: recall@k against the ground truth and QPS
  *
  * (each query set runs --passes times and the fastest pass gives the QPS: see bench_queries)
- *   rebuild  close, reopen and time the pure build of the graph from the stored vectors (what every
- *            open does), then the curve again on that graph
+ *   loaded   close (the graph is saved), reopen and time until the saved graph is loaded, then the
+ *            curve on the graph loaded from disk; RSS with it ready (VmRSS, RssAnon, RssFile)
+ *   cycles   10 rounds of "delete 10 % of the vectors, put them back, full compaction", then the
+ *            curve on the graph that went through them (the data ends as it began, so the ground
+ *            truth still holds)
+ *   rebuild  close, remove the saved graph, reopen and time the pure build of the graph from the
+ *            stored vectors, then the curve again on that graph
  *
  * Recall is measured against the ground truth file (ivecs, k ids per query) that search_peers.py
  * computed with FAISS, so neither engine grades itself.  QPS is given for wall time and for this
@@ -29,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BENCH_MAX_EFS 32
 #define BENCH_MAX_PASSES 100
@@ -95,7 +101,7 @@ static void bench_parse(int argc, char **argv, bench_search_opts *o)
     o->k = 10;
     o->batch = 1000;
     o->passes = 3;
-    o->steps = "build,exact,curve,rebuild";
+    o->steps = "build,exact,curve,loaded,cycles,rebuild";
     memcpy(o->efs, efs, sizeof efs);
     o->nefs = sizeof efs / sizeof efs[0];
     for (int i = 1; i < argc; i++) {
@@ -347,9 +353,61 @@ int main(int argc, char **argv)
         bench_queries("exact", NULL, &o, &s, db, &p);
     }
     if (bench_step(&o, "curve")) bench_curve("ingest", &o, &s, db);
-    if (bench_step(&o, "rebuild")) {
-        /* A reopen rebuilds the graph from the stored vectors: the pure build, nothing else running. */
+    if (bench_step(&o, "loaded")) {
+        /* A clean close saves the graph; the reopen loads it. */
         jvdb_env_close(env);
+        double t0 = bench_now();
+        bench_open(o.dir, &env, &db);
+        if (jvdb_db_index_wait(db, UINT32_MAX)) bench_die(0, "index wait: %s", jvdb_errmsg());
+        double ready_s = bench_now() - t0;
+        jvdb_index_status st;
+        jvdb_db_index_status(db, &st);
+        bench_json_head("loaded", &o, &s);
+        bench_json_num("ready_s", ready_s);
+        bench_json_int("loaded_nodes", (long long)st.loaded_nodes);
+        bench_json_int("rss_kb", bench_proc_status_kb("VmRSS"));
+        bench_json_int("rss_anon_kb", bench_proc_status_kb("RssAnon"));
+        bench_json_int("rss_file_kb", bench_proc_status_kb("RssFile"));
+        bench_json_index(db);
+        bench_json_end();
+        bench_curve("loaded", &o, &s, db);
+    }
+    if (bench_step(&o, "cycles")) {
+        uint64_t rng = 0x5eed;
+        char *gone = calloc(s.n, 1);
+        if (!gone) bench_die(ENOMEM, "cycles");
+        double t0 = bench_now();
+        for (int round = 0; round < 10; round++) {
+            memset(gone, 0, s.n);
+            for (uint64_t k = 0; k < s.n / 10;) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                uint64_t i = (rng >> 17) % s.n;
+                if (gone[i]) continue;
+                gone[i] = 1;
+                k++;
+                if (jvdb_delete(db, s.ids[i], NULL)) bench_die(0, "delete: %s", jvdb_errmsg());
+            }
+            for (uint64_t i = 0; i < s.n; i++)
+                if (gone[i] && jvdb_put(db, s.ids[i], s.base + i * s.dim, s.dim, NULL, NULL)) bench_die(0, "put: %s", jvdb_errmsg());
+            jvdb_compact_options co = {.full = 1, .force = 1};
+            jvdb_compact_stats cs;
+            if (jvdb_compact(db, &co, &cs)) bench_die(0, "compact: %s", jvdb_errmsg());
+            if (jvdb_db_index_wait(db, UINT32_MAX)) bench_die(0, "index wait: %s", jvdb_errmsg());
+        }
+        free(gone);
+        bench_json_head("cycles", &o, &s);
+        bench_json_num("seconds", bench_now() - t0);
+        bench_json_index(db);
+        bench_json_end();
+        bench_curve("cycled", &o, &s, db);
+    }
+    if (bench_step(&o, "rebuild")) {
+        /* Without the saved graph a reopen builds it from the stored vectors: the pure build,
+         * nothing else running. */
+        jvdb_env_close(env);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/databases/bench/ext.hnsw", o.dir);
+        if (unlink(path) != 0 && errno != ENOENT) bench_die(errno, "remove %s", path);
         double t0 = bench_now();
         bench_open(o.dir, &env, &db);
         double open_s = bench_now() - t0;

@@ -286,7 +286,7 @@ typedef struct jvdb_index_status {
     uint64_t nodes;              /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
     uint64_t pending;            /* written vectors not yet in the graph (every live one while LOADING) */
-    uint64_t memory_bytes;       /* graph memory (vectors excluded) */
+    uint64_t memory_bytes;       /* graph memory: links and the 8-bit navigation rows (full vectors stay in the segments) */
     jvdb_index_state state;
     uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */
     uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
@@ -317,6 +317,12 @@ JVDB_API int jvdb_db_index_save(jvdb_db *db);
  * state is REBUILDING until done; searches stay complete, exact meanwhile).  Returns once the rebuild
  * has begun: jvdb_db_index_wait / jvdb_db_index_status follow it.  Nothing to do for FLAT. */
 JVDB_API int jvdb_db_index_rebuild(jvdb_db *db);
+/* Threads every index thread of this process may use to build its HNSW graph (a rebuild, a catch-up, a
+ * large ingest): 1..256, or 0 for every online core.  Process-wide; takes effect from the next batch
+ * of vectors.  Until it is called the environment variable JVDB_INDEX_THREADS (same values) decides,
+ * and without it 1.  Searches are not affected (each runs on its caller's thread).  JVDB_EINVAL
+ * above 256. */
+JVDB_API int jvdb_set_index_threads(uint32_t threads);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 JVDB_API int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 JVDB_API void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);

@@ -35,6 +35,7 @@
 #include "core/fs.h"
 #include "core/io.h"
 #include "core/log.h"
+#include "search/hnsw_persist.h"
 #include "store/db.h"
 #include "store/record.h"
 #include "store/segment.h"
@@ -646,13 +647,8 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
         err_clear();
         return 0;
     }
-    uint32_t ver = 0, dim = 0, metric = 0;
-    if (len >= 80) {
-        memcpy(&ver, buf + 8, 4);
-        memcpy(&dim, buf + 16, 4);
-        memcpy(&metric, buf + 20, 4);
-    }
-    int ok = len >= 80 && !memcmp(buf, "JVDBHNSW", 8) && ver == 1 && dim == jvdb_db_dim(built) && metric == (uint32_t)jvdb_db_metric(built);
+    hnsw_file hf;
+    int ok = hnsw_file_parse_header(buf, len, &hf) == JVDB_OK && hf.dim == jvdb_db_dim(built) && hf.metric == jvdb_db_metric(built);
     if (!ok) log_info("restore of backup %s: its HNSW graph does not fit this build; it will be rebuilt", id);
     char *path = ok ? fs_join(db_dir(built), "ext.hnsw") : NULL;
     if (ok && (!path || fs_replace_file(path, buf, len, "restore.index") != JVDB_OK)) {

@@ -591,6 +591,7 @@ struct s3_stage {
     struct repo_stage base;
     struct repo_s3 *s;
     char *data_key, *meta_key;
+    char *extra_key;             /* the last extra object put (index.hnsw), deleted again on abort */
     char *buf;
     size_t len, cap;
     char upload_id[512];
@@ -715,6 +716,8 @@ static int s3_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
     /* The commit point: backup.json appears, and with it the backup. */
     if ((rc = s3_put_small(s, st->meta_key, meta, len))) return rc;
     st->data_written = 0;
+    free(st->extra_key);   /* published with the backup: abort must leave it */
+    st->extra_key = NULL;
     io_crash_point("backup.after_publish");
     return JVDB_OK;
 }
@@ -732,12 +735,45 @@ static void s3_stage_abort(struct repo_stage *rs)
         free(query.p);
     }
     if (st->data_written) s3_delete_key(st->s, st->data_key);
+    if (st->extra_key) s3_delete_key(st->s, st->extra_key);
+    free(st->extra_key);
     for (size_t i = 0; i < st->nparts; i++) free(st->etags[i]);
     free(st->etags);
     free(st->buf);
     free(st->data_key);
     free(st->meta_key);
     free(st);
+}
+
+/* An extra object (the HNSW graph) is put beside data.jvb.zst before the commit; backup.json, put
+ * last, publishes it with the rest, and an abort deletes it. */
+static int s3_stage_put_extra(struct repo_stage *rs, const char *name, const void *buf, size_t len)
+{
+    struct s3_stage *st = (struct s3_stage *)rs;
+    size_t dir = strlen(st->data_key) - strlen(BACKUP_DATA_NAME);
+    char *key = malloc(dir + strlen(name) + 1);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    memcpy(key, st->data_key, dir);
+    strcpy(key + dir, name);
+    free(st->extra_key);
+    st->extra_key = key;
+    return s3_put_small(st->s, key, buf, len);
+}
+
+static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, id, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    struct s3_req q = {.method = "GET", .key = key, .limit = 0};
+    struct s3_resp resp;
+    int rc = s3_do(s, &q, &resp);
+    free(key);
+    if (rc) return rc;
+    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
+    *buf = resp.body.p;
+    *len = resp.body.len;
+    return JVDB_OK;
 }
 
 static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
@@ -753,6 +789,7 @@ static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, str
     st->base.write = s3_stage_write;
     st->base.commit = s3_stage_commit;
     st->base.abort = s3_stage_abort;
+    st->base.put_extra = s3_stage_put_extra;
     if (!st->buf || !st->data_key || !st->meta_key) {
         s3_stage_abort(&st->base);
         return err_set(JVDB_ENOMEM, "out of memory");
@@ -775,10 +812,13 @@ static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
         return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, s->base.spec);
     if (rc) return rc;
     char *mk = s3_key(s, db, id, BACKUP_META_NAME), *dk = s3_key(s, db, id, BACKUP_DATA_NAME);
-    rc = !mk || !dk ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
+    char *ik = s3_key(s, db, id, BACKUP_INDEX_NAME);
+    rc = !mk || !dk || !ik ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
     if (!rc) rc = s3_delete_key(s, dk);
+    if (!rc) rc = s3_delete_key(s, ik);   /* absent when the backup carries no graph: fine */
     free(mk);
     free(dk);
+    free(ik);
     return rc;
 }
 
@@ -790,9 +830,11 @@ static void repo_s3_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; i < a.n; i++) {
         if (a.v[i].has_meta || a.v[i].data_size < 0 || now - a.v[i].mtime < max_age_s) continue;
-        char *dk = s3_key(s, db, a.v[i].id, BACKUP_DATA_NAME);
+        char *dk = s3_key(s, db, a.v[i].id, BACKUP_DATA_NAME), *ik = s3_key(s, db, a.v[i].id, BACKUP_INDEX_NAME);
         if (dk) s3_delete_key(s, dk);
+        if (ik) s3_delete_key(s, ik);
         free(dk);
+        free(ik);
     }
     free(a.v);
 }
@@ -850,7 +892,7 @@ static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf,
 static const struct repo_ops repo_s3_ops = {
     "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
     repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close, repo_s3_read_object, repo_s3_write_object,
-    NULL /* extras: not yet */,
+    repo_s3_read_extra,
 };
 
 static char *s3_pick(const char *given, const char *env1, const char *env2)

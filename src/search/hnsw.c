@@ -22,6 +22,7 @@ void hnsw_params_init(hnsw_params *p)
     p->ef_construction = HNSW_DEFAULT_EF_CONSTRUCTION;
     p->ef_search = HNSW_DEFAULT_EF_SEARCH;
     p->seed = 0x6a766462686e7377ull;
+    p->sq8 = 0;
 }
 
 void hnsw_query_init(hnsw_query *q)
@@ -66,6 +67,7 @@ int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **o
     h->rng = p->seed;
     h->entry = HNSW_NONE;
     h->max_level = -1;
+    pthread_mutex_init(&h->emu, NULL);
     *out = h;
     return JVDB_OK;
 }
@@ -82,6 +84,8 @@ void hnsw_free(hnsw *h)
     free(h->l0);
     free(h->level);
     free(h->deleted);
+    free(h->lk);
+    pthread_mutex_destroy(&h->emu);
     free(h);
 }
 
@@ -147,8 +151,10 @@ size_t hnsw_memory_bytes(const hnsw *h)
 
 uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots)
 {
-    if (h->entry == HNSW_NONE || hnsw_vec(slots, nslots, h->entry))
-        return h->entry;
+    /* Atomic: a parallel batch moves the entry point (under emu) while other inserts start. */
+    uint32_t entry = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
+    if (entry == HNSW_NONE || hnsw_vec(slots, nslots, entry))
+        return entry;
     /* The entry point's vector is gone (the store freed a deleted record before a rebuild): any node
      * on the highest level that still has a vector serves, at the cost of one scan. */
     uint32_t best = HNSW_NONE;
@@ -190,12 +196,14 @@ static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
         sc->tags = t;
         sc->ntags = h->cap;
     }
-    if (sc->query_cap < h->dim) {
-        float *q = realloc(sc->query, (size_t)h->dim * sizeof *q);
+    /* Room for a float query or a code row (sq8_row_bytes(dim) <= 4 * max(dim, 4) bytes). */
+    uint32_t qneed = h->dim < 4 ? 4 : h->dim;
+    if (sc->query_cap < qneed) {
+        float *q = realloc(sc->query, (size_t)qneed * sizeof *q);
         if (!q)
             return JVDB_ENOMEM;
         sc->query = q;
-        sc->query_cap = h->dim;
+        sc->query_cap = qneed;
     }
     if (sc->gcap < h->M0) {
         const float **v = realloc(sc->gvec, (size_t)h->M0 * sizeof *v);

@@ -47,6 +47,8 @@ typedef struct hnsw_params {
     uint32_t ef_construction;    /* candidate list size while inserting; >= 1 */
     uint32_t ef_search;          /* default candidate list size of a search; >= 1 */
     uint64_t seed;               /* level generator seed: the same inserts give the same graph */
+    int sq8;                     /* 1: the slot table holds sq8 code rows (sq8.h) cast to const float *,
+                                  * and queries come coded the same way; 0: float vectors */
 } hnsw_params;
 
 void hnsw_params_init(hnsw_params *p);
@@ -58,6 +60,16 @@ void hnsw_free(hnsw *h);
 /* Adds slots[slot] (not NULL, slot < nslots) as a node, or re-links it if it is one already
  * (clearing a deletion mark).  JVDB_EINVAL, JVDB_ENOMEM; a failed insert leaves the index usable. */
 int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot);
+
+#define HNSW_MAX_THREADS 256
+
+/* hnsw_insert for each of list's n slots (distinct, each with a vector), linked by `threads` threads
+ * at once (the caller's and threads - 1 more; 1 = one by one, as hnsw_insert).  The levels are drawn
+ * in list order, so only the order in which links are made depends on the threads.  The caller holds
+ * the graph exclusively, as for hnsw_insert.  Returns the first failure (JVDB_EINVAL, JVDB_ENOMEM);
+ * the other slots are still inserted, and a slot whose linking failed is left marked deleted. */
+int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const uint32_t *list, uint32_t n,
+                      uint32_t threads);
 
 /* JVDB_ENOTFOUND if slot is not a node; marking twice is fine. */
 int hnsw_mark_deleted(hnsw *h, uint32_t slot);
@@ -74,6 +86,8 @@ typedef struct hnsw_query {
     void *accept_ctx;
     int use_threshold;           /* only results whose score is at least as good as threshold */
     float threshold;
+    uint32_t candidates;         /* return up to this many (> k) best nodes, for the caller to re-rank
+                                  * with full vectors; 0 = k.  Widening still counts k. */
 } hnsw_query;
 
 /* k 10, index ef, default ef_max, no filter, no threshold. */
@@ -87,7 +101,8 @@ typedef struct hnsw_search_info {
                                   * reachable node was examined; 0: fall back to exact search */
 } hnsw_search_info;
 
-/* Approximate k nearest live, accepted nodes of `query` (cosine: normalised on a private copy).
+/* Approximate k nearest live, accepted nodes of `query` (cosine: normalised on a private copy; an sq8
+ * graph takes the query as a code row, coded by the caller, and scores in code units).
  * Writes up to k slots/scores best first (either array may be NULL), the count to *out_n, and
  * details to *info if not NULL.  JVDB_EINVAL, JVDB_ENOMEM. */
 int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const float *query,

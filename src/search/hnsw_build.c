@@ -65,6 +65,10 @@ int hnsw_reserve(hnsw *h, uint32_t need)
     if (!deleted)
         goto nomem;
     h->deleted = deleted;
+    uint8_t *lk = realloc(h->lk, (size_t)cap);
+    if (!lk)
+        goto nomem;
+    h->lk = lk;
 
     /* Only now that every array has the new size may cap move; a failure above leaves larger
      * arrays behind, which is harmless. */
@@ -73,6 +77,7 @@ int hnsw_reserve(hnsw *h, uint32_t need)
     memset(h->upper + h->cap, 0, add * sizeof *upper);
     memset(h->level + h->cap, HNSW_ABSENT, add);
     memset(h->deleted + h->cap, 0, add);
+    memset(h->lk + h->cap, 0, add);
     h->cap = (uint32_t)cap;
     return JVDB_OK;
 nomem:
@@ -101,8 +106,22 @@ uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *sl
     return kept;
 }
 
+static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
+                                 hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level);
+
+/* Offers `to` (at distance d) to `from`'s list on `level`, re-choosing the list when it is full. */
 static int hnsw_link_back(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
                           hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level)
+{
+    hnsw_lock(h, from);
+    int rc = hnsw_link_back_locked(h, sp, slots, nslots, sc, from, to, d, level);
+    hnsw_unlock(h, from);
+    return rc;
+}
+
+/* hnsw_link_back with `from`'s list lock held (in a parallel batch). */
+static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
+                                 hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level)
 {
     uint32_t *links = hnsw_links(h, from, level);
     uint32_t cnt = links[0], max = level ? h->p.M : h->M0;
@@ -155,9 +174,11 @@ static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *sl
 
     uint32_t kept = hnsw_select(h, sp, slots, nslots, sc->nav.items, n, h->p.M);
     uint32_t *links = hnsw_links(h, slot, level);
+    hnsw_lock(h, slot);
     for (uint32_t i = 0; i < kept; i++)
         links[i + 1] = sc->nav.items[i].slot;
     links[0] = kept;
+    hnsw_unlock(h, slot);
     /* sc->nav stays intact below: hnsw_link_back works in sc->res and the gather buffers. */
     for (uint32_t i = 0; i < kept; i++) {
         rc = hnsw_link_back(h, sp, slots, nslots, sc, sc->nav.items[i].slot, slot, sc->nav.items[i].dist,
@@ -168,85 +189,193 @@ static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *sl
     return JVDB_OK;
 }
 
+/* Makes `slot` a node (a fresh one draws its level and gets its lists) and clears its deletion mark,
+ * before it is linked; *level receives its level.  Single-threaded.  JVDB_ENOMEM. */
+static int hnsw_node_prepare(hnsw *h, uint32_t slot, int *level)
+{
+    int fresh = h->level[slot] == HNSW_ABSENT;
+    int lv = fresh ? hnsw_random_level(h) : h->level[slot];
+    if (fresh) {
+        if (lv > 0) {
+            h->upper[slot] = calloc((size_t)lv * h->up_stride, sizeof(uint32_t));
+            if (!h->upper[slot])
+                return err_set(JVDB_ENOMEM, "out of memory for HNSW links");
+        }
+        hnsw_links(h, slot, 0)[0] = 0;
+        /* A node from now on: nothing links to it yet, so no search reaches it before it is linked. */
+        h->level[slot] = (uint8_t)lv;
+        h->nodes++;
+    }
+    if (h->deleted[slot]) {
+        h->deleted[slot] = 0;
+        h->ndeleted--;
+    }
+    *level = lv;
+    return JVDB_OK;
+}
+
+/* Marks a node whose linking failed as deleted: links already made to it stay valid, it is never
+ * returned, and a vacuum or rebuild drops it. */
+static void hnsw_node_failed(hnsw *h, uint32_t slot)
+{
+    if (h->par)
+        pthread_mutex_lock(&h->emu);
+    if (!h->deleted[slot]) {
+        h->deleted[slot] = 1;
+        h->ndeleted++;
+    }
+    if (h->par)
+        pthread_mutex_unlock(&h->emu);
+}
+
+/* Links a prepared node into the graph on its levels; may run in several threads at once during a
+ * parallel batch.  JVDB_ENOMEM. */
+static int hnsw_node_link(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, uint32_t slot,
+                          int level)
+{
+    if (h->par)
+        pthread_mutex_lock(&h->emu);
+    int first = h->entry == HNSW_NONE || (h->nodes == 1 && h->entry == slot);
+    int max_level = h->max_level;
+    if (first) {
+        __atomic_store_n(&h->entry, slot, __ATOMIC_RELEASE);
+        h->max_level = level;
+    }
+    if (h->par)
+        pthread_mutex_unlock(&h->emu);
+    if (first)
+        return JVDB_OK;
+
+    hnsw_scratch *sc = hnsw_scratch_take(h);
+    if (!sc)
+        return JVDB_ENOMEM;
+    const float *v = slots[slot];
+    float ep_dist;
+    uint32_t ep = hnsw_descend(h, sp, slots, nslots, sc, v, level, slot, &ep_dist);
+    int rc = JVDB_OK;
+    if (ep != HNSW_NONE) {
+        int top = level < max_level ? level : max_level;
+        if (h->level[ep] < top)
+            top = h->level[ep]; /* started below the top (entry point vector gone) */
+        for (int l = top; l >= 0 && rc == JVDB_OK; l--)
+            rc = hnsw_link_level(h, sp, slots, nslots, sc, slot, l, &ep, &ep_dist);
+    }
+    hnsw_scratch_give(sc);
+    if (rc)
+        return err_set(JVDB_ENOMEM, "out of memory linking slot %u into the HNSW index", slot);
+    if (h->par)
+        pthread_mutex_lock(&h->emu);
+    if (level > h->max_level) {
+        __atomic_store_n(&h->entry, slot, __ATOMIC_RELEASE);
+        h->max_level = level;
+    }
+    if (h->par)
+        pthread_mutex_unlock(&h->emu);
+    return JVDB_OK;
+}
+
 int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot)
 {
     if (!hnsw_vec(slots, nslots, slot))
         return err_set(JVDB_EINVAL, "slot %u has no vector to index", slot);
     dist_space sp;
-    int rc = dist_space_init(&sp, h->metric, h->dim);
+    int rc = hnsw_space(h, &sp);
     if (rc)
         return rc;
     rc = hnsw_reserve(h, slot + 1);
     if (rc)
         return rc;
-
-    int fresh = h->level[slot] == HNSW_ABSENT;
-    int level = fresh ? hnsw_random_level(h) : h->level[slot];
-    if (fresh && level > 0) {
-        h->upper[slot] = calloc((size_t)level * h->up_stride, sizeof(uint32_t));
-        if (!h->upper[slot])
-            return err_set(JVDB_ENOMEM, "out of memory for HNSW links");
-    }
-    if (fresh)
-        hnsw_links(h, slot, 0)[0] = 0;
-
-    if (h->entry == HNSW_NONE || (h->nodes == 1 && h->entry == slot)) {
-        h->entry = slot;
-        h->max_level = level;
-        goto done;
-    }
-
-    hnsw_scratch *sc = hnsw_scratch_take(h);
-    if (!sc) {
-        rc = JVDB_ENOMEM;
-        goto fail;
-    }
-    const float *v = slots[slot];
-    float ep_dist;
-    uint32_t ep = hnsw_descend(h, &sp, slots, nslots, sc, v, level, slot, &ep_dist);
-    if (ep != HNSW_NONE) {
-        int top = level < h->max_level ? level : h->max_level;
-        if (h->level[ep] < top)
-            top = h->level[ep]; /* started below the top (entry point vector gone) */
-        /* Set now so that neighbours linking back see a node, not an absent slot. */
-        h->level[slot] = (uint8_t)level;
-        for (int l = top; l >= 0; l--) {
-            rc = hnsw_link_level(h, &sp, slots, nslots, sc, slot, l, &ep, &ep_dist);
-            if (rc) {
-                hnsw_scratch_give(sc);
-                rc = err_set(JVDB_ENOMEM, "out of memory linking slot %u into the HNSW index", slot);
-                goto fail;
-            }
-        }
-    }
-    hnsw_scratch_give(sc);
-    if (level > h->max_level) {
-        h->entry = slot;
-        h->max_level = level;
-    }
-
-done:
-    h->level[slot] = (uint8_t)level;
-    if (fresh)
-        h->nodes++;
-    if (h->deleted[slot]) {
-        h->deleted[slot] = 0;
-        h->ndeleted--;
-    }
-    return JVDB_OK;
-
-fail:
-    if (fresh) {
-        /* Links already made to the half-inserted node stay valid pointers into the graph; keep it
-         * as a deleted node so it is never returned and a rebuild drops it. */
-        h->level[slot] = (uint8_t)level;
-        h->nodes++;
-        if (!h->deleted[slot]) {
-            h->deleted[slot] = 1;
-            h->ndeleted++;
-        }
-    }
+    int level;
+    if ((rc = hnsw_node_prepare(h, slot, &level)))
+        return rc;
+    if ((rc = hnsw_node_link(h, &sp, slots, nslots, slot, level)))
+        hnsw_node_failed(h, slot);
     return rc;
+}
+
+struct hnsw_par {
+    hnsw *h;
+    const float *const *slots;
+    uint32_t nslots;
+    const uint32_t *list;
+    const int *levels;           /* -1: not prepared, skip */
+    uint32_t n;
+    uint32_t next;               /* atomic: the next list index to take */
+    int rc;                      /* first failure (under h->emu) */
+};
+
+/* One thread of a parallel batch: links list entries until none is left. */
+static void *hnsw_par_worker(void *arg)
+{
+    struct hnsw_par *p = arg;
+    dist_space sp;
+    if (hnsw_space(p->h, &sp))
+        return NULL;
+    for (;;) {
+        uint32_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (i >= p->n)
+            break;
+        if (p->levels[i] < 0)
+            continue;
+        int rc = hnsw_node_link(p->h, &sp, p->slots, p->nslots, p->list[i], p->levels[i]);
+        if (rc) {
+            hnsw_node_failed(p->h, p->list[i]);
+            pthread_mutex_lock(&p->h->emu);
+            if (!p->rc)
+                p->rc = rc;
+            pthread_mutex_unlock(&p->h->emu);
+        }
+    }
+    return NULL;
+}
+
+int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const uint32_t *list, uint32_t n,
+                      uint32_t threads)
+{
+    int first_rc = JVDB_OK;
+    uint32_t i = 0;
+    if (threads > HNSW_MAX_THREADS)
+        threads = HNSW_MAX_THREADS;
+    /* Alone, or while the graph has no entry point to start parallel inserts from: one by one. */
+    for (; i < n && (threads <= 1 || n - i < 2 * threads || h->entry == HNSW_NONE); i++) {
+        int rc = hnsw_insert(h, slots, nslots, list[i]);
+        if (rc && !first_rc)
+            first_rc = rc;
+    }
+    if (i == n)
+        return first_rc;
+    uint32_t need = 0;
+    for (uint32_t j = i; j < n; j++)
+        if (list[j] + 1 > need)
+            need = list[j] + 1;
+    int rc = hnsw_reserve(h, need);
+    int *levels = rc ? NULL : malloc((size_t)(n - i) * sizeof *levels);
+    if (!levels)
+        return rc ? rc : err_set(JVDB_ENOMEM, "out of memory for a parallel HNSW batch");
+    /* Levels are drawn here, in list order, so the level sequence does not depend on the threads. */
+    for (uint32_t j = i; j < n; j++) {
+        levels[j - i] = -1;
+        if (!hnsw_vec(slots, nslots, list[j])) {
+            rc = err_set(JVDB_EINVAL, "slot %u has no vector to index", list[j]);
+        } else if ((rc = hnsw_node_prepare(h, list[j], &levels[j - i])) != JVDB_OK) {
+            levels[j - i] = -1;
+        }
+        if (rc && !first_rc)
+            first_rc = rc;
+        rc = JVDB_OK;
+    }
+    struct hnsw_par p = {h, slots, nslots, list + i, levels, n - i, 0, JVDB_OK};
+    pthread_t tid[HNSW_MAX_THREADS];
+    uint32_t started = 0;
+    h->par = 1;
+    while (started + 1 < threads && pthread_create(&tid[started], NULL, hnsw_par_worker, &p) == 0)
+        started++;
+    hnsw_par_worker(&p);   /* the caller is one of the threads */
+    for (uint32_t t = 0; t < started; t++)
+        pthread_join(tid[t], NULL);
+    h->par = 0;
+    free(levels);
+    return first_rc ? first_rc : p.rc;
 }
 
 int hnsw_rebuild(hnsw *h, const float *const *slots, uint32_t nslots)

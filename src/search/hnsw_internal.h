@@ -12,9 +12,12 @@
 #ifndef JVDB_SEARCH_HNSW_INTERNAL_H
 #define JVDB_SEARCH_HNSW_INTERNAL_H
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 
 #include "search/distance.h"
+#include "search/sq8.h"
 #include "search/hnsw.h"
 #include "search/topk.h"
 
@@ -42,7 +45,32 @@ struct hnsw {
     int max_level;               /* -1 when empty */
     uint32_t nodes;
     uint32_t ndeleted;
+
+    /* Parallel insertion (hnsw_insert_batch): while par is set, several threads link nodes at once;
+     * a node's link lists are read and written only under its spin lock lk[slot], and entry /
+     * max_level / deletion marks change only under emu.  Outside a batch par is 0 and nothing locks. */
+    int par;
+    uint8_t *lk;
+    pthread_mutex_t emu;
 };
+
+/* Takes slot's link-list lock during a parallel batch (a no-op otherwise). */
+static inline void hnsw_lock(const hnsw *h, uint32_t slot)
+{
+    if (!h->par)
+        return;
+    for (unsigned spins = 0; __atomic_exchange_n(&h->lk[slot], 1, __ATOMIC_ACQUIRE); spins++) {
+        while (__atomic_load_n(&h->lk[slot], __ATOMIC_RELAXED))
+            if (++spins > 64)
+                sched_yield();   /* the holder may be descheduled on a shared machine */
+    }
+}
+
+static inline void hnsw_unlock(const hnsw *h, uint32_t slot)
+{
+    if (h->par)
+        __atomic_store_n(&h->lk[slot], 0, __ATOMIC_RELEASE);
+}
 
 static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
 {
@@ -51,9 +79,30 @@ static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
     return h->upper[slot] + (size_t)(level - 1) * h->up_stride;
 }
 
+/* A node's list on `level`, copied under its lock into buf (1 + M0 entries) during a parallel batch;
+ * the list itself otherwise. */
+static inline const uint32_t *hnsw_links_read(const hnsw *h, uint32_t slot, int level, uint32_t *buf)
+{
+    const uint32_t *l = hnsw_links(h, slot, level);
+    if (!h->par)
+        return l;
+    hnsw_lock(h, slot);
+    uint32_t c = l[0];
+    for (uint32_t i = 0; i <= c; i++)
+        buf[i] = l[i];
+    hnsw_unlock(h, slot);
+    return buf;
+}
+
 static inline const float *hnsw_vec(const float *const *slots, uint32_t nslots, uint32_t slot)
 {
     return slot < nslots ? slots[slot] : NULL;
+}
+
+/* The distance space of h's rows: float vectors or sq8 code rows.  JVDB_EINVAL. */
+static inline int hnsw_space(const hnsw *h, dist_space *sp)
+{
+    return h->p.sq8 ? dist_space_init_sq8(sp, h->metric, h->dim) : dist_space_init(sp, h->metric, h->dim);
 }
 
 /* Per-search working memory, pooled so concurrent searches never share it and the index stays

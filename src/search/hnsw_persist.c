@@ -79,9 +79,17 @@ static int hf_dir_sync(const char *path)
     return rc < 0 ? err_errno(e, "cannot fsync the directory of %s", path) : JVDB_OK;
 }
 
-int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn,
-              void *ctx, uint64_t *written)
+/* Bytes of one node's row in a file of this graph. */
+static uint32_t hf_row_bytes(uint32_t dim, int sq8)
 {
+    return sq8 ? sq8_row_bytes(dim) : 4u * dim;
+}
+
+int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
+              const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn, void *ctx, uint64_t *written)
+{
+    if (extra_len > HNSW_FILE_MAX_EXTRA) return err_set(JVDB_EINVAL, "HNSW graph file: extra section too large");
+    uint32_t row_bytes = hf_row_bytes(h->dim, h->p.sq8);
     uint32_t *idx = NULL;
     if (h->cap && !(idx = malloc((size_t)h->cap * sizeof *idx)))
         return err_set(JVDB_ENOMEM, "out of memory writing the HNSW graph file");
@@ -102,6 +110,8 @@ int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident
     put32(head + 44, (uint32_t)h->max_level);
     put64(head + 48, lsn);
     put64(head + 56, h->rng);
+    put32(head + 64, h->p.sq8 ? 1u : 0u);
+    put32(head + 68, extra_len);
     put64(head + 72, XXH3_64bits(head, 72));
 
     char tmp[4096];
@@ -115,6 +125,11 @@ int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident
     uint64_t total = HF_HEADER_SIZE;
     uint32_t nblocks = 0;
     int rc = hf_write(fd, head, sizeof head, tmp);
+    uint8_t xsum[8];
+    put64(xsum, XXH3_64bits(extra, extra_len));
+    if (rc == JVDB_OK && extra_len) rc = hf_write(fd, extra, extra_len, tmp);
+    if (rc == JVDB_OK) rc = hf_write(fd, xsum, sizeof xsum, tmp);
+    total += (uint64_t)extra_len + sizeof xsum;
     uint32_t s = 0, first = 0;
     while (rc == JVDB_OK && first < n) {
         b.len = 0;
@@ -127,14 +142,15 @@ int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident
             const char *id = NULL;
             uint16_t id_len = 0;
             uint64_t nlsn = 0;
-            int live = !h->deleted[s] && ident(ctx, s, &id, &id_len, &nlsn);
+            const float *row = hnsw_vec(slots, nslots, s);
+            int live = row && !h->deleted[s] && ident(ctx, s, &id, &id_len, &nlsn);
             if (!live) {
                 id_len = 0;
                 nlsn = 0;
             }
             size_t links = 0;
             for (int l = 0; l <= h->level[s]; l++) links += 4u + 4u * hnsw_links(h, s, l)[0];
-            if ((rc = hf_reserve(&b, HF_NODE_FIXED + id_len + links))) break;
+            if ((rc = hf_reserve(&b, HF_NODE_FIXED + id_len + row_bytes + links))) break;
             uint8_t *p = b.b + b.len;
             put64(p, nlsn);
             memcpy(p + 8, &id_len, 2);
@@ -143,6 +159,9 @@ int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident
             p += HF_NODE_FIXED;
             if (id_len) memcpy(p, id, id_len);
             p += id_len;
+            if (row) memcpy(p, row, row_bytes);
+            else memset(p, 0, row_bytes);
+            p += row_bytes;
             for (int l = 0; l <= h->level[s]; l++) {
                 const uint32_t *li = hnsw_links(h, s, l);
                 put32(p, li[0]);
@@ -217,7 +236,17 @@ int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out)
     if (out->nnodes && !(out->nodes = calloc(out->nnodes, sizeof *out->nodes)))
         return err_set(JVDB_ENOMEM, "out of memory reading the HNSW graph file");
     uint32_t M0 = 2 * out->p.M, done = 0, nblocks = 0;
-    size_t off = HF_HEADER_SIZE, end = len - HF_TRAILER_SIZE;
+    size_t end = len - HF_TRAILER_SIZE;
+    if (out->extra_len > end - HF_HEADER_SIZE || end - HF_HEADER_SIZE - out->extra_len < 8) {
+        hnsw_file_free(out);
+        return hf_bad("extra section longer than the file", 68);
+    }
+    out->extra = b + HF_HEADER_SIZE;
+    if (get64(out->extra + out->extra_len) != XXH3_64bits(out->extra, out->extra_len)) {
+        hnsw_file_free(out);
+        return hf_bad("extra section checksum mismatch", HF_HEADER_SIZE);
+    }
+    size_t off = HF_HEADER_SIZE + (size_t)out->extra_len + 8;
     return hf_parse_nodes(b, len, out, M0, done, nblocks, off, end);
 }
 
@@ -243,7 +272,13 @@ int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
     out->max_level = (int)get32(b + 44);
     out->lsn = get64(b + 48);
     out->p.seed = get64(b + 56);
+    uint32_t rows = get32(b + 64);
+    out->extra_len = get32(b + 68);
+    if (rows > 1) return hf_bad("unknown row kind", 64);
+    if (out->extra_len > HNSW_FILE_MAX_EXTRA) return hf_bad("extra section too large", 68);
+    out->p.sq8 = (int)rows;
     if (out->dim < 1 || out->dim > 65536) return hf_bad("dimension out of range", 16);
+    out->row_bytes = hf_row_bytes(out->dim, out->p.sq8);
     if (metric > JVDB_METRIC_DOT) return hf_bad("unknown metric", 20);
     out->metric = (jvdb_metric)metric;
     if (out->p.M < 2 || out->p.M > HNSW_MAX_M) return hf_bad("M out of range", 24);
@@ -251,7 +286,7 @@ int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
     if (out->p.ef_search < 1 || out->p.ef_search > HNSW_MAX_EF) return hf_bad("ef_search out of range", 32);
     /* Every node takes at least HF_NODE_FIXED + 4 bytes: a count that cannot fit is refused before
      * anything is allocated for it. */
-    if ((uint64_t)out->nnodes * (HF_NODE_FIXED + 4) > len) return hf_bad("node count larger than the file", 36);
+    if ((uint64_t)out->nnodes * (HF_NODE_FIXED + 4 + out->row_bytes) > len) return hf_bad("node count larger than the file", 36);
     if (out->nnodes == 0 ? (out->entry != HNSW_FILE_NONE || out->max_level != -1)
                          : (out->entry >= out->nnodes || out->max_level < 0 || out->max_level >= HNSW_MAX_LEVEL))
         return hf_bad("bad entry point", 40);
@@ -263,6 +298,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
 {
     (void)len;
     int rc = JVDB_OK;
+    const uint32_t f_row_bytes = out->row_bytes;
     while (done < out->nnodes) {
         if (end - off < HF_BLOCK_HEAD + 8) { rc = hf_bad("truncated block", off); break; }
         const uint8_t *bh = b + off;
@@ -290,6 +326,9 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
             if (pe - p < nd->id_len) { rc = hf_bad("truncated id", (size_t)(p - b)); break; }
             nd->id = (const char *)p;
             p += nd->id_len;
+            if ((size_t)(pe - p) < f_row_bytes) { rc = hf_bad("truncated row", (size_t)(p - b)); break; }
+            nd->row = p;
+            p += f_row_bytes;
             nd->links = p;
             for (int l = 0; l <= nd->level; l++) {
                 if (pe - p < 4) { rc = hf_bad("truncated link list", (size_t)(p - b)); break; }
@@ -341,7 +380,7 @@ static int repair_init(struct repair *r, const hnsw *h, const float *const *slot
     r->h = h;
     r->slots = slots;
     r->nslots = nslots;
-    int rc = dist_space_init(&r->sp, h->metric, h->dim);
+    int rc = hnsw_space(h, &r->sp);
     if (rc) return rc;
     /* A list and, for each of its lost links, that node's list: at most M0 + M0 * M0 candidates. */
     r->cap = h->M0 + h->M0 * h->M0;

@@ -16,7 +16,7 @@
 #include "search/hnsw.h"
 
 #define HNSW_FILE_NAME "ext.hnsw"
-#define HNSW_FILE_VERSION 1u
+#define HNSW_FILE_VERSION 2u
 
 typedef struct hnsw_file_node {
     uint64_t lsn;
@@ -24,6 +24,7 @@ typedef struct hnsw_file_node {
     uint16_t id_len;
     uint8_t level;
     uint8_t dead;                /* kept only for its links (repairing its neighbours at load) */
+    const uint8_t *row;          /* the node's navigation row, row_bytes bytes (unaligned, in the file) */
     const uint8_t *links;        /* level + 1 lists, level 0 first: u32 count, count u32 node indices */
 } hnsw_file_node;
 
@@ -35,6 +36,9 @@ typedef struct hnsw_file {
     uint32_t nnodes;
     uint32_t entry;              /* node index, HNSW_FILE_NONE when empty */
     int max_level;
+    uint32_t row_bytes;          /* per node: sq8_row_bytes(dim) when p.sq8, else 4 * dim */
+    const uint8_t *extra;        /* the owner's checksummed bytes (search.c: the quantiser) */
+    uint32_t extra_len;
     hnsw_file_node *nodes;
 } hnsw_file;
 
@@ -44,8 +48,8 @@ typedef struct hnsw_file {
  * JVDB_ECORRUPT with the reason (bad magic, version, checksum, bounds), JVDB_ENOMEM. */
 int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out);
 void hnsw_file_free(hnsw_file *f);
-/* Verifies the header alone (magic, version, checksum, ranges): fills f's scalar fields, no nodes.
- * `len` is the whole file's size. */
+/* Verifies the header alone (magic, version, checksum, ranges): fills f's scalar fields, no nodes and
+ * no extra.  `buf` holds at least the 80-byte header; `len` is the whole file's size. */
 int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out);
 
 /* Builds a graph from a parsed file: node i becomes slot map[i] (HNSW_FILE_NONE drops it).  A node that
@@ -62,10 +66,14 @@ typedef int (*hnsw_ident_fn)(void *ctx, uint32_t slot, const char **id, uint16_t
 typedef void (*hnsw_lock_fn)(void *ctx, int lock);
 
 /* Writes the graph to `path` with the atomic-replace rule (<path>.tmp, fsync, rename, directory
- * fsync), crash points "hnsw.save.before_rename" / "hnsw.save.after_rename".  The caller keeps the
- * graph unchanged during the call.  *written receives the file size if not NULL. */
-int hnsw_save(const hnsw *h, const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn,
-              void *ctx, uint64_t *written);
+ * fsync), crash points "hnsw.save.before_rename" / "hnsw.save.after_rename", with each node's row
+ * from the slot table (a node without one is written dead) and `extra` (at most HNSW_FILE_MAX_EXTRA
+ * bytes) beside the header.  The caller keeps the graph and rows unchanged during the call.
+ * *written receives the file size if not NULL. */
+int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
+              const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn, void *ctx, uint64_t *written);
+
+#define HNSW_FILE_MAX_EXTRA (1u << 24)
 
 /* Removes nodes marked deleted, repairing the lists that pointed at them; the graph stays usable
  * throughout.  Returns how many nodes were removed.  JVDB_ENOMEM leaves the graph as it was. */

@@ -37,7 +37,8 @@ static inline uint32_t hnsw_expand(const hnsw *h, const dist_space *sp, const fl
                                    uint32_t nslots, hnsw_scratch *sc, const float *query, uint32_t node,
                                    int level)
 {
-    const uint32_t *links = hnsw_links(h, node, level);
+    uint32_t buf[1 + 2 * HNSW_MAX_M];
+    const uint32_t *links = hnsw_links_read(h, node, level, buf);
     uint32_t cnt = links[0], m = 0;
     for (uint32_t i = 1; i <= cnt; i++) {
         __builtin_prefetch(&sc->tags[links[i]], 1, 3);
@@ -138,10 +139,11 @@ uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *s
     /* The node being re-linked starts infinitely far so the walk leaves it at once. */
     float curd = cur == exclude ? INFINITY : sp->dist(query, hnsw_vec(slots, nslots, cur), h->dim);
     sc->ndist++;
+    uint32_t buf[1 + 2 * HNSW_MAX_M];
     for (int level = h->level[cur]; level > stop; level--) {
         for (int moved = 1; moved;) {
             moved = 0;
-            const uint32_t *links = hnsw_links(h, cur, level);
+            const uint32_t *links = hnsw_links_read(h, cur, level, buf);
             uint32_t cnt = links[0], m = 0;
             for (uint32_t i = 1; i <= cnt; i++) {
                 const float *v = hnsw_vec(slots, nslots, links[i]);
@@ -185,13 +187,16 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
         return err_set(JVDB_EINVAL, "ef must be at most %d", HNSW_MAX_EF);
 
     dist_space sp;
-    int rc = dist_space_init(&sp, h->metric, h->dim);
+    int rc = hnsw_space(h, &sp);
     if (rc)
         return rc;
     hnsw_scratch *sc = hnsw_scratch_take(h);
     if (!sc)
         return JVDB_ENOMEM;
-    rc = dist_query_prepare(h->metric, query, h->dim, sc->query);
+    if (h->p.sq8)
+        memcpy(sc->query, query, sq8_row_bytes(h->dim));   /* coded by the caller */
+    else
+        rc = dist_query_prepare(h->metric, query, h->dim, sc->query);
     if (rc || q->k == 0 || h->nodes == h->ndeleted)
         goto out;
 
@@ -208,8 +213,11 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
     uint32_t ef_max = q->ef_max ? q->ef_max : (ef <= HNSW_MAX_EF / 32 ? 32 * ef : HNSW_MAX_EF);
     if (ef_max < ef)
         ef_max = ef;
-    if (topk_reset(&sc->res, k)) {
-        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", k);
+    uint32_t kout = q->candidates > k ? q->candidates : k;
+    if (kout > h->nodes - h->ndeleted)
+        kout = h->nodes - h->ndeleted;
+    if (topk_reset(&sc->res, kout)) {
+        rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", kout);
         goto out;
     }
     hnsw_layer_opts o = {
@@ -236,7 +244,7 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
         if (o.ef >= h->nodes)
             break;
         if (o.ef >= ef_max) {
-            info->complete = topk_full(&sc->res);
+            info->complete = sc->res.n >= k;
             break;
         }
         /* Jump straight to the ef the observed selectivity calls for (with a margin), at least

@@ -43,6 +43,7 @@
 #include "search/hnsw.h"
 #include "search/hnsw_persist.h"
 #include "search/payload.h"
+#include "search/sq8.h"
 
 #include "core/err.h"
 #include "core/fs.h"
@@ -53,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -62,6 +64,8 @@
 #include <time.h>
 
 #define INDEX_CHUNK 16
+#define INDEX_CHUNK_PER_THREAD 64   /* a parallel batch: enough per thread to pay for starting it, few
+                                     * enough that searches wait for the index lock only briefly */
 #define VACUUM_SHARE 0.10
 #define VACUUM_MIN_NODES 1000
 #define SAVE_CHANGES 50000
@@ -73,15 +77,22 @@
  * live vectors (search_plan_scan). */
 #define PAYLOAD_SCAN_MIN 4096
 #define PAYLOAD_SCAN_SHARE 0.03
+#define QUANT_SAMPLE 16384        /* vectors read from the slot table to fit the quantiser */
+#define QUANT_MARGIN 1.1f         /* range left beyond the sample's */
+#define QUANT_GROW 1.25f          /* a refit at least widens this much: refits stay few */
+#define QUANT_SLACK 1.05f         /* how far past the range a vector may be clamped before a refit */
 
 struct search_index {
     jvdb_db *db;
     pthread_rwlock_t lock;
     hnsw *graph;                  /* NULL for FLAT */
-    const float **nav;            /* slot -> the graph's copy of its vector (NULL: not a node) */
+    const float **nav;            /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
     uint32_t nav_cap;
-    float **nav_blocks;           /* NAV_BLOCK vectors each */
+    int8_t **nav_blocks;          /* NAV_BLOCK rows each */
     uint32_t nav_nblocks;
+    uint32_t row_bytes;           /* sq8_row_bytes(dim) */
+    sq8_quant quant;              /* codes every row; scale 0 until the first row (index lock) */
+    float *vbuf;                  /* the index thread's dim-float work vector */
     jvdb_index_options opts;
     pthread_mutex_t pend_mu;
     pthread_cond_t pend_cv;       /* work for the thread, or pending drained (waiters) */
@@ -214,10 +225,9 @@ static void index_queue_all(struct search_index *ix)
         if (__atomic_load_n(&sl->vec[s], __ATOMIC_ACQUIRE)) index_slot_hook(ix, s, 1);
 }
 
-/* Gives `slot` a place for the graph's copy of its vector. */
-static float *index_nav_slot(struct search_index *ix, uint32_t slot)
+/* Gives `slot` a place for the graph's row of its vector. */
+static int8_t *index_nav_slot(struct search_index *ix, uint32_t slot)
 {
-    uint32_t dim = jvdb_db_dim(ix->db);
     if (slot >= ix->nav_cap) {
         uint32_t ncap = ix->nav_cap ? ix->nav_cap : NAV_BLOCK;
         while (ncap <= slot) ncap *= 2;
@@ -229,20 +239,110 @@ static float *index_nav_slot(struct search_index *ix, uint32_t slot)
     }
     uint32_t b = slot / NAV_BLOCK;
     if (b >= ix->nav_nblocks) {
-        float **nb = realloc(ix->nav_blocks, (b + 1) * sizeof *nb);
+        int8_t **nb = realloc(ix->nav_blocks, (b + 1) * sizeof *nb);
         if (!nb) return NULL;
         memset(nb + ix->nav_nblocks, 0, (b + 1 - ix->nav_nblocks) * sizeof *nb);
         ix->nav_blocks = nb;
         ix->nav_nblocks = b + 1;
     }
-    if (!ix->nav_blocks[b] && !(ix->nav_blocks[b] = aligned_alloc(64, (size_t)NAV_BLOCK * dim * sizeof(float) + 64)))
+    if (!ix->nav_blocks[b] && !(ix->nav_blocks[b] = aligned_alloc(64, (size_t)NAV_BLOCK * ix->row_bytes + 64)))
         return NULL;
-    return ix->nav_blocks[b] + (size_t)(slot % NAV_BLOCK) * dim;
+    return ix->nav_blocks[b] + (size_t)(slot % NAV_BLOCK) * ix->row_bytes;
+}
+
+/* Copies slot's vector into `out` as the graph sees it (normalised for cosine); 0 if it has none. */
+static int index_vector_of(struct search_index *ix, const struct kd_slots *sl, uint32_t n, uint32_t slot, float *out)
+{
+    const float *v = slot < n ? __atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) : NULL;
+    if (!v) return 0;
+    memcpy(out, v, (size_t)jvdb_db_dim(ix->db) * sizeof(float));
+    return jvdb_db_metric(ix->db) != JVDB_METRIC_COSINE || dist_normalize(out, jvdb_db_dim(ix->db)) == JVDB_OK;
+}
+
+/* Fits the quantiser to an evenly spread sample of the live vectors and `x` (the first vector to
+ * code), at least `min_scale` wide, and re-codes every row made with the old one.  Index write lock
+ * held, in a read section.  Rows are re-coded from their codes, not their vectors: deleted nodes have
+ * none left. */
+static int index_quant_fit(struct search_index *ix, const float *x, float min_scale)
+{
+    uint32_t dim = jvdb_db_dim(ix->db), n;
+    sq8_trainer t;
+    sq8_quant nq;
+    float *tmp = malloc((size_t)dim * sizeof *tmp);
+    if (!tmp) return err_set(JVDB_ENOMEM, "out of memory");
+    if (sq8_trainer_init(&t, dim)) {
+        free(tmp);
+        return JVDB_ENOMEM;
+    }
+    if (sq8_init(&nq, dim)) {
+        sq8_trainer_free(&t);
+        free(tmp);
+        return JVDB_ENOMEM;
+    }
+    const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
+    uint32_t step = n / QUANT_SAMPLE + 1;
+    for (uint32_t s = 0; s < n; s += step)
+        if (index_vector_of(ix, sl, n, s, tmp)) sq8_trainer_add(&t, tmp);
+    sq8_trainer_add(&t, x);
+    sq8_trainer_finish(&t, jvdb_db_metric(ix->db), QUANT_MARGIN, min_scale, &nq);
+    sq8_trainer_free(&t);
+    free(tmp);
+    if (ix->quant.scale > 0.0f)
+        for (uint32_t s = 0; s < ix->nav_cap; s++)
+            if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
+    log_debug("search index of '%s': quantiser fitted to %u vectors (step %g)", jvdb_db_name(ix->db), t.n, (double)nq.scale);
+    sq8_free(&ix->quant);
+    ix->quant = nq;
+    return JVDB_OK;
+}
+
+/* Build threads (jvdb_set_index_threads): 0 = not set yet (JVDB_INDEX_THREADS decides at first use). */
+static uint32_t index_threads_setting;
+
+int jvdb_set_index_threads(uint32_t threads)
+{
+    err_clear();
+    if (threads > HNSW_MAX_THREADS) return err_set(JVDB_EINVAL, "%u index threads is too many (at most %d; 0 = every core)", threads, HNSW_MAX_THREADS);
+    uint32_t n = threads ? threads : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    __atomic_store_n(&index_threads_setting, n < 1 ? 1 : n > HNSW_MAX_THREADS ? HNSW_MAX_THREADS : n, __ATOMIC_RELAXED);
+    return JVDB_OK;
+}
+
+/* Threads for the next batch: the setting, else JVDB_INDEX_THREADS (a bad value is logged and means 1). */
+static uint32_t index_threads(void)
+{
+    uint32_t n = __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
+    if (n) return n;
+    const char *env = getenv("JVDB_INDEX_THREADS");
+    char *end = NULL;
+    unsigned long v = env && *env ? strtoul(env, &end, 10) : 1;
+    if (env && *env && (*end || v > HNSW_MAX_THREADS)) {
+        log_warn("JVDB_INDEX_THREADS=%s is not 0..%d; the index uses 1 thread", env, HNSW_MAX_THREADS);
+        v = 1;
+    }
+    jvdb_set_index_threads((uint32_t)v);
+    return __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
+}
+
+/* Widens the quantiser to step `scale` (centres kept) and re-codes every row.  Index write lock held. */
+static int index_quant_widen(struct search_index *ix, float scale)
+{
+    sq8_quant nq;
+    int rc = sq8_copy(&nq, &ix->quant);
+    if (rc) return rc;
+    nq.scale = scale;
+    for (uint32_t s = 0; s < ix->nav_cap; s++)
+        if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
+    log_debug("search index of '%s': quantiser widened to step %g", jvdb_db_name(ix->db), (double)scale);
+    sq8_free(&ix->quant);
+    ix->quant = nq;
+    return JVDB_OK;
 }
 
 /* In a read section: the newest vector of the slot (the graph follows the writers, published or
- * not; searches resolve every answer at their own snapshot). */
-static void index_reconcile(struct search_index *ix, uint32_t slot)
+ * not; searches resolve every answer at their own snapshot).  A slot to (re-)insert gets its row
+ * and is returned 1, for the caller to insert with the rest of its batch. */
+static int index_reconcile(struct search_index *ix, uint32_t slot)
 {
     uint32_t n;
     const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
@@ -253,24 +353,36 @@ static void index_reconcile(struct search_index *ix, uint32_t slot)
             hnsw_mark_deleted(ix->graph, slot);
             __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
         }
-        return;
+        return 0;
     }
-    float *copy = index_nav_slot(ix, slot);
-    if (!copy) {
-        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
-        return;
-    }
-    memcpy(copy, v, (size_t)jvdb_db_dim(ix->db) * sizeof(float));
     /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
-    if (jvdb_db_metric(ix->db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(ix->db)) != JVDB_OK) {
+    if (!index_vector_of(ix, sl, n, slot, ix->vbuf)) {
         log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot, jvdb_errmsg());
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
-        return;
+        return 0;
     }
-    ix->nav[slot] = copy;
+    /* The first row fits the quantiser; a vector well outside its range refits it (geometrically
+     * wider each time, so at most a few times over a database's life). */
+    float reach = ix->quant.scale > 0.0f ? sq8_reach(&ix->quant, ix->vbuf) : 0.0f;
+    if (ix->quant.scale <= 0.0f) {
+        if (index_quant_fit(ix, ix->vbuf, 0.0f) != JVDB_OK)
+            log_error("search index of '%s': cannot fit the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
+        if (ix->quant.scale <= 0.0f) return 0;
+    } else if (reach > QUANT_SLACK) {
+        /* Wider only, same centres: no vector is read again (a sample would touch cold segment
+         * pages while searches wait for the index lock). */
+        if (index_quant_widen(ix, ix->quant.scale * fmaxf(QUANT_GROW, reach * QUANT_MARGIN)) != JVDB_OK)
+            log_error("search index of '%s': cannot widen the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
+    }
+    int8_t *row = index_nav_slot(ix, slot);
+    if (!row) {
+        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
+        return 0;
+    }
+    sq8_encode(&ix->quant, ix->vbuf, row);
+    ix->nav[slot] = (const float *)row;
     __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
-    if (hnsw_insert(ix->graph, ix->nav, ix->nav_cap, slot) != JVDB_OK)
-        log_error("search index of '%s': cannot insert slot %u: %s", jvdb_db_name(ix->db), slot, jvdb_errmsg());
+    return 1;
 }
 
 /* Replaces the graph by an empty one and queues every live slot: the non-blocking rebuild.
@@ -284,6 +396,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
         p.M = ix->opts.m;
         p.ef_construction = ix->opts.ef_construction;
         p.ef_search = ix->opts.ef_search;
+        p.sq8 = 1;
         int rc = hnsw_create(jvdb_db_dim(ix->db), jvdb_db_metric(ix->db), &p, &fresh);
         if (rc) return rc;
     }
@@ -294,6 +407,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
     ix->loaded_nodes = 0;
     snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
+    ix->quant.scale = 0.0f;   /* refitted to the vectors at the first row */
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
@@ -373,7 +487,16 @@ static int index_save_locked(struct search_index *ix)
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = {ix};
-    int rc = hnsw_save(ix->graph, path, lsn, save_ident, save_lock, &sc, &bytes);
+    /* The quantiser goes beside the header: scale, then the centres. */
+    uint32_t dim = jvdb_db_dim(db), xlen = 4 + 4 * dim;
+    uint8_t *extra = malloc(xlen);
+    int rc = extra ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
+    if (extra) {
+        memcpy(extra, &ix->quant.scale, 4);
+        memcpy(extra + 4, ix->quant.centre, (size_t)dim * 4);
+        rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, &sc, &bytes);
+        free(extra);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     free(path);
     if (rc) {
@@ -432,6 +555,13 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         rc = JVDB_EINVAL;
         goto out;
     }
+    float fscale = 0.0f;
+    if (f.extra_len == 4 + 4 * f.dim) memcpy(&fscale, f.extra, 4);
+    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || f.extra_len != 4 + 4 * f.dim || !(fscale > 0.0f) || !isfinite(fscale)) {
+        snprintf(why, whylen, "saved graph has no usable quantiser (rows of %u bytes)", f.row_bytes);
+        rc = JVDB_EINVAL;
+        goto out;
+    }
     f.p.ef_search = opts->ef_search;
     if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
@@ -440,6 +570,11 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     }
     for (uint32_t i = 0; i < f.nnodes && rc == JVDB_OK;) {
         pthread_rwlock_wrlock(&ix->lock);
+        if (i == 0 && ix->gen == gen) {
+            /* No graph yet (searches are exact), so no row is coded otherwise: take the file's quantiser. */
+            ix->quant.scale = fscale;
+            memcpy(ix->quant.centre, f.extra + 4, (size_t)f.dim * 4);
+        }
         /* As the writer: a node's slot (a writer field) and the slot's vector cannot change under us,
          * and a write after this chunk queues the slot through the hook. */
         db_writer_enter(db);
@@ -456,16 +591,15 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
             if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || e->slot >= nsl || !sl->vec[e->slot] ||
                 sl->owner[e->slot] != e)
                 continue;
-            float *copy = index_nav_slot(ix, e->slot);
-            if (!copy) {
+            int8_t *row = index_nav_slot(ix, e->slot);
+            if (!row) {
                 rc = JVDB_ENOMEM;
                 snprintf(why, whylen, "out of memory loading the saved graph");
                 break;
             }
-            memcpy(copy, sl->vec[e->slot], (size_t)jvdb_db_dim(db) * sizeof(float));
-            /* The graph navigates on normalised copies for cosine, as index_reconcile makes them. */
-            if (jvdb_db_metric(db) == JVDB_METRIC_COSINE && dist_normalize(copy, jvdb_db_dim(db)) != JVDB_OK) continue;
-            ix->nav[e->slot] = copy;
+            /* The file's row: the segments' pages are not touched to load a graph. */
+            memcpy(row, nd->row, ix->row_bytes);
+            ix->nav[e->slot] = (const float *)row;
             slot_of[i] = e->slot;
         }
         db_writer_exit(db);
@@ -566,7 +700,11 @@ static void *index_thread_main(void *arg)
 {
     struct search_index *ix = arg;
     jvdb_db *db = ix->db;
-    uint32_t chunk[INDEX_CHUNK];
+    uint32_t *chunk = malloc((size_t)INDEX_CHUNK_PER_THREAD * HNSW_MAX_THREADS * sizeof *chunk);
+    if (!chunk) {
+        log_error("search index of '%s': out of memory starting the index thread", jvdb_db_name(db));
+        return NULL;
+    }
     pthread_mutex_lock(&ix->pend_mu);
     int loading = ix->loading;
     pthread_mutex_unlock(&ix->pend_mu);
@@ -601,16 +739,25 @@ static void *index_thread_main(void *arg)
         pthread_rwlock_wrlock(&ix->lock);
         rp_enter();
         pthread_mutex_lock(&ix->pend_mu);
-        uint32_t n = 0;
+        uint32_t n = 0, threads = index_threads();
+        uint32_t take = threads > 1 ? INDEX_CHUNK_PER_THREAD * threads : INDEX_CHUNK;
         /* The bit goes as the slot leaves the queue (pending mutex held): a write after this
          * queues the slot again, so the graph never keeps a vector older than the slot's. */
-        while (n < INDEX_CHUNK && ix->npending > 0) {
+        while (n < take && ix->npending > 0) {
             chunk[n] = ix->pending[--ix->npending];
             ix->pending_bit[chunk[n++]] = 0;
         }
         pthread_mutex_unlock(&ix->pend_mu);
-        if (ix->graph)
-            for (uint32_t i = 0; i < n; i++) index_reconcile(ix, chunk[i]);
+        if (ix->graph) {
+            /* Rows first (one thread: the quantiser may be refitted), then the links, in parallel
+             * when asked: the queue holds each slot once, so the batch's slots are distinct. */
+            uint32_t ins = 0;
+            for (uint32_t i = 0; i < n; i++)
+                if (index_reconcile(ix, chunk[i])) chunk[ins++] = chunk[i];
+            if (ins && hnsw_insert_batch(ix->graph, ix->nav, ix->nav_cap, chunk, ins, threads) != JVDB_OK)
+                log_error("search index of '%s': cannot insert %s: %s", jvdb_db_name(db), ins > 1 ? "some vectors" : "a vector",
+                          jvdb_errmsg());
+        }
         int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
                      hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
         rp_exit();
@@ -627,6 +774,7 @@ static void *index_thread_main(void *arg)
         if (ix->npending == 0) pthread_cond_broadcast(&ix->pend_cv);
     }
     pthread_mutex_unlock(&ix->pend_mu);
+    free(chunk);
     return NULL;
 }
 
@@ -648,6 +796,8 @@ static void index_free(void *arg)
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
     free(ix->nav);
+    sq8_free(&ix->quant);
+    free(ix->vbuf);
     free(ix->pending_bit);
     free(ix->pending);
     pthread_rwlock_destroy(&ix->lock);
@@ -679,6 +829,13 @@ static int index_get(jvdb_db *db, struct search_index **out)
     }
     ix->db = db;
     ix->last_save = time(NULL);
+    ix->row_bytes = sq8_row_bytes(jvdb_db_dim(db));
+    if (sq8_init(&ix->quant, jvdb_db_dim(db)) || !(ix->vbuf = malloc((size_t)jvdb_db_dim(db) * sizeof(float)))) {
+        sq8_free(&ix->quant);
+        free(ix);
+        pthread_mutex_unlock(&search_attach_mu);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
     pthread_rwlock_init(&ix->lock, NULL);
     pthread_mutex_init(&ix->pend_mu, NULL);
     pthread_mutex_init(&ix->save_mu, NULL);
@@ -859,7 +1016,8 @@ static void index_status_of(struct search_index *ix, jvdb_index_status *out)
     if (ix->graph) {
         out->nodes = hnsw_node_count(ix->graph);
         out->deleted_nodes = out->nodes - hnsw_live_count(ix->graph);
-        out->memory_bytes = hnsw_memory_bytes(ix->graph);
+        out->memory_bytes = hnsw_memory_bytes(ix->graph) + (uint64_t)ix->nav_nblocks * NAV_BLOCK * ix->row_bytes +
+                            (uint64_t)ix->nav_cap * sizeof *ix->nav;
     }
     out->loaded_nodes = ix->loaded_nodes;
     out->saved_lsn = __atomic_load_n(&ix->saved_lsn, __ATOMIC_RELAXED);
@@ -1041,6 +1199,36 @@ oom:
     return err_set(JVDB_ENOMEM, "out of memory");
 }
 
+/* Re-ranks the graph's candidates (slots, approximate order) by their full vectors as the search's
+ * snapshot sees them, read from the segments through the lock-free read path: the best k (within
+ * the threshold, if any) go to out_slots / out_scores, best first. */
+static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, const jvdb_search_params *p,
+                  const uint32_t *cand, uint32_t ncand, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
+{
+    *out_n = 0;
+    dist_space sp;
+    int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), jvdb_db_dim(db));
+    if (rc) return rc;
+    topk best;
+    if (topk_init(&best, p->k)) return err_set(JVDB_ENOMEM, "out of memory");
+    float limit = p->has_threshold ? dist_from_score(jvdb_db_metric(db), p->threshold) : INFINITY;
+    for (uint32_t i = 0; i < ncand; i++) {
+        const float *v = resolve_slot(ac, cand[i]);
+        if (i + 1 < ncand) dist_prefetch(resolve_slot(ac, cand[i + 1]), jvdb_db_dim(db), 8);
+        if (!v) continue;
+        float d = sp.dist(q, v, jvdb_db_dim(db));
+        if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, cand[i]);
+    }
+    uint32_t n = topk_sort(&best);
+    for (uint32_t i = 0; i < n; i++) {
+        out_slots[i] = best.items[i].slot;
+        out_scores[i] = dist_score(jvdb_db_metric(db), best.items[i].dist);
+    }
+    *out_n = n;
+    topk_free(&best);
+    return JVDB_OK;
+}
+
 /* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
  * small pointer array of the vectors the snapshot sees). */
 static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q, const flat_params *base,
@@ -1208,11 +1396,22 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         /* Always: a node's slot may hold nothing at this snapshot (deleted, or not yet visible). */
         hq.accept = accept_graph;
         hq.accept_ctx = &ac;
-        hq.use_threshold = p.has_threshold;
-        hq.threshold = p.threshold;
-        hnsw_search_info info;
-        uint32_t gn = 0, pn = 0;
-        rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, q, &hq, slots, scores, &gn, &info);
+        /* The graph ranks by codes: it hands over the ef window (at least 2k) and the full vectors
+         * decide, the threshold included. */
+        uint32_t ef = p.ef ? p.ef : ix->opts.ef_search;
+        hq.candidates = ef > 2 * p.k ? ef : 2 * p.k;
+        hnsw_search_info info = {.complete = 1};
+        uint32_t gn = 0, pn = 0, cn = 0;
+        uint32_t *cand = malloc((size_t)hq.candidates * sizeof *cand);
+        void *qrow = aligned_alloc(16, ix->row_bytes);
+        if (!cand || !qrow) rc = err_set(JVDB_ENOMEM, "out of memory");
+        else if (ix->quant.scale > 0.0f) {
+            sq8_encode(&ix->quant, q, qrow);
+            rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, qrow, &hq, cand, NULL, &cn, &info);
+        }
+        if (rc == JVDB_OK && info.complete) rc = rerank(db, &ac, q, &p, cand, cn, slots, scores, &gn);
+        free(cand);
+        free(qrow);
         if (rc == JVDB_OK && !info.complete) {
             exact = 1;   /* filters or deletions hid too much of the graph */
         } else if (rc == JVDB_OK) {

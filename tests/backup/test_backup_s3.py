@@ -71,6 +71,18 @@ def main():
             sys.stdout.write(p.stdout)
             assert p.returncode == 0, f"test_backup against s3rver failed:\n{p.stderr[-3000:]}"
 
+        def library_index():
+            # issue 11: the HNSW graph travels with an S3 backup and restore installs it
+            # (test_index_persist's backup case, pointed at s3rver).
+            persist = os.path.join(os.path.dirname(os.path.dirname(test_backup)), "unit", "test_index_persist")
+            if not os.path.exists(persist):
+                print("test_index_persist not built: skipping the graph-in-S3 case")
+                return
+            env = dict(os.environ, JVDB_TEST_REPO=f"s3://{BUCKET}/index", JVDB_TEST_ONLY="test_backup_carries_graph", **s3env)
+            p = subprocess.run([persist], capture_output=True, text=True, env=env, timeout=600)
+            sys.stdout.write(p.stdout)
+            assert p.returncode == 0, f"test_index_persist against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
+
         def cli_checklist():
             e = cli.Env(jvdb, repo=f"s3://{BUCKET}/cli1", extra_env=s3env)
             try:
@@ -137,7 +149,7 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
+        for t in (library_suite, library_index, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
             cli.test(t)
     finally:
         proc.terminate()

@@ -3,7 +3,8 @@
  * hnsw_file_parse, then, for a file it accepts, hnsw_from_file with a third of the nodes dropped (the
  * repair path), a search and a vacuum over the result.  Checksums would stop most mutations at the
  * door, so every input is also tried re-signed: the header, each block and the trailer get correct
- * XXH3 values wherever the input's own lengths place them.
+ * XXH3 values wherever the input's own lengths place them.  Graphs of sq8 rows navigate on the rows
+ * the file carries; others on made-up float vectors.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +23,10 @@ static void resign(uint8_t *b, size_t len)
     if (len < 80 + 24) return;
     put64(b + 72, XXH3_64bits(b, 72));
     size_t off = 80, end = len - 24;
+    uint32_t xlen = get32(b + 68);
+    if (xlen > end - off || end - off - xlen < 8) return;
+    put64(b + off + xlen, XXH3_64bits(b + off, xlen));
+    off += (size_t)xlen + 8;
     while (end - off >= 24) {
         uint32_t plen = get32(b + off + 12);
         if (plen > end - off - 24) break;
@@ -41,13 +46,17 @@ static void exercise(const uint8_t *b, size_t len)
         return;
     }
     uint32_t *map = malloc(((size_t)f.nnodes + 1) * sizeof *map);
-    float *store = malloc(((size_t)f.nnodes + 1) * f.dim * sizeof *store);
+    size_t stride = f.p.sq8 ? f.row_bytes / 4 : f.dim;   /* floats per row */
+    float *store = malloc(((size_t)f.nnodes + 1) * stride * sizeof *store);
     const float **slots = malloc(((size_t)f.nnodes + 1) * sizeof *slots);
     if (!map || !store || !slots) abort();
     for (uint32_t i = 0; i < f.nnodes; i++) {
         map[i] = i % 3 == 1 ? HNSW_FILE_NONE : f.nnodes - 1 - i;   /* reversed: slots are not file order */
-        for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
-        slots[i] = store + (size_t)i * f.dim;
+        if (f.p.sq8)
+            memcpy(store + (size_t)i * stride, f.nodes[i].row, f.row_bytes);
+        else
+            for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
+        slots[i] = store + (size_t)i * stride;
     }
     hnsw *h;
     if (hnsw_from_file(&f, map, slots, f.nnodes, &h) == JVDB_OK) {

@@ -445,6 +445,60 @@ static void test_edges_and_errors(void **state)
     hnsw_free(NULL);
 }
 
+/* Parallel batches (hnsw_insert_batch with 4 threads, 512 slots each, as the index thread gives them)
+ * build a graph as good as the sequential one, and a parallel re-link of existing nodes keeps it so. */
+static void test_parallel_build(void **state)
+{
+    (void)state;
+    enum { N = 12000, DIM = 32, NQ = 200, BATCH = 512 };
+    tu_data d;
+    tu_data_make(&d, N, DIM, N / 100, 0.5, 4242, JVDB_METRIC_L2);
+    hnsw_params p;
+    hnsw_params_init(&p);
+    hnsw *h;
+    assert_int_equal(hnsw_create(DIM, JVDB_METRIC_L2, &p, &h), 0);
+    uint32_t *list = malloc(N * sizeof *list);
+    assert_non_null(list);
+    for (uint32_t s = 0; s < N; s++) list[s] = s;
+    for (uint32_t i = 0; i < N; i += BATCH)
+        assert_int_equal(hnsw_insert_batch(h, d.slots, N, list + i, N - i < BATCH ? N - i : BATCH, 4), 0);
+    assert_int_equal(hnsw_node_count(h), N);
+    assert_int_equal(hnsw_live_count(h), N);
+    assert_int_equal(h->par, 0);
+    double r0 = recall(h, d.slots, d.slots, N, DIM, JVDB_METRIC_L2, NQ, 5, 0, NULL, NULL);
+    print_message("recall@10 parallel build (4 threads): %.4f\n", r0);
+    assert_true(r0 >= 0.95);
+    /* Re-linking 2,000 existing nodes at once, one of them a deleted one. */
+    assert_int_equal(hnsw_mark_deleted(h, 7), 0);
+    assert_int_equal(hnsw_insert_batch(h, d.slots, N, list, 2000, 4), 0);
+    assert_false(hnsw_is_deleted(h, 7));
+    assert_int_equal(hnsw_node_count(h), N);
+    double r1 = recall(h, d.slots, d.slots, N, DIM, JVDB_METRIC_L2, NQ, 6, 0, NULL, NULL);
+    print_message("recall@10 after a parallel re-link:    %.4f\n", r1);
+    assert_true(r1 >= 0.95);
+    /* Every list is within bounds and names nodes. */
+    for (uint32_t s = 0; s < N; s++)
+        for (int l = 0; l <= h->level[s]; l++) {
+            const uint32_t *li = hnsw_links(h, s, l);
+            assert_true(li[0] <= (l ? p.M : 2 * p.M));
+            for (uint32_t j = 1; j <= li[0]; j++) assert_true(li[j] < N && li[j] != s && h->level[li[j]] >= l);
+        }
+    /* A slot without a vector is refused, the others still go in. */
+    hnsw *g;
+    assert_int_equal(hnsw_create(DIM, JVDB_METRIC_L2, &p, &g), 0);
+    const float **holes = malloc(N * sizeof *holes);
+    assert_non_null(holes);
+    memcpy(holes, d.slots, N * sizeof *holes);
+    holes[100] = NULL;
+    assert_int_equal(hnsw_insert_batch(g, holes, N, list, 400, 2), JVDB_EINVAL);
+    assert_int_equal(hnsw_node_count(g), 399);
+    hnsw_free(g);
+    free(holes);
+    free(list);
+    hnsw_free(h);
+    tu_data_free(&d);
+}
+
 /* The same seed and inserts give the same graph, hence the same answers. */
 static void test_deterministic(void **state)
 {
@@ -470,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_searches),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_recall_delete_rebuild),
+        cmocka_unit_test(test_parallel_build),
     };
     /* The TSan smoke set of `make test` runs only the concurrent searches (the rest is single-threaded
      * and takes minutes under TSan); `make tsan` runs everything. */

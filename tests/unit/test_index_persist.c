@@ -150,6 +150,9 @@ static void test_reopen_loads(void **state)
 {
     (void)state;
     enum { N = 5000 };
+    /* This graph is built by 3 threads (parallel batches); the loaded one must still match it. */
+    assert_int_equal(jvdb_set_index_threads(257), JVDB_EINVAL);
+    assert_ok(jvdb_set_index_threads(3));
     char *dir = tu_tempdir();
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
@@ -159,6 +162,7 @@ static void test_reopen_loads(void **state)
     struct model m = {N, calloc(N, sizeof(int))};
     jvdb_index_status st;
     wait_ready(db, &st);
+    assert_ok(jvdb_set_index_threads(1));
     assert_int_equal(st.loaded_nodes, 0);
     assert_non_null(strstr(st.reason, "no saved graph"));
     assert_true(check_search(db, &m) >= 0.95);
@@ -379,6 +383,9 @@ static void test_backup_carries_graph(void **state)
     char *dir = tu_tempdir();
     char repo_dir[4200];
     snprintf(repo_dir, sizeof repo_dir, "%s/repo", dir);
+    /* test_backup_s3.py points this at s3rver (s3://bucket/prefix). */
+    const char *base = getenv("JVDB_TEST_REPO");
+    if (base && *base) snprintf(repo_dir, sizeof repo_dir, "%s/persist-%d", base, (int)getpid());
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
     jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
@@ -432,5 +439,8 @@ int main(void)
         cmocka_unit_test(test_cosine_reload),
         cmocka_unit_test(test_backup_carries_graph),
     };
+    /* JVDB_TEST_ONLY=name runs one case (test_backup_s3.py runs the backup case against S3). */
+    const char *only = getenv("JVDB_TEST_ONLY");
+    if (only && *only) cmocka_set_test_filter(only);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
