@@ -36,7 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_MAX_EFS 32
+#define BENCH_MAX_EFS    32
 #define BENCH_MAX_PASSES 100
 
 typedef struct bench_search_opts {
@@ -45,8 +45,8 @@ typedef struct bench_search_opts {
     uint32_t efs[BENCH_MAX_EFS];
     size_t nefs;
     uint32_t batch;
-    uint64_t nq;            /* queries used (0 = all in the file) */
-    uint32_t passes;        /* times each query set is run; the fastest pass is reported */
+    uint64_t nq;     /* queries used (0 = all in the file) */
+    uint32_t passes; /* times each query set is run; the fastest pass is reported */
     const char *steps;
 } bench_search_opts;
 
@@ -54,7 +54,7 @@ typedef struct bench_set {
     float *base, *queries;
     uint64_t n, nq;
     uint32_t dim;
-    int32_t *gt;            /* nq * gt_k */
+    int32_t *gt; /* nq * gt_k */
     uint32_t gt_k;
     char *id_buf;
     char **ids;
@@ -69,17 +69,16 @@ static double bench_cpu_now(void)
 
 static void bench_usage(void)
 {
-    fprintf(stderr,
-            "usage: bench_search --base B.fvecs --queries Q.fvecs --gt GT.ivecs --dir DIR [options]\n"
-            "  --m M            HNSW links per node (16)\n"
-            "  --efc N          HNSW ef_construction (200)\n"
-            "  --efs LIST       ef values of the recall/QPS curve (16,32,64,128,256,512)\n"
-            "  --k K            neighbours per query, <= the ground truth's (10)\n"
-            "  --nq N           use the first N queries (all)\n"
-            "  --batch N        rows per put_batch (1000)\n"
-            "  --passes N       runs of the query set per point; the fastest is reported (3)\n"
-            "  --steps LIST     of build,exact,curve,rebuild (all four)\n"
-            "DIR must not hold a database 'bench' yet.\n");
+    fprintf(stderr, "usage: bench_search --base B.fvecs --queries Q.fvecs --gt GT.ivecs --dir DIR [options]\n"
+                    "  --m M            HNSW links per node (16)\n"
+                    "  --efc N          HNSW ef_construction (200)\n"
+                    "  --efs LIST       ef values of the recall/QPS curve (16,32,64,128,256,512)\n"
+                    "  --k K            neighbours per query, <= the ground truth's (10)\n"
+                    "  --nq N           use the first N queries (all)\n"
+                    "  --batch N        rows per put_batch (1000)\n"
+                    "  --passes N       runs of the query set per point; the fastest is reported (3)\n"
+                    "  --steps LIST     of build,exact,curve,rebuild (all four)\n"
+                    "DIR must not hold a database 'bench' yet.\n");
     exit(2);
 }
 
@@ -94,7 +93,7 @@ static uint64_t bench_arg_u64(const char *opt, const char *s)
 
 static void bench_parse(int argc, char **argv, bench_search_opts *o)
 {
-    static const uint32_t efs[] = {16, 32, 64, 128, 256, 512};
+    static const uint32_t efs[] = { 16, 32, 64, 128, 256, 512 };
     memset(o, 0, sizeof *o);
     o->m = 16;
     o->efc = 200;
@@ -124,7 +123,8 @@ static void bench_parse(int argc, char **argv, bench_search_opts *o)
             for (const char *p = v; *p;) {
                 char *end;
                 unsigned long e = strtoul(p, &end, 10);
-                if (end == p || e == 0 || o->nefs == BENCH_MAX_EFS) bench_die(0, "--efs '%s' is not a list of ef values", v);
+                if (end == p || e == 0 || o->nefs == BENCH_MAX_EFS)
+                    bench_die(0, "--efs '%s' is not a list of ef values", v);
                 o->efs[o->nefs++] = (uint32_t)e;
                 p = *end == ',' ? end + 1 : end;
                 if (*end && *end != ',') bench_die(0, "--efs '%s' is not a list of ef values", v);
@@ -151,16 +151,18 @@ static void bench_read_gt(const char *path, bench_set *s)
     if (!f) bench_die(errno, "cannot open %s", path);
     int32_t k;
     uint64_t rows = 0;
-    s->gt = malloc(s->nq * sizeof(int32_t) * 1024);   /* room for the longest row allowed */
+    s->gt = malloc(s->nq * sizeof(int32_t) * 1024); /* room for the longest row allowed */
     if (!s->gt) bench_die(ENOMEM, "ground truth");
     while (rows < s->nq && fread(&k, sizeof k, 1, f) == 1) {
-        if (k <= 0 || k > 1024 || (rows && (uint32_t)k != s->gt_k)) bench_die(0, "%s: bad row %llu", path, (unsigned long long)rows);
+        if (k <= 0 || k > 1024 || (rows && (uint32_t)k != s->gt_k))
+            bench_die(0, "%s: bad row %llu", path, (unsigned long long)rows);
         s->gt_k = (uint32_t)k;
         if (fread(s->gt + rows * s->gt_k, sizeof(int32_t), s->gt_k, f) != s->gt_k) bench_die(0, "%s: cut short", path);
         rows++;
     }
     fclose(f);
-    if (rows < s->nq) bench_die(0, "%s has %llu rows for %llu queries", path, (unsigned long long)rows, (unsigned long long)s->nq);
+    if (rows < s->nq)
+        bench_die(0, "%s has %llu rows for %llu queries", path, (unsigned long long)rows, (unsigned long long)s->nq);
 }
 
 static void bench_load(const bench_search_opts *o, bench_set *s)
@@ -235,7 +237,7 @@ static jvdb_db *bench_build(const bench_search_opts *o, const bench_set *s, jvdb
     for (uint64_t first = 0; first < s->n; first += o->batch) {
         size_t cnt = first + o->batch <= s->n ? o->batch : (size_t)(s->n - first);
         for (size_t i = 0; i < cnt; i++)
-            recs[i] = (jvdb_record){s->ids[first + i], s->base + (first + i) * s->dim, s->dim, NULL};
+            recs[i] = (jvdb_record){ s->ids[first + i], s->base + (first + i) * s->dim, s->dim, NULL };
         if (jvdb_put_batch(db, recs, cnt, NULL)) bench_die(0, "put_batch: %s", jvdb_errmsg());
     }
     double ingest_s = bench_now() - r.t0;
@@ -273,7 +275,8 @@ static void bench_queries(const char *step, const char *graph, const bench_searc
             jvdb_result *res;
             size_t n;
             double q0 = bench_now();
-            if (jvdb_search(db, s->queries + i * s->dim, s->dim, p, &res, &n)) bench_die(0, "search: %s", jvdb_errmsg());
+            if (jvdb_search(db, s->queries + i * s->dim, s->dim, p, &res, &n))
+                bench_die(0, "search: %s", jvdb_errmsg());
             lat[i] = bench_now() - q0;
             /* Scoring the answer is outside the timed call but inside the loop: it is tiny next to
              * a search and keeps the results from being freed unread. */
@@ -331,7 +334,7 @@ int main(int argc, char **argv)
 {
     bench_search_opts o;
     bench_parse(argc, argv, &o);
-    bench_set s = {0};
+    bench_set s = { 0 };
     bench_load(&o, &s);
     bench_make_dir(o.dir);
 
@@ -388,8 +391,9 @@ int main(int argc, char **argv)
                 if (jvdb_delete(db, s.ids[i], NULL)) bench_die(0, "delete: %s", jvdb_errmsg());
             }
             for (uint64_t i = 0; i < s.n; i++)
-                if (gone[i] && jvdb_put(db, s.ids[i], s.base + i * s.dim, s.dim, NULL, NULL)) bench_die(0, "put: %s", jvdb_errmsg());
-            jvdb_compact_options co = {.full = 1, .force = 1};
+                if (gone[i] && jvdb_put(db, s.ids[i], s.base + i * s.dim, s.dim, NULL, NULL))
+                    bench_die(0, "put: %s", jvdb_errmsg());
+            jvdb_compact_options co = { .full = 1, .force = 1 };
             jvdb_compact_stats cs;
             if (jvdb_compact(db, &co, &cs)) bench_die(0, "compact: %s", jvdb_errmsg());
             if (jvdb_db_index_wait(db, UINT32_MAX)) bench_die(0, "index wait: %s", jvdb_errmsg());

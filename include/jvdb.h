@@ -47,12 +47,12 @@ extern "C" {
 /* The version of this header.  The library's own version is jvdb_version() / jvdb_version_number();
  * a program that loads libjvdb.so at run time compares JVDB_VERSION_NUMBER with
  * jvdb_version_number() to detect a mismatch.  CMakeLists.txt reads the three numbers from here. */
-#define JVDB_VERSION_MAJOR 0
-#define JVDB_VERSION_MINOR 1
-#define JVDB_VERSION_PATCH 0
+#define JVDB_VERSION_MAJOR  0
+#define JVDB_VERSION_MINOR  1
+#define JVDB_VERSION_PATCH  0
 #define JVDB_VERSION_NUMBER (JVDB_VERSION_MAJOR * 1000000 + JVDB_VERSION_MINOR * 1000 + JVDB_VERSION_PATCH)
-#define JVDB_STRINGIFY_(x) #x
-#define JVDB_STRINGIFY(x) JVDB_STRINGIFY_(x)
+#define JVDB_STRINGIFY_(x)  #x
+#define JVDB_STRINGIFY(x)   JVDB_STRINGIFY_(x)
 #define JVDB_VERSION \
     JVDB_STRINGIFY(JVDB_VERSION_MAJOR) "." JVDB_STRINGIFY(JVDB_VERSION_MINOR) "." JVDB_STRINGIFY(JVDB_VERSION_PATCH)
 
@@ -81,7 +81,7 @@ JVDB_API void jvdb_set_log_callback(jvdb_log_fn fn, void *user);
 JVDB_API int jvdb_set_log_level(jvdb_log_level level);
 
 /* Status codes. */
-#define JVDB_OK          0
+#define JVDB_OK        0
 #define JVDB_EINVAL    (-1)  /* bad argument: dimension, NaN, id, metadata, name, option */
 #define JVDB_ENOTFOUND (-2)  /* no such database or vector */
 #define JVDB_EEXISTS   (-3)  /* database already exists */
@@ -134,11 +134,11 @@ JVDB_API int jvdb_env_open_readonly(const char *path, jvdb_env **out);
 JVDB_API int jvdb_db_list_damaged(jvdb_env *env, char ***names, size_t *count);
 
 typedef struct jvdb_repair_result {
-    uint64_t records_kept;       /* records that verified and are current (live puts, tombstones) */
-    uint64_t records_read;       /* every record that verified, superseded ones included */
-    uint64_t ranges_dropped;     /* damaged byte ranges set aside */
+    uint64_t records_kept;   /* records that verified and are current (live puts, tombstones) */
+    uint64_t records_read;   /* every record that verified, superseded ones included */
+    uint64_t ranges_dropped; /* damaged byte ranges set aside */
     uint64_t bytes_dropped;
-    int changed;                 /* 0: nothing was damaged and nothing changed */
+    int changed; /* 0: nothing was damaged and nothing changed */
 } jvdb_repair_result;
 /* Called once per damaged range: the segment file, the range and what was wrong with it; `kept`
  * is the file the bytes were copied to before being dropped (<segment>.bad-<offset>). */
@@ -150,16 +150,17 @@ typedef void (*jvdb_repair_fn)(void *arg, const char *file, uint64_t offset, uin
  * one with a single MANIFEST rename (a crash leaves either state).  The database must not be in
  * use (JVDB_EBUSY).  A missing or damaged MANIFEST, or a damaged segment header, is reported
  * (JVDB_ECORRUPT), not repaired.  Open the database again afterwards. */
-JVDB_API int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg, jvdb_repair_result *out);
+JVDB_API int jvdb_db_repair(jvdb_env *env, const char *name, jvdb_repair_fn on_drop, void *arg,
+                            jvdb_repair_result *out);
 
 /* ---- databases ---- */
 
 typedef struct jvdb_db_options {
-    uint32_t dim;                /* 1..JVDB_MAX_DIM, required */
-    jvdb_metric metric;          /* default L2 */
-    jvdb_sync_mode sync;         /* default ALWAYS */
-    uint32_t sync_interval_ms;   /* for JVDB_SYNC_INTERVAL; default 1000 */
-    uint64_t segment_max_bytes;  /* seal the active segment past this size; 0 = default (1 GiB) */
+    uint32_t dim;               /* 1..JVDB_MAX_DIM, required */
+    jvdb_metric metric;         /* default L2 */
+    jvdb_sync_mode sync;        /* default ALWAYS */
+    uint32_t sync_interval_ms;  /* for JVDB_SYNC_INTERVAL; default 1000 */
+    uint64_t segment_max_bytes; /* seal the active segment past this size; 0 = default (1 GiB) */
 } jvdb_db_options;
 
 /* Fills defaults (everything but dim). */
@@ -206,13 +207,13 @@ JVDB_API void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out);
  * `meta_json` is NULL or a JSON object.  On success *lsn_out (if not NULL) receives the write's log
  * sequence number. */
 JVDB_API int jvdb_put(jvdb_db *db, const char *id, const float *vector, uint32_t dim, const char *meta_json,
-             uint64_t *lsn_out);
+                      uint64_t *lsn_out);
 
 typedef struct jvdb_record {
     const char *id;
     const float *vector;
-    uint32_t dim;                /* number of floats in vector */
-    const char *meta_json;       /* NULL for none */
+    uint32_t dim;          /* number of floats in vector */
+    const char *meta_json; /* NULL for none */
 } jvdb_record;
 
 /* All or nothing: either every record is stored, or (after a bad record or a failure) none is.
@@ -233,21 +234,21 @@ JVDB_API uint64_t jvdb_count(jvdb_db *db);
 /* Calls fn for every live vector, in no particular order, on a consistent snapshot.  The pointers
  * are valid only during the call; `meta_json` is not NUL-terminated (length meta_len, 0 = none).
  * A non-zero return from fn stops the iteration and is returned. */
-typedef int (*jvdb_iter_fn)(void *arg, const char *id, size_t id_len, const float *vector,
-                            const char *meta_json, size_t meta_len, uint64_t lsn);
+typedef int (*jvdb_iter_fn)(void *arg, const char *id, size_t id_len, const float *vector, const char *meta_json,
+                            size_t meta_len, uint64_t lsn);
 JVDB_API int jvdb_iterate(jvdb_db *db, jvdb_iter_fn fn, void *arg);
 
 typedef struct jvdb_stats {
     uint64_t live_records;
-    uint64_t dead_records;       /* overwritten puts, deletes and their tombstones */
-    uint64_t tombstones;         /* tombstones still kept in the keydir */
-    uint64_t file_bytes;         /* all segment files */
+    uint64_t dead_records; /* overwritten puts, deletes and their tombstones */
+    uint64_t tombstones;   /* tombstones still kept in the keydir */
+    uint64_t file_bytes;   /* all segment files */
     uint64_t live_bytes;
     uint64_t dead_bytes;
-    double dead_ratio;           /* dead_bytes / file_bytes */
+    double dead_ratio; /* dead_bytes / file_bytes */
     uint32_t segments;
     uint64_t last_lsn;
-    uint64_t backup_horizon;     /* 0 = no backup yet */
+    uint64_t backup_horizon; /* 0 = no backup yet */
 } jvdb_stats;
 
 JVDB_API int jvdb_stats_get(jvdb_db *db, jvdb_stats *out);
@@ -262,10 +263,10 @@ JVDB_API void jvdb_free(void *p);
 typedef enum { JVDB_INDEX_HNSW = 0, JVDB_INDEX_FLAT = 1 } jvdb_index_type;
 
 typedef struct jvdb_index_options {
-    jvdb_index_type type;        /* HNSW (default) or FLAT (exact scan only) */
-    uint32_t m;                  /* HNSW links per node (16) */
-    uint32_t ef_construction;    /* (200) */
-    uint32_t ef_search;          /* default ef of a query (64) */
+    jvdb_index_type type;     /* HNSW (default) or FLAT (exact scan only) */
+    uint32_t m;               /* HNSW links per node (16) */
+    uint32_t ef_construction; /* (200) */
+    uint32_t ef_search;       /* default ef of a query (64) */
 } jvdb_index_options;
 
 JVDB_API void jvdb_index_options_init(jvdb_index_options *o);
@@ -278,19 +279,22 @@ JVDB_API void jvdb_index_options_init(jvdb_index_options *o);
 /* The graph's readiness: LOADING the saved graph (searches are exact meanwhile), CATCHING_UP with the
  * `pending` vectors written after it, REBUILDING from every vector (`reason` says why), READY. */
 typedef enum {
-    JVDB_INDEX_READY = 0, JVDB_INDEX_LOADING = 1, JVDB_INDEX_CATCHING_UP = 2, JVDB_INDEX_REBUILDING = 3
+    JVDB_INDEX_READY = 0,
+    JVDB_INDEX_LOADING = 1,
+    JVDB_INDEX_CATCHING_UP = 2,
+    JVDB_INDEX_REBUILDING = 3
 } jvdb_index_state;
-JVDB_API const char *jvdb_index_state_name(jvdb_index_state s);   /* "ready", "loading", "catching_up", "rebuilding" */
+JVDB_API const char *jvdb_index_state_name(jvdb_index_state s); /* "ready", "loading", "catching_up", "rebuilding" */
 typedef struct jvdb_index_status {
     jvdb_index_type type;
-    uint64_t nodes;              /* graph nodes, deleted ones included */
+    uint64_t nodes; /* graph nodes, deleted ones included */
     uint64_t deleted_nodes;
-    uint64_t pending;            /* written vectors not yet in the graph (every live one while LOADING) */
-    uint64_t memory_bytes;       /* graph memory: links and the 8-bit navigation rows (full vectors stay in the segments) */
+    uint64_t pending;      /* written vectors not yet in the graph (every live one while LOADING) */
+    uint64_t memory_bytes; /* graph memory: links and the 8-bit navigation rows (full vectors stay in the segments) */
     jvdb_index_state state;
-    uint64_t loaded_nodes;       /* nodes taken from the saved graph at open (0: none) */
-    uint64_t saved_lsn;          /* LSN the last saved graph is complete up to (0: never saved) */
-    char reason[160];            /* why the graph was last rebuilt rather than loaded ("" when loaded) */
+    uint64_t loaded_nodes; /* nodes taken from the saved graph at open (0: none) */
+    uint64_t saved_lsn;    /* LSN the last saved graph is complete up to (0: never saved) */
+    char reason[160];      /* why the graph was last rebuilt rather than loaded ("" when loaded) */
 } jvdb_index_status;
 JVDB_API int jvdb_db_index_status(jvdb_db *db, jvdb_index_status *out);
 /* The same without starting the index: JVDB_ENOTFOUND when no search has attached it yet. */
@@ -299,12 +303,12 @@ JVDB_API int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *ou
 /* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
  * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
 typedef struct jvdb_index_saved {
-    int present;                 /* 0: no saved graph, the index would be built from every vector */
-    uint64_t nodes;              /* nodes in the file, dead ones included */
-    uint64_t lsn;                /* the LSN it is complete up to */
+    int present;    /* 0: no saved graph, the index would be built from every vector */
+    uint64_t nodes; /* nodes in the file, dead ones included */
+    uint64_t lsn;   /* the LSN it is complete up to */
     uint64_t file_bytes;
-    uint64_t behind;             /* live vectors written after that LSN (what a load catches up) */
-    char problem[160];           /* why it would not be loaded (header damaged, other settings); "" */
+    uint64_t behind;   /* live vectors written after that LSN (what a load catches up) */
+    char problem[160]; /* why it would not be loaded (header damaged, other settings); "" */
 } jvdb_index_saved;
 JVDB_API int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
@@ -358,7 +362,7 @@ JVDB_API void jvdb_filter_free(jvdb_filter *f);
  * the declaration) and kept current on every write.  Up to JVDB_PAYLOAD_MAX_INDEXES per database. */
 typedef enum { JVDB_PAYLOAD_KEYWORD = 0, JVDB_PAYLOAD_NUMERIC = 1 } jvdb_payload_type;
 #define JVDB_PAYLOAD_MAX_INDEXES 32
-#define JVDB_PAYLOAD_MAX_FIELD 255
+#define JVDB_PAYLOAD_MAX_FIELD   255
 typedef struct jvdb_payload_index {
     char field[JVDB_PAYLOAD_MAX_FIELD + 1];
     jvdb_payload_type type;
@@ -391,7 +395,8 @@ JVDB_API int jvdb_delete_filtered(jvdb_db *db, const jvdb_filter *filter, uint64
  * writer's change is never lost: the merge is redone on the newer record. */
 JVDB_API int jvdb_update_metadata(jvdb_db *db, const char *id, const char *patch_json, uint64_t *lsn_out);
 /* The same merge for every vector the filter accepts, in one batch (as jvdb_delete_filtered). */
-JVDB_API int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json, uint64_t *updated);
+JVDB_API int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filter, const char *patch_json,
+                                           uint64_t *updated);
 
 /* Reading a collection back page by page.  The ids of up to `limit` (1..JVDB_SCROLL_MAX) live
  * vectors the filter accepts (NULL = all) whose ids sort after `after` (byte order, which is code
@@ -401,17 +406,17 @@ JVDB_API int jvdb_update_metadata_filtered(jvdb_db *db, const jvdb_filter *filte
  * Free with jvdb_scroll_ids_free. */
 #define JVDB_SCROLL_MAX 100000u
 JVDB_API int jvdb_scroll_ids(jvdb_db *db, const jvdb_filter *filter, const char *after, size_t limit, char ***ids,
-                    size_t *n, int *more);
+                             size_t *n, int *more);
 JVDB_API void jvdb_scroll_ids_free(char **ids, size_t n);
 
 typedef struct jvdb_search_params {
-    uint32_t k;                  /* results wanted (10) */
-    uint32_t ef;                 /* HNSW ef for this query; 0 = the database's */
-    int exact;                   /* scan every vector instead of using the index */
-    int has_threshold;           /* only results at least as good as `threshold` */
+    uint32_t k;        /* results wanted (10) */
+    uint32_t ef;       /* HNSW ef for this query; 0 = the database's */
+    int exact;         /* scan every vector instead of using the index */
+    int has_threshold; /* only results at least as good as `threshold` */
     float threshold;
-    const jvdb_filter *filter;   /* NULL = all */
-    uint32_t threads;            /* exact scan threads; 0 = one per core */
+    const jvdb_filter *filter; /* NULL = all */
+    uint32_t threads;          /* exact scan threads; 0 = one per core */
     int include_vectors;
     int include_metadata;
 } jvdb_search_params;
@@ -423,12 +428,12 @@ JVDB_API void jvdb_search_params_init(jvdb_search_params *p);
 typedef struct jvdb_result {
     char *id;
     float score;
-    float *vector;               /* dim floats when include_vectors, else NULL */
-    char *meta_json;             /* when include_metadata and the vector has metadata, else NULL */
+    float *vector;   /* dim floats when include_vectors, else NULL */
+    char *meta_json; /* when include_metadata and the vector has metadata, else NULL */
 } jvdb_result;
 
 JVDB_API int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search_params *params,
-                jvdb_result **results, size_t *count);
+                         jvdb_result **results, size_t *count);
 JVDB_API void jvdb_results_free(jvdb_result *results, size_t count);
 
 /* ---- compaction (docs/ARCHITECTURE.md 7) ---- */
@@ -458,7 +463,7 @@ JVDB_API const char *jvdb_compact_trigger_name(jvdb_compact_trigger t);
  * compaction: returns 1 and sets *why, or 0 with *why = JVDB_TRIGGER_NONE.  `reason` (optional,
  * cap bytes) receives a sentence such as "dead ratio 0.41 >= 0.30". */
 JVDB_API int jvdb_needs_compaction(jvdb_db *db, const jvdb_compact_policy *policy, jvdb_compact_trigger *why,
-                          char *reason, size_t cap);
+                                   char *reason, size_t cap);
 
 /* The database's own policy (persisted in its MANIFEST; the defaults until set). */
 JVDB_API int jvdb_db_set_compact_policy(jvdb_db *db, const jvdb_compact_policy *policy);
@@ -466,23 +471,23 @@ JVDB_API void jvdb_db_get_compact_policy(jvdb_db *db, jvdb_compact_policy *out);
 
 typedef struct jvdb_compact_stats {
     jvdb_compact_trigger trigger;
-    int full;                    /* every sealed segment was an input */
+    int full; /* every sealed segment was an input */
     uint32_t segments_in, segments_out;
-    uint64_t bytes_before;       /* all segment files, before */
+    uint64_t bytes_before; /* all segment files, before */
     uint64_t bytes_after;
-    uint64_t bytes_reclaimed;    /* input bytes minus output bytes */
+    uint64_t bytes_reclaimed; /* input bytes minus output bytes */
     uint64_t records_copied;
-    uint64_t records_dropped;    /* dead records and tombstones left behind */
+    uint64_t records_dropped; /* dead records and tombstones left behind */
     uint64_t tombstones_dropped;
     double seconds;
-    int64_t finished_ns;         /* wall clock */
+    int64_t finished_ns; /* wall clock */
 } jvdb_compact_stats;
 
 typedef struct jvdb_compact_options {
-    int full;                    /* all sealed segments, not only those past the policy */
-    int force;                   /* run even when the policy does not ask for it */
-    const jvdb_compact_policy *policy;   /* NULL = the database's own */
-    const volatile int *cancel;  /* optional: non-zero abandons the run cleanly (JVDB_EBUSY) */
+    int full;                          /* all sealed segments, not only those past the policy */
+    int force;                         /* run even when the policy does not ask for it */
+    const jvdb_compact_policy *policy; /* NULL = the database's own */
+    const volatile int *cancel;        /* optional: non-zero abandons the run cleanly (JVDB_EBUSY) */
     /* optional: called from the compacting thread every 1024 records copied, with the records
      * looked at so far and the live records of the inputs (the server's job progress) */
     void (*progress)(void *arg, uint64_t done, uint64_t total);
@@ -503,9 +508,9 @@ typedef void (*jvdb_compact_event_fn)(void *arg, const char *db_name, jvdb_compa
                                       const jvdb_compact_stats *stats, int status, const char *message);
 
 typedef struct jvdb_compactor_options {
-    uint32_t threads;            /* databases compacted in parallel (1) */
-    uint32_t check_interval_ms;  /* how often to look (60000) */
-    jvdb_compact_policy policy;  /* used for databases that have no policy of their own */
+    uint32_t threads;           /* databases compacted in parallel (1) */
+    uint32_t check_interval_ms; /* how often to look (60000) */
+    jvdb_compact_policy policy; /* used for databases that have no policy of their own */
 } jvdb_compactor_options;
 
 JVDB_API void jvdb_compactor_options_init(jvdb_compactor_options *o);
@@ -522,11 +527,11 @@ typedef struct jvdb_compactor_totals {
     uint64_t bytes_before, bytes_after, bytes_reclaimed;
     uint64_t records_copied, records_dropped;
     double seconds;
-    int running;                 /* compactions in progress now */
+    int running; /* compactions in progress now */
 } jvdb_compactor_totals;
 /* Totals for one database (name) or all (NULL); *last (optional) gets that database's last run. */
 JVDB_API int jvdb_compactor_stats(jvdb_compactor *c, const char *db_name, jvdb_compactor_totals *totals,
-                         jvdb_compact_stats *last);
+                                  jvdb_compact_stats *last);
 /* Stops promptly: an in-flight compaction is abandoned cleanly (its temporary file removed). */
 JVDB_API void jvdb_compactor_stop(jvdb_compactor *c);
 
@@ -550,7 +555,7 @@ typedef struct jvdb_repo_options {
     const char *access_key;
     const char *secret_key;
     const char *session_token;
-    uint64_t part_size;          /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
+    uint64_t part_size; /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
     /* Both kinds: a file holding the repository key (at least 32 bytes; trailing whitespace is
      * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives are encrypted with
      * AES-256-GCM and every backup.json is signed (HMAC-SHA-256), docs/FORMAT.md.  A plain
@@ -570,44 +575,43 @@ typedef enum {
     JVDB_BACKUP_DIFFERENTIAL = 3,
 } jvdb_backup_type;
 
-#define JVDB_BACKUP_ID_MAX 64
+#define JVDB_BACKUP_ID_MAX   64
 #define JVDB_BACKUP_DESC_MAX 1024
 
 typedef struct jvdb_backup_info {
     char id[JVDB_BACKUP_ID_MAX];
     char database[JVDB_MAX_NAME_LEN + 1];
     jvdb_backup_type type;
-    char parent[JVDB_BACKUP_ID_MAX];     /* "" for a full backup */
-    uint64_t lsn_from;                   /* changes after this LSN (0 for full) ... */
-    uint64_t lsn_to;                     /* ... up to and including this one */
-    int64_t created_ns;                  /* wall clock, ns since the epoch */
-    uint64_t put_count, delete_count;    /* records in the archive */
-    uint64_t raw_bytes, stored_bytes;    /* record stream / compressed archive */
-    char sha256[65];                     /* of the stored archive */
+    char parent[JVDB_BACKUP_ID_MAX];  /* "" for a full backup */
+    uint64_t lsn_from;                /* changes after this LSN (0 for full) ... */
+    uint64_t lsn_to;                  /* ... up to and including this one */
+    int64_t created_ns;               /* wall clock, ns since the epoch */
+    uint64_t put_count, delete_count; /* records in the archive */
+    uint64_t raw_bytes, stored_bytes; /* record stream / compressed archive */
+    char sha256[65];                  /* of the stored archive */
     uint32_t dim;
     jvdb_metric metric;
-    int compression_level;               /* zstd */
+    int compression_level; /* zstd */
     uint32_t format_version;
     char description[JVDB_BACKUP_DESC_MAX + 1];
-    uint32_t chain_length;               /* backups a restore of this one applies (1 for full) */
-    int restorable;                      /* list/show: its metadata and every parent are present */
-    char status[256];                    /* "ok" or why it cannot be restored */
-    char note[256];                      /* create: e.g. why a full backup was made instead */
+    uint32_t chain_length; /* backups a restore of this one applies (1 for full) */
+    int restorable;        /* list/show: its metadata and every parent are present */
+    char status[256];      /* "ok" or why it cannot be restored */
+    char note[256];        /* create: e.g. why a full backup was made instead */
 } jvdb_backup_info;
 
 /* Progress of a long operation: `phase` ("backup", "verify", "restore"), bytes done of total
  * (total 0 = unknown) and records so far.  Called from the calling thread. */
-typedef void (*jvdb_backup_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total,
-                                        uint64_t records);
+typedef void (*jvdb_backup_progress_fn)(void *arg, const char *phase, uint64_t done, uint64_t total, uint64_t records);
 
 typedef struct jvdb_backup_options {
-    jvdb_backup_type type;       /* default FULL */
-    const char *description;     /* optional, at most JVDB_BACKUP_DESC_MAX bytes of UTF-8 */
+    jvdb_backup_type type;   /* default FULL */
+    const char *description; /* optional, at most JVDB_BACKUP_DESC_MAX bytes of UTF-8 */
     /* The application's description of the database (the server's "description"), carried with
      * the database's own settings and handed back by restore; optional, at most 65536 bytes. */
     const char *database_description;
-    int level;                   /* zstd level 1..19 (default 1) */
-    uint32_t threads;            /* zstd worker threads; 0 = compress in the calling thread */
+    int level;        /* zstd level 1..19 (default 1) */
+    uint32_t threads; /* zstd worker threads; 0 = compress in the calling thread */
     jvdb_backup_progress_fn progress;
     void *progress_arg;
     /* Leave the HNSW graph out (it is carried by default, as the object index.hnsw beside the data,
@@ -638,18 +642,18 @@ JVDB_API int jvdb_backup_verify(jvdb_repo *repo, const char *id, jvdb_backup_pro
 
 /* What a restore did (filled on success). */
 typedef struct jvdb_restore_result {
-    char database[JVDB_MAX_NAME_LEN + 1];   /* the database restored into */
-    int replaced;                           /* it replaced an existing database of that name */
-    jvdb_backup_info backup;                /* the backup restored (the newest of its chain) */
-    uint64_t vectors;                       /* live vectors written */
-    int has_settings;                       /* the backup carried the database's settings (format 2) */
-    char *database_description;             /* carried description, or NULL; free with jvdb_free */
-    int index_installed;                    /* the backup's HNSW graph was installed (no rebuild needed) */
+    char database[JVDB_MAX_NAME_LEN + 1]; /* the database restored into */
+    int replaced;                         /* it replaced an existing database of that name */
+    jvdb_backup_info backup;              /* the backup restored (the newest of its chain) */
+    uint64_t vectors;                     /* live vectors written */
+    int has_settings;                     /* the backup carried the database's settings (format 2) */
+    char *database_description;           /* carried description, or NULL; free with jvdb_free */
+    int index_installed;                  /* the backup's HNSW graph was installed (no rebuild needed) */
 } jvdb_restore_result;
 
 typedef struct jvdb_restore_options {
-    const char *as_name;         /* NULL = the backed-up database's name; "" or a bad name: EINVAL */
-    int force;                   /* replace an existing database (atomically) */
+    const char *as_name; /* NULL = the backed-up database's name; "" or a bad name: EINVAL */
+    int force;           /* replace an existing database (atomically) */
     jvdb_backup_progress_fn progress;
     void *progress_arg;
     jvdb_restore_result *result; /* optional */
@@ -662,40 +666,40 @@ typedef struct jvdb_restore_options {
  * appears (or replaces the existing one, with force) in one rename.  On failure nothing changed.
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
 JVDB_API int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
-                        jvdb_db **out);
+                                 jvdb_db **out);
 
 /* ---- restore drills ---- */
 
 typedef struct jvdb_drill_options {
-    const char *backup_id;       /* NULL = the database's newest restorable backup */
-    const char *scratch_dir;     /* where the scratch environment is made (NULL = $TMPDIR or /tmp) */
-    uint32_t queries;            /* sampled searches, 0..1000 (20) */
-    jvdb_backup_progress_fn progress;   /* of the restore */
+    const char *backup_id;            /* NULL = the database's newest restorable backup */
+    const char *scratch_dir;          /* where the scratch environment is made (NULL = $TMPDIR or /tmp) */
+    uint32_t queries;                 /* sampled searches, 0..1000 (20) */
+    jvdb_backup_progress_fn progress; /* of the restore */
     void *progress_arg;
 } jvdb_drill_options;
 
 typedef struct jvdb_drill_report {
     char backup_id[JVDB_BACKUP_ID_MAX];
-    uint64_t backup_lsn;         /* the point restored */
+    uint64_t backup_lsn; /* the point restored */
     int64_t backup_created_ns;
     double restore_seconds, check_seconds;
-    uint64_t restored_vectors;   /* live vectors in the restored database */
-    int source_unchanged;        /* the source's last LSN is the backup's: every check is strict */
-    uint64_t checked_records;    /* source records at or before the backup LSN restored identically */
-    uint64_t changed_since;      /* source records written after the backup (not comparable) */
-    uint64_t missing;            /* source records at or before the backup LSN not restored */
-    uint64_t differing;          /* ... restored with another LSN, other vector bits or metadata */
-    uint64_t not_in_source;      /* restored records the source no longer has (deleted since the
+    uint64_t restored_vectors; /* live vectors in the restored database */
+    int source_unchanged;      /* the source's last LSN is the backup's: every check is strict */
+    uint64_t checked_records;  /* source records at or before the backup LSN restored identically */
+    uint64_t changed_since;    /* source records written after the backup (not comparable) */
+    uint64_t missing;          /* source records at or before the backup LSN not restored */
+    uint64_t differing;        /* ... restored with another LSN, other vector bits or metadata */
+    uint64_t not_in_source;    /* restored records the source no longer has (deleted since the
                                     backup; a failure when the source is unchanged) */
     int settings_match;
     char settings_diff[256];
-    uint32_t queries;            /* sampled searches run on the restored database */
-    uint32_t queries_compared;   /* ... also run on the source (only when it is unchanged) */
-    uint32_t queries_equal;      /* ... with the same answer */
-    double index_recall;         /* restored index top-10 against the restored exact scan */
-    int restore_failed;          /* the restore itself failed (failure says why): nothing was checked */
+    uint32_t queries;          /* sampled searches run on the restored database */
+    uint32_t queries_compared; /* ... also run on the source (only when it is unchanged) */
+    uint32_t queries_equal;    /* ... with the same answer */
+    double index_recall;       /* restored index top-10 against the restored exact scan */
+    int restore_failed;        /* the restore itself failed (failure says why): nothing was checked */
     int passed;
-    char failure[512];           /* why it did not pass */
+    char failure[512]; /* why it did not pass */
 } jvdb_drill_report;
 
 JVDB_API void jvdb_drill_options_init(jvdb_drill_options *o);
@@ -710,16 +714,17 @@ JVDB_API void jvdb_drill_options_init(jvdb_drill_options *o);
  * options, no scratch directory).  Never writes to the source or the
  * repository; the scratch environment is removed before returning. */
 JVDB_API int jvdb_backup_drill(jvdb_repo *repo, const char *db_name, jvdb_db *source, const jvdb_drill_options *opts,
-                      jvdb_drill_report *report);
+                               jvdb_drill_report *report);
 
 /* Deletes a backup; JVDB_EBUSY if others depend on it, unless cascade (then they go first).
  * *deleted (optional, free with jvdb_free) lists what was removed. */
-JVDB_API int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted, size_t *count);
+JVDB_API int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup_info **deleted,
+                                size_t *count);
 
 /* Keeps the newest `keep` restorable backups of a database and every backup they depend on;
  * deletes the rest (dependants before what they depend on, so nothing listed is ever broken). */
 JVDB_API int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted,
-                      size_t *count);
+                               size_t *count);
 
 /* Retention as restic's `forget` keeps snapshots, over restorable backups, newest first: the newest
  * keep_last; the newest of each of the keep_daily most recent UTC days that have one; the newest of
@@ -731,8 +736,8 @@ typedef struct jvdb_prune_options {
     uint32_t keep_last, keep_daily, keep_weekly;
     int dry_run;
 } jvdb_prune_options;
-JVDB_API int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o, jvdb_backup_info **deleted,
-                         size_t *count);
+JVDB_API int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o,
+                                  jvdb_backup_info **deleted, size_t *count);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

@@ -49,9 +49,9 @@
 #include <time.h>
 #include <xxhash.h>
 
-#define BACKUP_APPLY_BATCH (8u << 20)
+#define BACKUP_APPLY_BATCH   (8u << 20)
 /* A restore starts the write-back of what it appended every this many bytes. */
-#define BACKUP_APPLY_KICK (32u << 20)
+#define BACKUP_APPLY_KICK    (32u << 20)
 #define BACKUP_CLEANUP_AGE_S 3600
 
 void jvdb_backup_options_init(jvdb_backup_options *o)
@@ -76,8 +76,8 @@ struct cat_item {
     struct backup_meta m;
     int meta_ok;
     int64_t data_size;
-    int parent;                 /* index, -1 if none or missing */
-    int restorable;             /* -1 = not yet computed */
+    int parent;     /* index, -1 if none or missing */
+    int restorable; /* -1 = not yet computed */
     uint32_t chain_len;
     char status[256];
 };
@@ -125,7 +125,7 @@ static void cat_resolve(struct catalog *c, int i, int depth)
     if (it->restorable >= 0) return;
     it->restorable = 0;
     it->chain_len = 0;
-    if (!it->meta_ok) return;   /* status already says why */
+    if (!it->meta_ok) return; /* status already says why */
     if (it->data_size < 0) {
         snprintf(it->status, sizeof it->status, "%s is missing", BACKUP_DATA_NAME);
         return;
@@ -155,7 +155,8 @@ static void cat_resolve(struct catalog *c, int i, int depth)
     const struct cat_item *pa = &c->v[p];
     const char *bad = NULL;
     if (!pa->restorable) bad = "cannot be restored";
-    else if (strcmp(pa->m.database, it->m.database) || pa->m.incarnation != it->m.incarnation) bad = "is of another database";
+    else if (strcmp(pa->m.database, it->m.database) || pa->m.incarnation != it->m.incarnation)
+        bad = "is of another database";
     else if (pa->m.dim != it->m.dim || pa->m.metric != it->m.metric) bad = "has another dimension or metric";
     else if (pa->m.lsn_to != it->m.lsn_from) bad = "does not end at this backup's lsn_from";
     else if (it->m.type == JVDB_BACKUP_DIFFERENTIAL && pa->m.type != JVDB_BACKUP_FULL) bad = "is not a full backup";
@@ -242,10 +243,12 @@ static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAM
     if (slash) {
         size_t dl = (size_t)(slash - spec);
         /* Checked before copying: a cut-short id could name another backup. */
-        if (dl > JVDB_MAX_NAME_LEN || strlen(slash + 1) >= BACKUP_ID_MAX) return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
+        if (dl > JVDB_MAX_NAME_LEN || strlen(slash + 1) >= BACKUP_ID_MAX)
+            return err_set(JVDB_EINVAL, "'%s' is not a backup id", spec);
         snprintf(db, JVDB_MAX_NAME_LEN + 1, "%.*s", (int)dl, spec);
         snprintf(id, BACKUP_ID_MAX, "%s", slash + 1);
-        if (!db_name_valid(db) || !backup_id_valid(id)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (DATABASE/YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
+        if (!db_name_valid(db) || !backup_id_valid(id))
+            return err_set(JVDB_EINVAL, "'%s' is not a backup id (DATABASE/YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
         return JVDB_OK;
     }
     if (!backup_id_valid(spec)) return err_set(JVDB_EINVAL, "'%s' is not a backup id (YYYYMMDDTHHMMSSZ-TYPE-N)", spec);
@@ -262,7 +265,9 @@ static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAM
         for (size_t j = 0; j < ne; j++)
             if (!strcmp(e[j].id, id)) {
                 if (found++ == 0) snprintf(db, JVDB_MAX_NAME_LEN + 1, "%s", names[i]);
-                else rc = err_set(JVDB_EINVAL, "backup %s exists for databases '%s' and '%s'; write DATABASE/%s", id, db, names[i], id);
+                else
+                    rc = err_set(JVDB_EINVAL, "backup %s exists for databases '%s' and '%s'; write DATABASE/%s", id, db,
+                                 names[i], id);
                 break;
             }
         free(e);
@@ -353,8 +358,9 @@ static int chain_of(const struct catalog *c, int i, int **chain, size_t *n)
         int bad = i;
         while (c->v[bad].meta_ok && c->v[bad].parent >= 0 && !c->v[c->v[bad].parent].restorable) bad = c->v[bad].parent;
         if (bad != i)
-            return err_set(JVDB_ECORRUPT, "backup %s of '%s' cannot be restored: it depends on backup %s, which is broken: %s",
-                           it->id, c->db, c->v[bad].id, c->v[bad].status);
+            return err_set(JVDB_ECORRUPT,
+                           "backup %s of '%s' cannot be restored: it depends on backup %s, which is broken: %s", it->id,
+                           c->db, c->v[bad].id, c->v[bad].status);
         return err_set(JVDB_ECORRUPT, "backup %s of '%s' cannot be restored: %s", it->id, c->db, it->status);
     }
     *n = it->chain_len;
@@ -366,7 +372,11 @@ static int chain_of(const struct catalog *c, int i, int **chain, size_t *n)
 
 /* Newest LSN per id over a chain (open addressing; ids live in an arena). */
 struct winners {
-    struct w_slot { uint64_t hash, lsn; uint64_t off; uint32_t len; } *t;
+    struct w_slot {
+        uint64_t hash, lsn;
+        uint64_t off;
+        uint32_t len;
+    } * t;
     size_t cap, n;
     char *arena;
     size_t arena_len, arena_cap;
@@ -422,7 +432,7 @@ static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_
         w->arena_cap = nc;
     }
     memcpy(w->arena + w->arena_len, id, len);
-    *s = (struct w_slot){h, lsn, w->arena_len, len};
+    *s = (struct w_slot){ h, lsn, w->arena_len, len };
     w->arena_len += len;
     w->n++;
     return JVDB_OK;
@@ -464,13 +474,13 @@ static uint64_t chain_bytes(const struct catalog *c, const int *chain, size_t n)
 static int chain_verify(jvdb_repo *repo, const struct catalog *c, const int *chain, size_t n, struct winners *w,
                         jvdb_backup_progress_fn progress, void *arg)
 {
-    struct archive_progress pr = {progress, arg, "verify", 0, chain_bytes(c, chain, n), 0};
+    struct archive_progress pr = { progress, arg, "verify", 0, chain_bytes(c, chain, n), 0 };
     for (size_t k = 0; k < n; k++) {
         const struct cat_item *it = &c->v[chain[k]];
         struct repo_reader *rd;
         int rc = repo->ops->open_data(repo, c->db, it->id, &rd);
         if (rc) return rc;
-        struct note_ctx nc = {w, it->m.dim};
+        struct note_ctx nc = { w, it->m.dim };
         struct archive_read_result res;
         rc = archive_read(rd, &it->m, w ? note_chunk : NULL, &nc, &pr, &res);
         rd->close(rd);
@@ -518,7 +528,7 @@ static int sort_by_lsn(struct db_live_rec *v, size_t n)
     struct db_live_rec *tmp = malloc(n * sizeof *tmp), *src = v, *dst = tmp;
     if (!tmp) return err_set(JVDB_ENOMEM, "out of memory sorting %zu records", n);
     for (unsigned shift = 0; shift < 64 && (max >> shift); shift += 8) {
-        size_t count[257] = {0};
+        size_t count[257] = { 0 };
         for (size_t i = 0; i < n; i++) count[((src[i].lsn >> shift) & 255) + 1]++;
         for (int b = 0; b < 256; b++) count[b + 1] += count[b];
         for (size_t i = 0; i < n; i++) dst[count[(src[i].lsn >> shift) & 255]++] = src[i];
@@ -573,12 +583,15 @@ static int choose_parent(const struct catalog *c, jvdb_backup_type type, int64_t
     int last = (int)c->n - 1;
     const struct cat_item *it = &c->v[last];
     if (!it->restorable) {
-        snprintf(note, cap, "the newest backup %s cannot be used as a parent (%.120s); made a full backup", it->id, it->status);
+        snprintf(note, cap, "the newest backup %s cannot be used as a parent (%.120s); made a full backup", it->id,
+                 it->status);
         return -1;
     }
     if (it->m.incarnation != incarnation) {
-        snprintf(note, cap, "the newest backup %s is of an earlier database named '%s' (dropped, re-created or restored "
-                 "since); made a full backup", it->id, c->db);
+        snprintf(note, cap,
+                 "the newest backup %s is of an earlier database named '%s' (dropped, re-created or restored "
+                 "since); made a full backup",
+                 it->id, c->db);
         return -1;
     }
     if (type == JVDB_BACKUP_DIFFERENTIAL)
@@ -648,7 +661,8 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
         return 0;
     }
     hnsw_file hf;
-    int ok = hnsw_file_parse_header(buf, len, &hf) == JVDB_OK && hf.dim == jvdb_db_dim(built) && hf.metric == jvdb_db_metric(built);
+    int ok = hnsw_file_parse_header(buf, len, &hf) == JVDB_OK && hf.dim == jvdb_db_dim(built) &&
+             hf.metric == jvdb_db_metric(built);
     if (!ok) log_info("restore of backup %s: its HNSW graph does not fit this build; it will be rebuilt", id);
     char *path = ok ? fs_join(db_dir(built), "ext.hnsw") : NULL;
     if (ok && (!path || fs_replace_file(path, buf, len, "restore.index") != JVDB_OK)) {
@@ -668,17 +682,21 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     if (opts) o = *opts;
     else jvdb_backup_options_init(&o);
     if (!o.level) o.level = 1;
-    if (o.type < JVDB_BACKUP_FULL || o.type > JVDB_BACKUP_DIFFERENTIAL) return err_set(JVDB_EINVAL, "unknown backup type %d", (int)o.type);
+    if (o.type < JVDB_BACKUP_FULL || o.type > JVDB_BACKUP_DIFFERENTIAL)
+        return err_set(JVDB_EINVAL, "unknown backup type %d", (int)o.type);
     if (o.level < 1 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o.level);
     if (o.threads > 64) return err_set(JVDB_EINVAL, "%u compression threads is too many (at most 64)", o.threads);
     const char *desc = o.description ? o.description : "";
-    if (strlen(desc) > JVDB_BACKUP_DESC_MAX) return err_set(JVDB_EINVAL, "the description has %zu bytes; the limit is %d", strlen(desc), JVDB_BACKUP_DESC_MAX);
+    if (strlen(desc) > JVDB_BACKUP_DESC_MAX)
+        return err_set(JVDB_EINVAL, "the description has %zu bytes; the limit is %d", strlen(desc),
+                       JVDB_BACKUP_DESC_MAX);
     json_t *probe = json_string(desc);
     if (!probe) return err_set(JVDB_EINVAL, "the description is not valid UTF-8");
     json_decref(probe);
     const char *dbdesc = o.database_description ? o.database_description : "";
     if (strlen(dbdesc) > BACKUP_DB_DESC_MAX)
-        return err_set(JVDB_EINVAL, "the database description has %zu bytes; the limit is %d", strlen(dbdesc), BACKUP_DB_DESC_MAX);
+        return err_set(JVDB_EINVAL, "the database description has %zu bytes; the limit is %d", strlen(dbdesc),
+                       BACKUP_DB_DESC_MAX);
     if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
     json_decref(probe);
 
@@ -719,11 +737,14 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
         const char *why = NULL;
         char buf[256];
         if (horizon == 0) {
-            why = "the database has no backup horizon (no full backup was recorded since it was created or restored), so "
-                  "its deletes may have been compacted away";
+            why =
+                "the database has no backup horizon (no full backup was recorded since it was created or restored), so "
+                "its deletes may have been compacted away";
         } else if (p < horizon) {
-            snprintf(buf, sizeof buf, "parent %s (LSN %llu) is older than the backup horizon (LSN %llu), so deletes after "
-                     "it may have been compacted away", c.v[parent].id, (unsigned long long)p, (unsigned long long)horizon);
+            snprintf(buf, sizeof buf,
+                     "parent %s (LSN %llu) is older than the backup horizon (LSN %llu), so deletes after "
+                     "it may have been compacted away",
+                     c.v[parent].id, (unsigned long long)p, (unsigned long long)horizon);
             why = buf;
         } else if (p > snap.lsn) {
             snprintf(buf, sizeof buf, "parent %s (LSN %llu) is newer than the database (LSN %llu)", c.v[parent].id,
@@ -763,7 +784,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     uint64_t seq = 0;
     if ((rc = backup_next_seq(repo, &seq))) goto out;
     m.created_ns = clock_wall_ns();
-    m.created_ns -= m.created_ns % 1000000;   /* backup.json keeps milliseconds */
+    m.created_ns -= m.created_ns % 1000000; /* backup.json keeps milliseconds */
     backup_make_id(m.id, m.created_ns, m.type, seq);
     char what[160];
     snprintf(what, sizeof what, "backup %s of '%s'", m.id, name);
@@ -771,7 +792,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     struct repo_stage *stage = NULL;
     struct archive_writer *w = NULL;
     if ((rc = repo->ops->stage_begin(repo, name, m.id, &stage))) goto out;
-    struct archive_header ah = {m.dim, m.metric, m.type, m.lsn_from, m.lsn_to, snap.n, record_bytes};
+    struct archive_header ah = { m.dim, m.metric, m.type, m.lsn_from, m.lsn_to, snap.n, record_bytes };
     if ((rc = archive_writer_open(stage, &ah, o.level, o.threads, what, &w))) goto fail;
     uint64_t done = 0, next_report = 0;
     for (size_t i = 0; i < snap.n; i++) {
@@ -805,7 +826,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     char *meta;
     size_t meta_len;
     if ((rc = meta_serialize(&m, &settings, &meta, &meta_len))) goto fail;
-    if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) {   /* the last moment it can stop */
+    if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) { /* the last moment it can stop */
         free(meta);
         rc = err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", what);
         goto fail;
@@ -814,7 +835,7 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
     free(meta);
     if (rc) goto fail;
     archive_writer_free(w);
-    stage->abort(stage);   /* frees the committed stage */
+    stage->abort(stage); /* frees the committed stage */
     log_debug("%s: snapshot and sort %.3f s, stream %.3f s, finish and commit %.3f s", what,
               (double)(t_sorted - t_start) / 1e9, (double)(t_streamed - t_sorted) / 1e9,
               (double)(clock_mono_ns() - t_streamed) / 1e9);
@@ -826,7 +847,8 @@ int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *
         if (m.lsn_to > h && db_set_backup_horizon(db, m.lsn_to) != JVDB_OK) {
             /* The backup is good; only the next incremental falls back to full. */
             log_warn("%s: cannot move the backup horizon: %s", what, jvdb_errmsg());
-            snprintf(note, sizeof note, "the backup horizon could not be moved (%s); the next incremental will be full", jvdb_errmsg());
+            snprintf(note, sizeof note, "the backup horizon could not be moved (%s); the next incremental will be full",
+                     jvdb_errmsg());
         }
     }
     if (info) {
@@ -853,13 +875,13 @@ out:
 
 struct apply_ctx {
     jvdb_db *db;
-    struct winners *w;          /* the ids the later backups of the chain touch; NULL: keep every record */
-    int full;                   /* applying the full backup: keep what the later ones never touch */
+    struct winners *w; /* the ids the later backups of the chain touch; NULL: keep every record */
+    int full;          /* applying the full backup: keep what the later ones never touch */
     uint32_t dim;
     char *batch;
     size_t len;
     uint64_t written;
-    uint64_t unkicked;          /* bytes appended since the last write-back kick */
+    uint64_t unkicked; /* bytes appended since the last write-back kick */
     uint64_t kick_seg, kick_off;
 };
 
@@ -944,11 +966,10 @@ static int restore_settings(jvdb_repo *repo, const struct catalog *c, const stru
     return rc;
 }
 
-int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
-                        jvdb_db **out)
+int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts, jvdb_db **out)
 {
     err_clear();
-    jvdb_restore_options ro = {0};
+    jvdb_restore_options ro = { 0 };
     if (opts) ro = *opts;
     if (out) *out = NULL;
     if (ro.result) memset(ro.result, 0, sizeof *ro.result);
@@ -974,8 +995,10 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     int exists;
     if ((rc = env_has_db(env, name, &exists))) goto out;
     if (exists && !ro.force) {
-        rc = err_set(JVDB_EEXISTS, "database '%s' already exists; restoring backup %s would replace it (use force, or "
-                     "restore under another name)", name, it->id);
+        rc = err_set(JVDB_EEXISTS,
+                     "database '%s' already exists; restoring backup %s would replace it (use force, or "
+                     "restore under another name)",
+                     name, it->id);
         goto out;
     }
     /* The later backups of the chain (small) are verified first, noting the newest LSN of every id
@@ -984,7 +1007,8 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
      * and the largest archive is decompressed once. */
     if ((rc = restore_settings(repo, &c, it, &st, &has_settings)) ||
         (n > 1 && (rc = chain_verify(repo, &c, chain + 1, n - 1, &w, ro.progress, ro.progress_arg)))) {
-        rc = backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
+        rc =
+            backup_context(rc, "restore of backup %s aborted, nothing was written (%s)", it->id, "verification failed");
         goto out;
     }
     jvdb_db_options dbo;
@@ -1008,15 +1032,15 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         err_clear();
     }
     jvdb_db_options build = dbo;
-    build.sync = JVDB_SYNC_NEVER;   /* one sync at the end instead of one per batch */
+    build.sync = JVDB_SYNC_NEVER; /* one sync at the end instead of one per batch */
     if ((rc = env_build_begin(env, name, &build, &built))) goto out;
     batch = malloc(BACKUP_APPLY_BATCH);
     if (!batch) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
-    struct apply_ctx a = {built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0};
-    struct archive_progress pr = {ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0};
+    struct apply_ctx a = { built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0 };
+    struct archive_progress pr = { ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0 };
     for (size_t k = 0; k < n && !rc; k++) {
         const struct cat_item *ck = &c.v[chain[k]];
         struct repo_reader *rd;
@@ -1046,7 +1070,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     if ((rc = env_has_db(env, name, &exists))) goto out;
     jvdb_db *done = NULL;
     rc = env_build_publish(env, built, name, ro.force, &done);
-    built = NULL;   /* publish closed it, whatever happened */
+    built = NULL; /* publish closed it, whatever happened */
     if (rc) goto out;
     if (out) *out = done;
     if (ro.result) {
@@ -1085,7 +1109,8 @@ static int is_descendant(const struct catalog *c, int i, int of)
 }
 
 /* Removes the marked items, newest first, so a dependant always goes before what it depends on. */
-static int remove_marked(jvdb_repo *repo, const struct catalog *c, const char *mark, jvdb_backup_info **deleted, size_t *count)
+static int remove_marked(jvdb_repo *repo, const struct catalog *c, const char *mark, jvdb_backup_info **deleted,
+                         size_t *count)
 {
     jvdb_backup_info *v = NULL;
     size_t k = 0;
@@ -1131,9 +1156,9 @@ int jvdb_backup_delete(jvdb_repo *repo, const char *id, int cascade, jvdb_backup
         }
     if (deps && !cascade)
         rc = err_set(JVDB_EBUSY, "backup %s of '%s' has %zu dependant backup%s (%s%s); delete %s first or cascade",
-                     c.v[i].id, c.db, deps, deps == 1 ? "" : "s", first, deps > 1 ? ", ..." : "", deps == 1 ? "it" : "them");
-    else
-        rc = remove_marked(repo, &c, mark, deleted, count);
+                     c.v[i].id, c.db, deps, deps == 1 ? "" : "s", first, deps > 1 ? ", ..." : "",
+                     deps == 1 ? "it" : "them");
+    else rc = remove_marked(repo, &c, mark, deleted, count);
     free(mark);
     catalog_free(&c);
     return rc;
@@ -1157,7 +1182,8 @@ int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_
     err_clear();
     if (deleted) *deleted = NULL;
     if (count) *count = 0;
-    if (!db_name || !db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
+    if (!db_name || !db_name_valid(db_name))
+        return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
     if (!o || (!o->keep_last && !o->keep_daily && !o->keep_weekly))
         return err_set(JVDB_EINVAL, "prune must keep at least one backup (delete them explicitly otherwise)");
     struct catalog c;
@@ -1215,6 +1241,6 @@ int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_
 
 int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_backup_info **deleted, size_t *count)
 {
-    jvdb_prune_options o = {keep, 0, 0, 0};
+    jvdb_prune_options o = { keep, 0, 0, 0 };
     return jvdb_backup_prune_ex(repo, db_name, &o, deleted, count);
 }

@@ -34,10 +34,10 @@
 #include <unistd.h>
 
 #define S3_DEFAULT_PART (16u << 20)
-#define S3_MIN_PART (5u << 20)
-#define S3_READ_CHUNK (8u << 20)
-#define S3_MAX_META (1u << 20)
-#define S3_TRIES 4
+#define S3_MIN_PART     (5u << 20)
+#define S3_READ_CHUNK   (8u << 20)
+#define S3_MAX_META     (1u << 20)
+#define S3_TRIES        4
 
 struct repo_s3 {
     struct jvdb_repo base;
@@ -52,7 +52,7 @@ struct repo_s3 {
 struct s3_buf {
     char *p;
     size_t len, cap, limit;
-    char *direct;          /* when set, the body goes here (ranged reads) */
+    char *direct; /* when set, the body goes here (ranged reads) */
     size_t direct_cap;
 };
 
@@ -82,7 +82,7 @@ static int s3_encode(struct s3_buf *b, const char *s, int keep_slash)
             c == '.' || c == '~' || (keep_slash && c == '/')) {
             if (s3_buf_add(b, (const char *)&c, 1)) return -1;
         } else {
-            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            char e[3] = { '%', hex[c >> 4], hex[c & 15] };
             if (s3_buf_add(b, e, 3)) return -1;
         }
     }
@@ -143,7 +143,10 @@ static int xml_get(const char *doc, const char **from, const char *tag, char *ou
     /* Decode the five predefined entities; keys of ours never need more. */
     size_t k = 0;
     for (const char *p = a; p < b && k + 1 < cap; p++) {
-        static const struct { const char *e; char c; } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        static const struct {
+            const char *e;
+            char c;
+        } ents[] = { { "&amp;", '&' }, { "&lt;", '<' }, { "&gt;", '>' }, { "&quot;", '"' }, { "&apos;", '\'' } };
         char c = *p;
         if (c == '&')
             for (size_t i = 0; i < 5; i++)
@@ -166,15 +169,15 @@ static void s3_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 /* ------------------------------------------------------------------ one request */
 
 struct s3_req {
-    const char *method;       /* GET, HEAD, PUT, POST, DELETE */
-    const char *key;          /* full object key, or NULL for the bucket */
-    const char *query;        /* canonical query string or NULL */
+    const char *method; /* GET, HEAD, PUT, POST, DELETE */
+    const char *key;    /* full object key, or NULL for the bucket */
+    const char *query;  /* canonical query string or NULL */
     const void *body;
     size_t body_len;
-    const char *range;        /* "bytes=a-b" or NULL */
-    char *direct;             /* GET body into this buffer */
+    const char *range; /* "bytes=a-b" or NULL */
+    char *direct;      /* GET body into this buffer */
     size_t direct_cap;
-    size_t limit;             /* refuse bodies larger than this (0 = no limit) */
+    size_t limit; /* refuse bodies larger than this (0 = no limit) */
 };
 
 static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r, CURLcode cc, const char *curl_err)
@@ -199,10 +202,10 @@ static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r
 
 static int s3_do(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r)
 {
-    struct s3_buf url = {0};
+    struct s3_buf url = { 0 };
     int rc = JVDB_OK;
-    if (s3_buf_add(&url, s->endpoint, strlen(s->endpoint)) || s3_buf_add(&url, "/", 1) || s3_encode(&url, s->bucket, 0) ||
-        s3_buf_add(&url, "/", 1) || (q->key && s3_encode(&url, q->key, 1)) ||
+    if (s3_buf_add(&url, s->endpoint, strlen(s->endpoint)) || s3_buf_add(&url, "/", 1) ||
+        s3_encode(&url, s->bucket, 0) || s3_buf_add(&url, "/", 1) || (q->key && s3_encode(&url, q->key, 1)) ||
         (q->query && (s3_buf_add(&url, "?", 1) || s3_buf_add(&url, q->query, strlen(q->query))))) {
         free(url.p);
         return err_set(JVDB_ENOMEM, "out of memory");
@@ -258,7 +261,7 @@ static int s3_do(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r)
         curl_slist_free_all(h);
         if (cc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
         int transient = cc != CURLE_OK || r->status >= 500 || r->status == 429;
-        if (cc == CURLE_WRITE_ERROR) transient = 0;   /* our own size limit */
+        if (cc == CURLE_WRITE_ERROR) transient = 0; /* our own size limit */
         if (!transient && r->status >= 200 && r->status < 300) {
             rc = JVDB_OK;
             break;
@@ -286,7 +289,7 @@ static void s3_resp_free(struct s3_resp *r)
 
 static char *s3_key(struct repo_s3 *s, const char *db, const char *id, const char *name)
 {
-    struct s3_buf b = {0};
+    struct s3_buf b = { 0 };
     int e = 0;
     if (s->prefix[0]) e |= s3_buf_add(&b, s->prefix, strlen(s->prefix)) | s3_buf_add(&b, "/", 1);
     if (db) e |= s3_buf_add(&b, db, strlen(db)) | s3_buf_add(&b, "/", 1);
@@ -304,8 +307,9 @@ typedef int (*s3_list_fn)(void *arg, const char *key, int64_t size, int64_t mtim
 
 static int64_t s3_parse_time(const char *s)
 {
-    struct tm tm = {0};
-    if (sscanf(s, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6) return 0;
+    struct tm tm = { 0 };
+    if (sscanf(s, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 6)
+        return 0;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     return (int64_t)timegm(&tm);
@@ -315,7 +319,7 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
 {
     char token[1024] = "";
     for (;;) {
-        struct s3_buf q = {0};
+        struct s3_buf q = { 0 };
         int e = 0;
         if (token[0]) e |= s3_buf_add(&q, "continuation-token=", 19) | s3_encode(&q, token, 0) | s3_buf_add(&q, "&", 1);
         if (delimit) e |= s3_buf_add(&q, "delimiter=%2F&", 14);
@@ -324,7 +328,7 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
             free(q.p);
             return err_set(JVDB_ENOMEM, "out of memory");
         }
-        struct s3_req req = {.method = "GET", .query = q.p, .limit = 64u << 20};
+        struct s3_req req = { .method = "GET", .query = q.p, .limit = 64u << 20 };
         struct s3_resp r;
         int rc = s3_do(s, &req, &r);
         free(q.p);
@@ -360,7 +364,7 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
 struct s3_names {
     char **v;
     size_t n, cap;
-    size_t skip;     /* length of the listed prefix */
+    size_t skip; /* length of the listed prefix */
 };
 
 /* Database names are the first path segment of every key below the prefix.  A delimiter listing
@@ -377,7 +381,7 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
     char name[JVDB_MAX_NAME_LEN + 1];
     snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
     if (!db_name_valid(name)) return 0;
-    if (a->n && !strcmp(a->v[a->n - 1], name)) return 0;   /* keys come sorted: runs of one name */
+    if (a->n && !strcmp(a->v[a->n - 1], name)) return 0; /* keys come sorted: runs of one name */
     if (a->n == a->cap) {
         char **nv = realloc(a->v, (a->cap = a->cap ? a->cap * 2 : 16) * sizeof *nv);
         if (!nv) return err_set(JVDB_ENOMEM, "out of memory");
@@ -395,7 +399,7 @@ static int repo_s3_list_databases(jvdb_repo *r, char ***names, size_t *n)
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *pre = s3_key(s, NULL, NULL, "");
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_names a = {.skip = strlen(pre)};
+    struct s3_names a = { .skip = strlen(pre) };
     int rc = s3_list(s, pre, 0, s3_collect_db, &a);
     free(pre);
     if (rc) {
@@ -499,7 +503,7 @@ static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char 
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *key = s3_key(s, db, id, BACKUP_META_NAME);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = {.method = "GET", .key = key, .limit = S3_MAX_META};
+    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     free(key);
@@ -532,7 +536,9 @@ static int s3_reader_read(struct repo_reader *rr, void *buf, size_t cap, size_t 
         uint64_t end = r->pos + S3_READ_CHUNK < r->size ? r->pos + S3_READ_CHUNK : r->size;
         char range[80];
         snprintf(range, sizeof range, "bytes=%llu-%llu", (unsigned long long)r->pos, (unsigned long long)end - 1);
-        struct s3_req q = {.method = "GET", .key = r->key, .range = range, .direct = r->chunk, .direct_cap = S3_READ_CHUNK};
+        struct s3_req q = {
+            .method = "GET", .key = r->key, .range = range, .direct = r->chunk, .direct_cap = S3_READ_CHUNK
+        };
         struct s3_resp resp;
         int rc = s3_do(r->s, &q, &resp);
         if (rc) return rc;
@@ -567,13 +573,14 @@ static int repo_s3_open_data(jvdb_repo *rp, const char *db, const char *id, stru
         free(r);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    struct s3_req q = {.method = "HEAD", .key = r->key};
+    struct s3_req q = { .method = "HEAD", .key = r->key };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     s3_resp_free(&resp);
     if (!rc && resp.length < 0) rc = err_set(JVDB_EIO, "S3 HEAD %s: no Content-Length", r->key);
     if (rc) {
-        if (rc == JVDB_ENOTFOUND) rc = err_set(JVDB_ENOTFOUND, "backup %s of '%s': %s is missing", id, db, BACKUP_DATA_NAME);
+        if (rc == JVDB_ENOTFOUND)
+            rc = err_set(JVDB_ENOTFOUND, "backup %s of '%s': %s is missing", id, db, BACKUP_DATA_NAME);
         s3_reader_close(&r->base);
         return rc;
     }
@@ -591,7 +598,7 @@ struct s3_stage {
     struct repo_stage base;
     struct repo_s3 *s;
     char *data_key, *meta_key;
-    char *extra_key;             /* the last extra object put (index.hnsw), deleted again on abort */
+    char *extra_key; /* the last extra object put (index.hnsw), deleted again on abort */
     char *buf;
     size_t len, cap;
     char upload_id[512];
@@ -606,26 +613,30 @@ static int s3_upload_part(struct s3_stage *st)
     struct s3_resp resp;
     int rc;
     if (!st->upload_id[0]) {
-        struct s3_req q = {.method = "POST", .key = st->data_key, .query = "uploads=", .limit = 1u << 20};
+        struct s3_req q = { .method = "POST", .key = st->data_key, .query = "uploads=", .limit = 1u << 20 };
         if ((rc = s3_do(s, &q, &resp))) return rc;
         const char *f = resp.body.p ? resp.body.p : "";
         if (xml_get(f, &f, "UploadId", st->upload_id, sizeof st->upload_id)) st->upload_id[0] = '\0';
         s3_resp_free(&resp);
-        if (!st->upload_id[0]) return err_set(JVDB_EIO, "S3 multipart upload of %s: no UploadId in the answer", st->data_key);
+        if (!st->upload_id[0])
+            return err_set(JVDB_EIO, "S3 multipart upload of %s: no UploadId in the answer", st->data_key);
     }
-    struct s3_buf query = {0};
+    struct s3_buf query = { 0 };
     char num[32];
     snprintf(num, sizeof num, "partNumber=%zu&uploadId=", st->nparts + 1);
     if (s3_buf_add(&query, num, strlen(num)) || s3_encode(&query, st->upload_id, 0)) {
         free(query.p);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    struct s3_req q = {.method = "PUT", .key = st->data_key, .query = query.p, .body = st->buf, .body_len = st->len, .limit = 1u << 20};
+    struct s3_req q = {
+        .method = "PUT", .key = st->data_key, .query = query.p, .body = st->buf, .body_len = st->len, .limit = 1u << 20
+    };
     rc = s3_do(s, &q, &resp);
     free(query.p);
     if (rc) return rc;
     s3_resp_free(&resp);
-    if (!resp.etag[0]) return err_set(JVDB_EIO, "S3 upload of part %zu of %s: no ETag in the answer", st->nparts + 1, st->data_key);
+    if (!resp.etag[0])
+        return err_set(JVDB_EIO, "S3 upload of part %zu of %s: no ETag in the answer", st->nparts + 1, st->data_key);
     if (st->nparts == st->parts_cap) {
         char **ne = realloc(st->etags, (st->parts_cap = st->parts_cap ? st->parts_cap * 2 : 16) * sizeof *ne);
         if (!ne) return err_set(JVDB_ENOMEM, "out of memory");
@@ -657,7 +668,7 @@ static int s3_stage_write(struct repo_stage *rs, const void *buf, size_t len)
 
 static int s3_put_small(struct repo_s3 *s, const char *key, const void *body, size_t len)
 {
-    struct s3_req q = {.method = "PUT", .key = key, .body = body, .body_len = len, .limit = 1u << 20};
+    struct s3_req q = { .method = "PUT", .key = key, .body = body, .body_len = len, .limit = 1u << 20 };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     if (!rc) s3_resp_free(&resp);
@@ -666,7 +677,7 @@ static int s3_put_small(struct repo_s3 *s, const char *key, const void *body, si
 
 static int s3_delete_key(struct repo_s3 *s, const char *key)
 {
-    struct s3_req q = {.method = "DELETE", .key = key, .limit = 1u << 20};
+    struct s3_req q = { .method = "DELETE", .key = key, .limit = 1u << 20 };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     if (!rc) s3_resp_free(&resp);
@@ -680,22 +691,25 @@ static int s3_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
     int rc;
     if (st->upload_id[0]) {
         if (st->len && (rc = s3_upload_part(st))) return rc;
-        struct s3_buf x = {0};
+        struct s3_buf x = { 0 };
         int e = s3_buf_add(&x, "<CompleteMultipartUpload>", 25);
         for (size_t i = 0; i < st->nparts; i++) {
             char part[256];
-            snprintf(part, sizeof part, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1, st->etags[i]);
+            snprintf(part, sizeof part, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1,
+                     st->etags[i]);
             e |= s3_buf_add(&x, part, strlen(part));
         }
         e |= s3_buf_add(&x, "</CompleteMultipartUpload>", 26);
-        struct s3_buf query = {0};
+        struct s3_buf query = { 0 };
         e |= s3_buf_add(&query, "uploadId=", 9) | s3_encode(&query, st->upload_id, 0);
         if (e) {
             free(x.p);
             free(query.p);
             return err_set(JVDB_ENOMEM, "out of memory");
         }
-        struct s3_req q = {.method = "POST", .key = st->data_key, .query = query.p, .body = x.p, .body_len = x.len, .limit = 1u << 20};
+        struct s3_req q = {
+            .method = "POST", .key = st->data_key, .query = query.p, .body = x.p, .body_len = x.len, .limit = 1u << 20
+        };
         struct s3_resp resp;
         rc = s3_do(s, &q, &resp);
         free(x.p);
@@ -716,7 +730,7 @@ static int s3_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
     /* The commit point: backup.json appears, and with it the backup. */
     if ((rc = s3_put_small(s, st->meta_key, meta, len))) return rc;
     st->data_written = 0;
-    free(st->extra_key);   /* published with the backup: abort must leave it */
+    free(st->extra_key); /* published with the backup: abort must leave it */
     st->extra_key = NULL;
     io_crash_point("backup.after_publish");
     return JVDB_OK;
@@ -726,9 +740,9 @@ static void s3_stage_abort(struct repo_stage *rs)
 {
     struct s3_stage *st = (struct s3_stage *)rs;
     if (st->upload_id[0]) {
-        struct s3_buf query = {0};
+        struct s3_buf query = { 0 };
         if (!s3_buf_add(&query, "uploadId=", 9) && !s3_encode(&query, st->upload_id, 0)) {
-            struct s3_req q = {.method = "DELETE", .key = st->data_key, .query = query.p, .limit = 1u << 20};
+            struct s3_req q = { .method = "DELETE", .key = st->data_key, .query = query.p, .limit = 1u << 20 };
             struct s3_resp resp;
             if (!s3_do(st->s, &q, &resp)) s3_resp_free(&resp);
         }
@@ -765,7 +779,7 @@ static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, cons
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *key = s3_key(s, db, id, name);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = {.method = "GET", .key = key, .limit = 0};
+    struct s3_req q = { .method = "GET", .key = key, .limit = 0 };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     free(key);
@@ -809,13 +823,14 @@ static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
     int rc = repo_s3_read_meta(r, db, id, &buf, &len);
     free(buf);
     if (rc == JVDB_ENOTFOUND && !strstr(jvdb_errmsg(), "does not exist"))
-        return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db, s->base.spec);
+        return err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db,
+                       s->base.spec);
     if (rc) return rc;
     char *mk = s3_key(s, db, id, BACKUP_META_NAME), *dk = s3_key(s, db, id, BACKUP_DATA_NAME);
     char *ik = s3_key(s, db, id, BACKUP_INDEX_NAME);
     rc = !mk || !dk || !ik ? err_set(JVDB_ENOMEM, "out of memory") : s3_delete_key(s, mk);
     if (!rc) rc = s3_delete_key(s, dk);
-    if (!rc) rc = s3_delete_key(s, ik);   /* absent when the backup carries no graph: fine */
+    if (!rc) rc = s3_delete_key(s, ik); /* absent when the backup carries no graph: fine */
     free(mk);
     free(dk);
     free(ik);
@@ -868,7 +883,7 @@ static int repo_s3_read_object(jvdb_repo *r, const char *name, char **buf, size_
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *key = s3_key(s, NULL, NULL, name);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = {.method = "GET", .key = key, .limit = S3_MAX_META};
+    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     free(key);
@@ -890,8 +905,18 @@ static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf,
 }
 
 static const struct repo_ops repo_s3_ops = {
-    "s3", repo_s3_init, repo_s3_list_databases, repo_s3_list_backups, repo_s3_read_meta, repo_s3_open_data,
-    repo_s3_stage_begin, repo_s3_remove, repo_s3_cleanup, repo_s3_close, repo_s3_read_object, repo_s3_write_object,
+    "s3",
+    repo_s3_init,
+    repo_s3_list_databases,
+    repo_s3_list_backups,
+    repo_s3_read_meta,
+    repo_s3_open_data,
+    repo_s3_stage_begin,
+    repo_s3_remove,
+    repo_s3_cleanup,
+    repo_s3_close,
+    repo_s3_read_object,
+    repo_s3_write_object,
     repo_s3_read_extra,
 };
 
@@ -905,7 +930,7 @@ static char *s3_pick(const char *given, const char *env1, const char *env2)
 
 int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out)
 {
-    jvdb_repo_options none = {0};
+    jvdb_repo_options none = { 0 };
     if (!opts) opts = &none;
     if (!*bucket) return err_set(JVDB_EINVAL, "S3 repository: the bucket name is empty (write s3://bucket/prefix)");
     pthread_once(&s3_once, s3_global_init);
@@ -939,8 +964,10 @@ int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options
     while (el && s->endpoint[el - 1] == '/') s->endpoint[--el] = '\0';
     if (!s->access || !s->secret) {
         repo_s3_close(&s->base);
-        return err_set(JVDB_EINVAL, "S3 repository s3://%s: no credentials (give access and secret keys, or set "
-                                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", bucket);
+        return err_set(JVDB_EINVAL,
+                       "S3 repository s3://%s: no credentials (give access and secret keys, or set "
+                       "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+                       bucket);
     }
     snprintf(s->sigv4, sizeof s->sigv4, "aws:amz:%s:s3", s->region);
     *out = &s->base;

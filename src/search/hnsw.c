@@ -31,16 +31,16 @@ void hnsw_query_init(hnsw_query *q)
     q->k = 10;
 }
 
+/* Refuses parameters outside the limits of hnsw.h (M, ef_construction, ef_search), saying which. */
 static int hnsw_check_params(const hnsw_params *p)
 {
     if (p->M < 2 || p->M > HNSW_MAX_M)
         return err_set(JVDB_EINVAL, "HNSW M must be between 2 and %d, not %u", HNSW_MAX_M, p->M);
-    if (p->ef_construction < 1 || p->ef_construction > HNSW_MAX_EF)
-        return err_set(JVDB_EINVAL, "HNSW ef_construction must be between 1 and %d, not %u",
-                       HNSW_MAX_EF, p->ef_construction);
+    if (p->ef_construction < 1 || p->ef_construction > HNSW_MAX_EF_CONSTRUCTION)
+        return err_set(JVDB_EINVAL, "HNSW ef_construction must be between 1 and %d, not %u", HNSW_MAX_EF_CONSTRUCTION,
+                       p->ef_construction);
     if (p->ef_search < 1 || p->ef_search > HNSW_MAX_EF)
-        return err_set(JVDB_EINVAL, "HNSW ef_search must be between 1 and %d, not %u", HNSW_MAX_EF,
-                       p->ef_search);
+        return err_set(JVDB_EINVAL, "HNSW ef_search must be between 1 and %d, not %u", HNSW_MAX_EF, p->ef_search);
     return JVDB_OK;
 }
 
@@ -49,14 +49,11 @@ int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **o
     *out = NULL;
     dist_space sp;
     int rc = dist_space_init(&sp, metric, dim);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = hnsw_check_params(p);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     hnsw *h = calloc(1, sizeof *h);
-    if (!h)
-        return err_set(JVDB_ENOMEM, "out of memory for an HNSW index");
+    if (!h) return err_set(JVDB_ENOMEM, "out of memory for an HNSW index");
     h->dim = dim;
     h->metric = metric;
     h->p = *p;
@@ -74,11 +71,9 @@ int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **o
 
 void hnsw_free(hnsw *h)
 {
-    if (!h)
-        return;
+    if (!h) return;
     if (h->upper) {
-        for (uint32_t s = 0; s < h->cap; s++)
-            free(h->upper[s]);
+        for (uint32_t s = 0; s < h->cap; s++) free(h->upper[s]);
     }
     free(h->upper);
     free(h->l0);
@@ -103,41 +98,22 @@ int hnsw_mark_deleted(hnsw *h, uint32_t slot)
 int hnsw_set_ef_search(hnsw *h, uint32_t ef_search)
 {
     if (ef_search < 1 || ef_search > HNSW_MAX_EF)
-        return err_set(JVDB_EINVAL, "HNSW ef_search must be between 1 and %d, not %u", HNSW_MAX_EF,
-                       ef_search);
+        return err_set(JVDB_EINVAL, "HNSW ef_search must be between 1 and %d, not %u", HNSW_MAX_EF, ef_search);
     h->p.ef_search = ef_search;
     return JVDB_OK;
 }
 
-void hnsw_get_params(const hnsw *h, hnsw_params *out)
-{
-    *out = h->p;
-}
+void hnsw_get_params(const hnsw *h, hnsw_params *out) { *out = h->p; }
 
-uint32_t hnsw_node_count(const hnsw *h)
-{
-    return h->nodes;
-}
+uint32_t hnsw_node_count(const hnsw *h) { return h->nodes; }
 
-uint32_t hnsw_live_count(const hnsw *h)
-{
-    return h->nodes - h->ndeleted;
-}
+uint32_t hnsw_live_count(const hnsw *h) { return h->nodes - h->ndeleted; }
 
-double hnsw_deleted_share(const hnsw *h)
-{
-    return h->nodes ? (double)h->ndeleted / (double)h->nodes : 0.0;
-}
+double hnsw_deleted_share(const hnsw *h) { return h->nodes ? (double)h->ndeleted / (double)h->nodes : 0.0; }
 
-int hnsw_contains(const hnsw *h, uint32_t slot)
-{
-    return slot < h->cap && h->level[slot] != HNSW_ABSENT;
-}
+int hnsw_contains(const hnsw *h, uint32_t slot) { return slot < h->cap && h->level[slot] != HNSW_ABSENT; }
 
-int hnsw_is_deleted(const hnsw *h, uint32_t slot)
-{
-    return hnsw_contains(h, slot) && h->deleted[slot];
-}
+int hnsw_is_deleted(const hnsw *h, uint32_t slot) { return hnsw_contains(h, slot) && h->deleted[slot]; }
 
 size_t hnsw_memory_bytes(const hnsw *h)
 {
@@ -153,8 +129,7 @@ uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslo
 {
     /* Atomic: a parallel batch moves the entry point (under emu) while other inserts start. */
     uint32_t entry = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
-    if (entry == HNSW_NONE || hnsw_vec(slots, nslots, entry))
-        return entry;
+    if (entry == HNSW_NONE || hnsw_vec(slots, nslots, entry)) return entry;
     /* The entry point's vector is gone (the store freed a deleted record before a rebuild): any node
      * on the highest level that still has a vector serves, at the cost of one scan. */
     uint32_t best = HNSW_NONE;
@@ -173,6 +148,7 @@ uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslo
 static pthread_mutex_t hnsw_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static hnsw_scratch *hnsw_pool;
 
+/* Frees a search scratch: visit tags, candidate queue, navigation and result lists, query copy. */
 static void hnsw_scratch_destroy(hnsw_scratch *sc)
 {
     free(sc->tags);
@@ -186,12 +162,12 @@ static void hnsw_scratch_destroy(hnsw_scratch *sc)
     free(sc);
 }
 
+/* Grows a scratch to the graph's capacity (visit tags zeroed for the new nodes). */
 static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
 {
     if (sc->ntags < h->cap) {
         uint16_t *t = realloc(sc->tags, (size_t)h->cap * sizeof *t);
-        if (!t)
-            return JVDB_ENOMEM;
+        if (!t) return JVDB_ENOMEM;
         memset(t + sc->ntags, 0, (size_t)(h->cap - sc->ntags) * sizeof *t);
         sc->tags = t;
         sc->ntags = h->cap;
@@ -200,23 +176,18 @@ static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
     uint32_t qneed = h->dim < 4 ? 4 : h->dim;
     if (sc->query_cap < qneed) {
         float *q = realloc(sc->query, (size_t)qneed * sizeof *q);
-        if (!q)
-            return JVDB_ENOMEM;
+        if (!q) return JVDB_ENOMEM;
         sc->query = q;
         sc->query_cap = qneed;
     }
     if (sc->gcap < h->M0) {
         const float **v = realloc(sc->gvec, (size_t)h->M0 * sizeof *v);
-        if (v)
-            sc->gvec = v;
+        if (v) sc->gvec = v;
         uint32_t *id = realloc(sc->gid, (size_t)h->M0 * sizeof *id);
-        if (id)
-            sc->gid = id;
+        if (id) sc->gid = id;
         float *d = realloc(sc->gdist, (size_t)h->M0 * sizeof *d);
-        if (d)
-            sc->gdist = d;
-        if (!v || !id || !d)
-            return JVDB_ENOMEM;
+        if (d) sc->gdist = d;
+        if (!v || !id || !d) return JVDB_ENOMEM;
         sc->gcap = h->M0;
     }
     return JVDB_OK;
@@ -226,15 +197,13 @@ hnsw_scratch *hnsw_scratch_take(const hnsw *h)
 {
     pthread_mutex_lock(&hnsw_pool_lock);
     hnsw_scratch *sc = hnsw_pool;
-    if (sc)
-        hnsw_pool = sc->next;
+    if (sc) hnsw_pool = sc->next;
     pthread_mutex_unlock(&hnsw_pool_lock);
 
     if (!sc) {
         sc = calloc(1, sizeof *sc);
         if (!sc || topk_queue_init(&sc->cand, 256) || topk_init(&sc->nav, 64) || topk_init(&sc->res, 16)) {
-            if (sc)
-                hnsw_scratch_destroy(sc);
+            if (sc) hnsw_scratch_destroy(sc);
             err_set(JVDB_ENOMEM, "out of memory for HNSW search scratch");
             return NULL;
         }
@@ -252,8 +221,7 @@ hnsw_scratch *hnsw_scratch_take(const hnsw *h)
 
 void hnsw_scratch_give(hnsw_scratch *sc)
 {
-    if (!sc)
-        return;
+    if (!sc) return;
     pthread_mutex_lock(&hnsw_pool_lock);
     sc->next = hnsw_pool;
     hnsw_pool = sc;

@@ -36,18 +36,21 @@
 
 typedef struct hnsw hnsw;
 
-#define HNSW_DEFAULT_M 16
+#define HNSW_DEFAULT_M               16
 #define HNSW_DEFAULT_EF_CONSTRUCTION 200
-#define HNSW_DEFAULT_EF_SEARCH 64
-#define HNSW_MAX_M 256
-#define HNSW_MAX_EF 1000000
+#define HNSW_DEFAULT_EF_SEARCH       64
+/* The limits of the parameters, for every path that takes them (library options, REST, CLI, the
+ * graph file's header): one place. */
+#define HNSW_MAX_M                   256
+#define HNSW_MAX_EF_CONSTRUCTION     100000
+#define HNSW_MAX_EF                  1000000
 
 typedef struct hnsw_params {
-    uint32_t M;                  /* links per node per level (level 0: 2M); 2..HNSW_MAX_M */
-    uint32_t ef_construction;    /* candidate list size while inserting; >= 1 */
-    uint32_t ef_search;          /* default candidate list size of a search; >= 1 */
-    uint64_t seed;               /* level generator seed: the same inserts give the same graph */
-    int sq8;                     /* 1: the slot table holds sq8 code rows (sq8.h) cast to const float *,
+    uint32_t M;               /* links per node per level (level 0: 2M); 2..HNSW_MAX_M */
+    uint32_t ef_construction; /* candidate list size while inserting; >= 1 */
+    uint32_t ef_search;       /* default candidate list size of a search; >= 1 */
+    uint64_t seed;            /* level generator seed: the same inserts give the same graph */
+    int sq8;                  /* 1: the slot table holds sq8 code rows (sq8.h) cast to const float *,
                                   * and queries come coded the same way; 0: float vectors */
 } hnsw_params;
 
@@ -80,13 +83,13 @@ int hnsw_rebuild(hnsw *h, const float *const *slots, uint32_t nslots);
 
 typedef struct hnsw_query {
     uint32_t k;
-    uint32_t ef;                 /* 0 = the index's ef_search; raised to k when smaller */
-    uint32_t ef_max;             /* widening limit when filters/deletions hide results; 0 = 32 * ef */
-    topk_accept_fn accept;       /* NULL = every live node */
+    uint32_t ef;           /* 0 = the index's ef_search; raised to k when smaller */
+    uint32_t ef_max;       /* widening limit when filters/deletions hide results; 0 = 32 * ef */
+    topk_accept_fn accept; /* NULL = every live node */
     void *accept_ctx;
-    int use_threshold;           /* only results whose score is at least as good as threshold */
+    int use_threshold; /* only results whose score is at least as good as threshold */
     float threshold;
-    uint32_t candidates;         /* return up to this many (> k) best nodes, for the caller to re-rank
+    uint32_t candidates; /* return up to this many (> k) best nodes, for the caller to re-rank
                                   * with full vectors; 0 = k.  Widening still counts k. */
 } hnsw_query;
 
@@ -94,10 +97,10 @@ typedef struct hnsw_query {
 void hnsw_query_init(hnsw_query *q);
 
 typedef struct hnsw_search_info {
-    uint32_t ef_used;            /* ef of the last round */
-    uint32_t rounds;             /* 1 + number of widenings */
-    uint64_t distances;          /* distance evaluations, all rounds */
-    int complete;                /* 1: k accepted results found (before threshold), or every
+    uint32_t ef_used;   /* ef of the last round */
+    uint32_t rounds;    /* 1 + number of widenings */
+    uint64_t distances; /* distance evaluations, all rounds */
+    int complete;       /* 1: k accepted results found (before threshold), or every
                                   * reachable node was examined; 0: fall back to exact search */
 } hnsw_search_info;
 
@@ -105,19 +108,18 @@ typedef struct hnsw_search_info {
  * graph takes the query as a code row, coded by the caller, and scores in code units).
  * Writes up to k slots/scores best first (either array may be NULL), the count to *out_n, and
  * details to *info if not NULL.  JVDB_EINVAL, JVDB_ENOMEM. */
-int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const float *query,
-                const hnsw_query *q, uint32_t *out_slots, float *out_scores, uint32_t *out_n,
-                hnsw_search_info *info);
+int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const float *query, const hnsw_query *q,
+                uint32_t *out_slots, float *out_scores, uint32_t *out_n, hnsw_search_info *info);
 
 /* Setting taken by searches that pass ef 0.  JVDB_EINVAL when 0 or above HNSW_MAX_EF. */
 int hnsw_set_ef_search(hnsw *h, uint32_t ef_search);
 void hnsw_get_params(const hnsw *h, hnsw_params *out);
 
-uint32_t hnsw_node_count(const hnsw *h);      /* nodes including deleted ones */
-uint32_t hnsw_live_count(const hnsw *h);      /* nodes not marked deleted */
+uint32_t hnsw_node_count(const hnsw *h); /* nodes including deleted ones */
+uint32_t hnsw_live_count(const hnsw *h); /* nodes not marked deleted */
 /* deleted / nodes, 0 for an empty index: rebuild when it passes the caller's threshold. */
 double hnsw_deleted_share(const hnsw *h);
-int hnsw_contains(const hnsw *h, uint32_t slot);     /* a node, deleted or not */
+int hnsw_contains(const hnsw *h, uint32_t slot); /* a node, deleted or not */
 int hnsw_is_deleted(const hnsw *h, uint32_t slot);
 /* Memory held by the graph (not the vectors). */
 size_t hnsw_memory_bytes(const hnsw *h);

@@ -21,6 +21,7 @@
 
 #include "core/err.h"
 
+/* The next number of the graph's level generator (splitmix64). */
 static uint64_t hnsw_next_random(hnsw *h)
 {
     /* splitmix64: tiny state, good enough to draw levels, and reproducible from the seed. */
@@ -30,6 +31,7 @@ static uint64_t hnsw_next_random(hnsw *h)
     return z ^ (z >> 31);
 }
 
+/* Draws a new node's top level: exponentially distributed with the graph's multiplier, capped. */
 static int hnsw_random_level(hnsw *h)
 {
     double u = (double)((hnsw_next_random(h) >> 11) + 1) * 0x1.0p-53; /* (0, 1] */
@@ -39,35 +41,26 @@ static int hnsw_random_level(hnsw *h)
 
 int hnsw_reserve(hnsw *h, uint32_t need)
 {
-    if (need <= h->cap)
-        return JVDB_OK;
+    if (need <= h->cap) return JVDB_OK;
     uint64_t cap = h->cap ? (uint64_t)h->cap * 2 : 1024;
-    if (cap < need)
-        cap = need;
-    if (cap > UINT32_MAX - 1)
-        cap = UINT32_MAX - 1; /* HNSW_NONE must stay out of range */
-    if (cap < need)
-        return err_set(JVDB_EINVAL, "slot %u is beyond what the HNSW index can hold", need - 1);
+    if (cap < need) cap = need;
+    if (cap > UINT32_MAX - 1) cap = UINT32_MAX - 1; /* HNSW_NONE must stay out of range */
+    if (cap < need) return err_set(JVDB_EINVAL, "slot %u is beyond what the HNSW index can hold", need - 1);
 
     uint32_t *l0 = realloc(h->l0, (size_t)cap * h->l0_stride * sizeof *l0);
-    if (!l0)
-        goto nomem;
+    if (!l0) goto nomem;
     h->l0 = l0;
     uint32_t **upper = realloc(h->upper, (size_t)cap * sizeof *upper);
-    if (!upper)
-        goto nomem;
+    if (!upper) goto nomem;
     h->upper = upper;
     uint8_t *level = realloc(h->level, (size_t)cap);
-    if (!level)
-        goto nomem;
+    if (!level) goto nomem;
     h->level = level;
     uint8_t *deleted = realloc(h->deleted, (size_t)cap);
-    if (!deleted)
-        goto nomem;
+    if (!deleted) goto nomem;
     h->deleted = deleted;
     uint8_t *lk = realloc(h->lk, (size_t)cap);
-    if (!lk)
-        goto nomem;
+    if (!lk) goto nomem;
     h->lk = lk;
 
     /* Only now that every array has the new size may cap move; a failure above leaves larger
@@ -81,17 +74,15 @@ int hnsw_reserve(hnsw *h, uint32_t need)
     h->cap = (uint32_t)cap;
     return JVDB_OK;
 nomem:
-    return err_set(JVDB_ENOMEM, "out of memory growing the HNSW index to %llu slots",
-                   (unsigned long long)cap);
+    return err_set(JVDB_ENOMEM, "out of memory growing the HNSW index to %llu slots", (unsigned long long)cap);
 }
 
 /* Heuristic selection: `cand` is sorted closest first (distance to the node being linked); the kept
  * ones are moved to the front.  Returns how many were kept (at most max). */
-uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots,
-                            uint32_t nslots, topk_item *cand, uint32_t n, uint32_t max)
+uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, topk_item *cand,
+                     uint32_t n, uint32_t max)
 {
-    if (n <= max)
-        return n;
+    if (n <= max) return n;
     uint32_t kept = 0;
     for (uint32_t i = 0; i < n && kept < max; i++) {
         const float *v = hnsw_vec(slots, nslots, cand[i].slot);
@@ -100,8 +91,7 @@ uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *sl
             const float *w = hnsw_vec(slots, nslots, cand[j].slot);
             good = sp->dist(v, w, h->dim) >= cand[i].dist;
         }
-        if (good)
-            cand[kept++] = cand[i];
+        if (good) cand[kept++] = cand[i];
     }
     return kept;
 }
@@ -110,8 +100,8 @@ static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *con
                                  hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level);
 
 /* Offers `to` (at distance d) to `from`'s list on `level`, re-choosing the list when it is full. */
-static int hnsw_link_back(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                          hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level)
+static int hnsw_link_back(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
+                          uint32_t from, uint32_t to, float d, int level)
 {
     hnsw_lock(h, from);
     int rc = hnsw_link_back_locked(h, sp, slots, nslots, sc, from, to, d, level);
@@ -126,8 +116,7 @@ static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *con
     uint32_t *links = hnsw_links(h, from, level);
     uint32_t cnt = links[0], max = level ? h->p.M : h->M0;
     for (uint32_t i = 1; i <= cnt; i++) {
-        if (links[i] == to)
-            return JVDB_OK;
+        if (links[i] == to) return JVDB_OK;
     }
     if (cnt < max) {
         links[cnt + 1] = to;
@@ -135,56 +124,48 @@ static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *con
         return JVDB_OK;
     }
     const float *base = hnsw_vec(slots, nslots, from);
-    if (!base)
-        return JVDB_OK; /* cannot weigh its links without its vector; it keeps the ones it has */
+    if (!base) return JVDB_OK; /* cannot weigh its links without its vector; it keeps the ones it has */
 
     /* Full: choose among the old links and the new one as if `from` were being inserted.  Links to
      * nodes whose vector is gone score +inf and fall out first. */
-    for (uint32_t i = 0; i < cnt; i++)
-        sc->gvec[i] = hnsw_vec(slots, nslots, links[i + 1]);
+    for (uint32_t i = 0; i < cnt; i++) sc->gvec[i] = hnsw_vec(slots, nslots, links[i + 1]);
     sp->batch(base, sc->gvec, cnt, h->dim, sc->gdist);
-    if (topk_reset(&sc->res, cnt + 1))
-        return JVDB_ENOMEM;
+    if (topk_reset(&sc->res, cnt + 1)) return JVDB_ENOMEM;
     for (uint32_t i = 0; i < cnt; i++) {
-        if (sc->gvec[i])
-            topk_push(&sc->res, sc->gdist[i], links[i + 1]);
+        if (sc->gvec[i]) topk_push(&sc->res, sc->gdist[i], links[i + 1]);
     }
     topk_push(&sc->res, d, to);
     uint32_t n = topk_sort(&sc->res);
     uint32_t kept = hnsw_select(h, sp, slots, nslots, sc->res.items, n, max);
-    for (uint32_t i = 0; i < kept; i++)
-        links[i + 1] = sc->res.items[i].slot;
+    for (uint32_t i = 0; i < kept; i++) links[i + 1] = sc->res.items[i].slot;
     links[0] = kept;
     return JVDB_OK;
 }
 
-static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                           hnsw_scratch *sc, uint32_t slot, int level, uint32_t *ep, float *ep_dist)
+/* Links a node at one level: searches that level from the entry point, picks its neighbours,
+ * adds the reverse links; the nearest found becomes the entry point of the level below. */
+static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
+                           uint32_t slot, int level, uint32_t *ep, float *ep_dist)
 {
     const float *v = hnsw_vec(slots, nslots, slot);
     hnsw_layer_opts o = { .level = level, .ef = h->p.ef_construction, .exclude = slot };
     int rc = hnsw_search_layer(h, sp, slots, nslots, sc, v, *ep, *ep_dist, &o);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint32_t n = topk_sort(&sc->nav);
-    if (n == 0)
-        return JVDB_OK;
+    if (n == 0) return JVDB_OK;
     *ep = sc->nav.items[0].slot;
     *ep_dist = sc->nav.items[0].dist;
 
     uint32_t kept = hnsw_select(h, sp, slots, nslots, sc->nav.items, n, h->p.M);
     uint32_t *links = hnsw_links(h, slot, level);
     hnsw_lock(h, slot);
-    for (uint32_t i = 0; i < kept; i++)
-        links[i + 1] = sc->nav.items[i].slot;
+    for (uint32_t i = 0; i < kept; i++) links[i + 1] = sc->nav.items[i].slot;
     links[0] = kept;
     hnsw_unlock(h, slot);
     /* sc->nav stays intact below: hnsw_link_back works in sc->res and the gather buffers. */
     for (uint32_t i = 0; i < kept; i++) {
-        rc = hnsw_link_back(h, sp, slots, nslots, sc, sc->nav.items[i].slot, slot, sc->nav.items[i].dist,
-                            level);
-        if (rc)
-            return rc;
+        rc = hnsw_link_back(h, sp, slots, nslots, sc, sc->nav.items[i].slot, slot, sc->nav.items[i].dist, level);
+        if (rc) return rc;
     }
     return JVDB_OK;
 }
@@ -198,8 +179,7 @@ static int hnsw_node_prepare(hnsw *h, uint32_t slot, int *level)
     if (fresh) {
         if (lv > 0) {
             h->upper[slot] = calloc((size_t)lv * h->up_stride, sizeof(uint32_t));
-            if (!h->upper[slot])
-                return err_set(JVDB_ENOMEM, "out of memory for HNSW links");
+            if (!h->upper[slot]) return err_set(JVDB_ENOMEM, "out of memory for HNSW links");
         }
         hnsw_links(h, slot, 0)[0] = 0;
         /* A node from now on: nothing links to it yet, so no search reaches it before it is linked. */
@@ -218,14 +198,12 @@ static int hnsw_node_prepare(hnsw *h, uint32_t slot, int *level)
  * returned, and a vacuum or rebuild drops it. */
 static void hnsw_node_failed(hnsw *h, uint32_t slot)
 {
-    if (h->par)
-        pthread_mutex_lock(&h->emu);
+    if (h->par) pthread_mutex_lock(&h->emu);
     if (!h->deleted[slot]) {
         h->deleted[slot] = 1;
         h->ndeleted++;
     }
-    if (h->par)
-        pthread_mutex_unlock(&h->emu);
+    if (h->par) pthread_mutex_unlock(&h->emu);
 }
 
 /* Links a prepared node into the graph on its levels; may run in several threads at once during a
@@ -233,63 +211,50 @@ static void hnsw_node_failed(hnsw *h, uint32_t slot)
 static int hnsw_node_link(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, uint32_t slot,
                           int level)
 {
-    if (h->par)
-        pthread_mutex_lock(&h->emu);
+    if (h->par) pthread_mutex_lock(&h->emu);
     int first = h->entry == HNSW_NONE || (h->nodes == 1 && h->entry == slot);
     int max_level = h->max_level;
     if (first) {
         __atomic_store_n(&h->entry, slot, __ATOMIC_RELEASE);
         h->max_level = level;
     }
-    if (h->par)
-        pthread_mutex_unlock(&h->emu);
-    if (first)
-        return JVDB_OK;
+    if (h->par) pthread_mutex_unlock(&h->emu);
+    if (first) return JVDB_OK;
 
     hnsw_scratch *sc = hnsw_scratch_take(h);
-    if (!sc)
-        return JVDB_ENOMEM;
+    if (!sc) return JVDB_ENOMEM;
     const float *v = slots[slot];
     float ep_dist;
     uint32_t ep = hnsw_descend(h, sp, slots, nslots, sc, v, level, slot, &ep_dist);
     int rc = JVDB_OK;
     if (ep != HNSW_NONE) {
         int top = level < max_level ? level : max_level;
-        if (h->level[ep] < top)
-            top = h->level[ep]; /* started below the top (entry point vector gone) */
+        if (h->level[ep] < top) top = h->level[ep]; /* started below the top (entry point vector gone) */
         for (int l = top; l >= 0 && rc == JVDB_OK; l--)
             rc = hnsw_link_level(h, sp, slots, nslots, sc, slot, l, &ep, &ep_dist);
     }
     hnsw_scratch_give(sc);
-    if (rc)
-        return err_set(JVDB_ENOMEM, "out of memory linking slot %u into the HNSW index", slot);
-    if (h->par)
-        pthread_mutex_lock(&h->emu);
+    if (rc) return err_set(JVDB_ENOMEM, "out of memory linking slot %u into the HNSW index", slot);
+    if (h->par) pthread_mutex_lock(&h->emu);
     if (level > h->max_level) {
         __atomic_store_n(&h->entry, slot, __ATOMIC_RELEASE);
         h->max_level = level;
     }
-    if (h->par)
-        pthread_mutex_unlock(&h->emu);
+    if (h->par) pthread_mutex_unlock(&h->emu);
     return JVDB_OK;
 }
 
 int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot)
 {
-    if (!hnsw_vec(slots, nslots, slot))
-        return err_set(JVDB_EINVAL, "slot %u has no vector to index", slot);
+    if (!hnsw_vec(slots, nslots, slot)) return err_set(JVDB_EINVAL, "slot %u has no vector to index", slot);
     dist_space sp;
     int rc = hnsw_space(h, &sp);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     rc = hnsw_reserve(h, slot + 1);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     int level;
-    if ((rc = hnsw_node_prepare(h, slot, &level)))
-        return rc;
-    if ((rc = hnsw_node_link(h, &sp, slots, nslots, slot, level)))
-        hnsw_node_failed(h, slot);
+    if ((rc = hnsw_node_prepare(h, slot, &level))) return rc;
+    if ((rc = hnsw_node_link(h, &sp, slots, nslots, slot, level))) hnsw_node_failed(h, slot);
     return rc;
 }
 
@@ -298,10 +263,10 @@ struct hnsw_par {
     const float *const *slots;
     uint32_t nslots;
     const uint32_t *list;
-    const int *levels;           /* -1: not prepared, skip */
+    const int *levels; /* -1: not prepared, skip */
     uint32_t n;
-    uint32_t next;               /* atomic: the next list index to take */
-    int rc;                      /* first failure (under h->emu) */
+    uint32_t next; /* atomic: the next list index to take */
+    int rc;        /* first failure (under h->emu) */
 };
 
 /* One thread of a parallel batch: links list entries until none is left. */
@@ -309,20 +274,16 @@ static void *hnsw_par_worker(void *arg)
 {
     struct hnsw_par *p = arg;
     dist_space sp;
-    if (hnsw_space(p->h, &sp))
-        return NULL;
+    if (hnsw_space(p->h, &sp)) return NULL;
     for (;;) {
         uint32_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
-        if (i >= p->n)
-            break;
-        if (p->levels[i] < 0)
-            continue;
+        if (i >= p->n) break;
+        if (p->levels[i] < 0) continue;
         int rc = hnsw_node_link(p->h, &sp, p->slots, p->nslots, p->list[i], p->levels[i]);
         if (rc) {
             hnsw_node_failed(p->h, p->list[i]);
             pthread_mutex_lock(&p->h->emu);
-            if (!p->rc)
-                p->rc = rc;
+            if (!p->rc) p->rc = rc;
             pthread_mutex_unlock(&p->h->emu);
         }
     }
@@ -334,24 +295,19 @@ int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const
 {
     int first_rc = JVDB_OK;
     uint32_t i = 0;
-    if (threads > HNSW_MAX_THREADS)
-        threads = HNSW_MAX_THREADS;
+    if (threads > HNSW_MAX_THREADS) threads = HNSW_MAX_THREADS;
     /* Alone, or while the graph has no entry point to start parallel inserts from: one by one. */
     for (; i < n && (threads <= 1 || n - i < 2 * threads || h->entry == HNSW_NONE); i++) {
         int rc = hnsw_insert(h, slots, nslots, list[i]);
-        if (rc && !first_rc)
-            first_rc = rc;
+        if (rc && !first_rc) first_rc = rc;
     }
-    if (i == n)
-        return first_rc;
+    if (i == n) return first_rc;
     uint32_t need = 0;
     for (uint32_t j = i; j < n; j++)
-        if (list[j] + 1 > need)
-            need = list[j] + 1;
+        if (list[j] + 1 > need) need = list[j] + 1;
     int rc = hnsw_reserve(h, need);
     int *levels = rc ? NULL : malloc((size_t)(n - i) * sizeof *levels);
-    if (!levels)
-        return rc ? rc : err_set(JVDB_ENOMEM, "out of memory for a parallel HNSW batch");
+    if (!levels) return rc ? rc : err_set(JVDB_ENOMEM, "out of memory for a parallel HNSW batch");
     /* Levels are drawn here, in list order, so the level sequence does not depend on the threads. */
     for (uint32_t j = i; j < n; j++) {
         levels[j - i] = -1;
@@ -360,19 +316,16 @@ int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const
         } else if ((rc = hnsw_node_prepare(h, list[j], &levels[j - i])) != JVDB_OK) {
             levels[j - i] = -1;
         }
-        if (rc && !first_rc)
-            first_rc = rc;
+        if (rc && !first_rc) first_rc = rc;
         rc = JVDB_OK;
     }
-    struct hnsw_par p = {h, slots, nslots, list + i, levels, n - i, 0, JVDB_OK};
+    struct hnsw_par p = { h, slots, nslots, list + i, levels, n - i, 0, JVDB_OK };
     pthread_t tid[HNSW_MAX_THREADS];
     uint32_t started = 0;
     h->par = 1;
-    while (started + 1 < threads && pthread_create(&tid[started], NULL, hnsw_par_worker, &p) == 0)
-        started++;
-    hnsw_par_worker(&p);   /* the caller is one of the threads */
-    for (uint32_t t = 0; t < started; t++)
-        pthread_join(tid[t], NULL);
+    while (started + 1 < threads && pthread_create(&tid[started], NULL, hnsw_par_worker, &p) == 0) started++;
+    hnsw_par_worker(&p); /* the caller is one of the threads */
+    for (uint32_t t = 0; t < started; t++) pthread_join(tid[t], NULL);
     h->par = 0;
     free(levels);
     return first_rc ? first_rc : p.rc;
@@ -382,14 +335,12 @@ int hnsw_rebuild(hnsw *h, const float *const *slots, uint32_t nslots)
 {
     hnsw *fresh;
     int rc = hnsw_create(h->dim, h->metric, &h->p, &fresh);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     /* Continue the level sequence rather than replay it, so a rebuilt graph is not a copy of the
      * first one's level structure for different nodes. */
     fresh->rng = h->rng;
     for (uint32_t s = 0; s < h->cap; s++) {
-        if (h->level[s] == HNSW_ABSENT || h->deleted[s] || !hnsw_vec(slots, nslots, s))
-            continue;
+        if (h->level[s] == HNSW_ABSENT || h->deleted[s] || !hnsw_vec(slots, nslots, s)) continue;
         rc = hnsw_insert(fresh, slots, nslots, s);
         if (rc) {
             hnsw_free(fresh);

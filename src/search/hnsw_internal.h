@@ -21,28 +21,28 @@
 #include "search/hnsw.h"
 #include "search/topk.h"
 
-#define HNSW_ABSENT 0xFFu
+#define HNSW_ABSENT    0xFFu
 #define HNSW_MAX_LEVEL 32
-#define HNSW_NONE UINT32_MAX
+#define HNSW_NONE      UINT32_MAX
 
 struct hnsw {
     uint32_t dim;
     jvdb_metric metric;
     hnsw_params p;
-    uint32_t M0;                 /* level-0 link capacity, 2M */
-    uint32_t l0_stride;          /* M0 + 1 */
-    uint32_t up_stride;          /* M + 1 */
-    double level_mult;           /* 1 / ln(M): level = floor(-ln(U) * level_mult) */
+    uint32_t M0;        /* level-0 link capacity, 2M */
+    uint32_t l0_stride; /* M0 + 1 */
+    uint32_t up_stride; /* M + 1 */
+    double level_mult;  /* 1 / ln(M): level = floor(-ln(U) * level_mult) */
     uint64_t rng;
 
-    uint32_t cap;                /* slots [0, cap) have room in the arrays below */
+    uint32_t cap; /* slots [0, cap) have room in the arrays below */
     uint32_t *l0;
     uint32_t **upper;
     uint8_t *level;
     uint8_t *deleted;
 
-    uint32_t entry;              /* HNSW_NONE when empty */
-    int max_level;               /* -1 when empty */
+    uint32_t entry; /* HNSW_NONE when empty */
+    int max_level;  /* -1 when empty */
     uint32_t nodes;
     uint32_t ndeleted;
 
@@ -57,25 +57,21 @@ struct hnsw {
 /* Takes slot's link-list lock during a parallel batch (a no-op otherwise). */
 static inline void hnsw_lock(const hnsw *h, uint32_t slot)
 {
-    if (!h->par)
-        return;
+    if (!h->par) return;
     for (unsigned spins = 0; __atomic_exchange_n(&h->lk[slot], 1, __ATOMIC_ACQUIRE); spins++) {
         while (__atomic_load_n(&h->lk[slot], __ATOMIC_RELAXED))
-            if (++spins > 64)
-                sched_yield();   /* the holder may be descheduled on a shared machine */
+            if (++spins > 64) sched_yield(); /* the holder may be descheduled on a shared machine */
     }
 }
 
 static inline void hnsw_unlock(const hnsw *h, uint32_t slot)
 {
-    if (h->par)
-        __atomic_store_n(&h->lk[slot], 0, __ATOMIC_RELEASE);
+    if (h->par) __atomic_store_n(&h->lk[slot], 0, __ATOMIC_RELEASE);
 }
 
 static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
 {
-    if (level == 0)
-        return h->l0 + (size_t)slot * h->l0_stride;
+    if (level == 0) return h->l0 + (size_t)slot * h->l0_stride;
     return h->upper[slot] + (size_t)(level - 1) * h->up_stride;
 }
 
@@ -84,12 +80,10 @@ static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
 static inline const uint32_t *hnsw_links_read(const hnsw *h, uint32_t slot, int level, uint32_t *buf)
 {
     const uint32_t *l = hnsw_links(h, slot, level);
-    if (!h->par)
-        return l;
+    if (!h->par) return l;
     hnsw_lock(h, slot);
     uint32_t c = l[0];
-    for (uint32_t i = 0; i <= c; i++)
-        buf[i] = l[i];
+    for (uint32_t i = 0; i <= c; i++) buf[i] = l[i];
     hnsw_unlock(h, slot);
     return buf;
 }
@@ -108,20 +102,20 @@ static inline int hnsw_space(const hnsw *h, dist_space *sp)
 /* Per-search working memory, pooled so concurrent searches never share it and the index stays
  * read-only under the caller's read lock. */
 typedef struct hnsw_scratch {
-    uint16_t *tags;              /* visited marks: tags[slot] == epoch */
+    uint16_t *tags; /* visited marks: tags[slot] == epoch */
     uint32_t ntags;
     uint16_t epoch;
-    topk_queue cand;             /* candidates to expand, closest first */
-    topk nav;                    /* the ef nearest seen: decides when a layer search stops */
-    topk res;                    /* accepted live results (queries only) */
-    float *query;                /* prepared copy of the query */
+    topk_queue cand; /* candidates to expand, closest first */
+    topk nav;        /* the ef nearest seen: decides when a layer search stops */
+    topk res;        /* accepted live results (queries only) */
+    float *query;    /* prepared copy of the query */
     uint32_t query_cap;
-    const float **gvec;          /* gathered neighbour vectors of one expansion ... */
-    uint32_t *gid;               /* ... their slots ... */
-    float *gdist;                /* ... and distances */
+    const float **gvec; /* gathered neighbour vectors of one expansion ... */
+    uint32_t *gid;      /* ... their slots ... */
+    float *gdist;       /* ... and distances */
     uint32_t gcap;
-    uint64_t ndist;              /* distance evaluations since the scratch was taken */
-    struct hnsw_scratch *next;   /* pool free list */
+    uint64_t ndist;            /* distance evaluations since the scratch was taken */
+    struct hnsw_scratch *next; /* pool free list */
 } hnsw_scratch;
 
 /* A scratch sized for h (visited marks for h->cap slots, a dim-float query buffer, gather buffers
@@ -135,8 +129,7 @@ void hnsw_scratch_new_epoch(hnsw_scratch *sc);
 /* 1 the first time `slot` is seen in this epoch. */
 static inline int hnsw_visit(hnsw_scratch *sc, uint32_t slot)
 {
-    if (sc->tags[slot] == sc->epoch)
-        return 0;
+    if (sc->tags[slot] == sc->epoch) return 0;
     sc->tags[slot] = sc->epoch;
     return 1;
 }
@@ -145,22 +138,21 @@ static inline int hnsw_visit(hnsw_scratch *sc, uint32_t slot)
 typedef struct hnsw_layer_opts {
     int level;
     uint32_t ef;
-    uint32_t exclude;            /* never enters sc->nav (the node being re-linked) or HNSW_NONE */
-    int collect;                 /* offer live, accepted nodes to sc->res */
+    uint32_t exclude; /* never enters sc->nav (the node being re-linked) or HNSW_NONE */
+    int collect;      /* offer live, accepted nodes to sc->res */
     topk_accept_fn accept;
     void *accept_ctx;
 } hnsw_layer_opts;
 
 /* Best-first search of one level from entry point `ep` (distance `ep_dist`) for `query`; leaves the
  * ef nearest in sc->nav (unsorted).  JVDB_ENOMEM. */
-int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                      hnsw_scratch *sc, const float *query, uint32_t ep, float ep_dist,
-                      const hnsw_layer_opts *o);
+int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
+                      const float *query, uint32_t ep, float ep_dist, const hnsw_layer_opts *o);
 
 /* Greedy walk down from the top level to level `stop` + 1, returning the closest node found (and its
  * distance in *dist).  `exclude` is walked through but never chosen. */
-uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                      hnsw_scratch *sc, const float *query, int stop, uint32_t exclude, float *dist);
+uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
+                      const float *query, int stop, uint32_t exclude, float *dist);
 
 /* A node to start searches from: the entry point, or when its vector is gone the highest node that
  * still has one.  HNSW_NONE if no node has a vector. */
@@ -168,8 +160,8 @@ uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslo
 
 /* Heuristic neighbour selection (hnsw_build.c): `cand` sorted closest first; the kept ones (at most
  * max) are moved to the front and counted.  Also used by the loader's and vacuum's repairs. */
-uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                     topk_item *cand, uint32_t n, uint32_t max);
+uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, topk_item *cand,
+                     uint32_t n, uint32_t max);
 
 /* Grows the arrays to hold slots [0, need).  JVDB_EINVAL, JVDB_ENOMEM. */
 int hnsw_reserve(hnsw *h, uint32_t need);

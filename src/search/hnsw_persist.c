@@ -29,20 +29,30 @@
 #include "core/io.h"
 #include "search/hnsw_internal.h"
 
-#define HF_MAGIC "JVDBHNSW"
-#define HF_END_MAGIC "JVDBHEND"
-#define HF_HEADER_SIZE 80u
-#define HF_BLOCK_TAG 0x4b4c424eu   /* "NBLK" */
-#define HF_BLOCK_HEAD 16u
+#define HF_MAGIC        "JVDBHNSW"
+#define HF_END_MAGIC    "JVDBHEND"
+#define HF_HEADER_SIZE  80u
+#define HF_BLOCK_TAG    0x4b4c424eu /* "NBLK" */
+#define HF_BLOCK_HEAD   16u
 #define HF_TRAILER_SIZE 24u
-#define HF_BLOCK_NODES 4096u
-#define HF_NODE_FIXED 12u           /* lsn 8, id_len 2, level 1, flags 1 */
-#define HF_FLAG_DEAD 1u
+#define HF_BLOCK_NODES  4096u
+#define HF_NODE_FIXED   12u /* lsn 8, id_len 2, level 1, flags 1 */
+#define HF_FLAG_DEAD    1u
 
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
 
 /* ---------------------------------------------------------------- writer */
 
@@ -80,10 +90,7 @@ static int hf_dir_sync(const char *path)
 }
 
 /* Bytes of one node's row in a file of this graph. */
-static uint32_t hf_row_bytes(uint32_t dim, int sq8)
-{
-    return sq8 ? sq8_row_bytes(dim) : 4u * dim;
-}
+static uint32_t hf_row_bytes(uint32_t dim, int sq8) { return sq8 ? sq8_row_bytes(dim) : 4u * dim; }
 
 int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
               const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn, void *ctx, uint64_t *written)
@@ -96,7 +103,7 @@ int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const v
     uint32_t n = 0;
     for (uint32_t s = 0; s < h->cap; s++) idx[s] = h->level[s] == HNSW_ABSENT ? HNSW_FILE_NONE : n++;
 
-    uint8_t head[HF_HEADER_SIZE] = {0};
+    uint8_t head[HF_HEADER_SIZE] = { 0 };
     memcpy(head, HF_MAGIC, 8);
     put32(head + 8, HNSW_FILE_VERSION);
     put32(head + 12, HF_HEADER_SIZE);
@@ -121,7 +128,7 @@ int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const v
         free(idx);
         return err_errno(errno, "cannot create %s", tmp);
     }
-    struct hf_buf b = {0};
+    struct hf_buf b = { 0 };
     uint64_t total = HF_HEADER_SIZE;
     uint32_t nblocks = 0;
     int rc = hf_write(fd, head, sizeof head, tmp);
@@ -282,11 +289,13 @@ int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
     if (metric > JVDB_METRIC_DOT) return hf_bad("unknown metric", 20);
     out->metric = (jvdb_metric)metric;
     if (out->p.M < 2 || out->p.M > HNSW_MAX_M) return hf_bad("M out of range", 24);
-    if (out->p.ef_construction < 1 || out->p.ef_construction > HNSW_MAX_EF) return hf_bad("ef_construction out of range", 28);
+    if (out->p.ef_construction < 1 || out->p.ef_construction > HNSW_MAX_EF_CONSTRUCTION)
+        return hf_bad("ef_construction out of range", 28);
     if (out->p.ef_search < 1 || out->p.ef_search > HNSW_MAX_EF) return hf_bad("ef_search out of range", 32);
     /* Every node takes at least HF_NODE_FIXED + 4 bytes: a count that cannot fit is refused before
      * anything is allocated for it. */
-    if ((uint64_t)out->nnodes * (HF_NODE_FIXED + 4 + out->row_bytes) > len) return hf_bad("node count larger than the file", 36);
+    if ((uint64_t)out->nnodes * (HF_NODE_FIXED + 4 + out->row_bytes) > len)
+        return hf_bad("node count larger than the file", 36);
     if (out->nnodes == 0 ? (out->entry != HNSW_FILE_NONE || out->max_level != -1)
                          : (out->entry >= out->nnodes || out->max_level < 0 || out->max_level >= HNSW_MAX_LEVEL))
         return hf_bad("bad entry point", 40);
@@ -300,12 +309,24 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
     int rc = JVDB_OK;
     const uint32_t f_row_bytes = out->row_bytes;
     while (done < out->nnodes) {
-        if (end - off < HF_BLOCK_HEAD + 8) { rc = hf_bad("truncated block", off); break; }
+        if (end - off < HF_BLOCK_HEAD + 8) {
+            rc = hf_bad("truncated block", off);
+            break;
+        }
         const uint8_t *bh = b + off;
         uint32_t first = get32(bh + 4), count = get32(bh + 8), plen = get32(bh + 12);
-        if (get32(bh) != HF_BLOCK_TAG) { rc = hf_bad("bad block tag", off); break; }
-        if (first != done || count == 0 || count > out->nnodes - done) { rc = hf_bad("bad block node range", off); break; }
-        if (plen > end - off - HF_BLOCK_HEAD - 8) { rc = hf_bad("block longer than the file", off); break; }
+        if (get32(bh) != HF_BLOCK_TAG) {
+            rc = hf_bad("bad block tag", off);
+            break;
+        }
+        if (first != done || count == 0 || count > out->nnodes - done) {
+            rc = hf_bad("bad block node range", off);
+            break;
+        }
+        if (plen > end - off - HF_BLOCK_HEAD - 8) {
+            rc = hf_bad("block longer than the file", off);
+            break;
+        }
         if (get64(bh + HF_BLOCK_HEAD + plen) != XXH3_64bits(bh, HF_BLOCK_HEAD + plen)) {
             rc = hf_bad("block checksum mismatch", off);
             break;
@@ -313,38 +334,71 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
         const uint8_t *p = bh + HF_BLOCK_HEAD, *pe = p + plen;
         for (uint32_t k = 0; k < count && rc == JVDB_OK; k++) {
             hnsw_file_node *nd = &out->nodes[done + k];
-            if (pe - p < (ptrdiff_t)HF_NODE_FIXED) { rc = hf_bad("truncated node", (size_t)(p - b)); break; }
+            if (pe - p < (ptrdiff_t)HF_NODE_FIXED) {
+                rc = hf_bad("truncated node", (size_t)(p - b));
+                break;
+            }
             nd->lsn = get64(p);
             memcpy(&nd->id_len, p + 8, 2);
             nd->level = p[10];
             uint8_t flags = p[11];
-            if (flags & ~HF_FLAG_DEAD) { rc = hf_bad("unknown node flags", (size_t)(p - b)); break; }
+            if (flags & ~HF_FLAG_DEAD) {
+                rc = hf_bad("unknown node flags", (size_t)(p - b));
+                break;
+            }
             nd->dead = flags & HF_FLAG_DEAD;
-            if (nd->level >= HNSW_MAX_LEVEL) { rc = hf_bad("node level out of range", (size_t)(p - b)); break; }
-            if (!nd->dead && nd->id_len == 0) { rc = hf_bad("live node without an id", (size_t)(p - b)); break; }
+            if (nd->level >= HNSW_MAX_LEVEL) {
+                rc = hf_bad("node level out of range", (size_t)(p - b));
+                break;
+            }
+            if (!nd->dead && nd->id_len == 0) {
+                rc = hf_bad("live node without an id", (size_t)(p - b));
+                break;
+            }
             p += HF_NODE_FIXED;
-            if (pe - p < nd->id_len) { rc = hf_bad("truncated id", (size_t)(p - b)); break; }
+            if (pe - p < nd->id_len) {
+                rc = hf_bad("truncated id", (size_t)(p - b));
+                break;
+            }
             nd->id = (const char *)p;
             p += nd->id_len;
-            if ((size_t)(pe - p) < f_row_bytes) { rc = hf_bad("truncated row", (size_t)(p - b)); break; }
+            if ((size_t)(pe - p) < f_row_bytes) {
+                rc = hf_bad("truncated row", (size_t)(p - b));
+                break;
+            }
             nd->row = p;
             p += f_row_bytes;
             nd->links = p;
             for (int l = 0; l <= nd->level; l++) {
-                if (pe - p < 4) { rc = hf_bad("truncated link list", (size_t)(p - b)); break; }
+                if (pe - p < 4) {
+                    rc = hf_bad("truncated link list", (size_t)(p - b));
+                    break;
+                }
                 uint32_t c = get32(p);
-                if (c > (l ? out->p.M : M0)) { rc = hf_bad("link list longer than M allows", (size_t)(p - b)); break; }
+                if (c > (l ? out->p.M : M0)) {
+                    rc = hf_bad("link list longer than M allows", (size_t)(p - b));
+                    break;
+                }
                 p += 4;
-                if ((size_t)(pe - p) < 4u * c) { rc = hf_bad("truncated link list", (size_t)(p - b)); break; }
+                if ((size_t)(pe - p) < 4u * c) {
+                    rc = hf_bad("truncated link list", (size_t)(p - b));
+                    break;
+                }
                 for (uint32_t i = 0; i < c; i++, p += 4) {
                     uint32_t t = get32(p);
-                    if (t >= out->nnodes || t == done + k) { rc = hf_bad("link to a node that does not exist", (size_t)(p - b)); break; }
+                    if (t >= out->nnodes || t == done + k) {
+                        rc = hf_bad("link to a node that does not exist", (size_t)(p - b));
+                        break;
+                    }
                 }
                 if (rc) break;
             }
         }
         if (rc) break;
-        if (p != pe) { rc = hf_bad("block has bytes after its last node", (size_t)(p - b)); break; }
+        if (p != pe) {
+            rc = hf_bad("block has bytes after its last node", (size_t)(p - b));
+            break;
+        }
         done += count;
         nblocks++;
         off += HF_BLOCK_HEAD + plen + 8;

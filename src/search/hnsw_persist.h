@@ -15,29 +15,29 @@
 
 #include "search/hnsw.h"
 
-#define HNSW_FILE_NAME "ext.hnsw"
+#define HNSW_FILE_NAME    "ext.hnsw"
 #define HNSW_FILE_VERSION 2u
 
 typedef struct hnsw_file_node {
     uint64_t lsn;
-    const char *id;              /* into the file's bytes; not NUL-terminated */
+    const char *id; /* into the file's bytes; not NUL-terminated */
     uint16_t id_len;
     uint8_t level;
-    uint8_t dead;                /* kept only for its links (repairing its neighbours at load) */
-    const uint8_t *row;          /* the node's navigation row, row_bytes bytes (unaligned, in the file) */
-    const uint8_t *links;        /* level + 1 lists, level 0 first: u32 count, count u32 node indices */
+    uint8_t dead;         /* kept only for its links (repairing its neighbours at load) */
+    const uint8_t *row;   /* the node's navigation row, row_bytes bytes (unaligned, in the file) */
+    const uint8_t *links; /* level + 1 lists, level 0 first: u32 count, count u32 node indices */
 } hnsw_file_node;
 
 typedef struct hnsw_file {
     uint32_t dim;
     jvdb_metric metric;
-    hnsw_params p;               /* seed = the level generator's state when the file was written */
-    uint64_t lsn;                /* every record with an LSN up to this one was reconciled */
+    hnsw_params p; /* seed = the level generator's state when the file was written */
+    uint64_t lsn;  /* every record with an LSN up to this one was reconciled */
     uint32_t nnodes;
-    uint32_t entry;              /* node index, HNSW_FILE_NONE when empty */
+    uint32_t entry; /* node index, HNSW_FILE_NONE when empty */
     int max_level;
-    uint32_t row_bytes;          /* per node: sq8_row_bytes(dim) when p.sq8, else 4 * dim */
-    const uint8_t *extra;        /* the owner's checksummed bytes (search.c: the quantiser) */
+    uint32_t row_bytes;   /* per node: sq8_row_bytes(dim) when p.sq8, else 4 * dim */
+    const uint8_t *extra; /* the owner's checksummed bytes (search.c: the quantiser) */
     uint32_t extra_len;
     hnsw_file_node *nodes;
 } hnsw_file;
@@ -55,8 +55,7 @@ int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out);
 /* Builds a graph from a parsed file: node i becomes slot map[i] (HNSW_FILE_NONE drops it).  A node that
  * loses links to dropped nodes gets its list refilled from theirs (as pgvector's vacuum does), with
  * the vectors read through the slot table.  JVDB_ECORRUPT if two nodes map to one slot, JVDB_ENOMEM. */
-int hnsw_from_file(const hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots,
-                   hnsw **out);
+int hnsw_from_file(const hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots, hnsw **out);
 
 /* Identity of the record a node stands for, for the writer: returns 1 and fills id/lsn, or 0 when
  * the node should be written as dead (its record is gone or changed since it was linked). */

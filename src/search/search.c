@@ -64,57 +64,58 @@
 #include <time.h>
 
 #define INDEX_CHUNK 16
-#define INDEX_CHUNK_PER_THREAD 64   /* a parallel batch: enough per thread to pay for starting it, few
+#define INDEX_CHUNK_PER_THREAD \
+    64 /* a parallel batch: enough per thread to pay for starting it, few
                                      * enough that searches wait for the index lock only briefly */
-#define VACUUM_SHARE 0.10
-#define VACUUM_MIN_NODES 1000
-#define SAVE_CHANGES 50000
-#define SAVE_SECONDS 30
-#define LOAD_CHUNK 4096
-#define SELECTIVE_SAMPLE 256
-#define NAV_BLOCK 4096
+#define VACUUM_SHARE       0.10
+#define VACUUM_MIN_NODES   1000
+#define SAVE_CHANGES       50000
+#define SAVE_SECONDS       30
+#define LOAD_CHUNK         4096
+#define SELECTIVE_SAMPLE   256
+#define NAV_BLOCK          4096
 /* Filtered searches scan their payload candidates exactly up to this many, or this share of the
  * live vectors (search_plan_scan). */
-#define PAYLOAD_SCAN_MIN 4096
+#define PAYLOAD_SCAN_MIN   4096
 #define PAYLOAD_SCAN_SHARE 0.03
-#define QUANT_SAMPLE 16384        /* vectors read from the slot table to fit the quantiser */
-#define QUANT_MARGIN 1.1f         /* range left beyond the sample's */
-#define QUANT_GROW 1.25f          /* a refit at least widens this much: refits stay few */
-#define QUANT_SLACK 1.05f         /* how far past the range a vector may be clamped before a refit */
+#define QUANT_SAMPLE       16384 /* vectors read from the slot table to fit the quantiser */
+#define QUANT_MARGIN       1.1f  /* range left beyond the sample's */
+#define QUANT_GROW         1.25f /* a refit at least widens this much: refits stay few */
+#define QUANT_SLACK        1.05f /* how far past the range a vector may be clamped before a refit */
 
 struct search_index {
     jvdb_db *db;
     pthread_rwlock_t lock;
-    hnsw *graph;                  /* NULL for FLAT */
-    const float **nav;            /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
+    hnsw *graph;       /* NULL for FLAT */
+    const float **nav; /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
     uint32_t nav_cap;
-    int8_t **nav_blocks;          /* NAV_BLOCK rows each */
+    int8_t **nav_blocks; /* NAV_BLOCK rows each */
     uint32_t nav_nblocks;
-    uint32_t row_bytes;           /* sq8_row_bytes(dim) */
-    sq8_quant quant;              /* codes every row; scale 0 until the first row (index lock) */
-    float *vbuf;                  /* the index thread's dim-float work vector */
+    uint32_t row_bytes; /* sq8_row_bytes(dim) */
+    sq8_quant quant;    /* codes every row; scale 0 until the first row (index lock) */
+    float *vbuf;        /* the index thread's dim-float work vector */
     jvdb_index_options opts;
     pthread_mutex_t pend_mu;
-    pthread_cond_t pend_cv;       /* work for the thread, or pending drained (waiters) */
-    uint8_t *pending_bit;         /* per slot */
+    pthread_cond_t pend_cv; /* work for the thread, or pending drained (waiters) */
+    uint8_t *pending_bit;   /* per slot */
     uint32_t bits_cap;
-    uint32_t *pending;            /* queue of slots whose bit is set */
+    uint32_t *pending; /* queue of slots whose bit is set */
     uint32_t npending, cap;
     pthread_t thread;
     int thread_started;
     int stop;
 
     /* Durability (ix->lock guards these unless noted). */
-    int loading;                  /* the thread has yet to load the saved graph (pend_mu too) */
-    int rebuilding;               /* the graph was started empty; pending drains it (pend_mu too) */
-    char why[160];                /* reason of the rebuild */
-    uint64_t gen;                 /* bumped by every reset, so a load in progress knows it is stale */
-    pthread_mutex_t save_mu;      /* one save at a time (they share the .tmp name) */
-    uint64_t dirty;               /* graph changes since the last save */
+    int loading;             /* the thread has yet to load the saved graph (pend_mu too) */
+    int rebuilding;          /* the graph was started empty; pending drains it (pend_mu too) */
+    char why[160];           /* reason of the rebuild */
+    uint64_t gen;            /* bumped by every reset, so a load in progress knows it is stale */
+    pthread_mutex_t save_mu; /* one save at a time (they share the .tmp name) */
+    uint64_t dirty;          /* graph changes since the last save */
     time_t last_save;
     uint64_t saved_lsn;
     uint64_t loaded_nodes;
-    struct payload_index *pl;     /* payload indexes (payload.c): fed by the keydir hook, used to plan */
+    struct payload_index *pl; /* payload indexes (payload.c): fed by the keydir hook, used to plan */
 };
 
 static pthread_mutex_t search_attach_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -133,13 +134,17 @@ void jvdb_search_params_init(jvdb_search_params *p)
     p->k = 10;
 }
 
+/* Refuses index options outside the limits of hnsw.h, saying which. */
 static int index_check_options(const jvdb_index_options *o)
 {
-    if (o->type != JVDB_INDEX_HNSW && o->type != JVDB_INDEX_FLAT) return err_set(JVDB_EINVAL, "unknown index type %d", (int)o->type);
+    if (o->type != JVDB_INDEX_HNSW && o->type != JVDB_INDEX_FLAT)
+        return err_set(JVDB_EINVAL, "unknown index type %d", (int)o->type);
     if (o->type == JVDB_INDEX_HNSW) {
-        if (o->m < 2 || o->m > HNSW_MAX_M) return err_set(JVDB_EINVAL, "HNSW M %u is out of range (2..%d)", o->m, HNSW_MAX_M);
-        if (o->ef_construction < 1 || o->ef_construction > 100000)
-            return err_set(JVDB_EINVAL, "HNSW ef_construction %u is out of range (1..100000)", o->ef_construction);
+        if (o->m < 2 || o->m > HNSW_MAX_M)
+            return err_set(JVDB_EINVAL, "HNSW M %u is out of range (2..%d)", o->m, HNSW_MAX_M);
+        if (o->ef_construction < 1 || o->ef_construction > HNSW_MAX_EF_CONSTRUCTION)
+            return err_set(JVDB_EINVAL, "HNSW ef_construction %u is out of range (1..%d)", o->ef_construction,
+                           HNSW_MAX_EF_CONSTRUCTION);
         if (o->ef_search < 1 || o->ef_search > HNSW_MAX_EF)
             return err_set(JVDB_EINVAL, "HNSW ef_search %u is out of range (1..%d)", o->ef_search, HNSW_MAX_EF);
     }
@@ -156,18 +161,17 @@ static void index_options_from_manifest(jvdb_db *db, jvdb_index_options *o)
         return;
     }
     json_t *v;
-    if ((v = json_object_get(x, "type")) && json_is_string(v)) o->type = strcmp(json_string_value(v), "flat") ? JVDB_INDEX_HNSW : JVDB_INDEX_FLAT;
+    if ((v = json_object_get(x, "type")) && json_is_string(v))
+        o->type = strcmp(json_string_value(v), "flat") ? JVDB_INDEX_HNSW : JVDB_INDEX_FLAT;
     if ((v = json_object_get(x, "m")) && json_is_integer(v)) o->m = (uint32_t)json_integer_value(v);
-    if ((v = json_object_get(x, "ef_construction")) && json_is_integer(v)) o->ef_construction = (uint32_t)json_integer_value(v);
+    if ((v = json_object_get(x, "ef_construction")) && json_is_integer(v))
+        o->ef_construction = (uint32_t)json_integer_value(v);
     if ((v = json_object_get(x, "ef_search")) && json_is_integer(v)) o->ef_search = (uint32_t)json_integer_value(v);
     json_decref(x);
     if (index_check_options(o) != JVDB_OK) jvdb_index_options_init(o);
 }
 
-void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out)
-{
-    index_options_from_manifest(db, out);
-}
+void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out) { index_options_from_manifest(db, out); }
 
 /* ---------------------------------------------------------------- pending slots */
 
@@ -203,7 +207,8 @@ static void index_slot_hook(void *ctx, uint32_t slot, int added)
 oom:
     /* Without memory to queue the slot the graph would silently miss it: fall back to exact search
      * for this database until the next rebuild. */
-    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", jvdb_db_name(ix->db), slot);
+    log_error("search index of '%s': out of memory queueing slot %u; searches use exact scan", jvdb_db_name(ix->db),
+              slot);
     ix->opts.type = JVDB_INDEX_FLAT;
     pthread_mutex_unlock(&ix->pend_mu);
 }
@@ -290,7 +295,8 @@ static int index_quant_fit(struct search_index *ix, const float *x, float min_sc
     if (ix->quant.scale > 0.0f)
         for (uint32_t s = 0; s < ix->nav_cap; s++)
             if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
-    log_debug("search index of '%s': quantiser fitted to %u vectors (step %g)", jvdb_db_name(ix->db), t.n, (double)nq.scale);
+    log_debug("search index of '%s': quantiser fitted to %u vectors (step %g)", jvdb_db_name(ix->db), t.n,
+              (double)nq.scale);
     sq8_free(&ix->quant);
     ix->quant = nq;
     return JVDB_OK;
@@ -302,7 +308,9 @@ static uint32_t index_threads_setting;
 int jvdb_set_index_threads(uint32_t threads)
 {
     err_clear();
-    if (threads > HNSW_MAX_THREADS) return err_set(JVDB_EINVAL, "%u index threads is too many (at most %d; 0 = every core)", threads, HNSW_MAX_THREADS);
+    if (threads > HNSW_MAX_THREADS)
+        return err_set(JVDB_EINVAL, "%u index threads is too many (at most %d; 0 = every core)", threads,
+                       HNSW_MAX_THREADS);
     uint32_t n = threads ? threads : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);
     __atomic_store_n(&index_threads_setting, n < 1 ? 1 : n > HNSW_MAX_THREADS ? HNSW_MAX_THREADS : n, __ATOMIC_RELAXED);
     return JVDB_OK;
@@ -357,7 +365,8 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
     }
     /* Put refuses the zero vector for cosine, so this fails only on a record no put wrote. */
     if (!index_vector_of(ix, sl, n, slot, ix->vbuf)) {
-        log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot, jvdb_errmsg());
+        log_error("search index of '%s': slot %u: %s; it is left out of the graph", jvdb_db_name(ix->db), slot,
+                  jvdb_errmsg());
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
         return 0;
     }
@@ -376,7 +385,8 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
     }
     int8_t *row = index_nav_slot(ix, slot);
     if (!row) {
-        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild", jvdb_db_name(ix->db), slot);
+        log_error("search index of '%s': out of memory for slot %u; it is searched exactly until a rebuild",
+                  jvdb_db_name(ix->db), slot);
         return 0;
     }
     sq8_encode(&ix->quant, ix->vbuf, row);
@@ -407,7 +417,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
     ix->loaded_nodes = 0;
     snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
-    ix->quant.scale = 0.0f;   /* refitted to the vectors at the first row */
+    ix->quant.scale = 0.0f; /* refitted to the vectors at the first row */
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
@@ -424,10 +434,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
 
 /* ---------------------------------------------------------------- the graph file */
 
-static int index_writable(const jvdb_db *db)
-{
-    return db_writable(db);
-}
+static int index_writable(const jvdb_db *db) { return db_writable(db); }
 
 struct save_ctx {
     struct search_index *ix;
@@ -486,7 +493,7 @@ static int index_save_locked(struct search_index *ix)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
-    struct save_ctx sc = {ix};
+    struct save_ctx sc = { ix };
     /* The quantiser goes beside the header: scale, then the centres. */
     uint32_t dim = jvdb_db_dim(db), xlen = 4 + 4 * dim;
     uint8_t *extra = malloc(xlen);
@@ -549,7 +556,8 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         munmap(map, (size_t)st.st_size);
         return rc;
     }
-    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != opts->m || f.p.ef_construction != opts->ef_construction) {
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != opts->m ||
+        f.p.ef_construction != opts->ef_construction) {
         snprintf(why, whylen, "saved graph was built with other settings (dim %u, M %u, ef_construction %u)", f.dim,
                  f.p.M, f.p.ef_construction);
         rc = JVDB_EINVAL;
@@ -557,7 +565,8 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     }
     float fscale = 0.0f;
     if (f.extra_len == 4 + 4 * f.dim) memcpy(&fscale, f.extra, 4);
-    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || f.extra_len != 4 + 4 * f.dim || !(fscale > 0.0f) || !isfinite(fscale)) {
+    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || f.extra_len != 4 + 4 * f.dim || !(fscale > 0.0f) ||
+        !isfinite(fscale)) {
         snprintf(why, whylen, "saved graph has no usable quantiser (rows of %u bytes)", f.row_bytes);
         rc = JVDB_EINVAL;
         goto out;
@@ -628,7 +637,7 @@ static void index_load(struct search_index *ix)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pthread_rwlock_rdlock(&ix->lock);
     uint64_t gen = ix->gen;
-    jvdb_index_options opts = ix->opts;   /* set_index changes them under the write lock (and gen) */
+    jvdb_index_options opts = ix->opts; /* set_index changes them under the write lock (and gen) */
     pthread_rwlock_unlock(&ix->lock);
     char why[160] = "";
     hnsw *g = NULL;
@@ -644,7 +653,7 @@ static void index_load(struct search_index *ix)
     if (rc == JVDB_OK) {
         hnsw_free(ix->graph);
         ix->graph = g;
-        hnsw_set_ef_search(g, ix->opts.ef_search);   /* set_index may have changed only ef meanwhile */
+        hnsw_set_ef_search(g, ix->opts.ef_search); /* set_index may have changed only ef meanwhile */
         ix->loaded_nodes = hnsw_node_count(g);
         ix->why[0] = '\0';
         /* Catch-up: every live slot the graph does not hold (written after the save, replaced, or
@@ -720,7 +729,8 @@ static void *index_thread_main(void *arg)
                 if (dirty >= SAVE_CHANGES || now - last >= SAVE_SECONDS) {
                     pthread_mutex_unlock(&ix->pend_mu);
                     pthread_rwlock_rdlock(&ix->lock);
-                    if (index_save_locked(ix) != JVDB_OK) __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);   /* retry later, not in a loop */
+                    if (index_save_locked(ix) != JVDB_OK)
+                        __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED); /* retry later, not in a loop */
                     pthread_rwlock_unlock(&ix->lock);
                     pthread_mutex_lock(&ix->pend_mu);
                     continue;
@@ -755,19 +765,18 @@ static void *index_thread_main(void *arg)
             for (uint32_t i = 0; i < n; i++)
                 if (index_reconcile(ix, chunk[i])) chunk[ins++] = chunk[i];
             if (ins && hnsw_insert_batch(ix->graph, ix->nav, ix->nav_cap, chunk, ins, threads) != JVDB_OK)
-                log_error("search index of '%s': cannot insert %s: %s", jvdb_db_name(db), ins > 1 ? "some vectors" : "a vector",
-                          jvdb_errmsg());
+                log_error("search index of '%s': cannot insert %s: %s", jvdb_db_name(db),
+                          ins > 1 ? "some vectors" : "a vector", jvdb_errmsg());
         }
-        int vacuum = ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES &&
-                     hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
+        int vacuum =
+            ix->graph && hnsw_node_count(ix->graph) >= VACUUM_MIN_NODES && hnsw_deleted_share(ix->graph) > VACUUM_SHARE;
         rp_exit();
         if (vacuum) {
             /* Only the graph and its own vector copies are read: the database stays open to all. */
             uint32_t removed = 0;
             if (hnsw_vacuum(ix->graph, ix->nav, ix->nav_cap, &removed) != JVDB_OK)
                 log_error("search index of '%s': vacuum failed: %s", jvdb_db_name(db), jvdb_errmsg());
-            else
-                __atomic_fetch_add(&ix->dirty, removed, __ATOMIC_RELAXED);
+            else __atomic_fetch_add(&ix->dirty, removed, __ATOMIC_RELAXED);
         }
         pthread_rwlock_unlock(&ix->lock);
         pthread_mutex_lock(&ix->pend_mu);
@@ -897,10 +906,11 @@ int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o)
     struct search_index *ix = NULL;
     if ((rc = index_get(db, &ix))) return rc;
     pthread_rwlock_wrlock(&ix->lock);
-    int graph_changes = ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
+    int graph_changes =
+        ix->opts.type != o->type || ix->opts.m != o->m || ix->opts.ef_construction != o->ef_construction;
     ix->opts = *o;
     if (graph_changes) {
-        struct reset_arg ra = {ix, "index settings changed"};
+        struct reset_arg ra = { ix, "index settings changed" };
         rc = db_as_writer(db, index_reset_graph_cb, &ra);
     } else if (ix->graph) {
         rc = hnsw_set_ef_search(ix->graph, o->ef_search);
@@ -917,7 +927,7 @@ int jvdb_db_index_rebuild(jvdb_db *db)
     if (rc) return rc;
     pthread_rwlock_wrlock(&ix->lock);
     if (ix->opts.type == JVDB_INDEX_HNSW) {
-        struct reset_arg ra = {ix, "rebuild requested"};
+        struct reset_arg ra = { ix, "rebuild requested" };
         rc = db_as_writer(db, index_reset_graph_cb, &ra);
     }
     pthread_rwlock_unlock(&ix->lock);
@@ -977,7 +987,8 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     free(path);
     if (fd < 0) {
-        if (errno != ENOENT) snprintf(out->problem, sizeof out->problem, "cannot open the saved graph: %s", strerror(errno));
+        if (errno != ENOENT)
+            snprintf(out->problem, sizeof out->problem, "cannot open the saved graph: %s", strerror(errno));
         return JVDB_OK;
     }
     out->present = 1;
@@ -987,7 +998,8 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     close(fd);
     hnsw_file f;
     if (got != (ssize_t)sizeof head || hnsw_file_parse_header(head, (size_t)st.st_size, &f) != JVDB_OK) {
-        snprintf(out->problem, sizeof out->problem, "%s", got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
+        snprintf(out->problem, sizeof out->problem, "%s",
+                 got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
         return JVDB_OK;
     }
     out->nodes = f.nnodes;
@@ -995,7 +1007,8 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     out->file_bytes = (uint64_t)st.st_size;
     jvdb_index_options o;
     jvdb_db_get_index(db, &o);
-    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m || f.p.ef_construction != o.ef_construction)
+    if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m ||
+        f.p.ef_construction != o.ef_construction)
         snprintf(out->problem, sizeof out->problem, "built with other settings (M %u, ef_construction %u)", f.p.M,
                  f.p.ef_construction);
     rp_enter();
@@ -1052,8 +1065,8 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
     pthread_mutex_lock(&ix->pend_mu);
     while ((ix->npending > 0 || ix->loading) && rc == JVDB_OK)
         if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && (ix->npending > 0 || ix->loading))
-            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", jvdb_db_name(db), ix->npending,
-                         ix->loading ? " (loading the saved graph)" : "");
+            rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", jvdb_db_name(db),
+                         ix->npending, ix->loading ? " (loading the saved graph)" : "");
     pthread_mutex_unlock(&ix->pend_mu);
     if (rc) return rc;
     /* The last chunk is taken off the queue before it is in the graph: wait for the thread to let go. */
@@ -1067,14 +1080,14 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
 struct accept_ctx {
     const jvdb_db *db;
     const jvdb_filter *filter;
-    const uint8_t *pending_bit;    /* skip pending slots (the graph's view of them is stale): a
+    const uint8_t *pending_bit; /* skip pending slots (the graph's view of them is stale): a
                                     * private copy, one bit per slot */
     uint32_t bits_cap;
-    const uint32_t *map;           /* pending scan: index in the packed array -> slot */
-    const struct kd_slots *sl;     /* the slot table and snapshot the search reads at */
+    const uint32_t *map;       /* pending scan: index in the packed array -> slot */
+    const struct kd_slots *sl; /* the slot table and snapshot the search reads at */
     uint32_t nslots;
     uint64_t snap;
-    const struct payload_plan *plan;   /* the payload indexes' answer for the filter (NULL: none) */
+    const struct payload_plan *plan; /* the payload indexes' answer for the filter (NULL: none) */
 };
 
 /* The version of slot's vector the search's snapshot sees (NULL: none). */
@@ -1161,8 +1174,8 @@ void jvdb_results_free(jvdb_result *r, size_t n)
 
 /* Builds the answers for the slots found, each as the search's snapshot sees it; *count may end
  * below n when a slot has no version there (a graph answer that was never accepted). */
-static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p, const uint32_t *slots,
-                         const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
+static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p,
+                         const uint32_t *slots, const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
 {
     jvdb_result *r = calloc(n ? n : 1, sizeof *r);
     if (!r) return err_set(JVDB_ENOMEM, "out of memory");
@@ -1231,8 +1244,8 @@ static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, cons
 
 /* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
  * small pointer array of the vectors the snapshot sees). */
-static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q, const flat_params *base,
-                          struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
+static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q,
+                          const flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
 {
     *n = 0;
     if (npend == 0) return JVDB_OK;
@@ -1276,8 +1289,9 @@ static uint32_t search_plan_ef(const struct payload_plan *plan, const jvdb_searc
 }
 
 /* Exact scan of the payload plan's candidates, each resolved at the search's snapshot. */
-static int search_candidates(const jvdb_db *db, const struct payload_plan *plan, const float *q, const flat_params *base,
-                             struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
+static int search_candidates(const jvdb_db *db, const struct payload_plan *plan, const float *q,
+                             const flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores,
+                             uint32_t *n)
 {
     *n = 0;
     uint32_t *cand = malloc((plan->ncand ? plan->ncand : 1) * sizeof *cand), nc = 0;
@@ -1333,8 +1347,10 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     if (params) p = *params;
     else jvdb_search_params_init(&p);
     if (dim != jvdb_db_dim(db))
-        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, jvdb_db_name(db), jvdb_db_dim(db));
-    if (p.k == 0 || p.k > JVDB_MAX_K) return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, JVDB_MAX_K);
+        return err_set(JVDB_EINVAL, "query has %u values but database '%s' has dimension %u", dim, jvdb_db_name(db),
+                       jvdb_db_dim(db));
+    if (p.k == 0 || p.k > JVDB_MAX_K)
+        return err_set(JVDB_EINVAL, "k (topK) %u is out of range (1..%d)", p.k, JVDB_MAX_K);
     if (p.ef > HNSW_MAX_EF) return err_set(JVDB_EINVAL, "ef %u is out of range (1..%d)", p.ef, HNSW_MAX_EF);
     float *q = malloc((size_t)dim * sizeof *q);
     uint32_t *slots = malloc(3 * (size_t)p.k * sizeof *slots);
@@ -1373,7 +1389,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     fp.threads = p.threads;
     fp.use_threshold = p.has_threshold;
     fp.threshold = p.threshold;
-    struct accept_ctx ac = {db, p.filter, NULL, 0, NULL, sl, nslots, snap, NULL};
+    struct accept_ctx ac = { db, p.filter, NULL, 0, NULL, sl, nslots, snap, NULL };
     uint32_t n = 0;
     struct payload_plan plan;
     memset(&plan, 0, sizeof plan);
@@ -1400,7 +1416,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
          * decide, the threshold included. */
         uint32_t ef = p.ef ? p.ef : ix->opts.ef_search;
         hq.candidates = ef > 2 * p.k ? ef : 2 * p.k;
-        hnsw_search_info info = {.complete = 1};
+        hnsw_search_info info = { .complete = 1 };
         uint32_t gn = 0, pn = 0, cn = 0;
         uint32_t *cand = malloc((size_t)hq.candidates * sizeof *cand);
         void *qrow = aligned_alloc(16, ix->row_bytes);
@@ -1413,12 +1429,12 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         free(cand);
         free(qrow);
         if (rc == JVDB_OK && !info.complete) {
-            exact = 1;   /* filters or deletions hid too much of the graph */
+            exact = 1; /* filters or deletions hid too much of the graph */
         } else if (rc == JVDB_OK) {
             rc = search_pending(db, pend, npend, q, &fp, &ac, slots + p.k, scores + p.k, &pn);
             if (rc == JVDB_OK)
-                n = merge_results(jvdb_db_metric(db), p.k, slots, scores, gn, slots + p.k, scores + p.k, pn, slots + 2 * p.k,
-                                  scores + 2 * p.k);
+                n = merge_results(jvdb_db_metric(db), p.k, slots, scores, gn, slots + p.k, scores + p.k, pn,
+                                  slots + 2 * p.k, scores + 2 * p.k);
             memmove(slots, slots + 2 * p.k, n * sizeof *slots);
             memmove(scores, scores + 2 * p.k, n * sizeof *scores);
         }

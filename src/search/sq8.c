@@ -17,49 +17,47 @@
 
 #define SQ8_CHUNK 16384u
 
-#define SQ8_BODIES(sfx, attr)                                                                          \
-    attr static float sq8_l2_##sfx(const float *pa, const float *pb, uint32_t dim)                    \
-    {                                                                                                  \
-        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                 \
-        int64_t tot = 0;                                                                               \
-        for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                \
-            uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                    \
-            int32_t acc = 0;                                                                           \
-            for (uint32_t i = o; i < e; i++) {                                                         \
-                int32_t d = (int32_t)a[i] - (int32_t)b[i];                                             \
-                acc += d * d;                                                                          \
-            }                                                                                          \
-            tot += acc;                                                                                \
-        }                                                                                              \
-        return (float)tot;                                                                             \
-    }                                                                                                  \
-    attr static float sq8_nip_##sfx(const float *pa, const float *pb, uint32_t dim)                   \
-    {                                                                                                  \
-        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                 \
-        int64_t tot = 0;                                                                               \
-        for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                \
-            uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                    \
-            int32_t acc = 0;                                                                           \
-            for (uint32_t i = o; i < e; i++) acc += (int32_t)a[i] * (int32_t)b[i];                     \
-            tot += acc;                                                                                \
-        }                                                                                              \
-        return -(float)tot;                                                                            \
-    }                                                                                                  \
-    attr static void sq8_l2_batch_##sfx(const float *q, const float *const *v, uint32_t n, uint32_t dim, \
-                                        float *out)                                                    \
-    {                                                                                                  \
-        for (uint32_t i = 0; i < n; i++) {                                                             \
-            if (i + 2 < n && v[i + 2]) __builtin_prefetch(v[i + 2], 0, 3);                             \
-            out[i] = v[i] ? sq8_l2_##sfx(q, v[i], dim) : INFINITY;                                     \
-        }                                                                                              \
-    }                                                                                                  \
-    attr static void sq8_nip_batch_##sfx(const float *q, const float *const *v, uint32_t n, uint32_t dim, \
-                                         float *out)                                                   \
-    {                                                                                                  \
-        for (uint32_t i = 0; i < n; i++) {                                                             \
-            if (i + 2 < n && v[i + 2]) __builtin_prefetch(v[i + 2], 0, 3);                             \
-            out[i] = v[i] ? sq8_nip_##sfx(q, v[i], dim) : INFINITY;                                    \
-        }                                                                                              \
+#define SQ8_BODIES(sfx, attr)                                                                                         \
+    attr static float sq8_l2_##sfx(const float *pa, const float *pb, uint32_t dim)                                    \
+    {                                                                                                                 \
+        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
+        int64_t tot = 0;                                                                                              \
+        for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                               \
+            uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                                   \
+            int32_t acc = 0;                                                                                          \
+            for (uint32_t i = o; i < e; i++) {                                                                        \
+                int32_t d = (int32_t)a[i] - (int32_t)b[i];                                                            \
+                acc += d * d;                                                                                         \
+            }                                                                                                         \
+            tot += acc;                                                                                               \
+        }                                                                                                             \
+        return (float)tot;                                                                                            \
+    }                                                                                                                 \
+    attr static float sq8_nip_##sfx(const float *pa, const float *pb, uint32_t dim)                                   \
+    {                                                                                                                 \
+        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
+        int64_t tot = 0;                                                                                              \
+        for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                               \
+            uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                                   \
+            int32_t acc = 0;                                                                                          \
+            for (uint32_t i = o; i < e; i++) acc += (int32_t)a[i] * (int32_t)b[i];                                    \
+            tot += acc;                                                                                               \
+        }                                                                                                             \
+        return -(float)tot;                                                                                           \
+    }                                                                                                                 \
+    attr static void sq8_l2_batch_##sfx(const float *q, const float *const *v, uint32_t n, uint32_t dim, float *out)  \
+    {                                                                                                                 \
+        for (uint32_t i = 0; i < n; i++) {                                                                            \
+            if (i + 2 < n && v[i + 2]) __builtin_prefetch(v[i + 2], 0, 3);                                            \
+            out[i] = v[i] ? sq8_l2_##sfx(q, v[i], dim) : INFINITY;                                                    \
+        }                                                                                                             \
+    }                                                                                                                 \
+    attr static void sq8_nip_batch_##sfx(const float *q, const float *const *v, uint32_t n, uint32_t dim, float *out) \
+    {                                                                                                                 \
+        for (uint32_t i = 0; i < n; i++) {                                                                            \
+            if (i + 2 < n && v[i + 2]) __builtin_prefetch(v[i + 2], 0, 3);                                            \
+            out[i] = v[i] ? sq8_nip_##sfx(q, v[i], dim) : INFINITY;                                                   \
+        }                                                                                                             \
     }
 
 SQ8_BODIES(scalar, )

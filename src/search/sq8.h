@@ -20,8 +20,8 @@
 
 typedef struct sq8_quant {
     uint32_t dim;
-    float scale;                 /* > 0 once trained; 0 = untrained */
-    float *centre;               /* dim values; all 0 for dot and cosine */
+    float scale;   /* > 0 once trained; 0 = untrained */
+    float *centre; /* dim values; all 0 for dot and cosine */
 } sq8_quant;
 
 /* Bytes of one code row. */

@@ -16,7 +16,12 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
 
 static void resign(uint8_t *b, size_t len)
 {
@@ -46,14 +51,13 @@ static void exercise(const uint8_t *b, size_t len)
         return;
     }
     uint32_t *map = malloc(((size_t)f.nnodes + 1) * sizeof *map);
-    size_t stride = f.p.sq8 ? f.row_bytes / 4 : f.dim;   /* floats per row */
+    size_t stride = f.p.sq8 ? f.row_bytes / 4 : f.dim; /* floats per row */
     float *store = malloc(((size_t)f.nnodes + 1) * stride * sizeof *store);
     const float **slots = malloc(((size_t)f.nnodes + 1) * sizeof *slots);
     if (!map || !store || !slots) abort();
     for (uint32_t i = 0; i < f.nnodes; i++) {
-        map[i] = i % 3 == 1 ? HNSW_FILE_NONE : f.nnodes - 1 - i;   /* reversed: slots are not file order */
-        if (f.p.sq8)
-            memcpy(store + (size_t)i * stride, f.nodes[i].row, f.row_bytes);
+        map[i] = i % 3 == 1 ? HNSW_FILE_NONE : f.nnodes - 1 - i; /* reversed: slots are not file order */
+        if (f.p.sq8) memcpy(store + (size_t)i * stride, f.nodes[i].row, f.row_bytes);
         else
             for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
         slots[i] = store + (size_t)i * stride;
@@ -70,7 +74,8 @@ static void exercise(const uint8_t *b, size_t len)
         for (uint32_t s = 0; s < f.nnodes; s += 5)
             if (hnsw_contains(h, s)) hnsw_mark_deleted(h, s);
         uint32_t removed;
-        if (hnsw_vacuum(h, slots, f.nnodes, &removed) == JVDB_OK && hnsw_search(h, slots, f.nnodes, store, &q, out, sc, &n, NULL) == JVDB_OK)
+        if (hnsw_vacuum(h, slots, f.nnodes, &removed) == JVDB_OK &&
+            hnsw_search(h, slots, f.nnodes, store, &q, out, sc, &n, NULL) == JVDB_OK)
             for (uint32_t i = 0; i < n; i++)
                 if (hnsw_is_deleted(h, out[i]) || !hnsw_contains(h, out[i])) abort();
         hnsw_free(h);

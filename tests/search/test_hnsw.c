@@ -30,14 +30,13 @@ static hnsw *build(const tu_data *d, jvdb_metric m, const hnsw_params *hp)
     hnsw *h;
     assert_int_equal(hnsw_create(d->dim, m, hp ? hp : &def, &h), 0);
     for (uint32_t s = 0; s < d->n; s++) {
-        if (d->slots[s])
-            assert_int_equal(hnsw_insert(h, d->slots, d->n, s), 0);
+        if (d->slots[s]) assert_int_equal(hnsw_insert(h, d->slots, d->n, s), 0);
     }
     return h;
 }
 
-static uint32_t exact(const float *const *slots, uint32_t n, uint32_t dim, jvdb_metric m, const float *q,
-                      uint32_t k, topk_accept_fn accept, void *ctx, uint32_t *out)
+static uint32_t exact(const float *const *slots, uint32_t n, uint32_t dim, jvdb_metric m, const float *q, uint32_t k,
+                      topk_accept_fn accept, void *ctx, uint32_t *out)
 {
     flat_params p;
     flat_params_init(&p);
@@ -53,19 +52,17 @@ static uint32_t exact(const float *const *slots, uint32_t n, uint32_t dim, jvdb_
 /* Mean recall@k of HNSW against exact search over `truth_slots` (the live view of the table), while
  * HNSW reads vectors through `slots`.  Also checks that nothing deleted or rejected is returned. */
 static double recall(const hnsw *h, const float *const *slots, const float *const *truth_slots, uint32_t n,
-                     uint32_t dim, jvdb_metric m, uint32_t nq, uint64_t seed, uint32_t ef,
-                     topk_accept_fn accept, void *ctx)
+                     uint32_t dim, jvdb_metric m, uint32_t nq, uint64_t seed, uint32_t ef, topk_accept_fn accept,
+                     void *ctx)
 {
     tu_rng r = { seed };
     float *q = malloc(dim * sizeof *q);
     uint64_t hits = 0, total = 0;
     for (uint32_t i = 0; i < nq; i++) {
         uint32_t s0;
-        do
-            s0 = (uint32_t)(tu_next(&r) % n);
+        do s0 = (uint32_t)(tu_next(&r) % n);
         while (!truth_slots[s0]);
-        for (uint32_t j = 0; j < dim; j++)
-            q[j] = truth_slots[s0][j] + (float)(0.3 * tu_gauss(&r));
+        for (uint32_t j = 0; j < dim; j++) q[j] = truth_slots[s0][j] + (float)(0.3 * tu_gauss(&r));
         uint32_t want[K], got[K], nw, ng;
         nw = exact(truth_slots, n, dim, m, q, K, accept, ctx, want);
         hnsw_query hq;
@@ -78,8 +75,7 @@ static double recall(const hnsw *h, const float *const *slots, const float *cons
         for (uint32_t j = 0; j < ng; j++) {
             assert_non_null(truth_slots[got[j]]);
             assert_false(hnsw_is_deleted(h, got[j]));
-            if (accept)
-                assert_true(accept(ctx, got[j]));
+            if (accept) assert_true(accept(ctx, got[j]));
         }
         hits += tu_overlap(got, ng, want, nw);
         total += nw;
@@ -129,8 +125,7 @@ static void test_recall_delete_rebuild(void **state)
     assert_int_equal(hnsw_rebuild(h, live, N), 0);
     assert_int_equal(hnsw_node_count(h), hnsw_live_count(h));
     assert_true(hnsw_deleted_share(h) == 0.0);
-    for (uint32_t s = 0; s < N; s++)
-        assert_int_equal(hnsw_contains(h, s), live[s] != NULL);
+    for (uint32_t s = 0; s < N; s++) assert_int_equal(hnsw_contains(h, s), live[s] != NULL);
     double r3 = recall(h, live, live, N, DIM, JVDB_METRIC_L2, NQ, 4, 0, NULL, NULL);
     print_message("recall@10 after rebuild:            %.4f\n", r3);
     assert_true(r3 >= 0.95);
@@ -224,8 +219,7 @@ static void test_filters(void **state)
             hnsw_search_info info;
             uint32_t got[K], n;
             assert_int_equal(hnsw_search(h, d.slots, N, q, &hq, got, NULL, &n, &info), 0);
-            for (uint32_t j = 0; j < n; j++)
-                assert_true(accept_mod(&f, got[j]));
+            for (uint32_t j = 0; j < n; j++) assert_true(accept_mod(&f, got[j]));
             if (info.complete) {
                 assert_int_equal(n, want);
             } else {
@@ -236,9 +230,9 @@ static void test_filters(void **state)
                 assert_int_equal(n, want);
             }
             if (round == 0)
-                print_message("filter 1/%-5u: %u results, ef %u after %u rounds, %llu distances%s\n",
-                              mods[i], n, info.ef_used, info.rounds,
-                              (unsigned long long)info.distances, info.complete ? "" : ", exact fallback");
+                print_message("filter 1/%-5u: %u results, ef %u after %u rounds, %llu distances%s\n", mods[i], n,
+                              info.ef_used, info.rounds, (unsigned long long)info.distances,
+                              info.complete ? "" : ", exact fallback");
         }
     }
     hnsw_free(h);
@@ -254,8 +248,7 @@ static void test_slot_reuse(void **state)
     hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
     float fresh[3][DIM];
     for (int i = 0; i < 3; i++)
-        for (int j = 0; j < DIM; j++)
-            fresh[i][j] = 20.f + 5.f * (float)i + (float)j; /* far from every cluster */
+        for (int j = 0; j < DIM; j++) fresh[i][j] = 20.f + 5.f * (float)i + (float)j; /* far from every cluster */
 
     /* 1) deleted slot reused for a new vector; 2) the entry point re-linked with a new vector;
      * 3) a live node given a new vector. */
@@ -303,8 +296,8 @@ static void *conc_run(void *arg)
             hnsw_query hq;
             hnsw_query_init(&hq);
             uint32_t got[K], n;
-            if (hnsw_search(c->h, c->d->slots, c->d->n, c->queries + (size_t)i * c->d->dim, &hq, got, NULL,
-                            &n, NULL) != 0 ||
+            if (hnsw_search(c->h, c->d->slots, c->d->n, c->queries + (size_t)i * c->d->dim, &hq, got, NULL, &n, NULL) !=
+                    0 ||
                 n != K || memcmp(got, c->expect + (size_t)i * K, sizeof got) != 0)
                 c->mismatches++;
         }
@@ -327,8 +320,7 @@ static void test_concurrent_searches(void **state)
         hnsw_query hq;
         hnsw_query_init(&hq);
         uint32_t n;
-        assert_int_equal(
-            hnsw_search(h, d.slots, N, queries + i * DIM, &hq, expect + i * K, NULL, &n, NULL), 0);
+        assert_int_equal(hnsw_search(h, d.slots, N, queries + i * DIM, &hq, expect + i * K, NULL, &n, NULL), 0);
         assert_int_equal(n, K);
     }
     pthread_t tid[T];
@@ -381,8 +373,8 @@ static void test_edges_and_errors(void **state)
     assert_true(hnsw_deleted_share(h) == 0.0);
 
     /* Errors. */
-    assert_int_equal(hnsw_insert(h, slots, 8, 2), JVDB_EINVAL);  /* empty slot */
-    assert_int_equal(hnsw_insert(h, slots, 8, 9), JVDB_EINVAL);  /* beyond the table */
+    assert_int_equal(hnsw_insert(h, slots, 8, 2), JVDB_EINVAL); /* empty slot */
+    assert_int_equal(hnsw_insert(h, slots, 8, 9), JVDB_EINVAL); /* beyond the table */
     assert_int_equal(hnsw_mark_deleted(h, 0), JVDB_ENOTFOUND);
     assert_int_equal(hnsw_set_ef_search(h, 0), JVDB_EINVAL);
 
@@ -393,8 +385,7 @@ static void test_edges_and_errors(void **state)
     assert_int_equal(got[0], 7);
     assert_int_equal(hnsw_insert(h, slots, 8, 7), 0); /* re-link the only node */
     for (uint32_t s = 0; s < 5; s++) {
-        if (slots[s])
-            assert_int_equal(hnsw_insert(h, slots, 8, s), 0);
+        if (slots[s]) assert_int_equal(hnsw_insert(h, slots, 8, s), 0);
     }
     assert_int_equal(hnsw_node_count(h), 5);
     assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
@@ -411,11 +402,9 @@ static void test_edges_and_errors(void **state)
     assert_int_equal(hnsw_mark_deleted(h, 0), 0);
     assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
     assert_int_equal(n, 4);
-    for (uint32_t i = 0; i < n; i++)
-        assert_int_not_equal(got[i], 0);
+    for (uint32_t i = 0; i < n; i++) assert_int_not_equal(got[i], 0);
     uint32_t all[] = { 1, 3, 4, 7 };
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(hnsw_mark_deleted(h, all[i]), 0);
+    for (int i = 0; i < 4; i++) assert_int_equal(hnsw_mark_deleted(h, all[i]), 0);
     assert_true(hnsw_deleted_share(h) == 1.0);
     assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
     assert_int_equal(n, 0);

@@ -76,7 +76,7 @@ static void test_kernels(void **state)
     (void)state;
     tu_rng r;
     r.s = 11;
-    static const uint32_t dims[] = {1, 3, 15, 16, 17, 31, 128, 129, 300, 16384, 16400, 40000};
+    static const uint32_t dims[] = { 1, 3, 15, 16, 17, 31, 128, 129, 300, 16384, 16400, 40000 };
     for (size_t k = 0; k < sizeof dims / sizeof *dims; k++) {
         uint32_t dim = dims[k], rb = sq8_row_bytes(dim);
         int8_t *a = aligned_alloc(16, rb), *b = aligned_alloc(16, rb);
@@ -97,14 +97,15 @@ static void test_kernels(void **state)
             dist_space sp;
             assert_int_equal(dist_space_init_sq8(&sp, JVDB_METRIC_L2, dim), JVDB_OK);
             assert_float_equal(sp.dist((const float *)a, (const float *)b, dim), (float)l2, 1e-6 * (double)l2 + 0.5);
-            const float *rows[3] = {(const float *)b, NULL, (const float *)a};
+            const float *rows[3] = { (const float *)b, NULL, (const float *)a };
             float out[3];
             sp.batch((const float *)a, rows, 3, dim, out);
             assert_float_equal(out[0], (float)l2, 1e-6 * (double)l2 + 0.5);
             assert_true(isinf(out[1]));
             assert_float_equal(out[2], 0.0f, 0.0);
             assert_int_equal(dist_space_init_sq8(&sp, JVDB_METRIC_COSINE, dim), JVDB_OK);
-            assert_float_equal(sp.dist((const float *)a, (const float *)b, dim), -(float)ip, 1e-6 * fabs((double)ip) + 0.5);
+            assert_float_equal(sp.dist((const float *)a, (const float *)b, dim), -(float)ip,
+                               1e-6 * fabs((double)ip) + 0.5);
         }
         free(a);
         free(b);
@@ -137,8 +138,12 @@ static void test_ranking(void **state)
         double bestd = INFINITY;
         for (uint32_t i = 0; i < N; i++) {
             double d = 0;
-            for (uint32_t k = 0; k < DIM; k++) d += (double)(query[k] - buf[i * DIM + k]) * (query[k] - buf[i * DIM + k]);
-            if (d < bestd) { bestd = d; best = i; }
+            for (uint32_t k = 0; k < DIM; k++)
+                d += (double)(query[k] - buf[i * DIM + k]) * (query[k] - buf[i * DIM + k]);
+            if (d < bestd) {
+                bestd = d;
+                best = i;
+            }
         }
         float cb = sp.dist((const float *)qrow, (const float *)rows[best], DIM);
         uint32_t closer = 0;

@@ -12,7 +12,7 @@
 #include "test_util.h"
 
 #define DIM 16
-#define NQ 60
+#define NQ  60
 
 static void vec_of(float *v, int i, int version)
 {
@@ -35,7 +35,7 @@ static void put_range(jvdb_db *db, int from, int to, int version)
         for (int j = 0; j < cnt; j++) {
             snprintf(ids[j], sizeof ids[j], "v%d", i + j);
             vec_of(vecs[j], i + j, version);
-            recs[j] = (jvdb_record){ids[j], vecs[j], DIM, NULL};
+            recs[j] = (jvdb_record){ ids[j], vecs[j], DIM, NULL };
         }
         assert_ok(jvdb_put_batch(db, recs, (size_t)cnt, NULL));
     }
@@ -70,7 +70,7 @@ static double check_search_ef(jvdb_db *db, const struct model *m, uint32_t ef)
     for (int qi = 0; qi < NQ; qi++) {
         float q[DIM];
         int base = (qi * 131) % m->n;
-        vec_of(q, base, m->ver[base] < 0 ? 0 : m->ver[base]);   /* also queries right at deleted vectors */
+        vec_of(q, base, m->ver[base] < 0 ? 0 : m->ver[base]); /* also queries right at deleted vectors */
         q[0] += 0.01f;
         jvdb_search_params p;
         jvdb_search_params_init(&p);
@@ -99,7 +99,8 @@ static double check_search_ef(jvdb_db *db, const struct model *m, uint32_t ef)
                 if (nb < 10) best[nb++] = dist[i];
                 else {
                     int w = 0;
-                    for (int j = 1; j < 10; j++) if (best[j] > best[w]) w = j;
+                    for (int j = 1; j < 10; j++)
+                        if (best[j] > best[w]) w = j;
                     if (dist[i] < best[w]) best[w] = dist[i];
                 }
             }
@@ -159,16 +160,16 @@ static void test_reopen_loads(void **state)
     jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
     assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
     put_range(db, 0, N, 0);
-    struct model m = {N, calloc(N, sizeof(int))};
+    struct model m = { N, calloc(N, sizeof(int)) };
     jvdb_index_status st;
     wait_ready(db, &st);
     assert_ok(jvdb_set_index_threads(1));
     assert_int_equal(st.loaded_nodes, 0);
     assert_non_null(strstr(st.reason, "no saved graph"));
     assert_true(check_search(db, &m) >= 0.95);
-    double before = check_search_ef(db, &m, 10);   /* low ef: recall below 1 says something */
+    double before = check_search_ef(db, &m, 10); /* low ef: recall below 1 says something */
 
-    db = reopen(&env, dir);   /* the clean close saved the graph */
+    db = reopen(&env, dir); /* the clean close saved the graph */
     assert_true(tu_file_size(graph_path(dir)) > 0);
     wait_ready(db, &st);
     assert_int_equal(st.loaded_nodes, N);
@@ -177,7 +178,7 @@ static void test_reopen_loads(void **state)
     assert_true(st.saved_lsn >= N);
     double after = check_search_ef(db, &m, 10);
     print_message("recall@10 %.3f built, %.3f loaded\n", before, after);
-    assert_true(after == before);   /* the very same graph */
+    assert_true(after == before); /* the very same graph */
 
     /* A damaged file: rebuilt, and the status says why. */
     jvdb_env_close(env);
@@ -230,13 +231,24 @@ static void test_catch_up(void **state)
     put_range(db, 0, N, 0);
     jvdb_index_status st;
     wait_ready(db, &st);
-    struct model m = {N + MORE, calloc(N + MORE, sizeof(int))};
-    db = reopen(&env, dir);   /* saved; this process never attaches the index */
+    struct model m = { N + MORE, calloc(N + MORE, sizeof(int)) };
+    db = reopen(&env, dir); /* saved; this process never attaches the index */
 
-    put_range(db, N, N + MORE, 0);                   /* new */
-    for (int i = 0; i < N; i += 7) { del(db, i); m.ver[i] = -1; }          /* deleted */
-    for (int i = 3; i < N; i += 11) if (m.ver[i] >= 0) { put_range(db, i, i + 1, 1); m.ver[i] = 1; }  /* replaced */
-    for (int i = 5; i < N; i += 13) if (m.ver[i] < 0) { put_range(db, i, i + 1, 2); m.ver[i] = 2; }   /* re-added */
+    put_range(db, N, N + MORE, 0); /* new */
+    for (int i = 0; i < N; i += 7) {
+        del(db, i);
+        m.ver[i] = -1;
+    } /* deleted */
+    for (int i = 3; i < N; i += 11)
+        if (m.ver[i] >= 0) {
+            put_range(db, i, i + 1, 1);
+            m.ver[i] = 1;
+        } /* replaced */
+    for (int i = 5; i < N; i += 13)
+        if (m.ver[i] < 0) {
+            put_range(db, i, i + 1, 2);
+            m.ver[i] = 2;
+        } /* re-added */
     db = reopen(&env, dir);
 
     /* Right away: answers are complete and never stale, whatever the index is doing. */
@@ -257,7 +269,11 @@ static void test_catch_up(void **state)
 
     /* Deletes after the checkpoint while the index is attached, then a crash-like reopen (the graph
      * file is older than the deletes): never returned. */
-    for (int i = 1; i < N; i += 5) if (m.ver[i] >= 0) { del(db, i); m.ver[i] = -1; }
+    for (int i = 1; i < N; i += 5)
+        if (m.ver[i] >= 0) {
+            del(db, i);
+            m.ver[i] = -1;
+        }
     jvdb_env_close(env);
     assert_ok(jvdb_env_open(dir, &env));
     assert_ok(jvdb_db_open(env, "g", &db));
@@ -279,7 +295,7 @@ static void test_compaction_rounds(void **state)
     jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 1 << 16);
     assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
     int cap = N + ROUNDS * N / 10;
-    struct model m = {cap, malloc((size_t)cap * sizeof(int))};
+    struct model m = { cap, malloc((size_t)cap * sizeof(int)) };
     for (int i = 0; i < cap; i++) m.ver[i] = i < N ? 0 : -1;
     put_range(db, 0, N, 0);
     jvdb_index_status st;
@@ -300,7 +316,7 @@ static void test_compaction_rounds(void **state)
         put_range(db, next, next + N / 10, 0);
         for (int i = next; i < next + N / 10; i++) m.ver[i] = 0;
         next += N / 10;
-        jvdb_compact_options co = {.full = 1, .force = 1};
+        jvdb_compact_options co = { .full = 1, .force = 1 };
         jvdb_compact_stats cs;
         assert_ok(jvdb_compact(db, &co, &cs));
         wait_ready(db, &st);
@@ -391,10 +407,13 @@ static void test_backup_carries_graph(void **state)
     jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
     assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
     put_range(db, 0, N, 0);
-    struct model m = {N, calloc(N, sizeof(int))};
+    struct model m = { N, calloc(N, sizeof(int)) };
     jvdb_index_status st;
     wait_ready(db, &st);
-    for (int i = 0; i < N; i += 9) { del(db, i); m.ver[i] = -1; }   /* after the last checkpoint */
+    for (int i = 0; i < N; i += 9) {
+        del(db, i);
+        m.ver[i] = -1;
+    } /* after the last checkpoint */
     jvdb_repo *repo;
     assert_ok(jvdb_repo_open(repo_dir, NULL, &repo));
     jvdb_backup_info with, without;
@@ -403,12 +422,12 @@ static void test_backup_carries_graph(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &with));
     bo.no_index = 1;
     assert_ok(jvdb_backup_create(db, repo, &bo, &without));
-    const char *names[2] = {"r1", "r2"};
-    const char *ids[2] = {with.id, without.id};
+    const char *names[2] = { "r1", "r2" };
+    const char *ids[2] = { with.id, without.id };
     for (int k = 0; k < 2; k++) {
         jvdb_restore_result res;
         memset(&res, 0, sizeof res);
-        jvdb_restore_options ro = {.as_name = names[k], .result = &res};
+        jvdb_restore_options ro = { .as_name = names[k], .result = &res };
         jvdb_db *r;
         assert_ok(jvdb_backup_restore(env, repo, ids[k], &ro, &r));
         jvdb_free(res.database_description);
@@ -433,10 +452,8 @@ static void test_backup_carries_graph(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reopen_loads),
-        cmocka_unit_test(test_catch_up),
-        cmocka_unit_test(test_compaction_rounds),
-        cmocka_unit_test(test_cosine_reload),
+        cmocka_unit_test(test_reopen_loads),         cmocka_unit_test(test_catch_up),
+        cmocka_unit_test(test_compaction_rounds),    cmocka_unit_test(test_cosine_reload),
         cmocka_unit_test(test_backup_carries_graph),
     };
     /* JVDB_TEST_ONLY=name runs one case (test_backup_s3.py runs the backup case against S3). */
