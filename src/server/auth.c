@@ -89,11 +89,11 @@ static const auth_role_def auth_roles[] = {
 };
 
 /* The role route `route` needs; unmatched paths (404/405) need any valid key. */
-static key_role auth_route_role(int route, int *public_route)
+static key_role auth_route_role(const srv_routes *rt, int route, int *public_route)
 {
     *public_route = 0;
-    if (route >= route_count()) return KEY_ROLE_READ;
-    const char *m = route_method(route), *p = route_label(route);
+    if (route >= rt->count()) return KEY_ROLE_READ;
+    const char *m = rt->method(route), *p = rt->label(route);
     for (size_t i = 0; i < sizeof auth_roles / sizeof auth_roles[0]; i++) {
         if (strcmp(auth_roles[i].method, m) || strcmp(auth_roles[i].pattern, p)) continue;
         *public_route = auth_roles[i].role == KEY_ROLE_NONE;
@@ -102,17 +102,17 @@ static key_role auth_route_role(int route, int *public_route)
     return KEY_ROLE_ADMIN;
 }
 
-int auth_route_public(const char *method, const char *path)
+int auth_route_public(server *s, const char *method, const char *path)
 {
     int pub;
-    auth_route_role(route_find(method, path), &pub);
+    auth_route_role(s->routes, s->routes->find(method, path), &pub);
     return pub;
 }
 
 /* The database a /v1/databases/{id}... path is about, decoded into buf; NULL for other routes. */
-static const char *auth_route_db(int route, const char *path, char *buf, size_t cap)
+static const char *auth_route_db(const srv_routes *rt, int route, const char *path, char *buf, size_t cap)
 {
-    if (route >= route_count() || strncmp(route_label(route), "/v1/databases/{id}", 18)) return NULL;
+    if (route >= rt->count() || strncmp(rt->label(route), "/v1/databases/{id}", 18)) return NULL;
     const char *seg = path + 14; /* after "/v1/databases/" */
     size_t n = strcspn(seg, "/");
     /* Decoded whole, never cut: a prefix of a longer name could be a name the key may use. */
@@ -241,7 +241,8 @@ static void auth_unauthorized(const http_req *rq, http_resp *rs, const char *why
 }
 
 /* What a stored key may do on this request: 0, or 401/403 written. */
-static int auth_key_allows(const key_entry *e, const http_req *rq, int route, key_role need, http_resp *rs)
+static int auth_key_allows(const srv_routes *rt, const key_entry *e, const http_req *rq, int route, key_role need,
+                           http_resp *rs)
 {
     int64_t now = (int64_t)time(NULL);
     if (e->expires_s && e->expires_s <= now) {
@@ -254,21 +255,21 @@ static int auth_key_allows(const key_entry *e, const http_req *rq, int route, ke
     }
     if (e->role < need) {
         http_error(rs, 403, "FORBIDDEN", "API key %s has the %s role; %s %s needs the %s role", e->id,
-                   key_role_name(e->role), rq->method, route_label(route), key_role_name(need));
+                   key_role_name(e->role), rq->method, rt->label(route), key_role_name(need));
         return -1;
     }
     char name[3 * JVDB_MAX_NAME_LEN + 1]; /* the longest escaped form of a valid name */
-    const char *db = auth_route_db(route, rq->path, name, sizeof name);
+    const char *db = auth_route_db(rt, route, rq->path, name, sizeof name);
     /* No route (404/405 follows) or the database list (filtered): no database to check. */
     /* The job routes filter too (jobs.c): a limited key sees its own databases' jobs. */
-    int nodb = route >= route_count() ||
-               (!strcmp(route_label(route), "/v1/databases") && !strcmp(route_method(route), "GET")) ||
-               !strncmp(route_label(route), "/v1/jobs", 8);
+    int nodb = route >= rt->count() ||
+               (!strcmp(rt->label(route), "/v1/databases") && !strcmp(rt->method(route), "GET")) ||
+               !strncmp(rt->label(route), "/v1/jobs", 8);
     if (!nodb && !keys_allows_db(e, db)) {
         if (db) http_error(rs, 403, "FORBIDDEN", "API key %s is limited to other databases than '%s'", e->id, db);
         else
             http_error(rs, 403, "FORBIDDEN", "API key %s is limited to %zu database(s); %s %s spans every database",
-                       e->id, e->ndb, rq->method, route_label(route));
+                       e->id, e->ndb, rq->method, rt->label(route));
         return -1;
     }
     return 0;
@@ -278,7 +279,7 @@ int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who
 {
     snprintf(who, KEY_ID_LEN + 1, "-");
     int pub;
-    key_role need = auth_route_role(route, &pub);
+    key_role need = auth_route_role(s->routes, route, &pub);
     auth_maybe_reload(s);
     if (pub || !auth_enabled(s)) return 0;
     const char *k = auth_offered(rq);
@@ -300,7 +301,7 @@ int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who
     const key_entry *e = keys_match(&a->keys, h);
     int rc = -1;
     if (!e) auth_unauthorized(rq, rs, NULL);
-    else if ((rc = auth_key_allows(e, rq, route, need, rs)) == 0 || rs->status == 403)
+    else if ((rc = auth_key_allows(s->routes, e, rq, route, need, rs)) == 0 || rs->status == 403)
         snprintf(who, KEY_ID_LEN + 1, "%s", e->id);
     pthread_rwlock_unlock(&a->mu);
     return rc;

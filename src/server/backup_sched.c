@@ -8,7 +8,7 @@
  * due F after the newest full backup in the repository (at once when there is none), an
  * incremental one I after the newest backup of any kind.  The state is read from the repository
  * at start-up and follows every backup the server takes, whoever asked for it (backup_run calls
- * sched_note), so an API backup counts and restarts neither repeat nor forget anything.  A due
+ * sched_note through backup_on_taken), so an API backup counts and restarts neither repeat nor forget anything.  A due
  * backup of a database whose newest LSN is the one its last backup ended at is skipped (an empty
  * backup protects nothing) without moving the clock: it stays due and is taken at the first
  * change, so a full backup is never postponed by idleness into an ever-growing chain.  Every skip
@@ -371,6 +371,7 @@ int sched_start(server *s)
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     s->sched = b;
+    backup_on_taken(s, sched_note); /* every backup, whoever takes it, moves the schedule */
     if (backup_newest(s, sched_learn, b) != JVDB_OK) {
         log_error("cannot read backup repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
         sched_stop(s);

@@ -58,6 +58,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,7 @@ typedef struct http_conn {
 enum { HTTP_WAIT_NEW, HTTP_WAIT_NEXT, HTTP_WAIT_LISTS };
 
 struct http_server {
+    http_hooks hooks; /* the key check and the metrics observation, given by server.c */
     struct MHD_Daemon *daemon;
     struct MHD_Daemon *local; /* the unix-socket daemon (invariant 8), NULL when none */
     char local_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -652,7 +654,7 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
     const union MHD_ConnectionInfo *d = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
     if (d && s->http->local && d->daemon == s->http->local) {
         snprintf(call->who, sizeof call->who, "local"); /* invariant 8: the socket's mode is the check */
-    } else if (auth_check(s, &rq, call->route, rs, call->who)) {
+    } else if (s->http->hooks.check(s, &rq, call->route, rs, call->who)) {
         rs->close = 1; /* the body, if any, is not read */
         return 1;
     }
@@ -711,7 +713,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         snprintf(call->method, sizeof call->method, "%s", method);
         size_t ulen = strnlen(url, HTTP_LOG_PATH_MAX);
         call->path = strndup(url, ulen);
-        call->route = route_find(method, url);
+        call->route = s->routes->find(method, url);
         call->cors = http_cors_match(s, conn);
         http_request_id(s, conn, call);
         snprintf(call->who, sizeof call->who, "-");
@@ -737,7 +739,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         /* answered */
     } else {
         http_req rq = { .method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn };
-        call->route = route_dispatch(s, &rq, &rs);
+        call->route = s->routes->dispatch(s, &rq, &rs);
         for (int i = 0; i < rq.nparams; i++) free(rq.params[i]);
     }
     return http_send(conn, call, &rs);
@@ -873,7 +875,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (call->status) {
         log_fields(LOG_INFO, fields, "%s %s %d key=%s req=%s %" PRIu64 "us", call->method, path, call->status,
                    call->who, call->reqid, us);
-        metrics_observe(s, call->route, call->method, call->status, us);
+        s->http->hooks.observe(s, call->route, call->method, call->status, us);
     } else {
         /* The client went away (or the server stopped) before an answer was ready. */
         log_fields(LOG_INFO, fields, "%s %s aborted(%d) key=%s req=%s %" PRIu64 "us", call->method, path, (int)toe,
@@ -1076,7 +1078,7 @@ static void http_start_local(server *s)
     log_info("local socket %s (admin for the user who can open it; used by the jvdb CLI)", h->local_path);
 }
 
-int http_start(server *s)
+int http_start(server *s, const http_hooks *hooks)
 {
     pthread_once(&http_real_once, http_resolve_real);
     if (!http_real_create || !http_real_queue) {
@@ -1085,6 +1087,7 @@ int http_start(server *s)
     }
     http_server *h = calloc(1, sizeof *h);
     if (!h) return -1;
+    h->hooks = *hooks;
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
     pthread_mutex_init(&h->conn_mu, NULL);
@@ -1149,6 +1152,10 @@ int http_start(server *s)
     http_start_local(s);
     return 0;
 }
+
+/* Here rather than in server.c: routes ask for the stop, and server.c (which names every part)
+ * must stay above them. */
+void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
 long http_inflight(server *s) { return s->http ? atomic_load(&s->http->inflight) : 0; }
 

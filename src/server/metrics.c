@@ -42,7 +42,7 @@ struct metrics_route {
 };
 
 struct metrics {
-    int nroutes; /* route_count() + METRICS_NMETHOD (unmatched, by method) */
+    int nroutes; /* s->routes->count() + METRICS_NMETHOD (unmatched, by method) */
     struct metrics_route *routes;
 };
 
@@ -50,7 +50,7 @@ int metrics_init(server *s)
 {
     metrics *m = calloc(1, sizeof *m);
     if (!m) return -1;
-    m->nroutes = route_count() + METRICS_NMETHOD;
+    m->nroutes = s->routes->count() + METRICS_NMETHOD;
     m->routes = calloc((size_t)m->nroutes, sizeof *m->routes);
     if (!m->routes) {
         free(m);
@@ -69,21 +69,25 @@ void metrics_free(server *s)
 }
 
 /* The route label and method of slot r. */
-static const char *metrics_slot_route(int r) { return r < route_count() ? route_label(r) : "unmatched"; }
-static const char *metrics_slot_method(int r)
+static const char *metrics_slot_route(const srv_routes *rt, int r)
 {
-    return r < route_count() ? route_method(r) : metrics_methods[r - route_count()];
+    return r < rt->count() ? rt->label(r) : "unmatched";
+}
+/* The method of slot r: the route's, or the method an unmatched slot counts. */
+static const char *metrics_slot_method(const srv_routes *rt, int r)
+{
+    return r < rt->count() ? rt->method(r) : metrics_methods[r - rt->count()];
 }
 
 void metrics_observe(server *s, int route, const char *method, int status, uint64_t us)
 {
     metrics *m = s->metrics;
     if (!m) return;
-    if (route < 0 || route >= route_count()) {
+    if (route < 0 || route >= s->routes->count()) {
         int mi = METRICS_NMETHOD - 1;
         for (int i = 0; i < METRICS_NMETHOD - 1; i++)
             if (method && !strcmp(method, metrics_methods[i])) mi = i;
-        route = route_count() + mi;
+        route = s->routes->count() + mi;
     }
     struct metrics_route *r = &m->routes[route];
     int si = METRICS_NSTATUS - 1;
@@ -149,7 +153,7 @@ static void metrics_render_requests(server *s, mbuf *b)
             if (i < METRICS_NSTATUS - 1) snprintf(st, sizeof st, "%d", metrics_statuses[i]);
             else snprintf(st, sizeof st, "other");
             mb_printf(b, "jvdb_http_requests_total{route=\"%s\",method=\"%s\",status=\"%s\"} %" PRIu64 "\n",
-                      metrics_slot_route(r), metrics_slot_method(r), st, v);
+                      metrics_slot_route(s->routes, r), metrics_slot_method(s->routes, r), st, v);
         }
     }
     mb_head(b, "jvdb_http_request_duration_seconds", "histogram",
@@ -164,17 +168,19 @@ static void metrics_render_requests(server *s, mbuf *b)
             if (i < METRICS_NBUCKET - 1)
                 mb_printf(
                     b, "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"%g\"} %" PRIu64 "\n",
-                    metrics_slot_route(r), metrics_slot_method(r), (double)metrics_buckets_us[i] / 1e6, cum);
+                    metrics_slot_route(s->routes, r), metrics_slot_method(s->routes, r),
+                    (double)metrics_buckets_us[i] / 1e6, cum);
             else
                 mb_printf(b,
                           "jvdb_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\",le=\"+Inf\"} %" PRIu64
                           "\n",
-                          metrics_slot_route(r), metrics_slot_method(r), cum);
+                          metrics_slot_route(s->routes, r), metrics_slot_method(s->routes, r), cum);
         }
-        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n", metrics_slot_route(r),
-                  metrics_slot_method(r), (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
+        mb_printf(b, "jvdb_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.6f\n",
+                  metrics_slot_route(s->routes, r), metrics_slot_method(s->routes, r),
+                  (double)atomic_load_explicit(&mr->sum_us, memory_order_relaxed) / 1e6);
         mb_printf(b, "jvdb_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %" PRIu64 "\n",
-                  metrics_slot_route(r), metrics_slot_method(r), cum);
+                  metrics_slot_route(s->routes, r), metrics_slot_method(s->routes, r), cum);
     }
     mb_head(b, "jvdb_http_requests_in_flight", "gauge",
             "Requests whose headers have arrived and that are not answered yet.");

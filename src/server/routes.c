@@ -1,20 +1,14 @@
 /*
- * routes.c — the route table, matching (404 / 405 with Allow), the error-response helpers every
- * route uses, and database handles held for the length of one request.
+ * routes.c — the route table and matching (404 / 405 with Allow).  The top of src/server's
+ * request path: it names every route_* function, and nothing below it names the table (http.c,
+ * auth.c and metrics.c reach it through s->routes, set by server.c), so no file cycle runs through
+ * it (tests/style/server_deps.py).
  *
  * A pattern is a list of path segments where "{...}" matches any one non-empty segment; captured
  * segments are percent-decoded into rq->params in order.  When several patterns match a path the
  * table order decides, so literal routes (".../vectors/batch") come before the parameter route
  * (".../vectors/{vid}") — but only for their own methods: GET .../vectors/batch still reads the
  * vector whose id is "batch".
- *
- * Handles: a request holds its database through the library's reference count (env_db_acquire),
- * never through a server-wide lock.  A drop or a replacing restore marks that one database, refuses
- * new holders (404 "being dropped") and waits for the holders it has; requests on every other
- * database, and /health, go on as if nothing happened.  Lock order, so that no two waits form a
- * cycle: the backup repository mutex, then a database hold, then meta_mu; a request holding a
- * database never waits for the repository mutex (a replacing restore holds it while it waits for
- * that database's holders).
  *
  * Names and bodies: every {id} under /v1/databases is checked with the library's rule for names
  * before the route runs (400, never cut short), and every body is checked against the fields its
@@ -23,9 +17,6 @@
 #include "server/jobs.h"
 #include "server/srv.h"
 
-#include "store/db.h"
-
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,16 +146,6 @@ static int route_check_request(server *s, http_req *rq, http_resp *rs, const rou
     return 0;
 }
 
-int route_name_check(http_resp *rs, const char *what, const char *name)
-{
-    if (db_name_valid(name)) return 0;
-    size_t n = strlen(name);
-    http_error(rs, 400, "INVALID_ARGUMENT",
-               "%s name '%.*s%s' is not allowed (use 1 to %d characters of A-Z a-z 0-9 _ -)", what,
-               n > 80 ? 80 : (int)n, name, n > 80 ? "..." : "", JVDB_MAX_NAME_LEN);
-    return -1;
-}
-
 int route_dispatch(server *s, http_req *rq, http_resp *rs)
 {
     const char *caps[HTTP_MAX_PARAMS];
@@ -212,156 +193,4 @@ int route_dispatch(server *s, http_req *rq, http_resp *rs)
     return ROUTE_N;
 }
 
-/* ---------------------------------------------------------------- responses */
-
-void http_reply_json(http_resp *rs, int status, jw *w)
-{
-    size_t len = 0;
-    char *body = jw_take(w, &len);
-    if (!body) {
-        http_error(rs, 500, "OUT_OF_MEMORY", "out of memory writing the response");
-        return;
-    }
-    free(rs->body);
-    rs->status = status;
-    rs->body = body;
-    rs->len = len;
-    rs->content_type = "application/json";
-}
-
-void http_reply_text(http_resp *rs, int status, const char *content_type, char *text, size_t len)
-{
-    free(rs->body);
-    rs->status = status;
-    rs->body = text;
-    rs->len = len;
-    rs->content_type = content_type;
-}
-
-void http_error(http_resp *rs, int status, const char *code, const char *fmt, ...)
-{
-    char msg[1536];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    jw w;
-    jw_init(&w);
-    jw_obj(&w);
-    jw_kstr(&w, "error", code);
-    jw_kstr(&w, "message", msg);
-    jw_obj_end(&w);
-    free(rs->body);
-    rs->body = jw_take(&w, &rs->len);
-    rs->status = status;
-    rs->content_type = "application/json";
-}
-
-void http_lib_error(http_resp *rs, int rc) { http_lib_error_msg(rs, rc, jvdb_errmsg()); }
-
-void http_lib_error_msg(http_resp *rs, int rc, const char *msg)
-{
-    if (!msg || !*msg) msg = jvdb_strerror(rc);
-    switch (rc) {
-    case JVDB_EINVAL: http_error(rs, 400, "INVALID_ARGUMENT", "%s", msg); break;
-    case JVDB_ENOTFOUND: http_error(rs, 404, "NOT_FOUND", "%s", msg); break;
-    case JVDB_EEXISTS: http_error(rs, 409, "ALREADY_EXISTS", "%s", msg); break;
-    case JVDB_EBUSY: http_error(rs, 409, "BUSY", "%s", msg); break;
-    case JVDB_ELOCKED: http_error(rs, 409, "LOCKED", "%s", msg); break;
-    case JVDB_ENOSPC: http_error(rs, 500, "NO_SPACE", "%s", msg); break;
-    case JVDB_ECORRUPT: http_error(rs, 500, "CORRUPT", "%s", msg); break;
-    case JVDB_ENOMEM: http_error(rs, 500, "OUT_OF_MEMORY", "%s", msg); break;
-    case JVDB_EFAILED: http_error(rs, 500, "DATABASE_FAILED", "%s", msg); break;
-    case JVDB_EIO: http_error(rs, 500, "IO_ERROR", "%s", msg); break;
-    default: http_error(rs, 500, "INTERNAL", "%s", msg); break;
-    }
-}
-
-json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields)
-{
-    char err[512];
-    /* Unknown top-level fields are refused before the parse, so their values never build a tree. */
-    if (jr_prescan_keys(rq->body, rq->body_len, fields, err, sizeof err)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        return NULL;
-    }
-    json_t *doc = jr_parse_object(rq->body, rq->body_len, s->cfg.max_depth, err, sizeof err);
-    if (!doc) {
-        http_error(rs, 400, "INVALID_JSON", "%s", err);
-        return NULL;
-    }
-    if (jr_only(doc, "", fields, err, sizeof err)) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
-        json_decref(doc);
-        return NULL;
-    }
-    return doc;
-}
-
-json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields)
-{
-    size_t i = 0;
-    while (i < rq->body_len &&
-           (rq->body[i] == ' ' || rq->body[i] == '\n' || rq->body[i] == '\r' || rq->body[i] == '\t'))
-        i++;
-    if (i == rq->body_len) return json_object();
-    return route_body(s, rq, rs, fields);
-}
-
-int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out)
-{
-    char buf[HTTP_QUERY_MAX + 1];
-    const char *q = http_query(rq, name, buf, sizeof buf);
-    if (!q) return 0;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(q, &end, 10);
-    if (*q < '0' || *q > '9' || *end || errno) {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be a non-negative integer, not '%.100s'",
-                   name, q);
-        return -1;
-    }
-    *out = v;
-    return 1;
-}
-
-int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
-{
-    char buf[HTTP_QUERY_MAX + 1];
-    const char *q = http_query(rq, name, buf, sizeof buf);
-    if (!q) return 0;
-    if (!strcmp(q, "true") || !strcmp(q, "1") || !*q) *out = 1;
-    else if (!strcmp(q, "false") || !strcmp(q, "0")) *out = 0;
-    else {
-        http_error(rs, 400, "INVALID_ARGUMENT", "query argument '%s' must be true or false, not '%.100s'", name, q);
-        return -1;
-    }
-    return 1;
-}
-
-/* ---------------------------------------------------------------- handles */
-
-int srv_db_hold(server *s, const char *name, jvdb_db **out)
-{
-    if (!db_name_valid(name)) return jvdb_db_open(s->env, name, out); /* the library's own message for a bad name */
-    return env_db_acquire(s->env, name, out);
-}
-
-void srv_db_unhold(server *s, jvdb_db *db)
-{
-    if (db) env_db_release(s->env, db);
-}
-
-jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs)
-{
-    if (route_name_check(rs, "database", name)) return NULL;
-    jvdb_db *db = NULL;
-    int rc = srv_db_hold(s, name, &db);
-    if (rc != JVDB_OK) {
-        http_lib_error(rs, rc);
-        return NULL;
-    }
-    return db;
-}
-
-void route_db_release(server *s, jvdb_db *db) { srv_db_unhold(s, db); }
+const srv_routes routes_main = { route_count, route_label, route_method, route_find, route_dispatch };

@@ -7,8 +7,8 @@
  * gets the result when it is done) with the server's cancel flag, so a stop abandons them cleanly;
  * with {"async": true} the same code runs as a job (jobs.c) with the job's cancel flag.  Index
  * rebuilds (POST .../index/rebuild) work the same way.
- * The background service keeps its own totals; this file keeps the same totals for API runs
- * (compact_log) and every report adds the two.  The library logs each finished compaction.
+ * The background service keeps its own totals; compact_log.c keeps the same totals for API runs
+ * and every report adds the two.  The library logs each finished compaction.
  */
 #include "server/jobs.h"
 #include "server/srv.h"
@@ -20,132 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---------------------------------------------------------------- API-run compaction records */
-
-struct compact_rec {
-    char name[JVDB_MAX_NAME_LEN + 1];
-    jvdb_compactor_totals totals;
-    jvdb_compact_stats last;
-};
-
-struct compact_log {
-    pthread_mutex_t mu;
-    jvdb_compactor_totals all;
-    struct compact_rec *recs;
-    size_t n, cap;
-};
-
-int compact_log_init(server *s)
-{
-    compact_log *l = calloc(1, sizeof *l);
-    if (!l) return -1;
-    pthread_mutex_init(&l->mu, NULL);
-    s->compactions = l;
-    return 0;
-}
-
-void compact_log_free(server *s)
-{
-    compact_log *l = s->compactions;
-    if (!l) return;
-    pthread_mutex_destroy(&l->mu);
-    free(l->recs);
-    free(l);
-    s->compactions = NULL;
-}
-
-static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
-{
-    t->compactions++;
-    t->bytes_before += st->bytes_before;
-    t->bytes_after += st->bytes_after;
-    t->bytes_reclaimed += st->bytes_reclaimed;
-    t->records_copied += st->records_copied;
-    t->records_dropped += st->records_dropped;
-    t->seconds += st->seconds;
-}
-
-static void compact_log_record(server *s, const char *name, const jvdb_compact_stats *st, int failed)
-{
-    compact_log *l = s->compactions;
-    pthread_mutex_lock(&l->mu);
-    struct compact_rec *r = NULL;
-    for (size_t i = 0; i < l->n; i++)
-        if (!strcmp(l->recs[i].name, name)) r = &l->recs[i];
-    if (!r && l->n == l->cap) {
-        size_t ncap = l->cap ? 2 * l->cap : 8;
-        struct compact_rec *nr = realloc(l->recs, ncap * sizeof *nr);
-        if (nr) {
-            l->recs = nr;
-            l->cap = ncap;
-        }
-    }
-    if (!r && l->n < l->cap) {
-        r = &l->recs[l->n++];
-        memset(r, 0, sizeof *r);
-        snprintf(r->name, sizeof r->name, "%s", name);
-    }
-    if (failed) {
-        l->all.failures++;
-        if (r) r->totals.failures++;
-    } else {
-        compact_add(&l->all, st);
-        if (r) {
-            compact_add(&r->totals, st);
-            r->last = *st;
-        }
-    }
-    pthread_mutex_unlock(&l->mu);
-}
-
-static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b)
-{
-    a->compactions += b->compactions;
-    a->failures += b->failures;
-    a->bytes_before += b->bytes_before;
-    a->bytes_after += b->bytes_after;
-    a->bytes_reclaimed += b->bytes_reclaimed;
-    a->records_copied += b->records_copied;
-    a->records_dropped += b->records_dropped;
-    a->seconds += b->seconds;
-    a->running += b->running;
-}
-
-void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last)
-{
-    jvdb_compactor_totals svc = { 0 };
-    jvdb_compact_stats svc_last = { 0 };
-    if (s->compactor) jvdb_compactor_stats(s->compactor, name, &svc, &svc_last);
-    compact_log *l = s->compactions;
-    memset(t, 0, sizeof *t);
-    jvdb_compact_stats api_last = { 0 };
-    pthread_mutex_lock(&l->mu);
-    if (!name) {
-        *t = l->all;
-    } else {
-        for (size_t i = 0; i < l->n; i++) {
-            if (strcmp(l->recs[i].name, name)) continue;
-            *t = l->recs[i].totals;
-            api_last = l->recs[i].last;
-        }
-    }
-    pthread_mutex_unlock(&l->mu);
-    compact_sum(t, &svc);
-    if (last) *last = api_last.finished_ns >= svc_last.finished_ns ? api_last : svc_last;
-}
-
-void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status,
-                       const char *message)
-{
-    (void)arg;
-    (void)st;
-    (void)status;
-    (void)message;
-    /* The library already logs every finished and failed compaction (with its numbers); the
-     * start of a background run is the one event nobody else reports. */
-    if (ev == JVDB_COMPACT_START) log_info("background compaction of '%s' started", db_name);
-}
 
 /* ---------------------------------------------------------------- JSON pieces */
 

@@ -36,10 +36,11 @@
 #include <sys/stat.h>
 #include <errno.h>
 
+/* What the transport calls upward (http.c names neither auth.c nor metrics.c). */
+static const http_hooks server_http_hooks = { auth_check, metrics_observe };
+
 /* Descriptors kept free of connections: segments, manifests, backups, logs. */
 #define SERVER_FD_RESERVE 1024
-
-void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
 static void server_set_log_level(const server_config *c)
 {
@@ -162,6 +163,7 @@ int server_main(int argc, char **argv, const char *data_dir)
         server_cleanup(s);
         return 1;
     }
+    s->routes = &routes_main; /* before metrics_init, which sizes its counters by the table */
     if (dbmeta_init(s) || metrics_init(s) || compact_log_init(s) || auth_init(s)) {
         fprintf(stderr, "jvdb serve: cannot prepare '%s/server': %s\n", s->cfg.data_dir, jvdb_errmsg());
         server_cleanup(s);
@@ -170,7 +172,7 @@ int server_main(int argc, char **argv, const char *data_dir)
     dbmeta_prune(s);
     /* The readiness state exists before any HTTP thread can ask for it. */
     if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ready_start(s) || jobs_init(s) ||
-        http_start(s)) {
+        http_start(s, &server_http_hooks)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);

@@ -3,10 +3,20 @@
  * pair every route works on, and the prototypes of each part (http, routes, auth, metrics,
  * per-database server metadata).
  *
- * Layering inside src/server: http.c owns the sockets and hands each complete request to
- * route_dispatch() (routes.c), which finds the route, checks the API key (auth.c) and calls a
- * route_* function in routes_db.c / routes_vectors.c / routes_search.c / routes_admin.c.  Routes
- * talk to the library only through jvdb.h, write their answers with jsonio.h, and never touch MHD.
+ * Layering inside src/server, bottom to top; a file calls only files below it, so the files form
+ * no cycle (checked by tests/style/server_deps.py, test style.server_deps):
+ *   jsonio.c, config.c, keys.c, dbmeta.c, binbatch.c   leaves
+ *   reply.c       writing answers (http_reply_json, http_error, http_lib_error)
+ *   http.c        the transport: owns the sockets and hands each complete request to
+ *                 s->routes->dispatch, after the key check and before the metrics observation it
+ *                 was given by server.c (http_hooks), so it names no route, auth.c nor metrics.c
+ *   request.c     reading the request (body, query arguments, names) and holding its database
+ *   auth.c, compact_log.c, backup_log.c (shared state: the repository, its log), backup_sched.c,
+ *   metrics.c, ready.c, jobs.c
+ *   routes_*.c    the routes; they talk to the library only through jvdb.h, write their answers
+ *                 with jsonio.h and reply.c, and never touch MHD
+ *   routes.c      the route table (routes_main), given to the layers below through s->routes
+ *   server.c      start and stop of every part
  * Long operations asked for with {"async": true} run the same route code on a job thread (jobs.c).
  */
 #ifndef JVDB_SERVER_SRV_H
@@ -77,6 +87,7 @@ typedef struct backup_sched backup_sched;
 typedef struct auth_state auth_state;
 typedef struct ready_state ready_state;
 typedef struct jobs_state jobs_state;
+typedef struct srv_routes srv_routes;
 
 typedef struct server {
     server_config cfg;
@@ -91,6 +102,7 @@ typedef struct server {
     auth_state *auth;         /* API keys (auth.c) */
     ready_state *ready;       /* readiness: databases opened, indexes caught up (ready.c) */
     jobs_state *jobs;         /* background jobs, /v1/jobs (jobs.c) */
+    const srv_routes *routes; /* the route table (routes.c), set by server.c before anything starts */
     char *meta_dir;           /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
     atomic_int stopping; /* set once a stop has begun */
@@ -98,7 +110,7 @@ typedef struct server {
     pthread_t main_thread;
 } server;
 
-/* Asks the main thread to stop gracefully (from a request thread). */
+/* Asks the main thread to stop gracefully (from a request thread; defined in http.c). */
 void server_request_stop(server *s);
 
 /* ---- requests and responses ---- */
@@ -139,7 +151,7 @@ const char *http_query(const http_req *rq, const char *name, char *buf, size_t c
 /* Percent-decodes in place; returns the new length, or -1 for a bad escape. */
 long http_unescape(char *s, int plus_is_space);
 
-/* Response helpers (routes.c). */
+/* Response helpers (reply.c: the bottom of src/server, anything may answer through it). */
 void http_reply_json(http_resp *rs, int status, jw *w);
 void http_reply_text(http_resp *rs, int status, const char *content_type, char *text, size_t len);
 void http_error(http_resp *rs, int status, const char *code, const char *fmt, ...)
@@ -153,6 +165,17 @@ void http_lib_error_msg(http_resp *rs, int rc, const char *msg);
 
 typedef void (*route_fn)(server *s, http_req *rq, http_resp *rs);
 
+/* The route table as the files below routes.c see it (http.c, auth.c, metrics.c): they reach it
+ * through s->routes, so none of them depends on routes.c, which names every route. */
+struct srv_routes {
+    int (*count)(void);
+    const char *(*label)(int i);
+    const char *(*method)(int i);
+    int (*find)(const char *method, const char *path);
+    int (*dispatch)(server *s, http_req *rq, http_resp *rs);
+};
+extern const srv_routes routes_main; /* route_count, route_label, ... below */
+
 /* Finds the route for method + path and runs it (the API key was checked by http.c before the
  * body was read).  Returns the route's index for metrics (route_count() when nothing matched). */
 int route_dispatch(server *s, http_req *rq, http_resp *rs);
@@ -161,6 +184,8 @@ const char *route_label(int i); /* "/v1/databases/{id}/vectors" */
 const char *route_method(int i);
 /* The route that would serve method + path, without running it (metrics for early answers). */
 int route_find(const char *method, const char *path);
+
+/* ---- reading the request and holding its database (request.c) ---- */
 
 /* Database handles for the length of one request: checks the name (400), then holds the database
  * through the library's reference count, so a drop of it waits for this request and a drop of any
@@ -173,6 +198,17 @@ void srv_db_unhold(server *s, jvdb_db *db);
 /* 0 when `name` is a valid database name, else -1 after answering 400 ("<what> name '...' is not
  * allowed ..."): the same rule as create, checked before anything is cut or looked up. */
 int route_name_check(http_resp *rs, const char *what, const char *name);
+
+/* The request body as a JSON object whose keys are all in `fields` (NULL-terminated), or NULL
+ * after answering 400 (an unknown field is named).  route_body_opt accepts an empty body as {}. */
+json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields);
+json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields);
+
+/* Query arguments: 1 present and valid, 0 absent, -1 after answering 400. */
+int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out);
+int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out);
+
+/* ---- the routes ---- */
 
 /* Databases (routes_db.c) */
 void route_db_create(server *s, http_req *rq, http_resp *rs);
@@ -218,30 +254,23 @@ void route_compaction(server *s, http_req *rq, http_resp *rs);
 void route_index_rebuild(server *s, http_req *rq, http_resp *rs);
 void route_metrics(server *s, http_req *rq, http_resp *rs);
 
-/* The request body as a JSON object whose keys are all in `fields` (NULL-terminated), or NULL
- * after answering 400 (an unknown field is named).  route_body_opt accepts an empty body as {}. */
-json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields);
-json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields);
-
-/* Query arguments: 1 present and valid, 0 absent, -1 after answering 400. */
-int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out);
-int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out);
-
 /* Writes the storage statistics object of one database (shared by stats, compact and the
  * database object). */
 void route_write_stats(jw *w, jvdb_db *db);
 
-/* ---- compactions run through the API (routes_admin.c) ---- */
+/* ---- compactions run through the API (compact_log.c) ---- */
 
 int compact_log_init(server *s);
 void compact_log_free(server *s);
+/* Counts one API-run compaction of database `name` (failed: it did not finish). */
+void compact_log_record(server *s, const char *name, const jvdb_compact_stats *st, int failed);
 /* Totals over API-run compactions: one database or all (name NULL). */
 void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last);
 /* Logs a compactor event (registered with jvdb_compactor_on_event). */
 void compact_log_event(void *arg, const char *db_name, jvdb_compact_event ev, const jvdb_compact_stats *st, int status,
                        const char *message);
 
-/* ---- backups (routes_backup.c, backup_sched.c) ---- */
+/* ---- backups (routes_backup.c; the repository and its log: backup_log.c; backup_sched.c) ---- */
 
 void route_backup_create(server *s, http_req *rq, http_resp *rs);
 void route_backup_list(server *s, http_req *rq, http_resp *rs);
@@ -262,6 +291,18 @@ int backup_run(server *s, const char *name, const jvdb_backup_options *o, jvdb_b
 /* Prunes a database's backups by the configured retention (--backup-keep, --backup-keep-daily,
  * --backup-keep-weekly; serialised like backup_run).  Nothing to do when none is set. */
 int backup_prune(server *s, const char *db_name, size_t *deleted);
+/* backup_run's answer when the repository is busy and the caller would not wait (not a JVDB code). */
+#define BACKUP_REPO_BUSY 1
+/* backup_run, waiting for the repository or not (BACKUP_REPO_BUSY). */
+int backup_run_mode(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
+                    const char *origin, int wait);
+/* The configured repository, with its key file when one was given. */
+int backup_repo_open(server *s, jvdb_repo **out);
+/* Takes the repository mutex: waits when `wait`, else returns -1 at once when someone holds it. */
+int backup_repo_lock(server *s, int wait);
+void backup_repo_unlock(server *s);
+/* fn is called after every successful backup (the scheduler follows the repository's state). */
+void backup_on_taken(server *s, void (*fn)(server *s, const jvdb_backup_info *info));
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
 int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
                   void *arg);
@@ -279,7 +320,7 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
 size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], backup_totals (*totals)[4][2], size_t cap);
 
 /* One restore drill of database `name` on the configured repository (held like a backup, so a
- * prune waits), with the live database as the source (routes_backup.c). */
+ * prune waits), with the live database as the source. */
 int backup_drill_run(server *s, const char *name, jvdb_drill_report *out);
 
 int sched_start(server *s);
@@ -306,7 +347,7 @@ int auth_reload(server *s, int force);
 /* 1 when any key exists (bootstrap or file): every route but /health and /readyz needs one. */
 int auth_enabled(server *s);
 /* 1 when method + path needs no key (/health, /readyz). */
-int auth_route_public(const char *method, const char *path);
+int auth_route_public(server *s, const char *method, const char *path);
 /* Whether the request's key may use route `route` (route_find's index): 0, or -1 after writing
  * the 401 or 403 answer.  `who` receives what the access log shows: "-" (no key needed or none
  * configured), "bootstrap", or the key id; never the key. */
@@ -359,7 +400,16 @@ void dbmeta_prune(server *s);
 
 /* ---- HTTP glue (http.c) ---- */
 
-int http_start(server *s);
+/* What the transport calls upward, given at start by server.c so http.c depends on neither auth.c
+ * nor metrics.c (the route table comes through s->routes). */
+typedef struct http_hooks {
+    /* auth_check: 0, or -1 after writing the 401/403 answer. */
+    int (*check)(server *s, const http_req *rq, int route, http_resp *rs, char who[17]);
+    /* metrics_observe: one finished request. */
+    void (*observe)(server *s, int route, const char *method, int status, uint64_t us);
+} http_hooks;
+
+int http_start(server *s, const http_hooks *hooks);
 /* Stops accepting, waits (bounded) for in-flight requests, closes every connection. */
 void http_stop(server *s);
 uint16_t http_port(server *s);

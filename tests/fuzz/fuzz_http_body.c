@@ -182,6 +182,7 @@ static int fuzz_init(void)
     s->cfg.data_dir = fuzz_dir;
     s->cfg.max_depth = 32;
     s->cfg.max_body = 1 << 20;
+    s->routes = &routes_main;
     pthread_mutex_init(&s->meta_mu, NULL);
     jvdb_db_options o;
     jvdb_db_options_init(&o, 4);
