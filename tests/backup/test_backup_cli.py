@@ -198,7 +198,7 @@ def test_corruption_cli():
                 for off in sorted({0, size // 2, size - 1, random.randrange(size)}):
                     flip_byte(path, off)
                     err = e.bk("verify", inc["backupId"], expect=1).stderr
-                    assert b["backupId"] in err, f"verify does not name {b['id']}: {err}"
+                    assert b["backupId"] in err, f"verify does not name {b['backupId']}: {err}"
                     err = e.bk("restore", inc["backupId"], "--as", "fresh", expect=1).stderr
                     assert b["backupId"] in err and "nothing was written" in err or b["backupId"] in err, err
                     e.bk("restore", inc["backupId"], "--force", expect=1)
@@ -331,13 +331,13 @@ def test_operations_cli():
         full_beta = [b for b in e.listing("beta") if b["type"] == "full"][0]
         flip_byte(os.path.join(e.repo, "beta", full_beta["backupId"], "data.jvb.zst"), 5)
         p = e.bk("verify", "--all", expect=1)
-        assert f"BAD  beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
-        assert f"ok   alpha/{before[2]['id']}" in p.stdout and "2 bad" in p.stdout, p.stdout
+        assert f"BAD  beta/{full_beta['backupId']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   alpha/{before[2]['backupId']}" in p.stdout and "2 bad" in p.stdout, p.stdout
         # The incremental damaged instead: the full backup under it was read without fault.
         flip_byte(os.path.join(e.repo, "beta", full_beta["backupId"], "data.jvb.zst"), 5)
         flip_byte(os.path.join(e.repo, "beta", tips["beta"], "data.jvb.zst"), 5)
         p = e.bk("verify", "--all", expect=1)
-        assert f"ok   beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   beta/{full_beta['backupId']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
         assert "1 bad" in p.stdout, p.stdout
     finally:
         e.close()
