@@ -92,6 +92,19 @@ json_t *cli_json_id(const char *s, size_t len);
 json_t *cli_json_floats(const float *v, uint32_t dim);
 /* Dumps `doc` (reference stolen) compactly to stdout with a newline; returns the exit code. */
 int cli_print_json(json_t *doc);
+/* --json keys are camelCase, named as REST names the same object (docs/CLI.md "JSON output").  Adds
+ * to `o` a copy of each of its keys named in `keys` (camelCase, NULL-terminated) under the key's
+ * snake_case name: the names docs/CLI.md gave before, kept one release beside the new ones,
+ * deprecated, as REST keeps created_at.  Keys absent from `o` are skipped. */
+void cli_json_add_deprecated(json_t *o, const char *const *keys);
+/* The database object of --json (db create, db info; with `count` and `stats` for db info, else
+ * NULL), named as REST's: name, vectorDimension, distanceMetric (REST's words: euclidean for l2),
+ * sync, segmentMaxBytes (left out when 0: the server does not report it), vectorCount, stats; then
+ * the deprecated names of before, dim, metric (l2), segment_max_bytes and count. */
+json_t *cli_db_object(const char *name, uint32_t dim, jvdb_metric metric, const char *sync, uint64_t segment_max_bytes,
+                      const uint64_t *count, json_t *stats);
+/* The stats keys whose snake_case names docs/CLI.md documented (stats, db info). */
+extern const char *const cli_stats_deprecated[];
 
 /* Parses a vector typed on the command line, "1,2,3", "1 2 3" or "[1, 2, 3]", into a malloc'd
  * array; on a bad value reports a usage error naming `cmd` and `opt` and returns its exit code. */

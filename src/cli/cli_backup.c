@@ -236,18 +236,20 @@ static void cli_format_bytes(uint64_t b, char *buf, size_t cap)
     else snprintf(buf, cap, "%.1f %s", v, u[i]);
 }
 
+/* A backup as REST's backup object names it (backupId, lsnFrom, putCount, ...). */
 static json_t *cli_backup_json(const jvdb_backup_info *b)
 {
     char when[40];
     cli_format_time(b->created_ns, when, sizeof when);
     json_t *o = json_pack(
-        "{sssssssosIsIsssIsIs{sIsI}sssisss{sssi}sssIsbss}", "id", b->id, "database", b->database, "type",
-        jvdb_backup_type_name(b->type), "parent", b->parent[0] ? json_string(b->parent) : json_null(), "lsn_from",
-        (json_int_t)b->lsn_from, "lsn_to", (json_int_t)b->lsn_to, "created_at", when, "put_count",
-        (json_int_t)b->put_count, "delete_count", (json_int_t)b->delete_count, "bytes", "raw", (json_int_t)b->raw_bytes,
-        "stored", (json_int_t)b->stored_bytes, "sha256", b->sha256, "dimension", (int)b->dim, "metric",
-        jvdb_metric_name(b->metric), "compression", "algorithm", "zstd", "level", b->compression_level, "description",
-        b->description, "chain_length", (json_int_t)b->chain_length, "restorable", b->restorable, "status", b->status);
+        "{sssssssosIsIsssIsIsIsIsssIsssisIsssIsbss}", "backupId", b->id, "databaseId", b->database, "type",
+        jvdb_backup_type_name(b->type), "parent", b->parent[0] ? json_string(b->parent) : json_null(), "lsnFrom",
+        (json_int_t)b->lsn_from, "lsnTo", (json_int_t)b->lsn_to, "createdAt", when, "putCount",
+        (json_int_t)b->put_count, "deleteCount", (json_int_t)b->delete_count, "rawBytes", (json_int_t)b->raw_bytes,
+        "storedBytes", (json_int_t)b->stored_bytes, "sha256", b->sha256, "vectorDimension", (json_int_t)b->dim,
+        "distanceMetric", b->metric == JVDB_METRIC_L2 ? "euclidean" : jvdb_metric_name(b->metric), "compressionLevel",
+        b->compression_level, "formatVersion", (json_int_t)b->format_version, "description", b->description,
+        "chainLength", (json_int_t)b->chain_length, "restorable", b->restorable, "status", b->status);
     if (o && b->note[0]) json_object_set_new(o, "note", json_string(b->note));
     return o;
 }
@@ -534,8 +536,8 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
         int ok = state[i] >= 0;
         if (!ok) bad++;
         if (arr)
-            json_array_append_new(arr, json_pack("{sssssbss}", "id", v[i].id, "database", v[i].database, "ok", ok,
-                                                 "message", ok ? "" : why[i]));
+            json_array_append_new(arr, json_pack("{sssssbss}", "backupId", v[i].id, "databaseId", v[i].database, "ok",
+                                                 ok, "message", ok ? "" : why[i]));
         else if (ok) printf("ok   %s/%s\n", v[i].database, v[i].id);
         else printf("BAD  %s/%s: %s\n", v[i].database, v[i].id, why[i]);
     }
@@ -579,8 +581,8 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
     if (rc) return cli_lib_error(rc);
 print:
     if (ctx->json)
-        return cli_print_json(json_pack("{sssssbsI}", "id", info.id, "database", info.database, "ok", 1, "chain_length",
-                                        (json_int_t)info.chain_length));
+        return cli_print_json(json_pack("{sssssbsI}", "backupId", info.id, "databaseId", info.database, "ok", 1,
+                                        "chainLength", (json_int_t)info.chain_length));
     printf("backup %s of '%s' is intact (chain of %u backup%s checked)\n", info.id, info.database, info.chain_length,
            info.chain_length == 1 ? "" : "s");
     return CLI_EXIT_OK;
@@ -628,16 +630,16 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
     jvdb_repo_close(repo);
     if (rc) return cli_lib_error(rc);
     if (ctx->json) {
-        json_t *j = json_pack(
-            "{sssssIsIsfsfsIsbsIsIsIsIsIsbsbsisisisfsbss}", "database", name, "backup_id", r.backup_id, "backup_lsn",
-            (json_int_t)r.backup_lsn, "backup_created_ns", (json_int_t)r.backup_created_ns, "restore_seconds",
-            r.restore_seconds, "check_seconds", r.check_seconds, "restored_vectors", (json_int_t)r.restored_vectors,
-            "source_unchanged", source ? r.source_unchanged : 0, "checked_records", (json_int_t)r.checked_records,
-            "changed_since", (json_int_t)r.changed_since, "missing", (json_int_t)r.missing, "differing",
-            (json_int_t)r.differing, "not_in_source", (json_int_t)r.not_in_source, "settings_match", r.settings_match,
-            "restore_failed", r.restore_failed, "queries", (int)r.queries, "queries_compared", (int)r.queries_compared,
-            "queries_equal", (int)r.queries_equal, "index_recall", r.index_recall, "passed", r.passed, "failure",
-            r.failure);
+        json_t *j =
+            json_pack("{sssssIsIsfsfsIsbsIsIsIsIsIsbsbsisisisfsbss}", "database", name, "backupId", r.backup_id,
+                      "backupLsn", (json_int_t)r.backup_lsn, "backupCreatedNs", (json_int_t)r.backup_created_ns,
+                      "restoreSeconds", r.restore_seconds, "checkSeconds", r.check_seconds, "restoredVectors",
+                      (json_int_t)r.restored_vectors, "sourceUnchanged", source ? r.source_unchanged : 0,
+                      "checkedRecords", (json_int_t)r.checked_records, "changedSince", (json_int_t)r.changed_since,
+                      "missing", (json_int_t)r.missing, "differing", (json_int_t)r.differing, "notInSource",
+                      (json_int_t)r.not_in_source, "settingsMatch", r.settings_match, "restoreFailed", r.restore_failed,
+                      "queries", (int)r.queries, "queriesCompared", (int)r.queries_compared, "queriesEqual",
+                      (int)r.queries_equal, "indexRecall", r.index_recall, "passed", r.passed, "failure", r.failure);
         if (j && !source) json_object_set_new(j, "source", json_string("not compared (--no-source)"));
         int prc = cli_print_json(j);
         return prc ? prc : r.passed ? CLI_EXIT_OK : CLI_EXIT_FAIL;
@@ -912,7 +914,9 @@ static int cli_backup_prune(cli_ctx *ctx, int argc, char **argv)
             json_t *arr = json_array();
             for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_string(v[i].id));
             jvdb_free(v);
-            return cli_print_json(json_pack("{sosb}", "would_delete", arr, "dry_run", 1));
+            json_t *o = json_pack("{sosb}", "wouldDelete", arr, "dryRun", 1);
+            cli_json_add_deprecated(o, (const char *const[]){ "wouldDelete", NULL });
+            return cli_print_json(o);
         }
         for (size_t i = 0; i < n; i++)
             printf("would delete %s backup %s of '%s'\n", jvdb_backup_type_name(v[i].type), v[i].id, v[i].database);

@@ -74,21 +74,24 @@ void cli_compaction_print(jvdb_db *db)
 static json_t *cli_compact_json(const char *name, const jvdb_compact_stats *st, int compacted, const char *reason)
 {
     json_t *doc = json_pack("{sssbsssssbsIsI}", "database", name, "compacted", compacted, "trigger",
-                            jvdb_compact_trigger_name(st->trigger), "reason", reason, "full", st->full, "segments_in",
-                            (json_int_t)st->segments_in, "segments_out", (json_int_t)st->segments_out);
+                            jvdb_compact_trigger_name(st->trigger), "reason", reason, "full", st->full, "segmentsIn",
+                            (json_int_t)st->segments_in, "segmentsOut", (json_int_t)st->segments_out);
     if (!doc) return NULL;
     /* json_pack has no unsigned 64-bit format; byte counts of a real database fit in json_int_t. */
     const struct {
         const char *key;
         uint64_t v;
     } nums[] = {
-        { "bytes_before", st->bytes_before },       { "bytes_after", st->bytes_after },
-        { "bytes_reclaimed", st->bytes_reclaimed }, { "records_copied", st->records_copied },
-        { "records_dropped", st->records_dropped }, { "tombstones_dropped", st->tombstones_dropped },
+        { "bytesBefore", st->bytes_before },       { "bytesAfter", st->bytes_after },
+        { "bytesReclaimed", st->bytes_reclaimed }, { "recordsCopied", st->records_copied },
+        { "recordsDropped", st->records_dropped }, { "tombstonesDropped", st->tombstones_dropped },
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
         json_object_set_new(doc, nums[i].key, json_integer((json_int_t)nums[i].v));
     json_object_set_new(doc, "seconds", json_real(st->seconds));
+    cli_json_add_deprecated(doc, (const char *const[]){ "segmentsIn", "segmentsOut", "bytesBefore", "bytesAfter",
+                                                        "bytesReclaimed", "recordsCopied", "recordsDropped",
+                                                        "tombstonesDropped", NULL });
     return doc;
 }
 

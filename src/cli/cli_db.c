@@ -85,14 +85,15 @@ static const cli_cmd cli_cmd_db_drop = {
     1, 1
 };
 
-static json_t *cli_db_json(jvdb_db *db)
+/* The database's --json object (cli_db_object), with its count and stats for db info. */
+static json_t *cli_db_json(jvdb_db *db, const uint64_t *count, json_t *stats)
 {
     jvdb_db_options o;
     char sync[32];
     jvdb_db_get_options(db, &o);
-    return json_pack("{sssIsssssI}", "name", jvdb_db_name(db), "dim", (json_int_t)o.dim, "metric",
-                     jvdb_metric_name(o.metric), "sync", jvdb_sync_name(o.sync, o.sync_interval_ms, sync, sizeof sync),
-                     "segment_max_bytes", (json_int_t)o.segment_max_bytes);
+    return cli_db_object(jvdb_db_name(db), o.dim, o.metric,
+                         jvdb_sync_name(o.sync, o.sync_interval_ms, sync, sizeof sync), o.segment_max_bytes, count,
+                         stats);
 }
 
 static void cli_db_print(jvdb_db *db)
@@ -147,7 +148,7 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
     if ((rc = cli_open_env(ctx))) return rc;
     jvdb_db *db;
     if ((rc = jvdb_db_create(ctx->env, pos[0], &o, &db))) return cli_lib_error(rc);
-    if (ctx->json) return cli_print_json(cli_db_json(db));
+    if (ctx->json) return cli_print_json(cli_db_json(db, NULL, NULL));
     printf("created database '%s'\n", jvdb_db_name(db));
     cli_db_print(db);
     return CLI_EXIT_OK;
@@ -205,10 +206,7 @@ static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
     if ((rc = jvdb_stats_get(db, &st))) return cli_lib_error(rc);
     uint64_t count = jvdb_count(db);
     if (ctx->json) {
-        json_t *doc = cli_db_json(db);
-        json_object_set_new(doc, "count", json_integer((json_int_t)count));
-        json_object_set_new(doc, "stats", cli_stats_json(db, &st));
-        return cli_print_json(doc);
+        return cli_print_json(cli_db_json(db, &count, cli_stats_json(db, &st)));
     }
     cli_db_print(db);
     printf("count:             %llu\n", (unsigned long long)count);
@@ -258,11 +256,15 @@ static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
         json_decref(out.dropped);
         return cli_lib_error(rc);
     }
-    if (ctx->json)
-        return cli_print_json(json_pack("{sssbsIsIsIsIso}", "database", pos[0], "changed", res.changed, "records_kept",
-                                        (json_int_t)res.records_kept, "records_read", (json_int_t)res.records_read,
-                                        "ranges_dropped", (json_int_t)res.ranges_dropped, "bytes_dropped",
-                                        (json_int_t)res.bytes_dropped, "dropped", out.dropped));
+    if (ctx->json) {
+        json_t *o = json_pack("{sssbsIsIsIsIso}", "database", pos[0], "changed", res.changed, "recordsKept",
+                              (json_int_t)res.records_kept, "recordsRead", (json_int_t)res.records_read,
+                              "rangesDropped", (json_int_t)res.ranges_dropped, "bytesDropped",
+                              (json_int_t)res.bytes_dropped, "dropped", out.dropped);
+        cli_json_add_deprecated(
+            o, (const char *const[]){ "recordsKept", "recordsRead", "rangesDropped", "bytesDropped", NULL });
+        return cli_print_json(o);
+    }
     json_decref(out.dropped);
     if (!res.changed)
         printf("database '%s' has no damaged record; nothing to repair (%llu records)\n", pos[0],

@@ -93,7 +93,9 @@ static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
             json_array_append_new(arr,
                                   json_pack("{ss ss}", "field", v[i].field, "type", jvdb_payload_type_name(v[i].type)));
         jvdb_free(v);
-        return cli_print_json(json_pack("{ss so}", "database", pos[0], "payload_indexes", arr));
+        json_t *o = json_pack("{ss so}", "database", pos[0], "payloadIndexes", arr);
+        cli_json_add_deprecated(o, (const char *const[]){ "payloadIndexes", NULL });
+        return cli_print_json(o);
     }
     for (size_t i = 0; i < n; i++) printf("%s %s\n", v[i].field, jvdb_payload_type_name(v[i].type));
     jvdb_free(v);

@@ -46,7 +46,7 @@ static const cli_cmd cli_cmd_keys_create = {
     "  --expires D              expiry: a duration from now (30d, 12h) or a UTC date (2027-01-31,\n"
     "                           2027-01-31T12:00:00Z); default: never\n"
     "  --description T          a note shown by 'keys list' (up to 256 bytes)\n"
-    "  --json                   print {\"api_key\", \"key_id\", \"role\", ...}\n",
+    "  --json                   print {\"keyId\", \"role\", ..., \"apiKey\"}\n",
     0, 0
 };
 
@@ -137,7 +137,8 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
     if (keys_create(ctx->data_dir, &sp, text, &e, err, sizeof err)) return cli_fail("%s", err);
     if (ctx->json) {
         json_t *doc = keys_entry_json(&e, now);
-        json_object_set_new(doc, "api_key", json_string(text));
+        json_object_set_new(doc, "apiKey", json_string(text));
+        cli_json_add_deprecated(doc, (const char *const[]){ "apiKey", NULL });
         rc = cli_print_json(doc);
     } else {
         printf("%s\n", text);
@@ -163,7 +164,9 @@ static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
     if (ctx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < ks.n; i++) json_array_append_new(arr, keys_entry_json(&ks.v[i], now));
-        rc = cli_print_json(json_pack("{s:o}", "api_keys", arr));
+        json_t *o = json_pack("{s:o}", "apiKeys", arr);
+        cli_json_add_deprecated(o, (const char *const[]){ "apiKeys", NULL });
+        rc = cli_print_json(o);
     } else {
         if (!ks.n) printf("no API keys\n");
         for (size_t i = 0; i < ks.n; i++) cli_keys_print(&ks.v[i], now);
@@ -183,7 +186,11 @@ static int cli_keys_revoke(cli_ctx *ctx, int argc, char **argv)
     rc = keys_revoke(ctx->data_dir, pos[0], err, sizeof err);
     if (rc < 0) return cli_fail("%s", err);
     if (rc > 0) return cli_fail("no API key with id '%.40s' (see 'jvdb keys list')", pos[0]);
-    if (ctx->json) return cli_print_json(json_pack("{s:s, s:b}", "key_id", pos[0], "revoked", 1));
+    if (ctx->json) {
+        json_t *o = json_pack("{s:s, s:b}", "keyId", pos[0], "revoked", 1);
+        cli_json_add_deprecated(o, (const char *const[]){ "keyId", NULL });
+        return cli_print_json(o);
+    }
     printf("API key %s revoked\n", pos[0]);
     return CLI_EXIT_OK;
 }

@@ -378,25 +378,31 @@ static json_t *rem_stats_json(json_t *s)
         json_object_set_new(idx, "reason", json_string(rem_str(ix, "reason", "")));
     }
     json_t *dr = json_object_get(s, "deadRatio");
-    return json_pack(
-        "{sIsIsIsIsIsIsfsIsIsIs{sbssss}so}", "live_records", (json_int_t)rem_u64(s, "liveRecords"), "dead_records",
-        (json_int_t)rem_u64(s, "deadRecords"), "tombstones", (json_int_t)rem_u64(s, "tombstones"), "file_bytes",
-        (json_int_t)rem_u64(s, "fileBytes"), "live_bytes", (json_int_t)rem_u64(s, "liveBytes"), "dead_bytes",
-        (json_int_t)rem_u64(s, "deadBytes"), "dead_ratio", json_is_number(dr) ? json_number_value(dr) : 0.0, "segments",
-        (json_int_t)rem_u64(s, "segments"), "last_lsn", (json_int_t)rem_u64(s, "lastLsn"), "backup_horizon",
+    json_t *o = json_pack(
+        "{sIsIsIsIsIsIsfsIsIsIs{sbssss}so}", "liveRecords", (json_int_t)rem_u64(s, "liveRecords"), "deadRecords",
+        (json_int_t)rem_u64(s, "deadRecords"), "tombstones", (json_int_t)rem_u64(s, "tombstones"), "fileBytes",
+        (json_int_t)rem_u64(s, "fileBytes"), "liveBytes", (json_int_t)rem_u64(s, "liveBytes"), "deadBytes",
+        (json_int_t)rem_u64(s, "deadBytes"), "deadRatio", json_is_number(dr) ? json_number_value(dr) : 0.0, "segments",
+        (json_int_t)rem_u64(s, "segments"), "lastLsn", (json_int_t)rem_u64(s, "lastLsn"), "backupHorizon",
         (json_int_t)rem_u64(s, "backupHorizon"), "compaction", "due", json_is_true(json_object_get(c, "due")),
         "trigger", rem_str(c, "trigger", "none"), "reason", rem_str(c, "reason", ""), "index", idx);
+    cli_json_add_deprecated(o, cli_stats_deprecated);
+    return o;
 }
 
 /* The same lines as cli_stats_print; the saved graph's line is the server's business, not shown. */
 static void rem_stats_print(json_t *j)
 {
-    static const char *const keys[] = { "live_records", "dead_records", "tombstones", "file_bytes", "live_bytes",
-                                        "dead_bytes",   "dead_ratio",   "segments",   "last_lsn",   "backup_horizon" };
+    static const char *const keys[] = { "liveRecords", "deadRecords", "tombstones", "fileBytes", "liveBytes",
+                                        "deadBytes",   "deadRatio",   "segments",   "lastLsn",   "backupHorizon" };
+    static const char *const labels[] = {
+        "live_records", "dead_records", "tombstones", "file_bytes", "live_bytes",
+        "dead_bytes",   "dead_ratio",   "segments",   "last_lsn",   "backup_horizon"
+    };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         json_t *v = json_object_get(j, keys[i]);
         char label[32];
-        snprintf(label, sizeof label, "%s:", keys[i]);
+        snprintf(label, sizeof label, "%s:", labels[i]);
         if (json_is_real(v)) printf("%-17s%.4f\n", label, json_real_value(v));
         else printf("%-17s%llu\n", label, (unsigned long long)json_integer_value(v));
     }
@@ -450,22 +456,21 @@ int cli_remote_db_list(cli_ctx *ctx)
     return CLI_EXIT_OK;
 }
 
-/* The CLI's database object (cli_db_json's keys) from the server's; the segment size is a storage
- * setting the REST API does not show, so it is left out. */
-static json_t *rem_db_json(json_t *d)
+/* The CLI's database object (cli_db_object) from the server's, with `count` and `stats` when
+ * given; the segment size is a storage setting the REST API does not show, so it is left out. */
+static json_t *rem_db_json(json_t *d, const uint64_t *count, json_t *stats)
 {
-    jvdb_metric m;
-    const char *metric = rem_str(d, "distanceMetric", "");
-    const char *shown = jvdb_metric_parse(metric, &m) == 0 ? jvdb_metric_name(m) : metric; /* euclidean: l2 */
-    return json_pack("{sssIssss}", "name", rem_str(d, "name", ""), "dim", (json_int_t)rem_u64(d, "vectorDimension"),
-                     "metric", shown, "sync", rem_str(d, "sync", ""));
+    jvdb_metric m = JVDB_METRIC_L2;
+    jvdb_metric_parse(rem_str(d, "distanceMetric", "l2"), &m);
+    return cli_db_object(rem_str(d, "name", ""), (uint32_t)rem_u64(d, "vectorDimension"), m, rem_str(d, "sync", ""), 0,
+                         count, stats);
 }
 
 /* cli_db_print's lines. */
 static void rem_db_print(json_t *j)
 {
     printf("name:              %s\n", rem_str(j, "name", ""));
-    printf("dim:               %llu\n", (unsigned long long)rem_u64(j, "dim"));
+    printf("dim:               %llu\n", (unsigned long long)rem_u64(j, "vectorDimension"));
     printf("metric:            %s\n", rem_str(j, "metric", ""));
     printf("sync:              %s\n", rem_str(j, "sync", ""));
     printf("segment_max_bytes: (a storage setting the server does not report)\n");
@@ -480,14 +485,14 @@ int cli_remote_db_info(cli_ctx *ctx, const char *name)
         json_decref(d);
         return rc;
     }
-    json_t *doc = rem_db_json(d);
     uint64_t count = rem_u64(json_object_get(d, "stats"), "vectorCount");
-    json_decref(d);
     if (ctx->json) {
-        json_object_set_new(doc, "count", json_integer((json_int_t)count));
-        json_object_set_new(doc, "stats", st);
+        json_t *doc = rem_db_json(d, &count, st);
+        json_decref(d);
         return cli_print_json(doc);
     }
+    json_t *doc = rem_db_json(d, NULL, NULL);
+    json_decref(d);
     rem_db_print(doc);
     printf("count:             %llu\n", (unsigned long long)count);
     printf("\n");
@@ -505,7 +510,7 @@ int cli_remote_db_create(cli_ctx *ctx, const char *name, uint32_t dim, jvdb_metr
     json_t *d;
     int rc = rem_call(ctx, "POST", "/v1/databases", body, &d);
     if (rc) return rc;
-    json_t *doc = rem_db_json(d);
+    json_t *doc = rem_db_json(d, NULL, NULL);
     json_decref(d);
     if (ctx->json) return cli_print_json(doc);
     printf("created database '%s'\n", rem_str(doc, "name", name));
@@ -845,7 +850,8 @@ static void rem_backup_info(json_t *o, jvdb_backup_info *b)
     snprintf(b->parent, sizeof b->parent, "%s", rem_str(o, "parent", ""));
     b->lsn_from = rem_u64(o, "lsnFrom");
     b->lsn_to = rem_u64(o, "lsnTo");
-    b->created_ns = rem_time_ns(rem_str(o, "created_at", NULL));
+    /* createdAt, or the backup object's name of before (created_at) */
+    b->created_ns = rem_time_ns(rem_str(o, "createdAt", rem_str(o, "created_at", NULL)));
     b->put_count = rem_u64(o, "putCount");
     b->delete_count = rem_u64(o, "deleteCount");
     b->raw_bytes = rem_u64(o, "rawBytes");
@@ -971,22 +977,24 @@ int cli_remote_keys_create(cli_ctx *ctx, const char *role, const char *const *db
         struct tm tm;
         gmtime_r(&e, &tm);
         strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        json_object_set_new(body, "expires_at", json_string(t));
+        json_object_set_new(body, "expiresAt", json_string(t));
     }
     if (description) json_object_set_new(body, "description", json_string(description));
     json_t *a;
     int rc = rem_call(ctx, "POST", "/v1/api-keys", body, &a);
     if (rc) return rc;
-    const char *key = rem_str(a, "api_key", "");
+    const char *key = rem_str(a, "apiKey", "");
     if (ctx->json) {
-        /* The key last, as the local command prints it. */
-        json_t *k = json_incref(json_object_get(a, "api_key"));
+        /* The key last (and its deprecated name after it), as the local command prints it. */
+        json_t *k = json_incref(json_object_get(a, "apiKey"));
+        json_object_del(a, "apiKey");
         json_object_del(a, "api_key");
-        json_object_set_new(a, "api_key", k ? k : json_string(""));
+        json_object_set_new(a, "apiKey", k ? k : json_string(""));
+        cli_json_add_deprecated(a, (const char *const[]){ "apiKey", NULL });
         return cli_print_json(a);
     }
     printf("%s\n", key);
-    fprintf(stderr, "API key %s created (role %s); it is shown only this once.\n", rem_str(a, "key_id", ""),
+    fprintf(stderr, "API key %s created (role %s); it is shown only this once.\n", rem_str(a, "keyId", ""),
             rem_str(a, "role", ""));
     json_decref(a);
     return CLI_EXIT_OK;
@@ -997,21 +1005,19 @@ int cli_remote_keys_list(cli_ctx *ctx)
     json_t *a;
     int rc = rem_call(ctx, "GET", "/v1/api-keys", NULL, &a);
     if (rc) return rc;
-    /* The REST answer also carries the list under the original's name; the CLI prints its own shape. */
-    json_object_del(a, "apiKeys");
-    if (ctx->json) return cli_print_json(a);
-    json_t *arr = json_object_get(a, "api_keys"), *k;
+    if (ctx->json) return cli_print_json(a); /* apiKeys and api_keys, as the local command prints */
+    json_t *arr = json_object_get(a, "apiKeys"), *k;
     size_t i;
     if (!json_array_size(arr)) printf("no API keys\n");
     /* The lines of cli_keys_print. */
     json_array_foreach(arr, i, k)
     {
-        printf("%s  %-5s  ", rem_str(k, "key_id", ""), rem_str(k, "role", ""));
+        printf("%s  %-5s  ", rem_str(k, "keyId", ""), rem_str(k, "role", ""));
         json_t *dbs = json_object_get(k, "databases"), *d;
         size_t j;
         if (!json_array_size(dbs)) printf("all databases");
         json_array_foreach(dbs, j, d) printf("%s%s", j ? "," : "", json_string_value(d));
-        printf("  created %s  expires %s%s", rem_str(k, "created_at", ""), rem_str(k, "expires_at", "never"),
+        printf("  created %s  expires %s%s", rem_str(k, "createdAt", ""), rem_str(k, "expiresAt", "never"),
                json_is_true(json_object_get(k, "expired")) ? " (expired)" : "");
         const char *desc = rem_str(k, "description", "");
         if (*desc) printf("  \"%s\"", desc);
@@ -1033,7 +1039,11 @@ int cli_remote_keys_revoke(cli_ctx *ctx, const char *id)
     int rc = rem_call(ctx, "DELETE", p, NULL, NULL);
     free(p);
     if (rc) return rc;
-    if (ctx->json) return cli_print_json(json_pack("{s:s, s:b}", "key_id", id, "revoked", 1));
+    if (ctx->json) {
+        json_t *o = json_pack("{s:s, s:b}", "keyId", id, "revoked", 1);
+        cli_json_add_deprecated(o, (const char *const[]){ "keyId", NULL });
+        return cli_print_json(o);
+    }
     printf("API key %s revoked\n", id);
     return CLI_EXIT_OK;
 }

@@ -383,6 +383,48 @@ int cli_print_json(json_t *doc)
     return CLI_EXIT_OK;
 }
 
+void cli_json_add_deprecated(json_t *o, const char *const *keys)
+{
+    for (; o && *keys; keys++) {
+        json_t *v = json_object_get(o, *keys);
+        char snake[64];
+        size_t n = 0;
+        for (const char *c = *keys; *c && n + 2 < sizeof snake; c++) {
+            if (*c >= 'A' && *c <= 'Z') {
+                snake[n++] = '_';
+                snake[n++] = (char)(*c - 'A' + 'a');
+            } else {
+                snake[n++] = *c;
+            }
+        }
+        snake[n] = '\0';
+        if (v) json_object_set(o, snake, v);
+    }
+}
+
+json_t *cli_db_object(const char *name, uint32_t dim, jvdb_metric metric, const char *sync, uint64_t segment_max_bytes,
+                      const uint64_t *count, json_t *stats)
+{
+    const char *rest_metric = metric == JVDB_METRIC_L2 ? "euclidean" : jvdb_metric_name(metric);
+    json_t *o = json_pack("{sssIssss}", "name", name, "vectorDimension", (json_int_t)dim, "distanceMetric", rest_metric,
+                          "sync", sync);
+    if (!o) {
+        json_decref(stats);
+        return NULL;
+    }
+    if (segment_max_bytes) json_object_set_new(o, "segmentMaxBytes", json_integer((json_int_t)segment_max_bytes));
+    if (count) json_object_set_new(o, "vectorCount", json_integer((json_int_t)*count));
+    if (stats) json_object_set_new(o, "stats", stats);
+    json_object_set_new(o, "dim", json_integer((json_int_t)dim));
+    json_object_set_new(o, "metric", json_string(jvdb_metric_name(metric)));
+    cli_json_add_deprecated(o, (const char *const[]){ "segmentMaxBytes", NULL });
+    if (count) json_object_set_new(o, "count", json_integer((json_int_t)*count));
+    return o;
+}
+
+const char *const cli_stats_deprecated[] = { "liveRecords", "deadRecords", "fileBytes",     "liveBytes", "deadBytes",
+                                             "deadRatio",   "lastLsn",     "backupHorizon", NULL };
+
 /* The index's readiness: the live state when this process has the index attached, else what the
  * next open would do with the saved graph (read from its header only: a stats command never loads
  * or builds a graph). */
@@ -400,15 +442,17 @@ static json_t *cli_index_json(jvdb_db *db)
     if (jvdb_db_index_saved(db, &sv) == JVDB_OK) {
         json_object_set_new(j, "saved",
                             json_pack("{sbsIsIsIsIss}", "present", sv.present, "nodes", (json_int_t)sv.nodes, "lsn",
-                                      (json_int_t)sv.lsn, "file_bytes", (json_int_t)sv.file_bytes, "behind",
+                                      (json_int_t)sv.lsn, "fileBytes", (json_int_t)sv.file_bytes, "behind",
                                       (json_int_t)sv.behind, "problem", sv.problem));
         if (!json_object_get(j, "state")) {
             const char *next = !sv.present     ? "rebuild"
                                : sv.problem[0] ? "rebuild"
                                : sv.behind     ? "load_and_catch_up"
                                                : "load";
-            json_object_set_new(j, "on_open", json_string(next));
+            json_object_set_new(j, "onOpen", json_string(next));
         }
+        cli_json_add_deprecated(json_object_get(j, "saved"), (const char *const[]){ "fileBytes", NULL });
+        cli_json_add_deprecated(j, (const char *const[]){ "onOpen", NULL });
     }
     return j;
 }
@@ -434,12 +478,14 @@ static void cli_index_print(jvdb_db *db)
 
 json_t *cli_stats_json(jvdb_db *db, const jvdb_stats *st)
 {
-    return json_pack("{sIsIsIsIsIsIsfsIsIsIsoso}", "live_records", (json_int_t)st->live_records, "dead_records",
-                     (json_int_t)st->dead_records, "tombstones", (json_int_t)st->tombstones, "file_bytes",
-                     (json_int_t)st->file_bytes, "live_bytes", (json_int_t)st->live_bytes, "dead_bytes",
-                     (json_int_t)st->dead_bytes, "dead_ratio", st->dead_ratio, "segments", (json_int_t)st->segments,
-                     "last_lsn", (json_int_t)st->last_lsn, "backup_horizon", (json_int_t)st->backup_horizon,
-                     "compaction", cli_compaction_json(db), "index", cli_index_json(db));
+    json_t *o = json_pack("{sIsIsIsIsIsIsfsIsIsIsoso}", "liveRecords", (json_int_t)st->live_records, "deadRecords",
+                          (json_int_t)st->dead_records, "tombstones", (json_int_t)st->tombstones, "fileBytes",
+                          (json_int_t)st->file_bytes, "liveBytes", (json_int_t)st->live_bytes, "deadBytes",
+                          (json_int_t)st->dead_bytes, "deadRatio", st->dead_ratio, "segments", (json_int_t)st->segments,
+                          "lastLsn", (json_int_t)st->last_lsn, "backupHorizon", (json_int_t)st->backup_horizon,
+                          "compaction", cli_compaction_json(db), "index", cli_index_json(db));
+    cli_json_add_deprecated(o, cli_stats_deprecated);
+    return o;
 }
 
 void cli_stats_print(jvdb_db *db, const jvdb_stats *st)

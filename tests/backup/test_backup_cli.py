@@ -109,37 +109,37 @@ def checklist(e):
     first = rows_for(range(50), 8, 1)
     e.import_rows("docs", first)
     full = e.bk_json("create", "docs", "--description", "before the change")
-    assert full["type"] == "full" and full["put_count"] == 50 and full["delete_count"] == 0, full
+    assert full["type"] == "full" and full["putCount"] == 50 and full["deleteCount"] == 0, full
     assert full["description"] == "before the change"
     if "://" not in e.repo and "JVDB_REPO_KEY_FILE" not in e.env:
-        d = os.path.join(e.repo, "docs", full["id"])
+        d = os.path.join(e.repo, "docs", full["backupId"])
         assert os.path.getsize(os.path.join(d, "backup.json")) > 0
-        assert os.path.getsize(os.path.join(d, "data.jvb.zst")) == full["bytes"]["stored"]
+        assert os.path.getsize(os.path.join(d, "data.jvb.zst")) == full["storedBytes"]
     change = rows_for(range(45, 60), 8, 2)   # 5 modified, 10 added
     e.import_rows("docs", change)
     inc = e.bk_json("create", "docs", "--type", "incremental")
-    assert inc["type"] == "incremental" and inc["parent"] == full["id"], inc
-    assert inc["put_count"] == 15 and inc["delete_count"] == 0, inc
+    assert inc["type"] == "incremental" and inc["parent"] == full["backupId"], inc
+    assert inc["putCount"] == 15 and inc["deleteCount"] == 0, inc
     state = dict(first)
     state.update(change)
     ids = list(e.contents("docs"))
     e.run("delete", "docs", *ids)
     assert e.contents("docs") == {}
-    err = e.bk("restore", inc["id"], expect=1).stderr
+    err = e.bk("restore", inc["backupId"], expect=1).stderr
     assert "already exists" in err, err
-    out = e.bk("restore", inc["id"], "--force").stdout
+    out = e.bk("restore", inc["backupId"], "--force").stdout
     assert "restored" in out, out
     assert e.contents("docs") == expected(state), "restored vectors or metadata differ"
-    e.bk("restore", full["id"], "--as", "docs_at_full")
+    e.bk("restore", full["backupId"], "--as", "docs_at_full")
     assert e.contents("docs_at_full") == expected(first)
     hist = e.listing("docs")
-    assert [b["id"] for b in hist] == [full["id"], inc["id"]], hist
+    assert [b["backupId"] for b in hist] == [full["backupId"], inc["backupId"]], hist
     assert all(b["status"] == "ok" and b["restorable"] for b in hist), hist
     text = e.bk("list", "docs").stdout.splitlines()
-    assert text[0].split()[:3] == ["DATABASE", "ID", "TYPE"] and full["id"] in text[1] and inc["id"] in text[2], text
-    shown = e.bk_json("show", inc["id"])
-    assert shown["sha256"] == inc["sha256"] and shown["chain_length"] == 2
-    assert "intact" in e.bk("verify", inc["id"]).stdout
+    assert text[0].split()[:3] == ["DATABASE", "ID", "TYPE"] and full["backupId"] in text[1] and inc["backupId"] in text[2], text
+    shown = e.bk_json("show", inc["backupId"])
+    assert shown["sha256"] == inc["sha256"] and shown["chainLength"] == 2
+    assert "intact" in e.bk("verify", inc["backupId"]).stdout
     return full, inc
 
 
@@ -158,7 +158,7 @@ def test_delete_prune_cli():
         ids = []
         for k in range(4):
             e.import_rows("r", rows_for(range(k * 5, k * 5 + 8), 4, k + 1))
-            ids.append(e.bk_json("create", "r", "--type", "incremental")["id"])
+            ids.append(e.bk_json("create", "r", "--type", "incremental")["backupId"])
         err = e.bk("delete", ids[1], expect=1).stderr
         assert "dependant" in err and ids[2] in err, err
         out = e.bk_json("delete", ids[2], "--cascade")
@@ -193,19 +193,19 @@ def test_corruption_cli():
         before_dir = sorted(os.listdir(os.path.join(e.data, "databases")))
         for b in (full, inc):
             for name in ("data.jvb.zst", "backup.json"):
-                path = os.path.join(e.repo, "docs", b["id"], name)
+                path = os.path.join(e.repo, "docs", b["backupId"], name)
                 size = os.path.getsize(path)
                 for off in sorted({0, size // 2, size - 1, random.randrange(size)}):
                     flip_byte(path, off)
-                    err = e.bk("verify", inc["id"], expect=1).stderr
-                    assert b["id"] in err, f"verify does not name {b['id']}: {err}"
-                    err = e.bk("restore", inc["id"], "--as", "fresh", expect=1).stderr
-                    assert b["id"] in err and "nothing was written" in err or b["id"] in err, err
-                    e.bk("restore", inc["id"], "--force", expect=1)
+                    err = e.bk("verify", inc["backupId"], expect=1).stderr
+                    assert b["backupId"] in err, f"verify does not name {b['backupId']}: {err}"
+                    err = e.bk("restore", inc["backupId"], "--as", "fresh", expect=1).stderr
+                    assert b["backupId"] in err and "nothing was written" in err or b["backupId"] in err, err
+                    e.bk("restore", inc["backupId"], "--force", expect=1)
                     flip_byte(path, off)
                     assert sorted(os.listdir(os.path.join(e.data, "databases"))) == before_dir
         assert e.contents("docs") == before_db
-        e.bk("verify", inc["id"])
+        e.bk("verify", inc["backupId"])
     finally:
         e.close()
 
@@ -227,9 +227,9 @@ def encrypted_checks(e, obj_path=None):
     full, inc = checklist(e)
     del e.env["JVDB_REPO_KEY_FILE"]
     # --repo-key-file does the same as the variable.
-    assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
-    for args in (("list",), ("show", inc["id"]), ("verify", inc["id"]), ("restore", inc["id"], "--as", "x"),
-                 ("create", "docs"), ("prune", "docs", "--keep", 1), ("delete", inc["id"])):
+    assert "intact" in e.bk("verify", inc["backupId"], "--repo-key-file", key).stdout
+    for args in (("list",), ("show", inc["backupId"]), ("verify", inc["backupId"]), ("restore", inc["backupId"], "--as", "x"),
+                 ("create", "docs"), ("prune", "docs", "--keep", 1), ("delete", inc["backupId"])):
         err = e.bk(*args, expect=1).stderr
         assert "is encrypted: give its key file" in err, (args, err)
         err = e.bk(*args, "--repo-key-file", key_file(e, "other.key", 2), expect=1).stderr
@@ -240,14 +240,14 @@ def encrypted_checks(e, obj_path=None):
         # Flip one byte anywhere in any object: verify fails and names the backup.
         for b in (full, inc):
             for name in ("data.jvb.zst", "backup.json"):
-                path = obj_path(b["id"], name)
+                path = obj_path(b["backupId"], name)
                 size = os.path.getsize(path)
                 for off in sorted({0, 20, size // 2, size - 2, random.randrange(size)}):
                     flip_byte(path, off)
-                    err = e.bk("verify", inc["id"], "--repo-key-file", key, expect=1).stderr
-                    assert b["id"] in err, f"byte {off} of {path}: {err}"
+                    err = e.bk("verify", inc["backupId"], "--repo-key-file", key, expect=1).stderr
+                    assert b["backupId"] in err, f"byte {off} of {path}: {err}"
                     flip_byte(path, off)
-        assert "intact" in e.bk("verify", inc["id"], "--repo-key-file", key).stdout
+        assert "intact" in e.bk("verify", inc["backupId"], "--repo-key-file", key).stdout
     return key, full, inc
 
 
@@ -291,9 +291,9 @@ def test_operations_cli():
             e.import_rows(name, rows_for(range(6), 4, 1))
             e.bk("create", name)
             e.import_rows(name, rows_for(range(4, 9), 4, 2))
-            tips[name] = e.bk_json("create", name, "--type", "incremental")["id"]
+            tips[name] = e.bk_json("create", name, "--type", "incremental")["backupId"]
         everything = e.listing()
-        assert sorted({b["database"] for b in everything}) == ["alpha", "beta"] and len(everything) == 4, everything
+        assert sorted({b["databaseId"] for b in everything}) == ["alpha", "beta"] and len(everything) == 4, everything
         out = e.bk_json("verify", "--all")
         assert out["checked"] == 4 and out["bad"] == 0, out
         want = {n: e.contents(n) for n in ("alpha", "beta")}
@@ -317,27 +317,27 @@ def test_operations_cli():
         e.bk("create", "alpha")
         before = e.listing("alpha")
         out = e.bk_json("prune", "alpha", "--keep", 1, "--dry-run")
-        assert out["dry_run"] and out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        assert out["dryRun"] and out["wouldDelete"] == out["would_delete"] == [before[1]["backupId"], before[0]["backupId"]], out
         assert e.listing("alpha") == before
         assert "would delete" in e.bk("prune", "alpha", "--keep", 1, "--dry-run").stdout
         # Calendar retention: every backup here is from today, so --keep-daily 1 keeps only the newest
         # (and what it needs), as --keep 1 would; --keep-weekly 1 likewise.
         out = e.bk_json("prune", "alpha", "--keep-daily", 1, "--dry-run")
-        assert out["would_delete"] == [before[1]["id"], before[0]["id"]], out
+        assert out["wouldDelete"] == [before[1]["backupId"], before[0]["backupId"]], out
         out = e.bk_json("prune", "alpha", "--keep-weekly", 1)
-        assert out["deleted"] == [before[1]["id"], before[0]["id"]], out
-        assert [b["id"] for b in e.listing("alpha")] == [before[2]["id"]]
+        assert out["deleted"] == [before[1]["backupId"], before[0]["backupId"]], out
+        assert [b["backupId"] for b in e.listing("alpha")] == [before[2]["backupId"]]
         # A corrupt archive: verify --all reports it (and what depends on it) and fails.
         full_beta = [b for b in e.listing("beta") if b["type"] == "full"][0]
-        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        flip_byte(os.path.join(e.repo, "beta", full_beta["backupId"], "data.jvb.zst"), 5)
         p = e.bk("verify", "--all", expect=1)
-        assert f"BAD  beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
-        assert f"ok   alpha/{before[2]['id']}" in p.stdout and "2 bad" in p.stdout, p.stdout
+        assert f"BAD  beta/{full_beta['backupId']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   alpha/{before[2]['backupId']}" in p.stdout and "2 bad" in p.stdout, p.stdout
         # The incremental damaged instead: the full backup under it was read without fault.
-        flip_byte(os.path.join(e.repo, "beta", full_beta["id"], "data.jvb.zst"), 5)
+        flip_byte(os.path.join(e.repo, "beta", full_beta["backupId"], "data.jvb.zst"), 5)
         flip_byte(os.path.join(e.repo, "beta", tips["beta"], "data.jvb.zst"), 5)
         p = e.bk("verify", "--all", expect=1)
-        assert f"ok   beta/{full_beta['id']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
+        assert f"ok   beta/{full_beta['backupId']}" in p.stdout and f"BAD  beta/{tips['beta']}" in p.stdout, p.stdout
         assert "1 bad" in p.stdout, p.stdout
     finally:
         e.close()
@@ -348,7 +348,7 @@ def test_operations_cli():
 def visible_backups_all_verify(e, name):
     for b in e.listing(name):
         assert b["restorable"], b
-        e.bk("verify", b["id"])
+        e.bk("verify", b["backupId"])
 
 
 def big_env():
@@ -387,7 +387,7 @@ def test_crash_during_backup():
         # The database itself went on undisturbed.
         e.bk("create", "big", "--type", "incremental")
         last = e.listing("big")[-1]
-        e.bk("restore", last["id"], "--as", "check")
+        e.bk("restore", last["backupId"], "--as", "check")
         want = expected(rows)
         want["id1"] = (struct.pack("<128f", *([0.5] * 128)), json.dumps(None))
         assert e.contents("check") == want
@@ -404,7 +404,7 @@ def test_crash_during_restore():
         e.import_rows("s", rows_for(range(200, 400), 8, 2))
         e.run("delete", "s", "id3", "id4")
         e.bk("create", "s", "--type", "incremental")
-        target = e.listing("s")[-1]["id"]
+        target = e.listing("s")[-1]["backupId"]
         e.import_rows("s", rows_for(range(0, 50), 8, 3))   # the live database differs from the backup
         before = e.contents("s")
         e.bk("restore", target, "--as", "ref")
@@ -483,7 +483,7 @@ def test_restore_names_cli():
     try:
         e.run("db", "create", "orig", "--dim", 4)
         e.import_rows("orig", rows_for(range(5), 4, 1))
-        bid = e.bk_json("create", "orig")["id"]
+        bid = e.bk_json("create", "orig")["backupId"]
         e.import_rows("orig", rows_for(range(5, 9), 4, 1))
         long64 = "a" * 64
         e.run("db", "create", long64, "--dim", 4)

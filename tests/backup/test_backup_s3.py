@@ -88,16 +88,16 @@ def main():
             try:
                 full, inc = cli.checklist(e)
                 # A flipped byte in an object is caught and the backup is named.
-                obj = os.path.join(store, BUCKET, "cli1", "docs", full["id"], "data.jvb.zst._S3rver_object")
-                assert os.path.exists(obj), os.listdir(os.path.join(store, BUCKET, "cli1", "docs", full["id"]))
+                obj = os.path.join(store, BUCKET, "cli1", "docs", full["backupId"], "data.jvb.zst._S3rver_object")
+                assert os.path.exists(obj), os.listdir(os.path.join(store, BUCKET, "cli1", "docs", full["backupId"]))
                 cli.flip_byte(obj, os.path.getsize(obj) // 2)
-                err = e.bk("verify", inc["id"], expect=1).stderr
-                assert full["id"] in err, err
-                err = e.bk("restore", inc["id"], "--as", "fresh", expect=1).stderr
-                assert full["id"] in err, err
+                err = e.bk("verify", inc["backupId"], expect=1).stderr
+                assert full["backupId"] in err, err
+                err = e.bk("restore", inc["backupId"], "--as", "fresh", expect=1).stderr
+                assert full["backupId"] in err, err
                 assert "fresh" not in e.run("db", "list").stdout
                 cli.flip_byte(obj, os.path.getsize(obj) // 2)
-                e.bk("verify", inc["id"])
+                e.bk("verify", inc["backupId"])
             finally:
                 e.close()
 
@@ -108,7 +108,7 @@ def main():
                 ids = []
                 for k in range(3):
                     e.import_rows("r", cli.rows_for(range(k * 3, k * 3 + 6), 4, k + 1))
-                    ids.append(e.bk_json("create", "r", "--type", "incremental")["id"])
+                    ids.append(e.bk_json("create", "r", "--type", "incremental")["backupId"])
                 assert "dependant" in e.bk("delete", ids[0], expect=1).stderr
                 e.bk("create", "r")
                 out = e.bk_json("prune", "r", "--keep", "1")
@@ -123,7 +123,7 @@ def main():
                 bare.env.pop("AWS_ENDPOINT_URL", None)
                 assert "credentials" in bare.bk("list", expect=1).stderr
                 out = bare.bk("list", "r", *flags).stdout
-                assert left[0]["id"] in out, out
+                assert left[0]["backupId"] in out, out
                 bare.close()
             finally:
                 e.close()

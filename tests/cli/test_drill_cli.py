@@ -55,10 +55,10 @@ def passes_on_a_good_backup(e):
     os.mkdir(scratch)
     r = e.json("backup", "drill", "--database", "docs", "--repo", repo, "--scratch", scratch, "--queries", "25")
     assert r["passed"] and r["failure"] == "", r
-    assert r["source_unchanged"] and r["restored_vectors"] == 400 and r["checked_records"] == 400, r
-    assert r["missing"] == r["differing"] == r["not_in_source"] == r["changed_since"] == 0, r
-    assert r["queries"] == r["queries_compared"] == r["queries_equal"] == 25, r
-    assert r["settings_match"] and r["index_recall"] > 0.9, r
+    assert r["sourceUnchanged"] and r["restoredVectors"] == 400 and r["checkedRecords"] == 400, r
+    assert r["missing"] == r["differing"] == r["notInSource"] == r["changedSince"] == 0, r
+    assert r["queries"] == r["queriesCompared"] == r["queriesEqual"] == 25, r
+    assert r["settingsMatch"] and r["indexRecall"] > 0.9, r
     assert (tree_digest(e.data), tree_digest(repo)) == before, "a drill changed the data directory or repository"
     assert os.listdir(scratch) == [], "the scratch directory was left behind"
     _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo)
@@ -76,9 +76,9 @@ def later_writes_are_not_failures(e):
     e.run("delete", "docs", "v0")
     r = e.json("backup", "drill", "--database", "docs", "--repo", repo)
     assert r["passed"], r
-    assert not r["source_unchanged"] and r["changed_since"] == 50, r
-    assert r["checked_records"] == 400 - 10 - 1 and r["not_in_source"] == 1, r
-    assert r["queries_compared"] == 0, r
+    assert not r["sourceUnchanged"] and r["changedSince"] == 50, r
+    assert r["checkedRecords"] == 400 - 10 - 1 and r["notInSource"] == 1, r
+    assert r["queriesCompared"] == 0, r
 
 
 @test
@@ -93,7 +93,7 @@ def fails_when_contents_differ(e):
     fill(e, seed=3)
     rc, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, "--json", expect=1)
     r = json.loads(out)
-    assert not r["passed"] and r["source_unchanged"] and r["differing"] == 400, r
+    assert not r["passed"] and r["sourceUnchanged"] and r["differing"] == 400, r
     assert "different from the source" in r["failure"] and "came back different" in r["failure"], r
     _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, expect=1)
     assert out.startswith("drill of 'docs': FAIL") and "failure:" in out, out
@@ -116,7 +116,7 @@ def fails_on_a_damaged_archive(e):
     assert out.startswith("drill of 'docs': FAIL") and "the restore failed" in out, out
     _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, "--json", expect=1)
     r = json.loads(out)
-    assert r["restore_failed"] and not r["passed"] and r["restored_vectors"] == 0, r
+    assert r["restoreFailed"] and not r["passed"] and r["restoredVectors"] == 0, r
 
 
 @test
@@ -134,7 +134,7 @@ def errors(e):
     _, out, _ = e.run("backup", "drill", "--database", "docs", "--repo", repo, "--no-source", "--json",
                       data=e.path("elsewhere"))
     r = json.loads(out)
-    assert r["passed"] and r["restored_vectors"] == 20 and r["checked_records"] == 0, r
+    assert r["passed"] and r["restoredVectors"] == 20 and r["checkedRecords"] == 0, r
     assert not os.path.exists(e.path("elsewhere")), "--no-source created a data directory"
 
 

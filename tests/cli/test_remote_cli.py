@@ -59,7 +59,7 @@ def normal(out):
     out = re.sub(r'^(index|saved_index):.*\n', '', out, flags=re.M)
     out = re.sub(r'^segment_max_bytes:.*\n', '', out, flags=re.M)
     out = re.sub(r'^seconds: .*\n', '', out, flags=re.M)
-    out = re.sub(r'"segment_max_bytes":\d+,|,"segment_max_bytes":\d+', '', out)
+    out = re.sub(r'"(segment_max_bytes|segmentMaxBytes)":\d+,|,"(segment_max_bytes|segmentMaxBytes)":\d+', '', out)
     out = re.sub(r'"index":\{[^{}]*(\{[^{}]*\}[^{}]*)?\}', '"index":{}', out)
     out = re.sub(r'"seconds":[0-9.e-]+', '"seconds":0', out)
     return out
@@ -287,13 +287,13 @@ def stale_socket_after_a_crash(e):
 def default_metric_is_cosine(e):
     _, out, _ = e.run("db", "create", "m", "--dim", 2)
     assert "metric:            cosine" in out, out
-    assert e.json("db", "info", "m")["metric"] == "cosine"
+    assert e.json("db", "info", "m")["distanceMetric"] == "cosine"
     _, out, _ = e.run("db", "create", "--help")
     assert "default cosine" in out, out
     # the same default through the server, which is REST's
     s = Server(e.data)
     try:
-        assert e.json("db", "create", "m2", "--dim", 2)["metric"] == "cosine"
+        assert e.json("db", "create", "m2", "--dim", 2)["distanceMetric"] == "cosine"
     finally:
         s.stop()
 
@@ -349,7 +349,7 @@ def backup_lines(out):
     out = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "TIME", out)
     out = re.sub(r'"sha256":"[0-9a-f]+"|sha256: +[0-9a-f]+', "SHA", out)
     # compressed sizes: the server's archive also carries the settings it keeps (index, description)
-    out = re.sub(r'"stored":\d+', '"stored":N', out)
+    out = re.sub(r'"storedBytes":\d+', '"storedBytes":N', out)
     return re.sub(r"\d+(\.\d)? (B|KiB|MiB)( stored)?\b", "SIZE", out)
 
 
@@ -374,7 +374,7 @@ def backups_through_the_server(e):
                 rc, o, err = e.run(*c, *(r if c[0] == "backup" else []), *j, data=data, expect=None)
                 out.append((c + j, rc, backup_lines(o), err.strip()))
         # show and verify of the newest backup, by its id
-        bid = json.loads(e.run("backup", "list", "c", "--json", *r, data=data)[1])["backups"][-1]["id"]
+        bid = json.loads(e.run("backup", "list", "c", "--json", *r, data=data)[1])["backups"][-1]["backupId"]
         for c in (["backup", "show", bid], ["backup", "verify", bid]):
             rc, o, err = e.run(*c, *r, data=data, expect=None)
             out.append((c, rc, backup_lines(o), err.strip()))
@@ -411,14 +411,15 @@ def keys_through_server_url(e):
         assert out == local_text, (out, local_text)
         assert json.loads(e.run(*remote, "keys", "list", "--json", data=nowhere)[1]) == local_json
         doc = json.loads(e.run(*remote, "keys", "create", "--role", "write", "--json", data=nowhere)[1])
-        assert doc["role"] == "write" and doc["api_key"].startswith("jvdb_") and list(doc)[-1] == "api_key", doc
+        assert doc["role"] == "write" and doc["apiKey"].startswith("jvdb_") and doc["keyId"] == doc["key_id"], doc
+        assert list(doc)[-2:] == ["apiKey", "api_key"] and doc["api_key"] == doc["apiKey"], doc
         # the new key works, and is revoked through the server
-        e.run("--server", s.url, "--api-key", doc["api_key"], "put", "v", "x", "--vector", "1,2", data=nowhere)
+        e.run("--server", s.url, "--api-key", doc["apiKey"], "put", "v", "x", "--vector", "1,2", data=nowhere)
         _, out, _ = e.run(*remote, "keys", "revoke", kid, data=nowhere)
         assert out == f"API key {kid} revoked\n", out
         _, _, err = e.run(*remote, "keys", "revoke", kid, data=nowhere, expect=1)
         assert kid in err, err
-        _, _, err = e.run("--server", s.url, "--api-key", doc["api_key"], "keys", "list", data=nowhere, expect=1)
+        _, _, err = e.run("--server", s.url, "--api-key", doc["apiKey"], "keys", "list", data=nowhere, expect=1)
         assert "admin" in err, err
         assert not os.path.exists(nowhere)
     finally:

@@ -105,7 +105,7 @@ def flipped_byte_refused_then_repaired(e):
     # Writable again; a second repair finds nothing.
     e.run("put", "v", lost, "--vector", ",".join(["1"] * DIM))
     doc = json.loads(e.run("db", "repair", "v", "--json")[1])
-    assert doc["changed"] is False and doc["dropped"] == [] and doc["records_kept"] == N, doc
+    assert doc["changed"] is False and doc["dropped"] == [] and doc["recordsKept"] == N, doc
 
 
 @test
@@ -115,7 +115,8 @@ def repair_json_lists_what_was_dropped(e):
     bad = record_offset(seg, 10)
     flip(seg, bad + 64)
     doc = json.loads(e.run("db", "repair", "v", "--json")[1])
-    assert doc["changed"] is True and doc["records_kept"] == N - 1 and doc["ranges_dropped"] == 1, doc
+    assert doc["changed"] is True and doc["recordsKept"] == N - 1 and doc["rangesDropped"] == 1, doc
+    assert doc["records_kept"] == N - 1 and doc["ranges_dropped"] == 1, doc  # deprecated names, one release
     d = doc["dropped"][0]
     assert d["file"] == seg and d["offset"] == bad and d["reason"] == "checksum mismatch", d
     assert d["kept"] == f"{seg}.bad-{bad}" and os.path.getsize(d["kept"]) == d["length"], d
@@ -133,7 +134,7 @@ def torn_tail_read_only_then_cut_and_kept(e):
         f.write(b"\xab" * 100)    # a write cut by a crash
     files = snapshot(e.data)
     doc = json.loads(e.run("stats", "t", "--json")[1])
-    assert doc["live_records"] == 5, doc
+    assert doc["liveRecords"] == 5, doc
     e.run("get", "t", "k4")
     assert snapshot(e.data) == files, "a read-only command changed files"
     e.run("put", "t", "k5", "--vector", ",".join(["5"] * DIM))   # a write command cuts the tail

@@ -417,7 +417,8 @@ def index_saved_between_runs(e):
     """`search --index` twice: the first builds and saves the graph, the second only loads it."""
     db = load(e, "l2", n=1200, dim=16, seed=21)
     st = e.json("stats", "v")["index"]
-    assert st["saved"]["present"] is False and st["on_open"] == "rebuild", st
+    assert st["saved"]["present"] is False and st["onOpen"] == "rebuild", st
+    assert st["on_open"] == st["onOpen"] and st["saved"]["file_bytes"] == st["saved"]["fileBytes"], st  # deprecated
     qs = queries(20, 16, seed=22)
     write_fvecs(e.path("q.fvecs"), qs)
     os.environ["JVDB_LOG"] = "info"
@@ -426,7 +427,7 @@ def index_saved_between_runs(e):
         assert "no saved graph; rebuilding" in err1, err1
         st = e.json("stats", "v")["index"]
         assert st["saved"]["present"] is True and st["saved"]["nodes"] == 1200, st
-        assert st["saved"]["behind"] == 0 and st["on_open"] == "load", st
+        assert st["saved"]["behind"] == 0 and st["onOpen"] == "load", st
         _, out2, err2 = e.run("search", "v", "--query-file", e.path("q.fvecs"), "--index", "--json")
         assert "loaded the saved graph (1200 nodes)" in err2 and "rebuilding" not in err2, err2
         assert out1 == out2, "the loaded graph answers as the one built"
@@ -434,7 +435,7 @@ def index_saved_between_runs(e):
         e.run("delete", "v", "r5")
         db.pop("r5")
         st = e.json("stats", "v")["index"]
-        assert st["on_open"] == "load", st
+        assert st["onOpen"] == "load", st
         _, out3, err3 = e.run("search", "v", "--vector", vec_arg(qs[0]), "--index", "--json")
         assert "loaded the saved graph (1199 nodes)" in err3 and "rebuilding" not in err3, err3
         # A damaged graph file is rebuilt, and the log says why.
@@ -445,7 +446,7 @@ def index_saved_between_runs(e):
             f.seek(300)
             f.write(bytes([b[0] ^ 0xFF]))
         st = e.json("stats", "v")["index"]
-        assert st["on_open"] == "load", "the header is intact: stats cannot tell"
+        assert st["onOpen"] == "load", "the header is intact: stats cannot tell"
         _, out4, err4 = e.run("search", "v", "--vector", vec_arg(qs[0]), "--index", "--json")
         assert "saved graph is damaged" in err4 and "checksum" in err4, err4
     finally:

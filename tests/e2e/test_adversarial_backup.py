@@ -145,7 +145,7 @@ def cli_backups_carry_the_description():
             assert p.returncode == 0, (args, p.stdout, p.stderr)
             return json.loads(p.stdout)
 
-        bid = jvdb("backup", "create", "cli")["id"]
+        bid = jvdb("backup", "create", "cli")["backupId"]
         r = jvdb("backup", "restore", bid, "--as", "cli2")
         assert r["database"] == "cli2" and r["replaced"] is False, r
         s.start()

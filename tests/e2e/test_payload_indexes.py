@@ -106,7 +106,8 @@ def declare_list_drop():
         # The CLI reads the same declarations from the data directory.
         out = subprocess.run([jvdbtest.JVDB, "--data", s.data, "index", "payload", "list", "docs", "--json"],
                              capture_output=True, text=True, check=True).stdout
-        assert json.loads(out) == {"database": "docs", "payload_indexes": [{"field": "m.lang", "type": "keyword"}]}, out
+        want = [{"field": "m.lang", "type": "keyword"}]
+        assert json.loads(out) == {"database": "docs", "payloadIndexes": want, "payload_indexes": want}, out
         s.start()
 
 

@@ -419,12 +419,12 @@ def expired_and_revoked_keys():
         expect(boot.delete("/v1/api-keys/" + rid), 404, "NOT_FOUND")
         # Revoked with the CLI while the server runs: refused within about a second.
         ck = json.loads(jvdb(s.data, "keys", "create", "--role", "read", "--json", check=0).stdout)
-        c = s.client(ck["api_key"])
+        c = s.client(ck["apiKey"])
         deadline = time.time() + 5
         while time.time() < deadline and c.get("/v1/databases/a").status != 200:
             time.sleep(0.2)
         expect(c.get("/v1/databases/a"), 200)
-        jvdb(s.data, "keys", "revoke", ck["key_id"], check=0)
+        jvdb(s.data, "keys", "revoke", ck["keyId"], check=0)
         deadline = time.time() + 5
         while time.time() < deadline and c.get("/v1/databases/a").status == 200:
             time.sleep(0.2)
@@ -495,39 +495,43 @@ def cli_keys_create_list_revoke():
         assert not os.path.exists(os.path.join(data, "server")), "a read-only command changed the directory"
         r = json.loads(jvdb(data, "keys", "create", "--role", "write", "--database", "a", "--database=b",
                             "--expires", "30d", "--description", "ingest job", "--json", check=0).stdout)
-        assert set(r) >= {"api_key", "key_id", "role", "databases", "expires_at", "created_at"}, r
+        assert set(r) >= {"apiKey", "keyId", "role", "databases", "expiresAt", "createdAt"}, r
+        # the snake_case names documented before, beside them for one release (deprecated)
+        assert r["api_key"] == r["apiKey"] and r["key_id"] == r["keyId"] and r["expires_at"] == r["expiresAt"], r
         assert r["role"] == "write" and r["databases"] == ["a", "b"] and r["description"] == "ingest job", r
         plain = jvdb(data, "keys", "create", "--role", "admin", check=0)
         admin_key = plain.stdout.strip()
         assert admin_key.startswith("jvdb_") and len(admin_key) == 86, plain.stdout
         assert "shown only this once" in plain.stderr
-        lst = json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)["api_keys"]
-        assert [k["key_id"] for k in lst] == [r["key_id"], admin_key.split("_")[1]], lst
-        assert all("api_key" not in k for k in lst)
+        doc = json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)
+        lst = doc["apiKeys"]
+        assert doc["api_keys"] == lst, doc
+        assert [k["keyId"] for k in lst] == [r["keyId"], admin_key.split("_")[1]], lst
+        assert all("apiKey" not in k and "api_key" not in k for k in lst)
         text = jvdb(data, "keys", "list", check=0).stdout
-        assert r["key_id"] in text and "a,b" in text and "ingest job" in text, text
+        assert r["keyId"] in text and "a,b" in text and "ingest job" in text, text
         # Usage errors (exit 2) and failures (exit 1) change nothing.
         for args in (["--role", "owner"], [], ["--role", "read", "--expires", "tomorrow"],
                      ["--role", "read", "--database", "bad name"], ["--role", "read", "--expires", "2001-01-01"],
                      ["--role", "read", "--database"]):
             jvdb(data, "keys", "create", *args, check=2)
         jvdb(data, "keys", "revoke", "0123456789abcdef", check=1)
-        assert len(json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)["api_keys"]) == 2
+        assert len(json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)["apiKeys"]) == 2
         # The server reads the same file.
         s.start()
-        w = s.client(r["api_key"])
+        w = s.client(r["apiKey"])
         expect(s.client().get("/v1/databases"), 401, "UNAUTHORIZED")
         mkdb(s.client(admin_key), "a")
         expect(put(w, "a", "x"), 201)
-        jvdb(data, "keys", "revoke", r["key_id"], check=0)
+        jvdb(data, "keys", "revoke", r["keyId"], check=0)
         s.proc.send_signal(signal.SIGHUP)   # applies at once (no waiting for the file check)
         deadline = time.time() + 5
         while time.time() < deadline and put(w, "a", "y").status != 401:
             time.sleep(0.1)
         expect(put(w, "a", "z"), 401, "UNAUTHORIZED")
         s.stop()
-        lst = json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)["api_keys"]
-        assert [k["key_id"] for k in lst] == [admin_key.split("_")[1]], lst
+        lst = json.loads(jvdb(data, "keys", "list", "--json", check=0).stdout)["apiKeys"]
+        assert [k["keyId"] for k in lst] == [admin_key.split("_")[1]], lst
     finally:
         s.cleanup()
 
