@@ -65,6 +65,7 @@ static const auth_role_def auth_roles[] = {
     { "GET", "/v1/databases/{id}", KEY_ROLE_READ },
     { "GET", "/v1/databases/{id}/stats", KEY_ROLE_READ },
     { "POST", "/v1/databases/{id}/search", KEY_ROLE_READ },
+    { "GET", "/v1/databases/{id}/export", KEY_ROLE_READ },
     { "POST", "/v1/databases/{id}/search/advanced", KEY_ROLE_READ },
     { "POST", "/v1/databases/{id}/search/batch", KEY_ROLE_READ },
     { "GET", "/v1/databases/{id}/indexes", KEY_ROLE_READ }, /* changing the index is admin, as PUT of the db */

@@ -437,9 +437,56 @@ static void http_cors_headers(struct MHD_Response *r, struct http_call *call, co
 
 /* ---------------------------------------------------------------- answering */
 
+/* A streamed answer's producer, as libmicrohttpd calls it. */
+struct http_stream {
+    long (*fn)(void *arg, char *buf, size_t max);
+    void (*free)(void *arg);
+    void *arg;
+};
+
+/* libmicrohttpd's content reader: the route's producer (-1 end, -2 error map onto MHD's codes). */
+static ssize_t http_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct http_stream *st = cls;
+    long n = st->fn(st->arg, buf, max);
+    if (n == -1) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    return (ssize_t)n;
+}
+
+/* libmicrohttpd is done with a streamed answer (sent whole, or the connection went away). */
+static void http_stream_free(void *cls)
+{
+    struct http_stream *st = cls;
+    st->free(st->arg);
+    free(st);
+}
+
+/* The response object of a streamed answer (chunked, 64 KiB blocks); NULL when out of memory, after
+ * freeing the producer. */
+static struct MHD_Response *http_stream_response(http_resp *rs)
+{
+    struct http_stream *st = malloc(sizeof *st);
+    struct MHD_Response *r = NULL;
+    if (st) {
+        *st = (struct http_stream){ rs->stream, rs->stream_free, rs->stream_arg };
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, http_stream_read, st, http_stream_free);
+        if (!r) free(st);
+    }
+    if (!r) rs->stream_free(rs->stream_arg);
+    rs->stream = NULL;
+    return r;
+}
+
 static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, http_resp *rs)
 {
     if (!rs->status) http_error(rs, 500, "INTERNAL", "the route gave no answer");
+    struct MHD_Response *r = NULL;
+    if (rs->stream) {
+        if (!(r = http_stream_response(rs))) return MHD_NO;
+        goto headers;
+    }
     if (!rs->body) {
         /* Every answer has a body; only an allocation failure gets here. */
         rs->body = strdup("{\"error\":\"OUT_OF_MEMORY\",\"message\":\"out of memory\"}");
@@ -447,12 +494,13 @@ static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *
         rs->status = 500;
         if (!rs->body) return MHD_NO;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer(rs->len, rs->body, MHD_RESPMEM_MUST_FREE);
+    r = MHD_create_response_from_buffer(rs->len, rs->body, MHD_RESPMEM_MUST_FREE);
     if (!r) {
         free(rs->body);
         return MHD_NO;
     }
     rs->body = NULL;
+headers:
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, rs->content_type ? rs->content_type : "application/json");
     if (rs->allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, rs->allow);
     if (rs->close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");

@@ -61,6 +61,7 @@ static const route_def route_table[] = {
     { "POST", "/v1/backups/{bid}/restore", route_backup_restore, 1 },
     { "POST", "/v1/databases/{id}/vectors", route_vec_put, 1 },
     { "GET", "/v1/databases/{id}/vectors", route_vec_list, 0 },
+    { "GET", "/v1/databases/{id}/export", route_vec_export, 0 },
     { "POST", "/v1/databases/{id}/vectors/batch", route_vec_batch, 1 },
     { "POST", "/v1/databases/{id}/vectors/batch-get", route_vec_batch_get, 1 },
     { "POST", "/v1/databases/{id}/vectors/delete", route_vec_delete_many, 1 },

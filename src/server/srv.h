@@ -137,6 +137,12 @@ typedef struct http_resp {
     int auth_challenge;       /* add WWW-Authenticate */
     int retry_after_s;        /* add Retry-After (0 = none) */
     int preflight;            /* a CORS preflight answer: add the Allow-* headers */
+    /* A streamed answer (no body): http.c calls stream for the next bytes (at most max into buf;
+     * returns how many, -1 at the end, -2 to cut the answer on an error) while it sends them, chunked,
+     * then stream_free once, whether the answer was sent whole or the client went away. */
+    long (*stream)(void *arg, char *buf, size_t max);
+    void (*stream_free)(void *arg);
+    void *stream_arg;
 } http_resp;
 
 /* Longest query-argument value accepted (decoded bytes); longer ones get 400 before any route runs. */
@@ -230,6 +236,7 @@ void route_vec_patch(server *s, http_req *rq, http_resp *rs);
 void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs);
 void route_vec_scroll(server *s, http_req *rq, http_resp *rs);
 void route_vec_list(server *s, http_req *rq, http_resp *rs);
+void route_vec_export(server *s, http_req *rq, http_resp *rs); /* routes_export.c */
 /* Payload index declarations (routes_payload.c) */
 void route_payload_put(server *s, http_req *rq, http_resp *rs);
 void route_payload_list(server *s, http_req *rq, http_resp *rs);

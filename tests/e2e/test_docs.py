@@ -52,7 +52,7 @@ ROUTES |= {
     ("GET", "/v1/databases/{id}/indexes/{iid}"), ("PUT", "/v1/databases/{id}/indexes/{iid}"),
     ("DELETE", "/v1/databases/{id}/indexes/{iid}"),
     ("GET", "/v1/databases/{id}/payload-indexes"), ("PUT", "/v1/databases/{id}/payload-indexes/{field}"),
-    ("DELETE", "/v1/databases/{id}/payload-indexes/{field}"),
+    ("DELETE", "/v1/databases/{id}/payload-indexes/{field}"), ("GET", "/v1/databases/{id}/export"),
 }
 
 
@@ -170,7 +170,9 @@ def docs_examples_run():
             assert status == want, "%s\n  expected %d, got %d: %s" % (cmd, want, status, body[:500])
             ran += 1
             answer = None
-            if body.startswith("{"):
+            if "/export" in cmd:   # JSON Lines: each line one object
+                assert all(json.loads(l)["id"] for l in body.splitlines()), body[:300]
+            elif body.startswith("{"):
                 answer = json.loads(body)
                 if "api_key" in answer and "key_id" in answer:   # a key made in the examples
                     env["NEW_KEY"], env["KEY_ID"] = answer["api_key"], answer["key_id"]
