@@ -23,39 +23,40 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
 /* cli_parse() result when --help was asked for and printed: the command ends with exit 0. */
 #define CLI_HELP_SHOWN (-1)
 
-typedef struct cli_ctx {
+struct cli_ctx {
     const char *data_dir;
     bool json;                 /* --json: machine-readable output on stdout */
     jvdb_env *env;             /* opened on first use, closed by main */
     bool readonly;             /* the command only reads: the environment opens read-only (changes nothing) */
     bool create;               /* the data directory may be created (db create, --create); else it must exist */
     struct cli_remote *remote; /* non-NULL: commands go to a server (cli_remote.h), not the library */
-} cli_ctx;
+};
 
 /* One long option of a command.  `value` is filled by cli_parse: the argument, or "" for a flag
  * that was given; it stays NULL when the option is absent. */
-typedef struct cli_opt {
+struct cli_opt {
     const char *name; /* without the leading "--" */
     bool has_arg;
     const char *value;
-} cli_opt;
+};
 
-typedef struct cli_cmd {
+struct cli_cmd {
     const char *name;  /* as the user types it: "db create" */
     const char *usage; /* the full --help text */
     int min_pos;       /* positional arguments accepted */
     int max_pos;       /* -1: no upper bound */
-} cli_cmd;
+};
 
 /* Parses argv (argv[0] is the command word) into options and positionals; `opts` ends with a
  * {NULL} entry, `pos` must have room for argc pointers.  --json and --help are understood for every
  * command.  Returns 0, CLI_HELP_SHOWN, or CLI_EXIT_USAGE after printing why. */
-int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos);
+int cli_parse(struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc, char **argv, struct cli_opt *opts, char **pos,
+              int *npos);
 
 /* cli_parse, then cli_open_db on the first positional (the database name): the start of every
  * command that works on one database. Through a server (ctx->remote) it only parses: *db is NULL. */
-int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
-                 jvdb_db **db);
+int cli_parse_db(struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc, char **argv, struct cli_opt *opts,
+                 char **pos, int *npos, jvdb_db **db);
 
 /* Error reporting; each prints one line on stderr and returns the exit code to use. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -64,8 +65,8 @@ int cli_lib_error(int rc);
 
 /* Opens the data directory (once per run) / a database in it; on failure reports and returns the
  * exit code, so callers write `if ((rc = cli_open_db(...))) return rc;`. */
-int cli_open_env(cli_ctx *ctx);
-int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out);
+int cli_open_env(struct cli_ctx *ctx);
+int cli_open_db(struct cli_ctx *ctx, const char *name, jvdb_db **out);
 
 /* Strict number parsing of a whole string: no sign for unsigned, no trailing junk, range checked.
  * cli_parse_size also takes a K/M/G/T suffix (powers of 1024). */
@@ -120,7 +121,7 @@ enum cli_format cli_format_from_name(const char *path);
 
 /* A reader of one file.  The caller fills f, path, dbname, dim (and prefix, query), then calls
  * cli_reader_start and r->next until it returns 0; on -1, r->err says what and where. */
-typedef struct cli_reader cli_reader;
+struct cli_reader;
 struct cli_reader {
     FILE *f;
     const char *path;
@@ -141,50 +142,50 @@ struct cli_reader {
     bool csv_started;
     char err[1024];
     /* Fills vec (dim floats) and malloc'd *id / *meta (NULL for none); 1 = a row, 0 = end, -1 = error. */
-    int (*next)(cli_reader *r, float *vec, char **id, char **meta);
+    int (*next)(struct cli_reader *r, float *vec, char **id, char **meta);
 };
 
 /* Sets the row function for `fmt` and reads the npy header; 0, or -1 with r->err. */
-int cli_reader_start(cli_reader *r, enum cli_format fmt);
-void cli_reader_free(cli_reader *r);
+int cli_reader_start(struct cli_reader *r, enum cli_format fmt);
+void cli_reader_free(struct cli_reader *r);
 
 /* Progress bar on stderr, drawn only when stderr is a terminal. `total` is the work in the unit fed
  * to cli_progress_update (0 = unknown, then only count and rate are shown). */
-typedef struct cli_progress {
+struct cli_progress {
     bool enabled;
     const char *what; /* "imported", "exported" */
     uint64_t total;
     int64_t start_ns;
     int64_t last_draw_ns;
-} cli_progress;
+};
 
-void cli_progress_start(cli_progress *p, const char *what, uint64_t total);
-void cli_progress_update(cli_progress *p, uint64_t done, uint64_t items);
-void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items);
+void cli_progress_start(struct cli_progress *p, const char *what, uint64_t total);
+void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t items);
+void cli_progress_finish(struct cli_progress *p, uint64_t done, uint64_t items);
 
 /* `jvdb backup ...` (cli_backup.c). */
-int cli_backup_main(cli_ctx *ctx, int argc, char **argv);
-extern const cli_cmd cli_cmd_backup;
-extern const cli_cmd cli_cmd_keys;
+int cli_backup_main(struct cli_ctx *ctx, int argc, char **argv);
+extern const struct cli_cmd cli_cmd_backup;
+extern const struct cli_cmd cli_cmd_keys;
 
 /* The subcommand groups; argv[0] is the group or command word. */
-int cli_db_main(cli_ctx *ctx, int argc, char **argv);
-int cli_import_main(cli_ctx *ctx, int argc, char **argv);
-int cli_export_main(cli_ctx *ctx, int argc, char **argv);
-int cli_put_main(cli_ctx *ctx, int argc, char **argv);
-int cli_get_main(cli_ctx *ctx, int argc, char **argv);
-int cli_delete_main(cli_ctx *ctx, int argc, char **argv);
-int cli_count_main(cli_ctx *ctx, int argc, char **argv);
-int cli_stats_main(cli_ctx *ctx, int argc, char **argv);
-int cli_compact_main(cli_ctx *ctx, int argc, char **argv);
-int cli_search_main(cli_ctx *ctx, int argc, char **argv);
-int cli_keys_main(cli_ctx *ctx, int argc, char **argv);
+int cli_db_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_import_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_export_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_put_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_get_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_delete_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_count_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_stats_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_compact_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_search_main(struct cli_ctx *ctx, int argc, char **argv);
+int cli_keys_main(struct cli_ctx *ctx, int argc, char **argv);
 /* `jvdb index payload ...` (cli_index.c). */
-int cli_index_main(cli_ctx *ctx, int argc, char **argv);
-extern const cli_cmd cli_cmd_index;
+int cli_index_main(struct cli_ctx *ctx, int argc, char **argv);
+extern const struct cli_cmd cli_cmd_index;
 
 /* Usage texts, shared by `jvdb CMD --help` and `jvdb help CMD`. */
-extern const cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete, cli_cmd_count,
+extern const struct cli_cmd cli_cmd_import, cli_cmd_export, cli_cmd_put, cli_cmd_get, cli_cmd_delete, cli_cmd_count,
     cli_cmd_stats, cli_cmd_db, cli_cmd_compact, cli_cmd_search;
 
 /* Stats as a JSON object / as aligned "key: value" lines; shared by `stats` and `db info`.  Both end

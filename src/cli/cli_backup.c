@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-const cli_cmd cli_cmd_backup = {
+const struct cli_cmd cli_cmd_backup = {
     "backup",
     "Usage: jvdb [--data DIR] backup SUBCOMMAND ... --repo R\n"
     "\n"
@@ -57,7 +57,7 @@ const cli_cmd cli_cmd_backup = {
     }
 enum { O_REPO, O_ENDPOINT, O_REGION, O_ACCESS, O_SECRET, O_KEYFILE, O_FIRST_OWN };
 
-static const cli_cmd cli_cmd_backup_create = {
+static const struct cli_cmd cli_cmd_backup_create = {
     "backup create",
     "Usage: jvdb [--data DIR] backup create NAME --repo R [options] [--json]\n"
     "\n"
@@ -74,7 +74,7 @@ static const cli_cmd cli_cmd_backup_create = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_backup_list = {
+static const struct cli_cmd cli_cmd_backup_list = {
     "backup list",
     "Usage: jvdb backup list [NAME] --repo R [--json]\n"
     "\n"
@@ -83,7 +83,7 @@ static const cli_cmd cli_cmd_backup_list = {
     0, 1
 };
 
-static const cli_cmd cli_cmd_backup_show = {
+static const struct cli_cmd cli_cmd_backup_show = {
     "backup show",
     "Usage: jvdb backup show ID --repo R [--json]\n"
     "\n"
@@ -91,7 +91,7 @@ static const cli_cmd cli_cmd_backup_show = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_backup_verify = {
+static const struct cli_cmd cli_cmd_backup_verify = {
     "backup verify",
     "Usage: jvdb backup verify (ID | --all) --repo R [--json]\n"
     "\n"
@@ -104,7 +104,7 @@ static const cli_cmd cli_cmd_backup_verify = {
     0, 1
 };
 
-static const cli_cmd cli_cmd_backup_restore = {
+static const struct cli_cmd cli_cmd_backup_restore = {
     "backup restore",
     "Usage: jvdb [--data DIR] backup restore ID --repo R [--as NEWNAME] [--force] [--json]\n"
     "       jvdb [--data DIR] backup restore --latest --database NAME --repo R [--as NEWNAME] [--force]\n"
@@ -123,7 +123,7 @@ static const cli_cmd cli_cmd_backup_restore = {
     0, 1
 };
 
-static const cli_cmd cli_cmd_backup_delete = {
+static const struct cli_cmd cli_cmd_backup_delete = {
     "backup delete",
     "Usage: jvdb backup delete ID --repo R [--cascade] [--json]\n"
     "\n"
@@ -132,7 +132,7 @@ static const cli_cmd cli_cmd_backup_delete = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_backup_prune = {
+static const struct cli_cmd cli_cmd_backup_prune = {
     "backup prune",
     "Usage: jvdb backup prune NAME --repo R [--keep N] [--keep-daily N] [--keep-weekly N] [--dry-run]\n"
     "                         [--json]\n"
@@ -147,7 +147,7 @@ static const cli_cmd cli_cmd_backup_prune = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_backup_drill = {
+static const struct cli_cmd cli_cmd_backup_drill = {
     "backup drill",
     "Usage: jvdb [--data DIR] backup drill --database NAME --repo R [--backup ID] [--scratch DIR]\n"
     "                                      [--queries N] [--no-source] [--json]\n"
@@ -170,7 +170,7 @@ static const cli_cmd cli_cmd_backup_drill = {
 
 /* ------------------------------------------------------------------ shared pieces */
 
-static int cli_repo_open(const cli_cmd *cmd, cli_opt *opts, jvdb_repo **repo)
+static int cli_repo_open(const struct cli_cmd *cmd, struct cli_opt *opts, jvdb_repo **repo)
 {
     const char *spec = opts[O_REPO].value;
     if (!spec || !*spec) spec = getenv("JVDB_BACKUP_REPO");
@@ -186,15 +186,15 @@ static int cli_repo_open(const cli_cmd *cmd, cli_opt *opts, jvdb_repo **repo)
 }
 
 /* One bar per phase (verify, then restore): the library reports bytes over the whole chain. */
-typedef struct cli_bk_progress {
-    cli_progress bar;
+struct cli_bk_progress {
+    struct cli_progress bar;
     const char *phase;
     uint64_t done, records;
-} cli_bk_progress;
+};
 
 static void cli_bk_on_progress(void *arg, const char *phase, uint64_t done, uint64_t total, uint64_t records)
 {
-    cli_bk_progress *p = arg;
+    struct cli_bk_progress *p = arg;
     if (!p->phase || strcmp(p->phase, phase)) {
         if (p->phase) cli_progress_finish(&p->bar, p->done, p->records);
         p->phase = phase;
@@ -209,7 +209,7 @@ static void cli_bk_on_progress(void *arg, const char *phase, uint64_t done, uint
     cli_progress_update(&p->bar, done, records);
 }
 
-static void cli_bk_progress_end(cli_bk_progress *p)
+static void cli_bk_progress_end(struct cli_bk_progress *p)
 {
     if (p->phase) cli_progress_finish(&p->bar, p->done, p->records);
     p->phase = NULL;
@@ -280,7 +280,7 @@ static void cli_backup_print(const jvdb_backup_info *b)
 
 /* Through a server the repository is the server's (serve --backup-repo): one named here could be
  * another, so it is refused rather than silently replaced.  0, or the exit code after saying so. */
-static int cli_bk_remote_repo(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *opts)
+static int cli_bk_remote_repo(struct cli_ctx *ctx, const struct cli_cmd *cmd, const struct cli_opt *opts)
 {
     for (int k = O_REPO; k < O_FIRST_OWN; k++)
         if (opts[k].value)
@@ -292,8 +292,8 @@ static int cli_bk_remote_repo(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *o
 }
 
 /* Parses argv with the repository options in front of the command's own. */
-static int cli_bk_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
-                        jvdb_repo **repo)
+static int cli_bk_parse(struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc, char **argv, struct cli_opt *opts,
+                        char **pos, int *npos, jvdb_repo **repo)
 {
     int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
     if (rc) return rc;
@@ -303,7 +303,7 @@ static int cli_bk_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv,
 }
 
 /* <data>/server/<name>.json, the server's metadata of a database (NULL on out of memory). */
-static char *cli_bk_dbmeta_path(const cli_ctx *ctx, const char *name)
+static char *cli_bk_dbmeta_path(const struct cli_ctx *ctx, const char *name)
 {
     char rel[JVDB_MAX_NAME_LEN + 16];
     snprintf(rel, sizeof rel, "server/%s.json", name);
@@ -311,7 +311,7 @@ static char *cli_bk_dbmeta_path(const cli_ctx *ctx, const char *name)
 }
 
 /* The server's metadata of a database, or an empty object when there is none. */
-static json_t *cli_bk_dbmeta_load(const cli_ctx *ctx, const char *name)
+static json_t *cli_bk_dbmeta_load(const struct cli_ctx *ctx, const char *name)
 {
     char *path = cli_bk_dbmeta_path(ctx, name);
     json_t *doc = path && fs_exists(path) ? json_load_file(path, 0, NULL) : NULL;
@@ -325,7 +325,7 @@ static json_t *cli_bk_dbmeta_load(const cli_ctx *ctx, const char *name)
 
 /* Writes the description a backup carried into the server's metadata, as the server does after
  * a restore; a failure is a warning (the database itself was restored). */
-static void cli_bk_dbmeta_restore(const cli_ctx *ctx, const jvdb_restore_result *res)
+static void cli_bk_dbmeta_restore(const struct cli_ctx *ctx, const jvdb_restore_result *res)
 {
     if (!res->database_description) return;
     json_t *doc = cli_bk_dbmeta_load(ctx, res->database);
@@ -349,12 +349,12 @@ static void cli_bk_dbmeta_restore(const cli_ctx *ctx, const jvdb_restore_result 
 
 /* ------------------------------------------------------------------ subcommands */
 
-static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_create(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_create;
-    cli_opt opts[] = { CLI_REPO_OPTS,           { "type", true, NULL },    { "description", true, NULL },
-                       { "level", true, NULL }, { "threads", true, NULL }, { "no-index", false, NULL },
-                       { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_backup_create;
+    struct cli_opt opts[] = { CLI_REPO_OPTS,           { "type", true, NULL },    { "description", true, NULL },
+                              { "level", true, NULL }, { "threads", true, NULL }, { "no-index", false, NULL },
+                              { NULL, false, NULL } };
     enum { TYPE = O_FIRST_OWN, DESC, LEVEL, THREADS, NO_INDEX };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -393,7 +393,7 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
             jvdb_repo_close(repo);
             return rc;
         }
-        cli_bk_progress pr = { 0 };
+        struct cli_bk_progress pr = { 0 };
         bo.progress = cli_bk_on_progress;
         bo.progress_arg = &pr;
         json_t *dbmeta = cli_bk_dbmeta_load(ctx, jvdb_db_name(db));
@@ -415,9 +415,9 @@ static int cli_backup_create(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
+    struct cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_list, argc, argv, opts, pos, &npos, &repo);
@@ -453,9 +453,9 @@ static int cli_backup_list(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_show(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_show(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
+    struct cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_show, argc, argv, opts, pos, &npos, &repo);
@@ -475,7 +475,7 @@ static int cli_backup_show(cli_ctx *ctx, int argc, char **argv)
 
 /* verify --all: every chain tip (a backup no other names as parent) is verified, which reads every
  * archive of its chain; a backup is intact when some verified chain through it passed. */
-static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
+static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo)
 {
     jvdb_backup_info *v;
     size_t n;
@@ -489,7 +489,7 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
         jvdb_free(v);
         return cli_lib_error(JVDB_ENOMEM);
     }
-    cli_bk_progress pr = { 0 };
+    struct cli_bk_progress pr = { 0 };
     for (size_t i = 0; i < n; i++) {
         if (!v[i].restorable) {
             state[i] = -1;
@@ -549,10 +549,10 @@ static int cli_backup_verify_all(cli_ctx *ctx, jvdb_repo *repo)
     return bad ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_verify(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_verify;
-    cli_opt opts[] = { CLI_REPO_OPTS, { "all", false, NULL }, { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_backup_verify;
+    struct cli_opt opts[] = { CLI_REPO_OPTS, { "all", false, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -573,7 +573,7 @@ static int cli_backup_verify(cli_ctx *ctx, int argc, char **argv)
         jvdb_repo_close(repo);
         return rc;
     }
-    cli_bk_progress pr = { 0 };
+    struct cli_bk_progress pr = { 0 };
     rc = jvdb_backup_verify(repo, pos[0], cli_bk_on_progress, &pr);
     cli_bk_progress_end(&pr);
     if (!rc) rc = jvdb_backup_show(repo, pos[0], &info);
@@ -588,16 +588,16 @@ print:
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_drill(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_drill;
-    cli_opt opts[] = { CLI_REPO_OPTS,
-                       { "database", true, NULL },
-                       { "backup", true, NULL },
-                       { "scratch", true, NULL },
-                       { "queries", true, NULL },
-                       { "no-source", false, NULL },
-                       { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_backup_drill;
+    struct cli_opt opts[] = { CLI_REPO_OPTS,
+                              { "database", true, NULL },
+                              { "backup", true, NULL },
+                              { "scratch", true, NULL },
+                              { "queries", true, NULL },
+                              { "no-source", false, NULL },
+                              { NULL, false, NULL } };
     enum { O_DATABASE = O_FIRST_OWN, O_BACKUP, O_SCRATCH, O_QUERIES, O_NO_SOURCE };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -621,7 +621,7 @@ static int cli_backup_drill(cli_ctx *ctx, int argc, char **argv)
     }
     jvdb_repo *repo;
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
-    cli_bk_progress pr = { 0 };
+    struct cli_bk_progress pr = { 0 };
     o.progress = cli_bk_on_progress;
     o.progress_arg = &pr;
     jvdb_drill_report r;
@@ -694,10 +694,10 @@ static int cli_bk_newest(jvdb_repo *repo, const char *db_name,
     return JVDB_OK;
 }
 
-static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
+static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
                                   json_t *arr)
 {
-    cli_bk_progress pr = { 0 };
+    struct cli_bk_progress pr = { 0 };
     jvdb_restore_result res;
     jvdb_restore_options ro = { as, force, cli_bk_on_progress, &pr, &res };
     jvdb_db *db = NULL;
@@ -721,7 +721,8 @@ static int cli_backup_restore_one(cli_ctx *ctx, jvdb_repo *repo, const char *spe
 }
 
 /* backup restore through a server: ID or --latest (the newest restorable backup the server lists). */
-static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt *opts, const char *id)
+static int cli_bk_restore_remote(struct cli_ctx *ctx, const struct cli_cmd *cmd, const struct cli_opt *opts,
+                                 const char *id)
 {
     enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
     int rc;
@@ -759,16 +760,16 @@ static int cli_bk_restore_remote(cli_ctx *ctx, const cli_cmd *cmd, const cli_opt
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_restore;
-    cli_opt opts[] = { CLI_REPO_OPTS,
-                       { "as", true, NULL },
-                       { "force", false, NULL },
-                       { "latest", false, NULL },
-                       { "database", true, NULL },
-                       { "all", false, NULL },
-                       { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_backup_restore;
+    struct cli_opt opts[] = { CLI_REPO_OPTS,
+                              { "as", true, NULL },
+                              { "force", false, NULL },
+                              { "latest", false, NULL },
+                              { "database", true, NULL },
+                              { "all", false, NULL },
+                              { NULL, false, NULL } };
     enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
     char *pos[argc];
     jvdb_repo *repo;
@@ -838,7 +839,7 @@ static int cli_backup_restore(cli_ctx *ctx, int argc, char **argv)
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-static int cli_print_deleted(cli_ctx *ctx, jvdb_backup_info *v, size_t n, const char *extra_key, json_t *extra)
+static int cli_print_deleted(struct cli_ctx *ctx, jvdb_backup_info *v, size_t n, const char *extra_key, json_t *extra)
 {
     if (ctx->json) {
         json_t *arr = json_array();
@@ -856,9 +857,9 @@ static int cli_print_deleted(cli_ctx *ctx, jvdb_backup_info *v, size_t n, const 
     return CLI_EXIT_OK;
 }
 
-static int cli_backup_delete(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_delete(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { CLI_REPO_OPTS, { "cascade", false, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = { CLI_REPO_OPTS, { "cascade", false, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_bk_parse(ctx, &cli_cmd_backup_delete, argc, argv, opts, pos, &npos, &repo);
@@ -874,15 +875,15 @@ static int cli_backup_delete(cli_ctx *ctx, int argc, char **argv)
     return cli_print_deleted(ctx, v, n, NULL, NULL);
 }
 
-static int cli_backup_prune(cli_ctx *ctx, int argc, char **argv)
+static int cli_backup_prune(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_backup_prune;
-    cli_opt opts[] = { CLI_REPO_OPTS,
-                       { "keep", true, NULL },
-                       { "keep-daily", true, NULL },
-                       { "keep-weekly", true, NULL },
-                       { "dry-run", false, NULL },
-                       { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_backup_prune;
+    struct cli_opt opts[] = { CLI_REPO_OPTS,
+                              { "keep", true, NULL },
+                              { "keep-daily", true, NULL },
+                              { "keep-weekly", true, NULL },
+                              { "dry-run", false, NULL },
+                              { NULL, false, NULL } };
     enum { KEEP = O_FIRST_OWN, DAILY, WEEKLY, DRY };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -927,11 +928,11 @@ static int cli_backup_prune(cli_ctx *ctx, int argc, char **argv)
     return cli_print_deleted(ctx, v, n, "kept", json_integer((json_int_t)po.keep_last));
 }
 
-int cli_backup_main(cli_ctx *ctx, int argc, char **argv)
+int cli_backup_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     static const struct {
         const char *name;
-        int (*fn)(cli_ctx *, int, char **);
+        int (*fn)(struct cli_ctx *, int, char **);
     } subs[] = { { "create", cli_backup_create }, { "list", cli_backup_list },       { "show", cli_backup_show },
                  { "verify", cli_backup_verify }, { "restore", cli_backup_restore }, { "delete", cli_backup_delete },
                  { "prune", cli_backup_prune },   { "drill", cli_backup_drill } };

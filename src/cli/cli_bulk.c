@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const cli_cmd cli_cmd_delete = {
+const struct cli_cmd cli_cmd_delete = {
     "delete",
     "Usage: jvdb [--data DIR] delete NAME ID... [--json]\n"
     "       jvdb [--data DIR] delete NAME --ids-file FILE [--json]\n"
@@ -27,12 +27,12 @@ const cli_cmd cli_cmd_delete = {
     1, -1
 };
 
-const cli_cmd cli_cmd_count = { "count",
-                                "Usage: jvdb [--data DIR] count NAME [--filter JSON] [--json]\n"
-                                "\n"
-                                "Prints how many vectors database NAME holds, or how many match the filter\n"
-                                "(--json: {\"count\": N}).\n",
-                                1, 1 };
+const struct cli_cmd cli_cmd_count = { "count",
+                                       "Usage: jvdb [--data DIR] count NAME [--filter JSON] [--json]\n"
+                                       "\n"
+                                       "Prints how many vectors database NAME holds, or how many match the filter\n"
+                                       "(--json: {\"count\": N}).\n",
+                                       1, 1 };
 
 /* Reads one id per line (a trailing \r is dropped, empty lines skipped) into a malloc'd array of
  * pointers into the malloc'd *text. */
@@ -87,7 +87,8 @@ static int cli_read_ids(const char *path, char **text, const char ***ids, size_t
 }
 
 /* Prints the outcome of a delete; `skipped` is reported for an ids file only (with_skipped). */
-static int cli_delete_report(cli_ctx *ctx, const char *name, uint64_t deleted, int with_skipped, uint64_t skipped)
+static int cli_delete_report(struct cli_ctx *ctx, const char *name, uint64_t deleted, int with_skipped,
+                             uint64_t skipped)
 {
     if (ctx->json && !with_skipped) return cli_print_json(json_pack("{sI}", "deleted", (json_int_t)deleted));
     if (ctx->json)
@@ -99,7 +100,7 @@ static int cli_delete_report(cli_ctx *ctx, const char *name, uint64_t deleted, i
 }
 
 /* cli_delete_args through a server: each id is read first, then all are deleted in one request. */
-static int cli_remote_delete_args(cli_ctx *ctx, char **pos, int npos)
+static int cli_remote_delete_args(struct cli_ctx *ctx, char **pos, int npos)
 {
     int rc;
     for (int i = 1; i < npos; i++) {
@@ -118,7 +119,7 @@ static int cli_remote_delete_args(cli_ctx *ctx, char **pos, int npos)
 }
 
 /* Ids typed as arguments: all must exist (checked first; this process holds the directory). */
-static int cli_delete_args(cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
+static int cli_delete_args(struct cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
 {
     int rc;
     for (int i = 1; i < npos; i++)
@@ -134,9 +135,9 @@ static int cli_delete_args(cli_ctx *ctx, jvdb_db *db, char **pos, int npos)
     return cli_delete_report(ctx, pos[0], deleted, 0, 0);
 }
 
-int cli_delete_main(cli_ctx *ctx, int argc, char **argv)
+int cli_delete_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { "ids-file", true, NULL }, { "filter", true, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = { { "ids-file", true, NULL }, { "filter", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_delete, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -192,9 +193,9 @@ out:
     return rc;
 }
 
-int cli_count_main(cli_ctx *ctx, int argc, char **argv)
+int cli_count_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { "filter", true, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = { { "filter", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_count, argc, argv, opts, pos, &npos);
     if (rc) return rc;

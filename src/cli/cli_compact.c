@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const cli_cmd cli_cmd_compact = {
+const struct cli_cmd cli_cmd_compact = {
     "compact",
     "Usage: jvdb [--data DIR] compact NAME [--force] [--full] [--max-seconds S] [--json]\n"
     "\n"
@@ -45,27 +45,27 @@ static void cli_compact_on_signal(int sig)
 }
 
 /* The policy's verdict in one call, so `stats`, `db info` and `compact` word it identically. */
-typedef struct cli_due {
+struct cli_due {
     int due;
     jvdb_compact_trigger trigger;
     char reason[200];
-} cli_due;
+};
 
-static void cli_due_get(jvdb_db *db, cli_due *d)
+static void cli_due_get(jvdb_db *db, struct cli_due *d)
 {
     d->due = jvdb_needs_compaction(db, NULL, &d->trigger, d->reason, sizeof d->reason);
 }
 
 json_t *cli_compaction_json(jvdb_db *db)
 {
-    cli_due d;
+    struct cli_due d;
     cli_due_get(db, &d);
     return json_pack("{sbssss}", "due", d.due, "trigger", jvdb_compact_trigger_name(d.trigger), "reason", d.reason);
 }
 
 void cli_compaction_print(jvdb_db *db)
 {
-    cli_due d;
+    struct cli_due d;
     cli_due_get(db, &d);
     if (d.due) printf("compaction:      due (%s: %s)\n", jvdb_compact_trigger_name(d.trigger), d.reason);
     else printf("compaction:      not due (%s)\n", d.reason);
@@ -125,10 +125,10 @@ static void cli_compact_print(const char *name, const jvdb_compact_stats *st, co
     printf("seconds:            %.3f\n", st->seconds);
 }
 
-int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
+int cli_compact_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_compact;
-    cli_opt opts[] = {
+    const struct cli_cmd *cmd = &cli_cmd_compact;
+    struct cli_opt opts[] = {
         { "force", false, NULL }, { "full", false, NULL }, { "max-seconds", true, NULL }, { NULL, false, NULL }
     };
     enum { FORCE, FULL, MAXSEC };
@@ -162,7 +162,7 @@ int cli_compact_main(cli_ctx *ctx, int argc, char **argv)
 
     /* Asked before the run so the output can say why it ran (or why not): jvdb_compact_stats has the
      * trigger but not the sentence. */
-    cli_due due;
+    struct cli_due due;
     cli_due_get(db, &due);
     char reason[sizeof due.reason + 16];
     if (!due.due && opts[FORCE].value) snprintf(reason, sizeof reason, "forced; %s", due.reason);

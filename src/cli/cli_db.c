@@ -15,20 +15,22 @@
 
 #include <string.h>
 
-const cli_cmd cli_cmd_db = { "db",
-                             "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
-                             "\n"
-                             "  db create NAME --dim D [--metric cosine|l2|dot] [--sync always|never|interval:MS]\n"
-                             "                 [--segment-max-bytes N]\n"
-                             "  db list\n"
-                             "  db info NAME\n"
-                             "  db repair NAME\n"
-                             "  db drop NAME\n"
-                             "\n"
-                             "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
-                             1, -1 };
+const struct cli_cmd cli_cmd_db = {
+    "db",
+    "Usage: jvdb [--data DIR] db SUBCOMMAND ...\n"
+    "\n"
+    "  db create NAME --dim D [--metric cosine|l2|dot] [--sync always|never|interval:MS]\n"
+    "                 [--segment-max-bytes N]\n"
+    "  db list\n"
+    "  db info NAME\n"
+    "  db repair NAME\n"
+    "  db drop NAME\n"
+    "\n"
+    "Every subcommand takes --json.  Run 'jvdb db SUBCOMMAND --help' for details.\n",
+    1, -1
+};
 
-static const cli_cmd cli_cmd_db_create = {
+static const struct cli_cmd cli_cmd_db_create = {
     "db create",
     "Usage: jvdb [--data DIR] db create NAME --dim D [options] [--json]\n"
     "\n"
@@ -44,7 +46,7 @@ static const cli_cmd cli_cmd_db_create = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_db_list = {
+static const struct cli_cmd cli_cmd_db_list = {
     "db list",
     "Usage: jvdb [--data DIR] db list [--json]\n"
     "\n"
@@ -55,7 +57,7 @@ static const cli_cmd cli_cmd_db_list = {
     0, 0
 };
 
-static const cli_cmd cli_cmd_db_info = {
+static const struct cli_cmd cli_cmd_db_info = {
     "db info",
     "Usage: jvdb [--data DIR] db info NAME [--json]\n"
     "\n"
@@ -64,7 +66,7 @@ static const cli_cmd cli_cmd_db_info = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_db_repair = {
+static const struct cli_cmd cli_cmd_db_repair = {
     "db repair",
     "Usage: jvdb [--data DIR] db repair NAME [--json]\n"
     "\n"
@@ -77,7 +79,7 @@ static const cli_cmd cli_cmd_db_repair = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_db_drop = {
+static const struct cli_cmd cli_cmd_db_drop = {
     "db drop",
     "Usage: jvdb [--data DIR] db drop NAME [--json]\n"
     "\n"
@@ -108,14 +110,14 @@ static void cli_db_print(jvdb_db *db)
     printf("segment_max_bytes: %llu\n", (unsigned long long)o.segment_max_bytes);
 }
 
-static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
+static int cli_db_create(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_db_create;
-    cli_opt opts[] = { { "dim", true, NULL },
-                       { "metric", true, NULL },
-                       { "sync", true, NULL },
-                       { "segment-max-bytes", true, NULL },
-                       { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_db_create;
+    struct cli_opt opts[] = { { "dim", true, NULL },
+                              { "metric", true, NULL },
+                              { "sync", true, NULL },
+                              { "segment-max-bytes", true, NULL },
+                              { NULL, false, NULL } };
     enum { DIM, METRIC, SYNC, SEGMAX };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
@@ -154,7 +156,7 @@ static int cli_db_create(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_db_list(cli_ctx *ctx, int argc, char **argv)
+static int cli_db_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_list, argc, argv, NULL, pos, &npos);
@@ -194,7 +196,7 @@ static int cli_db_list(cli_ctx *ctx, int argc, char **argv)
     return ndamaged ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
-static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
+static int cli_db_info(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     jvdb_db *db;
@@ -215,7 +217,7 @@ static int cli_db_info(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-static int cli_db_drop(cli_ctx *ctx, int argc, char **argv)
+static int cli_db_drop(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_drop, argc, argv, NULL, pos, &npos);
@@ -229,7 +231,7 @@ static int cli_db_drop(cli_ctx *ctx, int argc, char **argv)
 }
 
 struct cli_repair_out {
-    cli_ctx *ctx;
+    struct cli_ctx *ctx;
     json_t *dropped;
 };
 
@@ -244,7 +246,7 @@ static void cli_repair_on_drop(void *arg, const char *file, uint64_t offset, uin
                (unsigned long long)(offset + length - 1), file, (unsigned long long)length, why, kept);
 }
 
-static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
+static int cli_db_repair(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_db_repair, argc, argv, NULL, pos, &npos);
@@ -277,11 +279,11 @@ static int cli_db_repair(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-int cli_db_main(cli_ctx *ctx, int argc, char **argv)
+int cli_db_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     static const struct {
         const char *name;
-        int (*fn)(cli_ctx *, int, char **);
+        int (*fn)(struct cli_ctx *, int, char **);
     } subs[] = { { "create", cli_db_create },
                  { "list", cli_db_list },
                  { "info", cli_db_info },

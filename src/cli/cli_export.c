@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-const cli_cmd cli_cmd_export = {
+const struct cli_cmd cli_cmd_export = {
     "export",
     "Usage: jvdb [--data DIR] export NAME FILE [--format jsonl|fvecs|csv] [--json]\n"
     "\n"
@@ -39,13 +39,13 @@ const cli_cmd cli_cmd_export = {
 
 enum cli_out_format { CLI_OUT_JSONL, CLI_OUT_FVECS, CLI_OUT_CSV };
 
-typedef struct cli_export {
+struct cli_export {
     FILE *f;
     enum cli_out_format fmt;
     uint32_t dim;
     uint64_t written;
-    cli_progress prog;
-} cli_export;
+    struct cli_progress prog;
+};
 
 /* Writes bytes as the inside of a quoted CSV field: quotes doubled, everything else (line breaks
  * included) as it is, which RFC 4180 allows and the import reader keeps. */
@@ -79,7 +79,7 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
                           size_t meta_len, uint64_t lsn)
 {
     (void)lsn;
-    cli_export *e = arg;
+    struct cli_export *e = arg;
     FILE *f = e->f;
     switch (e->fmt) {
     case CLI_OUT_JSONL:
@@ -123,10 +123,10 @@ static void cli_write_csv_header(FILE *f, uint32_t dim)
     fputs(",metadata\n", f);
 }
 
-int cli_export_main(cli_ctx *ctx, int argc, char **argv)
+int cli_export_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_export;
-    cli_opt opts[] = { { "format", true, NULL }, { NULL, false, NULL } };
+    const struct cli_cmd *cmd = &cli_cmd_export;
+    struct cli_opt opts[] = { { "format", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -139,7 +139,7 @@ int cli_export_main(cli_ctx *ctx, int argc, char **argv)
         fmt_name = dot && !strchr(dot, '/') ? dot + 1 : "jsonl";
         if (strcmp(fmt_name, "fvecs") && strcmp(fmt_name, "csv")) fmt_name = "jsonl";
     }
-    cli_export e = { 0 };
+    struct cli_export e = { 0 };
     if (!strcmp(fmt_name, "jsonl") || !strcmp(fmt_name, "ndjson")) e.fmt = CLI_OUT_JSONL;
     else if (!strcmp(fmt_name, "fvecs")) e.fmt = CLI_OUT_FVECS;
     else if (!strcmp(fmt_name, "csv")) e.fmt = CLI_OUT_CSV;

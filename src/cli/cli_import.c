@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-const cli_cmd cli_cmd_import = {
+const struct cli_cmd cli_cmd_import = {
     "import",
     "Usage: jvdb [--data DIR] import NAME FILE [options] [--json]\n"
     "\n"
@@ -49,14 +49,14 @@ const cli_cmd cli_cmd_import = {
 
 /* ---- the batch and the import loop ---- */
 
-typedef struct cli_batch {
+struct cli_batch {
     jvdb_record *recs;
     float *vecs;
     uint64_t *where; /* line or row of each record, to name it if the library refuses it */
     size_t n, cap;
-} cli_batch;
+};
 
-static void cli_batch_clear(cli_batch *b)
+static void cli_batch_clear(struct cli_batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
         free((char *)b->recs[i].id);
@@ -66,7 +66,8 @@ static void cli_batch_clear(cli_batch *b)
 }
 
 /* Writes the batch; on failure reports the library's reason with the lines or rows it covered. */
-static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch *b, uint64_t *imported)
+static int cli_batch_commit(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r, struct cli_batch *b,
+                            uint64_t *imported)
 {
     if (b->n == 0) return 0;
     int rc =
@@ -95,9 +96,9 @@ static int cli_batch_commit(cli_ctx *ctx, jvdb_db *db, cli_reader *r, cli_batch 
     return 0;
 }
 
-static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch_size, uint64_t file_size)
+static int cli_import_run(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r, size_t batch_size, uint64_t file_size)
 {
-    cli_batch b = { 0 };
+    struct cli_batch b = { 0 };
     b.cap = batch_size;
     b.recs = calloc(b.cap, sizeof *b.recs);
     b.vecs = malloc(b.cap * r->dim * sizeof *b.vecs);
@@ -107,7 +108,7 @@ static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch
         return cli_fail("out of memory for a batch of %zu rows of dimension %u", batch_size, r->dim);
     }
 
-    cli_progress prog;
+    struct cli_progress prog;
     cli_progress_start(&prog, "imported", file_size);
     uint64_t imported = 0;
     int64_t t0 = 0;
@@ -152,10 +153,10 @@ static int cli_import_run(cli_ctx *ctx, jvdb_db *db, cli_reader *r, size_t batch
     return CLI_EXIT_OK;
 }
 
-int cli_import_main(cli_ctx *ctx, int argc, char **argv)
+int cli_import_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_import;
-    cli_opt opts[] = {
+    const struct cli_cmd *cmd = &cli_cmd_import;
+    struct cli_opt opts[] = {
         { "format", true, NULL }, { "id-prefix", true, NULL }, { "batch", true, NULL }, { NULL, false, NULL }
     };
     char *pos[argc];
@@ -193,12 +194,12 @@ int cli_import_main(cli_ctx *ctx, int argc, char **argv)
     uint32_t dim = 0;
     db = NULL;
     if (ctx->remote ? (rc = cli_remote_dim(ctx, name, &dim)) != 0 : (rc = cli_open_db(ctx, name, &db)) != 0) goto out;
-    cli_reader r = { .f = f,
-                     .path = from_stdin ? "<stdin>" : path,
-                     .dbname = name,
-                     .dim = db ? jvdb_db_dim(db) : dim,
-                     .prefix = prefix,
-                     .prefix_len = strlen(prefix) };
+    struct cli_reader r = { .f = f,
+                            .path = from_stdin ? "<stdin>" : path,
+                            .dbname = name,
+                            .dim = db ? jvdb_db_dim(db) : dim,
+                            .prefix = prefix,
+                            .prefix_len = strlen(prefix) };
     if (cli_reader_start(&r, fmt)) rc = cli_fail("%s; nothing imported", r.err);
     else rc = cli_import_run(ctx, db, &r, (size_t)batch, file_size);
     cli_reader_free(&r);

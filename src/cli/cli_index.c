@@ -13,7 +13,7 @@
 
 #include <string.h>
 
-const cli_cmd cli_cmd_index = {
+const struct cli_cmd cli_cmd_index = {
     "index",
     "Usage: jvdb [--data DIR] index payload SUBCOMMAND ...\n"
     "\n"
@@ -28,7 +28,7 @@ const cli_cmd cli_cmd_index = {
     2, -1
 };
 
-static const cli_cmd cli_cmd_index_create = {
+static const struct cli_cmd cli_cmd_index_create = {
     "index payload create",
     "Usage: jvdb [--data DIR] index payload create NAME FIELD --type keyword|numeric [--json]\n"
     "\n"
@@ -37,7 +37,7 @@ static const cli_cmd cli_cmd_index_create = {
     2, 2
 };
 
-static const cli_cmd cli_cmd_index_list = {
+static const struct cli_cmd cli_cmd_index_list = {
     "index payload list",
     "Usage: jvdb [--data DIR] index payload list NAME [--json]\n"
     "\n"
@@ -45,7 +45,7 @@ static const cli_cmd cli_cmd_index_list = {
     1, 1
 };
 
-static const cli_cmd cli_cmd_index_drop = {
+static const struct cli_cmd cli_cmd_index_drop = {
     "index payload drop",
     "Usage: jvdb [--data DIR] index payload drop NAME FIELD [--json]\n"
     "\n"
@@ -54,9 +54,9 @@ static const cli_cmd cli_cmd_index_drop = {
 };
 
 /* `index payload create NAME FIELD --type T` */
-static int cli_index_create(cli_ctx *ctx, int argc, char **argv)
+static int cli_index_create(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { "type", true, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = { { "type", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_create, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -75,9 +75,9 @@ static int cli_index_create(cli_ctx *ctx, int argc, char **argv)
 }
 
 /* `index payload list NAME` */
-static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
+static int cli_index_list(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { NULL, false, NULL } };
+    struct cli_opt opts[] = { { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_list, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -103,9 +103,9 @@ static int cli_index_list(cli_ctx *ctx, int argc, char **argv)
 }
 
 /* `index payload drop NAME FIELD` */
-static int cli_index_drop(cli_ctx *ctx, int argc, char **argv)
+static int cli_index_drop(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { NULL, false, NULL } };
+    struct cli_opt opts[] = { { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_index_drop, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -117,11 +117,11 @@ static int cli_index_drop(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-int cli_index_main(cli_ctx *ctx, int argc, char **argv)
+int cli_index_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     static const struct {
         const char *name;
-        int (*fn)(cli_ctx *, int, char **);
+        int (*fn)(struct cli_ctx *, int, char **);
     } subs[] = { { "create", cli_index_create }, { "list", cli_index_list }, { "drop", cli_index_drop } };
 
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {

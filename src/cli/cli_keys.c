@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-const cli_cmd cli_cmd_keys = {
+const struct cli_cmd cli_cmd_keys = {
     "keys",
     "Usage: jvdb [--data DIR] keys SUBCOMMAND ...\n"
     "\n"
@@ -33,7 +33,7 @@ const cli_cmd cli_cmd_keys = {
     1, -1
 };
 
-static const cli_cmd cli_cmd_keys_create = {
+static const struct cli_cmd cli_cmd_keys_create = {
     "keys create",
     "Usage: jvdb [--data DIR] keys create --role ROLE [options] [--json]\n"
     "\n"
@@ -50,7 +50,7 @@ static const cli_cmd cli_cmd_keys_create = {
     0, 0
 };
 
-static const cli_cmd cli_cmd_keys_list = {
+static const struct cli_cmd cli_cmd_keys_list = {
     "keys list",
     "Usage: jvdb [--data DIR] keys list [--json]\n"
     "\n"
@@ -59,7 +59,7 @@ static const cli_cmd cli_cmd_keys_list = {
     0, 0
 };
 
-static const cli_cmd cli_cmd_keys_revoke = {
+static const struct cli_cmd cli_cmd_keys_revoke = {
     "keys revoke",
     "Usage: jvdb [--data DIR] keys revoke KEY_ID [--json]\n"
     "\n"
@@ -91,7 +91,7 @@ static int cli_keys_take_dbs(int argc, char **argv, const char **dbs, size_t *nd
     return w;
 }
 
-static void cli_keys_print(const key_entry *e, int64_t now)
+static void cli_keys_print(const struct key_entry *e, int64_t now)
 {
     char created[32], exp[32] = "never";
     keys_time_text(e->created_s, created);
@@ -104,14 +104,14 @@ static void cli_keys_print(const key_entry *e, int64_t now)
     putchar('\n');
 }
 
-static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
+static int cli_keys_create(struct cli_ctx *ctx, int argc, char **argv)
 {
-    const cli_cmd *cmd = &cli_cmd_keys_create;
+    const struct cli_cmd *cmd = &cli_cmd_keys_create;
     const char *dbs[KEY_MAX_DATABASES];
-    key_spec sp = { 0 };
+    struct key_spec sp = { 0 };
     argc = cli_keys_take_dbs(argc, argv, dbs, &sp.ndb);
     if (argc < 0) return CLI_EXIT_USAGE;
-    cli_opt opts[] = {
+    struct cli_opt opts[] = {
         { "role", true, NULL }, { "expires", true, NULL }, { "description", true, NULL }, { NULL, false, NULL }
     };
     enum { ROLE, EXPIRES, DESC };
@@ -133,7 +133,7 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
     if (keys_spec_check(&sp, now, err, sizeof err)) return cli_usage_error(cmd->name, "%s", err);
     if (ctx->remote)
         return cli_remote_keys_create(ctx, key_role_name(sp.role), dbs, sp.ndb, sp.expires_s, sp.description);
-    key_entry e;
+    struct key_entry e;
     if (keys_create(ctx->data_dir, &sp, text, &e, err, sizeof err)) return cli_fail("%s", err);
     if (ctx->json) {
         json_t *doc = keys_entry_json(&e, now);
@@ -150,13 +150,14 @@ static int cli_keys_create(cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
-static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
+static int cli_keys_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];
-    int npos, rc = cli_parse(ctx, &cli_cmd_keys_list, argc, argv, (cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
+    int npos,
+        rc = cli_parse(ctx, &cli_cmd_keys_list, argc, argv, (struct cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
     if (rc) return rc;
     if (ctx->remote) return cli_remote_keys_list(ctx);
-    key_set ks;
+    struct key_set ks;
     char err[700];
     if (access(ctx->data_dir, F_OK) != 0) return cli_fail("data directory '%s' does not exist", ctx->data_dir);
     if (keys_load(ctx->data_dir, &ks, err, sizeof err)) return cli_fail("%s", err);
@@ -176,10 +177,11 @@ static int cli_keys_list(cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
-static int cli_keys_revoke(cli_ctx *ctx, int argc, char **argv)
+static int cli_keys_revoke(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];
-    int npos, rc = cli_parse(ctx, &cli_cmd_keys_revoke, argc, argv, (cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
+    int npos,
+        rc = cli_parse(ctx, &cli_cmd_keys_revoke, argc, argv, (struct cli_opt[]){ { NULL, false, NULL } }, pos, &npos);
     if (rc) return rc;
     if (ctx->remote) return cli_remote_keys_revoke(ctx, pos[0]);
     char err[700];
@@ -195,11 +197,11 @@ static int cli_keys_revoke(cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-int cli_keys_main(cli_ctx *ctx, int argc, char **argv)
+int cli_keys_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     static const struct {
         const char *name;
-        int (*fn)(cli_ctx *, int, char **);
+        int (*fn)(struct cli_ctx *, int, char **);
     } subs[] = { { "create", cli_keys_create }, { "list", cli_keys_list }, { "revoke", cli_keys_revoke } };
 
     if (argc < 2) return cli_usage_error("keys", "missing subcommand (create, list, revoke)");

@@ -35,7 +35,7 @@ static void cli_format_eta(double seconds, char *buf, size_t size)
     else snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
 }
 
-static void cli_progress_draw(cli_progress *p, uint64_t done, uint64_t items, int64_t now)
+static void cli_progress_draw(struct cli_progress *p, uint64_t done, uint64_t items, int64_t now)
 {
     double elapsed = (double)(now - p->start_ns) / 1e9;
     char rate[32], eta[32];
@@ -57,7 +57,7 @@ static void cli_progress_draw(cli_progress *p, uint64_t done, uint64_t items, in
     p->last_draw_ns = now;
 }
 
-void cli_progress_start(cli_progress *p, const char *what, uint64_t total)
+void cli_progress_start(struct cli_progress *p, const char *what, uint64_t total)
 {
     p->enabled = isatty(STDERR_FILENO);
     p->what = what;
@@ -66,7 +66,7 @@ void cli_progress_start(cli_progress *p, const char *what, uint64_t total)
     p->last_draw_ns = 0;
 }
 
-void cli_progress_update(cli_progress *p, uint64_t done, uint64_t items)
+void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t items)
 {
     if (!p->enabled) return;
     int64_t now = cli_now_ns();
@@ -74,7 +74,7 @@ void cli_progress_update(cli_progress *p, uint64_t done, uint64_t items)
     cli_progress_draw(p, done, items, now);
 }
 
-void cli_progress_finish(cli_progress *p, uint64_t done, uint64_t items)
+void cli_progress_finish(struct cli_progress *p, uint64_t done, uint64_t items)
 {
     if (!p->enabled) return;
     /* Leave the final state visible on its own line, so a message that follows starts clean. */

@@ -26,7 +26,7 @@
 #error "fvecs and npy readers assume a little-endian host"
 #endif
 
-__attribute__((format(printf, 2, 3))) static int cli_reader_fail(cli_reader *r, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int cli_reader_fail(struct cli_reader *r, const char *fmt, ...)
 {
     int n;
     if (r->in_header) n = snprintf(r->err, sizeof r->err, "%s: ", r->path);
@@ -40,10 +40,10 @@ __attribute__((format(printf, 2, 3))) static int cli_reader_fail(cli_reader *r, 
     return -1;
 }
 
-static int cli_reader_read_error(cli_reader *r) { return cli_reader_fail(r, "read error: %s", strerror(errno)); }
+static int cli_reader_read_error(struct cli_reader *r) { return cli_reader_fail(r, "read error: %s", strerror(errno)); }
 
 /* prefix + s as a malloc'd id, checked against the library's id rules so the row can be named. */
-static int cli_make_id(cli_reader *r, const char *s, size_t len, char **out)
+static int cli_make_id(struct cli_reader *r, const char *s, size_t len, char **out)
 {
     if (len == 0 && r->prefix_len == 0) return cli_reader_fail(r, "the id is empty");
     if (memchr(s, '\0', len)) return cli_reader_fail(r, "the id contains a NUL byte");
@@ -58,21 +58,21 @@ static int cli_make_id(cli_reader *r, const char *s, size_t len, char **out)
     return 0;
 }
 
-static int cli_row_id(cli_reader *r, char **out)
+static int cli_row_id(struct cli_reader *r, char **out)
 {
     char num[24];
     int n = snprintf(num, sizeof num, "%llu", (unsigned long long)r->row);
     return cli_make_id(r, num, (size_t)n, out);
 }
 
-static int cli_dim_mismatch(cli_reader *r, uint64_t got, const char *what)
+static int cli_dim_mismatch(struct cli_reader *r, uint64_t got, const char *what)
 {
     return cli_reader_fail(r, "%s %llu values but database '%s' has dimension %u", what, (unsigned long long)got,
                            r->dbname, r->dim);
 }
 
 /* Metadata as compact JSON text; null means none. */
-static int cli_meta_text(cli_reader *r, json_t *m, char **out)
+static int cli_meta_text(struct cli_reader *r, json_t *m, char **out)
 {
     *out = NULL;
     if (!m || json_is_null(m)) return 0;
@@ -81,7 +81,7 @@ static int cli_meta_text(cli_reader *r, json_t *m, char **out)
     return *out ? 0 : cli_reader_fail(r, "out of memory");
 }
 
-static int cli_check_finite(cli_reader *r, const float *vec)
+static int cli_check_finite(struct cli_reader *r, const float *vec)
 {
     for (uint32_t i = 0; i < r->dim; i++)
         if (!isfinite(vec[i]))
@@ -91,7 +91,7 @@ static int cli_check_finite(cli_reader *r, const float *vec)
 }
 
 /* Reads the next line that is not blank into r->buf, without its line ending; 0 at the end. */
-static int cli_next_line(cli_reader *r, size_t *len)
+static int cli_next_line(struct cli_reader *r, size_t *len)
 {
     for (;;) {
         errno = 0;
@@ -108,7 +108,7 @@ static int cli_next_line(cli_reader *r, size_t *len)
 
 /* ---- fvecs ---- */
 
-static int cli_fvecs_next(cli_reader *r, float *vec, char **id, char **meta)
+static int cli_fvecs_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     unsigned char head[4];
     size_t got = fread(head, 1, 4, r->f);
@@ -143,7 +143,7 @@ static const char *cli_npy_value(const char *hdr, const char *key)
     return NULL;
 }
 
-static int cli_npy_open(cli_reader *r)
+static int cli_npy_open(struct cli_reader *r)
 {
     r->in_header = true;
     unsigned char magic[10];
@@ -259,7 +259,7 @@ out:
     return rc;
 }
 
-static int cli_npy_next(cli_reader *r, float *vec, char **id, char **meta)
+static int cli_npy_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     if (r->row == r->rows_total) {
         /* Regular files were measured against the header; this catches a pipe that goes on. */
@@ -336,7 +336,7 @@ static bool cli_json_member_text(const char *s, size_t len, const char *key, con
 }
 
 /* `what` names the array in messages: "'values'", or "the array" for a bare query array. */
-static int cli_jsonl_values(cli_reader *r, json_t *values, float *vec, const char *what)
+static int cli_jsonl_values(struct cli_reader *r, json_t *values, float *vec, const char *what)
 {
     if (!json_is_array(values)) return cli_reader_fail(r, "%s must be an array of numbers", what);
     if (json_array_size(values) != r->dim) {
@@ -357,7 +357,7 @@ static int cli_jsonl_values(cli_reader *r, json_t *values, float *vec, const cha
     return 0;
 }
 
-static int cli_jsonl_next(cli_reader *r, float *vec, char **id, char **meta)
+static int cli_jsonl_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t len = 0;
     int rc = cli_next_line(r, &len);
@@ -443,7 +443,7 @@ static enum cli_csv_state cli_csv_scan(enum cli_csv_state st, const char *s, siz
 /* Reads one record into r->buf: a line, continued over the following lines while a quoted field
  * is open.  Line breaks inside a quoted field are kept as they are in the file (they are data);
  * the record's own line ending is removed.  Blank lines between records are skipped. */
-static int cli_csv_read_record(cli_reader *r, size_t *out_len)
+static int cli_csv_read_record(struct cli_reader *r, size_t *out_len)
 {
     ssize_t n;
     for (;;) {
@@ -494,7 +494,7 @@ static int cli_csv_read_record(cli_reader *r, size_t *out_len)
 
 /* Reads one record and splits it into r->fields, unquoting in place (RFC 4180: "" inside quotes is
  * one quote).  Returns 1 with the field count, 0 at the end, -1 on error. */
-static int cli_csv_record(cli_reader *r, size_t *nfields)
+static int cli_csv_record(struct cli_reader *r, size_t *nfields)
 {
     size_t len;
     int rc = cli_csv_read_record(r, &len);
@@ -552,7 +552,7 @@ static bool cli_csv_is_name(const char *s)
 
 /* The first record is a header when every field after the id is a name; the caller skips it and
  * says so. */
-static bool cli_csv_is_header(cli_reader *r, size_t nf)
+static bool cli_csv_is_header(struct cli_reader *r, size_t nf)
 {
     if (nf < 2) return false;
     for (size_t i = 1; i < nf; i++)
@@ -560,7 +560,7 @@ static bool cli_csv_is_header(cli_reader *r, size_t nf)
     return true;
 }
 
-static int cli_csv_next(cli_reader *r, float *vec, char **id, char **meta)
+static int cli_csv_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t nf;
     int rc = cli_csv_record(r, &nf);
@@ -620,7 +620,7 @@ enum cli_format cli_format_from_name(const char *path)
     return dot && !strchr(dot, '/') ? cli_format_parse(dot + 1) : CLI_FMT_NONE;
 }
 
-int cli_reader_start(cli_reader *r, enum cli_format fmt)
+int cli_reader_start(struct cli_reader *r, enum cli_format fmt)
 {
     switch (fmt) {
     case CLI_FMT_FVECS: r->next = cli_fvecs_next; break;
@@ -632,7 +632,7 @@ int cli_reader_start(cli_reader *r, enum cli_format fmt)
     return fmt == CLI_FMT_NPY ? cli_npy_open(r) : 0;
 }
 
-void cli_reader_free(cli_reader *r)
+void cli_reader_free(struct cli_reader *r)
 {
     free(r->buf);
     free(r->fields);

@@ -62,9 +62,9 @@ static bool rem_probe(const char *path)
     return ok;
 }
 
-void cli_remote_free(cli_ctx *ctx)
+void cli_remote_free(struct cli_ctx *ctx)
 {
-    cli_remote *r = ctx->remote;
+    struct cli_remote *r = ctx->remote;
     if (!r) return;
     if (r->curl) curl_easy_cleanup(r->curl);
     curl_slist_free_all(r->hdrs);
@@ -75,7 +75,7 @@ void cli_remote_free(cli_ctx *ctx)
     curl_global_cleanup();
 }
 
-int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int argc, char **argv)
+int cli_remote_setup(struct cli_ctx *ctx, const char *url, const char *api_key, int argc, char **argv)
 {
     if (argc < 1 || !strcmp(argv[0], "help")) return 0;
     for (int i = 1; i < argc; i++)
@@ -112,7 +112,7 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
                         what, ctx->data_dir);
     }
     if (curl_global_init(CURL_GLOBAL_DEFAULT)) return cli_fail("cannot initialise libcurl");
-    cli_remote *r = calloc(1, sizeof *r);
+    struct cli_remote *r = calloc(1, sizeof *r);
     if (!r) return cli_fail("out of memory");
     ctx->remote = r;
     r->curl = curl_easy_init();
@@ -141,17 +141,17 @@ int cli_remote_setup(cli_ctx *ctx, const char *url, const char *api_key, int arg
     return 0;
 }
 
-const char *cli_remote_errmsg(cli_ctx *ctx) { return ctx->remote ? ctx->remote->err : ""; }
+const char *cli_remote_errmsg(struct cli_ctx *ctx) { return ctx->remote ? ctx->remote->err : ""; }
 
-typedef struct {
+struct rem_buf {
     char *p;
     size_t n, cap;
-} rem_buf;
+};
 
 /* libcurl write callback: appends the answer's bytes. */
 static size_t rem_write(char *data, size_t size, size_t nmemb, void *arg)
 {
-    rem_buf *b = arg;
+    struct rem_buf *b = arg;
     size_t n = size * nmemb;
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -170,10 +170,10 @@ static size_t rem_write(char *data, size_t size, size_t nmemb, void *arg)
 /* One request with `text` (taken and freed, may be NULL) as its JSON body; a 2xx answer is parsed
  * into *out (when out is not NULL).  Any failure leaves its message in r->err and, unless `quiet`,
  * prints it: returns 0 or CLI_EXIT_FAIL. */
-static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *text, size_t text_len, json_t **out,
-                    bool quiet)
+static int rem_send(struct cli_ctx *ctx, const char *method, const char *path, char *text, size_t text_len,
+                    json_t **out, bool quiet)
 {
-    cli_remote *r = ctx->remote;
+    struct cli_remote *r = ctx->remote;
     if (out) *out = NULL;
     size_t ulen = strlen(r->base) + strlen(path) + 1;
     char *url = malloc(ulen);
@@ -182,7 +182,7 @@ static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *te
         return cli_fail("out of memory");
     }
     snprintf(url, ulen, "%s%s", r->base, path);
-    rem_buf b = { 0 };
+    struct rem_buf b = { 0 };
     CURL *c = r->curl;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -236,7 +236,7 @@ static int rem_send(cli_ctx *ctx, const char *method, const char *path, char *te
 }
 
 /* rem_send with `body` (stolen, may be NULL) dumped as its JSON. */
-static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out, bool quiet)
+static int rem_call_q(struct cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out, bool quiet)
 {
     char *text = NULL;
     if (body) {
@@ -252,13 +252,13 @@ static int rem_call_q(cli_ctx *ctx, const char *method, const char *path, json_t
 }
 
 /* rem_call_q that prints its failure. */
-static int rem_call(cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out)
+static int rem_call(struct cli_ctx *ctx, const char *method, const char *path, json_t *body, json_t **out)
 {
     return rem_call_q(ctx, method, path, body, out, false);
 }
 
 /* "/v1/databases/NAME" + suffix, NAME percent-escaped; NULL when out of memory. */
-static char *rem_db_path(cli_ctx *ctx, const char *name, const char *suffix)
+static char *rem_db_path(struct cli_ctx *ctx, const char *name, const char *suffix)
 {
     char *e = curl_easy_escape(ctx->remote->curl, name, 0);
     if (!e) return NULL;
@@ -270,7 +270,7 @@ static char *rem_db_path(cli_ctx *ctx, const char *name, const char *suffix)
 }
 
 /* "/v1/databases/NAME/vectors/ID", both escaped (an id may hold '/'). */
-static char *rem_vec_path(cli_ctx *ctx, const char *name, const char *id)
+static char *rem_vec_path(struct cli_ctx *ctx, const char *name, const char *id)
 {
     char *e = curl_easy_escape(ctx->remote->curl, id, 0);
     if (!e) return NULL;
@@ -287,7 +287,7 @@ static char *rem_vec_path(cli_ctx *ctx, const char *name, const char *id)
 }
 
 /* Method + database path + suffix, with the path built and freed here. */
-static int rem_db_call(cli_ctx *ctx, const char *method, const char *name, const char *suffix, json_t *body,
+static int rem_db_call(struct cli_ctx *ctx, const char *method, const char *name, const char *suffix, json_t *body,
                        json_t **out)
 {
     char *p = rem_db_path(ctx, name, suffix);
@@ -419,7 +419,7 @@ static void rem_stats_print(json_t *j)
 }
 
 /* GET .../stats as the CLI's stats object. */
-static int rem_get_stats(cli_ctx *ctx, const char *name, json_t **out)
+static int rem_get_stats(struct cli_ctx *ctx, const char *name, json_t **out)
 {
     json_t *s;
     int rc = rem_db_call(ctx, "GET", name, "/stats", NULL, &s);
@@ -429,7 +429,7 @@ static int rem_get_stats(cli_ctx *ctx, const char *name, json_t **out)
     return *out ? 0 : cli_fail("out of memory");
 }
 
-int cli_remote_stats(cli_ctx *ctx, const char *name)
+int cli_remote_stats(struct cli_ctx *ctx, const char *name)
 {
     json_t *st;
     int rc = rem_get_stats(ctx, name, &st);
@@ -440,7 +440,7 @@ int cli_remote_stats(cli_ctx *ctx, const char *name)
     return CLI_EXIT_OK;
 }
 
-int cli_remote_db_list(cli_ctx *ctx)
+int cli_remote_db_list(struct cli_ctx *ctx)
 {
     json_t *doc;
     int rc = rem_call(ctx, "GET", "/v1/databases", NULL, &doc);
@@ -476,7 +476,7 @@ static void rem_db_print(json_t *j)
     printf("segment_max_bytes: (a storage setting the server does not report)\n");
 }
 
-int cli_remote_db_info(cli_ctx *ctx, const char *name)
+int cli_remote_db_info(struct cli_ctx *ctx, const char *name)
 {
     json_t *d, *st;
     int rc = rem_db_call(ctx, "GET", name, "", NULL, &d);
@@ -502,7 +502,7 @@ int cli_remote_db_info(cli_ctx *ctx, const char *name)
     return CLI_EXIT_OK;
 }
 
-int cli_remote_db_create(cli_ctx *ctx, const char *name, uint32_t dim, jvdb_metric metric, const char *sync)
+int cli_remote_db_create(struct cli_ctx *ctx, const char *name, uint32_t dim, jvdb_metric metric, const char *sync)
 {
     json_t *body = json_pack("{sssIss}", "name", name, "vectorDimension", (json_int_t)dim, "distanceMetric",
                              jvdb_metric_name(metric));
@@ -519,7 +519,7 @@ int cli_remote_db_create(cli_ctx *ctx, const char *name, uint32_t dim, jvdb_metr
     return CLI_EXIT_OK;
 }
 
-int cli_remote_db_drop(cli_ctx *ctx, const char *name)
+int cli_remote_db_drop(struct cli_ctx *ctx, const char *name)
 {
     int rc = rem_db_call(ctx, "DELETE", name, "", NULL, NULL);
     if (rc) return rc;
@@ -530,7 +530,7 @@ int cli_remote_db_drop(cli_ctx *ctx, const char *name)
 
 /* ---------------------------------------------------------------- vectors */
 
-int cli_remote_dim(cli_ctx *ctx, const char *name, uint32_t *dim)
+int cli_remote_dim(struct cli_ctx *ctx, const char *name, uint32_t *dim)
 {
     json_t *d;
     int rc = rem_db_call(ctx, "GET", name, "", NULL, &d);
@@ -546,7 +546,7 @@ static json_t *rem_vector(const float *v, size_t n)
     return cli_json_floats(v, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
 }
 
-int cli_remote_put(cli_ctx *ctx, const char *name, const char *id, const float *v, size_t n, const char *meta,
+int cli_remote_put(struct cli_ctx *ctx, const char *name, const char *id, const float *v, size_t n, const char *meta,
                    uint64_t *lsn)
 {
     json_t *body = json_pack("{soso}", "id", cli_json_id(id, strlen(id)), "values", rem_vector(v, n));
@@ -575,9 +575,9 @@ static void rem_write_floats(FILE *f, const float *v, uint32_t dim)
     }
 }
 
-int cli_remote_put_batch(cli_ctx *ctx, const char *name, const jvdb_record *recs, size_t n)
+int cli_remote_put_batch(struct cli_ctx *ctx, const char *name, const jvdb_record *recs, size_t n)
 {
-    cli_remote *r = ctx->remote;
+    struct cli_remote *r = ctx->remote;
     /* Written as text, not built as a tree: the values are most of an import's time otherwise. */
     char *text = NULL;
     size_t len = 0;
@@ -650,7 +650,7 @@ static char *rem_meta_text(json_t *m)
     return text;
 }
 
-int cli_remote_get(cli_ctx *ctx, const char *name, const char *id, float **v, uint32_t *dim, char **meta)
+int cli_remote_get(struct cli_ctx *ctx, const char *name, const char *id, float **v, uint32_t *dim, char **meta)
 {
     char *p = rem_vec_path(ctx, name, id);
     if (!p) return cli_fail("out of memory");
@@ -672,7 +672,7 @@ int cli_remote_get(cli_ctx *ctx, const char *name, const char *id, float **v, ui
     return 0;
 }
 
-int cli_remote_delete(cli_ctx *ctx, const char *name, const char *const *ids, size_t n, const char *filter_json,
+int cli_remote_delete(struct cli_ctx *ctx, const char *name, const char *const *ids, size_t n, const char *filter_json,
                       uint64_t *deleted)
 {
     json_t *body;
@@ -691,7 +691,7 @@ int cli_remote_delete(cli_ctx *ctx, const char *name, const char *const *ids, si
     return 0;
 }
 
-int cli_remote_count(cli_ctx *ctx, const char *name, const char *filter_json, uint64_t *count)
+int cli_remote_count(struct cli_ctx *ctx, const char *name, const char *filter_json, uint64_t *count)
 {
     json_t *body = json_object();
     if (filter_json) json_object_set_new(body, "filters", rem_filter(filter_json));
@@ -703,7 +703,7 @@ int cli_remote_count(cli_ctx *ctx, const char *name, const char *filter_json, ui
     return 0;
 }
 
-int cli_remote_search(cli_ctx *ctx, const char *name, const float *q, uint32_t dim, const jvdb_search_params *p,
+int cli_remote_search(struct cli_ctx *ctx, const char *name, const float *q, uint32_t dim, const jvdb_search_params *p,
                       const char *filter_json, jvdb_result **res, size_t *n)
 {
     *res = NULL;
@@ -752,8 +752,8 @@ static jvdb_compact_trigger rem_trigger(const char *s)
     return JVDB_TRIGGER_NONE;
 }
 
-int cli_remote_compact(cli_ctx *ctx, const char *name, bool force, bool full, jvdb_compact_stats *st, char *reason,
-                       size_t cap)
+int cli_remote_compact(struct cli_ctx *ctx, const char *name, bool force, bool full, jvdb_compact_stats *st,
+                       char *reason, size_t cap)
 {
     /* Asked first, as the local command does, so the output can say why it ran. */
     json_t *s;
@@ -784,7 +784,7 @@ int cli_remote_compact(cli_ctx *ctx, const char *name, bool force, bool full, jv
     return 0;
 }
 
-int cli_remote_iterate(cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *arg)
+int cli_remote_iterate(struct cli_ctx *ctx, const char *name, jvdb_iter_fn fn, void *arg)
 {
     uint32_t dim;
     int rc = cli_remote_dim(ctx, name, &dim);
@@ -869,7 +869,7 @@ static void rem_backup_info(json_t *o, jvdb_backup_info *b)
 }
 
 /* "/v1/backups/ID" + suffix, ID escaped ("DB/ID" becomes "DB%2FID"). */
-static char *rem_backup_path(cli_ctx *ctx, const char *id, const char *suffix)
+static char *rem_backup_path(struct cli_ctx *ctx, const char *id, const char *suffix)
 {
     char *e = curl_easy_escape(ctx->remote->curl, id, 0);
     if (!e) return NULL;
@@ -880,8 +880,8 @@ static char *rem_backup_path(cli_ctx *ctx, const char *id, const char *suffix)
     return p;
 }
 
-int cli_remote_backup_create(cli_ctx *ctx, const char *name, const char *type, const char *description, int level,
-                             jvdb_backup_info *out)
+int cli_remote_backup_create(struct cli_ctx *ctx, const char *name, const char *type, const char *description,
+                             int level, jvdb_backup_info *out)
 {
     json_t *body = json_object();
     if (type) json_object_set_new(body, "type", json_string(type));
@@ -895,7 +895,7 @@ int cli_remote_backup_create(cli_ctx *ctx, const char *name, const char *type, c
     return 0;
 }
 
-int cli_remote_backup_list(cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n)
+int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n)
 {
     json_t *a;
     int rc = name ? rem_db_call(ctx, "GET", name, "/backups", NULL, &a) : rem_call(ctx, "GET", "/v1/backups", NULL, &a);
@@ -918,7 +918,7 @@ int cli_remote_backup_list(cli_ctx *ctx, const char *name, jvdb_backup_info **v,
     return 0;
 }
 
-int cli_remote_backup_show(cli_ctx *ctx, const char *id, jvdb_backup_info *out)
+int cli_remote_backup_show(struct cli_ctx *ctx, const char *id, jvdb_backup_info *out)
 {
     char *p = rem_backup_path(ctx, id, "");
     if (!p) return cli_fail("out of memory");
@@ -931,7 +931,7 @@ int cli_remote_backup_show(cli_ctx *ctx, const char *id, jvdb_backup_info *out)
     return 0;
 }
 
-int cli_remote_backup_verify(cli_ctx *ctx, const char *id)
+int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id)
 {
     char *p = rem_backup_path(ctx, id, "/verify");
     if (!p) return cli_fail("out of memory");
@@ -945,7 +945,7 @@ int cli_remote_backup_verify(cli_ctx *ctx, const char *id)
     return rc;
 }
 
-int cli_remote_backup_restore(cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer)
+int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer)
 {
     json_t *body = json_object();
     if (as) json_object_set_new(body, "targetDatabase", json_string(as));
@@ -962,7 +962,7 @@ int cli_remote_backup_restore(cli_ctx *ctx, const char *id, const char *as, bool
 
 /* ---------------------------------------------------------------- API keys (--server only) */
 
-int cli_remote_keys_create(cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,
+int cli_remote_keys_create(struct cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,
                            const char *description)
 {
     json_t *body = json_pack("{ss}", "role", role);
@@ -1000,7 +1000,7 @@ int cli_remote_keys_create(cli_ctx *ctx, const char *role, const char *const *db
     return CLI_EXIT_OK;
 }
 
-int cli_remote_keys_list(cli_ctx *ctx)
+int cli_remote_keys_list(struct cli_ctx *ctx)
 {
     json_t *a;
     int rc = rem_call(ctx, "GET", "/v1/api-keys", NULL, &a);
@@ -1027,7 +1027,7 @@ int cli_remote_keys_list(cli_ctx *ctx)
     return CLI_EXIT_OK;
 }
 
-int cli_remote_keys_revoke(cli_ctx *ctx, const char *id)
+int cli_remote_keys_revoke(struct cli_ctx *ctx, const char *id)
 {
     char *e = curl_easy_escape(ctx->remote->curl, id, 0);
     if (!e) return cli_fail("out of memory");

@@ -24,7 +24,7 @@
 #define CLI_SEARCH_MAX_K       JVDB_MAX_K /* the one limit REST shares */
 #define CLI_SEARCH_MAX_THREADS 1024
 
-const cli_cmd cli_cmd_search = {
+const struct cli_cmd cli_cmd_search = {
     "search",
     "Usage: jvdb [--data DIR] search NAME (--vector V1,V2,... | --query-file FILE) [options] [--json]\n"
     "\n"
@@ -64,22 +64,22 @@ const cli_cmd cli_cmd_search = {
 };
 
 /* The queries of one command, all read before the first search. */
-typedef struct cli_queries {
+struct cli_queries {
     float *vecs;   /* n * dim */
     char **labels; /* jsonl ids, NULL where a query had none */
     size_t n, cap;
     uint32_t dim;
     bool from_file;
-} cli_queries;
+};
 
-static void cli_queries_free(cli_queries *q)
+static void cli_queries_free(struct cli_queries *q)
 {
     for (size_t i = 0; q->labels && i < q->n; i++) free(q->labels[i]);
     free(q->labels);
     free(q->vecs);
 }
 
-static int cli_queries_grow(cli_queries *q)
+static int cli_queries_grow(struct cli_queries *q)
 {
     if (q->n < q->cap) return 0;
     size_t ncap = q->cap ? q->cap * 2 : 64;
@@ -94,9 +94,9 @@ static int cli_queries_grow(cli_queries *q)
 }
 
 /* Reads every query of `path` (already opened as f) into q; returns 0 or the exit code. */
-static int cli_queries_read(cli_queries *q, FILE *f, const char *path, const char *dbname, enum cli_format fmt)
+static int cli_queries_read(struct cli_queries *q, FILE *f, const char *path, const char *dbname, enum cli_format fmt)
 {
-    cli_reader r = { .f = f, .path = path, .dbname = dbname, .dim = q->dim, .prefix = "", .query = true };
+    struct cli_reader r = { .f = f, .path = path, .dbname = dbname, .dim = q->dim, .prefix = "", .query = true };
     int rc = 0;
     if (cli_reader_start(&r, fmt)) {
         rc = cli_fail("%s", r.err);
@@ -135,7 +135,7 @@ out:
  * once, and whatever the catch-up did before exit is saved for the next run. */
 static int cli_search_wait_index(jvdb_db *db)
 {
-    cli_progress prog;
+    struct cli_progress prog;
     uint64_t total = jvdb_count(db);
     cli_progress_start(&prog, "indexed", total);
     for (;;) {
@@ -231,8 +231,8 @@ static void cli_search_table(const jvdb_result *res, size_t n, uint32_t dim, con
 
 /* Runs every query and prints as it goes: the queries are already valid, so only the library can
  * still fail, and it fails the same way for every query (memory), most likely on the first. */
-static int cli_search_run(cli_ctx *ctx, jvdb_db *db, const char *name, const char *filter_json, const cli_queries *q,
-                          const jvdb_search_params *p)
+static int cli_search_run(struct cli_ctx *ctx, jvdb_db *db, const char *name, const char *filter_json,
+                          const struct cli_queries *q, const jvdb_search_params *p)
 {
     if (ctx->json && q->from_file) putchar('[');
     for (size_t i = 0; i < q->n; i++) {
@@ -286,10 +286,10 @@ enum {
     OPT_END
 };
 
-int cli_search_main(cli_ctx *ctx, int argc, char **argv)
+int cli_search_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     const char *cmd = cli_cmd_search.name;
-    cli_opt opts[] = {
+    struct cli_opt opts[] = {
         [OPT_VECTOR] = { "vector", true, NULL },
         [OPT_FILE] = { "query-file", true, NULL },
         [OPT_FORMAT] = { "format", true, NULL },
@@ -365,7 +365,7 @@ int cli_search_main(cli_ctx *ctx, int argc, char **argv)
     p.filter = filter;
 
     FILE *f = NULL;
-    cli_queries q = { 0 };
+    struct cli_queries q = { 0 };
     jvdb_db *db;
     if (path) {
         /* Opened before the data directory, like import: a wrong path touches nothing there. */

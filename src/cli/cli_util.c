@@ -49,14 +49,15 @@ int cli_lib_error(int rc)
     return cli_fail("%s", msg && *msg ? msg : jvdb_strerror(rc));
 }
 
-static cli_opt *cli_find_opt(cli_opt *opts, const char *name, size_t len)
+static struct cli_opt *cli_find_opt(struct cli_opt *opts, const char *name, size_t len)
 {
-    for (cli_opt *o = opts; o && o->name; o++)
+    for (struct cli_opt *o = opts; o && o->name; o++)
         if (strlen(o->name) == len && !strncmp(o->name, name, len)) return o;
     return NULL;
 }
 
-int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos)
+int cli_parse(struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc, char **argv, struct cli_opt *opts, char **pos,
+              int *npos)
 {
     bool only_positional = false;
     *npos = 0;
@@ -83,7 +84,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
             ctx->json = true;
             continue;
         }
-        cli_opt *o = cli_find_opt(opts, name, len);
+        struct cli_opt *o = cli_find_opt(opts, name, len);
         if (!o) return cli_usage_error(cmd->name, "unknown option '--%.*s'", (int)len, name);
         if (!o->has_arg) {
             if (eq) return cli_usage_error(cmd->name, "option '--%s' takes no value", o->name);
@@ -103,7 +104,7 @@ int cli_parse(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *
     return 0;
 }
 
-int cli_open_env(cli_ctx *ctx)
+int cli_open_env(struct cli_ctx *ctx)
 {
     if (ctx->env) return 0;
     struct stat st;
@@ -129,7 +130,7 @@ int cli_open_env(cli_ctx *ctx)
     return 0;
 }
 
-int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
+int cli_open_db(struct cli_ctx *ctx, const char *name, jvdb_db **out)
 {
     int rc = cli_open_env(ctx);
     if (rc) return rc;
@@ -142,8 +143,8 @@ int cli_open_db(cli_ctx *ctx, const char *name, jvdb_db **out)
     return rc ? cli_lib_error(rc) : 0;
 }
 
-int cli_parse_db(cli_ctx *ctx, const cli_cmd *cmd, int argc, char **argv, cli_opt *opts, char **pos, int *npos,
-                 jvdb_db **db)
+int cli_parse_db(struct cli_ctx *ctx, const struct cli_cmd *cmd, int argc, char **argv, struct cli_opt *opts,
+                 char **pos, int *npos, jvdb_db **db)
 {
     int rc = cli_parse(ctx, cmd, argc, argv, opts, pos, npos);
     *db = NULL;

@@ -11,24 +11,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-const cli_cmd cli_cmd_put = { "put",
-                              "Usage: jvdb [--data DIR] put NAME ID --vector V1,V2,... [--meta JSON] [--json]\n"
-                              "\n"
-                              "Inserts vector ID into database NAME, replacing any vector with the same id.\n"
-                              "\n"
-                              "  --vector LIST   exactly dim numbers separated by commas (spaces and [ ] are allowed)\n"
-                              "  --meta JSON     metadata, a JSON object such as '{\"title\": \"x\"}'\n"
-                              "  --json          print {\"id\", \"lsn\"}\n",
-                              2, 2 };
+const struct cli_cmd cli_cmd_put = {
+    "put",
+    "Usage: jvdb [--data DIR] put NAME ID --vector V1,V2,... [--meta JSON] [--json]\n"
+    "\n"
+    "Inserts vector ID into database NAME, replacing any vector with the same id.\n"
+    "\n"
+    "  --vector LIST   exactly dim numbers separated by commas (spaces and [ ] are allowed)\n"
+    "  --meta JSON     metadata, a JSON object such as '{\"title\": \"x\"}'\n"
+    "  --json          print {\"id\", \"lsn\"}\n",
+    2, 2
+};
 
-const cli_cmd cli_cmd_get = { "get",
-                              "Usage: jvdb [--data DIR] get NAME ID [--json]\n"
-                              "\n"
-                              "Prints vector ID of database NAME with its metadata\n"
-                              "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
-                              2, 2 };
+const struct cli_cmd cli_cmd_get = { "get",
+                                     "Usage: jvdb [--data DIR] get NAME ID [--json]\n"
+                                     "\n"
+                                     "Prints vector ID of database NAME with its metadata\n"
+                                     "(--json: {\"id\": ..., \"values\": [...], \"metadata\": {...} or null}).\n",
+                                     2, 2 };
 
-const cli_cmd cli_cmd_stats = {
+const struct cli_cmd cli_cmd_stats = {
     "stats",
     "Usage: jvdb [--data DIR] stats NAME [--json]\n"
     "\n"
@@ -49,9 +51,9 @@ static int cli_check_meta(const char *meta)
     return obj ? 0 : cli_fail("--meta must be a JSON object, like '{\"key\": \"value\"}'");
 }
 
-int cli_put_main(cli_ctx *ctx, int argc, char **argv)
+int cli_put_main(struct cli_ctx *ctx, int argc, char **argv)
 {
-    cli_opt opts[] = { { "vector", true, NULL }, { "meta", true, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = { { "vector", true, NULL }, { "meta", true, NULL }, { NULL, false, NULL } };
     char *pos[argc];
     int npos, rc = cli_parse(ctx, &cli_cmd_put, argc, argv, opts, pos, &npos);
     if (rc) return rc;
@@ -79,7 +81,7 @@ out:
     return rc;
 }
 
-int cli_get_main(cli_ctx *ctx, int argc, char **argv)
+int cli_get_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     jvdb_db *db;
@@ -114,7 +116,7 @@ int cli_get_main(cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
-int cli_stats_main(cli_ctx *ctx, int argc, char **argv)
+int cli_stats_main(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
     jvdb_db *db;

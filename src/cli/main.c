@@ -16,16 +16,16 @@
 
 #include "server/server.h"
 
-typedef int (*cli_main_fn)(cli_ctx *ctx, int argc, char **argv);
+typedef int (*cli_main_fn)(struct cli_ctx *ctx, int argc, char **argv);
 
-typedef struct cli_command {
+struct cli_command {
     const char *name;
     cli_main_fn fn;
-    const cli_cmd *help;
+    const struct cli_cmd *help;
     const char *summary;
-} cli_command;
+};
 
-static const cli_command cli_commands[] = {
+static const struct cli_command cli_commands[] = {
     { "db", cli_db_main, &cli_cmd_db, "create, list, inspect, repair and drop databases" },
     { "backup", cli_backup_main, &cli_cmd_backup, "create, list, verify, restore and prune backups" },
     { "import", cli_import_main, &cli_cmd_import, "load vectors from fvecs, npy, jsonl or csv" },
@@ -68,7 +68,7 @@ static void cli_print_help(void)
            "Run 'jvdb COMMAND --help' for the options of a command.\n");
 }
 
-static const cli_command *cli_find_command(const char *name)
+static const struct cli_command *cli_find_command(const char *name)
 {
     for (size_t i = 0; i < sizeof cli_commands / sizeof cli_commands[0]; i++)
         if (!strcmp(cli_commands[i].name, name)) return &cli_commands[i];
@@ -78,13 +78,13 @@ static const cli_command *cli_find_command(const char *name)
 static int cli_serve(int argc, char **argv, const char *data_dir) { return server_main(argc, argv, data_dir); }
 
 /* `jvdb help db create` is `jvdb db create --help`: one place prints each text. */
-static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
+static int cli_help_command(struct cli_ctx *ctx, int argc, char **argv)
 {
     if (argc < 2) {
         cli_print_help();
         return CLI_EXIT_OK;
     }
-    const cli_command *c = cli_find_command(argv[1]);
+    const struct cli_command *c = cli_find_command(argv[1]);
     if (!c) {
         if (!strcmp(argv[1], "serve")) return cli_serve(2, (char *[]){ "serve", "--help", NULL }, ctx->data_dir);
         return cli_usage_error(NULL, "unknown command '%s'", argv[1]);
@@ -95,7 +95,7 @@ static int cli_help_command(cli_ctx *ctx, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    cli_ctx ctx = { 0 };
+    struct cli_ctx ctx = { 0 };
     const char *server = NULL, *api_key = NULL;
     ctx.data_dir = getenv("JVDB_DATA");
     if (!ctx.data_dir || !*ctx.data_dir) ctx.data_dir = "./jvdb-data";
@@ -149,7 +149,7 @@ int main(int argc, char **argv)
         if (!strcmp(name, readonly_cmds[k])) ctx.readonly = true;
 
     int rc;
-    const cli_command *c = cli_find_command(name);
+    const struct cli_command *c = cli_find_command(name);
     /* Beside a running server (or with --server) the command goes to the server (cli_remote.c). */
     if (c && (rc = cli_remote_setup(&ctx, server, api_key, argc - i, argv + i))) {
         cli_remote_free(&ctx);

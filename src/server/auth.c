@@ -39,7 +39,7 @@
 
 struct auth_state {
     pthread_rwlock_t mu; /* guards keys (invariant 4) */
-    key_set keys;
+    struct key_set keys;
     unsigned char boot_hash[32];
     int have_boot;
     pthread_mutex_t reload_mu; /* one reload at a time; never taken by requests that do not reload */
@@ -50,13 +50,13 @@ struct auth_state {
 
 /* ---------------------------------------------------------------- route roles (invariant 2) */
 
-typedef struct auth_role_def {
+struct auth_role_def {
     const char *method;
     const char *pattern;
     key_role role; /* KEY_ROLE_NONE: no key needed */
-} auth_role_def;
+};
 
-static const auth_role_def auth_roles[] = {
+static const struct auth_role_def auth_roles[] = {
     { "GET", "/health", KEY_ROLE_NONE },
     { "GET", "/readyz", KEY_ROLE_NONE },
     { "GET", "/status", KEY_ROLE_READ },
@@ -90,7 +90,7 @@ static const auth_role_def auth_roles[] = {
 };
 
 /* The role route `route` needs; unmatched paths (404/405) need any valid key. */
-static key_role auth_route_role(const srv_routes *rt, int route, int *public_route)
+static key_role auth_route_role(const struct srv_routes *rt, int route, int *public_route)
 {
     *public_route = 0;
     if (route >= rt->count()) return KEY_ROLE_READ;
@@ -103,7 +103,7 @@ static key_role auth_route_role(const srv_routes *rt, int route, int *public_rou
     return KEY_ROLE_ADMIN;
 }
 
-int auth_route_public(server *s, const char *method, const char *path)
+int auth_route_public(struct server *s, const char *method, const char *path)
 {
     int pub;
     auth_route_role(s->routes, s->routes->find(method, path), &pub);
@@ -111,7 +111,7 @@ int auth_route_public(server *s, const char *method, const char *path)
 }
 
 /* The database a /v1/databases/{id}... path is about, decoded into buf; NULL for other routes. */
-static const char *auth_route_db(const srv_routes *rt, int route, const char *path, char *buf, size_t cap)
+static const char *auth_route_db(const struct srv_routes *rt, int route, const char *path, char *buf, size_t cap)
 {
     if (route >= rt->count() || strncmp(rt->label(route), "/v1/databases/{id}", 18)) return NULL;
     const char *seg = path + 14; /* after "/v1/databases/" */
@@ -129,7 +129,7 @@ static const char *auth_route_db(const srv_routes *rt, int route, const char *pa
 
 /* ---------------------------------------------------------------- the key set (invariant 4) */
 
-static void auth_stat(server *s, struct stat *st)
+static void auth_stat(struct server *s, struct stat *st)
 {
     char *path = keys_file_path(s->cfg.data_dir);
     if (!path || stat(path, st) != 0) memset(st, 0, sizeof *st);
@@ -142,7 +142,7 @@ static int auth_same_file(const struct stat *a, const struct stat *b)
            a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
 }
 
-int auth_reload(server *s, int force)
+int auth_reload(struct server *s, int force)
 {
     struct auth_state *a = s->auth;
     pthread_mutex_lock(&a->reload_mu);
@@ -150,14 +150,14 @@ int auth_reload(server *s, int force)
     auth_stat(s, &st);
     int rc = 0;
     if (force || !auth_same_file(&st, &a->seen)) {
-        key_set fresh;
+        struct key_set fresh;
         char err[600];
         if (keys_load(s->cfg.data_dir, &fresh, err, sizeof err)) {
             log_error("API keys: %s; keeping the %d keys loaded before", err, atomic_load(&a->nkeys));
             rc = -1;
         } else {
             pthread_rwlock_wrlock(&a->mu);
-            key_set old = a->keys;
+            struct key_set old = a->keys;
             a->keys = fresh;
             atomic_store(&a->nkeys, (int)fresh.n);
             pthread_rwlock_unlock(&a->mu);
@@ -171,7 +171,7 @@ int auth_reload(server *s, int force)
 }
 
 /* Invariant 4: whichever request first finds the recheck time passed looks at the file. */
-static void auth_maybe_reload(server *s)
+static void auth_maybe_reload(struct server *s)
 {
     struct auth_state *a = s->auth;
     long long now = clock_mono_ns(), due = atomic_load(&a->next_check_ns);
@@ -179,7 +179,7 @@ static void auth_maybe_reload(server *s)
     auth_reload(s, 0);
 }
 
-int auth_init(server *s)
+int auth_init(struct server *s)
 {
     struct auth_state *a = calloc(1, sizeof *a);
     if (!a) return -1;
@@ -201,7 +201,7 @@ int auth_init(server *s)
     return 0;
 }
 
-void auth_free(server *s)
+void auth_free(struct server *s)
 {
     struct auth_state *a = s->auth;
     if (!a) return;
@@ -213,12 +213,12 @@ void auth_free(server *s)
     s->auth = NULL;
 }
 
-int auth_enabled(server *s) { return s->auth && (s->auth->have_boot || atomic_load(&s->auth->nkeys) > 0); }
+int auth_enabled(struct server *s) { return s->auth && (s->auth->have_boot || atomic_load(&s->auth->nkeys) > 0); }
 
 /* ---------------------------------------------------------------- the check */
 
 /* The key the request offers, or NULL: X-API-Key first, then a Bearer authorization. */
-static const char *auth_offered(const http_req *rq)
+static const char *auth_offered(const struct http_req *rq)
 {
     const char *k = http_header(rq, "X-API-Key");
     if (k) return k;
@@ -229,7 +229,7 @@ static const char *auth_offered(const http_req *rq)
     return a;
 }
 
-static void auth_unauthorized(const http_req *rq, http_resp *rs, const char *why)
+static void auth_unauthorized(const struct http_req *rq, struct http_resp *rs, const char *why)
 {
     rs->auth_challenge = 1;
     if (why) http_error(rs, 401, "UNAUTHORIZED", "%s", why);
@@ -242,8 +242,8 @@ static void auth_unauthorized(const http_req *rq, http_resp *rs, const char *why
 }
 
 /* What a stored key may do on this request: 0, or 401/403 written. */
-static int auth_key_allows(const srv_routes *rt, const key_entry *e, const http_req *rq, int route, key_role need,
-                           http_resp *rs)
+static int auth_key_allows(const struct srv_routes *rt, const struct key_entry *e, const struct http_req *rq, int route,
+                           key_role need, struct http_resp *rs)
 {
     int64_t now = (int64_t)time(NULL);
     if (e->expires_s && e->expires_s <= now) {
@@ -276,7 +276,7 @@ static int auth_key_allows(const srv_routes *rt, const key_entry *e, const http_
     return 0;
 }
 
-int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who[KEY_ID_LEN + 1])
+int auth_check(struct server *s, const struct http_req *rq, int route, struct http_resp *rs, char who[KEY_ID_LEN + 1])
 {
     snprintf(who, KEY_ID_LEN + 1, "-");
     int pub;
@@ -299,7 +299,7 @@ int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who
         return 0;
     }
     pthread_rwlock_rdlock(&a->mu);
-    const key_entry *e = keys_match(&a->keys, h);
+    const struct key_entry *e = keys_match(&a->keys, h);
     int rc = -1;
     if (!e) auth_unauthorized(rq, rs, NULL);
     else if ((rc = auth_key_allows(s->routes, e, rq, route, need, rs)) == 0 || rs->status == 403)
@@ -308,14 +308,14 @@ int auth_check(server *s, const http_req *rq, int route, http_resp *rs, char who
     return rc;
 }
 
-void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n)
+void auth_filter_dbs(struct server *s, const struct http_req *rq, char **names, size_t *n)
 {
     const char *k = auth_enabled(s) ? auth_offered(rq) : NULL;
     unsigned char h[32];
     if (!k || keys_hash(k, h)) return; /* no key needed, or the check already refused it */
     struct auth_state *a = s->auth;
     pthread_rwlock_rdlock(&a->mu);
-    const key_entry *e = keys_match(&a->keys, h);
+    const struct key_entry *e = keys_match(&a->keys, h);
     int boot = a->have_boot && CRYPTO_memcmp(h, a->boot_hash, 32) == 0;
     size_t w = 0;
     for (size_t i = 0; i < *n; i++) {

@@ -28,20 +28,20 @@
 struct backup_db {
     char name[JVDB_MAX_NAME_LEN + 1];
     int64_t last_ns; /* newest successful backup, seeded from the repository */
-    backup_totals totals[4][2];
+    struct backup_totals totals[4][2];
 };
 
 struct backup_log {
     pthread_mutex_t repo_mu; /* one chain-reading or repository-changing operation at a time */
     pthread_mutex_t mu;      /* the statistics below */
-    backup_totals totals[4][2];
+    struct backup_totals totals[4][2];
     struct backup_db *dbs;
     size_t ndbs, capdbs;
-    void (*on_taken)(server *s, const jvdb_backup_info *info); /* backup_on_taken */
+    void (*on_taken)(struct server *s, const jvdb_backup_info *info); /* backup_on_taken */
 };
 
 /* The configured repository, with its key file when one was given. */
-int backup_repo_open(server *s, jvdb_repo **out)
+int backup_repo_open(struct server *s, jvdb_repo **out)
 {
     jvdb_repo_options o = { 0 };
     o.key_file = s->cfg.backup_repo_key_file;
@@ -49,7 +49,7 @@ int backup_repo_open(server *s, jvdb_repo **out)
 }
 
 /* The entry of database `name`, appended when new; NULL when out of memory.  Caller holds l->mu. */
-static struct backup_db *backup_db_entry(backup_log *l, const char *name)
+static struct backup_db *backup_db_entry(struct backup_log *l, const char *name)
 {
     for (size_t i = 0; i < l->ndbs; i++)
         if (!strcmp(l->dbs[i].name, name)) return &l->dbs[i];
@@ -70,17 +70,17 @@ static struct backup_db *backup_db_entry(backup_log *l, const char *name)
 static void backup_seed(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
 {
     (void)newest_full;
-    server *s = arg;
-    backup_log *l = s->backups;
+    struct server *s = arg;
+    struct backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
     struct backup_db *e = backup_db_entry(l, newest->database);
     if (e && newest->created_ns > e->last_ns) e->last_ns = newest->created_ns;
     pthread_mutex_unlock(&l->mu);
 }
 
-int backup_init(server *s)
+int backup_init(struct server *s)
 {
-    backup_log *l = calloc(1, sizeof *l);
+    struct backup_log *l = calloc(1, sizeof *l);
     if (!l) return -1;
     pthread_mutex_init(&l->repo_mu, NULL);
     pthread_mutex_init(&l->mu, NULL);
@@ -106,9 +106,9 @@ int backup_init(server *s)
     return 0;
 }
 
-void backup_free(server *s)
+void backup_free(struct server *s)
 {
-    backup_log *l = s->backups;
+    struct backup_log *l = s->backups;
     if (!l) return;
     pthread_mutex_destroy(&l->repo_mu);
     pthread_mutex_destroy(&l->mu);
@@ -118,14 +118,14 @@ void backup_free(server *s)
 }
 
 /* Counts one finished backup, in the server's totals and in its database's. */
-static void backup_count(server *s, const char *name, jvdb_backup_type type, int failed, double secs,
+static void backup_count(struct server *s, const char *name, jvdb_backup_type type, int failed, double secs,
                          const jvdb_backup_info *info)
 {
-    backup_log *l = s->backups;
+    struct backup_log *l = s->backups;
     if ((int)type < 1 || (int)type > 3) type = JVDB_BACKUP_FULL;
     pthread_mutex_lock(&l->mu);
     struct backup_db *e = backup_db_entry(l, name);
-    backup_totals *sums[2] = { &l->totals[type][failed ? 1 : 0], e ? &e->totals[type][failed ? 1 : 0] : NULL };
+    struct backup_totals *sums[2] = { &l->totals[type][failed ? 1 : 0], e ? &e->totals[type][failed ? 1 : 0] : NULL };
     for (int k = 0; k < 2 && sums[k]; k++) {
         sums[k]->count++;
         sums[k]->seconds += secs;
@@ -138,17 +138,17 @@ static void backup_count(server *s, const char *name, jvdb_backup_type type, int
     pthread_mutex_unlock(&l->mu);
 }
 
-void backup_log_totals(server *s, backup_totals out[4][2])
+void backup_log_totals(struct server *s, struct backup_totals out[4][2])
 {
-    backup_log *l = s->backups;
+    struct backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
     memcpy(out, l->totals, sizeof l->totals);
     pthread_mutex_unlock(&l->mu);
 }
 
-size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap)
+size_t backup_log_last(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *times, size_t cap)
 {
-    backup_log *l = s->backups;
+    struct backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
     size_t n = 0;
     for (size_t i = 0; i < l->ndbs && n < cap; i++) {
@@ -160,9 +160,10 @@ size_t backup_log_last(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t 
     return n;
 }
 
-size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], backup_totals (*totals)[4][2], size_t cap)
+size_t backup_log_databases(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1],
+                            struct backup_totals (*totals)[4][2], size_t cap)
 {
-    backup_log *l = s->backups;
+    struct backup_log *l = s->backups;
     pthread_mutex_lock(&l->mu);
     size_t n = l->ndbs < cap ? l->ndbs : cap;
     for (size_t i = 0; i < n; i++) {
@@ -174,25 +175,26 @@ size_t backup_log_databases(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], bac
 }
 
 /* Takes the repository mutex: waits when `wait`, else returns -1 at once when someone holds it. */
-int backup_repo_lock(server *s, int wait)
+int backup_repo_lock(struct server *s, int wait)
 {
     if (wait) return pthread_mutex_lock(&s->backups->repo_mu) ? -1 : 0;
     return pthread_mutex_trylock(&s->backups->repo_mu) ? -1 : 0;
 }
 
-int backup_run(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info, const char *origin)
+int backup_run(struct server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
+               const char *origin)
 {
     return backup_run_mode(s, name, opts, info, origin, 1);
 }
 
-int backup_run_mode(server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
+int backup_run_mode(struct server *s, const char *name, const jvdb_backup_options *opts, jvdb_backup_info *info,
                     const char *origin, int wait)
 {
     memset(info, 0, sizeof *info);
     /* The backup carries the database's description with its settings, so a restore brings it back. */
     jvdb_backup_options bo = *opts;
     const jvdb_backup_options *o = &bo;
-    dbmeta dm;
+    struct dbmeta dm;
     pthread_mutex_lock(&s->meta_mu);
     dbmeta_load(s, name, &dm);
     pthread_mutex_unlock(&s->meta_mu);
@@ -236,7 +238,7 @@ int backup_run_mode(server *s, const char *name, const jvdb_backup_options *opts
     return rc;
 }
 
-int backup_prune(server *s, const char *db_name, size_t *deleted)
+int backup_prune(struct server *s, const char *db_name, size_t *deleted)
 {
     *deleted = 0;
     jvdb_prune_options po = { s->cfg.backup_keep, s->cfg.backup_keep_daily, s->cfg.backup_keep_weekly, 0 };
@@ -259,8 +261,8 @@ int backup_prune(server *s, const char *db_name, size_t *deleted)
     return rc;
 }
 
-int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full),
-                  void *arg)
+int backup_newest(struct server *s,
+                  void (*fn)(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full), void *arg)
 {
     jvdb_repo *repo = NULL;
     int rc = backup_repo_open(s, &repo);
@@ -283,7 +285,7 @@ int backup_newest(server *s, void (*fn)(void *arg, const jvdb_backup_info *newes
     return JVDB_OK;
 }
 
-int backup_drill_run(server *s, const char *name, jvdb_drill_report *out)
+int backup_drill_run(struct server *s, const char *name, jvdb_drill_report *out)
 {
     pthread_mutex_lock(&s->backups->repo_mu);
     jvdb_db *db = NULL;
@@ -304,6 +306,9 @@ int backup_drill_run(server *s, const char *name, jvdb_drill_report *out)
     return rc;
 }
 
-void backup_repo_unlock(server *s) { pthread_mutex_unlock(&s->backups->repo_mu); }
+void backup_repo_unlock(struct server *s) { pthread_mutex_unlock(&s->backups->repo_mu); }
 
-void backup_on_taken(server *s, void (*fn)(server *s, const jvdb_backup_info *info)) { s->backups->on_taken = fn; }
+void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info))
+{
+    s->backups->on_taken = fn;
+}

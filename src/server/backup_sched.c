@@ -60,7 +60,7 @@ struct backup_sched {
 };
 
 /* Called with mu held. */
-static struct sched_db *sched_entry(backup_sched *b, const char *name)
+static struct sched_db *sched_entry(struct backup_sched *b, const char *name)
 {
     for (size_t i = 0; i < b->n; i++)
         if (!strcmp(b->dbs[i].name, name)) return &b->dbs[i];
@@ -79,7 +79,7 @@ static struct sched_db *sched_entry(backup_sched *b, const char *name)
 
 static void sched_learn(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
 {
-    backup_sched *b = arg;
+    struct backup_sched *b = arg;
     pthread_mutex_lock(&b->mu);
     struct sched_db *e = sched_entry(b, newest->database);
     if (e) {
@@ -91,9 +91,9 @@ static void sched_learn(void *arg, const jvdb_backup_info *newest, const jvdb_ba
     pthread_mutex_unlock(&b->mu);
 }
 
-void sched_note(server *s, const jvdb_backup_info *info)
+void sched_note(struct server *s, const jvdb_backup_info *info)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     if (!b) return;
     pthread_mutex_lock(&b->mu);
     struct sched_db *e = sched_entry(b, info->database);
@@ -109,7 +109,7 @@ void sched_note(server *s, const jvdb_backup_info *info)
 }
 
 /* When each kind is next due for a database in state e (0 = that kind is not scheduled). */
-static void sched_next(const server *s, const struct sched_db *e, int64_t *full_at, int64_t *incr_at)
+static void sched_next(const struct server *s, const struct sched_db *e, int64_t *full_at, int64_t *incr_at)
 {
     int64_t full = (int64_t)s->cfg.backup_full_every_ms * 1000000,
             incr = (int64_t)s->cfg.backup_incr_every_ms * 1000000;
@@ -119,7 +119,7 @@ static void sched_next(const server *s, const struct sched_db *e, int64_t *full_
 }
 
 /* The backup due for one database now, or 0; *due_ns is when it became due. */
-static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int64_t now, int64_t *due_ns)
+static jvdb_backup_type sched_due(const struct server *s, const struct sched_db *e, int64_t now, int64_t *due_ns)
 {
     int64_t full_at, incr_at;
     sched_next(s, e, &full_at, &incr_at);
@@ -135,9 +135,9 @@ static jvdb_backup_type sched_due(const server *s, const struct sched_db *e, int
     return 0;
 }
 
-static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_t due_ns)
+static void sched_one(struct server *s, const char *name, jvdb_backup_type type, int64_t due_ns)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     jvdb_db *db;
     /* Held like a request holds it: a drop of this database waits for the backup, no other does. */
     if (srv_db_hold(s, name, &db) != JVDB_OK) return; /* dropped meanwhile */
@@ -180,7 +180,7 @@ static void sched_one(server *s, const char *name, jvdb_backup_type type, int64_
 }
 
 /* Whether a restore drill of this database is due now. */
-static int sched_drill_due(const server *s, const struct sched_db *e, int64_t now)
+static int sched_drill_due(const struct server *s, const struct sched_db *e, int64_t now)
 {
     uint64_t every = s->cfg.backup_drill_every_ms;
     if (!every || !e->known || now < e->next_try_ns) return 0;
@@ -188,9 +188,9 @@ static int sched_drill_due(const server *s, const struct sched_db *e, int64_t no
 }
 
 /* Runs one restore drill of `name` and keeps its result; logs a failure at error. */
-static void sched_drill(server *s, const char *name)
+static void sched_drill(struct server *s, const char *name)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     jvdb_drill_report r;
     int rc = backup_drill_run(s, name, &r);
     int64_t now = clock_wall_ns();
@@ -212,10 +212,10 @@ static void sched_drill(server *s, const char *name)
                  (unsigned long long)r.checked_records, (unsigned long long)r.changed_since);
 }
 
-size_t sched_drill_results(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *at_ns, jvdb_drill_report *out,
-                           size_t cap)
+size_t sched_drill_results(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int64_t *at_ns,
+                           jvdb_drill_report *out, size_t cap)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     if (!b) return 0;
     size_t n = 0;
     pthread_mutex_lock(&b->mu);
@@ -229,9 +229,9 @@ size_t sched_drill_results(server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], int6
     return n;
 }
 
-static void sched_tick(server *s)
+static void sched_tick(struct server *s)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     char **names = NULL;
     size_t n = 0;
     if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return;
@@ -250,7 +250,7 @@ static void sched_tick(server *s)
     jvdb_free_names(names, n);
 }
 
-void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
+void route_backup_schedule(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
     if (!s->cfg.backup_repo) {
@@ -258,7 +258,7 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
                    "no backup repository is configured (start the server with --backup-repo DIR)");
         return;
     }
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     char **names = NULL;
     size_t n = 0;
     int rc = jvdb_db_list(s->env, &names, &n);
@@ -267,7 +267,7 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
         return;
     }
     int64_t now = clock_wall_ns();
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kbool(&w, "enabled", b != NULL);
@@ -340,8 +340,8 @@ void route_backup_schedule(server *s, http_req *rq, http_resp *rs)
 
 static void *sched_main(void *arg)
 {
-    server *s = arg;
-    backup_sched *b = s->sched;
+    struct server *s = arg;
+    struct backup_sched *b = s->sched;
     pthread_mutex_lock(&b->mu);
     while (!b->stopping) {
         pthread_mutex_unlock(&b->mu);
@@ -361,12 +361,12 @@ static void *sched_main(void *arg)
     return NULL;
 }
 
-int sched_start(server *s)
+int sched_start(struct server *s)
 {
     if (!s->cfg.backup_repo ||
         (!s->cfg.backup_full_every_ms && !s->cfg.backup_incr_every_ms && !s->cfg.backup_drill_every_ms))
         return 0;
-    backup_sched *b = calloc(1, sizeof *b);
+    struct backup_sched *b = calloc(1, sizeof *b);
     if (!b) return -1;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
@@ -391,9 +391,9 @@ int sched_start(server *s)
     return 0;
 }
 
-void sched_stop(server *s)
+void sched_stop(struct server *s)
 {
-    backup_sched *b = s->sched;
+    struct backup_sched *b = s->sched;
     if (!b) return;
     pthread_mutex_lock(&b->mu);
     b->stopping = 1;

@@ -43,7 +43,7 @@ static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt,
 }
 
 /* Copies count*dim little-endian float32 values from p into each vector's own array. */
-static int jb_values(const unsigned char *p, jf_vector *v, size_t count, uint32_t dim)
+static int jb_values(const unsigned char *p, struct jf_vector *v, size_t count, uint32_t dim)
 {
     for (size_t i = 0; i < count; i++) {
         v[i].n = dim;
@@ -61,7 +61,7 @@ static int jb_values(const unsigned char *p, jf_vector *v, size_t count, uint32_
 }
 
 /* Reads the metadata sidecar (a JSON array of count objects or nulls) into each vector's meta. */
-static int jb_meta(const unsigned char *p, size_t n, unsigned max_depth, jf_vector *v, size_t count, long *index,
+static int jb_meta(const unsigned char *p, size_t n, unsigned max_depth, struct jf_vector *v, size_t count, long *index,
                    char *err, size_t cap)
 {
     /* The array itself is one level above the objects a JSON batch nests at that depth. */
@@ -94,8 +94,8 @@ static int jb_meta(const unsigned char *p, size_t n, unsigned max_depth, jf_vect
     return rc;
 }
 
-int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index,
-              char *err, size_t cap)
+int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, struct jf_vector **out, size_t *count,
+              long *index, char *err, size_t cap)
 {
     if (!body || len < JB_HEADER_LEN)
         return jb_fail(index, -1, err, cap,
@@ -115,7 +115,7 @@ int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vect
                        "binary batch: %u vectors of dimension %u need %" PRIu64 " bytes of values, %u or more of ids "
                        "and %u of metadata, but the body has %" PRIu64 " after the header",
                        n, dim, need, 2 * n, meta_len, rest);
-    jf_vector *v = calloc(n, sizeof *v);
+    struct jf_vector *v = calloc(n, sizeof *v);
     if (!v || jb_values(body + JB_HEADER_LEN, v, n, dim)) {
         jf_batch_free(v, n);
         return jb_fail(index, -1, err, cap, "out of memory for a binary batch of %u vectors", n);

@@ -29,7 +29,7 @@
  * with a message in err naming what is wrong ("binary batch: ...", "record 3: ...") and the record
  * in *index (-1 when the error is not about one record); nothing is allocated then.  max_depth
  * bounds the nesting of the metadata sidecar's objects, as for JSON bodies. */
-int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index,
-              char *err, size_t cap);
+int jb_decode(const unsigned char *body, size_t len, unsigned max_depth, struct jf_vector **out, size_t *count,
+              long *index, char *err, size_t cap);
 
 #endif

@@ -29,18 +29,18 @@ struct compact_log {
     size_t n, cap;
 };
 
-int compact_log_init(server *s)
+int compact_log_init(struct server *s)
 {
-    compact_log *l = calloc(1, sizeof *l);
+    struct compact_log *l = calloc(1, sizeof *l);
     if (!l) return -1;
     pthread_mutex_init(&l->mu, NULL);
     s->compactions = l;
     return 0;
 }
 
-void compact_log_free(server *s)
+void compact_log_free(struct server *s)
 {
-    compact_log *l = s->compactions;
+    struct compact_log *l = s->compactions;
     if (!l) return;
     pthread_mutex_destroy(&l->mu);
     free(l->recs);
@@ -59,9 +59,9 @@ static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
     t->seconds += st->seconds;
 }
 
-void compact_log_record(server *s, const char *name, const jvdb_compact_stats *st, int failed)
+void compact_log_record(struct server *s, const char *name, const jvdb_compact_stats *st, int failed)
 {
-    compact_log *l = s->compactions;
+    struct compact_log *l = s->compactions;
     pthread_mutex_lock(&l->mu);
     struct compact_rec *r = NULL;
     for (size_t i = 0; i < l->n; i++)
@@ -105,12 +105,12 @@ static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b
     a->running += b->running;
 }
 
-void compact_log_totals(server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last)
+void compact_log_totals(struct server *s, const char *name, jvdb_compactor_totals *t, jvdb_compact_stats *last)
 {
     jvdb_compactor_totals svc = { 0 };
     jvdb_compact_stats svc_last = { 0 };
     if (s->compactor) jvdb_compactor_stats(s->compactor, name, &svc, &svc_last);
-    compact_log *l = s->compactions;
+    struct compact_log *l = s->compactions;
     memset(t, 0, sizeof *t);
     jvdb_compact_stats api_last = { 0 };
     pthread_mutex_lock(&l->mu);

@@ -158,7 +158,7 @@ static int config_set_str(char **dst, const char *v)
 }
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" (all interfaces is never implied: ":PORT" means loopback). */
-static int config_split_listen(server_config *c)
+static int config_split_listen(struct server_config *c)
 {
     const char *s = c->listen;
     const char *colon;
@@ -191,7 +191,7 @@ static int config_split_listen(server_config *c)
 }
 
 /* "*" or "scheme://host[:port]" as a browser sends it in Origin (no path, no trailing slash). */
-static int config_add_origin(server_config *c, const char *v)
+static int config_add_origin(struct server_config *c, const char *v)
 {
     const char *host = !strncmp(v, "https://", 8) ? v + 8 : !strncmp(v, "http://", 7) ? v + 7 : NULL;
     int ok = !strcmp(v, "*") || (host && *host && !strpbrk(host, "/ \t?#"));
@@ -207,7 +207,7 @@ static int config_add_origin(server_config *c, const char *v)
 }
 
 /* One setting by its flag name (without dashes); used for flags and config-file keys alike. */
-static int config_apply(server_config *c, const char *key, const char *v)
+static int config_apply(struct server_config *c, const char *key, const char *v)
 {
     uint64_t n;
     if (!strcmp(key, "data")) {
@@ -339,7 +339,7 @@ static int config_apply(server_config *c, const char *key, const char *v)
     return config_error("unknown option '%s'%s", key, "");
 }
 
-static int config_load_file(server_config *c, const char *path)
+static int config_load_file(struct server_config *c, const char *path)
 {
     json_error_t je;
     json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -411,7 +411,7 @@ static unsigned config_default_threads(void)
     return (unsigned)t;
 }
 
-int config_load(server_config *c, int argc, char **argv, const char *data_dir)
+int config_load(struct server_config *c, int argc, char **argv, const char *data_dir)
 {
     memset(c, 0, sizeof *c);
     c->threads = config_default_threads();
@@ -487,7 +487,7 @@ int config_load(server_config *c, int argc, char **argv, const char *data_dir)
     return 0;
 }
 
-void config_free(server_config *c)
+void config_free(struct server_config *c)
 {
     free(c->data_dir);
     free(c->listen);

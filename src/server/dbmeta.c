@@ -20,21 +20,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int dbmeta_init(server *s)
+int dbmeta_init(struct server *s)
 {
     s->meta_dir = fs_join(s->cfg.data_dir, "server");
     if (!s->meta_dir) return -1;
     return fs_mkdir(s->meta_dir) == JVDB_OK ? 0 : -1;
 }
 
-static char *dbmeta_path(server *s, const char *name)
+static char *dbmeta_path(struct server *s, const char *name)
 {
     char file[JVDB_MAX_NAME_LEN + 8];
     snprintf(file, sizeof file, "%s.json", name);
     return fs_join(s->meta_dir, file);
 }
 
-static int64_t dbmeta_dir_time(server *s, const char *name)
+static int64_t dbmeta_dir_time(struct server *s, const char *name)
 {
     char rel[JVDB_MAX_NAME_LEN + 16];
     snprintf(rel, sizeof rel, "databases/%s", name);
@@ -46,13 +46,13 @@ static int64_t dbmeta_dir_time(server *s, const char *name)
     return t;
 }
 
-static void dbmeta_defaults(server *s, const char *name, dbmeta *m)
+static void dbmeta_defaults(struct server *s, const char *name, struct dbmeta *m)
 {
     memset(m, 0, sizeof *m);
     m->created_ns = m->updated_ns = dbmeta_dir_time(s, name);
 }
 
-int dbmeta_load(server *s, const char *name, dbmeta *out)
+int dbmeta_load(struct server *s, const char *name, struct dbmeta *out)
 {
     dbmeta_defaults(s, name, out);
     char *path = dbmeta_path(s, name);
@@ -72,7 +72,7 @@ int dbmeta_load(server *s, const char *name, dbmeta *out)
     return out->description ? 0 : -1;
 }
 
-int dbmeta_save(server *s, const char *name, const dbmeta *m)
+int dbmeta_save(struct server *s, const char *name, const struct dbmeta *m)
 {
     json_t *doc = json_pack("{s:s, s:I, s:I}", "description", m->description ? m->description : "", "created_ns",
                             (json_int_t)m->created_ns, "updated_ns", (json_int_t)m->updated_ns);
@@ -86,20 +86,20 @@ int dbmeta_save(server *s, const char *name, const dbmeta *m)
     return rc;
 }
 
-void dbmeta_remove(server *s, const char *name)
+void dbmeta_remove(struct server *s, const char *name)
 {
     char *path = dbmeta_path(s, name);
     if (path) unlink(path);
     free(path);
 }
 
-void dbmeta_free(dbmeta *m)
+void dbmeta_free(struct dbmeta *m)
 {
     free(m->description);
     m->description = NULL;
 }
 
-void dbmeta_prune(server *s)
+void dbmeta_prune(struct server *s)
 {
     char **names = NULL;
     size_t n = 0;

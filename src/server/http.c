@@ -74,17 +74,17 @@
 #define HTTP_REAP_TICK_MS 100 /* how late past its deadline a stalled connection may be closed */
 
 /* A connection waiting for a complete request head, on one of the two deadline lists. */
-typedef struct http_conn {
+struct http_conn {
     struct http_conn *prev, *next;
     int fd;
     int list;            /* HTTP_WAIT_NEW, HTTP_WAIT_NEXT, or -1 while a request is in */
     int64_t deadline_ns; /* monotonic */
-} http_conn;
+};
 
 enum { HTTP_WAIT_NEW, HTTP_WAIT_NEXT, HTTP_WAIT_LISTS };
 
 struct http_server {
-    http_hooks hooks; /* the key check and the metrics observation, given by server.c */
+    struct http_hooks hooks; /* the key check and the metrics observation, given by server.c */
     struct MHD_Daemon *daemon;
     struct MHD_Daemon *local; /* the unix-socket daemon (invariant 8), NULL when none */
     char local_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -98,7 +98,7 @@ struct http_server {
      * closes the socket, so a descriptor found on a list under conn_mu is still that connection's. */
     pthread_mutex_t conn_mu;
     pthread_cond_t conn_cv;
-    http_conn *head[HTTP_WAIT_LISTS], *tail[HTTP_WAIT_LISTS];
+    struct http_conn *head[HTTP_WAIT_LISTS], *tail[HTTP_WAIT_LISTS];
     int64_t wait_ns[HTTP_WAIT_LISTS];
     int reaper_stop;
     int reaper_started;
@@ -129,7 +129,7 @@ struct http_call {
 
 /* ---------------------------------------------------------------- request accessors */
 
-const char *http_header(const http_req *rq, const char *name)
+const char *http_header(const struct http_req *rq, const char *name)
 {
     return MHD_lookup_connection_value((struct MHD_Connection *)rq->conn, MHD_HEADER_KIND, name);
 }
@@ -161,7 +161,7 @@ long http_unescape(char *s, int plus_is_space)
     return (long)(w - s);
 }
 
-const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap)
+const char *http_query(const struct http_req *rq, const char *name, char *buf, size_t cap)
 {
     const char *v = MHD_lookup_connection_value((struct MHD_Connection *)rq->conn, MHD_GET_ARGUMENT_KIND, name);
     if (!v) return NULL;
@@ -177,15 +177,15 @@ const char *http_query(const http_req *rq, const char *name, char *buf, size_t c
 #define HTTP_QUERY_ARGS_MAX 32
 #define HTTP_QUERY_KEY_MAX  64
 
-typedef struct http_args_check {
+struct http_args_check {
     char keys[HTTP_QUERY_ARGS_MAX][HTTP_QUERY_KEY_MAX + 1];
     int n;
-    http_resp *rs; /* set to the 400 answer by the first bad argument */
-} http_args_check;
+    struct http_resp *rs; /* set to the 400 answer by the first bad argument */
+};
 
 /* Decodes one key or value into buf; 0, or -1 after writing the 400 that names the argument. */
-static int http_arg_decode(http_args_check *st, const char *key_shown, const char *what, const char *raw, char *buf,
-                           size_t max)
+static int http_arg_decode(struct http_args_check *st, const char *key_shown, const char *what, const char *raw,
+                           char *buf, size_t max)
 {
     size_t rl = strlen(raw);
     char tmp[HTTP_QUERY_MAX * 3 + 1];
@@ -219,7 +219,7 @@ static int http_arg_decode(http_args_check *st, const char *key_shown, const cha
 static enum MHD_Result http_arg_check(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
-    http_args_check *st = cls;
+    struct http_args_check *st = cls;
     if (st->n >= HTTP_QUERY_ARGS_MAX) {
         http_error(st->rs, 400, "INVALID_ARGUMENT", "more than %d query arguments", HTTP_QUERY_ARGS_MAX);
         return MHD_NO;
@@ -239,9 +239,9 @@ static enum MHD_Result http_arg_check(void *cls, enum MHD_ValueKind kind, const 
 
 /* 1 after writing a 400 for a query argument that is badly escaped, holds a NUL, is too long or
  * is repeated: routes then only ever see arguments http_query() can return whole. */
-static int http_bad_args(struct MHD_Connection *conn, http_resp *rs)
+static int http_bad_args(struct MHD_Connection *conn, struct http_resp *rs)
 {
-    http_args_check *st = calloc(1, sizeof *st);
+    struct http_args_check *st = calloc(1, sizeof *st);
     if (!st) {
         http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
         return 1;
@@ -306,7 +306,7 @@ struct MHD_Response *MHD_create_response_from_buffer(size_t size, void *buffer, 
 }
 
 /* The error code and message of MHD's answer with this status and page text. */
-static void http_mhd_error(http_resp *rs, unsigned status, const char *page)
+static void http_mhd_error(struct http_resp *rs, unsigned status, const char *page)
 {
     switch (status) {
     case 400:
@@ -341,7 +341,7 @@ static void http_mhd_error(http_resp *rs, unsigned status, const char *page)
  * the client a garbled answer.  For that one case the JSON answer is written to the socket here,
  * whole (a few hundred bytes into the empty send buffer of a connection that has not been answered
  * yet), and MHD_NO makes MHD close the connection instead of sending anything itself. */
-static enum MHD_Result http_answer_and_close(struct MHD_Connection *connection, http_resp *rs)
+static enum MHD_Result http_answer_and_close(struct MHD_Connection *connection, struct http_resp *rs)
 {
     const union MHD_ConnectionInfo *i = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
     char head[256];
@@ -371,7 +371,7 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
     const char *page = http_mhd_page_text;
     http_mhd_page = NULL;
     http_mhd_page_text = NULL;
-    http_resp rs = { 0 };
+    struct http_resp rs = { 0 };
     http_mhd_error(&rs, status_code, page);
     if (strstr(page, "Content-Length")) return http_answer_and_close(connection, &rs);
     struct MHD_Response *json = rs.body ? http_real_create(rs.len, rs.body, MHD_RESPMEM_MUST_FREE) : NULL;
@@ -390,7 +390,7 @@ enum MHD_Result MHD_queue_response(struct MHD_Connection *connection, unsigned i
 /* ---------------------------------------------------------------- CORS */
 
 /* The configured origin that admits this request's Origin header, or NULL. */
-static const char *http_cors_match(server *s, struct MHD_Connection *conn)
+static const char *http_cors_match(struct server *s, struct MHD_Connection *conn)
 {
     if (!s->cfg.ncors) return NULL;
     const char *o = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
@@ -405,7 +405,7 @@ static const char *http_cors_match(server *s, struct MHD_Connection *conn)
 /* Answers a CORS preflight (OPTIONS with Origin and Access-Control-Request-Method): 204 with the
  * permissions for an allowed origin, 403 for another one.  Preflights carry no credentials, so they
  * are answered before the key check.  Returns 0 when the request is not a preflight. */
-static int http_preflight(server *s, struct MHD_Connection *conn, struct http_call *call, http_resp *rs)
+static int http_preflight(struct server *s, struct MHD_Connection *conn, struct http_call *call, struct http_resp *rs)
 {
     if (strcmp(call->method, "OPTIONS") != 0 || !s->cfg.ncors) return 0;
     const char *o = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
@@ -421,7 +421,7 @@ static int http_preflight(server *s, struct MHD_Connection *conn, struct http_ca
 }
 
 /* Adds the CORS headers of an answer to an allowed origin. */
-static void http_cors_headers(struct MHD_Response *r, struct http_call *call, const http_resp *rs)
+static void http_cors_headers(struct MHD_Response *r, struct http_call *call, const struct http_resp *rs)
 {
     if (!call->cors) return;
     MHD_add_response_header(r, "Access-Control-Allow-Origin", call->cors);
@@ -465,7 +465,7 @@ static void http_stream_free(void *cls)
 
 /* The response object of a streamed answer (chunked, 64 KiB blocks); NULL when out of memory, after
  * freeing the producer. */
-static struct MHD_Response *http_stream_response(http_resp *rs)
+static struct MHD_Response *http_stream_response(struct http_resp *rs)
 {
     struct http_stream *st = malloc(sizeof *st);
     struct MHD_Response *r = NULL;
@@ -479,7 +479,7 @@ static struct MHD_Response *http_stream_response(http_resp *rs)
     return r;
 }
 
-static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, http_resp *rs)
+static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, struct http_resp *rs)
 {
     if (!rs->status) http_error(rs, 500, "INTERNAL", "the route gave no answer");
     struct MHD_Response *r = NULL;
@@ -520,17 +520,17 @@ headers:
 
 /* ---------------------------------------------------------------- framing (invariant 1) */
 
-typedef struct http_framing {
+struct http_framing {
     int n_cl, n_te;
     int cl_differ;
     char cl[32]; /* the first Content-Length, as sent (truncated) */
     char te[64]; /* the first Transfer-Encoding */
-} http_framing;
+};
 
 static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
-    http_framing *f = cls;
+    struct http_framing *f = cls;
     if (!value) value = "";
     if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
         if (f->n_cl++ == 0) snprintf(f->cl, sizeof f->cl, "%s", value);
@@ -544,9 +544,9 @@ static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, c
 /* 1 after writing the answer to a request whose body length is ambiguous (RFC 9112 6.1, 6.3):
  * MHD 0.9.75 would take the first Content-Length, or let Transfer-Encoding silently win over it,
  * where a proxy in front may have read the other — the root of request smuggling. */
-static int http_bad_framing(struct MHD_Connection *conn, const char *version, http_resp *rs)
+static int http_bad_framing(struct MHD_Connection *conn, const char *version, struct http_resp *rs)
 {
-    http_framing f = { 0 };
+    struct http_framing f = { 0 };
     MHD_get_connection_values(conn, MHD_HEADER_KIND, http_framing_header, &f);
     if (f.n_te && f.n_cl)
         http_error(rs, 400, "BAD_REQUEST", "the request has both Content-Length and Transfer-Encoding; send one");
@@ -564,7 +564,7 @@ static int http_bad_framing(struct MHD_Connection *conn, const char *version, ht
 /* ---------------------------------------------------------------- body memory (invariant 3) */
 
 /* Charges n more bytes to the global budget; 0, or -1 when they do not fit. */
-static int http_charge(server *s, struct http_call *call, uint64_t n)
+static int http_charge(struct server *s, struct http_call *call, uint64_t n)
 {
     atomic_uint_fast64_t *b = &s->http->buffered;
     uint64_t cur = atomic_load(b);
@@ -575,13 +575,13 @@ static int http_charge(server *s, struct http_call *call, uint64_t n)
     return 0;
 }
 
-static void http_uncharge(server *s, struct http_call *call)
+static void http_uncharge(struct server *s, struct http_call *call)
 {
     if (call->charged) atomic_fetch_sub(&s->http->buffered, call->charged);
     call->charged = 0;
 }
 
-static void http_busy(server *s, http_resp *rs)
+static void http_busy(struct server *s, struct http_resp *rs)
 {
     rs->close = 1;
     rs->retry_after_s = 1;
@@ -591,7 +591,7 @@ static void http_busy(server *s, http_resp *rs)
 }
 
 /* Takes one piece of body: keeps it, or drops the whole body once it passes a limit. */
-static int http_take_body(server *s, struct http_call *call, const char *data, size_t n)
+static int http_take_body(struct server *s, struct http_call *call, const char *data, size_t n)
 {
     if (call->too_large || call->over_budget) return 0;
     if (call->len + n > s->cfg.max_body) {
@@ -668,7 +668,7 @@ static uint64_t http_decode_cost(const char *b, size_t n)
 
 /* Charges the decoding estimate before a route runs: 0, or 1 after writing 413 (it could never fit)
  * or 503 (it does not fit now). */
-static int http_charge_decode(server *s, struct http_call *call, http_resp *rs)
+static int http_charge_decode(struct server *s, struct http_call *call, struct http_resp *rs)
 {
     if (!call->len) return 0;
     uint64_t cost = http_decode_cost(call->body, call->len);
@@ -688,10 +688,10 @@ static int http_charge_decode(server *s, struct http_call *call, http_resp *rs)
 }
 
 /* Answers given on the first call, before any body is read. */
-static int http_early_answer(server *s, struct MHD_Connection *conn, struct http_call *call, const char *url,
-                             const char *version, http_resp *rs)
+static int http_early_answer(struct server *s, struct MHD_Connection *conn, struct http_call *call, const char *url,
+                             const char *version, struct http_resp *rs)
 {
-    http_req rq = { .method = call->method, .path = url, .conn = conn };
+    struct http_req rq = { .method = call->method, .path = url, .conn = conn };
     if (http_bad_framing(conn, version, rs)) return 1;
     if (atomic_load(&s->stopping)) {
         rs->close = 1;
@@ -731,10 +731,10 @@ static int http_early_answer(server *s, struct MHD_Connection *conn, struct http
     return 0;
 }
 
-static void http_head_done(server *s, struct MHD_Connection *conn);
+static void http_head_done(struct server *s, struct MHD_Connection *conn);
 
 /* Invariant 7: the client's id when it is a short token, else a fresh one. */
-static void http_request_id(server *s, struct MHD_Connection *conn, struct http_call *call)
+static void http_request_id(struct server *s, struct MHD_Connection *conn, struct http_call *call)
 {
     const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
     size_t n = given ? strlen(given) : 0;
@@ -751,7 +751,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
                                     const char *version, const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
-    server *s = cls;
+    struct server *s = cls;
     struct http_call *call = *con_cls;
     if (!call) {
         http_head_done(s, conn);
@@ -767,7 +767,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         snprintf(call->who, sizeof call->who, "-");
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
-        http_resp rs = { 0 };
+        struct http_resp rs = { 0 };
         if (http_early_answer(s, conn, call, url, version, &rs)) return http_send(conn, call, &rs);
         return MHD_YES;
     }
@@ -776,7 +776,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         *upload_data_size = 0;
         return http_take_body(s, call, upload_data, n) ? MHD_NO : MHD_YES;
     }
-    http_resp rs = { 0 };
+    struct http_resp rs = { 0 };
     if (call->too_large) {
         rs.close = 1;
         http_error(&rs, 413, "PAYLOAD_TOO_LARGE", "request body exceeds the limit of %" PRIu64 " bytes",
@@ -786,7 +786,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
     } else if (http_charge_decode(s, call, &rs)) {
         /* answered */
     } else {
-        http_req rq = { .method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn };
+        struct http_req rq = { .method = method, .path = url, .body = call->body, .body_len = call->len, .conn = conn };
         call->route = s->routes->dispatch(s, &rq, &rs);
         for (int i = 0; i < rq.nparams; i++) free(rq.params[i]);
     }
@@ -795,7 +795,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
 
 /* ---------------------------------------------------------------- request-head deadlines (invariant 2) */
 
-static void http_conn_unlist(http_server *h, http_conn *c)
+static void http_conn_unlist(struct http_server *h, struct http_conn *c)
 {
     if (c->list < 0) return;
     if (c->prev) c->prev->next = c->next;
@@ -807,7 +807,7 @@ static void http_conn_unlist(http_server *h, http_conn *c)
 }
 
 /* Puts the connection at the end of a list: its request head is due wait_ns[list] from now. */
-static void http_conn_list(http_server *h, http_conn *c, int list)
+static void http_conn_list(struct http_server *h, struct http_conn *c, int list)
 {
     pthread_mutex_lock(&h->conn_mu);
     http_conn_unlist(h, c);
@@ -820,16 +820,16 @@ static void http_conn_list(http_server *h, http_conn *c, int list)
     pthread_mutex_unlock(&h->conn_mu);
 }
 
-static http_conn *http_conn_of(struct MHD_Connection *conn)
+static struct http_conn *http_conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return i ? i->socket_context : NULL;
 }
 
 /* The access handler's first call: the request head is complete, its deadline no longer applies. */
-static void http_head_done(server *s, struct MHD_Connection *conn)
+static void http_head_done(struct server *s, struct MHD_Connection *conn)
 {
-    http_conn *c = http_conn_of(conn);
+    struct http_conn *c = http_conn_of(conn);
     if (!c) return;
     /* ACK the head now.  A client that writes the head and the body in two sends (Nagle on) holds
      * the body until the head is acknowledged, and on a kept-alive connection Linux delays that
@@ -845,11 +845,11 @@ static void http_head_done(server *s, struct MHD_Connection *conn)
 static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
                              enum MHD_ConnectionNotificationCode code)
 {
-    server *s = cls;
-    http_server *h = s->http;
+    struct server *s = cls;
+    struct http_server *h = s->http;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        http_conn *c = calloc(1, sizeof *c);
+        struct http_conn *c = calloc(1, sizeof *c);
         if (!c || !i) {
             free(c); /* no deadline for this one; MHD's idle timeout still applies */
             return;
@@ -859,7 +859,7 @@ static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **sock
         *socket_context = c;
         http_conn_list(h, c, HTTP_WAIT_NEW);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        http_conn *c = *socket_context;
+        struct http_conn *c = *socket_context;
         if (!c) return;
         *socket_context = NULL;
         pthread_mutex_lock(&h->conn_mu);
@@ -873,13 +873,13 @@ static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **sock
  * and closes it in its own thread.  shutdown() under conn_mu: see struct http_server. */
 static void *http_reaper(void *arg)
 {
-    http_server *h = arg;
+    struct http_server *h = arg;
     pthread_mutex_lock(&h->conn_mu);
     while (!h->reaper_stop) {
         int64_t now = clock_mono_ns();
         for (int l = 0; l < HTTP_WAIT_LISTS; l++) {
             while (h->head[l] && h->head[l]->deadline_ns <= now) {
-                http_conn *c = h->head[l];
+                struct http_conn *c = h->head[l];
                 http_conn_unlist(h, c);
                 shutdown(c->fd, SHUT_RDWR);
                 atomic_fetch_add(&h->reaped, 1);
@@ -900,13 +900,13 @@ static void *http_reaper(void *arg)
 
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    server *s = cls;
+    struct server *s = cls;
     struct http_call *call = *con_cls;
     if (!call) return;
     *con_cls = NULL;
     /* A kept-alive connection now waits for its next request head (closed ones leave the list at
      * once, in http_notify_conn). */
-    http_conn *c = http_conn_of(conn);
+    struct http_conn *c = http_conn_of(conn);
     if (c) http_conn_list(s->http, c, HTTP_WAIT_NEXT);
     uint64_t us = (uint64_t)((clock_mono_ns() - call->start_ns) / 1000);
     const char *path = call->path ? call->path : "?";
@@ -933,7 +933,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     free(call->path);
     free(call->body);
     free(call);
-    http_server *h = s->http;
+    struct http_server *h = s->http;
     if (atomic_fetch_sub(&h->inflight, 1) == 1 && atomic_load(&s->stopping)) {
         pthread_mutex_lock(&h->mu);
         pthread_cond_broadcast(&h->idle);
@@ -960,15 +960,15 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* One loaded certificate chain and key.  Never freed before the daemon stops: GnuTLS keeps the
  * pointers the callback hands it for the length of a session. */
-typedef struct http_tls_cred {
+struct http_tls_cred {
     struct http_tls_cred *older;
     gnutls_pcert_st pcert[HTTP_TLS_MAX_CHAIN];
     unsigned npcert;
     gnutls_privkey_t key;
-} http_tls_cred;
+};
 
 /* The callback has no user pointer; there is one daemon per process. */
-static _Atomic(http_tls_cred *) http_tls_current;
+static _Atomic(struct http_tls_cred *) http_tls_current;
 static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER; /* serialises loads and the list */
 
 static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca_dn, int nreqs,
@@ -976,7 +976,7 @@ static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca
                              unsigned int *pcert_length, gnutls_privkey_t *privkey)
 {
     (void)sess, (void)req_ca_dn, (void)nreqs, (void)pk_algos, (void)pk_algos_length;
-    http_tls_cred *c = atomic_load(&http_tls_current);
+    struct http_tls_cred *c = atomic_load(&http_tls_current);
     if (!c) return -1;
     *pcert = c->pcert;
     *pcert_length = c->npcert;
@@ -984,7 +984,7 @@ static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca
     return 0;
 }
 
-static void http_tls_cred_free(http_tls_cred *c)
+static void http_tls_cred_free(struct http_tls_cred *c)
 {
     for (unsigned i = 0; i < c->npcert; i++) gnutls_pcert_deinit(&c->pcert[i]);
     if (c->key) gnutls_privkey_deinit(c->key);
@@ -992,7 +992,7 @@ static void http_tls_cred_free(http_tls_cred *c)
 }
 
 /* Reads the certificate chain and its key; NULL after writing why into err. */
-static http_tls_cred *http_tls_load(const char *cert, const char *key, char *err, size_t cap)
+static struct http_tls_cred *http_tls_load(const char *cert, const char *key, char *err, size_t cap)
 {
     for (int i = 0; i < 2; i++) {
         const char *f = i ? key : cert;
@@ -1010,7 +1010,7 @@ static http_tls_cred *http_tls_load(const char *cert, const char *key, char *err
         snprintf(err, cap, "cannot use certificate '%s' with key '%s': %s", cert, key, gnutls_strerror(r));
         return NULL;
     }
-    http_tls_cred *c = calloc(1, sizeof *c);
+    struct http_tls_cred *c = calloc(1, sizeof *c);
     if (!c) return snprintf(err, cap, "out of memory"), NULL;
     c->npcert = HTTP_TLS_MAX_CHAIN;
     gnutls_datum_t kd = { NULL, 0 };
@@ -1029,10 +1029,10 @@ static http_tls_cred *http_tls_load(const char *cert, const char *key, char *err
 }
 
 /* Loads the configured files and makes them the ones new handshakes get. */
-static int http_tls_install(server *s)
+static int http_tls_install(struct server *s)
 {
     char err[600];
-    http_tls_cred *c = http_tls_load(s->cfg.tls_cert, s->cfg.tls_key, err, sizeof err);
+    struct http_tls_cred *c = http_tls_load(s->cfg.tls_cert, s->cfg.tls_key, err, sizeof err);
     if (!c) {
         log_error("TLS: %s", err);
         return -1;
@@ -1044,7 +1044,7 @@ static int http_tls_install(server *s)
     return 0;
 }
 
-int http_tls_reload(server *s)
+int http_tls_reload(struct server *s)
 {
     if (!s->cfg.tls_cert) return 0;
     if (http_tls_install(s)) {
@@ -1059,10 +1059,10 @@ int http_tls_reload(server *s)
 static void http_tls_free_all(void)
 {
     pthread_mutex_lock(&http_tls_mu);
-    http_tls_cred *c = atomic_exchange(&http_tls_current, NULL);
+    struct http_tls_cred *c = atomic_exchange(&http_tls_current, NULL);
     pthread_mutex_unlock(&http_tls_mu);
     while (c) {
-        http_tls_cred *o = c->older;
+        struct http_tls_cred *o = c->older;
         http_tls_cred_free(c);
         c = o;
     }
@@ -1073,9 +1073,9 @@ static void http_tls_free_all(void)
 /* Invariant 8: binds <data>/jvdb.sock (0600) and serves it with its own daemon, a thread per
  * connection (a CLI compaction must not hold a pool thread of the TCP port).  A socket that cannot
  * be made is logged and skipped: the TCP port still serves, and the CLI says to use --server. */
-static void http_start_local(server *s)
+static void http_start_local(struct server *s)
 {
-    http_server *h = s->http;
+    struct http_server *h = s->http;
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "%s/jvdb.sock", s->cfg.data_dir);
     if (n < 0 || (size_t)n >= sizeof sa.sun_path) {
@@ -1126,14 +1126,14 @@ static void http_start_local(server *s)
     log_info("local socket %s (admin for the user who can open it; used by the jvdb CLI)", h->local_path);
 }
 
-int http_start(server *s, const http_hooks *hooks)
+int http_start(struct server *s, const struct http_hooks *hooks)
 {
     pthread_once(&http_real_once, http_resolve_real);
     if (!http_real_create || !http_real_queue) {
         log_error("cannot find libmicrohttpd's response functions: %s", dlerror());
         return -1;
     }
-    http_server *h = calloc(1, sizeof *h);
+    struct http_server *h = calloc(1, sizeof *h);
     if (!h) return -1;
     h->hooks = *hooks;
     pthread_mutex_init(&h->mu, NULL);
@@ -1203,19 +1203,19 @@ int http_start(server *s, const http_hooks *hooks)
 
 /* Here rather than in server.c: routes ask for the stop, and server.c (which names every part)
  * must stay above them. */
-void server_request_stop(server *s) { pthread_kill(s->main_thread, SIGTERM); }
+void server_request_stop(struct server *s) { pthread_kill(s->main_thread, SIGTERM); }
 
-long http_inflight(server *s) { return s->http ? atomic_load(&s->http->inflight) : 0; }
+long http_inflight(struct server *s) { return s->http ? atomic_load(&s->http->inflight) : 0; }
 
-uint16_t http_port(server *s)
+uint16_t http_port(struct server *s)
 {
     const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->http->daemon, MHD_DAEMON_INFO_BIND_PORT);
     return i ? i->port : s->cfg.port;
 }
 
-void http_stop(server *s)
+void http_stop(struct server *s)
 {
-    http_server *h = s->http;
+    struct http_server *h = s->http;
     if (!h) return;
     if (h->daemon) {
         /* No new connections; requests already on open connections still run (new ones get 503). */

@@ -54,10 +54,10 @@ struct job {
     struct jobs_state *owner;
 };
 
-typedef struct jobs_state {
+struct jobs_state {
     pthread_mutex_t mu; /* everything below but the file fields (invariant 2) */
     pthread_cond_t cv;  /* a job became runnable, or a stop */
-    job **v;            /* oldest first */
+    struct job **v;     /* oldest first */
     size_t n, cap;
     uint64_t next_seq;
     uint64_t gen; /* snapshots taken */
@@ -67,12 +67,12 @@ typedef struct jobs_state {
     pthread_mutex_t file_mu; /* the file; held across its write, by writers only */
     uint64_t gen_written;    /* under file_mu */
     char *path;
-} jobs_state;
+};
 
 /* ---------------------------------------------------------------- records */
 
 /* Frees one job and its work argument. */
-static void job_free(job *j)
+static void job_free(struct job *j)
 {
     if (!j) return;
     if (j->arg && j->arg_free) j->arg_free(j->arg);
@@ -83,7 +83,7 @@ static void job_free(job *j)
 }
 
 /* Sets a failed or cancelled job's error (copies). */
-static void job_set_error(job *j, const char *code, const char *msg, int http)
+static void job_set_error(struct job *j, const char *code, const char *msg, int http)
 {
     free(j->err_code);
     free(j->err_msg);
@@ -93,14 +93,14 @@ static void job_set_error(job *j, const char *code, const char *msg, int http)
 }
 
 /* Removes entry i from the table (not freed). */
-static void jobs_remove_at(jobs_state *js, size_t i)
+static void jobs_remove_at(struct jobs_state *js, size_t i)
 {
     memmove(&js->v[i], &js->v[i + 1], (js->n - i - 1) * sizeof *js->v);
     js->n--;
 }
 
 /* Drops the oldest finished jobs beyond JOBS_HISTORY (mu held). */
-static void jobs_trim(jobs_state *js)
+static void jobs_trim(struct jobs_state *js)
 {
     size_t finished = 0;
     for (size_t i = 0; i < js->n; i++) finished += js->v[i]->status >= JOB_SUCCEEDED;
@@ -116,11 +116,11 @@ static void jobs_trim(jobs_state *js)
 }
 
 /* Appends a job to the table (mu held); -1 when out of memory. */
-static int jobs_append(jobs_state *js, job *j)
+static int jobs_append(struct jobs_state *js, struct job *j)
 {
     if (js->n == js->cap) {
         size_t ncap = js->cap ? 2 * js->cap : 32;
-        job **nv = realloc(js->v, ncap * sizeof *nv);
+        struct job **nv = realloc(js->v, ncap * sizeof *nv);
         if (!nv) return -1;
         js->v = nv;
         js->cap = ncap;
@@ -130,7 +130,7 @@ static int jobs_append(jobs_state *js, job *j)
 }
 
 /* The job with this id (mu held), or NULL. */
-static job *jobs_find(jobs_state *js, const char *id)
+static struct job *jobs_find(struct jobs_state *js, const char *id)
 {
     for (size_t i = 0; i < js->n; i++)
         if (!strcmp(js->v[i]->id, id)) return js->v[i];
@@ -138,10 +138,10 @@ static job *jobs_find(jobs_state *js, const char *id)
 }
 
 /* The progress shown: 1 once succeeded, below 1 while running. */
-static double job_progress_value(const job *j)
+static double job_progress_value(const struct job *j)
 {
     if (j->status == JOB_SUCCEEDED) return 1.0;
-    double p = (double)atomic_load(&((job *)j)->progress_ppm) / 1e6;
+    double p = (double)atomic_load(&((struct job *)j)->progress_ppm) / 1e6;
     if (j->status == JOB_RUNNING && p > 0.99) p = 0.99;
     return p;
 }
@@ -149,7 +149,7 @@ static double job_progress_value(const job *j)
 /* ---------------------------------------------------------------- the file (invariant 1) */
 
 /* jobs.state as text, from the table (mu held); NULL when out of memory. */
-static char *jobs_dump_locked(jobs_state *js)
+static char *jobs_dump_locked(struct jobs_state *js)
 {
     json_t *doc = json_object(), *arr = json_array();
     if (!doc || !arr) {
@@ -160,7 +160,7 @@ static char *jobs_dump_locked(jobs_state *js)
     json_object_set_new(doc, "version", json_integer(1));
     json_object_set_new(doc, "nextSeq", json_integer((json_int_t)js->next_seq));
     for (size_t i = 0; i < js->n; i++) {
-        job *j = js->v[i];
+        struct job *j = js->v[i];
         json_t *o = json_object();
         if (!o) continue;
         json_object_set_new(o, "jobId", json_string(j->id));
@@ -198,7 +198,7 @@ static char *jobs_dump_locked(jobs_state *js)
 }
 
 /* Writes the table to jobs.state (invariant 2).  Returns a JVDB status. */
-static int jobs_persist(jobs_state *js)
+static int jobs_persist(struct jobs_state *js)
 {
     pthread_mutex_lock(&js->mu);
     uint64_t gen = ++js->gen;
@@ -230,7 +230,7 @@ static int jobs_name_index(const char *const *names, int n, const char *name)
 
 /* Reads jobs.state; marks the jobs a restart cut (invariant 1).  Returns how many it marked, -1
  * when the file is unreadable (then set aside, logged). */
-static int jobs_load(jobs_state *js)
+static int jobs_load(struct jobs_state *js)
 {
     if (!fs_exists(js->path)) return 0;
     json_error_t je;
@@ -260,11 +260,11 @@ static int jobs_load(jobs_state *js)
         int kind = jobs_name_index(job_kind_names, 5, json_string_value(json_object_get(o, "kind")));
         int status = jobs_name_index(job_status_names, 5, json_string_value(json_object_get(o, "status")));
         const char *db = json_string_value(json_object_get(o, "database"));
-        if (!id || strlen(id) >= sizeof((job *)0)->id || kind < 0 || status < 0) {
+        if (!id || strlen(id) >= sizeof((struct job *)0)->id || kind < 0 || status < 0) {
             log_warn("job record %zu of %s is not a job; skipped", i, js->path);
             continue;
         }
-        job *j = calloc(1, sizeof *j);
+        struct job *j = calloc(1, sizeof *j);
         if (!j) break;
         snprintf(j->id, sizeof j->id, "%s", id);
         snprintf(j->database, sizeof j->database, "%s", db ? db : "");
@@ -308,10 +308,10 @@ static int jobs_load(jobs_state *js)
 /* ---------------------------------------------------------------- the job threads */
 
 /* Whether a running job conflicts with j (invariant 3; mu held). */
-static int jobs_conflicts(jobs_state *js, const job *j)
+static int jobs_conflicts(struct jobs_state *js, const struct job *j)
 {
     for (size_t i = 0; i < js->n; i++) {
-        const job *r = js->v[i];
+        const struct job *r = js->v[i];
         if (r->status != JOB_RUNNING) continue;
         if (r->repo && j->repo) return 1;
         if (*r->database && !strcmp(r->database, j->database)) return 1;
@@ -320,17 +320,17 @@ static int jobs_conflicts(jobs_state *js, const job *j)
 }
 
 /* The oldest runnable job (mu held), or NULL. */
-static job *jobs_next(jobs_state *js)
+static struct job *jobs_next(struct jobs_state *js)
 {
     for (size_t i = 0; i < js->n; i++) {
-        job *j = js->v[i];
+        struct job *j = js->v[i];
         if (j->status == JOB_QUEUED && j->durable && !jobs_conflicts(js, j)) return j;
     }
     return NULL;
 }
 
 /* Records what a job's work answered (mu held). */
-static void jobs_finish_locked(job *j, http_resp *rs)
+static void jobs_finish_locked(struct job *j, struct http_resp *rs)
 {
     j->finished_ns = clock_wall_ns();
     j->cancellable = 0;
@@ -366,11 +366,11 @@ static void jobs_finish_locked(job *j, http_resp *rs)
 /* One job thread: runs runnable jobs until the stop. */
 static void *jobs_worker(void *arg)
 {
-    server *s = arg;
-    jobs_state *js = s->jobs;
+    struct server *s = arg;
+    struct jobs_state *js = s->jobs;
     pthread_mutex_lock(&js->mu);
     for (;;) {
-        job *j = NULL;
+        struct job *j = NULL;
         while (!js->stopping && !(j = jobs_next(js))) pthread_cond_wait(&js->cv, &js->mu);
         if (js->stopping) break;
         j->status = JOB_RUNNING;
@@ -378,7 +378,7 @@ static void *jobs_worker(void *arg)
         pthread_mutex_unlock(&js->mu);
         jobs_persist(js);
         log_info("job %s started: %s of '%s'", j->id, job_kind_names[j->kind], j->database);
-        http_resp rs;
+        struct http_resp rs;
         memset(&rs, 0, sizeof rs);
         j->fn(s, j, j->arg, &rs);
         pthread_mutex_lock(&js->mu);
@@ -398,9 +398,9 @@ static void *jobs_worker(void *arg)
     return NULL;
 }
 
-int jobs_init(server *s)
+int jobs_init(struct server *s)
 {
-    jobs_state *js = calloc(1, sizeof *js);
+    struct jobs_state *js = calloc(1, sizeof *js);
     if (!js) return -1;
     pthread_mutex_init(&js->mu, NULL);
     pthread_mutex_init(&js->file_mu, NULL);
@@ -422,9 +422,9 @@ int jobs_init(server *s)
     return 0;
 }
 
-void jobs_stop(server *s)
+void jobs_stop(struct server *s)
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     if (!js) return;
     pthread_mutex_lock(&js->mu);
     js->stopping = 1;
@@ -437,9 +437,9 @@ void jobs_stop(server *s)
     js->nthreads = 0;
 }
 
-void jobs_free(server *s)
+void jobs_free(struct server *s)
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     if (!js) return;
     jobs_stop(s);
     for (size_t i = 0; i < js->n; i++) job_free(js->v[i]);
@@ -454,7 +454,7 @@ void jobs_free(server *s)
 
 /* ---------------------------------------------------------------- the job's side */
 
-void job_progress(job *j, uint64_t done, uint64_t total)
+void job_progress(struct job *j, uint64_t done, uint64_t total)
 {
     if (!j || !total) return;
     if (done > total) done = total;
@@ -470,9 +470,9 @@ void job_backup_progress(void *arg, const char *phase, uint64_t done, uint64_t t
 
 void job_compact_progress(void *arg, uint64_t done, uint64_t total) { job_progress(arg, done, total); }
 
-const volatile int *job_cancel_flag(job *j) { return &j->cancel; }
+const volatile int *job_cancel_flag(struct job *j) { return &j->cancel; }
 
-void job_set_cancellable(job *j, int yes)
+void job_set_cancellable(struct job *j, int yes)
 {
     pthread_mutex_lock(&j->owner->mu);
     j->cancellable = yes;
@@ -484,7 +484,7 @@ void job_set_cancellable(job *j, int yes)
 /* ---------------------------------------------------------------- JSON */
 
 /* The job object of the API (mu held). */
-static void job_write(jw *w, const job *j)
+static void job_write(struct jw *w, const struct job *j)
 {
     jw_obj(w);
     jw_kstr(w, "jobId", j->id);
@@ -516,16 +516,16 @@ static void job_write(jw *w, const job *j)
     jw_obj_end(w);
 }
 
-void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, int repo, job_fn fn, void *arg,
-                 void (*arg_free)(void *))
+void jobs_submit(struct server *s, struct http_resp *rs, job_kind kind, const char *database, int repo, job_fn fn,
+                 void *arg, void (*arg_free)(void *))
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     if (!js) {
         if (arg_free) arg_free(arg);
         http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
         return;
     }
-    job *j = calloc(1, sizeof *j);
+    struct job *j = calloc(1, sizeof *j);
     if (!j) {
         if (arg_free) arg_free(arg);
         http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
@@ -583,7 +583,7 @@ void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, 
     }
     j->durable = 1;
     pthread_cond_broadcast(&js->cv);
-    jw w;
+    struct jw w;
     jw_init(&w);
     job_write(&w, j);
     log_info("job %s queued: %s of '%s'", j->id, job_kind_names[kind], j->database);
@@ -594,7 +594,7 @@ void jobs_submit(server *s, http_resp *rs, job_kind kind, const char *database, 
 /* ---------------------------------------------------------------- routes */
 
 /* Which of the jobs' databases the request's key may see: keep[i] for v[i] (mu held). */
-static int jobs_visible(server *s, jobs_state *js, const http_req *rq, unsigned char *keep)
+static int jobs_visible(struct server *s, struct jobs_state *js, const struct http_req *rq, unsigned char *keep)
 {
     char **names = calloc(js->n ? js->n : 1, sizeof *names);
     if (!names) return -1;
@@ -615,9 +615,9 @@ static int jobs_visible(server *s, jobs_state *js, const http_req *rq, unsigned 
     return 0;
 }
 
-void route_jobs_list(server *s, http_req *rq, http_resp *rs)
+void route_jobs_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     char dbq[HTTP_QUERY_MAX + 1], stq[HTTP_QUERY_MAX + 1], kq[HTTP_QUERY_MAX + 1];
     const char *db = http_query(rq, "database", dbq, sizeof dbq);
     const char *st = http_query(rq, "status", stq, sizeof stq);
@@ -646,14 +646,14 @@ void route_jobs_list(server *s, http_req *rq, http_resp *rs)
         http_error(rs, 500, "OUT_OF_MEMORY", "out of memory");
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_key(&w, "jobs");
     jw_arr(&w);
     size_t total = 0;
     for (size_t i = js->n; i-- > 0;) { /* newest first */
-        const job *j = js->v[i];
+        const struct job *j = js->v[i];
         if (!keep[i] || (db && strcmp(db, j->database)) || (want_st >= 0 && (int)j->status != want_st) ||
             (want_kind >= 0 && (int)j->kind != want_kind))
             continue;
@@ -670,9 +670,9 @@ void route_jobs_list(server *s, http_req *rq, http_resp *rs)
 }
 
 /* The job named by the path that the key may see (mu held), or NULL after answering 404. */
-static job *jobs_lookup(server *s, jobs_state *js, http_req *rq, http_resp *rs)
+static struct job *jobs_lookup(struct server *s, struct jobs_state *js, struct http_req *rq, struct http_resp *rs)
 {
-    job *j = jobs_find(js, rq->params[0]);
+    struct job *j = jobs_find(js, rq->params[0]);
     if (j) {
         char *one = strdup(j->database);
         size_t n = one ? 1 : 0;
@@ -686,17 +686,17 @@ static job *jobs_lookup(server *s, jobs_state *js, http_req *rq, http_resp *rs)
     return j;
 }
 
-void route_job_get(server *s, http_req *rq, http_resp *rs)
+void route_job_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     if (!js) {
         http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
         return;
     }
     pthread_mutex_lock(&js->mu);
-    job *j = jobs_lookup(s, js, rq, rs);
+    struct job *j = jobs_lookup(s, js, rq, rs);
     if (j) {
-        jw w;
+        struct jw w;
         jw_init(&w);
         job_write(&w, j);
         http_reply_json(rs, 200, &w);
@@ -704,15 +704,15 @@ void route_job_get(server *s, http_req *rq, http_resp *rs)
     pthread_mutex_unlock(&js->mu);
 }
 
-void route_job_cancel(server *s, http_req *rq, http_resp *rs)
+void route_job_cancel(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    jobs_state *js = s->jobs;
+    struct jobs_state *js = s->jobs;
     if (!js) {
         http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
         return;
     }
     pthread_mutex_lock(&js->mu);
-    job *j = jobs_lookup(s, js, rq, rs);
+    struct job *j = jobs_lookup(s, js, rq, rs);
     if (!j) {
         pthread_mutex_unlock(&js->mu);
         return;
@@ -740,7 +740,7 @@ void route_job_cancel(server *s, http_req *rq, http_resp *rs)
         pthread_mutex_unlock(&js->mu);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     job_write(&w, j);
     pthread_mutex_unlock(&js->mu);

@@ -32,15 +32,15 @@
 
 /* ---------------------------------------------------------------- writer */
 
-void jw_init(jw *w) { memset(w, 0, sizeof *w); }
+void jw_init(struct jw *w) { memset(w, 0, sizeof *w); }
 
-void jw_free(jw *w)
+void jw_free(struct jw *w)
 {
     free(w->buf);
     memset(w, 0, sizeof *w);
 }
 
-char *jw_take(jw *w, size_t *len)
+char *jw_take(struct jw *w, size_t *len)
 {
     if (w->oom || !w->buf) {
         jw_free(w);
@@ -53,7 +53,7 @@ char *jw_take(jw *w, size_t *len)
     return b;
 }
 
-static int jw_reserve(jw *w, size_t more)
+static int jw_reserve(struct jw *w, size_t more)
 {
     if (w->oom) return -1;
     if (w->len + more + 1 <= w->cap) return 0;
@@ -69,7 +69,7 @@ static int jw_reserve(jw *w, size_t more)
     return 0;
 }
 
-static void jw_put(jw *w, const char *s, size_t n)
+static void jw_put(struct jw *w, const char *s, size_t n)
 {
     if (jw_reserve(w, n)) return;
     memcpy(w->buf + w->len, s, n);
@@ -77,36 +77,36 @@ static void jw_put(jw *w, const char *s, size_t n)
     w->buf[w->len] = 0;
 }
 
-static void jw_putc(jw *w, char c) { jw_put(w, &c, 1); }
+static void jw_putc(struct jw *w, char c) { jw_put(w, &c, 1); }
 
 /* Every value starts here: the comma that separates it from the previous one. */
-static void jw_value(jw *w)
+static void jw_value(struct jw *w)
 {
     if (w->comma) jw_putc(w, ',');
     w->comma = 1;
 }
 
-void jw_obj(jw *w)
+void jw_obj(struct jw *w)
 {
     jw_value(w);
     jw_putc(w, '{');
     w->comma = 0;
 }
 
-void jw_obj_end(jw *w)
+void jw_obj_end(struct jw *w)
 {
     jw_putc(w, '}');
     w->comma = 1;
 }
 
-void jw_arr(jw *w)
+void jw_arr(struct jw *w)
 {
     jw_value(w);
     jw_putc(w, '[');
     w->comma = 0;
 }
 
-void jw_arr_end(jw *w)
+void jw_arr_end(struct jw *w)
 {
     jw_putc(w, ']');
     w->comma = 1;
@@ -137,7 +137,7 @@ static size_t jw_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-static void jw_escaped(jw *w, const char *s, size_t n)
+static void jw_escaped(struct jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     jw_putc(w, '"');
@@ -196,7 +196,7 @@ static void jw_escaped(jw *w, const char *s, size_t n)
     jw_putc(w, '"');
 }
 
-void jw_key(jw *w, const char *key)
+void jw_key(struct jw *w, const char *key)
 {
     if (w->comma) jw_putc(w, ',');
     jw_escaped(w, key, strlen(key));
@@ -204,13 +204,13 @@ void jw_key(jw *w, const char *key)
     w->comma = 0;
 }
 
-void jw_strn(jw *w, const char *s, size_t n)
+void jw_strn(struct jw *w, const char *s, size_t n)
 {
     jw_value(w);
     jw_escaped(w, s, n);
 }
 
-void jw_str(jw *w, const char *s)
+void jw_str(struct jw *w, const char *s)
 {
     if (!s) {
         jw_null(w);
@@ -219,7 +219,7 @@ void jw_str(jw *w, const char *s)
     jw_strn(w, s, strlen(s));
 }
 
-void jw_int(jw *w, int64_t v)
+void jw_int(struct jw *w, int64_t v)
 {
     char b[32];
     int n = snprintf(b, sizeof b, "%" PRId64, v);
@@ -227,7 +227,7 @@ void jw_int(jw *w, int64_t v)
     jw_put(w, b, (size_t)n);
 }
 
-void jw_uint(jw *w, uint64_t v)
+void jw_uint(struct jw *w, uint64_t v)
 {
     char b[32];
     int n = snprintf(b, sizeof b, "%" PRIu64, v);
@@ -235,7 +235,7 @@ void jw_uint(jw *w, uint64_t v)
     jw_put(w, b, (size_t)n);
 }
 
-void jw_double(jw *w, double v)
+void jw_double(struct jw *w, double v)
 {
     if (!isfinite(v)) {
         jw_null(w);
@@ -377,7 +377,7 @@ int jw_format_float_ref(char *b, size_t cap, float v)
 
 int jw_format_float_fast(char *b, size_t cap, float v) { return jw_format_float(b, cap, v); }
 
-void jw_float(jw *w, float v)
+void jw_float(struct jw *w, float v)
 {
     if (!isfinite(v)) {
         jw_null(w);
@@ -389,27 +389,27 @@ void jw_float(jw *w, float v)
     jw_put(w, b, (size_t)n);
 }
 
-void jw_floats(jw *w, const float *v, size_t n)
+void jw_floats(struct jw *w, const float *v, size_t n)
 {
     jw_arr(w);
     for (size_t i = 0; i < n; i++) jw_float(w, v[i]);
     jw_arr_end(w);
 }
 
-void jw_bool(jw *w, int v)
+void jw_bool(struct jw *w, int v)
 {
     jw_value(w);
     if (v) jw_put(w, "true", 4);
     else jw_put(w, "false", 5);
 }
 
-void jw_null(jw *w)
+void jw_null(struct jw *w)
 {
     jw_value(w);
     jw_put(w, "null", 4);
 }
 
-int jw_json(jw *w, const char *json)
+int jw_json(struct jw *w, const char *json)
 {
     if (!json) {
         jw_null(w);
@@ -442,7 +442,7 @@ void jw_time_fmt(int64_t wall_ns, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-void jw_time(jw *w, int64_t wall_ns)
+void jw_time(struct jw *w, int64_t wall_ns)
 {
     char b[32];
     jw_time_fmt(wall_ns, b);
@@ -717,7 +717,7 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
 const char *const jr_vector_fields[] = { "id", "values", "metadata", NULL };
 const char *const jr_batch_fields[] = { "vectors", NULL };
 
-void jf_vector_free(jf_vector *v)
+void jf_vector_free(struct jf_vector *v)
 {
     free(v->id);
     free(v->values);
@@ -743,7 +743,7 @@ static int jr_meta(json_t *o, const char *where, char **meta, char *err, size_t 
     return 0;
 }
 
-int jr_vector(json_t *o, const char *where, jf_vector *v, char *err, size_t cap)
+int jr_vector(json_t *o, const char *where, struct jf_vector *v, char *err, size_t cap)
 {
     memset(v, 0, sizeof *v);
     if (!json_is_object(o)) {
@@ -774,7 +774,7 @@ int jr_vector(json_t *o, const char *where, jf_vector *v, char *err, size_t cap)
     return 0;
 }
 
-int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *err, size_t cap)
+int jr_batch(json_t *body, struct jf_vector **out, size_t *count, long *index, char *err, size_t cap)
 {
     *index = -1;
     if (jr_only(body, "", jr_batch_fields, err, cap)) return -1;
@@ -786,7 +786,7 @@ int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *er
                                            : "field 'vectors' must be an array of vectors");
         return -1;
     }
-    jf_vector *v = calloc(n, sizeof *v);
+    struct jf_vector *v = calloc(n, sizeof *v);
     if (!v) {
         snprintf(err, cap, "out of memory for a batch of %zu vectors", n);
         return -1;
@@ -809,16 +809,16 @@ int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *er
 
 #define JVDB_FAST_MAX_FLOATS JVDB_MAX_DIM
 
-typedef struct jf {
+struct jf {
     const char *p, *end;
-} jf;
+};
 
-static void jf_ws(jf *f)
+static void jf_ws(struct jf *f)
 {
     while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r')) f->p++;
 }
 
-static int jf_char(jf *f, char c)
+static int jf_char(struct jf *f, char c)
 {
     jf_ws(f);
     if (f->p >= f->end || *f->p != c) return -1;
@@ -827,7 +827,7 @@ static int jf_char(jf *f, char c)
 }
 
 /* A string of printable ASCII without escapes (anything else: the general path). */
-static int jf_plain_string(jf *f, const char **s, size_t *n)
+static int jf_plain_string(struct jf *f, const char **s, size_t *n)
 {
     if (jf_char(f, '"')) return -1;
     const char *b = f->p;
@@ -922,7 +922,7 @@ const char *jf_number_text(const char *b, const char *end, double *out)
 }
 
 /* One JSON number, converted as jansson would (jf_number_text). */
-static int jf_number(jf *f, double *out)
+static int jf_number(struct jf *f, double *out)
 {
     jf_ws(f);
     const char *q = jf_number_text(f->p, f->end, out);
@@ -931,7 +931,7 @@ static int jf_number(jf *f, double *out)
     return 0;
 }
 
-static int jf_floats(jf *f, float **out, uint32_t *count)
+static int jf_floats(struct jf *f, float **out, uint32_t *count)
 {
     if (jf_char(f, '[')) return -1;
     size_t n = 0, cap = 128;
@@ -967,7 +967,7 @@ bad:
 
 /* The span of one object value (strings and nesting respected, at most `limit` levels deep, the
  * object itself being one); jansson validates it afterwards. */
-static int jf_object_span(jf *f, const char **b, size_t *n, unsigned limit)
+static int jf_object_span(struct jf *f, const char **b, size_t *n, unsigned limit)
 {
     jf_ws(f);
     if (f->p >= f->end || *f->p != '{') return -1;
@@ -996,7 +996,7 @@ static int jf_object_span(jf *f, const char **b, size_t *n, unsigned limit)
 }
 
 /* metadata: null, or an object that jansson (with the general path's flags) accepts. */
-static int jf_meta(jf *f, char **meta, unsigned limit)
+static int jf_meta(struct jf *f, char **meta, unsigned limit)
 {
     jf_ws(f);
     if (f->end - f->p >= 4 && !memcmp(f->p, "null", 4)) {
@@ -1018,7 +1018,7 @@ static int jf_meta(jf *f, char **meta, unsigned limit)
 }
 
 /* One vector object: 0 = decoded, -1 = use the general path, -2 = an unknown field (err set). */
-static int jf_vector_obj(jf *f, jf_vector *v, size_t index, unsigned meta_limit, char *err, size_t cap)
+static int jf_vector_obj(struct jf *f, struct jf_vector *v, size_t index, unsigned meta_limit, char *err, size_t cap)
 {
     memset(v, 0, sizeof *v);
     if (jf_char(f, '{')) return -1;
@@ -1055,13 +1055,13 @@ static int jf_vector_obj(jf *f, jf_vector *v, size_t index, unsigned meta_limit,
     }
 }
 
-int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v)
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, struct jf_vector *v)
 {
     char err[8];
     memset(v, 0, sizeof *v);
     /* Nesting: the vector object is level 1, its values level 2, its metadata 2 and below. */
     if (!body || !len || max_depth < 2) return 0;
-    jf f = { body, body + len };
+    struct jf f = { body, body + len };
     if (jf_vector_obj(&f, v, 0, max_depth - 1, err, sizeof err) == 0) {
         jf_ws(&f);
         if (f.p == f.end) return 1;
@@ -1074,7 +1074,7 @@ int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v
 char *jf_take_floats(const char *body, size_t len, const char *key, float **out, uint32_t *count)
 {
     if (!body || !len) return NULL;
-    jf f = { body, body + len };
+    struct jf f = { body, body + len };
     if (jf_char(&f, '{')) return NULL;
     for (;;) {
         const char *k;
@@ -1106,7 +1106,7 @@ char *jf_take_floats(const char *body, size_t len, const char *key, float **out,
     }
 }
 
-void jf_batch_free(jf_vector *v, size_t count)
+void jf_batch_free(struct jf_vector *v, size_t count)
 {
     if (!v) return;
     for (size_t i = 0; i < count; i++) {
@@ -1117,16 +1117,16 @@ void jf_batch_free(jf_vector *v, size_t count)
     free(v);
 }
 
-int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
-             size_t cap)
+int jf_batch(const char *body, size_t len, unsigned max_depth, struct jf_vector **out, size_t *count, long *index,
+             char *err, size_t cap)
 {
     /* Nesting is checked as the decoder goes (no separate pass over the body): the body is level 1,
      * the array 2, each vector 3, its values and metadata 4 and below. */
     if (!body || !len || max_depth < 4) return 0;
-    jf f = { body, body + len };
+    struct jf f = { body, body + len };
     const char *k;
     size_t kn, n = 0, vcap = 64;
-    jf_vector *v = NULL;
+    struct jf_vector *v = NULL;
     if (jf_char(&f, '{') || jf_plain_string(&f, &k, &kn) || !jf_key_is(k, kn, "vectors") || jf_char(&f, ':') ||
         jf_char(&f, '['))
         return 0;
@@ -1135,7 +1135,7 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, 
     if (!(v = calloc(vcap, sizeof *v))) return 0;
     for (;;) {
         if (n == vcap) {
-            jf_vector *nv = realloc(v, 2 * vcap * sizeof *nv);
+            struct jf_vector *nv = realloc(v, 2 * vcap * sizeof *nv);
             if (!nv) goto fallback;
             v = nv;
             vcap *= 2;

@@ -19,42 +19,42 @@
 
 /* ---- writer ---- */
 
-typedef struct jw {
+struct jw {
     char *buf;
     size_t len, cap;
     int comma; /* a value was just completed: the next key or value needs a ',' first */
     int oom;   /* an allocation failed; the text is incomplete */
-} jw;
+};
 
-void jw_init(jw *w);
-void jw_free(jw *w);
+void jw_init(struct jw *w);
+void jw_free(struct jw *w);
 /* Hands the malloc'd, NUL-terminated text to the caller (NULL after an allocation failure). */
-char *jw_take(jw *w, size_t *len);
+char *jw_take(struct jw *w, size_t *len);
 
-void jw_obj(jw *w);
-void jw_obj_end(jw *w);
-void jw_arr(jw *w);
-void jw_arr_end(jw *w);
-void jw_key(jw *w, const char *key);
-void jw_str(jw *w, const char *s);
-void jw_strn(jw *w, const char *s, size_t n);
-void jw_int(jw *w, int64_t v);
-void jw_uint(jw *w, uint64_t v);
-void jw_double(jw *w, double v);                 /* non-finite values become null */
-void jw_float(jw *w, float v);                   /* shortest text that reads back as the same float32 */
-void jw_floats(jw *w, const float *v, size_t n); /* an array of floats */
+void jw_obj(struct jw *w);
+void jw_obj_end(struct jw *w);
+void jw_arr(struct jw *w);
+void jw_arr_end(struct jw *w);
+void jw_key(struct jw *w, const char *key);
+void jw_str(struct jw *w, const char *s);
+void jw_strn(struct jw *w, const char *s, size_t n);
+void jw_int(struct jw *w, int64_t v);
+void jw_uint(struct jw *w, uint64_t v);
+void jw_double(struct jw *w, double v);                 /* non-finite values become null */
+void jw_float(struct jw *w, float v);                   /* shortest text that reads back as the same float32 */
+void jw_floats(struct jw *w, const float *v, size_t n); /* an array of floats */
 /* The text jw_float writes for v (at most 16 bytes; cap >= 32), and the reference it must equal:
  * the shortest of printf's %.6g .. %.9g that strtof reads back as v.  For the unit tests. */
 int jw_format_float_fast(char *b, size_t cap, float v);
 int jw_format_float_ref(char *b, size_t cap, float v);
-void jw_bool(jw *w, int v);
-void jw_null(jw *w);
+void jw_bool(struct jw *w, int v);
+void jw_null(struct jw *w);
 /* Stored metadata text, parsed and written again through jansson: a JSON object comes out as
  * compact JSON, NULL or anything else (not JSON, not an object) as null.  Returns 0, or -1 when
  * the text was there but not a JSON object (the caller may log it). */
-int jw_json(jw *w, const char *json);
+int jw_json(struct jw *w, const char *json);
 /* Writes an ISO 8601 UTC time ("2025-11-26T01:59:26Z") from wall-clock nanoseconds. */
-void jw_time(jw *w, int64_t wall_ns);
+void jw_time(struct jw *w, int64_t wall_ns);
 void jw_time_fmt(int64_t wall_ns, char out[32]);
 
 /* key + value shorthands */
@@ -96,12 +96,12 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
 /* ---- vectors in request bodies ---- */
 
 /* One decoded request vector; every pointer is malloc'd and owned by it. */
-typedef struct jf_vector {
+struct jf_vector {
     char *id;
     float *values;
     uint32_t n;
     char *meta; /* compact JSON, as the general path writes it; NULL for none */
-} jf_vector;
+};
 
 extern const char *const jr_vector_fields[]; /* id, values, metadata */
 extern const char *const jr_batch_fields[];  /* vectors */
@@ -109,9 +109,9 @@ extern const char *const jr_batch_fields[];  /* vectors */
 /* The general decoders (on a parsed body).  jr_vector reads {"id", "values", "metadata"}; `where`
  * ("" or "record N: ") prefixes messages.  jr_batch reads {"vectors": [...]} and on error sets
  * *index to the bad record (-1 when the error is not about one record).  Both return 0 or -1. */
-int jr_vector(json_t *o, const char *where, jf_vector *v, char *err, size_t cap);
-int jr_batch(json_t *body, jf_vector **out, size_t *count, long *index, char *err, size_t cap);
-void jf_vector_free(jf_vector *v);
+int jr_vector(json_t *o, const char *where, struct jf_vector *v, char *err, size_t cap);
+int jr_batch(json_t *body, struct jf_vector **out, size_t *count, long *index, char *err, size_t cap);
+void jf_vector_free(struct jf_vector *v);
 
 /* ---- fast path for vector batches ----
  * jansson builds a tree with one allocation per number, which makes it most of the cost of a batch
@@ -137,7 +137,7 @@ const char *jf_number_text(const char *b, const char *end, double *out);
 /* The fast path for one vector body {"id", "values", "metadata"} (POST .../vectors): 1 = decoded
  * into *v, 0 = use the general path (*v empty).  It never refuses: the general path gives every
  * message.  Unknown top-level fields are the caller's (jr_prescan_keys) before this. */
-int jf_vector_one(const char *body, size_t len, unsigned max_depth, jf_vector *v);
+int jf_vector_one(const char *body, size_t len, unsigned max_depth, struct jf_vector *v);
 
 /* For bodies that carry one large numbers array beside small fields (a search's queryVector):
  * when top-level `key` of the object text body[0..len) holds an array the fast decoder reads
@@ -149,8 +149,8 @@ char *jf_take_floats(const char *body, size_t len, const char *key, float **out,
 
 /* 1 = handled (*out holds count vectors); 0 = use the general path (nothing allocated);
  * -1 = refused: message in err, the record in *index. */
-int jf_batch(const char *body, size_t len, unsigned max_depth, jf_vector **out, size_t *count, long *index, char *err,
-             size_t cap);
-void jf_batch_free(jf_vector *v, size_t count);
+int jf_batch(const char *body, size_t len, unsigned max_depth, struct jf_vector **out, size_t *count, long *index,
+             char *err, size_t cap);
+void jf_batch_free(struct jf_vector *v, size_t count);
 
 #endif

@@ -76,15 +76,15 @@ int keys_hash(const char *text, unsigned char out[32])
     return EVP_Digest(text, strlen(text), out, &n, EVP_sha256(), NULL) == 1 && n == 32 ? 0 : -1;
 }
 
-const key_entry *keys_match(const key_set *ks, const unsigned char hash[32])
+const struct key_entry *keys_match(const struct key_set *ks, const unsigned char hash[32])
 {
-    const key_entry *found = NULL;
+    const struct key_entry *found = NULL;
     for (size_t i = 0; i < ks->n; i++)
         if (CRYPTO_memcmp(ks->v[i].hash, hash, 32) == 0) found = &ks->v[i];
     return found;
 }
 
-int keys_allows_db(const key_entry *e, const char *database)
+int keys_allows_db(const struct key_entry *e, const char *database)
 {
     if (!e->ndb) return 1;
     if (!database) return 0;
@@ -125,7 +125,7 @@ int keys_parse_expiry(const char *s, int64_t now_s, int64_t *out)
     return 0;
 }
 
-void keys_entry_free(key_entry *e)
+void keys_entry_free(struct key_entry *e)
 {
     for (size_t i = 0; i < e->ndb; i++) free(e->databases[i]);
     free(e->databases);
@@ -133,7 +133,7 @@ void keys_entry_free(key_entry *e)
     memset(e, 0, sizeof *e);
 }
 
-void keys_free(key_set *ks)
+void keys_free(struct key_set *ks)
 {
     for (size_t i = 0; i < ks->n; i++) keys_entry_free(&ks->v[i]);
     free(ks->v);
@@ -168,7 +168,7 @@ static int keys_id_valid(const char *id)
 }
 
 /* One stored entry from its JSON object; 0, or -1 with a message. */
-static int keys_entry_from_json(json_t *o, key_entry *e, char *err, size_t cap)
+static int keys_entry_from_json(json_t *o, struct key_entry *e, char *err, size_t cap)
 {
     const char *id = NULL, *hash = NULL, *role = NULL, *created = NULL, *desc = "";
     json_t *dbs = NULL, *exp = NULL;
@@ -207,7 +207,7 @@ static int keys_entry_from_json(json_t *o, key_entry *e, char *err, size_t cap)
     return 0;
 }
 
-static json_t *keys_entry_stored(const key_entry *e)
+static json_t *keys_entry_stored(const struct key_entry *e)
 {
     char hex[65], created[32], exp[32];
     keys_hex_encode(e->hash, 32, hex);
@@ -220,7 +220,7 @@ static json_t *keys_entry_stored(const key_entry *e)
                      e->expires_s ? json_string(exp) : json_null(), "description", e->description);
 }
 
-json_t *keys_entry_json(const key_entry *e, int64_t now_s)
+json_t *keys_entry_json(const struct key_entry *e, int64_t now_s)
 {
     char created[32], exp[32];
     keys_time_text(e->created_s, created);
@@ -243,7 +243,7 @@ json_t *keys_entry_json(const key_entry *e, int64_t now_s)
 }
 
 /* Parses the file's text into a set; 0, or -1 with a message. */
-static int keys_parse(const char *text, size_t len, key_set *out, char *err, size_t cap)
+static int keys_parse(const char *text, size_t len, struct key_set *out, char *err, size_t cap)
 {
     json_error_t je;
     json_t *doc = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
@@ -269,7 +269,7 @@ static int keys_parse(const char *text, size_t len, key_set *out, char *err, siz
     return rc;
 }
 
-int keys_load(const char *data_dir, key_set *out, char *err, size_t cap)
+int keys_load(const char *data_dir, struct key_set *out, char *err, size_t cap)
 {
     memset(out, 0, sizeof *out);
     char *path = keys_file_path(data_dir);
@@ -307,7 +307,7 @@ static void keys_chown_like_dir(const char *data_dir, const char *path)
 }
 
 /* Writes the set over the file (invariant 2); 0, or -1 with a message. */
-static int keys_save(const char *data_dir, const key_set *ks, char *err, size_t cap)
+static int keys_save(const char *data_dir, const struct key_set *ks, char *err, size_t cap)
 {
     json_t *arr = json_array();
     for (size_t i = 0; i < ks->n; i++) json_array_append_new(arr, keys_entry_stored(&ks->v[i]));
@@ -363,7 +363,7 @@ static void keys_unlock(int fd)
 
 /* ---------------------------------------------------------------- create / revoke */
 
-int keys_spec_check(const key_spec *sp, int64_t now_s, char *err, size_t cap)
+int keys_spec_check(const struct key_spec *sp, int64_t now_s, char *err, size_t cap)
 {
     if (sp->role != KEY_ROLE_READ && sp->role != KEY_ROLE_WRITE && sp->role != KEY_ROLE_ADMIN)
         return snprintf(err, cap, "role must be read, write or admin"), -1;
@@ -407,7 +407,7 @@ static int keys_random(char text[KEY_TEXT_LEN + 1], char id[KEY_ID_LEN + 1])
 }
 
 /* A deep copy of an entry (for the caller of create). */
-static int keys_entry_copy(const key_entry *src, key_entry *dst)
+static int keys_entry_copy(const struct key_entry *src, struct key_entry *dst)
 {
     *dst = *src;
     dst->description = strdup(src->description);
@@ -419,7 +419,8 @@ static int keys_entry_copy(const key_entry *src, key_entry *dst)
 }
 
 /* Fills a new entry from the spec. */
-static int keys_entry_new(const key_spec *sp, const char *id, const char *text, int64_t now_s, key_entry *e)
+static int keys_entry_new(const struct key_spec *sp, const char *id, const char *text, int64_t now_s,
+                          struct key_entry *e)
 {
     memset(e, 0, sizeof *e);
     memcpy(e->id, id, KEY_ID_LEN + 1);
@@ -434,17 +435,17 @@ static int keys_entry_new(const key_spec *sp, const char *id, const char *text, 
     return e->description && e->ndb == sp->ndb ? 0 : -1;
 }
 
-int keys_create(const char *data_dir, const key_spec *sp, char text[KEY_TEXT_LEN + 1], key_entry *out, char *err,
-                size_t cap)
+int keys_create(const char *data_dir, const struct key_spec *sp, char text[KEY_TEXT_LEN + 1], struct key_entry *out,
+                char *err, size_t cap)
 {
     int64_t now = (int64_t)time(NULL);
     if (keys_spec_check(sp, now, err, cap)) return -1;
     int fd = keys_lock(data_dir, err, cap);
     if (fd < 0) return -1;
-    key_set ks;
+    struct key_set ks;
     int rc = keys_load(data_dir, &ks, err, cap);
     if (rc == 0 && ks.n >= KEY_MAX_KEYS) rc = -1, snprintf(err, cap, "there are already %d keys", KEY_MAX_KEYS);
-    key_entry *grown = rc == 0 ? realloc(ks.v, (ks.n + 1) * sizeof *ks.v) : NULL;
+    struct key_entry *grown = rc == 0 ? realloc(ks.v, (ks.n + 1) * sizeof *ks.v) : NULL;
     if (rc == 0 && !grown) rc = -1, snprintf(err, cap, "out of memory");
     char id[KEY_ID_LEN + 1];
     if (rc == 0) {
@@ -469,7 +470,7 @@ int keys_revoke(const char *data_dir, const char *id, char *err, size_t cap)
 {
     int fd = keys_lock(data_dir, err, cap);
     if (fd < 0) return -1;
-    key_set ks;
+    struct key_set ks;
     int rc = keys_load(data_dir, &ks, err, cap);
     size_t at = ks.n;
     for (size_t i = 0; rc == 0 && i < ks.n; i++)

@@ -25,7 +25,7 @@ typedef enum { KEY_ROLE_NONE = 0, KEY_ROLE_READ = 1, KEY_ROLE_WRITE = 2, KEY_ROL
 #define KEY_MAX_DESCRIPTION 256
 #define KEY_MAX_KEYS        10000
 
-typedef struct key_entry {
+struct key_entry {
     char id[KEY_ID_LEN + 1];
     unsigned char hash[32]; /* SHA-256 of the whole key text */
     key_role role;
@@ -34,21 +34,21 @@ typedef struct key_entry {
     int64_t created_s;
     int64_t expires_s; /* unix seconds; 0 = never */
     char *description; /* never NULL once loaded */
-} key_entry;
+};
 
-typedef struct key_set {
-    key_entry *v;
+struct key_set {
+    struct key_entry *v;
     size_t n;
-} key_set;
+};
 
 /* What `create` asks for. */
-typedef struct key_spec {
+struct key_spec {
     key_role role;
     const char *const *databases;
     size_t ndb;
     int64_t expires_s;       /* 0 = never */
     const char *description; /* NULL = "" */
-} key_spec;
+};
 
 key_role key_role_parse(const char *s);
 const char *key_role_name(key_role r);
@@ -57,33 +57,33 @@ const char *key_role_name(key_role r);
 char *keys_file_path(const char *data_dir);
 
 /* Reads the key file; a missing file is an empty set.  Returns 0, or -1 with a message in err. */
-int keys_load(const char *data_dir, key_set *out, char *err, size_t cap);
-void keys_free(key_set *ks);
+int keys_load(const char *data_dir, struct key_set *out, char *err, size_t cap);
+void keys_free(struct key_set *ks);
 
 /* Checks the spec (role, database names, expiry in the future, description length): 0, or -1
  * with a message in err naming what is wrong. */
-int keys_spec_check(const key_spec *sp, int64_t now_s, char *err, size_t cap);
+int keys_spec_check(const struct key_spec *sp, int64_t now_s, char *err, size_t cap);
 /* Creates a key: locks the file, reads it, appends, replaces it atomically.  `text` receives the
  * key itself (shown once, stored nowhere), `out` a copy of the stored entry (keys_entry_free).
  * Returns 0, or -1 with a message in err (nothing changed). */
-int keys_create(const char *data_dir, const key_spec *sp, char text[KEY_TEXT_LEN + 1], key_entry *out, char *err,
-                size_t cap);
+int keys_create(const char *data_dir, const struct key_spec *sp, char text[KEY_TEXT_LEN + 1], struct key_entry *out,
+                char *err, size_t cap);
 /* Removes a key by id.  Returns 0, 1 when there is no such key, -1 with a message in err. */
 int keys_revoke(const char *data_dir, const char *id, char *err, size_t cap);
-void keys_entry_free(key_entry *e);
+void keys_entry_free(struct key_entry *e);
 
 /* SHA-256 of a key text. */
 int keys_hash(const char *text, unsigned char out[32]);
 /* The entry whose hash equals `hash`, or NULL.  Every entry is compared in constant time
  * (CRYPTO_memcmp) so the time says nothing about how close a guess was. */
-const key_entry *keys_match(const key_set *ks, const unsigned char hash[32]);
+const struct key_entry *keys_match(const struct key_set *ks, const unsigned char hash[32]);
 /* 1 when the key may be used on `database` (NULL: a route on no database, which needs a key
  * that is not limited to databases). */
-int keys_allows_db(const key_entry *e, const char *database);
+int keys_allows_db(const struct key_entry *e, const char *database);
 
 /* The entry as the API shows it (never the hash): key_id, role, databases, created_at,
  * expires_at, description, and "expired" relative to now_s. */
-json_t *keys_entry_json(const key_entry *e, int64_t now_s);
+json_t *keys_entry_json(const struct key_entry *e, int64_t now_s);
 /* "2026-11-29T21:00:00Z" from unix seconds. */
 void keys_time_text(int64_t s, char out[32]);
 /* An expiry: a duration from now ("30d", "12h") or a UTC date ("2027-01-31" or

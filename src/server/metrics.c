@@ -46,9 +46,9 @@ struct metrics {
     struct metrics_route *routes;
 };
 
-int metrics_init(server *s)
+int metrics_init(struct server *s)
 {
-    metrics *m = calloc(1, sizeof *m);
+    struct metrics *m = calloc(1, sizeof *m);
     if (!m) return -1;
     m->nroutes = s->routes->count() + METRICS_NMETHOD;
     m->routes = calloc((size_t)m->nroutes, sizeof *m->routes);
@@ -60,7 +60,7 @@ int metrics_init(server *s)
     return 0;
 }
 
-void metrics_free(server *s)
+void metrics_free(struct server *s)
 {
     if (!s->metrics) return;
     free(s->metrics->routes);
@@ -69,19 +69,19 @@ void metrics_free(server *s)
 }
 
 /* The route label and method of slot r. */
-static const char *metrics_slot_route(const srv_routes *rt, int r)
+static const char *metrics_slot_route(const struct srv_routes *rt, int r)
 {
     return r < rt->count() ? rt->label(r) : "unmatched";
 }
 /* The method of slot r: the route's, or the method an unmatched slot counts. */
-static const char *metrics_slot_method(const srv_routes *rt, int r)
+static const char *metrics_slot_method(const struct srv_routes *rt, int r)
 {
     return r < rt->count() ? rt->method(r) : metrics_methods[r - rt->count()];
 }
 
-void metrics_observe(server *s, int route, const char *method, int status, uint64_t us)
+void metrics_observe(struct server *s, int route, const char *method, int status, uint64_t us)
 {
-    metrics *m = s->metrics;
+    struct metrics *m = s->metrics;
     if (!m) return;
     if (route < 0 || route >= s->routes->count()) {
         int mi = METRICS_NMETHOD - 1;
@@ -103,13 +103,13 @@ void metrics_observe(server *s, int route, const char *method, int status, uint6
 
 /* ---------------------------------------------------------------- rendering */
 
-typedef struct mbuf {
+struct mbuf {
     char *p;
     size_t len, cap;
     int oom;
-} mbuf;
+};
 
-__attribute__((format(printf, 2, 3))) static void mb_printf(mbuf *b, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void mb_printf(struct mbuf *b, const char *fmt, ...)
 {
     if (b->oom) return;
     for (;;) {
@@ -136,14 +136,14 @@ __attribute__((format(printf, 2, 3))) static void mb_printf(mbuf *b, const char 
     }
 }
 
-static void mb_head(mbuf *b, const char *name, const char *type, const char *help)
+static void mb_head(struct mbuf *b, const char *name, const char *type, const char *help)
 {
     mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void metrics_render_requests(server *s, mbuf *b)
+static void metrics_render_requests(struct server *s, struct mbuf *b)
 {
-    metrics *m = s->metrics;
+    struct metrics *m = s->metrics;
     mb_head(b, "jvdb_http_requests_total", "counter", "HTTP requests answered, by route, method and status.");
     for (int r = 0; r < m->nroutes; r++) {
         for (int i = 0; i < METRICS_NSTATUS; i++) {
@@ -188,7 +188,7 @@ static void metrics_render_requests(server *s, mbuf *b)
 }
 
 /* Per-database index state: graph size, memory, and how far it lags the stored vectors. */
-static void metrics_render_indexes(mbuf *b, char **names, const jvdb_index_status *ix, size_t n)
+static void metrics_render_indexes(struct mbuf *b, char **names, const jvdb_index_status *ix, size_t n)
 {
     static const struct {
         const char *name, *help;
@@ -216,7 +216,7 @@ static void metrics_render_indexes(mbuf *b, char **names, const jvdb_index_statu
 
 /* Compaction totals (background and API) with a database label; the unlabelled series below
  * stay the sums, as before. */
-static void metrics_render_db_compaction(server *s, mbuf *b, char **names, size_t n)
+static void metrics_render_db_compaction(struct server *s, struct mbuf *b, char **names, size_t n)
 {
     jvdb_compactor_totals *t = calloc(n ? n : 1, sizeof *t);
     if (!t) {
@@ -241,7 +241,7 @@ static void metrics_render_db_compaction(server *s, mbuf *b, char **names, size_
     free(t);
 }
 
-static void metrics_render_databases(server *s, mbuf *b)
+static void metrics_render_databases(struct server *s, struct mbuf *b)
 {
     char **names = NULL;
     size_t n = 0;
@@ -306,7 +306,7 @@ static void metrics_render_databases(server *s, mbuf *b)
     jvdb_free_names(names, n);
 }
 
-static void metrics_render_compaction(server *s, mbuf *b)
+static void metrics_render_compaction(struct server *s, struct mbuf *b)
 {
     jvdb_compactor_totals t;
     compact_log_totals(s, NULL, &t, NULL);
@@ -326,11 +326,11 @@ static void metrics_render_compaction(server *s, mbuf *b)
 
 /* Backup totals with a database label (databases this server backed up since it started); the
  * series without it stay the sums over every database. */
-static void metrics_render_db_backups(server *s, mbuf *b)
+static void metrics_render_db_backups(struct server *s, struct mbuf *b)
 {
     enum { cap = 256 };
     char(*names)[JVDB_MAX_NAME_LEN + 1] = malloc(cap * sizeof *names);
-    backup_totals(*t)[4][2] = malloc(cap * sizeof *t);
+    struct backup_totals(*t)[4][2] = malloc(cap * sizeof *t);
     if (!names || !t) {
         free(names);
         free(t);
@@ -365,7 +365,7 @@ static void metrics_render_db_backups(server *s, mbuf *b)
 }
 
 /* The last restore drill of each database (--backup-drill-every). */
-static void metrics_render_drills(server *s, mbuf *b)
+static void metrics_render_drills(struct server *s, struct mbuf *b)
 {
     enum { cap = 256 };
     char(*names)[JVDB_MAX_NAME_LEN + 1] = malloc(cap * sizeof *names);
@@ -392,9 +392,9 @@ static void metrics_render_drills(server *s, mbuf *b)
     free(r);
 }
 
-static void metrics_render_backups(server *s, mbuf *b)
+static void metrics_render_backups(struct server *s, struct mbuf *b)
 {
-    backup_totals t[4][2];
+    struct backup_totals t[4][2];
     backup_log_totals(s, t);
     static const char *result[2] = { "ok", "failed" };
     mb_head(b, "jvdb_backups_total", "counter", "Backups taken, by type and result.");
@@ -428,7 +428,7 @@ static void metrics_render_backups(server *s, mbuf *b)
 }
 
 /* The process_* family of the Prometheus client libraries, from /proc/self and getrusage. */
-static void metrics_render_process(server *s, mbuf *b)
+static void metrics_render_process(struct server *s, struct mbuf *b)
 {
     long page = sysconf(_SC_PAGESIZE);
     unsigned long long vsz = 0, rss = 0;
@@ -462,9 +462,9 @@ static void metrics_render_process(server *s, mbuf *b)
     mb_printf(b, "process_start_time_seconds %.3f\n", (double)s->started_wall_ns / 1e9);
 }
 
-char *metrics_render(server *s, size_t *len)
+char *metrics_render(struct server *s, size_t *len)
 {
-    mbuf b = { malloc(16384), 0, 16384, 0 };
+    struct mbuf b = { malloc(16384), 0, 16384, 0 };
     if (!b.p) return NULL;
     b.p[0] = 0;
     mb_head(&b, "jvdb_build_info", "gauge", "Version of the running server.");

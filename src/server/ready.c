@@ -45,8 +45,8 @@ struct ready_state {
     int started;
 };
 
-static void ready_set_reason(ready_state *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ready_set_reason(ready_state *r, const char *fmt, ...)
+static void ready_set_reason(struct ready_state *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ready_set_reason(struct ready_state *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -56,7 +56,7 @@ static void ready_set_reason(ready_state *r, const char *fmt, ...)
     va_end(ap);
 }
 
-static int ready_stopping(ready_state *r)
+static int ready_stopping(struct ready_state *r)
 {
     pthread_mutex_lock(&r->mu);
     int st = r->stop;
@@ -64,7 +64,7 @@ static int ready_stopping(ready_state *r)
     return st;
 }
 
-static void ready_add_failed(ready_state *r, const char *name, const char *why)
+static void ready_add_failed(struct ready_state *r, const char *name, const char *why)
 {
     pthread_mutex_lock(&r->mu);
     char **f = realloc(r->failed, (r->nfailed + 1) * sizeof *f);
@@ -79,7 +79,7 @@ static void ready_add_failed(ready_state *r, const char *name, const char *why)
 }
 
 /* Opens one database and waits, in bounded steps (invariant 1), for its index to catch up. */
-static void ready_warm_one(server *s, ready_state *r, const char *name, size_t i, size_t n)
+static void ready_warm_one(struct server *s, struct ready_state *r, const char *name, size_t i, size_t n)
 {
     ready_set_reason(r, "opening database '%s' (%zu of %zu)", name, i + 1, n);
     for (;;) {
@@ -104,8 +104,8 @@ static void ready_warm_one(server *s, ready_state *r, const char *name, size_t i
 
 static void *ready_main(void *arg)
 {
-    server *s = arg;
-    ready_state *r = s->ready;
+    struct server *s = arg;
+    struct ready_state *r = s->ready;
     char **names = NULL;
     size_t n = 0;
     if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) {
@@ -130,9 +130,9 @@ static void *ready_main(void *arg)
     return NULL;
 }
 
-int ready_start(server *s)
+int ready_start(struct server *s)
 {
-    ready_state *r = calloc(1, sizeof *r);
+    struct ready_state *r = calloc(1, sizeof *r);
     if (!r) return -1;
     pthread_mutex_init(&r->mu, NULL);
     snprintf(r->reason, sizeof r->reason, "starting");
@@ -145,9 +145,9 @@ int ready_start(server *s)
     return 0;
 }
 
-void ready_stop(server *s)
+void ready_stop(struct server *s)
 {
-    ready_state *r = s->ready;
+    struct ready_state *r = s->ready;
     if (!r) return;
     pthread_mutex_lock(&r->mu);
     r->stop = 1;
@@ -165,7 +165,7 @@ void ready_stop(server *s)
 }
 
 /* Invariant 2: tries the failed databases again; those that open or are gone leave the list. */
-static void ready_retry_failed(server *s, ready_state *r)
+static void ready_retry_failed(struct server *s, struct ready_state *r)
 {
     pthread_mutex_lock(&r->mu);
     int due = r->nfailed && clock_mono_ns() >= r->retry_after_ns;
@@ -195,10 +195,10 @@ static void ready_retry_failed(server *s, ready_state *r)
     free(names);
 }
 
-void route_readyz(server *s, http_req *rq, http_resp *rs)
+void route_readyz(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
-    ready_state *r = s->ready;
+    struct ready_state *r = s->ready;
     if (!r) {
         http_error(rs, 503, "NOT_READY", "starting");
         return;
@@ -218,7 +218,7 @@ void route_readyz(server *s, http_req *rq, http_resp *rs)
         http_error(rs, 503, "NOT_READY", "%s", reason);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "status", "ready");

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-void http_reply_json(http_resp *rs, int status, jw *w)
+void http_reply_json(struct http_resp *rs, int status, struct jw *w)
 {
     size_t len = 0;
     char *body = jw_take(w, &len);
@@ -26,7 +26,7 @@ void http_reply_json(http_resp *rs, int status, jw *w)
     rs->content_type = "application/json";
 }
 
-void http_reply_text(http_resp *rs, int status, const char *content_type, char *text, size_t len)
+void http_reply_text(struct http_resp *rs, int status, const char *content_type, char *text, size_t len)
 {
     free(rs->body);
     rs->status = status;
@@ -35,14 +35,14 @@ void http_reply_text(http_resp *rs, int status, const char *content_type, char *
     rs->content_type = content_type;
 }
 
-void http_error(http_resp *rs, int status, const char *code, const char *fmt, ...)
+void http_error(struct http_resp *rs, int status, const char *code, const char *fmt, ...)
 {
     char msg[1536];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "error", code);
@@ -54,9 +54,9 @@ void http_error(http_resp *rs, int status, const char *code, const char *fmt, ..
     rs->content_type = "application/json";
 }
 
-void http_lib_error(http_resp *rs, int rc) { http_lib_error_msg(rs, rc, jvdb_errmsg()); }
+void http_lib_error(struct http_resp *rs, int rc) { http_lib_error_msg(rs, rc, jvdb_errmsg()); }
 
-void http_lib_error_msg(http_resp *rs, int rc, const char *msg)
+void http_lib_error_msg(struct http_resp *rs, int rc, const char *msg)
 {
     if (!msg || !*msg) msg = jvdb_strerror(rc);
     switch (rc) {

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int route_name_check(http_resp *rs, const char *what, const char *name)
+int route_name_check(struct http_resp *rs, const char *what, const char *name)
 {
     if (db_name_valid(name)) return 0;
     size_t n = strlen(name);
@@ -33,7 +33,7 @@ int route_name_check(http_resp *rs, const char *what, const char *name)
     return -1;
 }
 
-json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fields)
+json_t *route_body(struct server *s, struct http_req *rq, struct http_resp *rs, const char *const *fields)
 {
     char err[512];
     /* Unknown top-level fields are refused before the parse, so their values never build a tree. */
@@ -54,7 +54,7 @@ json_t *route_body(server *s, http_req *rq, http_resp *rs, const char *const *fi
     return doc;
 }
 
-json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const *fields)
+json_t *route_body_opt(struct server *s, struct http_req *rq, struct http_resp *rs, const char *const *fields)
 {
     size_t i = 0;
     while (i < rq->body_len &&
@@ -64,7 +64,7 @@ json_t *route_body_opt(server *s, http_req *rq, http_resp *rs, const char *const
     return route_body(s, rq, rs, fields);
 }
 
-int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *out)
+int route_query_uint(struct http_req *rq, struct http_resp *rs, const char *name, uint64_t *out)
 {
     char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
@@ -81,7 +81,7 @@ int route_query_uint(http_req *rq, http_resp *rs, const char *name, uint64_t *ou
     return 1;
 }
 
-int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
+int route_query_bool(struct http_req *rq, struct http_resp *rs, const char *name, int *out)
 {
     char buf[HTTP_QUERY_MAX + 1];
     const char *q = http_query(rq, name, buf, sizeof buf);
@@ -97,18 +97,18 @@ int route_query_bool(http_req *rq, http_resp *rs, const char *name, int *out)
 
 /* ---------------------------------------------------------------- handles */
 
-int srv_db_hold(server *s, const char *name, jvdb_db **out)
+int srv_db_hold(struct server *s, const char *name, jvdb_db **out)
 {
     if (!db_name_valid(name)) return jvdb_db_open(s->env, name, out); /* the library's own message for a bad name */
     return env_db_acquire(s->env, name, out);
 }
 
-void srv_db_unhold(server *s, jvdb_db *db)
+void srv_db_unhold(struct server *s, jvdb_db *db)
 {
     if (db) env_db_release(s->env, db);
 }
 
-jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs)
+jvdb_db *route_db_acquire(struct server *s, const char *name, struct http_resp *rs)
 {
     if (route_name_check(rs, "database", name)) return NULL;
     jvdb_db *db = NULL;
@@ -120,4 +120,4 @@ jvdb_db *route_db_acquire(server *s, const char *name, http_resp *rs)
     return db;
 }
 
-void route_db_release(server *s, jvdb_db *db) { srv_db_unhold(s, db); }
+void route_db_release(struct server *s, jvdb_db *db) { srv_db_unhold(s, db); }

@@ -21,14 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct route_def {
+struct route_def {
     const char *method;
     const char *pattern;
     route_fn fn;
     int body; /* 1: the route reads its body (and checks its fields) */
-} route_def;
+};
 
-static const route_def route_table[] = {
+static const struct route_def route_table[] = {
     { "GET", "/health", route_health, 0 },
     { "GET", "/readyz", route_readyz, 0 },
     { "GET", "/status", route_status, 0 },
@@ -133,7 +133,7 @@ int route_find(const char *method, const char *path)
 
 /* What every route may rely on before it runs: a valid database name in {id} and, when the route
  * takes no body, an empty one (or "{}").  Returns 0, or -1 after answering 400. */
-static int route_check_request(server *s, http_req *rq, http_resp *rs, const route_def *r)
+static int route_check_request(struct server *s, struct http_req *rq, struct http_resp *rs, const struct route_def *r)
 {
     if (!strncmp(r->pattern, "/v1/databases/{id}", 18) && rq->nparams > 0 &&
         route_name_check(rs, "database", rq->params[0]))
@@ -147,7 +147,7 @@ static int route_check_request(server *s, http_req *rq, http_resp *rs, const rou
     return 0;
 }
 
-int route_dispatch(server *s, http_req *rq, http_resp *rs)
+int route_dispatch(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     const char *caps[HTTP_MAX_PARAMS];
     size_t caplen[HTTP_MAX_PARAMS];
@@ -194,4 +194,4 @@ int route_dispatch(server *s, http_req *rq, http_resp *rs)
     return ROUTE_N;
 }
 
-const srv_routes routes_main = { route_count, route_label, route_method, route_find, route_dispatch };
+const struct srv_routes routes_main = { route_count, route_label, route_method, route_find, route_dispatch };

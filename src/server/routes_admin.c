@@ -23,7 +23,7 @@
 
 /* ---------------------------------------------------------------- JSON pieces */
 
-static void route_write_compact_stats(jw *w, const jvdb_compact_stats *st)
+static void route_write_compact_stats(struct jw *w, const jvdb_compact_stats *st)
 {
     jw_obj(w);
     jw_kstr(w, "trigger", jvdb_compact_trigger_name(st->trigger));
@@ -43,7 +43,7 @@ static void route_write_compact_stats(jw *w, const jvdb_compact_stats *st)
     jw_obj_end(w);
 }
 
-static void route_write_totals(jw *w, const jvdb_compactor_totals *t)
+static void route_write_totals(struct jw *w, const jvdb_compactor_totals *t)
 {
     jw_obj(w);
     jw_kuint(w, "compactions", t->compactions);
@@ -58,7 +58,7 @@ static void route_write_totals(jw *w, const jvdb_compactor_totals *t)
 }
 
 /* {"due", "trigger", "reason", "totals", "lastRun"} for one database. */
-static void route_write_compaction_state(server *s, jw *w, jvdb_db *db)
+static void route_write_compaction_state(struct server *s, struct jw *w, jvdb_db *db)
 {
     jvdb_compact_trigger why = JVDB_TRIGGER_NONE;
     char reason[256] = "";
@@ -80,10 +80,10 @@ static void route_write_compaction_state(server *s, jw *w, jvdb_db *db)
 
 /* ---------------------------------------------------------------- routes */
 
-void route_health(server *s, http_req *rq, http_resp *rs)
+void route_health(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
-    jw w;
+    struct jw w;
     jw_init(&w);
     /* The original JadeVectorDB's fields: status "healthy", timestamp (ms since the epoch) and
      * checks.  The checks say only what holds while this answers: the data directory is open
@@ -102,7 +102,7 @@ void route_health(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_status(server *s, http_req *rq, http_resp *rs)
+void route_status(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
     jvdb_stats sum = { 0 };
@@ -127,7 +127,7 @@ void route_status(server *s, http_req *rq, http_resp *rs)
     jvdb_compactor_totals ct;
     compact_log_totals(s, NULL, &ct, NULL);
 
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "status", atomic_load(&s->stopping) ? "stopping" : "ok");
@@ -156,10 +156,10 @@ void route_status(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_shutdown(server *s, http_req *rq, http_resp *rs)
+void route_shutdown(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "status", "stopping");
@@ -171,7 +171,7 @@ void route_shutdown(server *s, http_req *rq, http_resp *rs)
     server_request_stop(s);
 }
 
-void route_metrics(server *s, http_req *rq, http_resp *rs)
+void route_metrics(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
     size_t len = 0;
@@ -183,11 +183,11 @@ void route_metrics(server *s, http_req *rq, http_resp *rs)
     http_reply_text(rs, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
-void route_db_stats(server *s, http_req *rq, http_resp *rs)
+void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
@@ -225,7 +225,8 @@ struct compact_req {
 
 /* Compacts database `name` and writes the answer; j is the job running it (NULL: the request's
  * own thread, cancelled by a stop). */
-static void compact_exec(server *s, const char *name_in, jvdb_compact_options o, job *j, http_resp *rs)
+static void compact_exec(struct server *s, const char *name_in, jvdb_compact_options o, struct job *j,
+                         struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, name_in, rs);
     if (!db) return;
@@ -260,7 +261,7 @@ static void compact_exec(server *s, const char *name_in, jvdb_compact_options o,
         route_db_release(s, db);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", name);
@@ -279,14 +280,14 @@ static void compact_exec(server *s, const char *name_in, jvdb_compact_options o,
 }
 
 /* A compaction job's work. */
-static void compact_job(server *s, job *j, void *arg, http_resp *rs)
+static void compact_job(struct server *s, struct job *j, void *arg, struct http_resp *rs)
 {
     struct compact_req *c = arg;
     compact_exec(s, c->name, c->o, j, rs);
 }
 
 /* 0 when database `name` exists now (a job for it may be queued), else -1 after answering. */
-static int route_db_exists(server *s, const char *name, http_resp *rs)
+static int route_db_exists(struct server *s, const char *name, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, name, rs);
     if (!db) return -1;
@@ -294,7 +295,7 @@ static int route_db_exists(server *s, const char *name, http_resp *rs)
     return 0;
 }
 
-void route_db_compact(server *s, http_req *rq, http_resp *rs)
+void route_db_compact(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     static const char *const fields[] = { "force", "full", "async", NULL };
     json_t *body = route_body_opt(s, rq, rs, fields);
@@ -326,7 +327,7 @@ void route_db_compact(server *s, http_req *rq, http_resp *rs)
 
 /* Rebuilds the HNSW graph of `name` and waits for it; j is the job running it (NULL: the request's
  * thread).  A stop ends the wait (the rebuild itself belongs to the database and goes on). */
-static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
+static void rebuild_exec(struct server *s, const char *name, struct job *j, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, name, rs);
     if (!db) return;
@@ -356,7 +357,7 @@ static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
     jvdb_index_status ix;
     memset(&ix, 0, sizeof ix);
     jvdb_db_index_status(db, &ix);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
@@ -373,9 +374,12 @@ static void rebuild_exec(server *s, const char *name, job *j, http_resp *rs)
 }
 
 /* An index rebuild job's work (arg: the database name). */
-static void rebuild_job(server *s, job *j, void *arg, http_resp *rs) { rebuild_exec(s, arg, j, rs); }
+static void rebuild_job(struct server *s, struct job *j, void *arg, struct http_resp *rs)
+{
+    rebuild_exec(s, arg, j, rs);
+}
 
-void route_index_rebuild(server *s, http_req *rq, http_resp *rs)
+void route_index_rebuild(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     static const char *const fields[] = { "async", NULL };
     json_t *body = route_body_opt(s, rq, rs, fields);
@@ -401,12 +405,12 @@ void route_index_rebuild(server *s, http_req *rq, http_resp *rs)
     jobs_submit(s, rs, JOB_REBUILD, name, 0, rebuild_job, name, free);
 }
 
-void route_compaction(server *s, http_req *rq, http_resp *rs)
+void route_compaction(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
     jvdb_compactor_totals t;
     compact_log_totals(s, NULL, &t, NULL);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "state", !s->compactor ? "off" : atomic_load(&s->stopping) ? "stopping" : "running");

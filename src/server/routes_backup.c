@@ -33,7 +33,7 @@
 #include <string.h>
 
 /* The repository for one operation, or NULL after answering (409 when none is configured). */
-static jvdb_repo *backup_open(server *s, http_resp *rs)
+static jvdb_repo *backup_open(struct server *s, struct http_resp *rs)
 {
     if (!s->cfg.backup_repo) {
         http_error(rs, 409, "NO_BACKUP_REPOSITORY",
@@ -50,7 +50,7 @@ static jvdb_repo *backup_open(server *s, http_resp *rs)
 }
 
 /* The 409 a request gets instead of waiting behind another repository operation. */
-static void backup_busy(http_resp *rs)
+static void backup_busy(struct http_resp *rs)
 {
     rs->retry_after_s = 1;
     http_error(rs, 409, "REPOSITORY_BUSY",
@@ -60,7 +60,7 @@ static void backup_busy(http_resp *rs)
 
 /* ---------------------------------------------------------------- JSON */
 
-static void route_write_backup(jw *w, const jvdb_backup_info *b)
+static void route_write_backup(struct jw *w, const jvdb_backup_info *b)
 {
     jw_obj(w);
     jw_kstr(w, "backupId", b->id);
@@ -93,9 +93,9 @@ static void route_write_backup(jw *w, const jvdb_backup_info *b)
     jw_obj_end(w);
 }
 
-static void route_reply_backup(http_resp *rs, int status, const jvdb_backup_info *b)
+static void route_reply_backup(struct http_resp *rs, int status, const jvdb_backup_info *b)
 {
-    jw w;
+    struct jw w;
     jw_init(&w);
     route_write_backup(&w, b);
     http_reply_json(rs, status, &w);
@@ -121,7 +121,7 @@ static void backup_req_free(void *arg)
 
 /* Takes one backup and writes the answer; j is the job running it (NULL: the request's thread,
  * which answers REPOSITORY_BUSY rather than wait). */
-static void backup_create_exec(server *s, struct backup_req *b, job *j, http_resp *rs)
+static void backup_create_exec(struct server *s, struct backup_req *b, struct job *j, struct http_resp *rs)
 {
     jvdb_backup_options o = b->o;
     o.description = b->description;
@@ -140,9 +140,12 @@ static void backup_create_exec(server *s, struct backup_req *b, job *j, http_res
 }
 
 /* A backup job's work. */
-static void backup_create_job(server *s, job *j, void *arg, http_resp *rs) { backup_create_exec(s, arg, j, rs); }
+static void backup_create_job(struct server *s, struct job *j, void *arg, struct http_resp *rs)
+{
+    backup_create_exec(s, arg, j, rs);
+}
 
-void route_backup_create(server *s, http_req *rq, http_resp *rs)
+void route_backup_create(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     if (!s->cfg.backup_repo) {
         backup_open(s, rs);
@@ -193,7 +196,7 @@ out:
     json_decref(body);
 }
 
-static void backup_list_reply(server *s, const char *db_name, http_resp *rs)
+static void backup_list_reply(struct server *s, const char *db_name, struct http_resp *rs)
 {
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) return;
@@ -205,7 +208,7 @@ static void backup_list_reply(server *s, const char *db_name, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     if (db_name) jw_kstr(&w, "databaseId", db_name);
@@ -219,15 +222,18 @@ static void backup_list_reply(server *s, const char *db_name, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_backup_list(server *s, http_req *rq, http_resp *rs) { backup_list_reply(s, rq->params[0], rs); }
+void route_backup_list(struct server *s, struct http_req *rq, struct http_resp *rs)
+{
+    backup_list_reply(s, rq->params[0], rs);
+}
 
-void route_backup_list_all(server *s, http_req *rq, http_resp *rs)
+void route_backup_list_all(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
     backup_list_reply(s, NULL, rs);
 }
 
-void route_backup_show(server *s, http_req *rq, http_resp *rs)
+void route_backup_show(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) return;
@@ -238,7 +244,7 @@ void route_backup_show(server *s, http_req *rq, http_resp *rs)
     jvdb_repo_close(repo);
 }
 
-void route_backup_delete(server *s, http_req *rq, http_resp *rs)
+void route_backup_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     int cascade = 0;
     if (route_query_bool(rq, rs, "cascade", &cascade) < 0) return;
@@ -257,7 +263,7 @@ void route_backup_delete(server *s, http_req *rq, http_resp *rs)
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
     } else {
-        jw w;
+        struct jw w;
         jw_init(&w);
         jw_obj(&w);
         jw_kuint(&w, "count", n);
@@ -278,7 +284,7 @@ void route_backup_delete(server *s, http_req *rq, http_resp *rs)
 
 /* Verifies backup `id` and writes the answer; j is the job running it (NULL: the request's thread,
  * which answers REPOSITORY_BUSY rather than wait). */
-static void verify_exec(server *s, const char *id, job *j, http_resp *rs)
+static void verify_exec(struct server *s, const char *id, struct job *j, struct http_resp *rs)
 {
     if (backup_repo_lock(s, j != NULL)) {
         backup_busy(rs);
@@ -306,7 +312,7 @@ static void verify_exec(server *s, const char *id, job *j, http_resp *rs)
     /* A corrupt backup is a successful verification with a bad result: 200, valid false. */
     if (rc == JVDB_OK) log_info("verified backup %s: chain of %u, %.3f s", id, info.chain_length, secs);
     else log_warn("backup %s failed verification: %s", id, msg);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "backupId", id);
@@ -319,11 +325,11 @@ static void verify_exec(server *s, const char *id, job *j, http_resp *rs)
 }
 
 /* A verify job's work (arg: the backup id). */
-static void verify_job(server *s, job *j, void *arg, http_resp *rs) { verify_exec(s, arg, j, rs); }
+static void verify_job(struct server *s, struct job *j, void *arg, struct http_resp *rs) { verify_exec(s, arg, j, rs); }
 
 /* The backup `id` as the repository lists it (the database a job on it is about), or -1 after
  * answering (no repository, no such backup). */
-static int backup_lookup(server *s, const char *id, jvdb_backup_info *info, http_resp *rs)
+static int backup_lookup(struct server *s, const char *id, jvdb_backup_info *info, struct http_resp *rs)
 {
     jvdb_repo *repo = backup_open(s, rs);
     if (!repo) return -1;
@@ -333,7 +339,7 @@ static int backup_lookup(server *s, const char *id, jvdb_backup_info *info, http
     return rc == JVDB_OK ? 0 : -1;
 }
 
-void route_backup_verify(server *s, http_req *rq, http_resp *rs)
+void route_backup_verify(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "async", NULL });
     if (!body) return;
@@ -362,8 +368,8 @@ void route_backup_verify(server *s, http_req *rq, http_resp *rs)
 /* The restore itself, repository lock held.  The answer is built from what the library did
  * (jvdb_restore_result), never from what the request asked for; the restored database is held by
  * name for the answer, so a drop meanwhile waits for it. */
-static void route_backup_restore_run(server *s, const char *id, http_resp *rs, jvdb_repo *repo, const char *target,
-                                     int force, job *j)
+static void route_backup_restore_run(struct server *s, const char *id, struct http_resp *rs, jvdb_repo *repo,
+                                     const char *target, int force, struct job *j)
 {
     jvdb_restore_result res;
     jvdb_restore_options ro = { .as_name = target, .force = force, .result = &res };
@@ -386,7 +392,7 @@ static void route_backup_restore_run(server *s, const char *id, http_resp *rs, j
     log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", res.backup.id, res.backup.chain_length,
              res.database, res.replaced ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
     pthread_mutex_lock(&s->meta_mu);
-    dbmeta m;
+    struct dbmeta m;
     dbmeta_load(s, res.database, &m);
     m.updated_ns = clock_wall_ns();
     if (!res.replaced) m.created_ns = m.updated_ns;
@@ -401,7 +407,7 @@ static void route_backup_restore_run(server *s, const char *id, http_resp *rs, j
     dbmeta_save(s, res.database, &m);
     dbmeta_free(&m);
     pthread_mutex_unlock(&s->meta_mu);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", res.database);
@@ -437,7 +443,7 @@ static void restore_req_free(void *arg)
 
 /* Restores and writes the answer; j is the job running it (NULL: the request's thread, which
  * answers REPOSITORY_BUSY rather than wait). */
-static void restore_exec(server *s, const struct restore_req *r, job *j, http_resp *rs)
+static void restore_exec(struct server *s, const struct restore_req *r, struct job *j, struct http_resp *rs)
 {
     if (backup_repo_lock(s, j != NULL)) {
         backup_busy(rs);
@@ -452,9 +458,12 @@ static void restore_exec(server *s, const struct restore_req *r, job *j, http_re
 }
 
 /* A restore job's work. */
-static void restore_job(server *s, job *j, void *arg, http_resp *rs) { restore_exec(s, arg, j, rs); }
+static void restore_job(struct server *s, struct job *j, void *arg, struct http_resp *rs)
+{
+    restore_exec(s, arg, j, rs);
+}
 
-void route_backup_restore(server *s, http_req *rq, http_resp *rs)
+void route_backup_restore(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", NULL });
     if (!body) return;

@@ -25,7 +25,7 @@ static const char *const bulk_setmeta_fields[] = { "filters", "metadata", NULL }
 
 /* Compiles body's "filters" (NULL when absent or null).  required: an absent or empty one is 400.
  * Returns 0, or -1 after answering. */
-static int bulk_filter(http_resp *rs, json_t *body, int required, jvdb_filter **out)
+static int bulk_filter(struct http_resp *rs, json_t *body, int required, jvdb_filter **out)
 {
     *out = NULL;
     json_t *f = json_object_get(body, "filters");
@@ -52,9 +52,9 @@ static int bulk_filter(http_resp *rs, json_t *body, int required, jvdb_filter **
 }
 
 /* Answers {"<key>": n}. */
-static void bulk_reply_n(http_resp *rs, const char *key, uint64_t n)
+static void bulk_reply_n(struct http_resp *rs, const char *key, uint64_t n)
 {
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kuint(&w, key, n);
@@ -63,7 +63,7 @@ static void bulk_reply_n(http_resp *rs, const char *key, uint64_t n)
 }
 
 /* The ids of body["ids"] as C strings pointing into the body, or -1 after answering. */
-static int bulk_ids(http_resp *rs, json_t *ids, const char ***out, size_t *n)
+static int bulk_ids(struct http_resp *rs, json_t *ids, const char ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -91,7 +91,7 @@ static int bulk_ids(http_resp *rs, json_t *ids, const char ***out, size_t *n)
     return 0;
 }
 
-void route_vec_delete_many(server *s, http_req *rq, http_resp *rs)
+void route_vec_delete_many(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, bulk_delete_fields);
     if (!body) return;
@@ -118,7 +118,7 @@ out:
     json_decref(body);
 }
 
-void route_vec_count(server *s, http_req *rq, http_resp *rs)
+void route_vec_count(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body_opt(s, rq, rs, bulk_count_fields);
     if (!body) return;
@@ -137,7 +137,7 @@ out:
 }
 
 /* body["metadata"] as JSON text (malloc'd), or NULL after answering. */
-static char *bulk_patch_text(http_resp *rs, json_t *body)
+static char *bulk_patch_text(struct http_resp *rs, json_t *body)
 {
     json_t *m = json_object_get(body, "metadata");
     if (!json_is_object(m)) {
@@ -149,7 +149,7 @@ static char *bulk_patch_text(http_resp *rs, json_t *body)
     return text;
 }
 
-void route_vec_patch(server *s, http_req *rq, http_resp *rs)
+void route_vec_patch(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, bulk_patch_fields);
     if (!body) return;
@@ -164,7 +164,7 @@ void route_vec_patch(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         goto out;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "id", rq->params[1]);
@@ -176,7 +176,7 @@ out:
     json_decref(body);
 }
 
-void route_vec_set_metadata(server *s, http_req *rq, http_resp *rs)
+void route_vec_set_metadata(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, bulk_setmeta_fields);
     if (!body) return;
@@ -233,7 +233,7 @@ static char *bulk_cursor_decode(const char *c)
 }
 
 /* Writes the vectors of ids (those still live) as {"id", "values"?, "metadata"?} objects. */
-static int bulk_write_vectors(jw *w, jvdb_db *db, char **ids, size_t n, int values, int metadata)
+static int bulk_write_vectors(struct jw *w, jvdb_db *db, char **ids, size_t n, int values, int metadata)
 {
     float *buf = malloc(jvdb_db_dim(db) * sizeof *buf);
     if (!buf) return JVDB_ENOMEM;
@@ -265,7 +265,7 @@ static int bulk_write_vectors(jw *w, jvdb_db *db, char **ids, size_t n, int valu
     return rc;
 }
 
-void route_vec_scroll(server *s, http_req *rq, http_resp *rs)
+void route_vec_scroll(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body_opt(s, rq, rs, bulk_scroll_fields);
     if (!body) return;
@@ -296,7 +296,7 @@ void route_vec_scroll(server *s, http_req *rq, http_resp *rs)
     if (!db) goto out;
     int more = 0;
     int rc = jvdb_scroll_ids(db, filter, after, (size_t)limit, &ids, &n, &more);
-    jw w;
+    struct jw w;
     jw_init(&w);
     if (rc == JVDB_OK) {
         jw_obj(&w);
@@ -325,7 +325,7 @@ out:
 
 /* The original JadeVectorDB's listing: GET .../vectors?limit=&offset= (ids in order, with values
  * and metadata).  Offsets shift under concurrent writes; scroll's cursor does not. */
-void route_vec_list(server *s, http_req *rq, http_resp *rs)
+void route_vec_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     uint64_t offset = 0, limit = 100;
     if (route_query_uint(rq, rs, "offset", &offset) < 0 || route_query_uint(rq, rs, "limit", &limit) < 0) return;
@@ -341,7 +341,7 @@ void route_vec_list(server *s, http_req *rq, http_resp *rs)
     size_t n = 0;
     uint64_t total = jvdb_count(db);
     int rc = jvdb_scroll_ids(db, NULL, NULL, (size_t)(offset + limit), &ids, &n, NULL);
-    jw w;
+    struct jw w;
     jw_init(&w);
     if (rc == JVDB_OK) {
         jw_obj(&w);

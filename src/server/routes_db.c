@@ -25,7 +25,7 @@ static const char *route_metric_name(jvdb_metric m)
     }
 }
 
-void route_write_stats(jw *w, jvdb_db *db)
+void route_write_stats(struct jw *w, jvdb_db *db)
 {
     jvdb_stats st;
     if (jvdb_stats_get(db, &st) != JVDB_OK) memset(&st, 0, sizeof st);
@@ -42,7 +42,7 @@ void route_write_stats(jw *w, jvdb_db *db)
     jw_kuint(w, "backupHorizon", st.backup_horizon);
 }
 
-static void route_write_policy(jw *w, const jvdb_compact_policy *p)
+static void route_write_policy(struct jw *w, const jvdb_compact_policy *p)
 {
     jw_obj(w);
     jw_kdouble(w, "deadRatio", p->dead_ratio);
@@ -56,10 +56,10 @@ static void route_write_policy(jw *w, const jvdb_compact_policy *p)
 }
 
 /* The database object of GET /v1/databases/{id}, also returned by create and update. */
-static void route_write_db(server *s, jw *w, jvdb_db *db)
+static void route_write_db(struct server *s, struct jw *w, jvdb_db *db)
 {
     const char *name = jvdb_db_name(db);
-    dbmeta m;
+    struct dbmeta m;
     dbmeta_load(s, name, &m);
     jvdb_db_options o;
     jvdb_db_get_options(db, &o);
@@ -105,13 +105,13 @@ static void route_write_db(server *s, jw *w, jvdb_db *db)
 }
 
 /* The answer of create and update: the database object, or the error that stopped them. */
-static void route_reply_db(server *s, http_resp *rs, jvdb_db *db, int rc, int status)
+static void route_reply_db(struct server *s, struct http_resp *rs, jvdb_db *db, int rc, int status)
 {
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     route_write_db(s, &w, db);
     http_reply_json(rs, status, &w);
@@ -146,7 +146,7 @@ static int route_alias(json_t *body, const char *primary, const char *alias, con
     return 0;
 }
 
-typedef struct db_settings {
+struct db_settings {
     const char *description; /* NULL = unchanged */
     int has_sync;
     jvdb_sync_mode sync;
@@ -155,7 +155,7 @@ typedef struct db_settings {
     jvdb_compact_policy policy;
     int has_index;
     jvdb_index_options index;
-} db_settings;
+};
 
 /* indexType and indexParameters amend `o`; sets *given when either is present. */
 static int route_parse_index(json_t *body, jvdb_index_options *o, int *given, char *err, size_t cap)
@@ -231,7 +231,7 @@ static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, si
     return 0;
 }
 
-static int route_parse_settings(json_t *body, jvdb_db *db, db_settings *st, char *err, size_t cap)
+static int route_parse_settings(json_t *body, jvdb_db *db, struct db_settings *st, char *err, size_t cap)
 {
     memset(st, 0, sizeof *st);
     if (jr_string(body, "description", &st->description, err, cap) < 0) return -1;
@@ -262,7 +262,7 @@ static int route_parse_settings(json_t *body, jvdb_db *db, db_settings *st, char
 }
 
 /* Applies what the library keeps.  Errors come with jvdb_errmsg(). */
-static int route_apply_settings(jvdb_db *db, const db_settings *st)
+static int route_apply_settings(jvdb_db *db, const struct db_settings *st)
 {
     int rc = JVDB_OK;
     if (st->has_sync && (rc = jvdb_db_set_sync(db, st->sync, st->sync_ms))) return rc;
@@ -282,7 +282,7 @@ static int route_apply_settings(jvdb_db *db, const db_settings *st)
 
 /* Removes the server metadata of a dropped database, unless a create of the same name came in
  * between (its file is then the new database's).  meta_mu orders this against that create's save. */
-static void route_dbmeta_forget(server *s, const char *name)
+static void route_dbmeta_forget(struct server *s, const char *name)
 {
     pthread_mutex_lock(&s->meta_mu);
     jvdb_db *db;
@@ -291,14 +291,14 @@ static void route_dbmeta_forget(server *s, const char *name)
     pthread_mutex_unlock(&s->meta_mu);
 }
 
-void route_db_create(server *s, http_req *rq, http_resp *rs)
+void route_db_create(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, db_create_fields);
     if (!body) return;
     char err[512] = "";
     const char *name = NULL, *metric_s = NULL, *dim_key, *metric_key;
     uint64_t dim = 0;
-    db_settings st;
+    struct db_settings st;
     int r;
     if ((r = jr_string(body, "name", &name, err, sizeof err)) <= 0) {
         if (r == 0) snprintf(err, sizeof err, "field 'name' is required");
@@ -340,7 +340,7 @@ void route_db_create(server *s, http_req *rq, http_resp *rs)
         st.has_sync = 0; /* given to the create already */
         rc = route_apply_settings(db, &st);
         if (rc == JVDB_OK) {
-            dbmeta m = { 0 };
+            struct dbmeta m = { 0 };
             m.description = (char *)(st.description ? st.description : "");
             m.created_ns = m.updated_ns = clock_wall_ns();
             pthread_mutex_lock(&s->meta_mu);
@@ -367,7 +367,7 @@ bad:
     json_decref(body);
 }
 
-void route_db_list(server *s, http_req *rq, http_resp *rs)
+void route_db_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     uint64_t offset = 0, limit = UINT64_MAX;
     if (route_query_uint(rq, rs, "offset", &offset) < 0 || route_query_uint(rq, rs, "limit", &limit) < 0) return;
@@ -379,7 +379,7 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
         return;
     }
     auth_filter_dbs(s, rq, names, &n); /* a key limited to databases sees only those */
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kuint(&w, "total", n);
@@ -397,18 +397,18 @@ void route_db_list(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_db_get(server *s, http_req *rq, http_resp *rs)
+void route_db_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
-    jw w;
+    struct jw w;
     jw_init(&w);
     route_write_db(s, &w, db);
     route_db_release(s, db);
     http_reply_json(rs, 200, &w);
 }
 
-void route_db_update(server *s, http_req *rq, http_resp *rs)
+void route_db_update(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, db_update_fields);
     if (!body) return;
@@ -418,7 +418,7 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
         return;
     }
     char err[512] = "";
-    db_settings st;
+    struct db_settings st;
     const char *str;
     uint64_t u;
     int r;
@@ -460,7 +460,7 @@ void route_db_update(server *s, http_req *rq, http_resp *rs)
     int rc = route_apply_settings(db, &st);
     if (rc == JVDB_OK) {
         pthread_mutex_lock(&s->meta_mu);
-        dbmeta m;
+        struct dbmeta m;
         dbmeta_load(s, rq->params[0], &m);
         if (st.description) {
             free(m.description);
@@ -481,7 +481,7 @@ bad:
     json_decref(body);
 }
 
-void route_db_delete(server *s, http_req *rq, http_resp *rs)
+void route_db_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     /* The library marks the database, refuses new holders and waits for the requests that hold it
      * (only those: no server-wide lock is taken, so every other database goes on being served). */
@@ -491,7 +491,7 @@ void route_db_delete(server *s, http_req *rq, http_resp *rs)
         return;
     }
     route_dbmeta_forget(s, rq->params[0]);
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", rq->params[0]);
@@ -512,7 +512,7 @@ static const char *const index_create_fields[] = { "type", "indexType", "name", 
 static const char *const index_update_fields[] = { "type", "indexType", "parameters", NULL };
 
 /* The index object of the /indexes routes. */
-static void route_write_index(jw *w, jvdb_db *db, const char *status)
+static void route_write_index(struct jw *w, jvdb_db *db, const char *status)
 {
     jvdb_index_options ix;
     jvdb_db_get_index(db, &ix);
@@ -588,10 +588,10 @@ static int route_parse_index_body(json_t *body, jvdb_index_options *o, int need_
 }
 
 /* Records a settings change in the database's updated time (as PUT /v1/databases/{id} does). */
-static int route_touch_meta(server *s, const char *name)
+static int route_touch_meta(struct server *s, const char *name)
 {
     pthread_mutex_lock(&s->meta_mu);
-    dbmeta m;
+    struct dbmeta m;
     dbmeta_load(s, name, &m);
     m.updated_ns = clock_wall_ns();
     int rc = dbmeta_save(s, name, &m);
@@ -601,10 +601,10 @@ static int route_touch_meta(server *s, const char *name)
 }
 
 /* Applies index settings (a rebuild only when they change) and answers the index object. */
-static void route_index_apply(server *s, http_resp *rs, jvdb_db *db, const jvdb_index_options *o, int status,
-                              const char *word)
+static void route_index_apply(struct server *s, struct http_resp *rs, jvdb_db *db, const jvdb_index_options *o,
+                              int status, const char *word)
 {
-    db_settings st = { 0 };
+    struct db_settings st = { 0 };
     st.has_index = 1;
     st.index = *o;
     int rc = route_apply_settings(db, &st);
@@ -613,14 +613,14 @@ static void route_index_apply(server *s, http_resp *rs, jvdb_db *db, const jvdb_
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     route_write_index(&w, db, word);
     http_reply_json(rs, status, &w);
 }
 
 /* 404 unless {indexId} is the database's one index; returns 0 when it is. */
-static int route_index_id_check(http_resp *rs, jvdb_db *db, const char *id)
+static int route_index_id_check(struct http_resp *rs, jvdb_db *db, const char *id)
 {
     if (!strcmp(id, ROUTE_INDEX_ID)) return 0;
     http_error(rs, 404, "NOT_FOUND", "index '%.200s' not found: database '%s' has one index, '%s'", id,
@@ -628,11 +628,11 @@ static int route_index_id_check(http_resp *rs, jvdb_db *db, const char *id)
     return -1;
 }
 
-void route_index_list(server *s, http_req *rq, http_resp *rs)
+void route_index_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kuint(&w, "count", 1);
@@ -645,12 +645,12 @@ void route_index_list(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_index_get(server *s, http_req *rq, http_resp *rs)
+void route_index_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
     if (!route_index_id_check(rs, db, rq->params[1])) {
-        jw w;
+        struct jw w;
         jw_init(&w);
         route_write_index(&w, db, NULL);
         http_reply_json(rs, 200, &w);
@@ -658,7 +658,7 @@ void route_index_get(server *s, http_req *rq, http_resp *rs)
     route_db_release(s, db);
 }
 
-void route_index_create(server *s, http_req *rq, http_resp *rs)
+void route_index_create(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, index_create_fields);
     if (!body) return;
@@ -675,7 +675,7 @@ void route_index_create(server *s, http_req *rq, http_resp *rs)
     json_decref(body);
 }
 
-void route_index_update(server *s, http_req *rq, http_resp *rs)
+void route_index_update(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, index_update_fields);
     if (!body) return;
@@ -691,7 +691,7 @@ void route_index_update(server *s, http_req *rq, http_resp *rs)
     json_decref(body);
 }
 
-void route_index_delete(server *s, http_req *rq, http_resp *rs)
+void route_index_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;

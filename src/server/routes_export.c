@@ -19,14 +19,14 @@
 #define EXPORT_PAGE 10000
 
 struct export_stream {
-    server *s;
+    struct server *s;
     jvdb_db *db;
     char **ids; /* the current page */
     size_t n, next;
-    int more;    /* pages follow this one */
-    float *vec;  /* one vector */
-    jw line;     /* the line being sent, without its newline */
-    size_t sent; /* bytes of `line` and its newline already handed out */
+    int more;       /* pages follow this one */
+    float *vec;     /* one vector */
+    struct jw line; /* the line being sent, without its newline */
+    size_t sent;    /* bytes of `line` and its newline already handed out */
 };
 
 /* Frees a page of ids. */
@@ -120,7 +120,7 @@ static void export_free(void *arg)
     free(x);
 }
 
-void route_vec_export(server *s, http_req *rq, http_resp *rs)
+void route_vec_export(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;

@@ -18,7 +18,7 @@
 #include <time.h>
 
 /* Sends a jansson tree (stolen) as the answer. */
-static void keys_reply(http_resp *rs, int status, json_t *doc)
+static void keys_reply(struct http_resp *rs, int status, json_t *doc)
 {
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -30,7 +30,7 @@ static void keys_reply(http_resp *rs, int status, json_t *doc)
 }
 
 /* Reads the optional "databases" array of the body into names (pointers into the tree). */
-static int keys_body_dbs(json_t *dbs, const char **names, size_t *n, http_resp *rs)
+static int keys_body_dbs(json_t *dbs, const char **names, size_t *n, struct http_resp *rs)
 {
     *n = 0;
     if (!dbs || json_is_null(dbs)) return 0;
@@ -53,7 +53,7 @@ static int keys_body_dbs(json_t *dbs, const char **names, size_t *n, http_resp *
 }
 
 /* Fills the spec from the body; 0, or -1 after answering 400. */
-static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp *rs)
+static int keys_body_spec(json_t *b, struct key_spec *sp, const char **names, struct http_resp *rs)
 {
     memset(sp, 0, sizeof *sp);
     json_t *role = json_object_get(b, "role"), *desc = json_object_get(b, "description");
@@ -93,16 +93,16 @@ static int keys_body_spec(json_t *b, key_spec *sp, const char **names, http_resp
     return 0;
 }
 
-void route_keys_create(server *s, http_req *rq, http_resp *rs)
+void route_keys_create(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     static const char *const fields[] = { "role",       "databases",  "expiresAt",   "expiresIn",
                                           "expires_at", "expires_in", "description", NULL };
     json_t *b = route_body(s, rq, rs, fields);
     if (!b) return;
-    key_spec sp;
+    struct key_spec sp;
     const char *names[KEY_MAX_DATABASES];
     char err[600], text[KEY_TEXT_LEN + 1];
-    key_entry e;
+    struct key_entry e;
     if (keys_body_spec(b, &sp, names, rs) == 0) {
         if (keys_spec_check(&sp, (int64_t)time(NULL), err, sizeof err)) {
             http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
@@ -122,10 +122,10 @@ void route_keys_create(server *s, http_req *rq, http_resp *rs)
     json_decref(b);
 }
 
-void route_keys_list(server *s, http_req *rq, http_resp *rs)
+void route_keys_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
-    key_set ks;
+    struct key_set ks;
     char err[600];
     if (keys_load(s->cfg.data_dir, &ks, err, sizeof err)) {
         http_error(rs, 500, "IO_ERROR", "%s", err);
@@ -139,7 +139,7 @@ void route_keys_list(server *s, http_req *rq, http_resp *rs)
     keys_reply(rs, 200, json_pack("{s:O, s:o}", "apiKeys", arr, "api_keys", arr));
 }
 
-void route_keys_delete(server *s, http_req *rq, http_resp *rs)
+void route_keys_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     const char *id = rq->params[0];
     char err[600];

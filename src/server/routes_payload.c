@@ -17,7 +17,7 @@
 static const char *const payload_put_fields[] = { "type", NULL };
 
 /* Writes one declaration as {"field", "type"}. */
-static void payload_write(jw *w, const char *field, jvdb_payload_type type)
+static void payload_write(struct jw *w, const char *field, jvdb_payload_type type)
 {
     jw_obj(w);
     jw_kstr(w, "field", field);
@@ -25,7 +25,7 @@ static void payload_write(jw *w, const char *field, jvdb_payload_type type)
     jw_obj_end(w);
 }
 
-void route_payload_put(server *s, http_req *rq, http_resp *rs)
+void route_payload_put(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, payload_put_fields);
     if (!body) return;
@@ -44,7 +44,7 @@ void route_payload_put(server *s, http_req *rq, http_resp *rs)
             if (rc != JVDB_OK) {
                 http_lib_error(rs, rc);
             } else {
-                jw w;
+                struct jw w;
                 jw_init(&w);
                 payload_write(&w, rq->params[1], type);
                 http_reply_json(rs, 200, &w);
@@ -54,7 +54,7 @@ void route_payload_put(server *s, http_req *rq, http_resp *rs)
     json_decref(body);
 }
 
-void route_payload_list(server *s, http_req *rq, http_resp *rs)
+void route_payload_list(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
@@ -66,7 +66,7 @@ void route_payload_list(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_key(&w, "payloadIndexes");
@@ -78,7 +78,7 @@ void route_payload_list(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_payload_delete(server *s, http_req *rq, http_resp *rs)
+void route_payload_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
@@ -88,7 +88,7 @@ void route_payload_delete(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "field", rq->params[1]);

@@ -39,7 +39,7 @@ static const char *const search_fields[] = { "queryVector",       "topK",       
                                              "groupBy",           "groupSize",     NULL };
 static const char *const batch_fields[] = { "queries", NULL };
 
-typedef struct search_req {
+struct search_req {
     float *query;
     uint32_t dim;
     jvdb_search_params p;
@@ -47,9 +47,9 @@ typedef struct search_req {
     int want_meta, want_values; /* what the answer shows (p may fetch more for grouping) */
     char *group_by;             /* NULL: no grouping */
     uint32_t group_size;
-} search_req;
+};
 
-static void search_req_free(search_req *q)
+static void search_req_free(struct search_req *q)
 {
     free(q->query);
     free(q->group_by);
@@ -58,7 +58,7 @@ static void search_req_free(search_req *q)
 }
 
 /* Fills q from one query object; returns 0, or -1 with err set (400). */
-static int route_parse_search(json_t *body, search_req *q, float *pre, uint32_t pre_n, char *err, size_t cap)
+static int route_parse_search(json_t *body, struct search_req *q, float *pre, uint32_t pre_n, char *err, size_t cap)
 {
     uint64_t u;
     double d;
@@ -154,7 +154,7 @@ bad:
 }
 
 /* Writes one hit: id, score and (when asked) the vector object with metadata and values. */
-static void route_write_hit(jw *w, const jvdb_result *r, uint32_t dim, const search_req *q)
+static void route_write_hit(struct jw *w, const jvdb_result *r, uint32_t dim, const struct search_req *q)
 {
     jw_obj(w);
     jw_kstr(w, "vectorId", r->id);
@@ -180,19 +180,19 @@ static void route_write_hit(jw *w, const jvdb_result *r, uint32_t dim, const sea
 
 /* ---------------------------------------------------------------- groups */
 
-typedef struct search_group {
+struct search_group {
     char *key; /* the value as compact JSON: equal values, equal keys */
     json_t *value;
     size_t *hits; /* indexes into the results, best first */
     uint32_t n;
-} search_group;
+};
 
-typedef struct search_groups {
-    search_group *g;
+struct search_groups {
+    struct search_group *g;
     size_t n;
-} search_groups;
+};
 
-static void search_groups_free(search_groups *gs)
+static void search_groups_free(struct search_groups *gs)
 {
     for (size_t i = 0; i < gs->n; i++) {
         free(gs->g[i].key);
@@ -223,11 +223,12 @@ static json_t *route_meta_path(json_t *meta, const char *path)
 
 /* Adds hit `i` to the group of `value` (creating it while fewer than `max_groups` exist).
  * Returns 0, or -1 when out of memory. */
-static int route_group_add(search_groups *gs, json_t *value, size_t i, const search_req *q, size_t max_groups)
+static int route_group_add(struct search_groups *gs, json_t *value, size_t i, const struct search_req *q,
+                           size_t max_groups)
 {
     char *key = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
     if (!key) return -1;
-    search_group *g = NULL;
+    struct search_group *g = NULL;
     for (size_t k = 0; k < gs->n && !g; k++)
         if (!strcmp(gs->g[k].key, key)) g = &gs->g[k];
     if (!g) {
@@ -235,14 +236,14 @@ static int route_group_add(search_groups *gs, json_t *value, size_t i, const sea
             free(key);
             return 0;
         }
-        search_group *ng = realloc(gs->g, (gs->n + 1) * sizeof *ng);
+        struct search_group *ng = realloc(gs->g, (gs->n + 1) * sizeof *ng);
         if (!ng) {
             free(key);
             return -1;
         }
         gs->g = ng;
         g = &gs->g[gs->n];
-        *g = (search_group){ key, json_incref(value), calloc(q->group_size, sizeof(size_t)), 0 };
+        *g = (struct search_group){ key, json_incref(value), calloc(q->group_size, sizeof(size_t)), 0 };
         if (!g->hits) {
             free(key);
             json_decref(value);
@@ -257,7 +258,7 @@ static int route_group_add(search_groups *gs, json_t *value, size_t i, const sea
 }
 
 /* Writes a group's value: scalars as themselves, an object as itself, a nested list as its text. */
-static void route_write_value(jw *w, json_t *v, const char *key)
+static void route_write_value(struct jw *w, json_t *v, const char *key)
 {
     if (json_is_string(v)) jw_str(w, json_string_value(v));
     else if (json_is_integer(v)) jw_int(w, json_integer_value(v));
@@ -269,7 +270,8 @@ static void route_write_value(jw *w, json_t *v, const char *key)
 
 /* Groups results in score order: the first topK distinct values, each with its best groupSize
  * hits.  *full is set when every one of the topK groups has groupSize hits. */
-static int route_group(const jvdb_result *res, size_t n, const search_req *q, search_groups *gs, int *full)
+static int route_group(const jvdb_result *res, size_t n, const struct search_req *q, struct search_groups *gs,
+                       int *full)
 {
     memset(gs, 0, sizeof *gs);
     for (size_t i = 0; i < n; i++) {
@@ -300,7 +302,7 @@ static int route_group(const jvdb_result *res, size_t n, const search_req *q, se
 
 /* Runs query q on db and writes its answer object ({"count", "results"} or {"count", "groups"}).
  * Returns the library status (nothing written on error). */
-static int route_run_query(jvdb_db *db, const search_req *q, jw *w)
+static int route_run_query(jvdb_db *db, const struct search_req *q, struct jw *w)
 {
     uint32_t dim = jvdb_db_dim(db);
     jvdb_result *res = NULL;
@@ -322,7 +324,7 @@ static int route_run_query(jvdb_db *db, const search_req *q, jw *w)
      * the limit is reached. */
     jvdb_search_params p = q->p;
     uint64_t want = (uint64_t)q->p.k * q->group_size * 4;
-    search_groups gs = { 0 };
+    struct search_groups gs = { 0 };
     for (;;) {
         p.k = (uint32_t)(want < JVDB_MAX_K ? want : JVDB_MAX_K);
         int rc = jvdb_search(db, q->query, q->dim, &p, &res, &n);
@@ -359,14 +361,14 @@ static int route_run_query(jvdb_db *db, const search_req *q, jw *w)
     return JVDB_OK;
 }
 
-void route_search(server *s, http_req *rq, http_resp *rs)
+void route_search(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     /* The query's numbers are decoded without a jansson node each (about a third of the request's
      * own cost for 128 floats); jansson parses the rest of a copy where the array is now empty. */
     float *pre = NULL;
     uint32_t pre_n = 0;
     char *copy = jf_take_floats(rq->body, rq->body_len, "queryVector", &pre, &pre_n);
-    http_req rq2 = *rq;
+    struct http_req rq2 = *rq;
     if (copy) rq2.body = copy;
     json_t *body = route_body(s, &rq2, rs, search_fields);
     free(copy);
@@ -374,7 +376,7 @@ void route_search(server *s, http_req *rq, http_resp *rs)
         free(pre);
         return;
     }
-    search_req q;
+    struct search_req q;
     char err[512];
 #ifndef NDEBUG
     /* Debug builds decode the query the general way too and stop on any difference. */
@@ -403,7 +405,7 @@ void route_search(server *s, http_req *rq, http_resp *rs)
         search_req_free(&q);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     int rc = route_run_query(db, &q, &w);
     route_db_release(s, db);
@@ -416,14 +418,14 @@ void route_search(server *s, http_req *rq, http_resp *rs)
     search_req_free(&q);
 }
 
-void route_search_batch(server *s, http_req *rq, http_resp *rs)
+void route_search_batch(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, batch_fields);
     if (!body) return;
     char err[512], msg[640];
     json_t *qs = json_object_get(body, "queries");
     size_t nq = json_array_size(qs);
-    search_req *reqs = NULL;
+    struct search_req *reqs = NULL;
     size_t parsed = 0;
     if (!json_is_array(qs) || nq == 0 || nq > SEARCH_BATCH_MAX) {
         http_error(rs, 400, "INVALID_ARGUMENT", "field 'queries' %s",
@@ -460,7 +462,7 @@ void route_search_batch(server *s, http_req *rq, http_resp *rs)
     }
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) goto out;
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kuint(&w, "count", nq);

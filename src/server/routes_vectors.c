@@ -35,9 +35,9 @@ static const char *const vec_ids_fields[] = {
 };
 
 /* 400 with the batch index as a number beside the message. */
-static void route_batch_error(http_resp *rs, long index, const char *msg)
+static void route_batch_error(struct http_resp *rs, long index, const char *msg)
 {
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "error", "INVALID_ARGUMENT");
@@ -47,9 +47,9 @@ static void route_batch_error(http_resp *rs, long index, const char *msg)
     http_reply_json(rs, 400, &w);
 }
 
-static void route_write_lsn_reply(http_resp *rs, int status, const char *id, uint64_t lsn)
+static void route_write_lsn_reply(struct http_resp *rs, int status, const char *id, uint64_t lsn)
 {
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "id", id);
@@ -59,7 +59,7 @@ static void route_write_lsn_reply(http_resp *rs, int status, const char *id, uin
 }
 
 /* The general path for one vector body: jansson, every message.  0 or -1 (answered). */
-static int route_parse_vector(server *s, http_req *rq, http_resp *rs, jf_vector *v)
+static int route_parse_vector(struct server *s, struct http_req *rq, struct http_resp *rs, struct jf_vector *v)
 {
     json_t *body = route_body(s, rq, rs, jr_vector_fields);
     if (!body) return -1;
@@ -70,10 +70,10 @@ static int route_parse_vector(server *s, http_req *rq, http_resp *rs, jf_vector 
     return rc;
 }
 
-void route_vec_put(server *s, http_req *rq, http_resp *rs)
+void route_vec_put(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     char err[512];
-    jf_vector v;
+    struct jf_vector v;
     /* Unknown fields first (as route_body does), then the fast decoder, else the general path. */
     if (jr_prescan_keys(rq->body, rq->body_len, jr_vector_fields, err, sizeof err)) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
@@ -82,8 +82,8 @@ void route_vec_put(server *s, http_req *rq, http_resp *rs)
     if (jf_vector_one(rq->body, rq->body_len, s->cfg.max_depth, &v)) {
 #ifndef NDEBUG
         /* As for batches: debug builds decode it the general way too and stop on any difference. */
-        http_resp tmp = { 0 };
-        jf_vector g;
+        struct http_resp tmp = { 0 };
+        struct jf_vector g;
         if (route_parse_vector(s, rq, &tmp, &g) || strcmp(g.id, v.id) || g.n != v.n ||
             memcmp(g.values, v.values, v.n * sizeof(float)) || !g.meta != !v.meta ||
             (g.meta && strcmp(g.meta, v.meta))) {
@@ -108,7 +108,8 @@ void route_vec_put(server *s, http_req *rq, http_resp *rs)
 }
 
 /* Stores a decoded batch; answers 201 or the error naming the record. */
-static void route_store_batch(server *s, http_req *rq, http_resp *rs, const jvdb_record *recs, size_t n)
+static void route_store_batch(struct server *s, struct http_req *rq, struct http_resp *rs, const jvdb_record *recs,
+                              size_t n)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
@@ -124,7 +125,7 @@ static void route_store_batch(server *s, http_req *rq, http_resp *rs, const jvdb
     } else if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
     } else {
-        jw w;
+        struct jw w;
         jw_init(&w);
         jw_obj(&w);
         jw_kuint(&w, "count", n);
@@ -135,7 +136,8 @@ static void route_store_batch(server *s, http_req *rq, http_resp *rs, const jvdb
 }
 
 /* The general path: jansson, with a message naming the record for every shape error. */
-static int route_parse_batch(server *s, http_req *rq, http_resp *rs, jf_vector **out, size_t *count)
+static int route_parse_batch(struct server *s, struct http_req *rq, struct http_resp *rs, struct jf_vector **out,
+                             size_t *count)
 {
     json_t *body = route_body(s, rq, rs, jr_batch_fields);
     if (!body) return -1;
@@ -151,10 +153,10 @@ static int route_parse_batch(server *s, http_req *rq, http_resp *rs, jf_vector *
 /* Debug builds (the sanitizer test runs) decode every fast-path batch the general way too and stop
  * hard on any difference, so the e2e suites prove the two paths agree (tests/fuzz/fuzz_http_body.c
  * does the same on generated bodies). */
-static void route_check_fast(server *s, http_req *rq, const jf_vector *fv, size_t n)
+static void route_check_fast(struct server *s, struct http_req *rq, const struct jf_vector *fv, size_t n)
 {
-    http_resp tmp = { 0 };
-    jf_vector *gv;
+    struct http_resp tmp = { 0 };
+    struct jf_vector *gv;
     size_t m;
     if (route_parse_batch(s, rq, &tmp, &gv, &m)) {
         log_error("fast batch parse accepted a body the general path refuses: %.*s", (int)tmp.len, tmp.body);
@@ -174,7 +176,8 @@ static void route_check_fast(server *s, http_req *rq, const jf_vector *fv, size_
 #endif
 
 /* Stores decoded vectors (the fast and the general path meet here). */
-static void route_store_vectors(server *s, http_req *rq, http_resp *rs, const jf_vector *v, size_t n)
+static void route_store_vectors(struct server *s, struct http_req *rq, struct http_resp *rs, const struct jf_vector *v,
+                                size_t n)
 {
     jvdb_record *recs = calloc(n, sizeof *recs);
     if (!recs) {
@@ -186,9 +189,9 @@ static void route_store_vectors(server *s, http_req *rq, http_resp *rs, const jf
     free(recs);
 }
 
-void route_vec_batch(server *s, http_req *rq, http_resp *rs)
+void route_vec_batch(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    jf_vector *fv = NULL;
+    struct jf_vector *fv = NULL;
     size_t n = 0;
     char err[512];
     long index = -1;
@@ -233,7 +236,7 @@ void route_vec_batch(server *s, http_req *rq, http_resp *rs)
 }
 
 /* Writes {"id", "values"?, "metadata"?} of one stored vector, or returns the library status. */
-static int route_write_vector_parts(jw *w, jvdb_db *db, const char *id, float *buf, int values, int metadata)
+static int route_write_vector_parts(struct jw *w, jvdb_db *db, const char *id, float *buf, int values, int metadata)
 {
     char *meta = NULL;
     int rc = jvdb_get(db, id, buf, metadata ? &meta : NULL);
@@ -256,17 +259,17 @@ static int route_write_vector_parts(jw *w, jvdb_db *db, const char *id, float *b
 }
 
 /* The whole vector: {"id", "values", "metadata"}. */
-static int route_write_vector(jw *w, jvdb_db *db, const char *id, float *buf)
+static int route_write_vector(struct jw *w, jvdb_db *db, const char *id, float *buf)
 {
     return route_write_vector_parts(w, db, id, buf, 1, 1);
 }
 
-void route_vec_get(server *s, http_req *rq, http_resp *rs)
+void route_vec_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
     float *buf = malloc(jvdb_db_dim(db) * sizeof *buf);
-    jw w;
+    struct jw w;
     jw_init(&w);
     int rc = buf ? route_write_vector(&w, db, rq->params[1], buf) : JVDB_ENOMEM;
     route_db_release(s, db);
@@ -279,7 +282,7 @@ void route_vec_get(server *s, http_req *rq, http_resp *rs)
     http_reply_json(rs, 200, &w);
 }
 
-void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
+void route_vec_batch_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     json_t *body = route_body(s, rq, rs, vec_ids_fields);
     if (!body) return;
@@ -336,7 +339,7 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
     }
     float *buf = malloc(jvdb_db_dim(db) * sizeof *buf);
     json_t *missing = json_array();
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_key(&w, "vectors");
@@ -369,13 +372,13 @@ void route_vec_batch_get(server *s, http_req *rq, http_resp *rs)
     json_decref(body);
 }
 
-void route_vec_update(server *s, http_req *rq, http_resp *rs)
+void route_vec_update(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     /* The values' numbers skip jansson (jf_take_floats); the rest of a copy is parsed as before. */
     float *pre = NULL;
     uint32_t pre_n = 0;
     char *copy = jf_take_floats(rq->body, rq->body_len, "values", &pre, &pre_n);
-    http_req rq2 = *rq;
+    struct http_req rq2 = *rq;
     if (copy) rq2.body = copy;
     json_t *body = route_body(s, &rq2, rs, vec_update_fields);
     free(copy);
@@ -385,7 +388,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
     }
     const char *vid = rq->params[1];
     char err[512];
-    jf_vector v = { .values = pre, .n = pre_n };
+    struct jf_vector v = { .values = pre, .n = pre_n };
     const char *body_id = NULL;
     json_t *vals = json_object_get(body, "values");
     json_t *meta = json_object_get(body, "metadata");
@@ -435,7 +438,7 @@ void route_vec_update(server *s, http_req *rq, http_resp *rs)
     if (rc != JVDB_OK) {
         http_lib_error(rs, rc);
     } else {
-        jw w;
+        struct jw w;
         jw_init(&w);
         jw_obj(&w);
         jw_kstr(&w, "id", vid);
@@ -452,7 +455,7 @@ out:
     json_decref(body);
 }
 
-void route_vec_delete(server *s, http_req *rq, http_resp *rs)
+void route_vec_delete(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     jvdb_db *db = route_db_acquire(s, rq->params[0], rs);
     if (!db) return;
@@ -463,7 +466,7 @@ void route_vec_delete(server *s, http_req *rq, http_resp *rs)
         http_lib_error(rs, rc);
         return;
     }
-    jw w;
+    struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "id", rq->params[1]);

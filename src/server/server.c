@@ -37,12 +37,12 @@
 #include <errno.h>
 
 /* What the transport calls upward (http.c names neither auth.c nor metrics.c). */
-static const http_hooks server_http_hooks = { auth_check, metrics_observe };
+static const struct http_hooks server_http_hooks = { auth_check, metrics_observe };
 
 /* Descriptors kept free of connections: segments, manifests, backups, logs. */
 #define SERVER_FD_RESERVE 1024
 
-static void server_set_log_level(const server_config *c)
+static void server_set_log_level(const struct server_config *c)
 {
     log_set_json(c->log_json);
     if (!c->log_level) {
@@ -59,7 +59,7 @@ static void server_set_log_level(const server_config *c)
 
 /* Raises RLIMIT_NOFILE's soft limit to what --max-connections needs; when the hard limit is lower,
  * an explicit --max-connections is an error and the default shrinks to fit (with a warning). */
-static int server_fit_nofile(server *s)
+static int server_fit_nofile(struct server *s)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl)) return 0;
@@ -86,7 +86,7 @@ static int server_fit_nofile(server *s)
     return 0;
 }
 
-static int server_start_compactor(server *s)
+static int server_start_compactor(struct server *s)
 {
     if (!s->cfg.compaction_interval_ms) {
         log_info("background compaction is off (--compaction-interval 0)");
@@ -105,7 +105,7 @@ static int server_start_compactor(server *s)
     return 0;
 }
 
-static void server_cleanup(server *s)
+static void server_cleanup(struct server *s)
 {
     jobs_free(s); /* first: jobs hold databases and the repository */
     ready_stop(s);
@@ -125,8 +125,8 @@ static void server_cleanup(server *s)
 
 int server_main(int argc, char **argv, const char *data_dir)
 {
-    static server srv; /* one per process; static so nothing on this stack outlives it */
-    server *s = &srv;
+    static struct server srv; /* one per process; static so nothing on this stack outlives it */
+    struct server *s = &srv;
     memset(s, 0, sizeof *s);
     int rc = config_load(&s->cfg, argc, argv, data_dir);
     if (rc) {

@@ -35,13 +35,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int fuzz_octet; /* set while a body is sent as application/octet-stream */
 
-const char *http_header(const http_req *rq, const char *name)
+const char *http_header(const struct http_req *rq, const char *name)
 {
     (void)rq;
     return fuzz_octet && !strcasecmp(name, "Content-Type") ? "application/octet-stream" : NULL;
 }
 
-const char *http_query(const http_req *rq, const char *name, char *buf, size_t cap)
+const char *http_query(const struct http_req *rq, const char *name, char *buf, size_t cap)
 {
     (void)rq;
     (void)name;
@@ -56,30 +56,30 @@ long http_unescape(char *s, int plus_is_space)
     return (long)strlen(s); /* the paths below have no escapes */
 }
 
-void server_request_stop(server *s) { (void)s; }
+void server_request_stop(struct server *s) { (void)s; }
 /* Routes of files this target does not link (no request body decoder of their own to fuzz here). */
-void route_readyz(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
-void route_keys_create(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
-void route_keys_list(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
-void route_keys_delete(server *s, http_req *rq, http_resp *rs) { (void)s, (void)rq, (void)rs; }
-int auth_enabled(server *s)
+void route_readyz(struct server *s, struct http_req *rq, struct http_resp *rs) { (void)s, (void)rq, (void)rs; }
+void route_keys_create(struct server *s, struct http_req *rq, struct http_resp *rs) { (void)s, (void)rq, (void)rs; }
+void route_keys_list(struct server *s, struct http_req *rq, struct http_resp *rs) { (void)s, (void)rq, (void)rs; }
+void route_keys_delete(struct server *s, struct http_req *rq, struct http_resp *rs) { (void)s, (void)rq, (void)rs; }
+int auth_enabled(struct server *s)
 {
     (void)s;
     return 0;
 }
-long http_inflight(server *s)
+long http_inflight(struct server *s)
 {
     (void)s;
     return 0;
 }
-void auth_filter_dbs(server *s, const http_req *rq, char **names, size_t *n)
+void auth_filter_dbs(struct server *s, const struct http_req *rq, char **names, size_t *n)
 {
     (void)s, (void)rq, (void)names, (void)n;
 }
 
 /* ---- 1. the batch decoders against each other ---- */
 
-static int fuzz_same(const jf_vector *a, const jf_vector *b, size_t n)
+static int fuzz_same(const struct jf_vector *a, const struct jf_vector *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         if (strcmp(a[i].id, b[i].id) || a[i].n != b[i].n || memcmp(a[i].values, b[i].values, a[i].n * sizeof(float)))
@@ -94,7 +94,7 @@ static void fuzz_batch_decoders(const char *body, size_t len)
     static const char *const batch_fields[] = { "vectors", NULL };
     char ferr[512] = "", gerr[512] = "", perr[512] = "";
     long findex = -1, gindex = -1;
-    jf_vector *fv = NULL, *gv = NULL;
+    struct jf_vector *fv = NULL, *gv = NULL;
     size_t fn = 0, gn = 0;
     int fast = jf_batch(body, len, 32, &fv, &fn, &findex, ferr, sizeof ferr);
     int pre = jr_prescan_keys(body, len, batch_fields, perr, sizeof perr);
@@ -127,7 +127,7 @@ static void fuzz_binary_decoder(const unsigned char *body, size_t len)
 {
     char err[512] = "";
     long index = -2;
-    jf_vector *v = NULL;
+    struct jf_vector *v = NULL;
     size_t n = 0;
     if (jb_decode(body, len, 32, &v, &n, &index, err, sizeof err)) {
         if (!err[0] || index < -1 || v || n) abort(); /* a message, and nothing handed out */
@@ -165,7 +165,7 @@ static const struct {
 };
 #define FUZZ_NROUTES (sizeof fuzz_routes / sizeof fuzz_routes[0])
 
-static server fuzz_srv;
+static struct server fuzz_srv;
 static char fuzz_dir[256];
 
 static void fuzz_cleanup(void)
@@ -178,7 +178,7 @@ static int fuzz_init(void)
 {
     snprintf(fuzz_dir, sizeof fuzz_dir, "/tmp/jvdb-fuzz-http-%d", (int)getpid());
     fs_remove_tree(fuzz_dir);
-    server *s = &fuzz_srv;
+    struct server *s = &fuzz_srv;
     s->cfg.data_dir = fuzz_dir;
     s->cfg.max_depth = 32;
     s->cfg.max_body = 1 << 20;
@@ -215,8 +215,8 @@ static void fuzz_reset(void)
 
 static void fuzz_route(unsigned which, const char *body, size_t len)
 {
-    http_req rq = { 0 };
-    http_resp rs = { 0 };
+    struct http_req rq = { 0 };
+    struct http_resp rs = { 0 };
     rq.method = fuzz_routes[which].method;
     rq.path = fuzz_routes[which].path;
     rq.body = body;
