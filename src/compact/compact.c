@@ -21,6 +21,7 @@
  */
 #include "compact/compact.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/io.h"
@@ -94,13 +95,9 @@ static void outputs_discard(struct outputs *o)
 
 static int outputs_push(struct outputs *o, struct segment *s)
 {
-    if (o->n == o->cap) {
-        size_t ncap = o->cap ? o->cap * 2 : 4;
-        struct segment **n = realloc(o->segs, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        o->segs = n;
-        o->cap = ncap;
-    }
+    struct segment **n = grow_array(o->segs, &o->cap, o->n + 1, sizeof *n, 4);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    o->segs = n;
     o->segs[o->n++] = s;
     return JVDB_OK;
 }

@@ -16,6 +16,7 @@
  */
 #include "compact/compact.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -77,13 +78,9 @@ static struct db_record *service_record(jvdb_compactor *c, const char *name)
 {
     for (size_t i = 0; i < c->ndbs; i++)
         if (!strcmp(c->dbs[i].name, name)) return &c->dbs[i];
-    if (c->ndbs == c->capdbs) {
-        size_t ncap = c->capdbs ? c->capdbs * 2 : 8;
-        struct db_record *n = realloc(c->dbs, ncap * sizeof *n);
-        if (!n) return NULL;
-        c->dbs = n;
-        c->capdbs = ncap;
-    }
+    struct db_record *n = grow_array(c->dbs, &c->capdbs, c->ndbs + 1, sizeof *n, 8);
+    if (!n) return NULL;
+    c->dbs = n;
     struct db_record *r = &c->dbs[c->ndbs++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
@@ -100,13 +97,9 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
             return JVDB_OK;
         }
     }
-    if (c->nqueue == c->capqueue) {
-        size_t ncap = c->capqueue ? c->capqueue * 2 : 8;
-        struct job *n = realloc(c->queue, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        c->queue = n;
-        c->capqueue = ncap;
-    }
+    struct job *n = grow_array(c->queue, &c->capqueue, c->nqueue + 1, sizeof *n, 8);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    c->queue = n;
     struct job *j = &c->queue[c->nqueue++];
     snprintf(j->name, sizeof j->name, "%s", name);
     j->full = full;

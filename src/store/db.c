@@ -33,6 +33,7 @@
 #include "store/kdckpt.h"
 #include "store/validate.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/fs.h"
@@ -209,13 +210,9 @@ out:
 
 static int db_segs_push(jvdb_db *db, struct segment *s)
 {
-    if (db->nsegs == db->segs_cap) {
-        size_t ncap = db->segs_cap ? db->segs_cap * 2 : 8;
-        struct segment **n = realloc(db->segs, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        db->segs = n;
-        db->segs_cap = ncap;
-    }
+    struct segment **n = grow_array(db->segs, &db->segs_cap, db->nsegs + 1, sizeof *n, 8);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    db->segs = n;
     db->segs[db->nsegs++] = s;
     return JVDB_OK;
 }
