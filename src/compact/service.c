@@ -237,12 +237,7 @@ static void *service_main(void *arg)
         }
         if (c->nqueue == 0) {
             int64_t wake = c->next_check_ns < c->next_glance_ns ? c->next_check_ns : c->next_glance_ns;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (wake - now);
-            ts.tv_sec = (time_t)(t / 1000000000);
-            ts.tv_nsec = (long)(t % 1000000000);
-            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            clock_cond_wait_until(&c->cv, &c->mu, wake);
             continue;
         }
         /* Take the first queued database that no other thread is compacting. */
@@ -284,11 +279,7 @@ int jvdb_compactor_start(jvdb_env *env, const jvdb_compactor_options *opts, jvdb
     if (c->opts.threads > MAX_THREADS) c->opts.threads = MAX_THREADS;
     if (c->opts.check_interval_ms == 0) c->opts.check_interval_ms = 60000;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    clock_cond_init(&c->cv);
     int64_t now = clock_mono_ns();
     c->next_check_ns = now + (int64_t)c->opts.check_interval_ms * 1000000;
     c->next_glance_ns = now + (int64_t)GLANCE_MS * 1000000;

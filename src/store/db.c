@@ -662,7 +662,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     pthread_mutex_init(&db->pub_mu, NULL);
     rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
-    pthread_cond_init(&db->sync_cv, NULL);
+    clock_cond_init(&db->sync_cv);
     int rc;
     db->dir = strdup(dir);
     if (!db->dir) {
@@ -801,18 +801,10 @@ static void *db_flusher_main(void *arg)
     jvdb_db *db = arg;
     pthread_mutex_lock(&db->sync_mu);
     while (!db->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
         /* jvdb_db_set_sync changes the interval under write_mu, which this thread does not hold. */
         uint32_t ms = __atomic_load_n(&db->m.sync_interval_ms, __ATOMIC_RELAXED);
         if (!ms) ms = 1000;
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &ts);
+        clock_cond_wait_ns(&db->sync_cv, &db->sync_mu, (int64_t)ms * 1000000);
         if (db->stopping) break;
         pthread_mutex_unlock(&db->sync_mu);
         if (!atomic_load(&db->failed)) db_sync_all(db);

@@ -135,7 +135,7 @@ static int env_open(const char *path, bool readonly, jvdb_env **out)
     env->lock_fd = -1;
     env->readonly = readonly;
     pthread_mutex_init(&env->mu, NULL);
-    pthread_cond_init(&env->released, NULL);
+    pthread_cond_init(&env->released, NULL); /* waited on without a timeout: any clock will do */
     int rc;
     env->path = strdup(path);
     env->dbdir = fs_join(path, "databases");

@@ -22,6 +22,7 @@
 #include "store/swap.h"
 #include "store/db_impl.h"
 
+#include "core/clock.h"
 #include "core/grow.h"
 #include "core/err.h"
 #include "core/fs.h"
@@ -310,9 +311,7 @@ int segw_begin(jvdb_db *db, struct segw *w)
     h->version = SEG_FORMAT_VERSION;
     h->dim = db->m.dim;
     h->seg_no = w->no;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    h->created_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    h->created_ns = clock_wall_ns();
     h->checksum = XXH3_64bits(h, offsetof(struct seg_header, checksum));
     w->buf_len = SEG_HEADER_SIZE;
     w->size = SEG_HEADER_SIZE;
@@ -668,9 +667,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     next.segments = segs;
     next.nsegments = k;
     next.lsn_floor = db->last_lsn;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    next.last_compaction_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    next.last_compaction_ns = clock_wall_ns();
     rc = swap_add_outputs(db, outs, nouts);
     if (rc) {
         manifest_free(&next);

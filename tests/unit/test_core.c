@@ -5,6 +5,8 @@
 #include "core/clock.h"
 #include "core/grow.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,11 +47,32 @@ static void test_grow_overflow_changes_nothing(void **state)
     free(v);
 }
 
+/* A timed wait on a clock_cond_init condition ends at its CLOCK_MONOTONIC deadline, not before. */
+static void test_cond_wait_deadline(void **state)
+{
+    (void)state;
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv;
+    assert_int_equal(clock_cond_init(&cv), 0);
+    pthread_mutex_lock(&mu);
+    int64_t t0 = clock_mono_ns();
+    int rc;
+    do rc = clock_cond_wait_ns(&cv, &mu, 20 * 1000000);
+    while (rc == 0);
+    assert_int_equal(rc, ETIMEDOUT);
+    assert_true(clock_mono_ns() - t0 >= 20 * 1000000);
+    /* A deadline already past returns at once. */
+    assert_int_equal(clock_cond_wait_until(&cv, &mu, clock_mono_ns() - 1000), ETIMEDOUT);
+    pthread_mutex_unlock(&mu);
+    pthread_cond_destroy(&cv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grow_doubles),
         cmocka_unit_test(test_grow_overflow_changes_nothing),
+        cmocka_unit_test(test_cond_wait_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
