@@ -1148,16 +1148,7 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, cons
     if (dim != db->m.dim)
         return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name,
                        db->m.dim);
-    int rc = rec_check_values(v, dim, "vector", where);
-    if (rc) return rc;
-    if (db->m.metric == JVDB_METRIC_COSINE) {
-        double sum = 0;
-        for (uint32_t i = 0; i < dim; i++) sum += (double)v[i] * v[i];
-        if (!(sum > 0))
-            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it",
-                           where, db->m.name);
-    }
-    return JVDB_OK;
+    return rec_check_vector(v, dim, db->m.metric, db->m.name, where);
 }
 
 static int db_check_record(const jvdb_db *db, const jvdb_record *r, const char *where)
