@@ -208,6 +208,7 @@ out:
 
 /* ---------------------------------------------------------------- recovery */
 
+/* Appends a segment to the database's list of open segments. */
 static int db_segs_push(jvdb_db *db, struct segment *s)
 {
     struct segment **n = grow_array(db->segs, &db->segs_cap, db->nsegs + 1, sizeof *n, 8);
@@ -796,6 +797,7 @@ int db_sync_all(jvdb_db *db)
 
 int jvdb_sync(jvdb_db *db) { return db_sync_all(db); }
 
+/* The flusher thread: syncs every sync interval (CLOCK_MONOTONIC) until the database stops. */
 static void *db_flusher_main(void *arg)
 {
     jvdb_db *db = arg;
@@ -945,6 +947,43 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     return db_write_ops(db, ops, n, 0, last_lsn, NULL);
 }
 
+/* The append tail of both writes (db_write_ops, db_append_raw), write_mu held: puts the sealed batch
+ * at the end of the active segment (a fresh one when it does not fit, big enough for a batch larger
+ * than the segment size), then indexes its records; *seg gets the segment written.  A failed write is
+ * cut back out of the file so the tail stays clean; bytes in the file that the index could not take
+ * fail the database (state unknown). */
+static int db_append_locked(jvdb_db *db, const char *buf, size_t len, struct segment **seg)
+{
+    struct segment *s = db->active;
+    int rc;
+    if ((s->size > SEG_HEADER_SIZE && s->size + len > db->m.segment_max_bytes) || s->size + len > s->map_len) {
+        if ((rc = db_roll_locked(db, len))) return rc;
+        s = db->active;
+    }
+    uint64_t start = s->size;
+    io_crash_point("write.before_append");
+    if (io_pwrite_all(s->fd, buf, len, (off_t)start) < 0) {
+        rc = err_errno(errno, "cannot append %zu bytes to %s", len, s->path);
+        int saved_rc = rc;
+        char saved_msg[1024];
+        snprintf(saved_msg, sizeof saved_msg, "%s", jvdb_errmsg());
+        if (io_ftruncate(s->fd, (off_t)start) < 0)
+            db_fail(db, err_errno(errno, "cannot truncate %s after a failed write", s->path));
+        return err_set(saved_rc, "%s", saved_msg);
+    }
+    io_crash_point("write.after_append");
+    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
+    rc = JVDB_OK;
+    for (size_t p = 0; p < len && !rc;) {
+        const struct rec_header *h = (const struct rec_header *)(buf + p);
+        rc = keydir_apply_copy(&db->kd, s, start + p, h, db->m.dim);
+        p += h->total_len;
+    }
+    if (rc) db_fail(db, rc);
+    *seg = s;
+    return rc;
+}
+
 int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied)
 {
     if (applied) *applied = 0;
@@ -1010,47 +1049,14 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
             goto unlock;
         }
     }
-    struct segment *s = db->active;
-    if (s->size > SEG_HEADER_SIZE && s->size + total > db->m.segment_max_bytes) {
-        if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->active;
-    } else if (s->size + total > s->map_len) {
-        /* A single batch larger than the segment size gets a fresh segment big enough for it. */
-        if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->active;
-    }
     uint64_t lsn = db->last_lsn;
     off = 0;
     for (size_t i = 0; i < n; i++) {
         rec_seal(buf + off, ++lsn, i + 1 < n ? REC_FLAG_MORE : 0);
         off += ((struct rec_header *)(buf + off))->total_len;
     }
-    uint64_t start = s->size;
-    io_crash_point("write.before_append");
-    if (io_pwrite_all(s->fd, buf, total, (off_t)start) < 0) {
-        rc = err_errno(errno, "cannot append %zu bytes to %s", total, s->path);
-        /* Take back whatever part of the batch reached the file so the tail stays clean. */
-        int saved_rc = rc;
-        char saved_msg[1024];
-        snprintf(saved_msg, sizeof saved_msg, "%s", jvdb_errmsg());
-        if (io_ftruncate(s->fd, (off_t)start) < 0) {
-            db_fail(db, err_errno(errno, "cannot truncate %s after a failed write", s->path));
-        }
-        rc = err_set(saved_rc, "%s", saved_msg);
-        goto unlock;
-    }
-    io_crash_point("write.after_append");
-    __atomic_store_n(&s->size, start + total, __ATOMIC_RELEASE);
-    for (size_t p = 0; p < total;) {
-        const struct rec_header *h = (const struct rec_header *)(buf + p);
-        if ((rc = keydir_apply_copy(&db->kd, s, start + p, h, dim))) break;
-        p += h->total_len;
-    }
-    if (rc) {
-        /* The bytes are in the file but the index could not take them: state unknown. */
-        db_fail(db, rc);
-        goto unlock;
-    }
+    struct segment *s;
+    if ((rc = db_append_locked(db, buf, total, &s))) goto unlock;
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
     bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS; /* read under write_mu, which guards it */
@@ -1099,26 +1105,8 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         rc = db_failed_error(db);
         goto unlock;
     }
-    struct segment *s = db->active;
-    if ((s->size > SEG_HEADER_SIZE && s->size + len > db->m.segment_max_bytes) || s->size + len > s->map_len) {
-        if ((rc = db_roll_locked(db, len))) goto unlock;
-        s = db->active;
-    }
-    uint64_t start = s->size;
-    if (io_pwrite_all(s->fd, buf, len, (off_t)start) < 0) {
-        rc = err_errno(errno, "cannot append %zu bytes to %s", len, s->path);
-        if (io_ftruncate(s->fd, (off_t)start) < 0) db_fail(db, JVDB_EIO);
-        goto unlock;
-    }
-    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
-    for (uint64_t p = start; p < start + len && rc == JVDB_OK;) {
-        rc = keydir_apply(&db->kd, s, p, db->m.dim);
-        p += ((const struct rec_header *)(s->map + p))->total_len;
-    }
-    if (rc) {
-        db_fail(db, rc);
-        goto unlock;
-    }
+    struct segment *s;
+    if ((rc = db_append_locked(db, buf, len, &s))) goto unlock;
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
     db_write_unlock(db);
