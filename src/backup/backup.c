@@ -404,6 +404,7 @@ static int winners_grow(struct winners *w)
     return JVDB_OK;
 }
 
+/* Notes an id and the LSN of its newest version seen in the chain. */
 static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_t lsn)
 {
     if ((w->n + 1) * 10 > w->cap * 7 && winners_grow(w)) return JVDB_ENOMEM;

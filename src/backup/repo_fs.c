@@ -66,6 +66,7 @@ static int repo_fs_present(const struct repo_fs *f)
 
 static int repo_fs_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Lists the databases with backups in the repository (its valid directory names). */
 static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -103,6 +104,7 @@ static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
     return JVDB_OK;
 }
 
+/* Lists the backups of one database that have their metadata, with the size of their data. */
 static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n)
 {
     struct repo_fs *f = (struct repo_fs *)r;

@@ -74,6 +74,7 @@ void jvdb_compactor_options_init(jvdb_compactor_options *o)
     jvdb_compact_policy_init(&o->policy);
 }
 
+/* The service's record of a database by name, added when missing; NULL when out of memory. */
 static struct db_record *service_record(jvdb_compactor *c, const char *name)
 {
     for (size_t i = 0; i < c->ndbs; i++)

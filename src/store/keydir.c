@@ -248,6 +248,7 @@ static void kd_slot_set(struct keydir *kd, uint32_t s, uint64_t lsn, struct kd_e
     ST(&sl->vec[s], vec);
 }
 
+/* Clears a vector slot and puts it on the free list for reuse. */
 static int kd_slot_release(struct keydir *kd, uint32_t slot)
 {
     uint32_t *nf = grow_array32(kd->free_slots, &kd->free_cap, (size_t)kd->nfree + 1, sizeof *nf, 256);
@@ -286,6 +287,7 @@ static void kd_account(struct keydir *kd, struct kd_entry *e)
     }
 }
 
+/* Queues an entry whose older versions are to be trimmed once no reader needs them. */
 static int kd_trim_push(struct keydir *kd, struct kd_entry *e)
 {
     if (kd->trim_head + kd->trim_n == kd->trim_cap) {

@@ -90,6 +90,7 @@ static int pinned_has(const struct db_pinned *p, const struct segment *s)
     return 0;
 }
 
+/* Appends one record to a listing. */
 static int live_push(struct db_live_rec **v, size_t *n, size_t *cap, const struct db_live_rec *r)
 {
     struct db_live_rec *nv = grow_array(*v, cap, *n + 1, sizeof *nv, 4096);
