@@ -311,15 +311,9 @@ int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, cons
     if (!rc && h->kind == REC_KIND_DELETE && h->meta_len)
         rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
     if (!rc && h->kind == REC_KIND_PUT) {
-        rc = rec_check_values(rec_vector(h), dim, "vector", where);
-        if (!rc && metric == JVDB_METRIC_COSINE) {
-            /* Vectors are stored as given (older versions stored them normalised: both restore the
-             * same way), but put refuses the zero vector for cosine, and so does restore. */
-            double sum = 0;
-            for (uint32_t i = 0; i < dim; i++) sum += (double)rec_vector(h)[i] * rec_vector(h)[i];
-            if (!(sum > 0))
-                rc = err_set(JVDB_EINVAL, "%sthe vector of a cosine database is zero (it has no direction)", where);
-        }
+        /* Vectors are stored as given (older versions stored them normalised: both restore the same
+         * way); put refuses the zero vector for cosine, and so does restore. */
+        rc = rec_check_vector(rec_vector(h), dim, metric, NULL, where);
         if (!rc && h->meta_len) rc = rec_check_meta(rec_meta(h, dim), h->meta_len, where);
     }
     if (!rc) return JVDB_OK;

@@ -30,6 +30,7 @@
  */
 #include "backup/backup.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/fs.h"
@@ -414,6 +415,7 @@ static int winners_grow(struct winners *w)
     return JVDB_OK;
 }
 
+/* Notes an id and the LSN of its newest version seen in the chain. */
 static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_t lsn)
 {
     if ((w->n + 1) * 10 > w->cap * 7 && winners_grow(w)) return JVDB_ENOMEM;
@@ -423,14 +425,9 @@ static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_
         if (lsn > s->lsn) s->lsn = lsn;
         return JVDB_OK;
     }
-    if (w->arena_len + len > w->arena_cap) {
-        size_t nc = w->arena_cap ? w->arena_cap * 2 : 1u << 20;
-        while (nc < w->arena_len + len) nc *= 2;
-        char *na = realloc(w->arena, nc);
-        if (!na) return err_set(JVDB_ENOMEM, "out of memory indexing the ids of a backup chain");
-        w->arena = na;
-        w->arena_cap = nc;
-    }
+    char *na = grow_array(w->arena, &w->arena_cap, w->arena_len + len, 1, 1u << 20);
+    if (!na) return err_set(JVDB_ENOMEM, "out of memory indexing the ids of a backup chain");
+    w->arena = na;
     memcpy(w->arena + w->arena_len, id, len);
     *s = (struct w_slot){ h, lsn, w->arena_len, len };
     w->arena_len += len;

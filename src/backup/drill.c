@@ -15,6 +15,7 @@
  * creates are below its scratch directory, which it removes before returning.
  */
 #include "backup/backup.h"
+#include "core/grow.h"
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/clock.h"
@@ -59,13 +60,9 @@ static int drill_collect(void *arg, const char *id, size_t id_len, const float *
                          size_t meta_len, uint64_t lsn)
 {
     struct drill_set *s = arg;
-    if (s->n == s->cap) {
-        size_t ncap = s->cap ? 2 * s->cap : 1024;
-        struct drill_rec *n = realloc(s->recs, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "drill: out of memory listing the restored records");
-        s->recs = n;
-        s->cap = ncap;
-    }
+    struct drill_rec *n = grow_array(s->recs, &s->cap, s->n + 1, sizeof *n, 1024);
+    if (!n) return err_set(JVDB_ENOMEM, "drill: out of memory listing the restored records");
+    s->recs = n;
     char *copy = malloc(id_len + 1);
     if (!copy) return err_set(JVDB_ENOMEM, "drill: out of memory listing the restored records");
     memcpy(copy, id, id_len);

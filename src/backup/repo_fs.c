@@ -21,6 +21,7 @@
  */
 #include "backup/backup.h"
 
+#include "core/grow.h"
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/io.h"
@@ -65,6 +66,7 @@ static int repo_fs_present(const struct repo_fs *f)
 
 static int repo_fs_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Lists the databases with backups in the repository (its valid directory names). */
 static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -79,14 +81,12 @@ static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
     struct dirent *e;
     while ((e = readdir(d))) {
         if (!db_name_valid(e->d_name)) continue;
-        if (*n == cap) {
-            char **nn = realloc(*names, (cap = cap ? cap * 2 : 16) * sizeof *nn);
-            if (!nn) {
-                rc = err_set(JVDB_ENOMEM, "out of memory");
-                break;
-            }
-            *names = nn;
+        char **nn = grow_array(*names, &cap, *n + 1, sizeof *nn, 16);
+        if (!nn) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
         }
+        *names = nn;
         if (!((*names)[*n] = strdup(e->d_name))) {
             rc = err_set(JVDB_ENOMEM, "out of memory");
             break;
@@ -104,6 +104,7 @@ static int repo_fs_list_databases(jvdb_repo *r, char ***names, size_t *n)
     return JVDB_OK;
 }
 
+/* Lists the backups of one database that have their metadata, with the size of their data. */
 static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -131,14 +132,12 @@ static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
         free(meta);
         free(data);
         if (!has_meta) continue;
-        if (*n == cap) {
-            struct repo_entry *ne = realloc(*out, (cap = cap ? cap * 2 : 16) * sizeof *ne);
-            if (!ne) {
-                rc = err_set(JVDB_ENOMEM, "out of memory");
-                break;
-            }
-            *out = ne;
+        struct repo_entry *ne = grow_array(*out, &cap, *n + 1, sizeof *ne, 16);
+        if (!ne) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
         }
+        *out = ne;
         snprintf((*out)[*n].id, sizeof(*out)[*n].id, "%.63s", e->d_name);
         (*out)[*n].data_size = size;
         (*n)++;

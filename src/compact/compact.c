@@ -21,6 +21,7 @@
  */
 #include "compact/compact.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/io.h"
@@ -40,12 +41,14 @@ struct choose_ctx {
     int small_count;
 };
 
+/* db_pin_sealed chooser: every sealed segment in a full run, else those the policy wants. */
 static int compact_choose(void *arg, const struct segment *s)
 {
     struct choose_ctx *c = arg;
     return c->full || compact_segment_wanted(c->policy, c->segment_max, s, c->small_count);
 }
 
+/* qsort order: more hits first, then segment and file order. */
 static int compact_order(const void *a, const void *b)
 {
     const struct db_live_rec *x = a, *y = b;
@@ -82,6 +85,7 @@ struct outputs {
     size_t n, cap;
 };
 
+/* Retires and drops every output segment not yet swapped in. */
 static void outputs_discard(struct outputs *o)
 {
     for (size_t i = 0; i < o->n; i++) {
@@ -92,15 +96,12 @@ static void outputs_discard(struct outputs *o)
     memset(o, 0, sizeof *o);
 }
 
+/* Appends a finished output segment to the list. */
 static int outputs_push(struct outputs *o, struct segment *s)
 {
-    if (o->n == o->cap) {
-        size_t ncap = o->cap ? o->cap * 2 : 4;
-        struct segment **n = realloc(o->segs, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        o->segs = n;
-        o->cap = ncap;
-    }
+    struct segment **n = grow_array(o->segs, &o->cap, o->n + 1, sizeof *n, 4);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    o->segs = n;
     o->segs[o->n++] = s;
     return JVDB_OK;
 }
@@ -141,158 +142,195 @@ static int compact_should_stop(jvdb_db *db, const jvdb_compact_options *opts, co
     return JVDB_OK;
 }
 
-static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy,
-                       jvdb_compact_stats *st, int64_t t0)
+/* What one run works on, from the pinned inputs to the outputs it copied them into. */
+struct compact_plan {
+    struct db_pinned in;      /* the input segments, pinned */
+    struct choose_ctx cc;     /* how they were chosen */
+    size_t sealed;            /* sealed segments when the run began */
+    uint64_t horizon;         /* backup horizon: tombstones above it stay */
+    struct db_live_rec *recs; /* the live records of the inputs, in copy order */
+    size_t nrecs;
+    uint64_t min_outside;      /* smallest LSN of the sealed segments left outside */
+    struct db_move *moves;     /* records copied, and where to */
+    uint32_t *move_out;        /* output index of each move */
+    struct db_live_rec *drops; /* tombstones dropped */
+    size_t nmoves, ndrops;
+    struct outputs out; /* the finished output segments */
+    uint64_t hot_bytes; /* bytes of hot records leading the first output */
+};
+
+/* Frees the plan; unless the swap took them, the outputs are discarded as well. */
+static void compact_plan_free(struct compact_plan *p, int swapped)
+{
+    if (swapped) free(p->out.segs); /* the database holds the outputs now */
+    else outputs_discard(&p->out);
+    free(p->moves);
+    free(p->move_out);
+    free(p->drops);
+    free(p->recs);
+    db_unpin(&p->in);
+}
+
+/* Steps 1-2: seals the active segment and pins the inputs (all sealed segments when a trigger
+ * fired for the whole database but no single segment passes the policy). */
+static int compact_pick_inputs(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy,
+                               jvdb_compact_stats *st, struct compact_plan *p)
 {
     int rc = db_seal(db);
     if (rc) return rc;
     io_crash_point("compact.after_seal");
-
     uint64_t segment_max = db_segment_max(db);
-    struct choose_ctx cc = { policy, segment_max, opts->full, 0 };
+    p->cc = (struct choose_ctx){ policy, segment_max, opts->full, 0 };
     rp_enter();
-    size_t sealed = 0;
     const struct db_seglist *l = db_segments(db);
     for (size_t i = 0; i < l->n; i++) {
         if (l->segs[i] == l->active) continue;
-        sealed++;
-        if (__atomic_load_n(&l->segs[i]->size, __ATOMIC_ACQUIRE) < segment_max / 4) cc.small_count++;
+        p->sealed++;
+        if (__atomic_load_n(&l->segs[i]->size, __ATOMIC_ACQUIRE) < segment_max / 4) p->cc.small_count++;
     }
     rp_exit();
     /* Versions superseded before the seal are unlinked once no reader needs them: wait briefly for
      * that, so tombstones in the inputs stand alone and may be dropped (a reader holding on past
      * the wait only means those tombstones are copied this time). */
     db_settle(db, 2000);
-    struct db_pinned in = { 0 };
-    if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
-    if (in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
-        /* A trigger fired for the whole database but no single segment passes: take them all. */
-        db_unpin(&in);
-        cc.full = 1;
-        if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
+    if ((rc = db_pin_sealed(db, compact_choose, &p->cc, &p->in))) return rc;
+    if (p->in.n == 0 && st->trigger != JVDB_TRIGGER_NONE) {
+        db_unpin(&p->in);
+        p->cc.full = 1;
+        if ((rc = db_pin_sealed(db, compact_choose, &p->cc, &p->in))) return rc;
     }
-    st->full = in.n == sealed;
-    st->segments_in = (uint32_t)in.n;
-    if (in.n == 0) {
-        db_unpin(&in);
-        return JVDB_OK;
-    }
+    st->full = p->in.n == p->sealed;
+    st->segments_in = (uint32_t)p->in.n;
+    return JVDB_OK;
+}
 
-    uint64_t horizon = db_backup_horizon(db);
-    struct db_live_rec *recs = NULL;
-    size_t nrecs = 0;
-    uint64_t min_outside;
-    if ((rc = db_live_records(db, &in, &recs, &nrecs, &min_outside))) {
-        db_unpin(&in);
-        return rc;
-    }
-    /* A partial run that would mostly rewrite tombstones pinned by older segments left outside
-     * reclaims (almost) nothing, and the policy would ask for it again at every check: take every
-     * sealed segment instead, so those tombstones can go. */
-    if (!cc.full) {
+/* Whether a tombstone may be dropped: it shadows nothing that survives outside the inputs, and
+ * incremental backups no longer need it (see the head of this file). */
+static int compact_droppable(const struct compact_plan *p, const struct db_live_rec *r)
+{
+    return r->kind == REC_KIND_DELETE && !r->keep && r->lsn < p->min_outside &&
+           (p->horizon == 0 || r->lsn <= p->horizon);
+}
+
+/* Step 3, the list: the live records of the inputs in copy order.  A partial run that would mostly
+ * rewrite tombstones pinned by older segments left outside reclaims (almost) nothing, and the
+ * policy would ask for it again at every check: it takes every sealed segment instead. */
+static int compact_list(jvdb_db *db, jvdb_compact_stats *st, struct compact_plan *p)
+{
+    p->horizon = db_backup_horizon(db);
+    int rc = db_live_records(db, &p->in, &p->recs, &p->nrecs, &p->min_outside);
+    if (rc) return rc;
+    if (!p->cc.full) {
         uint64_t in_bytes = 0, keep_bytes = 0;
         int blocked = 0;
-        for (size_t i = 0; i < in.n; i++) in_bytes += in.segs[i]->size - SEG_HEADER_SIZE;
-        for (size_t i = 0; i < nrecs; i++) {
-            int droppable = recs[i].kind == REC_KIND_DELETE && !recs[i].keep && recs[i].lsn < min_outside &&
-                            (horizon == 0 || recs[i].lsn <= horizon);
-            if (!droppable) keep_bytes += recs[i].len;
-            blocked |= recs[i].kind == REC_KIND_DELETE && recs[i].lsn >= min_outside &&
-                       (horizon == 0 || recs[i].lsn <= horizon);
+        for (size_t i = 0; i < p->in.n; i++) in_bytes += p->in.segs[i]->size - SEG_HEADER_SIZE;
+        for (size_t i = 0; i < p->nrecs; i++) {
+            const struct db_live_rec *r = &p->recs[i];
+            if (!compact_droppable(p, r)) keep_bytes += r->len;
+            blocked |=
+                r->kind == REC_KIND_DELETE && r->lsn >= p->min_outside && (p->horizon == 0 || r->lsn <= p->horizon);
         }
         if (blocked && (in_bytes - keep_bytes) * 20 < in_bytes) {
-            free(recs);
-            db_unpin(&in);
-            cc.full = 1;
-            if ((rc = db_pin_sealed(db, compact_choose, &cc, &in))) return rc;
+            free(p->recs);
+            p->recs = NULL;
+            p->nrecs = 0;
+            db_unpin(&p->in);
+            p->cc.full = 1;
+            if ((rc = db_pin_sealed(db, compact_choose, &p->cc, &p->in))) return rc;
             st->full = 1;
-            st->segments_in = (uint32_t)in.n;
-            if ((rc = db_live_records(db, &in, &recs, &nrecs, &min_outside))) {
-                db_unpin(&in);
-                return rc;
-            }
+            st->segments_in = (uint32_t)p->in.n;
+            if ((rc = db_live_records(db, &p->in, &p->recs, &p->nrecs, &p->min_outside))) return rc;
         }
     }
-    compact_sort(recs, nrecs);
+    compact_sort(p->recs, p->nrecs);
     db_decay_hits(db);
+    return JVDB_OK;
+}
 
-    uint64_t input_bytes = 0, input_records = 0;
-    for (size_t i = 0; i < in.n; i++) {
-        input_bytes += in.segs[i]->size;
-        input_records += in.segs[i]->records;
-    }
-    struct db_move *moves = malloc((nrecs ? nrecs : 1) * sizeof *moves);
-    uint32_t *move_out = malloc((nrecs ? nrecs : 1) * sizeof *move_out); /* output index of each move */
-    struct db_live_rec *drops = malloc((nrecs ? nrecs : 1) * sizeof *drops);
-    struct outputs out = { 0 };
+/* Steps 3-4, the copy: writes the records to keep into finished output segments, noting each move
+ * and each dropped tombstone; stops (JVDB_EBUSY) when cancelled or past the time limit. */
+static int compact_copy(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0,
+                        struct compact_plan *p)
+{
+    size_t nrecs = p->nrecs, room = nrecs ? nrecs : 1;
+    p->moves = malloc(room * sizeof *p->moves);
+    p->move_out = malloc(room * sizeof *p->move_out);
+    p->drops = malloc(room * sizeof *p->drops);
+    if (!p->moves || !p->drops || !p->move_out)
+        return err_set(JVDB_ENOMEM, "out of memory planning a compaction of %zu records", nrecs);
+    uint64_t segment_max = p->cc.segment_max;
     struct segw w;
-    int writing = 0;
-    size_t nmoves = 0, ndrops = 0;
-    uint64_t hot_bytes = 0;
-    if (!moves || !drops || !move_out) {
-        rc = err_set(JVDB_ENOMEM, "out of memory planning a compaction of %zu records", nrecs);
-        goto fail;
-    }
+    int writing = 0, rc = JVDB_OK;
     for (size_t i = 0; i < nrecs; i++) {
-        const struct db_live_rec *r = &recs[i];
-        if (r->kind == REC_KIND_DELETE && !r->keep && r->lsn < min_outside && (horizon == 0 || r->lsn <= horizon)) {
-            drops[ndrops++] = *r;
+        const struct db_live_rec *r = &p->recs[i];
+        if (compact_droppable(p, r)) {
+            p->drops[p->ndrops++] = *r;
             continue;
         }
-        if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) goto fail;
+        if ((i & 1023) == 0 && (rc = compact_should_stop(db, opts, policy, t0))) break;
         if ((i & 1023) == 0 && opts->progress) opts->progress(opts->progress_arg, i, nrecs);
         if (writing && w.size > SEG_HEADER_SIZE && w.size + r->len > segment_max) {
             writing = 0;
-            if ((rc = outputs_finish(&out, &w))) goto fail;
+            if ((rc = outputs_finish(&p->out, &w))) break;
         }
         if (!writing) {
             if ((rc = segw_begin(db, &w))) {
                 segw_abort(&w);
-                goto fail;
+                break;
             }
             writing = 1;
         }
         uint64_t off;
-        if ((rc = segw_append_ref(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) goto fail;
-        if (r->hits > 0 && out.n == 0) hot_bytes = off + r->len;
+        if ((rc = segw_append_ref(&w, r->seg->map + r->offset, r->len, r->lsn, &off))) break;
+        if (r->hits > 0 && p->out.n == 0) p->hot_bytes = off + r->len;
         /* The output's segment exists only once it is finished: `to` is filled in below. */
-        move_out[nmoves] = (uint32_t)out.n;
-        moves[nmoves++] = (struct db_move){ r->seg, r->offset, NULL, off };
+        p->move_out[p->nmoves] = (uint32_t)p->out.n;
+        p->moves[p->nmoves++] = (struct db_move){ r->seg, r->offset, NULL, off };
     }
     if (writing) {
-        writing = 0;
-        if ((rc = outputs_finish(&out, &w))) goto fail;
+        if (rc) segw_abort(&w);
+        else rc = outputs_finish(&p->out, &w);
     }
-    for (size_t i = 0; i < nmoves; i++) moves[i].to = out.segs[move_out[i]];
-    if ((rc = compact_should_stop(db, opts, policy, t0))) goto fail;
-    io_crash_point("compact.before_swap");
-    if ((rc = db_swap(db, &in, out.segs, out.n, moves, nmoves, drops, ndrops))) goto fail;
-    io_crash_point("compact.after_swap");
-
-    uint64_t output_bytes = 0;
-    for (size_t i = 0; i < out.n; i++) output_bytes += out.segs[i]->size;
-    /* The hottest records lead the first output: ask the kernel to have them in memory. */
-    if (hot_bytes && out.n) madvise((void *)out.segs[0]->map, hot_bytes, MADV_WILLNEED);
-    st->segments_out = (uint32_t)out.n;
-    st->records_copied = nmoves;
-    st->records_dropped = input_records - nmoves;
-    st->tombstones_dropped = ndrops;
-    st->bytes_reclaimed = input_bytes > output_bytes ? input_bytes - output_bytes : 0;
-    free(out.segs); /* the database holds the outputs now */
-    free(moves);
-    free(move_out);
-    free(drops);
-    free(recs);
-    db_unpin(&in);
+    if (rc) return rc;
+    for (size_t i = 0; i < p->nmoves; i++) p->moves[i].to = p->out.segs[p->move_out[i]];
     return JVDB_OK;
-fail:
-    if (writing) segw_abort(&w);
-    outputs_discard(&out);
-    free(moves);
-    free(move_out);
-    free(drops);
-    free(recs);
-    db_unpin(&in);
+}
+
+/* Steps 5-6, the swap: commits the outputs in place of the inputs and fills in the statistics. */
+static int compact_swap(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy, int64_t t0,
+                        jvdb_compact_stats *st, struct compact_plan *p)
+{
+    uint64_t input_bytes = 0, input_records = 0;
+    for (size_t i = 0; i < p->in.n; i++) {
+        input_bytes += p->in.segs[i]->size;
+        input_records += p->in.segs[i]->records;
+    }
+    int rc = compact_should_stop(db, opts, policy, t0);
+    if (rc) return rc;
+    io_crash_point("compact.before_swap");
+    if ((rc = db_swap(db, &p->in, p->out.segs, p->out.n, p->moves, p->nmoves, p->drops, p->ndrops))) return rc;
+    io_crash_point("compact.after_swap");
+    uint64_t output_bytes = 0;
+    for (size_t i = 0; i < p->out.n; i++) output_bytes += p->out.segs[i]->size;
+    /* The hottest records lead the first output: ask the kernel to have them in memory. */
+    if (p->hot_bytes && p->out.n) madvise((void *)p->out.segs[0]->map, p->hot_bytes, MADV_WILLNEED);
+    st->segments_out = (uint32_t)p->out.n;
+    st->records_copied = p->nmoves;
+    st->records_dropped = input_records - p->nmoves;
+    st->tombstones_dropped = p->ndrops;
+    st->bytes_reclaimed = input_bytes > output_bytes ? input_bytes - output_bytes : 0;
+    return JVDB_OK;
+}
+
+/* One run: picks the inputs, lists their live records, copies them, swaps the outputs in. */
+static int compact_run(jvdb_db *db, const jvdb_compact_options *opts, const jvdb_compact_policy *policy,
+                       jvdb_compact_stats *st, int64_t t0)
+{
+    struct compact_plan p = { 0 };
+    int rc = compact_pick_inputs(db, opts, policy, st, &p);
+    if (!rc && p.in.n > 0 && !(rc = compact_list(db, st, &p)) && !(rc = compact_copy(db, opts, policy, t0, &p)))
+        rc = compact_swap(db, opts, policy, t0, st, &p);
+    compact_plan_free(&p, rc == JVDB_OK && p.in.n > 0);
     return rc;
 }
 

@@ -16,6 +16,7 @@
  */
 #include "compact/compact.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -73,17 +74,14 @@ void jvdb_compactor_options_init(jvdb_compactor_options *o)
     jvdb_compact_policy_init(&o->policy);
 }
 
+/* The service's record of a database by name, added when missing; NULL when out of memory. */
 static struct db_record *service_record(jvdb_compactor *c, const char *name)
 {
     for (size_t i = 0; i < c->ndbs; i++)
         if (!strcmp(c->dbs[i].name, name)) return &c->dbs[i];
-    if (c->ndbs == c->capdbs) {
-        size_t ncap = c->capdbs ? c->capdbs * 2 : 8;
-        struct db_record *n = realloc(c->dbs, ncap * sizeof *n);
-        if (!n) return NULL;
-        c->dbs = n;
-        c->capdbs = ncap;
-    }
+    struct db_record *n = grow_array(c->dbs, &c->capdbs, c->ndbs + 1, sizeof *n, 8);
+    if (!n) return NULL;
+    c->dbs = n;
     struct db_record *r = &c->dbs[c->ndbs++];
     memset(r, 0, sizeof *r);
     snprintf(r->name, sizeof r->name, "%s", name);
@@ -100,13 +98,9 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
             return JVDB_OK;
         }
     }
-    if (c->nqueue == c->capqueue) {
-        size_t ncap = c->capqueue ? c->capqueue * 2 : 8;
-        struct job *n = realloc(c->queue, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        c->queue = n;
-        c->capqueue = ncap;
-    }
+    struct job *n = grow_array(c->queue, &c->capqueue, c->nqueue + 1, sizeof *n, 8);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    c->queue = n;
     struct job *j = &c->queue[c->nqueue++];
     snprintf(j->name, sizeof j->name, "%s", name);
     j->full = full;
@@ -244,12 +238,7 @@ static void *service_main(void *arg)
         }
         if (c->nqueue == 0) {
             int64_t wake = c->next_check_ns < c->next_glance_ns ? c->next_check_ns : c->next_glance_ns;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (wake - now);
-            ts.tv_sec = (time_t)(t / 1000000000);
-            ts.tv_nsec = (long)(t % 1000000000);
-            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            clock_cond_wait_until(&c->cv, &c->mu, wake);
             continue;
         }
         /* Take the first queued database that no other thread is compacting. */
@@ -291,11 +280,7 @@ int jvdb_compactor_start(jvdb_env *env, const jvdb_compactor_options *opts, jvdb
     if (c->opts.threads > MAX_THREADS) c->opts.threads = MAX_THREADS;
     if (c->opts.check_interval_ms == 0) c->opts.check_interval_ms = 60000;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &attr);
-    pthread_condattr_destroy(&attr);
+    clock_cond_init(&c->cv);
     int64_t now = clock_mono_ns();
     c->next_check_ns = now + (int64_t)c->opts.check_interval_ms * 1000000;
     c->next_glance_ns = now + (int64_t)GLANCE_MS * 1000000;

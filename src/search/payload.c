@@ -36,6 +36,7 @@
  */
 #include "search/payload.h"
 
+#include "core/grow.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "search/filter.h"
@@ -331,13 +332,9 @@ static void pending_push(struct payload_index *pl, uint32_t slot)
         pl->bits_cap = ncap;
     }
     if (pl->pending_bit[slot]) return;
-    if (pl->npending == pl->pcap) {
-        uint32_t ncap = pl->pcap ? pl->pcap * 2 : 1024;
-        uint32_t *np = realloc(pl->pending, ncap * sizeof *np);
-        if (!np) goto oom;
-        pl->pending = np;
-        pl->pcap = ncap;
-    }
+    uint32_t *np = grow_array32(pl->pending, &pl->pcap, (size_t)pl->npending + 1, sizeof *np, 1024);
+    if (!np) goto oom;
+    pl->pending = np;
     pl->pending_bit[slot] = 1;
     pl->pending[pl->npending++] = slot;
     pl->queued_seq++;
@@ -434,16 +431,12 @@ static void build_leaf(struct payload_index *pl, const struct pl_field *f, struc
         if (!filter_numeric(v, &x.num)) return;
         x.genuine = json_is_number(v);
     }
-    if (b->n == b->cap) {
-        uint32_t ncap = b->cap ? b->cap * 2 : 8;
-        struct pl_val *nv = realloc(b->v, ncap * sizeof *nv);
-        if (!nv) {
-            b->oom = 1;
-            return;
-        }
-        b->v = nv;
-        b->cap = ncap;
+    struct pl_val *nv = grow_array32(b->v, &b->cap, (size_t)b->n + 1, sizeof *nv, 8);
+    if (!nv) {
+        b->oom = 1;
+        return;
     }
+    b->v = nv;
     b->v[b->n++] = x;
 }
 

@@ -12,6 +12,7 @@
  *      throughout a scroll is returned exactly once, whatever is written meanwhile; one written or
  *      deleted during it may or may not appear.
  */
+#include "core/grow.h"
 #include "core/err.h"
 #include "search/filter.h"
 #include "store/bulk.h"
@@ -36,13 +37,9 @@ struct select_ctx {
 static int select_collect(struct select_ctx *c, const char *id, size_t id_len, const float *vec, const char *meta,
                           size_t meta_len, uint64_t lsn)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 256;
-        struct db_op *o = realloc(c->ops, cap * sizeof *o);
-        if (!o) return c->rc = err_set(JVDB_ENOMEM, "out of memory");
-        c->ops = o;
-        c->cap = cap;
-    }
+    struct db_op *o = grow_array(c->ops, &c->cap, c->n + 1, sizeof *o, 256);
+    if (!o) return c->rc = err_set(JVDB_ENOMEM, "out of memory");
+    c->ops = o;
     struct db_op *op = &c->ops[c->n];
     memset(op, 0, sizeof *op);
     char *idc = strndup(id, id_len);

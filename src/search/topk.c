@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 
+#include "core/grow.h"
 #include "core/err.h"
 
 int topk_init(topk *h, uint32_t cap)
@@ -79,10 +80,8 @@ void topk_queue_free(topk_queue *q)
 
 int topk_queue_grow(topk_queue *q)
 {
-    uint32_t cap = q->cap ? q->cap * 2 : 16;
-    topk_item *p = realloc(q->items, (size_t)cap * sizeof *p);
-    if (!p) return err_set(JVDB_ENOMEM, "out of memory for a search queue of %u", cap);
+    topk_item *p = grow_array32(q->items, &q->cap, (size_t)q->cap + 1, sizeof *p, 16);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory growing a search queue of %u", q->cap);
     q->items = p;
-    q->cap = cap;
     return JVDB_OK;
 }

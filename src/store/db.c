@@ -33,6 +33,7 @@
 #include "store/kdckpt.h"
 #include "store/validate.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/fs.h"
@@ -207,15 +208,12 @@ out:
 
 /* ---------------------------------------------------------------- recovery */
 
+/* Appends a segment to the database's list of open segments. */
 static int db_segs_push(jvdb_db *db, struct segment *s)
 {
-    if (db->nsegs == db->segs_cap) {
-        size_t ncap = db->segs_cap ? db->segs_cap * 2 : 8;
-        struct segment **n = realloc(db->segs, ncap * sizeof *n);
-        if (!n) return err_set(JVDB_ENOMEM, "out of memory");
-        db->segs = n;
-        db->segs_cap = ncap;
-    }
+    struct segment **n = grow_array(db->segs, &db->segs_cap, db->nsegs + 1, sizeof *n, 8);
+    if (!n) return err_set(JVDB_ENOMEM, "out of memory");
+    db->segs = n;
     db->segs[db->nsegs++] = s;
     return JVDB_OK;
 }
@@ -665,7 +663,7 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     pthread_mutex_init(&db->pub_mu, NULL);
     rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
-    pthread_cond_init(&db->sync_cv, NULL);
+    clock_cond_init(&db->sync_cv);
     int rc;
     db->dir = strdup(dir);
     if (!db->dir) {
@@ -799,23 +797,16 @@ int db_sync_all(jvdb_db *db)
 
 int jvdb_sync(jvdb_db *db) { return db_sync_all(db); }
 
+/* The flusher thread: syncs every sync interval (CLOCK_MONOTONIC) until the database stops. */
 static void *db_flusher_main(void *arg)
 {
     jvdb_db *db = arg;
     pthread_mutex_lock(&db->sync_mu);
     while (!db->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
         /* jvdb_db_set_sync changes the interval under write_mu, which this thread does not hold. */
         uint32_t ms = __atomic_load_n(&db->m.sync_interval_ms, __ATOMIC_RELAXED);
         if (!ms) ms = 1000;
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&db->sync_cv, &db->sync_mu, &ts);
+        clock_cond_wait_ns(&db->sync_cv, &db->sync_mu, (int64_t)ms * 1000000);
         if (db->stopping) break;
         pthread_mutex_unlock(&db->sync_mu);
         if (!atomic_load(&db->failed)) db_sync_all(db);
@@ -956,6 +947,43 @@ int db_write(jvdb_db *db, const struct db_op *ops, size_t n, uint64_t *last_lsn)
     return db_write_ops(db, ops, n, 0, last_lsn, NULL);
 }
 
+/* The append tail of both writes (db_write_ops, db_append_raw), write_mu held: puts the sealed batch
+ * at the end of the active segment (a fresh one when it does not fit, big enough for a batch larger
+ * than the segment size), then indexes its records; *seg gets the segment written.  A failed write is
+ * cut back out of the file so the tail stays clean; bytes in the file that the index could not take
+ * fail the database (state unknown). */
+static int db_append_locked(jvdb_db *db, const char *buf, size_t len, struct segment **seg)
+{
+    struct segment *s = db->active;
+    int rc;
+    if ((s->size > SEG_HEADER_SIZE && s->size + len > db->m.segment_max_bytes) || s->size + len > s->map_len) {
+        if ((rc = db_roll_locked(db, len))) return rc;
+        s = db->active;
+    }
+    uint64_t start = s->size;
+    io_crash_point("write.before_append");
+    if (io_pwrite_all(s->fd, buf, len, (off_t)start) < 0) {
+        rc = err_errno(errno, "cannot append %zu bytes to %s", len, s->path);
+        int saved_rc = rc;
+        char saved_msg[1024];
+        snprintf(saved_msg, sizeof saved_msg, "%s", jvdb_errmsg());
+        if (io_ftruncate(s->fd, (off_t)start) < 0)
+            db_fail(db, err_errno(errno, "cannot truncate %s after a failed write", s->path));
+        return err_set(saved_rc, "%s", saved_msg);
+    }
+    io_crash_point("write.after_append");
+    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
+    rc = JVDB_OK;
+    for (size_t p = 0; p < len && !rc;) {
+        const struct rec_header *h = (const struct rec_header *)(buf + p);
+        rc = keydir_apply_copy(&db->kd, s, start + p, h, db->m.dim);
+        p += h->total_len;
+    }
+    if (rc) db_fail(db, rc);
+    *seg = s;
+    return rc;
+}
+
 int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags, uint64_t *last_lsn, size_t *applied)
 {
     if (applied) *applied = 0;
@@ -1021,47 +1049,14 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
             goto unlock;
         }
     }
-    struct segment *s = db->active;
-    if (s->size > SEG_HEADER_SIZE && s->size + total > db->m.segment_max_bytes) {
-        if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->active;
-    } else if (s->size + total > s->map_len) {
-        /* A single batch larger than the segment size gets a fresh segment big enough for it. */
-        if ((rc = db_roll_locked(db, total))) goto unlock;
-        s = db->active;
-    }
     uint64_t lsn = db->last_lsn;
     off = 0;
     for (size_t i = 0; i < n; i++) {
         rec_seal(buf + off, ++lsn, i + 1 < n ? REC_FLAG_MORE : 0);
         off += ((struct rec_header *)(buf + off))->total_len;
     }
-    uint64_t start = s->size;
-    io_crash_point("write.before_append");
-    if (io_pwrite_all(s->fd, buf, total, (off_t)start) < 0) {
-        rc = err_errno(errno, "cannot append %zu bytes to %s", total, s->path);
-        /* Take back whatever part of the batch reached the file so the tail stays clean. */
-        int saved_rc = rc;
-        char saved_msg[1024];
-        snprintf(saved_msg, sizeof saved_msg, "%s", jvdb_errmsg());
-        if (io_ftruncate(s->fd, (off_t)start) < 0) {
-            db_fail(db, err_errno(errno, "cannot truncate %s after a failed write", s->path));
-        }
-        rc = err_set(saved_rc, "%s", saved_msg);
-        goto unlock;
-    }
-    io_crash_point("write.after_append");
-    __atomic_store_n(&s->size, start + total, __ATOMIC_RELEASE);
-    for (size_t p = 0; p < total;) {
-        const struct rec_header *h = (const struct rec_header *)(buf + p);
-        if ((rc = keydir_apply_copy(&db->kd, s, start + p, h, dim))) break;
-        p += h->total_len;
-    }
-    if (rc) {
-        /* The bytes are in the file but the index could not take them: state unknown. */
-        db_fail(db, rc);
-        goto unlock;
-    }
+    struct segment *s;
+    if ((rc = db_append_locked(db, buf, total, &s))) goto unlock;
     __atomic_store_n(&db->last_lsn, lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size;
     bool wait_sync = db->m.sync == JVDB_SYNC_ALWAYS; /* read under write_mu, which guards it */
@@ -1110,26 +1105,8 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         rc = db_failed_error(db);
         goto unlock;
     }
-    struct segment *s = db->active;
-    if ((s->size > SEG_HEADER_SIZE && s->size + len > db->m.segment_max_bytes) || s->size + len > s->map_len) {
-        if ((rc = db_roll_locked(db, len))) goto unlock;
-        s = db->active;
-    }
-    uint64_t start = s->size;
-    if (io_pwrite_all(s->fd, buf, len, (off_t)start) < 0) {
-        rc = err_errno(errno, "cannot append %zu bytes to %s", len, s->path);
-        if (io_ftruncate(s->fd, (off_t)start) < 0) db_fail(db, JVDB_EIO);
-        goto unlock;
-    }
-    __atomic_store_n(&s->size, start + len, __ATOMIC_RELEASE);
-    for (uint64_t p = start; p < start + len && rc == JVDB_OK;) {
-        rc = keydir_apply(&db->kd, s, p, db->m.dim);
-        p += ((const struct rec_header *)(s->map + p))->total_len;
-    }
-    if (rc) {
-        db_fail(db, rc);
-        goto unlock;
-    }
+    struct segment *s;
+    if ((rc = db_append_locked(db, buf, len, &s))) goto unlock;
     if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
     uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
     db_write_unlock(db);
@@ -1159,16 +1136,7 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, cons
     if (dim != db->m.dim)
         return err_set(JVDB_EINVAL, "%svector has %u values but database '%s' has dimension %u", where, dim, db->m.name,
                        db->m.dim);
-    int rc = rec_check_values(v, dim, "vector", where);
-    if (rc) return rc;
-    if (db->m.metric == JVDB_METRIC_COSINE) {
-        double sum = 0;
-        for (uint32_t i = 0; i < dim; i++) sum += (double)v[i] * v[i];
-        if (!(sum > 0))
-            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it",
-                           where, db->m.name);
-    }
-    return JVDB_OK;
+    return rec_check_vector(v, dim, db->m.metric, db->m.name, where);
 }
 
 static int db_check_record(const jvdb_db *db, const jvdb_record *r, const char *where)

@@ -19,6 +19,7 @@
  */
 #include "jvdb.h"
 
+#include "core/grow.h"
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/io.h"
@@ -134,7 +135,7 @@ static int env_open(const char *path, bool readonly, jvdb_env **out)
     env->lock_fd = -1;
     env->readonly = readonly;
     pthread_mutex_init(&env->mu, NULL);
-    pthread_cond_init(&env->released, NULL);
+    pthread_cond_init(&env->released, NULL); /* waited on without a timeout: any clock will do */
     int rc;
     env->path = strdup(path);
     env->dbdir = fs_join(path, "databases");
@@ -292,16 +293,12 @@ static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
         }
     pthread_cond_broadcast(&env->released);
     if (rc) return rc;
-    if (env->ndbs == env->cap) {
-        size_t ncap = env->cap ? env->cap * 2 : 8;
-        jvdb_db **n = realloc(env->dbs, ncap * sizeof *n);
-        if (!n) {
-            db_close(db);
-            return err_set(JVDB_ENOMEM, "out of memory");
-        }
-        env->dbs = n;
-        env->cap = ncap;
+    jvdb_db **n = grow_array(env->dbs, &env->cap, env->ndbs + 1, sizeof *n, 8);
+    if (!n) {
+        db_close(db);
+        return err_set(JVDB_ENOMEM, "out of memory");
     }
+    env->dbs = n;
     env->dbs[env->ndbs++] = db;
     *out = db;
     return JVDB_OK;
@@ -518,15 +515,12 @@ static int env_list(jvdb_env *env, int damaged, char ***names, size_t *count)
         free(dir);
         free(mf);
         if (!ok) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **nv = realloc(v, cap * sizeof *nv);
-            if (!nv) {
-                rc = err_set(JVDB_ENOMEM, "out of memory");
-                break;
-            }
-            v = nv;
+        char **nv = grow_array(v, &cap, n + 1, sizeof *nv, 16);
+        if (!nv) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
         }
+        v = nv;
         if (!(v[n] = strdup(e->d_name))) {
             rc = err_set(JVDB_ENOMEM, "out of memory");
             break;

@@ -65,7 +65,7 @@ static struct kdckpt *kc_get(jvdb_db *db)
     struct kdckpt *kc = calloc(1, sizeof *kc);
     if (!kc) return NULL;
     pthread_mutex_init(&kc->mu, NULL);
-    pthread_cond_init(&kc->cv, NULL);
+    clock_cond_init(&kc->cv);
     kc->threshold = KC_DEFAULT_BYTES;
     const char *v = getenv("JVDB_KDCKPT_BYTES");
     if (v && *v) {
@@ -661,14 +661,7 @@ static void *kc_main(void *arg)
     struct kdckpt *kc = db->kc;
     pthread_mutex_lock(&kc->mu);
     while (!kc->stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += KC_POLL_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&kc->cv, &kc->mu, &ts);
+        clock_cond_wait_ns(&kc->cv, &kc->mu, (int64_t)KC_POLL_MS * 1000000);
         if (kc->stop || !kc_due(db, kc, 0)) continue;
         pthread_mutex_unlock(&kc->mu);
         if (kdckpt_write(db, "periodic") != JVDB_OK && !atomic_load(&db->failed))

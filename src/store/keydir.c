@@ -25,6 +25,7 @@
  */
 #include "store/keydir.h"
 
+#include "core/grow.h"
 #include "core/err.h"
 
 #include <stdlib.h>
@@ -247,15 +248,12 @@ static void kd_slot_set(struct keydir *kd, uint32_t s, uint64_t lsn, struct kd_e
     ST(&sl->vec[s], vec);
 }
 
+/* Clears a vector slot and puts it on the free list for reuse. */
 static int kd_slot_release(struct keydir *kd, uint32_t slot)
 {
-    if (kd->nfree == kd->free_cap) {
-        uint32_t ncap = kd->free_cap ? kd->free_cap * 2 : 256;
-        uint32_t *nf = realloc(kd->free_slots, ncap * sizeof *nf);
-        if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
-        kd->free_slots = nf;
-        kd->free_cap = ncap;
-    }
+    uint32_t *nf = grow_array32(kd->free_slots, &kd->free_cap, (size_t)kd->nfree + 1, sizeof *nf, 256);
+    if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
+    kd->free_slots = nf;
     kd_slot_set(kd, slot, 0, NULL, NULL);
     kd->free_slots[kd->nfree++] = slot;
     return JVDB_OK;
@@ -289,6 +287,7 @@ static void kd_account(struct keydir *kd, struct kd_entry *e)
     }
 }
 
+/* Queues an entry whose older versions are to be trimmed once no reader needs them. */
 static int kd_trim_push(struct keydir *kd, struct kd_entry *e)
 {
     if (kd->trim_head + kd->trim_n == kd->trim_cap) {
@@ -296,11 +295,9 @@ static int kd_trim_push(struct keydir *kd, struct kd_entry *e)
             memmove(kd->trims, kd->trims + kd->trim_head, kd->trim_n * sizeof *kd->trims);
             kd->trim_head = 0;
         } else {
-            size_t ncap = kd->trim_cap ? kd->trim_cap * 2 : 1024;
-            struct kd_entry **n = realloc(kd->trims, ncap * sizeof *n);
+            struct kd_entry **n = grow_array(kd->trims, &kd->trim_cap, kd->trim_cap + 1, sizeof *n, 1024);
             if (!n) return err_set(JVDB_ENOMEM, "out of memory");
             kd->trims = n;
-            kd->trim_cap = ncap;
         }
     }
     kd->trims[kd->trim_head + kd->trim_n++] = e;
@@ -452,13 +449,9 @@ int keydir_load_end(struct keydir *kd)
     /* Pushed highest first so that the lowest free slot is reused first. */
     for (uint32_t s = kd->nslots; s-- > 0;) {
         if (kd->slots->owner[s]) continue;
-        if (kd->nfree == kd->free_cap) {
-            uint32_t ncap = kd->free_cap ? kd->free_cap * 2 : 256;
-            uint32_t *nf = realloc(kd->free_slots, ncap * sizeof *nf);
-            if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
-            kd->free_slots = nf;
-            kd->free_cap = ncap;
-        }
+        uint32_t *nf = grow_array32(kd->free_slots, &kd->free_cap, (size_t)kd->nfree + 1, sizeof *nf, 256);
+        if (!nf) return err_set(JVDB_ENOMEM, "out of memory");
+        kd->free_slots = nf;
         kd->free_slots[kd->nfree++] = s;
     }
     return JVDB_OK;

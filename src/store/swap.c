@@ -22,6 +22,8 @@
 #include "store/swap.h"
 #include "store/db_impl.h"
 
+#include "core/clock.h"
+#include "core/grow.h"
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/io.h"
@@ -88,15 +90,12 @@ static int pinned_has(const struct db_pinned *p, const struct segment *s)
     return 0;
 }
 
+/* Appends one record to a listing. */
 static int live_push(struct db_live_rec **v, size_t *n, size_t *cap, const struct db_live_rec *r)
 {
-    if (*n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 4096;
-        struct db_live_rec *nv = realloc(*v, ncap * sizeof *nv);
-        if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing %zu records", ncap);
-        *v = nv;
-        *cap = ncap;
-    }
+    struct db_live_rec *nv = grow_array(*v, cap, *n + 1, sizeof *nv, 4096);
+    if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing %zu records", *n + 1);
+    *v = nv;
     (*v)[(*n)++] = *r;
     return JVDB_OK;
 }
@@ -239,26 +238,22 @@ int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
                              jvdb_db_name(db), (unsigned long long)e->lsn);
                 goto done;
             }
-            if (out->pins.n == pcap) {
-                struct segment **np = realloc(out->pins.segs, (pcap *= 2) * sizeof *np);
-                if (!np) {
-                    rc = err_set(JVDB_ENOMEM, "out of memory");
-                    goto done;
-                }
-                out->pins.segs = np;
+            struct segment **np = grow_array(out->pins.segs, &pcap, out->pins.n + 1, sizeof *np, 16);
+            if (!np) {
+                rc = err_set(JVDB_ENOMEM, "out of memory");
+                goto done;
             }
+            out->pins.segs = np;
             seg_ref(s);
             out->pins.segs[out->pins.n++] = s;
         }
         struct db_live_rec r = { s, (uint64_t)(rec - s->map), e->lsn, e->rec_len, 0, e->kind, 0 };
-        if (out->n == cap) {
-            struct db_live_rec *nr = realloc(out->recs, (cap *= 2) * sizeof *nr);
-            if (!nr) {
-                rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot of %zu records", cap);
-                goto done;
-            }
-            out->recs = nr;
+        struct db_live_rec *nr = grow_array(out->recs, &cap, out->n + 1, sizeof *nr, 1024);
+        if (!nr) {
+            rc = err_set(JVDB_ENOMEM, "out of memory taking a snapshot of %zu records", out->n + 1);
+            goto done;
         }
+        out->recs = nr;
         out->recs[out->n++] = r;
     }
 done:
@@ -317,9 +312,7 @@ int segw_begin(jvdb_db *db, struct segw *w)
     h->version = SEG_FORMAT_VERSION;
     h->dim = db->m.dim;
     h->seg_no = w->no;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    h->created_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    h->created_ns = clock_wall_ns();
     h->checksum = XXH3_64bits(h, offsetof(struct seg_header, checksum));
     w->buf_len = SEG_HEADER_SIZE;
     w->size = SEG_HEADER_SIZE;
@@ -675,9 +668,7 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
     next.segments = segs;
     next.nsegments = k;
     next.lsn_floor = db->last_lsn;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    next.last_compaction_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    next.last_compaction_ns = clock_wall_ns();
     rc = swap_add_outputs(db, outs, nouts);
     if (rc) {
         manifest_free(&next);

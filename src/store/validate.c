@@ -91,7 +91,8 @@ int rec_check_meta(const char *meta, size_t len, const char *where)
     return JVDB_OK;
 }
 
-int rec_check_values(const float *v, uint32_t dim, const char *what, const char *where)
+/* rec_check_values, also giving the squared norm (summed in double) to a caller that needs it. */
+static int rec_values_norm(const float *v, uint32_t dim, const char *what, const char *where, double *norm2)
 {
     if (!v) return err_set(JVDB_EINVAL, "%s%s is missing", where, what);
     /* An all-ones exponent means NaN or infinity; OR-ing that test over the integer bits is a loop
@@ -113,5 +114,29 @@ int rec_check_values(const float *v, uint32_t dim, const char *what, const char 
         return err_set(JVDB_EINVAL,
                        "%s%s has magnitude %.3g; the largest allowed is %.3g (beyond it float32 distances overflow)",
                        where, what, sqrt(sum), sqrt(REC_MAX_SQUARED_NORM));
+    *norm2 = sum;
     return JVDB_OK;
 }
+
+int rec_check_values(const float *v, uint32_t dim, const char *what, const char *where)
+{
+    double sum;
+    return rec_values_norm(v, dim, what, where, &sum);
+}
+
+int rec_check_vector(const float *v, uint32_t dim, jvdb_metric metric, const char *db_name, const char *where)
+{
+    double sum;
+    int rc = rec_values_norm(v, dim, "vector", where, &sum);
+    if (rc) return rc;
+    /* The norm is summed in double, so a vector of tiny but non-zero values passes (distance.c copes). */
+    if (metric == JVDB_METRIC_COSINE && !(sum > 0)) {
+        if (db_name)
+            return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so cosine database '%s' cannot store it",
+                           where, db_name);
+        return err_set(JVDB_EINVAL, "%sa zero vector has no direction, so a cosine database cannot store it", where);
+    }
+    return JVDB_OK;
+}
+
+int rec_fits_float32(double d) { return fabs(d) < 0x1.ffffffp+127; }

@@ -30,6 +30,16 @@ int rec_check_meta(const char *meta, size_t len, const char *where);
  * `what` names the thing in messages ("vector", "query"). */
 int rec_check_values(const float *v, uint32_t dim, const char *what, const char *where);
 
+/* A stored vector: rec_check_values, and for a cosine database not the zero vector (it has no
+ * direction, so no similarity to anything).  db_name (may be NULL) names the database in messages.
+ * put, put_batch and restore (archive_check_record) all check vectors with this. */
+int rec_check_vector(const float *v, uint32_t dim, jvdb_metric metric, const char *db_name, const char *where);
+
+/* The one float32 range check for a number read as a double (JSON, CSV): whether it rounds to a
+ * finite float32, i.e. |d| is below the midpoint between FLT_MAX and 2^128, so an exported FLT_MAX
+ * printed with 9 digits reads back.  Checked before the conversion, which is undefined otherwise. */
+int rec_fits_float32(double d);
+
 /* Where an id's bytes first break the alphabet, or `len` when they do not; *why says how. */
 size_t rec_id_bad_offset(const char *id, size_t len, const char **why);
 

@@ -410,7 +410,9 @@ def test_crash_during_restore():
         e.bk("restore", target, "--as", "ref")
         restored = e.contents("ref")
         assert restored != before
-        for point in ("restore.applied", "restore.applied:2", "restore.before_publish", "publish.before_rename"):
+        # write.*_append: the append tail a restore shares with put (db_append_locked).
+        for point in ("write.before_append", "write.after_append:2", "restore.applied", "restore.applied:2",
+                      "restore.before_publish", "publish.before_rename"):
             p = e.bk("restore", target, "--force", crash_at=point, expect=None)
             assert p.returncode == -signal.SIGKILL, (point, p.returncode, p.stderr)
             assert e.contents("s") == before, f"database changed after a crash at {point}"

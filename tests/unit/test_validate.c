@@ -132,10 +132,33 @@ static void test_checksummed_record_with_bad_content_is_refused(void **state)
     assert_string_equal(why, "metadata holds a NUL byte");
 }
 
+/* One vector check for put and restore: the cosine zero vector is refused with one message, the
+ * values checked as rec_check_values; one float32 range check with its bound at the midpoint above
+ * FLT_MAX. */
+static void test_vector_check_and_float32_range(void **state)
+{
+    (void)state;
+    float zero[3] = { 0, 0, 0 }, tiny[3] = { 1e-30f, 0, 0 }, nan3[3] = { 1, NAN, 0 };
+    assert_ok(rec_check_vector(zero, 3, JVDB_METRIC_L2, "d", ""));
+    assert_ok(rec_check_vector(tiny, 3, JVDB_METRIC_COSINE, "d", ""));
+    assert_err(rec_check_vector(zero, 3, JVDB_METRIC_COSINE, "cos", "record 1: "), JVDB_EINVAL,
+               "record 1: a zero vector has no direction, so cosine database 'cos' cannot store it");
+    assert_err(rec_check_vector(zero, 3, JVDB_METRIC_COSINE, NULL, ""), JVDB_EINVAL,
+               "a zero vector has no direction, so a cosine database cannot store it");
+    assert_err(rec_check_vector(nan3, 3, JVDB_METRIC_COSINE, "cos", ""), JVDB_EINVAL, "vector value 1 is NaN");
+    assert_true(rec_fits_float32(3.40282347e+38));
+    assert_true(rec_fits_float32(-3.40282347e+38));
+    assert_true(rec_fits_float32(0x1.fffffefffffffp+127));
+    assert_false(rec_fits_float32(0x1.ffffffp+127));
+    assert_false(rec_fits_float32(INFINITY));
+    assert_false(rec_fits_float32(NAN));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_id_alphabet),
+        cmocka_unit_test(test_vector_check_and_float32_range),
         cmocka_unit_test(test_meta),
         cmocka_unit_test(test_put_refuses_bad_ids),
         cmocka_unit_test(test_magnitude_bound_keeps_scores_finite),
