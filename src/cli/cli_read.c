@@ -13,6 +13,7 @@
  * its values, and a file exported from another database can be used as queries as it is.
  */
 #include "cli/cli.h"
+#include "store/validate.h"
 
 #include <errno.h>
 #include <math.h>
@@ -350,7 +351,7 @@ static int cli_jsonl_values(struct cli_reader *r, json_t *values, float *vec, co
         double d = json_number_value(x);
         /* Checked before the conversion, which is undefined for a double no float rounds to; the
          * bound is the midpoint above FLT_MAX, so "3.40282347e+38" (an exported FLT_MAX) passes. */
-        if (!(fabs(d) < 0x1.ffffffp+127))
+        if (!rec_fits_float32(d))
             return cli_reader_fail(r, "%s item %u (%g) is outside the float32 range", what, i + 1, d);
         vec[i] = (float)d;
     }

@@ -20,6 +20,7 @@
 #include "server/jsonio.h"
 
 #include "jvdb.h"
+#include "store/validate.h"
 
 #include <errno.h>
 #include <float.h>
@@ -670,7 +671,6 @@ int jr_number(json_t *obj, const char *key, double *out, char *err, size_t cap)
 
 /* Bounds of a float32: anything below the midpoint between FLT_MAX and 2^128 rounds to a finite
  * float (so an exported FLT_MAX printed with 9 digits reads back). */
-static int jr_fits_float(double d) { return fabs(d) < ldexp(2.0 - ldexp(1.0, -24), 127); }
 
 int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint32_t *n, char *err, size_t cap)
 {
@@ -700,7 +700,7 @@ int jr_floats(json_t *arr, const char *what, uint32_t max_len, float **out, uint
             return -1;
         }
         double d = json_number_value(x);
-        if (!jr_fits_float(d)) {
+        if (!rec_fits_float32(d)) {
             snprintf(err, cap, "%s[%zu] = %g does not fit a 32-bit float", what, i, d);
             free(v);
             return -1;
@@ -941,7 +941,7 @@ static int jf_floats(struct jf *f, float **out, uint32_t *count)
     if (f->p < f->end && *f->p == ']') goto bad; /* empty: the general path says so */
     for (;;) {
         double d;
-        if (jf_number(f, &d) || !jr_fits_float(d) || n == JVDB_FAST_MAX_FLOATS) goto bad;
+        if (jf_number(f, &d) || !rec_fits_float32(d) || n == JVDB_FAST_MAX_FLOATS) goto bad;
         if (n == cap) {
             float *nv = realloc(v, 2 * cap * sizeof *nv);
             if (!nv) goto bad;
