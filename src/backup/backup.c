@@ -657,7 +657,7 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
         err_clear();
         return 0;
     }
-    hnsw_file hf;
+    struct hnsw_file hf;
     int ok = hnsw_file_parse_header(buf, len, &hf) == JVDB_OK && hf.dim == jvdb_db_dim(built) &&
              hf.metric == jvdb_db_metric(built);
     if (!ok) log_info("restore of backup %s: its HNSW graph does not fit this build; it will be rebuilt", id);

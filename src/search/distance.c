@@ -168,7 +168,7 @@ DIST_INLINE void dist_four_scalar(const float *q, const float *const *p, uint32_
     {                                                                                                                  \
         dist_batch_##isa(q, vecs, n, dim, out, DIST_COS);                                                              \
     }                                                                                                                  \
-    static const dist_kernels dist_table_##isa = {                                                                     \
+    static const struct dist_kernels dist_table_##isa = {                                                              \
         LEVEL,                                                                                                         \
         #isa,                                                                                                          \
         dist_l2sq_##isa,                                                                                               \
@@ -481,7 +481,7 @@ static int dist_cpu_has(dist_simd level)
 #endif
 }
 
-const dist_kernels *dist_kernels_get(dist_simd level)
+const struct dist_kernels *dist_kernels_get(dist_simd level)
 {
     if (!dist_cpu_has(level)) return NULL;
     switch (level) {
@@ -508,7 +508,7 @@ int dist_simd_parse(const char *s, dist_simd *out)
     return err_set(JVDB_EINVAL, "unknown SIMD level '%s' (expected scalar, avx2 or avx512)", s ? s : "");
 }
 
-static _Atomic(const dist_kernels *) dist_current;
+static _Atomic(const struct dist_kernels *) dist_current;
 static pthread_once_t dist_once = PTHREAD_ONCE_INIT;
 
 static void dist_choose(void)
@@ -533,7 +533,7 @@ static void dist_choose(void)
     atomic_store_explicit(&dist_current, dist_kernels_get((dist_simd)best), memory_order_release);
 }
 
-const dist_kernels *dist_active(void)
+const struct dist_kernels *dist_active(void)
 {
     pthread_once(&dist_once, dist_choose);
     return atomic_load_explicit(&dist_current, memory_order_acquire);
@@ -542,7 +542,7 @@ const dist_kernels *dist_active(void)
 int dist_set_active(dist_simd level)
 {
     pthread_once(&dist_once, dist_choose);
-    const dist_kernels *k = dist_kernels_get(level);
+    const struct dist_kernels *k = dist_kernels_get(level);
     if (!k)
         return err_set(JVDB_EINVAL, "this CPU cannot run the %s kernels",
                        level == DIST_SIMD_AVX512 ? "avx512" : "avx2");
@@ -550,10 +550,10 @@ int dist_set_active(dist_simd level)
     return JVDB_OK;
 }
 
-static int dist_space_fill(dist_space *sp, jvdb_metric metric, uint32_t dim, int stored)
+static int dist_space_fill(struct dist_space *sp, jvdb_metric metric, uint32_t dim, int stored)
 {
     if (dim == 0) return err_set(JVDB_EINVAL, "dimension must be at least 1");
-    const dist_kernels *k = dist_active();
+    const struct dist_kernels *k = dist_active();
     sp->metric = metric;
     sp->dim = dim;
     switch (metric) {
@@ -573,9 +573,12 @@ static int dist_space_fill(dist_space *sp, jvdb_metric metric, uint32_t dim, int
     return err_set(JVDB_EINVAL, "unknown metric %d", (int)metric);
 }
 
-int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim) { return dist_space_fill(sp, metric, dim, 0); }
+int dist_space_init(struct dist_space *sp, jvdb_metric metric, uint32_t dim)
+{
+    return dist_space_fill(sp, metric, dim, 0);
+}
 
-int dist_space_init_stored(dist_space *sp, jvdb_metric metric, uint32_t dim)
+int dist_space_init_stored(struct dist_space *sp, jvdb_metric metric, uint32_t dim)
 {
     return dist_space_fill(sp, metric, dim, 1);
 }

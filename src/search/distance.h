@@ -39,7 +39,7 @@ typedef float (*dist_pair_fn)(const float *a, const float *b, uint32_t dim);
 /* out[i] = f(q, vecs[i]) for i < n; a NULL vecs[i] (empty slot) gives +INFINITY. */
 typedef void (*dist_batch_fn)(const float *q, const float *const *vecs, uint32_t n, uint32_t dim, float *out);
 
-typedef struct dist_kernels {
+struct dist_kernels {
     dist_simd level;
     const char *name;  /* "scalar", "avx2", "avx512" */
     dist_pair_fn l2sq; /* sum (a_i - b_i)^2 */
@@ -48,12 +48,12 @@ typedef struct dist_kernels {
     dist_batch_fn l2sq_batch;
     dist_batch_fn nip_batch;
     dist_batch_fn ncos_batch;
-} dist_kernels;
+};
 
 /* The kernels of one instruction set, or NULL when this CPU cannot run them. */
-const dist_kernels *dist_kernels_get(dist_simd level);
+const struct dist_kernels *dist_kernels_get(dist_simd level);
 /* The table chosen at start-up (thread-safe, cheap). */
-const dist_kernels *dist_active(void);
+const struct dist_kernels *dist_active(void);
 /* Replaces the active table (tests, benchmarks); JVDB_EINVAL if the CPU lacks `level`.  Not to be
  * called while searches run. */
 int dist_set_active(dist_simd level);
@@ -61,19 +61,19 @@ int dist_set_active(dist_simd level);
 int dist_simd_parse(const char *s, dist_simd *out);
 
 /* The distance of one metric with the active kernels: what flat and HNSW search call. */
-typedef struct dist_space {
+struct dist_space {
     jvdb_metric metric;
     uint32_t dim;
     dist_pair_fn dist;
     dist_batch_fn batch;
-} dist_space;
+};
 
 /* The space over vectors that are unit length for cosine (the HNSW graph's normalised copies).
  * JVDB_EINVAL for an unknown metric or dim 0. */
-int dist_space_init(dist_space *sp, jvdb_metric metric, uint32_t dim);
+int dist_space_init(struct dist_space *sp, jvdb_metric metric, uint32_t dim);
 /* The space over vectors as the store keeps them (any non-zero length for cosine): what exact scans
  * use.  Identical to dist_space_init for l2 and dot.  Queries are prepared (dist_query_prepare). */
-int dist_space_init_stored(dist_space *sp, jvdb_metric metric, uint32_t dim);
+int dist_space_init_stored(struct dist_space *sp, jvdb_metric metric, uint32_t dim);
 
 static inline float dist_score(jvdb_metric metric, float d) { return metric == JVDB_METRIC_L2 ? d : -d; }
 

@@ -30,17 +30,17 @@ enum { FLAT_CHUNK = 256 };
 #define FLAT_MIN_FLOATS_PER_THREAD (1u << 18)
 #define FLAT_MAX_THREADS           256u
 
-typedef struct flat_job {
+struct flat_job {
     const float *const *slots;
     uint32_t begin, end;
-    const dist_space *sp;
+    const struct dist_space *sp;
     const float *query;
-    const flat_params *p;
+    const struct flat_params *p;
     float limit; /* threshold as a distance; +inf without one */
-    topk heap;
-} flat_job;
+    struct topk heap;
+};
 
-void flat_params_init(flat_params *p)
+void flat_params_init(struct flat_params *p)
 {
     p->metric = JVDB_METRIC_L2;
     p->k = 10;
@@ -67,12 +67,12 @@ uint32_t flat_threads_for(uint32_t nslots, uint32_t dim, uint32_t threads)
     return threads;
 }
 
-static void flat_scan(flat_job *j)
+static void flat_scan(struct flat_job *j)
 {
     const float *gathered[FLAT_CHUNK];
     uint32_t ids[FLAT_CHUNK];
     float d[FLAT_CHUNK];
-    const flat_params *p = j->p;
+    const struct flat_params *p = j->p;
     uint32_t dim = j->sp->dim;
 
     for (uint32_t s = j->begin; s < j->end; s += FLAT_CHUNK) {
@@ -108,15 +108,15 @@ static void *flat_thread(void *arg)
     return NULL;
 }
 
-int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query, const flat_params *p,
-                uint32_t *out_slots, float *out_scores, uint32_t *out_n)
+int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query,
+                const struct flat_params *p, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
     if (!query || (nslots > 0 && !slots)) return err_set(JVDB_EINVAL, "exact search needs a query and a slot table");
     if (p->use_threshold && !isfinite(p->threshold))
         return err_set(JVDB_EINVAL, "search threshold must be a finite number");
 
-    dist_space sp;
+    struct dist_space sp;
     int rc = dist_space_init_stored(&sp, p->metric, dim);
     if (rc) return rc;
     float *q = malloc((size_t)dim * sizeof *q);
@@ -129,7 +129,7 @@ int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const 
 
     uint32_t cap = p->k < nslots ? p->k : nslots;
     uint32_t nthreads = flat_threads_for(nslots, dim, p->threads);
-    flat_job *jobs = calloc(nthreads, sizeof *jobs);
+    struct flat_job *jobs = calloc(nthreads, sizeof *jobs);
     pthread_t *tids = calloc(nthreads, sizeof *tids);
     uint8_t *started = calloc(nthreads, 1);
     if (!jobs || !tids || !started) {

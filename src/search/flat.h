@@ -14,7 +14,7 @@
 #include "jvdb.h"
 #include "search/topk.h"
 
-typedef struct flat_params {
+struct flat_params {
     jvdb_metric metric;
     uint32_t k;
     uint32_t threads;      /* 0 = number of online cores; small tables use fewer */
@@ -29,17 +29,17 @@ typedef struct flat_params {
     uint64_t snap;
     const float *(*resolve)(void *ctx, uint32_t slot);
     void *resolve_ctx;
-} flat_params;
+};
 
 /* Fills defaults: L2, k 10, threads 0, no filter, no threshold. */
-void flat_params_init(flat_params *p);
+void flat_params_init(struct flat_params *p);
 
 /* Searches slots[0..nslots) for the p->k best matches of `query` (dim floats; for cosine it is
  * normalised on a private copy, so it need not be unit length but must not be zero).  Writes up to
  * k slots and scores, best first (ties: lower slot first), to out_slots/out_scores (either may be
  * NULL) and their number to *out_n.  JVDB_EINVAL on bad arguments, JVDB_ENOMEM. */
-int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query, const flat_params *p,
-                uint32_t *out_slots, float *out_scores, uint32_t *out_n);
+int flat_search(const float *const *slots, uint32_t nslots, uint32_t dim, const float *query,
+                const struct flat_params *p, uint32_t *out_slots, float *out_scores, uint32_t *out_n);
 
 /* How many threads flat_search would use for this table (for benchmarks and stats). */
 uint32_t flat_threads_for(uint32_t nslots, uint32_t dim, uint32_t threads);

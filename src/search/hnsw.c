@@ -16,7 +16,7 @@
 
 #include "core/err.h"
 
-void hnsw_params_init(hnsw_params *p)
+void hnsw_params_init(struct hnsw_params *p)
 {
     p->M = HNSW_DEFAULT_M;
     p->ef_construction = HNSW_DEFAULT_EF_CONSTRUCTION;
@@ -25,14 +25,14 @@ void hnsw_params_init(hnsw_params *p)
     p->sq8 = 0;
 }
 
-void hnsw_query_init(hnsw_query *q)
+void hnsw_query_init(struct hnsw_query *q)
 {
     memset(q, 0, sizeof *q);
     q->k = 10;
 }
 
 /* Refuses parameters outside the limits of hnsw.h (M, ef_construction, ef_search), saying which. */
-static int hnsw_check_params(const hnsw_params *p)
+static int hnsw_check_params(const struct hnsw_params *p)
 {
     if (p->M < 2 || p->M > HNSW_MAX_M)
         return err_set(JVDB_EINVAL, "HNSW M must be between 2 and %d, not %u", HNSW_MAX_M, p->M);
@@ -44,15 +44,15 @@ static int hnsw_check_params(const hnsw_params *p)
     return JVDB_OK;
 }
 
-int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **out)
+int hnsw_create(uint32_t dim, jvdb_metric metric, const struct hnsw_params *p, struct hnsw **out)
 {
     *out = NULL;
-    dist_space sp;
+    struct dist_space sp;
     int rc = dist_space_init(&sp, metric, dim);
     if (rc) return rc;
     rc = hnsw_check_params(p);
     if (rc) return rc;
-    hnsw *h = calloc(1, sizeof *h);
+    struct hnsw *h = calloc(1, sizeof *h);
     if (!h) return err_set(JVDB_ENOMEM, "out of memory for an HNSW index");
     h->dim = dim;
     h->metric = metric;
@@ -69,7 +69,7 @@ int hnsw_create(uint32_t dim, jvdb_metric metric, const hnsw_params *p, hnsw **o
     return JVDB_OK;
 }
 
-void hnsw_free(hnsw *h)
+void hnsw_free(struct hnsw *h)
 {
     if (!h) return;
     if (h->upper) {
@@ -84,7 +84,7 @@ void hnsw_free(hnsw *h)
     free(h);
 }
 
-int hnsw_mark_deleted(hnsw *h, uint32_t slot)
+int hnsw_mark_deleted(struct hnsw *h, uint32_t slot)
 {
     if (slot >= h->cap || h->level[slot] == HNSW_ABSENT)
         return err_set(JVDB_ENOTFOUND, "slot %u is not in the HNSW index", slot);
@@ -95,7 +95,7 @@ int hnsw_mark_deleted(hnsw *h, uint32_t slot)
     return JVDB_OK;
 }
 
-int hnsw_set_ef_search(hnsw *h, uint32_t ef_search)
+int hnsw_set_ef_search(struct hnsw *h, uint32_t ef_search)
 {
     if (ef_search < 1 || ef_search > HNSW_MAX_EF)
         return err_set(JVDB_EINVAL, "HNSW ef_search must be between 1 and %d, not %u", HNSW_MAX_EF, ef_search);
@@ -103,19 +103,19 @@ int hnsw_set_ef_search(hnsw *h, uint32_t ef_search)
     return JVDB_OK;
 }
 
-void hnsw_get_params(const hnsw *h, hnsw_params *out) { *out = h->p; }
+void hnsw_get_params(const struct hnsw *h, struct hnsw_params *out) { *out = h->p; }
 
-uint32_t hnsw_node_count(const hnsw *h) { return h->nodes; }
+uint32_t hnsw_node_count(const struct hnsw *h) { return h->nodes; }
 
-uint32_t hnsw_live_count(const hnsw *h) { return h->nodes - h->ndeleted; }
+uint32_t hnsw_live_count(const struct hnsw *h) { return h->nodes - h->ndeleted; }
 
-double hnsw_deleted_share(const hnsw *h) { return h->nodes ? (double)h->ndeleted / (double)h->nodes : 0.0; }
+double hnsw_deleted_share(const struct hnsw *h) { return h->nodes ? (double)h->ndeleted / (double)h->nodes : 0.0; }
 
-int hnsw_contains(const hnsw *h, uint32_t slot) { return slot < h->cap && h->level[slot] != HNSW_ABSENT; }
+int hnsw_contains(const struct hnsw *h, uint32_t slot) { return slot < h->cap && h->level[slot] != HNSW_ABSENT; }
 
-int hnsw_is_deleted(const hnsw *h, uint32_t slot) { return hnsw_contains(h, slot) && h->deleted[slot]; }
+int hnsw_is_deleted(const struct hnsw *h, uint32_t slot) { return hnsw_contains(h, slot) && h->deleted[slot]; }
 
-size_t hnsw_memory_bytes(const hnsw *h)
+size_t hnsw_memory_bytes(const struct hnsw *h)
 {
     size_t bytes = sizeof *h + (size_t)h->cap * (h->l0_stride * sizeof(uint32_t) + sizeof(uint32_t *) + 2);
     for (uint32_t s = 0; s < h->cap; s++) {
@@ -125,7 +125,7 @@ size_t hnsw_memory_bytes(const hnsw *h)
     return bytes;
 }
 
-uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots)
+uint32_t hnsw_start_node(const struct hnsw *h, const float *const *slots, uint32_t nslots)
 {
     /* Atomic: a parallel batch moves the entry point (under emu) while other inserts start. */
     uint32_t entry = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
@@ -146,10 +146,10 @@ uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslo
 /* ---- scratch pool ---- */
 
 static pthread_mutex_t hnsw_pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static hnsw_scratch *hnsw_pool;
+static struct hnsw_scratch *hnsw_pool;
 
 /* Frees a search scratch: visit tags, candidate queue, navigation and result lists, query copy. */
-static void hnsw_scratch_destroy(hnsw_scratch *sc)
+static void hnsw_scratch_destroy(struct hnsw_scratch *sc)
 {
     free(sc->tags);
     topk_queue_free(&sc->cand);
@@ -163,7 +163,7 @@ static void hnsw_scratch_destroy(hnsw_scratch *sc)
 }
 
 /* Grows a scratch to the graph's capacity (visit tags zeroed for the new nodes). */
-static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
+static int hnsw_scratch_fit(struct hnsw_scratch *sc, const struct hnsw *h)
 {
     if (sc->ntags < h->cap) {
         uint16_t *t = realloc(sc->tags, (size_t)h->cap * sizeof *t);
@@ -193,10 +193,10 @@ static int hnsw_scratch_fit(hnsw_scratch *sc, const hnsw *h)
     return JVDB_OK;
 }
 
-hnsw_scratch *hnsw_scratch_take(const hnsw *h)
+struct hnsw_scratch *hnsw_scratch_take(const struct hnsw *h)
 {
     pthread_mutex_lock(&hnsw_pool_lock);
-    hnsw_scratch *sc = hnsw_pool;
+    struct hnsw_scratch *sc = hnsw_pool;
     if (sc) hnsw_pool = sc->next;
     pthread_mutex_unlock(&hnsw_pool_lock);
 
@@ -219,7 +219,7 @@ hnsw_scratch *hnsw_scratch_take(const hnsw *h)
     return sc;
 }
 
-void hnsw_scratch_give(hnsw_scratch *sc)
+void hnsw_scratch_give(struct hnsw_scratch *sc)
 {
     if (!sc) return;
     pthread_mutex_lock(&hnsw_pool_lock);
@@ -228,7 +228,7 @@ void hnsw_scratch_give(hnsw_scratch *sc)
     pthread_mutex_unlock(&hnsw_pool_lock);
 }
 
-void hnsw_scratch_new_epoch(hnsw_scratch *sc)
+void hnsw_scratch_new_epoch(struct hnsw_scratch *sc)
 {
     if (++sc->epoch == 0) {
         /* 65535 searches since the last clear: wipe the marks rather than let an old one alias. */

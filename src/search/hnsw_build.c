@@ -22,7 +22,7 @@
 #include "core/err.h"
 
 /* The next number of the graph's level generator (splitmix64). */
-static uint64_t hnsw_next_random(hnsw *h)
+static uint64_t hnsw_next_random(struct hnsw *h)
 {
     /* splitmix64: tiny state, good enough to draw levels, and reproducible from the seed. */
     uint64_t z = (h->rng += 0x9e3779b97f4a7c15ull);
@@ -32,14 +32,14 @@ static uint64_t hnsw_next_random(hnsw *h)
 }
 
 /* Draws a new node's top level: exponentially distributed with the graph's multiplier, capped. */
-static int hnsw_random_level(hnsw *h)
+static int hnsw_random_level(struct hnsw *h)
 {
     double u = (double)((hnsw_next_random(h) >> 11) + 1) * 0x1.0p-53; /* (0, 1] */
     double l = -log(u) * h->level_mult;
     return l >= HNSW_MAX_LEVEL - 1 ? HNSW_MAX_LEVEL - 1 : (int)l;
 }
 
-int hnsw_reserve(hnsw *h, uint32_t need)
+int hnsw_reserve(struct hnsw *h, uint32_t need)
 {
     if (need <= h->cap) return JVDB_OK;
     uint64_t cap = h->cap ? (uint64_t)h->cap * 2 : 1024;
@@ -79,8 +79,8 @@ nomem:
 
 /* Heuristic selection: `cand` is sorted closest first (distance to the node being linked); the kept
  * ones are moved to the front.  Returns how many were kept (at most max). */
-uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, topk_item *cand,
-                     uint32_t n, uint32_t max)
+uint32_t hnsw_select(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                     struct topk_item *cand, uint32_t n, uint32_t max)
 {
     if (n <= max) return n;
     uint32_t kept = 0;
@@ -96,12 +96,13 @@ uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *sl
     return kept;
 }
 
-static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                                 hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level);
+static int hnsw_link_back_locked(struct hnsw *h, const struct dist_space *sp, const float *const *slots,
+                                 uint32_t nslots, struct hnsw_scratch *sc, uint32_t from, uint32_t to, float d,
+                                 int level);
 
 /* Offers `to` (at distance d) to `from`'s list on `level`, re-choosing the list when it is full. */
-static int hnsw_link_back(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                          uint32_t from, uint32_t to, float d, int level)
+static int hnsw_link_back(struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                          struct hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level)
 {
     hnsw_lock(h, from);
     int rc = hnsw_link_back_locked(h, sp, slots, nslots, sc, from, to, d, level);
@@ -110,8 +111,9 @@ static int hnsw_link_back(hnsw *h, const dist_space *sp, const float *const *slo
 }
 
 /* hnsw_link_back with `from`'s list lock held (in a parallel batch). */
-static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                                 hnsw_scratch *sc, uint32_t from, uint32_t to, float d, int level)
+static int hnsw_link_back_locked(struct hnsw *h, const struct dist_space *sp, const float *const *slots,
+                                 uint32_t nslots, struct hnsw_scratch *sc, uint32_t from, uint32_t to, float d,
+                                 int level)
 {
     uint32_t *links = hnsw_links(h, from, level);
     uint32_t cnt = links[0], max = level ? h->p.M : h->M0;
@@ -144,11 +146,11 @@ static int hnsw_link_back_locked(hnsw *h, const dist_space *sp, const float *con
 
 /* Links a node at one level: searches that level from the entry point, picks its neighbours,
  * adds the reverse links; the nearest found becomes the entry point of the level below. */
-static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                           uint32_t slot, int level, uint32_t *ep, float *ep_dist)
+static int hnsw_link_level(struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                           struct hnsw_scratch *sc, uint32_t slot, int level, uint32_t *ep, float *ep_dist)
 {
     const float *v = hnsw_vec(slots, nslots, slot);
-    hnsw_layer_opts o = { .level = level, .ef = h->p.ef_construction, .exclude = slot };
+    struct hnsw_layer_opts o = { .level = level, .ef = h->p.ef_construction, .exclude = slot };
     int rc = hnsw_search_layer(h, sp, slots, nslots, sc, v, *ep, *ep_dist, &o);
     if (rc) return rc;
     uint32_t n = topk_sort(&sc->nav);
@@ -172,7 +174,7 @@ static int hnsw_link_level(hnsw *h, const dist_space *sp, const float *const *sl
 
 /* Makes `slot` a node (a fresh one draws its level and gets its lists) and clears its deletion mark,
  * before it is linked; *level receives its level.  Single-threaded.  JVDB_ENOMEM. */
-static int hnsw_node_prepare(hnsw *h, uint32_t slot, int *level)
+static int hnsw_node_prepare(struct hnsw *h, uint32_t slot, int *level)
 {
     int fresh = h->level[slot] == HNSW_ABSENT;
     int lv = fresh ? hnsw_random_level(h) : h->level[slot];
@@ -196,7 +198,7 @@ static int hnsw_node_prepare(hnsw *h, uint32_t slot, int *level)
 
 /* Marks a node whose linking failed as deleted: links already made to it stay valid, it is never
  * returned, and a vacuum or rebuild drops it. */
-static void hnsw_node_failed(hnsw *h, uint32_t slot)
+static void hnsw_node_failed(struct hnsw *h, uint32_t slot)
 {
     if (h->par) pthread_mutex_lock(&h->emu);
     if (!h->deleted[slot]) {
@@ -208,8 +210,8 @@ static void hnsw_node_failed(hnsw *h, uint32_t slot)
 
 /* Links a prepared node into the graph on its levels; may run in several threads at once during a
  * parallel batch.  JVDB_ENOMEM. */
-static int hnsw_node_link(hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, uint32_t slot,
-                          int level)
+static int hnsw_node_link(struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                          uint32_t slot, int level)
 {
     if (h->par) pthread_mutex_lock(&h->emu);
     int first = h->entry == HNSW_NONE || (h->nodes == 1 && h->entry == slot);
@@ -221,7 +223,7 @@ static int hnsw_node_link(hnsw *h, const dist_space *sp, const float *const *slo
     if (h->par) pthread_mutex_unlock(&h->emu);
     if (first) return JVDB_OK;
 
-    hnsw_scratch *sc = hnsw_scratch_take(h);
+    struct hnsw_scratch *sc = hnsw_scratch_take(h);
     if (!sc) return JVDB_ENOMEM;
     const float *v = slots[slot];
     float ep_dist;
@@ -244,10 +246,10 @@ static int hnsw_node_link(hnsw *h, const dist_space *sp, const float *const *slo
     return JVDB_OK;
 }
 
-int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot)
+int hnsw_insert(struct hnsw *h, const float *const *slots, uint32_t nslots, uint32_t slot)
 {
     if (!hnsw_vec(slots, nslots, slot)) return err_set(JVDB_EINVAL, "slot %u has no vector to index", slot);
-    dist_space sp;
+    struct dist_space sp;
     int rc = hnsw_space(h, &sp);
     if (rc) return rc;
     rc = hnsw_reserve(h, slot + 1);
@@ -259,7 +261,7 @@ int hnsw_insert(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t sl
 }
 
 struct hnsw_par {
-    hnsw *h;
+    struct hnsw *h;
     const float *const *slots;
     uint32_t nslots;
     const uint32_t *list;
@@ -273,7 +275,7 @@ struct hnsw_par {
 static void *hnsw_par_worker(void *arg)
 {
     struct hnsw_par *p = arg;
-    dist_space sp;
+    struct dist_space sp;
     if (hnsw_space(p->h, &sp)) return NULL;
     for (;;) {
         uint32_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
@@ -290,7 +292,7 @@ static void *hnsw_par_worker(void *arg)
     return NULL;
 }
 
-int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const uint32_t *list, uint32_t n,
+int hnsw_insert_batch(struct hnsw *h, const float *const *slots, uint32_t nslots, const uint32_t *list, uint32_t n,
                       uint32_t threads)
 {
     int first_rc = JVDB_OK;
@@ -331,9 +333,9 @@ int hnsw_insert_batch(hnsw *h, const float *const *slots, uint32_t nslots, const
     return first_rc ? first_rc : p.rc;
 }
 
-int hnsw_rebuild(hnsw *h, const float *const *slots, uint32_t nslots)
+int hnsw_rebuild(struct hnsw *h, const float *const *slots, uint32_t nslots)
 {
-    hnsw *fresh;
+    struct hnsw *fresh;
     int rc = hnsw_create(h->dim, h->metric, &h->p, &fresh);
     if (rc) return rc;
     /* Continue the level sequence rather than replay it, so a rebuilt graph is not a copy of the
@@ -348,7 +350,7 @@ int hnsw_rebuild(hnsw *h, const float *const *slots, uint32_t nslots)
         }
     }
     /* Swap contents so the caller's pointer stays valid. */
-    hnsw tmp = *h;
+    struct hnsw tmp = *h;
     *h = *fresh;
     *fresh = tmp;
     hnsw_free(fresh);

@@ -28,7 +28,7 @@
 struct hnsw {
     uint32_t dim;
     jvdb_metric metric;
-    hnsw_params p;
+    struct hnsw_params p;
     uint32_t M0;        /* level-0 link capacity, 2M */
     uint32_t l0_stride; /* M0 + 1 */
     uint32_t up_stride; /* M + 1 */
@@ -55,7 +55,7 @@ struct hnsw {
 };
 
 /* Takes slot's link-list lock during a parallel batch (a no-op otherwise). */
-static inline void hnsw_lock(const hnsw *h, uint32_t slot)
+static inline void hnsw_lock(const struct hnsw *h, uint32_t slot)
 {
     if (!h->par) return;
     for (unsigned spins = 0; __atomic_exchange_n(&h->lk[slot], 1, __ATOMIC_ACQUIRE); spins++) {
@@ -64,12 +64,12 @@ static inline void hnsw_lock(const hnsw *h, uint32_t slot)
     }
 }
 
-static inline void hnsw_unlock(const hnsw *h, uint32_t slot)
+static inline void hnsw_unlock(const struct hnsw *h, uint32_t slot)
 {
     if (h->par) __atomic_store_n(&h->lk[slot], 0, __ATOMIC_RELEASE);
 }
 
-static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
+static inline uint32_t *hnsw_links(const struct hnsw *h, uint32_t slot, int level)
 {
     if (level == 0) return h->l0 + (size_t)slot * h->l0_stride;
     return h->upper[slot] + (size_t)(level - 1) * h->up_stride;
@@ -77,7 +77,7 @@ static inline uint32_t *hnsw_links(const hnsw *h, uint32_t slot, int level)
 
 /* A node's list on `level`, copied under its lock into buf (1 + M0 entries) during a parallel batch;
  * the list itself otherwise. */
-static inline const uint32_t *hnsw_links_read(const hnsw *h, uint32_t slot, int level, uint32_t *buf)
+static inline const uint32_t *hnsw_links_read(const struct hnsw *h, uint32_t slot, int level, uint32_t *buf)
 {
     const uint32_t *l = hnsw_links(h, slot, level);
     if (!h->par) return l;
@@ -94,21 +94,21 @@ static inline const float *hnsw_vec(const float *const *slots, uint32_t nslots, 
 }
 
 /* The distance space of h's rows: float vectors or sq8 code rows.  JVDB_EINVAL. */
-static inline int hnsw_space(const hnsw *h, dist_space *sp)
+static inline int hnsw_space(const struct hnsw *h, struct dist_space *sp)
 {
     return h->p.sq8 ? dist_space_init_sq8(sp, h->metric, h->dim) : dist_space_init(sp, h->metric, h->dim);
 }
 
 /* Per-search working memory, pooled so concurrent searches never share it and the index stays
  * read-only under the caller's read lock. */
-typedef struct hnsw_scratch {
+struct hnsw_scratch {
     uint16_t *tags; /* visited marks: tags[slot] == epoch */
     uint32_t ntags;
     uint16_t epoch;
-    topk_queue cand; /* candidates to expand, closest first */
-    topk nav;        /* the ef nearest seen: decides when a layer search stops */
-    topk res;        /* accepted live results (queries only) */
-    float *query;    /* prepared copy of the query */
+    struct topk_queue cand; /* candidates to expand, closest first */
+    struct topk nav;        /* the ef nearest seen: decides when a layer search stops */
+    struct topk res;        /* accepted live results (queries only) */
+    float *query;           /* prepared copy of the query */
     uint32_t query_cap;
     const float **gvec; /* gathered neighbour vectors of one expansion ... */
     uint32_t *gid;      /* ... their slots ... */
@@ -116,18 +116,18 @@ typedef struct hnsw_scratch {
     uint32_t gcap;
     uint64_t ndist;            /* distance evaluations since the scratch was taken */
     struct hnsw_scratch *next; /* pool free list */
-} hnsw_scratch;
+};
 
 /* A scratch sized for h (visited marks for h->cap slots, a dim-float query buffer, gather buffers
  * for M0 links); NULL with JVDB_ENOMEM set. */
-hnsw_scratch *hnsw_scratch_take(const hnsw *h);
-void hnsw_scratch_give(hnsw_scratch *sc);
+struct hnsw_scratch *hnsw_scratch_take(const struct hnsw *h);
+void hnsw_scratch_give(struct hnsw_scratch *sc);
 
 /* Starts a fresh visited set. */
-void hnsw_scratch_new_epoch(hnsw_scratch *sc);
+void hnsw_scratch_new_epoch(struct hnsw_scratch *sc);
 
 /* 1 the first time `slot` is seen in this epoch. */
-static inline int hnsw_visit(hnsw_scratch *sc, uint32_t slot)
+static inline int hnsw_visit(struct hnsw_scratch *sc, uint32_t slot)
 {
     if (sc->tags[slot] == sc->epoch) return 0;
     sc->tags[slot] = sc->epoch;
@@ -135,35 +135,36 @@ static inline int hnsw_visit(hnsw_scratch *sc, uint32_t slot)
 }
 
 /* What a layer search does besides finding the ef nearest nodes. */
-typedef struct hnsw_layer_opts {
+struct hnsw_layer_opts {
     int level;
     uint32_t ef;
     uint32_t exclude; /* never enters sc->nav (the node being re-linked) or HNSW_NONE */
     int collect;      /* offer live, accepted nodes to sc->res */
     topk_accept_fn accept;
     void *accept_ctx;
-} hnsw_layer_opts;
+};
 
 /* Best-first search of one level from entry point `ep` (distance `ep_dist`) for `query`; leaves the
  * ef nearest in sc->nav (unsorted).  JVDB_ENOMEM. */
-int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                      const float *query, uint32_t ep, float ep_dist, const hnsw_layer_opts *o);
+int hnsw_search_layer(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                      struct hnsw_scratch *sc, const float *query, uint32_t ep, float ep_dist,
+                      const struct hnsw_layer_opts *o);
 
 /* Greedy walk down from the top level to level `stop` + 1, returning the closest node found (and its
  * distance in *dist).  `exclude` is walked through but never chosen. */
-uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                      const float *query, int stop, uint32_t exclude, float *dist);
+uint32_t hnsw_descend(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                      struct hnsw_scratch *sc, const float *query, int stop, uint32_t exclude, float *dist);
 
 /* A node to start searches from: the entry point, or when its vector is gone the highest node that
  * still has one.  HNSW_NONE if no node has a vector. */
-uint32_t hnsw_start_node(const hnsw *h, const float *const *slots, uint32_t nslots);
+uint32_t hnsw_start_node(const struct hnsw *h, const float *const *slots, uint32_t nslots);
 
 /* Heuristic neighbour selection (hnsw_build.c): `cand` sorted closest first; the kept ones (at most
  * max) are moved to the front and counted.  Also used by the loader's and vacuum's repairs. */
-uint32_t hnsw_select(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, topk_item *cand,
-                     uint32_t n, uint32_t max);
+uint32_t hnsw_select(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                     struct topk_item *cand, uint32_t n, uint32_t max);
 
 /* Grows the arrays to hold slots [0, need).  JVDB_EINVAL, JVDB_ENOMEM. */
-int hnsw_reserve(hnsw *h, uint32_t need);
+int hnsw_reserve(struct hnsw *h, uint32_t need);
 
 #endif

@@ -92,7 +92,7 @@ static int hf_dir_sync(const char *path)
 /* Bytes of one node's row in a file of this graph. */
 static uint32_t hf_row_bytes(uint32_t dim, int sq8) { return sq8 ? sq8_row_bytes(dim) : 4u * dim; }
 
-int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
+int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
               const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn, void *ctx, uint64_t *written)
 {
     if (extra_len > HNSW_FILE_MAX_EXTRA) return err_set(JVDB_EINVAL, "HNSW graph file: extra section too large");
@@ -226,16 +226,16 @@ static int hf_bad(const char *why, uint64_t at)
     return err_set(JVDB_ECORRUPT, "HNSW graph file: %s (at byte %llu)", why, (unsigned long long)at);
 }
 
-void hnsw_file_free(hnsw_file *f)
+void hnsw_file_free(struct hnsw_file *f)
 {
     free(f->nodes);
     f->nodes = NULL;
 }
 
-static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t M0, uint32_t done, uint32_t nblocks,
-                          size_t off, size_t end);
+static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, uint32_t M0, uint32_t done,
+                          uint32_t nblocks, size_t off, size_t end);
 
-int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out)
+int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out)
 {
     int rc = hnsw_file_parse_header(buf, len, out);
     if (rc) return rc;
@@ -257,7 +257,7 @@ int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out)
     return hf_parse_nodes(b, len, out, M0, done, nblocks, off, end);
 }
 
-int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
+int hnsw_file_parse_header(const void *buf, size_t len, struct hnsw_file *out)
 {
     memset(out, 0, sizeof *out);
     const uint8_t *b = buf;
@@ -302,8 +302,8 @@ int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out)
     return JVDB_OK;
 }
 
-static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t M0, uint32_t done, uint32_t nblocks,
-                          size_t off, size_t end)
+static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, uint32_t M0, uint32_t done,
+                          uint32_t nblocks, size_t off, size_t end)
 {
     (void)len;
     int rc = JVDB_OK;
@@ -333,7 +333,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
         }
         const uint8_t *p = bh + HF_BLOCK_HEAD, *pe = p + plen;
         for (uint32_t k = 0; k < count && rc == JVDB_OK; k++) {
-            hnsw_file_node *nd = &out->nodes[done + k];
+            struct hnsw_file_node *nd = &out->nodes[done + k];
             if (pe - p < (ptrdiff_t)HF_NODE_FIXED) {
                 rc = hf_bad("truncated node", (size_t)(p - b));
                 break;
@@ -419,16 +419,16 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, hnsw_file *out, uint32_t
 /* ---------------------------------------------------------------- repair (loader and vacuum) */
 
 struct repair {
-    const hnsw *h;
-    dist_space sp;
+    const struct hnsw *h;
+    struct dist_space sp;
     const float *const *slots;
     uint32_t nslots;
     uint32_t *cand;
-    topk_item *items;
+    struct topk_item *items;
     uint32_t ncand, cap;
 };
 
-static int repair_init(struct repair *r, const hnsw *h, const float *const *slots, uint32_t nslots)
+static int repair_init(struct repair *r, const struct hnsw *h, const float *const *slots, uint32_t nslots)
 {
     memset(r, 0, sizeof *r);
     r->h = h;
@@ -464,7 +464,7 @@ static void repair_add(struct repair *r, uint32_t self, uint32_t s)
 
 static int item_cmp(const void *a, const void *b)
 {
-    topk_item x = *(const topk_item *)a, y = *(const topk_item *)b;
+    struct topk_item x = *(const struct topk_item *)a, y = *(const struct topk_item *)b;
     return topk_less(x, y) ? -1 : topk_less(y, x) ? 1 : 0;
 }
 
@@ -490,17 +490,18 @@ static void repair_choose(struct repair *r, uint32_t self, int level, uint32_t m
 
 /* ---------------------------------------------------------------- loader */
 
-static const uint8_t *hf_node_links(const hnsw_file_node *nd, int level)
+static const uint8_t *hf_node_links(const struct hnsw_file_node *nd, int level)
 {
     const uint8_t *p = nd->links;
     for (int l = 0; l < level; l++) p += 4 + 4 * (size_t)get32(p);
     return p;
 }
 
-int hnsw_from_file(const hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots, hnsw **out)
+int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots,
+                   struct hnsw **out)
 {
     *out = NULL;
-    hnsw *h;
+    struct hnsw *h;
     int rc = hnsw_create(f->dim, f->metric, &f->p, &h);
     if (rc) return rc;
     uint32_t need = 0;
@@ -529,7 +530,7 @@ int hnsw_from_file(const hnsw_file *f, const uint32_t *map, const float *const *
     for (uint32_t i = 0; i < f->nnodes; i++) {
         uint32_t s = map[i];
         if (s == HNSW_FILE_NONE) continue;
-        const hnsw_file_node *nd = &f->nodes[i];
+        const struct hnsw_file_node *nd = &f->nodes[i];
         for (int l = 0; l <= nd->level; l++) {
             const uint8_t *p = hf_node_links(nd, l);
             uint32_t c = get32(p), kept = 0, lost = 0;
@@ -583,7 +584,7 @@ fail:
 
 /* ---------------------------------------------------------------- vacuum */
 
-int hnsw_vacuum(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t *removed)
+int hnsw_vacuum(struct hnsw *h, const float *const *slots, uint32_t nslots, uint32_t *removed)
 {
     *removed = 0;
     if (h->ndeleted == 0) return JVDB_OK;

@@ -18,7 +18,7 @@
 #define HNSW_FILE_NAME    "ext.hnsw"
 #define HNSW_FILE_VERSION 2u
 
-typedef struct hnsw_file_node {
+struct hnsw_file_node {
     uint64_t lsn;
     const char *id; /* into the file's bytes; not NUL-terminated */
     uint16_t id_len;
@@ -26,36 +26,37 @@ typedef struct hnsw_file_node {
     uint8_t dead;         /* kept only for its links (repairing its neighbours at load) */
     const uint8_t *row;   /* the node's navigation row, row_bytes bytes (unaligned, in the file) */
     const uint8_t *links; /* level + 1 lists, level 0 first: u32 count, count u32 node indices */
-} hnsw_file_node;
+};
 
-typedef struct hnsw_file {
+struct hnsw_file {
     uint32_t dim;
     jvdb_metric metric;
-    hnsw_params p; /* seed = the level generator's state when the file was written */
-    uint64_t lsn;  /* every record with an LSN up to this one was reconciled */
+    struct hnsw_params p; /* seed = the level generator's state when the file was written */
+    uint64_t lsn;         /* every record with an LSN up to this one was reconciled */
     uint32_t nnodes;
     uint32_t entry; /* node index, HNSW_FILE_NONE when empty */
     int max_level;
     uint32_t row_bytes;   /* per node: sq8_row_bytes(dim) when p.sq8, else 4 * dim */
     const uint8_t *extra; /* the owner's checksummed bytes (search.c: the quantiser) */
     uint32_t extra_len;
-    hnsw_file_node *nodes;
-} hnsw_file;
+    struct hnsw_file_node *nodes;
+};
 
 #define HNSW_FILE_NONE UINT32_MAX
 
 /* Verifies and indexes a whole graph file held in memory (`buf` must outlive `out`).
  * JVDB_ECORRUPT with the reason (bad magic, version, checksum, bounds), JVDB_ENOMEM. */
-int hnsw_file_parse(const void *buf, size_t len, hnsw_file *out);
-void hnsw_file_free(hnsw_file *f);
+int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out);
+void hnsw_file_free(struct hnsw_file *f);
 /* Verifies the header alone (magic, version, checksum, ranges): fills f's scalar fields, no nodes and
  * no extra.  `buf` holds at least the 80-byte header; `len` is the whole file's size. */
-int hnsw_file_parse_header(const void *buf, size_t len, hnsw_file *out);
+int hnsw_file_parse_header(const void *buf, size_t len, struct hnsw_file *out);
 
 /* Builds a graph from a parsed file: node i becomes slot map[i] (HNSW_FILE_NONE drops it).  A node that
  * loses links to dropped nodes gets its list refilled from theirs (as pgvector's vacuum does), with
  * the vectors read through the slot table.  JVDB_ECORRUPT if two nodes map to one slot, JVDB_ENOMEM. */
-int hnsw_from_file(const hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots, hnsw **out);
+int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *const *slots, uint32_t nslots,
+                   struct hnsw **out);
 
 /* Identity of the record a node stands for, for the writer: returns 1 and fills id/lsn, or 0 when
  * the node should be written as dead (its record is gone or changed since it was linked). */
@@ -69,13 +70,13 @@ typedef void (*hnsw_lock_fn)(void *ctx, int lock);
  * from the slot table (a node without one is written dead) and `extra` (at most HNSW_FILE_MAX_EXTRA
  * bytes) beside the header.  The caller keeps the graph and rows unchanged during the call.
  * *written receives the file size if not NULL. */
-int hnsw_save(const hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
+int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, const void *extra, uint32_t extra_len,
               const char *path, uint64_t lsn, hnsw_ident_fn ident, hnsw_lock_fn lockfn, void *ctx, uint64_t *written);
 
 #define HNSW_FILE_MAX_EXTRA (1u << 24)
 
 /* Removes nodes marked deleted, repairing the lists that pointed at them; the graph stays usable
  * throughout.  Returns how many nodes were removed.  JVDB_ENOMEM leaves the graph as it was. */
-int hnsw_vacuum(hnsw *h, const float *const *slots, uint32_t nslots, uint32_t *removed);
+int hnsw_vacuum(struct hnsw *h, const float *const *slots, uint32_t nslots, uint32_t *removed);
 
 #endif

@@ -22,7 +22,7 @@
 #include "core/err.h"
 
 /* Prefetch the link list of the node most likely to be expanded next. */
-static inline void hnsw_prefetch_links(const hnsw *h, const hnsw_scratch *sc, int level)
+static inline void hnsw_prefetch_links(const struct hnsw *h, const struct hnsw_scratch *sc, int level)
 {
     if (sc->cand.n > 0) {
         const uint32_t *l = hnsw_links(h, topk_queue_top(&sc->cand).slot, level);
@@ -33,8 +33,9 @@ static inline void hnsw_prefetch_links(const hnsw *h, const hnsw_scratch *sc, in
 
 /* Collects the unvisited neighbours of `node` that have vectors; scores them into sc->gdist.
  * Returns how many. */
-static inline uint32_t hnsw_expand(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots,
-                                   hnsw_scratch *sc, const float *query, uint32_t node, int level)
+static inline uint32_t hnsw_expand(const struct hnsw *h, const struct dist_space *sp, const float *const *slots,
+                                   uint32_t nslots, struct hnsw_scratch *sc, const float *query, uint32_t node,
+                                   int level)
 {
     uint32_t buf[1 + 2 * HNSW_MAX_M];
     const uint32_t *links = hnsw_links_read(h, node, level, buf);
@@ -59,7 +60,8 @@ static inline uint32_t hnsw_expand(const hnsw *h, const dist_space *sp, const fl
     return m;
 }
 
-static inline void hnsw_offer_result(const hnsw *h, hnsw_scratch *sc, const hnsw_layer_opts *o, float d, uint32_t slot)
+static inline void hnsw_offer_result(const struct hnsw *h, struct hnsw_scratch *sc, const struct hnsw_layer_opts *o,
+                                     float d, uint32_t slot)
 {
     if (d > topk_bound(&sc->res) || h->deleted[slot]) return;
     if (o->accept && !o->accept(o->accept_ctx, slot)) return;
@@ -67,7 +69,8 @@ static inline void hnsw_offer_result(const hnsw *h, hnsw_scratch *sc, const hnsw
 }
 
 /* How many nodes of the ef window are live and accepted. */
-static uint32_t hnsw_accepted_in_nav(const hnsw *h, const hnsw_scratch *sc, const hnsw_layer_opts *o)
+static uint32_t hnsw_accepted_in_nav(const struct hnsw *h, const struct hnsw_scratch *sc,
+                                     const struct hnsw_layer_opts *o)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < sc->nav.n; i++) {
@@ -77,8 +80,9 @@ static uint32_t hnsw_accepted_in_nav(const hnsw *h, const hnsw_scratch *sc, cons
     return n;
 }
 
-int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                      const float *query, uint32_t ep, float ep_dist, const hnsw_layer_opts *o)
+int hnsw_search_layer(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                      struct hnsw_scratch *sc, const float *query, uint32_t ep, float ep_dist,
+                      const struct hnsw_layer_opts *o)
 {
     hnsw_scratch_new_epoch(sc);
     topk_queue_clear(&sc->cand);
@@ -90,7 +94,7 @@ int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *s
     if (o->collect) hnsw_offer_result(h, sc, o, ep_dist, ep);
 
     while (sc->cand.n > 0) {
-        topk_item c = topk_queue_top(&sc->cand);
+        struct topk_item c = topk_queue_top(&sc->cand);
         if (c.dist > topk_bound(&sc->nav)) break;
         topk_queue_pop(&sc->cand);
         hnsw_prefetch_links(h, sc, o->level);
@@ -114,8 +118,8 @@ int hnsw_search_layer(const hnsw *h, const dist_space *sp, const float *const *s
     return JVDB_OK;
 }
 
-uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *slots, uint32_t nslots, hnsw_scratch *sc,
-                      const float *query, int stop, uint32_t exclude, float *dist)
+uint32_t hnsw_descend(const struct hnsw *h, const struct dist_space *sp, const float *const *slots, uint32_t nslots,
+                      struct hnsw_scratch *sc, const float *query, int stop, uint32_t exclude, float *dist)
 {
     uint32_t cur = hnsw_start_node(h, slots, nslots);
     if (cur == HNSW_NONE) return HNSW_NONE;
@@ -151,10 +155,11 @@ uint32_t hnsw_descend(const hnsw *h, const dist_space *sp, const float *const *s
     return cur;
 }
 
-int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const float *query, const hnsw_query *q,
-                uint32_t *out_slots, float *out_scores, uint32_t *out_n, hnsw_search_info *info)
+int hnsw_search(const struct hnsw *h, const float *const *slots, uint32_t nslots, const float *query,
+                const struct hnsw_query *q, uint32_t *out_slots, float *out_scores, uint32_t *out_n,
+                struct hnsw_search_info *info)
 {
-    hnsw_search_info local;
+    struct hnsw_search_info local;
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
     info->complete = 1;
@@ -165,10 +170,10 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
     if (q->ef > HNSW_MAX_EF || q->ef_max > HNSW_MAX_EF)
         return err_set(JVDB_EINVAL, "ef must be at most %d", HNSW_MAX_EF);
 
-    dist_space sp;
+    struct dist_space sp;
     int rc = hnsw_space(h, &sp);
     if (rc) return rc;
-    hnsw_scratch *sc = hnsw_scratch_take(h);
+    struct hnsw_scratch *sc = hnsw_scratch_take(h);
     if (!sc) return JVDB_ENOMEM;
     if (h->p.sq8) memcpy(sc->query, query, sq8_row_bytes(h->dim)); /* coded by the caller */
     else rc = dist_query_prepare(h->metric, query, h->dim, sc->query);
@@ -190,7 +195,7 @@ int hnsw_search(const hnsw *h, const float *const *slots, uint32_t nslots, const
         rc = err_set(JVDB_ENOMEM, "out of memory for %u HNSW results", kout);
         goto out;
     }
-    hnsw_layer_opts o = {
+    struct hnsw_layer_opts o = {
         .level = 0,
         .ef = ef,
         .exclude = HNSW_NONE,

@@ -86,14 +86,14 @@
 struct search_index {
     jvdb_db *db;
     pthread_rwlock_t lock;
-    hnsw *graph;       /* NULL for FLAT */
-    const float **nav; /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
+    struct hnsw *graph; /* NULL for FLAT */
+    const float **nav;  /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
     uint32_t nav_cap;
     int8_t **nav_blocks; /* NAV_BLOCK rows each */
     uint32_t nav_nblocks;
-    uint32_t row_bytes; /* sq8_row_bytes(dim) */
-    sq8_quant quant;    /* codes every row; scale 0 until the first row (index lock) */
-    float *vbuf;        /* the index thread's dim-float work vector */
+    uint32_t row_bytes;     /* sq8_row_bytes(dim) */
+    struct sq8_quant quant; /* codes every row; scale 0 until the first row (index lock) */
+    float *vbuf;            /* the index thread's dim-float work vector */
     jvdb_index_options opts;
     pthread_mutex_t pend_mu;
     pthread_cond_t pend_cv; /* work for the thread, or pending drained (waiters) */
@@ -271,8 +271,8 @@ static int index_vector_of(struct search_index *ix, const struct kd_slots *sl, u
 static int index_quant_fit(struct search_index *ix, const float *x, float min_scale)
 {
     uint32_t dim = jvdb_db_dim(ix->db), n;
-    sq8_trainer t;
-    sq8_quant nq;
+    struct sq8_trainer t;
+    struct sq8_quant nq;
     float *tmp = malloc((size_t)dim * sizeof *tmp);
     if (!tmp) return err_set(JVDB_ENOMEM, "out of memory");
     if (sq8_trainer_init(&t, dim)) {
@@ -335,7 +335,7 @@ static uint32_t index_threads(void)
 /* Widens the quantiser to step `scale` (centres kept) and re-codes every row.  Index write lock held. */
 static int index_quant_widen(struct search_index *ix, float scale)
 {
-    sq8_quant nq;
+    struct sq8_quant nq;
     int rc = sq8_copy(&nq, &ix->quant);
     if (rc) return rc;
     nq.scale = scale;
@@ -399,9 +399,9 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
  * Index write lock and database write lock held; `why` is shown in the status until it is done. */
 static int index_reset_graph(struct search_index *ix, const char *why)
 {
-    hnsw *fresh = NULL;
+    struct hnsw *fresh = NULL;
     if (ix->opts.type == JVDB_INDEX_HNSW) {
-        hnsw_params p;
+        struct hnsw_params p;
         hnsw_params_init(&p);
         p.M = ix->opts.m;
         p.ef_construction = ix->opts.ef_construction;
@@ -524,8 +524,8 @@ static int index_save_locked(struct search_index *ix)
 /* Maps the saved graph's nodes to slots (writer lock, a chunk at a time, so writers get in
  * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
  * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
-static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, hnsw **g, uint64_t gen, char *why,
-                            size_t whylen)
+static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, struct hnsw **g, uint64_t gen,
+                            char *why, size_t whylen)
 {
     jvdb_db *db = ix->db;
     *g = NULL;
@@ -548,7 +548,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         return JVDB_EIO;
     }
     madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
-    hnsw_file f;
+    struct hnsw_file f;
     uint32_t *slot_of = NULL;
     int rc = hnsw_file_parse(map, (size_t)st.st_size, &f);
     if (rc) {
@@ -592,7 +592,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         const struct kd_slots *sl = keydir_slots(kd, &nsl);
         if (ix->gen != gen) rc = JVDB_EBUSY;
         for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
-            const hnsw_file_node *nd = &f.nodes[i];
+            const struct hnsw_file_node *nd = &f.nodes[i];
             slot_of[i] = HNSW_FILE_NONE;
             if (nd->dead) continue;
             /* A graph can only miss, never invent: the node is kept only for the id's newest record. */
@@ -640,7 +640,7 @@ static void index_load(struct search_index *ix)
     jvdb_index_options opts = ix->opts; /* set_index changes them under the write lock (and gen) */
     pthread_rwlock_unlock(&ix->lock);
     char why[160] = "";
-    hnsw *g = NULL;
+    struct hnsw *g = NULL;
     int rc = index_load_graph(ix, &opts, &g, gen, why, sizeof why);
     pthread_rwlock_wrlock(&ix->lock);
     if (ix->gen != gen) {
@@ -996,7 +996,7 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     struct stat st;
     ssize_t got = fstat(fd, &st) == 0 ? pread(fd, head, sizeof head, 0) : -1;
     close(fd);
-    hnsw_file f;
+    struct hnsw_file f;
     if (got != (ssize_t)sizeof head || hnsw_file_parse_header(head, (size_t)st.st_size, &f) != JVDB_OK) {
         snprintf(out->problem, sizeof out->problem, "%s",
                  got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
@@ -1219,10 +1219,10 @@ static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, cons
                   const uint32_t *cand, uint32_t ncand, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
-    dist_space sp;
+    struct dist_space sp;
     int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), jvdb_db_dim(db));
     if (rc) return rc;
-    topk best;
+    struct topk best;
     if (topk_init(&best, p->k)) return err_set(JVDB_ENOMEM, "out of memory");
     float limit = p->has_threshold ? dist_from_score(jvdb_db_metric(db), p->threshold) : INFINITY;
     for (uint32_t i = 0; i < ncand; i++) {
@@ -1245,7 +1245,8 @@ static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, cons
 /* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
  * small pointer array of the vectors the snapshot sees). */
 static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npend, const float *q,
-                          const flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores, uint32_t *n)
+                          const struct flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores,
+                          uint32_t *n)
 {
     *n = 0;
     if (npend == 0) return JVDB_OK;
@@ -1255,7 +1256,7 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
     struct accept_ctx pc = *ac;
     pc.pending_bit = NULL;
     pc.map = pend;
-    flat_params fp = *base;
+    struct flat_params fp = *base;
     fp.accept = pc.filter ? accept_mapped : NULL;
     fp.accept_ctx = &pc;
     int rc = flat_search(vecs, npend, jvdb_db_dim(db), q, &fp, slots, scores, n);
@@ -1290,7 +1291,7 @@ static uint32_t search_plan_ef(const struct payload_plan *plan, const jvdb_searc
 
 /* Exact scan of the payload plan's candidates, each resolved at the search's snapshot. */
 static int search_candidates(const jvdb_db *db, const struct payload_plan *plan, const float *q,
-                             const flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores,
+                             const struct flat_params *base, struct accept_ctx *ac, uint32_t *slots, float *scores,
                              uint32_t *n)
 {
     *n = 0;
@@ -1382,7 +1383,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     uint32_t *pend = NULL, npend = 0;
     uint8_t *pbits = NULL;
     jvdb_result *r = NULL;
-    flat_params fp;
+    struct flat_params fp;
     flat_params_init(&fp);
     fp.metric = jvdb_db_metric(db);
     fp.k = p.k;
@@ -1404,7 +1405,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
     if (!exact) {
         ac.pending_bit = pbits;
         ac.bits_cap = pbits ? nslots : 0;
-        hnsw_query hq;
+        struct hnsw_query hq;
         hnsw_query_init(&hq);
         hq.k = p.k;
         hq.ef = p.ef;
@@ -1416,7 +1417,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
          * decide, the threshold included. */
         uint32_t ef = p.ef ? p.ef : ix->opts.ef_search;
         hq.candidates = ef > 2 * p.k ? ef : 2 * p.k;
-        hnsw_search_info info = { .complete = 1 };
+        struct hnsw_search_info info = { .complete = 1 };
         uint32_t gn = 0, pn = 0, cn = 0;
         uint32_t *cand = malloc((size_t)hq.candidates * sizeof *cand);
         void *qrow = aligned_alloc(16, ix->row_bytes);

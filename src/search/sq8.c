@@ -68,7 +68,7 @@ SQ8_BODIES(avx2, __attribute__((target("avx2"))))
 #define SQ8_X86 0
 #endif
 
-int dist_space_init_sq8(dist_space *sp, jvdb_metric metric, uint32_t dim)
+int dist_space_init_sq8(struct dist_space *sp, jvdb_metric metric, uint32_t dim)
 {
     if (dim == 0) return err_set(JVDB_EINVAL, "dimension must be at least 1");
     if (metric != JVDB_METRIC_L2 && metric != JVDB_METRIC_COSINE && metric != JVDB_METRIC_DOT)
@@ -89,7 +89,7 @@ int dist_space_init_sq8(dist_space *sp, jvdb_metric metric, uint32_t dim)
     return JVDB_OK;
 }
 
-int sq8_init(sq8_quant *q, uint32_t dim)
+int sq8_init(struct sq8_quant *q, uint32_t dim)
 {
     q->dim = dim;
     q->scale = 0.0f;
@@ -97,14 +97,14 @@ int sq8_init(sq8_quant *q, uint32_t dim)
     return q->centre ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
 }
 
-void sq8_free(sq8_quant *q)
+void sq8_free(struct sq8_quant *q)
 {
     free(q->centre);
     q->centre = NULL;
     q->scale = 0.0f;
 }
 
-int sq8_copy(sq8_quant *dst, const sq8_quant *src)
+int sq8_copy(struct sq8_quant *dst, const struct sq8_quant *src)
 {
     int rc = sq8_init(dst, src->dim);
     if (rc) return rc;
@@ -113,7 +113,7 @@ int sq8_copy(sq8_quant *dst, const sq8_quant *src)
     return JVDB_OK;
 }
 
-int sq8_trainer_init(sq8_trainer *t, uint32_t dim)
+int sq8_trainer_init(struct sq8_trainer *t, uint32_t dim)
 {
     t->dim = dim;
     t->n = 0;
@@ -126,7 +126,7 @@ int sq8_trainer_init(sq8_trainer *t, uint32_t dim)
     return JVDB_OK;
 }
 
-void sq8_trainer_add(sq8_trainer *t, const float *x)
+void sq8_trainer_add(struct sq8_trainer *t, const float *x)
 {
     if (t->n++ == 0) {
         memcpy(t->lo, x, (size_t)t->dim * sizeof *x);
@@ -139,14 +139,15 @@ void sq8_trainer_add(sq8_trainer *t, const float *x)
     }
 }
 
-void sq8_trainer_free(sq8_trainer *t)
+void sq8_trainer_free(struct sq8_trainer *t)
 {
     free(t->lo);
     free(t->hi);
     t->lo = t->hi = NULL;
 }
 
-void sq8_trainer_finish(const sq8_trainer *t, jvdb_metric metric, float margin, float min_scale, sq8_quant *q)
+void sq8_trainer_finish(const struct sq8_trainer *t, jvdb_metric metric, float margin, float min_scale,
+                        struct sq8_quant *q)
 {
     double half = 0.0;
     for (uint32_t d = 0; d < t->dim; d++) {
@@ -166,7 +167,7 @@ void sq8_trainer_finish(const sq8_trainer *t, jvdb_metric metric, float margin, 
     q->scale = (float)s;
 }
 
-float sq8_reach(const sq8_quant *q, const float *x)
+float sq8_reach(const struct sq8_quant *q, const float *x)
 {
     float worst = 0.0f;
     for (uint32_t d = 0; d < q->dim; d++) {
@@ -184,7 +185,7 @@ static int8_t sq8_code(float steps)
     return (int8_t)lrintf(steps);
 }
 
-void sq8_encode(const sq8_quant *q, const float *x, int8_t *row)
+void sq8_encode(const struct sq8_quant *q, const float *x, int8_t *row)
 {
     float inv = 1.0f / q->scale;
     uint32_t d = 0;
@@ -192,7 +193,7 @@ void sq8_encode(const sq8_quant *q, const float *x, int8_t *row)
     for (; d < sq8_row_bytes(q->dim); d++) row[d] = 0;
 }
 
-void sq8_recode(const sq8_quant *from, const sq8_quant *to, int8_t *row)
+void sq8_recode(const struct sq8_quant *from, const struct sq8_quant *to, int8_t *row)
 {
     float inv = 1.0f / to->scale;
     for (uint32_t d = 0; d < to->dim; d++)

@@ -18,43 +18,44 @@
 
 #define SQ8_MAX 127
 
-typedef struct sq8_quant {
+struct sq8_quant {
     uint32_t dim;
     float scale;   /* > 0 once trained; 0 = untrained */
     float *centre; /* dim values; all 0 for dot and cosine */
-} sq8_quant;
+};
 
 /* Bytes of one code row. */
 static inline uint32_t sq8_row_bytes(uint32_t dim) { return (dim + 15u) & ~15u; }
 
 /* The distance space over code rows (row pointers cast to const float *): l2 sum (ca - cb)^2, dot and
  * cosine - sum ca cb.  JVDB_EINVAL for an unknown metric or dim 0. */
-int dist_space_init_sq8(dist_space *sp, jvdb_metric metric, uint32_t dim);
+int dist_space_init_sq8(struct dist_space *sp, jvdb_metric metric, uint32_t dim);
 
 /* An untrained quantiser for dim values.  JVDB_ENOMEM. */
-int sq8_init(sq8_quant *q, uint32_t dim);
-void sq8_free(sq8_quant *q);
-int sq8_copy(sq8_quant *dst, const sq8_quant *src);
+int sq8_init(struct sq8_quant *q, uint32_t dim);
+void sq8_free(struct sq8_quant *q);
+int sq8_copy(struct sq8_quant *dst, const struct sq8_quant *src);
 
 /* Running per-dimension range of training vectors. */
-typedef struct sq8_trainer {
+struct sq8_trainer {
     uint32_t dim, n;
     float *lo, *hi;
-} sq8_trainer;
+};
 
-int sq8_trainer_init(sq8_trainer *t, uint32_t dim);
-void sq8_trainer_add(sq8_trainer *t, const float *x);
-void sq8_trainer_free(sq8_trainer *t);
+int sq8_trainer_init(struct sq8_trainer *t, uint32_t dim);
+void sq8_trainer_add(struct sq8_trainer *t, const float *x);
+void sq8_trainer_free(struct sq8_trainer *t);
 /* Sets q from the range seen (l2: centres at mid-range; dot/cosine: centres 0), widened by `margin`
  * (1.1 = 10 % room for values not seen yet), and never finer than `min_scale`. */
-void sq8_trainer_finish(const sq8_trainer *t, jvdb_metric metric, float margin, float min_scale, sq8_quant *q);
+void sq8_trainer_finish(const struct sq8_trainer *t, jvdb_metric metric, float margin, float min_scale,
+                        struct sq8_quant *q);
 
 /* How far x reaches beyond what q can code: max over d of |x[d] - centre[d]| / (scale * SQ8_MAX);
  * <= 1 means every value fits. */
-float sq8_reach(const sq8_quant *q, const float *x);
+float sq8_reach(const struct sq8_quant *q, const float *x);
 /* Codes x (values beyond the range are clamped) into a row of sq8_row_bytes(dim) bytes. */
-void sq8_encode(const sq8_quant *q, const float *x, int8_t *row);
+void sq8_encode(const struct sq8_quant *q, const float *x, int8_t *row);
 /* Re-codes a row made with `from` for `to`. */
-void sq8_recode(const sq8_quant *from, const sq8_quant *to, int8_t *row);
+void sq8_recode(const struct sq8_quant *from, const struct sq8_quant *to, int8_t *row);
 
 #endif

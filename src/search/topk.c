@@ -12,7 +12,7 @@
 #include "core/grow.h"
 #include "core/err.h"
 
-int topk_init(topk *h, uint32_t cap)
+int topk_init(struct topk *h, uint32_t cap)
 {
     h->n = 0;
     h->cap = cap;
@@ -21,11 +21,11 @@ int topk_init(topk *h, uint32_t cap)
     return JVDB_OK;
 }
 
-int topk_reset(topk *h, uint32_t cap)
+int topk_reset(struct topk *h, uint32_t cap)
 {
     h->n = 0;
     if (cap > h->cap || !h->items) {
-        topk_item *p = realloc(h->items, (cap ? cap : 1) * sizeof *p);
+        struct topk_item *p = realloc(h->items, (cap ? cap : 1) * sizeof *p);
         if (!p) return err_set(JVDB_ENOMEM, "out of memory for a top-%u result heap", cap);
         h->items = p;
     }
@@ -33,25 +33,25 @@ int topk_reset(topk *h, uint32_t cap)
     return JVDB_OK;
 }
 
-void topk_free(topk *h)
+void topk_free(struct topk *h)
 {
     free(h->items);
     h->items = NULL;
     h->n = h->cap = 0;
 }
 
-void topk_merge(topk *dst, const topk *src)
+void topk_merge(struct topk *dst, const struct topk *src)
 {
     for (uint32_t i = 0; i < src->n; i++) topk_push(dst, src->items[i].dist, src->items[i].slot);
 }
 
-uint32_t topk_sort(topk *h)
+uint32_t topk_sort(struct topk *h)
 {
     /* Heapsort in place: repeatedly move the worst item to the end of the shrinking heap, which
      * leaves the array best first without a second buffer. */
     uint32_t n = h->n;
     for (uint32_t end = n; end > 1; end--) {
-        topk_item worst = h->items[0];
+        struct topk_item worst = h->items[0];
         h->items[0] = h->items[end - 1];
         h->items[end - 1] = worst;
         topk_sift_down_max(h->items, end - 1, 0);
@@ -59,7 +59,7 @@ uint32_t topk_sort(topk *h)
     return n;
 }
 
-int topk_queue_init(topk_queue *q, uint32_t cap)
+int topk_queue_init(struct topk_queue *q, uint32_t cap)
 {
     q->n = 0;
     q->cap = cap ? cap : 16;
@@ -71,16 +71,16 @@ int topk_queue_init(topk_queue *q, uint32_t cap)
     return JVDB_OK;
 }
 
-void topk_queue_free(topk_queue *q)
+void topk_queue_free(struct topk_queue *q)
 {
     free(q->items);
     q->items = NULL;
     q->n = q->cap = 0;
 }
 
-int topk_queue_grow(topk_queue *q)
+int topk_queue_grow(struct topk_queue *q)
 {
-    topk_item *p = grow_array32(q->items, &q->cap, (size_t)q->cap + 1, sizeof *p, 16);
+    struct topk_item *p = grow_array32(q->items, &q->cap, (size_t)q->cap + 1, sizeof *p, 16);
     if (!p) return err_set(JVDB_ENOMEM, "out of memory growing a search queue of %u", q->cap);
     q->items = p;
     return JVDB_OK;

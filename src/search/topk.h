@@ -19,38 +19,38 @@
  * concurrently, so it must only read shared state. */
 typedef int (*topk_accept_fn)(void *ctx, uint32_t slot);
 
-typedef struct topk_item {
+struct topk_item {
     float dist;
     uint32_t slot;
-} topk_item;
+};
 
-static inline int topk_less(topk_item a, topk_item b)
+static inline int topk_less(struct topk_item a, struct topk_item b)
 {
     return a.dist < b.dist || (a.dist == b.dist && a.slot < b.slot);
 }
 
-typedef struct topk {
-    topk_item *items;
+struct topk {
+    struct topk_item *items;
     uint32_t n;
     uint32_t cap;
-} topk;
+};
 
 /* JVDB_ENOMEM on failure.  cap 0 is allowed (keeps nothing). */
-int topk_init(topk *h, uint32_t cap);
+int topk_init(struct topk *h, uint32_t cap);
 /* Changes the bound (emptying the heap); JVDB_ENOMEM if it must grow and cannot. */
-int topk_reset(topk *h, uint32_t cap);
-void topk_free(topk *h);
+int topk_reset(struct topk *h, uint32_t cap);
+void topk_free(struct topk *h);
 
-static inline void topk_clear(topk *h) { h->n = 0; }
+static inline void topk_clear(struct topk *h) { h->n = 0; }
 
-static inline int topk_full(const topk *h) { return h->n >= h->cap; }
+static inline int topk_full(const struct topk *h) { return h->n >= h->cap; }
 
 /* Distance a candidate must beat (be <=, ties resolved by slot) to enter; +inf while not full. */
-static inline float topk_bound(const topk *h) { return h->n < h->cap ? INFINITY : h->items[0].dist; }
+static inline float topk_bound(const struct topk *h) { return h->n < h->cap ? INFINITY : h->items[0].dist; }
 
-static inline void topk_sift_down_max(topk_item *a, uint32_t n, uint32_t i)
+static inline void topk_sift_down_max(struct topk_item *a, uint32_t n, uint32_t i)
 {
-    topk_item x = a[i];
+    struct topk_item x = a[i];
     for (;;) {
         uint32_t c = 2 * i + 1;
         if (c >= n) break;
@@ -63,9 +63,9 @@ static inline void topk_sift_down_max(topk_item *a, uint32_t n, uint32_t i)
 }
 
 /* Offers an item; returns 1 if it was kept.  NaN distances are refused. */
-static inline int topk_push(topk *h, float dist, uint32_t slot)
+static inline int topk_push(struct topk *h, float dist, uint32_t slot)
 {
-    topk_item x = { dist, slot };
+    struct topk_item x = { dist, slot };
     if (dist != dist) return 0;
     if (h->n < h->cap) {
         uint32_t i = h->n++;
@@ -85,7 +85,7 @@ static inline int topk_push(topk *h, float dist, uint32_t slot)
 }
 
 /* Removes the worst item kept (the root). */
-static inline void topk_pop_worst(topk *h)
+static inline void topk_pop_worst(struct topk *h)
 {
     if (h->n == 0) return;
     h->items[0] = h->items[--h->n];
@@ -93,32 +93,32 @@ static inline void topk_pop_worst(topk *h)
 }
 
 /* Offers every item of src to dst. */
-void topk_merge(topk *dst, const topk *src);
+void topk_merge(struct topk *dst, const struct topk *src);
 /* Sorts the items best first, in place (the heap order is gone: push nothing more before
  * topk_clear).  Returns the count. */
-uint32_t topk_sort(topk *h);
+uint32_t topk_sort(struct topk *h);
 
-typedef struct topk_queue {
-    topk_item *items;
+struct topk_queue {
+    struct topk_item *items;
     uint32_t n;
     uint32_t cap;
-} topk_queue;
+};
 
-int topk_queue_init(topk_queue *q, uint32_t cap);
-void topk_queue_free(topk_queue *q);
+int topk_queue_init(struct topk_queue *q, uint32_t cap);
+void topk_queue_free(struct topk_queue *q);
 /* Slow path of topk_queue_push: doubles the array.  JVDB_ENOMEM on failure. */
-int topk_queue_grow(topk_queue *q);
+int topk_queue_grow(struct topk_queue *q);
 
-static inline void topk_queue_clear(topk_queue *q) { q->n = 0; }
+static inline void topk_queue_clear(struct topk_queue *q) { q->n = 0; }
 
 /* Returns 0 or JVDB_ENOMEM. */
-static inline int topk_queue_push(topk_queue *q, float dist, uint32_t slot)
+static inline int topk_queue_push(struct topk_queue *q, float dist, uint32_t slot)
 {
     if (q->n == q->cap) {
         int rc = topk_queue_grow(q);
         if (rc) return rc;
     }
-    topk_item x = { dist, slot };
+    struct topk_item x = { dist, slot };
     uint32_t i = q->n++;
     while (i > 0) {
         uint32_t p = (i - 1) / 2;
@@ -131,12 +131,12 @@ static inline int topk_queue_push(topk_queue *q, float dist, uint32_t slot)
 }
 
 /* The closest item; q must not be empty. */
-static inline topk_item topk_queue_top(const topk_queue *q) { return q->items[0]; }
+static inline struct topk_item topk_queue_top(const struct topk_queue *q) { return q->items[0]; }
 
-static inline topk_item topk_queue_pop(topk_queue *q)
+static inline struct topk_item topk_queue_pop(struct topk_queue *q)
 {
-    topk_item top = q->items[0];
-    topk_item x = q->items[--q->n];
+    struct topk_item top = q->items[0];
+    struct topk_item x = q->items[--q->n];
     uint32_t n = q->n, i = 0;
     if (n == 0) return top;
     for (;;) {

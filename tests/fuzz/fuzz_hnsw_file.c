@@ -43,7 +43,7 @@ static void resign(uint8_t *b, size_t len)
 
 static void exercise(const uint8_t *b, size_t len)
 {
-    hnsw_file f;
+    struct hnsw_file f;
     if (hnsw_file_parse(b, len, &f) != JVDB_OK) return;
     /* Vectors for at most 4096 nodes of a small dimension; bigger files stop at parsing. */
     if (f.nnodes > 4096 || f.dim > 64) {
@@ -62,9 +62,9 @@ static void exercise(const uint8_t *b, size_t len)
             for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
         slots[i] = store + (size_t)i * stride;
     }
-    hnsw *h;
+    struct hnsw *h;
     if (hnsw_from_file(&f, map, slots, f.nnodes, &h) == JVDB_OK) {
-        hnsw_query q;
+        struct hnsw_query q;
         hnsw_query_init(&q);
         uint32_t out[10], n;
         float sc[10];

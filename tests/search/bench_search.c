@@ -20,12 +20,12 @@
 
 enum { K = 10 };
 
-static void bench_hnsw_curve(const char *label, const hnsw *h, const tu_data *d, const float *queries, uint32_t nq,
-                             const uint32_t *truth)
+static void bench_hnsw_curve(const char *label, const struct hnsw *h, const tu_data *d, const float *queries,
+                             uint32_t nq, const uint32_t *truth)
 {
     static const uint32_t efs[] = { 10, 16, 24, 32, 48, 64, 96, 128, 200, 300 };
     for (size_t e = 0; e < sizeof efs / sizeof efs[0]; e++) {
-        hnsw_query q;
+        struct hnsw_query q;
         hnsw_query_init(&q);
         q.k = K;
         q.ef = efs[e];
@@ -33,7 +33,7 @@ static void bench_hnsw_curve(const char *label, const hnsw *h, const tu_data *d,
         double t0 = tu_now(), c0 = tu_cpu_now();
         for (uint32_t i = 0; i < nq; i++) {
             uint32_t got[K], n;
-            hnsw_search_info info;
+            struct hnsw_search_info info;
             hnsw_search(h, d->slots, d->n, queries + (size_t)i * d->dim, &q, got, NULL, &n, &info);
             hits += tu_overlap(got, n, truth + (size_t)i * K, K);
             dists += info.distances;
@@ -47,7 +47,7 @@ static void bench_hnsw_curve(const char *label, const hnsw *h, const tu_data *d,
 static void bench_truth(const tu_data *d, jvdb_metric metric, const float *queries, uint32_t nq, uint32_t threads,
                         uint32_t *truth)
 {
-    flat_params fp;
+    struct flat_params fp;
     flat_params_init(&fp);
     fp.metric = metric;
     fp.k = K;
@@ -67,7 +67,7 @@ int main(int argc, char **argv)
     uint32_t n = argc > 1 ? (uint32_t)atoi(argv[1]) : 100000;
     uint32_t dim = argc > 2 ? (uint32_t)atoi(argv[2]) : 128;
     uint32_t nq = argc > 3 ? (uint32_t)atoi(argv[3]) : 1000;
-    hnsw_params hp;
+    struct hnsw_params hp;
     hnsw_params_init(&hp);
     if (argc > 4) hp.M = (uint32_t)atoi(argv[4]);
     if (argc > 5) hp.ef_construction = (uint32_t)atoi(argv[5]);
@@ -113,7 +113,7 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    hnsw *h;
+    struct hnsw *h;
     hnsw_create(dim, metric, &hp, &h);
     double t0 = tu_now(), c0 = tu_cpu_now();
     for (uint32_t s = 0; s < n; s++) hnsw_insert(h, d.slots, n, s);

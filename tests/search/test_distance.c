@@ -50,7 +50,7 @@ static void test_pair_kernels_agree(void **state)
     tu_rng r = { 1 };
     int levels = 0;
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
-        const dist_kernels *k = dist_kernels_get((dist_simd)lv);
+        const struct dist_kernels *k = dist_kernels_get((dist_simd)lv);
         if (!k) continue;
         levels++;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim++) {
@@ -68,7 +68,7 @@ static void test_pair_kernels_agree(void **state)
                 if (fabs(got_l2 - l2) > tol_for(al2) || fabs(-got_nip - ip) > tol_for(aip))
                     fail_msg("%s dim %u: l2 %g vs %g, ip %g vs %g", k->name, n, got_l2, l2, -got_nip, ip);
                 /* Against scalar too: what the tests of higher levels really promise. */
-                const dist_kernels *s = dist_kernels_get(DIST_SIMD_SCALAR);
+                const struct dist_kernels *s = dist_kernels_get(DIST_SIMD_SCALAR);
                 assert_true(fabs(got_l2 - s->l2sq(a + off, b + off, n)) <= 2 * tol_for(al2));
                 assert_true(fabs(got_nip - s->nip(a + off, b + off, n)) <= 2 * tol_for(aip));
             }
@@ -85,7 +85,7 @@ static void test_batch_kernels_agree(void **state)
     tu_rng r = { 2 };
     enum { NV = 13 };
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
-        const dist_kernels *k = dist_kernels_get((dist_simd)lv);
+        const struct dist_kernels *k = dist_kernels_get((dist_simd)lv);
         if (!k) continue;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim += (dim < 40 ? 1 : 7)) {
             float *q = malloc(dim * sizeof *q);
@@ -142,7 +142,7 @@ static void test_tail_stops_at_vector_end(void **state)
         const float *vecs[5] = { b, b, b, b, b };
         float out[5];
         for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
-            const dist_kernels *k = dist_kernels_get((dist_simd)lv);
+            const struct dist_kernels *k = dist_kernels_get((dist_simd)lv);
             if (!k) continue;
             float d = k->l2sq(a, b, dim) + k->nip(a, b, dim) + k->l2sq(b, a, dim) + k->ncos(a, b, dim);
             assert_false(isnan(d));
@@ -157,7 +157,7 @@ static void test_tail_stops_at_vector_end(void **state)
 static void test_active_honours_env(void **state)
 {
     (void)state;
-    const dist_kernels *active = dist_active();
+    const struct dist_kernels *active = dist_active();
     assert_non_null(active);
     const char *env = getenv("JVDB_SIMD");
     dist_simd want;
@@ -187,7 +187,7 @@ static void test_space_and_scores(void **state)
 {
     (void)state;
     float a[3] = { 1, 2, 3 }, b[3] = { 4, 6, 3 };
-    dist_space sp;
+    struct dist_space sp;
     assert_int_equal(dist_space_init(&sp, JVDB_METRIC_L2, 3), JVDB_OK);
     assert_float_equal(sp.dist(a, b, 3), 25.f, 1e-6);
     assert_float_equal(dist_score(JVDB_METRIC_L2, 25.f), 25.f, 0);
@@ -257,7 +257,7 @@ static void test_cosine_of_stored_vectors(void **state)
     enum { NV = 9 };
     static const double scales[] = { 1e-44, 1e-40, 1e-30, 1e-20, 1e-15, 1e-3, 1, 1e3, 1e15, 1e17 };
     for (int lv = 0; lv < DIST_SIMD_COUNT; lv++) {
-        const dist_kernels *k = dist_kernels_get((dist_simd)lv);
+        const struct dist_kernels *k = dist_kernels_get((dist_simd)lv);
         if (!k) continue;
         for (uint32_t dim = 1; dim <= MAX_DIM; dim += (dim < 40 ? 1 : 11)) {
             float *q = malloc(dim * sizeof *q);
@@ -295,7 +295,7 @@ static void test_cosine_of_stored_vectors(void **state)
     }
     /* The spaces: stored vectors for exact scans, unit vectors (bare inner product) for the graph. */
     float a[2] = { 0.6f, 0.8f }, b[2] = { 30, 40 };
-    dist_space sp;
+    struct dist_space sp;
     assert_int_equal(dist_space_init_stored(&sp, JVDB_METRIC_COSINE, 2), JVDB_OK);
     assert_float_equal(sp.dist(a, b, 2), -1.f, 1e-6);
     assert_int_equal(dist_space_init(&sp, JVDB_METRIC_COSINE, 2), JVDB_OK);

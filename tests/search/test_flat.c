@@ -26,7 +26,7 @@ static const jvdb_metric metrics[] = { JVDB_METRIC_L2, JVDB_METRIC_COSINE, JVDB_
 
 static int item_cmp(const void *a, const void *b)
 {
-    const topk_item *x = a, *y = b;
+    const struct topk_item *x = a, *y = b;
     return topk_less(*x, *y) ? -1 : topk_less(*y, *x) ? 1 : 0;
 }
 
@@ -36,9 +36,9 @@ static void test_topk_matches_sort(void **state)
     tu_rng r = { 11 };
     for (uint32_t cap = 0; cap <= 40; cap += 3) {
         for (uint32_t n = 0; n <= 200; n += 17) {
-            topk h;
+            struct topk h;
             assert_int_equal(topk_init(&h, cap), 0);
-            topk_item *all = malloc((n + 1) * sizeof *all);
+            struct topk_item *all = malloc((n + 1) * sizeof *all);
             for (uint32_t i = 0; i < n; i++) {
                 /* Few distinct distances: lots of ties, which must break by slot. */
                 all[i].dist = (float)(tu_next(&r) % 16);
@@ -61,7 +61,7 @@ static void test_topk_matches_sort(void **state)
 static void test_topk_merge_bound_nan(void **state)
 {
     (void)state;
-    topk a, b;
+    struct topk a, b;
     assert_int_equal(topk_init(&a, 3), 0);
     assert_int_equal(topk_init(&b, 3), 0);
     assert_true(isinf(topk_bound(&a)));
@@ -92,13 +92,13 @@ static void test_topk_merge_bound_nan(void **state)
 static void test_topk_queue_order(void **state)
 {
     (void)state;
-    topk_queue q;
+    struct topk_queue q;
     assert_int_equal(topk_queue_init(&q, 1), 0);
     tu_rng r = { 12 };
     for (uint32_t i = 0; i < 1000; i++) assert_int_equal(topk_queue_push(&q, (float)(tu_next(&r) % 100), i), 0);
-    topk_item prev = topk_queue_pop(&q);
+    struct topk_item prev = topk_queue_pop(&q);
     while (q.n > 0) {
-        topk_item x = topk_queue_pop(&q);
+        struct topk_item x = topk_queue_pop(&q);
         assert_false(topk_less(x, prev));
         prev = x;
     }
@@ -195,7 +195,7 @@ static void run_exact_case(uint32_t n, uint32_t dim, jvdb_metric m, uint32_t k, 
         if (n) tu_query(&d, &r, 0.3, q);
         else q[0] = 1.f;
         if (m == JVDB_METRIC_COSINE) q[0] += 3.f; /* not unit length: flat_search must normalise it */
-        flat_params p;
+        struct flat_params p;
         flat_params_init(&p);
         p.metric = m;
         p.k = k;
@@ -267,7 +267,7 @@ static void test_exact_deterministic_with_duplicates(void **state)
     tu_rng r = { 78 };
     tu_query(&d, &r, 0.1, q);
     uint32_t base[K], got[K], n1, n2;
-    flat_params p;
+    struct flat_params p;
     flat_params_init(&p);
     p.k = K;
     p.threads = 1;
@@ -292,7 +292,7 @@ static void test_exact_filter_counts(void **state)
     float q[DIM] = { 1, 0, 0, 0, 0, 0, 0, 1 };
     uint32_t got[20];
     float sc[20];
-    flat_params p;
+    struct flat_params p;
     flat_params_init(&p);
     p.metric = JVDB_METRIC_DOT;
     p.k = 20;
@@ -320,7 +320,7 @@ static void test_exact_bad_input(void **state)
     float v[4] = { 1, 2, 3, 4 }, zero[4] = { 0 }, nan[4] = { 0, NAN, 0, 0 };
     const float *slots[2] = { v, v };
     uint32_t got[2], n = 99;
-    flat_params p;
+    struct flat_params p;
     flat_params_init(&p);
     p.metric = JVDB_METRIC_COSINE;
     assert_int_equal(flat_search(slots, 2, 4, zero, &p, got, NULL, &n), JVDB_EINVAL);

@@ -23,11 +23,11 @@
 
 enum { K = 10 };
 
-static hnsw *build(const tu_data *d, jvdb_metric m, const hnsw_params *hp)
+static struct hnsw *build(const tu_data *d, jvdb_metric m, const struct hnsw_params *hp)
 {
-    hnsw_params def;
+    struct hnsw_params def;
     hnsw_params_init(&def);
-    hnsw *h;
+    struct hnsw *h;
     assert_int_equal(hnsw_create(d->dim, m, hp ? hp : &def, &h), 0);
     for (uint32_t s = 0; s < d->n; s++) {
         if (d->slots[s]) assert_int_equal(hnsw_insert(h, d->slots, d->n, s), 0);
@@ -38,7 +38,7 @@ static hnsw *build(const tu_data *d, jvdb_metric m, const hnsw_params *hp)
 static uint32_t exact(const float *const *slots, uint32_t n, uint32_t dim, jvdb_metric m, const float *q, uint32_t k,
                       topk_accept_fn accept, void *ctx, uint32_t *out)
 {
-    flat_params p;
+    struct flat_params p;
     flat_params_init(&p);
     p.metric = m;
     p.k = k;
@@ -51,7 +51,7 @@ static uint32_t exact(const float *const *slots, uint32_t n, uint32_t dim, jvdb_
 
 /* Mean recall@k of HNSW against exact search over `truth_slots` (the live view of the table), while
  * HNSW reads vectors through `slots`.  Also checks that nothing deleted or rejected is returned. */
-static double recall(const hnsw *h, const float *const *slots, const float *const *truth_slots, uint32_t n,
+static double recall(const struct hnsw *h, const float *const *slots, const float *const *truth_slots, uint32_t n,
                      uint32_t dim, jvdb_metric m, uint32_t nq, uint64_t seed, uint32_t ef, topk_accept_fn accept,
                      void *ctx)
 {
@@ -65,7 +65,7 @@ static double recall(const hnsw *h, const float *const *slots, const float *cons
         for (uint32_t j = 0; j < dim; j++) q[j] = truth_slots[s0][j] + (float)(0.3 * tu_gauss(&r));
         uint32_t want[K], got[K], nw, ng;
         nw = exact(truth_slots, n, dim, m, q, K, accept, ctx, want);
-        hnsw_query hq;
+        struct hnsw_query hq;
         hnsw_query_init(&hq);
         hq.k = K;
         hq.ef = ef;
@@ -90,7 +90,7 @@ static void test_recall_delete_rebuild(void **state)
     enum { N = 20000, DIM = 32, NQ = 200 };
     tu_data d;
     tu_data_make(&d, N, DIM, N / 100, 0.5, 2024, JVDB_METRIC_L2);
-    hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
+    struct hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
     assert_int_equal(hnsw_node_count(h), N);
 
     double r0 = recall(h, d.slots, d.slots, N, DIM, JVDB_METRIC_L2, NQ, 1, 0, NULL, NULL);
@@ -144,7 +144,7 @@ static void test_metrics(void **state)
     for (int i = 0; i < 3; i++) {
         tu_data d;
         tu_data_make(&d, N, DIM, 40, 0.5, 31 + (uint64_t)i, ms[i]);
-        hnsw *h = build(&d, ms[i], NULL);
+        struct hnsw *h = build(&d, ms[i], NULL);
         double r = recall(h, d.slots, d.slots, N, DIM, ms[i], 100, 9, 0, NULL, NULL);
         print_message("recall@10 %-6s:                    %.4f\n", names[i], r);
         assert_true(r >= 0.95);
@@ -153,7 +153,7 @@ static void test_metrics(void **state)
         float q[DIM], scores[K];
         uint32_t got[K], n;
         memcpy(q, d.slots[17], sizeof q);
-        hnsw_query hq;
+        struct hnsw_query hq;
         hnsw_query_init(&hq);
         assert_int_equal(hnsw_search(h, d.slots, N, q, &hq, got, scores, &n, NULL), 0);
         assert_int_equal(n, K);
@@ -192,7 +192,7 @@ static void test_filters(void **state)
     enum { N = 10000, DIM = 16 };
     tu_data d;
     tu_data_make(&d, N, DIM, 100, 0.5, 77, JVDB_METRIC_L2);
-    hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
+    struct hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
 
     /* Selectivity 50%, 10%: filtered recall stays high. */
     filt half = { 2, 1 }, tenth = { 10, 3 };
@@ -212,11 +212,11 @@ static void test_filters(void **state)
         uint32_t want = matches < K ? matches : K;
         for (int round = 0; round < 20; round++) {
             tu_query(&d, &r, 0.3, q);
-            hnsw_query hq;
+            struct hnsw_query hq;
             hnsw_query_init(&hq);
             hq.accept = accept_mod;
             hq.accept_ctx = &f;
-            hnsw_search_info info;
+            struct hnsw_search_info info;
             uint32_t got[K], n;
             assert_int_equal(hnsw_search(h, d.slots, N, q, &hq, got, NULL, &n, &info), 0);
             for (uint32_t j = 0; j < n; j++) assert_true(accept_mod(&f, got[j]));
@@ -245,7 +245,7 @@ static void test_slot_reuse(void **state)
     enum { N = 3000, DIM = 12 };
     tu_data d;
     tu_data_make(&d, N, DIM, 30, 0.5, 88, JVDB_METRIC_L2);
-    hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
+    struct hnsw *h = build(&d, JVDB_METRIC_L2, NULL);
     float fresh[3][DIM];
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < DIM; j++) fresh[i][j] = 20.f + 5.f * (float)i + (float)j; /* far from every cluster */
@@ -265,7 +265,7 @@ static void test_slot_reuse(void **state)
     for (int i = 0; i < 3; i++) {
         uint32_t got[K], n;
         float sc[K];
-        hnsw_query hq;
+        struct hnsw_query hq;
         hnsw_query_init(&hq);
         assert_int_equal(hnsw_search(h, d.slots, N, fresh[i], &hq, got, sc, &n, NULL), 0);
         assert_int_equal(got[0], targets[i]);
@@ -280,7 +280,7 @@ static void test_slot_reuse(void **state)
 }
 
 typedef struct conc {
-    const hnsw *h;
+    const struct hnsw *h;
     const tu_data *d;
     const float *queries;
     uint32_t nq;
@@ -293,7 +293,7 @@ static void *conc_run(void *arg)
     conc *c = arg;
     for (int rep = 0; rep < 3; rep++) {
         for (uint32_t i = 0; i < c->nq; i++) {
-            hnsw_query hq;
+            struct hnsw_query hq;
             hnsw_query_init(&hq);
             uint32_t got[K], n;
             if (hnsw_search(c->h, c->d->slots, c->d->n, c->queries + (size_t)i * c->d->dim, &hq, got, NULL, &n, NULL) !=
@@ -311,13 +311,13 @@ static void test_concurrent_searches(void **state)
     enum { N = 3000, DIM = 16, NQ = 60, T = 4 };
     tu_data d;
     tu_data_make(&d, N, DIM, 30, 0.5, 99, JVDB_METRIC_COSINE);
-    hnsw *h = build(&d, JVDB_METRIC_COSINE, NULL);
+    struct hnsw *h = build(&d, JVDB_METRIC_COSINE, NULL);
     float *queries = malloc(NQ * DIM * sizeof *queries);
     uint32_t *expect = malloc(NQ * K * sizeof *expect);
     tu_rng r = { 100 };
     for (uint32_t i = 0; i < NQ; i++) {
         tu_query(&d, &r, 0.3, queries + i * DIM);
-        hnsw_query hq;
+        struct hnsw_query hq;
         hnsw_query_init(&hq);
         uint32_t n;
         assert_int_equal(hnsw_search(h, d.slots, N, queries + i * DIM, &hq, expect + i * K, NULL, &n, NULL), 0);
@@ -342,12 +342,12 @@ static void test_concurrent_searches(void **state)
 static void test_edges_and_errors(void **state)
 {
     (void)state;
-    hnsw_params p;
+    struct hnsw_params p;
     hnsw_params_init(&p);
     assert_int_equal(p.M, 16);
     assert_int_equal(p.ef_construction, 200);
     assert_int_equal(p.ef_search, 64);
-    hnsw *h;
+    struct hnsw *h;
     p.M = 1;
     assert_int_equal(hnsw_create(4, JVDB_METRIC_L2, &p, &h), JVDB_EINVAL);
     p.M = 16;
@@ -362,9 +362,9 @@ static void test_edges_and_errors(void **state)
     };
     const float *slots[8] = { v[0], v[1], NULL, v[3], v[4], NULL, NULL, v[2] };
     uint32_t got[K], n = 99;
-    hnsw_query hq;
+    struct hnsw_query hq;
     hnsw_query_init(&hq);
-    hnsw_search_info info;
+    struct hnsw_search_info info;
 
     /* Empty index. */
     assert_int_equal(hnsw_search(h, slots, 8, v[0], &hq, got, NULL, &n, &info), 0);
@@ -442,9 +442,9 @@ static void test_parallel_build(void **state)
     enum { N = 12000, DIM = 32, NQ = 200, BATCH = 512 };
     tu_data d;
     tu_data_make(&d, N, DIM, N / 100, 0.5, 4242, JVDB_METRIC_L2);
-    hnsw_params p;
+    struct hnsw_params p;
     hnsw_params_init(&p);
-    hnsw *h;
+    struct hnsw *h;
     assert_int_equal(hnsw_create(DIM, JVDB_METRIC_L2, &p, &h), 0);
     uint32_t *list = malloc(N * sizeof *list);
     assert_non_null(list);
@@ -473,7 +473,7 @@ static void test_parallel_build(void **state)
             for (uint32_t j = 1; j <= li[0]; j++) assert_true(li[j] < N && li[j] != s && h->level[li[j]] >= l);
         }
     /* A slot without a vector is refused, the others still go in. */
-    hnsw *g;
+    struct hnsw *g;
     assert_int_equal(hnsw_create(DIM, JVDB_METRIC_L2, &p, &g), 0);
     const float **holes = malloc(N * sizeof *holes);
     assert_non_null(holes);
@@ -495,7 +495,7 @@ static void test_deterministic(void **state)
     enum { N = 2000, DIM = 8 };
     tu_data d;
     tu_data_make(&d, N, DIM, 20, 0.5, 55, JVDB_METRIC_L2);
-    hnsw *a = build(&d, JVDB_METRIC_L2, NULL), *b = build(&d, JVDB_METRIC_L2, NULL);
+    struct hnsw *a = build(&d, JVDB_METRIC_L2, NULL), *b = build(&d, JVDB_METRIC_L2, NULL);
     assert_int_equal(a->entry, b->entry);
     assert_memory_equal(a->l0, b->l0, (size_t)N * a->l0_stride * sizeof(uint32_t));
     hnsw_free(a);

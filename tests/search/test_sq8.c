@@ -18,9 +18,10 @@
 #include "search_testutil.h"
 
 /* A trained quantiser over n random vectors in [lo, lo + width)^dim. */
-static void train(sq8_quant *q, jvdb_metric m, uint32_t dim, float lo, float width, tu_rng *r, float *buf, uint32_t n)
+static void train(struct sq8_quant *q, jvdb_metric m, uint32_t dim, float lo, float width, tu_rng *r, float *buf,
+                  uint32_t n)
 {
-    sq8_trainer t;
+    struct sq8_trainer t;
     assert_int_equal(sq8_trainer_init(&t, dim), JVDB_OK);
     assert_int_equal(sq8_init(q, dim), JVDB_OK);
     for (uint32_t i = 0; i < n; i++) {
@@ -38,7 +39,7 @@ static void test_round_trip_and_clamp(void **state)
     r.s = 7;
     enum { DIM = 37, N = 50 };
     float buf[N * DIM];
-    sq8_quant q;
+    struct sq8_quant q;
     train(&q, JVDB_METRIC_L2, DIM, 100.0f, 3.0f, &r, buf, N);
     assert_true(q.scale > 0.0f);
     int8_t row[sq8_row_bytes(DIM)];
@@ -60,7 +61,7 @@ static void test_round_trip_and_clamp(void **state)
     assert_int_equal(row[3], SQ8_MAX);
     assert_int_equal(row[4], -SQ8_MAX);
     /* Refit wider: re-coded rows still decode to their vectors, within the new step. */
-    sq8_quant wide;
+    struct sq8_quant wide;
     assert_int_equal(sq8_copy(&wide, &q), JVDB_OK);
     wide.scale = q.scale * 3.0f;
     sq8_encode(&q, buf, row);
@@ -94,7 +95,7 @@ static void test_kernels(void **state)
         }
         for (int lvl = DIST_SIMD_SCALAR; lvl <= DIST_SIMD_AVX2; lvl++) {
             if (dist_set_active((dist_simd)lvl) != JVDB_OK) continue;
-            dist_space sp;
+            struct dist_space sp;
             assert_int_equal(dist_space_init_sq8(&sp, JVDB_METRIC_L2, dim), JVDB_OK);
             assert_float_equal(sp.dist((const float *)a, (const float *)b, dim), (float)l2, 1e-6 * (double)l2 + 0.5);
             const float *rows[3] = { (const float *)b, NULL, (const float *)a };
@@ -110,7 +111,7 @@ static void test_kernels(void **state)
         free(a);
         free(b);
     }
-    dist_space sp;
+    struct dist_space sp;
     assert_int_equal(dist_space_init_sq8(&sp, JVDB_METRIC_L2, 0), JVDB_EINVAL);
     assert_int_equal(dist_space_init_sq8(&sp, (jvdb_metric)7, 4), JVDB_EINVAL);
 }
@@ -123,11 +124,11 @@ static void test_ranking(void **state)
     r.s = 13;
     enum { DIM = 64, N = 200 };
     static float buf[N * DIM];
-    sq8_quant q;
+    struct sq8_quant q;
     train(&q, JVDB_METRIC_L2, DIM, -1.0f, 2.0f, &r, buf, N);
     static int8_t rows[N][64];
     for (uint32_t i = 0; i < N; i++) sq8_encode(&q, buf + (size_t)i * DIM, rows[i]);
-    dist_space sp;
+    struct dist_space sp;
     assert_int_equal(dist_space_init_sq8(&sp, JVDB_METRIC_L2, DIM), JVDB_OK);
     for (uint32_t qi = 0; qi < 20; qi++) {
         float query[DIM];
