@@ -71,7 +71,9 @@ static void route_write_backup(struct jw *w, const jvdb_backup_info *b)
     else jw_null(w);
     jw_kuint(w, "lsnFrom", b->lsn_from);
     jw_kuint(w, "lsnTo", b->lsn_to);
-    jw_key(w, "created_at");
+    jw_key(w, "createdAt");
+    jw_time(w, b->created_ns);
+    jw_key(w, "created_at"); /* deprecated spelling, kept for clients of earlier releases (API.md) */
     jw_time(w, b->created_ns);
     jw_kuint(w, "putCount", b->put_count);
     jw_kuint(w, "deleteCount", b->delete_count);
