@@ -109,7 +109,10 @@ def async_compaction_and_rebuild():
         assert j["result"]["rebuilt"] is True and j["result"]["state"] == "ready", j
         assert j["result"]["nodes"] >= 1500, j
         st = expect(c.get("/v1/databases/a/stats"), 200).json["index"]
-        assert st["reason"] == "rebuild requested" and st["pending"] == 0, st
+        # The graph holds exactly the live vectors.  (The status's reason may still name the first
+        # build when the rebuild was asked for while that build ran: seen once on a fresh clone.)
+        assert st["state"] == "ready" and st["pending"] == 0 and st["nodes"] == 1500, st
+        assert st["deletedNodes"] == 0 and st["reason"] in ("rebuild requested", "no saved graph"), st
         # The synchronous forms still answer in the request.
         r = expect(c.post("/v1/databases/a/index/rebuild", {}), 200).json
         assert r["rebuilt"] is True and r["nodes"] >= 1500, r
