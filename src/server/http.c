@@ -112,6 +112,7 @@ struct http_server {
 /* Per-request state: MHD's con_cls. */
 struct http_call {
     int64_t start_ns;
+    int local; /* came through the local socket (invariant 8: its file mode is the check) */
     char method[16];
     char *path; /* copy for the log line, which is written after MHD frees the URL */
     char *body;
@@ -699,8 +700,7 @@ static int http_early_answer(struct server *s, struct MHD_Connection *conn, stru
         return 1;
     }
     if (http_preflight(s, conn, call, rs)) return 1;
-    const union MHD_ConnectionInfo *d = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
-    if (d && s->http->local && d->daemon == s->http->local) {
+    if (call->local) {
         snprintf(call->who, sizeof call->who, "local"); /* invariant 8: the socket's mode is the check */
     } else if (s->http->hooks.check(s, &rq, call->route, rs, call->who)) {
         rs->close = 1; /* the body, if any, is not read */
@@ -747,11 +747,10 @@ static void http_request_id(struct server *s, struct MHD_Connection *conn, struc
     snprintf(call->reqid, sizeof call->reqid, "%016" PRIx64, id);
 }
 
-static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                    const char *version, const char *upload_data, size_t *upload_data_size,
-                                    void **con_cls)
+static enum MHD_Result http_handle(struct server *s, int local, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
 {
-    struct server *s = cls;
     struct http_call *call = *con_cls;
     if (!call) {
         http_head_done(s, conn);
@@ -765,6 +764,7 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         call->cors = http_cors_match(s, conn);
         http_request_id(s, conn, call);
         snprintf(call->who, sizeof call->who, "-");
+        call->local = local;
         *con_cls = call;
         atomic_fetch_add(&s->http->inflight, 1);
         struct http_resp rs = { 0 };
@@ -791,6 +791,23 @@ static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, cons
         for (int i = 0; i < rq.nparams; i++) free(rq.params[i]);
     }
     return http_send(conn, call, &rs);
+}
+
+/* libmicrohttpd's request callback of the TCP daemon. */
+static enum MHD_Result http_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                    const char *version, const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    return http_handle(cls, 0, conn, url, method, version, upload_data, upload_data_size, con_cls);
+}
+
+/* The same for the local socket's daemon: its requests are marked local when they start, without
+ * reading the daemon pointer, which the main thread may still be storing (invariant 8). */
+static enum MHD_Result http_handler_local(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                          const char *version, const char *upload_data, size_t *upload_data_size,
+                                          void **con_cls)
+{
+    return http_handle(cls, 1, conn, url, method, version, upload_data, upload_data_size, con_cls);
 }
 
 /* ---------------------------------------------------------------- request-head deadlines (invariant 2) */
@@ -1112,7 +1129,7 @@ static void http_start_local(struct server *s)
     }
     h->local = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL,
-        NULL, http_handler, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        NULL, http_handler_local, s, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, s, MHD_OPTION_NOTIFY_CONNECTION, http_notify_conn, s,
         MHD_OPTION_UNESCAPE_CALLBACK, http_keep_escaped, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->cfg.idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_END);

@@ -199,6 +199,10 @@ def load_test():
         for db in dbs:
             check_model(c, db, models[db])
         s.stop()
+    except BaseException:
+        # The server's own account (a sanitizer report, a crash) is what explains a failure here.
+        print("server log (tail):\n" + s.log()[-8000:])
+        raise
     finally:
         s.cleanup()
 
