@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "core/bytes.h"
 #include "core/err.h"
 #include "core/io.h"
 #include "search/hnsw_internal.h"
@@ -38,21 +39,6 @@
 #define HF_BLOCK_NODES  4096u
 #define HF_NODE_FIXED   12u /* lsn 8, id_len 2, level 1, flags 1 */
 #define HF_FLAG_DEAD    1u
-
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
 
 /* ---------------------------------------------------------------- writer */
 
@@ -105,21 +91,21 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
 
     uint8_t head[HF_HEADER_SIZE] = { 0 };
     memcpy(head, HF_MAGIC, 8);
-    put32(head + 8, HNSW_FILE_VERSION);
-    put32(head + 12, HF_HEADER_SIZE);
-    put32(head + 16, h->dim);
-    put32(head + 20, (uint32_t)h->metric);
-    put32(head + 24, h->p.M);
-    put32(head + 28, h->p.ef_construction);
-    put32(head + 32, h->p.ef_search);
-    put32(head + 36, n);
-    put32(head + 40, h->entry == HNSW_NONE ? HNSW_FILE_NONE : idx[h->entry]);
-    put32(head + 44, (uint32_t)h->max_level);
-    put64(head + 48, lsn);
-    put64(head + 56, h->rng);
-    put32(head + 64, h->p.sq8 ? 1u : 0u);
-    put32(head + 68, extra_len);
-    put64(head + 72, XXH3_64bits(head, 72));
+    bytes_put32(head + 8, HNSW_FILE_VERSION);
+    bytes_put32(head + 12, HF_HEADER_SIZE);
+    bytes_put32(head + 16, h->dim);
+    bytes_put32(head + 20, (uint32_t)h->metric);
+    bytes_put32(head + 24, h->p.M);
+    bytes_put32(head + 28, h->p.ef_construction);
+    bytes_put32(head + 32, h->p.ef_search);
+    bytes_put32(head + 36, n);
+    bytes_put32(head + 40, h->entry == HNSW_NONE ? HNSW_FILE_NONE : idx[h->entry]);
+    bytes_put32(head + 44, (uint32_t)h->max_level);
+    bytes_put64(head + 48, lsn);
+    bytes_put64(head + 56, h->rng);
+    bytes_put32(head + 64, h->p.sq8 ? 1u : 0u);
+    bytes_put32(head + 68, extra_len);
+    bytes_put64(head + 72, XXH3_64bits(head, 72));
 
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -133,7 +119,7 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
     uint32_t nblocks = 0;
     int rc = hf_write(fd, head, sizeof head, tmp);
     uint8_t xsum[8];
-    put64(xsum, XXH3_64bits(extra, extra_len));
+    bytes_put64(xsum, XXH3_64bits(extra, extra_len));
     if (rc == JVDB_OK && extra_len) rc = hf_write(fd, extra, extra_len, tmp);
     if (rc == JVDB_OK) rc = hf_write(fd, xsum, sizeof xsum, tmp);
     total += (uint64_t)extra_len + sizeof xsum;
@@ -159,7 +145,7 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
             for (int l = 0; l <= h->level[s]; l++) links += 4u + 4u * hnsw_links(h, s, l)[0];
             if ((rc = hf_reserve(&b, HF_NODE_FIXED + id_len + row_bytes + links))) break;
             uint8_t *p = b.b + b.len;
-            put64(p, nlsn);
+            bytes_put64(p, nlsn);
             memcpy(p + 8, &id_len, 2);
             p[10] = h->level[s];
             p[11] = live ? 0 : HF_FLAG_DEAD;
@@ -171,21 +157,21 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
             p += row_bytes;
             for (int l = 0; l <= h->level[s]; l++) {
                 const uint32_t *li = hnsw_links(h, s, l);
-                put32(p, li[0]);
+                bytes_put32(p, li[0]);
                 p += 4;
-                for (uint32_t i = 1; i <= li[0]; i++, p += 4) put32(p, idx[li[i]]);
+                for (uint32_t i = 1; i <= li[0]; i++, p += 4) bytes_put32(p, idx[li[i]]);
             }
             b.len = (size_t)(p - b.b);
             count++;
         }
         if (lockfn) lockfn(ctx, 0);
         if (rc) break;
-        put32(b.b, HF_BLOCK_TAG);
-        put32(b.b + 4, first);
-        put32(b.b + 8, count);
-        put32(b.b + 12, (uint32_t)(b.len - HF_BLOCK_HEAD));
+        bytes_put32(b.b, HF_BLOCK_TAG);
+        bytes_put32(b.b + 4, first);
+        bytes_put32(b.b + 8, count);
+        bytes_put32(b.b + 12, (uint32_t)(b.len - HF_BLOCK_HEAD));
         if ((rc = hf_reserve(&b, 8))) break;
-        put64(b.b + b.len, XXH3_64bits(b.b, b.len));
+        bytes_put64(b.b + b.len, XXH3_64bits(b.b, b.len));
         b.len += 8;
         rc = hf_write(fd, b.b, b.len, tmp);
         total += b.len;
@@ -197,9 +183,9 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
     if (rc == JVDB_OK) {
         uint8_t tr[HF_TRAILER_SIZE];
         memcpy(tr, HF_END_MAGIC, 8);
-        put32(tr + 8, n);
-        put32(tr + 12, nblocks);
-        put64(tr + 16, XXH3_64bits(tr, 16));
+        bytes_put32(tr + 8, n);
+        bytes_put32(tr + 12, nblocks);
+        bytes_put64(tr + 16, XXH3_64bits(tr, 16));
         rc = hf_write(fd, tr, sizeof tr, tmp);
         total += sizeof tr;
     }
@@ -249,7 +235,7 @@ int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out)
         return hf_bad("extra section longer than the file", 68);
     }
     out->extra = b + HF_HEADER_SIZE;
-    if (get64(out->extra + out->extra_len) != XXH3_64bits(out->extra, out->extra_len)) {
+    if (bytes_get64(out->extra + out->extra_len) != XXH3_64bits(out->extra, out->extra_len)) {
         hnsw_file_free(out);
         return hf_bad("extra section checksum mismatch", HF_HEADER_SIZE);
     }
@@ -263,24 +249,24 @@ int hnsw_file_parse_header(const void *buf, size_t len, struct hnsw_file *out)
     const uint8_t *b = buf;
     if (len < HF_HEADER_SIZE + HF_TRAILER_SIZE) return hf_bad("file too short", len);
     if (memcmp(b, HF_MAGIC, 8)) return hf_bad("not an HNSW graph file (bad magic)", 0);
-    if (get32(b + 8) != HNSW_FILE_VERSION) {
-        return err_set(JVDB_ECORRUPT, "HNSW graph file: format version %u, this build reads %u", get32(b + 8),
+    if (bytes_get32(b + 8) != HNSW_FILE_VERSION) {
+        return err_set(JVDB_ECORRUPT, "HNSW graph file: format version %u, this build reads %u", bytes_get32(b + 8),
                        HNSW_FILE_VERSION);
     }
-    if (get32(b + 12) != HF_HEADER_SIZE) return hf_bad("unexpected header size", 12);
-    if (get64(b + 72) != XXH3_64bits(b, 72)) return hf_bad("header checksum mismatch", 72);
-    out->dim = get32(b + 16);
-    uint32_t metric = get32(b + 20);
-    out->p.M = get32(b + 24);
-    out->p.ef_construction = get32(b + 28);
-    out->p.ef_search = get32(b + 32);
-    out->nnodes = get32(b + 36);
-    out->entry = get32(b + 40);
-    out->max_level = (int)get32(b + 44);
-    out->lsn = get64(b + 48);
-    out->p.seed = get64(b + 56);
-    uint32_t rows = get32(b + 64);
-    out->extra_len = get32(b + 68);
+    if (bytes_get32(b + 12) != HF_HEADER_SIZE) return hf_bad("unexpected header size", 12);
+    if (bytes_get64(b + 72) != XXH3_64bits(b, 72)) return hf_bad("header checksum mismatch", 72);
+    out->dim = bytes_get32(b + 16);
+    uint32_t metric = bytes_get32(b + 20);
+    out->p.M = bytes_get32(b + 24);
+    out->p.ef_construction = bytes_get32(b + 28);
+    out->p.ef_search = bytes_get32(b + 32);
+    out->nnodes = bytes_get32(b + 36);
+    out->entry = bytes_get32(b + 40);
+    out->max_level = (int)bytes_get32(b + 44);
+    out->lsn = bytes_get64(b + 48);
+    out->p.seed = bytes_get64(b + 56);
+    uint32_t rows = bytes_get32(b + 64);
+    out->extra_len = bytes_get32(b + 68);
     if (rows > 1) return hf_bad("unknown row kind", 64);
     if (out->extra_len > HNSW_FILE_MAX_EXTRA) return hf_bad("extra section too large", 68);
     out->p.sq8 = (int)rows;
@@ -314,8 +300,8 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
             break;
         }
         const uint8_t *bh = b + off;
-        uint32_t first = get32(bh + 4), count = get32(bh + 8), plen = get32(bh + 12);
-        if (get32(bh) != HF_BLOCK_TAG) {
+        uint32_t first = bytes_get32(bh + 4), count = bytes_get32(bh + 8), plen = bytes_get32(bh + 12);
+        if (bytes_get32(bh) != HF_BLOCK_TAG) {
             rc = hf_bad("bad block tag", off);
             break;
         }
@@ -327,7 +313,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
             rc = hf_bad("block longer than the file", off);
             break;
         }
-        if (get64(bh + HF_BLOCK_HEAD + plen) != XXH3_64bits(bh, HF_BLOCK_HEAD + plen)) {
+        if (bytes_get64(bh + HF_BLOCK_HEAD + plen) != XXH3_64bits(bh, HF_BLOCK_HEAD + plen)) {
             rc = hf_bad("block checksum mismatch", off);
             break;
         }
@@ -338,7 +324,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
                 rc = hf_bad("truncated node", (size_t)(p - b));
                 break;
             }
-            nd->lsn = get64(p);
+            nd->lsn = bytes_get64(p);
             memcpy(&nd->id_len, p + 8, 2);
             nd->level = p[10];
             uint8_t flags = p[11];
@@ -374,7 +360,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
                     rc = hf_bad("truncated link list", (size_t)(p - b));
                     break;
                 }
-                uint32_t c = get32(p);
+                uint32_t c = bytes_get32(p);
                 if (c > (l ? out->p.M : M0)) {
                     rc = hf_bad("link list longer than M allows", (size_t)(p - b));
                     break;
@@ -385,7 +371,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
                     break;
                 }
                 for (uint32_t i = 0; i < c; i++, p += 4) {
-                    uint32_t t = get32(p);
+                    uint32_t t = bytes_get32(p);
                     if (t >= out->nnodes || t == done + k) {
                         rc = hf_bad("link to a node that does not exist", (size_t)(p - b));
                         break;
@@ -406,8 +392,8 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
     if (rc == JVDB_OK && off != end) rc = hf_bad("unexpected bytes before the trailer", off);
     if (rc == JVDB_OK) {
         const uint8_t *t = b + end;
-        if (memcmp(t, HF_END_MAGIC, 8) || get32(t + 8) != out->nnodes || get32(t + 12) != nblocks ||
-            get64(t + 16) != XXH3_64bits(t, 16))
+        if (memcmp(t, HF_END_MAGIC, 8) || bytes_get32(t + 8) != out->nnodes || bytes_get32(t + 12) != nblocks ||
+            bytes_get64(t + 16) != XXH3_64bits(t, 16))
             rc = hf_bad("bad trailer (file incomplete?)", end);
     }
     if (rc == JVDB_OK && out->nnodes && out->nodes[out->entry].level != out->max_level)
@@ -493,7 +479,7 @@ static void repair_choose(struct repair *r, uint32_t self, int level, uint32_t m
 static const uint8_t *hf_node_links(const struct hnsw_file_node *nd, int level)
 {
     const uint8_t *p = nd->links;
-    for (int l = 0; l < level; l++) p += 4 + 4 * (size_t)get32(p);
+    for (int l = 0; l < level; l++) p += 4 + 4 * (size_t)bytes_get32(p);
     return p;
 }
 
@@ -533,10 +519,10 @@ int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *
         const struct hnsw_file_node *nd = &f->nodes[i];
         for (int l = 0; l <= nd->level; l++) {
             const uint8_t *p = hf_node_links(nd, l);
-            uint32_t c = get32(p), kept = 0, lost = 0;
+            uint32_t c = bytes_get32(p), kept = 0, lost = 0;
             uint32_t *links = hnsw_links(h, s, l);
             for (uint32_t k = 0; k < c; k++) {
-                uint32_t t = get32(p + 4 + 4 * (size_t)k);
+                uint32_t t = bytes_get32(p + 4 + 4 * (size_t)k);
                 /* A link at level l must reach a node that has level l; a file that says otherwise
                  * loses that link rather than pointing the search at lists that do not exist. */
                 if (map[t] == HNSW_FILE_NONE || f->nodes[t].level < l) {
@@ -551,12 +537,12 @@ int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *
             r.ncand = 0;
             for (uint32_t k = 1; k <= kept; k++) repair_add(&r, s, links[k]);
             for (uint32_t k = 0; k < c; k++) {
-                uint32_t t = get32(p + 4 + 4 * (size_t)k);
+                uint32_t t = bytes_get32(p + 4 + 4 * (size_t)k);
                 if (map[t] != HNSW_FILE_NONE || f->nodes[t].level < l) continue;
                 const uint8_t *q = hf_node_links(&f->nodes[t], l);
-                uint32_t qc = get32(q);
+                uint32_t qc = bytes_get32(q);
                 for (uint32_t j = 0; j < qc; j++) {
-                    uint32_t u = get32(q + 4 + 4 * (size_t)j);
+                    uint32_t u = bytes_get32(q + 4 + 4 * (size_t)j);
                     if (map[u] != HNSW_FILE_NONE && f->nodes[u].level >= l) repair_add(&r, s, map[u]);
                 }
             }

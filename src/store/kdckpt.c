@@ -23,6 +23,7 @@
 #include "store/validate.h"
 
 #include "core/clock.h"
+#include "core/bytes.h"
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/io.h"
@@ -78,29 +79,7 @@ static struct kdckpt *kc_get(jvdb_db *db)
     return kc;
 }
 
-/* ---------------------------------------------------------------- little-endian fields */
-
-static uint64_t kc_u64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-static uint32_t kc_u32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-static uint16_t kc_u16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return v;
-}
-static void kc_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static void kc_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static void kc_put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+/* ---------------------------------------------------------------- reading the file */
 
 /* read() of exactly len bytes; 0 at a clean EOF before any byte, 1 when read, -1 short or failed. */
 static int kc_read_exact(int fd, void *buf, size_t len)
@@ -125,9 +104,10 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
     uint8_t hb[KDCKPT_HEADER_SIZE];
     if (kc_read_exact(fd, hb, sizeof hb) != 1) return err_set(JVDB_ECORRUPT, "file too short for a header");
     if (memcmp(hb, KDCKPT_MAGIC, 8) != 0) return err_set(JVDB_ECORRUPT, "bad magic");
-    if (kc_u64(hb + 56) != XXH3_64bits(hb, 56)) return err_set(JVDB_ECORRUPT, "header checksum mismatch");
-    struct kdckpt_header h = { kc_u32(hb + 8),  kc_u32(hb + 12), kc_u64(hb + 16),         kc_u64(hb + 24),
-                               kc_u32(hb + 32), kc_u32(hb + 36), (int64_t)kc_u64(hb + 40) };
+    if (bytes_get64(hb + 56) != XXH3_64bits(hb, 56)) return err_set(JVDB_ECORRUPT, "header checksum mismatch");
+    struct kdckpt_header h = { bytes_get32(hb + 8),          bytes_get32(hb + 12), bytes_get64(hb + 16),
+                               bytes_get64(hb + 24),         bytes_get32(hb + 32), bytes_get32(hb + 36),
+                               (int64_t)bytes_get64(hb + 40) };
     if (h.version != KDCKPT_VERSION)
         return err_set(JVDB_ECORRUPT, "format version %u (this build reads %u)", h.version, KDCKPT_VERSION);
     if (h.dim != dim) return err_set(JVDB_ECORRUPT, "dimension %u (the database has %u)", h.dim, dim);
@@ -152,14 +132,15 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
         rc = err_set(JVDB_ECORRUPT, "file ends inside the segment table");
         goto out;
     }
-    if (kc_u64(tb + tlen - 8) != XXH3_64bits(tb, tlen - 8)) {
+    if (bytes_get64(tb + tlen - 8) != XXH3_64bits(tb, tlen - 8)) {
         rc = err_set(JVDB_ECORRUPT, "segment table checksum mismatch");
         goto out;
     }
     for (uint32_t i = 0; i < h.nsegs; i++) {
         const uint8_t *p = tb + (size_t)i * KDCKPT_SEG_SIZE;
         struct kdckpt_seg *s = &segs[i];
-        *s = (struct kdckpt_seg){ kc_u64(p), kc_u64(p + 8), kc_u64(p + 16), kc_u64(p + 24), kc_u64(p + 32) };
+        *s = (struct kdckpt_seg){ bytes_get64(p), bytes_get64(p + 8), bytes_get64(p + 16), bytes_get64(p + 24),
+                                  bytes_get64(p + 32) };
         if ((i > 0 && s->no <= segs[i - 1].no) || s->covered < SEG_HEADER_SIZE || s->min_lsn > s->max_lsn ||
             s->max_lsn > h.lsn || (s->records == 0) != (s->max_lsn == 0) || s->records > s->covered / REC_ALIGN)
             rc = err_set(JVDB_ECORRUPT, "segment table entry %u is inconsistent", i);
@@ -175,17 +156,17 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
             rc = err_set(JVDB_ECORRUPT, "file ends after %" PRIu64 " entries, without its trailer", seen);
             goto out;
         }
-        uint32_t tag = kc_u32(bh), count = kc_u32(bh + 4), bytes = kc_u32(bh + 8);
+        uint32_t tag = bytes_get32(bh), count = bytes_get32(bh + 4), bytes = bytes_get32(bh + 8);
         if (!memcmp(bh, KDCKPT_END_MAGIC, 8)) {
             /* Trailer: the end magic, then the entry count and a checksum of both. */
             uint8_t tr[16];
             memcpy(tr, bh, 16);
             uint8_t ck[8], extra;
-            if (kc_read_exact(fd, ck, 8) != 1 || kc_u64(ck) != XXH3_64bits(tr, 16)) {
+            if (kc_read_exact(fd, ck, 8) != 1 || bytes_get64(ck) != XXH3_64bits(tr, 16)) {
                 rc = err_set(JVDB_ECORRUPT, "trailer checksum mismatch");
                 goto out;
             }
-            if (kc_u64(tr + 8) != seen || seen != h.entries) {
+            if (bytes_get64(tr + 8) != seen || seen != h.entries) {
                 rc = err_set(JVDB_ECORRUPT, "%" PRIu64 " entries read, the header says %" PRIu64, seen, h.entries);
                 goto out;
             }
@@ -195,7 +176,7 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
             }
             break;
         }
-        if (tag != KDCKPT_BLOCK_TAG || kc_u32(bh + 12) != 0 || bytes > KDCKPT_MAX_BLOCK || count == 0 ||
+        if (tag != KDCKPT_BLOCK_TAG || bytes_get32(bh + 12) != 0 || bytes > KDCKPT_MAX_BLOCK || count == 0 ||
             count > bytes / KDCKPT_ENTRY_FIXED) {
             rc = err_set(JVDB_ECORRUPT, "bad block header after %" PRIu64 " entries", seen);
             goto out;
@@ -214,7 +195,7 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
             rc = err_set(JVDB_ECORRUPT, "file ends inside a block");
             goto out;
         }
-        if (kc_u64(buf + KDCKPT_BLOCK_HEAD + bytes) != XXH3_64bits(buf, KDCKPT_BLOCK_HEAD + (size_t)bytes)) {
+        if (bytes_get64(buf + KDCKPT_BLOCK_HEAD + bytes) != XXH3_64bits(buf, KDCKPT_BLOCK_HEAD + (size_t)bytes)) {
             rc = err_set(JVDB_ECORRUPT, "block checksum mismatch after %" PRIu64 " entries", seen);
             goto out;
         }
@@ -234,10 +215,14 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
                 rc = err_set(JVDB_ECORRUPT, "entry %" PRIu64 " is cut short", seen + k);
                 goto out;
             }
-            struct kdckpt_entry e = { kc_u64(p),      kc_u64(p + 8),
-                                      kc_u32(p + 16), kc_u32(p + 20),
-                                      kc_u32(p + 24), kc_u16(p + 28),
-                                      p[30],          (const char *)p + KDCKPT_ENTRY_FIXED };
+            struct kdckpt_entry e = { bytes_get64(p),
+                                      bytes_get64(p + 8),
+                                      bytes_get32(p + 16),
+                                      bytes_get32(p + 20),
+                                      bytes_get32(p + 24),
+                                      bytes_get16(p + 28),
+                                      p[30],
+                                      (const char *)p + KDCKPT_ENTRY_FIXED };
             const char *bad = NULL;
             if (p[31] != 0) bad = "reserved byte is set";
             else if ((size_t)(end - p) - KDCKPT_ENTRY_FIXED < e.id_len) bad = "id runs past its block";
@@ -444,11 +429,11 @@ static int kc_flush(struct kc_out *o, const char *tmp)
 {
     if (!o->count) return JVDB_OK;
     uint32_t bytes = (uint32_t)(o->len - KDCKPT_BLOCK_HEAD);
-    kc_put32(o->buf, KDCKPT_BLOCK_TAG);
-    kc_put32(o->buf + 4, o->count);
-    kc_put32(o->buf + 8, bytes);
-    kc_put32(o->buf + 12, 0);
-    kc_put64(o->buf + o->len, XXH3_64bits(o->buf, o->len));
+    bytes_put32(o->buf, KDCKPT_BLOCK_TAG);
+    bytes_put32(o->buf + 4, o->count);
+    bytes_put32(o->buf + 8, bytes);
+    bytes_put32(o->buf + 12, 0);
+    bytes_put64(o->buf + o->len, XXH3_64bits(o->buf, o->len));
     if (io_write_all(o->fd, o->buf, o->len + 8) < 0) return err_errno(errno, "cannot write %s", tmp);
     o->entries += o->count;
     o->count = 0;
@@ -500,13 +485,13 @@ static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, siz
     if (!tb) return err_set(JVDB_ENOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = tb + i * KDCKPT_SEG_SIZE;
-        kc_put64(p, v[i].d.no);
-        kc_put64(p + 8, v[i].d.covered);
-        kc_put64(p + 16, v[i].d.records);
-        kc_put64(p + 24, v[i].d.min_lsn);
-        kc_put64(p + 32, v[i].d.max_lsn);
+        bytes_put64(p, v[i].d.no);
+        bytes_put64(p + 8, v[i].d.covered);
+        bytes_put64(p + 16, v[i].d.records);
+        bytes_put64(p + 24, v[i].d.min_lsn);
+        bytes_put64(p + 32, v[i].d.max_lsn);
     }
-    kc_put64(tb + tlen - 8, XXH3_64bits(tb, tlen - 8));
+    bytes_put64(tb + tlen - 8, XXH3_64bits(tb, tlen - 8));
     int rc = io_write_all(fd, tb, tlen) < 0 ? err_errno(errno, "cannot write %s", tmp) : JVDB_OK;
     free(tb);
     if (rc) return rc;
@@ -528,12 +513,12 @@ static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, siz
             break;
         }
         uint8_t *p = o.buf + o.len;
-        kc_put64(p, x->lsn);
-        kc_put64(p + 8, (uint64_t)(rec - s->map));
-        kc_put32(p + 16, s->index);
-        kc_put32(p + 20, x->rec_len);
-        kc_put32(p + 24, x->kind == REC_KIND_PUT ? x->slot : UINT32_MAX);
-        kc_put16(p + 28, x->id_len);
+        bytes_put64(p, x->lsn);
+        bytes_put64(p + 8, (uint64_t)(rec - s->map));
+        bytes_put32(p + 16, s->index);
+        bytes_put32(p + 20, x->rec_len);
+        bytes_put32(p + 24, x->kind == REC_KIND_PUT ? x->slot : UINT32_MAX);
+        bytes_put16(p + 28, x->id_len);
         p[30] = x->kind;
         p[31] = 0;
         memcpy(p + KDCKPT_ENTRY_FIXED, x->id, x->id_len);
@@ -548,18 +533,18 @@ static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, siz
     if (rc) return rc;
     uint8_t tr[24];
     memcpy(tr, KDCKPT_END_MAGIC, 8);
-    kc_put64(tr + 8, o.entries);
-    kc_put64(tr + 16, XXH3_64bits(tr, 16));
+    bytes_put64(tr + 8, o.entries);
+    bytes_put64(tr + 16, XXH3_64bits(tr, 16));
     if (io_write_all(fd, tr, sizeof tr) < 0) return err_errno(errno, "cannot write %s", tmp);
     memcpy(hb, KDCKPT_MAGIC, 8);
-    kc_put32(hb + 8, KDCKPT_VERSION);
-    kc_put32(hb + 12, db->m.dim);
-    kc_put64(hb + 16, L);
-    kc_put64(hb + 24, o.entries);
-    kc_put32(hb + 32, (uint32_t)n);
-    kc_put32(hb + 36, nslots);
-    kc_put64(hb + 40, (uint64_t)clock_wall_ns());
-    kc_put64(hb + 56, XXH3_64bits(hb, 56));
+    bytes_put32(hb + 8, KDCKPT_VERSION);
+    bytes_put32(hb + 12, db->m.dim);
+    bytes_put64(hb + 16, L);
+    bytes_put64(hb + 24, o.entries);
+    bytes_put32(hb + 32, (uint32_t)n);
+    bytes_put32(hb + 36, nslots);
+    bytes_put64(hb + 40, (uint64_t)clock_wall_ns());
+    bytes_put64(hb + 56, XXH3_64bits(hb, 56));
     if (io_pwrite_all(fd, hb, sizeof hb, 0) < 0) return err_errno(errno, "cannot write %s", tmp);
     return JVDB_OK;
 }
