@@ -456,7 +456,9 @@ static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_le
     struct search_index *ix = ((struct save_ctx *)ctx)->ix;
     uint32_t n;
     const struct kd_slots *sl = keydir_slots(db_keydir(ix->db), &n);
-    if (slot >= n || !sl->vec[slot] || !sl->owner[slot]) return 0;
+    /* Compaction repoints sl->vec without the writer lock (a CAS from one copy to another, never to
+     * NULL): read it atomically. */
+    if (slot >= n || !__atomic_load_n(&sl->vec[slot], __ATOMIC_ACQUIRE) || !sl->owner[slot]) return 0;
     pthread_mutex_lock(&ix->pend_mu);
     int pending = slot < ix->bits_cap && ix->pending_bit[slot];
     pthread_mutex_unlock(&ix->pend_mu);
