@@ -42,9 +42,15 @@ static char *fs_dirname(const char *path)
 
 int fs_replace_file(const char *path, const void *data, size_t len, const char *crash_label)
 {
+    return fs_replace_file_mode(path, data, len, 0644, crash_label);
+}
+
+int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigned mode, const char *crash_label)
+{
     char tmp[4096], point[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    unlink(tmp); /* a .tmp left by a crash would keep its own mode through O_CREAT */
+    int fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
     if (fd < 0) return err_errno(errno, "cannot create %s", tmp);
     if (io_write_all(fd, data, len) < 0 || io_fsync(fd) < 0) {
         int e = errno;

@@ -6,6 +6,9 @@
 /* Atomic replace: writes `<path>.tmp`, fsyncs it, renames it over `path`, fsyncs the directory.
  * `crash_label` names the crash points "<label>.before_rename" and "<label>.after_rename". */
 int fs_replace_file(const char *path, const void *data, size_t len, const char *crash_label);
+/* The same with the file's permissions set on the temporary file before the rename, so the new file
+ * never exists with other permissions (fs_replace_file uses 0644). */
+int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigned mode, const char *crash_label);
 /* Reads a whole file into a malloc'd NUL-terminated buffer. */
 int fs_read_file(const char *path, char **data, size_t *len);
 int fs_mkdir(const char *path);       /* ok if it exists */

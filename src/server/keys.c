@@ -306,7 +306,9 @@ static void keys_chown_like_dir(const char *data_dir, const char *path)
     free(dir);
 }
 
-/* Writes the set over the file (invariant 2); 0, or -1 with a message. */
+/* Writes the set over the file (invariant 2), mode 0600 from its first byte (hashes only, but
+ * nobody else needs them; a chmod after the rename left 0644 after a crash between the two);
+ * 0, or -1 with a message. */
 static int keys_save(const char *data_dir, const struct key_set *ks, char *err, size_t cap)
 {
     json_t *arr = json_array();
@@ -318,10 +320,9 @@ static int keys_save(const char *data_dir, const struct key_set *ks, char *err, 
     int rc = -1;
     if (!text || !path) {
         snprintf(err, cap, "out of memory");
-    } else if (fs_replace_file(path, text, strlen(text), "api_keys") != JVDB_OK) {
+    } else if (fs_replace_file_mode(path, text, strlen(text), 0600, "api_keys") != JVDB_OK) {
         snprintf(err, cap, "%s", jvdb_errmsg());
     } else {
-        chmod(path, 0600); /* hashes only, but nobody else needs to read them */
         keys_chown_like_dir(data_dir, path);
         rc = 0;
     }

@@ -87,6 +87,8 @@ def api_keys():
             old = read(path)
             killed(e.run("keys", "create", "--role", "read", crash_at=point, expect=None), point)
             now = read(path)
+            # Hashes only, yet never readable by others, also between the rename and a chmod.
+            assert os.stat(path).st_mode & 0o777 == 0o600, (point, oct(os.stat(path).st_mode))
             if point.startswith("api_keys.before"):
                 assert now == old, f"{point}: the key file changed"
                 assert os.path.exists(path + ".tmp"), f"{point}: the crash was not at the replacement"
