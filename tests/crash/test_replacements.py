@@ -20,29 +20,14 @@ import os
 import shutil
 import signal
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 sys.path.insert(0, os.path.join(HERE, "..", "backup"))
 import jvdbtest  # noqa: E402
 from jvdbtest import Server, expect  # noqa: E402
+import test_backup_cli as harness  # noqa: E402
 from test_backup_cli import Env, expected, rows_for  # noqa: E402
-
-passed = failed = 0
-
-
-def test(fn):
-    """Runs one case and counts it."""
-    global passed, failed
-    t0 = time.monotonic()
-    try:
-        fn()
-        passed += 1
-        print(f"ok   {fn.__name__} ({time.monotonic() - t0:.1f}s)", flush=True)
-    except Exception as e:  # noqa: BLE001 - report every failure and go on
-        failed += 1
-        print(f"FAIL {fn.__name__}: {type(e).__name__}: {e}", flush=True)
 
 
 def read(path):
@@ -114,6 +99,22 @@ def api_keys():
             e.close()
 
 
+def crash_and_restart(s, point, method, path, body):
+    """Starts the server armed at point, sends the request that reaches it, checks the server died
+    there, restarts it unarmed and returns a client."""
+    s.env["JVDB_CRASH_AT"] = point
+    s.start()
+    try:
+        getattr(s.client(), method)(path, body, retry=False)
+    except (ConnectionError, OSError):
+        pass   # the connection died with the process
+    s.proc.wait(30)
+    assert s.stop(expect=None) == -signal.SIGKILL, f"{point} was not reached; log:\n{s.log()[-3000:]}"
+    del s.env["JVDB_CRASH_AT"]
+    s.start()
+    return s.client()
+
+
 def server_dbmeta():
     """The server killed while it replaces <data>/server/<db>.json: at a create (no file before) and
     at a description change (the old file before)."""
@@ -122,18 +123,8 @@ def server_dbmeta():
         try:
             path = os.path.join(s.data, "server", "d.json")
             # A create killed at the write of the new database's file.
-            s.env["JVDB_CRASH_AT"] = point
-            s.start()
-            try:
-                s.client().post("/v1/databases", {"name": "d", "vectorDimension": 4, "description": "v1"},
-                                retry=False)
-            except (ConnectionError, OSError):
-                pass   # the connection died with the process
-            s.proc.wait(30)
-            s.stop(expect=None)
-            del s.env["JVDB_CRASH_AT"]
-            s.start()
-            c = s.client()
+            c = crash_and_restart(s, point, "post", "/v1/databases",
+                                  {"name": "d", "vectorDimension": 4, "description": "v1"})
             got = expect(c.get("/v1/databases/d"), 200)
             if point.startswith("server.dbmeta.before"):
                 assert read(path) is None and got["description"] == "", (point, got)
@@ -144,17 +135,7 @@ def server_dbmeta():
             s.stop()
             old = read(path)
             # A description change killed at the same point.
-            s.env["JVDB_CRASH_AT"] = point
-            s.start()
-            try:
-                s.client().put("/v1/databases/d", {"description": "v2"}, retry=False)
-            except (ConnectionError, OSError):
-                pass
-            s.proc.wait(30)
-            s.stop(expect=None)
-            del s.env["JVDB_CRASH_AT"]
-            s.start()
-            c = s.client()
+            c = crash_and_restart(s, point, "put", "/v1/databases/d", {"description": "v2"})
             got = expect(c.get("/v1/databases/d"), 200)
             want = "v1" if point.startswith("server.dbmeta.before") else "v2"
             assert got["description"] == want, (point, got)
@@ -291,6 +272,6 @@ if __name__ == "__main__":
     wanted = set(sys.argv[2:])
     for t in (api_keys, server_dbmeta, cli_dbmeta, encryption_marker, restore_index):
         if not wanted or t.__name__ in wanted:
-            test(t)
-    print(f"{passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+            harness.test(t)
+    print(f"{harness.passed} passed, {harness.failed} failed")
+    sys.exit(1 if harness.failed else 0)
