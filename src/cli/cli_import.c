@@ -56,6 +56,7 @@ struct cli_batch {
     size_t n, cap;
 };
 
+/* Frees the ids and metadata of the rows in a batch and empties it (the vector buffer is reused). */
 static void cli_batch_clear(struct cli_batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
@@ -96,6 +97,8 @@ static int cli_batch_commit(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader 
     return 0;
 }
 
+/* Reads rows into batches of batch_size and commits each whole batch; a bad row stops the import after the complete
+ * batches before it, and says so. */
 static int cli_import_run(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r, size_t batch_size, uint64_t file_size)
 {
     struct cli_batch b = { 0 };

@@ -14,6 +14,7 @@
 #define CLI_PROGRESS_INTERVAL_NS 100000000LL
 #define CLI_PROGRESS_BAR         24
 
+/* CLOCK_MONOTONIC in nanoseconds, for rates and the redraw interval. */
 static int64_t cli_now_ns(void)
 {
     struct timespec ts;
@@ -21,6 +22,7 @@ static int64_t cli_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Items per second with a k or M suffix. */
 static void cli_format_rate(double rate, char *buf, size_t size)
 {
     if (rate >= 1e6) snprintf(buf, size, "%.1fM/s", rate / 1e6);
@@ -28,6 +30,7 @@ static void cli_format_rate(double rate, char *buf, size_t size)
     else snprintf(buf, size, "%.0f/s", rate);
 }
 
+/* Seconds left as M:SS or H:MM:SS (capped at 99:59:59). */
 static void cli_format_eta(double seconds, char *buf, size_t size)
 {
     long s = seconds < 0 ? 0 : seconds > 359999 ? 359999 : (long)(seconds + 0.5);
@@ -35,6 +38,7 @@ static void cli_format_eta(double seconds, char *buf, size_t size)
     else snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
 }
 
+/* Redraws the bar on stderr in place: percentage, rate and ETA when the total is known, else a count and rate. */
 static void cli_progress_draw(struct cli_progress *p, uint64_t done, uint64_t items, int64_t now)
 {
     double elapsed = (double)(now - p->start_ns) / 1e9;

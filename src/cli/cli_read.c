@@ -59,6 +59,7 @@ static int cli_make_id(struct cli_reader *r, const char *s, size_t len, char **o
     return 0;
 }
 
+/* The row's number as its id (formats whose rows carry no id), after the id prefix, if any. */
 static int cli_row_id(struct cli_reader *r, char **out)
 {
     char num[24];
@@ -66,6 +67,7 @@ static int cli_row_id(struct cli_reader *r, char **out)
     return cli_make_id(r, num, (size_t)n, out);
 }
 
+/* Fails the row for holding `got` values where the database's dimension needs another count. */
 static int cli_dim_mismatch(struct cli_reader *r, uint64_t got, const char *what)
 {
     return cli_reader_fail(r, "%s %llu values but database '%s' has dimension %u", what, (unsigned long long)got,
@@ -82,6 +84,7 @@ static int cli_meta_text(struct cli_reader *r, json_t *m, char **out)
     return *out ? 0 : cli_reader_fail(r, "out of memory");
 }
 
+/* Fails the row if a value is NaN or infinite (binary formats can hold them; the library refuses them). */
 static int cli_check_finite(struct cli_reader *r, const float *vec)
 {
     for (uint32_t i = 0; i < r->dim; i++)
@@ -109,6 +112,7 @@ static int cli_next_line(struct cli_reader *r, size_t *len)
 
 /* ---- fvecs ---- */
 
+/* Reads one fvecs row (int32 dimension, then that many float32s); 0 at a clean end of file. */
 static int cli_fvecs_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     unsigned char head[4];
@@ -144,6 +148,8 @@ static const char *cli_npy_value(const char *hdr, const char *key)
     return NULL;
 }
 
+/* Reads and checks an .npy header (versions 1-3): a 2-D C-order little-endian float32 array whose width is the
+ * database's dimension and whose rows fit the file. */
 static int cli_npy_open(struct cli_reader *r)
 {
     r->in_header = true;
@@ -260,6 +266,7 @@ out:
     return rc;
 }
 
+/* Reads the next row of an .npy array; 0 after the last row the header promises. */
 static int cli_npy_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     if (r->row == r->rows_total) {
@@ -358,6 +365,8 @@ static int cli_jsonl_values(struct cli_reader *r, json_t *values, float *vec, co
     return 0;
 }
 
+/* Reads one JSON line: an object with id, values and optional metadata (or, for queries, also a bare array of
+ * numbers). */
 static int cli_jsonl_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t len = 0;
@@ -561,6 +570,8 @@ static bool cli_csv_is_header(struct cli_reader *r, size_t nf)
     return true;
 }
 
+/* Reads one CSV row: id, DIM values and an optional metadata column; a first line that looks like a header is
+ * skipped. */
 static int cli_csv_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t nf;

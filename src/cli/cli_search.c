@@ -72,6 +72,7 @@ struct cli_queries {
     bool from_file;
 };
 
+/* Frees the query vectors and labels. */
 static void cli_queries_free(struct cli_queries *q)
 {
     for (size_t i = 0; q->labels && i < q->n; i++) free(q->labels[i]);
@@ -79,6 +80,7 @@ static void cli_queries_free(struct cli_queries *q)
     free(q->vecs);
 }
 
+/* Makes room for one more query in the vector and label arrays. */
 static int cli_queries_grow(struct cli_queries *q)
 {
     if (q->n < q->cap) return 0;
@@ -164,6 +166,7 @@ static json_t *cli_json_score(float f)
     return json_real(strtod(cli_format_float(f, buf), NULL));
 }
 
+/* One query's results as JSON: its label, then each result's id and score, with values and metadata when asked. */
 static json_t *cli_search_json(const char *label, const jvdb_result *res, size_t n, uint32_t dim,
                                const jvdb_search_params *p)
 {
@@ -197,6 +200,7 @@ static json_t *cli_search_json(const char *label, const jvdb_result *res, size_t
     return doc;
 }
 
+/* Prints one query's results as a table whose columns fit the ids and scores shown. */
 static void cli_search_table(const jvdb_result *res, size_t n, uint32_t dim, const jvdb_search_params *p)
 {
     if (n == 0) {

@@ -49,6 +49,7 @@ int cli_lib_error(int rc)
     return cli_fail("%s", msg && *msg ? msg : jvdb_strerror(rc));
 }
 
+/* The option named by the len bytes of name, or NULL. */
 static struct cli_opt *cli_find_opt(struct cli_opt *opts, const char *name, size_t len)
 {
     for (struct cli_opt *o = opts; o && o->name; o++)
@@ -458,6 +459,8 @@ static json_t *cli_index_json(jvdb_db *db)
     return j;
 }
 
+/* Prints the state of a database's HNSW index: the attached graph if any, and the saved graph file (or why it
+ * cannot be used). */
 static void cli_index_print(jvdb_db *db)
 {
     jvdb_index_status ix;
