@@ -48,6 +48,7 @@ void compact_log_free(struct server *s)
     s->compactions = NULL;
 }
 
+/* Adds one finished compaction's numbers to running totals. */
 static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
 {
     t->compactions++;
@@ -92,6 +93,7 @@ void compact_log_record(struct server *s, const char *name, const jvdb_compact_s
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Adds totals b into a (the server's log and the library's background compactor, for one report). */
 static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b)
 {
     a->compactions += b->compactions;

@@ -135,6 +135,7 @@ const char *http_header(const struct http_req *rq, const char *name)
     return MHD_lookup_connection_value((struct MHD_Connection *)rq->conn, MHD_HEADER_KIND, name);
 }
 
+/* The value of one hex digit, or -1. */
 static int http_hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -285,6 +286,7 @@ static pthread_once_t http_real_once = PTHREAD_ONCE_INIT;
 static _Thread_local struct MHD_Response *http_mhd_page;
 static _Thread_local const char *http_mhd_page_text;
 
+/* Finds libmicrohttpd's own response functions behind the executable's interposed definitions (once). */
 static void http_resolve_real(void)
 {
     /* dlsym hands back an object pointer; POSIX guarantees it converts to a function pointer. */
@@ -480,6 +482,8 @@ static struct MHD_Response *http_stream_response(struct http_resp *rs)
     return r;
 }
 
+/* Queues a route's answer: the buffer or stream, with content type, Allow, Connection, WWW-Authenticate, Retry-
+ * After, CORS and request-id headers; a route that gave none answers 500. */
 static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, struct http_resp *rs)
 {
     if (!rs->status) http_error(rs, 500, "INTERNAL", "the route gave no answer");
@@ -528,6 +532,8 @@ struct http_framing {
     char te[64]; /* the first Transfer-Encoding */
 };
 
+/* Header iterator: counts Content-Length and Transfer-Encoding headers and notes conflicting lengths, for the
+ * smuggling checks. */
 static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
@@ -576,12 +582,14 @@ static int http_charge(struct server *s, struct http_call *call, uint64_t n)
     return 0;
 }
 
+/* Returns the bytes the call had charged against --max-buffered. */
 static void http_uncharge(struct server *s, struct http_call *call)
 {
     if (call->charged) atomic_fetch_sub(&s->http->buffered, call->charged);
     call->charged = 0;
 }
 
+/* Answers 503 SERVER_BUSY (closing the connection, Retry-After 1) when the body buffer budget is spent. */
 static void http_busy(struct server *s, struct http_resp *rs)
 {
     rs->close = 1;
@@ -747,6 +755,8 @@ static void http_request_id(struct server *s, struct MHD_Connection *conn, struc
     snprintf(call->reqid, sizeof call->reqid, "%016" PRIx64, id);
 }
 
+/* MHD's request callback: on the first call sets up the call (route, CORS, request id) and may answer early; then
+ * buffers the body; at the end runs the route and sends its answer. */
 static enum MHD_Result http_handle(struct server *s, int local, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
@@ -812,6 +822,7 @@ static enum MHD_Result http_handler_local(void *cls, struct MHD_Connection *conn
 
 /* ---------------------------------------------------------------- request-head deadlines (invariant 2) */
 
+/* Takes a connection off its deadline list (conn_mu held); a no-op when on none. */
 static void http_conn_unlist(struct http_server *h, struct http_conn *c)
 {
     if (c->list < 0) return;
@@ -837,6 +848,7 @@ static void http_conn_list(struct http_server *h, struct http_conn *c, int list)
     pthread_mutex_unlock(&h->conn_mu);
 }
 
+/* The deadline record of an MHD connection, or NULL when none could be made. */
 static struct http_conn *http_conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -859,6 +871,8 @@ static void http_head_done(struct server *s, struct MHD_Connection *conn)
     pthread_mutex_unlock(&s->http->conn_mu);
 }
 
+/* MHD connection callback: a new connection joins the list that waits for a first request head; a closed one leaves
+ * its list and is freed. */
 static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
                              enum MHD_ConnectionNotificationCode code)
 {
@@ -915,6 +929,8 @@ static void *http_reaper(void *arg)
 
 /* ---------------------------------------------------------------- completion */
 
+/* MHD completion callback: logs the request (or its abort) with its duration, feeds the metrics, frees the call and
+ * wakes a stop waiting for the last request. */
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     struct server *s = cls;
@@ -958,6 +974,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     }
 }
 
+/* Routes libmicrohttpd's own messages into the server log as warnings, without their line ending. */
 static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -988,6 +1005,8 @@ struct http_tls_cred {
 static _Atomic(struct http_tls_cred *) http_tls_current;
 static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER; /* serialises loads and the list */
 
+/* GnuTLS certificate callback: hands each handshake the current certificate and key, so a reload takes effect for
+ * new connections without a restart. */
 static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca_dn, int nreqs,
                              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
                              unsigned int *pcert_length, gnutls_privkey_t *privkey)
@@ -1001,6 +1020,7 @@ static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca
     return 0;
 }
 
+/* Frees a loaded certificate chain and key. */
 static void http_tls_cred_free(struct http_tls_cred *c)
 {
     for (unsigned i = 0; i < c->npcert; i++) gnutls_pcert_deinit(&c->pcert[i]);

@@ -54,6 +54,7 @@ char *jw_take(struct jw *w, size_t *len)
     return b;
 }
 
+/* Makes room for more bytes and a NUL; on failure sets the sticky oom flag. */
 static int jw_reserve(struct jw *w, size_t more)
 {
     if (w->oom) return -1;
@@ -70,6 +71,7 @@ static int jw_reserve(struct jw *w, size_t more)
     return 0;
 }
 
+/* Appends n bytes, keeping the buffer NUL-terminated. */
 static void jw_put(struct jw *w, const char *s, size_t n)
 {
     if (jw_reserve(w, n)) return;
@@ -138,6 +140,7 @@ static size_t jw_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Writes s as a JSON string: control characters, quote and backslash escaped, ill-formed UTF-8 bytes as U+FFFD. */
 static void jw_escaped(struct jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -526,6 +529,7 @@ static void jr_unknown_msg(const char *where, const char *key, size_t klen, cons
              klen > 64 ? "..." : "", allowed[0] ? "known fields: " : "this request takes no body", known);
 }
 
+/* Whether the klen-byte key is one of the NULL-terminated allowed names. */
 static int jr_allowed(const char *key, size_t klen, const char *const *allowed)
 {
     for (size_t i = 0; allowed[i]; i++)
@@ -813,11 +817,13 @@ struct jf {
     const char *p, *end;
 };
 
+/* Skips JSON whitespace. */
 static void jf_ws(struct jf *f)
 {
     while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r')) f->p++;
 }
 
+/* Skips whitespace and consumes c; -1 when the next character is another. */
 static int jf_char(struct jf *f, char c)
 {
     jf_ws(f);
@@ -931,6 +937,8 @@ static int jf_number(struct jf *f, double *out)
     return 0;
 }
 
+/* Reads a non-empty array of numbers that fit float32 into a malloc'd array; -1 sends the body to the general
+ * decoder, which says what is wrong. */
 static int jf_floats(struct jf *f, float **out, uint32_t *count)
 {
     if (jf_char(f, '[')) return -1;

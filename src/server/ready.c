@@ -46,6 +46,7 @@ struct ready_state {
 };
 
 static void ready_set_reason(struct ready_state *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the reason /readyz gives while not ready. */
 static void ready_set_reason(struct ready_state *r, const char *fmt, ...)
 {
     va_list ap;
@@ -56,6 +57,7 @@ static void ready_set_reason(struct ready_state *r, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Whether the server asked the warm-up to stop. */
 static int ready_stopping(struct ready_state *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -64,6 +66,8 @@ static int ready_stopping(struct ready_state *r)
     return st;
 }
 
+/* Records a database that failed to open, and why (/readyz stays 503 while any is listed); out of memory drops the
+ * entry. */
 static void ready_add_failed(struct ready_state *r, const char *name, const char *why)
 {
     pthread_mutex_lock(&r->mu);
@@ -102,6 +106,8 @@ static void ready_warm_one(struct server *s, struct ready_state *r, const char *
     }
 }
 
+/* The warm-up thread: opens every database and waits for its index in turn, then marks the server ready unless it
+ * was stopped. */
 static void *ready_main(void *arg)
 {
     struct server *s = arg;

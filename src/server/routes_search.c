@@ -49,6 +49,7 @@ struct search_req {
     uint32_t group_size;
 };
 
+/* Frees a parsed search request and zeroes it. */
 static void search_req_free(struct search_req *q)
 {
     free(q->query);
@@ -192,6 +193,7 @@ struct search_groups {
     size_t n;
 };
 
+/* Frees grouped search results: each group's key, value and hits. */
 static void search_groups_free(struct search_groups *gs)
 {
     for (size_t i = 0; i < gs->n; i++) {
