@@ -110,6 +110,8 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
 
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db);
 
+/* Calls every registered event callback, outside the lock (callbacks are only added, so the count read under it
+ * stays valid). */
 static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st,
                          int status, const char *msg)
 {
@@ -119,6 +121,7 @@ static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event
     for (int i = 0; i < n; i++) c->callbacks[i].fn(c->callbacks[i].arg, name, ev, st, status, msg);
 }
 
+/* The policy to judge db by: NULL (its own) when it has one, else the compactor's default. */
 static const jvdb_compact_policy *service_policy(jvdb_compactor *c, jvdb_db *db)
 {
     return compact_db_has_policy(db) ? NULL : &c->opts.policy;
@@ -159,6 +162,7 @@ static void service_scan(jvdb_compactor *c, int full_check)
     pthread_mutex_lock(&c->mu);
 }
 
+/* Runs one queued job on the database it names, unless the database was dropped meanwhile. */
 static void service_run_job(jvdb_compactor *c, const struct job *job)
 {
     jvdb_db *db;
@@ -167,6 +171,8 @@ static void service_run_job(jvdb_compactor *c, const struct job *job)
     env_db_release(c->env, db);
 }
 
+/* Compacts one database if it still needs it (or the job was forced) and no other compaction holds it, then adds
+ * the result to the totals and tells the callbacks; a cancelled run is not a failure. */
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db)
 {
     if (db_is_dropping(db)) return;
@@ -219,6 +225,8 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     }
 }
 
+/* A compactor thread: scans the databases at each check (and glances between checks), and runs queued jobs, never
+ * two on the same database at once. */
 static void *service_main(void *arg)
 {
     jvdb_compactor *c = arg;
