@@ -440,6 +440,8 @@ struct save_ctx {
     struct search_index *ix;
 };
 
+/* Graph-save callback: holds the database's writer position while one block of nodes is copied (ids and vectors
+ * then stay those of one moment), and releases it before the block is written. */
 static void save_lock(void *ctx, int lock)
 {
     struct search_index *ix = ((struct save_ctx *)ctx)->ix;
@@ -688,6 +690,7 @@ struct reset_arg {
     const char *why;
 };
 
+/* db_as_writer callback: drops the graph and queues every live vector again. */
 static int index_reset_graph_cb(void *arg)
 {
     struct reset_arg *a = arg;
@@ -707,6 +710,8 @@ static int index_attach_cb(void *arg)
     return rc;
 }
 
+/* The index thread: loads the saved graph, then inserts queued slots in chunks (in parallel when asked), vacuums a
+ * graph with many deleted nodes, and saves the graph when idle with enough unsaved changes or time. */
 static void *index_thread_main(void *arg)
 {
     struct search_index *ix = arg;
@@ -789,6 +794,7 @@ static void *index_thread_main(void *arg)
     return NULL;
 }
 
+/* Stops the index thread, saves unsaved changes on a clean close, and frees the index. */
 static void index_free(void *arg)
 {
     struct search_index *ix = arg;
@@ -1023,6 +1029,7 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     return JVDB_OK;
 }
 
+/* Fills the public index status: state, node counts, memory and pending vectors (every live vector while loading). */
 static void index_status_of(struct search_index *ix, jvdb_index_status *out)
 {
     memset(out, 0, sizeof *out);
@@ -1100,6 +1107,8 @@ static const struct kd_entry *slot_entry(const struct accept_ctx *c, uint32_t sl
     return e;
 }
 
+/* Whether a slot may be a result: not waiting for the graph, live, and matching the filter (by the payload plan
+ * when it can decide). */
 static int accept_slot(const struct accept_ctx *c, uint32_t slot)
 {
     if (c->pending_bit && slot < c->bits_cap && (c->pending_bit[slot / 8] >> (slot % 8) & 1)) return 0;
@@ -1114,6 +1123,7 @@ static int accept_slot(const struct accept_ctx *c, uint32_t slot)
     return filter_match(c->filter, h->meta_len ? rec_meta(h, jvdb_db_dim(c->db)) : NULL, h->meta_len);
 }
 
+/* The vector a slot held as of the search's snapshot, for slots written after it. */
 static const float *resolve_slot(void *ctx, uint32_t slot)
 {
     const struct accept_ctx *c = ctx;
@@ -1122,6 +1132,7 @@ static const float *resolve_slot(void *ctx, uint32_t slot)
 
 static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
 
+/* accept_slot for the i-th candidate of a payload plan's list. */
 static int accept_mapped(void *ctx, uint32_t i)
 {
     const struct accept_ctx *c = ctx;
@@ -1273,6 +1284,8 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
 uint32_t search_payload_scan_min = PAYLOAD_SCAN_MIN;
 double search_payload_scan_share = PAYLOAD_SCAN_SHARE;
 
+/* Whether the payload plan's candidates are few enough (in count or share of the live vectors) that scanning them
+ * exactly beats the graph. */
 static int search_plan_scan(const struct payload_plan *plan, const jvdb_search_params *p)
 {
     uint64_t limit = __atomic_load_n(&search_payload_scan_min, __ATOMIC_RELAXED);
