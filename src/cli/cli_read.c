@@ -13,6 +13,7 @@
  * its values, and a file exported from another database can be used as queries as it is.
  */
 #include "cli/cli.h"
+#include "core/grow.h"
 #include "store/validate.h"
 
 #include <errno.h>
@@ -482,15 +483,12 @@ static int cli_csv_read_record(struct cli_reader *r, size_t *out_len)
             return cli_reader_fail(r, "the record is longer than %zu bytes: is a quote never closed?",
                                    CLI_CSV_MAX_RECORD);
         }
-        if (len + (size_t)n + 1 > r->cap) {
-            char *nb = realloc(r->buf, len + (size_t)n + 1);
-            if (!nb) {
-                free(more);
-                return cli_reader_fail(r, "out of memory");
-            }
-            r->buf = nb;
-            r->cap = len + (size_t)n + 1;
+        char *nb = grow_array(r->buf, &r->cap, len + (size_t)n + 1, 1, 256);
+        if (!nb) {
+            free(more);
+            return cli_reader_fail(r, "out of memory");
         }
+        r->buf = nb;
         memcpy(r->buf + len, more, (size_t)n + 1);
         st = cli_csv_scan(st, r->buf + len, (size_t)n);
         len += (size_t)n;
@@ -512,13 +510,9 @@ static int cli_csv_record(struct cli_reader *r, size_t *nfields)
     size_t nf = 0;
     char *p = r->buf, *w = r->buf;
     for (;;) {
-        if (nf == r->fcap) {
-            size_t ncap = r->fcap ? r->fcap * 2 : 64;
-            char **nfl = realloc(r->fields, ncap * sizeof *nfl);
-            if (!nfl) return cli_reader_fail(r, "out of memory");
-            r->fields = nfl;
-            r->fcap = ncap;
-        }
+        char **nfl = grow_array(r->fields, &r->fcap, nf + 1, sizeof *nfl, 64);
+        if (!nfl) return cli_reader_fail(r, "out of memory");
+        r->fields = nfl;
         r->fields[nf++] = w;
         if (*p == '"') {
             for (p++;; p++) {

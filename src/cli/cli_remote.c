@@ -13,6 +13,7 @@
  * with a sentence saying so, before anything is sent.
  */
 #include "cli/cli_remote.h"
+#include "core/grow.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -153,14 +154,9 @@ static size_t rem_write(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct rem_buf *b = arg;
     size_t n = size * nmemb;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return 0;
-        b->p = p;
-        b->cap = cap;
-    }
+    char *p = grow_array(b->p, &b->cap, b->n + n + 1, 1, 4096);
+    if (!p) return 0;
+    b->p = p;
     memcpy(b->p + b->n, data, n);
     b->n += n;
     b->p[b->n] = 0;

@@ -15,6 +15,7 @@
  */
 #include "cli/cli.h"
 #include "cli/cli_remote.h"
+#include "core/grow.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -84,14 +85,15 @@ static void cli_queries_free(struct cli_queries *q)
 static int cli_queries_grow(struct cli_queries *q)
 {
     if (q->n < q->cap) return 0;
-    size_t ncap = q->cap ? q->cap * 2 : 64;
-    float *nv = realloc(q->vecs, ncap * q->dim * sizeof *nv);
+    /* Two arrays, one count: each grows with its own copy of the capacity, which moves only when both did. */
+    size_t vcap = q->cap, lcap = q->cap;
+    float *nv = grow_array(q->vecs, &vcap, q->n + 1, q->dim * sizeof *nv, 64);
     if (!nv) return -1;
     q->vecs = nv;
-    char **nl = realloc(q->labels, ncap * sizeof *nl);
+    char **nl = grow_array(q->labels, &lcap, q->n + 1, sizeof *nl, 64);
     if (!nl) return -1;
     q->labels = nl;
-    q->cap = ncap;
+    q->cap = lcap;
     return 0;
 }
 

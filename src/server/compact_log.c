@@ -10,6 +10,7 @@
  */
 #include "server/srv.h"
 
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <stdio.h>
@@ -67,15 +68,9 @@ void compact_log_record(struct server *s, const char *name, const jvdb_compact_s
     struct compact_rec *r = NULL;
     for (size_t i = 0; i < l->n; i++)
         if (!strcmp(l->recs[i].name, name)) r = &l->recs[i];
-    if (!r && l->n == l->cap) {
-        size_t ncap = l->cap ? 2 * l->cap : 8;
-        struct compact_rec *nr = realloc(l->recs, ncap * sizeof *nr);
-        if (nr) {
-            l->recs = nr;
-            l->cap = ncap;
-        }
-    }
-    if (!r && l->n < l->cap) {
+    struct compact_rec *nr = r ? NULL : grow_array(l->recs, &l->cap, l->n + 1, sizeof *nr, 8);
+    if (nr) {
+        l->recs = nr;
         r = &l->recs[l->n++];
         memset(r, 0, sizeof *r);
         snprintf(r->name, sizeof r->name, "%s", name);

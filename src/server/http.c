@@ -46,6 +46,7 @@
 #include "server/srv.h"
 
 #include "core/clock.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <arpa/inet.h>
@@ -609,19 +610,12 @@ static int http_take_body(struct server *s, struct http_call *call, const char *
     } else if (http_charge(s, call, n)) {
         call->over_budget = 1;
     } else {
-        if (call->len + n + 1 > call->cap) {
-            /* A Content-Length body is allocated once at its full size (untouched pages cost no
-             * memory until data arrives); a chunked one grows by doubling. */
-            size_t ncap = call->expect > call->len + n ? (size_t)call->expect + 1 : 0;
-            if (!ncap) {
-                ncap = call->cap ? call->cap : 4096;
-                while (ncap < call->len + n + 1) ncap *= 2;
-            }
-            char *nb = realloc(call->body, ncap);
-            if (!nb) return -1;
-            call->body = nb;
-            call->cap = ncap;
-        }
+        /* A Content-Length body is allocated once at its full size (the first capacity: untouched
+         * pages cost no memory until data arrives); a chunked one grows by doubling. */
+        char *nb =
+            grow_array(call->body, &call->cap, call->len + n + 1, 1, call->expect ? (size_t)call->expect + 1 : 4096);
+        if (!nb) return -1;
+        call->body = nb;
         memcpy(call->body + call->len, data, n);
         call->len += n;
         call->body[call->len] = 0;
@@ -916,12 +910,7 @@ static void *http_reaper(void *arg)
                 atomic_fetch_add(&h->reaped, 1);
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + HTTP_REAP_TICK_MS * 1000000ll;
-        ts.tv_sec = (time_t)(t / 1000000000);
-        ts.tv_nsec = (long)(t % 1000000000);
-        pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
+        clock_cond_wait_ns(&h->conn_cv, &h->conn_mu, HTTP_REAP_TICK_MS * 1000000ll);
     }
     pthread_mutex_unlock(&h->conn_mu);
     return NULL;
@@ -1174,13 +1163,14 @@ int http_start(struct server *s, const struct http_hooks *hooks)
     if (!h) return -1;
     h->hooks = *hooks;
     pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->idle, NULL);
     pthread_mutex_init(&h->conn_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->conn_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    if (clock_cond_init(&h->idle) || clock_cond_init(&h->conn_cv)) {
+        log_error("cannot make the HTTP server's condition variables");
+        pthread_mutex_destroy(&h->conn_mu);
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return -1;
+    }
     h->wait_ns[HTTP_WAIT_NEW] = (int64_t)s->cfg.header_timeout_ms * 1000000;
     if (getrandom(&h->reqid_base, sizeof h->reqid_base, GRND_NONBLOCK) != sizeof h->reqid_base)
         h->reqid_base = (uint64_t)clock_wall_ns();
@@ -1264,14 +1254,10 @@ void http_stop(struct server *s)
             if (ls != MHD_INVALID_SOCKET) close(ls);
             unlink(h->local_path);
         }
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        int64_t end_ns = (int64_t)dl.tv_sec * 1000000000 + dl.tv_nsec + (int64_t)(s->cfg.shutdown_timeout_s * 1e9);
-        dl.tv_sec = (time_t)(end_ns / 1000000000);
-        dl.tv_nsec = (long)(end_ns % 1000000000);
+        int64_t end_ns = clock_mono_ns() + (int64_t)(s->cfg.shutdown_timeout_s * 1e9);
         pthread_mutex_lock(&h->mu);
         while (atomic_load(&h->inflight) > 0) {
-            if (pthread_cond_timedwait(&h->idle, &h->mu, &dl) == ETIMEDOUT) {
+            if (clock_cond_wait_until(&h->idle, &h->mu, end_ns) == ETIMEDOUT) {
                 log_warn("stopping with %ld requests still in flight after %.0f s", atomic_load(&h->inflight),
                          s->cfg.shutdown_timeout_s);
                 break;

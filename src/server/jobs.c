@@ -21,6 +21,7 @@
 
 #include "core/clock.h"
 #include "core/fs.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -118,13 +119,9 @@ static void jobs_trim(struct jobs_state *js)
 /* Appends a job to the table (mu held); -1 when out of memory. */
 static int jobs_append(struct jobs_state *js, struct job *j)
 {
-    if (js->n == js->cap) {
-        size_t ncap = js->cap ? 2 * js->cap : 32;
-        struct job **nv = realloc(js->v, ncap * sizeof *nv);
-        if (!nv) return -1;
-        js->v = nv;
-        js->cap = ncap;
-    }
+    struct job **nv = grow_array(js->v, &js->cap, js->n + 1, sizeof *nv, 32);
+    if (!nv) return -1;
+    js->v = nv;
     js->v[js->n++] = j;
     return 0;
 }
