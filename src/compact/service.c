@@ -110,6 +110,17 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
 
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db);
 
+void compact_totals_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
+{
+    t->compactions++;
+    t->bytes_before += st->bytes_before;
+    t->bytes_after += st->bytes_after;
+    t->bytes_reclaimed += st->bytes_reclaimed;
+    t->records_copied += st->records_copied;
+    t->records_dropped += st->records_dropped;
+    t->seconds += st->seconds;
+}
+
 /* Calls every registered event callback, outside the lock (callbacks are only added, so the count read under it
  * stays valid). */
 static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st,
@@ -198,18 +209,11 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     c->totals.running--;
     struct db_record *r = service_record(c, job->name);
     if (rc == JVDB_OK && st.trigger != JVDB_TRIGGER_NONE) {
-        jvdb_compactor_totals *t[2] = { &c->totals, r ? &r->totals : NULL };
-        for (int i = 0; i < 2; i++) {
-            if (!t[i]) continue;
-            t[i]->compactions++;
-            t[i]->bytes_before += st.bytes_before;
-            t[i]->bytes_after += st.bytes_after;
-            t[i]->bytes_reclaimed += st.bytes_reclaimed;
-            t[i]->records_copied += st.records_copied;
-            t[i]->records_dropped += st.records_dropped;
-            t[i]->seconds += st.seconds;
+        compact_totals_add(&c->totals, &st);
+        if (r) {
+            compact_totals_add(&r->totals, &st);
+            r->last = st;
         }
-        if (r) r->last = st;
     } else if (rc != JVDB_OK && !(rc == JVDB_EBUSY && c->cancel)) {
         c->totals.failures++;
         if (r) r->totals.failures++;

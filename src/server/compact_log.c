@@ -10,6 +10,7 @@
  */
 #include "server/srv.h"
 
+#include "compact/compact.h"
 #include "core/grow.h"
 #include "core/log.h"
 
@@ -49,18 +50,6 @@ void compact_log_free(struct server *s)
     s->compactions = NULL;
 }
 
-/* Adds one finished compaction's numbers to running totals. */
-static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
-{
-    t->compactions++;
-    t->bytes_before += st->bytes_before;
-    t->bytes_after += st->bytes_after;
-    t->bytes_reclaimed += st->bytes_reclaimed;
-    t->records_copied += st->records_copied;
-    t->records_dropped += st->records_dropped;
-    t->seconds += st->seconds;
-}
-
 void compact_log_record(struct server *s, const char *name, const jvdb_compact_stats *st, int failed)
 {
     struct compact_log *l = s->compactions;
@@ -79,9 +68,9 @@ void compact_log_record(struct server *s, const char *name, const jvdb_compact_s
         l->all.failures++;
         if (r) r->totals.failures++;
     } else {
-        compact_add(&l->all, st);
+        compact_totals_add(&l->all, st);
         if (r) {
-            compact_add(&r->totals, st);
+            compact_totals_add(&r->totals, st);
             r->last = *st;
         }
     }

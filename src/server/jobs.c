@@ -513,13 +513,19 @@ static void job_write(struct jw *w, const struct job *j)
     jw_obj_end(w);
 }
 
+/* The job table, or NULL after answering 503 JOBS_UNAVAILABLE (before jobs_init or once jobs_free ran). */
+static struct jobs_state *jobs_available(struct server *s, struct http_resp *rs)
+{
+    if (!s->jobs) http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
+    return s->jobs;
+}
+
 void jobs_submit(struct server *s, struct http_resp *rs, job_kind kind, const char *database, int repo, job_fn fn,
                  void *arg, void (*arg_free)(void *))
 {
-    struct jobs_state *js = s->jobs;
+    struct jobs_state *js = jobs_available(s, rs);
     if (!js) {
         if (arg_free) arg_free(arg);
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
         return;
     }
     struct job *j = calloc(1, sizeof *j);
@@ -631,10 +637,7 @@ void route_jobs_list(struct server *s, struct http_req *rq, struct http_resp *rs
                    kind);
         return;
     }
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    if (!jobs_available(s, rs)) return;
     pthread_mutex_lock(&js->mu);
     unsigned char *keep = malloc(js->n ? js->n : 1);
     if (!keep || jobs_visible(s, js, rq, keep)) {
@@ -685,11 +688,8 @@ static struct job *jobs_lookup(struct server *s, struct jobs_state *js, struct h
 
 void route_job_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    struct jobs_state *js = s->jobs;
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    struct jobs_state *js = jobs_available(s, rs);
+    if (!js) return;
     pthread_mutex_lock(&js->mu);
     struct job *j = jobs_lookup(s, js, rq, rs);
     if (j) {
@@ -703,11 +703,8 @@ void route_job_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 
 void route_job_cancel(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    struct jobs_state *js = s->jobs;
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    struct jobs_state *js = jobs_available(s, rs);
+    if (!js) return;
     pthread_mutex_lock(&js->mu);
     struct job *j = jobs_lookup(s, js, rq, rs);
     if (!j) {
