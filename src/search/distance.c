@@ -553,8 +553,8 @@ int dist_set_active(dist_simd level)
     return JVDB_OK;
 }
 
-/* Sets a metric's distance and batch kernels for dim; cosine uses the normalised-cosine kernel on stored rows and
- * the inner product on unit-length queries. */
+/* Sets a metric's distance and batch kernels for dim.  Cosine over the store's vectors (stored: any length) divides
+ * by |v| in the same pass; over the graph's unit-length copies it is the bare inner product. */
 static int dist_space_fill(struct dist_space *sp, jvdb_metric metric, uint32_t dim, int stored)
 {
     if (dim == 0) return err_set(JVDB_EINVAL, "dimension must be at least 1");
