@@ -170,6 +170,8 @@ static const struct cli_cmd cli_cmd_backup_drill = {
 
 /* ------------------------------------------------------------------ shared pieces */
 
+/* Opens the repository of --repo (else $JVDB_BACKUP_REPO) with the S3 endpoint, credentials and key file the
+ * options give; a missing repository is a usage error. */
 static int cli_repo_open(const struct cli_cmd *cmd, struct cli_opt *opts, jvdb_repo **repo)
 {
     const char *spec = opts[O_REPO].value;
@@ -192,6 +194,8 @@ struct cli_bk_progress {
     uint64_t done, records;
 };
 
+/* Progress callback of backup, verify, restore and drill: one bar per phase, the previous phase's bar finished when
+ * the library moves to the next. */
 static void cli_bk_on_progress(void *arg, const char *phase, uint64_t done, uint64_t total, uint64_t records)
 {
     struct cli_bk_progress *p = arg;
@@ -209,12 +213,14 @@ static void cli_bk_on_progress(void *arg, const char *phase, uint64_t done, uint
     cli_progress_update(&p->bar, done, records);
 }
 
+/* Finishes the bar of the last phase, if any phase reported progress. */
 static void cli_bk_progress_end(struct cli_bk_progress *p)
 {
     if (p->phase) cli_progress_finish(&p->bar, p->done, p->records);
     p->phase = NULL;
 }
 
+/* A nanosecond wall-clock time as an ISO 8601 UTC timestamp. */
 static void cli_format_time(int64_t ns, char *buf, size_t cap)
 {
     time_t s = (time_t)(ns / 1000000000);
@@ -223,6 +229,7 @@ static void cli_format_time(int64_t ns, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* A byte count in binary units with one decimal ("1.5 MiB"); exact bytes below 1 KiB. */
 static void cli_format_bytes(uint64_t b, char *buf, size_t cap)
 {
     const char *u[] = { "B", "KiB", "MiB", "GiB", "TiB" };
@@ -254,6 +261,7 @@ static json_t *cli_backup_json(const jvdb_backup_info *b)
     return o;
 }
 
+/* Prints one backup's manifest as aligned "key: value" lines (`backup show`). */
 static void cli_backup_print(const jvdb_backup_info *b)
 {
     char when[40], raw[32], stored[32];
@@ -349,6 +357,8 @@ static void cli_bk_dbmeta_restore(const struct cli_ctx *ctx, const jvdb_restore_
 
 /* ------------------------------------------------------------------ subcommands */
 
+/* `backup create NAME`: backs up one database into the repository, locally with a progress bar or through the
+ * server (which takes neither --threads nor --no-index). */
 static int cli_backup_create(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_create;
@@ -415,6 +425,7 @@ static int cli_backup_create(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* `backup list [NAME]`: the repository's backups (of one database, or all) as a table or JSON. */
 static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     struct cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
@@ -453,6 +464,7 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* `backup show ID`: one backup's manifest. */
 static int cli_backup_show(struct cli_ctx *ctx, int argc, char **argv)
 {
     struct cli_opt opts[] = { CLI_REPO_OPTS, { NULL, false, NULL } };
@@ -549,6 +561,8 @@ static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo)
     return bad ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/* `backup verify ID|--all`: reads back and checks every object of a backup and of the chain it restores from; --all
+ * works only locally. */
 static int cli_backup_verify(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_verify;
@@ -588,6 +602,8 @@ print:
     return CLI_EXIT_OK;
 }
 
+/* `backup drill --database NAME`: restores a backup into scratch space and compares it with the live database
+ * (read-only) and its searches; exit status 1 when the drill fails. */
 static int cli_backup_drill(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_drill;
@@ -694,6 +710,8 @@ static int cli_bk_newest(jvdb_repo *repo, const char *db_name,
     return JVDB_OK;
 }
 
+/* Restores one "DB/ID" spec (optionally as another name), says what the library restored, and adds the result to
+ * arr when the output is JSON. */
 static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
                                   json_t *arr)
 {
@@ -760,6 +778,8 @@ static int cli_bk_restore_remote(struct cli_ctx *ctx, const struct cli_cmd *cmd,
     return CLI_EXIT_OK;
 }
 
+/* `backup restore ID|--latest|--all`: restores one backup, the newest of a database or the newest of every
+ * database; with --all a failure does not stop the others. */
 static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_restore;
@@ -839,6 +859,8 @@ static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
     return failed ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/* Prints (or returns as JSON, with an optional extra key) the backups a delete or prune removed; frees v and takes
+ * extra. */
 static int cli_print_deleted(struct cli_ctx *ctx, jvdb_backup_info *v, size_t n, const char *extra_key, json_t *extra)
 {
     if (ctx->json) {
@@ -857,6 +879,7 @@ static int cli_print_deleted(struct cli_ctx *ctx, jvdb_backup_info *v, size_t n,
     return CLI_EXIT_OK;
 }
 
+/* `backup delete ID [--cascade]`: deletes a backup, and with --cascade the backups that restore through it. */
 static int cli_backup_delete(struct cli_ctx *ctx, int argc, char **argv)
 {
     struct cli_opt opts[] = { CLI_REPO_OPTS, { "cascade", false, NULL }, { NULL, false, NULL } };
@@ -875,6 +898,8 @@ static int cli_backup_delete(struct cli_ctx *ctx, int argc, char **argv)
     return cli_print_deleted(ctx, v, n, NULL, NULL);
 }
 
+/* `backup prune NAME --keep N [--keep-daily D] [--keep-weekly W] [--dry-run]`: deletes a database's backups outside
+ * the retention rules, or lists them with --dry-run. */
 static int cli_backup_prune(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_prune;

@@ -8,6 +8,7 @@
  */
 #include "cli/cli.h"
 #include "cli/cli_remote.h"
+#include "core/grow.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -44,8 +45,7 @@ static int cli_read_ids(const char *path, char **text, const char ***ids, size_t
     char *buf = NULL;
     for (;;) {
         if (len + 65536 + 1 > cap) {
-            cap = (cap ? cap * 2 : 1 << 20);
-            char *b = realloc(buf, cap);
+            char *b = grow_array(buf, &cap, len + 65536 + 1, 1, 1 << 20);
             if (!b) {
                 free(buf);
                 if (f != stdin) fclose(f);

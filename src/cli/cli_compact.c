@@ -38,6 +38,8 @@ const struct cli_cmd cli_cmd_compact = {
 static volatile int cli_compact_cancel;
 _Static_assert(sizeof(sig_atomic_t) == sizeof(int), "the cancel flag is written from a signal handler");
 
+/* SIGINT/SIGTERM during `compact`: asks the running compaction to stop at its next check, leaving the database as
+ * it was. */
 static void cli_compact_on_signal(int sig)
 {
     (void)sig;
@@ -51,6 +53,7 @@ struct cli_due {
     char reason[200];
 };
 
+/* Fills d with whether the database needs compaction now, which trigger says so and why. */
 static void cli_due_get(jvdb_db *db, struct cli_due *d)
 {
     d->due = jvdb_needs_compaction(db, NULL, &d->trigger, d->reason, sizeof d->reason);
@@ -71,6 +74,7 @@ void cli_compaction_print(jvdb_db *db)
     else printf("compaction:      not due (%s)\n", d.reason);
 }
 
+/* The JSON report of one database's compaction (camelCase keys, with the deprecated ones marked). */
 static json_t *cli_compact_json(const char *name, const jvdb_compact_stats *st, int compacted, const char *reason)
 {
     json_t *doc = json_pack("{sssbsssssbsIsI}", "database", name, "compacted", compacted, "trigger",
@@ -106,6 +110,7 @@ static const char *cli_human_bytes(uint64_t b, char *buf, size_t size)
     return buf;
 }
 
+/* Prints one database's compaction report as aligned lines with human-readable byte counts. */
 static void cli_compact_print(const char *name, const jvdb_compact_stats *st, const char *reason)
 {
     char h1[32], h2[32], h3[32];

@@ -98,6 +98,7 @@ static json_t *cli_db_json(jvdb_db *db, const uint64_t *count, json_t *stats)
                          stats);
 }
 
+/* Prints a database's settings (name, dim, metric, sync, segment size) as aligned lines. */
 static void cli_db_print(jvdb_db *db)
 {
     jvdb_db_options o;
@@ -110,6 +111,7 @@ static void cli_db_print(jvdb_db *db)
     printf("segment_max_bytes: %llu\n", (unsigned long long)o.segment_max_bytes);
 }
 
+/* `db create NAME --dim D [...]`: creates a database (cosine by default, as over REST) and prints its settings. */
 static int cli_db_create(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_db_create;
@@ -156,6 +158,8 @@ static int cli_db_create(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* `db list`: the databases of the data directory, and the damaged ones with the error that opening each gives (exit
+ * status 1 when any is damaged). */
 static int cli_db_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
@@ -196,6 +200,7 @@ static int cli_db_list(struct cli_ctx *ctx, int argc, char **argv)
     return ndamaged ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
+/* `db info NAME`: a database's settings, count and storage statistics (read-only). */
 static int cli_db_info(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
@@ -217,6 +222,7 @@ static int cli_db_info(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* `db drop NAME`: deletes a database and its files. */
 static int cli_db_drop(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];
@@ -235,6 +241,7 @@ struct cli_repair_out {
     json_t *dropped;
 };
 
+/* Repair callback: records one dropped byte range for the JSON report and prints it at once otherwise. */
 static void cli_repair_on_drop(void *arg, const char *file, uint64_t offset, uint64_t length, const char *why,
                                const char *kept)
 {
@@ -246,6 +253,8 @@ static void cli_repair_on_drop(void *arg, const char *file, uint64_t offset, uin
                (unsigned long long)(offset + length - 1), file, (unsigned long long)length, why, kept);
 }
 
+/* `db repair NAME`: cuts damaged byte ranges out of a database's segments (keeping them aside) and reports what it
+ * dropped. */
 static int cli_db_repair(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc];

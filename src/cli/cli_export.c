@@ -67,6 +67,8 @@ static void cli_write_meta_line(FILE *f, const char *s, size_t len)
     for (size_t i = 0; i < len; i++) putc(s[i] == '\n' || s[i] == '\r' ? ' ' : s[i], f);
 }
 
+/* Whether a CSV field must be quoted to read back as the same text (empty, separators, quotes, line breaks, edge
+ * blanks). */
 static bool cli_csv_needs_quotes(const char *s, size_t len)
 {
     if (len == 0) return true; /* an unquoted empty id would read back as a missing one */
@@ -75,6 +77,8 @@ static bool cli_csv_needs_quotes(const char *s, size_t len)
     return s[0] == ' ' || s[0] == '\t' || s[len - 1] == ' ' || s[len - 1] == '\t';
 }
 
+/* Scan callback of `export`: writes one record in the chosen format; non-zero stops the scan at the first write
+ * error. */
 static int cli_export_row(void *arg, const char *id, size_t id_len, const float *vector, const char *meta,
                           size_t meta_len, uint64_t lsn)
 {
@@ -116,6 +120,7 @@ static int cli_export_row(void *arg, const char *id, size_t id_len, const float 
     return ferror(f) ? 1 : 0;
 }
 
+/* The CSV header line: id, v1..vDIM, metadata. */
 static void cli_write_csv_header(FILE *f, uint32_t dim)
 {
     fputs("id", f);

@@ -11,6 +11,7 @@
  */
 #include "cli/cli.h"
 #include "cli/cli_remote.h"
+#include "core/clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -56,6 +57,7 @@ struct cli_batch {
     size_t n, cap;
 };
 
+/* Frees the ids and metadata of the rows in a batch and empties it (the vector buffer is reused). */
 static void cli_batch_clear(struct cli_batch *b)
 {
     for (size_t i = 0; i < b->n; i++) {
@@ -96,6 +98,8 @@ static int cli_batch_commit(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader 
     return 0;
 }
 
+/* Reads rows into batches of batch_size and commits each whole batch; a bad row stops the import after the complete
+ * batches before it, and says so. */
 static int cli_import_run(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r, size_t batch_size, uint64_t file_size)
 {
     struct cli_batch b = { 0 };
@@ -111,10 +115,7 @@ static int cli_import_run(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r
     struct cli_progress prog;
     cli_progress_start(&prog, "imported", file_size);
     uint64_t imported = 0;
-    int64_t t0 = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    t0 = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    int64_t t0 = clock_mono_ns();
     int rc = 0;
     for (;;) {
         char *id = NULL, *meta = NULL;
@@ -143,8 +144,7 @@ static int cli_import_run(struct cli_ctx *ctx, jvdb_db *db, struct cli_reader *r
     free(b.recs), free(b.vecs), free(b.where);
     if (rc) return rc;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double secs = (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - t0) / 1e9;
+    double secs = (double)(clock_mono_ns() - t0) / 1e9;
     if (ctx->json)
         return cli_print_json(json_pack("{sIsssssf}", "imported", (json_int_t)imported, "database", r->dbname, "file",
                                         r->path, "seconds", secs));

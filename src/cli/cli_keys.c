@@ -91,6 +91,7 @@ static int cli_keys_take_dbs(int argc, char **argv, const char **dbs, size_t *nd
     return w;
 }
 
+/* Prints one API key as a line: id, role, databases, creation and expiry (marked when past), description. */
 static void cli_keys_print(const struct key_entry *e, int64_t now)
 {
     char created[32], exp[32] = "never";
@@ -104,6 +105,7 @@ static void cli_keys_print(const struct key_entry *e, int64_t now)
     putchar('\n');
 }
 
+/* `keys create --role R [--database NAME...] [--expires T]`: makes an API key and prints its secret once. */
 static int cli_keys_create(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_keys_create;
@@ -150,6 +152,7 @@ static int cli_keys_create(struct cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
+/* `keys list`: the API keys of the data directory (never their secrets). */
 static int cli_keys_list(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];
@@ -177,6 +180,7 @@ static int cli_keys_list(struct cli_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
+/* `keys revoke ID`: removes an API key. */
 static int cli_keys_revoke(struct cli_ctx *ctx, int argc, char **argv)
 {
     char *pos[argc + 1];

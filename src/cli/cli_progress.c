@@ -7,6 +7,7 @@
  * the total of (bytes of the input file, or vectors), while the rate is always vectors per second.
  */
 #include "cli/cli.h"
+#include "core/clock.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -14,13 +15,7 @@
 #define CLI_PROGRESS_INTERVAL_NS 100000000LL
 #define CLI_PROGRESS_BAR         24
 
-static int64_t cli_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
+/* Items per second with a k or M suffix. */
 static void cli_format_rate(double rate, char *buf, size_t size)
 {
     if (rate >= 1e6) snprintf(buf, size, "%.1fM/s", rate / 1e6);
@@ -28,6 +23,7 @@ static void cli_format_rate(double rate, char *buf, size_t size)
     else snprintf(buf, size, "%.0f/s", rate);
 }
 
+/* Seconds left as M:SS or H:MM:SS (capped at 99:59:59). */
 static void cli_format_eta(double seconds, char *buf, size_t size)
 {
     long s = seconds < 0 ? 0 : seconds > 359999 ? 359999 : (long)(seconds + 0.5);
@@ -35,6 +31,7 @@ static void cli_format_eta(double seconds, char *buf, size_t size)
     else snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
 }
 
+/* Redraws the bar on stderr in place: percentage, rate and ETA when the total is known, else a count and rate. */
 static void cli_progress_draw(struct cli_progress *p, uint64_t done, uint64_t items, int64_t now)
 {
     double elapsed = (double)(now - p->start_ns) / 1e9;
@@ -62,14 +59,14 @@ void cli_progress_start(struct cli_progress *p, const char *what, uint64_t total
     p->enabled = isatty(STDERR_FILENO);
     p->what = what;
     p->total = total;
-    p->start_ns = cli_now_ns();
+    p->start_ns = clock_mono_ns();
     p->last_draw_ns = 0;
 }
 
 void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t items)
 {
     if (!p->enabled) return;
-    int64_t now = cli_now_ns();
+    int64_t now = clock_mono_ns();
     if (now - p->last_draw_ns < CLI_PROGRESS_INTERVAL_NS) return;
     cli_progress_draw(p, done, items, now);
 }
@@ -78,7 +75,7 @@ void cli_progress_finish(struct cli_progress *p, uint64_t done, uint64_t items)
 {
     if (!p->enabled) return;
     /* Leave the final state visible on its own line, so a message that follows starts clean. */
-    cli_progress_draw(p, done, items, cli_now_ns());
+    cli_progress_draw(p, done, items, clock_mono_ns());
     fputc('\n', stderr);
     p->enabled = false;
 }

@@ -13,6 +13,7 @@
  * its values, and a file exported from another database can be used as queries as it is.
  */
 #include "cli/cli.h"
+#include "core/grow.h"
 #include "store/validate.h"
 
 #include <errno.h>
@@ -59,6 +60,7 @@ static int cli_make_id(struct cli_reader *r, const char *s, size_t len, char **o
     return 0;
 }
 
+/* The row's number as its id (formats whose rows carry no id), after the id prefix, if any. */
 static int cli_row_id(struct cli_reader *r, char **out)
 {
     char num[24];
@@ -66,6 +68,7 @@ static int cli_row_id(struct cli_reader *r, char **out)
     return cli_make_id(r, num, (size_t)n, out);
 }
 
+/* Fails the row for holding `got` values where the database's dimension needs another count. */
 static int cli_dim_mismatch(struct cli_reader *r, uint64_t got, const char *what)
 {
     return cli_reader_fail(r, "%s %llu values but database '%s' has dimension %u", what, (unsigned long long)got,
@@ -82,6 +85,7 @@ static int cli_meta_text(struct cli_reader *r, json_t *m, char **out)
     return *out ? 0 : cli_reader_fail(r, "out of memory");
 }
 
+/* Fails the row if a value is NaN or infinite (binary formats can hold them; the library refuses them). */
 static int cli_check_finite(struct cli_reader *r, const float *vec)
 {
     for (uint32_t i = 0; i < r->dim; i++)
@@ -109,6 +113,7 @@ static int cli_next_line(struct cli_reader *r, size_t *len)
 
 /* ---- fvecs ---- */
 
+/* Reads one fvecs row (int32 dimension, then that many float32s); 0 at a clean end of file. */
 static int cli_fvecs_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     unsigned char head[4];
@@ -144,6 +149,8 @@ static const char *cli_npy_value(const char *hdr, const char *key)
     return NULL;
 }
 
+/* Reads and checks an .npy header (versions 1-3): a 2-D C-order little-endian float32 array whose width is the
+ * database's dimension and whose rows fit the file. */
 static int cli_npy_open(struct cli_reader *r)
 {
     r->in_header = true;
@@ -260,6 +267,7 @@ out:
     return rc;
 }
 
+/* Reads the next row of an .npy array; 0 after the last row the header promises. */
 static int cli_npy_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     if (r->row == r->rows_total) {
@@ -358,6 +366,8 @@ static int cli_jsonl_values(struct cli_reader *r, json_t *values, float *vec, co
     return 0;
 }
 
+/* Reads one JSON line: an object with id, values and optional metadata (or, for queries, also a bare array of
+ * numbers). */
 static int cli_jsonl_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t len = 0;
@@ -473,15 +483,12 @@ static int cli_csv_read_record(struct cli_reader *r, size_t *out_len)
             return cli_reader_fail(r, "the record is longer than %zu bytes: is a quote never closed?",
                                    CLI_CSV_MAX_RECORD);
         }
-        if (len + (size_t)n + 1 > r->cap) {
-            char *nb = realloc(r->buf, len + (size_t)n + 1);
-            if (!nb) {
-                free(more);
-                return cli_reader_fail(r, "out of memory");
-            }
-            r->buf = nb;
-            r->cap = len + (size_t)n + 1;
+        char *nb = grow_array(r->buf, &r->cap, len + (size_t)n + 1, 1, 256);
+        if (!nb) {
+            free(more);
+            return cli_reader_fail(r, "out of memory");
         }
+        r->buf = nb;
         memcpy(r->buf + len, more, (size_t)n + 1);
         st = cli_csv_scan(st, r->buf + len, (size_t)n);
         len += (size_t)n;
@@ -503,13 +510,9 @@ static int cli_csv_record(struct cli_reader *r, size_t *nfields)
     size_t nf = 0;
     char *p = r->buf, *w = r->buf;
     for (;;) {
-        if (nf == r->fcap) {
-            size_t ncap = r->fcap ? r->fcap * 2 : 64;
-            char **nfl = realloc(r->fields, ncap * sizeof *nfl);
-            if (!nfl) return cli_reader_fail(r, "out of memory");
-            r->fields = nfl;
-            r->fcap = ncap;
-        }
+        char **nfl = grow_array(r->fields, &r->fcap, nf + 1, sizeof *nfl, 64);
+        if (!nfl) return cli_reader_fail(r, "out of memory");
+        r->fields = nfl;
         r->fields[nf++] = w;
         if (*p == '"') {
             for (p++;; p++) {
@@ -561,6 +564,8 @@ static bool cli_csv_is_header(struct cli_reader *r, size_t nf)
     return true;
 }
 
+/* Reads one CSV row: id, DIM values and an optional metadata column; a first line that looks like a header is
+ * skipped. */
 static int cli_csv_next(struct cli_reader *r, float *vec, char **id, char **meta)
 {
     size_t nf;

@@ -13,6 +13,7 @@
  * with a sentence saying so, before anything is sent.
  */
 #include "cli/cli_remote.h"
+#include "core/grow.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -153,14 +154,9 @@ static size_t rem_write(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct rem_buf *b = arg;
     size_t n = size * nmemb;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return 0;
-        b->p = p;
-        b->cap = cap;
-    }
+    char *p = grow_array(b->p, &b->cap, b->n + n + 1, 1, 4096);
+    if (!p) return 0;
+    b->p = p;
     memcpy(b->p + b->n, data, n);
     b->n += n;
     b->p[b->n] = 0;
@@ -257,32 +253,30 @@ static int rem_call(struct cli_ctx *ctx, const char *method, const char *path, j
     return rem_call_q(ctx, method, path, body, out, false);
 }
 
+/* prefix + seg + suffix with seg percent-escaped (names and ids may hold '/'); NULL when out of memory. */
+static char *rem_path(struct cli_ctx *ctx, const char *prefix, const char *seg, const char *suffix)
+{
+    char *e = curl_easy_escape(ctx->remote->curl, seg, 0);
+    if (!e) return NULL;
+    size_t n = strlen(prefix) + strlen(e) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s%s%s", prefix, e, suffix);
+    curl_free(e);
+    return p;
+}
+
 /* "/v1/databases/NAME" + suffix, NAME percent-escaped; NULL when out of memory. */
 static char *rem_db_path(struct cli_ctx *ctx, const char *name, const char *suffix)
 {
-    char *e = curl_easy_escape(ctx->remote->curl, name, 0);
-    if (!e) return NULL;
-    size_t n = strlen(e) + strlen(suffix) + 32;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "/v1/databases/%s%s", e, suffix);
-    curl_free(e);
-    return p;
+    return rem_path(ctx, "/v1/databases/", name, suffix);
 }
 
 /* "/v1/databases/NAME/vectors/ID", both escaped (an id may hold '/'). */
 static char *rem_vec_path(struct cli_ctx *ctx, const char *name, const char *id)
 {
-    char *e = curl_easy_escape(ctx->remote->curl, id, 0);
-    if (!e) return NULL;
-    size_t n = strlen(e) + 16;
-    char *suffix = malloc(n);
-    char *p = NULL;
-    if (suffix) {
-        snprintf(suffix, n, "/vectors/%s", e);
-        p = rem_db_path(ctx, name, suffix);
-    }
+    char *suffix = rem_path(ctx, "/vectors/", id, "");
+    char *p = suffix ? rem_db_path(ctx, name, suffix) : NULL;
     free(suffix);
-    curl_free(e);
     return p;
 }
 
@@ -871,13 +865,7 @@ static void rem_backup_info(json_t *o, jvdb_backup_info *b)
 /* "/v1/backups/ID" + suffix, ID escaped ("DB/ID" becomes "DB%2FID"). */
 static char *rem_backup_path(struct cli_ctx *ctx, const char *id, const char *suffix)
 {
-    char *e = curl_easy_escape(ctx->remote->curl, id, 0);
-    if (!e) return NULL;
-    size_t n = strlen(e) + strlen(suffix) + 16;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "/v1/backups/%s%s", e, suffix);
-    curl_free(e);
-    return p;
+    return rem_path(ctx, "/v1/backups/", id, suffix);
 }
 
 int cli_remote_backup_create(struct cli_ctx *ctx, const char *name, const char *type, const char *description,
@@ -1029,12 +1017,7 @@ int cli_remote_keys_list(struct cli_ctx *ctx)
 
 int cli_remote_keys_revoke(struct cli_ctx *ctx, const char *id)
 {
-    char *e = curl_easy_escape(ctx->remote->curl, id, 0);
-    if (!e) return cli_fail("out of memory");
-    size_t n = strlen(e) + 32;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "/v1/api-keys/%s", e);
-    curl_free(e);
+    char *p = rem_path(ctx, "/v1/api-keys/", id, "");
     if (!p) return cli_fail("out of memory");
     int rc = rem_call(ctx, "DELETE", p, NULL, NULL);
     free(p);

@@ -15,6 +15,7 @@
  */
 #include "cli/cli.h"
 #include "cli/cli_remote.h"
+#include "core/grow.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -72,6 +73,7 @@ struct cli_queries {
     bool from_file;
 };
 
+/* Frees the query vectors and labels. */
 static void cli_queries_free(struct cli_queries *q)
 {
     for (size_t i = 0; q->labels && i < q->n; i++) free(q->labels[i]);
@@ -79,17 +81,19 @@ static void cli_queries_free(struct cli_queries *q)
     free(q->vecs);
 }
 
+/* Makes room for one more query in the vector and label arrays. */
 static int cli_queries_grow(struct cli_queries *q)
 {
     if (q->n < q->cap) return 0;
-    size_t ncap = q->cap ? q->cap * 2 : 64;
-    float *nv = realloc(q->vecs, ncap * q->dim * sizeof *nv);
+    /* Two arrays, one count: each grows with its own copy of the capacity, which moves only when both did. */
+    size_t vcap = q->cap, lcap = q->cap;
+    float *nv = grow_array(q->vecs, &vcap, q->n + 1, q->dim * sizeof *nv, 64);
     if (!nv) return -1;
     q->vecs = nv;
-    char **nl = realloc(q->labels, ncap * sizeof *nl);
+    char **nl = grow_array(q->labels, &lcap, q->n + 1, sizeof *nl, 64);
     if (!nl) return -1;
     q->labels = nl;
-    q->cap = ncap;
+    q->cap = lcap;
     return 0;
 }
 
@@ -164,6 +168,7 @@ static json_t *cli_json_score(float f)
     return json_real(strtod(cli_format_float(f, buf), NULL));
 }
 
+/* One query's results as JSON: its label, then each result's id and score, with values and metadata when asked. */
 static json_t *cli_search_json(const char *label, const jvdb_result *res, size_t n, uint32_t dim,
                                const jvdb_search_params *p)
 {
@@ -197,6 +202,7 @@ static json_t *cli_search_json(const char *label, const jvdb_result *res, size_t
     return doc;
 }
 
+/* Prints one query's results as a table whose columns fit the ids and scores shown. */
 static void cli_search_table(const jvdb_result *res, size_t n, uint32_t dim, const jvdb_search_params *p)
 {
     if (n == 0) {

@@ -9,6 +9,7 @@
  * --json/--help must work everywhere, and a value like `--vector -1,2` must not be taken for a flag.
  */
 #include "cli/cli.h"
+#include "core/grow.h"
 
 #include <errno.h>
 #include <math.h>
@@ -49,6 +50,7 @@ int cli_lib_error(int rc)
     return cli_fail("%s", msg && *msg ? msg : jvdb_strerror(rc));
 }
 
+/* The option named by the len bytes of name, or NULL. */
 static struct cli_opt *cli_find_opt(struct cli_opt *opts, const char *name, size_t len)
 {
     for (struct cli_opt *o = opts; o && o->name; o++)
@@ -260,9 +262,8 @@ bool cli_parse_float(const char *s, size_t len, float *out) { return cli_float_p
 
 int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **out, size_t *n)
 {
-    size_t cap = 16, len = 0;
-    float *v = malloc(cap * sizeof *v);
-    if (!v) return cli_fail("out of memory");
+    size_t cap = 0, len = 0;
+    float *v = NULL;
     const char *p = s;
     while (*p == ' ' || *p == '\t') p++;
     bool bracket = *p == '[';
@@ -271,14 +272,12 @@ int cli_parse_vector(const char *cmd, const char *opt, const char *s, float **ou
         while (*p == ' ' || *p == '\t' || *p == '\n') p++;
         if (!*p || (bracket && *p == ']')) break;
         size_t tok = strcspn(p, ", \t\n]");
-        if (len == cap) {
-            float *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return cli_fail("out of memory");
-            }
-            v = nv;
+        float *nv = grow_array(v, &cap, len + 1, sizeof *v, 16);
+        if (!nv) {
+            free(v);
+            return cli_fail("out of memory");
         }
+        v = nv;
         const char *why = tok ? cli_float_problem(p, tok, &v[len]) : "is not a number";
         if (why) {
             free(v);
@@ -458,6 +457,8 @@ static json_t *cli_index_json(jvdb_db *db)
     return j;
 }
 
+/* Prints the state of a database's HNSW index: the attached graph if any, and the saved graph file (or why it
+ * cannot be used). */
 static void cli_index_print(jvdb_db *db)
 {
     jvdb_index_status ix;

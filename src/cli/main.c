@@ -41,6 +41,7 @@ static const struct cli_command cli_commands[] = {
     { "keys", cli_keys_main, &cli_cmd_keys, "create, list and revoke the server's API keys" },
 };
 
+/* `jvdb --help`: the commands and the global options. */
 static void cli_print_help(void)
 {
     printf("Usage: jvdb [--data DIR] COMMAND [ARGS...] [--json]\n"
@@ -68,6 +69,7 @@ static void cli_print_help(void)
            "Run 'jvdb COMMAND --help' for the options of a command.\n");
 }
 
+/* The command named name, or NULL. */
 static const struct cli_command *cli_find_command(const char *name)
 {
     for (size_t i = 0; i < sizeof cli_commands / sizeof cli_commands[0]; i++)

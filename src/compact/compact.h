@@ -9,6 +9,8 @@
 
 void compact_resolve_policy(jvdb_db *db, const jvdb_compact_policy *given, jvdb_compact_policy *out);
 int compact_db_has_policy(jvdb_db *db);
+/* Adds one finished compaction's numbers to running totals (the compactor's, the server's log). */
+void compact_totals_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st);
 /* Whether partial compaction takes segment s (small_count: sealed segments under a quarter size). */
 int compact_segment_wanted(const jvdb_compact_policy *p, uint64_t segment_max, const struct segment *s,
                            int small_count);

@@ -40,6 +40,8 @@ const char *jvdb_compact_trigger_name(jvdb_compact_trigger t)
     }
 }
 
+/* Refuses a policy whose ratios are outside (0, 1] ([0, 1] for the large-segment floor) or whose age or time limit
+ * is negative or not finite. */
 static int policy_check(const jvdb_compact_policy *p)
 {
     if (!(p->dead_ratio > 0 && p->dead_ratio <= 1) || !(p->large_min_dead_ratio >= 0 && p->large_min_dead_ratio <= 1) ||

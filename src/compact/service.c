@@ -110,6 +110,19 @@ static int service_enqueue(jvdb_compactor *c, const char *name, int full, int fo
 
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db);
 
+void compact_totals_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
+{
+    t->compactions++;
+    t->bytes_before += st->bytes_before;
+    t->bytes_after += st->bytes_after;
+    t->bytes_reclaimed += st->bytes_reclaimed;
+    t->records_copied += st->records_copied;
+    t->records_dropped += st->records_dropped;
+    t->seconds += st->seconds;
+}
+
+/* Calls every registered event callback, outside the lock (callbacks are only added, so the count read under it
+ * stays valid). */
 static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event ev, const jvdb_compact_stats *st,
                          int status, const char *msg)
 {
@@ -119,6 +132,7 @@ static void service_emit(jvdb_compactor *c, const char *name, jvdb_compact_event
     for (int i = 0; i < n; i++) c->callbacks[i].fn(c->callbacks[i].arg, name, ev, st, status, msg);
 }
 
+/* The policy to judge db by: NULL (its own) when it has one, else the compactor's default. */
 static const jvdb_compact_policy *service_policy(jvdb_compactor *c, jvdb_db *db)
 {
     return compact_db_has_policy(db) ? NULL : &c->opts.policy;
@@ -159,6 +173,7 @@ static void service_scan(jvdb_compactor *c, int full_check)
     pthread_mutex_lock(&c->mu);
 }
 
+/* Runs one queued job on the database it names, unless the database was dropped meanwhile. */
 static void service_run_job(jvdb_compactor *c, const struct job *job)
 {
     jvdb_db *db;
@@ -167,6 +182,8 @@ static void service_run_job(jvdb_compactor *c, const struct job *job)
     env_db_release(c->env, db);
 }
 
+/* Compacts one database if it still needs it (or the job was forced) and no other compaction holds it, then adds
+ * the result to the totals and tells the callbacks; a cancelled run is not a failure. */
 static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *db)
 {
     if (db_is_dropping(db)) return;
@@ -192,18 +209,11 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     c->totals.running--;
     struct db_record *r = service_record(c, job->name);
     if (rc == JVDB_OK && st.trigger != JVDB_TRIGGER_NONE) {
-        jvdb_compactor_totals *t[2] = { &c->totals, r ? &r->totals : NULL };
-        for (int i = 0; i < 2; i++) {
-            if (!t[i]) continue;
-            t[i]->compactions++;
-            t[i]->bytes_before += st.bytes_before;
-            t[i]->bytes_after += st.bytes_after;
-            t[i]->bytes_reclaimed += st.bytes_reclaimed;
-            t[i]->records_copied += st.records_copied;
-            t[i]->records_dropped += st.records_dropped;
-            t[i]->seconds += st.seconds;
+        compact_totals_add(&c->totals, &st);
+        if (r) {
+            compact_totals_add(&r->totals, &st);
+            r->last = st;
         }
-        if (r) r->last = st;
     } else if (rc != JVDB_OK && !(rc == JVDB_EBUSY && c->cancel)) {
         c->totals.failures++;
         if (r) r->totals.failures++;
@@ -219,6 +229,8 @@ static void service_compact(jvdb_compactor *c, const struct job *job, jvdb_db *d
     }
 }
 
+/* A compactor thread: scans the databases at each check (and glances between checks), and runs queued jobs, never
+ * two on the same database at once. */
 static void *service_main(void *arg)
 {
     jvdb_compactor *c = arg;

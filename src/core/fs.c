@@ -31,6 +31,7 @@ char *fs_join(const char *dir, const char *name)
     return p;
 }
 
+/* The directory part of path as a new string (dirname(3) may modify its argument). */
 static char *fs_dirname(const char *path)
 {
     char *copy = strdup(path);

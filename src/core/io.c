@@ -31,6 +31,7 @@ struct io_fault {
 static struct io_fault fault;
 static atomic_int env_checked;
 
+/* The errno an injected fault returns, by name (ENOSPC, EIO, EDQUOT; EIO for any other). */
 static int io_errno_from_name(const char *s)
 {
     if (!strcmp(s, "ENOSPC")) return ENOSPC;
@@ -39,6 +40,7 @@ static int io_errno_from_name(const char *s)
     return EIO;
 }
 
+/* Arms the fault that JVDB_FAULT=op:ERRNO[:skip] describes, once per process (test builds only). */
 static void io_fault_from_env(void)
 {
     if (atomic_exchange(&env_checked, 1)) return;

@@ -33,6 +33,7 @@ static pthread_rwlock_t log_cb_lock = PTHREAD_RWLOCK_INITIALIZER;
 static jvdb_log_fn log_cb; /* under log_cb_lock */
 static void *log_cb_user;
 
+/* The threshold JVDB_LOG names (debug, info, warn, error); warn when unset or unknown. */
 static int log_level_from_env(void)
 {
     const char *v = getenv("JVDB_LOG");
@@ -97,6 +98,8 @@ size_t log_json_escape(char *out, size_t cap, const char *s)
     return n;
 }
 
+/* Formats one message at or above the threshold and hands it to the application's callback, else writes it to
+ * stderr as a timestamped line or a JSON object. */
 static void log_emit(enum log_level level, const char *fields, const char *fmt, va_list ap)
 {
     static const char *names[] = { "debug", "info", "warn", "error" };

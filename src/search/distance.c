@@ -466,6 +466,7 @@ DIST_DEFINE_KERNELS(avx512, DIST_AVX512, DIST_SIMD_AVX512)
 
 /* ---- dispatch ---- */
 
+/* Whether this CPU runs the kernels of a SIMD level (AVX2 needs FMA too). */
 static int dist_cpu_has(dist_simd level)
 {
 #if DIST_X86
@@ -511,6 +512,8 @@ int dist_simd_parse(const char *s, dist_simd *out)
 static _Atomic(const struct dist_kernels *) dist_current;
 static pthread_once_t dist_once = PTHREAD_ONCE_INIT;
 
+/* Picks the kernels once: the CPU's best level, lowered (never raised) by JVDB_SIMD, with a warning for a value it
+ * cannot honour. */
 static void dist_choose(void)
 {
     int best = DIST_SIMD_SCALAR;
@@ -550,6 +553,8 @@ int dist_set_active(dist_simd level)
     return JVDB_OK;
 }
 
+/* Sets a metric's distance and batch kernels for dim.  Cosine over the store's vectors (stored: any length) divides
+ * by |v| in the same pass; over the graph's unit-length copies it is the bare inner product. */
 static int dist_space_fill(struct dist_space *sp, jvdb_metric metric, uint32_t dim, int stored)
 {
     if (dim == 0) return err_set(JVDB_EINVAL, "dimension must be at least 1");

@@ -78,6 +78,7 @@ static int node_push(struct filter_node *n, struct filter_node *kid)
     return JVDB_OK;
 }
 
+/* A zeroed filter node of the given kind, or NULL. */
 static struct filter_node *node_new(enum node_kind kind)
 {
     struct filter_node *n = calloc(1, sizeof *n);
@@ -85,6 +86,7 @@ static struct filter_node *node_new(enum node_kind kind)
     return n;
 }
 
+/* Whether v is a value a comparison accepts (string, number, boolean or null; not an array or object). */
 static int filter_scalar(const json_t *v)
 {
     return json_is_string(v) || json_is_number(v) || json_is_boolean(v) || json_is_null(v);
@@ -295,6 +297,7 @@ int jvdb_filter_parse(const char *json, jvdb_filter **out)
 
 /* ---------------------------------------------------------------- matching */
 
+/* JSON equality where integers and reals compare by value (1 equals 1.0, as clients expect). */
 static int filter_equal(const json_t *a, const json_t *b)
 {
     if (json_is_number(a) && json_is_number(b)) return json_number_value(a) == json_number_value(b);
@@ -382,6 +385,7 @@ static int filter_path_any(const struct filter_node *c, const json_t *v, size_t 
     return 0;
 }
 
+/* Evaluates a filter tree on one metadata document; a negated comparison holds when no value at the path matches. */
 static int node_holds(const struct filter_node *n, const json_t *doc)
 {
     switch (n->kind) {

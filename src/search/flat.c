@@ -67,6 +67,8 @@ uint32_t flat_threads_for(uint32_t nslots, uint32_t dim, uint32_t threads)
     return threads;
 }
 
+/* Scans one thread's range of slots in chunks: gathers the live, accepted vectors as of the snapshot and keeps the
+ * nearest in the thread's heap. */
 static void flat_scan(struct flat_job *j)
 {
     const float *gathered[FLAT_CHUNK];
@@ -102,6 +104,7 @@ static void flat_scan(struct flat_job *j)
     }
 }
 
+/* pthread entry for flat_scan. */
 static void *flat_thread(void *arg)
 {
     flat_scan(arg);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/err.h"
+#include "core/grow.h"
 
 /* The next number of the graph's level generator (splitmix64). */
 static uint64_t hnsw_next_random(struct hnsw *h)
@@ -42,29 +43,29 @@ static int hnsw_random_level(struct hnsw *h)
 int hnsw_reserve(struct hnsw *h, uint32_t need)
 {
     if (need <= h->cap) return JVDB_OK;
-    uint64_t cap = h->cap ? (uint64_t)h->cap * 2 : 1024;
-    if (cap < need) cap = need;
-    if (cap > UINT32_MAX - 1) cap = UINT32_MAX - 1; /* HNSW_NONE must stay out of range */
-    if (cap < need) return err_set(JVDB_EINVAL, "slot %u is beyond what the HNSW index can hold", need - 1);
+    if (need > UINT32_MAX - 1) return err_set(JVDB_EINVAL, "slot %u is beyond what the HNSW index can hold", need - 1);
 
-    uint32_t *l0 = realloc(h->l0, (size_t)cap * h->l0_stride * sizeof *l0);
+    /* Five arrays, one capacity: each grows with its own copy of h->cap (all reach the same size).
+     * Only once every one has may h->cap move; a failure leaves larger arrays behind, which is
+     * harmless.  Slots stay below UINT32_MAX - 1 and the capacity at most UINT32_MAX (grow_array32), so
+     * HNSW_NONE is never a slot. */
+    size_t first = need > 1024 ? need : 1024; /* a loaded graph's arrays are sized to it exactly */
+    uint32_t cap = h->cap;
+    uint32_t *l0 = grow_array32(h->l0, &cap, need, (size_t)h->l0_stride * sizeof *l0, first);
     if (!l0) goto nomem;
     h->l0 = l0;
-    uint32_t **upper = realloc(h->upper, (size_t)cap * sizeof *upper);
+    uint32_t c = h->cap;
+    uint32_t **upper = grow_array32(h->upper, &c, need, sizeof *upper, first);
     if (!upper) goto nomem;
     h->upper = upper;
-    uint8_t *level = realloc(h->level, (size_t)cap);
-    if (!level) goto nomem;
-    h->level = level;
-    uint8_t *deleted = realloc(h->deleted, (size_t)cap);
-    if (!deleted) goto nomem;
-    h->deleted = deleted;
-    uint8_t *lk = realloc(h->lk, (size_t)cap);
-    if (!lk) goto nomem;
-    h->lk = lk;
+    uint8_t **bytes[3] = { &h->level, &h->deleted, &h->lk };
+    for (int i = 0; i < 3; i++) {
+        c = h->cap;
+        uint8_t *p = grow_array32(*bytes[i], &c, need, 1, first);
+        if (!p) goto nomem;
+        *bytes[i] = p;
+    }
 
-    /* Only now that every array has the new size may cap move; a failure above leaves larger
-     * arrays behind, which is harmless. */
     size_t add = (size_t)(cap - h->cap);
     memset(h->l0 + (size_t)h->cap * h->l0_stride, 0, add * h->l0_stride * sizeof *l0);
     memset(h->upper + h->cap, 0, add * sizeof *upper);
@@ -74,7 +75,7 @@ int hnsw_reserve(struct hnsw *h, uint32_t need)
     h->cap = (uint32_t)cap;
     return JVDB_OK;
 nomem:
-    return err_set(JVDB_ENOMEM, "out of memory growing the HNSW index to %llu slots", (unsigned long long)cap);
+    return err_set(JVDB_ENOMEM, "out of memory growing the HNSW index to %u slots", need);
 }
 
 /* Heuristic selection: `cand` is sorted closest first (distance to the node being linked); the kept

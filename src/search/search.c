@@ -45,8 +45,10 @@
 #include "search/payload.h"
 #include "search/sq8.h"
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/fs.h"
+#include "core/grow.h"
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
@@ -90,7 +92,7 @@ struct search_index {
     const float **nav;  /* slot -> the graph's sq8 row of its vector (NULL: not a node) */
     uint32_t nav_cap;
     int8_t **nav_blocks; /* NAV_BLOCK rows each */
-    uint32_t nav_nblocks;
+    uint32_t nav_nblocks, nav_blocks_cap;
     uint32_t row_bytes;     /* sq8_row_bytes(dim) */
     struct sq8_quant quant; /* codes every row; scale 0 until the first row (index lock) */
     float *vbuf;            /* the index thread's dim-float work vector */
@@ -112,7 +114,7 @@ struct search_index {
     uint64_t gen;            /* bumped by every reset, so a load in progress knows it is stale */
     pthread_mutex_t save_mu; /* one save at a time (they share the .tmp name) */
     uint64_t dirty;          /* graph changes since the last save */
-    time_t last_save;
+    int64_t last_save_ns;    /* clock_mono_ns() of the last save (or attach) */
     uint64_t saved_lsn;
     uint64_t loaded_nodes;
     struct payload_index *pl; /* payload indexes (payload.c): fed by the keydir hook, used to plan */
@@ -182,22 +184,16 @@ static void index_slot_hook(void *ctx, uint32_t slot, int added)
     struct search_index *ix = ctx;
     pthread_mutex_lock(&ix->pend_mu);
     if (slot >= ix->bits_cap) {
-        uint32_t ncap = ix->bits_cap ? ix->bits_cap : 1024;
-        while (ncap <= slot) ncap *= 2;
-        uint8_t *nb = realloc(ix->pending_bit, ncap);
+        uint32_t old = ix->bits_cap;
+        uint8_t *nb = grow_array32(ix->pending_bit, &ix->bits_cap, (size_t)slot + 1, 1, 1024);
         if (!nb) goto oom;
-        memset(nb + ix->bits_cap, 0, ncap - ix->bits_cap);
+        memset(nb + old, 0, ix->bits_cap - old);
         ix->pending_bit = nb;
-        ix->bits_cap = ncap;
     }
     if (!ix->pending_bit[slot]) {
-        if (ix->npending == ix->cap) {
-            uint32_t ncap = ix->cap ? ix->cap * 2 : 1024;
-            uint32_t *np = realloc(ix->pending, ncap * sizeof *np);
-            if (!np) goto oom;
-            ix->pending = np;
-            ix->cap = ncap;
-        }
+        uint32_t *np = grow_array32(ix->pending, &ix->cap, (size_t)ix->npending + 1, sizeof *np, 1024);
+        if (!np) goto oom;
+        ix->pending = np;
         ix->pending_bit[slot] = 1;
         ix->pending[ix->npending++] = slot;
         pthread_cond_broadcast(&ix->pend_cv);
@@ -234,17 +230,15 @@ static void index_queue_all(struct search_index *ix)
 static int8_t *index_nav_slot(struct search_index *ix, uint32_t slot)
 {
     if (slot >= ix->nav_cap) {
-        uint32_t ncap = ix->nav_cap ? ix->nav_cap : NAV_BLOCK;
-        while (ncap <= slot) ncap *= 2;
-        const float **n = realloc(ix->nav, ncap * sizeof *n);
+        uint32_t old = ix->nav_cap;
+        const float **n = grow_array32(ix->nav, &ix->nav_cap, (size_t)slot + 1, sizeof *n, NAV_BLOCK);
         if (!n) return NULL;
-        memset(n + ix->nav_cap, 0, (ncap - ix->nav_cap) * sizeof *n);
+        memset(n + old, 0, (ix->nav_cap - old) * sizeof *n);
         ix->nav = n;
-        ix->nav_cap = ncap;
     }
     uint32_t b = slot / NAV_BLOCK;
     if (b >= ix->nav_nblocks) {
-        int8_t **nb = realloc(ix->nav_blocks, (b + 1) * sizeof *nb);
+        int8_t **nb = grow_array32(ix->nav_blocks, &ix->nav_blocks_cap, (size_t)b + 1, sizeof *nb, 16);
         if (!nb) return NULL;
         memset(nb + ix->nav_nblocks, 0, (b + 1 - ix->nav_nblocks) * sizeof *nb);
         ix->nav_blocks = nb;
@@ -440,6 +434,8 @@ struct save_ctx {
     struct search_index *ix;
 };
 
+/* Graph-save callback: holds the database's writer position while one block of nodes is copied (ids and vectors
+ * then stay those of one moment), and releases it before the block is written. */
 static void save_lock(void *ctx, int lock)
 {
     struct search_index *ix = ((struct save_ctx *)ctx)->ix;
@@ -491,8 +487,7 @@ static int index_save_locked(struct search_index *ix)
     uint64_t lsn = ix->npending ? 0 : db_snapshot_lsn(db);
     pthread_mutex_unlock(&ix->pend_mu);
     rp_exit();
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_mono_ns();
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = { ix };
@@ -506,7 +501,7 @@ static int index_save_locked(struct search_index *ix)
         rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, &sc, &bytes);
         free(extra);
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int64_t t1 = clock_mono_ns();
     free(path);
     if (rc) {
         pthread_mutex_unlock(&ix->save_mu);
@@ -514,12 +509,11 @@ static int index_save_locked(struct search_index *ix)
         return rc;
     }
     __atomic_fetch_sub(&ix->dirty, dirty, __ATOMIC_RELAXED);
-    __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED);
+    __atomic_store_n(&ix->last_save_ns, clock_mono_ns(), __ATOMIC_RELAXED);
     if (lsn) __atomic_store_n(&ix->saved_lsn, lsn, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&ix->save_mu);
     log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", jvdb_db_name(db),
-              hnsw_node_count(ix->graph), (unsigned long long)bytes,
-              (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+              hnsw_node_count(ix->graph), (unsigned long long)bytes, (double)(t1 - t0) / 1e9);
     return JVDB_OK;
 }
 
@@ -635,8 +629,7 @@ out:
 static void index_load(struct search_index *ix)
 {
     jvdb_db *db = ix->db;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = clock_mono_ns();
     pthread_rwlock_rdlock(&ix->lock);
     uint64_t gen = ix->gen;
     jvdb_index_options opts = ix->opts; /* set_index changes them under the write lock (and gen) */
@@ -669,10 +662,9 @@ static void index_load(struct search_index *ix)
         uint32_t catchup = ix->npending;
         pthread_cond_broadcast(&ix->pend_cv);
         pthread_mutex_unlock(&ix->pend_mu);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int64_t t1 = clock_mono_ns();
         log_info("search index of '%s': loaded the saved graph (%u nodes) in %.3f s; %u vectors to catch up",
-                 jvdb_db_name(db), hnsw_node_count(g),
-                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, catchup);
+                 jvdb_db_name(db), hnsw_node_count(g), (double)(t1 - t0) / 1e9, catchup);
     } else {
         if (__atomic_load_n(&db_keydir(db)->live, __ATOMIC_RELAXED) > 0 || rc != JVDB_ENOTFOUND)
             log_info("search index of '%s': %s; rebuilding it in the background", jvdb_db_name(db), why);
@@ -688,6 +680,7 @@ struct reset_arg {
     const char *why;
 };
 
+/* db_as_writer callback: drops the graph and queues every live vector again. */
 static int index_reset_graph_cb(void *arg)
 {
     struct reset_arg *a = arg;
@@ -707,6 +700,8 @@ static int index_attach_cb(void *arg)
     return rc;
 }
 
+/* The index thread: loads the saved graph, then inserts queued slots in chunks (in parallel when asked), vacuums a
+ * graph with many deleted nodes, and saves the graph when idle with enough unsaved changes or time. */
 static void *index_thread_main(void *arg)
 {
     struct search_index *ix = arg;
@@ -727,20 +722,18 @@ static void *index_thread_main(void *arg)
             if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && index_writable(db)) {
                 /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
                 uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
-                time_t now = time(NULL), last = __atomic_load_n(&ix->last_save, __ATOMIC_RELAXED);
-                if (dirty >= SAVE_CHANGES || now - last >= SAVE_SECONDS) {
+                int64_t due = __atomic_load_n(&ix->last_save_ns, __ATOMIC_RELAXED) + SAVE_SECONDS * 1000000000ll;
+                if (dirty >= SAVE_CHANGES || clock_mono_ns() >= due) {
                     pthread_mutex_unlock(&ix->pend_mu);
                     pthread_rwlock_rdlock(&ix->lock);
                     if (index_save_locked(ix) != JVDB_OK)
-                        __atomic_store_n(&ix->last_save, time(NULL), __ATOMIC_RELAXED); /* retry later, not in a loop */
+                        __atomic_store_n(&ix->last_save_ns, clock_mono_ns(),
+                                         __ATOMIC_RELAXED); /* retry later, not in a loop */
                     pthread_rwlock_unlock(&ix->lock);
                     pthread_mutex_lock(&ix->pend_mu);
                     continue;
                 }
-                struct timespec until;
-                clock_gettime(CLOCK_REALTIME, &until);
-                until.tv_sec += last + SAVE_SECONDS - now;
-                pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &until);
+                clock_cond_wait_until(&ix->pend_cv, &ix->pend_mu, due);
                 continue;
             }
             pthread_cond_wait(&ix->pend_cv, &ix->pend_mu);
@@ -789,6 +782,7 @@ static void *index_thread_main(void *arg)
     return NULL;
 }
 
+/* Stops the index thread, saves unsaved changes on a clean close, and frees the index. */
 static void index_free(void *arg)
 {
     struct search_index *ix = arg;
@@ -839,7 +833,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     ix->db = db;
-    ix->last_save = time(NULL);
+    ix->last_save_ns = clock_mono_ns();
     ix->row_bytes = sq8_row_bytes(jvdb_db_dim(db));
     if (sq8_init(&ix->quant, jvdb_db_dim(db)) || !(ix->vbuf = malloc((size_t)jvdb_db_dim(db) * sizeof(float)))) {
         sq8_free(&ix->quant);
@@ -850,7 +844,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
     pthread_rwlock_init(&ix->lock, NULL);
     pthread_mutex_init(&ix->pend_mu, NULL);
     pthread_mutex_init(&ix->save_mu, NULL);
-    pthread_cond_init(&ix->pend_cv, NULL);
+    clock_cond_init(&ix->pend_cv); /* timed waits below measure CLOCK_MONOTONIC */
     jvdb_db_get_index(db, &ix->opts);
     if (!(ix->pl = payload_new(db))) {
         pthread_mutex_unlock(&search_attach_mu);
@@ -1023,6 +1017,7 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
     return JVDB_OK;
 }
 
+/* Fills the public index status: state, node counts, memory and pending vectors (every live vector while loading). */
 static void index_status_of(struct search_index *ix, jvdb_index_status *out)
 {
     memset(out, 0, sizeof *out);
@@ -1056,17 +1051,10 @@ int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms)
     struct search_index *ix = NULL;
     int rc = index_get(db, &ix);
     if (rc) return rc;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    int64_t deadline = clock_mono_ns() + (int64_t)timeout_ms * 1000000;
     pthread_mutex_lock(&ix->pend_mu);
     while ((ix->npending > 0 || ix->loading) && rc == JVDB_OK)
-        if (pthread_cond_timedwait(&ix->pend_cv, &ix->pend_mu, &deadline) != 0 && (ix->npending > 0 || ix->loading))
+        if (clock_cond_wait_until(&ix->pend_cv, &ix->pend_mu, deadline) != 0 && (ix->npending > 0 || ix->loading))
             rc = err_set(JVDB_EBUSY, "the index of '%s' still has %u vectors to take in%s", jvdb_db_name(db),
                          ix->npending, ix->loading ? " (loading the saved graph)" : "");
     pthread_mutex_unlock(&ix->pend_mu);
@@ -1100,6 +1088,8 @@ static const struct kd_entry *slot_entry(const struct accept_ctx *c, uint32_t sl
     return e;
 }
 
+/* Whether a slot may be a result: not waiting for the graph, live, and matching the filter (by the payload plan
+ * when it can decide). */
 static int accept_slot(const struct accept_ctx *c, uint32_t slot)
 {
     if (c->pending_bit && slot < c->bits_cap && (c->pending_bit[slot / 8] >> (slot % 8) & 1)) return 0;
@@ -1114,6 +1104,7 @@ static int accept_slot(const struct accept_ctx *c, uint32_t slot)
     return filter_match(c->filter, h->meta_len ? rec_meta(h, jvdb_db_dim(c->db)) : NULL, h->meta_len);
 }
 
+/* The vector a slot held as of the search's snapshot, for slots written after it. */
 static const float *resolve_slot(void *ctx, uint32_t slot)
 {
     const struct accept_ctx *c = ctx;
@@ -1122,6 +1113,7 @@ static const float *resolve_slot(void *ctx, uint32_t slot)
 
 static int accept_graph(void *ctx, uint32_t slot) { return accept_slot(ctx, slot); }
 
+/* accept_slot for the i-th candidate of a payload plan's list. */
 static int accept_mapped(void *ctx, uint32_t i)
 {
     const struct accept_ctx *c = ctx;
@@ -1273,6 +1265,8 @@ static int search_pending(const jvdb_db *db, const uint32_t *pend, uint32_t npen
 uint32_t search_payload_scan_min = PAYLOAD_SCAN_MIN;
 double search_payload_scan_share = PAYLOAD_SCAN_SHARE;
 
+/* Whether the payload plan's candidates are few enough (in count or share of the live vectors) that scanning them
+ * exactly beats the graph. */
 static int search_plan_scan(const struct payload_plan *plan, const jvdb_search_params *p)
 {
     uint64_t limit = __atomic_load_n(&search_payload_scan_min, __ATOMIC_RELAXED);

@@ -62,6 +62,7 @@ static int select_collect(struct select_ctx *c, const char *id, size_t id_len, c
     return 0;
 }
 
+/* Scan callback of select: counts the records matching the filter and copies them when asked. */
 static int select_visit(void *arg, const char *id, size_t id_len, const float *vector, const char *meta_json,
                         size_t meta_len, uint64_t lsn)
 {
@@ -71,6 +72,7 @@ static int select_visit(void *arg, const char *id, size_t id_len, const float *v
     return c->collect ? select_collect(c, id, id_len, vector, meta_json, meta_len, lsn) : 0;
 }
 
+/* Frees the records select copied. */
 static void select_free(struct select_ctx *c)
 {
     for (size_t i = 0; i < c->n; i++) {
@@ -154,11 +156,13 @@ static int scroll_cmp(const char *a, size_t al, const char *b, size_t bl)
     return c ? c : (al > bl) - (al < bl);
 }
 
+/* Heap order of scroll ids (scroll_cmp). */
 static int scroll_less(const struct scroll_id *x, const struct scroll_id *y)
 {
     return scroll_cmp(x->id, x->len, y->id, y->len) < 0;
 }
 
+/* Restores the max-heap below i. */
 static void scroll_sift_down(struct scroll_id *h, size_t n, size_t i)
 {
     for (;;) {
@@ -173,6 +177,8 @@ static void scroll_sift_down(struct scroll_id *h, size_t n, size_t i)
     }
 }
 
+/* Scan callback of scroll: keeps the cap smallest matching ids after the cursor in a max-heap, replacing its top
+ * when a smaller one comes. */
 static int scroll_visit(void *arg, const char *id, size_t id_len, const float *vector, const char *meta_json,
                         size_t meta_len, uint64_t lsn)
 {

@@ -129,6 +129,7 @@ static const char *auth_route_db(const struct srv_routes *rt, int route, const c
 
 /* ---------------------------------------------------------------- the key set (invariant 4) */
 
+/* The key file's stat, all zero when it is missing, so a deleted file counts as a change. */
 static void auth_stat(struct server *s, struct stat *st)
 {
     char *path = keys_file_path(s->cfg.data_dir);
@@ -136,6 +137,7 @@ static void auth_stat(struct server *s, struct stat *st)
     free(path);
 }
 
+/* Whether two stats describe the same key file version (inode, device, size and mtime to the nanosecond). */
 static int auth_same_file(const struct stat *a, const struct stat *b)
 {
     return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
@@ -229,6 +231,8 @@ static const char *auth_offered(const struct http_req *rq)
     return a;
 }
 
+/* Answers 401 with the challenge header and a message saying what was wrong: the given reason, a bad key, a
+ * malformed Authorization header or no key at all. */
 static void auth_unauthorized(const struct http_req *rq, struct http_resp *rs, const char *why)
 {
     rs->auth_challenge = 1;

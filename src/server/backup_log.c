@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -53,13 +54,9 @@ static struct backup_db *backup_db_entry(struct backup_log *l, const char *name)
 {
     for (size_t i = 0; i < l->ndbs; i++)
         if (!strcmp(l->dbs[i].name, name)) return &l->dbs[i];
-    if (l->ndbs == l->capdbs) {
-        size_t ncap = l->capdbs ? 2 * l->capdbs : 8;
-        struct backup_db *n = realloc(l->dbs, ncap * sizeof *n);
-        if (!n) return NULL;
-        l->dbs = n;
-        l->capdbs = ncap;
-    }
+    struct backup_db *n = grow_array(l->dbs, &l->capdbs, l->ndbs + 1, sizeof *n, 8);
+    if (!n) return NULL;
+    l->dbs = n;
     struct backup_db *e = &l->dbs[l->ndbs++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);

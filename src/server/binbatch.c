@@ -32,6 +32,7 @@ static uint32_t jb_u16(const unsigned char *p) { return p[0] | (uint32_t)p[1] <<
 /* Sets the error message and the record index; returns -1. */
 static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* Writes the message into err, records the index of the vector at fault and returns -1. */
 static int jb_fail(long *index, long at, char *err, size_t cap, const char *fmt, ...)
 {
     va_list ap;

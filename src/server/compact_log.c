@@ -10,6 +10,8 @@
  */
 #include "server/srv.h"
 
+#include "compact/compact.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <stdio.h>
@@ -48,17 +50,6 @@ void compact_log_free(struct server *s)
     s->compactions = NULL;
 }
 
-static void compact_add(jvdb_compactor_totals *t, const jvdb_compact_stats *st)
-{
-    t->compactions++;
-    t->bytes_before += st->bytes_before;
-    t->bytes_after += st->bytes_after;
-    t->bytes_reclaimed += st->bytes_reclaimed;
-    t->records_copied += st->records_copied;
-    t->records_dropped += st->records_dropped;
-    t->seconds += st->seconds;
-}
-
 void compact_log_record(struct server *s, const char *name, const jvdb_compact_stats *st, int failed)
 {
     struct compact_log *l = s->compactions;
@@ -66,15 +57,9 @@ void compact_log_record(struct server *s, const char *name, const jvdb_compact_s
     struct compact_rec *r = NULL;
     for (size_t i = 0; i < l->n; i++)
         if (!strcmp(l->recs[i].name, name)) r = &l->recs[i];
-    if (!r && l->n == l->cap) {
-        size_t ncap = l->cap ? 2 * l->cap : 8;
-        struct compact_rec *nr = realloc(l->recs, ncap * sizeof *nr);
-        if (nr) {
-            l->recs = nr;
-            l->cap = ncap;
-        }
-    }
-    if (!r && l->n < l->cap) {
+    struct compact_rec *nr = r ? NULL : grow_array(l->recs, &l->cap, l->n + 1, sizeof *nr, 8);
+    if (nr) {
+        l->recs = nr;
         r = &l->recs[l->n++];
         memset(r, 0, sizeof *r);
         snprintf(r->name, sizeof r->name, "%s", name);
@@ -83,15 +68,16 @@ void compact_log_record(struct server *s, const char *name, const jvdb_compact_s
         l->all.failures++;
         if (r) r->totals.failures++;
     } else {
-        compact_add(&l->all, st);
+        compact_totals_add(&l->all, st);
         if (r) {
-            compact_add(&r->totals, st);
+            compact_totals_add(&r->totals, st);
             r->last = *st;
         }
     }
     pthread_mutex_unlock(&l->mu);
 }
 
+/* Adds totals b into a (the server's log and the library's background compactor, for one report). */
 static void compact_sum(jvdb_compactor_totals *a, const jvdb_compactor_totals *b)
 {
     a->compactions += b->compactions;

@@ -27,6 +27,7 @@ int dbmeta_init(struct server *s)
     return fs_mkdir(s->meta_dir) == JVDB_OK ? 0 : -1;
 }
 
+/* The path of a database's REST metadata file, meta_dir/NAME.json. */
 static char *dbmeta_path(struct server *s, const char *name)
 {
     char file[JVDB_MAX_NAME_LEN + 8];
@@ -34,6 +35,8 @@ static char *dbmeta_path(struct server *s, const char *name)
     return fs_join(s->meta_dir, file);
 }
 
+/* The modification time of a database's directory in ns (0 when missing): the best creation time for a database
+ * made before its metadata file. */
 static int64_t dbmeta_dir_time(struct server *s, const char *name)
 {
     char rel[JVDB_MAX_NAME_LEN + 16];
@@ -46,6 +49,7 @@ static int64_t dbmeta_dir_time(struct server *s, const char *name)
     return t;
 }
 
+/* Metadata of a database without a metadata file: no description, times from its directory. */
 static void dbmeta_defaults(struct server *s, const char *name, struct dbmeta *m)
 {
     memset(m, 0, sizeof *m);

@@ -46,6 +46,7 @@
 #include "server/srv.h"
 
 #include "core/clock.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <arpa/inet.h>
@@ -135,6 +136,7 @@ const char *http_header(const struct http_req *rq, const char *name)
     return MHD_lookup_connection_value((struct MHD_Connection *)rq->conn, MHD_HEADER_KIND, name);
 }
 
+/* The value of one hex digit, or -1. */
 static int http_hexval(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';
@@ -285,6 +287,7 @@ static pthread_once_t http_real_once = PTHREAD_ONCE_INIT;
 static _Thread_local struct MHD_Response *http_mhd_page;
 static _Thread_local const char *http_mhd_page_text;
 
+/* Finds libmicrohttpd's own response functions behind the executable's interposed definitions (once). */
 static void http_resolve_real(void)
 {
     /* dlsym hands back an object pointer; POSIX guarantees it converts to a function pointer. */
@@ -480,6 +483,8 @@ static struct MHD_Response *http_stream_response(struct http_resp *rs)
     return r;
 }
 
+/* Queues a route's answer: the buffer or stream, with content type, Allow, Connection, WWW-Authenticate, Retry-
+ * After, CORS and request-id headers; a route that gave none answers 500. */
 static enum MHD_Result http_send(struct MHD_Connection *conn, struct http_call *call, struct http_resp *rs)
 {
     if (!rs->status) http_error(rs, 500, "INTERNAL", "the route gave no answer");
@@ -528,6 +533,8 @@ struct http_framing {
     char te[64]; /* the first Transfer-Encoding */
 };
 
+/* Header iterator: counts Content-Length and Transfer-Encoding headers and notes conflicting lengths, for the
+ * smuggling checks. */
 static enum MHD_Result http_framing_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void)kind;
@@ -576,12 +583,14 @@ static int http_charge(struct server *s, struct http_call *call, uint64_t n)
     return 0;
 }
 
+/* Returns the bytes the call had charged against --max-buffered. */
 static void http_uncharge(struct server *s, struct http_call *call)
 {
     if (call->charged) atomic_fetch_sub(&s->http->buffered, call->charged);
     call->charged = 0;
 }
 
+/* Answers 503 SERVER_BUSY (closing the connection, Retry-After 1) when the body buffer budget is spent. */
 static void http_busy(struct server *s, struct http_resp *rs)
 {
     rs->close = 1;
@@ -601,19 +610,12 @@ static int http_take_body(struct server *s, struct http_call *call, const char *
     } else if (http_charge(s, call, n)) {
         call->over_budget = 1;
     } else {
-        if (call->len + n + 1 > call->cap) {
-            /* A Content-Length body is allocated once at its full size (untouched pages cost no
-             * memory until data arrives); a chunked one grows by doubling. */
-            size_t ncap = call->expect > call->len + n ? (size_t)call->expect + 1 : 0;
-            if (!ncap) {
-                ncap = call->cap ? call->cap : 4096;
-                while (ncap < call->len + n + 1) ncap *= 2;
-            }
-            char *nb = realloc(call->body, ncap);
-            if (!nb) return -1;
-            call->body = nb;
-            call->cap = ncap;
-        }
+        /* A Content-Length body is allocated once at its full size (the first capacity: untouched
+         * pages cost no memory until data arrives); a chunked one grows by doubling. */
+        char *nb =
+            grow_array(call->body, &call->cap, call->len + n + 1, 1, call->expect ? (size_t)call->expect + 1 : 4096);
+        if (!nb) return -1;
+        call->body = nb;
         memcpy(call->body + call->len, data, n);
         call->len += n;
         call->body[call->len] = 0;
@@ -747,6 +749,8 @@ static void http_request_id(struct server *s, struct MHD_Connection *conn, struc
     snprintf(call->reqid, sizeof call->reqid, "%016" PRIx64, id);
 }
 
+/* MHD's request callback: on the first call sets up the call (route, CORS, request id) and may answer early; then
+ * buffers the body; at the end runs the route and sends its answer. */
 static enum MHD_Result http_handle(struct server *s, int local, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version, const char *upload_data,
                                    size_t *upload_data_size, void **con_cls)
@@ -812,6 +816,7 @@ static enum MHD_Result http_handler_local(void *cls, struct MHD_Connection *conn
 
 /* ---------------------------------------------------------------- request-head deadlines (invariant 2) */
 
+/* Takes a connection off its deadline list (conn_mu held); a no-op when on none. */
 static void http_conn_unlist(struct http_server *h, struct http_conn *c)
 {
     if (c->list < 0) return;
@@ -837,6 +842,7 @@ static void http_conn_list(struct http_server *h, struct http_conn *c, int list)
     pthread_mutex_unlock(&h->conn_mu);
 }
 
+/* The deadline record of an MHD connection, or NULL when none could be made. */
 static struct http_conn *http_conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *i = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -859,6 +865,8 @@ static void http_head_done(struct server *s, struct MHD_Connection *conn)
     pthread_mutex_unlock(&s->http->conn_mu);
 }
 
+/* MHD connection callback: a new connection joins the list that waits for a first request head; a closed one leaves
+ * its list and is freed. */
 static void http_notify_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
                              enum MHD_ConnectionNotificationCode code)
 {
@@ -902,12 +910,7 @@ static void *http_reaper(void *arg)
                 atomic_fetch_add(&h->reaped, 1);
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + HTTP_REAP_TICK_MS * 1000000ll;
-        ts.tv_sec = (time_t)(t / 1000000000);
-        ts.tv_nsec = (long)(t % 1000000000);
-        pthread_cond_timedwait(&h->conn_cv, &h->conn_mu, &ts);
+        clock_cond_wait_ns(&h->conn_cv, &h->conn_mu, HTTP_REAP_TICK_MS * 1000000ll);
     }
     pthread_mutex_unlock(&h->conn_mu);
     return NULL;
@@ -915,6 +918,8 @@ static void *http_reaper(void *arg)
 
 /* ---------------------------------------------------------------- completion */
 
+/* MHD completion callback: logs the request (or its abort) with its duration, feeds the metrics, frees the call and
+ * wakes a stop waiting for the last request. */
 static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
     struct server *s = cls;
@@ -958,6 +963,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     }
 }
 
+/* Routes libmicrohttpd's own messages into the server log as warnings, without their line ending. */
 static void http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -988,6 +994,8 @@ struct http_tls_cred {
 static _Atomic(struct http_tls_cred *) http_tls_current;
 static pthread_mutex_t http_tls_mu = PTHREAD_MUTEX_INITIALIZER; /* serialises loads and the list */
 
+/* GnuTLS certificate callback: hands each handshake the current certificate and key, so a reload takes effect for
+ * new connections without a restart. */
 static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca_dn, int nreqs,
                              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
                              unsigned int *pcert_length, gnutls_privkey_t *privkey)
@@ -1001,6 +1009,7 @@ static int http_tls_retrieve(gnutls_session_t sess, const gnutls_datum_t *req_ca
     return 0;
 }
 
+/* Frees a loaded certificate chain and key. */
 static void http_tls_cred_free(struct http_tls_cred *c)
 {
     for (unsigned i = 0; i < c->npcert; i++) gnutls_pcert_deinit(&c->pcert[i]);
@@ -1154,13 +1163,14 @@ int http_start(struct server *s, const struct http_hooks *hooks)
     if (!h) return -1;
     h->hooks = *hooks;
     pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->idle, NULL);
     pthread_mutex_init(&h->conn_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->conn_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    if (clock_cond_init(&h->idle) || clock_cond_init(&h->conn_cv)) {
+        log_error("cannot make the HTTP server's condition variables");
+        pthread_mutex_destroy(&h->conn_mu);
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+        return -1;
+    }
     h->wait_ns[HTTP_WAIT_NEW] = (int64_t)s->cfg.header_timeout_ms * 1000000;
     if (getrandom(&h->reqid_base, sizeof h->reqid_base, GRND_NONBLOCK) != sizeof h->reqid_base)
         h->reqid_base = (uint64_t)clock_wall_ns();
@@ -1244,14 +1254,10 @@ void http_stop(struct server *s)
             if (ls != MHD_INVALID_SOCKET) close(ls);
             unlink(h->local_path);
         }
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        int64_t end_ns = (int64_t)dl.tv_sec * 1000000000 + dl.tv_nsec + (int64_t)(s->cfg.shutdown_timeout_s * 1e9);
-        dl.tv_sec = (time_t)(end_ns / 1000000000);
-        dl.tv_nsec = (long)(end_ns % 1000000000);
+        int64_t end_ns = clock_mono_ns() + (int64_t)(s->cfg.shutdown_timeout_s * 1e9);
         pthread_mutex_lock(&h->mu);
         while (atomic_load(&h->inflight) > 0) {
-            if (pthread_cond_timedwait(&h->idle, &h->mu, &dl) == ETIMEDOUT) {
+            if (clock_cond_wait_until(&h->idle, &h->mu, end_ns) == ETIMEDOUT) {
                 log_warn("stopping with %ld requests still in flight after %.0f s", atomic_load(&h->inflight),
                          s->cfg.shutdown_timeout_s);
                 break;

@@ -21,6 +21,7 @@
 
 #include "core/clock.h"
 #include "core/fs.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <inttypes.h>
@@ -118,13 +119,9 @@ static void jobs_trim(struct jobs_state *js)
 /* Appends a job to the table (mu held); -1 when out of memory. */
 static int jobs_append(struct jobs_state *js, struct job *j)
 {
-    if (js->n == js->cap) {
-        size_t ncap = js->cap ? 2 * js->cap : 32;
-        struct job **nv = realloc(js->v, ncap * sizeof *nv);
-        if (!nv) return -1;
-        js->v = nv;
-        js->cap = ncap;
-    }
+    struct job **nv = grow_array(js->v, &js->cap, js->n + 1, sizeof *nv, 32);
+    if (!nv) return -1;
+    js->v = nv;
     js->v[js->n++] = j;
     return 0;
 }
@@ -516,13 +513,19 @@ static void job_write(struct jw *w, const struct job *j)
     jw_obj_end(w);
 }
 
+/* The job table, or NULL after answering 503 JOBS_UNAVAILABLE (before jobs_init or once jobs_free ran). */
+static struct jobs_state *jobs_available(struct server *s, struct http_resp *rs)
+{
+    if (!s->jobs) http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
+    return s->jobs;
+}
+
 void jobs_submit(struct server *s, struct http_resp *rs, job_kind kind, const char *database, int repo, job_fn fn,
                  void *arg, void (*arg_free)(void *))
 {
-    struct jobs_state *js = s->jobs;
+    struct jobs_state *js = jobs_available(s, rs);
     if (!js) {
         if (arg_free) arg_free(arg);
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
         return;
     }
     struct job *j = calloc(1, sizeof *j);
@@ -634,10 +637,7 @@ void route_jobs_list(struct server *s, struct http_req *rq, struct http_resp *rs
                    kind);
         return;
     }
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    if (!jobs_available(s, rs)) return;
     pthread_mutex_lock(&js->mu);
     unsigned char *keep = malloc(js->n ? js->n : 1);
     if (!keep || jobs_visible(s, js, rq, keep)) {
@@ -688,11 +688,8 @@ static struct job *jobs_lookup(struct server *s, struct jobs_state *js, struct h
 
 void route_job_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    struct jobs_state *js = s->jobs;
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    struct jobs_state *js = jobs_available(s, rs);
+    if (!js) return;
     pthread_mutex_lock(&js->mu);
     struct job *j = jobs_lookup(s, js, rq, rs);
     if (j) {
@@ -706,11 +703,8 @@ void route_job_get(struct server *s, struct http_req *rq, struct http_resp *rs)
 
 void route_job_cancel(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    struct jobs_state *js = s->jobs;
-    if (!js) {
-        http_error(rs, 503, "JOBS_UNAVAILABLE", "background jobs are not available in this process");
-        return;
-    }
+    struct jobs_state *js = jobs_available(s, rs);
+    if (!js) return;
     pthread_mutex_lock(&js->mu);
     struct job *j = jobs_lookup(s, js, rq, rs);
     if (!j) {

@@ -20,6 +20,7 @@
 #include "server/jsonio.h"
 
 #include "jvdb.h"
+#include "core/grow.h"
 #include "store/validate.h"
 
 #include <errno.h>
@@ -54,22 +55,20 @@ char *jw_take(struct jw *w, size_t *len)
     return b;
 }
 
+/* Makes room for more bytes and a NUL; on failure sets the sticky oom flag. */
 static int jw_reserve(struct jw *w, size_t more)
 {
     if (w->oom) return -1;
-    if (w->len + more + 1 <= w->cap) return 0;
-    size_t ncap = w->cap ? w->cap : 256;
-    while (ncap < w->len + more + 1) ncap *= 2;
-    char *n = realloc(w->buf, ncap);
+    char *n = grow_array(w->buf, &w->cap, w->len + more + 1, 1, 256);
     if (!n) {
         w->oom = 1;
         return -1;
     }
     w->buf = n;
-    w->cap = ncap;
     return 0;
 }
 
+/* Appends n bytes, keeping the buffer NUL-terminated. */
 static void jw_put(struct jw *w, const char *s, size_t n)
 {
     if (jw_reserve(w, n)) return;
@@ -138,6 +137,7 @@ static size_t jw_utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Writes s as a JSON string: control characters, quote and backslash escaped, ill-formed UTF-8 bytes as U+FFFD. */
 static void jw_escaped(struct jw *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -526,6 +526,7 @@ static void jr_unknown_msg(const char *where, const char *key, size_t klen, cons
              klen > 64 ? "..." : "", allowed[0] ? "known fields: " : "this request takes no body", known);
 }
 
+/* Whether the klen-byte key is one of the NULL-terminated allowed names. */
 static int jr_allowed(const char *key, size_t klen, const char *const *allowed)
 {
     for (size_t i = 0; allowed[i]; i++)
@@ -813,11 +814,13 @@ struct jf {
     const char *p, *end;
 };
 
+/* Skips JSON whitespace. */
 static void jf_ws(struct jf *f)
 {
     while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r')) f->p++;
 }
 
+/* Skips whitespace and consumes c; -1 when the next character is another. */
 static int jf_char(struct jf *f, char c)
 {
     jf_ws(f);
@@ -931,23 +934,21 @@ static int jf_number(struct jf *f, double *out)
     return 0;
 }
 
+/* Reads a non-empty array of numbers that fit float32 into a malloc'd array; -1 sends the body to the general
+ * decoder, which says what is wrong. */
 static int jf_floats(struct jf *f, float **out, uint32_t *count)
 {
     if (jf_char(f, '[')) return -1;
-    size_t n = 0, cap = 128;
-    float *v = malloc(cap * sizeof *v);
-    if (!v) return -1;
+    size_t n = 0, cap = 0;
+    float *v = NULL;
     jf_ws(f);
     if (f->p < f->end && *f->p == ']') goto bad; /* empty: the general path says so */
     for (;;) {
         double d;
         if (jf_number(f, &d) || !rec_fits_float32(d) || n == JVDB_FAST_MAX_FLOATS) goto bad;
-        if (n == cap) {
-            float *nv = realloc(v, 2 * cap * sizeof *nv);
-            if (!nv) goto bad;
-            v = nv;
-            cap *= 2;
-        }
+        float *nv = grow_array(v, &cap, n + 1, sizeof *nv, 128);
+        if (!nv) goto bad;
+        v = nv;
         v[n++] = (float)d;
         jf_ws(f);
         if (f->p < f->end && *f->p == ',') {
@@ -1125,21 +1126,17 @@ int jf_batch(const char *body, size_t len, unsigned max_depth, struct jf_vector 
     if (!body || !len || max_depth < 4) return 0;
     struct jf f = { body, body + len };
     const char *k;
-    size_t kn, n = 0, vcap = 64;
+    size_t kn, n = 0, vcap = 0;
     struct jf_vector *v = NULL;
     if (jf_char(&f, '{') || jf_plain_string(&f, &k, &kn) || !jf_key_is(k, kn, "vectors") || jf_char(&f, ':') ||
         jf_char(&f, '['))
         return 0;
     jf_ws(&f);
     if (f.p < f.end && *f.p == ']') return 0;
-    if (!(v = calloc(vcap, sizeof *v))) return 0;
     for (;;) {
-        if (n == vcap) {
-            struct jf_vector *nv = realloc(v, 2 * vcap * sizeof *nv);
-            if (!nv) goto fallback;
-            v = nv;
-            vcap *= 2;
-        }
+        struct jf_vector *nv = grow_array(v, &vcap, n + 1, sizeof *nv, 64);
+        if (!nv) goto fallback;
+        v = nv;
         int bad = jf_vector_obj(&f, &v[n], n, max_depth - 3, err, cap);
         n++; /* freed below either way */
         if (bad == -2) {

@@ -143,6 +143,7 @@ void keys_free(struct key_set *ks)
 
 /* ---------------------------------------------------------------- file <-> entries */
 
+/* Decodes exactly 2n hex digits into n bytes; -1 on any other text. */
 static int keys_hex_decode(const char *hex, unsigned char *out, size_t n)
 {
     if (strlen(hex) != 2 * n) return -1;
@@ -154,11 +155,13 @@ static int keys_hex_decode(const char *hex, unsigned char *out, size_t n)
     return 0;
 }
 
+/* Writes n bytes as 2n lowercase hex digits and a NUL. */
 static void keys_hex_encode(const unsigned char *in, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", in[i]);
 }
 
+/* Whether id has the shape of a key id (KEY_ID_LEN lowercase hex digits). */
 static int keys_id_valid(const char *id)
 {
     if (strlen(id) != KEY_ID_LEN) return 0;
@@ -207,6 +210,7 @@ static int keys_entry_from_json(json_t *o, struct key_entry *e, char *err, size_
     return 0;
 }
 
+/* One key as it is stored in the key file: its secret's SHA-256, never the secret. */
 static json_t *keys_entry_stored(const struct key_entry *e)
 {
     char hex[65], created[32], exp[32];
@@ -356,6 +360,7 @@ static int keys_lock(const char *data_dir, char *err, size_t cap)
     return fd;
 }
 
+/* Releases the key file lock taken by keys_lock and closes its descriptor. */
 static void keys_unlock(int fd)
 {
     flock(fd, LOCK_UN);

@@ -21,6 +21,7 @@
 #include "server/srv.h"
 
 #include "core/clock.h"
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <stdio.h>
@@ -36,9 +37,10 @@ struct ready_state {
     int stop;
     int done;                      /* every database has been looked at once */
     char reason[READY_REASON_MAX]; /* why not ready yet, while !done */
-    char **failed;                 /* databases that could not be opened, and why */
-    char **failed_why;
-    size_t nfailed;
+    struct ready_failed {
+        char *name, *why;
+    } * failed; /* databases that could not be opened, and why */
+    size_t nfailed, capfailed;
     int64_t retry_after_ns; /* monotonic: when /readyz may try the failed ones again */
     size_t total;
     pthread_t thread;
@@ -46,6 +48,7 @@ struct ready_state {
 };
 
 static void ready_set_reason(struct ready_state *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the reason /readyz gives while not ready. */
 static void ready_set_reason(struct ready_state *r, const char *fmt, ...)
 {
     va_list ap;
@@ -56,6 +59,7 @@ static void ready_set_reason(struct ready_state *r, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Whether the server asked the warm-up to stop. */
 static int ready_stopping(struct ready_state *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -64,16 +68,20 @@ static int ready_stopping(struct ready_state *r)
     return st;
 }
 
+/* Records a database that failed to open, and why (/readyz stays 503 while any is listed); out of memory drops the
+ * entry. */
 static void ready_add_failed(struct ready_state *r, const char *name, const char *why)
 {
     pthread_mutex_lock(&r->mu);
-    char **f = realloc(r->failed, (r->nfailed + 1) * sizeof *f);
-    char **w = f ? realloc(r->failed_why, (r->nfailed + 1) * sizeof *w) : NULL;
-    if (f) r->failed = f;
-    if (w) r->failed_why = w;
-    if (f && w && (f[r->nfailed] = strdup(name))) {
-        w[r->nfailed] = strdup(why ? why : "");
-        r->nfailed++;
+    struct ready_failed *f = grow_array(r->failed, &r->capfailed, r->nfailed + 1, sizeof *f, 4);
+    if (f) {
+        r->failed = f;
+        f[r->nfailed] = (struct ready_failed){ strdup(name), strdup(why ? why : "") };
+        if (f[r->nfailed].name && f[r->nfailed].why) r->nfailed++;
+        else {
+            free(f[r->nfailed].name);
+            free(f[r->nfailed].why);
+        }
     }
     pthread_mutex_unlock(&r->mu);
 }
@@ -102,6 +110,8 @@ static void ready_warm_one(struct server *s, struct ready_state *r, const char *
     }
 }
 
+/* The warm-up thread: opens every database and waits for its index in turn, then marks the server ready unless it
+ * was stopped. */
 static void *ready_main(void *arg)
 {
     struct server *s = arg;
@@ -154,11 +164,10 @@ void ready_stop(struct server *s)
     pthread_mutex_unlock(&r->mu);
     if (r->started) pthread_join(r->thread, NULL);
     for (size_t i = 0; i < r->nfailed; i++) {
-        free(r->failed[i]);
-        free(r->failed_why[i]);
+        free(r->failed[i].name);
+        free(r->failed[i].why);
     }
     free(r->failed);
-    free(r->failed_why);
     pthread_mutex_destroy(&r->mu);
     free(r);
     s->ready = NULL;
@@ -172,7 +181,7 @@ static void ready_retry_failed(struct server *s, struct ready_state *r)
     if (due) r->retry_after_ns = clock_mono_ns() + READY_RETRY_NS;
     size_t n = due ? r->nfailed : 0;
     char **names = n ? calloc(n, sizeof *names) : NULL;
-    for (size_t i = 0; names && i < n; i++) names[i] = strdup(r->failed[i]);
+    for (size_t i = 0; names && i < n; i++) names[i] = strdup(r->failed[i].name);
     pthread_mutex_unlock(&r->mu);
     for (size_t i = 0; names && i < n; i++) {
         jvdb_db *db = NULL;
@@ -181,11 +190,10 @@ static void ready_retry_failed(struct server *s, struct ready_state *r)
         if (rc != JVDB_OK && rc != JVDB_ENOTFOUND) continue;
         pthread_mutex_lock(&r->mu);
         for (size_t k = 0; k < r->nfailed; k++) {
-            if (strcmp(r->failed[k], names[i])) continue;
-            free(r->failed[k]);
-            free(r->failed_why[k]);
+            if (strcmp(r->failed[k].name, names[i])) continue;
+            free(r->failed[k].name);
+            free(r->failed[k].why);
             r->failed[k] = r->failed[r->nfailed - 1];
-            r->failed_why[k] = r->failed_why[r->nfailed - 1];
             r->nfailed--;
             break;
         }
@@ -210,7 +218,7 @@ void route_readyz(struct server *s, struct http_req *rq, struct http_resp *rs)
     char reason[READY_REASON_MAX + 200];
     if (!done) snprintf(reason, sizeof reason, "%s", r->reason);
     else if (nfailed)
-        snprintf(reason, sizeof reason, "database '%s' cannot be opened: %s%s", r->failed[0], r->failed_why[0],
+        snprintf(reason, sizeof reason, "database '%s' cannot be opened: %s%s", r->failed[0].name, r->failed[0].why,
                  nfailed > 1 ? " (and others)" : "");
     pthread_mutex_unlock(&r->mu);
     if (!done || nfailed) {

@@ -114,6 +114,7 @@ static int route_match(const char *pattern, const char *path, const char **caps,
     return !*p && !*u;
 }
 
+/* Whether a request's method matches a route's (HEAD is served by the GET route). */
 static int route_method_fits(const char *want, const char *method)
 {
     return !strcmp(want, method) || (!strcmp(method, "HEAD") && !strcmp(want, "GET"));

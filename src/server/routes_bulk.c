@@ -213,6 +213,7 @@ static char *bulk_cursor_encode(const char *id)
     return c;
 }
 
+/* Decodes a scroll cursor back to the id it names; NULL for anything bulk_cursor_encode could not have made. */
 static char *bulk_cursor_decode(const char *c)
 {
     size_t n = strlen(c);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+/* The v1 API's name of a metric ("euclidean" for l2). */
 static const char *route_metric_name(jvdb_metric m)
 {
     /* The v1 API says "euclidean" for what the library calls l2. */
@@ -42,6 +43,7 @@ void route_write_stats(struct jw *w, jvdb_db *db)
     jw_kuint(w, "backupHorizon", st.backup_horizon);
 }
 
+/* Writes a compaction policy as the JSON object of a database's settings. */
 static void route_write_policy(struct jw *w, const jvdb_compact_policy *p)
 {
     jw_obj(w);
@@ -231,6 +233,8 @@ static int route_parse_policy(json_t *obj, jvdb_compact_policy *p, char *err, si
     return 0;
 }
 
+/* Reads the changeable settings of a database from a request body (description, sync, compaction policy, index),
+ * starting from the database's current ones or the defaults. */
 static int route_parse_settings(json_t *body, jvdb_db *db, struct db_settings *st, char *err, size_t cap)
 {
     memset(st, 0, sizeof *st);

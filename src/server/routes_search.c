@@ -22,6 +22,7 @@
  */
 #include "server/srv.h"
 
+#include "core/grow.h"
 #include "core/log.h"
 
 #include <stdio.h>
@@ -49,6 +50,7 @@ struct search_req {
     uint32_t group_size;
 };
 
+/* Frees a parsed search request and zeroes it. */
 static void search_req_free(struct search_req *q)
 {
     free(q->query);
@@ -189,9 +191,10 @@ struct search_group {
 
 struct search_groups {
     struct search_group *g;
-    size_t n;
+    size_t n, cap;
 };
 
+/* Frees grouped search results: each group's key, value and hits. */
 static void search_groups_free(struct search_groups *gs)
 {
     for (size_t i = 0; i < gs->n; i++) {
@@ -236,7 +239,7 @@ static int route_group_add(struct search_groups *gs, json_t *value, size_t i, co
             free(key);
             return 0;
         }
-        struct search_group *ng = realloc(gs->g, (gs->n + 1) * sizeof *ng);
+        struct search_group *ng = grow_array(gs->g, &gs->cap, gs->n + 1, sizeof *ng, 8);
         if (!ng) {
             free(key);
             return -1;

@@ -47,6 +47,7 @@ static void route_batch_error(struct http_resp *rs, long index, const char *msg)
     http_reply_json(rs, 400, &w);
 }
 
+/* Answers {"id", "lsn"}: the id written and the log position that acknowledges it. */
 static void route_write_lsn_reply(struct http_resp *rs, int status, const char *id, uint64_t lsn)
 {
     struct jw w;

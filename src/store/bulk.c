@@ -23,6 +23,7 @@
 /* Conflicting writers on one id: each retry means another writer changed it in between. */
 #define BULK_MERGE_RETRIES 64
 
+/* qsort order of C strings. */
 static int bulk_cmp_str(const void *a, const void *b)
 {
     const char *const *x = a, *const *y = b;

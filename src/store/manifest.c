@@ -45,6 +45,7 @@ void manifest_free(struct manifest *m)
     m->extra = NULL;
 }
 
+/* Reads a non-negative integer field of the MANIFEST; a missing required or malformed one is corruption. */
 static int manifest_u64(json_t *doc, const char *key, const char *what, uint64_t *out, int required)
 {
     json_t *v = json_object_get(doc, key);

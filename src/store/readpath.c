@@ -77,6 +77,7 @@ static _Thread_local struct rp_slot *rp_self;
 static pthread_key_t rp_key;
 static pthread_once_t rp_once = PTHREAD_ONCE_INIT;
 
+/* Thread-exit destructor: frees the thread's reader slot for another thread. */
 static void rp_release_slot(void *arg)
 {
     struct rp_slot *s = arg;
@@ -87,6 +88,8 @@ static void rp_release_slot(void *arg)
 
 static void rp_init(void) { pthread_key_create(&rp_key, rp_release_slot); }
 
+/* Claims a free reader slot for this thread (raising the high-water mark readers are scanned up to); yields until
+ * one is free. */
 static struct rp_slot *rp_claim(void)
 {
     pthread_once(&rp_once, rp_init);

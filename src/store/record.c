@@ -11,6 +11,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* Bytes of vector data in a record of this kind: dim floats for a put, none for a delete. */
 static size_t rec_payload(uint32_t dim, unsigned kind)
 {
     return kind == REC_KIND_PUT ? (size_t)dim * sizeof(float) : 0;

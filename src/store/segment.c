@@ -35,6 +35,7 @@ char *seg_path(const char *dir, uint64_t no)
     return fs_join(dir, name);
 }
 
+/* A mapping length: want rounded up to whole pages, at least one page. */
 static uint64_t seg_round_reserve(uint64_t want)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
@@ -42,6 +43,7 @@ static uint64_t seg_round_reserve(uint64_t want)
     return (want + page - 1) / page * page;
 }
 
+/* Maps the segment read-only with room to grow to reserve, so appends do not remap. */
 static int seg_map(struct segment *s, uint64_t reserve)
 {
     s->map_len = seg_round_reserve(reserve > s->size ? reserve : s->size);
@@ -51,6 +53,7 @@ static int seg_map(struct segment *s, uint64_t reserve)
     return JVDB_OK;
 }
 
+/* A segment struct for number no in dir, not yet opened (one reference). */
 static struct segment *seg_alloc(const char *dir, uint64_t no)
 {
     struct segment *s = calloc(1, sizeof *s);
@@ -67,6 +70,7 @@ static struct segment *seg_alloc(const char *dir, uint64_t no)
     return s;
 }
 
+/* Unmaps, closes and frees a segment. */
 static void seg_free(struct segment *s)
 {
     if (s->map) munmap((void *)s->map, s->map_len);
@@ -110,6 +114,7 @@ int seg_create(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, str
     return JVDB_OK;
 }
 
+/* Opens an existing segment and checks its header (magic, checksum, version, dimension, number) before mapping it. */
 static int seg_open_flags(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, int flags, struct segment **out)
 {
     struct segment *s = seg_alloc(dir, no);

@@ -83,6 +83,7 @@ void db_unpin(struct db_pinned *p)
     p->n = 0;
 }
 
+/* Whether the pinned set holds segment s. */
 static int pinned_has(const struct db_pinned *p, const struct segment *s)
 {
     for (size_t i = 0; i < p->n; i++)
@@ -446,12 +447,14 @@ void segw_abort(struct segw *w)
 
 /* ---------------------------------------------------------------- the swap */
 
+/* qsort order of uint64_t. */
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
+/* qsort order of segments by number. */
 static int cmp_seg(const void *a, const void *b)
 {
     const struct segment *x = *(struct segment *const *)a, *y = *(struct segment *const *)b;
@@ -492,6 +495,8 @@ struct swap_retired {
     struct segment *segs[];
 };
 
+/* Deferred callback once no reader can hold a pointer into the swapped-out inputs: marks it passed, and drops their
+ * references itself if the swap stopped waiting. */
 static void swap_retired_fn(void *ctx, void *arg)
 {
     (void)ctx;
