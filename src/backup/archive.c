@@ -58,6 +58,7 @@ void sha256_update(struct sha256_ctx *c, const void *p, size_t n)
     if (n) EVP_DigestUpdate(c->md, p, n);
 }
 
+/* Writes a 32-byte digest as 64 lowercase hex digits and a NUL, the form backup.json records. */
 static void sha256_to_hex(const unsigned char *d, char hex[65])
 {
     static const char digits[] = "0123456789abcdef";
@@ -138,6 +139,8 @@ struct archive_writer {
     uint64_t want_records, want_bytes;
 };
 
+/* Hands the compressed bytes waiting in the output buffer to the repository stage, hashing them
+ * first: the SHA-256 in backup.json covers exactly the bytes stored. */
 static int aw_emit(struct archive_writer *w)
 {
     if (!w->out_len) return JVDB_OK;
@@ -169,6 +172,7 @@ static int aw_compress(struct archive_writer *w, ZSTD_EndDirective end)
     return JVDB_OK;
 }
 
+/* Copies bytes into the 1 MiB input buffer, compressing each time it fills. */
 static int aw_put(struct archive_writer *w, const void *p, size_t n)
 {
     const char *src = p;
@@ -337,6 +341,7 @@ struct arc_reader {
     void *arg;
 };
 
+/* Fails the read as ECORRUPT, naming the backup and data.jvb.zst; `fmt` takes `detail` as its one argument. */
 static int ar_bad(struct arc_reader *r, const char *fmt, const char *detail)
 {
     char msg[256];

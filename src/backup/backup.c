@@ -89,6 +89,7 @@ struct catalog {
     size_t n;
 };
 
+/* Frees the catalog's items and leaves it empty (safe to call twice). */
 static void catalog_free(struct catalog *c)
 {
     free(c->v);
@@ -113,6 +114,7 @@ static int cat_cmp(const void *a, const void *b)
     return p < q ? -1 : p > q;
 }
 
+/* The index of backup `id` in the catalog, or -1 (a linear scan: a catalog holds one database's backups). */
 static int cat_find(const struct catalog *c, const char *id)
 {
     for (size_t i = 0; i < c->n; i++)
@@ -120,6 +122,8 @@ static int cat_find(const struct catalog *c, const char *id)
     return -1;
 }
 
+/* Decides whether item i can be restored, resolving its parents first (depth stops a parent loop), and
+ * leaves the reason in its status: data object missing or of the wrong size, or a parent that does not link up. */
 static void cat_resolve(struct catalog *c, int i, int depth)
 {
     struct cat_item *it = &c->v[i];
@@ -170,6 +174,8 @@ static void cat_resolve(struct catalog *c, int i, int depth)
     snprintf(it->status, sizeof it->status, "ok");
 }
 
+/* Reads every backup.json of `db` into a catalog in creation order and resolves each chain.  A backup whose
+ * metadata cannot be read stays listed with the reason as its status; only a failed listing or ENOMEM fails. */
 static int catalog_load(jvdb_repo *repo, const char *db, struct catalog *c)
 {
     memset(c, 0, sizeof *c);
@@ -219,6 +225,8 @@ static int catalog_load(jvdb_repo *repo, const char *db, struct catalog *c)
     return JVDB_OK;
 }
 
+/* Fills a jvdb_backup_info from a catalog item; with unreadable metadata, only the id, database and the type
+ * the id itself spells are known. */
 static void cat_info(const struct cat_item *it, const char *db, jvdb_backup_info *info)
 {
     if (it->meta_ok) {
@@ -278,6 +286,7 @@ static int backup_locate(jvdb_repo *repo, const char *spec, char db[JVDB_MAX_NAM
     return rc;
 }
 
+/* Loads the catalog of the database holding backup `spec` ("DB/ID" or "ID") and finds the backup's index. */
 static int catalog_for(jvdb_repo *repo, const char *spec, struct catalog *c, int *idx)
 {
     char db[JVDB_MAX_NAME_LEN + 1], id[BACKUP_ID_MAX];
@@ -383,6 +392,7 @@ struct winners {
     size_t arena_len, arena_cap;
 };
 
+/* Frees the table and the id arena and leaves the set empty. */
 static void winners_free(struct winners *w)
 {
     free(w->t);
@@ -390,6 +400,8 @@ static void winners_free(struct winners *w)
     memset(w, 0, sizeof *w);
 }
 
+/* The slot of `id` (hash h), or the empty slot where it would go: linear probing, and the load factor
+ * winners_note keeps below 0.7 guarantees an empty one. */
 static struct w_slot *winners_slot(struct winners *w, const char *id, uint32_t len, uint64_t h)
 {
     for (size_t i = h & (w->cap - 1);; i = (i + 1) & (w->cap - 1)) {
@@ -398,6 +410,7 @@ static struct w_slot *winners_slot(struct winners *w, const char *id, uint32_t l
     }
 }
 
+/* Doubles the table (first size 1024) and re-inserts every slot; on failure the old table stays. */
 static int winners_grow(struct winners *w)
 {
     size_t ncap = w->cap ? w->cap * 2 : 1024;
@@ -435,6 +448,7 @@ static int winners_note(struct winners *w, const char *id, uint32_t len, uint64_
     return JVDB_OK;
 }
 
+/* The newest LSN noted for `id`, 0 when no backup of the chain touched it. */
 static uint64_t winners_lsn(struct winners *w, const char *id, uint32_t len)
 {
     if (!w->cap) return 0;
@@ -447,6 +461,7 @@ struct note_ctx {
     uint32_t dim;
 };
 
+/* archive_read callback of verify: notes every record's id and LSN in the winners. */
 static int note_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
 {
     struct note_ctx *n = arg;
@@ -460,6 +475,7 @@ static int note_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
     return 0;
 }
 
+/* The stored (compressed) size of the chain's archives, the total that progress reports count towards. */
 static uint64_t chain_bytes(const struct catalog *c, const int *chain, size_t n)
 {
     uint64_t t = 0;
@@ -559,6 +575,8 @@ static int backup_next_seq(jvdb_repo *repo, uint64_t *seq)
     return rc;
 }
 
+/* Spells a backup id, YYYYMMDDTHHMMSSZ-TYPE-N, from its creation time (UTC) and the repository's sequence
+ * number, which keeps ids of the same second apart and orders them. */
 static void backup_make_id(char *id, int64_t ns, jvdb_backup_type t, uint64_t seq)
 {
     time_t s = (time_t)(ns / 1000000000);
@@ -615,6 +633,7 @@ static int backup_capture_settings(jvdb_db *db, const char *description, struct 
     return JVDB_OK;
 }
 
+/* Reports create's progress to the caller's callback, if any. */
 static void backup_progress(const jvdb_backup_options *o, uint64_t done, uint64_t total, uint64_t recs)
 {
     if (o->progress) o->progress(o->progress_arg, "backup", done, total, recs);
@@ -892,6 +911,8 @@ static void apply_kick(struct apply_ctx *a)
     a->unkicked = 0;
 }
 
+/* Appends the batched records to the database being built and starts write-back every
+ * BACKUP_APPLY_KICK bytes (see apply_kick). */
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
@@ -902,6 +923,8 @@ static int apply_flush(struct apply_ctx *a)
     return rc;
 }
 
+/* archive_read callback of restore: batches the records that survive the chain (all of them for a single
+ * backup) for db_append_raw; a record larger than the batch is appended on its own. */
 static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
 {
     struct apply_ctx *a = arg;
@@ -931,6 +954,7 @@ static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
     return apply_flush(a);
 }
 
+/* Whether the environment holds a database named `name` (a directory with a MANIFEST), opened or not. */
 static int env_has_db(jvdb_env *env, const char *name, int *exists)
 {
     char **names;
@@ -1097,6 +1121,8 @@ out:
 
 /* ------------------------------------------------------------------ delete and prune */
 
+/* Whether backup i depends on backup `of`, through resolved parent links or, for a broken backup, the
+ * parent id its backup.json names: deleting `of` would leave it unrestorable. */
 static int is_descendant(const struct catalog *c, int i, int of)
 {
     for (int p = c->v[i].parent, guard = 0; p >= 0 && guard < 100000; p = c->v[p].parent, guard++)

@@ -62,6 +62,7 @@ struct repo_crypt {
 
 /* ------------------------------------------------------------------ primitives */
 
+/* Writes n bytes as 2n lowercase hex digits and a NUL. */
 static void crypt_hex(const unsigned char *p, size_t n, char *out)
 {
     static const char d[] = "0123456789abcdef";
@@ -72,6 +73,7 @@ static void crypt_hex(const unsigned char *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* Reads exactly 2n lowercase hex digits into n bytes; -1 on any other length or character. */
 static int crypt_unhex(const char *s, unsigned char *out, size_t n)
 {
     if (!s || strlen(s) != 2 * n) return -1;
@@ -89,6 +91,7 @@ static int crypt_unhex(const char *s, unsigned char *out, size_t n)
     return 0;
 }
 
+/* HKDF-SHA-256 of the key file's bytes with `salt`, expanded for `info` into one 32-byte key. */
 static int crypt_hkdf(const unsigned char *ikm, size_t ikm_len, const unsigned char *salt, size_t salt_len,
                       const char *info, unsigned char out[32])
 {
@@ -122,6 +125,8 @@ static int crypt_hmac(const unsigned char key[32], const void *const *parts, con
 
 /* ------------------------------------------------------------------ the marker */
 
+/* Loads the key file into c->ikm, trailing whitespace dropped; refuses one shorter than CRYPT_KEY_MIN or
+ * longer than CRYPT_KEY_MAX bytes. */
 static int crypt_read_key(struct repo_crypt *c)
 {
     FILE *f = fopen(c->key_file, "rb");
@@ -143,6 +148,8 @@ static int crypt_read_key(struct repo_crypt *c)
     return JVDB_OK;
 }
 
+/* Derives the encryption and MAC keys for `salt`, and the key check the marker records: an HMAC (MAC key)
+ * of the parameters and salt, so a wrong key is told apart without decrypting anything. */
 static int crypt_derive(struct repo_crypt *c, const unsigned char salt[16], char check_hex[65])
 {
     int rc = crypt_hkdf(c->ikm, c->ikm_len, salt, 16, "jvdb backup encryption v1", c->enc);
@@ -160,6 +167,7 @@ static int crypt_derive(struct repo_crypt *c, const unsigned char salt[16], char
     return JVDB_OK;
 }
 
+/* Spells the marker jvdb-repo.json, byte for byte, that crypt_init writes and crypt_marker_load compares. */
 static int crypt_marker_text(const char *check, const char *salt_hex, char *doc, size_t cap)
 {
     return snprintf(doc, cap,
@@ -168,6 +176,8 @@ static int crypt_marker_text(const char *check, const char *salt_hex, char *doc,
                     CRYPT_CHUNK, check, salt_hex);
 }
 
+/* Checks the marker read from the repository: known parameters, a key given, the key's check matching,
+ * and the bytes exactly what crypt_marker_text writes; on success the derived keys are in c. */
 static int crypt_marker_load(struct repo_crypt *c, const char *buf, size_t len)
 {
     json_error_t je;
@@ -261,6 +271,7 @@ struct crypt_aead {
     uint64_t idx;
 };
 
+/* Prepares a cipher context bound to "<database>/<id>", starting at chunk 0. */
 static int crypt_aead_init(struct crypt_aead *a, const char *db, const char *id)
 {
     snprintf(a->bind, sizeof a->bind, "%s/%s", db, id);
@@ -314,6 +325,8 @@ struct crypt_stage {
     size_t pt_len;
 };
 
+/* Encrypts the buffered plaintext as the next chunk (the last one when `final`) and writes it and its tag
+ * on, preceded the first time by the object header. */
 static int crypt_stage_seal(struct crypt_stage *s, int final)
 {
     if (!s->hdr_written) {
@@ -328,6 +341,7 @@ static int crypt_stage_seal(struct crypt_stage *s, int final)
     return rc;
 }
 
+/* repo_stage write: buffers plaintext and seals every full 1 MiB chunk. */
 static int crypt_stage_write(struct repo_stage *rs, const void *buf, size_t len)
 {
     struct crypt_stage *s = (struct crypt_stage *)rs;
@@ -370,6 +384,8 @@ static int crypt_sign_meta(struct repo_crypt *c, const char *db, const char *id,
     return JVDB_OK;
 }
 
+/* repo_stage commit: seals the final (short, possibly empty) chunk, then commits the inner stage with
+ * backup.json in its signed envelope. */
 static int crypt_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
 {
     struct crypt_stage *s = (struct crypt_stage *)rs;
@@ -382,6 +398,7 @@ static int crypt_stage_commit(struct repo_stage *rs, const char *meta, size_t le
     return rc;
 }
 
+/* repo_stage abort: aborts the inner stage and frees the layer's stage. */
 static void crypt_stage_abort(struct repo_stage *rs)
 {
     struct crypt_stage *s = (struct crypt_stage *)rs;
@@ -419,12 +436,15 @@ static int crypt_fill(struct repo_reader *in, unsigned char *buf, size_t cap, si
     return JVDB_OK;
 }
 
+/* Fails the read as ECORRUPT with the reason, and marks the reader failed for good. */
 static int crypt_bad(struct crypt_reader *r, const char *why)
 {
     r->failed = 1;
     return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted: %s", r->what, BACKUP_DATA_NAME, why);
 }
 
+/* Reads and authenticates the next chunk (the header first, on the first call); a short chunk is the
+ * final one, and anything after it is refused, so truncation and appended bytes are both caught. */
 static int crypt_next_chunk(struct crypt_reader *r)
 {
     size_t got;
@@ -469,6 +489,7 @@ static int crypt_next_chunk(struct crypt_reader *r)
     return JVDB_OK;
 }
 
+/* repo_reader read: hands out authenticated plaintext, opening chunks as needed; 0 bytes at the end. */
 static int crypt_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got)
 {
     struct crypt_reader *r = (struct crypt_reader *)rr;
@@ -487,6 +508,7 @@ static int crypt_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got
     return JVDB_OK;
 }
 
+/* repo_reader close: closes the inner reader and frees the layer's reader. */
 static void crypt_reader_close(struct repo_reader *rr)
 {
     struct crypt_reader *r = (struct crypt_reader *)rr;
@@ -499,6 +521,8 @@ static void crypt_reader_close(struct repo_reader *rr)
 
 /* ------------------------------------------------------------------ repo_ops */
 
+/* repo_ops init: creates the inner repository; with a key on an empty one, makes it encrypted by
+ * writing a marker with a fresh random salt. */
 static int crypt_init(jvdb_repo *rp)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -522,6 +546,7 @@ static int crypt_init(jvdb_repo *rp)
     return rc;
 }
 
+/* repo_ops list_databases: the inner listing, once the repository's encryption state is settled. */
 static int crypt_list_databases(jvdb_repo *rp, char ***names, size_t *n)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -541,6 +566,8 @@ static int64_t crypt_plain_size(int64_t e)
     return k * CRYPT_CHUNK + rem - CRYPT_TAG;
 }
 
+/* repo_ops list_backups: the inner listing, with each encrypted object's size given as the plaintext size
+ * backup.json records, so backup.c's size check works unchanged. */
 static int crypt_list_backups(jvdb_repo *rp, const char *db, struct repo_entry **out, size_t *n)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -554,6 +581,8 @@ static int crypt_list_backups(jvdb_repo *rp, const char *db, struct repo_entry *
     return rc;
 }
 
+/* repo_ops read_meta: in an encrypted repository, checks backup.json's envelope and HMAC (bound to database
+ * and id) and returns the canonical bytes; a plain one refuses a signed backup.json whose marker is gone. */
 static int crypt_read_meta(jvdb_repo *rp, const char *db, const char *id, char **buf, size_t *len)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -607,6 +636,7 @@ static int crypt_read_meta(jvdb_repo *rp, const char *db, const char *id, char *
     return JVDB_OK;
 }
 
+/* repo_ops open_data: the inner reader, wrapped in a decrypting one when the repository is encrypted. */
 static int crypt_open_data(jvdb_repo *rp, const char *db, const char *id, struct repo_reader **out)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -643,6 +673,8 @@ static int crypt_open_data(jvdb_repo *rp, const char *db, const char *id, struct
     return JVDB_OK;
 }
 
+/* repo_ops stage_begin: the inner stage, wrapped in an encrypting one (with a fresh random base nonce) when
+ * the repository is encrypted. */
 static int crypt_stage_begin(jvdb_repo *rp, const char *db, const char *id, struct repo_stage **out)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -691,6 +723,7 @@ static int crypt_stage_begin(jvdb_repo *rp, const char *db, const char *id, stru
     return JVDB_OK;
 }
 
+/* repo_ops remove: passes through once the repository's encryption state is settled. */
 static int crypt_remove(jvdb_repo *rp, const char *db, const char *id)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -698,12 +731,14 @@ static int crypt_remove(jvdb_repo *rp, const char *db, const char *id)
     return rc ? rc : c->inner->ops->remove(c->inner, db, id);
 }
 
+/* repo_ops cleanup: passes through (leftovers are removed whatever they hold). */
 static void crypt_cleanup(jvdb_repo *rp, const char *db, int64_t max_age_s)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
     c->inner->ops->cleanup(c->inner, db, max_age_s);
 }
 
+/* repo_ops close: closes the inner repository and wipes the key material from memory. */
 static void crypt_close(jvdb_repo *rp)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
@@ -715,12 +750,14 @@ static void crypt_close(jvdb_repo *rp)
     free(c);
 }
 
+/* repo_ops read_object: passes through (repository-wide objects such as the marker are not encrypted). */
 static int crypt_read_object(jvdb_repo *rp, const char *name, char **buf, size_t *len)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
     return c->inner->ops->read_object(c->inner, name, buf, len);
 }
 
+/* repo_ops write_object: passes through, as read_object does. */
 static int crypt_write_object(jvdb_repo *rp, const char *name, const void *buf, size_t len)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;

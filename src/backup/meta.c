@@ -51,6 +51,8 @@ static void meta_format_time(int64_t ns, char *buf, size_t cap)
     snprintf(buf, cap, "%.24s.%03dZ", day, (int)(ns % 1000000000 / 1000000));
 }
 
+/* Reads the exact form meta_format_time writes ("2024-05-01T12:00:00.123Z", UTC) into nanoseconds since the
+ * epoch; -1 for anything else, trailing bytes and out-of-range fields included. */
 static int meta_parse_time(const char *s, int64_t *ns)
 {
     struct tm tm = { 0 };
@@ -193,6 +195,7 @@ static const char *meta_settings_parse(json_t *st, struct backup_settings *out)
     return NULL;
 }
 
+/* Whether s is exactly n lowercase hex digits (the form of the checksums backup.json records). */
 static int meta_is_hex(const char *s, size_t n)
 {
     if (strlen(s) != n) return 0;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Opens the repository `spec` names without the encryption layer: s3://bucket/prefix (trailing slashes
+ * dropped, empty segments refused) or a directory, with or without file://. */
 static int repo_open_kind(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out)
 {
     err_clear();

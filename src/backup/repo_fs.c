@@ -42,6 +42,7 @@ struct repo_fs {
     char *dir;
 };
 
+/* Joins "a/b/c" (or "a/b" when c is NULL) into a malloc'd path; NULL when out of memory. */
 static char *fs_path3(const char *a, const char *b, const char *c)
 {
     size_t n = strlen(a) + strlen(b) + (c ? strlen(c) : 0) + 3;
@@ -152,6 +153,7 @@ static int repo_fs_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
     return rc;
 }
 
+/* repo_ops read_meta: the whole backup.json of a committed backup. */
 static int repo_fs_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -172,6 +174,7 @@ struct repo_fs_reader {
     char *path;
 };
 
+/* repo_reader read: up to cap bytes of the data file (retrying EINTR); 0 at its end. */
 static int repo_fs_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got)
 {
     struct repo_fs_reader *r = (struct repo_fs_reader *)rr;
@@ -184,6 +187,7 @@ static int repo_fs_read(struct repo_reader *rr, void *buf, size_t cap, size_t *g
     }
 }
 
+/* repo_reader close: closes the data file and frees the reader. */
 static void repo_fs_reader_close(struct repo_reader *rr)
 {
     struct repo_fs_reader *r = (struct repo_fs_reader *)rr;
@@ -192,6 +196,7 @@ static void repo_fs_reader_close(struct repo_reader *rr)
     free(r);
 }
 
+/* repo_ops open_data: opens a committed backup's data.jvb.zst for one sequential read. */
 static int repo_fs_open_data(jvdb_repo *rp, const char *db, const char *id, struct repo_reader **out)
 {
     struct repo_fs *f = (struct repo_fs *)rp;
@@ -231,6 +236,7 @@ struct repo_fs_stage {
  * the disk works while the next megabytes are being compressed. */
 #define REPO_FS_KICK (16u << 20)
 
+/* repo_stage write: appends to the staged data file, starting write-back every REPO_FS_KICK bytes. */
 static int repo_fs_stage_write(struct repo_stage *s, const void *buf, size_t len)
 {
     struct repo_fs_stage *st = (struct repo_fs_stage *)s;
@@ -243,6 +249,8 @@ static int repo_fs_stage_write(struct repo_stage *s, const void *buf, size_t len
     return JVDB_OK;
 }
 
+/* repo_stage commit: syncs the data file, writes and syncs backup.json, then renames the staging directory
+ * to the backup's id (the commit point) and syncs the database folder. */
 static int repo_fs_stage_commit(struct repo_stage *s, const char *meta, size_t len)
 {
     struct repo_fs_stage *st = (struct repo_fs_stage *)s;
@@ -284,6 +292,7 @@ static int repo_fs_stage_put_extra(struct repo_stage *s, const char *name, const
     return rc;
 }
 
+/* repo_ops read_extra: an extra object of a committed backup, JVDB_ENOTFOUND when it carries none. */
 static int repo_fs_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -297,6 +306,7 @@ static int repo_fs_read_extra(jvdb_repo *r, const char *db, const char *id, cons
     return rc;
 }
 
+/* repo_stage abort (and the end of a committed stage): removes what is left of the staging directory. */
 static void repo_fs_stage_abort(struct repo_stage *s)
 {
     struct repo_fs_stage *st = (struct repo_fs_stage *)s;
@@ -309,6 +319,8 @@ static void repo_fs_stage_abort(struct repo_stage *s)
     free(st);
 }
 
+/* repo_ops stage_begin: creates the repository and database folders if needed (the only operation that
+ * may) and a fresh .tmp-<id>-<pid> directory with an empty data file. */
 static int repo_fs_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -344,6 +356,8 @@ static int repo_fs_stage_begin(jvdb_repo *r, const char *db, const char *id, str
     return JVDB_OK;
 }
 
+/* repo_ops remove: renames the backup to .del-* (the step that makes it invisible, and that only one of
+ * two concurrent deletes wins), then removes the renamed tree. */
 static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
 {
     static _Atomic unsigned seq;
@@ -369,6 +383,7 @@ static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
     return rc;
 }
 
+/* repo_ops cleanup: removes .tmp-* and .del-* leftovers of `db` not modified for max_age_s seconds. */
 static void repo_fs_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -391,6 +406,7 @@ static void repo_fs_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
     free(dbdir);
 }
 
+/* repo_ops close: frees the handle (it holds no open files). */
 static void repo_fs_close(jvdb_repo *r)
 {
     struct repo_fs *f = (struct repo_fs *)r;
@@ -440,6 +456,7 @@ static int repo_fs_read_object(jvdb_repo *r, const char *name, char **buf, size_
     return rc;
 }
 
+/* repo_ops write_object: replaces <dir>/<name> atomically (temporary file, fsync, rename). */
 static int repo_fs_write_object(jvdb_repo *r, const char *name, const void *buf, size_t len)
 {
     struct repo_fs *f = (struct repo_fs *)r;

@@ -56,6 +56,7 @@ struct s3_buf {
     size_t direct_cap;
 };
 
+/* Appends n bytes and keeps the buffer NUL-terminated, doubling its capacity as needed; -1 when out of memory. */
 static int s3_buf_add(struct s3_buf *b, const char *s, size_t n)
 {
     if (b->len + n + 1 > b->cap) {
@@ -89,6 +90,8 @@ static int s3_encode(struct s3_buf *b, const char *s, int keep_slash)
     return 0;
 }
 
+/* curl write callback: collects the body into the caller's buffer (ranged reads) or a growing one; returning
+ * 0 past its size or `limit` makes curl fail with CURLE_WRITE_ERROR, which s3_do does not retry. */
 static size_t s3_on_body(char *p, size_t sz, size_t n, void *arg)
 {
     struct s3_buf *b = arg;
@@ -110,6 +113,7 @@ struct s3_resp {
     int64_t length;
 };
 
+/* curl header callback: keeps the ETag and Content-Length of the answer. */
 static size_t s3_on_header(char *p, size_t sz, size_t n, void *arg)
 {
     struct s3_resp *r = arg;
@@ -180,6 +184,8 @@ struct s3_req {
     size_t limit; /* refuse bodies larger than this (0 = no limit) */
 };
 
+/* Turns a failed request into an error: curl's own message, or the HTTP status with S3's Code and Message;
+ * 404 is JVDB_ENOTFOUND, and NoSuchBucket says the repository does not exist. */
 static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r, CURLcode cc, const char *curl_err)
 {
     if (cc != CURLE_OK)
@@ -200,6 +206,8 @@ static int s3_error(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r
                    code[0] ? " " : "", code, msg[0] ? ": " : "", msg);
 }
 
+/* Performs one request on the handle's curl connection (curl signs it, SigV4, with our payload hash header);
+ * retries transient failures (connection errors, 5xx, 429) up to S3_TRIES times with doubling waits. */
 static int s3_do(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r)
 {
     struct s3_buf url = { 0 };
@@ -279,6 +287,7 @@ static int s3_do(struct repo_s3 *s, const struct s3_req *q, struct s3_resp *r)
     return rc;
 }
 
+/* Frees the answer's body unless it went into the caller's buffer. */
 static void s3_resp_free(struct s3_resp *r)
 {
     if (!r->body.direct) free(r->body.p);
@@ -287,6 +296,7 @@ static void s3_resp_free(struct s3_resp *r)
 
 /* ------------------------------------------------------------------ keys */
 
+/* The object key "<prefix>/<db>/<id>/<name>", leaving out the NULL parts; NULL when out of memory. */
 static char *s3_key(struct repo_s3 *s, const char *db, const char *id, const char *name)
 {
     struct s3_buf b = { 0 };
@@ -305,6 +315,7 @@ static char *s3_key(struct repo_s3 *s, const char *db, const char *id, const cha
 /* Calls fn for every object (key, size, last-modified) or, with a delimiter, common prefix (size -1). */
 typedef int (*s3_list_fn)(void *arg, const char *key, int64_t size, int64_t mtime_s);
 
+/* Seconds since the epoch of a listing's LastModified (ISO 8601, UTC); 0 when unreadable. */
 static int64_t s3_parse_time(const char *s)
 {
     struct tm tm = { 0 };
@@ -315,6 +326,8 @@ static int64_t s3_parse_time(const char *s)
     return (int64_t)timegm(&tm);
 }
 
+/* Lists the keys under `prefix` (ListObjectsV2, following continuation tokens), calling fn with each key,
+ * its size and modification time, and with each common prefix (size -1) when `delimit` is set. */
 static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_fn fn, void *arg)
 {
     char token[1024] = "";
@@ -394,6 +407,7 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
 
 static int s3_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* repo_ops list_databases: the sorted, distinct first path segments of the keys below the prefix. */
 static int repo_s3_list_databases(jvdb_repo *r, char ***names, size_t *n)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -431,6 +445,7 @@ struct s3_objs {
     size_t n, cap, skip;
 };
 
+/* s3_list callback: groups the keys of one database by backup id, noting backup.json, the data size and age. */
 static int s3_collect_obj(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     struct s3_objs *a = arg;
@@ -463,6 +478,7 @@ static int s3_collect_obj(void *arg, const char *key, int64_t size, int64_t mtim
     return 0;
 }
 
+/* Every backup id with objects under `db`, committed or not (cleanup needs the orphans too). */
 static int s3_objects(struct repo_s3 *s, const char *db, struct s3_objs *a)
 {
     memset(a, 0, sizeof *a);
@@ -475,6 +491,7 @@ static int s3_objects(struct repo_s3 *s, const char *db, struct s3_objs *a)
     return rc;
 }
 
+/* repo_ops list_backups: the ids under `db` that have a backup.json (the commit), with their data sizes. */
 static int repo_s3_list_backups(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n)
 {
     struct s3_objs a;
@@ -498,6 +515,7 @@ static int repo_s3_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
     return JVDB_OK;
 }
 
+/* repo_ops read_meta: GETs backup.json, refusing one over S3_MAX_META bytes. */
 static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -525,6 +543,8 @@ struct s3_reader {
     size_t chunk_len, chunk_pos;
 };
 
+/* repo_reader read: serves the object in S3_READ_CHUNK ranged GETs, so a retry repeats one chunk and not the
+ * whole download; a short answer means the object changed while being read. */
 static int s3_reader_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got)
 {
     struct s3_reader *r = (struct s3_reader *)rr;
@@ -556,6 +576,7 @@ static int s3_reader_read(struct repo_reader *rr, void *buf, size_t cap, size_t 
     return JVDB_OK;
 }
 
+/* repo_reader close: frees the reader and its chunk buffer. */
 static void s3_reader_close(struct repo_reader *rr)
 {
     struct s3_reader *r = (struct s3_reader *)rr;
@@ -564,6 +585,7 @@ static void s3_reader_close(struct repo_reader *rr)
     free(r);
 }
 
+/* repo_ops open_data: learns the data object's size with a HEAD, so reads know where it ends. */
 static int repo_s3_open_data(jvdb_repo *rp, const char *db, const char *id, struct repo_reader **out)
 {
     struct repo_s3 *s = (struct repo_s3 *)rp;
@@ -607,6 +629,8 @@ struct s3_stage {
     int data_written;
 };
 
+/* Uploads the buffered bytes as the next part of a multipart upload (starting the upload on the first
+ * call) and keeps the part's ETag for the completion. */
 static int s3_upload_part(struct s3_stage *st)
 {
     struct repo_s3 *s = st->s;
@@ -648,6 +672,7 @@ static int s3_upload_part(struct s3_stage *st)
     return JVDB_OK;
 }
 
+/* repo_stage write: buffers bytes and uploads each full part_size buffer as one part. */
 static int s3_stage_write(struct repo_stage *rs, const void *buf, size_t len)
 {
     struct s3_stage *st = (struct s3_stage *)rs;
@@ -666,6 +691,7 @@ static int s3_stage_write(struct repo_stage *rs, const void *buf, size_t len)
     return JVDB_OK;
 }
 
+/* PUTs a whole object in one request. */
 static int s3_put_small(struct repo_s3 *s, const char *key, const void *body, size_t len)
 {
     struct s3_req q = { .method = "PUT", .key = key, .body = body, .body_len = len, .limit = 1u << 20 };
@@ -675,6 +701,7 @@ static int s3_put_small(struct repo_s3 *s, const char *key, const void *body, si
     return rc;
 }
 
+/* DELETEs one key; a key already absent counts as deleted. */
 static int s3_delete_key(struct repo_s3 *s, const char *key)
 {
     struct s3_req q = { .method = "DELETE", .key = key, .limit = 1u << 20 };
@@ -684,6 +711,8 @@ static int s3_delete_key(struct repo_s3 *s, const char *key)
     return rc == JVDB_ENOTFOUND ? JVDB_OK : rc;
 }
 
+/* repo_stage commit: finishes the data object (completing the multipart upload, or one PUT when it fit in a
+ * part), then PUTs backup.json, whose appearance is the commit point. */
 static int s3_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
 {
     struct s3_stage *st = (struct s3_stage *)rs;
@@ -736,6 +765,8 @@ static int s3_stage_commit(struct repo_stage *rs, const char *meta, size_t len)
     return JVDB_OK;
 }
 
+/* repo_stage abort (and the end of a committed stage): aborts an unfinished multipart upload, deletes the
+ * data and extra objects of an uncommitted backup, and frees the stage. */
 static void s3_stage_abort(struct repo_stage *rs)
 {
     struct s3_stage *st = (struct s3_stage *)rs;
@@ -774,6 +805,7 @@ static int s3_stage_put_extra(struct repo_stage *rs, const char *name, const voi
     return s3_put_small(st->s, key, buf, len);
 }
 
+/* repo_ops read_extra: GETs an extra object of a backup whole (JVDB_ENOTFOUND when it has none). */
 static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -790,6 +822,7 @@ static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, cons
     return JVDB_OK;
 }
 
+/* repo_ops stage_begin: a stage with one part_size buffer; nothing is sent until the first part fills. */
 static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -812,6 +845,8 @@ static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, str
     return JVDB_OK;
 }
 
+/* repo_ops remove: checks that backup.json exists, then deletes it first (making the backup invisible),
+ * then its data and graph objects. */
 static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -837,6 +872,8 @@ static int repo_s3_remove(jvdb_repo *r, const char *db, const char *id)
     return rc;
 }
 
+/* repo_ops cleanup: deletes the data and graph objects of backups that never got a backup.json (a create
+ * that died) once they are max_age_s old, so no create still running owns them. */
 static void repo_s3_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -854,6 +891,7 @@ static void repo_s3_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
     free(a.v);
 }
 
+/* repo_ops close: releases the curl handle and frees the repository's settings. */
 static void repo_s3_close(jvdb_repo *r)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -894,6 +932,7 @@ static int repo_s3_read_object(jvdb_repo *r, const char *name, char **buf, size_
     return JVDB_OK;
 }
 
+/* repo_ops write_object: PUTs <prefix>/<name>, which S3 replaces atomically. */
 static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf, size_t len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
@@ -920,6 +959,7 @@ static const struct repo_ops repo_s3_ops = {
     repo_s3_read_extra,
 };
 
+/* The first non-empty of the given value, then environment variables env1 and env2, copied; NULL if none. */
 static char *s3_pick(const char *given, const char *env1, const char *env2)
 {
     const char *v = given;
