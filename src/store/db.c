@@ -141,6 +141,7 @@ void jvdb_db_get_options(const jvdb_db *db, jvdb_db_options *out)
     db_write_unlock(mdb);
 }
 
+/* Refuses options out of range: dimension, metric, sync mode and interval, segment size (0 = default). */
 static int db_check_options(const jvdb_db_options *o)
 {
     if (o->dim < 1 || o->dim > JVDB_MAX_DIM)
@@ -218,6 +219,8 @@ static int db_segs_push(jvdb_db *db, struct segment *s)
     return JVDB_OK;
 }
 
+/* The address space to map an active segment with: a full segment plus its header, or `min` when one record
+ * needs more, so appends never have to remap while readers use the mapping. */
 static uint64_t db_reserve(const jvdb_db *db, uint64_t min)
 {
     uint64_t r = db->m.segment_max_bytes + SEG_HEADER_SIZE;
@@ -616,6 +619,8 @@ int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
     return rc;
 }
 
+/* Frees the handle and everything it holds, with no sync: the end of close (after its final sync) and of an
+ * open that failed.  Deferred reclamations run first, since no reader is left. */
 static void db_free(jvdb_db *db)
 {
     if (db->ext && db->ext_free) db->ext_free(db->ext);
@@ -636,6 +641,7 @@ static void db_free(jvdb_db *db)
     free(db);
 }
 
+/* Starts the interval-sync thread of a database opened for writing in JVDB_SYNC_INTERVAL mode, once. */
 static int db_start_flusher(jvdb_db *db)
 {
     if (db->mode != DB_MODE_WRITE) return JVDB_OK;
@@ -724,6 +730,8 @@ fail:
 
 /* ---------------------------------------------------------------- durability */
 
+/* Puts the database in the failed state (see "Failure rule" above): the first failure's message is kept
+ * and logged, and every later write is refused with it.  Returns rc, so callers can `return db_fail(...)`. */
 static int db_fail(jvdb_db *db, int rc)
 {
     if (!atomic_exchange(&db->failed, true)) {
@@ -733,6 +741,7 @@ static int db_fail(jvdb_db *db, int rc)
     return rc;
 }
 
+/* The JVDB_EFAILED error of a write refused because an earlier I/O failure left the files in doubt. */
 static int db_failed_error(jvdb_db *db)
 {
     return err_set(JVDB_EFAILED, "database '%s' refuses writes after an earlier I/O failure (%s); reopen it",
@@ -893,6 +902,7 @@ struct db_buf {
     size_t cap;
 };
 
+/* pthread key destructor: frees a thread's kept encode buffer when the thread exits. */
 static void db_buf_free(void *arg)
 {
     struct db_buf *b = arg;
@@ -902,6 +912,8 @@ static void db_buf_free(void *arg)
 
 static void db_buf_init(void) { pthread_key_create(&db_buf_key, db_buf_free); }
 
+/* An encode buffer of at least len bytes, REC_ALIGN-aligned: the thread's kept one, grown as needed, or a
+ * fresh one above DB_KEEP_BUF; NULL when out of memory. */
 static char *db_buf_get(size_t len)
 {
     pthread_once(&db_buf_once, db_buf_init);
@@ -919,6 +931,7 @@ static char *db_buf_get(size_t len)
     return b->p;
 }
 
+/* Gives back a buffer of db_buf_get: frees only the large ones, the thread keeps the rest. */
 static void db_buf_put(char *p, size_t len)
 {
     if (len > DB_KEEP_BUF) free(p);
@@ -1139,6 +1152,7 @@ static int db_check_vector(const jvdb_db *db, const float *v, uint32_t dim, cons
     return rec_check_vector(v, dim, db->m.metric, db->m.name, where);
 }
 
+/* Checks one record for a put: its id, its vector against the database, its metadata JSON. */
 static int db_check_record(const jvdb_db *db, const jvdb_record *r, const char *where)
 {
     int rc;

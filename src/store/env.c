@@ -222,6 +222,8 @@ static int env_is_busy_locked(const jvdb_env *env, const char *name)
     return 0;
 }
 
+/* Refuses a database name outside 1..JVDB_MAX_NAME_LEN characters of [A-Za-z0-9_-]: it becomes a
+ * directory name, so it can never be a path. */
 static int env_check_name(const char *name)
 {
     if (!db_name_valid(name))
@@ -230,6 +232,7 @@ static int env_check_name(const char *name)
     return JVDB_OK;
 }
 
+/* The open handle of `name` in this environment, or NULL; env->mu held. */
 static jvdb_db *env_find_open(jvdb_env *env, const char *name)
 {
     for (size_t i = 0; i < env->ndbs; i++)
@@ -237,6 +240,7 @@ static jvdb_db *env_find_open(jvdb_env *env, const char *name)
     return NULL;
 }
 
+/* Whether a thread is loading `name` right now (out of the mutex, see env_open_locked); env->mu held. */
 static int env_is_loading(const jvdb_env *env, const char *name)
 {
     for (const struct env_loading *l = env->loading; l; l = l->next)
@@ -251,6 +255,8 @@ static void env_wait_loading(jvdb_env *env, const char *name)
     while (env_is_loading(env, name)) pthread_cond_wait(&env->released, &env->mu);
 }
 
+/* The handle of `name`: the open one, or loaded now (with env->mu released for the load) and registered.
+ * Refuses a database under repair, a missing one, and a damaged one (directory without MANIFEST). */
 static int env_open_locked(jvdb_env *env, const char *name, jvdb_db **out)
 {
     env_wait_loading(env, name);

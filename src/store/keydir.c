@@ -47,6 +47,7 @@ static void kd_huge(void *p, size_t len)
     if (e > a) madvise((void *)a, e - a, MADV_HUGEPAGE); /* a hint: failure changes nothing */
 }
 
+/* A zeroed hash table of `cap` buckets (a power of two), on huge pages when large. */
 static struct kd_table *kd_table_new(size_t cap)
 {
     struct kd_table *t = calloc(1, sizeof *t + cap * sizeof t->b[0]);
@@ -57,6 +58,7 @@ static struct kd_table *kd_table_new(size_t cap)
     return t;
 }
 
+/* A zeroed slot table of `cap` slots: its lsn, vec and owner arrays in one allocation after the header. */
 static struct kd_slots *kd_slots_new(uint32_t cap)
 {
     struct kd_slots *s = calloc(1, sizeof *s + (size_t)cap * (sizeof(float *) + sizeof(uint64_t) + sizeof(void *)));
@@ -85,6 +87,7 @@ int keydir_init(struct keydir *kd, struct rp_domain *gc)
     return JVDB_OK;
 }
 
+/* Frees an entry and every older version still linked behind it. */
 static void kd_free_chain(struct kd_entry *e)
 {
     while (e) {
@@ -115,6 +118,8 @@ static void kd_retire(struct keydir *kd, void *p)
 
 static uint64_t kd_hash(const char *id, size_t len) { return XXH3_64bits(id, len); }
 
+/* Reader's match: a live entry (not KD_DEAD) whose bucket hash, id length and id bytes are those sought;
+ * comparing the hash first spares most memcmp calls. */
 static int kd_same(const struct kd_bucket *b, const struct kd_entry *e, uint64_t hash, const char *id, size_t id_len)
 {
     return e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash && e->id_len == id_len &&
@@ -196,6 +201,8 @@ static size_t kd_probe(const struct kd_table *t, const char *id, size_t id_len, 
     }
 }
 
+/* Rebuilds the hash table without its KD_DEAD markers, twice as large when entries fill half of it; readers
+ * switch to the new table when it is published, and the old one is freed after a grace period. */
 static int kd_grow(struct keydir *kd)
 {
     struct kd_table *old = kd->table;
@@ -216,6 +223,8 @@ static int kd_grow(struct keydir *kd)
     return JVDB_OK;
 }
 
+/* A slot for a new live vector: a recycled one, else the next at the end, doubling the slot table (copied,
+ * published, the old one retired) when it is full. */
 static int kd_slot_alloc(struct keydir *kd, uint32_t *slot)
 {
     if (kd->nfree) {
@@ -276,6 +285,8 @@ static void kd_unaccount(struct keydir *kd, struct kd_entry *e)
     }
 }
 
+/* Counts a newly published version: a put as live (in its segment's records and bytes, and the keydir's),
+ * a delete as a tombstone. */
 static void kd_account(struct keydir *kd, struct kd_entry *e)
 {
     if (e->kind == REC_KIND_PUT) {
