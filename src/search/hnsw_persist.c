@@ -47,6 +47,7 @@ struct hf_buf {
     size_t len, cap;
 };
 
+/* Makes room for `more` bytes in the block buffer, doubling it (first 64 KiB). */
 static int hf_reserve(struct hf_buf *b, size_t more)
 {
     if (b->len + more <= b->cap) return JVDB_OK;
@@ -59,12 +60,14 @@ static int hf_reserve(struct hf_buf *b, size_t more)
     return JVDB_OK;
 }
 
+/* Writes all n bytes to the temporary file `tmp`, or an error naming it. */
 static int hf_write(int fd, const void *p, size_t n, const char *tmp)
 {
     if (io_write_all(fd, p, n) < 0) return err_errno(errno, "cannot write %s", tmp);
     return JVDB_OK;
 }
 
+/* Fsyncs the directory holding `path`: the last step of the atomic replace, making the rename durable. */
 static int hf_dir_sync(const char *path)
 {
     char *copy = strdup(path);
@@ -207,6 +210,7 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
 
 /* ---------------------------------------------------------------- reader */
 
+/* Fails the parse as ECORRUPT with what is wrong and the byte offset where it was found. */
 static int hf_bad(const char *why, uint64_t at)
 {
     return err_set(JVDB_ECORRUPT, "HNSW graph file: %s (at byte %llu)", why, (unsigned long long)at);
@@ -288,6 +292,8 @@ int hnsw_file_parse_header(const void *buf, size_t len, struct hnsw_file *out)
     return JVDB_OK;
 }
 
+/* Reads the node blocks in [off, end) and the trailer, checking each block's tag, node range and checksum
+ * and bounds-checking every node's id, row, levels and links; on any failure frees out's nodes. */
 static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, uint32_t M0, uint32_t done,
                           uint32_t nblocks, size_t off, size_t end)
 {
@@ -414,6 +420,8 @@ struct repair {
     uint32_t ncand, cap;
 };
 
+/* Prepares a repair of graph h: its distance space and candidate buffers sized for the worst case (a list
+ * plus the lists of each of its lost links). */
 static int repair_init(struct repair *r, const struct hnsw *h, const float *const *slots, uint32_t nslots)
 {
     memset(r, 0, sizeof *r);
@@ -434,12 +442,14 @@ static int repair_init(struct repair *r, const struct hnsw *h, const float *cons
     return JVDB_OK;
 }
 
+/* Frees the candidate buffers. */
 static void repair_free(struct repair *r)
 {
     free(r->cand);
     free(r->items);
 }
 
+/* Adds slot s to the candidates, once, never `self`, and only while there is room. */
 static void repair_add(struct repair *r, uint32_t self, uint32_t s)
 {
     if (s == self || r->ncand >= r->cap) return;
@@ -448,6 +458,7 @@ static void repair_add(struct repair *r, uint32_t self, uint32_t s)
     r->cand[r->ncand++] = s;
 }
 
+/* qsort order of candidates: nearest first, equal distances by slot (topk_less), so the choice is repeatable. */
 static int item_cmp(const void *a, const void *b)
 {
     struct topk_item x = *(const struct topk_item *)a, y = *(const struct topk_item *)b;
@@ -476,6 +487,8 @@ static void repair_choose(struct repair *r, uint32_t self, int level, uint32_t m
 
 /* ---------------------------------------------------------------- loader */
 
+/* Where a file node's level-`level` link list starts: the lists are stored in level order, each a count
+ * and that many node numbers (already bounds-checked by the parse). */
 static const uint8_t *hf_node_links(const struct hnsw_file_node *nd, int level)
 {
     const uint8_t *p = nd->links;
