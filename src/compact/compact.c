@@ -122,6 +122,7 @@ static int outputs_finish(struct outputs *o, struct segw *w)
     return rc;
 }
 
+/* The bytes of all the database's segment files, for the before/after of the compaction stats. */
 static uint64_t compact_file_bytes(jvdb_db *db)
 {
     jvdb_stats st;
