@@ -77,6 +77,7 @@ static struct sched_db *sched_entry(struct backup_sched *b, const char *name)
     return e;
 }
 
+/* backup_newest callback at start-up: seeds a database's state from its newest backup and newest full one. */
 static void sched_learn(void *arg, const jvdb_backup_info *newest, const jvdb_backup_info *newest_full)
 {
     struct backup_sched *b = arg;
@@ -135,6 +136,8 @@ static jvdb_backup_type sched_due(const struct server *s, const struct sched_db 
     return 0;
 }
 
+/* Takes one due backup of `name` and prunes after it; skips it (still due, logged once) when nothing changed
+ * since the newest backup, and after a failure waits SCHED_RETRY_NS before the next try. */
 static void sched_one(struct server *s, const char *name, jvdb_backup_type type, int64_t due_ns)
 {
     struct backup_sched *b = s->sched;
@@ -229,6 +232,8 @@ size_t sched_drill_results(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1
     return n;
 }
 
+/* One pass over the databases: runs each due backup, else each due drill, one at a time and with mu
+ * released; stops early when the server is stopping. */
 static void sched_tick(struct server *s)
 {
     struct backup_sched *b = s->sched;
@@ -338,6 +343,7 @@ void route_backup_schedule(struct server *s, struct http_req *rq, struct http_re
     http_reply_json(rs, 200, &w);
 }
 
+/* The scheduler thread: a pass every SCHED_TICK_MS until sched_stop wakes it to end. */
 static void *sched_main(void *arg)
 {
     struct server *s = arg;

@@ -126,6 +126,8 @@ static int config_parse_count(const char *s, uint64_t *n)
     return 0;
 }
 
+/* Prints a usage error (fmt takes two strings) and the pointer to --help on stderr; returns 2, the exit
+ * status of a bad command line. */
 static int config_error(const char *fmt, const char *a, const char *b)
 {
     fprintf(stderr, "jvdb serve: ");
@@ -148,6 +150,7 @@ static const char *config_key_problem(const char *key)
     return NULL;
 }
 
+/* Replaces *dst with a copy of v; -1 (and *dst unchanged) when out of memory. */
 static int config_set_str(char **dst, const char *v)
 {
     char *n = strdup(v);
@@ -339,6 +342,8 @@ static int config_apply(struct server_config *c, const char *key, const char *v)
     return config_error("unknown option '%s'%s", key, "");
 }
 
+/* Applies each key of a JSON config file as the option of that name: a string or number value, or an array
+ * of strings for cors-origin; refuses duplicate keys, other types and a nested `config`. */
 static int config_load_file(struct server_config *c, const char *path)
 {
     json_error_t je;
@@ -395,6 +400,7 @@ static int config_load_file(struct server_config *c, const char *path)
     return rc;
 }
 
+/* The default number of HTTP threads: 4 per online core, kept within 8..64 (why: below). */
 static unsigned config_default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

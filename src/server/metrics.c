@@ -136,11 +136,14 @@ __attribute__((format(printf, 2, 3))) static void mb_printf(struct mbuf *b, cons
     }
 }
 
+/* Writes a metric family's # HELP and # TYPE lines, which Prometheus wants before its samples. */
 static void mb_head(struct mbuf *b, const char *name, const char *type, const char *help)
 {
     mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* The HTTP families: requests by route, method and status, the latency histogram by route (cumulative
+ * buckets), and the requests in flight.  Series still at zero are left out. */
 static void metrics_render_requests(struct server *s, struct mbuf *b)
 {
     struct metrics *m = s->metrics;
@@ -241,6 +244,8 @@ static void metrics_render_db_compaction(struct server *s, struct mbuf *b, char 
     free(t);
 }
 
+/* The per-database gauges (size, dead bytes, segments, LSN, index readiness) and the per-database index and
+ * compaction families; each database is held while read, and one dropped meanwhile shows zeros. */
 static void metrics_render_databases(struct server *s, struct mbuf *b)
 {
     char **names = NULL;
@@ -306,6 +311,7 @@ static void metrics_render_databases(struct server *s, struct mbuf *b)
     jvdb_free_names(names, n);
 }
 
+/* The server-wide compaction counters (background and API runs alike) and the running gauge. */
 static void metrics_render_compaction(struct server *s, struct mbuf *b)
 {
     jvdb_compactor_totals t;
@@ -392,6 +398,8 @@ static void metrics_render_drills(struct server *s, struct mbuf *b)
     free(r);
 }
 
+/* The backup families: counts, time and bytes by type and result, the per-database and drill families, and
+ * the time of each database's newest successful backup taken by this server. */
 static void metrics_render_backups(struct server *s, struct mbuf *b)
 {
     struct backup_totals t[4][2];

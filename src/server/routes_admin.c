@@ -23,6 +23,7 @@
 
 /* ---------------------------------------------------------------- JSON pieces */
 
+/* Writes one compaction's result as the JSON object of API.md (camelCase keys, finishedAt null if unset). */
 static void route_write_compact_stats(struct jw *w, const jvdb_compact_stats *st)
 {
     jw_obj(w);
@@ -43,6 +44,7 @@ static void route_write_compact_stats(struct jw *w, const jvdb_compact_stats *st
     jw_obj_end(w);
 }
 
+/* Writes compaction totals (of a database or of the server) as a JSON object. */
 static void route_write_totals(struct jw *w, const jvdb_compactor_totals *t)
 {
     jw_obj(w);

@@ -60,6 +60,8 @@ static void backup_busy(struct http_resp *rs)
 
 /* ---------------------------------------------------------------- JSON */
 
+/* Writes a backup's description as the JSON object of API.md, with the deprecated created_at beside
+ * createdAt and `note` only when there is one. */
 static void route_write_backup(struct jw *w, const jvdb_backup_info *b)
 {
     jw_obj(w);
@@ -95,6 +97,7 @@ static void route_write_backup(struct jw *w, const jvdb_backup_info *b)
     jw_obj_end(w);
 }
 
+/* Answers with one backup's JSON object and the given status. */
 static void route_reply_backup(struct http_resp *rs, int status, const jvdb_backup_info *b)
 {
     struct jw w;
@@ -198,6 +201,7 @@ out:
     json_decref(body);
 }
 
+/* Answers with the backups of one database, or of all when db_name is NULL, and their total. */
 static void backup_list_reply(struct server *s, const char *db_name, struct http_resp *rs)
 {
     jvdb_repo *repo = backup_open(s, rs);

@@ -42,6 +42,7 @@ static const struct http_hooks server_http_hooks = { auth_check, metrics_observe
 /* Descriptors kept free of connections: segments, manifests, backups, logs. */
 #define SERVER_FD_RESERVE 1024
 
+/* Applies --log-json and --log-level; without --log-level, JVDB_LOG decides if set, else info. */
 static void server_set_log_level(const struct server_config *c)
 {
     log_set_json(c->log_json);
@@ -86,6 +87,8 @@ static int server_fit_nofile(struct server *s)
     return 0;
 }
 
+/* Starts background compaction with its events logged, unless --compaction-interval is 0; -1 when the
+ * compactor cannot start. */
 static int server_start_compactor(struct server *s)
 {
     if (!s->cfg.compaction_interval_ms) {
@@ -105,6 +108,8 @@ static int server_start_compactor(struct server *s)
     return 0;
 }
 
+/* Stops and frees everything the server started, users before what they use: jobs and the threads that
+ * touch databases go before the environment closes, the modules' state after it. */
 static void server_cleanup(struct server *s)
 {
     jobs_free(s); /* first: jobs hold databases and the repository */
