@@ -182,7 +182,10 @@ JVDB_API int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_optio
  * checkpoint current in the background and at close (environment JVDB_KDCKPT_BYTES: the segment
  * bytes below which none is kept and the growth between two, default 64 MiB). */
 JVDB_API int jvdb_db_open(jvdb_env *env, const char *name, jvdb_db **out);
-/* Removes the database and its files; its handle becomes invalid. */
+/* Removes the database and its files; its handle becomes invalid.  One rename commits it: after a
+ * crash the database is there whole or gone (its files removed at the next open).  When the data
+ * directory cannot be synced after that rename, the database is gone but the call fails (the drop
+ * may not survive a power cut) and its files wait for the next open. */
 JVDB_API int jvdb_db_drop(jvdb_env *env, const char *name);
 /* Names of all databases, sorted; free with jvdb_free_names. */
 JVDB_API int jvdb_db_list(jvdb_env *env, char ***names, size_t *count);

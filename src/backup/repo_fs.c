@@ -370,12 +370,13 @@ static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
     char *from = dbdir ? fs_join(dbdir, id) : NULL, *to = dbdir ? fs_join(dbdir, gone) : NULL;
     if (!from || !to) rc = err_set(JVDB_ENOMEM, "out of memory");
     /* The one step that decides who deletes it: of two concurrent deletes, one rename fails. */
-    else if (io_rename(from, to) < 0)
+    else if (io_crash_point("backup.delete.before_rename"), io_rename(from, to) < 0)
         rc = errno == ENOENT
                  ? err_set(JVDB_ENOTFOUND, "backup %s of '%s' not found in repository %s (deleted meanwhile)", id, db,
                            f->dir)
                  : err_errno(errno, "backup %s of '%s': cannot remove %s", id, db, from);
-    else if (io_fsync_dir(dbdir) < 0) rc = err_errno(errno, "cannot sync directory %s", dbdir);
+    else if (io_crash_point("backup.delete.after_rename"), io_fsync_dir(dbdir) < 0)
+        rc = err_errno(errno, "cannot sync directory %s", dbdir);
     else rc = fs_remove_tree(to);
     free(dbdir);
     free(from);
@@ -399,7 +400,9 @@ static void repo_fs_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
         if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".del-", 5)) continue;
         char *p = fs_join(dbdir, e->d_name);
         struct stat st;
-        if (p && stat(p, &st) == 0 && now - st.st_mtime >= max_age_s) fs_remove_tree(p);
+        /* A .del- is never needed again, whatever its age (a concurrent remover tolerates ENOENT). */
+        int del = e->d_name[1] == 'd';
+        if (p && (del || (stat(p, &st) == 0 && now - st.st_mtime >= max_age_s))) fs_remove_tree(p);
         free(p);
     }
     closedir(d);

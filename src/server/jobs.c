@@ -20,10 +20,13 @@
 #include "server/jobs.h"
 
 #include "core/clock.h"
+#include "core/err.h"
 #include "core/fs.h"
 #include "core/grow.h"
+#include "core/io.h"
 #include "core/log.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +228,19 @@ static int jobs_name_index(const char *const *names, int n, const char *name)
     return -1;
 }
 
+/* Renames the unreadable `path` to `aside` and syncs their directory, so the set-aside is durable. */
+static int jobs_set_aside(const char *path, const char *aside)
+{
+    if (io_rename(path, aside) < 0) return err_errno(errno, "cannot rename %s to %s", path, aside);
+    io_crash_point("server.jobs.after_set_aside");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    if (io_fsync_dir(slash ? dir : ".") < 0) return err_errno(errno, "cannot sync directory %s", slash ? dir : ".");
+    return JVDB_OK;
+}
+
 /* Reads jobs.state; marks the jobs a restart cut (invariant 1).  Returns how many it marked, -1
  * when the file is unreadable (then set aside, logged). */
 static int jobs_load(struct jobs_state *js)
@@ -234,14 +250,16 @@ static int jobs_load(struct jobs_state *js)
     json_t *doc = json_load_file(js->path, 0, &je);
     json_t *arr = doc ? json_object_get(doc, "jobs") : NULL;
     if (!doc || !json_is_array(arr)) {
-        char *aside = malloc(strlen(js->path) + 16);
-        if (aside) {
-            sprintf(aside, "%s.unreadable", js->path);
-            rename(js->path, aside);
-        }
-        log_warn("job records %s are unreadable (%s); set aside as %s, starting with no job history", js->path,
-                 doc ? "no \"jobs\" list" : je.text, aside ? aside : "?");
-        free(aside);
+        char aside[4096];
+        snprintf(aside, sizeof aside, "%s.unreadable", js->path);
+        const char *why = doc ? "no \"jobs\" list" : je.text;
+        if (jobs_set_aside(js->path, aside) == JVDB_OK)
+            log_warn("job records %s are unreadable (%s); set aside as %s, starting with no job history", js->path, why,
+                     aside);
+        else
+            log_warn("job records %s are unreadable (%s) and could not be set aside (%s); starting with no job "
+                     "history, the next job record replaces the file",
+                     js->path, why, jvdb_errmsg());
         json_decref(doc);
         return -1;
     }

@@ -416,6 +416,7 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     jvdb_db *open_db = env_find_open(env, name);
     if (open_db && (rc = env_retire_locked(env, open_db, name))) goto unlock;
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
+    io_crash_point("db.drop.before_rename");
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
         if (open_db) atomic_store(&open_db->dropping, false);
@@ -432,9 +433,16 @@ unlock:
     /* Out of the mutex: nobody can reach the handle or the directory any more, and removing a big
      * database must not hold up opening the others. */
     if (rc == JVDB_OK) {
-        io_fsync_dir(env->dbdir);
+        io_crash_point("db.drop.after_rename");
+        /* Until the rename is durable, emptying the directory could leave a half database under its
+         * name after a power cut: the files stay for the next open's clean-up instead. */
+        if (io_fsync_dir(env->dbdir) < 0)
+            rc = err_errno(errno,
+                           "database '%s' is dropped but the drop may not survive a crash (cannot sync %s); its files "
+                           "are removed at the next open",
+                           name, env->dbdir);
         if (closing) db_close(closing);
-        rc = fs_remove_tree(gone);
+        if (rc == JVDB_OK) rc = fs_remove_tree(gone);
     }
     free(dir);
     free(gone);
