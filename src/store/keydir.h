@@ -84,7 +84,8 @@ struct keydir {
      * can waste is bounded by the checkpoint it loaded, and a reader can never reach freed memory. */
     uint8_t *arena;
     size_t arena_len, arena_used;
-    size_t nheap; /* atomic: entries of the heap not yet freed (the rest are in the arena) */
+    size_t nheap;                 /* atomic: entries of the heap not yet freed (the rest are in the arena) */
+    struct kd_prefault *prefault; /* writer: the thread faulting in a load's memory, until load_end */
 };
 
 int keydir_init(struct keydir *kd, struct rp_domain *gc);
