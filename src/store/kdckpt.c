@@ -384,10 +384,11 @@ static int kc_load_begin(void *ctx, const struct kdckpt_header *h, const struct 
         s->max_lsn = segs[i].max_lsn;
         L->from[j] = segs[i].covered;
     }
-    /* Current-format blocks are the arena's bytes; an old-format entry grows by up to KC_GROWTH. */
+    /* Current-format blocks are the arena's bytes (a few header bytes short of the file); an
+     * old-format entry grows by up to KC_GROWTH, so that load writes at least the file's size. */
     uint64_t arena = h->file_bytes + (h->version == KDCKPT_VERSION_OLD ? h->entries * KC_GROWTH : 0);
     L->old = h->version == KDCKPT_VERSION_OLD;
-    return keydir_load_begin(&db->kd, h->entries, h->nslots, arena);
+    return keydir_load_begin(&db->kd, h->entries, h->nslots, arena, h->file_bytes);
 }
 
 /* Sink: one id's newest version into the keydir. */

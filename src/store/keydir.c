@@ -457,7 +457,7 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     return rc;
 }
 
-int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes)
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure)
 {
     /* The capacity growing from empty would have reached (the first power of two that holds count
      * below kd_grow's 0.7 load): the checkpoint lists ids in the bucket order of such a table, so
@@ -497,7 +497,7 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
         pf->r[1].p = sl->lsn, pf->r[1].len = sbytes;
         pf->r[2].p = sl->vec, pf->r[2].len = sbytes;
         pf->r[3].p = sl->owner, pf->r[3].len = sbytes;
-        pf->r[4].p = arena, pf->r[4].len = alen;
+        pf->r[4].p = arena, pf->r[4].len = arena_sure < alen ? arena_sure : alen;
         if (pthread_create(&pf->thread, NULL, kd_prefault_main, pf) != 0) {
             free(pf);
             kd->prefault = NULL;

@@ -141,8 +141,9 @@ int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, u
 /* ---- loading from a keydir checkpoint (store/kdckpt.c; write_mu held or no other user yet) */
 /* Sizes the hash and slot tables for `count` entries and `nslots` slots (nothing loaded yet), and
  * reserves an arena of `arena_bytes` (address space: pages cost memory only once written) for the
- * entries, so that loading them makes no allocation per entry. */
-int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes);
+ * entries, so that loading them makes no allocation per entry; the first `arena_sure` bytes of it
+ * the load will write for certain (they are faulted in ahead, the rest only when written). */
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure);
 /* `bytes` (a multiple of 8) of the arena, for a checkpoint block to be read into and its entries
  * built in place (keydir_load_entry's `at`); NULL when the arena has no such room left. */
 void *keydir_load_block(struct keydir *kd, size_t bytes);

@@ -66,7 +66,7 @@ static int fz_begin(void *ctx, const struct kdckpt_header *h, const struct kdckp
     if (!f->segs) abort();
     f->nsegs = h->nsegs;
     for (uint32_t i = 0; i < h->nsegs; i++) f->segs[i].map = fz_map;
-    return keydir_load_begin(&f->kd, h->entries, h->nslots, h->file_bytes + h->entries * 24);
+    return keydir_load_begin(&f->kd, h->entries, h->nslots, h->file_bytes + h->entries * 24, h->file_bytes);
 }
 
 /* Sink: one entry into the keydir. */
