@@ -43,6 +43,17 @@
 #define KC_DEFAULT_BYTES (64ull << 20)
 #define KC_POLL_MS       200
 #define KC_AHEAD         12 /* entries of look-ahead for the loader's prefetches */
+/* How much more an old-format entry takes in the keydir's arena than in the file, at most. */
+#define KC_GROWTH        (KD_ENTRY_SIZE(0) + 7 - KDCKPT_ENTRY_FIXED_OLD)
+
+/* A current-format entry is the image of the struct kd_entry it becomes in place. */
+_Static_assert(offsetof(struct kd_entry, rec) == 0 && offsetof(struct kd_entry, prev) == 8 &&
+                   offsetof(struct kd_entry, seg) == 16 && offsetof(struct kd_entry, lsn) == 24 &&
+                   offsetof(struct kd_entry, rec_len) == 32 && offsetof(struct kd_entry, slot) == 36 &&
+                   offsetof(struct kd_entry, hits) == 40 && offsetof(struct kd_entry, id_len) == 44 &&
+                   offsetof(struct kd_entry, kind) == 46 && offsetof(struct kd_entry, flags) == 47 &&
+                   offsetof(struct kd_entry, id) == KDCKPT_ENTRY_FIXED && sizeof(struct kd_entry) == KDCKPT_ENTRY_FIXED,
+               "the keydir checkpoint's entry layout (docs/FORMAT.md) is struct kd_entry's");
 
 struct kdckpt {
     pthread_mutex_t mu; /* one checkpoint at a time; guards the fields below */
@@ -57,7 +68,16 @@ struct kdckpt {
     uint64_t open_lsn;   /* last_lsn right after the open */
     uint64_t scanned;    /* bytes the open read record by record */
     uint64_t threshold;  /* JVDB_KDCKPT_BYTES */
+    bool old;            /* the one on disk is of the old format: rewrite it at the next chance */
 };
+
+/* CPU time of the calling thread (what a load costs on a machine with a core free beside it). */
+static int64_t kc_thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* The state, created on first use (at load: no other thread yet). */
 static struct kdckpt *kc_get(jvdb_db *db)
@@ -96,6 +116,74 @@ static int kc_read_exact(int fd, void *buf, size_t len)
 
 /* ---------------------------------------------------------------- reader */
 
+/* Whether an id is non-empty printable ASCII within the length limit: valid without rec_check_id's
+ * UTF-8 decoding (which took a tenth of a 5M-id load). */
+static int kc_plain_id(const char *id, size_t len)
+{
+    if (len == 0 || len > JVDB_MAX_ID_LEN) return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)id[i] - 0x20u > 0x7eu - 0x20u) return 0;
+    return 1;
+}
+
+/* Parses and checks the entry at p (room bytes left in its block) of a file of header h into *e
+ * and its length on disk into *len; returns what is wrong with it, or NULL. */
+static const char *kc_parse_entry(const uint8_t *p, size_t room, const struct kdckpt_header *h,
+                                  const struct kdckpt_seg *segs, uint32_t dim, struct kdckpt_entry *e, size_t *len)
+{
+    if (h->version == KDCKPT_VERSION_OLD) {
+        if (room < KDCKPT_ENTRY_FIXED_OLD) return "cut short";
+        *e = (struct kdckpt_entry){ bytes_get64(p),
+                                    bytes_get64(p + 8),
+                                    bytes_get32(p + 16),
+                                    bytes_get32(p + 20),
+                                    bytes_get32(p + 24),
+                                    bytes_get16(p + 28),
+                                    p[30],
+                                    (const char *)p + 32,
+                                    0,
+                                    NULL };
+        if (p[31] != 0) return "reserved byte is set";
+        if (room - KDCKPT_ENTRY_FIXED_OLD < e->id_len) return "id runs past its block";
+        *len = KDCKPT_ENTRY_FIXED_OLD + e->id_len;
+    } else {
+        /* The image of a struct kd_entry (store/keydir.h), with the offset in rec, the segment's
+         * index in seg and the id padded with zeros to a multiple of 8. */
+        if (room < KDCKPT_ENTRY_FIXED) return "cut short";
+        uint64_t seg = bytes_get64(p + 16);
+        *e = (struct kdckpt_entry){ bytes_get64(p + 24),
+                                    bytes_get64(p),
+                                    (uint32_t)seg,
+                                    bytes_get32(p + 32),
+                                    bytes_get32(p + 36),
+                                    bytes_get16(p + 44),
+                                    p[46],
+                                    (const char *)p + KDCKPT_ENTRY_FIXED,
+                                    0,
+                                    NULL };
+        if (bytes_get64(p + 8) != 0 || bytes_get32(p + 40) != 0 || p[47] != 0) return "reserved field is set";
+        if (seg >= h->nsegs) return "segment index out of range";
+        size_t padded = ((size_t)e->id_len + 7) & ~(size_t)7;
+        if (room - KDCKPT_ENTRY_FIXED < padded) return "id runs past its block";
+        for (size_t i = e->id_len; i < padded; i++)
+            if (p[KDCKPT_ENTRY_FIXED + i]) return "id padding is not zero";
+        *len = KDCKPT_ENTRY_FIXED + padded;
+    }
+    if (e->kind != REC_KIND_PUT && e->kind != REC_KIND_DELETE) return "unknown kind";
+    if (e->seg >= h->nsegs) return "segment index out of range";
+    if (e->lsn == 0 || e->lsn < segs[e->seg].min_lsn || e->lsn > segs[e->seg].max_lsn)
+        return "LSN outside its segment's range";
+    if (e->offset < SEG_HEADER_SIZE || e->offset % REC_ALIGN || e->rec_len % REC_ALIGN ||
+        e->rec_len < rec_size(dim, e->kind, e->id_len, 0) || e->offset > segs[e->seg].covered ||
+        e->rec_len > segs[e->seg].covered - e->offset)
+        return "record location outside the covered part of its segment";
+    if ((e->kind == REC_KIND_PUT) == (e->slot == UINT32_MAX) || (e->kind == REC_KIND_PUT && e->slot >= h->nslots))
+        return "slot out of range";
+    if (!kc_plain_id(e->id, e->id_len) && rec_check_id(e->id, e->id_len, "") != JVDB_OK) return "invalid id";
+    e->hash = keydir_hash(e->id, e->id_len);
+    return NULL;
+}
+
 int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
 {
     struct stat st;
@@ -105,15 +193,17 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
     if (kc_read_exact(fd, hb, sizeof hb) != 1) return err_set(JVDB_ECORRUPT, "file too short for a header");
     if (memcmp(hb, KDCKPT_MAGIC, 8) != 0) return err_set(JVDB_ECORRUPT, "bad magic");
     if (bytes_get64(hb + 56) != XXH3_64bits(hb, 56)) return err_set(JVDB_ECORRUPT, "header checksum mismatch");
-    struct kdckpt_header h = { bytes_get32(hb + 8),          bytes_get32(hb + 12), bytes_get64(hb + 16),
-                               bytes_get64(hb + 24),         bytes_get32(hb + 32), bytes_get32(hb + 36),
-                               (int64_t)bytes_get64(hb + 40) };
-    if (h.version != KDCKPT_VERSION)
-        return err_set(JVDB_ECORRUPT, "format version %u (this build reads %u)", h.version, KDCKPT_VERSION);
+    struct kdckpt_header h = { bytes_get32(hb + 8),           bytes_get32(hb + 12),
+                               bytes_get64(hb + 16),          bytes_get64(hb + 24),
+                               bytes_get32(hb + 32),          bytes_get32(hb + 36),
+                               (int64_t)bytes_get64(hb + 40), file_size };
+    if (h.version != KDCKPT_VERSION && h.version != KDCKPT_VERSION_OLD)
+        return err_set(JVDB_ECORRUPT, "format version %u (this build reads %u and %u)", h.version, KDCKPT_VERSION_OLD,
+                       KDCKPT_VERSION);
     if (h.dim != dim) return err_set(JVDB_ECORRUPT, "dimension %u (the database has %u)", h.dim, dim);
     if (h.nsegs == 0 || h.nsegs > KDCKPT_MAX_SEGS)
         return err_set(JVDB_ECORRUPT, "segment count %u is out of range", h.nsegs);
-    if (h.entries > file_size / KDCKPT_ENTRY_FIXED)
+    if (h.entries > file_size / (h.version == KDCKPT_VERSION_OLD ? KDCKPT_ENTRY_FIXED_OLD : KDCKPT_ENTRY_FIXED))
         return err_set(JVDB_ECORRUPT, "entry count %" PRIu64 " exceeds the file", h.entries);
     if ((uint64_t)h.nslots > h.entries + (16u << 20))
         return err_set(JVDB_ECORRUPT, "slot count %u is out of range", h.nslots);
@@ -121,7 +211,8 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
     if (tlen > file_size) return err_set(JVDB_ECORRUPT, "segment table exceeds the file");
     uint8_t *tb = malloc(tlen);
     struct kdckpt_seg *segs = calloc(h.nsegs, sizeof *segs);
-    uint8_t *buf = NULL;
+    uint8_t *buf = NULL; /* a block's payload when the sink takes none */
+    XXH3_state_t *xs = NULL;
     struct kdckpt_entry *ents = NULL; /* one block's, parsed */
     int rc = JVDB_OK;
     if (!tb || !segs) {
@@ -176,26 +267,41 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
             }
             break;
         }
+        size_t fixed = h.version == KDCKPT_VERSION_OLD ? KDCKPT_ENTRY_FIXED_OLD : KDCKPT_ENTRY_FIXED;
         if (tag != KDCKPT_BLOCK_TAG || bytes_get32(bh + 12) != 0 || bytes > KDCKPT_MAX_BLOCK || count == 0 ||
-            count > bytes / KDCKPT_ENTRY_FIXED) {
+            count > bytes / fixed) {
             rc = err_set(JVDB_ECORRUPT, "bad block header after %" PRIu64 " entries", seen);
             goto out;
         }
-        if (cap < KDCKPT_BLOCK_HEAD + (size_t)bytes + 8) {
-            cap = KDCKPT_BLOCK_HEAD + (size_t)bytes + 8;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                rc = err_set(JVDB_ENOMEM, "out of memory");
-                goto out;
+        /* A current-format block goes straight into the sink's memory, where its entries become
+         * keydir entries in place: loading it is the read itself plus one pass of checks. */
+        uint8_t *dst = h.version != KDCKPT_VERSION_OLD && sink->block ? sink->block(sink->ctx, bytes) : NULL;
+        uint8_t *img = dst;
+        if (!dst) {
+            if (cap < bytes) {
+                uint8_t *nb = realloc(buf, bytes);
+                if (!nb) {
+                    rc = err_set(JVDB_ENOMEM, "out of memory");
+                    goto out;
+                }
+                buf = nb;
+                cap = bytes;
             }
-            buf = nb;
+            dst = buf;
         }
-        memcpy(buf, bh, KDCKPT_BLOCK_HEAD);
-        if (kc_read_exact(fd, buf + KDCKPT_BLOCK_HEAD, (size_t)bytes + 8) != 1) {
+        uint8_t ck[8];
+        if (kc_read_exact(fd, dst, bytes) != 1 || kc_read_exact(fd, ck, 8) != 1) {
             rc = err_set(JVDB_ECORRUPT, "file ends inside a block");
             goto out;
         }
-        if (bytes_get64(buf + KDCKPT_BLOCK_HEAD + bytes) != XXH3_64bits(buf, KDCKPT_BLOCK_HEAD + (size_t)bytes)) {
+        if (!xs && !(xs = XXH3_createState())) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            goto out;
+        }
+        XXH3_64bits_reset(xs);
+        XXH3_64bits_update(xs, bh, KDCKPT_BLOCK_HEAD);
+        XXH3_64bits_update(xs, dst, bytes);
+        if (bytes_get64(ck) != XXH3_64bits_digest(xs)) {
             rc = err_set(JVDB_ECORRUPT, "block checksum mismatch after %" PRIu64 " entries", seen);
             goto out;
         }
@@ -209,41 +315,16 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
             ents = ne;
             ecap = count;
         }
-        const uint8_t *p = buf + KDCKPT_BLOCK_HEAD, *end = p + bytes;
+        const uint8_t *p = dst, *end = p + bytes;
         for (uint32_t k = 0; k < count; k++) {
-            if ((size_t)(end - p) < KDCKPT_ENTRY_FIXED) {
-                rc = err_set(JVDB_ECORRUPT, "entry %" PRIu64 " is cut short", seen + k);
-                goto out;
-            }
-            struct kdckpt_entry e = { bytes_get64(p),
-                                      bytes_get64(p + 8),
-                                      bytes_get32(p + 16),
-                                      bytes_get32(p + 20),
-                                      bytes_get32(p + 24),
-                                      bytes_get16(p + 28),
-                                      p[30],
-                                      (const char *)p + KDCKPT_ENTRY_FIXED };
-            const char *bad = NULL;
-            if (p[31] != 0) bad = "reserved byte is set";
-            else if ((size_t)(end - p) - KDCKPT_ENTRY_FIXED < e.id_len) bad = "id runs past its block";
-            else if (e.kind != REC_KIND_PUT && e.kind != REC_KIND_DELETE) bad = "unknown kind";
-            else if (e.seg >= h.nsegs) bad = "segment index out of range";
-            else if (e.lsn == 0 || e.lsn < segs[e.seg].min_lsn || e.lsn > segs[e.seg].max_lsn)
-                bad = "LSN outside its segment's range";
-            else if (e.offset < SEG_HEADER_SIZE || e.offset % REC_ALIGN || e.rec_len % REC_ALIGN ||
-                     e.rec_len < rec_size(dim, e.kind, e.id_len, 0) || e.offset > segs[e.seg].covered ||
-                     e.rec_len > segs[e.seg].covered - e.offset)
-                bad = "record location outside the covered part of its segment";
-            else if ((e.kind == REC_KIND_PUT) == (e.slot == UINT32_MAX) ||
-                     (e.kind == REC_KIND_PUT && e.slot >= h.nslots))
-                bad = "slot out of range";
-            else if (rec_check_id(e.id, e.id_len, "") != JVDB_OK) bad = "invalid id";
+            size_t len = 0;
+            const char *bad = kc_parse_entry(p, (size_t)(end - p), &h, segs, dim, &ents[k], &len);
             if (bad) {
                 rc = err_set(JVDB_ECORRUPT, "entry %" PRIu64 ": %s", seen + k, bad);
                 goto out;
             }
-            ents[k] = e;
-            p += KDCKPT_ENTRY_FIXED + e.id_len;
+            if (img) ents[k].img = img + (p - dst);
+            p += len;
         }
         if (p != end) {
             rc = err_set(JVDB_ECORRUPT, "block has %zu bytes after its last entry", (size_t)(end - p));
@@ -260,6 +341,7 @@ int kdckpt_read(int fd, uint32_t dim, const struct kdckpt_sink *sink)
         seen += count;
     }
 out:
+    XXH3_freeState(xs);
     free(ents);
     free(tb);
     free(segs);
@@ -275,6 +357,7 @@ struct kc_load {
     struct segment **map; /* checkpoint segment index -> the open segment */
     uint64_t lsn;
     uint32_t nsegs;
+    bool old; /* an old-format file */
 };
 
 /* Sink: matches the checkpoint's segments with the open ones and sizes the keydir. */
@@ -301,22 +384,33 @@ static int kc_load_begin(void *ctx, const struct kdckpt_header *h, const struct 
         s->max_lsn = segs[i].max_lsn;
         L->from[j] = segs[i].covered;
     }
-    return keydir_load_begin(&db->kd, h->entries, h->nslots);
+    /* Current-format blocks are the arena's bytes (a few header bytes short of the file); an
+     * old-format entry grows by up to KC_GROWTH, so that load writes at least the file's size. */
+    uint64_t arena = h->file_bytes + (h->version == KDCKPT_VERSION_OLD ? h->entries * KC_GROWTH : 0);
+    L->old = h->version == KDCKPT_VERSION_OLD;
+    return keydir_load_begin(&db->kd, h->entries, h->nslots, arena, h->file_bytes);
 }
 
 /* Sink: one id's newest version into the keydir. */
 static int kc_load_entry(void *ctx, const struct kdckpt_entry *e)
 {
     struct kc_load *L = ctx;
-    return keydir_load_entry(&L->db->kd, L->map[e->seg], e->offset, e->id, e->id_len, e->lsn, e->kind, e->rec_len,
-                             e->slot);
+    return keydir_load_entry(&L->db->kd, L->map[e->seg], e->offset, e->id, e->id_len, e->hash, e->lsn, e->kind,
+                             e->rec_len, e->slot, e->img);
+}
+
+/* Sink: a block's payload goes to the keydir's arena. */
+static void *kc_load_block(void *ctx, size_t bytes)
+{
+    struct kc_load *L = ctx;
+    return keydir_load_block(&L->db->kd, bytes);
 }
 
 /* Sink: prefetches where an entry a few calls ahead will land. */
 static void kc_load_ahead(void *ctx, const struct kdckpt_entry *e)
 {
     struct kc_load *L = ctx;
-    keydir_load_prefetch(&L->db->kd, e->id, e->id_len, e->slot);
+    keydir_load_prefetch(&L->db->kd, e->hash, e->slot);
 }
 
 /* Undoes a partial load: an empty keydir and no segment accounting. */
@@ -347,9 +441,9 @@ int kdckpt_load(jvdb_db *db, uint64_t *from, uint64_t *lsn)
         return 0;
     }
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    struct kc_load L = { db, from, NULL, 0, 0 };
-    struct kdckpt_sink sink = { &L, kc_load_begin, kc_load_entry, kc_load_ahead };
-    int64_t t0 = clock_mono_ns();
+    struct kc_load L = { db, from, NULL, 0, 0, false };
+    struct kdckpt_sink sink = { &L, kc_load_begin, kc_load_entry, kc_load_ahead, kc_load_block };
+    int64_t t0 = clock_mono_ns(), c0 = kc_thread_cpu_ns();
     int rc = kdckpt_read(fd, db->m.dim, &sink);
     if (rc == JVDB_OK) rc = keydir_load_end(&db->kd);
     struct stat st;
@@ -358,6 +452,7 @@ int kdckpt_load(jvdb_db *db, uint64_t *from, uint64_t *lsn)
     if (rc == JVDB_OK) {
         *lsn = L.lsn;
         kc->lsn = L.lsn;
+        kc->old = L.old;
         kc->file_bytes = fbytes;
         kc->nsegs = 0;
         free(kc->segs);
@@ -366,8 +461,10 @@ int kdckpt_load(jvdb_db *db, uint64_t *from, uint64_t *lsn)
             for (uint32_t i = 0; i < L.nsegs; i++) kc->segs[kc->nsegs++] = L.map[i]->no;
         kc->bytes = 0;
         for (size_t i = 0; i < db->nsegs; i++) kc->bytes += from[i];
-        log_info("database '%s': loaded the keydir checkpoint (%" PRIu64 " ids up to LSN %" PRIu64 ") in %.3f s",
-                 db->m.name, db->kd.count, L.lsn, (double)(clock_mono_ns() - t0) / 1e9);
+        log_info("database '%s': loaded the keydir checkpoint (%" PRIu64 " ids up to LSN %" PRIu64
+                 ") in %.3f s (%.3f s CPU in this thread)",
+                 db->m.name, db->kd.count, L.lsn, (double)(clock_mono_ns() - t0) / 1e9,
+                 (double)(kc_thread_cpu_ns() - c0) / 1e9);
         free(L.map);
         free(path);
         return 1;
@@ -441,6 +538,29 @@ static int kc_flush(struct kc_out *o, const char *tmp)
     return JVDB_OK;
 }
 
+/* Appends version x's entry to the block being filled (flushing it when full). */
+static int kc_emit(struct kc_out *o, const struct kd_entry *x, const struct kc_seg *v, size_t n, const char *tmp)
+{
+    const uint8_t *rec = (const uint8_t *)keydir_record(x);
+    const struct kc_seg *s = kc_find_seg(v, n, rec);
+    if (!s || (uint64_t)(rec - s->map) + x->rec_len > s->d.covered)
+        return err_set(JVDB_EBUSY, "a compaction moved records while the keydir checkpoint was taken");
+    uint8_t *p = o->buf + o->len;
+    size_t padded = ((size_t)x->id_len + 7) & ~(size_t)7;
+    memset(p, 0, KDCKPT_ENTRY_FIXED + padded);
+    bytes_put64(p, (uint64_t)(rec - s->map));
+    bytes_put64(p + 16, s->index);
+    bytes_put64(p + 24, x->lsn);
+    bytes_put32(p + 32, x->rec_len);
+    bytes_put32(p + 36, x->kind == REC_KIND_PUT ? x->slot : UINT32_MAX);
+    bytes_put16(p + 44, x->id_len);
+    p[46] = x->kind;
+    memcpy(p + KDCKPT_ENTRY_FIXED, x->id, x->id_len);
+    o->len += KDCKPT_ENTRY_FIXED + padded;
+    o->count++;
+    return o->len >= KC_BLOCK_TARGET ? kc_flush(o, tmp) : JVDB_OK;
+}
+
 /* Notes L and the segments under write_mu (no I/O), pinning them; *pn is their count. */
 static int kc_note(jvdb_db *db, struct kc_seg **pv, size_t *pn, uint64_t *L, uint32_t *nslots, uint64_t *bytes)
 {
@@ -496,37 +616,18 @@ static int kc_stream(jvdb_db *db, int fd, const char *tmp, struct kc_seg *v, siz
     free(tb);
     if (rc) return rc;
     qsort(v, n, sizeof *v, kc_cmp_map);
-    struct kc_out o = { fd, malloc(KC_BLOCK_TARGET + KDCKPT_ENTRY_FIXED + JVDB_MAX_ID_LEN + 8), KDCKPT_BLOCK_HEAD, 0,
+    struct kc_out o = { fd, malloc(KC_BLOCK_TARGET + KDCKPT_ENTRY_FIXED + JVDB_MAX_ID_LEN + 16), KDCKPT_BLOCK_HEAD, 0,
                         0 };
     if (!o.buf) return err_set(JVDB_ENOMEM, "out of memory");
+    /* In table order: the loader, sizing its table alike, then fills it front to back (entries in
+     * slot order measured no faster to load and five times slower to write). */
     /* Read after L was noted: this table holds every id that existed at L. */
     const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < t->cap && rc == JVDB_OK; i++) {
         const struct kd_entry *e = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
         if (!e || e == KD_DEAD) continue;
         const struct kd_entry *x = keydir_visible(e, L);
-        if (!x) continue;
-        const uint8_t *rec = (const uint8_t *)keydir_record(x);
-        const struct kc_seg *s = kc_find_seg(v, n, rec);
-        if (!s || (uint64_t)(rec - s->map) + x->rec_len > s->d.covered) {
-            rc = err_set(JVDB_EBUSY, "a compaction moved records while the keydir checkpoint was taken");
-            break;
-        }
-        uint8_t *p = o.buf + o.len;
-        bytes_put64(p, x->lsn);
-        bytes_put64(p + 8, (uint64_t)(rec - s->map));
-        bytes_put32(p + 16, s->index);
-        bytes_put32(p + 20, x->rec_len);
-        bytes_put32(p + 24, x->kind == REC_KIND_PUT ? x->slot : UINT32_MAX);
-        bytes_put16(p + 28, x->id_len);
-        p[30] = x->kind;
-        p[31] = 0;
-        memcpy(p + KDCKPT_ENTRY_FIXED, x->id, x->id_len);
-        o.len += KDCKPT_ENTRY_FIXED + x->id_len;
-        o.count++;
-        if (o.len >= KC_BLOCK_TARGET) {
-            rc = kc_flush(&o, tmp);
-        }
+        if (x) rc = kc_emit(&o, x, v, n, tmp);
     }
     if (rc == JVDB_OK) rc = kc_flush(&o, tmp);
     free(o.buf);
@@ -599,6 +700,7 @@ int kdckpt_write(jvdb_db *db, const char *why)
             kc->nsegs = n;
         }
         kc->lsn = L;
+        kc->old = false;
         kc->bytes = bytes;
         kc->file_bytes = fbytes;
         log_info("database '%s': wrote the keydir checkpoint (%s) up to LSN %" PRIu64 ", %" PRIu64 " bytes, in %.3f s",
@@ -632,7 +734,7 @@ static int kc_due(jvdb_db *db, struct kdckpt *kc, int final)
     db_write_unlock(db);
     if (total < kc->threshold) return 0;
     if (kc->lsn == 0 && kc->nsegs == 0) return 1; /* none yet: the next open would read every record */
-    if (gone) return 1;
+    if (gone || kc->old) return 1;
     if (final) return last != kc->lsn;
     uint64_t news = total > kc->bytes ? total - kc->bytes : 0;
     uint64_t every = kc->file_bytes > kc->threshold ? kc->file_bytes : kc->threshold;

@@ -10,17 +10,19 @@
 
 #include "jvdb.h"
 
-#define KDCKPT_FILE        "KEYDIR"
-#define KDCKPT_MAGIC       "JVDBKDC1"
-#define KDCKPT_END_MAGIC   "JVDBKDCE"
-#define KDCKPT_VERSION     1u
-#define KDCKPT_HEADER_SIZE 64u
-#define KDCKPT_SEG_SIZE    40u
-#define KDCKPT_BLOCK_HEAD  16u
-#define KDCKPT_ENTRY_FIXED 32u
-#define KDCKPT_BLOCK_TAG   0x4c42444bu /* "KDBL" */
-#define KDCKPT_MAX_BLOCK   (16u << 20)
-#define KDCKPT_MAX_SEGS    1000000u
+#define KDCKPT_FILE            "KEYDIR"
+#define KDCKPT_MAGIC           "JVDBKDC1"
+#define KDCKPT_END_MAGIC       "JVDBKDCE"
+#define KDCKPT_VERSION         2u /* entries are images of struct kd_entry */
+#define KDCKPT_VERSION_OLD     1u /* still read: entries of 32 bytes plus the id */
+#define KDCKPT_HEADER_SIZE     64u
+#define KDCKPT_SEG_SIZE        40u
+#define KDCKPT_BLOCK_HEAD      16u
+#define KDCKPT_ENTRY_FIXED     48u
+#define KDCKPT_ENTRY_FIXED_OLD 32u
+#define KDCKPT_BLOCK_TAG       0x4c42444bu /* "KDBL" */
+#define KDCKPT_MAX_BLOCK       (16u << 20)
+#define KDCKPT_MAX_SEGS        1000000u
 
 struct kdckpt_seg {
     uint64_t no;
@@ -35,6 +37,7 @@ struct kdckpt_header {
     uint64_t entries;
     uint32_t nsegs, nslots;
     int64_t created_ns;
+    uint64_t file_bytes; /* the file's size (not a field of the file) */
 };
 
 struct kdckpt_entry {
@@ -44,6 +47,8 @@ struct kdckpt_entry {
     uint16_t id_len;
     uint8_t kind;
     const char *id;
+    uint64_t hash; /* keydir_hash of the id */
+    uint8_t *img;  /* the entry's bytes in memory the sink's `block` gave (NULL: in the reader's own) */
 };
 
 /* What the reader hands its caller, each only after the checksum covering it verified. */
@@ -53,6 +58,9 @@ struct kdckpt_sink {
     int (*entry)(void *ctx, const struct kdckpt_entry *e);
     /* Optional: an entry that `entry` will get a few calls from now (cache prefetching). */
     void (*ahead)(void *ctx, const struct kdckpt_entry *e);
+    /* Optional: memory (8-aligned) for a current-format block's payload of `bytes` bytes, the
+     * sink's to keep; NULL: the reader's own buffer.  Its entries then carry `img`. */
+    void *(*block)(void *ctx, size_t bytes);
 };
 
 /* Reads a checkpoint from fd (untrusted: fuzzed), checking every field against the header and the

@@ -27,8 +27,12 @@ struct kd_entry {
     uint32_t hits; /* read count, bumped with relaxed atomics by readers */
     uint16_t id_len;
     uint8_t kind;
-    char id[];
+    uint8_t flags; /* KD_E_* */
+    char id[];     /* id_len bytes; an arena entry is padded to a multiple of 8 */
 };
+#define KD_E_ARENA            1u /* lives in the keydir's arena (a checkpoint load): never freed on its own */
+/* Bytes an arena entry with an id of id_len bytes takes (entries follow each other 8-aligned). */
+#define KD_ENTRY_SIZE(id_len) (sizeof(struct kd_entry) + (((size_t)(id_len) + 7) & ~(size_t)7))
 
 /* Called (write_mu held) when a slot gains a vector (added=1: new or replaced) or loses it (0). */
 typedef void (*kd_slot_hook)(void *ctx, uint32_t slot, int added);
@@ -75,6 +79,13 @@ struct keydir {
     size_t trim_head, trim_n, trim_cap;
     size_t trim_n_inflight;                      /* writer: handed to the grace-period machinery, not yet cut */
     uint64_t trim_deferred_upto, trim_done_upto; /* writer: largest LSN deferred / cut */
+    /* Arena (writer): one mapping holding the entries a checkpoint load made, back to back.  An
+     * arena entry superseded later is not freed (its bytes stay until keydir_free): what a session
+     * can waste is bounded by the checkpoint it loaded, and a reader can never reach freed memory. */
+    uint8_t *arena;
+    size_t arena_len, arena_used;
+    size_t nheap;                 /* atomic: entries of the heap not yet freed (the rest are in the arena) */
+    struct kd_prefault *prefault; /* writer: the thread faulting in a load's memory, until load_end */
 };
 
 int keydir_init(struct keydir *kd, struct rp_domain *gc);
@@ -128,16 +139,24 @@ void keydir_repoint_slot(struct kd_slots *sl, uint32_t slot, const uint8_t *from
  * whether it did. */
 int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, uint64_t hash);
 /* ---- loading from a keydir checkpoint (store/kdckpt.c; write_mu held or no other user yet) */
-/* Sizes the hash and slot tables for `count` entries and `nslots` slots (nothing loaded yet). */
-int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots);
+/* Sizes the hash and slot tables for `count` entries and `nslots` slots (nothing loaded yet), and
+ * reserves an arena of `arena_bytes` (address space: pages cost memory only once written) for the
+ * entries, so that loading them makes no allocation per entry; the first `arena_sure` bytes of it
+ * the load will write for certain (they are faulted in ahead, the rest only when written). */
+int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure);
+/* `bytes` (a multiple of 8) of the arena, for a checkpoint block to be read into and its entries
+ * built in place (keydir_load_entry's `at`); NULL when the arena has no such room left. */
+void *keydir_load_block(struct keydir *kd, size_t bytes);
 /* Adds the newest version of an id as the checkpoint names it, without reading the record (the
  * mapping is not touched): `slot` is the slot of a put (KD_NO_SLOT for a tombstone).  Segment
  * record counts and LSN ranges are the caller's (they come from the checkpoint); live counts are
- * kept here.  JVDB_ECORRUPT for an id seen twice or a slot out of range or taken. */
+ * kept here.  `hash` is keydir_hash of the id.  `at`: NULL, or KD_ENTRY_SIZE(id_len) bytes from keydir_load_block whose id bytes
+ * are already in place (`id` == at + offsetof(struct kd_entry, id)): the entry is built there.
+ * JVDB_ECORRUPT for an id seen twice or a slot out of range or taken. */
 int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, const char *id, uint16_t id_len,
-                      uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot);
-/* Hints that an entry for (id, slot) will be loaded soon (cache prefetches; changes nothing). */
-void keydir_load_prefetch(const struct keydir *kd, const char *id, uint16_t id_len, uint32_t slot);
+                      uint64_t hash, uint64_t lsn, uint8_t kind, uint32_t rec_len, uint32_t slot, void *at);
+/* Hints that an entry for (the id of `hash`, slot) will be loaded soon (cache prefetches; changes nothing). */
+void keydir_load_prefetch(const struct keydir *kd, uint64_t hash, uint32_t slot);
 /* Puts the slots no loaded put holds on the free list. */
 int keydir_load_end(struct keydir *kd);
 /* Hands the versions superseded at or below `visible` to the grace-period machinery. */

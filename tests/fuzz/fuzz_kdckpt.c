@@ -66,15 +66,22 @@ static int fz_begin(void *ctx, const struct kdckpt_header *h, const struct kdckp
     if (!f->segs) abort();
     f->nsegs = h->nsegs;
     for (uint32_t i = 0; i < h->nsegs; i++) f->segs[i].map = fz_map;
-    return keydir_load_begin(&f->kd, h->entries, h->nslots);
+    return keydir_load_begin(&f->kd, h->entries, h->nslots, h->file_bytes + h->entries * 24, h->file_bytes);
 }
 
 /* Sink: one entry into the keydir. */
 static int fz_entry(void *ctx, const struct kdckpt_entry *e)
 {
     struct fz *f = ctx;
-    return keydir_load_entry(&f->kd, &f->segs[e->seg], e->offset, e->id, e->id_len, e->lsn, e->kind, e->rec_len,
-                             e->slot);
+    return keydir_load_entry(&f->kd, &f->segs[e->seg], e->offset, e->id, e->id_len, e->hash, e->lsn, e->kind,
+                             e->rec_len, e->slot, e->img);
+}
+
+/* Sink: a current-format block goes to the keydir's arena, its entries built in place. */
+static void *fz_block(void *ctx, size_t bytes)
+{
+    struct fz *f = ctx;
+    return keydir_load_block(&f->kd, bytes);
 }
 
 /* Reads b through a memory file into a fresh keydir, then checks what was loaded is findable. */
@@ -88,7 +95,7 @@ static void exercise(const uint8_t *b, size_t len)
     if (dim == 0 || dim > 4096) dim = 4;
     struct fz f = { 0 };
     if (keydir_init(&f.kd, NULL)) abort();
-    struct kdckpt_sink sink = { &f, fz_begin, fz_entry, NULL };
+    struct kdckpt_sink sink = { &f, fz_begin, fz_entry, NULL, fz_block };
     if (kdckpt_read(fd, dim, &sink) == JVDB_OK && keydir_load_end(&f.kd) == JVDB_OK) {
         const struct kd_table *t = f.kd.table;
         for (size_t i = 0; i < t->cap; i++) {

@@ -202,6 +202,14 @@ static void test_replays_records_after_checkpoint(void **state)
     tu_rmdir(dir);
 }
 
+/* Sets a 64-byte header's version field and its checksum. */
+static void set_version_buf(unsigned char *h, uint32_t v)
+{
+    memcpy(h + 8, &v, 4);
+    uint64_t ck = XXH3_64bits(h, 56);
+    memcpy(h + 56, &ck, 8);
+}
+
 /* Rewrites the header's version field and its checksum. */
 static void set_version(const char *path, uint32_t v)
 {
@@ -209,9 +217,7 @@ static void set_version(const char *path, uint32_t v)
     assert_true(fd >= 0);
     unsigned char h[64];
     assert_int_equal(pread(fd, h, 64, 0), 64);
-    memcpy(h + 8, &v, 4);
-    uint64_t ck = XXH3_64bits(h, 56);
-    memcpy(h + 56, &ck, 8);
+    set_version_buf(h, v);
     assert_int_equal(pwrite(fd, h, 64, 0), 64);
     close(fd);
 }
@@ -273,27 +279,134 @@ static void test_stale_after_compaction(void **state)
     tu_rmdir(dir);
 }
 
-static void test_readonly_never_writes(void **state)
+/* A read-only open of the database in dir holds the model and the stats `before`. */
+static void check_readonly(const char *dir, const jvdb_stats *before)
 {
-    (void)state;
-    jvdb_stats before, after;
-    char *dir = make(&before);
-    char *kd = path_in(dir, "KEYDIR");
-    assert_int_equal(unlink(kd), 0);
     jvdb_env *env;
     jvdb_db *db;
+    jvdb_stats after;
     assert_ok(jvdb_env_open_readonly(dir, &env));
     assert_ok(jvdb_db_open(env, "t", &db));
     check(db, N);
     assert_ok(jvdb_stats_get(db, &after));
-    same_stats(&before, &after);
+    same_stats(before, &after);
     jvdb_env_close(env);
+}
+
+static void test_readonly_never_writes(void **state)
+{
+    (void)state;
+    jvdb_stats before;
+    char *dir = make(&before);
+    char *kd = path_in(dir, "KEYDIR");
+    assert_int_equal(unlink(kd), 0);
+    check_readonly(dir, &before);
     assert_int_equal(tu_file_size(kd), -1);
     /* A writing open without writes still leaves one, for the next open. */
-    db = reopen(dir, &env);
+    jvdb_env *env;
+    reopen(dir, &env);
     jvdb_env_close(env);
     assert_true(tu_file_size(kd) > 0);
     free(kd);
+    tu_rmdir(dir);
+}
+
+/* Rewrites KEYDIR (current format) as a format-1 file, the layout sessions before the arena
+ * keydir wrote: entries of 32 bytes plus the id instead of images of the in-memory entry. */
+static void to_format1(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static unsigned char in[1 << 22], out[1 << 22];
+    size_t n = fread(in, 1, sizeof in, f);
+    fclose(f);
+    assert_true(n > 64 && n < sizeof in);
+    uint32_t v, nsegs;
+    memcpy(&v, in + 8, 4);
+    assert_int_equal(v, 2);
+    memcpy(&nsegs, in + 32, 4);
+    size_t off = 64 + (size_t)nsegs * 40 + 8, o = off;
+    memcpy(out, in, off);
+    set_version_buf(out, 1);
+    while (memcmp(in + off, "JVDBKDCE", 8) != 0) {
+        uint32_t count, bytes;
+        memcpy(&count, in + off + 4, 4);
+        memcpy(&bytes, in + off + 8, 4);
+        size_t bo = o, p = off + 16;
+        o += 16;
+        for (uint32_t k = 0; k < count; k++) {
+            const unsigned char *e = in + p;
+            uint16_t id_len;
+            memcpy(&id_len, e + 44, 2);
+            memcpy(out + o, e + 24, 8);      /* LSN */
+            memcpy(out + o + 8, e, 8);       /* offset */
+            memcpy(out + o + 16, e + 16, 4); /* segment index */
+            memcpy(out + o + 20, e + 32, 8); /* record length, slot */
+            memcpy(out + o + 28, e + 44, 3); /* id length, kind */
+            out[o + 31] = 0;
+            memcpy(out + o + 32, e + 48, id_len);
+            o += 32 + id_len;
+            p += 48 + ((id_len + 7u) & ~7u);
+        }
+        assert_int_equal(p, off + 16 + bytes);
+        uint32_t nbytes = (uint32_t)(o - bo - 16);
+        memcpy(out + bo, in + off, 16);
+        memcpy(out + bo + 8, &nbytes, 4);
+        uint64_t ck = XXH3_64bits(out + bo, 16 + (size_t)nbytes);
+        memcpy(out + o, &ck, 8);
+        o += 8;
+        off = p + 8;
+    }
+    memcpy(out + o, in + off, 24); /* trailer */
+    o += 24;
+    assert_int_equal(off + 24, n);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(out, 1, o, f), o);
+    fclose(f);
+}
+
+static uint32_t file_version(const char *path)
+{
+    unsigned char h[12];
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(h, 1, 12, f), 12);
+    fclose(f);
+    uint32_t v;
+    memcpy(&v, h + 8, 4);
+    return v;
+}
+
+/* A format-1 KEYDIR (written before the arena keydir) still loads, covered records unread, and the
+ * first open for writing replaces it with the current format. */
+static void test_old_format_loads_and_is_rewritten(void **state)
+{
+    (void)state;
+    jvdb_stats before;
+    char *dir = make(&before);
+    char *kd = path_in(dir, "KEYDIR"), *seg = path_in(dir, "0000000001.seg");
+    to_format1(kd);
+    assert_int_equal(file_version(kd), 1);
+    /* Reading every record would refuse the open: only a loaded checkpoint gets past this. */
+    flip_byte(seg, dead_record_offset(seg) + 64 + 2);
+    check_readonly(dir, &before);
+    assert_int_equal(file_version(kd), 1); /* a read-only open never writes */
+    /* Writing over loaded entries (old versions superseded and deleted). */
+    jvdb_env *env;
+    jvdb_db *db = reopen(dir, &env);
+    for (int i = 0; i < N; i += 2) {
+        if (version[i]) del(db, i);
+        else put(db, i, 5);
+    }
+    check(db, N);
+    jvdb_env_close(env);
+    assert_int_equal(file_version(kd), 2);
+    db = reopen(dir, &env);
+    check(db, N);
+    jvdb_env_close(env);
+    free(kd);
+    free(seg);
     tu_rmdir(dir);
 }
 
@@ -366,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_falls_back_when_unusable),
         cmocka_unit_test(test_stale_after_compaction),
         cmocka_unit_test(test_readonly_never_writes),
+        cmocka_unit_test(test_old_format_loads_and_is_rewritten),
         cmocka_unit_test(test_checkpoints_beside_writes_and_compactions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
