@@ -705,8 +705,11 @@ static void ship_pin(jvdb_db *db, jvdb_shipper *s, int force)
     int64_t now = clock_mono_ns();
     if (!force && s->pin_ns && now - s->pin_ns < WAL_PIN_EVERY_NS) return;
     json_t *v = json_pack("{s:I, s:I}", "shipped_lsn", (json_int_t)s->end, "incarnation", (json_int_t)s->inc);
-    if (v && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, v) == JVDB_OK) s->pin_ns = now;
-    else
+    io_crash_point("ship.before_pin");
+    if (v && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, v) == JVDB_OK) {
+        s->pin_ns = now;
+        io_crash_point("ship.after_pin");
+    } else
         log_warn("backup log of '%s': cannot record the shipped LSN in the MANIFEST: %s", jvdb_db_name(db),
                  jvdb_errmsg());
     err_clear();
