@@ -39,6 +39,7 @@
 #define S3_READ_CHUNK   (8u << 20)
 #define S3_MAX_META     (1u << 20)
 #define S3_TRIES        4
+#define S3_LIST_DONE    1 /* a listing callback's "stop here, all is found" */
 
 struct repo_s3 {
     struct jvdb_repo base;
@@ -437,6 +438,9 @@ static int s3_collect_obj(void *arg, const char *key, int64_t size, int64_t mtim
     struct s3_objs *a = arg;
     if (strlen(key) <= a->skip) return 0;
     const char *rest = key + a->skip, *slash = strchr(rest, '/');
+    /* Keys come sorted and backup ids start with a digit: from the backup log (wal.c) on, which may
+     * hold many thousands of objects, there is no backup left to find. */
+    if (!strncmp(rest, "log/", 4)) return S3_LIST_DONE;
     if (!slash || (size_t)(slash - rest) >= BACKUP_ID_MAX) return 0;
     char id[BACKUP_ID_MAX];
     snprintf(id, sizeof id, "%.*s", (int)(slash - rest), rest);
@@ -471,6 +475,7 @@ static int s3_objects(struct repo_s3 *s, const char *db, struct s3_objs *a)
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     a->skip = strlen(pre);
     int rc = s3_list(s, pre, 0, s3_collect_obj, a);
+    if (rc == S3_LIST_DONE) rc = JVDB_OK;
     free(pre);
     if (rc) free(a->v);
     return rc;

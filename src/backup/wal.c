@@ -805,6 +805,9 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         out->shipped_lsn = s->end;
     }
     if (s->overflow) out->overflow = 1;
+    int64_t now = clock_wall_ns();
+    if (out->pending_bytes && out->oldest_unshipped_ns && now > out->oldest_unshipped_ns)
+        out->lag_seconds = (double)(now - out->oldest_unshipped_ns) / 1e9;
     if (s == &local) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", jvdb_errmsg());

@@ -423,6 +423,7 @@ static void test_ship_faults(void **state)
             /* the failed shipment still reports its backlog */
             assert_true(r.pending_bytes > 0);
             assert_true(r.oldest_unshipped_ns > 0);
+            assert_true(r.lag_seconds > 0);
         }
     }
     assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
