@@ -64,7 +64,7 @@ struct shipper {
     pthread_t th;
     /* what each shipment reached and when it ended (rpo) */
     uint64_t *lsn;
-    double *at;
+    double *at, *took; /* shipped LSN, end time and duration of each shipment */
     size_t n, cap;
     uint64_t stored, raw, objects, failures, base_lsn;
     int first;
@@ -77,6 +77,7 @@ static void ship_once(struct shipper *s)
     jvdb_ship_options o = { 0 };
     o.shipper = s->sh;
     jvdb_ship_result r;
+    double t0 = bench_now();
     int rc = jvdb_backup_ship(s->db, s->repo, &o, &r);
     double now = bench_now();
     pthread_mutex_lock(&s->mu);
@@ -93,8 +94,10 @@ static void ship_once(struct shipper *s)
             s->cap = s->cap ? s->cap * 2 : 1024;
             s->lsn = realloc(s->lsn, s->cap * sizeof *s->lsn);
             s->at = realloc(s->at, s->cap * sizeof *s->at);
-            if (!s->lsn || !s->at) bench_die(0, "out of memory");
+            s->took = realloc(s->took, s->cap * sizeof *s->took);
+            if (!s->lsn || !s->at || !s->took) bench_die(0, "out of memory");
         }
+        s->took[s->n] = now - t0;
         s->lsn[s->n] = r.shipped_lsn;
         s->at[s->n++] = now;
     }
@@ -149,6 +152,7 @@ static void ship_free(struct shipper *s)
 {
     free(s->lsn);
     free(s->at);
+    free(s->took);
 }
 
 /* ------------------------------------------------------------------ steps */
@@ -298,6 +302,11 @@ static void step_stream(const struct opts *o, int changes)
         bench_json_num("p50_s", delay[nd / 2]);
         bench_json_num("p99_s", delay[(size_t)((double)nd * 0.99) < nd ? (size_t)((double)nd * 0.99) : nd - 1]);
         bench_json_num("max_s", delay[nd - 1]);
+    }
+    if (sh.n) {
+        qsort(sh.took, sh.n, sizeof *sh.took, cmp_double);
+        bench_json_num("ship_p50_s", sh.took[sh.n / 2]);
+        bench_json_num("ship_max_s", sh.took[sh.n - 1]);
     }
     bench_json_int("log_stored_bytes", (long long)sh.stored);
     bench_json_int("log_raw_bytes", (long long)sh.raw);
