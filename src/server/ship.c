@@ -7,7 +7,8 @@
  * before any repository I/O, and takes no database lock.  When R is unreachable the shipment fails,
  * writes go on, the backlog stays in the database (compaction keeps it: the MANIFEST's shipped LSN)
  * and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
- * error) and covered by an incremental backup when R is back.  Each database's shipper holds the
+ * error) and covered by an incremental backup when R is back.  Retention: by time
+ * (--backup-retention), and with retention by count the log from before the oldest backup left.  Each database's shipper holds the
  * fencing lease <R>/<db>/log/LEASE (taken at the first shipment, re-checked before each, renewed
  * every third of --backup-lease, released at a clean stop); one that finds another owner there stops
  * shipping that database, says so at error level and shows jvdb_backup_ship_fenced 1.
@@ -70,12 +71,25 @@ static struct ship_db *ship_entry(struct ship_state *t, const char *name)
     return e;
 }
 
-/* Retention by time for one database: log objects and backups older than the window go, except
- * what a restore to any point inside the window needs (the newest backup from before the window,
- * its chain, and the log after it). */
+/* Retention for one database: log objects and backups older than the window go, except what a
+ * restore to any point inside it needs (the newest backup from before it, its chain, and the log
+ * after it).  With retention by count (--backup-keep*), which prunes backups after scheduled ones,
+ * the log before the oldest backup left goes too: no restore can start before it. */
 static void ship_retain(struct server *s, struct ship_state *t, const char *name)
 {
-    int64_t window = clock_wall_ns() - (int64_t)s->cfg.backup_retention_ms * 1000000;
+    int64_t window = s->cfg.backup_retention_ms ? clock_wall_ns() - (int64_t)s->cfg.backup_retention_ms * 1000000 : 0;
+    if (s->cfg.backup_keep || s->cfg.backup_keep_daily || s->cfg.backup_keep_weekly) {
+        jvdb_backup_info *v = NULL;
+        size_t n = 0;
+        if (jvdb_backup_list(t->repo, name, &v, &n) == JVDB_OK)
+            for (size_t i = 0; i < n; i++)
+                if (v[i].restorable) {
+                    if (v[i].created_ns > window) window = v[i].created_ns;
+                    break;
+                }
+        jvdb_free(v);
+    }
+    if (!window) return;
     jvdb_retention_result rr;
     int rc = jvdb_backup_retain(t->repo, name, window, 0, &rr);
     if (rc != JVDB_OK) {
@@ -83,10 +97,9 @@ static void ship_retain(struct server *s, struct ship_state *t, const char *name
         return;
     }
     if (rr.log_objects_deleted || rr.backups_deleted)
-        log_info("retention of '%s' (older than %.0f s): %" PRIu64 " log objects (%" PRIu64
-                 " covered by a newer backup) and %" PRIu64 " backups pruned",
-                 name, (double)s->cfg.backup_retention_ms / 1000, rr.log_objects_deleted, rr.log_objects_covered,
-                 rr.backups_deleted);
+        log_info("retention of '%s': %" PRIu64 " log objects (%" PRIu64 " covered by a newer backup) and %" PRIu64
+                 " backups pruned",
+                 name, rr.log_objects_deleted, rr.log_objects_covered, rr.backups_deleted);
 }
 
 /* One shipment of one database, with its figures and log lines. */
@@ -137,10 +150,13 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
         e->fig.overflow = r.overflow;
         if (rc == JVDB_OK) e->fig.last_ok_ns = now;
         e->failing = rc != JVDB_OK;
-        /* every minute, or twice per window when it is shorter */
-        int64_t every = (int64_t)s->cfg.backup_retention_ms * 500000;
+        /* every minute, or twice per window (every 20 shipments by count) when that is sooner */
+        int64_t every = s->cfg.backup_retention_ms ? (int64_t)s->cfg.backup_retention_ms * 500000
+                                                   : (int64_t)s->cfg.backup_continuous_ms * 20000000;
         if (every > SHIP_RETENTION_EVERY_NS) every = SHIP_RETENTION_EVERY_NS;
-        retain = rc == JVDB_OK && s->cfg.backup_retention_ms && now - e->retained_ns >= every;
+        int rules =
+            s->cfg.backup_retention_ms || s->cfg.backup_keep || s->cfg.backup_keep_daily || s->cfg.backup_keep_weekly;
+        retain = rc == JVDB_OK && rules && now - e->retained_ns >= every;
         if (retain) e->retained_ns = now;
     }
     pthread_mutex_unlock(&t->mu);

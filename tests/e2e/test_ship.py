@@ -270,6 +270,42 @@ def retention_prunes_by_time():
 
 
 @test
+def retention_by_count_drops_the_log_before_the_oldest_backup():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-keep", "1"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "k")
+        write(c, "k", 0, 5)
+        wait_for(lambda: shiplog.backups(repo, "k"), "the first full backup")
+        first = shiplog.backups(repo, "k")[0]["id"]
+        for k in range(3):
+            write(c, "k", 10 * k, 10 * k + 5, k)
+            time.sleep(0.2)
+        wait_for(lambda: len(shiplog.objects(repo, "k")) >= 3, "log objects")
+        old = shiplog.objects(repo, "k")
+        full = expect(c.post("/v1/databases/k/backups", {"type": "full"}), 201).json
+        time.sleep(0.01)
+        write(c, "k", 100, 105)
+        # What a prune by count does after a scheduled backup: the older chain goes.
+        shutil.rmtree(os.path.join(repo, "k", first))
+        wait_for(lambda: not any(os.path.exists(e["path"]) for e in old), "the log before the oldest backup pruned",
+                 timeout=30)
+        inc, base = incarnation_and_base(repo, "k")
+        assert shiplog.backups(repo, "k")[-1]["id"] == full["backupId"]
+        recs = shiplog.follow(repo, "k", DIM, inc, base)
+        last = stats(c, "k")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "k") == last, "shipped")
+        recs = shiplog.follow(repo, "k", DIM, inc, base)
+        assert recs[-1]["lsn"] == last
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+@test
 def shipping_off_frees_compaction():
     s = Server()
     repo = os.path.join(s.root, "repo")
