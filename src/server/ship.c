@@ -8,10 +8,11 @@
  * writes go on, the backlog stays in the database (compaction keeps it: the MANIFEST's shipped LSN)
  * and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
  * error) and covered by an incremental backup when R is back.  Retention: by time
- * (--backup-retention), and with retention by count the log from before the oldest backup left.  Each database's shipper holds the
- * fencing lease <R>/<db>/log/LEASE (taken at the first shipment, re-checked before each, renewed
- * every third of --backup-lease, released at a clean stop); one that finds another owner there stops
- * shipping that database, says so at error level and shows jvdb_backup_ship_fenced 1.
+ * (--backup-retention), and with retention by count the log from before the oldest backup left.
+ * Each database's shipper holds the fencing lease <R>/<db>/log/LEASE (taken at the first shipment,
+ * re-checked before each, renewed every third of --backup-lease, released at a clean stop); one that
+ * finds another owner there stops shipping that database, says so at error level and shows
+ * jvdb_backup_ship_fenced 1.
  *
  * A shipment holds the repository like a backup (backup_repo_lock, without waiting: a backup or prune
  * under way only delays it to the next tick), since it may take a backup itself (the first of an
