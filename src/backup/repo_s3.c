@@ -317,7 +317,9 @@ static int64_t s3_parse_time(const char *s)
     return (int64_t)timegm(&tm);
 }
 
-static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_fn fn, void *arg)
+/* Lists keys below `prefix` (after `start_after` when not NULL: keys come sorted). */
+static int s3_list_from(struct repo_s3 *s, const char *prefix, const char *start_after, int delimit, s3_list_fn fn,
+                        void *arg)
 {
     char token[1024] = "";
     for (;;) {
@@ -326,6 +328,7 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
         if (token[0]) e |= s3_buf_add(&q, "continuation-token=", 19) | s3_encode(&q, token, 0) | s3_buf_add(&q, "&", 1);
         if (delimit) e |= s3_buf_add(&q, "delimiter=%2F&", 14);
         e |= s3_buf_add(&q, "list-type=2&prefix=", 19) | s3_encode(&q, prefix, 0);
+        if (start_after && !token[0]) e |= s3_buf_add(&q, "&start-after=", 13) | s3_encode(&q, start_after, 0);
         if (e) {
             free(q.p);
             return err_set(JVDB_ENOMEM, "out of memory");
@@ -361,6 +364,11 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
     }
 }
 
+static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_fn fn, void *arg)
+{
+    return s3_list_from(s, prefix, NULL, delimit, fn, arg);
+}
+
 /* ------------------------------------------------------------------ listing */
 
 struct s3_names {
@@ -369,9 +377,8 @@ struct s3_names {
     size_t skip; /* length of the listed prefix */
 };
 
-/* Database names are the first path segment of every key below the prefix.  A delimiter listing
- * would be cheaper, but some S3 implementations (s3rver among them) report common prefixes only one
- * level above objects, so this lists keys and dedupes. */
+/* The first database name among the listed keys: the first path segment of a key below the prefix
+ * that is a valid name; S3_LIST_DONE once found. */
 static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     (void)mtime;
@@ -383,7 +390,6 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
     char name[JVDB_MAX_NAME_LEN + 1];
     snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
     if (!db_name_valid(name)) return 0;
-    if (a->n && !strcmp(a->v[a->n - 1], name)) return 0; /* keys come sorted: runs of one name */
     if (a->n == a->cap) {
         char **nv = realloc(a->v, (a->cap = a->cap ? a->cap * 2 : 16) * sizeof *nv);
         if (!nv) return err_set(JVDB_ENOMEM, "out of memory");
@@ -391,25 +397,45 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
     }
     if (!(a->v[a->n] = strdup(name))) return err_set(JVDB_ENOMEM, "out of memory");
     a->n++;
-    return 0;
+    return S3_LIST_DONE;
 }
 
 static int s3_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
+/* Database names are the first path segment of the keys below the prefix.  A delimiter listing
+ * would be the natural way, but some S3 implementations (s3rver among them) report common prefixes
+ * only one level above objects; so each request stops at the first key of a database and the next
+ * starts after all of its keys ("<name>0" sorts after "<name>/..." and before any longer name that
+ * could follow), which keeps a listing at one request per database however long its backup log. */
 static int repo_s3_list_databases(jvdb_repo *r, char ***names, size_t *n)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *pre = s3_key(s, NULL, NULL, "");
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     struct s3_names a = { .skip = strlen(pre) };
-    int rc = s3_list(s, pre, 0, s3_collect_db, &a);
+    char *after = NULL;
+    int rc = JVDB_OK;
+    for (;;) {
+        size_t before = a.n;
+        rc = s3_list_from(s, pre, after, 0, s3_collect_db, &a);
+        if (rc == S3_LIST_DONE) rc = JVDB_OK;
+        if (rc || a.n == before) break;
+        free(after);
+        size_t l = strlen(pre) + strlen(a.v[a.n - 1]) + 2;
+        if (!(after = malloc(l))) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(after, l, "%s%s0", pre, a.v[a.n - 1]);
+    }
+    free(after);
     free(pre);
     if (rc) {
         jvdb_free_names(a.v, a.n);
         return rc;
     }
     if (a.n) qsort(a.v, a.n, sizeof *a.v, s3_cmp_names);
-    /* Sorted keys make names contiguous, but be safe against a store that does not sort. */
+    /* Sorted keys make names distinct, but be safe against a store that does not sort. */
     size_t k = 0;
     for (size_t i = 0; i < a.n; i++) {
         if (k && !strcmp(a.v[k - 1], a.v[i])) free(a.v[i]);

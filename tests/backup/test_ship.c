@@ -252,6 +252,21 @@ static void test_ship_basic(void **state)
     assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
     assert_true(r.objects > 5);
     check_log(f, db, base, visible(db));
+    /* the repository-wide listing finds every database however many log objects one holds (S3: one
+     * request per database, starting after the previous one's keys) */
+    jvdb_db *db2 = mkdb(f, "s2", 0), *db3 = mkdb(f, "r", 0);
+    traffic(db2, 1);
+    traffic(db3, 1);
+    assert_ok(jvdb_backup_ship(db2, f->repo, NULL, &r));
+    assert_ok(jvdb_backup_ship(db3, f->repo, NULL, &r));
+    char **names;
+    size_t nn;
+    assert_ok(f->repo->ops->list_databases(f->repo, &names, &nn));
+    assert_int_equal(nn, 3);
+    assert_string_equal(names[0], "r");
+    assert_string_equal(names[1], "s");
+    assert_string_equal(names[2], "s2");
+    jvdb_free_names(names, nn);
     if (!f->s3) {
         /* the temp file of a write that died before its rename goes once it is old */
         char tmp[1200];
