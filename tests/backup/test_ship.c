@@ -12,6 +12,8 @@
  * Like test_backup.c, JVDB_TEST_REPO=s3://... runs it against S3 (cases reaching into files skip).
  */
 #include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +284,54 @@ static void test_ship_basic(void **state)
         assert_int_equal(access(tmp, F_OK), -1);
     }
     jvdb_shipper_free(sh, f->repo, "s");
+}
+
+struct loader {
+    jvdb_db *db;
+    atomic_int stop;
+};
+
+/* Writes traffic rounds until told to stop. */
+static void *loader_main(void *arg)
+{
+    struct loader *l = arg;
+    for (int round = 20; !atomic_load(&l->stop); round++) traffic(l->db, round);
+    return NULL;
+}
+
+/* Shipping, writing and compacting at once (what the server does): the log is still every write
+ * once, and TSan sees the shipper read segments the writer appends to and compaction swaps. */
+static void test_ship_under_load(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "load", 8192);
+    traffic(db, 1);
+    jvdb_shipper *sh;
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    jvdb_ship_options o = { .shipper = sh };
+    jvdb_ship_result r;
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    uint64_t base = r.shipped_lsn;
+    struct loader l = { db, 0 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, loader_main, &l), 0);
+    jvdb_compact_options co = { 0 };
+    co.force = 1;
+    for (int i = 0; i < 40; i++) {
+        assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+        if (i % 5 == 4) {
+            int rc = jvdb_compact(db, &co, NULL);
+            if (rc != JVDB_OK && rc != JVDB_EBUSY) fail_msg("compaction: %s", jvdb_errmsg());
+        }
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&l.stop, 1);
+    pthread_join(th, NULL);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_string_equal(r.note, "");
+    check_log(f, db, base, visible(db));
+    jvdb_shipper_free(sh, f->repo, "load");
 }
 
 /* Names: parse/format round trip, and what is refused. */
@@ -778,6 +828,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test_setup_teardown(test_ship_basic, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_faults, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_under_load, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_backlog_overflow, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_gap_rebases, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
