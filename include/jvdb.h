@@ -763,6 +763,12 @@ typedef struct jvdb_ship_options {
     uint64_t backlog_limit;    /* record bytes left unshipped past which a failed shipment gives the
                                 * gap up (logged at error): the next one that reaches the repository
                                 * takes an incremental backup instead; 0 = no limit */
+    /* the description a backup the shipment makes carries (jvdb_backup_options.database_description) */
+    const char *database_description;
+    /* optional: told of every backup the shipment made (the first of an incarnation, or one covering
+     * a gap), so a scheduler or counters see it like any other */
+    void (*on_backup)(void *arg, const jvdb_backup_info *info);
+    void *on_backup_arg;
 } jvdb_ship_options;
 
 typedef struct jvdb_ship_result {

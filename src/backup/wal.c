@@ -401,10 +401,11 @@ struct jvdb_shipper {
     int known;          /* end is where the repository's log ends (else: list to find it) */
     uint64_t end;       /* ... and without `known`, a lower bound of it (for the backlog figures) */
     int have_end;
-    int overflow;   /* the backlog passed its limit: re-base on an incremental */
-    int64_t pin_ns; /* when the shipped LSN last went to the MANIFEST (0 = not since start) */
-    int contacted;  /* the repository answered once: a directory that vanishes later is an outage, never
+    int overflow;                  /* the backlog passed its limit: re-base on an incremental */
+    int64_t pin_ns;                /* when the shipped LSN last went to the MANIFEST (0 = not since start) */
+    int contacted;                 /* the repository answered once: a directory that vanishes later is an outage, never
                      * re-created */
+    const jvdb_ship_options *call; /* this call's options (during jvdb_backup_ship) */
 };
 
 int jvdb_shipper_new(const char *owner, jvdb_shipper **out)
@@ -551,12 +552,13 @@ static void ship_pending(jvdb_db *db, uint64_t after, jvdb_ship_result *out)
 }
 
 /* Makes a backup of `type` and records in *lsn where it ends (the log continues from there). */
-static int ship_backup(jvdb_db *db, jvdb_repo *repo, jvdb_backup_type type, const char *why, uint64_t *lsn,
-                       jvdb_ship_result *out)
+static int ship_backup(jvdb_db *db, jvdb_repo *repo, const jvdb_shipper *s, jvdb_backup_type type, const char *why,
+                       uint64_t *lsn, jvdb_ship_result *out)
 {
     jvdb_backup_options bo;
     jvdb_backup_options_init(&bo);
     bo.type = type;
+    bo.database_description = s->call->database_description;
     jvdb_backup_info info;
     int rc = jvdb_backup_create(db, repo, &bo, &info);
     if (rc) return rc;
@@ -564,6 +566,7 @@ static int ship_backup(jvdb_db *db, jvdb_repo *repo, jvdb_backup_type type, cons
     snprintf(out->note, sizeof out->note, "%s: made %s backup %s (LSN %llu) and the log continues from it", why,
              info.type == JVDB_BACKUP_FULL ? "full" : "incremental", info.id, (unsigned long long)info.lsn_to);
     log_info("backup log of '%s': %s", jvdb_db_name(db), out->note);
+    if (s->call->on_backup) s->call->on_backup(s->call->on_backup_arg, &info);
     return JVDB_OK;
 }
 
@@ -604,7 +607,7 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
     uint64_t snap = db_snapshot_lsn(db);
     rp_exit();
     if (s->overflow) {
-        int rc = ship_backup(db, repo, JVDB_BACKUP_INCREMENTAL, "the backlog passed its limit", &s->end, out);
+        int rc = ship_backup(db, repo, s, JVDB_BACKUP_INCREMENTAL, "the backlog passed its limit", &s->end, out);
         if (rc) return rc;
         s->overflow = 0;
         s->known = s->have_end = 1;
@@ -639,7 +642,8 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
     free(bases);
     if (rc) return rc;
     if (!found) {
-        rc = ship_backup(db, repo, JVDB_BACKUP_FULL, "no backup of this database incarnation to continue", &best, out);
+        rc = ship_backup(db, repo, s, JVDB_BACKUP_FULL, "no backup of this database incarnation to continue", &best,
+                         out);
         if (rc) return rc;
     }
     s->end = best;
@@ -767,6 +771,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
     }
     const char *name = jvdb_db_name(db);
     int64_t inc = db_created_ns(db);
+    s->call = &o;
     if (s->inc != inc) {
         s->inc = inc;
         s->known = 0;
@@ -800,7 +805,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
              * backup covers the gap, and the log continues from it. */
             rebased = 1;
             done = 0;
-            rc = ship_backup(db, repo, JVDB_BACKUP_INCREMENTAL, "records after the log's end were compacted away",
+            rc = ship_backup(db, repo, s, JVDB_BACKUP_INCREMENTAL, "records after the log's end were compacted away",
                              &s->end, out);
             if (!rc) {
                 rp_enter();

@@ -103,6 +103,18 @@ static void ship_retain(struct server *s, struct ship_state *t, const char *name
                  name, rr.log_objects_deleted, rr.log_objects_covered, rr.backups_deleted);
 }
 
+struct ship_taken {
+    struct server *s;
+};
+
+/* jvdb_ship_options.on_backup: the shipment's own backups count like the others (metrics, the
+ * scheduler's clock). */
+static void ship_on_backup(void *arg, const jvdb_backup_info *info)
+{
+    struct ship_taken *tk = arg;
+    backup_note_taken(tk->s, info, "continuous backup");
+}
+
 /* One shipment of one database, with its figures and log lines. */
 static void ship_db_once(struct server *s, struct ship_state *t, const char *name)
 {
@@ -129,15 +141,25 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
         backup_repo_unlock(s);
         return;
     }
+    /* A backup the shipment makes carries the description, as backup_run's do. */
+    struct dbmeta dm;
+    pthread_mutex_lock(&s->meta_mu);
+    dbmeta_load(s, name, &dm);
+    pthread_mutex_unlock(&s->meta_mu);
+    struct ship_taken tk = { s };
     jvdb_ship_options o = { 0 };
     o.shipper = sh;
     o.lease_ns = (int64_t)s->cfg.backup_lease_ms * 1000000;
     o.backlog_limit = s->cfg.backup_backlog_bytes;
+    o.database_description = dm.description;
+    o.on_backup = ship_on_backup;
+    o.on_backup_arg = &tk;
     jvdb_ship_result r;
     int rc = jvdb_backup_ship(db, t->repo, &o, &r);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
     srv_db_unhold(s, db);
+    dbmeta_free(&dm);
     int retain = 0;
     int64_t now = clock_wall_ns();
     pthread_mutex_lock(&t->mu);

@@ -315,6 +315,9 @@ int backup_repo_open(struct server *s, jvdb_repo **out);
 /* Takes the repository mutex: waits when `wait`, else returns -1 at once when someone holds it. */
 int backup_repo_lock(struct server *s, int wait);
 void backup_repo_unlock(struct server *s);
+/* A backup taken elsewhere in the server (the log shipper's, ship.c): counted and reported like one
+ * backup_run took, without its time. */
+void backup_note_taken(struct server *s, const jvdb_backup_info *info, const char *origin);
 /* fn is called after every successful backup (the scheduler follows the repository's state). */
 void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info));
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */

@@ -83,10 +83,14 @@ def ships_every_write_and_shows_the_lag():
     s.start()
     try:
         c = Client(s.port)
-        mkdb(c, "d")
+        expect(c.post("/v1/databases", {"name": "d", "vectorDimension": DIM, "distanceMetric": "euclidean",
+                                        "description": "shipped"}), 201)
         w0 = write(c, "d", 0, 10)
-        # The first shipment makes a full backup; the log continues from it.
+        # The first shipment makes a full backup; the log continues from it.  It is a backup like
+        # any other: it carries the description and is counted.
         wait_for(lambda: shiplog.backups(repo, "d"), "the first full backup")
+        assert shiplog.backups(repo, "d")[0]["settings"]["database_description"] == "shipped"
+        assert re.search(r'jvdb_backups_total\{type="full",result="ok"\} 1', c.get("/metrics").raw.decode())
         inc, base = incarnation_and_base(repo, "d")
         lsn0 = base
         writes = w0
