@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "e2e"))
 import jvdbtest  # noqa: E402
 import shiplog  # noqa: E402
+from shiplog import wait_for  # noqa: E402
 from jvdbtest import Client, Server, expect, test  # noqa: E402
 
 DIM = 3
@@ -50,16 +51,6 @@ class Writer(threading.Thread):
             self.acked += ids
             k += 1
             time.sleep(0.005)
-
-
-def wait_for(fn, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def shipped(c, db):

@@ -10,6 +10,7 @@ import os
 import re
 import struct
 import subprocess
+import time
 
 NAME = re.compile(r"^(\d{20})-(\d{20})-(\d{19})-(\d{19})-(\d{10})\.jvl$")
 
@@ -111,3 +112,14 @@ def backups(repo, db, suffix=""):
             with open(p) as f:
                 out.append(json.load(f))
     return out
+
+
+def wait_for(fn, what, timeout=30):
+    """Polls fn() until it is true (the tests wait for the shipper this way); returns its value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)

@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import jvdbtest  # noqa: E402
 import shiplog  # noqa: E402
+from shiplog import wait_for  # noqa: E402
 from jvdbtest import Client, Server, expect, test  # noqa: E402
 
 DIM = 3
@@ -28,16 +29,6 @@ def metric(c, name, db):
     m = c.get("/metrics").raw.decode()
     hit = re.search(r'%s\{database="%s"\} ([0-9.e+-]+)' % (name, db), m)
     return float(hit[1]) if hit else None
-
-
-def wait_for(fn, what, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def mkdb(c, name):
@@ -58,6 +49,32 @@ def delete(c, db, i):
 
 def stats(c, db):
     return expect(c.get("/v1/databases/%s/stats" % db), 200).json
+
+
+def shipping(db, *args):
+    """A started server shipping every 100 ms to a directory repository (plus `args`), with database
+    `db` made and written to, and its first full backup taken: (server, repo, client)."""
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms"] + list(args)
+    s.start()
+    c = Client(s.port)
+    mkdb(c, db)
+    write(c, db, 0, 5)
+    wait_for(lambda: shiplog.backups(repo, db), "the first full backup")
+    return s, repo, c
+
+
+def repo_away(repo):
+    """The repository becomes unreachable: a file where its directory was."""
+    os.rename(repo, repo + ".away")
+    with open(repo, "w") as f:
+        f.write("not a directory\n")
+
+
+def repo_back(repo):
+    os.unlink(repo)
+    os.rename(repo + ".away", repo)
 
 
 def incarnation_and_base(repo, db):
@@ -133,22 +150,13 @@ def ships_every_write_and_shows_the_lag():
 
 @test
 def unreachable_repository_keeps_the_backlog():
-    s = Server()
-    repo = os.path.join(s.root, "repo")
-    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms"]
-    s.start()
+    s, repo, c = shipping("u")
     try:
-        c = Client(s.port)
-        mkdb(c, "u")
-        write(c, "u", 0, 5)
-        wait_for(lambda: shiplog.backups(repo, "u"), "the first full backup")
         inc, base = incarnation_and_base(repo, "u")
         wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "u") == stats(c, "u")["lastLsn"], "shipped")
         writes = []
         # The repository goes away (a file where the directory was): writes go on.
-        os.rename(repo, repo + ".away")
-        with open(repo, "w") as f:
-            f.write("not a directory\n")
+        repo_away(repo)
         for k in range(5):
             writes += write(c, "u", 100 + 10 * k, 110 + 10 * k)
         wait_for(lambda: (metric(c, "jvdb_backup_ship_pending_bytes", "u") or 0) > 0, "pending bytes")
@@ -159,8 +167,7 @@ def unreachable_repository_keeps_the_backlog():
         assert st["backupShipPendingBytes"] > 0 and st["backupShipLagSeconds"] > 0, st
         assert "continuous backup of 'u' failed" in s.log()
         # Back: the backlog is shipped, without gap or duplicate.
-        os.unlink(repo)
-        os.rename(repo + ".away", repo)
+        repo_back(repo)
         last = stats(c, "u")["lastLsn"]
         wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "u") == last, "backlog shipped")
         assert metric(c, "jvdb_backup_ship_pending_bytes", "u") == 0
@@ -174,24 +181,14 @@ def unreachable_repository_keeps_the_backlog():
 
 @test
 def backlog_past_its_limit_becomes_an_incremental():
-    s = Server()
-    repo = os.path.join(s.root, "repo")
-    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-backlog-bytes", "2KiB"]
-    s.start()
+    s, repo, c = shipping("o", "--backup-backlog-bytes", "2KiB")
     try:
-        c = Client(s.port)
-        mkdb(c, "o")
-        write(c, "o", 0, 5)
-        wait_for(lambda: shiplog.backups(repo, "o"), "the first full backup")
-        os.rename(repo, repo + ".away")
-        with open(repo, "w") as f:
-            f.write("x\n")
+        repo_away(repo)
         for k in range(10):
             write(c, "o", 100 + 10 * k, 110 + 10 * k)
         wait_for(lambda: "past the backlog limit" in s.log(), "the backlog error")
         assert re.search(r"error .*past the backlog limit", s.log()), s.log()[-2000:]
-        os.unlink(repo)
-        os.rename(repo + ".away", repo)
+        repo_back(repo)
         last = stats(c, "o")["lastLsn"]
         wait_for(lambda: any(b["type"] == "incremental" for b in shiplog.backups(repo, "o")), "an incremental")
         more = write(c, "o", 500, 505)
@@ -240,15 +237,8 @@ def a_second_primary_is_fenced():
 
 @test
 def retention_prunes_by_time():
-    s = Server()
-    repo = os.path.join(s.root, "repo")
-    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-retention", "2s"]
-    s.start()
+    s, repo, c = shipping("r", "--backup-retention", "2s")
     try:
-        c = Client(s.port)
-        mkdb(c, "r")
-        write(c, "r", 0, 5)
-        wait_for(lambda: shiplog.backups(repo, "r"), "the first full backup")
         for k in range(3):
             write(c, "r", 10 * k, 10 * k + 5, k)
             time.sleep(0.3)
@@ -275,15 +265,8 @@ def retention_prunes_by_time():
 
 @test
 def retention_by_count_drops_the_log_before_the_oldest_backup():
-    s = Server()
-    repo = os.path.join(s.root, "repo")
-    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-keep", "1"]
-    s.start()
+    s, repo, c = shipping("k", "--backup-keep", "1")
     try:
-        c = Client(s.port)
-        mkdb(c, "k")
-        write(c, "k", 0, 5)
-        wait_for(lambda: shiplog.backups(repo, "k"), "the first full backup")
         first = shiplog.backups(repo, "k")[0]["id"]
         for k in range(3):
             write(c, "k", 10 * k, 10 * k + 5, k)
