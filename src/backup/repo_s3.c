@@ -4,6 +4,7 @@
  * Keys mirror the filesystem layout under the bucket prefix:
  *   <prefix>/<database>/<backup-id>/data.jvb.zst   written first (multipart when large)
  *   <prefix>/<database>/<backup-id>/backup.json    written last: its presence is the commit
+ *   <prefix>/<database>/log/...                    backup log objects and the lease (wal.c), one PUT each
  * Listing shows only backups that have a backup.json, so a backup interrupted at any point is
  * invisible; deletion removes backup.json first for the same reason.  Orphaned data objects (a
  * create that died between the two PUTs) are removed by cleanup once they are old enough that no
@@ -38,6 +39,7 @@
 #define S3_READ_CHUNK   (8u << 20)
 #define S3_MAX_META     (1u << 20)
 #define S3_TRIES        4
+#define S3_LIST_DONE    1 /* a listing callback's "stop here, all is found" */
 
 struct repo_s3 {
     struct jvdb_repo base;
@@ -326,9 +328,9 @@ static int64_t s3_parse_time(const char *s)
     return (int64_t)timegm(&tm);
 }
 
-/* Lists the keys under `prefix` (ListObjectsV2, following continuation tokens), calling fn with each key,
- * its size and modification time, and with each common prefix (size -1) when `delimit` is set. */
-static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_fn fn, void *arg)
+/* Lists keys below `prefix` (after `start_after` when not NULL: keys come sorted). */
+static int s3_list_from(struct repo_s3 *s, const char *prefix, const char *start_after, int delimit, s3_list_fn fn,
+                        void *arg)
 {
     char token[1024] = "";
     for (;;) {
@@ -337,6 +339,7 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
         if (token[0]) e |= s3_buf_add(&q, "continuation-token=", 19) | s3_encode(&q, token, 0) | s3_buf_add(&q, "&", 1);
         if (delimit) e |= s3_buf_add(&q, "delimiter=%2F&", 14);
         e |= s3_buf_add(&q, "list-type=2&prefix=", 19) | s3_encode(&q, prefix, 0);
+        if (start_after && !token[0]) e |= s3_buf_add(&q, "&start-after=", 13) | s3_encode(&q, start_after, 0);
         if (e) {
             free(q.p);
             return err_set(JVDB_ENOMEM, "out of memory");
@@ -372,6 +375,13 @@ static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_f
     }
 }
 
+/* Lists every key under `prefix` (ListObjectsV2, following continuation tokens), calling fn with each key, its size
+ * and modification time, and with each common prefix (size -1) when `delimit` is set. */
+static int s3_list(struct repo_s3 *s, const char *prefix, int delimit, s3_list_fn fn, void *arg)
+{
+    return s3_list_from(s, prefix, NULL, delimit, fn, arg);
+}
+
 /* ------------------------------------------------------------------ listing */
 
 struct s3_names {
@@ -380,9 +390,8 @@ struct s3_names {
     size_t skip; /* length of the listed prefix */
 };
 
-/* Database names are the first path segment of every key below the prefix.  A delimiter listing
- * would be cheaper, but some S3 implementations (s3rver among them) report common prefixes only one
- * level above objects, so this lists keys and dedupes. */
+/* The first database name among the listed keys: the first path segment of a key below the prefix
+ * that is a valid name; S3_LIST_DONE once found. */
 static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime)
 {
     (void)mtime;
@@ -394,7 +403,6 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
     char name[JVDB_MAX_NAME_LEN + 1];
     snprintf(name, sizeof name, "%.*s", (int)(slash - rest), rest);
     if (!db_name_valid(name)) return 0;
-    if (a->n && !strcmp(a->v[a->n - 1], name)) return 0; /* keys come sorted: runs of one name */
     if (a->n == a->cap) {
         char **nv = realloc(a->v, (a->cap = a->cap ? a->cap * 2 : 16) * sizeof *nv);
         if (!nv) return err_set(JVDB_ENOMEM, "out of memory");
@@ -402,26 +410,45 @@ static int s3_collect_db(void *arg, const char *key, int64_t size, int64_t mtime
     }
     if (!(a->v[a->n] = strdup(name))) return err_set(JVDB_ENOMEM, "out of memory");
     a->n++;
-    return 0;
+    return S3_LIST_DONE;
 }
 
 static int s3_cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* repo_ops list_databases: the sorted, distinct first path segments of the keys below the prefix. */
+/* Database names are the first path segment of the keys below the prefix.  A delimiter listing
+ * would be the natural way, but some S3 implementations (s3rver among them) report common prefixes
+ * only one level above objects; so each request stops at the first key of a database and the next
+ * starts after all of its keys ("<name>0" sorts after "<name>/..." and before any longer name that
+ * could follow), which keeps a listing at one request per database however long its backup log. */
 static int repo_s3_list_databases(jvdb_repo *r, char ***names, size_t *n)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
     char *pre = s3_key(s, NULL, NULL, "");
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     struct s3_names a = { .skip = strlen(pre) };
-    int rc = s3_list(s, pre, 0, s3_collect_db, &a);
+    char *after = NULL;
+    int rc = JVDB_OK;
+    for (;;) {
+        size_t before = a.n;
+        rc = s3_list_from(s, pre, after, 0, s3_collect_db, &a);
+        if (rc == S3_LIST_DONE) rc = JVDB_OK;
+        if (rc || a.n == before) break;
+        free(after);
+        size_t l = strlen(pre) + strlen(a.v[a.n - 1]) + 2;
+        if (!(after = malloc(l))) {
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(after, l, "%s%s0", pre, a.v[a.n - 1]);
+    }
+    free(after);
     free(pre);
     if (rc) {
         jvdb_free_names(a.v, a.n);
         return rc;
     }
     if (a.n) qsort(a.v, a.n, sizeof *a.v, s3_cmp_names);
-    /* Sorted keys make names contiguous, but be safe against a store that does not sort. */
+    /* Sorted keys make names distinct, but be safe against a store that does not sort. */
     size_t k = 0;
     for (size_t i = 0; i < a.n; i++) {
         if (k && !strcmp(a.v[k - 1], a.v[i])) free(a.v[i]);
@@ -451,6 +478,9 @@ static int s3_collect_obj(void *arg, const char *key, int64_t size, int64_t mtim
     struct s3_objs *a = arg;
     if (strlen(key) <= a->skip) return 0;
     const char *rest = key + a->skip, *slash = strchr(rest, '/');
+    /* Keys come sorted and backup ids start with a digit: from the backup log (wal.c) on, which may
+     * hold many thousands of objects, there is no backup left to find. */
+    if (!strncmp(rest, "log/", 4)) return S3_LIST_DONE;
     if (!slash || (size_t)(slash - rest) >= BACKUP_ID_MAX) return 0;
     char id[BACKUP_ID_MAX];
     snprintf(id, sizeof id, "%.*s", (int)(slash - rest), rest);
@@ -486,6 +516,7 @@ static int s3_objects(struct repo_s3 *s, const char *db, struct s3_objs *a)
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     a->skip = strlen(pre);
     int rc = s3_list(s, pre, 0, s3_collect_obj, a);
+    if (rc == S3_LIST_DONE) rc = JVDB_OK;
     free(pre);
     if (rc) free(a->v);
     return rc;
@@ -515,13 +546,12 @@ static int repo_s3_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
     return JVDB_OK;
 }
 
-/* repo_ops read_meta: GETs backup.json, refusing one over S3_MAX_META bytes. */
-static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+/* GETs a whole object (at most `limit` bytes, 0 = any) into a malloc'd buffer; takes `key` (NULL:
+ * out of memory) and frees it. */
+static int s3_get_whole(struct repo_s3 *s, char *key, size_t limit, char **buf, size_t *len)
 {
-    struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, db, id, BACKUP_META_NAME);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
+    struct s3_req q = { .method = "GET", .key = key, .limit = limit };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     free(key);
@@ -530,6 +560,13 @@ static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char 
     *buf = resp.body.p;
     *len = resp.body.len;
     return JVDB_OK;
+}
+
+/* repo_ops read_meta: GETs backup.json, refusing one over S3_MAX_META bytes. */
+static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    return s3_get_whole(s, s3_key(s, db, id, BACKUP_META_NAME), S3_MAX_META, buf, len);
 }
 
 /* ------------------------------------------------------------------ reading data */
@@ -809,17 +846,7 @@ static int s3_stage_put_extra(struct repo_stage *rs, const char *name, const voi
 static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, db, id, name);
-    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = 0 };
-    struct s3_resp resp;
-    int rc = s3_do(s, &q, &resp);
-    free(key);
-    if (rc) return rc;
-    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
-    *buf = resp.body.p;
-    *len = resp.body.len;
-    return JVDB_OK;
+    return s3_get_whole(s, s3_key(s, db, id, name), 0, buf, len);
 }
 
 /* repo_ops stage_begin: a stage with one part_size buffer; nothing is sent until the first part fills. */
@@ -919,17 +946,7 @@ static int repo_s3_init(jvdb_repo *r)
 static int repo_s3_read_object(jvdb_repo *r, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, NULL, NULL, name);
-    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
-    struct s3_resp resp;
-    int rc = s3_do(s, &q, &resp);
-    free(key);
-    if (rc) return rc;
-    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
-    *buf = resp.body.p;
-    *len = resp.body.len;
-    return JVDB_OK;
+    return s3_get_whole(s, s3_key(s, NULL, NULL, name), S3_MAX_META, buf, len);
 }
 
 /* repo_ops write_object: PUTs <prefix>/<name>, which S3 replaces atomically. */
@@ -939,6 +956,69 @@ static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf,
     char *key = s3_key(s, NULL, NULL, name);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
     int rc = s3_put_small(s, key, buf, len);
+    free(key);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ objects of a database (wal.c) */
+
+struct s3_objlist {
+    size_t skip; /* length of "<prefix>/<database>/" */
+    repo_obj_fn fn;
+    void *arg;
+};
+
+/* Hands each listed key to the caller with the database folder cut off. */
+static int s3_collect_named(void *arg, const char *key, int64_t size, int64_t mtime)
+{
+    (void)mtime;
+    struct s3_objlist *a = arg;
+    if (strlen(key) <= a->skip || size < 0) return 0;
+    return a->fn(a->arg, key + a->skip, size);
+}
+
+/* Lists the keys below the database folder that start with `prefix`. */
+static int repo_s3_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *dbp = s3_key(s, db, NULL, ""), *pre = s3_key(s, db, NULL, prefix);
+    int rc = JVDB_OK;
+    if (!dbp || !pre) rc = err_set(JVDB_ENOMEM, "out of memory");
+    else {
+        struct s3_objlist a = { strlen(dbp), fn, arg };
+        rc = s3_list(s, pre, 0, s3_collect_named, &a);
+    }
+    free(dbp);
+    free(pre);
+    return rc;
+}
+
+/* Writes an object of the database folder with one PUT. */
+static int repo_s3_obj_put(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    /* One PUT: S3 shows an object whole or not at all. */
+    int rc = s3_put_small(s, key, buf, len);
+    free(key);
+    return rc;
+}
+
+/* Reads an object of the database folder whole. */
+static int repo_s3_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    return s3_get_whole(s, s3_key(s, db, NULL, name), 0, buf, len);
+}
+
+/* Deletes an object of the database folder (absent: fine). */
+static int repo_s3_obj_delete(jvdb_repo *r, const char *db, const char *name)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = s3_delete_key(s, key);
     free(key);
     return rc;
 }
@@ -957,6 +1037,10 @@ static const struct repo_ops repo_s3_ops = {
     repo_s3_read_object,
     repo_s3_write_object,
     repo_s3_read_extra,
+    repo_s3_obj_list,
+    repo_s3_obj_put,
+    repo_s3_obj_get,
+    repo_s3_obj_delete,
 };
 
 /* The first non-empty of the given value, then environment variables env1 and env2, copied; NULL if none. */

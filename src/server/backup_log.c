@@ -305,6 +305,15 @@ int backup_drill_run(struct server *s, const char *name, jvdb_drill_report *out)
 
 void backup_repo_unlock(struct server *s) { pthread_mutex_unlock(&s->backups->repo_mu); }
 
+void backup_note_taken(struct server *s, const jvdb_backup_info *info, const char *origin)
+{
+    backup_count(s, info->database, info->type, 0, 0, info);
+    if (s->backups->on_taken) s->backups->on_taken(s, info);
+    log_info("backup %s of '%s' (%s, %s): LSN %" PRIu64 "..%" PRIu64 ", %" PRIu64 " bytes stored", info->id,
+             info->database, jvdb_backup_type_name(info->type), origin, info->lsn_from, info->lsn_to,
+             info->stored_bytes);
+}
+
 void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info))
 {
     s->backups->on_taken = fn;

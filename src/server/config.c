@@ -57,6 +57,13 @@ static const char config_usage[] =
     "                             (and what they depend on); 0 = keep all (default)\n"
     "  --backup-keep-daily N      also keep the newest point of each of the last N days (UTC)\n"
     "  --backup-keep-weekly N     also keep the newest point of each of the last N ISO weeks\n"
+    "  --backup-continuous D      continuous backup: ship every acknowledged write of every database\n"
+    "                             to the repository as log objects within D (e.g. 1s); writers never wait\n"
+    "  --backup-backlog-bytes N   unshipped bytes kept while the repository is unreachable (default 1GiB);\n"
+    "                             past it the gap is covered by an incremental backup when it is back\n"
+    "  --backup-lease D           the fencing lease of continuous backup (default 30s)\n"
+    "  --backup-retention D       prune log objects and backups older than D (e.g. 7d), never one a kept\n"
+    "                             restore point needs\n"
     "  --backup-drill-every D     restore drill of every database with a backup, e.g. 1d: its newest\n"
     "                             backup restored into $TMPDIR and checked against the live database\n"
     "                             ('jvdb backup drill'); the first at start-up; results in /metrics\n"
@@ -323,6 +330,19 @@ static int config_apply(struct server_config *c, const char *key, const char *v)
         else c->backup_incr_every_ms = n;
         return 0;
     }
+    if (!strcmp(key, "backup-continuous") || !strcmp(key, "backup-lease") || !strcmp(key, "backup-retention")) {
+        if (config_parse_duration(v, &n) || n < 10)
+            return config_error("bad --%s '%s' (expected a duration of at least 10ms, such as 1s)", key, v);
+        if (!strcmp(key, "backup-continuous")) c->backup_continuous_ms = n;
+        else if (!strcmp(key, "backup-lease")) c->backup_lease_ms = n;
+        else c->backup_retention_ms = n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-backlog-bytes")) {
+        if (config_parse_size(v, &n) || n == 0) return config_error("bad --backup-backlog-bytes '%s'%s", v, "");
+        c->backup_backlog_bytes = n;
+        return 0;
+    }
     if (!strcmp(key, "tls-cert") || !strcmp(key, "tls-key")) {
         if (!*v) return config_error("the file name of --%s is empty%s", key, "");
         return config_set_str(!strcmp(key, "tls-cert") ? &c->tls_cert : &c->tls_key, v) ? 2 : 0;
@@ -490,6 +510,10 @@ int config_load(struct server_config *c, int argc, char **argv, const char *data
          c->backup_keep_weekly || c->backup_drill_every_ms) &&
         !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
+    if ((c->backup_continuous_ms || c->backup_retention_ms) && !c->backup_repo)
+        return config_error("continuous backup needs a repository: add --backup-repo R%s%s", "", "");
+    if (!c->backup_backlog_bytes) c->backup_backlog_bytes = 1ull << 30;
+    if (!c->backup_lease_ms) c->backup_lease_ms = 30000;
     return 0;
 }
 

@@ -194,6 +194,7 @@ void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs)
     jw_obj(&w);
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
     route_write_stats(&w, db);
+    ship_write_stats(s, &w, jvdb_db_name(db));
     jw_key(&w, "compaction");
     route_write_compaction_state(s, &w, db);
     /* The HNSW graph is built by a background thread: how far it has got (pending vectors are
