@@ -629,7 +629,6 @@ static int repo_fs_obj_put(jvdb_repo *r, const char *db, const char *name, const
     return rc;
 }
 
-/* Reads an object of the database folder whole. */
 /* The path of object `name` of database `db` (malloc'd), once the name and the repository are good. */
 static int repo_fs_obj_path(struct repo_fs *f, const char *db, const char *name, char **path)
 {
@@ -643,6 +642,7 @@ static int repo_fs_obj_path(struct repo_fs *f, const char *db, const char *name,
     return *path ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
 }
 
+/* Reads an object of the database folder whole. */
 static int repo_fs_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
 {
     char *p;
