@@ -167,7 +167,7 @@ static void step_restore(const bench_opts *o, const char *repo_spec, const char 
     jvdb_repo *repo;
     int rc = jvdb_repo_open(repo_spec, NULL, &repo);
     if (rc) die_lib("open repository", rc);
-    jvdb_restore_options ro = { "restored", 1, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "restored", .force = 1 };
     jvdb_db *db;
     double t0 = bench_now();
     if ((rc = jvdb_backup_restore(env, repo, bid, &ro, &db))) die_lib("restore", rc);

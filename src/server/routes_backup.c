@@ -370,11 +370,30 @@ void route_backup_verify(struct server *s, struct http_req *rq, struct http_resp
 /* The restore itself, repository lock held.  The answer is built from what the library did
  * (jvdb_restore_result), never from what the request asked for; the restored database is held by
  * name for the answer, so a drop meanwhile waits for it. */
-static void route_backup_restore_run(struct server *s, const char *id, struct http_resp *rs, jvdb_repo *repo,
-                                     const char *target, int force, struct job *j)
+/* What one restore needs, asked for now or as a job (copies).  A point-in-time restore (a target
+ * given) names the database: by `database`, or by the database of the backup id in the path. */
+struct restore_req {
+    char id[JVDB_BACKUP_ID_MAX + JVDB_MAX_NAME_LEN + 2];
+    char *target;
+    int force;
+    char database[JVDB_MAX_NAME_LEN + 1]; /* "" = restore backup `id` */
+    uint64_t to_lsn;
+    int64_t to_time_ns;
+    int latest;
+};
+
+static void route_backup_restore_run(struct server *s, const struct restore_req *r, struct http_resp *rs,
+                                     jvdb_repo *repo, struct job *j)
 {
     jvdb_restore_result res;
-    jvdb_restore_options ro = { .as_name = target, .force = force, .result = &res };
+    const char *id = r->database[0] ? NULL : r->id, *target = r->target;
+    jvdb_restore_options ro = { .as_name = target,
+                                .force = r->force,
+                                .result = &res,
+                                .database = r->database[0] ? r->database : NULL,
+                                .to_lsn = r->to_lsn,
+                                .to_time_ns = r->to_time_ns,
+                                .latest = r->latest };
     if (j) {
         ro.progress = job_backup_progress;
         ro.progress_arg = j;
@@ -415,7 +434,12 @@ static void route_backup_restore_run(struct server *s, const char *id, struct ht
     jw_kstr(&w, "databaseId", res.database);
     jw_kstr(&w, "backupId", res.backup.id);
     jw_kuint(&w, "chainLength", res.backup.chain_length);
-    jw_kuint(&w, "lsn", res.backup.lsn_to);
+    jw_kuint(&w, "lsn", res.lsn);
+    jw_kuint(&w, "logObjects", res.log_objects);
+    jw_kuint(&w, "logRecords", res.log_records);
+    jw_key(&w, "time");
+    if (res.time_ns) jw_time(&w, res.time_ns);
+    else jw_null(&w);
     jw_kbool(&w, "replaced", res.replaced);
     jw_kbool(&w, "settingsRestored", res.has_settings);
     jw_key(&w, "stats");
@@ -426,13 +450,6 @@ static void route_backup_restore_run(struct server *s, const char *id, struct ht
     http_reply_json(rs, res.replaced ? 200 : 201, &w);
     srv_db_unhold(s, db);
 }
-
-/* What one restore needs, asked for now or as a job (copies). */
-struct restore_req {
-    char id[JVDB_BACKUP_ID_MAX + JVDB_MAX_NAME_LEN + 2];
-    char *target;
-    int force;
-};
 
 /* Frees a restore_req. */
 static void restore_req_free(void *arg)
@@ -453,7 +470,7 @@ static void restore_exec(struct server *s, const struct restore_req *r, struct j
     }
     jvdb_repo *repo = backup_open(s, rs);
     if (repo) {
-        route_backup_restore_run(s, r->id, rs, repo, r->target, r->force, j);
+        route_backup_restore_run(s, r, rs, repo, j);
         jvdb_repo_close(repo);
     }
     backup_repo_unlock(s);
@@ -465,17 +482,42 @@ static void restore_job(struct server *s, struct job *j, void *arg, struct http_
     restore_exec(s, arg, j, rs);
 }
 
+/* Whether s has the shape of a backup id ("YYYYMMDDTHHMMSSZ-..."), which no restore by database
+ * name is taken for. */
+static int route_looks_like_backup_id(const char *s)
+{
+    if (strlen(s) < 18 || s[8] != 'T' || s[15] != 'Z' || s[16] != '-') return 0;
+    for (int i = 0; i < 15; i++)
+        if (i != 8 && (s[i] < '0' || s[i] > '9')) return 0;
+    return 1;
+}
+
 void route_backup_restore(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", NULL });
+    json_t *body = route_body_opt(
+        s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", "toTime", "toLsn", "latest", NULL });
     if (!body) return;
     char err[512];
-    const char *target = NULL;
-    int force = 0, async = 0;
+    const char *target = NULL, *to_time = NULL;
+    int force = 0, async = 0, latest = 0;
+    uint64_t to_lsn = 0;
+    int64_t to_time_ns = 0;
     struct restore_req *r = NULL;
     if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 ||
-        jr_bool(body, "force", &force, err, sizeof err) < 0 || jr_bool(body, "async", &async, err, sizeof err) < 0) {
+        jr_bool(body, "force", &force, err, sizeof err) < 0 || jr_bool(body, "async", &async, err, sizeof err) < 0 ||
+        jr_string(body, "toTime", &to_time, err, sizeof err) < 0 ||
+        jr_uint(body, "toLsn", 1, INT64_MAX, &to_lsn, err, sizeof err) < 0 ||
+        jr_bool(body, "latest", &latest, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        goto out;
+    }
+    if (to_time && (clock_parse_rfc3339(to_time, &to_time_ns) || to_time_ns <= 0)) {
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "toTime '%.100s' is not an RFC 3339 time (such as 2026-11-29T21:00:00.5Z)", to_time);
+        goto out;
+    }
+    if ((to_lsn != 0) + (to_time != NULL) + (latest != 0) > 1) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "give at most one of toTime, toLsn and latest");
         goto out;
     }
     if (strlen(rq->params[0]) >= sizeof r->id) {
@@ -488,12 +530,31 @@ void route_backup_restore(struct server *s, struct http_req *rq, struct http_res
     }
     snprintf(r->id, sizeof r->id, "%s", rq->params[0]);
     r->force = force;
+    r->to_lsn = to_lsn;
+    r->to_time_ns = to_time_ns;
+    r->latest = latest;
+    if (to_lsn || to_time || latest) {
+        /* A point in time of a database: named in the path, or the database of the backup named. */
+        const char *slash = strchr(r->id, '/');
+        if (slash && (size_t)(slash - r->id) <= JVDB_MAX_NAME_LEN)
+            snprintf(r->database, sizeof r->database, "%.*s", (int)(slash - r->id), r->id);
+        else if (!slash && !route_looks_like_backup_id(r->id)) {
+            if (route_name_check(rs, "database", r->id)) goto out;
+            memcpy(r->database, r->id, strlen(r->id) + 1); /* a valid name fits */
+        } else {
+            jvdb_backup_info bi;
+            if (backup_lookup(s, r->id, &bi, rs)) goto out;
+            snprintf(r->database, sizeof r->database, "%s", bi.database);
+        }
+        if (route_name_check(rs, "database", r->database)) goto out;
+    }
     if (!async) {
         restore_exec(s, r, NULL, rs);
         goto out;
     }
     jvdb_backup_info info;
-    if (backup_lookup(s, r->id, &info, rs)) goto out;
+    if (r->database[0]) snprintf(info.database, sizeof info.database, "%s", r->database);
+    else if (backup_lookup(s, r->id, &info, rs)) goto out;
     if (target && route_name_check(rs, "target database", target)) goto out;
     jobs_submit(s, rs, JOB_RESTORE, target ? target : info.database, 1, restore_job, r, restore_req_free);
     r = NULL;
