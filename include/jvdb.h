@@ -805,6 +805,57 @@ typedef struct jvdb_prune_options {
 } jvdb_prune_options;
 JVDB_API int jvdb_backup_prune_ex(jvdb_repo *repo, const char *db_name, const jvdb_prune_options *o,
                                   jvdb_backup_info **deleted, size_t *count);
+
+/* ---- continuous backup: shipping the log (docs/FORMAT.md "Backup log objects") ----
+ * Every acknowledged write goes to the repository as small log objects (every record with an LSN in
+ * a range, whole batches, verbatim), continuing the database's backup chain; the chain plus the log
+ * is the recovery history.  One primary ships per database and repository: it holds the fencing
+ * lease <repo>/<database>/log/LEASE, and a primary that finds another owner there stops shipping. */
+
+/* What a shipper keeps between shipments of one database: where the repository's log ends, the
+ * lease it holds, and when the shipped LSN was last recorded in the MANIFEST.  One per database. */
+typedef struct jvdb_shipper jvdb_shipper;
+/* owner NULL: "<hostname>:<pid>:<16 hex random>". */
+JVDB_API int jvdb_shipper_new(const char *owner, jvdb_shipper **out);
+/* Releases the lease it holds (so a successor need not wait for it to expire; best effort, needs the
+ * repository: NULL skips that) and frees the shipper. */
+JVDB_API void jvdb_shipper_free(jvdb_shipper *s, jvdb_repo *repo, const char *db_name);
+
+typedef struct jvdb_ship_options {
+    jvdb_shipper *shipper;     /* NULL: a one-off shipment (finds the log's end by listing, takes the
+                                * lease and releases it) */
+    int64_t lease_ns;          /* lease time; 0 = 30 s.  Renewed at most every third of it */
+    uint64_t max_object_bytes; /* record bytes per log object; 0 = 64 MiB (more makes several) */
+    int level;                 /* zstd level; 0 = 1 */
+    uint64_t backlog_limit;    /* record bytes left unshipped past which a failed shipment gives the
+                                * gap up (logged at error): the next one that reaches the repository
+                                * takes an incremental backup instead; 0 = no limit */
+} jvdb_ship_options;
+
+typedef struct jvdb_ship_result {
+    uint64_t shipped_lsn;        /* the repository's log holds every write up to this LSN */
+    uint64_t records, bytes;     /* shipped by this call: records, their bytes */
+    uint64_t stored_bytes;       /* what the objects written take in the repository */
+    uint32_t objects;            /* objects written */
+    char object[160];            /* the last one, "<incarnation>/<...>.jvl" under <db>/log/ ("" none) */
+    uint64_t pending_bytes;      /* record bytes acknowledged and not shipped (after this call) */
+    int64_t oldest_unshipped_ns; /* time_ns of the oldest unshipped write, 0 when none */
+    int fenced;                  /* another owner holds the lease: nothing was shipped */
+    int overflow;                /* the backlog passed backlog_limit: the gap will be an incremental */
+    char note[256];              /* e.g. "no backup of this incarnation: made a full backup first" */
+} jvdb_ship_result;
+
+/* Ships everything acknowledged and not yet shipped (up to the database's visible LSN when called)
+ * as one log object, or several of at most max_object_bytes each, or nothing; writers never wait
+ * for it (the records are read from the segments inside a read section).  The log continues from
+ * where the repository's log of this database incarnation ends; when it has none, from the newest
+ * backup of this incarnation, and when there is none, a full backup is made first.  When the
+ * records after that point are no longer all in the database (compacted away before shipping
+ * started, or given up past backlog_limit), an incremental backup is made and the log continues
+ * from it (out->note says so).  A failure leaves no gap and no duplicate: the next call finds the
+ * log's end again.  Another owner holding the lease: JVDB_EBUSY naming it (out->fenced).  *out is
+ * filled in every case (pending bytes and age even when the repository is unreachable). */
+JVDB_API int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts, jvdb_ship_result *out);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

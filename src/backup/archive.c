@@ -13,7 +13,9 @@
  * worker threads when asked, so compression overlaps hashing and I/O); its output is hashed and
  * handed to the repository stage.  Reading is the mirror image, and checks everything the bytes
  * alone can tell: SHA-256, frame integrity, header fields against backup.json, every record's
- * checksum, LSN range and order, no tombstone in a full backup, and the trailer's totals.
+ * checksum, LSN range and order, no tombstone in a full backup, and the trailer's totals.  A backup
+ * log object (type 4, wal.c) is the same stream without a backup.json: its header is checked
+ * against the object's name, and a backup.json can never name type 4, so backup readers refuse it.
  *
  * Checksums only prove that nobody changed the bytes by accident: anyone who knows this format can
  * recompute every one of them.  So reading also checks every record's contents against the rules
@@ -341,6 +343,7 @@ static int ar_bad(struct arc_reader *r, const char *fmt, const char *detail)
 {
     char msg[256];
     snprintf(msg, sizeof msg, fmt, detail);
+    if (r->m->type == ARCHIVE_TYPE_LOG) return err_set(JVDB_ECORRUPT, "%s is corrupt: %s", r->what, msg);
     return err_set(JVDB_ECORRUPT, "%s: %s is corrupt: %s", r->what, BACKUP_DATA_NAME, msg);
 }
 
@@ -356,10 +359,12 @@ static int ar_consume(struct arc_reader *r)
         if (r->h.checksum != XXH3_64bits(&r->h, offsetof(struct arc_header, checksum)))
             return ar_bad(r, "%s", "header checksum mismatch");
         if (r->h.version != ARC_VERSION) return ar_bad(r, "%s", "unknown archive version");
+        int log = m->type == ARCHIVE_TYPE_LOG;
         if (r->h.dim != m->dim || r->h.lsn_from != m->lsn_from || r->h.lsn_to != m->lsn_to ||
             r->h.type != (uint8_t)m->type || r->h.metric != (uint8_t)m->metric ||
-            r->h.records != m->put_count + m->delete_count)
-            return ar_bad(r, "%s", "header does not match backup.json");
+            (!log && r->h.records != m->put_count + m->delete_count))
+            return ar_bad(r, "%s",
+                          log ? "header does not match the log object's name" : "header does not match backup.json");
         pos = sizeof r->h;
         r->stage = 1;
     }
@@ -423,7 +428,7 @@ static int ar_consume(struct arc_reader *r)
         if (t.records != r->records || t.record_bytes != r->record_bytes || t.puts != r->puts ||
             t.deletes != r->deletes || t.stream_xxh3 != XXH3_64bits_digest(r->xxh))
             return ar_bad(r, "%s", "trailer totals do not match the records");
-        if (r->puts != r->m->put_count || r->deletes != r->m->delete_count)
+        if (r->m->type != ARCHIVE_TYPE_LOG && (r->puts != r->m->put_count || r->deletes != r->m->delete_count))
             return ar_bad(r, "%s", "record counts do not match backup.json");
         pos += sizeof t;
         r->stage = 3;
@@ -458,13 +463,22 @@ static int ar_step(struct arc_reader *r, ZSTD_DCtx *d, ZSTD_inBuffer *ib, size_t
 int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_chunk_fn fn, void *arg,
                  const struct archive_progress *pr, struct archive_read_result *res)
 {
+    char what[160];
+    snprintf(what, sizeof what, "backup %s of '%s'", m->id, m->database);
+    return archive_read_as(rd, m, what, fn, arg, pr, res);
+}
+
+int archive_read_as(struct repo_reader *rd, const struct backup_meta *m, const char *what, archive_chunk_fn fn,
+                    void *arg, const struct archive_progress *pr, struct archive_read_result *res)
+{
     memset(res, 0, sizeof *res);
     struct arc_reader r;
     memset(&r, 0, sizeof r);
     r.m = m;
     r.fn = fn;
     r.arg = arg;
-    snprintf(r.what, sizeof r.what, "backup %s of '%s'", m->id, m->database);
+    int log = m->type == ARCHIVE_TYPE_LOG;
+    snprintf(r.what, sizeof r.what, "%s", what);
     r.wb_cap = 4u << 20;
     r.wb = malloc(r.wb_cap);
     char *in = malloc(ARC_BUF);
@@ -510,7 +524,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
                      BACKUP_DATA_NAME, m->sha256, res->sha256);
         goto out;
     }
-    if (stored != m->stored_bytes) {
+    if (!log && stored != m->stored_bytes) {
         char d2[96];
         snprintf(d2, sizeof d2, "%llu bytes where backup.json says %llu", (unsigned long long)stored,
                  (unsigned long long)m->stored_bytes);
@@ -522,7 +536,7 @@ int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_ch
         goto out;
     }
     res->raw_bytes = sizeof r.h + r.record_bytes + sizeof(struct arc_trailer);
-    if (res->raw_bytes != m->raw_bytes) {
+    if (!log && res->raw_bytes != m->raw_bytes) {
         rc = ar_bad(&r, "%s", "raw size does not match backup.json");
         goto out;
     }
@@ -535,4 +549,37 @@ out:
     free(in);
     free(r.wb);
     return rc;
+}
+
+/* ------------------------------------------------------------------ memory reader */
+
+struct mem_reader {
+    struct repo_reader base;
+    const char *p;
+    size_t len, pos;
+};
+
+/* Hands out the next bytes of the buffer. */
+static int mem_read(struct repo_reader *rr, void *buf, size_t cap, size_t *got)
+{
+    struct mem_reader *m = (struct mem_reader *)rr;
+    size_t n = m->len - m->pos < cap ? m->len - m->pos : cap;
+    memcpy(buf, m->p + m->pos, n);
+    m->pos += n;
+    *got = n;
+    return JVDB_OK;
+}
+
+/* Frees the reader (never the bytes). */
+static void mem_close(struct repo_reader *rr) { free(rr); }
+
+struct repo_reader *repo_mem_reader(const void *buf, size_t len)
+{
+    struct mem_reader *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->base.read = mem_read;
+    m->base.close = mem_close;
+    m->p = buf;
+    m->len = len;
+    return &m->base;
 }

@@ -293,6 +293,31 @@ static int catalog_for(jvdb_repo *repo, const char *spec, struct catalog *c, int
     return JVDB_OK;
 }
 
+/* The lsn_to of every restorable backup of one incarnation, ascending: where a backup log may start
+ * (wal.c, wal.h). */
+int backup_bases(jvdb_repo *repo, const char *db, int64_t inc, uint64_t **lsns, size_t *n)
+{
+    *lsns = NULL;
+    *n = 0;
+    struct catalog c;
+    int rc = catalog_load(repo, db, &c);
+    if (rc) return rc;
+    uint64_t *v = malloc((c.n ? c.n : 1) * sizeof *v);
+    if (!v) rc = err_set(JVDB_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < c.n; i++)
+        if (c.v[i].restorable == 1 && c.v[i].m.incarnation == inc) v[(*n)++] = c.v[i].m.lsn_to;
+    catalog_free(&c);
+    if (rc) return rc;
+    for (size_t i = 1; i < *n; i++) /* insertion sort: a handful of backups */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            uint64_t t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    *lsns = v;
+    return JVDB_OK;
+}
+
 /* ------------------------------------------------------------------ list / show */
 
 int jvdb_backup_list(jvdb_repo *repo, const char *db_name, jvdb_backup_info **out, size_t *count)

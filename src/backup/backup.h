@@ -55,6 +55,10 @@ struct repo_stage {
     void (*abort)(struct repo_stage *s); /* also frees a committed stage */
 };
 
+/* obj_list's callback: one object's name (relative to the database folder) and stored size; non-zero
+ * stops the listing and is returned. */
+typedef int (*repo_obj_fn)(void *arg, const char *name, int64_t size);
+
 struct repo_ops {
     const char *kind; /* "filesystem" or "s3" */
     /* Creates the repository if it does not exist; only backup create calls it.  Every other
@@ -78,6 +82,16 @@ struct repo_ops {
     int (*write_object)(jvdb_repo *r, const char *name, const void *buf, size_t len);
     /* Optional: reads an extra object of a committed backup whole; JVDB_ENOTFOUND when it has none. */
     int (*read_extra)(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len);
+    /* Objects under a database folder named by a relative path ("log/<incarnation>/<file>", wal.c),
+     * each written whole and atomically (filesystem: temp file, fsync, rename, fsync directory; S3:
+     * one PUT), so a reader never sees half of one.  obj_list calls fn for every object whose name
+     * starts with `prefix` (stored size; no particular order); JVDB_OK with no calls when there is
+     * none.  obj_get: JVDB_ENOTFOUND when absent; obj_delete: JVDB_OK when absent.  The encryption
+     * layer seals *.jvl objects with "<database>/<name>" as the additional data. */
+    int (*obj_list)(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg);
+    int (*obj_put)(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len);
+    int (*obj_get)(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len);
+    int (*obj_delete)(jvdb_repo *r, const char *db, const char *name);
 };
 
 struct jvdb_repo {
@@ -149,6 +163,10 @@ void sha256_final_hex(struct sha256_ctx *c, char hex[65]); /* also frees */
 void sha256_free(struct sha256_ctx *c);
 void sha256_hex(const void *p, size_t n, char hex[65]);
 
+/* The archive type byte of a backup log object (wal.c): not a jvdb_backup_type, so no backup.json can
+ * name it and the backup readers refuse such an archive ("header does not match"). */
+#define ARCHIVE_TYPE_LOG 4
+
 /* The uncompressed stream header fields. */
 struct archive_header {
     uint32_t dim;
@@ -192,6 +210,13 @@ struct archive_progress {
 int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno);
 int archive_read(struct repo_reader *rd, const struct backup_meta *expect, archive_chunk_fn fn, void *arg,
                  const struct archive_progress *progress, struct archive_read_result *res);
+/* The same for an archive described by `expect` only in part: a log object (expect->type
+ * ARCHIVE_TYPE_LOG) has no backup.json, so its counts and sizes (zero in expect) are not compared;
+ * everything else is checked as above, tombstones allowed.  `what` names it in messages. */
+int archive_read_as(struct repo_reader *rd, const struct backup_meta *expect, const char *what, archive_chunk_fn fn,
+                    void *arg, struct archive_progress const *progress, struct archive_read_result *res);
+/* A reader over bytes in memory (not copied; they must outlive it).  NULL when out of memory. */
+struct repo_reader *repo_mem_reader(const void *buf, size_t len);
 
 /* ------------------------------------------------------------------ log apply (pitr.c) */
 

@@ -256,7 +256,7 @@ out:
 
 struct crypt_aead {
     unsigned char hdr[CRYPT_HDR];
-    char bind[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 2]; /* "<database>/<id>" */
+    char bind[JVDB_MAX_NAME_LEN + 600]; /* "<database>/<id>", or "<database>/<name>" of a log object */
     EVP_CIPHER_CTX *ctx;
     uint64_t idx;
 };
@@ -398,8 +398,9 @@ struct crypt_reader {
     struct repo_reader base;
     struct repo_reader *inner;
     struct repo_crypt *c;
-    char what[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 32];
+    char what[JVDB_MAX_NAME_LEN + 200];
     struct crypt_aead a;
+    int object;                /* a log object: messages name it, not data.jvb.zst */
     int started, done, failed; /* failed: sticky, so a retry cannot skip a bad chunk */
     unsigned char *ct, *pt;
     size_t pt_len, pt_pos;
@@ -422,6 +423,7 @@ static int crypt_fill(struct repo_reader *in, unsigned char *buf, size_t cap, si
 static int crypt_bad(struct crypt_reader *r, const char *why)
 {
     r->failed = 1;
+    if (r->object) return err_set(JVDB_ECORRUPT, "%s cannot be decrypted: %s", r->what, why);
     return err_set(JVDB_ECORRUPT, "%s: %s cannot be decrypted: %s", r->what, BACKUP_DATA_NAME, why);
 }
 
@@ -740,6 +742,133 @@ static int crypt_read_extra(jvdb_repo *rp, const char *db, const char *id, const
     return c->inner->ops->read_extra(c->inner, db, id, name, buf, len);
 }
 
+/* ------------------------------------------------------------------ objects of a database (wal.c) */
+
+/* Whether an object is sealed in an encrypted repository: the log objects (*.jvl), which hold
+ * records; the lease (JSON naming a process) stays readable, as forging it can only fence. */
+static int crypt_obj_sealed(const struct repo_crypt *c, const char *name)
+{
+    size_t n = strlen(name);
+    return c->state == CRYPT_ON && n > 4 && !strcmp(name + n - 4, ".jvl");
+}
+
+/* Lists a database's objects (names are not secret). */
+static int crypt_obj_list(jvdb_repo *rp, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    return rc ? rc : c->inner->ops->obj_list(c->inner, db, prefix, fn, arg);
+}
+
+/* Seals a whole object as an archive is sealed (1 MiB chunks, the last one shorter, possibly empty),
+ * bound to "<database>/<name>". */
+static int crypt_obj_seal(struct repo_crypt *c, const char *db, const char *name, const void *buf, size_t len,
+                          unsigned char **out, size_t *out_len)
+{
+    size_t chunks = len / CRYPT_CHUNK + 1;
+    unsigned char *o = malloc(CRYPT_HDR + len + chunks * CRYPT_TAG);
+    struct crypt_aead a;
+    memset(&a, 0, sizeof a);
+    if (!o || crypt_aead_init(&a, db, name)) {
+        free(o);
+        EVP_CIPHER_CTX_free(a.ctx);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    uint32_t ver = CRYPT_VERSION, chunk = CRYPT_CHUNK;
+    memcpy(a.hdr, CRYPT_MAGIC, 8);
+    memcpy(a.hdr + 8, &ver, 4);
+    memcpy(a.hdr + 12, &chunk, 4);
+    int rc = RAND_bytes(a.hdr + 16, 12) == 1 ? JVDB_OK : err_set(JVDB_EIO, "no random bytes from OpenSSL");
+    memcpy(o, a.hdr, CRYPT_HDR);
+    size_t pos = CRYPT_HDR;
+    const unsigned char *p = buf;
+    for (size_t i = 0; !rc && i < chunks; i++) {
+        size_t n = i + 1 < chunks ? CRYPT_CHUNK : len - i * CRYPT_CHUNK;
+        if (crypt_chunk(&a, c->enc, 1, i + 1 == chunks, p + i * CRYPT_CHUNK, n, o + pos, o + pos + n))
+            rc = err_set(JVDB_EIO, "%s of '%s': encryption failed in OpenSSL", name, db);
+        pos += n + CRYPT_TAG;
+    }
+    EVP_CIPHER_CTX_free(a.ctx);
+    if (rc) {
+        free(o);
+        return rc;
+    }
+    *out = o;
+    *out_len = pos;
+    return JVDB_OK;
+}
+
+/* Writes an object, sealed when it is a log object. */
+static int crypt_obj_put(jvdb_repo *rp, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    if (rc) return rc;
+    if (c->state == CRYPT_PENDING) return err_set(JVDB_EINVAL, "repository %s: encryption is not set up", c->base.spec);
+    if (!crypt_obj_sealed(c, name)) return c->inner->ops->obj_put(c->inner, db, name, buf, len);
+    unsigned char *sealed = NULL;
+    size_t sl = 0;
+    if ((rc = crypt_obj_seal(c, db, name, buf, len, &sealed, &sl))) return rc;
+    rc = c->inner->ops->obj_put(c->inner, db, name, sealed, sl);
+    free(sealed);
+    return rc;
+}
+
+/* Reads an object, opening (and authenticating) a sealed log object. */
+static int crypt_obj_get(jvdb_repo *rp, const char *db, const char *name, char **buf, size_t *len)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    *buf = NULL;
+    *len = 0;
+    int rc = crypt_ready(c);
+    if (rc) return rc;
+    char *raw = NULL;
+    size_t rl = 0;
+    if ((rc = c->inner->ops->obj_get(c->inner, db, name, &raw, &rl))) return rc;
+    if (!crypt_obj_sealed(c, name)) {
+        *buf = raw;
+        *len = rl;
+        return JVDB_OK;
+    }
+    /* The archive reader's chunk logic, over the bytes in memory. */
+    struct repo_reader *in = repo_mem_reader(raw, rl);
+    struct crypt_reader *r = calloc(1, sizeof *r);
+    char *plain = malloc(rl + 1);
+    if (r) {
+        r->pt = malloc(CRYPT_CHUNK);
+        r->ct = malloc(CRYPT_CHUNK + CRYPT_TAG);
+    }
+    if (!in || !r || !r->pt || !r->ct || !plain || crypt_aead_init(&r->a, db, name)) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+    } else {
+        r->inner = in;
+        r->c = c;
+        r->object = 1;
+        in = NULL;
+        snprintf(r->what, sizeof r->what, "%.*s of '%s'", 120, name, db);
+        size_t got = 0, n = 0;
+        while (!(rc = crypt_read(&r->base, plain + got, rl + 1 - got, &n)) && n) got += n;
+        if (!rc) {
+            *buf = plain;
+            *len = got;
+            plain = NULL;
+        }
+    }
+    if (in) in->close(in);
+    if (r) crypt_reader_close(&r->base);
+    free(plain);
+    free(raw);
+    return rc;
+}
+
+/* Deletes an object. */
+static int crypt_obj_delete(jvdb_repo *rp, const char *db, const char *name)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    return rc ? rc : c->inner->ops->obj_delete(c->inner, db, name);
+}
+
 jvdb_repo *repo_crypt_inner(jvdb_repo *r) { return ((struct repo_crypt *)r)->inner; }
 
 int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
@@ -754,7 +883,8 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
     const struct repo_ops ops = {
         inner->ops->kind,  crypt_init,         crypt_list_databases, crypt_list_backups, crypt_read_meta,
         crypt_open_data,   crypt_stage_begin,  crypt_remove,         crypt_cleanup,      crypt_close,
-        crypt_read_object, crypt_write_object, crypt_read_extra,
+        crypt_read_object, crypt_write_object, crypt_read_extra,     crypt_obj_list,     crypt_obj_put,
+        crypt_obj_get,     crypt_obj_delete,
     };
     c->inner = inner;
     c->base.spec = inner->spec;

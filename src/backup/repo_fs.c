@@ -6,6 +6,8 @@
  *   <dir>/<database>/.tmp-<backup-id>-<pid>/    a backup being written
  *   <dir>/<database>/.del-<backup-id>-<pid>/    a backup being deleted
  *   <dir>/jvdb-repo.json                        an encrypted repository's marker (crypt.c)
+ *   <dir>/<database>/log/...                    backup log objects and the lease (wal.c), each file
+ *                                               written whole (temp, fsync, rename, fsync dir)
  *
  * Visibility is one rename each way.  A backup is written completely into its .tmp directory (data
  * fdatasynced, backup.json fsynced, directory fsynced) and then renamed to its id, so a crash at
@@ -452,10 +454,170 @@ static int repo_fs_write_object(jvdb_repo *r, const char *name, const void *buf,
     return rc;
 }
 
+/* ------------------------------------------------------------------ objects of a database (wal.c) */
+
+/* Whether a relative object name is safe to join to a path: segments of [A-Za-z0-9._-], none empty,
+ * none starting with a dot (so never "..", never a temp file). */
+static int repo_fs_obj_name_ok(const char *name)
+{
+    if (!*name || strlen(name) > 512) return 0;
+    for (const char *seg = name; *seg;) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if (n == 0 || seg[0] == '.') return 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = seg[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                  c == '-'))
+                return 0;
+        }
+        seg += n;
+        if (*seg == '/') seg++;
+    }
+    return 1;
+}
+
+struct fs_walk {
+    const char *prefix;
+    repo_obj_fn fn;
+    void *arg;
+};
+
+/* Calls w->fn for every regular file below `path` (relative name `rel`) that starts with the prefix;
+ * dot-files and *.tmp (temp files of a write under way) are skipped. */
+static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, int depth)
+{
+    DIR *d = opendir(path);
+    if (!d) return errno == ENOENT || errno == ENOTDIR ? JVDB_OK : err_errno(errno, "cannot read %s", path);
+    int rc = JVDB_OK;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        size_t dl = strlen(e->d_name);
+        if (e->d_name[0] == '.' || (dl > 4 && !strcmp(e->d_name + dl - 4, ".tmp"))) continue;
+        size_t rl = strlen(rel) + strlen(e->d_name) + 2;
+        char *r = malloc(rl), *p = fs_join(path, e->d_name);
+        if (!r || !p) {
+            free(r);
+            free(p);
+            rc = err_set(JVDB_ENOMEM, "out of memory");
+            break;
+        }
+        snprintf(r, rl, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+        struct stat st;
+        size_t pl = strlen(w->prefix), n = strlen(r);
+        /* Descend only where the prefix can still match. */
+        int relevant = !strncmp(r, w->prefix, n < pl ? n : pl);
+        if (relevant && stat(p, &st) == 0) {
+            if (S_ISDIR(st.st_mode) && depth < 8) rc = repo_fs_walk(w, p, r, depth + 1);
+            else if (S_ISREG(st.st_mode) && n >= pl) rc = w->fn(w->arg, r, (int64_t)st.st_size);
+        }
+        free(r);
+        free(p);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Lists the objects below the database folder whose names start with `prefix`. */
+static int repo_fs_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
+    struct fs_walk w = { prefix, fn, arg };
+    rc = repo_fs_walk(&w, dbdir, "", 0);
+    free(dbdir);
+    return rc;
+}
+
+/* Creates the directories of `name` below the database folder (each new one made durable in its
+ * parent), so the object's own rename has a home. */
+static int repo_fs_obj_dirs(const char *dbdir, const char *name)
+{
+    char *p = fs_join(dbdir, name);
+    if (!p) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = JVDB_OK;
+    size_t base = strlen(dbdir);
+    for (char *s = p + base + 1; *s && !rc; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (!fs_exists(p)) {
+            if ((rc = fs_mkdir(p))) break;
+            char *slash = strrchr(p, '/');
+            *slash = '\0';
+            if (io_fsync_dir(p) < 0) rc = err_errno(errno, "cannot sync directory %s", p);
+            *slash = '/';
+        }
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+/* Writes an object of the database folder whole and atomically. */
+static int repo_fs_obj_put(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_join(dbdir, name) : NULL;
+    if (!p) rc = err_set(JVDB_ENOMEM, "out of memory");
+    int created = !rc && !fs_exists(dbdir);
+    if (!rc) rc = fs_mkdir(dbdir);
+    if (!rc && created && io_fsync_dir(f->dir) < 0) rc = err_errno(errno, "cannot sync directory %s", f->dir);
+    if (!rc) rc = repo_fs_obj_dirs(dbdir, name);
+    /* temp file, fsync, rename, fsync directory: the object appears whole or not at all */
+    if (!rc) rc = fs_replace_file(p, buf, len, "ship.object");
+    free(dbdir);
+    free(p);
+    return rc;
+}
+
+/* Reads an object of the database folder whole. */
+static int repo_fs_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_join(dbdir, name) : NULL;
+    rc = p ? fs_read_file(p, buf, len) : err_set(JVDB_ENOMEM, "out of memory");
+    free(dbdir);
+    free(p);
+    return rc;
+}
+
+/* Removes an object of the database folder (absent: fine). */
+static int repo_fs_obj_delete(jvdb_repo *r, const char *db, const char *name)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_join(dbdir, name) : NULL;
+    if (!p) rc = err_set(JVDB_ENOMEM, "out of memory");
+    else if (io_unlink(p) < 0) rc = errno == ENOENT ? JVDB_OK : err_errno(errno, "cannot remove %s", p);
+    else {
+        char *slash = strrchr(p, '/');
+        *slash = '\0';
+        if (io_fsync_dir(p) < 0) rc = err_errno(errno, "cannot sync directory %s", p);
+    }
+    free(dbdir);
+    free(p);
+    return rc;
+}
+
 static const struct repo_ops repo_fs_ops = {
     "filesystem",        repo_fs_init,         repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta,
     repo_fs_open_data,   repo_fs_stage_begin,  repo_fs_remove,         repo_fs_cleanup,      repo_fs_close,
-    repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,
+    repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,     repo_fs_obj_list,     repo_fs_obj_put,
+    repo_fs_obj_get,     repo_fs_obj_delete,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)

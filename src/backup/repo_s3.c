@@ -4,6 +4,7 @@
  * Keys mirror the filesystem layout under the bucket prefix:
  *   <prefix>/<database>/<backup-id>/data.jvb.zst   written first (multipart when large)
  *   <prefix>/<database>/<backup-id>/backup.json    written last: its presence is the commit
+ *   <prefix>/<database>/log/...                    backup log objects and the lease (wal.c), one PUT each
  * Listing shows only backups that have a backup.json, so a backup interrupted at any point is
  * invisible; deletion removes backup.json first for the same reason.  Orphaned data objects (a
  * create that died between the two PUTs) are removed by cleanup once they are old enough that no
@@ -904,6 +905,79 @@ static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf,
     return rc;
 }
 
+/* ------------------------------------------------------------------ objects of a database (wal.c) */
+
+struct s3_objlist {
+    size_t skip; /* length of "<prefix>/<database>/" */
+    repo_obj_fn fn;
+    void *arg;
+};
+
+/* Hands each listed key to the caller with the database folder cut off. */
+static int s3_collect_named(void *arg, const char *key, int64_t size, int64_t mtime)
+{
+    (void)mtime;
+    struct s3_objlist *a = arg;
+    if (strlen(key) <= a->skip || size < 0) return 0;
+    return a->fn(a->arg, key + a->skip, size);
+}
+
+/* Lists the keys below the database folder that start with `prefix`. */
+static int repo_s3_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *dbp = s3_key(s, db, NULL, ""), *pre = s3_key(s, db, NULL, prefix);
+    int rc = JVDB_OK;
+    if (!dbp || !pre) rc = err_set(JVDB_ENOMEM, "out of memory");
+    else {
+        struct s3_objlist a = { strlen(dbp), fn, arg };
+        rc = s3_list(s, pre, 0, s3_collect_named, &a);
+    }
+    free(dbp);
+    free(pre);
+    return rc;
+}
+
+/* Writes an object of the database folder with one PUT. */
+static int repo_s3_obj_put(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    /* One PUT: S3 shows an object whole or not at all. */
+    int rc = s3_put_small(s, key, buf, len);
+    free(key);
+    return rc;
+}
+
+/* Reads an object of the database folder whole. */
+static int repo_s3_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    struct s3_req q = { .method = "GET", .key = key, .limit = 0 };
+    struct s3_resp resp;
+    int rc = s3_do(s, &q, &resp);
+    free(key);
+    if (rc) return rc;
+    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
+    *buf = resp.body.p;
+    *len = resp.body.len;
+    return JVDB_OK;
+}
+
+/* Deletes an object of the database folder (absent: fine). */
+static int repo_s3_obj_delete(jvdb_repo *r, const char *db, const char *name)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *key = s3_key(s, db, NULL, name);
+    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = s3_delete_key(s, key);
+    free(key);
+    return rc;
+}
+
 static const struct repo_ops repo_s3_ops = {
     "s3",
     repo_s3_init,
@@ -918,6 +992,10 @@ static const struct repo_ops repo_s3_ops = {
     repo_s3_read_object,
     repo_s3_write_object,
     repo_s3_read_extra,
+    repo_s3_obj_list,
+    repo_s3_obj_put,
+    repo_s3_obj_get,
+    repo_s3_obj_delete,
 };
 
 static char *s3_pick(const char *given, const char *env1, const char *env2)

@@ -1,10 +1,809 @@
-/* TEMPORARY STUB -- never committed. */
+/*
+ * wal.c — backup log objects (wal.h, docs/FORMAT.md "Backup log objects"): naming, listing, the
+ * contiguous path a reader follows, verified reading, the fencing lease, and the shipper behind
+ * jvdb_backup_ship.
+ *
+ * The invariant the shipper keeps: the objects of one incarnation, followed from a backup's lsn_to,
+ * hold every record with an LSN after it exactly once, in whole batches, up to the shipped LSN.
+ *   - No gap: an object always starts where the repository's log ends (the shipper's memory of that
+ *     is dropped after any failure and found again by listing), and holds LSNs lsn_from+1 ..
+ *     lsn_to without a hole (LSNs are dense; a hole means compaction dropped a record, and the log
+ *     is then re-based on a new incremental backup instead).
+ *   - No duplicate: an object is one atomic write, and a write whose outcome is unknown (an error
+ *     after the bytes may have landed) is followed by a fresh listing, so the next object starts
+ *     after it if it exists.
+ *   - One writer: each shipment re-reads the lease; another owner there stops this shipper.
+ * Records are read from the segments inside a read section and copied out before any repository
+ * I/O, so writers never wait for a shipment and no lock is held across I/O.
+ */
 #include "backup/wal.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/io.h"
+#include "core/log.h"
+#include "store/db.h"
+#include "store/readpath.h"
+#include "store/record.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define WAL_DEFAULT_OBJECT (64u << 20)
+#define WAL_DEFAULT_LEASE  (30ll * 1000000000ll)
+/* The shipped LSN goes to the MANIFEST at most this often (an fsync under the writer lock). */
+#define WAL_PIN_EVERY_NS   (30ll * 1000000000ll)
+#define WAL_PIN_KEY        "log_shipping"
+
+/* ------------------------------------------------------------------ names */
+
+void wal_name(char out[WAL_NAME_MAX], int64_t incarnation, uint64_t lsn_from, uint64_t lsn_to, int64_t first_ns,
+              int64_t last_ns, uint64_t epoch)
+{
+    snprintf(out, WAL_NAME_MAX,
+             "%" PRId64 "/%020" PRIu64 "-%020" PRIu64 "-%019" PRId64 "-%019" PRId64 "-%010" PRIu64 ".jvl", incarnation,
+             lsn_from, lsn_to, first_ns, last_ns, epoch);
+}
+
+/* Parses exactly `width` decimal digits at *p into *v and moves past them. */
+static int wal_digits(const char **p, int width, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < width; i++) {
+        char c = (*p)[i];
+        if (c < '0' || c > '9') return -1;
+        if (x > (UINT64_MAX - 9) / 10) return -1;
+        x = x * 10 + (uint64_t)(c - '0');
+    }
+    *p += width;
+    *v = x;
+    return 0;
+}
+
+int wal_parse_name(const char *name, struct wal_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    if (strlen(name) >= WAL_NAME_MAX) return -1;
+    const char *p = name, *slash = strchr(name, '/');
+    if (!slash || slash == name || slash - name > 19) return -1;
+    uint64_t inc, from, to, first, last, epoch;
+    if (wal_digits(&p, (int)(slash - name), &inc) || *p++ != '/') return -1;
+    if (wal_digits(&p, 20, &from) || *p++ != '-' || wal_digits(&p, 20, &to) || *p++ != '-' ||
+        wal_digits(&p, 19, &first) || *p++ != '-' || wal_digits(&p, 19, &last) || *p++ != '-' ||
+        wal_digits(&p, 10, &epoch) || strcmp(p, ".jvl"))
+        return -1;
+    if (inc > INT64_MAX || first > INT64_MAX || last > INT64_MAX || from >= to || first > last) return -1;
+    snprintf(e->name, sizeof e->name, "%s", name);
+    e->incarnation = (int64_t)inc;
+    e->lsn_from = from;
+    e->lsn_to = to;
+    e->first_time_ns = (int64_t)first;
+    e->last_time_ns = (int64_t)last;
+    e->epoch = epoch;
+    e->size = -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ listing and the path */
+
+struct wal_collect {
+    struct wal_entry *v;
+    size_t n, cap;
+};
+
+/* obj_list callback: keeps every object under log/ whose name parses. */
+static int wal_collect_fn(void *arg, const char *name, int64_t size)
+{
+    struct wal_collect *c = arg;
+    if (strncmp(name, WAL_DIR "/", 4)) return 0;
+    struct wal_entry e;
+    if (wal_parse_name(name + 4, &e)) return 0;
+    e.size = size;
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 64;
+        struct wal_entry *nv = realloc(c->v, nc * sizeof *nv);
+        if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing the backup log");
+        c->v = nv;
+        c->cap = nc;
+    }
+    c->v[c->n++] = e;
+    return 0;
+}
+
+/* wal_list's order: incarnation, lsn_from, epoch descending, lsn_to descending. */
+static int wal_cmp(const void *a, const void *b)
+{
+    const struct wal_entry *x = a, *y = b;
+    if (x->incarnation != y->incarnation) return x->incarnation < y->incarnation ? -1 : 1;
+    if (x->lsn_from != y->lsn_from) return x->lsn_from < y->lsn_from ? -1 : 1;
+    if (x->epoch != y->epoch) return x->epoch > y->epoch ? -1 : 1;
+    if (x->lsn_to != y->lsn_to) return x->lsn_to > y->lsn_to ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
 int wal_list(jvdb_repo *r, const char *db, struct wal_entry **out, size_t *n)
-{ (void)r; (void)db; *out = NULL; *n = 0; return 0; }
+{
+    *out = NULL;
+    *n = 0;
+    struct wal_collect c = { 0 };
+    int rc = r->ops->obj_list(r, db, WAL_DIR "/", wal_collect_fn, &c);
+    if (rc) {
+        free(c.v);
+        return rc;
+    }
+    if (c.n) qsort(c.v, c.n, sizeof *c.v, wal_cmp);
+    *out = c.v;
+    *n = c.n;
+    return JVDB_OK;
+}
+
+/* First index of ents (sorted as wal_list sorts) at or after (inc, lsn_from). */
+static size_t wal_lower(const struct wal_entry *ents, size_t n, int64_t inc, uint64_t lsn_from)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct wal_entry *e = &ents[mid];
+        if (e->incarnation < inc || (e->incarnation == inc && e->lsn_from < lsn_from)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 int wal_path(const struct wal_entry *ents, size_t n, int64_t incarnation, uint64_t base_lsn, size_t **idx, size_t *k)
-{ (void)ents; (void)n; (void)incarnation; (void)base_lsn; *idx = NULL; *k = 0; return 0; }
+{
+    *idx = NULL;
+    *k = 0;
+    size_t lo = wal_lower(ents, n, incarnation, 0), hi = wal_lower(ents, n, incarnation, UINT64_MAX);
+    if (lo == hi) return JVDB_OK;
+    /* Fenced objects: one whose epoch is below that of an object starting at or before it (a
+     * newer primary took over from there).  One pass, as ents come by lsn_from, epoch first. */
+    unsigned char *dead = calloc(hi - lo, 1);
+    if (!dead) return err_set(JVDB_ENOMEM, "out of memory following the backup log");
+    uint64_t max_epoch = 0;
+    for (size_t i = lo; i < hi; i++) {
+        if (ents[i].epoch < max_epoch) dead[i - lo] = 1;
+        else max_epoch = ents[i].epoch;
+    }
+    size_t cap = 0, best = SIZE_MAX;
+    /* The first object starts at the base or spans it: the live one reaching furthest. */
+    for (size_t i = lo; i < hi && ents[i].lsn_from <= base_lsn; i++)
+        if (!dead[i - lo] && ents[i].lsn_to > base_lsn &&
+            (best == SIZE_MAX || ents[i].lsn_from > ents[best].lsn_from ||
+             (ents[i].lsn_from == ents[best].lsn_from && ents[i].epoch > ents[best].epoch)))
+            best = i;
+    int rc = JVDB_OK;
+    while (best != SIZE_MAX) {
+        if (*k == cap) {
+            cap = cap ? cap * 2 : 64;
+            size_t *nv = realloc(*idx, cap * sizeof *nv);
+            if (!nv) {
+                rc = err_set(JVDB_ENOMEM, "out of memory following the backup log");
+                break;
+            }
+            *idx = nv;
+        }
+        (*idx)[(*k)++] = best;
+        /* The next starts where this one ends: the first live one there has the highest epoch. */
+        uint64_t cur = ents[best].lsn_to;
+        best = SIZE_MAX;
+        for (size_t i = wal_lower(ents, n, incarnation, cur); i < hi && ents[i].lsn_from == cur; i++)
+            if (!dead[i - lo]) {
+                best = i;
+                break;
+            }
+    }
+    free(dead);
+    if (rc) {
+        free(*idx);
+        *idx = NULL;
+        *k = 0;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ reading one object */
+
+struct wal_check {
+    const struct wal_entry *e;
+    uint64_t records, last_lsn;
+    int64_t first_ns, last_ns;
+    unsigned last_flags;
+    const char *bad;
+};
+
+/* First pass over an object: what the archive reader cannot know (times, batches). */
+static int wal_check_fn(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    (void)nrecs;
+    struct wal_check *c = arg;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        if (c->records == 0) c->first_ns = h->time_ns;
+        else if ((c->last_flags & REC_FLAG_MORE) && h->time_ns != c->last_ns && !c->bad)
+            c->bad = "two records of one batch carry different times";
+        c->records++;
+        c->last_ns = h->time_ns;
+        c->last_flags = h->flags;
+        c->last_lsn = h->lsn;
+        off += h->total_len;
+    }
+    return 0;
+}
+
 int wal_read(jvdb_repo *r, const char *db, const struct wal_entry *e, uint32_t dim, jvdb_metric metric,
              archive_chunk_fn fn, void *arg)
-{ (void)r; (void)db; (void)e; (void)dim; (void)metric; (void)fn; (void)arg; return 0; }
+{
+    char path[WAL_NAME_MAX + 8], what[WAL_NAME_MAX + JVDB_MAX_NAME_LEN + 40];
+    snprintf(path, sizeof path, "%s/%s", WAL_DIR, e->name);
+    snprintf(what, sizeof what, "log object %s of '%s'", e->name, db);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = r->ops->obj_get(r, db, path, &buf, &len);
+    if (rc) return rc;
+    struct backup_meta m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.database, sizeof m.database, "%s", db);
+    m.type = (jvdb_backup_type)ARCHIVE_TYPE_LOG;
+    m.dim = dim;
+    m.metric = metric;
+    m.lsn_from = e->lsn_from;
+    m.lsn_to = e->lsn_to;
+    struct wal_check ck = { .e = e };
+    struct archive_read_result res;
+    struct repo_reader *rd = repo_mem_reader(buf, len);
+    rc = rd ? archive_read_as(rd, &m, what, wal_check_fn, &ck, NULL, &res) : err_set(JVDB_ENOMEM, "out of memory");
+    if (rd) rd->close(rd);
+    if (!rc) {
+        const char *bad = ck.bad;
+        if (!bad && ck.records == 0) bad = "it holds no record";
+        if (!bad && ck.last_lsn != e->lsn_to) bad = "its last record is not at lsn_to";
+        if (!bad && (ck.last_flags & REC_FLAG_MORE)) bad = "it ends inside a batch";
+        if (!bad && (ck.first_ns != e->first_time_ns || ck.last_ns != e->last_time_ns))
+            bad = "the times of its first and last records do not match its name";
+        if (bad) rc = err_set(JVDB_ECORRUPT, "%s is corrupt: %s", what, bad);
+    }
+    if (!rc && fn) {
+        rd = repo_mem_reader(buf, len);
+        rc = rd ? archive_read_as(rd, &m, what, fn, arg, NULL, &res) : err_set(JVDB_ENOMEM, "out of memory");
+        if (rd) rd->close(rd);
+    }
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the lease */
+
+void wal_owner_name(char out[128])
+{
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd) rnd = (uint64_t)clock_mono_ns() ^ (uint64_t)getpid();
+    snprintf(out, 128, "%s:%d:%016" PRIx64, host, (int)getpid(), rnd);
+}
+
+int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out)
+{
+    memset(out, 0, sizeof *out);
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = r->ops->obj_get(r, db, WAL_LEASE_NAME, &buf, &len);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *doc = json_loadb(buf, len, 0, &je);
+    free(buf);
+    const char *owner = json_string_value(json_object_get(doc, "owner"));
+    json_t *ep = json_object_get(doc, "epoch"), *rn = json_object_get(doc, "renewed_ns");
+    if (!owner || strlen(owner) >= sizeof out->owner || !json_is_integer(ep) || !json_is_integer(rn) ||
+        json_integer_value(ep) < 0) {
+        json_decref(doc);
+        return err_set(JVDB_ECORRUPT, "the backup log lease of '%s' (%s) is damaged", db, WAL_LEASE_NAME);
+    }
+    snprintf(out->owner, sizeof out->owner, "%s", owner);
+    out->epoch = (uint64_t)json_integer_value(ep);
+    out->renewed_ns = (int64_t)json_integer_value(rn);
+    json_decref(doc);
+    return JVDB_OK;
+}
+
+int wal_lease_write(jvdb_repo *r, const char *db, const struct wal_lease *l)
+{
+    json_t *doc = json_pack("{s:s, s:I, s:I}", "owner", l->owner, "epoch", (json_int_t)l->epoch, "renewed_ns",
+                            (json_int_t)l->renewed_ns);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = r->ops->obj_put(r, db, WAL_LEASE_NAME, text, strlen(text));
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ writing one object */
+
+/* A stage that keeps the archive in memory (one object is one atomic write). */
+struct mem_stage {
+    struct repo_stage base;
+    char *p;
+    size_t len, cap;
+};
+
+/* Appends archive bytes to the buffer. */
+static int mem_stage_write(struct repo_stage *s, const void *buf, size_t len)
+{
+    struct mem_stage *m = (struct mem_stage *)s;
+    if (m->len + len > m->cap) {
+        size_t nc = m->cap ? m->cap : 1u << 16;
+        while (nc < m->len + len) nc *= 2;
+        char *np = realloc(m->p, nc);
+        if (!np) return err_set(JVDB_ENOMEM, "out of memory writing a log object");
+        m->p = np;
+        m->cap = nc;
+    }
+    memcpy(m->p + m->len, buf, len);
+    m->len += len;
+    return JVDB_OK;
+}
+
+int wal_write(jvdb_repo *r, const char *db, int64_t incarnation, uint64_t epoch, uint64_t lsn_from, uint32_t dim,
+              jvdb_metric metric, int level, const void *const *recs, size_t n, struct wal_entry *out)
+{
+    if (n == 0) return err_set(JVDB_EINVAL, "an empty log object");
+    const struct rec_header *first = recs[0], *last = recs[n - 1];
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += ((const struct rec_header *)recs[i])->total_len;
+    memset(out, 0, sizeof *out);
+    wal_name(out->name, incarnation, lsn_from, last->lsn, first->time_ns, last->time_ns, epoch);
+    out->incarnation = incarnation;
+    out->lsn_from = lsn_from;
+    out->lsn_to = last->lsn;
+    out->first_time_ns = first->time_ns;
+    out->last_time_ns = last->time_ns;
+    out->epoch = epoch;
+    char what[WAL_NAME_MAX + JVDB_MAX_NAME_LEN + 40];
+    snprintf(what, sizeof what, "log object %s of '%s'", out->name, db);
+    struct mem_stage st = { .base = { .write = mem_stage_write } };
+    struct archive_header ah = { dim, metric, (jvdb_backup_type)ARCHIVE_TYPE_LOG, lsn_from, last->lsn, n, bytes };
+    struct archive_writer *w = NULL;
+    uint64_t raw = 0, stored = 0;
+    char sha[65];
+    int rc = archive_writer_open(&st.base, &ah, level, 0, what, &w);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = archive_writer_add(w, recs[i], ((const struct rec_header *)recs[i])->total_len);
+    if (!rc) rc = archive_writer_finish(w, &raw, &stored, sha);
+    archive_writer_free(w);
+    if (!rc) {
+        char path[WAL_NAME_MAX + 8];
+        snprintf(path, sizeof path, "%s/%s", WAL_DIR, out->name);
+        io_crash_point("ship.before_object");
+        rc = r->ops->obj_put(r, db, path, st.p, st.len);
+        if (!rc) io_crash_point("ship.after_object");
+        out->size = (int64_t)stored;
+    }
+    free(st.p);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the shipper */
+
+struct jvdb_shipper {
+    char owner[128];
+    uint64_t epoch;     /* of the lease we hold; 0 = none taken */
+    int64_t renewed_ns; /* our last renewal */
+    int lost;           /* another owner took the lease: we stop for good */
+    int64_t inc;        /* the incarnation what follows is about */
+    int known;          /* end is where the repository's log ends (else: list to find it) */
+    uint64_t end;       /* ... and without `known`, a lower bound of it (for the backlog figures) */
+    int have_end;
+    int overflow;   /* the backlog passed its limit: re-base on an incremental */
+    int64_t pin_ns; /* when the shipped LSN last went to the MANIFEST (0 = not since start) */
+};
+
+int jvdb_shipper_new(const char *owner, jvdb_shipper **out)
+{
+    err_clear();
+    *out = NULL;
+    if (owner && (!*owner || strlen(owner) >= 128)) return err_set(JVDB_EINVAL, "a lease owner is 1 to 127 bytes");
+    jvdb_shipper *s = calloc(1, sizeof *s);
+    if (!s) return err_set(JVDB_ENOMEM, "out of memory");
+    if (owner) snprintf(s->owner, sizeof s->owner, "%s", owner);
+    else wal_owner_name(s->owner);
+    *out = s;
+    return JVDB_OK;
+}
+
+/* Gives the lease up (renewed_ns 0) if we still hold it, so a successor takes it at once. */
+static void ship_release(jvdb_shipper *s, jvdb_repo *repo, const char *db)
+{
+    if (!s->epoch || s->lost || !repo || !db) return;
+    struct wal_lease l;
+    if (wal_lease_read(repo, db, &l) == JVDB_OK && !strcmp(l.owner, s->owner) && l.epoch == s->epoch) {
+        l.renewed_ns = 0;
+        wal_lease_write(repo, db, &l);
+    }
+    s->epoch = 0;
+    err_clear();
+}
+
+void jvdb_shipper_free(jvdb_shipper *s, jvdb_repo *repo, const char *db_name)
+{
+    if (!s) return;
+    ship_release(s, repo, db_name);
+    free(s);
+}
+
+/* Takes, re-checks or renews the lease; JVDB_EBUSY (out->fenced) when another owner holds it. */
+static int ship_lease(jvdb_shipper *s, jvdb_repo *repo, const char *db, int64_t lease_ns, jvdb_ship_result *out)
+{
+    struct wal_lease l;
+    if (s->lost) {
+        out->fenced = 1;
+        return err_set(JVDB_EBUSY, "shipping of '%s' stopped: another primary took the backup log lease", db);
+    }
+    int rc = wal_lease_read(repo, db, &l);
+    if (rc == JVDB_ENOTFOUND) {
+        err_clear();
+        memset(&l, 0, sizeof l);
+    } else if (rc) {
+        return rc;
+    }
+    int64_t now = clock_wall_ns();
+    if (s->epoch) {
+        if (strcmp(l.owner, s->owner) || l.epoch != s->epoch) {
+            s->lost = 1;
+            out->fenced = 1;
+            log_error("backup log of '%s': fenced: %s took the lease (epoch %llu); this server stops shipping", db,
+                      l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
+            return err_set(JVDB_EBUSY, "shipping of '%s' stopped: %s holds the backup log lease (epoch %llu)", db,
+                           l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
+        }
+        if (now - s->renewed_ns >= lease_ns / 3) {
+            l.renewed_ns = now;
+            if ((rc = wal_lease_write(repo, db, &l))) return rc;
+            s->renewed_ns = now;
+        }
+        return JVDB_OK;
+    }
+    if (l.owner[0] && strcmp(l.owner, s->owner) && l.renewed_ns && now - l.renewed_ns < lease_ns) {
+        out->fenced = 1;
+        return err_set(JVDB_EBUSY,
+                       "the backup log of '%s' is shipped by %s (lease renewed %.1f s ago, epoch %llu); not shipping",
+                       db, l.owner, (double)(now - l.renewed_ns) / 1e9, (unsigned long long)l.epoch);
+    }
+    struct wal_lease mine;
+    memset(&mine, 0, sizeof mine);
+    snprintf(mine.owner, sizeof mine.owner, "%s", s->owner);
+    mine.epoch = l.epoch + 1;
+    mine.renewed_ns = now;
+    if ((rc = wal_lease_write(repo, db, &mine))) return rc;
+    io_crash_point("ship.after_lease");
+    /* Two takers at once: the last write wins, and only its writer sees itself on reading back. */
+    if ((rc = wal_lease_read(repo, db, &l))) return rc;
+    if (strcmp(l.owner, mine.owner) || l.epoch != mine.epoch) {
+        out->fenced = 1;
+        return err_set(JVDB_EBUSY, "the backup log lease of '%s' was taken by %s at the same time", db, l.owner);
+    }
+    s->epoch = mine.epoch;
+    s->renewed_ns = now;
+    s->known = 0; /* whoever shipped before us may have moved the log's end */
+    return JVDB_OK;
+}
+
+struct ship_scan {
+    const struct rec_header **v;
+    size_t n, cap;
+    uint64_t bytes;
+    int64_t oldest_ns;
+    uint64_t oldest_lsn;
+    int collect;
+};
+
+/* db_records_after callback: counts (and, when collecting, keeps) each record. */
+static int ship_scan_fn(void *arg, const struct rec_header *h)
+{
+    struct ship_scan *s = arg;
+    s->bytes += h->total_len;
+    if (!s->oldest_lsn || h->lsn < s->oldest_lsn) {
+        s->oldest_lsn = h->lsn;
+        s->oldest_ns = h->time_ns;
+    }
+    if (!s->collect) return 0;
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 4096;
+        const struct rec_header **nv = realloc(s->v, nc * sizeof *nv);
+        if (!nv) return err_set(JVDB_ENOMEM, "out of memory collecting the records to ship");
+        s->v = nv;
+        s->cap = nc;
+    }
+    s->v[s->n++] = h;
+    return 0;
+}
+
+/* qsort order of collected records: by LSN. */
+static int ship_lsn_cmp(const void *a, const void *b)
+{
+    uint64_t x = (*(const struct rec_header *const *)a)->lsn, y = (*(const struct rec_header *const *)b)->lsn;
+    return x < y ? -1 : x > y;
+}
+
+/* Bytes and age of what is acknowledged after `after` (what the log does not hold yet). */
+static void ship_pending(jvdb_db *db, uint64_t after, jvdb_ship_result *out)
+{
+    struct ship_scan sc = { 0 };
+    rp_enter();
+    uint64_t upto = db_snapshot_lsn(db);
+    int rc = db_records_after(db, after, upto, ship_scan_fn, &sc);
+    rp_exit();
+    if (rc) {
+        err_clear();
+        return;
+    }
+    out->pending_bytes = sc.bytes;
+    out->oldest_unshipped_ns = sc.oldest_lsn ? sc.oldest_ns : 0;
+}
+
+/* Makes a backup of `type` and records in *lsn where it ends (the log continues from there). */
+static int ship_backup(jvdb_db *db, jvdb_repo *repo, jvdb_backup_type type, const char *why, uint64_t *lsn,
+                       jvdb_ship_result *out)
+{
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.type = type;
+    jvdb_backup_info info;
+    int rc = jvdb_backup_create(db, repo, &bo, &info);
+    if (rc) return rc;
+    *lsn = info.lsn_to;
+    snprintf(out->note, sizeof out->note, "%s: made %s backup %s (LSN %llu) and the log continues from it", why,
+             info.type == JVDB_BACKUP_FULL ? "full" : "incremental", info.id, (unsigned long long)info.lsn_to);
+    log_info("backup log of '%s': %s", jvdb_db_name(db), out->note);
+    return JVDB_OK;
+}
+
+/* Finds where the log continues: the end of the longest path of this incarnation's log from one of
+ * its backups that the database has reached; a full backup first when there is none. */
+static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_ship_result *out)
+{
+    const char *name = jvdb_db_name(db);
+    rp_enter();
+    uint64_t snap = db_snapshot_lsn(db);
+    rp_exit();
+    if (s->overflow) {
+        int rc = ship_backup(db, repo, JVDB_BACKUP_INCREMENTAL, "the backlog passed its limit", &s->end, out);
+        if (rc) return rc;
+        s->overflow = 0;
+        s->known = s->have_end = 1;
+        return JVDB_OK;
+    }
+    struct wal_entry *ents = NULL;
+    size_t n = 0, nb = 0;
+    uint64_t *bases = NULL;
+    int rc = wal_list(repo, name, &ents, &n);
+    if (!rc) rc = backup_bases(repo, name, s->inc, &bases, &nb);
+    uint64_t best = 0;
+    int found = 0;
+    for (size_t b = 0; !rc && b < nb; b++) {
+        if (bases[b] <= snap && (!found || bases[b] > best)) {
+            best = bases[b];
+            found = 1;
+        }
+        size_t *idx = NULL, k = 0;
+        if ((rc = wal_path(ents, n, s->inc, bases[b], &idx, &k))) break;
+        for (size_t i = 0; i < k; i++) {
+            uint64_t to = ents[idx[i]].lsn_to;
+            if (to <= snap && (!found || to > best)) {
+                best = to;
+                found = 1;
+            }
+        }
+        free(idx);
+    }
+    free(ents);
+    free(bases);
+    if (rc) return rc;
+    if (!found) {
+        rc = ship_backup(db, repo, JVDB_BACKUP_FULL, "no backup of this database incarnation to continue", &best, out);
+        if (rc) return rc;
+    }
+    s->end = best;
+    s->known = s->have_end = 1;
+    return JVDB_OK;
+}
+
+#define SHIP_GAP 1 /* ship_pass: the records after the log's end are not all in the database */
+
+/* One object's worth: collects the records after s->end up to `target` inside a read section,
+ * checks they are dense and whole batches, copies up to max_bytes of them out, and writes them. */
+static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_ship_options *o, uint64_t target,
+                    jvdb_ship_result *out, int *done)
+{
+    const char *name = jvdb_db_name(db);
+    uint32_t dim = jvdb_db_dim(db);
+    struct ship_scan sc = { .collect = 1 };
+    *done = 1;
+    rp_enter();
+    int rc = db_records_after(db, s->end, target, ship_scan_fn, &sc);
+    char *copy = NULL;
+    const void **ptrs = NULL;
+    size_t k = 0;
+    if (!rc && sc.n) {
+        qsort(sc.v, sc.n, sizeof *sc.v, ship_lsn_cmp);
+        /* Dense LSNs from end+1 (a copy of one record in two segments counts once). */
+        size_t m = 0;
+        for (size_t i = 0; i < sc.n; i++)
+            if (!m || sc.v[i]->lsn != sc.v[m - 1]->lsn) sc.v[m++] = sc.v[i];
+        sc.n = m;
+        for (size_t i = 0; i < sc.n && !rc; i++)
+            if (sc.v[i]->lsn != s->end + 1 + i) rc = SHIP_GAP;
+        if (!rc && sc.v[sc.n - 1]->lsn != target) rc = SHIP_GAP;
+        /* Whole batches, up to max_bytes (at least one batch). */
+        uint64_t bytes = 0;
+        size_t cut = 0;
+        for (size_t i = 0; !rc && i < sc.n; i++) {
+            bytes += sc.v[i]->total_len;
+            if (sc.v[i]->flags & REC_FLAG_MORE) continue;
+            cut = i + 1;
+            if (bytes >= o->max_object_bytes) break;
+        }
+        k = cut;
+        *done = k == sc.n;
+        if (!rc && k == 0)
+            rc = err_set(JVDB_EIO, "backup log of '%s': the records after LSN %llu end inside a batch", name,
+                         (unsigned long long)s->end);
+        uint64_t copy_bytes = 0;
+        for (size_t i = 0; !rc && i < k; i++) {
+            const char *why = "cut short";
+            if (rec_check(sc.v[i], sc.v[i]->total_len, dim, &why) != REC_OK)
+                rc = err_set(JVDB_ECORRUPT, "backup log of '%s': the record with LSN %llu is damaged (%s); not shipped",
+                             name, (unsigned long long)sc.v[i]->lsn, why);
+            copy_bytes += sc.v[i]->total_len;
+        }
+        if (!rc && k) {
+            copy = aligned_alloc(REC_ALIGN, rec_align(copy_bytes) ? rec_align(copy_bytes) : REC_ALIGN);
+            ptrs = malloc(k * sizeof *ptrs);
+            if (!copy || !ptrs)
+                rc = err_set(JVDB_ENOMEM, "out of memory copying %llu bytes to ship", (unsigned long long)copy_bytes);
+            for (size_t i = 0, off = 0; !rc && i < k; i++) {
+                memcpy(copy + off, sc.v[i], sc.v[i]->total_len);
+                ptrs[i] = copy + off;
+                off += sc.v[i]->total_len;
+            }
+        }
+    }
+    rp_exit();
+    free(sc.v);
+    if (!rc && k) {
+        struct wal_entry e;
+        rc = wal_write(repo, name, s->inc, s->epoch, s->end, dim, jvdb_db_metric(db), o->level, ptrs, k, &e);
+        if (!rc) {
+            s->end = e.lsn_to;
+            out->objects++;
+            out->records += k;
+            for (size_t i = 0; i < k; i++) out->bytes += ((const struct rec_header *)ptrs[i])->total_len;
+            out->stored_bytes += (uint64_t)e.size;
+            snprintf(out->object, sizeof out->object, "%s", e.name);
+        } else {
+            s->known = 0; /* the object may or may not be there: list again next time */
+        }
+    }
+    free(copy);
+    free(ptrs);
+    return rc;
+}
+
+/* Records the shipped LSN in the MANIFEST (compaction keeps what the log still needs, compact.c):
+ * when shipping starts, then at most every WAL_PIN_EVERY_NS. */
+static void ship_pin(jvdb_db *db, jvdb_shipper *s, int force)
+{
+    int64_t now = clock_mono_ns();
+    if (!force && s->pin_ns && now - s->pin_ns < WAL_PIN_EVERY_NS) return;
+    json_t *v = json_pack("{s:I, s:I}", "shipped_lsn", (json_int_t)s->end, "incarnation", (json_int_t)s->inc);
+    if (v && db_set_manifest_extra(db, WAL_PIN_KEY, v) == JVDB_OK) s->pin_ns = now;
+    else
+        log_warn("backup log of '%s': cannot record the shipped LSN in the MANIFEST: %s", jvdb_db_name(db),
+                 jvdb_errmsg());
+    err_clear();
+}
+
+int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts, jvdb_ship_result *out)
+{
+    err_clear();
+    jvdb_ship_result none;
+    if (!out) out = &none;
+    memset(out, 0, sizeof *out);
+    jvdb_ship_options o;
+    if (opts) o = *opts;
+    else memset(&o, 0, sizeof o);
+    if (!o.lease_ns) o.lease_ns = WAL_DEFAULT_LEASE;
+    if (!o.max_object_bytes) o.max_object_bytes = WAL_DEFAULT_OBJECT;
+    if (!o.level) o.level = 1;
+    if (o.level < 1 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o.level);
+    if (o.lease_ns < 0) return err_set(JVDB_EINVAL, "the lease time must be positive");
+    jvdb_shipper local, *s = o.shipper;
+    if (!s) {
+        memset(&local, 0, sizeof local);
+        wal_owner_name(local.owner);
+        s = &local;
+    }
+    const char *name = jvdb_db_name(db);
+    int64_t inc = db_created_ns(db);
+    if (s->inc != inc) {
+        s->inc = inc;
+        s->known = 0;
+        s->overflow = 0;
+        s->pin_ns = 0;
+        /* Until the repository answers, the MANIFEST's shipped LSN bounds what is pending. */
+        json_t *pin = db_manifest_extra(db, WAL_PIN_KEY);
+        json_t *pl = json_object_get(pin, "shipped_lsn"), *pi = json_object_get(pin, "incarnation");
+        s->have_end = json_is_integer(pl) && json_is_integer(pi) && json_integer_value(pi) == inc;
+        s->end = s->have_end ? (uint64_t)json_integer_value(pl) : 0;
+        json_decref(pin);
+    }
+    if (s->have_end) ship_pending(db, s->end, out);
+    int rc = repo->ops->init(repo);
+    if (!rc) rc = ship_lease(s, repo, name, o.lease_ns, out);
+    int started = !s->known;
+    if (!rc && (!s->known || s->overflow)) rc = ship_find_end(db, repo, s, out);
+    if (!rc && o.shipper && (started || !s->pin_ns)) ship_pin(db, s, 1);
+    uint64_t target = 0;
+    if (!rc) {
+        rp_enter();
+        target = db_snapshot_lsn(db);
+        rp_exit();
+    }
+    for (int rebased = 0, done = 0; !rc && !done && s->end < target;) {
+        rc = ship_one(db, repo, s, &o, target, out, &done);
+        if (rc == SHIP_GAP && !rebased) {
+            /* Compaction dropped records the log needed (before shipping started): an incremental
+             * backup covers the gap, and the log continues from it. */
+            rebased = 1;
+            done = 0;
+            rc = ship_backup(db, repo, JVDB_BACKUP_INCREMENTAL, "records after the log's end were compacted away",
+                             &s->end, out);
+            if (!rc) {
+                rp_enter();
+                target = db_snapshot_lsn(db);
+                rp_exit();
+            }
+        } else if (rc == SHIP_GAP) {
+            rc = err_set(JVDB_EIO, "backup log of '%s': records after LSN %llu are missing even after a backup", name,
+                         (unsigned long long)s->end);
+        }
+    }
+    if (!rc) {
+        out->shipped_lsn = s->end;
+        ship_pending(db, s->end, out);
+        if (o.shipper) ship_pin(db, s, 0);
+    } else if (out->pending_bytes && o.backlog_limit && out->pending_bytes > o.backlog_limit && !s->overflow &&
+               !out->fenced) {
+        /* Holding the database's segments for a log the repository cannot take is not bounded: give
+         * the gap up (compaction may reclaim it) and cover it with an incremental backup later. */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+        s->overflow = 1;
+        out->overflow = 1;
+        log_error("backup log of '%s': %llu bytes not shipped, past the backlog limit of %llu; giving the log up for "
+                  "them: an incremental backup will cover the gap when the repository is back (%s)",
+                  name, (unsigned long long)out->pending_bytes, (unsigned long long)o.backlog_limit, msg);
+        if (o.shipper && db_set_manifest_extra(db, WAL_PIN_KEY, NULL) != JVDB_OK)
+            log_warn("backup log of '%s': cannot drop the shipped LSN from the MANIFEST", name);
+        s->pin_ns = 0;
+        err_set(rc, "%s", msg);
+    } else if (s->known) {
+        out->shipped_lsn = s->end;
+    }
+    if (s->overflow) out->overflow = 1;
+    if (s == &local) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+        ship_release(s, repo, name);
+        if (rc) err_set(rc, "%s", msg);
+    }
+    return rc;
+}

@@ -105,6 +105,14 @@ uint64_t db_snapshot_lsn(const jvdb_db *db);
 const struct db_seglist *db_segments(const jvdb_db *db);
 /* The keydir, for keydir_find / keydir_slots / keydir_visible (never its writer functions). */
 const struct keydir *db_keydir(const jvdb_db *db);
+/* The backup log (src/backup/wal.c, logscan.c): calls fn for every record, superseded or not, with
+ * after < LSN <= upto in the published segments, in file order (segments ascending by number; a
+ * sealed segment whose max_lsn is at or below `after` is skipped unread).  Compaction copies
+ * records with their old LSNs, so callers that need LSN order sort.  The records stay valid until
+ * the read section ends; fn returning non-zero stops the walk (that value is returned). */
+struct rec_header;
+typedef int (*db_rec_fn)(void *arg, const struct rec_header *rec);
+int db_records_after(const jvdb_db *db, uint64_t after, uint64_t upto, db_rec_fn fn, void *arg);
 
 /* ---- settings and state for the layers above (each call takes what lock it needs) */
 uint64_t db_segment_max(jvdb_db *db);

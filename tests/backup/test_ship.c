@@ -1,0 +1,674 @@
+/*
+ * test_ship.c — continuous backup, the shipping side (issue 13): log objects written by
+ * jvdb_backup_ship and read back with wal_list / wal_path / wal_read (src/backup/wal.h).
+ *
+ * The property checked everywhere: following the log from its base backup gives every record with
+ * an LSN after the base exactly once, in order, byte for byte as the database wrote it (superseded
+ * versions and tombstones included), whole batches only.  Also: the lease fences a second shipper,
+ * a repository failing in the middle of a shipment (before or after the object lands) leaves no gap
+ * and no duplicate, compaction before shipping re-bases the log on an incremental, a changed byte
+ * is caught, backup readers refuse a log archive, encrypted repositories seal objects to their path.
+ *
+ * Like test_backup.c, JVDB_TEST_REPO=s3://... runs it against S3 (cases reaching into files skip).
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backup/wal.h"
+#include "core/err.h"
+#include "store/db.h"
+#include "store/readpath.h"
+#include "store/record.h"
+#include "test_util.h"
+
+#define DIM 8
+
+struct fx {
+    char *dir;
+    char data[512];
+    char repo_spec[640];
+    int s3;
+    jvdb_env *env;
+    jvdb_repo *repo;
+};
+
+static int fx_setup(void **state)
+{
+    static int seq;
+    struct fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tempdir();
+    snprintf(f->data, sizeof f->data, "%s/data", f->dir);
+    const char *base = getenv("JVDB_TEST_REPO");
+    if (base && *base) {
+        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/ship-%s-%d", base, strrchr(f->dir, '-') + 1, seq++);
+        f->s3 = !strncmp(base, "s3://", 5);
+    } else {
+        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/repo", f->dir);
+    }
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &f->repo));
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    struct fx *f = *state;
+    jvdb_repo_close(f->repo);
+    jvdb_env_close(f->env);
+    tu_rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static jvdb_db *mkdb(struct fx *f, const char *name, uint64_t seg_max)
+{
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, DIM);
+    o.sync = JVDB_SYNC_NEVER;
+    if (seg_max) o.segment_max_bytes = seg_max;
+    jvdb_db *db;
+    assert_ok(jvdb_db_create(f->env, name, &o, &db));
+    return db;
+}
+
+/* A batch of `n` puts of ids base..base+n-1 (version ver). */
+static void put_batch(jvdb_db *db, int base, int n, int ver)
+{
+    jvdb_record recs[16];
+    float v[16][DIM];
+    char ids[16][32];
+    for (int i = 0; i < n; i++) {
+        tu_vector(v[i], DIM, (uint64_t)(base + i), (uint64_t)ver);
+        snprintf(ids[i], sizeof ids[i], "id-%d", base + i);
+        recs[i] = (jvdb_record){ ids[i], v[i], DIM, ver % 2 ? "{\"v\":1}" : NULL };
+    }
+    assert_ok(jvdb_put_batch(db, recs, (size_t)n, NULL));
+}
+
+static void del(jvdb_db *db, int id)
+{
+    char k[32];
+    snprintf(k, sizeof k, "id-%d", id);
+    assert_ok(jvdb_delete(db, k, NULL));
+}
+
+/* Some traffic: batches, overwrites, deletes. */
+static void traffic(jvdb_db *db, int round)
+{
+    for (int b = 0; b < 6; b++) put_batch(db, b * 5, 1 + (b + round) % 5, round);
+    del(db, round % 5);
+    put_batch(db, 0, 3, round + 1);
+}
+
+static uint64_t visible(jvdb_db *db)
+{
+    rp_enter();
+    uint64_t v = db_snapshot_lsn(db);
+    rp_exit();
+    return v;
+}
+
+/* Reads the log along its path from `base` and checks it against the database's own records: every
+ * LSN in (base, upto] exactly once, in order, identical bytes, whole batches.  Returns the records. */
+struct follow {
+    jvdb_db *db;
+    uint64_t next; /* the LSN expected next */
+    uint64_t records;
+    unsigned last_flags;
+};
+
+struct find_ctx {
+    uint64_t lsn;
+    const struct rec_header *found;
+};
+
+/* db_records_after callback: remembers the record with the wanted LSN. */
+static int find_fn(void *arg, const struct rec_header *h)
+{
+    struct find_ctx *c = arg;
+    if (h->lsn == c->lsn) c->found = h;
+    return 0;
+}
+
+/* wal_read callback: every record is the database's record of that LSN, in dense order. */
+static int follow_fn(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    (void)nrecs;
+    struct follow *fo = arg;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        if (h->lsn < fo->next) { /* a spanning first object: records at or below the base are skipped */
+            off += h->total_len;
+            continue;
+        }
+        if (h->lsn != fo->next)
+            fail_msg("log record LSN %llu, expected %llu", (unsigned long long)h->lsn, (unsigned long long)fo->next);
+        struct find_ctx c = { h->lsn, NULL };
+        rp_enter();
+        assert_ok(db_records_after(fo->db, h->lsn - 1, h->lsn, find_fn, &c));
+        if (!c.found) fail_msg("LSN %llu is not in the database", (unsigned long long)h->lsn);
+        if (c.found->total_len != h->total_len || memcmp(c.found, h, h->total_len))
+            fail_msg("LSN %llu differs from the database's record", (unsigned long long)h->lsn);
+        rp_exit();
+        fo->next++;
+        fo->records++;
+        fo->last_flags = h->flags;
+        off += h->total_len;
+    }
+    return 0;
+}
+
+static uint64_t check_log(struct fx *f, jvdb_db *db, uint64_t base, uint64_t upto)
+{
+    struct wal_entry *ents;
+    size_t n, *idx, k;
+    assert_ok(wal_list(f->repo, jvdb_db_name(db), &ents, &n));
+    assert_ok(wal_path(ents, n, db_created_ns(db), base, &idx, &k));
+    struct follow fo = { db, base + 1, 0, 0 };
+    for (size_t i = 0; i < k; i++) {
+        const struct wal_entry *e = &ents[idx[i]];
+        assert_true(e->size > 0);
+        assert_ok(wal_read(f->repo, jvdb_db_name(db), e, DIM, JVDB_METRIC_L2, follow_fn, &fo));
+        assert_int_equal(fo.next - 1, e->lsn_to);
+        assert_false(fo.last_flags & REC_FLAG_MORE);
+    }
+    if (fo.next - 1 != upto)
+        fail_msg("the log from %llu ends at %llu, expected %llu", (unsigned long long)base,
+                 (unsigned long long)fo.next - 1, (unsigned long long)upto);
+    free(idx);
+    free(ents);
+    return fo.records;
+}
+
+/* The lsn_to of the newest backup of the database (the log's base in these tests). */
+static uint64_t newest_backup_lsn(struct fx *f, const char *db)
+{
+    jvdb_backup_info *v;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, db, &v, &n));
+    assert_true(n > 0);
+    uint64_t lsn = v[n - 1].lsn_to;
+    jvdb_free(v);
+    return lsn;
+}
+
+/* ------------------------------------------------------------------ cases */
+
+/* First shipment makes a full backup; then every write, superseded or deleted, is in the log. */
+static void test_ship_basic(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "s", 0);
+    traffic(db, 1);
+    jvdb_shipper *sh;
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    jvdb_ship_options o = { .shipper = sh };
+    jvdb_ship_result r;
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_non_null(strstr(r.note, "made full backup"));
+    uint64_t base = newest_backup_lsn(f, "s");
+    assert_int_equal(r.shipped_lsn, base);
+    assert_int_equal(r.objects, 0);
+    for (int round = 2; round < 6; round++) {
+        traffic(db, round);
+        assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+        assert_int_equal(r.objects, 1);
+        assert_int_equal(r.shipped_lsn, visible(db));
+        assert_int_equal(r.pending_bytes, 0);
+        assert_true(r.stored_bytes > 0 && r.stored_bytes < r.bytes);
+    }
+    /* nothing new: nothing written */
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_int_equal(r.objects, 0);
+    uint64_t recs = check_log(f, db, base, visible(db));
+    assert_int_equal(recs, visible(db) - base);
+    /* pending is reported before shipping */
+    traffic(db, 9);
+    uint64_t shipped = r.shipped_lsn;
+    jvdb_shipper_free(sh, f->repo, "s");
+    /* a new shipper (a restart) finds the log's end by listing and continues it */
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    o.shipper = sh;
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_int_equal(r.objects, 1);
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "s", &ents, &n));
+    assert_int_equal(ents[n - 1].lsn_from, shipped);
+    assert_int_equal(ents[n - 1].epoch, 2); /* the released lease was taken with epoch + 1 */
+    free(ents);
+    check_log(f, db, base, visible(db));
+    /* small objects: a shipment of many batches makes several, each whole batches */
+    traffic(db, 10);
+    traffic(db, 11);
+    o.max_object_bytes = 1;
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_true(r.objects > 5);
+    check_log(f, db, base, visible(db));
+    jvdb_shipper_free(sh, f->repo, "s");
+}
+
+/* Names: parse/format round trip, and what is refused. */
+static void test_names(void **state)
+{
+    (void)state;
+    char name[WAL_NAME_MAX];
+    wal_name(name, 1764460800123456789ll, 5, 17, 1000, 2000, 3);
+    assert_string_equal(name, "1764460800123456789/00000000000000000005-00000000000000000017-0000000000000001000-"
+                              "0000000000000002000-0000000003.jvl");
+    struct wal_entry e;
+    assert_int_equal(wal_parse_name(name, &e), 0);
+    assert_int_equal(e.lsn_from, 5);
+    assert_int_equal(e.lsn_to, 17);
+    assert_int_equal(e.epoch, 3);
+    assert_int_equal(e.first_time_ns, 1000);
+    assert_true(wal_parse_name("1/00000000000000000005-00000000000000000005-0000000000000001000-0000000000000002000-"
+                               "0000000003.jvl",
+                               &e) != 0); /* empty range */
+    assert_true(wal_parse_name("LEASE", &e) != 0);
+    assert_true(wal_parse_name("1/x.jvl", &e) != 0);
+    /* the path: highest epoch wins where two start together, lower epochs ignored afterwards */
+    struct wal_entry v[5];
+    wal_name(name, 7, 10, 20, 1, 2, 1);
+    wal_parse_name(name, &v[0]);
+    wal_name(name, 7, 20, 30, 3, 4, 1);
+    wal_parse_name(name, &v[1]);
+    wal_name(name, 7, 20, 25, 3, 4, 2);
+    wal_parse_name(name, &v[2]);
+    wal_name(name, 7, 25, 40, 5, 6, 2);
+    wal_parse_name(name, &v[3]);
+    wal_name(name, 7, 30, 50, 5, 6, 1); /* continues the fenced epoch 1: ignored */
+    wal_parse_name(name, &v[4]);
+    struct wal_entry sorted[5];
+    memcpy(sorted, v, sizeof v);
+    size_t *idx, k;
+    /* as wal_list sorts: (incarnation, lsn_from, epoch desc) */
+    struct wal_entry t = sorted[1];
+    sorted[1] = sorted[2];
+    sorted[2] = t;
+    assert_ok(wal_path(sorted, 5, 7, 10, &idx, &k));
+    assert_int_equal(k, 3);
+    assert_int_equal(sorted[idx[2]].lsn_to, 40);
+    free(idx);
+    /* a base in the middle of an object: that object spans it */
+    assert_ok(wal_path(sorted, 5, 7, 15, &idx, &k));
+    assert_int_equal(k, 3);
+    assert_int_equal(sorted[idx[0]].lsn_from, 10);
+    free(idx);
+    /* another incarnation, or a base after the end: nothing */
+    assert_ok(wal_path(sorted, 5, 8, 10, &idx, &k));
+    assert_int_equal(k, 0);
+    assert_ok(wal_path(sorted, 5, 7, 40, &idx, &k));
+    assert_int_equal(k, 0); /* 30-50 is of epoch 1, fenced by 20-25 of epoch 2 */
+    assert_ok(wal_path(sorted, 5, 7, 30, &idx, &k));
+    assert_int_equal(k, 1);
+    assert_int_equal(sorted[idx[0]].lsn_from, 25);
+    free(idx);
+}
+
+/* A repository that fails on command: before writing an object, or after it landed. */
+struct faulty {
+    struct jvdb_repo base;
+    struct repo_ops ops;
+    jvdb_repo *inner;
+    int fail_before, fail_after; /* fail the next put of a .jvl this way */
+};
+
+static int faulty_put(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct faulty *fr = (struct faulty *)r;
+    int obj = strstr(name, ".jvl") != NULL;
+    if (obj && fr->fail_before) {
+        fr->fail_before = 0;
+        return err_set(JVDB_EIO, "injected: %s not written", name);
+    }
+    int rc = fr->inner->ops->obj_put(fr->inner, db, name, buf, len);
+    if (!rc && obj && fr->fail_after) {
+        fr->fail_after = 0;
+        return err_set(JVDB_EIO, "injected: %s written, but the answer was lost", name); /* a timed-out PUT */
+    }
+    return rc;
+}
+
+/* Each repo op of the wrapper forwards to the real repository. */
+static int fw_init(jvdb_repo *r) { return ((struct faulty *)r)->inner->ops->init(((struct faulty *)r)->inner); }
+static int fw_list_databases(jvdb_repo *r, char ***names, size_t *n)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->list_databases(in, names, n);
+}
+static int fw_list_backups(jvdb_repo *r, const char *db, struct repo_entry **out, size_t *n)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->list_backups(in, db, out, n);
+}
+static int fw_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->read_meta(in, db, id, buf, len);
+}
+static int fw_open_data(jvdb_repo *r, const char *db, const char *id, struct repo_reader **out)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->open_data(in, db, id, out);
+}
+static int fw_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->stage_begin(in, db, id, out);
+}
+static void fw_cleanup(jvdb_repo *r, const char *db, int64_t age)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    in->ops->cleanup(in, db, age);
+}
+static int fw_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->obj_list(in, db, prefix, fn, arg);
+}
+static int fw_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->obj_get(in, db, name, buf, len);
+}
+
+static void faulty_init(struct faulty *fr, jvdb_repo *inner)
+{
+    memset(fr, 0, sizeof *fr);
+    fr->inner = inner;
+    fr->ops = *inner->ops;
+    fr->ops.init = fw_init;
+    fr->ops.list_databases = fw_list_databases;
+    fr->ops.list_backups = fw_list_backups;
+    fr->ops.read_meta = fw_read_meta;
+    fr->ops.open_data = fw_open_data;
+    fr->ops.stage_begin = fw_stage_begin;
+    fr->ops.cleanup = fw_cleanup;
+    fr->ops.obj_list = fw_obj_list;
+    fr->ops.obj_get = fw_obj_get;
+    fr->ops.obj_put = faulty_put;
+    fr->base.ops = &fr->ops;
+    fr->base.spec = inner->spec;
+}
+
+/* A repository failing in the middle of shipments, either way: no gap, no duplicate. */
+static void test_ship_faults(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "fault", 0);
+    struct faulty fr;
+    faulty_init(&fr, f->repo);
+    jvdb_shipper *sh;
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    jvdb_ship_options o = { .shipper = sh };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
+    uint64_t base = r.shipped_lsn;
+    for (int round = 2; round < 12; round++) {
+        traffic(db, round);
+        if (round % 3 == 0) fr.fail_before = 1;
+        if (round % 3 == 1) fr.fail_after = 1;
+        int rc = jvdb_backup_ship(db, &fr.base, &o, &r);
+        if (round % 3 == 2) assert_ok(rc);
+        else {
+            assert_int_equal(rc, JVDB_EIO);
+            /* the failed shipment still reports its backlog */
+            assert_true(r.pending_bytes > 0);
+            assert_true(r.oldest_unshipped_ns > 0);
+        }
+    }
+    assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
+    assert_int_equal(r.shipped_lsn, visible(db));
+    check_log(f, db, base, visible(db));
+    /* and there is no second object starting where another does */
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "fault", &ents, &n));
+    for (size_t i = 1; i < n; i++) assert_true(ents[i].lsn_from != ents[i - 1].lsn_from);
+    free(ents);
+    jvdb_shipper_free(sh, f->repo, "fault");
+}
+
+/* A backlog past its limit while the repository fails: the gap becomes an incremental backup. */
+static void test_ship_backlog_overflow(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "over", 0);
+    struct faulty fr;
+    faulty_init(&fr, f->repo);
+    jvdb_shipper *sh;
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    jvdb_ship_options o = { .shipper = sh, .backlog_limit = 1000 };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
+    traffic(db, 2);
+    fr.fail_before = 1;
+    assert_int_equal(jvdb_backup_ship(db, &fr.base, &o, &r), JVDB_EIO);
+    assert_int_equal(r.overflow, 1);
+    json_t *pin = db_manifest_extra(db, "log_shipping");
+    assert_null(pin); /* compaction is free again */
+    traffic(db, 3);
+    assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
+    assert_non_null(strstr(r.note, "incremental"));
+    assert_int_equal(r.overflow, 0);
+    uint64_t base = newest_backup_lsn(f, "over");
+    traffic(db, 4);
+    assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
+    check_log(f, db, base, visible(db));
+    pin = db_manifest_extra(db, "log_shipping");
+    assert_non_null(pin);
+    json_decref(pin);
+    jvdb_shipper_free(sh, f->repo, "over");
+}
+
+/* Compaction before shipping started dropped superseded records: the log re-bases on an
+ * incremental instead of leaving a hole. */
+static void test_ship_gap_rebases(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "gap", 4096);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    jvdb_backup_info bi;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_create(db, f->repo, &bo, &bi));
+    for (int i = 0; i < 5; i++) traffic(db, 2 + i);
+    jvdb_compact_options co = { 0 };
+    co.force = 1;
+    co.full = 1;
+    jvdb_compact_stats cs;
+    assert_ok(jvdb_compact(db, &co, &cs));
+    assert_true(cs.records_dropped > 0);
+    jvdb_ship_result r;
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    assert_non_null(strstr(r.note, "compacted away"));
+    uint64_t base = newest_backup_lsn(f, "gap");
+    assert_true(base > bi.lsn_to);
+    traffic(db, 8);
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    check_log(f, db, base, visible(db));
+}
+
+/* The lease: a second shipper is refused while the first holds it; after it expires the second
+ * takes it (epoch + 1) and the first, at its next shipment, finds itself fenced for good. */
+static void test_ship_lease(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "lease", 0);
+    jvdb_shipper *a, *b;
+    assert_ok(jvdb_shipper_new("host-a:1:0000000000000001", &a));
+    assert_ok(jvdb_shipper_new("host-b:2:0000000000000002", &b));
+    jvdb_ship_options oa = { .shipper = a, .lease_ns = 300000000ll }, ob = { .shipper = b, .lease_ns = 300000000ll };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    traffic(db, 2);
+    assert_err(jvdb_backup_ship(db, f->repo, &ob, &r), JVDB_EBUSY, "host-a:1:0000000000000001");
+    assert_int_equal(r.fenced, 1);
+    struct wal_lease l;
+    assert_ok(wal_lease_read(f->repo, "lease", &l));
+    assert_int_equal(l.epoch, 1);
+    struct timespec ts = { 0, 400000000 };
+    nanosleep(&ts, NULL);
+    assert_ok(jvdb_backup_ship(db, f->repo, &ob, &r));
+    assert_int_equal(r.objects, 1);
+    assert_ok(wal_lease_read(f->repo, "lease", &l));
+    assert_int_equal(l.epoch, 2);
+    assert_string_equal(l.owner, "host-b:2:0000000000000002");
+    traffic(db, 3);
+    assert_err(jvdb_backup_ship(db, f->repo, &oa, &r), JVDB_EBUSY, "host-b:2:0000000000000002");
+    assert_int_equal(r.fenced, 1);
+    assert_err(jvdb_backup_ship(db, f->repo, &oa, &r), JVDB_EBUSY, "stopped");
+    assert_ok(jvdb_backup_ship(db, f->repo, &ob, &r));
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "lease", &ents, &n));
+    assert_int_equal(n, 2);
+    assert_int_equal(ents[1].epoch, 2);
+    free(ents);
+    jvdb_shipper_free(a, f->repo, "lease"); /* fenced: leaves b's lease alone */
+    assert_ok(wal_lease_read(f->repo, "lease", &l));
+    assert_true(l.renewed_ns > 0);
+    jvdb_shipper_free(b, f->repo, "lease");
+    assert_ok(wal_lease_read(f->repo, "lease", &l));
+    assert_int_equal(l.renewed_ns, 0);
+}
+
+/* Any changed byte of an object is caught, and backup readers refuse a log archive. */
+static void test_tamper_and_type(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "t", 0);
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "t", &ents, &n));
+    assert_int_equal(n, 1);
+    char path[WAL_NAME_MAX + 8], *buf;
+    size_t len;
+    snprintf(path, sizeof path, "log/%s", ents[0].name);
+    assert_ok(f->repo->ops->obj_get(f->repo, "t", path, &buf, &len));
+    /* a full backup's reader refuses the bytes: the header's type is 4 */
+    struct backup_meta m;
+    memset(&m, 0, sizeof m);
+    m.type = JVDB_BACKUP_INCREMENTAL;
+    m.dim = DIM;
+    m.lsn_from = ents[0].lsn_from;
+    m.lsn_to = ents[0].lsn_to;
+    struct repo_reader *rd = repo_mem_reader(buf, len);
+    struct archive_read_result res;
+    assert_err(archive_read(rd, &m, NULL, NULL, NULL, &res), JVDB_ECORRUPT, "header does not match");
+    rd->close(rd);
+    /* every byte flipped in turn is caught, unless zstd decodes the same records from it (a plain
+     * repository keeps no hash of the stored bytes; an encrypted one authenticates every byte) */
+    int caught = 0, tried = 0;
+    for (size_t i = 0; i < len; i += f->s3 ? 1 + len / 40 : 1 + len / 300) {
+        tried++;
+        buf[i] ^= 0x20;
+        assert_ok(f->repo->ops->obj_put(f->repo, "t", path, buf, len));
+        struct follow fo = { db, ents[0].lsn_from + 1, 0, 0 };
+        int rc = wal_read(f->repo, "t", &ents[0], DIM, JVDB_METRIC_L2, follow_fn, &fo);
+        if (rc != JVDB_ECORRUPT && rc != JVDB_OK)
+            fail_msg("byte %zu flipped: wal_read returned %d (%s)", i, rc, jvdb_errmsg());
+        caught += rc == JVDB_ECORRUPT;
+        buf[i] ^= 0x20;
+    }
+    assert_true(caught > tried * 9 / 10);
+    assert_ok(f->repo->ops->obj_put(f->repo, "t", path, buf, len));
+    assert_ok(wal_read(f->repo, "t", &ents[0], DIM, JVDB_METRIC_L2, NULL, NULL));
+    /* a name whose times or range lie */
+    struct wal_entry e = ents[0];
+    e.last_time_ns++;
+    char path2[WAL_NAME_MAX + 8];
+    wal_name(e.name, e.incarnation, e.lsn_from, e.lsn_to, e.first_time_ns, e.last_time_ns, e.epoch);
+    snprintf(path2, sizeof path2, "log/%s", e.name);
+    assert_ok(f->repo->ops->obj_put(f->repo, "t", path2, buf, len));
+    assert_err(wal_read(f->repo, "t", &e, DIM, JVDB_METRIC_L2, NULL, NULL), JVDB_ECORRUPT, "times");
+    e = ents[0];
+    e.lsn_to--;
+    wal_name(e.name, e.incarnation, e.lsn_from, e.lsn_to, e.first_time_ns, e.last_time_ns, e.epoch);
+    snprintf(path2, sizeof path2, "log/%s", e.name);
+    assert_ok(f->repo->ops->obj_put(f->repo, "t", path2, buf, len));
+    assert_err(wal_read(f->repo, "t", &e, DIM, JVDB_METRIC_L2, NULL, NULL), JVDB_ECORRUPT, "name");
+    free(buf);
+    free(ents);
+}
+
+/* Encrypted: objects are sealed (no record bytes in the clear) and bound to their path. */
+static void test_encrypted(void **state)
+{
+    struct fx *f = *state;
+    char key[600];
+    snprintf(key, sizeof key, "%s/repo.key", f->dir);
+    FILE *fp = fopen(key, "w");
+    assert_non_null(fp);
+    fputs("0123456789abcdef0123456789abcdef0123456789abcdef\n", fp);
+    fclose(fp);
+    jvdb_repo_close(f->repo);
+    jvdb_repo_options ro = { 0 };
+    ro.key_file = key;
+    assert_ok(jvdb_repo_open(f->repo_spec, &ro, &f->repo));
+    jvdb_db *db = mkdb(f, "enc", 0);
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    uint64_t base = r.shipped_lsn;
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, NULL, &r));
+    check_log(f, db, base, visible(db));
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "enc", &ents, &n));
+    char path[WAL_NAME_MAX + 8], *buf;
+    size_t len;
+    snprintf(path, sizeof path, "log/%s", ents[0].name);
+    jvdb_repo *inner = repo_crypt_inner(f->repo);
+    assert_ok(inner->ops->obj_get(inner, "enc", path, &buf, &len));
+    assert_memory_equal(buf, "JVDBENC1", 8);
+    assert_null(memmem(buf, len, "id-1", 4));
+    /* moved to another name (a forged range): authentication fails */
+    struct wal_entry e = ents[0];
+    e.lsn_from = 0;
+    wal_name(e.name, e.incarnation, e.lsn_from, e.lsn_to, e.first_time_ns, e.last_time_ns, e.epoch);
+    char path2[WAL_NAME_MAX + 8];
+    snprintf(path2, sizeof path2, "log/%s", e.name);
+    assert_ok(inner->ops->obj_put(inner, "enc", path2, buf, len));
+    assert_err(wal_read(f->repo, "enc", &e, DIM, JVDB_METRIC_L2, NULL, NULL), JVDB_ECORRUPT, "authentication");
+    /* without the key: a clear error */
+    jvdb_repo *plain;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &plain));
+    struct wal_entry *pe;
+    size_t pn;
+    assert_err(wal_list(plain, "enc", &pe, &pn), JVDB_EINVAL, "encrypted");
+    jvdb_repo_close(plain);
+    free(buf);
+    free(ents);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_names),
+        cmocka_unit_test_setup_teardown(test_ship_basic, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_faults, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_backlog_overflow, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_gap_rebases, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
