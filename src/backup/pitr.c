@@ -160,6 +160,30 @@ int jvdb_backup_promote(jvdb_db *db)
     return JVDB_OK;
 }
 
+int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch)
+{
+    err_clear();
+    if (!db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%.100s'", db_name);
+    struct wal_lease l;
+    int rc = wal_lease_read(repo, db_name, &l);
+    if (rc == JVDB_ENOTFOUND) {
+        err_clear();
+        memset(&l, 0, sizeof l);
+    } else if (rc) {
+        return rc;
+    }
+    struct wal_lease mine;
+    memset(&mine, 0, sizeof mine);
+    wal_owner_name(mine.owner);
+    mine.epoch = l.epoch + 1;
+    mine.renewed_ns = clock_wall_ns();
+    if ((rc = wal_lease_write(repo, db_name, &mine))) return rc;
+    if (epoch) *epoch = mine.epoch;
+    log_info("took the backup log lease of '%s' from %s: epoch %llu (its shipping stops at its next shipment)", db_name,
+             l.owner[0] ? l.owner : "(nobody)", (unsigned long long)mine.epoch);
+    return JVDB_OK;
+}
+
 /* ------------------------------------------------------------------ follow */
 
 int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out)

@@ -203,12 +203,22 @@ static void *follow_main(void *arg)
     return NULL;
 }
 
-/* Fences the old primary of db's source in the repository: the lease with epoch + 1 (wal.c). */
+/* Fences the old primary of db's source in the repository (the lease with the next epoch): R when
+ * following, else the backup repository (none configured: nothing to fence). */
 static int follow_fence(struct server *s, jvdb_db *db)
 {
-    (void)s;
-    (void)db;
-    return JVDB_OK;
+    char source[JVDB_MAX_NAME_LEN + 1];
+    int rc = jvdb_backup_replica_of(db, source, NULL);
+    if (rc) return rc;
+    jvdb_repo *repo = s->follow->repo;
+    if (!repo && s->cfg.backup_repo && (rc = backup_repo_open(s, &repo))) return rc;
+    if (!repo) {
+        log_warn("'%s' was a replica; no repository to fence its old primary in (no --backup-repo)", source);
+        return JVDB_OK;
+    }
+    rc = jvdb_backup_fence(repo, source, NULL);
+    if (repo != s->follow->repo) jvdb_repo_close(repo);
+    return rc;
 }
 
 /* Makes every replica database of this data directory a primary (a promote, or a start without

@@ -91,6 +91,14 @@ def main():
             sys.stdout.write(p.stdout)
             assert p.returncode == 0, f"test_ship against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
 
+        def library_pitr():
+            # issue 13: point-in-time restores and a replica following, against S3.
+            pitr = os.path.join(os.path.dirname(test_backup), "test_pitr")
+            env = dict(os.environ, JVDB_TEST_REPO=f"s3://{BUCKET}/pitr", **s3env)
+            p = subprocess.run([pitr], capture_output=True, text=True, env=env, timeout=240)
+            sys.stdout.write(p.stdout)
+            assert p.returncode == 0, f"test_pitr against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
+
         def cli_checklist():
             e = cli.Env(jvdb, repo=f"s3://{BUCKET}/cli1", extra_env=s3env)
             try:
@@ -157,7 +165,7 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, library_index, library_ship, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
+        for t in (library_suite, library_index, library_ship, library_pitr, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
             cli.test(t)
     finally:
         proc.terminate()
