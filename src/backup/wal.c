@@ -39,7 +39,6 @@
 #define WAL_DEFAULT_LEASE  (30ll * 1000000000ll)
 /* The shipped LSN goes to the MANIFEST at most this often (an fsync under the writer lock). */
 #define WAL_PIN_EVERY_NS   (30ll * 1000000000ll)
-#define WAL_PIN_KEY        "log_shipping"
 
 /* ------------------------------------------------------------------ names */
 
@@ -704,7 +703,7 @@ static void ship_pin(jvdb_db *db, jvdb_shipper *s, int force)
     int64_t now = clock_mono_ns();
     if (!force && s->pin_ns && now - s->pin_ns < WAL_PIN_EVERY_NS) return;
     json_t *v = json_pack("{s:I, s:I}", "shipped_lsn", (json_int_t)s->end, "incarnation", (json_int_t)s->inc);
-    if (v && db_set_manifest_extra(db, WAL_PIN_KEY, v) == JVDB_OK) s->pin_ns = now;
+    if (v && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, v) == JVDB_OK) s->pin_ns = now;
     else
         log_warn("backup log of '%s': cannot record the shipped LSN in the MANIFEST: %s", jvdb_db_name(db),
                  jvdb_errmsg());
@@ -739,7 +738,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         s->overflow = 0;
         s->pin_ns = 0;
         /* Until the repository answers, the MANIFEST's shipped LSN bounds what is pending. */
-        json_t *pin = db_manifest_extra(db, WAL_PIN_KEY);
+        json_t *pin = db_manifest_extra(db, DB_SHIP_PIN_KEY);
         json_t *pl = json_object_get(pin, "shipped_lsn"), *pi = json_object_get(pin, "incarnation");
         s->have_end = json_is_integer(pl) && json_is_integer(pi) && json_integer_value(pi) == inc;
         s->end = s->have_end ? (uint64_t)json_integer_value(pl) : 0;
@@ -791,7 +790,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         log_error("backup log of '%s': %llu bytes not shipped, past the backlog limit of %llu; giving the log up for "
                   "them: an incremental backup will cover the gap when the repository is back (%s)",
                   name, (unsigned long long)out->pending_bytes, (unsigned long long)o.backlog_limit, msg);
-        if (o.shipper && db_set_manifest_extra(db, WAL_PIN_KEY, NULL) != JVDB_OK)
+        if (o.shipper && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, NULL) != JVDB_OK)
             log_warn("backup log of '%s': cannot drop the shipped LSN from the MANIFEST", name);
         s->pin_ns = 0;
         err_set(rc, "%s", msg);

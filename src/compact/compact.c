@@ -14,7 +14,9 @@
  * every sealed segment outside the inputs holds only records newer than it (their smallest LSN is
  * above the tombstone's; positions mean nothing since compaction outputs carry old LSNs), and it is
  * at or below the backup horizon so incremental backups still find their deletes.  With no backup
- * ever taken, the horizon does not hold tombstones back.
+ * ever taken, the horizon does not hold tombstones back.  Continuous backup (src/backup/wal.c) needs
+ * every record, superseded or not, above the LSN it has shipped: a sealed segment holding one is
+ * never an input (compact_choose, db_ship_pin).
  *
  * A cancelled or timed-out run removes its temporary and finished-but-uncommitted files and changes
  * nothing; a crash at any point is covered by the orphan rule of recovery.
@@ -39,12 +41,15 @@ struct choose_ctx {
     uint64_t segment_max;
     int full;
     int small_count;
+    uint64_t shipped; /* continuous backup: segments with records above it stay (db_ship_pin) */
 };
 
-/* db_pin_sealed chooser: every sealed segment in a full run, else those the policy wants. */
+/* db_pin_sealed chooser: every sealed segment in a full run, else those the policy wants; never one
+ * holding records the backup log has not shipped yet. */
 static int compact_choose(void *arg, const struct segment *s)
 {
     struct choose_ctx *c = arg;
+    if (__atomic_load_n(&s->max_lsn, __ATOMIC_RELAXED) > c->shipped) return 0;
     return c->full || compact_segment_wanted(c->policy, c->segment_max, s, c->small_count);
 }
 
@@ -180,7 +185,7 @@ static int compact_pick_inputs(jvdb_db *db, const jvdb_compact_options *opts, co
     if (rc) return rc;
     io_crash_point("compact.after_seal");
     uint64_t segment_max = db_segment_max(db);
-    p->cc = (struct choose_ctx){ policy, segment_max, opts->full, 0 };
+    p->cc = (struct choose_ctx){ policy, segment_max, opts->full, 0, db_ship_pin(db) };
     rp_enter();
     const struct db_seglist *l = db_segments(db);
     for (size_t i = 0; i < l->n; i++) {

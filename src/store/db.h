@@ -167,6 +167,13 @@ int db_name_valid(const char *name);
  * ("compaction", "index"), persisting it; on failure the old value stays. */
 int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value);
 
+/* Continuous backup (src/backup/wal.c) records in MANIFEST extra "log_shipping" {"incarnation",
+ * "shipped_lsn"} the LSN up to which the repository's log holds every write; compaction takes no
+ * sealed segment holding a record above it.  db_ship_pin: that LSN for this incarnation, or
+ * UINT64_MAX when nothing is shipped (logscan.c). */
+#define DB_SHIP_PIN_KEY "log_shipping"
+uint64_t db_ship_pin(jvdb_db *db);
+
 /* Persists the backup horizon (LSN of the newest full backup; compaction keeps tombstones above). */
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn);
 #endif

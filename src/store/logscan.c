@@ -5,7 +5,8 @@
  * Invariant: it runs inside the caller's read section and only reads what is published: the segment
  * list, and each segment's bytes below its size (stored with release after the bytes are written),
  * so every record it hands out is complete and stays mapped until the read section ends.  It never
- * takes a lock, so a shipment never waits for writers nor makes them wait.
+ * takes a lock, so a shipment never waits for writers nor makes them wait.  Also here: the MANIFEST
+ * pin by which compaction keeps what the log still needs (db_ship_pin).
  */
 #include "store/db.h"
 
@@ -32,4 +33,17 @@ int db_records_after(const jvdb_db *db, uint64_t after, uint64_t upto, db_rec_fn
         }
     }
     return JVDB_OK;
+}
+
+uint64_t db_ship_pin(jvdb_db *db)
+{
+    json_t *pin = db_manifest_extra(db, DB_SHIP_PIN_KEY);
+    json_t *lsn = json_object_get(pin, "shipped_lsn"), *inc = json_object_get(pin, "incarnation");
+    /* A key carried over from another incarnation (restored from a backup's settings) pins nothing. */
+    uint64_t v = json_is_integer(lsn) && json_is_integer(inc) && json_integer_value(inc) == db_created_ns(db) &&
+                         json_integer_value(lsn) >= 0
+                     ? (uint64_t)json_integer_value(lsn)
+                     : UINT64_MAX;
+    json_decref(pin);
+    return v;
 }

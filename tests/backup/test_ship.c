@@ -498,6 +498,40 @@ static void test_ship_gap_rebases(void **state)
     check_log(f, db, base, visible(db));
 }
 
+/* Compaction between shipments keeps what the log still needs (the MANIFEST's shipped LSN), and
+ * still reclaims what it has shipped. */
+static void test_compaction_keeps_log(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "keep", 4096);
+    for (int i = 1; i < 6; i++) traffic(db, i);
+    jvdb_shipper *sh;
+    assert_ok(jvdb_shipper_new(NULL, &sh));
+    jvdb_ship_options o = { .shipper = sh };
+    jvdb_ship_result r;
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    uint64_t base = r.shipped_lsn;
+    assert_int_equal(db_ship_pin(db), base); /* recorded when shipping starts */
+    jvdb_compact_options co = { 0 };
+    co.force = 1;
+    co.full = 1;
+    jvdb_compact_stats cs;
+    for (int round = 6; round < 12; round++) {
+        traffic(db, round);
+        if (round % 2) assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+        assert_ok(jvdb_compact(db, &co, &cs));
+        if (round == 6) assert_true(cs.records_dropped > 0); /* what was shipped before still goes */
+    }
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_string_equal(r.note, ""); /* no re-base: nothing was missing */
+    check_log(f, db, base, visible(db));
+    /* a pin of another incarnation holds nothing back */
+    json_t *other = json_pack("{s:I, s:I}", "shipped_lsn", (json_int_t)1, "incarnation", (json_int_t)7);
+    assert_ok(db_set_manifest_extra(db, DB_SHIP_PIN_KEY, other));
+    assert_int_equal(db_ship_pin(db), UINT64_MAX);
+    jvdb_shipper_free(sh, f->repo, "keep");
+}
+
 /* The lease: a second shipper is refused while the first holds it; after it expires the second
  * takes it (epoch + 1) and the first, at its next shipment, finds itself fenced for good. */
 static void test_ship_lease(void **state)
@@ -666,6 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ship_faults, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_backlog_overflow, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_gap_rebases, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
