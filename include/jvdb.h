@@ -672,9 +672,11 @@ typedef struct jvdb_restore_options {
      * fails with JVDB_ENOTFOUND naming the window; a bad or tampered log object with JVDB_ECORRUPT,
      * and nothing is written either way. */
     const char *database;
-    uint64_t to_lsn;    /* the batches whose last LSN is <= to_lsn (0 = not given) */
+    uint64_t to_lsn;    /* the batches whose last LSN is <= to_lsn, in the newest incarnation of the
+                           database (0 = not given) */
     int64_t to_time_ns; /* the batches acknowledged (record time_ns) at or before this Unix time in ns,
-                           in LSN order up to the first one acknowledged later (0 = not given) */
+                           in LSN order up to the first one acknowledged later, of the incarnation
+                           whose newest backup made by then is the newest (0 = not given) */
     int latest;         /* the newest point: the newest backup and every log object after it (without
                            log objects: the newest backup) */
     int replica;        /* mark the restored database as a replica of `database`, which

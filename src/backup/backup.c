@@ -1288,7 +1288,8 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     for (size_t k = 0; k < reach.k && !rc && !la.done; k++) {
         const struct wal_entry *e = &h.ents[reach.idx[k]];
         if ((rc = log_apply_object(repo, c.db, e, it->m.metric, &la)))
-            rc = backup_context(rc, "restore of '%s' aborted, nothing was written (log object %s)", c.db, e->name);
+            rc = backup_context(rc, "restore of '%s' aborted, nothing was written (%s)", c.db,
+                                rc == JVDB_ECORRUPT ? "verification failed" : "while applying the log");
         io_crash_point("restore.log_applied");
     }
     if (rc) goto out;

@@ -272,6 +272,14 @@ int follow_start(struct server *s)
         log_error("--follow %s: %s", s->cfg.follow_repo, jvdb_errmsg());
         return -1;
     }
+    /* A mistyped repository is an error now, not a replica that waits for it forever. */
+    jvdb_backup_info *v = NULL;
+    size_t n = 0;
+    if (jvdb_backup_list(f->repo, NULL, &v, &n)) {
+        log_error("--follow %s: %s", s->cfg.follow_repo, jvdb_errmsg());
+        return -1;
+    }
+    jvdb_free(v);
     atomic_store(&f->following, 1);
     log_info("replica of %s: seeding every database, then following its log every %.3f s (writes are refused)",
              s->cfg.follow_repo, (double)s->cfg.follow_interval_ms / 1000.0);
