@@ -108,19 +108,7 @@ static int follow_seed(struct server *s, const char *name, const char *why)
         follow_warn(s, name, "cannot seed", jvdb_errmsg());
         return rc;
     }
-    pthread_mutex_lock(&s->meta_mu);
-    struct dbmeta m;
-    dbmeta_load(s, name, &m);
-    m.updated_ns = clock_wall_ns();
-    if (!res.replaced) m.created_ns = m.updated_ns;
-    if (res.database_description) {
-        free(m.description);
-        m.description = res.database_description;
-        res.database_description = NULL;
-    }
-    dbmeta_save(s, name, &m);
-    dbmeta_free(&m);
-    pthread_mutex_unlock(&s->meta_mu);
+    dbmeta_restored(s, &res);
     jvdb_free(res.database_description);
     /* The seed's point in time: its last batch from the log, else the backup's creation. */
     follow_note(s, name, res.lsn, res.lsn, res.time_ns ? res.time_ns : res.backup.created_ns, 1);

@@ -412,22 +412,7 @@ static void route_backup_restore_run(struct server *s, const struct restore_req 
     }
     log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", res.backup.id, res.backup.chain_length,
              res.database, res.replaced ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
-    pthread_mutex_lock(&s->meta_mu);
-    struct dbmeta m;
-    dbmeta_load(s, res.database, &m);
-    m.updated_ns = clock_wall_ns();
-    if (!res.replaced) m.created_ns = m.updated_ns;
-    if (res.database_description) {
-        /* The description travels with the backup (format 2); older backups keep the current one. */
-        free(m.description);
-        m.description = res.database_description;
-        res.database_description = NULL;
-    } else if (!res.replaced && m.description) {
-        m.description[0] = '\0';
-    }
-    dbmeta_save(s, res.database, &m);
-    dbmeta_free(&m);
-    pthread_mutex_unlock(&s->meta_mu);
+    dbmeta_restored(s, &res);
     struct jw w;
     jw_init(&w);
     jw_obj(&w);

@@ -426,6 +426,9 @@ int dbmeta_load(struct server *s, const char *name, struct dbmeta *out);
 int dbmeta_save(struct server *s, const char *name, const struct dbmeta *m);
 void dbmeta_remove(struct server *s, const char *name);
 void dbmeta_free(struct dbmeta *m);
+/* After a restore into res->database: its times, and the description the backup carried (taken
+ * from res; an older backup keeps the current one), under meta_mu. */
+void dbmeta_restored(struct server *s, jvdb_restore_result *res);
 /* Drops metadata files of databases that no longer exist (dropped while the server was down). */
 void dbmeta_prune(struct server *s);
 
