@@ -864,6 +864,23 @@ typedef struct jvdb_ship_result {
  * log's end again.  Another owner holding the lease: JVDB_EBUSY naming it (out->fenced).  *out is
  * filled in every case (pending bytes and age even when the repository is unreachable). */
 JVDB_API int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts, jvdb_ship_result *out);
+/* Retention by time (`serve --backup-retention D`): everything that only serves restores to points
+ * before window_start_ns goes -- backups made before it, and log objects whose last write is before
+ * it and whose records the newest backup made before it already holds ("covered by a newer
+ * backup") -- except that newest backup and its whole chain, from which every point inside the
+ * window can still be restored.  Without a backup from before the window nothing goes.  dry_run:
+ * only counts. */
+typedef struct jvdb_retention_result {
+    uint64_t log_objects_deleted;
+    uint64_t log_objects_covered; /* of them, of the base backup's own incarnation */
+    uint64_t backups_deleted;
+} jvdb_retention_result;
+JVDB_API int jvdb_backup_retain(jvdb_repo *repo, const char *db_name, int64_t window_start_ns, int dry_run,
+                                jvdb_retention_result *out);
+
+/* Shipping is off for `db`: removes the shipped LSN its MANIFEST keeps (key "log_shipping"), so
+ * compaction no longer keeps records for a log nobody ships.  JVDB_OK when there was none. */
+JVDB_API int jvdb_backup_ship_forget(jvdb_db *db);
 /* ==== end of backups ====================================================================== */
 
 #ifdef __cplusplus

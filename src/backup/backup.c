@@ -1496,3 +1496,68 @@ int jvdb_backup_prune(jvdb_repo *repo, const char *db_name, uint32_t keep, jvdb_
     jvdb_prune_options o = { keep, 0, 0, 0 };
     return jvdb_backup_prune_ex(repo, db_name, &o, deleted, count);
 }
+
+/* ------------------------------------------------------------------ retention by time */
+
+int jvdb_backup_retain(jvdb_repo *repo, const char *db_name, int64_t window_start_ns, int dry_run,
+                       jvdb_retention_result *out)
+{
+    err_clear();
+    jvdb_retention_result none;
+    if (!out) out = &none;
+    memset(out, 0, sizeof *out);
+    if (!db_name || !db_name_valid(db_name))
+        return err_set(JVDB_EINVAL, "invalid database name '%s'", db_name ? db_name : "");
+    struct catalog c;
+    int rc = catalog_load(repo, db_name, &c);
+    if (rc == JVDB_ENOTFOUND) {
+        err_clear();
+        return JVDB_OK;
+    }
+    if (rc) return rc;
+    /* The base every restore inside the window can start from: the newest restorable backup made
+     * before it.  Without one, nothing before the window may go. */
+    int base = -1;
+    for (size_t i = 0; i < c.n; i++)
+        if (c.v[i].restorable == 1 && c.v[i].m.created_ns <= window_start_ns) base = (int)i;
+    char *mark = calloc(c.n ? c.n : 1, 1);
+    if (!mark) {
+        catalog_free(&c);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    if (base >= 0) {
+        for (size_t i = 0; i < c.n; i++) mark[i] = c.v[i].m.created_ns <= window_start_ns || !c.v[i].meta_ok;
+        for (size_t i = 0; i < c.n; i++) /* kept ones keep their chains */
+            if (!mark[i] || (int)i == base)
+                for (int p = (int)i; p >= 0; p = c.v[p].parent) mark[p] = 0;
+    }
+    struct wal_entry *ents = NULL;
+    size_t n = 0;
+    if (base >= 0) rc = wal_list(repo, db_name, &ents, &n);
+    const struct backup_meta *b = base >= 0 ? &c.v[base].m : NULL;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const struct wal_entry *e = &ents[i];
+        /* Covered: its records are all at or below the base, of the base's incarnation or an
+         * earlier one (incarnations are creation times). */
+        int covered = e->incarnation == b->incarnation ? e->lsn_to <= b->lsn_to : e->incarnation < b->incarnation;
+        if (e->last_time_ns >= window_start_ns || !covered) continue;
+        if (!dry_run) {
+            char path[WAL_NAME_MAX + 8];
+            snprintf(path, sizeof path, "%s/%s", WAL_DIR, e->name);
+            if ((rc = repo->ops->obj_delete(repo, db_name, path))) break;
+        }
+        out->log_objects_deleted++;
+        out->log_objects_covered += e->incarnation == b->incarnation;
+    }
+    free(ents);
+    size_t k = 0;
+    for (size_t i = 0; i < c.n; i++) k += mark[i] != 0;
+    if (!rc && dry_run) out->backups_deleted = k;
+    else if (!rc && k) {
+        rc = remove_marked(repo, &c, mark, NULL, &k);
+        out->backups_deleted = k;
+    }
+    free(mark);
+    catalog_free(&c);
+    return rc;
+}

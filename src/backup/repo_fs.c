@@ -571,7 +571,9 @@ static int repo_fs_obj_put(jvdb_repo *r, const char *db, const char *name, const
     if (!rc && created && io_fsync_dir(f->dir) < 0) rc = err_errno(errno, "cannot sync directory %s", f->dir);
     if (!rc) rc = repo_fs_obj_dirs(dbdir, name);
     /* temp file, fsync, rename, fsync directory: the object appears whole or not at all */
-    if (!rc) rc = fs_replace_file(p, buf, len, "ship.object");
+    size_t nl = strlen(name);
+    int lease = nl >= 5 && !strcmp(name + nl - 5, "LEASE");
+    if (!rc) rc = fs_replace_file(p, buf, len, lease ? "ship.lease" : "ship.object");
     free(dbdir);
     free(p);
     return rc;

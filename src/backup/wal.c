@@ -403,6 +403,8 @@ struct jvdb_shipper {
     int have_end;
     int overflow;   /* the backlog passed its limit: re-base on an incremental */
     int64_t pin_ns; /* when the shipped LSN last went to the MANIFEST (0 = not since start) */
+    int contacted;  /* the repository answered once: a directory that vanishes later is an outage, never
+                     * re-created */
 };
 
 int jvdb_shipper_new(const char *owner, jvdb_shipper **out)
@@ -703,8 +705,11 @@ static void ship_pin(jvdb_db *db, jvdb_shipper *s, int force)
     int64_t now = clock_mono_ns();
     if (!force && s->pin_ns && now - s->pin_ns < WAL_PIN_EVERY_NS) return;
     json_t *v = json_pack("{s:I, s:I}", "shipped_lsn", (json_int_t)s->end, "incarnation", (json_int_t)s->inc);
-    if (v && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, v) == JVDB_OK) s->pin_ns = now;
-    else
+    io_crash_point("ship.before_pin");
+    if (v && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, v) == JVDB_OK) {
+        s->pin_ns = now;
+        io_crash_point("ship.after_pin");
+    } else
         log_warn("backup log of '%s': cannot record the shipped LSN in the MANIFEST: %s", jvdb_db_name(db),
                  jvdb_errmsg());
     err_clear();
@@ -745,8 +750,10 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         json_decref(pin);
     }
     if (s->have_end) ship_pending(db, s->end, out);
-    int rc = repo->ops->init(repo);
+    /* Only the first contact may create the repository (like a first backup). */
+    int rc = s->contacted ? JVDB_OK : repo->ops->init(repo);
     if (!rc) rc = ship_lease(s, repo, name, o.lease_ns, out);
+    if (!rc) s->contacted = 1;
     int started = !s->known;
     if (!rc && (!s->known || s->overflow)) rc = ship_find_end(db, repo, s, out);
     if (!rc && o.shipper && (started || !s->pin_ns)) ship_pin(db, s, 1);
@@ -805,4 +812,13 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         if (rc) err_set(rc, "%s", msg);
     }
     return rc;
+}
+
+int jvdb_backup_ship_forget(jvdb_db *db)
+{
+    err_clear();
+    json_t *pin = db_manifest_extra(db, DB_SHIP_PIN_KEY);
+    if (!pin) return JVDB_OK;
+    json_decref(pin);
+    return db_set_manifest_extra(db, DB_SHIP_PIN_KEY, NULL);
 }

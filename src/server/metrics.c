@@ -392,6 +392,36 @@ static void metrics_render_drills(struct server *s, struct mbuf *b)
     free(r);
 }
 
+/* Continuous backup (ship.c): per database, how far the repository's log is behind. */
+static void metrics_render_ship(struct server *s, struct mbuf *b)
+{
+    enum { cap = 256 };
+    char(*names)[JVDB_MAX_NAME_LEN + 1] = malloc(cap * sizeof *names);
+    struct ship_figures *f = malloc(cap * sizeof *f);
+    size_t n = names && f ? ship_figures_all(s, names, f, cap) : 0;
+    if (!names || !f) b->oom = 1;
+    mb_head(b, "jvdb_backup_ship_lag_seconds", "gauge",
+            "Age of the oldest acknowledged write not yet in the repository's log, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_ship_lag_seconds{database=\"%s\"} %.6f\n", names[i], f[i].lag_s);
+    mb_head(b, "jvdb_backup_ship_pending_bytes", "gauge",
+            "Record bytes acknowledged and not yet shipped, by database.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_ship_pending_bytes{database=\"%s\"} %" PRIu64 "\n", names[i], f[i].pending_bytes);
+    mb_head(b, "jvdb_backup_ship_shipped_lsn", "gauge", "The repository's log holds every write up to this LSN.");
+    for (size_t i = 0; i < n; i++)
+        mb_printf(b, "jvdb_backup_ship_shipped_lsn{database=\"%s\"} %" PRIu64 "\n", names[i], f[i].shipped_lsn);
+    mb_head(b, "jvdb_backup_ship_fenced", "gauge", "1 when another primary holds the log's lease (not shipping).");
+    for (size_t i = 0; i < n; i++) mb_printf(b, "jvdb_backup_ship_fenced{database=\"%s\"} %d\n", names[i], f[i].fenced);
+    mb_head(b, "jvdb_backup_ship_last_success_timestamp_seconds", "gauge", "Unix time of the last shipment.");
+    for (size_t i = 0; i < n; i++)
+        if (f[i].last_ok_ns)
+            mb_printf(b, "jvdb_backup_ship_last_success_timestamp_seconds{database=\"%s\"} %.3f\n", names[i],
+                      (double)f[i].last_ok_ns / 1e9);
+    free(names);
+    free(f);
+}
+
 static void metrics_render_backups(struct server *s, struct mbuf *b)
 {
     struct backup_totals t[4][2];
@@ -417,6 +447,7 @@ static void metrics_render_backups(struct server *s, struct mbuf *b)
                   jvdb_backup_type_name((jvdb_backup_type)ty), t[ty][0].stored_bytes);
     metrics_render_db_backups(s, b);
     metrics_render_drills(s, b);
+    if (s->ship) metrics_render_ship(s, b);
     char names[256][JVDB_MAX_NAME_LEN + 1];
     int64_t times[256];
     size_t n = backup_log_last(s, names, times, 256);

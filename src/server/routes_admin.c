@@ -214,6 +214,7 @@ void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs)
     jw_obj(&w);
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
     route_write_stats(&w, db);
+    ship_write_stats(s, &w, jvdb_db_name(db));
     double lag;
     if (follow_lag(s, jvdb_db_name(db), &lag)) jw_kdouble(&w, "replicationLagSeconds", lag);
     jw_key(&w, "compaction");

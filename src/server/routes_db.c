@@ -99,6 +99,7 @@ static void route_write_db(struct server *s, struct jw *w, jvdb_db *db)
     jw_key(w, "stats");
     jw_obj(w);
     route_write_stats(w, db);
+    ship_write_stats(s, w, name);
     jw_obj_end(w);
     jw_obj_end(w);
     dbmeta_free(&m);

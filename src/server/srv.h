@@ -62,6 +62,10 @@ struct server_config {
     unsigned backup_keep_daily;     /* scheduler: also keep the newest point of each of the last N days */
     unsigned backup_keep_weekly;    /* scheduler: ... and of each of the last N ISO weeks */
     uint64_t backup_drill_every_ms; /* scheduler: restore drill of every database; 0 = none */
+    uint64_t backup_continuous_ms;  /* ship the log of every database this often (ship.c); 0 = off */
+    uint64_t backup_backlog_bytes;  /* unshipped bytes kept while the repository fails (default 1 GiB) */
+    uint64_t backup_lease_ms;       /* the fencing lease's time (default 30 s) */
+    uint64_t backup_retention_ms;   /* log objects and backups older than this are pruned; 0 = keep */
     char *follow_repo;              /* --follow R: a read replica of repository R (follow.c) */
     uint64_t follow_interval_ms;    /* --follow-interval: how often the replica polls R */
     char *tls_cert;                 /* PEM certificate chain; NULL = plain HTTP */
@@ -86,6 +90,7 @@ struct http_server;
 struct compact_log;
 struct backup_log;
 struct backup_sched;
+struct ship_state;
 struct auth_state;
 struct ready_state;
 struct jobs_state;
@@ -101,6 +106,7 @@ struct server {
     struct compact_log *compactions; /* compactions run through the API (routes_admin.c) */
     struct backup_log *backups;      /* backup repository access and statistics (routes_backup.c) */
     struct backup_sched *sched;      /* scheduled backups (backup_sched.c) */
+    struct ship_state *ship;         /* continuous backup: the log shipper (ship.c) */
     struct auth_state *auth;         /* API keys (auth.c) */
     struct ready_state *ready;       /* readiness: databases opened, indexes caught up (ready.c) */
     struct jobs_state *jobs;         /* background jobs, /v1/jobs (jobs.c) */
@@ -349,6 +355,29 @@ void route_backup_schedule(struct server *s, struct http_req *rq, struct http_re
 void route_backup_list_all(struct server *s, struct http_req *rq, struct http_resp *rs);
 /* Stops the scheduler; a backup it is taking finishes first. */
 void sched_stop(struct server *s);
+
+/* ---- continuous backup (ship.c) ---- */
+
+/* Starts the shipper thread (--backup-continuous D); without it, removes every database's shipped
+ * LSN from its MANIFEST so compaction is not held back by a log nobody ships.  -1 on failure. */
+int ship_start(struct server *s);
+/* Stops the thread (a shipment under way finishes) and releases the leases it holds. */
+void ship_stop(struct server *s);
+/* What /metrics and the stats say of one database's log shipping. */
+struct ship_figures {
+    double lag_s;           /* age of the oldest acknowledged write not yet shipped (0 when none) */
+    uint64_t pending_bytes; /* record bytes acknowledged and not shipped */
+    uint64_t shipped_lsn;   /* the repository's log holds every write up to here */
+    int fenced;             /* another primary holds the lease: not shipping */
+    int overflow;           /* past --backup-backlog-bytes: the gap will be an incremental backup */
+    int64_t last_ok_ns;     /* last successful shipment (0 = none) */
+};
+/* 1 and *out for a database the shipper knows, else 0 (shipping off, or not seen yet). */
+int ship_figures_of(struct server *s, const char *name, struct ship_figures *out);
+/* Every database's figures (up to cap); returns how many. */
+size_t ship_figures_all(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], struct ship_figures *out, size_t cap);
+/* The shipping fields of a database's stats (camelCase, after route_write_stats); none when off. */
+void ship_write_stats(struct server *s, struct jw *w, const char *name);
 
 /* ---- authentication (auth.c) ---- */
 

@@ -1,0 +1,329 @@
+/*
+ * ship.c — continuous backup in the server (`serve --backup-repo R --backup-continuous D`): one
+ * thread ships the log of every database to R every D (jvdb_backup_ship, src/backup/wal.c), keeps
+ * each database's lag for /metrics and the stats, and prunes by time (--backup-retention).
+ *
+ * Writers never wait for it: a shipment reads the records inside a read section and copies them out
+ * before any repository I/O, and takes no database lock.  When R is unreachable the shipment fails,
+ * writes go on, the backlog stays in the database (compaction keeps it: the MANIFEST's shipped LSN)
+ * and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
+ * error) and covered by an incremental backup when R is back.  Each database's shipper holds the
+ * fencing lease <R>/<db>/log/LEASE (taken at the first shipment, re-checked before each, renewed
+ * every third of --backup-lease, released at a clean stop); one that finds another owner there stops
+ * shipping that database, says so at error level and shows jvdb_backup_ship_fenced 1.
+ *
+ * A shipment holds the repository like a backup (backup_repo_lock, without waiting: a backup or prune
+ * under way only delays it to the next tick), since it may take a backup itself (the first of an
+ * incarnation, or one covering a gap) and retention deletes backups.  The figures are guarded by
+ * `mu`, never held across I/O; the shippers and the repository handle belong to the thread.
+ */
+#include "server/srv.h"
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Retention runs at most this often (it lists the repository). */
+#define SHIP_RETENTION_EVERY_NS (60ll * 1000000000ll)
+
+struct ship_db {
+    char name[JVDB_MAX_NAME_LEN + 1];
+    jvdb_shipper *shipper;   /* the thread's */
+    struct ship_figures fig; /* guarded by mu */
+    int failing;             /* the last shipment failed (logged once) */
+    int seen;                /* listed at this tick */
+    int64_t retained_ns;     /* last retention pass */
+};
+
+struct ship_state {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping;
+    int started;
+    struct ship_db *dbs; /* the array is guarded by mu; shipper fields belong to the thread */
+    size_t n, cap;
+    jvdb_repo *repo; /* the thread's */
+};
+
+/* The entry of database `name`, appended when new; NULL when out of memory.  Caller holds mu. */
+static struct ship_db *ship_entry(struct ship_state *t, const char *name)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (!strcmp(t->dbs[i].name, name)) return &t->dbs[i];
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? 2 * t->cap : 8;
+        struct ship_db *nv = realloc(t->dbs, nc * sizeof *nv);
+        if (!nv) return NULL;
+        t->dbs = nv;
+        t->cap = nc;
+    }
+    struct ship_db *e = &t->dbs[t->n++];
+    memset(e, 0, sizeof *e);
+    snprintf(e->name, sizeof e->name, "%s", name);
+    return e;
+}
+
+/* Retention by time for one database: log objects and backups older than the window go, except
+ * what a restore to any point inside the window needs (the newest backup from before the window,
+ * its chain, and the log after it). */
+static void ship_retain(struct server *s, struct ship_state *t, const char *name)
+{
+    int64_t window = clock_wall_ns() - (int64_t)s->cfg.backup_retention_ms * 1000000;
+    jvdb_retention_result rr;
+    int rc = jvdb_backup_retain(t->repo, name, window, 0, &rr);
+    if (rc != JVDB_OK) {
+        log_warn("retention of the backups of '%s' failed: %s", name, jvdb_errmsg());
+        return;
+    }
+    if (rr.log_objects_deleted || rr.backups_deleted)
+        log_info("retention of '%s' (older than %.0f s): %" PRIu64 " log objects (%" PRIu64
+                 " covered by a newer backup) and %" PRIu64 " backups pruned",
+                 name, (double)s->cfg.backup_retention_ms / 1000, rr.log_objects_deleted, rr.log_objects_covered,
+                 rr.backups_deleted);
+}
+
+/* One shipment of one database, with its figures and log lines. */
+static void ship_db_once(struct server *s, struct ship_state *t, const char *name)
+{
+    pthread_mutex_lock(&t->mu);
+    struct ship_db *e = ship_entry(t, name);
+    if (e) e->seen = 1;
+    jvdb_shipper *sh = e ? e->shipper : NULL;
+    pthread_mutex_unlock(&t->mu);
+    if (!e) return;
+    if (!sh) {
+        if (jvdb_shipper_new(NULL, &sh) != JVDB_OK) return;
+        pthread_mutex_lock(&t->mu);
+        e = ship_entry(t, name);
+        if (e) e->shipper = sh;
+        pthread_mutex_unlock(&t->mu);
+        if (!e) {
+            jvdb_shipper_free(sh, NULL, NULL);
+            return;
+        }
+    }
+    if (backup_repo_lock(s, 0)) return; /* a backup or prune under way: the next tick ships */
+    jvdb_db *db = NULL;
+    if (srv_db_hold(s, name, &db) != JVDB_OK) {
+        backup_repo_unlock(s);
+        return;
+    }
+    jvdb_ship_options o = { 0 };
+    o.shipper = sh;
+    o.lease_ns = (int64_t)s->cfg.backup_lease_ms * 1000000;
+    o.backlog_limit = s->cfg.backup_backlog_bytes;
+    jvdb_ship_result r;
+    int rc = jvdb_backup_ship(db, t->repo, &o, &r);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    srv_db_unhold(s, db);
+    int retain = 0;
+    int64_t now = clock_wall_ns();
+    pthread_mutex_lock(&t->mu);
+    e = ship_entry(t, name);
+    int was_failing = e ? e->failing : 0;
+    if (e) {
+        e->fig.pending_bytes = r.pending_bytes;
+        e->fig.lag_s = r.pending_bytes && r.oldest_unshipped_ns && now > r.oldest_unshipped_ns
+                           ? (double)(now - r.oldest_unshipped_ns) / 1e9
+                           : 0;
+        if (r.shipped_lsn) e->fig.shipped_lsn = r.shipped_lsn;
+        e->fig.fenced = r.fenced;
+        e->fig.overflow = r.overflow;
+        if (rc == JVDB_OK) e->fig.last_ok_ns = now;
+        e->failing = rc != JVDB_OK;
+        /* every minute, or twice per window when it is shorter */
+        int64_t every = (int64_t)s->cfg.backup_retention_ms * 500000;
+        if (every > SHIP_RETENTION_EVERY_NS) every = SHIP_RETENTION_EVERY_NS;
+        retain = rc == JVDB_OK && s->cfg.backup_retention_ms && now - e->retained_ns >= every;
+        if (retain) e->retained_ns = now;
+    }
+    pthread_mutex_unlock(&t->mu);
+    if (retain) ship_retain(s, t, name);
+    backup_repo_unlock(s);
+    if (rc != JVDB_OK && !was_failing) {
+        if (r.fenced) log_error("continuous backup of '%s' is not shipping: %s", name, msg);
+        else
+            log_error("continuous backup of '%s' failed: %s; writes go on, %" PRIu64
+                      " bytes wait to be shipped (retrying every %.3f s)",
+                      name, msg, r.pending_bytes, (double)s->cfg.backup_continuous_ms / 1000);
+    } else if (rc == JVDB_OK && was_failing) {
+        log_info("continuous backup of '%s' resumed: shipped up to LSN %" PRIu64, name, r.shipped_lsn);
+    }
+    if (r.note[0]) log_info("continuous backup of '%s': %s", name, r.note);
+    if (r.objects)
+        log_debug("continuous backup of '%s': %u objects, %" PRIu64 " records, LSN up to %" PRIu64, name, r.objects,
+                  r.records, r.shipped_lsn);
+}
+
+/* One round over every database; entries of databases that are gone are dropped (their lease
+ * released). */
+static void ship_tick(struct server *s, struct ship_state *t)
+{
+    if (!t->repo && backup_repo_open(s, &t->repo) != JVDB_OK) {
+        log_warn("continuous backup: cannot open repository '%s': %s", s->cfg.backup_repo, jvdb_errmsg());
+        t->repo = NULL;
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0;
+    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < t->n; i++) t->dbs[i].seen = 0;
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_lock(&t->mu);
+        int stop = t->stopping;
+        pthread_mutex_unlock(&t->mu);
+        if (stop) break;
+        ship_db_once(s, t, names[i]);
+    }
+    jvdb_free_names(names, n);
+    for (;;) {
+        jvdb_shipper *gone = NULL;
+        char gname[JVDB_MAX_NAME_LEN + 1];
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < t->n && !gone && !t->stopping; i++)
+            if (!t->dbs[i].seen) {
+                gone = t->dbs[i].shipper;
+                snprintf(gname, sizeof gname, "%s", t->dbs[i].name);
+                t->dbs[i] = t->dbs[--t->n];
+                if (!gone) i--; /* nothing to release: look at the moved entry */
+            }
+        pthread_mutex_unlock(&t->mu);
+        if (!gone) break;
+        jvdb_shipper_free(gone, t->repo, gname);
+    }
+}
+
+/* The thread: a round every --backup-continuous, measured from the start of the previous one. */
+static void *ship_main(void *arg)
+{
+    struct server *s = arg;
+    struct ship_state *t = s->ship;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stopping) {
+        pthread_mutex_unlock(&t->mu);
+        struct timespec dl;
+        clock_gettime(CLOCK_REALTIME, &dl);
+        ship_tick(s, t);
+        uint64_t ms = s->cfg.backup_continuous_ms;
+        dl.tv_sec += (time_t)(ms / 1000);
+        dl.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&t->mu);
+        if (!t->stopping) pthread_cond_timedwait(&t->cv, &t->mu, &dl);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
+}
+
+/* Shipping is off: no database keeps records back for a log nobody ships. */
+static void ship_forget_all(struct server *s)
+{
+    char **names = NULL;
+    size_t n = 0;
+    if (jvdb_db_list(s->env, &names, &n) != JVDB_OK) return;
+    for (size_t i = 0; i < n; i++) {
+        jvdb_db *db = NULL;
+        if (srv_db_hold(s, names[i], &db) != JVDB_OK) continue;
+        if (jvdb_backup_ship_forget(db) != JVDB_OK)
+            log_warn("'%s': cannot drop the shipped LSN of continuous backup: %s", names[i], jvdb_errmsg());
+        srv_db_unhold(s, db);
+    }
+    jvdb_free_names(names, n);
+}
+
+int ship_start(struct server *s)
+{
+    if (!s->cfg.backup_continuous_ms) {
+        ship_forget_all(s);
+        return 0;
+    }
+    struct ship_state *t = calloc(1, sizeof *t);
+    if (!t) return -1;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    s->ship = t;
+    if (pthread_create(&t->thread, NULL, ship_main, s) != 0) {
+        log_error("cannot start the continuous backup thread");
+        ship_stop(s);
+        return -1;
+    }
+    t->started = 1;
+    log_info("continuous backup: shipping every %.3f s to %s (backlog kept up to %" PRIu64
+             " bytes, lease %.1f s, retention %.0f s (0 = keep all))",
+             (double)s->cfg.backup_continuous_ms / 1000, s->cfg.backup_repo, s->cfg.backup_backlog_bytes,
+             (double)s->cfg.backup_lease_ms / 1000, (double)s->cfg.backup_retention_ms / 1000);
+    return 0;
+}
+
+void ship_stop(struct server *s)
+{
+    struct ship_state *t = s->ship;
+    if (!t) return;
+    pthread_mutex_lock(&t->mu);
+    t->stopping = 1;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    if (t->started) pthread_join(t->thread, NULL);
+    for (size_t i = 0; i < t->n; i++) jvdb_shipper_free(t->dbs[i].shipper, t->repo, t->dbs[i].name);
+    jvdb_repo_close(t->repo);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t->dbs);
+    free(t);
+    s->ship = NULL;
+}
+
+int ship_figures_of(struct server *s, const char *name, struct ship_figures *out)
+{
+    struct ship_state *t = s->ship;
+    memset(out, 0, sizeof *out);
+    if (!t) return 0;
+    int found = 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < t->n && !found; i++)
+        if (!strcmp(t->dbs[i].name, name)) {
+            *out = t->dbs[i].fig;
+            found = 1;
+        }
+    pthread_mutex_unlock(&t->mu);
+    return found;
+}
+
+size_t ship_figures_all(struct server *s, char (*names)[JVDB_MAX_NAME_LEN + 1], struct ship_figures *out, size_t cap)
+{
+    struct ship_state *t = s->ship;
+    if (!t) return 0;
+    pthread_mutex_lock(&t->mu);
+    size_t n = t->n < cap ? t->n : cap;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(names[i], t->dbs[i].name, sizeof names[i]);
+        out[i] = t->dbs[i].fig;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+void ship_write_stats(struct server *s, struct jw *w, const char *name)
+{
+    if (!s->ship) return;
+    struct ship_figures f;
+    ship_figures_of(s, name, &f);
+    jw_kdouble(w, "backupShipLagSeconds", f.lag_s);
+    jw_kuint(w, "backupShipPendingBytes", f.pending_bytes);
+    jw_kuint(w, "backupShippedLsn", f.shipped_lsn);
+    jw_kbool(w, "backupShipFenced", f.fenced);
+    jw_kbool(w, "backupShipOverflow", f.overflow);
+}

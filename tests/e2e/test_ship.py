@@ -1,0 +1,300 @@
+"""Continuous backup in `jvdb serve` (issue 13): --backup-continuous D ships every acknowledged write
+to the repository as log objects within D; /metrics and the stats show the lag; an unreachable
+repository leaves writes going on and the backlog is shipped when it is back (past
+--backup-backlog-bytes, an incremental backup covers the gap); the lease fences a second primary;
+a restart continues the log without gap or duplicate; --backup-retention prunes by time.
+
+Every check reads the log back with shiplog.py: the path from the base backup holds exactly the
+writes made, in order, one record per acknowledged write (superseded versions and deletes too).
+
+usage: test_ship.py PATH_TO_JVDB
+"""
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jvdbtest  # noqa: E402
+import shiplog  # noqa: E402
+from jvdbtest import Client, Server, expect, test  # noqa: E402
+
+DIM = 3
+
+
+def metric(c, name, db):
+    m = c.get("/metrics").raw.decode()
+    hit = re.search(r'%s\{database="%s"\} ([0-9.e+-]+)' % (name, db), m)
+    return float(hit[1]) if hit else None
+
+
+def wait_for(fn, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def mkdb(c, name):
+    expect(c.post("/v1/databases", {"name": name, "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
+
+
+def write(c, db, lo, hi, ver=1):
+    """One batch of puts of ids lo..hi-1; returns the writes as (id, kind)."""
+    vecs = [{"id": "v%d" % i, "values": [i, ver, -i], "metadata": {"v": ver}} for i in range(lo, hi)]
+    expect(c.post("/v1/databases/%s/vectors/batch" % db, {"vectors": vecs}), 201)
+    return [("v%d" % i, "put") for i in range(lo, hi)]
+
+
+def delete(c, db, i):
+    expect(c.delete("/v1/databases/%s/vectors/v%d" % (db, i)), 200)
+    return [("v%d" % i, "delete")]
+
+
+def stats(c, db):
+    return expect(c.get("/v1/databases/%s/stats" % db), 200).json
+
+
+def incarnation_and_base(repo, db):
+    """The newest backup of the database: its incarnation and lsn_to (the log's base)."""
+    b = shiplog.backups(repo, db)
+    assert b, "no backup of %s in %s" % (db, repo)
+    return b[-1]["incarnation"], b[-1]["lsn_to"]
+
+
+def check_log(repo, db, base_inc, base, writes, last_lsn):
+    recs = shiplog.follow(repo, db, DIM, base_inc, base)
+    assert recs and recs[-1]["lsn"] == last_lsn, (len(recs), recs[-1]["lsn"] if recs else None, last_lsn)
+    got = [(r["id"], r["kind"]) for r in recs]
+    assert got == writes, "the log holds %d writes, %d were made" % (len(got), len(writes))
+    return recs
+
+
+@test
+def ships_every_write_and_shows_the_lag():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "200ms"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "d")
+        w0 = write(c, "d", 0, 10)
+        # The first shipment makes a full backup; the log continues from it.
+        wait_for(lambda: shiplog.backups(repo, "d"), "the first full backup")
+        inc, base = incarnation_and_base(repo, "d")
+        lsn0 = base
+        writes = w0
+        writes += write(c, "d", 0, 5, 2)  # overwrites: superseded versions are shipped too
+        writes += delete(c, "d", 7)
+        writes += write(c, "d", 10, 20)
+        last = stats(c, "d")["lastLsn"]
+        assert last == len(writes)
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "d") == last, "shipped LSN %d" % last)
+        # Writes acknowledged up to the base are in the backup; every later one is in the log.
+        check_log(repo, "d", inc, base, writes[base:], last)
+        st = stats(c, "d")
+        assert st["backupShippedLsn"] == last and st["backupShipPendingBytes"] == 0, st
+        assert st["backupShipLagSeconds"] == 0 and st["backupShipFenced"] is False, st
+        db = expect(c.get("/v1/databases/d"), 200).json
+        assert db["stats"]["backupShippedLsn"] == last, db["stats"]
+        assert metric(c, "jvdb_backup_ship_fenced", "d") == 0
+        assert metric(c, "jvdb_backup_ship_pending_bytes", "d") == 0
+        with open(os.path.join(repo, "d", "log", "LEASE")) as f:
+            lease = json.load(f)
+        assert lease["epoch"] == 1 and lease["renewed_ns"] > 0, lease
+    finally:
+        s.stop()
+    # A clean stop released the lease; a restart continues with epoch 2, no gap, no duplicate.
+    with open(os.path.join(repo, "d", "log", "LEASE")) as f:
+        assert json.load(f)["renewed_ns"] == 0
+    s.start()
+    try:
+        c = Client(s.port)
+        more = write(c, "d", 20, 30)
+        last = stats(c, "d")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "d") == last, "shipped after restart")
+        recs = shiplog.follow(repo, "d", DIM, inc, lsn0)
+        assert recs[-1]["lsn"] == last and [(r["id"], r["kind"]) for r in recs[-10:]] == more
+        assert shiplog.objects(repo, "d")[-1]["epoch"] == 2
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+@test
+def unreachable_repository_keeps_the_backlog():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "u")
+        write(c, "u", 0, 5)
+        wait_for(lambda: shiplog.backups(repo, "u"), "the first full backup")
+        inc, base = incarnation_and_base(repo, "u")
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "u") == stats(c, "u")["lastLsn"], "shipped")
+        writes = []
+        # The repository goes away (a file where the directory was): writes go on.
+        os.rename(repo, repo + ".away")
+        with open(repo, "w") as f:
+            f.write("not a directory\n")
+        for k in range(5):
+            writes += write(c, "u", 100 + 10 * k, 110 + 10 * k)
+        wait_for(lambda: (metric(c, "jvdb_backup_ship_pending_bytes", "u") or 0) > 0, "pending bytes")
+        time.sleep(0.5)
+        lag = metric(c, "jvdb_backup_ship_lag_seconds", "u")
+        assert lag and lag > 0.3, lag
+        st = stats(c, "u")
+        assert st["backupShipPendingBytes"] > 0 and st["backupShipLagSeconds"] > 0, st
+        assert "continuous backup of 'u' failed" in s.log()
+        # Back: the backlog is shipped, without gap or duplicate.
+        os.unlink(repo)
+        os.rename(repo + ".away", repo)
+        last = stats(c, "u")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "u") == last, "backlog shipped")
+        assert metric(c, "jvdb_backup_ship_pending_bytes", "u") == 0
+        recs = shiplog.follow(repo, "u", DIM, inc, base)
+        assert [(r["id"], r["kind"]) for r in recs][-len(writes):] == writes and recs[-1]["lsn"] == last
+        assert "continuous backup of 'u' resumed" in s.log()
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+@test
+def backlog_past_its_limit_becomes_an_incremental():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-backlog-bytes", "2KiB"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "o")
+        write(c, "o", 0, 5)
+        wait_for(lambda: shiplog.backups(repo, "o"), "the first full backup")
+        os.rename(repo, repo + ".away")
+        with open(repo, "w") as f:
+            f.write("x\n")
+        for k in range(10):
+            write(c, "o", 100 + 10 * k, 110 + 10 * k)
+        wait_for(lambda: "past the backlog limit" in s.log(), "the backlog error")
+        assert re.search(r"error .*past the backlog limit", s.log()), s.log()[-2000:]
+        os.unlink(repo)
+        os.rename(repo + ".away", repo)
+        last = stats(c, "o")["lastLsn"]
+        wait_for(lambda: any(b["type"] == "incremental" for b in shiplog.backups(repo, "o")), "an incremental")
+        more = write(c, "o", 500, 505)
+        last = stats(c, "o")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "o") == last, "shipped after the incremental")
+        inc, base = incarnation_and_base(repo, "o")
+        recs = shiplog.follow(repo, "o", DIM, inc, base)
+        assert [(r["id"], r["kind"]) for r in recs][-5:] == more and recs[-1]["lsn"] == last
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+@test
+def a_second_primary_is_fenced():
+    s1 = Server()
+    repo = os.path.join(s1.root, "repo")
+    s1.args += ["--backup-repo", repo, "--backup-continuous", "100ms"]
+    s1.start()
+    s2 = Server(root=os.path.join(s1.root, "second"), args=["--backup-repo", repo, "--backup-continuous", "100ms"])
+    os.makedirs(s2.root)
+    try:
+        c1 = Client(s1.port)
+        mkdb(c1, "f")
+        write(c1, "f", 0, 5)
+        wait_for(lambda: metric(c1, "jvdb_backup_ship_shipped_lsn", "f"), "first primary shipping")
+        s2.start()
+        c2 = Client(s2.port)
+        mkdb(c2, "f")
+        write(c2, "f", 0, 3)
+        wait_for(lambda: metric(c2, "jvdb_backup_ship_fenced", "f") == 1, "second primary fenced")
+        assert stats(c2, "f")["backupShipFenced"] is True
+        assert re.search(r"error continuous backup of 'f' is not shipping: .*holds|is shipped by", s2.log()), s2.log()
+        # The first goes on shipping.
+        write(c1, "f", 10, 20)
+        last = stats(c1, "f")["lastLsn"]
+        wait_for(lambda: metric(c1, "jvdb_backup_ship_shipped_lsn", "f") == last, "first primary still shipping")
+        assert metric(c1, "jvdb_backup_ship_fenced", "f") == 0
+        assert {e["epoch"] for e in shiplog.objects(repo, "f")} == {1}
+    finally:
+        s2.stop()
+        s1.stop()
+        s2.cleanup()
+        s1.cleanup()
+
+
+@test
+def retention_prunes_by_time():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms", "--backup-retention", "2s"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "r")
+        write(c, "r", 0, 5)
+        wait_for(lambda: shiplog.backups(repo, "r"), "the first full backup")
+        for k in range(3):
+            write(c, "r", 10 * k, 10 * k + 5, k)
+            time.sleep(0.3)
+        wait_for(lambda: len(shiplog.objects(repo, "r")) >= 3, "log objects")
+        old = shiplog.objects(repo, "r")
+        # A newer full backup covers them; once they are older than the window they go.
+        full = expect(c.post("/v1/databases/r/backups", {"type": "full"}), 201).json
+        time.sleep(2.5)
+        write(c, "r", 100, 105)
+        last = stats(c, "r")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "r") == last, "shipped")
+        wait_for(lambda: not any(os.path.exists(e["path"]) for e in old), "old log objects pruned", timeout=90)
+        ids = [b["id"] for b in shiplog.backups(repo, "r")]
+        assert ids and ids[-1] == full["backupId"], (ids, full)
+        assert len(ids) == 1, ids  # the first full backup is older than the window and not needed
+        inc, base = incarnation_and_base(repo, "r")
+        recs = shiplog.follow(repo, "r", DIM, inc, base)
+        assert recs[-1]["lsn"] == last
+        assert "retention of 'r'" in s.log()
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+@test
+def shipping_off_frees_compaction():
+    s = Server()
+    repo = os.path.join(s.root, "repo")
+    s.args += ["--backup-repo", repo, "--backup-continuous", "100ms"]
+    s.start()
+    try:
+        c = Client(s.port)
+        mkdb(c, "p")
+        write(c, "p", 0, 5)
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "p"), "shipping")
+    finally:
+        s.stop()
+    manifest = os.path.join(s.data, "p", "MANIFEST")
+    if not os.path.exists(manifest):
+        manifest = [os.path.join(dp, "MANIFEST") for dp, _, ns in os.walk(s.data) if "MANIFEST" in ns][0]
+    assert "log_shipping" in open(manifest).read()
+    s.args = ["--backup-repo", repo]
+    s.start()
+    try:
+        assert "log_shipping" not in open(manifest).read()
+        assert "jvdb_backup_ship_lag_seconds" not in Client(s.port).get("/metrics").raw.decode()
+    finally:
+        s.stop()
+        s.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(jvdbtest.run_tests(sys.argv))
