@@ -341,208 +341,210 @@ static int config_apply(struct server_config *c, const char *key, const char *v)
             return config_error("bad --follow-interval '%s'%s (expected a duration from 10ms to 1h, such as 1s)", v,
                                 "");
         c->follow_interval_ms = n;
-        if (!strcmp(key, "backup-continuous") || !strcmp(key, "backup-lease") || !strcmp(key, "backup-retention")) {
-            if (config_parse_duration(v, &n) || n < 10)
-                return config_error("bad --%s '%s' (expected a duration of at least 10ms, such as 1s)", key, v);
-            if (!strcmp(key, "backup-continuous")) c->backup_continuous_ms = n;
-            else if (!strcmp(key, "backup-lease")) c->backup_lease_ms = n;
-            else c->backup_retention_ms = n;
-            return 0;
-        }
-        if (!strcmp(key, "backup-backlog-bytes")) {
-            if (config_parse_size(v, &n) || n == 0) return config_error("bad --backup-backlog-bytes '%s'%s", v, "");
-            c->backup_backlog_bytes = n;
-            return 0;
-        }
-        if (!strcmp(key, "tls-cert") || !strcmp(key, "tls-key")) {
-            if (!*v) return config_error("the file name of --%s is empty%s", key, "");
-            return config_set_str(!strcmp(key, "tls-cert") ? &c->tls_cert : &c->tls_key, v) ? 2 : 0;
-        }
-        if (!strcmp(key, "cors-origin")) return config_add_origin(c, v);
-        if (!strcmp(key, "backup-keep")) {
-            if (config_parse_count(v, &n) || n > 100000) return config_error("bad --backup-keep '%s'%s", v, "");
-            c->backup_keep = (unsigned)n;
-            return 0;
-        }
-        if (!strcmp(key, "backup-keep-daily") || !strcmp(key, "backup-keep-weekly")) {
-            if (config_parse_count(v, &n) || n > 100000) return config_error("bad --%s '%s'", key, v);
-            if (!strcmp(key, "backup-keep-daily")) c->backup_keep_daily = (unsigned)n;
-            else c->backup_keep_weekly = (unsigned)n;
-            return 0;
-        }
-        return config_error("unknown option '%s'%s", key, "");
+        return 0;
     }
+    if (!strcmp(key, "backup-continuous") || !strcmp(key, "backup-lease") || !strcmp(key, "backup-retention")) {
+        if (config_parse_duration(v, &n) || n < 10)
+            return config_error("bad --%s '%s' (expected a duration of at least 10ms, such as 1s)", key, v);
+        if (!strcmp(key, "backup-continuous")) c->backup_continuous_ms = n;
+        else if (!strcmp(key, "backup-lease")) c->backup_lease_ms = n;
+        else c->backup_retention_ms = n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-backlog-bytes")) {
+        if (config_parse_size(v, &n) || n == 0) return config_error("bad --backup-backlog-bytes '%s'%s", v, "");
+        c->backup_backlog_bytes = n;
+        return 0;
+    }
+    if (!strcmp(key, "tls-cert") || !strcmp(key, "tls-key")) {
+        if (!*v) return config_error("the file name of --%s is empty%s", key, "");
+        return config_set_str(!strcmp(key, "tls-cert") ? &c->tls_cert : &c->tls_key, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "cors-origin")) return config_add_origin(c, v);
+    if (!strcmp(key, "backup-keep")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --backup-keep '%s'%s", v, "");
+        c->backup_keep = (unsigned)n;
+        return 0;
+    }
+    if (!strcmp(key, "backup-keep-daily") || !strcmp(key, "backup-keep-weekly")) {
+        if (config_parse_count(v, &n) || n > 100000) return config_error("bad --%s '%s'", key, v);
+        if (!strcmp(key, "backup-keep-daily")) c->backup_keep_daily = (unsigned)n;
+        else c->backup_keep_weekly = (unsigned)n;
+        return 0;
+    }
+    return config_error("unknown option '%s'%s", key, "");
+}
 
-    static int config_load_file(struct server_config * c, const char *path)
-    {
-        json_error_t je;
-        json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-        if (!doc) {
-            char msg[400];
-            snprintf(msg, sizeof msg, "%s (line %d, column %d)", je.text, je.line, je.column);
-            return config_error("cannot read config file '%s': %s", path, msg);
-        }
-        if (!json_is_object(doc)) {
-            json_decref(doc);
-            return config_error("config file '%s' must hold a JSON object%s", path, "");
-        }
-        const char *key;
-        json_t *v;
-        int rc = 0;
-        json_object_foreach(doc, key, v)
-        {
-            char buf[64];
-            const char *text;
-            if (!strcmp(key, "cors-origin") && json_is_array(v)) {
-                size_t i;
-                json_t *o;
-                json_array_foreach(v, i, o)
-                {
-                    if (!json_is_string(o)) {
-                        rc = config_error("config file key '%s' must hold strings%s", key, "");
-                        break;
-                    }
-                    if ((rc = config_apply(c, key, json_string_value(o)))) break;
-                }
-                if (rc) break;
-                continue;
-            }
-            if (json_is_string(v)) {
-                text = json_string_value(v);
-            } else if (json_is_integer(v)) {
-                snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-                text = buf;
-            } else if (json_is_real(v)) {
-                snprintf(buf, sizeof buf, "%g", json_real_value(v));
-                text = buf;
-            } else {
-                rc = config_error("config file key '%s' must be a string or a number%s", key, "");
-                break;
-            }
-            if (!strcmp(key, "config")) {
-                rc = config_error("a config file cannot name another config file ('%s')%s", path, "");
-                break;
-            }
-            if ((rc = config_apply(c, key, text))) break;
-        }
+static int config_load_file(struct server_config *c, const char *path)
+{
+    json_error_t je;
+    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s (line %d, column %d)", je.text, je.line, je.column);
+        return config_error("cannot read config file '%s': %s", path, msg);
+    }
+    if (!json_is_object(doc)) {
         json_decref(doc);
-        return rc;
+        return config_error("config file '%s' must hold a JSON object%s", path, "");
     }
-
-    static unsigned config_default_threads(void)
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(doc, key, v)
     {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        /* Routes run on MHD's pool threads and block there (a write waits for fdatasync, shared by
+        char buf[64];
+        const char *text;
+        if (!strcmp(key, "cors-origin") && json_is_array(v)) {
+            size_t i;
+            json_t *o;
+            json_array_foreach(v, i, o)
+            {
+                if (!json_is_string(o)) {
+                    rc = config_error("config file key '%s' must hold strings%s", key, "");
+                    break;
+                }
+                if ((rc = config_apply(c, key, json_string_value(o)))) break;
+            }
+            if (rc) break;
+            continue;
+        }
+        if (json_is_string(v)) {
+            text = json_string_value(v);
+        } else if (json_is_integer(v)) {
+            snprintf(buf, sizeof buf, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+            text = buf;
+        } else if (json_is_real(v)) {
+            snprintf(buf, sizeof buf, "%g", json_real_value(v));
+            text = buf;
+        } else {
+            rc = config_error("config file key '%s' must be a string or a number%s", key, "");
+            break;
+        }
+        if (!strcmp(key, "config")) {
+            rc = config_error("a config file cannot name another config file ('%s')%s", path, "");
+            break;
+        }
+        if ((rc = config_apply(c, key, text))) break;
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static unsigned config_default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Routes run on MHD's pool threads and block there (a write waits for fdatasync, shared by
      * group commit; a compaction or a backup asked for over HTTP runs to its end), and while one
      * blocks, the other connections MHD gave that thread wait too.  So: many more threads than
      * cores.  (Handing blocking routes to separate workers with MHD_suspend_connection /
      * MHD_resume_connection was tried: with libmicrohttpd 0.9.75 a resume that comes before MHD
      * has finished suspending leaves the connection parked for good — a hung client, and a panic
      * in MHD_stop_daemon.) */
-        long t = n > 0 ? 4 * n : 8;
-        if (t < 8) t = 8;
-        if (t > 64) t = 64;
-        return (unsigned)t;
-    }
+    long t = n > 0 ? 4 * n : 8;
+    if (t < 8) t = 8;
+    if (t > 64) t = 64;
+    return (unsigned)t;
+}
 
-    int config_load(struct server_config * c, int argc, char **argv, const char *data_dir)
-    {
-        memset(c, 0, sizeof *c);
-        c->threads = config_default_threads();
-        c->max_body = 32ull << 20;
-        c->max_buffered = 512ull << 20;
-        c->max_connections = 4096;
-        c->max_conn_per_ip = 256;
-        c->header_timeout_ms = 10000;
-        c->idle_timeout_s = 60;
-        c->max_depth = 32;
-        c->compaction_interval_ms = 60000;
-        c->compaction_threads = 1;
-        c->follow_interval_ms = 1000;
-        c->shutdown_timeout_s = 30;
-        if (config_set_str(&c->data_dir, data_dir ? data_dir : "./jvdb-data") ||
-            config_set_str(&c->listen, CONFIG_DEFAULT_LISTEN))
-            return 2;
-        config_split_listen(c);
-        const char *env_key = getenv("JVDB_API_KEY");
-        const char *env_why = env_key ? config_key_problem(env_key) : NULL;
-        if (env_key && !env_why && config_set_str(&c->api_key, env_key)) return 2;
+int config_load(struct server_config *c, int argc, char **argv, const char *data_dir)
+{
+    memset(c, 0, sizeof *c);
+    c->threads = config_default_threads();
+    c->max_body = 32ull << 20;
+    c->max_buffered = 512ull << 20;
+    c->max_connections = 4096;
+    c->max_conn_per_ip = 256;
+    c->header_timeout_ms = 10000;
+    c->idle_timeout_s = 60;
+    c->max_depth = 32;
+    c->compaction_interval_ms = 60000;
+    c->compaction_threads = 1;
+    c->follow_interval_ms = 1000;
+    c->shutdown_timeout_s = 30;
+    if (config_set_str(&c->data_dir, data_dir ? data_dir : "./jvdb-data") ||
+        config_set_str(&c->listen, CONFIG_DEFAULT_LISTEN))
+        return 2;
+    config_split_listen(c);
+    const char *env_key = getenv("JVDB_API_KEY");
+    const char *env_why = env_key ? config_key_problem(env_key) : NULL;
+    if (env_key && !env_why && config_set_str(&c->api_key, env_key)) return 2;
 
-        /* The config file first, wherever --config appears, so that flags override it. */
-        for (int i = 1; i < argc; i++) {
-            const char *a = argv[i];
-            if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-                fputs(config_usage, stdout);
-                return 1;
-            }
-            const char *file = NULL;
-            if (!strcmp(a, "--config")) {
-                if (i + 1 >= argc) return config_error("option '--config' needs a file%s%s", "", "");
-                file = argv[++i];
-            } else if (!strncmp(a, "--config=", 9)) {
-                file = a + 9;
-            }
-            if (file) {
-                int rc = config_load_file(c, file);
-                if (rc) return rc;
-            }
+    /* The config file first, wherever --config appears, so that flags override it. */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(config_usage, stdout);
+            return 1;
         }
-        if (env_why) return config_error("the API key from JVDB_API_KEY %s%s", env_why, "");
-        for (int i = 1; i < argc; i++) {
-            const char *a = argv[i];
-            if (strncmp(a, "--", 2) != 0) return config_error("unexpected argument '%s'%s", a, "");
-            char key[64];
-            const char *val;
-            const char *eq = strchr(a + 2, '=');
-            size_t klen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-            if (klen >= sizeof key) return config_error("unknown option '%s'%s", a, "");
-            memcpy(key, a + 2, klen);
-            key[klen] = 0;
-            if (eq) {
-                val = eq + 1;
-            } else {
-                if (i + 1 >= argc) return config_error("option '%s' needs a value%s", a, "");
-                val = argv[++i];
-            }
-            if (!strcmp(key, "config")) continue;
-            int rc = config_apply(c, key, val);
+        const char *file = NULL;
+        if (!strcmp(a, "--config")) {
+            if (i + 1 >= argc) return config_error("option '--config' needs a file%s%s", "", "");
+            file = argv[++i];
+        } else if (!strncmp(a, "--config=", 9)) {
+            file = a + 9;
+        }
+        if (file) {
+            int rc = config_load_file(c, file);
             if (rc) return rc;
         }
-        if (c->max_buffered < c->max_body)
-            return config_error("--max-buffered must be at least --max-body, or no body of the largest size could "
-                                "ever be read%s%s",
-                                "", "");
-        if (!c->tls_cert != !c->tls_key) return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
-        if (c->backup_repo_key_file && !c->backup_repo && !c->follow_repo)
-            return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
-        if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
-             c->backup_keep_weekly || c->backup_drill_every_ms) &&
-            !c->backup_repo)
-            return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
-        if (c->follow_repo && (c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_drill_every_ms ||
-                               c->backup_continuous_ms || c->backup_retention_ms))
-            return config_error("a replica (--follow) takes no scheduled backups, drills or continuous backup: its "
-                                "primary does%s%s",
-                                "", "");
-        if ((c->backup_continuous_ms || c->backup_retention_ms) && !c->backup_repo)
-            return config_error("continuous backup needs a repository: add --backup-repo R%s%s", "", "");
-        if (!c->backup_backlog_bytes) c->backup_backlog_bytes = 1ull << 30;
-        if (!c->backup_lease_ms) c->backup_lease_ms = 30000;
-        return 0;
     }
+    if (env_why) return config_error("the API key from JVDB_API_KEY %s%s", env_why, "");
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) return config_error("unexpected argument '%s'%s", a, "");
+        char key[64];
+        const char *val;
+        const char *eq = strchr(a + 2, '=');
+        size_t klen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (klen >= sizeof key) return config_error("unknown option '%s'%s", a, "");
+        memcpy(key, a + 2, klen);
+        key[klen] = 0;
+        if (eq) {
+            val = eq + 1;
+        } else {
+            if (i + 1 >= argc) return config_error("option '%s' needs a value%s", a, "");
+            val = argv[++i];
+        }
+        if (!strcmp(key, "config")) continue;
+        int rc = config_apply(c, key, val);
+        if (rc) return rc;
+    }
+    if (c->max_buffered < c->max_body)
+        return config_error("--max-buffered must be at least --max-body, or no body of the largest size could "
+                            "ever be read%s%s",
+                            "", "");
+    if (!c->tls_cert != !c->tls_key) return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
+    if (c->backup_repo_key_file && !c->backup_repo && !c->follow_repo)
+        return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
+    if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
+         c->backup_keep_weekly || c->backup_drill_every_ms) &&
+        !c->backup_repo)
+        return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
+    if (c->follow_repo && (c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_drill_every_ms ||
+                           c->backup_continuous_ms || c->backup_retention_ms))
+        return config_error("a replica (--follow) takes no scheduled backups, drills or continuous backup: its "
+                            "primary does%s%s",
+                            "", "");
+    if ((c->backup_continuous_ms || c->backup_retention_ms) && !c->backup_repo)
+        return config_error("continuous backup needs a repository: add --backup-repo R%s%s", "", "");
+    if (!c->backup_backlog_bytes) c->backup_backlog_bytes = 1ull << 30;
+    if (!c->backup_lease_ms) c->backup_lease_ms = 30000;
+    return 0;
+}
 
-    void config_free(struct server_config * c)
-    {
-        free(c->data_dir);
-        free(c->listen);
-        free(c->api_key);
-        free(c->log_level);
-        free(c->backup_repo);
-        free(c->backup_repo_key_file);
-        free(c->follow_repo);
-        free(c->tls_cert);
-        free(c->tls_key);
-        for (size_t i = 0; i < c->ncors; i++) free(c->cors_origins[i]);
-        free(c->cors_origins);
-        memset(c, 0, sizeof *c);
-    }
+void config_free(struct server_config *c)
+{
+    free(c->data_dir);
+    free(c->listen);
+    free(c->api_key);
+    free(c->log_level);
+    free(c->backup_repo);
+    free(c->backup_repo_key_file);
+    free(c->follow_repo);
+    free(c->tls_cert);
+    free(c->tls_key);
+    for (size_t i = 0; i < c->ncors; i++) free(c->cors_origins[i]);
+    free(c->cors_origins);
+    memset(c, 0, sizeof *c);
+}
