@@ -499,7 +499,7 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
     jvdb_free(v);
     for (size_t i = 0; i < json_array_size(windows); i++) {
         json_t *w = json_array_get(windows, i);
-        printf("%s restorable window of '%s': %s..%s, LSN %lld..%lld (%lld backup%s, %lld log object%s to the "
+        printf("%srestorable window of '%s': %s..%s, LSN %lld..%lld (%lld backup%s, %lld log object%s to the "
                "latest point)\n",
                i ? "" : "\n", json_string_value(json_object_get(w, "databaseId")),
                json_string_value(json_object_get(w, "earliestTime")),
