@@ -998,6 +998,7 @@ struct history {
     size_t nents;
 };
 
+/* Frees what history_load read. */
 static void history_free(struct history *h)
 {
     catalog_free(&h->c);
@@ -1005,6 +1006,7 @@ static void history_free(struct history *h)
     h->ents = NULL;
 }
 
+/* Reads the catalog of backups and the list of log objects of database db. */
 static int history_load(jvdb_repo *repo, const char *db, struct history *h)
 {
     memset(h, 0, sizeof *h);
@@ -1039,6 +1041,7 @@ static int reach_of(const struct history *h, int i, struct reach *r)
     return JVDB_OK;
 }
 
+/* Frees a reach's log path. */
 static void reach_free(struct reach *r)
 {
     free(r->idx);

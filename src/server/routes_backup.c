@@ -367,9 +367,6 @@ void route_backup_verify(struct server *s, struct http_req *rq, struct http_resp
     jobs_submit(s, rs, JOB_VERIFY, info.database, 1, verify_job, id, free);
 }
 
-/* The restore itself, repository lock held.  The answer is built from what the library did
- * (jvdb_restore_result), never from what the request asked for; the restored database is held by
- * name for the answer, so a drop meanwhile waits for it. */
 /* What one restore needs, asked for now or as a job (copies).  A point-in-time restore (a target
  * given) names the database: by `database`, or by the database of the backup id in the path. */
 struct restore_req {
@@ -382,6 +379,9 @@ struct restore_req {
     int latest;
 };
 
+/* The restore itself, repository lock held.  The answer is built from what the library did
+ * (jvdb_restore_result), never from what the request asked for; the restored database is held by
+ * name for the answer, so a drop meanwhile waits for it. */
 static void route_backup_restore_run(struct server *s, const struct restore_req *r, struct http_resp *rs,
                                      jvdb_repo *repo, struct job *j)
 {
