@@ -465,8 +465,9 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     jvdb_backup_info *v;
     size_t n;
+    json_t *windows = NULL;
     if (ctx->remote) {
-        if ((rc = cli_remote_backup_list(ctx, npos ? pos[0] : NULL, &v, &n))) return rc;
+        if ((rc = cli_remote_backup_list(ctx, npos ? pos[0] : NULL, &v, &n, &windows))) return rc;
     } else {
         rc = jvdb_backup_list(repo, npos ? pos[0] : NULL, &v, &n);
         if (rc) {
@@ -474,7 +475,7 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
             return cli_lib_error(rc);
         }
     }
-    json_t *windows = ctx->remote ? NULL : cli_bk_windows(repo, v, n);
+    if (!ctx->remote) windows = cli_bk_windows(repo, v, n);
     jvdb_repo_close(repo);
     if (ctx->json) {
         json_t *arr = json_array();
@@ -824,7 +825,7 @@ static int cli_bk_restore_remote(struct cli_ctx *ctx, const struct cli_cmd *cmd,
     if (!id) {
         jvdb_backup_info *v;
         size_t n;
-        if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n))) return rc;
+        if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n, NULL))) return rc;
         spec[0] = 0;
         for (size_t i = 0; i < n; i++) /* oldest first: the last restorable one is the newest */
             if (v[i].restorable) snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);

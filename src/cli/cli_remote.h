@@ -60,8 +60,9 @@ int cli_remote_iterate(struct cli_ctx *ctx, const char *name, jvdb_iter_fn fn, v
 /* Backups through a server go to its repository (serve --backup-repo); *out as the library fills it. */
 int cli_remote_backup_create(struct cli_ctx *ctx, const char *name, const char *type, const char *description,
                              int level, jvdb_backup_info *out);
-/* name NULL: every backup of the repository.  *v is malloc'd. */
-int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n);
+/* name NULL: every backup of the repository.  *v is malloc'd.  windows (optional): the answer's
+ * "windows" (the restorable window of each database), a new reference. */
+int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n, json_t **windows);
 int cli_remote_backup_show(struct cli_ctx *ctx, const char *id, jvdb_backup_info *out);
 /* 0 when the chain is intact; else prints what the server found wrong. */
 int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id);

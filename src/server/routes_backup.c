@@ -205,8 +205,8 @@ static void backup_list_reply(struct server *s, const char *db_name, struct http
     jvdb_backup_info *all = NULL;
     size_t n = 0;
     int rc = jvdb_backup_list(repo, db_name, &all, &n);
-    jvdb_repo_close(repo);
     if (rc != JVDB_OK) {
+        jvdb_repo_close(repo);
         http_lib_error(rs, rc);
         return;
     }
@@ -219,8 +219,34 @@ static void backup_list_reply(struct server *s, const char *db_name, struct http
     jw_arr(&w);
     for (size_t i = 0; i < n; i++) route_write_backup(&w, &all[i]);
     jw_arr_end(&w);
+    jw_key(&w, "windows");
+    jw_arr(&w);
+    /* The restorable window of each database with a restorable backup (listed together, oldest first). */
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && !strcmp(all[i + 1].database, all[i].database)) continue;
+        int any = 0;
+        for (size_t j = i + 1; j-- > 0 && !strcmp(all[j].database, all[i].database);) any |= all[j].restorable;
+        jvdb_restore_window win;
+        if (!any || jvdb_backup_window(repo, all[i].database, &win)) continue;
+        char a[64], b[64];
+        clock_format_rfc3339(win.earliest_time_ns, a, sizeof a);
+        clock_format_rfc3339(win.latest_time_ns, b, sizeof b);
+        jw_obj(&w);
+        jw_kstr(&w, "databaseId", win.database);
+        jw_kint(&w, "incarnation", win.incarnation);
+        jw_kstr(&w, "earliestTime", a);
+        jw_kstr(&w, "latestTime", b);
+        jw_kuint(&w, "earliestLsn", win.earliest_lsn);
+        jw_kuint(&w, "latestLsn", win.latest_lsn);
+        jw_kuint(&w, "backups", win.backups);
+        jw_kuint(&w, "logObjects", win.log_objects);
+        jw_kstr(&w, "latestBackup", win.latest_backup);
+        jw_obj_end(&w);
+    }
+    jw_arr_end(&w);
     jw_obj_end(&w);
     jvdb_free(all);
+    jvdb_repo_close(repo);
     http_reply_json(rs, 200, &w);
 }
 
