@@ -765,6 +765,31 @@ struct cli_bk_target {
     int64_t to_time_ns;
 };
 
+/* What a restore did (said from what was done, not from what was asked): a line, or an entry of
+ * arr (--json). */
+static void cli_bk_restore_print(const jvdb_restore_result *res, json_t *arr)
+{
+    char when[64] = "";
+    if (res->time_ns) clock_format_rfc3339(res->time_ns, when, sizeof when);
+    if (arr) {
+        json_t *o =
+            json_pack("{sssssIsbsIsIsIsb}", "backup", res->backup.id, "database", res->database, "count",
+                      (json_int_t)res->vectors, "replaced", res->replaced, "lsn", (json_int_t)res->lsn, "logObjects",
+                      (json_int_t)res->log_objects, "logRecords", (json_int_t)res->log_records, "ok", 1);
+        json_object_set_new(o, "time", res->time_ns ? json_string(when) : json_null());
+        json_array_append_new(arr, o);
+    } else if (res->log_objects) {
+        printf("restored backup %s and %u log object%s (%llu records) as database '%s': LSN %llu, last write %s "
+               "(%llu vectors)%s\n",
+               res->backup.id, res->log_objects, res->log_objects == 1 ? "" : "s", (unsigned long long)res->log_records,
+               res->database, (unsigned long long)res->lsn, when, (unsigned long long)res->vectors,
+               res->replaced ? ", replacing the database of that name" : "");
+    } else {
+        printf("restored backup %s as database '%s' (%llu vectors)%s\n", res->backup.id, res->database,
+               (unsigned long long)res->vectors, res->replaced ? ", replacing the database of that name" : "");
+    }
+}
+
 static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const struct cli_bk_target *t, const char *as,
                                   int force, json_t *arr)
 {
@@ -789,67 +814,51 @@ static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const st
     }
     cli_bk_dbmeta_restore(ctx, &res);
     jvdb_free(res.database_description);
-    char when[64] = "";
-    if (res.time_ns) clock_format_rfc3339(res.time_ns, when, sizeof when);
-    /* Said from what the library did, not from what was asked. */
-    if (arr) {
-        json_t *o =
-            json_pack("{sssssIsbsIsIsIsb}", "backup", res.backup.id, "database", res.database, "count",
-                      (json_int_t)res.vectors, "replaced", res.replaced, "lsn", (json_int_t)res.lsn, "logObjects",
-                      (json_int_t)res.log_objects, "logRecords", (json_int_t)res.log_records, "ok", 1);
-        json_object_set_new(o, "time", res.time_ns ? json_string(when) : json_null());
-        json_array_append_new(arr, o);
-    } else if (res.log_objects) {
-        printf("restored backup %s and %u log object%s (%llu records) as database '%s': LSN %llu, last write %s "
-               "(%llu vectors)%s\n",
-               res.backup.id, res.log_objects, res.log_objects == 1 ? "" : "s", (unsigned long long)res.log_records,
-               res.database, (unsigned long long)res.lsn, when, (unsigned long long)res.vectors,
-               res.replaced ? ", replacing the database of that name" : "");
-    } else {
-        printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
-               (unsigned long long)res.vectors, res.replaced ? ", replacing the database of that name" : "");
-    }
+    cli_bk_restore_print(&res, arr);
     return JVDB_OK;
 }
 
-/* backup restore through a server: ID or --latest (the newest restorable backup the server lists). */
+/* backup restore through a server: a backup ID, or a database at a point (the REST route's latest,
+ * toLsn, toTime). */
 static int cli_bk_restore_remote(struct cli_ctx *ctx, const struct cli_cmd *cmd, const struct cli_opt *opts,
-                                 const char *id)
+                                 const struct cli_bk_target *t, const char *to_time)
 {
     enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
     int rc;
     if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
     if (opts[ALL].value)
         return cli_fail("backup restore --all cannot work through a server: restore each database by its backup ID");
-    char spec[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2];
-    if (!id) {
-        jvdb_backup_info *v;
-        size_t n;
-        if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n, NULL))) return rc;
-        spec[0] = 0;
-        for (size_t i = 0; i < n; i++) /* oldest first: the last restorable one is the newest */
-            if (v[i].restorable) snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
-        free(v);
-        if (!spec[0]) return cli_fail("no restorable backup of '%s' in the server's repository", opts[DATABASE].value);
-        id = spec;
+    json_t *target = NULL;
+    if (!t->spec) {
+        target = t->to_lsn ? json_pack("{sI}", "toLsn", (json_int_t)t->to_lsn)
+                 : to_time ? json_pack("{ss}", "toTime", to_time)
+                           : json_pack("{sb}", "latest", 1);
     }
     json_t *a;
-    if ((rc = cli_remote_backup_restore(ctx, id, opts[AS].value, opts[FORCE].value != NULL, &a))) return rc;
+    if ((rc = cli_remote_backup_restore(ctx, t->spec ? t->spec : t->database, opts[AS].value, opts[FORCE].value != NULL,
+                                        target, &a)))
+        return rc;
+    jvdb_restore_result res;
+    memset(&res, 0, sizeof res);
     const char *bid = json_string_value(json_object_get(a, "backupId")),
                *db = json_string_value(json_object_get(a, "databaseId"));
-    json_t *cnt = json_object_get(json_object_get(a, "stats"), "vectorCount");
-    bool replaced = json_is_true(json_object_get(a, "replaced"));
-    if (ctx->json) {
-        json_t *doc = json_pack("{sssssIsbsI}", "backup", bid ? bid : "", "database", db ? db : "", "count",
-                                (json_int_t)json_integer_value(cnt), "replaced", replaced, "lsn",
-                                (json_int_t)json_integer_value(json_object_get(a, "lsn")));
-        json_decref(a);
-        return cli_print_json(doc);
-    }
-    printf("restored backup %s as database '%s' (%llu vectors)%s\n", bid ? bid : "", db ? db : "",
-           (unsigned long long)json_integer_value(cnt), replaced ? ", replacing the database of that name" : "");
+    snprintf(res.backup.id, sizeof res.backup.id, "%s", bid ? bid : "");
+    snprintf(res.database, sizeof res.database, "%s", db ? db : "");
+    res.vectors = (uint64_t)json_integer_value(json_object_get(json_object_get(a, "stats"), "vectorCount"));
+    res.replaced = json_is_true(json_object_get(a, "replaced"));
+    res.lsn = (uint64_t)json_integer_value(json_object_get(a, "lsn"));
+    res.log_objects = (uint32_t)json_integer_value(json_object_get(a, "logObjects"));
+    res.log_records = (uint64_t)json_integer_value(json_object_get(a, "logRecords"));
+    const char *when = json_string_value(json_object_get(a, "time"));
+    if (when && clock_parse_rfc3339(when, &res.time_ns)) res.time_ns = 0;
+    json_t *arr = ctx->json ? json_array() : NULL;
+    cli_bk_restore_print(&res, arr);
     json_decref(a);
-    return CLI_EXIT_OK;
+    if (!arr) return CLI_EXIT_OK;
+    json_t *o = json_incref(json_array_get(arr, 0));
+    json_object_del(o, "ok");
+    json_decref(arr);
+    return cli_print_json(o);
 }
 
 static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
@@ -886,11 +895,7 @@ static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
                                "2026-11-29T22:00:00+01:00)",
                                opts[TO_TIME].value);
     if (ctx->remote) {
-        if (opts[TO_LSN].value || opts[TO_TIME].value)
-            return cli_fail("backup restore --to-time/--to-lsn through a server: use the REST API (POST "
-                            "/v1/backups/{database}/restore with toTime or toLsn)");
-        opts[LATEST].value = bydb ? "1" : NULL;
-        return cli_bk_restore_remote(ctx, cmd, opts, npos ? pos[0] : NULL);
+        return cli_bk_restore_remote(ctx, cmd, opts, &one, opts[TO_TIME].value);
     }
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     char(*specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2] = NULL;

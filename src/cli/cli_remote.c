@@ -949,9 +949,10 @@ int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id)
     return rc;
 }
 
-int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer)
+int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t *target,
+                              json_t **answer)
 {
-    json_t *body = json_object();
+    json_t *body = target ? target : json_object();
     if (as) json_object_set_new(body, "targetDatabase", json_string(as));
     if (force) json_object_set_new(body, "force", json_true());
     char *p = rem_backup_path(ctx, id, "/restore");

@@ -67,7 +67,10 @@ int cli_remote_backup_show(struct cli_ctx *ctx, const char *id, jvdb_backup_info
 /* 0 when the chain is intact; else prints what the server found wrong. */
 int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id);
 /* *answer: the server's restore answer (databaseId, backupId, lsn, replaced, stats.vectorCount). */
-int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer);
+/* target (optional, stolen): the point-in-time fields of the body (latest, toLsn, toTime); id then
+ * names the database. */
+int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t *target,
+                              json_t **answer);
 
 /* `keys create|list|revoke` with --server: /v1/api-keys (admin), printed as the local command. */
 int cli_remote_keys_create(struct cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,

@@ -129,6 +129,10 @@ def replica_follows_refuses_writes_and_promotes():
         resp = pc.post("/v1/backups/d/restore", {"toLsn": 10 ** 9, "targetDatabase": "d_far"})
         expect(resp, 404)
         assert "outside the restorable window" in resp.json["message"], resp.json
+        # The CLI through the server: the same point-in-time restore.
+        out = json.loads(cli("--server", "http://127.0.0.1:%d" % p.port, "backup", "restore", "--database", "d",
+                             "--to-lsn", 40, "--as", "d_cli", "--json", data=os.path.join(p.root, "nowhere")).stdout)
+        assert out["lsn"] == 40 and out["count"] == 40 and out["database"] == "d_cli", out
         expect(pc.post("/v1/backups/d/restore", {"toTime": "yesterday"}), 400)
         expect(pc.post("/v1/backups/d/restore", {"toLsn": 3, "latest": True}), 400)
 
