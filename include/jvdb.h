@@ -848,6 +848,7 @@ typedef struct jvdb_ship_result {
     char object[160];            /* the last one, "<incarnation>/<...>.jvl" under <db>/log/ ("" none) */
     uint64_t pending_bytes;      /* record bytes acknowledged and not shipped (after this call) */
     int64_t oldest_unshipped_ns; /* time_ns of the oldest unshipped write, 0 when none */
+    double lag_seconds;          /* its age when the call returned (0 when nothing is pending) */
     int fenced;                  /* another owner holds the lease: nothing was shipped */
     int overflow;                /* the backlog passed backlog_limit: the gap will be an incremental */
     char note[256];              /* e.g. "no backup of this incarnation: made a full backup first" */

@@ -580,16 +580,24 @@ static int repo_fs_obj_put(jvdb_repo *r, const char *db, const char *name, const
 }
 
 /* Reads an object of the database folder whole. */
-static int repo_fs_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+/* The path of object `name` of database `db` (malloc'd), once the name and the repository are good. */
+static int repo_fs_obj_path(struct repo_fs *f, const char *db, const char *name, char **path)
 {
-    struct repo_fs *f = (struct repo_fs *)r;
+    *path = NULL;
     if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
     int rc = repo_fs_present(f);
     if (rc) return rc;
     char *dbdir = fs_path3(f->dir, db, NULL);
-    char *p = dbdir ? fs_join(dbdir, name) : NULL;
-    rc = p ? fs_read_file(p, buf, len) : err_set(JVDB_ENOMEM, "out of memory");
+    *path = dbdir ? fs_join(dbdir, name) : NULL;
     free(dbdir);
+    return *path ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
+}
+
+static int repo_fs_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
+{
+    char *p;
+    int rc = repo_fs_obj_path((struct repo_fs *)r, db, name, &p);
+    if (!rc) rc = fs_read_file(p, buf, len);
     free(p);
     return rc;
 }
@@ -597,20 +605,15 @@ static int repo_fs_obj_get(jvdb_repo *r, const char *db, const char *name, char 
 /* Removes an object of the database folder (absent: fine). */
 static int repo_fs_obj_delete(jvdb_repo *r, const char *db, const char *name)
 {
-    struct repo_fs *f = (struct repo_fs *)r;
-    if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
-    int rc = repo_fs_present(f);
+    char *p;
+    int rc = repo_fs_obj_path((struct repo_fs *)r, db, name, &p);
     if (rc) return rc;
-    char *dbdir = fs_path3(f->dir, db, NULL);
-    char *p = dbdir ? fs_join(dbdir, name) : NULL;
-    if (!p) rc = err_set(JVDB_ENOMEM, "out of memory");
-    else if (io_unlink(p) < 0) rc = errno == ENOENT ? JVDB_OK : err_errno(errno, "cannot remove %s", p);
+    if (io_unlink(p) < 0) rc = errno == ENOENT ? JVDB_OK : err_errno(errno, "cannot remove %s", p);
     else {
         char *slash = strrchr(p, '/');
         *slash = '\0';
         if (io_fsync_dir(p) < 0) rc = err_errno(errno, "cannot sync directory %s", p);
     }
-    free(dbdir);
     free(p);
     return rc;
 }

@@ -39,6 +39,7 @@
 #define S3_READ_CHUNK   (8u << 20)
 #define S3_MAX_META     (1u << 20)
 #define S3_TRIES        4
+#define S3_LIST_DONE    1 /* a listing callback's "stop here, all is found" */
 
 struct repo_s3 {
     struct jvdb_repo base;
@@ -437,6 +438,9 @@ static int s3_collect_obj(void *arg, const char *key, int64_t size, int64_t mtim
     struct s3_objs *a = arg;
     if (strlen(key) <= a->skip) return 0;
     const char *rest = key + a->skip, *slash = strchr(rest, '/');
+    /* Keys come sorted and backup ids start with a digit: from the backup log (wal.c) on, which may
+     * hold many thousands of objects, there is no backup left to find. */
+    if (!strncmp(rest, "log/", 4)) return S3_LIST_DONE;
     if (!slash || (size_t)(slash - rest) >= BACKUP_ID_MAX) return 0;
     char id[BACKUP_ID_MAX];
     snprintf(id, sizeof id, "%.*s", (int)(slash - rest), rest);
@@ -471,6 +475,7 @@ static int s3_objects(struct repo_s3 *s, const char *db, struct s3_objs *a)
     if (!pre) return err_set(JVDB_ENOMEM, "out of memory");
     a->skip = strlen(pre);
     int rc = s3_list(s, pre, 0, s3_collect_obj, a);
+    if (rc == S3_LIST_DONE) rc = JVDB_OK;
     free(pre);
     if (rc) free(a->v);
     return rc;
@@ -499,12 +504,12 @@ static int repo_s3_list_backups(jvdb_repo *r, const char *db, struct repo_entry 
     return JVDB_OK;
 }
 
-static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+/* GETs a whole object (at most `limit` bytes, 0 = any) into a malloc'd buffer; takes `key` (NULL:
+ * out of memory) and frees it. */
+static int s3_get_whole(struct repo_s3 *s, char *key, size_t limit, char **buf, size_t *len)
 {
-    struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, db, id, BACKUP_META_NAME);
     if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
+    struct s3_req q = { .method = "GET", .key = key, .limit = limit };
     struct s3_resp resp;
     int rc = s3_do(s, &q, &resp);
     free(key);
@@ -513,6 +518,12 @@ static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char 
     *buf = resp.body.p;
     *len = resp.body.len;
     return JVDB_OK;
+}
+
+static int repo_s3_read_meta(jvdb_repo *r, const char *db, const char *id, char **buf, size_t *len)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    return s3_get_whole(s, s3_key(s, db, id, BACKUP_META_NAME), S3_MAX_META, buf, len);
 }
 
 /* ------------------------------------------------------------------ reading data */
@@ -778,17 +789,7 @@ static int s3_stage_put_extra(struct repo_stage *rs, const char *name, const voi
 static int repo_s3_read_extra(jvdb_repo *r, const char *db, const char *id, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, db, id, name);
-    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = 0 };
-    struct s3_resp resp;
-    int rc = s3_do(s, &q, &resp);
-    free(key);
-    if (rc) return rc;
-    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
-    *buf = resp.body.p;
-    *len = resp.body.len;
-    return JVDB_OK;
+    return s3_get_whole(s, s3_key(s, db, id, name), 0, buf, len);
 }
 
 static int repo_s3_stage_begin(jvdb_repo *r, const char *db, const char *id, struct repo_stage **out)
@@ -882,17 +883,7 @@ static int repo_s3_init(jvdb_repo *r)
 static int repo_s3_read_object(jvdb_repo *r, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, NULL, NULL, name);
-    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = S3_MAX_META };
-    struct s3_resp resp;
-    int rc = s3_do(s, &q, &resp);
-    free(key);
-    if (rc) return rc;
-    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
-    *buf = resp.body.p;
-    *len = resp.body.len;
-    return JVDB_OK;
+    return s3_get_whole(s, s3_key(s, NULL, NULL, name), S3_MAX_META, buf, len);
 }
 
 static int repo_s3_write_object(jvdb_repo *r, const char *name, const void *buf, size_t len)
@@ -954,17 +945,7 @@ static int repo_s3_obj_put(jvdb_repo *r, const char *db, const char *name, const
 static int repo_s3_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len)
 {
     struct repo_s3 *s = (struct repo_s3 *)r;
-    char *key = s3_key(s, db, NULL, name);
-    if (!key) return err_set(JVDB_ENOMEM, "out of memory");
-    struct s3_req q = { .method = "GET", .key = key, .limit = 0 };
-    struct s3_resp resp;
-    int rc = s3_do(s, &q, &resp);
-    free(key);
-    if (rc) return rc;
-    if (!resp.body.p && s3_buf_add(&resp.body, "", 0)) return err_set(JVDB_ENOMEM, "out of memory");
-    *buf = resp.body.p;
-    *len = resp.body.len;
-    return JVDB_OK;
+    return s3_get_whole(s, s3_key(s, db, NULL, name), 0, buf, len);
 }
 
 /* Deletes an object of the database folder (absent: fine). */

@@ -567,8 +567,36 @@ static int ship_backup(jvdb_db *db, jvdb_repo *repo, jvdb_backup_type type, cons
     return JVDB_OK;
 }
 
+struct ship_probe {
+    uint64_t lsn;
+    int64_t time_ns;
+    int differs;
+};
+
+/* db_records_after callback: notes whether the record with the probed LSN was another write. */
+static int ship_probe_fn(void *arg, const struct rec_header *h)
+{
+    struct ship_probe *p = arg;
+    if (h->lsn == p->lsn && h->time_ns != p->time_ns) p->differs = 1;
+    return 0;
+}
+
+/* Whether the database's history agrees with a log object ending at `lsn` with a write of time
+ * `time_ns`: false when the database holds another write under that LSN (it lost unsynced writes
+ * in a crash after they were shipped, with sync=never or interval, and issued their LSNs again).  A
+ * record compacted away since cannot be compared, and is taken as agreeing. */
+static int ship_agrees(jvdb_db *db, uint64_t lsn, int64_t time_ns)
+{
+    struct ship_probe p = { lsn, time_ns, 0 };
+    rp_enter();
+    int rc = db_records_after(db, lsn - 1, lsn, ship_probe_fn, &p);
+    rp_exit();
+    err_clear();
+    return rc || !p.differs;
+}
+
 /* Finds where the log continues: the end of the longest path of this incarnation's log from one of
- * its backups that the database has reached; a full backup first when there is none. */
+ * its backups that the database has reached and agrees with; a full backup first when there is none. */
 static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_ship_result *out)
 {
     const char *name = jvdb_db_name(db);
@@ -598,7 +626,9 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
         if ((rc = wal_path(ents, n, s->inc, bases[b], &idx, &k))) break;
         for (size_t i = 0; i < k; i++) {
             uint64_t to = ents[idx[i]].lsn_to;
-            if (to <= snap && (!found || to > best)) {
+            /* Past where the database diverged from the log, the log is not its history: a new
+             * epoch's object starting earlier fences the rest. */
+            if (to <= snap && (!found || to > best) && ship_agrees(db, to, ents[idx[i]].last_time_ns)) {
                 best = to;
                 found = 1;
             }
@@ -805,6 +835,9 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         out->shipped_lsn = s->end;
     }
     if (s->overflow) out->overflow = 1;
+    int64_t now = clock_wall_ns();
+    if (out->pending_bytes && out->oldest_unshipped_ns && now > out->oldest_unshipped_ns)
+        out->lag_seconds = (double)(now - out->oldest_unshipped_ns) / 1e9;
     if (s == &local) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", jvdb_errmsg());

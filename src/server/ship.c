@@ -131,9 +131,7 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
     int was_failing = e ? e->failing : 0;
     if (e) {
         e->fig.pending_bytes = r.pending_bytes;
-        e->fig.lag_s = r.pending_bytes && r.oldest_unshipped_ns && now > r.oldest_unshipped_ns
-                           ? (double)(now - r.oldest_unshipped_ns) / 1e9
-                           : 0;
+        e->fig.lag_s = r.lag_seconds;
         if (r.shipped_lsn) e->fig.shipped_lsn = r.shipped_lsn;
         e->fig.fenced = r.fenced;
         e->fig.overflow = r.overflow;

@@ -423,6 +423,7 @@ static void test_ship_faults(void **state)
             /* the failed shipment still reports its backlog */
             assert_true(r.pending_bytes > 0);
             assert_true(r.oldest_unshipped_ns > 0);
+            assert_true(r.lag_seconds > 0);
         }
     }
     assert_ok(jvdb_backup_ship(db, &fr.base, &o, &r));
@@ -577,6 +578,55 @@ static void test_ship_lease(void **state)
     assert_int_equal(l.renewed_ns, 0);
 }
 
+/* A copy of the database from before some shipped writes (same incarnation: a data directory put
+ * back from a snapshot, or writes lost by sync=never in a crash) writes on and ships: the log goes
+ * on from the last object it agrees with, under a new epoch, and the path then is its history. */
+static void test_ship_divergent_copy(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    jvdb_db *db = mkdb(f, "div", 0);
+    jvdb_shipper *a, *b;
+    assert_ok(jvdb_shipper_new("host-a:1:00000000000000aa", &a));
+    assert_ok(jvdb_shipper_new("host-b:2:00000000000000bb", &b));
+    jvdb_ship_options oa = { .shipper = a, .lease_ns = 1000 }, ob = { .shipper = b, .lease_ns = 1000 };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    uint64_t base = r.shipped_lsn;
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    uint64_t agreed = r.shipped_lsn;
+    assert_ok(jvdb_sync(db));
+    char cmd[2048], copy[700];
+    snprintf(copy, sizeof copy, "%s/copy", f->dir);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", f->data, copy);
+    assert_int_equal(system(cmd), 0);
+    for (int i = 3; i < 6; i++) {
+        traffic(db, i);
+        assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    }
+    jvdb_env *env2;
+    jvdb_db *db2;
+    assert_ok(jvdb_env_open(copy, &env2));
+    assert_ok(jvdb_db_open(env2, "div", &db2));
+    assert_int_equal(visible(db2), agreed);
+    for (int i = 7; i < 14; i++) traffic(db2, i); /* other writes under LSNs the log already holds */
+    assert_true(visible(db2) > r.shipped_lsn);
+    assert_ok(jvdb_backup_ship(db2, f->repo, &ob, &r));
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "div", &ents, &n));
+    int from_agreed = 0;
+    for (size_t i = 0; i < n; i++) from_agreed |= ents[i].epoch == 2 && ents[i].lsn_from == agreed;
+    assert_true(from_agreed);
+    free(ents);
+    check_log(f, db2, base, visible(db2)); /* every record is the copy's own */
+    jvdb_shipper_free(a, NULL, NULL);
+    jvdb_shipper_free(b, f->repo, "div");
+    jvdb_env_close(env2);
+}
+
 /* Any changed byte of an object is caught, and backup readers refuse a log archive. */
 static void test_tamper_and_type(void **state)
 {
@@ -702,6 +752,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ship_gap_rebases, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_divergent_copy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
     };

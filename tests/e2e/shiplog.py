@@ -14,9 +14,10 @@ import subprocess
 NAME = re.compile(r"^(\d{20})-(\d{20})-(\d{19})-(\d{19})-(\d{10})\.jvl$")
 
 
-def objects(repo, db):
+def objects(repo, db, suffix=""):
     """Every log object of database `db`: dicts with incarnation, lsn_from, lsn_to, times, epoch,
-    path, size, mtime; sorted as wal_list sorts (incarnation, lsn_from, epoch desc, lsn_to desc)."""
+    path, size, mtime; sorted as wal_list sorts (incarnation, lsn_from, epoch desc, lsn_to desc).
+    `suffix`: what the store appends to object files (s3rver: "._S3rver_object")."""
     out = []
     top = os.path.join(repo, db, "log")
     if not os.path.isdir(top):
@@ -26,14 +27,16 @@ def objects(repo, db):
         if not inc.isdigit() or not os.path.isdir(d):
             continue
         for n in os.listdir(d):
-            m = NAME.match(n)
+            if suffix and not n.endswith(suffix):
+                continue
+            m = NAME.match(n[:len(n) - len(suffix)] if suffix else n)
             if not m:
                 continue
             p = os.path.join(d, n)
             st = os.stat(p)
             out.append({"incarnation": int(inc), "lsn_from": int(m[1]), "lsn_to": int(m[2]),
                         "first_ns": int(m[3]), "last_ns": int(m[4]), "epoch": int(m[5]), "path": p,
-                        "name": inc + "/" + n, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+                        "name": inc + "/" + n[:len(n) - len(suffix)], "size": st.st_size, "mtime_ns": st.st_mtime_ns})
     out.sort(key=lambda e: (e["incarnation"], e["lsn_from"], -e["epoch"], -e["lsn_to"]))
     return out
 
@@ -85,10 +88,10 @@ def records(obj, dim):
     return out
 
 
-def follow(repo, db, dim, incarnation, base):
+def follow(repo, db, dim, incarnation, base, suffix=""):
     """Every record along the path from `base`, checked dense (no gap, no duplicate); returns them."""
     recs, nxt = [], base + 1
-    for e in path(objects(repo, db), incarnation, base):
+    for e in path(objects(repo, db, suffix), incarnation, base):
         for r in records(e, dim):
             if r["lsn"] <= base:
                 continue
@@ -98,12 +101,12 @@ def follow(repo, db, dim, incarnation, base):
     return recs
 
 
-def backups(repo, db):
+def backups(repo, db, suffix=""):
     """backup.json of every backup of `db` (plain repositories), oldest first."""
     out = []
     d = os.path.join(repo, db)
     for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-        p = os.path.join(d, n, "backup.json")
+        p = os.path.join(d, n, "backup.json" + suffix)
         if os.path.exists(p):
             with open(p) as f:
                 out.append(json.load(f))

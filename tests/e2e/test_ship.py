@@ -296,5 +296,78 @@ def shipping_off_frees_compaction():
         s.cleanup()
 
 
+def start_s3rver(store, port):
+    """s3rver (tests/backup/node_modules, scripts/install-deps) on 127.0.0.1:port over `store`."""
+    import socket
+    import subprocess
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "backup", "node_modules",
+                          "s3rver", "bin", "s3rver.js")
+    node = shutil.which("node") or shutil.which("nodejs")
+    if not node or not os.path.exists(script):
+        return None
+    p = subprocess.Popen([node, script, "-d", store, "-a", "127.0.0.1", "-p", str(port), "--silent",
+                          "--configure-bucket", "jvdbtest"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    raise AssertionError("s3rver did not start")
+
+
+@test
+def s3_repository_goes_away_and_comes_back():
+    import socket
+    s = Server()
+    store = os.path.join(s.root, "s3")
+    os.makedirs(store)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    proc = start_s3rver(store, port)
+    if proc is None:
+        print("s3rver is not installed (scripts/install-deps): skipping the S3 case")
+        s.cleanup()
+        return
+    s.env.update({"AWS_ACCESS_KEY_ID": "S3RVER", "AWS_SECRET_ACCESS_KEY": "S3RVER",
+                  "AWS_ENDPOINT_URL": "http://127.0.0.1:%d" % port, "AWS_REGION": "us-east-1"})
+    s.args += ["--backup-repo", "s3://jvdbtest/e2e", "--backup-continuous", "100ms"]
+    repo = os.path.join(store, "jvdbtest", "e2e")
+    suffix = "._S3rver_object"
+    try:
+        s.start()
+        c = Client(s.port)
+        mkdb(c, "s")
+        writes = write(c, "s", 0, 5)
+        wait_for(lambda: shiplog.backups(repo, "s", suffix), "the first full backup in S3")
+        inc, base = incarnation_and_base_s3(repo, "s", suffix)
+        writes += write(c, "s", 5, 10)
+        last = stats(c, "s")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "s") == last, "shipped to S3")
+        proc.terminate()
+        proc.wait()
+        for k in range(3):
+            writes += write(c, "s", 100 + 10 * k, 110 + 10 * k)
+        wait_for(lambda: (metric(c, "jvdb_backup_ship_pending_bytes", "s") or 0) > 0, "pending while S3 is down")
+        proc = start_s3rver(store, port)
+        last = stats(c, "s")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "s") == last, "backlog shipped to S3", timeout=60)
+        recs = shiplog.follow(repo, "s", DIM, inc, base, suffix)
+        assert [(r["id"], r["kind"]) for r in recs] == writes[base:] and recs[-1]["lsn"] == last
+    finally:
+        s.stop()
+        proc.terminate()
+        proc.wait()
+        s.cleanup()
+
+
+def incarnation_and_base_s3(repo, db, suffix):
+    b = shiplog.backups(repo, db, suffix)
+    return b[-1]["incarnation"], b[-1]["lsn_to"]
+
+
 if __name__ == "__main__":
     sys.exit(jvdbtest.run_tests(sys.argv))

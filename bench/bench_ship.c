@@ -1,0 +1,376 @@
+/*
+ * bench_ship.c — the library half of issue 13's continuous-backup measurement; bench/run-ship drives
+ * it and runs restic beside it.
+ *
+ *   bench_ship ingest  --dir DIR --n N [--dim D] [--batch B] [--sync always|never] [--ship-ms MS]
+ *       ingest N random vectors as fast as possible while a thread ships the log every MS
+ *       (0 = shipping off): writes per second
+ *   bench_ship rpo     --dir DIR --rate W --seconds S [--dim D] [--batch B] [--ship-ms MS]
+ *       a steady W writes/s for S seconds (paced batches) with shipping every MS: for every write,
+ *       the time from its acknowledgement to the end of the shipment that holds it (p50/p99/max)
+ *   bench_ship load    --dir DIR --n N [--dim D]            the base of the bytes comparison
+ *   bench_ship changes --dir DIR --rate W --seconds S [--ship-ms MS] [--n N]
+ *       a stretch of changes to the base (overwrites of random ids, a tenth deletes) shipped every
+ *       MS: the log's stored bytes for them (the first shipment's full backup is not counted)
+ *
+ * The repository is DIR/repo, the data directory DIR/data.  Each prints one JSON line.  The shipper
+ * runs exactly as `jvdb serve --backup-continuous` runs it (jvdb_backup_ship with a jvdb_shipper).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench_util.h"
+#include "jvdb.h"
+
+struct opts {
+    const char *dir, *mode, *sync;
+    uint64_t n;
+    uint32_t dim, batch;
+    uint64_t ship_ms;
+    double rate, seconds;
+};
+
+static void die_lib(const char *what, int rc) { bench_die(0, "%s: %s (%s)", what, jvdb_errmsg(), jvdb_strerror(rc)); }
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+/* xorshift64*: random vectors without touching libc's state. */
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 2685821657736338717ull;
+}
+
+/* Fills a vector with values in [-1, 1). */
+static void rand_vec(float *v, uint32_t dim)
+{
+    for (uint32_t i = 0; i < dim; i++) v[i] = (float)((double)(rnd() >> 11) / (double)(1ull << 53) * 2 - 1);
+}
+
+/* ------------------------------------------------------------------ the shipper thread */
+
+struct shipper {
+    jvdb_db *db;
+    jvdb_repo *repo;
+    jvdb_shipper *sh;
+    uint64_t every_ms;
+    atomic_int stop;
+    pthread_t th;
+    /* what each shipment reached and when it ended (rpo) */
+    uint64_t *lsn;
+    double *at, *took; /* shipped LSN, end time and duration of each shipment */
+    size_t n, cap;
+    uint64_t stored, raw, objects, failures, base_lsn;
+    int first;
+    pthread_mutex_t mu;
+};
+
+/* One shipment, noted. */
+static void ship_once(struct shipper *s)
+{
+    jvdb_ship_options o = { 0 };
+    o.shipper = s->sh;
+    jvdb_ship_result r;
+    double t0 = bench_now();
+    int rc = jvdb_backup_ship(s->db, s->repo, &o, &r);
+    double now = bench_now();
+    pthread_mutex_lock(&s->mu);
+    if (rc) s->failures++;
+    else {
+        if (!s->first) {
+            s->first = 1;
+            s->base_lsn = r.shipped_lsn;
+        }
+        s->stored += r.stored_bytes;
+        s->raw += r.bytes;
+        s->objects += r.objects;
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 1024;
+            s->lsn = realloc(s->lsn, s->cap * sizeof *s->lsn);
+            s->at = realloc(s->at, s->cap * sizeof *s->at);
+            s->took = realloc(s->took, s->cap * sizeof *s->took);
+            if (!s->lsn || !s->at || !s->took) bench_die(0, "out of memory");
+        }
+        s->took[s->n] = now - t0;
+        s->lsn[s->n] = r.shipped_lsn;
+        s->at[s->n++] = now;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Ships every every_ms, measured from the start of the previous shipment. */
+static void *ship_main(void *arg)
+{
+    struct shipper *s = arg;
+    while (!atomic_load(&s->stop)) {
+        double t0 = bench_now();
+        ship_once(s);
+        double left = (double)s->every_ms / 1000 - (bench_now() - t0);
+        while (left > 0 && !atomic_load(&s->stop)) {
+            double step = left < 0.005 ? left : 0.005;
+            struct timespec ts = { 0, (long)(step * 1e9) };
+            nanosleep(&ts, NULL);
+            left -= step;
+        }
+    }
+    return NULL;
+}
+
+static void ship_start(struct shipper *s, jvdb_db *db, const struct opts *o)
+{
+    memset(s, 0, sizeof *s);
+    s->db = db;
+    s->every_ms = o->ship_ms;
+    pthread_mutex_init(&s->mu, NULL);
+    char repo[4096];
+    snprintf(repo, sizeof repo, "%s/repo", o->dir);
+    int rc = jvdb_repo_open(repo, NULL, &s->repo);
+    if (!rc) rc = jvdb_shipper_new(NULL, &s->sh);
+    if (rc) die_lib("open the repository", rc);
+    ship_once(s); /* the first one makes the full backup the log continues */
+    if (pthread_create(&s->th, NULL, ship_main, s)) bench_die(0, "cannot start the shipper thread");
+}
+
+static void ship_stop(struct shipper *s)
+{
+    atomic_store(&s->stop, 1);
+    pthread_join(s->th, NULL);
+    ship_once(s); /* what is left */
+    jvdb_shipper_free(s->sh, s->repo, jvdb_db_name(s->db));
+    jvdb_repo_close(s->repo);
+    pthread_mutex_destroy(&s->mu);
+}
+
+/* Frees what the shipments noted (after ship_stop, once the caller has read it). */
+static void ship_free(struct shipper *s)
+{
+    free(s->lsn);
+    free(s->at);
+    free(s->took);
+}
+
+/* ------------------------------------------------------------------ steps */
+
+static jvdb_env *open_env(const struct opts *o)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data", o->dir);
+    jvdb_env *env;
+    int rc = jvdb_env_open(path, &env);
+    if (rc) die_lib("open data directory", rc);
+    return env;
+}
+
+static jvdb_db *make_db(jvdb_env *env, const struct opts *o)
+{
+    jvdb_db_options dbo;
+    jvdb_db_options_init(&dbo, o->dim);
+    if (!strcmp(o->sync, "never")) dbo.sync = JVDB_SYNC_NEVER;
+    jvdb_db *db;
+    int rc = jvdb_db_create(env, "bench", &dbo, &db);
+    if (rc) die_lib("create database", rc);
+    return db;
+}
+
+/* One batch of `k` puts of ids from..from+k-1 (ids modulo `space` when it is non-zero). */
+static uint64_t put_batch(jvdb_db *db, const struct opts *o, uint64_t from, uint32_t k, uint64_t space, float *vecs,
+                          char (*ids)[32], jvdb_record *recs)
+{
+    for (uint32_t i = 0; i < k; i++) {
+        rand_vec(vecs + (size_t)i * o->dim, o->dim);
+        snprintf(ids[i], sizeof ids[i], "v%llu", (unsigned long long)(space ? (from + i) % space : from + i));
+        recs[i] = (jvdb_record){ ids[i], vecs + (size_t)i * o->dim, o->dim, "{\"k\":1}" };
+    }
+    uint64_t lsn = 0;
+    int rc = jvdb_put_batch(db, recs, k, &lsn);
+    if (rc) die_lib("put batch", rc);
+    return lsn;
+}
+
+static void step_ingest(const struct opts *o)
+{
+    bench_make_dir(o->dir);
+    jvdb_env *env = open_env(o);
+    jvdb_db *db = make_db(env, o);
+    float *vecs = malloc((size_t)o->batch * o->dim * sizeof *vecs);
+    char(*ids)[32] = malloc((size_t)o->batch * sizeof *ids);
+    jvdb_record *recs = malloc(o->batch * sizeof *recs);
+    struct shipper sh;
+    if (o->ship_ms) ship_start(&sh, db, o);
+    double t0 = bench_now();
+    for (uint64_t i = 0; i < o->n; i += o->batch) {
+        uint32_t k = (uint32_t)(o->n - i < o->batch ? o->n - i : o->batch);
+        put_batch(db, o, i, k, 0, vecs, ids, recs);
+    }
+    double secs = bench_now() - t0;
+    if (o->ship_ms) ship_stop(&sh);
+    if (o->ship_ms) ship_free(&sh);
+    bench_json_begin();
+    bench_json_str("step", "ingest");
+    bench_json_str("sync", o->sync);
+    bench_json_int("n", (long long)o->n);
+    bench_json_int("dim", o->dim);
+    bench_json_int("ship_ms", (long long)o->ship_ms);
+    bench_json_num("seconds", secs);
+    bench_json_num("writes_per_s", (double)o->n / secs);
+    bench_json_int("objects", o->ship_ms ? (long long)sh.objects : 0);
+    bench_json_int("ship_failures", o->ship_ms ? (long long)sh.failures : 0);
+    bench_json_end();
+    free(vecs);
+    free(ids);
+    free(recs);
+    jvdb_env_close(env);
+}
+
+/* qsort order of doubles. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* rpo and changes: a paced stream of batches (W writes/s) with the shipper on. */
+static void step_stream(const struct opts *o, int changes)
+{
+    bench_make_dir(o->dir);
+    jvdb_env *env = open_env(o);
+    jvdb_db *db;
+    if (changes) {
+        int rc = jvdb_db_open(env, "bench", &db);
+        if (rc) die_lib("open database", rc);
+    } else {
+        db = make_db(env, o);
+    }
+    float *vecs = malloc((size_t)o->batch * o->dim * sizeof *vecs);
+    char(*ids)[32] = malloc((size_t)o->batch * sizeof *ids);
+    jvdb_record *recs = malloc(o->batch * sizeof *recs);
+    size_t nb = (size_t)(o->rate * o->seconds / o->batch) + 1, done = 0;
+    uint64_t *blsn = malloc(nb * sizeof *blsn);
+    double *back = malloc(nb * sizeof *back);
+    struct shipper sh;
+    ship_start(&sh, db, o);
+    double t0 = bench_now(), every = o->batch / o->rate;
+    uint64_t next_id = changes ? 0 : 1000000000ull, written = 0, deletes = 0;
+    for (size_t b = 0; b < nb; b++) {
+        double due = t0 + (double)b * every;
+        while (bench_now() < due) {
+            struct timespec ts = { 0, 200000 };
+            nanosleep(&ts, NULL);
+        }
+        if (changes && b % 10 == 9) { /* a tenth of the change batches delete */
+            uint64_t lsn = 0;
+            for (uint32_t i = 0; i < o->batch; i++) {
+                char k[32];
+                snprintf(k, sizeof k, "v%llu", (unsigned long long)(rnd() % o->n));
+                if (jvdb_delete(db, k, &lsn) == JVDB_OK) deletes++;
+            }
+            blsn[b] = lsn;
+        } else {
+            blsn[b] = put_batch(db, o, changes ? rnd() % o->n : next_id, o->batch, changes ? o->n : 0, vecs, ids, recs);
+            next_id += o->batch;
+            written += o->batch;
+        }
+        back[b] = bench_now();
+        done++;
+    }
+    double secs = bench_now() - t0;
+    ship_stop(&sh);
+    /* For every batch: the first shipment that reached its LSN. */
+    double *delay = malloc(done * sizeof *delay);
+    size_t nd = 0, j = 0;
+    for (size_t b = 0; b < done; b++) {
+        if (!blsn[b]) continue;
+        while (j < sh.n && sh.lsn[j] < blsn[b]) j++;
+        if (j == sh.n) break;
+        delay[nd++] = sh.at[j] - back[b];
+    }
+    qsort(delay, nd, sizeof *delay, cmp_double);
+    bench_json_begin();
+    bench_json_str("step", changes ? "changes" : "rpo");
+    bench_json_num("rate", o->rate);
+    bench_json_num("seconds", secs);
+    bench_json_num("writes_per_s", (double)(written + deletes) / secs);
+    bench_json_int("ship_ms", (long long)o->ship_ms);
+    bench_json_int("batches", (long long)nd);
+    if (nd) {
+        bench_json_num("p50_s", delay[nd / 2]);
+        bench_json_num("p99_s", delay[(size_t)((double)nd * 0.99) < nd ? (size_t)((double)nd * 0.99) : nd - 1]);
+        bench_json_num("max_s", delay[nd - 1]);
+    }
+    if (sh.n) {
+        qsort(sh.took, sh.n, sizeof *sh.took, cmp_double);
+        bench_json_num("ship_p50_s", sh.took[sh.n / 2]);
+        bench_json_num("ship_max_s", sh.took[sh.n - 1]);
+    }
+    bench_json_int("log_stored_bytes", (long long)sh.stored);
+    bench_json_int("log_raw_bytes", (long long)sh.raw);
+    bench_json_int("log_objects", (long long)sh.objects);
+    bench_json_int("ship_failures", (long long)sh.failures);
+    bench_json_end();
+    ship_free(&sh);
+    free(delay);
+    free(blsn);
+    free(back);
+    free(vecs);
+    free(ids);
+    free(recs);
+    jvdb_env_close(env);
+}
+
+static void step_load(const struct opts *o)
+{
+    bench_make_dir(o->dir);
+    jvdb_env *env = open_env(o);
+    jvdb_db *db = make_db(env, o);
+    float *vecs = malloc((size_t)o->batch * o->dim * sizeof *vecs);
+    char(*ids)[32] = malloc((size_t)o->batch * sizeof *ids);
+    jvdb_record *recs = malloc(o->batch * sizeof *recs);
+    double t0 = bench_now();
+    for (uint64_t i = 0; i < o->n; i += o->batch)
+        put_batch(db, o, i, (uint32_t)(o->n - i < o->batch ? o->n - i : o->batch), 0, vecs, ids, recs);
+    int rc = jvdb_sync(db);
+    if (rc) die_lib("sync", rc);
+    bench_json_begin();
+    bench_json_str("step", "load");
+    bench_json_int("n", (long long)o->n);
+    bench_json_num("seconds", bench_now() - t0);
+    bench_json_end();
+    free(vecs);
+    free(ids);
+    free(recs);
+    jvdb_env_close(env);
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {
+        .sync = "always", .n = 100000, .dim = 128, .batch = 100, .ship_ms = 1000, .rate = 5000, .seconds = 20
+    };
+    if (argc < 2) bench_die(0, "usage: bench_ship ingest|rpo|load|changes --dir DIR [options] (see the source)");
+    o.mode = argv[1];
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--dir")) o.dir = v;
+        else if (!strcmp(k, "--n")) o.n = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--dim")) o.dim = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--batch")) o.batch = (uint32_t)strtoul(v, NULL, 10);
+        else if (!strcmp(k, "--sync")) o.sync = v;
+        else if (!strcmp(k, "--ship-ms")) o.ship_ms = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--rate")) o.rate = strtod(v, NULL);
+        else if (!strcmp(k, "--seconds")) o.seconds = strtod(v, NULL);
+        else bench_die(0, "unknown option %s", k);
+    }
+    if (!o.dir || !o.dim || !o.batch || o.rate <= 0) bench_die(0, "--dir is required; dim, batch, rate positive");
+    if (!strcmp(o.mode, "ingest")) step_ingest(&o);
+    else if (!strcmp(o.mode, "rpo")) step_stream(&o, 0);
+    else if (!strcmp(o.mode, "load")) step_load(&o);
+    else if (!strcmp(o.mode, "changes")) step_stream(&o, 1);
+    else bench_die(0, "unknown step %s", o.mode);
+    return 0;
+}
