@@ -921,7 +921,8 @@ static void apply_kick(struct apply_ctx *a)
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
-    int rc = db_append_raw(a->db, a->batch, a->len);
+    /* Unsynced: the build is hidden and synced once before it is published. */
+    int rc = db_append_raw_unsynced(a->db, a->batch, a->len);
     a->unkicked += a->len;
     a->len = 0;
     if (!rc && a->unkicked >= BACKUP_APPLY_KICK) apply_kick(a);
@@ -946,7 +947,7 @@ static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
             if (rc) return rc;
         }
         if (h->total_len > BACKUP_APPLY_BATCH) {
-            int rc = db_append_raw(a->db, h, h->total_len);
+            int rc = db_append_raw_unsynced(a->db, h, h->total_len);
             if (rc) return rc;
         } else {
             memcpy(a->batch + a->len, h, h->total_len);
@@ -1286,6 +1287,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     /* Then the log after the backup, whole batches up to the target (each record as written, tombstones
      * and superseded versions included: the store keeps the newest of each id). */
     log_apply_init(&la, built, it->m.dim, it->m.lsn_to);
+    la.unsynced = 1; /* the build: synced once below */
     la.to_lsn = ro.to_lsn;
     la.to_time_ns = ro.to_time_ns;
     for (size_t k = 0; k < reach.k && !rc && !la.done; k++) {

@@ -239,7 +239,8 @@ struct log_apply {
     uint64_t lsn;    /* last LSN of the last batch applied (after, until one is) */
     int64_t time_ns; /* its time_ns */
     uint64_t records, batches, objects;
-    int done; /* the target was reached */
+    int done;     /* the target was reached */
+    int unsynced; /* db is a hidden build: appends are not synced one by one */
 };
 void log_apply_init(struct log_apply *la, jvdb_db *db, uint32_t dim, uint64_t after);
 void log_apply_free(struct log_apply *la);

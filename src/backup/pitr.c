@@ -52,7 +52,7 @@ void log_apply_free(struct log_apply *la)
 static int log_apply_flush_acc(struct log_apply *la)
 {
     if (!la->acc) return JVDB_OK;
-    int rc = db_append_raw(la->db, la->buf, la->acc);
+    int rc = la->unsynced ? db_append_raw_unsynced(la->db, la->buf, la->acc) : db_append_raw(la->db, la->buf, la->acc);
     if (rc) return rc;
     memmove(la->buf, la->buf + la->acc, la->len - la->acc);
     la->len -= la->acc;

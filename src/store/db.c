@@ -1077,7 +1077,8 @@ unlock:
     return rc;
 }
 
-int db_append_raw(jvdb_db *db, const void *recs, size_t len)
+/* db_append_raw, synced or (for a hidden build) not. */
+static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int sync)
 {
     if (len == 0) return JVDB_OK;
     int wrc = db_check_writable(db);
@@ -1111,8 +1112,8 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
     uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
     db_write_unlock(db);
     free(buf);
-    /* Always synced (a restore acknowledges nothing it could lose), then published. */
-    rc = db_sync_upto(db, seg_no, end);
+    /* Synced (a replica acknowledges nothing it could lose), then published. */
+    rc = sync ? db_sync_upto(db, seg_no, end) : JVDB_OK;
     if (rc == JVDB_OK) db_publish(db, publish, publish_live);
     return rc;
 unlock:
@@ -1121,6 +1122,10 @@ out:
     free(buf);
     return rc;
 }
+
+int db_append_raw(jvdb_db *db, const void *recs, size_t len) { return db_append_raw_mode(db, recs, len, 1); }
+
+int db_append_raw_unsynced(jvdb_db *db, const void *recs, size_t len) { return db_append_raw_mode(db, recs, len, 0); }
 
 /* ---------------------------------------------------------------- validation and public writes */
 
