@@ -32,6 +32,7 @@ struct opts {
     uint32_t dim, batch;
     uint64_t ship_ms;
     double rate, seconds;
+    int level; /* zstd level of the log objects (0: the library's default) */
 };
 
 static void die_lib(const char *what, int rc) { bench_die(0, "%s: %s (%s)", what, jvdb_errmsg(), jvdb_strerror(rc)); }
@@ -71,11 +72,14 @@ struct shipper {
     pthread_mutex_t mu;
 };
 
+static int ship_level; /* --level */
+
 /* One shipment, noted. */
 static void ship_once(struct shipper *s)
 {
     jvdb_ship_options o = { 0 };
     o.shipper = s->sh;
+    o.level = ship_level;
     jvdb_ship_result r;
     double t0 = bench_now();
     int rc = jvdb_backup_ship(s->db, s->repo, &o, &r);
@@ -364,6 +368,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--ship-ms")) o.ship_ms = strtoull(v, NULL, 10);
         else if (!strcmp(k, "--rate")) o.rate = strtod(v, NULL);
         else if (!strcmp(k, "--seconds")) o.seconds = strtod(v, NULL);
+        else if (!strcmp(k, "--level")) ship_level = o.level = atoi(v);
         else bench_die(0, "unknown option %s", k);
     }
     if (!o.dir || !o.dim || !o.batch || o.rate <= 0) bench_die(0, "--dir is required; dim, batch, rate positive");

@@ -1520,6 +1520,7 @@ int jvdb_backup_retain(jvdb_repo *repo, const char *db_name, int64_t window_star
         return JVDB_OK;
     }
     if (rc) return rc;
+    if (!dry_run) repo->ops->cleanup(repo, db_name, BACKUP_CLEANUP_AGE_S);
     /* The base every restore inside the window can start from: the newest restorable backup made
      * before it.  Without one, nothing before the window may go. */
     int base = -1;

@@ -371,10 +371,39 @@ static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
     return rc;
 }
 
+/* Removes temp files of log object writes that died before their rename (<db>/log/<inc>/NAME.tmp)
+ * once they are older than max_age_s, so no live write can own them. */
+static void repo_fs_cleanup_log(const char *dbdir, int64_t max_age_s)
+{
+    char *logdir = fs_join(dbdir, "log");
+    DIR *d = logdir ? opendir(logdir) : NULL;
+    struct dirent *e;
+    time_t now = time(NULL);
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *inc = fs_join(logdir, e->d_name);
+        DIR *di = inc ? opendir(inc) : NULL;
+        struct dirent *o;
+        while (di && (o = readdir(di))) {
+            size_t n = strlen(o->d_name);
+            if (n < 5 || strcmp(o->d_name + n - 4, ".tmp")) continue;
+            char *p = fs_join(inc, o->d_name);
+            struct stat st;
+            if (p && stat(p, &st) == 0 && now - st.st_mtime >= max_age_s) io_unlink(p);
+            free(p);
+        }
+        if (di) closedir(di);
+        free(inc);
+    }
+    if (d) closedir(d);
+    free(logdir);
+}
+
 static void repo_fs_cleanup(jvdb_repo *r, const char *db, int64_t max_age_s)
 {
     struct repo_fs *f = (struct repo_fs *)r;
     char *dbdir = fs_path3(f->dir, db, NULL);
+    if (dbdir) repo_fs_cleanup_log(dbdir, max_age_s);
     DIR *d = dbdir ? opendir(dbdir) : NULL;
     if (!d) {
         free(dbdir);

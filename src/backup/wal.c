@@ -757,7 +757,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
     if (!o.lease_ns) o.lease_ns = WAL_DEFAULT_LEASE;
     if (!o.max_object_bytes) o.max_object_bytes = WAL_DEFAULT_OBJECT;
     if (!o.level) o.level = 1;
-    if (o.level < 1 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o.level);
+    if (o.level < -7 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside -7..19", o.level);
     if (o.lease_ns < 0) return err_set(JVDB_EINVAL, "the lease time must be positive");
     jvdb_shipper local, *s = o.shipper;
     if (!s) {
