@@ -1050,8 +1050,15 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
         }
     }
     uint64_t lsn = db->last_lsn;
+    /* A batch's time is taken with its LSNs, under write_mu, and never before the previous batch's:
+     * times rise with LSNs, so "the batches acknowledged by T" is a prefix of the log (point-in-time
+     * restore, src/backup/pitr.c), whatever the order writers encoded their batches in. */
+    int64_t stamp = clock_wall_ns();
+    if (stamp < db->last_stamp_ns) stamp = db->last_stamp_ns;
+    db->last_stamp_ns = stamp;
     off = 0;
     for (size_t i = 0; i < n; i++) {
+        ((struct rec_header *)(buf + off))->time_ns = stamp;
         rec_seal(buf + off, ++lsn, i + 1 < n ? REC_FLAG_MORE : 0);
         off += ((struct rec_header *)(buf + off))->total_len;
     }
@@ -1088,6 +1095,7 @@ static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int syn
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(buf, recs, len);
     uint64_t max_lsn = 0;
+    int64_t max_time = 0;
     int rc = JVDB_OK;
     for (size_t off = 0; off < len;) {
         const char *why = "record cut short";
@@ -1099,9 +1107,11 @@ static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int syn
         size_t next = off + h->total_len;
         rec_seal(h, h->lsn, next < len ? REC_FLAG_MORE : 0);
         if (h->lsn > max_lsn) max_lsn = h->lsn;
+        if (h->time_ns > max_time) max_time = h->time_ns;
         off = next;
     }
     db_write_lock(db);
+    if (max_time > db->last_stamp_ns) db->last_stamp_ns = max_time; /* later batches come after these */
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;

@@ -18,6 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "backup/wal.h"
+#include "store/record.h"
 #include "test_util.h"
 
 #define DIM     8
@@ -443,6 +447,67 @@ static void test_encrypted(void **state)
     assert_int_not_equal(rc, JVDB_OK);
 }
 
+/* One of the concurrent writers of test_times_rise_with_lsns. */
+static void *stamp_writer(void *arg)
+{
+    jvdb_db *db = arg;
+    float v[DIM];
+    char id[32];
+    for (int i = 0; i < 400; i++) {
+        snprintf(id, sizeof id, "t%p-%d", (void *)&v, i);
+        tu_vector(v, DIM, (uint64_t)i, 1);
+        assert_ok(jvdb_put(db, id, v, DIM, NULL, NULL));
+    }
+    return NULL;
+}
+
+struct stamp_check {
+    uint64_t lsn;
+    int64_t time_ns;
+    uint64_t records, backwards;
+};
+
+/* Counts records whose time_ns is earlier than that of a record before them in LSN order. */
+static int stamp_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
+{
+    struct stamp_check *c = arg;
+    (void)nrecs;
+    for (size_t off = 0; off < len;) {
+        const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        if (h->time_ns < c->time_ns) c->backwards++;
+        c->time_ns = h->time_ns;
+        c->lsn = h->lsn;
+        c->records++;
+        off += h->total_len;
+    }
+    return 0;
+}
+
+/* Batches written concurrently carry times that rise with their LSNs (each is stamped when it takes
+ * its LSNs), so the batches acknowledged by a time T are a prefix of the log. */
+static void test_times_rise_with_lsns(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db_options o;
+    jvdb_db_options_init(&o, DIM);
+    o.sync = JVDB_SYNC_NEVER;
+    assert_ok(jvdb_db_create(f->env, "stamps", &o, &f->db));
+    backup(f, JVDB_BACKUP_FULL);
+    pthread_t th[6];
+    for (int i = 0; i < 6; i++) assert_int_equal(pthread_create(&th[i], NULL, stamp_writer, f->db), 0);
+    for (int i = 0; i < 6; i++) pthread_join(th[i], NULL);
+    ship(f);
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "stamps", &ents, &n));
+    struct stamp_check c = { 0, 0, 0, 0 };
+    for (size_t i = 0; i < n; i++) assert_ok(wal_read(f->repo, "stamps", &ents[i], DIM, o.metric, stamp_chunk, &c));
+    free(ents);
+    assert_int_equal(c.records, 2400);
+    if (c.backwards)
+        fail_msg("%llu of 2400 records carry a time before that of an earlier LSN", (unsigned long long)c.backwards);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +515,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tampered_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_follow, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_times_rise_with_lsns, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
