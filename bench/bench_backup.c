@@ -7,6 +7,12 @@
  *   bench_backup backup  --dir DIR --repo R [--type T] [--level L] [--threads N]
  *   bench_backup change  --dir DIR --frac F [data options]  overwrite F/2, delete F/2 of the rows
  *   bench_backup restore --dir DIR --repo R --id ID       restore the chain as "restored"
+ *   bench_backup restore --dir DIR --repo R --database bench [--to-lsn N]
+ *                                                        point-in-time restore (issue 13): latest,
+ *                                                        or the batches up to LSN N
+ *   bench_backup ship    --dir DIR --repo R              ship the log (jvdb_backup_ship) once
+ *
+ * change --offset K changes the rows a change with K before it did not (rounds of changes).
  *
  * Each step prints one JSON line.  Only the operation itself is timed: opening the data directory
  * (which rebuilds the keydir) and generating data happen before the clock starts, as they would
@@ -29,7 +35,9 @@ static void usage(void)
             "  --level L         zstd level (backup; default 1)\n"
             "  --threads N       zstd workers (backup; default 0)\n"
             "  --frac F          share of rows changed (change; default 0.01)\n"
-            "  --id ID           backup to restore (restore)\n",
+            "  --id ID           backup to restore (restore)\n"
+            "  --database NAME   point-in-time restore of NAME (restore; with --to-lsn N or latest)\n"
+            "  --offset K        skip the rows K earlier changes changed (change)\n",
             bench_common_usage());
     exit(2);
 }
@@ -114,7 +122,7 @@ static void step_backup(const bench_opts *o, const char *repo_spec, const char *
 /* Overwrites half of the changed rows with fresh vectors of the same distribution and deletes the
  * other half; reports the raw size of the records that change writes (what an ideal incremental
  * holds). */
-static void step_change(const bench_opts *o, double frac)
+static void step_change(const bench_opts *o, double frac, uint64_t offset)
 {
     dg_gen *g;
     if (dg_open(&o->data, &g)) bench_die(0, "datagen failed");
@@ -129,7 +137,7 @@ static void step_change(const bench_opts *o, double frac)
     uint64_t raw = 0, puts = 0, dels = 0;
     double t0 = bench_now();
     for (uint64_t k = 0; k < changes; k++) {
-        uint64_t row = (k * 7919 + 13) % n; /* 7919 is prime: distinct rows */
+        uint64_t row = ((k + offset) * 7919 + 13) % n; /* 7919 is prime: distinct rows */
         snprintf(id, sizeof id, "v%llu", (unsigned long long)row);
         if (k % 2 == 0) {
             uint32_t cl = dg_row(g, n + row, v);
@@ -161,16 +169,19 @@ static void step_change(const bench_opts *o, double frac)
     bench_json_end();
 }
 
-static void step_restore(const bench_opts *o, const char *repo_spec, const char *bid)
+static void step_restore(const bench_opts *o, const char *repo_spec, const char *bid, const char *dbname,
+                         uint64_t to_lsn)
 {
     jvdb_env *env = open_env(o->dir);
     jvdb_repo *repo;
     int rc = jvdb_repo_open(repo_spec, NULL, &repo);
     if (rc) die_lib("open repository", rc);
-    jvdb_restore_options ro = { "restored", 1, NULL, NULL, NULL };
+    jvdb_restore_result res;
+    jvdb_restore_options ro = { .as_name = "restored", .force = 1, .result = &res, .database = dbname };
+    ro.to_lsn = to_lsn;
     jvdb_db *db;
     double t0 = bench_now();
-    if ((rc = jvdb_backup_restore(env, repo, bid, &ro, &db))) die_lib("restore", rc);
+    if ((rc = jvdb_backup_restore(env, repo, dbname ? NULL : bid, &ro, &db))) die_lib("restore", rc);
     double secs = bench_now() - t0;
     uint64_t count = jvdb_count(db);
     if ((rc = jvdb_db_drop(env, "restored"))) die_lib("drop", rc);
@@ -180,6 +191,34 @@ static void step_restore(const bench_opts *o, const char *repo_spec, const char 
     bench_json_str("step", "restore");
     bench_json_num("seconds", secs);
     bench_json_int("count", (long long)count);
+    bench_json_int("lsn", (long long)res.lsn);
+    bench_json_int("log_objects", (long long)res.log_objects);
+    bench_json_int("log_records", (long long)res.log_records);
+    bench_json_str("backup", res.backup.id);
+    bench_json_end();
+}
+
+/* Ships what database "bench" has not shipped yet (one shipment). */
+static void step_ship(const bench_opts *o, const char *repo_spec)
+{
+    jvdb_env *env = open_env(o->dir);
+    jvdb_repo *repo;
+    int rc = jvdb_repo_open(repo_spec, NULL, &repo);
+    if (rc) die_lib("open repository", rc);
+    jvdb_db *db;
+    if ((rc = jvdb_db_open(env, "bench", &db))) die_lib("open database", rc);
+    jvdb_ship_result r;
+    double t0 = bench_now();
+    if ((rc = jvdb_backup_ship(db, repo, NULL, &r))) die_lib("ship", rc);
+    double secs = bench_now() - t0;
+    jvdb_repo_close(repo);
+    jvdb_env_close(env);
+    bench_json_begin();
+    bench_json_str("step", "ship");
+    bench_json_num("seconds", secs);
+    bench_json_int("shipped_lsn", (long long)r.shipped_lsn);
+    bench_json_int("records", (long long)r.records);
+    bench_json_int("stored_bytes", (long long)r.stored_bytes);
     bench_json_end();
 }
 
@@ -189,7 +228,8 @@ int main(int argc, char **argv)
     const char *step = argv[1];
     bench_opts o;
     bench_opts_default(&o);
-    const char *repo = NULL, *type = NULL, *bid = NULL;
+    const char *repo = NULL, *type = NULL, *bid = NULL, *dbname = NULL;
+    uint64_t to_lsn = 0, offset = 0;
     int level = 1;
     uint32_t threads = 0;
     double frac = 0.01;
@@ -203,13 +243,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--level")) level = atoi(argv[++i]);
         else if (!strcmp(a, "--threads")) threads = (uint32_t)atoi(argv[++i]);
         else if (!strcmp(a, "--frac")) frac = atof(argv[++i]);
+        else if (!strcmp(a, "--database")) dbname = argv[++i];
+        else if (!strcmp(a, "--to-lsn")) to_lsn = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--offset")) offset = strtoull(argv[++i], NULL, 10);
         else usage();
     }
     if (!o.dir) usage();
     if (!strcmp(step, "load")) step_load(&o);
     else if (!strcmp(step, "backup") && repo) step_backup(&o, repo, type, level, threads);
-    else if (!strcmp(step, "change")) step_change(&o, frac);
-    else if (!strcmp(step, "restore") && repo && bid) step_restore(&o, repo, bid);
+    else if (!strcmp(step, "change")) step_change(&o, frac, offset);
+    else if (!strcmp(step, "restore") && repo && (bid || dbname)) step_restore(&o, repo, bid, dbname, to_lsn);
+    else if (!strcmp(step, "ship") && repo) step_ship(&o, repo);
     else usage();
     return 0;
 }

@@ -601,6 +601,7 @@ typedef struct jvdb_backup_info {
     int restorable;        /* list/show: its metadata and every parent are present */
     char status[256];      /* "ok" or why it cannot be restored */
     char note[256];        /* create: e.g. why a full backup was made instead */
+    int64_t incarnation;   /* the database's incarnation (its MANIFEST creation time) */
 } jvdb_backup_info;
 
 /* Progress of a long operation: `phase` ("backup", "verify", "restore"), bytes done of total
@@ -652,6 +653,12 @@ typedef struct jvdb_restore_result {
     int has_settings;                     /* the backup carried the database's settings (format 2) */
     char *database_description;           /* carried description, or NULL; free with jvdb_free */
     int index_installed;                  /* the backup's HNSW graph was installed (no rebuild needed) */
+    uint64_t lsn;                         /* the point restored: the last LSN the database holds */
+    int64_t time_ns;                      /* acknowledgement time of the last batch applied from the
+                                             log (0: the restore ended at the backup) */
+    uint32_t log_objects;                 /* log objects applied after the backup */
+    uint64_t log_records;                 /* records applied from them */
+    int64_t incarnation;                  /* of the database in the repository */
 } jvdb_restore_result;
 
 typedef struct jvdb_restore_options {
@@ -660,6 +667,23 @@ typedef struct jvdb_restore_options {
     jvdb_backup_progress_fn progress;
     void *progress_arg;
     jvdb_restore_result *result; /* optional */
+    /* Point-in-time restore: with `database` set and the id NULL, the restore starts from the newest
+     * restorable backup (of the right incarnation) at or before the target and applies the log
+     * objects continuous shipping left in the repository after it, in whole batches, up to the
+     * target -- exactly the batches acknowledged up to that point, never part of one.  At most one
+     * target; none means `latest`.  A target outside the restorable window (jvdb_backup_window)
+     * fails with JVDB_ENOTFOUND naming the window; a bad or tampered log object with JVDB_ECORRUPT,
+     * and nothing is written either way. */
+    const char *database;
+    uint64_t to_lsn;    /* the batches whose last LSN is <= to_lsn, in the newest incarnation of the
+                           database (0 = not given) */
+    int64_t to_time_ns; /* the batches acknowledged (record time_ns) at or before this Unix time in ns,
+                           in LSN order up to the first one acknowledged later, of the incarnation
+                           whose newest backup made by then is the newest (0 = not given) */
+    int latest;         /* the newest point: the newest backup and every log object after it (without
+                           log objects: the newest backup) */
+    int replica;        /* mark the restored database as a replica of `database`, which
+                           jvdb_backup_follow continues (needs `database`) */
 } jvdb_restore_options;
 
 /* Verifies the chain -- checksums, and every record against the rules of jvdb_put (id, metadata,
@@ -670,6 +694,57 @@ typedef struct jvdb_restore_options {
  * Handles to a replaced database become invalid.  *out (optional) is the restored database. */
 JVDB_API int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
                                  jvdb_db **out);
+
+/* The points a database can be restored to: from its oldest restorable backup to the newest point
+ * its backups and the log after them reach (of its newest incarnation; gaps inside are possible
+ * where the log has one). */
+typedef struct jvdb_restore_window {
+    char database[JVDB_MAX_NAME_LEN + 1];
+    int64_t incarnation;
+    uint64_t earliest_lsn, latest_lsn;
+    int64_t earliest_time_ns, latest_time_ns; /* a backup's time is its creation time */
+    uint32_t backups;                         /* restorable backups of that incarnation */
+    uint32_t log_objects;                     /* log objects on the way to latest */
+    char latest_backup[JVDB_BACKUP_ID_MAX];   /* the backup a restore of latest starts from */
+} jvdb_restore_window;
+
+/* Fills *out for database db_name; JVDB_ENOTFOUND when it has no restorable backup. */
+JVDB_API int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_restore_window *out);
+
+/* ---- read replicas ---- */
+
+/* What one jvdb_backup_follow call did. */
+typedef struct jvdb_follow_result {
+    uint64_t lsn;                       /* the replica's last LSN afterwards */
+    int64_t last_time_ns;               /* acknowledgement time of the newest batch applied by this call (0: none) */
+    uint64_t records, batches, objects; /* applied by this call */
+    uint64_t repo_lsn;                  /* the newest LSN the repository holds for that incarnation */
+    int64_t incarnation;                /* the incarnation the replica follows */
+    int reseed;                         /* the replica cannot continue from the log: a newer incarnation of the
+                             database, or a gap in the log; restore it afresh (replica = 1) */
+    char reason[256];                   /* why, when reseed */
+} jvdb_follow_result;
+
+/* Continues a replica (a database restored with opts.replica) from its last LSN: applies every
+ * record the repository's log holds after it in its incarnation, in whole batches with their LSNs
+ * and times (each group of batches appended and synced at once, so a crash leaves the replica at a
+ * batch boundary and the next call goes on from there without losing or repeating anything).
+ * JVDB_OK with out->reseed set when it cannot continue; JVDB_ECORRUPT for a bad log object (what
+ * came before it stays applied); JVDB_ENOTFOUND when `replica` is not a replica. */
+JVDB_API int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out);
+/* Whether db is a replica: JVDB_OK with the source database's name and incarnation (either may be
+ * NULL), or JVDB_ENOTFOUND. */
+JVDB_API int jvdb_backup_replica_of(jvdb_db *db, char source[JVDB_MAX_NAME_LEN + 1], int64_t *incarnation);
+/* Turns a replica into a primary (persisted): it stops being continued by jvdb_backup_follow and is
+ * a database of its own from then on (its own incarnation: its backups and log begin with a full
+ * backup).  A primary is left as it is. */
+JVDB_API int jvdb_backup_promote(jvdb_db *db);
+
+/* Fences the primary that ships the log of db_name to the repository: takes its lease for this
+ * process with the next epoch, whoever holds it, so that primary stops shipping at its next
+ * shipment (jvdb_backup_ship: fenced).  For a promote; *epoch (optional) is the new epoch.  A
+ * shipper of this process must then wait out the lease time before it takes the lease itself. */
+JVDB_API int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch);
 
 /* ---- restore drills ---- */
 

@@ -942,7 +942,8 @@ static void apply_kick(struct apply_ctx *a)
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
-    int rc = db_append_raw(a->db, a->batch, a->len);
+    /* Unsynced: the build is hidden and synced once before it is published. */
+    int rc = db_append_raw_unsynced(a->db, a->batch, a->len);
     a->unkicked += a->len;
     a->len = 0;
     if (!rc && a->unkicked >= BACKUP_APPLY_KICK) apply_kick(a);
@@ -969,7 +970,7 @@ static int apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs)
             if (rc) return rc;
         }
         if (h->total_len > BACKUP_APPLY_BATCH) {
-            int rc = db_append_raw(a->db, h, h->total_len);
+            int rc = db_append_raw_unsynced(a->db, h, h->total_len);
             if (rc) return rc;
         } else {
             memcpy(a->batch + a->len, h, h->total_len);
@@ -1013,6 +1014,186 @@ static int restore_settings(jvdb_repo *repo, const struct catalog *c, const stru
     return rc;
 }
 
+/* ------------------------------------------------------------------ point in time */
+
+/* A database's restorable history: its backups and its log objects. */
+struct history {
+    struct catalog c;
+    struct wal_entry *ents;
+    size_t nents;
+};
+
+/* Frees what history_load read. */
+static void history_free(struct history *h)
+{
+    catalog_free(&h->c);
+    free(h->ents);
+    h->ents = NULL;
+}
+
+/* Reads the catalog of backups and the list of log objects of database db. */
+static int history_load(jvdb_repo *repo, const char *db, struct history *h)
+{
+    memset(h, 0, sizeof *h);
+    if (!db_name_valid(db)) return err_set(JVDB_EINVAL, "invalid database name '%.100s'", db);
+    int rc = catalog_load(repo, db, &h->c);
+    if (!rc && (rc = wal_list(repo, db, &h->ents, &h->nents))) catalog_free(&h->c);
+    return rc;
+}
+
+/* Where a restore starting from backup `base` can get to: the log path after it, and its end. */
+struct reach {
+    int base;
+    size_t *idx, k;
+    uint64_t lsn;
+    int64_t time_ns;
+};
+
+/* Follows the log from backup i; *r's path is malloc'd (reach_free). */
+static int reach_of(const struct history *h, int i, struct reach *r)
+{
+    const struct cat_item *it = &h->c.v[i];
+    memset(r, 0, sizeof *r);
+    r->base = i;
+    r->lsn = it->m.lsn_to;
+    r->time_ns = it->m.created_ns;
+    int rc = wal_path(h->ents, h->nents, it->m.incarnation, it->m.lsn_to, &r->idx, &r->k);
+    if (rc) return rc;
+    if (r->k && h->ents[r->idx[r->k - 1]].lsn_to > r->lsn) {
+        r->lsn = h->ents[r->idx[r->k - 1]].lsn_to;
+        r->time_ns = h->ents[r->idx[r->k - 1]].last_time_ns;
+    }
+    return JVDB_OK;
+}
+
+/* Frees a reach's log path. */
+static void reach_free(struct reach *r)
+{
+    free(r->idx);
+    r->idx = NULL;
+    r->k = 0;
+}
+
+/* The newest restorable backup (at or before `before_ns` when non-zero), or -1. */
+static int newest_restorable(const struct catalog *c, int64_t before_ns)
+{
+    for (size_t i = c->n; i-- > 0;)
+        if (c->v[i].restorable == 1 && (!before_ns || c->v[i].m.created_ns <= before_ns)) return (int)i;
+    return -1;
+}
+
+/* The restorable window of the incarnation of backup `newest`; *best is the reach of latest. */
+static int history_window(const struct history *h, int newest, jvdb_restore_window *w, struct reach *best)
+{
+    memset(w, 0, sizeof *w);
+    memset(best, 0, sizeof *best);
+    best->base = -1;
+    const int64_t inc = h->c.v[newest].m.incarnation;
+    snprintf(w->database, sizeof w->database, "%s", h->c.db);
+    w->incarnation = inc;
+    for (int i = newest; i >= 0; i--) {
+        const struct cat_item *it = &h->c.v[i];
+        if (it->restorable != 1 || it->m.incarnation != inc) continue;
+        w->backups++;
+        w->earliest_lsn = it->m.lsn_to;
+        w->earliest_time_ns = it->m.created_ns;
+        struct reach r;
+        int rc = reach_of(h, i, &r);
+        if (rc) {
+            reach_free(best);
+            return rc;
+        }
+        /* Newest first, so on a tie the newest backup wins (the shortest log to apply). */
+        if (best->base < 0 || r.lsn > best->lsn) {
+            reach_free(best);
+            *best = r;
+        } else {
+            reach_free(&r);
+        }
+    }
+    w->latest_lsn = best->lsn;
+    w->latest_time_ns = best->time_ns;
+    w->log_objects = (uint32_t)best->k;
+    snprintf(w->latest_backup, sizeof w->latest_backup, "%s", h->c.v[best->base].id);
+    return JVDB_OK;
+}
+
+int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_restore_window *out)
+{
+    err_clear();
+    memset(out, 0, sizeof *out);
+    struct history h;
+    int rc = history_load(repo, db_name, &h);
+    if (rc) return rc;
+    int newest = newest_restorable(&h.c, 0);
+    if (newest < 0) rc = err_set(JVDB_ENOTFOUND, "no restorable backup of '%s' in repository %s", db_name, repo->spec);
+    else {
+        struct reach best;
+        if (!(rc = history_window(&h, newest, out, &best))) reach_free(&best);
+    }
+    history_free(&h);
+    return rc;
+}
+
+/* The error for a target outside the window: names both. */
+static int window_error(const jvdb_restore_window *w, const char *target)
+{
+    char a[40], b[40];
+    clock_format_rfc3339(w->earliest_time_ns, a, sizeof a);
+    clock_format_rfc3339(w->latest_time_ns, b, sizeof b);
+    return err_set(JVDB_ENOTFOUND,
+                   "%s is outside the restorable window of '%s': LSN %llu..%llu, time %s..%s (%u backup%s, %u log "
+                   "object%s to the latest point)",
+                   target, w->database, (unsigned long long)w->earliest_lsn, (unsigned long long)w->latest_lsn, a, b,
+                   w->backups, w->backups == 1 ? "" : "s", w->log_objects, w->log_objects == 1 ? "" : "s");
+}
+
+/* Chooses the backup a point-in-time restore starts from and the log path after it (*r). */
+static int history_plan(const struct history *h, const jvdb_restore_options *ro, struct reach *r)
+{
+    int newest = newest_restorable(&h->c, 0);
+    if (newest < 0) return err_set(JVDB_ENOTFOUND, "no restorable backup of '%s'", h->c.db);
+    jvdb_restore_window w;
+    struct reach best;
+    int rc = history_window(h, newest, &w, &best);
+    if (rc) return rc;
+    char target[96];
+    if (!ro->to_lsn && !ro->to_time_ns) {
+        *r = best;
+        return JVDB_OK;
+    }
+    reach_free(&best);
+    if (ro->to_lsn) {
+        snprintf(target, sizeof target, "LSN %llu", (unsigned long long)ro->to_lsn);
+        for (int i = newest; i >= 0; i--) {
+            const struct cat_item *it = &h->c.v[i];
+            if (it->restorable != 1 || it->m.incarnation != w.incarnation || it->m.lsn_to > ro->to_lsn) continue;
+            if ((rc = reach_of(h, i, r))) return rc;
+            if (r->lsn >= ro->to_lsn) return JVDB_OK;
+            reach_free(r);
+        }
+        return window_error(&w, target);
+    }
+    clock_format_rfc3339(ro->to_time_ns, target, sizeof target);
+    memmove(target + 5, target, strlen(target) + 1);
+    memcpy(target, "time ", 5);
+    /* The incarnation that existed at that time: that of the newest backup made by then. */
+    int at = newest_restorable(&h->c, ro->to_time_ns);
+    if (at >= 0 && h->c.v[at].m.incarnation != w.incarnation) {
+        reach_free(&best);
+        if ((rc = history_window(h, at, &w, &best))) return rc;
+        reach_free(&best);
+    }
+    for (int i = at; i >= 0; i--) {
+        const struct cat_item *it = &h->c.v[i];
+        if (it->restorable != 1 || it->m.incarnation != w.incarnation || it->m.created_ns > ro->to_time_ns) continue;
+        if ((rc = reach_of(h, i, r))) return rc;
+        if (r->time_ns >= ro->to_time_ns) return JVDB_OK;
+        reach_free(r);
+    }
+    return window_error(&w, target);
+}
+
 int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts, jvdb_db **out)
 {
     err_clear();
@@ -1024,9 +1205,28 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     if (ro.as_name && !db_name_valid(ro.as_name))
         return err_set(JVDB_EINVAL, "invalid database name '%.100s%s' (1 to %d of A-Z a-z 0-9 _ -)", ro.as_name,
                        strlen(ro.as_name) > 100 ? "..." : "", JVDB_MAX_NAME_LEN);
-    struct catalog c;
-    int i, rc = catalog_for(repo, id, &c, &i);
-    if (rc) return rc;
+    int targets = (ro.to_lsn != 0) + (ro.to_time_ns != 0) + (ro.latest != 0);
+    if (id && ro.database) return err_set(JVDB_EINVAL, "give a backup id or a database to restore, not both");
+    if (!ro.database && (targets || ro.replica))
+        return err_set(JVDB_EINVAL, "a restore to a point in time (or for a replica) is by database, not backup id");
+    if (targets > 1) return err_set(JVDB_EINVAL, "give at most one of to_lsn, to_time and latest");
+    if (ro.to_time_ns < 0) return err_set(JVDB_EINVAL, "to_time is before 1970");
+    struct history h;
+    struct reach reach;
+    memset(&reach, 0, sizeof reach);
+    int i, rc;
+    if (ro.database) {
+        if ((rc = history_load(repo, ro.database, &h))) return rc;
+        if ((rc = history_plan(&h, &ro, &reach))) {
+            history_free(&h);
+            return rc;
+        }
+        i = reach.base;
+    } else {
+        memset(&h, 0, sizeof h);
+        if ((rc = catalog_for(repo, id, &h.c, &i))) return rc;
+    }
+    struct catalog c = h.c; /* owned by h */
     const struct cat_item *it = &c.v[i];
     const char *name = ro.as_name ? ro.as_name : it->m.database;
     int *chain = NULL;
@@ -1038,6 +1238,9 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     int has_settings = 0;
     jvdb_db *built = NULL;
     char *batch = NULL;
+    struct log_apply la;
+    log_apply_init(&la, NULL, 0, 0);
+    struct apply_ctx a = { 0 };
     if ((rc = chain_of(&c, i, &chain, &n))) goto out;
     int exists;
     if ((rc = env_has_db(env, name, &exists))) goto out;
@@ -1086,7 +1289,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
-    struct apply_ctx a = { built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0 };
+    a = (struct apply_ctx){ built, n > 1 ? &w : NULL, 1, it->m.dim, batch, 0, 0, 0, 0, 0 };
     struct archive_progress pr = { ro.progress, ro.progress_arg, "restore", 0, chain_bytes(&c, chain, n), 0 };
     for (size_t k = 0; k < n && !rc; k++) {
         const struct cat_item *ck = &c.v[chain[k]];
@@ -1105,13 +1308,36 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
                             rc == JVDB_ECORRUPT ? "verification failed" : "while applying");
         goto out;
     }
+    /* Then the log after the backup, whole batches up to the target (each record as written, tombstones
+     * and superseded versions included: the store keeps the newest of each id). */
+    log_apply_init(&la, built, it->m.dim, it->m.lsn_to);
+    la.unsynced = 1; /* the build: synced once below */
+    la.to_lsn = ro.to_lsn;
+    la.to_time_ns = ro.to_time_ns;
+    for (size_t k = 0; k < reach.k && !rc && !la.done; k++) {
+        const struct wal_entry *e = &h.ents[reach.idx[k]];
+        if ((rc = log_apply_object(repo, c.db, e, it->m.metric, &la)))
+            rc = backup_context(rc, "restore of '%s' aborted, nothing was written (%s)", c.db,
+                                rc == JVDB_ECORRUPT ? "verification failed" : "while applying the log");
+        io_crash_point("restore.log_applied");
+    }
+    if (rc) goto out;
+    /* A replica mark the backup carried (a backup of a replica) is not this database's. */
+    if (has_settings && st.manifest) json_object_del(st.manifest, "replica");
     /* LSNs never go backwards: the restored database continues after the backup's LSN, even when
      * the newest change it covers was a delete that is not in the data. */
-    rc = db_restore_finish(built, it->m.lsn_to, has_settings ? st.manifest : NULL);
+    rc = db_restore_finish(built, la.lsn, has_settings ? st.manifest : NULL);
+    if (!rc && ro.replica) {
+        json_t *mark = pitr_replica_mark(c.db, it->m.incarnation);
+        rc = mark ? db_restore_finish(built, la.lsn, mark) : err_set(JVDB_ENOMEM, "out of memory");
+        json_decref(mark);
+    }
     if (!rc) rc = db_sync_all(built);
     if (!rc) rc = jvdb_db_set_sync(built, dbo.sync, dbo.sync_interval_ms);
     if (rc) goto out;
-    int index_installed = restore_install_index(repo, c.db, it->id, built);
+    /* The backup's graph describes the backup, not what the log added after it. */
+    int index_installed = la.batches ? 0 : restore_install_index(repo, c.db, it->id, built);
+    uint64_t vectors = la.records ? jvdb_count(built) : a.written;
     io_crash_point("restore.before_publish");
     /* What the publish will do: it replaces only what exists now (and refuses without force). */
     if ((rc = env_has_db(env, name, &exists))) goto out;
@@ -1125,7 +1351,12 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
         snprintf(r->database, sizeof r->database, "%s", name);
         r->replaced = exists;
         cat_info(it, c.db, &r->backup);
-        r->vectors = a.written;
+        r->vectors = vectors;
+        r->lsn = la.lsn;
+        r->time_ns = la.batches ? la.time_ns : 0;
+        r->log_objects = (uint32_t)la.objects;
+        r->log_records = la.records;
+        r->incarnation = it->m.incarnation;
         r->has_settings = has_settings;
         r->index_installed = index_installed;
         if (has_settings) {
@@ -1133,14 +1364,17 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
             st.description = NULL;
         }
     }
-    log_info("restored backup %s of '%s' as '%s'%s: %llu vectors", it->id, c.db, name, exists ? " (replacing it)" : "",
-             (unsigned long long)a.written);
+    log_info("restored backup %s of '%s' as '%s'%s: %llu vectors; LSN %llu (%u log objects after the backup)", it->id,
+             c.db, name, exists ? " (replacing it)" : "", (unsigned long long)vectors, (unsigned long long)la.lsn,
+             (unsigned)la.objects);
 out:
     if (built) env_build_abort(env, built);
+    log_apply_free(&la);
+    reach_free(&reach);
     free(batch);
     winners_free(&w);
     free(chain);
-    catalog_free(&c);
+    history_free(&h);
     backup_settings_free(&st);
     return rc;
 }

@@ -218,4 +218,38 @@ int archive_read_as(struct repo_reader *rd, const struct backup_meta *expect, co
 /* A reader over bytes in memory (not copied; they must outlive it).  NULL when out of memory. */
 struct repo_reader *repo_mem_reader(const void *buf, size_t len);
 
+/* ------------------------------------------------------------------ log apply (pitr.c) */
+
+struct wal_entry;
+/* Returned by log_apply_chunk (through wal_read) when the target is reached: not an error. */
+#define LOG_APPLY_REACHED 1
+/* Applies log records to a database in whole batches of the source, up to a target (0 = none):
+ * a batch whose last LSN is above to_lsn, or whose time_ns is after to_time_ns, stops it. */
+struct log_apply {
+    jvdb_db *db;
+    uint32_t dim;
+    uint64_t after;     /* records at or below this LSN are already there: skipped */
+    uint64_t to_lsn;    /* 0 = no LSN target */
+    int64_t to_time_ns; /* 0 = no time target */
+    char *buf;          /* records held: whole accepted batches (acc bytes), then a partial one */
+    size_t cap, len, acc;
+    uint64_t seen;      /* LSN of the last record read (order check) */
+    int64_t batch_time; /* time_ns of the batch being read */
+    uint64_t pending_records;
+    uint64_t lsn;    /* last LSN of the last batch applied (after, until one is) */
+    int64_t time_ns; /* its time_ns */
+    uint64_t records, batches, objects;
+    int done;     /* the target was reached */
+    int unsynced; /* db is a hidden build: appends are not synced one by one */
+};
+void log_apply_init(struct log_apply *la, jvdb_db *db, uint32_t dim, uint64_t after);
+void log_apply_free(struct log_apply *la);
+/* archive_chunk_fn collecting and appending whole batches. */
+int log_apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs);
+/* Reads one log object (fully verified by wal_read) and appends its batches up to the target. */
+int log_apply_object(jvdb_repo *repo, const char *db, const struct wal_entry *e, jvdb_metric metric,
+                     struct log_apply *la);
+/* The MANIFEST extras a restore for a replica adds (the source database and its incarnation). */
+json_t *pitr_replica_mark(const char *source, int64_t incarnation);
+
 #endif

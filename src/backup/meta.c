@@ -377,5 +377,6 @@ void meta_to_info(const struct backup_meta *m, jvdb_backup_info *info)
     info->metric = m->metric;
     info->compression_level = m->level;
     info->format_version = m->format_version;
+    info->incarnation = m->incarnation;
     snprintf(info->description, sizeof info->description, "%s", m->description);
 }

@@ -32,7 +32,8 @@ const struct cli_cmd cli_cmd_backup = {
     "  backup list [NAME] --repo R\n"
     "  backup show ID --repo R\n"
     "  backup verify (ID | --all) --repo R\n"
-    "  backup restore (ID | --latest --database NAME | --all) --repo R [--as NEWNAME] [--force]\n"
+    "  backup restore (ID | --database NAME [--to-time T | --to-lsn N | --latest] | --all) --repo R\n"
+    "                 [--as NEWNAME] [--force]\n"
     "  backup delete ID --repo R [--cascade]\n"
     "  backup prune NAME --repo R [--keep N] [--keep-daily N] [--keep-weekly N] [--dry-run]\n"
     "  backup drill --database NAME --repo R [--backup ID] [--scratch DIR] [--queries N] [--no-source]\n"
@@ -79,7 +80,10 @@ static const struct cli_cmd cli_cmd_backup_list = {
     "Usage: jvdb backup list [NAME] --repo R [--json]\n"
     "\n"
     "Lists the backups of database NAME (or of every database), oldest first: id, type, parent,\n"
-    "time, records, stored bytes and status (\"ok\" or why it cannot be restored).\n",
+    "time, records, stored bytes and status (\"ok\" or why it cannot be restored); then each\n"
+    "database's restorable window: the earliest and latest point (time and LSN) a restore --database\n"
+    "can reach, from its oldest restorable backup to the end of the log after its backups (JSON:\n"
+    "\"windows\").\n",
     0, 1
 };
 
@@ -107,19 +111,29 @@ static const struct cli_cmd cli_cmd_backup_verify = {
 static const struct cli_cmd cli_cmd_backup_restore = {
     "backup restore",
     "Usage: jvdb [--data DIR] backup restore ID --repo R [--as NEWNAME] [--force] [--json]\n"
-    "       jvdb [--data DIR] backup restore --latest --database NAME --repo R [--as NEWNAME] [--force]\n"
+    "       jvdb [--data DIR] backup restore --database NAME [--to-time T | --to-lsn N | --latest]\n"
+    "                                        --repo R [--as NEWNAME] [--force] [--json]\n"
     "       jvdb [--data DIR] backup restore --all --repo R [--force]\n"
     "\n"
     "Verifies the chain of backup ID, then rebuilds the database from it beside the live ones and\n"
     "makes it appear in one step, with the settings the backup carries (metric, sync mode, index\n"
     "and compaction settings, description).  Nothing is written if verification fails.\n"
     "\n"
-    "  --as NAME   restore under another name, [A-Za-z0-9_-]{1,64} (default: the backed-up\n"
-    "              database's name)\n"
-    "  --force     replace an existing database of that name (atomically)\n"
-    "  --latest    the newest restorable backup of database --database NAME\n"
-    "  --all       every database in the repository at its newest restorable backup (after a\n"
-    "              disaster): goes on past a failure, reports each, exit status 1 if any failed\n",
+    "With --database, a point-in-time restore: the newest backup at or before the target, then the\n"
+    "log objects continuous shipping (serve --backup-continuous) left after it, applied in whole\n"
+    "batches up to the target: exactly the writes acknowledged by then, never part of a batch.\n"
+    "`backup list` shows each database's restorable window; a target outside it is an error.\n"
+    "\n"
+    "  --as NAME      restore under another name, [A-Za-z0-9_-]{1,64} (default: the backed-up\n"
+    "                 database's name)\n"
+    "  --force        replace an existing database of that name (atomically)\n"
+    "  --latest       the newest point: the newest backup and every log object after it (the\n"
+    "                 default with --database)\n"
+    "  --to-time T    the writes acknowledged at or before T, RFC 3339 (\"2026-11-29T21:00:00.5Z\",\n"
+    "                 fractional seconds and offsets allowed)\n"
+    "  --to-lsn N     the batches whose last LSN is at most N\n"
+    "  --all          every database in the repository at its newest point (after a disaster):\n"
+    "                 goes on past a failure, reports each, exit status 1 if any failed\n",
     0, 1
 };
 
@@ -425,6 +439,33 @@ static int cli_backup_create(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
+/* The restorable window of every database with a restorable backup in v (listed oldest first per
+ * database), as JSON objects; a database whose window cannot be computed is left out (warned). */
+static json_t *cli_bk_windows(jvdb_repo *repo, const jvdb_backup_info *v, size_t n)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n && arr; i++) {
+        if (i + 1 < n && !strcmp(v[i + 1].database, v[i].database)) continue; /* once per database */
+        int any = 0;
+        for (size_t j = i + 1; j-- > 0 && !strcmp(v[j].database, v[i].database);) any |= v[j].restorable;
+        if (!any) continue;
+        jvdb_restore_window w;
+        if (jvdb_backup_window(repo, v[i].database, &w)) {
+            fprintf(stderr, "jvdb: warning: the restorable window of '%s': %s\n", v[i].database, jvdb_errmsg());
+            continue;
+        }
+        char a[64], b[64];
+        clock_format_rfc3339(w.earliest_time_ns, a, sizeof a);
+        clock_format_rfc3339(w.latest_time_ns, b, sizeof b);
+        json_array_append_new(arr, json_pack("{sssIsssssIsIsIsIss}", "databaseId", w.database, "incarnation",
+                                             (json_int_t)w.incarnation, "earliestTime", a, "latestTime", b,
+                                             "earliestLsn", (json_int_t)w.earliest_lsn, "latestLsn",
+                                             (json_int_t)w.latest_lsn, "backups", (json_int_t)w.backups, "logObjects",
+                                             (json_int_t)w.log_objects, "latestBackup", w.latest_backup));
+    }
+    return arr;
+}
+
 /* `backup list [NAME]`: the repository's backups (of one database, or all) as a table or JSON. */
 static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
 {
@@ -435,18 +476,25 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
     if (rc) return rc;
     jvdb_backup_info *v;
     size_t n;
+    json_t *windows = NULL;
     if (ctx->remote) {
-        if ((rc = cli_remote_backup_list(ctx, npos ? pos[0] : NULL, &v, &n))) return rc;
+        if ((rc = cli_remote_backup_list(ctx, npos ? pos[0] : NULL, &v, &n, &windows))) return rc;
     } else {
         rc = jvdb_backup_list(repo, npos ? pos[0] : NULL, &v, &n);
-        jvdb_repo_close(repo);
-        if (rc) return cli_lib_error(rc);
+        if (rc) {
+            jvdb_repo_close(repo);
+            return cli_lib_error(rc);
+        }
     }
+    if (!ctx->remote) windows = cli_bk_windows(repo, v, n);
+    jvdb_repo_close(repo);
     if (ctx->json) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++) json_array_append_new(arr, cli_backup_json(&v[i]));
         jvdb_free(v);
-        return cli_print_json(json_pack("{so}", "backups", arr));
+        json_t *doc = json_pack("{so}", "backups", arr);
+        if (windows) json_object_set_new(doc, "windows", windows);
+        return cli_print_json(doc);
     }
     if (n == 0) printf("no backups%s%s%s\n", npos ? " of '" : "", npos ? pos[0] : "", npos ? "'" : "");
     else
@@ -461,6 +509,21 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
                (unsigned long long)(v[i].put_count + v[i].delete_count), stored, v[i].status);
     }
     jvdb_free(v);
+    for (size_t i = 0; i < json_array_size(windows); i++) {
+        json_t *w = json_array_get(windows, i);
+        printf("%srestorable window of '%s': %s..%s, LSN %lld..%lld (%lld backup%s, %lld log object%s to the "
+               "latest point)\n",
+               i ? "" : "\n", json_string_value(json_object_get(w, "databaseId")),
+               json_string_value(json_object_get(w, "earliestTime")),
+               json_string_value(json_object_get(w, "latestTime")),
+               (long long)json_integer_value(json_object_get(w, "earliestLsn")),
+               (long long)json_integer_value(json_object_get(w, "latestLsn")),
+               (long long)json_integer_value(json_object_get(w, "backups")),
+               json_integer_value(json_object_get(w, "backups")) == 1 ? "" : "s",
+               (long long)json_integer_value(json_object_get(w, "logObjects")),
+               json_integer_value(json_object_get(w, "logObjects")) == 1 ? "" : "s");
+    }
+    json_decref(windows);
     return CLI_EXIT_OK;
 }
 
@@ -710,72 +773,110 @@ static int cli_bk_newest(jvdb_repo *repo, const char *db_name,
     return JVDB_OK;
 }
 
-/* Restores one "DB/ID" spec (optionally as another name), says what the library restored, and adds the result to
- * arr when the output is JSON. */
-static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const char *spec, const char *as, int force,
-                                  json_t *arr)
+/* What one restore restores: a backup (spec) or a database at a point. */
+struct cli_bk_target {
+    const char *spec;     /* backup ID or DB/ID; NULL: by database */
+    const char *database; /* with spec NULL */
+    uint64_t to_lsn;
+    int64_t to_time_ns;
+};
+
+/* What a restore did (said from what was done, not from what was asked): a line, or an entry of
+ * arr (--json). */
+static void cli_bk_restore_print(const jvdb_restore_result *res, json_t *arr)
+{
+    char when[64] = "";
+    if (res->time_ns) clock_format_rfc3339(res->time_ns, when, sizeof when);
+    if (arr) {
+        json_t *o =
+            json_pack("{sssssIsbsIsIsIsb}", "backup", res->backup.id, "database", res->database, "count",
+                      (json_int_t)res->vectors, "replaced", res->replaced, "lsn", (json_int_t)res->lsn, "logObjects",
+                      (json_int_t)res->log_objects, "logRecords", (json_int_t)res->log_records, "ok", 1);
+        json_object_set_new(o, "time", res->time_ns ? json_string(when) : json_null());
+        json_array_append_new(arr, o);
+    } else if (res->log_objects) {
+        printf("restored backup %s and %u log object%s (%llu records) as database '%s': LSN %llu, last write %s "
+               "(%llu vectors)%s\n",
+               res->backup.id, res->log_objects, res->log_objects == 1 ? "" : "s", (unsigned long long)res->log_records,
+               res->database, (unsigned long long)res->lsn, when, (unsigned long long)res->vectors,
+               res->replaced ? ", replacing the database of that name" : "");
+    } else {
+        printf("restored backup %s as database '%s' (%llu vectors)%s\n", res->backup.id, res->database,
+               (unsigned long long)res->vectors, res->replaced ? ", replacing the database of that name" : "");
+    }
+}
+
+/* Restores one target (a backup, or a database at a point), optionally as another name, and says what the library
+ * restored (a line, or an entry of arr with --json). */
+static int cli_backup_restore_one(struct cli_ctx *ctx, jvdb_repo *repo, const struct cli_bk_target *t, const char *as,
+                                  int force, json_t *arr)
 {
     struct cli_bk_progress pr = { 0 };
     jvdb_restore_result res;
-    jvdb_restore_options ro = { as, force, cli_bk_on_progress, &pr, &res };
+    jvdb_restore_options ro = { .as_name = as,
+                                .force = force,
+                                .progress = cli_bk_on_progress,
+                                .progress_arg = &pr,
+                                .result = &res,
+                                .database = t->spec ? NULL : t->database,
+                                .to_lsn = t->to_lsn,
+                                .to_time_ns = t->to_time_ns };
     jvdb_db *db = NULL;
-    int rc = jvdb_backup_restore(ctx->env, repo, spec, &ro, &db);
+    int rc = jvdb_backup_restore(ctx->env, repo, t->spec, &ro, &db);
     cli_bk_progress_end(&pr);
     if (rc) {
-        if (arr) json_array_append_new(arr, json_pack("{sssbss}", "backup", spec, "ok", 0, "message", jvdb_errmsg()));
+        if (arr)
+            json_array_append_new(arr, json_pack("{sssbss}", t->spec ? "backup" : "database",
+                                                 t->spec ? t->spec : t->database, "ok", 0, "message", jvdb_errmsg()));
         return rc;
     }
     cli_bk_dbmeta_restore(ctx, &res);
     jvdb_free(res.database_description);
-    /* Said from what the library did, not from what was asked. */
-    if (arr)
-        json_array_append_new(arr, json_pack("{sssssIsbsIsb}", "backup", res.backup.id, "database", res.database,
-                                             "count", (json_int_t)res.vectors, "replaced", res.replaced, "lsn",
-                                             (json_int_t)res.backup.lsn_to, "ok", 1));
-    else
-        printf("restored backup %s as database '%s' (%llu vectors)%s\n", res.backup.id, res.database,
-               (unsigned long long)res.vectors, res.replaced ? ", replacing the database of that name" : "");
+    cli_bk_restore_print(&res, arr);
     return JVDB_OK;
 }
 
-/* backup restore through a server: ID or --latest (the newest restorable backup the server lists). */
+/* backup restore through a server: a backup ID, or a database at a point (the REST route's latest,
+ * toLsn, toTime). */
 static int cli_bk_restore_remote(struct cli_ctx *ctx, const struct cli_cmd *cmd, const struct cli_opt *opts,
-                                 const char *id)
+                                 const struct cli_bk_target *t, const char *to_time)
 {
     enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
     int rc;
     if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
     if (opts[ALL].value)
         return cli_fail("backup restore --all cannot work through a server: restore each database by its backup ID");
-    char spec[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2];
-    if (!id) {
-        jvdb_backup_info *v;
-        size_t n;
-        if ((rc = cli_remote_backup_list(ctx, opts[DATABASE].value, &v, &n))) return rc;
-        spec[0] = 0;
-        for (size_t i = 0; i < n; i++) /* oldest first: the last restorable one is the newest */
-            if (v[i].restorable) snprintf(spec, sizeof spec, "%s/%s", v[i].database, v[i].id);
-        free(v);
-        if (!spec[0]) return cli_fail("no restorable backup of '%s' in the server's repository", opts[DATABASE].value);
-        id = spec;
+    json_t *target = NULL;
+    if (!t->spec) {
+        target = t->to_lsn ? json_pack("{sI}", "toLsn", (json_int_t)t->to_lsn)
+                 : to_time ? json_pack("{ss}", "toTime", to_time)
+                           : json_pack("{sb}", "latest", 1);
     }
     json_t *a;
-    if ((rc = cli_remote_backup_restore(ctx, id, opts[AS].value, opts[FORCE].value != NULL, &a))) return rc;
+    if ((rc = cli_remote_backup_restore(ctx, t->spec ? t->spec : t->database, opts[AS].value, opts[FORCE].value != NULL,
+                                        target, &a)))
+        return rc;
+    jvdb_restore_result res;
+    memset(&res, 0, sizeof res);
     const char *bid = json_string_value(json_object_get(a, "backupId")),
                *db = json_string_value(json_object_get(a, "databaseId"));
-    json_t *cnt = json_object_get(json_object_get(a, "stats"), "vectorCount");
-    bool replaced = json_is_true(json_object_get(a, "replaced"));
-    if (ctx->json) {
-        json_t *doc = json_pack("{sssssIsbsI}", "backup", bid ? bid : "", "database", db ? db : "", "count",
-                                (json_int_t)json_integer_value(cnt), "replaced", replaced, "lsn",
-                                (json_int_t)json_integer_value(json_object_get(a, "lsn")));
-        json_decref(a);
-        return cli_print_json(doc);
-    }
-    printf("restored backup %s as database '%s' (%llu vectors)%s\n", bid ? bid : "", db ? db : "",
-           (unsigned long long)json_integer_value(cnt), replaced ? ", replacing the database of that name" : "");
+    snprintf(res.backup.id, sizeof res.backup.id, "%s", bid ? bid : "");
+    snprintf(res.database, sizeof res.database, "%s", db ? db : "");
+    res.vectors = (uint64_t)json_integer_value(json_object_get(json_object_get(a, "stats"), "vectorCount"));
+    res.replaced = json_is_true(json_object_get(a, "replaced"));
+    res.lsn = (uint64_t)json_integer_value(json_object_get(a, "lsn"));
+    res.log_objects = (uint32_t)json_integer_value(json_object_get(a, "logObjects"));
+    res.log_records = (uint64_t)json_integer_value(json_object_get(a, "logRecords"));
+    const char *when = json_string_value(json_object_get(a, "time"));
+    if (when && clock_parse_rfc3339(when, &res.time_ns)) res.time_ns = 0;
+    json_t *arr = ctx->json ? json_array() : NULL;
+    cli_bk_restore_print(&res, arr);
     json_decref(a);
-    return CLI_EXIT_OK;
+    if (!arr) return CLI_EXIT_OK;
+    json_t *o = json_incref(json_array_get(arr, 0));
+    json_object_del(o, "ok");
+    json_decref(arr);
+    return cli_print_json(o);
 }
 
 /* `backup restore ID|--latest|--all`: restores one backup, the newest of a database or the newest of every
@@ -789,35 +890,49 @@ static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
                               { "latest", false, NULL },
                               { "database", true, NULL },
                               { "all", false, NULL },
+                              { "to-time", true, NULL },
+                              { "to-lsn", true, NULL },
                               { NULL, false, NULL } };
-    enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL };
+    enum { AS = O_FIRST_OWN, FORCE, LATEST, DATABASE, ALL, TO_TIME, TO_LSN };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
-    int latest = opts[LATEST].value != NULL, all = opts[ALL].value != NULL, force = opts[FORCE].value != NULL;
-    if (npos + latest + all != 1)
-        return cli_usage_error(cmd->name, "give exactly one of a backup ID, --latest or --all");
-    if (latest && !opts[DATABASE].value) return cli_usage_error(cmd->name, "--latest needs --database NAME");
-    if (!latest && opts[DATABASE].value) return cli_usage_error(cmd->name, "--database goes with --latest");
+    int all = opts[ALL].value != NULL, force = opts[FORCE].value != NULL, bydb = opts[DATABASE].value != NULL;
+    int ntargets = (opts[LATEST].value != NULL) + (opts[TO_TIME].value != NULL) + (opts[TO_LSN].value != NULL);
+    if (npos + bydb + all != 1)
+        return cli_usage_error(cmd->name, "give exactly one of a backup ID, --database or --all");
+    if (ntargets && !bydb)
+        return cli_usage_error(cmd->name, "--latest, --to-time and --to-lsn go with --database NAME");
+    if (ntargets > 1) return cli_usage_error(cmd->name, "give at most one of --latest, --to-time and --to-lsn");
     if (all && opts[AS].value) return cli_usage_error(cmd->name, "--as cannot rename every database (--all)");
-    if (ctx->remote) return cli_bk_restore_remote(ctx, cmd, opts, npos ? pos[0] : NULL);
+    struct cli_bk_target one = { npos ? pos[0] : NULL, opts[DATABASE].value, 0, 0 };
+    if (opts[TO_LSN].value && (!cli_parse_u64(opts[TO_LSN].value, &one.to_lsn) || one.to_lsn == 0))
+        return cli_usage_error(cmd->name, "--to-lsn '%s' is not an LSN (a number from 1)", opts[TO_LSN].value);
+    if (opts[TO_TIME].value && (clock_parse_rfc3339(opts[TO_TIME].value, &one.to_time_ns) || one.to_time_ns <= 0))
+        return cli_usage_error(cmd->name,
+                               "--to-time '%s' is not an RFC 3339 time (e.g. 2026-11-29T21:00:00.5Z or "
+                               "2026-11-29T22:00:00+01:00)",
+                               opts[TO_TIME].value);
+    if (ctx->remote) {
+        return cli_bk_restore_remote(ctx, cmd, opts, &one, opts[TO_TIME].value);
+    }
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     char(*specs)[JVDB_MAX_NAME_LEN + JVDB_BACKUP_ID_MAX + 2] = NULL;
     size_t n = 0;
     const char *spec = opts[O_REPO].value ? opts[O_REPO].value : getenv("JVDB_BACKUP_REPO");
-    if (npos) {
-        rc = (specs = calloc(1, sizeof *specs)) ? JVDB_OK : JVDB_ENOMEM;
-        if (!rc) snprintf(specs[n++], sizeof *specs, "%s", pos[0]);
-    } else {
-        rc = cli_bk_newest(repo, latest ? opts[DATABASE].value : NULL, &specs, &n);
+    if (all) {
+        rc = cli_bk_newest(repo, NULL, &specs, &n);
+        if (!rc && n == 0) {
+            free(specs);
+            jvdb_repo_close(repo);
+            return cli_fail("no restorable backup in repository %s", spec);
+        }
     }
-    if (rc || n == 0) {
+    if (rc) {
         free(specs);
         jvdb_repo_close(repo);
-        if (rc) return cli_lib_error(rc);
-        if (latest) return cli_fail("no restorable backup of '%s' in repository %s", opts[DATABASE].value, spec);
-        return cli_fail("no restorable backup in repository %s", spec);
+        return cli_lib_error(rc);
     }
     ctx->create = true; /* like db create, a restore makes databases: onto a new host after a disaster */
     if ((rc = cli_open_env(ctx))) {
@@ -828,13 +943,21 @@ static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
     json_t *arr = ctx->json ? json_array() : NULL;
     size_t failed = 0;
     int last_rc = JVDB_OK;
+    if (!all) n = 1;
     for (size_t i = 0; i < n; i++) {
-        int r = cli_backup_restore_one(ctx, repo, specs[i], opts[AS].value, force, arr);
+        struct cli_bk_target t = one;
+        if (all) {
+            /* Each database at its newest point: its newest backup and the log after it. */
+            char *slash = strchr(specs[i], '/');
+            *slash = '\0';
+            t = (struct cli_bk_target){ NULL, specs[i], 0, 0 };
+        }
+        int r = cli_backup_restore_one(ctx, repo, &t, opts[AS].value, force, arr);
         if (r) {
             failed++;
             last_rc = r;
             if (!all) break;
-            fprintf(stderr, "jvdb: restoring %s failed: %s\n", specs[i], jvdb_errmsg());
+            fprintf(stderr, "jvdb: restoring '%s' failed: %s\n", specs[i], jvdb_errmsg());
         }
     }
     free(specs);
@@ -845,10 +968,10 @@ static int cli_backup_restore(struct cli_ctx *ctx, int argc, char **argv)
             return cli_lib_error(last_rc);
         }
         if (arr) {
-            json_t *one = json_incref(json_array_get(arr, 0));
-            json_object_del(one, "ok");
+            json_t *o = json_incref(json_array_get(arr, 0));
+            json_object_del(o, "ok");
             json_decref(arr);
-            return cli_print_json(one);
+            return cli_print_json(o);
         }
         return CLI_EXIT_OK;
     }

@@ -883,7 +883,7 @@ int cli_remote_backup_create(struct cli_ctx *ctx, const char *name, const char *
     return 0;
 }
 
-int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n)
+int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n, json_t **windows)
 {
     json_t *a;
     int rc = name ? rem_db_call(ctx, "GET", name, "/backups", NULL, &a) : rem_call(ctx, "GET", "/v1/backups", NULL, &a);
@@ -901,6 +901,10 @@ int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_in
         rem_backup_info(o, &(*v)[i]);
         /* GET /v1/databases/{id}/backups leaves the database out of each entry. */
         if (!(*v)[i].database[0] && name) snprintf((*v)[i].database, sizeof(*v)[i].database, "%s", name);
+    }
+    if (windows) {
+        json_t *w = json_object_get(a, "windows");
+        *windows = json_is_array(w) ? json_incref(w) : json_array();
     }
     json_decref(a);
     return 0;
@@ -933,9 +937,10 @@ int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id)
     return rc;
 }
 
-int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer)
+int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t *target,
+                              json_t **answer)
 {
-    json_t *body = json_object();
+    json_t *body = target ? target : json_object();
     if (as) json_object_set_new(body, "targetDatabase", json_string(as));
     if (force) json_object_set_new(body, "force", json_true());
     char *p = rem_backup_path(ctx, id, "/restore");

@@ -60,13 +60,17 @@ int cli_remote_iterate(struct cli_ctx *ctx, const char *name, jvdb_iter_fn fn, v
 /* Backups through a server go to its repository (serve --backup-repo); *out as the library fills it. */
 int cli_remote_backup_create(struct cli_ctx *ctx, const char *name, const char *type, const char *description,
                              int level, jvdb_backup_info *out);
-/* name NULL: every backup of the repository.  *v is malloc'd. */
-int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n);
+/* name NULL: every backup of the repository.  *v is malloc'd.  windows (optional): the answer's
+ * "windows" (the restorable window of each database), a new reference. */
+int cli_remote_backup_list(struct cli_ctx *ctx, const char *name, jvdb_backup_info **v, size_t *n, json_t **windows);
 int cli_remote_backup_show(struct cli_ctx *ctx, const char *id, jvdb_backup_info *out);
 /* 0 when the chain is intact; else prints what the server found wrong. */
 int cli_remote_backup_verify(struct cli_ctx *ctx, const char *id);
 /* *answer: the server's restore answer (databaseId, backupId, lsn, replaced, stats.vectorCount). */
-int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t **answer);
+/* target (optional, stolen): the point-in-time fields of the body (latest, toLsn, toTime); id then
+ * names the database. */
+int cli_remote_backup_restore(struct cli_ctx *ctx, const char *id, const char *as, bool force, json_t *target,
+                              json_t **answer);
 
 /* `keys create|list|revoke` with --server: /v1/api-keys (admin), printed as the local command. */
 int cli_remote_keys_create(struct cli_ctx *ctx, const char *role, const char *const *dbs, size_t ndb, int64_t expires_s,

@@ -67,6 +67,11 @@ static const char config_usage[] =
     "  --backup-drill-every D     restore drill of every database with a backup, e.g. 1d: its newest\n"
     "                             backup restored into $TMPDIR and checked against the live database\n"
     "                             ('jvdb backup drill'); the first at start-up; results in /metrics\n"
+    "  --follow R                 a read replica of repository R (a directory or s3://...): restores\n"
+    "                             every database's newest state, then applies the log the primary\n"
+    "                             ships (--backup-continuous); writes answer 403 READ_ONLY until\n"
+    "                             POST /v1/admin/promote\n"
+    "  --follow-interval D        how often a replica polls R (default 1s)\n"
     "  --tls-cert FILE            serve HTTPS with this PEM certificate (chain); needs --tls-key;\n"
     "                             both are read again on SIGHUP\n"
     "  --tls-key FILE             the certificate's PEM private key (unencrypted)\n"
@@ -330,6 +335,17 @@ static int config_apply(struct server_config *c, const char *key, const char *v)
         else c->backup_incr_every_ms = n;
         return 0;
     }
+    if (!strcmp(key, "follow")) {
+        if (!*v) return config_error("the repository to follow is empty%s%s", "", "");
+        return config_set_str(&c->follow_repo, v) ? 2 : 0;
+    }
+    if (!strcmp(key, "follow-interval")) {
+        if (config_parse_duration(v, &n) || n < 10 || n > 3600000)
+            return config_error("bad --follow-interval '%s'%s (expected a duration from 10ms to 1h, such as 1s)", v,
+                                "");
+        c->follow_interval_ms = n;
+        return 0;
+    }
     if (!strcmp(key, "backup-continuous") || !strcmp(key, "backup-lease") || !strcmp(key, "backup-retention")) {
         if (config_parse_duration(v, &n) || n < 10)
             return config_error("bad --%s '%s' (expected a duration of at least 10ms, such as 1s)", key, v);
@@ -450,6 +466,7 @@ int config_load(struct server_config *c, int argc, char **argv, const char *data
     c->max_depth = 32;
     c->compaction_interval_ms = 60000;
     c->compaction_threads = 1;
+    c->follow_interval_ms = 1000;
     c->shutdown_timeout_s = 30;
     if (config_set_str(&c->data_dir, data_dir ? data_dir : "./jvdb-data") ||
         config_set_str(&c->listen, CONFIG_DEFAULT_LISTEN))
@@ -504,12 +521,17 @@ int config_load(struct server_config *c, int argc, char **argv, const char *data
                             "ever be read%s%s",
                             "", "");
     if (!c->tls_cert != !c->tls_key) return config_error("TLS needs both --tls-cert and --tls-key%s%s", "", "");
-    if (c->backup_repo_key_file && !c->backup_repo)
+    if (c->backup_repo_key_file && !c->backup_repo && !c->follow_repo)
         return config_error("--repo-key-file is the key of a backup repository: add --backup-repo R%s%s", "", "");
     if ((c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_keep || c->backup_keep_daily ||
          c->backup_keep_weekly || c->backup_drill_every_ms) &&
         !c->backup_repo)
         return config_error("scheduled backups need a repository: add --backup-repo DIR%s%s", "", "");
+    if (c->follow_repo && (c->backup_full_every_ms || c->backup_incr_every_ms || c->backup_drill_every_ms ||
+                           c->backup_continuous_ms || c->backup_retention_ms))
+        return config_error("a replica (--follow) takes no scheduled backups, drills or continuous backup: its "
+                            "primary does%s%s",
+                            "", "");
     if ((c->backup_continuous_ms || c->backup_retention_ms) && !c->backup_repo)
         return config_error("continuous backup needs a repository: add --backup-repo R%s%s", "", "");
     if (!c->backup_backlog_bytes) c->backup_backlog_bytes = 1ull << 30;
@@ -525,6 +547,7 @@ void config_free(struct server_config *c)
     free(c->log_level);
     free(c->backup_repo);
     free(c->backup_repo_key_file);
+    free(c->follow_repo);
     free(c->tls_cert);
     free(c->tls_key);
     for (size_t i = 0; i < c->ncors; i++) free(c->cors_origins[i]);

@@ -10,6 +10,7 @@
  */
 #include "server/srv.h"
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/fs.h"
 
@@ -124,4 +125,24 @@ void dbmeta_prune(struct server *s)
     }
     if (d) closedir(d);
     json_decref(keep);
+}
+
+void dbmeta_restored(struct server *s, jvdb_restore_result *res)
+{
+    pthread_mutex_lock(&s->meta_mu);
+    struct dbmeta m;
+    dbmeta_load(s, res->database, &m);
+    m.updated_ns = clock_wall_ns();
+    if (!res->replaced) m.created_ns = m.updated_ns;
+    if (res->database_description) {
+        /* The description travels with the backup (format 2); older backups keep the current one. */
+        free(m.description);
+        m.description = res->database_description;
+        res->database_description = NULL;
+    } else if (!res->replaced && m.description) {
+        m.description[0] = '\0';
+    }
+    dbmeta_save(s, res->database, &m);
+    dbmeta_free(&m);
+    pthread_mutex_unlock(&s->meta_mu);
 }

@@ -514,6 +514,9 @@ char *metrics_render(struct server *s, size_t *len)
     metrics_render_databases(s, &b);
     metrics_render_compaction(s, &b);
     metrics_render_backups(s, &b);
+    char *replica = follow_metrics(s);
+    if (replica) mb_printf(&b, "%s", replica);
+    free(replica);
     metrics_render_process(s, &b);
     if (b.oom) {
         free(b.p);

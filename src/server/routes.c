@@ -34,6 +34,7 @@ static const struct route_def route_table[] = {
     { "GET", "/status", route_status, 0 },
     { "GET", "/metrics", route_metrics, 0 },
     { "POST", "/v1/admin/shutdown", route_shutdown, 0 },
+    { "POST", "/v1/admin/promote", route_promote, 0 },
     { "GET", "/v1/compaction", route_compaction, 0 },
     { "POST", "/v1/databases", route_db_create, 1 },
     { "GET", "/v1/databases", route_db_list, 0 },
@@ -114,6 +115,28 @@ static int route_match(const char *pattern, const char *path, const char **caps,
     return !*p && !*u;
 }
 
+/* The routes a replica serves besides GET: reads with a body, and the server's own administration. */
+static int route_replica_allows(const struct route_def *r)
+{
+    static const char *const reads[] = { "/v1/admin/shutdown",
+                                         "/v1/admin/promote",
+                                         "/v1/databases/{id}/search",
+                                         "/v1/databases/{id}/search/advanced",
+                                         "/v1/databases/{id}/search/batch",
+                                         "/v1/databases/{id}/vectors/batch-get",
+                                         "/v1/databases/{id}/vectors/count",
+                                         "/v1/databases/{id}/vectors/scroll",
+                                         "/v1/backups/{bid}/verify",
+                                         "/v1/jobs/{jid}",
+                                         "/v1/api-keys",
+                                         "/v1/api-keys/{key_id}",
+                                         NULL };
+    if (!strcmp(r->method, "GET")) return 1;
+    for (int i = 0; reads[i]; i++)
+        if (!strcmp(r->pattern, reads[i])) return 1;
+    return 0;
+}
+
 /* Whether a request's method matches a route's (HEAD is served by the GET route). */
 static int route_method_fits(const char *want, const char *method)
 {
@@ -180,6 +203,13 @@ int route_dispatch(struct server *s, struct http_req *rq, struct http_resp *rs)
             }
         }
         if (route_check_request(s, rq, rs, &route_table[i])) return i;
+        if (follow_read_only(s) && !route_replica_allows(&route_table[i])) {
+            http_error(rs, 403, "READ_ONLY",
+                       "this server is a read replica of %s: %s %s is a write (send it to the primary, or promote "
+                       "this server with POST /v1/admin/promote)",
+                       s->cfg.follow_repo, rq->method, route_table[i].pattern);
+            return i;
+        }
         route_table[i].fn(s, rq, rs);
         return i;
     }

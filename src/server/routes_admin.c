@@ -173,6 +173,28 @@ void route_shutdown(struct server *s, struct http_req *rq, struct http_resp *rs)
     server_request_stop(s);
 }
 
+void route_promote(struct server *s, struct http_req *rq, struct http_resp *rs)
+{
+    (void)rq;
+    char msg[512];
+    int rc = follow_promote(s, msg, sizeof msg);
+    if (rc == JVDB_EINVAL) {
+        http_error(rs, 409, "NOT_A_REPLICA", "%s", msg);
+        return;
+    }
+    if (rc) {
+        http_error(rs, 500, "PROMOTE_FAILED", "the promote failed, the server is still a replica: %s", msg);
+        return;
+    }
+    struct jw w;
+    jw_init(&w);
+    jw_obj(&w);
+    jw_kstr(&w, "status", "primary");
+    jw_kstr(&w, "message", msg);
+    jw_obj_end(&w);
+    http_reply_json(rs, 200, &w);
+}
+
 void route_metrics(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
     (void)rq;
@@ -195,6 +217,8 @@ void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs)
     jw_kstr(&w, "databaseId", jvdb_db_name(db));
     route_write_stats(&w, db);
     ship_write_stats(s, &w, jvdb_db_name(db));
+    double lag;
+    if (follow_lag(s, jvdb_db_name(db), &lag)) jw_kdouble(&w, "replicationLagSeconds", lag);
     jw_key(&w, "compaction");
     route_write_compaction_state(s, &w, db);
     /* The HNSW graph is built by a background thread: how far it has got (pending vectors are

@@ -209,8 +209,8 @@ static void backup_list_reply(struct server *s, const char *db_name, struct http
     jvdb_backup_info *all = NULL;
     size_t n = 0;
     int rc = jvdb_backup_list(repo, db_name, &all, &n);
-    jvdb_repo_close(repo);
     if (rc != JVDB_OK) {
+        jvdb_repo_close(repo);
         http_lib_error(rs, rc);
         return;
     }
@@ -223,8 +223,34 @@ static void backup_list_reply(struct server *s, const char *db_name, struct http
     jw_arr(&w);
     for (size_t i = 0; i < n; i++) route_write_backup(&w, &all[i]);
     jw_arr_end(&w);
+    jw_key(&w, "windows");
+    jw_arr(&w);
+    /* The restorable window of each database with a restorable backup (listed together, oldest first). */
+    for (size_t i = 0; i < n; i++) {
+        if (i + 1 < n && !strcmp(all[i + 1].database, all[i].database)) continue;
+        int any = 0;
+        for (size_t j = i + 1; j-- > 0 && !strcmp(all[j].database, all[i].database);) any |= all[j].restorable;
+        jvdb_restore_window win;
+        if (!any || jvdb_backup_window(repo, all[i].database, &win)) continue;
+        char a[64], b[64];
+        clock_format_rfc3339(win.earliest_time_ns, a, sizeof a);
+        clock_format_rfc3339(win.latest_time_ns, b, sizeof b);
+        jw_obj(&w);
+        jw_kstr(&w, "databaseId", win.database);
+        jw_kint(&w, "incarnation", win.incarnation);
+        jw_kstr(&w, "earliestTime", a);
+        jw_kstr(&w, "latestTime", b);
+        jw_kuint(&w, "earliestLsn", win.earliest_lsn);
+        jw_kuint(&w, "latestLsn", win.latest_lsn);
+        jw_kuint(&w, "backups", win.backups);
+        jw_kuint(&w, "logObjects", win.log_objects);
+        jw_kstr(&w, "latestBackup", win.latest_backup);
+        jw_obj_end(&w);
+    }
+    jw_arr_end(&w);
     jw_obj_end(&w);
     jvdb_free(all);
+    jvdb_repo_close(repo);
     http_reply_json(rs, 200, &w);
 }
 
@@ -371,14 +397,33 @@ void route_backup_verify(struct server *s, struct http_req *rq, struct http_resp
     jobs_submit(s, rs, JOB_VERIFY, info.database, 1, verify_job, id, free);
 }
 
+/* What one restore needs, asked for now or as a job (copies).  A point-in-time restore (a target
+ * given) names the database: by `database`, or by the database of the backup id in the path. */
+struct restore_req {
+    char id[JVDB_BACKUP_ID_MAX + JVDB_MAX_NAME_LEN + 2];
+    char *target;
+    int force;
+    char database[JVDB_MAX_NAME_LEN + 1]; /* "" = restore backup `id` */
+    uint64_t to_lsn;
+    int64_t to_time_ns;
+    int latest;
+};
+
 /* The restore itself, repository lock held.  The answer is built from what the library did
  * (jvdb_restore_result), never from what the request asked for; the restored database is held by
  * name for the answer, so a drop meanwhile waits for it. */
-static void route_backup_restore_run(struct server *s, const char *id, struct http_resp *rs, jvdb_repo *repo,
-                                     const char *target, int force, struct job *j)
+static void route_backup_restore_run(struct server *s, const struct restore_req *r, struct http_resp *rs,
+                                     jvdb_repo *repo, struct job *j)
 {
     jvdb_restore_result res;
-    jvdb_restore_options ro = { .as_name = target, .force = force, .result = &res };
+    const char *id = r->database[0] ? NULL : r->id, *target = r->target;
+    jvdb_restore_options ro = { .as_name = target,
+                                .force = r->force,
+                                .result = &res,
+                                .database = r->database[0] ? r->database : NULL,
+                                .to_lsn = r->to_lsn,
+                                .to_time_ns = r->to_time_ns,
+                                .latest = r->latest };
     if (j) {
         ro.progress = job_backup_progress;
         ro.progress_arg = j;
@@ -397,29 +442,19 @@ static void route_backup_restore_run(struct server *s, const char *id, struct ht
     }
     log_info("restored backup %s (chain of %u) into '%s'%s in %.3f s", res.backup.id, res.backup.chain_length,
              res.database, res.replaced ? ", replacing it" : "", (double)(clock_mono_ns() - t0) / 1e9);
-    pthread_mutex_lock(&s->meta_mu);
-    struct dbmeta m;
-    dbmeta_load(s, res.database, &m);
-    m.updated_ns = clock_wall_ns();
-    if (!res.replaced) m.created_ns = m.updated_ns;
-    if (res.database_description) {
-        /* The description travels with the backup (format 2); older backups keep the current one. */
-        free(m.description);
-        m.description = res.database_description;
-        res.database_description = NULL;
-    } else if (!res.replaced && m.description) {
-        m.description[0] = '\0';
-    }
-    dbmeta_save(s, res.database, &m);
-    dbmeta_free(&m);
-    pthread_mutex_unlock(&s->meta_mu);
+    dbmeta_restored(s, &res);
     struct jw w;
     jw_init(&w);
     jw_obj(&w);
     jw_kstr(&w, "databaseId", res.database);
     jw_kstr(&w, "backupId", res.backup.id);
     jw_kuint(&w, "chainLength", res.backup.chain_length);
-    jw_kuint(&w, "lsn", res.backup.lsn_to);
+    jw_kuint(&w, "lsn", res.lsn);
+    jw_kuint(&w, "logObjects", res.log_objects);
+    jw_kuint(&w, "logRecords", res.log_records);
+    jw_key(&w, "time");
+    if (res.time_ns) jw_time(&w, res.time_ns);
+    else jw_null(&w);
     jw_kbool(&w, "replaced", res.replaced);
     jw_kbool(&w, "settingsRestored", res.has_settings);
     jw_key(&w, "stats");
@@ -430,13 +465,6 @@ static void route_backup_restore_run(struct server *s, const char *id, struct ht
     http_reply_json(rs, res.replaced ? 200 : 201, &w);
     srv_db_unhold(s, db);
 }
-
-/* What one restore needs, asked for now or as a job (copies). */
-struct restore_req {
-    char id[JVDB_BACKUP_ID_MAX + JVDB_MAX_NAME_LEN + 2];
-    char *target;
-    int force;
-};
 
 /* Frees a restore_req. */
 static void restore_req_free(void *arg)
@@ -457,7 +485,7 @@ static void restore_exec(struct server *s, const struct restore_req *r, struct j
     }
     jvdb_repo *repo = backup_open(s, rs);
     if (repo) {
-        route_backup_restore_run(s, r->id, rs, repo, r->target, r->force, j);
+        route_backup_restore_run(s, r, rs, repo, j);
         jvdb_repo_close(repo);
     }
     backup_repo_unlock(s);
@@ -469,17 +497,42 @@ static void restore_job(struct server *s, struct job *j, void *arg, struct http_
     restore_exec(s, arg, j, rs);
 }
 
+/* Whether s has the shape of a backup id ("YYYYMMDDTHHMMSSZ-..."), which no restore by database
+ * name is taken for. */
+static int route_looks_like_backup_id(const char *s)
+{
+    if (strlen(s) < 18 || s[8] != 'T' || s[15] != 'Z' || s[16] != '-') return 0;
+    for (int i = 0; i < 15; i++)
+        if (i != 8 && (s[i] < '0' || s[i] > '9')) return 0;
+    return 1;
+}
+
 void route_backup_restore(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    json_t *body = route_body_opt(s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", NULL });
+    json_t *body = route_body_opt(
+        s, rq, rs, (const char *const[]){ "targetDatabase", "force", "async", "toTime", "toLsn", "latest", NULL });
     if (!body) return;
     char err[512];
-    const char *target = NULL;
-    int force = 0, async = 0;
+    const char *target = NULL, *to_time = NULL;
+    int force = 0, async = 0, latest = 0;
+    uint64_t to_lsn = 0;
+    int64_t to_time_ns = 0;
     struct restore_req *r = NULL;
     if (jr_string(body, "targetDatabase", &target, err, sizeof err) < 0 ||
-        jr_bool(body, "force", &force, err, sizeof err) < 0 || jr_bool(body, "async", &async, err, sizeof err) < 0) {
+        jr_bool(body, "force", &force, err, sizeof err) < 0 || jr_bool(body, "async", &async, err, sizeof err) < 0 ||
+        jr_string(body, "toTime", &to_time, err, sizeof err) < 0 ||
+        jr_uint(body, "toLsn", 1, INT64_MAX, &to_lsn, err, sizeof err) < 0 ||
+        jr_bool(body, "latest", &latest, err, sizeof err) < 0) {
         http_error(rs, 400, "INVALID_ARGUMENT", "%s", err);
+        goto out;
+    }
+    if (to_time && (clock_parse_rfc3339(to_time, &to_time_ns) || to_time_ns <= 0)) {
+        http_error(rs, 400, "INVALID_ARGUMENT",
+                   "toTime '%.100s' is not an RFC 3339 time (such as 2026-11-29T21:00:00.5Z)", to_time);
+        goto out;
+    }
+    if ((to_lsn != 0) + (to_time != NULL) + (latest != 0) > 1) {
+        http_error(rs, 400, "INVALID_ARGUMENT", "give at most one of toTime, toLsn and latest");
         goto out;
     }
     if (strlen(rq->params[0]) >= sizeof r->id) {
@@ -492,12 +545,31 @@ void route_backup_restore(struct server *s, struct http_req *rq, struct http_res
     }
     snprintf(r->id, sizeof r->id, "%s", rq->params[0]);
     r->force = force;
+    r->to_lsn = to_lsn;
+    r->to_time_ns = to_time_ns;
+    r->latest = latest;
+    if (to_lsn || to_time || latest) {
+        /* A point in time of a database: named in the path, or the database of the backup named. */
+        const char *slash = strchr(r->id, '/');
+        if (slash && (size_t)(slash - r->id) <= JVDB_MAX_NAME_LEN)
+            snprintf(r->database, sizeof r->database, "%.*s", (int)(slash - r->id), r->id);
+        else if (!slash && !route_looks_like_backup_id(r->id)) {
+            if (route_name_check(rs, "database", r->id)) goto out;
+            memcpy(r->database, r->id, strlen(r->id) + 1); /* a valid name fits */
+        } else {
+            jvdb_backup_info bi;
+            if (backup_lookup(s, r->id, &bi, rs)) goto out;
+            snprintf(r->database, sizeof r->database, "%s", bi.database);
+        }
+        if (route_name_check(rs, "database", r->database)) goto out;
+    }
     if (!async) {
         restore_exec(s, r, NULL, rs);
         goto out;
     }
     jvdb_backup_info info;
-    if (backup_lookup(s, r->id, &info, rs)) goto out;
+    if (r->database[0]) snprintf(info.database, sizeof info.database, "%s", r->database);
+    else if (backup_lookup(s, r->id, &info, rs)) goto out;
     if (target && route_name_check(rs, "target database", target)) goto out;
     jobs_submit(s, rs, JOB_RESTORE, target ? target : info.database, 1, restore_job, r, restore_req_free);
     r = NULL;

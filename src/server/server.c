@@ -112,7 +112,8 @@ static int server_start_compactor(struct server *s)
  * touch databases go before the environment closes, the modules' state after it. */
 static void server_cleanup(struct server *s)
 {
-    jobs_free(s); /* first: jobs hold databases and the repository */
+    follow_stop(s); /* first: its thread writes to the databases */
+    jobs_free(s);   /* then: jobs hold databases and the repository */
     ship_stop(s);
     ready_stop(s);
     sched_stop(s);
@@ -177,8 +178,8 @@ int server_main(int argc, char **argv, const char *data_dir)
     }
     dbmeta_prune(s);
     /* The readiness state exists before any HTTP thread can ask for it. */
-    if (backup_init(s) || server_start_compactor(s) || sched_start(s) || ship_start(s) || ready_start(s) ||
-        jobs_init(s) || http_start(s, &server_http_hooks)) {
+    if (backup_init(s) || follow_start(s) || server_start_compactor(s) || sched_start(s) || ship_start(s) ||
+        ready_start(s) || jobs_init(s) || http_start(s, &server_http_hooks)) {
         http_stop(s);
         fprintf(stderr, "jvdb serve: cannot start (see the log above)\n");
         server_cleanup(s);

@@ -66,6 +66,8 @@ struct server_config {
     uint64_t backup_backlog_bytes;  /* unshipped bytes kept while the repository fails (default 1 GiB) */
     uint64_t backup_lease_ms;       /* the fencing lease's time (default 30 s) */
     uint64_t backup_retention_ms;   /* log objects and backups older than this are pruned; 0 = keep */
+    char *follow_repo;              /* --follow R: a read replica of repository R (follow.c) */
+    uint64_t follow_interval_ms;    /* --follow-interval: how often the replica polls R */
     char *tls_cert;                 /* PEM certificate chain; NULL = plain HTTP */
     char *tls_key;                  /* PEM private key (both or neither) */
     char **cors_origins;            /* --cors-origin, repeatable; "*" = any origin */
@@ -108,6 +110,7 @@ struct server {
     struct auth_state *auth;         /* API keys (auth.c) */
     struct ready_state *ready;       /* readiness: databases opened, indexes caught up (ready.c) */
     struct jobs_state *jobs;         /* background jobs, /v1/jobs (jobs.c) */
+    struct follow_state *follow;     /* read replica state (follow.c) */
     const struct srv_routes *routes; /* the route table (routes.c), set by server.c before anything starts */
     char *meta_dir;                  /* <data>/server */
     int64_t started_wall_ns, started_mono_ns;
@@ -260,6 +263,7 @@ void route_index_delete(struct server *s, struct http_req *rq, struct http_resp 
 void route_health(struct server *s, struct http_req *rq, struct http_resp *rs);
 void route_status(struct server *s, struct http_req *rq, struct http_resp *rs);
 void route_shutdown(struct server *s, struct http_req *rq, struct http_resp *rs);
+void route_promote(struct server *s, struct http_req *rq, struct http_resp *rs);
 void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs);
 void route_db_compact(struct server *s, struct http_req *rq, struct http_resp *rs);
 void route_compaction(struct server *s, struct http_req *rq, struct http_resp *rs);
@@ -422,6 +426,23 @@ void metrics_observe(struct server *s, int route, const char *method, int status
 /* Prometheus text exposition of everything (malloc'd). */
 char *metrics_render(struct server *s, size_t *len);
 
+/* ---- read replicas (follow.c) ---- */
+
+/* With --follow: seeds every database from the repository and starts following it; without: makes
+ * the databases a former replica left primaries (fencing their old primary).  0 or -1 (logged). */
+int follow_start(struct server *s);
+void follow_stop(struct server *s);
+/* 1 while the server is a replica: every write route answers 403 READ_ONLY. */
+int follow_read_only(struct server *s);
+/* POST /v1/admin/promote: stops following, fences the old primary, makes the server writable.
+ * JVDB_OK, or an error with msg saying why (the server stays a replica then). */
+int follow_promote(struct server *s, char *msg, size_t cap);
+/* A replica's lag for database `name` (now minus the time of the newest batch applied, 0 when
+ * caught up); returns 0 when the server is no replica or does not follow that database. */
+int follow_lag(struct server *s, const char *name, double *lag);
+/* The replica's Prometheus lines (malloc'd), or NULL when not a replica. */
+char *follow_metrics(struct server *s);
+
 /* ---- per-database server metadata (dbmeta.c) ---- */
 
 struct dbmeta {
@@ -437,6 +458,9 @@ int dbmeta_load(struct server *s, const char *name, struct dbmeta *out);
 int dbmeta_save(struct server *s, const char *name, const struct dbmeta *m);
 void dbmeta_remove(struct server *s, const char *name);
 void dbmeta_free(struct dbmeta *m);
+/* After a restore into res->database: its times, and the description the backup carried (taken
+ * from res; an older backup keeps the current one), under meta_mu. */
+void dbmeta_restored(struct server *s, jvdb_restore_result *res);
 /* Drops metadata files of databases that no longer exist (dropped while the server was down). */
 void dbmeta_prune(struct server *s);
 

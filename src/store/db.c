@@ -1063,8 +1063,15 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
         }
     }
     uint64_t lsn = db->last_lsn;
+    /* A batch's time is taken with its LSNs, under write_mu, and never before the previous batch's:
+     * times rise with LSNs, so "the batches acknowledged by T" is a prefix of the log (point-in-time
+     * restore, src/backup/pitr.c), whatever the order writers encoded their batches in. */
+    int64_t stamp = clock_wall_ns();
+    if (stamp < db->last_stamp_ns) stamp = db->last_stamp_ns;
+    db->last_stamp_ns = stamp;
     off = 0;
     for (size_t i = 0; i < n; i++) {
+        ((struct rec_header *)(buf + off))->time_ns = stamp;
         rec_seal(buf + off, ++lsn, i + 1 < n ? REC_FLAG_MORE : 0);
         off += ((struct rec_header *)(buf + off))->total_len;
     }
@@ -1090,7 +1097,8 @@ unlock:
     return rc;
 }
 
-int db_append_raw(jvdb_db *db, const void *recs, size_t len)
+/* db_append_raw, synced or (for a hidden build) not. */
+static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int sync)
 {
     if (len == 0) return JVDB_OK;
     int wrc = db_check_writable(db);
@@ -1100,6 +1108,7 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(buf, recs, len);
     uint64_t max_lsn = 0;
+    int64_t max_time = 0;
     int rc = JVDB_OK;
     for (size_t off = 0; off < len;) {
         const char *why = "record cut short";
@@ -1111,9 +1120,11 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
         size_t next = off + h->total_len;
         rec_seal(h, h->lsn, next < len ? REC_FLAG_MORE : 0);
         if (h->lsn > max_lsn) max_lsn = h->lsn;
+        if (h->time_ns > max_time) max_time = h->time_ns;
         off = next;
     }
     db_write_lock(db);
+    if (max_time > db->last_stamp_ns) db->last_stamp_ns = max_time; /* later batches come after these */
     if (atomic_load(&db->failed)) {
         rc = db_failed_error(db);
         goto unlock;
@@ -1124,8 +1135,8 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len)
     uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
     db_write_unlock(db);
     free(buf);
-    /* Always synced (a restore acknowledges nothing it could lose), then published. */
-    rc = db_sync_upto(db, seg_no, end);
+    /* Synced (a replica acknowledges nothing it could lose), then published. */
+    rc = sync ? db_sync_upto(db, seg_no, end) : JVDB_OK;
     if (rc == JVDB_OK) db_publish(db, publish, publish_live);
     return rc;
 unlock:
@@ -1134,6 +1145,10 @@ out:
     free(buf);
     return rc;
 }
+
+int db_append_raw(jvdb_db *db, const void *recs, size_t len) { return db_append_raw_mode(db, recs, len, 1); }
+
+int db_append_raw_unsynced(jvdb_db *db, const void *recs, size_t len) { return db_append_raw_mode(db, recs, len, 0); }
 
 /* ---------------------------------------------------------------- validation and public writes */
 

@@ -62,6 +62,9 @@ int db_write_ops(jvdb_db *db, const struct db_op *ops, size_t n, unsigned flags,
  * rewritten so the whole call is one all-or-nothing batch, and the LSN counter moves past the
  * largest.  `recs` is a sequence of whole records, 64-byte aligned in total. */
 int db_append_raw(jvdb_db *db, const void *recs, size_t len);
+/* The same without the fdatasync each call makes: for a database built out of sight
+ * (env_build_begin), which is synced once before env_build_publish makes it visible. */
+int db_append_raw_unsynced(jvdb_db *db, const void *recs, size_t len);
 
 /* Starts the kernel's write-back of the active segment's bytes appended since (*seg_no, *from) and
  * moves that mark to the end (a restore's build is written with sync off and made durable by one

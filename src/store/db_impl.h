@@ -38,6 +38,7 @@ struct jvdb_db {
     struct segment *active;  /* write_mu: the one appended to */
     struct db_seglist *segl; /* atomic: what readers see of segs/active */
     uint64_t last_lsn;       /* guarded by write_mu; read with relaxed atomics */
+    int64_t last_stamp_ns;   /* write_mu: time_ns of the newest batch (a new one is never earlier) */
     uint64_t visible;        /* atomic: readers see records up to this LSN (see db.c) */
     uint64_t visible_live;   /* atomic: live vectors at `visible` (jvdb_count) */
     pthread_mutex_t pub_mu;  /* orders publishers of visible (a leaf; readers never take it) */

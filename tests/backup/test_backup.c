@@ -175,7 +175,7 @@ static jvdb_backup_info backup(struct fx *f, jvdb_db *db, jvdb_backup_type type,
 /* Restores under a scratch name, compares with the model, drops it again. */
 static void restore_check(struct fx *f, const char *id, const struct model *m, const char *what)
 {
-    jvdb_restore_options ro = { "scratch", 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "scratch" };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, f->repo, id, &ro, &r));
     check_model(r, m, what);
@@ -273,7 +273,7 @@ static void test_checklist(void **state)
     /* Delete everything, then restore over it. */
     for (int i = 0; i < 110; i++) m_del(db, NULL, i);
     assert_int_equal(jvdb_count(db), 0);
-    jvdb_restore_options ro = { NULL, 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { 0 };
     jvdb_db *r;
     assert_err(jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r), JVDB_EEXISTS, "already exists");
     ro.force = 1;
@@ -389,7 +389,7 @@ static void test_fallback_to_full(void **state)
     jvdb_repo_close(r2);
 
     /* A restored database is a new one: it never continues the old chain. */
-    jvdb_restore_options ro = { "fb", 1, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "fb", .force = 1 };
     assert_ok(jvdb_backup_restore(f->env, f->repo, c.id, &ro, &db));
     check_model(db, &m, "restored in place");
     m_put(db, &m, 5, 9);
@@ -560,7 +560,7 @@ static void test_corruption(void **state)
                 if (rc == JVDB_OK) fail_msg("verify passed with byte %ld of %s flipped", offs[k], p);
                 if (!strstr(jvdb_errmsg(), bs[b]->id))
                     fail_msg("verify message does not name %s: %s", bs[b]->id, jvdb_errmsg());
-                jvdb_restore_options ro = { "fresh", 0, NULL, NULL, NULL };
+                jvdb_restore_options ro = { .as_name = "fresh" };
                 jvdb_db *r;
                 rc = jvdb_backup_restore(f->env, f->repo, inc.id, &ro, &r);
                 if (rc == JVDB_OK) fail_msg("restore passed with byte %ld of %s flipped", offs[k], p);
@@ -685,7 +685,7 @@ static void test_large_archive(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &info));
     assert_true(info.stored_bytes > (10u << 20));
     assert_ok(jvdb_backup_verify(repo, info.id, NULL, NULL));
-    jvdb_restore_options rs = { "big2", 0, NULL, NULL, NULL };
+    jvdb_restore_options rs = { .as_name = "big2" };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, repo, info.id, &rs, &r));
     assert_int_equal(jvdb_count(r), 3000);
@@ -824,7 +824,7 @@ static void test_forged_records(void **state)
         const char *msg = jvdb_errmsg();
         if (!strstr(msg, id) || !strstr(msg, "record 2") || !strstr(msg, cases[k].want))
             fail_msg("case %zu: verify message lacks the backup, the record or '%s': %s", k, cases[k].want, msg);
-        jvdb_restore_options ro = { "victim", 0, NULL, NULL, NULL };
+        jvdb_restore_options ro = { .as_name = "victim" };
         jvdb_db *r2;
         rc = jvdb_backup_restore(f->env, f->repo, id, &ro, &r2);
         if (rc == JVDB_OK) fail_msg("case %zu: restore accepted a forged record", k);
@@ -850,7 +850,7 @@ static void test_forged_records(void **state)
     forged_vec(c1.vec, 3.0f);
     forge_backup(f, "cos", "20300101T000000Z-full-951", JVDB_METRIC_COSINE, 1, &c1, 1);
     assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-951", NULL, NULL));
-    jvdb_restore_options cro = { "cos3", 0, NULL, NULL, NULL };
+    jvdb_restore_options cro = { .as_name = "cos3" };
     jvdb_db *c3;
     assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-951", &cro, &c3));
     float c3v[DIM];
@@ -862,7 +862,7 @@ static void test_forged_records(void **state)
     forged_vec(ok[1].vec, -2.0f);
     forge_backup(f, "docs", "20300101T000000Z-full-999", JVDB_METRIC_L2, 1, ok, 2);
     assert_ok(jvdb_backup_verify(f->repo, "20300101T000000Z-full-999", NULL, NULL));
-    jvdb_restore_options ro = { "good", 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "good" };
     jvdb_db *g;
     assert_ok(jvdb_backup_restore(f->env, f->repo, "20300101T000000Z-full-999", &ro, &g));
     assert_int_equal(jvdb_count(g), 2);
@@ -912,7 +912,7 @@ static void test_settings_restored(void **state)
     const char *targets[] = { "copy", "plain" };
     for (int t = 0; t < 2; t++) {
         jvdb_restore_result res;
-        jvdb_restore_options ro = { targets[t], 1, NULL, NULL, &res };
+        jvdb_restore_options ro = { .as_name = targets[t], .force = 1, .result = &res };
         jvdb_db *r;
         assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
         assert_string_equal(res.database, targets[t]);
@@ -970,7 +970,7 @@ static void test_settings_restored(void **state)
     free(buf);
     assert_ok(jvdb_backup_verify(f->repo, info.id, NULL, NULL));
     jvdb_restore_result res;
-    jvdb_restore_options ro = { "old", 0, NULL, NULL, &res };
+    jvdb_restore_options ro = { .as_name = "old", .result = &res };
     assert_ok(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r));
     assert_int_equal(res.has_settings, 0);
     assert_null(res.database_description);
@@ -1001,7 +1001,7 @@ static void test_restore_names(void **state)
     const char *bad[] = { "", longname, "bad name", "../x", "a/b" };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         jvdb_restore_result res;
-        jvdb_restore_options ro = { bad[k], 1, NULL, NULL, &res };
+        jvdb_restore_options ro = { .as_name = bad[k], .force = 1, .result = &res };
         jvdb_db *r;
         assert_int_equal(jvdb_backup_restore(f->env, f->repo, info.id, &ro, &r), JVDB_EINVAL);
         assert_non_null(strstr(jvdb_errmsg(), "invalid database name"));
@@ -1044,7 +1044,7 @@ static void test_repo_not_created_by_reads(void **state)
     EXPECT_MISSING(jvdb_backup_verify(repo, "docs/20250101T000000Z-full-1", NULL, NULL));
     EXPECT_MISSING(jvdb_backup_delete(repo, "docs/20250101T000000Z-full-1", 1, NULL, NULL));
     EXPECT_MISSING(jvdb_backup_prune(repo, "docs", 1, NULL, NULL));
-    jvdb_restore_options ro = { "x", 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "x" };
     jvdb_db *r;
     EXPECT_MISSING(jvdb_backup_restore(f->env, repo, "docs/20250101T000000Z-full-1", &ro, &r));
 #undef EXPECT_MISSING
@@ -1220,7 +1220,7 @@ static void test_encrypted_repo(void **state)
     int rc = jvdb_backup_verify(f->repo, "docs/20300101T000000Z-full-999", NULL, NULL);
     if (rc != JVDB_ECORRUPT || !strstr(jvdb_errmsg(), "not signed"))
         fail_msg("verify of a keyless forgery: %d %s", rc, jvdb_errmsg());
-    jvdb_restore_options ro = { "forged", 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "forged" };
     jvdb_db *out;
     assert_int_equal(jvdb_backup_restore(f->env, f->repo, "docs/20300101T000000Z-full-999", &ro, &out), JVDB_ECORRUPT);
 }

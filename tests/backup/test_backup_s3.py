@@ -83,13 +83,21 @@ def main():
             sys.stdout.write(p.stdout)
             assert p.returncode == 0, f"test_index_persist against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
 
+        def library_binary(name, prefix):
+            """Runs a library suite next to test_backup with its repository in the bucket."""
+            path = os.path.join(os.path.dirname(test_backup), name)
+            env = dict(os.environ, JVDB_TEST_REPO=f"s3://{BUCKET}/{prefix}", **s3env)
+            p = subprocess.run([path], capture_output=True, text=True, env=env, timeout=240)
+            sys.stdout.write(p.stdout)
+            assert p.returncode == 0, f"{name} against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
+
         def library_ship():
             # issue 13: the shipping suite (log objects, lease, faults mid-shipment) against S3.
-            ship = os.path.join(os.path.dirname(test_backup), "test_ship")
-            env = dict(os.environ, JVDB_TEST_REPO=f"s3://{BUCKET}/ship", **s3env)
-            p = subprocess.run([ship], capture_output=True, text=True, env=env, timeout=240)
-            sys.stdout.write(p.stdout)
-            assert p.returncode == 0, f"test_ship against s3rver failed:\n{p.stdout[-2000:]}{p.stderr[-3000:]}"
+            library_binary("test_ship", "ship")
+
+        def library_pitr():
+            # issue 13: point-in-time restores and a replica following, against S3.
+            library_binary("test_pitr", "pitr")
 
         def cli_checklist():
             e = cli.Env(jvdb, repo=f"s3://{BUCKET}/cli1", extra_env=s3env)
@@ -157,7 +165,7 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, library_index, library_ship, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
+        for t in (library_suite, library_index, library_ship, library_pitr, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
             cli.test(t)
     finally:
         proc.terminate()

@@ -44,6 +44,7 @@ ROUTES = {
     ("GET", "/readyz"), ("POST", "/v1/api-keys"), ("GET", "/v1/api-keys"), ("DELETE", "/v1/api-keys/{key_id}"),
     ("POST", "/v1/databases/{id}/index/rebuild"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{jobId}"),
     ("DELETE", "/v1/jobs/{jobId}"),
+    ("POST", "/v1/admin/promote"),  # issue 13: read replicas
 }
 # issue 12: the original's routes and batch search
 ROUTES |= {

@@ -292,7 +292,7 @@ static void test_old_format_database(void **state)
     assert_ok(jvdb_backup_create(db, repo, &bo, &inc));
 
     /* Restores: the old full backup alone (unit vectors) and the chain (mixed), bit for bit. */
-    jvdb_restore_options ro = { "from_old", 0, NULL, NULL, NULL };
+    jvdb_restore_options ro = { .as_name = "from_old" };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(env, repo, old_full.id, &ro, &r));
     assert_int_equal(jvdb_count(r), OLD_N);
