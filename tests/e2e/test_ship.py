@@ -107,7 +107,9 @@ def ships_every_write_and_shows_the_lag():
         # any other: it carries the description and is counted.
         wait_for(lambda: shiplog.backups(repo, "d"), "the first full backup")
         assert shiplog.backups(repo, "d")[0]["settings"]["database_description"] == "shipped"
-        assert re.search(r'jvdb_backups_total\{type="full",result="ok"\} 1', c.get("/metrics").raw.decode())
+        # The backup is visible in the repository a moment before the shipper counts it.
+        wait_for(lambda: re.search(r'jvdb_backups_total\{type="full",result="ok"\} 1', c.get("/metrics").raw.decode()),
+                 "the full backup counted in /metrics")
         inc, base = incarnation_and_base(repo, "d")
         lsn0 = base
         writes = w0
