@@ -78,10 +78,7 @@
  * live vectors (search_plan_scan). */
 #define PAYLOAD_SCAN_MIN   4096
 #define PAYLOAD_SCAN_SHARE 0.03
-#define QUANT_SAMPLE       16384 /* vectors read from the slot table to fit the quantiser */
-#define QUANT_MARGIN       1.1f  /* range left beyond the sample's */
-#define QUANT_GROW         1.25f /* a refit at least widens this much: refits stay few */
-#define QUANT_SLACK        1.05f /* how far past the range a vector may be clamped before a refit */
+#define QUANT_SAMPLE       4096 /* vectors read from the slot table to fit the quantiser */
 
 struct search_index {
     jvdb_db *db;
@@ -92,7 +89,7 @@ struct search_index {
     int8_t **nav_blocks; /* NAV_BLOCK rows each */
     uint32_t nav_nblocks;
     uint32_t row_bytes;     /* sq8_row_bytes(dim) */
-    struct sq8_quant quant; /* codes every row; scale 0 until the first row (index lock) */
+    struct sq8_quant quant; /* codes every row; untrained until the first row (index lock) */
     float *vbuf;            /* the index thread's dim-float work vector */
     jvdb_index_options opts;
     pthread_mutex_t pend_mu;
@@ -264,18 +261,17 @@ static int index_vector_of(struct search_index *ix, const struct kd_slots *sl, u
     return jvdb_db_metric(ix->db) != JVDB_METRIC_COSINE || dist_normalize(out, jvdb_db_dim(ix->db)) == JVDB_OK;
 }
 
-/* Fits the quantiser to an evenly spread sample of the live vectors and `x` (the first vector to
- * code), at least `min_scale` wide, and re-codes every row made with the old one.  Index write lock
- * held, in a read section.  Rows are re-coded from their codes, not their vectors: deleted nodes have
- * none left. */
-static int index_quant_fit(struct search_index *ix, const float *x, float min_scale)
+/* Fits the quantiser's centres to an evenly spread sample of the live vectors and `x` (the first
+ * vector to code), and re-codes every row made with the old ones.  Index write lock held, in a read
+ * section.  Rows are re-coded from their codes, not their vectors: deleted nodes have none left. */
+static int index_quant_fit(struct search_index *ix, const float *x)
 {
     uint32_t dim = jvdb_db_dim(ix->db), n;
     struct sq8_trainer t;
     struct sq8_quant nq;
     float *tmp = malloc((size_t)dim * sizeof *tmp);
     if (!tmp) return err_set(JVDB_ENOMEM, "out of memory");
-    if (sq8_trainer_init(&t, dim)) {
+    if (sq8_trainer_init(&t, dim, QUANT_SAMPLE + 1)) {
         free(tmp);
         return JVDB_ENOMEM;
     }
@@ -289,14 +285,21 @@ static int index_quant_fit(struct search_index *ix, const float *x, float min_sc
     for (uint32_t s = 0; s < n; s += step)
         if (index_vector_of(ix, sl, n, s, tmp)) sq8_trainer_add(&t, tmp);
     sq8_trainer_add(&t, x);
-    sq8_trainer_finish(&t, jvdb_db_metric(ix->db), QUANT_MARGIN, min_scale, &nq);
+    int rc = sq8_trainer_finish(&t, jvdb_db_metric(ix->db), &nq);
     sq8_trainer_free(&t);
-    free(tmp);
-    if (ix->quant.scale > 0.0f)
+    if (rc) {
+        sq8_free(&nq);
+        free(tmp);
+        return rc;
+    }
+    if (ix->quant.trained)
         for (uint32_t s = 0; s < ix->nav_cap; s++)
-            if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
-    log_debug("search index of '%s': quantiser fitted to %u vectors (step %g)", jvdb_db_name(ix->db), t.n,
-              (double)nq.scale);
+            if (ix->nav[s]) {
+                sq8_decode(&ix->quant, (const int8_t *)ix->nav[s], tmp);
+                sq8_encode(&nq, tmp, (int8_t *)ix->nav[s]);
+            }
+    free(tmp);
+    log_debug("search index of '%s': quantiser fitted to %u vectors", jvdb_db_name(ix->db), t.n);
     sq8_free(&ix->quant);
     ix->quant = nq;
     return JVDB_OK;
@@ -332,21 +335,6 @@ static uint32_t index_threads(void)
     return __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
 }
 
-/* Widens the quantiser to step `scale` (centres kept) and re-codes every row.  Index write lock held. */
-static int index_quant_widen(struct search_index *ix, float scale)
-{
-    struct sq8_quant nq;
-    int rc = sq8_copy(&nq, &ix->quant);
-    if (rc) return rc;
-    nq.scale = scale;
-    for (uint32_t s = 0; s < ix->nav_cap; s++)
-        if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
-    log_debug("search index of '%s': quantiser widened to step %g", jvdb_db_name(ix->db), (double)scale);
-    sq8_free(&ix->quant);
-    ix->quant = nq;
-    return JVDB_OK;
-}
-
 /* In a read section: the newest vector of the slot (the graph follows the writers, published or
  * not; searches resolve every answer at their own snapshot).  A slot to (re-)insert gets its row
  * and is returned 1, for the caller to insert with the rest of its batch. */
@@ -370,18 +358,12 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
         return 0;
     }
-    /* The first row fits the quantiser; a vector well outside its range refits it (geometrically
-     * wider each time, so at most a few times over a database's life). */
-    float reach = ix->quant.scale > 0.0f ? sq8_reach(&ix->quant, ix->vbuf) : 0.0f;
-    if (ix->quant.scale <= 0.0f) {
-        if (index_quant_fit(ix, ix->vbuf, 0.0f) != JVDB_OK)
+    /* The first row fits the centres; every row carries its own step, so no vector is ever out of
+     * range and the centres never change afterwards. */
+    if (!ix->quant.trained) {
+        if (index_quant_fit(ix, ix->vbuf) != JVDB_OK)
             log_error("search index of '%s': cannot fit the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
-        if (ix->quant.scale <= 0.0f) return 0;
-    } else if (reach > QUANT_SLACK) {
-        /* Wider only, same centres: no vector is read again (a sample would touch cold segment
-         * pages while searches wait for the index lock). */
-        if (index_quant_widen(ix, ix->quant.scale * fmaxf(QUANT_GROW, reach * QUANT_MARGIN)) != JVDB_OK)
-            log_error("search index of '%s': cannot widen the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
+        if (!ix->quant.trained) return 0;
     }
     int8_t *row = index_nav_slot(ix, slot);
     if (!row) {
@@ -417,7 +399,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
     ix->loaded_nodes = 0;
     snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
-    ix->quant.scale = 0.0f; /* refitted to the vectors at the first row */
+    ix->quant.trained = 0; /* refitted to the vectors at the first row */
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
@@ -496,13 +478,12 @@ static int index_save_locked(struct search_index *ix)
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = { ix };
-    /* The quantiser goes beside the header: scale, then the centres. */
-    uint32_t dim = jvdb_db_dim(db), xlen = 4 + 4 * dim;
+    /* The quantiser's centres go beside the header. */
+    uint32_t dim = jvdb_db_dim(db), xlen = 4 * dim;
     uint8_t *extra = malloc(xlen);
     int rc = extra ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
     if (extra) {
-        memcpy(extra, &ix->quant.scale, 4);
-        memcpy(extra + 4, ix->quant.centre, (size_t)dim * 4);
+        memcpy(extra, ix->quant.centre, (size_t)dim * 4);
         rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, &sc, &bytes);
         free(extra);
     }
@@ -549,10 +530,13 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         snprintf(why, whylen, "cannot read the saved graph");
         return JVDB_EIO;
     }
+    /* Read ahead into the page cache (not into the process: verified pages are dropped as the passes
+     * over the file go, so it is never resident whole beside the graph it becomes). */
     madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
     struct hnsw_file f;
     uint32_t *slot_of = NULL;
-    int rc = hnsw_file_parse(map, (size_t)st.st_size, &f);
+    size_t mark = 0;
+    int rc = hnsw_file_parse_mapped(map, (size_t)st.st_size, &f);
     if (rc) {
         snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
         munmap(map, (size_t)st.st_size);
@@ -565,10 +549,13 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         rc = JVDB_EINVAL;
         goto out;
     }
-    float fscale = 0.0f;
-    if (f.extra_len == 4 + 4 * f.dim) memcpy(&fscale, f.extra, 4);
-    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || f.extra_len != 4 + 4 * f.dim || !(fscale > 0.0f) ||
-        !isfinite(fscale)) {
+    int centres_ok = f.extra_len == 4 * f.dim;
+    for (uint32_t d = 0; centres_ok && d < f.dim; d++) {
+        float c;
+        memcpy(&c, f.extra + 4 * (size_t)d, 4);
+        centres_ok = isfinite(c);
+    }
+    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || !centres_ok) {
         snprintf(why, whylen, "saved graph has no usable quantiser (rows of %u bytes)", f.row_bytes);
         rc = JVDB_EINVAL;
         goto out;
@@ -583,8 +570,8 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         pthread_rwlock_wrlock(&ix->lock);
         if (i == 0 && ix->gen == gen) {
             /* No graph yet (searches are exact), so no row is coded otherwise: take the file's quantiser. */
-            ix->quant.scale = fscale;
-            memcpy(ix->quant.centre, f.extra + 4, (size_t)f.dim * 4);
+            ix->quant.trained = 1;
+            memcpy(ix->quant.centre, f.extra, (size_t)f.dim * 4);
         }
         /* As the writer: a node's slot (a writer field) and the slot's vector cannot change under us,
          * and a write after this chunk queues the slot through the hook. */
@@ -609,12 +596,18 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
                 break;
             }
             /* The file's row: the segments' pages are not touched to load a graph. */
-            memcpy(row, nd->row, ix->row_bytes);
+            memcpy(row, hnsw_file_row(&f, nd), ix->row_bytes);
+            if (!sq8_row_valid((const int8_t *)row, f.dim)) {
+                rc = JVDB_ECORRUPT;
+                snprintf(why, whylen, "saved graph is damaged: node %u has an invalid navigation row", i);
+                break;
+            }
             ix->nav[e->slot] = (const float *)row;
             slot_of[i] = e->slot;
         }
         db_writer_exit(db);
         pthread_rwlock_unlock(&ix->lock);
+        if (i < f.nnodes) hnsw_file_drop(&f, &mark, f.nodes[i].id);
     }
     if (rc == JVDB_EBUSY) snprintf(why, whylen, "settings changed while loading");
     if (rc == JVDB_OK) {
@@ -761,7 +754,7 @@ static void *index_thread_main(void *arg)
         }
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph) {
-            /* Rows first (one thread: the quantiser may be refitted), then the links, in parallel
+            /* Rows first (one thread: the quantiser may be fitted), then the links, in parallel
              * when asked: the queue holds each slot once, so the batch's slots are distinct. */
             uint32_t ins = 0;
             for (uint32_t i = 0; i < n; i++)
@@ -1424,7 +1417,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         uint32_t *cand = malloc((size_t)hq.candidates * sizeof *cand);
         void *qrow = aligned_alloc(16, ix->row_bytes);
         if (!cand || !qrow) rc = err_set(JVDB_ENOMEM, "out of memory");
-        else if (ix->quant.scale > 0.0f) {
+        else if (ix->quant.trained) {
             sq8_encode(&ix->quant, q, qrow);
             rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, qrow, &hq, cand, NULL, &cn, &info);
         }
