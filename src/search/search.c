@@ -72,6 +72,7 @@
 #define SAVE_CHANGES       50000
 #define SAVE_SECONDS       30
 #define LOAD_CHUNK         4096
+#define LOAD_AHEAD         32 /* nodes between a bucket's prefetch and its find */
 #define SELECTIVE_SAMPLE   256
 #define NAV_BLOCK          4096
 /* Filtered searches scan their payload candidates exactly up to this many, or this share of the
@@ -535,6 +536,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
     struct hnsw_file f;
     uint32_t *slot_of = NULL;
+    uint64_t *hashes = NULL;
     size_t mark = 0;
     int rc = hnsw_file_parse_mapped(map, (size_t)st.st_size, &f);
     if (rc) {
@@ -561,7 +563,8 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         goto out;
     }
     f.p.ef_search = opts->ef_search;
-    if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
+    hashes = malloc(LOAD_CHUNK * sizeof *hashes);
+    if (!hashes || (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of)))) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         snprintf(why, whylen, "out of memory loading the saved graph");
         goto out;
@@ -580,12 +583,19 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         const struct keydir *kd = db_keydir(db);
         const struct kd_slots *sl = keydir_slots(kd, &nsl);
         if (ix->gen != gen) rc = JVDB_EBUSY;
-        for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
+        uint32_t first = i, end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes;
+        /* The lookups are cache misses in a table far bigger than the cache: hash the chunk's ids,
+         * then fetch buckets and entries a few nodes ahead of the finds. */
+        for (uint32_t k = first; k < end; k++) hashes[k - first] = keydir_hash(f.nodes[k].id, f.nodes[k].id_len);
+        for (uint32_t k = first; k < end && k < first + LOAD_AHEAD; k++) keydir_prefetch(kd, hashes[k - first], 0);
+        for (; rc == JVDB_OK && i < end; i++) {
             const struct hnsw_file_node *nd = &f.nodes[i];
+            if (i + LOAD_AHEAD < end) keydir_prefetch(kd, hashes[i + LOAD_AHEAD - first], 0);
+            if (i + LOAD_AHEAD / 2 < end) keydir_prefetch(kd, hashes[i + LOAD_AHEAD / 2 - first], 1);
             slot_of[i] = HNSW_FILE_NONE;
             if (nd->dead) continue;
             /* A graph can only miss, never invent: the node is kept only for the id's newest record. */
-            const struct kd_entry *e = keydir_find(kd, nd->id, nd->id_len);
+            const struct kd_entry *e = keydir_find_hashed(kd, nd->id, nd->id_len, hashes[i - first]);
             if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || e->slot >= nsl || !sl->vec[e->slot] ||
                 sl->owner[e->slot] != e)
                 continue;
@@ -618,6 +628,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     }
     if (rc == JVDB_OK) __atomic_store_n(&ix->saved_lsn, f.lsn, __ATOMIC_RELAXED);
 out:
+    free(hashes);
     free(slot_of);
     hnsw_file_free(&f);
     munmap(map, (size_t)st.st_size);
