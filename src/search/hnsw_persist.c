@@ -227,8 +227,8 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
 void hnsw_file_drop(const struct hnsw_file *f, size_t *mark, const void *upto)
 {
     if (!f->mapped) return;
-    static long page;
-    if (!page) page = sysconf(_SC_PAGESIZE) > 0 ? sysconf(_SC_PAGESIZE) : 4096;
+    long page = sysconf(_SC_PAGESIZE); /* no cached static: index threads of several databases load at once */
+    if (page <= 0) page = 4096;
     size_t to = (size_t)((const uint8_t *)upto - f->base) & ~((size_t)page - 1);
     if (to <= *mark || to - *mark < HF_DROP_BATCH) return;
     /* Advice only: a failure leaves the pages resident, nothing else. */
