@@ -560,9 +560,10 @@ typedef struct jvdb_repo_options {
     const char *session_token;
     uint64_t part_size; /* multipart upload part size; 0 = 16 MiB (minimum 5 MiB) */
     /* Both kinds: a file holding the repository key (at least 32 bytes; trailing whitespace is
-     * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives are encrypted with
-     * AES-256-GCM and every backup.json is signed (HMAC-SHA-256), docs/FORMAT.md.  A plain
-     * repository given a key, or an encrypted one given none or another key, fails with EINVAL. */
+     * ignored); NULL = $JVDB_REPO_KEY_FILE, else none.  With a key, archives (and the HNSW graph a
+     * backup carries) are encrypted with AES-256-GCM and every backup.json is signed (HMAC-SHA-256),
+     * docs/FORMAT.md.  A plain repository given a key, or an encrypted one given none or another key,
+     * fails with EINVAL. */
     const char *key_file;
 } jvdb_repo_options;
 

@@ -698,7 +698,10 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
     if (!repo->ops->read_extra) return 0;
     char *buf = NULL;
     size_t len = 0;
-    if (repo->ops->read_extra(repo, db, id, BACKUP_INDEX_NAME, &buf, &len) != JVDB_OK) {
+    int rc = repo->ops->read_extra(repo, db, id, BACKUP_INDEX_NAME, &buf, &len);
+    if (rc) {
+        /* A graph that fails its checks (e.g. a sealed one that was altered) is never installed. */
+        if (rc != JVDB_ENOTFOUND) log_warn("restore of backup %s: %s; the graph will be rebuilt", id, jvdb_errmsg());
         err_clear();
         return 0;
     }

@@ -12,6 +12,7 @@
  *     with a nonce derived from the object's random 96-bit base nonce and the chunk number, and its
  *     AAD binds the object header, the chunk number, a final-chunk flag and "<database>/<id>";
  *     backup.json is an envelope whose HMAC covers the database, the id and the canonical bytes;
+ *     an extra object (the HNSW graph) is sealed like an archive, its AAD binding its name too;
  *   - the key never opens what it did not seal: a plain repository given a key, an encrypted one
  *     given none, or one given another key, fails with a message saying which (never garbage).
  *
@@ -266,7 +267,8 @@ out:
 
 struct crypt_aead {
     unsigned char hdr[CRYPT_HDR];
-    char bind[JVDB_MAX_NAME_LEN + 600]; /* "<database>/<id>", or "<database>/<name>" of a log object */
+    /* "<database>/<id>", "<database>/<id>/<name>" of an extra object, or "<database>/<name>" of a log object */
+    char bind[JVDB_MAX_NAME_LEN + 600];
     EVP_CIPHER_CTX *ctx;
     uint64_t idx;
 };
@@ -358,6 +360,96 @@ static int crypt_stage_write(struct repo_stage *rs, const void *buf, size_t len)
             if (rc) return rc;
         }
     }
+    return JVDB_OK;
+}
+
+/* Fills a fresh object header: magic, version, chunk size, random base nonce. */
+static int crypt_new_header(unsigned char hdr[CRYPT_HDR])
+{
+    uint32_t ver = CRYPT_VERSION, chunk = CRYPT_CHUNK;
+    memset(hdr, 0, CRYPT_HDR);
+    memcpy(hdr, CRYPT_MAGIC, 8);
+    memcpy(hdr + 8, &ver, 4);
+    memcpy(hdr + 12, &chunk, 4);
+    return RAND_bytes(hdr + 16, 12) == 1 ? JVDB_OK : err_set(JVDB_EIO, "no random bytes from OpenSSL");
+}
+
+/* An extra object (the HNSW graph, which holds what the vectors hold) is sealed like an archive:
+ * header, 1 MiB chunks, the last one shorter (possibly empty), and an AAD that also binds its name,
+ * so neither the archive nor another extra can stand in for it. */
+static int crypt_stage_put_extra(struct repo_stage *rs, const char *name, const void *buf, size_t len)
+{
+    struct crypt_stage *s = (struct crypt_stage *)rs;
+    struct crypt_aead a;
+    if (crypt_aead_init(&a, s->db, s->id)) return JVDB_ENOMEM;
+    snprintf(a.bind + strlen(a.bind), sizeof a.bind - strlen(a.bind), "/%s", name);
+    size_t chunks = len / CRYPT_CHUNK + 1, out_len = CRYPT_HDR + len + chunks * CRYPT_TAG;
+    unsigned char *out = malloc(out_len);
+    int rc = out ? crypt_new_header(a.hdr) : err_set(JVDB_ENOMEM, "out of memory");
+    if (!rc) memcpy(out, a.hdr, CRYPT_HDR);
+    const unsigned char *in = buf;
+    unsigned char *o = out + CRYPT_HDR;
+    for (size_t k = 0; !rc && k < chunks; k++) {
+        size_t n = k + 1 < chunks ? CRYPT_CHUNK : len - k * CRYPT_CHUNK;
+        if (crypt_chunk(&a, s->c->enc, 1, k + 1 == chunks, in, n, o, o + n))
+            rc = err_set(JVDB_EIO, "backup %s of '%s': encryption failed in OpenSSL", s->id, s->db);
+        in += n;
+        o += n + CRYPT_TAG;
+    }
+    EVP_CIPHER_CTX_free(a.ctx);
+    if (!rc) rc = s->inner->put_extra(s->inner, name, out, out_len);
+    free(out);
+    return rc;
+}
+
+/* Opens an extra object sealed by crypt_stage_put_extra; JVDB_ECORRUPT saying why when any byte of
+ * it was not sealed by this key for this database, backup and name (or it was cut short). */
+static int crypt_open_extra(struct repo_crypt *c, const char *db, const char *id, const char *name,
+                            const unsigned char *in, size_t len, char **buf, size_t *out_len)
+{
+    struct crypt_aead a;
+    char why[160] = "";
+    uint32_t ver = 0, chunk = 0;
+    if (len >= CRYPT_HDR) {
+        memcpy(&ver, in + 8, 4);
+        memcpy(&chunk, in + 12, 4);
+    }
+    size_t body = len >= CRYPT_HDR ? len - CRYPT_HDR : 0, full = body / (CRYPT_CHUNK + CRYPT_TAG);
+    size_t last = body - full * (CRYPT_CHUNK + CRYPT_TAG);
+    if (len < CRYPT_HDR || memcmp(in, CRYPT_MAGIC, 8)) snprintf(why, sizeof why, "it is not sealed (no header)");
+    else if (ver != CRYPT_VERSION || chunk != CRYPT_CHUNK)
+        snprintf(why, sizeof why, "unknown encryption version or chunk size");
+    else if (last < CRYPT_TAG) snprintf(why, sizeof why, "it ends inside a chunk (truncated)");
+    if (why[0]) return err_set(JVDB_ECORRUPT, "backup %s of '%s': %s cannot be decrypted: %s", id, db, name, why);
+    size_t plain = body - (full + 1) * CRYPT_TAG;
+    unsigned char *out = malloc(plain ? plain : 1);
+    if (!out || crypt_aead_init(&a, db, id)) {
+        free(out);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    snprintf(a.bind + strlen(a.bind), sizeof a.bind - strlen(a.bind), "/%s", name);
+    memcpy(a.hdr, in, CRYPT_HDR);
+    const unsigned char *p = in + CRYPT_HDR;
+    int rc = JVDB_OK;
+    for (size_t k = 0; k <= full; k++) {
+        size_t n = k < full ? CRYPT_CHUNK : last - CRYPT_TAG;
+        if (crypt_chunk(&a, c->enc, 0, k == full, p, n, out + k * CRYPT_CHUNK, (unsigned char *)(uintptr_t)(p + n))) {
+            rc = err_set(JVDB_ECORRUPT,
+                         "backup %s of '%s': %s cannot be decrypted: chunk %zu fails authentication (altered, "
+                         "truncated, moved from another backup, or sealed with another key)",
+                         id, db, name, k);
+            break;
+        }
+        p += n + CRYPT_TAG;
+    }
+    EVP_CIPHER_CTX_free(a.ctx);
+    if (rc) {
+        OPENSSL_cleanse(out, plain);
+        free(out);
+        return rc;
+    }
+    *buf = (char *)out;
+    *out_len = plain;
     return JVDB_OK;
 }
 
@@ -708,18 +800,15 @@ static int crypt_stage_begin(jvdb_repo *rp, const char *db, const char *id, stru
     s->base.write = crypt_stage_write;
     s->base.commit = crypt_stage_commit;
     s->base.abort = crypt_stage_abort;
+    s->base.put_extra = in->put_extra ? crypt_stage_put_extra : NULL;
     s->inner = in;
     s->c = c;
     snprintf(s->db, sizeof s->db, "%s", db);
     snprintf(s->id, sizeof s->id, "%s", id);
-    uint32_t ver = CRYPT_VERSION, chunk = CRYPT_CHUNK;
-    memcpy(s->a.hdr, CRYPT_MAGIC, 8);
-    memcpy(s->a.hdr + 8, &ver, 4);
-    memcpy(s->a.hdr + 12, &chunk, 4);
     /* A fresh random 96-bit base nonce per object; chunk nonces are it XOR the chunk number. */
-    if (RAND_bytes(s->a.hdr + 16, 12) != 1) {
+    if ((rc = crypt_new_header(s->a.hdr))) {
         crypt_stage_abort(&s->base);
-        return err_set(JVDB_EIO, "no random bytes from OpenSSL");
+        return rc;
     }
     *out = &s->base;
     return JVDB_OK;
@@ -766,17 +855,21 @@ static int crypt_write_object(jvdb_repo *rp, const char *name, const void *buf, 
     return c->inner->ops->write_object(c->inner, name, buf, len);
 }
 
-/* Extra objects (the HNSW graph) pass through only in a plain repository: an encrypted one's stages
- * take no extras (so a graph, which holds what the vectors hold, never lands there in the clear) and
- * its restores rebuild the graph. */
+/* Extra objects (the HNSW graph) pass through in a plain repository and are opened here in an
+ * encrypted one (sealed by crypt_stage_put_extra: never in the clear). */
 static int crypt_read_extra(jvdb_repo *rp, const char *db, const char *id, const char *name, char **buf, size_t *len)
 {
     struct repo_crypt *c = (struct repo_crypt *)rp;
     int rc = crypt_ready(c);
     if (rc) return rc;
-    if (c->state == CRYPT_ON || !c->inner->ops->read_extra)
-        return err_set(JVDB_ENOTFOUND, "backup %s/%s carries no %s", db, id, name);
-    return c->inner->ops->read_extra(c->inner, db, id, name, buf, len);
+    if (!c->inner->ops->read_extra) return err_set(JVDB_ENOTFOUND, "backup %s/%s carries no %s", db, id, name);
+    if (c->state != CRYPT_ON) return c->inner->ops->read_extra(c->inner, db, id, name, buf, len);
+    char *sealed = NULL;
+    size_t sealed_len = 0;
+    if ((rc = c->inner->ops->read_extra(c->inner, db, id, name, &sealed, &sealed_len))) return rc;
+    rc = crypt_open_extra(c, db, id, name, (const unsigned char *)sealed, sealed_len, buf, len);
+    free(sealed);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ objects of a database (wal.c) */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -225,10 +226,27 @@ void hnsw_file_free(struct hnsw_file *f)
 static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, uint32_t M0, uint32_t done,
                           uint32_t nblocks, size_t off, size_t end);
 
-int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out)
+#define HF_DROP_BATCH (4u << 20) /* bytes gathered before one madvise */
+
+void hnsw_file_drop(const struct hnsw_file *f, size_t *mark, const void *upto)
+{
+    if (!f->mapped) return;
+    long page = sysconf(_SC_PAGESIZE); /* no cached static: index threads of several databases load at once */
+    if (page <= 0) page = 4096;
+    size_t to = (size_t)((const uint8_t *)upto - f->base) & ~((size_t)page - 1);
+    if (to <= *mark || to - *mark < HF_DROP_BATCH) return;
+    /* Advice only: a failure leaves the pages resident, nothing else. */
+    (void)madvise((void *)(uintptr_t)(f->base + *mark), to - *mark, MADV_DONTNEED);
+    *mark = to;
+}
+
+/* Parses the whole file; mapped says whether verified pages may be dropped as it goes. */
+static int hf_parse(const void *buf, size_t len, struct hnsw_file *out, int mapped)
 {
     int rc = hnsw_file_parse_header(buf, len, out);
     if (rc) return rc;
+    out->base = buf;
+    out->mapped = mapped;
     const uint8_t *b = buf;
     if (out->nnodes && !(out->nodes = calloc(out->nnodes, sizeof *out->nodes)))
         return err_set(JVDB_ENOMEM, "out of memory reading the HNSW graph file");
@@ -246,6 +264,10 @@ int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out)
     size_t off = HF_HEADER_SIZE + (size_t)out->extra_len + 8;
     return hf_parse_nodes(b, len, out, M0, done, nblocks, off, end);
 }
+
+int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out) { return hf_parse(buf, len, out, 0); }
+
+int hnsw_file_parse_mapped(const void *map, size_t len, struct hnsw_file *out) { return hf_parse(map, len, out, 1); }
 
 int hnsw_file_parse_header(const void *buf, size_t len, struct hnsw_file *out)
 {
@@ -300,6 +322,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
     (void)len;
     int rc = JVDB_OK;
     const uint32_t f_row_bytes = out->row_bytes;
+    size_t mark = 0;
     while (done < out->nnodes) {
         if (end - off < HF_BLOCK_HEAD + 8) {
             rc = hf_bad("truncated block", off);
@@ -358,9 +381,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
                 rc = hf_bad("truncated row", (size_t)(p - b));
                 break;
             }
-            nd->row = p;
             p += f_row_bytes;
-            nd->links = p;
             for (int l = 0; l <= nd->level; l++) {
                 if (pe - p < 4) {
                     rc = hf_bad("truncated link list", (size_t)(p - b));
@@ -394,6 +415,7 @@ static int hf_parse_nodes(const uint8_t *b, size_t len, struct hnsw_file *out, u
         done += count;
         nblocks++;
         off += HF_BLOCK_HEAD + plen + 8;
+        hnsw_file_drop(out, &mark, b + off);
     }
     if (rc == JVDB_OK && off != end) rc = hf_bad("unexpected bytes before the trailer", off);
     if (rc == JVDB_OK) {
@@ -489,9 +511,9 @@ static void repair_choose(struct repair *r, uint32_t self, int level, uint32_t m
 
 /* Where a file node's level-`level` link list starts: the lists are stored in level order, each a count
  * and that many node numbers (already bounds-checked by the parse). */
-static const uint8_t *hf_node_links(const struct hnsw_file_node *nd, int level)
+static const uint8_t *hf_node_links(const struct hnsw_file *f, const struct hnsw_file_node *nd, int level)
 {
-    const uint8_t *p = nd->links;
+    const uint8_t *p = hnsw_file_links(f, nd);
     for (int l = 0; l < level; l++) p += 4 + 4 * (size_t)bytes_get32(p);
     return p;
 }
@@ -526,23 +548,28 @@ int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *
 
     struct repair r;
     if ((rc = repair_init(&r, h, slots, nslots))) goto fail;
+    size_t mark = 0;
     for (uint32_t i = 0; i < f->nnodes; i++) {
+        const struct hnsw_file_node *nd = &f->nodes[i];
+        hnsw_file_drop(f, &mark, nd->id);
         uint32_t s = map[i];
         if (s == HNSW_FILE_NONE) continue;
-        const struct hnsw_file_node *nd = &f->nodes[i];
         for (int l = 0; l <= nd->level; l++) {
-            const uint8_t *p = hf_node_links(nd, l);
+            const uint8_t *p = hf_node_links(f, nd, l);
             uint32_t c = bytes_get32(p), kept = 0, lost = 0;
             uint32_t *links = hnsw_links(h, s, l);
             for (uint32_t k = 0; k < c; k++) {
-                uint32_t t = bytes_get32(p + 4 + 4 * (size_t)k);
+                uint32_t t = bytes_get32(p + 4 + 4 * (size_t)k), mt = map[t];
                 /* A link at level l must reach a node that has level l; a file that says otherwise
-                 * loses that link rather than pointing the search at lists that do not exist. */
-                if (map[t] == HNSW_FILE_NONE || f->nodes[t].level < l) {
-                    lost += map[t] == HNSW_FILE_NONE && f->nodes[t].level >= l;
+                 * loses that link rather than pointing the search at lists that do not exist.  A
+                 * kept node's level is read from the graph's small level array (set from the file
+                 * above), not from f->nodes: at a million nodes that is a cache miss per link. */
+                if (mt == HNSW_FILE_NONE) {
+                    lost += l == 0 || f->nodes[t].level >= l;
                     continue;
                 }
-                links[++kept] = map[t];
+                if (l && h->level[mt] < l) continue;
+                links[++kept] = mt;
             }
             links[0] = kept;
             if (!lost) continue;
@@ -552,7 +579,7 @@ int hnsw_from_file(const struct hnsw_file *f, const uint32_t *map, const float *
             for (uint32_t k = 0; k < c; k++) {
                 uint32_t t = bytes_get32(p + 4 + 4 * (size_t)k);
                 if (map[t] != HNSW_FILE_NONE || f->nodes[t].level < l) continue;
-                const uint8_t *q = hf_node_links(&f->nodes[t], l);
+                const uint8_t *q = hf_node_links(f, &f->nodes[t], l);
                 uint32_t qc = bytes_get32(q);
                 for (uint32_t j = 0; j < qc; j++) {
                     uint32_t u = bytes_get32(q + 4 + 4 * (size_t)j);

@@ -16,16 +16,16 @@
 #include "search/hnsw.h"
 
 #define HNSW_FILE_NAME    "ext.hnsw"
-#define HNSW_FILE_VERSION 2u
+#define HNSW_FILE_VERSION 3u
 
+/* 24 bytes per node (a million-node file is loaded with this array beside it): the row and the links
+ * follow the id in the file, hnsw_file_row / hnsw_file_links find them. */
 struct hnsw_file_node {
     uint64_t lsn;
     const char *id; /* into the file's bytes; not NUL-terminated */
     uint16_t id_len;
     uint8_t level;
-    uint8_t dead;         /* kept only for its links (repairing its neighbours at load) */
-    const uint8_t *row;   /* the node's navigation row, row_bytes bytes (unaligned, in the file) */
-    const uint8_t *links; /* level + 1 lists, level 0 first: u32 count, count u32 node indices */
+    uint8_t dead; /* kept only for its links (repairing its neighbours at load) */
 };
 
 struct hnsw_file {
@@ -40,13 +40,37 @@ struct hnsw_file {
     const uint8_t *extra; /* the owner's checksummed bytes (search.c: the quantiser) */
     uint32_t extra_len;
     struct hnsw_file_node *nodes;
+    const uint8_t *base; /* the bytes parsed */
+    int mapped;          /* base is a page-aligned mapping whose pages may be dropped (hnsw_file_drop) */
 };
+
+/* The node's navigation row, row_bytes bytes (unaligned, in the file). */
+static inline const uint8_t *hnsw_file_row(const struct hnsw_file *f, const struct hnsw_file_node *nd)
+{
+    (void)f;
+    return (const uint8_t *)nd->id + nd->id_len;
+}
+
+/* The node's level + 1 link lists, level 0 first: u32 count, count u32 node indices. */
+static inline const uint8_t *hnsw_file_links(const struct hnsw_file *f, const struct hnsw_file_node *nd)
+{
+    return hnsw_file_row(f, nd) + f->row_bytes;
+}
 
 #define HNSW_FILE_NONE UINT32_MAX
 
 /* Verifies and indexes a whole graph file held in memory (`buf` must outlive `out`).
  * JVDB_ECORRUPT with the reason (bad magic, version, checksum, bounds), JVDB_ENOMEM. */
 int hnsw_file_parse(const void *buf, size_t len, struct hnsw_file *out);
+/* The same over a read-only mapping of the whole file (page-aligned): pages are dropped from the
+ * process (madvise DONTNEED; they stay in the page cache) as soon as they are verified, so a file
+ * bigger than the graph it holds never has to be resident at once.  Later passes over the file
+ * (the caller's, hnsw_from_file) drop what they are done with through hnsw_file_drop. */
+int hnsw_file_parse_mapped(const void *map, size_t len, struct hnsw_file *out);
+/* For a pass that walks the file forward: drops the pages between *mark and `upto` once a few MiB
+ * have gathered (nothing for a file not parsed by hnsw_file_parse_mapped).  Start a pass with
+ * *mark = 0.  Pages dropped are read again from the page cache if touched later. */
+void hnsw_file_drop(const struct hnsw_file *f, size_t *mark, const void *upto);
 void hnsw_file_free(struct hnsw_file *f);
 /* Verifies the header alone (magic, version, checksum, ranges): fills f's scalar fields, no nodes and
  * no extra.  `buf` holds at least the 80-byte header; `len` is the whole file's size. */

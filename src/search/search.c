@@ -74,16 +74,14 @@
 #define SAVE_CHANGES       50000
 #define SAVE_SECONDS       30
 #define LOAD_CHUNK         4096
+#define LOAD_AHEAD         32 /* nodes between a bucket's prefetch and its find */
 #define SELECTIVE_SAMPLE   256
 #define NAV_BLOCK          4096
 /* Filtered searches scan their payload candidates exactly up to this many, or this share of the
  * live vectors (search_plan_scan). */
 #define PAYLOAD_SCAN_MIN   4096
 #define PAYLOAD_SCAN_SHARE 0.03
-#define QUANT_SAMPLE       16384 /* vectors read from the slot table to fit the quantiser */
-#define QUANT_MARGIN       1.1f  /* range left beyond the sample's */
-#define QUANT_GROW         1.25f /* a refit at least widens this much: refits stay few */
-#define QUANT_SLACK        1.05f /* how far past the range a vector may be clamped before a refit */
+#define QUANT_SAMPLE       4096 /* vectors read from the slot table to fit the quantiser */
 
 struct search_index {
     jvdb_db *db;
@@ -94,7 +92,7 @@ struct search_index {
     int8_t **nav_blocks; /* NAV_BLOCK rows each */
     uint32_t nav_nblocks, nav_blocks_cap;
     uint32_t row_bytes;     /* sq8_row_bytes(dim) */
-    struct sq8_quant quant; /* codes every row; scale 0 until the first row (index lock) */
+    struct sq8_quant quant; /* codes every row; untrained until the first row (index lock) */
     float *vbuf;            /* the index thread's dim-float work vector */
     jvdb_index_options opts;
     pthread_mutex_t pend_mu;
@@ -258,18 +256,17 @@ static int index_vector_of(struct search_index *ix, const struct kd_slots *sl, u
     return jvdb_db_metric(ix->db) != JVDB_METRIC_COSINE || dist_normalize(out, jvdb_db_dim(ix->db)) == JVDB_OK;
 }
 
-/* Fits the quantiser to an evenly spread sample of the live vectors and `x` (the first vector to
- * code), at least `min_scale` wide, and re-codes every row made with the old one.  Index write lock
- * held, in a read section.  Rows are re-coded from their codes, not their vectors: deleted nodes have
- * none left. */
-static int index_quant_fit(struct search_index *ix, const float *x, float min_scale)
+/* Fits the quantiser's centres to an evenly spread sample of the live vectors and `x` (the first
+ * vector to code), and re-codes every row made with the old ones.  Index write lock held, in a read
+ * section.  Rows are re-coded from their codes, not their vectors: deleted nodes have none left. */
+static int index_quant_fit(struct search_index *ix, const float *x)
 {
     uint32_t dim = jvdb_db_dim(ix->db), n;
     struct sq8_trainer t;
     struct sq8_quant nq;
     float *tmp = malloc((size_t)dim * sizeof *tmp);
     if (!tmp) return err_set(JVDB_ENOMEM, "out of memory");
-    if (sq8_trainer_init(&t, dim)) {
+    if (sq8_trainer_init(&t, dim, QUANT_SAMPLE + 1)) {
         free(tmp);
         return JVDB_ENOMEM;
     }
@@ -283,14 +280,21 @@ static int index_quant_fit(struct search_index *ix, const float *x, float min_sc
     for (uint32_t s = 0; s < n; s += step)
         if (index_vector_of(ix, sl, n, s, tmp)) sq8_trainer_add(&t, tmp);
     sq8_trainer_add(&t, x);
-    sq8_trainer_finish(&t, jvdb_db_metric(ix->db), QUANT_MARGIN, min_scale, &nq);
+    int rc = sq8_trainer_finish(&t, jvdb_db_metric(ix->db), &nq);
     sq8_trainer_free(&t);
-    free(tmp);
-    if (ix->quant.scale > 0.0f)
+    if (rc) {
+        sq8_free(&nq);
+        free(tmp);
+        return rc;
+    }
+    if (ix->quant.trained)
         for (uint32_t s = 0; s < ix->nav_cap; s++)
-            if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
-    log_debug("search index of '%s': quantiser fitted to %u vectors (step %g)", jvdb_db_name(ix->db), t.n,
-              (double)nq.scale);
+            if (ix->nav[s]) {
+                sq8_decode(&ix->quant, (const int8_t *)ix->nav[s], tmp);
+                sq8_encode(&nq, tmp, (int8_t *)ix->nav[s]);
+            }
+    free(tmp);
+    log_debug("search index of '%s': quantiser fitted to %u vectors", jvdb_db_name(ix->db), t.n);
     sq8_free(&ix->quant);
     ix->quant = nq;
     return JVDB_OK;
@@ -326,21 +330,6 @@ static uint32_t index_threads(void)
     return __atomic_load_n(&index_threads_setting, __ATOMIC_RELAXED);
 }
 
-/* Widens the quantiser to step `scale` (centres kept) and re-codes every row.  Index write lock held. */
-static int index_quant_widen(struct search_index *ix, float scale)
-{
-    struct sq8_quant nq;
-    int rc = sq8_copy(&nq, &ix->quant);
-    if (rc) return rc;
-    nq.scale = scale;
-    for (uint32_t s = 0; s < ix->nav_cap; s++)
-        if (ix->nav[s]) sq8_recode(&ix->quant, &nq, (int8_t *)ix->nav[s]);
-    log_debug("search index of '%s': quantiser widened to step %g", jvdb_db_name(ix->db), (double)scale);
-    sq8_free(&ix->quant);
-    ix->quant = nq;
-    return JVDB_OK;
-}
-
 /* In a read section: the newest vector of the slot (the graph follows the writers, published or
  * not; searches resolve every answer at their own snapshot).  A slot to (re-)insert gets its row
  * and is returned 1, for the caller to insert with the rest of its batch. */
@@ -364,18 +353,12 @@ static int index_reconcile(struct search_index *ix, uint32_t slot)
         if (hnsw_contains(ix->graph, slot) && !hnsw_is_deleted(ix->graph, slot)) hnsw_mark_deleted(ix->graph, slot);
         return 0;
     }
-    /* The first row fits the quantiser; a vector well outside its range refits it (geometrically
-     * wider each time, so at most a few times over a database's life). */
-    float reach = ix->quant.scale > 0.0f ? sq8_reach(&ix->quant, ix->vbuf) : 0.0f;
-    if (ix->quant.scale <= 0.0f) {
-        if (index_quant_fit(ix, ix->vbuf, 0.0f) != JVDB_OK)
+    /* The first row fits the centres; every row carries its own step, so no vector is ever out of
+     * range and the centres never change afterwards. */
+    if (!ix->quant.trained) {
+        if (index_quant_fit(ix, ix->vbuf) != JVDB_OK)
             log_error("search index of '%s': cannot fit the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
-        if (ix->quant.scale <= 0.0f) return 0;
-    } else if (reach > QUANT_SLACK) {
-        /* Wider only, same centres: no vector is read again (a sample would touch cold segment
-         * pages while searches wait for the index lock). */
-        if (index_quant_widen(ix, ix->quant.scale * fmaxf(QUANT_GROW, reach * QUANT_MARGIN)) != JVDB_OK)
-            log_error("search index of '%s': cannot widen the quantiser: %s", jvdb_db_name(ix->db), jvdb_errmsg());
+        if (!ix->quant.trained) return 0;
     }
     int8_t *row = index_nav_slot(ix, slot);
     if (!row) {
@@ -411,7 +394,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
     ix->loaded_nodes = 0;
     snprintf(ix->why, sizeof ix->why, "%s", why);
     if (ix->nav) memset(ix->nav, 0, ix->nav_cap * sizeof *ix->nav);
-    ix->quant.scale = 0.0f; /* refitted to the vectors at the first row */
+    ix->quant.trained = 0; /* refitted to the vectors at the first row */
     pthread_mutex_lock(&ix->pend_mu);
     for (uint32_t i = 0; i < ix->npending; i++) ix->pending_bit[ix->pending[i]] = 0;
     ix->npending = 0;
@@ -491,13 +474,12 @@ static int index_save_locked(struct search_index *ix)
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = { ix };
-    /* The quantiser goes beside the header: scale, then the centres. */
-    uint32_t dim = jvdb_db_dim(db), xlen = 4 + 4 * dim;
+    /* The quantiser's centres go beside the header. */
+    uint32_t dim = jvdb_db_dim(db), xlen = 4 * dim;
     uint8_t *extra = malloc(xlen);
     int rc = extra ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
     if (extra) {
-        memcpy(extra, &ix->quant.scale, 4);
-        memcpy(extra + 4, ix->quant.centre, (size_t)dim * 4);
+        memcpy(extra, ix->quant.centre, (size_t)dim * 4);
         rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, &sc, &bytes);
         free(extra);
     }
@@ -543,10 +525,14 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         snprintf(why, whylen, "cannot read the saved graph");
         return JVDB_EIO;
     }
+    /* Read ahead into the page cache (not into the process: verified pages are dropped as the passes
+     * over the file go, so it is never resident whole beside the graph it becomes). */
     madvise(map, (size_t)st.st_size, MADV_SEQUENTIAL | MADV_WILLNEED);
     struct hnsw_file f;
     uint32_t *slot_of = NULL;
-    int rc = hnsw_file_parse(map, (size_t)st.st_size, &f);
+    uint64_t *hashes = NULL;
+    size_t mark = 0;
+    int rc = hnsw_file_parse_mapped(map, (size_t)st.st_size, &f);
     if (rc) {
         snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
         munmap(map, (size_t)st.st_size);
@@ -559,16 +545,20 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         rc = JVDB_EINVAL;
         goto out;
     }
-    float fscale = 0.0f;
-    if (f.extra_len == 4 + 4 * f.dim) memcpy(&fscale, f.extra, 4);
-    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || f.extra_len != 4 + 4 * f.dim || !(fscale > 0.0f) ||
-        !isfinite(fscale)) {
+    int centres_ok = f.extra_len == 4 * f.dim;
+    for (uint32_t d = 0; centres_ok && d < f.dim; d++) {
+        float c;
+        memcpy(&c, f.extra + 4 * (size_t)d, 4);
+        centres_ok = isfinite(c);
+    }
+    if (!f.p.sq8 || f.row_bytes != sq8_row_bytes(f.dim) || !centres_ok) {
         snprintf(why, whylen, "saved graph has no usable quantiser (rows of %u bytes)", f.row_bytes);
         rc = JVDB_EINVAL;
         goto out;
     }
     f.p.ef_search = opts->ef_search;
-    if (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of))) {
+    hashes = malloc(LOAD_CHUNK * sizeof *hashes);
+    if (!hashes || (f.nnodes && !(slot_of = malloc((size_t)f.nnodes * sizeof *slot_of)))) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         snprintf(why, whylen, "out of memory loading the saved graph");
         goto out;
@@ -577,8 +567,8 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         pthread_rwlock_wrlock(&ix->lock);
         if (i == 0 && ix->gen == gen) {
             /* No graph yet (searches are exact), so no row is coded otherwise: take the file's quantiser. */
-            ix->quant.scale = fscale;
-            memcpy(ix->quant.centre, f.extra + 4, (size_t)f.dim * 4);
+            ix->quant.trained = 1;
+            memcpy(ix->quant.centre, f.extra, (size_t)f.dim * 4);
         }
         /* As the writer: a node's slot (a writer field) and the slot's vector cannot change under us,
          * and a write after this chunk queues the slot through the hook. */
@@ -587,12 +577,19 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         const struct keydir *kd = db_keydir(db);
         const struct kd_slots *sl = keydir_slots(kd, &nsl);
         if (ix->gen != gen) rc = JVDB_EBUSY;
-        for (uint32_t end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes; rc == JVDB_OK && i < end; i++) {
+        uint32_t first = i, end = i + LOAD_CHUNK < f.nnodes ? i + LOAD_CHUNK : f.nnodes;
+        /* The lookups are cache misses in a table far bigger than the cache: hash the chunk's ids,
+         * then fetch buckets and entries a few nodes ahead of the finds. */
+        for (uint32_t k = first; k < end; k++) hashes[k - first] = keydir_hash(f.nodes[k].id, f.nodes[k].id_len);
+        for (uint32_t k = first; k < end && k < first + LOAD_AHEAD; k++) keydir_prefetch(kd, hashes[k - first], 0);
+        for (; rc == JVDB_OK && i < end; i++) {
             const struct hnsw_file_node *nd = &f.nodes[i];
+            if (i + LOAD_AHEAD < end) keydir_prefetch(kd, hashes[i + LOAD_AHEAD - first], 0);
+            if (i + LOAD_AHEAD / 2 < end) keydir_prefetch(kd, hashes[i + LOAD_AHEAD / 2 - first], 1);
             slot_of[i] = HNSW_FILE_NONE;
             if (nd->dead) continue;
             /* A graph can only miss, never invent: the node is kept only for the id's newest record. */
-            const struct kd_entry *e = keydir_find(kd, nd->id, nd->id_len);
+            const struct kd_entry *e = keydir_find_hashed(kd, nd->id, nd->id_len, hashes[i - first]);
             if (!e || e->slot == KD_NO_SLOT || e->lsn != nd->lsn || e->slot >= nsl || !sl->vec[e->slot] ||
                 sl->owner[e->slot] != e)
                 continue;
@@ -603,12 +600,18 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
                 break;
             }
             /* The file's row: the segments' pages are not touched to load a graph. */
-            memcpy(row, nd->row, ix->row_bytes);
+            memcpy(row, hnsw_file_row(&f, nd), ix->row_bytes);
+            if (!sq8_row_valid((const int8_t *)row, f.dim)) {
+                rc = JVDB_ECORRUPT;
+                snprintf(why, whylen, "saved graph is damaged: node %u has an invalid navigation row", i);
+                break;
+            }
             ix->nav[e->slot] = (const float *)row;
             slot_of[i] = e->slot;
         }
         db_writer_exit(db);
         pthread_rwlock_unlock(&ix->lock);
+        if (i < f.nnodes) hnsw_file_drop(&f, &mark, f.nodes[i].id);
     }
     if (rc == JVDB_EBUSY) snprintf(why, whylen, "settings changed while loading");
     if (rc == JVDB_OK) {
@@ -619,6 +622,7 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     }
     if (rc == JVDB_OK) __atomic_store_n(&ix->saved_lsn, f.lsn, __ATOMIC_RELAXED);
 out:
+    free(hashes);
     free(slot_of);
     hnsw_file_free(&f);
     munmap(map, (size_t)st.st_size);
@@ -754,7 +758,7 @@ static void *index_thread_main(void *arg)
         }
         pthread_mutex_unlock(&ix->pend_mu);
         if (ix->graph) {
-            /* Rows first (one thread: the quantiser may be refitted), then the links, in parallel
+            /* Rows first (one thread: the quantiser may be fitted), then the links, in parallel
              * when asked: the queue holds each slot once, so the batch's slots are distinct. */
             uint32_t ins = 0;
             for (uint32_t i = 0; i < n; i++)
@@ -1418,7 +1422,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
         uint32_t *cand = malloc((size_t)hq.candidates * sizeof *cand);
         void *qrow = aligned_alloc(16, ix->row_bytes);
         if (!cand || !qrow) rc = err_set(JVDB_ENOMEM, "out of memory");
-        else if (ix->quant.scale > 0.0f) {
+        else if (ix->quant.trained) {
             sq8_encode(&ix->quant, q, qrow);
             rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, qrow, &hq, cand, NULL, &cn, &info);
         }

@@ -2,9 +2,11 @@
  * sq8.c — the 8-bit scalar quantiser of the HNSW graph's navigation rows and its distance kernels
  * (sq8.h says what a row means).
  *
- * Invariant: a row is only ever compared with rows coded by the same quantiser; whoever changes the
- * quantiser re-codes every row first (sq8_recode).  The kernels accumulate in 32-bit integers over
- * chunks of SQ8_CHUNK dimensions, which cannot overflow (254^2 * 16384 < 2^31), and are compiled
+ * Invariant: a row is only ever compared with rows coded with the same centres; whoever changes the
+ * centres re-codes every row first (sq8_decode + sq8_encode).  A row's step and sum of squared codes
+ * travel with it, so rows of very different magnitudes compare correctly.  The kernels accumulate the
+ * code products in 32-bit integers over chunks of SQ8_CHUNK dimensions, which cannot overflow
+ * (127^2 * 16384 < 2^31), combine in double (steps up to ~1e19 squared stay finite), and are compiled
  * twice from one body: plainly and with AVX2 enabled, where gcc vectorises the byte loops.
  */
 #include "search/sq8.h"
@@ -17,25 +19,20 @@
 
 #define SQ8_CHUNK 16384u
 
+/* The step and sum of squared codes from a row's trailer. */
+static inline void sq8_trailer(const int8_t *row, uint32_t dim, double *step, double *sum)
+{
+    float st;
+    int32_t n;
+    memcpy(&st, row + sq8_row_bytes(dim) - 8, 4);
+    memcpy(&n, row + sq8_row_bytes(dim) - 4, 4);
+    *step = st;
+    *sum = n;
+}
+
 #define SQ8_BODIES(sfx, attr)                                                                                         \
-    attr static float sq8_l2_##sfx(const float *pa, const float *pb, uint32_t dim)                                    \
+    attr static int64_t sq8_dot_##sfx(const int8_t *a, const int8_t *b, uint32_t dim)                                 \
     {                                                                                                                 \
-        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
-        int64_t tot = 0;                                                                                              \
-        for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                               \
-            uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                                   \
-            int32_t acc = 0;                                                                                          \
-            for (uint32_t i = o; i < e; i++) {                                                                        \
-                int32_t d = (int32_t)a[i] - (int32_t)b[i];                                                            \
-                acc += d * d;                                                                                         \
-            }                                                                                                         \
-            tot += acc;                                                                                               \
-        }                                                                                                             \
-        return (float)tot;                                                                                            \
-    }                                                                                                                 \
-    attr static float sq8_nip_##sfx(const float *pa, const float *pb, uint32_t dim)                                   \
-    {                                                                                                                 \
-        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
         int64_t tot = 0;                                                                                              \
         for (uint32_t o = 0; o < dim; o += SQ8_CHUNK) {                                                               \
             uint32_t e = dim - o < SQ8_CHUNK ? dim : o + SQ8_CHUNK;                                                   \
@@ -43,7 +40,24 @@
             for (uint32_t i = o; i < e; i++) acc += (int32_t)a[i] * (int32_t)b[i];                                    \
             tot += acc;                                                                                               \
         }                                                                                                             \
-        return -(float)tot;                                                                                           \
+        return tot;                                                                                                   \
+    }                                                                                                                 \
+    attr static float sq8_l2_##sfx(const float *pa, const float *pb, uint32_t dim)                                    \
+    {                                                                                                                 \
+        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
+        double sa, na, sb, nb;                                                                                        \
+        sq8_trailer(a, dim, &sa, &na);                                                                                \
+        sq8_trailer(b, dim, &sb, &nb);                                                                                \
+        double d = sa * sa * na + sb * sb * nb - 2.0 * sa * sb * (double)sq8_dot_##sfx(a, b, dim);                    \
+        return d > 0.0 ? (float)d : 0.0f;                                                                             \
+    }                                                                                                                 \
+    attr static float sq8_nip_##sfx(const float *pa, const float *pb, uint32_t dim)                                   \
+    {                                                                                                                 \
+        const int8_t *a = (const int8_t *)pa, *b = (const int8_t *)pb;                                                \
+        double sa, na, sb, nb;                                                                                        \
+        sq8_trailer(a, dim, &sa, &na);                                                                                \
+        sq8_trailer(b, dim, &sb, &nb);                                                                                \
+        return (float)(-sa * sb * (double)sq8_dot_##sfx(a, b, dim));                                                  \
     }                                                                                                                 \
     attr static void sq8_l2_batch_##sfx(const float *q, const float *const *v, uint32_t n, uint32_t dim, float *out)  \
     {                                                                                                                 \
@@ -92,7 +106,7 @@ int dist_space_init_sq8(struct dist_space *sp, jvdb_metric metric, uint32_t dim)
 int sq8_init(struct sq8_quant *q, uint32_t dim)
 {
     q->dim = dim;
-    q->scale = 0.0f;
+    q->trained = 0;
     q->centre = calloc(dim ? dim : 1, sizeof *q->centre);
     return q->centre ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
 }
@@ -101,101 +115,104 @@ void sq8_free(struct sq8_quant *q)
 {
     free(q->centre);
     q->centre = NULL;
-    q->scale = 0.0f;
+    q->trained = 0;
 }
 
-int sq8_copy(struct sq8_quant *dst, const struct sq8_quant *src)
-{
-    int rc = sq8_init(dst, src->dim);
-    if (rc) return rc;
-    dst->scale = src->scale;
-    memcpy(dst->centre, src->centre, (size_t)src->dim * sizeof *src->centre);
-    return JVDB_OK;
-}
-
-int sq8_trainer_init(struct sq8_trainer *t, uint32_t dim)
+int sq8_trainer_init(struct sq8_trainer *t, uint32_t dim, uint32_t cap)
 {
     t->dim = dim;
     t->n = 0;
-    t->lo = malloc((size_t)(dim ? dim : 1) * sizeof *t->lo);
-    t->hi = malloc((size_t)(dim ? dim : 1) * sizeof *t->hi);
-    if (!t->lo || !t->hi) {
-        sq8_trainer_free(t);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
-    return JVDB_OK;
+    t->cap = cap;
+    t->vals = malloc((size_t)(cap ? cap : 1) * (dim ? dim : 1) * sizeof *t->vals);
+    return t->vals ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
 }
 
 void sq8_trainer_add(struct sq8_trainer *t, const float *x)
 {
-    if (t->n++ == 0) {
-        memcpy(t->lo, x, (size_t)t->dim * sizeof *x);
-        memcpy(t->hi, x, (size_t)t->dim * sizeof *x);
-        return;
-    }
-    for (uint32_t d = 0; d < t->dim; d++) {
-        if (x[d] < t->lo[d]) t->lo[d] = x[d];
-        if (x[d] > t->hi[d]) t->hi[d] = x[d];
-    }
+    if (t->n >= t->cap) return;
+    memcpy(t->vals + (size_t)t->n++ * t->dim, x, (size_t)t->dim * sizeof *x);
 }
 
 void sq8_trainer_free(struct sq8_trainer *t)
 {
-    free(t->lo);
-    free(t->hi);
-    t->lo = t->hi = NULL;
+    free(t->vals);
+    t->vals = NULL;
 }
 
-void sq8_trainer_finish(const struct sq8_trainer *t, jvdb_metric metric, float margin, float min_scale,
-                        struct sq8_quant *q)
+/* qsort order of floats. */
+static int sq8_float_cmp(const void *a, const void *b)
 {
-    double half = 0.0;
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+int sq8_trainer_finish(const struct sq8_trainer *t, jvdb_metric metric, struct sq8_quant *q)
+{
+    float *col = NULL;
+    if (metric == JVDB_METRIC_L2 && t->n && !(col = malloc((size_t)t->n * sizeof *col)))
+        return err_set(JVDB_ENOMEM, "out of memory");
     for (uint32_t d = 0; d < t->dim; d++) {
-        double c = 0.0, h;
-        if (t->n && metric == JVDB_METRIC_L2) {
-            c = ((double)t->lo[d] + (double)t->hi[d]) / 2.0;
-            h = ((double)t->hi[d] - (double)t->lo[d]) / 2.0;
-        } else {
-            h = t->n ? fmax(fabs((double)t->lo[d]), fabs((double)t->hi[d])) : 0.0;
-        }
-        q->centre[d] = (float)c;
-        if (h > half) half = h;
+        q->centre[d] = 0.0f;
+        if (!col) continue;
+        for (uint32_t i = 0; i < t->n; i++) col[i] = t->vals[(size_t)i * t->dim + d];
+        qsort(col, t->n, sizeof *col, sq8_float_cmp);
+        q->centre[d] = col[t->n / 2];
     }
-    double s = half * margin / SQ8_MAX;
-    if (!(s >= min_scale)) s = min_scale;
-    if (!(s > 0.0) || !isfinite(s)) s = 1e-30;
-    q->scale = (float)s;
-}
-
-float sq8_reach(const struct sq8_quant *q, const float *x)
-{
-    float worst = 0.0f;
-    for (uint32_t d = 0; d < q->dim; d++) {
-        float r = fabsf(x[d] - q->centre[d]);
-        if (r > worst) worst = r;
-    }
-    return worst / (q->scale * SQ8_MAX);
-}
-
-/* Nearest code of a value already expressed in steps from the centre, clamped. */
-static int8_t sq8_code(float steps)
-{
-    if (!(steps > -SQ8_MAX)) return steps != steps ? 0 : -SQ8_MAX;
-    if (steps >= SQ8_MAX) return SQ8_MAX;
-    return (int8_t)lrintf(steps);
+    free(col);
+    q->trained = 1;
+    return JVDB_OK;
 }
 
 void sq8_encode(const struct sq8_quant *q, const float *x, int8_t *row)
 {
-    float inv = 1.0f / q->scale;
-    uint32_t d = 0;
-    for (; d < q->dim; d++) row[d] = sq8_code((x[d] - q->centre[d]) * inv);
-    for (; d < sq8_row_bytes(q->dim); d++) row[d] = 0;
+    double worst = 0.0;
+    for (uint32_t d = 0; d < q->dim; d++) {
+        double r = fabs((double)x[d] - (double)q->centre[d]);
+        if (r > worst) worst = r;
+    }
+    float step = (float)(worst / SQ8_MAX);
+    /* A step that rounds to 0 or cannot be inverted codes the row as the centre. */
+    double inv = step > 0.0f && isfinite(step) ? 1.0 / (double)step : 0.0;
+    if (!(inv > 0.0) || !isfinite(inv)) step = 0.0f, inv = 0.0;
+    int32_t sum = 0;
+    uint32_t rb = sq8_row_bytes(q->dim), d = 0;
+    for (; d < q->dim; d++) {
+        double v = ((double)x[d] - (double)q->centre[d]) * inv;
+        int c = v >= SQ8_MAX ? SQ8_MAX : v <= -SQ8_MAX ? -SQ8_MAX : v == v ? (int)lrint(v) : 0;
+        row[d] = (int8_t)c;
+        sum += c * c;
+    }
+    for (; d < rb - 8; d++) row[d] = 0;
+    memcpy(row + rb - 8, &step, 4);
+    memcpy(row + rb - 4, &sum, 4);
 }
 
-void sq8_recode(const struct sq8_quant *from, const struct sq8_quant *to, int8_t *row)
+void sq8_decode(const struct sq8_quant *q, const int8_t *row, float *out)
 {
-    float inv = 1.0f / to->scale;
-    for (uint32_t d = 0; d < to->dim; d++)
-        row[d] = sq8_code((from->centre[d] + from->scale * (float)row[d] - to->centre[d]) * inv);
+    float step = sq8_row_step(row, q->dim);
+    for (uint32_t d = 0; d < q->dim; d++) out[d] = q->centre[d] + step * (float)row[d];
+}
+
+int sq8_row_valid(const int8_t *row, uint32_t dim)
+{
+    uint32_t rb = sq8_row_bytes(dim);
+    int32_t sum = 0, n;
+    int bad = 0;
+    /* Branch-free, so the compiler vectorises it: every node of a loaded graph passes here. */
+    for (uint32_t d = 0; d < dim; d++) {
+        bad |= row[d] < -SQ8_MAX;
+        sum += (int32_t)row[d] * row[d];
+    }
+    for (uint32_t d = dim; d < rb - 8; d++) bad |= row[d] != 0;
+    if (bad) return 0;
+    float step = sq8_row_step(row, dim);
+    memcpy(&n, row + rb - 4, 4);
+    return isfinite(step) && step >= 0.0f && n == sum;
+}
+
+float sq8_row_step(const int8_t *row, uint32_t dim)
+{
+    float step;
+    memcpy(&step, row + sq8_row_bytes(dim) - 8, 4);
+    return step;
 }

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 
 #include "search/hnsw_persist.h"
+#include "search/sq8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -57,7 +58,15 @@ static void exercise(const uint8_t *b, size_t len)
     if (!map || !store || !slots) abort();
     for (uint32_t i = 0; i < f.nnodes; i++) {
         map[i] = i % 3 == 1 ? HNSW_FILE_NONE : f.nnodes - 1 - i; /* reversed: slots are not file order */
-        if (f.p.sq8) memcpy(store + (size_t)i * stride, f.nodes[i].row, f.row_bytes);
+        /* sq8 rows the loader would refuse (search.c checks sq8_row_valid) are not searched. */
+        if (f.p.sq8 && !sq8_row_valid((const int8_t *)hnsw_file_row(&f, &f.nodes[i]), f.dim)) {
+            hnsw_file_free(&f);
+            free(map);
+            free(store);
+            free(slots);
+            return;
+        }
+        if (f.p.sq8) memcpy(store + (size_t)i * stride, hnsw_file_row(&f, &f.nodes[i]), f.row_bytes);
         else
             for (uint32_t d = 0; d < f.dim; d++) store[(size_t)i * f.dim + d] = (float)((i * 31 + d * 7) % 17) - 8;
         slots[i] = store + (size_t)i * stride;
