@@ -720,199 +720,251 @@ static int restore_install_index(jvdb_repo *repo, const char *db, const char *id
     return ok;
 }
 
-int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info)
-{
-    err_clear();
+/* One backup being made: what jvdb_backup_create's steps hand each other.  Zeroed at the start, so
+ * the one cleanup at the end frees whatever the steps got as far as taking. */
+struct create_run {
+    jvdb_db *db;
+    jvdb_repo *repo;
     jvdb_backup_options o;
-    if (opts) o = *opts;
-    else jvdb_backup_options_init(&o);
-    if (!o.level) o.level = 1;
-    if (o.type < JVDB_BACKUP_FULL || o.type > JVDB_BACKUP_DIFFERENTIAL)
-        return err_set(JVDB_EINVAL, "unknown backup type %d", (int)o.type);
-    if (o.level < 1 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o.level);
-    if (o.threads > 64) return err_set(JVDB_EINVAL, "%u compression threads is too many (at most 64)", o.threads);
-    const char *desc = o.description ? o.description : "";
+    const char *name;
+    struct backup_meta m;
+    struct backup_settings settings;
+    struct catalog c;
+    struct db_snapshot snap;
+    int parent; /* index in c of the parent; -1: a full backup */
+    uint64_t record_bytes;
+    struct repo_stage *stage;
+    struct archive_writer *w;
+    int64_t t_start, t_sorted, t_streamed;
+    char note[256];
+    char what[160];
+};
+
+/* Copies the caller's options into o (defaults for NULL) and rejects any that are out of range. */
+static int create_options(const jvdb_backup_options *opts, jvdb_backup_options *o)
+{
+    if (opts) *o = *opts;
+    else jvdb_backup_options_init(o);
+    if (!o->level) o->level = 1;
+    if (o->type < JVDB_BACKUP_FULL || o->type > JVDB_BACKUP_DIFFERENTIAL)
+        return err_set(JVDB_EINVAL, "unknown backup type %d", (int)o->type);
+    if (o->level < 1 || o->level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside 1..19", o->level);
+    if (o->threads > 64) return err_set(JVDB_EINVAL, "%u compression threads is too many (at most 64)", o->threads);
+    const char *desc = o->description ? o->description : "";
     if (strlen(desc) > JVDB_BACKUP_DESC_MAX)
         return err_set(JVDB_EINVAL, "the description has %zu bytes; the limit is %d", strlen(desc),
                        JVDB_BACKUP_DESC_MAX);
     json_t *probe = json_string(desc);
     if (!probe) return err_set(JVDB_EINVAL, "the description is not valid UTF-8");
     json_decref(probe);
-    const char *dbdesc = o.database_description ? o.database_description : "";
+    const char *dbdesc = o->database_description ? o->database_description : "";
     if (strlen(dbdesc) > BACKUP_DB_DESC_MAX)
         return err_set(JVDB_EINVAL, "the database description has %zu bytes; the limit is %d", strlen(dbdesc),
                        BACKUP_DB_DESC_MAX);
     if (!(probe = json_string(dbdesc))) return err_set(JVDB_EINVAL, "the database description is not valid UTF-8");
     json_decref(probe);
+    return JVDB_OK;
+}
 
-    const char *name = jvdb_db_name(db);
-    struct backup_meta m;
-    memset(&m, 0, sizeof m);
-    snprintf(m.database, sizeof m.database, "%s", name);
-    m.dim = jvdb_db_dim(db);
-    m.metric = jvdb_db_metric(db);
-    m.incarnation = db_created_ns(db);
-    m.level = o.level;
-    m.format_version = BACKUP_FORMAT_VERSION;
-    snprintf(m.description, sizeof m.description, "%s", desc);
-    char note[256] = "";
+/* Why the chosen parent cannot carry an incremental after all (into buf), or NULL when it can. */
+static const char *parent_unusable(const struct cat_item *p, uint64_t horizon, uint64_t db_lsn, char *buf, size_t cap)
+{
+    uint64_t lsn = p->m.lsn_to;
+    if (horizon == 0)
+        return "the database has no backup horizon (no full backup was recorded since it was created or restored), so "
+               "its deletes may have been compacted away";
+    if (lsn < horizon) {
+        snprintf(buf, cap,
+                 "parent %s (LSN %llu) is older than the backup horizon (LSN %llu), so deletes after "
+                 "it may have been compacted away",
+                 p->id, (unsigned long long)lsn, (unsigned long long)horizon);
+        return buf;
+    }
+    if (lsn > db_lsn) {
+        snprintf(buf, cap, "parent %s (LSN %llu) is newer than the database (LSN %llu)", p->id, (unsigned long long)lsn,
+                 (unsigned long long)db_lsn);
+        return buf;
+    }
+    return NULL;
+}
 
-    /* The only operation that may create a repository. */
-    int rc = repo->ops->init(repo);
+/* Decides full or incremental/differential and its parent, taking the snapshot that decides it;
+ * falls back to a full one (saying why in r->note) when the parent cannot serve. */
+static int create_plan(struct create_run *r)
+{
+    r->parent =
+        r->o.type == JVDB_BACKUP_FULL ? -1 : choose_parent(&r->c, r->o.type, r->m.incarnation, r->note, sizeof r->note);
+    r->t_start = clock_mono_ns();
+    int rc = db_snapshot(r->db, r->parent >= 0 ? r->c.v[r->parent].m.lsn_to : 0, &r->snap);
     if (rc) return rc;
-    struct backup_settings settings;
-    if ((rc = backup_capture_settings(db, dbdesc, &settings))) return rc;
-    struct catalog c;
-    if ((rc = catalog_load(repo, name, &c))) {
-        backup_settings_free(&settings);
-        return rc;
+    char buf[256];
+    const char *why =
+        r->parent >= 0 ? parent_unusable(&r->c.v[r->parent], db_horizon(r->db), r->snap.lsn, buf, sizeof buf) : NULL;
+    if (why) {
+        snprintf(r->note, sizeof r->note, "%.230s; made a full backup", why);
+        r->parent = -1;
+        db_snapshot_free(&r->snap);
+        if ((rc = db_snapshot(r->db, 0, &r->snap))) return rc;
     }
-    repo->ops->cleanup(repo, name, BACKUP_CLEANUP_AGE_S);
-    int parent = o.type == JVDB_BACKUP_FULL ? -1 : choose_parent(&c, o.type, m.incarnation, note, sizeof note);
-    int64_t t_start = clock_mono_ns();
-    struct db_snapshot snap;
-    if ((rc = db_snapshot(db, parent >= 0 ? c.v[parent].m.lsn_to : 0, &snap))) {
-        catalog_free(&c);
-        backup_settings_free(&settings);
-        return rc;
+    r->m.type = r->parent < 0 ? JVDB_BACKUP_FULL : r->o.type;
+    if (r->parent >= 0) {
+        snprintf(r->m.parent, sizeof r->m.parent, "%s", r->c.v[r->parent].id);
+        r->m.lsn_from = r->c.v[r->parent].m.lsn_to;
     }
-    uint64_t horizon = db_horizon(db);
-    if (parent >= 0) {
-        uint64_t p = c.v[parent].m.lsn_to;
-        const char *why = NULL;
-        char buf[256];
-        if (horizon == 0) {
-            why =
-                "the database has no backup horizon (no full backup was recorded since it was created or restored), so "
-                "its deletes may have been compacted away";
-        } else if (p < horizon) {
-            snprintf(buf, sizeof buf,
-                     "parent %s (LSN %llu) is older than the backup horizon (LSN %llu), so deletes after "
-                     "it may have been compacted away",
-                     c.v[parent].id, (unsigned long long)p, (unsigned long long)horizon);
-            why = buf;
-        } else if (p > snap.lsn) {
-            snprintf(buf, sizeof buf, "parent %s (LSN %llu) is newer than the database (LSN %llu)", c.v[parent].id,
-                     (unsigned long long)p, (unsigned long long)snap.lsn);
-            why = buf;
-        }
-        if (why) {
-            snprintf(note, sizeof note, "%.230s; made a full backup", why);
-            parent = -1;
-            db_snapshot_free(&snap);
-            if ((rc = db_snapshot(db, 0, &snap))) {
-                catalog_free(&c);
-                backup_settings_free(&settings);
-                return rc;
-            }
-        }
-    }
-    m.type = parent < 0 ? JVDB_BACKUP_FULL : o.type;
-    if (parent >= 0) {
-        snprintf(m.parent, sizeof m.parent, "%s", c.v[parent].id);
-        m.lsn_from = c.v[parent].m.lsn_to;
-    }
-    m.lsn_to = snap.lsn;
+    r->m.lsn_to = r->snap.lsn;
+    return JVDB_OK;
+}
 
+/* Keeps the snapshot's records the backup holds, in LSN order, and names the backup. */
+static int create_select(struct create_run *r)
+{
     /* A full backup holds live vectors only; changes carry their tombstones. */
     size_t k = 0;
-    uint64_t record_bytes = 0;
-    for (size_t i = 0; i < snap.n; i++) {
-        if (m.type == JVDB_BACKUP_FULL && snap.recs[i].kind != REC_KIND_PUT) continue;
-        snap.recs[k++] = snap.recs[i];
-        record_bytes += snap.recs[i].len;
+    for (size_t i = 0; i < r->snap.n; i++) {
+        if (r->m.type == JVDB_BACKUP_FULL && r->snap.recs[i].kind != REC_KIND_PUT) continue;
+        r->snap.recs[k++] = r->snap.recs[i];
+        r->record_bytes += r->snap.recs[i].len;
     }
-    snap.n = k;
-    if ((rc = sort_by_lsn(snap.recs, snap.n))) goto out;
-    int64_t t_sorted = clock_mono_ns();
+    r->snap.n = k;
+    int rc = sort_by_lsn(r->snap.recs, r->snap.n);
+    if (rc) return rc;
+    r->t_sorted = clock_mono_ns();
 
     uint64_t seq = 0;
-    if ((rc = backup_next_seq(repo, &seq))) goto out;
-    m.created_ns = clock_wall_ns();
-    m.created_ns -= m.created_ns % 1000000; /* backup.json keeps milliseconds */
-    backup_make_id(m.id, m.created_ns, m.type, seq);
-    char what[160];
-    snprintf(what, sizeof what, "backup %s of '%s'", m.id, name);
+    if ((rc = backup_next_seq(r->repo, &seq))) return rc;
+    r->m.created_ns = clock_wall_ns();
+    r->m.created_ns -= r->m.created_ns % 1000000; /* backup.json keeps milliseconds */
+    backup_make_id(r->m.id, r->m.created_ns, r->m.type, seq);
+    snprintf(r->what, sizeof r->what, "backup %s of '%s'", r->m.id, r->name);
+    return JVDB_OK;
+}
 
-    struct repo_stage *stage = NULL;
-    struct archive_writer *w = NULL;
-    if ((rc = repo->ops->stage_begin(repo, name, m.id, &stage))) goto out;
-    struct archive_header ah = { m.dim, m.metric, m.type, m.lsn_from, m.lsn_to, snap.n, record_bytes };
-    if ((rc = archive_writer_open(stage, &ah, o.level, o.threads, what, &w))) goto fail;
+/* Whether the caller asked to stop; says so as the error when it did. */
+static int create_cancelled(const struct create_run *r)
+{
+    if (!r->o.cancel || !__atomic_load_n(r->o.cancel, __ATOMIC_RELAXED)) return 0;
+    err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", r->what);
+    return 1;
+}
+
+/* Stages the backup and streams the selected records into its archive, checking each one. */
+static int create_write(struct create_run *r)
+{
+    int rc = r->repo->ops->stage_begin(r->repo, r->name, r->m.id, &r->stage);
+    if (rc) return rc;
+    struct archive_header ah = { r->m.dim,    r->m.metric, r->m.type,      r->m.lsn_from,
+                                 r->m.lsn_to, r->snap.n,   r->record_bytes };
+    if ((rc = archive_writer_open(r->stage, &ah, r->o.level, r->o.threads, r->what, &r->w))) return rc;
     uint64_t done = 0, next_report = 0;
-    for (size_t i = 0; i < snap.n; i++) {
-        const struct db_live_rec *r = &snap.recs[i];
-        const char *p = (const char *)r->seg->map + r->offset;
+    for (size_t i = 0; i < r->snap.n; i++) {
+        const struct db_live_rec *lr = &r->snap.recs[i];
+        const char *p = (const char *)lr->seg->map + lr->offset;
         const char *why = "cut short";
         /* Never back up a damaged record: better no backup than one that restores wrong data. */
-        if (rec_check(p, r->len, m.dim, &why) != REC_OK || ((const struct rec_header *)p)->lsn != r->lsn) {
-            rc = err_set(JVDB_ECORRUPT, "%s: database record in %s at offset %llu is bad (%s); no backup made", what,
-                         r->seg->path, (unsigned long long)r->offset, why);
-            goto fail;
-        }
-        if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) {
-            rc = err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", what);
-            goto fail;
-        }
-        if (((const struct rec_header *)p)->kind == REC_KIND_PUT) m.put_count++;
-        else m.delete_count++;
-        if ((rc = archive_writer_add(w, p, r->len))) goto fail;
-        done += r->len;
+        if (rec_check(p, lr->len, r->m.dim, &why) != REC_OK || ((const struct rec_header *)p)->lsn != lr->lsn)
+            return err_set(JVDB_ECORRUPT, "%s: database record in %s at offset %llu is bad (%s); no backup made",
+                           r->what, lr->seg->path, (unsigned long long)lr->offset, why);
+        if (create_cancelled(r)) return JVDB_EBUSY;
+        if (((const struct rec_header *)p)->kind == REC_KIND_PUT) r->m.put_count++;
+        else r->m.delete_count++;
+        if ((rc = archive_writer_add(r->w, p, lr->len))) return rc;
+        done += lr->len;
         if (done >= next_report) {
-            backup_progress(&o, done, record_bytes, i + 1);
+            backup_progress(&r->o, done, r->record_bytes, i + 1);
             next_report = done + (4u << 20);
             io_crash_point("backup.write");
         }
     }
-    int64_t t_streamed = clock_mono_ns();
-    if ((rc = archive_writer_finish(w, &m.raw_bytes, &m.stored_bytes, m.sha256))) goto fail;
-    backup_progress(&o, record_bytes, record_bytes, snap.n);
-    if (!o.no_index && (rc = backup_put_index(db, stage, what))) goto fail;
+    r->t_streamed = clock_mono_ns();
+    if ((rc = archive_writer_finish(r->w, &r->m.raw_bytes, &r->m.stored_bytes, r->m.sha256))) return rc;
+    backup_progress(&r->o, r->record_bytes, r->record_bytes, r->snap.n);
+    return JVDB_OK;
+}
+
+/* Adds the HNSW graph and backup.json (with the settings) to the stage and commits it: the backup exists. */
+static int create_commit(struct create_run *r)
+{
+    int rc = JVDB_OK;
+    if (!r->o.no_index && (rc = backup_put_index(r->db, r->stage, r->what))) return rc;
     char *meta;
     size_t meta_len;
-    if ((rc = meta_serialize(&m, &settings, &meta, &meta_len))) goto fail;
-    if (o.cancel && __atomic_load_n(o.cancel, __ATOMIC_RELAXED)) { /* the last moment it can stop */
+    if ((rc = meta_serialize(&r->m, &r->settings, &meta, &meta_len))) return rc;
+    if (create_cancelled(r)) { /* the last moment it can stop */
         free(meta);
-        rc = err_set(JVDB_EBUSY, "%s was cancelled; nothing was added to the repository", what);
-        goto fail;
+        return JVDB_EBUSY;
     }
-    rc = stage->commit(stage, meta, meta_len);
+    rc = r->stage->commit(r->stage, meta, meta_len);
     free(meta);
-    if (rc) goto fail;
-    archive_writer_free(w);
-    stage->abort(stage); /* frees the committed stage */
-    log_debug("%s: snapshot and sort %.3f s, stream %.3f s, finish and commit %.3f s", what,
-              (double)(t_sorted - t_start) / 1e9, (double)(t_streamed - t_sorted) / 1e9,
-              (double)(clock_mono_ns() - t_streamed) / 1e9);
-    w = NULL;
-    stage = NULL;
+    if (rc) return rc;
+    archive_writer_free(r->w);
+    r->stage->abort(r->stage); /* frees the committed stage */
+    r->w = NULL;
+    r->stage = NULL;
+    log_debug("%s: snapshot and sort %.3f s, stream %.3f s, finish and commit %.3f s", r->what,
+              (double)(r->t_sorted - r->t_start) / 1e9, (double)(r->t_streamed - r->t_sorted) / 1e9,
+              (double)(clock_mono_ns() - r->t_streamed) / 1e9);
+    return JVDB_OK;
+}
 
-    if (m.type == JVDB_BACKUP_FULL) {
-        uint64_t h = db_horizon(db);
-        if (m.lsn_to > h && db_set_backup_horizon(db, m.lsn_to) != JVDB_OK) {
+/* After the commit: a full backup moves the database's backup horizon; fills the caller's info. */
+static void create_done(struct create_run *r, jvdb_backup_info *info)
+{
+    if (r->m.type == JVDB_BACKUP_FULL) {
+        uint64_t h = db_horizon(r->db);
+        if (r->m.lsn_to > h && db_set_backup_horizon(r->db, r->m.lsn_to) != JVDB_OK) {
             /* The backup is good; only the next incremental falls back to full. */
-            log_warn("%s: cannot move the backup horizon: %s", what, jvdb_errmsg());
-            snprintf(note, sizeof note, "the backup horizon could not be moved (%s); the next incremental will be full",
-                     jvdb_errmsg());
+            log_warn("%s: cannot move the backup horizon: %s", r->what, jvdb_errmsg());
+            snprintf(r->note, sizeof r->note,
+                     "the backup horizon could not be moved (%s); the next incremental will be full", jvdb_errmsg());
         }
     }
     if (info) {
-        meta_to_info(&m, info);
+        meta_to_info(&r->m, info);
         info->restorable = 1;
-        info->chain_length = parent >= 0 ? c.v[parent].chain_len + 1 : 1;
+        info->chain_length = r->parent >= 0 ? r->c.v[r->parent].chain_len + 1 : 1;
         snprintf(info->status, sizeof info->status, "ok");
-        snprintf(info->note, sizeof info->note, "%s", note);
+        snprintf(info->note, sizeof info->note, "%s", r->note);
     }
-    if (note[0]) log_info("backup of '%s': %s", name, note);
+    if (r->note[0]) log_info("backup of '%s': %s", r->name, r->note);
     err_clear();
-    goto out;
-fail:
-    archive_writer_free(w);
-    if (stage) stage->abort(stage);
+}
+
+/* The steps, in the order their effects become durable: nothing reaches the repository before
+ * create_commit, and the horizon moves only after it. */
+int jvdb_backup_create(jvdb_db *db, jvdb_repo *repo, const jvdb_backup_options *opts, jvdb_backup_info *info)
+{
+    err_clear();
+    struct create_run run = { 0 }, *r = &run;
+    r->db = db;
+    r->repo = repo;
+    r->name = jvdb_db_name(db);
+    r->parent = -1;
+    int rc = create_options(opts, &r->o);
+    if (rc) goto out;
+
+    struct backup_meta *m = &r->m;
+    snprintf(m->database, sizeof m->database, "%s", r->name);
+    m->dim = jvdb_db_dim(db);
+    m->metric = jvdb_db_metric(db);
+    m->incarnation = db_created_ns(db);
+    m->level = r->o.level;
+    m->format_version = BACKUP_FORMAT_VERSION;
+    snprintf(m->description, sizeof m->description, "%s", r->o.description ? r->o.description : "");
+
+    /* The only operation that may create a repository. */
+    if ((rc = repo->ops->init(repo))) goto out;
+    if ((rc = backup_capture_settings(db, r->o.database_description ? r->o.database_description : "", &r->settings)))
+        goto out;
+    if ((rc = catalog_load(repo, r->name, &r->c))) goto out;
+    repo->ops->cleanup(repo, r->name, BACKUP_CLEANUP_AGE_S);
+    if ((rc = create_plan(r)) || (rc = create_select(r)) || (rc = create_write(r)) || (rc = create_commit(r))) goto out;
+    create_done(r, info);
 out:
-    db_snapshot_free(&snap);
-    catalog_free(&c);
-    backup_settings_free(&settings);
+    archive_writer_free(r->w);
+    if (r->stage) r->stage->abort(r->stage);
+    db_snapshot_free(&r->snap);
+    catalog_free(&r->c);
+    backup_settings_free(&r->settings);
     return rc;
 }
 
