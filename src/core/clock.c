@@ -90,8 +90,8 @@ void clock_format_rfc3339(int64_t ns, char *buf, size_t cap)
     char d[32], f[16] = "";
     strftime(d, sizeof d, "%Y-%m-%dT%H:%M:%S", &tm);
     if (frac) {
-        snprintf(f, sizeof f, ".%09ld", frac);
-        for (size_t k = strlen(f); f[k - 1] == '0'; k--) f[k - 1] = 0;
+        int n = snprintf(f, sizeof f, ".%09ld", frac);
+        while (n > 1 && f[n - 1] == '0') f[--n] = 0; /* trailing zeros of the fraction say nothing */
     }
     snprintf(buf, cap, "%s%sZ", d, f);
 }
