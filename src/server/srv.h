@@ -66,6 +66,9 @@ struct server_config {
     uint64_t backup_backlog_bytes;  /* unshipped bytes kept while the repository fails (default 1 GiB) */
     uint64_t backup_lease_ms;       /* the fencing lease's time (default 30 s) */
     uint64_t backup_retention_ms;   /* log objects and backups older than this are pruned; 0 = keep */
+    uint64_t backup_fold_bytes;     /* log bytes after the newest backup that make an incremental; 0 = never */
+    uint64_t backup_fold_objects;   /* ... or log objects (ship.c); 0 = never */
+    int backup_fold_set;            /* bit 0: --backup-log-fold-bytes given, bit 1: -objects (else defaults) */
     char *follow_repo;              /* --follow R: a read replica of repository R (follow.c) */
     uint64_t follow_interval_ms;    /* --follow-interval: how often the replica polls R */
     char *tls_cert;                 /* PEM certificate chain; NULL = plain HTTP */
