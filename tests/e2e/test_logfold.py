@@ -67,12 +67,16 @@ def restored(data, name):
     return {r["id"]: r["values"] for r in map(json.loads, filter(None, out.splitlines()))}
 
 
-def server(*args):
+def server(db, *args):
+    """A started server shipping every 100 ms (plus `args`) with database `db` made: (server, repo,
+    client, model)."""
     s = Server(args=["--compaction-interval", "0"])
     repo = os.path.join(s.root, "repo")
     s.args += ["--backup-repo", repo, "--backup-continuous", "100ms"] + list(args)
     s.start()
-    return s, repo, Client(s.port)
+    c = Client(s.port)
+    expect(c.post("/v1/databases", {"name": db, "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
+    return s, repo, c, Model(c, db)
 
 
 def write_batches(m, c, db, ks):
@@ -85,10 +89,8 @@ def write_batches(m, c, db, ks):
 
 @test
 def folds_by_objects_and_restores_every_point():
-    s, repo, c = server("--backup-log-fold-objects", "4", "--backup-log-fold-bytes", "0")
+    s, repo, c, m = server("f", "--backup-log-fold-objects", "4", "--backup-log-fold-bytes", "0")
     try:
-        expect(c.post("/v1/databases", {"name": "f", "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
-        m = Model(c, "f")
         write_batches(m, c, "f", range(3))
         assert [b["type"] for b in shiplog.backups(repo, "f")] == ["full"]
         write_batches(m, c, "f", range(3, 10))
@@ -124,10 +126,8 @@ def folds_by_objects_and_restores_every_point():
 
 @test
 def folds_by_bytes_and_zero_disables():
-    s, repo, c = server("--backup-log-fold-bytes", "2KiB", "--backup-log-fold-objects", "0")
+    s, repo, c, m = server("b", "--backup-log-fold-bytes", "2KiB", "--backup-log-fold-objects", "0")
     try:
-        expect(c.post("/v1/databases", {"name": "b", "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
-        m = Model(c, "b")
         write_batches(m, c, "b", range(12))  # 5 records of 128 B a batch: past 2 KiB after 4
         wait_for(lambda: any(b["type"] == "incremental" for b in shiplog.backups(repo, "b")), "a folded incremental")
         assert re.search(r"bytes of log records after backup \S+ \(--backup-log-fold-bytes 2048\)", s.log()), \
@@ -135,10 +135,8 @@ def folds_by_bytes_and_zero_disables():
     finally:
         s.stop()
         s.cleanup()
-    s, repo, c = server("--backup-log-fold-bytes", "0", "--backup-log-fold-objects", "0")
+    s, repo, c, m = server("n", "--backup-log-fold-bytes", "0", "--backup-log-fold-objects", "0")
     try:
-        expect(c.post("/v1/databases", {"name": "n", "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
-        m = Model(c, "n")
         write_batches(m, c, "n", range(12))
         assert [b["type"] for b in shiplog.backups(repo, "n")] == ["full"]
     finally:
@@ -152,10 +150,9 @@ def folds_by_bytes_and_zero_disables():
 
 @test
 def retention_drops_folded_log_and_keeps_the_window():
-    s, repo, c = server("--backup-log-fold-objects", "3", "--backup-log-fold-bytes", "0", "--backup-retention", "3s")
+    s, repo, c, m = server("r", "--backup-log-fold-objects", "3", "--backup-log-fold-bytes", "0",
+                           "--backup-retention", "3s")
     try:
-        expect(c.post("/v1/databases", {"name": "r", "vectorDimension": DIM, "distanceMetric": "euclidean"}), 201)
-        m = Model(c, "r")
         write_batches(m, c, "r", range(6))
         wait_for(lambda: any(b["type"] == "incremental" for b in shiplog.backups(repo, "r")), "a folded incremental")
         old = [e for e in shiplog.objects(repo, "r") if e["lsn_to"] <= shiplog.backups(repo, "r")[-1]["lsn_to"]]
