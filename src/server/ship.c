@@ -53,6 +53,7 @@ struct ship_db {
     char fold_base[JVDB_BACKUP_ID_MAX]; /* the newest backup, where restore --latest starts */
     uint64_t fold_bytes;                /* record bytes shipped after it by this server (a restart counts from 0) */
     uint64_t fold_objects;              /* log objects after it */
+    int64_t fold_retry_ns;              /* after a failed fold: not again before this */
 };
 
 struct ship_state {
@@ -157,14 +158,13 @@ static void ship_fold(struct server *s, struct ship_state *t, const char *name, 
     pthread_mutex_unlock(&t->mu);
     if (!e) return;
     /* The shipment made a backup itself (note), or nothing is counted yet: read the repository. */
-    if ((!e->fold_known || r->note[0]) && ship_fold_count(t, name, e)) return;
-    if (!r->note[0]) {
-        e->fold_bytes += r->bytes;
-        e->fold_objects += r->objects;
-    }
+    int counted = !e->fold_known || r->note[0];
+    if (counted && ship_fold_count(t, name, e)) return;
+    e->fold_bytes += r->bytes;                   /* a backup the shipment made came before its objects */
+    if (!counted) e->fold_objects += r->objects; /* (else the repository's count holds them) */
     int by_bytes = max_bytes && e->fold_bytes >= max_bytes;
     int by_objects = max_objects && e->fold_objects >= max_objects;
-    if (!by_bytes && !by_objects) return;
+    if ((!by_bytes && !by_objects) || clock_wall_ns() < e->fold_retry_ns) return;
     /* Another backup (scheduled, API, another process) may have been made since: count again. */
     uint64_t bytes = e->fold_bytes;
     if (ship_fold_count(t, name, e)) return;
@@ -185,10 +185,15 @@ static void ship_fold(struct server *s, struct ship_state *t, const char *name, 
     bo.type = JVDB_BACKUP_INCREMENTAL;
     bo.database_description = description;
     jvdb_backup_info info;
+    int64_t t0 = clock_mono_ns();
     if (jvdb_backup_create(db, t->repo, &bo, &info) != JVDB_OK) {
-        log_warn("continuous backup of '%s': folding the log into an incremental backup failed (%s): %s", name, why,
-                 jvdb_errmsg());
+        /* Shipping goes on; the fold is tried again in a minute, not at every tick. */
+        backup_note_failed(s, name, JVDB_BACKUP_INCREMENTAL, (double)(clock_mono_ns() - t0) / 1e9);
+        log_warn("continuous backup of '%s': folding the log into an incremental backup failed (%s): %s; retrying "
+                 "in %d s",
+                 name, why, jvdb_errmsg(), (int)(SHIP_RETENTION_EVERY_NS / 1000000000));
         e->fold_known = 0;
+        e->fold_retry_ns = clock_wall_ns() + SHIP_RETENTION_EVERY_NS;
         return;
     }
     log_info("continuous backup of '%s': %s: folded into incremental backup %s (LSN %" PRIu64

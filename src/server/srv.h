@@ -325,6 +325,8 @@ void backup_repo_unlock(struct server *s);
 /* A backup taken elsewhere in the server (the log shipper's, ship.c): counted and reported like one
  * backup_run took, without its time. */
 void backup_note_taken(struct server *s, const jvdb_backup_info *info, const char *origin);
+/* A backup of `name` taken elsewhere in the server that failed after `secs`: counted as failed. */
+void backup_note_failed(struct server *s, const char *name, jvdb_backup_type type, double secs);
 /* fn is called after every successful backup (the scheduler follows the repository's state). */
 void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info));
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
