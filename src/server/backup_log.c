@@ -314,6 +314,11 @@ void backup_note_taken(struct server *s, const jvdb_backup_info *info, const cha
              info->stored_bytes);
 }
 
+void backup_note_failed(struct server *s, const char *name, jvdb_backup_type type, double secs)
+{
+    backup_count(s, name, type, 1, secs, NULL);
+}
+
 void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info))
 {
     s->backups->on_taken = fn;

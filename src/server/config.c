@@ -62,6 +62,10 @@ static const char config_usage[] =
     "  --backup-backlog-bytes N   unshipped bytes kept while the repository is unreachable (default 1GiB);\n"
     "                             past it the gap is covered by an incremental backup when it is back\n"
     "  --backup-lease D           the fencing lease of continuous backup (default 30s)\n"
+    "  --backup-log-fold-bytes N  with --backup-continuous: an incremental backup once the log after\n"
+    "                             the newest backup holds N bytes of records (default 256MiB; 0 = never)\n"
+    "  --backup-log-fold-objects N  ... or N log objects (default 3600; 0 = never); restore --latest\n"
+    "                             then applies only the log after it\n"
     "  --backup-retention D       prune log objects and backups older than D (e.g. 7d), never one a kept\n"
     "                             restore point needs\n"
     "  --backup-drill-every D     restore drill of every database with a backup, e.g. 1d: its newest\n"
@@ -359,6 +363,20 @@ static int config_apply(struct server_config *c, const char *key, const char *v)
         c->backup_backlog_bytes = n;
         return 0;
     }
+    if (!strcmp(key, "backup-log-fold-bytes")) {
+        if (config_parse_size(v, &n))
+            return config_error("bad --backup-log-fold-bytes '%s'%s", v, " (a size, 0 = never)");
+        c->backup_fold_bytes = n;
+        c->backup_fold_set |= 1;
+        return 0;
+    }
+    if (!strcmp(key, "backup-log-fold-objects")) {
+        if (config_parse_count(v, &n))
+            return config_error("bad --backup-log-fold-objects '%s'%s", v, " (a count, 0 = never)");
+        c->backup_fold_objects = n;
+        c->backup_fold_set |= 2;
+        return 0;
+    }
     if (!strcmp(key, "tls-cert") || !strcmp(key, "tls-key")) {
         if (!*v) return config_error("the file name of --%s is empty%s", key, "");
         return config_set_str(!strcmp(key, "tls-cert") ? &c->tls_cert : &c->tls_key, v) ? 2 : 0;
@@ -536,6 +554,8 @@ int config_load(struct server_config *c, int argc, char **argv, const char *data
         return config_error("continuous backup needs a repository: add --backup-repo R%s%s", "", "");
     if (!c->backup_backlog_bytes) c->backup_backlog_bytes = 1ull << 30;
     if (!c->backup_lease_ms) c->backup_lease_ms = 30000;
+    if (!(c->backup_fold_set & 1)) c->backup_fold_bytes = 256ull << 20;
+    if (!(c->backup_fold_set & 2)) c->backup_fold_objects = 3600;
     return 0;
 }
 

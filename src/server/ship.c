@@ -9,6 +9,12 @@
  * and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
  * error) and covered by an incremental backup when R is back.  Retention: by time
  * (--backup-retention), and with retention by count the log from before the oldest backup left.
+ * Log folding (--backup-log-fold-bytes / --backup-log-fold-objects): once the log after the newest
+ * backup passes either, the shipper takes an incremental backup (the chain's usual kind, read from
+ * the segments like any backup: writers never wait), so restore --latest applies only the log after
+ * it.  The log itself goes on unbroken (the next object starts where the last one ended and spans the
+ * new backup), so every point stays restorable from older backups too; the objects the new backup
+ * covers go with retention by time once they are older than the window.
  * Each database's shipper holds the fencing lease <R>/<db>/log/LEASE (taken at the first shipment,
  * re-checked before each, renewed every third of --backup-lease, released at a clean stop); one that
  * finds another owner there stops shipping that database, says so at error level and shows
@@ -41,6 +47,13 @@ struct ship_db {
     int failing;             /* the last shipment failed (logged once) */
     int seen;                /* listed at this tick */
     int64_t retained_ns;     /* last retention pass */
+    /* Log folding (the thread's): the log after the newest backup as last counted. */
+    int fold_known;                     /* the figures below are counted (else: read the repository's window) */
+    int64_t fold_inc;                   /* the incarnation they are about */
+    char fold_base[JVDB_BACKUP_ID_MAX]; /* the newest backup, where restore --latest starts */
+    uint64_t fold_bytes;                /* record bytes shipped after it by this server (a restart counts from 0) */
+    uint64_t fold_objects;              /* log objects after it */
+    int64_t fold_retry_ns;              /* after a failed fold: not again before this */
 };
 
 struct ship_state {
@@ -115,6 +128,82 @@ static void ship_on_backup(void *arg, const jvdb_backup_info *info)
     backup_note_taken(tk->s, info, "continuous backup");
 }
 
+/* Counts the log after the newest backup of `name` from the repository's restorable window: the
+ * objects a restore of the latest point applies.  0, or -1 when there is no window (yet). */
+static int ship_fold_count(struct ship_state *t, const char *name, struct ship_db *e)
+{
+    jvdb_restore_window w;
+    if (jvdb_backup_window(t->repo, name, &w) != JVDB_OK) {
+        err_clear();
+        e->fold_known = 0;
+        return -1;
+    }
+    if (!e->fold_known || strcmp(e->fold_base, w.latest_backup) || e->fold_inc != w.incarnation) e->fold_bytes = 0;
+    e->fold_known = 1;
+    e->fold_inc = w.incarnation;
+    snprintf(e->fold_base, sizeof e->fold_base, "%s", w.latest_backup);
+    e->fold_objects = w.log_objects;
+    return 0;
+}
+
+/* After a shipment: an incremental backup of `db` when the log after its newest backup passed
+ * --backup-log-fold-bytes or --backup-log-fold-objects.  Called holding the repository. */
+static void ship_fold(struct server *s, struct ship_state *t, const char *name, jvdb_db *db, const jvdb_ship_result *r,
+                      const char *description)
+{
+    uint64_t max_bytes = s->cfg.backup_fold_bytes, max_objects = s->cfg.backup_fold_objects;
+    if (!max_bytes && !max_objects) return;
+    pthread_mutex_lock(&t->mu);
+    struct ship_db *e = ship_entry(t, name);
+    pthread_mutex_unlock(&t->mu);
+    if (!e) return;
+    /* The shipment made a backup itself (note), or nothing is counted yet: read the repository. */
+    int counted = !e->fold_known || r->note[0];
+    if (counted && ship_fold_count(t, name, e)) return;
+    e->fold_bytes += r->bytes;                   /* a backup the shipment made came before its objects */
+    if (!counted) e->fold_objects += r->objects; /* (else the repository's count holds them) */
+    int by_bytes = max_bytes && e->fold_bytes >= max_bytes;
+    int by_objects = max_objects && e->fold_objects >= max_objects;
+    if ((!by_bytes && !by_objects) || clock_wall_ns() < e->fold_retry_ns) return;
+    /* Another backup (scheduled, API, another process) may have been made since: count again. */
+    uint64_t bytes = e->fold_bytes;
+    if (ship_fold_count(t, name, e)) return;
+    if (!e->fold_bytes) e->fold_bytes = bytes; /* same base: the bytes stay ours */
+    by_bytes = max_bytes && e->fold_bytes >= max_bytes;
+    by_objects = max_objects && e->fold_objects >= max_objects;
+    if (!by_bytes && !by_objects) return;
+    char why[256];
+    if (by_bytes)
+        snprintf(why, sizeof why,
+                 "%" PRIu64 " bytes of log records after backup %s (--backup-log-fold-bytes %" PRIu64 ")",
+                 e->fold_bytes, e->fold_base, max_bytes);
+    else
+        snprintf(why, sizeof why, "%" PRIu64 " log objects after backup %s (--backup-log-fold-objects %" PRIu64 ")",
+                 e->fold_objects, e->fold_base, max_objects);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.type = JVDB_BACKUP_INCREMENTAL;
+    bo.database_description = description;
+    jvdb_backup_info info;
+    int64_t t0 = clock_mono_ns();
+    if (jvdb_backup_create(db, t->repo, &bo, &info) != JVDB_OK) {
+        /* Shipping goes on; the fold is tried again in a minute, not at every tick. */
+        backup_note_failed(s, name, JVDB_BACKUP_INCREMENTAL, (double)(clock_mono_ns() - t0) / 1e9);
+        log_warn("continuous backup of '%s': folding the log into an incremental backup failed (%s): %s; retrying "
+                 "in %d s",
+                 name, why, jvdb_errmsg(), (int)(SHIP_RETENTION_EVERY_NS / 1000000000));
+        e->fold_known = 0;
+        e->fold_retry_ns = clock_wall_ns() + SHIP_RETENTION_EVERY_NS;
+        return;
+    }
+    log_info("continuous backup of '%s': %s: folded into incremental backup %s (LSN %" PRIu64
+             "); restore --latest starts from it",
+             name, why, info.id, info.lsn_to);
+    backup_note_taken(s, &info, "log fold");
+    snprintf(e->fold_base, sizeof e->fold_base, "%s", info.id);
+    e->fold_bytes = e->fold_objects = 0;
+}
+
 /* One shipment of one database, with its figures and log lines. */
 static void ship_db_once(struct server *s, struct ship_state *t, const char *name)
 {
@@ -158,6 +247,7 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
     int rc = jvdb_backup_ship(db, t->repo, &o, &r);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    if (rc == JVDB_OK) ship_fold(s, t, name, db, &r, dm.description);
     srv_db_unhold(s, db);
     dbmeta_free(&dm);
     int retain = 0;

@@ -66,6 +66,9 @@ struct server_config {
     uint64_t backup_backlog_bytes;  /* unshipped bytes kept while the repository fails (default 1 GiB) */
     uint64_t backup_lease_ms;       /* the fencing lease's time (default 30 s) */
     uint64_t backup_retention_ms;   /* log objects and backups older than this are pruned; 0 = keep */
+    uint64_t backup_fold_bytes;     /* log bytes after the newest backup that make an incremental; 0 = never */
+    uint64_t backup_fold_objects;   /* ... or log objects (ship.c); 0 = never */
+    int backup_fold_set;            /* bit 0: --backup-log-fold-bytes given, bit 1: -objects (else defaults) */
     char *follow_repo;              /* --follow R: a read replica of repository R (follow.c) */
     uint64_t follow_interval_ms;    /* --follow-interval: how often the replica polls R */
     char *tls_cert;                 /* PEM certificate chain; NULL = plain HTTP */
@@ -322,6 +325,8 @@ void backup_repo_unlock(struct server *s);
 /* A backup taken elsewhere in the server (the log shipper's, ship.c): counted and reported like one
  * backup_run took, without its time. */
 void backup_note_taken(struct server *s, const jvdb_backup_info *info, const char *origin);
+/* A backup of `name` taken elsewhere in the server that failed after `secs`: counted as failed. */
+void backup_note_failed(struct server *s, const char *name, jvdb_backup_type type, double secs);
 /* fn is called after every successful backup (the scheduler follows the repository's state). */
 void backup_on_taken(struct server *s, void (*fn)(struct server *s, const jvdb_backup_info *info));
 /* The newest backup of every database in the repository: fn(arg, info) once per database. */
