@@ -289,28 +289,50 @@ void wal_owner_name(char out[128])
     snprintf(out, 128, "%s:%d:%016" PRIx64, host, (int)getpid(), rnd);
 }
 
-int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out)
+/* Parses the lease's JSON into *out; 0, or -1 with why in `why`. */
+static int wal_lease_parse(const char *buf, size_t len, struct wal_lease *out, char *why, size_t whylen)
 {
-    memset(out, 0, sizeof *out);
-    char *buf = NULL;
-    size_t len = 0;
-    int rc = r->ops->obj_get(r, db, WAL_LEASE_NAME, &buf, &len);
-    if (rc) return rc;
     json_error_t je;
     json_t *doc = json_loadb(buf, len, 0, &je);
-    free(buf);
+    if (!doc) {
+        snprintf(why, whylen, "%zu bytes, not JSON: %s", len, je.text);
+        return -1;
+    }
     const char *owner = json_string_value(json_object_get(doc, "owner"));
     json_t *ep = json_object_get(doc, "epoch"), *rn = json_object_get(doc, "renewed_ns");
     if (!owner || strlen(owner) >= sizeof out->owner || !json_is_integer(ep) || !json_is_integer(rn) ||
         json_integer_value(ep) < 0) {
         json_decref(doc);
-        return err_set(JVDB_ECORRUPT, "the backup log lease of '%s' (%s) is damaged", db, WAL_LEASE_NAME);
+        snprintf(why, whylen,
+                 "it needs a string \"owner\" of at most %zu bytes and integers \"epoch\" (>= 0) and "
+                 "\"renewed_ns\"",
+                 sizeof out->owner - 1);
+        return -1;
     }
     snprintf(out->owner, sizeof out->owner, "%s", owner);
     out->epoch = (uint64_t)json_integer_value(ep);
     out->renewed_ns = (int64_t)json_integer_value(rn);
     json_decref(doc);
-    return JVDB_OK;
+    return 0;
+}
+
+int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out)
+{
+    char why[200] = "";
+    /* A store that is not atomic for a replaced object (s3rver answers a PUT before the file is written) may
+     * show a lease mid-write right after its PUT: a few short retries tell that from a damaged lease. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        if (attempt) usleep(50000u << attempt);
+        memset(out, 0, sizeof *out);
+        char *buf = NULL;
+        size_t len = 0;
+        int rc = r->ops->obj_get(r, db, WAL_LEASE_NAME, &buf, &len);
+        if (rc) return rc;
+        int bad = wal_lease_parse(buf, len, out, why, sizeof why);
+        free(buf);
+        if (!bad) return JVDB_OK;
+    }
+    return err_set(JVDB_ECORRUPT, "the backup log lease of '%s' (%s) is damaged: %s", db, WAL_LEASE_NAME, why);
 }
 
 int wal_lease_write(jvdb_repo *r, const char *db, const struct wal_lease *l)
