@@ -713,15 +713,16 @@ JVDB_API int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_resto
 
 /* What jvdb_backup_verify_log found in the log of one database. */
 typedef struct jvdb_log_verify_result {
-    uint32_t log_objects;  /* log objects read and found intact */
-    uint64_t log_records;  /* records in them */
-    uint64_t log_bytes;    /* their stored bytes */
-    uint32_t bad;          /* objects that failed their checks (or vanished while listed) */
-    uint32_t unreachable;  /* objects inside the window no backup's log path reaches: a gap before them */
-    uint32_t unused;       /* objects no path takes for a known reason: fenced, superseded, before the window */
-    uint32_t unchecked;    /* objects of an incarnation no backup describes (dimension unknown): not read */
-    uint32_t holes;        /* LSN ranges inside the window that neither a backup nor the log reaches */
-    int has_window;        /* window is filled: the database has a restorable backup */
+    uint32_t log_objects; /* log objects read and found intact */
+    uint64_t log_records; /* records in them */
+    uint64_t log_bytes;   /* their stored bytes */
+    uint32_t bad;         /* objects that failed their checks (or vanished while listed) */
+    uint32_t unreachable; /* objects inside the window no backup's log path reaches: a gap before them */
+    uint32_t unused;      /* objects no path takes for a known reason: fenced, superseded, before the window */
+    uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
+    uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
+    int has_window;       /* window is filled: the database has a restorable backup */
+    /* jvdb_backup_window's, its latest point cut before the first bad object on the log's path */
     jvdb_restore_window window;
 } jvdb_log_verify_result;
 

@@ -27,6 +27,7 @@ struct lv {
     struct wal_entry *ents;
     size_t n;
     unsigned char *reached; /* per object: some backup's path takes it */
+    unsigned char *bad;     /* per object: it failed its checks */
     jvdb_backup_info *bk;
     size_t nb;
     jvdb_log_verify_fn report;
@@ -176,6 +177,7 @@ static int lv_objects(struct lv *v)
             int rc = wal_read(v->repo, v->db, e, bi->dim, bi->metric, lv_count_fn, &recs);
             if (rc == JVDB_ECORRUPT || rc == JVDB_ENOTFOUND) {
                 v->out->bad++;
+                v->bad[i] = 1;
                 lv_say(v, 1, "%s", jvdb_errmsg());
                 err_clear();
                 continue;
@@ -205,6 +207,32 @@ static int lv_objects(struct lv *v)
     return JVDB_OK;
 }
 
+/* Cuts the window's latest point at the first bad object of the log paths: what a restore can really reach. */
+static int lv_trim_window(struct lv *v)
+{
+    jvdb_restore_window *w = &v->out->window;
+    if (!v->out->has_window || !v->out->bad) return JVDB_OK;
+    uint64_t best = 0;
+    for (size_t b = 0; b < v->nb; b++) {
+        const jvdb_backup_info *bi = &v->bk[b];
+        if (!bi->restorable || bi->incarnation != w->incarnation) continue;
+        size_t *idx = NULL, k = 0, j = 0;
+        int rc = wal_path(v->ents, v->n, bi->incarnation, bi->lsn_to, &idx, &k);
+        if (rc) return rc;
+        while (j < k && !v->bad[idx[j]]) j++;
+        uint64_t end = j ? v->ents[idx[j - 1]].lsn_to : bi->lsn_to;
+        if (!best || end >= w->latest_lsn) { /* oldest first: on a tie the newest backup wins */
+            best = 1;
+            w->latest_lsn = end;
+            w->latest_time_ns = j ? v->ents[idx[j - 1]].last_time_ns : bi->created_ns;
+            w->log_objects = (uint32_t)j;
+            snprintf(w->latest_backup, sizeof w->latest_backup, "%s", bi->id);
+        }
+        free(idx);
+    }
+    return JVDB_OK;
+}
+
 int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify_fn report, void *arg,
                            jvdb_log_verify_result *out)
 {
@@ -224,13 +252,16 @@ int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify
     if (!rc) rc = wal_list(repo, db_name, &v.ents, &v.n);
     if (!rc && !v.nb && !v.n)
         rc = err_set(JVDB_ENOTFOUND, "no backup or log object of '%s' in repository %s", db_name, repo->spec);
-    if (!rc && !(v.reached = calloc(v.n ? v.n : 1, 1))) rc = err_set(JVDB_ENOMEM, "out of memory");
+    if (!rc && (!(v.reached = calloc(v.n ? v.n : 1, 1)) || !(v.bad = calloc(v.n ? v.n : 1, 1))))
+        rc = err_set(JVDB_ENOMEM, "out of memory");
     if (!rc) rc = lv_paths(&v);
     if (!rc) rc = lv_objects(&v);
+    if (!rc) rc = lv_trim_window(&v);
     if (!rc && (res.bad || res.unreachable))
         rc = err_set(JVDB_ECORRUPT, "%s (%u bad, %u unreachable of %zu log objects of '%s')", v.first, res.bad,
                      res.unreachable, v.n, db_name);
     free(v.reached);
+    free(v.bad);
     free(v.ents);
     jvdb_free(v.bk);
     if (out) *out = res;

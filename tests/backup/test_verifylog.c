@@ -149,6 +149,7 @@ static void test_verify_log_tamper(void **state)
                          jvdb_errmsg());
             assert_int_equal(res.bad, 1);
             assert_int_equal(res.log_objects, 2);
+            assert_int_equal(res.window.latest_lsn, ents[o].lsn_from); /* restorable up to the bad object */
             buf[at[p]] ^= 0x5a;
             assert_ok(raw->ops->obj_put(raw, "lg", path, buf, len));
             assert_ok(jvdb_backup_verify_log(f->repo, "lg", NULL, NULL, &res));
