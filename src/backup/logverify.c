@@ -147,7 +147,8 @@ static const char *lv_unused_why(const struct lv *v, size_t i, char *buf, size_t
     return NULL;
 }
 
-/* The end of the log or backup nearest below LSN at in incarnation inc: where a gap before `at` starts. */
+/* The end of the object or backup nearest below LSN at in incarnation inc: where a gap before `at` starts (at
+ * itself when an object ends there: the gap is before that one). */
 static uint64_t lv_gap_start(const struct lv *v, int64_t inc, uint64_t at)
 {
     uint64_t g = 0;
@@ -155,8 +156,7 @@ static uint64_t lv_gap_start(const struct lv *v, int64_t inc, uint64_t at)
         if (v->bk[b].restorable && v->bk[b].incarnation == inc && v->bk[b].lsn_to <= at && v->bk[b].lsn_to > g)
             g = v->bk[b].lsn_to;
     for (size_t j = 0; j < v->n; j++)
-        if (v->reached[j] && v->ents[j].incarnation == inc && v->ents[j].lsn_to <= at && v->ents[j].lsn_to > g)
-            g = v->ents[j].lsn_to;
+        if (v->ents[j].incarnation == inc && v->ents[j].lsn_to <= at && v->ents[j].lsn_to > g) g = v->ents[j].lsn_to;
     return g;
 }
 
@@ -198,11 +198,13 @@ static int lv_objects(struct lv *v)
         }
         v->out->unreachable++;
         uint64_t g = lv_gap_start(v, e->incarnation, e->lsn_from);
-        lv_say(v, 1,
-               "log object %s of '%s' (LSN %llu..%llu) is not reached from any backup: the log has a gap at LSN "
-               "%llu..%llu",
-               e->name, v->db, (unsigned long long)e->lsn_from + 1, (unsigned long long)e->lsn_to,
-               (unsigned long long)g + 1, (unsigned long long)e->lsn_from);
+        char gap[96];
+        if (g < e->lsn_from)
+            snprintf(gap, sizeof gap, "the log has a gap at LSN %llu..%llu", (unsigned long long)g + 1,
+                     (unsigned long long)e->lsn_from);
+        else snprintf(gap, sizeof gap, "it follows an object no backup reaches either");
+        lv_say(v, 1, "log object %s of '%s' (LSN %llu..%llu) is not reached from any backup: %s", e->name, v->db,
+               (unsigned long long)e->lsn_from + 1, (unsigned long long)e->lsn_to, gap);
     }
     return JVDB_OK;
 }

@@ -556,7 +556,7 @@ static int cli_backup_show(struct cli_ctx *ctx, int argc, char **argv)
 static void cli_bk_log_finding(void *arg, int fail, const char *msg)
 {
     if (arg) json_array_append_new(arg, json_pack("{sbss}", "fail", fail, "message", msg));
-    else printf("%s log: %s\n", fail ? "BAD " : "note", msg);
+    else printf("%s %s\n", fail ? "BAD " : "note", msg);
 }
 
 /* verify --all / --database: the log objects of database db (see jvdb_backup_verify_log); 1 when bad. */
@@ -586,7 +586,7 @@ static int cli_bk_verify_log(jvdb_repo *repo, const char *db, json_t *logs)
                                           (json_int_t)r.window.latest_lsn));
         json_array_append_new(logs, o);
     } else {
-        printf("%s log of '%s': %u object%s, %llu records verified", bad ? "BAD " : "ok  ", db, r.log_objects,
+        printf("log  '%s' %s: %u object%s, %llu records verified", db, bad ? "BAD" : "ok", r.log_objects,
                r.log_objects == 1 ? "" : "s", (unsigned long long)r.log_records);
         if (r.bad || r.unreachable) printf(", %u bad, %u unreachable", r.bad, r.unreachable);
         if (r.has_window)
@@ -667,17 +667,18 @@ static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo, const cha
         else printf("BAD  %s/%s: %s\n", v[i].database, v[i].id, why[i]);
     }
     json_t *logs = ctx->json ? json_array() : NULL;
-    size_t bad_logs = 0;
-    if (db) bad_logs += (size_t)cli_bk_verify_log(repo, db, logs);
-    for (size_t i = 0; !db && i < n; i++) /* v is grouped by database */
-        if (i == 0 || strcmp(v[i].database, v[i - 1].database))
-            bad_logs += (size_t)cli_bk_verify_log(repo, v[i].database, logs);
+    size_t bad_logs = 0, logs_n = 0;
+    for (size_t i = 0; i < (db ? 1 : n); i++) /* v is grouped by database */
+        if (db || i == 0 || strcmp(v[i].database, v[i - 1].database)) {
+            bad_logs += (size_t)cli_bk_verify_log(repo, db ? db : v[i].database, logs);
+            logs_n++;
+        }
     if (arr)
-        cli_print_json(json_pack("{sososIsIsI}", "backups", arr, "logs", logs, "checked", (json_int_t)n, "bad",
-                                 (json_int_t)bad, "badLogs", (json_int_t)bad_logs));
+        cli_print_json(json_pack("{sososIsIsIsI}", "backups", arr, "logs", logs, "checked", (json_int_t)n, "bad",
+                                 (json_int_t)bad, "logsChecked", (json_int_t)logs_n, "badLogs", (json_int_t)bad_logs));
     else
-        printf("%zu backup%s checked, %zu bad; %zu bad log%s\n", n, n == 1 ? "" : "s", bad, bad_logs,
-               bad_logs == 1 ? "" : "s");
+        printf("%zu backup%s checked, %zu bad; %zu log%s checked, %zu bad\n", n, n == 1 ? "" : "s", bad, logs_n,
+               logs_n == 1 ? "" : "s", bad_logs);
     free(why);
     free(state);
     jvdb_free(v);

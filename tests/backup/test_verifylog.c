@@ -201,6 +201,7 @@ static void test_verify_log_gap(void **state)
     assert_int_equal(res.log_objects, 3);
     assert_int_equal(fd.fails, 2);
     assert_non_null(strstr(fd.last, ents[3].name));
+    assert_non_null(strstr(fd.last, "follows an object no backup reaches"));
     assert_int_equal(res.window.latest_lsn, ents[0].lsn_to);
     /* back: verified again */
     assert_ok(f->repo->ops->obj_put(f->repo, "lg", path, buf, len));
