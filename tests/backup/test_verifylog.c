@@ -4,10 +4,12 @@
  * small log makes verify fail naming that object, in a plain and in an encrypted repository, and
  * verify passes again once the byte is back; a deleted object leaves the ones after it unreachable,
  * reported with the gap's LSN range; the result counts objects and records and gives the window.
+ * `jvdb backup verify --all / --database` (argv[1] is the jvdb binary) prints and fails the same way.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "backup/wal.h"
 #include "core/err.h"
@@ -212,13 +214,64 @@ static void test_verify_log_gap(void **state)
     free(ents);
 }
 
-int main(void)
+/* The jvdb binary (argv[1]) for the CLI case. */
+static const char *jvdb_bin;
+
+/* Runs `jvdb backup verify ARGS --repo R` and returns its exit status; *out holds its stdout (static). */
+static int run_verify(struct fx *f, const char *args, const char **out)
 {
+    static char text[16384];
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 '%s' backup verify %s --repo '%s' 2>&1", jvdb_bin, args,
+             f->repo_spec);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(text, 1, sizeof text - 1, p);
+    text[len] = '\0';
+    int st = pclose(p);
+    *out = text;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli_verify(void **state)
+{
+    struct fx *f = *state;
+    if (!jvdb_bin) skip();
+    jvdb_db *db;
+    make_log(f, &db, 3);
+    const char *out;
+    if (run_verify(f, "--all", &out) != 0 || !strstr(out, "log  'lg' ok: 3 objects") ||
+        !strstr(out, "1 log checked, 0 bad\n"))
+        fail_msg("verify --all: %s", out);
+    if (run_verify(f, "--database lg --json", &out) != 0 || !strstr(out, "\"logObjects\":3"))
+        fail_msg("verify --database --json: %s", out);
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "lg", &ents, &n));
+    char path[WAL_NAME_MAX + 8], *buf;
+    size_t len;
+    snprintf(path, sizeof path, "log/%s", ents[1].name);
+    assert_ok(f->repo->ops->obj_get(f->repo, "lg", path, &buf, &len));
+    buf[len / 2] ^= 1;
+    assert_ok(f->repo->ops->obj_put(f->repo, "lg", path, buf, len));
+    if (run_verify(f, "--all", &out) != 1 || !strstr(out, ents[1].name) || !strstr(out, "1 log checked, 1 bad"))
+        fail_msg("verify --all, a changed byte: %s", out);
+    assert_ok(f->repo->ops->obj_delete(f->repo, "lg", path));
+    if (run_verify(f, "--database lg", &out) != 1 || !strstr(out, ents[2].name) || !strstr(out, "gap at LSN"))
+        fail_msg("verify --database, a deleted object: %s", out);
+    free(buf);
+    free(ents);
+}
+
+int main(int argc, char **argv)
+{
+    jvdb_bin = argc > 1 ? argv[1] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_verify_log_tamper, fx_plain, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_log_tamper, fx_enc, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_log_gap, fx_plain, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_log_gap, fx_enc, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_verify, fx_plain, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
