@@ -69,6 +69,14 @@ static const jvdb_backup_info *lv_backup_of(const struct lv *v, int64_t inc)
     return any;
 }
 
+/* Whether incarnation inc has log objects (without any, backups alone are its history: no holes to tell). */
+static int lv_has_log(const struct lv *v, int64_t inc)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->ents[i].incarnation == inc) return 1;
+    return 0;
+}
+
 /* Follows the log from every restorable backup, marking what is reached; notes the holes of the window. */
 static int lv_paths(struct lv *v)
 {
@@ -87,7 +95,7 @@ static int lv_paths(struct lv *v)
             end = v->ents[idx[j]].lsn_to;
         }
         free(idx);
-        if (v->out->has_window && bi->incarnation == v->out->window.incarnation) {
+        if (v->out->has_window && bi->incarnation == v->out->window.incarnation && lv_has_log(v, bi->incarnation)) {
             size_t at = niv++;
             while (at > 0 && iv[at - 1][0] > bi->lsn_to) { /* insertion by lsn_to */
                 iv[at][0] = iv[at - 1][0];
@@ -103,7 +111,7 @@ static int lv_paths(struct lv *v)
     /* Holes: LSNs between what the backups and their logs reach (the log was re-based on a backup). */
     uint64_t cur = niv ? iv[0][1] : 0;
     for (size_t i = 1; !rc && i < niv; i++) {
-        if (iv[i][0] > cur) {
+        if (iv[i][0] > cur + 1) {
             v->out->holes++;
             lv_say(v, 0,
                    "'%s': LSN %llu..%llu cannot be restored to: the log stops at LSN %llu and goes on from backup %s",
