@@ -119,6 +119,20 @@ static uint64_t make_log(struct fx *f, jvdb_db **out, int objects)
 /* The repository holding the stored bytes (under the encryption, when there is one). */
 static jvdb_repo *raw_repo(struct fx *f) { return f->enc ? repo_crypt_inner(f->repo) : f->repo; }
 
+/* Lists the log of "lg" (`want` objects, when not 0) and reads object i through repository r: its path
+ * under the database, its bytes (malloc'd) and length.  Returns the listing (free()). */
+static struct wal_entry *read_object(struct fx *f, jvdb_repo *r, size_t want, size_t i, char *path, char **buf,
+                                     size_t *len)
+{
+    struct wal_entry *ents;
+    size_t n;
+    assert_ok(wal_list(f->repo, "lg", &ents, &n));
+    if (want) assert_int_equal(n, want);
+    snprintf(path, WAL_NAME_MAX + 8, "log/%s", ents[i].name);
+    assert_ok(r->ops->obj_get(r, "lg", path, buf, len));
+    return ents;
+}
+
 static void test_verify_log_tamper(void **state)
 {
     struct fx *f = *state;
@@ -131,16 +145,11 @@ static void test_verify_log_tamper(void **state)
     assert_int_equal(res.bad + res.unreachable + res.unused + res.holes, 0);
     assert_true(res.has_window);
     assert_int_equal(res.window.latest_lsn, visible(db));
-    struct wal_entry *ents;
-    size_t n;
-    assert_ok(wal_list(f->repo, "lg", &ents, &n));
-    assert_int_equal(n, 3);
     jvdb_repo *raw = raw_repo(f);
-    for (size_t o = 0; o < n; o++) {
+    for (size_t o = 0; o < 3; o++) {
         char path[WAL_NAME_MAX + 8], *buf;
         size_t len;
-        snprintf(path, sizeof path, "log/%s", ents[o].name);
-        assert_ok(raw->ops->obj_get(raw, "lg", path, &buf, &len));
+        struct wal_entry *ents = read_object(f, raw, 3, o, path, &buf, &len);
         /* header (magic, frame header), middle, last bytes (checksum or GCM tag) */
         size_t at[] = { 0, 1, 5, len / 3, len / 2, len - 5, len - 2, len - 1 };
         for (size_t p = 0; p < sizeof at / sizeof at[0]; p++) {
@@ -159,8 +168,8 @@ static void test_verify_log_tamper(void **state)
             assert_int_equal(res.log_objects, 3);
         }
         free(buf);
+        free(ents);
     }
-    free(ents);
 }
 
 /* Collects findings: fails and notes. */
@@ -183,14 +192,9 @@ static void test_verify_log_gap(void **state)
     struct fx *f = *state;
     jvdb_db *db;
     make_log(f, &db, 4);
-    struct wal_entry *ents;
-    size_t n;
-    assert_ok(wal_list(f->repo, "lg", &ents, &n));
-    assert_int_equal(n, 4);
     char path[WAL_NAME_MAX + 8], *buf;
     size_t len;
-    snprintf(path, sizeof path, "log/%s", ents[1].name);
-    assert_ok(f->repo->ops->obj_get(f->repo, "lg", path, &buf, &len));
+    struct wal_entry *ents = read_object(f, f->repo, 4, 1, path, &buf, &len);
     assert_ok(f->repo->ops->obj_delete(f->repo, "lg", path));
     /* the two objects after the missing one are named, with the missing range */
     struct found fd = { 0 };
@@ -222,14 +226,9 @@ static void test_verify_log_notes(void **state)
     struct fx *f = *state;
     jvdb_db *db;
     make_log(f, &db, 2);
-    struct wal_entry *ents;
-    size_t n;
-    assert_ok(wal_list(f->repo, "lg", &ents, &n));
-    assert_int_equal(n, 2);
     char path[WAL_NAME_MAX + 8], *buf;
     size_t len;
-    snprintf(path, sizeof path, "log/%s", ents[1].name);
-    assert_ok(f->repo->ops->obj_get(f->repo, "lg", path, &buf, &len));
+    struct wal_entry *ents = read_object(f, f->repo, 2, 1, path, &buf, &len);
     struct wal_entry e = ents[1];
     assert_true(e.epoch > 0);
     wal_name(e.name, e.incarnation, e.lsn_from, e.lsn_to, e.first_time_ns, e.last_time_ns, e.epoch - 1);
@@ -298,13 +297,9 @@ static void test_cli_verify(void **state)
         fail_msg("verify --all: %s", out);
     if (run_verify(f, "--database lg --json", &out) != 0 || !strstr(out, "\"logObjects\":3"))
         fail_msg("verify --database --json: %s", out);
-    struct wal_entry *ents;
-    size_t n;
-    assert_ok(wal_list(f->repo, "lg", &ents, &n));
     char path[WAL_NAME_MAX + 8], *buf;
     size_t len;
-    snprintf(path, sizeof path, "log/%s", ents[1].name);
-    assert_ok(f->repo->ops->obj_get(f->repo, "lg", path, &buf, &len));
+    struct wal_entry *ents = read_object(f, f->repo, 3, 1, path, &buf, &len);
     buf[len / 2] ^= 1;
     assert_ok(f->repo->ops->obj_put(f->repo, "lg", path, buf, len));
     if (run_verify(f, "--all", &out) != 1 || !strstr(out, ents[1].name) || !strstr(out, "1 log checked, 1 bad"))
