@@ -712,6 +712,36 @@ typedef struct jvdb_restore_window {
 /* Fills *out for database db_name; JVDB_ENOTFOUND when it has no restorable backup. */
 JVDB_API int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_restore_window *out);
 
+/* What jvdb_backup_verify_log found in the log of one database. */
+typedef struct jvdb_log_verify_result {
+    uint32_t log_objects; /* log objects read and found intact */
+    uint64_t log_records; /* records in them */
+    uint64_t log_bytes;   /* their stored bytes */
+    uint32_t bad;         /* objects that failed their checks (or vanished while listed) */
+    uint32_t unreachable; /* objects inside the window no backup's log path reaches: a gap before them */
+    uint32_t unused;      /* objects no path takes for a known reason: fenced, superseded, before the window */
+    uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
+    uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
+    int has_window;       /* window is filled: the database has a restorable backup */
+    /* jvdb_backup_window's, its latest point cut before the first bad object on the log's path */
+    jvdb_restore_window window;
+} jvdb_log_verify_result;
+
+/* Told of each finding of jvdb_backup_verify_log: fail 1 for a bad or unreachable object (verify
+ * fails), 0 for a note (an unused object, a hole where the log was re-based on a backup). */
+typedef void (*jvdb_log_verify_fn)(void *arg, int fail, const char *message);
+
+/* Verifies the repository's log of db_name (docs/FORMAT.md "Backup log objects"): reads every log
+ * object (of every incarnation) and checks it completely -- the zstd checksum (in an encrypted
+ * repository: authentication of every byte), every record's checksum and contents, LSN order and
+ * range, the name's times and the final batch flag -- then follows the log from the lsn_to of every
+ * restorable backup and checks that each object inside the restorable window is reached.  A bad
+ * object, or one no backup chain reaches (a gap: the message names the object and the LSN range
+ * missing before it), gives JVDB_ECORRUPT naming the first; out (optional) is filled either way.
+ * A database without log objects passes.  Reads only. */
+JVDB_API int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify_fn report, void *arg,
+                                    jvdb_log_verify_result *out);
+
 /* ---- read replicas ---- */
 
 /* What one jvdb_backup_follow call did. */

@@ -31,7 +31,7 @@ const struct cli_cmd cli_cmd_backup = {
     "                [--level N] [--threads N] [--no-index]\n"
     "  backup list [NAME] --repo R\n"
     "  backup show ID --repo R\n"
-    "  backup verify (ID | --all) --repo R\n"
+    "  backup verify (ID | --all | --database NAME) --repo R\n"
     "  backup restore (ID | --database NAME [--to-time T | --to-lsn N | --latest] | --all) --repo R\n"
     "                 [--as NEWNAME] [--force]\n"
     "  backup delete ID --repo R [--cascade]\n"
@@ -97,14 +97,18 @@ static const struct cli_cmd cli_cmd_backup_show = {
 
 static const struct cli_cmd cli_cmd_backup_verify = {
     "backup verify",
-    "Usage: jvdb backup verify (ID | --all) --repo R [--json]\n"
+    "Usage: jvdb backup verify (ID | --all | --database NAME) --repo R [--json]\n"
     "\n"
     "Checks backup ID and every backup it depends on: metadata, parent links, the SHA-256 of\n"
     "every archive, the checksum of every record, and every record's contents against the rules\n"
     "of put (id, metadata, finite vector).  Exit status 1 names the first bad backup.\n"
     "\n"
-    "  --all   every backup of every database in the repository (each archive is read once per\n"
-    "          chain that needs it); prints one line per backup, exit status 1 if any is bad\n",
+    "  --all             every backup of every database in the repository (each archive is read\n"
+    "                    once per chain that needs it) and every database's log objects (continuous\n"
+    "                    backup): each is read and checked, and the log is followed from every\n"
+    "                    backup; an object that is bad or that no backup reaches (a gap) is named;\n"
+    "                    prints one line per backup and per database's log, exit status 1 if any is bad\n"
+    "  --database NAME   the same for one database\n",
     0, 1
 };
 
@@ -548,13 +552,59 @@ static int cli_backup_show(struct cli_ctx *ctx, int argc, char **argv)
     return CLI_EXIT_OK;
 }
 
-/* verify --all: every chain tip (a backup no other names as parent) is verified, which reads every
- * archive of its chain; a backup is intact when some verified chain through it passed. */
-static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo)
+/* jvdb_backup_verify_log callback: prints a finding, or collects it (JSON: arg is the array). */
+static void cli_bk_log_finding(void *arg, int fail, const char *msg)
+{
+    if (arg) json_array_append_new(arg, json_pack("{sbss}", "fail", fail, "message", msg));
+    else printf("%s %s\n", fail ? "BAD " : "note", msg);
+}
+
+/* verify --all / --database: the log objects of database db (see jvdb_backup_verify_log); 1 when bad. */
+static int cli_bk_verify_log(jvdb_repo *repo, const char *db, json_t *logs)
+{
+    json_t *found = logs ? json_array() : NULL;
+    jvdb_log_verify_result r;
+    int rc = jvdb_backup_verify_log(repo, db, cli_bk_log_finding, found, &r);
+    int bad = rc != JVDB_OK;
+    if (bad && !r.bad && !r.unreachable) cli_bk_log_finding(found, 1, jvdb_errmsg()); /* no verdict: why */
+    char a[64] = "", b[64] = "";
+    if (r.has_window) {
+        clock_format_rfc3339(r.window.earliest_time_ns, a, sizeof a);
+        clock_format_rfc3339(r.window.latest_time_ns, b, sizeof b);
+    }
+    if (logs) {
+        json_t *o =
+            json_pack("{sssbsIsIsIsIsIsIsIso}", "databaseId", db, "ok", !bad, "logObjects", (json_int_t)r.log_objects,
+                      "logRecords", (json_int_t)r.log_records, "logBytes", (json_int_t)r.log_bytes, "bad",
+                      (json_int_t)r.bad, "unreachable", (json_int_t)r.unreachable, "unused", (json_int_t)r.unused,
+                      "holes", (json_int_t)r.holes, "findings", found);
+        if (r.has_window)
+            json_object_set_new(o, "window",
+                                json_pack("{sIsssssIsI}", "incarnation", (json_int_t)r.window.incarnation,
+                                          "earliestTime", a, "latestTime", b, "earliestLsn",
+                                          (json_int_t)r.window.earliest_lsn, "latestLsn",
+                                          (json_int_t)r.window.latest_lsn));
+        json_array_append_new(logs, o);
+    } else {
+        printf("log  '%s' %s: %u object%s, %llu records verified", db, bad ? "BAD" : "ok", r.log_objects,
+               r.log_objects == 1 ? "" : "s", (unsigned long long)r.log_records);
+        if (r.bad || r.unreachable) printf(", %u bad, %u unreachable", r.bad, r.unreachable);
+        if (r.has_window)
+            printf("; restorable LSN %llu..%llu, %s .. %s", (unsigned long long)r.window.earliest_lsn,
+                   (unsigned long long)r.window.latest_lsn, a, b);
+        printf("\n");
+    }
+    return bad;
+}
+
+/* verify --all (db NULL) / --database: every chain tip (a backup no other names as parent) is verified, which
+ * reads every archive of its chain; a backup is intact when some verified chain through it passed.  Then the log of
+ * every database. */
+static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo, const char *db)
 {
     jvdb_backup_info *v;
     size_t n;
-    int rc = jvdb_backup_list(repo, NULL, &v, &n);
+    int rc = jvdb_backup_list(repo, db, &v, &n);
     if (rc) return cli_lib_error(rc);
     char(*why)[512] = calloc(n ? n : 1, sizeof *why);
     int *state = calloc(n ? n : 1, sizeof *state); /* 0 unknown, 1 intact, -1 bad */
@@ -616,12 +666,23 @@ static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo)
         else if (ok) printf("ok   %s/%s\n", v[i].database, v[i].id);
         else printf("BAD  %s/%s: %s\n", v[i].database, v[i].id, why[i]);
     }
-    if (arr) cli_print_json(json_pack("{sosIsI}", "backups", arr, "checked", (json_int_t)n, "bad", (json_int_t)bad));
-    else printf("%zu backup%s checked, %zu bad\n", n, n == 1 ? "" : "s", bad);
+    json_t *logs = ctx->json ? json_array() : NULL;
+    size_t bad_logs = 0, logs_n = 0;
+    for (size_t i = 0; i < (db ? 1 : n); i++) /* v is grouped by database */
+        if (db || i == 0 || strcmp(v[i].database, v[i - 1].database)) {
+            bad_logs += (size_t)cli_bk_verify_log(repo, db ? db : v[i].database, logs);
+            logs_n++;
+        }
+    if (arr)
+        cli_print_json(json_pack("{sososIsIsIsI}", "backups", arr, "logs", logs, "checked", (json_int_t)n, "bad",
+                                 (json_int_t)bad, "logsChecked", (json_int_t)logs_n, "badLogs", (json_int_t)bad_logs));
+    else
+        printf("%zu backup%s checked, %zu bad; %zu log%s checked, %zu bad\n", n, n == 1 ? "" : "s", bad, logs_n,
+               logs_n == 1 ? "" : "s", bad_logs);
     free(why);
     free(state);
     jvdb_free(v);
-    return bad ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+    return bad || bad_logs ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }
 
 /* `backup verify ID|--all`: reads back and checks every object of a backup and of the chain it restores from; --all
@@ -629,24 +690,30 @@ static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo)
 static int cli_backup_verify(struct cli_ctx *ctx, int argc, char **argv)
 {
     const struct cli_cmd *cmd = &cli_cmd_backup_verify;
-    struct cli_opt opts[] = { CLI_REPO_OPTS, { "all", false, NULL }, { NULL, false, NULL } };
+    struct cli_opt opts[] = {
+        CLI_REPO_OPTS, { "all", false, NULL }, { "database", true, NULL }, { NULL, false, NULL }
+    };
     char *pos[argc];
     jvdb_repo *repo;
     int npos, rc = cli_parse(ctx, cmd, argc, argv, opts, pos, &npos);
     if (rc) return rc;
-    int all = opts[O_FIRST_OWN].value != NULL;
-    if (all == (npos == 1)) return cli_usage_error(cmd->name, "give a backup ID or --all (not both)");
+    const char *dbname = opts[O_FIRST_OWN + 1].value;
+    int all = opts[O_FIRST_OWN].value != NULL || dbname;
+    if (all == (npos == 1) || (dbname && opts[O_FIRST_OWN].value))
+        return cli_usage_error(cmd->name, "give one of a backup ID, --all or --database NAME");
     jvdb_backup_info info;
     if (ctx->remote) {
         if ((rc = cli_bk_remote_repo(ctx, cmd, opts))) return rc;
-        if (all) return cli_fail("backup verify --all cannot work through a server: verify each backup by its ID");
+        if (all)
+            return cli_fail("backup verify --all or --database cannot work through a server: verify each backup by its "
+                            "ID");
         if ((rc = cli_remote_backup_verify(ctx, pos[0])) || (rc = cli_remote_backup_show(ctx, pos[0], &info)))
             return rc;
         goto print;
     }
     if ((rc = cli_repo_open(cmd, opts, &repo))) return rc;
     if (all) {
-        rc = cli_backup_verify_all(ctx, repo);
+        rc = cli_backup_verify_all(ctx, repo, dbname);
         jvdb_repo_close(repo);
         return rc;
     }
