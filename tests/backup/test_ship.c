@@ -707,6 +707,64 @@ static void test_ship_divergent_copy(void **state)
     jvdb_env_close(env2);
 }
 
+/* A shipper fenced for good (another primary took the lease) ships no more: its shipped LSN leaves
+ * the MANIFEST, so compaction is not held back for as long as it takes writes (review fix). */
+static void test_fenced_unpins(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "unpin", 0);
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new("host-a:1:00000000000000a1", &a));
+    jvdb_ship_options oa = { .shipper = a };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    assert_int_equal(db_ship_pin(db), r.shipped_lsn);
+    struct wal_lease l;
+    assert_ok(wal_lease_read(f->repo, "unpin", &l));
+    struct wal_lease other = { "host-b:2:00000000000000b2", l.epoch + 1, l.renewed_ns };
+    assert_ok(wal_lease_write(f->repo, "unpin", &other)); /* a promote elsewhere */
+    traffic(db, 2);
+    assert_err(jvdb_backup_ship(db, f->repo, &oa, &r), JVDB_EBUSY, "host-b:2:00000000000000b2");
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(db_ship_pin(db), UINT64_MAX);
+    jvdb_shipper_free(a, f->repo, "unpin");
+}
+
+/* db_records_after callback: keeps the first 8 records by LSN (1..8). */
+static int keep_fn(void *arg, const struct rec_header *h)
+{
+    const struct rec_header **v = arg;
+    if (h->lsn >= 1 && h->lsn <= 8) v[h->lsn - 1] = h;
+    return 0;
+}
+
+/* A log object missing an LSN inside its range is refused by wal_read (the archive reader checks
+ * ascending order only), and a lease whose epoch would not fit an object name is damaged. */
+static void test_reader_checks(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "dense", 0);
+    for (int i = 0; i < 5; i++) put_batch(db, i, 1, 0); /* LSNs 1..5, one record per batch */
+    const struct rec_header *v[8] = { 0 };
+    assert_ok(f->repo->ops->init(f->repo));
+    rp_enter();
+    assert_ok(db_records_after(db, 0, 5, keep_fn, v));
+    const void *recs[3] = { v[0], v[1], v[3] }; /* LSN 3 left out */
+    struct wal_entry e;
+    int rc = wal_write(f->repo, "dense", db_created_ns(db), 1, 0, DIM, jvdb_db_metric(db), 1, recs, 3, &e);
+    rp_exit();
+    assert_ok(rc);
+    assert_err(wal_read(f->repo, "dense", &e, DIM, jvdb_db_metric(db), NULL, NULL), JVDB_ECORRUPT, "not dense");
+    struct wal_lease big = { "host-c:3:00000000000000c3", WAL_EPOCH_MAX, 0 }, l;
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(wal_lease_read(f->repo, "dense", &l), JVDB_ECORRUPT, "epoch in 0..");
+    assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "damaged");
+    big.epoch = WAL_EPOCH_MAX - 1; /* readable, but no successor fits a name */
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "the last one");
+}
+
 /* Any changed byte of an object is caught, and backup readers refuse a log archive. */
 static void test_tamper_and_type(void **state)
 {
@@ -834,6 +892,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_divergent_copy, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
     };
