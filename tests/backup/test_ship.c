@@ -765,6 +765,55 @@ static void test_reader_checks(void **state)
     assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "the last one");
 }
 
+struct lease_writer {
+    jvdb_repo *repo;
+    const char *owner;
+    atomic_int *failed;
+};
+
+/* Thread: writes the lease 300 times as `owner`, counting failed writes. */
+static void *lease_writer_main(void *arg)
+{
+    struct lease_writer *w = arg;
+    for (int i = 0; i < 300; i++) {
+        struct wal_lease l = { "", (uint64_t)i, 1 };
+        snprintf(l.owner, sizeof l.owner, "%s", w->owner);
+        if (wal_lease_write(w->repo, "race", &l) != JVDB_OK) atomic_fetch_add(w->failed, 1);
+    }
+    return NULL;
+}
+
+/* Two primaries writing the lease of a directory repository at once (the case it exists for): every
+ * write succeeds and the lease is always one whole writer's JSON.  With one shared "LEASE.tmp", one
+ * writer's unlink or O_TRUNC cut the other's temp file before its rename (review fix). */
+static void test_lease_writers_race(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    assert_ok(f->repo->ops->init(f->repo));
+    atomic_int failed = 0;
+    struct lease_writer a = { f->repo, "host-a:1:00000000000000a1", &failed };
+    struct lease_writer b = { f->repo, "host-b:2:00000000000000b2", &failed };
+    jvdb_repo *rb;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &rb)); /* a handle of its own, as another process has */
+    b.repo = rb;
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, lease_writer_main, &a);
+    pthread_create(&tb, NULL, lease_writer_main, &b);
+    int bad = 0;
+    for (int i = 0; i < 300; i++) {
+        struct wal_lease l;
+        int rc = wal_lease_read(f->repo, "race", &l);
+        bad += rc != JVDB_OK && rc != JVDB_ENOTFOUND;
+        err_clear();
+    }
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    jvdb_repo_close(rb);
+    assert_int_equal(atomic_load(&failed), 0);
+    assert_int_equal(bad, 0);
+}
+
 /* Any changed byte of an object is caught, and backup readers refuse a log archive. */
 static void test_tamper_and_type(void **state)
 {
@@ -894,6 +943,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ship_divergent_copy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_writers_race, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
     };
