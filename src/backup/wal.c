@@ -628,12 +628,16 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
     uint64_t *bases = NULL;
     int rc = wal_list(repo, name, &ents, &n);
     if (!rc) rc = backup_bases(repo, name, s->inc, &bases, &nb);
-    uint64_t best = 0;
-    int found = 0;
+    /* The log continues from the furthest end of a path even when a newer backup exists (one the
+     * scheduler or the CLI made after the last object): starting over at that backup would leave
+     * its records out of the log, a gap for a reader or replica coming from an older base.  When
+     * the records after that end are gone, ship_one finds the hole and re-bases (SHIP_GAP). */
+    uint64_t best = 0, best_base = 0;
+    int found = 0, found_base = 0;
     for (size_t b = 0; !rc && b < nb; b++) {
-        if (bases[b] <= snap && (!found || bases[b] > best)) {
-            best = bases[b];
-            found = 1;
+        if (bases[b] <= snap && (!found_base || bases[b] > best_base)) {
+            best_base = bases[b];
+            found_base = 1;
         }
         size_t *idx = NULL, k = 0;
         if ((rc = wal_path(ents, n, s->inc, bases[b], &idx, &k))) break;
@@ -647,6 +651,10 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
             }
         }
         free(idx);
+    }
+    if (!found && found_base) {
+        best = best_base;
+        found = 1;
     }
     free(ents);
     free(bases);

@@ -814,6 +814,40 @@ static void test_lease_writers_race(void **state)
     assert_int_equal(bad, 0);
 }
 
+/* A backup made after the log's last object (the scheduler's, or the CLI's while the server was
+ * down) does not make a restarted shipper jump to it: the log goes on from its own end, so a
+ * reader or replica coming from the first base finds no gap (review fix). */
+static void test_restart_after_backup(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "rb", 0);
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new(NULL, &a));
+    jvdb_ship_options oa = { .shipper = a };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r)); /* the full backup: the log's base */
+    uint64_t base = r.shipped_lsn;
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    uint64_t end = r.shipped_lsn;
+    jvdb_shipper_free(a, f->repo, "rb");
+    traffic(db, 3);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.type = JVDB_BACKUP_INCREMENTAL;
+    jvdb_backup_info info;
+    assert_ok(jvdb_backup_create(db, f->repo, &bo, &info));
+    assert_true(info.lsn_to > end);
+    traffic(db, 4);
+    assert_ok(jvdb_shipper_new(NULL, &a));
+    oa.shipper = a;
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    assert_string_equal(r.note, "");
+    check_log(f, db, base, visible(db)); /* from the first base, every LSN once */
+    jvdb_shipper_free(a, f->repo, "rb");
+}
+
 /* Any changed byte of an object is caught, and backup readers refuse a log archive. */
 static void test_tamper_and_type(void **state)
 {
@@ -944,6 +978,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_writers_race, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_after_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
     };
