@@ -305,11 +305,11 @@ int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out)
     json_t *ep = json_object_get(doc, "epoch"), *rn = json_object_get(doc, "renewed_ns");
     /* An epoch past WAL_EPOCH_MAX would name objects wal_parse_name ignores: a log nobody sees. */
     if (!owner || strlen(owner) >= sizeof out->owner || !json_is_integer(ep) || !json_is_integer(rn) ||
-        json_integer_value(ep) < 0 || (uint64_t)json_integer_value(ep) >= WAL_EPOCH_MAX) {
+        json_integer_value(ep) < 0 || (uint64_t)json_integer_value(ep) >= WAL_EPOCH_MAX || json_integer_value(rn) < 0) {
         json_decref(doc);
         return err_set(JVDB_ECORRUPT,
                        "the backup log lease of '%s' (%s) is damaged: it needs a string owner of at most %zu bytes, "
-                       "an integer epoch in 0..%llu and an integer renewed_ns",
+                       "an integer epoch in 0..%llu and an integer renewed_ns >= 0",
                        db, WAL_LEASE_NAME, sizeof out->owner - 1, (unsigned long long)WAL_EPOCH_MAX - 1);
     }
     snprintf(out->owner, sizeof out->owner, "%s", owner);

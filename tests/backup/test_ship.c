@@ -760,6 +760,11 @@ static void test_reader_checks(void **state)
     assert_ok(wal_lease_write(f->repo, "dense", &big));
     assert_err(wal_lease_read(f->repo, "dense", &l), JVDB_ECORRUPT, "epoch in 0..");
     assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "damaged");
+    big.epoch = 1;
+    big.renewed_ns = INT64_MIN; /* "now - renewed_ns" would overflow */
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(wal_lease_read(f->repo, "dense", &l), JVDB_ECORRUPT, "renewed_ns >= 0");
+    big.renewed_ns = 0;
     big.epoch = WAL_EPOCH_MAX - 1; /* readable, but no successor fits a name */
     assert_ok(wal_lease_write(f->repo, "dense", &big));
     assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "the last one");
