@@ -641,13 +641,19 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
         }
         size_t *idx = NULL, k = 0;
         if ((rc = wal_path(ents, n, s->inc, bases[b], &idx, &k))) break;
-        for (size_t i = 0; i < k; i++) {
+        /* From the path's end back: the furthest end the database agrees with is usually the last
+         * one, and each probe scans the segments after it (forward, a long log cost one scan per
+         * object at every restart). */
+        for (size_t i = k; i-- > 0;) {
             uint64_t to = ents[idx[i]].lsn_to;
+            if (to > snap) continue;
+            if (found && to <= best) break;
             /* Past where the database diverged from the log, the log is not its history: a new
              * epoch's object starting earlier fences the rest. */
-            if (to <= snap && (!found || to > best) && ship_agrees(db, to, ents[idx[i]].last_time_ns)) {
+            if (ship_agrees(db, to, ents[idx[i]].last_time_ns)) {
                 best = to;
                 found = 1;
+                break;
             }
         }
         free(idx);
