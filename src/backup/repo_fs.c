@@ -386,7 +386,8 @@ static int repo_fs_remove(jvdb_repo *r, const char *db, const char *id)
     return rc;
 }
 
-/* Removes temp files of log object writes that died before their rename (<db>/log/<inc>/NAME.tmp)
+/* Removes temp files of log object and lease writes that died before their rename (<db>/log/<inc>/NAME.*.tmp,
+ * <db>/log/LEASE.*.tmp)
  * once they are older than max_age_s, so no live write can own them. */
 static void repo_fs_cleanup_log(const char *dbdir, int64_t max_age_s)
 {
@@ -397,6 +398,13 @@ static void repo_fs_cleanup_log(const char *dbdir, int64_t max_age_s)
     while (d && (e = readdir(d))) {
         if (e->d_name[0] == '.') continue;
         char *inc = fs_join(logdir, e->d_name);
+        size_t en = strlen(e->d_name);
+        struct stat lst;
+        if (inc && en > 4 && !strcmp(e->d_name + en - 4, ".tmp")) { /* a lease write's */
+            if (stat(inc, &lst) == 0 && now - lst.st_mtime >= max_age_s) io_unlink(inc);
+            free(inc);
+            continue;
+        }
         DIR *di = inc ? opendir(inc) : NULL;
         struct dirent *o;
         while (di && (o = readdir(di))) {
@@ -623,7 +631,8 @@ static int repo_fs_obj_put(jvdb_repo *r, const char *db, const char *name, const
     /* temp file, fsync, rename, fsync directory: the object appears whole or not at all */
     size_t nl = strlen(name);
     int lease = nl >= 5 && !strcmp(name + nl - 5, "LEASE");
-    if (!rc) rc = fs_replace_file(p, buf, len, lease ? "ship.lease" : "ship.object");
+    /* A temp name of its own: two primaries may write the lease (or one object name) at once. */
+    if (!rc) rc = fs_replace_file_unique(p, buf, len, lease ? "ship.lease" : "ship.object");
     free(dbdir);
     free(p);
     return rc;

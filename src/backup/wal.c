@@ -211,7 +211,7 @@ int wal_path(const struct wal_entry *ents, size_t n, int64_t incarnation, uint64
 
 struct wal_check {
     const struct wal_entry *e;
-    uint64_t records, last_lsn;
+    uint64_t records, last_lsn; /* last_lsn starts at the entry's lsn_from */
     int64_t first_ns, last_ns;
     unsigned last_flags;
     const char *bad;
@@ -224,6 +224,8 @@ static int wal_check_fn(void *arg, const void *recs, size_t len, size_t nrecs)
     struct wal_check *c = arg;
     for (size_t off = 0; off < len;) {
         const struct rec_header *h = (const struct rec_header *)((const char *)recs + off);
+        /* The archive reader checks ascending order only: a missing LSN would be a silent gap. */
+        if (h->lsn != c->last_lsn + 1 && !c->bad) c->bad = "its LSNs are not dense (a record is missing)";
         if (c->records == 0) c->first_ns = h->time_ns;
         else if ((c->last_flags & REC_FLAG_MORE) && h->time_ns != c->last_ns && !c->bad)
             c->bad = "two records of one batch carry different times";
@@ -254,7 +256,7 @@ int wal_read(jvdb_repo *r, const char *db, const struct wal_entry *e, uint32_t d
     m.metric = metric;
     m.lsn_from = e->lsn_from;
     m.lsn_to = e->lsn_to;
-    struct wal_check ck = { .e = e };
+    struct wal_check ck = { .e = e, .last_lsn = e->lsn_from };
     struct archive_read_result res;
     struct repo_reader *rd = repo_mem_reader(buf, len);
     rc = rd ? archive_read_as(rd, &m, what, wal_check_fn, &ck, NULL, &res) : err_set(JVDB_ENOMEM, "out of memory");
@@ -300,13 +302,14 @@ static int wal_lease_parse(const char *buf, size_t len, struct wal_lease *out, c
     }
     const char *owner = json_string_value(json_object_get(doc, "owner"));
     json_t *ep = json_object_get(doc, "epoch"), *rn = json_object_get(doc, "renewed_ns");
+    /* An epoch past WAL_EPOCH_MAX would name objects wal_parse_name ignores: a log nobody sees. */
     if (!owner || strlen(owner) >= sizeof out->owner || !json_is_integer(ep) || !json_is_integer(rn) ||
-        json_integer_value(ep) < 0) {
+        json_integer_value(ep) < 0 || (uint64_t)json_integer_value(ep) >= WAL_EPOCH_MAX || json_integer_value(rn) < 0) {
         json_decref(doc);
         snprintf(why, whylen,
-                 "it needs a string \"owner\" of at most %zu bytes and integers \"epoch\" (>= 0) and "
-                 "\"renewed_ns\"",
-                 sizeof out->owner - 1);
+                 "it needs a string owner of at most %zu bytes, an integer epoch in 0..%llu and an integer "
+                 "renewed_ns >= 0",
+                 sizeof out->owner - 1, (unsigned long long)WAL_EPOCH_MAX - 1);
         return -1;
     }
     snprintf(out->owner, sizeof out->owner, "%s", owner);
@@ -501,6 +504,10 @@ static int ship_lease(jvdb_shipper *s, jvdb_repo *repo, const char *db, int64_t 
                        "the backup log of '%s' is shipped by %s (lease renewed %.1f s ago, epoch %llu); not shipping",
                        db, l.owner, (double)(now - l.renewed_ns) / 1e9, (unsigned long long)l.epoch);
     }
+    if (l.epoch + 1 >= WAL_EPOCH_MAX)
+        return err_set(JVDB_ECORRUPT,
+                       "the backup log lease of '%s' is at epoch %llu, the last one log object names hold", db,
+                       (unsigned long long)l.epoch);
     struct wal_lease mine;
     memset(&mine, 0, sizeof mine);
     snprintf(mine.owner, sizeof mine.owner, "%s", s->owner);
@@ -640,25 +647,39 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
     uint64_t *bases = NULL;
     int rc = wal_list(repo, name, &ents, &n);
     if (!rc) rc = backup_bases(repo, name, s->inc, &bases, &nb);
-    uint64_t best = 0;
-    int found = 0;
+    /* The log continues from the furthest end of a path even when a newer backup exists (one the
+     * scheduler or the CLI made after the last object): starting over at that backup would leave
+     * its records out of the log, a gap for a reader or replica coming from an older base.  When
+     * the records after that end are gone, ship_one finds the hole and re-bases (SHIP_GAP). */
+    uint64_t best = 0, best_base = 0;
+    int found = 0, found_base = 0;
     for (size_t b = 0; !rc && b < nb; b++) {
-        if (bases[b] <= snap && (!found || bases[b] > best)) {
-            best = bases[b];
-            found = 1;
+        if (bases[b] <= snap && (!found_base || bases[b] > best_base)) {
+            best_base = bases[b];
+            found_base = 1;
         }
         size_t *idx = NULL, k = 0;
         if ((rc = wal_path(ents, n, s->inc, bases[b], &idx, &k))) break;
-        for (size_t i = 0; i < k; i++) {
+        /* From the path's end back: the furthest end the database agrees with is usually the last
+         * one, and each probe scans the segments after it (forward, a long log cost one scan per
+         * object at every restart). */
+        for (size_t i = k; i-- > 0;) {
             uint64_t to = ents[idx[i]].lsn_to;
+            if (to > snap) continue;
+            if (found && to <= best) break;
             /* Past where the database diverged from the log, the log is not its history: a new
              * epoch's object starting earlier fences the rest. */
-            if (to <= snap && (!found || to > best) && ship_agrees(db, to, ents[idx[i]].last_time_ns)) {
+            if (ship_agrees(db, to, ents[idx[i]].last_time_ns)) {
                 best = to;
                 found = 1;
+                break;
             }
         }
         free(idx);
+    }
+    if (!found && found_base) {
+        best = best_base;
+        found = 1;
     }
     free(ents);
     free(bases);
@@ -843,8 +864,19 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         out->shipped_lsn = s->end;
         ship_pending(db, s->end, out);
         if (o.shipper) ship_pin(db, s, 0);
+    } else if (s->lost && o.shipper) {
+        /* Fenced for good: this server ships no more, so its shipped LSN must not hold compaction
+         * back (the segments would pile up for as long as it takes writes). */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+        json_t *pin = db_manifest_extra(db, DB_SHIP_PIN_KEY);
+        if (pin && db_set_manifest_extra(db, DB_SHIP_PIN_KEY, NULL) != JVDB_OK)
+            log_warn("backup log of '%s': cannot drop the shipped LSN from the MANIFEST: %s", name, jvdb_errmsg());
+        json_decref(pin);
+        s->pin_ns = 0;
+        err_set(rc, "%s", msg);
     } else if (out->pending_bytes && o.backlog_limit && out->pending_bytes > o.backlog_limit && !s->overflow &&
-               !out->fenced) {
+               !s->lost) {
         /* Holding the database's segments for a log the repository cannot take is not bounded: give
          * the gap up (compaction may reclaim it) and cover it with an incremental backup later. */
         char msg[512];

@@ -21,6 +21,7 @@
 #define WAL_DIR        "log"
 #define WAL_LEASE_NAME "log/LEASE"
 #define WAL_NAME_MAX   160
+#define WAL_EPOCH_MAX  10000000000ull /* epochs are 10 digits in names: a lease's is below this */
 
 struct wal_entry {
     char name[WAL_NAME_MAX]; /* object name under <database>/log/: "<incarnation>/<...>.jvl" */

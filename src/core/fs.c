@@ -7,6 +7,7 @@
  */
 #include "core/fs.h"
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/io.h"
 
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +48,11 @@ int fs_replace_file(const char *path, const void *data, size_t len, const char *
     return fs_replace_file_mode(path, data, len, 0644, crash_label);
 }
 
-int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigned mode, const char *crash_label)
+/* Writes `tmp` (created anew with `mode`), fsyncs it and renames it over `path`, with the crash points. */
+static int fs_replace_via(const char *path, const char *tmp, const void *data, size_t len, unsigned mode,
+                          const char *crash_label)
 {
-    char tmp[4096], point[160];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    unlink(tmp); /* a .tmp left by a crash would keep its own mode through O_CREAT */
+    char point[160];
     int fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC, (mode_t)mode);
     if (fd < 0) return err_errno(errno, "cannot create %s", tmp);
     if (io_write_all(fd, data, len) < 0 || io_fsync(fd) < 0) {
@@ -69,6 +71,12 @@ int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigne
     }
     snprintf(point, sizeof point, "%s.after_rename", crash_label);
     io_crash_point(point);
+    return JVDB_OK;
+}
+
+/* fsyncs the directory of `path` (the rename into it made durable). */
+static int fs_sync_parent(const char *path)
+{
     char *dir = fs_dirname(path);
     if (!dir) return err_set(JVDB_ENOMEM, "out of memory");
     int rc = io_fsync_dir(dir);
@@ -76,6 +84,25 @@ int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigne
     free(dir);
     if (rc < 0) return err_errno(e, "cannot fsync directory of %s", path);
     return JVDB_OK;
+}
+
+int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigned mode, const char *crash_label)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unlink(tmp); /* a .tmp left by a crash would keep its own mode through O_CREAT */
+    int rc = fs_replace_via(path, tmp, data, len, mode, crash_label);
+    return rc ? rc : fs_sync_parent(path);
+}
+
+int fs_replace_file_unique(const char *path, const void *data, size_t len, const char *crash_label)
+{
+    static _Atomic unsigned seq;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.%ld-%u-%llx.tmp", path, (long)getpid(), atomic_fetch_add(&seq, 1),
+             (unsigned long long)clock_mono_ns());
+    int rc = fs_replace_via(path, tmp, data, len, 0644, crash_label);
+    return rc ? rc : fs_sync_parent(path);
 }
 
 int fs_read_file(const char *path, char **data, size_t *len)

@@ -9,6 +9,10 @@ int fs_replace_file(const char *path, const void *data, size_t len, const char *
 /* The same with the file's permissions set on the temporary file before the rename, so the new file
  * never exists with other permissions (fs_replace_file uses 0644). */
 int fs_replace_file_mode(const char *path, const void *data, size_t len, unsigned mode, const char *crash_label);
+/* fs_replace_file through a temporary name of its own ("<path>.<pid>-<n>-<ns>.tmp") instead of the shared
+ * "<path>.tmp": for files that several processes may replace at once (a backup repository's lease),
+ * where one writer's temp file must not be cut or renamed by another. */
+int fs_replace_file_unique(const char *path, const void *data, size_t len, const char *crash_label);
 /* Reads a whole file into a malloc'd NUL-terminated buffer. */
 int fs_read_file(const char *path, char **data, size_t *len);
 int fs_mkdir(const char *path);       /* ok if it exists */

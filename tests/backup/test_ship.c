@@ -707,6 +707,152 @@ static void test_ship_divergent_copy(void **state)
     jvdb_env_close(env2);
 }
 
+/* A shipper fenced for good (another primary took the lease) ships no more: its shipped LSN leaves
+ * the MANIFEST, so compaction is not held back for as long as it takes writes (review fix). */
+static void test_fenced_unpins(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "unpin", 0);
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new("host-a:1:00000000000000a1", &a));
+    jvdb_ship_options oa = { .shipper = a };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    assert_int_equal(db_ship_pin(db), r.shipped_lsn);
+    struct wal_lease l;
+    assert_ok(wal_lease_read(f->repo, "unpin", &l));
+    struct wal_lease other = { "host-b:2:00000000000000b2", l.epoch + 1, l.renewed_ns };
+    assert_ok(wal_lease_write(f->repo, "unpin", &other)); /* a promote elsewhere */
+    traffic(db, 2);
+    assert_err(jvdb_backup_ship(db, f->repo, &oa, &r), JVDB_EBUSY, "host-b:2:00000000000000b2");
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(db_ship_pin(db), UINT64_MAX);
+    jvdb_shipper_free(a, f->repo, "unpin");
+}
+
+/* db_records_after callback: keeps the first 8 records by LSN (1..8). */
+static int keep_fn(void *arg, const struct rec_header *h)
+{
+    const struct rec_header **v = arg;
+    if (h->lsn >= 1 && h->lsn <= 8) v[h->lsn - 1] = h;
+    return 0;
+}
+
+/* A log object missing an LSN inside its range is refused by wal_read (the archive reader checks
+ * ascending order only), and a lease whose epoch would not fit an object name is damaged. */
+static void test_reader_checks(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "dense", 0);
+    for (int i = 0; i < 5; i++) put_batch(db, i, 1, 0); /* LSNs 1..5, one record per batch */
+    const struct rec_header *v[8] = { 0 };
+    assert_ok(f->repo->ops->init(f->repo));
+    rp_enter();
+    assert_ok(db_records_after(db, 0, 5, keep_fn, v));
+    const void *recs[3] = { v[0], v[1], v[3] }; /* LSN 3 left out */
+    struct wal_entry e;
+    int rc = wal_write(f->repo, "dense", db_created_ns(db), 1, 0, DIM, jvdb_db_metric(db), 1, recs, 3, &e);
+    rp_exit();
+    assert_ok(rc);
+    assert_err(wal_read(f->repo, "dense", &e, DIM, jvdb_db_metric(db), NULL, NULL), JVDB_ECORRUPT, "not dense");
+    struct wal_lease big = { "host-c:3:00000000000000c3", WAL_EPOCH_MAX, 0 }, l;
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(wal_lease_read(f->repo, "dense", &l), JVDB_ECORRUPT, "epoch in 0..");
+    assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "damaged");
+    big.epoch = 1;
+    big.renewed_ns = INT64_MIN; /* "now - renewed_ns" would overflow */
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(wal_lease_read(f->repo, "dense", &l), JVDB_ECORRUPT, "renewed_ns >= 0");
+    big.renewed_ns = 0;
+    big.epoch = WAL_EPOCH_MAX - 1; /* readable, but no successor fits a name */
+    assert_ok(wal_lease_write(f->repo, "dense", &big));
+    assert_err(jvdb_backup_ship(db, f->repo, NULL, NULL), JVDB_ECORRUPT, "the last one");
+}
+
+struct lease_writer {
+    jvdb_repo *repo;
+    const char *owner;
+    atomic_int *failed;
+};
+
+/* Thread: writes the lease 300 times as `owner`, counting failed writes. */
+static void *lease_writer_main(void *arg)
+{
+    struct lease_writer *w = arg;
+    for (int i = 0; i < 300; i++) {
+        struct wal_lease l = { "", (uint64_t)i, 1 };
+        snprintf(l.owner, sizeof l.owner, "%s", w->owner);
+        if (wal_lease_write(w->repo, "race", &l) != JVDB_OK) atomic_fetch_add(w->failed, 1);
+    }
+    return NULL;
+}
+
+/* Two primaries writing the lease of a directory repository at once (the case it exists for): every
+ * write succeeds and the lease is always one whole writer's JSON.  With one shared "LEASE.tmp", one
+ * writer's unlink or O_TRUNC cut the other's temp file before its rename (review fix). */
+static void test_lease_writers_race(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    assert_ok(f->repo->ops->init(f->repo));
+    atomic_int failed = 0;
+    struct lease_writer a = { f->repo, "host-a:1:00000000000000a1", &failed };
+    struct lease_writer b = { f->repo, "host-b:2:00000000000000b2", &failed };
+    jvdb_repo *rb;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &rb)); /* a handle of its own, as another process has */
+    b.repo = rb;
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, lease_writer_main, &a);
+    pthread_create(&tb, NULL, lease_writer_main, &b);
+    int bad = 0;
+    for (int i = 0; i < 300; i++) {
+        struct wal_lease l;
+        int rc = wal_lease_read(f->repo, "race", &l);
+        bad += rc != JVDB_OK && rc != JVDB_ENOTFOUND;
+        err_clear();
+    }
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    jvdb_repo_close(rb);
+    assert_int_equal(atomic_load(&failed), 0);
+    assert_int_equal(bad, 0);
+}
+
+/* A backup made after the log's last object (the scheduler's, or the CLI's while the server was
+ * down) does not make a restarted shipper jump to it: the log goes on from its own end, so a
+ * reader or replica coming from the first base finds no gap (review fix). */
+static void test_restart_after_backup(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "rb", 0);
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new(NULL, &a));
+    jvdb_ship_options oa = { .shipper = a };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r)); /* the full backup: the log's base */
+    uint64_t base = r.shipped_lsn;
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    uint64_t end = r.shipped_lsn;
+    jvdb_shipper_free(a, f->repo, "rb");
+    traffic(db, 3);
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    bo.type = JVDB_BACKUP_INCREMENTAL;
+    jvdb_backup_info info;
+    assert_ok(jvdb_backup_create(db, f->repo, &bo, &info));
+    assert_true(info.lsn_to > end);
+    traffic(db, 4);
+    assert_ok(jvdb_shipper_new(NULL, &a));
+    oa.shipper = a;
+    assert_ok(jvdb_backup_ship(db, f->repo, &oa, &r));
+    assert_string_equal(r.note, "");
+    check_log(f, db, base, visible(db)); /* from the first base, every LSN once */
+    jvdb_shipper_free(a, f->repo, "rb");
+}
+
 /* Any changed byte of an object is caught, and backup readers refuse a log archive. */
 static void test_tamper_and_type(void **state)
 {
@@ -834,6 +980,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_divergent_copy, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_writers_race, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restart_after_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
     };
