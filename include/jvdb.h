@@ -773,8 +773,9 @@ JVDB_API int jvdb_backup_promote(jvdb_db *db);
 
 /* Fences the primary that ships the log of db_name to the repository: takes its lease for this
  * process with the next epoch, whoever holds it, so that primary stops shipping at its next
- * shipment (jvdb_backup_ship: fenced).  For a promote; *epoch (optional) is the new epoch.  A
- * shipper of this process must then wait out the lease time before it takes the lease itself. */
+ * shipment (jvdb_backup_ship: fenced).  For a promote; *epoch (optional) is the new epoch.  The
+ * lease is written released (renewed_ns 0), so the promoted server's own shipper takes it (with the
+ * epoch after) without waiting out a lease time. */
 JVDB_API int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch);
 
 /* ---- restore drills ---- */

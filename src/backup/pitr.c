@@ -176,7 +176,9 @@ int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch)
     memset(&mine, 0, sizeof mine);
     wal_owner_name(mine.owner);
     mine.epoch = l.epoch + 1;
-    mine.renewed_ns = clock_wall_ns();
+    /* Taken and released at once: the new epoch fences the old primary, and the promoted server's own shipper
+     * (when it ships) can take the lease without waiting out a lease time. */
+    mine.renewed_ns = 0;
     if ((rc = wal_lease_write(repo, db_name, &mine))) return rc;
     if (epoch) *epoch = mine.epoch;
     log_info("took the backup log lease of '%s' from %s: epoch %llu (its shipping stops at its next shipment)", db_name,
