@@ -291,9 +291,16 @@ void wal_owner_name(char out[128])
     snprintf(out, 128, "%s:%d:%016" PRIx64, host, (int)getpid(), rnd);
 }
 
+/* A lease is one short JSON object; anything longer is not one (and is not parsed). */
+#define WAL_LEASE_MAX_BYTES 4096
+
 /* Parses the lease's JSON into *out; 0, or -1 with why in `why`. */
 static int wal_lease_parse(const char *buf, size_t len, struct wal_lease *out, char *why, size_t whylen)
 {
+    if (len > WAL_LEASE_MAX_BYTES) {
+        snprintf(why, whylen, "%zu bytes, where a lease is at most %d", len, WAL_LEASE_MAX_BYTES);
+        return -1;
+    }
     json_error_t je;
     json_t *doc = json_loadb(buf, len, 0, &je);
     if (!doc) {
@@ -475,13 +482,25 @@ static int ship_lease(jvdb_shipper *s, jvdb_repo *repo, const char *db, int64_t 
         return err_set(JVDB_EBUSY, "shipping of '%s' stopped: another primary took the backup log lease", db);
     }
     int rc = wal_lease_read(repo, db, &l);
+    int64_t now = clock_wall_ns();
     if (rc == JVDB_ENOTFOUND) {
         err_clear();
         memset(&l, 0, sizeof l);
+        if (s->epoch) {
+            /* Ours, removed by hand (or lost with the repository's folder): nobody took it, so it is written
+             * back rather than read as a takeover that would stop shipping for good. */
+            log_warn("backup log of '%s': the lease (%s) is gone; writing it back (epoch %llu)", db, WAL_LEASE_NAME,
+                     (unsigned long long)s->epoch);
+            snprintf(l.owner, sizeof l.owner, "%s", s->owner);
+            l.epoch = s->epoch;
+            l.renewed_ns = now;
+            if ((rc = wal_lease_write(repo, db, &l))) return rc;
+            s->renewed_ns = now;
+            return JVDB_OK;
+        }
     } else if (rc) {
         return rc;
     }
-    int64_t now = clock_wall_ns();
     if (s->epoch) {
         if (strcmp(l.owner, s->owner) || l.epoch != s->epoch) {
             s->lost = 1;

@@ -658,6 +658,31 @@ static void test_ship_lease(void **state)
     assert_int_equal(l.renewed_ns, 0);
 }
 
+/* A lease removed by hand while its holder ships is written back, not read as a takeover: shipping goes on
+ * under the same epoch (it used to fence the holder for good). */
+static void test_ship_lease_removed(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "gone", 0);
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new("host-a:1:0000000000000001", &a));
+    jvdb_ship_options o = { .shipper = a, .lease_ns = 300000000ll };
+    jvdb_ship_result r;
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_ok(f->repo->ops->obj_delete(f->repo, "gone", WAL_LEASE_NAME));
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_int_equal(r.fenced, 0);
+    assert_int_equal(r.objects, 1);
+    struct wal_lease l;
+    assert_ok(wal_lease_read(f->repo, "gone", &l));
+    assert_string_equal(l.owner, "host-a:1:0000000000000001");
+    assert_int_equal(l.epoch, 1);
+    check_log(f, db, newest_backup_lsn(f, "gone"), visible(db));
+    jvdb_shipper_free(a, f->repo, "gone");
+}
+
 /* A copy of the database from before some shipped writes (same incarnation: a data directory put
  * back from a snapshot, or writes lost by sync=never in a crash) writes on and ships: the log goes
  * on from the last object it agrees with, under a new epoch, and the path then is its history. */
@@ -979,6 +1004,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ship_gap_rebases, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_compaction_keeps_log, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_lease, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_ship_lease_removed, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_ship_divergent_copy, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
