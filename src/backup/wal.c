@@ -171,7 +171,8 @@ int wal_path(const struct wal_entry *ents, size_t n, int64_t incarnation, uint64
         else max_epoch = ents[i].epoch;
     }
     size_t cap = 0, best = SIZE_MAX;
-    /* The first object starts at the base or spans it: the live one reaching furthest. */
+    /* The first object starts at the base or spans it: the live one starting nearest at or below the base (the highest
+     * epoch among those starting there), as the rest of the path is followed from its end. */
     for (size_t i = lo; i < hi && ents[i].lsn_from <= base_lsn; i++)
         if (!dead[i - lo] && ents[i].lsn_to > base_lsn &&
             (best == SIZE_MAX || ents[i].lsn_from > ents[best].lsn_from ||
