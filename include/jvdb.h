@@ -673,7 +673,8 @@ typedef struct jvdb_restore_options {
      * objects continuous shipping left in the repository after it, in whole batches, up to the
      * target -- exactly the batches acknowledged up to that point, never part of one.  At most one
      * target; none means `latest`.  A target outside the restorable window (jvdb_backup_window)
-     * fails with JVDB_ENOTFOUND naming the window; a bad or tampered log object with JVDB_ECORRUPT,
+     * fails with JVDB_ENOTFOUND naming the window, one in a hole between its spans naming the
+     * nearest restorable points on both sides; a bad or tampered log object with JVDB_ECORRUPT,
      * and nothing is written either way. */
     const char *database;
     uint64_t to_lsn;    /* the batches whose last LSN is <= to_lsn, in the newest incarnation of the
@@ -739,7 +740,7 @@ typedef struct jvdb_log_verify_result {
     uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
     uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
     int has_window;       /* window is filled: the database has a restorable backup */
-    /* jvdb_backup_window's, its latest point cut before the first bad object on the log's path */
+    /* jvdb_backup_window's, computed by the same rule with every log path cut before its first bad object */
     jvdb_restore_window window;
 } jvdb_log_verify_result;
 
