@@ -481,13 +481,13 @@ static json_t *cli_bk_windows(jvdb_repo *repo, const jvdb_backup_info *v, size_t
 }
 
 /* Prints the restorable points of a window (JSON, as listed) before its contiguous span, if any:
- * retention or a log fold left holes between them. */
+ * backups without a log between them, or whose log retention or a log fold removed. */
 static void cli_bk_print_spans(json_t *w)
 {
     json_t *spans = json_object_get(w, "spans");
     long long omitted = (long long)json_integer_value(json_object_get(w, "spansOmitted"));
     if (json_array_size(spans) < 2 && !omitted) return;
-    printf("  earlier restorable points (the log between them is gone):");
+    printf("  earlier restorable points (nothing between them can be restored):");
     if (omitted) printf(" %lld older span%s,", omitted, omitted == 1 ? "" : "s");
     for (size_t k = 0; k + 1 < json_array_size(spans); k++) {
         json_t *sp = json_array_get(spans, k);
