@@ -673,7 +673,8 @@ typedef struct jvdb_restore_options {
      * objects continuous shipping left in the repository after it, in whole batches, up to the
      * target -- exactly the batches acknowledged up to that point, never part of one.  At most one
      * target; none means `latest`.  A target outside the restorable window (jvdb_backup_window)
-     * fails with JVDB_ENOTFOUND naming the window; a bad or tampered log object with JVDB_ECORRUPT,
+     * fails with JVDB_ENOTFOUND naming the window, one in a hole between its spans naming the
+     * nearest restorable points on both sides; a bad or tampered log object with JVDB_ECORRUPT,
      * and nothing is written either way. */
     const char *database;
     uint64_t to_lsn;    /* the batches whose last LSN is <= to_lsn, in the newest incarnation of the
@@ -696,9 +697,20 @@ typedef struct jvdb_restore_options {
 JVDB_API int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts,
                                  jvdb_db **out);
 
-/* The points a database can be restored to: from its oldest restorable backup to the newest point
- * its backups and the log after them reach (of its newest incarnation; gaps inside are possible
- * where the log has one). */
+/* One run of points a restore can reach without a gap: every LSN in earliest_lsn..latest_lsn (in
+ * whole batches), starting from `backup`.  A backup whose log is gone is a span of one point. */
+typedef struct jvdb_restore_span {
+    uint64_t earliest_lsn, latest_lsn;
+    int64_t earliest_time_ns, latest_time_ns;
+    char backup[JVDB_BACKUP_ID_MAX]; /* the oldest backup the span starts from */
+} jvdb_restore_span;
+
+#define JVDB_RESTORE_SPANS_MAX 16
+
+/* The points a database can be restored to (of its newest incarnation).  earliest..latest is the
+ * contiguous span that reaches the latest point: from the oldest backup whose log reaches it.
+ * Earlier points are restorable only where `spans` says so: retention or a log fold removes log
+ * objects once newer backups cover them, so between two old backups there can be holes. */
 typedef struct jvdb_restore_window {
     char database[JVDB_MAX_NAME_LEN + 1];
     int64_t incarnation;
@@ -707,6 +719,11 @@ typedef struct jvdb_restore_window {
     uint32_t backups;                         /* restorable backups of that incarnation */
     uint32_t log_objects;                     /* log objects on the way to latest */
     char latest_backup[JVDB_BACKUP_ID_MAX];   /* the backup a restore of latest starts from */
+    /* Every restorable span, oldest first, without overlaps and with a hole (an LSN no restore reaches)
+     * between each two; the last is earliest..latest.  At most JVDB_RESTORE_SPANS_MAX, the newest:
+     * spans_omitted older ones were left out. */
+    uint32_t nspans, spans_omitted;
+    jvdb_restore_span spans[JVDB_RESTORE_SPANS_MAX];
 } jvdb_restore_window;
 
 /* Fills *out for database db_name; JVDB_ENOTFOUND when it has no restorable backup. */
@@ -723,7 +740,7 @@ typedef struct jvdb_log_verify_result {
     uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
     uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
     int has_window;       /* window is filled: the database has a restorable backup */
-    /* jvdb_backup_window's, its latest point cut before the first bad object on the log's path */
+    /* jvdb_backup_window's, computed by the same rule with every log path cut before its first bad object */
     jvdb_restore_window window;
 } jvdb_log_verify_result;
 

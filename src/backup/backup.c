@@ -1137,6 +1137,50 @@ static int newest_restorable(const struct catalog *c, int64_t before_ns)
     return -1;
 }
 
+int backup_window_spans(jvdb_restore_window *w, struct window_reach *rs, size_t n)
+{
+    for (size_t i = 1; i < n; i++) { /* stable insertion by lsn0: equal ones keep the caller's (age) order */
+        struct window_reach t = rs[i];
+        size_t j = i;
+        for (; j > 0 && rs[j - 1].lsn0 > t.lsn0; j--) rs[j] = rs[j - 1];
+        rs[j] = t;
+    }
+    size_t best = 0;
+    for (size_t i = 1; i < n; i++)
+        if (rs[i].lsn1 >= rs[best].lsn1) best = i; /* on a tie the newest backup: the shortest log to apply */
+    if (!n) return -1;
+    w->latest_lsn = rs[best].lsn1;
+    w->latest_time_ns = rs[best].t1;
+    w->log_objects = rs[best].log_objects;
+    snprintf(w->latest_backup, sizeof w->latest_backup, "%s", rs[best].id);
+    int base = rs[best].base;
+    /* Merge in place: a span goes on while the next backup starts at most one LSN after its end
+     * (LSNs are dense, so nothing lies between them). */
+    size_t m = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (rs[i].lsn0 <= rs[m].lsn1 + 1) {
+            if (rs[i].lsn1 > rs[m].lsn1) rs[m].lsn1 = rs[i].lsn1;
+            if (rs[i].t1 > rs[m].t1) rs[m].t1 = rs[i].t1;
+        } else {
+            rs[++m] = rs[i];
+        }
+    }
+    size_t total = m + 1, skip = total > JVDB_RESTORE_SPANS_MAX ? total - JVDB_RESTORE_SPANS_MAX : 0;
+    w->spans_omitted = (uint32_t)skip;
+    w->nspans = (uint32_t)(total - skip);
+    for (size_t i = skip; i < total; i++) {
+        jvdb_restore_span *sp = &w->spans[i - skip];
+        sp->earliest_lsn = rs[i].lsn0;
+        sp->latest_lsn = rs[i].lsn1;
+        sp->earliest_time_ns = rs[i].t0;
+        sp->latest_time_ns = rs[i].t1;
+        snprintf(sp->backup, sizeof sp->backup, "%s", rs[i].id);
+    }
+    w->earliest_lsn = rs[m].lsn0;
+    w->earliest_time_ns = rs[m].t0;
+    return base;
+}
+
 /* The restorable window of the incarnation of backup `newest`; *best is the reach of latest. */
 static int history_window(const struct history *h, int newest, jvdb_restore_window *w, struct reach *best)
 {
@@ -1146,31 +1190,29 @@ static int history_window(const struct history *h, int newest, jvdb_restore_wind
     const int64_t inc = h->c.v[newest].m.incarnation;
     snprintf(w->database, sizeof w->database, "%s", h->c.db);
     w->incarnation = inc;
-    for (int i = newest; i >= 0; i--) {
+    struct window_reach *rs = calloc((size_t)newest + 1, sizeof *rs);
+    if (!rs) return err_set(JVDB_ENOMEM, "out of memory");
+    size_t n = 0;
+    int rc = JVDB_OK;
+    for (int i = 0; i <= newest && !rc; i++) {
         const struct cat_item *it = &h->c.v[i];
         if (it->restorable != 1 || it->m.incarnation != inc) continue;
-        w->backups++;
-        w->earliest_lsn = it->m.lsn_to;
-        w->earliest_time_ns = it->m.created_ns;
         struct reach r;
-        int rc = reach_of(h, i, &r);
-        if (rc) {
-            reach_free(best);
-            return rc;
-        }
-        /* Newest first, so on a tie the newest backup wins (the shortest log to apply). */
-        if (best->base < 0 || r.lsn > best->lsn) {
-            reach_free(best);
-            *best = r;
-        } else {
-            reach_free(&r);
-        }
+        if ((rc = reach_of(h, i, &r))) break;
+        rs[n++] = (struct window_reach){ .lsn0 = it->m.lsn_to,
+                                         .lsn1 = r.lsn,
+                                         .t0 = it->m.created_ns,
+                                         .t1 = r.time_ns,
+                                         .id = it->id,
+                                         .log_objects = (uint32_t)r.k,
+                                         .base = i };
+        reach_free(&r);
     }
-    w->latest_lsn = best->lsn;
-    w->latest_time_ns = best->time_ns;
-    w->log_objects = (uint32_t)best->k;
-    snprintf(w->latest_backup, sizeof w->latest_backup, "%s", h->c.v[best->base].id);
-    return JVDB_OK;
+    w->backups = (uint32_t)n;
+    int base = rc ? -1 : backup_window_spans(w, rs, n);
+    free(rs);
+    if (!rc && base >= 0) rc = reach_of(h, base, best);
+    return rc;
 }
 
 int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_restore_window *out)
@@ -1190,17 +1232,57 @@ int jvdb_backup_window(jvdb_repo *repo, const char *db_name, jvdb_restore_window
     return rc;
 }
 
-/* The error for a target outside the window: names both. */
-static int window_error(const jvdb_restore_window *w, const char *target)
+/* Appends the window's spans to buf as "LSN a (time), LSN b..c (time..time)". */
+static void window_spans_text(const jvdb_restore_window *w, char *buf, size_t cap)
 {
-    char a[40], b[40];
+    size_t len = 0;
+    buf[0] = 0;
+    if (w->spans_omitted)
+        len += (size_t)snprintf(buf, cap, "%u older span%s, ", w->spans_omitted, w->spans_omitted == 1 ? "" : "s");
+    for (uint32_t i = 0; i < w->nspans && len < cap; i++) {
+        const jvdb_restore_span *sp = &w->spans[i];
+        char a[40], b[40];
+        clock_format_rfc3339(sp->earliest_time_ns, a, sizeof a);
+        clock_format_rfc3339(sp->latest_time_ns, b, sizeof b);
+        if (sp->earliest_lsn == sp->latest_lsn)
+            len += (size_t)snprintf(buf + len, cap - len, "%sLSN %llu (%s)", i ? ", " : "",
+                                    (unsigned long long)sp->earliest_lsn, a);
+        else
+            len += (size_t)snprintf(buf + len, cap - len, "%sLSN %llu..%llu (%s..%s)", i ? ", " : "",
+                                    (unsigned long long)sp->earliest_lsn, (unsigned long long)sp->latest_lsn, a, b);
+    }
+}
+
+/* The error for a target no restore reaches (lsn, or time_ns when lsn is 0): in a hole between two
+ * spans it names the nearest restorable points on both sides; outside, the window. */
+static int window_error(const jvdb_restore_window *w, const char *target, uint64_t lsn, int64_t time_ns)
+{
+    char a[40], b[40], spans[1600];
+    window_spans_text(w, spans, sizeof spans);
+    for (uint32_t i = 0; i + 1 < w->nspans; i++) {
+        const jvdb_restore_span *lo = &w->spans[i], *hi = &w->spans[i + 1];
+        if (lsn ? lsn > lo->latest_lsn && lsn < hi->earliest_lsn
+                : time_ns > lo->latest_time_ns && time_ns < hi->earliest_time_ns) {
+            clock_format_rfc3339(lo->latest_time_ns, a, sizeof a);
+            clock_format_rfc3339(hi->earliest_time_ns, b, sizeof b);
+            return err_set(JVDB_ENOTFOUND,
+                           "%s of '%s' cannot be restored: the log between LSN %llu and LSN %llu is no longer in the "
+                           "repository (retention or a log fold removed it once newer backups covered it); the "
+                           "nearest restorable points are LSN %llu (%s) and LSN %llu (%s, backup %s); restorable: %s",
+                           target, w->database, (unsigned long long)lo->latest_lsn,
+                           (unsigned long long)hi->earliest_lsn, (unsigned long long)lo->latest_lsn, a,
+                           (unsigned long long)hi->earliest_lsn, b, hi->backup, spans);
+        }
+    }
     clock_format_rfc3339(w->earliest_time_ns, a, sizeof a);
     clock_format_rfc3339(w->latest_time_ns, b, sizeof b);
     return err_set(JVDB_ENOTFOUND,
                    "%s is outside the restorable window of '%s': LSN %llu..%llu, time %s..%s (%u backup%s, %u log "
-                   "object%s to the latest point)",
+                   "object%s to the latest point)%s%s",
                    target, w->database, (unsigned long long)w->earliest_lsn, (unsigned long long)w->latest_lsn, a, b,
-                   w->backups, w->backups == 1 ? "" : "s", w->log_objects, w->log_objects == 1 ? "" : "s");
+                   w->backups, w->backups == 1 ? "" : "s", w->log_objects, w->log_objects == 1 ? "" : "s",
+                   w->nspans > 1 || w->spans_omitted ? "; restorable: " : "",
+                   w->nspans > 1 || w->spans_omitted ? spans : "");
 }
 
 /* Chooses the backup a point-in-time restore starts from and the log path after it (*r). */
@@ -1227,7 +1309,7 @@ static int history_plan(const struct history *h, const jvdb_restore_options *ro,
             if (r->lsn >= ro->to_lsn) return JVDB_OK;
             reach_free(r);
         }
-        return window_error(&w, target);
+        return window_error(&w, target, ro->to_lsn, 0);
     }
     clock_format_rfc3339(ro->to_time_ns, target, sizeof target);
     memmove(target + 5, target, strlen(target) + 1);
@@ -1246,7 +1328,7 @@ static int history_plan(const struct history *h, const jvdb_restore_options *ro,
         if (r->time_ns >= ro->to_time_ns) return JVDB_OK;
         reach_free(r);
     }
-    return window_error(&w, target);
+    return window_error(&w, target, 0, ro->to_time_ns);
 }
 
 int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jvdb_restore_options *opts, jvdb_db **out)

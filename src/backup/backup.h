@@ -249,6 +249,20 @@ int log_apply_chunk(void *arg, const void *recs, size_t len, size_t nrecs);
 /* Reads one log object (fully verified by wal_read) and appends its batches up to the target. */
 int log_apply_object(jvdb_repo *repo, const char *db, const struct wal_entry *e, jvdb_metric metric,
                      struct log_apply *la);
+/* Where a restore from one backup can get to: LSN lsn0 (the backup's lsn_to) .. lsn1 (where its log
+ * path ends), with their times.  backup_window_spans merges them into a window. */
+struct window_reach {
+    uint64_t lsn0, lsn1;
+    int64_t t0, t1;
+    const char *id;
+    uint32_t log_objects;
+    int base; /* the caller's index of the backup */
+};
+/* Fills w's spans, its contiguous span to the latest point (earliest/latest, latest_backup,
+ * log_objects) from the reaches of n backups (oldest first; sorted and merged in place); returns the
+ * `base` of the backup a restore of the latest point starts from (on a tie the newest), -1 if n is 0.  The one rule for jvdb_backup_window,
+ * restore planning and jvdb_backup_verify_log. */
+int backup_window_spans(jvdb_restore_window *w, struct window_reach *rs, size_t n);
 /* The MANIFEST extras a restore for a replica adds (the source database and its incarnation). */
 json_t *pitr_replica_mark(const char *source, int64_t incarnation);
 

@@ -77,52 +77,19 @@ static int lv_has_log(const struct lv *v, int64_t inc)
     return 0;
 }
 
-/* Follows the log from every restorable backup, marking what is reached; notes the holes of the window. */
+/* Follows the log from every restorable backup, marking what is reached. */
 static int lv_paths(struct lv *v)
 {
-    uint64_t(*iv)[2] = calloc(v->nb ? v->nb : 1, sizeof *iv); /* [backup lsn_to, where its log ends] */
-    const char **from = calloc(v->nb ? v->nb : 1, sizeof *from);
-    size_t niv = 0;
-    int rc = iv && from ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
-    for (size_t b = 0; !rc && b < v->nb; b++) {
+    for (size_t b = 0; b < v->nb; b++) {
         const jvdb_backup_info *bi = &v->bk[b];
         if (!bi->restorable) continue;
         size_t *idx = NULL, k = 0;
-        if ((rc = wal_path(v->ents, v->n, bi->incarnation, bi->lsn_to, &idx, &k))) break;
-        uint64_t end = bi->lsn_to;
-        for (size_t j = 0; j < k; j++) {
-            v->reached[idx[j]] = 1;
-            end = v->ents[idx[j]].lsn_to;
-        }
+        int rc = wal_path(v->ents, v->n, bi->incarnation, bi->lsn_to, &idx, &k);
+        if (rc) return rc;
+        for (size_t j = 0; j < k; j++) v->reached[idx[j]] = 1;
         free(idx);
-        if (v->out->has_window && bi->incarnation == v->out->window.incarnation && lv_has_log(v, bi->incarnation)) {
-            size_t at = niv++;
-            while (at > 0 && iv[at - 1][0] > bi->lsn_to) { /* insertion by lsn_to */
-                iv[at][0] = iv[at - 1][0];
-                iv[at][1] = iv[at - 1][1];
-                from[at] = from[at - 1];
-                at--;
-            }
-            iv[at][0] = bi->lsn_to;
-            iv[at][1] = end;
-            from[at] = bi->id;
-        }
     }
-    /* Holes: LSNs between what the backups and their logs reach (the log was re-based on a backup). */
-    uint64_t cur = niv ? iv[0][1] : 0;
-    for (size_t i = 1; !rc && i < niv; i++) {
-        if (iv[i][0] > cur + 1) {
-            v->out->holes++;
-            lv_say(v, 0,
-                   "'%s': LSN %llu..%llu cannot be restored to: the log stops at LSN %llu and goes on from backup %s",
-                   v->db, (unsigned long long)cur + 1, (unsigned long long)iv[i][0] - 1, (unsigned long long)cur,
-                   from[i]);
-        }
-        if (iv[i][1] > cur) cur = iv[i][1];
-    }
-    free(iv);
-    free(from);
-    return rc;
+    return JVDB_OK;
 }
 
 /* Why an object no path takes is left out (NULL: it should have been reached: a gap). */
@@ -217,28 +184,49 @@ static int lv_objects(struct lv *v)
     return JVDB_OK;
 }
 
-/* Cuts the window's latest point at the first bad object of the log paths: what a restore can really reach. */
-static int lv_trim_window(struct lv *v)
+/* Recomputes the window (backup_window_spans, as jvdb_backup_window does) with every log path cut
+ * before its first bad object: what a restore can really reach; notes its holes. */
+static int lv_window(struct lv *v)
 {
     jvdb_restore_window *w = &v->out->window;
-    if (!v->out->has_window || !v->out->bad) return JVDB_OK;
-    uint64_t best = 0;
-    for (size_t b = 0; b < v->nb; b++) {
+    if (!v->out->has_window) return JVDB_OK;
+    struct window_reach *rs = calloc(v->nb ? v->nb : 1, sizeof *rs);
+    if (!rs) return err_set(JVDB_ENOMEM, "out of memory");
+    size_t n = 0;
+    for (size_t b = 0; b < v->nb; b++) { /* jvdb_backup_list: oldest first */
         const jvdb_backup_info *bi = &v->bk[b];
         if (!bi->restorable || bi->incarnation != w->incarnation) continue;
         size_t *idx = NULL, k = 0, j = 0;
         int rc = wal_path(v->ents, v->n, bi->incarnation, bi->lsn_to, &idx, &k);
-        if (rc) return rc;
+        if (rc) {
+            free(rs);
+            return rc;
+        }
         while (j < k && !v->bad[idx[j]]) j++;
-        uint64_t end = j ? v->ents[idx[j - 1]].lsn_to : bi->lsn_to;
-        if (!best || end >= w->latest_lsn) { /* oldest first: on a tie the newest backup wins */
-            best = 1;
-            w->latest_lsn = end;
-            w->latest_time_ns = j ? v->ents[idx[j - 1]].last_time_ns : bi->created_ns;
-            w->log_objects = (uint32_t)j;
-            snprintf(w->latest_backup, sizeof w->latest_backup, "%s", bi->id);
+        struct window_reach *r = &rs[n++];
+        *r = (struct window_reach){ .lsn0 = bi->lsn_to,
+                                    .lsn1 = bi->lsn_to,
+                                    .t0 = bi->created_ns,
+                                    .t1 = bi->created_ns,
+                                    .id = bi->id,
+                                    .log_objects = (uint32_t)j,
+                                    .base = (int)b };
+        if (j && v->ents[idx[j - 1]].lsn_to > r->lsn1) {
+            r->lsn1 = v->ents[idx[j - 1]].lsn_to;
+            r->t1 = v->ents[idx[j - 1]].last_time_ns;
         }
         free(idx);
+    }
+    backup_window_spans(w, rs, n);
+    free(rs);
+    /* Holes: LSNs between the spans (the log was re-based on a backup, or retention removed it). */
+    if (!lv_has_log(v, w->incarnation)) return JVDB_OK;
+    for (uint32_t i = 0; i + 1 < w->nspans; i++) {
+        v->out->holes++;
+        lv_say(v, 0, "'%s': LSN %llu..%llu cannot be restored to: the log stops at LSN %llu and goes on from backup %s",
+               v->db, (unsigned long long)w->spans[i].latest_lsn + 1,
+               (unsigned long long)w->spans[i + 1].earliest_lsn - 1, (unsigned long long)w->spans[i].latest_lsn,
+               w->spans[i + 1].backup);
     }
     return JVDB_OK;
 }
@@ -266,7 +254,7 @@ int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify
         rc = err_set(JVDB_ENOMEM, "out of memory");
     if (!rc) rc = lv_paths(&v);
     if (!rc) rc = lv_objects(&v);
-    if (!rc) rc = lv_trim_window(&v);
+    if (!rc) rc = lv_window(&v);
     if (!rc && (res.bad || res.unreachable))
         rc = err_set(JVDB_ECORRUPT, "%s (%u bad, %u unreachable of %zu log objects of '%s')", v.first, res.bad,
                      res.unreachable, v.n, db_name);

@@ -459,15 +459,47 @@ static json_t *cli_bk_windows(jvdb_repo *repo, const jvdb_backup_info *v, size_t
             continue;
         }
         char a[64], b[64];
+        json_t *spans = json_array();
+        for (uint32_t k = 0; k < w.nspans; k++) {
+            const jvdb_restore_span *sp = &w.spans[k];
+            clock_format_rfc3339(sp->earliest_time_ns, a, sizeof a);
+            clock_format_rfc3339(sp->latest_time_ns, b, sizeof b);
+            json_array_append_new(spans, json_pack("{sIsIssssss}", "earliestLsn", (json_int_t)sp->earliest_lsn,
+                                                   "latestLsn", (json_int_t)sp->latest_lsn, "earliestTime", a,
+                                                   "latestTime", b, "backup", sp->backup));
+        }
         clock_format_rfc3339(w.earliest_time_ns, a, sizeof a);
         clock_format_rfc3339(w.latest_time_ns, b, sizeof b);
-        json_array_append_new(arr, json_pack("{sssIsssssIsIsIsIss}", "databaseId", w.database, "incarnation",
-                                             (json_int_t)w.incarnation, "earliestTime", a, "latestTime", b,
-                                             "earliestLsn", (json_int_t)w.earliest_lsn, "latestLsn",
-                                             (json_int_t)w.latest_lsn, "backups", (json_int_t)w.backups, "logObjects",
-                                             (json_int_t)w.log_objects, "latestBackup", w.latest_backup));
+        json_array_append_new(arr,
+                              json_pack("{sssIsssssIsIsIsIsssosI}", "databaseId", w.database, "incarnation",
+                                        (json_int_t)w.incarnation, "earliestTime", a, "latestTime", b, "earliestLsn",
+                                        (json_int_t)w.earliest_lsn, "latestLsn", (json_int_t)w.latest_lsn, "backups",
+                                        (json_int_t)w.backups, "logObjects", (json_int_t)w.log_objects, "latestBackup",
+                                        w.latest_backup, "spans", spans, "spansOmitted", (json_int_t)w.spans_omitted));
     }
     return arr;
+}
+
+/* Prints the restorable points of a window (JSON, as listed) before its contiguous span, if any:
+ * backups without a log between them, or whose log retention or a log fold removed. */
+static void cli_bk_print_spans(json_t *w)
+{
+    json_t *spans = json_object_get(w, "spans");
+    long long omitted = (long long)json_integer_value(json_object_get(w, "spansOmitted"));
+    if (json_array_size(spans) < 2 && !omitted) return;
+    printf("  earlier restorable points (nothing between them can be restored):");
+    if (omitted) printf(" %lld older span%s,", omitted, omitted == 1 ? "" : "s");
+    for (size_t k = 0; k + 1 < json_array_size(spans); k++) {
+        json_t *sp = json_array_get(spans, k);
+        long long e = (long long)json_integer_value(json_object_get(sp, "earliestLsn")),
+                  l = (long long)json_integer_value(json_object_get(sp, "latestLsn"));
+        if (e == l) printf("%s LSN %lld (%s)", k ? "," : "", e, json_string_value(json_object_get(sp, "earliestTime")));
+        else
+            printf("%s LSN %lld..%lld (%s..%s)", k ? "," : "", e, l,
+                   json_string_value(json_object_get(sp, "earliestTime")),
+                   json_string_value(json_object_get(sp, "latestTime")));
+    }
+    printf("\n");
 }
 
 /* `backup list [NAME]`: the repository's backups (of one database, or all) as a table or JSON. */
@@ -526,6 +558,7 @@ static int cli_backup_list(struct cli_ctx *ctx, int argc, char **argv)
                json_integer_value(json_object_get(w, "backups")) == 1 ? "" : "s",
                (long long)json_integer_value(json_object_get(w, "logObjects")),
                json_integer_value(json_object_get(w, "logObjects")) == 1 ? "" : "s");
+        cli_bk_print_spans(w);
     }
     json_decref(windows);
     return CLI_EXIT_OK;

@@ -245,6 +245,22 @@ static void backup_list_reply(struct server *s, const char *db_name, struct http
         jw_kuint(&w, "backups", win.backups);
         jw_kuint(&w, "logObjects", win.log_objects);
         jw_kstr(&w, "latestBackup", win.latest_backup);
+        jw_key(&w, "spans");
+        jw_arr(&w);
+        for (uint32_t k = 0; k < win.nspans; k++) {
+            const jvdb_restore_span *sp = &win.spans[k];
+            clock_format_rfc3339(sp->earliest_time_ns, a, sizeof a);
+            clock_format_rfc3339(sp->latest_time_ns, b, sizeof b);
+            jw_obj(&w);
+            jw_kuint(&w, "earliestLsn", sp->earliest_lsn);
+            jw_kuint(&w, "latestLsn", sp->latest_lsn);
+            jw_kstr(&w, "earliestTime", a);
+            jw_kstr(&w, "latestTime", b);
+            jw_kstr(&w, "backup", sp->backup);
+            jw_obj_end(&w);
+        }
+        jw_arr_end(&w);
+        jw_kuint(&w, "spansOmitted", win.spans_omitted);
         jw_obj_end(&w);
     }
     jw_arr_end(&w);

@@ -508,6 +508,96 @@ static void test_times_rise_with_lsns(void **state)
         fail_msg("%llu of 2400 records carry a time before that of an earlier LSN", (unsigned long long)c.backwards);
 }
 
+/* Retention or a log fold removed the log between the first two backups (covered by the second),
+ * keeping only the first object after the full backup: the window is two spans (the old one and the
+ * one that reaches the latest point), restores inside both equal the model, a target in the hole fails
+ * naming the nearest restorable points, and jvdb_backup_verify_log reports the same window. */
+static void test_window_with_hole(void **state)
+{
+    struct fx *f = *state;
+    if (f->s3) skip();
+    build_history(f);
+    jvdb_backup_info *bk;
+    size_t nb;
+    assert_ok(jvdb_backup_list(f->repo, "hist", &bk, &nb));
+    assert_int_equal(nb, 3);
+    const uint64_t b1 = bk[0].lsn_to, b2 = bk[1].lsn_to, last = f->pts[f->npts - 1].lsn;
+    char b2_id[JVDB_BACKUP_ID_MAX];
+    snprintf(b2_id, sizeof b2_id, "%s", bk[1].id);
+    jvdb_free(bk);
+    static char names[256][1024];
+    size_t n = find_logs(f->repo_spec, names, 256, 0), removed = 0;
+    qsort(names, n, sizeof names[0], name_cmp);
+    unsigned long long keep_to = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long long from = 0, to = 0;
+        sscanf(strrchr(names[i], '/') + 1, "%llu-%llu", &from, &to);
+        if (i == 0) keep_to = to;
+        else if (to <= b2) removed += unlink(names[i]) == 0;
+    }
+    assert_true(removed > 0);
+    assert_true(keep_to > b1 && keep_to < b2);
+
+    jvdb_restore_window w;
+    assert_ok(jvdb_backup_window(f->repo, "hist", &w));
+    assert_int_equal(w.nspans, 2);
+    assert_int_equal(w.spans_omitted, 0);
+    assert_int_equal(w.spans[0].earliest_lsn, b1);
+    assert_int_equal(w.spans[0].latest_lsn, keep_to);
+    assert_int_equal(w.spans[1].earliest_lsn, b2);
+    assert_int_equal(w.spans[1].latest_lsn, last);
+    assert_string_equal(w.spans[1].backup, b2_id);
+    assert_int_equal(w.earliest_lsn, b2); /* the contiguous span that reaches the latest point */
+    assert_int_equal(w.latest_lsn, last);
+    assert_int_equal(w.backups, 3);
+
+    jvdb_restore_result res;
+    jvdb_db *r;
+    char what[64], near[96];
+    snprintf(near, sizeof near, "nearest restorable points are LSN %llu", keep_to);
+    int holes = 0, inside = 0;
+    for (size_t k = 0; k < f->npts; k++) {
+        const uint64_t lsn = f->pts[k].lsn;
+        if (lsn > keep_to && lsn < b2) { /* in the hole: by LSN and by a time inside the batch */
+            snprintf(what, sizeof what, "LSN %llu in the hole", (unsigned long long)lsn);
+            if (restore_at(f, lsn, 0, 0, &r, &res) != JVDB_ENOTFOUND) fail_msg("%s: restored", what);
+            if (!strstr(jvdb_errmsg(), "cannot be restored") || !strstr(jvdb_errmsg(), near))
+                fail_msg("%s: %s", what, jvdb_errmsg());
+            if (holes++ % 3 == 0 && f->pts[k].t1 > w.spans[0].latest_time_ns &&
+                f->pts[k].t1 < w.spans[1].earliest_time_ns) {
+                assert_int_equal(restore_at(f, 0, f->pts[k].t1, 0, &r, &res), JVDB_ENOTFOUND);
+                assert_non_null(strstr(jvdb_errmsg(), "cannot be restored"));
+            }
+            jvdb_db *x;
+            assert_int_equal(jvdb_db_open(f->env, "at", &x), JVDB_ENOTFOUND);
+            continue;
+        }
+        if (lsn < b1 || (inside++ % 4 && lsn != keep_to && lsn != b2 && lsn != last)) continue;
+        snprintf(what, sizeof what, "to LSN %llu", (unsigned long long)lsn);
+        assert_ok(restore_at(f, lsn, 0, 0, &r, &res));
+        check_state(r, f->pts[k].ver, what);
+        assert_int_equal(res.lsn, lsn);
+        assert_ok(jvdb_db_drop(f->env, "at"));
+    }
+    assert_true(holes > 0);
+    /* Before everything: outside, and the message lists the old span too. */
+    assert_int_equal(restore_at(f, b1 - 1, 0, 0, &r, &res), JVDB_ENOTFOUND);
+    assert_non_null(strstr(jvdb_errmsg(), "outside the restorable window of 'hist'"));
+    assert_non_null(strstr(jvdb_errmsg(), "restorable: LSN"));
+
+    /* verify_log: the same window (one rule), its hole a note. */
+    jvdb_log_verify_result lv;
+    assert_ok(jvdb_backup_verify_log(f->repo, "hist", NULL, NULL, &lv));
+    assert_int_equal(lv.holes, 1);
+    assert_int_equal(lv.window.nspans, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lv.window.spans[i].earliest_lsn, w.spans[i].earliest_lsn);
+        assert_int_equal(lv.window.spans[i].latest_lsn, w.spans[i].latest_lsn);
+    }
+    assert_int_equal(lv.window.earliest_lsn, w.earliest_lsn);
+    assert_int_equal(lv.window.latest_lsn, w.latest_lsn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_follow, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_times_rise_with_lsns, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_window_with_hole, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -385,12 +385,13 @@ def backups_through_the_server(e):
     try:
         steps(other, repo2, remote, True)
         # beside the server, list/show/verify of a repository still run here, on --repo
-        # (a header and 4 backups: each create ran twice, text and --json; then the restorable window)
+        # (a header and 4 backups: each create ran twice, text and --json; then the restorable window
+        # and the earlier point: without a log, LSNs between the backups cannot be restored)
         _, o, _ = e.run("backup", "list", "c", "--repo", repo2, data=other)
-        assert o.count("\n") == 7 and "restorable window of 'c'" in o, o
+        assert o.count("\n") == 8 and "restorable window of 'c'" in o and "earlier restorable points" in o, o
         # through --server too
         _, o, _ = e.run("--server", s.url, "backup", "list", "c", data=e.path("nowhere"))
-        assert o.count("\n") == 7 and "restorable window of 'c'" in o, o
+        assert o.count("\n") == 8 and "restorable window of 'c'" in o and "earlier restorable points" in o, o
     finally:
         s.stop()
     compare(local, remote)
