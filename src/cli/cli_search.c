@@ -273,6 +273,10 @@ static int cli_search_run(struct cli_ctx *ctx, jvdb_db *db, const char *name, co
         jvdb_results_free(res, n);
     }
     if (ctx->json && q->from_file) puts("]");
+    /* The answers go out now, not at exit: closing the database afterwards may checkpoint the graph
+     * (a catch-up changed it), which takes a second at 1M and must not hold the answers back.  A
+     * write error stays in ferror(stdout), which main() reports. */
+    fflush(stdout);
     return CLI_EXIT_OK;
 }
 

@@ -455,6 +455,25 @@ def index_saved_between_runs(e):
         assert all(g["vectorId"] in db for g in per["results"])
 
 
+@test
+def answers_out_before_the_graph_is_saved(e):
+    """The answers reach stdout before closing the database checkpoints the graph (a second at 1M):
+    killed in that save, `search --index` has already printed them, and they are right."""
+    db = load(e, "l2", n=300, dim=8, seed=23)
+    q = queries(1, 8, seed=24)[0]
+    # No saved graph yet: this run builds one, so closing it saves the graph, and dies there.
+    os.environ["JVDB_CRASH_AT"] = "hnsw.save.before_rename"
+    try:
+        rc, out, _ = e.run("search", "v", "--vector", vec_arg(q), "--index", "--json", expect=None)
+    finally:
+        del os.environ["JVDB_CRASH_AT"]
+    assert rc == -9, f"the close did not reach the graph save (exit {rc})"
+    assert out.endswith("\n"), f"no answer on stdout before the save: {out!r}"
+    got = json.loads(out)["results"]
+    assert len(got) == 10 and all(close(g["score"], score("l2", q, db[g["vectorId"]][0])) for g in got), got
+    assert not os.path.exists(os.path.join(e.data, "databases", "v", "ext.hnsw")), "the save was not cut"
+
+
 # ---------------------------------------------------------------- errors
 
 @test
