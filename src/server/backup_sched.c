@@ -25,6 +25,7 @@
  */
 #include "server/srv.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/log.h"
 
@@ -64,13 +65,9 @@ static struct sched_db *sched_entry(struct backup_sched *b, const char *name)
 {
     for (size_t i = 0; i < b->n; i++)
         if (!strcmp(b->dbs[i].name, name)) return &b->dbs[i];
-    if (b->n == b->cap) {
-        size_t ncap = b->cap ? 2 * b->cap : 8;
-        struct sched_db *nd = realloc(b->dbs, ncap * sizeof *nd);
-        if (!nd) return NULL;
-        b->dbs = nd;
-        b->cap = ncap;
-    }
+    struct sched_db *nd = grow_array(b->dbs, &b->cap, b->n + 1, sizeof *nd, 8);
+    if (!nd) return NULL;
+    b->dbs = nd;
     struct sched_db *e = &b->dbs[b->n++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);

@@ -15,6 +15,7 @@
  */
 #include "server/srv.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/log.h"
 
@@ -53,13 +54,9 @@ static struct follow_db *follow_entry(struct follow_state *f, const char *name)
 {
     for (size_t i = 0; i < f->n; i++)
         if (!strcmp(f->dbs[i].name, name)) return &f->dbs[i];
-    if (f->n == f->cap) {
-        size_t nc = f->cap ? 2 * f->cap : 8;
-        struct follow_db *nd = realloc(f->dbs, nc * sizeof *nd);
-        if (!nd) return NULL;
-        f->dbs = nd;
-        f->cap = nc;
-    }
+    struct follow_db *nd = grow_array(f->dbs, &f->cap, f->n + 1, sizeof *nd, 8);
+    if (!nd) return NULL;
+    f->dbs = nd;
     struct follow_db *e = &f->dbs[f->n++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);

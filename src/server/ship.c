@@ -27,6 +27,7 @@
  */
 #include "server/srv.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -72,13 +73,9 @@ static struct ship_db *ship_entry(struct ship_state *t, const char *name)
 {
     for (size_t i = 0; i < t->n; i++)
         if (!strcmp(t->dbs[i].name, name)) return &t->dbs[i];
-    if (t->n == t->cap) {
-        size_t nc = t->cap ? 2 * t->cap : 8;
-        struct ship_db *nv = realloc(t->dbs, nc * sizeof *nv);
-        if (!nv) return NULL;
-        t->dbs = nv;
-        t->cap = nc;
-    }
+    struct ship_db *nv = grow_array(t->dbs, &t->cap, t->n + 1, sizeof *nv, 8);
+    if (!nv) return NULL;
+    t->dbs = nv;
     struct ship_db *e = &t->dbs[t->n++];
     memset(e, 0, sizeof *e);
     snprintf(e->name, sizeof e->name, "%s", name);
