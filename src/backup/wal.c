@@ -435,6 +435,8 @@ struct jvdb_shipper {
     uint64_t end;       /* ... and without `known`, a lower bound of it (for the backlog figures) */
     int have_end;
     int overflow;                  /* the backlog passed its limit: re-base on an incremental */
+    uint64_t base_after;           /* a restorable backup newer than `end` (0: none): where the log goes on
+                                    * when the records after `end` turn out to be gone */
     int64_t pin_ns;                /* when the shipped LSN last went to the MANIFEST (0 = not since start) */
     int contacted;                 /* the repository answered once: a directory that vanishes later is an outage, never
                      * re-created */
@@ -701,6 +703,7 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
         best = best_base;
         found = 1;
     }
+    s->base_after = found_base && best_base > best ? best_base : 0;
     free(ents);
     free(bases);
     if (rc) return rc;
@@ -863,7 +866,20 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
     }
     for (int rebased = 0, done = 0; !rc && !done && s->end < target;) {
         rc = ship_one(db, repo, s, &o, target, out, &done);
-        if (rc == SHIP_GAP && !rebased) {
+        if (rc == SHIP_GAP && s->base_after > s->end) {
+            /* The records after the log's end are gone, but a backup made since (an earlier re-base, or
+             * one the scheduler made) covers them: the log goes on from it rather than from yet another
+             * incremental (which every restart, or every call without a shipper, would otherwise make). */
+            snprintf(out->note, sizeof out->note,
+                     "records after the log's end (LSN %llu) were compacted away: the log continues from the "
+                     "backup at LSN %llu",
+                     (unsigned long long)s->end, (unsigned long long)s->base_after);
+            log_info("backup log of '%s': %s", name, out->note);
+            s->end = s->base_after;
+            s->base_after = 0;
+            rc = JVDB_OK;
+            done = 0;
+        } else if (rc == SHIP_GAP && !rebased) {
             /* Compaction dropped records the log needed (before shipping started): an incremental
              * backup covers the gap, and the log continues from it. */
             rebased = 1;

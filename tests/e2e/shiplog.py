@@ -107,6 +107,8 @@ def backups(repo, db, suffix=""):
     out = []
     d = os.path.join(repo, db)
     for n in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        if n.startswith("."):  # .tmp- (a backup being written) and .del- (being deleted) are not backups
+            continue
         p = os.path.join(d, n, "backup.json" + suffix)
         if os.path.exists(p):
             with open(p) as f:
