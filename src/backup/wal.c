@@ -18,6 +18,7 @@
  */
 #include "backup/wal.h"
 
+#include "core/grow.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/io.h"
@@ -104,13 +105,9 @@ static int wal_collect_fn(void *arg, const char *name, int64_t size)
     struct wal_entry e;
     if (wal_parse_name(name + 4, &e)) return 0;
     e.size = size;
-    if (c->n == c->cap) {
-        size_t nc = c->cap ? c->cap * 2 : 64;
-        struct wal_entry *nv = realloc(c->v, nc * sizeof *nv);
-        if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing the backup log");
-        c->v = nv;
-        c->cap = nc;
-    }
+    struct wal_entry *nv = grow_array(c->v, &c->cap, c->n + 1, sizeof *nv, 64);
+    if (!nv) return err_set(JVDB_ENOMEM, "out of memory listing the backup log");
+    c->v = nv;
     c->v[c->n++] = e;
     return 0;
 }
@@ -180,15 +177,12 @@ int wal_path(const struct wal_entry *ents, size_t n, int64_t incarnation, uint64
             best = i;
     int rc = JVDB_OK;
     while (best != SIZE_MAX) {
-        if (*k == cap) {
-            cap = cap ? cap * 2 : 64;
-            size_t *nv = realloc(*idx, cap * sizeof *nv);
-            if (!nv) {
-                rc = err_set(JVDB_ENOMEM, "out of memory following the backup log");
-                break;
-            }
-            *idx = nv;
+        size_t *nv = grow_array(*idx, &cap, *k + 1, sizeof *nv, 64);
+        if (!nv) {
+            rc = err_set(JVDB_ENOMEM, "out of memory following the backup log");
+            break;
         }
+        *idx = nv;
         (*idx)[(*k)++] = best;
         /* The next starts where this one ends: the first live one there has the highest epoch. */
         uint64_t cur = ents[best].lsn_to;
@@ -371,14 +365,9 @@ struct mem_stage {
 static int mem_stage_write(struct repo_stage *s, const void *buf, size_t len)
 {
     struct mem_stage *m = (struct mem_stage *)s;
-    if (m->len + len > m->cap) {
-        size_t nc = m->cap ? m->cap : 1u << 16;
-        while (nc < m->len + len) nc *= 2;
-        char *np = realloc(m->p, nc);
-        if (!np) return err_set(JVDB_ENOMEM, "out of memory writing a log object");
-        m->p = np;
-        m->cap = nc;
-    }
+    char *np = grow_array(m->p, &m->cap, m->len + len, 1, 1u << 16);
+    if (!np) return err_set(JVDB_ENOMEM, "out of memory writing a log object");
+    m->p = np;
     memcpy(m->p + m->len, buf, len);
     m->len += len;
     return JVDB_OK;
@@ -568,13 +557,9 @@ static int ship_scan_fn(void *arg, const struct rec_header *h)
         s->oldest_ns = h->time_ns;
     }
     if (!s->collect) return 0;
-    if (s->n == s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 4096;
-        const struct rec_header **nv = realloc(s->v, nc * sizeof *nv);
-        if (!nv) return err_set(JVDB_ENOMEM, "out of memory collecting the records to ship");
-        s->v = nv;
-        s->cap = nc;
-    }
+    const struct rec_header **nv = grow_array(s->v, &s->cap, s->n + 1, sizeof *nv, 4096);
+    if (!nv) return err_set(JVDB_ENOMEM, "out of memory collecting the records to ship");
+    s->v = nv;
     s->v[s->n++] = h;
     return 0;
 }
