@@ -140,18 +140,11 @@ struct fx {
 
 static int fx_setup(void **state)
 {
-    static int seq;
     struct fx *f = calloc(1, sizeof *f);
     f->dir = tu_tempdir();
     snprintf(f->data, sizeof f->data, "%s/data", f->dir);
     snprintf(f->data2, sizeof f->data2, "%s/replica", f->dir);
-    const char *base = getenv("JVDB_TEST_REPO");
-    if (base && *base) {
-        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/pitr-%s-%d", base, strrchr(f->dir, '-') + 1, seq++);
-        f->s3 = !strncmp(base, "s3://", 5);
-    } else {
-        snprintf(f->repo_spec, sizeof f->repo_spec, "%s/repo", f->dir);
-    }
+    f->s3 = tu_repo_spec(f->dir, "pitr", f->repo_spec, sizeof f->repo_spec);
     assert_ok(jvdb_env_open(f->data, &f->env));
     assert_ok(jvdb_repo_open(f->repo_spec, NULL, &f->repo));
     *state = f;

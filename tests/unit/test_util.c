@@ -51,3 +51,16 @@ long long tu_file_size(const char *path)
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : -1;
 }
+
+int tu_repo_spec(const char *dir, const char *tag, char *out, size_t cap)
+{
+    static int seq;
+    const char *base = getenv("JVDB_TEST_REPO");
+    if (!base || !*base) {
+        snprintf(out, cap, "%s/repo", dir);
+        return 0;
+    }
+    const char *suffix = strrchr(dir, '-');
+    snprintf(out, cap, "%s/%s%s%s-%d", base, tag, *tag ? "-" : "", suffix ? suffix + 1 : "x", seq++);
+    return !strncmp(base, "s3://", 5);
+}

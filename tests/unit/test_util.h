@@ -11,6 +11,10 @@
 /* A fresh temporary directory (removed by tu_rmdir). */
 char *tu_tempdir(void);
 void tu_rmdir(char *dir);
+/* The repository a backup test uses: "<dir>/repo", or, when JVDB_TEST_REPO is set (test_backup_s3.py points it at
+ * an s3rver bucket), a fresh "<JVDB_TEST_REPO>/<tag>-<dir's suffix>-<n>" so tests never see each other's backups.
+ * Returns 1 for S3 (tests that reach into files skip there), else 0. */
+int tu_repo_spec(const char *dir, const char *tag, char *out, size_t cap);
 /* Deterministic vector for (id number, version). */
 void tu_vector(float *v, uint32_t dim, uint64_t n, uint64_t version);
 /* Creates a database with small segments. */
