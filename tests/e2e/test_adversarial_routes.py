@@ -395,7 +395,25 @@ def forced_restore_does_not_freeze_other_databases():
         r = expect(done["r"], 200)
         assert r["replaced"] is True and r["databaseId"] == "a" and r["stats"]["vectorCount"] == n, r
         print("     %d vectors: restore %.2f s, probed for %.2f s, worst request %.3f s" % (n, done["s"], window, worst))
-        assert window >= 0.8, "the restore was too short to tell (%.2f s)" % window
+        # A fast machine restores 80000 vectors in well under a second: the same forced restore again
+        # (a plain one now) until the probed windows add up to enough to tell a stall from noise.  A
+        # stall would last a whole round, about window / rounds, more than the third allowed below.
+        rounds = 1
+        while window < 0.8 and rounds < 8:
+            again = threading.Thread(target=restore)
+            again.start()
+            time.sleep(0.05)
+            start = time.time()
+            worst = max(worst, probe_while(s, again))
+            window += time.time() - start
+            again.join(timeout=60)
+            assert not again.is_alive(), "a repeated restore never ended"
+            r = expect(done["r"], 200)
+            assert r["replaced"] is True and r["stats"]["vectorCount"] == n, r
+            rounds += 1
+            print("     round %d: restore %.2f s, probed for %.2f s in all, worst request %.3f s" % (
+                rounds, done["s"], window, worst))
+        assert window >= 0.8, "the restores were too short to tell (%.2f s in %d rounds)" % (window, rounds)
         # Generous: the stall this replaces lasted the whole restore.
         assert worst < window / 3, "a request on another database took %.2f s of a %.2f s window" % (worst, window)
         s.stop()
