@@ -374,6 +374,35 @@ static int crypt_new_header(unsigned char hdr[CRYPT_HDR])
     return RAND_bytes(hdr + 16, 12) == 1 ? JVDB_OK : err_set(JVDB_EIO, "no random bytes from OpenSSL");
 }
 
+/* Seals a whole buffer in memory as one object (header, 1 MiB chunks, the last one shorter, possibly
+ * empty) under a's binding; frees a's context either way.  `what` names the object in messages. */
+static int crypt_seal_buffer(struct crypt_aead *a, const unsigned char key[32], const void *buf, size_t len,
+                             const char *what, unsigned char **out, size_t *out_len)
+{
+    size_t chunks = len / CRYPT_CHUNK + 1, total = CRYPT_HDR + len + chunks * CRYPT_TAG;
+    unsigned char *o = malloc(total);
+    int rc = o ? crypt_new_header(a->hdr) : err_set(JVDB_ENOMEM, "out of memory");
+    if (!rc) memcpy(o, a->hdr, CRYPT_HDR);
+    const unsigned char *in = buf;
+    unsigned char *w = o + CRYPT_HDR;
+    for (size_t k = 0; !rc && k < chunks; k++) {
+        size_t n = k + 1 < chunks ? CRYPT_CHUNK : len - k * CRYPT_CHUNK;
+        if (crypt_chunk(a, key, 1, k + 1 == chunks, in, n, w, w + n))
+            rc = err_set(JVDB_EIO, "%s: encryption failed in OpenSSL", what);
+        in += n;
+        w += n + CRYPT_TAG;
+    }
+    EVP_CIPHER_CTX_free(a->ctx);
+    a->ctx = NULL;
+    if (rc) {
+        free(o);
+        return rc;
+    }
+    *out = o;
+    *out_len = total;
+    return JVDB_OK;
+}
+
 /* An extra object (the HNSW graph, which holds what the vectors hold) is sealed like an archive:
  * header, 1 MiB chunks, the last one shorter (possibly empty), and an AAD that also binds its name,
  * so neither the archive nor another extra can stand in for it. */
@@ -383,20 +412,11 @@ static int crypt_stage_put_extra(struct repo_stage *rs, const char *name, const 
     struct crypt_aead a;
     if (crypt_aead_init(&a, s->db, s->id)) return JVDB_ENOMEM;
     snprintf(a.bind + strlen(a.bind), sizeof a.bind - strlen(a.bind), "/%s", name);
-    size_t chunks = len / CRYPT_CHUNK + 1, out_len = CRYPT_HDR + len + chunks * CRYPT_TAG;
-    unsigned char *out = malloc(out_len);
-    int rc = out ? crypt_new_header(a.hdr) : err_set(JVDB_ENOMEM, "out of memory");
-    if (!rc) memcpy(out, a.hdr, CRYPT_HDR);
-    const unsigned char *in = buf;
-    unsigned char *o = out + CRYPT_HDR;
-    for (size_t k = 0; !rc && k < chunks; k++) {
-        size_t n = k + 1 < chunks ? CRYPT_CHUNK : len - k * CRYPT_CHUNK;
-        if (crypt_chunk(&a, s->c->enc, 1, k + 1 == chunks, in, n, o, o + n))
-            rc = err_set(JVDB_EIO, "backup %s of '%s': encryption failed in OpenSSL", s->id, s->db);
-        in += n;
-        o += n + CRYPT_TAG;
-    }
-    EVP_CIPHER_CTX_free(a.ctx);
+    char what[JVDB_MAX_NAME_LEN + BACKUP_ID_MAX + 32];
+    snprintf(what, sizeof what, "backup %s of '%s'", s->id, s->db);
+    unsigned char *out = NULL;
+    size_t out_len = 0;
+    int rc = crypt_seal_buffer(&a, s->c->enc, buf, len, what, &out, &out_len);
     if (!rc) rc = s->inner->put_extra(s->inner, name, out, out_len);
     free(out);
     return rc;
@@ -895,37 +915,11 @@ static int crypt_obj_list(jvdb_repo *rp, const char *db, const char *prefix, rep
 static int crypt_obj_seal(struct repo_crypt *c, const char *db, const char *name, const void *buf, size_t len,
                           unsigned char **out, size_t *out_len)
 {
-    size_t chunks = len / CRYPT_CHUNK + 1;
-    unsigned char *o = malloc(CRYPT_HDR + len + chunks * CRYPT_TAG);
     struct crypt_aead a;
-    memset(&a, 0, sizeof a);
-    if (!o || crypt_aead_init(&a, db, name)) {
-        free(o);
-        EVP_CIPHER_CTX_free(a.ctx);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
-    uint32_t ver = CRYPT_VERSION, chunk = CRYPT_CHUNK;
-    memcpy(a.hdr, CRYPT_MAGIC, 8);
-    memcpy(a.hdr + 8, &ver, 4);
-    memcpy(a.hdr + 12, &chunk, 4);
-    int rc = RAND_bytes(a.hdr + 16, 12) == 1 ? JVDB_OK : err_set(JVDB_EIO, "no random bytes from OpenSSL");
-    memcpy(o, a.hdr, CRYPT_HDR);
-    size_t pos = CRYPT_HDR;
-    const unsigned char *p = buf;
-    for (size_t i = 0; !rc && i < chunks; i++) {
-        size_t n = i + 1 < chunks ? CRYPT_CHUNK : len - i * CRYPT_CHUNK;
-        if (crypt_chunk(&a, c->enc, 1, i + 1 == chunks, p + i * CRYPT_CHUNK, n, o + pos, o + pos + n))
-            rc = err_set(JVDB_EIO, "%s of '%s': encryption failed in OpenSSL", name, db);
-        pos += n + CRYPT_TAG;
-    }
-    EVP_CIPHER_CTX_free(a.ctx);
-    if (rc) {
-        free(o);
-        return rc;
-    }
-    *out = o;
-    *out_len = pos;
-    return JVDB_OK;
+    if (crypt_aead_init(&a, db, name)) return JVDB_ENOMEM;
+    char what[JVDB_MAX_NAME_LEN + 600];
+    snprintf(what, sizeof what, "%.500s of '%s'", name, db);
+    return crypt_seal_buffer(&a, c->enc, buf, len, what, out, out_len);
 }
 
 /* Writes an object, sealed when it is a log object. */

@@ -375,18 +375,10 @@ void route_vec_batch_get(struct server *s, struct http_req *rq, struct http_resp
 
 void route_vec_update(struct server *s, struct http_req *rq, struct http_resp *rs)
 {
-    /* The values' numbers skip jansson (jf_take_floats); the rest of a copy is parsed as before. */
-    float *pre = NULL;
-    uint32_t pre_n = 0;
-    char *copy = jf_take_floats(rq->body, rq->body_len, "values", &pre, &pre_n);
-    struct http_req rq2 = *rq;
-    if (copy) rq2.body = copy;
-    json_t *body = route_body(s, &rq2, rs, vec_update_fields);
-    free(copy);
-    if (!body) {
-        free(pre);
-        return;
-    }
+    float *pre;
+    uint32_t pre_n;
+    json_t *body = route_body_floats(s, rq, rs, vec_update_fields, "values", &pre, &pre_n);
+    if (!body) return;
     const char *vid = rq->params[1];
     char err[512];
     struct jf_vector v = { .values = pre, .n = pre_n };

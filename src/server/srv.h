@@ -221,6 +221,11 @@ int route_name_check(struct http_resp *rs, const char *what, const char *name);
  * after answering 400 (an unknown field is named).  route_body_opt accepts an empty body as {}. */
 json_t *route_body(struct server *s, struct http_req *rq, struct http_resp *rs, const char *const *fields);
 json_t *route_body_opt(struct server *s, struct http_req *rq, struct http_resp *rs, const char *const *fields);
+/* route_body for a body whose array `key` is decoded straight into floats (*floats, *n; NULL and 0
+ * when the array is absent or not plain numbers, then it stays in the tree for the general reader).
+ * The caller frees *floats, also when the answer is NULL (then it is already NULL). */
+json_t *route_body_floats(struct server *s, struct http_req *rq, struct http_resp *rs, const char *const *fields,
+                          const char *key, float **floats, uint32_t *n);
 
 /* Query arguments: 1 present and valid, 0 absent, -1 after answering 400. */
 int route_query_uint(struct http_req *rq, struct http_resp *rs, const char *name, uint64_t *out);
