@@ -16,6 +16,7 @@
 
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/io.h"
 #include "core/grow.h"
 #include "core/log.h"
 #include "store/db.h"
@@ -154,7 +155,11 @@ int jvdb_backup_promote(jvdb_db *db)
         return JVDB_OK; /* a primary already */
     }
     if (rc) return rc;
+    /* The commit point of a promote is this MANIFEST change; the fence before it is redone by the next
+     * promote or start without --follow (tests/crash/test_promote_crash.py). */
+    io_crash_point("promote.before_manifest");
     if ((rc = db_set_manifest_extra(db, PITR_REPLICA_KEY, NULL))) return rc;
+    io_crash_point("promote.after_manifest");
     log_info("database '%s' is no longer a replica of incarnation %lld: a primary of its own", jvdb_db_name(db),
              (long long)inc);
     return JVDB_OK;
