@@ -35,12 +35,17 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+/* How much the shipping thread is niced below the server's writers. */
+#define SHIP_NICE               5
 /* Retention runs at most this often (it lists the repository). */
 #define SHIP_RETENTION_EVERY_NS (60ll * 1000000000ll)
 
@@ -350,6 +355,13 @@ static void *ship_main(void *arg)
 {
     struct server *s = arg;
     struct ship_state *t = s->ship;
+    /* Shipping is background work: on a busy CPU the writers it copies come first (it catches up once they
+     * pause; the lag shows in /metrics).  Linux nices a thread by its id. */
+    id_t tid = (id_t)gettid();
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0 && setpriority(PRIO_PROCESS, tid, nice_now + SHIP_NICE > 19 ? 19 : nice_now + SHIP_NICE) != 0)
+        log_debug("continuous backup: cannot lower the shipping thread's priority: %s", strerror(errno));
     pthread_mutex_lock(&t->mu);
     while (!t->stopping) {
         pthread_mutex_unlock(&t->mu);
