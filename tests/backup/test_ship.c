@@ -941,6 +941,71 @@ static void lease_race(struct fx *f, const char *db, int rounds, int listing)
     pthread_barrier_destroy(&go);
 }
 
+/* A lease written back to a lower epoch after ours (a slower taker's late write, or an old holder's renewal racing
+ * our takeover) does not fence us: our claimed epoch is the authority and goes back; the one who wrote the
+ * lower epoch finds itself fenced at its next check. */
+static void test_lease_lower_epoch_written_back(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "low", 0);
+    assert_ok(f->repo->ops->init(f->repo));
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new("host-a:1:0000000000000001", &a));
+    jvdb_ship_options o = { .shipper = a, .lease_ns = 60ll * 1000000000ll };
+    jvdb_ship_result r;
+    struct wal_lease l = { "", 0, 0 };
+    snprintf(l.owner, sizeof l.owner, "host-old:9:0000000000000009");
+    l.epoch = 4;
+    l.renewed_ns = 0; /* an old holder that stopped */
+    assert_ok(wal_lease_write(f->repo, "low", &l));
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_ok(wal_lease_read(f->repo, "low", &l));
+    assert_int_equal(l.epoch, 5);
+    /* the old holder's renewal lands after our takeover */
+    snprintf(l.owner, sizeof l.owner, "host-old:9:0000000000000009");
+    l.epoch = 4;
+    l.renewed_ns = 1;
+    assert_ok(wal_lease_write(f->repo, "low", &l));
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_int_equal(r.fenced, 0);
+    assert_int_equal(r.objects, 1);
+    assert_ok(wal_lease_read(f->repo, "low", &l));
+    assert_int_equal(l.epoch, 5);
+    assert_string_equal(l.owner, "host-a:1:0000000000000001");
+    jvdb_shipper_free(a, f->repo, "low");
+}
+
+/* A taker that claimed an epoch and died before writing the lease: while its claim is fresh, a takeover is refused
+ * (it may be at work), once older than the lease time the next taker claims the epoch after it.  A promote
+ * (force) never waits. */
+static void test_lease_dead_claim(void **state)
+{
+    struct fx *f = *state;
+    assert_ok(f->repo->ops->init(f->repo));
+    uint64_t e = 0;
+    assert_ok(wal_lease_take(f->repo, "dead", "host-a:1:00000000000000a1", 1000000000ll, 0, 1, NULL, &e));
+    assert_int_equal(e, 1);
+    /* host-b claims epoch 2 and dies before its lease write */
+    jvdb_repo *rb;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &rb));
+    assert_ok(wal_lease_take(rb, "dead", "host-b:2:00000000000000b2", 1000000000ll, 0, 1, NULL, &e));
+    assert_int_equal(e, 2);
+    struct wal_lease l = { "", 1, 0 };
+    snprintf(l.owner, sizeof l.owner, "host-a:1:00000000000000a1");
+    assert_ok(wal_lease_write(f->repo, "dead", &l)); /* as if b's lease write never happened */
+    assert_err(wal_lease_take(f->repo, "dead", "host-c:3:00000000000000c3", 1000000000ll, 0, 0, NULL, &e), JVDB_EBUSY,
+               "fenced: epoch 2");
+    struct timespec ts = { 1, 100000000 };
+    nanosleep(&ts, NULL);
+    assert_ok(wal_lease_take(f->repo, "dead", "host-c:3:00000000000000c3", 1000000000ll, 0, 0, NULL, &e));
+    assert_int_equal(e, 3);
+    assert_ok(wal_lease_take(f->repo, "dead", "host-d:4:00000000000000d4", 60ll * 1000000000ll, 1, 1, NULL, &e));
+    assert_int_equal(e, 4);
+    jvdb_repo_close(rb);
+}
+
 /* Two primaries starting at the same moment, many times, on the repository under test (a directory: exclusive
  * create; S3: claims decided by listing), and on a directory seen through a store without exclusive create:
  * never both hold the lease (the old read-then-write takeover let both believe they held one epoch). */
@@ -1119,6 +1184,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_writers_race, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_take_race, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_lower_epoch_written_back, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_dead_claim, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restart_after_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),
