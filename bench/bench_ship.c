@@ -16,12 +16,15 @@
  * The repository is DIR/repo, the data directory DIR/data.  Each prints one JSON line.  The shipper
  * runs exactly as `jvdb serve --backup-continuous` runs it (jvdb_backup_ship with a jvdb_shipper).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench_util.h"
 #include "jvdb.h"
@@ -72,7 +75,8 @@ struct shipper {
     pthread_mutex_t mu;
 };
 
-static int ship_level; /* --level */
+static int ship_level;    /* --level */
+static int ship_nice = 5; /* --ship-nice: the shipping thread's nice above the writer's (the server's is 5) */
 
 /* One shipment, noted. */
 static void ship_once(struct shipper *s)
@@ -112,6 +116,11 @@ static void ship_once(struct shipper *s)
 static void *ship_main(void *arg)
 {
     struct shipper *s = arg;
+    /* niced like the server's shipping thread (src/server/ship.c, SHIP_NICE) */
+    id_t tid = (id_t)gettid();
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0 && ship_nice) setpriority(PRIO_PROCESS, tid, nice_now + ship_nice > 19 ? 19 : nice_now + ship_nice);
     while (!atomic_load(&s->stop)) {
         double t0 = bench_now();
         ship_once(s);
@@ -369,6 +378,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--rate")) o.rate = strtod(v, NULL);
         else if (!strcmp(k, "--seconds")) o.seconds = strtod(v, NULL);
         else if (!strcmp(k, "--level")) ship_level = o.level = atoi(v);
+        else if (!strcmp(k, "--ship-nice")) ship_nice = atoi(v);
         else bench_die(0, "unknown option %s", k);
     }
     if (!o.dir || !o.dim || !o.batch || o.rate <= 0) bench_die(0, "--dir is required; dim, batch, rate positive");

@@ -886,7 +886,7 @@ typedef struct jvdb_ship_options {
                                 * lease and releases it) */
     int64_t lease_ns;          /* lease time; 0 = 30 s.  Renewed at most every third of it */
     uint64_t max_object_bytes; /* record bytes per log object; 0 = 64 MiB (more makes several) */
-    int level;                 /* zstd level, -7 (fastest) .. 19; 0 = 1 */
+    int level;                 /* zstd level, -7 (fastest) .. 19; 0 = -1 */
     uint64_t backlog_limit;    /* record bytes left unshipped past which a failed shipment gives the
                                 * gap up (logged at error): the next one that reaches the repository
                                 * takes an incremental backup instead; 0 = no limit */
@@ -896,6 +896,14 @@ typedef struct jvdb_ship_options {
      * a gap), so a scheduler or counters see it like any other */
     void (*on_backup)(void *arg, const jvdb_backup_info *info);
     void *on_backup_arg;
+    /* optional: the repository's lock, held only where the shipment changes the chain -- a backup it makes,
+     * and starting a log on a bare backup until its first object lands -- never around plain log objects
+     * (their names are unique per LSN range and epoch, so they race with nothing).  repo_lock returns 0 when
+     * taken; non-zero defers that step: JVDB_EBUSY with out->deferred, nothing lost (the next call goes on).
+     * repo_unlock is called once for every successful repo_lock. */
+    int (*repo_lock)(void *arg);
+    void (*repo_unlock)(void *arg);
+    void *repo_lock_arg;
 } jvdb_ship_options;
 
 typedef struct jvdb_ship_result {
@@ -909,6 +917,7 @@ typedef struct jvdb_ship_result {
     double lag_seconds;          /* its age when the call returned (0 when nothing is pending) */
     int fenced;                  /* another owner holds the lease: nothing was shipped */
     int overflow;                /* the backlog passed backlog_limit: the gap will be an incremental */
+    int deferred;                /* repo_lock was busy: a backup (or a log's start) waits for the next call */
     char note[256];              /* e.g. "no backup of this incarnation: made a full backup first" */
 } jvdb_ship_result;
 

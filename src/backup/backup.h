@@ -92,6 +92,10 @@ struct repo_ops {
     int (*obj_put)(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len);
     int (*obj_get)(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len);
     int (*obj_delete)(jvdb_repo *r, const char *db, const char *name);
+    /* Optional (NULL when the store cannot promise it): creates object `name` only if no object of that name
+     * exists, atomically against any other writer (filesystem: link(2) of a synced temp file), JVDB_EEXISTS
+     * when one does.  wal.c claims fencing epochs with it; without it a claim is decided by listing. */
+    int (*obj_create)(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len);
 };
 
 struct jvdb_repo {

@@ -993,6 +993,16 @@ static int crypt_obj_delete(jvdb_repo *rp, const char *db, const char *name)
     return rc ? rc : c->inner->ops->obj_delete(c->inner, db, name);
 }
 
+/* Creates an object only if absent (the fencing claims, which are never sealed, like the lease). */
+static int crypt_obj_create(jvdb_repo *rp, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    if (rc) return rc;
+    if (c->state == CRYPT_PENDING) return err_set(JVDB_EINVAL, "repository %s: encryption is not set up", c->base.spec);
+    return c->inner->ops->obj_create(c->inner, db, name, buf, len);
+}
+
 jvdb_repo *repo_crypt_inner(jvdb_repo *r) { return ((struct repo_crypt *)r)->inner; }
 
 int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
@@ -1005,10 +1015,12 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     const struct repo_ops ops = {
-        inner->ops->kind,  crypt_init,         crypt_list_databases, crypt_list_backups, crypt_read_meta,
-        crypt_open_data,   crypt_stage_begin,  crypt_remove,         crypt_cleanup,      crypt_close,
-        crypt_read_object, crypt_write_object, crypt_read_extra,     crypt_obj_list,     crypt_obj_put,
-        crypt_obj_get,     crypt_obj_delete,
+        inner->ops->kind,   crypt_init,        crypt_list_databases,
+        crypt_list_backups, crypt_read_meta,   crypt_open_data,
+        crypt_stage_begin,  crypt_remove,      crypt_cleanup,
+        crypt_close,        crypt_read_object, crypt_write_object,
+        crypt_read_extra,   crypt_obj_list,    crypt_obj_put,
+        crypt_obj_get,      crypt_obj_delete,  NULL,
     };
     c->inner = inner;
     c->base.spec = inner->spec;
@@ -1021,6 +1033,7 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
         return rc;
     }
     c->ops = ops;
+    c->ops.obj_create = inner->ops->obj_create ? crypt_obj_create : NULL;
     c->base.ops = &c->ops;
     *out = &c->base;
     return JVDB_OK;

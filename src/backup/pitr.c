@@ -170,24 +170,16 @@ int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch)
     err_clear();
     if (!db_name_valid(db_name)) return err_set(JVDB_EINVAL, "invalid database name '%.100s'", db_name);
     struct wal_lease l;
-    int rc = wal_lease_read(repo, db_name, &l);
-    if (rc == JVDB_ENOTFOUND) {
-        err_clear();
-        memset(&l, 0, sizeof l);
-    } else if (rc) {
-        return rc;
-    }
-    struct wal_lease mine;
-    memset(&mine, 0, sizeof mine);
-    wal_owner_name(mine.owner);
-    mine.epoch = l.epoch + 1;
+    char owner[128];
+    wal_owner_name(owner);
+    uint64_t mine = 0;
     /* Taken and released at once: the new epoch fences the old primary, and the promoted server's own shipper
      * (when it ships) can take the lease without waiting out a lease time. */
-    mine.renewed_ns = 0;
-    if ((rc = wal_lease_write(repo, db_name, &mine))) return rc;
-    if (epoch) *epoch = mine.epoch;
+    int rc = wal_lease_take(repo, db_name, owner, 0, 1, 1, &l, &mine);
+    if (rc) return rc;
+    if (epoch) *epoch = mine;
     log_info("took the backup log lease of '%s' from %s: epoch %llu (its shipping stops at its next shipment)", db_name,
-             l.owner[0] ? l.owner : "(nobody)", (unsigned long long)mine.epoch);
+             l.owner[0] ? l.owner : "(nobody)", (unsigned long long)mine);
     return JVDB_OK;
 }
 

@@ -32,6 +32,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -677,11 +678,53 @@ static int repo_fs_obj_delete(jvdb_repo *r, const char *db, const char *name)
     return rc;
 }
 
+/* Creates an object of the database folder only if it does not exist: the bytes go to a temp file of their own
+ * (synced), which link(2) puts under the name atomically or not at all (EEXIST: another writer has it). */
+static int repo_fs_obj_create(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    if (!repo_fs_obj_name_ok(name)) return err_set(JVDB_EINVAL, "'%s' is not a repository object name", name);
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    static _Atomic unsigned seq;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    char *p = dbdir ? fs_join(dbdir, name) : NULL;
+    char *tmp = p ? malloc(strlen(p) + 64) : NULL;
+    if (!tmp) rc = err_set(JVDB_ENOMEM, "out of memory");
+    int created = !rc && !fs_exists(dbdir);
+    if (!rc) rc = fs_mkdir(dbdir);
+    if (!rc && created && io_fsync_dir(f->dir) < 0) rc = err_errno(errno, "cannot sync directory %s", f->dir);
+    if (!rc) rc = repo_fs_obj_dirs(dbdir, name);
+    if (!rc) {
+        snprintf(tmp, strlen(p) + 64, "%s.%ld-%u.tmp", p, (long)getpid(), atomic_fetch_add(&seq, 1));
+        int fd = io_open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0) rc = err_errno(errno, "cannot create %s", tmp);
+        else {
+            if (io_write_all(fd, buf, len) < 0 || io_fsync(fd) < 0) rc = err_errno(errno, "cannot write %s", tmp);
+            io_close(fd);
+            if (!rc && link(tmp, p) < 0)
+                rc = errno == EEXIST ? err_set(JVDB_EEXISTS, "%s exists", p)
+                                     : err_errno(errno, "cannot link %s to %s", tmp, p);
+            io_unlink(tmp); /* a crash before this leaves a .tmp for repo_fs_cleanup_log */
+            if (!rc) {
+                io_crash_point("ship.claim.after_link");
+                char *slash = strrchr(p, '/');
+                *slash = '\0';
+                if (io_fsync_dir(p) < 0) rc = err_errno(errno, "cannot sync directory %s", p);
+            }
+        }
+    }
+    free(tmp);
+    free(dbdir);
+    free(p);
+    return rc;
+}
+
 static const struct repo_ops repo_fs_ops = {
     "filesystem",        repo_fs_init,         repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta,
     repo_fs_open_data,   repo_fs_stage_begin,  repo_fs_remove,         repo_fs_cleanup,      repo_fs_close,
     repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,     repo_fs_obj_list,     repo_fs_obj_put,
-    repo_fs_obj_get,     repo_fs_obj_delete,
+    repo_fs_obj_get,     repo_fs_obj_delete,   repo_fs_obj_create,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)

@@ -1041,6 +1041,10 @@ static const struct repo_ops repo_s3_ops = {
     repo_s3_obj_put,
     repo_s3_obj_get,
     repo_s3_obj_delete,
+    /* No exclusive create: a conditional PUT (If-None-Match: *) is ignored by stores that do not know it
+     * (s3rver 3.7.1 checks it on GET only) and would overwrite silently; fencing epochs are claimed by
+     * listing instead (wal.c). */
+    NULL,
 };
 
 /* The first non-empty of the given value, then environment variables env1 and env2, copied; NULL if none. */

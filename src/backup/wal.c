@@ -12,7 +12,9 @@
  *   - No duplicate: an object is one atomic write, and a write whose outcome is unknown (an error
  *     after the bytes may have landed) is followed by a fresh listing, so the next object starts
  *     after it if it exists.
- *   - One writer: each shipment re-reads the lease; another owner there stops this shipper.
+ *   - One writer: each fencing epoch is claimed once in the repository (exclusive create, or a claim listed
+ *     alone), so no two shippers hold one epoch; each shipment re-reads the lease, and a higher epoch there
+ *     stops this shipper.
  * Records are read from the segments inside a read section and copied out before any repository
  * I/O, so writers never wait for a shipment and no lock is held across I/O.
  */
@@ -38,6 +40,9 @@
 
 #define WAL_DEFAULT_OBJECT (64u << 20)
 #define WAL_DEFAULT_LEASE  (30ll * 1000000000ll)
+/* zstd's fastest useful level: about 3x the speed of level 1 for some 10% more bytes on vector records; a
+ * fold into an incremental backup compresses them again at the backup's level. */
+#define WAL_DEFAULT_LEVEL  (-1)
 /* The shipped LSN goes to the MANIFEST at most this often (an fsync under the writer lock). */
 #define WAL_PIN_EVERY_NS   (30ll * 1000000000ll)
 
@@ -352,6 +357,234 @@ int wal_lease_write(jvdb_repo *r, const char *db, const struct wal_lease *l)
     return rc;
 }
 
+/* ------------------------------------------------------------------ claiming an epoch */
+
+/* Where a claim of epoch k lives: "log/EPOCH-<k:010>" (created exclusively), or with ".<claimed_ns:019>-<16 hex>"
+ * after it, one object per claimant, where the store offers no exclusive create. */
+#define WAL_CLAIM_PREFIX "log/EPOCH-"
+#define WAL_CLAIM_STALE  1 /* wal_claim: epoch k was claimed by a taker that never took the lease; try k + 1 */
+#define WAL_CLAIM_TRIES  4 /* listing claims: attempts at one epoch when every claimant backed off */
+
+struct wal_claims {
+    char mine[96];  /* our claim's name ("" = none yet) */
+    int have_mine;  /* listed */
+    size_t others;  /* claims by someone else (of the highest epoch listed) */
+    uint64_t epoch; /* the highest epoch listed */
+    char other[96]; /* one of its claims */
+    int64_t newest; /* the newest claim time among them (INT64_MIN: an exclusive claim, its time inside) */
+};
+
+/* obj_list callback: the claims of the highest epoch listed, ours apart (a listed claim's time is in its name). */
+static int wal_claims_fn(void *arg, const char *name, int64_t size)
+{
+    (void)size;
+    struct wal_claims *c = arg;
+    if (!strcmp(name, c->mine)) {
+        c->have_mine = 1;
+        return 0;
+    }
+    const char *p = name + strlen(WAL_CLAIM_PREFIX);
+    uint64_t k;
+    if (strlen(name) >= sizeof c->other || strncmp(name, WAL_CLAIM_PREFIX, strlen(WAL_CLAIM_PREFIX)) ||
+        wal_digits(&p, 10, &k) || (*p && *p != '.') || (*p && p[1] == '\0'))
+        return 0;
+    int64_t ns = *p ? strtoll(p + 1, NULL, 10) : INT64_MIN;
+    if (c->others && k < c->epoch) return 0;
+    if (!c->others || k > c->epoch) {
+        c->others = 0;
+        c->epoch = k;
+        c->newest = ns;
+    }
+    if (ns == INT64_MIN || (c->newest != INT64_MIN && ns > c->newest)) c->newest = ns;
+    if (!c->others || ns == INT64_MIN) snprintf(c->other, sizeof c->other, "%s", name);
+    c->others++;
+    return 0;
+}
+
+/* Lists the claims of epoch k (all epochs when k is 0) into *c, keeping c->mine. */
+static int wal_claims_list(jvdb_repo *r, const char *db, uint64_t k, struct wal_claims *c)
+{
+    char prefix[64];
+    if (k) snprintf(prefix, sizeof prefix, WAL_CLAIM_PREFIX "%010" PRIu64, k);
+    else snprintf(prefix, sizeof prefix, WAL_CLAIM_PREFIX);
+    c->have_mine = 0;
+    c->others = 0;
+    c->epoch = 0;
+    c->other[0] = '\0';
+    c->newest = 0;
+    return r->ops->obj_list(r, db, prefix, wal_claims_fn, c);
+}
+
+/* The owner and time of claim object `name` ("(unreadable)" and 0 when it cannot be read). */
+static void wal_claim_read(jvdb_repo *r, const char *db, const char *name, char out[128], int64_t *at)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    snprintf(out, 128, "(unreadable)");
+    *at = 0;
+    if (r->ops->obj_get(r, db, name, &buf, &len) == JVDB_OK) {
+        json_t *doc = json_loadb(buf, len, 0, NULL);
+        const char *o = json_string_value(json_object_get(doc, "owner"));
+        if (o) snprintf(out, 128, "%s", o);
+        *at = (int64_t)json_integer_value(json_object_get(doc, "claimed_ns"));
+        json_decref(doc);
+    }
+    free(buf);
+    err_clear();
+}
+
+/* The newest time a claim of c->epoch was made (an exclusive claim's is read from it). */
+static int64_t wal_claims_newest(jvdb_repo *r, const char *db, const struct wal_claims *c)
+{
+    if (c->newest != INT64_MIN) return c->newest;
+    char owner[128];
+    int64_t at;
+    wal_claim_read(r, db, c->other, owner, &at);
+    return at;
+}
+
+/* The claim's JSON: {"claimed_ns": now, "owner": owner} (malloc'd). */
+static char *wal_claim_text(const char *owner, int64_t now)
+{
+    json_t *doc = json_pack("{s:s, s:I}", "owner", owner, "claimed_ns", (json_int_t)now);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    if (!text) err_set(JVDB_ENOMEM, "out of memory");
+    return text;
+}
+
+/* Claims epoch k with an exclusive create: 0 when ours, WAL_CLAIM_STALE when a taker claimed it long ago and
+ * never took the lease (or `force`), JVDB_EBUSY naming who claimed it at the same time. */
+static int wal_claim_exclusive(jvdb_repo *r, const char *db, const char *owner, uint64_t k, int64_t now,
+                               int64_t lease_ns, int force)
+{
+    char name[64];
+    snprintf(name, sizeof name, WAL_CLAIM_PREFIX "%010" PRIu64, k);
+    char *text = wal_claim_text(owner, now);
+    if (!text) return JVDB_ENOMEM;
+    int rc = r->ops->obj_create(r, db, name, text, strlen(text));
+    free(text);
+    if (rc != JVDB_EEXISTS) return rc;
+    err_clear();
+    char other[128];
+    int64_t at;
+    wal_claim_read(r, db, name, other, &at);
+    if (!strcmp(other, owner)) return JVDB_OK; /* ours, from an attempt whose answer was lost */
+    if (force || now - at >= lease_ns) return WAL_CLAIM_STALE;
+    return err_set(JVDB_EBUSY, "fenced: epoch %llu of the backup log of '%s' was claimed by %s at the same time",
+                   (unsigned long long)k, db, other);
+}
+
+/* Claims epoch k on a store without exclusive create: every claimant writes an object of its own and lists the
+ * epoch's claims; it holds the epoch only if its claim is the only one listed.  Two claimants cannot both see
+ * only their own (each lists after its claim is visible, and claims stay visible), so at most one wins; when
+ * both see both, both back off (their claims removed) and try again after a random pause. */
+static int wal_claim_listing(jvdb_repo *r, const char *db, const char *owner, uint64_t k, int64_t now, int64_t lease_ns,
+                             int force)
+{
+    struct wal_claims c;
+    memset(&c, 0, sizeof c);
+    for (int attempt = 0; attempt < WAL_CLAIM_TRIES; attempt++) {
+        c.mine[0] = '\0';
+        int rc = wal_claims_list(r, db, k, &c);
+        if (rc) return rc;
+        if (c.others) {
+            if (force || now - wal_claims_newest(r, db, &c) >= lease_ns) return WAL_CLAIM_STALE;
+            char other[128];
+            int64_t at;
+            wal_claim_read(r, db, c.other, other, &at);
+            return err_set(JVDB_EBUSY,
+                           "fenced: epoch %llu of the backup log of '%s' was claimed by %s at the same time",
+                           (unsigned long long)k, db, other);
+        }
+        uint64_t rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd) rnd = (uint64_t)clock_mono_ns();
+        int64_t at = clock_wall_ns();
+        snprintf(c.mine, sizeof c.mine, WAL_CLAIM_PREFIX "%010" PRIu64 ".%019" PRId64 "-%016" PRIx64, k, at, rnd);
+        char *text = wal_claim_text(owner, at);
+        if (!text) return JVDB_ENOMEM;
+        rc = r->ops->obj_put(r, db, c.mine, text, strlen(text));
+        free(text);
+        if (rc) return rc;
+        /* A store may answer a PUT before the object lists (s3rver): our own claim must show first. */
+        for (int seen = 0; !rc && seen < 5; seen++) {
+            if (seen) usleep(20000u << seen);
+            rc = wal_claims_list(r, db, k, &c);
+            if (c.have_mine) break;
+        }
+        if (rc) return rc;
+        if (!c.have_mine)
+            return err_set(JVDB_EIO, "the backup log of '%s': our claim of epoch %llu (%s) does not show in a listing",
+                           db, (unsigned long long)k, c.mine);
+        if (!c.others) return JVDB_OK;
+        /* Contended: back off.  Whoever saw only its own claim holds the epoch, and its claim stays listed. */
+        r->ops->obj_delete(r, db, c.mine);
+        err_clear();
+        usleep(10000u + (unsigned)(rnd % 90000u));
+        now = clock_wall_ns();
+    }
+    return err_set(JVDB_EBUSY, "fenced: epoch %llu of the backup log of '%s' stayed contended; not shipping",
+                   (unsigned long long)k, db);
+}
+
+int wal_lease_take(jvdb_repo *r, const char *db, const char *owner, int64_t lease_ns, int force, int release,
+                   struct wal_lease *prev, uint64_t *epoch)
+{
+    struct wal_lease l;
+    int rc = wal_lease_read(r, db, &l);
+    if (rc == JVDB_ENOTFOUND) {
+        err_clear();
+        memset(&l, 0, sizeof l);
+    } else if (rc) {
+        return rc;
+    }
+    if (prev) *prev = l;
+    int64_t now = clock_wall_ns();
+    if (!force && l.owner[0] && strcmp(l.owner, owner) && l.renewed_ns && now - l.renewed_ns < lease_ns)
+        return err_set(JVDB_EBUSY,
+                       "the backup log of '%s' is shipped by %s (lease renewed %.1f s ago, epoch %llu); not shipping",
+                       db, l.owner, (double)(now - l.renewed_ns) / 1e9, (unsigned long long)l.epoch);
+    /* Each epoch is claimed once in the repository: two takers that read the same lease cannot both get it.
+     * Past the lease's epoch, the highest claimed one tells a taker at work (fresh: we lose) from one that
+     * died before writing the lease, or a lease removed by hand (stale: the epoch after it). */
+    uint64_t k = l.epoch + 1;
+    struct wal_claims all;
+    memset(&all, 0, sizeof all);
+    if ((rc = wal_claims_list(r, db, 0, &all))) return rc;
+    if (all.others && all.epoch >= k) {
+        if (!force && now - wal_claims_newest(r, db, &all) < lease_ns) {
+            char other[128];
+            int64_t at;
+            wal_claim_read(r, db, all.other, other, &at);
+            if (strcmp(other, owner))
+                return err_set(JVDB_EBUSY,
+                               "fenced: epoch %llu of the backup log of '%s' was claimed by %s at the same time",
+                               (unsigned long long)all.epoch, db, other);
+        }
+        k = all.epoch + 1;
+    }
+    for (;; k++) {
+        if (k >= WAL_EPOCH_MAX)
+            return err_set(JVDB_ECORRUPT,
+                           "the backup log lease of '%s' is at epoch %llu, the last one log object names hold", db,
+                           (unsigned long long)k - 1);
+        rc = r->ops->obj_create ? wal_claim_exclusive(r, db, owner, k, now, lease_ns, force)
+                                : wal_claim_listing(r, db, owner, k, now, lease_ns, force);
+        if (rc != WAL_CLAIM_STALE) break;
+    }
+    if (rc) return rc;
+    io_crash_point("ship.after_claim");
+    struct wal_lease mine;
+    memset(&mine, 0, sizeof mine);
+    snprintf(mine.owner, sizeof mine.owner, "%s", owner);
+    mine.epoch = k;
+    mine.renewed_ns = release ? 0 : now;
+    if ((rc = wal_lease_write(r, db, &mine))) return rc;
+    io_crash_point("ship.after_lease");
+    *epoch = k;
+    return JVDB_OK;
+}
+
 /* ------------------------------------------------------------------ writing one object */
 
 /* A stage that keeps the archive in memory (one object is one atomic write). */
@@ -430,6 +663,7 @@ struct jvdb_shipper {
     int contacted;                 /* the repository answered once: a directory that vanishes later is an outage, never
                      * re-created */
     const jvdb_ship_options *call; /* this call's options (during jvdb_backup_ship) */
+    int repo_held;                 /* this call holds call->repo_lock (released when it returns) */
 };
 
 int jvdb_shipper_new(const char *owner, jvdb_shipper **out)
@@ -473,68 +707,52 @@ static int ship_lease(jvdb_shipper *s, jvdb_repo *repo, const char *db, int64_t 
         out->fenced = 1;
         return err_set(JVDB_EBUSY, "shipping of '%s' stopped: another primary took the backup log lease", db);
     }
-    int rc = wal_lease_read(repo, db, &l);
     int64_t now = clock_wall_ns();
+    if (!s->epoch) {
+        uint64_t epoch = 0;
+        int rc = wal_lease_take(repo, db, s->owner, lease_ns, 0, 0, NULL, &epoch);
+        if (rc) {
+            out->fenced = rc == JVDB_EBUSY;
+            return rc;
+        }
+        s->epoch = epoch;
+        s->renewed_ns = now;
+        s->known = 0; /* whoever shipped before us may have moved the log's end */
+        return JVDB_OK;
+    }
+    int rc = wal_lease_read(repo, db, &l);
     if (rc == JVDB_ENOTFOUND) {
         err_clear();
         memset(&l, 0, sizeof l);
-        if (s->epoch) {
-            /* Ours, removed by hand (or lost with the repository's folder): nobody took it, so it is written
-             * back rather than read as a takeover that would stop shipping for good. */
-            log_warn("backup log of '%s': the lease (%s) is gone; writing it back (epoch %llu)", db, WAL_LEASE_NAME,
-                     (unsigned long long)s->epoch);
-            snprintf(l.owner, sizeof l.owner, "%s", s->owner);
-            l.epoch = s->epoch;
-            l.renewed_ns = now;
-            if ((rc = wal_lease_write(repo, db, &l))) return rc;
-            s->renewed_ns = now;
-            return JVDB_OK;
-        }
     } else if (rc) {
         return rc;
     }
-    if (s->epoch) {
-        if (strcmp(l.owner, s->owner) || l.epoch != s->epoch) {
-            s->lost = 1;
-            out->fenced = 1;
-            log_error("backup log of '%s': fenced: %s took the lease (epoch %llu); this server stops shipping", db,
-                      l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
-            return err_set(JVDB_EBUSY, "shipping of '%s' stopped: %s holds the backup log lease (epoch %llu)", db,
-                           l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
-        }
-        if (now - s->renewed_ns >= lease_ns / 3) {
-            l.renewed_ns = now;
-            if ((rc = wal_lease_write(repo, db, &l))) return rc;
-            s->renewed_ns = now;
-        }
+    if (l.epoch < s->epoch) {
+        /* Our claim of the epoch is the authority: a lease removed by hand (or lost with the repository's
+         * folder), or a lower epoch written after ours by a slower taker (or an old holder's renewal), is
+         * not a takeover: ours goes back, and that writer finds itself fenced. */
+        log_warn("backup log of '%s': the lease (%s) is %s; writing ours (epoch %llu) back", db, WAL_LEASE_NAME,
+                 l.owner[0] ? "at an older epoch" : "gone", (unsigned long long)s->epoch);
+        snprintf(l.owner, sizeof l.owner, "%s", s->owner);
+        l.epoch = s->epoch;
+        l.renewed_ns = now;
+        if ((rc = wal_lease_write(repo, db, &l))) return rc;
+        s->renewed_ns = now;
         return JVDB_OK;
     }
-    if (l.owner[0] && strcmp(l.owner, s->owner) && l.renewed_ns && now - l.renewed_ns < lease_ns) {
+    if (strcmp(l.owner, s->owner) || l.epoch != s->epoch) {
+        s->lost = 1;
         out->fenced = 1;
-        return err_set(JVDB_EBUSY,
-                       "the backup log of '%s' is shipped by %s (lease renewed %.1f s ago, epoch %llu); not shipping",
-                       db, l.owner, (double)(now - l.renewed_ns) / 1e9, (unsigned long long)l.epoch);
+        log_error("backup log of '%s': fenced: %s took the lease (epoch %llu); this server stops shipping", db,
+                  l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
+        return err_set(JVDB_EBUSY, "shipping of '%s' stopped: %s holds the backup log lease (epoch %llu)", db,
+                       l.owner[0] ? l.owner : "(nobody)", (unsigned long long)l.epoch);
     }
-    if (l.epoch + 1 >= WAL_EPOCH_MAX)
-        return err_set(JVDB_ECORRUPT,
-                       "the backup log lease of '%s' is at epoch %llu, the last one log object names hold", db,
-                       (unsigned long long)l.epoch);
-    struct wal_lease mine;
-    memset(&mine, 0, sizeof mine);
-    snprintf(mine.owner, sizeof mine.owner, "%s", s->owner);
-    mine.epoch = l.epoch + 1;
-    mine.renewed_ns = now;
-    if ((rc = wal_lease_write(repo, db, &mine))) return rc;
-    io_crash_point("ship.after_lease");
-    /* Two takers at once: the last write wins, and only its writer sees itself on reading back. */
-    if ((rc = wal_lease_read(repo, db, &l))) return rc;
-    if (strcmp(l.owner, mine.owner) || l.epoch != mine.epoch) {
-        out->fenced = 1;
-        return err_set(JVDB_EBUSY, "the backup log lease of '%s' was taken by %s at the same time", db, l.owner);
+    if (now - s->renewed_ns >= lease_ns / 3) {
+        l.renewed_ns = now;
+        if ((rc = wal_lease_write(repo, db, &l))) return rc;
+        s->renewed_ns = now;
     }
-    s->epoch = mine.epoch;
-    s->renewed_ns = now;
-    s->known = 0; /* whoever shipped before us may have moved the log's end */
     return JVDB_OK;
 }
 
@@ -587,16 +805,34 @@ static void ship_pending(jvdb_db *db, uint64_t after, jvdb_ship_result *out)
     out->oldest_unshipped_ns = sc.oldest_lsn ? sc.oldest_ns : 0;
 }
 
+/* Takes the caller's repository lock for the rest of this call (held once taken); JVDB_EBUSY with out->deferred
+ * when it is busy. */
+static int ship_hold_repo(jvdb_shipper *s, jvdb_ship_result *out, const char *db, const char *what)
+{
+    if (s->repo_held || !s->call->repo_lock) return JVDB_OK;
+    if (s->call->repo_lock(s->call->repo_lock_arg)) {
+        out->deferred = 1;
+        return err_set(JVDB_EBUSY,
+                       "backup log of '%s': the repository is busy (a backup, prune or delete): %s waits "
+                       "for the next shipment",
+                       db, what);
+    }
+    s->repo_held = 1;
+    return JVDB_OK;
+}
+
 /* Makes a backup of `type` and records in *lsn where it ends (the log continues from there). */
-static int ship_backup(jvdb_db *db, jvdb_repo *repo, const jvdb_shipper *s, jvdb_backup_type type, const char *why,
+static int ship_backup(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_backup_type type, const char *why,
                        uint64_t *lsn, jvdb_ship_result *out)
 {
+    int rc = ship_hold_repo(s, out, jvdb_db_name(db), "the backup the log continues from");
+    if (rc) return rc;
     jvdb_backup_options bo;
     jvdb_backup_options_init(&bo);
     bo.type = type;
     bo.database_description = s->call->database_description;
     jvdb_backup_info info;
-    int rc = jvdb_backup_create(db, repo, &bo, &info);
+    rc = jvdb_backup_create(db, repo, &bo, &info);
     if (rc) return rc;
     *lsn = info.lsn_to;
     snprintf(out->note, sizeof out->note, "%s: made %s backup %s (LSN %llu) and the log continues from it", why,
@@ -685,6 +921,9 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
         free(idx);
     }
     if (!found && found_base) {
+        /* A log starting on a bare backup: held until its first object lands, so a delete of that backup
+         * cannot come in between and leave the log without a base. */
+        if (!rc) rc = ship_hold_repo(s, out, name, "starting the log on a backup");
         best = best_base;
         found = 1;
     }
@@ -704,6 +943,20 @@ static int ship_find_end(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, jvdb_shi
 
 #define SHIP_GAP 1 /* ship_pass: the records after the log's end are not all in the database */
 
+/* Whether a record of the database's own segments has a sound shape (kind, id, lengths).  Its checksum and
+ * contents are not verified again: the store wrote and checked them, the shipper copies them verbatim, and
+ * every reader of the log verifies each record (wal_read) -- hashing every shipped byte here cost the
+ * shipper as much CPU as compressing it. */
+static int ship_rec_shape(const struct rec_header *h, uint32_t dim, const char **why)
+{
+    if (h->kind != REC_KIND_PUT && h->kind != REC_KIND_DELETE) *why = "unknown record kind";
+    else if (h->id_len == 0) *why = "empty id";
+    else if (rec_size(dim, h->kind, h->id_len, h->meta_len) != h->total_len)
+        *why = "length fields disagree with the record length";
+    else return 1;
+    return 0;
+}
+
 /* One object's worth: collects the records after s->end up to `target` inside a read section,
  * checks they are dense and whole batches, copies up to max_bytes of them out, and writes them. */
 static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_ship_options *o, uint64_t target,
@@ -719,7 +972,10 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
     const void **ptrs = NULL;
     size_t k = 0;
     if (!rc && sc.n) {
-        qsort(sc.v, sc.n, sizeof *sc.v, ship_lsn_cmp);
+        /* Segments hold records in LSN order nearly always (compaction output aside): sort only when not. */
+        size_t up = 1;
+        while (up < sc.n && sc.v[up - 1]->lsn <= sc.v[up]->lsn) up++;
+        if (up < sc.n) qsort(sc.v, sc.n, sizeof *sc.v, ship_lsn_cmp);
         /* Dense LSNs from end+1 (a copy of one record in two segments counts once). */
         size_t m = 0;
         for (size_t i = 0; i < sc.n; i++)
@@ -745,7 +1001,7 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
         uint64_t copy_bytes = 0;
         for (size_t i = 0; !rc && i < k; i++) {
             const char *why = "cut short";
-            if (rec_check(sc.v[i], sc.v[i]->total_len, dim, &why) != REC_OK)
+            if (!ship_rec_shape(sc.v[i], dim, &why))
                 rc = err_set(JVDB_ECORRUPT, "backup log of '%s': the record with LSN %llu is damaged (%s); not shipped",
                              name, (unsigned long long)sc.v[i]->lsn, why);
             copy_bytes += sc.v[i]->total_len;
@@ -811,7 +1067,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
     else memset(&o, 0, sizeof o);
     if (!o.lease_ns) o.lease_ns = WAL_DEFAULT_LEASE;
     if (!o.max_object_bytes) o.max_object_bytes = WAL_DEFAULT_OBJECT;
-    if (!o.level) o.level = 1;
+    if (!o.level) o.level = WAL_DEFAULT_LEVEL;
     if (o.level < -7 || o.level > 19) return err_set(JVDB_EINVAL, "compression level %d is outside -7..19", o.level);
     if (o.lease_ns < 0) return err_set(JVDB_EINVAL, "the lease time must be positive");
     jvdb_shipper local, *s = o.shipper;
@@ -823,6 +1079,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
     const char *name = jvdb_db_name(db);
     int64_t inc = db_created_ns(db);
     s->call = &o;
+    s->repo_held = 0;
     if (s->inc != inc) {
         s->inc = inc;
         s->known = 0;
@@ -835,7 +1092,6 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         s->end = s->have_end ? (uint64_t)json_integer_value(pl) : 0;
         json_decref(pin);
     }
-    if (s->have_end) ship_pending(db, s->end, out);
     /* Only the first contact may create the repository (like a first backup). */
     int rc = s->contacted ? JVDB_OK : repo->ops->init(repo);
     if (!rc) rc = ship_lease(s, repo, name, o.lease_ns, out);
@@ -881,9 +1137,11 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
                          (unsigned long long)s->end);
         }
     }
+    /* What waits is counted once, after the shipment (before it, the scan read the whole backlog a second
+     * time); a failed one counts from the last end the repository is known to hold. */
+    if (!rc || s->have_end) ship_pending(db, s->end, out);
     if (!rc) {
         out->shipped_lsn = s->end;
-        ship_pending(db, s->end, out);
         if (o.shipper) ship_pin(db, s, 0);
     } else if (s->lost && o.shipper) {
         /* Fenced for good: this server ships no more, so its shipped LSN must not hold compaction
@@ -897,7 +1155,7 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         s->pin_ns = 0;
         err_set(rc, "%s", msg);
     } else if (out->pending_bytes && o.backlog_limit && out->pending_bytes > o.backlog_limit && !s->overflow &&
-               !s->lost) {
+               !s->lost && !out->deferred) {
         /* Holding the database's segments for a log the repository cannot take is not bounded: give
          * the gap up (compaction may reclaim it) and cover it with an incremental backup later. */
         char msg[512];
@@ -915,6 +1173,10 @@ int jvdb_backup_ship(jvdb_db *db, jvdb_repo *repo, const jvdb_ship_options *opts
         out->shipped_lsn = s->end;
     }
     if (s->overflow) out->overflow = 1;
+    if (s->repo_held) {
+        s->repo_held = 0;
+        o.repo_unlock(o.repo_lock_arg);
+    }
     int64_t now = clock_wall_ns();
     if (out->pending_bytes && out->oldest_unshipped_ns && now > out->oldest_unshipped_ns)
         out->lag_seconds = (double)(now - out->oldest_unshipped_ns) / 1e9;

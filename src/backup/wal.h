@@ -8,6 +8,7 @@
  *   <repo>/<database>/log/<incarnation>/<lsn_from:020>-<lsn_to:020>-<first_time_ns:019>-
  *       <last_time_ns:019>-<epoch:010>.jvl        every record with an LSN in (lsn_from, lsn_to]
  *   <repo>/<database>/log/LEASE                    the fencing lease (JSON)
+ *   <repo>/<database>/log/EPOCH-<epoch:010>[.<claimed_ns:019>-<16 hex>]   one claim of a fencing epoch (JSON)
  *
  * An object's bytes are a backup archive of type 4 (ARCHIVE_TYPE_LOG): whole batches, records
  * verbatim from the segments (batch flag and time_ns kept), ascending LSN, sealed in an encrypted
@@ -67,6 +68,16 @@ struct wal_lease {
 int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out);
 /* Writes the lease whole (one atomic object write). */
 int wal_lease_write(jvdb_repo *r, const char *db, const struct wal_lease *l);
+/* Takes the lease of `db` for `owner` with the next epoch: JVDB_EBUSY when another owner renewed it less than
+ * lease_ns ago (unless `force`), or when another taker claimed that epoch at the same time ("fenced: ...").
+ * Each epoch is first claimed in the repository (log/EPOCH-<epoch:010>, created exclusively; on a store
+ * without exclusive create, log/EPOCH-<epoch:010>.<claimed_ns>-<random>, held only by a claim listed alone), so
+ * no two owners ever hold one epoch; an epoch claimed more than lease_ns ago by a taker that never wrote the
+ * lease (or any claimed one, with `force`) is skipped.  The lease is then written with renewed_ns 0 when
+ * `release`, else now.  *prev: the lease read first (zeroed when there was none).  Crash points
+ * "ship.after_claim", "ship.after_lease". */
+int wal_lease_take(jvdb_repo *r, const char *db, const char *owner, int64_t lease_ns, int force, int release,
+                   struct wal_lease *prev, uint64_t *epoch);
 /* A fresh owner name for this process: "<hostname>:<pid>:<16 hex random>". */
 void wal_owner_name(char out[128]);
 

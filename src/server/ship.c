@@ -20,10 +20,13 @@
  * finds another owner there stops shipping that database, says so at error level and shows
  * jvdb_backup_ship_fenced 1.
  *
- * A shipment holds the repository like a backup (backup_repo_lock, without waiting: a backup or prune
- * under way only delays it to the next tick), since it may take a backup itself (the first of an
- * incarnation, or one covering a gap) and retention deletes backups.  The figures are guarded by
- * `mu`, never held across I/O; the shippers and the repository handle belong to the thread.
+ * The repository lock (backup_repo_lock, never waited for: busy only delays that step to the next tick)
+ * is taken only where shipping changes the chain: a backup the shipment makes (the first of an
+ * incarnation, a re-base, a fold), a log starting on a bare backup until its first object lands, and
+ * retention.  Plain log objects need no lock -- their names are unique per LSN range and epoch, and
+ * nothing else writes or deletes them but retention -- so a stalled or failing repository never makes a
+ * backup delete or verify answer REPOSITORY_BUSY.  The figures are guarded by `mu`, never held across
+ * I/O; the shippers and the repository handle belong to the thread.
  */
 #include "server/srv.h"
 
@@ -32,12 +35,17 @@
 #include "core/err.h"
 #include "core/log.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
+/* How much the shipping thread is niced below the server's writers. */
+#define SHIP_NICE               5
 /* Retention runs at most this often (it lists the repository). */
 #define SHIP_RETENTION_EVERY_NS (60ll * 1000000000ll)
 
@@ -117,6 +125,12 @@ struct ship_taken {
     struct server *s;
 };
 
+/* jvdb_ship_options.repo_lock: the repository lock, without waiting (0 when taken). */
+static int ship_repo_lock(void *arg) { return backup_repo_lock(((struct ship_taken *)arg)->s, 0); }
+
+/* jvdb_ship_options.repo_unlock. */
+static void ship_repo_unlock(void *arg) { backup_repo_unlock(((struct ship_taken *)arg)->s); }
+
 /* jvdb_ship_options.on_backup: the shipment's own backups count like the others (metrics, the
  * scheduler's clock). */
 static void ship_on_backup(void *arg, const jvdb_backup_info *info)
@@ -144,7 +158,7 @@ static int ship_fold_count(struct ship_state *t, const char *name, struct ship_d
 }
 
 /* After a shipment: an incremental backup of `db` when the log after its newest backup passed
- * --backup-log-fold-bytes or --backup-log-fold-objects.  Called holding the repository. */
+ * --backup-log-fold-bytes or --backup-log-fold-objects (the backup under the repository lock). */
 static void ship_fold(struct server *s, struct ship_state *t, const char *name, jvdb_db *db, const jvdb_ship_result *r,
                       const char *description)
 {
@@ -182,8 +196,11 @@ static void ship_fold(struct server *s, struct ship_state *t, const char *name, 
     bo.type = JVDB_BACKUP_INCREMENTAL;
     bo.database_description = description;
     jvdb_backup_info info;
+    if (backup_repo_lock(s, 0)) return; /* a backup, prune or delete under way: the next shipment folds */
     int64_t t0 = clock_mono_ns();
-    if (jvdb_backup_create(db, t->repo, &bo, &info) != JVDB_OK) {
+    int rc = jvdb_backup_create(db, t->repo, &bo, &info);
+    backup_repo_unlock(s);
+    if (rc != JVDB_OK) {
         /* Shipping goes on; the fold is tried again in a minute, not at every tick. */
         backup_note_failed(s, name, JVDB_BACKUP_INCREMENTAL, (double)(clock_mono_ns() - t0) / 1e9);
         log_warn("continuous backup of '%s': folding the log into an incremental backup failed (%s): %s; retrying "
@@ -221,12 +238,8 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
             return;
         }
     }
-    if (backup_repo_lock(s, 0)) return; /* a backup or prune under way: the next tick ships */
     jvdb_db *db = NULL;
-    if (srv_db_hold(s, name, &db) != JVDB_OK) {
-        backup_repo_unlock(s);
-        return;
-    }
+    if (srv_db_hold(s, name, &db) != JVDB_OK) return;
     /* A backup the shipment makes carries the description, as backup_run's do. */
     struct dbmeta dm;
     pthread_mutex_lock(&s->meta_mu);
@@ -240,6 +253,9 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
     o.database_description = dm.description;
     o.on_backup = ship_on_backup;
     o.on_backup_arg = &tk;
+    o.repo_lock = ship_repo_lock;
+    o.repo_unlock = ship_repo_unlock;
+    o.repo_lock_arg = &tk;
     jvdb_ship_result r;
     int rc = jvdb_backup_ship(db, t->repo, &o, &r);
     char msg[1024];
@@ -259,7 +275,7 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
         e->fig.fenced = r.fenced;
         e->fig.overflow = r.overflow;
         if (rc == JVDB_OK) e->fig.last_ok_ns = now;
-        e->failing = rc != JVDB_OK;
+        if (!r.deferred) e->failing = rc != JVDB_OK;
         /* every minute, or twice per window (every 20 shipments by count) when that is sooner */
         int64_t every = s->cfg.backup_retention_ms ? (int64_t)s->cfg.backup_retention_ms * 500000
                                                    : (int64_t)s->cfg.backup_continuous_ms * 20000000;
@@ -267,12 +283,19 @@ static void ship_db_once(struct server *s, struct ship_state *t, const char *nam
         int rules =
             s->cfg.backup_retention_ms || s->cfg.backup_keep || s->cfg.backup_keep_daily || s->cfg.backup_keep_weekly;
         retain = rc == JVDB_OK && rules && now - e->retained_ns >= every;
-        if (retain) e->retained_ns = now;
     }
     pthread_mutex_unlock(&t->mu);
-    if (retain) ship_retain(s, t, name);
-    backup_repo_unlock(s);
-    if (rc != JVDB_OK && !was_failing) {
+    /* Retention deletes backups and log objects: under the repository lock (busy: the next shipment). */
+    if (retain && backup_repo_lock(s, 0) == 0) {
+        ship_retain(s, t, name);
+        backup_repo_unlock(s);
+        pthread_mutex_lock(&t->mu);
+        if ((e = ship_entry(t, name))) e->retained_ns = now;
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (r.deferred) {
+        log_debug("continuous backup of '%s': %s", name, msg);
+    } else if (rc != JVDB_OK && !was_failing) {
         if (r.fenced) log_error("continuous backup of '%s' is not shipping: %s", name, msg);
         else
             log_error("continuous backup of '%s' failed: %s; writes go on, %" PRIu64
@@ -332,6 +355,13 @@ static void *ship_main(void *arg)
 {
     struct server *s = arg;
     struct ship_state *t = s->ship;
+    /* Shipping is background work: on a busy CPU the writers it copies come first (it catches up once they
+     * pause; the lag shows in /metrics).  Linux nices a thread by its id. */
+    id_t tid = (id_t)gettid();
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0 && setpriority(PRIO_PROCESS, tid, nice_now + SHIP_NICE > 19 ? 19 : nice_now + SHIP_NICE) != 0)
+        log_debug("continuous backup: cannot lower the shipping thread's priority: %s", strerror(errno));
     pthread_mutex_lock(&t->mu);
     while (!t->stopping) {
         pthread_mutex_unlock(&t->mu);

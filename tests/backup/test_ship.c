@@ -452,6 +452,14 @@ static int fw_obj_get(jvdb_repo *r, const char *db, const char *name, char **buf
     return in->ops->obj_get(in, db, name, buf, len);
 }
 
+static int fw_obj_delete(jvdb_repo *r, const char *db, const char *name)
+{
+    jvdb_repo *in = ((struct faulty *)r)->inner;
+    return in->ops->obj_delete(in, db, name);
+}
+
+/* Wraps `inner`: every op forwards, obj_put fails on command, and there is no exclusive create (like a store
+ * that cannot promise one: the lease's epochs are then claimed by listing). */
 static void faulty_init(struct faulty *fr, jvdb_repo *inner)
 {
     memset(fr, 0, sizeof *fr);
@@ -467,6 +475,8 @@ static void faulty_init(struct faulty *fr, jvdb_repo *inner)
     fr->ops.obj_list = fw_obj_list;
     fr->ops.obj_get = fw_obj_get;
     fr->ops.obj_put = faulty_put;
+    fr->ops.obj_delete = fw_obj_delete;
+    fr->ops.obj_create = NULL;
     fr->base.ops = &fr->ops;
     fr->base.spec = inner->spec;
 }
@@ -837,6 +847,177 @@ static void test_lease_writers_race(void **state)
     assert_int_equal(bad, 0);
 }
 
+struct taker {
+    jvdb_repo *repo;
+    char owner[64];
+    pthread_barrier_t *go;
+    const char *db;
+    int rounds;
+    int rc[64];
+    uint64_t epoch[64];
+    char msg[64][160];
+};
+
+/* Thread: at each round, after the barrier, tries to take the lease of "claim" (as a second primary starting
+ * at the same moment would); notes what it got and what it said. */
+static void *taker_main(void *arg)
+{
+    struct taker *t = arg;
+    for (int i = 0; i < t->rounds; i++) {
+        pthread_barrier_wait(t->go);
+        t->epoch[i] = 0;
+        t->rc[i] = wal_lease_take(t->repo, t->db, t->owner, 60ll * 1000000000ll, 0, 0, NULL, &t->epoch[i]);
+        snprintf(t->msg[i], sizeof t->msg[i], "%s", t->rc[i] ? jvdb_errmsg() : "");
+        err_clear();
+        pthread_barrier_wait(t->go);
+    }
+    return NULL;
+}
+
+/* Two takers racing for one repository's lease `rounds` times, each through a handle of its own (wrapped in
+ * `wrap` when given: a store without exclusive create).  Exactly one wins each round (at most one, and one in
+ * nearly every round, when claims are decided by listing); the loser is refused with a message that says so;
+ * the winners' epochs rise by one per round (never one epoch twice). */
+static void lease_race(struct fx *f, const char *db, int rounds, int listing)
+{
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 3);
+    struct taker *t = calloc(2, sizeof *t);
+    struct faulty *fw = calloc(2, sizeof *fw);
+    jvdb_repo *inner[2];
+    for (int i = 0; i < 2; i++) {
+        assert_ok(jvdb_repo_open(f->repo_spec, NULL, &inner[i]));
+        t[i].repo = inner[i];
+        if (listing) {
+            faulty_init(&fw[i], inner[i]);
+            t[i].repo = &fw[i].base;
+        }
+        snprintf(t[i].owner, sizeof t[i].owner, "host-%c:%d:00000000000000%02x", 'a' + i, i + 1, i);
+        t[i].go = &go;
+        t[i].db = db;
+        t[i].rounds = rounds;
+    }
+    if (!listing) assert_non_null(t[0].repo->ops->obj_create);
+    else assert_null(t[0].repo->ops->obj_create);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, taker_main, &t[i]);
+    int none = 0;
+    uint64_t last = 0;
+    for (int r = 0; r < rounds; r++) {
+        pthread_barrier_wait(&go); /* both take */
+        pthread_barrier_wait(&go); /* both done */
+        int won = (t[0].rc[r] == JVDB_OK) + (t[1].rc[r] == JVDB_OK);
+        if (won == 2)
+            fail_msg("round %d: both took the lease, epochs %llu and %llu", r, (unsigned long long)t[0].epoch[r],
+                     (unsigned long long)t[1].epoch[r]);
+        for (int i = 0; i < 2; i++)
+            if (t[i].rc[r]) {
+                assert_int_equal(t[i].rc[r], JVDB_EBUSY);
+                if (!strstr(t[i].msg[r], "fenced") && !strstr(t[i].msg[r], "not shipping"))
+                    fail_msg("round %d: the loser said '%s'", r, t[i].msg[r]);
+            }
+        if (won == 0) {
+            none++;
+            continue;
+        }
+        int w = t[0].rc[r] == JVDB_OK ? 0 : 1;
+        assert_true(t[w].epoch[r] > last);
+        last = t[w].epoch[r];
+        struct wal_lease l;
+        assert_ok(wal_lease_read(f->repo, db, &l));
+        assert_string_equal(l.owner, t[w].owner);
+        assert_int_equal(l.epoch, last);
+        l.renewed_ns = 0; /* released: both may take it in the next round */
+        assert_ok(wal_lease_write(f->repo, db, &l));
+    }
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    if (listing) assert_true(none <= rounds / 4);
+    else assert_int_equal(none, 0);
+    print_message("lease race (%s): %d rounds, %d without a winner, last epoch %llu\n",
+                  listing ? "claims by listing" : "exclusive create", rounds, none, (unsigned long long)last);
+    for (int i = 0; i < 2; i++) jvdb_repo_close(inner[i]);
+    free(fw);
+    free(t);
+    pthread_barrier_destroy(&go);
+}
+
+/* A lease written back to a lower epoch after ours (a slower taker's late write, or an old holder's renewal racing
+ * our takeover) does not fence us: our claimed epoch is the authority and goes back; the one who wrote the
+ * lower epoch finds itself fenced at its next check. */
+static void test_lease_lower_epoch_written_back(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db = mkdb(f, "low", 0);
+    assert_ok(f->repo->ops->init(f->repo));
+    jvdb_shipper *a;
+    assert_ok(jvdb_shipper_new("host-a:1:0000000000000001", &a));
+    jvdb_ship_options o = { .shipper = a, .lease_ns = 60ll * 1000000000ll };
+    jvdb_ship_result r;
+    struct wal_lease l = { "", 0, 0 };
+    snprintf(l.owner, sizeof l.owner, "host-old:9:0000000000000009");
+    l.epoch = 4;
+    l.renewed_ns = 0; /* an old holder that stopped */
+    assert_ok(wal_lease_write(f->repo, "low", &l));
+    traffic(db, 1);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_ok(wal_lease_read(f->repo, "low", &l));
+    assert_int_equal(l.epoch, 5);
+    /* the old holder's renewal lands after our takeover */
+    snprintf(l.owner, sizeof l.owner, "host-old:9:0000000000000009");
+    l.epoch = 4;
+    l.renewed_ns = 1;
+    assert_ok(wal_lease_write(f->repo, "low", &l));
+    traffic(db, 2);
+    assert_ok(jvdb_backup_ship(db, f->repo, &o, &r));
+    assert_int_equal(r.fenced, 0);
+    assert_int_equal(r.objects, 1);
+    assert_ok(wal_lease_read(f->repo, "low", &l));
+    assert_int_equal(l.epoch, 5);
+    assert_string_equal(l.owner, "host-a:1:0000000000000001");
+    jvdb_shipper_free(a, f->repo, "low");
+}
+
+/* A taker that claimed an epoch and died before writing the lease: while its claim is fresh, a takeover is refused
+ * (it may be at work), once older than the lease time the next taker claims the epoch after it.  A promote
+ * (force) never waits. */
+static void test_lease_dead_claim(void **state)
+{
+    struct fx *f = *state;
+    assert_ok(f->repo->ops->init(f->repo));
+    uint64_t e = 0;
+    assert_ok(wal_lease_take(f->repo, "dead", "host-a:1:00000000000000a1", 1000000000ll, 0, 1, NULL, &e));
+    assert_int_equal(e, 1);
+    /* host-b claims epoch 2 and dies before its lease write */
+    jvdb_repo *rb;
+    assert_ok(jvdb_repo_open(f->repo_spec, NULL, &rb));
+    assert_ok(wal_lease_take(rb, "dead", "host-b:2:00000000000000b2", 1000000000ll, 0, 1, NULL, &e));
+    assert_int_equal(e, 2);
+    struct wal_lease l = { "", 1, 0 };
+    snprintf(l.owner, sizeof l.owner, "host-a:1:00000000000000a1");
+    assert_ok(wal_lease_write(f->repo, "dead", &l)); /* as if b's lease write never happened */
+    assert_err(wal_lease_take(f->repo, "dead", "host-c:3:00000000000000c3", 1000000000ll, 0, 0, NULL, &e), JVDB_EBUSY,
+               "fenced: epoch 2");
+    struct timespec ts = { 1, 100000000 };
+    nanosleep(&ts, NULL);
+    assert_ok(wal_lease_take(f->repo, "dead", "host-c:3:00000000000000c3", 1000000000ll, 0, 0, NULL, &e));
+    assert_int_equal(e, 3);
+    assert_ok(wal_lease_take(f->repo, "dead", "host-d:4:00000000000000d4", 60ll * 1000000000ll, 1, 1, NULL, &e));
+    assert_int_equal(e, 4);
+    jvdb_repo_close(rb);
+}
+
+/* Two primaries starting at the same moment, many times, on the repository under test (a directory: exclusive
+ * create; S3: claims decided by listing), and on a directory seen through a store without exclusive create:
+ * never both hold the lease (the old read-then-write takeover let both believe they held one epoch). */
+static void test_lease_take_race(void **state)
+{
+    struct fx *f = *state;
+    assert_ok(f->repo->ops->init(f->repo));
+    int s3 = f->s3;
+    lease_race(f, "claim", s3 ? 12 : 40, s3);
+    if (!s3) lease_race(f, "claim2", 24, 1);
+}
+
 /* A backup made after the log's last object (the scheduler's, or the CLI's while the server was
  * down) does not make a restarted shipper jump to it: the log goes on from its own end, so a
  * reader or replica coming from the first base finds no gap (review fix). */
@@ -1002,6 +1183,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fenced_unpins, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_reader_checks, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_lease_writers_race, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_take_race, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_lower_epoch_written_back, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_lease_dead_claim, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restart_after_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_tamper_and_type, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_encrypted, fx_setup, fx_teardown),

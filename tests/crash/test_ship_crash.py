@@ -127,6 +127,7 @@ def crash_run(point, nth=1):
 
 POINTS = [
     ("ship.after_lease", 1), ("ship.lease.before_rename", 1), ("ship.lease.after_rename", 1),
+    ("ship.claim.after_link", 1), ("ship.after_claim", 1),
     ("ship.before_pin", 1), ("ship.after_pin", 1),
     ("ship.before_object", 1), ("ship.object.before_rename", 1), ("ship.object.after_rename", 1),
     ("ship.after_object", 1), ("ship.before_object", 3), ("ship.object.before_rename", 4),

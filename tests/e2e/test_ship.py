@@ -205,6 +205,57 @@ def backlog_past_its_limit_becomes_an_incremental():
 
 
 @test
+def a_stalled_shipment_leaves_the_repository_free():
+    """A shipment hanging on the repository (a FIFO in place of the lease: the shipper's read of it blocks, as
+    on a hung mount or S3 connection) does not hold the repository lock: deleting and verifying a backup go
+    through meanwhile.  Shipping used to hold that lock for all its I/O, and both answered 409
+    REPOSITORY_BUSY for as long as the shipment hung."""
+    s, repo, c = shipping("st")
+    lease = os.path.join(repo, "st", "log", "LEASE")
+    text = None
+    try:
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "st"), "shipping")
+        b1 = expect(c.post("/v1/databases/st/backups", {"type": "full"}), 201).json["backupId"]
+        b2 = expect(c.post("/v1/databases/st/backups", {"type": "full"}), 201).json["backupId"]
+        with open(lease) as f:
+            text = f.read()
+        shipped = metric(c, "jvdb_backup_ship_shipped_lsn", "st")
+        os.unlink(lease)
+        os.mkfifo(lease)
+        os.link(lease, lease + ".fifo")  # to let the blocked reader go once the lease is back
+        write(c, "st", 5, 8)
+        time.sleep(1.0)  # the next shipments open the FIFO and hang there
+        assert metric(c, "jvdb_backup_ship_shipped_lsn", "st") == shipped, "the shipment did not stall"
+        r = expect(c.post("/v1/backups/%s/verify" % b2, {}), 200).json
+        assert r["valid"] is True, r
+        expect(c.delete("/v1/backups/%s" % b1), 200)
+        assert b1 not in [b["id"] for b in shiplog.backups(repo, "st")]
+        # The lease comes back; the hung read ends (an empty read, then the lease on a retry) and shipping goes on.
+        unstall(lease, text)
+        last = stats(c, "st")["lastLsn"]
+        wait_for(lambda: metric(c, "jvdb_backup_ship_shipped_lsn", "st") == last, "shipping after the stall")
+        assert metric(c, "jvdb_backup_ship_fenced", "st") == 0
+    finally:
+        if os.path.exists(lease + ".fifo"):
+            unstall(lease, text)
+        s.stop()
+        s.cleanup()
+
+
+def unstall(lease, text):
+    """Puts the lease back and lets a reader blocked on the FIFO go (an empty read)."""
+    with open(lease + ".new", "w") as f:
+        f.write(text)
+    os.rename(lease + ".new", lease)
+    for _ in range(100):
+        try:
+            os.close(os.open(lease + ".fifo", os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: no reader there (yet)
+            time.sleep(0.05)
+    os.unlink(lease + ".fifo")
+
+
+@test
 def a_second_primary_is_fenced():
     s1 = Server()
     repo = os.path.join(s1.root, "repo")
