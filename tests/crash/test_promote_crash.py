@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Crash points of a promote (issue 13): a read replica (`serve --follow R`) is killed
-(JVDB_CRASH_AT, SIGKILL) in the middle of POST /v1/admin/promote -- after fencing the old primary
-but before a database's MANIFEST stops naming it a replica, and right after that MANIFEST change --
-on the first or the second of its two databases.  After the kill:
+(JVDB_CRASH_AT, SIGKILL) in the middle of POST /v1/admin/promote -- after claiming the next epoch
+of the log, after writing the lease that fences the old primary, before a database's MANIFEST stops
+naming it a replica, and right after that MANIFEST change -- on the first or the second of its two
+databases.  After the kill:
 
 - restarted with --follow, a replica whose databases were not yet promoted is still a read-only
   replica holding everything it had, and a second promote finishes the job;
-- restarted without --follow (the documented way to promote a stopped replica), every database is a
-  writable primary holding everything it had, whatever mix of promoted and unpromoted the kill left;
+- restarted without --follow but with --backup-repo (the documented way to promote a stopped
+  replica that goes on backing up), every database is a writable primary holding everything it had, whatever mix of promoted and unpromoted the kill left;
 - either way the old primary is fenced at its next shipment (it never goes on writing to the log
   next to the new primary).
 
@@ -107,7 +108,8 @@ def restarted_as_primary(point):
     p, r, pc, want = setup()
     try:
         promote_killed_at(r, point, want)
-        r.args = ["--compaction-interval", "0"]
+        # With the repository named, so that it can fence the old primary if the kill came before that.
+        r.args = ["--compaction-interval", "0", "--backup-repo", os.path.join(p.root, "repo")]
         r.start()
         writable_with(Client(r.port), want)
         old_primary_is_fenced(p, pc)
@@ -118,6 +120,16 @@ def restarted_as_primary(point):
     finally:
         r.cleanup()
         p.cleanup()
+
+
+@test
+def killed_after_claiming_the_epoch_then_started_as_primary():
+    restarted_as_primary("ship.after_claim:1")
+
+
+@test
+def killed_after_writing_the_lease_then_started_as_primary():
+    restarted_as_primary("ship.after_lease:1")
 
 
 @test
