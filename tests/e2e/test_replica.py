@@ -129,6 +129,11 @@ def replica_follows_refuses_writes_and_promotes():
         resp = pc.post("/v1/backups/d/restore", {"toLsn": 10 ** 9, "targetDatabase": "d_far"})
         expect(resp, 404)
         assert "outside the restorable window" in resp.json["message"], resp.json
+        # The shipper takes the repository lock for the first backup of each database the restores made
+        # (a synchronous restore meeting it is 409 REPOSITORY_BUSY by design): let those land first.
+        for db in ("d_latest", "d_40"):
+            wait("%s's first backup" % db, lambda: re.search(
+                r'jvdb_backup_ship_shipped_lsn\{database="%s"\} [1-9]' % db, pc.get("/metrics").raw.decode()))
         # The CLI through the server: the same point-in-time restore.
         out = json.loads(cli("--server", "http://127.0.0.1:%d" % p.port, "backup", "restore", "--database", "d",
                              "--to-lsn", 40, "--as", "d_cli", "--json", data=os.path.join(p.root, "nowhere")).stdout)
