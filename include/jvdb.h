@@ -572,6 +572,10 @@ typedef struct jvdb_repo_options {
  * exist fails with JVDB_ENOTFOUND "repository <path> does not exist". */
 JVDB_API int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
 JVDB_API void jvdb_repo_close(jvdb_repo *repo);
+/* Every database the repository knows, sorted: each with backups, log objects (<db>/log/...) or
+ * both, so also one whose backups are all gone; free with jvdb_free_names.  A folder emptied by
+ * deletes may be listed with neither.  JVDB_ENOTFOUND when the repository does not exist. */
+JVDB_API int jvdb_repo_databases(jvdb_repo *repo, char ***names, size_t *count);
 
 typedef enum {
     JVDB_BACKUP_FULL = 1,
@@ -761,6 +765,8 @@ JVDB_API int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_l
 
 /* ---- read replicas ---- */
 
+#define JVDB_LOG_NAME_MAX 160 /* a log object's name under <database>/log/, with its NUL */
+
 /* What one jvdb_backup_follow call did. */
 typedef struct jvdb_follow_result {
     uint64_t lsn;                       /* the replica's last LSN afterwards */
@@ -771,7 +777,25 @@ typedef struct jvdb_follow_result {
     int reseed;                         /* the replica cannot continue from the log: a newer incarnation of the
                              database, or a gap in the log; restore it afresh (replica = 1) */
     char reason[256];                   /* why, when reseed */
+    /* JVDB_ECORRUPT from a damaged log object (checksum or authentication failure, bad contents):
+     * its name under <database>/log/ and its last LSN, so a replica can wait for a backup past it;
+     * empty for a transient failure (the repository unreachable, an object removed while listed). */
+    char bad_object[JVDB_LOG_NAME_MAX];
+    uint64_t bad_lsn_to;
+    int full; /* the call listed the whole log and the backups (not only the log after the replica) */
 } jvdb_follow_result;
+
+/* How jvdb_backup_follow_ex looks at the repository. */
+typedef struct jvdb_follow_options {
+    /* 1: list only the log objects named from the replica's LSN on (S3 start-after; a directory
+     * skips older names without a stat), so a poll costs what is new, not the repository's history,
+     * and no backup is listed.  When that cannot decide (nothing there continues the replica yet
+     * something lies beyond it, or a newer incarnation shows), the call does the full check, as
+     * jvdb_backup_follow does (out->full says which ran).  A caller polling with log_only should
+     * still make a full call now and then: a backup beyond a replica in a repository without a log
+     * is only seen by one. */
+    int log_only;
+} jvdb_follow_options;
 
 /* Continues a replica (a database restored with opts.replica) from its last LSN: applies every
  * record the repository's log holds after it in its incarnation, in whole batches with their LSNs
@@ -780,6 +804,9 @@ typedef struct jvdb_follow_result {
  * JVDB_OK with out->reseed set when it cannot continue; JVDB_ECORRUPT for a bad log object (what
  * came before it stays applied); JVDB_ENOTFOUND when `replica` is not a replica. */
 JVDB_API int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out);
+/* jvdb_backup_follow with options (opts NULL: the same as it). */
+JVDB_API int jvdb_backup_follow_ex(jvdb_db *replica, jvdb_repo *repo, const jvdb_follow_options *opts,
+                                   jvdb_follow_result *out);
 /* Whether db is a replica: JVDB_OK with the source database's name and incarnation (either may be
  * NULL), or JVDB_ENOTFOUND. */
 JVDB_API int jvdb_backup_replica_of(jvdb_db *db, char source[JVDB_MAX_NAME_LEN + 1], int64_t *incarnation);

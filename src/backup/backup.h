@@ -92,12 +92,22 @@ struct repo_ops {
     int (*obj_put)(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len);
     int (*obj_get)(jvdb_repo *r, const char *db, const char *name, char **buf, size_t *len);
     int (*obj_delete)(jvdb_repo *r, const char *db, const char *name);
+    /* Optional (NULL: callers fall back to obj_list): obj_list of only the names that sort after
+     * `after` (byte order), so a reader polling a long log pays for what is new, not for its history:
+     * S3 ListObjectsV2 start-after; a directory skips older names before any stat. */
+    int (*obj_list_after)(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                          void *arg);
 };
 
 struct jvdb_repo {
     const struct repo_ops *ops;
     char *spec; /* as given, for messages */
 };
+
+/* r->ops->obj_list_after, or obj_list with the names at or before `after` left out when the
+ * repository has no cheaper way (repo.c). */
+int repo_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                        void *arg);
 
 int repo_fs_open(const char *dir, jvdb_repo **out);
 int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out);
