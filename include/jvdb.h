@@ -743,6 +743,8 @@ typedef struct jvdb_log_verify_result {
     uint32_t unused;      /* objects no path takes for a known reason: fenced, superseded, before the window */
     uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
     uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
+    uint32_t no_base;     /* objects of an incarnation without a restorable backup (and no newer one that
+                             has one): that log cannot be restored; verify fails, naming the incarnation */
     int has_window;       /* window is filled: the database has a restorable backup */
     /* jvdb_backup_window's, computed by the same rule with every log path cut before its first bad object */
     jvdb_restore_window window;
@@ -758,8 +760,10 @@ typedef void (*jvdb_log_verify_fn)(void *arg, int fail, const char *message);
  * range, the name's times and the final batch flag -- then follows the log from the lsn_to of every
  * restorable backup and checks that each object inside the restorable window is reached.  A bad
  * object, or one no backup chain reaches (a gap: the message names the object and the LSN range
- * missing before it), gives JVDB_ECORRUPT naming the first; out (optional) is filled either way.
- * A database without log objects passes.  Reads only. */
+ * missing before it), gives JVDB_ECORRUPT naming the first; so does a log with no restorable backup
+ * to start from (out->no_base: only log objects are left, or a new incarnation shipped before its
+ * first backup landed).  out (optional) is filled either way.  A database without log objects
+ * passes.  Reads only. */
 JVDB_API int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify_fn report, void *arg,
                                     jvdb_log_verify_result *out);
 
