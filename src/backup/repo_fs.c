@@ -564,6 +564,13 @@ static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, in
     while (!rc && (e = readdir(d))) {
         size_t dl = strlen(e->d_name);
         if (e->d_name[0] == '.' || (dl > 4 && !strcmp(e->d_name + dl - 4, ".tmp"))) continue;
+        if (w->after && e->d_type != DT_UNKNOWN) {
+            /* Names at or before `after` are skipped by the name alone: no allocation, no stat for a
+             * log's history. */
+            char rb[1024];
+            int rn = snprintf(rb, sizeof rb, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+            if (rn > 0 && (size_t)rn < sizeof rb && !repo_fs_walk_wanted(w, rb, e->d_type == DT_DIR)) continue;
+        }
         size_t rl = strlen(rel) + strlen(e->d_name) + 2;
         char *r = malloc(rl), *p = fs_join(path, e->d_name);
         if (!r || !p) {
@@ -577,9 +584,6 @@ static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, in
         size_t pl = strlen(w->prefix), n = strlen(r);
         /* Descend only where the prefix can still match. */
         int relevant = !strncmp(r, w->prefix, n < pl ? n : pl);
-        /* Names at or before `after` are skipped by the name alone: no stat for a log's history. */
-        if (relevant && w->after && e->d_type != DT_UNKNOWN && !repo_fs_walk_wanted(w, r, e->d_type == DT_DIR))
-            relevant = 0;
         if (relevant && stat(p, &st) == 0 && repo_fs_walk_wanted(w, r, S_ISDIR(st.st_mode))) {
             if (S_ISDIR(st.st_mode) && depth < 8) rc = repo_fs_walk(w, p, r, depth + 1);
             else if (S_ISREG(st.st_mode) && n >= pl) rc = w->fn(w->arg, r, (int64_t)st.st_size);
