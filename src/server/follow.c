@@ -202,6 +202,24 @@ static void follow_warn(struct server *s, const char *name, const char *what, co
     if (first) log_error("replica: %s '%s': %s (retrying every poll)", what, name, msg);
 }
 
+/* The lsn_to of the newest restorable backup of `name` in the repository (of its newest
+ * incarnation), 0 when none. */
+static uint64_t follow_newest_base(struct server *s, const char *name)
+{
+    jvdb_backup_info *v = NULL;
+    size_t n = 0;
+    if (jvdb_backup_list(s->follow->repo, name, &v, &n)) return 0;
+    uint64_t lsn = 0;
+    int64_t inc = INT64_MIN;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].restorable && (v[i].incarnation > inc || (v[i].incarnation == inc && v[i].lsn_to > lsn))) {
+            inc = v[i].incarnation;
+            lsn = v[i].lsn_to;
+        }
+    jvdb_free(v);
+    return lsn;
+}
+
 /* Restores the newest state of `name` from the repository as a replica (replacing what is there),
  * with the description it carries. */
 static int follow_seed(struct server *s, const char *name, const char *why)
@@ -210,6 +228,17 @@ static int follow_seed(struct server *s, const char *name, const char *why)
     jvdb_restore_options ro = { .force = 1, .result = &res, .database = name, .latest = 1, .replica = 1 };
     int64_t t0 = clock_mono_ns();
     int rc = jvdb_backup_restore(s->env, s->follow->repo, NULL, &ro, NULL);
+    uint64_t base = 0;
+    if (rc == JVDB_ECORRUPT && (base = follow_newest_base(s, name))) {
+        /* The log after the newest backup is damaged: start from that backup alone; the follow
+         * then applies the good log after it and stops, reported stuck, at the damaged object. */
+        log_warn("replica: cannot seed '%s' at its newest point (%s); seeding from its newest backup (LSN %" PRIu64
+                 ") and following the log from there",
+                 name, jvdb_errmsg(), base);
+        ro.latest = 0;
+        ro.to_lsn = base;
+        rc = jvdb_backup_restore(s->env, s->follow->repo, NULL, &ro, NULL);
+    }
     if (rc) {
         follow_warn(s, name, "cannot seed", jvdb_errmsg());
         return rc;

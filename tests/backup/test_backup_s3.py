@@ -103,6 +103,10 @@ def main():
             # issue 13: verify over the log, incl. `verify --all` finding a database with only its log left.
             library_binary("test_verifylog", "verifylog", jvdb)
 
+        def library_follow():
+            # issue 13: a replica's log-only poll (S3 start-after) against the full check.
+            library_binary("test_follow", "follow")
+
         def cli_checklist():
             e = cli.Env(jvdb, repo=f"s3://{BUCKET}/cli1", extra_env=s3env)
             try:
@@ -169,7 +173,7 @@ def main():
             finally:
                 e.close()
 
-        for t in (library_suite, library_index, library_ship, library_pitr, library_verifylog, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
+        for t in (library_suite, library_index, library_ship, library_pitr, library_verifylog, library_follow, cli_checklist, cli_delete_prune, cli_missing_bucket, cli_encrypted):
             cli.test(t)
     finally:
         proc.terminate()

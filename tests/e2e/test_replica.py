@@ -211,8 +211,10 @@ def replica_stuck_behind_damaged_object_reseeds_past_it():
         expect(pc.post("/v1/databases", {"name": "d", "vectorDimension": 3}), 201)
         put(pc, "d", range(30), 1)
         wait("the first shipment (a full backup)", lambda: os.path.isdir(os.path.join(repo, "d")))
-        put(pc, "d", range(20, 40), 1)
-        wait("the first log object", lambda: log_objects(repo, "d"))
+        gen = iter(range(100, 10000))
+        # (writes go on until one lands after the full backup: a log object)
+        wait("the first log object", lambda: log_objects(repo, "d") or put(pc, "d", range(20, 40), next(gen)),
+             every=0.5)
         r.start()
         rc = Client(r.port)
         wait("the replica to catch up", lambda: same(pc, rc, "d"))
@@ -242,13 +244,26 @@ def replica_stuck_behind_damaged_object_reseeds_past_it():
         # Retried with a backoff, not every 200 ms poll; logged once.
         time.sleep(3)
         assert r.log().count("is stuck at LSN") == 1, r.log()[-3000:]
+        # A new replica cannot seed at the newest point (the log to it is damaged): it seeds from the
+        # newest backup, follows the good log after it and is stuck at the same object.
+        r2 = Server(root=p.root, data=os.path.join(p.root, "replica2"),
+                    args=["--follow", repo, "--follow-interval", "200ms", "--compaction-interval", "0"])
+        try:
+            r2.start()
+            r2c = Client(r2.port)
+            st2 = wait("the new replica to report the damaged object",
+                       lambda: (lambda x: x if x and "replicationError" in x else None)(stats(r2c, "d")))
+            assert new[0] in st2["replicationError"] and st2["lastLsn"] == good, (st2, good)
+        finally:
+            r2.cleanup()
         # The primary goes on, then takes a backup: it covers past the damaged object.
         put(pc, "d", range(40, 60), 3)
         expect(pc.post("/v1/databases/d/backups", {"type": "full"}), 201)
         put(pc, "d", range(0, 5), 4)
         wait("the replica to re-seed past the damage and catch up", lambda: same(pc, rc, "d"), timeout=90)
         st = stats(rc, "d")
-        assert "replicationError" not in st, st
+        assert "replicationError" not in st, (st, rc.get("/metrics").raw.decode()[-1500:],
+                                              [ln for ln in r.log().splitlines() if "replica" in ln or "seed" in ln])
         assert "re-seeding 'd' past its damaged log object" in r.log(), r.log()[-3000:]
         assert re.search(r'jvdb_replica_stuck\{database="d",[^}]*\} 0', rc.get("/metrics").raw.decode())
     finally:
