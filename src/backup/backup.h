@@ -106,8 +106,7 @@ struct jvdb_repo {
 
 /* r->ops->obj_list_after, or obj_list with the names at or before `after` left out when the
  * repository has no cheaper way (repo.c). */
-int repo_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
-                        void *arg);
+int repo_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn, void *arg);
 
 int repo_fs_open(const char *dir, jvdb_repo **out);
 int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out);
