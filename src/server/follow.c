@@ -110,6 +110,13 @@ static void follow_note(struct server *s, const char *name, uint64_t lsn, uint64
     pthread_mutex_unlock(&f->mu);
 }
 
+/* Schedules a stuck database's next attempt after its backoff, then doubles the backoff (bounded).  mu held. */
+static void follow_backoff(struct follow_db *e, int64_t now)
+{
+    e->retry_ns = now + e->backoff_ns;
+    e->backoff_ns = e->backoff_ns * 2 > FOLLOW_RETRY_MAX_NS ? FOLLOW_RETRY_MAX_NS : e->backoff_ns * 2;
+}
+
 /* Marks `name` stuck behind the damaged object fr names (or still stuck: one more failed attempt),
  * scheduling the next attempt with a doubling backoff.  Logged at the first failure only. */
 static void follow_stuck(struct server *s, const char *name, const jvdb_follow_result *fr, const char *msg)
@@ -131,8 +138,7 @@ static void follow_stuck(struct server *s, const char *name, const jvdb_follow_r
         snprintf(e->stuck_reason, sizeof e->stuck_reason,
                  "damaged log object %s: %s; serving LSN %" PRIu64 " until a backup covers LSN %" PRIu64,
                  fr->bad_object, msg, fr->lsn, fr->bad_lsn_to);
-        e->retry_ns = now + e->backoff_ns;
-        e->backoff_ns = e->backoff_ns * 2 > FOLLOW_RETRY_MAX_NS ? FOLLOW_RETRY_MAX_NS : e->backoff_ns * 2;
+        follow_backoff(e, now);
     }
     pthread_mutex_unlock(&f->mu);
     if (first)
@@ -150,8 +156,7 @@ static void follow_defer(struct server *s, const char *name)
     struct follow_db *e = follow_entry(f, name);
     if (e && e->stuck) {
         e->stuck_attempts++;
-        e->retry_ns = clock_mono_ns() + e->backoff_ns;
-        e->backoff_ns = e->backoff_ns * 2 > FOLLOW_RETRY_MAX_NS ? FOLLOW_RETRY_MAX_NS : e->backoff_ns * 2;
+        follow_backoff(e, clock_mono_ns());
     }
     pthread_mutex_unlock(&f->mu);
 }
@@ -552,15 +557,14 @@ char *follow_metrics(struct server *s)
         len +=
             (size_t)snprintf(t + len, cap - len,
                              "# HELP jvdb_replica_stuck 1 while a replica's database cannot go on past a damaged log "
-                             "object (it serves its last good state); reason names the object.\n"
+                             "object (it serves its last good state until a backup covers past it); reason says why, "
+                             "object names the log object.\n"
                              "# TYPE jvdb_replica_stuck gauge\n");
-        for (size_t i = 0; i < f->n; i++) {
-            char reason[64];
-            snprintf(reason, sizeof reason, "%s", f->dbs[i].stuck ? "damaged_log_object" : "");
-            len += (size_t)snprintf(
-                t + len, cap - len, "jvdb_replica_stuck{database=\"%s\",reason=\"%s\",object=\"%s\"} %d\n",
-                f->dbs[i].name, reason, f->dbs[i].stuck ? f->dbs[i].bad_object : "", f->dbs[i].stuck);
-        }
+        for (size_t i = 0; i < f->n; i++)
+            len += (size_t)snprintf(t + len, cap - len,
+                                    "jvdb_replica_stuck{database=\"%s\",reason=\"%s\",object=\"%s\"} %d\n",
+                                    f->dbs[i].name, f->dbs[i].stuck ? "damaged_log_object" : "",
+                                    f->dbs[i].stuck ? f->dbs[i].bad_object : "", f->dbs[i].stuck);
     }
     pthread_mutex_unlock(&f->mu);
     return t;
