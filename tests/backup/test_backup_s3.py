@@ -43,8 +43,12 @@ def start_s3rver(workdir):
     for _ in range(5):
         port = free_port()
         log = open(os.path.join(workdir, "s3rver.log"), "w")
+        # s3rver signs its continuation tokens with a cipher OpenSSL 3 keeps in its legacy provider:
+        # without it every listing longer than 1,000 keys answers HTTP 500 (ERR_OSSL_EVP_UNSUPPORTED).
+        major = int(subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip().lstrip("v").split(".")[0] or 0)
+        env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider") if major >= 17 else None
         proc = subprocess.Popen([node, script, "-d", store, "-a", "127.0.0.1", "-p", str(port), "--silent",
-                                 "--configure-bucket", BUCKET], stdout=log, stderr=subprocess.STDOUT)
+                                 "--configure-bucket", BUCKET], stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             try:
