@@ -3,9 +3,9 @@
  * objects named from the replica's LSN on, applies exactly what the full check applies, falls back
  * to the full check on a gap and on a newer incarnation, names a damaged object (bad_object), and
  * costs what is new rather than the repository's history: with JVDB_FOLLOW_POLL_OBJECTS (10,000
- * by default on a directory, 1,500 on S3: more than one listing page) log objects behind the replica, a poll is timed both ways
- * and printed ("follow-poll: ..."; bench/results/follow-poll.md).  The repository is a directory,
- * or S3 under backup.s3 (tu_repo_spec).
+ * by default on a directory, 1,500 on S3: more than one listing page) log objects behind the
+ * replica, a poll is timed both ways and printed ("follow-poll: ..."; bench/results/follow-poll.md).
+ * The repository is a directory, or S3 under backup.s3 (tu_repo_spec).
  */
 #include <fcntl.h>
 #include <stdio.h>
