@@ -12,6 +12,11 @@
  *   bench_ship changes --dir DIR --rate W --seconds S [--ship-ms MS] [--n N]
  *       a stretch of changes to the base (overwrites of random ids, a tenth deletes) shipped every
  *       MS: the log's stored bytes for them (the first shipment's full backup is not counted)
+ *   bench_ship follow-poll --dir DIR --n N [--rounds R]
+ *       a replica's poll with N log objects behind it (a history laid down as empty files under the
+ *       full backup's LSN, which no poll reads): the full check (every log object and backup, as
+ *       every poll did before) against log only (the names after the replica's LSN), idle and with
+ *       one new object; medians of R rounds in ms
  *
  * The repository is DIR/repo, the data directory DIR/data.  Each prints one JSON line.  The shipper
  * runs exactly as `jvdb serve --backup-continuous` runs it (jvdb_backup_ship with a jvdb_shipper).
@@ -360,12 +365,120 @@ static void step_load(const struct opts *o)
     jvdb_env_close(env);
 }
 
+/* Lays down n empty log objects named (i, i+1] for i < n in the incarnation of the real object
+ * `real` (a name under DIR/repo/p/log/): a long history behind the replica. */
+static void lay_history(const struct opts *o, const char *incdir, const char *real, uint64_t n)
+{
+    unsigned long long from, to, t0, t1, epoch;
+    if (sscanf(real, "%20llu-%20llu-%19llu-%19llu-%10llu.jvl", &from, &to, &t0, &t1, &epoch) != 5)
+        bench_die(0, "unexpected log object name %s", real);
+    (void)o;
+    for (uint64_t i = 0; i < n; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%020llu-%020llu-%019llu-%019llu-%010llu.jvl", incdir, (unsigned long long)i,
+                 (unsigned long long)i + 1, t0, t0, epoch);
+        FILE *f = fopen(p, "w");
+        if (!f) bench_die(1, "create %s", p);
+        fclose(f);
+    }
+}
+
+/* Median of v[0..n) in place. */
+static double median_of(double *v, size_t n) { return bench_percentile(v, n, 50); }
+
+/* follow-poll: see the header. */
+static void step_follow_poll(const struct opts *o, int rounds)
+{
+    char data[1024], rdata[1024], repo[1024], cmd[1200];
+    snprintf(data, sizeof data, "%s/data", o->dir);
+    snprintf(rdata, sizeof rdata, "%s/replica", o->dir);
+    snprintf(repo, sizeof repo, "%s/repo", o->dir);
+    jvdb_env *env, *renv;
+    jvdb_repo *r;
+    int rc;
+    if ((rc = jvdb_env_open(data, &env)) || (rc = jvdb_env_open(rdata, &renv)) || (rc = jvdb_repo_open(repo, NULL, &r)))
+        die_lib("open", rc);
+    jvdb_db_options dbo;
+    jvdb_db_options_init(&dbo, 4);
+    dbo.sync = JVDB_SYNC_NEVER;
+    jvdb_db *db;
+    if ((rc = jvdb_db_create(env, "p", &dbo, &db))) die_lib("create", rc);
+    float v[4] = { 1, 2, 3, 4 };
+    uint64_t seq = 0;
+    jvdb_ship_result sr;
+    for (int phase = 0; phase < 2; phase++) { /* the full backup past the history, then one log object */
+        for (uint64_t i = 0; i < (phase ? 3 : o->n + 10); i++, seq++) {
+            char id[32];
+            snprintf(id, sizeof id, "v%llu", (unsigned long long)(seq % 100));
+            v[0] = (float)seq;
+            if ((rc = jvdb_put(db, id, v, 4, NULL, NULL))) die_lib("put", rc);
+        }
+        if ((rc = jvdb_backup_ship(db, r, NULL, &sr))) die_lib("ship", rc);
+    }
+    /* The incarnation folder and the real object's name: ls (the names are the format's). */
+    snprintf(cmd, sizeof cmd, "ls -d %s/p/log/*/ | head -1", repo);
+    char incdir[1024] = "", real[256] = "";
+    FILE *p = popen(cmd, "r");
+    if (!p || !fgets(incdir, sizeof incdir, p)) bench_die(0, "no log folder in %s", repo);
+    pclose(p);
+    incdir[strcspn(incdir, "\n")] = '\0';
+    if (*incdir && incdir[strlen(incdir) - 1] == '/') incdir[strlen(incdir) - 1] = '\0';
+    snprintf(cmd, sizeof cmd, "ls %s | head -1", incdir);
+    if (!(p = popen(cmd, "r")) || !fgets(real, sizeof real, p)) bench_die(0, "no log object in %s", incdir);
+    pclose(p);
+    real[strcspn(real, "\n")] = '\0';
+    double t0 = bench_now();
+    lay_history(o, incdir, real, o->n);
+    double laid = bench_now() - t0;
+    jvdb_restore_result res;
+    jvdb_restore_options ro = { .database = "p", .replica = 1, .latest = 1, .force = 1, .result = &res };
+    jvdb_db *rep;
+    if ((rc = jvdb_backup_restore(renv, r, NULL, &ro, &rep))) die_lib("seed", rc);
+    double *t[2][2];
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) t[a][b] = calloc((size_t)rounds, sizeof(double));
+    for (int k = 0; k < rounds; k++)
+        for (int fresh = 0; fresh < 2; fresh++)
+            for (int way = 0; way < 2; way++) { /* way 0: the full check, 1: log only */
+                if (fresh) {
+                    for (int i = 0; i < 2; i++, seq++) {
+                        v[0] = (float)seq;
+                        if ((rc = jvdb_put(db, "new", v, 4, NULL, NULL))) die_lib("put", rc);
+                    }
+                    if ((rc = jvdb_backup_ship(db, r, NULL, &sr))) die_lib("ship", rc);
+                }
+                jvdb_follow_options fo = { .log_only = way };
+                jvdb_follow_result fr;
+                double a = bench_now();
+                if ((rc = jvdb_backup_follow_ex(rep, r, &fo, &fr))) die_lib("follow", rc);
+                t[fresh][way][k] = (bench_now() - a) * 1e3;
+                if (fr.full != !way || fr.objects != (uint64_t)fresh) bench_die(0, "unexpected poll result");
+            }
+    bench_json_begin();
+    bench_json_str("step", "follow-poll");
+    bench_json_int("log_objects", (long long)o->n + 1 + 2 * rounds);
+    bench_json_num("history_laid_seconds", laid);
+    bench_json_int("rounds", rounds);
+    bench_json_num("idle_full_ms", median_of(t[0][0], (size_t)rounds));
+    bench_json_num("idle_log_only_ms", median_of(t[0][1], (size_t)rounds));
+    bench_json_num("new_object_full_ms", median_of(t[1][0], (size_t)rounds));
+    bench_json_num("new_object_log_only_ms", median_of(t[1][1], (size_t)rounds));
+    bench_json_end();
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++) free(t[a][b]);
+    jvdb_repo_close(r);
+    jvdb_env_close(renv);
+    jvdb_env_close(env);
+}
+
 int main(int argc, char **argv)
 {
     struct opts o = {
         .sync = "always", .n = 100000, .dim = 128, .batch = 100, .ship_ms = 1000, .rate = 5000, .seconds = 20
     };
-    if (argc < 2) bench_die(0, "usage: bench_ship ingest|rpo|load|changes --dir DIR [options] (see the source)");
+    int rounds = 5;
+    if (argc < 2)
+        bench_die(0, "usage: bench_ship ingest|rpo|load|changes|follow-poll --dir DIR [options] (see the source)");
     o.mode = argv[1];
     for (int i = 2; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -379,6 +492,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--seconds")) o.seconds = strtod(v, NULL);
         else if (!strcmp(k, "--level")) ship_level = o.level = atoi(v);
         else if (!strcmp(k, "--ship-nice")) ship_nice = atoi(v);
+        else if (!strcmp(k, "--rounds")) rounds = atoi(v);
         else bench_die(0, "unknown option %s", k);
     }
     if (!o.dir || !o.dim || !o.batch || o.rate <= 0) bench_die(0, "--dir is required; dim, batch, rate positive");
@@ -386,6 +500,7 @@ int main(int argc, char **argv)
     else if (!strcmp(o.mode, "rpo")) step_stream(&o, 0);
     else if (!strcmp(o.mode, "load")) step_load(&o);
     else if (!strcmp(o.mode, "changes")) step_stream(&o, 1);
+    else if (!strcmp(o.mode, "follow-poll")) step_follow_poll(&o, rounds > 0 ? rounds : 5);
     else bench_die(0, "unknown step %s", o.mode);
     return 0;
 }

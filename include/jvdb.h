@@ -572,6 +572,10 @@ typedef struct jvdb_repo_options {
  * exist fails with JVDB_ENOTFOUND "repository <path> does not exist". */
 JVDB_API int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **out);
 JVDB_API void jvdb_repo_close(jvdb_repo *repo);
+/* Every database the repository knows, sorted: each with backups, log objects (<db>/log/...) or
+ * both, so also one whose backups are all gone; free with jvdb_free_names.  A folder emptied by
+ * deletes may be listed with neither.  JVDB_ENOTFOUND when the repository does not exist. */
+JVDB_API int jvdb_repo_databases(jvdb_repo *repo, char ***names, size_t *count);
 
 typedef enum {
     JVDB_BACKUP_FULL = 1,
@@ -739,6 +743,8 @@ typedef struct jvdb_log_verify_result {
     uint32_t unused;      /* objects no path takes for a known reason: fenced, superseded, before the window */
     uint32_t unchecked;   /* objects of an incarnation no backup describes (dimension unknown): not read */
     uint32_t holes;       /* LSN ranges inside the window that neither a backup nor the log reaches */
+    uint32_t no_base;     /* objects of an incarnation without a restorable backup (and no newer one that
+                             has one): that log cannot be restored; verify fails, naming the incarnation */
     int has_window;       /* window is filled: the database has a restorable backup */
     /* jvdb_backup_window's, computed by the same rule with every log path cut before its first bad object */
     jvdb_restore_window window;
@@ -754,12 +760,16 @@ typedef void (*jvdb_log_verify_fn)(void *arg, int fail, const char *message);
  * range, the name's times and the final batch flag -- then follows the log from the lsn_to of every
  * restorable backup and checks that each object inside the restorable window is reached.  A bad
  * object, or one no backup chain reaches (a gap: the message names the object and the LSN range
- * missing before it), gives JVDB_ECORRUPT naming the first; out (optional) is filled either way.
- * A database without log objects passes.  Reads only. */
+ * missing before it), gives JVDB_ECORRUPT naming the first; so does a log with no restorable backup
+ * to start from (out->no_base: only log objects are left, or a new incarnation shipped before its
+ * first backup landed).  out (optional) is filled either way.  A database without log objects
+ * passes.  Reads only. */
 JVDB_API int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify_fn report, void *arg,
                                     jvdb_log_verify_result *out);
 
 /* ---- read replicas ---- */
+
+#define JVDB_LOG_NAME_MAX 160 /* a log object's name under <database>/log/, with its NUL */
 
 /* What one jvdb_backup_follow call did. */
 typedef struct jvdb_follow_result {
@@ -771,7 +781,25 @@ typedef struct jvdb_follow_result {
     int reseed;                         /* the replica cannot continue from the log: a newer incarnation of the
                              database, or a gap in the log; restore it afresh (replica = 1) */
     char reason[256];                   /* why, when reseed */
+    /* JVDB_ECORRUPT from a damaged log object (checksum or authentication failure, bad contents):
+     * its name under <database>/log/ and its last LSN, so a replica can wait for a backup past it;
+     * empty for a transient failure (the repository unreachable, an object removed while listed). */
+    char bad_object[JVDB_LOG_NAME_MAX];
+    uint64_t bad_lsn_to;
+    int full; /* the call listed the whole log and the backups (not only the log after the replica) */
 } jvdb_follow_result;
+
+/* How jvdb_backup_follow_ex looks at the repository. */
+typedef struct jvdb_follow_options {
+    /* 1: list only the log objects named from the replica's LSN on (S3 start-after; a directory
+     * skips older names without a stat), so a poll costs what is new, not the repository's history,
+     * and no backup is listed.  When that cannot decide (nothing there continues the replica yet
+     * something lies beyond it, or a newer incarnation shows), the call does the full check, as
+     * jvdb_backup_follow does (out->full says which ran).  A caller polling with log_only should
+     * still make a full call now and then: a backup beyond a replica in a repository without a log
+     * is only seen by one. */
+    int log_only;
+} jvdb_follow_options;
 
 /* Continues a replica (a database restored with opts.replica) from its last LSN: applies every
  * record the repository's log holds after it in its incarnation, in whole batches with their LSNs
@@ -780,6 +808,9 @@ typedef struct jvdb_follow_result {
  * JVDB_OK with out->reseed set when it cannot continue; JVDB_ECORRUPT for a bad log object (what
  * came before it stays applied); JVDB_ENOTFOUND when `replica` is not a replica. */
 JVDB_API int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out);
+/* jvdb_backup_follow with options (opts NULL: the same as it). */
+JVDB_API int jvdb_backup_follow_ex(jvdb_db *replica, jvdb_repo *repo, const jvdb_follow_options *opts,
+                                   jvdb_follow_result *out);
 /* Whether db is a replica: JVDB_OK with the source database's name and incarnation (either may be
  * NULL), or JVDB_ENOTFOUND. */
 JVDB_API int jvdb_backup_replica_of(jvdb_db *db, char source[JVDB_MAX_NAME_LEN + 1], int64_t *incarnation);

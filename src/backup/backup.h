@@ -96,12 +96,21 @@ struct repo_ops {
      * exists, atomically against any other writer (filesystem: link(2) of a synced temp file), JVDB_EEXISTS
      * when one does.  wal.c claims fencing epochs with it; without it a claim is decided by listing. */
     int (*obj_create)(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len);
+    /* Optional (NULL: callers fall back to obj_list): obj_list of only the names that sort after
+     * `after` (byte order), so a reader polling a long log pays for what is new, not for its history:
+     * S3 ListObjectsV2 start-after; a directory skips older names before any stat. */
+    int (*obj_list_after)(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                          void *arg);
 };
 
 struct jvdb_repo {
     const struct repo_ops *ops;
     char *spec; /* as given, for messages */
 };
+
+/* r->ops->obj_list_after, or obj_list with the names at or before `after` left out when the
+ * repository has no cheaper way (repo.c). */
+int repo_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn, void *arg);
 
 int repo_fs_open(const char *dir, jvdb_repo **out);
 int repo_s3_open(const char *bucket, const char *prefix, const jvdb_repo_options *opts, jvdb_repo **out);

@@ -910,6 +910,15 @@ static int crypt_obj_list(jvdb_repo *rp, const char *db, const char *prefix, rep
     return rc ? rc : c->inner->ops->obj_list(c->inner, db, prefix, fn, arg);
 }
 
+/* Lists a database's objects after a name (the inner repository's, or a filtered full listing). */
+static int crypt_obj_list_after(jvdb_repo *rp, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                                void *arg)
+{
+    struct repo_crypt *c = (struct repo_crypt *)rp;
+    int rc = crypt_ready(c);
+    return rc ? rc : repo_obj_list_after(c->inner, db, prefix, after, fn, arg);
+}
+
 /* Seals a whole object as an archive is sealed (1 MiB chunks, the last one shorter, possibly empty),
  * bound to "<database>/<name>". */
 static int crypt_obj_seal(struct repo_crypt *c, const char *db, const char *name, const void *buf, size_t len,
@@ -1015,12 +1024,13 @@ int repo_crypt_wrap(jvdb_repo *inner, const char *key_file, jvdb_repo **out)
         return err_set(JVDB_ENOMEM, "out of memory");
     }
     const struct repo_ops ops = {
-        inner->ops->kind,   crypt_init,        crypt_list_databases,
-        crypt_list_backups, crypt_read_meta,   crypt_open_data,
-        crypt_stage_begin,  crypt_remove,      crypt_cleanup,
-        crypt_close,        crypt_read_object, crypt_write_object,
-        crypt_read_extra,   crypt_obj_list,    crypt_obj_put,
-        crypt_obj_get,      crypt_obj_delete,  NULL,
+        inner->ops->kind,     crypt_init,        crypt_list_databases,
+        crypt_list_backups,   crypt_read_meta,   crypt_open_data,
+        crypt_stage_begin,    crypt_remove,      crypt_cleanup,
+        crypt_close,          crypt_read_object, crypt_write_object,
+        crypt_read_extra,     crypt_obj_list,    crypt_obj_put,
+        crypt_obj_get,        crypt_obj_delete,  NULL,
+        crypt_obj_list_after,
     };
     c->inner = inner;
     c->base.spec = inner->spec;

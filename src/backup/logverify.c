@@ -77,6 +77,32 @@ static int lv_has_log(const struct lv *v, int64_t inc)
     return 0;
 }
 
+/* Whether incarnation inc has a restorable backup: a base its log can be restored from. */
+static int lv_has_base(const struct lv *v, int64_t inc)
+{
+    for (size_t b = 0; b < v->nb; b++)
+        if (v->bk[b].restorable && v->bk[b].incarnation == inc) return 1;
+    return 0;
+}
+
+/* Reports, once per incarnation (at its first object i), log objects no restorable backup can start
+ * from: that log cannot be restored, which verify calls a failure, not a gap per object. */
+static void lv_no_base(struct lv *v, size_t i)
+{
+    const struct wal_entry *e = &v->ents[i];
+    v->out->no_base++;
+    if (i && v->ents[i - 1].incarnation == e->incarnation) return; /* said at the first one */
+    uint32_t k = 0;
+    uint64_t last = e->lsn_to;
+    for (size_t j = i; j < v->n && v->ents[j].incarnation == e->incarnation; j++, k++)
+        if (v->ents[j].lsn_to > last) last = v->ents[j].lsn_to;
+    lv_say(v, 1,
+           "'%s' has %u log object%s of incarnation %lld (LSN %llu..%llu) but no restorable backup of it: that log "
+           "cannot be restored (a restore starts from a backup; take one, e.g. jvdb backup create)",
+           v->db, k, k == 1 ? "" : "s", (long long)e->incarnation, (unsigned long long)e->lsn_from + 1,
+           (unsigned long long)last);
+}
+
 /* Follows the log from every restorable backup, marking what is reached. */
 static int lv_paths(struct lv *v)
 {
@@ -143,10 +169,13 @@ static int lv_objects(struct lv *v)
         const jvdb_backup_info *bi = lv_backup_of(v, e->incarnation);
         if (!bi) {
             v->out->unchecked++;
-            lv_say(v, 0,
-                   "log object %s of '%s' (LSN %llu..%llu) not read: no backup of incarnation %lld gives its dimension",
-                   e->name, v->db, (unsigned long long)e->lsn_from + 1, (unsigned long long)e->lsn_to,
-                   (long long)e->incarnation);
+            /* once per incarnation: a log left without backups can hold thousands of objects */
+            if (!i || v->ents[i - 1].incarnation != e->incarnation)
+                lv_say(v, 0,
+                       "log objects of '%s' from %s (LSN %llu..%llu) on not read: no backup of incarnation %lld "
+                       "gives their dimension",
+                       v->db, e->name, (unsigned long long)e->lsn_from + 1, (unsigned long long)e->lsn_to,
+                       (long long)e->incarnation);
         } else {
             uint64_t recs = 0;
             int rc = wal_read(v->repo, v->db, e, bi->dim, bi->metric, lv_count_fn, &recs);
@@ -169,6 +198,10 @@ static int lv_objects(struct lv *v)
             v->out->unused++;
             lv_say(v, 0, "log object %s of '%s' (LSN %llu..%llu) is not on a restore path: %s", e->name, v->db,
                    (unsigned long long)e->lsn_from + 1, (unsigned long long)e->lsn_to, w);
+            continue;
+        }
+        if (!lv_has_base(v, e->incarnation)) {
+            lv_no_base(v, i);
             continue;
         }
         v->out->unreachable++;
@@ -255,9 +288,9 @@ int jvdb_backup_verify_log(jvdb_repo *repo, const char *db_name, jvdb_log_verify
     if (!rc) rc = lv_paths(&v);
     if (!rc) rc = lv_objects(&v);
     if (!rc) rc = lv_window(&v);
-    if (!rc && (res.bad || res.unreachable))
-        rc = err_set(JVDB_ECORRUPT, "%s (%u bad, %u unreachable of %zu log objects of '%s')", v.first, res.bad,
-                     res.unreachable, v.n, db_name);
+    if (!rc && (res.bad || res.unreachable || res.no_base))
+        rc = err_set(JVDB_ECORRUPT, "%s (%u bad, %u unreachable, %u without a backup of %zu log objects of '%s')",
+                     v.first, res.bad, res.unreachable, res.no_base, v.n, db_name);
     free(v.reached);
     free(v.bad);
     free(v.ents);

@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+_Static_assert(WAL_NAME_MAX == JVDB_LOG_NAME_MAX, "a log object name fits jvdb_follow_result");
+
 /* Groups of whole batches are appended when they reach this size (and at the end of an object). */
 #define PITR_FLUSH_BYTES (8u << 20)
 
@@ -185,24 +187,75 @@ int jvdb_backup_fence(jvdb_repo *repo, const char *db_name, uint64_t *epoch)
 
 /* ------------------------------------------------------------------ follow */
 
-int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out)
+/* Applies the objects idx[0..k) of ents to the replica through la; a failure names where it stopped,
+ * and a damaged object (JVDB_ECORRUPT: checksum, authentication, contents) is named in res. */
+static int follow_apply(jvdb_repo *repo, const char *source, const struct wal_entry *ents, const size_t *idx, size_t k,
+                        jvdb_metric metric, struct log_apply *la, jvdb_follow_result *res)
 {
-    err_clear();
-    jvdb_follow_result res;
-    memset(&res, 0, sizeof res);
-    char source[JVDB_MAX_NAME_LEN + 1];
-    int64_t inc;
-    int rc = jvdb_backup_replica_of(replica, source, &inc);
-    if (rc) return rc;
-    jvdb_stats st;
-    if ((rc = jvdb_stats_get(replica, &st))) return rc;
-    res.lsn = st.last_lsn;
-    res.incarnation = inc;
+    int rc = JVDB_OK;
+    size_t j = 0;
+    for (; j < k && !rc; j++) rc = log_apply_object(repo, source, &ents[idx[j]], metric, la);
+    if (rc) {
+        const struct wal_entry *e = &ents[idx[j - 1]];
+        if (rc == JVDB_ECORRUPT) {
+            snprintf(res->bad_object, sizeof res->bad_object, "%s", e->name);
+            res->bad_lsn_to = e->lsn_to;
+        }
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+        rc = err_set(rc, "following '%s' stopped at LSN %llu: %s", source, (unsigned long long)la->lsn, msg);
+    }
+    res->lsn = la->lsn;
+    if (la->batches) res->last_time_ns = la->time_ns;
+    res->records = la->records;
+    res->batches = la->batches;
+    res->objects = la->objects;
+    return rc;
+}
+
+/* The poll's cheap step: only the log objects named from the replica's LSN on (one listing that
+ * skips the history by name).  *handled 0 when it cannot decide alone (nothing new continues the
+ * replica, yet something lies beyond it or in a newer incarnation): the full check follows. */
+static int follow_log_only(jvdb_db *replica, jvdb_repo *repo, const char *source, int64_t inc, uint64_t lsn,
+                           jvdb_follow_result *res, int *handled)
+{
+    *handled = 0;
+    char after[WAL_NAME_MAX];
+    snprintf(after, sizeof after, "%lld/%020llu", (long long)inc, (unsigned long long)(lsn ? lsn - 1 : 0));
+    struct wal_entry *ents = NULL;
+    size_t n = 0, *idx = NULL, k = 0;
+    int rc = wal_list_after(repo, source, after, &ents, &n);
+    uint64_t log_end = lsn;
+    int newer = 0;
+    for (size_t i = 0; !rc && i < n; i++) {
+        if (ents[i].incarnation > inc) newer = 1;
+        if (ents[i].incarnation == inc && ents[i].lsn_to > log_end) log_end = ents[i].lsn_to;
+    }
+    if (!rc) rc = wal_path(ents, n, inc, lsn, &idx, &k);
+    /* Decided here when nothing newer exists and the path reaches everything listed. */
+    if (!rc && !newer && (k ? ents[idx[k - 1]].lsn_to : lsn) >= log_end) {
+        *handled = 1;
+        res->repo_lsn = log_end;
+        struct log_apply la;
+        log_apply_init(&la, replica, jvdb_db_dim(replica), lsn);
+        rc = follow_apply(repo, source, ents, idx, k, jvdb_db_metric(replica), &la, res);
+        log_apply_free(&la);
+    }
+    free(idx);
+    free(ents);
+    return rc;
+}
+
+/* jvdb_backup_follow_ex's full check: every log object and backup of the source. */
+static int follow_full(jvdb_db *replica, jvdb_repo *repo, const char *source, int64_t inc, uint64_t lsn,
+                       jvdb_follow_result *res)
+{
     struct wal_entry *ents = NULL;
     size_t n = 0, *idx = NULL, k = 0;
     struct log_apply la;
-    log_apply_init(&la, replica, jvdb_db_dim(replica), st.last_lsn);
-    if ((rc = wal_list(repo, source, &ents, &n))) goto out;
+    log_apply_init(&la, replica, jvdb_db_dim(replica), lsn);
+    int rc = wal_list(repo, source, &ents, &n);
+    if (rc) goto out;
     /* What the repository knows beyond this replica: another incarnation, or LSNs the log
      * cannot bring it to (a gap: only a restore of a newer backup can). */
     int64_t newest_inc = inc;
@@ -220,43 +273,60 @@ int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *ou
         if (bk[i].incarnation == inc && bk[i].lsn_to > bk_end) bk_end = bk[i].lsn_to;
     }
     jvdb_free(bk);
-    res.repo_lsn = log_end > bk_end ? log_end : bk_end;
-    if (res.repo_lsn < st.last_lsn) res.repo_lsn = st.last_lsn;
+    res->repo_lsn = log_end > bk_end ? log_end : bk_end;
+    if (res->repo_lsn < lsn) res->repo_lsn = lsn;
     if (newest_inc != inc) {
-        res.reseed = 1;
-        snprintf(res.reason, sizeof res.reason,
+        res->reseed = 1;
+        snprintf(res->reason, sizeof res->reason,
                  "'%s' in the repository is a newer database of that name (incarnation %lld, this replica follows "
                  "%lld)",
                  source, (long long)newest_inc, (long long)inc);
         goto out;
     }
-    if ((rc = wal_path(ents, n, inc, st.last_lsn, &idx, &k))) goto out;
-    for (size_t j = 0; j < k && !rc; j++)
-        rc = log_apply_object(repo, source, &ents[idx[j]], jvdb_db_metric(replica), &la);
-    if (rc) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
-        rc = err_set(rc, "following '%s' stopped at LSN %llu: %s", source, (unsigned long long)la.lsn, msg);
-    }
-    res.lsn = la.lsn;
-    if (la.batches) res.last_time_ns = la.time_ns;
-    res.records = la.records;
-    res.batches = la.batches;
-    res.objects = la.objects;
+    if ((rc = wal_path(ents, n, inc, lsn, &idx, &k))) goto out;
+    rc = follow_apply(repo, source, ents, idx, k, jvdb_db_metric(replica), &la, res);
     /* A gap: the log goes on beyond a point it cannot be followed to.  A backup beyond the replica
      * with no log at all (a repository without shipping) is reached the same way, by a re-seed; a
      * backup beyond a log that lags behind it is not (the log catches up). */
-    if (!rc && (log_end > res.lsn || (!log_end && bk_end > res.lsn))) {
-        res.reseed = 1;
-        snprintf(res.reason, sizeof res.reason,
+    if (!rc && (log_end > res->lsn || (!log_end && bk_end > res->lsn))) {
+        res->reseed = 1;
+        snprintf(res->reason, sizeof res->reason,
                  log_end ? "the log of '%s' has a gap after LSN %llu (it goes on to LSN %llu)"
                          : "'%s' has no log after LSN %llu, and a backup reaches LSN %llu",
-                 source, (unsigned long long)res.lsn, (unsigned long long)(log_end ? log_end : bk_end));
+                 source, (unsigned long long)res->lsn, (unsigned long long)(log_end ? log_end : bk_end));
     }
 out:
     log_apply_free(&la);
     free(idx);
     free(ents);
+    return rc;
+}
+
+int jvdb_backup_follow_ex(jvdb_db *replica, jvdb_repo *repo, const jvdb_follow_options *opts, jvdb_follow_result *out)
+{
+    err_clear();
+    jvdb_follow_result res;
+    memset(&res, 0, sizeof res);
+    char source[JVDB_MAX_NAME_LEN + 1];
+    int64_t inc;
+    int rc = jvdb_backup_replica_of(replica, source, &inc);
+    if (rc) return rc;
+    jvdb_stats st;
+    if ((rc = jvdb_stats_get(replica, &st))) return rc;
+    res.lsn = st.last_lsn;
+    res.repo_lsn = st.last_lsn;
+    res.incarnation = inc;
+    int handled = 0;
+    if (opts && opts->log_only) rc = follow_log_only(replica, repo, source, inc, st.last_lsn, &res, &handled);
+    if (!rc && !handled) {
+        res.full = 1;
+        rc = follow_full(replica, repo, source, inc, st.last_lsn, &res);
+    }
     if (out) *out = res;
     return rc;
+}
+
+int jvdb_backup_follow(jvdb_db *replica, jvdb_repo *repo, jvdb_follow_result *out)
+{
+    return jvdb_backup_follow_ex(replica, repo, NULL, out);
 }

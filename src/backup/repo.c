@@ -56,3 +56,32 @@ int jvdb_repo_open(const char *spec, const jvdb_repo_options *opts, jvdb_repo **
     const char *key = opts && opts->key_file && *opts->key_file ? opts->key_file : getenv("JVDB_REPO_KEY_FILE");
     return repo_crypt_wrap(inner, key && *key ? key : NULL, out);
 }
+
+struct repo_after {
+    const char *after;
+    repo_obj_fn fn;
+    void *arg;
+};
+
+/* obj_list callback of repo_obj_list_after's fallback: passes on the names after `after`. */
+static int repo_after_fn(void *arg, const char *name, int64_t size)
+{
+    struct repo_after *a = arg;
+    return strcmp(name, a->after) > 0 ? a->fn(a->arg, name, size) : 0;
+}
+
+int repo_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn, void *arg)
+{
+    if (r->ops->obj_list_after) return r->ops->obj_list_after(r, db, prefix, after, fn, arg);
+    struct repo_after a = { after, fn, arg };
+    return r->ops->obj_list(r, db, prefix, repo_after_fn, &a);
+}
+
+int jvdb_repo_databases(jvdb_repo *repo, char ***names, size_t *count)
+{
+    err_clear();
+    *names = NULL;
+    *count = 0;
+    if (!repo) return err_set(JVDB_EINVAL, "no repository");
+    return repo->ops->list_databases(repo, names, count);
+}

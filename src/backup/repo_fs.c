@@ -540,7 +540,19 @@ struct fs_walk {
     const char *prefix;
     repo_obj_fn fn;
     void *arg;
+    const char *after; /* obj_list_after: only names that sort after this one (NULL: all) */
 };
+
+/* Whether relative name r (a directory when dir) can hold or be a name sorting after w->after. */
+static int repo_fs_walk_wanted(const struct fs_walk *w, const char *r, int dir)
+{
+    if (!w->after) return 1;
+    if (!dir) return strcmp(r, w->after) > 0;
+    /* A directory: everything below it starts with "r/"; wanted unless all of that sorts before. */
+    size_t n = strlen(r);
+    int c = strncmp(r, w->after, n);
+    return c > 0 || (c == 0 && (w->after[n] == '\0' || (unsigned char)w->after[n] <= '/'));
+}
 
 /* Calls w->fn for every regular file below `path` (relative name `rel`) that starts with the prefix;
  * dot-files and *.tmp (temp files of a write under way) are skipped. */
@@ -553,6 +565,13 @@ static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, in
     while (!rc && (e = readdir(d))) {
         size_t dl = strlen(e->d_name);
         if (e->d_name[0] == '.' || (dl > 4 && !strcmp(e->d_name + dl - 4, ".tmp"))) continue;
+        if (w->after && e->d_type != DT_UNKNOWN) {
+            /* Names at or before `after` are skipped by the name alone: no allocation, no stat for a
+             * log's history. */
+            char rb[1024];
+            int rn = snprintf(rb, sizeof rb, "%s%s%s", rel, *rel ? "/" : "", e->d_name);
+            if (rn > 0 && (size_t)rn < sizeof rb && !repo_fs_walk_wanted(w, rb, e->d_type == DT_DIR)) continue;
+        }
         size_t rl = strlen(rel) + strlen(e->d_name) + 2;
         char *r = malloc(rl), *p = fs_join(path, e->d_name);
         if (!r || !p) {
@@ -566,7 +585,7 @@ static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, in
         size_t pl = strlen(w->prefix), n = strlen(r);
         /* Descend only where the prefix can still match. */
         int relevant = !strncmp(r, w->prefix, n < pl ? n : pl);
-        if (relevant && stat(p, &st) == 0) {
+        if (relevant && stat(p, &st) == 0 && repo_fs_walk_wanted(w, r, S_ISDIR(st.st_mode))) {
             if (S_ISDIR(st.st_mode) && depth < 8) rc = repo_fs_walk(w, p, r, depth + 1);
             else if (S_ISREG(st.st_mode) && n >= pl) rc = w->fn(w->arg, r, (int64_t)st.st_size);
         }
@@ -585,7 +604,22 @@ static int repo_fs_obj_list(jvdb_repo *r, const char *db, const char *prefix, re
     if (rc) return rc;
     char *dbdir = fs_path3(f->dir, db, NULL);
     if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
-    struct fs_walk w = { prefix, fn, arg };
+    struct fs_walk w = { prefix, fn, arg, NULL };
+    rc = repo_fs_walk(&w, dbdir, "", 0);
+    free(dbdir);
+    return rc;
+}
+
+/* Lists the objects below the database folder whose names start with `prefix` and sort after `after`. */
+static int repo_fs_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                                  void *arg)
+{
+    struct repo_fs *f = (struct repo_fs *)r;
+    int rc = repo_fs_present(f);
+    if (rc) return rc;
+    char *dbdir = fs_path3(f->dir, db, NULL);
+    if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
+    struct fs_walk w = { prefix, fn, arg, after };
     rc = repo_fs_walk(&w, dbdir, "", 0);
     free(dbdir);
     return rc;
@@ -721,10 +755,10 @@ static int repo_fs_obj_create(jvdb_repo *r, const char *db, const char *name, co
 }
 
 static const struct repo_ops repo_fs_ops = {
-    "filesystem",        repo_fs_init,         repo_fs_list_databases, repo_fs_list_backups, repo_fs_read_meta,
-    repo_fs_open_data,   repo_fs_stage_begin,  repo_fs_remove,         repo_fs_cleanup,      repo_fs_close,
-    repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,     repo_fs_obj_list,     repo_fs_obj_put,
-    repo_fs_obj_get,     repo_fs_obj_delete,   repo_fs_obj_create,
+    "filesystem",        repo_fs_init,         repo_fs_list_databases, repo_fs_list_backups,   repo_fs_read_meta,
+    repo_fs_open_data,   repo_fs_stage_begin,  repo_fs_remove,         repo_fs_cleanup,        repo_fs_close,
+    repo_fs_read_object, repo_fs_write_object, repo_fs_read_extra,     repo_fs_obj_list,       repo_fs_obj_put,
+    repo_fs_obj_get,     repo_fs_obj_delete,   repo_fs_obj_create,     repo_fs_obj_list_after,
 };
 
 int repo_fs_open(const char *dir, jvdb_repo **out)

@@ -993,6 +993,25 @@ static int repo_s3_obj_list(jvdb_repo *r, const char *db, const char *prefix, re
     return rc;
 }
 
+/* Lists the keys below the database folder that start with `prefix` and sort after `after`: one
+ * ListObjectsV2 with start-after, so a poll of a long log returns only what is new. */
+static int repo_s3_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
+                                  void *arg)
+{
+    struct repo_s3 *s = (struct repo_s3 *)r;
+    char *dbp = s3_key(s, db, NULL, ""), *pre = s3_key(s, db, NULL, prefix), *from = s3_key(s, db, NULL, after);
+    int rc = JVDB_OK;
+    if (!dbp || !pre || !from) rc = err_set(JVDB_ENOMEM, "out of memory");
+    else {
+        struct s3_objlist a = { strlen(dbp), fn, arg };
+        rc = s3_list_from(s, pre, from, 0, s3_collect_named, &a);
+    }
+    free(dbp);
+    free(pre);
+    free(from);
+    return rc;
+}
+
 /* Writes an object of the database folder with one PUT. */
 static int repo_s3_obj_put(jvdb_repo *r, const char *db, const char *name, const void *buf, size_t len)
 {
@@ -1045,6 +1064,7 @@ static const struct repo_ops repo_s3_ops = {
      * (s3rver 3.7.1 checks it on GET only) and would overwrite silently; fencing epochs are claimed by
      * listing instead (wal.c). */
     NULL,
+    repo_s3_obj_list_after,
 };
 
 /* The first non-empty of the given value, then environment variables env1 and env2, copied; NULL if none. */

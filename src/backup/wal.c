@@ -144,6 +144,24 @@ int wal_list(jvdb_repo *r, const char *db, struct wal_entry **out, size_t *n)
     return JVDB_OK;
 }
 
+int wal_list_after(jvdb_repo *r, const char *db, const char *after, struct wal_entry **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    char from[WAL_NAME_MAX + 8];
+    snprintf(from, sizeof from, WAL_DIR "/%s", after);
+    struct wal_collect c = { 0 };
+    int rc = repo_obj_list_after(r, db, WAL_DIR "/", from, wal_collect_fn, &c);
+    if (rc) {
+        free(c.v);
+        return rc;
+    }
+    if (c.n) qsort(c.v, c.n, sizeof *c.v, wal_cmp);
+    *out = c.v;
+    *n = c.n;
+    return JVDB_OK;
+}
+
 /* First index of ents (sorted as wal_list sorts) at or after (inc, lsn_from). */
 static size_t wal_lower(const struct wal_entry *ents, size_t n, int64_t inc, uint64_t lsn_from)
 {

@@ -37,6 +37,10 @@ struct wal_entry {
  * lsn_to desc); malloc'd (free()).  Names that do not parse are ignored.  A repository or database
  * without a log gives n = 0. */
 int wal_list(jvdb_repo *r, const char *db, struct wal_entry **out, size_t *n);
+/* wal_list of only the objects whose name (under log/) sorts after `after`, e.g. "<incarnation>/
+ * <lsn:020>": names are fixed-width within an incarnation, so that is every object starting at or
+ * above that LSN, then those of later incarnations (same number of digits).  A poll's cost. */
+int wal_list_after(jvdb_repo *r, const char *db, const char *after, struct wal_entry **out, size_t *n);
 /* The contiguous path from base_lsn (a backup's lsn_to) in one incarnation: out[] indexes into ents
  * (sorted as wal_list sorts them), following highest-epoch objects; stops at the first gap.  The
  * first object starts at base_lsn or, when none does, is the one that spans it (lsn_from < base_lsn

@@ -599,7 +599,7 @@ static int cli_bk_verify_log(jvdb_repo *repo, const char *db, json_t *logs)
     jvdb_log_verify_result r;
     int rc = jvdb_backup_verify_log(repo, db, cli_bk_log_finding, found, &r);
     int bad = rc != JVDB_OK;
-    if (bad && !r.bad && !r.unreachable) cli_bk_log_finding(found, 1, jvdb_errmsg()); /* no verdict: why */
+    if (bad && !r.bad && !r.unreachable && !r.no_base) cli_bk_log_finding(found, 1, jvdb_errmsg()); /* no verdict */
     char a[64] = "", b[64] = "";
     if (r.has_window) {
         clock_format_rfc3339(r.window.earliest_time_ns, a, sizeof a);
@@ -611,6 +611,7 @@ static int cli_bk_verify_log(jvdb_repo *repo, const char *db, json_t *logs)
                       "logRecords", (json_int_t)r.log_records, "logBytes", (json_int_t)r.log_bytes, "bad",
                       (json_int_t)r.bad, "unreachable", (json_int_t)r.unreachable, "unused", (json_int_t)r.unused,
                       "holes", (json_int_t)r.holes, "findings", found);
+        json_object_set_new(o, "noBase", json_integer((json_int_t)r.no_base));
         if (r.has_window)
             json_object_set_new(o, "window",
                                 json_pack("{sIsssssIsI}", "incarnation", (json_int_t)r.window.incarnation,
@@ -622,12 +623,21 @@ static int cli_bk_verify_log(jvdb_repo *repo, const char *db, json_t *logs)
         printf("log  '%s' %s: %u object%s, %llu records verified", db, bad ? "BAD" : "ok", r.log_objects,
                r.log_objects == 1 ? "" : "s", (unsigned long long)r.log_records);
         if (r.bad || r.unreachable) printf(", %u bad, %u unreachable", r.bad, r.unreachable);
+        if (r.no_base) printf(", %u without a backup to restore from", r.no_base);
         if (r.has_window)
             printf("; restorable LSN %llu..%llu, %s .. %s", (unsigned long long)r.window.earliest_lsn,
                    (unsigned long long)r.window.latest_lsn, a, b);
         printf("\n");
     }
     return bad;
+}
+
+/* Whether database db of the repository has any log object (its folder may be all that is left). */
+static int cli_bk_has_log(jvdb_repo *repo, const char *db)
+{
+    jvdb_log_verify_result r;
+    int rc = jvdb_backup_verify_log(repo, db, NULL, NULL, &r);
+    return !(rc == JVDB_ENOTFOUND && !r.log_objects && !r.bad && !r.no_base && !r.unchecked);
 }
 
 /* verify --all (db NULL) / --database: every chain tip (a backup no other names as parent) is verified, which
@@ -699,13 +709,29 @@ static int cli_backup_verify_all(struct cli_ctx *ctx, jvdb_repo *repo, const cha
         else if (ok) printf("ok   %s/%s\n", v[i].database, v[i].id);
         else printf("BAD  %s/%s: %s\n", v[i].database, v[i].id, why[i]);
     }
+    /* The log of every database the repository knows, not only of those with backups: one whose
+     * backups are gone but whose log is left is checked too (and fails: nothing restores it). */
     json_t *logs = ctx->json ? json_array() : NULL;
     size_t bad_logs = 0, logs_n = 0;
-    for (size_t i = 0; i < (db ? 1 : n); i++) /* v is grouped by database */
-        if (db || i == 0 || strcmp(v[i].database, v[i - 1].database)) {
-            bad_logs += (size_t)cli_bk_verify_log(repo, db ? db : v[i].database, logs);
-            logs_n++;
-        }
+    char **names = NULL;
+    size_t nn = 0;
+    if (!db && (rc = jvdb_repo_databases(repo, &names, &nn))) {
+        json_decref(arr);
+        json_decref(logs);
+        free(why);
+        free(state);
+        jvdb_free(v);
+        return cli_lib_error(rc);
+    }
+    for (size_t i = 0; i < (db ? 1 : nn); i++) {
+        const char *name = db ? db : names[i];
+        int has_backup = 0;
+        for (size_t j = 0; j < n && !has_backup; j++) has_backup = !strcmp(v[j].database, name);
+        if (!db && !has_backup && !cli_bk_has_log(repo, name)) continue; /* an emptied folder */
+        bad_logs += (size_t)cli_bk_verify_log(repo, name, logs);
+        logs_n++;
+    }
+    jvdb_free_names(names, nn);
     if (arr)
         cli_print_json(json_pack("{sososIsIsIsI}", "backups", arr, "logs", logs, "checked", (json_int_t)n, "bad",
                                  (json_int_t)bad, "logsChecked", (json_int_t)logs_n, "badLogs", (json_int_t)bad_logs));

@@ -219,6 +219,8 @@ void route_db_stats(struct server *s, struct http_req *rq, struct http_resp *rs)
     ship_write_stats(s, &w, jvdb_db_name(db));
     double lag;
     if (follow_lag(s, jvdb_db_name(db), &lag)) jw_kdouble(&w, "replicationLagSeconds", lag);
+    char ferr[512];
+    if (follow_error(s, jvdb_db_name(db), ferr, sizeof ferr)) jw_kstr(&w, "replicationError", ferr);
     jw_key(&w, "compaction");
     route_write_compaction_state(s, &w, db);
     /* The HNSW graph is built by a background thread: how far it has got (pending vectors are

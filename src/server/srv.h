@@ -452,6 +452,8 @@ int follow_promote(struct server *s, char *msg, size_t cap);
 int follow_lag(struct server *s, const char *name, double *lag);
 /* The replica's Prometheus lines (malloc'd), or NULL when not a replica. */
 char *follow_metrics(struct server *s);
+/* 1 with why (msg) when replica database `name` is stuck behind a damaged log object. */
+int follow_error(struct server *s, const char *name, char *msg, size_t cap);
 
 /* ---- per-database server metadata (dbmeta.c) ---- */
 

@@ -5,6 +5,8 @@
  * verify passes again once the byte is back; a deleted object leaves the ones after it unreachable,
  * reported with the gap's LSN range; the result counts objects and records and gives the window.
  * `jvdb backup verify --all / --database` (argv[1] is the jvdb binary) prints and fails the same way.
+ * A database with only log objects left (its backups deleted) is found by `verify --all` and fails
+ * it: its log cannot be restored.  The repository is a directory, or S3 under backup.s3 (tu_repo_spec).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@ struct fx {
     char data[512];
     char repo_spec[640];
     int enc;
+    char key[600]; /* the key file when enc */
     jvdb_env *env;
     jvdb_repo *repo;
 };
@@ -35,7 +38,7 @@ static int fx_open(void **state, int enc)
     f->dir = tu_tempdir();
     f->enc = enc;
     snprintf(f->data, sizeof f->data, "%s/data", f->dir);
-    snprintf(f->repo_spec, sizeof f->repo_spec, "%s/repo", f->dir);
+    tu_repo_spec(f->dir, "verifylog", f->repo_spec, sizeof f->repo_spec);
     assert_ok(jvdb_env_open(f->data, &f->env));
     jvdb_repo_options ro = { 0 };
     char key[600];
@@ -46,6 +49,7 @@ static int fx_open(void **state, int enc)
         fputs("0123456789abcdef0123456789abcdef0123456789abcdef\n", fp);
         fclose(fp);
         ro.key_file = key;
+        snprintf(f->key, sizeof f->key, "%s", key);
     }
     assert_ok(jvdb_repo_open(f->repo_spec, &ro, &f->repo));
     *state = f;
@@ -96,14 +100,14 @@ static uint64_t visible(jvdb_db *db)
     return v;
 }
 
-/* A database with a full backup and a log of `objects` objects after it; returns the backup's lsn_to. */
-static uint64_t make_log(struct fx *f, jvdb_db **out, int objects)
+/* Database `name` with a full backup and a log of `objects` objects after it; returns the backup's lsn_to. */
+static uint64_t make_log_of(struct fx *f, const char *name, jvdb_db **out, int objects)
 {
     jvdb_db_options o;
     jvdb_db_options_init(&o, DIM);
     o.sync = JVDB_SYNC_NEVER;
     o.segment_max_bytes = 4096; /* small segments: compaction can drop records */
-    assert_ok(jvdb_db_create(f->env, "lg", &o, out));
+    assert_ok(jvdb_db_create(f->env, name, &o, out));
     jvdb_ship_result r;
     traffic(*out, 0);
     assert_ok(jvdb_backup_ship(*out, f->repo, NULL, &r)); /* the full backup the log starts from */
@@ -115,6 +119,9 @@ static uint64_t make_log(struct fx *f, jvdb_db **out, int objects)
     }
     return base;
 }
+
+/* make_log_of for database "lg". */
+static uint64_t make_log(struct fx *f, jvdb_db **out, int objects) { return make_log_of(f, "lg", out, objects); }
 
 /* The repository holding the stored bytes (under the encryption, when there is one). */
 static jvdb_repo *raw_repo(struct fx *f) { return f->enc ? repo_crypt_inner(f->repo) : f->repo; }
@@ -274,8 +281,9 @@ static int run_verify(struct fx *f, const char *args, const char **out)
 {
     static char text[16384];
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 '%s' backup verify %s --repo '%s' 2>&1", jvdb_bin, args,
-             f->repo_spec);
+    snprintf(cmd, sizeof cmd,
+             "ASAN_OPTIONS=detect_leaks=0 JVDB_REPO_KEY_FILE='%s' '%s' backup verify %s --repo '%s' 2>&1", f->key,
+             jvdb_bin, args, f->repo_spec);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t len = fread(text, 1, sizeof text - 1, p);
@@ -311,6 +319,43 @@ static void test_cli_verify(void **state)
     free(ents);
 }
 
+/* A database whose backups are all gone but whose log is left: verify of its log says it cannot be
+ * restored, and `verify --all` finds it although no backup names it (it used to pass over it). */
+static void test_verify_log_only(void **state)
+{
+    struct fx *f = *state;
+    jvdb_db *db, *lo;
+    make_log(f, &db, 2);
+    make_log_of(f, "lo", &lo, 3);
+    jvdb_backup_info *v;
+    size_t n;
+    assert_ok(jvdb_backup_list(f->repo, "lo", &v, &n));
+    assert_true(n >= 1);
+    for (size_t i = 0; i < n; i++) assert_ok(f->repo->ops->remove(f->repo, "lo", v[i].id));
+    jvdb_free(v);
+    char **names;
+    assert_ok(jvdb_repo_databases(f->repo, &names, &n));
+    assert_int_equal(n, 2);
+    assert_string_equal(names[0], "lg");
+    assert_string_equal(names[1], "lo");
+    jvdb_free_names(names, n);
+    struct found fd = { 0 };
+    jvdb_log_verify_result res;
+    assert_err(jvdb_backup_verify_log(f->repo, "lo", on_found, &fd, &res), JVDB_ECORRUPT, "cannot be restored");
+    assert_int_equal(res.no_base, 3);
+    assert_int_equal(res.unreachable, 0);
+    assert_int_equal(fd.fails, 1); /* one finding for the incarnation, not one per object */
+    assert_false(res.has_window);
+    assert_ok(jvdb_backup_verify_log(f->repo, "lg", NULL, NULL, &res));
+    if (!jvdb_bin) return;
+    const char *out;
+    if (run_verify(f, "--all", &out) != 1 || !strstr(out, "log  'lo' BAD") || !strstr(out, "no restorable backup") ||
+        !strstr(out, "log  'lg' ok: 2 objects") || !strstr(out, "2 logs checked, 1 bad"))
+        fail_msg("verify --all, a database with only its log: %s", out);
+    if (run_verify(f, "--all --json", &out) != 1 || !strstr(out, "\"noBase\":3"))
+        fail_msg("verify --all --json, a database with only its log: %s", out);
+}
+
 int main(int argc, char **argv)
 {
     jvdb_bin = argc > 1 ? argv[1] : NULL;
@@ -321,6 +366,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_verify_log_gap, fx_enc, fx_teardown),
         cmocka_unit_test_setup_teardown(test_verify_log_notes, fx_plain, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cli_verify, fx_plain, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_log_only, fx_plain, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_log_only, fx_enc, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
