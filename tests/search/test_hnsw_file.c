@@ -71,7 +71,7 @@ static void test_file_pages_dropped(void **state)
     assert_true(fd >= 0);
     close(fd);
     uint64_t size = 0;
-    assert_int_equal(hnsw_save(h, d.slots, N, NULL, 0, path, 1, file_ident, NULL, NULL, &size), 0);
+    assert_int_equal(hnsw_save(h, d.slots, N, NULL, 0, path, 1, file_ident, NULL, NULL, NULL, NULL, &size), 0);
     assert_true(size > 20u << 20);
     fd = open(path, O_RDONLY);
     assert_true(fd >= 0);
