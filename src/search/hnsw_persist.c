@@ -812,11 +812,16 @@ out:
     return JVDB_OK;
 }
 
-uint32_t hnsw_dirty_count(const struct hnsw *h)
+uint64_t hnsw_delta_estimate(const struct hnsw *h, const struct hnsw_numbering *num, uint64_t node_bytes)
 {
-    uint32_t n = 0;
-    for (uint32_t s = 0; s < h->cap; s++) n += h->level[s] != HNSW_ABSENT && h->dirty[s];
-    return n;
+    uint64_t bytes = HD_BATCH_HEAD + 8;
+    for (uint32_t s = 0; s < h->cap; s++) {
+        if (h->level[s] == HNSW_ABSENT) continue;
+        int fresh = s >= num->cap || num->no[s] == HNSW_FILE_NONE;
+        if (fresh || (h->dirty[s] & HNSW_DIRTY_NODE)) bytes += 5 + node_bytes;
+        else if (h->dirty[s]) bytes += 7 + 4u * (h->level[s] + 1u) + 4u * hnsw_links(h, s, 0)[0];
+    }
+    return bytes;
 }
 
 int hnsw_restructured(const struct hnsw *h) { return h->restructured; }

@@ -153,8 +153,9 @@ int hnsw_file_fold(const void *ckpt, size_t ckpt_len, const void *delta, size_t 
 
 #define HNSW_FILE_MAX_EXTRA (1u << 24)
 
-/* Nodes changed since the last save (what a delta append would write, besides new numbers). */
-uint32_t hnsw_dirty_count(const struct hnsw *h);
+/* About the bytes the next delta append would write: changed nodes' lists, and `node_bytes` for
+ * each node written whole (new or re-made). */
+uint64_t hnsw_delta_estimate(const struct hnsw *h, const struct hnsw_numbering *num, uint64_t node_bytes);
 /* 1 when nodes were removed since the last save (vacuum, rebuild): the next save must be full. */
 int hnsw_restructured(const struct hnsw *h);
 /* Slots [0, capacity) have room in the graph's arrays. */

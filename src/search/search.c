@@ -466,9 +466,8 @@ static int index_save_full(struct search_index *ix)
 {
     const struct hnsw_numbering *num = &ix->num;
     if (!num->valid || hnsw_restructured(ix->graph) || !num->count) return 1;
-    double per_node = (double)num->ckpt_bytes / num->count;
-    double est = (double)hnsw_dirty_count(ix->graph) * per_node; /* new nodes are marked dirty too */
-    return (double)num->delta_len + est > DELTA_FOLD_SHARE * (double)num->ckpt_bytes;
+    uint64_t est = hnsw_delta_estimate(ix->graph, num, num->ckpt_bytes / num->count);
+    return (double)(num->delta_len + est) > DELTA_FOLD_SHARE * (double)num->ckpt_bytes;
 }
 
 /* Writes the graph file; index lock held (shared or exclusive), so the graph does not change. */
