@@ -2,12 +2,16 @@
  * hnsw_persist.c — the HNSW graph file (writer, verifying reader, loader) and the vacuum that removes
  * deleted nodes.  Format: docs/FORMAT.md, "HNSW graph file".
  *
- * Scheme: checkpoints alone, with catch-up at open.  A checkpoint is a complete graph written with
- * the atomic-replace rule (<path>.tmp, fsync, rename, directory fsync), so the file on disk is always
- * either the previous complete graph or the new one, never a mix; a torn .tmp is never read.  Nodes
- * carry the id and LSN of the record they were linked for; the loader keeps a node only when the
- * keydir's newest record for that id has that very LSN, and indexes everything else that is live
- * again (the catch-up).  So whatever happened after the checkpoint (writes, deletes, compactions that
+ * Scheme: a checkpoint plus a delta, with catch-up at open.  A checkpoint is a complete graph written
+ * with the atomic-replace rule (<path>.tmp, fsync, rename, directory fsync), so the file on disk is
+ * always either the previous complete graph or the new one, never a mix; a torn .tmp is never read.
+ * Between checkpoints, saves append one checksummed batch of the changed nodes to <path>.log (the
+ * delta), which names its checkpoint by the checkpoint's header checksum; a torn batch ends the replay
+ * and is written over by the next append.  Before either is published the records the nodes name are
+ * made durable (the caller's durable hook), so no published (id, LSN) can be lost and reissued.
+ * Nodes carry the id and LSN of the record they were linked for; the loader keeps a node only when
+ * the keydir's newest record for that id has that very LSN, and indexes everything else that is live
+ * again (the catch-up).  So whatever happened after the save (writes, deletes, compactions that
  * moved records, a crash anywhere), the loaded graph can miss vectors but never names a record it
  * was not built from.
  *
