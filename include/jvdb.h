@@ -308,12 +308,12 @@ JVDB_API int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *ou
 /* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
  * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
 typedef struct jvdb_index_saved {
-    int present;    /* 0: no saved graph, the index would be built from every vector */
-    uint64_t nodes; /* nodes in the file, dead ones included */
-    uint64_t lsn;   /* the LSN it is complete up to */
-    uint64_t file_bytes;
-    uint64_t behind;   /* live vectors written after that LSN (what a load catches up) */
-    char problem[160]; /* why it would not be loaded (header damaged, other settings); "" */
+    int present;         /* 0: no saved graph, the index would be built from every vector */
+    uint64_t nodes;      /* nodes in the file, dead ones included */
+    uint64_t lsn;        /* the LSN it is complete up to */
+    uint64_t file_bytes; /* ext.hnsw and the complete batches of its delta (ext.hnsw.log) */
+    uint64_t behind;     /* live vectors written after that LSN (what a load catches up) */
+    char problem[160];   /* why it would not be loaded (header damaged, other settings); "" */
 } jvdb_index_saved;
 JVDB_API int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */

@@ -329,15 +329,15 @@ static int hd_build(struct hnsw *h, const float *const *slots, uint32_t nslots, 
             bytes_put32(b->b + b->len + 1, num->no[s]);
             b->len += 5;
             rc = hf_put_node(b, h, slots, nslots, s, num->no, ident, ctx);
-            if (lockfn && ++inblock == HF_BLOCK_NODES) {
-                lockfn(ctx, 0); /* writers get in between blocks of identities */
-                lockfn(ctx, 1);
-                inblock = 0;
-            }
         } else {
             rc = hd_put_links(b, h, s, num->no);
         }
         nrec++;
+        if (lockfn && ++inblock == HF_BLOCK_NODES) {
+            lockfn(ctx, 0); /* writers get in between blocks of records */
+            lockfn(ctx, 1);
+            inblock = 0;
+        }
     }
     if (lockfn) lockfn(ctx, 0);
     if (rc) return rc;
@@ -689,6 +689,34 @@ static int hd_apply_batch(struct hnsw_file *f, const uint8_t *b, const uint8_t *
     return JVDB_OK;
 }
 
+/* 1 when the delta's header names checkpoint f (tag, dimension, row size, node count) and checks out. */
+static int hd_header_ok(const struct hnsw_file *f, const uint8_t *b, size_t len)
+{
+    return len >= HD_HEADER_SIZE && !memcmp(b, HD_MAGIC, 8) && bytes_get32(b + 8) == HNSW_DELTA_VERSION &&
+           bytes_get32(b + 12) == HD_HEADER_SIZE && bytes_get64(b + 40) == XXH3_64bits(b, 40) &&
+           bytes_get64(b + 16) == f->tag && bytes_get32(b + 24) == f->dim && bytes_get32(b + 28) == f->row_bytes &&
+           bytes_get32(b + 32) == f->nnodes;
+}
+
+void hnsw_delta_scan(struct hnsw_file *f, const void *buf, size_t len, size_t *good_len)
+{
+    const uint8_t *b = buf;
+    *good_len = 0;
+    if (!hd_header_ok(f, b, len)) return;
+    size_t off = HD_HEADER_SIZE;
+    for (uint32_t seq = 0; len - off >= HD_BATCH_HEAD + 8; seq++) {
+        const uint8_t *bh = b + off;
+        uint32_t plen = bytes_get32(bh + 20);
+        if (bytes_get32(bh) != HD_BATCH_TAG || plen > len - off - HD_BATCH_HEAD - 8 || bytes_get32(bh + 4) != seq ||
+            bytes_get64(bh + HD_BATCH_HEAD + plen) != XXH3_64bits(bh, HD_BATCH_HEAD + (size_t)plen))
+            break;
+        f->nnodes = bytes_get32(bh + 12);
+        f->lsn = bytes_get64(bh + 24);
+        off += HD_BATCH_HEAD + (size_t)plen + 8;
+    }
+    *good_len = off;
+}
+
 int hnsw_delta_apply(struct hnsw_file *f, const void *buf, size_t len, size_t *good_len, uint32_t *batches)
 {
     const uint8_t *b = buf;
@@ -696,11 +724,7 @@ int hnsw_delta_apply(struct hnsw_file *f, const void *buf, size_t len, size_t *g
     *batches = 0;
     /* Not a delta of this checkpoint (another one's, left by a crash before its removal; or torn at
      * its very start): ignored whole, and rewritten by the next append. */
-    if (len < HD_HEADER_SIZE || memcmp(b, HD_MAGIC, 8) || bytes_get32(b + 8) != HNSW_DELTA_VERSION ||
-        bytes_get32(b + 12) != HD_HEADER_SIZE || bytes_get64(b + 40) != XXH3_64bits(b, 40) ||
-        bytes_get64(b + 16) != f->tag || bytes_get32(b + 24) != f->dim || bytes_get32(b + 28) != f->row_bytes ||
-        bytes_get32(b + 32) != f->nnodes)
-        return JVDB_OK;
+    if (!hd_header_ok(f, b, len)) return JVDB_OK;
     size_t off = HD_HEADER_SIZE;
     *good_len = off;
     uint32_t seq = 0;

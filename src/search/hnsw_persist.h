@@ -146,6 +146,10 @@ int hnsw_delta_append(struct hnsw *h, const float *const *slots, uint32_t nslots
  * parse the checkpoint again), JVDB_ENOMEM. */
 int hnsw_delta_apply(struct hnsw_file *f, const void *buf, size_t len, size_t *good_len, uint32_t *batches);
 
+/* For status only: with f from hnsw_file_parse_header, moves f->nnodes and f->lsn to those of the
+ * delta's last complete batch (checksums checked, records not read); *good_len as for apply. */
+void hnsw_delta_scan(struct hnsw_file *f, const void *buf, size_t len, size_t *good_len);
+
 /* A checkpoint (whole file in memory) with its delta folded in, as one checkpoint file in *out
  * (malloc'd, *out_len bytes): what a backup carries.  Nodes keep their numbers. */
 int hnsw_file_fold(const void *ckpt, size_t ckpt_len, const void *delta, size_t delta_len, uint8_t **out,

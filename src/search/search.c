@@ -1097,9 +1097,19 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
                  got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
         return JVDB_OK;
     }
+    out->file_bytes = (uint64_t)st.st_size;
+    /* The delta beside it, if it extends this checkpoint: its last complete batch is what loads. */
+    char *dpath = fs_join(db_dir(db), HNSW_DELTA_NAME), *delta = NULL;
+    size_t dlen = 0, good = 0;
+    if (dpath && fs_exists(dpath) && fs_read_file(dpath, &delta, &dlen) == JVDB_OK) {
+        hnsw_delta_scan(&f, delta, dlen, &good);
+        out->file_bytes += good;
+    }
+    err_clear();
+    free(delta);
+    free(dpath);
     out->nodes = f.nnodes;
     out->lsn = f.lsn;
-    out->file_bytes = (uint64_t)st.st_size;
     jvdb_index_options o;
     jvdb_db_get_index(db, &o);
     if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m ||

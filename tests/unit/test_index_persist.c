@@ -386,6 +386,10 @@ static void test_delta_saves(void **state)
     long long d1 = tu_file_size(log);
     print_message("checkpoint %lld bytes, delta %lld bytes\n", ckpt, d1);
     assert_true(d1 > 0 && d1 < ckpt / 4);
+    jvdb_index_saved sv;
+    assert_ok(jvdb_db_index_saved(db, &sv)); /* what the files hold, delta included: nothing behind */
+    assert_int_equal(sv.behind, 0);
+    assert_int_equal(sv.file_bytes, ckpt + d1);
     wait_ready(db, &st);
     assert_int_equal(st.loaded_nodes, live_count(&m)); /* nothing caught up */
     assert_true(check_search(db, &m) >= 0.95);
