@@ -87,6 +87,26 @@ static int hf_dir_sync(const char *path)
 /* Bytes of one node's row in a file of this graph. */
 static uint32_t hf_row_bytes(uint32_t dim, int sq8) { return sq8 ? sq8_row_bytes(dim) : 4u * dim; }
 
+/* Bytes of slot s's link lists in a file: per level a count and the targets. */
+static size_t hf_lists_bytes(const struct hnsw *h, uint32_t s)
+{
+    size_t links = 0;
+    for (int l = 0; l <= h->level[s]; l++) links += 4u + 4u * hnsw_links(h, s, l)[0];
+    return links;
+}
+
+/* Writes slot s's link lists at p (targets numbered through map); returns the end. */
+static uint8_t *hf_put_lists(uint8_t *p, const struct hnsw *h, uint32_t s, const uint32_t *map)
+{
+    for (int l = 0; l <= h->level[s]; l++) {
+        const uint32_t *li = hnsw_links(h, s, l);
+        bytes_put32(p, li[0]);
+        p += 4;
+        for (uint32_t i = 1; i <= li[0]; i++, p += 4) bytes_put32(p, map[li[i]]);
+    }
+    return p;
+}
+
 /* Appends slot s's node (fixed part, id, row, lists with targets through map) to b; the identity comes
  * from ident, and a node without a row, deleted, or that ident refuses is written dead. */
 static int hf_put_node(struct hf_buf *b, const struct hnsw *h, const float *const *slots, uint32_t nslots, uint32_t s,
@@ -102,8 +122,7 @@ static int hf_put_node(struct hf_buf *b, const struct hnsw *h, const float *cons
         id_len = 0;
         nlsn = 0;
     }
-    size_t links = 0;
-    for (int l = 0; l <= h->level[s]; l++) links += 4u + 4u * hnsw_links(h, s, l)[0];
+    size_t links = hf_lists_bytes(h, s);
     int rc = hf_reserve(b, HF_NODE_FIXED + id_len + row_bytes + links);
     if (rc) return rc;
     uint8_t *p = b->b + b->len;
@@ -117,13 +136,7 @@ static int hf_put_node(struct hf_buf *b, const struct hnsw *h, const float *cons
     if (row) memcpy(p, row, row_bytes);
     else memset(p, 0, row_bytes);
     p += row_bytes;
-    for (int l = 0; l <= h->level[s]; l++) {
-        const uint32_t *li = hnsw_links(h, s, l);
-        bytes_put32(p, li[0]);
-        p += 4;
-        for (uint32_t i = 1; i <= li[0]; i++, p += 4) bytes_put32(p, map[li[i]]);
-    }
-    b->len = (size_t)(p - b->b);
+    b->len = (size_t)(hf_put_lists(p, h, s, map) - b->b);
     return JVDB_OK;
 }
 
@@ -282,8 +295,7 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
 /* Appends a links record for slot s: its number, level, deletion flag and lists (targets numbered). */
 static int hd_put_links(struct hf_buf *b, const struct hnsw *h, uint32_t s, const uint32_t *map)
 {
-    size_t links = 0;
-    for (int l = 0; l <= h->level[s]; l++) links += 4u + 4u * hnsw_links(h, s, l)[0];
+    size_t links = hf_lists_bytes(h, s);
     int rc = hf_reserve(b, 7 + links);
     if (rc) return rc;
     uint8_t *p = b->b + b->len;
@@ -292,13 +304,7 @@ static int hd_put_links(struct hf_buf *b, const struct hnsw *h, uint32_t s, cons
     p[5] = h->level[s];
     p[6] = h->deleted[s] ? HF_FLAG_DEAD : 0;
     p += 7;
-    for (int l = 0; l <= h->level[s]; l++) {
-        const uint32_t *li = hnsw_links(h, s, l);
-        bytes_put32(p, li[0]);
-        p += 4;
-        for (uint32_t i = 1; i <= li[0]; i++, p += 4) bytes_put32(p, map[li[i]]);
-    }
-    b->len = (size_t)(p - b->b);
+    b->len = (size_t)(hf_put_lists(p, h, s, map) - b->b);
     return JVDB_OK;
 }
 
