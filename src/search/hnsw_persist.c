@@ -388,6 +388,9 @@ int hnsw_delta_append(struct hnsw *h, const float *const *slots, uint32_t nslots
     uint64_t at = create ? HD_HEADER_SIZE : num->delta_len;
     int fd = -1;
     rc = hd_build(h, slots, nslots, lsn, ident, lockfn, ctx, num, &b, &after);
+    /* Before a byte of the batch is written: the kernel may write the delta's pages back at any time,
+     * and they must never reach the disk ahead of the records they name. */
+    if (rc == JVDB_OK && durable) rc = durable(ctx);
     if (rc == JVDB_OK) {
         fd = io_open(dpath, O_WRONLY | O_CREAT | (create ? O_TRUNC : 0) | O_CLOEXEC, 0644);
         if (fd < 0) rc = err_errno(errno, "cannot open %s", dpath);
@@ -397,7 +400,6 @@ int hnsw_delta_append(struct hnsw *h, const float *const *slots, uint32_t nslots
     if (rc == JVDB_OK && io_pwrite_all(fd, b.b, b.len, (off_t)at) < 0) rc = err_errno(errno, "cannot write %s", dpath);
     /* A torn batch left by a crash may lie beyond: never let its bytes follow this one. */
     if (rc == JVDB_OK && io_ftruncate(fd, (off_t)(at + b.len)) < 0) rc = err_errno(errno, "cannot truncate %s", dpath);
-    if (rc == JVDB_OK && durable) rc = durable(ctx);
     if (rc == JVDB_OK) {
         io_crash_point("hnsw.delta.before_sync");
         if (io_fdatasync(fd) < 0) rc = err_errno(errno, "cannot fsync %s", dpath);

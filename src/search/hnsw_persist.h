@@ -97,7 +97,7 @@ typedef int (*hnsw_ident_fn)(void *ctx, uint32_t slot, const char **id, uint16_t
 typedef void (*hnsw_lock_fn)(void *ctx, int lock);
 
 /* Called once every node's identity has been read and before the file that names them is published
- * (renamed into place, or a delta batch synced): makes every record the nodes name durable, so no
+ * (renamed into place, or a delta batch written): makes every record the nodes name durable, so no
  * (id, LSN) in a published graph can be lost and reissued by a power cut.  NULL: nothing to do. */
 typedef int (*hnsw_durable_fn)(void *ctx);
 
@@ -130,7 +130,8 @@ int hnsw_save(const struct hnsw *h, const float *const *slots, uint32_t nslots, 
 
 /* Appends one batch to the delta file `dpath` (created with its header when num->delta_len is 0):
  * every node changed since the last save (hnsw_dirty), new nodes numbered after num->count.  The batch
- * is written, the file cut after it, durable(ctx) called before the fdatasync that publishes it;
+ * is built, durable(ctx) called before any of it is written, then it is written, the file cut after
+ * it and fdatasynced;
  * crash points "hnsw.delta.before_sync" / "hnsw.delta.after_sync".  The graph's dirty marks are
  * cleared on success.  On failure num is as before (the batch, if partly on disk, is a torn tail the
  * reader ignores and the next append overwrites).  *written receives the batch's size. */
