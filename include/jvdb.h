@@ -278,7 +278,9 @@ JVDB_API void jvdb_index_options_init(jvdb_index_options *o);
  * (or status / wait / set_index call); writes never wait for it.  Vectors it has not taken in yet
  * are "pending" and searched exactly, so results are complete either way.  The graph is saved
  * beside the database (ext.hnsw, docs/FORMAT.md) when the thread is idle and at close, and the next
- * process loads it and takes in only what was written after it, instead of building it again. */
+ * process loads it and takes in only what was written after it, instead of building it again.
+ * Saves after the first append only the changed nodes to ext.hnsw.log (rewriting ext.hnsw when that
+ * passes a quarter of it), so a save costs in proportion to what changed. */
 /* The graph's readiness: LOADING the saved graph (searches are exact meanwhile), CATCHING_UP with the
  * `pending` vectors written after it, REBUILDING from every vector (`reason` says why), READY. */
 typedef enum {
@@ -306,17 +308,18 @@ JVDB_API int jvdb_db_index_status_if_attached(jvdb_db *db, jvdb_index_status *ou
 /* What the next open would find on disk (docs/FORMAT.md "HNSW graph file"), read from the file's header
  * only, without loading the graph: for read-only tools (`jvdb stats`, `db info`). */
 typedef struct jvdb_index_saved {
-    int present;    /* 0: no saved graph, the index would be built from every vector */
-    uint64_t nodes; /* nodes in the file, dead ones included */
-    uint64_t lsn;   /* the LSN it is complete up to */
-    uint64_t file_bytes;
-    uint64_t behind;   /* live vectors written after that LSN (what a load catches up) */
-    char problem[160]; /* why it would not be loaded (header damaged, other settings); "" */
+    int present;         /* 0: no saved graph, the index would be built from every vector */
+    uint64_t nodes;      /* nodes in the file, dead ones included */
+    uint64_t lsn;        /* the LSN it is complete up to */
+    uint64_t file_bytes; /* ext.hnsw and the complete batches of its delta (ext.hnsw.log) */
+    uint64_t behind;     /* live vectors written after that LSN (what a load catches up) */
+    char problem[160];   /* why it would not be loaded (header damaged, other settings); "" */
 } jvdb_index_saved;
 JVDB_API int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out);
 /* Waits until nothing is pending (JVDB_EBUSY after timeout_ms). */
 JVDB_API int jvdb_db_index_wait(jvdb_db *db, uint32_t timeout_ms);
-/* Checkpoints the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file").  The
+/* Saves the HNSW graph to the database directory now (docs/FORMAT.md "HNSW graph file" and "HNSW graph
+ * delta": the changes since the last save, or the whole graph), records it names synced first.  The
  * index thread does this by itself when idle and at close; this is for tools, backups and tests.
  * JVDB_OK without writing when the graph is still loading or the database is read-only. */
 JVDB_API int jvdb_db_index_save(jvdb_db *db);

@@ -665,6 +665,30 @@ static void backup_progress(const jvdb_backup_options *o, uint64_t done, uint64_
     if (o->progress) o->progress(o->progress_arg, "backup", done, total, recs);
 }
 
+/* A graph saved as a checkpoint plus a delta (ext.hnsw.log, docs/FORMAT.md "HNSW graph delta")
+ * travels as one checkpoint with the delta folded in, so restore installs a single complete file.
+ * If the fold fails the checkpoint alone goes (complete too, at its older LSN: the rest is caught up). */
+static void backup_fold_index(jvdb_db *db, char **buf, size_t *len, const char *what)
+{
+    char *dpath = fs_join(db_dir(db), HNSW_DELTA_NAME), *delta = NULL;
+    size_t dlen = 0;
+    if (!dpath || !fs_exists(dpath) || fs_read_file(dpath, &delta, &dlen) != JVDB_OK) {
+        free(dpath);
+        return;
+    }
+    free(dpath);
+    uint8_t *folded = NULL;
+    size_t flen = 0;
+    if (hnsw_file_fold(*buf, *len, delta, dlen, &folded, &flen) == JVDB_OK) {
+        free(*buf);
+        *buf = (char *)folded;
+        *len = flen;
+    } else {
+        log_warn("%s: cannot fold the HNSW graph's delta (%s); the checkpoint alone is carried", what, jvdb_errmsg());
+    }
+    free(delta);
+}
+
 /* The HNSW graph travels with the backup (docs/FORMAT.md "HNSW graph file"): its nodes name records
  * by id and LSN, which restore keeps, so the graph fits the restored records as it fits these; nodes
  * of records the backup does not hold are simply dropped when it is loaded.  A graph loaded in this
@@ -685,6 +709,7 @@ static int backup_put_index(jvdb_db *db, struct repo_stage *stage, const char *w
         log_warn("%s: the HNSW graph is left out (%s); restore will rebuild it", what, jvdb_errmsg());
         return JVDB_OK;
     }
+    if (buf) backup_fold_index(db, &buf, &len, what);
     if (buf) rc = stage->put_extra(stage, BACKUP_INDEX_NAME, buf, len);
     free(buf);
     err_clear();

@@ -79,6 +79,7 @@ void hnsw_free(struct hnsw *h)
     free(h->l0);
     free(h->level);
     free(h->deleted);
+    free(h->dirty);
     free(h->lk);
     pthread_mutex_destroy(&h->emu);
     free(h);
@@ -91,6 +92,7 @@ int hnsw_mark_deleted(struct hnsw *h, uint32_t slot)
     if (!h->deleted[slot]) {
         h->deleted[slot] = 1;
         h->ndeleted++;
+        h->dirty[slot] |= HNSW_DIRTY_LINKS;
     }
     return JVDB_OK;
 }

@@ -58,8 +58,8 @@ int hnsw_reserve(struct hnsw *h, uint32_t need)
     uint32_t **upper = grow_array32(h->upper, &c, need, sizeof *upper, first);
     if (!upper) goto nomem;
     h->upper = upper;
-    uint8_t **bytes[3] = { &h->level, &h->deleted, &h->lk };
-    for (int i = 0; i < 3; i++) {
+    uint8_t **bytes[4] = { &h->level, &h->deleted, &h->lk, &h->dirty };
+    for (int i = 0; i < 4; i++) {
         c = h->cap;
         uint8_t *p = grow_array32(*bytes[i], &c, need, 1, first);
         if (!p) goto nomem;
@@ -72,6 +72,7 @@ int hnsw_reserve(struct hnsw *h, uint32_t need)
     memset(h->level + h->cap, HNSW_ABSENT, add);
     memset(h->deleted + h->cap, 0, add);
     memset(h->lk + h->cap, 0, add);
+    memset(h->dirty + h->cap, 0, add);
     h->cap = (uint32_t)cap;
     return JVDB_OK;
 nomem:
@@ -121,6 +122,7 @@ static int hnsw_link_back_locked(struct hnsw *h, const struct dist_space *sp, co
     for (uint32_t i = 1; i <= cnt; i++) {
         if (links[i] == to) return JVDB_OK;
     }
+    __atomic_fetch_or(&h->dirty[from], HNSW_DIRTY_LINKS, __ATOMIC_RELAXED); /* a failing insert may mark it too */
     if (cnt < max) {
         links[cnt + 1] = to;
         links[0] = cnt + 1;
@@ -193,6 +195,7 @@ static int hnsw_node_prepare(struct hnsw *h, uint32_t slot, int *level)
         h->deleted[slot] = 0;
         h->ndeleted--;
     }
+    h->dirty[slot] |= HNSW_DIRTY_NODE;
     *level = lv;
     return JVDB_OK;
 }
@@ -206,6 +209,7 @@ static void hnsw_node_failed(struct hnsw *h, uint32_t slot)
         h->deleted[slot] = 1;
         h->ndeleted++;
     }
+    __atomic_fetch_or(&h->dirty[slot], HNSW_DIRTY_LINKS, __ATOMIC_RELAXED);
     if (h->par) pthread_mutex_unlock(&h->emu);
 }
 
@@ -355,5 +359,6 @@ int hnsw_rebuild(struct hnsw *h, const float *const *slots, uint32_t nslots)
     *h = *fresh;
     *fresh = tmp;
     hnsw_free(fresh);
+    h->restructured = 1;
     return JVDB_OK;
 }

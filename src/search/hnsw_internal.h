@@ -25,6 +25,9 @@
 #define HNSW_MAX_LEVEL 32
 #define HNSW_NONE      UINT32_MAX
 
+#define HNSW_DIRTY_LINKS 1u /* its lists or deletion mark changed */
+#define HNSW_DIRTY_NODE  2u /* (re)made for a new vector: identity and row changed too */
+
 struct hnsw {
     uint32_t dim;
     jvdb_metric metric;
@@ -40,6 +43,10 @@ struct hnsw {
     uint32_t **upper;
     uint8_t *level;
     uint8_t *deleted;
+    /* What changed since the graph was last saved (HNSW_DIRTY_*), for the delta file: set where a
+     * node is (re)made or its lists or deletion mark change, cleared by a save. */
+    uint8_t *dirty;
+    int restructured; /* nodes were removed (vacuum, rebuild): only a full save describes the graph */
 
     uint32_t entry; /* HNSW_NONE when empty */
     int max_level;  /* -1 when empty */

@@ -73,6 +73,9 @@
 #define VACUUM_MIN_NODES   1000
 #define SAVE_CHANGES       50000
 #define SAVE_SECONDS       30
+/* A save appends the changed nodes to the delta file until it would pass this share of the
+ * checkpoint's size; then the graph is written whole again (and the delta removed). */
+#define DELTA_FOLD_SHARE   0.25
 #define LOAD_CHUNK         4096
 #define LOAD_AHEAD         32 /* nodes between a bucket's prefetch and its find */
 #define SELECTIVE_SAMPLE   256
@@ -115,6 +118,9 @@ struct search_index {
     int64_t last_save_ns;    /* clock_mono_ns() of the last save (or attach) */
     uint64_t saved_lsn;
     uint64_t loaded_nodes;
+    /* The graph's node numbers in ext.hnsw + ext.hnsw.log: savers change it under save_mu with the
+     * index lock shared, the loader and resets under the index lock exclusive. */
+    struct hnsw_numbering num;
     struct payload_index *pl; /* payload indexes (payload.c): fed by the keydir hook, used to plan */
 };
 
@@ -390,6 +396,7 @@ static int index_reset_graph(struct search_index *ix, const char *why)
     hnsw_free(ix->graph);
     ix->graph = fresh;
     ix->gen++;
+    ix->num.valid = 0; /* the files describe another graph: the next save is a full one */
     __atomic_fetch_add(&ix->dirty, 1, __ATOMIC_RELAXED);
     ix->loaded_nodes = 0;
     snprintf(ix->why, sizeof ix->why, "%s", why);
@@ -449,6 +456,20 @@ static int save_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_le
     return 1;
 }
 
+/* Graph-save callback, before the file naming the nodes is published: every record appended so far
+ * (so every one a node names) made durable, as the keydir checkpoint does (kdckpt.c). */
+static int save_durable(void *ctx) { return db_sync_all(((struct save_ctx *)ctx)->ix->db); }
+
+/* Whether the next save must write the whole graph: no checkpoint it extends, nodes removed, or the
+ * delta would pass DELTA_FOLD_SHARE of the checkpoint.  save_mu held. */
+static int index_save_full(struct search_index *ix)
+{
+    const struct hnsw_numbering *num = &ix->num;
+    if (!num->valid || hnsw_restructured(ix->graph) || !num->count) return 1;
+    uint64_t est = hnsw_delta_estimate(ix->graph, num, num->ckpt_bytes / num->count);
+    return (double)(num->delta_len + est) > DELTA_FOLD_SHARE * (double)num->ckpt_bytes;
+}
+
 /* Writes the graph file; index lock held (shared or exclusive), so the graph does not change. */
 static int index_save_locked(struct search_index *ix)
 {
@@ -474,14 +495,25 @@ static int index_save_locked(struct search_index *ix)
     pthread_mutex_lock(&ix->save_mu);
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = { ix };
-    /* The quantiser's centres go beside the header. */
-    uint32_t dim = jvdb_db_dim(db), xlen = 4 * dim;
-    uint8_t *extra = malloc(xlen);
-    int rc = extra ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
-    if (extra) {
-        memcpy(extra, ix->quant.centre, (size_t)dim * 4);
-        rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, &sc, &bytes);
-        free(extra);
+    int full = index_save_full(ix), rc;
+    if (full) {
+        /* The quantiser's centres go beside the header. */
+        uint32_t dim = jvdb_db_dim(db), xlen = 4 * dim;
+        uint8_t *extra = malloc(xlen);
+        rc = extra ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
+        if (extra) {
+            memcpy(extra, ix->quant.centre, (size_t)dim * 4);
+            rc = hnsw_save(ix->graph, ix->nav, ix->nav_cap, extra, xlen, path, lsn, save_ident, save_lock, save_durable,
+                           &sc, &ix->num, &bytes);
+            free(extra);
+        }
+        if (rc == JVDB_OK) hnsw_dirty_clear(ix->graph);
+    } else {
+        char *dpath = fs_join(db_dir(db), HNSW_DELTA_NAME);
+        rc = dpath ? hnsw_delta_append(ix->graph, ix->nav, ix->nav_cap, dpath, lsn, save_ident, save_lock, save_durable,
+                                       &sc, &ix->num, &bytes)
+                   : err_set(JVDB_ENOMEM, "out of memory");
+        free(dpath);
     }
     int64_t t1 = clock_mono_ns();
     free(path);
@@ -494,16 +526,50 @@ static int index_save_locked(struct search_index *ix)
     __atomic_store_n(&ix->last_save_ns, clock_mono_ns(), __ATOMIC_RELAXED);
     if (lsn) __atomic_store_n(&ix->saved_lsn, lsn, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&ix->save_mu);
-    log_debug("search index of '%s': saved %u nodes (%llu bytes) in %.3f s", jvdb_db_name(db),
-              hnsw_node_count(ix->graph), (unsigned long long)bytes, (double)(t1 - t0) / 1e9);
+    log_debug("search index of '%s': saved %u nodes (%s, %llu bytes) in %.3f s", jvdb_db_name(db),
+              hnsw_node_count(ix->graph), full ? "whole graph" : "delta", (unsigned long long)bytes,
+              (double)(t1 - t0) / 1e9);
     return JVDB_OK;
+}
+
+/* Reads the delta file beside the checkpoint and replays it over f (*buf keeps its bytes, which f's
+ * nodes point into, until f is freed).  A delta of another checkpoint, or torn, counts as absent from
+ * where it stops; one that breaks the format's rules is ignored whole with a warning, f parsed from
+ * the checkpoint again (the checkpoint alone is a complete graph: the rest is caught up). */
+static int index_load_delta(jvdb_db *db, const void *map, size_t len, struct hnsw_file *f, char **buf, size_t *buf_len,
+                            size_t *good, uint32_t *batches)
+{
+    *buf = NULL;
+    *good = 0;
+    *batches = 0;
+    char *dpath = fs_join(db_dir(db), HNSW_DELTA_NAME);
+    if (!dpath) return err_set(JVDB_ENOMEM, "out of memory");
+    int rc = fs_exists(dpath) ? fs_read_file(dpath, buf, buf_len) : JVDB_OK;
+    if (rc) {
+        log_warn("search index of '%s': cannot read %s (%s); its changes are caught up instead", jvdb_db_name(db),
+                 dpath, jvdb_errmsg());
+        free(dpath);
+        return JVDB_OK;
+    }
+    if (*buf && (rc = hnsw_delta_apply(f, *buf, *buf_len, good, batches)) != JVDB_OK) {
+        log_warn("search index of '%s': %s is damaged (%s); its changes are caught up instead", jvdb_db_name(db), dpath,
+                 jvdb_errmsg());
+        free(*buf);
+        *buf = NULL;
+        *good = 0;
+        *batches = 0;
+        hnsw_file_free(f);
+        rc = rc == JVDB_ENOMEM ? rc : hnsw_file_parse_mapped(map, len, f);
+    }
+    free(dpath);
+    return rc;
 }
 
 /* Maps the saved graph's nodes to slots (writer lock, a chunk at a time, so writers get in
  * between; what they change is queued by the hook) and copies their vectors.  Index write lock held
  * per chunk too: the copies live in ix->nav.  Returns JVDB_OK with *g, or the reason in why. */
 static int index_load_graph(struct search_index *ix, const jvdb_index_options *opts, struct hnsw **g, uint64_t gen,
-                            char *why, size_t whylen)
+                            struct hnsw_numbering *num, char *why, size_t whylen)
 {
     jvdb_db *db = ix->db;
     *g = NULL;
@@ -534,6 +600,14 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
     size_t mark = 0;
     int rc = hnsw_file_parse_mapped(map, (size_t)st.st_size, &f);
     if (rc) {
+        snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
+        munmap(map, (size_t)st.st_size);
+        return rc;
+    }
+    char *delta = NULL;
+    size_t delta_len = 0, delta_good = 0;
+    uint32_t batches = 0;
+    if ((rc = index_load_delta(db, map, (size_t)st.st_size, &f, &delta, &delta_len, &delta_good, &batches))) {
         snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
         munmap(map, (size_t)st.st_size);
         return rc;
@@ -621,10 +695,26 @@ static int index_load_graph(struct search_index *ix, const jvdb_index_options *o
         if (rc) snprintf(why, whylen, "saved graph is damaged: %s", jvdb_errmsg());
     }
     if (rc == JVDB_OK) __atomic_store_n(&ix->saved_lsn, f.lsn, __ATOMIC_RELAXED);
+    /* Where each node stands in the files, so the next save appends only what changes. */
+    if (rc == JVDB_OK && (rc = hnsw_numbering_reserve(num, hnsw_capacity(*g))) == JVDB_OK) {
+        for (uint32_t i = 0; i < f.nnodes; i++)
+            if (slot_of[i] != HNSW_FILE_NONE) num->no[slot_of[i]] = i;
+        num->count = f.nnodes;
+        num->tag = f.tag;
+        num->ckpt_bytes = (uint64_t)st.st_size;
+        num->delta_len = delta_good;
+        num->batches = batches;
+        num->valid = 1;
+    } else if (rc == JVDB_ENOMEM) {
+        hnsw_free(*g);
+        *g = NULL;
+        snprintf(why, whylen, "out of memory loading the saved graph");
+    }
 out:
     free(hashes);
     free(slot_of);
     hnsw_file_free(&f);
+    free(delta);
     munmap(map, (size_t)st.st_size);
     return rc;
 }
@@ -640,14 +730,18 @@ static void index_load(struct search_index *ix)
     pthread_rwlock_unlock(&ix->lock);
     char why[160] = "";
     struct hnsw *g = NULL;
-    int rc = index_load_graph(ix, &opts, &g, gen, why, sizeof why);
+    struct hnsw_numbering num = { 0 };
+    int rc = index_load_graph(ix, &opts, &g, gen, &num, why, sizeof why);
     pthread_rwlock_wrlock(&ix->lock);
     if (ix->gen != gen) {
         /* set_index reset the graph meanwhile: that one stands. */
         hnsw_free(g);
+        hnsw_numbering_free(&num);
         pthread_rwlock_unlock(&ix->lock);
         return;
     }
+    hnsw_numbering_free(&ix->num);
+    ix->num = num; /* invalid (zeroed) unless the load worked */
     db_writer_enter(db);
     if (rc == JVDB_OK) {
         hnsw_free(ix->graph);
@@ -802,6 +896,7 @@ static void index_free(void *arg)
     db_set_slot_hook(ix->db, NULL, ix, 0);
     payload_free(ix->pl);
     hnsw_free(ix->graph);
+    hnsw_numbering_free(&ix->num);
     for (uint32_t b = 0; b < ix->nav_nblocks; b++) free(ix->nav_blocks[b]);
     free(ix->nav_blocks);
     free(ix->nav);
@@ -1002,9 +1097,19 @@ int jvdb_db_index_saved(jvdb_db *db, jvdb_index_saved *out)
                  got == (ssize_t)sizeof head ? jvdb_errmsg() : "file too short");
         return JVDB_OK;
     }
+    out->file_bytes = (uint64_t)st.st_size;
+    /* The delta beside it, if it extends this checkpoint: its last complete batch is what loads. */
+    char *dpath = fs_join(db_dir(db), HNSW_DELTA_NAME), *delta = NULL;
+    size_t dlen = 0, good = 0;
+    if (dpath && fs_exists(dpath) && fs_read_file(dpath, &delta, &dlen) == JVDB_OK) {
+        hnsw_delta_scan(&f, delta, dlen, &good);
+        out->file_bytes += good;
+    }
+    err_clear();
+    free(delta);
+    free(dpath);
     out->nodes = f.nnodes;
     out->lsn = f.lsn;
-    out->file_bytes = (uint64_t)st.st_size;
     jvdb_index_options o;
     jvdb_db_get_index(db, &o);
     if (f.dim != jvdb_db_dim(db) || f.metric != jvdb_db_metric(db) || f.p.M != o.m ||

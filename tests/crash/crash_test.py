@@ -130,11 +130,14 @@ def crash_points(data):
         if n is not None:
             start = n
             print(f"crash point {point}: ok ({n} ops durable)", flush=True)
-    # Each step of a graph checkpoint (ext.hnsw, docs/FORMAT.md): a thread searches and saves beside
-    # the writer (and a compactor); the checker then requires HNSW answers to name only live ids with
-    # their current vectors, whether the graph was loaded and caught up or rebuilt.
+    # Each step of a graph checkpoint (ext.hnsw, docs/FORMAT.md) and of its delta (ext.hnsw.log: a
+    # batch appended, killed before and after its sync; a fold's rename before the old delta's removal):
+    # a thread searches and saves beside the writer (and a compactor); the checker then requires HNSW
+    # answers to name only live ids with their current vectors, whether the graph was loaded and
+    # caught up or rebuilt.
     for point in ["hnsw.save.before_rename:3", "hnsw.save.after_rename:3", "hnsw.save.before_rename:9",
-                  "hnsw.save.after_rename:9"]:
+                  "hnsw.save.after_rename:9", "hnsw.delta.before_sync:1", "hnsw.delta.after_sync:1",
+                  "hnsw.delta.before_sync:7", "hnsw.delta.after_sync:7", "hnsw.save.before_delta_unlink:2"]:
         acked, rc, err = run_writer(data, seed, start, "always", crash_at=point, compact="compact+index")
         if rc != -signal.SIGKILL:
             failed += 1

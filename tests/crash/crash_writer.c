@@ -205,7 +205,7 @@ static int stray_files(const char *dir, const jvdb_stats *st, char *why, size_t 
     while ((e = readdir(d)) != NULL) {
         size_t l = strlen(e->d_name);
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, "MANIFEST")) continue;
-        if (!strcmp(e->d_name, "ext.hnsw")) continue;
+        if (!strcmp(e->d_name, "ext.hnsw") || !strcmp(e->d_name, "ext.hnsw.log")) continue; /* graph + delta */
         /* The keydir checkpoint, and the one the open database's checkpointer may be writing now
          * (a .tmp left by a crash is removed at the next open like any orphan). */
         if (!strcmp(e->d_name, "KEYDIR") || !strcmp(e->d_name, "KEYDIR.tmp"))

@@ -5,6 +5,11 @@
  * door, so every input is also tried re-signed: the header, each block and the trailer get correct
  * XXH3 values wherever the input's own lengths place them.  Graphs of sq8 rows navigate on the rows
  * the file carries; others on made-up float vectors.
+ *
+ * An input holding the delta file's magic ("JVDBHNSD") is a checkpoint followed by a delta
+ * (ext.hnsw.log): the delta is replayed over the checkpoint (hnsw_delta_apply) before the graph is
+ * built, and folded with it (hnsw_file_fold), whose output must parse.  Re-signing also gives the
+ * delta its checkpoint's tag, header and batch checksums.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +27,22 @@ static uint32_t get32(const uint8_t *p)
     uint32_t v;
     memcpy(&v, p, 4);
     return v;
+}
+
+/* Re-signs a delta file of checkpoint `ck`: its tag, header checksum and every batch checksum its own
+ * lengths place. */
+static void resign_delta(const uint8_t *ck, size_t cklen, uint8_t *d, size_t len)
+{
+    if (len < 48 || cklen < 80) return;
+    memcpy(d + 16, ck + 72, 8);
+    put64(d + 40, XXH3_64bits(d, 40));
+    size_t off = 48;
+    while (len - off >= 56) {
+        uint32_t plen = get32(d + off + 20);
+        if (plen > len - off - 56) break;
+        put64(d + off + 48 + plen, XXH3_64bits(d + off, 48 + (size_t)plen));
+        off += 56 + (size_t)plen;
+    }
 }
 
 static void resign(uint8_t *b, size_t len)
@@ -42,10 +63,28 @@ static void resign(uint8_t *b, size_t len)
     put64(b + end + 16, XXH3_64bits(b + end, 16));
 }
 
-static void exercise(const uint8_t *b, size_t len)
+static void exercise(const uint8_t *b, size_t len, const uint8_t *delta, size_t dlen)
 {
     struct hnsw_file f;
     if (hnsw_file_parse(b, len, &f) != JVDB_OK) return;
+    if (delta) {
+        size_t good;
+        uint32_t batches;
+        if (hnsw_delta_apply(&f, delta, dlen, &good, &batches) != JVDB_OK) {
+            hnsw_file_free(&f);
+            return;
+        }
+        if (good > dlen) abort();
+        /* What a backup would carry: one checkpoint that must read back with the same nodes. */
+        uint8_t *folded;
+        size_t flen;
+        if (hnsw_file_fold(b, len, delta, dlen, &folded, &flen) == JVDB_OK) {
+            struct hnsw_file g;
+            if (hnsw_file_parse(folded, flen, &g) != JVDB_OK || g.nnodes != f.nnodes || g.lsn != f.lsn) abort();
+            hnsw_file_free(&g);
+            free(folded);
+        }
+    }
     /* Vectors for at most 4096 nodes of a small dimension; bigger files stop at parsing. */
     if (f.nnodes > 4096 || f.dim > 64) {
         hnsw_file_free(&f);
@@ -97,12 +136,21 @@ static void exercise(const uint8_t *b, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    exercise(data, size);
+    /* The checkpoint ends where the delta's magic starts, if anywhere. */
+    size_t ck = size;
+    for (size_t i = 0; i + 8 <= size; i++)
+        if (!memcmp(data + i, "JVDBHNSD", 8)) {
+            ck = i;
+            break;
+        }
+    const uint8_t *delta = ck < size ? data + ck : NULL;
+    exercise(data, ck, delta, size - ck);
     uint8_t *copy = malloc(size ? size : 1);
     if (!copy) return 0;
     memcpy(copy, data, size);
-    resign(copy, size);
-    exercise(copy, size);
+    resign(copy, ck);
+    if (delta) resign_delta(copy, ck, copy + ck, size - ck);
+    exercise(copy, ck, delta ? copy + ck : NULL, size - ck);
     free(copy);
     return 0;
 }

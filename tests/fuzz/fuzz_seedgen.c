@@ -2,7 +2,8 @@
  * fuzz_seedgen.c — writes seed inputs for the fuzz targets, made by the library itself so they are
  * valid by construction: a segment body with puts, deletes and a batch (for fuzz_record, prefixed by
  * a dimension byte, and fuzz_recovery), a MANIFEST (for fuzz_manifest), backup files, and a saved
- * HNSW graph (for fuzz_hnsw_file), a keydir checkpoint (for fuzz_kdckpt).
+ * HNSW graph and a checkpoint followed by its delta file (for fuzz_hnsw_file), a keydir checkpoint (for
+ * fuzz_kdckpt).
  *   fuzz_seedgen OUTDIR
  */
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "core/fs.h"
 #include "jvdb.h"
+#include "search/hnsw_persist.h"
 
 static void write_file(const char *dir, const char *name, const void *p, size_t n, int dim_prefix)
 {
@@ -21,6 +23,64 @@ static void write_file(const char *dir, const char *name, const void *p, size_t 
     if (dim_prefix >= 0) fputc(dim_prefix, f);
     fwrite(p, 1, n, f);
     fclose(f);
+}
+
+/* Identity of slot s in the delta seed's graph. */
+static int seed_ident(void *ctx, uint32_t slot, const char **id, uint16_t *id_len, uint64_t *lsn)
+{
+    static char ids[64][8];
+    (void)ctx;
+    snprintf(ids[slot % 64], sizeof ids[0], "d%u", slot % 64);
+    *id = ids[slot % 64];
+    *id_len = (uint16_t)strlen(*id);
+    *lsn = slot + 1;
+    return 1;
+}
+
+/* hnsw_delta.seed: a float graph of 40 nodes saved whole, then 6 more, one re-made and one deleted
+ * appended as a delta (two batches); the seed is the checkpoint's bytes followed by the delta's. */
+static int delta_seed(const char *dir)
+{
+    static float vecs[48][4];
+    const float *slots[48];
+    for (int i = 0; i < 48; i++) {
+        for (int d = 0; d < 4; d++) vecs[i][d] = (float)((i * 7 + d * 3) % 11) - 5;
+        slots[i] = vecs[i];
+    }
+    struct hnsw_params p;
+    hnsw_params_init(&p);
+    p.M = 4;
+    struct hnsw *h;
+    struct hnsw_numbering num = { 0 };
+    char path[1024], dpath[1100];
+    snprintf(path, sizeof path, "%s/delta-seed.hnsw", dir);
+    snprintf(dpath, sizeof dpath, "%s.log", path);
+    if (hnsw_create(4, JVDB_METRIC_L2, &p, &h)) return 1;
+    for (uint32_t s = 0; s < 40; s++) hnsw_insert(h, slots, 48, s);
+    if (hnsw_save(h, slots, 48, NULL, 0, path, 1, seed_ident, NULL, NULL, NULL, &num, NULL)) return 1;
+    hnsw_dirty_clear(h);
+    for (uint32_t s = 40; s < 44; s++) hnsw_insert(h, slots, 48, s);
+    hnsw_insert(h, slots, 48, 7);
+    if (hnsw_delta_append(h, slots, 48, dpath, 2, seed_ident, NULL, NULL, NULL, &num, NULL)) return 1;
+    for (uint32_t s = 44; s < 46; s++) hnsw_insert(h, slots, 48, s);
+    hnsw_mark_deleted(h, 3);
+    if (hnsw_delta_append(h, slots, 48, dpath, 3, seed_ident, NULL, NULL, NULL, &num, NULL)) return 1;
+    hnsw_free(h);
+    hnsw_numbering_free(&num);
+    char *a = NULL, *b = NULL;
+    size_t alen, blen;
+    if (fs_read_file(path, &a, &alen) || fs_read_file(dpath, &b, &blen)) return 1;
+    char *both = malloc(alen + blen);
+    if (!both) return 1;
+    memcpy(both, a, alen);
+    memcpy(both + alen, b, blen);
+    write_file(dir, "hnsw_delta.seed", both, alen + blen, -1);
+    free(a);
+    free(b);
+    free(both);
+    remove(path);
+    remove(dpath);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -111,5 +171,9 @@ int main(int argc, char **argv)
     write_file(argv[1], "hnsw_file.seed", data, len, -1);
     free(data);
     fs_remove_tree(root);
+    if (delta_seed(argv[1])) {
+        fprintf(stderr, "fuzz_seedgen: delta seed: %s\n", jvdb_errmsg());
+        return 1;
+    }
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/db_impl.h"
 #include "test_util.h"
 
 #define DIM 16
@@ -279,6 +280,184 @@ static void test_catch_up(void **state)
     assert_ok(jvdb_db_open(env, "g", &db));
     assert_true(check_search(db, &m) >= 0.9);
     wait_ready(db, &st);
+    assert_true(check_search(db, &m) >= 0.95);
+    free(m.ver);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
+/* 1 when every record appended so far is on stable storage (white box: the store's sync mark). */
+static int records_durable(jvdb_db *db)
+{
+    pthread_mutex_lock(&db->sync_mu);
+    db_write_lock(db);
+    int ok =
+        db->synced_seg > db->active->no || (db->synced_seg == db->active->no && db->synced_off >= db->active->size);
+    db_write_unlock(db);
+    pthread_mutex_unlock(&db->sync_mu);
+    return ok;
+}
+
+/* With sync=never nothing syncs the records but the graph save: a graph on disk naming (id, LSN)
+ * pairs that a power cut could take back (and the next writes reuse) is refused by making them
+ * durable first, both for a whole graph and for a delta. */
+static void test_save_syncs_records(void **state)
+{
+    (void)state;
+    enum { N = 1500 };
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    put_range(db, 0, N, 0);
+    jvdb_index_status st;
+    wait_ready(db, &st);
+    assert_false(records_durable(db)); /* sync=never: nothing synced them so far */
+    assert_ok(jvdb_db_index_save(db)); /* the whole graph */
+    assert_true(records_durable(db));
+    put_range(db, N, N + 20, 0);
+    wait_ready(db, &st);
+    assert_false(records_durable(db));
+    assert_ok(jvdb_db_index_save(db)); /* a delta */
+    char p[4200];
+    snprintf(p, sizeof p, "%s.log", graph_path(dir));
+    assert_true(tu_file_size(p) > 0);
+    assert_true(records_durable(db));
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
+/* The 80-byte header of the saved checkpoint (its identity). */
+static void graph_header(const char *dir, unsigned char out[80])
+{
+    FILE *f = fopen(graph_path(dir), "rb");
+    assert_non_null(f);
+    assert_int_equal(fread(out, 1, 80, f), 80);
+    fclose(f);
+}
+
+static int live_count(const struct model *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n; i++) n += m->ver[i] >= 0;
+    return n;
+}
+
+/* A process that changed a few vectors saves only them (ext.hnsw.log), the next open loads the
+ * checkpoint plus the delta with nothing to catch up; a torn delta tail is caught up instead and
+ * written over; a delta past a quarter of the checkpoint is folded into a new one; a backup taken
+ * from the files carries the delta folded in. */
+static void test_delta_saves(void **state)
+{
+    (void)state;
+    enum { N = 4000, CAP = 6000 };
+    char *dir = tu_tempdir();
+    char log[4200];
+    snprintf(log, sizeof log, "%s.log", graph_path(dir));
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    jvdb_db *db = tu_create(env, "g", DIM, JVDB_METRIC_L2, 0);
+    assert_ok(jvdb_db_set_sync(db, JVDB_SYNC_NEVER, 0));
+    put_range(db, 0, N, 0);
+    struct model m = { N, calloc(CAP, sizeof(int)) };
+    jvdb_index_status st;
+    wait_ready(db, &st);
+    db = reopen(&env, dir); /* the whole graph saved */
+    unsigned char h0[80], h1[80];
+    graph_header(dir, h0);
+    long long ckpt = tu_file_size(graph_path(dir));
+    assert_true(tu_file_size(log) < 0);
+
+    /* Round 1: new, deleted and replaced vectors, taken in by this process's index. */
+    wait_ready(db, &st);
+    put_range(db, N, N + 20, 0);
+    m.n = N + 20;
+    for (int i = 0; i < 10; i++) {
+        del(db, i * 17);
+        m.ver[i * 17] = -1;
+        put_range(db, i * 17 + 5, i * 17 + 6, 1);
+        m.ver[i * 17 + 5] = 1;
+    }
+    wait_ready(db, &st);
+    db = reopen(&env, dir);
+    graph_header(dir, h1);
+    assert_memory_equal(h0, h1, 80); /* the checkpoint was not rewritten */
+    long long d1 = tu_file_size(log);
+    print_message("checkpoint %lld bytes, delta %lld bytes\n", ckpt, d1);
+    assert_true(d1 > 0 && d1 < ckpt / 4);
+    jvdb_index_saved sv;
+    assert_ok(jvdb_db_index_saved(db, &sv)); /* what the files hold, delta included: nothing behind */
+    assert_int_equal(sv.behind, 0);
+    assert_int_equal(sv.file_bytes, ckpt + d1);
+    wait_ready(db, &st);
+    assert_int_equal(st.loaded_nodes, live_count(&m)); /* nothing caught up */
+    assert_true(check_search(db, &m) >= 0.95);
+
+    /* Round 2: another batch appended. */
+    put_range(db, m.n, m.n + 5, 0);
+    m.n += 5;
+    wait_ready(db, &st);
+    db = reopen(&env, dir);
+    long long d2 = tu_file_size(log);
+    assert_true(d2 > d1);
+    wait_ready(db, &st);
+    assert_int_equal(st.loaded_nodes, live_count(&m));
+    assert_true(check_search(db, &m) >= 0.95);
+
+    /* A torn last batch: the first one stands, the rest is caught up, and the next save writes over
+     * the torn bytes. */
+    jvdb_env_close(env);
+    assert_int_equal(truncate(log, d2 - 9), 0);
+    assert_ok(jvdb_env_open(dir, &env));
+    assert_ok(jvdb_db_open(env, "g", &db));
+    assert_true(check_search(db, &m) >= 0.9);
+    wait_ready(db, &st);
+    assert_true(st.loaded_nodes < (uint64_t)live_count(&m) && st.loaded_nodes >= (uint64_t)live_count(&m) - 5);
+    assert_true(check_search(db, &m) >= 0.95);
+    put_range(db, m.n, m.n + 5, 0);
+    m.n += 5;
+    wait_ready(db, &st);
+    db = reopen(&env, dir);
+    wait_ready(db, &st);
+    assert_int_equal(st.loaded_nodes, live_count(&m));
+    assert_true(check_search(db, &m) >= 0.95);
+
+    /* A backup taken by a process that never loaded the index: the delta is folded into the graph it
+     * carries, so the restored database loads every node. */
+    db = reopen(&env, dir);
+    char repo_dir[4200];
+    snprintf(repo_dir, sizeof repo_dir, "%s/repo", dir);
+    jvdb_repo *repo;
+    assert_ok(jvdb_repo_open(repo_dir, NULL, &repo));
+    jvdb_backup_info bi;
+    jvdb_backup_options bo;
+    jvdb_backup_options_init(&bo);
+    assert_ok(jvdb_backup_create(db, repo, &bo, &bi));
+    jvdb_restore_result res;
+    memset(&res, 0, sizeof res);
+    jvdb_restore_options ro = { .as_name = "r", .result = &res };
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(env, repo, bi.id, &ro, &r));
+    jvdb_free(res.database_description);
+    assert_int_equal(res.index_installed, 1);
+    wait_ready(r, &st);
+    assert_int_equal(st.loaded_nodes, live_count(&m));
+    assert_true(check_search(r, &m) >= 0.95);
+    jvdb_repo_close(repo);
+
+    /* Past a quarter of the checkpoint: folded (a new checkpoint, no delta). */
+    wait_ready(db, &st);
+    put_range(db, m.n, m.n + 1500, 0);
+    m.n += 1500;
+    print_message("folding: %lld bytes of delta\n", tu_file_size(log));
+    wait_ready(db, &st);
+    db = reopen(&env, dir);
+    graph_header(dir, h1);
+    assert_true(memcmp(h0, h1, 80) != 0);
+    assert_true(tu_file_size(log) < 0);
+    wait_ready(db, &st);
+    assert_int_equal(st.loaded_nodes, live_count(&m));
     assert_true(check_search(db, &m) >= 0.95);
     free(m.ver);
     jvdb_env_close(env);
@@ -581,7 +760,8 @@ int main(void)
         cmocka_unit_test(test_reopen_loads),         cmocka_unit_test(test_catch_up),
         cmocka_unit_test(test_compaction_rounds),    cmocka_unit_test(test_cosine_reload),
         cmocka_unit_test(test_backup_carries_graph), cmocka_unit_test(test_encrypted_backup_carries_graph),
-        cmocka_unit_test(test_wide_range_recall),
+        cmocka_unit_test(test_wide_range_recall),    cmocka_unit_test(test_save_syncs_records),
+        cmocka_unit_test(test_delta_saves),
     };
     /* JVDB_TEST_ONLY=name runs one case (test_backup_s3.py runs the backup case against S3). */
     const char *only = getenv("JVDB_TEST_ONLY");
