@@ -1319,7 +1319,7 @@ static int db_mark_as_given(jvdb_db *db)
     if (db->m.metric != JVDB_METRIC_COSINE ||
         __atomic_load_n(&db->m.format, __ATOMIC_ACQUIRE) >= MANIFEST_FORMAT_AS_GIVEN)
         return JVDB_OK;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     int rc = JVDB_OK;
     if (db->m.format < MANIFEST_FORMAT_AS_GIVEN && (rc = db_check_writable(db)) == JVDB_OK) {
         struct manifest next;
@@ -1331,7 +1331,7 @@ static int db_mark_as_given(jvdb_db *db)
         }
         if (rc == JVDB_OK) __atomic_store_n(&db->m.format, (uint32_t)MANIFEST_FORMAT_AS_GIVEN, __ATOMIC_RELEASE);
     }
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
@@ -1545,8 +1545,11 @@ int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
 {
     struct db_extra_change c = { key, value, NULL };
     int rc = db_manifest_change(db, db_extra_apply, db_extra_undo, &c);
+    /* Under write_mu: the last reference may be these, and other threads read the values under it. */
+    db_write_lock(db);
     if (c.old) json_decref(c.old);
     if (value) json_decref(value);
+    db_write_unlock(db);
     return rc;
 }
 
