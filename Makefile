@@ -36,7 +36,7 @@ TSAN_ENV = TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(
 # kernel lets us (a container may not), which is harmless for them.
 TSAN_ENV += $(shell setarch $$(uname -m) -R true >/dev/null 2>&1 && echo setarch $$(uname -m) -R)
 # What the tsan-smoke tests run (CTest label tsan-smoke): only these are built with TSan in `make test`.
-TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_backup test_search_flat test_search_hnsw
+TSAN_SMOKE_TARGETS = jvdb test_store test_compact test_manifest test_backup test_search_flat test_search_hnsw
 
 # The optimised build (what `make run` uses, so -O3-only warnings fail here too), then the sanitized
 # build (ASan + UBSan) and the whole CTest suite, then a bounded ThreadSanitizer smoke set (label

@@ -268,8 +268,19 @@ static char crash_name[128];
 static atomic_int crash_nth;
 static atomic_int crash_state; /* 0 unparsed, 1 none, 2 armed */
 
+static void (*_Atomic point_hook)(const char *name, void *arg);
+static void *_Atomic point_hook_arg;
+
+void io_point_hook_set(void (*fn)(const char *name, void *arg), void *arg)
+{
+    atomic_store(&point_hook_arg, arg);
+    atomic_store(&point_hook, fn);
+}
+
 void io_crash_point(const char *name)
 {
+    void (*hook)(const char *, void *) = atomic_load(&point_hook);
+    if (hook) hook(name, atomic_load(&point_hook_arg));
     int st = atomic_load_explicit(&crash_state, memory_order_acquire);
     if (st == 0) {
         const char *spec = getenv("JVDB_CRASH_AT");

@@ -42,6 +42,9 @@ void io_fault_clear(void);
 /* Crash points: with JVDB_CRASH_AT=name (or name:N for the N-th time it is reached) the process kills
  * itself with SIGKILL there, which is what a power cut looks like to the files of this process. */
 void io_crash_point(const char *name);
+/* Calls fn(name, arg) at every crash point reached, armed or not (tests stall a commit point with
+ * it, e.g. a MANIFEST write in progress); fn NULL removes it. */
+void io_point_hook_set(void (*fn)(const char *name, void *arg), void *arg);
 #else
 static inline void io_crash_point(const char *name) { (void)name; }
 #endif

@@ -537,9 +537,9 @@ uint64_t db_segment_max(jvdb_db *db)
 
 uint64_t db_backup_horizon(jvdb_db *db)
 {
-    db_write_lock(db);
-    uint64_t v = db->m.backup_horizon;
-    db_write_unlock(db);
+    pthread_mutex_lock(&db->mview_mu);
+    uint64_t v = db->mview_horizon;
+    pthread_mutex_unlock(&db->mview_mu);
     return v;
 }
 
@@ -555,12 +555,12 @@ int64_t db_last_compaction_ns(jvdb_db *db)
 
 json_t *db_manifest_extra(jvdb_db *db, const char *key)
 {
-    db_write_lock(db);
-    json_t *v;
-    if (!key) v = db->m.extra ? json_deep_copy(db->m.extra) : json_object();
-    else
-        v = db->m.extra && json_object_get(db->m.extra, key) ? json_deep_copy(json_object_get(db->m.extra, key)) : NULL;
-    db_write_unlock(db);
+    /* The view of the file on disk, not db->m: a value a crash could still take back is never seen. */
+    pthread_mutex_lock(&db->mview_mu);
+    json_t *x = db->mview_extra, *v;
+    if (!key) v = x ? json_deep_copy(x) : json_object();
+    else v = x && json_object_get(x, key) ? json_deep_copy(json_object_get(x, key)) : NULL;
+    pthread_mutex_unlock(&db->mview_mu);
     return v;
 }
 
@@ -604,19 +604,141 @@ void db_set_slot_hook(jvdb_db *db, kd_slot_hook hook, void *ctx, int locked)
     if (!locked) db_write_unlock(db);
 }
 
+/* ---------------------------------------------------------------- MANIFEST writes
+ *
+ * No writer waits for a MANIFEST's I/O (docs/ARCHITECTURE.md, "Locks"): a change is made to db->m
+ * and a copy taken under write_mu (microseconds); the copy is written (temporary file, fsync,
+ * rename, directory fsync) holding only manifest_mu, which orders the file replacements.  Every
+ * change bumps m_gen and a copy is the whole state as of its generation, so a writer that finds a
+ * newer generation on disk skips its older copy (the newer one holds its change) and the newest
+ * state always wins.  Layers above read the extras and the horizon from the view of the file on
+ * disk (mview_*), published with it, so they never act on a value a crash could take back (the
+ * shipper's pin, the backup horizon).
+ *
+ * Seals, compaction's swap and the format mark commit under write_mu instead
+ * (db_manifest_commit_locked): what they change in memory may be used only once the file says so
+ * (a writer appends to a new segment only once a MANIFEST names it; a swap's inputs go only once
+ * the MANIFEST naming its outputs is durable, and the swap is one step for writers), so they wait
+ * for at most one write in progress and skip none. */
+
+/* Internal (not a JVDB_E* code): the copy may hold a change undone since; take a new one. */
+#define DB_MANIFEST_STALE 1
+
+/* Replaces the readers' view with m's extras and horizon (manifest_mu held, m just made durable);
+ * takes m->extra when `steal`.  Out of memory keeps the older view, which is allowed. */
+static void db_mview_publish(jvdb_db *db, struct manifest *m, int steal)
+{
+    json_t *x = m->extra;
+    if (steal) m->extra = NULL;
+    else if (x && !(x = json_deep_copy(x))) return;
+    pthread_mutex_lock(&db->mview_mu);
+    json_t *old = db->mview_extra;
+    db->mview_extra = x;
+    db->mview_horizon = m->backup_horizon;
+    pthread_mutex_unlock(&db->mview_mu);
+    if (old) json_decref(old);
+}
+
+/* Writes `copy` (db->m at generation gen, freed here) unless a newer generation is on disk
+ * already; takes manifest_mu, and no other lock, across the I/O. */
+static int db_manifest_write(jvdb_db *db, struct manifest *copy, uint64_t gen)
+{
+    pthread_mutex_lock(&db->manifest_mu);
+    int rc = JVDB_OK;
+    if (gen <= db->m_durable_gen) rc = JVDB_OK;
+    else if (gen < db->m_undo_gen) rc = DB_MANIFEST_STALE;
+    else if ((rc = manifest_store(db->dir, copy)) == JVDB_OK) {
+        db->m_durable_gen = gen;
+        db_mview_publish(db, copy, 1);
+    }
+    pthread_mutex_unlock(&db->manifest_mu);
+    manifest_free(copy);
+    return rc;
+}
+
+/* One MANIFEST change that writers do not wait for: apply(db, ctx) changes db->m under write_mu,
+ * the state is written outside it.  Returns once a MANIFEST holding the change is durable.  When
+ * the write fails and no later MANIFEST holding the change reached the disk, undo(db, ctx) takes it
+ * back (write_mu and manifest_mu held) and copies taken meanwhile are marked stale: the old value
+ * stays, on disk and in memory. */
+static int db_manifest_change(jvdb_db *db, int (*apply)(jvdb_db *db, void *ctx), void (*undo)(jvdb_db *db, void *ctx),
+                              void *ctx)
+{
+    db_write_lock(db);
+    int rc = db_check_writable(db);
+    if (rc == JVDB_OK) rc = apply(db, ctx);
+    if (rc) {
+        db_write_unlock(db);
+        return rc;
+    }
+    uint64_t mine = ++db->m_gen;
+    for (;;) {
+        struct manifest copy;
+        db->m.lsn_floor = db->last_lsn;
+        uint64_t gen = db->m_gen;
+        rc = manifest_copy(&db->m, &copy);
+        db_write_unlock(db);
+        if (rc == JVDB_OK) rc = db_manifest_write(db, &copy, gen);
+        if (rc != DB_MANIFEST_STALE) break;
+        db_write_lock(db);
+    }
+    if (rc == JVDB_OK) return rc;
+    db_write_lock(db);
+    pthread_mutex_lock(&db->manifest_mu);
+    if (db->m_durable_gen >= mine) rc = JVDB_OK; /* a later writer's MANIFEST holds it */
+    else {
+        undo(db, ctx);
+        db->m_undo_gen = ++db->m_gen;
+    }
+    pthread_mutex_unlock(&db->manifest_mu);
+    db_write_unlock(db);
+    return rc;
+}
+
+int db_manifest_commit_locked(jvdb_db *db, struct manifest *next)
+{
+    assert(db_writer_held(db));
+    int rc = db_check_writable(db);
+    if (rc) return rc;
+    /* Above every copy taken so far and every undo mark: never skipped, never stale. */
+    uint64_t gen = ++db->m_gen;
+    pthread_mutex_lock(&db->manifest_mu);
+    if ((rc = manifest_store(db->dir, next)) == JVDB_OK) {
+        db->m_durable_gen = gen;
+        db_mview_publish(db, next, 0);
+    }
+    pthread_mutex_unlock(&db->manifest_mu);
+    return rc;
+}
+
+/* What a restore's last step changes: the LSN counter and the merged extras. */
+struct db_restore_change {
+    uint64_t lsn_to;
+    json_t *extra;
+};
+
+/* Applies a db_restore_change to the built database (write_mu held). */
+static int db_restore_apply(jvdb_db *built, void *ctx)
+{
+    struct db_restore_change *c = ctx;
+    if (built->last_lsn < c->lsn_to) built->last_lsn = c->lsn_to;
+    if (!c->extra || !json_object_size(c->extra)) return JVDB_OK;
+    if (!built->m.extra) built->m.extra = json_object();
+    return !built->m.extra || json_object_update(built->m.extra, c->extra) ? err_set(JVDB_ENOMEM, "out of memory")
+                                                                           : JVDB_OK;
+}
+
+/* Nothing to take back: a restore whose last step failed throws the built database away. */
+static void db_restore_undo(jvdb_db *built, void *ctx)
+{
+    (void)built;
+    (void)ctx;
+}
+
 int db_restore_finish(jvdb_db *built, uint64_t lsn_to, json_t *extra)
 {
-    int rc = JVDB_OK;
-    db_write_lock(built);
-    if (built->last_lsn < lsn_to) built->last_lsn = lsn_to;
-    if (extra && json_object_size(extra)) {
-        if (!built->m.extra) built->m.extra = json_object();
-        rc = !built->m.extra || json_object_update(built->m.extra, extra) ? err_set(JVDB_ENOMEM, "out of memory")
-                                                                          : JVDB_OK;
-    }
-    if (!rc) rc = db_store_manifest_locked(built);
-    db_write_unlock(built);
-    return rc;
+    struct db_restore_change c = { lsn_to, extra };
+    return db_manifest_change(built, db_restore_apply, db_restore_undo, &c);
 }
 
 /* Frees the handle and everything it holds, with no sync: the end of close (after its final sync) and of an
@@ -633,6 +755,9 @@ static void db_free(jvdb_db *db)
     free(db->segl);
     free(db->bad);
     manifest_free(&db->m);
+    if (db->mview_extra) json_decref(db->mview_extra);
+    pthread_mutex_destroy(&db->manifest_mu);
+    pthread_mutex_destroy(&db->mview_mu);
     pthread_mutex_destroy(&db->write_mu);
     pthread_mutex_destroy(&db->pub_mu);
     pthread_mutex_destroy(&db->sync_mu);
@@ -667,6 +792,8 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     db->mode = mode;
     pthread_mutex_init(&db->write_mu, NULL);
     pthread_mutex_init(&db->pub_mu, NULL);
+    pthread_mutex_init(&db->manifest_mu, NULL);
+    pthread_mutex_init(&db->mview_mu, NULL);
     rp_domain_init(&db->gc);
     pthread_mutex_init(&db->sync_mu, NULL);
     clock_cond_init(&db->sync_cv);
@@ -678,6 +805,11 @@ int db_load(jvdb_env *env, const char *dir, enum db_mode mode, jvdb_db **out)
     }
     if ((rc = keydir_init(&db->kd, &db->gc))) goto fail;
     if ((rc = manifest_load(dir, &db->m))) goto fail;
+    db->mview_horizon = db->m.backup_horizon;
+    if (db->m.extra && !(db->mview_extra = json_deep_copy(db->m.extra))) {
+        rc = err_set(JVDB_ENOMEM, "out of memory");
+        goto fail;
+    }
     /* A read-only open only ignores orphans: it reads nothing but what the MANIFEST names. */
     if (mode != DB_MODE_READONLY && (rc = db_remove_orphans(db))) goto fail;
     uint64_t max_lsn = 0, scanned = 0;
@@ -833,7 +965,7 @@ int db_store_manifest_locked(jvdb_db *db)
     int rc = db_check_writable(db);
     if (rc) return rc;
     db->m.lsn_floor = db->last_lsn;
-    return manifest_store(db->dir, &db->m);
+    return db_manifest_commit_locked(db, &db->m);
 }
 
 int db_roll_locked(jvdb_db *db, uint64_t min_reserve)
@@ -1187,19 +1319,19 @@ static int db_mark_as_given(jvdb_db *db)
     if (db->m.metric != JVDB_METRIC_COSINE ||
         __atomic_load_n(&db->m.format, __ATOMIC_ACQUIRE) >= MANIFEST_FORMAT_AS_GIVEN)
         return JVDB_OK;
-    pthread_mutex_lock(&db->write_mu);
+    db_write_lock(db);
     int rc = JVDB_OK;
     if (db->m.format < MANIFEST_FORMAT_AS_GIVEN && (rc = db_check_writable(db)) == JVDB_OK) {
         struct manifest next;
         db->m.lsn_floor = db->last_lsn;
         if ((rc = manifest_copy(&db->m, &next)) == JVDB_OK) {
             next.format = MANIFEST_FORMAT_AS_GIVEN;
-            rc = manifest_store(db->dir, &next);
+            rc = db_manifest_commit_locked(db, &next);
             manifest_free(&next);
         }
         if (rc == JVDB_OK) __atomic_store_n(&db->m.format, (uint32_t)MANIFEST_FORMAT_AS_GIVEN, __ATOMIC_RELEASE);
     }
-    pthread_mutex_unlock(&db->write_mu);
+    db_write_unlock(db);
     return rc;
 }
 
@@ -1333,10 +1465,34 @@ int jvdb_stats_get(jvdb_db *db, jvdb_stats *out)
     out->dead_bytes = out->file_bytes - out->live_bytes - out->segments * (uint64_t)SEG_HEADER_SIZE;
     out->dead_ratio = out->file_bytes ? (double)out->dead_bytes / (double)out->file_bytes : 0.0;
     out->last_lsn = __atomic_load_n(&db->last_lsn, __ATOMIC_ACQUIRE);
-    db_write_lock(db);
-    out->backup_horizon = db->m.backup_horizon;
-    db_write_unlock(db);
+    out->backup_horizon = db_backup_horizon(db);
     return JVDB_OK;
+}
+
+/* A sync mode change: the new mode and interval, and the old ones for undo. */
+struct db_sync_change {
+    jvdb_sync_mode mode, old_mode;
+    uint32_t ms, old_ms;
+};
+
+/* Sets the sync mode (write_mu held; atomics for the flusher, which reads it without the lock). */
+static int db_sync_apply(jvdb_db *db, void *ctx)
+{
+    struct db_sync_change *c = ctx;
+    c->old_mode = db->m.sync;
+    c->old_ms = db->m.sync_interval_ms;
+    __atomic_store_n(&db->m.sync, c->mode, __ATOMIC_RELAXED);
+    __atomic_store_n(&db->m.sync_interval_ms, c->ms, __ATOMIC_RELAXED);
+    return JVDB_OK;
+}
+
+/* Puts the old sync mode back unless another change replaced this one meanwhile. */
+static void db_sync_undo(jvdb_db *db, void *ctx)
+{
+    struct db_sync_change *c = ctx;
+    if (db->m.sync != c->mode || db->m.sync_interval_ms != c->ms) return;
+    __atomic_store_n(&db->m.sync, c->old_mode, __ATOMIC_RELAXED);
+    __atomic_store_n(&db->m.sync_interval_ms, c->old_ms, __ATOMIC_RELAXED);
 }
 
 int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
@@ -1348,55 +1504,80 @@ int jvdb_db_set_sync(jvdb_db *db, jvdb_sync_mode mode, uint32_t interval_ms)
     if (mode == JVDB_SYNC_INTERVAL) o.sync_interval_ms = interval_ms;
     int rc = db_check_options(&o);
     if (rc) return rc;
+    struct db_sync_change c = { .mode = mode, .ms = o.sync_interval_ms };
+    if ((rc = db_manifest_change(db, db_sync_apply, db_sync_undo, &c))) return rc;
     db_write_lock(db);
-    jvdb_sync_mode old_mode = db->m.sync;
-    uint32_t old_ms = db->m.sync_interval_ms;
-    __atomic_store_n(&db->m.sync, mode, __ATOMIC_RELAXED);
-    __atomic_store_n(&db->m.sync_interval_ms, o.sync_interval_ms, __ATOMIC_RELAXED);
-    rc = db_store_manifest_locked(db);
-    if (rc) {
-        __atomic_store_n(&db->m.sync, old_mode, __ATOMIC_RELAXED);
-        __atomic_store_n(&db->m.sync_interval_ms, old_ms, __ATOMIC_RELAXED);
-    } else {
-        rc = db_start_flusher(db);
-    }
+    rc = db_start_flusher(db);
     db_write_unlock(db);
     /* Leaving a lazy mode: make what was written under it durable now. */
     if (rc == JVDB_OK && mode == JVDB_SYNC_ALWAYS) rc = db_sync_all(db);
     return rc;
 }
 
+/* One extras key set or removed, with the value it replaced (for undo). */
+struct db_extra_change {
+    const char *key;
+    json_t *value, *old;
+};
+
+/* Sets or removes the key (write_mu held), keeping a reference on the old value. */
+static int db_extra_apply(jvdb_db *db, void *ctx)
+{
+    struct db_extra_change *c = ctx;
+    if (!db->m.extra && !(db->m.extra = json_object())) return err_set(JVDB_ENOMEM, "out of memory");
+    c->old = json_object_get(db->m.extra, c->key);
+    if (c->old) json_incref(c->old);
+    if (!c->value) json_object_del(db->m.extra, c->key);
+    else if (json_object_set(db->m.extra, c->key, c->value)) return err_set(JVDB_ENOMEM, "out of memory");
+    return JVDB_OK;
+}
+
+/* Puts the old value back unless the key holds another change's value by now. */
+static void db_extra_undo(jvdb_db *db, void *ctx)
+{
+    struct db_extra_change *c = ctx;
+    if (json_object_get(db->m.extra, c->key) != c->value) return;
+    if (c->old) json_object_set(db->m.extra, c->key, c->old);
+    else json_object_del(db->m.extra, c->key);
+}
+
 int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value)
 {
+    struct db_extra_change c = { key, value, NULL };
+    int rc = db_manifest_change(db, db_extra_apply, db_extra_undo, &c);
+    /* Under write_mu: the last reference may be these, and other threads read the values under it. */
     db_write_lock(db);
-    if (!db->m.extra && !(db->m.extra = json_object())) {
-        db_write_unlock(db);
-        json_decref(value);
-        return err_set(JVDB_ENOMEM, "out of memory");
-    }
-    json_t *old = json_object_get(db->m.extra, key);
-    if (old) json_incref(old);
-    if (value) json_object_set_new(db->m.extra, key, value);
-    else json_object_del(db->m.extra, key);
-    int rc = db_store_manifest_locked(db);
-    if (rc) {
-        if (old) json_object_set(db->m.extra, key, old);
-        else json_object_del(db->m.extra, key);
-    }
-    if (old) json_decref(old);
+    if (c.old) json_decref(c.old);
+    if (value) json_decref(value);
     db_write_unlock(db);
     return rc;
 }
 
+/* A backup horizon move, with the horizon it replaced. */
+struct db_horizon_change {
+    uint64_t lsn, old;
+};
+
+/* Moves the horizon (write_mu held). */
+static int db_horizon_apply(jvdb_db *db, void *ctx)
+{
+    struct db_horizon_change *c = ctx;
+    c->old = db->m.backup_horizon;
+    db->m.backup_horizon = c->lsn;
+    return JVDB_OK;
+}
+
+/* Puts the old horizon back unless another move replaced this one meanwhile. */
+static void db_horizon_undo(jvdb_db *db, void *ctx)
+{
+    struct db_horizon_change *c = ctx;
+    if (db->m.backup_horizon == c->lsn) db->m.backup_horizon = c->old;
+}
+
 int db_set_backup_horizon(jvdb_db *db, uint64_t lsn)
 {
-    db_write_lock(db);
-    uint64_t old = db->m.backup_horizon;
-    db->m.backup_horizon = lsn;
-    int rc = db_store_manifest_locked(db);
-    if (rc) db->m.backup_horizon = old;
-    db_write_unlock(db);
-    return rc;
+    struct db_horizon_change c = { lsn, 0 };
+    return db_manifest_change(db, db_horizon_apply, db_horizon_undo, &c);
 }
 
 void db_close(jvdb_db *db)

@@ -124,7 +124,8 @@ int64_t db_created_ns(const jvdb_db *db);
 /* When it was last compacted (its creation time if never). */
 int64_t db_last_compaction_ns(jvdb_db *db);
 /* A deep copy of MANIFEST extra `key` (the whole extra object when key is NULL; an empty object
- * if there is none), or NULL when the key is absent.  The caller owns the reference. */
+ * if there is none), or NULL when the key is absent.  The caller owns the reference.  It and
+ * db_backup_horizon read the MANIFEST on disk (never a change still being written). */
 json_t *db_manifest_extra(jvdb_db *db, const char *key);
 /* One compaction per database: claim returns 0 when one is running already. */
 int db_compaction_claim(jvdb_db *db);
@@ -162,12 +163,18 @@ void db_settle(jvdb_db *db, unsigned timeout_ms);
 int db_sync_all(jvdb_db *db);
 /* Seals the active segment and starts a new one; write_mu must be held. */
 int db_roll_locked(jvdb_db *db, uint64_t min_reserve);
-/* Writes db->m after setting lsn_floor; write_mu must be held. */
+/* Writes db->m after setting lsn_floor; write_mu must be held (a seal: db_manifest_commit_locked). */
 int db_store_manifest_locked(jvdb_db *db);
+/* Writes `next` as the MANIFEST with write_mu held, for the commit points whose in-memory change may
+ * be used only once the file says so (seal, compaction's swap, the format mark): waits for the
+ * MANIFEST write in progress, if any, then writes (never skipped).  Every other change goes through
+ * db_set_manifest_extra / db_set_backup_horizon / jvdb_db_set_sync, whose I/O no writer waits for. */
+int db_manifest_commit_locked(jvdb_db *db, struct manifest *next);
 
 int db_name_valid(const char *name);
 /* Sets (value non-NULL, reference stolen) or removes one key of the MANIFEST that upper layers own
- * ("compaction", "index"), persisting it; on failure the old value stays. */
+ * ("compaction", "index"), persisting it; on failure the old value stays.  The file is written
+ * outside write_mu: writers never wait for it; concurrent changes are ordered, the newest wins. */
 int db_set_manifest_extra(jvdb_db *db, const char *key, json_t *value);
 
 /* Continuous backup (src/backup/wal.c) records in MANIFEST extra "log_shipping" {"incarnation",

@@ -4,8 +4,11 @@
  * struct jvdb_db: private to src/store.  Layers above use store/db.h.
  *
  * Locking, outermost first:
- *   write_mu  one writer at a time: LSN assignment, appends, seals, MANIFEST changes, applying
- *             records to the keydir, publishing segment lists, running deferred frees (gc).
+ *   write_mu  one writer at a time: LSN assignment, appends, seals, changes of `m` (in memory),
+ *             applying records to the keydir, publishing segment lists, running deferred frees (gc).
+ *   manifest_mu  serialises MANIFEST file replacements and is held across their I/O, so a writer
+ *             never takes it on its path except for a seal (db.c "MANIFEST writes").
+ *   mview_mu  the view of the newest MANIFEST on disk that layers above read (a leaf).
  *   pub_mu    orders publishers of `visible` (a leaf).
  *   sync_mu   group-commit state.
  * Readers take no lock (store/readpath.h).  In debug builds db_writer_held() asserts ownership.
@@ -31,6 +34,15 @@ struct jvdb_db {
     pthread_mutex_t write_mu;
     unsigned long write_owner; /* debug builds: pthread_self() of write_mu's holder, else 0 */
     unsigned long write_locks; /* debug builds: times write_mu was taken (tests count them) */
+    /* MANIFEST writes (db.c "MANIFEST writes"): a copy of `m` taken at generation m_gen is the
+     * whole state as of then, so the newest generation on disk holds every older change. */
+    pthread_mutex_t manifest_mu;
+    uint64_t m_gen;         /* write_mu: bumped at every change of m */
+    uint64_t m_durable_gen; /* manifest_mu: the generation of the MANIFEST on disk */
+    uint64_t m_undo_gen;    /* write_mu + manifest_mu: copies older than this may hold an undone change */
+    pthread_mutex_t mview_mu;
+    json_t *mview_extra;    /* mview_mu: extras of the MANIFEST on disk (replaced whole, never changed) */
+    uint64_t mview_horizon; /* mview_mu: its backup horizon */
     struct keydir kd;
     struct rp_domain gc;   /* deferred frees (write_mu) */
     struct segment **segs; /* write_mu: every segment, ascending by number */

@@ -680,8 +680,8 @@ int db_swap(jvdb_db *db, const struct db_pinned *ins, struct segment **outs, siz
         goto unlock;
     }
     io_crash_point("swap.before_manifest");
-    /* The commit point. */
-    if ((rc = manifest_store(db->dir, &next))) {
+    /* The commit point, under write_mu: the swap is one step for writers (db_manifest_commit_locked). */
+    if ((rc = db_manifest_commit_locked(db, &next))) {
         manifest_free(&next);
         size_t n = 0;
         for (size_t i = 0; i < db->nsegs; i++) {
