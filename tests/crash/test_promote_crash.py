@@ -15,6 +15,7 @@ databases.  After the kill:
 usage: test_promote_crash.py PATH_TO_JVDB
 """
 import os
+import re
 import sys
 import time
 
@@ -70,6 +71,10 @@ def setup():
         vecs = [{"id": "%s%d" % (db, i), "values": [i, 1.0, -i]} for i in range(50)]
         expect(pc.post("/v1/databases/%s/vectors/batch" % db, {"vectors": vecs}), 201)
     want = {db: contents(pc, db) for db in DBS}
+    # The replica refuses a repository that does not exist yet: wait for the first shipments.
+    for db in DBS:
+        wait("%s shipped" % db, lambda: re.search(r'jvdb_backup_ship_shipped_lsn\{database="%s"\} [1-9]' % db,
+                                                  pc.get("/metrics").raw.decode()))
     return p, r, pc, want
 
 
