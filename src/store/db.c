@@ -568,6 +568,30 @@ int db_compaction_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, 
 void db_compaction_release(jvdb_db *db) { atomic_store(&db->compacting, false); }
 int db_is_dropping(const jvdb_db *db) { return atomic_load(&((jvdb_db *)db)->dropping); }
 const char *db_dir(const jvdb_db *db) { return db->dir; }
+
+int db_move_dir(jvdb_db *db, const char *dir)
+{
+    char *d = strdup(dir);
+    char **paths = calloc(db->nsegs ? db->nsegs : 1, sizeof *paths);
+    int ok = d && paths;
+    for (size_t i = 0; ok && i < db->nsegs; i++) ok = (paths[i] = seg_path(dir, db->segs[i]->no)) != NULL;
+    if (!ok) {
+        for (size_t i = 0; paths && i < db->nsegs; i++) free(paths[i]);
+        free(paths);
+        free(d);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    db_write_lock(db);
+    free(db->dir);
+    db->dir = d;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        free(db->segs[i]->path);
+        db->segs[i]->path = paths[i];
+    }
+    db_write_unlock(db);
+    free(paths);
+    return JVDB_OK;
+}
 int db_writable(const jvdb_db *db)
 {
     return db->mode == DB_MODE_WRITE && !atomic_load(&((jvdb_db *)db)->failed) && !db_is_dropping(db);

@@ -132,6 +132,10 @@ void db_compaction_release(jvdb_db *db);
 int db_is_dropping(const jvdb_db *db);
 /* The database's directory (fixed at load). */
 const char *db_dir(const jvdb_db *db);
+/* After the directory of a database no thread but the caller uses was renamed to `dir` (a build
+ * being published): its handle, and each segment's path (a retired segment is unlinked by it),
+ * follow.  Changes nothing when out of memory. */
+int db_move_dir(jvdb_db *db, const char *dir);
 /* Whether its files may be changed now: opened for writing, not failed, not being dropped
  * (a check without an error message, for layers that only skip optional files). */
 int db_writable(const jvdb_db *db);
