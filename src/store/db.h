@@ -65,6 +65,10 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len);
 /* The same without the fdatasync each call makes: for a database built out of sight
  * (env_build_begin), which is synced once before env_build_publish makes it visible. */
 int db_append_raw_unsynced(jvdb_db *db, const void *recs, size_t len);
+/* The same for records the caller already verified with rec_check (a restore's archive reader does,
+ * checksums included): appended from `recs` itself, which gets the batch flags (resealing only a
+ * record whose flags change), without a copy or a second check. */
+int db_append_raw_checked_unsynced(jvdb_db *db, void *recs, size_t len);
 
 /* Starts the kernel's write-back of the active segment's bytes appended since (*seg_no, *from) and
  * moves that mark to the end (a restore's build is written with sync off and made durable by one
