@@ -100,8 +100,9 @@ void env_db_release(jvdb_env *env, jvdb_db *db);
 /* Building a database out of sight (restore): it lives in <databases>/.build-<name>-<pid>-<n>
  * (deleted at open if left over) until env_build_publish makes it `name` with one rename, or, when
  * `replace` is set and `name` exists, one renameat2(RENAME_EXCHANGE) that swaps the two directories
- * atomically; the old one is then removed.  The built handle is closed by publish and abort; the
- * published database is opened anew (*out). Handles to a replaced database become invalid. */
+ * atomically; the old one is then removed.  The build takes no periodic keydir checkpoint;
+ * publish syncs it, writes one, and keeps the built handle as the published database's (*out),
+ * without closing and reopening it; abort closes it.  Handles to a replaced database become invalid. */
 int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built);
 int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out);
 void env_build_abort(jvdb_env *env, jvdb_db *built);
