@@ -11,7 +11,8 @@
  *
  * Writing: header, records and trailer go through a 1 MiB buffer into ZSTD_compressStream2 (with
  * worker threads when asked, so compression overlaps hashing and I/O); its output is hashed and
- * handed to the repository stage.  Reading is the mirror image, and checks everything the bytes
+ * handed to the repository stage.  Reading is the mirror image (on two threads: one reads, hashes
+ * and decompresses, the caller checks and consumes the records), and checks everything the bytes
  * alone can tell: SHA-256, frame integrity, header fields against backup.json, every record's
  * checksum, LSN range and order, no tombstone in a full backup, and the trailer's totals.  A backup
  * log object (type 4, wal.c) is the same stream without a backup.json: its header is checked
