@@ -11,7 +11,8 @@
  *
  * Writing: header, records and trailer go through a 1 MiB buffer into ZSTD_compressStream2 (with
  * worker threads when asked, so compression overlaps hashing and I/O); its output is hashed and
- * handed to the repository stage.  Reading is the mirror image, and checks everything the bytes
+ * handed to the repository stage.  Reading is the mirror image (on two threads: one reads, hashes
+ * and decompresses, the caller checks and consumes the records), and checks everything the bytes
  * alone can tell: SHA-256, frame integrity, header fields against backup.json, every record's
  * checksum, LSN range and order, no tombstone in a full backup, and the trailer's totals.  A backup
  * log object (type 4, wal.c) is the same stream without a backup.json: its header is checked
@@ -29,6 +30,8 @@
 #include "store/validate.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,14 +308,10 @@ static void arc_id_show(const unsigned char *s, size_t n, char *out, size_t cap)
     out[o] = '\0';
 }
 
-int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno)
+/* The checks of archive_check_record, each failure's message prefixed with `where`. */
+static int arc_check_fields(const struct rec_header *h, uint32_t dim, jvdb_metric metric, const char *where)
 {
-    const struct rec_header *h = rec;
     const char *id = rec_id(h, dim);
-    char shown[256], where[600];
-    arc_id_show((const unsigned char *)id, h->id_len, shown, sizeof shown);
-    snprintf(where, sizeof where, "%s: record %llu (LSN %llu, id \"%s\") is invalid: ", what, (unsigned long long)recno,
-             (unsigned long long)h->lsn, shown);
     int rc = rec_check_id(id, h->id_len, where);
     if (!rc && h->kind == REC_KIND_DELETE && h->meta_len)
         rc = err_set(JVDB_EINVAL, "%sa tombstone carries metadata", where);
@@ -322,7 +321,20 @@ int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, cons
         rc = rec_check_vector(rec_vector(h), dim, metric, NULL, where);
         if (!rc && h->meta_len) rc = rec_check_meta(rec_meta(h, dim), h->meta_len, where);
     }
-    if (!rc) return JVDB_OK;
+    return rc;
+}
+
+int archive_check_record(const void *rec, uint32_t dim, jvdb_metric metric, const char *what, uint64_t recno)
+{
+    const struct rec_header *h = rec;
+    /* The checks are pure: a valid record (nearly all) costs no message; a bad one is checked again
+     * with the message naming it. */
+    if (arc_check_fields(h, dim, metric, "") == JVDB_OK) return JVDB_OK;
+    char shown[256], where[600];
+    arc_id_show((const unsigned char *)rec_id(h, dim), h->id_len, shown, sizeof shown);
+    snprintf(where, sizeof where, "%s: record %llu (LSN %llu, id \"%s\") is invalid: ", what, (unsigned long long)recno,
+             (unsigned long long)h->lsn, shown);
+    arc_check_fields(h, dim, metric, where);
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
     return err_set(JVDB_ECORRUPT, "%s", msg);
@@ -444,25 +456,141 @@ static int ar_consume(struct arc_reader *r)
     return JVDB_OK;
 }
 
-/* Makes room, decompresses what zstd gives for `ib`, and consumes whole records. */
-static int ar_step(struct arc_reader *r, ZSTD_DCtx *d, ZSTD_inBuffer *ib, size_t *zleft, size_t *produced)
+/* Reading runs on two threads: a producer reads the stored bytes, hashes them (SHA-256) and
+ * decompresses them into 1 MiB chunks; the caller's thread checks the records and hands them on.
+ * A restore's writing thus overlaps the reading, decryption and decompression of what follows.
+ * The chunks pass through a ring of ARC_PIPE_SLOTS; the producer stops at the first error, which
+ * the caller reports only after every chunk before it (so errors come in stream order). */
+#define ARC_PIPE_SLOTS 8
+
+struct arc_pipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *buf[ARC_PIPE_SLOTS];
+    size_t len[ARC_PIPE_SLOTS];
+    uint64_t at[ARC_PIPE_SLOTS]; /* stored bytes read when the chunk was made (progress) */
+    size_t head, count;          /* the filled chunks, oldest at head */
+    bool done, stop;             /* producer finished (or failed) / consumer gave up */
+    int rc;                      /* the producer's error, with its message */
+    char msg[1024];
+    struct arc_reader *r; /* what and m only, for messages */
+    struct repo_reader *rd;
+    uint64_t stored;
+    size_t zleft;
+    char sha[65];
+};
+
+/* Producer: waits for a free slot; NULL when the consumer gave up. */
+static char *ap_slot(struct arc_pipe *p)
 {
-    if (r->wb_cap - r->wb_len < (1u << 20)) {
-        /* Room for the largest record plus a decompression step. */
+    pthread_mutex_lock(&p->mu);
+    while (p->count == ARC_PIPE_SLOTS && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+    char *b = p->stop ? NULL : p->buf[(p->head + p->count) % ARC_PIPE_SLOTS];
+    pthread_mutex_unlock(&p->mu);
+    return b;
+}
+
+/* Producer: hands the next slot, holding len decompressed bytes, to the consumer. */
+static void ap_push(struct arc_pipe *p, size_t len)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t i = (p->head + p->count) % ARC_PIPE_SLOTS;
+    p->len[i] = len;
+    p->at[i] = p->stored;
+    p->count++;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Producer: one decompression step of `ib` into a free slot, pushed when it holds bytes. */
+static int ap_step(struct arc_pipe *p, ZSTD_DCtx *d, ZSTD_inBuffer *ib, size_t *produced)
+{
+    char *b = ap_slot(p);
+    if (!b) return JVDB_EBUSY; /* unseen: the consumer already has its error */
+    ZSTD_outBuffer ob = { b, ARC_BUF, 0 };
+    p->zleft = ZSTD_decompressStream(d, &ob, ib);
+    if (ZSTD_isError(p->zleft)) return ar_bad(p->r, "zstd: %s", ZSTD_getErrorName(p->zleft));
+    if (ob.pos) ap_push(p, ob.pos);
+    *produced = ob.pos;
+    return JVDB_OK;
+}
+
+/* The producer thread: read, hash, decompress, until the end, an error or the consumer stops. */
+static void *ap_main(void *arg)
+{
+    struct arc_pipe *p = arg;
+    char *in = malloc(ARC_BUF);
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    struct sha256_ctx *sha = sha256_new();
+    int rc = in && d && sha ? JVDB_OK : err_set(JVDB_ENOMEM, "out of memory");
+    p->zleft = 1; /* zstd's hint: 0 once a frame is complete */
+    size_t produced;
+    for (;;) {
+        size_t got = 0;
+        if (rc || (rc = p->rd->read(p->rd, in, ARC_BUF, &got)) || got == 0) break;
+        p->stored += got;
+        sha256_update(sha, in, got);
+        ZSTD_inBuffer ib = { in, got, 0 };
+        while (!rc && ib.pos < ib.size)
+            rc = p->zleft == 0 ? ar_bad(p->r, "%s", "data after the end of the zstd frame")
+                               : ap_step(p, d, &ib, &produced);
+    }
+    /* Drain what zstd still holds back (its output buffer may have been full). */
+    while (!rc && p->zleft != 0) {
+        ZSTD_inBuffer ib = { in, 0, 0 };
+        if ((rc = ap_step(p, d, &ib, &produced)) || !produced) break;
+    }
+    if (!rc) sha256_final_hex(sha, p->sha);
+    else sha256_free(sha);
+    ZSTD_freeDCtx(d);
+    free(in);
+    pthread_mutex_lock(&p->mu);
+    p->rc = rc;
+    if (rc) snprintf(p->msg, sizeof p->msg, "%s", jvdb_errmsg());
+    p->done = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Consumer: appends the oldest chunk to wb (growing it as a record needs), frees its slot and
+ * consumes whole records; *at is the stored bytes behind it.  1 when the producer is finished and
+ * every chunk was taken. */
+static int ap_take(struct arc_pipe *p, struct arc_reader *r, uint64_t *at, int *rc)
+{
+    pthread_mutex_lock(&p->mu);
+    while (p->count == 0 && !p->done) pthread_cond_wait(&p->cv, &p->mu);
+    if (p->count == 0) {
+        pthread_mutex_unlock(&p->mu);
+        return 1;
+    }
+    size_t i = p->head, len = p->len[i];
+    *at = p->at[i];
+    pthread_mutex_unlock(&p->mu);
+    if (r->wb_cap - r->wb_len < len) {
+        /* Room for the largest record plus a chunk. */
         size_t ncap = r->wb_cap * 2;
-        if (ncap > ARC_MAX_RECORD * 2 + (8u << 20))
-            return ar_bad(r, "%s", "a record larger than any database can hold");
+        if (ncap > ARC_MAX_RECORD * 2 + (8u << 20)) {
+            *rc = ar_bad(r, "%s", "a record larger than any database can hold");
+            return 0;
+        }
         char *nb = realloc(r->wb, ncap);
-        if (!nb) return err_set(JVDB_ENOMEM, "out of memory");
+        if (!nb) {
+            *rc = err_set(JVDB_ENOMEM, "out of memory");
+            return 0;
+        }
         r->wb = nb;
         r->wb_cap = ncap;
     }
-    ZSTD_outBuffer ob = { r->wb, r->wb_cap, r->wb_len };
-    *zleft = ZSTD_decompressStream(d, &ob, ib);
-    if (ZSTD_isError(*zleft)) return ar_bad(r, "zstd: %s", ZSTD_getErrorName(*zleft));
-    if (produced) *produced = ob.pos - r->wb_len;
-    r->wb_len = ob.pos;
-    return ar_consume(r);
+    memcpy(r->wb + r->wb_len, p->buf[i], len);
+    r->wb_len += len;
+    pthread_mutex_lock(&p->mu);
+    p->head = (p->head + 1) % ARC_PIPE_SLOTS;
+    p->count--;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    *rc = ar_consume(r);
+    return 0;
 }
 
 int archive_read(struct repo_reader *rd, const struct backup_meta *m, archive_chunk_fn fn, void *arg,
@@ -486,72 +614,68 @@ int archive_read_as(struct repo_reader *rd, const struct backup_meta *m, const c
     snprintf(r.what, sizeof r.what, "%s", what);
     r.wb_cap = 4u << 20;
     r.wb = malloc(r.wb_cap);
-    char *in = malloc(ARC_BUF);
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    struct sha256_ctx *sha = sha256_new();
     r.xxh = XXH3_createState();
-    int rc = JVDB_OK;
-    if (!r.wb || !in || !d || !sha || !r.xxh) {
+    struct arc_pipe p;
+    memset(&p, 0, sizeof p);
+    p.r = &r;
+    p.rd = rd;
+    pthread_t thread;
+    int rc = r.wb && r.xxh ? JVDB_OK : JVDB_ENOMEM;
+    for (size_t i = 0; i < ARC_PIPE_SLOTS; i++)
+        if (!(p.buf[i] = malloc(ARC_BUF))) rc = JVDB_ENOMEM;
+    if (rc) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;
     }
     XXH3_64bits_reset(r.xxh);
-    size_t zleft = 1; /* zstd's hint: 0 once a frame is complete */
-    uint64_t stored = 0;
-    for (;;) {
-        size_t got = 0;
-        if ((rc = rd->read(rd, in, ARC_BUF, &got))) goto out;
-        if (got == 0) break;
-        stored += got;
-        sha256_update(sha, in, got);
-        ZSTD_inBuffer ib = { in, got, 0 };
-        while (ib.pos < ib.size) {
-            if (zleft == 0) {
-                rc = ar_bad(&r, "%s", "data after the end of the zstd frame");
-                goto out;
-            }
-            if ((rc = ar_step(&r, d, &ib, &zleft, NULL))) goto out;
-        }
-        if (pr && pr->fn) pr->fn(pr->arg, pr->phase, pr->base + stored, pr->total, pr->records + r.records);
+    pthread_mutex_init(&p.mu, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    if (pthread_create(&thread, NULL, ap_main, &p) != 0) {
+        rc = err_set(JVDB_ENOMEM, "cannot start a thread to read %s", r.what);
+        goto out_sync;
     }
-    /* Drain what zstd still holds back (its output buffer may have been full). */
-    while (zleft != 0) {
-        ZSTD_inBuffer ib = { in, 0, 0 };
-        size_t produced = 0;
-        if ((rc = ar_step(&r, d, &ib, &zleft, &produced))) goto out;
-        if (!produced) break;
-    }
-    sha256_final_hex(sha, res->sha256);
-    sha = NULL;
-    res->stored_bytes = stored;
+    uint64_t at = 0;
+    while (!rc && !ap_take(&p, &r, &at, &rc))
+        if (!rc && pr && pr->fn) pr->fn(pr->arg, pr->phase, pr->base + at, pr->total, pr->records + r.records);
+    pthread_mutex_lock(&p.mu);
+    p.stop = true; /* a consumer's error: the producer gives up at its next chunk */
+    pthread_cond_broadcast(&p.cv);
+    pthread_mutex_unlock(&p.mu);
+    pthread_join(thread, NULL);
+    if (!rc && p.rc) rc = err_set(p.rc, "%s", p.msg);
+    if (rc) goto out_sync;
+    if (pr && pr->fn) pr->fn(pr->arg, pr->phase, pr->base + p.stored, pr->total, pr->records + r.records);
+    snprintf(res->sha256, sizeof res->sha256, "%s", p.sha);
+    res->stored_bytes = p.stored;
     if (m->sha256[0] && strcmp(res->sha256, m->sha256)) {
         rc = err_set(JVDB_ECORRUPT, "%s: %s SHA-256 mismatch (backup.json says %s, the data hashes to %s)", r.what,
                      BACKUP_DATA_NAME, m->sha256, res->sha256);
-        goto out;
+        goto out_sync;
     }
-    if (!log && stored != m->stored_bytes) {
+    if (!log && p.stored != m->stored_bytes) {
         char d2[96];
-        snprintf(d2, sizeof d2, "%llu bytes where backup.json says %llu", (unsigned long long)stored,
+        snprintf(d2, sizeof d2, "%llu bytes where backup.json says %llu", (unsigned long long)p.stored,
                  (unsigned long long)m->stored_bytes);
         rc = ar_bad(&r, "%s", d2);
-        goto out;
+        goto out_sync;
     }
-    if (zleft != 0 || r.stage != 3) {
+    if (p.zleft != 0 || r.stage != 3) {
         rc = ar_bad(&r, "%s", "the stream ends early (truncated archive)");
-        goto out;
+        goto out_sync;
     }
     res->raw_bytes = sizeof r.h + r.record_bytes + sizeof(struct arc_trailer);
     if (!log && res->raw_bytes != m->raw_bytes) {
         rc = ar_bad(&r, "%s", "raw size does not match backup.json");
-        goto out;
+        goto out_sync;
     }
     res->puts = r.puts;
     res->deletes = r.deletes;
+out_sync:
+    pthread_mutex_destroy(&p.mu);
+    pthread_cond_destroy(&p.cv);
 out:
-    sha256_free(sha);
-    ZSTD_freeDCtx(d);
+    for (size_t i = 0; i < ARC_PIPE_SLOTS; i++) free(p.buf[i]);
     if (r.xxh) XXH3_freeState(r.xxh);
-    free(in);
     free(r.wb);
     return rc;
 }

@@ -1022,8 +1022,9 @@ static void apply_kick(struct apply_ctx *a)
 static int apply_flush(struct apply_ctx *a)
 {
     if (!a->len) return JVDB_OK;
-    /* Unsynced: the build is hidden and synced once before it is published. */
-    int rc = db_append_raw_unsynced(a->db, a->batch, a->len);
+    /* Unsynced: the build is hidden and synced once before it is published.  Not checked again:
+     * archive_read checked every record (checksum included) before handing it over. */
+    int rc = db_append_raw_checked_unsynced(a->db, a->batch, a->len);
     a->unkicked += a->len;
     a->len = 0;
     if (!rc && a->unkicked >= BACKUP_APPLY_KICK) apply_kick(a);
@@ -1446,7 +1447,7 @@ int jvdb_backup_restore(jvdb_env *env, jvdb_repo *repo, const char *id, const jv
     jvdb_db_options build = dbo;
     build.sync = JVDB_SYNC_NEVER; /* one sync at the end instead of one per batch */
     if ((rc = env_build_begin(env, name, &build, &built))) goto out;
-    batch = malloc(BACKUP_APPLY_BATCH);
+    batch = aligned_alloc(64, BACKUP_APPLY_BATCH); /* records are read in place */
     if (!batch) {
         rc = err_set(JVDB_ENOMEM, "out of memory");
         goto out;

@@ -568,6 +568,30 @@ int db_compaction_claim(jvdb_db *db) { return !atomic_exchange(&db->compacting, 
 void db_compaction_release(jvdb_db *db) { atomic_store(&db->compacting, false); }
 int db_is_dropping(const jvdb_db *db) { return atomic_load(&((jvdb_db *)db)->dropping); }
 const char *db_dir(const jvdb_db *db) { return db->dir; }
+
+int db_move_dir(jvdb_db *db, const char *dir)
+{
+    char *d = strdup(dir);
+    char **paths = calloc(db->nsegs ? db->nsegs : 1, sizeof *paths);
+    int ok = d && paths;
+    for (size_t i = 0; ok && i < db->nsegs; i++) ok = (paths[i] = seg_path(dir, db->segs[i]->no)) != NULL;
+    if (!ok) {
+        for (size_t i = 0; paths && i < db->nsegs; i++) free(paths[i]);
+        free(paths);
+        free(d);
+        return err_set(JVDB_ENOMEM, "out of memory");
+    }
+    db_write_lock(db);
+    free(db->dir);
+    db->dir = d;
+    for (size_t i = 0; i < db->nsegs; i++) {
+        free(db->segs[i]->path);
+        db->segs[i]->path = paths[i];
+    }
+    db_write_unlock(db);
+    free(paths);
+    return JVDB_OK;
+}
 int db_writable(const jvdb_db *db)
 {
     return db->mode == DB_MODE_WRITE && !atomic_load(&((jvdb_db *)db)->failed) && !db_is_dropping(db);
@@ -1229,7 +1253,48 @@ unlock:
     return rc;
 }
 
-/* db_append_raw, synced or (for a hidden build) not. */
+/* Appends the records in buf (the caller's, sealed in place with the batch flags), synced or (for a
+ * hidden build) not.  `checked`: every record already passed rec_check (a restore's archive reader
+ * checked it), so it is not checked again, and resealed only when its flags change. */
+static int db_append_raw_buf(jvdb_db *db, char *buf, size_t len, int sync, int checked)
+{
+    uint64_t max_lsn = 0;
+    int64_t max_time = 0;
+    int rc = JVDB_OK;
+    for (size_t off = 0; off < len;) {
+        const char *why = "record cut short";
+        if (!checked && rec_check(buf + off, len - off, db->m.dim, &why) != REC_OK)
+            return err_set(JVDB_ECORRUPT, "record at offset %zu of the batch is bad: %s", off, why);
+        struct rec_header *h = (struct rec_header *)(buf + off);
+        size_t next = off + h->total_len;
+        unsigned flags = next < len ? REC_FLAG_MORE : 0;
+        if (!checked || h->flags != flags) rec_seal(h, h->lsn, flags);
+        if (h->lsn > max_lsn) max_lsn = h->lsn;
+        if (h->time_ns > max_time) max_time = h->time_ns;
+        off = next;
+    }
+    db_write_lock(db);
+    if (max_time > db->last_stamp_ns) db->last_stamp_ns = max_time; /* later batches come after these */
+    if (atomic_load(&db->failed)) {
+        rc = db_failed_error(db);
+        db_write_unlock(db);
+        return rc;
+    }
+    struct segment *s;
+    if ((rc = db_append_locked(db, buf, len, &s))) {
+        db_write_unlock(db);
+        return rc;
+    }
+    if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
+    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
+    db_write_unlock(db);
+    /* Synced (a replica acknowledges nothing it could lose), then published. */
+    rc = sync ? db_sync_upto(db, seg_no, end) : JVDB_OK;
+    if (rc == JVDB_OK) db_publish(db, publish, publish_live);
+    return rc;
+}
+
+/* db_append_raw, synced or (for a hidden build) not: on a copy, checked. */
 static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int sync)
 {
     if (len == 0) return JVDB_OK;
@@ -1239,43 +1304,18 @@ static int db_append_raw_mode(jvdb_db *db, const void *recs, size_t len, int syn
     char *buf = aligned_alloc(REC_ALIGN, rec_align(len));
     if (!buf) return err_set(JVDB_ENOMEM, "out of memory");
     memcpy(buf, recs, len);
-    uint64_t max_lsn = 0;
-    int64_t max_time = 0;
-    int rc = JVDB_OK;
-    for (size_t off = 0; off < len;) {
-        const char *why = "record cut short";
-        if (rec_check(buf + off, len - off, db->m.dim, &why) != REC_OK) {
-            rc = err_set(JVDB_ECORRUPT, "record at offset %zu of the batch is bad: %s", off, why);
-            goto out;
-        }
-        struct rec_header *h = (struct rec_header *)(buf + off);
-        size_t next = off + h->total_len;
-        rec_seal(h, h->lsn, next < len ? REC_FLAG_MORE : 0);
-        if (h->lsn > max_lsn) max_lsn = h->lsn;
-        if (h->time_ns > max_time) max_time = h->time_ns;
-        off = next;
-    }
-    db_write_lock(db);
-    if (max_time > db->last_stamp_ns) db->last_stamp_ns = max_time; /* later batches come after these */
-    if (atomic_load(&db->failed)) {
-        rc = db_failed_error(db);
-        goto unlock;
-    }
-    struct segment *s;
-    if ((rc = db_append_locked(db, buf, len, &s))) goto unlock;
-    if (max_lsn > db->last_lsn) __atomic_store_n(&db->last_lsn, max_lsn, __ATOMIC_RELEASE);
-    uint64_t seg_no = s->no, end = s->size, publish = db->last_lsn, publish_live = db_live_now(db);
-    db_write_unlock(db);
-    free(buf);
-    /* Synced (a replica acknowledges nothing it could lose), then published. */
-    rc = sync ? db_sync_upto(db, seg_no, end) : JVDB_OK;
-    if (rc == JVDB_OK) db_publish(db, publish, publish_live);
-    return rc;
-unlock:
-    db_write_unlock(db);
-out:
+    int rc = db_append_raw_buf(db, buf, len, sync, 0);
     free(buf);
     return rc;
+}
+
+int db_append_raw_checked_unsynced(jvdb_db *db, void *recs, size_t len)
+{
+    if (len == 0) return JVDB_OK;
+    int rc = db_check_writable(db);
+    if (rc) return rc;
+    if (len > UINT32_MAX) return err_set(JVDB_EINVAL, "raw batch of %zu bytes is too large", len);
+    return db_append_raw_buf(db, recs, len, 0, 1);
 }
 
 int db_append_raw(jvdb_db *db, const void *recs, size_t len) { return db_append_raw_mode(db, recs, len, 1); }

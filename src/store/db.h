@@ -65,6 +65,10 @@ int db_append_raw(jvdb_db *db, const void *recs, size_t len);
 /* The same without the fdatasync each call makes: for a database built out of sight
  * (env_build_begin), which is synced once before env_build_publish makes it visible. */
 int db_append_raw_unsynced(jvdb_db *db, const void *recs, size_t len);
+/* The same for records the caller already verified with rec_check (a restore's archive reader does,
+ * checksums included): appended from `recs` itself, which gets the batch flags (resealing only a
+ * record whose flags change), without a copy or a second check. */
+int db_append_raw_checked_unsynced(jvdb_db *db, void *recs, size_t len);
 
 /* Starts the kernel's write-back of the active segment's bytes appended since (*seg_no, *from) and
  * moves that mark to the end (a restore's build is written with sync off and made durable by one
@@ -96,8 +100,9 @@ void env_db_release(jvdb_env *env, jvdb_db *db);
 /* Building a database out of sight (restore): it lives in <databases>/.build-<name>-<pid>-<n>
  * (deleted at open if left over) until env_build_publish makes it `name` with one rename, or, when
  * `replace` is set and `name` exists, one renameat2(RENAME_EXCHANGE) that swaps the two directories
- * atomically; the old one is then removed.  The built handle is closed by publish and abort; the
- * published database is opened anew (*out). Handles to a replaced database become invalid. */
+ * atomically; the old one is then removed.  The build takes no periodic keydir checkpoint;
+ * publish syncs it, writes one, and keeps the built handle as the published database's (*out),
+ * without closing and reopening it; abort closes it.  Handles to a replaced database become invalid. */
 int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **built);
 int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out);
 void env_build_abort(jvdb_env *env, jvdb_db *built);
@@ -133,6 +138,10 @@ void db_compaction_release(jvdb_db *db);
 int db_is_dropping(const jvdb_db *db);
 /* The database's directory (fixed at load). */
 const char *db_dir(const jvdb_db *db);
+/* After the directory of a database no thread but the caller uses was renamed to `dir` (a build
+ * being published): its handle, and each segment's path (a retired segment is unlinked by it),
+ * follow.  Changes nothing when out of memory. */
+int db_move_dir(jvdb_db *db, const char *dir);
 /* Whether its files may be changed now: opened for writing, not failed, not being dropped
  * (a check without an error message, for layers that only skip optional files). */
 int db_writable(const jvdb_db *db);

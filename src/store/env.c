@@ -25,6 +25,7 @@
 #include "core/io.h"
 #include "core/log.h"
 #include "store/db_impl.h"
+#include "store/kdckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -581,6 +582,12 @@ int env_build_begin(jvdb_env *env, const char *name, const jvdb_db_options *opts
     char *dir = fs_join(env->dbdir, dirname);
     if (!dir) return err_set(JVDB_ENOMEM, "out of memory");
     rc = db_load(env, dir, DB_MODE_WRITE, built);
+    /* No periodic keydir checkpoint while it grows: each would sync and rewrite every entry so far;
+     * publish writes the one the published database opens with. */
+    if (!rc && (rc = kdckpt_hold(*built, 1))) {
+        db_close(*built);
+        *built = NULL;
+    }
     if (rc) fs_remove_tree(dir);
     free(dir);
     return rc;
@@ -595,6 +602,27 @@ void env_build_abort(jvdb_env *env, jvdb_db *built)
     free(dir);
 }
 
+/* Makes the built handle the open handle of `name`, whose directory is now `to` (env->mu held, after
+ * the rename): what the build holds in memory (its keydir above all) is what an open would rebuild
+ * from the files, so the published database is not closed and read again. */
+static int env_adopt_built(jvdb_env *env, jvdb_db *built, const char *name, const char *to, jvdb_db **out)
+{
+    jvdb_db **n = db_move_dir(built, to) ? NULL : grow_array(env->dbs, &env->cap, env->ndbs + 1, sizeof *n, 8);
+    if (!n) {
+        /* Published all the same: close the handle and open the database anew. */
+        db_close(built);
+        err_clear();
+        return env_open_locked(env, name, out);
+    }
+    env->dbs = n;
+    env->dbs[env->ndbs++] = built;
+    *out = built;
+    if (kdckpt_hold(built, 0) != JVDB_OK) /* it only checkpoints at close then */
+        log_warn("database '%s': %s", name, jvdb_errmsg());
+    err_clear();
+    return JVDB_OK;
+}
+
 int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int replace, jvdb_db **out)
 {
     err_clear();
@@ -607,8 +635,17 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
         env_build_abort(env, built);
         return err_set(JVDB_ENOMEM, "out of memory");
     }
-    /* Everything of the new database is durable before it becomes visible. */
-    db_close(built);
+    /* Everything of the new database is durable before it becomes visible, its keydir checkpoint
+     * included (what close would write), so the handle can be kept instead of closed and reopened. */
+    if ((rc = db_sync_all(built))) {
+        env_build_abort(env, built);
+        free(from);
+        free(to);
+        return rc;
+    }
+    if (kdckpt_flush(built, "restore") != JVDB_OK)
+        log_warn("database '%s': no keydir checkpoint for the restored database: %s", name, jvdb_errmsg());
+    err_clear();
     jvdb_db *old = NULL; /* set before any `goto fail`, which reads it */
     pthread_mutex_lock(&env->mu);
     env_wait_loading(env, name);
@@ -642,7 +679,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
             break;
         }
     }
-    rc = env_open_locked(env, name, out);
+    rc = env_adopt_built(env, built, name, to, out);
     pthread_mutex_unlock(&env->mu);
     /* The old database, now under the build name, is removed outside the mutex (as by a drop). */
     if (exists) fs_remove_tree(from);
@@ -652,6 +689,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
 fail:
     if (old) atomic_store(&old->dropping, false);
     pthread_mutex_unlock(&env->mu);
+    db_close(built);
     fs_remove_tree(from);
     free(from);
     free(to);

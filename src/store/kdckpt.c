@@ -772,6 +772,36 @@ int kdckpt_start(jvdb_db *db, uint64_t scanned)
     return JVDB_OK;
 }
 
+int kdckpt_hold(jvdb_db *db, int hold)
+{
+    struct kdckpt *kc = db->kc;
+    if (!kc || db->mode != DB_MODE_WRITE) return JVDB_OK;
+    if (hold && kc->started) {
+        pthread_mutex_lock(&kc->mu);
+        kc->stop = true;
+        pthread_cond_broadcast(&kc->cv);
+        pthread_mutex_unlock(&kc->mu);
+        pthread_join(kc->thread, NULL);
+        kc->started = false;
+        kc->stop = false;
+    } else if (!hold && !kc->started) {
+        if (pthread_create(&kc->thread, NULL, kc_main, db) != 0)
+            return err_set(JVDB_ENOMEM, "cannot start the keydir checkpoint thread of '%s'", db->m.name);
+        kc->started = true;
+    }
+    return JVDB_OK;
+}
+
+int kdckpt_flush(jvdb_db *db, const char *why)
+{
+    struct kdckpt *kc = db->kc;
+    if (!kc) return JVDB_OK;
+    pthread_mutex_lock(&kc->mu);
+    int due = kc_due(db, kc, 1);
+    pthread_mutex_unlock(&kc->mu);
+    return due ? kdckpt_write(db, why) : JVDB_OK;
+}
+
 void kdckpt_stop(jvdb_db *db, int final)
 {
     struct kdckpt *kc = db->kc;
@@ -785,10 +815,7 @@ void kdckpt_stop(jvdb_db *db, int final)
         kc->started = false;
     }
     if (final) {
-        pthread_mutex_lock(&kc->mu);
-        int due = kc_due(db, kc, 1);
-        pthread_mutex_unlock(&kc->mu);
-        if (due && kdckpt_write(db, "close") != JVDB_OK)
+        if (kdckpt_flush(db, "close") != JVDB_OK)
             log_warn("database '%s': no keydir checkpoint at close: %s", db->m.name, jvdb_errmsg());
         return;
     }

@@ -77,6 +77,13 @@ int kdckpt_load(struct jvdb_db *db, uint64_t *from, uint64_t *lsn);
 /* After a successful open for writing: starts the background checkpointer.  `scanned` is how many
  * segment bytes the open read record by record (what a checkpoint would have saved). */
 int kdckpt_start(struct jvdb_db *db, uint64_t scanned);
+/* Stops the background checkpointer (hold) or starts it again, keeping what it knows: a database
+ * built out of sight (env_build_begin) takes no periodic checkpoint, only the one kdckpt_flush
+ * writes before it is published.  A no-op on a read-only open. */
+int kdckpt_hold(struct jvdb_db *db, int hold);
+/* Writes a checkpoint now when close would (the database changed since the last one, or none was
+ * written and it is large enough); JVDB_OK when none is due. */
+int kdckpt_flush(struct jvdb_db *db, const char *why);
 /* At close: stops the checkpointer and, when this session changed the database (or its open had
  * to scan much), writes a last checkpoint. */
 void kdckpt_stop(struct jvdb_db *db, int final);

@@ -470,6 +470,9 @@ static void test_consistent_under_load(void **state)
     }
     jvdb_backup_info pts[4];
     int np = 0;
+    /* A full backup of nothing (the writers not started yet: a loaded machine) moves no horizon, and
+     * the incrementals after it would be full. */
+    for (jvdb_stats st; jvdb_stats_get(db, &st) == JVDB_OK && st.last_lsn == 0;) usleep(1000);
     while (np < 4) {
         usleep(20000);
         jvdb_backup_type t = np == 0 ? JVDB_BACKUP_FULL : JVDB_BACKUP_INCREMENTAL;
@@ -1488,6 +1491,92 @@ static void cancel_at_first_report(void *arg, const char *phase, uint64_t done, 
     __atomic_store_n((int *)arg, 1, __ATOMIC_RELAXED);
 }
 
+/* Lines of the keydir checkpoint's log about database "kept": writes and loads. */
+struct ckpt_log {
+    pthread_mutex_t mu;
+    int wrote, loaded;
+    char reason[64];
+};
+
+/* Log callback counting the checkpoint lines of "kept". */
+static void ckpt_log_fn(void *user, jvdb_log_level level, const char *msg)
+{
+    struct ckpt_log *c = user;
+    (void)level;
+    if (!strstr(msg, "database 'kept'")) return;
+    pthread_mutex_lock(&c->mu);
+    const char *w = strstr(msg, "wrote the keydir checkpoint (");
+    if (w) {
+        c->wrote++;
+        snprintf(c->reason, sizeof c->reason, "%.*s", (int)strcspn(w + 29, ")"), w + 29);
+    }
+    if (strstr(msg, "loaded the keydir checkpoint")) c->loaded++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The .seg files in a database's directory. */
+static int seg_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".seg") != NULL;
+    closedir(d);
+    return n;
+}
+
+/* A restore hands over what it built: the database being built takes no periodic keydir
+ * checkpoint, gets exactly one before it is published, and is not reopened (its keydir is not
+ * loaded again); the handle it returns lives in the published directory, so the files a compaction
+ * of it replaces are removed there, and the database reopens from that checkpoint. */
+static void test_restore_keeps_what_it_built(void **state)
+{
+    struct fx *f = *state;
+    setenv("JVDB_KDCKPT_BYTES", "1", 1);
+    struct model m = { 0 };
+    jvdb_db *db = mkdb(f, "src", 4096);
+    for (int i = 0; i < NIDS; i++) m_put(db, &m, i, 1);
+    for (int i = 0; i < NIDS; i += 2) m_put(db, &m, i, 2);
+    jvdb_backup_info full = backup(f, db, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    struct ckpt_log c = { .mu = PTHREAD_MUTEX_INITIALIZER };
+    jvdb_set_log_level(JVDB_LOG_INFO);
+    jvdb_set_log_callback(ckpt_log_fn, &c);
+    jvdb_restore_options ro = { .as_name = "kept" };
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, full.id, &ro, &r));
+    jvdb_set_log_callback(NULL, NULL);
+    if (c.wrote != 1 || c.loaded != 0 || strcmp(c.reason, "restore"))
+        fail_msg("restore wrote %d keydir checkpoints (last: %s) and loaded %d; want 1 (restore) and 0", c.wrote,
+                 c.reason, c.loaded);
+    check_model(r, &m, "restored");
+    char dir[1200], kd[1300];
+    snprintf(dir, sizeof dir, "%s/databases/kept", f->data);
+    snprintf(kd, sizeof kd, "%s/KEYDIR", dir);
+    assert_true(tu_file_size(kd) > 0);
+    jvdb_stats st;
+    assert_ok(jvdb_stats_get(r, &st));
+    assert_int_equal(seg_files(dir), (int)st.segments);
+    for (int i = 0; i < NIDS; i += 3) m_put(r, &m, i, 7); /* new segments (4 KiB each) to compact */
+    jvdb_compact_options co = { .full = 1, .force = 1 };
+    jvdb_compact_stats cs;
+    assert_ok(jvdb_compact(r, &co, &cs));
+    assert_true(cs.segments_in > 1);
+    check_model(r, &m, "compacted");
+    assert_ok(jvdb_stats_get(r, &st));
+    /* The replaced segments go when their last reader does (at the latest at close), by path. */
+    jvdb_env_close(f->env);
+    assert_int_equal(seg_files(dir), (int)st.segments);
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    memset(&c, 0, sizeof c);
+    pthread_mutex_init(&c.mu, NULL);
+    jvdb_set_log_callback(ckpt_log_fn, &c);
+    assert_ok(jvdb_db_open(f->env, "kept", &r));
+    jvdb_set_log_callback(NULL, NULL);
+    assert_int_equal(c.loaded, 1);
+    check_model(r, &m, "reopened");
+    unsetenv("JVDB_KDCKPT_BYTES");
+}
+
 /* jvdb_backup_options.cancel: a backup cancelled before it starts or midway fails with EBUSY and
  * leaves nothing in the repository; the next backup is whole. */
 static void test_cancelled_backup(void **state)
@@ -1542,6 +1631,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_encrypted_marker_short_check, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_backup, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_keeps_what_it_built, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
