@@ -2,8 +2,9 @@
  * keydir.c — the in-memory index from vector id to its newest record (docs/ARCHITECTURE.md 4 and 6), read
  * without locks (store/readpath.c has the design notes).
  *
- * An open-addressing hash table of entry pointers (linear probing; removed entries leave a KD_DEAD
- * marker so that a reader probing concurrently never loses the chain, and growing drops them) and
+ * An open-addressing hash table of entry pointers, each in one word with 16 bits of its id's hash
+ * (linear probing; removed entries leave a KD_DEAD marker so that a reader probing concurrently
+ * never loses the chain, and growing drops them; keydir.h has the word's layout) and
  * a slot table that packs the live vectors' pointers densely so that a search scans an array
  * instead of chasing the hash table.  Slots are stable while a vector lives (the HNSW index refers
  * to them) and are reused after deletion, once no reader can still look for the deleted vector.
@@ -97,19 +98,34 @@ struct kd_prefault {
     } r[5];
 };
 
-/* Thread: faults in the regions a load is about to write (zeroed pages, as a first write would
- * get them), so that the kernel's page clearing runs beside the load instead of inside it. */
+/* Faults in [p, p + len) of a load's fresh memory (zeroed pages, as a first write would get them). */
+static void kd_populate(void *p, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = (uintptr_t)p + len;
+    /* In steps, so that the loader, touching a page first, never waits long on a whole region. */
+    for (uintptr_t c = a; c < e; c += 4u << 20)
+        madvise((void *)c, e - c < (4u << 20) ? e - c : (4u << 20), MADV_POPULATE_WRITE); /* a hint */
+#else
+    (void)p, (void)len;
+#endif
+}
+
+/* Thread: faults in the regions a load is about to write, so that the kernel's page clearing runs
+ * beside the load instead of inside it.  The hash table (written at random) first, whole; then the
+ * slot arrays and the arena, which a checkpoint in slot order fills front to back side by side, in
+ * matching slices, so that the helper stays ahead of the loader in each. */
 static void *kd_prefault_main(void *arg)
 {
     struct kd_prefault *pf = arg;
-#ifdef MADV_POPULATE_WRITE
-    for (int i = 0; i < 5; i++) {
-        uintptr_t a = (uintptr_t)pf->r[i].p & ~(uintptr_t)4095, e = (uintptr_t)pf->r[i].p + pf->r[i].len;
-        /* In steps, so that the loader, touching a page first, never waits long on a whole region. */
-        for (uintptr_t c = a; c < e; c += 4u << 20)
-            madvise((void *)c, e - c < (4u << 20) ? e - c : (4u << 20), MADV_POPULATE_WRITE); /* a hint */
-    }
-#endif
+    kd_populate(pf->r[0].p, pf->r[0].len);
+    enum { SLICES = 64 };
+    for (size_t k = 0; k < SLICES; k++)
+        for (int i = 1; i < 5; i++) {
+            size_t from = pf->r[i].len / SLICES * k,
+                   to = k + 1 == SLICES ? pf->r[i].len : pf->r[i].len / SLICES * (k + 1);
+            kd_populate((char *)pf->r[i].p + from, to - from);
+        }
     return NULL;
 }
 
@@ -142,6 +158,10 @@ int keydir_init(struct keydir *kd, struct rp_domain *gc)
 static struct kd_entry *kd_entry_new(struct keydir *kd, size_t id_len)
 {
     struct kd_entry *n = malloc(sizeof *n + id_len);
+    if (n && ((uintptr_t)n + sizeof *n + id_len) >> KD_TAG_SHIFT) { /* a bucket word cannot name it */
+        free(n);
+        n = NULL;
+    }
     if (n) {
         n->flags = 0;
         ADD(&kd->nheap, 1);
@@ -176,7 +196,7 @@ void keydir_free(struct keydir *kd)
     /* After a checkpoint load every entry may be in the arena: then there is nothing to walk. */
     if (kd->table)
         for (size_t i = 0; i < kd->table->cap && __atomic_load_n(&kd->nheap, __ATOMIC_ACQUIRE); i++)
-            if (kd->table->b[i].e && kd->table->b[i].e != KD_DEAD) kd_free_chain(kd, kd->table->b[i].e);
+            if (kd->table->b[i].w > (uintptr_t)KD_DEAD) kd_free_chain(kd, kd_word_entry(kd->table->b[i].w));
     free(kd->table);
     free(kd->slots);
     free(kd->free_slots);
@@ -202,12 +222,12 @@ static void kd_retire_entry(struct keydir *kd, struct kd_entry *e)
 
 static uint64_t kd_hash(const char *id, size_t len) { return XXH3_64bits(id, len); }
 
-/* Reader's match: a live entry (not KD_DEAD) whose bucket hash, id length and id bytes are those sought;
- * comparing the hash first spares most memcmp calls. */
-static int kd_same(const struct kd_bucket *b, const struct kd_entry *e, uint64_t hash, const char *id, size_t id_len)
+/* Match: bucket word w holds a live entry (not KD_DEAD) whose hash tag, id length and id bytes are
+ * those sought; comparing the tag first spares nearly every visit to another id's entry. */
+static int kd_same(uintptr_t w, uint64_t hash, const char *id, size_t id_len)
 {
-    return e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash && e->id_len == id_len &&
-           memcmp(e->id, id, id_len) == 0;
+    const struct kd_entry *e = kd_word_entry(w);
+    return e != KD_DEAD && (w & ~KD_ADDR_MASK) == KD_TAG(hash) && e->id_len == id_len && memcmp(e->id, id, id_len) == 0;
 }
 
 uint64_t keydir_hash(const char *id, size_t id_len) { return kd_hash(id, id_len); }
@@ -220,8 +240,8 @@ void keydir_prefetch(const struct keydir *kd, uint64_t hash, int entry)
         __builtin_prefetch(b);
         return;
     }
-    const struct kd_entry *e = LD(&b->e);
-    if (e && e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash) __builtin_prefetch(e);
+    uintptr_t w = LD(&b->w);
+    if (w > (uintptr_t)KD_DEAD && (w & ~KD_ADDR_MASK) == KD_TAG(hash)) __builtin_prefetch(kd_word_entry(w));
 }
 
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
@@ -234,9 +254,9 @@ struct kd_entry *keydir_find_hashed(const struct keydir *kd, const char *id, siz
     const struct kd_table *t = LD(&kd->table);
     size_t mask = t->cap - 1;
     for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-        struct kd_entry *e = LD(&t->b[i].e);
-        if (!e) return NULL;
-        if (kd_same(&t->b[i], e, hash, id, id_len)) return e;
+        uintptr_t w = LD(&t->b[i].w);
+        if (!w) return NULL;
+        if (kd_same(w, hash, id, id_len)) return kd_word_entry(w);
     }
 }
 
@@ -269,16 +289,16 @@ static size_t kd_probe(const struct kd_table *t, const char *id, size_t id_len, 
 {
     size_t mask = t->cap - 1, dead = SIZE_MAX;
     for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-        struct kd_entry *e = t->b[i].e;
-        if (!e) {
+        uintptr_t w = t->b[i].w;
+        if (!w) {
             *found = 0;
             return dead != SIZE_MAX ? dead : i;
         }
-        if (e == KD_DEAD) {
+        if (kd_word_entry(w) == KD_DEAD) {
             if (dead == SIZE_MAX) dead = i;
             continue;
         }
-        if (t->b[i].hash == hash && e->id_len == id_len && memcmp(e->id, id, id_len) == 0) {
+        if (kd_same(w, hash, id, id_len)) {
             *found = 1;
             return i;
         }
@@ -294,12 +314,17 @@ static int kd_grow(struct keydir *kd)
     size_t ncap = (kd->count + 1) * 10 > old->cap * 5 ? old->cap * 2 : old->cap;
     struct kd_table *nt = kd_table_new(ncap);
     if (!nt) return err_set(JVDB_ENOMEM, "out of memory growing the keydir");
+    /* Buckets keep only 16 bits of each hash: the rest is computed again from the ids (entries
+     * prefetched a few buckets ahead, as each is a cache miss). */
     for (size_t i = 0; i < old->cap; i++) {
-        struct kd_entry *e = old->b[i].e;
-        if (!e || e == KD_DEAD) continue;
-        size_t j = (size_t)old->b[i].hash & (ncap - 1);
-        while (nt->b[j].e) j = (j + 1) & (ncap - 1);
-        nt->b[j] = old->b[i];
+        if (i + 8 < old->cap && old->b[i + 8].w > (uintptr_t)KD_DEAD)
+            __builtin_prefetch(kd_word_entry(old->b[i + 8].w));
+        uintptr_t w = old->b[i].w;
+        if (w <= (uintptr_t)KD_DEAD) continue;
+        const struct kd_entry *e = kd_word_entry(w);
+        size_t j = (size_t)kd_hash(e->id, e->id_len) & (ncap - 1);
+        while (nt->b[j].w) j = (j + 1) & (ncap - 1);
+        nt->b[j].w = w;
     }
     ST(&kd->table, nt);
     kd->used = kd->count;
@@ -417,7 +442,7 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     uint64_t hash = kd_hash(id, h->id_len);
     int found;
     size_t pos = kd_probe(t, id, h->id_len, hash, &found);
-    struct kd_entry *e = found ? t->b[pos].e : NULL;
+    struct kd_entry *e = found ? kd_word_entry(t->b[pos].w) : NULL;
     if (e && e->lsn >= h->lsn) return JVDB_OK; /* an equal or newer version is already known */
     struct kd_entry *n = kd_entry_new(kd, h->id_len);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
@@ -456,13 +481,11 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
         if (kd->hook) kd->hook(kd->hook_ctx, slot, 0);
     }
     /* Published even after a failure above: the bucket must name the entry the accounting counts. */
+    if (!e && t->b[pos].w == 0) kd->used++;
+    ST(&t->b[pos].w, KD_WORD(n, hash));
     if (e) {
-        ST(&t->b[pos].e, n);
         if (!kd->history) kd_entry_free(kd, e);
     } else {
-        if (t->b[pos].e == NULL) kd->used++;
-        __atomic_store_n(&t->b[pos].hash, hash, __ATOMIC_RELAXED);
-        ST(&t->b[pos].e, n);
         kd->count++;
     }
     return rc;
@@ -471,8 +494,8 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
 int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure)
 {
     /* The capacity growing from empty would have reached (the first power of two that holds count
-     * below kd_grow's 0.7 load): the checkpoint lists ids in the bucket order of such a table, so
-     * inserting them walks this one front to back instead of at random. */
+     * below kd_grow's 0.7 load), so that the table a load makes grows no earlier than one
+     * built record by record. */
     size_t cap = 1024;
     while ((count + 1) * 10 > cap * 7) cap *= 2;
     uint32_t scap = 1024;
@@ -488,6 +511,10 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
     size_t alen = (arena_bytes + 4095) & ~(size_t)4095;
     void *arena =
         alen ? mmap(NULL, alen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) : NULL;
+    if (arena && arena != MAP_FAILED && ((uintptr_t)arena + alen) >> KD_TAG_SHIFT) { /* above a bucket word's reach */
+        munmap(arena, alen);
+        arena = MAP_FAILED;
+    }
     if (!t || !sl || arena == MAP_FAILED) {
         free(t);
         free(sl);
@@ -566,9 +593,8 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
     }
     /* The vector's address is computed, not read: the page is touched only when a search reads it. */
     if (kind == REC_KIND_PUT) kd_slot_set(kd, slot, lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
-    if (t->b[pos].e == NULL) kd->used++;
-    t->b[pos].hash = hash;
-    t->b[pos].e = n;
+    if (t->b[pos].w == 0) kd->used++;
+    t->b[pos].w = KD_WORD(n, hash);
     kd->count++;
     return JVDB_OK;
 }
@@ -640,7 +666,7 @@ int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, u
     struct kd_table *t = kd->table;
     int found;
     size_t pos = kd_probe(t, id, h->id_len, hash, &found);
-    struct kd_entry *head = found ? t->b[pos].e : NULL;
+    struct kd_entry *head = found ? kd_word_entry(t->b[pos].w) : NULL;
     if (!head) return 0;
     if (head->rec != rec) {
         /* Superseded since it was listed (a put of the same id): readers at an older snapshot may
@@ -657,7 +683,7 @@ int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, u
     if (e->kind != REC_KIND_DELETE || e->prev) return 0;
     kd_unaccount(kd, e);
     if (e->slot != KD_NO_SLOT && kd->slots->owner[e->slot] == e) kd_slot_release(kd, e->slot);
-    ST(&t->b[pos].e, KD_DEAD);
+    ST(&t->b[pos].w, (uintptr_t)KD_DEAD);
     kd->count--;
     kd_retire_entry(kd, e);
     return 1;
