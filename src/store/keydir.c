@@ -27,7 +27,8 @@
  * arena, so the lock-free reader rule (nothing a reader can reach is freed before it leaves) holds
  * trivially for it; the waste is bounded by the checkpoint a session loaded.  While a big load
  * runs, a helper thread faults in the fresh pages it is about to write (the kernel clears each one
- * on its first write: half of the load's time on a VM), so that the clearing runs beside it.
+ * on its first write: half of the load's time on a VM), so that the clearing runs beside it, and
+ * another fills the hash table from the entries the loading thread builds (a pipeline: below).
  *
  * Accounting: each segment knows how many of its records and bytes the keydir points at as live
  * puts (newest versions only); everything else in the file is dead, which is what compaction
@@ -39,6 +40,7 @@
 #include "core/err.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -190,8 +192,11 @@ static void kd_free_chain(struct keydir *kd, struct kd_entry *e)
     }
 }
 
+static int kd_inserter_join(struct keydir *kd, int report);
+
 void keydir_free(struct keydir *kd)
 {
+    kd_inserter_join(kd, 0); /* an abandoned load: what it had not inserted it frees */
     kd_prefault_join(kd);
     /* After a checkpoint load every entry may be in the arena: then there is nothing to walk. */
     if (kd->table)
@@ -491,6 +496,118 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     return rc;
 }
 
+/* A big load is a pipeline over both cores: the loading thread reads, checks and builds entries
+ * and fills the slot arrays; an inserter thread puts them into the hash table (a random write
+ * per entry, a third of the work), batch by batch.  Only the inserter touches the table, kd->used
+ * and kd->count until keydir_load_end joins it; the batches are handed over under a mutex. */
+#ifdef NDEBUG
+#define KD_INSERTER_MIN 200000u /* entries; below it the loader inserts itself */
+#else
+#define KD_INSERTER_MIN 1u
+#endif
+#define KD_INS_QUEUE 16u
+#define KD_INS_BATCH 4096u /* 64 KiB: below malloc's mmap threshold, so batches reuse the same memory */
+
+struct kd_ins_batch {
+    struct kd_ins_batch *next;
+    size_t n;
+    struct {
+        struct kd_entry *e;
+        uint64_t hash;
+    } it[KD_INS_BATCH];
+};
+
+struct kd_inserter {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_cond_t room;              /* signalled when a batch leaves the queue */
+    struct kd_ins_batch *head, *tail; /* mu: handed over, not inserted yet */
+    size_t queued;                    /* mu: batches in the queue (at most KD_INS_QUEUE: bounded memory) */
+    bool done;                        /* mu: no more batches */
+    struct kd_ins_batch *cur;         /* the loader's: being filled */
+    struct keydir *kd;
+    int rc; /* the inserter's: the first failure (then the rest is only freed) */
+    char msg[256];
+};
+
+/* Inserts a loaded entry into the hash table (the inserter thread, or the loader when there is none). */
+static int kd_load_insert(struct keydir *kd, struct kd_entry *n, uint64_t hash)
+{
+    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    struct kd_table *t = kd->table;
+    int found;
+    size_t pos = kd_probe(t, n->id, n->id_len, hash, &found);
+    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)n->id_len, n->id);
+    if (t->b[pos].w == 0) kd->used++;
+    t->b[pos].w = KD_WORD(n, hash);
+    kd->count++;
+    return JVDB_OK;
+}
+
+/* Thread: inserts the batches the loader hands over, prefetching buckets a few entries ahead; after
+ * a failure only frees what is not in the table. */
+static void *kd_inserter_main(void *arg)
+{
+    struct kd_inserter *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->head && !in->done) pthread_cond_wait(&in->cv, &in->mu);
+        struct kd_ins_batch *b = in->head;
+        if (b && !(in->head = b->next)) in->tail = NULL;
+        if (b) in->queued--;
+        pthread_cond_signal(&in->room);
+        pthread_mutex_unlock(&in->mu);
+        if (!b) return NULL;
+        const struct kd_table *t = in->kd->table;
+        for (size_t k = 0; k < b->n; k++) {
+            if (k + 12 < b->n) __builtin_prefetch(&t->b[(size_t)b->it[k + 12].hash & (t->cap - 1)], 1);
+            if (in->rc == JVDB_OK && (in->rc = kd_load_insert(in->kd, b->it[k].e, b->it[k].hash)) != JVDB_OK)
+                snprintf(in->msg, sizeof in->msg, "%s", jvdb_errmsg());
+            if (in->rc != JVDB_OK) kd_entry_free(in->kd, b->it[k].e); /* not in the table: nothing reaches it */
+            t = in->kd->table;
+        }
+        free(b);
+    }
+}
+
+/* Hands the loader's current batch to the inserter. */
+static void kd_inserter_push(struct kd_inserter *in)
+{
+    if (!in->cur || !in->cur->n) return;
+    pthread_mutex_lock(&in->mu);
+    while (in->queued >= KD_INS_QUEUE) pthread_cond_wait(&in->room, &in->mu);
+    in->queued++;
+    if (in->tail) in->tail->next = in->cur;
+    else in->head = in->cur;
+    in->tail = in->cur;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    in->cur = NULL;
+}
+
+/* Ends the pipeline: hands over the last batch, waits for the inserter and returns its result
+ * (its error message set again in this thread when `report`). */
+static int kd_inserter_join(struct keydir *kd, int report)
+{
+    struct kd_inserter *in = kd->inserter;
+    if (!in) return JVDB_OK;
+    kd_inserter_push(in);
+    pthread_mutex_lock(&in->mu);
+    in->done = true;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    pthread_join(in->thread, NULL);
+    int rc = in->rc;
+    if (rc != JVDB_OK && report) err_set(rc, "%s", in->msg);
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
+    pthread_cond_destroy(&in->room);
+    free(in);
+    kd->inserter = NULL;
+    return rc;
+}
+
 int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure)
 {
     /* The capacity growing from empty would have reached (the first power of two that holds count
@@ -546,6 +663,20 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
     kd->table = t;
     kd->slots = sl;
     kd->nslots = nslots;
+    if (count >= KD_INSERTER_MIN && !kd->inserter && (kd->inserter = calloc(1, sizeof *kd->inserter))) {
+        struct kd_inserter *in = kd->inserter;
+        in->kd = kd;
+        pthread_mutex_init(&in->mu, NULL);
+        pthread_cond_init(&in->cv, NULL);
+        pthread_cond_init(&in->room, NULL);
+        if (pthread_create(&in->thread, NULL, kd_inserter_main, in) != 0) {
+            pthread_mutex_destroy(&in->mu);
+            pthread_cond_destroy(&in->cv);
+            pthread_cond_destroy(&in->room);
+            free(in);
+            kd->inserter = NULL;
+        }
+    }
     return JVDB_OK;
 }
 
@@ -562,11 +693,12 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
 {
     if (kind == REC_KIND_PUT ? slot >= kd->nslots || kd->slots->owner[slot] : slot != KD_NO_SLOT)
         return err_set(JVDB_ECORRUPT, "slot %u of '%.*s' is out of range or taken", slot, (int)id_len, id);
-    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
-    struct kd_table *t = kd->table;
-    int found;
-    size_t pos = kd_probe(t, id, id_len, hash, &found);
-    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)id_len, id);
+    struct kd_inserter *in = kd->inserter;
+    if (in && !in->cur) {
+        if (!(in->cur = malloc(sizeof *in->cur))) return err_set(JVDB_ENOMEM, "out of memory");
+        in->cur->n = 0;
+        in->cur->next = NULL;
+    }
     struct kd_entry *n = at;
     if (!n && (n = keydir_load_block(kd, KD_ENTRY_SIZE(id_len)))) n->flags = KD_E_ARENA;
     if (!n && !(n = kd_entry_new(kd, id_len))) return err_set(JVDB_ENOMEM, "out of memory");
@@ -593,16 +725,22 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
     }
     /* The vector's address is computed, not read: the page is touched only when a search reads it. */
     if (kind == REC_KIND_PUT) kd_slot_set(kd, slot, lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
-    if (t->b[pos].w == 0) kd->used++;
-    t->b[pos].w = KD_WORD(n, hash);
-    kd->count++;
+    if (!in) {
+        int rc = kd_load_insert(kd, n, hash);
+        if (rc) kd_entry_free(kd, n); /* not in the table: nothing reaches it */
+        return rc;
+    }
+    /* A duplicate id or a failure the inserter meets is reported by keydir_load_end. */
+    in->cur->it[in->cur->n].e = n;
+    in->cur->it[in->cur->n++].hash = hash;
+    if (in->cur->n == KD_INS_BATCH) kd_inserter_push(in);
     return JVDB_OK;
 }
 
 void keydir_load_prefetch(const struct keydir *kd, uint64_t hash, uint32_t slot)
 {
-    const struct kd_table *t = kd->table;
-    __builtin_prefetch(&t->b[(size_t)hash & (t->cap - 1)], 1);
+    /* The table is the inserter's while it runs (it prefetches for itself). */
+    if (!kd->inserter) __builtin_prefetch(&kd->table->b[(size_t)hash & (kd->table->cap - 1)], 1);
     if (slot < kd->nslots) {
         __builtin_prefetch(&kd->slots->owner[slot], 1);
         __builtin_prefetch(&kd->slots->vec[slot], 1);
@@ -612,7 +750,9 @@ void keydir_load_prefetch(const struct keydir *kd, uint64_t hash, uint32_t slot)
 
 int keydir_load_end(struct keydir *kd)
 {
+    int rc = kd_inserter_join(kd, 1);
     kd_prefault_join(kd);
+    if (rc) return rc;
     /* Pushed highest first so that the lowest free slot is reused first. */
     for (uint32_t s = kd->nslots; s-- > 0;) {
         if (kd->slots->owner[s]) continue;

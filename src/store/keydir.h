@@ -99,6 +99,7 @@ struct keydir {
     size_t arena_len, arena_used;
     size_t nheap;                 /* atomic: entries of the heap not yet freed (the rest are in the arena) */
     struct kd_prefault *prefault; /* writer: the thread faulting in a load's memory, until load_end */
+    struct kd_inserter *inserter; /* writer: the thread filling the hash table during a big load, until load_end */
 };
 
 int keydir_init(struct keydir *kd, struct rp_domain *gc);

@@ -477,6 +477,53 @@ static void test_puts_in_slot_order(void **state)
     tu_rmdir(dir);
 }
 
+/* A KEYDIR naming one id twice (its checksums made right again) is refused whole and the open
+ * reads every record instead (a big load finds duplicates in its inserter thread, after the
+ * loading thread has moved on: the refusal must still come, and free what was built). */
+static void test_id_twice_refused(void **state)
+{
+    (void)state;
+    jvdb_stats before, after;
+    char *dir = make(&before);
+    char *kd = path_in(dir, "KEYDIR");
+    FILE *f = fopen(kd, "rb");
+    assert_non_null(f);
+    static unsigned char in[1 << 22];
+    size_t n = fread(in, 1, sizeof in, f);
+    fclose(f);
+    uint32_t nsegs, count, bytes;
+    memcpy(&nsegs, in + 32, 4);
+    size_t off = 64 + (size_t)nsegs * 40 + 8, p = off + 16, first = 0;
+    memcpy(&count, in + off + 4, 4);
+    memcpy(&bytes, in + off + 8, 4);
+    int done = 0;
+    for (uint32_t k = 0; k < count && !done; k++) {
+        uint16_t id_len;
+        memcpy(&id_len, in + p + 44, 2);
+        if (!first) first = p;
+        else if (!memcmp(in + first + 44, in + p + 44, 2)) {
+            memcpy(in + p + 48, in + first + 48, id_len); /* the id of the first entry of that length */
+            done = 1;
+        }
+        p += 48 + ((id_len + 7u) & ~7u);
+    }
+    assert_true(done);
+    uint64_t ck = XXH3_64bits(in + off, 16 + (size_t)bytes);
+    memcpy(in + off + 16 + bytes, &ck, 8);
+    f = fopen(kd, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(in, 1, n, f), n);
+    fclose(f);
+    jvdb_env *env;
+    jvdb_db *db = reopen(dir, &env);
+    check(db, N);
+    assert_ok(jvdb_stats_get(db, &after));
+    same_stats(&before, &after);
+    jvdb_env_close(env);
+    free(kd);
+    tu_rmdir(dir);
+}
+
 struct compactor {
     jvdb_db *db;
     atomic_int stop;
@@ -548,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_readonly_never_writes),
         cmocka_unit_test(test_old_format_loads_and_is_rewritten),
         cmocka_unit_test(test_puts_in_slot_order),
+        cmocka_unit_test(test_id_twice_refused),
         cmocka_unit_test(test_checkpoints_beside_writes_and_compactions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
