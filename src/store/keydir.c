@@ -571,6 +571,17 @@ static void *kd_inserter_main(void *arg)
     }
 }
 
+/* Frees the inserter's state (its thread joined or never started). */
+static void kd_inserter_destroy(struct keydir *kd)
+{
+    struct kd_inserter *in = kd->inserter;
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
+    pthread_cond_destroy(&in->room);
+    free(in);
+    kd->inserter = NULL;
+}
+
 /* Hands the loader's current batch to the inserter. */
 static void kd_inserter_push(struct kd_inserter *in)
 {
@@ -600,11 +611,7 @@ static int kd_inserter_join(struct keydir *kd, int report)
     pthread_join(in->thread, NULL);
     int rc = in->rc;
     if (rc != JVDB_OK && report) err_set(rc, "%s", in->msg);
-    pthread_mutex_destroy(&in->mu);
-    pthread_cond_destroy(&in->cv);
-    pthread_cond_destroy(&in->room);
-    free(in);
-    kd->inserter = NULL;
+    kd_inserter_destroy(kd);
     return rc;
 }
 
@@ -669,13 +676,7 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
         pthread_mutex_init(&in->mu, NULL);
         pthread_cond_init(&in->cv, NULL);
         pthread_cond_init(&in->room, NULL);
-        if (pthread_create(&in->thread, NULL, kd_inserter_main, in) != 0) {
-            pthread_mutex_destroy(&in->mu);
-            pthread_cond_destroy(&in->cv);
-            pthread_cond_destroy(&in->room);
-            free(in);
-            kd->inserter = NULL;
-        }
+        if (pthread_create(&in->thread, NULL, kd_inserter_main, in) != 0) kd_inserter_destroy(kd);
     }
     return JVDB_OK;
 }

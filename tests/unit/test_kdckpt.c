@@ -47,6 +47,17 @@ static void copy_file(const char *from, const char *to)
     fclose(b);
 }
 
+/* Reads a whole (small) file into buf; returns its size. */
+static size_t read_all(const char *path, unsigned char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    assert_true(n > 64 && n < cap);
+    return n;
+}
+
 static void flip_byte(const char *path, long long off)
 {
     int fd = open(path, O_RDWR);
@@ -315,12 +326,8 @@ static void test_readonly_never_writes(void **state)
  * keydir wrote: entries of 32 bytes plus the id instead of images of the in-memory entry. */
 static void to_format1(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
     static unsigned char in[1 << 22], out[1 << 22];
-    size_t n = fread(in, 1, sizeof in, f);
-    fclose(f);
-    assert_true(n > 64 && n < sizeof in);
+    size_t n = read_all(path, in, sizeof in);
     uint32_t v, nsegs;
     memcpy(&v, in + 8, 4);
     assert_int_equal(v, 2);
@@ -360,7 +367,7 @@ static void to_format1(const char *path)
     memcpy(out + o, in + off, 24); /* trailer */
     o += 24;
     assert_int_equal(off + 24, n);
-    f = fopen(path, "wb");
+    FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(out, 1, o, f), o);
     fclose(f);
@@ -414,12 +421,8 @@ static void test_old_format_loads_and_is_rewritten(void **state)
  * tombstone (so that a load writes the slot arrays front to back); returns the puts listed. */
 static uint32_t check_slot_order(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
     static unsigned char in[1 << 22];
-    size_t n = fread(in, 1, sizeof in, f);
-    fclose(f);
-    assert_true(n > 64 && n < sizeof in);
+    read_all(path, in, sizeof in);
     uint32_t nsegs, puts = 0;
     memcpy(&nsegs, in + 32, 4);
     size_t off = 64 + (size_t)nsegs * 40 + 8;
@@ -486,11 +489,8 @@ static void test_id_twice_refused(void **state)
     jvdb_stats before, after;
     char *dir = make(&before);
     char *kd = path_in(dir, "KEYDIR");
-    FILE *f = fopen(kd, "rb");
-    assert_non_null(f);
     static unsigned char in[1 << 22];
-    size_t n = fread(in, 1, sizeof in, f);
-    fclose(f);
+    size_t n = read_all(kd, in, sizeof in);
     uint32_t nsegs, count, bytes;
     memcpy(&nsegs, in + 32, 4);
     size_t off = 64 + (size_t)nsegs * 40 + 8, p = off + 16, first = 0;
@@ -510,7 +510,7 @@ static void test_id_twice_refused(void **state)
     assert_true(done);
     uint64_t ck = XXH3_64bits(in + off, 16 + (size_t)bytes);
     memcpy(in + off + 16 + bytes, &ck, 8);
-    f = fopen(kd, "wb");
+    FILE *f = fopen(kd, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(in, 1, n, f), n);
     fclose(f);
