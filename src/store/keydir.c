@@ -2,8 +2,9 @@
  * keydir.c — the in-memory index from vector id to its newest record (docs/ARCHITECTURE.md 4 and 6), read
  * without locks (store/readpath.c has the design notes).
  *
- * An open-addressing hash table of entry pointers (linear probing; removed entries leave a KD_DEAD
- * marker so that a reader probing concurrently never loses the chain, and growing drops them) and
+ * An open-addressing hash table of entry pointers, each in one word with 16 bits of its id's hash
+ * (linear probing; removed entries leave a KD_DEAD marker so that a reader probing concurrently
+ * never loses the chain, and growing drops them; keydir.h has the word's layout) and
  * a slot table that packs the live vectors' pointers densely so that a search scans an array
  * instead of chasing the hash table.  Slots are stable while a vector lives (the HNSW index refers
  * to them) and are reused after deletion, once no reader can still look for the deleted vector.
@@ -26,7 +27,8 @@
  * arena, so the lock-free reader rule (nothing a reader can reach is freed before it leaves) holds
  * trivially for it; the waste is bounded by the checkpoint a session loaded.  While a big load
  * runs, a helper thread faults in the fresh pages it is about to write (the kernel clears each one
- * on its first write: half of the load's time on a VM), so that the clearing runs beside it.
+ * on its first write: half of the load's time on a VM), so that the clearing runs beside it, and
+ * another fills the hash table from the entries the loading thread builds (a pipeline: below).
  *
  * Accounting: each segment knows how many of its records and bytes the keydir points at as live
  * puts (newest versions only); everything else in the file is dead, which is what compaction
@@ -38,6 +40,7 @@
 #include "core/err.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -97,19 +100,34 @@ struct kd_prefault {
     } r[5];
 };
 
-/* Thread: faults in the regions a load is about to write (zeroed pages, as a first write would
- * get them), so that the kernel's page clearing runs beside the load instead of inside it. */
+/* Faults in [p, p + len) of a load's fresh memory (zeroed pages, as a first write would get them). */
+static void kd_populate(void *p, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+    uintptr_t a = (uintptr_t)p & ~(uintptr_t)4095, e = (uintptr_t)p + len;
+    /* In steps, so that the loader, touching a page first, never waits long on a whole region. */
+    for (uintptr_t c = a; c < e; c += 4u << 20)
+        madvise((void *)c, e - c < (4u << 20) ? e - c : (4u << 20), MADV_POPULATE_WRITE); /* a hint */
+#else
+    (void)p, (void)len;
+#endif
+}
+
+/* Thread: faults in the regions a load is about to write, so that the kernel's page clearing runs
+ * beside the load instead of inside it.  The hash table (written at random) first, whole; then the
+ * slot arrays and the arena, which a checkpoint in slot order fills front to back side by side, in
+ * matching slices, so that the helper stays ahead of the loader in each. */
 static void *kd_prefault_main(void *arg)
 {
     struct kd_prefault *pf = arg;
-#ifdef MADV_POPULATE_WRITE
-    for (int i = 0; i < 5; i++) {
-        uintptr_t a = (uintptr_t)pf->r[i].p & ~(uintptr_t)4095, e = (uintptr_t)pf->r[i].p + pf->r[i].len;
-        /* In steps, so that the loader, touching a page first, never waits long on a whole region. */
-        for (uintptr_t c = a; c < e; c += 4u << 20)
-            madvise((void *)c, e - c < (4u << 20) ? e - c : (4u << 20), MADV_POPULATE_WRITE); /* a hint */
-    }
-#endif
+    kd_populate(pf->r[0].p, pf->r[0].len);
+    enum { SLICES = 64 };
+    for (size_t k = 0; k < SLICES; k++)
+        for (int i = 1; i < 5; i++) {
+            size_t from = pf->r[i].len / SLICES * k,
+                   to = k + 1 == SLICES ? pf->r[i].len : pf->r[i].len / SLICES * (k + 1);
+            kd_populate((char *)pf->r[i].p + from, to - from);
+        }
     return NULL;
 }
 
@@ -142,6 +160,10 @@ int keydir_init(struct keydir *kd, struct rp_domain *gc)
 static struct kd_entry *kd_entry_new(struct keydir *kd, size_t id_len)
 {
     struct kd_entry *n = malloc(sizeof *n + id_len);
+    if (n && ((uintptr_t)n + sizeof *n + id_len) >> KD_TAG_SHIFT) { /* a bucket word cannot name it */
+        free(n);
+        n = NULL;
+    }
     if (n) {
         n->flags = 0;
         ADD(&kd->nheap, 1);
@@ -170,13 +192,16 @@ static void kd_free_chain(struct keydir *kd, struct kd_entry *e)
     }
 }
 
+static int kd_inserter_join(struct keydir *kd, int report);
+
 void keydir_free(struct keydir *kd)
 {
+    kd_inserter_join(kd, 0); /* an abandoned load: what it had not inserted it frees */
     kd_prefault_join(kd);
     /* After a checkpoint load every entry may be in the arena: then there is nothing to walk. */
     if (kd->table)
         for (size_t i = 0; i < kd->table->cap && __atomic_load_n(&kd->nheap, __ATOMIC_ACQUIRE); i++)
-            if (kd->table->b[i].e && kd->table->b[i].e != KD_DEAD) kd_free_chain(kd, kd->table->b[i].e);
+            if (kd->table->b[i].w > (uintptr_t)KD_DEAD) kd_free_chain(kd, kd_word_entry(kd->table->b[i].w));
     free(kd->table);
     free(kd->slots);
     free(kd->free_slots);
@@ -202,12 +227,12 @@ static void kd_retire_entry(struct keydir *kd, struct kd_entry *e)
 
 static uint64_t kd_hash(const char *id, size_t len) { return XXH3_64bits(id, len); }
 
-/* Reader's match: a live entry (not KD_DEAD) whose bucket hash, id length and id bytes are those sought;
- * comparing the hash first spares most memcmp calls. */
-static int kd_same(const struct kd_bucket *b, const struct kd_entry *e, uint64_t hash, const char *id, size_t id_len)
+/* Match: bucket word w holds a live entry (not KD_DEAD) whose hash tag, id length and id bytes are
+ * those sought; comparing the tag first spares nearly every visit to another id's entry. */
+static int kd_same(uintptr_t w, uint64_t hash, const char *id, size_t id_len)
 {
-    return e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash && e->id_len == id_len &&
-           memcmp(e->id, id, id_len) == 0;
+    const struct kd_entry *e = kd_word_entry(w);
+    return e != KD_DEAD && (w & ~KD_ADDR_MASK) == KD_TAG(hash) && e->id_len == id_len && memcmp(e->id, id, id_len) == 0;
 }
 
 uint64_t keydir_hash(const char *id, size_t id_len) { return kd_hash(id, id_len); }
@@ -220,8 +245,8 @@ void keydir_prefetch(const struct keydir *kd, uint64_t hash, int entry)
         __builtin_prefetch(b);
         return;
     }
-    const struct kd_entry *e = LD(&b->e);
-    if (e && e != KD_DEAD && __atomic_load_n(&b->hash, __ATOMIC_RELAXED) == hash) __builtin_prefetch(e);
+    uintptr_t w = LD(&b->w);
+    if (w > (uintptr_t)KD_DEAD && (w & ~KD_ADDR_MASK) == KD_TAG(hash)) __builtin_prefetch(kd_word_entry(w));
 }
 
 struct kd_entry *keydir_find(const struct keydir *kd, const char *id, size_t id_len)
@@ -234,9 +259,9 @@ struct kd_entry *keydir_find_hashed(const struct keydir *kd, const char *id, siz
     const struct kd_table *t = LD(&kd->table);
     size_t mask = t->cap - 1;
     for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-        struct kd_entry *e = LD(&t->b[i].e);
-        if (!e) return NULL;
-        if (kd_same(&t->b[i], e, hash, id, id_len)) return e;
+        uintptr_t w = LD(&t->b[i].w);
+        if (!w) return NULL;
+        if (kd_same(w, hash, id, id_len)) return kd_word_entry(w);
     }
 }
 
@@ -269,16 +294,16 @@ static size_t kd_probe(const struct kd_table *t, const char *id, size_t id_len, 
 {
     size_t mask = t->cap - 1, dead = SIZE_MAX;
     for (size_t i = (size_t)hash & mask;; i = (i + 1) & mask) {
-        struct kd_entry *e = t->b[i].e;
-        if (!e) {
+        uintptr_t w = t->b[i].w;
+        if (!w) {
             *found = 0;
             return dead != SIZE_MAX ? dead : i;
         }
-        if (e == KD_DEAD) {
+        if (kd_word_entry(w) == KD_DEAD) {
             if (dead == SIZE_MAX) dead = i;
             continue;
         }
-        if (t->b[i].hash == hash && e->id_len == id_len && memcmp(e->id, id, id_len) == 0) {
+        if (kd_same(w, hash, id, id_len)) {
             *found = 1;
             return i;
         }
@@ -294,12 +319,17 @@ static int kd_grow(struct keydir *kd)
     size_t ncap = (kd->count + 1) * 10 > old->cap * 5 ? old->cap * 2 : old->cap;
     struct kd_table *nt = kd_table_new(ncap);
     if (!nt) return err_set(JVDB_ENOMEM, "out of memory growing the keydir");
+    /* Buckets keep only 16 bits of each hash: the rest is computed again from the ids (entries
+     * prefetched a few buckets ahead, as each is a cache miss). */
     for (size_t i = 0; i < old->cap; i++) {
-        struct kd_entry *e = old->b[i].e;
-        if (!e || e == KD_DEAD) continue;
-        size_t j = (size_t)old->b[i].hash & (ncap - 1);
-        while (nt->b[j].e) j = (j + 1) & (ncap - 1);
-        nt->b[j] = old->b[i];
+        if (i + 8 < old->cap && old->b[i + 8].w > (uintptr_t)KD_DEAD)
+            __builtin_prefetch(kd_word_entry(old->b[i + 8].w));
+        uintptr_t w = old->b[i].w;
+        if (w <= (uintptr_t)KD_DEAD) continue;
+        const struct kd_entry *e = kd_word_entry(w);
+        size_t j = (size_t)kd_hash(e->id, e->id_len) & (ncap - 1);
+        while (nt->b[j].w) j = (j + 1) & (ncap - 1);
+        nt->b[j].w = w;
     }
     ST(&kd->table, nt);
     kd->used = kd->count;
@@ -417,7 +447,7 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
     uint64_t hash = kd_hash(id, h->id_len);
     int found;
     size_t pos = kd_probe(t, id, h->id_len, hash, &found);
-    struct kd_entry *e = found ? t->b[pos].e : NULL;
+    struct kd_entry *e = found ? kd_word_entry(t->b[pos].w) : NULL;
     if (e && e->lsn >= h->lsn) return JVDB_OK; /* an equal or newer version is already known */
     struct kd_entry *n = kd_entry_new(kd, h->id_len);
     if (!n) return err_set(JVDB_ENOMEM, "out of memory");
@@ -456,23 +486,140 @@ int keydir_apply_copy(struct keydir *kd, struct segment *seg, uint64_t offset, c
         if (kd->hook) kd->hook(kd->hook_ctx, slot, 0);
     }
     /* Published even after a failure above: the bucket must name the entry the accounting counts. */
+    if (!e && t->b[pos].w == 0) kd->used++;
+    ST(&t->b[pos].w, KD_WORD(n, hash));
     if (e) {
-        ST(&t->b[pos].e, n);
         if (!kd->history) kd_entry_free(kd, e);
     } else {
-        if (t->b[pos].e == NULL) kd->used++;
-        __atomic_store_n(&t->b[pos].hash, hash, __ATOMIC_RELAXED);
-        ST(&t->b[pos].e, n);
         kd->count++;
     }
+    return rc;
+}
+
+/* A big load is a pipeline over both cores: the loading thread reads, checks and builds entries
+ * and fills the slot arrays; an inserter thread puts them into the hash table (a random write
+ * per entry, a third of the work), batch by batch.  Only the inserter touches the table, kd->used
+ * and kd->count until keydir_load_end joins it; the batches are handed over under a mutex. */
+#ifdef NDEBUG
+#define KD_INSERTER_MIN 200000u /* entries; below it the loader inserts itself */
+#else
+#define KD_INSERTER_MIN 1u
+#endif
+#define KD_INS_QUEUE 16u
+#define KD_INS_BATCH 4096u /* 64 KiB: below malloc's mmap threshold, so batches reuse the same memory */
+
+struct kd_ins_batch {
+    struct kd_ins_batch *next;
+    size_t n;
+    struct {
+        struct kd_entry *e;
+        uint64_t hash;
+    } it[KD_INS_BATCH];
+};
+
+struct kd_inserter {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_cond_t room;              /* signalled when a batch leaves the queue */
+    struct kd_ins_batch *head, *tail; /* mu: handed over, not inserted yet */
+    size_t queued;                    /* mu: batches in the queue (at most KD_INS_QUEUE: bounded memory) */
+    bool done;                        /* mu: no more batches */
+    struct kd_ins_batch *cur;         /* the loader's: being filled */
+    struct keydir *kd;
+    int rc; /* the inserter's: the first failure (then the rest is only freed) */
+    char msg[256];
+};
+
+/* Inserts a loaded entry into the hash table (the inserter thread, or the loader when there is none). */
+static int kd_load_insert(struct keydir *kd, struct kd_entry *n, uint64_t hash)
+{
+    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
+    struct kd_table *t = kd->table;
+    int found;
+    size_t pos = kd_probe(t, n->id, n->id_len, hash, &found);
+    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)n->id_len, n->id);
+    if (t->b[pos].w == 0) kd->used++;
+    t->b[pos].w = KD_WORD(n, hash);
+    kd->count++;
+    return JVDB_OK;
+}
+
+/* Thread: inserts the batches the loader hands over, prefetching buckets a few entries ahead; after
+ * a failure only frees what is not in the table. */
+static void *kd_inserter_main(void *arg)
+{
+    struct kd_inserter *in = arg;
+    for (;;) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->head && !in->done) pthread_cond_wait(&in->cv, &in->mu);
+        struct kd_ins_batch *b = in->head;
+        if (b && !(in->head = b->next)) in->tail = NULL;
+        if (b) in->queued--;
+        pthread_cond_signal(&in->room);
+        pthread_mutex_unlock(&in->mu);
+        if (!b) return NULL;
+        const struct kd_table *t = in->kd->table;
+        for (size_t k = 0; k < b->n; k++) {
+            if (k + 12 < b->n) __builtin_prefetch(&t->b[(size_t)b->it[k + 12].hash & (t->cap - 1)], 1);
+            if (in->rc == JVDB_OK && (in->rc = kd_load_insert(in->kd, b->it[k].e, b->it[k].hash)) != JVDB_OK)
+                snprintf(in->msg, sizeof in->msg, "%s", jvdb_errmsg());
+            if (in->rc != JVDB_OK) kd_entry_free(in->kd, b->it[k].e); /* not in the table: nothing reaches it */
+            t = in->kd->table;
+        }
+        free(b);
+    }
+}
+
+/* Frees the inserter's state (its thread joined or never started). */
+static void kd_inserter_destroy(struct keydir *kd)
+{
+    struct kd_inserter *in = kd->inserter;
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
+    pthread_cond_destroy(&in->room);
+    free(in);
+    kd->inserter = NULL;
+}
+
+/* Hands the loader's current batch to the inserter. */
+static void kd_inserter_push(struct kd_inserter *in)
+{
+    if (!in->cur || !in->cur->n) return;
+    pthread_mutex_lock(&in->mu);
+    while (in->queued >= KD_INS_QUEUE) pthread_cond_wait(&in->room, &in->mu);
+    in->queued++;
+    if (in->tail) in->tail->next = in->cur;
+    else in->head = in->cur;
+    in->tail = in->cur;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    in->cur = NULL;
+}
+
+/* Ends the pipeline: hands over the last batch, waits for the inserter and returns its result
+ * (its error message set again in this thread when `report`). */
+static int kd_inserter_join(struct keydir *kd, int report)
+{
+    struct kd_inserter *in = kd->inserter;
+    if (!in) return JVDB_OK;
+    kd_inserter_push(in);
+    pthread_mutex_lock(&in->mu);
+    in->done = true;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    pthread_join(in->thread, NULL);
+    int rc = in->rc;
+    if (rc != JVDB_OK && report) err_set(rc, "%s", in->msg);
+    kd_inserter_destroy(kd);
     return rc;
 }
 
 int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t arena_bytes, size_t arena_sure)
 {
     /* The capacity growing from empty would have reached (the first power of two that holds count
-     * below kd_grow's 0.7 load): the checkpoint lists ids in the bucket order of such a table, so
-     * inserting them walks this one front to back instead of at random. */
+     * below kd_grow's 0.7 load), so that the table a load makes grows no earlier than one
+     * built record by record. */
     size_t cap = 1024;
     while ((count + 1) * 10 > cap * 7) cap *= 2;
     uint32_t scap = 1024;
@@ -488,6 +635,10 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
     size_t alen = (arena_bytes + 4095) & ~(size_t)4095;
     void *arena =
         alen ? mmap(NULL, alen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) : NULL;
+    if (arena && arena != MAP_FAILED && ((uintptr_t)arena + alen) >> KD_TAG_SHIFT) { /* above a bucket word's reach */
+        munmap(arena, alen);
+        arena = MAP_FAILED;
+    }
     if (!t || !sl || arena == MAP_FAILED) {
         free(t);
         free(sl);
@@ -519,6 +670,14 @@ int keydir_load_begin(struct keydir *kd, size_t count, uint32_t nslots, size_t a
     kd->table = t;
     kd->slots = sl;
     kd->nslots = nslots;
+    if (count >= KD_INSERTER_MIN && !kd->inserter && (kd->inserter = calloc(1, sizeof *kd->inserter))) {
+        struct kd_inserter *in = kd->inserter;
+        in->kd = kd;
+        pthread_mutex_init(&in->mu, NULL);
+        pthread_cond_init(&in->cv, NULL);
+        pthread_cond_init(&in->room, NULL);
+        if (pthread_create(&in->thread, NULL, kd_inserter_main, in) != 0) kd_inserter_destroy(kd);
+    }
     return JVDB_OK;
 }
 
@@ -535,11 +694,12 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
 {
     if (kind == REC_KIND_PUT ? slot >= kd->nslots || kd->slots->owner[slot] : slot != KD_NO_SLOT)
         return err_set(JVDB_ECORRUPT, "slot %u of '%.*s' is out of range or taken", slot, (int)id_len, id);
-    if ((kd->used + 1) * 10 > kd->table->cap * 7 && kd_grow(kd)) return JVDB_ENOMEM;
-    struct kd_table *t = kd->table;
-    int found;
-    size_t pos = kd_probe(t, id, id_len, hash, &found);
-    if (found) return err_set(JVDB_ECORRUPT, "id '%.*s' appears twice", (int)id_len, id);
+    struct kd_inserter *in = kd->inserter;
+    if (in && !in->cur) {
+        if (!(in->cur = malloc(sizeof *in->cur))) return err_set(JVDB_ENOMEM, "out of memory");
+        in->cur->n = 0;
+        in->cur->next = NULL;
+    }
     struct kd_entry *n = at;
     if (!n && (n = keydir_load_block(kd, KD_ENTRY_SIZE(id_len)))) n->flags = KD_E_ARENA;
     if (!n && !(n = kd_entry_new(kd, id_len))) return err_set(JVDB_ENOMEM, "out of memory");
@@ -566,17 +726,22 @@ int keydir_load_entry(struct keydir *kd, struct segment *seg, uint64_t offset, c
     }
     /* The vector's address is computed, not read: the page is touched only when a search reads it. */
     if (kind == REC_KIND_PUT) kd_slot_set(kd, slot, lsn, n, (const float *)(seg->map + offset + REC_HEADER_SIZE));
-    if (t->b[pos].e == NULL) kd->used++;
-    t->b[pos].hash = hash;
-    t->b[pos].e = n;
-    kd->count++;
+    if (!in) {
+        int rc = kd_load_insert(kd, n, hash);
+        if (rc) kd_entry_free(kd, n); /* not in the table: nothing reaches it */
+        return rc;
+    }
+    /* A duplicate id or a failure the inserter meets is reported by keydir_load_end. */
+    in->cur->it[in->cur->n].e = n;
+    in->cur->it[in->cur->n++].hash = hash;
+    if (in->cur->n == KD_INS_BATCH) kd_inserter_push(in);
     return JVDB_OK;
 }
 
 void keydir_load_prefetch(const struct keydir *kd, uint64_t hash, uint32_t slot)
 {
-    const struct kd_table *t = kd->table;
-    __builtin_prefetch(&t->b[(size_t)hash & (t->cap - 1)], 1);
+    /* The table is the inserter's while it runs (it prefetches for itself). */
+    if (!kd->inserter) __builtin_prefetch(&kd->table->b[(size_t)hash & (kd->table->cap - 1)], 1);
     if (slot < kd->nslots) {
         __builtin_prefetch(&kd->slots->owner[slot], 1);
         __builtin_prefetch(&kd->slots->vec[slot], 1);
@@ -586,7 +751,9 @@ void keydir_load_prefetch(const struct keydir *kd, uint64_t hash, uint32_t slot)
 
 int keydir_load_end(struct keydir *kd)
 {
+    int rc = kd_inserter_join(kd, 1);
     kd_prefault_join(kd);
+    if (rc) return rc;
     /* Pushed highest first so that the lowest free slot is reused first. */
     for (uint32_t s = kd->nslots; s-- > 0;) {
         if (kd->slots->owner[s]) continue;
@@ -640,7 +807,7 @@ int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, u
     struct kd_table *t = kd->table;
     int found;
     size_t pos = kd_probe(t, id, h->id_len, hash, &found);
-    struct kd_entry *head = found ? t->b[pos].e : NULL;
+    struct kd_entry *head = found ? kd_word_entry(t->b[pos].w) : NULL;
     if (!head) return 0;
     if (head->rec != rec) {
         /* Superseded since it was listed (a put of the same id): readers at an older snapshot may
@@ -657,7 +824,7 @@ int keydir_drop_tombstone(struct keydir *kd, const uint8_t *rec, uint32_t dim, u
     if (e->kind != REC_KIND_DELETE || e->prev) return 0;
     kd_unaccount(kd, e);
     if (e->slot != KD_NO_SLOT && kd->slots->owner[e->slot] == e) kd_slot_release(kd, e->slot);
-    ST(&t->b[pos].e, KD_DEAD);
+    ST(&t->b[pos].w, (uintptr_t)KD_DEAD);
     kd->count--;
     kd_retire_entry(kd, e);
     return 1;

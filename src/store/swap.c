@@ -220,7 +220,7 @@ int db_snapshot(jvdb_db *db, uint64_t from_lsn, struct db_snapshot *out)
     }
     const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < t->cap; i++) {
-        const struct kd_entry *head = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
+        const struct kd_entry *head = keydir_bucket(t, i);
         if (!head || head == KD_DEAD) continue;
         const struct kd_entry *e = keydir_visible(head, out->lsn);
         if (!e || e->lsn <= from_lsn) continue;
@@ -276,7 +276,7 @@ void db_decay_hits(jvdb_db *db)
     rp_enter();
     const struct kd_table *t = __atomic_load_n(&db->kd.table, __ATOMIC_ACQUIRE);
     for (size_t i = 0; i < t->cap; i++) {
-        struct kd_entry *e = __atomic_load_n(&t->b[i].e, __ATOMIC_ACQUIRE);
+        struct kd_entry *e = keydir_bucket(t, i);
         if (e && e != KD_DEAD)
             __atomic_store_n(&e->hits, __atomic_load_n(&e->hits, __ATOMIC_RELAXED) / 2, __ATOMIC_RELAXED);
     }

@@ -99,7 +99,7 @@ static void exercise(const uint8_t *b, size_t len)
     if (kdckpt_read(fd, dim, &sink) == JVDB_OK && keydir_load_end(&f.kd) == JVDB_OK) {
         const struct kd_table *t = f.kd.table;
         for (size_t i = 0; i < t->cap; i++) {
-            const struct kd_entry *e = t->b[i].e;
+            const struct kd_entry *e = keydir_bucket(t, i);
             if (e && e != KD_DEAD && keydir_find(&f.kd, e->id, e->id_len) != e) abort();
         }
     }

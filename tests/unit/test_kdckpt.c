@@ -47,6 +47,17 @@ static void copy_file(const char *from, const char *to)
     fclose(b);
 }
 
+/* Reads a whole (small) file into buf; returns its size. */
+static size_t read_all(const char *path, unsigned char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, cap, f);
+    fclose(f);
+    assert_true(n > 64 && n < cap);
+    return n;
+}
+
 static void flip_byte(const char *path, long long off)
 {
     int fd = open(path, O_RDWR);
@@ -315,12 +326,8 @@ static void test_readonly_never_writes(void **state)
  * keydir wrote: entries of 32 bytes plus the id instead of images of the in-memory entry. */
 static void to_format1(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
     static unsigned char in[1 << 22], out[1 << 22];
-    size_t n = fread(in, 1, sizeof in, f);
-    fclose(f);
-    assert_true(n > 64 && n < sizeof in);
+    size_t n = read_all(path, in, sizeof in);
     uint32_t v, nsegs;
     memcpy(&v, in + 8, 4);
     assert_int_equal(v, 2);
@@ -360,7 +367,7 @@ static void to_format1(const char *path)
     memcpy(out + o, in + off, 24); /* trailer */
     o += 24;
     assert_int_equal(off + 24, n);
-    f = fopen(path, "wb");
+    FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(out, 1, o, f), o);
     fclose(f);
@@ -407,6 +414,113 @@ static void test_old_format_loads_and_is_rewritten(void **state)
     jvdb_env_close(env);
     free(kd);
     free(seg);
+    tu_rmdir(dir);
+}
+
+/* Checks that KEYDIR lists its puts in ascending slot order, each slot once, before every
+ * tombstone (so that a load writes the slot arrays front to back); returns the puts listed. */
+static uint32_t check_slot_order(const char *path)
+{
+    static unsigned char in[1 << 22];
+    read_all(path, in, sizeof in);
+    uint32_t nsegs, puts = 0;
+    memcpy(&nsegs, in + 32, 4);
+    size_t off = 64 + (size_t)nsegs * 40 + 8;
+    int64_t last = -1;
+    int tombstones = 0;
+    while (memcmp(in + off, "JVDBKDCE", 8) != 0) {
+        uint32_t count, bytes;
+        memcpy(&count, in + off + 4, 4);
+        memcpy(&bytes, in + off + 8, 4);
+        size_t p = off + 16;
+        for (uint32_t k = 0; k < count; k++) {
+            uint16_t id_len;
+            uint32_t slot;
+            memcpy(&id_len, in + p + 44, 2);
+            memcpy(&slot, in + p + 36, 4);
+            if (in[p + 46] == 1) {
+                assert_false(tombstones);
+                assert_true((int64_t)slot > last);
+                last = slot;
+                puts++;
+            } else {
+                tombstones++;
+            }
+            p += 48 + ((id_len + 7u) & ~7u);
+        }
+        off = p + 8;
+    }
+    assert_true(tombstones > 0);
+    return puts;
+}
+
+/* The checkpoint lists puts in slot order, also after deletes freed slots that later puts reused
+ * (slot order then differs from insertion order), and such a file loads back exactly. */
+static void test_puts_in_slot_order(void **state)
+{
+    (void)state;
+    jvdb_stats before;
+    char *dir = make(&before);
+    char *kd = path_in(dir, "KEYDIR");
+    assert_int_equal(check_slot_order(kd), before.live_records);
+    jvdb_env *env;
+    jvdb_db *db = reopen(dir, &env);
+    for (int i = N; i < N + N / 4; i++) put(db, i, 1); /* reuses the deleted ids' slots */
+    for (int i = 2; i < N; i += 11)
+        if (version[i]) del(db, i);
+    for (int i = 0; i < N; i += 5) put(db, i, 9);
+    jvdb_stats mid;
+    assert_ok(jvdb_stats_get(db, &mid));
+    jvdb_env_close(env);
+    assert_int_equal(check_slot_order(kd), mid.live_records);
+    db = reopen(dir, &env);
+    check(db, N + N / 4);
+    jvdb_env_close(env);
+    free(kd);
+    tu_rmdir(dir);
+}
+
+/* A KEYDIR naming one id twice (its checksums made right again) is refused whole and the open
+ * reads every record instead (a big load finds duplicates in its inserter thread, after the
+ * loading thread has moved on: the refusal must still come, and free what was built). */
+static void test_id_twice_refused(void **state)
+{
+    (void)state;
+    jvdb_stats before, after;
+    char *dir = make(&before);
+    char *kd = path_in(dir, "KEYDIR");
+    static unsigned char in[1 << 22];
+    size_t n = read_all(kd, in, sizeof in);
+    uint32_t nsegs, count, bytes;
+    memcpy(&nsegs, in + 32, 4);
+    size_t off = 64 + (size_t)nsegs * 40 + 8, p = off + 16, first = 0;
+    memcpy(&count, in + off + 4, 4);
+    memcpy(&bytes, in + off + 8, 4);
+    int done = 0;
+    for (uint32_t k = 0; k < count && !done; k++) {
+        uint16_t id_len;
+        memcpy(&id_len, in + p + 44, 2);
+        if (!first) first = p;
+        else if (!memcmp(in + first + 44, in + p + 44, 2)) {
+            memcpy(in + p + 48, in + first + 48, id_len); /* the id of the first entry of that length */
+            done = 1;
+        }
+        p += 48 + ((id_len + 7u) & ~7u);
+    }
+    assert_true(done);
+    uint64_t ck = XXH3_64bits(in + off, 16 + (size_t)bytes);
+    memcpy(in + off + 16 + bytes, &ck, 8);
+    FILE *f = fopen(kd, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(in, 1, n, f), n);
+    fclose(f);
+    jvdb_env *env;
+    jvdb_db *db = reopen(dir, &env);
+    check(db, N);
+    assert_ok(jvdb_stats_get(db, &after));
+    same_stats(&before, &after);
+    jvdb_env_close(env);
+    free(kd);
     tu_rmdir(dir);
 }
 
@@ -480,6 +594,8 @@ int main(void)
         cmocka_unit_test(test_stale_after_compaction),
         cmocka_unit_test(test_readonly_never_writes),
         cmocka_unit_test(test_old_format_loads_and_is_rewritten),
+        cmocka_unit_test(test_puts_in_slot_order),
+        cmocka_unit_test(test_id_twice_refused),
         cmocka_unit_test(test_checkpoints_beside_writes_and_compactions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
