@@ -1170,21 +1170,56 @@ void jvdb_results_free(jvdb_result *r, size_t n)
     free(r);
 }
 
+/* Records (results) or vectors (re-rank) read per seg_copy_out call: bounds the per-query buffer. */
+#define RERANK_CHUNK 64
+
+/* Copies n records or vectors out of the segments by pread (seg_copy_out; items in any order), not
+ * through the mapping: reads of random records through the long-lived segment mappings leave 16
+ * pages mapped each (the kernel's fault-around), which a query stream turns into the whole file in
+ * the process's RSS (bench/results/search-rerank-rss.md). */
+static int search_copy_out(const jvdb_db *db, struct seg_copy *items, size_t n)
+{
+    const struct db_seglist *l = db_segments(db);
+    if (seg_copy_out(l->segs, l->n, items, n)) return err_errno(errno, "cannot read records of '%s'", jvdb_db_name(db));
+    return JVDB_OK;
+}
+
 /* Builds the answers for the slots found, each as the search's snapshot sees it; *count may end
- * below n when a slot has no version there (a graph answer that was never accepted). */
+ * below n when a slot has no version there (a graph answer that was never accepted).  The records
+ * are read (search_copy_out) only when vectors or metadata are asked for. */
 static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p,
                          const uint32_t *slots, const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
 {
     jvdb_result *r = calloc(n ? n : 1, sizeof *r);
-    if (!r) return err_set(JVDB_ENOMEM, "out of memory");
-    uint32_t i = 0;
+    const struct kd_entry **ents = malloc((n ? n : 1) * sizeof *ents);
+    struct seg_copy *items = malloc((n ? n : 1) * sizeof *items);
+    uint8_t *recs = NULL;
+    int rc = JVDB_OK;
+    if (!r || !ents || !items) goto oom;
+    uint32_t m = 0;
+    size_t bytes = 0;
     for (uint32_t j = 0; j < n; j++) {
         const struct kd_entry *e = slot_entry(ac, slots[j]);
         if (!e) continue;
-        const struct rec_header *h = keydir_record(e);
+        ents[m] = e;
+        r[m].score = scores[j];
+        bytes += rec_align(e->rec_len);
+        m++;
+    }
+    int want = p->include_vectors || p->include_metadata;
+    if (want && !(recs = aligned_alloc(REC_ALIGN, bytes ? bytes : REC_ALIGN))) goto oom;
+    size_t at = 0;
+    for (uint32_t i = 0; want && i < m; i++) {
+        items[i] = (struct seg_copy){ (const uint8_t *)keydir_record(ents[i]), recs + at, ents[i]->rec_len };
+        at += rec_align(ents[i]->rec_len);
+    }
+    if (want && (rc = search_copy_out(db, items, m))) goto fail;
+    at = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        const struct kd_entry *e = ents[i];
+        const struct rec_header *h = want ? (const struct rec_header *)(recs + at) : NULL;
+        if (want) at += rec_align(e->rec_len);
         __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
-        float score = scores[j];
-        r[i].score = score;
         r[i].id = malloc((size_t)e->id_len + 1);
         if (!r[i].id) goto oom;
         memcpy(r[i].id, e->id, e->id_len);
@@ -1200,44 +1235,66 @@ static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const j
             memcpy(r[i].meta_json, rec_meta(h, jvdb_db_dim(db)), h->meta_len);
             r[i].meta_json[h->meta_len] = '\0';
         }
-        i++;
     }
+    free(ents);
+    free(items);
+    free(recs);
     *out = r;
-    *count = i;
+    *count = m;
     return JVDB_OK;
 oom:
+    rc = err_set(JVDB_ENOMEM, "out of memory");
+fail:
     jvdb_results_free(r, n);
-    return err_set(JVDB_ENOMEM, "out of memory");
+    free(ents);
+    free(items);
+    free(recs);
+    return rc;
 }
 
 /* Re-ranks the graph's candidates (slots, approximate order) by their full vectors as the search's
- * snapshot sees them, read from the segments through the lock-free read path: the best k (within
- * the threshold, if any) go to out_slots / out_scores, best first. */
+ * snapshot sees them, copied out of the segments RERANK_CHUNK at a time (search_copy_out) inside
+ * the lock-free read section: the best k (within the threshold, if any) go to out_slots /
+ * out_scores, best first. */
 static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, const jvdb_search_params *p,
                   const uint32_t *cand, uint32_t ncand, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
     struct dist_space sp;
-    int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), jvdb_db_dim(db));
+    uint32_t dim = jvdb_db_dim(db);
+    int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), dim);
     if (rc) return rc;
     struct topk best;
     if (topk_init(&best, p->k)) return err_set(JVDB_ENOMEM, "out of memory");
+    float *buf = aligned_alloc(64, (size_t)RERANK_CHUNK * dim * sizeof(float));
+    struct seg_copy items[RERANK_CHUNK];
+    uint32_t which[RERANK_CHUNK];
+    if (!buf) rc = err_set(JVDB_ENOMEM, "out of memory");
     float limit = p->has_threshold ? dist_from_score(jvdb_db_metric(db), p->threshold) : INFINITY;
-    for (uint32_t i = 0; i < ncand; i++) {
-        const float *v = resolve_slot(ac, cand[i]);
-        if (i + 1 < ncand) dist_prefetch(resolve_slot(ac, cand[i + 1]), jvdb_db_dim(db), 8);
-        if (!v) continue;
-        float d = sp.dist(q, v, jvdb_db_dim(db));
-        if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, cand[i]);
+    for (uint32_t i = 0; rc == JVDB_OK && i < ncand; i += RERANK_CHUNK) {
+        uint32_t m = 0;
+        for (uint32_t t = i; t < ncand && t < i + RERANK_CHUNK; t++) {
+            const float *v = resolve_slot(ac, cand[t]);
+            if (!v) continue;
+            items[m] = (struct seg_copy){ (const uint8_t *)v, buf + (size_t)m * dim, dim * (uint32_t)sizeof(float) };
+            which[m++] = cand[t];
+        }
+        if ((rc = search_copy_out(db, items, m))) break;
+        /* In candidate order (items were sorted by address; buf was not), as ties went before. */
+        for (uint32_t t = 0; t < m; t++) {
+            float d = sp.dist(q, buf + (size_t)t * dim, dim);
+            if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, which[t]);
+        }
     }
-    uint32_t n = topk_sort(&best);
+    uint32_t n = rc ? 0 : topk_sort(&best);
     for (uint32_t i = 0; i < n; i++) {
         out_slots[i] = best.items[i].slot;
         out_scores[i] = dist_score(jvdb_db_metric(db), best.items[i].dist);
     }
     *out_n = n;
+    free(buf);
     topk_free(&best);
-    return JVDB_OK;
+    return rc;
 }
 
 /* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
