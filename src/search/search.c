@@ -1252,12 +1252,57 @@ fail:
     return rc;
 }
 
+/* A re-rank candidate: its slot and a lower bound of its exact distance. */
+struct rr_cand {
+    float lb;
+    uint32_t slot;
+};
+
+/* qsort order of re-rank candidates: by lower bound, then slot. */
+static int rr_cand_cmp(const void *a, const void *b)
+{
+    const struct rr_cand *x = a, *y = b;
+    return x->lb < y->lb ? -1 : x->lb > y->lb ? 1 : (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+/* Lower bounds of the exact l2 distances of the candidates from their code rows, so that the
+ * re-rank reads only the vectors that can still make the top k.  A row codes x as x^ with one step
+ * s per row and codes rounded to the nearest (sq8.h: no clipping, step = max|x - centre| / 127), so
+ * |x - x^| <= s sqrt(dim) / 2; the code distance is |q^ - x^| exactly (centres cancel) and
+ * |q - q^| is measured, hence |q - x| >= |q^ - x^| - |q - q^| - s sqrt(dim) / 2.  A row with step
+ * 0 (a vector at the centre, or one too large to code) gets no bound.  Bounds are shaved by 1e-4
+ * relative for float rounding.  Only when the row is the graph's copy of the vector the snapshot
+ * sees can the bound be wrong (a slot re-coded after the search's snapshot and drained from the
+ * pending set before its copy): the candidate is then missed, never invented. */
+static void rerank_bounds(const struct search_index *ix, const int8_t *qrow, const float *q, float *tmp,
+                          struct rr_cand *c, uint32_t n)
+{
+    uint32_t dim = ix->quant.dim;
+    struct dist_space cs;
+    if (dist_space_init_sq8(&cs, JVDB_METRIC_L2, dim)) return;
+    sq8_decode(&ix->quant, qrow, tmp);
+    double eq = 0;
+    for (uint32_t d = 0; d < dim; d++) eq += ((double)q[d] - tmp[d]) * ((double)q[d] - tmp[d]);
+    eq = sqrt(eq);
+    double half = 0.5 * (1.0 + 1e-3) * sqrt((double)dim);
+    for (uint32_t i = 0; i < n; i++) {
+        const int8_t *row = c[i].slot < ix->nav_cap ? (const int8_t *)ix->nav[c[i].slot] : NULL;
+        float step = row ? sq8_row_step(row, dim) : 0.0f;
+        if (!row || !(step > 0.0f)) continue;
+        double r = sqrt((double)cs.dist((const float *)qrow, (const float *)row, dim)) - eq - half * step;
+        c[i].lb = r > 0 ? (float)(r * r * (1.0 - 1e-4)) : 0.0f;
+    }
+}
+
 /* Re-ranks the graph's candidates (slots, approximate order) by their full vectors as the search's
- * snapshot sees them, copied out of the segments RERANK_CHUNK at a time (search_copy_out) inside
- * the lock-free read section: the best k (within the threshold, if any) go to out_slots /
- * out_scores, best first. */
-static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, const jvdb_search_params *p,
-                  const uint32_t *cand, uint32_t ncand, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
+ * snapshot sees them, copied out of the segments (search_copy_out) inside the lock-free read
+ * section: the best k (within the threshold, if any) go to out_slots / out_scores, best first.
+ * Each copy is a pread, so for l2 the candidates go by the lower bound their code rows give
+ * (rerank_bounds), the k most promising read together, then one at a time until the next bound
+ * cannot beat the k-th distance found: most of the ef window is never read. */
+static int rerank(const jvdb_db *db, const struct search_index *ix, const int8_t *qrow, struct accept_ctx *ac,
+                  const float *q, const jvdb_search_params *p, const uint32_t *cand, uint32_t ncand,
+                  uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
     struct dist_space sp;
@@ -1267,24 +1312,34 @@ static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, cons
     struct topk best;
     if (topk_init(&best, p->k)) return err_set(JVDB_ENOMEM, "out of memory");
     float *buf = aligned_alloc(64, (size_t)RERANK_CHUNK * dim * sizeof(float));
+    struct rr_cand *c = malloc((ncand ? ncand : 1) * sizeof *c);
     struct seg_copy items[RERANK_CHUNK];
     uint32_t which[RERANK_CHUNK];
-    if (!buf) rc = err_set(JVDB_ENOMEM, "out of memory");
+    if (!buf || !c) rc = err_set(JVDB_ENOMEM, "out of memory");
     float limit = p->has_threshold ? dist_from_score(jvdb_db_metric(db), p->threshold) : INFINITY;
-    for (uint32_t i = 0; rc == JVDB_OK && i < ncand; i += RERANK_CHUNK) {
+    for (uint32_t i = 0; rc == JVDB_OK && i < ncand; i++) c[i] = (struct rr_cand){ 0.0f, cand[i] };
+    if (rc == JVDB_OK && jvdb_db_metric(db) == JVDB_METRIC_L2 && ix->quant.trained) {
+        rerank_bounds(ix, qrow, q, buf, c, ncand);
+        qsort(c, ncand, sizeof *c, rr_cand_cmp);
+    }
+    /* The first round reads k candidates (or a chunk when there are no bounds), later ones one. */
+    uint32_t round = jvdb_db_metric(db) == JVDB_METRIC_L2 ? p->k : RERANK_CHUNK;
+    for (uint32_t i = 0; rc == JVDB_OK && i < ncand;) {
         uint32_t m = 0;
-        for (uint32_t t = i; t < ncand && t < i + RERANK_CHUNK; t++) {
-            const float *v = resolve_slot(ac, cand[t]);
+        for (; i < ncand && m < round && m < RERANK_CHUNK; i++) {
+            if (c[i].lb > limit || c[i].lb >= topk_bound(&best)) break;
+            const float *v = resolve_slot(ac, c[i].slot);
             if (!v) continue;
             items[m] = (struct seg_copy){ (const uint8_t *)v, buf + (size_t)m * dim, dim * (uint32_t)sizeof(float) };
-            which[m++] = cand[t];
+            which[m++] = c[i].slot;
         }
+        if (m == 0) break; /* every later bound is as high */
         if ((rc = search_copy_out(db, items, m))) break;
-        /* In candidate order (items were sorted by address; buf was not), as ties went before. */
         for (uint32_t t = 0; t < m; t++) {
             float d = sp.dist(q, buf + (size_t)t * dim, dim);
             if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, which[t]);
         }
+        if (jvdb_db_metric(db) == JVDB_METRIC_L2) round = 1;
     }
     uint32_t n = rc ? 0 : topk_sort(&best);
     for (uint32_t i = 0; i < n; i++) {
@@ -1293,6 +1348,7 @@ static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, cons
     }
     *out_n = n;
     free(buf);
+    free(c);
     topk_free(&best);
     return rc;
 }
@@ -1483,7 +1539,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
             sq8_encode(&ix->quant, q, qrow);
             rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, qrow, &hq, cand, NULL, &cn, &info);
         }
-        if (rc == JVDB_OK && info.complete) rc = rerank(db, &ac, q, &p, cand, cn, slots, scores, &gn);
+        if (rc == JVDB_OK && info.complete) rc = rerank(db, ix, qrow, &ac, q, &p, cand, cn, slots, scores, &gn);
         free(cand);
         free(qrow);
         if (rc == JVDB_OK && !info.complete) {

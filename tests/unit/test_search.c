@@ -419,6 +419,45 @@ static void test_hnsw_reads_leave_segments_unmapped(void **state)
     tu_rmdir(dir);
 }
 
+/* The re-rank reads only candidates whose code bound can still beat the k-th distance: with the
+ * whole database in the ef window, the HNSW answer must be the exact one, also on rows whose
+ * magnitudes (and so steps) differ by 1e4. */
+static void test_rerank_bounds_keep_exact_answers(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    enum { N = 400 };
+    float *data = make_clustered(N, DIM, 5);
+    for (int i = 0; i < N; i++)
+        for (int d = 0; d < DIM; d++) data[(size_t)i * DIM + d] *= (float)pow(10.0, (i % 5) - 2);
+    jvdb_db *db = load(env, "b", JVDB_METRIC_L2, data, N);
+    jvdb_index_options io;
+    jvdb_index_options_init(&io);
+    assert_ok(jvdb_db_set_index(db, &io));
+    assert_ok(jvdb_db_index_wait(db, 600000));
+    for (int qi = 0; qi < 50; qi++) {
+        float q[DIM];
+        for (int d = 0; d < DIM; d++) q[d] = data[(size_t)((qi * 37) % N) * DIM + d] * 1.01f + 0.001f * (float)d;
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        p.ef = 1000;
+        jvdb_result *r, *x;
+        size_t n, xn;
+        assert_ok(jvdb_search(db, q, DIM, &p, &r, &n));
+        p.exact = 1;
+        assert_ok(jvdb_search(db, q, DIM, &p, &x, &xn));
+        assert_int_equal(n, xn);
+        for (size_t j = 0; j < n; j++) assert_true(fabs(r[j].score - x[j].score) <= 1e-4 * (1 + fabs(x[j].score)));
+        jvdb_results_free(r, n);
+        jvdb_results_free(x, xn);
+    }
+    free(data);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_hnsw_recall),
         cmocka_unit_test(test_hnsw_reads_leave_segments_unmapped),
+        cmocka_unit_test(test_rerank_bounds_keep_exact_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
