@@ -41,6 +41,7 @@
 
 typedef struct bench_search_opts {
     const char *base, *queries, *gt, *dir;
+    const char *db; /* database name (--db; "bench"): the curve step can run on an existing database */
     uint32_t m, efc, k;
     uint32_t efs[BENCH_MAX_EFS];
     size_t nefs;
@@ -69,16 +70,18 @@ static double bench_cpu_now(void)
 
 static void bench_usage(void)
 {
-    fprintf(stderr, "usage: bench_search --base B.fvecs --queries Q.fvecs --gt GT.ivecs --dir DIR [options]\n"
-                    "  --m M            HNSW links per node (16)\n"
-                    "  --efc N          HNSW ef_construction (200)\n"
-                    "  --efs LIST       ef values of the recall/QPS curve (16,32,64,128,256,512)\n"
-                    "  --k K            neighbours per query, <= the ground truth's (10)\n"
-                    "  --nq N           use the first N queries (all)\n"
-                    "  --batch N        rows per put_batch (1000)\n"
-                    "  --passes N       runs of the query set per point; the fastest is reported (3)\n"
-                    "  --steps LIST     of build,exact,curve,rebuild (all four)\n"
-                    "DIR must not hold a database 'bench' yet.\n");
+    fprintf(stderr,
+            "usage: bench_search --base B.fvecs --queries Q.fvecs --gt GT.ivecs --dir DIR [options]\n"
+            "  --m M            HNSW links per node (16)\n"
+            "  --efc N          HNSW ef_construction (200)\n"
+            "  --efs LIST       ef values of the recall/QPS curve (16,32,64,128,256,512)\n"
+            "  --k K            neighbours per query, <= the ground truth's (10)\n"
+            "  --nq N           use the first N queries (all)\n"
+            "  --batch N        rows per put_batch (1000)\n"
+            "  --passes N       runs of the query set per point; the fastest is reported (3)\n"
+            "  --steps LIST     of build,exact,curve,rebuild (all four)\n"
+            "  --db NAME        database in DIR (bench); without build, an existing one with ids = row numbers\n"
+            "DIR must not hold a database 'bench' yet.\n");
     exit(2);
 }
 
@@ -100,6 +103,7 @@ static void bench_parse(int argc, char **argv, bench_search_opts *o)
     o->k = 10;
     o->batch = 1000;
     o->passes = 3;
+    o->db = "bench";
     o->steps = "build,exact,curve,loaded,cycles,rebuild";
     memcpy(o->efs, efs, sizeof efs);
     o->nefs = sizeof efs / sizeof efs[0];
@@ -118,6 +122,7 @@ static void bench_parse(int argc, char **argv, bench_search_opts *o)
         else if (!strcmp(a, "--batch")) o->batch = (uint32_t)bench_arg_u64(a, v);
         else if (!strcmp(a, "--passes")) o->passes = (uint32_t)bench_arg_u64(a, v);
         else if (!strcmp(a, "--steps")) o->steps = v;
+        else if (!strcmp(a, "--db")) o->db = v;
         else if (!strcmp(a, "--efs")) {
             o->nefs = 0;
             for (const char *p = v; *p;) {
@@ -185,11 +190,11 @@ static void bench_load(const bench_search_opts *o, bench_set *s)
     }
 }
 
-static void bench_open(const char *dir, jvdb_env **env, jvdb_db **db)
+static void bench_open(const char *dir, const char *name, jvdb_env **env, jvdb_db **db)
 {
     int rc = jvdb_env_open(dir, env);
     if (rc) bench_die(0, "open %s: %s", dir, jvdb_errmsg());
-    if ((rc = jvdb_db_open(*env, "bench", db))) bench_die(0, "open database: %s", jvdb_errmsg());
+    if ((rc = jvdb_db_open(*env, name, db))) bench_die(0, "open database %s: %s", name, jvdb_errmsg());
 }
 
 static void bench_json_index(jvdb_db *db)
@@ -222,7 +227,7 @@ static jvdb_db *bench_build(const bench_search_opts *o, const bench_set *s, jvdb
     dopts.metric = JVDB_METRIC_L2;
     dopts.sync = JVDB_SYNC_NEVER;
     jvdb_db *db;
-    if (jvdb_db_create(env, "bench", &dopts, &db)) bench_die(0, "create: %s", jvdb_errmsg());
+    if (jvdb_db_create(env, o->db, &dopts, &db)) bench_die(0, "create: %s", jvdb_errmsg());
     jvdb_index_options io;
     jvdb_index_options_init(&io);
     io.m = o->m;
@@ -345,7 +350,10 @@ int main(int argc, char **argv)
         db = bench_build(&o, &s, env);
     } else {
         jvdb_env_close(env);
-        bench_open(o.dir, &env, &db);
+        bench_open(o.dir, o.db, &env, &db);
+        /* An existing database's saved graph loads in the background: the curve needs it ready. */
+        if (bench_step(&o, "curve") && jvdb_db_index_wait(db, UINT32_MAX))
+            bench_die(0, "index wait: %s", jvdb_errmsg());
     }
     if (bench_step(&o, "exact")) {
         jvdb_search_params p;
@@ -360,7 +368,7 @@ int main(int argc, char **argv)
         /* A clean close saves the graph; the reopen loads it. */
         jvdb_env_close(env);
         double t0 = bench_now();
-        bench_open(o.dir, &env, &db);
+        bench_open(o.dir, o.db, &env, &db);
         if (jvdb_db_index_wait(db, UINT32_MAX)) bench_die(0, "index wait: %s", jvdb_errmsg());
         double ready_s = bench_now() - t0;
         jvdb_index_status st;
@@ -410,10 +418,10 @@ int main(int argc, char **argv)
          * nothing else running. */
         jvdb_env_close(env);
         char path[4096];
-        snprintf(path, sizeof path, "%s/databases/bench/ext.hnsw", o.dir);
+        snprintf(path, sizeof path, "%s/databases/%s/ext.hnsw", o.dir, o.db);
         if (unlink(path) != 0 && errno != ENOENT) bench_die(errno, "remove %s", path);
         double t0 = bench_now();
-        bench_open(o.dir, &env, &db);
+        bench_open(o.dir, o.db, &env, &db);
         double open_s = bench_now() - t0;
         bench_region r;
         bench_region_begin(&r);

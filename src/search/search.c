@@ -1275,21 +1275,76 @@ void jvdb_results_free(jvdb_result *r, size_t n)
     free(r);
 }
 
+/* Whether JVDB_RERANK_READS=map asks for the re-rank and results to read the segments through
+ * their mappings (no syscall per vector, but every page touched stays in RSS) rather than with
+ * pread (the default); read once, a bad value is logged and means pread. */
+static int search_reads_mapped(void)
+{
+    static int mode = -1; /* -1: not read yet (threads racing to set it all compute the same) */
+    int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
+    if (m >= 0) return m;
+    const char *env = getenv("JVDB_RERANK_READS");
+    m = env && !strcmp(env, "map");
+    if (env && *env && !m && strcmp(env, "pread"))
+        log_warn("JVDB_RERANK_READS=%s is not pread or map; searches read vectors with pread", env);
+    __atomic_store_n(&mode, m, __ATOMIC_RELAXED);
+    return m;
+}
+
+/* Records (results) or vectors (re-rank) read per seg_copy_out call: bounds the per-query buffer. */
+#define RERANK_CHUNK 64
+
+/* Copies n records or vectors out of the segments by pread (seg_copy_out; items in any order), not
+ * through the mapping: reads of random records through the long-lived segment mappings leave 16
+ * pages mapped each (the kernel's fault-around), which a query stream turns into the whole file in
+ * the process's RSS (bench/results/search-rerank-rss.md). */
+static int search_copy_out(const jvdb_db *db, struct seg_copy *items, size_t n)
+{
+    if (search_reads_mapped()) {
+        for (size_t i = 0; i < n; i++) memcpy(items[i].dst, items[i].src, items[i].len);
+        return JVDB_OK;
+    }
+    const struct db_seglist *l = db_segments(db);
+    if (seg_copy_out(l->segs, l->n, items, n)) return err_errno(errno, "cannot read records of '%s'", jvdb_db_name(db));
+    return JVDB_OK;
+}
+
 /* Builds the answers for the slots found, each as the search's snapshot sees it; *count may end
- * below n when a slot has no version there (a graph answer that was never accepted). */
+ * below n when a slot has no version there (a graph answer that was never accepted).  The records
+ * are read (search_copy_out) only when vectors or metadata are asked for. */
 static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const jvdb_search_params *p,
                          const uint32_t *slots, const float *scores, uint32_t n, jvdb_result **out, uint32_t *count)
 {
     jvdb_result *r = calloc(n ? n : 1, sizeof *r);
-    if (!r) return err_set(JVDB_ENOMEM, "out of memory");
-    uint32_t i = 0;
+    const struct kd_entry **ents = malloc((n ? n : 1) * sizeof *ents);
+    struct seg_copy *items = malloc((n ? n : 1) * sizeof *items);
+    uint8_t *recs = NULL;
+    int rc = JVDB_OK;
+    if (!r || !ents || !items) goto oom;
+    uint32_t m = 0;
+    size_t bytes = 0;
     for (uint32_t j = 0; j < n; j++) {
         const struct kd_entry *e = slot_entry(ac, slots[j]);
         if (!e) continue;
-        const struct rec_header *h = keydir_record(e);
+        ents[m] = e;
+        r[m].score = scores[j];
+        bytes += rec_align(e->rec_len);
+        m++;
+    }
+    int want = p->include_vectors || p->include_metadata;
+    if (want && !(recs = aligned_alloc(REC_ALIGN, bytes ? bytes : REC_ALIGN))) goto oom;
+    size_t at = 0;
+    for (uint32_t i = 0; want && i < m; i++) {
+        items[i] = (struct seg_copy){ (const uint8_t *)keydir_record(ents[i]), recs + at, ents[i]->rec_len };
+        at += rec_align(ents[i]->rec_len);
+    }
+    if (want && (rc = search_copy_out(db, items, m))) goto fail;
+    at = 0;
+    for (uint32_t i = 0; i < m; i++) {
+        const struct kd_entry *e = ents[i];
+        const struct rec_header *h = want ? (const struct rec_header *)(recs + at) : NULL;
+        if (want) at += rec_align(e->rec_len);
         __atomic_fetch_add((uint32_t *)&e->hits, 1, __ATOMIC_RELAXED);
-        float score = scores[j];
-        r[i].score = score;
         r[i].id = malloc((size_t)e->id_len + 1);
         if (!r[i].id) goto oom;
         memcpy(r[i].id, e->id, e->id_len);
@@ -1305,44 +1360,134 @@ static int results_build(const jvdb_db *db, const struct accept_ctx *ac, const j
             memcpy(r[i].meta_json, rec_meta(h, jvdb_db_dim(db)), h->meta_len);
             r[i].meta_json[h->meta_len] = '\0';
         }
-        i++;
     }
+    free(ents);
+    free(items);
+    free(recs);
     *out = r;
-    *count = i;
+    *count = m;
     return JVDB_OK;
 oom:
+    rc = err_set(JVDB_ENOMEM, "out of memory");
+fail:
     jvdb_results_free(r, n);
-    return err_set(JVDB_ENOMEM, "out of memory");
+    free(ents);
+    free(items);
+    free(recs);
+    return rc;
+}
+
+/* A re-rank candidate: its slot and a lower bound of its exact distance. */
+struct rr_cand {
+    float lb;
+    uint32_t slot;
+};
+
+/* qsort order of re-rank candidates: by lower bound, then slot. */
+static int rr_cand_cmp(const void *a, const void *b)
+{
+    const struct rr_cand *x = a, *y = b;
+    return x->lb < y->lb ? -1 : x->lb > y->lb ? 1 : (x->slot > y->slot) - (x->slot < y->slot);
+}
+
+/* Lower bounds of the exact l2 distances of the candidates from their code rows, so that the
+ * re-rank reads only the vectors that can still make the top k.  A row codes x as x^ with one step
+ * s per row and codes rounded to the nearest (sq8.h: no clipping, step = max|x - centre| / 127), so
+ * |x - x^| <= s sqrt(dim) / 2; the code distance is |q^ - x^| exactly (centres cancel) and
+ * |q - q^| is measured, hence |q - x| >= |q^ - x^| - |q - q^| - s sqrt(dim) / 2.  A row with step
+ * 0 (a vector at the centre, or one too large to code) gets no bound.  Bounds are shaved by 1e-4
+ * relative for float rounding.  Only when the row is the graph's copy of the vector the snapshot
+ * sees can the bound be wrong (a slot re-coded after the search's snapshot and drained from the
+ * pending set before its copy): the candidate is then missed, never invented. */
+static void rerank_bounds(const struct search_index *ix, const int8_t *qrow, const float *q, float *tmp,
+                          struct rr_cand *c, uint32_t n)
+{
+    uint32_t dim = ix->quant.dim;
+    struct dist_space cs;
+    if (dist_space_init_sq8(&cs, JVDB_METRIC_L2, dim)) return;
+    sq8_decode(&ix->quant, qrow, tmp);
+    double eq = 0;
+    for (uint32_t d = 0; d < dim; d++) eq += ((double)q[d] - tmp[d]) * ((double)q[d] - tmp[d]);
+    eq = sqrt(eq);
+    double half = 0.5 * (1.0 + 1e-3) * sqrt((double)dim);
+    for (uint32_t i = 0; i < n; i++) {
+        const int8_t *row = c[i].slot < ix->nav_cap ? (const int8_t *)ix->nav[c[i].slot] : NULL;
+        float step = row ? sq8_row_step(row, dim) : 0.0f;
+        if (!row || !(step > 0.0f)) continue;
+        double r = sqrt((double)cs.dist((const float *)qrow, (const float *)row, dim)) - eq - half * step;
+        c[i].lb = r > 0 ? (float)(r * r * (1.0 - 1e-4)) : 0.0f;
+    }
 }
 
 /* Re-ranks the graph's candidates (slots, approximate order) by their full vectors as the search's
- * snapshot sees them, read from the segments through the lock-free read path: the best k (within
- * the threshold, if any) go to out_slots / out_scores, best first. */
-static int rerank(const jvdb_db *db, struct accept_ctx *ac, const float *q, const jvdb_search_params *p,
-                  const uint32_t *cand, uint32_t ncand, uint32_t *out_slots, float *out_scores, uint32_t *out_n)
+ * snapshot sees them, copied out of the segments (search_copy_out) inside the lock-free read
+ * section: the best k (within the threshold, if any) go to out_slots / out_scores, best first.
+ * Each copy is a pread, so for l2 the candidates go by the lower bound their code rows give
+ * (rerank_bounds), the k most promising read together, then one at a time until the next bound
+ * cannot beat the k-th distance found (at ef 64 on 1M, 48 of 64 candidates are read).  With
+ * JVDB_RERANK_READS=map every candidate is scored straight from the mapping, as before pread. */
+static int rerank(const jvdb_db *db, const struct search_index *ix, const int8_t *qrow, struct accept_ctx *ac,
+                  const float *q, const jvdb_search_params *p, const uint32_t *cand, uint32_t ncand,
+                  uint32_t *out_slots, float *out_scores, uint32_t *out_n)
 {
     *out_n = 0;
     struct dist_space sp;
-    int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), jvdb_db_dim(db));
+    uint32_t dim = jvdb_db_dim(db);
+    int rc = dist_space_init_stored(&sp, jvdb_db_metric(db), dim);
     if (rc) return rc;
     struct topk best;
     if (topk_init(&best, p->k)) return err_set(JVDB_ENOMEM, "out of memory");
+    float *buf = aligned_alloc(64, (size_t)RERANK_CHUNK * dim * sizeof(float));
+    struct rr_cand *c = malloc((ncand ? ncand : 1) * sizeof *c);
+    struct seg_copy items[RERANK_CHUNK];
+    uint32_t which[RERANK_CHUNK];
+    if (!buf || !c) rc = err_set(JVDB_ENOMEM, "out of memory");
     float limit = p->has_threshold ? dist_from_score(jvdb_db_metric(db), p->threshold) : INFINITY;
-    for (uint32_t i = 0; i < ncand; i++) {
-        const float *v = resolve_slot(ac, cand[i]);
-        if (i + 1 < ncand) dist_prefetch(resolve_slot(ac, cand[i + 1]), jvdb_db_dim(db), 8);
-        if (!v) continue;
-        float d = sp.dist(q, v, jvdb_db_dim(db));
-        if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, cand[i]);
+    if (rc == JVDB_OK && search_reads_mapped()) {
+        /* Reads are free once mapped: every candidate, straight from the mapping, none copied. */
+        for (uint32_t i = 0; i < ncand; i++) {
+            const float *v = resolve_slot(ac, cand[i]);
+            if (i + 1 < ncand) dist_prefetch(resolve_slot(ac, cand[i + 1]), dim, 8);
+            if (!v) continue;
+            float d = sp.dist(q, v, dim);
+            if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, cand[i]);
+        }
+        ncand = 0;
     }
-    uint32_t n = topk_sort(&best);
+    for (uint32_t i = 0; rc == JVDB_OK && i < ncand; i++) c[i] = (struct rr_cand){ 0.0f, cand[i] };
+    if (rc == JVDB_OK && jvdb_db_metric(db) == JVDB_METRIC_L2 && ix->quant.trained) {
+        rerank_bounds(ix, qrow, q, buf, c, ncand);
+        qsort(c, ncand, sizeof *c, rr_cand_cmp);
+    }
+    /* The first round reads k candidates (or a chunk when there are no bounds), later ones one. */
+    uint32_t round = jvdb_db_metric(db) == JVDB_METRIC_L2 ? p->k : RERANK_CHUNK;
+    for (uint32_t i = 0; rc == JVDB_OK && i < ncand;) {
+        uint32_t m = 0;
+        for (; i < ncand && m < round && m < RERANK_CHUNK; i++) {
+            if (c[i].lb > limit || c[i].lb >= topk_bound(&best)) break;
+            const float *v = resolve_slot(ac, c[i].slot);
+            if (!v) continue;
+            items[m] = (struct seg_copy){ (const uint8_t *)v, buf + (size_t)m * dim, dim * (uint32_t)sizeof(float) };
+            which[m++] = c[i].slot;
+        }
+        if (m == 0) break; /* every later bound is as high */
+        if ((rc = search_copy_out(db, items, m))) break;
+        for (uint32_t t = 0; t < m; t++) {
+            float d = sp.dist(q, buf + (size_t)t * dim, dim);
+            if (d <= limit && d < topk_bound(&best)) topk_push(&best, d, which[t]);
+        }
+        if (jvdb_db_metric(db) == JVDB_METRIC_L2) round = 1;
+    }
+    uint32_t n = rc ? 0 : topk_sort(&best);
     for (uint32_t i = 0; i < n; i++) {
         out_slots[i] = best.items[i].slot;
         out_scores[i] = dist_score(jvdb_db_metric(db), best.items[i].dist);
     }
     *out_n = n;
+    free(buf);
+    free(c);
     topk_free(&best);
-    return JVDB_OK;
+    return rc;
 }
 
 /* Exact scan of the pending slots only (`pend`, copied when the search began, packed into a
@@ -1531,7 +1676,7 @@ int jvdb_search(jvdb_db *db, const float *query, uint32_t dim, const jvdb_search
             sq8_encode(&ix->quant, q, qrow);
             rc = hnsw_search(ix->graph, ix->nav, ix->nav_cap, qrow, &hq, cand, NULL, &cn, &info);
         }
-        if (rc == JVDB_OK && info.complete) rc = rerank(db, &ac, q, &p, cand, cn, slots, scores, &gn);
+        if (rc == JVDB_OK && info.complete) rc = rerank(db, ix, qrow, &ac, q, &p, cand, cn, slots, scores, &gn);
         free(cand);
         free(qrow);
         if (rc == JVDB_OK && !info.complete) {

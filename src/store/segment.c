@@ -5,6 +5,8 @@
  * MAP_SHARED mapping, which the kernel keeps coherent with those writes.  The mapping reserves more
  * address space than the file holds so that it never has to move while the file grows: a pointer
  * handed to a reader or to the slot table stays valid until the segment's last reference goes.
+ * Random reads of a few records (a search's re-rank and results) go through pread instead
+ * (seg_copy_out), so that they do not grow the process's mapped RSS.
  * A segment replaced by compaction is "retired": it disappears (munmap, close, unlink) only when
  * the last pin on it is released, so a reader that started before the swap finishes safely.
  */
@@ -27,6 +29,8 @@
 #include <xxhash.h>
 
 #define SEG_TRUNCATE_STEP ((off_t)32 << 20)
+/* seg_copy_out reads items whose bytes lie within this span with one pread: cheaper than a call each. */
+#define SEG_COPY_SPAN     8192u
 
 char *seg_path(const char *dir, uint64_t no)
 {
@@ -164,6 +168,69 @@ int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struc
 int seg_open_readonly(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out)
 {
     return seg_open_flags(dir, no, dim, reserve, O_RDONLY, out);
+}
+
+/* qsort order of seg_copy items: by source address. */
+static int seg_copy_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct seg_copy *)a)->src, y = (uintptr_t)((const struct seg_copy *)b)->src;
+    return x < y ? -1 : x > y;
+}
+
+/* Reads len bytes at off of fd in full (pread may return less when interrupted); 0 or -1 with errno. */
+static int seg_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t r = pread(fd, p, len, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            if (r == 0) errno = EIO; /* the record is inside the file: a short file is damage */
+            return -1;
+        }
+        p += r;
+        off += (uint64_t)r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+int seg_copy_out(struct segment *const *segs, size_t nsegs, struct seg_copy *items, size_t n)
+{
+    if (n > 1) qsort(items, n, sizeof *items, seg_copy_cmp);
+    uint8_t span[SEG_COPY_SPAN];
+    const struct segment *s = NULL;
+    for (size_t i = 0; i < n;) {
+        const uint8_t *src = items[i].src;
+        if (!s || src < s->map || src >= s->map + s->map_len) {
+            s = NULL;
+            for (size_t j = 0; j < nsegs && !s; j++)
+                if (segs[j]->map && src >= segs[j]->map && src < segs[j]->map + segs[j]->map_len) s = segs[j];
+        }
+        if (!s) { /* retired meanwhile: still mapped for the caller's read section */
+            memcpy(items[i].dst, src, items[i].len);
+            i++;
+            continue;
+        }
+        /* Items i..j-1 end within SEG_COPY_SPAN bytes of src, all in s: one read. */
+        size_t j = i + 1;
+        const uint8_t *end = src + items[i].len;
+        while (items[i].len <= SEG_COPY_SPAN && j < n && items[j].src >= src &&
+               items[j].src + items[j].len <= src + SEG_COPY_SPAN &&
+               items[j].src + items[j].len <= s->map + s->map_len) {
+            if (items[j].src + items[j].len > end) end = items[j].src + items[j].len;
+            j++;
+        }
+        uint64_t off = (uint64_t)(src - s->map);
+        if (j == i + 1) {
+            if (seg_pread_all(s->fd, items[i].dst, items[i].len, off)) return -1;
+        } else {
+            if (seg_pread_all(s->fd, span, (size_t)(end - src), off)) return -1;
+            for (size_t t = i; t < j; t++) memcpy(items[t].dst, span + (items[t].src - src), items[t].len);
+        }
+        i = j;
+    }
+    return 0;
 }
 
 void seg_ref(struct segment *s) { atomic_fetch_add(&s->refs, 1); }

@@ -6,6 +6,7 @@
  */
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define SEG_HEADER_SIZE    64u
@@ -48,6 +49,21 @@ int seg_create(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, str
 int seg_open(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out);
 /* The same with a read-only descriptor (read-only and salvage opens never write a segment). */
 int seg_open_readonly(const char *dir, uint64_t no, uint32_t dim, uint64_t reserve, struct segment **out);
+/* One copy out of a segment mapping (seg_copy_out). */
+struct seg_copy {
+    const uint8_t *src; /* len bytes inside one segment's mapping */
+    void *dst;
+    uint32_t len;
+};
+/* Copies each item's bytes to its dst with pread from the file of the segment (of segs) whose
+ * mapping holds src, instead of reading the mapping: a read through a long-lived mapping makes
+ * the kernel map the page and its neighbours (fault-around), and those stay in the process's RSS
+ * for as long as the mapping lives, whereas pread leaves the page cache unmapped.  Items are
+ * sorted by src (their order changes) and nearby ones read together.  An src in no listed
+ * mapping (a segment a compaction retired after the caller's read section began) is copied from
+ * memory.  For random reads of a few records (re-rank, result building); scans should read the
+ * mapping.  Returns 0, or -1 with errno set. */
+int seg_copy_out(struct segment *const *segs, size_t nsegs, struct seg_copy *items, size_t n);
 /* Reference counting: the last seg_unref unmaps, closes and (if retired) unlinks. */
 void seg_ref(struct segment *s);
 void seg_unref(struct segment *s);

@@ -396,6 +396,26 @@ def index_on_request(e):
 
 
 @test
+def rerank_reads_map_or_pread(e):
+    """JVDB_RERANK_READS=map (re-rank through the segment mapping) answers exactly as the default
+    (pread); another value is logged and means pread."""
+    load(e, "l2", n=800, dim=16, seed=21)
+    qs = queries(20, 16, seed=22)
+    write_fvecs(e.path("q.fvecs"), qs)
+    outs = {}
+    for mode in ("pread", "map", "bogus"):
+        os.environ["JVDB_RERANK_READS"] = mode
+        try:
+            _, out, err = e.run("search", "v", "--query-file", e.path("q.fvecs"), "--index", "--include-vectors",
+                                "--json")
+        finally:
+            del os.environ["JVDB_RERANK_READS"]
+        outs[mode] = json.loads(out)
+        assert ("JVDB_RERANK_READS=bogus" in err) == (mode == "bogus"), err
+    assert outs["map"] == outs["pread"] == outs["bogus"]
+
+
+@test
 def search_changes_nothing_on_disk(e):
     load(e, "l2", n=50)
     d = os.path.join(e.data, "databases", "v")

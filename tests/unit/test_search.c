@@ -1,11 +1,16 @@
 /* test_search.c — jvdb_search over real databases (issue 3): exact equals a reference for every
- * metric, HNSW recall on clustered data (also after deletes and a reopen), filters, and that results
- * are complete while the graph is still catching up. */
+ * metric, HNSW recall on clustered data (also after deletes and a reopen), filters, that results
+ * are complete while the graph is still catching up, and that HNSW searches read the segments
+ * without mapping their pages (issue 11). */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#include "store/db.h"
+#include "store/readpath.h"
 #include "test_util.h"
 
 #define DIM 24
@@ -311,12 +316,156 @@ static void test_filters(void **state)
     tu_rmdir(dir);
 }
 
+/* KiB of the process's RSS in the mappings that begin at the segments' map addresses (/proc/self/smaps). */
+static long segments_rss_kb(jvdb_db *db)
+{
+    uintptr_t starts[64];
+    size_t ns = 0;
+    rp_enter();
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n && ns < 64; i++) starts[ns++] = (uintptr_t)l->segs[i]->map;
+    rp_exit();
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    long kb = 0;
+    int in = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        long v;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            in = 0;
+            for (size_t i = 0; i < ns; i++) in |= lo == starts[i];
+        } else if (in && sscanf(line, "Rss: %ld kB", &v) == 1) {
+            kb += v;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+/* Unmaps (MADV_DONTNEED; the page cache keeps them) every page of the segment mappings. */
+static void segments_drop(jvdb_db *db)
+{
+    rp_enter();
+    const struct db_seglist *l = db_segments(db);
+    for (size_t i = 0; i < l->n; i++)
+        assert_int_equal(madvise((void *)l->segs[i]->map, l->segs[i]->map_len, MADV_DONTNEED), 0);
+    rp_exit();
+}
+
+/* Issue 11: a stream of HNSW searches (re-rank, vectors and metadata of the results) must not map
+ * the segments' pages: read through the mapping, each touch left 16 pages of page cache in RSS
+ * (fault-around), and a query stream brought the whole file in (1.75x raw vectors at 1M). */
+static void test_hnsw_reads_leave_segments_unmapped(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    enum { N = 20000 };
+    float *data = make_clustered(N, DIM, 4);
+    jvdb_db *db = load(env, "m", JVDB_METRIC_L2, data, N);
+    jvdb_index_options io;
+    jvdb_index_options_init(&io);
+    io.ef_construction = 64;
+    assert_ok(jvdb_db_set_index(db, &io));
+    assert_ok(jvdb_db_index_wait(db, 600000));
+    segments_drop(db);
+    long before = segments_rss_kb(db);
+    int hits = 0;
+    for (int qi = 0; qi < 400; qi++) {
+        int row = (qi * 7919) % N;
+        float q[DIM];
+        for (int d = 0; d < DIM; d++) q[d] = data[(size_t)row * DIM + d] + 0.001f;
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        p.ef = 64;
+        p.include_vectors = 1;
+        p.include_metadata = 1;
+        jvdb_result *r;
+        size_t n;
+        assert_ok(jvdb_search(db, q, DIM, &p, &r, &n));
+        assert_int_equal(n, 10);
+        for (size_t j = 0; j < n; j++) {
+            int got = id_num(r[j].id);
+            hits += got == row;
+            /* The copies are the stored record's: vector, metadata, score. */
+            assert_memory_equal(r[j].vector, data + (size_t)got * DIM, DIM * sizeof(float));
+            char want[64];
+            snprintf(want, sizeof want, "\"name\":\"n%d\"", got);
+            assert_non_null(strstr(r[j].meta_json, want));
+            assert_true(fabs(ref_score(JVDB_METRIC_L2, q, r[j].vector, DIM) - r[j].score) <= 1e-3);
+        }
+        jvdb_results_free(r, n);
+    }
+    long after = segments_rss_kb(db);
+    print_message("segment pages mapped: %ld KiB before, %ld KiB after 400 searches (%d of 400 found their row)\n",
+                  before, after, hits);
+    assert_true(hits >= 390);
+    assert_true(after - before <= 64); /* was every page of the file (3.8 MiB) */
+    /* An exact scan still reads the mapping (sequential: fault-around is what it wants). */
+    jvdb_search_params p;
+    jvdb_search_params_init(&p);
+    p.exact = 1;
+    p.threads = 1;
+    jvdb_result *r;
+    size_t n;
+    assert_ok(jvdb_search(db, data, DIM, &p, &r, &n));
+    jvdb_results_free(r, n);
+    assert_true(segments_rss_kb(db) > after + 1024);
+    free(data);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
+/* The re-rank reads only candidates whose code bound can still beat the k-th distance: with the
+ * whole database in the ef window, the HNSW answer must be the exact one, also on rows whose
+ * magnitudes (and so steps) differ by 1e4. */
+static void test_rerank_bounds_keep_exact_answers(void **state)
+{
+    (void)state;
+    char *dir = tu_tempdir();
+    jvdb_env *env;
+    assert_ok(jvdb_env_open(dir, &env));
+    enum { N = 400 };
+    float *data = make_clustered(N, DIM, 5);
+    for (int i = 0; i < N; i++)
+        for (int d = 0; d < DIM; d++) data[(size_t)i * DIM + d] *= (float)pow(10.0, (i % 5) - 2);
+    jvdb_db *db = load(env, "b", JVDB_METRIC_L2, data, N);
+    jvdb_index_options io;
+    jvdb_index_options_init(&io);
+    assert_ok(jvdb_db_set_index(db, &io));
+    assert_ok(jvdb_db_index_wait(db, 600000));
+    for (int qi = 0; qi < 50; qi++) {
+        float q[DIM];
+        for (int d = 0; d < DIM; d++) q[d] = data[(size_t)((qi * 37) % N) * DIM + d] * 1.01f + 0.001f * (float)d;
+        jvdb_search_params p;
+        jvdb_search_params_init(&p);
+        p.ef = 1000;
+        jvdb_result *r, *x;
+        size_t n, xn;
+        assert_ok(jvdb_search(db, q, DIM, &p, &r, &n));
+        p.exact = 1;
+        assert_ok(jvdb_search(db, q, DIM, &p, &x, &xn));
+        assert_int_equal(n, xn);
+        for (size_t j = 0; j < n; j++) assert_true(fabs(r[j].score - x[j].score) <= 1e-4 * (1 + fabs(x[j].score)));
+        jvdb_results_free(r, n);
+        jvdb_results_free(x, xn);
+    }
+    free(data);
+    jvdb_env_close(env);
+    tu_rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_matches_reference),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_hnsw_recall),
+        cmocka_unit_test(test_hnsw_reads_leave_segments_unmapped),
+        cmocka_unit_test(test_rerank_bounds_keep_exact_answers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
