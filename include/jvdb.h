@@ -333,6 +333,22 @@ JVDB_API int jvdb_db_index_rebuild(jvdb_db *db);
  * and without it 1.  Searches are not affected (each runs on its caller's thread).  JVDB_EINVAL
  * above 256. */
 JVDB_API int jvdb_set_index_threads(uint32_t threads);
+/* How HNSW searches read the full vectors they re-rank and the records they return. */
+typedef enum jvdb_search_reads {
+    /* Through the segments' long-lived mappings: no system call per vector (the most queries per
+     * second), but every page a search touches stays mapped, so a long stream of searches brings the
+     * segment files into the process's RSS (clean page cache, reclaimable, about 2x the raw vectors
+     * at 1M x 128 after 2,000 random searches). */
+    JVDB_READS_MAPPED = 0,
+    /* With pread into a per-search buffer: RSS stays at the index's own (about 0.9x the raw vectors)
+     * however many searches run, for one system call per vector read (0.81-0.86x the queries per
+     * second at 1M x 128, 0.62-0.80x at 100k; bench/results/search-rerank-rss.md). */
+    JVDB_READS_PREAD = 1,
+} jvdb_search_reads;
+/* Chooses how searches of this process read vectors (process-wide, from the next search).  Until it is
+ * called the environment variable JVDB_RERANK_READS (`map` or `pread`) decides, and without it
+ * JVDB_READS_MAPPED.  Answers are the same either way.  JVDB_EINVAL for another value. */
+JVDB_API int jvdb_set_search_reads(jvdb_search_reads mode);
 /* The database's index settings (persisted; changing them rebuilds the index). */
 JVDB_API int jvdb_db_set_index(jvdb_db *db, const jvdb_index_options *o);
 JVDB_API void jvdb_db_get_index(jvdb_db *db, jvdb_index_options *out);

@@ -1275,20 +1275,34 @@ void jvdb_results_free(jvdb_result *r, size_t n)
     free(r);
 }
 
-/* Whether JVDB_RERANK_READS=map asks for the re-rank and results to read the segments through
- * their mappings (no syscall per vector, but every page touched stays in RSS) rather than with
- * pread (the default); read once, a bad value is logged and means pread. */
+/* How searches read the vectors they re-rank and return (jvdb_set_search_reads): -1 = not set yet
+ * (JVDB_RERANK_READS decides at first use), else a jvdb_search_reads value. */
+static int search_reads = -1;
+
+int jvdb_set_search_reads(jvdb_search_reads mode)
+{
+    if (mode != JVDB_READS_MAPPED && mode != JVDB_READS_PREAD)
+        return err_set(JVDB_EINVAL, "search reads must be JVDB_READS_MAPPED or JVDB_READS_PREAD, not %d", (int)mode);
+    __atomic_store_n(&search_reads, (int)mode, __ATOMIC_RELAXED);
+    return JVDB_OK;
+}
+
+/* Whether the re-rank and results read the segments through their mappings (the default: no
+ * syscall per vector, but every page touched stays in RSS) rather than with pread; until
+ * jvdb_set_search_reads is called JVDB_RERANK_READS (map or pread) decides, read once, a bad value
+ * logged and meaning map. */
 static int search_reads_mapped(void)
 {
-    static int mode = -1; /* -1: not read yet (threads racing to set it all compute the same) */
-    int m = __atomic_load_n(&mode, __ATOMIC_RELAXED);
-    if (m >= 0) return m;
+    int m = __atomic_load_n(&search_reads, __ATOMIC_RELAXED);
+    if (m >= 0) return m == JVDB_READS_MAPPED;
     const char *env = getenv("JVDB_RERANK_READS");
-    m = env && !strcmp(env, "map");
-    if (env && *env && !m && strcmp(env, "pread"))
-        log_warn("JVDB_RERANK_READS=%s is not pread or map; searches read vectors with pread", env);
-    __atomic_store_n(&mode, m, __ATOMIC_RELAXED);
-    return m;
+    m = env && !strcmp(env, "pread") ? JVDB_READS_PREAD : JVDB_READS_MAPPED;
+    if (env && *env && strcmp(env, "map") && strcmp(env, "pread"))
+        log_warn("JVDB_RERANK_READS=%s is not map or pread; searches read vectors through the mapping", env);
+    /* Threads racing here all compute the same; a setter that ran meanwhile wins. */
+    int unset = -1;
+    __atomic_compare_exchange_n(&search_reads, &unset, m, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    return __atomic_load_n(&search_reads, __ATOMIC_RELAXED) == JVDB_READS_MAPPED;
 }
 
 /* Records (results) or vectors (re-rank) read per seg_copy_out call: bounds the per-query buffer. */

@@ -397,8 +397,8 @@ def index_on_request(e):
 
 @test
 def rerank_reads_map_or_pread(e):
-    """JVDB_RERANK_READS=map (re-rank through the segment mapping) answers exactly as the default
-    (pread); another value is logged and means pread."""
+    """JVDB_RERANK_READS=pread (re-rank with pread, RSS kept at the index's own) answers exactly as the
+    default (through the segment mapping); another value is logged and means map."""
     load(e, "l2", n=800, dim=16, seed=21)
     qs = queries(20, 16, seed=22)
     write_fvecs(e.path("q.fvecs"), qs)

@@ -360,6 +360,8 @@ static void segments_drop(jvdb_db *db)
 static void test_hnsw_reads_leave_segments_unmapped(void **state)
 {
     (void)state;
+    assert_ok(jvdb_set_search_reads(JVDB_READS_PREAD)); /* the default reads through the mapping */
+    assert_int_equal(jvdb_set_search_reads((jvdb_search_reads)7), JVDB_EINVAL);
     char *dir = tu_tempdir();
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
@@ -414,6 +416,17 @@ static void test_hnsw_reads_leave_segments_unmapped(void **state)
     assert_ok(jvdb_search(db, data, DIM, &p, &r, &n));
     jvdb_results_free(r, n);
     assert_true(segments_rss_kb(db) > after + 1024);
+    /* The default reads through the mapping: the same searches map pages there (the mode decides). */
+    assert_ok(jvdb_set_search_reads(JVDB_READS_MAPPED));
+    segments_drop(db);
+    long mapped_before = segments_rss_kb(db);
+    for (int qi = 0; qi < 100; qi++) {
+        jvdb_search_params_init(&p);
+        p.k = 10;
+        assert_ok(jvdb_search(db, data + (size_t)((qi * 7919) % N) * DIM, DIM, &p, &r, &n));
+        jvdb_results_free(r, n);
+    }
+    assert_true(segments_rss_kb(db) > mapped_before + 64);
     free(data);
     jvdb_env_close(env);
     tu_rmdir(dir);
@@ -425,6 +438,7 @@ static void test_hnsw_reads_leave_segments_unmapped(void **state)
 static void test_rerank_bounds_keep_exact_answers(void **state)
 {
     (void)state;
+    assert_ok(jvdb_set_search_reads(JVDB_READS_PREAD)); /* the bounds are the pread path's */
     char *dir = tu_tempdir();
     jvdb_env *env;
     assert_ok(jvdb_env_open(dir, &env));
@@ -456,6 +470,7 @@ static void test_rerank_bounds_keep_exact_answers(void **state)
     free(data);
     jvdb_env_close(env);
     tu_rmdir(dir);
+    assert_ok(jvdb_set_search_reads(JVDB_READS_MAPPED));
 }
 
 int main(void)
