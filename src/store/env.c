@@ -658,6 +658,10 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     old = env_find_open(env, name);
     if (old && (rc = env_retire_locked(env, old, name))) goto fail;
+    /* Its background keydir checkpoint, if one is under way, ends now in its own directory: after
+     * the swap that path names the restored database's, where its KEYDIR would be loaded over the
+     * restored segments at the next open (`dropping` keeps another from starting). */
+    if (old) kdckpt_hold(old, 1);
     io_crash_point("publish.before_rename");
     if (exists) {
         /* The commit point of a replace: both directories trade places in one step. */
@@ -687,7 +691,14 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     free(to);
     return rc;
 fail:
-    if (old) atomic_store(&old->dropping, false);
+    if (old) {
+        atomic_store(&old->dropping, false);
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+        if (kdckpt_hold(old, 0) != JVDB_OK) /* it only checkpoints at close then */
+            log_warn("database '%s': %s", name, jvdb_errmsg());
+        err_set(rc, "%s", msg);
+    }
     pthread_mutex_unlock(&env->mu);
     db_close(built);
     fs_remove_tree(from);

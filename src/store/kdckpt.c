@@ -687,6 +687,7 @@ int kdckpt_write(jvdb_db *db, const char *why)
     /* Everything the checkpoint covers must be durable before it can name it. */
     if (rc == JVDB_OK) rc = db_sync_all(db);
     if (rc == JVDB_OK) {
+        io_crash_point("kdckpt.before_open"); /* not a commit point: tests stall the checkpointer here */
         fd = io_open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0) rc = err_errno(errno, "cannot create %s", tmp);
     }

@@ -585,7 +585,11 @@ static void kd_inserter_destroy(struct keydir *kd)
 /* Hands the loader's current batch to the inserter. */
 static void kd_inserter_push(struct kd_inserter *in)
 {
-    if (!in->cur || !in->cur->n) return;
+    if (in->cur && !in->cur->n) { /* a batch begun for an entry that failed: nothing to hand over */
+        free(in->cur);
+        in->cur = NULL;
+    }
+    if (!in->cur) return;
     pthread_mutex_lock(&in->mu);
     while (in->queued >= KD_INS_QUEUE) pthread_cond_wait(&in->room, &in->mu);
     in->queued++;

@@ -51,6 +51,7 @@ struct kd_bucket {
 #define KD_ADDR_MASK     (((uintptr_t)1 << KD_TAG_SHIFT) - 1)
 #define KD_TAG(hash)     ((uintptr_t)((hash) >> KD_TAG_SHIFT) << KD_TAG_SHIFT)
 #define KD_WORD(e, hash) ((uintptr_t)(e) | KD_TAG(hash))
+_Static_assert(sizeof(uintptr_t) == 8, "a bucket word holds a 48-bit address and a 16-bit tag");
 
 /* The entry of a bucket word (NULL, KD_DEAD or an entry). */
 static inline struct kd_entry *kd_word_entry(uintptr_t w) { return (struct kd_entry *)(w & KD_ADDR_MASK); }

@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backup/backup.h"
+#include "core/io.h"
 #include "store/record.h"
 #include "test_util.h"
 
@@ -1577,6 +1579,78 @@ static void test_restore_keeps_what_it_built(void **state)
     unsetenv("JVDB_KDCKPT_BYTES");
 }
 
+/* Stalls the first keydir checkpoint a background thread starts, before it opens its file, until
+ * the publish of a restore has swapped the directories (or 2 s pass). */
+struct kc_stall {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t main;
+    int armed, stalled, released;
+};
+
+/* io_point_hook: see struct kc_stall. */
+static void kc_stall_hook(const char *name, void *arg)
+{
+    struct kc_stall *s = arg;
+    pthread_mutex_lock(&s->mu);
+    if (!strcmp(name, "kdckpt.before_open") && s->armed && !pthread_equal(pthread_self(), s->main)) {
+        s->armed = 0;
+        s->stalled = 1;
+        pthread_cond_broadcast(&s->cv);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        while (!s->released && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
+        }
+    } else if (!strcmp(name, "publish.after_rename")) {
+        s->released = 1;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* A restore replacing an open database while that database's background keydir checkpoint is under
+ * way: the checkpoint must end in the old directory before the swap.  Finishing after it, it wrote
+ * the old database's KEYDIR (its ids at offsets of its own segments) into the restored directory,
+ * and the next open loaded it over the restored segments. */
+static void test_restore_replace_during_checkpoint(void **state)
+{
+    struct fx *f = *state;
+    setenv("JVDB_KDCKPT_BYTES", "1", 1);
+    struct model m = { 0 }, old = { 0 };
+    jvdb_db *src = mkdb(f, "ksrc", 0);
+    for (int i = 0; i < NIDS; i++) m_put(src, &m, i, 1);
+    jvdb_backup_info full = backup(f, src, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL);
+    assert_ok(jvdb_db_drop(f->env, "ksrc")); /* its checkpointer gone: only the target's runs below */
+    struct kc_stall s = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .armed = 1 };
+    s.main = pthread_self();
+    io_point_hook_set(kc_stall_hook, &s);
+    jvdb_db *tgt = mkdb(f, "ktgt", 0);
+    for (int i = NIDS - 8; i < NIDS; i++) m_put(tgt, &old, i, 5);
+    pthread_mutex_lock(&s.mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!s.stalled && pthread_cond_timedwait(&s.cv, &s.mu, &until) == 0) {
+    }
+    int stalled = s.stalled;
+    pthread_mutex_unlock(&s.mu);
+    if (!stalled) {
+        io_point_hook_set(NULL, NULL);
+        fail_msg("the target's keydir checkpointer never started a checkpoint");
+    }
+    jvdb_restore_options ro = { .as_name = "ktgt", .force = 1 };
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, full.id, &ro, &r));
+    io_point_hook_set(NULL, NULL);
+    check_model(r, &m, "restored over an open database");
+    jvdb_env_close(f->env);
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    assert_ok(jvdb_db_open(f->env, "ktgt", &r));
+    check_model(r, &m, "reopened after the replace");
+    unsetenv("JVDB_KDCKPT_BYTES");
+}
+
 /* jvdb_backup_options.cancel: a backup cancelled before it starts or midway fails with EBUSY and
  * leaves nothing in the repository; the next backup is whole. */
 static void test_cancelled_backup(void **state)
@@ -1632,6 +1706,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prune_calendar, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_cancelled_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restore_keeps_what_it_built, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_replace_during_checkpoint, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
