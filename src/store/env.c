@@ -416,11 +416,18 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     }
     jvdb_db *open_db = env_find_open(env, name);
     if (open_db && (rc = env_retire_locked(env, open_db, name))) goto unlock;
+    /* A keydir checkpoint already under way finishes now, in this directory: after the rename its
+     * path would name a database created again under the same name (see env_build_publish). */
+    if (open_db) kdckpt_hold(open_db, 1);
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
     io_crash_point("db.drop.before_rename");
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
-        if (open_db) atomic_store(&open_db->dropping, false);
+        if (open_db) {
+            atomic_store(&open_db->dropping, false);
+            if (kdckpt_hold(open_db, 0) != JVDB_OK) /* it only checkpoints at close then */
+                log_warn("database '%s': %s", name, jvdb_errmsg());
+        }
         goto unlock;
     }
     for (size_t i = 0; i < env->ndbs; i++) {

@@ -1651,6 +1651,82 @@ static void test_restore_replace_during_checkpoint(void **state)
     unsetenv("JVDB_KDCKPT_BYTES");
 }
 
+/* The drop side of the same race: the dropped database's checkpoint stalled past the drop's rename,
+ * while the name is created again (from the hook at db.drop.after_rename, before the old handle is
+ * closed), then released. */
+struct drop_race {
+    struct kc_stall st;
+    struct fx *f;
+    struct model m;
+    jvdb_db *again;
+};
+
+/* io_point_hook: stalls the dropped database's checkpointer, recreates the name after the drop's rename. */
+static void drop_race_hook(const char *name, void *arg)
+{
+    struct drop_race *d = arg;
+    if (!strcmp(name, "db.drop.after_rename") && pthread_equal(pthread_self(), d->st.main) && !d->again) {
+        setenv("JVDB_KDCKPT_BYTES", "1000000000", 1); /* the new database takes no checkpoint of its own */
+        d->again = mkdb(d->f, "kdrop", 0);
+        for (int i = 0; i < NIDS; i++) m_put(d->again, &d->m, i, 9);
+        pthread_mutex_lock(&d->st.mu);
+        d->st.released = 1;
+        pthread_cond_broadcast(&d->st.cv);
+        pthread_mutex_unlock(&d->st.mu);
+        return;
+    }
+    if (strcmp(name, "kdckpt.before_open") || pthread_equal(pthread_self(), d->st.main)) return;
+    pthread_mutex_lock(&d->st.mu);
+    if (d->st.armed) {
+        d->st.armed = 0;
+        d->st.stalled = 1;
+        pthread_cond_broadcast(&d->st.cv);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        while (!d->st.released && pthread_cond_timedwait(&d->st.cv, &d->st.mu, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&d->st.mu);
+}
+
+/* A drop while the database's keydir checkpoint is under way: the checkpoint ends in the dropped
+ * directory.  Finishing after the rename, it wrote the dropped database's KEYDIR into a database
+ * created again under the name, whose next open after a crash would load it over its own segments. */
+static void test_drop_during_checkpoint(void **state)
+{
+    struct fx *f = *state;
+    setenv("JVDB_KDCKPT_BYTES", "1", 1);
+    struct drop_race d = { .st = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .armed = 1 },
+                           .f = f };
+    d.st.main = pthread_self();
+    struct model old = { 0 };
+    io_point_hook_set(drop_race_hook, &d);
+    jvdb_db *db = mkdb(f, "kdrop", 0);
+    for (int i = 0; i < NIDS / 2; i++) m_put(db, &old, i, 5);
+    pthread_mutex_lock(&d.st.mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!d.st.stalled && pthread_cond_timedwait(&d.st.cv, &d.st.mu, &until) == 0) {
+    }
+    int stalled = d.st.stalled;
+    pthread_mutex_unlock(&d.st.mu);
+    if (!stalled) {
+        io_point_hook_set(NULL, NULL);
+        fail_msg("the keydir checkpointer never started a checkpoint");
+    }
+    assert_ok(jvdb_db_drop(f->env, "kdrop"));
+    io_point_hook_set(NULL, NULL);
+    unsetenv("JVDB_KDCKPT_BYTES");
+    assert_non_null(d.again);
+    char keydir[1200];
+    snprintf(keydir, sizeof keydir, "%s/databases/kdrop/KEYDIR", f->data);
+    struct stat sb;
+    assert_int_equal(stat(keydir, &sb), -1); /* the new database has written none; the old one must not */
+    check_model(d.again, &d.m, "created again after a drop");
+}
+
 /* jvdb_backup_options.cancel: a backup cancelled before it starts or midway fails with EBUSY and
  * leaves nothing in the repository; the next backup is whole. */
 static void test_cancelled_backup(void **state)
@@ -1707,6 +1783,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancelled_backup, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restore_keeps_what_it_built, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restore_replace_during_checkpoint, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_during_checkpoint, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
