@@ -49,6 +49,7 @@
 #include "core/err.h"
 #include "core/fs.h"
 #include "core/grow.h"
+#include "core/io.h"
 #include "core/log.h"
 #include "store/db.h"
 #include "store/record.h"
@@ -116,6 +117,7 @@ struct search_index {
     pthread_mutex_t save_mu; /* one save at a time (they share the .tmp name) */
     uint64_t dirty;          /* graph changes since the last save */
     int64_t last_save_ns;    /* clock_mono_ns() of the last save (or attach) */
+    int64_t save_every_ns;   /* SAVE_SECONDS, or JVDB_INDEX_SAVE_SECONDS (index_save_every) */
     uint64_t saved_lsn;
     uint64_t loaded_nodes;
     /* The graph's node numbers in ext.hnsw + ext.hnsw.log: savers change it under save_mu with the
@@ -320,6 +322,18 @@ int jvdb_set_index_threads(uint32_t threads)
     return JVDB_OK;
 }
 
+/* Seconds between the index thread's saves: SAVE_SECONDS, or JVDB_INDEX_SAVE_SECONDS (tests). */
+static int64_t index_save_every(void)
+{
+    const char *env = getenv("JVDB_INDEX_SAVE_SECONDS");
+    if (!env || !*env) return SAVE_SECONDS;
+    char *end = NULL;
+    unsigned long v = strtoul(env, &end, 10);
+    if (!*end && v <= 86400) return (int64_t)v;
+    log_warn("JVDB_INDEX_SAVE_SECONDS=%s is not 0..86400; the index saves every %d s", env, SAVE_SECONDS);
+    return SAVE_SECONDS;
+}
+
 /* Threads for the next batch: the setting, else JVDB_INDEX_THREADS (a bad value is logged and means 1). */
 static uint32_t index_threads(void)
 {
@@ -493,6 +507,15 @@ static int index_save_locked(struct search_index *ix)
     rp_exit();
     int64_t t0 = clock_mono_ns();
     pthread_mutex_lock(&ix->save_mu);
+    /* Checked again under save_mu: index_hold takes save_mu once the database is marked `dropping`,
+     * so a save that passed the first check before the mark ends before the rename, and any later
+     * one stops here. */
+    if (!index_writable(db)) {
+        pthread_mutex_unlock(&ix->save_mu);
+        free(path);
+        return JVDB_OK;
+    }
+    io_crash_point("hnsw.save.before_open"); /* not a commit point: tests stall a save here */
     uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED), bytes = 0;
     struct save_ctx sc = { ix };
     int full = index_save_full(ix), rc;
@@ -820,7 +843,7 @@ static void *index_thread_main(void *arg)
             if (__atomic_load_n(&ix->dirty, __ATOMIC_RELAXED) && index_writable(db)) {
                 /* Idle with unsaved changes: checkpoint after enough of them or enough time. */
                 uint64_t dirty = __atomic_load_n(&ix->dirty, __ATOMIC_RELAXED);
-                int64_t due = __atomic_load_n(&ix->last_save_ns, __ATOMIC_RELAXED) + SAVE_SECONDS * 1000000000ll;
+                int64_t due = __atomic_load_n(&ix->last_save_ns, __ATOMIC_RELAXED) + ix->save_every_ns;
                 if (dirty >= SAVE_CHANGES || clock_mono_ns() >= due) {
                     pthread_mutex_unlock(&ix->pend_mu);
                     pthread_rwlock_rdlock(&ix->lock);
@@ -911,6 +934,24 @@ static void index_free(void *arg)
     free(ix);
 }
 
+/* db_set_ext_hold: the graph files are opened by path (db_dir), so a save under way when a drop or a
+ * replace renames the directory would finish in the directory that then bears the name.  Waiting for
+ * save_mu is enough and simpler than saving through a directory fd: every save takes it and checks
+ * `dropping` under it (index_save_locked), and no other thread writes these files.  Release wakes
+ * the index thread, which skipped its saves while the database was marked, to save again. */
+static void index_hold(void *ext, int hold)
+{
+    struct search_index *ix = ext;
+    if (hold) {
+        pthread_mutex_lock(&ix->save_mu);
+        pthread_mutex_unlock(&ix->save_mu);
+        return;
+    }
+    pthread_mutex_lock(&ix->pend_mu);
+    pthread_cond_broadcast(&ix->pend_cv);
+    pthread_mutex_unlock(&ix->pend_mu);
+}
+
 /* The database's index, created on first use: hooked into the keydir and filled in the background. */
 static int index_get(jvdb_db *db, struct search_index **out)
 {
@@ -933,6 +974,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
     }
     ix->db = db;
     ix->last_save_ns = clock_mono_ns();
+    ix->save_every_ns = index_save_every() * 1000000000ll;
     ix->row_bytes = sq8_row_bytes(jvdb_db_dim(db));
     if (sq8_init(&ix->quant, jvdb_db_dim(db)) || !(ix->vbuf = malloc((size_t)jvdb_db_dim(db) * sizeof(float)))) {
         sq8_free(&ix->quant);
@@ -968,6 +1010,7 @@ static int index_get(jvdb_db *db, struct search_index **out)
         return rc;
     }
     ix->thread_started = 1;
+    db_set_ext_hold(db, index_hold);
     db_set_ext(db, ix, index_free);
     pthread_mutex_unlock(&search_attach_mu);
     *out = ix;

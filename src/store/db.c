@@ -606,6 +606,14 @@ void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext))
     __atomic_store_n(&db->ext, ext, __ATOMIC_RELEASE);
 }
 
+void db_set_ext_hold(jvdb_db *db, void (*ext_hold)(void *ext, int hold)) { db->ext_hold = ext_hold; }
+
+void db_ext_hold(jvdb_db *db, int hold)
+{
+    void *ext = db_ext(db);
+    if (ext && db->ext_hold) db->ext_hold(ext, hold);
+}
+
 int db_as_writer(jvdb_db *db, int (*fn)(void *ctx), void *ctx)
 {
     db_write_lock(db);

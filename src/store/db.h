@@ -153,6 +153,12 @@ void db_writer_exit(jvdb_db *db);
  * closes.  db_ext is an acquire load; db_set_ext publishes (release). */
 void *db_ext(const jvdb_db *db);
 void db_set_ext(jvdb_db *db, void *ext, void (*ext_free)(void *ext));
+/* The upper layer's hold (set before db_set_ext publishes ext): hold 1 returns once no file write
+ * of it is under way and none starts while the database is `dropping` (a drop or replace is about to
+ * rename its directory); hold 0 lets them go on after a rename that failed.  db_ext_hold calls it
+ * when ext is attached. */
+void db_set_ext_hold(jvdb_db *db, void (*ext_hold)(void *ext, int hold));
+void db_ext_hold(jvdb_db *db, int hold);
 /* Runs fn(ctx) as the writer (write_mu held): keydir hooks see no write meanwhile. */
 int db_as_writer(jvdb_db *db, int (*fn)(void *ctx), void *ctx);
 /* Sets the keydir's slot hook (NULL hook: removes it if ctx is the current one); write_mu held

@@ -78,6 +78,7 @@ struct jvdb_db {
     /* Upper layers attach per-database state here (the search index), freed through the hook. */
     void *ext;
     void (*ext_free)(void *ext);
+    void (*ext_hold)(void *ext, int hold); /* db_set_ext_hold */
 };
 
 /* write_mu with its owner noted, so that functions that need it can assert they have it (debug

@@ -356,6 +356,17 @@ static int env_retire_locked(jvdb_env *env, jvdb_db *db, const char *name)
     return JVDB_OK;
 }
 
+/* Around the rename of a retired database's directory (env->mu held, `dropping` set): hold 1 lets
+ * its background writers that address files by path (keydir checkpoint, graph save) end in this
+ * directory, since after the rename the path names another database's; hold 0, after a rename that
+ * failed, lets them go on (kdckpt's thread is started again). */
+static void env_hold_writers(jvdb_db *db, const char *name, int hold)
+{
+    db_ext_hold(db, hold);
+    if (kdckpt_hold(db, hold) != JVDB_OK) /* it only checkpoints at close then */
+        log_warn("database '%s': %s", name, jvdb_errmsg());
+}
+
 int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out)
 {
     err_clear();
@@ -416,17 +427,19 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     }
     jvdb_db *open_db = env_find_open(env, name);
     if (open_db && (rc = env_retire_locked(env, open_db, name))) goto unlock;
-    /* A keydir checkpoint already under way finishes now, in this directory: after the rename its
-     * path would name a database created again under the same name (see env_build_publish). */
-    if (open_db) kdckpt_hold(open_db, 1);
+    /* A keydir checkpoint or graph save already under way finishes now, in this directory: after the
+     * rename its path would name a database created again under the same name (env_hold_writers). */
+    if (open_db) env_hold_writers(open_db, name, 1);
     /* The rename is the commit point: after it the database is gone, whatever happens next. */
     io_crash_point("db.drop.before_rename");
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
         if (open_db) {
             atomic_store(&open_db->dropping, false);
-            if (kdckpt_hold(open_db, 0) != JVDB_OK) /* it only checkpoints at close then */
-                log_warn("database '%s': %s", name, jvdb_errmsg());
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+            env_hold_writers(open_db, name, 0);
+            err_set(rc, "%s", msg);
         }
         goto unlock;
     }
@@ -665,10 +678,11 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     }
     old = env_find_open(env, name);
     if (old && (rc = env_retire_locked(env, old, name))) goto fail;
-    /* Its background keydir checkpoint, if one is under way, ends now in its own directory: after
-     * the swap that path names the restored database's, where its KEYDIR would be loaded over the
-     * restored segments at the next open (`dropping` keeps another from starting). */
-    if (old) kdckpt_hold(old, 1);
+    /* Its background keydir checkpoint or graph save, if one is under way, ends now in its own
+     * directory: after the swap that path names the restored database's, where its KEYDIR would be
+     * loaded over the restored segments at the next open, its ext.hnsw installed over the restored
+     * graph (`dropping` keeps another from starting). */
+    if (old) env_hold_writers(old, name, 1);
     io_crash_point("publish.before_rename");
     if (exists) {
         /* The commit point of a replace: both directories trade places in one step. */
@@ -702,8 +716,7 @@ fail:
         atomic_store(&old->dropping, false);
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
-        if (kdckpt_hold(old, 0) != JVDB_OK) /* it only checkpoints at close then */
-            log_warn("database '%s': %s", name, jvdb_errmsg());
+        env_hold_writers(old, name, 0);
         err_set(rc, "%s", msg);
     }
     pthread_mutex_unlock(&env->mu);

@@ -1586,6 +1586,7 @@ struct kc_stall {
     pthread_cond_t cv;
     pthread_t main;
     int armed, stalled, released;
+    const char *at; /* the io point it stalls at (NULL: kdckpt.before_open) */
 };
 
 /* io_point_hook: see struct kc_stall. */
@@ -1593,7 +1594,7 @@ static void kc_stall_hook(const char *name, void *arg)
 {
     struct kc_stall *s = arg;
     pthread_mutex_lock(&s->mu);
-    if (!strcmp(name, "kdckpt.before_open") && s->armed && !pthread_equal(pthread_self(), s->main)) {
+    if (!strcmp(name, s->at ? s->at : "kdckpt.before_open") && s->armed && !pthread_equal(pthread_self(), s->main)) {
         s->armed = 0;
         s->stalled = 1;
         pthread_cond_broadcast(&s->cv);
@@ -1607,6 +1608,21 @@ static void kc_stall_hook(const char *name, void *arg)
         pthread_cond_broadcast(&s->cv);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits up to 10 s for the stall to catch its thread; whether it did. */
+static int kc_wait_stalled(struct kc_stall *s)
+{
+    pthread_mutex_lock(&s->mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (!s->stalled && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0) {
+    }
+    int stalled = s->stalled;
+    pthread_mutex_unlock(&s->mu);
+    if (!stalled) io_point_hook_set(NULL, NULL);
+    return stalled;
 }
 
 /* A restore replacing an open database while that database's background keydir checkpoint is under
@@ -1627,18 +1643,7 @@ static void test_restore_replace_during_checkpoint(void **state)
     io_point_hook_set(kc_stall_hook, &s);
     jvdb_db *tgt = mkdb(f, "ktgt", 0);
     for (int i = NIDS - 8; i < NIDS; i++) m_put(tgt, &old, i, 5);
-    pthread_mutex_lock(&s.mu);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    while (!s.stalled && pthread_cond_timedwait(&s.cv, &s.mu, &until) == 0) {
-    }
-    int stalled = s.stalled;
-    pthread_mutex_unlock(&s.mu);
-    if (!stalled) {
-        io_point_hook_set(NULL, NULL);
-        fail_msg("the target's keydir checkpointer never started a checkpoint");
-    }
+    if (!kc_wait_stalled(&s)) fail_msg("the target's keydir checkpointer never started a checkpoint");
     jvdb_restore_options ro = { .as_name = "ktgt", .force = 1 };
     jvdb_db *r;
     assert_ok(jvdb_backup_restore(f->env, f->repo, full.id, &ro, &r));
@@ -1659,6 +1664,7 @@ struct drop_race {
     struct fx *f;
     struct model m;
     jvdb_db *again;
+    const char *name; /* the database dropped and created again (NULL: kdrop) */
 };
 
 /* io_point_hook: stalls the dropped database's checkpointer, recreates the name after the drop's rename. */
@@ -1667,7 +1673,7 @@ static void drop_race_hook(const char *name, void *arg)
     struct drop_race *d = arg;
     if (!strcmp(name, "db.drop.after_rename") && pthread_equal(pthread_self(), d->st.main) && !d->again) {
         setenv("JVDB_KDCKPT_BYTES", "1000000000", 1); /* the new database takes no checkpoint of its own */
-        d->again = mkdb(d->f, "kdrop", 0);
+        d->again = mkdb(d->f, d->name ? d->name : "kdrop", 0);
         for (int i = 0; i < NIDS; i++) m_put(d->again, &d->m, i, 9);
         pthread_mutex_lock(&d->st.mu);
         d->st.released = 1;
@@ -1675,7 +1681,7 @@ static void drop_race_hook(const char *name, void *arg)
         pthread_mutex_unlock(&d->st.mu);
         return;
     }
-    if (strcmp(name, "kdckpt.before_open") || pthread_equal(pthread_self(), d->st.main)) return;
+    if (strcmp(name, d->st.at ? d->st.at : "kdckpt.before_open") || pthread_equal(pthread_self(), d->st.main)) return;
     pthread_mutex_lock(&d->st.mu);
     if (d->st.armed) {
         d->st.armed = 0;
@@ -1704,18 +1710,7 @@ static void test_drop_during_checkpoint(void **state)
     io_point_hook_set(drop_race_hook, &d);
     jvdb_db *db = mkdb(f, "kdrop", 0);
     for (int i = 0; i < NIDS / 2; i++) m_put(db, &old, i, 5);
-    pthread_mutex_lock(&d.st.mu);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 10;
-    while (!d.st.stalled && pthread_cond_timedwait(&d.st.cv, &d.st.mu, &until) == 0) {
-    }
-    int stalled = d.st.stalled;
-    pthread_mutex_unlock(&d.st.mu);
-    if (!stalled) {
-        io_point_hook_set(NULL, NULL);
-        fail_msg("the keydir checkpointer never started a checkpoint");
-    }
+    if (!kc_wait_stalled(&d.st)) fail_msg("the keydir checkpointer never started a checkpoint");
     assert_ok(jvdb_db_drop(f->env, "kdrop"));
     io_point_hook_set(NULL, NULL);
     unsetenv("JVDB_KDCKPT_BYTES");
@@ -1725,6 +1720,142 @@ static void test_drop_during_checkpoint(void **state)
     struct stat sb;
     assert_int_equal(stat(keydir, &sb), -1); /* the new database has written none; the old one must not */
     check_model(d.again, &d.m, "created again after a drop");
+}
+
+/* Asserts that the database `name` has no graph file (ext.hnsw, its .tmp or its delta). */
+static void assert_no_graph(struct fx *f, const char *name, const char *what)
+{
+    static const char *const files[] = { "ext.hnsw", "ext.hnsw.tmp", "ext.hnsw.log" };
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/databases/%s/%s", f->data, name, files[i]);
+        struct stat sb;
+        if (stat(path, &sb) == 0) fail_msg("%s: %s exists (the old database's graph save ended there)", what, path);
+    }
+}
+
+/* The graph's side of test_restore_replace_during_checkpoint: the replaced database's index thread
+ * stalled in a graph save (hnsw.save.before_open) until the directories are swapped.  The save opens
+ * its files by path, so finishing after the swap it wrote the old graph as the restored database's
+ * ext.hnsw (the backup carries none), and the next open installed the old nodes whose (id, LSN)
+ * the restored history happens to reuse, with the old vectors' rows. */
+static void test_restore_replace_during_graph_save(void **state)
+{
+    struct fx *f = *state;
+    struct model m = { 0 }, old = { 0 };
+    jvdb_db *src = mkdb(f, "gsrc", 0);
+    for (int i = 0; i < NIDS; i++) m_put(src, &m, i, 1);
+    jvdb_backup_info full = backup(f, src, JVDB_BACKUP_FULL, JVDB_BACKUP_FULL); /* no index: no graph */
+    assert_ok(jvdb_db_drop(f->env, "gsrc"));
+    struct kc_stall s = {
+        .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .armed = 1, .at = "hnsw.save.before_open"
+    };
+    s.main = pthread_self();
+    io_point_hook_set(kc_stall_hook, &s);
+    setenv("JVDB_INDEX_SAVE_SECONDS", "0", 1); /* its index thread saves as soon as it is idle */
+    jvdb_db *tgt = mkdb(f, "gtgt", 0);
+    /* The ids and LSNs the restored database gives its first 8 records, other vectors: its loader
+     * would keep these nodes of the old graph (a node is matched by id and LSN). */
+    for (int i = 0; i < 8; i++) m_put(tgt, &old, i, 5);
+    assert_ok(jvdb_db_index_wait(tgt, 10000));
+    unsetenv("JVDB_INDEX_SAVE_SECONDS");
+    if (!kc_wait_stalled(&s)) fail_msg("the target's index thread never started a graph save");
+    jvdb_restore_options ro = { .as_name = "gtgt", .force = 1 };
+    jvdb_db *r;
+    assert_ok(jvdb_backup_restore(f->env, f->repo, full.id, &ro, &r));
+    io_point_hook_set(NULL, NULL);
+    assert_no_graph(f, "gtgt", "restored over an open database");
+    check_model(r, &m, "restored over an open database");
+    jvdb_env_close(f->env);
+    assert_ok(jvdb_env_open(f->data, &f->env));
+    assert_ok(jvdb_db_open(f->env, "gtgt", &r));
+    assert_ok(jvdb_db_index_wait(r, 10000));
+    jvdb_index_status st;
+    assert_ok(jvdb_db_index_status(r, &st));
+    assert_int_equal(st.loaded_nodes, 0); /* built from the restored vectors, none from the old graph */
+    check_model(r, &m, "reopened after the replace");
+}
+
+/* The graph's side of test_drop_during_checkpoint: the dropped database's graph save stalled past the
+ * drop's rename while the name is created again, then released. */
+static void test_drop_during_graph_save(void **state)
+{
+    struct fx *f = *state;
+    struct drop_race d = { .st = { .mu = PTHREAD_MUTEX_INITIALIZER,
+                                   .cv = PTHREAD_COND_INITIALIZER,
+                                   .armed = 1,
+                                   .at = "hnsw.save.before_open" },
+                           .f = f,
+                           .name = "gdrop" };
+    d.st.main = pthread_self();
+    struct model old = { 0 };
+    io_point_hook_set(drop_race_hook, &d);
+    setenv("JVDB_INDEX_SAVE_SECONDS", "0", 1);
+    jvdb_db *db = mkdb(f, "gdrop", 0);
+    for (int i = 0; i < NIDS / 2; i++) m_put(db, &old, i, 5);
+    assert_ok(jvdb_db_index_wait(db, 10000));
+    unsetenv("JVDB_INDEX_SAVE_SECONDS");
+    if (!kc_wait_stalled(&d.st)) fail_msg("the index thread never started a graph save");
+    assert_ok(jvdb_db_drop(f->env, "gdrop"));
+    io_point_hook_set(NULL, NULL);
+    unsetenv("JVDB_KDCKPT_BYTES");
+    assert_non_null(d.again);
+    assert_no_graph(f, "gdrop", "created again after a drop"); /* it has no index: only the old one could */
+    check_model(d.again, &d.m, "created again after a drop");
+}
+
+/* Waits up to 10 s for the index of db to have saved past LSN `after`; the saved LSN. */
+static uint64_t wait_graph_saved(jvdb_db *db, uint64_t after)
+{
+    jvdb_index_status st = { 0 };
+    for (int i = 0; i < 1000; i++) {
+        assert_ok(jvdb_db_index_status(db, &st));
+        if (st.saved_lsn > after) break;
+        usleep(10000);
+    }
+    return st.saved_lsn;
+}
+
+struct drop_fail {
+    jvdb_db *db;
+    struct model *m;
+};
+
+/* io_point_hook: at the drop's rename (database marked, saves held) changes the graph, then makes
+ * the rename fail. */
+static void drop_fail_hook(const char *name, void *arg)
+{
+    struct drop_fail *d = arg;
+    if (strcmp(name, "db.drop.before_rename") || !d->db) return;
+    for (int i = NIDS / 2; i < NIDS / 2 + 8; i++) m_put(d->db, d->m, i, 6);
+    assert_ok(jvdb_db_index_wait(d->db, 10000));
+    d->db = NULL;
+    io_fault_arm(IO_OP_RENAME, 0, EIO, false, false);
+}
+
+/* A drop that fails after holding the graph saves lets them go on: the changes made meanwhile are
+ * saved without waiting for another write (the index thread, which skipped its save while the
+ * database was marked, is woken). */
+static void test_failed_drop_resumes_graph_saves(void **state)
+{
+    struct fx *f = *state;
+    struct model m = { 0 };
+    setenv("JVDB_INDEX_SAVE_SECONDS", "0", 1);
+    jvdb_db *db = mkdb(f, "gfail", 0);
+    for (int i = 0; i < NIDS / 2; i++) m_put(db, &m, i, 5);
+    assert_ok(jvdb_db_index_wait(db, 10000));
+    unsetenv("JVDB_INDEX_SAVE_SECONDS");
+    uint64_t saved = wait_graph_saved(db, 0);
+    assert_true(saved > 0);
+    struct drop_fail d = { db, &m };
+    io_point_hook_set(drop_fail_hook, &d);
+    int rc = jvdb_db_drop(f->env, "gfail");
+    io_point_hook_set(NULL, NULL);
+    io_fault_clear();
+    assert_int_not_equal(rc, JVDB_OK);
+    assert_null(d.db);
+    if (wait_graph_saved(db, saved) <= saved) fail_msg("the graph changed during the failed drop was never saved");
+    check_model(db, &m, "after a failed drop");
 }
 
 /* jvdb_backup_options.cancel: a backup cancelled before it starts or midway fails with EBUSY and
@@ -1784,6 +1915,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_keeps_what_it_built, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_restore_replace_during_checkpoint, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_drop_during_checkpoint, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_replace_during_graph_save, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_during_graph_save, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_drop_resumes_graph_saves, fx_setup, fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
