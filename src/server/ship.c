@@ -6,8 +6,8 @@
  * Writers never wait for it: a shipment reads the records inside a read section and compresses them
  * into the log object there, before any repository I/O, and takes no database lock.  When R is
  * unreachable the shipment fails, writes go on, the backlog stays in the database (compaction keeps
- * it: the MANIFEST's shipped LSN) and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
- * error) and covered by an incremental backup when R is back.  Retention: by time
+ * it: the MANIFEST's shipped LSN) and is shipped when R answers again; past --backup-backlog-bytes
+ * the gap is given up (logged at error) and covered by an incremental backup when R is back.  Retention: by time
  * (--backup-retention), and with retention by count the log from before the oldest backup left.
  * Log folding (--backup-log-fold-bytes / --backup-log-fold-objects): once the log after the newest
  * backup passes either, the shipper takes an incremental backup (the chain's usual kind, read from
