@@ -803,7 +803,11 @@ struct ship_scan {
     int64_t oldest_ns;
     uint64_t oldest_lsn;
     int collect;
+    uint64_t limit; /* collecting: stop at the first batch end past this many bytes while LSNs rise (0: never) */
+    int stopped;    /* ... and it did */
 };
+
+#define SHIP_STOP 2 /* ship_scan_fn: enough collected for one object (never returned to a caller) */
 
 /* db_records_after callback: counts (and, when collecting, keeps) each record. */
 static int ship_scan_fn(void *arg, const struct rec_header *h)
@@ -815,10 +819,15 @@ static int ship_scan_fn(void *arg, const struct rec_header *h)
         s->oldest_ns = h->time_ns;
     }
     if (!s->collect) return 0;
+    if (s->limit && s->n && h->lsn <= s->v[s->n - 1]->lsn) s->limit = 0; /* out of order: scan it all */
     const struct rec_header **nv = grow_array(s->v, &s->cap, s->n + 1, sizeof *nv, 4096);
     if (!nv) return err_set(JVDB_ENOMEM, "out of memory collecting the records to ship");
     s->v = nv;
     s->v[s->n++] = h;
+    if (s->limit && s->bytes >= s->limit && !(h->flags & REC_FLAG_MORE)) {
+        s->stopped = 1;
+        return SHIP_STOP;
+    }
     return 0;
 }
 
@@ -1005,7 +1014,9 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
 {
     const char *name = jvdb_db_name(db);
     uint32_t dim = jvdb_db_dim(db);
-    struct ship_scan sc = { .collect = 1 };
+    /* A large backlog is read one object at a time: the scan stops once an object's worth of whole batches
+     * came in rising LSN order (else it reads everything after the log's end, as it must to sort). */
+    struct ship_scan sc = { .collect = 1, .limit = o->max_object_bytes };
     struct wal_entry e = { 0 };
     uint64_t shipped_bytes = 0;
     *done = 1;
@@ -1013,6 +1024,14 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
      * holds back the freeing of what was unpublished meanwhile (readpath.c). */
     rp_enter();
     int rc = db_records_after(db, s->end, target, ship_scan_fn, &sc);
+    if (rc == SHIP_STOP) rc = JVDB_OK;
+    if (!rc && sc.stopped && (sc.v[0]->lsn != s->end + 1 || sc.v[sc.n - 1]->lsn != s->end + sc.n)) {
+        /* Not a dense run from the log's end (a hole, or records elsewhere): read all of it. */
+        sc.n = 0;
+        sc.limit = 0;
+        sc.stopped = 0;
+        rc = db_records_after(db, s->end, target, ship_scan_fn, &sc);
+    }
     size_t k = 0;
     if (!rc && sc.n) {
         /* Segments hold records in LSN order nearly always (compaction output aside): sort only when not. */
@@ -1026,7 +1045,7 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
         sc.n = m;
         for (size_t i = 0; i < sc.n && !rc; i++)
             if (sc.v[i]->lsn != s->end + 1 + i) rc = SHIP_GAP;
-        if (!rc && sc.v[sc.n - 1]->lsn != target) rc = SHIP_GAP;
+        if (!rc && !sc.stopped && sc.v[sc.n - 1]->lsn != target) rc = SHIP_GAP;
         /* Whole batches, up to max_bytes (at least one batch). */
         uint64_t bytes = 0;
         size_t cut = 0;
@@ -1037,7 +1056,7 @@ static int ship_one(jvdb_db *db, jvdb_repo *repo, jvdb_shipper *s, const jvdb_sh
             if (bytes >= o->max_object_bytes) break;
         }
         k = cut;
-        *done = k == sc.n;
+        *done = k == sc.n && !sc.stopped;
         if (!rc && k == 0)
             rc = err_set(JVDB_EIO, "backup log of '%s': the records after LSN %llu end inside a batch", name,
                          (unsigned long long)s->end);
