@@ -936,7 +936,7 @@ typedef struct jvdb_ship_options {
                                 * lease and releases it) */
     int64_t lease_ns;          /* lease time; 0 = 30 s.  Renewed at most every third of it */
     uint64_t max_object_bytes; /* record bytes per log object; 0 = 64 MiB (more makes several) */
-    int level;                 /* zstd level, -7 (fastest) .. 19; 0 = -1 */
+    int level;                 /* zstd level, -7 (fastest) .. 19; 0 = -5 */
     uint64_t backlog_limit;    /* record bytes left unshipped past which a failed shipment gives the
                                 * gap up (logged at error): the next one that reaches the repository
                                 * takes an incremental backup instead; 0 = no limit */

@@ -149,7 +149,7 @@ struct archive_writer {
 static int aw_emit(struct archive_writer *w)
 {
     if (!w->out_len) return JVDB_OK;
-    sha256_update(w->sha, w->out, w->out_len);
+    if (w->sha) sha256_update(w->sha, w->out, w->out_len);
     int rc = w->stage->write(w->stage, w->out, w->out_len);
     w->stored += w->out_len;
     w->out_len = 0;
@@ -256,6 +256,12 @@ int archive_writer_open(struct repo_stage *stage, const struct archive_header *h
     return JVDB_OK;
 }
 
+void archive_writer_no_sha(struct archive_writer *w)
+{
+    sha256_free(w->sha);
+    w->sha = NULL;
+}
+
 int archive_writer_add(struct archive_writer *w, const void *rec, uint32_t len)
 {
     const struct rec_header *h = rec;
@@ -290,7 +296,8 @@ int archive_writer_finish(struct archive_writer *w, uint64_t *raw, uint64_t *sto
     *stored = w->stored;
     struct sha256_ctx *s = w->sha;
     w->sha = NULL;
-    sha256_final_hex(s, sha);
+    if (s) sha256_final_hex(s, sha);
+    else sha[0] = '\0';
     return JVDB_OK;
 }
 

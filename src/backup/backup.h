@@ -193,6 +193,9 @@ struct archive_header {
 struct archive_writer;
 int archive_writer_open(struct repo_stage *stage, const struct archive_header *h, int level, uint32_t threads,
                         const char *what, struct archive_writer **out);
+/* Skips the SHA-256 of the stored bytes (finish then gives ""): for a log object, which keeps no hash of
+ * its stored bytes (docs/FORMAT.md "Backup log objects"); every checksum inside the stream stays. */
+void archive_writer_no_sha(struct archive_writer *w);
 /* Appends one record (already validated by the caller). */
 int archive_writer_add(struct archive_writer *w, const void *rec, uint32_t len);
 /* Writes the trailer and flushes; fills raw/stored sizes and the SHA-256 of the stored bytes. */

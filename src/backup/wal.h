@@ -87,8 +87,21 @@ void wal_owner_name(char out[128]);
 
 /* ------------------------------------------------------------------ writing (the shipper) */
 
-/* Writes one log object holding recs[0..n) (verbatim, ascending LSN, whole batches, lsn_from <
- * first LSN, last LSN = lsn_to) atomically; *out describes it.  Crash point "ship.after_object". */
+/* A log object's bytes built in memory (one object is one atomic write); kept by the shipper from one
+ * shipment to the next so that its pages are not faulted in afresh every time. */
+struct wal_buf {
+    char *p;
+    size_t len, cap;
+};
+
+/* Builds the log object holding recs[0..n) (verbatim, ascending LSN, whole batches, lsn_from < first LSN,
+ * last LSN = lsn_to) into buf (replacing what it held) and names it in *out.  Touches no repository, so the
+ * shipper runs it inside the read section straight from the mapped records. */
+int wal_encode(const char *db, int64_t incarnation, uint64_t epoch, uint64_t lsn_from, uint32_t dim, jvdb_metric metric,
+               int level, const void *const *recs, size_t n, struct wal_buf *buf, struct wal_entry *out);
+/* Writes an object wal_encode built, atomically.  Crash points "ship.before_object", "ship.after_object". */
+int wal_put(jvdb_repo *r, const char *db, const struct wal_buf *buf, const struct wal_entry *e);
+/* wal_encode then wal_put. */
 int wal_write(jvdb_repo *r, const char *db, int64_t incarnation, uint64_t epoch, uint64_t lsn_from, uint32_t dim,
               jvdb_metric metric, int level, const void *const *recs, size_t n, struct wal_entry *out);
 

@@ -3,11 +3,11 @@
  * thread ships the log of every database to R every D (jvdb_backup_ship, src/backup/wal.c), keeps
  * each database's lag for /metrics and the stats, and prunes by time (--backup-retention).
  *
- * Writers never wait for it: a shipment reads the records inside a read section and copies them out
- * before any repository I/O, and takes no database lock.  When R is unreachable the shipment fails,
- * writes go on, the backlog stays in the database (compaction keeps it: the MANIFEST's shipped LSN)
- * and is shipped when R answers again; past --backup-backlog-bytes the gap is given up (logged at
- * error) and covered by an incremental backup when R is back.  Retention: by time
+ * Writers never wait for it: a shipment reads the records inside a read section and compresses them
+ * into the log object there, before any repository I/O, and takes no database lock.  When R is
+ * unreachable the shipment fails, writes go on, the backlog stays in the database (compaction keeps
+ * it: the MANIFEST's shipped LSN) and is shipped when R answers again; past --backup-backlog-bytes
+ * the gap is given up (logged at error) and covered by an incremental backup when R is back.  Retention: by time
  * (--backup-retention), and with retention by count the log from before the oldest backup left.
  * Log folding (--backup-log-fold-bytes / --backup-log-fold-objects): once the log after the newest
  * backup passes either, the shipper takes an incremental backup (the chain's usual kind, read from
