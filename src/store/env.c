@@ -367,6 +367,17 @@ static void env_hold_writers(jvdb_db *db, const char *name, int hold)
         log_warn("database '%s': %s", name, jvdb_errmsg());
 }
 
+/* Undoes env_retire_locked and the hold after a drop's or a replace's rename failed: the database
+ * serves again and its background writers go on; the failure `rc` keeps its message. */
+static void env_unretire(jvdb_db *db, const char *name, int rc)
+{
+    atomic_store(&db->dropping, false);
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
+    env_hold_writers(db, name, 0);
+    err_set(rc, "%s", msg);
+}
+
 int jvdb_db_create(jvdb_env *env, const char *name, const jvdb_db_options *opts, jvdb_db **out)
 {
     err_clear();
@@ -434,13 +445,7 @@ int jvdb_db_drop(jvdb_env *env, const char *name)
     io_crash_point("db.drop.before_rename");
     if (io_rename(dir, gone) < 0) {
         rc = err_errno(errno, "cannot remove database '%s'", name);
-        if (open_db) {
-            atomic_store(&open_db->dropping, false);
-            char msg[1024];
-            snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
-            env_hold_writers(open_db, name, 0);
-            err_set(rc, "%s", msg);
-        }
+        if (open_db) env_unretire(open_db, name, rc);
         goto unlock;
     }
     for (size_t i = 0; i < env->ndbs; i++) {
@@ -712,13 +717,7 @@ int env_build_publish(jvdb_env *env, jvdb_db *built, const char *name, int repla
     free(to);
     return rc;
 fail:
-    if (old) {
-        atomic_store(&old->dropping, false);
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", jvdb_errmsg());
-        env_hold_writers(old, name, 0);
-        err_set(rc, "%s", msg);
-    }
+    if (old) env_unretire(old, name, rc);
     pthread_mutex_unlock(&env->mu);
     db_close(built);
     fs_remove_tree(from);

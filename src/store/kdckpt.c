@@ -785,17 +785,23 @@ int kdckpt_start(jvdb_db *db, uint64_t scanned)
     return JVDB_OK;
 }
 
+/* Stops the checkpoint thread and waits for it (a checkpoint under way finishes first). */
+static void kc_join(struct kdckpt *kc)
+{
+    pthread_mutex_lock(&kc->mu);
+    kc->stop = true;
+    pthread_cond_broadcast(&kc->cv);
+    pthread_mutex_unlock(&kc->mu);
+    pthread_join(kc->thread, NULL);
+    kc->started = false;
+}
+
 int kdckpt_hold(jvdb_db *db, int hold)
 {
     struct kdckpt *kc = db->kc;
     if (!kc || db->mode != DB_MODE_WRITE) return JVDB_OK;
     if (hold && kc->started) {
-        pthread_mutex_lock(&kc->mu);
-        kc->stop = true;
-        pthread_cond_broadcast(&kc->cv);
-        pthread_mutex_unlock(&kc->mu);
-        pthread_join(kc->thread, NULL);
-        kc->started = false;
+        kc_join(kc);
         kc->stop = false;
     } else if (!hold && !kc->started) {
         if (pthread_create(&kc->thread, NULL, kc_main, db) != 0)
@@ -819,14 +825,7 @@ void kdckpt_stop(jvdb_db *db, int final)
 {
     struct kdckpt *kc = db->kc;
     if (!kc) return;
-    if (kc->started) {
-        pthread_mutex_lock(&kc->mu);
-        kc->stop = true;
-        pthread_cond_broadcast(&kc->cv);
-        pthread_mutex_unlock(&kc->mu);
-        pthread_join(kc->thread, NULL);
-        kc->started = false;
-    }
+    if (kc->started) kc_join(kc);
     if (final) {
         if (kdckpt_flush(db, "close") != JVDB_OK)
             log_warn("database '%s': no keydir checkpoint at close: %s", db->m.name, jvdb_errmsg());
