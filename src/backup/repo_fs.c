@@ -596,20 +596,6 @@ static int repo_fs_walk(struct fs_walk *w, const char *path, const char *rel, in
     return rc;
 }
 
-/* Lists the objects below the database folder whose names start with `prefix`. */
-static int repo_fs_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
-{
-    struct repo_fs *f = (struct repo_fs *)r;
-    int rc = repo_fs_present(f);
-    if (rc) return rc;
-    char *dbdir = fs_path3(f->dir, db, NULL);
-    if (!dbdir) return err_set(JVDB_ENOMEM, "out of memory");
-    struct fs_walk w = { prefix, fn, arg, NULL };
-    rc = repo_fs_walk(&w, dbdir, "", 0);
-    free(dbdir);
-    return rc;
-}
-
 /* Lists the objects below the database folder whose names start with `prefix` and sort after `after`. */
 static int repo_fs_obj_list_after(jvdb_repo *r, const char *db, const char *prefix, const char *after, repo_obj_fn fn,
                                   void *arg)
@@ -623,6 +609,12 @@ static int repo_fs_obj_list_after(jvdb_repo *r, const char *db, const char *pref
     rc = repo_fs_walk(&w, dbdir, "", 0);
     free(dbdir);
     return rc;
+}
+
+/* Lists the objects below the database folder whose names start with `prefix`. */
+static int repo_fs_obj_list(jvdb_repo *r, const char *db, const char *prefix, repo_obj_fn fn, void *arg)
+{
+    return repo_fs_obj_list_after(r, db, prefix, NULL, fn, arg);
 }
 
 /* Creates the directories of `name` below the database folder (each new one made durable in its

@@ -365,6 +365,16 @@ int wal_lease_read(jvdb_repo *r, const char *db, struct wal_lease *out)
     return err_set(JVDB_ECORRUPT, "the backup log lease of '%s' (%s) is damaged: %s", db, WAL_LEASE_NAME, why);
 }
 
+/* wal_lease_read, with a database that has no lease yet read as the empty lease (no owner, epoch 0). */
+static int wal_lease_read_or_none(jvdb_repo *r, const char *db, struct wal_lease *out)
+{
+    int rc = wal_lease_read(r, db, out);
+    if (rc != JVDB_ENOTFOUND) return rc;
+    err_clear();
+    memset(out, 0, sizeof *out);
+    return JVDB_OK;
+}
+
 int wal_lease_write(jvdb_repo *r, const char *db, const struct wal_lease *l)
 {
     json_t *doc = json_pack("{s:s, s:I, s:I}", "owner", l->owner, "epoch", (json_int_t)l->epoch, "renewed_ns",
@@ -551,13 +561,8 @@ int wal_lease_take(jvdb_repo *r, const char *db, const char *owner, int64_t leas
                    struct wal_lease *prev, uint64_t *epoch)
 {
     struct wal_lease l;
-    int rc = wal_lease_read(r, db, &l);
-    if (rc == JVDB_ENOTFOUND) {
-        err_clear();
-        memset(&l, 0, sizeof l);
-    } else if (rc) {
-        return rc;
-    }
+    int rc = wal_lease_read_or_none(r, db, &l);
+    if (rc) return rc;
     if (prev) *prev = l;
     int64_t now = clock_wall_ns();
     if (!force && l.owner[0] && strcmp(l.owner, owner) && l.renewed_ns && now - l.renewed_ns < lease_ns)
@@ -760,13 +765,8 @@ static int ship_lease(jvdb_shipper *s, jvdb_repo *repo, const char *db, int64_t 
         s->known = 0; /* whoever shipped before us may have moved the log's end */
         return JVDB_OK;
     }
-    int rc = wal_lease_read(repo, db, &l);
-    if (rc == JVDB_ENOTFOUND) {
-        err_clear();
-        memset(&l, 0, sizeof l);
-    } else if (rc) {
-        return rc;
-    }
+    int rc = wal_lease_read_or_none(repo, db, &l);
+    if (rc) return rc;
     if (l.epoch < s->epoch) {
         /* Our claim of the epoch is the authority: a lease removed by hand (or lost with the repository's
          * folder), or a lower epoch written after ours by a slower taker (or an old holder's renewal), is
